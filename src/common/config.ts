@@ -1,0 +1,180 @@
+// One configuration model for every daemon (devloc.conf(5)):
+//   - a file of `key = value` lines ('#' starts a comment; keys are the long flag names),
+//   - environment variables DEVLOC_<DAEMON>_<KEY> (KEY upper-cased, '-' -> '_'),
+//   - command-line flags --key value.
+// Precedence: flags > environment > file > built-in defaults. Unknown keys and bad values are
+// refused with the key (and file line) named, so a typo never silently means "default".
+import { readFileSync } from 'node:fs';
+import yargs from 'yargs';
+
+export type OptionType = 'string' | 'number' | 'boolean' | 'list';
+
+export interface OptionSpec {
+  type: OptionType;
+  default?: string | number | boolean | string[];
+  describe: string;
+  /** Applied on SIGHUP without a restart. */
+  reloadable?: boolean;
+  /** Allowed values (strings). */
+  choices?: readonly string[];
+  /** Numbers: inclusive bounds. */
+  min?: number;
+  max?: number;
+}
+
+export type Spec = Record<string, OptionSpec>;
+export type ConfigValue = string | number | boolean | string[];
+export type Config = Record<string, ConfigValue | undefined>;
+
+export type ConfigResult = { ok: true; config: Config; sources: Record<string, 'flag' | 'env' | 'file' | 'default'> } | { ok: false; error: string };
+
+/** Options every daemon has. */
+export const commonSpec: Spec = {
+  config: { type: 'string', describe: 'configuration file (key = value lines)' },
+  'log-level': { type: 'string', default: 'info', choices: ['debug', 'info', 'warn', 'error'], describe: 'least severe log level written', reloadable: true },
+  'metrics-listen': { type: 'string', default: '', describe: 'serve Prometheus /metrics on this loopback host:port ("" = off)' },
+  'state-dir': { type: 'string', default: '/var/lib/devloc', describe: 'directory for persistent state' },
+};
+
+type Checked = { ok: true; value: ConfigValue } | { ok: false; error: string };
+
+function check(key: string, spec: OptionSpec, raw: string | boolean | number | string[]): Checked {
+  const fail = (why: string): Checked => ({ ok: false, error: `${key}: ${why}` });
+  switch (spec.type) {
+    case 'string': {
+      const v = String(raw);
+      if (spec.choices && !spec.choices.includes(v)) return fail(`must be one of ${spec.choices.join(', ')} (got ${JSON.stringify(v)})`);
+      return { ok: true, value: v };
+    }
+    case 'number': {
+      const n = typeof raw === 'number' ? raw : Number(String(raw).trim());
+      if (String(raw).trim() === '' || !Number.isFinite(n)) return fail(`must be a number (got ${JSON.stringify(raw)})`);
+      if (spec.min !== undefined && n < spec.min) return fail(`must be >= ${spec.min}`);
+      if (spec.max !== undefined && n > spec.max) return fail(`must be <= ${spec.max}`);
+      return { ok: true, value: n };
+    }
+    case 'boolean': {
+      if (typeof raw === 'boolean') return { ok: true, value: raw };
+      const s = String(raw).trim().toLowerCase();
+      if (['true', 'yes', 'on', '1'].includes(s)) return { ok: true, value: true };
+      if (['false', 'no', 'off', '0'].includes(s)) return { ok: true, value: false };
+      return fail(`must be true or false (got ${JSON.stringify(raw)})`);
+    }
+    case 'list':
+      return { ok: true, value: Array.isArray(raw) ? raw.map(String) : String(raw).split(',').map((x) => x.trim()).filter(Boolean) };
+  }
+}
+
+/** Parse a config file's text. */
+export function parseConfigFile(text: string, spec: Spec, fileName = 'config'): { ok: true; values: Config } | { ok: false; error: string } {
+  const values: Config = {};
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/(^|\s)#.*$/, '').trim();
+    if (!line) continue;
+    const m = /^([a-z0-9-]+)\s*=\s*(.*)$/.exec(line);
+    if (!m) return { ok: false, error: `${fileName}:${i + 1}: expected "key = value"` };
+    const key = m[1]!;
+    const s = spec[key];
+    if (!s || key === 'config') return { ok: false, error: `${fileName}:${i + 1}: unknown key "${key}"` };
+    let raw = m[2]!.trim();
+    if (/^".*"$/.test(raw)) raw = raw.slice(1, -1);
+    const r = check(key, s, raw);
+    if (!r.ok) return { ok: false, error: `${fileName}:${i + 1}: ${r.error}` };
+    values[key] = r.value;
+  }
+  return { ok: true, values };
+}
+
+export function envName(daemon: string, key: string): string {
+  return `DEVLOC_${daemon.toUpperCase()}_${key.toUpperCase().replace(/-/g, '_')}`;
+}
+
+/**
+ * Resolve the configuration from flags (already parsed by yargs: only keys given), environment
+ * and file. `readFile` is injectable for tests.
+ */
+export function resolveConfig(
+  daemon: string,
+  spec: Spec,
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+  readFile: (path: string) => string = (p) => readFileSync(p, 'utf8'),
+): ConfigResult {
+  const config: Config = {};
+  const sources: Record<string, 'flag' | 'env' | 'file' | 'default'> = {};
+  for (const [k, s] of Object.entries(spec)) {
+    if (s.default !== undefined) {
+      config[k] = s.default;
+      sources[k] = 'default';
+    }
+  }
+  const configPath = (flags['config'] as string | undefined) ?? env[envName(daemon, 'config')];
+  if (configPath) {
+    let text: string;
+    try {
+      text = readFile(configPath);
+    } catch (err) {
+      return { ok: false, error: `cannot read ${configPath}: ${(err as Error).message}` };
+    }
+    const f = parseConfigFile(text, spec, configPath);
+    if (!f.ok) return f;
+    for (const [k, v] of Object.entries(f.values)) {
+      config[k] = v;
+      sources[k] = 'file';
+    }
+    config['config'] = configPath;
+  }
+  const prefix = `DEVLOC_${daemon.toUpperCase()}_`;
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith(prefix) || raw === undefined) continue;
+    const key = name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
+    const s = spec[key];
+    if (!s) return { ok: false, error: `environment ${name}: unknown key "${key}"` };
+    if (key === 'config') continue;
+    const r = check(key, s, raw);
+    if (!r.ok) return { ok: false, error: `environment ${name}: ${r.error}` };
+    config[key] = r.value;
+    sources[key] = 'env';
+  }
+  for (const [key, raw] of Object.entries(flags)) {
+    const s = spec[key];
+    if (!s || raw === undefined) continue;
+    const r = check(key, s, raw as string);
+    if (!r.ok) return { ok: false, error: `--${r.error}` };
+    config[key] = r.value;
+    sources[key] = 'flag';
+  }
+  return { ok: true, config, sources };
+}
+
+/**
+ * Build the yargs parser for a daemon: every option without a default (so that we can tell a
+ * flag given from one absent), strict about unknown flags.
+ */
+export function daemonArgs(name: string, summary: string, spec: Spec, argv: string[]) {
+  let y = yargs(argv)
+    .scriptName(name)
+    .usage(`${name} [options]\n\n${summary}\n\nEvery option may also be set in the --config file (key = value) or as\n${envName(name.replace(/^devloc-/, ''), 'KEY')}. Precedence: flag > environment > file > default.`)
+    .option('check-config', { type: 'boolean', describe: 'validate the configuration (and keys it names) and exit' })
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .wrap(Math.min(100, process.stdout.columns || 100));
+  for (const [k, s] of Object.entries(spec)) {
+    const def = s.default === undefined || s.default === '' ? '' : ` [default: ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)}]`;
+    const reload = s.reloadable ? ' (reloaded on SIGHUP)' : '';
+    y = y.option(k, {
+      type: s.type === 'list' ? 'string' : s.type,
+      describe: `${s.describe}${def}${reload}`,
+      ...(s.choices ? { choices: s.choices as string[] } : {}),
+    });
+  }
+  return y;
+}
+
+export const str = (c: Config, k: string): string => String(c[k] ?? '');
+export const num = (c: Config, k: string): number => Number(c[k] ?? 0);
+export const bool = (c: Config, k: string): boolean => c[k] === true;
+export const list = (c: Config, k: string): string[] => (Array.isArray(c[k]) ? (c[k] as string[]) : []);

@@ -1,0 +1,112 @@
+// Counters, gauges and a latency histogram, rendered in the Prometheus text format (0.0.4).
+// Small on purpose: a Map lookup per increment on the hot path, no labels parsing.
+import http from 'node:http';
+
+type LabelSet = Record<string, string>;
+
+function labelKey(labels: LabelSet | undefined): string {
+  if (!labels) return '';
+  const keys = Object.keys(labels).sort();
+  return keys.map((k) => `${k}="${String(labels[k]).replace(/["\\\n]/g, '_')}"`).join(',');
+}
+
+interface Family {
+  help: string;
+  type: 'counter' | 'gauge' | 'histogram';
+  values: Map<string, number>;
+  buckets?: number[];
+  collect?: () => number;
+}
+
+export const latencyBucketsS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5];
+
+export class Metrics {
+  private readonly families = new Map<string, Family>();
+  constructor(readonly prefix = 'devloc') {}
+
+  private family(name: string, type: Family['type'], help: string): Family {
+    let f = this.families.get(name);
+    if (!f) {
+      f = { help, type, values: new Map() };
+      this.families.set(name, f);
+    }
+    return f;
+  }
+
+  /** Declare a counter (so it renders as 0 before the first increment). */
+  counter(name: string, help: string): void {
+    this.family(name, 'counter', help);
+  }
+
+  inc(name: string, labels?: LabelSet, by = 1): void {
+    const f = this.family(name, 'counter', name);
+    const k = labelKey(labels);
+    f.values.set(k, (f.values.get(k) ?? 0) + by);
+  }
+
+  get(name: string, labels?: LabelSet): number {
+    return this.families.get(name)?.values.get(labelKey(labels)) ?? 0;
+  }
+
+  /** Sum of a counter over all label sets. */
+  total(name: string): number {
+    let s = 0;
+    for (const v of this.families.get(name)?.values.values() ?? []) s += v;
+    return s;
+  }
+
+  /** A gauge read at scrape time. */
+  gauge(name: string, help: string, collect: () => number): void {
+    const f = this.family(name, 'gauge', help);
+    f.collect = collect;
+  }
+
+  observe(name: string, help: string, seconds: number): void {
+    const f = this.family(name, 'histogram', help);
+    f.buckets ??= latencyBucketsS;
+    for (const b of f.buckets) if (seconds <= b) f.values.set(`le="${b}"`, (f.values.get(`le="${b}"`) ?? 0) + 1);
+    f.values.set('le="+Inf"', (f.values.get('le="+Inf"') ?? 0) + 1);
+    f.values.set('sum', (f.values.get('sum') ?? 0) + seconds);
+  }
+
+  render(): string {
+    const lines: string[] = [];
+    for (const [name, f] of this.families) {
+      const full = `${this.prefix}_${name}`;
+      lines.push(`# HELP ${full} ${f.help}`, `# TYPE ${full} ${f.type}`);
+      if (f.type === 'gauge') {
+        lines.push(`${full} ${f.collect ? f.collect() : 0}`);
+      } else if (f.type === 'histogram') {
+        for (const b of f.buckets ?? []) lines.push(`${full}_bucket{le="${b}"} ${f.values.get(`le="${b}"`) ?? 0}`);
+        lines.push(`${full}_bucket{le="+Inf"} ${f.values.get('le="+Inf"') ?? 0}`);
+        lines.push(`${full}_sum ${f.values.get('sum') ?? 0}`, `${full}_count ${f.values.get('le="+Inf"') ?? 0}`);
+      } else if (f.values.size === 0) {
+        lines.push(`${full} 0`);
+      } else {
+        for (const [k, v] of f.values) lines.push(k ? `${full}{${k}} ${v}` : `${full} ${v}`);
+      }
+    }
+    return lines.join('\n') + '\n';
+  }
+
+  /** Serve /metrics on host:port (meant for loopback). Resolves with the bound port. */
+  serve(host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
+    const server = http.createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end('not found: try /metrics\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.render());
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        const addr = server.address();
+        resolve({
+          port: typeof addr === 'object' && addr ? addr.port : port,
+          close: () => new Promise<void>((r) => server.close(() => r())),
+        });
+      });
+    });
+  }
+}

@@ -1,0 +1,208 @@
+// Request/response over UDP with retransmission (CoAP-style: first timeout uniform in
+// [T, 1.5T], doubling, at most 4 retransmissions, and an overall deadline). Answers are matched by
+// request ID and by a caller check (e.g. the session MAC); late, duplicate and forged answers
+// are ignored. Datagrams that answer nothing (server pushes such as PROBE) go to `onPush`.
+// Imports only node:dgram and the wire codec: the agent stays tiny.
+import dgram from 'node:dgram';
+import { randomBytes } from 'node:crypto';
+import type { Address } from '../wire/addr.js';
+import { normaliseIp } from '../wire/addr.js';
+import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_DATAGRAM, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
+import type { Message } from '../wire/envelope.js';
+import { decodeDatagram } from '../wire/envelope.js';
+import { DevlocError, ErrorCode } from '../wire/errors.js';
+
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+const realTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export interface RetransmitPolicy {
+  /** T: first timeout is uniform in [T, 1.5T]. */
+  initialTimeoutMs: number;
+  maxRetransmit: number;
+  /** Give up after this long whatever the schedule says. */
+  deadlineMs: number;
+}
+
+export const defaultPolicy: RetransmitPolicy = {
+  initialTimeoutMs: DEFAULT_RETRANSMIT_TIMEOUT_MS,
+  maxRetransmit: MAX_RETRANSMIT,
+  deadlineMs: 45_000,
+};
+
+/** The send times (ms after the first send) of a request's retransmissions. Pure, for tests. */
+export function retransmitSchedule(policy: RetransmitPolicy, random: () => number): number[] {
+  let timeout = policy.initialTimeoutMs * (1 + random() * (RETRANSMIT_RANDOM_FACTOR - 1));
+  let at = 0;
+  const out: number[] = [];
+  for (let i = 0; i < policy.maxRetransmit; i++) {
+    at += timeout;
+    if (at >= policy.deadlineMs) break;
+    out.push(Math.round(at));
+    timeout *= 2;
+  }
+  return out;
+}
+
+export interface Reply {
+  msg: Message;
+  raw: Buffer;
+  from: Address;
+}
+
+export interface ClientOptions {
+  socket?: dgram.Socket;
+  /** Bind here when no socket is given (default: an ephemeral port on all IPv4 addresses). */
+  bind?: { host: string; port: number };
+  policy?: Partial<RetransmitPolicy>;
+  timers?: Timers;
+  random?: () => number;
+  /** Datagrams that answer no pending request (server-initiated messages). */
+  onPush?: (reply: Reply) => void;
+}
+
+interface Pending {
+  to: Address;
+  anySource: boolean;
+  accept: (r: Reply) => boolean;
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+  timers: unknown[];
+}
+
+export class UdpClient {
+  readonly socket: dgram.Socket;
+  private readonly pending = new Map<string, Pending>();
+  private readonly timers: Timers;
+  private readonly random: () => number;
+  policy: RetransmitPolicy;
+  onPush: ((reply: Reply) => void) | undefined;
+  /** Counters: sends including retransmissions, answers ignored. */
+  stats = { sent: 0, retransmitted: 0, ignored: 0, timeouts: 0 };
+
+  private constructor(socket: dgram.Socket, opts: ClientOptions) {
+    this.socket = socket;
+    this.timers = opts.timers ?? realTimers;
+    this.random = opts.random ?? Math.random;
+    this.policy = { ...defaultPolicy, ...opts.policy };
+    this.onPush = opts.onPush;
+    socket.on('message', (raw, rinfo) => this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port }));
+  }
+
+  static async open(opts: ClientOptions = {}): Promise<UdpClient> {
+    let socket = opts.socket;
+    if (!socket) {
+      const host = opts.bind?.host ?? '0.0.0.0';
+      socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+      await new Promise<void>((resolve, reject) => {
+        socket!.once('error', reject);
+        socket!.bind(opts.bind?.port ?? 0, host, () => {
+          socket!.off('error', reject);
+          resolve();
+        });
+      });
+    }
+    return new UdpClient(socket, opts);
+  }
+
+  get localPort(): number {
+    return this.socket.address().port;
+  }
+
+  static newRequestId(): Buffer {
+    return randomBytes(REQUEST_ID_BYTES);
+  }
+
+  /** Feed one received datagram (called by the socket; exposed for tests). */
+  receive(raw: Buffer, from: Address): void {
+    if (raw.length > MAX_DATAGRAM) {
+      this.stats.ignored++;
+      return;
+    }
+    const dec = decodeDatagram(raw);
+    if (!dec.ok) {
+      this.stats.ignored++;
+      return;
+    }
+    const reply: Reply = { msg: dec.msg, raw, from };
+    const key = Buffer.from(dec.msg.rid).toString('hex');
+    const p = this.pending.get(key);
+    const isResponse = dec.msg.type % 2 === 1;
+    if (p && isResponse && (p.anySource || (p.to.ip === from.ip && p.to.port === from.port)) && p.accept(reply)) {
+      this.finish(key, p);
+      p.resolve(reply);
+      return;
+    }
+    if (!isResponse && this.onPush) {
+      this.onPush(reply);
+      return;
+    }
+    this.stats.ignored++;
+  }
+
+  private finish(key: string, p: Pending): void {
+    for (const t of p.timers) this.timers.clearTimeout(t);
+    this.pending.delete(key);
+  }
+
+  /**
+   * Send `datagram` (whose request ID is `rid`) to `to` and resolve with the first answer that
+   * `accept` approves. Rejects with DevlocError(TRY_LATER) when the schedule is exhausted.
+   */
+  request(to: Address, datagram: Buffer, rid: Uint8Array, o: { accept?: (r: Reply) => boolean; anySource?: boolean; policy?: Partial<RetransmitPolicy> } = {}): Promise<Reply> {
+    const key = Buffer.from(rid).toString('hex');
+    if (this.pending.has(key)) return Promise.reject(new Error('request ID already pending'));
+    const policy = { ...this.policy, ...o.policy };
+    return new Promise<Reply>((resolve, reject) => {
+      const p: Pending = { to, anySource: o.anySource ?? false, accept: o.accept ?? (() => true), resolve, reject, timers: [] };
+      this.pending.set(key, p);
+      const send = (): void => {
+        this.stats.sent++;
+        this.socket.send(datagram, to.port, to.ip);
+      };
+      send();
+      for (const at of retransmitSchedule(policy, this.random)) {
+        p.timers.push(this.timers.setTimeout(() => {
+          this.stats.retransmitted++;
+          send();
+        }, at));
+      }
+      p.timers.push(this.timers.setTimeout(() => {
+        this.finish(key, p);
+        this.stats.timeouts++;
+        reject(new DevlocError(ErrorCode.TRY_LATER, `no answer from ${to.ip}:${to.port}`));
+      }, Math.min(policy.deadlineMs, lastWait(policy, this.random))));
+    });
+  }
+
+  /** Fire and forget (acknowledgements, probes). */
+  send(to: Address, datagram: Buffer): void {
+    this.stats.sent++;
+    this.socket.send(datagram, to.port, to.ip);
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  close(): Promise<void> {
+    for (const [key, p] of this.pending) {
+      this.finish(key, p);
+      p.reject(new DevlocError(ErrorCode.TRY_LATER, 'client closed'));
+    }
+    return new Promise((resolve) => this.socket.close(() => resolve()));
+  }
+}
+
+/**
+ * When to give up: after the last retransmission's own timeout, i.e. the total of the doubling
+ * series at the upper random bound (CoAP MAX_TRANSMIT_WAIT).
+ */
+function lastWait(policy: RetransmitPolicy, _random: () => number): number {
+  return policy.initialTimeoutMs * RETRANSMIT_RANDOM_FACTOR * (2 ** (policy.maxRetransmit + 1) - 1);
+}

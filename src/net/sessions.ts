@@ -1,0 +1,141 @@
+// Server side of session authentication (locatord, matchd). A session is opened by the first
+// session-MACed message that carries a ticket: the ticket is verified (once per process, see
+// TicketVerifier), the session keys are derived from the ticket's cnf key and our static key,
+// and the MAC of that very datagram proves the sender holds the cnf secret. Later messages name
+// the session by ID (the ticket's cti) and cost one HMAC. Sessions end when their ticket expires.
+import type { KeyObject } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Bodies, MessageName } from '../wire/catalog.js';
+import type { Message } from '../wire/envelope.js';
+import { encodeDatagram } from '../wire/envelope.js';
+import { ErrorCode } from '../wire/errors.js';
+import type { SessionKeys } from '../wire/session.js';
+import { deriveSessionKeys, ReplayWindow, sealDatagram, verifyDatagram } from '../wire/session.js';
+import type { TicketVerifier } from '../wire/ticket.js';
+
+export interface ServerSession {
+  sid: Buffer;
+  sidHex: string;
+  locatorId: Buffer;
+  locatorHex: string;
+  aud: string;
+  /** Ticket expiry, seconds since the epoch. */
+  exp: number;
+  keys: SessionKeys;
+  window: ReplayWindow;
+  /** Last sequence number we sent in this session. */
+  txSeq: number;
+}
+
+export type AuthOutcome =
+  | { ok: true; session: ServerSession; fresh: boolean }
+  | { ok: false; code: ErrorCode; reason: string };
+
+export interface ServerSessionsOptions {
+  verifier: TicketVerifier;
+  /** Our static X25519 secret (the service key). */
+  serviceSecret: KeyObject;
+  maxSessions?: number;
+  /** Milliseconds clock. */
+  now?: () => number;
+  /**
+   * How far a ticket-carrying message's timeMs may be from our clock. Bounds the replay of an
+   * old session-opening message after we lost our sessions (restart), ms.
+   */
+  freshnessMs?: number;
+}
+
+export class ServerSessions {
+  private readonly sessions: LRUCache<string, ServerSession>;
+  private readonly now: () => number;
+  private readonly freshnessMs: number;
+  /** Sessions opened (ticket accepted and MAC verified). */
+  opened = 0;
+
+  constructor(private readonly opts: ServerSessionsOptions) {
+    this.sessions = new LRUCache({ max: opts.maxSessions ?? 2_000_000, ttlAutopurge: false });
+    this.now = opts.now ?? Date.now;
+    this.freshnessMs = opts.freshnessMs ?? 120_000;
+  }
+
+  get verifier(): TicketVerifier {
+    return this.opts.verifier;
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get(sidHex: string): ServerSession | undefined {
+    const s = this.sessions.get(sidHex);
+    if (s && s.exp * 1000 + this.opts.verifier.clockSkewS * 1000 < this.now()) {
+      this.sessions.delete(sidHex);
+      return undefined;
+    }
+    return s;
+  }
+
+  /** Verify the MAC of a session message, opening the session from its ticket if needed. */
+  authenticate(msg: Message, raw: Uint8Array): AuthOutcome {
+    const auth = msg.auth;
+    if (!auth) return { ok: false, code: ErrorCode.BAD_MESSAGE, reason: 'no session auth' };
+    const sid = Buffer.from(auth.sid.buffer, auth.sid.byteOffset, auth.sid.length);
+    const sidHex = sid.toString('hex');
+    let session = this.get(sidHex);
+    let fresh = false;
+    if (!session) {
+      const body = msg.body as { ticket?: Uint8Array; timeMs?: number };
+      if (!body.ticket) return { ok: false, code: ErrorCode.NO_SESSION, reason: 'unknown session: register again with the ticket' };
+      const v = this.opts.verifier.verify(body.ticket);
+      if (!v.ok) return v;
+      if (!v.claims.cti.equals(sid)) return { ok: false, code: ErrorCode.BAD_TICKET, reason: 'session ID must equal the ticket cti' };
+      if (body.timeMs === undefined || Math.abs(body.timeMs - this.now()) > this.freshnessMs) {
+        return { ok: false, code: ErrorCode.CLOCK_SKEW, reason: 'session-opening message too old or too far ahead' };
+      }
+      const keys = deriveSessionKeys(this.opts.serviceSecret, v.claims.cnf, v.claims.cti, v.claims.aud);
+      if (!keys) return { ok: false, code: ErrorCode.BAD_TICKET, reason: 'cnf key unusable' };
+      session = {
+        sid, sidHex, locatorId: v.claims.locatorId, locatorHex: v.claims.locatorId.toString('hex'), aud: v.claims.aud,
+        exp: v.claims.exp, keys, window: new ReplayWindow(), txSeq: 0,
+      };
+      fresh = true;
+    }
+    if (!verifyDatagram(session.keys.terminalToServer, raw)) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
+    return { ok: true, session, fresh };
+  }
+
+  /** Keep a freshly opened session (after its first message passed every check). */
+  commit(session: ServerSession): void {
+    const ttl = Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now());
+    this.sessions.set(session.sidHex, session, { ttl });
+    this.opened++;
+  }
+
+  /** Encode and MAC a message to the terminal of `session`. */
+  encode<N extends MessageName>(session: ServerSession, name: N, rid: Uint8Array, body: Bodies[N]): Buffer {
+    session.txSeq++;
+    return sealDatagram(session.keys.serverToTerminal, encodeDatagram(name, rid, body, { sid: session.sid, seq: session.txSeq }));
+  }
+
+  /** Drop sessions of tickets whose signing key is no longer trusted, or by predicate. */
+  dropWhere(pred: (s: ServerSession) => boolean): number {
+    let n = 0;
+    for (const [k, s] of this.sessions.entries()) {
+      if (pred(s)) {
+        this.sessions.delete(k);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  *all(): IterableIterator<ServerSession> {
+    for (const s of this.sessions.values()) yield s;
+  }
+
+  /** Restore a session from a snapshot (locatord restart), keeping its replay window. */
+  restore(s: ServerSession): void {
+    const ttl = s.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now();
+    if (ttl > 0) this.sessions.set(s.sidHex, s, { ttl });
+  }
+}

@@ -1,0 +1,127 @@
+// Transport addresses on the wire: CBOR array [ip bstr(4 or 16), port uint]. Pure conversion
+// between text IPs and bytes; no sockets.
+
+export interface Address {
+  ip: string;
+  port: number;
+}
+
+/** IPv4 dotted quad to 4 bytes, or null. Leading zeros are refused (ambiguous octal). */
+function parseIPv4(text: string): Uint8Array | null {
+  const parts = text.split('.');
+  if (parts.length !== 4) return null;
+  const out = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const p = parts[i]!;
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return null;
+    const n = Number(p);
+    if (n > 255) return null;
+    out[i] = n;
+  }
+  return out;
+}
+
+/** IPv6 text (with :: and an optional embedded IPv4 tail; no zone) to 16 bytes, or null. */
+function parseIPv6(text: string): Uint8Array | null {
+  if (text.includes('%')) return null;
+  let head = text;
+  let tail4: Uint8Array | null = null;
+  const lastColon = text.lastIndexOf(':');
+  if (text.includes('.', lastColon)) {
+    tail4 = parseIPv4(text.slice(lastColon + 1));
+    if (!tail4) return null;
+    head = text.slice(0, lastColon + 1) + '0:0';
+  }
+  const halves = head.split('::');
+  if (halves.length > 2) return null;
+  const toGroups = (s: string): number[] | null => {
+    if (s === '') return [];
+    const groups = s.split(':');
+    const out: number[] = [];
+    for (const g of groups) {
+      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
+      out.push(parseInt(g, 16));
+    }
+    return out;
+  };
+  const left = toGroups(halves[0]!);
+  const right = halves.length === 2 ? toGroups(halves[1]!) : [];
+  if (!left || !right) return null;
+  let groups: number[];
+  if (halves.length === 2) {
+    const missing = 8 - left.length - right.length;
+    if (missing < 1) return null;
+    groups = [...left, ...new Array<number>(missing).fill(0), ...right];
+  } else {
+    groups = left;
+  }
+  if (groups.length !== 8) return null;
+  const out = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    out[2 * i] = g >> 8;
+    out[2 * i + 1] = g & 0xff;
+  });
+  if (tail4) out.set(tail4, 12);
+  return out;
+}
+
+/** Text IP to wire bytes; IPv4-mapped IPv6 (::ffff:a.b.c.d) becomes 4 bytes. Null if invalid. */
+export function ipToBytes(text: string): Uint8Array | null {
+  const v4 = parseIPv4(text);
+  if (v4) return v4;
+  const v6 = parseIPv6(text);
+  if (!v6) return null;
+  if (v6.subarray(0, 10).every((b) => b === 0) && v6[10] === 0xff && v6[11] === 0xff) {
+    return v6.slice(12);
+  }
+  return v6;
+}
+
+/** Wire bytes to canonical text (RFC 5952 for IPv6). Null unless 4 or 16 bytes. */
+export function bytesToIp(bytes: Uint8Array): string | null {
+  if (bytes.length === 4) return Array.from(bytes).join('.');
+  if (bytes.length !== 16) return null;
+  const groups: number[] = [];
+  for (let i = 0; i < 8; i++) groups.push((bytes[2 * i]! << 8) | bytes[2 * i + 1]!);
+  // Longest run of >= 2 zero groups becomes "::" (first one on ties), per RFC 5952 §4.2.
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  const left = hex.slice(0, bestStart).join(':');
+  const right = hex.slice(bestStart + bestLen).join(':');
+  return `${left}::${right}`;
+}
+
+/** Normalise what node:dgram reports (it maps IPv4 into IPv6 on dual-stack sockets). */
+export function normaliseIp(text: string): string {
+  const bytes = ipToBytes(text);
+  return bytes ? bytesToIp(bytes)! : text;
+}
+
+export function formatAddress(a: Address): string {
+  return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+/** Parse "host:port" or "[v6]:port" with a literal IP. Null when invalid. */
+export function parseAddress(text: string): Address | null {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:]+):(\d{1,5})$/.exec(text);
+  if (!m) return null;
+  const port = Number(m[2]);
+  const bytes = ipToBytes(m[1]!);
+  if (!bytes || port > 65535) return null;
+  return { ip: bytesToIp(bytes)!, port };
+}

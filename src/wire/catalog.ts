@@ -1,0 +1,500 @@
+// The message catalog: every devloc message in one table. The codec, `devloc decode`, the man
+// page (devloc-protocol.7) and the Wireshark dissector are all checked against this table.
+//
+// Numbering: requests are even, their responses are request + 1 (odd). Server-initiated
+// messages (PROBE, MATCH_RESULT) follow the same rule with the terminal answering.
+import type { Address } from './addr.js';
+import type { Field, FieldType, Props } from './schema.js';
+import { LOCATOR_ID_BYTES, MAX_DATAGRAM } from './constants.js';
+
+export const MessageType = {
+  AUTH_REQUEST: 0x02,
+  AUTH_RESPONSE: 0x03,
+  REGISTER: 0x10,
+  REGISTER_ACK: 0x11,
+  REFRESH: 0x12,
+  REFRESH_ACK: 0x13,
+  UNREGISTER: 0x14,
+  UNREGISTER_ACK: 0x15,
+  QUERY_ADDR: 0x20,
+  QUERY_ADDR_RESULT: 0x21,
+  QUERY_STATUS: 0x22,
+  QUERY_STATUS_RESULT: 0x23,
+  GROUP_CREATE: 0x30,
+  GROUP_CREATE_ACK: 0x31,
+  GROUP_JOIN: 0x32,
+  GROUP_JOIN_ACK: 0x33,
+  GROUP_LEAVE: 0x34,
+  GROUP_LEAVE_ACK: 0x35,
+  GROUP_MEMBERS: 0x36,
+  GROUP_MEMBERS_RESULT: 0x37,
+  PROBE: 0x40,
+  PROBE_ACK: 0x41,
+  REFLECT: 0x50,
+  REFLECT_RESULT: 0x51,
+  MATCH_SUBMIT: 0x60,
+  MATCH_SUBMIT_ACK: 0x61,
+  MATCH_STATUS: 0x62,
+  MATCH_STATUS_RESULT: 0x63,
+  MATCH_CANCEL: 0x64,
+  MATCH_CANCEL_ACK: 0x65,
+  MATCH_RESULT: 0x66,
+  MATCH_RESULT_ACK: 0x67,
+  ERROR: 0x7f,
+} as const;
+export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+export type MessageName = keyof typeof MessageType;
+
+/**
+ * How a message is authenticated:
+ * - none: no authentication (replies are never larger than the request);
+ * - sealed: body encrypted to a static key (AUTH_REQUEST to authd; AUTH_RESPONSE back);
+ * - session: envelope carries [session ID, sequence, MAC] under the session key.
+ */
+export type AuthKind = 'none' | 'sealed' | 'session';
+export type Direction = 'terminal->authd' | 'authd->terminal' | 'terminal->server' | 'server->terminal';
+export type Service = 'authd' | 'locatord' | 'reflector' | 'matchd' | 'any';
+
+export interface MessageSpec {
+  readonly name: MessageName;
+  readonly direction: Direction;
+  readonly service: Service;
+  readonly auth: AuthKind;
+  readonly doc: string;
+  readonly fields: readonly Field[];
+}
+
+// Reusable field types.
+const locatorId: FieldType = { t: 'bstr', min: LOCATOR_ID_BYTES, max: LOCATOR_ID_BYTES };
+const groupId: FieldType = { t: 'bstr', min: 16, max: 16 };
+const matchId: FieldType = { t: 'bstr', min: 8, max: 8 };
+const key32: FieldType = { t: 'bstr', min: 32, max: 32 };
+const nickname: FieldType = { t: 'tstr', max: 32 };
+const mediaId: FieldType = { t: 'tstr', max: 64 };
+const netMode: FieldType = { t: 'uint', max: 6 };
+const cursor: FieldType = { t: 'uint' };
+const ticket: FieldType = { t: 'bstr', max: 600 };
+const padding: FieldType = { t: 'bstr', max: MAX_DATAGRAM };
+
+/** Largest batch in one QUERY_ADDR / QUERY_STATUS request (each ID costs 17 B). */
+export const MAX_QUERY_IDS = 64;
+
+const queryAddrEntry: readonly Field[] = [
+  { key: 1, name: 'id', type: locatorId, required: true, doc: 'locator ID asked about' },
+  { key: 2, name: 'online', type: { t: 'bool' }, required: true, doc: 'false for unknown, expired or not visible (indistinguishable)' },
+  { key: 3, name: 'addr', type: { t: 'addr' }, doc: 'observed (public) address, when online' },
+  { key: 4, name: 'localAddrs', type: { t: 'array', of: { t: 'addr' }, max: 4 }, doc: 'self-reported LAN addresses' },
+  { key: 5, name: 'netMode', type: netMode, doc: 'network mode (see NETWORK MODES)' },
+  { key: 6, name: 'nickname', type: nickname, doc: 'nickname the terminal registered' },
+  { key: 7, name: 'mediaId', type: mediaId, doc: 'media ID the terminal registered' },
+];
+
+const memberEntry: readonly Field[] = [
+  { key: 1, name: 'id', type: locatorId, required: true, doc: 'member locator ID' },
+  { key: 2, name: 'online', type: { t: 'bool' }, required: true, doc: 'whether the member is registered now' },
+  { key: 3, name: 'addr', type: { t: 'addr' }, doc: 'observed address, when online' },
+  { key: 4, name: 'nickname', type: nickname, doc: 'nickname, when online' },
+  { key: 5, name: 'netMode', type: netMode, doc: 'network mode, when online' },
+];
+
+const ticketGrant: readonly Field[] = [
+  { key: 1, name: 'aud', type: { t: 'tstr', max: 64 }, required: true, doc: 'service ID the ticket is for' },
+  { key: 2, name: 'ticket', type: ticket, required: true, doc: 'the ticket: COSE_Sign1 CWT' },
+  { key: 3, name: 'serviceKey', type: key32, required: true, doc: "service's X25519 public key (session key agreement)" },
+  { key: 4, name: 'exp', type: { t: 'uint' }, required: true, doc: 'ticket expiry, seconds since the epoch' },
+  { key: 5, name: 'addr', type: { t: 'addr' }, doc: "service's address, if authd knows it" },
+];
+
+const requirement: readonly Field[] = [
+  { key: 1, name: 'attr', type: { t: 'tstr', max: 32 }, required: true, doc: 'attribute name' },
+  { key: 2, name: 'op', type: { t: 'uint', max: 2 }, required: true, doc: '0 equal, 1 numeric range, 2 member of set' },
+  { key: 3, name: 'value', type: { t: 'tstr', max: 64 }, doc: 'op 0: value as text (numbers in decimal)' },
+  { key: 4, name: 'min', type: { t: 'uint' }, doc: 'op 1: lowest allowed' },
+  { key: 5, name: 'max', type: { t: 'uint' }, doc: 'op 1: highest allowed' },
+  { key: 6, name: 'set', type: { t: 'array', of: { t: 'tstr', max: 64 }, max: 16 }, doc: 'op 2: allowed values' },
+  { key: 7, name: 'mandatory', type: { t: 'bool' }, doc: 'true: must hold; false/absent: preferred' },
+];
+
+const matchMember: readonly Field[] = [
+  { key: 1, name: 'id', type: locatorId, required: true, doc: 'member locator ID' },
+  { key: 2, name: 'nickname', type: nickname, doc: 'member nickname' },
+  { key: 3, name: 'netMode', type: netMode, required: true, doc: 'member network mode' },
+  { key: 4, name: 'addr', type: { t: 'addr' }, required: true, doc: 'member observed address' },
+];
+
+const registrationAck: readonly Field[] = [
+  { key: 1, name: 'observed', type: { t: 'addr' }, required: true, doc: 'source address the server saw (what others reach)' },
+  { key: 2, name: 'ttlS', type: { t: 'uint' }, required: true, doc: 'granted TTL, seconds (clamped by the server)' },
+  { key: 3, name: 'refreshS', type: { t: 'uint' }, required: true, doc: 'refresh interval the terminal should use, seconds' },
+  { key: 4, name: 'locatorId', type: locatorId, required: true, doc: 'locator ID the registration is for' },
+];
+
+export const catalog: Record<MessageType, MessageSpec> = {
+  [MessageType.AUTH_REQUEST]: {
+    name: 'AUTH_REQUEST', direction: 'terminal->authd', service: 'authd', auth: 'sealed',
+    doc: 'Authenticate a device. Padded to exactly 1200 bytes. The sealed part holds the device ID and its signature.',
+    fields: [
+      { key: 1, name: 'authdKey', type: { t: 'bstr', max: 16 }, required: true, doc: 'ID of the authd sealing key used' },
+      { key: 2, name: 'ephemeral', type: key32, required: true, doc: "terminal's one-shot X25519 public key for sealing" },
+      { key: 3, name: 'sealed', type: { t: 'bstr', max: 1000 }, required: true, doc: 'ChaCha20-Poly1305 ciphertext of the AuthInner map' },
+      { key: 4, name: 'cookie', type: { t: 'bstr', max: 64 }, doc: 'address-validation cookie, when authd asked for one' },
+      { key: 15, name: 'padding', type: padding, doc: 'zero bytes bringing the datagram to 1200 bytes' },
+    ],
+  },
+  [MessageType.AUTH_RESPONSE]: {
+    name: 'AUTH_RESPONSE', direction: 'authd->terminal', service: 'authd', auth: 'sealed',
+    doc: 'Tickets and locator ID, sealed to the key the request was sealed with.',
+    fields: [{ key: 1, name: 'sealed', type: { t: 'bstr', max: 1100 }, required: true, doc: 'ChaCha20-Poly1305 ciphertext of the AuthGrant map' }],
+  },
+  [MessageType.REGISTER]: {
+    name: 'REGISTER', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Register the source address. Carries the ticket when opening a session.',
+    fields: [
+      { key: 1, name: 'ticket', type: ticket, doc: 'ticket for this service; required when the server has no session' },
+      { key: 2, name: 'timeMs', type: { t: 'uint' }, required: true, doc: "terminal's clock, ms since the epoch (bounds replays across server restarts)" },
+      { key: 3, name: 'localAddrs', type: { t: 'array', of: { t: 'addr' }, max: 4 }, doc: 'LAN addresses of the terminal' },
+      { key: 4, name: 'netMode', type: netMode, doc: 'network mode as classified by the agent' },
+      { key: 5, name: 'nickname', type: nickname, doc: 'nickname shown to others' },
+      { key: 6, name: 'mediaId', type: mediaId, doc: 'game/media ID in use' },
+      { key: 7, name: 'community', type: { t: 'props', max: 16 }, doc: 'service-defined properties (the patent\'s community field)' },
+      { key: 8, name: 'visibility', type: { t: 'uint', max: 1 }, doc: '0 anyone with the ID (default), 1 groups and allow-list only' },
+      { key: 9, name: 'allow', type: { t: 'array', of: locatorId, max: 32 }, doc: 'locator IDs that may always see this terminal' },
+      { key: 10, name: 'joinGroups', type: { t: 'array', of: { t: 'struct', fields: [
+        { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join' },
+        { key: 2, name: 'joinCode', type: { t: 'tstr', max: 64 }, doc: 'join code of a closed group' },
+      ] }, max: 4 }, doc: 'groups to join as part of registering' },
+      { key: 11, name: 'ttlS', type: { t: 'uint' }, doc: 'requested TTL, seconds' },
+    ],
+  },
+  [MessageType.REGISTER_ACK]: {
+    name: 'REGISTER_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'Registration accepted.', fields: registrationAck,
+  },
+  [MessageType.REFRESH]: {
+    name: 'REFRESH', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Keep the registration alive; the source address is re-learned.',
+    fields: [
+      { key: 1, name: 'ttlS', type: { t: 'uint' }, doc: 'requested TTL, seconds' },
+      { key: 2, name: 'netMode', type: netMode, doc: 'new network mode, if it changed' },
+      { key: 3, name: 'localAddrs', type: { t: 'array', of: { t: 'addr' }, max: 4 }, doc: 'new LAN addresses, if they changed' },
+    ],
+  },
+  [MessageType.REFRESH_ACK]: {
+    name: 'REFRESH_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'Refresh accepted.', fields: registrationAck,
+  },
+  [MessageType.UNREGISTER]: {
+    name: 'UNREGISTER', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Remove the registration (clean shutdown). The session stays open until the ticket expires.', fields: [],
+  },
+  [MessageType.UNREGISTER_ACK]: {
+    name: 'UNREGISTER_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Registration removed.', fields: [],
+  },
+  [MessageType.QUERY_ADDR]: {
+    name: 'QUERY_ADDR', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Current address of up to 64 locator IDs; the answer is paged.',
+    fields: [
+      { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs asked about' },
+      { key: 2, name: 'cursor', type: cursor, doc: 'index into ids to start from (from a previous nextCursor)' },
+    ],
+  },
+  [MessageType.QUERY_ADDR_RESULT]: {
+    name: 'QUERY_ADDR_RESULT', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'One entry per ID from the cursor on, as many as fit.',
+    fields: [
+      { key: 1, name: 'entries', type: { t: 'array', of: { t: 'struct', fields: queryAddrEntry }, max: MAX_QUERY_IDS }, required: true, doc: 'results in request order' },
+      { key: 2, name: 'nextCursor', type: cursor, doc: 'present when more entries remain: send the query again with this cursor' },
+    ],
+  },
+  [MessageType.QUERY_STATUS]: {
+    name: 'QUERY_STATUS', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Online/offline status of up to 64 locator IDs.',
+    fields: [
+      { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs asked about' },
+      { key: 2, name: 'cursor', type: cursor, doc: 'index into ids to start from' },
+    ],
+  },
+  [MessageType.QUERY_STATUS_RESULT]: {
+    name: 'QUERY_STATUS_RESULT', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'One boolean per ID from the cursor on.',
+    fields: [
+      { key: 1, name: 'online', type: { t: 'array', of: { t: 'bool' }, max: MAX_QUERY_IDS }, required: true, doc: 'status in request order' },
+      { key: 2, name: 'nextCursor', type: cursor, doc: 'present when more remain' },
+    ],
+  },
+  [MessageType.GROUP_CREATE]: {
+    name: 'GROUP_CREATE', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Create a group; the creator owns it and is its first member.',
+    fields: [
+      { key: 1, name: 'name', type: { t: 'tstr', max: 64 }, required: true, doc: 'display name' },
+      { key: 2, name: 'joinCode', type: { t: 'tstr', max: 64 }, doc: 'present: the group is closed and joining needs this code' },
+    ],
+  },
+  [MessageType.GROUP_CREATE_ACK]: {
+    name: 'GROUP_CREATE_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Group created.',
+    fields: [{ key: 1, name: 'groupId', type: groupId, required: true, doc: 'new group ID' }],
+  },
+  [MessageType.GROUP_JOIN]: {
+    name: 'GROUP_JOIN', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Join a group.',
+    fields: [
+      { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join' },
+      { key: 2, name: 'joinCode', type: { t: 'tstr', max: 64 }, doc: 'join code of a closed group' },
+    ],
+  },
+  [MessageType.GROUP_JOIN_ACK]: {
+    name: 'GROUP_JOIN_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Joined (idempotent).',
+    fields: [{ key: 1, name: 'groupId', type: groupId, required: true, doc: 'group joined' }],
+  },
+  [MessageType.GROUP_LEAVE]: {
+    name: 'GROUP_LEAVE', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Leave a group.',
+    fields: [{ key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to leave' }],
+  },
+  [MessageType.GROUP_LEAVE_ACK]: {
+    name: 'GROUP_LEAVE_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Left (idempotent).', fields: [],
+  },
+  [MessageType.GROUP_MEMBERS]: {
+    name: 'GROUP_MEMBERS', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'List members with status and address; members only; paged.',
+    fields: [
+      { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to list' },
+      { key: 2, name: 'cursor', type: cursor, doc: 'member index to start from' },
+    ],
+  },
+  [MessageType.GROUP_MEMBERS_RESULT]: {
+    name: 'GROUP_MEMBERS_RESULT', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'A page of members.',
+    fields: [
+      { key: 1, name: 'members', type: { t: 'array', of: { t: 'struct', fields: memberEntry }, max: 64 }, required: true, doc: 'members from the cursor on' },
+      { key: 2, name: 'nextCursor', type: cursor, doc: 'present when more members remain' },
+      { key: 3, name: 'total', type: { t: 'uint' }, required: true, doc: 'number of members' },
+      { key: 4, name: 'name', type: { t: 'tstr', max: 64 }, doc: 'group display name' },
+    ],
+  },
+  [MessageType.PROBE]: {
+    name: 'PROBE', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'Liveness probe sent by locatord to the registered address near expiry.', fields: [],
+  },
+  [MessageType.PROBE_ACK]: {
+    name: 'PROBE_ACK', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Terminal is alive at this address; extends the registration like a REFRESH.', fields: [],
+  },
+  [MessageType.REFLECT]: {
+    name: 'REFLECT', direction: 'terminal->server', service: 'reflector', auth: 'none',
+    doc: 'NAT reflector: "what address do you see?" (RFC 5780 style). Pad to at least 64 bytes.',
+    fields: [
+      { key: 1, name: 'change', type: { t: 'uint', max: 3 }, doc: 'bit 0: answer from the other port; bit 1: from the other address' },
+      { key: 15, name: 'padding', type: padding, doc: 'makes the request at least as large as the answer' },
+    ],
+  },
+  [MessageType.REFLECT_RESULT]: {
+    name: 'REFLECT_RESULT', direction: 'server->terminal', service: 'reflector', auth: 'none', doc: 'The observed source address.',
+    fields: [
+      { key: 1, name: 'observed', type: { t: 'addr' }, required: true, doc: 'source address of the REFLECT as seen' },
+      { key: 2, name: 'from', type: { t: 'addr' }, required: true, doc: 'address this answer is sent from' },
+      { key: 3, name: 'otherPort', type: { t: 'uint', max: 65535 }, doc: 'the alternate port the reflector also answers on' },
+      { key: 4, name: 'otherIp', type: { t: 'bstr', min: 4, max: 16 }, doc: 'the alternate address, if configured' },
+    ],
+  },
+  [MessageType.MATCH_SUBMIT]: {
+    name: 'MATCH_SUBMIT', direction: 'terminal->server', service: 'matchd', auth: 'session',
+    doc: 'Ask for partners. A second submit from the same terminal replaces the first.',
+    fields: [
+      { key: 1, name: 'ticket', type: ticket, doc: 'ticket for matchd; required when matchd has no session' },
+      { key: 2, name: 'timeMs', type: { t: 'uint' }, doc: "terminal's clock, ms since the epoch (required with ticket)" },
+      { key: 3, name: 'mediaId', type: mediaId, required: true, doc: 'game/application to match within' },
+      { key: 4, name: 'appType', type: { t: 'tstr', max: 16 }, doc: 'game, chat, voice, ...' },
+      { key: 5, name: 'minParty', type: { t: 'uint', max: 64 }, required: true, doc: 'smallest party, including the requester' },
+      { key: 6, name: 'maxParty', type: { t: 'uint', max: 64 }, required: true, doc: 'largest party' },
+      { key: 7, name: 'attrs', type: { t: 'props', max: 16 }, doc: "requester's own attributes (age, level, region, ...)" },
+      { key: 8, name: 'requirements', type: { t: 'array', of: { t: 'struct', fields: requirement }, max: 16 }, doc: 'conditions on partners' },
+      { key: 9, name: 'netMode', type: netMode, required: true, doc: "requester's network mode" },
+      { key: 10, name: 'maxWaitS', type: { t: 'uint', max: 3600 }, required: true, doc: 'longest wait before a no-match result' },
+      { key: 11, name: 'nickname', type: nickname, doc: 'nickname shown to partners' },
+    ],
+  },
+  [MessageType.MATCH_SUBMIT_ACK]: {
+    name: 'MATCH_SUBMIT_ACK', direction: 'server->terminal', service: 'matchd', auth: 'session', doc: 'Request queued.',
+    fields: [
+      { key: 1, name: 'matchId', type: matchId, required: true, doc: 'ID of the waiting request' },
+      { key: 2, name: 'deadlineS', type: { t: 'uint' }, required: true, doc: 'when a no-match result will be sent, seconds since the epoch' },
+    ],
+  },
+  [MessageType.MATCH_STATUS]: {
+    name: 'MATCH_STATUS', direction: 'terminal->server', service: 'matchd', auth: 'session', doc: 'Poll a request.',
+    fields: [{ key: 1, name: 'matchId', type: matchId, required: true, doc: 'request to poll' }],
+  },
+  [MessageType.MATCH_STATUS_RESULT]: {
+    name: 'MATCH_STATUS_RESULT', direction: 'server->terminal', service: 'matchd', auth: 'session', doc: 'State of a request.',
+    fields: [
+      { key: 1, name: 'matchId', type: matchId, required: true, doc: 'request polled' },
+      { key: 2, name: 'state', type: { t: 'uint', max: 3 }, required: true, doc: '0 waiting, 1 matched, 2 no match, 3 cancelled' },
+      { key: 3, name: 'members', type: { t: 'array', of: { t: 'struct', fields: matchMember }, max: 16 }, doc: 'state 1: the party' },
+      { key: 4, name: 'host', type: { t: 'uint', max: 15 }, doc: 'state 1: index in members of the host' },
+    ],
+  },
+  [MessageType.MATCH_CANCEL]: {
+    name: 'MATCH_CANCEL', direction: 'terminal->server', service: 'matchd', auth: 'session', doc: 'Withdraw a waiting request.',
+    fields: [{ key: 1, name: 'matchId', type: matchId, required: true, doc: 'request to cancel' }],
+  },
+  [MessageType.MATCH_CANCEL_ACK]: {
+    name: 'MATCH_CANCEL_ACK', direction: 'server->terminal', service: 'matchd', auth: 'session', doc: 'Final state after the cancel.',
+    fields: [
+      { key: 1, name: 'matchId', type: matchId, required: true, doc: 'request' },
+      { key: 2, name: 'state', type: { t: 'uint', max: 3 }, required: true, doc: '3 cancelled, or 1 if a match was already formed' },
+    ],
+  },
+  [MessageType.MATCH_RESULT]: {
+    name: 'MATCH_RESULT', direction: 'server->terminal', service: 'matchd', auth: 'session',
+    doc: 'Pushed to the terminal when its request ends; retransmitted until MATCH_RESULT_ACK.',
+    fields: [
+      { key: 1, name: 'matchId', type: matchId, required: true, doc: 'request' },
+      { key: 2, name: 'state', type: { t: 'uint', max: 3 }, required: true, doc: '1 matched, 2 no match' },
+      { key: 3, name: 'members', type: { t: 'array', of: { t: 'struct', fields: matchMember }, max: 16 }, doc: 'state 1: the party' },
+      { key: 4, name: 'host', type: { t: 'uint', max: 15 }, doc: 'state 1: index in members of the host' },
+    ],
+  },
+  [MessageType.MATCH_RESULT_ACK]: {
+    name: 'MATCH_RESULT_ACK', direction: 'terminal->server', service: 'matchd', auth: 'session', doc: 'Result received.',
+    fields: [{ key: 1, name: 'matchId', type: matchId, required: true, doc: 'request' }],
+  },
+  [MessageType.ERROR]: {
+    name: 'ERROR', direction: 'server->terminal', service: 'any', auth: 'none',
+    doc: 'Refusal. Carries the request ID of the refused request. Session-MACed when the request was.',
+    fields: [
+      { key: 1, name: 'code', type: { t: 'uint' }, required: true, doc: 'error code (see ERROR CODES)' },
+      { key: 2, name: 'message', type: { t: 'tstr', max: 120 }, doc: 'human-readable detail; omitted when it would make the reply larger than the request' },
+      { key: 3, name: 'retryAfterMs', type: { t: 'uint' }, doc: 'RATE_LIMITED / TRY_LATER: wait at least this long' },
+      { key: 4, name: 'cookie', type: { t: 'bstr', max: 64 }, doc: 'COOKIE_REQUIRED: send the request again with this cookie' },
+    ],
+  },
+};
+
+/** Inner, sealed structures (not messages, but on the wire inside `sealed`). */
+export const authInnerFields: readonly Field[] = [
+  { key: 1, name: 'deviceId', type: { t: 'tstr', max: 64 }, required: true, doc: 'factory device ID' },
+  { key: 2, name: 'timeMs', type: { t: 'uint' }, required: true, doc: "terminal's clock, ms since the epoch" },
+  { key: 3, name: 'nonce', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'fresh random nonce' },
+  { key: 4, name: 'audiences', type: { t: 'array', of: { t: 'tstr', max: 64 }, max: 4 }, required: true, doc: 'service IDs to get tickets for' },
+  { key: 5, name: 'cnf', type: key32, required: true, doc: "terminal's session X25519 public key, bound into every ticket" },
+  { key: 6, name: 'signature', type: { t: 'bstr', min: 64, max: 64 }, required: true, doc: 'Ed25519 signature by the device key (see AUTHENTICATION)' },
+];
+
+export const authGrantFields: readonly Field[] = [
+  { key: 1, name: 'locatorId', type: locatorId, required: true, doc: "the terminal's stable locator ID" },
+  { key: 2, name: 'tickets', type: { t: 'array', of: { t: 'struct', fields: ticketGrant }, max: 4 }, required: true, doc: 'one grant per audience' },
+  { key: 3, name: 'nonce', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'the request nonce, echoed' },
+];
+
+export interface AuthInner {
+  deviceId: string;
+  timeMs: number;
+  nonce: Uint8Array;
+  audiences: string[];
+  cnf: Uint8Array;
+  signature: Uint8Array;
+}
+export interface TicketGrant {
+  aud: string;
+  ticket: Uint8Array;
+  serviceKey: Uint8Array;
+  exp: number;
+  addr?: Address;
+}
+export interface AuthGrant {
+  locatorId: Uint8Array;
+  tickets: TicketGrant[];
+  nonce: Uint8Array;
+}
+
+export interface AddrEntry {
+  id: Uint8Array;
+  online: boolean;
+  addr?: Address;
+  localAddrs?: Address[];
+  netMode?: number;
+  nickname?: string;
+  mediaId?: string;
+}
+export interface MemberEntry {
+  id: Uint8Array;
+  online: boolean;
+  addr?: Address;
+  nickname?: string;
+  netMode?: number;
+}
+export interface Requirement {
+  attr: string;
+  op: number;
+  value?: string;
+  min?: number;
+  max?: number;
+  set?: string[];
+  mandatory?: boolean;
+}
+export interface MatchMember {
+  id: Uint8Array;
+  nickname?: string;
+  netMode: number;
+  addr: Address;
+}
+export interface RegistrationAck {
+  observed: Address;
+  ttlS: number;
+  refreshS: number;
+  locatorId: Uint8Array;
+}
+type Empty = Record<string, never>;
+
+/** Typed body of every message, by type name. Must agree with `catalog` (tested). */
+export interface Bodies {
+  AUTH_REQUEST: { authdKey: Uint8Array; ephemeral: Uint8Array; sealed: Uint8Array; cookie?: Uint8Array; padding?: Uint8Array };
+  AUTH_RESPONSE: { sealed: Uint8Array };
+  REGISTER: {
+    ticket?: Uint8Array; timeMs: number; localAddrs?: Address[]; netMode?: number; nickname?: string; mediaId?: string;
+    community?: Props; visibility?: number; allow?: Uint8Array[]; joinGroups?: { groupId: Uint8Array; joinCode?: string }[]; ttlS?: number;
+  };
+  REGISTER_ACK: RegistrationAck;
+  REFRESH: { ttlS?: number; netMode?: number; localAddrs?: Address[] };
+  REFRESH_ACK: RegistrationAck;
+  UNREGISTER: Empty;
+  UNREGISTER_ACK: Empty;
+  QUERY_ADDR: { ids: Uint8Array[]; cursor?: number };
+  QUERY_ADDR_RESULT: { entries: AddrEntry[]; nextCursor?: number };
+  QUERY_STATUS: { ids: Uint8Array[]; cursor?: number };
+  QUERY_STATUS_RESULT: { online: boolean[]; nextCursor?: number };
+  GROUP_CREATE: { name: string; joinCode?: string };
+  GROUP_CREATE_ACK: { groupId: Uint8Array };
+  GROUP_JOIN: { groupId: Uint8Array; joinCode?: string };
+  GROUP_JOIN_ACK: { groupId: Uint8Array };
+  GROUP_LEAVE: { groupId: Uint8Array };
+  GROUP_LEAVE_ACK: Empty;
+  GROUP_MEMBERS: { groupId: Uint8Array; cursor?: number };
+  GROUP_MEMBERS_RESULT: { members: MemberEntry[]; nextCursor?: number; total: number; name?: string };
+  PROBE: Empty;
+  PROBE_ACK: Empty;
+  REFLECT: { change?: number; padding?: Uint8Array };
+  REFLECT_RESULT: { observed: Address; from: Address; otherPort?: number; otherIp?: Uint8Array };
+  MATCH_SUBMIT: {
+    ticket?: Uint8Array; timeMs?: number; mediaId: string; appType?: string; minParty: number; maxParty: number;
+    attrs?: Props; requirements?: Requirement[]; netMode: number; maxWaitS: number; nickname?: string;
+  };
+  MATCH_SUBMIT_ACK: { matchId: Uint8Array; deadlineS: number };
+  MATCH_STATUS: { matchId: Uint8Array };
+  MATCH_STATUS_RESULT: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
+  MATCH_CANCEL: { matchId: Uint8Array };
+  MATCH_CANCEL_ACK: { matchId: Uint8Array; state: number };
+  MATCH_RESULT: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
+  MATCH_RESULT_ACK: { matchId: Uint8Array };
+  ERROR: { code: number; message?: string; retryAfterMs?: number; cookie?: Uint8Array };
+}
+
+export const MatchState = { WAITING: 0, MATCHED: 1, NO_MATCH: 2, CANCELLED: 3 } as const;
+
+export function specOf(type: number): MessageSpec | undefined {
+  return (catalog as Record<number, MessageSpec>)[type];
+}
+
+/** The response type of a request type (request + 1), or undefined for responses. */
+export function responseTypeOf(type: MessageType): MessageType | undefined {
+  return type % 2 === 0 ? ((type + 1) as MessageType) : undefined;
+}
+

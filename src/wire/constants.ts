@@ -1,0 +1,104 @@
+// Protocol constants, each with its reason. Daemons take these as defaults and let options
+// override the ones marked "configurable".
+
+/** The only protocol version; a receiver refuses any other with UNSUPPORTED_VERSION. */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Largest datagram anyone sends or accepts. 1200 B fits the IPv6 minimum MTU (1280) minus IPv6
+ * and UDP headers with room to spare, as QUIC (RFC 9000 §14) chose, so nothing is fragmented.
+ */
+export const MAX_DATAGRAM = 1200;
+
+/**
+ * An AUTH_REQUEST is padded to exactly this size, so the authd reply (tickets are ~250 B each)
+ * is never larger than the unauthenticated request that caused it (anti-amplification).
+ */
+export const AUTH_REQUEST_SIZE = 1200;
+
+/** Request IDs: 64 random bits, so an off-path attacker cannot guess one to forge a reply. */
+export const REQUEST_ID_BYTES = 8;
+
+/** Session IDs are the ticket's `cti`: 128 random bits chosen by authd. */
+export const SESSION_ID_BYTES = 16;
+
+/** Session MAC: HMAC-SHA-256 truncated to 128 bits (as in TLS/OSCORE profiles: 2^-128 forgery). */
+export const MAC_BYTES = 16;
+
+/** Locator IDs: 128-bit keyed hash of the device ID; collision-free in practice for 2^40 devices. */
+export const LOCATOR_ID_BYTES = 16;
+
+/** Replay window: 64 sequence numbers, as DTLS (RFC 6347 §4.1.2.6) and IPsec use. */
+export const REPLAY_WINDOW = 64;
+
+/** Clock skew allowed on iat/nbf (ahead) and exp (behind), seconds. Configurable (Kerberos: 300 s). */
+export const DEFAULT_CLOCK_SKEW_S = 300;
+
+/** Ticket lifetime (configurable): a revoked device loses service within one lifetime. */
+export const DEFAULT_TICKET_LIFETIME_S = 3600;
+
+/** Retransmission: first timeout uniform in [T, 1.5T] (CoAP ACK_RANDOM_FACTOR), doubling. */
+export const DEFAULT_RETRANSMIT_TIMEOUT_MS = 1000;
+export const RETRANSMIT_RANDOM_FACTOR = 1.5;
+/** At most 4 retransmissions (CoAP MAX_RETRANSMIT): 5 sends over 1+2+4+8+16 = 31 T at worst. */
+export const MAX_RETRANSMIT = 4;
+
+/**
+ * How long a server remembers a reply to answer retransmissions: the exchange lifetime, i.e. the
+ * time from first send to last retransmission at the upper random bound, plus slack.
+ */
+export const EXCHANGE_LIFETIME_MS = Math.ceil(
+  DEFAULT_RETRANSMIT_TIMEOUT_MS * RETRANSMIT_RANDOM_FACTOR * (2 ** (MAX_RETRANSMIT + 1) - 1),
+) + 2000;
+
+/** Decoder bounds (see cbor.ts): nesting depth and total items per datagram. */
+export const MAX_DEPTH = 8;
+export const MAX_ITEMS = 600;
+
+/** Default UDP ports. */
+export const DEFAULT_PORTS = {
+  authd: 4700,
+  locatord: 4701,
+  reflector: 4702,
+  matchd: 4703,
+} as const;
+
+/**
+ * Refresh interval suggested to a terminal behind NAT: 25 s keeps a typical 30 s UDP binding
+ * alive (RFC 4787 REQ-5 asks for >= 2 min, many home routers use 30 s). Jittered ±20% by the agent.
+ */
+export const NAT_REFRESH_S = 25;
+/** Refresh interval for a terminal with a public address: only the TTL matters. */
+export const OPEN_REFRESH_S = 300;
+/** TTL granted is at least this multiple of the refresh interval: 3 refreshes may be lost. */
+export const TTL_PER_REFRESH = 3.5;
+
+/** Network modes (registration field), in the order of how reachable a terminal is. */
+export const NetMode = {
+  UNKNOWN: 0,
+  /** Public address on an interface: anyone can send to it. */
+  OPEN: 1,
+  /** Endpoint-independent mapping and filtering ("full cone"). */
+  FULL_CONE: 2,
+  /** Endpoint-independent mapping, address-dependent filtering. */
+  RESTRICTED: 3,
+  /** Endpoint-independent mapping, address-and-port-dependent filtering. */
+  PORT_RESTRICTED: 4,
+  /** Endpoint-dependent mapping ("symmetric"). */
+  SYMMETRIC: 5,
+  /** No UDP reaches the reflector. */
+  UDP_BLOCKED: 6,
+} as const;
+export type NetMode = (typeof NetMode)[keyof typeof NetMode];
+export const netModeNames: Record<number, string> = Object.fromEntries(
+  Object.entries(NetMode).map(([k, v]) => [v, k.toLowerCase().replace('_', '-')]),
+);
+
+/** Visibility of a terminal's address to queries. */
+export const Visibility = {
+  /** Any authenticated terminal that knows the locator ID (the patent's default). */
+  ANYONE: 0,
+  /** Only members of a group the terminal is in, and IDs on its allow-list. */
+  GROUPS_AND_ALLOWED: 1,
+} as const;
+export type Visibility = (typeof Visibility)[keyof typeof Visibility];
