@@ -73,9 +73,9 @@ export function buildAuthRequestWith(i: AuthRequestInput, eph: RawPair, nonceByt
   const bare = encodeDatagram('AUTH_REQUEST', i.rid, body);
   // Pad to exactly AUTH_REQUEST_SIZE. The padding field costs a key byte plus a bstr head of 1
   // (length < 24), 2 (< 256) or 3 bytes, so solve for its length. (The body map's head does not
-  // grow: it has at most 5 entries.) Two room sizes have no solution: 26 (23 B of padding make
-  // 25, 24 B make 27) and 259; those, and a request already too large, are refused rather than
-  // sent at the wrong size.
+  // grow: it has at most 5 entries.) Three room sizes have no solution: 1, 26 (23 B of padding
+  // make 25, 24 B make 27) and 259; those, and a request already too large, are refused rather
+  // than sent at the wrong size. (Schema-valid inputs leave hundreds of bytes of room.)
   const room = AUTH_REQUEST_SIZE - bare.length;
   const padLength = room - 2 < 24 ? room - 2 : room - 3 < 256 ? room - 3 : room - 4;
   const datagram = padLength >= 0

@@ -340,6 +340,8 @@ export const catalog: Record<MessageType, MessageSpec> = {
     fields: [
       { key: 1, name: 'matchId', type: matchId, required: true, doc: 'request' },
       { key: 2, name: 'state', type: { t: 'uint', max: 3 }, required: true, doc: '3 cancelled, or 1 if a match was already formed' },
+      { key: 3, name: 'members', type: { t: 'array', of: { t: 'struct', fields: matchMember }, max: 16 }, doc: 'state 1 (cancel lost the race): the party' },
+      { key: 4, name: 'host', type: { t: 'uint', max: 15 }, doc: 'state 1: index in members of the host' },
     ],
   },
   [MessageType.MATCH_RESULT]: {
@@ -481,7 +483,7 @@ export interface Bodies {
   MATCH_STATUS: { matchId: Uint8Array };
   MATCH_STATUS_RESULT: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
   MATCH_CANCEL: { matchId: Uint8Array };
-  MATCH_CANCEL_ACK: { matchId: Uint8Array; state: number };
+  MATCH_CANCEL_ACK: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
   MATCH_RESULT: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
   MATCH_RESULT_ACK: { matchId: Uint8Array };
   ERROR: { code: number; message?: string; retryAfterMs?: number; cookie?: Uint8Array };

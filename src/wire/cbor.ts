@@ -38,7 +38,8 @@ class Malformed {
   ) {}
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is text like any other; the default would silently drop it.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Decode exactly one CBOR data item that fills `bytes`. Never throws.

@@ -169,7 +169,8 @@ export function parsePublicKeyFile(text: string): ParseResult<PublicKeyFile> {
     switch (o['kind']) {
       case 'authd-public':
       case 'authd':
-        if (typeof o['kid'] !== 'string') throw new Error('kid missing');
+        // Same identifier rules as parseKeyFile: a kid that is not hex never matches a ticket.
+        if (typeof o['kid'] !== 'string' || !/^[0-9a-f]{2,32}$/.test(o['kid'])) throw new Error('kid must be hex');
         return {
           ok: true,
           value: {
@@ -180,14 +181,14 @@ export function parsePublicKeyFile(text: string): ParseResult<PublicKeyFile> {
         };
       case 'service-public':
       case 'service':
-        if (typeof o['service'] !== 'string') throw new Error('service missing');
+        if (typeof o['service'] !== 'string' || !isServiceId(o['service'])) throw new Error('service ID invalid');
         return {
           ok: true,
           value: { kind: 'service-public', service: o['service'], seal: raw32(typeof o['seal'] === 'object' ? (o['seal'] as Record<string, unknown>)['public'] : o['seal'], 'seal') },
         };
       case 'device-public':
       case 'device':
-        if (typeof o['deviceId'] !== 'string') throw new Error('deviceId missing');
+        if (typeof o['deviceId'] !== 'string' || !isDeviceId(o['deviceId'])) throw new Error('deviceId invalid');
         return {
           ok: true,
           value: { kind: 'device-public', deviceId: o['deviceId'], sign: raw32(typeof o['sign'] === 'object' ? (o['sign'] as Record<string, unknown>)['public'] : o['sign'], 'sign') },
