@@ -4,7 +4,7 @@
 //   AuthInner = {deviceId, timeMs, nonce, audiences, cnf, signature}
 //   signature = Ed25519(device key, CBOR ["devloc-auth-v1", authd seal pub, E.pub, deviceId, timeMs, nonce, audiences, cnf])
 //   Seal_req AAD = requestId || kid || E.pub
-// authd -> terminal, AUTH_RESPONSE: {sealed: Seal_resp(AuthGrant)}, AAD = requestId.
+// authd -> terminal, AUTH_RESPONSE: {sealed: nonce(12) || Seal_resp(AuthGrant)}, AAD = requestId.
 // The signature binds the proof to this authd and this ephemeral key, so a captured request is
 // useless to anyone who lacks E's secret: its answer is sealed to E. authd also refuses a
 // (device, nonce) pair seen before within the clock-skew window.
@@ -21,7 +21,7 @@ import type { RawPair } from './keys.js';
 import { ed25519Sign, ed25519Verify, generatePair, privateKeyObject } from './keys.js';
 import { decodeFields, encodeFields } from './schema.js';
 import type { SealKeys } from './seal.js';
-import { deriveSealKeys, openBytes, sealBytes } from './seal.js';
+import { deriveSealKeys, NONCE_BYTES, openBytes, sealBytes } from './seal.js';
 
 export function proofInput(authdSealPublic: Uint8Array, ephemeral: Uint8Array, inner: Omit<AuthInner, 'signature'>): Buffer {
   return encodeCbor([
@@ -119,13 +119,15 @@ export function openAuthRequest(
   return { ok: true, inner, keys };
 }
 
-export function sealAuthGrant(keys: SealKeys, rid: Uint8Array, grant: AuthGrant): Buffer {
-  return sealBytes(keys.response, encodeCbor(encodeFields(authGrantFields, grant as unknown as Record<string, unknown>)), rid);
+/** authd side: nonce(12) || ChaCha20-Poly1305(response key, nonce, grant, AAD = request ID). */
+export function sealAuthGrant(keys: SealKeys, rid: Uint8Array, grant: AuthGrant, nonce: Uint8Array = randomBytes(NONCE_BYTES)): Buffer {
+  const plain = encodeCbor(encodeFields(authGrantFields, grant as unknown as Record<string, unknown>));
+  return Buffer.concat([nonce, sealBytes(keys.response, plain, rid, nonce)]);
 }
 
 /** Terminal side: open the AUTH_RESPONSE with the keys kept from the request. */
 export function openAuthGrant(keys: SealKeys, rid: Uint8Array, sealed: Uint8Array, nonce: Uint8Array): { ok: true; grant: AuthGrant } | { ok: false; reason: string } {
-  const plain = openBytes(keys.response, sealed, rid);
+  const plain = openBytes(keys.response, sealed.subarray(NONCE_BYTES), rid, sealed.subarray(0, NONCE_BYTES));
   if (!plain) return { ok: false, reason: 'response does not open with our key' };
   const d = decodeStrict(plain);
   if (!d.ok || !(d.value instanceof Map)) return { ok: false, reason: 'grant is not a CBOR map' };

@@ -2,7 +2,10 @@
 // ChaCha20-Poly1305). The terminal makes a one-shot X25519 key, agrees a secret with authd's
 // static sealing key and derives two keys: one seals the request (so the device ID never
 // crosses the wire in clear), the other seals the response (so only that terminal can read its
-// grant). Each key is used once, so a zero nonce is safe.
+// grant). The request key is used once (the ephemeral key is fresh), so the request uses a zero
+// nonce; the response carries a random 12-byte nonce in front of the ciphertext, because authd
+// could seal twice under one response key (a replayed request after it lost its replay cache),
+// and a repeated ChaCha20-Poly1305 nonce would leak both plaintexts and the MAC key.
 import type { KeyObject } from 'node:crypto';
 import { createCipheriv, createDecipheriv, hkdfSync } from 'node:crypto';
 import { x25519 } from './keys.js';
@@ -24,17 +27,19 @@ export function deriveSealKeys(own: KeyObject, peerPublic: Uint8Array, ephemeral
   return { request: okm.subarray(0, 32), response: okm.subarray(32, 64) };
 }
 
-export function sealBytes(key: Buffer, plaintext: Uint8Array, aad: Uint8Array): Buffer {
-  const c = createCipheriv('chacha20-poly1305', key, ZERO_NONCE, { authTagLength: TAG });
+export const NONCE_BYTES = 12;
+
+export function sealBytes(key: Buffer, plaintext: Uint8Array, aad: Uint8Array, nonce: Uint8Array = ZERO_NONCE): Buffer {
+  const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG });
   c.setAAD(aad, { plaintextLength: plaintext.length });
   return Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
 }
 
 /** Open sealed bytes; null when the tag does not verify (never throws). */
-export function openBytes(key: Buffer, sealed: Uint8Array, aad: Uint8Array): Buffer | null {
-  if (sealed.length < TAG) return null;
+export function openBytes(key: Buffer, sealed: Uint8Array, aad: Uint8Array, nonce: Uint8Array = ZERO_NONCE): Buffer | null {
+  if (sealed.length < TAG || nonce.length !== NONCE_BYTES) return null;
   try {
-    const d = createDecipheriv('chacha20-poly1305', key, ZERO_NONCE, { authTagLength: TAG });
+    const d = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG });
     d.setAAD(aad, { plaintextLength: sealed.length - TAG });
     d.setAuthTag(sealed.subarray(sealed.length - TAG));
     return Buffer.concat([d.update(sealed.subarray(0, sealed.length - TAG)), d.final()]);

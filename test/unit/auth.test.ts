@@ -239,9 +239,10 @@ t.test('openAuthGrant: opens only its own answer', async (t) => {
     t.notOk(openAuthGrant(built.keys, RID, s, NONCE).ok, `sealed byte ${i} flipped`);
   }
   t.notOk(openAuthGrant(built.keys, RID, new Uint8Array(10), NONCE).ok, 'too short');
-  const notMap = sealBytes(built.keys.response, encodeCbor([1]), RID);
+  const N12 = Buffer.alloc(12, 7);
+  const notMap = Buffer.concat([N12, sealBytes(built.keys.response, encodeCbor([1]), RID, N12)]);
   t.match((r => (r.ok ? '' : r.reason))(openAuthGrant(built.keys, RID, notMap, NONCE)), /not a CBOR map/);
-  const missing = sealBytes(built.keys.response, encodeCbor(new Map([[3, NONCE]])), RID);
+  const missing = Buffer.concat([N12, sealBytes(built.keys.response, encodeCbor(new Map([[3, NONCE]])), RID, N12)]);
   t.match((r => (r.ok ? '' : r.reason))(openAuthGrant(built.keys, RID, missing, NONCE)), /missing/);
 });
 

@@ -343,8 +343,8 @@ t.test('auth exchange vector', async (t) => {
   t.ok((d.msg.body.padding ?? new Uint8Array(0)).every((b) => b === 0), 'padding is zeros');
 
   // Open the sealed inner part independently (ChaCha20-Poly1305, 12 zero bytes of nonce).
-  const open = (key: string, sealed: Uint8Array, aad: Uint8Array): Buffer => {
-    const c = createDecipheriv('chacha20-poly1305', unhex(key), Buffer.alloc(12), { authTagLength: 16 });
+  const open = (key: string, sealed: Uint8Array, aad: Uint8Array, nonce: Uint8Array = Buffer.alloc(12)): Buffer => {
+    const c = createDecipheriv('chacha20-poly1305', unhex(key), nonce, { authTagLength: 16 });
     c.setAAD(aad, { plaintextLength: sealed.length - 16 });
     c.setAuthTag(sealed.subarray(sealed.length - 16));
     return Buffer.concat([c.update(sealed.subarray(0, sealed.length - 16)), c.final()]);
@@ -401,7 +401,8 @@ t.test('auth exchange vector', async (t) => {
   t.equal(hex(rd.msg.rid), i.rid, 'response carries the request ID');
   t.ok(resp.length <= req.length, 'response no larger than the request (anti-amplification)');
   checkWithCbor2(t, resp, 'AUTH_RESPONSE');
-  const grantPlain = open(a.derived.sealKeys.response, rd.msg.body.sealed, rid);
+  // The response is nonce(12) || ciphertext || tag.
+  const grantPlain = open(a.derived.sealKeys.response, rd.msg.body.sealed.subarray(12), rid, rd.msg.body.sealed.subarray(0, 12));
   t.equal(hex(grantPlain), a.grant.cborHex, 'grant plaintext (independent open, aad = rid)');
   checkWithCbor2(t, grantPlain, 'AuthGrant');
   const g = openAuthGrant(rebuilt.keys, rid, rd.msg.body.sealed, unhex(i.nonce));

@@ -228,7 +228,8 @@ function authExchange(): { json: object; requestHex: string; requestMeaning: Jso
   const grantMeaning = { locatorId: LOCATOR_ID, tickets, nonce: AUTH_NONCE };
   const grant = fromJsonFields(authGrantFields, grantMeaning, 'grant');
   const grantCbor = encodeCbor(encodeFields(authGrantFields, grant));
-  const sealedGrant = sealAuthGrant(built.keys, rid, grant as never);
+  // Fixed response nonce (authd draws a random one) so the vector is reproducible.
+  const sealedGrant = sealAuthGrant(built.keys, rid, grant as never, Buffer.from('a0a1a2a3a4a5a6a7a8a9aaab', 'hex'));
   const response = encodeDatagram('AUTH_RESPONSE', rid, { sealed: sealedGrant });
 
   const requestMeaning = {
