@@ -1,0 +1,187 @@
+// Benchmarks of devloc-authd, for `npm run bench`:
+//   - authentications per second: an in-process authd on loopback, real UDP and real crypto
+//     (X25519, ChaCha20-Poly1305, Ed25519 verify and one Ed25519 signature per request), with
+//     many requests outstanding. Requests are built before the clock starts, so the figure is
+//     the server's, not the terminal-side crypto sharing its CPU.
+//   - enroll records per second: importing a generated list of 1M devices into a fresh
+//     database (as `devloc enroll` does it), then importing it again (nothing changes).
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Logger } from '../common/log.js';
+import { Metrics } from '../common/metrics.js';
+import { UdpClient } from '../net/client.js';
+import { buildAuthRequest } from '../wire/auth.js';
+import type { KeyFile } from '../wire/keys.js';
+import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, privateKeyObject } from '../wire/keys.js';
+import { AuthDb } from './db.js';
+import { enrollFile } from './enroll.js';
+import { startAuthd } from './server.js';
+
+export interface AuthdBenchOptions {
+  /** How long to measure authentications. */
+  seconds: number;
+  /** Requests outstanding at once. Default 64. */
+  concurrency?: number;
+  /** Records in the generated enrollment file. Default 1,000,000. */
+  enrollRecords?: number;
+  /** Print progress to stderr. */
+  verbose?: boolean;
+}
+
+export interface AuthdBenchResult {
+  authPerS: number;
+  /** Requests answered with a grant during the measurement. */
+  authRequests: number;
+  /** Requests refused or unanswered (should be 0). */
+  authFailures: number;
+  authLatencyP50Ms: number;
+  authLatencyP99Ms: number;
+  concurrency: number;
+  enrollRecords: number;
+  enrollRecordsPerS: number;
+  /** Importing the same file again (every record unchanged). */
+  reenrollRecordsPerS: number;
+}
+
+const percentile = (sorted: number[], p: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]! : 0);
+const round = (x: number, digits = 0): number => Number(x.toFixed(digits));
+
+type Device = Extract<KeyFile, { kind: 'device' }>;
+type AuthdKey = Extract<KeyFile, { kind: 'authd' }>;
+
+interface Prebuilt {
+  rid: Buffer;
+  datagram: Buffer;
+}
+
+export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchResult> {
+  const concurrency = opts.concurrency ?? 64;
+  const enrollRecords = opts.enrollRecords ?? 1_000_000;
+  const say = (s: string): void => {
+    if (opts.verbose) process.stderr.write(`bench authd: ${s}\n`);
+  };
+  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-bench-authd-'));
+  try {
+    // ---- authentications ----
+    const stateDir = path.join(dir, 'state');
+    const authdKey = newAuthdKey() as AuthdKey;
+    const keyFile = path.join(dir, 'authd.key');
+    writeFileSync(keyFile, keyFileToJson(authdKey), { mode: 0o600 });
+    const devices: Device[] = [];
+    const db = AuthDb.open(stateDir);
+    for (let i = 0; i < 256; i++) {
+      const d = newDeviceKey(`BENCH-${i}`) as Device;
+      db.addDevice({ deviceId: d.deviceId, publicKey: d.sign.public });
+      devices.push(d);
+    }
+    db.putService({ serviceId: 'locator', sealKey: generatePair('x25519').public, addr: '127.0.0.1:4701' }, true);
+    db.close();
+    const deviceKeys = devices.map((d) => privateKeyObject('Ed25519', d.sign));
+    const cnf = generatePair('x25519').public;
+    const authd = await startAuthd({
+      host: '127.0.0.1', port: 0, keyFiles: [keyFile], stateDir, ratePerS: 0, cookieThreshold: -1,
+      logger: new Logger({ service: 'authd', level: 'error', write: () => undefined }), metrics: new Metrics(),
+      receiveBufferBytes: 4 << 20,
+    });
+    const client = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 2000, maxRetransmit: 2, deadlineMs: 10_000 } });
+    try {
+      client.socket.setRecvBufferSize(4 << 20);
+      const build = (n: number): Prebuilt[] => {
+        const out: Prebuilt[] = [];
+        for (let i = 0; i < n; i++) {
+          const j = i % devices.length;
+          const rid = UdpClient.newRequestId();
+          const b = buildAuthRequest({
+            rid, deviceId: devices[j]!.deviceId, deviceKey: deviceKeys[j]!, authdKid: Buffer.from(authdKey.kid, 'hex'),
+            authdSealPublic: authdKey.seal.public, audiences: ['locator'], cnf, timeMs: Date.now(),
+          });
+          out.push({ rid, datagram: b.datagram });
+        }
+        return out;
+      };
+      const to = { ip: '127.0.0.1', port: authd.port };
+      const run = async (reqs: Prebuilt[], seconds: number): Promise<{ ok: number; failed: number; elapsedS: number; latencies: number[] }> => {
+        let next = 0;
+        let ok = 0;
+        let failed = 0;
+        const latencies: number[] = [];
+        const started = performance.now();
+        const deadline = started + seconds * 1000;
+        const worker = async (): Promise<void> => {
+          while (next < reqs.length && performance.now() < deadline) {
+            const r = reqs[next++]!;
+            const t0 = performance.now();
+            try {
+              const reply = await client.request(to, r.datagram, r.rid);
+              if (reply.msg.name === 'AUTH_RESPONSE') {
+                ok++;
+                latencies.push(performance.now() - t0);
+              } else failed++;
+            } catch {
+              failed++;
+            }
+          }
+        };
+        await Promise.all(Array.from({ length: concurrency }, worker));
+        return { ok, failed, elapsedS: (performance.now() - started) / 1000, latencies };
+      };
+      // Calibrate on a small batch, then build enough requests for the measured period.
+      const warm = await run(build(Math.max(concurrency * 4, 400)), 30);
+      const estimate = warm.ok / Math.max(warm.elapsedS, 0.001);
+      const count = Math.min(400_000, Math.ceil(estimate * opts.seconds * 1.25) + concurrency);
+      say(`warm-up ${Math.round(estimate)} auth/s; building ${count} requests`);
+      const reqs = build(count);
+      say('measuring');
+      const m = await run(reqs, opts.seconds);
+      const lat = m.latencies.sort((a, b) => a - b);
+      const auth = {
+        authPerS: round(m.ok / m.elapsedS),
+        authRequests: m.ok,
+        authFailures: m.failed,
+        authLatencyP50Ms: round(percentile(lat, 0.5), 2),
+        authLatencyP99Ms: round(percentile(lat, 0.99), 2),
+      };
+      say(`${auth.authPerS} auth/s`);
+
+      // ---- enrollment ----
+      say(`generating ${enrollRecords} records`);
+      const list = path.join(dir, 'devices.jsonl');
+      const keys = randomBytes(32 * enrollRecords);
+      const ids = randomBytes(8 * enrollRecords).toString('hex').toUpperCase();
+      const chunks: string[] = [];
+      for (let i = 0; i < enrollRecords; i++) {
+        chunks.push(`{"deviceId":"D${ids.slice(i * 16, i * 16 + 16)}","publicKey":"${keys.subarray(i * 32, i * 32 + 32).toString('base64url')}","model":"BENCH-1","region":"eu"}\n`);
+      }
+      writeFileSync(list, chunks.join(''));
+      chunks.length = 0;
+      const edb = AuthDb.open(path.join(dir, 'enroll'), { synchronous: 'FULL', cacheKiB: 65536 });
+      try {
+        let t0 = performance.now();
+        const first = enrollFile(edb, list);
+        const firstS = (performance.now() - t0) / 1000;
+        if (!first.ok) throw new Error(`bench enroll failed: ${first.errors} bad lines`);
+        say(`enroll ${round(first.records / firstS)} records/s`);
+        t0 = performance.now();
+        const again = enrollFile(edb, list);
+        const againS = (performance.now() - t0) / 1000;
+        if (!again.ok || again.unchanged !== enrollRecords) throw new Error('bench re-enroll changed records');
+        return {
+          ...auth,
+          concurrency,
+          enrollRecords: first.records,
+          enrollRecordsPerS: round(first.records / firstS),
+          reenrollRecordsPerS: round(again.records / againS),
+        };
+      } finally {
+        edb.close();
+      }
+    } finally {
+      await client.close();
+      await authd.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+// devloc-authd(8): the authentication server daemon. Options, config file keys and environment
+// variables come from `spec` below (see src/common/config.ts); man/devloc-authd.8 documents
+// every one of them.
+import { realpathSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Config, Spec } from '../common/config.js';
+import { list, num, str } from '../common/config.js';
+import type { DaemonDefinition, Running } from '../common/daemon.js';
+import { main } from '../common/daemon.js';
+import { ipToBytes, parseAddress } from '../wire/addr.js';
+import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, DEFAULT_TICKET_LIFETIME_S } from '../wire/constants.js';
+import { loadKeyRing } from './keyring.js';
+import { LocatorIds } from './locator.js';
+import type { AuthdOptions, ReloadOptions } from './server.js';
+import { defaultPolicy, defaultRate, startAuthd } from './server.js';
+
+export const spec: Spec = {
+  listen: { type: 'string', default: '0.0.0.0', describe: 'IP address to listen on (IPv4 or IPv6 literal)' },
+  port: { type: 'number', default: DEFAULT_PORTS.authd, min: 0, max: 65535, describe: 'UDP port (0 = any free port)' },
+  key: {
+    type: 'list', default: ['/etc/devloc/authd.key'], reloadable: true,
+    describe: 'authd key file (repeat or comma-separate); the first signs tickets, all open requests',
+  },
+  'ticket-lifetime': { type: 'number', default: DEFAULT_TICKET_LIFETIME_S, min: 60, max: 7 * 86400, reloadable: true, describe: 'ticket lifetime, seconds' },
+  'clock-skew': { type: 'number', default: DEFAULT_CLOCK_SKEW_S, min: 1, max: 86400, reloadable: true, describe: 'largest accepted difference between a request timeMs and our clock, seconds' },
+  rate: { type: 'number', default: defaultRate.ratePerS, min: 0, reloadable: true, describe: 'datagrams per second per source IP (0 = unlimited)' },
+  burst: { type: 'number', default: defaultRate.burst, min: 1, reloadable: true, describe: 'burst allowed per source IP' },
+  'cookie-threshold': {
+    type: 'number', default: defaultPolicy.cookieThreshold, min: -1, reloadable: true,
+    describe: 'AUTH_REQUESTs per second (all sources) above which a cookie is required (0 = always, -1 = never)',
+  },
+  'max-rate': { type: 'number', default: defaultPolicy.maxRate, min: 0, reloadable: true, describe: 'authentications per second served at most, TRY_LATER beyond (0 = no limit)' },
+  'receive-buffer': { type: 'number', default: 0, min: 0, describe: 'socket receive buffer (SO_RCVBUF), bytes (0 = system default)' },
+  'replay-cache': { type: 'number', default: 1_000_000, min: 1000, describe: 'most (device, nonce) pairs remembered against replays' },
+};
+
+function options(config: Config): Omit<AuthdOptions, 'logger' | 'metrics'> {
+  return {
+    host: str(config, 'listen'),
+    port: num(config, 'port'),
+    keyFiles: list(config, 'key'),
+    stateDir: str(config, 'state-dir'),
+    ticketLifetimeS: num(config, 'ticket-lifetime'),
+    clockSkewS: num(config, 'clock-skew'),
+    ratePerS: num(config, 'rate'),
+    burst: num(config, 'burst'),
+    cookieThreshold: num(config, 'cookie-threshold'),
+    maxRate: num(config, 'max-rate'),
+    receiveBufferBytes: num(config, 'receive-buffer'),
+    replayCacheMax: num(config, 'replay-cache'),
+  };
+}
+
+function reloadOptions(config: Config): ReloadOptions {
+  const o = options(config);
+  return {
+    keyFiles: o.keyFiles, ticketLifetimeS: o.ticketLifetimeS!, clockSkewS: o.clockSkewS!, ratePerS: o.ratePerS!,
+    burst: o.burst!, cookieThreshold: o.cookieThreshold!, maxRate: o.maxRate!,
+  };
+}
+
+/** Deep configuration check (also --check-config): keys load, addresses parse, state is sane. */
+export function checkConfig(config: Config): string | null {
+  if (!ipToBytes(str(config, 'listen'))) return `listen: ${JSON.stringify(str(config, 'listen'))} is not an IP address`;
+  const ml = str(config, 'metrics-listen');
+  if (ml && !parseAddress(ml)) return `metrics-listen: ${JSON.stringify(ml)} is not host:port with a literal IP`;
+  const keys = list(config, 'key');
+  if (keys.length === 0) return 'key: at least one authd key file is required (devloc keygen authd)';
+  try {
+    loadKeyRing(keys);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  const dir = str(config, 'state-dir');
+  try {
+    if (!statSync(dir).isDirectory()) return `state-dir: ${dir} is not a directory`;
+  } catch {
+    return null; // created at start
+  }
+  try {
+    statSync(LocatorIds.fileIn(dir));
+  } catch {
+    return null; // created at first start
+  }
+  try {
+    LocatorIds.load(dir, false);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return null;
+}
+
+const NOT_RELOADABLE = ['listen', 'port', 'state-dir', 'receive-buffer', 'replay-cache', 'metrics-listen'];
+
+export const definition: DaemonDefinition = {
+  name: 'authd',
+  summary: 'devloc authentication server: checks devices against the terminal database and issues tickets and locator IDs.',
+  spec,
+  check: checkConfig,
+  async start(config, logger, metrics): Promise<Running> {
+    const authd = await startAuthd({ ...options(config), logger, metrics });
+    let current = config;
+    return {
+      stop: () => authd.stop(),
+      reload(next: Config) {
+        for (const k of NOT_RELOADABLE) {
+          if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) logger.warn('option changed but needs a restart', { option: k });
+        }
+        authd.reload(reloadOptions(next));
+        current = next;
+      },
+    };
+  },
+};
+
+/** True when this module is the program node was started with (not imported by a test). */
+function isEntry(): boolean {
+  const argv1 = process.argv[1];
+  if (!argv1) return false;
+  try {
+    return realpathSync(fileURLToPath(import.meta.url)) === realpathSync(argv1);
+  } catch {
+    return false;
+  }
+}
+
+if (isEntry()) main(definition);

@@ -1,0 +1,491 @@
+// devloc(1) commands that administer devloc-authd's terminal database and service registry,
+// working directly on authd.db in --state-dir (the daemon may run meanwhile: SQLite WAL):
+//   device new, enroll, revoke, unrevoke, devices [list|show], service add|list|rm
+// Exit status: 0 done, 1 the work failed (bad lines, unknown device, ...), 2 bad arguments.
+import { closeSync, existsSync, fchmodSync, fsyncSync, unlinkSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import type { Argv, CommandModule } from 'yargs';
+import { AuthDb } from '../../authd/db.js';
+import type { DeviceRow, ServiceRow } from '../../authd/db.js';
+import type { EnrollProgress } from '../../authd/enroll.js';
+import { enrollFile } from '../../authd/enroll.js';
+import { LocatorIds } from '../../authd/locator.js';
+import { parseAddress } from '../../wire/addr.js';
+import { isDeviceId, isServiceId, keyFileToJson, newDeviceKey, parsePublicKeyFile } from '../../wire/keys.js';
+
+/** Where output goes; tests replace it to run the commands in process. */
+export const io = {
+  out: (s: string): void => void process.stdout.write(s),
+  err: (s: string): void => void process.stderr.write(s),
+  errIsTTY: (): boolean => process.stderr.isTTY === true,
+  exit: (status: number): void => {
+    process.exitCode = status;
+  },
+};
+
+/** Exit status 1 (work failed) or 2 (usage) with a message; caught by `guard`. */
+class CommandError extends Error {
+  constructor(message: string, readonly status: 1 | 2 = 1) {
+    super(message);
+  }
+}
+
+function guard<A>(name: string, fn: (a: A) => void | Promise<void>): (a: A) => Promise<void> {
+  return async (a: A) => {
+    try {
+      await fn(a);
+    } catch (err) {
+      if (err instanceof CommandError) {
+        io.err(`devloc ${name}: ${err.message}\n`);
+        io.exit(err.status);
+        return;
+      }
+      // SQLite and file-system errors: the work failed; say why, without a stack.
+      const e = err as NodeJS.ErrnoException;
+      if (e instanceof Error && (e.name === 'SqliteError' || typeof e.code === 'string')) {
+        io.err(`devloc ${name}: ${e.message}\n`);
+        io.exit(1);
+        return;
+      }
+      throw err;
+    }
+  };
+}
+
+/**
+ * --state-dir default: what devloc-authd itself uses ($DEVLOC_AUTHD_STATE_DIR, else
+ * /var/lib/devloc); but where the systemd unit keeps it (/var/lib/devloc/authd, a directory an
+ * admin's shell has no variable for) when that exists and the plain default holds no database.
+ */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env['DEVLOC_AUTHD_STATE_DIR']) return env['DEVLOC_AUTHD_STATE_DIR'];
+  if (!existsSync('/var/lib/devloc/authd.db') && existsSync('/var/lib/devloc/authd')) return '/var/lib/devloc/authd';
+  return '/var/lib/devloc';
+}
+
+function withStateDir<T>(y: Argv<T>) {
+  return y.option('state-dir', {
+    type: 'string',
+    default: defaultStateDir(),
+    defaultDescription: '$DEVLOC_AUTHD_STATE_DIR, else /var/lib/devloc/authd if it exists, else /var/lib/devloc',
+    describe: 'directory holding authd.db (as devloc-authd --state-dir)',
+  });
+}
+
+function openDb(stateDir: string, create: boolean, cacheKiB = 0): AuthDb {
+  try {
+    return AuthDb.open(stateDir, { create, synchronous: 'FULL', ...(cacheKiB ? { cacheKiB } : {}) });
+  } catch (err) {
+    throw new CommandError((err as Error).message);
+  }
+}
+
+const out = (s: string): void => {
+  io.out(s.endsWith('\n') ? s : `${s}\n`);
+};
+const iso = (ms: number | undefined): string => (ms === undefined ? '' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
+
+function deviceJson(d: DeviceRow, locatorId?: string): Record<string, unknown> {
+  return {
+    deviceId: d.deviceId,
+    publicKey: d.publicKey.toString('base64url'),
+    ...(d.model !== undefined ? { model: d.model } : {}),
+    ...(d.region !== undefined ? { region: d.region } : {}),
+    revoked: d.revoked,
+    ...(d.revokedAt !== undefined ? { revokedAt: iso(d.revokedAt) } : {}),
+    enrolledAt: iso(d.enrolledAt),
+    updatedAt: iso(d.updatedAt),
+    ...(locatorId ? { locatorId } : {}),
+  };
+}
+
+function serviceJson(s: ServiceRow): Record<string, unknown> {
+  return { serviceId: s.serviceId, sealKey: s.sealKey.toString('base64url'), ...(s.addr ? { addr: s.addr } : {}), addedAt: iso(s.addedAt), updatedAt: iso(s.updatedAt) };
+}
+
+/** Columns padded to their widest cell. */
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
+
+// ---- device new --------------------------------------------------------------------------------
+
+interface DeviceNewArgs {
+  out: string;
+  id?: string;
+  model?: string;
+  region?: string;
+}
+
+const deviceNew: CommandModule<object, DeviceNewArgs> = {
+  command: 'new',
+  describe: 'make a device identity file (factory side) and print its enrollment record',
+  builder: (y) =>
+    y
+      .option('out', { type: 'string', demandOption: true, describe: 'identity file to write (0600; never overwritten)' })
+      .option('id', { type: 'string', describe: 'device ID (default: D + 16 random hex digits)' })
+      .option('model', { type: 'string', describe: 'model, recorded in the enrollment record' })
+      .option('region', { type: 'string', describe: 'region, recorded in the enrollment record' }) as Argv<DeviceNewArgs>,
+  handler: guard('device new', (a) => {
+    if (a.id !== undefined && !isDeviceId(a.id)) throw new CommandError(`--id ${JSON.stringify(a.id)} is not a device ID (1-64 of A-Z a-z 0-9 . _ : -)`, 2);
+    for (const [k, v] of [['model', a.model], ['region', a.region]] as const) {
+      // eslint-disable-next-line no-control-regex
+      if (v !== undefined && (v.length === 0 || v.length > 64 || /[\u0000-\u001f\u007f]/.test(v))) throw new CommandError(`--${k} must be 1-64 printable characters`, 2);
+    }
+    const key = newDeviceKey(a.id);
+    if (key.kind !== 'device') throw new Error('unreachable');
+    let fd: number;
+    try {
+      fd = openSync(a.out, 'wx', 0o600);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new CommandError(code === 'EEXIST' ? `${a.out} exists: refusing to overwrite a device identity` : `cannot create ${a.out}: ${code ?? (err as Error).message}`);
+    }
+    try {
+      fchmodSync(fd, 0o600); // exactly 0600, whatever the umask left
+      writeSync(fd, keyFileToJson(key));
+      fsyncSync(fd);
+    } catch (err) {
+      closeSync(fd);
+      unlinkSync(a.out);
+      throw new CommandError(`cannot write ${a.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    closeSync(fd);
+    out(JSON.stringify({
+      deviceId: key.deviceId,
+      publicKey: key.sign.public.toString('base64url'),
+      ...(a.model !== undefined ? { model: a.model } : {}),
+      ...(a.region !== undefined ? { region: a.region } : {}),
+    }));
+  }),
+};
+
+const device: CommandModule = {
+  command: 'device <command>',
+  describe: 'device identities (device new)',
+  builder: (y) => y.command(deviceNew as CommandModule).demandCommand(1, 'name a device command: new'),
+  handler: () => undefined,
+};
+
+// ---- enroll ------------------------------------------------------------------------------------
+
+interface EnrollArgs {
+  file: string;
+  'state-dir': string;
+  replace: boolean;
+  progress?: boolean;
+  format: 'auto' | 'jsonl' | 'csv';
+  'dry-run': boolean;
+  json: boolean;
+}
+
+/** A progress bar on stderr: redrawn in place on a terminal, one line per update otherwise. */
+function progressBar(tty: boolean): { update: (p: EnrollProgress) => void; done: () => void } {
+  const started = Date.now();
+  let drawn = false;
+  return {
+    update(p) {
+      const frac = p.totalBytes > 0 ? Math.min(1, p.bytes / p.totalBytes) : 1;
+      const width = 30;
+      const fill = Math.round(frac * width);
+      const s = Math.max(0.001, (Date.now() - started) / 1000);
+      const text = `enroll [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${p.records} records ${Math.round(p.records / s)}/s`;
+      io.err(tty ? `\r${text}\x1b[K` : `${text}\n`);
+      drawn = true;
+    },
+    done() {
+      if (drawn && tty) io.err('\n');
+    },
+  };
+}
+
+const enroll: CommandModule<object, EnrollArgs> = {
+  command: 'enroll <file>',
+  describe: "import the maker's device list (JSON Lines or CSV) into the terminal database, all or nothing",
+  builder: (y) =>
+    withStateDir(y)
+      .positional('file', { type: 'string', demandOption: true, describe: 'JSON Lines ({"deviceId","publicKey","model","region"}) or CSV with a header line' })
+      .option('replace', { type: 'boolean', default: false, describe: 'a different key for an enrolled device replaces it (otherwise an error)' })
+      .option('progress', { type: 'boolean', describe: 'progress bar on stderr (default: when stderr is a terminal and the file is over 1 MiB)' })
+      .option('format', { choices: ['auto', 'jsonl', 'csv'] as const, default: 'auto' as const, describe: 'input format (auto: by extension, else by the first line)' })
+      .option('dry-run', { type: 'boolean', default: false, describe: 'check every line and count, change nothing' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the summary as JSON' }) as unknown as Argv<EnrollArgs>,
+  handler: guard('enroll', (a) => {
+    let size: number;
+    try {
+      const st = statSync(a.file);
+      if (!st.isFile()) throw new CommandError(`${a.file} is not a regular file`);
+      size = st.size;
+    } catch (err) {
+      if (err instanceof CommandError) throw err;
+      throw new CommandError(`cannot read ${a.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    const tty = io.errIsTTY();
+    const showProgress = a.progress ?? (tty && size > 1 << 20);
+    const bar = showProgress ? progressBar(tty) : undefined;
+    // 64 MiB of page cache: random-order inserts into a large table otherwise spill and re-read.
+    const db = a['dry-run'] && !existsSync(AuthDb.fileIn(a['state-dir'])) ? AuthDb.memory() : openDb(a['state-dir'], !a['dry-run'], 65536);
+    let res;
+    try {
+      res = enrollFile(db, a.file, {
+        replace: a.replace,
+        format: a.format,
+        dryRun: a['dry-run'],
+        onError: (line, reason) => io.err(`${a.file}:${line}: ${reason}\n`),
+        ...(bar ? { onProgress: bar.update } : {}),
+      });
+    } finally {
+      bar?.done();
+      db.close();
+    }
+    if (a.json) {
+      out(JSON.stringify(res));
+    } else if (res.ok) {
+      const verb = res.dryRun ? 'would import' : 'imported';
+      out(`${verb} ${a.file}: ${res.records} records: ${res.added} added, ${res.unchanged} unchanged, ${res.updated} updated, ${res.replaced} replaced`);
+    }
+    if (!res.ok) {
+      throw new CommandError(`${res.errors} bad line${res.errors === 1 ? '' : 's'} in ${a.file}: ${res.dryRun ? 'it would not be imported' : 'nothing imported'}`);
+    }
+  }),
+};
+
+// ---- revoke / unrevoke -------------------------------------------------------------------------
+
+interface RevokeArgs {
+  device: string[];
+  'state-dir': string;
+}
+
+function revokeCommand(revoke: boolean): CommandModule<object, RevokeArgs> {
+  const name = revoke ? 'revoke' : 'unrevoke';
+  return {
+    command: `${name} <device..>`,
+    describe: revoke ? 'revoke devices: authd refuses them (REVOKED) from their next request on' : 'lift a revocation',
+    builder: (y) => withStateDir(y).positional('device', { type: 'string', array: true, demandOption: true, describe: 'device IDs' }) as unknown as Argv<RevokeArgs>,
+    handler: guard(name, (a) => {
+      const db = openDb(a['state-dir'], false);
+      const unknown: string[] = [];
+      try {
+        for (const id of a.device) {
+          const r = db.setRevoked(String(id), revoke);
+          if (r === 'unknown') unknown.push(String(id));
+          else out(`${id}: ${r === 'changed' ? (revoke ? 'revoked' : 'no longer revoked') : revoke ? 'already revoked' : 'was not revoked'}`);
+        }
+      } finally {
+        db.close();
+      }
+      if (unknown.length) throw new CommandError(`unknown device${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`);
+    }),
+  };
+}
+
+// ---- devices -----------------------------------------------------------------------------------
+
+interface DevicesArgs {
+  'state-dir': string;
+  json: boolean;
+}
+interface DevicesListArgs extends DevicesArgs {
+  limit: number;
+  after?: string;
+  revoked: boolean;
+}
+interface DevicesShowArgs extends DevicesArgs {
+  device: string;
+}
+
+const jsonOption = <T>(y: Argv<T>) => y.option('json', { type: 'boolean', default: false, describe: 'JSON output' });
+
+function locatorIds(stateDir: string): LocatorIds | undefined {
+  try {
+    return LocatorIds.load(stateDir, false).ids;
+  } catch {
+    return undefined;
+  }
+}
+
+const devicesList: CommandModule<object, DevicesListArgs> = {
+  command: 'list',
+  describe: 'list devices in device-ID order',
+  builder: (y) =>
+    jsonOption(withStateDir(y))
+      .option('limit', { type: 'number', default: 100, describe: 'at most this many (0 = all)' })
+      .option('after', { type: 'string', describe: 'start after this device ID (paging)' })
+      .option('revoked', { type: 'boolean', default: false, describe: 'revoked devices only' }) as unknown as Argv<DevicesListArgs>,
+  handler: guard('devices list', (a) => {
+    if (!Number.isInteger(a.limit) || a.limit < 0) throw new CommandError('--limit must be a whole number >= 0', 2);
+    const db = openDb(a['state-dir'], false);
+    try {
+      const rows = db.listDevices({ limit: a.limit, revokedOnly: a.revoked, ...(a.after !== undefined ? { after: a.after } : {}) });
+      if (a.json) {
+        for (const d of rows) out(JSON.stringify(deviceJson(d)));
+        return;
+      }
+      const lines = [['DEVICE', 'PUBLIC KEY', 'MODEL', 'REGION', 'STATUS', 'ENROLLED']];
+      for (const d of rows) lines.push([d.deviceId, d.publicKey.toString('base64url'), d.model ?? '-', d.region ?? '-', d.revoked ? 'revoked' : 'ok', iso(d.enrolledAt)]);
+      out(table(lines));
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+const devicesShow: CommandModule<object, DevicesShowArgs> = {
+  command: 'show <device>',
+  describe: 'one device in full, with its locator ID when the locator secret is readable',
+  builder: (y) => jsonOption(withStateDir(y)).positional('device', { type: 'string', demandOption: true, describe: 'device ID' }) as unknown as Argv<DevicesShowArgs>,
+  handler: guard('devices show', (a) => {
+    const db = openDb(a['state-dir'], false);
+    try {
+      const d = db.getDevice(String(a.device));
+      if (!d) throw new CommandError(`unknown device ${a.device}`);
+      const loc = locatorIds(a['state-dir'])?.of(d.deviceId).toString('hex');
+      const j = deviceJson(d, loc);
+      if (a.json) out(JSON.stringify(j));
+      else out(Object.entries(j).map(([k, v]) => `${`${k}:`.padEnd(12)} ${String(v)}`).join('\n'));
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+const devices: CommandModule<object, DevicesArgs> = {
+  command: 'devices',
+  describe: 'count enrolled devices (devices list, devices show DEVICE for more)',
+  builder: (y) => jsonOption(withStateDir(y)).command(devicesList as CommandModule).command(devicesShow as CommandModule) as unknown as Argv<DevicesArgs>,
+  handler: guard('devices', (a) => {
+    const db = openDb(a['state-dir'], false);
+    try {
+      const c = db.countDevices();
+      const last = db.lastEnrollment();
+      if (a.json) out(JSON.stringify({ ...c, ...(last ? { lastEnrollment: { at: iso(last.at), file: last.file, sha256: last.sha256, records: last.records } } : {}) }));
+      else out(`${c.devices} device${c.devices === 1 ? '' : 's'} (${c.revoked} revoked)`);
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+// ---- service -----------------------------------------------------------------------------------
+
+interface ServiceAddArgs {
+  'state-dir': string;
+  id?: string;
+  key: string;
+  addr?: string;
+  replace: boolean;
+}
+
+/** --key: a file name, or the public-key JSON itself (devloc keygen --public prints it). */
+function readServiceKey(arg: string): { service: string; seal: Buffer; private: boolean } {
+  let text = arg;
+  if (!arg.trim().startsWith('{')) {
+    try {
+      text = readFileSync(arg, 'utf8');
+    } catch (err) {
+      throw new CommandError(`cannot read --key ${arg}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  }
+  const p = parsePublicKeyFile(text);
+  if (!p.ok) throw new CommandError(`--key: ${p.error}`);
+  if (p.value.kind !== 'service-public') throw new CommandError(`--key: a ${p.value.kind.replace('-public', '')} key, not a service key (devloc keygen service --id ID)`);
+  let isPrivate = false;
+  try {
+    isPrivate = (JSON.parse(text) as { kind?: string }).kind === 'service';
+  } catch {
+    // parsed above
+  }
+  return { service: p.value.service, seal: p.value.seal, private: isPrivate };
+}
+
+const serviceAdd: CommandModule<object, ServiceAddArgs> = {
+  command: 'add',
+  describe: 'register a service authd issues tickets for',
+  builder: (y) =>
+    withStateDir(y)
+      .option('id', { type: 'string', describe: 'service ID, the ticket audience (default: the one in the key)' })
+      .option('key', { type: 'string', demandOption: true, describe: "the service's key: file or inline JSON (public half suffices)" })
+      .option('addr', { type: 'string', describe: 'address terminals reach it at, IP:PORT or [IPv6]:PORT (sent in grants)' })
+      .option('replace', { type: 'boolean', default: false, describe: 'replace the key or address of a registered service' }) as unknown as Argv<ServiceAddArgs>,
+  handler: guard('service add', (a) => {
+    const k = readServiceKey(a.key);
+    const id = a.id ?? k.service;
+    if (!isServiceId(id)) throw new CommandError(`--id ${JSON.stringify(id)} is not a service ID (lowercase letters, digits, '.', '-')`, 2);
+    if (k.service !== id) throw new CommandError(`--key is for service ${k.service}, not ${id}`, 2);
+    let addr: string | undefined;
+    if (a.addr !== undefined) {
+      const p = parseAddress(a.addr);
+      if (!p) throw new CommandError(`--addr ${JSON.stringify(a.addr)} is not IP:PORT or [IPv6]:PORT`, 2);
+      addr = p.ip.includes(':') ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`;
+    }
+    if (k.private) io.err(`devloc service add: note: ${a.key} holds the service's secret key; authd stores only the public half (give it devloc keygen --public output)\n`);
+    const db = openDb(a['state-dir'], true);
+    try {
+      const r = db.putService({ serviceId: id, sealKey: k.seal, ...(addr ? { addr } : {}) }, a.replace);
+      if (r === 'conflict') throw new CommandError(`service ${id} is registered with another key or address (--replace replaces it)`);
+      out(`service ${id}: ${r}`);
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+const serviceList: CommandModule<object, DevicesArgs> = {
+  command: 'list',
+  describe: 'list registered services',
+  builder: (y) => jsonOption(withStateDir(y)) as unknown as Argv<DevicesArgs>,
+  handler: guard('service list', (a) => {
+    const db = openDb(a['state-dir'], false);
+    try {
+      const rows = db.listServices();
+      if (a.json) {
+        for (const s of rows) out(JSON.stringify(serviceJson(s)));
+        return;
+      }
+      const lines = [['SERVICE', 'KEY (X25519)', 'ADDRESS', 'UPDATED']];
+      for (const s of rows) lines.push([s.serviceId, s.sealKey.toString('base64url'), s.addr ?? '-', iso(s.updatedAt)]);
+      out(table(lines));
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+const serviceRm: CommandModule<object, { 'state-dir': string; id: string }> = {
+  command: 'rm <id>',
+  describe: 'unregister a service: no more tickets for it (tickets issued stay valid until they expire)',
+  builder: (y) => withStateDir(y).positional('id', { type: 'string', demandOption: true, describe: 'service ID' }) as unknown as Argv<{ 'state-dir': string; id: string }>,
+  handler: guard('service rm', (a) => {
+    const db = openDb(a['state-dir'], false);
+    try {
+      if (!db.removeService(String(a.id))) throw new CommandError(`no service ${a.id}`);
+      out(`service ${a.id}: removed`);
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+const service: CommandModule = {
+  command: 'service <command>',
+  describe: 'the services authd issues tickets for (service add|list|rm)',
+  builder: (y) =>
+    y
+      .command(serviceAdd as CommandModule)
+      .command(serviceList as CommandModule)
+      .command(serviceRm as CommandModule)
+      .demandCommand(1, 'name a service command: add, list, rm'),
+  handler: () => undefined,
+};
+
+/** Every authd admin command, for src/cli/commands/index.ts. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const authdCommands: CommandModule<any, any>[] = [
+  device,
+  enroll as CommandModule,
+  revokeCommand(true) as CommandModule,
+  revokeCommand(false) as CommandModule,
+  devices as CommandModule,
+  service,
+];
