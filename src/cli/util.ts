@@ -1,0 +1,99 @@
+// Small helpers shared by devloc(1) subcommands: exit-status conventions and input parsing.
+//
+// Exit status (every devloc subcommand): 0 done, 1 the work failed (unreadable or malformed
+// file, file exists, ...), 2 usage error (bad arguments). yargs' own argument errors already
+// exit 2 through devloc.ts; a handler reports the ones it finds by throwing UsageError and the
+// others by throwing CliError, and `runHandler` turns both into a message and a status.
+import { readFileSync } from 'node:fs';
+import type { KeyFile, PublicKeyFile } from '../wire/keys.js';
+import { parseKeyFile, parsePublicKeyFile } from '../wire/keys.js';
+
+/** Bad arguments: exit status 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** The command could not do its work: exit status 1. */
+export class CliError extends Error {
+  override readonly name = 'CliError';
+}
+
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** Run a handler body, mapping UsageError/CliError to a stderr line and an exit status. */
+export async function runHandler(command: string, body: () => void | Promise<void>): Promise<void> {
+  // `devloc decode ... | head` closes the pipe early: that is the reader's choice, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+  try {
+    await body();
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`devloc ${command}: ${err.message}\n(devloc ${command} --help for usage)\n`);
+      process.exitCode = EXIT_USAGE;
+    } else if (err instanceof CliError) {
+      process.stderr.write(`devloc ${command}: ${err.message}\n`);
+      process.exitCode = EXIT_FAILURE;
+    } else {
+      throw err;
+    }
+  }
+}
+
+/**
+ * Parse hex bytes as people paste them: optional 0x prefix, whitespace and ':' separators
+ * (tshark, xxd -p, Wireshark "copy as hex stream"). Null unless an even number of hex digits.
+ */
+export function parseHex(text: string): Buffer | null {
+  let s = text.trim();
+  if (/^0x/i.test(s)) s = s.slice(2);
+  s = s.replace(/[\s:]/g, '');
+  if (s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s)) return null;
+  return Buffer.from(s, 'hex');
+}
+
+/**
+ * Read a file as bytes; CliError with the reason when it cannot be read. /dev/stdin is read
+ * from descriptor 0, which also works when stdin is a socket (opening /dev/stdin does not).
+ * (yargs turns a lone "-" argument into an empty string, so "-" cannot name stdin.)
+ */
+export function readInput(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path === '/dev/stdin' ? 0 : path);
+  } catch (err) {
+    throw new CliError(`cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+export const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
+
+/** Seconds since the epoch as ISO 8601 UTC, without a fraction when there is none. */
+export function isoSeconds(s: number): string {
+  const d = new Date(s * 1000);
+  return Number.isNaN(d.getTime()) ? `invalid date ${s}` : d.toISOString().replace('.000Z', 'Z');
+}
+
+/** Milliseconds since the epoch as ISO 8601 UTC. */
+export function isoMillis(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `invalid date ${ms}` : d.toISOString();
+}
+
+/**
+ * Read a key file (src/wire/keys.ts format), private or public. A private file is checked as one
+ * (each public half must match its secret); only a file of a *-public kind is read as public.
+ */
+export function readKeyFile(file: string, what = 'key file'): { key: KeyFile; public?: undefined } | { key?: undefined; public: PublicKeyFile } {
+  const text = readInput(file, what).toString('utf8');
+  if (/"kind"\s*:\s*"[a-z]+-public"/.test(text)) {
+    const pub = parsePublicKeyFile(text);
+    if (!pub.ok) throw new CliError(`${file} is not a devloc key file: ${pub.error}`);
+    return { public: pub.value };
+  }
+  const priv = parseKeyFile(text);
+  if (!priv.ok) throw new CliError(`${file} is not a devloc key file: ${priv.error}`);
+  return { key: priv.value };
+}
