@@ -1,0 +1,210 @@
+// Benchmarks of devloc-locatord, for `npm run bench` (the lead wires these in). Each function
+// returns a plain object of figures.
+//
+// Throughput: a locatord child process on loopback, driven by `workers` load-generator
+// processes (bench-worker.ts), each with its own sessions, keeping `window` requests outstanding.
+// The same workers then drive a bare node:dgram echo server with the same datagrams, so the
+// figures are also given as a ratio to what the machine's UDP path does with no work at all.
+import type { ChildProcess } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Address } from '../wire/addr.js';
+import type { KeyFile } from '../wire/keys.js';
+import { generatePair, keyFileToJson, newKid, publicOf, publicToJson } from '../wire/keys.js';
+import type { RunResult, WorkerCommand } from './bench-worker.js';
+
+// Compiled (dist/*.js) or run from source through tsx (src/*.ts).
+const fromSource = import.meta.url.endsWith('.ts');
+const ext = fromSource ? '.ts' : '.js';
+const execArgv = fromSource ? ['--import', 'tsx'] : [];
+const here = (file: string): string => fileURLToPath(new URL(`./${file}${ext}`, import.meta.url));
+
+interface Child {
+  proc: ChildProcess;
+  ask<T>(m: WorkerCommand): Promise<T>;
+}
+
+function forkWorker(extraArgv: string[] = []): Child {
+  const proc = fork(here('bench-worker'), [], { execArgv: [...execArgv, ...extraArgv], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  return {
+    proc,
+    ask: <T>(m: WorkerCommand) =>
+      new Promise<T>((resolve, reject) => {
+        const onExit = (code: number | null): void => reject(new Error(`bench worker exited ${code}`));
+        proc.once('exit', onExit);
+        proc.once('message', (r: unknown) => {
+          proc.off('exit', onExit);
+          const e = (r as { error?: string }).error;
+          if (e) reject(new Error(e));
+          else resolve(r as T);
+        });
+        proc.send(m);
+      }),
+  };
+}
+
+/** Start devloc-locatord as a child; resolves with its port once it logs "listening". */
+function startLocatordChild(args: string[]): Promise<{ proc: ChildProcess; port: number }> {
+  const proc = spawn(process.execPath, [...execArgv, here('main'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    proc.once('exit', (code) => reject(new Error(`locatord exited ${code}`)));
+    proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buf += chunk;
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const o = JSON.parse(line) as { msg?: string; port?: number };
+          if (o.msg === 'listening') resolve({ proc, port: o.port! });
+        } catch {
+          /* not JSON: ignore */
+        }
+      }
+    });
+  });
+}
+
+export interface ThroughputOptions {
+  /** Load-generator processes (at least 2). */
+  workers?: number;
+  /** Sessions each worker opens. */
+  sessionsPerWorker?: number;
+  /** Requests each worker keeps outstanding. */
+  window?: number;
+  /** Seconds per measurement. */
+  seconds?: number;
+  /** Locator IDs per QUERY_ADDR. */
+  idsPerQuery?: number;
+}
+
+export interface ThroughputResult {
+  workers: number;
+  sessions: number;
+  window: number;
+  seconds: number;
+  idsPerQuery: number;
+  /** REGISTERs opening a session (ticket signature + X25519 each) per second. */
+  firstRegistrationsPerS: number;
+  refreshPerS: number;
+  queryPerS: number;
+  queryIdsPerS: number;
+  /** The echo baseline with the same datagrams. */
+  echoRefreshSizedPerS: number;
+  echoQuerySizedPerS: number;
+  /** locatord / echo. */
+  refreshRatio: number;
+  queryRatio: number;
+  lost: number;
+}
+
+const perS = (rs: RunResult[]): number => {
+  const ms = Math.max(...rs.map((r) => r.ms));
+  return Math.round((rs.reduce((a, r) => a + r.answered, 0) * 1000) / ms);
+};
+
+/** First registrations/s, refresh/s and query/s against a locatord child, and the echo baseline. */
+export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promise<ThroughputResult> {
+  const workers = Math.max(2, o.workers ?? 2);
+  const sessionsPerWorker = o.sessionsPerWorker ?? 2000;
+  const window = o.window ?? 64;
+  const seconds = o.seconds ?? 5;
+  const idsPerQuery = o.idsPerQuery ?? 4;
+  const dir = mkdtempSync(path.join(tmpdir(), 'locatord-bench-'));
+  const sign = generatePair('ed25519');
+  const kid = newKid();
+  const service: KeyFile = { kind: 'service', service: 'locator', seal: generatePair('x25519') };
+  const authd: KeyFile = { kind: 'authd', kid, sign, seal: generatePair('x25519') };
+  writeFileSync(path.join(dir, 'service.key'), keyFileToJson(service), { mode: 0o600 });
+  writeFileSync(path.join(dir, 'authd.pub'), publicToJson(publicOf(authd)));
+  const children: ChildProcess[] = [];
+  try {
+    const loc = await startLocatordChild([
+      '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', path.join(dir, 'state'),
+      '--service-key', path.join(dir, 'service.key'), '--trust', path.join(dir, 'authd.pub'),
+      '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', String(8 << 20), '--max-ttl', '3600', '--default-ttl', '3600',
+    ]);
+    children.push(loc.proc);
+    const echo = forkWorker();
+    children.push(echo.proc);
+    const echoPort = (await echo.ask<{ port: number }>({ cmd: 'echo' })).port;
+    const gens = Array.from({ length: workers }, () => forkWorker());
+    children.push(...gens.map((g) => g.proc));
+    const target: Address = { ip: '127.0.0.1', port: loc.port };
+    await Promise.all(gens.map((g) => g.ask({
+      cmd: 'setup', target, kid, audience: 'locator', sessions: sessionsPerWorker,
+      authdSign: { public: sign.public.toString('base64url'), secret: sign.secret.toString('base64url') },
+      servicePublic: service.seal.public.toString('base64url'),
+    })));
+    const all = (m: WorkerCommand): Promise<RunResult[]> => Promise.all(gens.map((g) => g.ask<RunResult>(m)));
+    const reg = await all({ cmd: 'register', window });
+    const refresh = await all({ cmd: 'run', kind: 'REFRESH', seconds, window, idsPerQuery });
+    const query = await all({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery });
+    const echoTarget = { ip: '127.0.0.1', port: echoPort };
+    const echoRefresh = await all({ cmd: 'run', kind: 'REFRESH', target: echoTarget, seconds, window, idsPerQuery });
+    const echoQuery = await all({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery });
+    const refreshPerS = perS(refresh);
+    const queryPerS = perS(query);
+    const echoRefreshSizedPerS = perS(echoRefresh);
+    const echoQuerySizedPerS = perS(echoQuery);
+    return {
+      workers, sessions: workers * sessionsPerWorker, window, seconds, idsPerQuery,
+      firstRegistrationsPerS: perS(reg),
+      refreshPerS, queryPerS, queryIdsPerS: queryPerS * idsPerQuery,
+      echoRefreshSizedPerS, echoQuerySizedPerS,
+      refreshRatio: Math.round((refreshPerS / echoRefreshSizedPerS) * 100) / 100,
+      queryRatio: Math.round((queryPerS / echoQuerySizedPerS) * 100) / 100,
+      lost: [...reg, ...refresh, ...query].reduce((a, r) => a + r.lost, 0),
+    };
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface TableResult {
+  entries: number;
+  /** V8 heap per registered terminal: record, key and lru-cache bookkeeping. */
+  heapBytesPerEntry: number;
+  rssBytesPerEntry: number;
+  /** A sweep with nothing due (a table of 1M costs nothing to sweep). */
+  sweepIdleMs: number;
+  /** One sweep freeing half the table at once (all registered in the same second). */
+  sweepExpireHalfMs: number;
+  expired: number;
+  sweepUsPerExpired: number;
+  /** Sweep time per second of a full table of 90 s registrations turning over. */
+  steadySweepMsPerS: number;
+}
+
+/** Memory per registered terminal and expiry sweep time, in-process table only (own child, --expose-gc). */
+export async function benchTable(entries = 1_000_000, o: { nickname?: boolean } = {}): Promise<TableResult> {
+  const child = forkWorker(['--expose-gc', '--max-old-space-size=4096']);
+  try {
+    return await child.ask<TableResult>({ cmd: 'table', entries, nickname: o.nickname ?? false });
+  } finally {
+    child.proc.kill('SIGKILL');
+  }
+}
+
+/** Everything, for the README table. */
+export async function benchLocatord(o: ThroughputOptions & { tableEntries?: number } = {}): Promise<Record<string, unknown>> {
+  const entries = o.tableEntries ?? 1_000_000;
+  return {
+    throughput: await benchLocatordThroughput(o),
+    table: await benchTable(entries),
+    tableWithNicknames: await benchTable(entries, { nickname: true }),
+  };
+}
+
+// `node --import tsx src/locatord/bench.ts` (or dist/locatord/bench.js): print the figures.
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  benchLocatord().then((r) => process.stdout.write(JSON.stringify(r, null, 2) + '\n'), (err: Error) => {
+    process.stderr.write(`${err.stack ?? err.message}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,79 @@
+// QUERY_ADDR and QUERY_STATUS (the patent's Fig. 4 inquiry and online-status inquiry), for
+// authenticated terminals only. An ID that is unknown, expired, or whose terminal does not let
+// the asker see it answers exactly like an offline one: {id, online: false}, byte for byte.
+//
+// Visibility 0: anyone authenticated who knows the ID. Visibility 1: the terminal itself, IDs on
+// its allow-list, and members of a group it is in.
+import type { HandlerResult, RequestContext } from '../../net/server.js';
+import type { ServerSession } from '../../net/sessions.js';
+import type { AddrEntry } from '../../wire/catalog.js';
+import { Visibility } from '../../wire/constants.js';
+import type { LocatorContext } from '../context.js';
+import { chargeLookups } from '../context.js';
+import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
+import type { Registration } from '../table.js';
+
+const ADDR_ENTRY_FIELDS = entryFields('QUERY_ADDR_RESULT');
+const ADDR_BASE = envelopeSize('QUERY_ADDR_RESULT', { entries: [], nextCursor: Number.MAX_SAFE_INTEGER });
+const STATUS_BASE = envelopeSize('QUERY_STATUS_RESULT', { online: [], nextCursor: Number.MAX_SAFE_INTEGER });
+/** A CBOR boolean is one byte. */
+const BOOL_SIZE = 1;
+
+/** May `asker` see the record of `targetHex`? */
+export function visibleTo(c: LocatorContext, rec: Registration, targetHex: string, asker: ServerSession): boolean {
+  if (rec.visibility === Visibility.ANYONE) return true;
+  if (targetHex === asker.locatorHex) return true;
+  if (rec.extra?.allow?.includes(asker.locatorHex)) return true;
+  return c.groups.shareGroup(Buffer.from(targetHex, 'hex'), asker.locatorId);
+}
+
+/** The live record of `id` if `asker` may see it. */
+export function lookup(c: LocatorContext, id: Uint8Array, asker: ServerSession): Registration | undefined {
+  const hex = Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex');
+  const rec = c.table.get(hex);
+  return rec && visibleTo(c, rec, hex, asker) ? rec : undefined;
+}
+
+export function addrEntry(id: Uint8Array, rec: Registration | undefined): AddrEntry {
+  if (!rec) return { id, online: false };
+  const e: AddrEntry = { id, online: true, addr: rec.address };
+  if (rec.extra?.localAddrs) e.localAddrs = rec.extra.localAddrs;
+  e.netMode = rec.netMode;
+  if (rec.nickname !== undefined) e.nickname = rec.nickname;
+  if (rec.extra?.mediaId !== undefined) e.mediaId = rec.extra.mediaId;
+  return e;
+}
+
+export function queryAddr(c: LocatorContext, ctx: RequestContext<'QUERY_ADDR'>): HandlerResult {
+  const asker = ctx.session!;
+  const { ids, cursor = 0 } = ctx.msg.body;
+  const page = fillPage(Math.min(cursor, ids.length), ids.length, ADDR_BASE, (i) => addrEntry(ids[i]!, lookup(c, ids[i]!, asker)), (e) => encodedSize(ADDR_ENTRY_FIELDS, e));
+  const refused = chargeLookups(c, ctx.from.ip, asker.locatorHex, page.entries.length);
+  if (refused) {
+    c.metrics.inc('queries_total', { type: 'QUERY_ADDR', result: 'rate-limited' });
+    return refused;
+  }
+  let online = 0;
+  for (const e of page.entries) if (e.online) online++;
+  c.metrics.inc('queries_total', { type: 'QUERY_ADDR', result: 'ok' });
+  c.metrics.inc('query_ids_total', { type: 'QUERY_ADDR', result: 'online' }, online);
+  c.metrics.inc('query_ids_total', { type: 'QUERY_ADDR', result: 'offline' }, page.entries.length - online);
+  return ctx.reply('QUERY_ADDR_RESULT', page.next === undefined ? { entries: page.entries } : { entries: page.entries, nextCursor: page.next });
+}
+
+export function queryStatus(c: LocatorContext, ctx: RequestContext<'QUERY_STATUS'>): HandlerResult {
+  const asker = ctx.session!;
+  const { ids, cursor = 0 } = ctx.msg.body;
+  const page = fillPage(Math.min(cursor, ids.length), ids.length, STATUS_BASE, (i) => lookup(c, ids[i]!, asker) !== undefined, () => BOOL_SIZE);
+  const refused = chargeLookups(c, ctx.from.ip, asker.locatorHex, page.entries.length);
+  if (refused) {
+    c.metrics.inc('queries_total', { type: 'QUERY_STATUS', result: 'rate-limited' });
+    return refused;
+  }
+  let online = 0;
+  for (const e of page.entries) if (e) online++;
+  c.metrics.inc('queries_total', { type: 'QUERY_STATUS', result: 'ok' });
+  c.metrics.inc('query_ids_total', { type: 'QUERY_STATUS', result: 'online' }, online);
+  c.metrics.inc('query_ids_total', { type: 'QUERY_STATUS', result: 'offline' }, page.entries.length - online);
+  return ctx.reply('QUERY_STATUS_RESULT', page.next === undefined ? { online: page.entries } : { online: page.entries, nextCursor: page.next });
+}

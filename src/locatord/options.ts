@@ -1,0 +1,254 @@
+// devloc-locatord's options: the flag/config/env spec, the typed options startLocatord takes,
+// and the translation between the two (reading the key files the config names).
+import type { KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Config, Spec } from '../common/config.js';
+import { list, num, str } from '../common/config.js';
+import { ipToBytes } from '../wire/addr.js';
+import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
+import type { DbSync } from './groups.js';
+import { parseKeyFile, parsePublicKeyFile, privateKeyObject, publicKeyObject } from '../wire/keys.js';
+
+/** Limits applied per request; all of them are reloaded on SIGHUP. */
+export interface LocatordLimits {
+  /** TTL bounds and the TTL granted when a terminal asks for none, seconds. */
+  minTtlS: number;
+  defaultTtlS: number;
+  maxTtlS: number;
+  /** Datagrams per second (and burst) per source IP, before any decoding. 0 = unlimited. */
+  ratePerS: number;
+  burst: number;
+  /** Locator IDs looked up per second (and burst) per terminal, by queries and member lists. 0 = unlimited. */
+  queryRatePerS: number;
+  queryBurst: number;
+  /** The same per source IP (terminals behind one NAT share it). 0 = unlimited. */
+  querySourceRatePerS: number;
+  querySourceBurst: number;
+  /** Probe a registration not refreshed for this percentage of its TTL; 0 = never probe. */
+  probeAtPercent: number;
+  /** Most probes sent per sweep. */
+  maxProbesPerSweep: number;
+  maxGroupMembers: number;
+  maxGroupsPerTerminal: number;
+  /** REFLECT datagrams per second (and burst) per source IP. 0 = unlimited. */
+  reflectorRatePerS: number;
+  reflectorBurst: number;
+}
+
+export interface ReflectorConfig {
+  /** UDP port of the reflector (0 = ephemeral). */
+  port: number;
+  /** Alternate port on the same address(es) (0 = ephemeral). */
+  altPort: number;
+  /** Alternate local address for change-address answers; absent = none. */
+  altIp?: string;
+}
+
+export interface LocatordOptions {
+  listen: string;
+  port: number;
+  /** Our static X25519 secret (from the service key file). */
+  serviceSecret: KeyObject;
+  /** Service ID tickets must name (the service key file's `service`). */
+  audience: string;
+  /** Trusted authd signing keys by kid (hex). */
+  trustedKeys: Map<string, KeyObject>;
+  /** Directory of locatord.db and locatord.snapshot. */
+  stateDir: string;
+  /** SQLite synchronous mode of the group database (see groups.ts); default normal. */
+  dbSync?: DbSync;
+  maxEntries: number;
+  maxSessions: number;
+  clockSkewS: number;
+  /** How far a session-opening REGISTER's timeMs may be from our clock, ms. */
+  freshnessMs: number;
+  /** null: no reflector. */
+  reflector: ReflectorConfig | null;
+  /** SO_RCVBUF bytes; 0 = system default. */
+  receiveBufferBytes: number;
+  /** How often expired records are freed and probes sent, ms. */
+  sweepIntervalMs: number;
+  limits: LocatordLimits;
+  /** Load the snapshot at start and write one at stop (default true). */
+  snapshot?: boolean;
+  /** Milliseconds clock for everything time-dependent (tests). */
+  now?: () => number;
+}
+
+export const defaultLimits: LocatordLimits = {
+  minTtlS: 30,
+  // 3.5 NAT refresh intervals (87.5 s), rounded up: a NAT'd terminal may lose 3 refreshes.
+  defaultTtlS: Math.ceil(NAT_REFRESH_S * TTL_PER_REFRESH / 10) * 10,
+  maxTtlS: 3600,
+  ratePerS: 100,
+  burst: 200,
+  queryRatePerS: 64,
+  queryBurst: 256,
+  querySourceRatePerS: 1024,
+  querySourceBurst: 4096,
+  probeAtPercent: 80,
+  maxProbesPerSweep: 1000,
+  maxGroupMembers: 256,
+  maxGroupsPerTerminal: 32,
+  reflectorRatePerS: 20,
+  reflectorBurst: 40,
+};
+
+/** What an in-process locatord must be given; everything else has the daemon's defaults. */
+export type RequiredOptions = Pick<LocatordOptions, 'serviceSecret' | 'audience' | 'trustedKeys' | 'stateDir'>;
+
+/**
+ * Complete options for startLocatord from the required ones (for the demo and tests): the
+ * daemon's defaults, except a reflector on free ports rather than 4702/4704 when none is given.
+ */
+export function withDefaults(o: RequiredOptions & Partial<Omit<LocatordOptions, 'limits'>> & { limits?: Partial<LocatordLimits> }): LocatordOptions {
+  return {
+    listen: '0.0.0.0', port: DEFAULT_PORTS.locatord, maxEntries: 1_000_000, maxSessions: 2_000_000,
+    clockSkewS: DEFAULT_CLOCK_SKEW_S, freshnessMs: 120_000, reflector: { port: 0, altPort: 0 }, receiveBufferBytes: 0,
+    sweepIntervalMs: 1000,
+    ...o,
+    limits: { ...defaultLimits, ...o.limits },
+  };
+}
+
+export const locatordSpec: Spec = {
+  listen: { type: 'string', default: '0.0.0.0', describe: 'address to listen on (IPv4 or IPv6 literal)' },
+  port: { type: 'number', default: DEFAULT_PORTS.locatord, min: 0, max: 65535, describe: 'UDP port (0 = any free port)' },
+  'service-key': { type: 'string', describe: 'service key file (kind "service"); its service ID is the ticket audience (required)' },
+  trust: { type: 'list', default: [], describe: 'authd public key files whose tickets are accepted, comma-separated (required)', reloadable: true },
+  'db-sync': { type: 'string', default: 'normal', choices: ['normal', 'full'], describe: 'group database commits: normal (survive a process kill) or full (also power loss; fsync per change)' },
+  'max-entries': { type: 'number', default: 1_000_000, min: 1, describe: 'most registrations held (least recently refreshed evicted beyond)' },
+  'max-sessions': { type: 'number', default: 2_000_000, min: 1, describe: 'most sessions held' },
+  'min-ttl': { type: 'number', default: defaultLimits.minTtlS, min: 4, describe: 'shortest registration TTL granted, seconds', reloadable: true },
+  'default-ttl': { type: 'number', default: defaultLimits.defaultTtlS, min: 4, describe: 'TTL granted when a terminal asks for none, seconds', reloadable: true },
+  'max-ttl': { type: 'number', default: defaultLimits.maxTtlS, min: 4, describe: 'longest registration TTL granted, seconds', reloadable: true },
+  rate: { type: 'number', default: defaultLimits.ratePerS, min: 0, describe: 'datagrams per second per source IP (0 = unlimited)', reloadable: true },
+  burst: { type: 'number', default: defaultLimits.burst, min: 1, describe: 'burst of datagrams per source IP', reloadable: true },
+  'query-rate': { type: 'number', default: defaultLimits.queryRatePerS, min: 0, describe: 'locator IDs looked up per second per terminal (0 = unlimited)', reloadable: true },
+  'query-burst': { type: 'number', default: defaultLimits.queryBurst, min: 64, describe: 'burst of locator IDs looked up per terminal', reloadable: true },
+  'query-source-rate': { type: 'number', default: defaultLimits.querySourceRatePerS, min: 0, describe: 'locator IDs looked up per second per source IP (0 = unlimited)', reloadable: true },
+  'query-source-burst': { type: 'number', default: defaultLimits.querySourceBurst, min: 64, describe: 'burst of locator IDs looked up per source IP', reloadable: true },
+  'clock-skew': { type: 'number', default: DEFAULT_CLOCK_SKEW_S, min: 0, max: 86_400, describe: 'clock skew allowed on ticket times, seconds' },
+  'register-freshness': { type: 'number', default: 120, min: 1, max: 3600, describe: "how far a session-opening REGISTER's timeMs may be from our clock, seconds" },
+  'probe-at': { type: 'number', default: defaultLimits.probeAtPercent, min: 0, max: 99, describe: 'probe a registration not refreshed for this % of its TTL (0 = never)', reloadable: true },
+  'max-probes': { type: 'number', default: defaultLimits.maxProbesPerSweep, min: 0, describe: 'most probes sent per sweep', reloadable: true },
+  'sweep-interval': { type: 'number', default: 1000, min: 10, max: 60_000, describe: 'how often expired entries are freed and probes sent, ms' },
+  'max-group-members': { type: 'number', default: defaultLimits.maxGroupMembers, min: 1, describe: 'most members in one group', reloadable: true },
+  'max-groups-per-terminal': { type: 'number', default: defaultLimits.maxGroupsPerTerminal, min: 1, describe: 'most groups one terminal may be in', reloadable: true },
+  'reflector-port': { type: 'number', default: DEFAULT_PORTS.reflector, min: -1, max: 65535, describe: 'NAT reflector UDP port (0 = any free port, -1 = no reflector)' },
+  'reflector-alt-port': { type: 'number', default: 4704, min: 0, max: 65535, describe: 'NAT reflector alternate port (change-port answers; 0 = any free port)' },
+  'reflector-alt-ip': { type: 'string', default: '', describe: 'NAT reflector alternate local address (change-address answers; "" = none)' },
+  'reflector-rate': { type: 'number', default: defaultLimits.reflectorRatePerS, min: 0, describe: 'REFLECT datagrams per second per source IP (0 = unlimited)', reloadable: true },
+  'reflector-burst': { type: 'number', default: defaultLimits.reflectorBurst, min: 1, describe: 'burst of REFLECT datagrams per source IP', reloadable: true },
+  'receive-buffer': { type: 'number', default: 0, min: 0, describe: 'UDP receive buffer (SO_RCVBUF) in bytes (0 = system default)' },
+};
+
+export function limitsFromConfig(c: Config): LocatordLimits {
+  return {
+    minTtlS: num(c, 'min-ttl'),
+    defaultTtlS: num(c, 'default-ttl'),
+    maxTtlS: num(c, 'max-ttl'),
+    ratePerS: num(c, 'rate'),
+    burst: num(c, 'burst'),
+    queryRatePerS: num(c, 'query-rate'),
+    queryBurst: num(c, 'query-burst'),
+    querySourceRatePerS: num(c, 'query-source-rate'),
+    querySourceBurst: num(c, 'query-source-burst'),
+    probeAtPercent: num(c, 'probe-at'),
+    maxProbesPerSweep: num(c, 'max-probes'),
+    maxGroupMembers: num(c, 'max-group-members'),
+    maxGroupsPerTerminal: num(c, 'max-groups-per-terminal'),
+    reflectorRatePerS: num(c, 'reflector-rate'),
+    reflectorBurst: num(c, 'reflector-burst'),
+  };
+}
+
+export function checkLimits(l: LocatordLimits): string | null {
+  if (!(l.minTtlS <= l.defaultTtlS && l.defaultTtlS <= l.maxTtlS)) {
+    return `TTLs must satisfy min-ttl <= default-ttl <= max-ttl (got ${l.minTtlS}, ${l.defaultTtlS}, ${l.maxTtlS})`;
+  }
+  return null;
+}
+
+/** Read the trusted authd keys: kid -> Ed25519 public key. Throws with the file named. */
+export function readTrust(files: string[], read: (p: string) => string = (p) => readFileSync(p, 'utf8')): Map<string, KeyObject> {
+  const keys = new Map<string, KeyObject>();
+  for (const f of files) {
+    let text: string;
+    try {
+      text = read(f);
+    } catch (err) {
+      throw new Error(`trust: cannot read ${f}: ${(err as Error).message}`);
+    }
+    const p = parsePublicKeyFile(text);
+    if (!p.ok) throw new Error(`trust: ${f}: ${p.error}`);
+    if (p.value.kind !== 'authd-public') throw new Error(`trust: ${f}: not an authd key (kind ${p.value.kind})`);
+    keys.set(p.value.kid, publicKeyObject('Ed25519', p.value.sign));
+  }
+  return keys;
+}
+
+/** Read the service key file: our X25519 secret and the audience. Throws with the file named. */
+export function readServiceKey(file: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): { secret: KeyObject; audience: string } {
+  let text: string;
+  try {
+    text = read(file);
+  } catch (err) {
+    throw new Error(`service-key: cannot read ${file}: ${(err as Error).message}`);
+  }
+  const k = parseKeyFile(text);
+  if (!k.ok) throw new Error(`service-key: ${file}: ${k.error}`);
+  if (k.value.kind !== 'service') throw new Error(`service-key: ${file}: kind must be "service" (got ${k.value.kind})`);
+  return { secret: privateKeyObject('X25519', k.value.seal), audience: k.value.service };
+}
+
+/** Validate a resolved configuration deeply (for --check-config and before start). */
+export function checkConfig(c: Config): string | null {
+  if (!str(c, 'service-key')) return 'service-key is required';
+  if (list(c, 'trust').length === 0) return 'trust is required (at least one authd public key file)';
+  try {
+    readServiceKey(str(c, 'service-key'));
+    readTrust(list(c, 'trust'));
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (!ipToBytes(str(c, 'listen'))) return `listen: not an IP address: ${str(c, 'listen')}`;
+  const alt = str(c, 'reflector-alt-ip');
+  if (alt) {
+    const altBytes = ipToBytes(alt);
+    const listenBytes = ipToBytes(str(c, 'listen'))!;
+    if (!altBytes) return `reflector-alt-ip: not an IP address: ${alt}`;
+    // A wildcard socket on the reflector ports would hold them on the alternate address too.
+    if (listenBytes.every((b) => b === 0)) return 'reflector-alt-ip needs a specific listen address, not a wildcard';
+    if (altBytes.length !== listenBytes.length) return 'reflector-alt-ip and listen must be of the same family';
+    if (Buffer.from(altBytes).equals(Buffer.from(listenBytes))) return 'reflector-alt-ip must differ from listen';
+  }
+  const rp = num(c, 'reflector-port');
+  if (rp > 0 && rp === num(c, 'reflector-alt-port')) return 'reflector-port and reflector-alt-port must differ';
+  if (rp > 0 && rp === num(c, 'port')) return 'port and reflector-port must differ';
+  return checkLimits(limitsFromConfig(c));
+}
+
+/** Build startLocatord's options from a checked configuration. */
+export function optionsFromConfig(c: Config): LocatordOptions {
+  const sk = readServiceKey(str(c, 'service-key'));
+  const rp = num(c, 'reflector-port');
+  const alt = str(c, 'reflector-alt-ip');
+  return {
+    listen: str(c, 'listen'),
+    port: num(c, 'port'),
+    serviceSecret: sk.secret,
+    audience: sk.audience,
+    trustedKeys: readTrust(list(c, 'trust')),
+    stateDir: str(c, 'state-dir'),
+    dbSync: str(c, 'db-sync') as DbSync,
+    maxEntries: num(c, 'max-entries'),
+    maxSessions: num(c, 'max-sessions'),
+    clockSkewS: num(c, 'clock-skew'),
+    freshnessMs: num(c, 'register-freshness') * 1000,
+    reflector: rp < 0 ? null : { port: rp, altPort: num(c, 'reflector-alt-port'), ...(alt ? { altIp: alt } : {}) },
+    receiveBufferBytes: num(c, 'receive-buffer'),
+    sweepIntervalMs: num(c, 'sweep-interval'),
+    limits: limitsFromConfig(c),
+  };
+}

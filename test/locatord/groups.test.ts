@@ -1,0 +1,130 @@
+// Groups (second embodiment): creation, open and closed joins, members-only listing paged
+// across datagrams, bounds, and joinGroups inside REGISTER (all or nothing).
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { GroupStore } from '../../src/locatord/groups.js';
+import type { MemberEntry } from '../../src/wire/catalog.js';
+import { MAX_DATAGRAM, NetMode } from '../../src/wire/constants.js';
+import { DevlocError, ErrorCode } from '../../src/wire/errors.js';
+import { errorCodeOf, pool, startServer, Terminal } from './fixtures/helpers.js';
+
+t.test('create, join (open and closed), leave; non-members are FORBIDDEN', async (t) => {
+  const { dest, keys } = await startServer(t);
+  const [owner, friend, outsider] = await Promise.all([0, 1, 2].map(() => Terminal.open(t, keys, dest)));
+  for (const x of [owner!, friend!, outsider!]) await x.expect(t, 'REGISTER_ACK', x.register({ nickname: 'x' }));
+  const open = (await owner!.expect(t, 'GROUP_CREATE_ACK', owner!.request('GROUP_CREATE', { name: 'open' }))).body.groupId;
+  const closed = (await owner!.expect(t, 'GROUP_CREATE_ACK', owner!.request('GROUP_CREATE', { name: 'closed', joinCode: 's3cret' }))).body.groupId;
+  t.notSame(open, closed);
+
+  await friend!.expect(t, 'GROUP_JOIN_ACK', friend!.request('GROUP_JOIN', { groupId: open }));
+  await friend!.expect(t, 'GROUP_JOIN_ACK', friend!.request('GROUP_JOIN', { groupId: open }));
+  t.equal(errorCodeOf(await friend!.request('GROUP_JOIN', { groupId: closed })), ErrorCode.FORBIDDEN, 'closed: no code');
+  t.equal(errorCodeOf(await friend!.request('GROUP_JOIN', { groupId: closed, joinCode: 'guess' })), ErrorCode.FORBIDDEN, 'closed: wrong code');
+  await friend!.expect(t, 'GROUP_JOIN_ACK', friend!.request('GROUP_JOIN', { groupId: closed, joinCode: 's3cret' }));
+  t.equal(errorCodeOf(await friend!.request('GROUP_JOIN', { groupId: randomBytes(16) })), ErrorCode.NOT_FOUND);
+
+  const list = await owner!.expect(t, 'GROUP_MEMBERS_RESULT', owner!.request('GROUP_MEMBERS', { groupId: open }));
+  t.equal(list.body.total, 2);
+  t.equal(list.body.name, 'open');
+  t.same(list.body.members.map((m) => Buffer.from(m.id).toString('hex')), [owner!.locatorId.toString('hex'), friend!.locatorId.toString('hex')], 'join order');
+  t.same(list.body.members[1], { id: list.body.members[1]!.id, online: true, addr: friend!.address, nickname: 'x', netMode: 0 });
+
+  t.equal(errorCodeOf(await outsider!.request('GROUP_MEMBERS', { groupId: open })), ErrorCode.FORBIDDEN, 'members only');
+  t.equal(errorCodeOf(await outsider!.request('GROUP_MEMBERS', { groupId: randomBytes(16) })), ErrorCode.FORBIDDEN, 'unknown group looks the same');
+
+  await friend!.expect(t, 'GROUP_LEAVE_ACK', friend!.request('GROUP_LEAVE', { groupId: open }));
+  await friend!.expect(t, 'GROUP_LEAVE_ACK', friend!.request('GROUP_LEAVE', { groupId: open }));
+  t.equal(errorCodeOf(await friend!.request('GROUP_MEMBERS', { groupId: open })), ErrorCode.FORBIDDEN, 'left');
+  const after = await owner!.expect(t, 'GROUP_MEMBERS_RESULT', owner!.request('GROUP_MEMBERS', { groupId: open }));
+  t.equal(after.body.total, 1);
+});
+
+t.test('GROUP_MEMBERS pages across several datagrams with online status', async (t) => {
+  const { dest, keys } = await startServer(t);
+  const owner = await Terminal.open(t, keys, dest);
+  await owner.expect(t, 'REGISTER_ACK', owner.register());
+  const groupId = (await owner.expect(t, 'GROUP_CREATE_ACK', owner.request('GROUP_CREATE', { name: 'big', joinCode: 'c' }))).body.groupId;
+  const members = await Promise.all(Array.from({ length: 90 }, () => Terminal.open(t, keys, dest)));
+  await pool(members, 16, async (m, i) => {
+    // Two thirds register (online, long nicknames, IPv6-sized entries not needed), a third only join.
+    if (i % 3 !== 0) await m.expect(t, 'REGISTER_ACK', m.register({ nickname: `member-${i}`.padEnd(32, '.'), netMode: NetMode.FULL_CONE, joinGroups: [{ groupId, joinCode: 'c' }] }));
+    else {
+      await m.expect(t, 'REGISTER_ACK', m.register());
+      await m.expect(t, 'GROUP_JOIN_ACK', m.request('GROUP_JOIN', { groupId, joinCode: 'c' }));
+      await m.expect(t, 'UNREGISTER_ACK', m.request('UNREGISTER', {}));
+    }
+  });
+  const seen: MemberEntry[] = [];
+  let cursor: number | undefined;
+  let pages = 0;
+  do {
+    const r = await owner.request('GROUP_MEMBERS', cursor === undefined ? { groupId } : { groupId, cursor });
+    t.ok(r.raw.length <= MAX_DATAGRAM, `page ${pages}: ${r.raw.length} B`);
+    const m = await owner.expect(t, 'GROUP_MEMBERS_RESULT', Promise.resolve(r));
+    t.equal(m.body.total, 91);
+    seen.push(...m.body.members);
+    cursor = m.body.nextCursor;
+    pages++;
+  } while (cursor !== undefined);
+  t.ok(pages >= 3, `${pages} pages`);
+  t.equal(seen.length, 91);
+  t.equal(new Set(seen.map((m) => Buffer.from(m.id).toString('hex'))).size, 91, 'no member twice');
+  t.equal(seen.filter((m) => m.online).length, 61, 'owner + 60 registered');
+  t.ok(seen.filter((m) => !m.online).every((m) => Object.keys(m).length === 2), 'offline members carry no address');
+});
+
+t.test('joinGroups in REGISTER: creates unknown groups, all or nothing', async (t) => {
+  const { loc, dest, keys } = await startServer(t);
+  const a = await Terminal.open(t, keys, dest);
+  const b = await Terminal.open(t, keys, dest);
+  const g1 = randomBytes(16);
+  const g2 = randomBytes(16);
+  await a.expect(t, 'REGISTER_ACK', a.register({ joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'k' }] }));
+  t.equal(loc.groups.get(g1)?.owner.equals(a.locatorId), true, 'unknown group created, owned by the registrant');
+  t.equal(loc.groups.get(g2)?.closed, true, 'closed by the code given');
+  // b: one good join and one wrong code -> refused, and neither join nor registration happens.
+  const r = await b.register({ nickname: 'b', joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'wrong' }] });
+  t.equal(errorCodeOf(r), ErrorCode.FORBIDDEN);
+  t.equal(loc.groups.isMember(g1, b.locatorId), false, 'rolled back');
+  t.equal(loc.table.get(b.locatorId.toString('hex')), undefined, 'not registered either');
+  await b.expect(t, 'REGISTER_ACK', b.register({ joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'k' }] }));
+  t.equal(loc.groups.get(g2)?.members, 2);
+  // Re-registering with the same groups writes nothing.
+  const changes = loc.metrics.total('group_changes_total');
+  await b.expect(t, 'REGISTER_ACK', b.register({ joinGroups: [{ groupId: g1 }] }));
+  t.equal(loc.metrics.total('group_changes_total'), changes);
+});
+
+t.test('bounds: members per group, groups per terminal', async (t) => {
+  const { dest, keys } = await startServer(t, { limits: { maxGroupMembers: 3, maxGroupsPerTerminal: 2 } });
+  const terms = await Promise.all([0, 1, 2, 3].map(() => Terminal.open(t, keys, dest)));
+  for (const x of terms) await x.expect(t, 'REGISTER_ACK', x.register());
+  const [a, b, c, d] = terms as [Terminal, Terminal, Terminal, Terminal];
+  const g = (await a.expect(t, 'GROUP_CREATE_ACK', a.request('GROUP_CREATE', { name: 'g' }))).body.groupId;
+  await b.expect(t, 'GROUP_JOIN_ACK', b.request('GROUP_JOIN', { groupId: g }));
+  await c.expect(t, 'GROUP_JOIN_ACK', c.request('GROUP_JOIN', { groupId: g }));
+  t.equal(errorCodeOf(await d.request('GROUP_JOIN', { groupId: g })), ErrorCode.FULL, 'group full');
+  await a.expect(t, 'GROUP_CREATE_ACK', a.request('GROUP_CREATE', { name: 'second' }));
+  t.equal(errorCodeOf(await a.request('GROUP_CREATE', { name: 'third' })), ErrorCode.FULL, 'terminal in too many groups');
+});
+
+t.test('group store: last member leaving deletes the group; durable across reopen', async (t) => {
+  const dir = t.testdir();
+  const limits = { maxMembers: 10, maxGroupsPerTerminal: 10 };
+  const a = randomBytes(16);
+  const b = randomBytes(16);
+  let store = new GroupStore(`${dir}/g.db`, limits);
+  const g = store.create(a, 'x', 'code');
+  t.equal(store.join(g, b, 'code'), true);
+  t.equal(store.join(g, b, 'code'), false, 'idempotent');
+  t.throws(() => store.join(g, randomBytes(16), 'nope'), new DevlocError(ErrorCode.FORBIDDEN, 'wrong join code'));
+  store.close();
+  store = new GroupStore(`${dir}/g.db`, limits);
+  t.equal(store.isMember(g, b), true, 'reopened');
+  t.equal(store.shareGroup(a, b), true);
+  t.same(store.groupsOf(a), [g]);
+  store.leave(g, a);
+  store.leave(g, b);
+  t.equal(store.get(g), undefined, 'empty group deleted');
+  store.close();
+});

@@ -1,0 +1,153 @@
+// The registration table under a fake clock: expiry is exact to the tick and checked on every
+// read, sweeps free memory, the LRU bound evicts the least recently refreshed, and the compact
+// record round-trips addresses and packed fields.
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import type { ServerSession } from '../../src/net/sessions.js';
+import { packIp, Registration, RegistrationTable, TICK_MS, unpackIp } from '../../src/locatord/table.js';
+import { FakeClock } from './fixtures/helpers.js';
+
+const fakeSession = (hex = randomBytes(16).toString('hex')): ServerSession => ({ sidHex: hex }) as unknown as ServerSession;
+
+function add(table: RegistrationTable, id: string, ttlMs: number, port = 1000): Registration {
+  const rec = new Registration({ ip: '198.51.100.7', port }, fakeSession(), 1, 0, 0);
+  table.renew(rec, ttlMs);
+  table.set(id, rec);
+  return rec;
+}
+
+t.test('expired entries are never returned, even before a sweep', async (t) => {
+  const clock = new FakeClock(1_700_000_000_123);
+  let expiredSeen = 0;
+  const table = new RegistrationTable({ maxEntries: 100, now: clock.now, onExpired: (n) => (expiredSeen += n) });
+  const rec = add(table, 'a', 30_000);
+  t.equal(table.get('a'), rec);
+  t.equal(table.tickToMs(rec.regTick) <= clock.ms, true, 'registration time not in the future');
+  clock.advance(30_000 - 1);
+  t.equal(table.get('a'), rec, 'alive 1 ms before its TTL');
+  clock.advance(TICK_MS);
+  t.equal(table.get('a'), undefined, 'gone after its TTL (within one tick)');
+  t.equal(table.size, 0, 'read of an expired entry frees it');
+  t.equal(table.expired, 1);
+  t.equal(expiredSeen, 1);
+});
+
+t.test('renew extends from now and clears the probe flag', async (t) => {
+  const clock = new FakeClock();
+  const table = new RegistrationTable({ maxEntries: 10, now: clock.now });
+  const rec = add(table, 'a', 10_000);
+  rec.probed = true;
+  clock.advance(9_000);
+  table.renew(rec, 10_000);
+  t.equal(rec.probed, false);
+  clock.advance(9_000);
+  t.ok(table.get('a'), 'alive 18 s after registering: the renewal counted from 9 s');
+  clock.advance(1_100);
+  t.equal(table.get('a'), undefined);
+});
+
+t.test('purgeStale frees expired entries only', async (t) => {
+  const clock = new FakeClock();
+  const table = new RegistrationTable({ maxEntries: 1000, now: clock.now });
+  for (let i = 0; i < 100; i++) add(table, `short${i}`, 5_000);
+  for (let i = 0; i < 50; i++) add(table, `long${i}`, 60_000);
+  t.equal(table.purgeStale(), 0);
+  clock.advance(5_000 + TICK_MS);
+  t.equal(table.purgeStale(), 100);
+  t.equal(table.size, 50);
+  t.ok(table.get('long0'));
+});
+
+t.test('sweep: probes due records, at most maxProbes each time', async (t) => {
+  const clock = new FakeClock();
+  const table = new RegistrationTable({ maxEntries: 1000, now: clock.now, probeAtPercent: 80 });
+  for (let i = 0; i < 20; i++) add(table, `r${i}`, 10_000);
+  clock.advance(7_000);
+  t.same(table.sweep(5), { expired: 0, probes: [] }, 'nothing due at 70%');
+  clock.advance(1_200);
+  const first = table.sweep(5);
+  t.equal(first.probes.length, 5);
+  t.ok(first.probes.every((r) => r.probed));
+  clock.advance(1_000);
+  t.equal(table.sweep(100).probes.length, 15, 'the rest next time');
+  t.equal(table.sweep(100).probes.length, 0, 'one probe per record');
+  clock.advance(1_000 + TICK_MS);
+  t.equal(table.sweep(100).expired, 20, 'unanswered: expired');
+});
+
+t.test('sweep touches only due records; renewed ones are refiled, not expired', async (t) => {
+  const clock = new FakeClock();
+  const table = new RegistrationTable({ maxEntries: 1000, now: clock.now });
+  const recs = Array.from({ length: 100 }, (_, i) => add(table, `r${i}`, 30_000));
+  t.equal(table.scheduledCount, 100, 'one schedule entry per record');
+  for (let s = 0; s < 100; s++) {
+    clock.advance(1_000);
+    // Half refresh every 10 s, half never do.
+    if (s % 10 === 0) for (let i = 0; i < 50; i++) table.renew(recs[i]!, 30_000);
+    table.sweep(0);
+    if (table.scheduledCount > table.size) t.fail(`second ${s}: ${table.scheduledCount} entries for ${table.size} records`);
+  }
+  t.equal(table.size, 50, 'the silent half expired and was freed');
+  t.ok(recs.slice(0, 50).every((r) => table.get(r.key) === r), 'the refreshing half is still there');
+  t.equal(table.scheduledCount, 50);
+  table.delete('r0');
+  t.ok(recs[0]!.removed, 'deleted records are marked, their entry is void');
+});
+
+t.test('sweep work is bounded; the rest is freed by later sweeps', async (t) => {
+  const clock = new FakeClock();
+  const table = new RegistrationTable({ maxEntries: 1000, now: clock.now });
+  for (let i = 0; i < 250; i++) add(table, `r${i}`, 5_000);
+  clock.advance(6_000);
+  t.equal(table.sweep(0, 100).expired, 100);
+  t.equal(table.sweep(0, 100).expired, 100);
+  t.equal(table.sweep(0, 100).expired, 50);
+  t.equal(table.size, 0);
+});
+
+t.test('LRU bound evicts the least recently refreshed', async (t) => {
+  const clock = new FakeClock();
+  let evicted = 0;
+  const table = new RegistrationTable({ maxEntries: 3, now: clock.now, onEvicted: () => evicted++ });
+  add(table, 'a', 60_000);
+  add(table, 'b', 60_000);
+  add(table, 'c', 60_000);
+  t.ok(table.touch('a'), 'a refreshed: now most recent');
+  add(table, 'd', 60_000);
+  t.equal(table.get('b'), undefined, 'b evicted');
+  t.ok(table.get('a'));
+  t.equal(evicted, 1);
+  t.equal(table.evicted, 1);
+});
+
+t.test('compact record: addresses and packed fields round-trip', async (t) => {
+  for (const ip of ['0.0.0.0', '255.255.255.255', '203.0.113.200', '10.0.0.1']) {
+    t.equal(typeof packIp(ip), 'number', `${ip} packs into an integer`);
+    t.equal(unpackIp(packIp(ip)), ip);
+  }
+  t.equal(packIp('2001:db8::1'), '2001:db8::1', 'IPv6 stays text');
+  const rec = new Registration({ ip: '192.0.2.1', port: 65535 }, undefined, 7, 0, 0);
+  rec.netMode = 5;
+  rec.visibility = 1;
+  rec.probed = true;
+  t.same(rec.address, { ip: '192.0.2.1', port: 65535 });
+  t.equal(rec.netMode, 5);
+  t.equal(rec.visibility, 1);
+  t.equal(rec.probed, true);
+  rec.setAddress({ ip: '2001:db8::2', port: 1 });
+  rec.netMode = 2;
+  t.same(rec.address, { ip: '2001:db8::2', port: 1 });
+  t.equal(rec.netMode, 2);
+  t.equal(rec.visibility, 1, 'other bits untouched');
+  t.equal(rec.probed, true);
+});
+
+t.test('seq rule: only a higher sequence of the same session is newer', async (t) => {
+  const s1 = fakeSession();
+  const s2 = fakeSession();
+  const rec = new Registration({ ip: '192.0.2.1', port: 1 }, s1, 5, 0, 0);
+  t.equal(rec.isStale(s1, 4), true, 'seq 4 after 5: stale');
+  t.equal(rec.isStale(s1, 5), true);
+  t.equal(rec.isStale(s1, 6), false);
+  t.equal(rec.isStale(s2, 100), true, "another session's update is not this session's newer one");
+});
