@@ -1,0 +1,331 @@
+// The matching engine under a fake clock: filters both ways, oldest first, closest candidates,
+// widening, party sizes, host selection by network mode, deadlines, cancels, replacement, limits.
+import t from 'tap';
+import type { EngineOptions, MatchRequest, SubmitInput } from '../../src/matchd/engine.js';
+import { MatchEngine } from '../../src/matchd/engine.js';
+import { MatchState } from '../../src/wire/catalog.js';
+import type { Requirement } from '../../src/wire/catalog.js';
+import { NetMode } from '../../src/wire/constants.js';
+import { ErrorCode } from '../../src/wire/errors.js';
+
+const T0 = 1_800_000_000_000;
+
+function setup(opts: Partial<EngineOptions> = {}) {
+  let now = T0;
+  let ids = 0;
+  let locs = 0;
+  const finished: MatchRequest<string>[] = [];
+  const engine = new MatchEngine<string>({
+    now: () => now,
+    newId: () => {
+      const b = Buffer.alloc(8);
+      b.writeUInt32BE(++ids, 4);
+      return b;
+    },
+    onFinished: (r) => finished.push(r as MatchRequest<string>),
+    widenIntervalMs: 5000,
+    widenStep: 1,
+    preferredDropMs: 30_000,
+    ...opts,
+  });
+  const newLocator = (): Buffer => {
+    const b = Buffer.alloc(16);
+    b.writeUInt32BE(++locs, 12);
+    return b;
+  };
+  const submit = (name: string, over: Partial<SubmitInput<string>> = {}): MatchRequest<string> =>
+    engine.submit({ locatorId: newLocator(), mediaId: 'chess', minParty: 2, maxParty: 2, netMode: NetMode.OPEN, maxWaitS: 60, contact: name, ...over });
+  const advance = (ms: number): void => {
+    now += ms;
+  };
+  const names = (r: MatchRequest<string>): string[] => (r.party?.members ?? []).map((m) => m.contact);
+  const hostOf = (r: MatchRequest<string>): string => r.party!.members[r.party!.host]!.contact;
+  return { engine, submit, advance, finished, names, hostOf, newLocator };
+}
+
+const eq = (attr: string, value: string, mandatory = true): Requirement => ({ attr, op: 0, value, mandatory });
+const range = (attr: string, min: number, max: number, mandatory = true): Requirement => ({ attr, op: 1, min, max, mandatory });
+const member = (attr: string, set: string[], mandatory = true): Requirement => ({ attr, op: 2, set, mandatory });
+/** Two sides that never match among themselves: side a wants side b and vice versa. */
+const sideA = { attrs: { side: 'a' }, requirements: [eq('side', 'b')] };
+const sideB = (attrs: Record<string, string | number | boolean> = {}, reqs: Requirement[] = []) => ({
+  attrs: { side: 'b', ...attrs }, requirements: [eq('side', 'a'), ...reqs],
+});
+
+t.test('requirements must hold both ways', async (t) => {
+  const { engine, submit } = setup();
+  const a = submit('a', { attrs: { region: 'us', level: 5 }, requirements: [eq('region', 'eu')] });
+  const b = submit('b', { attrs: { region: 'eu', level: 5 }, requirements: [eq('region', 'eu')] });
+  t.equal(a.state, MatchState.WAITING, 'a wants eu and b is eu, but b does not accept a (us)');
+  t.equal(b.state, MatchState.WAITING);
+  const c = submit('c', { attrs: { region: 'eu', level: 50 }, requirements: [range('level', 40, 60)] });
+  t.equal(c.state, MatchState.WAITING, 'c is eu (b would accept) but b has level 5, outside c\'s range');
+  const d = submit('d', { attrs: { region: 'eu', lang: 'fr', level: 7 }, requirements: [member('lang', ['en', 'fr']), range('level', 0, 10)] });
+  t.equal(d.state, MatchState.WAITING, 'd: b has no lang attribute, so the set requirement fails');
+  const e = submit('e', { attrs: { region: 'eu', level: 5, lang: 'en' }, requirements: [eq('region', 'eu')] });
+  t.equal(e.state, MatchState.MATCHED, 'e fits b and d (and rejects a, c rejects e); b, the oldest, is matched first');
+  t.same(e.party!.members.map((m) => m.contact).sort(), ['b', 'e']);
+  t.equal(a.state, MatchState.WAITING);
+  t.equal(engine.waiting, 3);
+});
+
+t.test('media ID and appType separate pools; numbers compare as text for equality', async (t) => {
+  const { submit } = setup();
+  const a = submit('a', { mediaId: 'chess', attrs: { level: 3 } });
+  const b = submit('b', { mediaId: 'go' });
+  t.equal(b.state, MatchState.WAITING, 'other media ID');
+  const c = submit('c', { mediaId: 'chess', appType: 'chat' });
+  t.equal(c.state, MatchState.WAITING, 'other appType');
+  const d = submit('d', { mediaId: 'chess', requirements: [eq('level', '3')] });
+  t.equal(d.state, MatchState.MATCHED);
+  t.equal(a.state, MatchState.MATCHED);
+});
+
+t.test('oldest waiting request is served first', async (t) => {
+  const { submit, names } = setup();
+  const w1 = submit('w1', sideA);
+  const w2 = submit('w2', sideA);
+  const d = submit('d', sideB());
+  t.same(names(d), ['w1', 'd'], 'the older of two equal candidates gets the newcomer');
+  t.equal(w1.state, MatchState.MATCHED);
+  t.equal(w2.state, MatchState.WAITING);
+});
+
+t.test('the closest candidate is preferred (once preferred requirements stop filtering)', async (t) => {
+  const { submit, advance, engine, names } = setup({ widenStep: 0, preferredDropMs: 10_000 });
+  const a = submit('a', { attrs: { side: 'a' }, requirements: [eq('side', 'b'), range('level', 9, 11, false)] });
+  submit('far', sideB({ level: 14 }));
+  submit('near', sideB({ level: 12 }));
+  t.equal(engine.waiting, 3, 'a prefers level 9..11: nobody qualifies yet');
+  advance(9_999);
+  engine.tick();
+  t.equal(a.state, MatchState.WAITING);
+  advance(1);
+  engine.tick();
+  t.equal(a.state, MatchState.MATCHED, 'preferred requirement dropped after 10 s');
+  t.same(names(a), ['a', 'near'], 'closer level wins over the older candidate');
+});
+
+t.test('preferred numeric ranges widen step by step; mandatory ones never', async (t) => {
+  const { submit, advance, engine } = setup({ widenStep: 2, widenIntervalMs: 5000, preferredDropMs: 60_000 });
+  const a = submit('a', { attrs: { side: 'a' }, requirements: [eq('side', 'b'), range('level', 10, 10, false)] });
+  const m = submit('m', { attrs: { side: 'a' }, requirements: [eq('side', 'c'), range('level', 10, 10, true)] });
+  submit('b', sideB({ level: 14 }));
+  submit('c', { attrs: { side: 'c', level: 11 }, requirements: [eq('side', 'a')] });
+  const steps: [number, number][] = [];
+  for (let s = 0; s < 60; s++) {
+    engine.tick();
+    steps.push([s, a.state]);
+    if (a.state !== MatchState.WAITING) break;
+    advance(1000);
+  }
+  // Widening: 0..4 s exact, 5..9 s +-2 (8..12), 10 s +-4 (6..14): level 14 fits at 10 s.
+  t.same(steps.filter(([, st]) => st === MatchState.MATCHED).map(([s]) => s), [10], 'matched exactly when the range reached 14');
+  t.equal(a.party!.members.length, 2);
+  for (let s = 10; s < 59; s++) {
+    advance(1000);
+    engine.tick();
+  }
+  t.equal(m.state, MatchState.WAITING, 'mandatory level 10..10 never accepts level 11');
+});
+
+t.test('party sizes: everyone\'s min and max hold; greedy skips a member that needs more', async (t) => {
+  const { submit, names } = setup();
+  const a = submit('a', { minParty: 3, maxParty: 3 });
+  const b = submit('b', { minParty: 3, maxParty: 3 });
+  t.equal(a.state, MatchState.WAITING, 'two of three');
+  const c = submit('c', { minParty: 2, maxParty: 4 });
+  t.equal(c.state, MatchState.MATCHED);
+  t.same(names(a).sort(), ['a', 'b', 'c']);
+  t.equal(b.party, a.party, 'one party object shared by all members');
+  const { submit: s2, names: n2 } = setup();
+  const x = s2('x', { minParty: 2, maxParty: 4 });
+  s2('y', { minParty: 4, maxParty: 4, attrs: { side: 'y' }, requirements: [eq('side', 'none')] });
+  const z = s2('z', { minParty: 2, maxParty: 2 });
+  t.same(n2(z), ['x', 'z'], 'y could not be satisfied; x and z pair up');
+  t.equal(x.state, MatchState.MATCHED);
+});
+
+t.test('connectivity: two symmetric NATs need an open host; alone they time out', async (t) => {
+  const { submit, engine, advance, hostOf, names, finished } = setup();
+  const a = submit('a', { netMode: NetMode.SYMMETRIC, minParty: 2, maxParty: 4, maxWaitS: 30 });
+  const b = submit('b', { netMode: NetMode.SYMMETRIC, minParty: 2, maxParty: 4, maxWaitS: 30 });
+  t.equal(a.state, MatchState.WAITING, 'symmetric <-> symmetric cannot connect');
+  advance(10_000);
+  engine.tick();
+  t.equal(engine.waiting, 2);
+  const h = submit('h', { netMode: NetMode.OPEN, minParty: 2, maxParty: 4 });
+  t.equal(h.state, MatchState.MATCHED);
+  t.same(names(a).sort(), ['a', 'b', 'h'], 'the open terminal is matched in');
+  t.equal(hostOf(a), 'h', 'as host');
+  t.equal(b.party, a.party);
+  t.equal(finished.length, 3);
+
+  const s = setup();
+  const p = s.submit('p', { netMode: NetMode.SYMMETRIC, maxWaitS: 30 });
+  const q = s.submit('q', { netMode: NetMode.SYMMETRIC, maxWaitS: 30 });
+  s.advance(29_999);
+  s.engine.tick();
+  t.equal(p.state, MatchState.WAITING);
+  s.advance(1);
+  s.engine.tick();
+  t.equal(p.state, MatchState.NO_MATCH, 'no reachable host appeared: no match at the deadline');
+  t.equal(q.state, MatchState.NO_MATCH);
+  t.same(s.finished.map((r) => r.contact), ['p', 'q'], 'both reported');
+  t.equal(s.engine.waiting, 0);
+});
+
+t.test('connectivity: pairs by the matrix; host choice', async (t) => {
+  const cases: [number, number, boolean][] = [
+    [NetMode.PORT_RESTRICTED, NetMode.SYMMETRIC, false],
+    [NetMode.RESTRICTED, NetMode.SYMMETRIC, true],
+    [NetMode.FULL_CONE, NetMode.SYMMETRIC, true],
+    [NetMode.PORT_RESTRICTED, NetMode.PORT_RESTRICTED, true],
+    [NetMode.UNKNOWN, NetMode.SYMMETRIC, false],
+    [NetMode.UNKNOWN, NetMode.OPEN, true],
+  ];
+  for (const [x, y, ok] of cases) {
+    const { submit } = setup();
+    submit('x', { netMode: x });
+    const b = submit('y', { netMode: y });
+    t.equal(b.state === MatchState.MATCHED, ok, `${x} with ${y}: ${ok ? 'matched' : 'not matched'}`);
+  }
+  // Host: the most reachable member.
+  const { submit, hostOf } = setup();
+  submit('pr', { netMode: NetMode.PORT_RESTRICTED, minParty: 3, maxParty: 3 });
+  submit('r', { netMode: NetMode.RESTRICTED, minParty: 3, maxParty: 3 });
+  const fc = submit('fc', { netMode: NetMode.FULL_CONE, minParty: 3, maxParty: 3 });
+  t.equal(hostOf(fc), 'fc');
+  // With room for two only, a symmetric anchor takes the open candidate and the other waits.
+  const s = setup();
+  const a = s.submit('a', { netMode: NetMode.SYMMETRIC });
+  const b = s.submit('b', { netMode: NetMode.SYMMETRIC });
+  s.submit('o', { netMode: NetMode.OPEN });
+  t.same(s.names(a), ['a', 'o']);
+  t.equal(b.state, MatchState.WAITING);
+  // Two symmetric + port-restricted + restricted: restricted hosts everyone (it reaches all three).
+  const u = setup();
+  u.submit('s1', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4 });
+  u.submit('s2', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4 });
+  u.submit('pr', { netMode: NetMode.PORT_RESTRICTED, minParty: 4, maxParty: 4 });
+  const r = u.submit('r', { netMode: NetMode.RESTRICTED, minParty: 4, maxParty: 4 });
+  t.equal(r.state, MatchState.MATCHED);
+  t.equal(u.hostOf(r), 'r');
+});
+
+t.test('udp-blocked terminals are refused', async (t) => {
+  const { submit } = setup();
+  t.throws(() => submit('x', { netMode: NetMode.UDP_BLOCKED }), { name: 'DevlocError', code: ErrorCode.FORBIDDEN });
+});
+
+t.test('cancel before the match: never matched; after: answers matched with the party', async (t) => {
+  const { submit, engine } = setup();
+  const a = submit('a');
+  const c = engine.cancel(a.idHex, a.locatorHex)!;
+  t.equal(c.state, MatchState.CANCELLED);
+  const b = submit('b');
+  t.equal(b.state, MatchState.WAITING, 'the cancelled request is not a candidate');
+  t.equal(engine.cancel(a.idHex, a.locatorHex)!.state, MatchState.CANCELLED, 'idempotent');
+  t.equal(engine.cancel(a.idHex, b.locatorHex), undefined, 'another terminal cannot see it');
+  const d = submit('d');
+  t.equal(d.state, MatchState.MATCHED);
+  const late = engine.cancel(b.idHex, b.locatorHex)!;
+  t.equal(late.state, MatchState.MATCHED, 'the cancel lost the race');
+  t.same(late.party!.members.map((m) => m.contact), ['b', 'd']);
+  t.equal(d.state, MatchState.MATCHED, 'the partner keeps its match');
+});
+
+t.test('a second submit replaces the first; a terminal is never matched with itself', async (t) => {
+  const { submit, engine, newLocator, finished } = setup();
+  const me = newLocator();
+  const first = submit('first', { locatorId: me });
+  const second = submit('second', { locatorId: me });
+  t.equal(first.state, MatchState.CANCELLED, 'replaced, not matched with its successor');
+  t.equal(second.state, MatchState.WAITING);
+  t.equal(engine.waiting, 1);
+  t.equal(engine.stats.replaced, 1);
+  const other = submit('other');
+  t.same(other.party!.members.map((m) => m.contact), ['second', 'other']);
+  t.equal(first.party, null);
+  t.notOk(finished.includes(first), 'a replaced request is not reported as a result');
+});
+
+t.test('an expired request is never matched, even before the tick ends it', async (t) => {
+  const { submit, advance, engine } = setup();
+  const a = submit('a', { maxWaitS: 10 });
+  advance(10_000);
+  const b = submit('b');
+  t.equal(b.state, MatchState.WAITING);
+  engine.tick();
+  t.equal(a.state, MatchState.NO_MATCH);
+  t.equal(b.state, MatchState.WAITING);
+});
+
+t.test('limits: FULL per media ID and in total; a replacement fits', async (t) => {
+  const { submit, newLocator } = setup({ maxWaitingPerMedia: 2, maxWaiting: 3 });
+  const me = newLocator();
+  submit('a', { locatorId: me, ...sideA });
+  submit('b', sideA);
+  t.throws(() => submit('c', sideA), { name: 'DevlocError', code: ErrorCode.FULL });
+  t.doesNotThrow(() => submit('a2', { locatorId: me, ...sideA }), 'replacing my own request needs no room');
+  submit('g', { mediaId: 'go', ...sideA });
+  t.throws(() => submit('h', { mediaId: 'othello', ...sideA }), { name: 'DevlocError', code: ErrorCode.FULL }, 'total');
+});
+
+t.test('bad requests are refused with BAD_MESSAGE', async (t) => {
+  const { submit } = setup({ maxParty: 8 });
+  const bad = { name: 'DevlocError', code: ErrorCode.BAD_MESSAGE };
+  t.throws(() => submit('x', { minParty: 1 }), bad);
+  t.throws(() => submit('x', { minParty: 3, maxParty: 2 }), bad);
+  t.throws(() => submit('x', { minParty: 9, maxParty: 9 }), bad);
+  t.throws(() => submit('x', { requirements: [{ attr: 'a', op: 0 }] }), bad);
+  t.throws(() => submit('x', { requirements: [{ attr: 'a', op: 1, min: 5, max: 1 }] }), bad);
+  t.throws(() => submit('x', { requirements: [{ attr: 'a', op: 2, set: [] }] }), bad);
+  const r = submit('ok', { minParty: 2, maxParty: 64, maxWaitS: 99_999 });
+  t.equal(r.maxParty, 8, 'maxParty clamped');
+  t.equal(r.deadlineMs - r.submittedAtMs, 600_000, 'wait clamped to maxWaitMs');
+  const s = submit('session-bound', { notAfterMs: T0 + 5000 });
+  t.equal(s.deadlineMs, T0 + 5000, 'a request never outlives its session');
+});
+
+t.test('ended requests are kept for the retention time, then forgotten', async (t) => {
+  const { submit, engine, advance } = setup({ retentionMs: 60_000 });
+  const a = submit('a');
+  submit('b');
+  t.equal(engine.find(a.idHex, a.locatorHex), a);
+  advance(59_999);
+  engine.tick();
+  t.ok(engine.find(a.idHex, a.locatorHex));
+  advance(1);
+  engine.tick();
+  t.equal(engine.find(a.idHex, a.locatorHex), undefined);
+  t.equal(engine.retained, 0);
+});
+
+t.test('tolerance triggers beyond the per-tick budget carry over, oldest first', async (t) => {
+  const { submit, engine, advance } = setup({ maxTriggersPerTick: 1, widenIntervalMs: 1000, widenStep: 1, preferredDropMs: 60_000 });
+  const a1 = submit('a1', { attrs: { side: 'a' }, requirements: [eq('side', 'b'), range('level', 10, 10, false)] });
+  const a2 = submit('a2', { attrs: { side: 'a' }, requirements: [eq('side', 'b'), range('level', 10, 10, false)] });
+  submit('b1', sideB({ level: 11 }));
+  submit('b2', sideB({ level: 11 }));
+  advance(1000);
+  engine.tick();
+  t.equal(a1.state, MatchState.MATCHED, 'oldest trigger first');
+  t.equal(a2.state, MatchState.WAITING);
+  t.equal(engine.deferredTriggers, 1);
+  engine.tick();
+  t.equal(a2.state, MatchState.MATCHED, 'carried over to the next tick');
+});
+
+t.test('index buckets: numbers, booleans, sets of one; oldest first across buckets', async (t) => {
+  const { submit, names } = setup();
+  const w1 = submit('w1', { requirements: [eq('level', '3')], attrs: { k: 'x' } });
+  const w2 = submit('w2', { requirements: [member('ranked', ['true'])], attrs: { k: 'x' } });
+  const w3 = submit('w3', { attrs: { k: 'x' }, requirements: [eq('k', 'y')] });
+  t.equal(w1.state + w2.state + w3.state, 0, 'all waiting (w3 wants k=y, the others have k=x)');
+  const d = submit('d', { attrs: { level: 3, ranked: true, k: 'y' }, requirements: [eq('k', 'x')] });
+  t.same(names(d), ['w1', 'd'], 'w1 (bucket level=3) is older than w2 (bucket ranked=true) and w3 (k=y)');
+  const e = submit('e', { attrs: { level: 4, ranked: true, k: 'y' }, requirements: [eq('k', 'x')] });
+  t.same(names(e), ['w2', 'e'], 'number 4 is not "3"; boolean true is "true"');
+  t.equal(w3.state, MatchState.WAITING, 'w3 would accept d and e, but they require k=x');
+});
