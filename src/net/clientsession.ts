@@ -6,12 +6,12 @@ import type { Bodies, MessageName } from '../wire/catalog.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import type { SessionKeys } from '../wire/session.js';
 import { deriveSessionKeys, ReplayWindow, sealDatagram, verifyDatagram } from '../wire/session.js';
-import { peekTicket } from '../wire/ticket.js';
+import { peekTicket } from '../wire/ticket-parse.js';
 import type { Reply } from './client.js';
 
 export class ClientSession {
   private txSeq = 0;
-  private readonly rxWindow = new ReplayWindow();
+  private rxWindow = new ReplayWindow();
 
   private constructor(
     readonly grant: TicketGrant,
@@ -37,6 +37,17 @@ export class ClientSession {
   encode<N extends MessageName>(name: N, rid: Uint8Array, body: Bodies[N]): Buffer {
     this.txSeq++;
     return sealDatagram(this.keys.terminalToServer, encodeDatagram(name, rid, body, { sid: this.sid, seq: this.txSeq }));
+  }
+
+  /**
+   * Forget the sequence numbers received so far. Call before a REGISTER that (re)opens the
+   * session from its ticket: a server that lost the session (NO_SESSION after a restart) opens it
+   * again with its own sequence starting at 1, which the old window would refuse as replays. Our
+   * send sequence goes on, so nothing we sent before can be replayed into the new session; replies
+   * still have to match a pending request ID.
+   */
+  restartReceive(): void {
+    this.rxWindow = new ReplayWindow();
   }
 
   /**

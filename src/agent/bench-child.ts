@@ -1,0 +1,76 @@
+// One embedded agent, measured from inside its own process (bench.ts starts it). It reads one
+// JSON line of settings on stdin, registers, lets the agent settle, then measures RSS and CPU
+// time over the window and prints one JSON line. Only the library is loaded, as an application
+// embedding the agent would load it.
+import { once } from 'node:events';
+import { Agent } from './agent.js';
+import { loadAuthdKey, loadDeviceIdentity } from './identity.js';
+import { parseAddress } from '../wire/addr.js';
+
+export interface ChildSettings {
+  identity: string;
+  authd: string;
+  authdKey: string;
+  maxRefreshS: number;
+  seconds: number;
+  warmupMs: number;
+}
+
+export interface ChildResult {
+  rssBytes: number;
+  heapUsedBytes: number;
+  cpuUserUs: number;
+  cpuSystemUs: number;
+  refreshes: number;
+  seconds: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function run(s: ChildSettings): Promise<ChildResult> {
+  const id = loadDeviceIdentity(s.identity);
+  if (!id.ok) throw new Error(id.error);
+  const key = loadAuthdKey(s.authdKey);
+  if (!key.ok) throw new Error(key.error);
+  const agent = new Agent({ identity: id.value, authd: parseAddress(s.authd)!, authdKey: key.value, reflector: null, maxRefreshS: s.maxRefreshS });
+  await agent.start();
+  const deadline = setTimeout(() => {
+    process.stderr.write('bench-child: not registered within 30 s\n');
+    process.exit(1);
+  }, 30_000);
+  if (!agent.isRegistered) await once(agent, 'registered');
+  clearTimeout(deadline);
+  await sleep(s.warmupMs);
+  const r0 = agent.counters.refreshes;
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  await sleep(s.seconds * 1000);
+  const c1 = process.cpuUsage(c0);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const mem = process.memoryUsage();
+  const result: ChildResult = {
+    rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, cpuUserUs: c1.user, cpuSystemUs: c1.system,
+    refreshes: agent.counters.refreshes - r0, seconds,
+  };
+  await agent.stop();
+  return result;
+}
+
+let input = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d: string) => {
+  input += d;
+  const i = input.indexOf('\n');
+  if (i < 0) return;
+  process.stdin.pause();
+  run(JSON.parse(input.slice(0, i)) as ChildSettings).then(
+    (r) => {
+      process.stdout.write(JSON.stringify(r) + '\n');
+      process.exit(0);
+    },
+    (err: Error) => {
+      process.stderr.write(`bench-child: ${err.message}\n`);
+      process.exit(1);
+    },
+  );
+});

@@ -1,0 +1,168 @@
+// How small the agent is: idle RSS and CPU seconds per hour of refreshing. Starts devloc-authd
+// and devloc-locatord as child processes on 127.0.0.1 (so their work is not counted), then two
+// embedded agents one after the other, each in its own process (bench-child.ts), measured from
+// inside:
+//   idle run  — locatord's own refresh interval (25 s): what an agent costs doing nothing;
+//   busy run  — a refresh every `refreshS` seconds: the cost of one refresh, by difference.
+// CPU per hour at the default 25 s interval = idle CPU rate x 3600 + 144 refreshes x cost of one.
+// For `npm run bench`: `benchAgent()` returns the figures, `formatAgentBench()` prints them.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AuthDb } from '../authd/db.js';
+import { NAT_REFRESH_S } from '../wire/constants.js';
+import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../wire/keys.js';
+import type { ChildResult, ChildSettings } from './bench-child.js';
+
+export interface AgentBenchOptions {
+  /** Measured window of each run, seconds (default 20). */
+  seconds?: number;
+  /** Refresh interval of the busy run, seconds (default 1). */
+  refreshS?: number;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+export interface AgentBenchResult {
+  /** RSS of the idle agent's process (Node.js itself included), MiB. */
+  idleRssMiB: number;
+  /** V8 heap in use in that process, MiB. */
+  idleHeapMiB: number;
+  /** CPU time of one refresh (REFRESH, REFRESH_ACK, timers), ms. */
+  cpuMsPerRefresh: number;
+  /** CPU seconds per hour doing nothing but waiting (interface polls, timers). */
+  idleCpuSecondsPerHour: number;
+  /** CPU seconds per hour at the default refresh interval. */
+  cpuSecondsPerHour: number;
+  defaultRefreshS: number;
+  idle: ChildResult;
+  busy: ChildResult;
+  /** "node" (compiled) or "tsx" (TypeScript at run time: RSS includes the compiler). */
+  runtime: 'node' | 'tsx';
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const typescript = import.meta.url.endsWith('.ts');
+
+/** argv to run one of our modules with the runtime we are running under. */
+function nodeArgs(rel: string): string[] {
+  const file = path.join(here, typescript ? rel : rel.replace(/\.ts$/, '.js'));
+  return typescript ? ['--import', 'tsx', file] : [file];
+}
+
+function startDaemon(rel: string, args: string[]): Promise<{ proc: ChildProcess; listening: Record<string, unknown> }> {
+  const proc = spawn(process.execPath, [...nodeArgs(rel), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`${rel}: no "listening" line within 30 s: ${err}`)), 30_000);
+    proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const o = JSON.parse(line) as Record<string, unknown>;
+          if (o['msg'] === 'listening') {
+            clearTimeout(timer);
+            resolve({ proc, listening: o });
+          }
+        } catch {
+          /* not JSON: ignore */
+        }
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${rel} exited ${code}: ${err}`));
+    });
+  });
+}
+
+function runChild(settings: ChildSettings): Promise<ChildResult> {
+  const proc = spawn(process.execPath, nodeArgs('bench-child.ts'), { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  proc.stdin!.end(JSON.stringify(settings) + '\n');
+  return new Promise((resolve, reject) => {
+    proc.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`bench child exited ${code}: ${err}`));
+      else resolve(JSON.parse(out.trim()) as ChildResult);
+    });
+  });
+}
+
+const cpuS = (r: ChildResult): number => (r.cpuUserUs + r.cpuSystemUs) / 1e6;
+const round = (x: number, digits: number): number => Number(x.toFixed(digits));
+
+export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchResult> {
+  const seconds = o.seconds ?? 20;
+  const refreshS = o.refreshS ?? 1;
+  const log = o.log ?? (() => {});
+  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-agent-bench-'));
+  const procs: ChildProcess[] = [];
+  try {
+    const authdKey = newAuthdKey();
+    const authdKeyFile = path.join(dir, 'authd.key');
+    writeFileSync(authdKeyFile, keyFileToJson(authdKey), { mode: 0o600 });
+    const authdPub = path.join(dir, 'authd.pub');
+    writeFileSync(authdPub, publicToJson(publicOf(authdKey)));
+    const service = newServiceKey('locator');
+    const serviceFile = path.join(dir, 'locator.key');
+    writeFileSync(serviceFile, keyFileToJson(service), { mode: 0o600 });
+    const device = newDeviceKey();
+    if (device.kind !== 'device' || service.kind !== 'service') throw new Error('unreachable');
+    const identity = path.join(dir, 'device.key');
+    writeFileSync(identity, keyFileToJson(device), { mode: 0o600 });
+    // A TTL of 90 s: locatord suggests the default 25 s refresh; the busy run overrides it.
+    const loc = await startDaemon('../locatord/main.ts', [
+      '--listen', '127.0.0.1', '--port', '0', '--service-key', serviceFile, '--trust', authdPub, '--state-dir', path.join(dir, 'loc'),
+      '--reflector-port', '-1', '--default-ttl', '90',
+    ]);
+    procs.push(loc.proc);
+    const authdState = path.join(dir, 'authd');
+    const db = AuthDb.open(authdState);
+    db.addDevice({ deviceId: device.deviceId, publicKey: device.sign.public });
+    db.putService({ serviceId: 'locator', sealKey: service.seal.public, addr: `127.0.0.1:${Number(loc.listening['port'])}` }, false);
+    db.close();
+    const authd = await startDaemon('../authd/main.ts', ['--listen', '127.0.0.1', '--port', '0', '--key', authdKeyFile, '--state-dir', authdState]);
+    procs.push(authd.proc);
+    const base = { identity, authd: `127.0.0.1:${Number(authd.listening['port'])}`, authdKey: authdPub, seconds };
+    log(`agent bench: idle run, ${seconds} s at locatord's interval`);
+    const idle = await runChild({ ...base, maxRefreshS: 0, warmupMs: 5000 });
+    log(`agent bench: busy run, ${seconds} s refreshing every ${refreshS} s`);
+    const busy = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(5000, 2 * refreshS * 1000) });
+    const idleRate = cpuS(idle) / idle.seconds;
+    const extra = busy.refreshes - (idle.refreshes * busy.seconds) / idle.seconds;
+    const perRefresh = extra > 0 ? Math.max(0, cpuS(busy) - idleRate * busy.seconds) / extra : 0;
+    const perHour = idleRate * 3600 + (3600 / NAT_REFRESH_S) * perRefresh;
+    return {
+      idleRssMiB: round(idle.rssBytes / 2 ** 20, 1),
+      idleHeapMiB: round(idle.heapUsedBytes / 2 ** 20, 1),
+      cpuMsPerRefresh: round(perRefresh * 1000, 3),
+      idleCpuSecondsPerHour: round(idleRate * 3600, 2),
+      cpuSecondsPerHour: round(perHour, 2),
+      defaultRefreshS: NAT_REFRESH_S,
+      idle, busy,
+      runtime: typescript ? 'tsx' : 'node',
+    };
+  } finally {
+    for (const p of procs) p.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function formatAgentBench(r: AgentBenchResult): string {
+  return [
+    `devloc-agent (embedded Agent, ${r.runtime}):`,
+    `  idle RSS                      ${r.idleRssMiB} MiB (V8 heap in use ${r.idleHeapMiB} MiB; Node.js itself included)`,
+    `  CPU per refresh               ${r.cpuMsPerRefresh} ms (measured over ${r.busy.refreshes} refreshes)`,
+    `  CPU idle                      ${r.idleCpuSecondsPerHour} s per hour (interface polls, timers)`,
+    `  CPU per hour, ${r.defaultRefreshS} s refresh   ${r.cpuSecondsPerHour} s`,
+  ].join('\n');
+}

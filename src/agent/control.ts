@@ -1,0 +1,223 @@
+// The local control API: JSON lines on a Unix socket (devloc-agent(8), CONTROL SOCKET).
+//
+//   request:  {"id": any, "cmd": "lookup", "args": {"targets": ["alice"]}}
+//   response: {"id": same, "ok": true, "result": ...}
+//          or {"id": same, "ok": false, "error": {"code": "NOT_REGISTERED", "message": "..."}}
+//
+// One request per line, answered in order per connection. Access control is the socket's mode
+// (0660: the owner and the socket's group), so anyone who may talk to the agent may use every
+// command. Lines are bounded so a local client cannot make the agent buffer without end.
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import type { Agent, AgentLog } from './agent.js';
+import { AgentError } from './agent.js';
+import type { AddressBook } from './peers.js';
+import { AddressBookError } from './peers.js';
+
+export const MAX_CONTROL_LINE = 64 * 1024;
+export const MAX_CONTROL_CONNECTIONS = 64;
+const MAX_TARGETS = 1024;
+
+export interface ControlRequest {
+  id?: unknown;
+  cmd: string;
+  args?: Record<string, unknown>;
+}
+
+export type ControlResponse =
+  | { id?: unknown; ok: true; result: unknown }
+  | { id?: unknown; ok: false; error: { code: string; message: string } };
+
+/** The commands, as the man page lists them. */
+export const CONTROL_COMMANDS = [
+  'status', 'lookup', 'online', 'group.create', 'group.join', 'group.leave', 'group.members', 'peers.add', 'peers.rm', 'peers.list',
+] as const;
+
+class BadRequest extends AgentError {
+  constructor(message: string) {
+    super('BAD_REQUEST', message);
+  }
+}
+
+function str(args: Record<string, unknown>, k: string, required: true): string;
+function str(args: Record<string, unknown>, k: string, required?: false): string | undefined;
+function str(args: Record<string, unknown>, k: string, required = false): string | undefined {
+  const v = args[k];
+  if (v === undefined || v === null) {
+    if (required) throw new BadRequest(`args.${k} is required`);
+    return undefined;
+  }
+  if (typeof v !== 'string' || v.length > 256) throw new BadRequest(`args.${k} must be text (at most 256 characters)`);
+  return v;
+}
+
+function targets(args: Record<string, unknown>): string[] {
+  const t = args['targets'];
+  if (!Array.isArray(t) || t.length === 0 || t.length > MAX_TARGETS || !t.every((x) => typeof x === 'string' && x.length <= 64)) {
+    throw new BadRequest(`args.targets must be 1..${MAX_TARGETS} IDs or nicknames`);
+  }
+  return t as string[];
+}
+
+/** Execute one request against the agent. Exported for tests and for embedding. */
+export async function dispatch(agent: Agent, peers: AddressBook | undefined, req: ControlRequest): Promise<unknown> {
+  const args = req.args ?? {};
+  const book = (): AddressBook => {
+    if (!peers) throw new AgentError('NO_ADDRESS_BOOK', 'this agent has no address book');
+    return peers;
+  };
+  switch (req.cmd) {
+    case 'status':
+      return agent.status();
+    case 'lookup':
+      return agent.lookup(targets(args));
+    case 'online':
+      return agent.online(targets(args));
+    case 'group.create': {
+      const save = str(args, 'save');
+      const r = await agent.groupCreate(str(args, 'name', true), str(args, 'joinCode'));
+      if (save) book().add(save, r.groupId, 'group');
+      return save ? { ...r, saved: save } : r;
+    }
+    case 'group.join':
+      return agent.groupJoin(str(args, 'group', true), str(args, 'joinCode'));
+    case 'group.leave':
+      return agent.groupLeave(str(args, 'group', true));
+    case 'group.members':
+      return agent.groupMembers(str(args, 'group', true));
+    case 'peers.add': {
+      const kind = str(args, 'kind') ?? 'peer';
+      if (kind !== 'peer' && kind !== 'group') throw new BadRequest('args.kind must be "peer" or "group"');
+      return book().add(str(args, 'name', true), str(args, 'id', true), kind);
+    }
+    case 'peers.rm': {
+      const name = str(args, 'name', true);
+      if (!book().remove(name)) throw new AgentError('NOT_FOUND', `no address book entry ${JSON.stringify(name)}`);
+      return { removed: name };
+    }
+    case 'peers.list':
+      return book().list();
+    default:
+      throw new AgentError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)} (one of ${CONTROL_COMMANDS.join(', ')})`);
+  }
+}
+
+function errorOf(err: unknown): { code: string; message: string } {
+  if (err instanceof AgentError) return { code: err.code, message: err.message };
+  if (err instanceof AddressBookError) return { code: 'ADDRESS_BOOK', message: err.message };
+  return { code: 'INTERNAL', message: (err as Error)?.message ?? String(err) };
+}
+
+/** Parse and execute one line; never throws. */
+export async function handleLine(agent: Agent, peers: AddressBook | undefined, line: string): Promise<ControlResponse> {
+  let req: ControlRequest;
+  try {
+    const o = JSON.parse(line) as unknown;
+    if (typeof o !== 'object' || o === null || Array.isArray(o) || typeof (o as ControlRequest).cmd !== 'string') throw new Error();
+    req = o as ControlRequest;
+    if (req.args !== undefined && (typeof req.args !== 'object' || req.args === null || Array.isArray(req.args))) throw new Error();
+  } catch {
+    return { ok: false, error: { code: 'BAD_REQUEST', message: 'expected one JSON object per line: {"id":..., "cmd":..., "args":{...}}' } };
+  }
+  const id = req.id;
+  try {
+    const result = await dispatch(agent, peers, req);
+    return { ...(id !== undefined ? { id } : {}), ok: true, result };
+  } catch (err) {
+    return { ...(id !== undefined ? { id } : {}), ok: false, error: errorOf(err) };
+  }
+}
+
+/** If `path` exists: a socket nobody answers on is stale and removed; anything else is refused. */
+async function clearStale(path: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new Error(`control socket path ${path} exists and is not a socket`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const c = net.connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (alive) throw new Error(`control socket ${path} is in use: is another devloc-agent running?`);
+  unlinkSync(path);
+}
+
+export class ControlServer {
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly path: string,
+  ) {}
+
+  static async listen(path: string, agent: Agent, peers: AddressBook | undefined, log: AgentLog = () => {}): Promise<ControlServer> {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    await clearStale(path);
+    const server = net.createServer();
+    const cs = new ControlServer(server, path);
+    server.maxConnections = MAX_CONTROL_CONNECTIONS;
+    server.on('connection', (sock) => cs.serve(sock, agent, peers, log));
+    // The umask is process-wide, so it is narrowed only around bind(); chmod then sets 0660
+    // exactly (the umask may have removed group write).
+    const oldMask = process.umask(0o117);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    chmodSync(path, 0o660);
+    return cs;
+  }
+
+  private serve(sock: net.Socket, agent: Agent, peers: AddressBook | undefined, log: AgentLog): void {
+    this.sockets.add(sock);
+    sock.setEncoding('utf8');
+    let buf = '';
+    let chain = Promise.resolve();
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > MAX_CONTROL_LINE && !buf.includes('\n')) {
+        sock.end(JSON.stringify({ ok: false, error: { code: 'TOO_LARGE', message: `request line longer than ${MAX_CONTROL_LINE} bytes` } }) + '\n');
+        buf = '';
+        return;
+      }
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i).trim();
+        buf = buf.slice(i + 1);
+        if (!line) continue;
+        // Answer in order: each request waits for the previous one on this connection.
+        chain = chain.then(async () => {
+          const res = await handleLine(agent, peers, line);
+          if (!sock.destroyed) sock.write(JSON.stringify(res) + '\n');
+        });
+      }
+    });
+    sock.on('error', (err) => log('debug', 'control connection error', { err: err.message }));
+    sock.on('close', () => this.sockets.delete(sock));
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    try {
+      unlinkSync(this.path);
+    } catch {
+      /* already gone */
+    }
+  }
+}

@@ -1,0 +1,142 @@
+// devloc-agent(8) as a DaemonDefinition: options, checks, start/stop. The entry point is
+// main.ts. This file may use src/common (yargs, the logger); the library may not.
+import { join } from 'node:path';
+import type { Config, Spec } from '../common/config.js';
+import { list, num, str } from '../common/config.js';
+import type { DaemonDefinition, Running } from '../common/daemon.js';
+import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
+import type { Address } from '../wire/addr.js';
+import { formatAddress, parseAddress } from '../wire/addr.js';
+import { DEFAULT_PORTS } from '../wire/constants.js';
+import { isServiceId } from '../wire/keys.js';
+import type { AgentOptions } from './agent.js';
+import { Agent } from './agent.js';
+import { DEFAULT_CONTROL_SOCKET } from './control-client.js';
+import { ControlServer } from './control.js';
+import { loadAuthdKey, loadDeviceIdentity } from './identity.js';
+import { AddressBook } from './peers.js';
+
+export const agentSpec: Spec = {
+  identity: { type: 'string', default: '/etc/devloc/device.key', describe: 'device identity file (kind "device"; read only; must not be writable by group/others nor readable by others)' },
+  authd: { type: 'string', default: '', describe: `authd address host:port (required; authd's default port is ${DEFAULT_PORTS.authd})` },
+  'authd-key': { type: 'string', default: '/etc/devloc/authd.pub', describe: 'authd public key file (devloc keygen --public)' },
+  audiences: { type: 'list', default: ['locator'], describe: 'services to get tickets for, comma-separated; the first is locatord' },
+  locatord: { type: 'string', default: '', describe: 'locatord address host:port ("" = the address authd gives in the grant)' },
+  reflector: { type: 'string', default: '', describe: `NAT reflector host:port ("" = locatord's host, port ${DEFAULT_PORTS.reflector}; "off" = do not classify)` },
+  bind: { type: 'string', default: '', describe: 'local address of the UDP socket host:port ("" = any address of authd\'s family, ephemeral port)' },
+  'control-socket': { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: 'Unix socket of the local control API (mode 0660)' },
+  'peers-file': { type: 'string', default: '', describe: 'address book file ("" = peers.json in --state-dir)', reloadable: true },
+  nickname: { type: 'string', default: '', describe: 'nickname registered with locatord, shown to others ("" = none)' },
+  'media-id': { type: 'string', default: '', describe: 'media/game ID registered with locatord ("" = none)' },
+  visibility: { type: 'string', default: 'anyone', choices: ['anyone', 'groups'], describe: 'who may look this terminal up: anyone with its locator ID, or group members only' },
+  'ttl-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'registration TTL to ask for, seconds (0 = the server default)' },
+  'max-refresh-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'refresh at least this often, seconds (0 = as locatord suggests)' },
+  'interface-poll-s': { type: 'number', default: 3, min: 0.1, max: 3600, describe: 'how often to look for a local address change, seconds' },
+  'retransmit-ms': { type: 'number', default: 1000, min: 20, max: 60000, describe: 'first retransmission timeout, ms (doubles; 4 retransmissions)' },
+  'backoff-min-ms': { type: 'number', default: 1000, min: 10, max: 3_600_000, describe: 'first retry delay after a failure, ms (doubles, with jitter)' },
+  'backoff-max-ms': { type: 'number', default: 60000, min: 10, max: 3_600_000, describe: 'longest retry delay, ms' },
+};
+
+function addr(c: Config, key: string): Address | null | 'bad' {
+  const v = str(c, key);
+  if (!v) return null;
+  return parseAddress(v) ?? 'bad';
+}
+
+function check(c: Config): string | null {
+  const authd = addr(c, 'authd');
+  if (authd === null) return '--authd is required (host:port of devloc-authd)';
+  if (authd === 'bad') return `--authd: expected host:port with a literal IP, got ${JSON.stringify(str(c, 'authd'))}`;
+  for (const k of ['locatord', 'bind']) if (addr(c, k) === 'bad') return `--${k}: expected host:port with a literal IP`;
+  if (str(c, 'reflector') !== 'off' && addr(c, 'reflector') === 'bad') return '--reflector: expected host:port with a literal IP, or "off"';
+  const aud = list(c, 'audiences');
+  if (aud.length === 0 || aud.length > 4 || !aud.every(isServiceId)) return '--audiences: 1 to 4 service IDs';
+  const nick = str(c, 'nickname');
+  if (nick && Buffer.byteLength(nick) > 32) return '--nickname: at most 32 bytes';
+  if (Buffer.byteLength(str(c, 'media-id')) > 64) return '--media-id: at most 64 bytes';
+  if (num(c, 'backoff-min-ms') > num(c, 'backoff-max-ms')) return '--backoff-min-ms must not exceed --backoff-max-ms';
+  const id = loadDeviceIdentity(str(c, 'identity'));
+  if (!id.ok) return id.error;
+  const key = loadAuthdKey(str(c, 'authd-key'));
+  if (!key.ok) return key.error;
+  return null;
+}
+
+export function peersPath(c: Config): string {
+  return str(c, 'peers-file') || join(str(c, 'state-dir'), 'peers.json');
+}
+
+async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Running> {
+  const identity = loadDeviceIdentity(str(c, 'identity'));
+  if (!identity.ok) throw new Error(identity.error);
+  const authdKey = loadAuthdKey(str(c, 'authd-key'));
+  if (!authdKey.ok) throw new Error(authdKey.error);
+  const peers = new AddressBook(peersPath(c));
+  peers.load();
+  const opts: AgentOptions = {
+    identity: identity.value,
+    authd: addr(c, 'authd') as Address,
+    authdKey: authdKey.value,
+    audiences: list(c, 'audiences'),
+    interfacePollMs: num(c, 'interface-poll-s') * 1000,
+    retransmitMs: num(c, 'retransmit-ms'),
+    backoffMinMs: num(c, 'backoff-min-ms'),
+    backoffMaxMs: num(c, 'backoff-max-ms'),
+    maxRefreshS: num(c, 'max-refresh-s'),
+    visibility: str(c, 'visibility') === 'groups' ? 1 : 0,
+    peers,
+    log: (level, msg, fields) => logger.log(level, msg, fields),
+  };
+  const locatord = addr(c, 'locatord');
+  if (locatord && locatord !== 'bad') opts.locatord = locatord;
+  const reflector = str(c, 'reflector');
+  if (reflector === 'off') opts.reflector = null;
+  else if (reflector) opts.reflector = parseAddress(reflector)!;
+  const bind = addr(c, 'bind');
+  if (bind && bind !== 'bad') opts.bind = { host: bind.ip, port: bind.port };
+  if (str(c, 'nickname')) opts.nickname = str(c, 'nickname');
+  if (str(c, 'media-id')) opts.mediaId = str(c, 'media-id');
+  if (num(c, 'ttl-s') > 0) opts.ttlS = num(c, 'ttl-s');
+
+  const agent = new Agent(opts);
+  agent.on('state', (s, prev) => logger.debug('state', { state: s, previous: prev }));
+  metrics.gauge('agent_registered', 'Whether the registration with locatord is current (1) or not (0)', () => (agent.isRegistered ? 1 : 0));
+  for (const [k, help] of [
+    ['authentications', 'Authentications with authd that got a ticket'], ['registrations', 'REGISTERs acknowledged'],
+    ['refreshes', 'REFRESHes acknowledged'], ['probesAnswered', 'PROBEs answered'], ['failures', 'Steps that failed and were retried'],
+    ['addressChanges', 'Address changes that restarted the sequence'],
+  ] as const) {
+    metrics.gauge(`agent_${k.replace(/[A-Z]/g, (x) => `_${x.toLowerCase()}`)}`, `${help} (since start)`, () => agent.counters[k]);
+  }
+  await agent.start();
+  let control: ControlServer;
+  try {
+    control = await ControlServer.listen(str(c, 'control-socket'), agent, peers, (l, m, f) => logger.log(l, m, f));
+  } catch (err) {
+    await agent.stop({ unregister: false });
+    throw err;
+  }
+  logger.info('listening', {
+    controlSocket: control.path, udpPort: agent.localPort, authd: formatAddress(opts.authd),
+    ...(opts.locatord ? { locatord: formatAddress(opts.locatord) } : {}), peersFile: peers.path,
+  });
+  return {
+    async stop() {
+      await agent.stop();
+      await control.close();
+    },
+    reload(next: Config) {
+      if (peersPath(next) !== peers.path) throw new Error('peers-file changed: restart devloc-agent to use the new file');
+      peers.load();
+    },
+  };
+}
+
+export const agentDaemon: DaemonDefinition = {
+  name: 'agent',
+  summary: 'The devloc terminal agent: authenticates this device, registers its address with locatord and keeps it current;\nserves the local control API used by "devloc status/lookup/online/group/peers".',
+  spec: agentSpec,
+  check,
+  start,
+};

@@ -1,0 +1,20 @@
+// devloc's terminal library: embed `Agent` to get a device registered and kept registered with
+// no user involvement, or talk to a running devloc-agent through `controlRequest`.
+// Imports only src/wire, src/net/client.ts, src/net/clientsession.ts and node built-ins
+// (test/agent/imports.test.ts checks it): it is meant for small devices.
+export type {
+  AgentCounters, AgentEvents, AgentLog, AgentOptions, AgentState, AgentStatus, GroupMembers, LogLevel, LookupEntry, RegistrationInfo,
+} from './agent.js';
+export { Agent, AgentError } from './agent.js';
+export { CONTROL_COMMANDS, ControlServer, dispatch, handleLine } from './control.js';
+export type { ControlRequest, ControlResponse } from './control.js';
+export { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from './control-client.js';
+export type { AuthdPublicKey, DeviceIdentity, Loaded } from './identity.js';
+export { IDENTITY_FORBIDDEN_MODE, loadAuthdKey, loadDeviceIdentity, parseAuthdKey } from './identity.js';
+export { formatId, isIdText, isNickname, parseId } from './ids.js';
+export type { LocalAddress } from './interfaces.js';
+export { addressSignature, localAddresses } from './interfaces.js';
+export type { Classification, ReflectAnswer, ReflectorTests } from './netmode.js';
+export { classifyNetwork, decideNetMode, encodeReflect, MAX_REFLECT_RESULT } from './netmode.js';
+export type { PeerEntry } from './peers.js';
+export { AddressBook, AddressBookError, MAX_PEERS } from './peers.js';

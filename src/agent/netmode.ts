@@ -1,0 +1,190 @@
+// Network mode classification against the NAT reflector (REFLECT / REFLECT_RESULT), in the
+// manner of RFC 5780 §4.3-4.4, reduced to the modes of the registration field (NetMode).
+//
+// The reflector answers on its primary address P = (ip1, port1) and on an alternate port
+// (ip1, port2) it names in REFLECT_RESULT.otherPort; if it also has an alternate address ip2
+// (otherIp) it can answer from (ip2, port2). Two fresh sockets, used at the same time:
+//
+//   mapping socket                               filtering socket
+//   T1  REFLECT to P        -> observed O1        T1' REFLECT to P (opens the NAT for P only)
+//   M1  REFLECT to (ip1, port2) -> observed O2    F1  REFLECT to P, change=3: answer from
+//   M2  REFLECT to (ip2, port1) -> observed O3          (ip2, port2) arrives? (only with otherIp)
+//       (only with otherIp)                       F2  REFLECT to P, change=1: answer from
+//                                                       (ip1, port2) arrives?
+//
+// No answer to T1 at all means udp-blocked. The filtering tests need their own socket: on the
+// mapping socket, M1 would open the NAT's filter for (ip1, port2) and make F2 pass, and an
+// unsolicited F2 answer dropped by the NAT leaves a connection-tracking entry that makes the
+// NAT pick another port for M1 (Linux does exactly that), faking a symmetric NAT. Both sockets
+// are new because the agent's main socket has already talked to the server's address.
+// `decideNetMode` is the decision table (also in devloc-agent(8)).
+import type { Address } from '../wire/addr.js';
+import { bytesToIp, normaliseIp } from '../wire/addr.js';
+import type { Bodies } from '../wire/catalog.js';
+import { encodeDatagram } from '../wire/envelope.js';
+import { MAX_DATAGRAM, NetMode, REQUEST_ID_BYTES } from '../wire/constants.js';
+import type { RetransmitPolicy, Reply } from '../net/client.js';
+import { UdpClient } from '../net/client.js';
+import type { LocalAddress } from './interfaces.js';
+import { isLocalIp } from './interfaces.js';
+
+export interface ReflectAnswer {
+  observed: Address;
+  /** Where the answer actually came from (the datagram's source). */
+  source: Address;
+  otherPort?: number;
+  otherIp?: string;
+}
+
+export interface ReflectorTests {
+  t1: ReflectAnswer | null;
+  /** Change-address-and-port answer arrived (undefined: not tried, no alternate address). */
+  f1?: boolean;
+  /** Change-port answer arrived (undefined: not tried). */
+  f2?: boolean;
+  m1?: ReflectAnswer | null;
+  m2?: ReflectAnswer | null;
+}
+
+export interface Classification {
+  mode: NetMode;
+  /** Short reason naming the deciding test, for status and logs. */
+  reason: string;
+  /** T1's observed address: the public address as the reflector saw it. */
+  observed?: Address;
+  tests: ReflectorTests;
+}
+
+const same = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
+
+/** The decision table. Pure. */
+export function decideNetMode(t: ReflectorTests, local: LocalAddress[]): Classification {
+  const base = { tests: t, ...(t.t1 ? { observed: t.t1.observed } : {}) };
+  if (!t.t1) return { ...base, mode: NetMode.UDP_BLOCKED, reason: 'no answer from the reflector' };
+  if (isLocalIp(t.t1.observed.ip, local)) return { ...base, mode: NetMode.OPEN, reason: 'observed address is on a local interface' };
+  if (t.m1 === undefined) return { ...base, mode: NetMode.UNKNOWN, reason: 'reflector has no alternate port' };
+  if (t.m1 === null) return { ...base, mode: NetMode.UNKNOWN, reason: "no answer from the reflector's alternate port" };
+  if (!same(t.m1.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination port' };
+  if (t.m2 && !same(t.m2.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination address' };
+  if (t.f1 === true) return { ...base, mode: NetMode.FULL_CONE, reason: 'answer from another address and port arrives' };
+  if (t.f2 === true) {
+    return {
+      ...base, mode: NetMode.RESTRICTED,
+      reason: t.f1 === undefined ? 'answer from another port arrives (no alternate address: full cone not provable)' : 'answer from another port arrives, not from another address',
+    };
+  }
+  return { ...base, mode: NetMode.PORT_RESTRICTED, reason: 'only answers from the address and port contacted arrive' };
+}
+
+/** Largest REFLECT_RESULT a reflector can send (IPv6 everywhere): a REFLECT is padded to it. */
+export const MAX_REFLECT_RESULT = encodeDatagram('REFLECT_RESULT', new Uint8Array(REQUEST_ID_BYTES), {
+  observed: { ip: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', port: 65535 },
+  from: { ip: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', port: 65535 },
+  otherPort: 65535,
+  otherIp: new Uint8Array(16).fill(0xff),
+}).length;
+
+/** REFLECT padded so the request is at least as large as any answer (no amplification). */
+export function encodeReflect(rid: Uint8Array, change: number, minSize = MAX_REFLECT_RESULT): Buffer {
+  const body: Bodies['REFLECT'] = change ? { change } : {};
+  const bare = encodeDatagram('REFLECT', rid, body);
+  if (bare.length >= minSize) return bare;
+  // key (1 B) + bstr head (1 B under 24, 2 B under 256) + padding
+  let pad = Math.max(0, minSize - bare.length - 3);
+  let out = encodeDatagram('REFLECT', rid, { ...body, padding: Buffer.alloc(pad) });
+  while (out.length < minSize && out.length < MAX_DATAGRAM) {
+    pad++;
+    out = encodeDatagram('REFLECT', rid, { ...body, padding: Buffer.alloc(pad) });
+  }
+  return out;
+}
+
+export interface ClassifyOptions {
+  reflector: Address;
+  /** Local bind address for the test socket (host decides the family). */
+  bindHost: string;
+  local: () => LocalAddress[];
+  /** T and the retransmission count for T1 and the mapping tests. */
+  retransmitMs: number;
+  /** Deadline of a filtering test whose answer may legitimately never come. */
+  filterWaitMs?: number;
+  /** Opened on demand; injectable for tests. */
+  openClient?: () => Promise<UdpClient>;
+}
+
+function toAnswer(r: Reply): ReflectAnswer | null {
+  if (r.msg.name !== 'REFLECT_RESULT') return null;
+  const b = r.msg.body;
+  const a: ReflectAnswer = { observed: b.observed, source: r.from };
+  if (b.otherPort !== undefined) a.otherPort = b.otherPort;
+  if (b.otherIp) {
+    const ip = bytesToIp(b.otherIp);
+    if (ip) a.otherIp = ip;
+  }
+  return a;
+}
+
+/** Run the tests above and classify. Never throws; socket trouble counts as no answer. */
+export async function classifyNetwork(o: ClassifyOptions): Promise<Classification> {
+  const open = o.openClient ?? (() => UdpClient.open({ bind: { host: o.bindHost, port: 0 } }));
+  const clients: UdpClient[] = [];
+  try {
+    let mapping: UdpClient;
+    let filtering: UdpClient;
+    try {
+      mapping = await open();
+      clients.push(mapping);
+      filtering = await open();
+      clients.push(filtering);
+    } catch (err) {
+      return { mode: NetMode.UNKNOWN, reason: `cannot open a test socket: ${(err as Error).message}`, tests: { t1: null } };
+    }
+    for (const c of clients) c.socket.on('error', () => { /* send errors surface as missing answers */ });
+    const T = o.retransmitMs;
+    const normal: Partial<RetransmitPolicy> = { initialTimeoutMs: T, maxRetransmit: 3, deadlineMs: T * 1.5 * 15 };
+    const filterWait = o.filterWaitMs ?? Math.max(3 * T, 1000);
+    const brief: Partial<RetransmitPolicy> = { initialTimeoutMs: Math.min(T, filterWait / 3), maxRetransmit: 2, deadlineMs: filterWait };
+    /** One REFLECT; `expectFrom` pins the answer's source (change requests). */
+    const ask = async (client: UdpClient, to: Address, change: number, policy: Partial<RetransmitPolicy>, expectFrom?: Address): Promise<ReflectAnswer | null> => {
+      const rid = UdpClient.newRequestId();
+      try {
+        const r = await client.request(to, encodeReflect(rid, change), rid, {
+          policy,
+          anySource: expectFrom !== undefined,
+          accept: (x) => x.msg.name === 'REFLECT_RESULT' && (expectFrom === undefined || same(x.from, expectFrom)),
+        });
+        return toAnswer(r);
+      } catch {
+        return null;
+      }
+    };
+    const mappingTests = async (): Promise<ReflectorTests> => {
+      const tests: ReflectorTests = { t1: await ask(mapping, o.reflector, 0, normal) };
+      const t1 = tests.t1;
+      if (!t1 || t1.otherPort === undefined || isLocalIp(t1.observed.ip, o.local())) return tests;
+      const [m1, m2] = await Promise.all([
+        ask(mapping, { ip: o.reflector.ip, port: t1.otherPort }, 0, normal),
+        t1.otherIp ? ask(mapping, { ip: t1.otherIp, port: o.reflector.port }, 0, normal) : Promise.resolve(undefined),
+      ]);
+      tests.m1 = m1;
+      if (m2 !== undefined) tests.m2 = m2;
+      return tests;
+    };
+    const filteringTests = async (): Promise<Pick<ReflectorTests, 'f1' | 'f2'>> => {
+      const t1 = await ask(filtering, o.reflector, 0, normal);
+      if (!t1 || t1.otherPort === undefined || isLocalIp(t1.observed.ip, o.local())) return {};
+      const [f1, f2] = await Promise.all([
+        t1.otherIp ? ask(filtering, o.reflector, 3, brief, { ip: t1.otherIp, port: t1.otherPort }) : Promise.resolve(undefined),
+        ask(filtering, o.reflector, 1, brief, { ip: o.reflector.ip, port: t1.otherPort }),
+      ]);
+      return { ...(f1 !== undefined ? { f1: f1 !== null } : {}), f2: f2 !== null };
+    };
+    const [m, f] = await Promise.all([mappingTests(), filteringTests()]);
+    // A filtering socket that got no answer at all proves nothing: count it as "nothing arrived".
+    const tests: ReflectorTests = { ...m, ...f };
+    if (m.t1 && m.m1 !== undefined && tests.f2 === undefined) tests.f2 = false;
+    return decideNetMode(tests, o.local());
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+  }
+}

@@ -1,0 +1,216 @@
+// The Agent library against in-process fakes of authd and locatord: the automatic sequence and
+// its recovery paths that a real server produces only under duress (cookies, rate limits, lost
+// sessions, probes, ticket renewal).
+import t from 'tap';
+import type { Test } from 'tap';
+import type { AgentOptions } from '../../src/agent/agent.js';
+import { Agent } from '../../src/agent/agent.js';
+import { loadAuthdKey, loadDeviceIdentity } from '../../src/agent/identity.js';
+import { AddressBook } from '../../src/agent/peers.js';
+import { randomBytes } from 'node:crypto';
+import { encodeDatagram } from '../../src/wire/envelope.js';
+import { ErrorCode } from '../../src/wire/errors.js';
+import type { FakeAuthd, FakeLocatord, Fixture } from './fakes.js';
+import { fakeAuthd, fakeLocatord, fixture, until } from './fakes.js';
+
+interface Env {
+  authd: FakeAuthd;
+  loc: FakeLocatord;
+  fx: Fixture;
+  logs: string[];
+  make(extra?: Partial<AgentOptions>, fx?: Fixture): Agent;
+}
+
+async function env(t: Test, o: { ticketLifetimeS?: number; refreshS?: number } = {}): Promise<Env> {
+  const authd = await fakeAuthd(o.ticketLifetimeS !== undefined ? { ticketLifetimeS: o.ticketLifetimeS } : {});
+  const loc = await fakeLocatord(authd, { refreshS: o.refreshS ?? 1, ttlS: 5 });
+  authd.locatordAddr = loc.addr;
+  const fx = fixture(authd);
+  const logs: string[] = [];
+  const agents: Agent[] = [];
+  t.teardown(async () => {
+    for (const a of agents) await a.stop({ unregister: false });
+    await loc.close();
+    await authd.close();
+    fx.cleanup();
+  });
+  return {
+    authd, loc, fx, logs,
+    make(extra = {}, f = fx) {
+      const id = loadDeviceIdentity(f.identityPath);
+      const key = loadAuthdKey(f.authdKeyPath);
+      if (!id.ok || !key.ok) throw new Error('fixture unreadable');
+      const a = new Agent({
+        identity: id.value, authd: authd.addr, authdKey: key.value, reflector: loc.reflector,
+        retransmitMs: 100, backoffMinMs: 50, backoffMaxMs: 400, interfacePollMs: 200,
+        log: (level, msg, fields) => logs.push(JSON.stringify({ level, msg, ...fields })),
+        ...extra,
+      });
+      agents.push(a);
+      return a;
+    },
+  };
+}
+
+t.test('registers, refreshes at the granted interval, is classified open on loopback', async (t) => {
+  const e = await env(t);
+  const a = e.make();
+  const states: string[] = [];
+  a.on('state', (s) => states.push(s));
+  await a.start();
+  await until(() => a.isRegistered, 5000, 'registered');
+  const locHex = e.authd.locatorIdOf(e.fx.device.deviceId).toString('hex');
+  t.equal(a.locatorIdHex, locHex, 'locator ID from the grant');
+  t.ok(e.loc.table.has(locHex), 'locatord has the registration');
+  t.same(e.loc.table.get(locHex)!.addr, { ip: '127.0.0.1', port: a.localPort }, 'registered address is the socket');
+  await until(() => (e.loc.counts['REFRESH'] ?? 0) >= 2, 5000, 'two refreshes');
+  await until(() => a.status().netMode === 'open', 5000, 'classified');
+  await until(() => e.loc.table.get(locHex)!.netMode === 1, 5000, 'mode reported to locatord');
+  const s = a.status();
+  t.equal(s.state, 'registered');
+  t.equal(s.observed, `127.0.0.1:${a.localPort}`);
+  t.ok(s.nextRefreshAt && s.ticketExpiresAt && s.ticketRenewAt, 'timers in status');
+  t.ok(states.includes('authenticating') && states.includes('registered'), 'went through the states');
+  t.notOk(e.logs.join('\n').includes(e.fx.device.deviceId), 'device ID never logged');
+  await a.stop();
+  t.notOk(e.loc.table.has(locHex), 'unregistered on stop');
+  t.equal(a.state, 'stopped');
+});
+
+t.test('COOKIE_REQUIRED is answered with the cookie', async (t) => {
+  const e = await env(t);
+  e.authd.requireCookie = true;
+  const a = e.make();
+  await a.start();
+  await until(() => a.isRegistered, 5000, 'registered');
+  t.equal(e.authd.requests, 2, 'one refused, one with the cookie');
+});
+
+t.test('RATE_LIMITED waits retryAfterMs, then succeeds', async (t) => {
+  const e = await env(t);
+  e.authd.refuseNext = { code: ErrorCode.RATE_LIMITED, count: 1, retryAfterMs: 300 };
+  const a = e.make();
+  const problems: string[] = [];
+  a.on('problem', (_s, err) => problems.push(err));
+  const started = Date.now();
+  await a.start();
+  await until(() => a.isRegistered, 5000, 'registered');
+  t.ok(Date.now() - started >= 300, 'waited at least retryAfterMs');
+  t.match(problems[0], /RATE_LIMITED/);
+});
+
+t.test('NO_SESSION (server lost its sessions) leads to an immediate re-register', async (t) => {
+  const e = await env(t);
+  const a = e.make();
+  await a.start();
+  await until(() => a.isRegistered, 5000, 'registered');
+  const regs = e.loc.counts['REGISTER'] ?? 0;
+  e.loc.dropSessions();
+  e.loc.table.clear();
+  await until(() => (e.loc.counts['REGISTER'] ?? 0) > regs && a.isRegistered, 5000, 're-registered');
+  t.equal(e.loc.table.size, 1, 'registered again');
+});
+
+t.test('unknown device: refused, retried slowly, nothing logged that names it', async (t) => {
+  const e = await env(t);
+  e.authd.devices.clear();
+  const a = e.make();
+  const problems: string[] = [];
+  a.on('problem', (_s, err) => problems.push(err));
+  await a.start();
+  await until(() => problems.length > 0, 5000, 'refusal');
+  t.match(problems[0], /UNKNOWN_DEVICE/);
+  t.equal(a.state, 'retrying');
+  t.ok(a.status().retryAt, 'retry scheduled');
+  t.notOk(e.logs.join('\n').includes(e.fx.device.deviceId), 'device ID not in logs');
+});
+
+t.test('answers PROBE with PROBE_ACK, also a retransmitted PROBE', async (t) => {
+  const e = await env(t, { refreshS: 30 });
+  const a = e.make();
+  await a.start();
+  await until(() => a.isRegistered, 5000, 'registered');
+  t.ok(await e.loc.probe(a.locatorIdHex!), 'PROBE_ACK received');
+  t.equal(a.status().counters.probesAnswered, 1);
+  t.ok(await e.loc.probe(a.locatorIdHex!), 'second probe answered');
+  // A PROBE that does not verify (wrong MAC) is not answered.
+  const sid = Buffer.from(e.loc.table.get(a.locatorIdHex!)!.sid, 'hex');
+  const forged = encodeDatagram('PROBE', randomBytes(8), {}, { sid, seq: 1000 });
+  randomBytes(16).copy(forged, forged.length - 16);
+  const acks = e.loc.counts['PROBE_ACK'];
+  e.loc.sendRaw(forged, { ip: '127.0.0.1', port: a.localPort! });
+  t.ok(await e.loc.probe(a.locatorIdHex!), 'a later genuine probe is answered');
+  t.equal(e.loc.counts['PROBE_ACK'], acks! + 1, 'only the genuine one');
+  t.equal(a.status().counters.probesAnswered, 3);
+});
+
+t.test('ticket renewed before expiry and re-registered with the new ticket', async (t) => {
+  const e = await env(t, { ticketLifetimeS: 3 });
+  const a = e.make();
+  await a.start();
+  await until(() => a.isRegistered, 5000, 'registered');
+  const auths = e.authd.requests;
+  await until(() => e.authd.requests > auths && (e.loc.counts['REGISTER'] ?? 0) >= 2, 8000, 'renewal');
+  t.ok(a.isRegistered, 'still registered');
+  t.ok(a.status().counters.authentications >= 2);
+});
+
+t.test('authd unreachable at start: backs off and recovers by itself', async (t) => {
+  const e = await env(t);
+  e.authd.refuseNext = { code: ErrorCode.TRY_LATER, count: 3 };
+  const a = e.make();
+  const problems: string[] = [];
+  a.on('problem', (_s, err) => problems.push(err));
+  await a.start();
+  await until(() => a.isRegistered, 8000, 'registered');
+  t.equal(problems.length, 3, 'three failures, then success');
+});
+
+t.test('lookup, online and groups by ID and by nickname', async (t) => {
+  const e = await env(t);
+  const fx2 = fixture(e.authd, 'two');
+  const fx3 = fixture(e.authd, 'three');
+  t.teardown(() => { fx2.cleanup(); fx3.cleanup(); });
+  const book = new AddressBook(`${e.fx.dir}/peers.json`);
+  const a = e.make({ peers: book });
+  const b = e.make({ nickname: 'bob' }, fx2);
+  await Promise.all([a.start(), b.start()]);
+  await until(() => a.isRegistered && b.isRegistered, 5000, 'both registered');
+  book.add('bob', b.locatorIdHex!);
+  const absent = e.authd.locatorIdOf('nobody').toString('hex');
+  const third = e.authd.locatorIdOf(fx3.device.deviceId).toString('hex');
+  const r = await a.lookup(['bob', b.locatorIdHex!, absent, third]);
+  t.equal(r.length, 4, 'paged answer joined');
+  t.equal(r[0]!.online, true);
+  t.equal(r[0]!.addr, `127.0.0.1:${b.localPort}`);
+  t.equal(r[0]!.nickname, 'bob');
+  t.same(r[0]!.names, ['bob']);
+  t.equal(r[1]!.id, b.locatorIdHex);
+  t.equal(r[2]!.online, false);
+  const on = await a.online(['bob', absent]);
+  t.same(on.map((x) => x.online), [true, false]);
+  await t.rejects(a.lookup(['carol']), { code: 'UNKNOWN_TARGET' });
+  const g = await a.groupCreate('friends');
+  book.add('friends', g.groupId, 'group');
+  await b.groupJoin(g.groupId);
+  const m = await a.groupMembers('friends');
+  t.equal(m.total, 2);
+  t.equal(m.name, 'friends');
+  t.ok(m.members.every((x) => x.online));
+  await b.groupLeave(g.groupId);
+  t.equal((await a.groupMembers('friends')).total, 1);
+  await t.rejects(b.groupMembers(g.groupId), { code: 'FORBIDDEN' });
+  await b.stop();
+  const after = await a.online(['bob']);
+  t.equal(after[0]!.online, false, 'offline after stop (unregistered)');
+});
+
+t.test('unreachable reflector: mode unknown, registration not held up', async (t) => {
+  const e = await env(t);
+  e.loc.reflectorSilent = true;
+  const a = e.make({ reclassifyMs: 60_000 });
+  await a.start();
+  await until(() => a.isRegistered, 5000, 'registered');
+  await until(() => e.loc.counts['REFLECT'] !== undefined && a.status().netModeReason !== null, 8000, 'classification done');
+  t.equal(a.status().netMode, 'unknown', 'locatord answered, so not udp-blocked');
+});

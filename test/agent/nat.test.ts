@@ -1,0 +1,79 @@
+// Real NATs, no mocks: network namespaces, veths and nftables masquerade, with authd, locatord
+// and its reflector on the "public" side. An agent behind an endpoint-independent NAT (plain
+// masquerade: Linux keeps the port, conntrack filters by address and port) is port-restricted,
+// one behind a port-randomising NAT (random,fully-random) is symmetric, one behind a NAT that
+// forwards every inbound datagram (a full cone) is full-cone, one with a public address is open; each registers the address its NAT gives it. Then a lossy link (30% of UDP
+// dropped each way): registration still completes, only later.
+import t from 'tap';
+import type { LookupEntry } from '../../src/agent/agent.js';
+import { haveNetns, Lab, PUBLIC_NET } from './netns.js';
+import type { Stack } from './stack.js';
+import { eventually, stack } from './stack.js';
+
+// Skipped only on a developer machine without root or nft; in CI (root, nftables) a missing
+// tool is a failure, as in test/ops.
+const missing = haveNetns();
+if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
+const skip = missing && !process.env['CI'] ? missing : false;
+
+t.test('NAT classification behind real NATs', { skip }, async (t) => {
+  let s: Stack | undefined;
+  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const eim = lab.behindNat('eim', `${PUBLIC_NET}.11`, 1, 'eim');
+  const sym = lab.behindNat('sym', `${PUBLIC_NET}.12`, 2, 'symmetric');
+  const cone = lab.behindNat('cone', `${PUBLIC_NET}.13`, 3, 'full-cone');
+  const open = lab.host('open', `${PUBLIC_NET}.20`);
+  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const [a, b, c, d] = await Promise.all([
+    s.agent('eim', [], { netns: eim }),
+    s.agent('sym', [], { netns: sym }),
+    s.agent('open', [], { netns: open }),
+    s.agent('cone', [], { netns: cone }),
+  ]);
+  const classified = async (p: typeof a) => {
+    const st = await p.status();
+    return st.registered && st.netModeReason && !/classifying/.test(st.netModeReason) && st.netMode !== 'unknown' ? st : null;
+  };
+  const [sa, sb, sc, sd] = await Promise.all([
+    eventually(() => classified(a), 30_000, 'eim classified'),
+    eventually(() => classified(b), 30_000, 'symmetric classified'),
+    eventually(() => classified(c), 30_000, 'open classified'),
+    eventually(() => classified(d), 30_000, 'full cone classified'),
+  ]);
+  t.equal(sa.netMode, 'port-restricted', `EIM NAT: ${sa.netModeReason}`);
+  t.equal(sb.netMode, 'symmetric', `port-randomising NAT: ${sb.netModeReason}`);
+  t.equal(sc.netMode, 'open', `public address: ${sc.netModeReason}`);
+  t.equal(sd.netMode, 'full-cone', `full-cone NAT: ${sd.netModeReason}`);
+  t.match(sa.observed, new RegExp(`^${PUBLIC_NET}\\.11:\\d+$`), 'registered at the NAT address');
+  t.equal(sa.observed, `${PUBLIC_NET}.11:${sa.localPort}`, 'plain masquerade kept the port');
+  t.match(sb.observed, new RegExp(`^${PUBLIC_NET}\\.12:\\d+$`));
+  t.equal(sc.observed, `${PUBLIC_NET}.20:${sc.localPort}`);
+  t.same(sa.localAddrs, ['10.77.1.2'], 'its LAN address');
+  // What others see: the open agent looks both up; locatord has the mode each reported.
+  const seen = await eventually(async () => {
+    const r = (await c.control('lookup', { targets: [sa.locatorId, sb.locatorId] })) as LookupEntry[];
+    return r[0]!.netMode === 'port-restricted' && r[1]!.netMode === 'symmetric' ? r : null;
+  }, 15_000, 'modes reported to locatord');
+  t.equal(seen[0]!.addr, sa.observed);
+  t.same(seen[0]!.localAddrs, [`10.77.1.2:${sa.localPort}`]);
+  t.equal(seen[1]!.addr, (await b.status()).observed);
+});
+
+t.test('30% UDP loss each way: registration still completes', { skip }, async (t) => {
+  let s: Stack | undefined;
+  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const lossy = lab.host('lossy', `${PUBLIC_NET}.40`);
+  const dropped = lab.lossy(lossy, 30);
+  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1` });
+  const a = await s.agent('lossy', [], { netns: lossy });
+  const st = await eventually(async () => {
+    const x = await a.status();
+    return x.registered ? x : null;
+  }, 60_000, 'registered through the lossy link');
+  t.equal(st.observed, `${PUBLIC_NET}.40:${st.localPort}`);
+  // Keep it registered for a few refreshes (refresh every ~2 s, TTL 8 s).
+  const refreshes = st.counters.refreshes;
+  await eventually(async () => (await a.status()).counters.refreshes >= refreshes + 3, 30_000, 'three more refreshes');
+  t.ok((await a.status()).registered, 'still registered');
+  t.ok(dropped() > 0, `the link dropped ${dropped()} datagrams`);
+});
