@@ -92,7 +92,8 @@ export class Metrics {
   /** Serve /metrics on host:port (meant for loopback). Resolves with the bound port. */
   serve(host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
     const server = http.createServer((req, res) => {
-      if (req.url !== '/metrics') {
+      // Path only: scrapers may add a query string.
+      if ((req.url ?? '').split('?')[0] !== '/metrics') {
         res.writeHead(404).end('not found: try /metrics\n');
         return;
       }
