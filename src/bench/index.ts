@@ -18,6 +18,18 @@ import { isThroughput } from './types.js';
 const sections: Section[] = [
   { name: 'baseline', doc: 'bare node:dgram echo server in a child process, 2 load-generator processes flat out', run: runBaseline },
   { name: 'transport', doc: 'DatagramServer with sessions and no-op handlers: unauthenticated and session requests', run: runTransport },
+  {
+    name: 'server-cpu',
+    doc: 'DatagramServer.receive() in-process with a stub socket, per CPU second (no syscalls; steady under machine load)',
+    run: async (ctx) => {
+      const { runServerMicro } = await import('./server-micro.js');
+      const r = await runServerMicro(ctx.seconds);
+      return [
+        { section: 'server-cpu', name: 'receive() REFLECT 64 B, no socket', value: r.reflectPerS, unit: 'req/CPU-s' },
+        { section: 'server-cpu', name: 'receive() session REFRESH, no socket', value: r.refreshPerS, unit: 'req/CPU-s' },
+      ];
+    },
+  },
   { name: 'codec', doc: 'encode/decode per message type, tickets, session MAC, X25519, auth open, Ed25519 node:crypto vs @noble/curves', run: runCodec },
   {
     name: 'authd',

@@ -6,6 +6,13 @@ import { fileURLToPath } from 'node:url';
 
 const fromSource = import.meta.url.endsWith('.ts');
 
+/**
+ * DEVLOC_BENCH_CPU_PROF=DIR: every child (servers and load generators) writes a V8 CPU profile
+ * into DIR (`node --cpu-prof`, which NODE_OPTIONS refuses). Children are then ended by closing
+ * their IPC channel (they exit by themselves on it) rather than SIGKILL, or no profile is written.
+ */
+const cpuProfDir = process.env.DEVLOC_BENCH_CPU_PROF;
+
 /** Path of a sibling module of src/bench (or dist/bench). */
 export function sibling(name: string): string {
   return fileURLToPath(new URL(`./${name}${fromSource ? '.ts' : '.js'}`, import.meta.url));
@@ -21,7 +28,8 @@ export interface Child {
 }
 
 export function forkSibling(name: string): Child {
-  const proc = fork(sibling(name), [], { execArgv: fromSource ? ['--import', 'tsx'] : [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const execArgv = [...(fromSource ? ['--import', 'tsx'] : []), ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [])];
+  const proc = fork(sibling(name), [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const next = <T>(): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       const onExit = (code: number | null, signal: string | null): void => reject(new Error(`${name} exited (${code ?? signal})`));
@@ -42,7 +50,9 @@ export function forkSibling(name: string): Child {
       return p;
     },
     kill: () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      if (cpuProfDir && proc.connected) proc.disconnect();
+      else proc.kill('SIGKILL');
     },
   };
 }

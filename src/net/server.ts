@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../common/log.js';
-import type { Metrics } from '../common/metrics.js';
+import type { CounterSeries, Metrics } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
@@ -64,14 +64,40 @@ export interface DatagramServerOptions {
 interface CachedReply {
   /** What was actually sent (null: nothing was, e.g. dropped as amplifying). */
   reply: Buffer | null;
-  fromKey: string;
+  /** The request's source (compared as is: no address string is built per datagram). */
+  fromIp: string;
+  fromPort: number;
   /**
-   * Identity of the request's bytes (the MAC tag for session messages, a hash otherwise): only a
-   * byte-identical retransmission may be answered from the cache. Otherwise a tiny datagram
-   * reusing the request ID would fetch a large cached reply (amplification).
+   * Identity of the request's bytes (the MAC tag for session messages, the bytes themselves or
+   * their hash otherwise): only a byte-identical retransmission may be answered from the cache.
+   * Otherwise a tiny datagram reusing the request ID would fetch a large cached reply
+   * (amplification).
    */
   digest: Buffer;
 }
+
+/**
+ * Unauthenticated requests up to this size are remembered by a copy of their bytes rather than a
+ * SHA-256 of them: a copy is much cheaper than a hash, and no larger than the reply cached with
+ * it would be (unauthenticated replies never exceed the request). Larger ones keep a 16-byte hash.
+ */
+const DIGEST_COPY_MAX_BYTES = 256;
+
+/** What identifies an unauthenticated request's bytes in the response cache (see CachedReply). */
+function requestDigest(raw: Buffer): Buffer {
+  return raw.length <= DIGEST_COPY_MAX_BYTES ? Buffer.from(raw) : createHash('sha256').update(raw).digest().subarray(0, 16);
+}
+
+/**
+ * The request ID as a cache-key fragment: 8 bytes as 8 latin1 characters (one per byte, so
+ * distinct IDs give distinct strings), without copying them first.
+ */
+function ridKey(rid: Uint8Array): string {
+  return Buffer.from(rid.buffer, rid.byteOffset, rid.length).toString('latin1');
+}
+
+const isPromiseLike = (v: unknown): v is PromiseLike<HandlerResult> =>
+  typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
 
 const ZERO_RID = new Uint8Array(REQUEST_ID_BYTES);
 
@@ -121,6 +147,17 @@ export class DatagramServer {
   /** Requests being executed, so a retransmission arriving meanwhile is not executed twice. */
   private readonly inFlight = new Set<string>();
   private closed = false;
+  /** Counter series of the per-datagram path, their label keys built once. */
+  private readonly received: CounterSeries;
+  private readonly sent: CounterSeries;
+  private readonly sendErrors: CounterSeries;
+  private readonly retransmissionsAnswered: CounterSeries;
+  /** requests_total{type, result="ok"} per message name. */
+  private readonly requestsOk = new Map<string, CounterSeries>();
+  /** One completion callback for every send (rather than a closure per datagram). */
+  private readonly afterSend = (err: Error | null): void => {
+    if (err) this.sendErrors.inc();
+  };
 
   constructor(private readonly opts: DatagramServerOptions) {
     this.socket = opts.socket;
@@ -132,13 +169,25 @@ export class DatagramServer {
     m.counter('refused_total', 'Datagrams refused, by error code');
     m.counter('dropped_total', 'Datagrams dropped without reply, by reason');
     m.counter('retransmissions_answered_total', 'Retransmitted requests answered from the response cache');
+    this.received = m.series('datagrams_received_total');
+    this.sent = m.series('datagrams_sent_total');
+    this.sendErrors = m.series('dropped_total', { reason: 'send-error' });
+    this.retransmissionsAnswered = m.series('retransmissions_answered_total');
+    const failed = (err: unknown): void => {
+      m.inc('dropped_total', { reason: 'internal' });
+      opts.logger.error('datagram processing failed', { err: String((err as Error)?.stack ?? err) });
+    };
     this.socket.on('message', (raw, rinfo) => {
-      // receive() handles its own failures; this catch is the last line so that no datagram
-      // can ever take the daemon down through an unhandled rejection.
-      this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port }).catch((err: unknown) => {
-        m.inc('dropped_total', { reason: 'internal' });
-        opts.logger.error('datagram processing failed', { err: String((err as Error)?.stack ?? err) });
-      });
+      // process() handles its own failures; these catches are the last line so that no datagram
+      // can ever take the daemon down (a throw, or an unhandled rejection of an async handler).
+      let pending: Promise<void> | undefined;
+      try {
+        pending = this.process(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port });
+      } catch (err) {
+        failed(err);
+        return;
+      }
+      pending?.catch(failed);
     });
     // Without a listener, a socket error (e.g. ICMP-reported failures on some platforms) would
     // be thrown as an uncaught exception.
@@ -147,8 +196,16 @@ export class DatagramServer {
 
   /** Process one datagram (exposed for tests and fuzzing: no socket needed to call it). */
   async receive(raw: Buffer, from: Address): Promise<void> {
+    await this.process(raw, from);
+  }
+
+  /**
+   * Process one datagram: synchronously to the end when the handler answers synchronously (most
+   * do), so that no promise is made per datagram; a promise only when the handler returns one.
+   */
+  private process(raw: Buffer, from: Address): Promise<void> | undefined {
     const { metrics, logger } = this.opts;
-    metrics.inc('datagrams_received_total');
+    this.received.inc();
     if (raw.length > MAX_DATAGRAM) {
       this.drop('oversize', from, { bytes: raw.length });
       return;
@@ -177,7 +234,6 @@ export class DatagramServer {
       this.refuse(raw, from, msg.rid, { error: ErrorCode.UNKNOWN_TYPE, message: `${msg.name} is not served by ${this.opts.service}` }, undefined, msg.name, msg.type);
       return;
     }
-    const fromKey = formatAddress(from);
     let session: ServerSession | undefined;
     let fresh = false;
     let cacheKey: string;
@@ -190,25 +246,26 @@ export class DatagramServer {
       }
       session = auth.session;
       fresh = auth.fresh;
-      cacheKey = `${session.sidHex}/${Buffer.from(msg.rid).toString('hex')}`;
+      cacheKey = `${session.sidHex}/${ridKey(msg.rid)}`;
       // The MAC verified: its tag already identifies these exact bytes.
       digest = Buffer.from(raw.subarray(raw.length - MAC_BYTES));
     } else {
       // Keyed by request ID alone (64 random bits), so that the same request replayed from
       // another source is recognised as such rather than executed again.
-      cacheKey = `-/${Buffer.from(msg.rid).toString('hex')}`;
-      digest = createHash('sha256').update(raw).digest().subarray(0, 16);
+      cacheKey = `-/${ridKey(msg.rid)}`;
+      digest = requestDigest(raw);
     }
     const cached = this.replies.get(cacheKey);
     if (cached) {
-      if (cached.fromKey === fromKey && cached.digest.equals(digest)) {
-        metrics.inc('retransmissions_answered_total');
+      const sameSource = cached.fromIp === from.ip && cached.fromPort === from.port;
+      if (sameSource && cached.digest.equals(digest)) {
+        this.retransmissionsAnswered.inc();
         if (cached.reply) this.send(cached.reply, from);
       } else {
         // Same request ID from elsewhere, or other bytes under it: a captured packet replayed
         // or a forgery. Never answer it with the cached reply (that could be larger than the
         // request, toward a spoofed victim); the refusal itself is bounded by the request.
-        const why = cached.fromKey === fromKey ? 'request ID reused for another request' : 'request already executed for another source';
+        const why = sameSource ? 'request ID reused for another request' : 'request already executed for another source';
         this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: why }, session, msg.name, msg.type);
       }
       return;
@@ -236,21 +293,49 @@ export class DatagramServer {
     };
     if (session) ctx.session = session;
     this.inFlight.add(cacheKey);
-    const started = process.hrtime.bigint();
-    let result: HandlerResult;
+    const started = performance.now();
+    let out: HandlerResult | Promise<HandlerResult>;
     try {
-      result = await handler(ctx as never);
+      out = handler(ctx as never);
     } catch (err) {
-      if (err instanceof DevlocError) {
-        result = { error: err.code, message: err.message, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}) };
-      } else {
-        logger.error('handler failed', { type: msg.name, err: String((err as Error)?.stack ?? err) });
-        result = { error: ErrorCode.INTERNAL, message: 'internal error' };
-      }
-    } finally {
       this.inFlight.delete(cacheKey);
+      this.answer(raw, from, msg, session, cacheKey, digest, started, this.handlerFailure(msg, err));
+      return undefined;
     }
-    metrics.observe('request_duration_seconds', 'Time to handle a request', Number(process.hrtime.bigint() - started) / 1e9);
+    if (isPromiseLike(out)) {
+      return Promise.resolve(out).then(
+        (result) => {
+          this.inFlight.delete(cacheKey);
+          this.answer(raw, from, msg, session, cacheKey, digest, started, result);
+        },
+        (err: unknown) => {
+          this.inFlight.delete(cacheKey);
+          this.answer(raw, from, msg, session, cacheKey, digest, started, this.handlerFailure(msg, err));
+        },
+      );
+    }
+    this.inFlight.delete(cacheKey);
+    this.answer(raw, from, msg, session, cacheKey, digest, started, out);
+    return undefined;
+  }
+
+  /** The refusal for a handler's exception. */
+  private handlerFailure(msg: Message, err: unknown): Refusal {
+    if (err instanceof DevlocError) {
+      return { error: err.code, message: err.message, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}) };
+    }
+    this.opts.logger.error('handler failed', { type: msg.name, err: String((err as Error)?.stack ?? err) });
+    return { error: ErrorCode.INTERNAL, message: 'internal error' };
+  }
+
+  /** After the handler: take the sequence number, reply (bounded), cache what was sent. */
+  private answer(
+    raw: Buffer, from: Address, msg: Message, session: ServerSession | undefined,
+    cacheKey: string, digest: Buffer, started: number, handled: HandlerResult,
+  ): void {
+    const { metrics, logger } = this.opts;
+    let result = handled;
+    metrics.observe('request_duration_seconds', 'Time to handle a request', (performance.now() - started) / 1e3);
     if (Buffer.isBuffer(result) && result.length > MAX_DATAGRAM) {
       // A handler bug: the terminal would drop it anyway. Say so on both sides.
       logger.error('reply too large', { type: msg.name, bytes: result.length, max: MAX_DATAGRAM });
@@ -263,18 +348,28 @@ export class DatagramServer {
     else if (Buffer.isBuffer(result)) reply = result;
     else {
       metrics.inc('refused_total', { code: errorName(result.error) });
-      logger.refusal(`${msg.name}:${errorName(result.error)}`, { from: fromKey, type: msg.name, code: errorName(result.error), reason: result.message });
+      logger.refusal(`${msg.name}:${errorName(result.error)}`, { from: formatAddress(from), type: msg.name, code: errorName(result.error), reason: result.message });
       reply = this.errorReply(raw, msg.rid, result, session);
     }
-    metrics.inc('requests_total', { type: msg.name, result: Buffer.isBuffer(result) || result === null ? 'ok' : errorName(result.error) });
+    if (Buffer.isBuffer(result) || result === null) this.requestOk(msg.name).inc();
+    else metrics.inc('requests_total', { type: msg.name, result: errorName(result.error) });
     if (reply && !session && reply.length > raw.length) {
       this.drop('amplification', from, { type: msg.name, reply: reply.length, request: raw.length });
       reply = null;
     }
     // Errors that say "try again" are not cached: the retry should be executed. What is cached
     // is what was sent, so a retransmission never gets what the first copy could not.
-    if (!tryAgain) this.replies.set(cacheKey, { reply, fromKey, digest });
+    if (!tryAgain) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest });
     if (reply) this.send(reply, from);
+  }
+
+  private requestOk(name: string): CounterSeries {
+    let c = this.requestsOk.get(name);
+    if (!c) {
+      c = this.opts.metrics.series('requests_total', { type: name, result: 'ok' });
+      this.requestsOk.set(name, c);
+    }
+    return c;
   }
 
   /** Send `bytes` to `to`, counting it. Never throws (a reply finishing after close() is dropped). */
@@ -283,13 +378,13 @@ export class DatagramServer {
       this.opts.metrics.inc('dropped_total', { reason: 'closed' });
       return;
     }
-    this.opts.metrics.inc('datagrams_sent_total');
+    this.sent.inc();
     try {
-      this.socket.send(bytes, to.port, to.ip, (err) => {
-        if (err) this.opts.metrics.inc('dropped_total', { reason: 'send-error' });
-      });
+      // A callback is still needed: without one, node:dgram neither reports nor emits a failed
+      // send, and send errors are counted.
+      this.socket.send(bytes, to.port, to.ip, this.afterSend);
     } catch {
-      this.opts.metrics.inc('dropped_total', { reason: 'send-error' });
+      this.sendErrors.inc();
     }
   }
 
