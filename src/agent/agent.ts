@@ -30,7 +30,12 @@ import type { InterfaceSource, LocalAddress } from './interfaces.js';
 import { addressSignature, localAddresses, reportableAddresses } from './interfaces.js';
 import type { Classification } from './netmode.js';
 import { classifyNetwork } from './netmode.js';
+import type { MatchClientOptions, MatchResult } from './match.js';
+import { MatchClient } from './match.js';
 import type { AddressBook } from './peers.js';
+import type { Channel, ChannelSummary } from './channel.js';
+import type { PeerOptions } from './punch.js';
+import { PeerManager } from './punch.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type AgentLog = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
@@ -47,10 +52,12 @@ export interface AgentOptions {
   identity: DeviceIdentity;
   authd: Address;
   authdKey: AuthdPublicKey;
-  /** Services to get tickets for; the first one is locatord's (default ["locator"]). */
+  /** Services to get tickets for; the first one is locatord's (default ["locator", "match"]). */
   audiences?: string[];
   /** locatord's address; default: the address authd puts in the grant. */
   locatord?: Address;
+  /** Matching (match.ts): matchd's address (default: from the "match" grant), tuning. */
+  match?: MatchClientOptions;
   /** NAT reflector; undefined: locatord's host on port 4702; null: do not classify. */
   reflector?: Address | null;
   /** Local address of the UDP socket (default: any address of authd's family, ephemeral port). */
@@ -80,6 +87,10 @@ export interface AgentOptions {
   now?: () => number;
   random?: () => number;
   interfaces?: InterfaceSource;
+  /** Accept introductions: peers that may see this terminal can open channels to it (default false). */
+  reachable?: boolean;
+  /** Peer channels (punch.ts): punch timeout, keepalive. */
+  peer?: PeerOptions;
 }
 
 /** An error an API call (lookup, online, group ...) reports: a stable code and a message. */
@@ -141,6 +152,8 @@ export interface AgentStatus {
   retryAt: string | null;
   lastError: { step: string; error: string; at: string } | null;
   counters: AgentCounters;
+  /** Peer channels: open and punching ones, then the last closed or failed (with the reason). */
+  channels: ChannelSummary[];
 }
 
 export interface AgentCounters {
@@ -179,6 +192,10 @@ export interface AgentEvents {
   address: [observed: string, previous: string | null];
   netmode: [mode: string, reason: string];
   problem: [step: string, error: string];
+  /** A match request ended (matched, no-match, cancelled). */
+  match: [result: MatchResult];
+  /** A peer opened a channel to us (we are reachable). */
+  channel: [channel: Channel];
   stopped: [];
 }
 
@@ -220,6 +237,13 @@ export class Agent extends EventEmitter<AgentEvents> {
   private locatorId: Buffer | undefined;
   private grant: TicketGrant | undefined;
   private otherGrants: TicketGrant[] = [];
+  /** Sessions of the other grants (matchd's), by audience. */
+  private otherSessions = new Map<string, ClientSession>();
+  private classifying = false;
+  /** Matching with devloc-matchd over this agent's socket and tickets (match.ts). */
+  readonly match: MatchClient;
+  /** Introductions and direct channels to peers (punch.ts, channel.ts). */
+  readonly punch: PeerManager;
   /** The session of the newest ticket (REGISTER opens it on locatord). */
   private session: ClientSession | undefined;
   /** The session locatord confirmed with REGISTER_ACK: refreshes and queries use it. */
@@ -250,7 +274,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   constructor(opts: AgentOptions) {
     super();
-    const audiences = opts.audiences && opts.audiences.length > 0 ? opts.audiences : ['locator'];
+    const audiences = opts.audiences && opts.audiences.length > 0 ? opts.audiences : ['locator', 'match'];
     this.o = {
       interfacePollMs: 3000, retransmitMs: 1000, backoffMinMs: 1000, backoffMaxMs: 60_000, reclassifyMs: 300_000,
       renewFraction: 0.8, maxRefreshS: 0, ...opts, audiences,
@@ -258,6 +282,41 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     this.log = opts.log ?? (() => {});
+    this.match = new MatchClient({
+      client: () => this.client,
+      session: (aud) => {
+        const session = this.otherSessions.get(aud);
+        return session ? { session, ...(session.grant.addr ? { addr: session.grant.addr } : {}) } : undefined;
+      },
+      ready: async (ms) => {
+        await this.ready(ms);
+      },
+      netMode: () => this.wireNetMode(),
+      netModeSettled: () => this.classification !== undefined && !this.needClassify && !this.classifying,
+      locatorId: () => this.locatorIdHex,
+      names: (id) => this.o.peers?.namesOf(id) ?? [],
+      ...(opts.nickname ? { nickname: opts.nickname } : {}),
+      emit: (r) => this.emit('match', r),
+      now: this.now,
+      log: this.log,
+    }, { retransmitMs: this.o.retransmitMs, ...opts.match });
+    this.punch = new PeerManager({
+      send: (to, bytes) => this.client?.send(to, bytes),
+      locatord: () => this.locatord,
+      sessions: () => [this.activeSession, this.session].filter((x): x is ClientSession => x !== undefined),
+      introduce: (body) => this.query('INTRODUCE', body, 'INTRODUCE_ACK'),
+      resolve: (target) => this.resolveTarget(target),
+      names: (id) => this.namesOf(id),
+      netMode: () => this.wireNetMode(),
+      localAddrs: () => (this.client ? reportableAddresses(this.local, this.client.localPort) : []),
+      reachable: () => this.o.reachable === true,
+      incoming: (ch) => this.emit('channel', ch),
+      log: this.log, now: this.now, random: this.random,
+    }, opts.peer);
+    // A new address (NAT rebinding, new network): matchd must learn it before it pushes results.
+    this.on('address', (_now, previous) => {
+      if (previous !== null) this.match.addressChanged();
+    });
   }
 
   get state(): AgentState {
@@ -289,6 +348,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.stopping = false;
     const bind = this.o.bind ?? { host: this.o.authd.ip.includes(':') ? '::' : '0.0.0.0', port: 0 };
     this.client = await UdpClient.open({ bind, policy: { initialTimeoutMs: this.o.retransmitMs }, random: this.random, onPush: (r) => this.onPush(r) });
+    this.punch.attach(this.client.socket);
     // Without a listener a send error (ENETUNREACH while an interface is down) would crash the
     // process; it surfaces anyway as a missing answer.
     this.client.socket.on('error', (err) => this.log('debug', 'socket error', { err: err.message }));
@@ -306,6 +366,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.kick(true);
     await this.loopDone;
+    await this.match.stop();
+    this.punch.closeAll('agent stopping');
+    this.punch.detach();
     const client = this.client;
     // Also when the registration may be stale (address just changed): locatord still has it.
     if ((o.unregister ?? true) && this.activeSession && this.locatord) {
@@ -349,6 +412,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       retryAt: iso(this.retryAt),
       lastError: this.lastError ? { step: this.lastError.step, error: this.lastError.error, at: new Date(this.lastError.at).toISOString() } : null,
       counters: { ...this.counters },
+      channels: this.punch.list(),
     };
   }
 
@@ -617,7 +681,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (!grant) {
         throw new Error(`auth: authd granted no ticket for "${aud}"`);
       }
-      const session = ClientSession.fromGrant(grant, privateKeyObject('X25519', cnf));
+      const cnfSecret = privateKeyObject('X25519', cnf);
+      const session = ClientSession.fromGrant(grant, cnfSecret);
       const peek = peekTicket(grant.ticket);
       if (!session || typeof peek === 'string') {
         throw new Error('auth: granted ticket is unusable');
@@ -633,6 +698,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.locatorId = Buffer.from(g.locatorId);
       this.grant = grant;
       this.otherGrants = g.tickets.filter((t) => t !== grant);
+      this.otherSessions = new Map();
+      for (const t of this.otherGrants) {
+        const s = ClientSession.fromGrant(t, cnfSecret);
+        if (s) this.otherSessions.set(t.aud, s);
+      }
       this.session = session;
       this.ticketExpMs = now + (peek.claims.exp - peek.claims.iat) * 1000;
       this.renewAt = now + Math.round(lifetimeMs * Math.min(0.95, Math.max(0.1, fraction)));
@@ -661,11 +731,14 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.setNetMode({ mode: NetMode.UNKNOWN, reason: 'classification disabled', tests: { t1: null } });
       return;
     }
+    this.classifying = true;
     const c: Classification = await classifyNetwork({
       reflector: this.reflector,
       bindHost: this.reflector.ip.includes(':') ? '::' : '0.0.0.0',
       local: () => this.interfaces(),
       retransmitMs: this.o.retransmitMs,
+    }).finally(() => {
+      this.classifying = false;
     });
     this.check(gen);
     if (c.mode === NetMode.UNKNOWN || c.mode === NetMode.UDP_BLOCKED) this.reclassifyAt = this.now() + this.o.reclassifyMs;
@@ -704,6 +777,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.o.nickname) body.nickname = this.o.nickname;
     if (this.o.mediaId) body.mediaId = this.o.mediaId;
     if (this.o.visibility !== undefined) body.visibility = this.o.visibility;
+    if (this.o.reachable) body.reachable = true;
     if (this.o.ttlS) body.ttlS = this.o.ttlS;
     // The server may have lost the session and will number its answers from 1 again.
     session.restartReceive();
@@ -782,8 +856,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
-  /** Server-initiated datagrams on our socket: PROBE from locatord. */
+  /** Server-initiated datagrams on our socket: PROBE from locatord, MATCH_RESULT from matchd. */
   private onPush(r: Reply): void {
+    if (this.match.onPush(r)) return;
+    if (this.punch.onPush(r)) return;
     if (r.msg.name !== 'PROBE' || !this.locatord || !sameAddress(r.from, this.locatord)) return;
     const raw = r.raw.toString('base64');
     if (this.lastProbe && this.lastProbe.raw === raw) {
@@ -865,6 +941,14 @@ export class Agent extends EventEmitter<AgentEvents> {
         throw new AgentError('NO_ANSWER', (err as Error).message);
       }
     }
+  }
+
+  /**
+   * A direct datagram channel to a peer (locator ID or address-book name), open once this
+   * resolves (punch.ts). Rejects with AgentError: PEER_UNAVAILABLE, NO_DIRECT_PATH, PUNCH_FAILED.
+   */
+  connect(peer: string | Uint8Array, o: { reuse?: boolean } = {}): Promise<Channel> {
+    return this.punch.connect(peer, o);
   }
 
   /** A locator ID, group ID or address book name to 16 bytes. */

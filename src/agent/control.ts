@@ -12,8 +12,11 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Agent, AgentLog } from './agent.js';
 import { AgentError } from './agent.js';
+import type { MatchSpec } from './match.js';
+import { parseAttr, parseRequirement } from './match.js';
 import type { AddressBook } from './peers.js';
 import { AddressBookError } from './peers.js';
+import { CHANNEL_COMMANDS, channelRegistry, dispatchChannel, isChannelCommand } from './channel-control.js';
 
 export const MAX_CONTROL_LINE = 64 * 1024;
 export const MAX_CONTROL_CONNECTIONS = 64;
@@ -32,6 +35,8 @@ export type ControlResponse =
 /** The commands, as the man page lists them. */
 export const CONTROL_COMMANDS = [
   'status', 'lookup', 'online', 'group.create', 'group.join', 'group.leave', 'group.members', 'peers.add', 'peers.rm', 'peers.list',
+  'match.submit', 'match.status', 'match.cancel', 'match.wait',
+  ...CHANNEL_COMMANDS,
 ] as const;
 
 class BadRequest extends AgentError {
@@ -58,6 +63,47 @@ function targets(args: Record<string, unknown>): string[] {
     throw new BadRequest(`args.targets must be 1..${MAX_TARGETS} IDs or nicknames`);
   }
   return t as string[];
+}
+
+function int(args: Record<string, unknown>, k: string): number | undefined {
+  const v = args[k];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new BadRequest(`args.${k} must be a whole number`);
+  return v;
+}
+
+function texts(args: Record<string, unknown>, k: string): string[] {
+  const v = args[k];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || v.length > 16 || !v.every((x) => typeof x === 'string' && x.length <= 256)) throw new BadRequest(`args.${k} must be at most 16 strings`);
+  return v as string[];
+}
+
+/** match.submit arguments: the spec, with attrs as an object or "k=v" strings, require/prefer as text. */
+function matchSpec(args: Record<string, unknown>): MatchSpec {
+  const spec: MatchSpec = { mediaId: str(args, 'mediaId', true) };
+  const appType = str(args, 'appType');
+  if (appType !== undefined) spec.appType = appType;
+  for (const k of ['minParty', 'maxParty', 'maxWaitS'] as const) {
+    const v = int(args, k);
+    if (v !== undefined) spec[k] = v;
+  }
+  const nickname = str(args, 'nickname');
+  if (nickname !== undefined) spec.nickname = nickname;
+  const attrs = args['attrs'];
+  if (Array.isArray(attrs)) spec.attrs = Object.fromEntries(texts(args, 'attrs').map(parseAttr));
+  else if (attrs !== undefined && attrs !== null) {
+    if (typeof attrs !== 'object') throw new BadRequest('args.attrs must be an object or "key=value" strings');
+    spec.attrs = attrs as MatchSpec['attrs'] & object;
+  }
+  const reqs = [...texts(args, 'require').map((r) => parseRequirement(r, true)), ...texts(args, 'prefer').map((r) => parseRequirement(r, false))];
+  const raw = args['requirements'];
+  if (raw !== undefined && raw !== null) {
+    if (!Array.isArray(raw)) throw new BadRequest('args.requirements must be an array');
+    reqs.push(...(raw as MatchSpec['requirements'] & object));
+  }
+  if (reqs.length) spec.requirements = reqs;
+  return spec;
 }
 
 /** Execute one request against the agent. Exported for tests and for embedding. */
@@ -98,7 +144,18 @@ export async function dispatch(agent: Agent, peers: AddressBook | undefined, req
     }
     case 'peers.list':
       return book().list();
+    case 'match.submit':
+      return agent.match.submit(matchSpec(args), { wait: args['wait'] === true });
+    case 'match.status':
+      return agent.match.status(str(args, 'matchId'));
+    case 'match.cancel':
+      return agent.match.cancel(str(args, 'matchId'));
+    case 'match.wait': {
+      const s = int(args, 'timeoutS');
+      return agent.match.wait(str(args, 'matchId'), s === undefined ? undefined : s * 1000);
+    }
     default:
+      if (isChannelCommand(req.cmd)) return dispatchChannel(agent, req.cmd, args);
       throw new AgentError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)} (one of ${CONTROL_COMMANDS.join(', ')})`);
   }
 }
@@ -163,6 +220,8 @@ export class ControlServer {
     await clearStale(path);
     const server = net.createServer();
     const cs = new ControlServer(server, path);
+    // From the start, so what peers send on incoming channels waits for a reader.
+    channelRegistry(agent);
     server.maxConnections = MAX_CONTROL_CONNECTIONS;
     server.on('connection', (sock) => cs.serve(sock, agent, peers, log));
     // The umask is process-wide, so it is narrowed only around bind(); chmod then sets 0660

@@ -2,7 +2,7 @@
 // main.ts. This file may use src/common (yargs, the logger); the library may not.
 import { join } from 'node:path';
 import type { Config, Spec } from '../common/config.js';
-import { list, num, str } from '../common/config.js';
+import { bool, list, num, str } from '../common/config.js';
 import type { DaemonDefinition, Running } from '../common/daemon.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
@@ -21,8 +21,9 @@ export const agentSpec: Spec = {
   identity: { type: 'string', default: '/etc/devloc/device.key', describe: 'device identity file (kind "device"; read only; must not be writable by group/others nor readable by others)' },
   authd: { type: 'string', default: '', describe: `authd address host:port (required; authd's default port is ${DEFAULT_PORTS.authd})` },
   'authd-key': { type: 'string', default: '/etc/devloc/authd.pub', describe: 'authd public key file (devloc keygen --public)' },
-  audiences: { type: 'list', default: ['locator'], describe: 'services to get tickets for, comma-separated; the first is locatord' },
+  audiences: { type: 'list', default: ['locator', 'match'], describe: 'services to get tickets for, comma-separated; the first is locatord, "match" is matchd (unregistered ones are skipped)' },
   locatord: { type: 'string', default: '', describe: 'locatord address host:port ("" = the address authd gives in the grant)' },
+  matchd: { type: 'string', default: '', describe: 'matchd address host:port ("" = the address authd gives in the "match" grant)' },
   reflector: { type: 'string', default: '', describe: `NAT reflector host:port ("" = locatord's host, port ${DEFAULT_PORTS.reflector}; "off" = do not classify)` },
   bind: { type: 'string', default: '', describe: 'local address of the UDP socket host:port ("" = any address of authd\'s family, ephemeral port)' },
   'control-socket': { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: 'Unix socket of the local control API (mode 0660)' },
@@ -30,6 +31,7 @@ export const agentSpec: Spec = {
   nickname: { type: 'string', default: '', describe: 'nickname registered with locatord, shown to others ("" = none)' },
   'media-id': { type: 'string', default: '', describe: 'media/game ID registered with locatord ("" = none)' },
   visibility: { type: 'string', default: 'anyone', choices: ['anyone', 'groups'], describe: 'who may look this terminal up: anyone with its locator ID, or group members only' },
+  reachable: { type: 'boolean', default: true, describe: 'accept introductions: terminals allowed to look this one up may open direct channels to it (--no-reachable: never)' },
   'ttl-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'registration TTL to ask for, seconds (0 = the server default)' },
   'max-refresh-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'refresh at least this often, seconds (0 = as locatord suggests)' },
   'interface-poll-s': { type: 'number', default: 3, min: 0.1, max: 3600, describe: 'how often to look for a local address change, seconds' },
@@ -48,7 +50,7 @@ function check(c: Config): string | null {
   const authd = addr(c, 'authd');
   if (authd === null) return '--authd is required (host:port of devloc-authd)';
   if (authd === 'bad') return `--authd: expected host:port with a literal IP, got ${JSON.stringify(str(c, 'authd'))}`;
-  for (const k of ['locatord', 'bind']) if (addr(c, k) === 'bad') return `--${k}: expected host:port with a literal IP`;
+  for (const k of ['locatord', 'matchd', 'bind']) if (addr(c, k) === 'bad') return `--${k}: expected host:port with a literal IP`;
   if (str(c, 'reflector') !== 'off' && addr(c, 'reflector') === 'bad') return '--reflector: expected host:port with a literal IP, or "off"';
   const aud = list(c, 'audiences');
   if (aud.length === 0 || aud.length > 4 || !aud.every(isServiceId)) return '--audiences: 1 to 4 service IDs';
@@ -85,6 +87,7 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
     backoffMaxMs: num(c, 'backoff-max-ms'),
     maxRefreshS: num(c, 'max-refresh-s'),
     visibility: str(c, 'visibility') === 'groups' ? 1 : 0,
+    reachable: bool(c, 'reachable'),
     peers,
     log: (level, msg, fields) => logger.log(level, msg, fields),
   };
@@ -93,6 +96,8 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
   const reflector = str(c, 'reflector');
   if (reflector === 'off') opts.reflector = null;
   else if (reflector) opts.reflector = parseAddress(reflector)!;
+  const matchd = addr(c, 'matchd');
+  if (matchd && matchd !== 'bad') opts.match = { matchd };
   const bind = addr(c, 'bind');
   if (bind && bind !== 'bad') opts.bind = { host: bind.ip, port: bind.port };
   if (str(c, 'nickname')) opts.nickname = str(c, 'nickname');
@@ -102,6 +107,7 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
   const agent = new Agent(opts);
   agent.on('state', (s, prev) => logger.debug('state', { state: s, previous: prev }));
   metrics.gauge('agent_registered', 'Whether the registration with locatord is current (1) or not (0)', () => (agent.isRegistered ? 1 : 0));
+  metrics.gauge('agent_match_waiting', 'Match requests waiting for partners', () => agent.match.waiting);
   for (const [k, help] of [
     ['authentications', 'Authentications with authd that got a ticket'], ['registrations', 'REGISTERs acknowledged'],
     ['refreshes', 'REFRESHes acknowledged'], ['probesAnswered', 'PROBEs answered'], ['failures', 'Steps that failed and were retried'],
@@ -135,7 +141,7 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
 
 export const agentDaemon: DaemonDefinition = {
   name: 'agent',
-  summary: 'The devloc terminal agent: authenticates this device, registers its address with locatord and keeps it current;\nserves the local control API used by "devloc status/lookup/online/group/peers".',
+  summary: 'The devloc terminal agent: authenticates this device, registers its address with locatord and keeps it current;\nserves the local control API used by "devloc status/lookup/online/group/peers/match".',
   spec: agentSpec,
   check,
   start,

@@ -18,3 +18,9 @@ export type { Classification, ReflectAnswer, ReflectorTests } from './netmode.js
 export { classifyNetwork, decideNetMode, encodeReflect, MAX_REFLECT_RESULT } from './netmode.js';
 export type { PeerEntry } from './peers.js';
 export { AddressBook, AddressBookError, MAX_PEERS } from './peers.js';
+export type { CandidateKind, ChannelEvents, ChannelState, ChannelStats, ChannelSummary, ChannelTiming, PathInfo } from './channel.js';
+export { Channel } from './channel.js';
+export type { PathPlan, PeerOptions } from './punch.js';
+export { PeerManager, planPath } from './punch.js';
+export type { ConnectResult } from './channel-control.js';
+export { CHANNEL_COMMANDS } from './channel-control.js';

@@ -169,15 +169,18 @@ const DIRECTION_TEXT: Record<string, string> = {
   'authd->terminal': 'authd to terminal',
   'terminal->server': 'terminal to server',
   'server->terminal': 'server to terminal',
+  'terminal->terminal': 'terminal to terminal (either end of a peer channel)',
 };
 const AUTH_TEXT: Record<string, string> = {
   none: 'none (unauthenticated; see ANTI-AMPLIFICATION)',
   sealed: 'sealed to authd\'s key (see AUTHENTICATION)',
   session: 'session MAC in the envelope (see SESSIONS)',
 };
+const PEER_AUTH_TEXT = 'channel MAC in the envelope, the channel ID in the session ID slot (see PEER CHANNELS)';
 
 function serviceText(spec: MessageSpec): string {
   if (spec.service === 'any') return 'any server (answers a refused request)';
+  if (spec.service === 'peer') return "none: sent to the peer's candidate addresses (see PEER CHANNELS)";
   return `${spec.service} (UDP port ${DEFAULT_PORTS[spec.service]} by default)`;
 }
 
@@ -186,6 +189,7 @@ function roleText(spec: MessageSpec, type: number): string {
   const resp = responseTypeOf(type as MessageType);
   if (resp !== undefined) {
     const r = catalog[resp];
+    if (spec.direction === 'terminal->terminal') return `${hexType(type)}, a request. Answered by the peer with ${r.name} (${hexType(resp)}); peers never send ERROR.`;
     const who = spec.direction === 'server->terminal' ? ' Sent by the server; the terminal answers' : ' Answered by';
     return `${hexType(type)}, a request.${who} ${r.name} (${hexType(resp)}) or ERROR.`;
   }
@@ -204,7 +208,7 @@ export function messagesBlock(): string[] {
     out.push('.It Type', ...prose(roleText(spec, type)));
     out.push('.It Direction', ...prose(DIRECTION_TEXT[spec.direction] ?? spec.direction));
     out.push('.It Service', ...prose(serviceText(spec)));
-    out.push('.It Authentication', ...prose(spec.name === 'ERROR' ? 'session MAC when the refused request had a valid one, else none' : AUTH_TEXT[spec.auth]!));
+    out.push('.It Authentication', ...prose(spec.name === 'ERROR' ? 'session MAC when the refused request had a valid one, else none' : spec.service === 'peer' ? PEER_AUTH_TEXT : AUTH_TEXT[spec.auth]!));
     out.push('.El');
     out.push(...fieldTable(spec.fields));
   }
@@ -269,7 +273,8 @@ export function constantsBlock(): string[] {
     'PROTOCOL_VERSION', 'MAX_DATAGRAM', 'AUTH_REQUEST_SIZE', 'REQUEST_ID_BYTES', 'SESSION_ID_BYTES', 'MAC_BYTES',
     'LOCATOR_ID_BYTES', 'MAX_DEPTH', 'MAX_ITEMS', 'REPLAY_WINDOW', 'DEFAULT_CLOCK_SKEW_S', 'DEFAULT_TICKET_LIFETIME_S',
     'DEFAULT_RETRANSMIT_TIMEOUT_MS', 'RETRANSMIT_RANDOM_FACTOR', 'MAX_RETRANSMIT', 'EXCHANGE_LIFETIME_MS',
-    'NAT_REFRESH_S', 'OPEN_REFRESH_S', 'TTL_PER_REFRESH',
+    'NAT_REFRESH_S', 'OPEN_REFRESH_S', 'TTL_PER_REFRESH', 'CHANNEL_ID_BYTES', 'SEALED_CHANNEL_KEY_BYTES', 'MAX_CHANNEL_PAYLOAD',
+    'PEER_KEEPALIVE_S',
   ] as const;
   const out = ['.Bl -tag -width Ds'];
   const entry = (name: string, value: string, doc: string): void => void out.push(`.It Dv ${name} No = ${value}`, ...prose(doc));

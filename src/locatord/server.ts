@@ -15,6 +15,7 @@ import { TicketVerifier } from '../wire/ticket.js';
 import type { LocatorContext } from './context.js';
 import { GroupStore } from './groups.js';
 import { groupCreate, groupJoin, groupLeave, groupMembers } from './handlers/groups.js';
+import { introAck, introduce, Introductions } from './handlers/introduce.js';
 import { queryAddr, queryStatus } from './handlers/query.js';
 import { probeAck, refresh, register, unregister } from './handlers/registration.js';
 import type { LocatordLimits, LocatordOptions } from './options.js';
@@ -45,6 +46,8 @@ export interface Locatord {
   readonly metrics: Metrics;
   readonly server: DatagramServer;
   readonly reflector: Reflector | null;
+  /** INTRO pushes waiting for their INTRO_ACK (handlers/introduce.ts). */
+  readonly introductions: Introductions;
   /** Free expired records and probe those near expiry (also run every sweep interval). */
   sweep(): SweepResult;
   /** Apply new limits and/or trusted keys (SIGHUP). Sessions of keys no longer trusted end. */
@@ -127,6 +130,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     groups.close();
     throw err;
   }
+  const introductions = new Introductions({ table, sessions, send: (bytes, to) => server.send(bytes, to), metrics, logger });
   const server = new DatagramServer({
     service: 'locatord', socket, logger, metrics, sessions, rateLimiter,
     handlers: {
@@ -140,6 +144,8 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       GROUP_JOIN: (ctx) => groupJoin(context, ctx),
       GROUP_LEAVE: (ctx) => groupLeave(context, ctx),
       GROUP_MEMBERS: (ctx) => groupMembers(context, ctx),
+      INTRODUCE: (ctx) => introduce(context, introductions, ctx),
+      INTRO_ACK: (ctx) => introAck(introductions, ctx),
     },
   });
   metrics.gauge('registrations', 'Registrations in the table (expired ones until swept)', () => table.size);
@@ -175,7 +181,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     port,
     reflectorPort: reflector?.port ?? 0,
     reflectorAltPort: reflector?.altPort ?? 0,
-    context, table, groups, sessions, verifier, metrics, server, reflector,
+    context, table, groups, sessions, verifier, metrics, server, reflector, introductions,
     sweep,
     reload(change) {
       if (change.limits) {
@@ -214,6 +220,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       if (stopped) return;
       stopped = true;
       clearInterval(timer);
+      introductions.close();
       await server.close();
       await reflector?.close();
       if (so.snapshot ?? useSnapshot) {

@@ -46,6 +46,8 @@ interface RecordLine {
   port: number;
   netMode: number;
   vis: number;
+  /** Accepts introductions (absent: no). */
+  reach?: 1;
   regMs: number;
   expMs: number;
   seq: number;
@@ -85,6 +87,7 @@ export function recordToLine(id: string, r: Registration, table: RegistrationTab
     regMs: table.tickToMs(r.regTick), expMs: table.tickToMs(r.expTick), seq: r.seq,
   };
   if (r.session) line.sid = r.session.sidHex;
+  if (r.reachable) line.reach = 1;
   if (r.nickname !== undefined) line.nickname = r.nickname;
   const x = r.extra;
   if (x?.mediaId !== undefined) line.mediaId = x.mediaId;
@@ -98,6 +101,7 @@ export function recordFromLine(l: RecordLine, table: RegistrationTable, session:
   const r = new Registration({ ip: l.ip, port: l.port }, session, l.seq, table.msToTick(l.regMs), table.msToTick(l.expMs));
   r.netMode = l.netMode;
   r.visibility = l.vis;
+  r.reachable = l.reach === 1;
   if (l.nickname !== undefined) r.nickname = l.nickname;
   const x: RegistrationExtra = {};
   if (l.mediaId !== undefined) x.mediaId = l.mediaId;

@@ -35,6 +35,8 @@ const VISIBILITY_SHIFT = 19;
 const PROBED_BIT = 1 << 20;
 const SCHEDULED_BIT = 1 << 21;
 const REMOVED_BIT = 1 << 22;
+/** The terminal accepts introductions (REGISTER reachable). */
+const REACHABLE_BIT = 1 << 23;
 /** Schedule resolution: one bucket per second. */
 const TICKS_PER_BUCKET = 1000 / TICK_MS;
 
@@ -70,7 +72,7 @@ export class Registration {
   key: string;
   /** Observed (public) IP: IPv4 packed into an int, IPv6 as text. */
   ip: number | string;
-  /** port | netMode << 16 | visibility << 19 | probed << 20 | scheduled << 21 | removed << 22. */
+  /** port | netMode << 16 | visibility << 19 | probed << 20 | scheduled << 21 | removed << 22 | reachable << 23. */
   bits: number;
   /** Registration time (the patent's field 404): last authenticated REGISTER/REFRESH/PROBE_ACK, ticks. */
   regTick: number;
@@ -118,6 +120,15 @@ export class Registration {
 
   set visibility(v: number) {
     this.bits = (this.bits & ~(1 << VISIBILITY_SHIFT)) | ((v & 1) << VISIBILITY_SHIFT);
+  }
+
+  /** The terminal opted in to introductions (INTRO) with REGISTER `reachable`. */
+  get reachable(): boolean {
+    return (this.bits & REACHABLE_BIT) !== 0;
+  }
+
+  set reachable(r: boolean) {
+    this.bits = r ? this.bits | REACHABLE_BIT : this.bits & ~REACHABLE_BIT;
   }
 
   /** A liveness probe was sent since the last refresh. */

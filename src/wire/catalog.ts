@@ -2,10 +2,11 @@
 // page (devloc-protocol.7) and the Wireshark dissector are all checked against this table.
 //
 // Numbering: requests are even, their responses are request + 1 (odd). Server-initiated
-// messages (PROBE, MATCH_RESULT) follow the same rule with the terminal answering.
+// messages (PROBE, INTRO, MATCH_RESULT) follow the same rule with the terminal answering.
+// 0x7_ are peer messages, sent terminal to terminal on a channel that locatord introduced.
 import type { Address } from './addr.js';
 import type { Field, FieldType, Props } from './schema.js';
-import { LOCATOR_ID_BYTES, MAX_DATAGRAM } from './constants.js';
+import { CHANNEL_ID_BYTES, LOCATOR_ID_BYTES, MAX_CHANNEL_PAYLOAD, MAX_DATAGRAM, SEALED_CHANNEL_KEY_BYTES } from './constants.js';
 
 export const MessageType = {
   AUTH_REQUEST: 0x02,
@@ -30,6 +31,10 @@ export const MessageType = {
   GROUP_MEMBERS_RESULT: 0x37,
   PROBE: 0x40,
   PROBE_ACK: 0x41,
+  INTRODUCE: 0x42,
+  INTRODUCE_ACK: 0x43,
+  INTRO: 0x44,
+  INTRO_ACK: 0x45,
   REFLECT: 0x50,
   REFLECT_RESULT: 0x51,
   MATCH_SUBMIT: 0x60,
@@ -40,6 +45,10 @@ export const MessageType = {
   MATCH_CANCEL_ACK: 0x65,
   MATCH_RESULT: 0x66,
   MATCH_RESULT_ACK: 0x67,
+  PUNCH: 0x70,
+  PUNCH_ACK: 0x71,
+  DATA: 0x72,
+  DATA_ACK: 0x73,
   ERROR: 0x7f,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
@@ -49,11 +58,13 @@ export type MessageName = keyof typeof MessageType;
  * How a message is authenticated:
  * - none: no authentication (replies are never larger than the request);
  * - sealed: body encrypted to a static key (AUTH_REQUEST to authd; AUTH_RESPONSE back);
- * - session: envelope carries [session ID, sequence, MAC] under the session key.
+ * - session: envelope carries [session ID, sequence, MAC] under the session key (for peer
+ *   messages: [channel ID, sequence, MAC] under the channel's key, see src/wire/peer.ts).
  */
 export type AuthKind = 'none' | 'sealed' | 'session';
-export type Direction = 'terminal->authd' | 'authd->terminal' | 'terminal->server' | 'server->terminal';
-export type Service = 'authd' | 'locatord' | 'reflector' | 'matchd' | 'any';
+export type Direction = 'terminal->authd' | 'authd->terminal' | 'terminal->server' | 'server->terminal' | 'terminal->terminal';
+/** `peer`: no server; sent between two terminals (either may send it). */
+export type Service = 'authd' | 'locatord' | 'reflector' | 'matchd' | 'peer' | 'any';
 
 export interface MessageSpec {
   readonly name: MessageName;
@@ -75,6 +86,8 @@ const netMode: FieldType = { t: 'uint', max: 6 };
 const cursor: FieldType = { t: 'uint' };
 const ticket: FieldType = { t: 'bstr', max: 600 };
 const padding: FieldType = { t: 'bstr', max: MAX_DATAGRAM };
+const channelId: FieldType = { t: 'bstr', min: CHANNEL_ID_BYTES, max: CHANNEL_ID_BYTES };
+const localAddrs: FieldType = { t: 'array', of: { t: 'addr' }, max: 4 };
 
 /** Largest batch in one QUERY_ADDR / QUERY_STATUS request (each ID costs 17 B). */
 export const MAX_QUERY_IDS = 64;
@@ -129,6 +142,18 @@ const registrationAck: readonly Field[] = [
   { key: 4, name: 'locatorId', type: locatorId, required: true, doc: 'locator ID the registration is for' },
 ];
 
+/** INTRODUCE_ACK and INTRO: one terminal told about the other (see PEER CHANNELS). */
+const introduction: readonly Field[] = [
+  { key: 1, name: 'channelId', type: channelId, required: true, doc: 'the channel: random, chosen by locatord; the session ID slot of every peer message on it' },
+  { key: 2, name: 'peer', type: locatorId, required: true, doc: 'locator ID of the other terminal' },
+  { key: 3, name: 'addr', type: { t: 'addr' }, required: true, doc: "the other terminal's observed (public) address" },
+  { key: 4, name: 'localAddrs', type: localAddrs, doc: "the other terminal's LAN addresses (tried when both observed addresses share an IP: same NAT)" },
+  { key: 5, name: 'netMode', type: netMode, required: true, doc: "the other terminal's network mode" },
+  { key: 6, name: 'nickname', type: nickname, doc: 'nickname the other terminal registered' },
+  { key: 7, name: 'sealedKey', type: { t: 'bstr', min: SEALED_CHANNEL_KEY_BYTES, max: SEALED_CHANNEL_KEY_BYTES }, required: true, doc: 'the channel key, sealed under this session (ChaCha20-Poly1305, see PEER CHANNELS)' },
+  { key: 8, name: 'observed', type: { t: 'addr' }, required: true, doc: "this terminal's own address as locatord sees it" },
+];
+
 export const catalog: Record<MessageType, MessageSpec> = {
   [MessageType.AUTH_REQUEST]: {
     name: 'AUTH_REQUEST', direction: 'terminal->authd', service: 'authd', auth: 'sealed',
@@ -164,6 +189,7 @@ export const catalog: Record<MessageType, MessageSpec> = {
         { key: 2, name: 'joinCode', type: { t: 'tstr', max: 64 }, doc: 'join code of a closed group' },
       ] }, max: 4 }, doc: 'groups to join as part of registering' },
       { key: 11, name: 'ttlS', type: { t: 'uint' }, doc: 'requested TTL, seconds' },
+      { key: 12, name: 'reachable', type: { t: 'bool' }, doc: 'true: accept introductions (INTRO) from terminals that may see this one; absent or false: locatord never introduces anyone to it' },
     ],
   },
   [MessageType.REGISTER_ACK]: {
@@ -277,6 +303,27 @@ export const catalog: Record<MessageType, MessageSpec> = {
     name: 'PROBE_ACK', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Terminal is alive at this address; extends the registration like a REFRESH.', fields: [],
   },
+  [MessageType.INTRODUCE]: {
+    name: 'INTRODUCE', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Ask to be introduced to a peer for a direct channel. Refused with NOT_FOUND, the same for each case, when the target is offline, unknown, not visible to the asker or not reachable.',
+    fields: [
+      { key: 1, name: 'target', type: locatorId, required: true, doc: 'locator ID of the peer' },
+      { key: 2, name: 'netMode', type: netMode, doc: "the asker's current network mode (default: as registered)" },
+      { key: 3, name: 'localAddrs', type: localAddrs, doc: "the asker's LAN addresses (default: as registered)" },
+    ],
+  },
+  [MessageType.INTRODUCE_ACK]: {
+    name: 'INTRODUCE_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'The introduction, for the asker; the target gets INTRO at the same time.', fields: introduction,
+  },
+  [MessageType.INTRO]: {
+    name: 'INTRO', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'Pushed by locatord to the target of an INTRODUCE at its registered address; retransmitted until INTRO_ACK.', fields: introduction,
+  },
+  [MessageType.INTRO_ACK]: {
+    name: 'INTRO_ACK', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Introduction received (sent for every copy).',
+    fields: [{ key: 1, name: 'channelId', type: channelId, required: true, doc: 'the channel of the INTRO' }],
+  },
   [MessageType.REFLECT]: {
     name: 'REFLECT', direction: 'terminal->server', service: 'reflector', auth: 'none',
     doc: 'NAT reflector: "what address do you see?" (RFC 5780 style). Pad to at least 64 bytes.',
@@ -358,6 +405,35 @@ export const catalog: Record<MessageType, MessageSpec> = {
     name: 'MATCH_RESULT_ACK', direction: 'terminal->server', service: 'matchd', auth: 'session', doc: 'Result received.',
     fields: [{ key: 1, name: 'matchId', type: matchId, required: true, doc: 'request' }],
   },
+  [MessageType.PUNCH]: {
+    name: 'PUNCH', direction: 'terminal->terminal', service: 'peer', auth: 'session',
+    doc: 'Hole punching probe and keepalive, sent to every candidate address of the peer; MACed with the punch key of the sender\'s direction.',
+    fields: [
+      { key: 1, name: 'eph', type: key32, required: true, doc: "the sender's ephemeral X25519 public key for this channel (the same in every PUNCH)" },
+      { key: 2, name: 'close', type: { t: 'bool' }, doc: 'true: the sender closes the channel' },
+    ],
+  },
+  [MessageType.PUNCH_ACK]: {
+    name: 'PUNCH_ACK', direction: 'terminal->terminal', service: 'peer', auth: 'session',
+    doc: 'Answer to a PUNCH, sent to its source address: the path from that address works both ways.',
+    fields: [
+      { key: 1, name: 'eph', type: key32, required: true, doc: "the answerer's ephemeral X25519 public key for this channel" },
+      { key: 2, name: 'observed', type: { t: 'addr' }, required: true, doc: 'source address the PUNCH came from' },
+    ],
+  },
+  [MessageType.DATA]: {
+    name: 'DATA', direction: 'terminal->terminal', service: 'peer', auth: 'session',
+    doc: 'Application data on an open channel, encrypted and MACed with the data keys of the sender\'s direction. An empty payload is a ping (acknowledged, not delivered).',
+    fields: [
+      { key: 1, name: 'n', type: { t: 'uint' }, required: true, doc: 'message number: 1, 2, 3 ... per direction; a gap is loss, a lower one arrived late and is dropped' },
+      { key: 2, name: 'payload', type: { t: 'bstr', max: MAX_CHANNEL_PAYLOAD }, required: true, doc: 'ChaCha20 ciphertext of the application bytes (nonce from the sequence number)' },
+      { key: 3, name: 'ack', type: { t: 'bool' }, doc: 'true: answer with DATA_ACK' },
+    ],
+  },
+  [MessageType.DATA_ACK]: {
+    name: 'DATA_ACK', direction: 'terminal->terminal', service: 'peer', auth: 'session', doc: 'Receipt of a DATA that asked for one.',
+    fields: [{ key: 1, name: 'n', type: { t: 'uint' }, required: true, doc: 'message number acknowledged' }],
+  },
   [MessageType.ERROR]: {
     name: 'ERROR', direction: 'server->terminal', service: 'any', auth: 'none',
     doc: 'Refusal. Carries the request ID of the refused request. Session-MACed when the request was.',
@@ -438,6 +514,16 @@ export interface MatchMember {
   netMode: number;
   addr: Address;
 }
+export interface Introduction {
+  channelId: Uint8Array;
+  peer: Uint8Array;
+  addr: Address;
+  localAddrs?: Address[];
+  netMode: number;
+  nickname?: string;
+  sealedKey: Uint8Array;
+  observed: Address;
+}
 export interface RegistrationAck {
   observed: Address;
   ttlS: number;
@@ -453,6 +539,7 @@ export interface Bodies {
   REGISTER: {
     ticket?: Uint8Array; timeMs: number; localAddrs?: Address[]; netMode?: number; nickname?: string; mediaId?: string;
     community?: Props; visibility?: number; allow?: Uint8Array[]; joinGroups?: { groupId: Uint8Array; joinCode?: string }[]; ttlS?: number;
+    reachable?: boolean;
   };
   REGISTER_ACK: RegistrationAck;
   REFRESH: { ttlS?: number; netMode?: number; localAddrs?: Address[] };
@@ -473,6 +560,10 @@ export interface Bodies {
   GROUP_MEMBERS_RESULT: { members: MemberEntry[]; nextCursor?: number; total: number; name?: string };
   PROBE: Empty;
   PROBE_ACK: Empty;
+  INTRODUCE: { target: Uint8Array; netMode?: number; localAddrs?: Address[] };
+  INTRODUCE_ACK: Introduction;
+  INTRO: Introduction;
+  INTRO_ACK: { channelId: Uint8Array };
   REFLECT: { change?: number; padding?: Uint8Array };
   REFLECT_RESULT: { observed: Address; from: Address; otherPort?: number; otherIp?: Uint8Array };
   MATCH_SUBMIT: {
@@ -486,6 +577,10 @@ export interface Bodies {
   MATCH_CANCEL_ACK: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
   MATCH_RESULT: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
   MATCH_RESULT_ACK: { matchId: Uint8Array };
+  PUNCH: { eph: Uint8Array; close?: boolean };
+  PUNCH_ACK: { eph: Uint8Array; observed: Address };
+  DATA: { n: number; payload: Uint8Array; ack?: boolean };
+  DATA_ACK: { n: number };
   ERROR: { code: number; message?: string; retryAfterMs?: number; cookie?: Uint8Array };
 }
 

@@ -28,6 +28,24 @@ export const MAC_BYTES = 16;
 /** Locator IDs: 128-bit keyed hash of the device ID; collision-free in practice for 2^40 devices. */
 export const LOCATOR_ID_BYTES = 16;
 
+/** Peer channel IDs: 128 random bits chosen by locatord; they fill the session ID slot of peer messages. */
+export const CHANNEL_ID_BYTES = 16;
+
+/** A 32-byte channel key sealed with ChaCha20-Poly1305 (16-byte tag) in INTRODUCE_ACK and INTRO. */
+export const SEALED_CHANNEL_KEY_BYTES = 48;
+
+/**
+ * Largest application payload of one DATA: a DATA with it and every header at its largest
+ * (64-bit sequence numbers) stays under MAX_DATAGRAM with room to spare.
+ */
+export const MAX_CHANNEL_PAYLOAD = 1024;
+
+/**
+ * Keepalive on an open peer channel, seconds: below the 30 s UDP binding timeout of many home
+ * NATs (RFC 4787 REQ-5 asks for at least 2 min; RFC 8445 ICE uses 15 s as well). Jittered ±10%.
+ */
+export const PEER_KEEPALIVE_S = 15;
+
 /** Replay window: 64 sequence numbers, as DTLS (RFC 6347 §4.1.2.6) and IPsec use. */
 export const REPLAY_WINDOW = 64;
 

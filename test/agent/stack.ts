@@ -103,6 +103,9 @@ export interface StackOptions {
   /** Alternate address for the reflector (change-address answers). */
   reflectorAltIp?: string;
   locatordArgs?: string[];
+  /** Also run devloc-matchd (service "match", registered with authd) with these extra args. */
+  matchd?: boolean;
+  matchdArgs?: string[];
 }
 
 export interface Stack {
@@ -113,7 +116,10 @@ export interface Stack {
   authdAddr: string;
   locatordAddr: string;
   authdPubFile: string;
-  ports: { authd: number; locatord: number; reflector: number; reflectorAlt: number };
+  ports: { authd: number; locatord: number; reflector: number; reflectorAlt: number; matchd?: number };
+  /** With `matchd: true`. */
+  matchd?: Proc;
+  matchdAddr?: string;
   device(name: string): Device;
   agent(name: string, args?: string[], o?: { netns?: string; device?: Device; env?: NodeJS.ProcessEnv }): Promise<AgentProc>;
   /** Stop locatord with `signal` and start it again on the same ports. */
@@ -160,12 +166,31 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
   let locatord = spawnNode('locatord/main.ts', locArgs({ locatord: 0, reflector: 0, reflectorAlt: 0 }), netOpt);
   procs.push(locatord);
   const ll = await locatord.waitFor((l) => l['msg'] === 'listening', 20_000, 'locatord listening');
-  const ports = { authd: 0, locatord: Number(ll['port']), reflector: Number(ll['reflectorPort']), reflectorAlt: Number(ll['reflectorAltPort']) };
+  const ports: Stack['ports'] = { authd: 0, locatord: Number(ll['port']), reflector: Number(ll['reflectorPort']), reflectorAlt: Number(ll['reflectorAltPort']) };
   const fmt = (port: number): string => (listen.includes(':') ? `[${listen}]:${port}` : `${listen}:${port}`);
   const locatordAddr = fmt(ports.locatord);
   const db2 = AuthDb.open(authdState);
   db2.putService({ serviceId: 'locator', sealKey: serviceKey.seal.public, addr: locatordAddr }, false);
   db2.close();
+  let matchd: Proc | undefined;
+  let matchdAddr: string | undefined;
+  if (o.matchd) {
+    const matchKey = newServiceKey('match');
+    if (matchKey.kind !== 'service') throw new Error('unreachable');
+    const matchKeyFile = path.join(dir, 'match.key');
+    writeFileSync(matchKeyFile, keyFileToJson(matchKey), { mode: 0o600 });
+    matchd = spawnNode('matchd/main.ts', [
+      '--listen', listen, '--port', '0', '--service-key', matchKeyFile, '--trust', authdPubFile, '--rate', '0', '--tick-interval', '50',
+      '--log-level', 'debug', ...(o.matchdArgs ?? []),
+    ], netOpt);
+    procs.push(matchd);
+    const ml = await matchd.waitFor((l) => l['msg'] === 'listening', 20_000, 'matchd listening');
+    ports.matchd = Number(ml['port']);
+    matchdAddr = fmt(ports.matchd);
+    const db3 = AuthDb.open(authdState);
+    db3.putService({ serviceId: 'match', sealKey: matchKey.seal.public, addr: matchdAddr }, false);
+    db3.close();
+  }
   const authd = spawnNode('authd/main.ts', [
     '--listen', listen, '--port', '0', '--key', authdKeyFile, '--state-dir', authdState, '--rate', '0', '--cookie-threshold', '-1', '--ticket-lifetime', '600',
   ], netOpt);
@@ -175,6 +200,7 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
 
   const s: Stack = {
     dir, listen, authd, locatord, authdAddr: fmt(ports.authd), locatordAddr, authdPubFile, ports, stopAll,
+    ...(matchd ? { matchd } : {}), ...(matchdAddr ? { matchdAddr } : {}),
     device(name) {
       const key = newDeviceKey(`${name.toUpperCase()}-${Math.random().toString(16).slice(2, 10).toUpperCase()}`) as KeyFile & { kind: 'device' };
       const identityPath = path.join(dir, `${name}.key`);

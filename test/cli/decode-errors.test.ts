@@ -19,7 +19,7 @@ t.test('garbage is reported with its error code, never a crash', async (t) => {
     ['8101', 1, /envelope must be an array of 4 or 5 items/],
     ['8401024400000000a0', 1, /request ID must be 8 bytes/],
     [`840210${rid}a0`, 3, /version 2 not supported/],
-    [`84011870${rid}a0`, 4, /unknown message type 112/],
+    [`8401187e${rid}a0`, 4, /unknown message type 126/],
     [`840110${rid}a0`, 2, /REGISTER requires session auth/],
     [`84011851${rid}a10118ff`, 2, /observed: expected \[ip, port\]/],
     ['81'.repeat(9) + '00', 5, /nesting too deep/],

@@ -115,6 +115,9 @@ export function portOf(spec: MessageSpec): number {
       return DEFAULT_PORTS.matchd;
     case 'any':
       return DEFAULT_PORTS.locatord;
+    case 'peer':
+      // Peer channels use whatever ports the terminals have; a devloc port lets the dissector see them.
+      return DEFAULT_PORTS.locatord;
   }
 }
 

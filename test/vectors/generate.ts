@@ -26,6 +26,7 @@ import { privateKeyObject } from '../../src/wire/keys.js';
 import type { FieldType } from '../../src/wire/schema.js';
 import { openBytes } from '../../src/wire/seal.js';
 import { encodeFields } from '../../src/wire/schema.js';
+import { channelCipher, deriveDataKeys, derivePunchKeys, sealChannelKey } from '../../src/wire/peer.js';
 import { deriveSessionKeys, sealDatagram } from '../../src/wire/session.js';
 import { COSE_ALG_EDDSA, encodeClaims, issueTicket, TICKET_ISSUER } from '../../src/wire/ticket.js';
 
@@ -64,6 +65,13 @@ export const TICKET_LIFETIME_S = 3600;
 export const AUTH_RID = 'a0a0000000000002';
 export const AUTH_NONCE = '6e6f6e63652d30303030303030303031';
 export const AUTH_AUDIENCES = ['locatord', 'matchd'];
+
+/** A peer channel (devloc-protocol(7), PEER CHANNELS): its ID and key as locatord draws them. */
+export const CHANNEL_ID = 'c4a0000000000000000000000000000c';
+export const CHANNEL_KEY = '404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f';
+/** The two ends' ephemeral X25519 keys for the channel (counting bytes). */
+export const INITIATOR_EPH_SECRET = '202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f';
+export const RESPONDER_EPH_SECRET = '808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f';
 
 // Other identities appearing in bodies.
 const PEER_ID = '0123456789abcdef0123456789abcdef';
@@ -286,23 +294,82 @@ function requestParts(dg: Uint8Array, requestKey: Buffer): { sealed: Uint8Array;
 }
 
 // ---------------------------------------------------------------------------------------------
+// A peer channel: the channel key sealed for each end, punch keys, data keys.
+
+interface PeerVectorKeys {
+  /** The punch MAC keys in the session-key form (t2s = initiator to responder, s2t = responder to initiator). */
+  punch: { hex: SessionVectorKeys; t2s: KeyObject; s2t: KeyObject };
+  data: { hex: SessionVectorKeys; t2s: KeyObject; s2t: KeyObject; encI2R: Buffer; encR2I: Buffer };
+  json: object;
+}
+
+function peerKeys(): PeerVectorKeys {
+  const id = unhex(CHANNEL_ID);
+  const key = unhex(CHANNEL_KEY);
+  const ephI = pairFromSecret('X25519', INITIATOR_EPH_SECRET);
+  const ephR = pairFromSecret('X25519', RESPONDER_EPH_SECRET);
+  const pk = derivePunchKeys(key, id);
+  // The responder's derivation; the test derives it the initiator's way.
+  const dk = deriveDataKeys(privateKeyObject('X25519', ephR), ephI.public, key, id, ephI.public, ephR.public)!;
+  const raw = (k: KeyObject): string => hex(k.export());
+  const punchHex = { sid: CHANNEL_ID, aud: 'peer-punch', terminalToServer: raw(pk.initiatorToResponder), serverToTerminal: raw(pk.responderToInitiator) };
+  const dataHex = { sid: CHANNEL_ID, aud: 'peer-data', terminalToServer: raw(dk.initiatorToResponder.mac), serverToTerminal: raw(dk.responderToInitiator.mac) };
+  return {
+    punch: { hex: punchHex, t2s: pk.initiatorToResponder, s2t: pk.responderToInitiator },
+    data: { hex: dataHex, t2s: dk.initiatorToResponder.mac, s2t: dk.responderToInitiator.mac, encI2R: dk.initiatorToResponder.enc, encR2I: dk.responderToInitiator.enc },
+    json: {
+      description:
+        'A peer channel between LOCATOR_ID (the initiator, who sent INTRODUCE) and PEER_ID (the responder). ' +
+        'Peer vectors are the responder\'s datagrams: MACed with the responder-to-initiator keys, stored as serverToTerminal of sessionKeys.peer (PUNCH, PUNCH_ACK) and sessionKeys.peerData (DATA, DATA_ACK). ' +
+        'punch = HKDF-SHA-256(ikm = channelKey, salt = channelId, info = "devloc-punch-v1", 64) = i2r || r2i. ' +
+        'data = HKDF-SHA-256(ikm = X25519(initiator eph, responder eph), salt = channelKey, info = "devloc-peer-data-v1" || channelId || initiator eph public || responder eph public, 128) = i2r enc || i2r mac || r2i enc || r2i mac. ' +
+        'DATA payload = ChaCha20(enc key, counter 0, nonce = 4 zero bytes || seq as 8-byte big-endian, plaintext). ' +
+        'sealedKey in INTRODUCE_ACK / INTRO = ChaCha20-Poly1305(HKDF-SHA-256(ikm = t2s || s2t of the recipient\'s locatord session, salt = channelId, info = "devloc-intro-v1", 32), 12 zero bytes, aad = channelId || the other terminal\'s locator ID, channelKey).',
+      channelId: CHANNEL_ID,
+      channelKey: CHANNEL_KEY,
+      initiatorEph: { secret: INITIATOR_EPH_SECRET, public: hex(ephI.public) },
+      responderEph: { secret: RESPONDER_EPH_SECRET, public: hex(ephR.public) },
+      punchKeys: { initiatorToResponder: punchHex.terminalToServer, responderToInitiator: punchHex.serverToTerminal },
+      dataKeys: {
+        initiatorToResponder: { enc: hex(dk.initiatorToResponder.enc), mac: dataHex.terminalToServer },
+        responderToInitiator: { enc: hex(dk.responderToInitiator.enc), mac: dataHex.serverToTerminal },
+      },
+    },
+  };
+}
+
+/** The channel key sealed for the terminal of the locatord session (the vectors' only terminal session). */
+function sealedForLocatordSession(peer: string): string {
+  const s = sessionKeysFor('locatord');
+  return hex(sealChannelKey({ terminalToServer: s.t2s, serverToTerminal: s.s2t }, unhex(CHANNEL_ID), unhex(peer), unhex(CHANNEL_KEY)));
+}
+
+// ---------------------------------------------------------------------------------------------
 // The message vectors.
+
+/** Session-like keys of a vector: the services' sessions, and a peer channel's punch and data MAC keys. */
+type VectorSession = SessionService | 'peer' | 'peerData';
 
 interface VectorSpec {
   name: MessageName;
   rid: string;
   body: Json;
-  /** Session-authenticated: which session, and the sender's sequence number. */
-  session?: { service: SessionService; seq: number };
+  /** Session-authenticated: which session (or channel keys), and the sender's sequence number. */
+  session?: { service: VectorSession; seq: number };
   note: string;
 }
 
 /** Request IDs: a request and its answer share one. */
 const rid = (n: number): string => `5eed${n.toString(16).padStart(12, '0')}`;
 
-function messageSpecs(ticketHex: string): VectorSpec[] {
+function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
   const L = (seq: number) => ({ service: 'locatord' as const, seq });
   const M = (seq: number) => ({ service: 'matchd' as const, seq });
+  const P = (seq: number) => ({ service: 'peer' as const, seq });
+  const D = (seq: number) => ({ service: 'peerData' as const, seq });
+  const ephR = hex(pairFromSecret('X25519', RESPONDER_EPH_SECRET).public);
+  const dataSeq = 4;
+  const dataPayload = hex(channelCipher(peer.data.encR2I, dataSeq, Buffer.from('hello, initiator')));
   const member = (id: string, nickname: string, addr: string, netMode: number) => ({ id, nickname, netMode, addr });
   return [
     {
@@ -396,6 +463,28 @@ function messageSpecs(ticketHex: string): VectorSpec[] {
     { name: 'PROBE', rid: rid(0x40), session: L(10), body: {}, note: 'Server-initiated: MACed with the server-to-terminal key.' },
     { name: 'PROBE_ACK', rid: rid(0x40), session: L(0x10000000a), body: {}, note: 'Terminal answers the probe with the same rid.' },
     {
+      name: 'INTRODUCE', rid: rid(0x42), session: L(0x10000000b),
+      body: { target: PEER_ID, netMode: 4, localAddrs: ['192.168.1.20:4800'] },
+      note: 'Ask locatord for an introduction to PEER_ID, restating our mode and LAN address.',
+    },
+    {
+      name: 'INTRODUCE_ACK', rid: rid(0x42), session: L(12),
+      body: {
+        channelId: CHANNEL_ID, peer: PEER_ID, addr: '198.51.100.23:40000', localAddrs: ['192.168.0.9:4800'], netMode: 4, nickname: 'bob',
+        sealedKey: sealedForLocatordSession(PEER_ID), observed: '203.0.113.7:61234',
+      },
+      note: 'The introduction for the asker: the peer\'s addresses and mode, and the channel key of peerChannel sealed under this session (aad = channelId || PEER_ID).',
+    },
+    {
+      name: 'INTRO', rid: rid(0x44), session: L(13),
+      body: {
+        channelId: CHANNEL_ID, peer: PEER2_ID, addr: '198.51.100.24:50000', netMode: 2,
+        sealedKey: sealedForLocatordSession(PEER2_ID), observed: '203.0.113.7:61234',
+      },
+      note: 'Pushed to this terminal as the target of PEER2_ID\'s INTRODUCE (aad = channelId || PEER2_ID); no LAN addresses, no nickname.',
+    },
+    { name: 'INTRO_ACK', rid: rid(0x44), session: L(0x10000000c), body: { channelId: CHANNEL_ID }, note: 'Receipt of the INTRO (same rid).' },
+    {
       name: 'REFLECT', rid: rid(0x50),
       body: { change: 1, padding: '00'.repeat(45) },
       note: 'Unauthenticated; padded with zero bytes to exactly 64 bytes so the answer is no larger than the request.',
@@ -445,6 +534,21 @@ function messageSpecs(ticketHex: string): VectorSpec[] {
     },
     { name: 'MATCH_RESULT_ACK', rid: rid(0x66), session: M(4), body: { matchId: MATCH_ID }, note: 'Terminal acknowledges the push.' },
     {
+      name: 'PUNCH', rid: rid(0x70), session: P(1), body: { eph: ephR },
+      note: 'Peer channel (peerChannel): the responder\'s first PUNCH, to one of the initiator\'s candidate addresses; the sid slot holds the channel ID.',
+    },
+    {
+      name: 'PUNCH_ACK', rid: rid(0x71), session: P(2), body: { eph: ephR, observed: '203.0.113.7:61234' },
+      note: 'The responder answers an initiator\'s PUNCH (whose rid it echoes), telling where it came from.',
+    },
+    { name: 'PUNCH', rid: rid(0x72), session: P(3), body: { eph: ephR, close: true }, note: 'The responder closes the channel.' },
+    {
+      name: 'DATA', rid: rid(0x73), session: D(dataSeq), body: { n: 1, payload: dataPayload },
+      note: 'First message of the responder: "hello, initiator" under ChaCha20 (r2i enc key of peerChannel, nonce 0 || seq 4), MACed with the r2i data MAC key.',
+    },
+    { name: 'DATA', rid: rid(0x74), session: D(5), body: { n: 2, payload: '', ack: true }, note: 'A ping: empty payload, acknowledgement asked.' },
+    { name: 'DATA_ACK', rid: rid(0x75), session: D(6), body: { n: 7 }, note: 'The responder acknowledges the initiator\'s DATA number 7 (same rid as that DATA).' },
+    {
       name: 'ERROR', rid: rid(0x50),
       body: { code: ErrorCode.RATE_LIMITED, retryAfterMs: 2000 },
       note: 'Unauthenticated refusal of a REFLECT (its rid): RATE_LIMITED, no message so the reply stays small.',
@@ -470,14 +574,15 @@ export interface Vectors {
 
 /** Build the three files' contents. Pure and deterministic. */
 export function buildVectors(): Vectors {
-  const sessions = { locatord: sessionKeysFor('locatord'), matchd: sessionKeysFor('matchd') };
+  const peer = peerKeys();
+  const sessions = { locatord: sessionKeysFor('locatord'), matchd: sessionKeysFor('matchd'), peer: peer.punch, peerData: peer.data };
   const exchange = authExchange();
   const ticketJson = buildTicketJson() as { hex: string };
   const vectors: object[] = [
     { name: 'AUTH_REQUEST', hex: exchange.requestHex, meaning: exchange.requestMeaning, note: 'The request of auth.json: exactly 1200 bytes, padding makes up the rest. sealed opens with auth.json derived.sealKeys.request.' },
     { name: 'AUTH_RESPONSE', hex: exchange.responseHex, meaning: exchange.responseMeaning, note: 'The response of auth.json: opens with derived.sealKeys.response, aad = rid.' },
   ];
-  for (const v of messageSpecs(ticketJson.hex)) {
+  for (const v of messageSpecs(ticketJson.hex, peer)) {
     const type = MessageType[v.name];
     const spec = catalog[type];
     const body = fromJsonFields(spec.fields, v.body, v.name);
@@ -505,13 +610,14 @@ export function buildVectors(): Vectors {
       'Session vectors end with [sid, seq, mac]: mac = HMAC-SHA-256(sessionKeys[session][macKey], hex minus its last 16 bytes), first 16 bytes. ' +
       'Session keys = HKDF-SHA-256(ikm = X25519(service secret, terminal cnf public) = X25519(cnf secret, service public), ' +
       'salt = sid, info = "devloc-session-v1 " + aud, 64 bytes) = terminalToServer (32) || serverToTerminal (32).',
-    sessionKeys: { locatord: sessions.locatord.hex, matchd: sessions.matchd.hex },
+    sessionKeys: { locatord: sessions.locatord.hex, matchd: sessions.matchd.hex, peer: sessions.peer.hex, peerData: sessions.peerData.hex },
     sessionDerivation: {
       terminalCnf: { secret: TERMINAL_CNF_SECRET, public: hex(pairFromSecret('X25519', TERMINAL_CNF_SECRET).public) },
       services: Object.fromEntries(
         (Object.keys(SERVICE_SECRETS) as SessionService[]).map((s) => [s, { secret: SERVICE_SECRETS[s], public: hex(pairFromSecret('X25519', SERVICE_SECRETS[s]).public) }]),
       ),
     },
+    peerChannel: peer.json,
     vectors,
   };
   const out = (o: object): string => JSON.stringify(o, null, 2) + '\n';

@@ -7,6 +7,7 @@ import { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from '../../agen
 import type { AgentStatus, GroupMembers, LookupEntry } from '../../agent/agent.js';
 import type { PeerEntry } from '../../agent/peers.js';
 import { CliError, runHandler, UsageError } from '../util.js';
+import { formatChannel } from './connect.js';
 
 interface Common {
   socket: string;
@@ -81,6 +82,7 @@ export function formatStatus(s: AgentStatus, now = Date.now()): string {
   if (s.lastError) rows.push(['last error', `${s.lastError.error} (${s.lastError.step}, ${when(s.lastError.at, now)})`]);
   const c = s.counters;
   rows.push(['counters', `${c.authentications} auth, ${c.registrations} register, ${c.refreshes} refresh, ${c.probesAnswered} probe, ${c.failures} failed, ${c.addressChanges} address changes`]);
+  for (const ch of s.channels ?? []) rows.push(['peer channel', formatChannel(ch)]);
   const w = Math.max(...rows.map((r) => r[0].length)) + 1;
   return rows.map(([k, v]) => `${`${k}:`.padEnd(w)} ${v}`).join('\n');
 }

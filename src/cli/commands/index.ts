@@ -1,9 +1,12 @@
 // The subcommands of devloc(1). Add a module here and document it in man/devloc.1.
 import type { CommandModule } from 'yargs';
 import { agentCommands } from './agentctl.js';
+import { connectCommand } from './connect.js';
 import { decodeCommand } from './decode.js';
+import { demoCommand } from './demo.js';
 import { authdCommands } from './devices.js';
 import { keygenCommand } from './keygen.js';
+import { matchCommand } from './match.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands];
+export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, matchCommand, demoCommand];

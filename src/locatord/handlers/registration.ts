@@ -72,6 +72,7 @@ export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): Ha
   }
   rec.netMode = netMode;
   rec.visibility = b.visibility ?? 0;
+  rec.reachable = b.reachable === true;
   rec.nickname = b.nickname;
   rec.extra = extraOf(b);
   c.table.renew(rec, g.ttlS * 1000);

@@ -1,0 +1,535 @@
+// One direct datagram channel to a peer terminal (devloc-agent(8), PEER CONNECTIONS): hole
+// punching to the peer's candidate addresses, keepalive on the path that answered, and
+// authenticated, encrypted, numbered application datagrams (key schedule: src/wire/peer.ts).
+//
+// Punching. Both ends send PUNCH (MACed with the channel's punch key, carrying their ephemeral
+// X25519 key) to every candidate address of the other: at once, every 25 ms for 100 ms, every
+// 100 ms up to a second, then every 250 ms until one answers or the punch timeout (10 s) passes.
+// A PUNCH is answered with PUNCH_ACK to its source address, and, while no path from there is
+// confirmed, with a PUNCH of our own at once (the peer's PUNCH opened our NAT for it). A PUNCH_ACK to one of our PUNCHes (matched by its
+// request ID, which only we and the peer know) confirms a path: the address it came from. An
+// authenticated PUNCH from an address that is no candidate makes it one ("peer-reflexive": the
+// peer's NAT picked a new port for us, e.g. a symmetric NAT facing a restricted one). LAN
+// candidates outrank peer-reflexive ones, which outrank the public address; for a second after
+// the first path is confirmed, better unconfirmed candidates are still tried, and the channel
+// moves to the best one that answers ('path' event). Then a PUNCH every 15 s (±10%) keeps the
+// NAT bindings alive; after 2.5 keepalive periods without any datagram from the peer, every
+// candidate is punched again, and the channel closes if none answers within the punch timeout.
+//
+// Data. DATA carries a message number n (1, 2, 3, ... per direction) and the ChaCha20
+// ciphertext of the payload; the envelope's sequence number is the cipher nonce and goes through
+// a replay window (src/wire/session.ts). Messages are delivered in order: a gap in n is reported
+// as loss ('loss' event), a message older than one already delivered is dropped (it was counted
+// as lost). A DATA with `ack` is acknowledged by DATA_ACK; an empty payload with `ack` is a ping
+// (answered, not delivered). Nothing that fails the MAC, the replay window or the channel's keys
+// is accepted: a third party can neither inject, replay nor read.
+import type { KeyObject } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Address } from '../wire/addr.js';
+import { formatAddress, normaliseIp } from '../wire/addr.js';
+import type { Bodies, MessageName } from '../wire/catalog.js';
+import { MAX_CHANNEL_PAYLOAD, PEER_KEEPALIVE_S, REQUEST_ID_BYTES } from '../wire/constants.js';
+import type { Message } from '../wire/envelope.js';
+import { encodeDatagram } from '../wire/envelope.js';
+import { generatePair, privateKeyObject } from '../wire/keys.js';
+import type { ChannelRole, DataKeys, PunchKeys } from '../wire/peer.js';
+import { channelCipher, deriveDataKeys, derivePunchKeys } from '../wire/peer.js';
+import { ReplayWindow, sealDatagram, verifyDatagram } from '../wire/session.js';
+import type { AgentLog } from './agent.js';
+import { AgentError } from './agent.js';
+
+/** Where a candidate address comes from; the order is the preference. */
+export type CandidateKind = 'lan' | 'peer-reflexive' | 'public';
+const PRIORITY: Record<CandidateKind, number> = { lan: 3, 'peer-reflexive': 2, public: 1 };
+
+export interface PathInfo {
+  addr: string;
+  kind: CandidateKind;
+  /** Round trip of the PUNCH that confirmed it (or of the last keepalive), ms. */
+  rttMs: number | null;
+}
+
+export type ChannelState = 'punching' | 'open' | 'failed' | 'closed';
+
+export interface ChannelStats {
+  /** DATA sent (pings included) and delivered to the application. */
+  sent: number;
+  received: number;
+  /** Messages missing from the sequence (gaps), and late ones dropped. */
+  lost: number;
+  late: number;
+  /** Datagrams for this channel refused: bad MAC, replay, no keys yet, bad key. */
+  refused: number;
+  punchesSent: number;
+  punchAcks: number;
+}
+
+export interface ChannelSummary {
+  channel: string;
+  peer: string;
+  names: string[];
+  nickname?: string;
+  role: ChannelRole;
+  state: ChannelState;
+  path: PathInfo | null;
+  /** Why it failed or closed. */
+  reason: string | null;
+  candidates: string[];
+  startedAt: string;
+  openedAt: string | null;
+  /** ms from start to the first confirmed path. */
+  punchMs: number | null;
+  stats: ChannelStats;
+}
+
+export interface ChannelEvents {
+  open: [path: PathInfo];
+  /** The path changed (a better candidate answered); null: lost, punching again. */
+  path: [path: PathInfo | null];
+  message: [data: Buffer, info: { n: number }];
+  loss: [info: { missing: number; first: number; last: number; total: number }];
+  close: [reason: string];
+}
+
+export interface ChannelTiming {
+  /** Give up punching after this long, ms (default 10000). */
+  punchTimeoutMs: number;
+  /** Keepalive period once open, ms (default PEER_KEEPALIVE_S). */
+  keepaliveMs: number;
+  /** After the first path, keep trying better candidates this long, ms (default 1000). */
+  upgradeWindowMs: number;
+}
+
+export const defaultChannelTiming: ChannelTiming = { punchTimeoutMs: 10_000, keepaliveMs: PEER_KEEPALIVE_S * 1000, upgradeWindowMs: 1000 };
+
+export interface ChannelInit {
+  id: Buffer;
+  role: ChannelRole;
+  peer: Buffer;
+  names: string[];
+  nickname?: string;
+  channelKey: Buffer;
+  candidates: { addr: Address; kind: CandidateKind }[];
+  send: (to: Address, bytes: Buffer) => void;
+  timing?: Partial<ChannelTiming>;
+  now?: () => number;
+  random?: () => number;
+  log?: AgentLog;
+}
+
+interface Candidate {
+  addr: Address;
+  key: string;
+  kind: CandidateKind;
+  confirmed: boolean;
+  /** Last PUNCH sent because one arrived from there (at most one per TRIGGER_GAP_MS). */
+  triggeredAt: number;
+}
+
+const TRIGGER_GAP_MS = 20;
+
+const addrKey = (a: Address): string => `${normaliseIp(a.ip)}|${a.port}`;
+const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
+/** Largest number of PUNCH request IDs remembered (answers to older ones are still liveness). */
+const MAX_PENDING_PUNCHES = 256;
+
+export class Channel extends EventEmitter<ChannelEvents> {
+  readonly id: Buffer;
+  readonly idHex: string;
+  readonly role: ChannelRole;
+  readonly peer: Buffer;
+  readonly peerHex: string;
+  readonly names: string[];
+  readonly nickname: string | undefined;
+  readonly stats: ChannelStats = { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0 };
+
+  private _state: ChannelState = 'punching';
+  private _path: (PathInfo & { address: Address }) | null = null;
+  private reason: string | null = null;
+  private readonly timing: ChannelTiming;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly log: AgentLog;
+  private readonly sendRaw: (to: Address, bytes: Buffer) => void;
+  private readonly candidates: Candidate[] = [];
+
+  private readonly ephSecret: KeyObject;
+  private readonly ephPublic: Buffer;
+  private peerEph: Buffer | undefined;
+  private readonly channelKey: Buffer;
+  private readonly punchTx: KeyObject;
+  private readonly punchRx: KeyObject;
+  private dataTx: { enc: Buffer; mac: KeyObject } | undefined;
+  private dataRx: { enc: Buffer; mac: KeyObject } | undefined;
+
+  private txSeq = 0;
+  private txN = 0;
+  private rxN = 0;
+  private readonly window = new ReplayWindow();
+  private readonly punches = new Map<string, { to: Address; at: number }>();
+  private readonly pings = new Map<string, { at: number; resolve: (rtt: number | null) => void; timer: ReturnType<typeof setTimeout> }>();
+
+  private readonly startedAt: number;
+  private openedAt: number | undefined;
+  private punchStartedAt: number;
+  private upgradeUntil = 0;
+  private lastRx = 0;
+  private punchTimer: ReturnType<typeof setTimeout> | undefined;
+  private keepTimer: ReturnType<typeof setTimeout> | undefined;
+  private repunching = false;
+
+  constructor(init: ChannelInit) {
+    super();
+    this.id = init.id;
+    this.idHex = init.id.toString('hex');
+    this.role = init.role;
+    this.peer = init.peer;
+    this.peerHex = init.peer.toString('hex');
+    this.names = init.names;
+    this.nickname = init.nickname;
+    this.timing = { ...defaultChannelTiming, ...init.timing };
+    this.now = init.now ?? Date.now;
+    this.random = init.random ?? Math.random;
+    this.log = init.log ?? (() => {});
+    this.sendRaw = init.send;
+    this.channelKey = init.channelKey;
+    for (const c of init.candidates) this.addCandidate(c.addr, c.kind);
+    const eph = generatePair('x25519');
+    this.ephSecret = privateKeyObject('X25519', eph);
+    this.ephPublic = eph.public;
+    const pk: PunchKeys = derivePunchKeys(init.channelKey, init.id);
+    this.punchTx = this.role === 'initiator' ? pk.initiatorToResponder : pk.responderToInitiator;
+    this.punchRx = this.role === 'initiator' ? pk.responderToInitiator : pk.initiatorToResponder;
+    this.startedAt = this.now();
+    this.punchStartedAt = this.startedAt;
+  }
+
+  get state(): ChannelState {
+    return this._state;
+  }
+
+  get path(): PathInfo | null {
+    if (!this._path) return null;
+    const { address: _a, ...p } = this._path;
+    return p;
+  }
+
+  get isOpen(): boolean {
+    return this._state === 'open';
+  }
+
+  /** Why the channel failed or closed (null while alive). */
+  get closeReason(): string | null {
+    return this.reason;
+  }
+
+  summary(): ChannelSummary {
+    return {
+      channel: this.idHex, peer: this.peerHex, names: this.names, ...(this.nickname !== undefined ? { nickname: this.nickname } : {}),
+      role: this.role, state: this._state, path: this.path, reason: this.reason,
+      candidates: this.candidates.map((c) => `${formatAddress(c.addr)} (${c.kind}${c.confirmed ? ', answered' : ''})`),
+      startedAt: iso(this.startedAt)!, openedAt: iso(this.openedAt), punchMs: this.openedAt === undefined ? null : this.openedAt - this.startedAt,
+      stats: { ...this.stats },
+    };
+  }
+
+  /** Start punching (the manager calls it once the channel is registered for incoming datagrams). */
+  start(): void {
+    this.log('debug', 'punching', { channel: this.idHex, peer: this.peerHex, candidates: this.candidates.map((c) => formatAddress(c.addr)) });
+    this.punchRound();
+  }
+
+  /** Resolves with the path once open; rejects with AgentError('PUNCH_FAILED') if it fails or closes first. */
+  waitOpen(): Promise<PathInfo> {
+    if (this._state === 'open') return Promise.resolve(this.path!);
+    if (this._state !== 'punching') return Promise.reject(new AgentError('PUNCH_FAILED', this.reason ?? 'channel closed'));
+    return new Promise((resolve, reject) => {
+      const onOpen = (p: PathInfo): void => {
+        this.off('close', onClose);
+        resolve(p);
+      };
+      const onClose = (reason: string): void => {
+        this.off('open', onOpen);
+        reject(new AgentError('PUNCH_FAILED', reason));
+      };
+      this.once('open', onOpen);
+      this.once('close', onClose);
+    });
+  }
+
+  // ------------------------------------------------------------------ sending
+
+  private encode<N extends MessageName>(name: N, rid: Uint8Array, body: Bodies[N], key: KeyObject): Buffer {
+    this.txSeq++;
+    return sealDatagram(key, encodeDatagram(name, rid, body, { sid: this.id, seq: this.txSeq }));
+  }
+
+  private sendPunch(to: Address, close = false): void {
+    const rid = randomBytes(REQUEST_ID_BYTES);
+    if (!close) {
+      this.punches.set(rid.toString('hex'), { to, at: this.now() });
+      if (this.punches.size > MAX_PENDING_PUNCHES) this.punches.delete(this.punches.keys().next().value!);
+    }
+    this.stats.punchesSent++;
+    this.sendRaw(to, this.encode('PUNCH', rid, close ? { eph: this.ephPublic, close: true } : { eph: this.ephPublic }, this.punchTx));
+  }
+
+  private requireOpen(): { enc: Buffer; mac: KeyObject; to: Address } {
+    if (this._state !== 'open' || !this._path || !this.dataTx) {
+      throw new AgentError('CHANNEL_NOT_OPEN', `channel ${this.idHex} is ${this._state}${this.reason ? ` (${this.reason})` : ''}`);
+    }
+    return { ...this.dataTx, to: this._path.address };
+  }
+
+  private sendData(payload: Uint8Array, ack: boolean, rid: Buffer): number {
+    const { enc, mac, to } = this.requireOpen();
+    this.txN++;
+    const seq = this.txSeq + 1;
+    const body: Bodies['DATA'] = { n: this.txN, payload: channelCipher(enc, seq, payload) };
+    if (ack) body.ack = true;
+    const dg = this.encode('DATA', rid, body, mac);
+    this.stats.sent++;
+    this.sendRaw(to, dg);
+    return this.txN;
+  }
+
+  /** Send one datagram to the peer; returns its message number. Throws AgentError when not open or too large. */
+  send(data: Uint8Array | string): number {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    if (bytes.length === 0) throw new AgentError('BAD_REQUEST', 'empty message (an empty payload is a ping: use ping())');
+    if (bytes.length > MAX_CHANNEL_PAYLOAD) throw new AgentError('TOO_LARGE', `message of ${bytes.length} bytes exceeds ${MAX_CHANNEL_PAYLOAD}`);
+    return this.sendData(bytes, false, randomBytes(REQUEST_ID_BYTES));
+  }
+
+  /** Round trip of a ping over the data path, ms (0.1 ms resolution); null when no answer came within `timeoutMs`. */
+  ping(timeoutMs = 2000): Promise<number | null> {
+    const rid = randomBytes(REQUEST_ID_BYTES);
+    const at = performance.now();
+    this.sendData(new Uint8Array(0), true, rid);
+    return new Promise((resolve) => {
+      const key = rid.toString('hex');
+      const timer = setTimeout(() => {
+        this.pings.delete(key);
+        resolve(null);
+      }, timeoutMs);
+      this.pings.set(key, { at, resolve, timer });
+    });
+  }
+
+  /** Close: tell the peer (when open) and stop. */
+  close(reason = 'closed'): void {
+    if (this._state === 'closed' || this._state === 'failed') return;
+    if (this._state === 'open' && this._path) {
+      // Two copies: a lost one would leave the peer keeping the channel alive for nothing.
+      this.sendPunch(this._path.address, true);
+      this.sendPunch(this._path.address, true);
+    }
+    this.finish(this._state === 'open' ? 'closed' : 'failed', reason);
+  }
+
+  private finish(state: 'closed' | 'failed', reason: string): void {
+    if (this.punchTimer) clearTimeout(this.punchTimer);
+    if (this.keepTimer) clearTimeout(this.keepTimer);
+    this.punchTimer = this.keepTimer = undefined;
+    for (const p of this.pings.values()) {
+      clearTimeout(p.timer);
+      p.resolve(null);
+    }
+    this.pings.clear();
+    this._state = state;
+    this.reason = reason;
+    this.log('info', state === 'failed' ? 'peer channel failed' : 'peer channel closed', { channel: this.idHex, peer: this.peerHex, reason });
+    this.emit('close', reason);
+  }
+
+  // ------------------------------------------------------------------ punching and keepalive
+
+  private addCandidate(addr: Address, kind: CandidateKind): Candidate {
+    const key = addrKey(addr);
+    let c = this.candidates.find((x) => x.key === key);
+    if (!c) {
+      c = { addr, key, kind, confirmed: false, triggeredAt: -Infinity };
+      this.candidates.push(c);
+      this.candidates.sort((a, b) => PRIORITY[b.kind] - PRIORITY[a.kind]);
+    } else if (PRIORITY[kind] > PRIORITY[c.kind]) c.kind = kind;
+    return c;
+  }
+
+  private punchRound(): void {
+    this.punchTimer = undefined;
+    if (this._state === 'closed' || this._state === 'failed') return;
+    const now = this.now();
+    const searching = this._state === 'punching' || this.repunching;
+    if (searching && now - this.punchStartedAt >= this.timing.punchTimeoutMs) {
+      const n = this.candidates.length;
+      const why = `no answer from the peer at ${n} candidate address${n === 1 ? '' : 'es'} within ${Math.round(this.timing.punchTimeoutMs / 1000)} s`;
+      if (this._state === 'punching') this.finish('failed', why);
+      else this.finish('closed', `peer unreachable: ${why}`);
+      return;
+    }
+    if (!searching && now >= this.upgradeUntil) return;
+    const best = this._path ? PRIORITY[this._path.kind] : 0;
+    for (const c of this.candidates) {
+      if (searching ? !c.confirmed || this.repunching : !c.confirmed && PRIORITY[c.kind] > best) this.sendPunch(c.addr);
+    }
+    const elapsed = now - this.punchStartedAt;
+    this.punchTimer = setTimeout(() => this.punchRound(), elapsed < 100 ? 25 : elapsed < 1000 ? 100 : 250);
+  }
+
+  private confirm(addr: Address, kind: CandidateKind, rttMs: number): void {
+    const c = this.addCandidate(addr, kind);
+    c.confirmed = true;
+    const now = this.now();
+    const better = !this._path || PRIORITY[c.kind] > PRIORITY[this._path.kind] || this.repunching;
+    if (this._path && this._path.address && addrKey(this._path.address) === c.key) {
+      this._path.rttMs = rttMs;
+      if (this.repunching) this.repunching = false;
+      return;
+    }
+    // A PUNCH_ACK always carries the peer's key, so data keys exist by now; be sure anyway.
+    if (!better || !this.dataTx) return;
+    this._path = { address: c.addr, addr: formatAddress(c.addr), kind: c.kind, rttMs };
+    this.repunching = false;
+    if (this._state === 'punching') {
+      this._state = 'open';
+      this.openedAt = now;
+      this.upgradeUntil = now + this.timing.upgradeWindowMs;
+      this.log('info', 'peer channel open', { channel: this.idHex, peer: this.peerHex, path: this._path.addr, kind: c.kind, punchMs: now - this.startedAt });
+      this.scheduleKeepalive();
+      this.emit('open', this.path!);
+    } else {
+      this.log('info', 'peer channel path changed', { channel: this.idHex, path: this._path.addr, kind: c.kind });
+    }
+    this.emit('path', this.path);
+  }
+
+  private scheduleKeepalive(): void {
+    if (this.keepTimer) clearTimeout(this.keepTimer);
+    const delay = Math.round(this.timing.keepaliveMs * (0.9 + 0.2 * this.random()));
+    this.keepTimer = setTimeout(() => this.keepalive(), delay);
+  }
+
+  private keepalive(): void {
+    this.keepTimer = undefined;
+    if (this._state !== 'open' || !this._path) return;
+    const now = this.now();
+    if (!this.repunching && now - this.lastRx > this.timing.keepaliveMs * 2.5) {
+      // Silent too long: NAT binding lost or the peer moved. Punch every candidate again, keeping
+      // the old path for sending meanwhile.
+      this.repunching = true;
+      this.punchStartedAt = now;
+      this.log('warn', 'peer channel silent, punching again', { channel: this.idHex, silentMs: now - this.lastRx });
+      this.emit('path', null);
+      if (!this.punchTimer) this.punchRound();
+    } else if (!this.repunching) {
+      this.sendPunch(this._path.address);
+    }
+    this.scheduleKeepalive();
+  }
+
+  // ------------------------------------------------------------------ receiving
+
+  private learnPeerEph(eph: Uint8Array): boolean {
+    if (this.peerEph) return this.peerEph.equals(eph);
+    const peerEph = Buffer.from(eph);
+    const [ephI, ephR] = this.role === 'initiator' ? [this.ephPublic, peerEph] : [peerEph, this.ephPublic];
+    const keys: DataKeys | null = deriveDataKeys(this.ephSecret, peerEph, this.channelKey, this.id, ephI, ephR);
+    if (!keys) return false;
+    this.peerEph = peerEph;
+    this.dataTx = this.role === 'initiator' ? keys.initiatorToResponder : keys.responderToInitiator;
+    this.dataRx = this.role === 'initiator' ? keys.responderToInitiator : keys.initiatorToResponder;
+    return true;
+  }
+
+  private refuse(why: string, from: Address): void {
+    this.stats.refused++;
+    this.log('debug', 'peer datagram refused', { channel: this.idHex, from: formatAddress(from), why });
+  }
+
+  /** A datagram whose session ID is this channel's (the manager dispatches by it). */
+  receive(msg: Message, raw: Buffer, from: Address): void {
+    if (this._state === 'closed' || this._state === 'failed' || !msg.auth) return;
+    const data = msg.name === 'DATA' || msg.name === 'DATA_ACK';
+    const key = data ? this.dataRx?.mac : msg.name === 'PUNCH' || msg.name === 'PUNCH_ACK' ? this.punchRx : undefined;
+    if (!key) {
+      this.refuse(data ? 'data before the key exchange' : `not a peer message: ${msg.name}`, from);
+      return;
+    }
+    if (!verifyDatagram(key, raw)) {
+      this.refuse('bad MAC', from);
+      return;
+    }
+    const w = this.window.check(msg.auth.seq);
+    if (w !== 'ok') {
+      this.refuse(w === 'old' ? 'sequence left of the replay window' : 'replayed', from);
+      return;
+    }
+    if ((msg.name === 'PUNCH' || msg.name === 'PUNCH_ACK') && !this.learnPeerEph(msg.body.eph)) {
+      this.refuse('unusable or changed ephemeral key', from);
+      return;
+    }
+    this.window.accept(msg.auth.seq);
+    this.lastRx = this.now();
+    switch (msg.name) {
+      case 'PUNCH': {
+        if (msg.body.close) {
+          this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx));
+          this.finish(this._state === 'open' ? 'closed' : 'failed', 'peer closed the channel');
+          return;
+        }
+        this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx));
+        // Its PUNCH got here, so our NAT now lets that address in: punch back at once rather
+        // than at the next round (a "triggered check"), and learn the address if it is new.
+        const known = this.candidates.find((c) => c.key === addrKey(from)) ?? this.addCandidate(from, 'peer-reflexive');
+        const searching = this._state === 'punching' || this.repunching || this.now() < this.upgradeUntil;
+        if (!known.confirmed && searching && this.now() - known.triggeredAt >= TRIGGER_GAP_MS) {
+          known.triggeredAt = this.now();
+          this.sendPunch(from);
+        }
+        return;
+      }
+      case 'PUNCH_ACK': {
+        this.stats.punchAcks++;
+        const ridHex = Buffer.from(msg.rid).toString('hex');
+        const p = this.punches.get(ridHex);
+        if (!p) return; // an answer to a PUNCH long gone: liveness only
+        this.punches.delete(ridHex);
+        const sameAsSent = addrKey(p.to) === addrKey(from);
+        const kind = sameAsSent ? this.candidates.find((c) => c.key === addrKey(from))?.kind ?? 'peer-reflexive' : 'peer-reflexive';
+        this.confirm(from, kind, this.now() - p.at);
+        return;
+      }
+      case 'DATA': {
+        const plain = channelCipher(this.dataRx!.enc, msg.auth.seq, msg.body.payload);
+        const n = msg.body.n;
+        if (msg.body.ack) this.sendRaw(from, this.encode('DATA_ACK', msg.rid, { n }, this.dataTx!.mac));
+        if (n <= this.rxN) {
+          this.stats.late++;
+          return;
+        }
+        if (n > this.rxN + 1) {
+          const missing = n - this.rxN - 1;
+          this.stats.lost += missing;
+          this.emit('loss', { missing, first: this.rxN + 1, last: n - 1, total: this.stats.lost });
+        }
+        this.rxN = n;
+        if (plain.length === 0) return; // a ping
+        this.stats.received++;
+        this.emit('message', plain, { n });
+        return;
+      }
+      case 'DATA_ACK': {
+        const ridHex = Buffer.from(msg.rid).toString('hex');
+        const p = this.pings.get(ridHex);
+        if (!p) return;
+        this.pings.delete(ridHex);
+        clearTimeout(p.timer);
+        p.resolve(Math.round((performance.now() - p.at) * 10) / 10);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+}

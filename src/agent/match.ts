@@ -1,0 +1,716 @@
+// Matching for the terminal (devloc-matchd(8), MATCH_*): the agent asks matchd for partners for
+// a media ID and learns the party — every member's locator ID, nickname, network mode and
+// observed address, and which member hosts.
+//
+// Everything goes over the agent's own UDP socket, the one registered with locatord: matchd
+// records the source address of our datagrams as our address and gives it to our partners, so
+// it must be the NAT mapping that locatord (and through it everybody else) knows.
+//
+// The session with matchd is opened from the ticket authd granted for the "match" audience:
+// the first MATCH_SUBMIT of a session carries the ticket (and our clock), later datagrams only
+// the session MAC. A new ticket (renewal, address change) is a new session, opened by the next
+// submit; a request stays with the session it was submitted in, which outlives it (matchd ends a
+// request at the latest when its session's ticket expires).
+//
+// Results arrive two ways, whichever is first, and are taken once per matchId:
+//   - MATCH_RESULT pushed by matchd (retransmitted until acknowledged). Each copy is checked
+//     with the session MAC and answered with MATCH_RESULT_ACK carrying the push's request ID;
+//     the acknowledgement is encoded once per result and the same bytes are sent for every
+//     later copy (a new encoding would reuse the request ID with other bytes: REPLAY);
+//   - MATCH_STATUS polls: every `pollMs` while waiting (this also tells matchd where we are now),
+//     right after an address change, and shortly after the deadline in case every push was
+//     lost.
+// A poll answered NO_SESSION or NOT_FOUND means matchd lost the request (restart): it is
+// submitted again with the ticket for the time that remains, under a new matchId.
+import type { Address } from '../wire/addr.js';
+import { formatAddress, normaliseIp } from '../wire/addr.js';
+import type { Bodies, MatchMember, Requirement } from '../wire/catalog.js';
+import { MatchState } from '../wire/catalog.js';
+import { netModeNames } from '../wire/constants.js';
+import type { Message, MessageOf } from '../wire/envelope.js';
+import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
+import type { Props } from '../wire/schema.js';
+import type { Reply, RetransmitPolicy } from '../net/client.js';
+import { UdpClient } from '../net/client.js';
+import type { ClientSession } from '../net/clientsession.js';
+import type { AgentLog } from './agent.js';
+import { AgentError } from './agent.js';
+import { formatId } from './ids.js';
+
+/** What the agent lends the match client: its socket, sessions, network mode and clock. */
+export interface MatchBridge {
+  /** The agent's UDP client (undefined when stopped). */
+  client(): UdpClient | undefined;
+  /** The session of the newest ticket for `aud`, and matchd's address from the grant. */
+  session(aud: string): { session: ClientSession; addr?: Address } | undefined;
+  /** Resolve once the agent is registered (it then has its tickets); reject after timeoutMs. */
+  ready(timeoutMs: number): Promise<void>;
+  /** Our network mode as reported to servers. */
+  netMode(): number;
+  /** Whether the classification of the current network is done. */
+  netModeSettled(): boolean;
+  /** Our locator ID (hex), once known. */
+  locatorId(): string | null;
+  /** Address book names of an ID. */
+  names(idHex: string): string[];
+  /** The nickname registered with locatord (default for submits). */
+  nickname?: string;
+  /** Report an ended request (the agent emits it as 'match'). */
+  emit(result: MatchResult): void;
+  now(): number;
+  log: AgentLog;
+}
+
+export interface MatchClientOptions {
+  /** matchd's address; default: the address authd puts in the grant. */
+  matchd?: Address;
+  /** The ticket audience of matchd (default "match"). */
+  audience?: string;
+  /** Poll a waiting request this often, ms (default 15000). */
+  pollMs?: number;
+  /** Poll this long after the deadline if no result came, ms (default 2000). */
+  graceMs?: number;
+  /** Give up on an unreachable matchd this long after the deadline, ms (default 60000). */
+  giveUpMs?: number;
+  /** Wait this long for the network classification before a submit, ms (default 15000). */
+  classifyWaitMs?: number;
+  /** Wait this long for the registration before a submit, ms (default 20000). */
+  readyWaitMs?: number;
+  /** Retransmission timeout T for requests to matchd, ms (default: the agent's). */
+  retransmitMs?: number;
+}
+
+/** A request for partners, as the application gives it. */
+export interface MatchSpec {
+  mediaId: string;
+  appType?: string;
+  /** Smallest party including us (default 2). */
+  minParty?: number;
+  /** Largest party (default: minParty). */
+  maxParty?: number;
+  attrs?: Props;
+  requirements?: Requirement[];
+  /** Longest wait, seconds (default 60; matchd clamps it). */
+  maxWaitS?: number;
+  /** Nickname shown to partners (default: the agent's). */
+  nickname?: string;
+}
+
+export type MatchStateName = 'waiting' | 'matched' | 'no-match' | 'cancelled';
+export const matchStateNames: Record<number, MatchStateName> = { 0: 'waiting', 1: 'matched', 2: 'no-match', 3: 'cancelled' };
+
+export interface MatchPartyMember {
+  id: string;
+  nickname?: string;
+  netMode: string;
+  addr: string;
+  /** Address book names of the member. */
+  names: string[];
+  /** This member is us. */
+  self: boolean;
+  /** This member hosts. */
+  host: boolean;
+}
+
+export interface MatchResult {
+  /** matchd's ID of the request (16 hex digits); a new one after a resubmit. */
+  matchId: string;
+  /** Earlier IDs of the same request (resubmitted after matchd lost it). */
+  previousIds?: string[];
+  state: MatchStateName;
+  mediaId: string;
+  appType?: string;
+  minParty: number;
+  maxParty: number;
+  submittedAt: string;
+  /** When matchd gives up and answers no-match. */
+  deadline: string;
+  endedAt?: string;
+  /** Matched: the party, in matchd's order. */
+  members?: MatchPartyMember[];
+  /** Matched: index in members of the host. */
+  host?: number;
+  /** Matched: the host's locator ID, and whether that is us. */
+  hostId?: string;
+  youHost?: boolean;
+  /** Why it ended this way, when it is not matchd's plain answer. */
+  reason?: string;
+  matchd: string;
+}
+
+/** An ERROR answer of matchd. */
+class MatchdError extends Error {
+  constructor(
+    readonly code: number,
+    readonly detail: string | undefined,
+    readonly retryAfterMs: number | undefined,
+  ) {
+    super(`${errorName(code)}${detail ? ` (${detail})` : ''}`);
+  }
+}
+
+interface Rec {
+  ids: string[];
+  matchId: Buffer;
+  body: Bodies['MATCH_SUBMIT'];
+  session: ClientSession;
+  to: Address;
+  state: number;
+  submittedAtMs: number;
+  /** The wait the request was first given ends here (resubmits keep it). */
+  endMs: number;
+  deadlineMs: number;
+  endedAtMs?: number;
+  result?: Bodies['MATCH_RESULT'];
+  reason?: string;
+  timer?: ReturnType<typeof setTimeout> | undefined;
+  polling: boolean;
+  cancelling: boolean;
+  waiters: ((r: MatchResult) => void)[];
+}
+
+const MAX_RECORDS = 32;
+const MAX_ACKS = 64;
+const MAX_EARLY = 16;
+const MAX_SESSIONS = 4;
+
+const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
+const same = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
+const iso = (ms: number): string => new Date(ms).toISOString();
+const modeName = (m: number): string => netModeNames[m] ?? `mode-${m}`;
+
+// ---- requirement and attribute syntax (shared with devloc(1)) ---------------------------------
+
+/**
+ * A requirement in text: "attr=value" (equal), "attr in a,b,c" (one of), "attr 10..20",
+ * "attr 10.." or "attr ..20" (numeric range, bounds included). Throws AgentError(BAD_REQUEST).
+ */
+export function parseRequirement(text: string, mandatory: boolean): Requirement {
+  const bad = (why: string): AgentError => new AgentError('BAD_REQUEST', `requirement ${JSON.stringify(text)}: ${why}`);
+  const s = text.trim();
+  let m: RegExpExecArray | null;
+  let r: Requirement;
+  if ((m = /^([^\s=]+)\s+in\s+(.+)$/.exec(s))) {
+    const set = m[2]!.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+    if (set.length === 0 || set.length > 16) throw bad('"in" needs 1 to 16 comma-separated values');
+    if (set.some((x) => Buffer.byteLength(x) > 64)) throw bad('values are at most 64 bytes');
+    r = { attr: m[1]!, op: 2, set };
+  } else if ((m = /^([^\s=]+)\s+(\d*)\s*\.\.\s*(\d*)$/.exec(s))) {
+    if (m[2] === '' && m[3] === '') throw bad('a range needs a bound: "attr 10..20", "attr 10.." or "attr ..20"');
+    r = { attr: m[1]!, op: 1 };
+    if (m[2] !== '') r.min = Number(m[2]);
+    if (m[3] !== '') r.max = Number(m[3]);
+    if (!Number.isSafeInteger(r.min ?? 0) || !Number.isSafeInteger(r.max ?? 0)) throw bad('bounds are whole numbers');
+    if (r.min !== undefined && r.max !== undefined && r.min > r.max) throw bad('the lower bound is above the upper one');
+  } else if ((m = /^([^\s=]+)\s*=\s*(.*)$/.exec(s))) {
+    if (Buffer.byteLength(m[2]!) > 64) throw bad('the value is at most 64 bytes');
+    r = { attr: m[1]!, op: 0, value: m[2]! };
+  } else {
+    throw bad('expected "attr=value", "attr in a,b" or "attr 10..20"');
+  }
+  if (Buffer.byteLength(r.attr) > 32) throw bad('attribute names are at most 32 bytes');
+  if (mandatory) r.mandatory = true;
+  return r;
+}
+
+/** The text form of a requirement (inverse of parseRequirement). */
+export function formatRequirement(r: Requirement): string {
+  if (r.op === 2) return `${r.attr} in ${(r.set ?? []).join(',')}`;
+  if (r.op === 1) return `${r.attr} ${r.min ?? ''}..${r.max ?? ''}`;
+  return `${r.attr}=${r.value ?? ''}`;
+}
+
+/** "key=value": whole numbers become numbers, true/false booleans, the rest text. */
+export function parseAttr(text: string): [string, string | number | boolean] {
+  const i = text.indexOf('=');
+  if (i <= 0) throw new AgentError('BAD_REQUEST', `attribute ${JSON.stringify(text)}: expected key=value`);
+  const k = text.slice(0, i).trim();
+  const v = text.slice(i + 1).trim();
+  return [k, attrValue(v)];
+}
+
+function attrValue(v: string): string | number | boolean {
+  if (/^-?\d{1,15}$/.test(v)) return Number(v);
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  return v;
+}
+
+/** Validate a spec as matchd would, so mistakes are usage errors here, not BAD_MESSAGE there. */
+export function checkSpec(spec: MatchSpec): void {
+  const bad = (why: string): never => {
+    throw new AgentError('BAD_REQUEST', why);
+  };
+  if (typeof spec.mediaId !== 'string' || spec.mediaId.length === 0 || Buffer.byteLength(spec.mediaId) > 64) bad('media ID: 1 to 64 bytes of text');
+  if (spec.appType !== undefined && (typeof spec.appType !== 'string' || Buffer.byteLength(spec.appType) > 16)) bad('application type: at most 16 bytes');
+  const min = spec.minParty ?? 2;
+  const max = spec.maxParty ?? Math.max(min, 2);
+  if (!Number.isInteger(min) || min < 2 || min > 64) bad('minimum party size: 2 to 64 (including this terminal)');
+  if (!Number.isInteger(max) || max < min || max > 64) bad(`maximum party size: ${min} (the minimum) to 64`);
+  const wait = spec.maxWaitS ?? 60;
+  if (!Number.isInteger(wait) || wait < 1 || wait > 3600) bad('wait: 1 to 3600 seconds');
+  if (spec.nickname !== undefined && Buffer.byteLength(spec.nickname) > 32) bad('nickname: at most 32 bytes');
+  const attrs = spec.attrs ?? {};
+  if (typeof attrs !== 'object' || Array.isArray(attrs)) bad('attributes: an object of key: value');
+  const keys = Object.keys(attrs);
+  if (keys.length > 16) bad('at most 16 attributes');
+  for (const k of keys) {
+    const v = attrs[k];
+    if (k.length === 0 || Buffer.byteLength(k) > 32 || k === '__proto__') bad(`attribute name ${JSON.stringify(k)}: 1 to 32 bytes`);
+    if (typeof v === 'string' ? Buffer.byteLength(v) > 64 : typeof v !== 'boolean' && !(typeof v === 'number' && Number.isSafeInteger(v))) {
+      bad(`attribute ${k}: text of at most 64 bytes, a whole number or true/false`);
+    }
+  }
+  const reqs = spec.requirements ?? [];
+  if (!Array.isArray(reqs) || reqs.length > 16) bad('at most 16 requirements');
+  for (const r of reqs) {
+    if (typeof r !== 'object' || r === null || typeof r.attr !== 'string' || r.attr.length === 0 || Buffer.byteLength(r.attr) > 32) bad('requirement: attr is 1 to 32 bytes');
+    if (r.op === 0 ? typeof r.value !== 'string' : r.op === 1 ? r.min === undefined && r.max === undefined : r.op === 2 ? !Array.isArray(r.set) || r.set.length === 0 : true) {
+      bad(`requirement on ${r.attr}: op 0 needs value, op 1 min and/or max, op 2 a non-empty set`);
+    }
+    for (const b of [r.min, r.max]) if (b !== undefined && (!Number.isSafeInteger(b) || b < 0)) bad(`requirement on ${r.attr}: range bounds are whole numbers >= 0`);
+    if (r.min !== undefined && r.max !== undefined && r.min > r.max) bad(`requirement on ${r.attr}: min above max`);
+  }
+}
+
+// ---- the client ---------------------------------------------------------------------------------
+
+export class MatchClient {
+  private readonly audience: string;
+  private readonly pollMs: number;
+  private readonly graceMs: number;
+  private readonly giveUpMs: number;
+  private readonly classifyWaitMs: number;
+  private readonly readyWaitMs: number;
+  private readonly policy: Partial<RetransmitPolicy>;
+  private readonly byId = new Map<string, Rec>();
+  private readonly records: Rec[] = [];
+  /** Sessions opened on matchd (their first submit carried the ticket and was answered). */
+  private readonly opened = new WeakSet<ClientSession>();
+  /** Sessions we used, newest first: pushes are MACed in one of them. */
+  private sessions: ClientSession[] = [];
+  /** Acknowledgements sent, by matchId + push request ID: every copy gets the same bytes. */
+  private readonly acks = new Map<string, Buffer>();
+  /** Results pushed before MATCH_SUBMIT_ACK told us their matchId. */
+  private readonly early = new Map<string, Bodies['MATCH_RESULT']>();
+  private submitting: Promise<unknown> = Promise.resolve();
+  /** Set while the agent stops: no new work (the agent may be started again afterwards). */
+  private stopping = false;
+  /** The matchd address used last (pushes must come from it). */
+  private lastMatchd: Address | undefined;
+
+  constructor(
+    private readonly bridge: MatchBridge,
+    private readonly o: MatchClientOptions = {},
+  ) {
+    this.audience = o.audience ?? 'match';
+    this.pollMs = o.pollMs ?? 15_000;
+    this.graceMs = o.graceMs ?? 2000;
+    this.giveUpMs = o.giveUpMs ?? 60_000;
+    this.classifyWaitMs = o.classifyWaitMs ?? 15_000;
+    this.readyWaitMs = o.readyWaitMs ?? 20_000;
+    this.policy = o.retransmitMs ? { initialTimeoutMs: o.retransmitMs } : {};
+  }
+
+  /** Requests still waiting. */
+  get waiting(): number {
+    return this.records.filter((r) => r.state === MatchState.WAITING).length;
+  }
+
+  /**
+   * Ask for partners. Resolves with the request as submitted (state waiting) or, with `wait`,
+   * once it ended (matched, no-match, cancelled). A new submit replaces a waiting one.
+   */
+  async submit(spec: MatchSpec, o: { wait?: boolean } = {}): Promise<MatchResult> {
+    checkSpec(spec);
+    const run = this.submitting.then(() => this.doSubmit(spec));
+    this.submitting = run.catch(() => undefined);
+    const rec = await run;
+    return o.wait ? this.waitFor(rec) : this.view(rec);
+  }
+
+  /** The state of a request (default: the newest); polls matchd while it is waiting. */
+  async status(id?: string): Promise<MatchResult> {
+    const rec = this.find(id);
+    if (rec.state === MatchState.WAITING && !rec.cancelling) await this.poll(rec, false);
+    return this.view(rec);
+  }
+
+  /** The requests this agent remembers, newest first. */
+  list(): MatchResult[] {
+    return [...this.records].reverse().map((r) => this.view(r));
+  }
+
+  /** Resolve when the request (default: the newest) has ended, or after timeoutMs with its state then. */
+  async wait(id?: string, timeoutMs?: number): Promise<MatchResult> {
+    const rec = this.find(id);
+    if (timeoutMs === undefined) return this.waitFor(rec);
+    return Promise.race([this.waitFor(rec), new Promise<MatchResult>((resolve) => {
+      const t = setTimeout(() => resolve(this.view(rec)), timeoutMs);
+      t.unref?.();
+    })]);
+  }
+
+  /**
+   * Withdraw a waiting request (default: the newest). A cancel that arrives after the party was
+   * formed loses the race: the result is then the party (state matched).
+   */
+  async cancel(id?: string): Promise<MatchResult> {
+    const rec = this.find(id);
+    if (rec.state !== MatchState.WAITING) return this.view(rec);
+    rec.cancelling = true;
+    try {
+      const m = await this.call(rec.session, rec.to, 'MATCH_CANCEL', { matchId: rec.matchId }, 'MATCH_CANCEL_ACK');
+      if (rec.state === MatchState.WAITING) this.finish(rec, m.body, m.body.state === MatchState.CANCELLED ? undefined : 'the cancel came too late');
+    } catch (err) {
+      if (err instanceof MatchdError && (err.code === ErrorCode.NOT_FOUND || err.code === ErrorCode.NO_SESSION)) {
+        if (rec.state === MatchState.WAITING) this.finish(rec, { matchId: rec.matchId, state: MatchState.CANCELLED }, 'matchd no longer had the request');
+      } else {
+        rec.cancelling = false;
+        throw this.agentError(err);
+      }
+    }
+    return this.view(rec);
+  }
+
+  /** Server-initiated datagram on the agent's socket; true when it was ours (MATCH_RESULT). */
+  onPush(r: Reply): boolean {
+    if (r.msg.name !== 'MATCH_RESULT') return false;
+    const to = this.lastMatchd;
+    if (!to || !same(r.from, to)) return true;
+    const session = this.sessions.find((s) => s.accept(r));
+    if (!session) return true;
+    const msg = r.msg as MessageOf<'MATCH_RESULT'>;
+    const body = msg.body;
+    const id = hex(body.matchId);
+    const key = `${id}/${hex(msg.rid)}`;
+    let ack = this.acks.get(key);
+    if (!ack) {
+      ack = session.encode('MATCH_RESULT_ACK', msg.rid, { matchId: body.matchId });
+      this.acks.set(key, ack);
+      if (this.acks.size > MAX_ACKS) this.acks.delete(this.acks.keys().next().value!);
+    }
+    this.bridge.client()?.send(r.from, ack);
+    const rec = this.byId.get(id);
+    if (!rec) {
+      // Our submit's answer may still be on its way (matchd sends the reply first, but
+      // datagrams can be reordered): keep the result for it.
+      this.early.set(id, body);
+      if (this.early.size > MAX_EARLY) this.early.delete(this.early.keys().next().value!);
+      return true;
+    }
+    if (hex(rec.matchId) === id && rec.state === MatchState.WAITING) this.finish(rec, body);
+    return true;
+  }
+
+  /** Our address changed: tell matchd at once where we are (a poll does), so results reach us. */
+  addressChanged(): void {
+    for (const r of this.records) if (r.state === MatchState.WAITING) this.schedule(r, 0);
+  }
+
+  /** Stop: withdraw waiting requests (best effort, briefly), forget timers. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const waiting = this.records.filter((r) => r.state === MatchState.WAITING);
+    for (const r of this.records) if (r.timer) clearTimeout(r.timer);
+    await Promise.all(waiting.map(async (r) => {
+      try {
+        const short = { initialTimeoutMs: 300, maxRetransmit: 2, deadlineMs: 2000 };
+        const m = await this.call(r.session, r.to, 'MATCH_CANCEL', { matchId: r.matchId }, 'MATCH_CANCEL_ACK', short);
+        if (r.state === MatchState.WAITING) this.finish(r, m.body, m.body.state === MatchState.CANCELLED ? 'agent stopped' : undefined);
+      } catch {
+        /* matchd ends it at its deadline */
+      }
+      if (r.state === MatchState.WAITING) this.finish(r, { matchId: r.matchId, state: MatchState.CANCELLED }, 'agent stopped');
+    }));
+    this.stopping = false;
+  }
+
+  // ---- internals -------------------------------------------------------------------------------
+
+  private find(id?: string): Rec {
+    if (id === undefined || id === '') {
+      const last = this.records[this.records.length - 1];
+      if (!last) throw new AgentError('NOT_FOUND', 'no match request yet');
+      return last;
+    }
+    const rec = this.byId.get(id.toLowerCase());
+    if (!rec) throw new AgentError('NOT_FOUND', `no match request ${JSON.stringify(id)} known to this agent`);
+    return rec;
+  }
+
+  /** The current session for matchd and its address; throws AgentError when there is none. */
+  private channel(): { session: ClientSession; to: Address } {
+    const s = this.bridge.session(this.audience);
+    if (!s) {
+      throw new AgentError('NO_MATCH_TICKET', `authd granted no ticket for "${this.audience}" (is the match service registered with authd, and "${this.audience}" in --audiences?)`);
+    }
+    const to = this.o.matchd ?? s.addr;
+    if (!to) throw new AgentError('NO_MATCHD', 'authd did not say where matchd is; set --matchd');
+    if (!this.sessions.includes(s.session)) this.sessions = [s.session, ...this.sessions].slice(0, MAX_SESSIONS);
+    this.lastMatchd = to;
+    return { session: s.session, to };
+  }
+
+  private async doSubmit(spec: MatchSpec): Promise<Rec> {
+    if (this.stopping) throw new AgentError('NOT_RUNNING', 'agent is not running');
+    await this.bridge.ready(this.readyWaitMs);
+    // Unknown counts as symmetric at matchd (two of those never match): give the
+    // classification of this network a moment to finish first.
+    for (const end = Date.now() + this.classifyWaitMs; !this.bridge.netModeSettled() && Date.now() < end && !this.stopping;) {
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const minParty = spec.minParty ?? 2;
+    const body: Bodies['MATCH_SUBMIT'] = {
+      mediaId: spec.mediaId, minParty, maxParty: spec.maxParty ?? Math.max(minParty, 2),
+      netMode: this.bridge.netMode(), maxWaitS: spec.maxWaitS ?? 60,
+    };
+    if (spec.appType) body.appType = spec.appType;
+    if (spec.attrs && Object.keys(spec.attrs).length) body.attrs = spec.attrs;
+    if (spec.requirements?.length) body.requirements = spec.requirements;
+    const nickname = spec.nickname ?? this.bridge.nickname;
+    if (nickname) body.nickname = nickname;
+    const { session, to } = this.channel();
+    const start = this.bridge.now();
+    const ack = await this.sendSubmit(session, to, body);
+    // matchd replaced our previous waiting request with this one.
+    for (const r of this.records) {
+      if (r.state === MatchState.WAITING) this.finish(r, { matchId: r.matchId, state: MatchState.CANCELLED }, 'replaced by a newer request');
+    }
+    const id = hex(ack.matchId);
+    const rec: Rec = {
+      ids: [id], matchId: Buffer.from(ack.matchId), body, session, to, state: MatchState.WAITING, submittedAtMs: start,
+      endMs: start + body.maxWaitS * 1000, deadlineMs: ack.deadlineS * 1000, polling: false, cancelling: false, waiters: [],
+    };
+    this.records.push(rec);
+    this.byId.set(id, rec);
+    while (this.records.length > MAX_RECORDS) {
+      const i = this.records.findIndex((r) => r.state !== MatchState.WAITING);
+      if (i < 0) break;
+      const [old] = this.records.splice(i, 1);
+      for (const k of old!.ids) this.byId.delete(k);
+    }
+    this.bridge.log('info', 'match submitted', { matchId: id, mediaId: body.mediaId, party: `${body.minParty}..${body.maxParty}`, netMode: modeName(body.netMode), deadline: iso(rec.deadlineMs), matchd: formatAddress(to) });
+    const early = this.early.get(id);
+    if (early) {
+      this.early.delete(id);
+      this.finish(rec, early);
+    } else {
+      this.schedule(rec);
+    }
+    return rec;
+  }
+
+  /** MATCH_SUBMIT in `session`; carries the ticket when the session is not open on matchd yet. */
+  private async sendSubmit(session: ClientSession, to: Address, body: Bodies['MATCH_SUBMIT']): Promise<Bodies['MATCH_SUBMIT_ACK']> {
+    for (let attempt = 0; ; attempt++) {
+      const b: Bodies['MATCH_SUBMIT'] = { ...body };
+      const opening = !this.opened.has(session);
+      if (opening) {
+        b.ticket = session.grant.ticket;
+        b.timeMs = this.bridge.now();
+        // A matchd that lost the session opens it again numbering its datagrams from 1.
+        session.restartReceive();
+      }
+      try {
+        const m = await this.call(session, to, 'MATCH_SUBMIT', b, 'MATCH_SUBMIT_ACK');
+        this.opened.add(session);
+        return m.body;
+      } catch (err) {
+        if (err instanceof MatchdError && err.code === ErrorCode.NO_SESSION && !opening && attempt === 0) {
+          // matchd restarted (or dropped us): open the session again with the ticket.
+          this.opened.delete(session);
+          continue;
+        }
+        throw this.agentError(err);
+      }
+    }
+  }
+
+  private agentError(err: unknown): AgentError {
+    if (err instanceof AgentError) return err;
+    if (err instanceof MatchdError) {
+      if (err.code === ErrorCode.FORBIDDEN) return new AgentError('FORBIDDEN', `matchd refused: ${err.detail ?? 'this terminal cannot reach anyone over UDP (udp-blocked)'}`);
+      return new AgentError(errorName(err.code), err.detail ?? err.message);
+    }
+    return new AgentError('NO_ANSWER', `matchd: ${(err as Error).message}`);
+  }
+
+  /** One request to matchd in `session`; ERROR becomes MatchdError; RATE_LIMITED/FULL waited out twice. */
+  private async call<N extends 'MATCH_SUBMIT' | 'MATCH_STATUS' | 'MATCH_CANCEL', R extends 'MATCH_SUBMIT_ACK' | 'MATCH_STATUS_RESULT' | 'MATCH_CANCEL_ACK'>(
+    session: ClientSession, to: Address, name: N, body: Bodies[N], expect: R, policy?: Partial<RetransmitPolicy>,
+  ): Promise<MessageOf<R>> {
+    for (let attempt = 0; ; attempt++) {
+      const client = this.bridge.client();
+      if (!client) throw new AgentError('NOT_RUNNING', 'agent is not running');
+      this.lastMatchd = to;
+      const rid = UdpClient.newRequestId();
+      const datagram = session.encode(name, rid, body);
+      let r: Reply;
+      try {
+        r = await client.request(to, datagram, rid, { accept: (x) => session.accept(x), policy: { ...this.policy, ...policy } });
+      } catch (err) {
+        if (err instanceof DevlocError) throw new AgentError('NO_ANSWER', `${name}: ${err.message}`);
+        throw err;
+      }
+      const m: Message = r.msg;
+      if (m.name === 'ERROR') {
+        const e = new MatchdError(m.body.code, m.body.message, m.body.retryAfterMs);
+        if ((e.code === ErrorCode.RATE_LIMITED || e.code === ErrorCode.TRY_LATER || e.code === ErrorCode.FULL) && attempt < 2 && !this.stopping) {
+          await new Promise((res) => setTimeout(res, Math.min(5000, (e.retryAfterMs ?? 1000) * (1 + Math.random() * 0.2))));
+          continue;
+        }
+        throw e;
+      }
+      if (m.name !== expect) throw new AgentError('NO_ANSWER', `${name}: unexpected answer ${m.name}`);
+      return m as MessageOf<R>;
+    }
+  }
+
+  /**
+   * Next poll: in `inMs`; else at the next poll interval, or just after the deadline; past the
+   * deadline (matchd's clock may differ from ours) with growing gaps.
+   */
+  private schedule(rec: Rec, inMs?: number): void {
+    if (rec.timer) clearTimeout(rec.timer);
+    rec.timer = undefined;
+    if (this.stopping || rec.state !== MatchState.WAITING) return;
+    let delay = inMs;
+    if (delay === undefined) {
+      const untilDue = rec.deadlineMs + this.graceMs - this.bridge.now();
+      delay = untilDue > 0 ? Math.min(this.pollMs, untilDue) : Math.min(this.pollMs, Math.max(1000, -untilDue / 2));
+    }
+    rec.timer = setTimeout(() => {
+      rec.timer = undefined;
+      void this.poll(rec, true);
+    }, delay);
+    rec.timer.unref?.();
+  }
+
+  /**
+   * MATCH_STATUS for a waiting request. NOT_FOUND/NO_SESSION: matchd lost it; submitted again
+   * for the time that remains. `background`: errors are handled here, never thrown.
+   */
+  private async poll(rec: Rec, background: boolean): Promise<void> {
+    if (rec.polling || rec.state !== MatchState.WAITING) return;
+    rec.polling = true;
+    try {
+      const m = await this.call(rec.session, rec.to, 'MATCH_STATUS', { matchId: rec.matchId }, 'MATCH_STATUS_RESULT');
+      if (rec.state !== MatchState.WAITING) return;
+      if (m.body.state === MatchState.WAITING) {
+        this.schedule(rec);
+        return;
+      }
+      this.finish(rec, m.body, m.body.state === MatchState.CANCELLED ? 'cancelled at matchd' : undefined);
+    } catch (err) {
+      if (rec.state !== MatchState.WAITING) return;
+      if (err instanceof MatchdError && (err.code === ErrorCode.NOT_FOUND || err.code === ErrorCode.NO_SESSION) && !rec.cancelling) {
+        await this.resubmit(rec, `matchd lost the request (${errorName(err.code)})`);
+        return;
+      }
+      const now = this.bridge.now();
+      if (now > rec.deadlineMs + this.giveUpMs) {
+        this.finish(rec, { matchId: rec.matchId, state: MatchState.NO_MATCH }, `no answer from matchd since the deadline: ${(err as Error).message}`);
+        return;
+      }
+      this.bridge.log('debug', 'match poll failed', { matchId: hex(rec.matchId), err: (err as Error).message });
+      this.schedule(rec, Math.min(this.pollMs, 5000));
+      if (!background) throw this.agentError(err);
+    } finally {
+      rec.polling = false;
+    }
+  }
+
+  private async resubmit(rec: Rec, why: string): Promise<void> {
+    const now = this.bridge.now();
+    const remainingS = Math.floor((rec.endMs - now) / 1000);
+    if (remainingS < 1) {
+      this.finish(rec, { matchId: rec.matchId, state: MatchState.NO_MATCH }, why);
+      return;
+    }
+    this.bridge.log('info', 'match request lost, submitting again', { matchId: hex(rec.matchId), why, remainingS });
+    try {
+      const { session, to } = this.channel();
+      const body = { ...rec.body, maxWaitS: remainingS, netMode: this.bridge.netMode() };
+      const ack = await this.sendSubmit(session, to, body);
+      if (rec.state !== MatchState.WAITING) return;
+      const id = hex(ack.matchId);
+      rec.matchId = Buffer.from(ack.matchId);
+      rec.ids.push(id);
+      rec.session = session;
+      rec.to = to;
+      rec.deadlineMs = ack.deadlineS * 1000;
+      this.byId.set(id, rec);
+      const early = this.early.get(id);
+      if (early) {
+        this.early.delete(id);
+        this.finish(rec, early);
+        return;
+      }
+      this.schedule(rec);
+    } catch (err) {
+      this.bridge.log('warn', 'match resubmit failed', { err: (err as Error).message });
+      if (rec.state === MatchState.WAITING) this.schedule(rec, Math.min(this.pollMs, 5000));
+    }
+  }
+
+  private finish(rec: Rec, body: Bodies['MATCH_RESULT'], reason?: string): void {
+    if (rec.state !== MatchState.WAITING) return;
+    if (rec.timer) clearTimeout(rec.timer);
+    rec.timer = undefined;
+    rec.state = body.state;
+    rec.result = body;
+    rec.endedAtMs = this.bridge.now();
+    if (reason !== undefined) rec.reason = reason;
+    const v = this.view(rec);
+    this.bridge.log('info', 'match result', {
+      matchId: v.matchId, state: v.state, mediaId: v.mediaId,
+      ...(v.members ? { members: v.members.map((m) => m.id), host: v.hostId } : {}), ...(v.reason ? { reason: v.reason } : {}),
+    });
+    for (const w of rec.waiters.splice(0)) w(v);
+    this.bridge.emit(v);
+  }
+
+  private waitFor(rec: Rec): Promise<MatchResult> {
+    if (rec.state !== MatchState.WAITING) return Promise.resolve(this.view(rec));
+    return new Promise((resolve) => rec.waiters.push(resolve));
+  }
+
+  private view(rec: Rec): MatchResult {
+    const self = this.bridge.locatorId();
+    const v: MatchResult = {
+      matchId: hex(rec.matchId),
+      state: matchStateNames[rec.state] ?? 'waiting',
+      mediaId: rec.body.mediaId,
+      minParty: rec.body.minParty,
+      maxParty: rec.body.maxParty,
+      submittedAt: iso(rec.submittedAtMs),
+      deadline: iso(rec.deadlineMs),
+      matchd: formatAddress(rec.to),
+    };
+    if (rec.ids.length > 1) v.previousIds = rec.ids.slice(0, -1);
+    if (rec.body.appType !== undefined) v.appType = rec.body.appType;
+    if (rec.endedAtMs !== undefined) v.endedAt = iso(rec.endedAtMs);
+    const res = rec.result;
+    if (rec.state === MatchState.MATCHED && res?.members) {
+      v.members = res.members.map((m: MatchMember, i): MatchPartyMember => {
+        const id = formatId(m.id);
+        return {
+          id, ...(m.nickname !== undefined ? { nickname: m.nickname } : {}), netMode: modeName(m.netMode), addr: formatAddress(m.addr),
+          names: this.bridge.names(id), self: id === self, host: i === res.host,
+        };
+      });
+      if (res.host !== undefined) {
+        v.host = res.host;
+        const h = v.members[res.host];
+        if (h) {
+          v.hostId = h.id;
+          v.youHost = h.self;
+        }
+      }
+    }
+    if (rec.reason !== undefined) v.reason = rec.reason;
+    return v;
+  }
+}

@@ -1,0 +1,275 @@
+// Peer connections (devloc-agent(8), PEER CONNECTIONS): introductions through locatord and the
+// channels they lead to (channel.ts does the punching and the data).
+//
+// - connect(peer): INTRODUCE on the locatord session; the answer names the peer's observed and
+//   LAN addresses and network mode and carries the channel key sealed under our session. The
+//   peer gets INTRO at the same moment (if it registered `reachable`), so both punch at once.
+// - INTRO pushed by locatord (MACed in our session, retransmitted until INTRO_ACK): acknowledged
+//   for every copy; the first one opens a responder channel and emits it to the application.
+// - Before punching, the connectivity matrix (src/wire/connectivity.ts) decides: two terminals
+//   behind the same NAT (same observed IP) try each other's LAN addresses first, whatever their
+//   modes; otherwise a pair the matrix marks impossible (symmetric to symmetric, symmetric to
+//   port-restricted, UDP blocked) is not tried, and the reason is reported at once ('NO_DIRECT_PATH'
+//   from connect(), and in status). A pair with an unclassified side is tried.
+// - Every channel's datagrams travel on the agent's one UDP socket: the NAT mapping locatord saw
+//   (the address the peer is told) is the one the peer's packets must reach. Peer datagrams
+//   (types 0x70-0x73) are recognised by their first bytes and dispatched by channel ID.
+import type dgram from 'node:dgram';
+import type { Address } from '../wire/addr.js';
+import { formatAddress, normaliseIp } from '../wire/addr.js';
+import type { Bodies, Introduction } from '../wire/catalog.js';
+import { MessageType } from '../wire/catalog.js';
+import { noDirectPathReason } from '../wire/connectivity.js';
+import { NetMode } from '../wire/constants.js';
+import type { MessageOf } from '../wire/envelope.js';
+import { decodeDatagram } from '../wire/envelope.js';
+import { openChannelKey } from '../wire/peer.js';
+import type { ClientSession } from '../net/clientsession.js';
+import type { Reply } from '../net/client.js';
+import type { AgentLog } from './agent.js';
+import { AgentError } from './agent.js';
+import type { CandidateKind, ChannelSummary, ChannelTiming } from './channel.js';
+import { Channel } from './channel.js';
+import { formatId } from './ids.js';
+
+/** What the manager needs from its agent (closures over the agent's private state). */
+export interface PeerHost {
+  /** Send on the agent's UDP socket. */
+  send(to: Address, bytes: Buffer): void;
+  /** locatord's address (INTROs come only from there). */
+  locatord(): Address | undefined;
+  /** The locatord sessions a push may be MACed in: the confirmed one and the newest. */
+  sessions(): ClientSession[];
+  /** INTRODUCE on the current session (re-registering once on NO_SESSION). */
+  introduce(body: Bodies['INTRODUCE']): Promise<MessageOf<'INTRODUCE_ACK'>>;
+  resolve(target: string | Uint8Array): Buffer;
+  names(id: Uint8Array): string[];
+  /** Our network mode as reported to locatord, and our LAN addresses with our port. */
+  netMode(): number;
+  localAddrs(): Address[];
+  /** Whether we accept introductions (REGISTER reachable). */
+  reachable(): boolean;
+  /** A channel a peer opened to us. */
+  incoming(channel: Channel): void;
+  log: AgentLog;
+  now: () => number;
+  random: () => number;
+}
+
+export interface PeerOptions extends Partial<ChannelTiming> {
+  /** Closed and failed channels kept for status (default 16). */
+  keepRecent?: number;
+}
+
+export interface PathPlan {
+  candidates: { addr: Address; kind: CandidateKind }[];
+  /** Same observed IP: both behind one NAT (LAN addresses first). */
+  sameNat: boolean;
+  /** Why no direct path can work (the matrix), or null. */
+  problem: string | null;
+}
+
+/**
+ * Candidate addresses of the peer, and whether to try at all. Pure. Same NAT: the peer's LAN
+ * addresses, then its public address (works if the NAT hairpins). Otherwise its public address,
+ * unless both modes are known and the matrix rules a direct path out.
+ */
+export function planPath(own: { observed: Address; netMode: number }, peer: { addr: Address; localAddrs?: Address[]; netMode: number }): PathPlan {
+  const sameNat = normaliseIp(own.observed.ip) === normaliseIp(peer.addr.ip);
+  const candidates: PathPlan['candidates'] = [];
+  if (sameNat) for (const a of peer.localAddrs ?? []) candidates.push({ addr: a, kind: 'lan' });
+  candidates.push({ addr: peer.addr, kind: 'public' });
+  const known = own.netMode !== NetMode.UNKNOWN && peer.netMode !== NetMode.UNKNOWN;
+  const problem = sameNat || !known ? null : noDirectPathReason(own.netMode, peer.netMode);
+  return { candidates, sameNat, problem };
+}
+
+/** Peer message types: their envelopes start 85 01 18 <type>. */
+function isPeerDatagram(raw: Buffer): boolean {
+  return raw.length > 4 && raw[0] === 0x85 && raw[1] === 0x01 && raw[2] === 0x18 && raw[3]! >= MessageType.PUNCH && raw[3]! <= MessageType.DATA_ACK;
+}
+
+/** Remembered channel IDs of introductions already handled (a retransmitted INTRO is only acknowledged). */
+const MAX_SEEN_INTROS = 256;
+
+export class PeerManager {
+  private readonly channels = new Map<string, Channel>();
+  private readonly recent: ChannelSummary[] = [];
+  private readonly seenIntros = new Set<string>();
+  private readonly keepRecent: number;
+  private socket: dgram.Socket | undefined;
+  private readonly listener = (raw: Buffer, rinfo: dgram.RemoteInfo): void => this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port });
+  /** Datagrams dropped before reaching a channel. */
+  readonly stats = { introductions: 0, unknownChannel: 0, malformed: 0 };
+
+  constructor(private readonly host: PeerHost, private readonly o: PeerOptions = {}) {
+    this.keepRecent = o.keepRecent ?? 16;
+  }
+
+  /** Listen for peer datagrams on the agent's socket (called when the agent starts). */
+  attach(socket: dgram.Socket): void {
+    this.detach();
+    this.socket = socket;
+    socket.on('message', this.listener);
+  }
+
+  detach(): void {
+    this.socket?.off('message', this.listener);
+    this.socket = undefined;
+  }
+
+  /** Open channels and the last closed or failed ones (newest first). */
+  list(): ChannelSummary[] {
+    return [...[...this.channels.values()].map((c) => c.summary()), ...this.recent];
+  }
+
+  get(idHex: string): Channel | undefined {
+    return this.channels.get(idHex);
+  }
+
+  /** A live (open or punching) channel to `peer`, if any. */
+  channelTo(peer: Uint8Array): Channel | undefined {
+    const hex = formatId(peer);
+    for (const c of this.channels.values()) if (c.peerHex === hex) return c;
+    return undefined;
+  }
+
+  closeAll(reason: string): void {
+    for (const c of [...this.channels.values()]) c.close(reason);
+  }
+
+  /** Feed one datagram of the socket; only peer messages are looked at. */
+  receive(raw: Buffer, from: Address): void {
+    if (!isPeerDatagram(raw)) return;
+    const d = decodeDatagram(raw);
+    if (!d.ok || !d.msg.auth) {
+      this.stats.malformed++;
+      return;
+    }
+    const ch = this.channels.get(Buffer.from(d.msg.auth.sid).toString('hex'));
+    if (!ch) {
+      this.stats.unknownChannel++;
+      return;
+    }
+    ch.receive(d.msg, raw, from);
+  }
+
+  private remember(summary: ChannelSummary): void {
+    this.recent.unshift(summary);
+    if (this.recent.length > this.keepRecent) this.recent.length = this.keepRecent;
+  }
+
+  private seen(idHex: string): void {
+    this.seenIntros.add(idHex);
+    if (this.seenIntros.size > MAX_SEEN_INTROS) this.seenIntros.delete(this.seenIntros.values().next().value!);
+  }
+
+  /** Record a channel that was never tried (the matrix ruled it out). */
+  private refused(intro: Introduction, role: Channel['role'], plan: PathPlan): void {
+    const now = new Date(this.host.now()).toISOString();
+    const peer = formatId(intro.peer);
+    this.remember({
+      channel: formatId(intro.channelId), peer, names: this.host.names(intro.peer), ...(intro.nickname !== undefined ? { nickname: intro.nickname } : {}),
+      role, state: 'failed', path: null, reason: `no direct path: ${plan.problem}`, candidates: plan.candidates.map((c) => `${formatAddress(c.addr)} (${c.kind})`),
+      startedAt: now, openedAt: null, punchMs: null,
+      stats: { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0 },
+    });
+    this.host.log('info', 'no direct path to peer: not punching', { peer, channel: formatId(intro.channelId), reason: plan.problem });
+  }
+
+  private open(intro: Introduction, key: Buffer, role: Channel['role'], plan: PathPlan): Channel {
+    const id = Buffer.from(intro.channelId);
+    const ch = new Channel({
+      id, role, peer: Buffer.from(intro.peer), names: this.host.names(intro.peer), ...(intro.nickname !== undefined ? { nickname: intro.nickname } : {}),
+      channelKey: key, candidates: plan.candidates, send: (to, bytes) => this.host.send(to, bytes),
+      timing: this.o, now: this.host.now, random: this.host.random, log: this.host.log,
+    });
+    this.channels.set(ch.idHex, ch);
+    ch.once('close', () => {
+      this.channels.delete(ch.idHex);
+      this.remember(ch.summary());
+    });
+    ch.start();
+    return ch;
+  }
+
+  private unseal(intro: Introduction): Buffer | null {
+    for (const s of this.host.sessions()) {
+      const key = openChannelKey(s.keys, intro.channelId, intro.peer, intro.sealedKey);
+      if (key) return key;
+    }
+    return null;
+  }
+
+  /** Server pushes on the agent's socket: true when it was an INTRO (handled here). */
+  onPush(r: Reply): boolean {
+    if (r.msg.name !== 'INTRO') return false;
+    const locatord = this.host.locatord();
+    if (!locatord || normaliseIp(r.from.ip) !== normaliseIp(locatord.ip) || r.from.port !== locatord.port) return true;
+    const session = this.host.sessions().find((s) => s.accept(r));
+    if (!session) return true;
+    const intro = r.msg.body;
+    const idHex = formatId(intro.channelId);
+    // Acknowledge every copy: locatord retransmits until it hears one.
+    const ack = (): void => this.host.send(r.from, session.encode('INTRO_ACK', r.msg.rid, { channelId: intro.channelId }));
+    if (this.seenIntros.has(idHex) || this.channels.has(idHex)) {
+      ack();
+      return true;
+    }
+    if (!this.host.reachable()) {
+      this.host.log('warn', 'introduction while not reachable: ignored', { channel: idHex });
+      return true;
+    }
+    const key = openChannelKey(session.keys, intro.channelId, intro.peer, intro.sealedKey);
+    if (!key) {
+      this.host.log('warn', 'introduction with a channel key that does not open: ignored', { channel: idHex });
+      return true;
+    }
+    this.seen(idHex);
+    this.stats.introductions++;
+    ack();
+    const plan = planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro);
+    if (plan.problem) {
+      this.refused(intro, 'responder', plan);
+      return true;
+    }
+    this.host.log('info', 'introduced by locatord', { peer: formatId(intro.peer), channel: idHex, sameNat: plan.sameNat });
+    this.host.incoming(this.open(intro, key, 'responder', plan));
+    return true;
+  }
+
+  /**
+   * A channel to `target` (locator ID or address-book name), open: resolves once a path answered.
+   * A live channel to the same peer is reused (whichever side opened it). Rejects with AgentError:
+   * PEER_UNAVAILABLE, NO_DIRECT_PATH, PUNCH_FAILED, or an error of the locatord request.
+   */
+  async connect(target: string | Uint8Array, o: { reuse?: boolean } = {}): Promise<Channel> {
+    const id = this.host.resolve(target);
+    const existing = o.reuse === false ? undefined : this.channelTo(id);
+    if (existing) {
+      await existing.waitOpen();
+      return existing;
+    }
+    const local = this.host.localAddrs();
+    let m: MessageOf<'INTRODUCE_ACK'>;
+    try {
+      m = await this.host.introduce({ target: id, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}) });
+    } catch (err) {
+      if (err instanceof AgentError && err.code === 'NOT_FOUND') throw new AgentError('PEER_UNAVAILABLE', err.message);
+      throw err;
+    }
+    const intro = m.body;
+    if (!Buffer.from(intro.peer).equals(id)) throw new AgentError('BAD_INTRODUCTION', 'locatord introduced another terminal than the one asked for');
+    const key = this.unseal(intro);
+    if (!key) throw new AgentError('BAD_INTRODUCTION', 'the channel key from locatord does not open');
+    this.seen(formatId(intro.channelId));
+    const plan = planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro);
+    if (plan.problem) {
+      this.refused(intro, 'initiator', plan);
+      throw new AgentError('NO_DIRECT_PATH', `no direct path: ${plan.problem}`);
+    }
+    const ch = this.open(intro, key, 'initiator', plan);
+    await ch.waitOpen();
+    return ch;
+  }
+}

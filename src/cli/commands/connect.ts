@@ -1,0 +1,157 @@
+// devloc connect PEER: a direct channel to a peer through the local devloc-agent (devloc(1)).
+//
+//   devloc connect bob             line chat: stdin lines go to bob, what bob sends is printed
+//   devloc connect bob --ping 5    five pings over the channel, with round trips
+//
+// The agent asks locatord for an introduction, punches through both NATs and keeps the path;
+// this command only drives the control API (connect, channel.send/recv/ping/close). Exit
+// status: 0 done (for --ping: at least one answer), 1 no channel (peer unavailable, no direct
+// path, punching failed, no agent) or no ping answered, 2 bad arguments.
+import { createInterface } from 'node:readline';
+import type { Argv, CommandModule } from 'yargs';
+import type { ChannelSummary, PathInfo } from '../../agent/channel.js';
+import type { ConnectResult } from '../../agent/channel-control.js';
+import { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from '../../agent/control-client.js';
+import { CliError, runHandler, UsageError } from '../util.js';
+
+interface ConnectArgs {
+  peer: string;
+  socket: string;
+  json: boolean;
+  ping?: number;
+  interval: number;
+  timeout: number;
+}
+
+const defaultSocket = (): string => process.env['DEVLOC_AGENT_CONTROL_SOCKET'] || DEFAULT_CONTROL_SOCKET;
+const print = (s: string): void => void process.stdout.write(`${s}\n`);
+
+async function ask(a: ConnectArgs, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
+  try {
+    return await controlRequest(a.socket, cmd, args, timeoutMs);
+  } catch (err) {
+    if (err instanceof ControlError) {
+      if (err.code === 'BAD_REQUEST' || err.code === 'UNKNOWN_TARGET' || err.code === 'BAD_TARGET') throw new UsageError(err.message);
+      throw new CliError(err.code === 'NO_AGENT' || err.code === 'TIMEOUT' ? err.message : `${err.code}: ${err.message}`);
+    }
+    throw err;
+  }
+}
+
+export const pathText = (p: PathInfo | null): string => (p ? `${p.addr} (${p.kind}${p.rttMs !== null ? `, rtt ${p.rttMs} ms` : ''})` : 'no path');
+
+export function formatConnected(r: ConnectResult): string {
+  const who = [r.peer, ...r.names.map((n) => `"${n}"`), ...(r.nickname ? [`nickname ${r.nickname}`] : [])].join(' ');
+  const how = r.role === 'initiator' ? `punched in ${r.punchMs ?? '?'} ms` : 'channel the peer opened';
+  return `connected to ${who}: channel ${r.channel}, direct path ${pathText(r.path)}, ${how}`;
+}
+
+interface PingOutcome {
+  rttMs: number | null;
+  path: PathInfo | null;
+}
+
+async function pings(a: ConnectArgs, channel: string): Promise<void> {
+  const count = a.ping!;
+  const rtts: number[] = [];
+  for (let i = 1; i <= count; i++) {
+    const r = (await ask(a, 'channel.ping', { channel, timeoutMs: a.timeout }, a.timeout + 5000)) as PingOutcome;
+    if (r.rttMs !== null) rtts.push(r.rttMs);
+    if (a.json) print(JSON.stringify({ ping: i, ...r }));
+    else print(r.rttMs === null ? `ping ${i}: no answer within ${a.timeout} ms` : `ping ${i}: rtt ${r.rttMs} ms via ${r.path ? `${r.path.addr} (${r.path.kind})` : 'no path'}`);
+    if (i < count) await new Promise((res) => setTimeout(res, a.interval));
+  }
+  const lost = count - rtts.length;
+  if (!a.json) {
+    const stats = rtts.length
+      ? `, rtt min/avg/max ${Math.min(...rtts)}/${(rtts.reduce((x, y) => x + y, 0) / rtts.length).toFixed(1)}/${Math.max(...rtts)} ms`
+      : '';
+    print(`${count} pings, ${rtts.length} answered, ${Math.round((100 * lost) / count)}% lost${stats}`);
+  }
+  if (rtts.length === 0) throw new CliError('no ping was answered');
+}
+
+interface RecvResult {
+  messages: { n: number; text: string; data: string }[];
+  lost: number;
+  state: string;
+  path: PathInfo | null;
+  reason?: string;
+}
+
+async function chat(a: ConnectArgs, channel: string): Promise<void> {
+  let done = false;
+  let sending = Promise.resolve();
+  const lines = createInterface({ input: process.stdin });
+  lines.on('line', (line) => {
+    if (!line) return;
+    sending = sending.then(async () => {
+      if (!done) await ask(a, 'channel.send', { channel, text: line });
+    });
+  });
+  const eof = new Promise<void>((resolve) => lines.once('close', () => resolve()));
+  const receive = (async (): Promise<string | null> => {
+    while (!done) {
+      const r = (await ask(a, 'channel.recv', { channel, waitMs: 20_000 }, 30_000)) as RecvResult;
+      if (r.lost > 0) print(a.json ? JSON.stringify({ lost: r.lost }) : `(${r.lost} message${r.lost === 1 ? '' : 's'} lost)`);
+      for (const m of r.messages) print(a.json ? JSON.stringify(m) : `< ${m.text}`);
+      if (r.state === 'closed' || r.state === 'failed') return r.reason ?? r.state;
+    }
+    return null;
+  })();
+  const ended = await Promise.race([eof.then(() => null), receive]);
+  done = true;
+  if (ended !== null) {
+    lines.close();
+    print(a.json ? JSON.stringify({ closed: ended }) : `channel closed: ${ended}`);
+    return;
+  }
+  // stdin ended: finish sending, then close our end.
+  await sending;
+  await ask(a, 'channel.close', { channel });
+}
+
+export const connectCommand: CommandModule<object, ConnectArgs> = {
+  command: 'connect <peer>',
+  describe: 'a direct channel to a peer through the NATs (introduced by locatord): line chat, or --ping N',
+  builder: (y) =>
+    (y as Argv)
+      .positional('peer', { type: 'string', demandOption: true, describe: 'locator ID (32 hex digits) or address-book name' })
+      .option('socket', {
+        type: 'string', default: defaultSocket(), defaultDescription: `$DEVLOC_AGENT_CONTROL_SOCKET or ${DEFAULT_CONTROL_SOCKET}`,
+        describe: "devloc-agent's control socket",
+      })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON lines' })
+      .option('ping', { type: 'number', describe: 'send this many pings over the channel and print their round trips, then close it' })
+      .option('interval', { type: 'number', default: 1000, describe: 'ms between pings' })
+      .option('timeout', { type: 'number', default: 2000, describe: 'ms to wait for each ping\'s answer' }) as unknown as Argv<ConnectArgs>,
+  handler: (a) => runHandler('connect', async () => {
+    if (a.ping !== undefined && (!Number.isInteger(a.ping) || a.ping < 1 || a.ping > 10_000)) throw new UsageError('--ping: a count from 1 to 10000');
+    if (!(a.interval >= 0 && a.interval <= 60_000)) throw new UsageError('--interval: 0 to 60000 ms');
+    if (!(a.timeout >= 10 && a.timeout <= 30_000)) throw new UsageError('--timeout: 10 to 30000 ms');
+    const r = (await ask(a, 'connect', { peer: String(a.peer) }, 90_000)) as ConnectResult;
+    if (a.json) print(JSON.stringify(r));
+    else print(formatConnected(r));
+    if (a.ping !== undefined) {
+      try {
+        await pings(a, r.channel);
+      } finally {
+        await ask(a, 'channel.close', { channel: r.channel }).catch(() => {});
+      }
+      return;
+    }
+    await chat(a, r.channel);
+  }),
+};
+
+/** One line per channel for `devloc status`. */
+export function formatChannel(c: ChannelSummary): string {
+  const who = c.names.length ? `${c.names.join(',')} (${c.peer})` : c.nickname ? `${c.peer} (nickname ${c.nickname})` : c.peer;
+  const dir = c.role === 'initiator' ? 'to' : 'from';
+  const s = c.stats;
+  if (c.state === 'failed') return `${dir} ${who}: failed: ${c.reason ?? 'unknown reason'}`;
+  const traffic = `${s.sent} sent, ${s.received} received, ${s.lost} lost${s.refused ? `, ${s.refused} refused` : ''}`;
+  if (c.state === 'closed') return `${dir} ${who}: closed (${c.reason ?? 'closed'}); ${traffic}`;
+  if (c.state === 'punching') return `${dir} ${who}: punching ${c.candidates.join(', ')}`;
+  return `${dir} ${who}: open via ${pathText(c.path)}; ${traffic}`;
+}

@@ -1,0 +1,200 @@
+// devloc match submit|status|cancel: find partners through the local devloc-agent, which talks
+// to devloc-matchd (devloc-matchd(8)) over its own socket and tickets.
+//
+//   devloc match submit --media chess [--min 2] [--max 4] [--attr level=12] [--require "region=eu"]
+//                       [--prefer "level 10..14"] [--wait 60] [--nick alice] [--no-wait] [--json]
+//   devloc match status [ID]
+//   devloc match cancel [ID]
+//
+// `submit` waits for the result by default and prints the party with the host marked.
+// Exit status: 0 matched (or submitted, with --no-wait; status and cancel: answered), 1 no
+// match, cancelled, or the agent refused or could not be reached, 2 bad arguments.
+import type { Argv, CommandModule } from 'yargs';
+import { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from '../../agent/control-client.js';
+import type { MatchResult } from '../../agent/match.js';
+import { parseAttr, parseRequirement } from '../../agent/match.js';
+import { AgentError } from '../../agent/agent.js';
+import { CliError, runHandler, UsageError } from '../util.js';
+
+interface Common {
+  socket: string;
+  json: boolean;
+}
+
+const defaultSocket = (): string => process.env['DEVLOC_AGENT_CONTROL_SOCKET'] || DEFAULT_CONTROL_SOCKET;
+
+function common<T>(y: Argv<T>): Argv<T & Common> {
+  return y
+    .option('socket', {
+      type: 'string', default: defaultSocket(), defaultDescription: `$DEVLOC_AGENT_CONTROL_SOCKET or ${DEFAULT_CONTROL_SOCKET}`,
+      describe: "devloc-agent's control socket",
+    })
+    .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }) as Argv<T & Common>;
+}
+
+async function ask(a: Common, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
+  try {
+    return await controlRequest(a.socket, cmd, args, timeoutMs);
+  } catch (err) {
+    if (err instanceof ControlError) {
+      if (err.code === 'BAD_REQUEST') throw new UsageError(err.message);
+      throw new CliError(err.code === 'NO_AGENT' || err.code === 'TIMEOUT' ? err.message : `${err.code}: ${err.message}`);
+    }
+    throw err;
+  }
+}
+
+const print = (s: string): void => {
+  process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+};
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
+
+/** Human form of a result: a headline, then for a match the party with the host marked. */
+export function formatMatch(r: MatchResult): string {
+  const what = `${r.mediaId}${r.appType ? ` (${r.appType})` : ''}`;
+  const id = `match ${r.matchId}`;
+  const lines: string[] = [];
+  switch (r.state) {
+    case 'matched': {
+      const members = r.members ?? [];
+      const host = r.host !== undefined ? members[r.host] : undefined;
+      const hostName = host ? (host.self ? 'you' : `${host.nickname ?? host.names[0] ?? host.id.slice(0, 8)} (${host.id.slice(0, 8)}…)`) : '-';
+      lines.push(`matched: ${what}, ${members.length} members, host: ${hostName} [${id}]`);
+      const rows = [['', 'LOCATOR ID', 'NICKNAME', 'MODE', 'ADDRESS', 'ROLE']];
+      members.forEach((m, i) => {
+        const role = [m.host ? 'host' : '', m.self ? 'you' : ''].filter(Boolean).join(', ') || '-';
+        const nick = m.nickname ?? '-';
+        const names = m.names.length ? ` (${m.names.join(', ')})` : '';
+        rows.push([`${m.host ? '*' : ' '}${i}`, m.id, nick + names, m.netMode, m.addr, role]);
+      });
+      lines.push(table(rows));
+      break;
+    }
+    case 'waiting':
+      lines.push(`waiting: ${what}, party of ${r.minParty}..${r.maxParty}, until ${r.deadline.replace(/\.\d{3}Z$/, 'Z')} [${id}]`);
+      break;
+    case 'no-match':
+      lines.push(`no match: ${what}, nobody suitable before ${r.deadline.replace(/\.\d{3}Z$/, 'Z')} [${id}]`);
+      break;
+    case 'cancelled':
+      lines.push(`cancelled: ${what} [${id}]`);
+      break;
+  }
+  if (r.reason) lines.push(`(${r.reason})`);
+  return lines.join('\n');
+}
+
+// ---- submit ------------------------------------------------------------------------------------
+
+interface SubmitArgs extends Common {
+  media: string;
+  'app-type'?: string;
+  min: number;
+  max?: number;
+  attr: string[];
+  require: string[];
+  prefer: string[];
+  wait: number;
+  nick?: string;
+  'no-wait': boolean;
+}
+
+const submit: CommandModule<object, SubmitArgs> = {
+  command: 'submit',
+  describe: 'ask matchd for partners; waits for the result and prints the party (host marked *)',
+  builder: (y) =>
+    common(y)
+      // --no-wait is its own flag, not the negation of --wait SECONDS.
+      .parserConfiguration({ 'boolean-negation': false })
+      .option('media', { type: 'string', demandOption: true, describe: 'media ID: the game or application to find partners for' })
+      .option('app-type', { type: 'string', describe: 'application type (game, chat, voice, ...); only equal types match' })
+      .option('min', { type: 'number', default: 2, describe: 'smallest party, this terminal included' })
+      .option('max', { type: 'number', describe: 'largest party (default: --min)' })
+      .option('attr', { type: 'string', array: true, default: [] as string[], describe: 'own attribute key=value (numbers and true/false are typed), repeatable' })
+      .option('require', { type: 'string', array: true, default: [] as string[], describe: 'mandatory requirement on partners: "attr=value", "attr in a,b", "attr 10..20", repeatable' })
+      .option('prefer', { type: 'string', array: true, default: [] as string[], describe: 'preferred requirement (relaxed while waiting), same forms, repeatable' })
+      .option('wait', { type: 'number', default: 60, describe: 'longest wait for partners, seconds (then: no match)' })
+      .option('nick', { type: 'string', describe: "nickname shown to partners (default: the agent's --nickname)" })
+      .option('no-wait', { type: 'boolean', default: false, describe: 'return once matchd has the request (print its ID) instead of waiting' }) as unknown as Argv<SubmitArgs>,
+  handler: (a) => runHandler('match submit', async () => {
+    const attrs: Record<string, string | number | boolean> = {};
+    try {
+      for (const x of a.attr.map(String)) {
+        const [k, v] = parseAttr(x);
+        attrs[k] = v;
+      }
+      for (const r of a.require.map(String)) parseRequirement(r, true);
+      for (const r of a.prefer.map(String)) parseRequirement(r, false);
+    } catch (err) {
+      if (err instanceof AgentError) throw new UsageError(err.message);
+      throw err;
+    }
+    if (!Number.isInteger(a.wait) || a.wait < 1 || a.wait > 3600) throw new UsageError('--wait: 1 to 3600 seconds');
+    const wait = !a['no-wait'];
+    const args: Record<string, unknown> = {
+      mediaId: String(a.media), minParty: a.min, ...(a.max !== undefined ? { maxParty: a.max } : {}), maxWaitS: a.wait, wait,
+      ...(a['app-type'] !== undefined ? { appType: String(a['app-type']) } : {}),
+      ...(Object.keys(attrs).length ? { attrs } : {}),
+      ...(a.require.length ? { require: a.require.map(String) } : {}),
+      ...(a.prefer.length ? { prefer: a.prefer.map(String) } : {}),
+      ...(a.nick !== undefined ? { nickname: String(a.nick) } : {}),
+    };
+    // Interrupted while waiting: withdraw the request rather than leave it to be matched.
+    let interrupted = false;
+    const onSignal = (): void => {
+      if (interrupted) process.exit(130);
+      interrupted = true;
+      process.stderr.write('devloc match submit: interrupted, cancelling the request\n');
+      void controlRequest(a.socket, 'match.cancel', {}, 5000).catch(() => undefined).finally(() => process.exit(130));
+    };
+    if (wait) process.once('SIGINT', onSignal);
+    let r: MatchResult;
+    try {
+      // The agent answers at the latest a minute after the deadline (matchd unreachable).
+      r = (await ask(a, 'match.submit', args, (a.wait + 90) * 1000)) as MatchResult;
+    } finally {
+      process.off('SIGINT', onSignal);
+    }
+    if (a.json) print(JSON.stringify(r, null, 2));
+    else print(wait ? formatMatch(r) : `submitted: ${r.mediaId}, waiting until ${r.deadline.replace(/\.\d{3}Z$/, 'Z')}\n${r.matchId}`);
+    if (wait && r.state !== 'matched') process.exitCode = 1;
+  }),
+};
+
+// ---- status / cancel ---------------------------------------------------------------------------
+
+interface IdArgs extends Common {
+  id?: string;
+}
+
+function byId(verb: 'status' | 'cancel'): CommandModule<object, IdArgs> {
+  return {
+    command: `${verb} [id]`,
+    describe: verb === 'status'
+      ? 'state of a match request (default: the newest), asking matchd while it waits'
+      : 'withdraw a waiting match request (default: the newest); too late once matched',
+    builder: (y) => common(y).positional('id', { type: 'string', describe: 'match ID (16 hex digits) as submit printed it' }) as unknown as Argv<IdArgs>,
+    handler: (a) => runHandler(`match ${verb}`, async () => {
+      if (a.id !== undefined && !/^[0-9a-fA-F]{16}$/.test(String(a.id))) throw new UsageError(`${JSON.stringify(a.id)} is not a match ID (16 hex digits)`);
+      const r = (await ask(a, `match.${verb}`, a.id !== undefined ? { matchId: String(a.id) } : {})) as MatchResult;
+      if (a.json) print(JSON.stringify(r, null, 2));
+      else print(formatMatch(r));
+    }),
+  };
+}
+
+export const matchCommand: CommandModule = {
+  command: 'match <command>',
+  describe: 'find partners through devloc-matchd (match submit|status|cancel), via the local agent',
+  builder: (y) =>
+    y
+      .command(submit as CommandModule)
+      .command(byId('status') as CommandModule)
+      .command(byId('cancel') as CommandModule)
+      .demandCommand(1, 'name a match command: submit, status, cancel'),
+  handler: () => {},
+};

@@ -1,0 +1,224 @@
+// INTRODUCE and INTRO_ACK: introductions for direct peer channels (devloc-locatord(8),
+// INTRODUCTIONS; devloc-protocol(7), PEER CHANNELS).
+//
+// A terminal asks to be introduced to a peer by locator ID. If the peer is registered, visible to
+// the asker (the rules of QUERY_ADDR) and registered with `reachable`, locatord draws a channel
+// ID and a channel key, answers the asker with INTRODUCE_ACK (the peer's observed and LAN
+// addresses, network mode, the key sealed under the asker's session) and at the same moment
+// pushes INTRO to the peer (the same about the asker, the key sealed under the peer's session),
+// so both start punching at once. Otherwise the answer is NOT_FOUND, the same bytes whichever
+// reason holds: an introduction tells no more than a lookup does.
+//
+// INTRO is retransmitted until the peer's INTRO_ACK, like matchd's MATCH_RESULT: every copy is
+// MACed anew (new sequence number, same request ID), goes to the peer's address as registered at
+// that moment, and the push is abandoned when the peer's registration or session is gone. The
+// asker's observed address is the source of its INTRODUCE, i.e. the NAT mapping of the socket it
+// registered from; locatord never carries a channel's data.
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../../common/log.js';
+import type { Metrics } from '../../common/metrics.js';
+import { RateLimiter } from '../../net/ratelimit.js';
+import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js';
+import type { ServerSession, ServerSessions } from '../../net/sessions.js';
+import type { Address } from '../../wire/addr.js';
+import type { Introduction } from '../../wire/catalog.js';
+import { CHANNEL_ID_BYTES, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../../wire/constants.js';
+import { ErrorCode } from '../../wire/errors.js';
+import { CHANNEL_KEY_BYTES, sealChannelKey } from '../../wire/peer.js';
+import type { LocatorContext } from '../context.js';
+import { chargeLookups } from '../context.js';
+import type { RegistrationTable } from '../table.js';
+import { lookup } from './query.js';
+
+/** One message for every reason an introduction cannot be made (offline, unknown, invisible, not reachable). */
+export const NOT_INTRODUCED = 'peer is offline, unknown, not visible to you or not accepting introductions';
+
+export interface IntroductionsOptions {
+  table: RegistrationTable;
+  sessions: ServerSessions;
+  send: (bytes: Buffer, to: Address) => void;
+  metrics: Metrics;
+  logger: Logger;
+  random?: () => number;
+  /** First retransmission after a timeout uniform in [T, 1.5T], doubling (default 500 ms: punching waits on it). */
+  initialTimeoutMs?: number;
+  maxRetransmit?: number;
+  /** Most pushes waiting for INTRO_ACK, in all and per target. */
+  maxPending?: number;
+  maxPendingPerTarget?: number;
+  /** Introductions per second (and burst) to one target: a terminal cannot be flooded with INTROs. */
+  targetRatePerS?: number;
+  targetBurst?: number;
+}
+
+interface Push {
+  targetHex: string;
+  session: ServerSession;
+  body: Introduction;
+  rid: Buffer;
+  sent: number;
+  timeoutMs: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** INTRO pushes waiting for their INTRO_ACK. */
+export class Introductions {
+  private readonly pending = new Map<string, Push>();
+  private readonly perTarget = new Map<string, number>();
+  private readonly targetLimiter: RateLimiter;
+  private readonly random: () => number;
+  private readonly initialTimeoutMs: number;
+  private readonly maxRetransmit: number;
+  private readonly maxPending: number;
+  private readonly maxPendingPerTarget: number;
+  private closed = false;
+
+  constructor(private readonly o: IntroductionsOptions) {
+    this.random = o.random ?? Math.random;
+    this.initialTimeoutMs = o.initialTimeoutMs ?? DEFAULT_RETRANSMIT_TIMEOUT_MS / 2;
+    this.maxRetransmit = o.maxRetransmit ?? MAX_RETRANSMIT;
+    this.maxPending = o.maxPending ?? 10_000;
+    this.maxPendingPerTarget = o.maxPendingPerTarget ?? 8;
+    this.targetLimiter = new RateLimiter({ ratePerS: o.targetRatePerS ?? 2, burst: o.targetBurst ?? 10, maxSources: 65_536 });
+    const m = o.metrics;
+    m.counter('introductions_total', 'INTRODUCE requests, by result');
+    m.counter('intro_pushes_total', 'INTRO copies sent (retransmissions included)');
+    m.counter('intro_acks_total', 'INTROs acknowledged by their target');
+    m.counter('intro_abandoned_total', 'INTRO pushes given up, by reason');
+    m.gauge('intro_pending', 'INTRO pushes waiting for INTRO_ACK', () => this.pending.size);
+  }
+
+  get size(): number {
+    return this.pending.size;
+  }
+
+  /** A refusal when `targetHex` may not get another introduction now. */
+  admit(targetHex: string): Refusal | null {
+    if (this.pending.size >= this.maxPending || (this.perTarget.get(targetHex) ?? 0) >= this.maxPendingPerTarget) {
+      return { error: ErrorCode.TRY_LATER, message: 'too many introductions in progress', retryAfterMs: 1000 };
+    }
+    if (!this.targetLimiter.take(targetHex)) {
+      return { error: ErrorCode.TRY_LATER, message: 'too many introductions to this peer', retryAfterMs: Math.max(100, this.targetLimiter.retryAfterMs(targetHex)) };
+    }
+    return null;
+  }
+
+  /** Push INTRO `body` to the terminal of `session` now, and until it acknowledges. */
+  push(targetHex: string, session: ServerSession, body: Introduction): void {
+    if (this.closed) return;
+    const key = Buffer.from(body.channelId).toString('hex');
+    const p: Push = {
+      targetHex, session, body, rid: randomBytes(REQUEST_ID_BYTES), sent: 0,
+      timeoutMs: this.initialTimeoutMs * (1 + this.random() * (RETRANSMIT_RANDOM_FACTOR - 1)), timer: undefined,
+    };
+    this.pending.set(key, p);
+    this.perTarget.set(targetHex, (this.perTarget.get(targetHex) ?? 0) + 1);
+    this.sendCopy(key, p);
+  }
+
+  private sendCopy(key: string, p: Push): void {
+    const rec = this.o.table.get(p.targetHex);
+    // The sealed key is for this session: a target that registered anew cannot open it.
+    if (!rec || rec.session !== p.session || this.o.sessions.get(p.session.sidHex) !== p.session) {
+      this.finish(key, p, 'target gone');
+      return;
+    }
+    if (p.sent > this.maxRetransmit) {
+      this.finish(key, p, 'no acknowledgement');
+      return;
+    }
+    p.sent++;
+    this.o.metrics.inc('intro_pushes_total');
+    this.o.send(this.o.sessions.encode(p.session, 'INTRO', p.rid, p.body), rec.address);
+    p.timer = setTimeout(() => this.sendCopy(key, p), p.timeoutMs);
+    p.timer.unref?.();
+    p.timeoutMs *= 2;
+  }
+
+  private finish(key: string, p: Push, abandoned?: string): void {
+    if (p.timer) clearTimeout(p.timer);
+    this.pending.delete(key);
+    const n = (this.perTarget.get(p.targetHex) ?? 1) - 1;
+    if (n > 0) this.perTarget.set(p.targetHex, n);
+    else this.perTarget.delete(p.targetHex);
+    if (abandoned) {
+      this.o.metrics.inc('intro_abandoned_total', { reason: abandoned });
+      this.o.logger.info('introduction not acknowledged', { target: p.targetHex, channel: key, reason: abandoned, copies: p.sent });
+    }
+  }
+
+  /** INTRO_ACK from `session` for `channelId`: stop the push. False when nothing was pending. */
+  ack(session: ServerSession, channelId: Uint8Array): boolean {
+    const key = Buffer.from(channelId).toString('hex');
+    const p = this.pending.get(key);
+    // Only the target's session can end its push.
+    if (!p || p.session.sidHex !== session.sidHex) return false;
+    this.o.metrics.inc('intro_acks_total');
+    this.finish(key, p);
+    return true;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const [k, p] of this.pending) this.finish(k, p);
+  }
+}
+
+function definedLocal(a: Address[] | undefined): { localAddrs?: Address[] } {
+  return a && a.length > 0 ? { localAddrs: a } : {};
+}
+
+export function introduce(c: LocatorContext, intros: Introductions, ctx: RequestContext<'INTRODUCE'>): HandlerResult {
+  const asker = ctx.session!;
+  const b = ctx.msg.body;
+  const target = Buffer.from(b.target);
+  const targetHex = target.toString('hex');
+  const result = (r: string): void => c.metrics.inc('introductions_total', { result: r });
+  if (targetHex === asker.locatorHex) {
+    result('self');
+    return { error: ErrorCode.BAD_MESSAGE, message: 'cannot introduce a terminal to itself' };
+  }
+  // An introduction reveals the target's address like a lookup: it is charged like one.
+  const limited = chargeLookups(c, ctx.from.ip, asker.locatorHex, 1);
+  if (limited) {
+    result('rate-limited');
+    return limited;
+  }
+  const rec = lookup(c, target, asker);
+  const targetSession = rec?.session;
+  if (!rec || !rec.reachable || !targetSession || c.sessions.get(targetSession.sidHex) !== targetSession) {
+    result('not-found');
+    return { error: ErrorCode.NOT_FOUND, message: NOT_INTRODUCED };
+  }
+  const busy = intros.admit(targetHex);
+  if (busy) {
+    result('busy');
+    return busy;
+  }
+  const askerRec = c.table.get(asker.locatorHex);
+  const channelId = randomBytes(CHANNEL_ID_BYTES);
+  const key = randomBytes(CHANNEL_KEY_BYTES);
+  const toTarget: Introduction = {
+    channelId, peer: asker.locatorId, addr: ctx.from, ...definedLocal(b.localAddrs ?? askerRec?.extra?.localAddrs),
+    netMode: b.netMode ?? askerRec?.netMode ?? 0,
+    ...(askerRec?.nickname !== undefined ? { nickname: askerRec.nickname } : {}),
+    sealedKey: sealChannelKey(targetSession.keys, channelId, asker.locatorId, key),
+    observed: rec.address,
+  };
+  const toAsker: Introduction = {
+    channelId, peer: target, addr: rec.address, ...definedLocal(rec.extra?.localAddrs), netMode: rec.netMode,
+    ...(rec.nickname !== undefined ? { nickname: rec.nickname } : {}),
+    sealedKey: sealChannelKey(asker.keys, channelId, target, key),
+    observed: ctx.from,
+  };
+  key.fill(0);
+  intros.push(targetHex, targetSession, toTarget);
+  result('ok');
+  return ctx.reply('INTRODUCE_ACK', toAsker);
+}
+
+/** The target's receipt of an INTRO: ends the push; nothing is sent back. */
+export function introAck(intros: Introductions, ctx: RequestContext<'INTRO_ACK'>): HandlerResult {
+  intros.ack(ctx.session!, ctx.msg.body.channelId);
+  return null;
+}

@@ -1,0 +1,143 @@
+// Which terminals can reach each other directly, by network mode (the patent's "network mode
+// field": "when both of two users ... cannot directly communicate with each other, another user
+// from outside who can directly communicate is searched").
+//
+// "Directly" means UDP with simultaneous hole punching: each side learns the other's observed
+// address (the one matchd saw, i.e. its NAT mapping toward matchd) and both send at once. The
+// RFC 4787 terms decide whether that works:
+//
+//   mapping   EIM = endpoint-independent: the mapping matchd saw is the one every peer sees.
+//             EDM = endpoint-dependent ("symmetric"): a new external port per destination, so
+//                   the address matchd reports is wrong for a peer.
+//   filtering EIF = anything may send in once a mapping exists ("full cone"),
+//             ADF = only addresses we sent to ("restricted"), any port of theirs,
+//             APDF = only address:port pairs we sent to ("port-restricted"; symmetric NATs too).
+//
+// Direct connectivity matrix (y = works, - = fails); UNKNOWN is treated as SYMMETRIC (the worst
+// mode in which UDP still flows), UDP_BLOCKED reaches nobody:
+//
+//                     open  full-cone  restricted  port-restr.  symmetric  udp-blocked
+//   open               y       y          y            y           y           -
+//   full-cone          y       y          y            y           y           -
+//   restricted         y       y          y            y           y           -
+//   port-restricted    y       y          y            y           -           -
+//   symmetric          y       y          y            -           -           -
+//   udp-blocked        -       -          -            -           -           -
+//
+// Why each "-" / "y" on the NAT-to-NAT part:
+// - EIM <-> EIM (full cone, restricted, port-restricted among themselves): both observed
+//   addresses are valid for the peer; each side's outgoing packet opens its own filter for the
+//   other's exact address:port, so the second packet in each direction gets through.
+// - open or full-cone <-> anything that sends UDP: the open/full-cone side accepts from any
+//   source, and answers to whatever (possibly new, symmetric) source port it saw.
+// - restricted <-> symmetric: the symmetric side sends from a fresh port P' to the restricted
+//   side's (valid) observed address; restricted filtering is by address only, and the restricted
+//   side already sent to that address, so P' is let in; the reply to P' matches the symmetric
+//   side's new mapping. Works.
+// - port-restricted <-> symmetric: the port-restricted side only admits the exact port it sent
+//   to (the symmetric side's mapping toward matchd), but the symmetric side sends from P'. Fails.
+// - symmetric <-> symmetric: neither observed port is right for the other. Fails.
+//
+// A party whose members cannot all reach each other directly needs a host: a member that every
+// other member can reach directly; the others talk through it (src/matchd/engine.ts). The agent
+// uses the same matrix before hole punching (src/agent/punch.ts): a pair it marks "-" is not
+// tried, and `noDirectPathReason` says why. The matrix lives in src/wire so that the agent, which
+// may import only src/wire and its own files, shares it with matchd.
+import { NetMode } from './constants.js';
+
+/** Collapse a wire value to the mode used for connectivity (unknown -> symmetric). */
+export function effectiveMode(netMode: number): number {
+  if (netMode === NetMode.UNKNOWN || netMode > NetMode.UDP_BLOCKED) return NetMode.SYMMETRIC;
+  return netMode;
+}
+
+/** Modes whose filtering lets in anyone (so they reach, and are reached by, every UDP peer). */
+function acceptsAnyone(m: number): boolean {
+  return m === NetMode.OPEN || m === NetMode.FULL_CONE;
+}
+
+/** Modes whose filtering is per address:port (fails against an endpoint-dependent mapping). */
+function filtersByPort(m: number): boolean {
+  return m === NetMode.PORT_RESTRICTED || m === NetMode.SYMMETRIC;
+}
+
+/** Can terminals of modes `a` and `b` exchange UDP directly (with hole punching)? Symmetric in a, b. */
+export function canConnectDirect(a: number, b: number): boolean {
+  const x = effectiveMode(a);
+  const y = effectiveMode(b);
+  if (x === NetMode.UDP_BLOCKED || y === NetMode.UDP_BLOCKED) return false;
+  if (acceptsAnyone(x) || acceptsAnyone(y)) return true;
+  // Both behind NATs other than full cone. Only an endpoint-dependent mapping can break it, and
+  // only against a peer that filters by port.
+  if (x === NetMode.SYMMETRIC && filtersByPort(y)) return false;
+  if (y === NetMode.SYMMETRIC && filtersByPort(x)) return false;
+  return true;
+}
+
+/**
+ * How good a host a mode makes (lower is better): the order of NetMode itself, which runs from
+ * the most to the least reachable, with unknown counted as symmetric.
+ */
+export function hostRank(netMode: number): number {
+  return effectiveMode(netMode);
+}
+
+/** Whether `modes` can all talk pairwise directly. */
+export function fullyConnected(modes: readonly number[]): boolean {
+  for (let i = 0; i < modes.length; i++) {
+    for (let j = i + 1; j < modes.length; j++) if (!canConnectDirect(modes[i]!, modes[j]!)) return false;
+  }
+  return true;
+}
+
+/** Whether member `host` of `modes` is reachable directly by every other member. */
+export function canHost(modes: readonly number[], host: number): boolean {
+  const h = modes[host]!;
+  return modes.every((m, i) => i === host || canConnectDirect(h, m));
+}
+
+/**
+ * Index of the host for a party given its members' modes, or -1 when the party cannot be
+ * connected. Preference: the most reachable member that everyone can reach; among equals, the
+ * earliest (the caller lists members oldest request first, or anchor first).
+ */
+export function chooseHost(modes: readonly number[]): number {
+  let best = -1;
+  for (let i = 0; i < modes.length; i++) {
+    if (!canHost(modes, i)) continue;
+    if (best < 0 || hostRank(modes[i]!) < hostRank(modes[best]!)) best = i;
+  }
+  return best;
+}
+
+/** The matrix as text rows (for `devloc` docs and the man page test). */
+export function matrixRows(): { mode: number; reaches: number[] }[] {
+  const modes = [NetMode.OPEN, NetMode.FULL_CONE, NetMode.RESTRICTED, NetMode.PORT_RESTRICTED, NetMode.SYMMETRIC, NetMode.UDP_BLOCKED];
+  return modes.map((a) => ({ mode: a, reaches: modes.filter((b) => canConnectDirect(a, b)) }));
+}
+
+const MODE_TEXT: Record<number, string> = {
+  [NetMode.OPEN]: 'a public address',
+  [NetMode.FULL_CONE]: 'a full-cone NAT',
+  [NetMode.RESTRICTED]: 'a restricted-cone NAT',
+  [NetMode.PORT_RESTRICTED]: 'a port-restricted NAT',
+  [NetMode.SYMMETRIC]: 'a symmetric NAT',
+  [NetMode.UDP_BLOCKED]: 'a network that blocks UDP',
+};
+
+/**
+ * Why terminals of modes `own` and `peer` cannot reach each other directly, as one sentence for
+ * status and logs; null when the matrix says they can. Modes as on the wire (unknown counts as
+ * symmetric, as everywhere in this file).
+ */
+export function noDirectPathReason(own: number, peer: number): string | null {
+  if (canConnectDirect(own, peer)) return null;
+  const a = effectiveMode(own);
+  const b = effectiveMode(peer);
+  const pair = `this terminal is behind ${MODE_TEXT[a] ?? 'an unknown network'}${own === NetMode.UNKNOWN ? ' (not classified: counted as symmetric)' : ''} and the peer behind ${MODE_TEXT[b] ?? 'an unknown network'}${peer === NetMode.UNKNOWN ? ' (not classified: counted as symmetric)' : ''}`;
+  if (a === NetMode.UDP_BLOCKED || b === NetMode.UDP_BLOCKED) return `${pair}: no UDP gets through`;
+  if (a === NetMode.SYMMETRIC && b === NetMode.SYMMETRIC) {
+    return `${pair}: both NATs pick a new port for each destination, so neither observed address is valid for the other`;
+  }
+  return `${pair}: the symmetric NAT sends from a new port for the peer, and the port-restricted NAT only lets in the exact port it sent to`;
+}

@@ -1,0 +1,93 @@
+// MatchClient's handling of pushed results against an in-process matchd: every copy of a
+// MATCH_RESULT is acknowledged with the very same datagram (a fresh encoding would reuse the
+// push's request ID with other bytes and be refused as REPLAY), the result is taken once, and
+// the push ends at matchd when an acknowledgement gets through.
+import t from 'tap';
+import type { Address } from '../../src/wire/addr.js';
+import { decodeDatagram } from '../../src/wire/envelope.js';
+import { NetMode } from '../../src/wire/constants.js';
+import type { MatchBridge, MatchResult } from '../../src/agent/match.js';
+import { MatchClient, parseAttr, parseRequirement } from '../../src/agent/match.js';
+import { fixture, matchd, Terminal, until } from '../matchd/helpers.js';
+
+interface Client {
+  mc: MatchClient;
+  term: Terminal;
+  results: MatchResult[];
+  /** Every MATCH_RESULT_ACK datagram handed to the socket, dropped or not. */
+  acks: Buffer[];
+  /** Drop this many acknowledgements (as if lost on the way). */
+  dropAcks: number;
+}
+
+async function client(fx: ReturnType<typeof fixture>, to: Address): Promise<Client> {
+  const term = await Terminal.open(fx, to);
+  const c: Client = { mc: undefined as unknown as MatchClient, term, results: [], acks: [], dropAcks: 0 };
+  const bridge: MatchBridge = {
+    client: () => term.client,
+    session: () => ({ session: term.cs, addr: to }),
+    ready: async () => {},
+    netMode: () => NetMode.OPEN,
+    netModeSettled: () => true,
+    locatorId: () => term.locatorHex,
+    names: () => [],
+    nickname: `n${term.locatorHex.slice(0, 6)}`,
+    emit: (r) => c.results.push(r),
+    now: Date.now,
+    log: () => {},
+  };
+  c.mc = new MatchClient(bridge, { retransmitMs: 100 });
+  term.client.onPush = (r) => void c.mc.onPush(r);
+  const send = term.client.send.bind(term.client);
+  term.client.send = (dest, datagram) => {
+    const d = decodeDatagram(datagram);
+    if (d.ok && d.msg.name === 'MATCH_RESULT_ACK') {
+      c.acks.push(Buffer.from(datagram));
+      if (c.dropAcks > 0) {
+        c.dropAcks--;
+        return;
+      }
+    }
+    send(dest, datagram);
+  };
+  return c;
+}
+
+t.test('lost acknowledgement: the copy is answered with the same bytes, the result taken once', async (t) => {
+  const fx = fixture();
+  const m = await matchd(fx, { tickMs: 20, push: { initialTimeoutMs: 60, maxRetransmit: 6 } });
+  t.teardown(() => m.stop());
+  const a = await client(fx, m.address);
+  const b = await client(fx, m.address);
+  t.teardown(async () => {
+    await a.term.close();
+    await b.term.close();
+  });
+  a.dropAcks = 2;
+  const first = await a.mc.submit({ mediaId: 'chess', maxWaitS: 30 });
+  const [ra, rb] = await Promise.all([a.mc.wait(first.matchId, 10_000), b.mc.submit({ mediaId: 'chess', maxWaitS: 30 }, { wait: true })]);
+  t.equal(ra.state, 'matched');
+  t.equal(rb.state, 'matched');
+  await until(() => m.delivery.pendingCount === 0, 10_000, 'both pushes acknowledged at matchd');
+  t.ok(a.acks.length >= 3, `a acknowledged every copy (${a.acks.length})`);
+  t.ok(a.acks.every((x) => x.equals(a.acks[0]!)), 'with identical datagrams');
+  t.equal(a.results.length, 1, 'one result for a');
+  t.equal(b.results.length, 1, 'one result for b');
+  t.equal(ra.members?.find((x) => !x.self)?.nickname, `n${b.term.locatorHex.slice(0, 6)}`, "partner's nickname");
+  t.equal(ra.members?.find((x) => !x.self)?.addr, `127.0.0.1:${b.term.client.localPort}`, "partner's address as matchd saw it");
+});
+
+t.test('requirement and attribute syntax', async (t) => {
+  t.same(parseRequirement('region=eu', true), { attr: 'region', op: 0, value: 'eu', mandatory: true });
+  t.same(parseRequirement('mode in ranked, casual', false), { attr: 'mode', op: 2, set: ['ranked', 'casual'] });
+  t.same(parseRequirement('level 10..20', true), { attr: 'level', op: 1, min: 10, max: 20, mandatory: true });
+  t.same(parseRequirement('level 10..', false), { attr: 'level', op: 1, min: 10 });
+  t.same(parseRequirement('age ..30', false), { attr: 'age', op: 1, max: 30 });
+  for (const bad of ['level 20..10', 'level ..', 'nothing', 'x in ', `${'a'.repeat(33)}=1`]) {
+    t.throws(() => parseRequirement(bad, true), { code: 'BAD_REQUEST' }, `refused: ${bad}`);
+  }
+  t.same(parseAttr('level=12'), ['level', 12]);
+  t.same(parseAttr('pro=true'), ['pro', true]);
+  t.same(parseAttr('region=eu-west'), ['region', 'eu-west']);
+  t.throws(() => parseAttr('=x'), { code: 'BAD_REQUEST' });
+});

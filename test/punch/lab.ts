@@ -1,0 +1,94 @@
+// Real NATs for the peer-connection tests, built on test/agent/netns.ts (same address plan:
+// 198.51.100.0/24 public segment, 10.77.x.0/24 behind NATs; nothing routes anywhere else).
+//
+// Each NAT router here also has the firewall every home router has: new connections arriving
+// on its WAN side for the router itself are dropped (nftables `ct state new drop` on input;
+// nothing unsolicited is forwarded anyway, as there is no port forwarding). Without it, a
+// datagram of the peer's that reaches the router before our own PUNCH went out is delivered
+// locally, gets a conntrack entry, and that entry makes masquerade pick another port for our
+// PUNCH (the tuple is taken): Linux masquerade without a firewall turns into a port-changing NAT
+// for whichever side is slower, and two of them can only punch if the first datagrams cross in
+// flight. With the firewall the early datagram leaves no trace (conntrack entries of dropped
+// packets are never confirmed), as on real routers (OpenWrt's wan zone rejects input).
+import type { Lab } from '../agent/netns.js';
+import { PUBLIC_NET } from '../agent/netns.js';
+
+export type NatKind = 'eim' | 'symmetric' | 'full-cone';
+
+/** The router namespace of a NAT made by `lab.behindNat(short, ...)` or `sharedNat`. */
+export const routerOf = (lab: Lab, short: string): string => lab.ns(`${short}r`);
+
+/** Drop new connections from the WAN side to the router (see above). */
+export function firewall(lab: Lab, router: string): void {
+  lab.nft(router, [
+    'table inet fw {',
+    '  chain input { type filter hook input priority 0; policy accept; iifname "wan" ct state new drop; }',
+    '}', '',
+  ].join('\n'));
+}
+
+/** A host behind its own firewalled NAT; returns the host's namespace. */
+export function natHost(lab: Lab, short: string, outside: string, lan: number, kind: NatKind): string {
+  const host = lab.behindNat(short, outside, lan, kind);
+  firewall(lab, routerOf(lab, short));
+  return host;
+}
+
+/**
+ * `count` hosts on one LAN (a bridge in the router) behind one firewalled NAT doing plain
+ * masquerade (no hairpinning): 10.77.`lan`.2, .3, ... Returns their namespaces.
+ */
+export function sharedNat(lab: Lab, short: string, outside: string, lan: number, names: string[]): string[] {
+  const router = lab.add(`${short}r`);
+  lab.attach(router, 'wan', outside);
+  lab.ip(router, ['link', 'add', 'lan', 'type', 'bridge']);
+  lab.ip(router, ['addr', 'add', `10.77.${lan}.1/24`, 'dev', 'lan']);
+  lab.ip(router, ['link', 'set', 'lan', 'up']);
+  lab.exec(router, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  const hosts = names.map((name, i) => {
+    const host = lab.add(name);
+    const port = `${short}p${i}`;
+    lab.ip(router, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host]);
+    lab.ip(router, ['link', 'set', port, 'master', 'lan']);
+    lab.ip(router, ['link', 'set', port, 'up']);
+    lab.ip(host, ['addr', 'add', `10.77.${lan}.${i + 2}/24`, 'dev', 'eth0']);
+    lab.ip(host, ['link', 'set', 'eth0', 'up']);
+    lab.ip(host, ['route', 'add', 'default', 'via', `10.77.${lan}.1`]);
+    return host;
+  });
+  lab.nft(router, `table ip nat {\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "wan" masquerade\n  }\n}\n`);
+  firewall(lab, router);
+  return hosts;
+}
+
+/**
+ * Count UDP datagrams crossing the public bridge between two public addresses (either way):
+ * traffic that went terminal to terminal, not through locatord. Returns a reader.
+ */
+export function bridgeCounter(lab: Lab, name: string, a: string, b: string): () => number {
+  lab.nft(lab.pub, [
+    `table bridge ${name} {`,
+    '  chain cnt { type filter hook forward priority 0; policy accept;',
+    `    ip saddr ${a} ip daddr ${b} meta l4proto udp counter`,
+    `    ip saddr ${b} ip daddr ${a} meta l4proto udp counter`,
+    '  }',
+    '}', '',
+  ].join('\n'));
+  return () => {
+    const out = lab.exec(lab.pub, 'nft', ['list', 'table', 'bridge', name]);
+    return [...out.matchAll(/counter packets (\d+)/g)].reduce((s, m) => s + Number(m[1]), 0);
+  };
+}
+
+/** Count UDP datagrams delivered to the servers' address (locatord, authd, reflector) in the public namespace. */
+export function serverCounter(lab: Lab, port: number): () => number {
+  lab.nft(lab.pub, [
+    'table inet servers {',
+    `  chain in { type filter hook input priority 0; policy accept; ip daddr ${PUBLIC_NET}.1 udp dport ${port} counter; }`,
+    '}', '',
+  ].join('\n'));
+  return () => {
+    const out = lab.exec(lab.pub, 'nft', ['list', 'table', 'inet', 'servers']);
+    return Number(/counter packets (\d+)/.exec(out)?.[1] ?? 0);
+  };
+}
