@@ -119,7 +119,20 @@ export class DatagramServer {
     let fresh = false;
     let cacheKey: string;
     if (msg.auth) {
-      const auth = this.opts.sessions!.authenticate(msg, raw);
+      const sessions = this.opts.sessions!;
+      let auth = sessions.authenticate(msg, raw);
+      // A session opened by another instance sharing the store (locatord --store redis).
+      if (!auth.ok && auth.code === ErrorCode.NO_SESSION && sessions.hasRemote) {
+        let found = false;
+        try {
+          found = await sessions.fetch(Buffer.from(msg.auth.sid).toString('hex'));
+        } catch (err) {
+          const r = err as { message?: string; retryAfterMs?: number };
+          this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `session store: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, undefined, msg.name);
+          return;
+        }
+        if (found) auth = sessions.authenticate(msg, raw);
+      }
       if (!auth.ok) {
         this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name);
         return;
