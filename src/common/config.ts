@@ -60,8 +60,12 @@ function check(key: string, spec: OptionSpec, raw: string | boolean | number | s
       if (['false', 'no', 'off', '0'].includes(s)) return { ok: true, value: false };
       return fail(`must be true or false (got ${JSON.stringify(raw)})`);
     }
-    case 'list':
-      return { ok: true, value: Array.isArray(raw) ? raw.map(String) : String(raw).split(',').map((x) => x.trim()).filter(Boolean) };
+    case 'list': {
+      const items = (Array.isArray(raw) ? raw.map(String) : [String(raw)]).flatMap((x) => x.split(',')).map((x) => x.trim()).filter(Boolean);
+      const bad = spec.choices ? items.find((x) => !spec.choices!.includes(x)) : undefined;
+      if (bad !== undefined) return fail(`items must be among ${spec.choices!.join(', ')} (got ${JSON.stringify(bad)})`);
+      return { ok: true, value: items };
+    }
   }
 }
 
@@ -70,7 +74,11 @@ export function parseConfigFile(text: string, spec: Spec, fileName = 'config'): 
   const values: Config = {};
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.replace(/(^|\s)#.*$/, '').trim();
+    const text = lines[i]!;
+    // A '#' starts a comment at the start of a line or after blanks, but not inside a quoted
+    // value (`name = "a #1"`).
+    const quoted = /^\s*([a-z0-9-]+)\s*=\s*("[^"]*")\s*(#.*)?$/.exec(text);
+    const line = quoted ? `${quoted[1]} = ${quoted[2]}` : text.replace(/(^|\s)#.*$/, '').trim();
     if (!line) continue;
     const m = /^([a-z0-9-]+)\s*=\s*(.*)$/.exec(line);
     if (!m) return { ok: false, error: `${fileName}:${i + 1}: expected "key = value"` };

@@ -43,7 +43,7 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
     return 2;
   }
   const config = resolved.config;
-  const problem = await def.check(config);
+  const problem = checkCommon(config) ?? (await def.check(config));
   if (problem) {
     process.stderr.write(`${binary}: configuration error: ${problem}\n`);
     return 2;
@@ -64,8 +64,15 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
   let metricsServer: { close: () => Promise<void>; port: number } | undefined;
   const ml = str(config, 'metrics-listen');
   if (ml) {
-    const a = parseAddress(ml)!;
-    metricsServer = await metrics.serve(a.ip, a.port);
+    const a = parseAddress(ml)!; // checked by checkCommon
+    try {
+      metricsServer = await metrics.serve(a.ip, a.port);
+    } catch (err) {
+      // e.g. the port is taken: stop what was started instead of dying on a rejection.
+      logger.error('cannot serve metrics', { listen: ml, err: (err as Error).message });
+      await running.stop().catch(() => undefined);
+      return 1;
+    }
     logger.info('metrics endpoint', { listen: `${a.ip}:${metricsServer.port}` });
   }
   return new Promise<number>((resolve) => {
@@ -87,17 +94,31 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGINT', () => void stop('SIGINT'));
     process.on('SIGHUP', () => {
-      const again = resolveConfig(def.name, spec, flags, process.env);
-      if (!again.ok) {
-        logger.error('reload refused: configuration error', { err: again.error });
-        return;
-      }
-      logger.level = str(again.config, 'log-level') as Level;
-      Promise.resolve(running.reload?.(again.config))
-        .then(() => logger.info('reloaded'))
-        .catch((err: Error) => logger.error('reload failed', { err: err.message }));
+      void (async () => {
+        const again = resolveConfig(def.name, spec, flags, env);
+        if (!again.ok) {
+          logger.error('reload refused: configuration error', { err: again.error });
+          return;
+        }
+        // The same checks as at start: a reload must not apply what a start would refuse.
+        const bad = checkCommon(again.config) ?? (await def.check(again.config));
+        if (bad) {
+          logger.error('reload refused: configuration error', { err: bad });
+          return;
+        }
+        logger.level = str(again.config, 'log-level') as Level;
+        await running.reload?.(again.config);
+        logger.info('reloaded');
+      })().catch((err: Error) => logger.error('reload failed', { err: err.message }));
     });
   });
+}
+
+/** Checks of the options every daemon has; an error text or null. */
+export function checkCommon(config: Config): string | null {
+  const ml = str(config, 'metrics-listen');
+  if (ml && !parseAddress(ml)) return `metrics-listen: expected IP:PORT or [IPv6]:PORT (got ${JSON.stringify(ml)})`;
+  return null;
 }
 
 /** Entry helper for bin scripts: run and exit with the daemon's status. */

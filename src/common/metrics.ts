@@ -1,13 +1,28 @@
 // Counters, gauges and a latency histogram, rendered in the Prometheus text format (0.0.4).
-// Small on purpose: a Map lookup per increment on the hot path, no labels parsing.
+// Small on purpose: a Map lookup per increment on the hot path, no labels parsing. Hot callers
+// take a `series()` handle once, so that the label key is not rebuilt for every increment.
 import http from 'node:http';
 
 type LabelSet = Record<string, string>;
 
+const labelUnsafe = /["\\\n]/g;
+
+function labelPair(k: string, v: unknown): string {
+  return `${k}="${String(v).replace(labelUnsafe, '_')}"`;
+}
+
 function labelKey(labels: LabelSet | undefined): string {
   if (!labels) return '';
-  const keys = Object.keys(labels).sort();
-  return keys.map((k) => `${k}="${String(labels[k]).replace(/["\\\n]/g, '_')}"`).join(',');
+  const keys = Object.keys(labels);
+  // One label (the common case): nothing to sort.
+  if (keys.length === 1) return labelPair(keys[0]!, labels[keys[0]!]);
+  keys.sort();
+  return keys.map((k) => labelPair(k, labels[k])).join(',');
+}
+
+/** One counter series (a name and a label set) with its key computed once. */
+export interface CounterSeries {
+  inc(by?: number): void;
 }
 
 interface Family {
@@ -15,6 +30,10 @@ interface Family {
   type: 'counter' | 'gauge' | 'histogram';
   values: Map<string, number>;
   buckets?: number[];
+  /** Histograms: observations per bucket (not cumulative; the last slot is above every bucket). */
+  bucketCounts?: Float64Array;
+  count?: number;
+  sum?: number;
   collect?: () => number;
 }
 
@@ -44,6 +63,13 @@ export class Metrics {
     f.values.set(k, (f.values.get(k) ?? 0) + by);
   }
 
+  /** A handle on one series of counter `name`, for increments on a hot path. */
+  series(name: string, labels?: LabelSet): CounterSeries {
+    const values = this.family(name, 'counter', name).values;
+    const k = labelKey(labels);
+    return { inc: (by = 1) => void values.set(k, (values.get(k) ?? 0) + by) };
+  }
+
   get(name: string, labels?: LabelSet): number {
     return this.families.get(name)?.values.get(labelKey(labels)) ?? 0;
   }
@@ -63,10 +89,19 @@ export class Metrics {
 
   observe(name: string, help: string, seconds: number): void {
     const f = this.family(name, 'histogram', help);
-    f.buckets ??= latencyBucketsS;
-    for (const b of f.buckets) if (seconds <= b) f.values.set(`le="${b}"`, (f.values.get(`le="${b}"`) ?? 0) + 1);
-    f.values.set('le="+Inf"', (f.values.get('le="+Inf"') ?? 0) + 1);
-    f.values.set('sum', (f.values.get('sum') ?? 0) + seconds);
+    if (!f.bucketCounts) {
+      f.buckets ??= latencyBucketsS;
+      f.bucketCounts = new Float64Array(f.buckets.length + 1);
+      f.count = 0;
+      f.sum = 0;
+    }
+    // One slot per observation; render() accumulates (an observation per request is hot).
+    const buckets = f.buckets!;
+    let i = 0;
+    while (i < buckets.length && !(seconds <= buckets[i]!)) i++;
+    f.bucketCounts[i] = f.bucketCounts[i]! + 1;
+    f.count = f.count! + 1;
+    f.sum = f.sum! + seconds;
   }
 
   render(): string {
@@ -77,9 +112,13 @@ export class Metrics {
       if (f.type === 'gauge') {
         lines.push(`${full} ${f.collect ? f.collect() : 0}`);
       } else if (f.type === 'histogram') {
-        for (const b of f.buckets ?? []) lines.push(`${full}_bucket{le="${b}"} ${f.values.get(`le="${b}"`) ?? 0}`);
-        lines.push(`${full}_bucket{le="+Inf"} ${f.values.get('le="+Inf"') ?? 0}`);
-        lines.push(`${full}_sum ${f.values.get('sum') ?? 0}`, `${full}_count ${f.values.get('le="+Inf"') ?? 0}`);
+        let cumulative = 0;
+        (f.buckets ?? []).forEach((b, i) => {
+          cumulative += f.bucketCounts?.[i] ?? 0;
+          lines.push(`${full}_bucket{le="${b}"} ${cumulative}`);
+        });
+        lines.push(`${full}_bucket{le="+Inf"} ${f.count ?? 0}`);
+        lines.push(`${full}_sum ${f.sum ?? 0}`, `${full}_count ${f.count ?? 0}`);
       } else if (f.values.size === 0) {
         lines.push(`${full} 0`);
       } else {
@@ -92,7 +131,8 @@ export class Metrics {
   /** Serve /metrics on host:port (meant for loopback). Resolves with the bound port. */
   serve(host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
     const server = http.createServer((req, res) => {
-      if (req.url !== '/metrics') {
+      // Path only: scrapers may add a query string.
+      if ((req.url ?? '').split('?')[0] !== '/metrics') {
         res.writeHead(404).end('not found: try /metrics\n');
         return;
       }

@@ -37,6 +37,22 @@ export const defaultPolicy: RetransmitPolicy = {
 
 /** The send times (ms after the first send) of a request's retransmissions. Pure, for tests. */
 export function retransmitSchedule(policy: RetransmitPolicy, random: () => number): number[] {
+  return retransmitPlan(policy, random).retransmitAt;
+}
+
+export interface RetransmitPlan {
+  /** Send times (ms after the first send) of the retransmissions. */
+  retransmitAt: number[];
+  /** When to give up (ms after the first send). */
+  giveUpAt: number;
+}
+
+/**
+ * The whole schedule of one request from a single random draw: retransmissions at T', 3T',
+ * 7T', ... (T' uniform in [T, 1.5T], doubling), and giving up when the last transmission's own
+ * timeout ends (T' * (2^(n+1) - 1) after n retransmissions), or at the deadline if sooner.
+ */
+export function retransmitPlan(policy: RetransmitPolicy, random: () => number): RetransmitPlan {
   let timeout = policy.initialTimeoutMs * (1 + random() * (RETRANSMIT_RANDOM_FACTOR - 1));
   let at = 0;
   const out: number[] = [];
@@ -46,7 +62,8 @@ export function retransmitSchedule(policy: RetransmitPolicy, random: () => numbe
     out.push(Math.round(at));
     timeout *= 2;
   }
-  return out;
+  // After the loop `at + timeout` is the end of the last transmission's wait.
+  return { retransmitAt: out, giveUpAt: Math.round(Math.min(policy.deadlineMs, at + timeout)) };
 }
 
 export interface Reply {
@@ -68,6 +85,8 @@ export interface ClientOptions {
 
 interface Pending {
   to: Address;
+  /** `to.ip` in the form received addresses have (normaliseIp), for source matching. */
+  toIp: string;
   anySource: boolean;
   accept: (r: Reply) => boolean;
   resolve: (r: Reply) => void;
@@ -80,10 +99,11 @@ export class UdpClient {
   private readonly pending = new Map<string, Pending>();
   private readonly timers: Timers;
   private readonly random: () => number;
+  private closed = false;
   policy: RetransmitPolicy;
   onPush: ((reply: Reply) => void) | undefined;
-  /** Counters: sends including retransmissions, answers ignored. */
-  stats = { sent: 0, retransmitted: 0, ignored: 0, timeouts: 0 };
+  /** Counters: sends including retransmissions, answers ignored, sends the socket refused. */
+  stats = { sent: 0, retransmitted: 0, ignored: 0, timeouts: 0, sendErrors: 0 };
 
   private constructor(socket: dgram.Socket, opts: ClientOptions) {
     this.socket = socket;
@@ -92,6 +112,11 @@ export class UdpClient {
     this.policy = { ...defaultPolicy, ...opts.policy };
     this.onPush = opts.onPush;
     socket.on('message', (raw, rinfo) => this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port }));
+    // A send that fails asynchronously (no route, ICMP error) must not crash the process: the
+    // request simply goes unanswered and is retransmitted or times out.
+    socket.on('error', () => {
+      this.stats.sendErrors++;
+    });
   }
 
   static async open(opts: ClientOptions = {}): Promise<UdpClient> {
@@ -133,7 +158,7 @@ export class UdpClient {
     const key = Buffer.from(dec.msg.rid).toString('hex');
     const p = this.pending.get(key);
     const isResponse = dec.msg.type % 2 === 1;
-    if (p && isResponse && (p.anySource || (p.to.ip === from.ip && p.to.port === from.port)) && p.accept(reply)) {
+    if (p && isResponse && (p.anySource || (p.toIp === from.ip && p.to.port === from.port)) && safeAccept(p, reply)) {
       this.finish(key, p);
       p.resolve(reply);
       return;
@@ -159,31 +184,35 @@ export class UdpClient {
     if (this.pending.has(key)) return Promise.reject(new Error('request ID already pending'));
     const policy = { ...this.policy, ...o.policy };
     return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { to, anySource: o.anySource ?? false, accept: o.accept ?? (() => true), resolve, reject, timers: [] };
+      const p: Pending = { to, toIp: normaliseIp(to.ip), anySource: o.anySource ?? false, accept: o.accept ?? (() => true), resolve, reject, timers: [] };
       this.pending.set(key, p);
-      const send = (): void => {
-        this.stats.sent++;
-        this.socket.send(datagram, to.port, to.ip);
-      };
-      send();
-      for (const at of retransmitSchedule(policy, this.random)) {
+      const plan = retransmitPlan(policy, this.random);
+      this.send(to, datagram);
+      for (const at of plan.retransmitAt) {
         p.timers.push(this.timers.setTimeout(() => {
           this.stats.retransmitted++;
-          send();
+          this.send(to, datagram);
         }, at));
       }
       p.timers.push(this.timers.setTimeout(() => {
         this.finish(key, p);
         this.stats.timeouts++;
         reject(new DevlocError(ErrorCode.TRY_LATER, `no answer from ${to.ip}:${to.port}`));
-      }, Math.min(policy.deadlineMs, lastWait(policy, this.random))));
+      }, plan.giveUpAt));
     });
   }
 
-  /** Fire and forget (acknowledgements, probes). */
+  /** Fire and forget (acknowledgements, probes). Never throws: a failed send counts in stats. */
   send(to: Address, datagram: Buffer): void {
     this.stats.sent++;
-    this.socket.send(datagram, to.port, to.ip);
+    try {
+      this.socket.send(datagram, to.port, to.ip, (err) => {
+        if (err) this.stats.sendErrors++;
+      });
+    } catch {
+      // Closed socket or invalid address: like a lost datagram.
+      this.stats.sendErrors++;
+    }
   }
 
   get pendingCount(): number {
@@ -191,6 +220,8 @@ export class UdpClient {
   }
 
   close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
     for (const [key, p] of this.pending) {
       this.finish(key, p);
       p.reject(new DevlocError(ErrorCode.TRY_LATER, 'client closed'));
@@ -199,10 +230,11 @@ export class UdpClient {
   }
 }
 
-/**
- * When to give up: after the last retransmission's own timeout, i.e. the total of the doubling
- * series at the upper random bound (CoAP MAX_TRANSMIT_WAIT).
- */
-function lastWait(policy: RetransmitPolicy, _random: () => number): number {
-  return policy.initialTimeoutMs * RETRANSMIT_RANDOM_FACTOR * (2 ** (policy.maxRetransmit + 1) - 1);
+/** A caller's check that throws counts as a refusal (it runs inside a socket event). */
+function safeAccept(p: Pending, reply: Reply): boolean {
+  try {
+    return p.accept(reply);
+  } catch {
+    return false;
+  }
 }

@@ -10,7 +10,7 @@ export interface RateLimitOptions {
   burst: number;
   /** Most sources tracked at once. */
   maxSources?: number;
-  /** Milliseconds clock; injected in tests. */
+  /** Milliseconds clock; injected in tests. Default: monotonic (performance.now). */
   now?: () => number;
 }
 
@@ -24,7 +24,14 @@ export class RateLimiter {
   private readonly now: () => number;
   constructor(private opts: RateLimitOptions) {
     this.buckets = new LRUCache({ max: opts.maxSources ?? 65_536 });
-    this.now = opts.now ?? Date.now;
+    // Monotonic: with the wall clock, a step back (NTP, an admin) would drain every bucket
+    // (negative refill) and lock honest sources out for as long as the step.
+    this.now = opts.now ?? (() => performance.now());
+  }
+
+  /** Tokens in `b` at `now` (refilled since it was last charged; time never runs backwards). */
+  private level(b: Bucket, now: number): number {
+    return Math.min(this.opts.burst, b.tokens + (Math.max(0, now - b.at) / 1000) * this.opts.ratePerS);
   }
 
   setRate(ratePerS: number, burst: number): void {
@@ -40,7 +47,7 @@ export class RateLimiter {
       b = { tokens: this.opts.burst, at: now };
       this.buckets.set(source, b);
     } else {
-      b.tokens = Math.min(this.opts.burst, b.tokens + ((now - b.at) / 1000) * this.opts.ratePerS);
+      b.tokens = this.level(b, now);
       b.at = now;
     }
     if (b.tokens < cost) return false;
@@ -52,7 +59,7 @@ export class RateLimiter {
   retryAfterMs(source: string, cost = 1): number {
     const b = this.buckets.get(source);
     if (!b || this.opts.ratePerS <= 0) return 0;
-    return Math.max(0, Math.ceil(((cost - b.tokens) / this.opts.ratePerS) * 1000));
+    return Math.max(0, Math.ceil(((cost - this.level(b, this.now())) / this.opts.ratePerS) * 1000));
   }
 
   get size(): number {

@@ -3,16 +3,20 @@
 // message type, and refusals with an error code on the wire and a log line.
 //
 // Order matters for safety: size -> rate limit -> decode -> MAC (no state touched before it
-// verifies) -> response cache (a retransmission is answered, not executed twice) -> replay
-// window -> handler. Replies to anything not MAC-verified are never larger than the request.
+// verifies) -> response cache (a byte-identical retransmission from the same source is answered,
+// not executed twice) -> replay window -> handler (the window takes the sequence number unless
+// the answer is TRY_LATER / RATE_LIMITED, which are neither cached nor spent). Replies to
+// anything not MAC-verified, and every refusal made here (replays included), are never larger
+// than the request; responses (odd types, ERROR above all) are never answered with a refusal.
+import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../common/log.js';
-import type { Metrics } from '../common/metrics.js';
+import type { CounterSeries, Metrics } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
-import { EXCHANGE_LIFETIME_MS, MAX_DATAGRAM, REQUEST_ID_BYTES } from '../wire/constants.js';
+import { EXCHANGE_LIFETIME_MS, MAC_BYTES, MAX_DATAGRAM, REQUEST_ID_BYTES } from '../wire/constants.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
@@ -58,17 +62,102 @@ export interface DatagramServerOptions {
 }
 
 interface CachedReply {
+  /** What was actually sent (null: nothing was, e.g. dropped as amplifying). */
   reply: Buffer | null;
-  fromKey: string;
+  /** The request's source (compared as is: no address string is built per datagram). */
+  fromIp: string;
+  fromPort: number;
+  /**
+   * Identity of the request's bytes (the MAC tag for session messages, the bytes themselves or
+   * their hash otherwise): only a byte-identical retransmission may be answered from the cache.
+   * Otherwise a tiny datagram reusing the request ID would fetch a large cached reply
+   * (amplification).
+   */
+  digest: Buffer;
 }
 
+/**
+ * Unauthenticated requests up to this size are remembered by a copy of their bytes rather than a
+ * SHA-256 of them: a copy is much cheaper than a hash, and no larger than the reply cached with
+ * it would be (unauthenticated replies never exceed the request). Larger ones keep a 16-byte hash.
+ */
+const DIGEST_COPY_MAX_BYTES = 256;
+
+/** What identifies an unauthenticated request's bytes in the response cache (see CachedReply). */
+function requestDigest(raw: Buffer): Buffer {
+  return raw.length <= DIGEST_COPY_MAX_BYTES ? Buffer.from(raw) : createHash('sha256').update(raw).digest().subarray(0, 16);
+}
+
+/**
+ * The request ID as a cache-key fragment: 8 bytes as 8 latin1 characters (one per byte, so
+ * distinct IDs give distinct strings), without copying them first.
+ */
+function ridKey(rid: Uint8Array): string {
+  return Buffer.from(rid.buffer, rid.byteOffset, rid.length).toString('latin1');
+}
+
+const isPromiseLike = (v: unknown): v is PromiseLike<HandlerResult> =>
+  typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
+
 const ZERO_RID = new Uint8Array(REQUEST_ID_BYTES);
+
+/** Most bytes of a refusal's message text (the ERROR schema bounds it in bytes, not characters). */
+const ERROR_MESSAGE_MAX_BYTES = 120;
+
+/**
+ * The request ID and type of a datagram without decoding it (for the rate-limited path, which
+ * must stay cheap): canonical envelopes start `84|85, version, type, 48 <8-byte rid>`.
+ */
+export function peekEnvelope(raw: Uint8Array): { rid?: Uint8Array; type?: number } {
+  if (raw.length < 2 || (raw[0] !== 0x84 && raw[0] !== 0x85) || raw[1]! >= 24) return {};
+  let i = 2;
+  let type: number | undefined;
+  if (raw[i] !== undefined && raw[i]! < 24) type = raw[i++];
+  else if (raw[i] === 0x18 && raw[i + 1] !== undefined) {
+    type = raw[i + 1];
+    i += 2;
+  } else return {};
+  if (raw[i] !== 0x40 + REQUEST_ID_BYTES || raw.length < i + 1 + REQUEST_ID_BYTES) return type === undefined ? {} : { type };
+  return { type: type!, rid: raw.subarray(i + 1, i + 1 + REQUEST_ID_BYTES) };
+}
+
+/**
+ * Responses (odd types, ERROR included) are never answered with a refusal: two servers could
+ * otherwise be made to bounce ERRORs at each other forever by one spoofed datagram.
+ */
+const isResponseType = (type: number | undefined): boolean => type !== undefined && type % 2 === 1;
+
+/** Truncate text to at most `max` UTF-8 bytes without splitting a character. */
+export function truncateUtf8(text: string, max: number): string {
+  if (Buffer.byteLength(text) <= max) return text;
+  let out = '';
+  let bytes = 0;
+  for (const ch of text) {
+    const n = Buffer.byteLength(ch);
+    if (bytes + n > max) break;
+    out += ch;
+    bytes += n;
+  }
+  return out;
+}
 
 export class DatagramServer {
   readonly socket: dgram.Socket;
   private readonly replies: LRUCache<string, CachedReply>;
   /** Requests being executed, so a retransmission arriving meanwhile is not executed twice. */
   private readonly inFlight = new Set<string>();
+  private closed = false;
+  /** Counter series of the per-datagram path, their label keys built once. */
+  private readonly received: CounterSeries;
+  private readonly sent: CounterSeries;
+  private readonly sendErrors: CounterSeries;
+  private readonly retransmissionsAnswered: CounterSeries;
+  /** requests_total{type, result="ok"} per message name. */
+  private readonly requestsOk = new Map<string, CounterSeries>();
+  /** One completion callback for every send (rather than a closure per datagram). */
+  private readonly afterSend = (err: Error | null): void => {
+    if (err) this.sendErrors.inc();
+  };
 
   constructor(private readonly opts: DatagramServerOptions) {
     this.socket = opts.socket;
@@ -80,88 +169,133 @@ export class DatagramServer {
     m.counter('refused_total', 'Datagrams refused, by error code');
     m.counter('dropped_total', 'Datagrams dropped without reply, by reason');
     m.counter('retransmissions_answered_total', 'Retransmitted requests answered from the response cache');
+    this.received = m.series('datagrams_received_total');
+    this.sent = m.series('datagrams_sent_total');
+    this.sendErrors = m.series('dropped_total', { reason: 'send-error' });
+    this.retransmissionsAnswered = m.series('retransmissions_answered_total');
+    const failed = (err: unknown): void => {
+      m.inc('dropped_total', { reason: 'internal' });
+      opts.logger.error('datagram processing failed', { err: String((err as Error)?.stack ?? err) });
+    };
     this.socket.on('message', (raw, rinfo) => {
-      void this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port });
+      // process() handles its own failures; these catches are the last line so that no datagram
+      // can ever take the daemon down (a throw, or an unhandled rejection of an async handler).
+      let pending: Promise<void> | undefined;
+      try {
+        pending = this.process(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port });
+      } catch (err) {
+        failed(err);
+        return;
+      }
+      pending?.catch(failed);
     });
+    // Without a listener, a socket error (e.g. ICMP-reported failures on some platforms) would
+    // be thrown as an uncaught exception.
+    this.socket.on('error', (err) => opts.logger.error('socket error', { err: err.message }));
   }
 
   /** Process one datagram (exposed for tests and fuzzing: no socket needed to call it). */
   async receive(raw: Buffer, from: Address): Promise<void> {
+    await this.process(raw, from);
+  }
+
+  /**
+   * Process one datagram: synchronously to the end when the handler answers synchronously (most
+   * do), so that no promise is made per datagram; a promise only when the handler returns one.
+   */
+  private process(raw: Buffer, from: Address, triedRemote = false): Promise<void> | undefined {
     const { metrics, logger } = this.opts;
-    metrics.inc('datagrams_received_total');
+    if (!triedRemote) this.received.inc();
     if (raw.length > MAX_DATAGRAM) {
       this.drop('oversize', from, { bytes: raw.length });
       return;
     }
-    if (this.opts.rateLimiter && !this.opts.rateLimiter.take(from.ip)) {
+    if (!triedRemote && this.opts.rateLimiter && !this.opts.rateLimiter.take(from.ip)) {
       metrics.inc('refused_total', { code: errorName(ErrorCode.RATE_LIMITED) });
       logger.refusal('rate-limited', { from: formatAddress(from) });
       // Answer (small, never amplifying) so honest clients back off; a flood's answers are
-      // themselves bounded by the bucket's refill, as the limiter is charged for them too.
-      if (this.opts.rateLimiter.take(`notify:${from.ip}`)) {
-        this.sendRefusal(raw, from, ZERO_RID, { error: ErrorCode.RATE_LIMITED, retryAfterMs: this.opts.rateLimiter.retryAfterMs(from.ip) });
+      // themselves bounded by the bucket's refill, as the limiter is charged for them too. The
+      // answer carries the request ID (peeked, not decoded: this path must stay cheap), or the
+      // client could not match it to its request and would never see it.
+      const peek = peekEnvelope(raw);
+      if (!isResponseType(peek.type) && this.opts.rateLimiter.take(`notify:${from.ip}`)) {
+        this.sendRefusal(raw, from, peek.rid ?? ZERO_RID, { error: ErrorCode.RATE_LIMITED, retryAfterMs: this.opts.rateLimiter.retryAfterMs(from.ip) });
       }
       return;
     }
     const dec = decodeDatagram(raw);
     if (!dec.ok) {
-      this.refuse(raw, from, dec.rid ?? ZERO_RID, { error: dec.code, message: dec.reason }, undefined, 'decode');
+      this.refuse(raw, from, dec.rid ?? ZERO_RID, { error: dec.code, message: dec.reason }, undefined, 'decode', dec.type);
       return;
     }
     const msg = dec.msg;
     const handler = this.opts.handlers[msg.name] as Handler | undefined;
     if (!handler || (msg.auth && !this.opts.sessions)) {
-      this.refuse(raw, from, msg.rid, { error: ErrorCode.UNKNOWN_TYPE, message: `${msg.name} is not served by ${this.opts.service}` }, undefined, msg.name);
+      this.refuse(raw, from, msg.rid, { error: ErrorCode.UNKNOWN_TYPE, message: `${msg.name} is not served by ${this.opts.service}` }, undefined, msg.name, msg.type);
       return;
     }
-    const fromKey = formatAddress(from);
     let session: ServerSession | undefined;
     let fresh = false;
     let cacheKey: string;
+    let digest: Buffer;
     if (msg.auth) {
       const sessions = this.opts.sessions!;
-      let auth = sessions.authenticate(msg, raw);
-      // A session opened by another instance sharing the store (locatord --store redis).
-      if (!auth.ok && auth.code === ErrorCode.NO_SESSION && sessions.hasRemote) {
-        let found = false;
-        try {
-          found = await sessions.fetch(Buffer.from(msg.auth.sid).toString('hex'));
-        } catch (err) {
-          const r = err as { message?: string; retryAfterMs?: number };
-          this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `session store: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, undefined, msg.name);
-          return;
-        }
-        if (found) auth = sessions.authenticate(msg, raw);
+      const auth = sessions.authenticate(msg, raw);
+      // A session opened by another instance sharing the store (locatord --store redis): load
+      // it, then process the datagram once more (without a second lookup).
+      if (!auth.ok && auth.code === ErrorCode.NO_SESSION && sessions.hasRemote && !triedRemote) {
+        return sessions.fetch(Buffer.from(msg.auth.sid).toString('hex')).then(
+          (found) => (found ? this.process(raw, from, true) : this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name, msg.type)),
+          (err: unknown) => {
+            const r = err as { message?: string; retryAfterMs?: number };
+            this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `session store: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, undefined, msg.name);
+          },
+        );
       }
       if (!auth.ok) {
-        this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name);
+        this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name, msg.type);
         return;
       }
       session = auth.session;
       fresh = auth.fresh;
-      cacheKey = `${session.sidHex}/${Buffer.from(msg.rid).toString('hex')}`;
+      cacheKey = `${session.sidHex}/${ridKey(msg.rid)}`;
+      // The MAC verified: its tag already identifies these exact bytes.
+      digest = Buffer.from(raw.subarray(raw.length - MAC_BYTES));
     } else {
-      cacheKey = `${fromKey}/${Buffer.from(msg.rid).toString('hex')}`;
+      // Keyed by request ID alone (64 random bits), so that the same request replayed from
+      // another source is recognised as such rather than executed again.
+      cacheKey = `-/${ridKey(msg.rid)}`;
+      digest = requestDigest(raw);
     }
     const cached = this.replies.get(cacheKey);
-    if (cached || this.inFlight.has(cacheKey)) {
-      if (cached && cached.fromKey === fromKey) {
-        metrics.inc('retransmissions_answered_total');
+    if (cached) {
+      const sameSource = cached.fromIp === from.ip && cached.fromPort === from.port;
+      if (sameSource && cached.digest.equals(digest)) {
+        this.retransmissionsAnswered.inc();
         if (cached.reply) this.send(cached.reply, from);
-      } else if (cached) {
-        // Same request from elsewhere: a captured packet replayed. Never answer it with the
-        // cached reply (that could be larger than the request, toward a spoofed victim).
-        this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: 'request already executed for another source' }, session, msg.name);
+      } else {
+        // Same request ID from elsewhere, or other bytes under it: a captured packet replayed
+        // or a forgery. Never answer it with the cached reply (that could be larger than the
+        // request, toward a spoofed victim); the refusal itself is bounded by the request.
+        const why = sameSource ? 'request ID reused for another request' : 'request already executed for another source';
+        this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: why }, session, msg.name, msg.type);
       }
+      return;
+    }
+    if (this.inFlight.has(cacheKey)) {
+      // A retransmission while the handler still runs: its answer is on the way.
+      metrics.inc('dropped_total', { reason: 'in-flight' });
       return;
     }
     if (session && msg.auth) {
       const w = session.window.check(msg.auth.seq);
       if (w !== 'ok') {
-        this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: w === 'old' ? 'sequence left of the replay window' : 'sequence already seen' }, session, msg.name);
+        this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: w === 'old' ? 'sequence left of the replay window' : 'sequence already seen' }, session, msg.name, msg.type);
         return;
       }
-      session.window.accept(msg.auth.seq);
+      // The window takes the sequence number once the handler has run (below), unless the
+      // answer is "try again": then the same datagram must be executable again. Meanwhile the
+      // in-flight set keeps a copy of this datagram (same MAC, so same request ID) out.
       if (fresh) this.opts.sessions!.commit(session);
     }
     const sessions = this.opts.sessions;
@@ -171,46 +305,99 @@ export class DatagramServer {
     };
     if (session) ctx.session = session;
     this.inFlight.add(cacheKey);
-    const started = process.hrtime.bigint();
-    let result: HandlerResult;
+    const started = performance.now();
+    let out: HandlerResult | Promise<HandlerResult>;
     try {
-      result = await handler(ctx as never);
+      out = handler(ctx as never);
     } catch (err) {
-      if (err instanceof DevlocError) {
-        result = { error: err.code, message: err.message, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}) };
-      } else {
-        logger.error('handler failed', { type: msg.name, err: String((err as Error)?.stack ?? err) });
-        result = { error: ErrorCode.INTERNAL, message: 'internal error' };
-      }
-    } finally {
       this.inFlight.delete(cacheKey);
+      this.answer(raw, from, msg, session, cacheKey, digest, started, this.handlerFailure(msg, err));
+      return undefined;
     }
-    metrics.observe('request_duration_seconds', 'Time to handle a request', Number(process.hrtime.bigint() - started) / 1e9);
+    if (isPromiseLike(out)) {
+      return Promise.resolve(out).then(
+        (result) => {
+          this.inFlight.delete(cacheKey);
+          this.answer(raw, from, msg, session, cacheKey, digest, started, result);
+        },
+        (err: unknown) => {
+          this.inFlight.delete(cacheKey);
+          this.answer(raw, from, msg, session, cacheKey, digest, started, this.handlerFailure(msg, err));
+        },
+      );
+    }
+    this.inFlight.delete(cacheKey);
+    this.answer(raw, from, msg, session, cacheKey, digest, started, out);
+    return undefined;
+  }
+
+  /** The refusal for a handler's exception. */
+  private handlerFailure(msg: Message, err: unknown): Refusal {
+    if (err instanceof DevlocError) {
+      return { error: err.code, message: err.message, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}) };
+    }
+    this.opts.logger.error('handler failed', { type: msg.name, err: String((err as Error)?.stack ?? err) });
+    return { error: ErrorCode.INTERNAL, message: 'internal error' };
+  }
+
+  /** After the handler: take the sequence number, reply (bounded), cache what was sent. */
+  private answer(
+    raw: Buffer, from: Address, msg: Message, session: ServerSession | undefined,
+    cacheKey: string, digest: Buffer, started: number, handled: HandlerResult,
+  ): void {
+    const { metrics, logger } = this.opts;
+    let result = handled;
+    metrics.observe('request_duration_seconds', 'Time to handle a request', (performance.now() - started) / 1e3);
+    if (Buffer.isBuffer(result) && result.length > MAX_DATAGRAM) {
+      // A handler bug: the terminal would drop it anyway. Say so on both sides.
+      logger.error('reply too large', { type: msg.name, bytes: result.length, max: MAX_DATAGRAM });
+      result = { error: ErrorCode.INTERNAL, message: 'reply too large' };
+    }
+    const tryAgain = !Buffer.isBuffer(result) && result !== null && (result.error === ErrorCode.TRY_LATER || result.error === ErrorCode.RATE_LIMITED);
+    if (session && msg.auth && !tryAgain) session.window.accept(msg.auth.seq);
     let reply: Buffer | null;
     if (result === null) reply = null;
     else if (Buffer.isBuffer(result)) reply = result;
     else {
       metrics.inc('refused_total', { code: errorName(result.error) });
-      logger.refusal(`${msg.name}:${errorName(result.error)}`, { from: fromKey, type: msg.name, code: errorName(result.error), reason: result.message });
+      logger.refusal(`${msg.name}:${errorName(result.error)}`, { from: formatAddress(from), type: msg.name, code: errorName(result.error), reason: result.message });
       reply = this.errorReply(raw, msg.rid, result, session);
     }
-    metrics.inc('requests_total', { type: msg.name, result: Buffer.isBuffer(result) || result === null ? 'ok' : errorName(result.error) });
-    // Errors that say "try again" are not cached: the retry should be executed.
-    if (Buffer.isBuffer(result) || result === null || !(result.error === ErrorCode.TRY_LATER || result.error === ErrorCode.RATE_LIMITED)) {
-      this.replies.set(cacheKey, { reply, fromKey });
+    if (Buffer.isBuffer(result) || result === null) this.requestOk(msg.name).inc();
+    else metrics.inc('requests_total', { type: msg.name, result: errorName(result.error) });
+    if (reply && !session && reply.length > raw.length) {
+      this.drop('amplification', from, { type: msg.name, reply: reply.length, request: raw.length });
+      reply = null;
     }
-    if (reply) {
-      if (!session && reply.length > raw.length) this.drop('amplification', from, { type: msg.name, reply: reply.length, request: raw.length });
-      else this.send(reply, from);
-    }
+    // Errors that say "try again" are not cached: the retry should be executed. What is cached
+    // is what was sent, so a retransmission never gets what the first copy could not.
+    if (!tryAgain) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest });
+    if (reply) this.send(reply, from);
   }
 
-  /** Send `bytes` to `to`, counting it. */
+  private requestOk(name: string): CounterSeries {
+    let c = this.requestsOk.get(name);
+    if (!c) {
+      c = this.opts.metrics.series('requests_total', { type: name, result: 'ok' });
+      this.requestsOk.set(name, c);
+    }
+    return c;
+  }
+
+  /** Send `bytes` to `to`, counting it. Never throws (a reply finishing after close() is dropped). */
   send(bytes: Buffer, to: Address): void {
-    this.opts.metrics.inc('datagrams_sent_total');
-    this.socket.send(bytes, to.port, to.ip, (err) => {
-      if (err) this.opts.metrics.inc('dropped_total', { reason: 'send-error' });
-    });
+    if (this.closed) {
+      this.opts.metrics.inc('dropped_total', { reason: 'closed' });
+      return;
+    }
+    this.sent.inc();
+    try {
+      // A callback is still needed: without one, node:dgram neither reports nor emits a failed
+      // send, and send errors are counted.
+      this.socket.send(bytes, to.port, to.ip, this.afterSend);
+    } catch {
+      this.sendErrors.inc();
+    }
   }
 
   private drop(reason: string, from: Address, fields: Record<string, unknown>): void {
@@ -218,15 +405,26 @@ export class DatagramServer {
     this.opts.logger.refusal(`drop:${reason}`, { from: formatAddress(from), reason, ...fields });
   }
 
-  private refuse(raw: Buffer, from: Address, rid: Uint8Array, r: Refusal, session: ServerSession | undefined, what: string): void {
+  private refuse(raw: Buffer, from: Address, rid: Uint8Array, r: Refusal, session: ServerSession | undefined, what: string, type?: number): void {
     this.opts.metrics.inc('refused_total', { code: errorName(r.error) });
     this.opts.logger.refusal(`${what}:${errorName(r.error)}`, { from: formatAddress(from), code: errorName(r.error), reason: r.message });
+    if (isResponseType(type ?? peekEnvelope(raw).type)) {
+      // Logged and counted, but a response (an ERROR above all) is never answered.
+      this.opts.metrics.inc('dropped_total', { reason: 'response-not-answered' });
+      return;
+    }
+    // Refusals made here answer datagrams that executed nothing (replays included: a replayed
+    // MAC proves nothing about the source), so they never exceed the request either. A MACed
+    // ERROR is preferred; when it would be larger, the unauthenticated one, which the terminal
+    // accepts for a pending request ID, still tells it what happened.
     if (session) {
       const reply = this.errorReply(raw, rid, r, session);
-      if (reply) this.send(reply, from);
-    } else {
-      this.sendRefusal(raw, from, rid, r);
+      if (reply && reply.length <= raw.length) {
+        this.send(reply, from);
+        return;
+      }
     }
+    this.sendRefusal(raw, from, rid, r);
   }
 
   private sendRefusal(raw: Buffer, from: Address, rid: Uint8Array, r: Refusal): void {
@@ -241,7 +439,7 @@ export class DatagramServer {
    */
   private errorReply(raw: Buffer, rid: Uint8Array, r: Refusal, session: ServerSession | undefined): Buffer | null {
     const body: Bodies['ERROR'] = { code: r.error };
-    if (r.message) body.message = r.message.slice(0, 120);
+    if (r.message) body.message = truncateUtf8(r.message, ERROR_MESSAGE_MAX_BYTES);
     if (r.retryAfterMs !== undefined) body.retryAfterMs = r.retryAfterMs;
     if (r.cookie) body.cookie = r.cookie;
     if (session) return this.opts.sessions!.encode(session, 'ERROR', rid, body);
@@ -254,6 +452,8 @@ export class DatagramServer {
   }
 
   close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
     return new Promise((resolve) => this.socket.close(() => resolve()));
   }
 }

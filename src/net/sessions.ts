@@ -52,12 +52,21 @@ export interface ServerSessionsOptions {
 
 export class ServerSessions {
   private readonly sessions: LRUCache<string, ServerSession>;
+  /**
+   * Keys derived for session-opening messages whose MAC has not verified (yet). Tickets cross
+   * the wire in clear inside REGISTER, so anyone who saw one can send opening messages with a
+   * garbage MAC: without this, each would cost an X25519 before the MAC check fails. The keys
+   * are a function of (service key, cnf, cti, aud), so remembering them is safe.
+   */
+  private readonly pendingKeys = new LRUCache<string, SessionKeys>({ max: 10_000 });
   private readonly now: () => number;
   private readonly freshnessMs: number;
   /** Sessions opened (ticket accepted and MAC verified). */
   opened = 0;
   /** Lookups of `remote` in progress, so concurrent datagrams of one session share one. */
   private readonly fetching = new Map<string, Promise<boolean>>();
+  /** X25519 key agreements performed (a metric tests read). */
+  keyDerivations = 0;
 
   constructor(private readonly opts: ServerSessionsOptions) {
     this.sessions = new LRUCache({ max: opts.maxSessions ?? 2_000_000, ttlAutopurge: false });
@@ -124,8 +133,14 @@ export class ServerSessions {
       if (body.timeMs === undefined || Math.abs(body.timeMs - this.now()) > this.freshnessMs) {
         return { ok: false, code: ErrorCode.CLOCK_SKEW, reason: 'session-opening message too old or too far ahead' };
       }
-      const keys = deriveSessionKeys(this.opts.serviceSecret, v.claims.cnf, v.claims.cti, v.claims.aud);
-      if (!keys) return { ok: false, code: ErrorCode.BAD_TICKET, reason: 'cnf key unusable' };
+      const keyId = `${sidHex}/${v.claims.cnf.toString('hex')}/${v.claims.aud}`;
+      let keys = this.pendingKeys.get(keyId) ?? null;
+      if (!keys) {
+        this.keyDerivations++;
+        keys = deriveSessionKeys(this.opts.serviceSecret, v.claims.cnf, v.claims.cti, v.claims.aud);
+        if (!keys) return { ok: false, code: ErrorCode.BAD_TICKET, reason: 'cnf key unusable' };
+        this.pendingKeys.set(keyId, keys);
+      }
       session = {
         sid, sidHex, locatorId: v.claims.locatorId, locatorHex: v.claims.locatorId.toString('hex'), aud: v.claims.aud,
         exp: v.claims.exp, keys, window: new ReplayWindow(), txSeq: 0,

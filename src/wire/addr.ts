@@ -6,19 +6,31 @@ export interface Address {
   port: number;
 }
 
-/** IPv4 dotted quad to 4 bytes, or null. Leading zeros are refused (ambiguous octal). */
+/**
+ * IPv4 dotted quad to 4 bytes, or null. Leading zeros are refused (ambiguous octal). Each octet
+ * must match /^(0|[1-9][0-9]{0,2})$/ and be <= 255; scanned by hand, as it runs per encoded
+ * address (every REFLECT_RESULT, every observed address).
+ */
 function parseIPv4(text: string): Uint8Array | null {
-  const parts = text.split('.');
-  if (parts.length !== 4) return null;
   const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out[i] = n;
+  let part = 0;
+  let digits = 0;
+  let n = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 0x2e; // the end closes the last octet like a '.'
+    if (c === 0x2e) {
+      if (digits === 0 || part > 3 || n > 255) return null;
+      out[part++] = n;
+      digits = 0;
+      n = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      // A leading 0 may only stand alone; more than 3 digits never fit.
+      if ((digits === 1 && n === 0) || digits === 3) return null;
+      n = n * 10 + (c - 0x30);
+      digits++;
+    } else return null;
   }
-  return out;
+  return part === 4 ? out : null;
 }
 
 /** IPv6 text (with :: and an optional embedded IPv4 tail; no zone) to 16 bytes, or null. */
@@ -79,7 +91,7 @@ export function ipToBytes(text: string): Uint8Array | null {
 
 /** Wire bytes to canonical text (RFC 5952 for IPv6). Null unless 4 or 16 bytes. */
 export function bytesToIp(bytes: Uint8Array): string | null {
-  if (bytes.length === 4) return Array.from(bytes).join('.');
+  if (bytes.length === 4) return `${bytes[0]!}.${bytes[1]!}.${bytes[2]!}.${bytes[3]!}`;
   if (bytes.length !== 16) return null;
   const groups: number[] = [];
   for (let i = 0; i < 8; i++) groups.push((bytes[2 * i]! << 8) | bytes[2 * i + 1]!);
@@ -108,6 +120,10 @@ export function bytesToIp(bytes: Uint8Array): string | null {
 
 /** Normalise what node:dgram reports (it maps IPv4 into IPv6 on dual-stack sockets). */
 export function normaliseIp(text: string): string {
+  // Called per datagram. Without a colon only the IPv4 parse can succeed, and a dotted quad it
+  // accepts (no leading zeros, octets <= 255) prints back as the very same text; anything it
+  // refuses is returned unchanged below. So such text is already normal: skip the parse.
+  if (!text.includes(':')) return text;
   const bytes = ipToBytes(text);
   return bytes ? bytesToIp(bytes)! : text;
 }

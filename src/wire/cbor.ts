@@ -200,47 +200,79 @@ export function canonical(value: CborValue): CborValue {
   return value;
 }
 
-function writeHead(out: number[], major: number, n: number): void {
+/**
+ * Encoder output: bytes are written into one reused scratch buffer (grown on demand) and copied
+ * out once per encode, rather than pushed one by one onto a number[] (which allocated a lot per
+ * datagram). Encoding is synchronous and not re-entrant, so one scratch buffer is enough.
+ */
+let scratch = Buffer.allocUnsafe(2048);
+let pos = 0;
+
+function reserve(n: number): void {
+  if (pos + n <= scratch.length) return;
+  const bigger = Buffer.allocUnsafe(Math.max(scratch.length * 2, pos + n));
+  scratch.copy(bigger, 0, 0, pos);
+  scratch = bigger;
+}
+
+function writeHead(major: number, n: number): void {
   const m = major << 5;
-  if (n < 24) out.push(m | n);
-  else if (n < 0x100) out.push(m | 24, n);
-  else if (n < 0x10000) out.push(m | 25, n >> 8, n & 0xff);
-  else if (n < 0x100000000) out.push(m | 26, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
-  else {
-    const high = Math.floor(n / 0x100000000);
-    const low = n >>> 0;
-    out.push(m | 27, high >>> 24, (high >> 16) & 0xff, (high >> 8) & 0xff, high & 0xff);
-    out.push(low >>> 24, (low >> 16) & 0xff, (low >> 8) & 0xff, low & 0xff);
+  reserve(9);
+  if (n < 24) scratch[pos++] = m | n;
+  else if (n < 0x100) {
+    scratch[pos++] = m | 24;
+    scratch[pos++] = n;
+  } else if (n < 0x10000) {
+    scratch[pos++] = m | 25;
+    scratch[pos++] = n >> 8;
+    scratch[pos++] = n & 0xff;
+  } else if (n < 0x100000000) {
+    scratch[pos++] = m | 26;
+    scratch.writeUInt32BE(n, pos);
+    pos += 4;
+  } else {
+    scratch[pos++] = m | 27;
+    scratch.writeUInt32BE(Math.floor(n / 0x100000000), pos);
+    scratch.writeUInt32BE(n >>> 0, pos + 4);
+    pos += 8;
   }
 }
 
-const utf8Encoder = new TextEncoder();
+function writeBytes(b: Uint8Array): void {
+  writeHead(2, b.length);
+  reserve(b.length);
+  scratch.set(b, pos);
+  pos += b.length;
+}
 
-function writeValue(out: number[], value: CborValue): void {
+function writeValue(value: CborValue): void {
   if (typeof value === 'number') {
     if (!Number.isSafeInteger(value)) throw new TypeError(`not a safe integer: ${value}`);
-    if (value >= 0) writeHead(out, 0, value);
-    else writeHead(out, 1, -1 - value);
+    if (value >= 0) writeHead(0, value);
+    else writeHead(1, -1 - value);
   } else if (typeof value === 'string') {
-    const b = utf8Encoder.encode(value);
-    writeHead(out, 3, b.length);
-    for (const x of b) out.push(x);
+    const n = Buffer.byteLength(value);
+    writeHead(3, n);
+    reserve(n);
+    pos += scratch.write(value, pos, 'utf8');
   } else if (value instanceof Uint8Array) {
-    writeHead(out, 2, value.length);
-    for (const x of value) out.push(x);
+    writeBytes(value);
   } else if (Array.isArray(value)) {
-    writeHead(out, 4, value.length);
-    for (const v of value) writeValue(out, v);
+    writeHead(4, value.length);
+    for (const v of value) writeValue(v);
   } else if (value instanceof Map) {
-    writeHead(out, 5, value.size);
+    writeHead(5, value.size);
     for (const [k, v] of value) {
-      writeValue(out, k);
-      writeValue(out, v);
+      writeValue(k);
+      writeValue(v);
     }
-  } else if (value === false) out.push(0xf4);
-  else if (value === true) out.push(0xf5);
-  else if (value === null) out.push(0xf6);
-  else throw new TypeError(`cannot encode ${typeof value}`);
+  } else {
+    reserve(1);
+    if (value === false) scratch[pos++] = 0xf4;
+    else if (value === true) scratch[pos++] = 0xf5;
+    else if (value === null) scratch[pos++] = 0xf6;
+    else throw new TypeError(`cannot encode ${typeof value}`);
+  }
 }
 
 /**
@@ -249,9 +281,10 @@ function writeValue(out: number[], value: CborValue): void {
  * (a value outside the subset), never on anything received.
  */
 export function encodeCbor(value: CborValue): Buffer {
-  const out: number[] = [];
-  writeValue(out, value);
-  return Buffer.from(out);
+  pos = 0;
+  writeValue(value);
+  // A copy: the scratch buffer is overwritten by the next encode.
+  return Buffer.from(scratch.subarray(0, pos));
 }
 
 /** Deterministic encoding of any value: sorts every map's keys first. */

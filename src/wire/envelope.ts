@@ -93,6 +93,9 @@ export function decodeDatagram(bytes: Uint8Array): DecodeOutcome {
   return { ok: true, msg };
 }
 
+/** The MAC slot's placeholder: only ever read (copied into the encoded bytes), never written. */
+const ZERO_MAC = new Uint8Array(MAC_BYTES);
+
 /**
  * Encode a message. With `auth`, the MAC slot is 16 zero bytes: fill it with `session.seal`.
  * Throws only on a programming error (a body that does not fit the schema).
@@ -106,7 +109,7 @@ export function encodeDatagram<N extends MessageName>(
   const type = MessageType[name];
   const spec = specOf(type)!;
   const items: CborValue[] = [PROTOCOL_VERSION, type, rid, encodeFields(spec.fields, body as Record<string, unknown>)];
-  if (auth) items.push([auth.sid, auth.seq, new Uint8Array(MAC_BYTES)]);
+  if (auth) items.push([auth.sid, auth.seq, ZERO_MAC]);
   return encodeCbor(items);
 }
 

@@ -134,11 +134,22 @@ function encodeValue(type: FieldType, v: unknown): CborValue {
   }
 }
 
+/** Field lists sorted by key, computed once per list (schemas are static; encoding is per reply). */
+const sortedByKey = new WeakMap<readonly Field[], readonly Field[]>();
+
+function fieldsByKey(fields: readonly Field[]): readonly Field[] {
+  let sorted = sortedByKey.get(fields);
+  if (!sorted) {
+    sorted = [...fields].sort((a, b) => a.key - b.key);
+    sortedByKey.set(fields, sorted);
+  }
+  return sorted;
+}
+
 /** Encode an object into a CBOR map with keys in deterministic order; absent fields omitted. */
 export function encodeFields(fields: readonly Field[], obj: Record<string, unknown>): CborMap {
   const m: CborMap = new Map();
-  const sorted = [...fields].sort((a, b) => a.key - b.key);
-  for (const f of sorted) {
+  for (const f of fieldsByKey(fields)) {
     const v = obj[f.name];
     if (v === undefined) {
       if (f.required) throw new TypeError(`required field ${f.name} missing`);

@@ -1,0 +1,174 @@
+// Load-generator worker (a child process of the bench): keeps `window` requests outstanding
+// against a UDP target for a fixed time, flat out, and reports answered requests, losses and a
+// latency histogram. Kinds of request:
+//   echo     a datagram of `payloadBytes` (an 8-byte counter first) to a bare echo server;
+//   reflect  an unauthenticated REFLECT (padded to `payloadBytes`) to a DatagramServer;
+//   session  session-MACed REFRESHes after one REGISTER opening the session from a ticket.
+// A request unanswered after LOSS_MS counts as lost and is replaced, so the window never shrinks.
+import dgram from 'node:dgram';
+import { createPrivateKey } from 'node:crypto';
+import { ClientSession } from '../net/clientsession.js';
+import { peekEnvelope } from '../net/server.js';
+import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
+import type { HistogramJSON } from './stats.js';
+import { Histogram } from './stats.js';
+import { toParent } from './procs.js';
+
+export interface SessionGrant {
+  aud: string;
+  ticketHex: string;
+  serviceKeyHex: string;
+  exp: number;
+  cnfSecretHex: string;
+  cnfPublicHex: string;
+}
+
+export interface LoadCommand {
+  target: { host: string; port: number };
+  seconds: number;
+  window: number;
+  workerId: number;
+  kind: 'echo' | 'reflect' | 'session';
+  payloadBytes: number;
+  session?: SessionGrant;
+}
+
+export interface LoadReport {
+  answered: number;
+  lost: number;
+  /** Answers that were refusals, by error code. */
+  errors: Record<string, number>;
+  /** Measured duration, ms. */
+  ms: number;
+  histogram: HistogramJSON;
+  requestBytes: number;
+  replyBytes: number;
+}
+
+const LOSS_MS = 500;
+
+function x25519Secret(secretHex: string, publicHex: string) {
+  const b64 = (h: string): string => Buffer.from(h, 'hex').toString('base64url');
+  return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: b64(secretHex), x: b64(publicHex) }, format: 'jwk' });
+}
+
+async function run(c: LoadCommand): Promise<LoadReport> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+  try {
+    socket.setRecvBufferSize(4 << 20);
+  } catch {
+    /* the system maximum applies */
+  }
+  const hist = new Histogram();
+  const outstanding = new Map<number, number>();
+  const errors: Record<string, number> = {};
+  let counter = 0;
+  let answered = 0;
+  let lost = 0;
+  let running = false;
+  let requestBytes = 0;
+  let replyBytes = 0;
+  const rid = (n: number): Buffer => {
+    const b = Buffer.alloc(8);
+    b.writeUInt16BE(c.workerId, 0);
+    b.writeUIntBE(n, 2, 6);
+    return b;
+  };
+  const idOf = (raw: Buffer): number | undefined => {
+    if (c.kind === 'echo') return raw.length >= 8 ? raw.readUIntBE(2, 6) : undefined;
+    const r = peekEnvelope(raw).rid;
+    return r ? Buffer.from(r).readUIntBE(2, 6) : undefined;
+  };
+  let session: ClientSession | null = null;
+  if (c.kind === 'session') {
+    const g = c.session!;
+    session = ClientSession.fromGrant(
+      { aud: g.aud, ticket: Buffer.from(g.ticketHex, 'hex'), serviceKey: Buffer.from(g.serviceKeyHex, 'hex'), exp: g.exp },
+      x25519Secret(g.cnfSecretHex, g.cnfPublicHex),
+    );
+    if (!session) throw new Error('unusable grant');
+  }
+  const build = (n: number): Buffer => {
+    switch (c.kind) {
+      case 'echo': {
+        const b = Buffer.alloc(c.payloadBytes);
+        b.writeUInt16BE(c.workerId, 0);
+        b.writeUIntBE(n, 2, 6);
+        return b;
+      }
+      case 'reflect':
+        return encodeDatagram('REFLECT', rid(n), { padding: Buffer.alloc(Math.max(0, c.payloadBytes - 16)) });
+      case 'session':
+        return session!.encode('REFRESH', rid(n), {});
+    }
+  };
+  const sendNext = (): void => {
+    const n = ++counter;
+    const d = build(n);
+    requestBytes += d.length;
+    outstanding.set(n, performance.now());
+    socket.send(d, c.target.port, c.target.host);
+  };
+  socket.on('message', (raw) => {
+    const n = idOf(raw);
+    if (n === undefined) return;
+    const at = outstanding.get(n);
+    if (at === undefined) return;
+    outstanding.delete(n);
+    if (!running) return;
+    hist.record(performance.now() - at);
+    answered++;
+    replyBytes += raw.length;
+    if (c.kind !== 'echo' && raw[2] === 0x18 && raw[3] === 0x7f) {
+      const d = decodeDatagram(raw);
+      const code = d.ok && d.msg.name === 'ERROR' ? String(d.msg.body.code) : 'undecodable';
+      errors[code] = (errors[code] ?? 0) + 1;
+    }
+    sendNext();
+  });
+  if (session) {
+    // Open the session (REGISTER with the ticket), retrying until answered.
+    const n = ++counter;
+    const reg = session.encode('REGISTER', rid(n), { ticket: Buffer.from(c.session!.ticketHex, 'hex'), timeMs: Date.now() });
+    const opened = new Promise<void>((resolve, reject) => {
+      const timer = setInterval(() => socket.send(reg, c.target.port, c.target.host), 200);
+      const give = setTimeout(() => reject(new Error('REGISTER unanswered')), 10_000);
+      socket.on('message', function onReg(raw) {
+        if (idOf(raw) !== n) return;
+        clearInterval(timer);
+        clearTimeout(give);
+        socket.off('message', onReg);
+        const d = decodeDatagram(raw);
+        if (d.ok && d.msg.name === 'REGISTER_ACK') resolve();
+        else reject(new Error(`REGISTER refused: ${d.ok && d.msg.name === 'ERROR' ? d.msg.body.code : 'bad answer'}`));
+      });
+      socket.send(reg, c.target.port, c.target.host);
+    });
+    await opened;
+  }
+  running = true;
+  const started = performance.now();
+  for (let i = 0; i < c.window; i++) sendNext();
+  const sweeper = setInterval(() => {
+    const now = performance.now();
+    for (const [n, at] of outstanding) {
+      if (now - at > LOSS_MS) {
+        outstanding.delete(n);
+        lost++;
+        if (running) sendNext();
+      }
+    }
+  }, 50);
+  await new Promise((r) => setTimeout(r, c.seconds * 1000));
+  running = false;
+  const ms = performance.now() - started;
+  clearInterval(sweeper);
+  socket.close();
+  return { answered, lost, errors, ms, histogram: hist.toJSON(), requestBytes, replyBytes };
+}
+
+process.on('message', (m: LoadCommand) => {
+  run(m).then(toParent, (err: Error) => toParent({ error: err.stack ?? err.message }));
+});
+process.on('disconnect', () => process.exit(0));

@@ -1,0 +1,97 @@
+// Metrics: Prometheus text format (0.0.4) line by line, and the /metrics endpoint.
+import t from 'tap';
+import http from 'node:http';
+import { latencyBucketsS, Metrics } from '../../src/common/metrics.js';
+
+const SAMPLE = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*\})? -?[0-9.e+-]+$/;
+const HELP = /^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$/;
+const TYPE = /^# TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|histogram)$/;
+
+function sampled(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const l of text.split('\n')) if (l && !l.startsWith('#')) {
+    const i = l.lastIndexOf(' ');
+    out.set(l.slice(0, i), Number(l.slice(i + 1)));
+  }
+  return out;
+}
+
+t.test('render: every line is a HELP, TYPE or sample line; values as counted', async (t) => {
+  const m = new Metrics();
+  m.counter('requests_total', 'Requests handled');
+  m.counter('never_total', 'Declared, never incremented');
+  m.inc('requests_total', { type: 'REGISTER', result: 'ok' });
+  m.inc('requests_total', { result: 'ok', type: 'REGISTER' }, 2);
+  m.inc('requests_total', { type: 'QUERY_ADDR', result: 'BAD_MAC' });
+  m.inc('plain_total');
+  m.inc('odd_total', { why: 'quote " backslash \\ newline \n end' });
+  let sessions = 7;
+  m.gauge('sessions', 'Open sessions', () => sessions);
+  for (const s of [0.00005, 0.0003, 0.003, 0.2, 3]) m.observe('request_duration_seconds', 'Time to handle a request', s);
+  const text = m.render();
+  t.ok(text.endsWith('\n'), 'ends with a newline');
+  const lines = text.trimEnd().split('\n');
+  for (const l of lines) t.ok(HELP.test(l) || TYPE.test(l) || SAMPLE.test(l), `well-formed: ${l}`);
+  t.ok(lines.includes('# TYPE devloc_requests_total counter'));
+  t.ok(lines.includes('# HELP devloc_requests_total Requests handled'));
+  const v = sampled(text);
+  t.equal(v.get('devloc_requests_total{result="ok",type="REGISTER"}'), 3, 'label order does not split a series');
+  t.equal(v.get('devloc_requests_total{result="BAD_MAC",type="QUERY_ADDR"}'), 1);
+  t.equal(v.get('devloc_never_total'), 0, 'declared counters render as 0');
+  t.equal(v.get('devloc_plain_total'), 1);
+  t.equal(v.get('devloc_sessions'), 7);
+  sessions = 9;
+  t.equal(sampled(m.render()).get('devloc_sessions'), 9, 'gauges are read at scrape time');
+  t.equal(m.get('requests_total', { type: 'REGISTER', result: 'ok' }), 3);
+  t.equal(m.total('requests_total'), 4);
+  t.equal(m.total('absent_total'), 0);
+  // Histogram: cumulative buckets, +Inf = count, sum.
+  let prev = 0;
+  for (const b of latencyBucketsS) {
+    const c = v.get(`devloc_request_duration_seconds_bucket{le="${b}"}`)!;
+    t.ok(c >= prev, `bucket ${b} is cumulative`);
+    prev = c;
+  }
+  t.equal(v.get('devloc_request_duration_seconds_bucket{le="0.0001"}'), 1);
+  t.equal(v.get('devloc_request_duration_seconds_bucket{le="0.5"}'), 4);
+  t.equal(v.get('devloc_request_duration_seconds_bucket{le="+Inf"}'), 5);
+  t.equal(v.get('devloc_request_duration_seconds_count'), 5);
+  t.ok(Math.abs(v.get('devloc_request_duration_seconds_sum')! - 3.20335) < 1e-9);
+  t.ok(lines.includes('# TYPE devloc_request_duration_seconds histogram'));
+  // Each family has exactly one HELP and one TYPE line.
+  const types = lines.filter((l) => l.startsWith('# TYPE')).map((l) => l.split(' ')[2]);
+  t.equal(new Set(types).size, types.length, 'one TYPE per family');
+});
+
+function get(port: number, path: string): Promise<{ status: number; type: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
+    }).on('error', reject);
+  });
+}
+
+t.test('serve(): GET /metrics on 127.0.0.1:0', async (t) => {
+  const m = new Metrics('devloc');
+  m.counter('datagrams_received_total', 'Datagrams received');
+  m.inc('datagrams_received_total', undefined, 42);
+  const s = await m.serve('127.0.0.1', 0);
+  t.teardown(() => s.close());
+  t.ok(s.port > 0, 'bound port reported');
+  const r = await get(s.port, '/metrics');
+  t.equal(r.status, 200);
+  t.match(r.type, /^text\/plain; version=0\.0\.4/);
+  t.equal(r.body, m.render());
+  t.match(r.body, /^devloc_datagrams_received_total 42$/m);
+  t.equal((await get(s.port, '/metrics?name[]=x')).status, 200, 'a query string is fine');
+  const nf = await get(s.port, '/');
+  t.equal(nf.status, 404);
+  t.match(nf.body, /metrics/);
+});
+
+t.test('serve() rejects when the port is taken', async (t) => {
+  const a = await new Metrics().serve('127.0.0.1', 0);
+  t.teardown(() => a.close());
+  await t.rejects(new Metrics().serve('127.0.0.1', a.port), { code: 'EADDRINUSE' });
+});

@@ -1,0 +1,466 @@
+// DatagramServer: bounds, decode refusals, dispatch, the response cache, replays, handler
+// errors, rate limiting and anti-amplification. Most tests call server.receive() with a
+// recording socket (exact, no timing); the last ones use real sockets on loopback.
+import t from 'tap';
+import dgram from 'node:dgram';
+import { UdpClient } from '../../src/net/client.js';
+import { RateLimiter } from '../../src/net/ratelimit.js';
+import type { HandlerResult, Handlers, RequestContext } from '../../src/net/server.js';
+import { bindUdp, peekEnvelope } from '../../src/net/server.js';
+import { Rng } from '../../src/fuzz/rng.js';
+import { mutate } from '../../src/fuzz/mutate.js';
+import { sampleDatagrams } from '../../src/fuzz/world.js';
+import { encodeCbor } from '../../src/wire/cbor.js';
+import { MAX_DATAGRAM } from '../../src/wire/constants.js';
+import { encodeDatagram } from '../../src/wire/envelope.js';
+import { DevlocError, ErrorCode } from '../../src/wire/errors.js';
+import { A, B, decoded, harness, rid, sessionWorld, until } from './fixtures/net.js';
+
+/** A REFLECT request padded to `size` bytes (an unauthenticated request of a chosen size). */
+function reflect(id: Buffer, size = 64): Buffer {
+  const bare = encodeDatagram('REFLECT', id, {});
+  if (size <= bare.length) return bare;
+  // body {2: padding}: key 1 B + bstr head 1..3 B.
+  for (let n = size - bare.length - 2; n >= 0; n--) {
+    const d = encodeDatagram('REFLECT', id, { padding: Buffer.alloc(n) });
+    if (d.length <= size) return d;
+  }
+  return bare;
+}
+
+/** Any handler, typed for whichever message it is registered under (these tests do not care). */
+type AnyHandler = (ctx: RequestContext) => HandlerResult | Promise<HandlerResult>;
+const anyHandler = (f: AnyHandler): never => f as never;
+
+const reflectResult = (ctx: RequestContext): Buffer => ctx.reply('REFLECT_RESULT', { observed: ctx.from, from: ctx.from });
+
+function counting(f: AnyHandler = reflectResult): { handler: never; calls: () => number } {
+  let n = 0;
+  return { handler: anyHandler((ctx) => { n++; return f(ctx); }), calls: () => n };
+}
+
+t.test('oversize datagrams are dropped: no reply, counted, logged, not decoded', async (t) => {
+  const c = counting();
+  const h = harness({ handlers: { REFLECT: c.handler } });
+  const big = encodeDatagram('REFLECT', rid(1), { padding: Buffer.alloc(MAX_DATAGRAM) });
+  t.ok(big.length > MAX_DATAGRAM);
+  await h.server.receive(big, A);
+  await h.server.receive(Buffer.alloc(MAX_DATAGRAM + 1), A);
+  t.equal(h.socket.sent.length, 0, 'no reply');
+  t.equal(c.calls(), 0, 'not executed');
+  t.equal(h.metrics.get('dropped_total', { reason: 'oversize' }), 2, 'counted');
+  t.ok(h.logs.some((l) => l['event'] === 'drop:oversize' && l['bytes'] === big.length), 'logged with its size');
+  await h.server.receive(reflect(rid(2), MAX_DATAGRAM), A);
+  t.equal(c.calls(), 1, 'exactly MAX_DATAGRAM bytes is accepted');
+});
+
+t.test('decode refusals: ERROR with the right code and request ID, never larger than the request', async (t) => {
+  const h = harness({ handlers: { REFLECT: reflectResult as never, AUTH_REQUEST: () => null } });
+  const id = rid(3);
+  const pad = new Map<number, Uint8Array>([[15, Buffer.alloc(80)]]);
+  const badVersion = Buffer.from(reflect(id, 100));
+  badVersion[1] = 0x02;
+  const cases: [string, Buffer, ErrorCode, Buffer | null][] = [
+    ['version 2', badVersion, ErrorCode.UNSUPPORTED_VERSION, id],
+    ['unknown type', encodeCbor([1, 0x7e, id, pad]), ErrorCode.UNKNOWN_TYPE, id],
+    ['missing required fields', encodeCbor([1, 0x02, id, pad]), ErrorCode.BAD_MESSAGE, id],
+    ['session type without auth', encodeCbor([1, 0x12, id, pad]), ErrorCode.BAD_MESSAGE, id],
+    ['not CBOR', Buffer.concat([Buffer.from([0x9f]), Buffer.alloc(60)]), ErrorCode.MALFORMED, null],
+    ['trailing bytes', Buffer.concat([reflect(id, 60), Buffer.from([0])]), ErrorCode.MALFORMED, null],
+    ['too deep', encodeCbor([1, 0x50, id, new Map([[15, [[[[[[[[[[1]]]]]]]]]]]]), Buffer.alloc(40)]), ErrorCode.TOO_LARGE, null],
+    ['a tag', Buffer.concat([Buffer.from([0xc1]), reflect(id, 60)]), ErrorCode.MALFORMED, null],
+  ];
+  for (const [what, bytes, code, expectRid] of cases) {
+    const before = h.socket.sent.length;
+    await h.server.receive(bytes, A);
+    t.equal(h.socket.sent.length, before + 1, `${what}: one reply`);
+    const reply = h.socket.sent.at(-1)!;
+    t.ok(reply.bytes.length <= bytes.length, `${what}: reply ${reply.bytes.length} B <= request ${bytes.length} B`);
+    const m = decoded(reply.bytes);
+    t.equal(m.name, 'ERROR', `${what}: an ERROR`);
+    if (m.name === 'ERROR') t.equal(m.body.code, code, `${what}: code ${code}`);
+    t.same(Buffer.from(m.rid), expectRid ?? Buffer.alloc(8), `${what}: request ID ${expectRid ? 'echoed' : 'zero (unknown)'}`);
+    t.same({ ip: reply.ip, port: reply.port }, A, `${what}: to the source`);
+  }
+  t.equal(h.metrics.get('refused_total', { code: 'MALFORMED' }), 3);
+});
+
+t.test('tiny garbage gets no reply (even the bare ERROR would be larger)', async (t) => {
+  const h = harness({ handlers: {} });
+  for (const bytes of [Buffer.alloc(0), Buffer.from([0xff]), Buffer.from('hello'), Buffer.alloc(15, 0x9f), encodeCbor([1, 0x7e, rid(4), new Map()])]) {
+    await h.server.receive(bytes, A);
+  }
+  t.equal(h.socket.sent.length, 0, 'nothing sent');
+  t.equal(h.metrics.get('dropped_total', { reason: 'refusal-too-large' }), 5, 'each counted');
+  t.equal(h.metrics.total('refused_total'), 5, 'and refused');
+});
+
+t.test('a type this server does not serve: UNKNOWN_TYPE', async (t) => {
+  const h = harness({ handlers: { AUTH_REQUEST: () => null } });
+  const req = reflect(rid(5), 100);
+  await h.server.receive(req, A);
+  const m = decoded(h.socket.sent[0]!.bytes);
+  t.equal(m.name === 'ERROR' && m.body.code, ErrorCode.UNKNOWN_TYPE);
+  t.match(m.name === 'ERROR' ? m.body.message : '', /REFLECT is not served by test/);
+  // Session messages to a server without sessions are not served either.
+  const w = sessionWorld();
+  const h2 = harness({ handlers: { REFRESH: () => null } });
+  const reg = w.client().encode('REFRESH', rid(6), {});
+  await h2.server.receive(Buffer.concat([reg]), A);
+  const m2 = decoded(h2.socket.sent[0]!.bytes);
+  t.equal(m2.name === 'ERROR' && m2.body.code, ErrorCode.UNKNOWN_TYPE);
+});
+
+t.test('responses (ERROR above all) are never answered: no ERROR ping-pong between servers', async (t) => {
+  const h = harness({ handlers: { REFLECT: reflectResult as never } });
+  const inputs = [
+    encodeDatagram('ERROR', rid(7), { code: ErrorCode.UNKNOWN_TYPE, message: 'x'.repeat(100) }),
+    encodeDatagram('REFLECT_RESULT', rid(8), { observed: A, from: A, otherIp: Buffer.alloc(16) }),
+    encodeCbor([1, 0x7f, rid(9), new Map([[2, 'code missing'.repeat(5)]])]),
+    encodeCbor([1, 0x7d, rid(10), new Map([[15, Buffer.alloc(60)]])]),
+    encodeCbor([2, 0x7f, rid(11), new Map([[15, Buffer.alloc(60)]])]),
+  ];
+  for (const bytes of inputs) await h.server.receive(bytes, B);
+  t.equal(h.socket.sent.length, 0, 'nothing sent back');
+  t.equal(h.metrics.get('dropped_total', { reason: 'response-not-answered' }), inputs.length, 'counted');
+  // The rate-limited path does not answer responses either.
+  const rl = new RateLimiter({ ratePerS: 1, burst: 1, now: () => 0 });
+  const h2 = harness({ handlers: {}, rateLimiter: rl });
+  for (const bytes of inputs) await h2.server.receive(bytes, B);
+  t.equal(h2.socket.sent.length, 0);
+});
+
+t.test('response cache: a retransmission is answered from the cache, not executed again', async (t) => {
+  const c = counting();
+  const h = harness({ handlers: { REFLECT: c.handler } });
+  const req = reflect(rid(12), 80);
+  await h.server.receive(req, A);
+  await h.server.receive(req, A);
+  await h.server.receive(req, A);
+  t.equal(c.calls(), 1, 'executed once');
+  t.equal(h.socket.sent.length, 3, 'answered three times');
+  t.ok(h.socket.sent.every((s) => s.bytes.equals(h.socket.sent[0]!.bytes)), 'with the same reply');
+  t.equal(h.metrics.get('retransmissions_answered_total'), 2);
+  await h.server.receive(reflect(rid(13), 80), A);
+  t.equal(c.calls(), 2, 'another request ID is another request');
+});
+
+t.test('a retransmission arriving while the async handler runs is not executed twice', async (t) => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const c = counting(async (ctx: RequestContext) => {
+    await gate;
+    return reflectResult(ctx);
+  });
+  const h = harness({ handlers: { REFLECT: c.handler } });
+  const req = reflect(rid(14), 80);
+  const first = h.server.receive(req, A);
+  await h.server.receive(req, A);
+  await h.server.receive(req, A);
+  t.equal(c.calls(), 1, 'executing once');
+  t.equal(h.socket.sent.length, 0, 'nothing sent yet');
+  release();
+  await first;
+  t.equal(h.socket.sent.length, 1, 'one answer when the handler is done');
+  await h.server.receive(req, A);
+  t.equal(c.calls(), 1, 'later copies come from the cache');
+  t.equal(h.socket.sent.length, 2);
+});
+
+t.test('same request bytes from another source: REPLAY, never the cached reply', async (t) => {
+  const c = counting();
+  const h = harness({ handlers: { REFLECT: c.handler } });
+  const req = reflect(rid(15), 60);
+  await h.server.receive(req, A);
+  const answer = h.socket.sent[0]!.bytes;
+  await h.server.receive(req, B);
+  t.equal(c.calls(), 1, 'not executed for the replay');
+  t.equal(h.socket.sent.length, 2);
+  const r = h.socket.sent[1]!;
+  t.same({ ip: r.ip, port: r.port }, B);
+  t.notOk(r.bytes.equals(answer), 'not the cached reply');
+  const m = decoded(r.bytes);
+  t.equal(m.name === 'ERROR' && m.body.code, ErrorCode.REPLAY);
+  t.ok(r.bytes.length <= req.length, 'no larger than the replayed request');
+  // The same with a session request: the replay toward B gets a REPLAY no larger than it.
+  const w = sessionWorld();
+  const hs = harness({ handlers: { REGISTER: counting((ctx: RequestContext) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId })).handler }, sessions: w.sessions, clock: w.clock });
+  const cs = w.client();
+  const reg = cs.encode('REGISTER', rid(16), { ticket: w.ticket, timeMs: w.clock.ms });
+  await hs.server.receive(reg, A);
+  t.equal(decoded(hs.socket.sent[0]!.bytes).name, 'REGISTER_ACK');
+  await hs.server.receive(reg, B);
+  const rr = hs.socket.sent[1]!;
+  const mm = decoded(rr.bytes);
+  t.equal(mm.name === 'ERROR' && mm.body.code, ErrorCode.REPLAY, 'session replay from elsewhere: REPLAY');
+  t.ok(rr.bytes.length <= reg.length);
+});
+
+t.test('a different datagram reusing a request ID never fetches the cached reply', async (t) => {
+  const c = counting();
+  const h = harness({ handlers: { REFLECT: c.handler } });
+  const id = rid(17);
+  await h.server.receive(reflect(id, 200), A);
+  t.equal(h.socket.sent.length, 1, 'the padded request is answered');
+  const tiny = reflect(id, 0);
+  await h.server.receive(tiny, A);
+  t.equal(c.calls(), 1, 'not executed');
+  t.ok(h.socket.sent.slice(1).every((s) => s.bytes.length <= tiny.length), 'nothing larger than the tiny request was sent');
+  t.equal(h.metrics.get('retransmissions_answered_total'), 0, 'not taken for a retransmission');
+  const mid = reflect(id, 100);
+  await h.server.receive(mid, A);
+  const m = decoded(h.socket.sent.at(-1)!.bytes);
+  t.equal(m.name === 'ERROR' && m.body.code, ErrorCode.REPLAY, 'refused as a replay when the refusal fits');
+});
+
+t.test('amplification: a reply larger than an unauthenticated request is never sent, not even to a retransmission', async (t) => {
+  const c = counting();
+  const h = harness({ handlers: { REFLECT: c.handler } });
+  const req = reflect(rid(18), 0);
+  t.ok(req.length < 30, 'a small request');
+  await h.server.receive(req, A);
+  await h.server.receive(req, A);
+  t.equal(h.socket.sent.length, 0, 'the larger reply is not sent');
+  t.equal(c.calls(), 1);
+  t.equal(h.metrics.get('dropped_total', { reason: 'amplification' }), 1);
+  t.ok(h.logs.some((l) => l['event'] === 'drop:amplification'), 'logged');
+});
+
+t.test('TRY_LATER and RATE_LIMITED answers are not cached: the same datagram executes again', async (t) => {
+  for (const code of [ErrorCode.TRY_LATER, ErrorCode.RATE_LIMITED]) {
+    let n = 0;
+    const h = harness({
+      handlers: {
+        REFLECT: anyHandler((ctx: RequestContext) => {
+          if (++n === 1) throw new DevlocError(code, 'busy', 250);
+          return reflectResult(ctx);
+        }),
+      },
+    });
+    const req = reflect(rid(19), 80);
+    await h.server.receive(req, A);
+    const m = decoded(h.socket.sent[0]!.bytes);
+    t.equal(m.name === 'ERROR' && m.body.code, code);
+    t.equal(m.name === 'ERROR' && m.body.retryAfterMs, 250, 'retryAfterMs passed on');
+    await h.server.receive(req, A);
+    t.equal(n, 2, `${code}: executed again`);
+    t.equal(decoded(h.socket.sent[1]!.bytes).name, 'REFLECT_RESULT');
+    await h.server.receive(req, A);
+    t.equal(n, 2, 'the success is cached');
+  }
+});
+
+t.test('session: after TRY_LATER the retransmitted datagram executes (its sequence number was not spent)', async (t) => {
+  const w = sessionWorld();
+  let refreshes = 0;
+  const handlers: Handlers = {
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    REFRESH: (ctx) => {
+      if (++refreshes === 1) throw new DevlocError(ErrorCode.TRY_LATER, 'database busy', 100);
+      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
+    },
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(20), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  const ref = cs.encode('REFRESH', rid(21), {});
+  await h.server.receive(ref, A);
+  const m1 = decoded(h.socket.sent[1]!.bytes);
+  t.equal(m1.name === 'ERROR' && m1.body.code, ErrorCode.TRY_LATER);
+  await h.server.receive(ref, A);
+  t.equal(decoded(h.socket.sent[2]!.bytes).name, 'REFRESH_ACK', 'executed, not refused as a replay');
+  t.equal(refreshes, 2);
+  await h.server.receive(ref, A);
+  t.equal(refreshes, 2, 'then answered from the cache');
+  t.equal(decoded(h.socket.sent[3]!.bytes).name, 'REFRESH_ACK');
+});
+
+t.test('handler errors: a DevlocError gives its code; anything else INTERNAL and a log line', async (t) => {
+  const h = harness({
+    handlers: {
+      REFLECT: anyHandler((ctx: RequestContext) => {
+        const pad = ctx.msg.name === 'REFLECT' ? ctx.msg.body.padding?.length ?? 0 : 0;
+        if (pad > 900) throw new DevlocError(ErrorCode.FORBIDDEN, '€'.repeat(100));
+        if (pad > 500) throw new TypeError('boom: a bug');
+        throw new DevlocError(ErrorCode.NOT_FOUND, 'no such group');
+      }),
+    },
+  });
+  await h.server.receive(reflect(rid(22), 200), A);
+  const m1 = decoded(h.socket.sent[0]!.bytes);
+  t.equal(m1.name === 'ERROR' && m1.body.code, ErrorCode.NOT_FOUND);
+  t.equal(m1.name === 'ERROR' && m1.body.message, 'no such group');
+  await h.server.receive(reflect(rid(23), 600), A);
+  const m2 = decoded(h.socket.sent[1]!.bytes);
+  t.equal(m2.name === 'ERROR' && m2.body.code, ErrorCode.INTERNAL);
+  t.equal(m2.name === 'ERROR' && m2.body.message, 'internal error', 'no internals on the wire');
+  const line = h.logs.find((l) => l['msg'] === 'handler failed');
+  t.ok(line, 'logged');
+  t.equal(line?.['level'], 'error');
+  t.match(String(line?.['err']), /boom: a bug/);
+  // Multi-byte text is cut to the 120-byte limit of the ERROR schema, on a character boundary.
+  await h.server.receive(reflect(rid(24), 1000), A);
+  const m3 = decoded(h.socket.sent[2]!.bytes);
+  t.equal(m3.name === 'ERROR' && m3.body.code, ErrorCode.FORBIDDEN);
+  t.equal(m3.name === 'ERROR' && m3.body.message, '€'.repeat(40), '40 three-byte characters');
+});
+
+t.test('a handler reply larger than a datagram is not sent: INTERNAL instead', async (t) => {
+  const w = sessionWorld();
+  const h = harness({
+    handlers: {
+      REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+      REFRESH: () => Buffer.alloc(MAX_DATAGRAM + 1),
+    },
+    sessions: w.sessions, clock: w.clock,
+  });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(25), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  await h.server.receive(cs.encode('REFRESH', rid(26), {}), A);
+  const r = h.socket.sent[1]!;
+  t.ok(r.bytes.length <= MAX_DATAGRAM);
+  const m = decoded(r.bytes);
+  t.equal(m.name === 'ERROR' && m.body.code, ErrorCode.INTERNAL);
+  t.ok(m.auth, 'MACed in the session');
+  t.ok(cs.accept({ msg: m, raw: r.bytes, from: A }), 'the terminal accepts it');
+  t.ok(h.logs.some((l) => l['msg'] === 'reply too large'));
+});
+
+t.test('rate limiting per source IP: RATE_LIMITED with retryAfterMs and the request ID; notifications bounded', async (t) => {
+  const clock = { ms: 0 };
+  const rl = new RateLimiter({ ratePerS: 2, burst: 3, now: () => clock.ms });
+  const c = counting();
+  const h = harness({ handlers: { REFLECT: c.handler }, rateLimiter: rl, clock });
+  for (let i = 0; i < 13; i++) await h.server.receive(reflect(rid(100 + i), 80), { ip: A.ip, port: 1000 + i });
+  t.equal(c.calls(), 3, 'the burst is executed, whatever the source port');
+  const refusals = h.socket.sent.slice(3).map((s) => decoded(s.bytes));
+  t.equal(refusals.length, 3, 'notifications bounded by their own bucket');
+  refusals.forEach((m, i) => {
+    t.equal(m.name === 'ERROR' && m.body.code, ErrorCode.RATE_LIMITED);
+    t.equal(m.name === 'ERROR' && m.body.retryAfterMs, 500, 'one token at 2/s: 500 ms');
+    t.same(Buffer.from(m.rid), rid(103 + i), 'carries the refused request ID');
+  });
+  t.equal(h.metrics.get('refused_total', { code: 'RATE_LIMITED' }), 10);
+  t.equal(h.logs.filter((l) => l['event'] === 'rate-limited').length, 1, 'one log line for the flood');
+  await h.server.receive(reflect(rid(200), 80), B);
+  t.equal(c.calls(), 4, 'another IP is not limited');
+  clock.ms += 500;
+  await h.server.receive(reflect(rid(201), 80), A);
+  t.equal(c.calls(), 5, 'a token refilled after retryAfterMs');
+  await h.server.receive(reflect(rid(202), 80), A);
+  t.equal(c.calls(), 5);
+  // Never larger than the request: a tiny limited request gets no notification.
+  clock.ms += 10_000;
+  const rl2 = new RateLimiter({ ratePerS: 1, burst: 1, now: () => clock.ms });
+  const h2 = harness({ handlers: { REFLECT: c.handler }, rateLimiter: rl2, clock });
+  await h2.server.receive(reflect(rid(203), 80), A);
+  await h2.server.receive(reflect(rid(204), 0), A);
+  t.equal(h2.socket.sent.length, 1, 'no notification larger than the request');
+});
+
+t.test('peekEnvelope reads request ID and type of canonical envelopes only', async (t) => {
+  const d = reflect(rid(300), 40);
+  t.same(peekEnvelope(d), { type: 0x50, rid: rid(300) });
+  t.same(peekEnvelope(encodeDatagram('AUTH_REQUEST', rid(301), { authdKey: Buffer.alloc(4), ephemeral: Buffer.alloc(32), sealed: Buffer.alloc(16) })), { type: 2, rid: rid(301) });
+  t.same(peekEnvelope(Buffer.from([0x84, 0x01])), {});
+  t.same(peekEnvelope(Buffer.from([0x83, 0x01, 0x02])), {});
+  t.same(peekEnvelope(Buffer.from([0x84, 0x01, 0x18, 0x7f, 0x41, 0x00])), { type: 0x7f });
+});
+
+t.test('loopback: over many random unauthenticated inputs, no datagram is answered with more bytes than it had', async (t) => {
+  const w = sessionWorld();
+  const socket = await bindUdp({ host: '127.0.0.1', port: 0 });
+  const bigAnswer = (ctx: RequestContext): Buffer => ctx.reply('AUTH_RESPONSE', { sealed: Buffer.alloc(ctx.raw.length % 1000) });
+  const h = harness({
+    socket,
+    sessions: w.sessions,
+    clock: w.clock,
+    rateLimiter: new RateLimiter({ ratePerS: 1e6, burst: 1e6, now: () => w.clock.ms }),
+    handlers: {
+      REFLECT: anyHandler((ctx: RequestContext) => (ctx.raw.length % 3 === 0 ? reflectResult(ctx) : ctx.reply('REFLECT_RESULT', { observed: ctx.from, from: ctx.from, otherIp: Buffer.alloc(16), otherPort: 9 }))),
+      AUTH_REQUEST: bigAnswer as never,
+      REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+      REFRESH: (ctx) => ctx.reply('GROUP_MEMBERS_RESULT', { members: [], total: 0, name: 'x'.repeat(60) } as never),
+      QUERY_ADDR: () => { throw new DevlocError(ErrorCode.FORBIDDEN, 'a long refusal text that is longer than small requests are'); },
+    },
+  });
+  t.teardown(() => h.server.close());
+  // Count bytes at the server socket: per destination, per datagram.
+  let sentBytes = 0;
+  const send = socket.send.bind(socket) as (...a: unknown[]) => void;
+  (socket as unknown as { send: (...a: unknown[]) => void }).send = (...a: unknown[]) => {
+    sentBytes += (a[0] as Buffer).length;
+    send(...a);
+  };
+  const attacker = dgram.createSocket('udp4');
+  await new Promise<void>((r) => attacker.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => attacker.close());
+  let receivedBytes = 0;
+  let receivedDatagrams = 0;
+  attacker.on('message', (m) => {
+    receivedBytes += m.length;
+    receivedDatagrams++;
+  });
+  // A legitimate terminal opens a session; the attacker replays what it sent.
+  const cs = w.client();
+  const legit: Buffer[] = [cs.encode('REGISTER', rid(400), { ticket: w.ticket, timeMs: w.clock.ms })];
+  for (let i = 0; i < 5; i++) legit.push(cs.encode('REFRESH', rid(401 + i), {}));
+  legit.push(cs.encode('QUERY_ADDR', rid(410), { ids: [w.locatorId] }));
+  for (const d of legit) await h.server.receive(d, { ip: '127.0.0.1', port: 1 });
+  const rng = new Rng(20260101);
+  const seeds = [...sampleDatagrams([]), ...legit];
+  const port = socket.address().port;
+  const served = (): number => h.metrics.get('datagrams_received_total');
+  let sentTotal = 0;
+  let worst = 0;
+  for (let i = 0; i < 1500; i++) {
+    const input = rng.chance(0.15) ? rng.pick(legit) : rng.chance(0.1) ? rng.bytes(rng.smallLength(MAX_DATAGRAM)) : mutate(rng.pick(seeds), rng, () => rng.pick(seeds), MAX_DATAGRAM);
+    if (input.length === 0) continue;
+    const before = sentBytes;
+    const n = served();
+    attacker.send(input, port, '127.0.0.1');
+    sentTotal += input.length;
+    await until(() => served() > n, 'the server to receive the datagram');
+    await new Promise((r) => setImmediate(r));
+    const answered = sentBytes - before;
+    worst = Math.max(worst, answered / input.length);
+    if (answered > input.length) t.fail(`answered ${answered} B to a ${input.length} B datagram: ${input.toString('hex')}`);
+  }
+  // Everything sent on loopback arrives: wait for the attacker's socket to have it all.
+  await until(() => receivedDatagrams >= h.metrics.get('datagrams_sent_total') - legit.length, 'every answer to arrive');
+  t.ok(receivedBytes <= sentTotal, `attacker received ${receivedBytes} B for ${sentTotal} B sent (worst ratio ${worst.toFixed(2)})`);
+  t.ok(receivedDatagrams > 100, `many inputs were answered (${receivedDatagrams})`);
+});
+
+// Skipped only where the machine has no ::1 (checked with a bind attempt).
+const noIpv6 = await bindUdp({ host: '::1', port: 0 }).then((s) => (s.close(), false), (err: Error) => `no ::1 on this machine (${err.message})`);
+
+t.test('IPv6 loopback (::1)', { skip: noIpv6 }, async (t) => {
+  const socket = await bindUdp({ host: '::1', port: 0 });
+  const h = harness({ socket, handlers: { REFLECT: reflectResult as never } });
+  t.teardown(() => h.server.close());
+  const client = await UdpClient.open({ bind: { host: '::1', port: 0 }, policy: { initialTimeoutMs: 2000 } });
+  t.teardown(() => client.close());
+  const id = UdpClient.newRequestId();
+  const r = await client.request({ ip: '::1', port: socket.address().port }, reflect(id, 64), id);
+  t.equal(r.msg.name, 'REFLECT_RESULT');
+  if (r.msg.name === 'REFLECT_RESULT') t.same(r.msg.body.observed, { ip: '::1', port: client.localPort }, 'observed address is IPv6');
+  t.same(r.from, { ip: '::1', port: socket.address().port });
+});
+
+t.test('close() while a handler runs: its late reply is dropped and nothing throws', async (t) => {
+  const socket = await bindUdp({ host: '127.0.0.1', port: 0 });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const h = harness({
+    socket,
+    handlers: { REFLECT: anyHandler(async (ctx) => { await gate; return reflectResult(ctx); }) },
+  });
+  const pending = h.server.receive(reflect(rid(500), 80), { ip: '127.0.0.1', port: 9 });
+  await h.server.close();
+  release();
+  await t.resolves(pending, 'receive() settles normally');
+  t.equal(h.metrics.get('dropped_total', { reason: 'closed' }), 1);
+  await h.server.close();
+  t.pass('close() twice is harmless');
+});
