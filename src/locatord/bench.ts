@@ -80,6 +80,8 @@ export interface ThroughputOptions {
   seconds?: number;
   /** Locator IDs per QUERY_ADDR. */
   idsPerQuery?: number;
+  /** More locatord flags (scale-bench.ts: --store redis, --workers). */
+  extraArgs?: string[];
 }
 
 export interface ThroughputResult {
@@ -127,6 +129,7 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
       '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', path.join(dir, 'state'),
       '--service-key', path.join(dir, 'service.key'), '--trust', path.join(dir, 'authd.pub'),
       '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', String(8 << 20), '--max-ttl', '3600', '--default-ttl', '3600',
+      ...(o.extraArgs ?? []),
     ]);
     children.push(loc.proc);
     const echo = forkWorker();

@@ -5,7 +5,10 @@
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '../common/config.js';
-import { list } from '../common/config.js';
+import cluster from 'node:cluster';
+import { list, num } from '../common/config.js';
+import type { Logger } from '../common/log.js';
+import type { Running } from '../common/daemon.js';
 import type { DaemonDefinition } from '../common/daemon.js';
 import { main } from '../common/daemon.js';
 import { checkConfig, checkLimits, limitsFromConfig, locatordSpec, optionsFromConfig, readTrust } from './options.js';
@@ -22,6 +25,9 @@ export const locatordDaemon: DaemonDefinition = {
   spec: locatordSpec,
   check: checkConfig,
   async start(config, logger, metrics) {
+    // --workers N: this process forks N workers that each run a locatord on the same UDP port
+    // (node:cluster shares the bound socket; the state is in Redis, so any worker may answer).
+    if (num(config, 'workers') > 1 && cluster.isPrimary) return startWorkers(num(config, 'workers'), logger);
     const locatord = await startLocatord(optionsFromConfig(config), logger, metrics);
     return {
       stop: () => locatord.stop(),
@@ -37,6 +43,34 @@ export const locatordDaemon: DaemonDefinition = {
     };
   },
 };
+
+/** Fork `n` workers (same argv); restart one that dies unexpectedly; stop them all on stop. */
+function startWorkers(n: number, logger: Logger): Promise<Running> {
+  let stopping = false;
+  const fork = (): void => {
+    const w = cluster.fork();
+    w.on('exit', (code, signal) => {
+      if (stopping) return;
+      logger.error('worker exited, starting another', { pid: w.process.pid, code, signal });
+      setTimeout(fork, 1000).unref();
+    });
+  };
+  for (let i = 0; i < n; i++) fork();
+  logger.info('workers started', { workers: n });
+  return Promise.resolve({
+    async stop() {
+      stopping = true;
+      await Promise.all(Object.values(cluster.workers ?? {}).map((w) => new Promise<void>((resolve) => {
+        if (!w || w.isDead()) return resolve();
+        w.once('exit', () => resolve());
+        w.process.kill('SIGTERM');
+      })));
+    },
+    reload() {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    },
+  });
+}
 
 function isEntry(): boolean {
   const arg = process.argv[1];

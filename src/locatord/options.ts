@@ -7,6 +7,7 @@ import { list, num, str } from '../common/config.js';
 import { ipToBytes } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
 import type { DbSync } from './groups.js';
+import { parseRedisUrl } from './store/resp.js';
 import { parseKeyFile, parsePublicKeyFile, privateKeyObject, publicKeyObject } from '../wire/keys.js';
 
 /** Limits applied per request; all of them are reloaded on SIGHUP. */
@@ -44,7 +45,22 @@ export interface ReflectorConfig {
   altIp?: string;
 }
 
+/** --store redis: where the shared state is and how long to wait for it. */
+export interface RedisStoreConfig {
+  kind: 'redis';
+  /** redis://[user:pass@]host:port[/db]; a comma-separated list = Redis Cluster seed nodes. */
+  url: string;
+  /** A Redis command without a reply after this long fails the request with TRY_LATER, ms. */
+  timeoutMs: number;
+  /** Most commands queued for or awaiting Redis (per node) before requests get TRY_LATER. */
+  maxPending: number;
+  /** Key prefix (default "dl:"), to share one Redis between deployments or tests. */
+  prefix?: string;
+}
+
 export interface LocatordOptions {
+  /** Shared store; absent = embedded (in-process table, SQLite groups). */
+  store?: RedisStoreConfig;
   listen: string;
   port: number;
   /** Our static X25519 secret (from the service key file). */
@@ -140,6 +156,12 @@ export const locatordSpec: Spec = {
   'reflector-alt-ip': { type: 'string', default: '', describe: 'NAT reflector alternate local address (change-address answers; "" = none)' },
   'reflector-rate': { type: 'number', default: defaultLimits.reflectorRatePerS, min: 0, describe: 'REFLECT datagrams per second per source IP (0 = unlimited)', reloadable: true },
   'reflector-burst': { type: 'number', default: defaultLimits.reflectorBurst, min: 1, describe: 'burst of REFLECT datagrams per source IP', reloadable: true },
+  store: { type: 'string', default: 'embedded', choices: ['embedded', 'redis'], describe: 'where registrations, sessions and groups live: embedded (this process, SQLite) or redis (shared by several instances)' },
+  'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379/0', describe: 'Redis of --store redis: redis://[user:pass@]host:port[/db]; comma-separated = Redis Cluster seed nodes' },
+  'redis-timeout-ms': { type: 'number', default: 500, min: 10, max: 60_000, describe: 'Redis command timeout: requests waiting longer get TRY_LATER, ms' },
+  'redis-max-pending': { type: 'number', default: 20_000, min: 1, describe: 'most Redis commands queued or in flight per node; beyond, requests get TRY_LATER at once' },
+  'redis-prefix': { type: 'string', default: 'dl:', describe: 'prefix of every Redis key (to share one Redis)' },
+  workers: { type: 'number', default: 1, min: 1, max: 256, describe: 'processes serving the same UDP port (node:cluster); more than 1 needs --store redis' },
   'receive-buffer': { type: 'number', default: 0, min: 0, describe: 'UDP receive buffer (SO_RCVBUF) in bytes (0 = system default)' },
 };
 
@@ -226,6 +248,14 @@ export function checkConfig(c: Config): string | null {
   const rp = num(c, 'reflector-port');
   if (rp > 0 && rp === num(c, 'reflector-alt-port')) return 'reflector-port and reflector-alt-port must differ';
   if (rp > 0 && rp === num(c, 'port')) return 'port and reflector-port must differ';
+  if (num(c, 'workers') > 1 && str(c, 'store') !== 'redis') return 'workers > 1 needs store = redis (each worker would have its own table)';
+  if (str(c, 'store') === 'redis') {
+    try {
+      parseRedisUrl(str(c, 'redis-url'));
+    } catch (err) {
+      return `redis-url: ${(err as Error).message}`;
+    }
+  }
   return checkLimits(limitsFromConfig(c));
 }
 
@@ -250,5 +280,8 @@ export function optionsFromConfig(c: Config): LocatordOptions {
     receiveBufferBytes: num(c, 'receive-buffer'),
     sweepIntervalMs: num(c, 'sweep-interval'),
     limits: limitsFromConfig(c),
+    ...(str(c, 'store') === 'redis'
+      ? { store: { kind: 'redis' as const, url: str(c, 'redis-url'), timeoutMs: num(c, 'redis-timeout-ms'), maxPending: num(c, 'redis-max-pending'), prefix: str(c, 'redis-prefix') } }
+      : {}),
   };
 }

@@ -25,6 +25,7 @@ import type { KeyedSession } from './snapshot.js';
 import { discardSnapshot, readSnapshot, recordFromLine, saveSnapshot, SNAPSHOT_FILE } from './snapshot.js';
 import type { Registration } from './table.js';
 import { RegistrationTable } from './table.js';
+import { startScaledLocatord } from './scaled.js';
 
 export const DB_FILE = 'locatord.db';
 
@@ -58,6 +59,8 @@ export interface Locatord {
 
 /** Start a locator server (in-process: tests, demo; main.ts for the daemon). */
 export async function startLocatord(o: LocatordOptions, logger = new Logger({ service: 'locatord' }), metrics = new Metrics()): Promise<Locatord> {
+  // Shared state in Redis (several instances): scaled.ts. The embedded path below is unchanged.
+  if (o.store?.kind === 'redis') return startScaledLocatord({ ...o, store: o.store }, logger, metrics);
   const problem = checkLimits(o.limits);
   if (problem) throw new Error(problem);
   const now = o.now ?? Date.now;

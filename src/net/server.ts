@@ -203,14 +203,14 @@ export class DatagramServer {
    * Process one datagram: synchronously to the end when the handler answers synchronously (most
    * do), so that no promise is made per datagram; a promise only when the handler returns one.
    */
-  private process(raw: Buffer, from: Address): Promise<void> | undefined {
+  private process(raw: Buffer, from: Address, triedRemote = false): Promise<void> | undefined {
     const { metrics, logger } = this.opts;
-    this.received.inc();
+    if (!triedRemote) this.received.inc();
     if (raw.length > MAX_DATAGRAM) {
       this.drop('oversize', from, { bytes: raw.length });
       return;
     }
-    if (this.opts.rateLimiter && !this.opts.rateLimiter.take(from.ip)) {
+    if (!triedRemote && this.opts.rateLimiter && !this.opts.rateLimiter.take(from.ip)) {
       metrics.inc('refused_total', { code: errorName(ErrorCode.RATE_LIMITED) });
       logger.refusal('rate-limited', { from: formatAddress(from) });
       // Answer (small, never amplifying) so honest clients back off; a flood's answers are
@@ -239,7 +239,19 @@ export class DatagramServer {
     let cacheKey: string;
     let digest: Buffer;
     if (msg.auth) {
-      const auth = this.opts.sessions!.authenticate(msg, raw);
+      const sessions = this.opts.sessions!;
+      const auth = sessions.authenticate(msg, raw);
+      // A session opened by another instance sharing the store (locatord --store redis): load
+      // it, then process the datagram once more (without a second lookup).
+      if (!auth.ok && auth.code === ErrorCode.NO_SESSION && sessions.hasRemote && !triedRemote) {
+        return sessions.fetch(Buffer.from(msg.auth.sid).toString('hex')).then(
+          (found) => (found ? this.process(raw, from, true) : this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name, msg.type)),
+          (err: unknown) => {
+            const r = err as { message?: string; retryAfterMs?: number };
+            this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `session store: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, undefined, msg.name);
+          },
+        );
+      }
       if (!auth.ok) {
         this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name, msg.type);
         return;

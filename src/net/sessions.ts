@@ -43,6 +43,11 @@ export interface ServerSessionsOptions {
    * old session-opening message after we lost our sessions (restart), ms.
    */
   freshnessMs?: number;
+  /**
+   * Sessions opened by another instance sharing a store (locatord --store redis): looked up
+   * when a message names a session we do not hold. Rejects when the store is unavailable.
+   */
+  remote?: (sidHex: string) => Promise<ServerSession | undefined>;
 }
 
 export class ServerSessions {
@@ -58,6 +63,8 @@ export class ServerSessions {
   private readonly freshnessMs: number;
   /** Sessions opened (ticket accepted and MAC verified). */
   opened = 0;
+  /** Lookups of `remote` in progress, so concurrent datagrams of one session share one. */
+  private readonly fetching = new Map<string, Promise<boolean>>();
   /** X25519 key agreements performed (a metric tests read). */
   keyDerivations = 0;
 
@@ -82,6 +89,31 @@ export class ServerSessions {
       return undefined;
     }
     return s;
+  }
+
+  get hasRemote(): boolean {
+    return this.opts.remote !== undefined;
+  }
+
+  /**
+   * Load a session another instance opened (see `remote`); true when it is now held. Its send
+   * sequence starts from the clock (microseconds), above what the other instance sent: the
+   * terminal's replay window refuses server sequence numbers below its highest one.
+   */
+  fetch(sidHex: string): Promise<boolean> {
+    const remote = this.opts.remote;
+    if (!remote) return Promise.resolve(false);
+    let p = this.fetching.get(sidHex);
+    if (!p) {
+      p = remote(sidHex).then((s) => {
+        if (!s || this.sessions.has(sidHex)) return this.sessions.has(sidHex);
+        s.txSeq = Math.max(s.txSeq, this.now() * 1000);
+        this.restore(s);
+        return this.get(sidHex) !== undefined;
+      }).finally(() => this.fetching.delete(sidHex));
+      this.fetching.set(sidHex, p);
+    }
+    return p;
   }
 
   /** Verify the MAC of a session message, opening the session from its ticket if needed. */
@@ -116,12 +148,17 @@ export class ServerSessions {
       fresh = true;
     }
     if (!verifyDatagram(session.keys.terminalToServer, raw)) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
+    // Shared sessions: a gap in the terminal's sequence means it talked to another instance
+    // meanwhile, whose replies carried higher sequence numbers than ours; continue above them.
+    if (this.opts.remote && !fresh && auth.seq > session.window.highestSeen + 1) session.txSeq = Math.max(session.txSeq, this.now() * 1000);
     return { ok: true, session, fresh };
   }
 
   /** Keep a freshly opened session (after its first message passed every check). */
   commit(session: ServerSession): void {
     const ttl = Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now());
+    // Shared sessions send from a clock-based sequence (see fetch), whichever instance opened them.
+    if (this.opts.remote) session.txSeq = Math.max(session.txSeq, this.now() * 1000);
     this.sessions.set(session.sidHex, session, { ttl });
     this.opened++;
   }

@@ -1,0 +1,288 @@
+// locatord's handlers over the asynchronous store (store/types.ts): the same rules as
+// handlers/registration.ts, query.ts and groups.ts (read those for the why), with every state
+// access awaited, so they run on the Redis backend (several instances sharing the state) and on
+// the embedded one alike. Store failures (Redis down, slow, or our queue to it full) answer
+// TRY_LATER with retryAfterMs, are logged (flood-safe) and counted in redis_errors_total.
+import type { Logger } from '../../common/log.js';
+import type { Metrics } from '../../common/metrics.js';
+import type { Handlers, HandlerResult, Refusal, RequestContext } from '../../net/server.js';
+import type { RateLimiter } from '../../net/ratelimit.js';
+import type { ServerSession } from '../../net/sessions.js';
+import type { AddrEntry, Bodies, MemberEntry } from '../../wire/catalog.js';
+import { Visibility } from '../../wire/constants.js';
+import { ErrorCode } from '../../wire/errors.js';
+import { peekTicket } from '../../wire/ticket.js';
+import type { LocatorContext } from '../context.js';
+import { chargeLookups, grantTtl } from '../context.js';
+import type { LocatordLimits } from '../options.js';
+import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
+import type { KeyedSession } from '../snapshot.js';
+import type { RegistrationExtra } from '../table.js';
+import { toStoredSession } from './embedded.js';
+import { RedisUnavailable, RespServerError } from './resp.js';
+import type { LocatorStore, Presence } from './types.js';
+
+export interface StoreContext {
+  store: LocatorStore;
+  limits: LocatordLimits;
+  metrics: Metrics;
+  logger: Logger;
+  queryLimiter: RateLimiter;
+  querySourceLimiter: RateLimiter;
+}
+
+type Ack = Bodies['REGISTER_ACK'];
+
+const ADDR_ENTRY_FIELDS = entryFields('QUERY_ADDR_RESULT');
+const ADDR_BASE = envelopeSize('QUERY_ADDR_RESULT', { entries: [], nextCursor: Number.MAX_SAFE_INTEGER });
+const STATUS_BASE = envelopeSize('QUERY_STATUS_RESULT', { online: [], nextCursor: Number.MAX_SAFE_INTEGER });
+const MEMBER_FIELDS = entryFields('GROUP_MEMBERS_RESULT');
+const MAX_PAGE_MEMBERS = 64;
+
+function extraOf(b: Bodies['REGISTER']): RegistrationExtra | undefined {
+  const x: RegistrationExtra = {};
+  if (b.localAddrs && b.localAddrs.length > 0) x.localAddrs = b.localAddrs;
+  if (b.mediaId !== undefined) x.mediaId = b.mediaId;
+  if (b.community && Object.keys(b.community).length > 0) x.community = b.community;
+  if (b.allow && b.allow.length > 0) x.allow = b.allow.map((id) => Buffer.from(id).toString('hex'));
+  return Object.keys(x).length > 0 ? x : undefined;
+}
+
+const ttlSOf = (p: Presence): number => Math.round((p.expMs - p.regMs) / 1000);
+
+function ackOf(c: StoreContext, p: Presence, locatorId: Buffer): Ack {
+  const { ttlS, refreshS } = grantTtl(c.limits, ttlSOf(p), p.netMode);
+  return { observed: p.addr, ttlS, refreshS, locatorId };
+}
+
+const isStale = (p: Presence, s: ServerSession, seq: number): boolean => p.sidHex !== s.sidHex || seq <= p.seq;
+
+/** Renew `p` from `from` at `seq` (registration time := now) and store it. */
+async function renewFrom(c: StoreContext, idHex: string, p: Presence, from: RequestContext['from'], seq: number, requestedTtlS: number | undefined, locatorId: Buffer): Promise<Ack> {
+  const g = grantTtl(c.limits, requestedTtlS ?? ttlSOf(p), p.netMode);
+  const now = Date.now();
+  const next: Presence = { ...p, addr: from, seq, regMs: now, expMs: now + g.ttlS * 1000 };
+  await c.store.putPresence(idHex, next);
+  return { observed: from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId };
+}
+
+export async function register(c: StoreContext, ctx: RequestContext<'REGISTER'>): Promise<HandlerResult> {
+  const s = ctx.session! as KeyedSession;
+  const seq = ctx.msg.auth!.seq;
+  const b = ctx.msg.body;
+  const pending: Promise<unknown>[] = [];
+  if (ctx.freshSession) {
+    c.metrics.inc('sessions_opened_total');
+    const peek = b.ticket ? peekTicket(b.ticket) : undefined;
+    if (peek && typeof peek !== 'string') s.kid = peek.kid;
+  }
+  // Shared with the other instances, in the same pipeline as the presence read. On every
+  // REGISTER, not only the session-opening one: Redis may have lost it (restart) while this
+  // instance kept it, and REGISTER is what a terminal sends after NOT_FOUND.
+  pending.push(c.store.saveSession(toStoredSession(s)));
+  const rec = await c.store.getPresence(s.locatorHex);
+  await Promise.all(pending);
+  if (rec && rec.sidHex === s.sidHex && seq <= rec.seq) {
+    c.metrics.inc('stale_updates_total', { type: 'REGISTER' });
+    return ctx.reply('REGISTER_ACK', ackOf(c, rec, s.locatorId));
+  }
+  if (b.joinGroups && b.joinGroups.length > 0) await c.store.groups.joinAll(s.locatorId, b.joinGroups);
+  const netMode = b.netMode ?? 0;
+  const g = grantTtl(c.limits, b.ttlS, netMode);
+  const now = Date.now();
+  const p: Presence = {
+    addr: ctx.from, netMode, visibility: b.visibility ?? 0, sidHex: s.sidHex, seq, regMs: now, expMs: now + g.ttlS * 1000,
+    nickname: b.nickname, extra: extraOf(b),
+  };
+  await c.store.putPresence(s.locatorHex, p);
+  c.metrics.inc('registrations_total');
+  return ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId: s.locatorId });
+}
+
+export async function refresh(c: StoreContext, ctx: RequestContext<'REFRESH'>): Promise<HandlerResult> {
+  const s = ctx.session!;
+  const seq = ctx.msg.auth!.seq;
+  const rec = await c.store.getPresence(s.locatorHex);
+  if (!rec) return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
+  if (isStale(rec, s, seq)) {
+    c.metrics.inc('stale_updates_total', { type: 'REFRESH' });
+    return ctx.reply('REFRESH_ACK', ackOf(c, rec, s.locatorId));
+  }
+  const b = ctx.msg.body;
+  if (b.netMode !== undefined) rec.netMode = b.netMode;
+  if (b.localAddrs) {
+    const x = { ...rec.extra };
+    if (b.localAddrs.length > 0) x.localAddrs = b.localAddrs;
+    else delete x.localAddrs;
+    rec.extra = Object.keys(x).length > 0 ? x : undefined;
+  }
+  const ack = await renewFrom(c, s.locatorHex, rec, ctx.from, seq, b.ttlS, s.locatorId);
+  c.metrics.inc('refreshes_total');
+  return ctx.reply('REFRESH_ACK', ack);
+}
+
+export async function unregister(c: StoreContext, ctx: RequestContext<'UNREGISTER'>): Promise<HandlerResult> {
+  const s = ctx.session!;
+  const rec = await c.store.getPresence(s.locatorHex);
+  if (rec && !isStale(rec, s, ctx.msg.auth!.seq)) {
+    await c.store.deletePresence(s.locatorHex);
+    c.metrics.inc('unregistrations_total');
+  }
+  return ctx.reply('UNREGISTER_ACK', {});
+}
+
+export async function probeAck(c: StoreContext, ctx: RequestContext<'PROBE_ACK'>): Promise<HandlerResult> {
+  const s = ctx.session!;
+  const seq = ctx.msg.auth!.seq;
+  const rec = await c.store.getPresence(s.locatorHex);
+  if (rec && !isStale(rec, s, seq)) {
+    await renewFrom(c, s.locatorHex, rec, ctx.from, seq, undefined, s.locatorId);
+    c.metrics.inc('probe_acks_total');
+  }
+  return null;
+}
+
+const hexOf = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex');
+
+/** The records of `ids` (one MGET) that `asker` may see; shared-group checks only where needed. */
+async function visibleRecords(c: StoreContext, ids: readonly Uint8Array[], asker: ServerSession): Promise<(Presence | undefined)[]> {
+  const hexes = ids.map(hexOf);
+  const recs = await c.store.getPresences(hexes);
+  return Promise.all(recs.map(async (p, i) => {
+    if (!p || p.visibility === Visibility.ANYONE) return p;
+    const hex = hexes[i]!;
+    if (hex === asker.locatorHex || p.extra?.allow?.includes(asker.locatorHex)) return p;
+    return (await c.store.groups.shareGroup(Buffer.from(hex, 'hex'), asker.locatorId)) ? p : undefined;
+  }));
+}
+
+function addrEntry(id: Uint8Array, p: Presence | undefined): AddrEntry {
+  if (!p) return { id, online: false };
+  const e: AddrEntry = { id, online: true, addr: p.addr };
+  if (p.extra?.localAddrs) e.localAddrs = p.extra.localAddrs;
+  e.netMode = p.netMode;
+  if (p.nickname !== undefined) e.nickname = p.nickname;
+  if (p.extra?.mediaId !== undefined) e.mediaId = p.extra.mediaId;
+  return e;
+}
+
+// chargeLookups only reads the two limiters.
+const limiterCtx = (c: StoreContext): LocatorContext => c as unknown as LocatorContext;
+
+export async function queryAddr(c: StoreContext, ctx: RequestContext<'QUERY_ADDR'>): Promise<HandlerResult> {
+  const asker = ctx.session!;
+  const { ids, cursor = 0 } = ctx.msg.body;
+  const from = Math.min(cursor, ids.length);
+  const recs = await visibleRecords(c, ids.slice(from), asker);
+  const page = fillPage(from, ids.length, ADDR_BASE, (i) => addrEntry(ids[i]!, recs[i - from]), (e) => encodedSize(ADDR_ENTRY_FIELDS, e));
+  const refused = chargeLookups(limiterCtx(c), ctx.from.ip, asker.locatorHex, page.entries.length);
+  if (refused) {
+    c.metrics.inc('queries_total', { type: 'QUERY_ADDR', result: 'rate-limited' });
+    return refused;
+  }
+  let online = 0;
+  for (const e of page.entries) if (e.online) online++;
+  c.metrics.inc('queries_total', { type: 'QUERY_ADDR', result: 'ok' });
+  c.metrics.inc('query_ids_total', { type: 'QUERY_ADDR', result: 'online' }, online);
+  c.metrics.inc('query_ids_total', { type: 'QUERY_ADDR', result: 'offline' }, page.entries.length - online);
+  return ctx.reply('QUERY_ADDR_RESULT', page.next === undefined ? { entries: page.entries } : { entries: page.entries, nextCursor: page.next });
+}
+
+export async function queryStatus(c: StoreContext, ctx: RequestContext<'QUERY_STATUS'>): Promise<HandlerResult> {
+  const asker = ctx.session!;
+  const { ids, cursor = 0 } = ctx.msg.body;
+  const from = Math.min(cursor, ids.length);
+  const recs = await visibleRecords(c, ids.slice(from), asker);
+  const page = fillPage(from, ids.length, STATUS_BASE, (i) => recs[i - from] !== undefined, () => 1);
+  const refused = chargeLookups(limiterCtx(c), ctx.from.ip, asker.locatorHex, page.entries.length);
+  if (refused) {
+    c.metrics.inc('queries_total', { type: 'QUERY_STATUS', result: 'rate-limited' });
+    return refused;
+  }
+  let online = 0;
+  for (const e of page.entries) if (e) online++;
+  c.metrics.inc('queries_total', { type: 'QUERY_STATUS', result: 'ok' });
+  c.metrics.inc('query_ids_total', { type: 'QUERY_STATUS', result: 'online' }, online);
+  c.metrics.inc('query_ids_total', { type: 'QUERY_STATUS', result: 'offline' }, page.entries.length - online);
+  return ctx.reply('QUERY_STATUS_RESULT', page.next === undefined ? { online: page.entries } : { online: page.entries, nextCursor: page.next });
+}
+
+export async function groupCreate(c: StoreContext, ctx: RequestContext<'GROUP_CREATE'>): Promise<HandlerResult> {
+  const { name, joinCode } = ctx.msg.body;
+  const groupId = await c.store.groups.create(ctx.session!.locatorId, name, joinCode);
+  c.metrics.inc('group_changes_total', { op: 'create' });
+  return ctx.reply('GROUP_CREATE_ACK', { groupId });
+}
+
+export async function groupJoin(c: StoreContext, ctx: RequestContext<'GROUP_JOIN'>): Promise<HandlerResult> {
+  const { groupId, joinCode } = ctx.msg.body;
+  if (await c.store.groups.join(Buffer.from(groupId), ctx.session!.locatorId, joinCode)) c.metrics.inc('group_changes_total', { op: 'join' });
+  return ctx.reply('GROUP_JOIN_ACK', { groupId });
+}
+
+export async function groupLeave(c: StoreContext, ctx: RequestContext<'GROUP_LEAVE'>): Promise<HandlerResult> {
+  if (await c.store.groups.leave(Buffer.from(ctx.msg.body.groupId), ctx.session!.locatorId)) c.metrics.inc('group_changes_total', { op: 'leave' });
+  return ctx.reply('GROUP_LEAVE_ACK', {});
+}
+
+export async function groupMembers(c: StoreContext, ctx: RequestContext<'GROUP_MEMBERS'>): Promise<HandlerResult> {
+  const asker = ctx.session!;
+  const groupId = Buffer.from(ctx.msg.body.groupId);
+  const cursor = ctx.msg.body.cursor ?? 0;
+  const [member, info, ids] = await Promise.all([
+    c.store.groups.isMember(groupId, asker.locatorId), c.store.groups.get(groupId), c.store.groups.members(groupId, cursor, MAX_PAGE_MEMBERS),
+  ]);
+  if (!member || !info) return { error: ErrorCode.FORBIDDEN, message: 'not a member of this group' };
+  const recs = await c.store.getPresences(ids.map((id) => id.toString('hex')));
+  const base = envelopeSize('GROUP_MEMBERS_RESULT', { members: [], nextCursor: Number.MAX_SAFE_INTEGER, total: Number.MAX_SAFE_INTEGER, name: info.name });
+  const page = fillPage(0, ids.length, base, (i): MemberEntry => {
+    const id = ids[i]!;
+    const p = recs[i];
+    if (!p) return { id, online: false };
+    const e: MemberEntry = { id, online: true, addr: p.addr };
+    if (p.nickname !== undefined) e.nickname = p.nickname;
+    e.netMode = p.netMode;
+    return e;
+  }, (e) => encodedSize(MEMBER_FIELDS, e));
+  const refused = chargeLookups(limiterCtx(c), ctx.from.ip, asker.locatorHex, page.entries.length);
+  if (refused) return refused;
+  const next = cursor + page.entries.length;
+  const body = { members: page.entries, total: info.members, name: info.name };
+  return ctx.reply('GROUP_MEMBERS_RESULT', next < info.members ? { ...body, nextCursor: next } : body);
+}
+
+/** A store failure as a refusal: TRY_LATER (retry after), a log line, a count. */
+export function storeFailure(c: StoreContext, err: unknown): Refusal | null {
+  if (err instanceof RedisUnavailable || err instanceof RespServerError) {
+    c.metrics.inc('redis_errors_total', { kind: err instanceof RedisUnavailable ? 'unavailable' : 'reply' });
+    c.logger.refusal('redis-error', { err: err.message });
+    return { error: ErrorCode.TRY_LATER, message: 'store unavailable, try later', retryAfterMs: err instanceof RedisUnavailable ? Math.max(50, err.retryAfterMs) : 1000 };
+  }
+  return null;
+}
+
+/** Every handler, over the store, with store failures turned into TRY_LATER. */
+export function storeHandlers(c: StoreContext): Handlers {
+  const guard = <N extends keyof Handlers>(fn: (c: StoreContext, ctx: RequestContext<N & string>) => Promise<HandlerResult>) =>
+    async (ctx: RequestContext<N & string>): Promise<HandlerResult> => {
+      try {
+        return await fn(c, ctx);
+      } catch (err) {
+        const r = storeFailure(c, err);
+        if (r) return r;
+        throw err;
+      }
+    };
+  return {
+    REGISTER: guard(register),
+    REFRESH: guard(refresh),
+    UNREGISTER: guard(unregister),
+    PROBE_ACK: guard(probeAck),
+    QUERY_ADDR: guard(queryAddr),
+    QUERY_STATUS: guard(queryStatus),
+    GROUP_CREATE: guard(groupCreate),
+    GROUP_JOIN: guard(groupJoin),
+    GROUP_LEAVE: guard(groupLeave),
+    GROUP_MEMBERS: guard(groupMembers),
+  } as Handlers;
+}

@@ -1,0 +1,98 @@
+// Several devloc-locatord processes sharing one real redis-server: register through one, find
+// through another; Redis down gives TRY_LATER (with retryAfterMs) and a log line, and after a
+// Redis restart (no persistence: everything gone) the terminal re-registers and is served again
+// without restarting the daemons. Also --workers 2 on one port.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Test } from 'tap';
+import { startDaemon } from '../helpers/daemon.js';
+import type { RunningDaemon } from '../helpers/daemon.js';
+import { ErrorCode } from '../../src/wire/errors.js';
+import type { TestKeys } from '../locatord/fixtures/helpers.js';
+import { errorCodeOf, makeKeys, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
+import type { TestRedis } from './fixtures/redis-server.js';
+import { startRedis } from './fixtures/redis-server.js';
+
+async function locatord(t: Test, keys: TestKeys, redis: TestRedis, extra: string[] = []): Promise<RunningDaemon> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'locatord-scale-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const files = writeKeyFiles(dir, keys);
+  const d = await startDaemon('locatord/main.ts', [
+    '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', dir,
+    '--service-key', files.serviceKey, '--trust', files.trust, '--rate', '0', '--query-rate', '0', '--query-source-rate', '0',
+    '--store', 'redis', '--redis-url', redis.url, '--redis-timeout-ms', '300', ...extra,
+  ]);
+  t.teardown(() => d.stop());
+  return d;
+}
+
+const dest = (d: RunningDaemon) => ({ ip: '127.0.0.1', port: d.listening['port'] as number });
+
+t.test('register through one instance, query through another', async (t) => {
+  const redis = await startRedis(t);
+  const keys = makeKeys();
+  const [a, b] = await Promise.all([locatord(t, keys, redis), locatord(t, keys, redis)]);
+  const alice = await Terminal.open(t, keys, dest(a));
+  const bob = await Terminal.open(t, keys, dest(a));
+  await alice.expect(t, 'REGISTER_ACK', alice.register({ nickname: 'alice' }));
+  await bob.expect(t, 'REGISTER_ACK', bob.register({ visibility: 1, joinGroups: [{ groupId: Buffer.alloc(16, 7) }] }));
+  // Alice now talks to B: her session (opened on A) is loaded from Redis.
+  alice.dest = dest(b);
+  const q = await alice.expect(t, 'QUERY_ADDR_RESULT', alice.request('QUERY_ADDR', { ids: [alice.locatorId, bob.locatorId] }));
+  t.equal(q.body.entries[0]?.online, true);
+  t.same(q.body.entries[0]?.addr, alice.address);
+  t.equal(q.body.entries[0]?.nickname, 'alice');
+  t.equal(q.body.entries[1]?.online, false, 'visibility 1 hides bob from a non-member');
+  // Refresh through B, then the address as A sees it.
+  await alice.expect(t, 'REFRESH_ACK', alice.request('REFRESH', {}));
+  await alice.expect(t, 'GROUP_JOIN_ACK', alice.request('GROUP_JOIN', { groupId: Buffer.alloc(16, 7) }));
+  bob.dest = dest(b);
+  const m = await bob.expect(t, 'GROUP_MEMBERS_RESULT', bob.request('GROUP_MEMBERS', { groupId: Buffer.alloc(16, 7) }));
+  t.equal(m.body.total, 2);
+  t.ok(m.body.members.every((e) => e.online));
+  alice.dest = dest(a);
+  const s = await alice.expect(t, 'QUERY_STATUS_RESULT', alice.request('QUERY_STATUS', { ids: [bob.locatorId] }));
+  t.same(s.body.online, [true], 'group members see each other, through A too');
+  await alice.expect(t, 'UNREGISTER_ACK', alice.request('UNREGISTER', {}));
+  bob.dest = dest(a);
+  const gone = await bob.expect(t, 'QUERY_STATUS_RESULT', bob.request('QUERY_STATUS', { ids: [alice.locatorId] }));
+  t.same(gone.body.online, [false]);
+});
+
+t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and served again', async (t) => {
+  const redis = await startRedis(t);
+  const keys = makeKeys();
+  const a = await locatord(t, keys, redis);
+  const term = await Terminal.open(t, keys, dest(a));
+  await term.expect(t, 'REGISTER_ACK', term.register());
+  await redis.stop();
+  const r = await term.request('REFRESH', {});
+  t.equal(errorCodeOf(r), ErrorCode.TRY_LATER);
+  t.ok(r.msg.name === 'ERROR' && (r.msg.body.retryAfterMs ?? 0) > 0, 'retryAfterMs on the wire');
+  await a.waitFor((l) => l['msg'] === 'redis connection lost');
+  await redis.start();
+  await a.waitFor((l) => l['msg'] === 'redis connection restored');
+  // Redis came back empty: the registration is gone; the terminal registers again.
+  const nf = await term.request('REFRESH', {});
+  t.equal(errorCodeOf(nf), ErrorCode.NOT_FOUND);
+  await term.expect(t, 'REGISTER_ACK', term.register());
+  const q = await term.expect(t, 'QUERY_STATUS_RESULT', term.request('QUERY_STATUS', { ids: [term.locatorId] }));
+  t.same(q.body.online, [true], 'served again, no daemon restart');
+  // A fresh instance that never saw the session finds it in Redis.
+  const b = await locatord(t, keys, redis);
+  term.dest = dest(b);
+  await term.expect(t, 'REFRESH_ACK', term.request('REFRESH', {}));
+});
+
+t.test('--workers 2 serve one port on the shared store', async (t) => {
+  const redis = await startRedis(t);
+  const keys = makeKeys();
+  const a = await locatord(t, keys, redis, ['--workers', '2']);
+  const terms = await Promise.all(Array.from({ length: 8 }, () => Terminal.open(t, keys, dest(a))));
+  for (const x of terms) await x.expect(t, 'REGISTER_ACK', x.register());
+  const q = await terms[0]!.expect(t, 'QUERY_STATUS_RESULT', terms[0]!.request('QUERY_STATUS', { ids: terms.map((x) => x.locatorId) }));
+  t.same(q.body.online, terms.map(() => true));
+  await a.waitFor((l) => l['msg'] === 'workers started');
+});

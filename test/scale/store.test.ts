@@ -1,0 +1,142 @@
+// The store contract on both backends (embedded and Redis), and the RESP client's framing,
+// slot hashing and failure behaviour, against a real redis-server started here.
+import t from 'tap';
+import type { Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { ServerSessions } from '../../src/net/sessions.js';
+import { GroupStore } from '../../src/locatord/groups.js';
+import { RegistrationTable } from '../../src/locatord/table.js';
+import { EmbeddedStore } from '../../src/locatord/store/embedded.js';
+import { RedisStore } from '../../src/locatord/store/redis.js';
+import { keySlot, parseRedisUrl, RedisUnavailable, RespConnection, RespParser } from '../../src/locatord/store/resp.js';
+import type { LocatorStore, Presence } from '../../src/locatord/store/types.js';
+import { TicketVerifier } from '../../src/wire/ticket.js';
+import { generatePair, privateKeyObject } from '../../src/wire/keys.js';
+import { startRedis } from './fixtures/redis-server.js';
+
+const limits = { maxMembers: 3, maxGroupsPerTerminal: 2 };
+
+t.test('RESP parser: split replies, nested arrays, nulls, errors', async (t) => {
+  const p = new RespParser();
+  const all = Buffer.from('+OK\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n$1\r\nx\r\n*1\r\n:7\r\n-ERR bad\r\n');
+  const out = [];
+  for (let i = 0; i < all.length; i += 3) out.push(...p.feed(all.subarray(i, i + 3)));
+  t.equal(out.length, 6);
+  t.same(out[0], Buffer.from('OK'));
+  t.equal(out[1], 42);
+  t.same(out[2], Buffer.from('abc'));
+  t.equal(out[3], null);
+  t.same(out[4], [Buffer.from('x'), [7]]);
+  t.match((out[5] as Error).message, 'ERR bad');
+});
+
+t.test('cluster key slots follow hash tags (one terminal, one slot)', async (t) => {
+  t.equal(keySlot('123456789'), 0x31c3 % 16384); // CRC16/XMODEM check value
+  t.equal(keySlot('dl:p:{abcd}'), keySlot('dl:tg:{abcd}'));
+  t.equal(keySlot('dl:p:{abcd}'), keySlot('abcd'));
+  t.same(parseRedisUrl('redis://:pw@10.0.0.1:7000/2'), { nodes: [{ host: '10.0.0.1', port: 7000 }], db: 2, password: 'pw' });
+  t.equal(parseRedisUrl('redis://a:7000,redis://b:7001').nodes.length, 2);
+});
+
+async function contract(t: Test, store: LocatorStore): Promise<void> {
+  const id = randomBytes(16).toString('hex');
+  const now = Date.now();
+  const p: Presence = {
+    addr: { ip: '203.0.113.7', port: 4000 }, netMode: 2, visibility: 1, sidHex: randomBytes(16).toString('hex'), seq: 5, regMs: now, expMs: now + 60_000,
+    nickname: 'kitchen', extra: { localAddrs: [{ ip: '10.0.0.2', port: 4000 }, { ip: '2001:db8::1', port: 5 }], mediaId: 'cam', community: { a: 1, b: 'x', c: true }, allow: [randomBytes(16).toString('hex')] },
+  };
+  await store.putPresence(id, p);
+  const got = await store.getPresence(id);
+  t.same(got?.addr, p.addr);
+  t.equal(got?.seq, 5);
+  t.equal(got?.netMode, 2);
+  t.equal(got?.visibility, 1);
+  t.equal(got?.nickname, 'kitchen');
+  t.same(got?.extra, p.extra);
+  t.ok(Math.abs(got!.expMs - p.expMs) <= 100, 'expiry kept (embedded: 100 ms ticks)');
+  const many = await store.getPresences([id, randomBytes(16).toString('hex')]);
+  t.ok(many[0]);
+  t.equal(many[1], undefined);
+  t.equal(await store.deletePresence(id), true);
+  t.equal(await store.getPresence(id), undefined);
+
+}
+
+async function groupContract(t: Test, store: LocatorStore): Promise<void> {
+  const [a, b, c, d] = [0, 1, 2, 3].map(() => randomBytes(16));
+  const g = await store.groups.create(a!, 'team', 'secret');
+  await t.rejects(store.groups.join(g, b!), { code: 48 }, 'closed group without code');
+  await t.rejects(store.groups.join(g, b!, 'wrong'), /wrong join code/);
+  t.equal(await store.groups.join(g, b!, 'secret'), true);
+  t.equal(await store.groups.join(g, b!, 'secret'), false, 'idempotent');
+  t.equal(await store.groups.join(g, c!, 'secret'), true);
+  await t.rejects(store.groups.join(g, d!, 'secret'), /members already/);
+  t.same((await store.groups.members(g, 0, 10)).map((x) => x.toString('hex')), [a, b, c].map((x) => x!.toString('hex')), 'join order');
+  t.same((await store.groups.members(g, 1, 1)).map((x) => x.toString('hex')), [b!.toString('hex')]);
+  const info = await store.groups.get(g);
+  t.equal(info?.name, 'team');
+  t.equal(info?.closed, true);
+  t.equal(info?.members, 3);
+  t.equal(await store.groups.shareGroup(a!, c!), true);
+  t.equal(await store.groups.shareGroup(a!, d!), false);
+  t.equal(await store.groups.isMember(g, d!), false);
+  const auto = randomBytes(16);
+  t.equal(await store.groups.joinAll(d!, [{ groupId: auto }]), 1, 'joinAll creates a missing group');
+  t.equal((await store.groups.get(auto))?.owner.toString('hex'), d!.toString('hex'));
+  t.equal(await store.groups.leave(g, b!), true);
+  t.equal(await store.groups.leave(g, b!), false);
+  for (const x of [a, c]) await store.groups.leave(g, x!);
+  t.equal(await store.groups.get(g), undefined, 'an emptied group is deleted');
+}
+
+t.test('embedded backend', async (t) => {
+  const pair = generatePair('x25519');
+  const sessions = new ServerSessions({ verifier: new TicketVerifier({ keys: new Map(), audience: 'locator' }), serviceSecret: privateKeyObject('X25519', pair) });
+  const groups = new GroupStore(':memory:', limits);
+  const store = new EmbeddedStore(new RegistrationTable({ maxEntries: 100 }), sessions, groups);
+  await contract(t, store);
+  await groupContract(t, store);
+  groups.close();
+});
+
+t.test('redis backend', async (t) => {
+  const redis = await startRedis(t);
+  const store = new RedisStore({ ...parseRedisUrl(redis.url), limits, timeoutMs: 1000, maxPending: 1000 });
+  t.teardown(() => store.close());
+  await contract(t, store);
+  await groupContract(t, store);
+  const sid = randomBytes(16).toString('hex');
+  await store.saveSession({ sidHex: sid, locatorHex: randomBytes(16).toString('hex'), aud: 'locator', exp: Math.floor(Date.now() / 1000) + 60, kid: 'ab', t2s: randomBytes(32), s2t: randomBytes(32) });
+  t.equal((await store.loadSession(sid))?.kid, 'ab');
+  t.ok((await store.usedMemory()) > 0);
+});
+
+t.test('RESP connection: fails fast when down, bounded queue, timeout when stalled, recovers', async (t) => {
+  const redis = await startRedis(t);
+  const states: string[] = [];
+  const c = new RespConnection({ host: '127.0.0.1', port: redis.port, timeoutMs: 400, maxPending: 50, onState: (s) => states.push(s) });
+  t.teardown(() => c.close());
+  t.same(await c.call(['PING']), Buffer.from('PONG'));
+  // Stalled Redis (SIGSTOP): commands time out; beyond maxPending they fail at once.
+  redis.proc.kill('SIGSTOP');
+  const calls = Array.from({ length: 80 }, (_, i) => c.call(['SET', `k${i}`, 'v']).then(() => 'ok', (e: Error) => e));
+  t.equal(c.pending, 50, 'queue bounded');
+  const results = await Promise.all(calls);
+  t.ok(results.every((r) => r instanceof RedisUnavailable), 'all failed with RedisUnavailable');
+  t.ok(results.slice(50).every((r) => /queue full/.test((r as Error).message)));
+  t.ok(results.slice(0, 50).every((r) => /no reply within/.test((r as Error).message)));
+  redis.proc.kill('SIGCONT');
+  // Late replies are discarded in order (timed-out commands hold their queue slot until then,
+  // so the bound holds while Redis is slow); new commands work.
+  for (let i = 0; i < 500 && c.pending > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  t.equal(c.pending, 0);
+  t.same(await c.call(['GET', 'k1']), Buffer.from('v'));
+  // Down: fail fast, then reconnect by itself.
+  await redis.stop();
+  await t.rejects(c.call(['PING']), RedisUnavailable);
+  await t.rejects(c.call(['PING']), RedisUnavailable);
+  await redis.start();
+  for (let i = 0; i < 400 && !c.isUp; i++) await new Promise((r) => setTimeout(r, 50));
+  t.same(await c.call(['PING']), Buffer.from('PONG'));
+  t.same(states, ['down', 'up']);
+});
