@@ -80,6 +80,7 @@ t.test('devloc demo --once: the scenario from an empty folder, then again reusin
   t.match(out, /alice looks up [0-9a-f]{8}…: online at 127\.0\.0\.1:\d+, network mode open, nickname bob/, 'lookup by locator ID');
   t.match(out, /bob looks up "alice": online at 127\.0\.0\.1:\d+/, 'lookup by nickname');
   t.match(out, /alice sees bob online; bob sees alice online/, 'online');
+  t.match(out, /alice connects to bob directly: path 127\.0\.0\.1:\d+ \(\w+\), punched in \d+ ms, ping [\d.]+ ms, bob answers "bob got: hello bob"/, 'direct channel after the lookup');
   t.match(out, /alice creates "demo-friends" \([0-9a-f]{8}…\), bob joins; members: alice \(online, [^)]+\), bob \(online, [^)]+\)/, 'group');
   t.match(out, /matched in [\d.]+ s; party alice \+ bob, host (alice|bob) \(open, 127\.0\.0\.1:\d+\)/, 'matched, with the host');
   t.match(out, /both agree the host is [0-9a-f]{8}…/, 'same host for both');

@@ -8,7 +8,7 @@
 //      JSON logs in logs/;
 //   3. two terminals, alice and bob (in-process agents, each with a control socket in run/ for
 //      devloc(1)), that authenticate, register, look each other up by locator ID and by
-//      nickname, see each other online, share a group and get matched;
+//      nickname, see each other online, connect directly, share a group and get matched;
 //   4. then it keeps running until SIGINT/SIGTERM (or exits after the scenario with --once),
 //      and stops everything in order: agents withdraw and unregister, daemons get SIGTERM.
 //
@@ -350,7 +350,7 @@ async function demo(a: DemoArgs): Promise<void> {
       book.load();
       const agent = new Agent({
         identity: identity.value, authd: authdAddr, authdKey: authdKey.value, reflector, bind: { host: HOST, port: 0 },
-        nickname: name, mediaId: MEDIA, retransmitMs: 300, backoffMinMs: 200, backoffMaxMs: 5000, peers: book,
+        nickname: name, mediaId: MEDIA, reachable: true, retransmitMs: 300, backoffMinMs: 200, backoffMaxMs: 5000, peers: book,
         log: (level, msg, fields) => appendFileSync(agentLog, JSON.stringify({ time: new Date().toISOString(), agent: name, level, msg, ...fields }) + '\n'),
       });
       const t: Terminal = { name, agent, book, socket: path.join(runDir, `${name}.sock`) };
@@ -385,6 +385,15 @@ async function demo(a: DemoArgs): Promise<void> {
     const [onA] = await alice.agent.online(['bob']);
     const [onB] = await bob.agent.online(['alice']);
     step('online', `alice sees bob ${onA!.online ? 'online' : 'OFFLINE'}; bob sees alice ${onB!.online ? 'online' : 'OFFLINE'}`);
+
+    // 9b: a direct channel after the lookup (introduction by locatord, then UDP hole punching).
+    bob.agent.on('channel', (ch) => ch.on('message', (m) => ch.send(`bob got: ${m.toString()}`)));
+    const ch = await alice.agent.connect('bob');
+    const answer = new Promise<string>((resolve) => ch.once('message', (m) => resolve(m.toString())));
+    ch.send('hello bob');
+    const rtt = await ch.ping();
+    step('direct', `alice connects to bob directly: path ${ch.path?.addr} (${ch.path?.kind}), punched in ${ch.summary().punchMs} ms, ping ${rtt} ms, bob answers "${await answer}"`);
+    ch.close();
 
     // 10: a group (reused on a re-run: its ID is in alice's address book).
     let groupId: string | undefined;
