@@ -8,7 +8,8 @@ import { ipToBytes } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
 import type { DbSync } from './groups.js';
 import { parseRedisUrl } from './store/resp.js';
-import { parseKeyFile, parsePublicKeyFile, privateKeyObject, publicKeyObject } from '../wire/keys.js';
+import { readTrust } from '../net/trust.js';
+import { parseKeyFile, privateKeyObject } from '../wire/keys.js';
 
 /** Limits applied per request; all of them are reloaded on SIGHUP. */
 export interface LocatordLimits {
@@ -192,23 +193,7 @@ export function checkLimits(l: LocatordLimits): string | null {
   return null;
 }
 
-/** Read the trusted authd keys: kid -> Ed25519 public key. Throws with the file named. */
-export function readTrust(files: string[], read: (p: string) => string = (p) => readFileSync(p, 'utf8')): Map<string, KeyObject> {
-  const keys = new Map<string, KeyObject>();
-  for (const f of files) {
-    let text: string;
-    try {
-      text = read(f);
-    } catch (err) {
-      throw new Error(`trust: cannot read ${f}: ${(err as Error).message}`);
-    }
-    const p = parsePublicKeyFile(text);
-    if (!p.ok) throw new Error(`trust: ${f}: ${p.error}`);
-    if (p.value.kind !== 'authd-public') throw new Error(`trust: ${f}: not an authd key (kind ${p.value.kind})`);
-    keys.set(p.value.kid, publicKeyObject('Ed25519', p.value.sign));
-  }
-  return keys;
-}
+export { readTrust } from '../net/trust.js';
 
 /** Read the service key file: our X25519 secret and the audience. Throws with the file named. */
 export function readServiceKey(file: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): { secret: KeyObject; audience: string } {

@@ -12,7 +12,8 @@ import type { DaemonDefinition, Running } from '../common/daemon.js';
 import { main } from '../common/daemon.js';
 import { ipToBytes, parseAddress } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT } from '../wire/constants.js';
-import { parseKeyFile, parsePublicKeyFile, privateKeyObject, publicKeyObject } from '../wire/keys.js';
+import { readTrust } from '../net/trust.js';
+import { parseKeyFile, privateKeyObject } from '../wire/keys.js';
 import { defaultEngineOptions, MAX_PARTY_LIMIT } from './engine.js';
 import type { EngineTuning, MatchdOptions } from './server.js';
 import { startMatchd } from './server.js';
@@ -45,23 +46,7 @@ export const spec: Spec = {
 
 const NOT_RELOADABLE = ['listen', 'port', 'service-key', 'clock-skew', 'submit-freshness', 'max-sessions', 'tick-interval', 'push-timeout', 'push-retransmit', 'receive-buffer', 'metrics-listen'];
 
-/** Read the trusted authd keys: kid -> Ed25519 public key. Throws with the file named. */
-export function readTrust(files: string[]): Map<string, KeyObject> {
-  const keys = new Map<string, KeyObject>();
-  for (const f of files) {
-    let text: string;
-    try {
-      text = readFileSync(f, 'utf8');
-    } catch (err) {
-      throw new Error(`trust: cannot read ${f}: ${(err as Error).message}`);
-    }
-    const p = parsePublicKeyFile(text);
-    if (!p.ok) throw new Error(`trust: ${f}: ${p.error}`);
-    if (p.value.kind !== 'authd-public') throw new Error(`trust: ${f}: not an authd key (kind ${p.value.kind})`);
-    keys.set(p.value.kid, publicKeyObject('Ed25519', p.value.sign));
-  }
-  return keys;
-}
+export { readTrust } from '../net/trust.js';
 
 /** Read the service key file: our X25519 secret and our service ID (the ticket audience). */
 export function readServiceKey(file: string): { secret: KeyObject; service: string } {
