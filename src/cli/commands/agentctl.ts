@@ -9,7 +9,7 @@ import type { PeerEntry } from '../../agent/peers.js';
 import { CliError, runHandler, UsageError } from '../util.js';
 import { formatChannel } from './connect.js';
 
-interface Common {
+export interface Common {
   socket: string;
   json: boolean;
 }
@@ -17,7 +17,8 @@ interface Common {
 /** The daemon's own configuration variable names the socket for both sides. */
 const defaultSocket = (): string => process.env['DEVLOC_AGENT_CONTROL_SOCKET'] || DEFAULT_CONTROL_SOCKET;
 
-function common<T>(y: Argv<T>): Argv<T & Common> {
+/** --socket and --json, shared by every command that talks to the local agent. */
+export function common<T>(y: Argv<T>): Argv<T & Common> {
   return y
     .option('socket', {
       type: 'string', default: defaultSocket(), defaultDescription: `$DEVLOC_AGENT_CONTROL_SOCKET or ${DEFAULT_CONTROL_SOCKET}`,

@@ -10,27 +10,14 @@
 // Exit status: 0 matched (or submitted, with --no-wait; status and cancel: answered), 1 no
 // match, cancelled, or the agent refused or could not be reached, 2 bad arguments.
 import type { Argv, CommandModule } from 'yargs';
-import { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from '../../agent/control-client.js';
+import { ControlError, controlRequest } from '../../agent/control-client.js';
 import type { MatchResult } from '../../agent/match.js';
 import { parseAttr, parseRequirement } from '../../agent/match.js';
 import { AgentError } from '../../agent/agent.js';
 import { CliError, runHandler, UsageError } from '../util.js';
+import type { Common } from './agentctl.js';
+import { common } from './agentctl.js';
 
-interface Common {
-  socket: string;
-  json: boolean;
-}
-
-const defaultSocket = (): string => process.env['DEVLOC_AGENT_CONTROL_SOCKET'] || DEFAULT_CONTROL_SOCKET;
-
-function common<T>(y: Argv<T>): Argv<T & Common> {
-  return y
-    .option('socket', {
-      type: 'string', default: defaultSocket(), defaultDescription: `$DEVLOC_AGENT_CONTROL_SOCKET or ${DEFAULT_CONTROL_SOCKET}`,
-      describe: "devloc-agent's control socket",
-    })
-    .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }) as Argv<T & Common>;
-}
 
 async function ask(a: Common, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
   try {
