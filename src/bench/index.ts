@@ -6,7 +6,7 @@
 // bench-results/latest.json and latest.csv (and --json / --csv if given).
 //
 // A section is { name, doc, run(ctx) => rows }. Adding one is one entry in `sections`.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runBaseline } from './baseline.js';
@@ -14,6 +14,18 @@ import { runCodec } from './codec.js';
 import { runTransport } from './transport.js';
 import type { BenchContext, BenchResult, Section } from './types.js';
 import { isThroughput } from './types.js';
+
+/** `cmd` is an executable somewhere on the PATH. */
+function onPath(cmd: string): boolean {
+  return (process.env['PATH'] ?? '').split(path.delimiter).some((d) => {
+    try {
+      accessSync(path.join(d || '.', cmd), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
 
 const sections: Section[] = [
   { name: 'baseline', doc: 'bare node:dgram echo server in a child process, 2 load-generator processes flat out', run: runBaseline },
@@ -59,6 +71,28 @@ const sections: Section[] = [
         { section: s, name: `table heap per terminal (${tb.entries} entries)`, value: tb.heapBytesPerEntry, unit: 'B' },
         { section: s, name: 'expiry sweep, half the table at once', value: tb.sweepExpireHalfMs, unit: 'ms', extra: { expired: tb.expired, usPerExpired: tb.sweepUsPerExpired } },
       ];
+    },
+  },
+  {
+    name: 'scale',
+    doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo); Redis memory per registered terminal (skipped without redis-server)',
+    run: async (ctx) => {
+      const s = 'scale';
+      // Optional dependency: the section says it was skipped rather than failing the run.
+      if (!onPath('redis-server')) {
+        ctx.log('scale: redis-server not on PATH, skipped');
+        return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
+      }
+      const { benchScale } = await import('../locatord/scale-bench.js');
+      // Fewer sessions and registrations than the locatord section: three daemons in ~20 s at --seconds 3.
+      const r = await benchScale({ seconds: ctx.seconds, sessionsPerWorker: 250, redisEntries: 20_000 });
+      const rows: BenchResult[] = [];
+      for (const [label, x] of [['1 embedded', r.embedded], ['1 on Redis', r.redis1], ['2 on Redis', r.redis2]] as const) {
+        rows.push({ section: s, name: `REFRESH, ${label}`, value: x.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: x.refreshRatio, lost: x.lost } });
+        rows.push({ section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs), ${label}`, value: x.queryPerS, unit: 'req/s', extra: { ownEchoRatio: x.queryRatio } });
+      }
+      rows.push({ section: s, name: `Redis memory per terminal (${r.redisEntries} entries)`, value: r.redisBytesPerTerminal, unit: 'B', extra: { presenceValueBytes: r.presenceValueBytes } });
+      return rows;
     },
   },
   {
