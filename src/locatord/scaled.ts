@@ -6,7 +6,9 @@
 //     needs the session's replay state of the one instance that last heard the terminal;
 //   - no snapshot: the state is in Redis (a Redis without persistence loses registrations on
 //     restart; terminals re-register on NOT_FOUND / NO_SESSION);
-//   - sessions are shared (keys in Redis), replay windows are not (per instance, in memory).
+//   - sessions are shared (keys in Redis), replay windows are not (per instance, in memory);
+//   - INTRODUCE only when the target's session is held by the answering instance (INTRO goes
+//     out over it); otherwise NOT_FOUND.
 import type { KeyObject } from 'node:crypto';
 import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
@@ -23,7 +25,8 @@ import type { Locatord } from './server.js';
 import type { KeyedSession } from './snapshot.js';
 import { fromStoredSession } from './store/embedded.js';
 import type { StoreContext } from './store/handlers.js';
-import { storeHandlers } from './store/handlers.js';
+import { storeHandlers, storeIntroTarget } from './store/handlers.js';
+import { Introductions } from './handlers/introduce.js';
 import { parseRedisUrl } from './store/resp.js';
 import { RedisStore } from './store/redis.js';
 import { RegistrationTable } from './table.js';
@@ -82,7 +85,12 @@ export async function startScaledLocatord(o: LocatordOptions & { store: RedisSto
     await store.close();
     throw err;
   }
-  const server = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: storeHandlers(c) });
+  // INTRODUCE: pushed over the target's session, so only between terminals whose sessions this
+  // instance holds (store/handlers.ts introduceHere); each INTRO copy re-reads the target in Redis.
+  const introductions = new Introductions({ target: storeIntroTarget(store), sessions, send: (bytes, to) => server.send(bytes, to), metrics, logger });
+  c.sessions = sessions;
+  c.introductions = introductions;
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: storeHandlers(c) });
   metrics.gauge('sessions', 'Open sessions (held by this instance)', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
   metrics.gauge('redis_pending', 'Commands queued for or awaiting Redis', () => store.pending);
@@ -98,7 +106,7 @@ export async function startScaledLocatord(o: LocatordOptions & { store: RedisSto
     port,
     reflectorPort: reflector?.port ?? 0,
     reflectorAltPort: reflector?.altPort ?? 0,
-    context, table, groups, sessions, verifier, metrics, server, reflector,
+    context, table, groups, sessions, verifier, metrics, server, reflector, introductions,
     store,
     sweep: () => ({ expired: 0, probes: 0 }),
     reload(change: { limits?: LocatordLimits; trustedKeys?: Map<string, KeyObject> }) {
@@ -124,6 +132,7 @@ export async function startScaledLocatord(o: LocatordOptions & { store: RedisSto
     async stop() {
       if (stopped) return;
       stopped = true;
+      introductions.close();
       await server.close();
       await reflector?.close();
       await store.close();

@@ -34,7 +34,13 @@ import { lookup } from './query.js';
 export const NOT_INTRODUCED = 'peer is offline, unknown, not visible to you or not accepting introductions';
 
 export interface IntroductionsOptions {
-  table: RegistrationTable;
+  /** Where the embedded mode finds the target's registration for every INTRO copy. */
+  table?: RegistrationTable;
+  /**
+   * Instead of `table` (the shared store, store/handlers.ts): the address to send the next INTRO
+   * copy to, or undefined when the target's registration is gone or no longer of `session`.
+   */
+  target?: (targetHex: string, session: ServerSession) => Address | undefined | Promise<Address | undefined>;
   sessions: ServerSessions;
   send: (bytes: Buffer, to: Address) => void;
   metrics: Metrics;
@@ -116,10 +122,24 @@ export class Introductions {
     this.sendCopy(key, p);
   }
 
+  /** Where the target of `p` is now, if it is still registered in the push's session. */
+  private targetAddress(p: Push): Address | undefined | Promise<Address | undefined> {
+    if (this.o.target) return this.o.target(p.targetHex, p.session);
+    const rec = this.o.table?.get(p.targetHex);
+    return rec && rec.session === p.session ? rec.address : undefined;
+  }
+
   private sendCopy(key: string, p: Push): void {
-    const rec = this.o.table.get(p.targetHex);
+    const to = this.targetAddress(p);
+    if (to instanceof Promise) {
+      to.then((a) => this.sendCopyTo(key, p, a), () => this.finish(key, p, 'store unavailable'));
+    } else this.sendCopyTo(key, p, to);
+  }
+
+  private sendCopyTo(key: string, p: Push, to: Address | undefined): void {
+    if (this.closed || this.pending.get(key) !== p) return;
     // The sealed key is for this session: a target that registered anew cannot open it.
-    if (!rec || rec.session !== p.session || this.o.sessions.get(p.session.sidHex) !== p.session) {
+    if (!to || this.o.sessions.get(p.session.sidHex) !== p.session) {
       this.finish(key, p, 'target gone');
       return;
     }
@@ -129,7 +149,7 @@ export class Introductions {
     }
     p.sent++;
     this.o.metrics.inc('intro_pushes_total');
-    this.o.send(this.o.sessions.encode(p.session, 'INTRO', p.rid, p.body), rec.address);
+    this.o.send(this.o.sessions.encode(p.session, 'INTRO', p.rid, p.body), to);
     p.timer = setTimeout(() => this.sendCopy(key, p), p.timeoutMs);
     p.timer.unref?.();
     p.timeoutMs *= 2;
@@ -168,6 +188,30 @@ function definedLocal(a: Address[] | undefined): { localAddrs?: Address[] } {
   return a && a.length > 0 ? { localAddrs: a } : {};
 }
 
+/** Both halves of an introduction, sharing a fresh channel ID and key (embedded and store modes). */
+export function introduction(x: {
+  asker: ServerSession; askerFrom: Address; askerLocalAddrs: Address[] | undefined; askerNetMode: number; askerNickname: string | undefined;
+  target: Buffer; targetSession: ServerSession; targetAddr: Address; targetLocalAddrs: Address[] | undefined; targetNetMode: number; targetNickname: string | undefined;
+}): { toTarget: Introduction; toAsker: Introduction } {
+  const channelId = randomBytes(CHANNEL_ID_BYTES);
+  const key = randomBytes(CHANNEL_KEY_BYTES);
+  const toTarget: Introduction = {
+    channelId, peer: x.asker.locatorId, addr: x.askerFrom, ...definedLocal(x.askerLocalAddrs),
+    netMode: x.askerNetMode,
+    ...(x.askerNickname !== undefined ? { nickname: x.askerNickname } : {}),
+    sealedKey: sealChannelKey(x.targetSession.keys, channelId, x.asker.locatorId, key),
+    observed: x.targetAddr,
+  };
+  const toAsker: Introduction = {
+    channelId, peer: x.target, addr: x.targetAddr, ...definedLocal(x.targetLocalAddrs), netMode: x.targetNetMode,
+    ...(x.targetNickname !== undefined ? { nickname: x.targetNickname } : {}),
+    sealedKey: sealChannelKey(x.asker.keys, channelId, x.target, key),
+    observed: x.askerFrom,
+  };
+  key.fill(0);
+  return { toTarget, toAsker };
+}
+
 export function introduce(c: LocatorContext, intros: Introductions, ctx: RequestContext<'INTRODUCE'>): HandlerResult {
   const asker = ctx.session!;
   const b = ctx.msg.body;
@@ -196,22 +240,11 @@ export function introduce(c: LocatorContext, intros: Introductions, ctx: Request
     return busy;
   }
   const askerRec = c.table.get(asker.locatorHex);
-  const channelId = randomBytes(CHANNEL_ID_BYTES);
-  const key = randomBytes(CHANNEL_KEY_BYTES);
-  const toTarget: Introduction = {
-    channelId, peer: asker.locatorId, addr: ctx.from, ...definedLocal(b.localAddrs ?? askerRec?.extra?.localAddrs),
-    netMode: b.netMode ?? askerRec?.netMode ?? 0,
-    ...(askerRec?.nickname !== undefined ? { nickname: askerRec.nickname } : {}),
-    sealedKey: sealChannelKey(targetSession.keys, channelId, asker.locatorId, key),
-    observed: rec.address,
-  };
-  const toAsker: Introduction = {
-    channelId, peer: target, addr: rec.address, ...definedLocal(rec.extra?.localAddrs), netMode: rec.netMode,
-    ...(rec.nickname !== undefined ? { nickname: rec.nickname } : {}),
-    sealedKey: sealChannelKey(asker.keys, channelId, target, key),
-    observed: ctx.from,
-  };
-  key.fill(0);
+  const { toTarget, toAsker } = introduction({
+    asker, askerFrom: ctx.from, askerLocalAddrs: b.localAddrs ?? askerRec?.extra?.localAddrs, askerNetMode: b.netMode ?? askerRec?.netMode ?? 0,
+    askerNickname: askerRec?.nickname, target, targetSession, targetAddr: rec.address, targetLocalAddrs: rec.extra?.localAddrs,
+    targetNetMode: rec.netMode, targetNickname: rec.nickname,
+  });
   intros.push(targetHex, targetSession, toTarget);
   result('ok');
   return ctx.reply('INTRODUCE_ACK', toAsker);

@@ -52,7 +52,7 @@ function extraIn(v: CborValue | undefined): RegistrationExtra | undefined {
 
 export function encodePresence(p: Presence): Buffer {
   return encodeCbor([
-    VERSION, addrOut(p.addr), p.netMode | (p.visibility << 3), Buffer.from(p.sidHex, 'hex'), p.seq, p.regMs, p.expMs,
+    VERSION, addrOut(p.addr), p.netMode | (p.visibility << 3) | (p.reachable ? 1 << 4 : 0), Buffer.from(p.sidHex, 'hex'), p.seq, p.regMs, p.expMs,
     p.nickname ?? null, extraOut(p.extra),
   ]);
 }
@@ -64,6 +64,7 @@ export function decodePresence(b: Buffer): Presence | undefined {
   const addr = addrIn(a);
   if (v !== VERSION || !addr || typeof bits !== 'number' || !(sid instanceof Uint8Array) || typeof seq !== 'number' || typeof regMs !== 'number' || typeof expMs !== 'number') return undefined;
   const p: Presence = { addr, netMode: bits & 7, visibility: (bits >> 3) & 1, sidHex: Buffer.from(sid).toString('hex'), seq, regMs, expMs };
+  if (bits & (1 << 4)) p.reachable = true;
   if (typeof nick === 'string') p.nickname = nick;
   const x = extraIn(extra);
   if (x) p.extra = x;

@@ -7,11 +7,14 @@ import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
 import type { Handlers, HandlerResult, Refusal, RequestContext } from '../../net/server.js';
 import type { RateLimiter } from '../../net/ratelimit.js';
-import type { ServerSession } from '../../net/sessions.js';
+import type { ServerSession, ServerSessions } from '../../net/sessions.js';
+import type { Address } from '../../wire/addr.js';
 import type { AddrEntry, Bodies, MemberEntry } from '../../wire/catalog.js';
 import { Visibility } from '../../wire/constants.js';
 import { ErrorCode } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
+import type { Introductions } from '../handlers/introduce.js';
+import { introAck, introduction, NOT_INTRODUCED } from '../handlers/introduce.js';
 import type { LocatorContext } from '../context.js';
 import { chargeLookups, grantTtl } from '../context.js';
 import type { LocatordLimits } from '../options.js';
@@ -24,6 +27,9 @@ import type { LocatorStore, Presence } from './types.js';
 
 export interface StoreContext {
   store: LocatorStore;
+  /** This instance's sessions and INTRO pushes: INTRODUCE is answered only with both (introduceHere). */
+  sessions?: ServerSessions;
+  introductions?: Introductions;
   limits: LocatordLimits;
   metrics: Metrics;
   logger: Logger;
@@ -92,7 +98,7 @@ export async function register(c: StoreContext, ctx: RequestContext<'REGISTER'>)
   const now = Date.now();
   const p: Presence = {
     addr: ctx.from, netMode, visibility: b.visibility ?? 0, sidHex: s.sidHex, seq, regMs: now, expMs: now + g.ttlS * 1000,
-    nickname: b.nickname, extra: extraOf(b),
+    nickname: b.nickname, extra: extraOf(b), ...(b.reachable === true ? { reachable: true } : {}),
   };
   await c.store.putPresence(s.locatorHex, p);
   c.metrics.inc('registrations_total');
@@ -251,6 +257,59 @@ export async function groupMembers(c: StoreContext, ctx: RequestContext<'GROUP_M
   return ctx.reply('GROUP_MEMBERS_RESULT', next < info.members ? { ...body, nextCursor: next } : body);
 }
 
+/**
+ * INTRODUCE over the store (handlers/introduce.ts for the rules). The INTRO push goes out over
+ * the target's session, with its keys and sequence numbers, so it is made only when that
+ * session is held by this instance (the target registered or last spoke through it); a target
+ * whose session lives on another instance gets the same NOT_FOUND as an offline one
+ * (devloc-locatord(8), SEVERAL INSTANCES).
+ */
+export async function introduceHere(c: StoreContext, ctx: RequestContext<'INTRODUCE'>): Promise<HandlerResult> {
+  const sessions = c.sessions!;
+  const intros = c.introductions!;
+  const asker = ctx.session!;
+  const b = ctx.msg.body;
+  const target = Buffer.from(b.target);
+  const targetHex = target.toString('hex');
+  const result = (r: string): void => c.metrics.inc('introductions_total', { result: r });
+  if (targetHex === asker.locatorHex) {
+    result('self');
+    return { error: ErrorCode.BAD_MESSAGE, message: 'cannot introduce a terminal to itself' };
+  }
+  const limited = chargeLookups(limiterCtx(c), ctx.from.ip, asker.locatorHex, 1);
+  if (limited) {
+    result('rate-limited');
+    return limited;
+  }
+  const [[rec], askerRec] = await Promise.all([visibleRecords(c, [target], asker), c.store.getPresence(asker.locatorHex)]);
+  const targetSession = rec ? sessions.get(rec.sidHex) : undefined;
+  if (!rec || !rec.reachable || !targetSession || targetSession.locatorHex !== targetHex) {
+    result(rec && rec.reachable && !targetSession ? 'not-found-elsewhere' : 'not-found');
+    return { error: ErrorCode.NOT_FOUND, message: NOT_INTRODUCED };
+  }
+  const busy = intros.admit(targetHex);
+  if (busy) {
+    result('busy');
+    return busy;
+  }
+  const { toTarget, toAsker } = introduction({
+    asker, askerFrom: ctx.from, askerLocalAddrs: b.localAddrs ?? askerRec?.extra?.localAddrs, askerNetMode: b.netMode ?? askerRec?.netMode ?? 0,
+    askerNickname: askerRec?.nickname, target, targetSession, targetAddr: rec.addr, targetLocalAddrs: rec.extra?.localAddrs,
+    targetNetMode: rec.netMode, targetNickname: rec.nickname,
+  });
+  intros.push(targetHex, targetSession, toTarget);
+  result('ok');
+  return ctx.reply('INTRODUCE_ACK', toAsker);
+}
+
+/** For Introductions' `target` in store mode: where to send the next INTRO copy, if anywhere. */
+export function storeIntroTarget(store: LocatorStore): (targetHex: string, session: ServerSession) => Promise<Address | undefined> {
+  return async (targetHex, session) => {
+    const p = await store.getPresence(targetHex);
+    return p && p.sidHex === session.sidHex ? p.addr : undefined;
+  };
+}
+
 /** A store failure as a refusal: TRY_LATER (retry after), a log line, a count. */
 export function storeFailure(c: StoreContext, err: unknown): Refusal | null {
   if (err instanceof RedisUnavailable || err instanceof RespServerError) {
@@ -284,5 +343,9 @@ export function storeHandlers(c: StoreContext): Handlers {
     GROUP_JOIN: guard(groupJoin),
     GROUP_LEAVE: guard(groupLeave),
     GROUP_MEMBERS: guard(groupMembers),
+    ...(c.sessions && c.introductions ? {
+      INTRODUCE: guard(introduceHere),
+      INTRO_ACK: (ctx: RequestContext<'INTRO_ACK'>) => introAck(c.introductions!, ctx),
+    } : {}),
   } as Handlers;
 }

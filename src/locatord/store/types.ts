@@ -23,6 +23,8 @@ export interface Presence {
   expMs: number;
   nickname?: string | undefined;
   extra?: RegistrationExtra | undefined;
+  /** REGISTER `reachable`: the terminal accepts introductions (INTRO). */
+  reachable?: boolean | undefined;
 }
 
 /** What another instance needs to serve a session opened elsewhere. */
