@@ -75,7 +75,7 @@ const sections: Section[] = [
   },
   {
     name: 'scale',
-    doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo); Redis memory per registered terminal (skipped without redis-server)',
+    doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo), --seconds/3 each; Redis memory per registered terminal (skipped without redis-server)',
     run: async (ctx) => {
       const s = 'scale';
       // Optional dependency: the section says it was skipped rather than failing the run.
@@ -84,8 +84,9 @@ const sections: Section[] = [
         return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
       }
       const { benchScale } = await import('../locatord/scale-bench.js');
-      // Fewer sessions and registrations than the locatord section: three daemons in ~20 s at --seconds 3.
-      const r = await benchScale({ seconds: ctx.seconds, sessionsPerWorker: 250, redisEntries: 20_000 });
+      // Three daemons, each measured twice: a third of --seconds per measurement (at least 1 s),
+      // and fewer sessions and registrations than the locatord section, to stay ~20 s at --seconds 3.
+      const r = await benchScale({ seconds: Math.max(1, ctx.seconds / 3), sessionsPerWorker: 250, redisEntries: 20_000 });
       const rows: BenchResult[] = [];
       for (const [label, x] of [['1 embedded', r.embedded], ['1 on Redis', r.redis1], ['2 on Redis', r.redis2]] as const) {
         rows.push({ section: s, name: `REFRESH, ${label}`, value: x.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: x.refreshRatio, lost: x.lost } });
