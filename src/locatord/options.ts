@@ -1,15 +1,13 @@
 // devloc-locatord's options: the flag/config/env spec, the typed options startLocatord takes,
 // and the translation between the two (reading the key files the config names).
 import type { KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { Config, Spec } from '../common/config.js';
 import { list, num, str } from '../common/config.js';
 import { ipToBytes } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
 import type { DbSync } from './groups.js';
 import { parseRedisUrl } from './store/resp.js';
-import { readTrust } from '../net/trust.js';
-import { parseKeyFile, privateKeyObject } from '../wire/keys.js';
+import { readServiceKey as readSharedServiceKey, readTrust } from '../net/trust.js';
 
 /** Limits applied per request; all of them are reloaded on SIGHUP. */
 export interface LocatordLimits {
@@ -196,17 +194,9 @@ export function checkLimits(l: LocatordLimits): string | null {
 export { readTrust } from '../net/trust.js';
 
 /** Read the service key file: our X25519 secret and the audience. Throws with the file named. */
-export function readServiceKey(file: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): { secret: KeyObject; audience: string } {
-  let text: string;
-  try {
-    text = read(file);
-  } catch (err) {
-    throw new Error(`service-key: cannot read ${file}: ${(err as Error).message}`);
-  }
-  const k = parseKeyFile(text);
-  if (!k.ok) throw new Error(`service-key: ${file}: ${k.error}`);
-  if (k.value.kind !== 'service') throw new Error(`service-key: ${file}: kind must be "service" (got ${k.value.kind})`);
-  return { secret: privateKeyObject('X25519', k.value.seal), audience: k.value.service };
+export function readServiceKey(file: string, read?: (p: string) => string): { secret: KeyObject; audience: string } {
+  const k = read ? readSharedServiceKey(file, read) : readSharedServiceKey(file);
+  return { secret: k.secret, audience: k.service };
 }
 
 /** Validate a resolved configuration deeply (for --check-config and before start). */

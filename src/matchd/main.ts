@@ -3,8 +3,7 @@
 // keys and environment variables (DEVLOC_MATCHD_*) come from `spec` below; man/devloc-matchd.8
 // documents every one of them. matchd keeps nothing on disk: `state-dir` is accepted (every
 // daemon has it) but unused.
-import type { KeyObject } from 'node:crypto';
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { Config, Spec } from '../common/config.js';
 import { list, num, str } from '../common/config.js';
@@ -12,8 +11,7 @@ import type { DaemonDefinition, Running } from '../common/daemon.js';
 import { main } from '../common/daemon.js';
 import { ipToBytes, parseAddress } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT } from '../wire/constants.js';
-import { readTrust } from '../net/trust.js';
-import { parseKeyFile, privateKeyObject } from '../wire/keys.js';
+import { readServiceKey, readTrust } from '../net/trust.js';
 import { defaultEngineOptions, MAX_PARTY_LIMIT } from './engine.js';
 import type { EngineTuning, MatchdOptions } from './server.js';
 import { startMatchd } from './server.js';
@@ -48,19 +46,7 @@ const NOT_RELOADABLE = ['listen', 'port', 'service-key', 'clock-skew', 'submit-f
 
 export { readTrust } from '../net/trust.js';
 
-/** Read the service key file: our X25519 secret and our service ID (the ticket audience). */
-export function readServiceKey(file: string): { secret: KeyObject; service: string } {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new Error(`service-key: cannot read ${file}: ${(err as Error).message}`);
-  }
-  const k = parseKeyFile(text);
-  if (!k.ok) throw new Error(`service-key: ${file}: ${k.error}`);
-  if (k.value.kind !== 'service') throw new Error(`service-key: ${file}: kind must be "service" (got ${k.value.kind})`);
-  return { secret: privateKeyObject('X25519', k.value.seal), service: k.value.service };
-}
+export { readServiceKey } from '../net/trust.js';
 
 export function tuningFromConfig(c: Config): EngineTuning {
   return {
