@@ -4,7 +4,7 @@
 //
 // Order matters for safety: size -> rate limit -> decode -> MAC (no state touched before it
 // verifies) -> response cache (a byte-identical retransmission from the same source is answered,
-// not executed twice) -> replay window -> handler (the window takes the sequence number unless
+// not executed twice; a reply larger than the request at most MAX_RETRANSMIT times) -> replay window -> handler (the window takes the sequence number unless
 // the answer is TRY_LATER / RATE_LIMITED, which are neither cached nor spent). Replies to
 // anything not MAC-verified, and every refusal made here (replays included), are never larger
 // than the request; responses (odd types, ERROR above all) are never answered with a refusal.
@@ -16,7 +16,7 @@ import type { CounterSeries, Metrics } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
-import { EXCHANGE_LIFETIME_MS, MAC_BYTES, MAX_DATAGRAM, REQUEST_ID_BYTES } from '../wire/constants.js';
+import { EXCHANGE_LIFETIME_MS, MAC_BYTES, MAX_DATAGRAM, MAX_RETRANSMIT, REQUEST_ID_BYTES } from '../wire/constants.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
@@ -74,6 +74,8 @@ interface CachedReply {
    * (amplification).
    */
   digest: Buffer;
+  /** Times the reply was sent again to a retransmission (see MAX_RETRANSMIT below). */
+  resent: number;
 }
 
 /**
@@ -271,6 +273,15 @@ export class DatagramServer {
     if (cached) {
       const sameSource = cached.fromIp === from.ip && cached.fromPort === from.port;
       if (sameSource && cached.digest.equals(digest)) {
+        // A source address proves nothing: a captured datagram replayed with its sender's
+        // address spoofed looks like a retransmission. A reply larger than the request is sent
+        // again at most as often as an honest client retransmits, or each spoofed copy would
+        // bounce an amplified answer at the terminal for the whole exchange lifetime.
+        if (cached.reply && cached.reply.length > raw.length && cached.resent >= MAX_RETRANSMIT) {
+          this.drop('retransmissions-exhausted', from, { type: msg.name, reply: cached.reply.length, request: raw.length });
+          return;
+        }
+        cached.resent++;
         this.retransmissionsAnswered.inc();
         if (cached.reply) this.send(cached.reply, from);
       } else {
@@ -371,7 +382,7 @@ export class DatagramServer {
     }
     // Errors that say "try again" are not cached: the retry should be executed. What is cached
     // is what was sent, so a retransmission never gets what the first copy could not.
-    if (!tryAgain) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest });
+    if (!tryAgain) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest, resent: 0 });
     if (reply) this.send(reply, from);
   }
 

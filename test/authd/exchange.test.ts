@@ -164,10 +164,14 @@ t.test('refusals carry their code', async (t) => {
     t.ok(again.ok, 'retransmission answered');
     if (first.ok && again.ok) t.ok(first.reply.raw.equals(again.reply.raw), 'with the same bytes');
     // The same datagram from another source: REPLAY, no grant.
+    const granted = a.metrics.get('auth_ok_total');
+    const signed = a.metrics.get('signatures_total');
     const c2 = await client(t);
     const stolen = await c2.request({ ip: '127.0.0.1', port: a.port }, req.datagram, req.rid);
     t.equal(stolen.msg.name, 'ERROR');
     if (stolen.msg.name === 'ERROR') t.equal(stolen.msg.body.code, ErrorCode.REPLAY);
+    t.equal(a.metrics.get('auth_ok_total'), granted, 'no second grant');
+    t.equal(a.metrics.get('signatures_total'), signed, 'no ticket signed for the replay');
     // The same (device, nonce) under a new request ID: REPLAY from authd's replay cache.
     const eph = generatePair('x25519');
     const nonce = randomBytes(16);
