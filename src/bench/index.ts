@@ -1,9 +1,11 @@
-// `npm run bench [-- --seconds N] [--only name,...] [--json FILE] [--csv FILE] [--list]`
+// The benchmark sections of `devloc bench` (`npm run bench`; src/cli/commands/bench.ts parses
+// the flags and calls `runBench`).
 //
-// Runs the sections below in order, the echo baseline always first, and prints one table in
-// which every throughput is also given as a ratio of that baseline (measured in the same run,
-// on the same machine: the ratio is what carries over to other machines). Results go to
-// bench-results/latest.json and latest.csv (and --json / --csv if given).
+// Runs the sections in order, the echo baseline always first, and prints one table in which
+// every throughput is also given as a ratio of that baseline (measured in the same run, on the
+// same machine: the ratio is what carries over to other machines). Results go to
+// <out>/latest.json and latest.csv (and --json / --csv if given); the terminals section also
+// writes <out>/terminals.json, terminals.csv and an SVG chart.
 //
 // A section is { name, doc, run(ctx) => rows }. Adding one is one entry in `sections`.
 import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
@@ -11,6 +13,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { runBaseline } from './baseline.js';
 import { runCodec } from './codec.js';
+import type { Mix, SweepStep } from './mix.js';
+import type { Progress } from './progress.js';
+import type { ExternalTarget, TerminalsReport } from './terminals.js';
 import { runTransport } from './transport.js';
 import type { BenchContext, BenchResult, Section } from './types.js';
 import { isThroughput } from './types.js';
@@ -27,126 +32,147 @@ function onPath(cmd: string): boolean {
   });
 }
 
-const sections: Section[] = [
-  { name: 'baseline', doc: 'bare node:dgram echo server in a child process, 2 load-generator processes flat out', run: runBaseline },
-  { name: 'transport', doc: 'DatagramServer with sessions and no-op handlers: unauthenticated and session requests', run: runTransport },
-  {
-    name: 'server-cpu',
-    doc: 'DatagramServer.receive() in-process with a stub socket, per CPU second (no syscalls; steady under machine load)',
-    run: async (ctx) => {
-      const { runServerMicro } = await import('./server-micro.js');
-      const r = await runServerMicro(ctx.seconds);
-      return [
-        { section: 'server-cpu', name: 'receive() REFLECT 64 B, no socket', value: r.reflectPerS, unit: 'req/CPU-s' },
-        { section: 'server-cpu', name: 'receive() session REFRESH, no socket', value: r.refreshPerS, unit: 'req/CPU-s' },
-      ];
-    },
-  },
-  { name: 'codec', doc: 'encode/decode per message type, tickets, session MAC, X25519, auth open, Ed25519 node:crypto vs @noble/curves', run: runCodec },
-  {
-    name: 'authd',
-    doc: 'devloc-authd: full auth exchanges/s on loopback; enrollment import records/s (100k records)',
-    run: async (ctx) => {
-      const { benchAuthd } = await import('../authd/bench.js');
-      const r = await benchAuthd({ seconds: ctx.seconds, enrollRecords: 100_000 });
-      return [
-        { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
-        { section: 'authd', name: `enroll import (${r.enrollRecords} records)`, value: r.enrollRecordsPerS, unit: 'records/s' },
-        { section: 'authd', name: 're-enroll, nothing changed', value: r.reenrollRecordsPerS, unit: 'records/s' },
-      ];
-    },
-  },
-  {
-    name: 'locatord',
-    doc: 'devloc-locatord child process: first registrations, refreshes, queries; table memory and sweep (200k entries)',
-    run: async (ctx) => {
-      const { benchLocatordThroughput, benchTable } = await import('../locatord/bench.js');
-      const r = await benchLocatordThroughput({ seconds: ctx.seconds, sessionsPerWorker: 500 });
-      const tb = await benchTable(200_000);
-      const s = 'locatord';
-      return [
-        { section: s, name: 'REGISTER opening a session (ticket + X25519)', value: r.firstRegistrationsPerS, unit: 'req/s' },
-        { section: s, name: 'REFRESH', value: r.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: r.refreshRatio, lost: r.lost } },
-        { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs)`, value: r.queryPerS, unit: 'req/s', extra: { idsPerS: r.queryIdsPerS, ownEchoRatio: r.queryRatio } },
-        { section: s, name: `table heap per terminal (${tb.entries} entries)`, value: tb.heapBytesPerEntry, unit: 'B' },
-        { section: s, name: 'expiry sweep, half the table at once', value: tb.sweepExpireHalfMs, unit: 'ms', extra: { expired: tb.expired, usPerExpired: tb.sweepUsPerExpired } },
-      ];
-    },
-  },
-  {
-    name: 'scale',
-    doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo), --seconds/3 each; Redis memory per registered terminal (skipped without redis-server)',
-    run: async (ctx) => {
-      const s = 'scale';
-      // Optional dependency: the section says it was skipped rather than failing the run.
-      if (!onPath('redis-server')) {
-        ctx.log('scale: redis-server not on PATH, skipped');
-        return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
-      }
-      const { benchScale } = await import('../locatord/scale-bench.js');
-      // Three daemons, each measured twice: a third of --seconds per measurement (at least 1 s),
-      // and fewer sessions and registrations than the locatord section, to stay ~20 s at --seconds 3.
-      const r = await benchScale({ seconds: Math.max(1, ctx.seconds / 3), sessionsPerWorker: 250, redisEntries: 20_000 });
-      const rows: BenchResult[] = [];
-      for (const [label, x] of [['1 embedded', r.embedded], ['1 on Redis', r.redis1], ['2 on Redis', r.redis2]] as const) {
-        rows.push({ section: s, name: `REFRESH, ${label}`, value: x.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: x.refreshRatio, lost: x.lost } });
-        rows.push({ section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs), ${label}`, value: x.queryPerS, unit: 'req/s', extra: { ownEchoRatio: x.queryRatio } });
-      }
-      rows.push({ section: s, name: `Redis memory per terminal (${r.redisEntries} entries)`, value: r.redisBytesPerTerminal, unit: 'B', extra: { presenceValueBytes: r.presenceValueBytes } });
-      return rows;
-    },
-  },
-  {
-    name: 'matchd',
-    doc: 'matching engine in-process: matches/s with 20k waiting, memory per request, steady-state latency',
-    run: async (ctx) => {
-      const { benchMatchd } = await import('../matchd/bench.js');
-      const r = await benchMatchd({ waiting: 20_000, matches: 5_000, steadySeconds: ctx.seconds });
-      const s = 'matchd';
-      return [
-        { section: s, name: `matches formed (${r.waiting} waiting)`, value: r.matchesPerS, unit: 'ops/s' },
-        { section: s, name: 'submits while filling the pool', value: r.fillSubmitsPerS, unit: 'ops/s' },
-        { section: s, name: 'heap per waiting request', value: r.bytesPerWaitingRequest, unit: 'B' },
-        {
-          section: s, name: `submit -> result at ${r.steady.ratePerS}/s per side`, value: r.steady.matched / Math.max(1e-9, r.steady.seconds), unit: 'ops/s',
-          latency: { p50Ms: r.steady.latencyP50Ms, p99Ms: r.steady.latencyP99Ms, maxMs: r.steady.latencyMaxMs }, extra: { matchedOnSubmit: r.steady.matchedOnSubmit },
-        },
-      ];
-    },
-  },
-];
-
-interface Args {
-  seconds: number;
-  only?: string[];
-  json?: string;
-  csv?: string;
-  list: boolean;
+/** Options of the terminals section (devloc bench --terminals, --mix, --rate, --sweep, ...). */
+export interface TerminalsSectionOptions {
+  terminals: number;
+  workers: number;
+  mix: Mix;
+  steps: SweepStep[];
+  window: number;
+  timeoutMs: number;
+  /** Made by the command from --authd, --authd-key, --identities (loaded then, to fail early). */
+  external?: ExternalTarget;
+  svg: string;
+  /** Also write the chart here (docs/bench-terminals.svg with --doc-chart). */
+  docChart?: string;
+  progress?: Progress;
 }
 
-function parseArgs(argv: string[]): Args {
-  const a: Args = { seconds: 3, list: false };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i]!;
-    const v = (): string => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${k} needs a value`);
-      return x;
-    };
-    if (k === '--seconds') a.seconds = Number(v());
-    else if (k === '--only') a.only = v().split(',').map((s) => s.trim()).filter(Boolean);
-    else if (k === '--json') a.json = v();
-    else if (k === '--csv') a.csv = v();
-    else if (k === '--list') a.list = true;
-    else if (k === '-h' || k === '--help') {
-      process.stdout.write('usage: npm run bench -- [--seconds N] [--only section,...] [--json FILE] [--csv FILE] [--list]\n');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${k}`);
-  }
-  if (!Number.isFinite(a.seconds) || a.seconds <= 0) throw new Error('--seconds must be a positive number');
-  const unknown = (a.only ?? []).filter((n) => !sections.some((s) => s.name === n));
-  if (unknown.length) throw new Error(`unknown section(s) ${unknown.join(', ')}; known: ${sections.map((s) => s.name).join(', ')}`);
-  return a;
+export interface BenchOptions {
+  seconds: number;
+  only?: string[];
+  /** Directory of latest.json/csv and terminals.json/csv. */
+  out: string;
+  json?: string;
+  csv?: string;
+  terminals: TerminalsSectionOptions;
+}
+
+/** The sections; `t` configures the terminals section. */
+export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onReport?: (r: TerminalsReport) => void): Section[] {
+  return [
+    { name: 'baseline', doc: 'bare node:dgram echo server in a child process, 2 load-generator processes flat out', run: runBaseline },
+    { name: 'transport', doc: 'DatagramServer with sessions and no-op handlers: unauthenticated and session requests', run: runTransport },
+    {
+      name: 'server-cpu',
+      doc: 'DatagramServer.receive() in-process with a stub socket, per CPU second (no syscalls; steady under machine load)',
+      run: async (ctx) => {
+        const { runServerMicro } = await import('./server-micro.js');
+        const r = await runServerMicro(ctx.seconds);
+        return [
+          { section: 'server-cpu', name: 'receive() REFLECT 64 B, no socket', value: r.reflectPerS, unit: 'req/CPU-s' },
+          { section: 'server-cpu', name: 'receive() session REFRESH, no socket', value: r.refreshPerS, unit: 'req/CPU-s' },
+        ];
+      },
+    },
+    { name: 'codec', doc: 'encode/decode per message type, tickets, session MAC, X25519, auth open, Ed25519 node:crypto vs @noble/curves', run: runCodec },
+    {
+      name: 'authd',
+      doc: 'devloc-authd: full auth exchanges/s on loopback; enrollment import records/s (100k records)',
+      run: async (ctx) => {
+        const { benchAuthd } = await import('../authd/bench.js');
+        const r = await benchAuthd({ seconds: ctx.seconds, enrollRecords: 100_000 });
+        return [
+          { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
+          { section: 'authd', name: `enroll import (${r.enrollRecords} records)`, value: r.enrollRecordsPerS, unit: 'records/s' },
+          { section: 'authd', name: 're-enroll, nothing changed', value: r.reenrollRecordsPerS, unit: 'records/s' },
+        ];
+      },
+    },
+    {
+      name: 'locatord',
+      doc: 'devloc-locatord child process: first registrations, refreshes, queries; table memory and sweep (200k entries)',
+      run: async (ctx) => {
+        const { benchLocatordThroughput, benchTable } = await import('../locatord/bench.js');
+        const r = await benchLocatordThroughput({ seconds: ctx.seconds, sessionsPerWorker: 500 });
+        const tb = await benchTable(200_000);
+        const s = 'locatord';
+        return [
+          { section: s, name: 'REGISTER opening a session (ticket + X25519)', value: r.firstRegistrationsPerS, unit: 'req/s' },
+          { section: s, name: 'REFRESH', value: r.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: r.refreshRatio, lost: r.lost } },
+          { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs)`, value: r.queryPerS, unit: 'req/s', extra: { idsPerS: r.queryIdsPerS, ownEchoRatio: r.queryRatio } },
+          { section: s, name: `table heap per terminal (${tb.entries} entries)`, value: tb.heapBytesPerEntry, unit: 'B' },
+          { section: s, name: 'expiry sweep, half the table at once', value: tb.sweepExpireHalfMs, unit: 'ms', extra: { expired: tb.expired, usPerExpired: tb.sweepUsPerExpired } },
+        ];
+      },
+    },
+    {
+      name: 'scale',
+      doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo), --seconds/3 each; Redis memory per registered terminal (skipped without redis-server)',
+      run: async (ctx) => {
+        const s = 'scale';
+        // Optional dependency: the section says it was skipped rather than failing the run.
+        if (!onPath('redis-server')) {
+          ctx.log('scale: redis-server not on PATH, skipped');
+          return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
+        }
+        const { benchScale } = await import('../locatord/scale-bench.js');
+        // Three daemons, each measured twice: a third of --seconds per measurement (at least 1 s),
+        // and fewer sessions and registrations than the locatord section, to stay ~20 s at --seconds 3.
+        const r = await benchScale({ seconds: Math.max(1, ctx.seconds / 3), sessionsPerWorker: 250, redisEntries: 20_000 });
+        const rows: BenchResult[] = [];
+        for (const [label, x] of [['1 embedded', r.embedded], ['1 on Redis', r.redis1], ['2 on Redis', r.redis2]] as const) {
+          rows.push({ section: s, name: `REFRESH, ${label}`, value: x.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: x.refreshRatio, lost: x.lost } });
+          rows.push({ section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs), ${label}`, value: x.queryPerS, unit: 'req/s', extra: { ownEchoRatio: x.queryRatio } });
+        }
+        rows.push({ section: s, name: `Redis memory per terminal (${r.redisEntries} entries)`, value: r.redisBytesPerTerminal, unit: 'B', extra: { presenceValueBytes: r.presenceValueBytes } });
+        return rows;
+      },
+    },
+    {
+      name: 'matchd',
+      doc: 'matching engine in-process: matches/s with 20k waiting, memory per request, steady-state latency',
+      run: async (ctx) => {
+        const { benchMatchd } = await import('../matchd/bench.js');
+        const r = await benchMatchd({ waiting: 20_000, matches: 5_000, steadySeconds: ctx.seconds });
+        const s = 'matchd';
+        return [
+          { section: s, name: `matches formed (${r.waiting} waiting)`, value: r.matchesPerS, unit: 'ops/s' },
+          { section: s, name: 'submits while filling the pool', value: r.fillSubmitsPerS, unit: 'ops/s' },
+          { section: s, name: 'heap per waiting request', value: r.bytesPerWaitingRequest, unit: 'B' },
+          {
+            section: s, name: `submit -> result at ${r.steady.ratePerS}/s per side`, value: r.steady.matched / Math.max(1e-9, r.steady.seconds), unit: 'ops/s',
+            latency: { p50Ms: r.steady.latencyP50Ms, p99Ms: r.steady.latencyP99Ms, maxMs: r.steady.latencyMaxMs }, extra: { matchedOnSubmit: r.steady.matchedOnSubmit },
+          },
+        ];
+      },
+    },
+    {
+      name: 'terminals',
+      doc: 'N simulated terminals (real identities and crypto) against authd + locatord + matchd: auth, register, refresh, query, group and match traffic, swept from flat out to overload',
+      run: async (ctx) => {
+        if (!t) throw new Error('terminals: no options');
+        const { runTerminals, terminalsChart, terminalsCsv, terminalsRows, terminalsTable } = await import('./terminals.js');
+        const report = await runTerminals({
+          terminals: t.terminals, workers: t.workers, mix: t.mix, steps: t.steps, seconds: ctx.seconds, window: t.window, timeoutMs: t.timeoutMs,
+          ...(t.external ? { external: t.external } : {}), ...(ctx.echoPerS ? { echoPerS: ctx.echoPerS } : {}), log: ctx.log, ...(t.progress ? { progress: t.progress } : {}),
+        });
+        process.stdout.write(`\nterminals: ${report.terminals} terminals, mix ${report.mix}\n${terminalsTable(report)}\n\n`);
+        mkdirSync(out, { recursive: true });
+        writeFileSync(path.join(out, 'terminals.json'), JSON.stringify(report, null, 2) + '\n');
+        writeFileSync(path.join(out, 'terminals.csv'), terminalsCsv(report));
+        const cpus = os.cpus();
+        const svg = terminalsChart(report, { host: `${cpus.length} x ${cpus[0]?.model.trim() ?? 'CPU'}, node ${process.version}` });
+        for (const f of [t.svg, ...(t.docChart ? [t.docChart] : [])]) {
+          mkdirSync(path.dirname(path.resolve(f)), { recursive: true });
+          writeFileSync(f, svg);
+        }
+        ctx.log(`terminals: wrote ${path.join(out, 'terminals.json')}, terminals.csv, ${t.svg}${t.docChart ? ` and ${t.docChart}` : ''}`);
+        onReport?.(report);
+        return terminalsRows(report);
+      },
+    },
+  ];
 }
 
 export interface Row extends BenchResult {
@@ -175,13 +201,17 @@ function csv(rows: Row[]): string {
   return [head, ...rows.map((r) => [r.section, r.name, r.value, r.unit, r.ratioToEcho ?? '', r.latency?.p50Ms ?? '', r.latency?.p90Ms ?? '', r.latency?.p99Ms ?? '', r.latency?.maxMs ?? ''].map((x) => q(String(x))).join(','))].join('\n') + '\n';
 }
 
-async function main(): Promise<number> {
-  const args = parseArgs(process.argv.slice(2));
-  if (args.list) {
-    for (const s of sections) process.stdout.write(`${s.name.padEnd(10)} ${s.doc}\n`);
-    return 0;
-  }
-  const chosen = sections.filter((s) => s.name === 'baseline' || !args.only || args.only.includes(s.name));
+export const SECTION_NAMES = sections().map((s) => s.name);
+
+/** `--list`: one line per section. */
+export function listSections(): string {
+  return sections().map((s) => `${s.name.padEnd(10)} ${s.doc}\n`).join('');
+}
+
+/** Run the chosen sections (the baseline always first); the exit status: 0, or 1 when a section failed. */
+export async function runBench(args: BenchOptions): Promise<number> {
+  let terminalsReport: TerminalsReport | undefined;
+  const chosen = sections(args.terminals, args.out, (r) => (terminalsReport = r)).filter((s) => s.name === 'baseline' || !args.only || args.only.includes(s.name));
   const ctx: BenchContext = { seconds: args.seconds, log: (l) => process.stderr.write(`bench: ${l}\n`) };
   const rows: Row[] = [];
   const failed: { section: string; error: string }[] = [];
@@ -192,7 +222,10 @@ async function main(): Promise<number> {
     ctx.log(`${s.name} ...`);
     try {
       const got = await s.run(ctx);
-      if (s.name === 'baseline') echo = got[0]?.value;
+      if (s.name === 'baseline') {
+        echo = got[0]?.value;
+        if (echo) ctx.echoPerS = echo;
+      }
       for (const r of got) rows.push({ ...r, ...(echo && isThroughput(r.unit) ? { ratioToEcho: r.value / echo } : {}) });
       ctx.log(`${s.name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     } catch (err) {
@@ -211,10 +244,11 @@ async function main(): Promise<number> {
     echoBaselinePerS: echo,
     results: rows,
     failed,
+    ...(terminalsReport ? { terminals: terminalsReport } : {}),
   };
   process.stdout.write(`devloc bench: ${report.cpus}, node ${report.node}, --seconds ${args.seconds}\n\n${table(rows)}\n`);
   if (failed.length) process.stdout.write(`\nfailed sections: ${failed.map((f) => f.section).join(', ')}\n`);
-  const outDir = 'bench-results';
+  const outDir = args.out;
   mkdirSync(outDir, { recursive: true });
   const json = JSON.stringify(report, null, 2) + '\n';
   writeFileSync(path.join(outDir, 'latest.json'), json);
@@ -224,11 +258,3 @@ async function main(): Promise<number> {
   process.stdout.write(`\nwrote ${path.join(outDir, 'latest.json')} and latest.csv${args.json ? `, ${args.json}` : ''}${args.csv ? `, ${args.csv}` : ''} (${report.durationS.toFixed(0)} s)\n`);
   return failed.length ? 1 : 0;
 }
-
-main().then(
-  (code) => process.exit(code),
-  (err: Error) => {
-    process.stderr.write(`bench: ${err.message}\n`);
-    process.exit(2);
-  },
-);

@@ -1,6 +1,7 @@
 // The subcommands of devloc(1). Add a module here and document it in man/devloc.1.
 import type { CommandModule } from 'yargs';
 import { agentCommands } from './agentctl.js';
+import { benchCommand } from './bench.js';
 import { connectCommand } from './connect.js';
 import { decodeCommand } from './decode.js';
 import { demoCommand } from './demo.js';
@@ -9,4 +10,4 @@ import { keygenCommand } from './keygen.js';
 import { matchCommand } from './match.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, matchCommand, demoCommand];
+export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, matchCommand, demoCommand, benchCommand];
