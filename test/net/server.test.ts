@@ -11,7 +11,7 @@ import { Rng } from '../../src/fuzz/rng.js';
 import { mutate } from '../../src/fuzz/mutate.js';
 import { sampleDatagrams } from '../../src/fuzz/world.js';
 import { encodeCbor } from '../../src/wire/cbor.js';
-import { MAX_DATAGRAM } from '../../src/wire/constants.js';
+import { MAX_DATAGRAM, MAX_RETRANSMIT } from '../../src/wire/constants.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
 import { DevlocError, ErrorCode } from '../../src/wire/errors.js';
 import { A, B, decoded, harness, rid, sessionWorld, until } from './fixtures/net.js';
@@ -273,6 +273,38 @@ t.test('session: after TRY_LATER the retransmitted datagram executes (its sequen
   await h.server.receive(ref, A);
   t.equal(refreshes, 2, 'then answered from the cache');
   t.equal(decoded(h.socket.sent[3]!.bytes).name, 'REFRESH_ACK');
+});
+
+t.test('a cached answer larger than its request is resent at most MAX_RETRANSMIT times (spoofed copies cannot amplify)', async (t) => {
+  const w = sessionWorld();
+  let refreshes = 0;
+  const handlers: Handlers = {
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    REFRESH: (ctx) => {
+      refreshes++;
+      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
+    },
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(22), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  const ref = cs.encode('REFRESH', rid(23), {});
+  for (let i = 0; i < 1 + MAX_RETRANSMIT + 3; i++) await h.server.receive(ref, A);
+  const answers = h.socket.sent.slice(1);
+  t.ok(answers[0]!.bytes.length > ref.length, 'the answer is larger than the request (else there is nothing to cap)');
+  t.equal(refreshes, 1, 'executed once');
+  t.equal(answers.length, 1 + MAX_RETRANSMIT, 'the first answer and MAX_RETRANSMIT resends, then silence');
+  t.ok(answers.every((s) => s.bytes.equals(answers[0]!.bytes)), 'every resend is the cached answer');
+  t.equal(h.metrics.get('dropped_total', { reason: 'retransmissions-exhausted' }), 3, 'later copies counted');
+  t.ok(h.logs.some((l) => l['event'] === 'drop:retransmissions-exhausted'), 'and logged');
+  // A reply no larger than its request is not capped: resending it amplifies nothing.
+  const c = counting();
+  const hr = harness({ handlers: { REFLECT: c.handler } });
+  const big = reflect(rid(24), 200);
+  for (let i = 0; i < 1 + MAX_RETRANSMIT + 3; i++) await hr.server.receive(big, A);
+  t.ok(hr.socket.sent[0]!.bytes.length <= big.length);
+  t.equal(hr.socket.sent.length, 1 + MAX_RETRANSMIT + 3, 'small answers are always resent');
+  t.equal(c.calls(), 1);
 });
 
 t.test('handler errors: a DevlocError gives its code; anything else INTERNAL and a log line', async (t) => {
