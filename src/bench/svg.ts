@@ -96,6 +96,20 @@ export function tickLabel(v: number): string {
   return `${+v.toPrecision(3)}`;
 }
 
+/** Breaks `line` after a comma or space so that no piece is longer than `max` characters. */
+export function wrapLine(line: string, max: number): string[] {
+  const out: string[] = [];
+  let rest = line;
+  while (rest.length > max) {
+    const cut = Math.max(rest.lastIndexOf(',', max - 1), rest.lastIndexOf(' ', max - 1));
+    const at = cut > 0 ? cut + 1 : max;
+    out.push(rest.slice(0, at).trimEnd());
+    rest = rest.slice(at).trimStart();
+  }
+  out.push(rest);
+  return out;
+}
+
 const fmt = (n: number): string => (Math.round(n * 10) / 10).toString();
 
 export function renderChart(spec: ChartSpec): string {
@@ -103,7 +117,8 @@ export function renderChart(spec: ChartSpec): string {
   const panelHeight = spec.panelHeight ?? 240;
   const left = 78;
   const right = spec.panels.some((p) => p.rightAxis) ? 78 : 24;
-  const subtitleLines = spec.subtitle ? spec.subtitle.split('\n') : [];
+  // ~6 px per character at 11 px: wrap long lines (a --mix list) instead of running off the edge.
+  const subtitleLines = spec.subtitle ? spec.subtitle.split('\n').flatMap((l) => wrapLine(l, Math.floor((width - 20) / 6.2))) : [];
   const top = 44 + subtitleLines.length * 16;
   const gap = 56;
   const legendRow = 20;

@@ -1,7 +1,7 @@
 // The bench chart (src/bench/svg.ts): ticks, and a chart whose series, points, labels and
 // markup can be checked without a browser.
 import t from 'tap';
-import { esc, logTicks, niceTicks, renderChart, tickLabel } from '../../src/bench/svg.js';
+import { esc, logTicks, niceTicks, renderChart, tickLabel, wrapLine } from '../../src/bench/svg.js';
 import { parseTags, seriesPoints } from './svgparse.js';
 
 t.test('nice ticks', async (t) => {
@@ -49,4 +49,16 @@ t.test('empty series do not break the chart', async (t) => {
   const svg = renderChart({ title: 'empty', xLabel: 'x', panels: [{ yLabel: 'y', series: [{ name: 'none', points: [] }] }] });
   t.ok(parseTags(svg).ok);
   t.same(seriesPoints(svg).get('none'), []);
+});
+
+t.test('long subtitle lines wrap at commas or spaces, never mid-word when avoidable', async (t) => {
+  const mix = 'mix auth=2%,register=4%,refresh=40%,query-addr=16%,query-status=10%,group-create=2%';
+  const lines = wrapLine(mix, 40);
+  t.ok(lines.length > 1, 'wrapped');
+  t.ok(lines.every((l) => l.length <= 40), 'every piece fits');
+  t.equal(lines.join(' ').replace(/ /g, ''), mix.replace(/ /g, ''), 'nothing lost');
+  t.same(wrapLine('short', 40), ['short']);
+  t.same(wrapLine('abcdefghij', 4), ['abcd', 'efgh', 'ij'], 'a word longer than the line is cut');
+  const svg = renderChart({ title: 'x', subtitle: mix.repeat(3), panels: [] as never });
+  t.ok((svg.match(/class="subtitle"/g) ?? []).length >= 3, 'several subtitle lines in the SVG');
 });
