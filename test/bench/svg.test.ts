@@ -59,6 +59,6 @@ t.test('long subtitle lines wrap at commas or spaces, never mid-word when avoida
   t.equal(lines.join(' ').replace(/ /g, ''), mix.replace(/ /g, ''), 'nothing lost');
   t.same(wrapLine('short', 40), ['short']);
   t.same(wrapLine('abcdefghij', 4), ['abcd', 'efgh', 'ij'], 'a word longer than the line is cut');
-  const svg = renderChart({ title: 'x', subtitle: mix.repeat(3), panels: [] as never });
+  const svg = renderChart({ title: 'x', subtitle: mix.repeat(3), xLabel: 'offered', panels: [] as never });
   t.ok((svg.match(/class="subtitle"/g) ?? []).length >= 3, 'several subtitle lines in the SVG');
 });
