@@ -47,7 +47,7 @@ export interface ReflectorConfig {
 /** --store redis: where the shared state is and how long to wait for it. */
 export interface RedisStoreConfig {
   kind: 'redis';
-  /** redis://[user:pass@]host:port[/db]; a comma-separated list = Redis Cluster seed nodes. */
+  /** redis://[user:pass@]host:port[/db], or redis+cluster://host:port[,host:port...] (Cluster seeds). */
   url: string;
   /** A Redis command without a reply after this long fails the request with TRY_LATER, ms. */
   timeoutMs: number;
@@ -156,7 +156,7 @@ export const locatordSpec: Spec = {
   'reflector-rate': { type: 'number', default: defaultLimits.reflectorRatePerS, min: 0, describe: 'REFLECT datagrams per second per source IP (0 = unlimited)', reloadable: true },
   'reflector-burst': { type: 'number', default: defaultLimits.reflectorBurst, min: 1, describe: 'burst of REFLECT datagrams per source IP', reloadable: true },
   store: { type: 'string', default: 'embedded', choices: ['embedded', 'redis'], describe: 'where registrations, sessions and groups live: embedded (this process, SQLite) or redis (shared by several instances)' },
-  'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379/0', describe: 'Redis of --store redis: redis://[user:pass@]host:port[/db]; comma-separated = Redis Cluster seed nodes' },
+  'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379/0', describe: 'Redis of --store redis: redis://[user:pass@]host:port[/db], or redis+cluster://[user:pass@]host:port[,host:port...] for Redis Cluster seed nodes' },
   'redis-timeout-ms': { type: 'number', default: 500, min: 10, max: 60_000, describe: 'Redis command timeout: requests waiting longer get TRY_LATER, ms' },
   'redis-max-pending': { type: 'number', default: 20_000, min: 1, describe: 'most Redis commands queued or in flight per node; beyond, requests get TRY_LATER at once' },
   'redis-prefix': { type: 'string', default: 'dl:', describe: 'prefix of every Redis key (to share one Redis)' },

@@ -61,7 +61,7 @@ const pick = (r: ThroughputResult): ScaleBenchResult['embedded'] =>
 /** Redis bytes per registration: `entries` typical records (IPv4, nickname, no extras). */
 export async function redisBytesPerTerminal(url: string, entries: number): Promise<{ bytes: number; valueBytes: number }> {
   const u = new URL(url);
-  const store = new RedisStore({ nodes: [{ host: u.hostname, port: Number(u.port) }], limits: { maxMembers: 256, maxGroupsPerTerminal: 32 }, maxPending: 100_000, timeoutMs: 10_000, prefix: 'mem:' });
+  const store = new RedisStore({ nodes: [{ host: u.hostname, port: Number(u.port) }], sessionSealKey: randomBytes(32), instanceId: randomBytes(8).toString('hex'), limits: { maxMembers: 256, maxGroupsPerTerminal: 32 }, maxPending: 100_000, timeoutMs: 10_000, prefix: 'mem:' });
   try {
     const before = await store.usedMemory();
     const now = Date.now();
@@ -74,7 +74,7 @@ export async function redisBytesPerTerminal(url: string, entries: number): Promi
           addr: { ip: `198.51.${(j >> 8) & 255}.${j & 255}`, port: 40000 + (j % 20000) }, netMode: 2, visibility: 0,
           sidHex: randomBytes(16).toString('hex'), seq: 1 + (j % 1000), regMs: now, expMs: now + 3_600_000, nickname: `terminal-${j}`,
         };
-        if (j === 0) valueBytes = encodePresence(p).length;
+        if (j === 0) valueBytes = encodePresence({ ...p, inst: store.instanceId }).length;
         batch.push(store.putPresence(randomBytes(16).toString('hex'), p));
       }
       await Promise.all(batch);

@@ -13,7 +13,11 @@ import { ErrorCode } from '../../src/wire/errors.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
 import { errorCodeOf, makeKeys, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
 import type { TestRedis } from './fixtures/redis-server.js';
+import { hasRedis } from './fixtures/redis-server.js';
 import { startRedis } from './fixtures/redis-server.js';
+
+/** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
+const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
 
 async function locatord(t: Test, keys: TestKeys, redis: TestRedis, extra: string[] = []): Promise<RunningDaemon> {
   const dir = mkdtempSync(path.join(tmpdir(), 'locatord-scale-'));
@@ -30,7 +34,7 @@ async function locatord(t: Test, keys: TestKeys, redis: TestRedis, extra: string
 
 const dest = (d: RunningDaemon) => ({ ip: '127.0.0.1', port: d.listening['port'] as number });
 
-t.test('register through one instance, query through another', async (t) => {
+t.test('register through one instance, query through another', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const keys = makeKeys();
   const [a, b] = await Promise.all([locatord(t, keys, redis), locatord(t, keys, redis)]);
@@ -61,7 +65,7 @@ t.test('register through one instance, query through another', async (t) => {
   t.same(gone.body.online, [false]);
 });
 
-t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and served again', async (t) => {
+t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and served again', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const keys = makeKeys();
   const a = await locatord(t, keys, redis);
@@ -86,7 +90,7 @@ t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and s
   await term.expect(t, 'REFRESH_ACK', term.request('REFRESH', {}));
 });
 
-t.test('--workers 2 serve one port on the shared store', async (t) => {
+t.test('--workers 2 serve one port on the shared store', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const keys = makeKeys();
   const a = await locatord(t, keys, redis, ['--workers', '2']);

@@ -1,8 +1,10 @@
 // INTRODUCE with --store redis (store/handlers.ts introduceHere) against a real redis-server:
 // two terminals registered with `reachable` through one instance are introduced (INTRODUCE_ACK
 // to the asker, INTRO pushed to the peer over its session, both open the same channel key, the
-// push ends on INTRO_ACK); a peer whose session lives on another instance, or that is not
-// reachable, gets NOT_FOUND (devloc-locatord(8), SEVERAL INSTANCES).
+// push ends on INTRO_ACK); a peer that last spoke to another instance is introduced through
+// that instance (store/relay.ts: the INTRO leaves from where the peer's NAT mapping points);
+// a peer not reachable, or whose instance is gone, gets NOT_FOUND; forged relay requests are
+// refused (devloc-locatord(8), SEVERAL INSTANCES).
 import t from 'tap';
 import type { Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,7 +21,12 @@ import { openChannelKey } from '../../src/wire/peer.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
 import { errorCodeOf, makeKeys, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
 import type { TestRedis } from './fixtures/redis-server.js';
+import { hasRedis } from './fixtures/redis-server.js';
 import { startRedis } from './fixtures/redis-server.js';
+import { RespConnection } from '../../src/locatord/store/resp.js';
+
+/** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
+const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
 
 async function locatord(t: Test, keys: TestKeys, redis: TestRedis): Promise<RunningDaemon> {
   const dir = mkdtempSync(path.join(tmpdir(), 'locatord-scale-intro-'));
@@ -28,7 +35,7 @@ async function locatord(t: Test, keys: TestKeys, redis: TestRedis): Promise<Runn
   const d = await startDaemon('locatord/main.ts', [
     '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', dir,
     '--service-key', files.serviceKey, '--trust', files.trust, '--rate', '0', '--query-rate', '0', '--query-source-rate', '0',
-    '--store', 'redis', '--redis-url', redis.url,
+    '--store', 'redis', '--redis-url', redis.url, '--redis-timeout-ms', '400',
   ]);
   t.teardown(() => d.stop());
   return d;
@@ -59,7 +66,7 @@ async function terminal(t: Test, keys: TestKeys, to: Address): Promise<{ term: T
   return { term, next };
 }
 
-t.test('redis mode: two reachable terminals on one instance are introduced; other instance or not reachable: NOT_FOUND', async (t) => {
+t.test('redis mode: introductions on one instance and relayed across instances; not reachable or instance gone: NOT_FOUND', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const keys = makeKeys();
   const [one, two] = await Promise.all([locatord(t, keys, redis), locatord(t, keys, redis)]);
@@ -94,10 +101,41 @@ t.test('redis mode: two reachable terminals on one instance are introduced; othe
   t.ok(keyA && keyB && keyA.equals(keyB), 'both open the same channel key');
   b.term.client.send(dest(one), b.term.session.encode('INTRO_ACK', push.msg.rid, { channelId: toB.channelId }));
 
-  const elsewhere = await a.term.request('INTRODUCE', { target: c.term.locatorId });
-  t.equal(errorCodeOf(elsewhere), ErrorCode.NOT_FOUND, "peer's session on another instance: NOT_FOUND");
+  // c registered through instance two: instance one relays the INTRO to it.
+  const introC = c.next();
+  const ackC = await a.term.expect(t, 'INTRODUCE_ACK', a.term.request('INTRODUCE', { target: c.term.locatorId }));
+  const pushC = await introC;
+  t.equal(pushC.msg.name, 'INTRO', 'relayed: the target got INTRO');
+  t.same(pushC.from, dest(two), 'from the instance the target talks to');
+  t.ok(c.term.session.accept(pushC), "MACed in the target's session by its instance");
+  const toC = (pushC.msg as MessageOf<'INTRO'>).body;
+  t.same(toC.channelId, ackC.body.channelId);
+  t.same(toC.peer, a.term.locatorId);
+  t.same(toC.addr, a.term.address);
+  t.same(ackC.body.addr, c.term.address);
+  const kA = openChannelKey(a.term.session.keys, ackC.body.channelId, ackC.body.peer, ackC.body.sealedKey);
+  const kC = openChannelKey(c.term.session.keys, toC.channelId, toC.peer, toC.sealedKey);
+  t.ok(kA && kC && kA.equals(kC), 'both open the same channel key (sealed by instance one)');
+  c.term.client.send(dest(two), c.term.session.encode('INTRO_ACK', pushC.msg.rid, { channelId: toC.channelId }));
+  // And the other way round: b (instance one) introduced to c's request on instance two.
+  const introB = b.next();
+  await c.term.expect(t, 'INTRODUCE_ACK', c.term.request('INTRODUCE', { target: b.term.locatorId }));
+  t.same((await introB).from, dest(one), 'relayed to instance one');
+
+  // A forged relay request (not MACed with the deployment's key) is refused and logged.
+  const inst = one.listening['instance'] as string;
+  const raw = new RespConnection({ host: '127.0.0.1', port: redis.port });
+  t.teardown(() => raw.close());
+  t.equal(await raw.call(['PUBLISH', `dl:relay:${inst}`, Buffer.alloc(80, 1)]), 1, 'delivered to instance one');
+  await one.waitFor((l) => l['event'] === 'relay-refused' && l['reason'] === 'bad tag');
+
   const closed = await a.term.request('INTRODUCE', { target: d.term.locatorId });
   t.equal(errorCodeOf(closed), ErrorCode.NOT_FOUND, 'not reachable: NOT_FOUND');
   const self = await a.term.request('INTRODUCE', { target: a.term.locatorId });
   t.equal(errorCodeOf(self), ErrorCode.BAD_MESSAGE);
+
+  // Instance two stops: c's record still names it, nobody answers the relay: NOT_FOUND.
+  await two.stop();
+  const orphan = await a.term.request('INTRODUCE', { target: c.term.locatorId });
+  t.equal(errorCodeOf(orphan), ErrorCode.NOT_FOUND, "target's instance gone: NOT_FOUND");
 });

@@ -13,6 +13,10 @@ import type { LocatorStore, Presence } from '../../src/locatord/store/types.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import { generatePair, privateKeyObject } from '../../src/wire/keys.js';
 import { startRedis } from './fixtures/redis-server.js';
+import { hasRedis } from './fixtures/redis-server.js';
+
+/** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
+const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
 
 const limits = { maxMembers: 3, maxGroupsPerTerminal: 2 };
 
@@ -34,8 +38,16 @@ t.test('cluster key slots follow hash tags (one terminal, one slot)', async (t) 
   t.equal(keySlot('123456789'), 0x31c3 % 16384); // CRC16/XMODEM check value
   t.equal(keySlot('dl:p:{abcd}'), keySlot('dl:tg:{abcd}'));
   t.equal(keySlot('dl:p:{abcd}'), keySlot('abcd'));
-  t.same(parseRedisUrl('redis://:pw@10.0.0.1:7000/2'), { nodes: [{ host: '10.0.0.1', port: 7000 }], db: 2, password: 'pw' });
+  t.same(parseRedisUrl('redis://:pw@10.0.0.1:7000/2'), { nodes: [{ host: '10.0.0.1', port: 7000 }], db: 2, cluster: false, password: 'pw' });
   t.equal(parseRedisUrl('redis://a:7000,redis://b:7001').nodes.length, 2);
+  t.equal(parseRedisUrl('redis://a:7000,redis://b:7001').cluster, true, 'several seeds: Cluster');
+  t.same(parseRedisUrl('redis+cluster://u:p@10.0.0.1:7000,10.0.0.2:7001'), {
+    nodes: [{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 7001 }], db: 0, cluster: true, password: 'p', username: 'u',
+  });
+  t.equal(parseRedisUrl('redis+cluster://10.0.0.1:7000').cluster, true, 'one seed, Cluster by scheme');
+  t.throws(() => parseRedisUrl('redis+cluster://10.0.0.1:7000/3'), /only database 0/);
+  t.throws(() => parseRedisUrl('rediss://10.0.0.1'), /scheme/);
+  t.throws(() => parseRedisUrl('redis://a:1,redis+cluster://b:2'), /mix/);
 });
 
 async function contract(t: Test, store: LocatorStore): Promise<void> {
@@ -99,19 +111,89 @@ t.test('embedded backend', async (t) => {
   groups.close();
 });
 
-t.test('redis backend', async (t) => {
+t.test('redis backend', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
-  const store = new RedisStore({ ...parseRedisUrl(redis.url), limits, timeoutMs: 1000, maxPending: 1000 });
+  const sealKey = randomBytes(32);
+  const store = new RedisStore({ ...parseRedisUrl(redis.url), limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey });
   t.teardown(() => store.close());
   await contract(t, store);
   await groupContract(t, store);
-  const sid = randomBytes(16).toString('hex');
-  await store.saveSession({ sidHex: sid, locatorHex: randomBytes(16).toString('hex'), aud: 'locator', exp: Math.floor(Date.now() / 1000) + 60, kid: 'ab', t2s: randomBytes(32), s2t: randomBytes(32) });
-  t.equal((await store.loadSession(sid))?.kid, 'ab');
   t.ok((await store.usedMemory()) > 0);
 });
 
-t.test('RESP connection: fails fast when down, bounded queue, timeout when stalled, recovers', async (t) => {
+t.test('redis backend: sessions are sealed at rest and bound to their ID', { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const sealKey = randomBytes(32);
+  const store = new RedisStore({ ...parseRedisUrl(redis.url), limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey });
+  const other = new RedisStore({ ...parseRedisUrl(redis.url), limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32) });
+  t.teardown(() => { void store.close(); void other.close(); });
+  const [sid, sid2] = [randomBytes(16).toString('hex'), randomBytes(16).toString('hex')];
+  const s = { sidHex: sid, locatorHex: randomBytes(16).toString('hex'), aud: 'locator', exp: Math.floor(Date.now() / 1000) + 60, kid: 'ab', t2s: randomBytes(32), s2t: randomBytes(32) };
+  await store.saveSession(s);
+  const back = await store.loadSession(sid);
+  t.equal(back?.kid, 'ab');
+  t.same(back?.t2s, s.t2s);
+  t.same(back?.s2t, s.s2t);
+  const raw = await store.client.call(['GET', `dl:s:{${sid}}`], `dl:s:{${sid}}`) as Buffer;
+  t.equal(raw.indexOf(s.t2s), -1, 'no session key in clear in Redis');
+  t.equal(raw.indexOf(s.s2t), -1);
+  t.equal(raw.indexOf(Buffer.from(s.locatorHex, 'hex')), -1, 'nor the locator ID');
+  t.equal(await other.loadSession(sid), undefined, 'another service key cannot open it');
+  // Someone who can write Redis copies a sealed session under another ID: it does not open.
+  await store.client.call(['SET', `dl:s:{${sid2}}`, raw], `dl:s:{${sid2}}`);
+  t.equal(await store.loadSession(sid2), undefined, 'bound to its session ID');
+  const flipped = Buffer.from(raw);
+  flipped[flipped.length - 1]! ^= 1;
+  await store.client.call(['SET', `dl:s:{${sid}}`, flipped], `dl:s:{${sid}}`);
+  t.equal(await store.loadSession(sid), undefined, 'tampered: refused');
+});
+
+t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer write wins)', { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const url = parseRedisUrl(redis.url);
+  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32), instanceId: 'aaaaaaaaaaaaaaaa' });
+  const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32), instanceId: 'bbbbbbbbbbbbbbbb' });
+  t.teardown(() => { void a.close(); void b.close(); });
+  const id = randomBytes(16).toString('hex');
+  const sid = randomBytes(16).toString('hex');
+  const now = Date.now();
+  const at = (seq: number, port: number): Presence => ({ addr: { ip: '198.51.100.1', port }, netMode: 0, visibility: 0, sidHex: sid, seq, regMs: now, expMs: now + 60_000 });
+  await a.putPresence(id, at(1, 1000));
+  // Instance A reads seq 1 and decides to store seq 2; instance B stores seq 12 after A's read
+  // and before A's write (two instances serving one terminal at once). A's write must not undo
+  // B's: its compare-and-set fails, A decides again on B's record and finds its update stale.
+  const evalOrig = a.client.eval.bind(a.client);
+  let interfered = false;
+  a.client.eval = async (...args: Parameters<typeof evalOrig>) => {
+    if (!interfered) {
+      interfered = true;
+      await b.putPresence(id, at(12, 3000));
+    }
+    return evalOrig(...args);
+  };
+  const seen: (number | undefined)[] = [];
+  const r = await a.updatePresence(id, (cur) => {
+    seen.push(cur?.seq);
+    return cur && cur.seq >= 2 ? { result: 'stale' } : { result: 'stored', put: at(2, 2000) };
+  });
+  a.client.eval = evalOrig;
+  t.same(seen, [1, 12], 'conflict detected, decision taken again on the newer record');
+  t.equal(r, 'stale');
+  const final = await a.getPresence(id);
+  t.equal(final?.seq, 12, "B's newer record stands");
+  t.equal(final?.addr.port, 3000);
+  t.equal(final?.inst, 'bbbbbbbbbbbbbbbb', 'records name their writer');
+  t.equal(a.casConflicts, 1);
+  // Delete only what was read.
+  t.equal(await a.updatePresence(id, (cur) => (cur ? { result: true, remove: true } : { result: false })), true);
+  t.equal(await a.getPresence(id), undefined);
+  // EVALSHA after the script cache is flushed (a Redis restart): NOSCRIPT, then EVAL.
+  await a.client.call(['SCRIPT', 'FLUSH']);
+  t.equal(await a.updatePresence(id, () => ({ result: 'ok', put: at(20, 4000) })), 'ok');
+  t.equal((await b.getPresence(id))?.seq, 20);
+});
+
+t.test('RESP connection: fails fast when down, bounded queue, timeout when stalled, recovers', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const states: string[] = [];
   const c = new RespConnection({ host: '127.0.0.1', port: redis.port, timeoutMs: 400, maxPending: 50, onState: (s) => states.push(s) });

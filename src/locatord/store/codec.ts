@@ -1,7 +1,13 @@
 // Compact value encodings for the Redis store: a presence record is one CBOR array (IPs as 4
-// or 16 bytes, the session ID as 16 bytes, times as integer ms), typically ~45 bytes; a session
-// is another (~110 bytes, mostly the two 32-byte keys). Decoding is strict and never throws:
-// a value that does not decode is treated as absent (the terminal re-registers).
+// or 16 bytes, the session ID as 16 bytes, times as integer ms), typically ~55 bytes; a session
+// is another (~140 bytes, mostly the two 32-byte keys), sealed with ChaCha20-Poly1305 under a
+// key derived from the service key (sessionSealKey): whoever reads Redis, its dump files or
+// backups does not get the session keys, and whoever can write Redis cannot plant a session
+// (the session ID is the additional data: a sealed value does not open under another ID).
+// Decoding is strict and never throws: a value that does not decode or open is treated as
+// absent (the terminal re-registers).
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import type { Address } from '../../wire/addr.js';
 import { bytesToIp, ipToBytes } from '../../wire/addr.js';
 import type { CborValue } from '../../wire/cbor.js';
@@ -11,6 +17,21 @@ import type { RegistrationExtra } from '../table.js';
 import type { Presence, StoredSession } from './types.js';
 
 const VERSION = 1;
+/** Sessions: version 2 = sealed (version 1 stored the keys in clear and is not read any more). */
+const SESSION_VERSION = 2;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+
+/** The 32-byte key sealing sessions in Redis, from the service key every instance shares. */
+export function sessionSealKey(serviceSecret: KeyObject): Buffer {
+  return deriveFromServiceKey(serviceSecret, 'devloc locatord redis session seal v1');
+}
+
+/** A 32-byte key for `purpose`, from the service key file's X25519 secret (HKDF-SHA256). */
+export function deriveFromServiceKey(serviceSecret: KeyObject, purpose: string): Buffer {
+  const ikm = serviceSecret.export({ format: 'der', type: 'pkcs8' });
+  return Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), purpose, 32));
+}
 
 function addrOut(a: Address): CborValue[] {
   return [ipToBytes(a.ip) ?? new Uint8Array(0), a.port];
@@ -53,14 +74,14 @@ function extraIn(v: CborValue | undefined): RegistrationExtra | undefined {
 export function encodePresence(p: Presence): Buffer {
   return encodeCbor([
     VERSION, addrOut(p.addr), p.netMode | (p.visibility << 3) | (p.reachable ? 1 << 4 : 0), Buffer.from(p.sidHex, 'hex'), p.seq, p.regMs, p.expMs,
-    p.nickname ?? null, extraOut(p.extra),
+    p.nickname ?? null, extraOut(p.extra), p.inst ? Buffer.from(p.inst, 'hex') : null,
   ]);
 }
 
 export function decodePresence(b: Buffer): Presence | undefined {
   const d = decodeStrict(b);
   if (!d.ok || !Array.isArray(d.value)) return undefined;
-  const [v, a, bits, sid, seq, regMs, expMs, nick, extra] = d.value;
+  const [v, a, bits, sid, seq, regMs, expMs, nick, extra, inst] = d.value;
   const addr = addrIn(a);
   if (v !== VERSION || !addr || typeof bits !== 'number' || !(sid instanceof Uint8Array) || typeof seq !== 'number' || typeof regMs !== 'number' || typeof expMs !== 'number') return undefined;
   const p: Presence = { addr, netMode: bits & 7, visibility: (bits >> 3) & 1, sidHex: Buffer.from(sid).toString('hex'), seq, regMs, expMs };
@@ -68,17 +89,37 @@ export function decodePresence(b: Buffer): Presence | undefined {
   if (typeof nick === 'string') p.nickname = nick;
   const x = extraIn(extra);
   if (x) p.extra = x;
+  if (inst instanceof Uint8Array && inst.length > 0) p.inst = Buffer.from(inst).toString('hex');
   return p;
 }
 
-export function encodeSession(s: StoredSession): Buffer {
-  return encodeCbor([VERSION, Buffer.from(s.locatorHex, 'hex'), s.aud, s.exp, s.kid ?? null, s.t2s, s.s2t]);
+export function encodeSession(s: StoredSession, sealKey: Buffer): Buffer {
+  const plain = encodeCbor([Buffer.from(s.locatorHex, 'hex'), s.aud, s.exp, s.kid ?? null, s.t2s, s.s2t]);
+  const nonce = randomBytes(NONCE_BYTES);
+  const c = createCipheriv('chacha20-poly1305', sealKey, nonce, { authTagLength: TAG_BYTES });
+  c.setAAD(Buffer.from(s.sidHex, 'hex'), { plaintextLength: plain.length });
+  const sealed = Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
+  plain.fill(0);
+  return encodeCbor([SESSION_VERSION, nonce, sealed]);
 }
 
-export function decodeSession(sidHex: string, b: Buffer): StoredSession | undefined {
-  const d = decodeStrict(b);
-  if (!d.ok || !Array.isArray(d.value)) return undefined;
-  const [v, loc, aud, exp, kid, t2s, s2t] = d.value;
-  if (v !== VERSION || !(loc instanceof Uint8Array) || typeof aud !== 'string' || typeof exp !== 'number' || !(t2s instanceof Uint8Array) || !(s2t instanceof Uint8Array)) return undefined;
+export function decodeSession(sidHex: string, b: Buffer, sealKey: Buffer): StoredSession | undefined {
+  const outer = decodeStrict(b);
+  if (!outer.ok || !Array.isArray(outer.value)) return undefined;
+  const [v, nonce, sealed] = outer.value;
+  if (v !== SESSION_VERSION || !(nonce instanceof Uint8Array) || nonce.length !== NONCE_BYTES || !(sealed instanceof Uint8Array) || sealed.length < TAG_BYTES) return undefined;
+  let plain: Buffer;
+  try {
+    const d = createDecipheriv('chacha20-poly1305', sealKey, nonce, { authTagLength: TAG_BYTES });
+    d.setAAD(Buffer.from(sidHex, 'hex'), { plaintextLength: sealed.length - TAG_BYTES });
+    d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+    plain = Buffer.concat([d.update(sealed.subarray(0, sealed.length - TAG_BYTES)), d.final()]);
+  } catch {
+    return undefined; // another deployment's key, or tampered with
+  }
+  const inner = decodeStrict(plain);
+  if (!inner.ok || !Array.isArray(inner.value)) return undefined;
+  const [loc, aud, exp, kid, t2s, s2t] = inner.value;
+  if (!(loc instanceof Uint8Array) || typeof aud !== 'string' || typeof exp !== 'number' || !(t2s instanceof Uint8Array) || !(s2t instanceof Uint8Array)) return undefined;
   return { sidHex, locatorHex: Buffer.from(loc).toString('hex'), aud, exp, ...(typeof kid === 'string' ? { kid } : {}), t2s: Buffer.from(t2s), s2t: Buffer.from(s2t) };
 }

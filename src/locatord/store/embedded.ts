@@ -4,13 +4,13 @@
 // wrapper gives them the store interface, so the async handlers and the contract tests run on
 // both backends alike.
 import { createSecretKey } from 'node:crypto';
-import type { ServerSessions } from '../../net/sessions.js';
+import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import { ReplayWindow } from '../../wire/session.js';
 import type { GroupStore } from '../groups.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationTable } from '../table.js';
 import { Registration } from '../table.js';
-import type { GroupBackend, LocatorStore, Presence, StoredSession } from './types.js';
+import type { GroupBackend, LocatorStore, Presence, PresenceChange, StoredSession } from './types.js';
 
 export class EmbeddedStore implements LocatorStore {
   readonly kind = 'embedded' as const;
@@ -42,6 +42,7 @@ export class EmbeddedStore implements LocatorStore {
     };
     if (r.nickname !== undefined) p.nickname = r.nickname;
     if (r.extra) p.extra = r.extra;
+    if (r.reachable) p.reachable = true;
     return p;
   }
 
@@ -58,28 +59,24 @@ export class EmbeddedStore implements LocatorStore {
   }
 
   async putPresence(idHex: string, p: Presence): Promise<void> {
-    const t = this.table;
-    let r = t.touch(idHex);
-    const session = p.sidHex ? this.sessions.get(p.sidHex) : undefined;
-    if (!r) {
-      r = new Registration(p.addr, session, p.seq, t.msToTick(p.regMs), t.msToTick(p.expMs));
-    } else {
-      r.setAddress(p.addr);
-      r.session = session;
-      r.seq = p.seq;
-      // renew() re-files the record in the sweep schedule at its new times.
-      t.renew(r, p.expMs - t.now());
-      r.regTick = t.msToTick(p.regMs);
-    }
-    r.netMode = p.netMode;
-    r.visibility = p.visibility;
-    r.nickname = p.nickname;
-    r.extra = p.extra;
-    if (r.key === '') t.set(idHex, r);
+    this.putNow(idHex, p);
+  }
+
+  private putNow(idHex: string, p: Presence): void {
+    mirrorPresence(this.table, idHex, p, p.sidHex ? this.sessions.get(p.sidHex) : undefined);
   }
 
   async deletePresence(idHex: string): Promise<boolean> {
     return this.table.delete(idHex);
+  }
+
+  /** One process, no await between read and write: atomic as it is. */
+  async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T> {
+    const r = this.table.get(idHex);
+    const d = change(r ? this.toPresence(r) : undefined);
+    if (d.remove) this.table.delete(idHex);
+    else if (d.put) this.putNow(idHex, d.put);
+    return d.result;
   }
 
   /** Sessions are in-process already (server.ts commits them); nothing to share. */
@@ -91,6 +88,31 @@ export class EmbeddedStore implements LocatorStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * Store `p` in `table` as a Registration of `session` (created, or renewed in place so that the
+ * table's sweep schedule files it at its new times). Also the probe schedule of --store redis.
+ */
+export function mirrorPresence(t: RegistrationTable, idHex: string, p: Presence, session: ServerSession | undefined): Registration {
+  let r = t.touch(idHex);
+  if (!r) {
+    r = new Registration(p.addr, session, p.seq, t.msToTick(p.regMs), t.msToTick(p.expMs));
+  } else {
+    r.setAddress(p.addr);
+    r.session = session;
+    r.seq = p.seq;
+    // renew() re-files the record in the sweep schedule at its new times.
+    t.renew(r, p.expMs - t.now());
+    r.regTick = t.msToTick(p.regMs);
+  }
+  r.netMode = p.netMode;
+  r.visibility = p.visibility;
+  r.nickname = p.nickname;
+  r.extra = p.extra;
+  r.reachable = p.reachable === true;
+  if (r.key === '') t.set(idHex, r);
+  return r;
 }
 
 export function toStoredSession(s: KeyedSession): StoredSession {

@@ -3,6 +3,7 @@
 // access awaited, so they run on the Redis backend (several instances sharing the state) and on
 // the embedded one alike. Store failures (Redis down, slow, or our queue to it full) answer
 // TRY_LATER with retryAfterMs, are logged (flood-safe) and counted in redis_errors_total.
+import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
 import type { Handlers, HandlerResult, Refusal, RequestContext } from '../../net/server.js';
@@ -10,7 +11,8 @@ import type { RateLimiter } from '../../net/ratelimit.js';
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import type { Address } from '../../wire/addr.js';
 import type { AddrEntry, Bodies, MemberEntry } from '../../wire/catalog.js';
-import { Visibility } from '../../wire/constants.js';
+import { REQUEST_ID_BYTES, Visibility } from '../../wire/constants.js';
+import { decodeDatagram, encodeDatagram } from '../../wire/envelope.js';
 import { ErrorCode } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
 import type { Introductions } from '../handlers/introduce.js';
@@ -21,7 +23,8 @@ import type { LocatordLimits } from '../options.js';
 import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationExtra } from '../table.js';
-import { toStoredSession } from './embedded.js';
+import { fromStoredSession, toStoredSession } from './embedded.js';
+import type { IntroRelay, RelayResult } from './relay.js';
 import { RedisUnavailable, RespServerError } from './resp.js';
 import type { LocatorStore, Presence } from './types.js';
 
@@ -30,11 +33,18 @@ export interface StoreContext {
   /** This instance's sessions and INTRO pushes: INTRODUCE is answered only with both (introduceHere). */
   sessions?: ServerSessions;
   introductions?: Introductions;
+  /** Redis mode: this instance's ID (Presence.inst) and the relay to the others (introductions). */
+  instanceId?: string;
+  relay?: IntroRelay;
+  /** Told of every presence record this instance stored or removed (its probe schedule). */
+  onPresence?: (idHex: string, p: Presence | undefined, session: ServerSession) => void;
   limits: LocatordLimits;
   metrics: Metrics;
   logger: Logger;
   queryLimiter: RateLimiter;
   querySourceLimiter: RateLimiter;
+  /** Milliseconds clock (default Date.now). */
+  now?: () => number;
 }
 
 type Ack = Bodies['REGISTER_ACK'];
@@ -63,44 +73,57 @@ function ackOf(c: StoreContext, p: Presence, locatorId: Buffer): Ack {
 
 const isStale = (p: Presence, s: ServerSession, seq: number): boolean => p.sidHex !== s.sidHex || seq <= p.seq;
 
-/** Renew `p` from `from` at `seq` (registration time := now) and store it. */
-async function renewFrom(c: StoreContext, idHex: string, p: Presence, from: RequestContext['from'], seq: number, requestedTtlS: number | undefined, locatorId: Buffer): Promise<Ack> {
+const clock = (c: StoreContext): number => (c.now ?? Date.now)();
+
+/** `p` renewed from `from` at `seq` (registration time := now), and its ack. */
+function renewed(c: StoreContext, p: Presence, from: RequestContext['from'], seq: number, requestedTtlS: number | undefined, locatorId: Buffer): { next: Presence; ack: Ack } {
   const g = grantTtl(c.limits, requestedTtlS ?? ttlSOf(p), p.netMode);
-  const now = Date.now();
+  const now = clock(c);
   const next: Presence = { ...p, addr: from, seq, regMs: now, expMs: now + g.ttlS * 1000 };
-  await c.store.putPresence(idHex, next);
-  return { observed: from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId };
+  return { next, ack: { observed: from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId } };
 }
+
+// Every change of a presence record is one updatePresence: the staleness check and the write
+// are atomic across instances (store/redis.ts, compare-and-set), so a REFRESH handled by one
+// instance cannot overwrite a newer REGISTER handled by another at the same moment.
 
 export async function register(c: StoreContext, ctx: RequestContext<'REGISTER'>): Promise<HandlerResult> {
   const s = ctx.session! as KeyedSession;
   const seq = ctx.msg.auth!.seq;
   const b = ctx.msg.body;
-  const pending: Promise<unknown>[] = [];
   if (ctx.freshSession) {
     c.metrics.inc('sessions_opened_total');
     const peek = b.ticket ? peekTicket(b.ticket) : undefined;
     if (peek && typeof peek !== 'string') s.kid = peek.kid;
   }
+  const stale = (rec: Presence | undefined): rec is Presence => rec !== undefined && rec.sidHex === s.sidHex && seq <= rec.seq;
+  const staleAck = (rec: Presence): HandlerResult => {
+    c.metrics.inc('stale_updates_total', { type: 'REGISTER' });
+    return ctx.reply('REGISTER_ACK', ackOf(c, rec, s.locatorId));
+  };
   // Shared with the other instances, in the same pipeline as the presence read. On every
   // REGISTER, not only the session-opening one: Redis may have lost it (restart) while this
   // instance kept it, and REGISTER is what a terminal sends after NOT_FOUND.
-  pending.push(c.store.saveSession(toStoredSession(s)));
-  const rec = await c.store.getPresence(s.locatorHex);
-  await Promise.all(pending);
-  if (rec && rec.sidHex === s.sidHex && seq <= rec.seq) {
-    c.metrics.inc('stale_updates_total', { type: 'REGISTER' });
-    return ctx.reply('REGISTER_ACK', ackOf(c, rec, s.locatorId));
+  const saved = c.store.saveSession(toStoredSession(s));
+  if (b.joinGroups && b.joinGroups.length > 0) {
+    // Joins come first (a refused join registers nothing), so an outdated REGISTER is caught before them.
+    const [rec] = await Promise.all([c.store.getPresence(s.locatorHex), saved]);
+    if (stale(rec)) return staleAck(rec);
+    await c.store.groups.joinAll(s.locatorId, b.joinGroups);
   }
-  if (b.joinGroups && b.joinGroups.length > 0) await c.store.groups.joinAll(s.locatorId, b.joinGroups);
   const netMode = b.netMode ?? 0;
   const g = grantTtl(c.limits, b.ttlS, netMode);
-  const now = Date.now();
+  const now = clock(c);
   const p: Presence = {
     addr: ctx.from, netMode, visibility: b.visibility ?? 0, sidHex: s.sidHex, seq, regMs: now, expMs: now + g.ttlS * 1000,
     nickname: b.nickname, extra: extraOf(b), ...(b.reachable === true ? { reachable: true } : {}),
   };
-  await c.store.putPresence(s.locatorHex, p);
+  const [older] = await Promise.all([
+    c.store.updatePresence(s.locatorHex, (rec) => (stale(rec) ? { result: rec } : { result: undefined, put: p })),
+    saved,
+  ]);
+  if (older) return staleAck(older);
+  c.onPresence?.(s.locatorHex, p, s);
   c.metrics.inc('registrations_total');
   return ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId: s.locatorId });
 }
@@ -108,30 +131,38 @@ export async function register(c: StoreContext, ctx: RequestContext<'REGISTER'>)
 export async function refresh(c: StoreContext, ctx: RequestContext<'REFRESH'>): Promise<HandlerResult> {
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
-  const rec = await c.store.getPresence(s.locatorHex);
-  if (!rec) return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
-  if (isStale(rec, s, seq)) {
-    c.metrics.inc('stale_updates_total', { type: 'REFRESH' });
-    return ctx.reply('REFRESH_ACK', ackOf(c, rec, s.locatorId));
-  }
   const b = ctx.msg.body;
-  if (b.netMode !== undefined) rec.netMode = b.netMode;
-  if (b.localAddrs) {
-    const x = { ...rec.extra };
-    if (b.localAddrs.length > 0) x.localAddrs = b.localAddrs;
-    else delete x.localAddrs;
-    rec.extra = Object.keys(x).length > 0 ? x : undefined;
+  type Outcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack; next: Presence };
+  const out = await c.store.updatePresence<Outcome>(s.locatorHex, (cur) => {
+    if (!cur) return { result: { kind: 'none' } };
+    if (isStale(cur, s, seq)) return { result: { kind: 'stale', ack: ackOf(c, cur, s.locatorId) } };
+    const rec = { ...cur };
+    if (b.netMode !== undefined) rec.netMode = b.netMode;
+    if (b.localAddrs) {
+      const x = { ...rec.extra };
+      if (b.localAddrs.length > 0) x.localAddrs = b.localAddrs;
+      else delete x.localAddrs;
+      rec.extra = Object.keys(x).length > 0 ? x : undefined;
+    }
+    const r = renewed(c, rec, ctx.from, seq, b.ttlS, s.locatorId);
+    return { result: { kind: 'renewed', ack: r.ack, next: r.next }, put: r.next };
+  });
+  if (out.kind === 'none') return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
+  if (out.kind === 'stale') {
+    c.metrics.inc('stale_updates_total', { type: 'REFRESH' });
+    return ctx.reply('REFRESH_ACK', out.ack);
   }
-  const ack = await renewFrom(c, s.locatorHex, rec, ctx.from, seq, b.ttlS, s.locatorId);
+  c.onPresence?.(s.locatorHex, out.next, s);
   c.metrics.inc('refreshes_total');
-  return ctx.reply('REFRESH_ACK', ack);
+  return ctx.reply('REFRESH_ACK', out.ack);
 }
 
 export async function unregister(c: StoreContext, ctx: RequestContext<'UNREGISTER'>): Promise<HandlerResult> {
   const s = ctx.session!;
-  const rec = await c.store.getPresence(s.locatorHex);
-  if (rec && !isStale(rec, s, ctx.msg.auth!.seq)) {
-    await c.store.deletePresence(s.locatorHex);
+  const seq = ctx.msg.auth!.seq;
+  const removed = await c.store.updatePresence(s.locatorHex, (rec) => (rec && !isStale(rec, s, seq) ? { result: true, remove: true } : { result: false }));
+  if (removed) {
+    c.onPresence?.(s.locatorHex, undefined, s);
     c.metrics.inc('unregistrations_total');
   }
   return ctx.reply('UNREGISTER_ACK', {});
@@ -140,9 +171,13 @@ export async function unregister(c: StoreContext, ctx: RequestContext<'UNREGISTE
 export async function probeAck(c: StoreContext, ctx: RequestContext<'PROBE_ACK'>): Promise<HandlerResult> {
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
-  const rec = await c.store.getPresence(s.locatorHex);
-  if (rec && !isStale(rec, s, seq)) {
-    await renewFrom(c, s.locatorHex, rec, ctx.from, seq, undefined, s.locatorId);
+  const next = await c.store.updatePresence(s.locatorHex, (rec) => {
+    if (!rec || isStale(rec, s, seq)) return { result: undefined };
+    const r = renewed(c, rec, ctx.from, seq, undefined, s.locatorId);
+    return { result: r.next, put: r.next };
+  });
+  if (next) {
+    c.onPresence?.(s.locatorHex, next, s);
     c.metrics.inc('probe_acks_total');
   }
   return null;
@@ -259,10 +294,10 @@ export async function groupMembers(c: StoreContext, ctx: RequestContext<'GROUP_M
 
 /**
  * INTRODUCE over the store (handlers/introduce.ts for the rules). The INTRO push goes out over
- * the target's session, with its keys and sequence numbers, so it is made only when that
- * session is held by this instance (the target registered or last spoke through it); a target
- * whose session lives on another instance gets the same NOT_FOUND as an offline one
- * (devloc-locatord(8), SEVERAL INSTANCES).
+ * the target's session from the instance the target last spoke to (Presence.inst): when that is
+ * this instance, it pushes; otherwise this instance seals the target's half with the target's
+ * session keys from Redis and asks the owner, through the relay (store/relay.ts), to push it,
+ * answering the asker once the owner agreed (devloc-locatord(8), SEVERAL INSTANCES).
  */
 export async function introduceHere(c: StoreContext, ctx: RequestContext<'INTRODUCE'>): Promise<HandlerResult> {
   const sessions = c.sessions!;
@@ -281,25 +316,67 @@ export async function introduceHere(c: StoreContext, ctx: RequestContext<'INTROD
     result('rate-limited');
     return limited;
   }
-  const [[rec], askerRec] = await Promise.all([visibleRecords(c, [target], asker), c.store.getPresence(asker.locatorHex)]);
-  const targetSession = rec ? sessions.get(rec.sidHex) : undefined;
-  if (!rec || !rec.reachable || !targetSession || targetSession.locatorHex !== targetHex) {
-    result(rec && rec.reachable && !targetSession ? 'not-found-elsewhere' : 'not-found');
+  const notFound = (why: string): Refusal => {
+    result(why);
     return { error: ErrorCode.NOT_FOUND, message: NOT_INTRODUCED };
+  };
+  const [[rec], askerRec] = await Promise.all([visibleRecords(c, [target], asker), c.store.getPresence(asker.locatorHex)]);
+  if (!rec || !rec.reachable) return notFound('not-found');
+  const elsewhere = rec.inst !== undefined && rec.inst !== c.instanceId && c.relay !== undefined;
+  let targetSession: ServerSession | undefined;
+  if (elsewhere) {
+    const stored = await c.store.loadSession(rec.sidHex);
+    targetSession = stored ? fromStoredSession(stored) : undefined;
+  } else {
+    if (!sessions.get(rec.sidHex)) await sessions.fetch(rec.sidHex);
+    targetSession = sessions.get(rec.sidHex);
   }
-  const busy = intros.admit(targetHex);
-  if (busy) {
-    result('busy');
-    return busy;
+  if (!targetSession || targetSession.locatorHex !== targetHex) return notFound('not-found');
+  if (!elsewhere) {
+    const busy = intros.admit(targetHex);
+    if (busy) {
+      result('busy');
+      return busy;
+    }
   }
   const { toTarget, toAsker } = introduction({
     asker, askerFrom: ctx.from, askerLocalAddrs: b.localAddrs ?? askerRec?.extra?.localAddrs, askerNetMode: b.netMode ?? askerRec?.netMode ?? 0,
     askerNickname: askerRec?.nickname, target, targetSession, targetAddr: rec.addr, targetLocalAddrs: rec.extra?.localAddrs,
     targetNetMode: rec.netMode, targetNickname: rec.nickname,
   });
+  if (elsewhere) {
+    // The owner MACs it in the target's session: sent here with auth naming the session, no MAC.
+    const intro = encodeDatagram('INTRO', randomBytes(REQUEST_ID_BYTES), toTarget, { sid: targetSession.sid, seq: 0 });
+    const r = await c.relay!.request(rec.inst!, targetHex, intro);
+    if (r === 'busy') {
+      result('busy');
+      return { error: ErrorCode.TRY_LATER, message: 'too many introductions in progress', retryAfterMs: 1000 };
+    }
+    if (r !== 'ok') return notFound('not-found-elsewhere');
+    result('ok-relayed');
+    return ctx.reply('INTRODUCE_ACK', toAsker);
+  }
   intros.push(targetHex, targetSession, toTarget);
   result('ok');
   return ctx.reply('INTRODUCE_ACK', toAsker);
+}
+
+/**
+ * The relay's `deliver` (store/relay.ts): push an INTRO another instance built for a target
+ * whose session this instance serves (loaded from Redis if need be).
+ */
+export function deliverRelayed(sessions: ServerSessions, intros: Introductions): (targetHex: string, intro: Buffer) => Promise<RelayResult> {
+  return async (targetHex, bytes) => {
+    const d = decodeDatagram(bytes);
+    if (!d.ok || d.msg.name !== 'INTRO' || !d.msg.auth) return 'gone';
+    const sidHex = Buffer.from(d.msg.auth.sid).toString('hex');
+    if (!sessions.get(sidHex)) await sessions.fetch(sidHex);
+    const session = sessions.get(sidHex);
+    if (!session || session.locatorHex !== targetHex) return 'gone';
+    if (intros.admit(targetHex)) return 'busy';
+    intros.push(targetHex, session, d.msg.body);
+    return 'ok';
+  };
 }
 
 /** For Introductions' `target` in store mode: where to send the next INTRO copy, if anywhere. */

@@ -3,16 +3,23 @@
 // Keys (prefix "dl:" by default; "{...}" is the Redis Cluster hash tag, so a terminal's keys
 // share one slot and a group's keys another):
 //   dl:p:{<locator hex>}  presence: one compact CBOR value (codec.ts), PX = the registration's
-//                         remaining TTL: Redis frees expired registrations itself, no sweep;
+//                         remaining TTL: Redis frees expired registrations itself;
 //   dl:s:{<sid hex>}      session: locator ID, audience, ticket expiry, authd kid and the two
-//                         raw session keys, PX = until the ticket expires (+ clock skew);
+//                         session keys, sealed (codec.ts), PX = until the ticket expires (+ skew);
 //   dl:g:{<group hex>}    group metadata (hash: name, owner, code salt/hash, created, join seq);
 //   dl:gm:{<group hex>}   members (sorted set scored by join order: pages are rank ranges);
 //   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks).
 //
 // Every call is pipelined by the connection (resp.ts): the commands of all datagrams received
 // in one event-loop turn go to Redis in one write. A query of n IDs is one MGET (standalone) or
-// n GETs in the same pipeline (Cluster, where MGET across slots is refused).
+// n GETs in the same pipeline (Cluster, where MGET across slots is refused). Every other
+// command names one key, or keys of one hash tag: nothing crosses slots.
+//
+// An update of a presence record (REFRESH, PROBE_ACK, REGISTER over an existing record,
+// UNREGISTER) is a GET, a decision in JavaScript (staleness by session and sequence number, TTL
+// grant), and a compare-and-set Lua script (CAS_PRESENCE: write only if the value is still the
+// one read), retried on conflict: two instances updating one terminal at once cannot undo each
+// other's newer update.
 //
 // Groups are hard state: run Redis with appendonly (see devloc-locatord(8)) when groups matter;
 // group changes are several commands, not a transaction (keys live in different slots), so two
@@ -23,16 +30,29 @@ import type { GroupInfo, GroupLimits } from '../groups.js';
 import { GROUP_ID_BYTES } from '../groups.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession } from './codec.js';
 import type { RedisClientOptions, RespValue } from './resp.js';
-import { RedisClient } from './resp.js';
-import type { GroupBackend, LocatorStore, Presence, StoredSession } from './types.js';
+import { LuaScript, RedisClient, RedisUnavailable } from './resp.js';
+import type { GroupBackend, LocatorStore, Presence, PresenceChange, StoredSession } from './types.js';
 
 export interface RedisStoreOptions extends RedisClientOptions {
   prefix?: string;
   limits: GroupLimits;
   /** Added to session lifetimes (ticket clock skew), ms. */
   sessionGraceMs?: number;
+  /** Seals sessions at rest (codec.ts sessionSealKey); every instance must use the same. */
+  sessionSealKey: Buffer;
+  /** Stamped on every presence record this store writes (Presence.inst). */
+  instanceId?: string;
   now?: () => number;
 }
+
+/** KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms. */
+const CAS_PRESENCE = new LuaScript(`local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+if ARGV[2] == 'del' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
+return 1`);
+
+/** Compare-and-set attempts before giving up (TRY_LATER): only a storm of updates to one terminal gets there. */
+const CAS_ATTEMPTS = 8;
 
 function hashCode(salt: Uint8Array, code: string): Buffer {
   return createHash('sha256').update(salt).update(code, 'utf8').digest();
@@ -47,12 +67,19 @@ export class RedisStore implements LocatorStore {
   private readonly prefix: string;
   private readonly now: () => number;
   private readonly graceMs: number;
+  private readonly sealKey: Buffer;
+  readonly instanceId: string | undefined;
+  /** Compare-and-set conflicts (another instance changed the record in between): retried. */
+  casConflicts = 0;
 
   constructor(o: RedisStoreOptions) {
     this.client = new RedisClient(o);
     this.prefix = o.prefix ?? 'dl:';
     this.now = o.now ?? Date.now;
     this.graceMs = o.sessionGraceMs ?? 0;
+    if (o.sessionSealKey.length !== 32) throw new Error('sessionSealKey must be 32 bytes');
+    this.sealKey = o.sessionSealKey;
+    this.instanceId = o.instanceId;
     this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now);
   }
 
@@ -94,10 +121,30 @@ export class RedisStore implements LocatorStore {
     });
   }
 
+  private encode(p: Presence): Buffer {
+    return encodePresence(this.instanceId ? { ...p, inst: this.instanceId } : p);
+  }
+
   async putPresence(idHex: string, p: Presence): Promise<void> {
     const k = this.presenceKey(idHex);
     const ttl = Math.max(1, p.expMs - this.now());
-    await this.client.call(['SET', k, encodePresence(p), 'PX', ttl], k);
+    await this.client.call(['SET', k, this.encode(p), 'PX', ttl], k);
+  }
+
+  async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T> {
+    const k = this.presenceKey(idHex);
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const raw = asBuf(await this.client.call(['GET', k], k));
+      const d = change(raw ? this.live(decodePresence(raw)) : undefined);
+      if (!d.put && !d.remove) return d.result;
+      if (d.remove && !raw) return d.result;
+      const args = d.remove
+        ? [raw ?? '', 'del', '', 0]
+        : [raw ?? '', 'set', this.encode(d.put!), Math.max(1, d.put!.expMs - this.now())];
+      if ((await this.client.eval(CAS_PRESENCE, k, args)) === 1) return d.result;
+      this.casConflicts++;
+    }
+    throw new RedisUnavailable(`presence ${idHex}: changed concurrently ${CAS_ATTEMPTS} times`, 100);
   }
 
   async deletePresence(idHex: string): Promise<boolean> {
@@ -109,13 +156,13 @@ export class RedisStore implements LocatorStore {
     const k = `${this.prefix}s:{${s.sidHex}}`;
     const ttl = s.exp * 1000 + this.graceMs - this.now();
     if (ttl <= 0) return;
-    await this.client.call(['SET', k, encodeSession(s), 'PX', ttl], k);
+    await this.client.call(['SET', k, encodeSession(s, this.sealKey), 'PX', ttl], k);
   }
 
   async loadSession(sidHex: string): Promise<StoredSession | undefined> {
     const k = `${this.prefix}s:{${sidHex}}`;
     const v = asBuf(await this.client.call(['GET', k], k));
-    return v ? decodeSession(sidHex, v) : undefined;
+    return v ? decodeSession(sidHex, v, this.sealKey) : undefined;
   }
 
   /** Bytes Redis uses in all (INFO memory used_memory), for the bench. */

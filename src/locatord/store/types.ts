@@ -25,6 +25,20 @@ export interface Presence {
   extra?: RegistrationExtra | undefined;
   /** REGISTER `reachable`: the terminal accepts introductions (INTRO). */
   reachable?: boolean | undefined;
+  /**
+   * Redis mode: the instance (random ID, hex) that last wrote the record, i.e. the one the
+   * terminal last spoke to: it probes the terminal and pushes its INTROs.
+   */
+  inst?: string | undefined;
+}
+
+/** What updatePresence's `change` decides from the current record. */
+export interface PresenceChange<T> {
+  result: T;
+  /** Store this record (expiry at its expMs). */
+  put?: Presence;
+  /** Delete the record. */
+  remove?: boolean;
 }
 
 /** What another instance needs to serve a session opened elsewhere. */
@@ -59,6 +73,13 @@ export interface LocatorStore {
   /** Store with expiry at `p.expMs`. */
   putPresence(idHex: string, p: Presence): Promise<void>;
   deletePresence(idHex: string): Promise<boolean>;
+  /**
+   * Read-decide-write as one atomic step across instances: `change` sees the current record
+   * (undefined if none) and says what to write; the write happens only if nobody changed the
+   * record since it was read, else `change` runs again on the new record (Redis: compare-and-set
+   * by a Lua script; bounded retries, then RedisUnavailable).
+   */
+  updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T>;
   saveSession(s: StoredSession): Promise<void>;
   loadSession(sidHex: string): Promise<StoredSession | undefined>;
   readonly groups: GroupBackend;
