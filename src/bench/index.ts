@@ -148,6 +148,20 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       },
     },
     {
+      name: 'agent',
+      doc: 'devloc-agent (embedded Agent in its own process): idle RSS, CPU per refresh, CPU seconds per hour; 4x --seconds per run (min 10 s), two runs',
+      run: async (ctx) => {
+        const { benchAgent } = await import('../agent/bench.js');
+        const r = await benchAgent({ seconds: Math.max(10, 4 * ctx.seconds) });
+        const s = 'agent';
+        return [
+          { section: s, name: 'idle RSS (Node.js included)', value: r.idleRssMiB, unit: 'MiB', extra: { heapMiB: r.idleHeapMiB, runtime: r.runtime } },
+          { section: s, name: 'CPU per refresh', value: r.cpuMsPerRefresh, unit: 'ms', extra: { refreshes: r.busy.refreshes } },
+          { section: s, name: `CPU per hour at the ${r.defaultRefreshS} s refresh`, value: r.cpuSecondsPerHour, unit: 'CPU-s', extra: { idleCpuSecondsPerHour: r.idleCpuSecondsPerHour } },
+        ];
+      },
+    },
+    {
       name: 'terminals',
       doc: 'N simulated terminals (real identities and crypto) against authd + locatord + matchd: auth, register, refresh, query, group and match traffic, swept from flat out to overload',
       run: async (ctx) => {

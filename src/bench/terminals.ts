@@ -163,12 +163,39 @@ class Worker {
     return this.child.proc.pid;
   }
 
-  ask<T>(c: WorkerCommand): Promise<T> {
+  /**
+   * Sends a command and resolves with the answer. A load generator that has not answered after
+   * `withinMs` is reported as such (which command, which worker) instead of the bench waiting
+   * forever: every phase is bounded (requests time out, a step lasts --seconds), so silence past
+   * the bound is a bug to see, not to sit out.
+   */
+  ask<T>(c: WorkerCommand, withinMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.waiting = { resolve: resolve as (m: unknown) => void, reject };
+      const timer = setTimeout(() => {
+        this.waiting = undefined;
+        reject(new Error(`load generator ${this.id} (pid ${this.pid ?? '?'}) did not answer "${c.cmd}" within ${Math.round(withinMs / 1000)} s`));
+      }, withinMs);
+      this.waiting = {
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
       this.child.proc.send(c);
     });
   }
+}
+
+/**
+ * Longest a setup phase may take: each terminal makes at most 5 tries of at most 5 requests, 16
+ * terminals at a time per generator, each try bounded by the request timeout; plus a minute of slack.
+ */
+export function setupBoundMs(terminalsPerWorker: number, timeoutMs: number): number {
+  return Math.ceil(terminalsPerWorker / 16) * 5 * 5 * timeoutMs + 60_000;
 }
 
 // ---- merging --------------------------------------------------------------------------------
@@ -260,11 +287,11 @@ export async function runTerminals(o: TerminalsOptions): Promise<TerminalsReport
       authd: target.authd, authdKidHex: target.authdKidHex, authdSeal: target.authdSeal,
       ...(target.locatord ? { locatord: target.locatord } : {}), ...(target.matchd ? { matchd: target.matchd } : {}),
       audiences: { locator: 'locator', match: 'match' }, timeoutMs: Math.max(o.timeoutMs, 2000), withMatch: norm['match-submit'] > 0,
-    } satisfies SetupCommand)));
+    } satisfies SetupCommand, setupBoundMs(target.identities.length / nWorkers, Math.max(o.timeoutMs, 2000)))));
     const setupS = (performance.now() - t0) / 1000;
     const all = setups.flatMap((s) => s.terminals).sort((a, b) => a.index - b.index);
     const homeGroups = all.filter((t) => t.homeGroup).map((t) => t.homeGroup!);
-    await Promise.all(workers.map((w) => w.ask({ cmd: 'prepare', locatorIds: all.map((t) => t.locatorId), homeGroups })));
+    await Promise.all(workers.map((w) => w.ask({ cmd: 'prepare', locatorIds: all.map((t) => t.locatorId), homeGroups }, setupBoundMs(all.length / nWorkers, Math.max(o.timeoutMs, 2000)))));
     const setupKinds = [...new Set(setups.flatMap((s) => Object.keys(s.report.kinds)))];
     const setup = {
       seconds: round(setupS, 1),
@@ -295,7 +322,7 @@ export async function runTerminals(o: TerminalsOptions): Promise<TerminalsReport
       const meter = new CpuMeter(pids);
       const reports = await Promise.all(workers.map((w) => w.ask<{ report: StepReport }>({
         cmd: 'run', step: si, ratePerS: offered === null ? null : offered / workers.length, seconds: o.seconds, window: o.window, mix: o.mix, timeoutMs: o.timeoutMs,
-      } satisfies RunCommand))).then((rs) => rs.map((r) => r.report));
+      } satisfies RunCommand, o.seconds * 1000 + o.timeoutMs + 30_000))).then((rs) => rs.map((r) => r.report));
       const cpu = meter.read();
       workers.forEach((w) => (w.onProgress = undefined));
       const seconds = Math.max(...reports.map((r) => r.ms)) / 1000;
