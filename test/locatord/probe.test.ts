@@ -2,23 +2,13 @@
 // registered address; the terminal's PROBE_ACK extends it like a refresh. Sweeps are run by hand
 // under an injected clock.
 import t from 'tap';
-import type { Reply } from '../../src/net/client.js';
 import { UdpClient } from '../../src/net/client.js';
-import { FakeClock, startServer, Terminal } from './fixtures/helpers.js';
+import { FakeClock, pushClient, startServer, Terminal } from './fixtures/helpers.js';
 
 t.test('probe near expiry; PROBE_ACK extends the registration', async (t) => {
   const clock = new FakeClock();
   const { loc, dest, keys } = await startServer(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30, probeAtPercent: 80 } });
-  const pushes: Reply[] = [];
-  const waiting: ((r: Reply) => void)[] = [];
-  const client = await UdpClient.open({
-    bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300 },
-    onPush: (r) => {
-      pushes.push(r);
-      waiting.shift()?.(r);
-    },
-  });
-  t.teardown(() => client.close());
+  const { client, pushes, next: nextPush } = await pushClient(t);
   const term = await Terminal.open(t, keys, dest, { client, nowS: Math.floor(clock.ms / 1000) });
   await term.expect(t, 'REGISTER_ACK', term.request('REGISTER', { ticket: term.creds.ticket, timeMs: clock.ms }));
   const id = term.locatorId.toString('hex');
@@ -27,7 +17,7 @@ t.test('probe near expiry; PROBE_ACK extends the registration', async (t) => {
   clock.advance(23_000);
   t.same(loc.sweep(), { expired: 0, probes: 0 }, 'not yet at 80%');
   clock.advance(1_200);
-  const next = new Promise<Reply>((r) => waiting.push(r));
+  const next = nextPush();
   t.same(loc.sweep(), { expired: 0, probes: 1 }, 'probed at 80% of the TTL');
   const probe = await next;
   t.equal(probe.msg.name, 'PROBE');

@@ -6,39 +6,18 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import type { Reply } from '../../src/net/client.js';
-import { UdpClient } from '../../src/net/client.js';
 import { NOT_INTRODUCED } from '../../src/locatord/handlers/introduce.js';
 import type { MessageOf } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { openChannelKey } from '../../src/wire/peer.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
-import { errorCodeOf, startServer, Terminal } from '../locatord/fixtures/helpers.js';
+import { errorCodeOf, pushClient, startServer, Terminal } from '../locatord/fixtures/helpers.js';
 import type { Address } from '../../src/wire/addr.js';
 
 /** A terminal whose socket collects server pushes. */
 async function terminal(t: Test, keys: TestKeys, dest: Address): Promise<{ term: Terminal; pushes: Reply[]; next: () => Promise<Reply> }> {
-  const pushes: Reply[] = [];
-  const waiting: ((r: Reply) => void)[] = [];
-  const client = await UdpClient.open({
-    bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300 },
-    onPush: (r) => {
-      pushes.push(r);
-      waiting.shift()?.(r);
-    },
-  });
-  t.teardown(() => client.close());
+  const { client, pushes, next } = await pushClient(t);
   const term = await Terminal.open(t, keys, dest, { client });
-  const next = (): Promise<Reply> => {
-    const seen = pushes.length;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no push')), 5000);
-      waiting.push((r) => {
-        clearTimeout(timer);
-        resolve(r);
-      });
-      if (pushes.length > seen) resolve(pushes[seen]!);
-    });
-  };
   return { term, pushes, next };
 }
 

@@ -13,14 +13,12 @@ import path from 'node:path';
 import { RedisStore } from '../../src/locatord/store/redis.js';
 import { keySlot, parseRedisUrl } from '../../src/locatord/store/resp.js';
 import type { Presence } from '../../src/locatord/store/types.js';
-import type { Reply } from '../../src/net/client.js';
-import { UdpClient } from '../../src/net/client.js';
 import type { Address } from '../../src/wire/addr.js';
 import type { MessageOf } from '../../src/wire/envelope.js';
 import { startDaemon } from '../helpers/daemon.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
-import { makeKeys, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
+import { makeKeys, pushClient, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
 import type { TestCluster } from './fixtures/redis-cluster.js';
 import { startCluster } from './fixtures/redis-cluster.js';
 import { hasRedis } from './fixtures/redis-server.js';
@@ -124,16 +122,7 @@ t.test('two locatord processes on the Cluster: one table, groups, a relayed intr
   const keys = makeKeys();
   const [one, two] = await Promise.all([locatord(t, keys, cluster), locatord(t, keys, cluster)]);
   t.equal(one.listening['cluster'], true);
-  const pushes: Reply[] = [];
-  const waiting: ((r: Reply) => void)[] = [];
-  const bobClient = await UdpClient.open({
-    bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300 },
-    onPush: (r) => {
-      pushes.push(r);
-      waiting.shift()?.(r);
-    },
-  });
-  t.teardown(() => bobClient.close());
+  const { client: bobClient, next: nextPush } = await pushClient(t);
   const alice = await Terminal.open(t, keys, dest(one));
   const bob = await Terminal.open(t, keys, dest(two), { client: bobClient });
   const group = randomBytes(16);
@@ -148,7 +137,7 @@ t.test('two locatord processes on the Cluster: one table, groups, a relayed intr
   t.equal(m.body.total, 2);
   // Alice asks instance one for bob, whose session and flow are on instance two: relayed.
   alice.dest = dest(one);
-  const intro = new Promise<Reply>((resolve) => waiting.push(resolve));
+  const intro = nextPush();
   const ack = await alice.expect(t, 'INTRODUCE_ACK', alice.request('INTRODUCE', { target: bob.locatorId }));
   const push = await intro;
   t.equal(push.msg.name, 'INTRO');

@@ -13,13 +13,12 @@ import path from 'node:path';
 import { startDaemon } from '../helpers/daemon.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
 import type { Reply } from '../../src/net/client.js';
-import { UdpClient } from '../../src/net/client.js';
 import type { Address } from '../../src/wire/addr.js';
 import type { MessageOf } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { openChannelKey } from '../../src/wire/peer.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
-import { errorCodeOf, makeKeys, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
+import { errorCodeOf, makeKeys, pushClient, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
 import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
 import { startRedis } from './fixtures/redis-server.js';
@@ -45,24 +44,8 @@ const dest = (d: RunningDaemon): Address => ({ ip: '127.0.0.1', port: d.listenin
 
 /** A terminal whose socket collects server pushes. */
 async function terminal(t: Test, keys: TestKeys, to: Address): Promise<{ term: Terminal; next: () => Promise<Reply> }> {
-  const pushes: Reply[] = [];
-  const waiting: ((r: Reply) => void)[] = [];
-  const client = await UdpClient.open({
-    bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300 },
-    onPush: (r) => {
-      pushes.push(r);
-      waiting.shift()?.(r);
-    },
-  });
-  t.teardown(() => client.close());
+  const { client, next } = await pushClient(t);
   const term = await Terminal.open(t, keys, to, { client });
-  const next = (): Promise<Reply> => new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no push')), 5000);
-    waiting.push((r) => {
-      clearTimeout(timer);
-      resolve(r);
-    });
-  });
   return { term, next };
 }
 

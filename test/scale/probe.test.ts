@@ -5,11 +5,9 @@
 // (Redis's own expiry runs on real time: the TTLs here are far longer than the test).
 import t from 'tap';
 import type { Test } from 'tap';
-import type { Reply } from '../../src/net/client.js';
-import { UdpClient } from '../../src/net/client.js';
 import type { ScaledLocatord } from '../../src/locatord/scaled.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
-import { FakeClock, makeKeys, startServer, Terminal } from '../locatord/fixtures/helpers.js';
+import { FakeClock, makeKeys, pushClient, startServer, Terminal } from '../locatord/fixtures/helpers.js';
 import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis, startRedis } from './fixtures/redis-server.js';
 
@@ -25,26 +23,6 @@ async function instance(t: Test, redis: TestRedis, keys: TestKeys, clock: FakeCl
   return { loc: loc as ScaledLocatord, dest };
 }
 
-async function pushClient(t: Test): Promise<{ client: UdpClient; next: () => Promise<Reply>; pushes: Reply[] }> {
-  const pushes: Reply[] = [];
-  const waiting: ((r: Reply) => void)[] = [];
-  const client = await UdpClient.open({
-    bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300 },
-    onPush: (r) => {
-      pushes.push(r);
-      waiting.shift()?.(r);
-    },
-  });
-  t.teardown(() => client.close());
-  const next = (): Promise<Reply> => new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no push')), 5000);
-    waiting.push((r) => {
-      clearTimeout(timer);
-      resolve(r);
-    });
-  });
-  return { client, next, pushes };
-}
 
 t.test('redis mode: probe near expiry; PROBE_ACK extends the record in Redis', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
