@@ -16,7 +16,9 @@ import { parseTags, seriesPoints } from './svgparse.js';
 
 const devloc = path.join(root, 'src/cli/devloc.ts');
 
-function run(args: string[], timeoutMs = 180_000): Promise<{ status: number | null; out: string; err: string }> {
+// Under tap's 120 s per file: a bench that hangs is killed here and the test fails with its
+// stderr (the phase it was in), instead of tap's bare timeout leaving the processes behind.
+function run(args: string[], timeoutMs = 90_000): Promise<{ status: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, ['--import', 'tsx', devloc, ...args], { cwd: root, env: { ...process.env, COLUMNS: '100' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
