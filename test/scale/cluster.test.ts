@@ -5,20 +5,17 @@
 // through one, query through the other, groups, a relayed introduction), also across a slot
 // migration they were not told about.
 import t from 'tap';
+import { daemonAddress, redisLocatord } from './fixtures/locatord.js';
 import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { RedisStore } from '../../src/locatord/store/redis.js';
 import { keySlot, parseRedisUrl } from '../../src/locatord/store/resp.js';
 import type { Presence } from '../../src/locatord/store/types.js';
-import type { Address } from '../../src/wire/addr.js';
 import type { MessageOf } from '../../src/wire/envelope.js';
-import { startDaemon } from '../helpers/daemon.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
-import { makeKeys, pushClient, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
+import { makeKeys, pushClient, Terminal } from '../locatord/fixtures/helpers.js';
 import type { TestCluster } from './fixtures/redis-cluster.js';
 import { startCluster } from './fixtures/redis-cluster.js';
 import { hasRedis } from './fixtures/redis-server.js';
@@ -102,20 +99,9 @@ t.test('store on a Cluster: slots, no cross-slot command, ASK and MOVED during a
   t.equal(store.client.redirects.moved, moved, 'no more redirections once remapped');
 });
 
-async function locatord(t: Test, keys: TestKeys, cluster: TestCluster): Promise<RunningDaemon> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'locatord-cluster-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const files = writeKeyFiles(dir, keys);
-  const d = await startDaemon('locatord/main.ts', [
-    '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', dir,
-    '--service-key', files.serviceKey, '--trust', files.trust, '--rate', '0', '--query-rate', '0', '--query-source-rate', '0',
-    '--store', 'redis', '--redis-url', cluster.url, '--redis-timeout-ms', '1000',
-  ]);
-  t.teardown(() => d.stop());
-  return d;
-}
+const locatord = (t: Test, keys: TestKeys, cluster: TestCluster): Promise<RunningDaemon> => redisLocatord(t, keys, cluster.url, { redisTimeoutMs: 1000 });
 
-const dest = (d: RunningDaemon): Address => ({ ip: '127.0.0.1', port: d.listening['port'] as number });
+const dest = daemonAddress;
 
 t.test('two locatord processes on the Cluster: one table, groups, a relayed introduction, a slot moved under them', { skip: noRedis }, async (t) => {
   const cluster = await startCluster(t);

@@ -3,15 +3,13 @@
 // Redis restart (no persistence: everything gone) the terminal re-registers and is served again
 // without restarting the daemons. Also --workers 2 on one port.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { daemonAddress, redisLocatord } from './fixtures/locatord.js';
 import path from 'node:path';
 import type { Test } from 'tap';
-import { startDaemon } from '../helpers/daemon.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
-import { errorCodeOf, makeKeys, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
+import { errorCodeOf, makeKeys, Terminal } from '../locatord/fixtures/helpers.js';
 import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
 import { startRedis } from './fixtures/redis-server.js';
@@ -19,20 +17,9 @@ import { startRedis } from './fixtures/redis-server.js';
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
 const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
 
-async function locatord(t: Test, keys: TestKeys, redis: TestRedis, extra: string[] = []): Promise<RunningDaemon> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'locatord-scale-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const files = writeKeyFiles(dir, keys);
-  const d = await startDaemon('locatord/main.ts', [
-    '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', dir,
-    '--service-key', files.serviceKey, '--trust', files.trust, '--rate', '0', '--query-rate', '0', '--query-source-rate', '0',
-    '--store', 'redis', '--redis-url', redis.url, '--redis-timeout-ms', '300', ...extra,
-  ]);
-  t.teardown(() => d.stop());
-  return d;
-}
+const locatord = (t: Test, keys: TestKeys, redis: TestRedis, extra: string[] = []): Promise<RunningDaemon> => redisLocatord(t, keys, redis.url, { redisTimeoutMs: 300, extra });
 
-const dest = (d: RunningDaemon) => ({ ip: '127.0.0.1', port: d.listening['port'] as number });
+const dest = daemonAddress;
 
 t.test('register through one instance, query through another', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);

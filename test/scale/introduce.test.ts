@@ -6,11 +6,9 @@
 // a peer not reachable, or whose instance is gone, gets NOT_FOUND; forged relay requests are
 // refused (devloc-locatord(8), SEVERAL INSTANCES).
 import t from 'tap';
+import { daemonAddress, redisLocatord } from './fixtures/locatord.js';
 import type { Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startDaemon } from '../helpers/daemon.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
 import type { Reply } from '../../src/net/client.js';
 import type { Address } from '../../src/wire/addr.js';
@@ -18,7 +16,7 @@ import type { MessageOf } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { openChannelKey } from '../../src/wire/peer.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
-import { errorCodeOf, makeKeys, pushClient, Terminal, writeKeyFiles } from '../locatord/fixtures/helpers.js';
+import { errorCodeOf, makeKeys, pushClient, Terminal } from '../locatord/fixtures/helpers.js';
 import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
 import { startRedis } from './fixtures/redis-server.js';
@@ -27,20 +25,9 @@ import { RespConnection } from '../../src/locatord/store/resp.js';
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
 const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
 
-async function locatord(t: Test, keys: TestKeys, redis: TestRedis): Promise<RunningDaemon> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'locatord-scale-intro-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const files = writeKeyFiles(dir, keys);
-  const d = await startDaemon('locatord/main.ts', [
-    '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', dir,
-    '--service-key', files.serviceKey, '--trust', files.trust, '--rate', '0', '--query-rate', '0', '--query-source-rate', '0',
-    '--store', 'redis', '--redis-url', redis.url, '--redis-timeout-ms', '400',
-  ]);
-  t.teardown(() => d.stop());
-  return d;
-}
+const locatord = (t: Test, keys: TestKeys, redis: TestRedis): Promise<RunningDaemon> => redisLocatord(t, keys, redis.url, { redisTimeoutMs: 400 });
 
-const dest = (d: RunningDaemon): Address => ({ ip: '127.0.0.1', port: d.listening['port'] as number });
+const dest = daemonAddress;
 
 /** A terminal whose socket collects server pushes. */
 async function terminal(t: Test, keys: TestKeys, to: Address): Promise<{ term: Terminal; next: () => Promise<Reply> }> {
