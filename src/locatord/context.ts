@@ -39,7 +39,10 @@ export function grantTtl(limits: LocatordLimits, requestedS: number | undefined,
  * budget. Counting IDs (not requests) is what bounds status tracking and ID enumeration: one
  * QUERY_STATUS of 64 IDs costs as much as 64 of one ID.
  */
-export function chargeLookups(ctx: LocatorContext, sourceIp: string, locatorHex: string, ids: number): Refusal | null {
+/** The two lookup budgets, which both stores' handlers charge. */
+export type LookupLimits = Pick<LocatorContext, 'queryLimiter' | 'querySourceLimiter'>;
+
+export function chargeLookups(ctx: LookupLimits, sourceIp: string, locatorHex: string, ids: number): Refusal | null {
   if (ids === 0) return null;
   if (!ctx.querySourceLimiter.take(sourceIp, ids)) {
     return { error: ErrorCode.RATE_LIMITED, message: 'too many lookups from this address', retryAfterMs: ctx.querySourceLimiter.retryAfterMs(sourceIp, ids) };

@@ -4,11 +4,12 @@
 //
 // Visibility 0: anyone authenticated who knows the ID. Visibility 1: the terminal itself, IDs on
 // its allow-list, and members of a group it is in.
-import type { HandlerResult, RequestContext } from '../../net/server.js';
+import type { Metrics } from '../../common/metrics.js';
+import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js';
 import type { ServerSession } from '../../net/sessions.js';
 import type { AddrEntry } from '../../wire/catalog.js';
 import { Visibility } from '../../wire/constants.js';
-import type { LocatorContext } from '../context.js';
+import type { LocatorContext, LookupLimits } from '../context.js';
 import { chargeLookups } from '../context.js';
 import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
 import type { Registration } from '../table.js';
@@ -44,20 +45,35 @@ export function addrEntry(id: Uint8Array, rec: Registration | undefined): AddrEn
   return e;
 }
 
+/**
+ * Once a page of answers is filled, the same for both stores: charge its lookups to the asker's
+ * budgets (refused: RATE_LIMITED, counted) and count the IDs found online and offline.
+ */
+export function chargeQueryPage(
+  c: LookupLimits & { metrics: Metrics },
+  type: 'QUERY_ADDR' | 'QUERY_STATUS',
+  sourceIp: string,
+  asker: ServerSession,
+  online: readonly boolean[],
+): Refusal | null {
+  const refused = chargeLookups(c, sourceIp, asker.locatorHex, online.length);
+  if (refused) {
+    c.metrics.inc('queries_total', { type, result: 'rate-limited' });
+    return refused;
+  }
+  const found = online.filter(Boolean).length;
+  c.metrics.inc('queries_total', { type, result: 'ok' });
+  c.metrics.inc('query_ids_total', { type, result: 'online' }, found);
+  c.metrics.inc('query_ids_total', { type, result: 'offline' }, online.length - found);
+  return null;
+}
+
 export function queryAddr(c: LocatorContext, ctx: RequestContext<'QUERY_ADDR'>): HandlerResult {
   const asker = ctx.session!;
   const { ids, cursor = 0 } = ctx.msg.body;
   const page = fillPage(Math.min(cursor, ids.length), ids.length, ADDR_BASE, (i) => addrEntry(ids[i]!, lookup(c, ids[i]!, asker)), (e) => encodedSize(ADDR_ENTRY_FIELDS, e));
-  const refused = chargeLookups(c, ctx.from.ip, asker.locatorHex, page.entries.length);
-  if (refused) {
-    c.metrics.inc('queries_total', { type: 'QUERY_ADDR', result: 'rate-limited' });
-    return refused;
-  }
-  let online = 0;
-  for (const e of page.entries) if (e.online) online++;
-  c.metrics.inc('queries_total', { type: 'QUERY_ADDR', result: 'ok' });
-  c.metrics.inc('query_ids_total', { type: 'QUERY_ADDR', result: 'online' }, online);
-  c.metrics.inc('query_ids_total', { type: 'QUERY_ADDR', result: 'offline' }, page.entries.length - online);
+  const refused = chargeQueryPage(c, 'QUERY_ADDR', ctx.from.ip, asker, page.entries.map((e) => e.online));
+  if (refused) return refused;
   return ctx.reply('QUERY_ADDR_RESULT', page.next === undefined ? { entries: page.entries } : { entries: page.entries, nextCursor: page.next });
 }
 
@@ -65,15 +81,7 @@ export function queryStatus(c: LocatorContext, ctx: RequestContext<'QUERY_STATUS
   const asker = ctx.session!;
   const { ids, cursor = 0 } = ctx.msg.body;
   const page = fillPage(Math.min(cursor, ids.length), ids.length, STATUS_BASE, (i) => lookup(c, ids[i]!, asker) !== undefined, () => BOOL_SIZE);
-  const refused = chargeLookups(c, ctx.from.ip, asker.locatorHex, page.entries.length);
-  if (refused) {
-    c.metrics.inc('queries_total', { type: 'QUERY_STATUS', result: 'rate-limited' });
-    return refused;
-  }
-  let online = 0;
-  for (const e of page.entries) if (e) online++;
-  c.metrics.inc('queries_total', { type: 'QUERY_STATUS', result: 'ok' });
-  c.metrics.inc('query_ids_total', { type: 'QUERY_STATUS', result: 'online' }, online);
-  c.metrics.inc('query_ids_total', { type: 'QUERY_STATUS', result: 'offline' }, page.entries.length - online);
+  const refused = chargeQueryPage(c, 'QUERY_STATUS', ctx.from.ip, asker, page.entries);
+  if (refused) return refused;
   return ctx.reply('QUERY_STATUS_RESULT', page.next === undefined ? { online: page.entries } : { online: page.entries, nextCursor: page.next });
 }

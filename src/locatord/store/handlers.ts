@@ -17,8 +17,8 @@ import { ErrorCode } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
 import type { Introductions } from '../handlers/introduce.js';
 import { introAck, introduction, NOT_INTRODUCED } from '../handlers/introduce.js';
-import type { LocatorContext } from '../context.js';
 import { chargeLookups, grantTtl } from '../context.js';
+import { chargeQueryPage } from '../handlers/query.js';
 import type { LocatordLimits } from '../options.js';
 import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
 import type { KeyedSession } from '../snapshot.js';
@@ -207,8 +207,6 @@ function addrEntry(id: Uint8Array, p: Presence | undefined): AddrEntry {
   return e;
 }
 
-// chargeLookups only reads the two limiters.
-const limiterCtx = (c: StoreContext): LocatorContext => c as unknown as LocatorContext;
 
 export async function queryAddr(c: StoreContext, ctx: RequestContext<'QUERY_ADDR'>): Promise<HandlerResult> {
   const asker = ctx.session!;
@@ -216,16 +214,8 @@ export async function queryAddr(c: StoreContext, ctx: RequestContext<'QUERY_ADDR
   const from = Math.min(cursor, ids.length);
   const recs = await visibleRecords(c, ids.slice(from), asker);
   const page = fillPage(from, ids.length, ADDR_BASE, (i) => addrEntry(ids[i]!, recs[i - from]), (e) => encodedSize(ADDR_ENTRY_FIELDS, e));
-  const refused = chargeLookups(limiterCtx(c), ctx.from.ip, asker.locatorHex, page.entries.length);
-  if (refused) {
-    c.metrics.inc('queries_total', { type: 'QUERY_ADDR', result: 'rate-limited' });
-    return refused;
-  }
-  let online = 0;
-  for (const e of page.entries) if (e.online) online++;
-  c.metrics.inc('queries_total', { type: 'QUERY_ADDR', result: 'ok' });
-  c.metrics.inc('query_ids_total', { type: 'QUERY_ADDR', result: 'online' }, online);
-  c.metrics.inc('query_ids_total', { type: 'QUERY_ADDR', result: 'offline' }, page.entries.length - online);
+  const refused = chargeQueryPage(c, 'QUERY_ADDR', ctx.from.ip, asker, page.entries.map((e) => e.online));
+  if (refused) return refused;
   return ctx.reply('QUERY_ADDR_RESULT', page.next === undefined ? { entries: page.entries } : { entries: page.entries, nextCursor: page.next });
 }
 
@@ -235,16 +225,8 @@ export async function queryStatus(c: StoreContext, ctx: RequestContext<'QUERY_ST
   const from = Math.min(cursor, ids.length);
   const recs = await visibleRecords(c, ids.slice(from), asker);
   const page = fillPage(from, ids.length, STATUS_BASE, (i) => recs[i - from] !== undefined, () => 1);
-  const refused = chargeLookups(limiterCtx(c), ctx.from.ip, asker.locatorHex, page.entries.length);
-  if (refused) {
-    c.metrics.inc('queries_total', { type: 'QUERY_STATUS', result: 'rate-limited' });
-    return refused;
-  }
-  let online = 0;
-  for (const e of page.entries) if (e) online++;
-  c.metrics.inc('queries_total', { type: 'QUERY_STATUS', result: 'ok' });
-  c.metrics.inc('query_ids_total', { type: 'QUERY_STATUS', result: 'online' }, online);
-  c.metrics.inc('query_ids_total', { type: 'QUERY_STATUS', result: 'offline' }, page.entries.length - online);
+  const refused = chargeQueryPage(c, 'QUERY_STATUS', ctx.from.ip, asker, page.entries);
+  if (refused) return refused;
   return ctx.reply('QUERY_STATUS_RESULT', page.next === undefined ? { online: page.entries } : { online: page.entries, nextCursor: page.next });
 }
 
@@ -285,7 +267,7 @@ export async function groupMembers(c: StoreContext, ctx: RequestContext<'GROUP_M
     e.netMode = p.netMode;
     return e;
   }, (e) => encodedSize(MEMBER_FIELDS, e));
-  const refused = chargeLookups(limiterCtx(c), ctx.from.ip, asker.locatorHex, page.entries.length);
+  const refused = chargeLookups(c, ctx.from.ip, asker.locatorHex, page.entries.length);
   if (refused) return refused;
   const next = cursor + page.entries.length;
   const body = { members: page.entries, total: info.members, name: info.name };
@@ -311,7 +293,7 @@ export async function introduceHere(c: StoreContext, ctx: RequestContext<'INTROD
     result('self');
     return { error: ErrorCode.BAD_MESSAGE, message: 'cannot introduce a terminal to itself' };
   }
-  const limited = chargeLookups(limiterCtx(c), ctx.from.ip, asker.locatorHex, 1);
+  const limited = chargeLookups(c, ctx.from.ip, asker.locatorHex, 1);
   if (limited) {
     result('rate-limited');
     return limited;
