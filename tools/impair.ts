@@ -17,12 +17,11 @@
 // is reproducible. Memory is bounded: held datagrams, client mappings and pending delayed sends
 // all have caps, and idle mappings expire.
 import dgram from 'node:dgram';
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Rng } from '../src/fuzz/rng.js';
 import type { Address } from '../src/wire/addr.js';
 import { formatAddress, normaliseIp, parseAddress } from '../src/wire/addr.js';
+import { isMainModule } from '../src/common/entry.js';
 
 export type Direction = 'up' | 'down';
 
@@ -480,14 +479,4 @@ async function cli(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-function isEntry(): boolean {
-  const argv1 = process.argv[1];
-  if (!argv1) return false;
-  try {
-    return realpathSync(fileURLToPath(import.meta.url)) === realpathSync(argv1);
-  } catch {
-    return false;
-  }
-}
-
-if (isEntry()) void cli();
+if (isMainModule(import.meta.url)) void cli();

@@ -2,8 +2,7 @@
 // devloc-authd(8): the authentication server daemon. Options, config file keys and environment
 // variables come from `spec` below (see src/common/config.ts); man/devloc-authd.8 documents
 // every one of them.
-import { realpathSync, statSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { statSync } from 'node:fs';
 import type { Config, Spec } from '../common/config.js';
 import { list, num, str } from '../common/config.js';
 import type { DaemonDefinition, Running } from '../common/daemon.js';
@@ -14,6 +13,7 @@ import { loadKeyRing } from './keyring.js';
 import { LocatorIds } from './locator.js';
 import type { AuthdOptions, ReloadOptions } from './server.js';
 import { defaultPolicy, defaultRate, startAuthd } from './server.js';
+import { isMainModule } from '../common/entry.js';
 
 export const spec: Spec = {
   listen: { type: 'string', default: '0.0.0.0', describe: 'IP address to listen on (IPv4 or IPv6 literal)' },
@@ -114,15 +114,4 @@ export const definition: DaemonDefinition = {
   },
 };
 
-/** True when this module is the program node was started with (not imported by a test). */
-function isEntry(): boolean {
-  const argv1 = process.argv[1];
-  if (!argv1) return false;
-  try {
-    return realpathSync(fileURLToPath(import.meta.url)) === realpathSync(argv1);
-  } catch {
-    return false;
-  }
-}
-
-if (isEntry()) main(definition);
+if (isMainModule(import.meta.url)) main(definition);

@@ -2,8 +2,6 @@
 // devloc-locatord(8): the locator server. Terminals register the address locatord observes them
 // at (with the ticket authd gave them), refresh it, and ask where other terminals are; groups
 // are kept durably; a NAT reflector helps agents classify their NAT.
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import type { Config } from '../common/config.js';
 import cluster from 'node:cluster';
 import { list, num } from '../common/config.js';
@@ -13,6 +11,7 @@ import type { DaemonDefinition } from '../common/daemon.js';
 import { main } from '../common/daemon.js';
 import { checkConfig, checkLimits, limitsFromConfig, locatordSpec, optionsFromConfig, readTrust } from './options.js';
 import { startLocatord } from './server.js';
+import { isMainModule } from '../common/entry.js';
 
 export { startLocatord } from './server.js';
 export type { Locatord } from './server.js';
@@ -72,14 +71,4 @@ function startWorkers(n: number, logger: Logger): Promise<Running> {
   });
 }
 
-function isEntry(): boolean {
-  const arg = process.argv[1];
-  if (!arg) return false;
-  try {
-    return import.meta.url === pathToFileURL(realpathSync(arg)).href;
-  } catch {
-    return false;
-  }
-}
-
-if (isEntry()) main(locatordDaemon);
+if (isMainModule(import.meta.url)) main(locatordDaemon);

@@ -12,8 +12,6 @@
 // one of 8}, mandatory "side = b", preferred "region = own region". Side "b" (the newcomers):
 // attrs {side: "b", level, region}, mandatory "side = a", preferred level within +-3 of its own.
 import { randomBytes } from 'node:crypto';
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { MatchState } from '../wire/catalog.js';
@@ -21,6 +19,7 @@ import type { Requirement } from '../wire/catalog.js';
 import { NetMode } from '../wire/constants.js';
 import type { MatchRequest, SubmitInput } from './engine.js';
 import { MatchEngine } from './engine.js';
+import { isMainModule } from '../common/entry.js';
 
 export interface MatchdBenchOptions {
   /** Waiting requests in the pool. Default 100,000. */
@@ -218,18 +217,7 @@ export async function benchMatchd(opts: MatchdBenchOptions = {}): Promise<Matchd
   };
 }
 
-/** `npx tsx src/matchd/bench.ts` prints the figures as JSON. */
-function isEntry(): boolean {
-  const argv1 = process.argv[1];
-  if (!argv1) return false;
-  try {
-    return import.meta.url === pathToFileURL(realpathSync(argv1)).href;
-  } catch {
-    return false;
-  }
-}
-
-if (isEntry()) {
+if (isMainModule(import.meta.url)) {
   benchMatchd({ verbose: true }).then(
     (r) => process.stdout.write(JSON.stringify(r, null, 2) + '\n'),
     (err: Error) => {

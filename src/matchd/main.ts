@@ -3,8 +3,6 @@
 // keys and environment variables (DEVLOC_MATCHD_*) come from `spec` below; man/devloc-matchd.8
 // documents every one of them. matchd keeps nothing on disk: `state-dir` is accepted (every
 // daemon has it) but unused.
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import type { Config, Spec } from '../common/config.js';
 import { list, num, str } from '../common/config.js';
 import type { DaemonDefinition, Running } from '../common/daemon.js';
@@ -15,6 +13,7 @@ import { readServiceKey, readTrust } from '../net/trust.js';
 import { defaultEngineOptions, MAX_PARTY_LIMIT } from './engine.js';
 import type { EngineTuning, MatchdOptions } from './server.js';
 import { startMatchd } from './server.js';
+import { isMainModule } from '../common/entry.js';
 
 const d = defaultEngineOptions;
 
@@ -123,15 +122,4 @@ export const definition: DaemonDefinition = {
   },
 };
 
-/** True when this module is the program node was started with (not imported by a test). */
-function isEntry(): boolean {
-  const argv1 = process.argv[1];
-  if (!argv1) return false;
-  try {
-    return import.meta.url === pathToFileURL(realpathSync(argv1)).href;
-  } catch {
-    return false;
-  }
-}
-
-if (isEntry()) main(definition);
+if (isMainModule(import.meta.url)) main(definition);
