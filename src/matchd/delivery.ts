@@ -5,25 +5,30 @@
 // - Each result gets a fresh random request ID (rid). Every copy carries the same rid but a new
 //   session sequence number (each copy is MACed anew), so a terminal's replay window accepts
 //   it and the terminal acknowledges every copy it gets (it deduplicates by matchId).
-// - Schedule (CoAP-like, as for requests): the first retransmission after a timeout uniform in
-//   [T, 1.5T], doubling, at most `maxRetransmit` retransmissions; then the push is abandoned and
-//   the result stays available to MATCH_STATUS until it is forgotten (retention). Retransmissions
-//   run on matchd's tick, so their timing is accurate to one tick.
+// - The push itself is the confirmable push of net/push.ts (as INTRO's). Schedule (CoAP-like, as
+//   for requests): the first retransmission after a timeout uniform in [T, 1.5T], doubling, at
+//   most `maxRetransmit` retransmissions; then the push is abandoned and the result stays
+//   available to MATCH_STATUS until it is forgotten (retention). Retransmissions run on their own
+//   timers, not on matchd's tick, so they go out when the schedule says.
 // - Each copy goes to the terminal's address as known at that moment (contacts.ts), so a
 //   terminal whose NAT mapping changed gets it after its next datagram to matchd.
-// - MATCH_RESULT_ACK is itself the answer to the push (type 0x67 = 0x66 + 1): matchd sends
-//   nothing back. A lost ack costs one more copy, which the terminal acks again.
+// - MATCH_RESULT_ACK is itself the answer to the push (type 0x67 = 0x66 + 1), carrying the push's
+//   request ID: matchd sends nothing back. A lost ack costs one more copy, which the terminal
+//   acks again.
 // - A MATCH_STATUS or MATCH_CANCEL answered with the final result also ends the push: the
 //   terminal has the result.
 // - The first copy is sent after the current handler's reply (setImmediate), so a terminal whose
 //   submit forms a party at once sees MATCH_SUBMIT_ACK (and the matchId) first.
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
+import type { Timers } from '../net/client.js';
+import type { PushCopy } from '../net/push.js';
+import { Pusher } from '../net/push.js';
 import type { ServerSessions } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
 import type { Bodies, MatchMember } from '../wire/catalog.js';
 import { MatchState } from '../wire/catalog.js';
-import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_DATAGRAM, MAX_RETRANSMIT, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
+import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_DATAGRAM, MAX_RETRANSMIT } from '../wire/constants.js';
 import type { Contact } from './contacts.js';
 import type { MatchRequest } from './engine.js';
 
@@ -46,119 +51,113 @@ export function resultBody(r: ContactRequest): Bodies['MATCH_RESULT'] {
 export interface DeliveryOptions {
   sessions: ServerSessions;
   send: (bytes: Buffer, to: Address) => void;
-  /** Milliseconds since the epoch. */
-  now: () => number;
   random: () => number;
   newRid: () => Buffer;
   /** T: first retransmission after uniform [T, 1.5T]. */
   initialTimeoutMs?: number;
   maxRetransmit?: number;
+  /** Most pushes pending in all (default: as many ended requests as matchd keeps) and per terminal. */
+  maxPending?: number;
+  maxPendingPerTerminal?: number;
   /** Run after the current handler (default setImmediate). */
   defer?: (fn: () => void) => void;
+  /** Retransmission timers (tests: a fake clock). */
+  timers?: Timers;
   metrics: Metrics;
   logger: Logger;
 }
 
-interface Push {
-  req: ContactRequest;
-  rid: Buffer;
-  /** Copies sent so far. */
-  sent: number;
-  nextAtMs: number;
-  timeoutMs: number;
-}
-
 export class Delivery {
-  private readonly pending = new Map<string, Push>();
-  private readonly initialTimeoutMs: number;
-  private readonly maxRetransmit: number;
-  private readonly defer: (fn: () => void) => void;
+  private readonly pushes: Pusher<ContactRequest>;
 
   constructor(private readonly opts: DeliveryOptions) {
-    this.initialTimeoutMs = opts.initialTimeoutMs ?? DEFAULT_RETRANSMIT_TIMEOUT_MS;
-    this.maxRetransmit = opts.maxRetransmit ?? MAX_RETRANSMIT;
-    this.defer = opts.defer ?? ((fn) => setImmediate(fn));
     const m = opts.metrics;
     m.counter('match_pushes_total', 'MATCH_RESULT pushes started (one per ended request)');
     m.counter('match_push_sends_total', 'MATCH_RESULT datagrams sent, first copies and retransmissions');
     m.counter('match_push_retransmissions_total', 'MATCH_RESULT retransmissions');
     m.counter('match_push_acked_total', 'Pushes ended by MATCH_RESULT_ACK, by how (ack, poll, cancel)');
     m.counter('match_push_abandoned_total', 'Pushes given up after the last retransmission');
-    m.gauge('match_pending_pushes', 'Pushes waiting for an acknowledgement', () => this.pending.size);
+    m.gauge('match_pending_pushes', 'Pushes waiting for an acknowledgement', () => this.pushes.size);
+    this.pushes = new Pusher<ContactRequest>({
+      send: opts.send,
+      initialTimeoutMs: opts.initialTimeoutMs ?? DEFAULT_RETRANSMIT_TIMEOUT_MS,
+      maxRetransmit: opts.maxRetransmit ?? MAX_RETRANSMIT,
+      maxPending: opts.maxPending ?? 200_000,
+      // A terminal has one waiting request; a few ended ones may still be pushed (short waits).
+      maxPendingPerTarget: opts.maxPendingPerTerminal ?? 16,
+      random: opts.random,
+      newRid: opts.newRid,
+      defer: opts.defer ?? ((fn) => setImmediate(fn)),
+      ...(opts.timers ? { timers: opts.timers } : {}),
+      onCopy: (_p, n, skipped) => {
+        if (n > 1) m.inc('match_push_retransmissions_total');
+        if (skipped === undefined) m.inc('match_push_sends_total');
+      },
+      onEnd: (p, outcome) => {
+        if ('acked' in outcome) {
+          m.inc('match_push_acked_total', { how: outcome.acked });
+          return;
+        }
+        m.inc('match_push_abandoned_total');
+        opts.logger.debug('push abandoned', { matchId: p.key, locator: p.target, copies: p.copies });
+      },
+    });
   }
 
   get pendingCount(): number {
-    return this.pending.size;
+    return this.pushes.size;
   }
 
   /** Longest a push stays pending: the whole schedule at its upper random bound. */
   get lifetimeMs(): number {
-    return Math.ceil(this.initialTimeoutMs * RETRANSMIT_RANDOM_FACTOR * (2 ** (this.maxRetransmit + 1) - 1));
+    return this.pushes.lifetimeMs;
   }
 
   /** Start pushing the result of `req` (it just ended). */
   push(req: ContactRequest): void {
-    const p: Push = {
-      req, rid: this.opts.newRid(), sent: 0, nextAtMs: Infinity,
-      timeoutMs: this.initialTimeoutMs * (1 + this.opts.random() * (RETRANSMIT_RANDOM_FACTOR - 1)),
-    };
-    this.pending.set(req.idHex, p);
+    const refused = this.pushes.push({ key: req.idHex, target: req.locatorHex, data: req, build: (rid) => this.copy(req, rid) });
+    if (refused) {
+      // Only a terminal with many short requests ending unacknowledged gets here; the result
+      // stays available to MATCH_STATUS.
+      this.opts.metrics.inc('dropped_total', { reason: 'push-bound' });
+      this.opts.logger.refusal('push-bound', { matchId: req.idHex, locator: req.locatorHex, why: refused });
+      return;
+    }
     this.opts.metrics.inc('match_pushes_total', { state: req.state === MatchState.MATCHED ? 'matched' : 'no-match' });
-    this.defer(() => {
-      if (this.pending.get(req.idHex) === p && p.sent === 0) this.sendCopy(p, this.opts.now());
-    });
   }
 
-  /** The terminal has the result of `idHex` (ack, or a poll/cancel that returned it). */
-  ack(idHex: string, how: 'ack' | 'poll' | 'cancel'): boolean {
-    if (!this.pending.delete(idHex)) return false;
-    this.opts.metrics.inc('match_push_acked_total', { how });
-    return true;
+  /**
+   * The terminal has the result of `idHex`: its MATCH_RESULT_ACK (with the push's request ID
+   * `rid`), or a poll or cancel that returned it.
+   */
+  ack(idHex: string, how: 'ack' | 'poll' | 'cancel', rid?: Uint8Array): boolean {
+    return this.pushes.ack(idHex, how, rid);
   }
 
   isPending(idHex: string): boolean {
-    return this.pending.has(idHex);
+    return this.pushes.isPending(idHex);
   }
 
-  /** Retransmit what is due; abandon pushes past their last copy's timeout. */
-  tick(): void {
-    const now = this.opts.now();
-    for (const [k, p] of this.pending) {
-      if (p.nextAtMs > now) continue;
-      if (p.sent > this.maxRetransmit) {
-        this.pending.delete(k);
-        this.opts.metrics.inc('match_push_abandoned_total');
-        this.opts.logger.debug('push abandoned', { matchId: k, locator: p.req.locatorHex });
-        continue;
-      }
-      this.opts.metrics.inc('match_push_retransmissions_total');
-      this.sendCopy(p, now);
-    }
-  }
-
-  private sendCopy(p: Push, now: number): void {
-    if (p.sent > 0) p.timeoutMs *= 2;
-    p.sent++;
-    p.nextAtMs = now + p.timeoutMs;
-    const c = p.req.contact;
+  private copy(req: ContactRequest, rid: Buffer): PushCopy {
+    const c = req.contact;
     // The session may have ended (ticket expired, key no longer trusted): nothing can be MACed;
-    // the copy counts against the schedule and the terminal can still poll with a new session.
+    // the copy counts against the schedule, and a later copy goes out if the terminal opened a
+    // new session meanwhile (contacts.ts); the terminal can also poll.
     if (!this.opts.sessions.get(c.session.sidHex)) {
       this.opts.metrics.inc('dropped_total', { reason: 'push-without-session' });
-      return;
+      return { skip: 'no session' };
     }
-    const bytes = this.opts.sessions.encode(c.session, 'MATCH_RESULT', p.rid, resultBody(p.req));
+    const bytes = this.opts.sessions.encode(c.session, 'MATCH_RESULT', rid, resultBody(req));
     if (bytes.length > MAX_DATAGRAM) {
       // Cannot happen with parties of at most MAX_PARTY_LIMIT (tested); never send a fragment.
       this.opts.metrics.inc('dropped_total', { reason: 'push-too-large' });
-      this.opts.logger.error('result too large', { matchId: p.req.idHex, bytes: bytes.length });
-      return;
+      this.opts.logger.error('result too large', { matchId: req.idHex, bytes: bytes.length });
+      return { skip: 'too large' };
     }
-    this.opts.metrics.inc('match_push_sends_total');
-    this.opts.send(bytes, c.addr);
+    return { bytes, to: c.addr };
   }
 
-  clear(): void {
-    this.pending.clear();
+  close(): void {
+    this.pushes.close();
   }
 }

@@ -1,6 +1,6 @@
 // devloc-matchd wiring: a DatagramServer with session authentication (tickets for this
-// service's audience), the MATCH_* handlers, the matching engine, result delivery and the tick
-// that drives widening, deadlines and retransmissions. `startMatchd` runs it in-process (tests,
+// service's audience), the MATCH_* handlers, the matching engine, result delivery (whose
+// retransmissions run on their own timers) and the tick that drives widening and deadlines. `startMatchd` runs it in-process (tests,
 // `devloc demo`); main.ts turns the daemon configuration into its options.
 //
 // Everything here is soft state: a restart loses the waiting requests and the sessions, so a
@@ -10,6 +10,7 @@ import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
+import type { Timers } from '../net/client.js';
 import { RateLimiter } from '../net/ratelimit.js';
 import type { RequestContext } from '../net/server.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
@@ -54,6 +55,8 @@ export interface MatchdOptions {
   random?: () => number;
   /** Tick period, ms; 0 = no timer (tests call `tick()`). */
   tickMs?: number;
+  /** Timers of the MATCH_RESULT retransmissions (tests: a fake clock; default the real ones). */
+  timers?: Timers;
   engine?: EngineTuning;
   push?: { initialTimeoutMs?: number; maxRetransmit?: number };
   /** Per-source rate limit; ratePerS 0 disables it. */
@@ -121,11 +124,12 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   // Declared before the engine: the engine reports ended requests to it.
   let server: DatagramServer;
   const delivery = new Delivery({
-    sessions, now, random,
+    sessions, random,
     newRid: () => randomBytes(REQUEST_ID_BYTES),
     send: (bytes, to) => server.send(bytes, to),
     ...(o.push?.initialTimeoutMs !== undefined ? { initialTimeoutMs: o.push.initialTimeoutMs } : {}),
     ...(o.push?.maxRetransmit !== undefined ? { maxRetransmit: o.push.maxRetransmit } : {}),
+    ...(o.timers ? { timers: o.timers } : {}),
     metrics, logger,
   });
 
@@ -205,7 +209,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
       MATCH_RESULT_ACK: (ctx) => {
         const { session } = touch(ctx);
         const r = engine.find(hex(ctx.msg.body.matchId), session.locatorHex);
-        if (r) delivery.ack(r.idHex, 'ack');
+        if (r) delivery.ack(r.idHex, 'ack', ctx.msg.rid);
         return null; // the ack answers our push; nothing answers an answer
       },
     },
@@ -215,7 +219,6 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   let lastPurge = now();
   const tick = (): void => {
     engine.tick();
-    delivery.tick();
     const t = now();
     if (t - lastPurge >= purgeEveryMs) {
       lastPurge = t;
@@ -250,7 +253,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
     },
     async stop() {
       if (timer) clearInterval(timer);
-      delivery.clear();
+      delivery.close();
       engine.clear();
       await server.close();
     },

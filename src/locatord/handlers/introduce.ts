@@ -9,20 +9,24 @@
 // so both start punching at once. Otherwise the answer is NOT_FOUND, the same bytes whichever
 // reason holds: an introduction tells no more than a lookup does.
 //
-// INTRO is retransmitted until the peer's INTRO_ACK, like matchd's MATCH_RESULT: every copy is
-// MACed anew (new sequence number, same request ID), goes to the peer's address as registered at
-// that moment, and the push is abandoned when the peer's registration or session is gone. The
+// INTRO is a confirmable push (net/push.ts, like matchd's MATCH_RESULT), retransmitted until the
+// peer's INTRO_ACK with its request ID: every copy is MACed anew (new sequence number, same
+// request ID), goes to the peer's address as registered at that moment, and the push is
+// abandoned when the peer's registration or session is gone. The
 // asker's observed address is the source of its INTRODUCE, i.e. the NAT mapping of the socket it
 // registered from; locatord never carries a channel's data.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
+import type { Timers } from '../../net/client.js';
+import type { PushCopy } from '../../net/push.js';
+import { Pusher } from '../../net/push.js';
 import { RateLimiter } from '../../net/ratelimit.js';
 import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js';
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import type { Address } from '../../wire/addr.js';
 import type { Introduction } from '../../wire/catalog.js';
-import { CHANNEL_ID_BYTES, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../../wire/constants.js';
+import { CHANNEL_ID_BYTES, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT } from '../../wire/constants.js';
 import { ErrorCode } from '../../wire/errors.js';
 import { CHANNEL_KEY_BYTES, sealChannelKey } from '../../wire/peer.js';
 import type { LocatorContext } from '../context.js';
@@ -48,6 +52,8 @@ export interface IntroductionsOptions {
   random?: () => number;
   /** First retransmission after a timeout uniform in [T, 1.5T], doubling (default 500 ms: punching waits on it). */
   initialTimeoutMs?: number;
+  /** Retransmission timers (tests: a fake clock). */
+  timers?: Timers;
   maxRetransmit?: number;
   /** Most pushes waiting for INTRO_ACK, in all and per target. */
   maxPending?: number;
@@ -57,50 +63,50 @@ export interface IntroductionsOptions {
   targetBurst?: number;
 }
 
-interface Push {
-  targetHex: string;
-  session: ServerSession;
-  body: Introduction;
-  rid: Buffer;
-  sent: number;
-  timeoutMs: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
-}
-
-/** INTRO pushes waiting for their INTRO_ACK. */
+/** INTRO pushes waiting for their INTRO_ACK (the confirmable push: net/push.ts). */
 export class Introductions {
-  private readonly pending = new Map<string, Push>();
-  private readonly perTarget = new Map<string, number>();
+  private readonly pushes: Pusher<ServerSession>;
   private readonly targetLimiter: RateLimiter;
-  private readonly random: () => number;
-  private readonly initialTimeoutMs: number;
-  private readonly maxRetransmit: number;
-  private readonly maxPending: number;
-  private readonly maxPendingPerTarget: number;
-  private closed = false;
 
   constructor(private readonly o: IntroductionsOptions) {
-    this.random = o.random ?? Math.random;
-    this.initialTimeoutMs = o.initialTimeoutMs ?? DEFAULT_RETRANSMIT_TIMEOUT_MS / 2;
-    this.maxRetransmit = o.maxRetransmit ?? MAX_RETRANSMIT;
-    this.maxPending = o.maxPending ?? 10_000;
-    this.maxPendingPerTarget = o.maxPendingPerTarget ?? 8;
     this.targetLimiter = new RateLimiter({ ratePerS: o.targetRatePerS ?? 2, burst: o.targetBurst ?? 10, maxSources: 65_536 });
     const m = o.metrics;
     m.counter('introductions_total', 'INTRODUCE requests, by result');
     m.counter('intro_pushes_total', 'INTRO copies sent (retransmissions included)');
     m.counter('intro_acks_total', 'INTROs acknowledged by their target');
     m.counter('intro_abandoned_total', 'INTRO pushes given up, by reason');
-    m.gauge('intro_pending', 'INTRO pushes waiting for INTRO_ACK', () => this.pending.size);
+    m.gauge('intro_pending', 'INTRO pushes waiting for INTRO_ACK', () => this.pushes.size);
+    this.pushes = new Pusher<ServerSession>({
+      send: o.send,
+      // Punching waits on it: half the requests' T.
+      initialTimeoutMs: o.initialTimeoutMs ?? DEFAULT_RETRANSMIT_TIMEOUT_MS / 2,
+      maxRetransmit: o.maxRetransmit ?? MAX_RETRANSMIT,
+      maxPending: o.maxPending ?? 10_000,
+      maxPendingPerTarget: o.maxPendingPerTarget ?? 8,
+      ...(o.random ? { random: o.random } : {}),
+      ...(o.timers ? { timers: o.timers } : {}),
+      onCopy: () => m.inc('intro_pushes_total'),
+      onEnd: (p, outcome) => {
+        if ('acked' in outcome) {
+          m.inc('intro_acks_total');
+          return;
+        }
+        m.inc('intro_abandoned_total', { reason: outcome.abandoned });
+        o.logger.info('introduction not acknowledged', {
+          target: p.target, channel: p.key, reason: outcome.abandoned, copies: p.copies,
+          ...(outcome.error ? { err: outcome.error.message } : {}),
+        });
+      },
+    });
   }
 
   get size(): number {
-    return this.pending.size;
+    return this.pushes.size;
   }
 
   /** A refusal when `targetHex` may not get another introduction now. */
   admit(targetHex: string): Refusal | null {
-    if (this.pending.size >= this.maxPending || (this.perTarget.get(targetHex) ?? 0) >= this.maxPendingPerTarget) {
+    if (!this.pushes.hasRoom(targetHex)) {
       return { error: ErrorCode.TRY_LATER, message: 'too many introductions in progress', retryAfterMs: 1000 };
     }
     if (!this.targetLimiter.take(targetHex)) {
@@ -111,76 +117,41 @@ export class Introductions {
 
   /** Push INTRO `body` to the terminal of `session` now, and until it acknowledges. */
   push(targetHex: string, session: ServerSession, body: Introduction): void {
-    if (this.closed) return;
-    const key = Buffer.from(body.channelId).toString('hex');
-    const p: Push = {
-      targetHex, session, body, rid: randomBytes(REQUEST_ID_BYTES), sent: 0,
-      timeoutMs: this.initialTimeoutMs * (1 + this.random() * (RETRANSMIT_RANDOM_FACTOR - 1)), timer: undefined,
-    };
-    this.pending.set(key, p);
-    this.perTarget.set(targetHex, (this.perTarget.get(targetHex) ?? 0) + 1);
-    this.sendCopy(key, p);
+    this.pushes.push({
+      key: Buffer.from(body.channelId).toString('hex'), target: targetHex, data: session,
+      build: (rid) => {
+        const to = this.targetAddress(targetHex, session);
+        return to instanceof Promise
+          ? to.then((a) => this.copy(session, body, rid, a), (): PushCopy => ({ abandon: 'store unavailable' }))
+          : this.copy(session, body, rid, to);
+      },
+    });
   }
 
-  /** Where the target of `p` is now, if it is still registered in the push's session. */
-  private targetAddress(p: Push): Address | undefined | Promise<Address | undefined> {
-    if (this.o.target) return this.o.target(p.targetHex, p.session);
-    const rec = this.o.table?.get(p.targetHex);
-    return rec && rec.session === p.session ? rec.address : undefined;
+  /** Where the target is now, if it is still registered in the push's session. */
+  private targetAddress(targetHex: string, session: ServerSession): Address | undefined | Promise<Address | undefined> {
+    if (this.o.target) return this.o.target(targetHex, session);
+    const rec = this.o.table?.get(targetHex);
+    return rec && rec.session === session ? rec.address : undefined;
   }
 
-  private sendCopy(key: string, p: Push): void {
-    const to = this.targetAddress(p);
-    if (to instanceof Promise) {
-      to.then((a) => this.sendCopyTo(key, p, a), () => this.finish(key, p, 'store unavailable'));
-    } else this.sendCopyTo(key, p, to);
-  }
-
-  private sendCopyTo(key: string, p: Push, to: Address | undefined): void {
-    if (this.closed || this.pending.get(key) !== p) return;
+  private copy(session: ServerSession, body: Introduction, rid: Buffer, to: Address | undefined): PushCopy {
     // The sealed key is for this session: a target that registered anew cannot open it.
-    if (!to || this.o.sessions.get(p.session.sidHex) !== p.session) {
-      this.finish(key, p, 'target gone');
-      return;
-    }
-    if (p.sent > this.maxRetransmit) {
-      this.finish(key, p, 'no acknowledgement');
-      return;
-    }
-    p.sent++;
-    this.o.metrics.inc('intro_pushes_total');
-    this.o.send(this.o.sessions.encode(p.session, 'INTRO', p.rid, p.body), to);
-    p.timer = setTimeout(() => this.sendCopy(key, p), p.timeoutMs);
-    p.timer.unref?.();
-    p.timeoutMs *= 2;
+    if (!to || this.o.sessions.get(session.sidHex) !== session) return { abandon: 'target gone' };
+    return { bytes: this.o.sessions.encode(session, 'INTRO', rid, body), to };
   }
 
-  private finish(key: string, p: Push, abandoned?: string): void {
-    if (p.timer) clearTimeout(p.timer);
-    this.pending.delete(key);
-    const n = (this.perTarget.get(p.targetHex) ?? 1) - 1;
-    if (n > 0) this.perTarget.set(p.targetHex, n);
-    else this.perTarget.delete(p.targetHex);
-    if (abandoned) {
-      this.o.metrics.inc('intro_abandoned_total', { reason: abandoned });
-      this.o.logger.info('introduction not acknowledged', { target: p.targetHex, channel: key, reason: abandoned, copies: p.sent });
-    }
-  }
-
-  /** INTRO_ACK from `session` for `channelId`: stop the push. False when nothing was pending. */
-  ack(session: ServerSession, channelId: Uint8Array): boolean {
-    const key = Buffer.from(channelId).toString('hex');
-    const p = this.pending.get(key);
+  /**
+   * INTRO_ACK from `session` for `channelId` (with the INTRO's request ID `rid`, when given): stop
+   * the push. False when nothing was pending.
+   */
+  ack(session: ServerSession, channelId: Uint8Array, rid?: Uint8Array): boolean {
     // Only the target's session can end its push.
-    if (!p || p.session.sidHex !== session.sidHex) return false;
-    this.o.metrics.inc('intro_acks_total');
-    this.finish(key, p);
-    return true;
+    return this.pushes.ack(Buffer.from(channelId).toString('hex'), 'ack', rid, (p) => p.data.sidHex === session.sidHex);
   }
 
   close(): void {
-    this.closed = true;
-    for (const [k, p] of this.pending) this.finish(k, p);
+    this.pushes.close();
   }
 }
 
@@ -252,6 +223,6 @@ export function introduce(c: LocatorContext, intros: Introductions, ctx: Request
 
 /** The target's receipt of an INTRO: ends the push; nothing is sent back. */
 export function introAck(intros: Introductions, ctx: RequestContext<'INTRO_ACK'>): HandlerResult {
-  intros.ack(ctx.session!, ctx.msg.body.channelId);
+  intros.ack(ctx.session!, ctx.msg.body.channelId, ctx.msg.rid);
   return null;
 }

@@ -1,0 +1,222 @@
+// Confirmable pushes: a server sends a terminal a message it did not ask for and retransmits it
+// until the terminal acknowledges it (devloc-protocol(7), RELIABILITY, "Pushes"). INTRO
+// (locatord), MATCH_RESULT (matchd) and every later push go through one `Pusher`.
+//
+// - One random request ID per push; every copy carries it but is built anew when it is due
+//   (`build`): MACed with a new session sequence number, so the terminal's replay window accepts
+//   each copy and the terminal answers each, and sent to the terminal's address as known then.
+// - `build` may instead say `skip` (this copy cannot be made now, e.g. the terminal has no
+//   session; it still counts against the schedule) or `abandon` (the target is gone: stop now).
+//   It may answer with a promise (a store lookup); a rejected promise abandons the push.
+// - Schedule: the retransmitting client's (`retransmitPlan`, client.ts): copies at 0, t, 3t, 7t
+//   and 15t for a first timeout t uniform in [T, 1.5T] (one random draw per push), then the push
+//   is abandoned 31t after the first copy if still unacknowledged. A copy whose `build` answers
+//   with a promise is sent when it resolves; the next one is timed from then.
+// - The acknowledgement names the push by its key (channel ID, matchId, ...) and, when it comes
+//   from the wire, must carry the push's request ID (the ack is the push's response). The caller
+//   may add its own check (e.g. only the target's session may end its push).
+// - Bounded: at most `maxPending` pushes in all and `maxPendingPerTarget` per target; `push`
+//   refuses beyond, and callers check `hasRoom` first to answer with a wire code.
+// - Timers are injected (client.ts `Timers`): unit tests run the schedule on a fake clock.
+// - Metrics and logs stay with the caller (each push kind keeps its own names): `onCopy` and
+//   `onEnd` report every copy and how each push ended.
+import { randomBytes } from 'node:crypto';
+import type { Address } from '../wire/addr.js';
+import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
+import type { Timers } from './client.js';
+import { retransmitPlan } from './client.js';
+
+/** What to do with the copy that is due: send these bytes there, skip it, or give up. */
+export type PushCopy = { bytes: Buffer; to: Address } | { skip: string } | { abandon: string; error?: Error };
+
+/** How a push ended: acknowledged (and how: 'ack', 'poll', ...) or abandoned (and why). */
+export type PushOutcome = { acked: string } | { abandoned: string; error?: Error };
+
+/** A push waiting for its acknowledgement. */
+export interface PendingPush<D> {
+  readonly key: string;
+  /** Whom it goes to (for the per-target bound), e.g. a locator ID in hex. */
+  readonly target: string;
+  readonly rid: Buffer;
+  /** The caller's own data about the push (the session, the request, ...). */
+  readonly data: D;
+  /** Copies made so far (sent or skipped). */
+  readonly copies: number;
+}
+
+export interface PushSpec<D> {
+  key: string;
+  target: string;
+  data: D;
+  /** Make copy `n` (1 = first) with request ID `rid`: MAC it anew, resolve the current address. */
+  build: (rid: Buffer, n: number) => PushCopy | Promise<PushCopy>;
+}
+
+export interface PusherOptions<D> {
+  send: (bytes: Buffer, to: Address) => void;
+  /** T: the first retransmission after a time uniform in [T, 1.5T] (default DEFAULT_RETRANSMIT_TIMEOUT_MS). */
+  initialTimeoutMs?: number;
+  /** Retransmissions after the first copy (default MAX_RETRANSMIT). */
+  maxRetransmit?: number;
+  /** Most pushes pending in all, and per target. */
+  maxPending?: number;
+  maxPendingPerTarget?: number;
+  random?: () => number;
+  newRid?: () => Buffer;
+  timers?: Timers;
+  /** When given, the first copy is made through it (e.g. setImmediate: after the current reply). */
+  defer?: (fn: () => void) => void;
+  /** Each copy made: `skipped` says why it was not sent. */
+  onCopy?: (p: PendingPush<D>, n: number, skipped?: string) => void;
+  /** Each push that ended by an ack or was abandoned (not those dropped by `close`). */
+  onEnd?: (p: PendingPush<D>, outcome: PushOutcome) => void;
+}
+
+interface Entry<D> extends PendingPush<D> {
+  copies: number;
+  build: PushSpec<D>['build'];
+  /** Send times of the copies and the give-up time, ms after the first copy. */
+  at: number[];
+  timer: unknown;
+}
+
+const realTimers: Timers = {
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export type PushRefusal = 'closed' | 'full' | 'duplicate';
+
+export class Pusher<D = undefined> {
+  private readonly pending = new Map<string, Entry<D>>();
+  private readonly perTarget = new Map<string, number>();
+  private readonly initialTimeoutMs: number;
+  private readonly maxRetransmit: number;
+  private readonly maxPending: number;
+  private readonly maxPendingPerTarget: number;
+  private readonly random: () => number;
+  private readonly newRid: () => Buffer;
+  private readonly timers: Timers;
+  private closed = false;
+
+  constructor(private readonly o: PusherOptions<D>) {
+    this.initialTimeoutMs = o.initialTimeoutMs ?? DEFAULT_RETRANSMIT_TIMEOUT_MS;
+    this.maxRetransmit = o.maxRetransmit ?? MAX_RETRANSMIT;
+    this.maxPending = o.maxPending ?? 100_000;
+    this.maxPendingPerTarget = o.maxPendingPerTarget ?? 16;
+    this.random = o.random ?? Math.random;
+    this.newRid = o.newRid ?? (() => randomBytes(REQUEST_ID_BYTES));
+    this.timers = o.timers ?? realTimers;
+  }
+
+  /** Pushes pending. */
+  get size(): number {
+    return this.pending.size;
+  }
+
+  /** Longest a push stays pending: the whole schedule at its upper random bound. */
+  get lifetimeMs(): number {
+    return Math.ceil(this.initialTimeoutMs * RETRANSMIT_RANDOM_FACTOR * (2 ** (this.maxRetransmit + 1) - 1));
+  }
+
+  /** Whether one more push to `target` is within the bounds. */
+  hasRoom(target: string): boolean {
+    return this.pending.size < this.maxPending && (this.perTarget.get(target) ?? 0) < this.maxPendingPerTarget;
+  }
+
+  isPending(key: string): boolean {
+    return this.pending.has(key);
+  }
+
+  get(key: string): PendingPush<D> | undefined {
+    return this.pending.get(key);
+  }
+
+  /** Start a push: the first copy now (or through `defer`), then until acknowledged. */
+  push(spec: PushSpec<D>): PushRefusal | null {
+    if (this.closed) return 'closed';
+    if (this.pending.has(spec.key)) return 'duplicate';
+    if (!this.hasRoom(spec.target)) return 'full';
+    const plan = retransmitPlan({ initialTimeoutMs: this.initialTimeoutMs, maxRetransmit: this.maxRetransmit, deadlineMs: Infinity }, this.random);
+    const e: Entry<D> = {
+      key: spec.key, target: spec.target, data: spec.data, build: spec.build, rid: this.newRid(), copies: 0,
+      at: [0, ...plan.retransmitAt, plan.giveUpAt], timer: undefined,
+    };
+    this.pending.set(e.key, e);
+    this.perTarget.set(e.target, (this.perTarget.get(e.target) ?? 0) + 1);
+    if (this.o.defer) this.o.defer(() => this.due(e));
+    else this.due(e);
+    return null;
+  }
+
+  /**
+   * The terminal has what `key` pushes: end the push. `rid`, for an ack from the wire, must be
+   * the push's request ID; `accept` may refuse it (e.g. not the target's session). False when
+   * nothing pending was ended.
+   */
+  ack(key: string, how: string, rid?: Uint8Array, accept?: (p: PendingPush<D>) => boolean): boolean {
+    const e = this.pending.get(key);
+    if (!e) return false;
+    if (rid !== undefined && !e.rid.equals(rid)) return false;
+    if (accept && !accept(e)) return false;
+    this.end(e, { acked: how });
+    return true;
+  }
+
+  /** Stop every push, without reporting them as ended. */
+  close(): void {
+    this.closed = true;
+    for (const e of [...this.pending.values()]) this.end(e);
+  }
+
+  /** The next copy (or the end of the last one's wait) is due. */
+  private due(e: Entry<D>): void {
+    e.timer = undefined;
+    if (this.pending.get(e.key) !== e) return;
+    if (e.copies > this.maxRetransmit) {
+      this.end(e, { abandoned: 'no acknowledgement' });
+      return;
+    }
+    let c: PushCopy | Promise<PushCopy>;
+    try {
+      c = e.build(e.rid, e.copies + 1);
+    } catch (err) {
+      c = { abandon: 'error', error: err as Error };
+    }
+    // The reason is a fixed word (callers count by it); the error goes along for the log.
+    if (c instanceof Promise) c.then((x) => this.made(e, x), (err: Error) => this.made(e, { abandon: 'error', error: err }));
+    else this.made(e, c);
+  }
+
+  private made(e: Entry<D>, c: PushCopy): void {
+    // Acknowledged, abandoned or closed while the copy was being made.
+    if (this.pending.get(e.key) !== e) return;
+    if ('abandon' in c) {
+      this.end(e, c.error ? { abandoned: c.abandon, error: c.error } : { abandoned: c.abandon });
+      return;
+    }
+    e.copies++;
+    if ('bytes' in c) {
+      this.o.send(c.bytes, c.to);
+      this.o.onCopy?.(e, e.copies);
+    } else this.o.onCopy?.(e, e.copies, c.skip);
+    // A hook may have ended the push.
+    if (this.pending.get(e.key) !== e) return;
+    const wait = e.at[e.copies]! - e.at[e.copies - 1]!;
+    e.timer = this.timers.setTimeout(() => this.due(e), wait);
+  }
+
+  private end(e: Entry<D>, outcome?: PushOutcome): void {
+    if (e.timer !== undefined) this.timers.clearTimeout(e.timer);
+    e.timer = undefined;
+    this.pending.delete(e.key);
+    const n = (this.perTarget.get(e.target) ?? 1) - 1;
+    if (n > 0) this.perTarget.set(e.target, n);
+    else this.perTarget.delete(e.target);
+    if (outcome) this.o.onEnd?.(e, outcome);
+  }
+}
