@@ -16,6 +16,7 @@ import { generatePair, newKid, privateKeyObject, publicKeyObject } from '../../s
 import { issueTicket } from '../../src/wire/ticket.js';
 import type { Matchd, MatchdOptions } from '../../src/matchd/server.js';
 import { startMatchd } from '../../src/matchd/server.js';
+import { FakeTimers } from '../net/fixtures/net.js';
 
 export const SERVICE = 'match';
 
@@ -37,10 +38,14 @@ export function fixture(): Fixture {
   };
 }
 
-/** A fake clock in ms since the epoch, starting now (tickets are checked against it). */
-export function fakeClock(): { now: () => number; advance: (ms: number) => void } {
-  let t = Date.now();
-  return { now: () => t, advance: (ms) => { t += ms; } };
+/**
+ * A fake clock in ms since the epoch, starting now (tickets are checked against it), with timers
+ * for matchd's retransmissions: `advance` fires the copies that fall due, synchronously.
+ */
+export function fakeClock(): { now: () => number; advance: (ms: number) => void; timers: FakeTimers } {
+  const timers = new FakeTimers();
+  timers.now = Date.now();
+  return { now: () => timers.now, advance: (ms) => timers.advance(ms), timers };
 }
 
 export function matchd(fx: Fixture, o: Partial<MatchdOptions> = {}): Promise<Matchd> {
@@ -183,16 +188,14 @@ export class Terminal {
 
 export const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
-/** Let queued sends (setImmediate pushes) and loopback delivery happen. */
-export function settle(ms = 30): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Poll `cond` until true (no timing assertions: only a generous upper bound). */
+/**
+ * Wait until `cond` holds: for an event seen only as state (an ack processed by matchd), polled
+ * every 10 ms. No timing assertion: only a generous upper bound, after which the test fails.
+ */
 export async function until(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
   const start = Date.now();
   while (!cond()) {
     if (Date.now() - start > timeoutMs) throw new Error(`timeout waiting for ${what}`);
-    await settle(10);
+    await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -1,6 +1,8 @@
-// matchd end to end over real UDP on loopback (in-process daemon, fake clock for matchd's time):
-// submit with the ticket, pushes and their acknowledgement, polling, cancel races, deadlines,
-// replacement and retransmitted submits, retransmitted pushes, restart -> NO_SESSION.
+// matchd end to end over real UDP on loopback (in-process daemon, fake clock for matchd's time
+// and its retransmission timers): submit with the ticket, pushes and their acknowledgement,
+// polling, cancel races, deadlines, replacement and retransmitted submits, retransmitted pushes,
+// restart -> NO_SESSION. "Nothing was pushed" is read from matchd's counters, which are exact at
+// once, never from a wait for datagrams that do not come.
 import t from 'tap';
 import type { Test } from 'tap';
 import { MatchState } from '../../src/wire/catalog.js';
@@ -8,12 +10,12 @@ import { NetMode } from '../../src/wire/constants.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { UdpClient } from '../../src/net/client.js';
 import type { Matchd } from '../../src/matchd/server.js';
-import { fakeClock, fixture, hexOf, matchd, settle, Terminal, until } from './helpers.js';
+import { fakeClock, fixture, hexOf, matchd, Terminal, until } from './helpers.js';
 
 async function world(t: Test, o: Parameters<typeof matchd>[1] = {}) {
   const fx = fixture();
   const clock = fakeClock();
-  const m = await matchd(fx, { now: clock.now, ...o });
+  const m = await matchd(fx, { now: clock.now, timers: clock.timers, ...o });
   const terminals: Terminal[] = [];
   t.teardown(async () => {
     for (const x of terminals) await x.close();
@@ -69,14 +71,15 @@ t.test('two terminals: results pushed to observed addresses, acknowledged', asyn
 });
 
 t.test('two symmetric NATs and one open terminal: the open one hosts', async (t) => {
-  const { terminal } = await world(t);
+  const { m, terminal } = await world(t);
   const s1 = await terminal();
   const s2 = await terminal();
   const o = await terminal();
   const k1 = await s1.submitOk({ netMode: NetMode.SYMMETRIC, minParty: 2, maxParty: 4 });
   const k2 = await s2.submitOk({ netMode: NetMode.SYMMETRIC, minParty: 2, maxParty: 4 });
-  await settle();
-  t.equal(s1.pushes.length + s2.pushes.length, 0, 'symmetric pair alone: no match');
+  // A party is formed (and its pushes started) inside the submit's handler, before its ack.
+  t.equal(m.engine.waiting, 2, 'symmetric pair alone: no match');
+  t.equal(m.metrics.total('match_pushes_total'), 0, 'nothing pushed');
   const k3 = await o.submitOk({ netMode: NetMode.OPEN, minParty: 2, maxParty: 4 });
   const results = await Promise.all([s1.waitResult(k1.matchId), s2.waitResult(k2.matchId), o.waitResult(k3.matchId)]);
   for (const r of results) {
@@ -94,8 +97,7 @@ t.test('deadline: explicit no-match result pushed', async (t) => {
   const kb = await b.submitOk({ netMode: NetMode.SYMMETRIC, maxWaitS: 5 });
   clock.advance(4_999);
   m.tick();
-  await settle();
-  t.equal(a.pushes.length, 0);
+  t.equal(m.metrics.total('match_pushes_total'), 0, 'nothing pushed before the deadline');
   clock.advance(1);
   m.tick();
   const [ra, rb] = await Promise.all([a.waitResult(ka.matchId), b.waitResult(kb.matchId)]);
@@ -121,8 +123,8 @@ t.test('cancel races', async (t) => {
     t.equal(cancel.msg.body.members, undefined);
   }
   const kb = await b.submitOk();
-  await settle();
-  t.equal(b.pushes.length, 0, 'b does not get the cancelled a');
+  t.equal(m.engine.waiting, 1, 'b does not get the cancelled a');
+  t.equal(m.metrics.total('match_pushes_total'), 0, 'nothing pushed');
   const st = await a.request('MATCH_STATUS', { matchId: ka.matchId });
   t.equal(st.msg.name === 'MATCH_STATUS_RESULT' && st.msg.body.state, MatchState.CANCELLED);
   // Match first, cancel in flight: c's push is lost (no ack), c cancels; the cancel answers
@@ -169,8 +171,7 @@ t.test('duplicate submits: a second replaces the first; a retransmission is not 
   }
   const b = await terminal();
   await b.submitOk({ mediaId: 'chess' });
-  await settle();
-  t.equal(b.pushes.length, 0, 'nobody matches the replaced request');
+  t.equal(m.metrics.total('match_pushes_total'), 0, 'nobody matches the replaced request');
   const c = await terminal();
   const kc = await c.submitOk({ mediaId: 'go' });
   const rc = await c.waitResult(kc.matchId);
@@ -178,8 +179,10 @@ t.test('duplicate submits: a second replaces the first; a retransmission is not 
   t.equal((await a.waitResult(second.matchId)).state, MatchState.MATCHED);
 });
 
-t.test('pushes are retransmitted until acknowledged, then abandoned after the last copy', async (t) => {
-  const { m, clock, terminal } = await world(t, { push: { initialTimeoutMs: 1000, maxRetransmit: 2 } });
+t.test('pushes are retransmitted on their schedule until acknowledged, then abandoned after the last copy', async (t) => {
+  // random 0: the first timeout is exactly T, so copies go at 0, T and 3T, and the push ends at 7T.
+  const { m, clock, terminal } = await world(t, { push: { initialTimeoutMs: 1000, maxRetransmit: 2 }, random: () => 0 });
+  const sends = (): number => m.metrics.get('match_push_sends_total');
   const a = await terminal();
   const b = await terminal();
   a.autoAck = false;
@@ -188,23 +191,34 @@ t.test('pushes are retransmitted until acknowledged, then abandoned after the la
   const kb = await b.submitOk();
   await a.waitResult(ka.matchId);
   await b.waitResult(kb.matchId);
-  t.equal(a.pushes.length, 1);
-  clock.advance(1500);
-  m.tick();
+  t.equal(sends(), 2, 'one copy each');
+  clock.advance(999);
+  t.equal(sends(), 2, 'no retransmission before T');
+  clock.advance(1);
+  t.equal(sends(), 4, 'the first retransmissions at T exactly, not at the next tick');
   await until(() => a.pushes.length === 2 && b.pushes.length === 2, 5000, 'first retransmission');
   t.equal(a.pushes[0]!.rid, a.pushes[1]!.rid, 'same rid on every copy');
+  // An ack with another request ID does not end a push (the MATCH_STATUS after it, from the same
+  // socket, is answered once matchd has handled it).
+  a.client.send(a.dest, a.cs.encode('MATCH_RESULT_ACK', UdpClient.newRequestId(), { matchId: ka.matchId }));
+  const foreign = await a.request('MATCH_STATUS', { matchId: kb.matchId });
+  t.equal(foreign.msg.name === 'ERROR' && foreign.msg.body.code, ErrorCode.NOT_FOUND);
+  t.ok(m.delivery.isPending(hexOf(ka.matchId)), 'an ack with a wrong request ID is ignored');
   // b acknowledges the copy it has now; a keeps silent.
   b.client.send(b.dest, b.cs.encode('MATCH_RESULT_ACK', Buffer.from(b.pushes[1]!.rid, 'hex'), { matchId: kb.matchId }));
   await until(() => !m.delivery.isPending(hexOf(kb.matchId)), 5000, 'ack of b');
-  clock.advance(3000);
-  m.tick();
+  clock.advance(1999);
+  t.equal(sends(), 4);
+  clock.advance(1);
+  t.equal(sends(), 5, 'the second retransmission at 3T, to a only');
   await until(() => a.pushes.length === 3, 5000, 'second retransmission');
-  clock.advance(6000);
-  m.tick();
-  await settle();
-  t.equal(a.pushes.length, 3, 'at most maxRetransmit retransmissions');
-  t.equal(b.pushes.length, 2, 'nothing more after the ack');
-  t.equal(m.delivery.pendingCount, 0, 'abandoned');
+  clock.advance(3999);
+  t.equal(m.delivery.pendingCount, 1, 'still waiting for the last copy\'s ack');
+  clock.advance(1);
+  t.equal(m.delivery.pendingCount, 0, 'abandoned at 7T');
+  clock.advance(60_000);
+  t.equal(sends(), 5, 'at most maxRetransmit retransmissions; nothing after the ack');
+  t.equal(clock.timers.pending, 0, 'no timer left');
   t.equal(m.metrics.get('match_push_abandoned_total'), 1);
   t.equal(m.metrics.get('match_push_retransmissions_total'), 3);
   // The result can still be polled.
