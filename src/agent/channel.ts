@@ -25,7 +25,6 @@
 // is accepted: a third party can neither inject, replay nor read.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
@@ -36,8 +35,9 @@ import { generatePair, privateKeyObject } from '../wire/keys.js';
 import type { ChannelRole, DataKeys, PunchKeys } from '../wire/peer.js';
 import { channelCipher, deriveDataKeys, derivePunchKeys } from '../wire/peer.js';
 import { ReplayWindow, sealDatagram, verifyDatagram } from '../wire/session.js';
-import type { AgentLog } from './agent.js';
-import { AgentError } from './agent.js';
+import type { AgentLog } from './errors.js';
+import { SafeEmitter } from './emitter.js';
+import { AgentError } from './errors.js';
 
 /** Where a candidate address comes from; the order is the preference. */
 export type CandidateKind = 'lan' | 'peer-reflexive' | 'public';
@@ -90,6 +90,8 @@ export interface ChannelEvents {
   message: [data: Buffer, info: { n: number }];
   loss: [info: { missing: number; first: number; last: number; total: number }];
   close: [reason: string];
+  /** An exception thrown by a listener of another event (caught and logged; the channel goes on). */
+  error: [err: Error];
 }
 
 export interface ChannelTiming {
@@ -134,7 +136,7 @@ const iso = (ms: number | undefined): string | null => (ms === undefined ? null 
 /** Largest number of PUNCH request IDs remembered (answers to older ones are still liveness). */
 const MAX_PENDING_PUNCHES = 256;
 
-export class Channel extends EventEmitter<ChannelEvents> {
+export class Channel extends SafeEmitter<ChannelEvents> {
   readonly id: Buffer;
   readonly idHex: string;
   readonly role: ChannelRole;
@@ -180,7 +182,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
   private repunching = false;
 
   constructor(init: ChannelInit) {
-    super();
+    // Events fire inside the socket's 'message' handler and timers: a listener that throws (e.g.
+    // `send()` answering a message on a channel that is not open) must not unwind into them.
+    super(init.log ?? (() => {}));
     this.id = init.id;
     this.idHex = init.id.toString('hex');
     this.role = init.role;
