@@ -7,7 +7,8 @@
 // 100 ms up to a second, then every 250 ms until one answers or the punch timeout (10 s) passes.
 // A PUNCH is answered with PUNCH_ACK to its source address, and, while no path from there is
 // confirmed, with a PUNCH of our own at once (the peer's PUNCH opened our NAT for it). A PUNCH_ACK to one of our PUNCHes (matched by its
-// request ID, which only we and the peer know) confirms a path: the address it came from. An
+// request ID, which only we and the peer know) confirms a path: the address it came from; so
+// does, while still punching, an authenticated DATA (the peer's end is open). An
 // authenticated PUNCH from an address that is no candidate makes it one ("peer-reflexive": the
 // peer's NAT picked a new port for us, e.g. a symmetric NAT facing a restricted one). LAN
 // candidates outrank peer-reflexive ones, which outrank the public address; for a second after
@@ -381,7 +382,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     this.punchTimer = setTimeout(() => this.punchRound(), elapsed < 100 ? 25 : elapsed < 1000 ? 100 : 250);
   }
 
-  private confirm(addr: Address, kind: CandidateKind, rttMs: number): void {
+  private confirm(addr: Address, kind: CandidateKind, rttMs: number | null): void {
     const c = this.addCandidate(addr, kind);
     c.confirmed = true;
     const now = this.now();
@@ -505,6 +506,12 @@ export class Channel extends SafeEmitter<ChannelEvents> {
         return;
       }
       case 'DATA': {
+        if (this._state === 'punching') {
+          // Only the peer holds the data keys, and it sends DATA only once its end is open: the
+          // address this came from answers. Open on it (our PUNCH_ACK may still be on its way),
+          // so that a listener answering the message can send.
+          this.confirm(from, this.candidates.find((c) => c.key === addrKey(from))?.kind ?? 'peer-reflexive', null);
+        }
         const plain = channelCipher(this.dataRx!.enc, msg.auth.seq, msg.body.payload);
         const n = msg.body.n;
         if (msg.body.ack) this.sendRaw(from, this.encode('DATA_ACK', msg.rid, { n }, this.dataTx!.mac));
