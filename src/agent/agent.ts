@@ -9,9 +9,7 @@
 // are the Agent's (types.ts), and a listener that throws is logged, not fatal (emitter.ts).
 import type { TicketGrant } from '../wire/catalog.js';
 import type { Reply } from '../net/client.js';
-import type { ClientSession } from '../net/clientsession.js';
 import { SafeEmitter } from './emitter.js';
-import { reportableAddresses } from './interfaces.js';
 import { MatchClient } from './match.js';
 import { PeerManager } from './punch.js';
 import { LocatorQueries } from './queries.js';
@@ -49,15 +47,12 @@ export class Agent extends SafeEmitter<AgentEvents> {
     }, opts.peers);
     this.match = new MatchClient({
       client: () => reg.client,
-      session: (aud) => {
-        const session = reg.otherSessions.get(aud);
-        return session ? { session, ...(session.grant.addr ? { addr: session.grant.addr } : {}) } : undefined;
-      },
+      session: (aud) => reg.sessionFor(aud),
       ready: async (ms) => {
         await reg.ready(ms);
       },
       netMode: () => reg.wireNetMode(),
-      netModeSettled: () => reg.classification !== undefined && !reg.needClassify && !reg.classifying,
+      netModeSettled: () => reg.netModeSettled,
       locatorId: () => reg.locatorIdHex,
       names: (id) => opts.peers?.namesOf(id) ?? [],
       ...(opts.nickname ? { nickname: opts.nickname } : {}),
@@ -67,13 +62,13 @@ export class Agent extends SafeEmitter<AgentEvents> {
     }, { retransmitMs: opts.retransmitMs ?? 1000, ...opts.match });
     this.punch = new PeerManager({
       send: (to, bytes) => reg.client?.send(to, bytes),
-      locatord: () => reg.locatord,
-      sessions: () => [reg.activeSession, reg.session].filter((x): x is ClientSession => x !== undefined),
+      locatord: () => reg.locatordAddress,
+      sessions: () => reg.sessions(),
       introduce: (body) => this.queries.query('INTRODUCE', body, 'INTRODUCE_ACK'),
       resolve: (target) => this.queries.resolveTarget(target),
       names: (id) => this.queries.namesOf(id),
       netMode: () => reg.wireNetMode(),
-      localAddrs: () => (reg.client ? reportableAddresses(reg.local, reg.client.localPort) : []),
+      localAddrs: () => reg.localAddrs(),
       reachable: () => opts.reachable === true,
       incoming: (ch) => this.emit('channel', ch),
       log, now: reg.now, random: reg.random,

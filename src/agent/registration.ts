@@ -68,7 +68,7 @@ export class Registration {
   private pollTimer: ReturnType<typeof setInterval> | undefined;
 
   private needAuth = true;
-  needClassify = true;
+  private needClassify = true;
   private needRegister = true;
   private backoffAttempt = 0;
   private retryAt: number | undefined;
@@ -77,19 +77,19 @@ export class Registration {
   private grant: TicketGrant | undefined;
   private otherGrants: TicketGrant[] = [];
   /** Sessions of the other grants (matchd's), by audience. */
-  otherSessions = new Map<string, ClientSession>();
-  classifying = false;
+  private otherSessions = new Map<string, ClientSession>();
+  private classifying = false;
   /** The session of the newest ticket (REGISTER opens it on locatord). */
-  session: ClientSession | undefined;
+  private session: ClientSession | undefined;
   /** The session locatord confirmed with REGISTER_ACK: refreshes and queries use it. */
-  activeSession: ClientSession | undefined;
+  private activeSession: ClientSession | undefined;
   private ticketExpMs: number | undefined;
   private renewAt: number | undefined;
-  locatord: Address | undefined;
+  private locatord: Address | undefined;
   private reflector: Address | undefined;
 
   private netMode: NetMode = NetMode.UNKNOWN;
-  classification: Classification | undefined;
+  private classification: Classification | undefined;
   private reclassifyAt: number | undefined;
   private reportedNetMode: number | undefined;
   private reportedLocal = '';
@@ -102,7 +102,7 @@ export class Registration {
   private refreshS: number | undefined;
   private nextRefreshAt: number | undefined;
   private lastError: { step: string; error: string; at: number } | undefined;
-  local: LocalAddress[] = [];
+  private local: LocalAddress[] = [];
   private localSignature = '';
   private lastProbe: { raw: string; ack: Buffer } | undefined;
   readonly counters: AgentCounters = { authentications: 0, registrations: 0, refreshes: 0, probesAnswered: 0, failures: 0, addressChanges: 0 };
@@ -125,6 +125,34 @@ export class Registration {
 
   get state(): AgentState {
     return this._state;
+  }
+
+  // What the facade lends to matching and peer channels.
+
+  /** locatord's address (from the grant or the options), once authenticated. */
+  get locatordAddress(): Address | undefined {
+    return this.locatord;
+  }
+
+  /** The locatord sessions a push may be MACed in: the confirmed one and the newest. */
+  sessions(): ClientSession[] {
+    return [this.activeSession, this.session].filter((x): x is ClientSession => x !== undefined);
+  }
+
+  /** The session of the newest ticket for another audience (matchd's), and its address from the grant. */
+  sessionFor(aud: string): { session: ClientSession; addr?: Address } | undefined {
+    const session = this.otherSessions.get(aud);
+    return session ? { session, ...(session.grant.addr ? { addr: session.grant.addr } : {}) } : undefined;
+  }
+
+  /** Whether the classification of the current network is done. */
+  get netModeSettled(): boolean {
+    return this.classification !== undefined && !this.needClassify && !this.classifying;
+  }
+
+  /** Our LAN addresses with the socket's port, as reported to locatord. */
+  localAddrs(): Address[] {
+    return this.client ? reportableAddresses(this.local, this.client.localPort) : [];
   }
 
   /** The terminal's locator ID (hex), once authd has granted it. */
