@@ -1,317 +1,77 @@
-// The client terminal of the patent (Fig. 8) as a library: it reads its device ID, authenticates
-// to authd, gets a ticket and a locator ID, registers its address with locatord and keeps that
-// registration true with no user involvement: at start, whenever its address changes, before
-// its ticket expires, and after any server restart. It also answers queries for an embedding
-// application (lookup, online status, groups).
-//
-// One UDP socket carries all locatord traffic, so the NAT binding that REGISTER created is the
-// one REFRESH keeps alive, the one PROBE reaches and the one other terminals are told about.
-//
-// The work is one loop (`run`) that does one step at a time — authenticate, classify, register,
-// refresh — and then sleeps until the next deadline or a kick (address change, NO_SESSION,
-// stop). A kick during a step abandons the step (its late result is discarded by generation).
-import { EventEmitter } from 'node:events';
-import type { Address } from '../wire/addr.js';
-import { formatAddress, normaliseIp } from '../wire/addr.js';
-import { buildAuthRequest, openAuthGrant } from '../wire/auth.js';
-import type { AddrEntry, Bodies, MemberEntry, MessageName, RegistrationAck, TicketGrant } from '../wire/catalog.js';
-import { MAX_QUERY_IDS } from '../wire/catalog.js';
-import { DEFAULT_PORTS, NetMode, netModeNames } from '../wire/constants.js';
-import type { Message, MessageOf } from '../wire/envelope.js';
-import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
-import { generatePair, privateKeyObject } from '../wire/keys.js';
-import { peekTicket } from '../wire/ticket-parse.js';
-import type { Reply, RetransmitPolicy } from '../net/client.js';
-import { UdpClient } from '../net/client.js';
-import { ClientSession } from '../net/clientsession.js';
-import type { AuthdPublicKey, DeviceIdentity } from './identity.js';
-import { formatId, parseId } from './ids.js';
-import type { InterfaceSource, LocalAddress } from './interfaces.js';
-import { addressSignature, localAddresses, reportableAddresses } from './interfaces.js';
-import type { Classification } from './netmode.js';
-import { classifyNetwork } from './netmode.js';
-import type { MatchClientOptions, MatchResult } from './match.js';
+// The client terminal of the patent (Fig. 8) as a library: `Agent` is a facade over the
+// concepts it is made of, each in its own module:
+//   - registration.ts: the loop that authenticates, classifies the network, registers with
+//     locatord and keeps the registration true (address changes, ticket renewal, restarts);
+//   - queries.ts: lookup, online status and groups, with one paging helper;
+//   - match.ts: matching with devloc-matchd;
+//   - punch.ts and channel.ts: introductions and direct channels to peers.
+// All of them share the registration's one UDP socket and its sessions; events of all of them
+// are the Agent's (types.ts), and a listener that throws is logged, not fatal (emitter.ts).
+import type { TicketGrant } from '../wire/catalog.js';
+import type { Reply } from '../net/client.js';
+import { SafeEmitter } from './emitter.js';
 import { MatchClient } from './match.js';
-import type { AddressBook } from './peers.js';
-import type { Channel, ChannelSummary } from './channel.js';
-import type { PeerOptions } from './punch.js';
 import { PeerManager } from './punch.js';
+import { LocatorQueries } from './queries.js';
+import { Registration } from './registration.js';
+import type { Channel } from './channel.js';
+import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry } from './types.js';
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-export type AgentLog = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
+// Where the public API used to live: importers of src/agent/agent.ts keep working.
+export type {
+  AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry, RegistrationInfo,
+} from './types.js';
+export type { AgentLog, LogLevel } from './errors.js';
+export { AgentError } from './errors.js';
 
-export type AgentState =
-  | 'stopped'
-  | 'authenticating'
-  | 'registering'
-  | 'registered'
-  | 'retrying'
-  | 'stopping';
-
-export interface AgentOptions {
-  identity: DeviceIdentity;
-  authd: Address;
-  authdKey: AuthdPublicKey;
-  /** Services to get tickets for; the first one is locatord's (default ["locator", "match"]). */
-  audiences?: string[];
-  /** locatord's address; default: the address authd puts in the grant. */
-  locatord?: Address;
-  /** Matching (match.ts): matchd's address (default: from the "match" grant), tuning. */
-  match?: MatchClientOptions;
-  /** NAT reflector; undefined: locatord's host on port 4702; null: do not classify. */
-  reflector?: Address | null;
-  /** Local address of the UDP socket (default: any address of authd's family, ephemeral port). */
-  bind?: { host: string; port: number };
-  nickname?: string;
-  mediaId?: string;
-  /** 0 anyone with the ID (default), 1 groups and allow-list only. */
-  visibility?: number;
-  /** TTL to ask for, seconds (the server clamps it). */
-  ttlS?: number;
-  /** Refresh at least this often, seconds, whatever the server suggests (0: as the server says). */
-  maxRefreshS?: number;
-  /** How often to look at the interfaces, ms (default 3000). */
-  interfacePollMs?: number;
-  /** Retransmission timeout T, ms (default 1000; CoAP-style doubling, 4 retransmissions). */
-  retransmitMs?: number;
-  /** Backoff bounds while a server is unreachable, ms (default 1000 .. 60000). */
-  backoffMinMs?: number;
-  backoffMaxMs?: number;
-  /** Retry a classification that got no usable answer after this long, ms (default 300000). */
-  reclassifyMs?: number;
-  /** Fraction of the ticket lifetime after which it is renewed (default 0.8, ±0.05 jitter). */
-  renewFraction?: number;
-  /** Address book for nicknames (lookup/online/group accept them where an ID is expected). */
-  peers?: AddressBook;
-  log?: AgentLog;
-  now?: () => number;
-  random?: () => number;
-  interfaces?: InterfaceSource;
-  /** Accept introductions: peers that may see this terminal can open channels to it (default false). */
-  reachable?: boolean;
-  /** Peer channels (punch.ts): punch timeout, keepalive. */
-  peer?: PeerOptions;
-}
-
-/** An error an API call (lookup, online, group ...) reports: a stable code and a message. */
-export class AgentError extends Error {
-  override readonly name = 'AgentError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** An ERROR answer from a server. */
-class ServerError extends Error {
-  constructor(
-    readonly step: string,
-    readonly code: number,
-    readonly detail: string | undefined,
-    readonly retryAfterMs: number | undefined,
-    readonly cookie: Uint8Array | undefined,
-  ) {
-    super(`${step}: ${errorName(code)}${detail ? ` (${detail})` : ''}`);
-  }
-}
-
-/** The step was abandoned because something more urgent happened (address change, stop). */
-class Interrupted extends Error {}
-
-export interface RegistrationInfo {
-  locatorId: string;
-  observed: string;
-  ttlS: number;
-  refreshS: number;
-  netMode: string;
-  locatord: string;
-}
-
-export interface AgentStatus {
-  state: AgentState;
-  registered: boolean;
-  locatorId: string | null;
-  observed: string | null;
-  netMode: string;
-  netModeReason: string | null;
-  localPort: number | null;
-  localAddrs: string[];
-  authd: string;
-  locatord: string | null;
-  reflector: string | null;
-  registeredAt: string | null;
-  lastRefreshAt: string | null;
-  nextRefreshAt: string | null;
-  expiresAt: string | null;
-  ttlS: number | null;
-  refreshS: number | null;
-  ticketExpiresAt: string | null;
-  ticketRenewAt: string | null;
-  retryAt: string | null;
-  lastError: { step: string; error: string; at: string } | null;
-  counters: AgentCounters;
-  /** Peer channels: open and punching ones, then the last closed or failed (with the reason). */
-  channels: ChannelSummary[];
-}
-
-export interface AgentCounters {
-  authentications: number;
-  registrations: number;
-  refreshes: number;
-  probesAnswered: number;
-  failures: number;
-  addressChanges: number;
-}
-
-export interface LookupEntry {
-  target: string;
-  id: string;
-  online: boolean;
-  addr?: string;
-  localAddrs?: string[];
-  netMode?: string;
-  nickname?: string;
-  mediaId?: string;
-  /** Address book names of this ID. */
-  names: string[];
-}
-
-export interface GroupMembers {
-  groupId: string;
-  name?: string;
-  total: number;
-  members: { id: string; online: boolean; addr?: string; nickname?: string; netMode?: string; names: string[] }[];
-}
-
-export interface AgentEvents {
-  state: [state: AgentState, previous: AgentState];
-  registered: [info: RegistrationInfo];
-  refreshed: [info: RegistrationInfo];
-  address: [observed: string, previous: string | null];
-  netmode: [mode: string, reason: string];
-  problem: [step: string, error: string];
-  /** A match request ended (matched, no-match, cancelled). */
-  match: [result: MatchResult];
-  /** A peer opened a channel to us (we are reachable). */
-  channel: [channel: Channel];
-  stopped: [];
-}
-
-const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
-const sameAddress = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
-const modeName = (m: number): string => netModeNames[m] ?? `mode-${m}`;
-
-/** Errors of authd that mean "this device is not welcome": retried slowly, logged as errors. */
-const REFUSALS: readonly number[] = [ErrorCode.UNKNOWN_DEVICE, ErrorCode.REVOKED, ErrorCode.BAD_PROOF];
-/** Errors of locatord that mean "get a new ticket". */
-const NEEDS_TICKET: readonly number[] = [
-  ErrorCode.TICKET_EXPIRED, ErrorCode.BAD_TICKET, ErrorCode.WRONG_AUDIENCE, ErrorCode.CLOCK_SKEW, ErrorCode.BAD_MAC, ErrorCode.REPLAY,
-];
-
-export class Agent extends EventEmitter<AgentEvents> {
-  private readonly o: Required<Pick<AgentOptions,
-    'audiences' | 'interfacePollMs' | 'retransmitMs' | 'backoffMinMs' | 'backoffMaxMs' | 'reclassifyMs' | 'renewFraction' | 'maxRefreshS'>> & AgentOptions;
-  private readonly now: () => number;
-  private readonly random: () => number;
-  private readonly log: AgentLog;
-  private client: UdpClient | undefined;
-
-  private _state: AgentState = 'stopped';
-  private stopping = false;
-  private loopDone: Promise<void> | undefined;
-  /** Bumped by every kick that invalidates work in progress. */
-  private generation = 0;
-  private wake: (() => void) | undefined;
-  private interrupt: ((e: Interrupted) => void) | undefined;
-  private sleepTimer: ReturnType<typeof setTimeout> | undefined;
-  private pollTimer: ReturnType<typeof setInterval> | undefined;
-
-  private needAuth = true;
-  private needClassify = true;
-  private needRegister = true;
-  private backoffAttempt = 0;
-  private retryAt: number | undefined;
-
-  private locatorId: Buffer | undefined;
-  private grant: TicketGrant | undefined;
-  private otherGrants: TicketGrant[] = [];
-  /** Sessions of the other grants (matchd's), by audience. */
-  private otherSessions = new Map<string, ClientSession>();
-  private classifying = false;
+export class Agent extends SafeEmitter<AgentEvents> {
   /** Matching with devloc-matchd over this agent's socket and tickets (match.ts). */
   readonly match: MatchClient;
   /** Introductions and direct channels to peers (punch.ts, channel.ts). */
   readonly punch: PeerManager;
-  /** The session of the newest ticket (REGISTER opens it on locatord). */
-  private session: ClientSession | undefined;
-  /** The session locatord confirmed with REGISTER_ACK: refreshes and queries use it. */
-  private activeSession: ClientSession | undefined;
-  private ticketExpMs: number | undefined;
-  private renewAt: number | undefined;
-  private locatord: Address | undefined;
-  private reflector: Address | undefined;
-
-  private netMode: NetMode = NetMode.UNKNOWN;
-  private classification: Classification | undefined;
-  private reclassifyAt: number | undefined;
-  private reportedNetMode: number | undefined;
-  private reportedLocal = '';
-
-  private observed: Address | undefined;
-  private registered = false;
-  private registeredAt: number | undefined;
-  private lastAckAt: number | undefined;
-  private ttlS: number | undefined;
-  private refreshS: number | undefined;
-  private nextRefreshAt: number | undefined;
-  private lastError: { step: string; error: string; at: number } | undefined;
-  private local: LocalAddress[] = [];
-  private localSignature = '';
-  private lastProbe: { raw: string; ack: Buffer } | undefined;
-  readonly counters: AgentCounters = { authentications: 0, registrations: 0, refreshes: 0, probesAnswered: 0, failures: 0, addressChanges: 0 };
+  private readonly registration: Registration;
+  private readonly queries: LocatorQueries;
 
   constructor(opts: AgentOptions) {
-    super();
-    const audiences = opts.audiences && opts.audiences.length > 0 ? opts.audiences : ['locator', 'match'];
-    this.o = {
-      interfacePollMs: 3000, retransmitMs: 1000, backoffMinMs: 1000, backoffMaxMs: 60_000, reclassifyMs: 300_000,
-      renewFraction: 0.8, maxRefreshS: 0, ...opts, audiences,
-    };
-    this.now = opts.now ?? Date.now;
-    this.random = opts.random ?? Math.random;
-    this.log = opts.log ?? (() => {});
+    const log = opts.log ?? (() => {});
+    super(log);
+    const reg = new Registration(opts, this, {
+      attach: (socket) => this.punch.attach(socket),
+      push: (r: Reply) => this.match.onPush(r) || this.punch.onPush(r),
+    });
+    this.registration = reg;
+    this.queries = new LocatorQueries({
+      ready: (ms) => reg.ready(ms),
+      call: (session, name, body, expect) => reg.call(session, name, body, expect),
+      sessionLost: (needTicket) => reg.sessionLost(needTicket),
+    }, opts.peers);
     this.match = new MatchClient({
-      client: () => this.client,
-      session: (aud) => {
-        const session = this.otherSessions.get(aud);
-        return session ? { session, ...(session.grant.addr ? { addr: session.grant.addr } : {}) } : undefined;
-      },
+      client: () => reg.client,
+      session: (aud) => reg.sessionFor(aud),
       ready: async (ms) => {
-        await this.ready(ms);
+        await reg.ready(ms);
       },
-      netMode: () => this.wireNetMode(),
-      netModeSettled: () => this.classification !== undefined && !this.needClassify && !this.classifying,
-      locatorId: () => this.locatorIdHex,
-      names: (id) => this.o.peers?.namesOf(id) ?? [],
+      netMode: () => reg.wireNetMode(),
+      netModeSettled: () => reg.netModeSettled,
+      locatorId: () => reg.locatorIdHex,
+      names: (id) => opts.peers?.namesOf(id) ?? [],
       ...(opts.nickname ? { nickname: opts.nickname } : {}),
       emit: (r) => this.emit('match', r),
-      now: this.now,
-      log: this.log,
-    }, { retransmitMs: this.o.retransmitMs, ...opts.match });
+      now: reg.now,
+      log,
+    }, { retransmitMs: opts.retransmitMs ?? 1000, ...opts.match });
     this.punch = new PeerManager({
-      send: (to, bytes) => this.client?.send(to, bytes),
-      locatord: () => this.locatord,
-      sessions: () => [this.activeSession, this.session].filter((x): x is ClientSession => x !== undefined),
-      introduce: (body) => this.query('INTRODUCE', body, 'INTRODUCE_ACK'),
-      resolve: (target) => this.resolveTarget(target),
-      names: (id) => this.namesOf(id),
-      netMode: () => this.wireNetMode(),
-      localAddrs: () => (this.client ? reportableAddresses(this.local, this.client.localPort) : []),
-      reachable: () => this.o.reachable === true,
+      send: (to, bytes) => reg.client?.send(to, bytes),
+      locatord: () => reg.locatordAddress,
+      sessions: () => reg.sessions(),
+      introduce: (body) => this.queries.query('INTRODUCE', body, 'INTRODUCE_ACK'),
+      resolve: (target) => this.queries.resolveTarget(target),
+      names: (id) => this.queries.namesOf(id),
+      netMode: () => reg.wireNetMode(),
+      localAddrs: () => reg.localAddrs(),
+      reachable: () => opts.reachable === true,
       incoming: (ch) => this.emit('channel', ch),
-      log: this.log, now: this.now, random: this.random,
+      log, now: reg.now, random: reg.random,
     }, opts.peer);
     // A new address (NAT rebinding, new network): matchd must learn it before it pushes results.
     this.on('address', (_now, previous) => {
@@ -320,627 +80,54 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   get state(): AgentState {
-    return this._state;
+    return this.registration.state;
   }
 
   /** The terminal's locator ID (hex), once authd has granted it. */
   get locatorIdHex(): string | null {
-    return this.locatorId ? formatId(this.locatorId) : null;
+    return this.registration.locatorIdHex;
   }
 
   get isRegistered(): boolean {
-    return this.registered;
+    return this.registration.isRegistered;
   }
 
   /** The UDP socket's local port (the one registered). */
   get localPort(): number | null {
-    return this.client ? this.client.localPort : null;
+    return this.registration.localPort;
   }
 
   /** Ticket grants for audiences other than locatord's (e.g. matchd), as authd issued them. */
   get extraGrants(): readonly TicketGrant[] {
-    return this.otherGrants;
+    return this.registration.extraGrants;
+  }
+
+  get counters(): AgentCounters {
+    return this.registration.counters;
   }
 
   /** Open the socket and start the automatic sequence. Resolves once the socket is bound. */
-  async start(): Promise<void> {
-    if (this.client) throw new Error('agent already started');
-    this.stopping = false;
-    const bind = this.o.bind ?? { host: this.o.authd.ip.includes(':') ? '::' : '0.0.0.0', port: 0 };
-    this.client = await UdpClient.open({ bind, policy: { initialTimeoutMs: this.o.retransmitMs }, random: this.random, onPush: (r) => this.onPush(r) });
-    this.punch.attach(this.client.socket);
-    // Without a listener a send error (ENETUNREACH while an interface is down) would crash the
-    // process; it surfaces anyway as a missing answer.
-    this.client.socket.on('error', (err) => this.log('debug', 'socket error', { err: err.message }));
-    this.local = this.interfaces();
-    this.localSignature = addressSignature(this.local);
-    this.pollTimer = setInterval(() => this.pollInterfaces(), this.o.interfacePollMs);
-    this.loopDone = this.run();
+  start(): Promise<void> {
+    return this.registration.start();
   }
 
   /** Stop: unregister (unless `unregister` is false), close the socket. */
   async stop(o: { unregister?: boolean } = {}): Promise<void> {
-    if (!this.client || this.stopping) return;
-    this.stopping = true;
-    this.setState('stopping');
-    if (this.pollTimer) clearInterval(this.pollTimer);
-    this.kick(true);
-    await this.loopDone;
+    if (!(await this.registration.halt())) return;
     await this.match.stop();
     this.punch.closeAll('agent stopping');
     this.punch.detach();
-    const client = this.client;
-    // Also when the registration may be stale (address just changed): locatord still has it.
-    if ((o.unregister ?? true) && this.activeSession && this.locatord) {
-      try {
-        const short = { initialTimeoutMs: Math.min(this.o.retransmitMs, 500), maxRetransmit: 2, deadlineMs: 2500 };
-        await this.call(this.activeSession, 'UNREGISTER', {}, 'UNREGISTER_ACK', short);
-        this.log('info', 'unregistered', { locatorId: this.locatorIdHex });
-      } catch (err) {
-        this.log('warn', 'unregister failed', { err: (err as Error).message });
-      }
-    }
-    this.registered = false;
-    this.client = undefined;
-    await client.close();
-    this.setState('stopped');
+    await this.registration.close(o);
     this.emit('stopped');
   }
 
   status(): AgentStatus {
-    const expiresAt = this.lastAckAt !== undefined && this.ttlS !== undefined ? this.lastAckAt + this.ttlS * 1000 : undefined;
-    return {
-      state: this._state,
-      registered: this.registered && !this.expired(),
-      locatorId: this.locatorIdHex,
-      observed: this.observed ? formatAddress(this.observed) : null,
-      netMode: modeName(this.netMode),
-      netModeReason: this.classification?.reason ?? null,
-      localPort: this.localPort,
-      localAddrs: reportableAddresses(this.local, 0).map((a) => a.ip),
-      authd: formatAddress(this.o.authd),
-      locatord: this.locatord ? formatAddress(this.locatord) : this.o.locatord ? formatAddress(this.o.locatord) : null,
-      reflector: this.reflector ? formatAddress(this.reflector) : null,
-      registeredAt: iso(this.registeredAt),
-      lastRefreshAt: iso(this.lastAckAt),
-      nextRefreshAt: iso(this.registered ? this.nextRefreshAt : undefined),
-      expiresAt: iso(this.registered ? expiresAt : undefined),
-      ttlS: this.ttlS ?? null,
-      refreshS: this.refreshS ?? null,
-      ticketExpiresAt: iso(this.ticketExpMs),
-      ticketRenewAt: iso(this.renewAt),
-      retryAt: iso(this.retryAt),
-      lastError: this.lastError ? { step: this.lastError.step, error: this.lastError.error, at: new Date(this.lastError.at).toISOString() } : null,
-      counters: { ...this.counters },
-      channels: this.punch.list(),
-    };
+    return { ...this.registration.status(), channels: this.punch.list() };
   }
 
   /** Tell the agent its address may have changed (e.g. an application saw a link change). */
   addressChanged(reason = 'requested'): void {
-    this.onAddressChange(reason);
-  }
-
-  // ---------------------------------------------------------------- the automatic sequence
-
-  private setState(s: AgentState): void {
-    if (s === this._state) return;
-    const prev = this._state;
-    this._state = s;
-    this.emit('state', s, prev);
-  }
-
-  private interfaces(): LocalAddress[] {
-    return localAddresses(this.o.interfaces);
-  }
-
-  private pollInterfaces(): void {
-    let now: LocalAddress[];
-    try {
-      now = this.interfaces();
-    } catch (err) {
-      this.log('warn', 'cannot read interfaces', { err: (err as Error).message });
-      return;
-    }
-    const sig = addressSignature(now);
-    this.local = now;
-    if (sig === this.localSignature) return;
-    const before = this.localSignature;
-    this.localSignature = sig;
-    this.log('info', 'local addresses changed', { before: before.split(',').filter(Boolean), after: sig.split(',').filter(Boolean) });
-    this.onAddressChange('interfaces');
-  }
-
-  private onAddressChange(reason: string): void {
-    if (this.stopping || !this.client) return;
-    this.counters.addressChanges++;
-    this.needAuth = this.needClassify = this.needRegister = true;
-    this.registered = false;
-    this.retryAt = undefined;
-    // The old classification describes the old network: unknown until the new one is classified.
-    this.setNetMode({ mode: NetMode.UNKNOWN, reason: 'address changed, classifying again', tests: { t1: null } });
-    this.backoffAttempt = 0;
-    this.log('info', 'address change: authenticating and registering again', { reason });
-    this.kick(true);
-  }
-
-  /** Wake the loop; with `abandon`, also abandon the step in progress. */
-  private kick(abandon = false): void {
-    if (abandon) {
-      this.generation++;
-      this.interrupt?.(new Interrupted('interrupted'));
-    }
-    this.wake?.();
-  }
-
-  private async run(): Promise<void> {
-    while (!this.stopping) {
-      const gen = this.generation;
-      try {
-        if (await this.guard(this.step(gen))) {
-          this.backoffAttempt = 0;
-          this.retryAt = undefined;
-        }
-      } catch (err) {
-        if (this.stopping) break;
-        if (!(err instanceof Interrupted)) this.onFailure(err as Error);
-      }
-      if (this.stopping) break;
-      await this.sleep(this.nextWakeDelay());
-    }
-  }
-
-  /** Race a step against a kick that abandons it. The abandoned step's errors are swallowed. */
-  private guard<T>(p: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.interrupt = reject;
-      p.then(resolve, reject);
-    }).finally(() => {
-      this.interrupt = undefined;
-      p.catch(() => {});
-    });
-  }
-
-  private check(gen: number): void {
-    if (gen !== this.generation || this.stopping) throw new Interrupted('superseded');
-  }
-
-  private expired(now = this.now()): boolean {
-    return this.lastAckAt === undefined || this.ttlS === undefined || now > this.lastAckAt + this.ttlS * 1000;
-  }
-
-  /**
-   * One unit of work, chosen by what is due; false when nothing was due yet (woken early).
-   * Order: authenticate (or renew the ticket), then register and classify at the same time —
-   * registration is not held up by the reflector's deliberately unanswered filtering tests — and
-   * a REFRESH at once if classification changed the mode locatord knows.
-   */
-  private async step(gen: number): Promise<boolean> {
-    const now = this.now();
-    if (this.registered && this.expired(now)) {
-      this.registered = false;
-      this.needRegister = true;
-      this.log('warn', 'registration expired without a refresh', { locatorId: this.locatorIdHex });
-      this.setState('retrying');
-    }
-    if (this.retryAt !== undefined && now < this.retryAt) return false;
-    const renewal = !this.needAuth && this.renewAt !== undefined && now >= this.renewAt;
-    if (this.needAuth || renewal) {
-      try {
-        await this.authenticate(gen);
-      } catch (err) {
-        if (!renewal || !this.registered || err instanceof Interrupted) throw err;
-        // authd is unreachable but the old ticket still holds: keep the registration alive
-        // with it and try the renewal again later.
-        this.needAuth = false;
-        const delay = this.backoffDelay();
-        this.renewAt = this.now() + delay;
-        this.counters.failures++;
-        this.lastError = { step: 'auth', error: (err as Error).message, at: this.now() };
-        this.log('warn', 'ticket renewal failed, keeping the current ticket', { err: (err as Error).message, retryInMs: delay });
-        this.emit('problem', 'auth', (err as Error).message);
-      }
-    }
-    const classifyDue = this.needClassify || (this.reclassifyAt !== undefined && now >= this.reclassifyAt);
-    const tasks: Promise<void>[] = [];
-    if (this.needRegister) tasks.push(this.register(gen));
-    if (classifyDue) tasks.push(this.classify(gen));
-    if (tasks.length) {
-      const results = await Promise.allSettled(tasks);
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw failed.reason;
-    }
-    this.check(gen);
-    if (this.registered && (this.wireNetMode() !== this.reportedNetMode || this.reportableChanged())) this.nextRefreshAt = this.now();
-    if (!this.needRegister && this.registered && this.nextRefreshAt !== undefined && this.now() >= this.nextRefreshAt) {
-      await this.refresh(gen);
-    }
-    if (this.registered) this.setState('registered');
-    return true;
-  }
-
-  private reportableChanged(): boolean {
-    return this.client !== undefined && JSON.stringify(reportableAddresses(this.local, this.client.localPort)) !== this.reportedLocal;
-  }
-
-  private nextWakeDelay(): number {
-    const now = this.now();
-    if (this.retryAt !== undefined) return Math.max(0, this.retryAt - now);
-    if (this.needAuth || this.needRegister || this.needClassify) return 0;
-    const due = [this.nextRefreshAt, this.renewAt, this.reclassifyAt].filter((x): x is number => x !== undefined);
-    if (due.length === 0) return this.o.backoffMaxMs;
-    return Math.max(0, Math.min(...due) - now);
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        if (this.sleepTimer) clearTimeout(this.sleepTimer);
-        this.sleepTimer = undefined;
-        this.wake = undefined;
-        resolve();
-      };
-      this.wake = done;
-      // setTimeout's limit is 2^31-1 ms; wake at least daily to recompute.
-      this.sleepTimer = setTimeout(done, Math.min(ms, 86_400_000));
-    });
-  }
-
-  private backoffDelay(): number {
-    const base = Math.min(this.o.backoffMaxMs, this.o.backoffMinMs * 2 ** Math.min(this.backoffAttempt, 30));
-    this.backoffAttempt++;
-    // "Equal jitter": half fixed, half random, so retries of many terminals spread out.
-    return Math.round(base / 2 + (this.random() * base) / 2);
-  }
-
-  private onFailure(err: Error): void {
-    this.counters.failures++;
-    const step = err instanceof ServerError ? err.step : this._state;
-    let delay: number;
-    let level: LogLevel = 'warn';
-    if (err instanceof ServerError) {
-      if (err.code === ErrorCode.NO_SESSION || (err.code === ErrorCode.NOT_FOUND && err.step === 'REFRESH')) {
-        // locatord lost our session or our registration (restart, expiry): register again
-        // with the ticket, now.
-        this.needRegister = true;
-        this.registered = false;
-        delay = this.backoffAttempt === 0 ? 0 : this.backoffDelay();
-        this.backoffAttempt = Math.max(this.backoffAttempt, 1);
-      } else if ((err.code === ErrorCode.RATE_LIMITED || err.code === ErrorCode.TRY_LATER) && err.retryAfterMs !== undefined) {
-        delay = err.retryAfterMs + Math.round(this.random() * Math.min(1000, err.retryAfterMs * 0.1));
-      } else if (REFUSALS.includes(err.code)) {
-        // The device is not (or no longer) accepted: keep trying, slowly; an operator may fix it.
-        level = 'error';
-        this.backoffAttempt = Math.max(this.backoffAttempt, 30);
-        delay = this.backoffDelay();
-      } else {
-        if (NEEDS_TICKET.includes(err.code) && err.step !== 'auth') this.needAuth = true;
-        if (err.step !== 'auth') this.needRegister = true;
-        delay = this.backoffDelay();
-      }
-    } else {
-      // No answer (server unreachable) or a local problem: back off, then start the
-      // registration over with the ticket (the server may have restarted meanwhile).
-      if (this.session && !this.needAuth) this.needRegister = true;
-      delay = this.backoffDelay();
-    }
-    if (this.registered && this.expired()) this.registered = false;
-    this.retryAt = this.now() + delay;
-    const message = err.message;
-    this.lastError = { step, error: message, at: this.now() };
-    this.log(level, 'step failed, retrying', { step, err: message, retryInMs: delay });
-    this.emit('problem', step, message);
-    if (!this.registered) this.setState('retrying');
-  }
-
-  private async authenticate(gen: number): Promise<void> {
-    // needAuth is cleared only on success: a failure (or an abandoned attempt) leaves it as is.
-    if (!this.registered) this.setState('authenticating');
-    const cnf = generatePair('x25519');
-    let cookie: Uint8Array | undefined;
-    for (let round = 0; ; round++) {
-      const rid = UdpClient.newRequestId();
-      let built;
-      try {
-        built = buildAuthRequest({
-          rid, deviceId: this.o.identity.deviceId, deviceKey: this.o.identity.key,
-          authdKid: this.o.authdKey.kid, authdSealPublic: this.o.authdKey.seal,
-          audiences: this.o.audiences, cnf: cnf.public, timeMs: this.now(),
-          ...(cookie ? { cookie } : {}),
-        });
-      } catch (err) {
-        throw new Error(`cannot build AUTH_REQUEST: ${(err as Error).message}`);
-      }
-      let r: Reply;
-      try {
-        r = await this.client!.request(this.o.authd, built.datagram, rid, {
-          accept: (x) => x.msg.name === 'AUTH_RESPONSE' || x.msg.name === 'ERROR',
-        });
-      } catch (err) {
-        throw new Error(`auth: ${(err as Error).message}`);
-      }
-      this.check(gen);
-      const m = r.msg;
-      if (m.name === 'ERROR') {
-        if (m.body.code === ErrorCode.COOKIE_REQUIRED && m.body.cookie && round < 2) {
-          cookie = m.body.cookie;
-          continue;
-        }
-        throw new ServerError('auth', m.body.code, m.body.message, m.body.retryAfterMs, m.body.cookie);
-      }
-      if (m.name !== 'AUTH_RESPONSE') {
-        throw new Error(`auth: unexpected ${m.name}`);
-      }
-      const opened = openAuthGrant(built.keys, rid, m.body.sealed, built.nonce);
-      if (!opened.ok) {
-        throw new Error(`auth: ${opened.reason}`);
-      }
-      const g = opened.grant;
-      const aud = this.o.audiences[0]!;
-      const grant = g.tickets.find((t) => t.aud === aud);
-      if (!grant) {
-        throw new Error(`auth: authd granted no ticket for "${aud}"`);
-      }
-      const cnfSecret = privateKeyObject('X25519', cnf);
-      const session = ClientSession.fromGrant(grant, cnfSecret);
-      const peek = peekTicket(grant.ticket);
-      if (!session || typeof peek === 'string') {
-        throw new Error('auth: granted ticket is unusable');
-      }
-      const locatord = this.o.locatord ?? grant.addr;
-      if (!locatord) {
-        throw new Error('auth: authd did not say where locatord is; set --locatord');
-      }
-      const now = this.now();
-      const lifetimeMs = Math.max(1000, (peek.claims.exp - peek.claims.iat) * 1000);
-      const fraction = this.o.renewFraction + (this.random() - 0.5) * 0.1;
-      const changedId = this.locatorId && !this.locatorId.equals(Buffer.from(g.locatorId));
-      this.locatorId = Buffer.from(g.locatorId);
-      this.grant = grant;
-      this.otherGrants = g.tickets.filter((t) => t !== grant);
-      this.otherSessions = new Map();
-      for (const t of this.otherGrants) {
-        const s = ClientSession.fromGrant(t, cnfSecret);
-        if (s) this.otherSessions.set(t.aud, s);
-      }
-      this.session = session;
-      this.ticketExpMs = now + (peek.claims.exp - peek.claims.iat) * 1000;
-      this.renewAt = now + Math.round(lifetimeMs * Math.min(0.95, Math.max(0.1, fraction)));
-      if (!this.locatord || !sameAddress(this.locatord, locatord)) {
-        this.locatord = locatord;
-        this.needClassify = true;
-      }
-      this.reflector = this.o.reflector === null ? undefined : (this.o.reflector ?? { ip: locatord.ip, port: DEFAULT_PORTS.reflector });
-      // A new ticket is a new session: register with it.
-      this.needRegister = true;
-      this.needAuth = false;
-      this.counters.authentications++;
-      this.log('info', 'authenticated', {
-        locatorId: formatId(this.locatorId), audiences: g.tickets.map((t) => t.aud), ticketExpires: iso(this.ticketExpMs),
-        renewAt: iso(this.renewAt), locatord: formatAddress(locatord),
-      });
-      if (changedId) this.log('warn', 'authd issued a different locator ID than before');
-      return;
-    }
-  }
-
-  private async classify(gen: number): Promise<void> {
-    this.needClassify = false;
-    this.reclassifyAt = undefined;
-    if (!this.reflector) {
-      this.setNetMode({ mode: NetMode.UNKNOWN, reason: 'classification disabled', tests: { t1: null } });
-      return;
-    }
-    this.classifying = true;
-    const c: Classification = await classifyNetwork({
-      reflector: this.reflector,
-      bindHost: this.reflector.ip.includes(':') ? '::' : '0.0.0.0',
-      local: () => this.interfaces(),
-      retransmitMs: this.o.retransmitMs,
-    }).finally(() => {
-      this.classifying = false;
-    });
-    this.check(gen);
-    if (c.mode === NetMode.UNKNOWN || c.mode === NetMode.UDP_BLOCKED) this.reclassifyAt = this.now() + this.o.reclassifyMs;
-    // locatord answering at this address disproves "udp-blocked": only the reflector is out of reach.
-    this.setNetMode(c.mode === NetMode.UDP_BLOCKED && this.registered ? { ...c, mode: NetMode.UNKNOWN, reason: 'reflector unreachable, locatord reachable' } : c);
-  }
-
-  private setNetMode(c: Classification): void {
-    const changed = c.mode !== this.netMode || !this.classification;
-    this.classification = c;
-    this.netMode = c.mode;
-    if (changed) {
-      this.log('info', 'network mode', { mode: modeName(c.mode), reason: c.reason, ...(c.observed ? { observed: formatAddress(c.observed) } : {}) });
-      this.emit('netmode', modeName(c.mode), c.reason);
-    }
-  }
-
-  /** The mode as reported to locatord: "udp-blocked" is disproved by any answer, so send unknown. */
-  private wireNetMode(): number {
-    return this.netMode === NetMode.UDP_BLOCKED ? NetMode.UNKNOWN : this.netMode;
-  }
-
-  private async register(gen: number): Promise<void> {
-    const session = this.session;
-    const grant = this.grant;
-    const to = this.locatord;
-    if (!session || !grant || !to) {
-      this.needAuth = true;
-      throw new Error('register: no ticket');
-    }
-    // needRegister is cleared only on success.
-    if (!this.registered) this.setState('registering');
-    const localAddrs = reportableAddresses(this.local, this.client!.localPort);
-    const body: Bodies['REGISTER'] = { ticket: grant.ticket, timeMs: this.now(), netMode: this.wireNetMode() };
-    if (localAddrs.length) body.localAddrs = localAddrs;
-    if (this.o.nickname) body.nickname = this.o.nickname;
-    if (this.o.mediaId) body.mediaId = this.o.mediaId;
-    if (this.o.visibility !== undefined) body.visibility = this.o.visibility;
-    if (this.o.reachable) body.reachable = true;
-    if (this.o.ttlS) body.ttlS = this.o.ttlS;
-    // The server may have lost the session and will number its answers from 1 again.
-    session.restartReceive();
-    const m = await this.call(session, 'REGISTER', body, 'REGISTER_ACK');
-    this.check(gen);
-    this.needRegister = false;
-    this.reportedNetMode = body.netMode;
-    this.reportedLocal = JSON.stringify(localAddrs);
-    this.activeSession = session;
-    this.counters.registrations++;
-    this.registeredAt = this.now();
-    this.acknowledged(m.body, 'registered');
-  }
-
-  private async refresh(gen: number): Promise<void> {
-    const session = this.activeSession;
-    if (!session) {
-      this.needRegister = true;
-      return;
-    }
-    const body: Bodies['REFRESH'] = {};
-    if (this.o.ttlS) body.ttlS = this.o.ttlS;
-    const mode = this.wireNetMode();
-    if (mode !== this.reportedNetMode) body.netMode = mode;
-    const localAddrs = reportableAddresses(this.local, this.client!.localPort);
-    if (JSON.stringify(localAddrs) !== this.reportedLocal) body.localAddrs = localAddrs;
-    let m: MessageOf<'REFRESH_ACK'>;
-    try {
-      m = await this.call(session, 'REFRESH', body, 'REFRESH_ACK');
-    } catch (err) {
-      if (gen === this.generation) this.needRegister = true;
-      throw err;
-    }
-    this.check(gen);
-    if (body.netMode !== undefined) this.reportedNetMode = body.netMode;
-    if (body.localAddrs) this.reportedLocal = JSON.stringify(localAddrs);
-    this.counters.refreshes++;
-    this.acknowledged(m.body, 'refreshed');
-  }
-
-  /** Common bookkeeping of REGISTER_ACK / REFRESH_ACK. */
-  private acknowledged(ack: RegistrationAck, kind: 'registered' | 'refreshed'): void {
-    const now = this.now();
-    const previous = this.observed;
-    this.observed = ack.observed;
-    this.ttlS = ack.ttlS;
-    this.refreshS = ack.refreshS;
-    this.lastAckAt = now;
-    this.registered = true;
-    if (this.netMode === NetMode.UDP_BLOCKED) {
-      // The server answered, so UDP is not blocked; the reflector alone is unreachable.
-      this.setNetMode({ mode: NetMode.UNKNOWN, reason: 'reflector unreachable, locatord reachable', tests: { t1: null } });
-    }
-    let interval = ack.refreshS > 0 ? ack.refreshS : Math.max(1, Math.floor(ack.ttlS / 3.5));
-    if (this.o.maxRefreshS > 0) interval = Math.min(interval, this.o.maxRefreshS);
-    // ±20% jitter: terminals that registered together (after an outage) drift apart.
-    this.nextRefreshAt = now + Math.round(interval * 1000 * (0.8 + 0.4 * this.random()));
-    const info: RegistrationInfo = {
-      locatorId: this.locatorIdHex ?? '', observed: formatAddress(ack.observed), ttlS: ack.ttlS, refreshS: ack.refreshS,
-      netMode: modeName(this.netMode), locatord: this.locatord ? formatAddress(this.locatord) : '',
-    };
-    this.setState('registered');
-    if (kind === 'registered') {
-      this.log('info', 'registered', { ...info });
-      this.emit('registered', info);
-    } else {
-      this.log('debug', 'refreshed', { observed: info.observed, ttlS: ack.ttlS });
-      this.emit('refreshed', info);
-    }
-    const prevText = previous ? formatAddress(previous) : null;
-    if (!previous || !sameAddress(previous, ack.observed)) this.emit('address', info.observed, prevText);
-    if (previous && kind === 'refreshed' && !sameAddress(previous, ack.observed)) {
-      // The NAT moved us (rebinding, new public address): the whole sequence again.
-      this.log('info', 'observed address changed', { before: prevText, after: info.observed });
-      this.onAddressChange('observed address');
-    }
-  }
-
-  /** Server-initiated datagrams on our socket: PROBE from locatord, MATCH_RESULT from matchd. */
-  private onPush(r: Reply): void {
-    if (this.match.onPush(r)) return;
-    if (this.punch.onPush(r)) return;
-    if (r.msg.name !== 'PROBE' || !this.locatord || !sameAddress(r.from, this.locatord)) return;
-    const raw = r.raw.toString('base64');
-    if (this.lastProbe && this.lastProbe.raw === raw) {
-      // A retransmitted PROBE (our ACK was lost): the replay window refuses it, answer again.
-      this.client?.send(r.from, this.lastProbe.ack);
-      return;
-    }
-    const session = [this.activeSession, this.session].find((s) => s !== undefined && s.accept(r));
-    if (!session) return;
-    const ack = session.encode('PROBE_ACK', r.msg.rid, {});
-    this.lastProbe = { raw, ack };
-    this.client?.send(r.from, ack);
-    this.counters.probesAnswered++;
-    this.log('debug', 'probe answered');
-  }
-
-  /** One session-authenticated request to locatord; an ERROR answer becomes a ServerError. */
-  private async call<N extends MessageName, R extends MessageName>(
-    session: ClientSession, name: N, body: Bodies[N], expect: R, policy?: Partial<RetransmitPolicy>,
-  ): Promise<MessageOf<R>> {
-    const to = this.locatord;
-    const client = this.client;
-    if (!to || !client) throw new AgentError('NOT_REGISTERED', 'agent has no locatord address yet');
-    const rid = UdpClient.newRequestId();
-    const datagram = session.encode(name, rid, body);
-    let r: Reply;
-    try {
-      r = await client.request(to, datagram, rid, { accept: (x) => session.accept(x), ...(policy ? { policy } : {}) });
-    } catch (err) {
-      if (err instanceof DevlocError) throw new Error(`${name}: ${err.message}`);
-      throw err;
-    }
-    const m: Message = r.msg;
-    if (m.name === 'ERROR') throw new ServerError(name, m.body.code, m.body.message, m.body.retryAfterMs, m.body.cookie);
-    if (m.name !== expect) throw new Error(`${name}: unexpected answer ${m.name}`);
-    return m as MessageOf<R>;
-  }
-
-  // ---------------------------------------------------------------- the application API
-
-  /** Wait (bounded) until registered; queries need the session that REGISTER opened. */
-  private async ready(timeoutMs: number): Promise<ClientSession> {
-    if (this.registered && this.activeSession) return this.activeSession;
-    if (!this.client || this.stopping) throw new AgentError('NOT_RUNNING', 'agent is not running');
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.off('registered', onReg);
-        reject(new AgentError('NOT_REGISTERED', `not registered with locatord (state ${this._state}${this.lastError ? `; last error: ${this.lastError.error}` : ''})`));
-      }, timeoutMs);
-      const onReg = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.once('registered', onReg);
-    });
-    if (!this.activeSession) throw new AgentError('NOT_REGISTERED', 'not registered with locatord');
-    return this.activeSession;
-  }
-
-  /** A query on the current session; on NO_SESSION, re-register once and retry. */
-  private async query<N extends MessageName, R extends MessageName>(name: N, body: Bodies[N], expect: R, waitMs = 10_000): Promise<MessageOf<R>> {
-    for (let attempt = 0; ; attempt++) {
-      const session = await this.ready(waitMs);
-      try {
-        return await this.call(session, name, body, expect);
-      } catch (err) {
-        if (err instanceof ServerError) {
-          if ((err.code === ErrorCode.NO_SESSION || NEEDS_TICKET.includes(err.code)) && attempt === 0) {
-            this.registered = false;
-            this.needRegister = true;
-            this.retryAt = undefined;
-            if (err.code !== ErrorCode.NO_SESSION) this.needAuth = true;
-            this.kick(false);
-            continue;
-          }
-          throw new AgentError(errorName(err.code), err.detail ?? err.message);
-        }
-        if (err instanceof AgentError) throw err;
-        throw new AgentError('NO_ANSWER', (err as Error).message);
-      }
-    }
+    this.registration.addressChanged(reason);
   }
 
   /**
@@ -953,108 +140,32 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** A locator ID, group ID or address book name to 16 bytes. */
   resolveTarget(target: string | Uint8Array): Buffer {
-    if (typeof target !== 'string') {
-      if (target.length !== 16) throw new AgentError('BAD_TARGET', 'IDs are 16 bytes');
-      return Buffer.from(target);
-    }
-    const id = this.o.peers ? this.o.peers.resolve(target) : parseId(target);
-    if (!id) throw new AgentError('UNKNOWN_TARGET', `${JSON.stringify(target)} is neither an ID (32 hex digits) nor a name in the address book`);
-    return id;
-  }
-
-  private namesOf(id: Uint8Array): string[] {
-    return this.o.peers ? this.o.peers.namesOf(formatId(id)) : [];
+    return this.queries.resolveTarget(target);
   }
 
   /** Current addresses of peers (QUERY_ADDR), by locator ID or nickname, in request order. */
-  async lookup(targets: (string | Uint8Array)[]): Promise<LookupEntry[]> {
-    const ids = targets.map((t) => this.resolveTarget(t));
-    const entries: AddrEntry[] = [];
-    for (let i = 0; i < ids.length; i += MAX_QUERY_IDS) {
-      const batch = ids.slice(i, i + MAX_QUERY_IDS);
-      let cursor: number | undefined;
-      let got: AddrEntry[] = [];
-      for (let pages = 0; pages <= batch.length; pages++) {
-        const m = await this.query('QUERY_ADDR', { ids: batch, ...(cursor !== undefined ? { cursor } : {}) }, 'QUERY_ADDR_RESULT');
-        got = got.concat(m.body.entries);
-        if (m.body.nextCursor === undefined || m.body.nextCursor <= (cursor ?? 0) || m.body.nextCursor >= batch.length) break;
-        cursor = m.body.nextCursor;
-      }
-      entries.push(...got);
-    }
-    return ids.map((id, i) => {
-      const e = entries.find((x) => Buffer.from(x.id).equals(id));
-      const target = typeof targets[i] === 'string' ? (targets[i] as string) : formatId(id);
-      const out: LookupEntry = { target, id: formatId(id), online: e?.online ?? false, names: this.namesOf(id) };
-      if (e?.addr) out.addr = formatAddress(e.addr);
-      if (e?.localAddrs?.length) out.localAddrs = e.localAddrs.map(formatAddress);
-      if (e?.netMode !== undefined) out.netMode = modeName(e.netMode);
-      if (e?.nickname !== undefined) out.nickname = e.nickname;
-      if (e?.mediaId !== undefined) out.mediaId = e.mediaId;
-      return out;
-    });
+  lookup(targets: (string | Uint8Array)[]): Promise<LookupEntry[]> {
+    return this.queries.lookup(targets);
   }
 
   /** Online status of peers (QUERY_STATUS), in request order. */
-  async online(targets: (string | Uint8Array)[]): Promise<{ target: string; id: string; online: boolean; names: string[] }[]> {
-    const ids = targets.map((t) => this.resolveTarget(t));
-    const online: boolean[] = [];
-    for (let i = 0; i < ids.length; i += MAX_QUERY_IDS) {
-      const batch = ids.slice(i, i + MAX_QUERY_IDS);
-      const got: boolean[] = [];
-      let cursor: number | undefined;
-      for (let pages = 0; pages <= batch.length && got.length < batch.length; pages++) {
-        const m = await this.query('QUERY_STATUS', { ids: batch, ...(cursor !== undefined ? { cursor } : {}) }, 'QUERY_STATUS_RESULT');
-        got.push(...m.body.online);
-        if (m.body.nextCursor === undefined) break;
-        cursor = m.body.nextCursor;
-      }
-      for (let j = 0; j < batch.length; j++) online.push(got[j] ?? false);
-    }
-    return ids.map((id, i) => ({
-      target: typeof targets[i] === 'string' ? (targets[i] as string) : formatId(id), id: formatId(id), online: online[i] ?? false, names: this.namesOf(id),
-    }));
+  online(targets: (string | Uint8Array)[]): Promise<{ target: string; id: string; online: boolean; names: string[] }[]> {
+    return this.queries.online(targets);
   }
 
-  async groupCreate(name: string, joinCode?: string): Promise<{ groupId: string }> {
-    const m = await this.query('GROUP_CREATE', { name, ...(joinCode ? { joinCode } : {}) }, 'GROUP_CREATE_ACK');
-    return { groupId: formatId(m.body.groupId) };
+  groupCreate(name: string, joinCode?: string): Promise<{ groupId: string }> {
+    return this.queries.groupCreate(name, joinCode);
   }
 
-  async groupJoin(group: string | Uint8Array, joinCode?: string): Promise<{ groupId: string }> {
-    const groupId = this.resolveTarget(group);
-    const m = await this.query('GROUP_JOIN', { groupId, ...(joinCode ? { joinCode } : {}) }, 'GROUP_JOIN_ACK');
-    return { groupId: formatId(m.body.groupId) };
+  groupJoin(group: string | Uint8Array, joinCode?: string): Promise<{ groupId: string }> {
+    return this.queries.groupJoin(group, joinCode);
   }
 
-  async groupLeave(group: string | Uint8Array): Promise<{ groupId: string }> {
-    const groupId = this.resolveTarget(group);
-    await this.query('GROUP_LEAVE', { groupId }, 'GROUP_LEAVE_ACK');
-    return { groupId: formatId(groupId) };
+  groupLeave(group: string | Uint8Array): Promise<{ groupId: string }> {
+    return this.queries.groupLeave(group);
   }
 
-  async groupMembers(group: string | Uint8Array): Promise<GroupMembers> {
-    const groupId = this.resolveTarget(group);
-    const members: MemberEntry[] = [];
-    let cursor: number | undefined;
-    let total = 0;
-    let name: string | undefined;
-    for (let pages = 0; pages < 1000; pages++) {
-      const m = await this.query('GROUP_MEMBERS', { groupId, ...(cursor !== undefined ? { cursor } : {}) }, 'GROUP_MEMBERS_RESULT');
-      members.push(...m.body.members);
-      total = m.body.total;
-      if (m.body.name !== undefined) name = m.body.name;
-      if (m.body.nextCursor === undefined || m.body.nextCursor <= (cursor ?? 0) || m.body.members.length === 0) break;
-      cursor = m.body.nextCursor;
-    }
-    return {
-      groupId: formatId(groupId), ...(name !== undefined ? { name } : {}), total,
-      members: members.map((e) => ({
-        id: formatId(e.id), online: e.online, names: this.namesOf(e.id),
-        ...(e.addr ? { addr: formatAddress(e.addr) } : {}),
-        ...(e.nickname !== undefined ? { nickname: e.nickname } : {}),
-        ...(e.netMode !== undefined ? { netMode: modeName(e.netMode) } : {}),
-      })),
-    };
+  groupMembers(group: string | Uint8Array): Promise<GroupMembers> {
+    return this.queries.groupMembers(group);
   }
 }

@@ -9,7 +9,7 @@
 // channel opened with `connect` is closed when no control request has touched it for a minute
 // (its client went away); an incoming channel lives as long as its peer keeps it.
 import type { Agent } from './agent.js';
-import { AgentError } from './agent.js';
+import { AgentError } from './errors.js';
 import type { Channel, ChannelSummary, PathInfo } from './channel.js';
 
 export const CHANNEL_COMMANDS = ['connect', 'channels', 'channel.send', 'channel.recv', 'channel.ping', 'channel.close'] as const;

@@ -7,7 +7,8 @@
 // 100 ms up to a second, then every 250 ms until one answers or the punch timeout (10 s) passes.
 // A PUNCH is answered with PUNCH_ACK to its source address, and, while no path from there is
 // confirmed, with a PUNCH of our own at once (the peer's PUNCH opened our NAT for it). A PUNCH_ACK to one of our PUNCHes (matched by its
-// request ID, which only we and the peer know) confirms a path: the address it came from. An
+// request ID, which only we and the peer know) confirms a path: the address it came from; so
+// does, while still punching, an authenticated DATA (the peer's end is open). An
 // authenticated PUNCH from an address that is no candidate makes it one ("peer-reflexive": the
 // peer's NAT picked a new port for us, e.g. a symmetric NAT facing a restricted one). LAN
 // candidates outrank peer-reflexive ones, which outrank the public address; for a second after
@@ -25,7 +26,6 @@
 // is accepted: a third party can neither inject, replay nor read.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
@@ -36,8 +36,9 @@ import { generatePair, privateKeyObject } from '../wire/keys.js';
 import type { ChannelRole, DataKeys, PunchKeys } from '../wire/peer.js';
 import { channelCipher, deriveDataKeys, derivePunchKeys } from '../wire/peer.js';
 import { ReplayWindow, sealDatagram, verifyDatagram } from '../wire/session.js';
-import type { AgentLog } from './agent.js';
-import { AgentError } from './agent.js';
+import type { AgentLog } from './errors.js';
+import { SafeEmitter } from './emitter.js';
+import { AgentError } from './errors.js';
 
 /** Where a candidate address comes from; the order is the preference. */
 export type CandidateKind = 'lan' | 'peer-reflexive' | 'public';
@@ -90,6 +91,8 @@ export interface ChannelEvents {
   message: [data: Buffer, info: { n: number }];
   loss: [info: { missing: number; first: number; last: number; total: number }];
   close: [reason: string];
+  /** An exception thrown by a listener of another event (caught and logged; the channel goes on). */
+  error: [err: Error];
 }
 
 export interface ChannelTiming {
@@ -134,7 +137,7 @@ const iso = (ms: number | undefined): string | null => (ms === undefined ? null 
 /** Largest number of PUNCH request IDs remembered (answers to older ones are still liveness). */
 const MAX_PENDING_PUNCHES = 256;
 
-export class Channel extends EventEmitter<ChannelEvents> {
+export class Channel extends SafeEmitter<ChannelEvents> {
   readonly id: Buffer;
   readonly idHex: string;
   readonly role: ChannelRole;
@@ -180,7 +183,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
   private repunching = false;
 
   constructor(init: ChannelInit) {
-    super();
+    // Events fire inside the socket's 'message' handler and timers: a listener that throws (e.g.
+    // `send()` answering a message on a channel that is not open) must not unwind into them.
+    super(init.log ?? (() => {}));
     this.id = init.id;
     this.idHex = init.id.toString('hex');
     this.role = init.role;
@@ -377,7 +382,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.punchTimer = setTimeout(() => this.punchRound(), elapsed < 100 ? 25 : elapsed < 1000 ? 100 : 250);
   }
 
-  private confirm(addr: Address, kind: CandidateKind, rttMs: number): void {
+  private confirm(addr: Address, kind: CandidateKind, rttMs: number | null): void {
     const c = this.addCandidate(addr, kind);
     c.confirmed = true;
     const now = this.now();
@@ -501,6 +506,12 @@ export class Channel extends EventEmitter<ChannelEvents> {
         return;
       }
       case 'DATA': {
+        if (this._state === 'punching') {
+          // Only the peer holds the data keys, and it sends DATA only once its end is open: the
+          // address this came from answers. Open on it (our PUNCH_ACK may still be on its way),
+          // so that a listener answering the message can send.
+          this.confirm(from, this.candidates.find((c) => c.key === addrKey(from))?.kind ?? 'peer-reflexive', null);
+        }
         const plain = channelCipher(this.dataRx!.enc, msg.auth.seq, msg.body.payload);
         const n = msg.body.n;
         if (msg.body.ack) this.sendRaw(from, this.encode('DATA_ACK', msg.rid, { n }, this.dataTx!.mac));

@@ -10,8 +10,9 @@
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
-import type { Agent, AgentLog } from './agent.js';
-import { AgentError } from './agent.js';
+import type { Agent } from './agent.js';
+import type { AgentLog } from './errors.js';
+import { AgentError } from './errors.js';
 import type { MatchSpec } from './match.js';
 import { parseAttr, parseRequirement } from './match.js';
 import type { AddressBook } from './peers.js';

@@ -10,7 +10,7 @@ import type { Address } from '../wire/addr.js';
 import { formatAddress, parseAddress } from '../wire/addr.js';
 import { DEFAULT_PORTS } from '../wire/constants.js';
 import { isServiceId } from '../wire/keys.js';
-import type { AgentOptions } from './agent.js';
+import type { AgentOptions } from './types.js';
 import { Agent } from './agent.js';
 import { DEFAULT_CONTROL_SOCKET } from './control-client.js';
 import { ControlServer } from './control.js';

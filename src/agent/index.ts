@@ -3,9 +3,11 @@
 // Imports only src/wire, src/net/client.ts, src/net/clientsession.ts and node built-ins
 // (test/agent/imports.test.ts checks it): it is meant for small devices.
 export type {
-  AgentCounters, AgentEvents, AgentLog, AgentOptions, AgentState, AgentStatus, GroupMembers, LogLevel, LookupEntry, RegistrationInfo,
-} from './agent.js';
-export { Agent, AgentError } from './agent.js';
+  AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry, RegistrationInfo,
+} from './types.js';
+export type { AgentLog, LogLevel } from './errors.js';
+export { Agent } from './agent.js';
+export { AgentError } from './errors.js';
 export { CONTROL_COMMANDS, ControlServer, dispatch, handleLine } from './control.js';
 export type { ControlRequest, ControlResponse } from './control.js';
 export { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from './control-client.js';

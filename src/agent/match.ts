@@ -33,8 +33,8 @@ import type { Props } from '../wire/schema.js';
 import type { Reply, RetransmitPolicy } from '../net/client.js';
 import { UdpClient } from '../net/client.js';
 import type { ClientSession } from '../net/clientsession.js';
-import type { AgentLog } from './agent.js';
-import { AgentError } from './agent.js';
+import type { AgentLog } from './errors.js';
+import { AgentError } from './errors.js';
 import { formatId } from './ids.js';
 
 /** What the agent lends the match client: its socket, sessions, network mode and clock. */

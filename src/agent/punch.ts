@@ -26,8 +26,8 @@ import { decodeDatagram } from '../wire/envelope.js';
 import { openChannelKey } from '../wire/peer.js';
 import type { ClientSession } from '../net/clientsession.js';
 import type { Reply } from '../net/client.js';
-import type { AgentLog } from './agent.js';
-import { AgentError } from './agent.js';
+import type { AgentLog } from './errors.js';
+import { AgentError } from './errors.js';
 import type { CandidateKind, ChannelSummary, ChannelTiming } from './channel.js';
 import { Channel } from './channel.js';
 import { formatId } from './ids.js';
@@ -98,9 +98,17 @@ export class PeerManager {
   private readonly seenIntros = new Set<string>();
   private readonly keepRecent: number;
   private socket: dgram.Socket | undefined;
-  private readonly listener = (raw: Buffer, rinfo: dgram.RemoteInfo): void => this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port });
+  private readonly listener = (raw: Buffer, rinfo: dgram.RemoteInfo): void => {
+    // The socket's 'message' event: whatever a datagram or a channel does, nothing throws out.
+    try {
+      this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port });
+    } catch (err) {
+      this.stats.failed++;
+      this.host.log('error', 'peer datagram handling failed; dropped', { err: (err as Error).message });
+    }
+  };
   /** Datagrams dropped before reaching a channel. */
-  readonly stats = { introductions: 0, unknownChannel: 0, malformed: 0 };
+  readonly stats = { introductions: 0, unknownChannel: 0, malformed: 0, failed: 0 };
 
   constructor(private readonly host: PeerHost, private readonly o: PeerOptions = {}) {
     this.keepRecent = o.keepRecent ?? 16;

@@ -1,16 +1,22 @@
-// The agent library stays tiny: everything reachable from src/agent/index.ts is src/wire, the
-// UDP client and client session of src/net, the agent's own files and node built-ins. No npm
-// packages (lru-cache, yargs, better-sqlite3) and nothing of src/common. Type-only imports count
-// too: what is allowed to be named may also be loaded later.
+// The agent library stays tiny: every file under src/agent, and everything it reaches, is
+// src/wire, the UDP client and client session of src/net, the agent's own files and node
+// built-ins. No npm packages (lru-cache, yargs, better-sqlite3) and nothing of src/common or of
+// the daemons. Type-only imports count too: what is allowed to be named may also be loaded later.
+// The one exception is the devloc-agent daemon entry (daemon.ts, main.ts): it may also use
+// src/common (config, logging, lifecycle), and no library file may import it.
+// And the agent's modules form no import cycle (errors and types live in modules of their own).
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { builtinModules } from 'node:module';
 import { root } from '../helpers/daemon.js';
 
 const src = path.join(root, 'src');
 const ALLOWED_FILES = new Set(['net/client.ts', 'net/clientsession.ts']);
-const allowed = (rel: string): boolean => rel.startsWith('wire/') || rel.startsWith('agent/') || ALLOWED_FILES.has(rel);
+/** The devloc-agent daemon: outside the library, may use src/common. */
+const DAEMON_ENTRY = new Set(['agent/daemon.ts', 'agent/main.ts']);
+const allowed = (rel: string): boolean =>
+  rel.startsWith('wire/') || (rel.startsWith('agent/') && !DAEMON_ENTRY.has(rel)) || ALLOWED_FILES.has(rel);
 const builtins = new Set(builtinModules);
 
 /** Every module specifier in a TypeScript file (static, re-export, side-effect and dynamic imports). */
@@ -20,7 +26,7 @@ export function specifiers(text: string): string[] {
   const patterns = [
     /\bimport\s+(?:type\s+)?[\s\S]*?\bfrom\s*['"]([^'"]+)['"]/g,
     /\bexport\s+(?:type\s+)?(?:\*|\{[\s\S]*?\})(?:\s+as\s+\w+)?\s*from\s*['"]([^'"]+)['"]/g,
-    /\bimport\s*['"]([^'"]+)['"]/g,
+    /(?:^|;)\s*import\s*['"]([^'"]+)['"]/gm,
     /\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g,
     /\brequire\s*\(\s*['"]([^'"]+)['"]\s*\)/g,
   ];
@@ -28,25 +34,33 @@ export function specifiers(text: string): string[] {
   return out;
 }
 
-function walk(entry: string): { files: Set<string>; bad: string[] } {
+/** The files a file imports (resolved, src-relative), and the packages it names. */
+function imports(file: string): { files: string[]; packages: string[] } {
+  const files: string[] = [];
+  const packages: string[] = [];
+  for (const spec of specifiers(readFileSync(file, 'utf8'))) {
+    if (spec.startsWith('node:') && builtins.has(spec.slice(5))) continue;
+    if (!spec.startsWith('.')) packages.push(spec);
+    else files.push(path.relative(src, path.resolve(path.dirname(file), spec.replace(/\.js$/, '.ts'))));
+  }
+  return { files, packages };
+}
+
+/** Walk from `entry` (src-relative) through allowed files; what lies outside is reported. */
+function walk(entry: string, extra: (rel: string) => boolean = () => false): { files: Set<string>; bad: string[] } {
   const files = new Set<string>();
   const bad: string[] = [];
   const queue = [entry];
   while (queue.length) {
-    const file = queue.pop()!;
-    if (files.has(file)) continue;
-    files.add(file);
-    const rel = path.relative(src, file);
-    for (const spec of specifiers(readFileSync(file, 'utf8'))) {
-      if (spec.startsWith('node:') ? builtins.has(spec.slice(5)) : false) continue;
-      if (!spec.startsWith('.')) {
-        bad.push(`${rel} imports package ${spec}${builtins.has(spec) ? ' (use the node: prefix)' : ''}`);
-        continue;
-      }
-      const target = path.resolve(path.dirname(file), spec.replace(/\.js$/, '.ts'));
-      const trel = path.relative(src, target);
-      if (!allowed(trel)) {
-        bad.push(`${rel} imports ${trel}`);
+    const rel = queue.pop()!;
+    if (files.has(rel)) continue;
+    files.add(rel);
+    const { files: targets, packages } = imports(path.join(src, rel));
+    for (const p of packages) bad.push(`${rel} imports package ${p}${builtins.has(p) ? ' (use the node: prefix)' : ''}`);
+    for (const target of targets) {
+      if (extra(target) && rel === entry) continue; // the daemon entry's own use of src/common (each entry is walked by itself)
+      if (!allowed(target)) {
+        bad.push(`${rel} imports ${target}`);
         continue;
       }
       queue.push(target);
@@ -55,28 +69,80 @@ function walk(entry: string): { files: Set<string>; bad: string[] } {
   return { files, bad };
 }
 
+/** Every .ts file under src/agent, src-relative. */
+function agentFiles(): string[] {
+  const out: string[] = [];
+  const visit = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) visit(p);
+      else if (e.name.endsWith('.ts')) out.push(path.relative(src, p));
+    }
+  };
+  visit(path.join(src, 'agent'));
+  return out.sort();
+}
+
+/** The import cycles of a graph (each once, from its smallest node), by depth-first search. */
+export function cycles(graph: Map<string, string[]>): string[][] {
+  const found = new Map<string, string[]>();
+  const state = new Map<string, 'active' | 'done'>();
+  const stack: string[] = [];
+  const visit = (n: string): void => {
+    state.set(n, 'active');
+    stack.push(n);
+    for (const m of graph.get(n) ?? []) {
+      if (!graph.has(m)) continue;
+      if (state.get(m) === 'active') {
+        const cycle = stack.slice(stack.indexOf(m));
+        const start = cycle.indexOf([...cycle].sort()[0]!);
+        const canonical = [...cycle.slice(start), ...cycle.slice(0, start)];
+        found.set(canonical.join(' -> '), canonical);
+      } else if (!state.has(m)) visit(m);
+    }
+    stack.pop();
+    state.set(n, 'done');
+  };
+  for (const n of [...graph.keys()].sort()) if (!state.has(n)) visit(n);
+  return [...found.values()];
+}
+
 t.test('the specifier scanner sees every import form', async (t) => {
   const text = [
     "import a from 'a1';", "import type { B } from 'b1';", "import {\n  c,\n  d,\n} from 'c1';", "export * from 'e1';",
-    "export { f } from 'f1';", "export type { G } from 'g1';", "import 'h1';", "const x = await import('i1');",
+    "export { f } from 'f1';", "export type { G } from 'g1';", "import 'h1';", "const x = await import('i1');", "spawn(node, ['--import', 'tsx']);",
     "// import z from 'not-me';", '/* import y from "nor-me"; */',
   ].join('\n');
   t.same(specifiers(text).sort(), ['a1', 'b1', 'c1', 'e1', 'f1', 'g1', 'h1', 'i1']);
 });
 
-t.test('src/agent/index.ts reaches only wire, net/client, net/clientsession, agent and node:*', async (t) => {
-  const { files, bad } = walk(path.join(src, 'agent', 'index.ts'));
-  t.same(bad, [], 'no forbidden imports');
-  const rel = [...files].map((f) => path.relative(src, f));
-  t.ok(rel.includes('net/client.ts') && rel.includes('net/clientsession.ts'), 'walks into src/net');
-  t.ok(rel.includes('wire/auth.ts'), 'walks into src/wire');
-  t.notOk(rel.includes('wire/ticket.ts'), 'not the ticket verifier (lru-cache)');
-  t.notOk(rel.some((f) => f === 'agent/main.ts' || f === 'agent/daemon.ts'), 'the daemon entry is outside the library');
+t.test('every file under src/agent reaches only wire, net/client, net/clientsession, agent and node:*', async (t) => {
+  const all = agentFiles();
+  t.ok(all.includes('agent/index.ts') && all.includes('agent/registration.ts'), `found the agent's files (${all.length})`);
+  const bad: string[] = [];
+  for (const rel of all) {
+    const common = DAEMON_ENTRY.has(rel) ? (x: string): boolean => x.startsWith('common/') || DAEMON_ENTRY.has(x) : undefined;
+    bad.push(...walk(rel, common).bad);
+  }
+  t.same([...new Set(bad)].sort(), [], 'no forbidden imports');
+  const lib = walk('agent/index.ts');
+  t.ok(lib.files.has('net/client.ts') && lib.files.has('net/clientsession.ts'), 'walks into src/net');
+  t.ok(lib.files.has('wire/auth.ts'), 'walks into src/wire');
+  t.notOk(lib.files.has('wire/ticket.ts'), 'not the ticket verifier (lru-cache)');
+  t.notOk([...lib.files].some((f) => DAEMON_ENTRY.has(f)), 'the daemon entry is outside the library');
 });
 
-t.test('the walk would catch a forbidden import', async (t) => {
-  const { bad } = walk(path.join(src, 'wire', 'ticket.ts'));
+t.test('no import cycle among the files of src/agent (type-only imports included)', async (t) => {
+  const graph = new Map(agentFiles().map((rel) => [rel, imports(path.join(src, rel)).files.filter((x) => x.startsWith('agent/'))]));
+  t.same(cycles(graph).map((c) => c.join(' -> ')), [], 'no cycle');
+});
+
+t.test('the checks would catch a forbidden import and a cycle', async (t) => {
+  const { bad } = walk('wire/ticket.ts');
   t.ok(bad.some((b) => b.includes('lru-cache')), 'lru-cache found through ticket.ts');
-  const d = walk(path.join(src, 'agent', 'daemon.ts'));
-  t.ok(d.bad.some((b) => b.includes('common/')), 'the daemon uses src/common');
+  const d = walk('agent/daemon.ts');
+  t.ok(d.bad.some((b) => b.includes('common/')), 'the daemon uses src/common (allowed for it alone)');
+  t.notOk(allowed('authd/db.ts') || allowed('common/log.ts') || allowed('agent/daemon.ts'), 'daemons, common and the daemon entry are not library files');
+  t.same(cycles(new Map([['a', ['b']], ['b', ['c']], ['c', ['a', 'd']], ['d', []], ['e', ['e']]])), [['a', 'b', 'c'], ['e']], 'cycles found');
+  t.same(cycles(new Map([['a', ['b', 'c']], ['b', ['c']], ['c', []]])), [], 'a diamond is no cycle');
 });

@@ -11,7 +11,7 @@ import { parseAddress } from '../../src/wire/addr.js';
 import type { Stack } from '../agent/stack.js';
 import { eventually, stack } from '../agent/stack.js';
 
-async function agent(t: Test, s: Stack, name: string, reachable: boolean): Promise<Agent> {
+async function agent(t: Test, s: Stack, name: string, reachable: boolean, logs: string[] = []): Promise<Agent> {
   const d = s.device(name);
   const identity = loadDeviceIdentity(d.identityPath);
   const authdKey = loadAuthdKey(s.authdPubFile);
@@ -19,6 +19,7 @@ async function agent(t: Test, s: Stack, name: string, reachable: boolean): Promi
   const a = new Agent({
     identity: identity.value, authd: parseAddress(s.authdAddr)!, authdKey: authdKey.value, bind: { host: '127.0.0.1', port: 0 },
     reflector: parseAddress(`127.0.0.1:${s.ports.reflector}`)!, nickname: name, retransmitMs: 200, backoffMinMs: 100, backoffMaxMs: 1000, reachable,
+    log: (level, msg, fields) => logs.push(`${level} ${msg} ${JSON.stringify(fields ?? {})}`),
   });
   await a.start();
   t.teardown(() => a.stop());
@@ -64,4 +65,55 @@ t.test('agent.connect: a channel to a reachable peer, messages both ways', async
   const c2 = await carol.connect(bob.locatorIdHex!);
   t.equal(c2.state, 'open');
   c2.close();
+});
+
+t.test('listeners that throw, or send on a closing channel, do not kill the agent: it keeps serving', async (t) => {
+  // What failed CI under load in the demo: a DATA reached bob's 'message' listener while the
+  // channel was not open, the listener's send() threw CHANNEL_NOT_OPEN inside the socket's
+  // 'message' handler, and the process died. Here every listener misbehaves on purpose, in this
+  // process: an exception escaping a socket handler would end the test run.
+  const s = await stack(t);
+  const bobLogs: string[] = [];
+  const [alice, bob] = await Promise.all([agent(t, s, 'alice', false), agent(t, s, 'bob', true, bobLogs)]);
+  const agentErrors: string[] = [];
+  bob.on('error', (e) => agentErrors.push(e.message));
+  bob.on('channel', () => {
+    throw new Error('bug in a channel listener'); // runs inside the INTRO push handler
+  });
+  bob.on('channel', (ch) => {
+    ch.on('message', (m) => {
+      const text = m.toString();
+      if (text === 'close, then answer') ch.close('asked to');
+      if (text === 'throw') throw new Error('bug in a message listener');
+      ch.send(`bob got: ${text}`); // throws CHANNEL_NOT_OPEN after the close
+    });
+  });
+  // alice sends as soon as her end is open, bob's may still be punching (the CI failure's race):
+  // the first DATA opens it (test/punch/channel.test.ts has that deterministically).
+  const ch = await alice.connect(bob.locatorIdHex!);
+  const answers: string[] = [];
+  ch.on('message', (m) => answers.push(m.toString()));
+  const answered = (n: number): Promise<void> => eventually(async () => answers.length >= n, 15_000, `${n} answers`).then(() => undefined);
+  ch.send('throw');
+  ch.send('hello');
+  await answered(1);
+  t.same(answers, ['bob got: hello'], 'the listener that threw did not stop the next message');
+  const closed = new Promise<string>((r) => ch.once('close', r));
+  ch.send('close, then answer');
+  t.equal(await closed, 'peer closed the channel', 'bob closed the channel from its listener');
+  t.same(agentErrors, ['bug in a channel listener'], "the 'channel' listener's exception reached bob's 'error' event");
+  t.ok(bobLogs.some((l) => l.includes('an event listener threw') && l.includes('bug in a message listener')), 'logged');
+  t.ok(bobLogs.some((l) => l.includes('an event listener threw') && /channel [0-9a-f]+ is closed \(asked to\)/.test(l)), 'the late send logged');
+
+  // bob keeps serving: registered, answers queries, and a new channel works.
+  t.ok(bob.isRegistered, 'still registered');
+  const [seen] = await bob.lookup([alice.locatorIdHex!]);
+  t.equal(seen?.online, true, 'bob still answers lookups');
+  const again = await alice.connect(bob.locatorIdHex!, { reuse: false });
+  const replies: string[] = [];
+  again.on('message', (m) => replies.push(m.toString()));
+  again.send('still there?');
+  await eventually(async () => replies.length > 0, 15_000, "bob's answer");
+  t.same(replies, ['bob got: still there?'], 'and a new channel');
+  again.close();
 });

@@ -93,7 +93,10 @@ interface Wire {
   filter: (from: Address, to: Address, bytes: Buffer) => boolean;
   /** Deliver bytes to the channel listening at `to` as if from `from`. */
   inject: (from: Address, to: Address, bytes: Buffer) => void;
+  /** Resolves once every datagram sent so far (and every answer to it) has been delivered or dropped. */
   settle: () => Promise<void>;
+  /** Log lines of both ends, as "level msg". */
+  logs: string[];
 }
 
 const A: Address = { ip: '10.0.0.1', port: 1000 };
@@ -118,27 +121,39 @@ function pair(t: Test, o: PairOptions = {}): Wire {
   const aId = randomBytes(16);
   const bId = randomBytes(16);
   const timing = { punchTimeoutMs: 3000, keepaliveMs: 60_000, upgradeWindowMs: 300 };
-  const w = { log: [], filter: () => true } as unknown as Wire;
+  const w = { log: [], logs: [], filter: () => true } as unknown as Wire;
+  const log = (level: string, msg: string): void => void w.logs.push(`${level} ${msg}`);
   const at = new Map<string, Channel>();
+  // Datagrams on their way (delivered on the next turn of the event loop): settle() waits for
+  // none to be left, rather than for a fixed time.
+  let inFlight = 0;
   const deliver = (from: Address, to: Address, bytes: Buffer): void => {
     w.log.push({ from, to, bytes });
     if (!w.filter(from, to, bytes)) return;
     const r = o.route ? o.route(from, to) : { from, to };
-    if (r) setImmediate(() => w.inject(r.from, r.to, bytes));
+    if (!r) return;
+    inFlight++;
+    setImmediate(() => {
+      inFlight--;
+      w.inject(r.from, r.to, bytes);
+    });
   };
   w.inject = (from, to, bytes) => {
     const ch = at.get(formatAddress(to));
     const d = decodeDatagram(bytes);
     if (ch && d.ok && Buffer.from(d.msg.auth!.sid).equals(ch.id)) ch.receive(d.msg, bytes, from);
   };
-  w.a = new Channel({ id, role: 'initiator', peer: bId, names: ['bob'], channelKey: key, candidates: o.aCandidates ?? [{ addr: B, kind: 'public' }], send: (to, bytes) => deliver(o.srcA ?? A, to, bytes), timing });
+  w.a = new Channel({ id, role: 'initiator', peer: bId, names: ['bob'], channelKey: key, candidates: o.aCandidates ?? [{ addr: B, kind: 'public' }], send: (to, bytes) => deliver(o.srcA ?? A, to, bytes), timing, log });
   w.b = new Channel({
     id, role: 'responder', peer: aId, names: [], channelKey: key, candidates: o.bCandidates ?? [{ addr: A, kind: 'public' }],
-    send: (to, bytes) => deliver(o.srcB ?? B, to, bytes), timing,
+    send: (to, bytes) => deliver(o.srcB ?? B, to, bytes), timing, log,
   });
   for (const x of o.listenA ?? [o.srcA ?? A]) at.set(formatAddress(x), w.a);
   for (const x of o.listenB ?? [o.srcB ?? B]) at.set(formatAddress(x), w.b);
-  w.settle = () => new Promise((r) => setTimeout(r, 50));
+  w.settle = async () => {
+    do await new Promise((r) => setImmediate(r));
+    while (inFlight > 0);
+  };
   t.teardown(() => {
     w.a.close('test over');
     w.b.close('test over');
@@ -146,6 +161,19 @@ function pair(t: Test, o: PairOptions = {}): Wire {
   w.a.start();
   w.b.start();
   return w;
+}
+
+/** Resolves when the channel is on a path of this kind (now or after a 'path' event). */
+function onPath(ch: Channel, kind: CandidateKind): Promise<void> {
+  if (ch.path?.kind === kind) return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (ch.path?.kind !== kind) return;
+      ch.off('path', check);
+      resolve();
+    };
+    ch.on('path', check);
+  });
 }
 
 t.test('two channels open, exchange data in order, ping, and close together', async (t) => {
@@ -252,7 +280,8 @@ t.test('behind one NAT: the LAN path wins over the hairpinned public one', async
     route: (from, to) => (lan(to) ? { from, to } : { from: from === lanA ? pubA : pubB, to }),
   });
   await Promise.all([w.a.waitOpen(), w.b.waitOpen()]);
-  await new Promise((r) => setTimeout(r, 400));
+  // Whichever path opened first, each end moves to the LAN path when it answers ('path' event).
+  await Promise.all([onPath(w.a, 'lan'), onPath(w.b, 'lan')]);
   t.equal(w.a.path!.kind, 'lan', 'initiator on the LAN path');
   t.equal(w.a.path!.addr, formatAddress(lanB));
   t.equal(w.b.path!.addr, formatAddress(lanA), 'responder on the LAN path');
@@ -275,4 +304,66 @@ t.test('no answer: punching gives up with the reason', async (t) => {
   t.match(err?.message, /no answer from the peer at 1 candidate address within 3 s/);
   t.equal(w.a.state, 'failed');
   t.ok(w.a.stats.punchesSent >= 10, `punched on the schedule (${w.a.stats.punchesSent} PUNCHes in 3 s)`);
+});
+
+t.test('a DATA opens the end still punching, so a listener can answer it', async (t) => {
+  // The responder never hears a PUNCH_ACK: it is still 'punching' when the initiator (open)
+  // sends, yet it has the data keys (from the initiator's PUNCH). The authenticated DATA opens it
+  // on the address it came from, before the message is delivered, so the listener's answer goes
+  // out. (Before, send() threw CHANNEL_NOT_OPEN inside the datagram handler: the CI failure.)
+  const w = pair(t);
+  w.filter = (_f, to, bytes) => {
+    const d = decodeDatagram(bytes);
+    return !(to === B && d.ok && d.msg.name === 'PUNCH_ACK');
+  };
+  await w.a.waitOpen();
+  t.equal(w.b.state, 'punching', 'the responder is not open yet');
+  const states: string[] = [];
+  w.b.on('message', (m) => {
+    states.push(w.b.state);
+    w.b.send(`re: ${m.toString()}`);
+  });
+  const answers: string[] = [];
+  w.a.on('message', (m) => answers.push(m.toString()));
+  w.a.send('one');
+  await w.settle();
+  t.same(states, ['open'], 'open when the message is delivered');
+  t.equal(w.b.path?.addr, formatAddress(A), 'on the address the DATA came from');
+  t.equal(w.b.path?.rttMs, null, 'no round trip measured');
+  t.same(answers, ['re: one']);
+});
+
+t.test('a listener that throws, or sends on a closing channel, cannot break the channel or its caller', async (t) => {
+  // Listeners run inside the datagram handler (the socket's 'message' event in an agent): what
+  // one throws is caught, logged and handed to the 'error' listeners; the next listeners run
+  // and the channel goes on.
+  const w = pair(t);
+  await Promise.all([w.a.waitOpen(), w.b.waitOpen()]);
+  const got: string[] = [];
+  const errors: string[] = [];
+  w.b.on('message', (m) => {
+    if (m.toString() === 'throw') throw new Error('listener bug');
+  });
+  w.b.on('message', (m) => got.push(m.toString()));
+  w.b.on('error', (e) => errors.push(e.message));
+  w.a.send('throw');
+  w.a.send('fine');
+  await w.settle();
+  t.same(got, ['throw', 'fine'], 'the next listener still ran');
+  t.same(errors, ['listener bug'], "reported on 'error'");
+  t.ok(w.logs.some((l) => l === 'error an event listener threw; ignored'), 'and logged');
+
+  // A message that closes the channel in one listener while the next one answers: that send
+  // throws CHANNEL_NOT_OPEN; without an 'error' listener it is only logged.
+  w.b.removeAllListeners('error');
+  w.b.on('message', (m) => {
+    if (m.toString() === 'bye') w.b.close('done');
+  });
+  w.b.on('message', (m) => void w.b.send(`late: ${m.toString()}`));
+  const closed = new Promise<string>((r) => w.a.once('close', r));
+  w.a.send('bye');
+  t.equal(await closed, 'peer closed the channel', 'closed as asked; the late send only failed');
+  t.equal(w.b.state, 'closed');
+  t.equal(w.b.listenerErrors, 2, 'two exceptions caught');
+  t.equal(w.b.stats.received, 3, 'every message was delivered');
 });

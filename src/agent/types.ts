@@ -1,0 +1,145 @@
+// The agent library's public types (options, status, events, query results), apart from the
+// modules that implement them so that the facade (agent.ts), the registration loop
+// (registration.ts) and the queries (queries.ts) share them without importing each other.
+import type { Address } from '../wire/addr.js';
+import type { AuthdPublicKey, DeviceIdentity } from './identity.js';
+import type { InterfaceSource } from './interfaces.js';
+import type { MatchClientOptions, MatchResult } from './match.js';
+import type { AddressBook } from './peers.js';
+import type { Channel, ChannelSummary } from './channel.js';
+import type { PeerOptions } from './punch.js';
+import type { AgentLog } from './errors.js';
+
+export type AgentState =
+  | 'stopped'
+  | 'authenticating'
+  | 'registering'
+  | 'registered'
+  | 'retrying'
+  | 'stopping';
+
+export interface AgentOptions {
+  identity: DeviceIdentity;
+  authd: Address;
+  authdKey: AuthdPublicKey;
+  /** Services to get tickets for; the first one is locatord's (default ["locator", "match"]). */
+  audiences?: string[];
+  /** locatord's address; default: the address authd puts in the grant. */
+  locatord?: Address;
+  /** Matching (match.ts): matchd's address (default: from the "match" grant), tuning. */
+  match?: MatchClientOptions;
+  /** NAT reflector; undefined: locatord's host on port 4702; null: do not classify. */
+  reflector?: Address | null;
+  /** Local address of the UDP socket (default: any address of authd's family, ephemeral port). */
+  bind?: { host: string; port: number };
+  nickname?: string;
+  mediaId?: string;
+  /** 0 anyone with the ID (default), 1 groups and allow-list only. */
+  visibility?: number;
+  /** TTL to ask for, seconds (the server clamps it). */
+  ttlS?: number;
+  /** Refresh at least this often, seconds, whatever the server suggests (0: as the server says). */
+  maxRefreshS?: number;
+  /** How often to look at the interfaces, ms (default 3000). */
+  interfacePollMs?: number;
+  /** Retransmission timeout T, ms (default 1000; CoAP-style doubling, 4 retransmissions). */
+  retransmitMs?: number;
+  /** Backoff bounds while a server is unreachable, ms (default 1000 .. 60000). */
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  /** Retry a classification that got no usable answer after this long, ms (default 300000). */
+  reclassifyMs?: number;
+  /** Fraction of the ticket lifetime after which it is renewed (default 0.8, ±0.05 jitter). */
+  renewFraction?: number;
+  /** Address book for nicknames (lookup/online/group accept them where an ID is expected). */
+  peers?: AddressBook;
+  log?: AgentLog;
+  now?: () => number;
+  random?: () => number;
+  interfaces?: InterfaceSource;
+  /** Accept introductions: peers that may see this terminal can open channels to it (default false). */
+  reachable?: boolean;
+  /** Peer channels (punch.ts): punch timeout, keepalive. */
+  peer?: PeerOptions;
+}
+
+export interface RegistrationInfo {
+  locatorId: string;
+  observed: string;
+  ttlS: number;
+  refreshS: number;
+  netMode: string;
+  locatord: string;
+}
+
+export interface AgentStatus {
+  state: AgentState;
+  registered: boolean;
+  locatorId: string | null;
+  observed: string | null;
+  netMode: string;
+  netModeReason: string | null;
+  localPort: number | null;
+  localAddrs: string[];
+  authd: string;
+  locatord: string | null;
+  reflector: string | null;
+  registeredAt: string | null;
+  lastRefreshAt: string | null;
+  nextRefreshAt: string | null;
+  expiresAt: string | null;
+  ttlS: number | null;
+  refreshS: number | null;
+  ticketExpiresAt: string | null;
+  ticketRenewAt: string | null;
+  retryAt: string | null;
+  lastError: { step: string; error: string; at: string } | null;
+  counters: AgentCounters;
+  /** Peer channels: open and punching ones, then the last closed or failed (with the reason). */
+  channels: ChannelSummary[];
+}
+
+export interface AgentCounters {
+  authentications: number;
+  registrations: number;
+  refreshes: number;
+  probesAnswered: number;
+  failures: number;
+  addressChanges: number;
+}
+
+export interface LookupEntry {
+  target: string;
+  id: string;
+  online: boolean;
+  addr?: string;
+  localAddrs?: string[];
+  netMode?: string;
+  nickname?: string;
+  mediaId?: string;
+  /** Address book names of this ID. */
+  names: string[];
+}
+
+export interface GroupMembers {
+  groupId: string;
+  name?: string;
+  total: number;
+  members: { id: string; online: boolean; addr?: string; nickname?: string; netMode?: string; names: string[] }[];
+}
+
+export interface AgentEvents {
+  state: [state: AgentState, previous: AgentState];
+  registered: [info: RegistrationInfo];
+  refreshed: [info: RegistrationInfo];
+  address: [observed: string, previous: string | null];
+  netmode: [mode: string, reason: string];
+  problem: [step: string, error: string];
+  /** A match request ended (matched, no-match, cancelled). */
+  match: [result: MatchResult];
+  /** A peer opened a channel to us (we are reachable). */
+  channel: [channel: Channel];
+  stopped: [];
+  /** An exception thrown by a listener of another event (caught; the agent keeps running). */
+  error: [err: Error];
+}
