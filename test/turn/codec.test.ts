@@ -100,7 +100,7 @@ t.test('our encoder reproduces the IPv4 response byte for byte except padding', 
   const r = decodeStun(enc);
   t.ok(r.ok && r.msg.fingerprint && verifyIntegrity(r.msg, shortTermKey));
   const v6 = encodeStun({ method: Method.Binding, cls: 'success', tid, attrs: { xorMappedAddress: { ip: '2001:db8:1234:5678:11:2233:4455:6677', port: 32853 } } });
-  t.same(v6.subarray(20, 44), sampleV6.subarray(32, 56), 'XOR-MAPPED-ADDRESS (IPv6) matches the RFC');
+  t.same(v6.subarray(20, 44), sampleV6.subarray(36, 60), 'XOR-MAPPED-ADDRESS (IPv6) matches the RFC');
 });
 
 const arbAddr = fc.oneof(
@@ -206,7 +206,7 @@ t.test('strictness', async (t) => {
   const badUtf = encodeStun({ method: Method.Allocate, cls: 'error', tid, attrs: { realm: 'ab' } });
   badUtf[24] = 0xff;
   refuse(badUtf, /UTF-8/);
-  const many = Buffer.concat([base.subarray(0, 20), ...Array.from({ length: 65 }, (_, i) => hex((0x8001 + i).toString(16) + '0000'))]);
+  const many = Buffer.concat([base.subarray(0, 20), ...Array.from({ length: 65 }, (_, i) => hex((0x9001 + i).toString(16) + '0000'))]);
   many.writeUInt16BE(many.length - 20, 2);
   refuse(many, /more than 64/, ErrorCode.TOO_LARGE);
   const overrun = Buffer.concat([base.subarray(0, 20), hex('80010008 00000000')]);
