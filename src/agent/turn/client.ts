@@ -331,8 +331,8 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
       this.state = 'allocated';
       this.scheduleRefresh(lifetime);
       this.log('turn allocated', { relayed: `${relayed.ip}:${relayed.port}`, lifetimeSec: lifetime, transport: this.opts.server.transport });
-      this.safeEmit('allocated', this.allocation);
-      return this.allocation;
+      this.safeEmit('allocated', { ...this.allocation });
+      return { ...this.allocation };
     } catch (err) {
       const e = asTurnError(err);
       if ((this.state as State) !== 'closed') this.shutdown(e);
@@ -558,7 +558,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
       const lifetime = res.attrs.lifetime;
       if (lifetime === undefined || lifetime === 0) throw new TurnError(TurnErrorCode.BAD_RESPONSE, 'Refresh success without a LIFETIME');
       this.stats.refreshes++;
-      if (this.allocation) this.allocation.lifetimeSec = lifetime;
+      if (this.allocation) this.allocation = { ...this.allocation, lifetimeSec: lifetime };
       this.scheduleRefresh(lifetime);
       this.safeEmit('refreshed', { lifetimeSec: lifetime, tid: res.tid.toString('hex') });
     } catch (err) {
