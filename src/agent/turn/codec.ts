@@ -163,8 +163,19 @@ function splitType(type: number): { method: number; cls: StunClass } {
 
 // --- addresses -----------------------------------------------------------------------------
 
+/** IP text to 4 or 16 bytes; an IPv6 text stays 16 bytes (ipToBytes folds ::ffff:a.b.c.d to 4, STUN keeps the family it was given). */
+function ipBytes(text: string): Uint8Array | null {
+  const b = ipToBytes(text);
+  if (!b || b.length === 16 || !text.includes(':')) return b;
+  const v6 = new Uint8Array(16);
+  v6[10] = 0xff;
+  v6[11] = 0xff;
+  v6.set(b, 12);
+  return v6;
+}
+
 function xorAddressValue(a: Address, tid: Buffer): Buffer | null {
-  const ip = ipToBytes(a.ip);
+  const ip = ipBytes(a.ip);
   if (!ip || !Number.isInteger(a.port) || a.port < 0 || a.port > 0xffff) return null;
   const out = Buffer.alloc(4 + ip.length);
   out[1] = ip.length === 4 ? 1 : 2;
