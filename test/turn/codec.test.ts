@@ -8,6 +8,7 @@ import {
 } from '../../src/agent/turn/codec.js';
 import { mintTurnCredentials, parseTurnUsername } from '../../src/agent/turn/credentials.js';
 import { ErrorCode } from '../../src/wire/errors.js';
+import { bytesToIp } from '../../src/wire/addr.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -120,9 +121,7 @@ t.test('our encoder reproduces the IPv4 response byte for byte except padding', 
 const arbAddr = fc.oneof(
   fc.tuple(fc.ipV4(), fc.integer({ min: 0, max: 65535 })).map(([ip, port]) => ({ ip, port })),
   fc.tuple(fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.integer({ min: 0, max: 65535 })).map(([b, port]) => {
-    const groups: string[] = [];
-    for (let i = 0; i < 8; i++) groups.push(((b[2 * i]! << 8) | b[2 * i + 1]!).toString(16));
-    return { ip: groups.join(':'), port };
+    return { ip: bytesToIp(b)!, port };
   }),
 );
 const text = (max: number): fc.Arbitrary<string> => fc.string({ unit: 'grapheme', maxLength: max / 8 });
