@@ -333,3 +333,24 @@ t.test('a refused refresh (437) ends the allocation with TURN_ALLOCATION_MISMATC
   relay.answer(r, 'error', { errorCode: { code: 437, reason: 'Allocation Mismatch' } }, key);
   t.match(await closed, { code: TurnErrorCode.ALLOCATION_MISMATCH, stunCode: 437 });
 });
+
+t.test('close() waits at most closeTimeoutMs for the release, and UDP ChannelData is unpadded', async (t) => {
+  const { clock, relay, c } = await allocated(false, { closeTimeoutMs: 2000 });
+  const peer = { ip: '198.51.100.40', port: 7 };
+  const cp = c.bindChannel(peer);
+  await flush();
+  relay.answer(relay.last(), 'success', {}, key);
+  const ch = await cp;
+  t.same(c.send(peer, Buffer.from('abcde')), { ok: true, via: 'channel' });
+  t.same(relay.sent.at(-1)!.bytes, encodeChannelData(ch, Buffer.from('abcde'), false), 'no padding over UDP');
+  const closedAt: number[] = [];
+  c.once('closed', () => closedAt.push(clock.t));
+  const start = clock.t;
+  const closing = c.close();
+  await clock.advance(1999);
+  t.same(closedAt, [], 'still waiting for the Refresh(0) answer');
+  await clock.advance(1);
+  await closing;
+  t.same(closedAt, [start + 2000], 'closed after the close timeout without an answer');
+  t.ok(relay.closed);
+});

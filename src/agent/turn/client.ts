@@ -787,9 +787,14 @@ export const defaultLink: LinkFactory = async (server, h) => {
       reliable: false,
       send(bytes) {
         if (!open) return false;
-        sock.send(bytes, (e) => {
-          if (e) h.drop(`send error: ${e.message}`);
-        });
+        try {
+          sock.send(bytes, (e) => {
+            if (e) h.drop(`send error: ${e.message}`);
+          });
+        } catch (e) {
+          h.drop(`send error: ${String(e)}`);
+          return false;
+        }
         return true;
       },
       close() {
@@ -849,7 +854,12 @@ export const defaultLink: LinkFactory = async (server, h) => {
         h.drop('write queue full');
         return false;
       }
-      stream.write(bytes);
+      try {
+        stream.write(bytes);
+      } catch (e) {
+        h.drop(`send error: ${String(e)}`);
+        return false;
+      }
       return true;
     },
     close() {
