@@ -135,7 +135,12 @@ export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<C
     ...(o.extra ?? []),
   ];
   writeFileSync(path.join(dir, 'turnserver.conf'), conf.join('\n') + '\n');
-  const proc: ChildProcess = spawn('turnserver', ['-c', path.join(dir, 'turnserver.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // coturn runs under a tiny shell that kills it when our end of its stdin closes: at stop(), and
+  // also when this test process dies without its teardown (killed by a timeout), so no relay is
+  // ever left behind. The shell exits when turnserver does.
+  const proc: ChildProcess = spawn('sh', ['-c', 'exec 3<&0; turnserver -c "$1" & p=$!; (read _ <&3; kill $p 2>/dev/null) & wait $p', 'sh', path.join(dir, 'turnserver.conf')], {
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
   let stderr = '';
   proc.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
@@ -147,12 +152,8 @@ export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<C
     }
   };
   const stop = async (): Promise<void> => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-    }
+    proc.stdin!.end();
+    if (proc.exitCode === null && proc.signalCode === null) await exited;
     rmSync(dir, { recursive: true, force: true });
   };
   try {
