@@ -183,3 +183,22 @@ t.test('a short allocation is refreshed before it expires, and keeps relaying', 
   b.send(ra.relayed, Buffer.from('still there'));
   t.equal((await got).data.toString(), 'still there');
 });
+
+t.test('a nonce gone stale at the relay (438) is replaced and the request retried', async (t) => {
+  const stale = await startCoturn({ extra: ['stale-nonce=2'] });
+  t.teardown(() => stale.stop());
+  const lines: string[] = [];
+  const a = new TurnClient({
+    server: { host: stale.host, port: stale.port, transport: 'udp' },
+    credentials: mintTurnCredentials(stale.secret, locator(), nowSec() + 600),
+    log: (msg) => lines.push(msg),
+  });
+  a.on('error', () => {});
+  t.teardown(() => a.close());
+  await a.allocate();
+  // Outlive the nonce (2 s), then make a request: the relay must answer 438 first.
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  await a.permit([{ ip: '127.0.0.3', port: 0 }]);
+  t.ok(lines.includes('turn stale nonce'), 'the relay said 438 and the client retried with its new nonce');
+  t.same(a.permittedIps, ['127.0.0.3']);
+});
