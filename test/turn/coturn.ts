@@ -1,0 +1,179 @@
+// Start a real coturn (`turnserver`, Debian package coturn) for a test: a temp directory with a
+// turnserver.conf on 127.0.0.1 (coturn cannot bind port 0, so a free port is found by binding
+// and closing, retried on EADDRINUSE), readiness proven by a STUN Binding answered over UDP and
+// TCP connects, and a stop at teardown. Optional TLS with a throwaway self-signed certificate.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { decodeStun, encodeStun, Method } from '../../src/agent/turn/codec.js';
+
+export const haveCoturn = (() => {
+  try {
+    execFileSync('turnserver', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+export interface Coturn {
+  host: string;
+  port: number;
+  tlsPort?: number;
+  /** PEM of the self-signed certificate (TLS only): pass as the client's CA. */
+  cert?: string;
+  secret: string;
+  realm: string;
+  dir: string;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+export interface CoturnOptions {
+  tls?: boolean;
+  /** Extra turnserver.conf lines. */
+  extra?: string[];
+}
+
+/** A port free for both UDP and TCP on 127.0.0.1 right now (coturn listens on both). */
+async function freePort(): Promise<number> {
+  const tcp = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(0, '127.0.0.1', () => resolve());
+  });
+  const port = (tcp.address() as net.AddressInfo).port;
+  const udp = dgram.createSocket('udp4');
+  const ok = await new Promise<boolean>((resolve) => {
+    udp.once('error', () => resolve(false));
+    udp.bind(port, '127.0.0.1', () => resolve(true));
+  });
+  udp.close();
+  await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  return ok ? port : freePort();
+}
+
+async function bindingAnswered(port: number, deadline: number): Promise<void> {
+  const sock = dgram.createSocket('udp4');
+  try {
+    let answered = false;
+    await new Promise<void>((resolve, reject) => {
+      const tid = randomBytes(12);
+      const req = encodeStun({ method: Method.Binding, cls: 'request', tid, attrs: {} });
+      sock.on('message', (b) => {
+        const r = decodeStun(b);
+        if (r.ok && r.msg.tid.equals(tid)) {
+          answered = true;
+          resolve();
+        }
+      });
+      const tick = (): void => {
+        if (answered) return;
+        if (Date.now() > deadline) return reject(new Error('coturn did not answer a STUN Binding'));
+        sock.send(req, port, '127.0.0.1');
+        setTimeout(tick, 100).unref();
+      };
+      tick();
+    });
+  } finally {
+    sock.close();
+  }
+}
+
+async function tcpAccepts(port: number, deadline: number): Promise<void> {
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`coturn does not accept TCP on ${port}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<Coturn> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'devloc-coturn-'));
+  const port = await freePort();
+  const tlsPort = o.tls ? await freePort() : undefined;
+  const secret = randomBytes(16).toString('hex');
+  const realm = 'devloc.test';
+  let cert: string | undefined;
+  if (o.tls) {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+    cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
+  }
+  const conf = [
+    'listening-ip=127.0.0.1',
+    `listening-port=${port}`,
+    ...(o.tls ? [`tls-listening-port=${tlsPort}`, `cert=${path.join(dir, 'cert.pem')}`, `pkey=${path.join(dir, 'key.pem')}`] : ['no-tls']),
+    'no-dtls',
+    // Peers are on loopback in the tests, so the relay must relay to 127.0.0.0/8 from 127.0.0.1.
+    'relay-ip=127.0.0.1',
+    'allow-loopback-peers',
+    'no-multicast-peers',
+    'use-auth-secret',
+    `static-auth-secret=${secret}`,
+    `realm=${realm}`,
+    'fingerprint',
+    'no-cli',
+    'no-rfc5780',
+    `pidfile=${path.join(dir, 'turnserver.pid')}`,
+    `userdb=${path.join(dir, 'turndb')}`,
+    `log-file=${path.join(dir, 'turn.log')}`,
+    'simple-log',
+    'no-stdout-log',
+    'verbose',
+    ...(o.extra ?? []),
+  ];
+  writeFileSync(path.join(dir, 'turnserver.conf'), conf.join('\n') + '\n');
+  // coturn runs under a tiny shell that kills it when our end of its stdin closes: at stop(), and
+  // also when this test process dies without its teardown (killed by a timeout), so no relay is
+  // ever left behind. The shell exits when turnserver does.
+  const proc: ChildProcess = spawn('sh', ['-c', 'exec 3<&0; turnserver -c "$1" & p=$!; (read _ <&3; kill $p 2>/dev/null) & wait $p', 'sh', path.join(dir, 'turnserver.conf')], {
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const log = (): string => {
+    try {
+      return readFileSync(path.join(dir, 'turn.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const stop = async (): Promise<void> => {
+    proc.stdin!.end();
+    if (proc.exitCode === null && proc.signalCode === null) await exited;
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const deadline = Date.now() + 15_000;
+    await Promise.race([
+      (async () => {
+        await bindingAnswered(port, deadline);
+        await tcpAccepts(port, deadline);
+        if (tlsPort) await tcpAccepts(tlsPort, deadline);
+      })(),
+      exited.then(() => {
+        throw new Error(`turnserver exited: ${stderr} ${log().slice(-2000)}`);
+      }),
+    ]);
+  } catch (err) {
+    const text = log();
+    await stop();
+    // Someone took the port between our probe and coturn's bind: try another.
+    if (attempt < 3 && /Address already in use|Cannot bind/i.test(text + String(err))) return startCoturn(o, attempt + 1);
+    throw err;
+  }
+  return { host: '127.0.0.1', port, ...(tlsPort ? { tlsPort } : {}), ...(cert ? { cert } : {}), secret, realm, dir, log, stop };
+}
