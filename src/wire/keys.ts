@@ -9,7 +9,7 @@
 // The public halves ("devloc keygen --public") are the same objects without "secret" and with
 // kind "authd-public" / "service-public" / "device-public".
 import type { KeyObject } from 'node:crypto';
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto';
+import { createPrivateKey, createPublicKey, diffieHellman, randomBytes, sign, verify } from 'node:crypto';
 
 export interface RawPair {
   public: Buffer;
@@ -28,19 +28,62 @@ export type PublicKeyFile =
 
 const b64 = (b: Buffer): string => b.toString('base64url');
 
+// Keys are built from their raw 32 bytes behind a fixed DER prefix (RFC 8410), never through
+// generateKeyPairSync or JWK: `devloc bench` load generators deadlocked in uv_mutex_lock when GC
+// ran a KeyGenJob's destructor while a JWK export allocated (issue 16), and every agent and authd
+// request made one of those pairs. DER is also the cheaper import (no base64 round trip).
+//   PKCS#8 private key: SEQUENCE { version 0, AlgorithmIdentifier { OID }, OCTET STRING { OCTET STRING(32) } }
+//   SPKI public key:    SEQUENCE { AlgorithmIdentifier { OID }, BIT STRING(0 unused bits, 32 bytes) }
+// OIDs 1.3.101.110 (X25519, 2b656e) and 1.3.101.112 (Ed25519, 2b6570).
+type Alg = 'ed25519' | 'x25519';
+const PKCS8_PREFIX: Record<Alg, Buffer> = {
+  x25519: Buffer.from('302e020100300506032b656e04220420', 'hex'),
+  ed25519: Buffer.from('302e020100300506032b657004220420', 'hex'),
+};
+const SPKI_PREFIX: Record<Alg, Buffer> = {
+  x25519: Buffer.from('302a300506032b656e032100', 'hex'),
+  ed25519: Buffer.from('302a300506032b6570032100', 'hex'),
+};
+const RAW_KEY_BYTES = 32;
+const algOf = (alg: 'Ed25519' | 'X25519' | Alg): Alg => (alg === 'Ed25519' || alg === 'ed25519' ? 'ed25519' : 'x25519');
+
+function raw32Bytes(raw: Uint8Array, what: string): Buffer {
+  if (raw.length !== RAW_KEY_BYTES) throw new TypeError(`${what} must be ${RAW_KEY_BYTES} bytes, not ${raw.length}`);
+  return Buffer.from(raw.buffer, raw.byteOffset, raw.length);
+}
+
+function privateFromRaw(alg: Alg, secret: Uint8Array): KeyObject {
+  const der = Buffer.concat([PKCS8_PREFIX[alg], raw32Bytes(secret, `${alg} secret key`)]);
+  return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+}
+
+/** The raw 32-byte public key of a private or public Ed25519/X25519 KeyObject. */
+export function rawPublicKey(key: KeyObject): Buffer {
+  const pub = key.type === 'private' ? createPublicKey(key) : key;
+  const spki = pub.export({ format: 'der', type: 'spki' });
+  return spki.subarray(spki.length - RAW_KEY_BYTES);
+}
+
+/** The raw public key belonging to a raw 32-byte secret. */
+export function publicFromSecret(alg: 'ed25519' | 'x25519', secret: Uint8Array): Buffer {
+  return rawPublicKey(privateFromRaw(alg, secret));
+}
+
+/** A fresh key pair: 32 random bytes and the public key computed from them. */
 export function generatePair(alg: 'ed25519' | 'x25519'): RawPair {
-  const { privateKey, publicKey } = generateKeyPairSync(alg as 'ed25519');
-  const jwkPriv = privateKey.export({ format: 'jwk' });
-  const jwkPub = publicKey.export({ format: 'jwk' });
-  return { secret: Buffer.from(jwkPriv.d!, 'base64url'), public: Buffer.from(jwkPub.x!, 'base64url') };
+  const secret = randomBytes(RAW_KEY_BYTES);
+  return { secret, public: publicFromSecret(alg, secret) };
 }
 
+/** Private KeyObject from a raw pair (the public half is not used: it is derived from the secret). */
 export function privateKeyObject(alg: 'Ed25519' | 'X25519', pair: RawPair): KeyObject {
-  return createPrivateKey({ key: { kty: 'OKP', crv: alg, d: b64(pair.secret), x: b64(pair.public) }, format: 'jwk' });
+  return privateFromRaw(algOf(alg), pair.secret);
 }
 
+/** Public KeyObject from 32 raw bytes; throws for any other length. */
 export function publicKeyObject(alg: 'Ed25519' | 'X25519', raw: Uint8Array): KeyObject {
-  return createPublicKey({ key: { kty: 'OKP', crv: alg, x: b64(Buffer.from(raw)) }, format: 'jwk' });
+  const der = Buffer.concat([SPKI_PREFIX[algOf(alg)], raw32Bytes(raw, `${alg} public key`)]);
+  return createPublicKey({ key: der, format: 'der', type: 'spki' });
 }
 
 /** Ed25519 signature (node:crypto, RFC 8032). */
@@ -150,12 +193,10 @@ export function parseKeyFile(text: string): ParseResult<KeyFile> {
     if (typeof o['created'] === 'string') k.created = o['created'];
     // A mismatched public half would make every signature fail far from here: check now.
     if ('sign' in k) {
-      const pub = createPublicKey(privateKeyObject('Ed25519', k.sign)).export({ format: 'jwk' }).x!;
-      if (pub !== b64(k.sign.public)) throw new Error('sign.public does not match sign.secret');
+      if (!publicFromSecret('ed25519', k.sign.secret).equals(k.sign.public)) throw new Error('sign.public does not match sign.secret');
     }
     if ('seal' in k) {
-      const pub = createPublicKey(privateKeyObject('X25519', k.seal)).export({ format: 'jwk' }).x!;
-      if (pub !== b64(k.seal.public)) throw new Error('seal.public does not match seal.secret');
+      if (!publicFromSecret('x25519', k.seal.secret).equals(k.seal.public)) throw new Error('seal.public does not match seal.secret');
     }
     return { ok: true, value: k };
   } catch (err) {
