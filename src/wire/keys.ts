@@ -28,22 +28,21 @@ export type PublicKeyFile =
 
 const b64 = (b: Buffer): string => b.toString('base64url');
 
-// Keys are built from their raw 32 bytes behind a fixed DER prefix (RFC 8410), never through
-// generateKeyPairSync or JWK: `devloc bench` load generators deadlocked in uv_mutex_lock when GC
-// ran a KeyGenJob's destructor while a JWK export allocated (issue 16), and every agent and authd
-// request made one of those pairs. DER is also the cheaper import (no base64 round trip).
-//   PKCS#8 private key: SEQUENCE { version 0, AlgorithmIdentifier { OID }, OCTET STRING { OCTET STRING(32) } }
-//   SPKI public key:    SEQUENCE { AlgorithmIdentifier { OID }, BIT STRING(0 unused bits, 32 bytes) }
-// OIDs 1.3.101.110 (X25519, 2b656e) and 1.3.101.112 (Ed25519, 2b6570).
+// Keys are made from raw bytes, never by generateKeyPairSync, and no raw key is read back
+// through a JWK export: `devloc bench` load generators deadlocked in uv_mutex_lock when GC ran a
+// KeyGenJob's destructor while ExportJWKEdKey (which holds the key's mutex) allocated (issue 16),
+// and buildAuthRequest made such a pair on every authentication.
+// - X25519 public key = X25519(secret, 9) (RFC 7748 section 6.1): one agreement with the base
+//   point, no export at all.
+// - Ed25519 public key (key files, tests): the last 32 bytes of the SPKI DER export (RFC 8410),
+//   an encoder that takes no lock.
+// - Imports use node's raw-key path (a JWK object, turned into EVP_PKEY_new_raw_*_key): on
+//   Node 20 (OpenSSL 3.0) a PKCS#8 or SPKI DER import goes through OpenSSL's generic decoders
+//   and costs 12-15x more (measured: ~2 ms vs ~0.15 ms private, ~0.4 ms vs ~0.03 ms public),
+//   which authd and locatord would pay per request. An import creates a new key; it holds no
+//   lock shared with anything the GC may finalize.
 type Alg = 'ed25519' | 'x25519';
-const PKCS8_PREFIX: Record<Alg, Buffer> = {
-  x25519: Buffer.from('302e020100300506032b656e04220420', 'hex'),
-  ed25519: Buffer.from('302e020100300506032b657004220420', 'hex'),
-};
-const SPKI_PREFIX: Record<Alg, Buffer> = {
-  x25519: Buffer.from('302a300506032b656e032100', 'hex'),
-  ed25519: Buffer.from('302a300506032b6570032100', 'hex'),
-};
+const CRV: Record<Alg, 'Ed25519' | 'X25519'> = { ed25519: 'Ed25519', x25519: 'X25519' };
 const RAW_KEY_BYTES = 32;
 const algOf = (alg: 'Ed25519' | 'X25519' | Alg): Alg => (alg === 'Ed25519' || alg === 'ed25519' ? 'ed25519' : 'x25519');
 
@@ -53,11 +52,15 @@ function raw32Bytes(raw: Uint8Array, what: string): Buffer {
 }
 
 function privateFromRaw(alg: Alg, secret: Uint8Array): KeyObject {
-  const der = Buffer.concat([PKCS8_PREFIX[alg], raw32Bytes(secret, `${alg} secret key`)]);
-  return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  const d = raw32Bytes(secret, `${alg} secret key`).toString('base64url');
+  // node derives the public half from d and ignores x, which must only be present.
+  return createPrivateKey({ key: { kty: 'OKP', crv: CRV[alg], d, x: '' }, format: 'jwk' });
 }
 
-/** The raw 32-byte public key of a private or public Ed25519/X25519 KeyObject. */
+/** The X25519 base point u = 9, as a public key (for public = X25519(secret, 9)). */
+let basePoint: KeyObject | undefined;
+
+/** The raw 32-byte public key of a private or public Ed25519/X25519 KeyObject (SPKI DER export). */
 export function rawPublicKey(key: KeyObject): Buffer {
   const pub = key.type === 'private' ? createPublicKey(key) : key;
   const spki = pub.export({ format: 'der', type: 'spki' });
@@ -66,7 +69,10 @@ export function rawPublicKey(key: KeyObject): Buffer {
 
 /** The raw public key belonging to a raw 32-byte secret. */
 export function publicFromSecret(alg: 'ed25519' | 'x25519', secret: Uint8Array): Buffer {
-  return rawPublicKey(privateFromRaw(alg, secret));
+  const key = privateFromRaw(alg, secret);
+  if (alg === 'ed25519') return rawPublicKey(key);
+  basePoint ??= publicKeyObject('X25519', Buffer.from([9, ...new Array<number>(31).fill(0)]));
+  return diffieHellman({ privateKey: key, publicKey: basePoint });
 }
 
 /** A fresh key pair: 32 random bytes and the public key computed from them. */
@@ -82,8 +88,8 @@ export function privateKeyObject(alg: 'Ed25519' | 'X25519', pair: RawPair): KeyO
 
 /** Public KeyObject from 32 raw bytes; throws for any other length. */
 export function publicKeyObject(alg: 'Ed25519' | 'X25519', raw: Uint8Array): KeyObject {
-  const der = Buffer.concat([SPKI_PREFIX[algOf(alg)], raw32Bytes(raw, `${alg} public key`)]);
-  return createPublicKey({ key: der, format: 'der', type: 'spki' });
+  const x = raw32Bytes(raw, `${alg} public key`).toString('base64url');
+  return createPublicKey({ key: { kty: 'OKP', crv: CRV[algOf(alg)], x }, format: 'jwk' });
 }
 
 /** Ed25519 signature (node:crypto, RFC 8032). */
