@@ -30,17 +30,16 @@ const b64 = (b: Buffer): string => b.toString('base64url');
 
 // Keys are made from raw bytes, never by generateKeyPairSync, and no raw key is read back
 // through a JWK export: `devloc bench` load generators deadlocked in uv_mutex_lock when GC ran a
-// KeyGenJob's destructor while ExportJWKEdKey (which holds the key's mutex) allocated (issue 16),
-// and buildAuthRequest made such a pair on every authentication.
+// KeyGenJob's destructor while ExportJWKEdKey allocated (issue 16), and buildAuthRequest made
+// such a pair on every authentication. Neither native path is used any more.
 // - X25519 public key = X25519(secret, 9) (RFC 7748 section 6.1): one agreement with the base
 //   point, no export at all.
-// - Ed25519 public key (key files, tests): the last 32 bytes of the SPKI DER export (RFC 8410),
-//   an encoder that takes no lock.
+// - Ed25519 public key (key files, tests): the last 32 bytes of the SPKI DER export (RFC 8410).
 // - Imports use node's raw-key path (a JWK object, turned into EVP_PKEY_new_raw_*_key): on
 //   Node 20 (OpenSSL 3.0) a PKCS#8 or SPKI DER import goes through OpenSSL's generic decoders
 //   and costs 12-15x more (measured: ~2 ms vs ~0.15 ms private, ~0.4 ms vs ~0.03 ms public),
-//   which authd and locatord would pay per request. An import creates a new key; it holds no
-//   lock shared with anything the GC may finalize.
+//   which authd and locatord would pay per request. An import only creates a new key (node's
+//   initEDRaw); it neither generates nor exports one.
 type Alg = 'ed25519' | 'x25519';
 const CRV: Record<Alg, 'Ed25519' | 'X25519'> = { ed25519: 'Ed25519', x25519: 'X25519' };
 const RAW_KEY_BYTES = 32;
