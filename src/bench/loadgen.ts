@@ -6,10 +6,10 @@
 //   session  session-MACed REFRESHes after one REGISTER opening the session from a ticket.
 // A request unanswered after LOSS_MS counts as lost and is replaced, so the window never shrinks.
 import dgram from 'node:dgram';
-import { createPrivateKey } from 'node:crypto';
 import { ClientSession } from '../net/clientsession.js';
 import { peekEnvelope } from '../net/server.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
+import { privateKeyObject } from '../wire/keys.js';
 import type { HistogramJSON } from './stats.js';
 import { Histogram } from './stats.js';
 import { toParent } from './procs.js';
@@ -48,8 +48,7 @@ export interface LoadReport {
 const LOSS_MS = 500;
 
 function x25519Secret(secretHex: string, publicHex: string) {
-  const b64 = (h: string): string => Buffer.from(h, 'hex').toString('base64url');
-  return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: b64(secretHex), x: b64(publicHex) }, format: 'jwk' });
+  return privateKeyObject('X25519', { secret: Buffer.from(secretHex, 'hex'), public: Buffer.from(publicHex, 'hex') });
 }
 
 async function run(c: LoadCommand): Promise<LoadReport> {

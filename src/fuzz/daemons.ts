@@ -12,7 +12,7 @@ import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import type { DatagramServer } from '../net/server.js';
 import type { ServerSessions } from '../net/sessions.js';
-import { keyFileToJson } from '../wire/keys.js';
+import { keyFileToJson, rawPublicKey } from '../wire/keys.js';
 import type { ServerUnderTest, Target } from './targets.js';
 import { datagramServerTarget, restoreWorldSessions } from './targets.js';
 import type { World } from './world.js';
@@ -23,7 +23,9 @@ export interface DaemonTargets {
   stop(): Promise<void>;
 }
 
-const raw = (k: KeyObject, which: 'd' | 'x'): Buffer => Buffer.from(k.export({ format: 'jwk' })[which]!, 'base64url');
+// Raw 32-byte halves from DER (RFC 8410: the key is the last 32 bytes), not JWK (issue 16).
+const raw = (k: KeyObject, which: 'd' | 'x'): Buffer =>
+  which === 'x' ? rawPublicKey(k) : k.export({ format: 'der', type: 'pkcs8' }).subarray(-32);
 const quiet = (service: string, clock: { ms: number }): Logger => new Logger({ service, write: () => undefined, now: () => clock.ms });
 
 /** Replace the socket's send with a recorder; the server's own send() keeps its counting. */

@@ -9,7 +9,7 @@
 // useless to anyone who lacks E's secret: its answer is sealed to E. authd also refuses a
 // (device, nonce) pair seen before within the clock-skew window.
 import type { KeyObject } from 'node:crypto';
-import { createPublicKey, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { AuthGrant, AuthInner } from './catalog.js';
 import { authGrantFields, authInnerFields } from './catalog.js';
 import type { CborValue } from './cbor.js';
@@ -18,7 +18,7 @@ import { AUTH_REQUEST_SIZE } from './constants.js';
 import { encodeDatagram } from './envelope.js';
 import { ErrorCode } from './errors.js';
 import type { RawPair } from './keys.js';
-import { ed25519Sign, ed25519Verify, generatePair, privateKeyObject } from './keys.js';
+import { ed25519Sign, ed25519Verify, generatePair, privateKeyObject, rawPublicKey } from './keys.js';
 import { decodeFields, encodeFields } from './schema.js';
 import type { SealKeys } from './seal.js';
 import { deriveSealKeys, NONCE_BYTES, openBytes, sealBytes } from './seal.js';
@@ -87,6 +87,17 @@ export function buildAuthRequestWith(i: AuthRequestInput, eph: RawPair, nonceByt
   return { datagram, keys, nonce };
 }
 
+/** authd's sealing public key, derived once per KeyObject (not per request). */
+const sealPublics = new WeakMap<KeyObject, Buffer>();
+function sealPublicOf(secret: KeyObject): Buffer {
+  let pub = sealPublics.get(secret);
+  if (!pub) {
+    pub = rawPublicKey(secret);
+    sealPublics.set(secret, pub);
+  }
+  return pub;
+}
+
 export type OpenedAuthRequest =
   | { ok: true; inner: AuthInner; keys: SealKeys }
   | { ok: false; code: ErrorCode; reason: string };
@@ -101,7 +112,7 @@ export function openAuthRequest(
   authdSealSecret: KeyObject,
   deviceKeyOf: (deviceId: string) => { ok: true; key: KeyObject } | { ok: false; code: ErrorCode; reason: string },
 ): OpenedAuthRequest {
-  const authdSealPublic = Buffer.from(createPublicKey(authdSealSecret).export({ format: 'jwk' }).x!, 'base64url');
+  const authdSealPublic = sealPublicOf(authdSealSecret);
   const keys = deriveSealKeys(authdSealSecret, body.ephemeral, body.ephemeral, authdSealPublic);
   if (!keys) return { ok: false, code: ErrorCode.BAD_PROOF, reason: 'invalid ephemeral key' };
   const plain = openBytes(keys.request, body.sealed, ridAad(rid, body.authdKey, body.ephemeral));

@@ -4,8 +4,7 @@
 // Numbering: requests are even, their responses are request + 1 (odd). Server-initiated
 // messages (PROBE, INTRO, MATCH_RESULT) follow the same rule with the terminal answering.
 // 0x7_ are peer messages, sent terminal to terminal on a channel that locatord introduced.
-import type { Address } from './addr.js';
-import type { Field, FieldType, Props } from './schema.js';
+import type { BodyOf, Field, FieldType } from './schema.js';
 import { CHANNEL_ID_BYTES, LOCATOR_ID_BYTES, MAX_CHANNEL_PAYLOAD, MAX_DATAGRAM, SEALED_CHANNEL_KEY_BYTES } from './constants.js';
 
 export const MessageType = {
@@ -76,23 +75,23 @@ export interface MessageSpec {
 }
 
 // Reusable field types.
-const locatorId: FieldType = { t: 'bstr', min: LOCATOR_ID_BYTES, max: LOCATOR_ID_BYTES };
-const groupId: FieldType = { t: 'bstr', min: 16, max: 16 };
-const matchId: FieldType = { t: 'bstr', min: 8, max: 8 };
-const key32: FieldType = { t: 'bstr', min: 32, max: 32 };
-const nickname: FieldType = { t: 'tstr', max: 32 };
-const mediaId: FieldType = { t: 'tstr', max: 64 };
-const netMode: FieldType = { t: 'uint', max: 6 };
-const cursor: FieldType = { t: 'uint' };
-const ticket: FieldType = { t: 'bstr', max: 600 };
-const padding: FieldType = { t: 'bstr', max: MAX_DATAGRAM };
-const channelId: FieldType = { t: 'bstr', min: CHANNEL_ID_BYTES, max: CHANNEL_ID_BYTES };
-const localAddrs: FieldType = { t: 'array', of: { t: 'addr' }, max: 4 };
+const locatorId = { t: 'bstr', min: LOCATOR_ID_BYTES, max: LOCATOR_ID_BYTES } as const satisfies FieldType;
+const groupId = { t: 'bstr', min: 16, max: 16 } as const satisfies FieldType;
+const matchId = { t: 'bstr', min: 8, max: 8 } as const satisfies FieldType;
+const key32 = { t: 'bstr', min: 32, max: 32 } as const satisfies FieldType;
+const nickname = { t: 'tstr', max: 32 } as const satisfies FieldType;
+const mediaId = { t: 'tstr', max: 64 } as const satisfies FieldType;
+const netMode = { t: 'uint', max: 6 } as const satisfies FieldType;
+const cursor = { t: 'uint' } as const satisfies FieldType;
+const ticket = { t: 'bstr', max: 600 } as const satisfies FieldType;
+const padding = { t: 'bstr', max: MAX_DATAGRAM } as const satisfies FieldType;
+const channelId = { t: 'bstr', min: CHANNEL_ID_BYTES, max: CHANNEL_ID_BYTES } as const satisfies FieldType;
+const localAddrs = { t: 'array', of: { t: 'addr' }, max: 4 } as const satisfies FieldType;
 
 /** Largest batch in one QUERY_ADDR / QUERY_STATUS request (each ID costs 17 B). */
 export const MAX_QUERY_IDS = 64;
 
-const queryAddrEntry: readonly Field[] = [
+const queryAddrEntry = [
   { key: 1, name: 'id', type: locatorId, required: true, doc: 'locator ID asked about' },
   { key: 2, name: 'online', type: { t: 'bool' }, required: true, doc: 'false for unknown, expired or not visible (indistinguishable)' },
   { key: 3, name: 'addr', type: { t: 'addr' }, doc: 'observed (public) address, when online' },
@@ -100,25 +99,25 @@ const queryAddrEntry: readonly Field[] = [
   { key: 5, name: 'netMode', type: netMode, doc: 'network mode (see NETWORK MODES)' },
   { key: 6, name: 'nickname', type: nickname, doc: 'nickname the terminal registered' },
   { key: 7, name: 'mediaId', type: mediaId, doc: 'media ID the terminal registered' },
-];
+] as const satisfies readonly Field[];
 
-const memberEntry: readonly Field[] = [
+const memberEntry = [
   { key: 1, name: 'id', type: locatorId, required: true, doc: 'member locator ID' },
   { key: 2, name: 'online', type: { t: 'bool' }, required: true, doc: 'whether the member is registered now' },
   { key: 3, name: 'addr', type: { t: 'addr' }, doc: 'observed address, when online' },
   { key: 4, name: 'nickname', type: nickname, doc: 'nickname, when online' },
   { key: 5, name: 'netMode', type: netMode, doc: 'network mode, when online' },
-];
+] as const satisfies readonly Field[];
 
-const ticketGrant: readonly Field[] = [
+const ticketGrant = [
   { key: 1, name: 'aud', type: { t: 'tstr', max: 64 }, required: true, doc: 'service ID the ticket is for' },
   { key: 2, name: 'ticket', type: ticket, required: true, doc: 'the ticket: COSE_Sign1 CWT' },
   { key: 3, name: 'serviceKey', type: key32, required: true, doc: "service's X25519 public key (session key agreement)" },
   { key: 4, name: 'exp', type: { t: 'uint' }, required: true, doc: 'ticket expiry, seconds since the epoch' },
   { key: 5, name: 'addr', type: { t: 'addr' }, doc: "service's address, if authd knows it" },
-];
+] as const satisfies readonly Field[];
 
-const requirement: readonly Field[] = [
+const requirement = [
   { key: 1, name: 'attr', type: { t: 'tstr', max: 32 }, required: true, doc: 'attribute name' },
   { key: 2, name: 'op', type: { t: 'uint', max: 2 }, required: true, doc: '0 equal, 1 numeric range, 2 member of set' },
   { key: 3, name: 'value', type: { t: 'tstr', max: 64 }, doc: 'op 0: value as text (numbers in decimal)' },
@@ -126,24 +125,24 @@ const requirement: readonly Field[] = [
   { key: 5, name: 'max', type: { t: 'uint' }, doc: 'op 1: highest allowed' },
   { key: 6, name: 'set', type: { t: 'array', of: { t: 'tstr', max: 64 }, max: 16 }, doc: 'op 2: allowed values' },
   { key: 7, name: 'mandatory', type: { t: 'bool' }, doc: 'true: must hold; false/absent: preferred' },
-];
+] as const satisfies readonly Field[];
 
-const matchMember: readonly Field[] = [
+const matchMember = [
   { key: 1, name: 'id', type: locatorId, required: true, doc: 'member locator ID' },
   { key: 2, name: 'nickname', type: nickname, doc: 'member nickname' },
   { key: 3, name: 'netMode', type: netMode, required: true, doc: 'member network mode' },
   { key: 4, name: 'addr', type: { t: 'addr' }, required: true, doc: 'member observed address' },
-];
+] as const satisfies readonly Field[];
 
-const registrationAck: readonly Field[] = [
+const registrationAck = [
   { key: 1, name: 'observed', type: { t: 'addr' }, required: true, doc: 'source address the server saw (what others reach)' },
   { key: 2, name: 'ttlS', type: { t: 'uint' }, required: true, doc: 'granted TTL, seconds (clamped by the server)' },
   { key: 3, name: 'refreshS', type: { t: 'uint' }, required: true, doc: 'refresh interval the terminal should use, seconds' },
   { key: 4, name: 'locatorId', type: locatorId, required: true, doc: 'locator ID the registration is for' },
-];
+] as const satisfies readonly Field[];
 
 /** INTRODUCE_ACK and INTRO: one terminal told about the other (see PEER CHANNELS). */
-const introduction: readonly Field[] = [
+const introduction = [
   { key: 1, name: 'channelId', type: channelId, required: true, doc: 'the channel: random, chosen by locatord; the session ID slot of every peer message on it' },
   { key: 2, name: 'peer', type: locatorId, required: true, doc: 'locator ID of the other terminal' },
   { key: 3, name: 'addr', type: { t: 'addr' }, required: true, doc: "the other terminal's observed (public) address" },
@@ -152,9 +151,14 @@ const introduction: readonly Field[] = [
   { key: 6, name: 'nickname', type: nickname, doc: 'nickname the other terminal registered' },
   { key: 7, name: 'sealedKey', type: { t: 'bstr', min: SEALED_CHANNEL_KEY_BYTES, max: SEALED_CHANNEL_KEY_BYTES }, required: true, doc: 'the channel key, sealed under this session (ChaCha20-Poly1305, see PEER CHANNELS)' },
   { key: 8, name: 'observed', type: { t: 'addr' }, required: true, doc: "this terminal's own address as locatord sees it" },
-];
+] as const satisfies readonly Field[];
 
-export const catalog: Record<MessageType, MessageSpec> = {
+/** What the catalog must be: every message type, its spec named as in MessageType. */
+type CatalogShape = { readonly [N in MessageName as (typeof MessageType)[N]]: MessageSpec & { readonly name: N } };
+
+// Declared `as const` so the field specs keep their literal names, types and `required` flags:
+// `Bodies` and the entry types below are computed from them (BodyOf in schema.ts), never restated.
+const specs = {
   [MessageType.AUTH_REQUEST]: {
     name: 'AUTH_REQUEST', direction: 'terminal->authd', service: 'authd', auth: 'sealed',
     doc: 'Authenticate a device. Padded to exactly 1200 bytes. The sealed part holds the device ID and its signature.',
@@ -444,145 +448,45 @@ export const catalog: Record<MessageType, MessageSpec> = {
       { key: 4, name: 'cookie', type: { t: 'bstr', max: 64 }, doc: 'COOKIE_REQUIRED: send the request again with this cookie' },
     ],
   },
-};
+} as const satisfies CatalogShape;
+
+export const catalog: Record<MessageType, MessageSpec> = specs;
 
 /** Inner, sealed structures (not messages, but on the wire inside `sealed`). */
-export const authInnerFields: readonly Field[] = [
+const authInnerSpec = [
   { key: 1, name: 'deviceId', type: { t: 'tstr', max: 64 }, required: true, doc: 'factory device ID' },
   { key: 2, name: 'timeMs', type: { t: 'uint' }, required: true, doc: "terminal's clock, ms since the epoch" },
   { key: 3, name: 'nonce', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'fresh random nonce' },
   { key: 4, name: 'audiences', type: { t: 'array', of: { t: 'tstr', max: 64 }, max: 4 }, required: true, doc: 'service IDs to get tickets for' },
   { key: 5, name: 'cnf', type: key32, required: true, doc: "terminal's session X25519 public key, bound into every ticket" },
   { key: 6, name: 'signature', type: { t: 'bstr', min: 64, max: 64 }, required: true, doc: 'Ed25519 signature by the device key (see AUTHENTICATION)' },
-];
+] as const satisfies readonly Field[];
+export const authInnerFields: readonly Field[] = authInnerSpec;
 
-export const authGrantFields: readonly Field[] = [
+const authGrantSpec = [
   { key: 1, name: 'locatorId', type: locatorId, required: true, doc: "the terminal's stable locator ID" },
   { key: 2, name: 'tickets', type: { t: 'array', of: { t: 'struct', fields: ticketGrant }, max: 4 }, required: true, doc: 'one grant per audience' },
   { key: 3, name: 'nonce', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'the request nonce, echoed' },
-];
+] as const satisfies readonly Field[];
+export const authGrantFields: readonly Field[] = authGrantSpec;
 
-export interface AuthInner {
-  deviceId: string;
-  timeMs: number;
-  nonce: Uint8Array;
-  audiences: string[];
-  cnf: Uint8Array;
-  signature: Uint8Array;
-}
-export interface TicketGrant {
-  aud: string;
-  ticket: Uint8Array;
-  serviceKey: Uint8Array;
-  exp: number;
-  addr?: Address;
-}
-export interface AuthGrant {
-  locatorId: Uint8Array;
-  tickets: TicketGrant[];
-  nonce: Uint8Array;
-}
+// The message and entry types, computed from the specs above (see BodyOf): a field added,
+// renamed, retyped or made optional in the catalog changes them, and every use is checked
+// against the change. test/unit/catalog-types.test.ts pins the derivation.
+type Spec<N extends MessageName> = (typeof specs)[(typeof MessageType)[N]];
 
-export interface AddrEntry {
-  id: Uint8Array;
-  online: boolean;
-  addr?: Address;
-  localAddrs?: Address[];
-  netMode?: number;
-  nickname?: string;
-  mediaId?: string;
-}
-export interface MemberEntry {
-  id: Uint8Array;
-  online: boolean;
-  addr?: Address;
-  nickname?: string;
-  netMode?: number;
-}
-export interface Requirement {
-  attr: string;
-  op: number;
-  value?: string;
-  min?: number;
-  max?: number;
-  set?: string[];
-  mandatory?: boolean;
-}
-export interface MatchMember {
-  id: Uint8Array;
-  nickname?: string;
-  netMode: number;
-  addr: Address;
-}
-export interface Introduction {
-  channelId: Uint8Array;
-  peer: Uint8Array;
-  addr: Address;
-  localAddrs?: Address[];
-  netMode: number;
-  nickname?: string;
-  sealedKey: Uint8Array;
-  observed: Address;
-}
-export interface RegistrationAck {
-  observed: Address;
-  ttlS: number;
-  refreshS: number;
-  locatorId: Uint8Array;
-}
-type Empty = Record<string, never>;
+/** Typed body of every message, by type name. */
+export type Bodies = { [N in MessageName]: BodyOf<Spec<N>['fields']> };
 
-/** Typed body of every message, by type name. Must agree with `catalog` (tested). */
-export interface Bodies {
-  AUTH_REQUEST: { authdKey: Uint8Array; ephemeral: Uint8Array; sealed: Uint8Array; cookie?: Uint8Array; padding?: Uint8Array };
-  AUTH_RESPONSE: { sealed: Uint8Array };
-  REGISTER: {
-    ticket?: Uint8Array; timeMs: number; localAddrs?: Address[]; netMode?: number; nickname?: string; mediaId?: string;
-    community?: Props; visibility?: number; allow?: Uint8Array[]; joinGroups?: { groupId: Uint8Array; joinCode?: string }[]; ttlS?: number;
-    reachable?: boolean;
-  };
-  REGISTER_ACK: RegistrationAck;
-  REFRESH: { ttlS?: number; netMode?: number; localAddrs?: Address[] };
-  REFRESH_ACK: RegistrationAck;
-  UNREGISTER: Empty;
-  UNREGISTER_ACK: Empty;
-  QUERY_ADDR: { ids: Uint8Array[]; cursor?: number };
-  QUERY_ADDR_RESULT: { entries: AddrEntry[]; nextCursor?: number };
-  QUERY_STATUS: { ids: Uint8Array[]; cursor?: number };
-  QUERY_STATUS_RESULT: { online: boolean[]; nextCursor?: number };
-  GROUP_CREATE: { name: string; joinCode?: string };
-  GROUP_CREATE_ACK: { groupId: Uint8Array };
-  GROUP_JOIN: { groupId: Uint8Array; joinCode?: string };
-  GROUP_JOIN_ACK: { groupId: Uint8Array };
-  GROUP_LEAVE: { groupId: Uint8Array };
-  GROUP_LEAVE_ACK: Empty;
-  GROUP_MEMBERS: { groupId: Uint8Array; cursor?: number };
-  GROUP_MEMBERS_RESULT: { members: MemberEntry[]; nextCursor?: number; total: number; name?: string };
-  PROBE: Empty;
-  PROBE_ACK: Empty;
-  INTRODUCE: { target: Uint8Array; netMode?: number; localAddrs?: Address[] };
-  INTRODUCE_ACK: Introduction;
-  INTRO: Introduction;
-  INTRO_ACK: { channelId: Uint8Array };
-  REFLECT: { change?: number; padding?: Uint8Array };
-  REFLECT_RESULT: { observed: Address; from: Address; otherPort?: number; otherIp?: Uint8Array };
-  MATCH_SUBMIT: {
-    ticket?: Uint8Array; timeMs?: number; mediaId: string; appType?: string; minParty: number; maxParty: number;
-    attrs?: Props; requirements?: Requirement[]; netMode: number; maxWaitS: number; nickname?: string;
-  };
-  MATCH_SUBMIT_ACK: { matchId: Uint8Array; deadlineS: number };
-  MATCH_STATUS: { matchId: Uint8Array };
-  MATCH_STATUS_RESULT: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
-  MATCH_CANCEL: { matchId: Uint8Array };
-  MATCH_CANCEL_ACK: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
-  MATCH_RESULT: { matchId: Uint8Array; state: number; members?: MatchMember[]; host?: number };
-  MATCH_RESULT_ACK: { matchId: Uint8Array };
-  PUNCH: { eph: Uint8Array; close?: boolean };
-  PUNCH_ACK: { eph: Uint8Array; observed: Address };
-  DATA: { n: number; payload: Uint8Array; ack?: boolean };
-  DATA_ACK: { n: number };
-  ERROR: { code: number; message?: string; retryAfterMs?: number; cookie?: Uint8Array };
-}
+export type AuthInner = BodyOf<typeof authInnerSpec>;
+export type TicketGrant = BodyOf<typeof ticketGrant>;
+export type AuthGrant = BodyOf<typeof authGrantSpec>;
+export type AddrEntry = BodyOf<typeof queryAddrEntry>;
+export type MemberEntry = BodyOf<typeof memberEntry>;
+export type Requirement = BodyOf<typeof requirement>;
+export type MatchMember = BodyOf<typeof matchMember>;
+export type Introduction = BodyOf<typeof introduction>;
+export type RegistrationAck = BodyOf<typeof registrationAck>;
 
 export const MatchState = { WAITING: 0, MATCHED: 1, NO_MATCH: 2, CANCELLED: 3 } as const;
 

@@ -9,7 +9,7 @@
 // The public halves ("devloc keygen --public") are the same objects without "secret" and with
 // kind "authd-public" / "service-public" / "device-public".
 import type { KeyObject } from 'node:crypto';
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto';
+import { createPrivateKey, createPublicKey, diffieHellman, randomBytes, sign, verify } from 'node:crypto';
 
 export interface RawPair {
   public: Buffer;
@@ -28,19 +28,67 @@ export type PublicKeyFile =
 
 const b64 = (b: Buffer): string => b.toString('base64url');
 
+// Keys are made from raw bytes, never by generateKeyPairSync, and no raw key is read back
+// through a JWK export: `devloc bench` load generators deadlocked in uv_mutex_lock when GC ran a
+// KeyGenJob's destructor while ExportJWKEdKey allocated (issue 16), and buildAuthRequest made
+// such a pair on every authentication. Neither native path is used any more.
+// - X25519 public key = X25519(secret, 9) (RFC 7748 section 6.1): one agreement with the base
+//   point, no export at all.
+// - Ed25519 public key (key files, tests): the last 32 bytes of the SPKI DER export (RFC 8410).
+// - Imports use node's raw-key path (a JWK object, turned into EVP_PKEY_new_raw_*_key): on
+//   Node 20 (OpenSSL 3.0) a PKCS#8 or SPKI DER import goes through OpenSSL's generic decoders
+//   and costs 12-15x more (measured: ~2 ms vs ~0.15 ms private, ~0.4 ms vs ~0.03 ms public),
+//   which authd and locatord would pay per request. An import only creates a new key (node's
+//   initEDRaw); it neither generates nor exports one.
+type Alg = 'ed25519' | 'x25519';
+const CRV: Record<Alg, 'Ed25519' | 'X25519'> = { ed25519: 'Ed25519', x25519: 'X25519' };
+const RAW_KEY_BYTES = 32;
+const algOf = (alg: 'Ed25519' | 'X25519' | Alg): Alg => (alg === 'Ed25519' || alg === 'ed25519' ? 'ed25519' : 'x25519');
+
+function raw32Bytes(raw: Uint8Array, what: string): Buffer {
+  if (raw.length !== RAW_KEY_BYTES) throw new TypeError(`${what} must be ${RAW_KEY_BYTES} bytes, not ${raw.length}`);
+  return Buffer.from(raw.buffer, raw.byteOffset, raw.length);
+}
+
+function privateFromRaw(alg: Alg, secret: Uint8Array): KeyObject {
+  const d = raw32Bytes(secret, `${alg} secret key`).toString('base64url');
+  // node derives the public half from d and ignores x, which must only be present.
+  return createPrivateKey({ key: { kty: 'OKP', crv: CRV[alg], d, x: '' }, format: 'jwk' });
+}
+
+/** The X25519 base point u = 9, as a public key (for public = X25519(secret, 9)). */
+let basePoint: KeyObject | undefined;
+
+/** The raw 32-byte public key of a private or public Ed25519/X25519 KeyObject (SPKI DER export). */
+export function rawPublicKey(key: KeyObject): Buffer {
+  const pub = key.type === 'private' ? createPublicKey(key) : key;
+  const spki = pub.export({ format: 'der', type: 'spki' });
+  return spki.subarray(spki.length - RAW_KEY_BYTES);
+}
+
+/** The raw public key belonging to a raw 32-byte secret. */
+export function publicFromSecret(alg: 'ed25519' | 'x25519', secret: Uint8Array): Buffer {
+  const key = privateFromRaw(alg, secret);
+  if (alg === 'ed25519') return rawPublicKey(key);
+  basePoint ??= publicKeyObject('X25519', Buffer.from([9, ...new Array<number>(31).fill(0)]));
+  return diffieHellman({ privateKey: key, publicKey: basePoint });
+}
+
+/** A fresh key pair: 32 random bytes and the public key computed from them. */
 export function generatePair(alg: 'ed25519' | 'x25519'): RawPair {
-  const { privateKey, publicKey } = generateKeyPairSync(alg as 'ed25519');
-  const jwkPriv = privateKey.export({ format: 'jwk' });
-  const jwkPub = publicKey.export({ format: 'jwk' });
-  return { secret: Buffer.from(jwkPriv.d!, 'base64url'), public: Buffer.from(jwkPub.x!, 'base64url') };
+  const secret = randomBytes(RAW_KEY_BYTES);
+  return { secret, public: publicFromSecret(alg, secret) };
 }
 
+/** Private KeyObject from a raw pair (the public half is not used: it is derived from the secret). */
 export function privateKeyObject(alg: 'Ed25519' | 'X25519', pair: RawPair): KeyObject {
-  return createPrivateKey({ key: { kty: 'OKP', crv: alg, d: b64(pair.secret), x: b64(pair.public) }, format: 'jwk' });
+  return privateFromRaw(algOf(alg), pair.secret);
 }
 
+/** Public KeyObject from 32 raw bytes; throws for any other length. */
 export function publicKeyObject(alg: 'Ed25519' | 'X25519', raw: Uint8Array): KeyObject {
-  return createPublicKey({ key: { kty: 'OKP', crv: alg, x: b64(Buffer.from(raw)) }, format: 'jwk' });
+  const x = raw32Bytes(raw, `${alg} public key`).toString('base64url');
+  return createPublicKey({ key: { kty: 'OKP', crv: CRV[algOf(alg)], x }, format: 'jwk' });
 }
 
 /** Ed25519 signature (node:crypto, RFC 8032). */
@@ -150,12 +198,10 @@ export function parseKeyFile(text: string): ParseResult<KeyFile> {
     if (typeof o['created'] === 'string') k.created = o['created'];
     // A mismatched public half would make every signature fail far from here: check now.
     if ('sign' in k) {
-      const pub = createPublicKey(privateKeyObject('Ed25519', k.sign)).export({ format: 'jwk' }).x!;
-      if (pub !== b64(k.sign.public)) throw new Error('sign.public does not match sign.secret');
+      if (!publicFromSecret('ed25519', k.sign.secret).equals(k.sign.public)) throw new Error('sign.public does not match sign.secret');
     }
     if ('seal' in k) {
-      const pub = createPublicKey(privateKeyObject('X25519', k.seal)).export({ format: 'jwk' }).x!;
-      if (pub !== b64(k.seal.public)) throw new Error('seal.public does not match seal.secret');
+      if (!publicFromSecret('x25519', k.seal.secret).equals(k.seal.public)) throw new Error('seal.public does not match seal.secret');
     }
     return { ok: true, value: k };
   } catch (err) {

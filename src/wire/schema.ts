@@ -26,6 +26,38 @@ export interface Field {
 }
 
 export type Props = Record<string, string | number | boolean>;
+
+/**
+ * The TypeScript type of a value of field type `T`: what `decodeFields` produces and
+ * `encodeFields` takes. Applied to field specs declared `as const` (src/wire/catalog.ts), so the
+ * message types are computed from the catalog and cannot drift from it.
+ */
+export type ValueOf<T extends FieldType> =
+  T extends { t: 'uint' } ? number
+  : T extends { t: 'bool' } ? boolean
+  : T extends { t: 'tstr' } ? string
+  : T extends { t: 'bstr' } ? Uint8Array
+  : T extends { t: 'addr' } ? Address
+  : T extends { t: 'array'; of: infer E extends FieldType } ? ValueOf<E>[]
+  : T extends { t: 'struct'; fields: infer F extends readonly Field[] } ? BodyOf<F>
+  : T extends { t: 'props' } ? Props
+  : never;
+
+type Flatten<T> = T extends infer O ? { [K in keyof O]: O[K] } : never;
+
+/**
+ * The object a field list describes: each field under its name, optional unless `required: true`.
+ * A list without fields is `Record<string, never>`. Field names must be literal types (specs
+ * declared `as const`): a list typed only as `Field[]` gives `never`, so a spec that lost its
+ * literal types fails to compile instead of typing every body as an index signature.
+ */
+export type BodyOf<F extends readonly Field[]> =
+  F extends readonly [] ? Record<string, never>
+  : string extends F[number]['name'] ? never
+  : Flatten<
+    { -readonly [E in F[number] as E extends { required: true } ? E['name'] : never]: ValueOf<E['type']> }
+    & { -readonly [E in F[number] as E extends { required: true } ? never : E['name']]?: ValueOf<E['type']> }
+  >;
 const PROP_KEY_MAX = 32;
 const PROP_TEXT_MAX = 64;
 

@@ -8,6 +8,7 @@ import path from 'node:path';
 import t from 'tap';
 import type { FrameToWrite } from '../../src/cli/pcap.js';
 import { buildUdpPacket, formatPcapTime, frameFor, LinkType, parsePcap, writePcap } from '../../src/cli/pcap.js';
+import { needs } from '../ops/tools.js';
 import { devloc, jsonLines, scratch, vector, vectors } from './fixtures/cli.js';
 
 const v = vectors();
@@ -181,7 +182,7 @@ t.test('decode --pcap: fragments are reported; damaged files exit 1', async (t) 
 
 const has = (tool: string): boolean => !spawnSync(tool, ['-v'], { encoding: 'utf8' }).error;
 
-t.test('cross-check with Wireshark: text2pcap captures decode, tshark reads ours', { skip: has('text2pcap') && has('tshark') ? false : 'text2pcap/tshark not installed' }, async (t) => {
+t.test('cross-check with Wireshark: text2pcap captures decode, tshark reads ours', needs('text2pcap and tshark', has('text2pcap') && has('tshark')), async (t) => {
   const dir = scratch(t);
   const hexdump = path.join(dir, 'payload.txt');
   const lines: string[] = [];

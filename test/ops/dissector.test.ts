@@ -101,7 +101,7 @@ t.test('tshark dissects every message type', needs('tshark', tsharkFound), async
   });
 
   // devloc decode reads the same capture and names the same messages.
-  if (existsSync(path.join(root, 'src/cli/commands/decode.ts'))) {
+  if (t.ok(existsSync(path.join(root, 'src/cli/commands/decode.ts')), 'src/cli/commands/decode.ts exists')) {
     const d = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/devloc.ts'), 'decode', '--pcap', file, '--port', String(REFLECTOR_ALT_PORT), '--json'], {
       cwd: root, encoding: 'utf8', timeout: 60_000,
     });

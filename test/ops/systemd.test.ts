@@ -87,8 +87,8 @@ t.test('every daemon has a unit with the promised settings', async (t) => {
         t.equal(one('RuntimeDirectory'), 'devloc', 'control socket directory /run/devloc');
         t.match(text, /\/etc\/devloc\/device\.key/, 'names the identity file');
       }
-      // Every man page the unit points at must exist once the daemon does.
-      if (existsSync(path.join(root, 'src', d, 'main.ts'))) {
+      // Every man page the unit points at must exist (and so must the daemon).
+      if (t.ok(existsSync(path.join(root, 'src', d, 'main.ts')), `src/${d}/main.ts exists`)) {
         for (const [, name, section] of (one('Documentation') ?? '').matchAll(/man:([\w.-]+)\((\d)\)/g)) {
           t.ok(existsSync(path.join(root, 'man', `${name}.${section}`)), `man/${name}.${section} exists`);
         }

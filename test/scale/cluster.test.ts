@@ -19,9 +19,10 @@ import { makeKeys, pushClient, Terminal } from '../locatord/fixtures/helpers.js'
 import type { TestCluster } from './fixtures/redis-cluster.js';
 import { startCluster } from './fixtures/redis-cluster.js';
 import { hasRedis } from './fixtures/redis-server.js';
+import { needs } from '../ops/tools.js';
 
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
-const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
+const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
 
 
 const limits = { maxMembers: 8, maxGroupsPerTerminal: 4 };

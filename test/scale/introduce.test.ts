@@ -19,11 +19,12 @@ import type { TestKeys } from '../locatord/fixtures/helpers.js';
 import { errorCodeOf, makeKeys, pushClient, Terminal } from '../locatord/fixtures/helpers.js';
 import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
+import { needs } from '../ops/tools.js';
 import { startRedis } from './fixtures/redis-server.js';
 import { RespConnection } from '../../src/locatord/store/resp.js';
 
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
-const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
+const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
 
 const locatord = (t: Test, keys: TestKeys, redis: TestRedis): Promise<RunningDaemon> => redisLocatord(t, keys, redis.url, { redisTimeoutMs: 400 });
 

@@ -10,9 +10,10 @@ import type { TestKeys } from '../locatord/fixtures/helpers.js';
 import { FakeClock, makeKeys, pushClient, startServer, Terminal } from '../locatord/fixtures/helpers.js';
 import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis, startRedis } from './fixtures/redis-server.js';
+import { needs } from '../ops/tools.js';
 
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
-const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
+const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
 
 
 async function instance(t: Test, redis: TestRedis, keys: TestKeys, clock: FakeClock): Promise<{ loc: ScaledLocatord; dest: { ip: string; port: number } }> {

@@ -14,9 +14,10 @@ import { TicketVerifier } from '../../src/wire/ticket.js';
 import { generatePair, privateKeyObject } from '../../src/wire/keys.js';
 import { startRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
+import { needs } from '../ops/tools.js';
 
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
-const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
+const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
 
 const limits = { maxMembers: 3, maxGroupsPerTerminal: 2 };
 

@@ -5,7 +5,7 @@ import t from 'tap';
 import type { KeyFile } from '../../src/wire/keys.js';
 import {
   ed25519Sign, ed25519Verify, generatePair, isDeviceId, isServiceId, keyFileToJson, newAuthdKey, newDeviceKey, newKid, newServiceKey,
-  parseKeyFile, parsePublicKeyFile, privateKeyObject, publicKeyObject, publicOf, publicToJson, x25519,
+  parseKeyFile, parsePublicKeyFile, privateKeyObject, publicFromSecret, publicKeyObject, publicOf, publicToJson, rawPublicKey, x25519,
 } from '../../src/wire/keys.js';
 
 const h = (s: string): Buffer => Buffer.from(s, 'hex');
@@ -76,6 +76,23 @@ t.test('generatePair: raw 32-byte halves that belong together', async (t) => {
   t.equal(hex(nobleX25519.getPublicKey(x.secret)), hex(x.public), 'x25519 public matches secret (noble)');
   t.not(hex(generatePair('ed25519').secret), hex(e.secret), 'fresh each time');
   t.match(newKid(), /^[0-9a-f]{8}$/);
+});
+
+t.test('keys from raw bytes (DER, no JWK): known answers and refusals', async (t) => {
+  t.equal(hex(publicFromSecret('ed25519', h(T1.seed))), T1.pub, 'RFC 8032 TEST 1 public key');
+  t.equal(hex(publicFromSecret('x25519', h(X.alicePriv))), X.alicePub, 'RFC 7748 alice public key');
+  const k = privateKeyObject('Ed25519', { secret: h(T1.seed), public: h(T1.pub) });
+  t.equal(hex(ed25519Sign(k, h(T1.msg))), T1.sig, 'signs as RFC 8032 says');
+  t.equal(hex(rawPublicKey(k)), T1.pub, 'rawPublicKey of a private key');
+  t.equal(hex(rawPublicKey(publicKeyObject('Ed25519', h(T1.pub)))), T1.pub, 'rawPublicKey of a public key');
+  t.equal(publicKeyObject('X25519', h(X.alicePriv)).asymmetricKeyType, 'x25519');
+  t.equal(publicKeyObject('Ed25519', h(T1.pub)).asymmetricKeyType, 'ed25519');
+  const unaligned = Buffer.concat([Buffer.from([0]), h(T1.seed)]).subarray(1);
+  t.equal(hex(publicFromSecret('ed25519', unaligned)), T1.pub, 'a view at an odd offset');
+  for (const n of [0, 31, 33]) {
+    t.throws(() => publicKeyObject('Ed25519', new Uint8Array(n)), TypeError, `public key of ${n} bytes refused`);
+    t.throws(() => privateKeyObject('X25519', { secret: Buffer.alloc(n), public: Buffer.alloc(32) }), TypeError, `secret of ${n} bytes refused`);
+  }
 });
 
 t.test('new key files', async (t) => {

@@ -11,6 +11,7 @@ import { catalog } from '../../src/wire/catalog.js';
 import type { MessageType } from '../../src/wire/catalog.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { Field } from '../../src/wire/schema.js';
+import { has, needs } from '../ops/tools.js';
 
 const page = readFileSync(manPath, 'utf8');
 const hexType = (n: number): string => `0x${n.toString(16).padStart(2, '0')}`;
@@ -88,9 +89,7 @@ t.test('the generated blocks are up to date', async (t) => {
   t.equal(regenerate(page) === page, true, 'man/devloc-protocol.7 is what src/cli/gen-protocol-man.ts writes (run: npx tsx src/cli/gen-protocol-man.ts)');
 });
 
-const mandoc = !spawnSync('mandoc', ['-V'], { encoding: 'utf8' }).error;
-
-t.test('mandoc -T lint -W warning is silent', { skip: mandoc ? false : 'mandoc is not installed' }, async (t) => {
+t.test('mandoc -T lint -W warning is silent', needs('mandoc', has('mandoc')), async (t) => {
   const r = spawnSync('mandoc', ['-T', 'lint', '-W', 'warning', manPath], { encoding: 'utf8' });
   t.equal(`${r.stdout}${r.stderr}`.trim(), '', 'no warnings');
   t.equal(r.status, 0, 'mandoc exits 0');

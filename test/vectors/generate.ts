@@ -11,7 +11,7 @@
 // Each vector is written from its `meaning` (the JSON form a reader sees), turned into a typed
 // body by the catalog schema and encoded by the codec; the test decodes the hex independently
 // and compares it to the meaning, so a codec change that alters any byte shows up there.
-import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseAddress } from '../../src/wire/addr.js';
@@ -22,7 +22,7 @@ import { DEFAULT_PORTS } from '../../src/wire/constants.js';
 import { decodeDatagram, encodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { RawPair } from '../../src/wire/keys.js';
-import { privateKeyObject } from '../../src/wire/keys.js';
+import { privateKeyObject, publicFromSecret } from '../../src/wire/keys.js';
 import type { FieldType } from '../../src/wire/schema.js';
 import { openBytes } from '../../src/wire/seal.js';
 import { encodeFields } from '../../src/wire/schema.js';
@@ -82,14 +82,10 @@ const MATCH_ID = '3a7c000000000001';
 // ---------------------------------------------------------------------------------------------
 // Key helpers.
 
-const b64u = (hex: string): string => Buffer.from(hex, 'hex').toString('base64url');
-
-/** The raw pair for a 32-byte secret; node recomputes the public half from `d`. */
+/** The raw pair for a 32-byte secret, the public half computed from it. */
 export function pairFromSecret(alg: 'Ed25519' | 'X25519', secretHex: string): RawPair {
-  // node wants an `x` in a private JWK but derives the real one from `d`: pass a placeholder.
-  const priv = createPrivateKey({ key: { kty: 'OKP', crv: alg, d: b64u(secretHex), x: b64u(secretHex) }, format: 'jwk' });
-  const x = createPublicKey(priv).export({ format: 'jwk' }).x!;
-  return { secret: Buffer.from(secretHex, 'hex'), public: Buffer.from(x, 'base64url') };
+  const secret = Buffer.from(secretHex, 'hex');
+  return { secret, public: publicFromSecret(alg === 'Ed25519' ? 'ed25519' : 'x25519', secret) };
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
