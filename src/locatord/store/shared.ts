@@ -55,6 +55,13 @@ export class SharedStore implements ServedStore {
   readonly schedule: RegistrationTable;
   /** Seed nodes and mode, for the "listening" line. */
   readonly where: { redis: string; cluster: boolean };
+  /**
+   * RedisStore's groups, with REGISTER's joins all or nothing as on the embedded store (one
+   * SQLite transaction there): Redis applies them one by one, so when one is refused (wrong
+   * code, full) the joins this call made before it are undone (leaving an emptied group deletes
+   * it, so a group this call created goes too).
+   */
+  readonly groups: GroupBackend;
   private readonly ready: Promise<void>;
 
   constructor(o: SharedStoreOptions) {
@@ -71,6 +78,19 @@ export class SharedStore implements ServedStore {
         else o.logger.info('redis connection restored', { detail });
       },
     });
+    const g = this.redis.groups;
+    this.groups = {
+      ...bindAll(g),
+      joinAll: async (locatorId, joins) => {
+        const before = await Promise.all(joins.map((j) => g.isMember(Buffer.from(j.groupId), locatorId)));
+        try {
+          return await g.joinAll(locatorId, joins);
+        } catch (err) {
+          await Promise.all(joins.map((j, i) => (before[i] ? false : g.leave(Buffer.from(j.groupId), locatorId))));
+          throw err;
+        }
+      },
+    };
     this.schedule = new RegistrationTable({ maxEntries: o.maxEntries, now, probeAtPercent: l.probeAtPercent });
     this.relay = new IntroRelay({
       client: this.redis.client, prefix: o.config.prefix || 'dl:', instanceId: this.instanceId, key: deriveFromServiceKey(o.serviceSecret, 'devloc locatord relay v1'),
@@ -87,10 +107,6 @@ export class SharedStore implements ServedStore {
   /** Resolves once the relay is subscribed (or after the Redis timeout: then without it). */
   started(): Promise<void> {
     return this.ready;
-  }
-
-  get groups(): GroupBackend {
-    return this.redis.groups;
   }
 
   get pending(): number {
@@ -177,6 +193,14 @@ export class SharedStore implements ServedStore {
     this.relay.close();
     return this.redis.close();
   }
+}
+
+function bindAll(g: GroupBackend): GroupBackend {
+  return {
+    create: (o, n, c) => g.create(o, n, c), join: (gid, l, c) => g.join(gid, l, c), joinAll: (l, j) => g.joinAll(l, j),
+    leave: (gid, l) => g.leave(gid, l), get: (gid) => g.get(gid), isMember: (gid, l) => g.isMember(gid, l),
+    members: (gid, o, n) => g.members(gid, o, n), shareGroup: (a, b) => g.shareGroup(a, b),
+  };
 }
 
 /**
