@@ -8,7 +8,7 @@ import t from 'tap';
 import { UdpClient } from '../../src/net/client.js';
 import { TICK_MS } from '../../src/locatord/table.js';
 import type { SharedStore } from '../../src/locatord/store/shared.js';
-import { FakeClock, forEachStore, presenceOf, pushClient, Terminal } from './fixtures/helpers.js';
+import { FakeClock, forEachStore, onRedisStore, presenceOf, pushClient, Terminal } from './fixtures/helpers.js';
 
 t.test('probe near expiry; PROBE_ACK extends the registration', (t) => forEachStore(t, async (t, s) => {
   const clock = new FakeClock();
@@ -70,8 +70,7 @@ t.test('no answer: the registration expires; probes per sweep are bounded', (t) 
   if (s.kind === 'embedded') t.equal(loc.metrics.get('expiries_total'), 5);
 }));
 
-t.test('redis: a terminal refreshed through another instance is probed by that one only', (t) => forEachStore(t, async (t, s) => {
-  if (s.kind !== 'redis') return t.end();
+onRedisStore(t, 'redis: a terminal refreshed through another instance is probed by that one only', async (t, s) => {
   const clock = new FakeClock();
   const o = { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30, probeAtPercent: 80 } };
   const a = await s.start(t, o);
@@ -94,4 +93,4 @@ t.test('redis: a terminal refreshed through another instance is probed by that o
   t.same(probe.from, b.dest, 'from instance B');
   t.ok(term.session.accept(probe));
   t.same(pushes.map((p) => p.from), [b.dest], 'one probe in all, from B');
-}));
+});

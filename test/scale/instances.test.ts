@@ -14,8 +14,9 @@ import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
 import { startRedis } from './fixtures/redis-server.js';
 
-/** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
+/** The suite starts its own redis-server: skipped, saying so, without it; under CI=true that fails. */
 const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
+if (noRedis && process.env['CI'] === 'true') t.fail(`${noRedis} (CI must have it)`);
 
 const locatord = (t: Test, keys: TestKeys, redis: TestRedis, extra: string[] = []): Promise<RunningDaemon> => redisLocatord(t, keys, redis.url, { redisTimeoutMs: 300, extra });
 
