@@ -45,11 +45,17 @@ function ackOf(c: LocatorContext, p: Presence, locatorId: Buffer): Ack {
 /** Older than what the record reflects: another session's (only REGISTER rebinds), or not newer. */
 const isStale = (p: Presence, s: ServerSession, seq: number): boolean => p.sidHex !== s.sidHex || seq <= p.seq;
 
-/** `p` moved to `from` and extended by the TTL asked for (or the one it had), and its ack. */
-function renewed(c: LocatorContext, p: Presence, from: RequestContext['from'], seq: number, requestedTtlS: number | undefined, locatorId: Buffer): { next: Presence; ack: Ack } {
-  const g = grantTtl(c.limits, requestedTtlS ?? ttlSOf(p), p.netMode);
+/**
+ * `p` moved to `from` and extended by the TTL asked for (or the one it had), with the network
+ * mode and extra fields given (default: its own), and its ack.
+ */
+function renewed(
+  c: LocatorContext, p: Presence, from: RequestContext['from'], seq: number, requestedTtlS: number | undefined, locatorId: Buffer,
+  netMode = p.netMode, extra = p.extra,
+): { next: Presence; ack: Ack } {
+  const g = grantTtl(c.limits, requestedTtlS ?? ttlSOf(p), netMode);
   const now = c.now();
-  const next: Presence = { ...p, addr: from, seq, regMs: now, expMs: now + g.ttlS * 1000 };
+  const next: Presence = { ...p, addr: from, seq, netMode, extra, regMs: now, expMs: now + g.ttlS * 1000 };
   return { next, ack: { observed: from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId } };
 }
 
@@ -110,15 +116,14 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
     // visibility and the rest, which a REFRESH does not restate).
     if (!cur) return { result: { kind: 'none' } };
     if (isStale(cur, s, seq)) return { result: { kind: 'stale', ack: ackOf(c, cur, s.locatorId) } };
-    const rec = { ...cur };
-    if (b.netMode !== undefined) rec.netMode = b.netMode;
+    let extra = cur.extra;
     if (b.localAddrs) {
-      const x = { ...rec.extra };
+      const x = { ...extra };
       if (b.localAddrs.length > 0) x.localAddrs = b.localAddrs;
       else delete x.localAddrs;
-      rec.extra = Object.keys(x).length > 0 ? x : undefined;
+      extra = Object.keys(x).length > 0 ? x : undefined;
     }
-    const r = renewed(c, rec, ctx.from, seq, b.ttlS, s.locatorId);
+    const r = renewed(c, cur, ctx.from, seq, b.ttlS, s.locatorId, b.netMode ?? cur.netMode, extra);
     return { result: { kind: 'renewed', ack: r.ack }, put: r.next };
   }, s);
   return then(out, (o): HandlerResult => {

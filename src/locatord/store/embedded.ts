@@ -26,15 +26,13 @@ export class EmbeddedStore implements ServedStore {
     this.groups = groupStore;
   }
 
+  /** Every field set (undefined when absent): one object shape for the hot path's property reads. */
   private toPresence(r: Registration): Presence {
-    const p: Presence = {
+    return {
       addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: r.session?.sidHex ?? '', seq: r.seq,
       regMs: this.table.tickToMs(r.regTick), expMs: this.table.tickToMs(r.expTick),
+      nickname: r.nickname, extra: r.extra, reachable: r.reachable || undefined, inst: undefined,
     };
-    if (r.nickname !== undefined) p.nickname = r.nickname;
-    if (r.extra) p.extra = r.extra;
-    if (r.reachable) p.reachable = true;
-    return p;
   }
 
   getPresence(idHex: string): Presence | undefined {
