@@ -1,5 +1,6 @@
 // What every locatord handler works on. One object, built by server.ts, so handlers are plain
-// functions of (context, request) and the tests can build a context without sockets.
+// functions of (context, request) over the store (embedded or Redis: store/types.ts), and the
+// tests can build a context without sockets.
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { RateLimiter } from '../net/ratelimit.js';
@@ -7,14 +8,18 @@ import type { Refusal } from '../net/server.js';
 import type { ServerSessions } from '../net/sessions.js';
 import { NAT_REFRESH_S, NetMode, OPEN_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
 import { ErrorCode } from '../wire/errors.js';
-import type { GroupStore } from './groups.js';
+import type { Introductions } from './handlers/introduce.js';
 import type { LocatordLimits } from './options.js';
-import type { RegistrationTable } from './table.js';
+import type { ServedStore } from './store/types.js';
 
 export interface LocatorContext {
-  table: RegistrationTable;
-  groups: GroupStore;
+  store: ServedStore;
+  /** This instance's sessions (INTRODUCE finds the target's here, or loads it). */
   sessions: ServerSessions;
+  /** INTRO pushes of this instance (handlers/introduce.ts). */
+  introductions: Introductions;
+  /** Milliseconds clock. */
+  now: () => number;
   limits: LocatordLimits;
   metrics: Metrics;
   logger: Logger;

@@ -6,10 +6,10 @@ import { GroupStore } from '../../src/locatord/groups.js';
 import type { MemberEntry } from '../../src/wire/catalog.js';
 import { MAX_DATAGRAM, NetMode } from '../../src/wire/constants.js';
 import { DevlocError, ErrorCode } from '../../src/wire/errors.js';
-import { errorCodeOf, pool, startServer, Terminal } from './fixtures/helpers.js';
+import { errorCodeOf, forEachStore, pool, presenceOf, Terminal } from './fixtures/helpers.js';
 
-t.test('create, join (open and closed), leave; non-members are FORBIDDEN', async (t) => {
-  const { dest, keys } = await startServer(t);
+t.test('create, join (open and closed), leave; non-members are FORBIDDEN', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
   const [owner, friend, outsider] = await Promise.all([0, 1, 2].map(() => Terminal.open(t, keys, dest)));
   for (const x of [owner!, friend!, outsider!]) await x.expect(t, 'REGISTER_ACK', x.register({ nickname: 'x' }));
   const open = (await owner!.expect(t, 'GROUP_CREATE_ACK', owner!.request('GROUP_CREATE', { name: 'open' }))).body.groupId;
@@ -37,10 +37,10 @@ t.test('create, join (open and closed), leave; non-members are FORBIDDEN', async
   t.equal(errorCodeOf(await friend!.request('GROUP_MEMBERS', { groupId: open })), ErrorCode.FORBIDDEN, 'left');
   const after = await owner!.expect(t, 'GROUP_MEMBERS_RESULT', owner!.request('GROUP_MEMBERS', { groupId: open }));
   t.equal(after.body.total, 1);
-});
+}));
 
-t.test('GROUP_MEMBERS pages across several datagrams with online status', async (t) => {
-  const { dest, keys } = await startServer(t);
+t.test('GROUP_MEMBERS pages across several datagrams with online status', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
   const owner = await Terminal.open(t, keys, dest);
   await owner.expect(t, 'REGISTER_ACK', owner.register());
   const groupId = (await owner.expect(t, 'GROUP_CREATE_ACK', owner.request('GROUP_CREATE', { name: 'big', joinCode: 'c' }))).body.groupId;
@@ -71,32 +71,33 @@ t.test('GROUP_MEMBERS pages across several datagrams with online status', async 
   t.equal(new Set(seen.map((m) => Buffer.from(m.id).toString('hex'))).size, 91, 'no member twice');
   t.equal(seen.filter((m) => m.online).length, 61, 'owner + 60 registered');
   t.ok(seen.filter((m) => !m.online).every((m) => Object.keys(m).length === 2), 'offline members carry no address');
-});
+}));
 
-t.test('joinGroups in REGISTER: creates unknown groups, all or nothing', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('joinGroups in REGISTER: creates unknown groups, all or nothing', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const a = await Terminal.open(t, keys, dest);
   const b = await Terminal.open(t, keys, dest);
   const g1 = randomBytes(16);
   const g2 = randomBytes(16);
   await a.expect(t, 'REGISTER_ACK', a.register({ joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'k' }] }));
-  t.equal(loc.groups.get(g1)?.owner.equals(a.locatorId), true, 'unknown group created, owned by the registrant');
-  t.equal(loc.groups.get(g2)?.closed, true, 'closed by the code given');
+  const groups = loc.store.groups;
+  t.equal((await groups.get(g1))?.owner.equals(a.locatorId), true, 'unknown group created, owned by the registrant');
+  t.equal((await groups.get(g2))?.closed, true, 'closed by the code given');
   // b: one good join and one wrong code -> refused, and neither join nor registration happens.
   const r = await b.register({ nickname: 'b', joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'wrong' }] });
   t.equal(errorCodeOf(r), ErrorCode.FORBIDDEN);
-  t.equal(loc.groups.isMember(g1, b.locatorId), false, 'rolled back');
-  t.equal(loc.table.get(b.locatorId.toString('hex')), undefined, 'not registered either');
+  t.equal(await groups.isMember(g1, b.locatorId), false, 'rolled back');
+  t.equal(await presenceOf(loc, b.locatorId), undefined, 'not registered either');
   await b.expect(t, 'REGISTER_ACK', b.register({ joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'k' }] }));
-  t.equal(loc.groups.get(g2)?.members, 2);
+  t.equal((await groups.get(g2))?.members, 2);
   // Re-registering with the same groups writes nothing.
   const changes = loc.metrics.total('group_changes_total');
   await b.expect(t, 'REGISTER_ACK', b.register({ joinGroups: [{ groupId: g1 }] }));
   t.equal(loc.metrics.total('group_changes_total'), changes);
-});
+}));
 
-t.test('bounds: members per group, groups per terminal', async (t) => {
-  const { dest, keys } = await startServer(t, { limits: { maxGroupMembers: 3, maxGroupsPerTerminal: 2 } });
+t.test('bounds: members per group, groups per terminal', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t, { limits: { maxGroupMembers: 3, maxGroupsPerTerminal: 2 } });
   const terms = await Promise.all([0, 1, 2, 3].map(() => Terminal.open(t, keys, dest)));
   for (const x of terms) await x.expect(t, 'REGISTER_ACK', x.register());
   const [a, b, c, d] = terms as [Terminal, Terminal, Terminal, Terminal];
@@ -106,7 +107,7 @@ t.test('bounds: members per group, groups per terminal', async (t) => {
   t.equal(errorCodeOf(await d.request('GROUP_JOIN', { groupId: g })), ErrorCode.FULL, 'group full');
   await a.expect(t, 'GROUP_CREATE_ACK', a.request('GROUP_CREATE', { name: 'second' }));
   t.equal(errorCodeOf(await a.request('GROUP_CREATE', { name: 'third' })), ErrorCode.FULL, 'terminal in too many groups');
-});
+}));
 
 t.test('group store: last member leaving deletes the group; durable across reopen', async (t) => {
   const dir = t.testdir();

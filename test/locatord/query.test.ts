@@ -8,12 +8,12 @@ import { entryFields, encodedSize } from '../../src/locatord/paging.js';
 import type { AddrEntry } from '../../src/wire/catalog.js';
 import { MAX_DATAGRAM, Visibility } from '../../src/wire/constants.js';
 import { ErrorCode } from '../../src/wire/errors.js';
-import { errorCodeOf, FakeClock, startServer, Terminal } from './fixtures/helpers.js';
+import { errorCodeOf, FakeClock, forEachStore, Terminal } from './fixtures/helpers.js';
 
 const addrEntryBytes = (e: AddrEntry): number => encodedSize(entryFields('QUERY_ADDR_RESULT'), e);
 
-t.test('QUERY_ADDR pages across several datagrams, each within 1200 bytes', async (t) => {
-  const { dest, keys } = await startServer(t);
+t.test('QUERY_ADDR pages across several datagrams, each within 1200 bytes', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
   const asker = await Terminal.open(t, keys, dest);
   await asker.expect(t, 'REGISTER_ACK', asker.register());
   // 40 terminals with the largest entries the schema allows, 24 unknown IDs among them.
@@ -50,10 +50,10 @@ t.test('QUERY_ADDR pages across several datagrams, each within 1200 bytes', asyn
     } else if (e.online || Object.keys(e).length !== 2) t.fail(`entry ${i} should be a bare offline entry`);
   });
   t.equal(seen.filter((e) => e.online).length, 40);
-});
+}));
 
-t.test('QUERY_STATUS answers 64 IDs in one datagram', async (t) => {
-  const { dest, keys } = await startServer(t);
+t.test('QUERY_STATUS answers 64 IDs in one datagram', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
   const a = await Terminal.open(t, keys, dest);
   const b = await Terminal.open(t, keys, dest);
   await a.expect(t, 'REGISTER_ACK', a.register());
@@ -63,10 +63,10 @@ t.test('QUERY_STATUS answers 64 IDs in one datagram', async (t) => {
   t.equal(m.body.online.length, 64);
   t.equal(m.body.nextCursor, undefined);
   t.same(m.body.online.map((x, i) => (x ? i : -1)).filter((i) => i >= 0), [0, 63]);
-});
+}));
 
-t.test('visibility 1: self, allow-list and group members see it; others see exactly "offline"', async (t) => {
-  const { dest, keys } = await startServer(t);
+t.test('visibility 1: self, allow-list and group members see it; others see exactly "offline"', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
   const [target, allowed, member, stranger] = await Promise.all([0, 1, 2, 3].map(() => Terminal.open(t, keys, dest)));
   for (const x of [allowed!, member!, stranger!]) await x.expect(t, 'REGISTER_ACK', x.register());
   const created = await member!.expect(t, 'GROUP_CREATE_ACK', member!.request('GROUP_CREATE', { name: 'team' }));
@@ -93,11 +93,11 @@ t.test('visibility 1: self, allow-list and group members see it; others see exac
   t.equal(addrEntryBytes(hidden), addrEntryBytes(offline));
   t.ok(Buffer.compare(Buffer.from(JSON.stringify(hidden)), Buffer.from(JSON.stringify(offlineForMember))) === 0, 'not allowed == offline == unknown');
   t.same(Object.keys(hidden).sort(), ['id', 'online']);
-});
+}));
 
-t.test('expired registrations answer offline (injected clock)', async (t) => {
+t.test('expired registrations answer offline (injected clock)', (t) => forEachStore(t, async (t, s) => {
   const clock = new FakeClock();
-  const { dest, keys } = await startServer(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30 } });
+  const { dest, keys } = await s.start(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30 } });
   const nowS = Math.floor(clock.ms / 1000);
   const a = await Terminal.open(t, keys, dest, { nowS });
   const b = await Terminal.open(t, keys, dest, { nowS });
@@ -111,10 +111,10 @@ t.test('expired registrations answer offline (injected clock)', async (t) => {
   t.same(await ask(), [false, true], 'a expired at 30 s, b has 300 s');
   const r = await a.request('REFRESH', {});
   t.equal(errorCodeOf(r), ErrorCode.NOT_FOUND, 'refresh after expiry: register again');
-});
+}));
 
-t.test('query floods and ID enumeration are limited per source, counting IDs', async (t) => {
-  const { loc, dest, keys } = await startServer(t, { limits: { querySourceRatePerS: 1, querySourceBurst: 100, queryRatePerS: 0 } });
+t.test('query floods and ID enumeration are limited per source, counting IDs', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t, { limits: { querySourceRatePerS: 1, querySourceBurst: 100, queryRatePerS: 0 } });
   const a = await Terminal.open(t, keys, dest);
   await a.expect(t, 'REGISTER_ACK', a.register());
   const ids = Array.from({ length: 64 }, () => randomBytes(16));
@@ -137,10 +137,10 @@ t.test('query floods and ID enumeration are limited per source, counting IDs', a
   await b.expect(t, 'REGISTER_ACK', b.register());
   t.equal(errorCodeOf(await b.request('QUERY_STATUS', { ids })), ErrorCode.RATE_LIMITED, 'per source, not per terminal');
   t.ok(loc.metrics.get('queries_total', { type: 'QUERY_STATUS', result: 'rate-limited' }) >= 2);
-});
+}));
 
-t.test('per-terminal budget: more sessions or sockets buy nothing', async (t) => {
-  const { dest, keys } = await startServer(t, { limits: { queryRatePerS: 1, queryBurst: 64, querySourceRatePerS: 0 } });
+t.test('per-terminal budget: more sessions or sockets buy nothing', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t, { limits: { queryRatePerS: 1, queryBurst: 64, querySourceRatePerS: 0 } });
   const a = await Terminal.open(t, keys, dest);
   await a.expect(t, 'REGISTER_ACK', a.register());
   const ids = Array.from({ length: 64 }, () => randomBytes(16));
@@ -154,10 +154,10 @@ t.test('per-terminal budget: more sessions or sockets buy nothing', async (t) =>
   const b = await Terminal.open(t, keys, dest);
   await b.expect(t, 'REGISTER_ACK', b.register());
   await b.expect(t, 'QUERY_STATUS_RESULT', b.request('QUERY_STATUS', { ids }));
-});
+}));
 
-t.test('datagram flood from one source is cut before decoding', async (t) => {
-  const { loc, keys, dest } = await startServer(t, { limits: { ratePerS: 1, burst: 5 } });
+t.test('datagram flood from one source is cut before decoding', (t) => forEachStore(t, async (t, s) => {
+  const { loc, keys, dest } = await s.start(t, { limits: { ratePerS: 1, burst: 5 } });
   const a = await Terminal.open(t, keys, dest);
   // Fed straight into the server (no socket needed): 20 REGISTERs from one source at once.
   const from = { ip: '127.0.0.9', port: 40000 };
@@ -166,4 +166,4 @@ t.test('datagram flood from one source is cut before decoding', async (t) => {
   t.ok(executed >= 5 && executed <= 6, `${executed} executed`);
   t.ok(loc.metrics.get('refused_total', { code: 'RATE_LIMITED' }) >= 14, 'the rest refused before decoding');
   t.equal(loc.verifier.signatureChecks, 1);
-});
+}));

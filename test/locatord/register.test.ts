@@ -6,14 +6,16 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Test } from 'tap';
+import { execFileSync } from 'node:child_process';
 import { UdpClient } from '../../src/net/client.js';
+import { EmbeddedStore } from '../../src/locatord/store/embedded.js';
 import { recordToLine, SNAPSHOT_FILE } from '../../src/locatord/snapshot.js';
 import { NAT_REFRESH_S, NetMode, OPEN_REFRESH_S } from '../../src/wire/constants.js';
 import { encodeCbor } from '../../src/wire/cbor.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { generatePair } from '../../src/wire/keys.js';
-import { credentials, errorCodeOf, FakeClock, locatorIdOf, startServer, Terminal } from './fixtures/helpers.js';
+import { credentials, errorCodeOf, FakeClock, forEachStore, locatorIdOf, presenceOf, Terminal } from './fixtures/helpers.js';
 
 const openClient = async (t: Test): Promise<UdpClient> => {
   const c = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300, deadlineMs: 10_000 } });
@@ -21,8 +23,8 @@ const openClient = async (t: Test): Promise<UdpClient> => {
   return c;
 };
 
-t.test('REGISTER binds the observed source and stores what the terminal reports', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('REGISTER binds the observed source and stores what the terminal reports', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const term = await Terminal.open(t, keys, dest);
   const ack = await term.expect(t, 'REGISTER_ACK', term.register({
     netMode: NetMode.PORT_RESTRICTED, nickname: 'alice', mediaId: 'game-7', community: { lobby: 'eu', level: 3 },
@@ -33,17 +35,17 @@ t.test('REGISTER binds the observed source and stores what the terminal reports'
   t.equal(ack.body.ttlS, 120);
   t.equal(ack.body.refreshS, NAT_REFRESH_S);
   t.ok(Buffer.from(ack.body.locatorId).equals(term.locatorId));
-  const rec = loc.table.get(term.locatorId.toString('hex'))!;
-  t.same(rec.address, term.address);
+  const rec = (await presenceOf(loc, term.locatorId))!;
+  t.same(rec.addr, term.address);
   t.equal(rec.nickname, 'alice');
   t.equal(rec.netMode, NetMode.PORT_RESTRICTED);
   t.same(rec.extra, { localAddrs: [{ ip: '192.168.1.20', port: 5000 }], mediaId: 'game-7', community: { lobby: 'eu', level: 3 } });
   t.equal(loc.metrics.get('registrations_total'), 1);
   t.equal(loc.metrics.get('sessions_opened_total'), 1);
-});
+}));
 
-t.test('TTL is clamped; refresh interval follows the network mode', async (t) => {
-  const { dest, keys } = await startServer(t, { limits: { minTtlS: 30, defaultTtlS: 90, maxTtlS: 1200 } });
+t.test('TTL is clamped; refresh interval follows the network mode', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t, { limits: { minTtlS: 30, defaultTtlS: 90, maxTtlS: 1200 } });
   const a = await Terminal.open(t, keys, dest);
   const low = await a.expect(t, 'REGISTER_ACK', a.register({ ttlS: 1 }));
   t.equal(low.body.ttlS, 30, 'raised to min-ttl');
@@ -57,25 +59,25 @@ t.test('TTL is clamped; refresh interval follows the network mode', async (t) =>
   t.equal(def.body.ttlS, 90);
   t.equal(def.body.refreshS, NAT_REFRESH_S, 'unknown mode is treated as NAT');
   t.ok(def.body.ttlS >= 3.5 * def.body.refreshS);
-});
+}));
 
-t.test('REFRESH re-learns the source address; UNREGISTER removes the record', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('REFRESH re-learns the source address; UNREGISTER removes the record', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const term = await Terminal.open(t, keys, dest);
   await term.expect(t, 'REGISTER_ACK', term.register());
   const other = await openClient(t);
   const moved = await term.expect(t, 'REFRESH_ACK', term.send(term.encode('REFRESH', {}), other));
   t.same(moved.body.observed, { ip: '127.0.0.1', port: other.localPort }, 'NAT rebinding followed');
-  t.same(loc.table.get(term.locatorId.toString('hex'))!.address, { ip: '127.0.0.1', port: other.localPort });
+  t.same((await presenceOf(loc, term.locatorId))!.addr, { ip: '127.0.0.1', port: other.localPort });
   await term.expect(t, 'UNREGISTER_ACK', term.request('UNREGISTER', {}));
-  t.equal(loc.table.get(term.locatorId.toString('hex')), undefined);
+  t.equal(await presenceOf(loc, term.locatorId), undefined);
   const r = await term.request('REFRESH', {});
   t.equal(errorCodeOf(r), ErrorCode.NOT_FOUND, 'a REFRESH cannot resurrect a registration');
-});
+}));
 
-t.test('captured REGISTER/REFRESH replayed from the same or another source changes nothing', async (t) => {
+t.test('captured REGISTER/REFRESH replayed from the same or another source changes nothing', (t) => forEachStore(t, async (t, s) => {
   const clock = new FakeClock();
-  const { loc, dest, keys } = await startServer(t, { now: clock.now });
+  const { loc, dest, keys } = await s.start(t, { now: clock.now });
   const term = await Terminal.open(t, keys, dest, { nowS: Math.floor(clock.ms / 1000) });
   const id = term.locatorId.toString('hex');
   const reg = term.encode('REGISTER', { ticket: term.creds.ticket, timeMs: clock.ms });
@@ -83,7 +85,7 @@ t.test('captured REGISTER/REFRESH replayed from the same or another source chang
   clock.advance(5_000);
   const ref = term.encode('REFRESH', {});
   await term.expect(t, 'REFRESH_ACK', term.send(ref));
-  const before = { ...loc.table.get(id)! };
+  const before = (await presenceOf(loc, id))!;
   const registrations = loc.metrics.get('registrations_total');
   const refreshes = loc.metrics.get('refreshes_total');
   clock.advance(5_000);
@@ -99,16 +101,16 @@ t.test('captured REGISTER/REFRESH replayed from the same or another source chang
     const r = await attacker.request(dest, captured.bytes, captured.rid, { accept: () => true });
     t.equal(errorCodeOf(r), ErrorCode.REPLAY);
   }
-  const after = loc.table.get(id)!;
-  t.same(after.address, term.address, 'still bound to the terminal');
-  t.equal(after.regTick, before.regTick, 'registration time unchanged');
-  t.equal(after.expTick, before.expTick, 'expiry not extended');
+  const after = (await presenceOf(loc, id))!;
+  t.same(after.addr, term.address, 'still bound to the terminal');
+  t.equal(after.regMs, before.regMs, 'registration time unchanged');
+  t.equal(after.expMs, before.expMs, 'expiry not extended');
   t.equal(loc.metrics.get('registrations_total'), registrations);
   t.equal(loc.metrics.get('refreshes_total'), refreshes);
-});
+}));
 
-t.test('a spoofed source with a bad MAC never moves a binding', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('a spoofed source with a bad MAC never moves a binding', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const term = await Terminal.open(t, keys, dest);
   await term.expect(t, 'REGISTER_ACK', term.register());
   const attacker = await openClient(t);
@@ -128,13 +130,13 @@ t.test('a spoofed source with a bad MAC never moves a binding', async (t) => {
   })();
   const r2 = await attacker.request(dest, forged.bytes, forged.rid, { accept: () => true });
   t.equal(errorCodeOf(r2), ErrorCode.BAD_MAC);
-  t.same(loc.table.get(term.locatorId.toString('hex'))!.address, term.address);
+  t.same((await presenceOf(loc, term.locatorId))!.addr, term.address);
   // The terminal's own next sequence number still works: the window was not moved by forgeries.
   await term.expect(t, 'REFRESH_ACK', term.request('REFRESH', {}));
-});
+}));
 
-t.test('seq 5 from address B, then seq 4 from address A: the binding stays at B', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('seq 5 from address B, then seq 4 from address A: the binding stays at B', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const term = await Terminal.open(t, keys, dest);
   await term.expect(t, 'REGISTER_ACK', term.register()); // seq 1
   await term.expect(t, 'REFRESH_ACK', term.request('REFRESH', {})); // seq 2
@@ -148,12 +150,12 @@ t.test('seq 5 from address B, then seq 4 from address A: the binding stays at B'
   t.same(atB.body.observed, { ip: '127.0.0.1', port: b.localPort });
   const late = await term.expect(t, 'REFRESH_ACK', term.send(seq4, a));
   t.same(late.body.observed, { ip: '127.0.0.1', port: b.localPort }, 'the late seq 4 is acknowledged with the current binding');
-  t.same(loc.table.get(term.locatorId.toString('hex'))!.address, { ip: '127.0.0.1', port: b.localPort });
+  t.same((await presenceOf(loc, term.locatorId))!.addr, { ip: '127.0.0.1', port: b.localPort });
   t.equal(loc.metrics.get('stale_updates_total', { type: 'REFRESH' }), 1);
-});
+}));
 
-t.test('tickets for another audience, expired, or from an untrusted kid are refused with their code', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('tickets for another audience, expired, or from an untrusted kid are refused with their code', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const now = Math.floor(Date.now() / 1000);
   const cases: [string, Parameters<typeof Terminal.open>[3], number][] = [
     ['other audience', { aud: 'matchd' }, ErrorCode.WRONG_AUDIENCE],
@@ -161,19 +163,22 @@ t.test('tickets for another audience, expired, or from an untrusted kid are refu
     ['untrusted kid', { kid: 'deadbeef', signer: generatePair('ed25519') }, ErrorCode.BAD_TICKET],
     ['trusted kid, wrong signing key', { signer: generatePair('ed25519') }, ErrorCode.BAD_TICKET],
   ];
+  const tried: Buffer[] = [];
   for (const [what, o, code] of cases) {
     const term = await Terminal.open(t, keys, dest, o);
+    tried.push(term.locatorId);
     const r = await term.register();
     t.equal(errorCodeOf(r), code, what);
     t.ok(r.raw.length <= term.encode('REGISTER', { ticket: term.creds.ticket, timeMs: Date.now() }).bytes.length, `${what}: refusal not larger than the request`);
   }
   const noTicket = await Terminal.open(t, keys, dest);
   t.equal(errorCodeOf(await noTicket.request('REFRESH', {})), ErrorCode.NO_SESSION, 'unknown session without ticket');
-  t.equal(loc.table.size, 0, 'nothing registered');
-});
+  tried.push(noTicket.locatorId);
+  t.same(await loc.store.getPresences(tried.map((id) => id.toString('hex'))), tried.map(() => undefined), 'nothing registered');
+}));
 
-t.test('unauthenticated datagrams get at most one small error, never larger than themselves', async (t) => {
-  const { dest, keys } = await startServer(t);
+t.test('unauthenticated datagrams get at most one small error, never larger than themselves', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
   const sock = dgram.createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
   t.teardown(() => sock.close());
@@ -223,24 +228,36 @@ t.test('unauthenticated datagrams get at most one small error, never larger than
       t.ok(d.ok && d.msg.name === 'ERROR', `probe ${i}: the reply is an ERROR`);
     }
   });
-});
+}));
 
-t.test('no device ID ever reaches locatord', async (t) => {
-  const { loc, dest, keys, stateDir } = await startServer(t);
+t.test('no device ID ever reaches locatord', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys, stateDir } = await s.start(t);
   const deviceId = 'SN-ACME-0042-7F3A';
   const locatorSecret = randomBytes(32);
   const term = await Terminal.open(t, keys, dest, { locatorId: locatorIdOf(deviceId, locatorSecret) });
   t.notOk(term.creds.ticket.includes(Buffer.from(deviceId)), 'the ticket carries only the locator ID');
   await term.expect(t, 'REGISTER_ACK', term.register({ nickname: 'bob', mediaId: 'm1' }));
   const id = term.locatorId.toString('hex');
-  const stored = JSON.stringify(recordToLine(id, loc.table.get(id)!, loc.table));
-  t.notMatch(stored, deviceId);
+  t.notMatch(JSON.stringify(await presenceOf(loc, id)), deviceId);
   const session = [...loc.sessions.all()][0]!;
   t.notMatch(JSON.stringify({ ...session, keys: undefined, window: undefined }), deviceId);
-  await loc.stop({ snapshot: true });
-  const snap = readFileSync(path.join(stateDir, SNAPSHOT_FILE), 'utf8');
-  t.match(snap, id, 'the snapshot names the terminal by locator ID');
-  t.notMatch(snap, deviceId, 'and never by device ID');
-  t.notMatch(snap, Buffer.from(deviceId).toString('hex'));
-  t.notMatch(snap, Buffer.from(deviceId).toString('base64url'));
-});
+  const redis = await s.redis();
+  if (loc.store instanceof EmbeddedStore) {
+    const stored = JSON.stringify(recordToLine(id, loc.store.table.get(id)!, loc.store.table));
+    t.notMatch(stored, deviceId);
+    await loc.stop({ snapshot: true });
+    const snap = readFileSync(path.join(stateDir, SNAPSHOT_FILE), 'utf8');
+    t.match(snap, id, 'the snapshot names the terminal by locator ID');
+    t.notMatch(snap, deviceId, 'and never by device ID');
+    t.notMatch(snap, Buffer.from(deviceId).toString('hex'));
+    t.notMatch(snap, Buffer.from(deviceId).toString('base64url'));
+  } else if (redis) {
+    // Everything Redis holds, keys and values (redis-cli escapes binary bytes).
+    const cli = (...args: string[]): string => execFileSync('redis-cli', ['-p', String(redis.port), '--no-raw', ...args], { encoding: 'utf8' });
+    const keysHeld = cli('--scan').split('\n').filter(Boolean);
+    t.ok(keysHeld.some((k) => k.includes(id)), 'Redis names the terminal by locator ID');
+    const dump = keysHeld.map((k) => k + cli('DUMP', k)).join('\n');
+    t.notMatch(dump, deviceId, 'and never by device ID');
+    t.notMatch(dump, Buffer.from(deviceId).toString('hex'));
+  }
+}));

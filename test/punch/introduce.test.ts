@@ -1,5 +1,5 @@
-// The introduction handler (src/locatord/handlers/introduce.ts) in an in-process locatord, with
-// test terminals speaking through the real client stack: INTRODUCE answered with the peer's
+// The introduction handler (src/locatord/handlers/introduce.ts) in an in-process locatord, on
+// both stores, with test terminals speaking through the real client stack: INTRODUCE answered with the peer's
 // addresses and a sealed channel key, INTRO pushed to the peer at once and retransmitted until
 // INTRO_ACK, both ends opening the same key, and the same NOT_FOUND for offline, unknown,
 // invisible and unreachable peers.
@@ -11,7 +11,7 @@ import type { MessageOf } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { openChannelKey } from '../../src/wire/peer.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
-import { errorCodeOf, pushClient, startServer, Terminal } from '../locatord/fixtures/helpers.js';
+import { errorCodeOf, forEachStore, presenceOf, pushClient, Terminal } from '../locatord/fixtures/helpers.js';
 import type { Address } from '../../src/wire/addr.js';
 
 /** A terminal whose socket collects server pushes. */
@@ -21,16 +21,16 @@ async function terminal(t: Test, keys: TestKeys, dest: Address): Promise<{ term:
   return { term, pushes, next };
 }
 
-t.test('INTRODUCE: both ends told about each other at once, with one channel key only they can open', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('INTRODUCE: both ends told about each other at once, with one channel key only they can open', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const a = await terminal(t, keys, dest);
   const b = await terminal(t, keys, dest);
   const c = await terminal(t, keys, dest);
   await a.term.expect(t, 'REGISTER_ACK', a.term.register({ netMode: 4, nickname: 'alice', localAddrs: [{ ip: '10.1.0.2', port: a.term.address.port }] }));
   await b.term.expect(t, 'REGISTER_ACK', b.term.register({ netMode: 2, nickname: 'bob', reachable: true, localAddrs: [{ ip: '10.2.0.2', port: b.term.address.port }] }));
   await c.term.expect(t, 'REGISTER_ACK', c.term.register({ reachable: true }));
-  t.equal(loc.table.get(b.term.locatorId.toString('hex'))!.reachable, true, 'REGISTER reachable is kept');
-  t.equal(loc.table.get(a.term.locatorId.toString('hex'))!.reachable, false, 'absent means not reachable');
+  t.equal((await presenceOf(loc, b.term.locatorId))!.reachable === true, true, 'REGISTER reachable is kept');
+  t.equal((await presenceOf(loc, a.term.locatorId))!.reachable === true, false, 'absent means not reachable');
 
   const intro = b.next();
   const ack = await a.term.expect(t, 'INTRODUCE_ACK', a.term.request('INTRODUCE', { target: b.term.locatorId, netMode: 4 }));
@@ -68,10 +68,10 @@ t.test('INTRODUCE: both ends told about each other at once, with one channel key
   t.equal(loc.introductions.size, 0, 'acknowledged');
   t.equal(loc.metrics.get('intro_acks_total'), 1);
   t.equal(loc.metrics.get('introductions_total', { result: 'ok' }), 1);
-});
+}));
 
-t.test('INTRO is retransmitted (each copy MACed anew, same request ID) until INTRO_ACK', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('INTRO is retransmitted (each copy MACed anew, same request ID) until INTRO_ACK', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const a = await terminal(t, keys, dest);
   const b = await terminal(t, keys, dest);
   await a.term.expect(t, 'REGISTER_ACK', a.term.register());
@@ -91,10 +91,10 @@ t.test('INTRO is retransmitted (each copy MACed anew, same request ID) until INT
   const sent = loc.metrics.get('intro_pushes_total');
   while (b.pushes.length < sent) await b.next();
   t.equal(b.pushes.length, sent, 'every copy sent arrived, and no other');
-});
+}));
 
-t.test('offline, unknown, invisible and unreachable peers: the same NOT_FOUND; self and floods refused', async (t) => {
-  const { loc, dest, keys } = await startServer(t);
+t.test('offline, unknown, invisible and unreachable peers: the same NOT_FOUND; self and floods refused', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
   const a = await terminal(t, keys, dest);
   const hidden = await terminal(t, keys, dest);
   const closed = await terminal(t, keys, dest);
@@ -123,4 +123,4 @@ t.test('offline, unknown, invisible and unreachable peers: the same NOT_FOUND; s
   t.same(codes.slice(0, 8), Array(8).fill(-1), 'eight introductions');
   t.equal(codes[8], ErrorCode.TRY_LATER, 'the ninth waits');
   t.equal(loc.metrics.get('introductions_total', { result: 'busy' }), 1);
-});
+}));

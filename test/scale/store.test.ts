@@ -78,12 +78,12 @@ async function contract(t: Test, store: LocatorStore): Promise<void> {
 async function groupContract(t: Test, store: LocatorStore): Promise<void> {
   const [a, b, c, d] = [0, 1, 2, 3].map(() => randomBytes(16));
   const g = await store.groups.create(a!, 'team', 'secret');
-  await t.rejects(store.groups.join(g, b!), { code: 48 }, 'closed group without code');
-  await t.rejects(store.groups.join(g, b!, 'wrong'), /wrong join code/);
+  await t.rejects(async () => store.groups.join(g, b!), { code: 48 }, 'closed group without code');
+  await t.rejects(async () => store.groups.join(g, b!, 'wrong'), /wrong join code/);
   t.equal(await store.groups.join(g, b!, 'secret'), true);
   t.equal(await store.groups.join(g, b!, 'secret'), false, 'idempotent');
   t.equal(await store.groups.join(g, c!, 'secret'), true);
-  await t.rejects(store.groups.join(g, d!, 'secret'), /members already/);
+  await t.rejects(async () => store.groups.join(g, d!, 'secret'), /members already/);
   t.same((await store.groups.members(g, 0, 10)).map((x) => x.toString('hex')), [a, b, c].map((x) => x!.toString('hex')), 'join order');
   t.same((await store.groups.members(g, 1, 1)).map((x) => x.toString('hex')), [b!.toString('hex')]);
   const info = await store.groups.get(g);

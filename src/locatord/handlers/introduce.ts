@@ -26,13 +26,18 @@ import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import type { Address } from '../../wire/addr.js';
 import type { Introduction } from '../../wire/catalog.js';
-import { CHANNEL_ID_BYTES, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT } from '../../wire/constants.js';
+import { CHANNEL_ID_BYTES, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES } from '../../wire/constants.js';
+import { encodeDatagram } from '../../wire/envelope.js';
 import { ErrorCode } from '../../wire/errors.js';
 import { CHANNEL_KEY_BYTES, sealChannelKey } from '../../wire/peer.js';
 import type { LocatorContext } from '../context.js';
 import { chargeLookups } from '../context.js';
+import { fromStoredSession } from '../store/embedded.js';
+import type { MaybePromise } from '../store/maybe.js';
+import { then } from '../store/maybe.js';
+import type { LocatorStore } from '../store/types.js';
 import type { RegistrationTable } from '../table.js';
-import { lookup } from './query.js';
+import { visibleRecords } from './query.js';
 
 /** One message for every reason an introduction cannot be made (offline, unknown, invisible, not reachable). */
 export const NOT_INTRODUCED = 'peer is offline, unknown, not visible to you or not accepting introductions';
@@ -41,7 +46,7 @@ export interface IntroductionsOptions {
   /** Where the embedded mode finds the target's registration for every INTRO copy. */
   table?: RegistrationTable;
   /**
-   * Instead of `table` (the shared store, store/handlers.ts): the address to send the next INTRO
+   * Instead of `table` (the store: `introTarget` below): the address to send the next INTRO
    * copy to, or undefined when the target's registration is gone or no longer of `session`.
    */
   target?: (targetHex: string, session: ServerSession) => Address | undefined | Promise<Address | undefined>;
@@ -183,7 +188,20 @@ export function introduction(x: {
   return { toTarget, toAsker };
 }
 
-export function introduce(c: LocatorContext, intros: Introductions, ctx: RequestContext<'INTRODUCE'>): HandlerResult {
+/** For Introductions' `target`: where to send the next INTRO copy, if the target is still registered in that session. */
+export function introTarget(store: LocatorStore): (targetHex: string, session: ServerSession) => MaybePromise<Address | undefined> {
+  return (targetHex, session) => then(store.getPresence(targetHex), (p) => (p && p.sidHex === session.sidHex ? p.addr : undefined));
+}
+
+/**
+ * INTRODUCE. The INTRO push goes out over the target's session from the instance the target last
+ * spoke to (Presence.inst; with the embedded store, always this one): when that is this
+ * instance, it pushes; otherwise (Redis) this instance seals the target's half with the target's
+ * session keys from Redis and asks the owner, through the relay (store/relay.ts), to push it,
+ * answering the asker once the owner agreed (devloc-locatord(8), SEVERAL INSTANCES).
+ */
+export async function introduce(c: LocatorContext, ctx: RequestContext<'INTRODUCE'>): Promise<HandlerResult> {
+  const { sessions, introductions: intros } = c;
   const asker = ctx.session!;
   const b = ctx.msg.body;
   const target = Buffer.from(b.target);
@@ -199,30 +217,53 @@ export function introduce(c: LocatorContext, intros: Introductions, ctx: Request
     result('rate-limited');
     return limited;
   }
-  const rec = lookup(c, target, asker);
-  const targetSession = rec?.session;
-  if (!rec || !rec.reachable || !targetSession || c.sessions.get(targetSession.sidHex) !== targetSession) {
-    result('not-found');
+  const notFound = (why: string): Refusal => {
+    result(why);
     return { error: ErrorCode.NOT_FOUND, message: NOT_INTRODUCED };
+  };
+  const [[rec], askerRec] = await Promise.all([visibleRecords(c, [target], asker), c.store.getPresence(asker.locatorHex)]);
+  if (!rec || !rec.reachable) return notFound('not-found');
+  const owner = rec.inst !== undefined && rec.inst !== c.store.instanceId && c.store.relayIntro ? rec.inst : undefined;
+  let targetSession: ServerSession | undefined;
+  if (owner) {
+    const stored = await c.store.loadSession(rec.sidHex);
+    targetSession = stored ? fromStoredSession(stored) : undefined;
+  } else {
+    if (!sessions.get(rec.sidHex)) await sessions.fetch(rec.sidHex);
+    targetSession = sessions.get(rec.sidHex);
   }
-  const busy = intros.admit(targetHex);
-  if (busy) {
-    result('busy');
-    return busy;
+  if (!targetSession || targetSession.locatorHex !== targetHex) return notFound('not-found');
+  if (!owner) {
+    const busy = intros.admit(targetHex);
+    if (busy) {
+      result('busy');
+      return busy;
+    }
   }
-  const askerRec = c.table.get(asker.locatorHex);
   const { toTarget, toAsker } = introduction({
     asker, askerFrom: ctx.from, askerLocalAddrs: b.localAddrs ?? askerRec?.extra?.localAddrs, askerNetMode: b.netMode ?? askerRec?.netMode ?? 0,
-    askerNickname: askerRec?.nickname, target, targetSession, targetAddr: rec.address, targetLocalAddrs: rec.extra?.localAddrs,
+    askerNickname: askerRec?.nickname, target, targetSession, targetAddr: rec.addr, targetLocalAddrs: rec.extra?.localAddrs,
     targetNetMode: rec.netMode, targetNickname: rec.nickname,
   });
+  if (owner) {
+    // The owner MACs it in the target's session: sent there with auth naming the session, no MAC.
+    const intro = encodeDatagram('INTRO', randomBytes(REQUEST_ID_BYTES), toTarget, { sid: targetSession.sid, seq: 0 });
+    const r = await c.store.relayIntro!(owner, targetHex, intro);
+    if (r === 'busy') {
+      result('busy');
+      return { error: ErrorCode.TRY_LATER, message: 'too many introductions in progress', retryAfterMs: 1000 };
+    }
+    if (r !== 'ok') return notFound('not-found-elsewhere');
+    result('ok-relayed');
+    return ctx.reply('INTRODUCE_ACK', toAsker);
+  }
   intros.push(targetHex, targetSession, toTarget);
   result('ok');
   return ctx.reply('INTRODUCE_ACK', toAsker);
 }
 
 /** The target's receipt of an INTRO: ends the push; nothing is sent back. */
-export function introAck(intros: Introductions, ctx: RequestContext<'INTRO_ACK'>): HandlerResult {
-  intros.ack(ctx.session!, ctx.msg.body.channelId, ctx.msg.rid);
+export function introAck(c: LocatorContext, ctx: RequestContext<'INTRO_ACK'>): HandlerResult {
+  c.introductions.ack(ctx.session!, ctx.msg.body.channelId, ctx.msg.rid);
   return null;
 }

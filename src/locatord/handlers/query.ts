@@ -12,7 +12,9 @@ import { Visibility } from '../../wire/constants.js';
 import type { LocatorContext, LookupLimits } from '../context.js';
 import { chargeLookups } from '../context.js';
 import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
-import type { Registration } from '../table.js';
+import type { MaybePromise } from '../store/maybe.js';
+import { all, then } from '../store/maybe.js';
+import type { Presence } from '../store/types.js';
 
 const ADDR_ENTRY_FIELDS = entryFields('QUERY_ADDR_RESULT');
 const ADDR_BASE = envelopeSize('QUERY_ADDR_RESULT', { entries: [], nextCursor: Number.MAX_SAFE_INTEGER });
@@ -20,28 +22,28 @@ const STATUS_BASE = envelopeSize('QUERY_STATUS_RESULT', { online: [], nextCursor
 /** A CBOR boolean is one byte. */
 const BOOL_SIZE = 1;
 
-/** May `asker` see the record of `targetHex`? */
-export function visibleTo(c: LocatorContext, rec: Registration, targetHex: string, asker: ServerSession): boolean {
-  if (rec.visibility === Visibility.ANYONE) return true;
-  if (targetHex === asker.locatorHex) return true;
-  if (rec.extra?.allow?.includes(asker.locatorHex)) return true;
-  return c.groups.shareGroup(Buffer.from(targetHex, 'hex'), asker.locatorId);
+const hexOf = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex');
+
+/** `p` (the record of `targetHex`) if `asker` may see it. */
+function visibleTo(c: LocatorContext, p: Presence | undefined, targetHex: string, asker: ServerSession): MaybePromise<Presence | undefined> {
+  if (!p || p.visibility === Visibility.ANYONE) return p;
+  if (targetHex === asker.locatorHex || p.extra?.allow?.includes(asker.locatorHex)) return p;
+  return then(c.store.groups.shareGroup(Buffer.from(targetHex, 'hex'), asker.locatorId), (shared) => (shared ? p : undefined));
 }
 
-/** The live record of `id` if `asker` may see it. */
-export function lookup(c: LocatorContext, id: Uint8Array, asker: ServerSession): Registration | undefined {
-  const hex = Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex');
-  const rec = c.table.get(hex);
-  return rec && visibleTo(c, rec, hex, asker) ? rec : undefined;
+/** The live records of `ids` (one read: MGET on Redis) that `asker` may see; undefined for the rest. */
+export function visibleRecords(c: LocatorContext, ids: readonly Uint8Array[], asker: ServerSession): MaybePromise<(Presence | undefined)[]> {
+  const hexes = ids.map(hexOf);
+  return then(c.store.getPresences(hexes), (recs) => all(recs.map((p, i) => visibleTo(c, p, hexes[i]!, asker))));
 }
 
-export function addrEntry(id: Uint8Array, rec: Registration | undefined): AddrEntry {
-  if (!rec) return { id, online: false };
-  const e: AddrEntry = { id, online: true, addr: rec.address };
-  if (rec.extra?.localAddrs) e.localAddrs = rec.extra.localAddrs;
-  e.netMode = rec.netMode;
-  if (rec.nickname !== undefined) e.nickname = rec.nickname;
-  if (rec.extra?.mediaId !== undefined) e.mediaId = rec.extra.mediaId;
+export function addrEntry(id: Uint8Array, p: Presence | undefined): AddrEntry {
+  if (!p) return { id, online: false };
+  const e: AddrEntry = { id, online: true, addr: p.addr };
+  if (p.extra?.localAddrs) e.localAddrs = p.extra.localAddrs;
+  e.netMode = p.netMode;
+  if (p.nickname !== undefined) e.nickname = p.nickname;
+  if (p.extra?.mediaId !== undefined) e.mediaId = p.extra.mediaId;
   return e;
 }
 
@@ -68,20 +70,26 @@ export function chargeQueryPage(
   return null;
 }
 
-export function queryAddr(c: LocatorContext, ctx: RequestContext<'QUERY_ADDR'>): HandlerResult {
+export function queryAddr(c: LocatorContext, ctx: RequestContext<'QUERY_ADDR'>): MaybePromise<HandlerResult> {
   const asker = ctx.session!;
   const { ids, cursor = 0 } = ctx.msg.body;
-  const page = fillPage(Math.min(cursor, ids.length), ids.length, ADDR_BASE, (i) => addrEntry(ids[i]!, lookup(c, ids[i]!, asker)), (e) => encodedSize(ADDR_ENTRY_FIELDS, e));
-  const refused = chargeQueryPage(c, 'QUERY_ADDR', ctx.from.ip, asker, page.entries.map((e) => e.online));
-  if (refused) return refused;
-  return ctx.reply('QUERY_ADDR_RESULT', page.next === undefined ? { entries: page.entries } : { entries: page.entries, nextCursor: page.next });
+  const from = Math.min(cursor, ids.length);
+  return then(visibleRecords(c, ids.slice(from), asker), (recs) => {
+    const page = fillPage(from, ids.length, ADDR_BASE, (i) => addrEntry(ids[i]!, recs[i - from]), (e) => encodedSize(ADDR_ENTRY_FIELDS, e));
+    const refused = chargeQueryPage(c, 'QUERY_ADDR', ctx.from.ip, asker, page.entries.map((e) => e.online));
+    if (refused) return refused;
+    return ctx.reply('QUERY_ADDR_RESULT', page.next === undefined ? { entries: page.entries } : { entries: page.entries, nextCursor: page.next });
+  });
 }
 
-export function queryStatus(c: LocatorContext, ctx: RequestContext<'QUERY_STATUS'>): HandlerResult {
+export function queryStatus(c: LocatorContext, ctx: RequestContext<'QUERY_STATUS'>): MaybePromise<HandlerResult> {
   const asker = ctx.session!;
   const { ids, cursor = 0 } = ctx.msg.body;
-  const page = fillPage(Math.min(cursor, ids.length), ids.length, STATUS_BASE, (i) => lookup(c, ids[i]!, asker) !== undefined, () => BOOL_SIZE);
-  const refused = chargeQueryPage(c, 'QUERY_STATUS', ctx.from.ip, asker, page.entries);
-  if (refused) return refused;
-  return ctx.reply('QUERY_STATUS_RESULT', page.next === undefined ? { online: page.entries } : { online: page.entries, nextCursor: page.next });
+  const from = Math.min(cursor, ids.length);
+  return then(visibleRecords(c, ids.slice(from), asker), (recs) => {
+    const page = fillPage(from, ids.length, STATUS_BASE, (i) => recs[i - from] !== undefined, () => BOOL_SIZE);
+    const refused = chargeQueryPage(c, 'QUERY_STATUS', ctx.from.ip, asker, page.entries);
+    if (refused) return refused;
+    return ctx.reply('QUERY_STATUS_RESULT', page.next === undefined ? { online: page.entries } : { online: page.entries, nextCursor: page.next });
+  });
 }

@@ -5,8 +5,13 @@
 // ever bound by a message authenticated for it. The bound address is the packet's observed
 // source, never a claimed one. Within a session the binding follows the highest sequence number:
 // the replay window lets seq 4 in after seq 5 (it is not a replay), but it then changes nothing.
+//
+// Every change of a presence record is one updatePresence: the staleness check and the write
+// are atomic, also across instances sharing Redis (store/redis.ts, compare-and-set), so a
+// REFRESH handled by one instance cannot overwrite a newer REGISTER handled by another at the
+// same moment. On the embedded store all of it runs synchronously (store/maybe.ts).
 import type { HandlerResult, RequestContext } from '../../net/server.js';
-import type { Address } from '../../wire/addr.js';
+import type { ServerSession } from '../../net/sessions.js';
 import type { Bodies } from '../../wire/catalog.js';
 import { ErrorCode } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
@@ -14,7 +19,9 @@ import type { LocatorContext } from '../context.js';
 import { grantTtl } from '../context.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationExtra } from '../table.js';
-import { Registration, TICK_MS } from '../table.js';
+import type { MaybePromise } from '../store/maybe.js';
+import { both, then } from '../store/maybe.js';
+import type { Presence } from '../store/types.js';
 
 type Ack = Bodies['REGISTER_ACK'];
 
@@ -27,22 +34,32 @@ function extraOf(b: Bodies['REGISTER']): RegistrationExtra | undefined {
   return Object.keys(x).length > 0 ? x : undefined;
 }
 
+const ttlSOf = (p: Presence): number => Math.round((p.expMs - p.regMs) / 1000);
+
 /** The acknowledgement describing a record as it now stands. */
-function ackOf(c: LocatorContext, rec: Registration, locatorId: Buffer): Ack {
-  const { ttlS, refreshS } = grantTtl(c.limits, Math.round((rec.ttlTicks * TICK_MS) / 1000), rec.netMode);
-  return { observed: rec.address, ttlS, refreshS, locatorId };
+function ackOf(c: LocatorContext, p: Presence, locatorId: Buffer): Ack {
+  const { ttlS, refreshS } = grantTtl(c.limits, ttlSOf(p), p.netMode);
+  return { observed: p.addr, ttlS, refreshS, locatorId };
 }
 
-/** Move a record to `from`, extend it by the TTL asked for (or the one it had) and acknowledge. */
-function renewFrom(c: LocatorContext, rec: Registration, from: Address, seq: number, requestedTtlS: number | undefined, locatorId: Buffer): Ack {
-  rec.setAddress(from);
-  rec.seq = seq;
-  const g = grantTtl(c.limits, requestedTtlS ?? Math.round((rec.ttlTicks * TICK_MS) / 1000), rec.netMode);
-  c.table.renew(rec, g.ttlS * 1000);
-  return { observed: from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId };
+/** Older than what the record reflects: another session's (only REGISTER rebinds), or not newer. */
+const isStale = (p: Presence, s: ServerSession, seq: number): boolean => p.sidHex !== s.sidHex || seq <= p.seq;
+
+/**
+ * `p` moved to `from` and extended by the TTL asked for (or the one it had), with the network
+ * mode and extra fields given (default: its own), and its ack.
+ */
+function renewed(
+  c: LocatorContext, p: Presence, from: RequestContext['from'], seq: number, requestedTtlS: number | undefined, locatorId: Buffer,
+  netMode = p.netMode, extra = p.extra,
+): { next: Presence; ack: Ack } {
+  const g = grantTtl(c.limits, requestedTtlS ?? ttlSOf(p), netMode);
+  const now = c.now();
+  const next: Presence = { ...p, addr: from, seq, netMode, extra, regMs: now, expMs: now + g.ttlS * 1000 };
+  return { next, ack: { observed: from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId } };
 }
 
-export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): HandlerResult {
+export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybePromise<HandlerResult> {
   const s = ctx.session! as KeyedSession;
   const seq = ctx.msg.auth!.seq;
   const b = ctx.msg.body;
@@ -52,76 +69,90 @@ export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): Ha
     const peek = b.ticket ? peekTicket(b.ticket) : undefined;
     if (peek && typeof peek !== 'string') s.kid = peek.kid;
   }
-  let rec = c.table.touch(s.locatorHex);
   // Same session, not newer than what the record reflects: an older packet that arrived late.
-  if (rec && rec.session?.sidHex === s.sidHex && seq <= rec.seq) {
+  const stale = (rec: Presence | undefined): rec is Presence => rec !== undefined && rec.sidHex === s.sidHex && seq <= rec.seq;
+  const staleAck = (rec: Presence): HandlerResult => {
     c.metrics.inc('stale_updates_total', { type: 'REGISTER' });
     return ctx.reply('REGISTER_ACK', ackOf(c, rec, s.locatorId));
-  }
-  // Durable part first, all or nothing: a refused join leaves the registration untouched.
-  if (b.joinGroups && b.joinGroups.length > 0) c.groups.joinAll(s.locatorId, b.joinGroups);
-  const netMode = b.netMode ?? 0;
-  const g = grantTtl(c.limits, b.ttlS, netMode);
-  if (rec) {
+  };
+  // Shared with the other instances (Redis), in the same pipeline as the presence read. On every
+  // REGISTER, not only the session-opening one: Redis may have lost it (restart) while this
+  // instance kept it, and REGISTER is what a terminal sends after NOT_FOUND.
+  const saved = c.store.shareSession(s);
+  const bind = (): MaybePromise<HandlerResult> => {
+    const netMode = b.netMode ?? 0;
+    const g = grantTtl(c.limits, b.ttlS, netMode);
+    const now = c.now();
     // A REGISTER rebinds the record to its session, also one newer than the record's.
-    rec.setAddress(ctx.from);
-    rec.session = s;
-    rec.seq = seq;
-  } else {
-    rec = new Registration(ctx.from, s, seq, 0, 0);
-  }
-  rec.netMode = netMode;
-  rec.visibility = b.visibility ?? 0;
-  rec.reachable = b.reachable === true;
-  rec.nickname = b.nickname;
-  rec.extra = extraOf(b);
-  c.table.renew(rec, g.ttlS * 1000);
-  if (rec.key === '') c.table.set(s.locatorHex, rec);
-  c.metrics.inc('registrations_total');
-  return ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId: s.locatorId });
+    const p: Presence = {
+      addr: ctx.from, netMode, visibility: b.visibility ?? 0, sidHex: s.sidHex, seq, regMs: now, expMs: now + g.ttlS * 1000,
+      nickname: b.nickname, extra: extraOf(b), ...(b.reachable === true ? { reachable: true } : {}),
+    };
+    const written = c.store.updatePresence(s.locatorHex, (rec) => (stale(rec) ? { result: rec } : { result: undefined, put: p }), s);
+    return then(both(written, saved), ([older]) => {
+      if (older) return staleAck(older);
+      c.metrics.inc('registrations_total');
+      return ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId: s.locatorId });
+    });
+  };
+  const joins = b.joinGroups;
+  if (!joins || joins.length === 0) return bind();
+  // Durable part first, all or nothing: a refused join registers nothing; an outdated REGISTER
+  // is caught before the joins.
+  return then(both(c.store.getPresence(s.locatorHex), saved), ([rec]) => {
+    if (stale(rec)) return staleAck(rec);
+    return then(c.store.groups.joinAll(s.locatorId, joins), bind);
+  });
 }
 
-export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): HandlerResult {
+type RefreshOutcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack };
+
+export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): MaybePromise<HandlerResult> {
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
-  const rec = c.table.touch(s.locatorHex);
-  // Expired, evicted or unregistered: only a REGISTER may create a record (it carries visibility
-  // and the rest, which a REFRESH does not restate).
-  if (!rec) return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
-  if (rec.isStale(s, seq)) {
-    c.metrics.inc('stale_updates_total', { type: 'REFRESH' });
-    return ctx.reply('REFRESH_ACK', ackOf(c, rec, s.locatorId));
-  }
   const b = ctx.msg.body;
-  if (b.netMode !== undefined) rec.netMode = b.netMode;
-  if (b.localAddrs) {
-    const x = rec.extra ?? {};
-    if (b.localAddrs.length > 0) x.localAddrs = b.localAddrs;
-    else delete x.localAddrs;
-    rec.extra = Object.keys(x).length > 0 ? x : undefined;
-  }
-  c.metrics.inc('refreshes_total');
-  return ctx.reply('REFRESH_ACK', renewFrom(c, rec, ctx.from, seq, b.ttlS, s.locatorId));
+  const out = c.store.updatePresence<RefreshOutcome>(s.locatorHex, (cur) => {
+    // Expired, evicted or unregistered: only a REGISTER may create a record (it carries
+    // visibility and the rest, which a REFRESH does not restate).
+    if (!cur) return { result: { kind: 'none' } };
+    if (isStale(cur, s, seq)) return { result: { kind: 'stale', ack: ackOf(c, cur, s.locatorId) } };
+    let extra = cur.extra;
+    if (b.localAddrs) {
+      const x = { ...extra };
+      if (b.localAddrs.length > 0) x.localAddrs = b.localAddrs;
+      else delete x.localAddrs;
+      extra = Object.keys(x).length > 0 ? x : undefined;
+    }
+    const r = renewed(c, cur, ctx.from, seq, b.ttlS, s.locatorId, b.netMode ?? cur.netMode, extra);
+    return { result: { kind: 'renewed', ack: r.ack }, put: r.next };
+  }, s);
+  return then(out, (o): HandlerResult => {
+    if (o.kind === 'none') return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
+    c.metrics.inc(o.kind === 'stale' ? 'stale_updates_total' : 'refreshes_total', o.kind === 'stale' ? { type: 'REFRESH' } : undefined);
+    return ctx.reply('REFRESH_ACK', o.ack);
+  });
 }
 
-export function unregister(c: LocatorContext, ctx: RequestContext<'UNREGISTER'>): HandlerResult {
+export function unregister(c: LocatorContext, ctx: RequestContext<'UNREGISTER'>): MaybePromise<HandlerResult> {
   const s = ctx.session!;
-  const rec = c.table.get(s.locatorHex);
-  if (rec && !rec.isStale(s, ctx.msg.auth!.seq)) {
-    c.table.delete(s.locatorHex);
-    c.metrics.inc('unregistrations_total');
-  }
-  return ctx.reply('UNREGISTER_ACK', {});
+  const seq = ctx.msg.auth!.seq;
+  const removed = c.store.updatePresence(s.locatorHex, (rec) => (rec && !isStale(rec, s, seq) ? { result: true, remove: true } : { result: false }), s);
+  return then(removed, (r) => {
+    if (r) c.metrics.inc('unregistrations_total');
+    return ctx.reply('UNREGISTER_ACK', {});
+  });
 }
 
 /** The terminal's answer to a PROBE: alive at this address, extended like a REFRESH. No reply. */
-export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): HandlerResult {
+export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): MaybePromise<HandlerResult> {
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
-  const rec = c.table.touch(s.locatorHex);
-  if (rec && !rec.isStale(s, seq)) {
-    renewFrom(c, rec, ctx.from, seq, undefined, s.locatorId);
-    c.metrics.inc('probe_acks_total');
-  }
-  return null;
+  const done = c.store.updatePresence(s.locatorHex, (rec) => {
+    if (!rec || isStale(rec, s, seq)) return { result: false };
+    return { result: true, put: renewed(c, rec, ctx.from, seq, undefined, s.locatorId).next };
+  }, s);
+  return then(done, (extended) => {
+    if (extended) c.metrics.inc('probe_acks_total');
+    return null;
+  });
 }

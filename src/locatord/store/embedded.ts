@@ -1,19 +1,20 @@
 // The embedded backend of the locator store: the in-process registration table (lru-cache),
-// the session LRU and the SQLite group database, wrapped as they are. This is what one
-// instance serves by default (server.ts uses the classes directly on its hot path); this
-// wrapper gives them the store interface, so the async handlers and the contract tests run on
-// both backends alike.
+// the session LRU and the SQLite group database. One instance owns its state. Every operation
+// answers synchronously (no promise per request: store/maybe.ts), and reads and writes happen
+// in one turn of the event loop, so updatePresence is atomic as it is.
 import { createSecretKey } from 'node:crypto';
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import { ReplayWindow } from '../../wire/session.js';
 import type { GroupStore } from '../groups.js';
+import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationTable } from '../table.js';
 import { Registration } from '../table.js';
-import type { GroupBackend, LocatorStore, Presence, PresenceChange, StoredSession } from './types.js';
+import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession } from './types.js';
 
-export class EmbeddedStore implements LocatorStore {
+export class EmbeddedStore implements ServedStore {
   readonly kind = 'embedded' as const;
+  readonly instanceId = undefined;
   readonly groups: GroupBackend;
   readonly pending = 0;
 
@@ -22,77 +23,81 @@ export class EmbeddedStore implements LocatorStore {
     readonly sessions: ServerSessions,
     readonly groupStore: GroupStore,
   ) {
-    const g = groupStore;
-    this.groups = {
-      create: async (owner, name, code) => g.create(owner, name, code),
-      join: async (gid, loc, code) => g.join(gid, loc, code),
-      joinAll: async (loc, joins) => g.joinAll(loc, joins),
-      leave: async (gid, loc) => g.leave(gid, loc),
-      get: async (gid) => g.get(gid),
-      isMember: async (gid, loc) => g.isMember(gid, loc),
-      members: async (gid, o, l) => g.members(gid, o, l),
-      shareGroup: async (a, b) => g.shareGroup(a, b),
-    };
+    this.groups = groupStore;
   }
 
+  /** Every field set (undefined when absent): one object shape for the hot path's property reads. */
   private toPresence(r: Registration): Presence {
-    const p: Presence = {
+    return {
       addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: r.session?.sidHex ?? '', seq: r.seq,
       regMs: this.table.tickToMs(r.regTick), expMs: this.table.tickToMs(r.expTick),
+      nickname: r.nickname, extra: r.extra, reachable: r.reachable || undefined, inst: undefined,
     };
-    if (r.nickname !== undefined) p.nickname = r.nickname;
-    if (r.extra) p.extra = r.extra;
-    if (r.reachable) p.reachable = true;
-    return p;
   }
 
-  async getPresence(idHex: string): Promise<Presence | undefined> {
+  getPresence(idHex: string): Presence | undefined {
     const r = this.table.get(idHex);
     return r ? this.toPresence(r) : undefined;
   }
 
-  async getPresences(idHexes: readonly string[]): Promise<(Presence | undefined)[]> {
-    return idHexes.map((h) => {
-      const r = this.table.get(h);
-      return r ? this.toPresence(r) : undefined;
-    });
+  getPresences(idHexes: readonly string[]): (Presence | undefined)[] {
+    return idHexes.map((h) => this.getPresence(h));
   }
 
-  async putPresence(idHex: string, p: Presence): Promise<void> {
-    this.putNow(idHex, p);
+  putPresence(idHex: string, p: Presence, session?: ServerSession): void {
+    mirrorPresence(this.table, idHex, p, session ?? (p.sidHex ? this.sessions.get(p.sidHex) : undefined));
   }
 
-  private putNow(idHex: string, p: Presence): void {
-    mirrorPresence(this.table, idHex, p, p.sidHex ? this.sessions.get(p.sidHex) : undefined);
-  }
-
-  async deletePresence(idHex: string): Promise<boolean> {
+  deletePresence(idHex: string): boolean {
     return this.table.delete(idHex);
   }
 
-  /** One process, no await between read and write: atomic as it is. */
-  async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T> {
+  updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): T {
     const r = this.table.get(idHex);
     const d = change(r ? this.toPresence(r) : undefined);
     if (d.remove) this.table.delete(idHex);
-    else if (d.put) this.putNow(idHex, d.put);
+    else if (d.put) this.putPresence(idHex, d.put, session);
     return d.result;
   }
 
-  /** Sessions are in-process already (server.ts commits them); nothing to share. */
-  async saveSession(_s: StoredSession): Promise<void> {}
+  /** Sessions are in-process already (the DatagramServer commits them); nothing to share. */
+  saveSession(_s: StoredSession): void {}
 
-  async loadSession(sidHex: string): Promise<StoredSession | undefined> {
+  shareSession(_s: KeyedSession): void {}
+
+  loadSession(sidHex: string): StoredSession | undefined {
     const s = this.sessions.get(sidHex) as KeyedSession | undefined;
     return s ? toStoredSession(s) : undefined;
   }
 
-  async close(): Promise<void> {}
+  sweep(maxProbes: number): { expired: number; due: DueProbe[] } {
+    const { expired, probes } = this.table.sweep(maxProbes);
+    const due: DueProbe[] = [];
+    for (const r of probes) if (r.session) due.push({ session: r.session, addr: r.address });
+    return { expired, due };
+  }
+
+  removeWhere(drop: (s: ServerSession) => boolean): number {
+    const gone: string[] = [];
+    for (const [id, rec] of this.table.entries()) if (rec.session && drop(rec.session)) gone.push(id);
+    for (const id of gone) this.table.delete(id);
+    return gone.length;
+  }
+
+  setLimits(l: LocatordLimits): void {
+    this.table.probeAtPercent = l.probeAtPercent;
+    this.groupStore.limits = { maxMembers: l.maxGroupMembers, maxGroupsPerTerminal: l.maxGroupsPerTerminal };
+  }
+
+  close(): void {
+    this.groupStore.close();
+  }
 }
 
 /**
  * Store `p` in `table` as a Registration of `session` (created, or renewed in place so that the
- * table's sweep schedule files it at its new times). Also the probe schedule of --store redis.
+ * table's sweep schedule files it at its new times). Also the probe schedule of --store redis
+ * (store/shared.ts).
  */
 export function mirrorPresence(t: RegistrationTable, idHex: string, p: Presence, session: ServerSession | undefined): Registration {
   let r = t.touch(idHex);

@@ -1,14 +1,21 @@
-// The store behind locatord's state (issue 9): presence (the registration table), sessions, and
-// groups, as one asynchronous interface with two backends:
-//   - `embedded` (store/embedded.ts): today's in-process lru-cache table, session LRU and SQLite
-//     group database, wrapped without changing their behaviour; one instance owns its state;
+// The store behind locatord's state (issue 9, issue 14): presence (the registration table),
+// sessions, and groups, as one interface whose operations answer synchronously or with a
+// promise (store/maybe.ts), with two backends:
+//   - `embedded` (store/embedded.ts): the in-process lru-cache table, session LRU and SQLite
+//     group database; it answers synchronously, so the embedded hot path creates no promise;
 //   - `redis` (store/redis.ts): shared by every locatord instance pointed at the same Redis,
 //     so a terminal may register through one instance and be found through another.
-// The daemon's default embedded path keeps calling the classes directly (synchronous, no
-// promise per request); the async handlers of store/handlers.ts run on either backend.
+// One set of handlers (handlers/*.ts) runs on both. What an instance does beside reading and
+// writing the state (probe schedule, SIGHUP clean-up, introductions relayed between instances)
+// is the `ServedStore` below: store/embedded.ts and store/shared.ts (Redis + relay + schedule).
 import type { Address } from '../../wire/addr.js';
 import type { GroupInfo } from '../groups.js';
+import type { ServerSession } from '../../net/sessions.js';
+import type { LocatordLimits } from '../options.js';
+import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationExtra } from '../table.js';
+import type { MaybePromise } from './maybe.js';
+import type { RelayResult } from './relay.js';
 
 /** One registration as the store keeps it. */
 export interface Presence {
@@ -55,35 +62,62 @@ export interface StoredSession {
 }
 
 export interface GroupBackend {
-  create(owner: Buffer, name: string, joinCode?: string): Promise<Buffer>;
-  join(groupId: Buffer, locatorId: Buffer, joinCode?: string): Promise<boolean>;
-  joinAll(locatorId: Buffer, joins: readonly { groupId: Uint8Array; joinCode?: string }[]): Promise<number>;
-  leave(groupId: Buffer, locatorId: Buffer): Promise<boolean>;
-  get(groupId: Buffer): Promise<GroupInfo | undefined>;
-  isMember(groupId: Buffer, locatorId: Buffer): Promise<boolean>;
-  members(groupId: Buffer, offset: number, limit: number): Promise<Buffer[]>;
-  shareGroup(a: Buffer, b: Buffer): Promise<boolean>;
+  create(owner: Buffer, name: string, joinCode?: string): MaybePromise<Buffer>;
+  join(groupId: Buffer, locatorId: Buffer, joinCode?: string): MaybePromise<boolean>;
+  joinAll(locatorId: Buffer, joins: readonly { groupId: Uint8Array; joinCode?: string }[]): MaybePromise<number>;
+  leave(groupId: Buffer, locatorId: Buffer): MaybePromise<boolean>;
+  get(groupId: Buffer): MaybePromise<GroupInfo | undefined>;
+  isMember(groupId: Buffer, locatorId: Buffer): MaybePromise<boolean>;
+  members(groupId: Buffer, offset: number, limit: number): MaybePromise<Buffer[]>;
+  shareGroup(a: Buffer, b: Buffer): MaybePromise<boolean>;
 }
 
 export interface LocatorStore {
   readonly kind: 'embedded' | 'redis';
-  getPresence(idHex: string): Promise<Presence | undefined>;
+  getPresence(idHex: string): MaybePromise<Presence | undefined>;
   /** Many at once (a query): one round trip on Redis (MGET, or pipelined GETs on Cluster). */
-  getPresences(idHexes: readonly string[]): Promise<(Presence | undefined)[]>;
+  getPresences(idHexes: readonly string[]): MaybePromise<(Presence | undefined)[]>;
   /** Store with expiry at `p.expMs`. */
-  putPresence(idHex: string, p: Presence): Promise<void>;
-  deletePresence(idHex: string): Promise<boolean>;
+  putPresence(idHex: string, p: Presence): MaybePromise<void>;
+  deletePresence(idHex: string): MaybePromise<boolean>;
   /**
    * Read-decide-write as one atomic step across instances: `change` sees the current record
    * (undefined if none) and says what to write; the write happens only if nobody changed the
    * record since it was read, else `change` runs again on the new record (Redis: compare-and-set
-   * by a Lua script; bounded retries, then RedisUnavailable).
+   * by a Lua script; bounded retries, then RedisUnavailable). `session` is the session whose
+   * message makes the change (a record written is always of this session): the embedded store
+   * links the record to it, the shared one files it in this instance's probe schedule.
    */
-  updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T>;
-  saveSession(s: StoredSession): Promise<void>;
-  loadSession(sidHex: string): Promise<StoredSession | undefined>;
+  updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): MaybePromise<T>;
+  saveSession(s: StoredSession): MaybePromise<void>;
+  loadSession(sidHex: string): MaybePromise<StoredSession | undefined>;
   readonly groups: GroupBackend;
   /** Commands waiting for Redis (0 for embedded). */
   readonly pending: number;
-  close(): Promise<void>;
+  close(): MaybePromise<void>;
+}
+
+/** A registration due for a liveness probe: where, and in which session to MAC it. */
+export interface DueProbe {
+  session: ServerSession;
+  addr: Address;
+}
+
+/** The store as one locatord instance serves it: the state, and this instance's duties. */
+export interface ServedStore extends LocatorStore {
+  /** Redis: this instance's ID (Presence.inst of the records it writes); undefined embedded. */
+  readonly instanceId: string | undefined;
+  /** Sessions: the other instances may serve this one (Redis); nothing to do embedded. */
+  shareSession(s: KeyedSession): MaybePromise<void>;
+  /**
+   * Free expired records and pick, at most `maxProbes`, the registrations this instance
+   * should probe now (embedded: its table; Redis: those it wrote last, still so in Redis).
+   */
+  sweep(maxProbes: number): MaybePromise<{ expired: number; due: DueProbe[] }>;
+  /** Remove the registrations of sessions `drop` says (SIGHUP: keys no longer trusted); how many. */
+  removeWhere(drop: (s: ServerSession) => boolean): MaybePromise<number>;
+  /** Redis: ask instance `owner` to push `intro` (INTRO without MAC) to `targetHex` (store/relay.ts). */
+  relayIntro?(owner: string, targetHex: string, intro: Buffer): Promise<RelayResult>;
+  /** Limits changed (SIGHUP): group bounds, probe point. */
+  setLimits(limits: LocatordLimits): void;
 }

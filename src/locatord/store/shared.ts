@@ -1,0 +1,234 @@
+// The Redis store as one locatord instance serves it (--store redis): the shared state
+// (store/redis.ts) and what this instance does beside reading and writing it, so that the daemon
+// has one startup path (server.ts) and one set of handlers for both stores:
+//   - the probe schedule: Redis expires registrations itself (PX); each instance keeps, in
+//     memory, only the schedule of the registrations it wrote last (a RegistrationTable used as
+//     a schedule: the terminal spoke to this instance last, so its NAT mapping points here),
+//     checks a due record against Redis (not renewed elsewhere) and hands it out to probe;
+//   - the relay of introductions between instances (store/relay.ts): an INTRO leaves from the
+//     instance the target last spoke to;
+//   - SIGHUP clean-up: the registrations this instance wrote last whose session's key is no
+//     longer trusted are removed from Redis (compare-and-set: only if still that session's);
+//   - sessions are shared (keys sealed in Redis), replay windows are not (per instance).
+// No snapshot: the state is in Redis (a Redis without persistence loses registrations on
+// restart; terminals re-register on NOT_FOUND / NO_SESSION). devloc-locatord(8) documents each.
+import type { KeyObject } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../../common/log.js';
+import type { Metrics } from '../../common/metrics.js';
+import type { ServerSession, ServerSessions } from '../../net/sessions.js';
+import { decodeDatagram } from '../../wire/envelope.js';
+import type { Introductions } from '../handlers/introduce.js';
+import type { LocatordLimits, RedisStoreConfig } from '../options.js';
+import type { KeyedSession } from '../snapshot.js';
+import { RegistrationTable } from '../table.js';
+import { deriveFromServiceKey, sessionSealKey } from './codec.js';
+import { fromStoredSession, mirrorPresence, toStoredSession } from './embedded.js';
+import type { MaybePromise } from './maybe.js';
+import { RedisStore } from './redis.js';
+import type { RelayResult } from './relay.js';
+import { IntroRelay } from './relay.js';
+import { parseRedisUrl } from './resp.js';
+import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession } from './types.js';
+
+export interface SharedStoreOptions {
+  config: RedisStoreConfig;
+  serviceSecret: KeyObject;
+  limits: LocatordLimits;
+  /** Added to session lifetimes (ticket clock skew), ms. */
+  sessionGraceMs: number;
+  maxEntries: number;
+  /** At this instance: push an INTRO another instance built (see `deliverRelayed`). */
+  deliver: (targetHex: string, intro: Buffer) => Promise<RelayResult>;
+  metrics: Metrics;
+  logger: Logger;
+  now?: () => number;
+}
+
+export class SharedStore implements ServedStore {
+  readonly kind = 'redis' as const;
+  /** Names this process in the presence records it writes (probes, introductions). */
+  readonly instanceId = randomBytes(8).toString('hex');
+  readonly redis: RedisStore;
+  readonly relay: IntroRelay;
+  /** The registrations this instance wrote last: its probe schedule (see the top of the file). */
+  readonly schedule: RegistrationTable;
+  /** Seed nodes and mode, for the "listening" line. */
+  readonly where: { redis: string; cluster: boolean };
+  /**
+   * RedisStore's groups, with REGISTER's joins all or nothing as on the embedded store (one
+   * SQLite transaction there): Redis applies them one by one, so when one is refused (wrong
+   * code, full) the joins this call made before it are undone (leaving an emptied group deletes
+   * it, so a group this call created goes too).
+   */
+  readonly groups: GroupBackend;
+  private readonly ready: Promise<void>;
+
+  constructor(o: SharedStoreOptions) {
+    const url = parseRedisUrl(o.config.url);
+    const now = o.now ?? Date.now;
+    const l = o.limits;
+    this.redis = new RedisStore({
+      ...url, instanceId: this.instanceId, sessionSealKey: sessionSealKey(o.serviceSecret), timeoutMs: o.config.timeoutMs, maxPending: o.config.maxPending,
+      ...(o.config.prefix ? { prefix: o.config.prefix } : {}),
+      limits: { maxMembers: l.maxGroupMembers, maxGroupsPerTerminal: l.maxGroupsPerTerminal },
+      sessionGraceMs: o.sessionGraceMs, now,
+      onState: (state, detail) => {
+        if (state === 'down') o.logger.error('redis connection lost', { detail });
+        else o.logger.info('redis connection restored', { detail });
+      },
+    });
+    const g = this.redis.groups;
+    this.groups = {
+      ...bindAll(g),
+      joinAll: async (locatorId, joins) => {
+        const before = await Promise.all(joins.map((j) => g.isMember(Buffer.from(j.groupId), locatorId)));
+        try {
+          return await g.joinAll(locatorId, joins);
+        } catch (err) {
+          await Promise.all(joins.map((j, i) => (before[i] ? false : g.leave(Buffer.from(j.groupId), locatorId))));
+          throw err;
+        }
+      },
+    };
+    this.schedule = new RegistrationTable({ maxEntries: o.maxEntries, now, probeAtPercent: l.probeAtPercent });
+    this.relay = new IntroRelay({
+      client: this.redis.client, prefix: o.config.prefix || 'dl:', instanceId: this.instanceId, key: deriveFromServiceKey(o.serviceSecret, 'devloc locatord relay v1'),
+      subscriber: { nodes: url.nodes, ...(url.password !== undefined ? { password: url.password } : {}), ...(url.username ? { username: url.username } : {}) },
+      timeoutMs: o.config.timeoutMs, deliver: o.deliver, metrics: o.metrics, logger: o.logger, now,
+    });
+    // Subscribed before "listening": an introduction relayed to us right away must find us.
+    this.ready = Promise.race([this.relay.ready, new Promise<void>((r) => setTimeout(r, o.config.timeoutMs).unref())]);
+    this.where = { redis: url.nodes.map((n) => `${n.host}:${n.port}`).join(','), cluster: url.cluster };
+    o.metrics.counter('redis_errors_total', 'Requests refused because Redis was unavailable, slow, or our queue to it full');
+    o.metrics.gauge('redis_pending', 'Commands queued for or awaiting Redis', () => this.redis.pending);
+  }
+
+  /** Resolves once the relay is subscribed (or after the Redis timeout: then without it). */
+  started(): Promise<void> {
+    return this.ready;
+  }
+
+  get pending(): number {
+    return this.redis.pending;
+  }
+
+  getPresence(idHex: string): Promise<Presence | undefined> {
+    return this.redis.getPresence(idHex);
+  }
+
+  getPresences(idHexes: readonly string[]): Promise<(Presence | undefined)[]> {
+    return this.redis.getPresences(idHexes);
+  }
+
+  putPresence(idHex: string, p: Presence): Promise<void> {
+    return this.redis.putPresence(idHex, p);
+  }
+
+  deletePresence(idHex: string): Promise<boolean> {
+    return this.redis.deletePresence(idHex);
+  }
+
+  /** As RedisStore's, and the record written (or removed) is filed in (or leaves) the schedule. */
+  async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): Promise<T> {
+    let last: PresenceChange<T> | undefined;
+    const result = await this.redis.updatePresence(idHex, (cur) => (last = change(cur)));
+    if (last?.remove) this.schedule.delete(idHex);
+    else if (last?.put) mirrorPresence(this.schedule, idHex, last.put, session);
+    return result;
+  }
+
+  saveSession(s: StoredSession): Promise<void> {
+    return this.redis.saveSession(s);
+  }
+
+  loadSession(sidHex: string): Promise<StoredSession | undefined> {
+    return this.redis.loadSession(sidHex);
+  }
+
+  shareSession(s: KeyedSession): Promise<void> {
+    return this.redis.saveSession(toStoredSession(s));
+  }
+
+  /**
+   * The registrations of the schedule that are due, after checking in Redis that each is still
+   * ours and not renewed elsewhere (otherwise it leaves the schedule).
+   */
+  async sweep(maxProbes: number): Promise<{ expired: number; due: DueProbe[] }> {
+    const { expired, probes } = this.schedule.sweep(maxProbes);
+    if (probes.length === 0) return { expired, due: [] };
+    const current = await this.redis.getPresences(probes.map((r) => r.key));
+    const due: DueProbe[] = [];
+    probes.forEach((local, i) => {
+      const p = current[i];
+      const s = local.session;
+      if (!p || !s || p.sidHex !== s.sidHex || p.inst !== this.instanceId) this.schedule.delete(local.key);
+      else due.push({ session: s, addr: p.addr });
+    });
+    return { expired, due };
+  }
+
+  /**
+   * Remove from Redis the registrations this instance wrote last whose session `drop` names
+   * (each instance does so for its own on SIGHUP), unless another session wrote it since.
+   */
+  async removeWhere(drop: (s: ServerSession) => boolean): Promise<number> {
+    const gone: [string, string][] = [];
+    for (const [id, rec] of this.schedule.entries()) if (rec.session && drop(rec.session)) gone.push([id, rec.session.sidHex]);
+    const removed = await Promise.all(gone.map(([id, sidHex]) => this.updatePresence(id, (cur) => (cur && cur.sidHex === sidHex ? { result: true, remove: true } : { result: false }))));
+    for (const [id] of gone) this.schedule.delete(id);
+    return removed.filter(Boolean).length;
+  }
+
+  relayIntro(owner: string, targetHex: string, intro: Buffer): Promise<RelayResult> {
+    return this.relay.request(owner, targetHex, intro);
+  }
+
+  setLimits(l: LocatordLimits): void {
+    this.redis.limits = { maxMembers: l.maxGroupMembers, maxGroupsPerTerminal: l.maxGroupsPerTerminal };
+    this.schedule.probeAtPercent = l.probeAtPercent;
+  }
+
+  close(): MaybePromise<void> {
+    this.relay.close();
+    return this.redis.close();
+  }
+}
+
+function bindAll(g: GroupBackend): GroupBackend {
+  return {
+    create: (o, n, c) => g.create(o, n, c), join: (gid, l, c) => g.join(gid, l, c), joinAll: (l, j) => g.joinAll(l, j),
+    leave: (gid, l) => g.leave(gid, l), get: (gid) => g.get(gid), isMember: (gid, l) => g.isMember(gid, l),
+    members: (gid, o, n) => g.members(gid, o, n), shareGroup: (a, b) => g.shareGroup(a, b),
+  };
+}
+
+/**
+ * A session another instance opened, as this instance may serve it: not one vouched for by a key
+ * no longer trusted (SIGHUP), nor one for another audience. For ServerSessions' `remote`.
+ */
+export function remoteSessions(store: Pick<ServedStore, 'loadSession'>, trusted: () => ReadonlyMap<string, unknown>, audience: string): (sidHex: string) => Promise<ServerSession | undefined> {
+  return async (sidHex) => {
+    const s = await store.loadSession(sidHex);
+    if (!s || (s.kid !== undefined && !trusted().has(s.kid)) || s.aud !== audience) return undefined;
+    return fromStoredSession(s);
+  };
+}
+
+/**
+ * The relay's `deliver` (store/relay.ts): push an INTRO another instance built for a target
+ * whose session this instance serves (loaded from Redis if need be).
+ */
+export function deliverRelayed(sessions: ServerSessions, intros: () => Introductions): (targetHex: string, intro: Buffer) => Promise<RelayResult> {
+  return async (targetHex, bytes) => {
+    const d = decodeDatagram(bytes);
+    if (!d.ok || d.msg.name !== 'INTRO' || !d.msg.auth) return 'gone';
+    const sidHex = Buffer.from(d.msg.auth.sid).toString('hex');
+    if (!sessions.get(sidHex)) await sessions.fetch(sidHex);
+    const session = sessions.get(sidHex);
+    if (!session || session.locatorHex !== targetHex) return 'gone';
+    if (intros().admit(targetHex)) return 'busy';
+    intros().push(targetHex, session, d.msg.body);
+    return 'ok';
+  };
+}
