@@ -8,7 +8,6 @@ import { Logger } from '../../src/common/log.js';
 import { Metrics } from '../../src/common/metrics.js';
 import type { IntroductionsOptions } from '../../src/locatord/handlers/introduce.js';
 import { Introductions } from '../../src/locatord/handlers/introduce.js';
-import type { RegistrationTable } from '../../src/locatord/table.js';
 import type { ServerSession, ServerSessions } from '../../src/net/sessions.js';
 import type { Address } from '../../src/wire/addr.js';
 import type { Introduction } from '../../src/wire/catalog.js';
@@ -31,7 +30,10 @@ function world(o: Partial<IntroductionsOptions> = {}) {
   } as unknown as ServerSessions;
   const metrics = new Metrics();
   const intros = new Introductions({
-    table: { get: (hex: string) => registered.get(hex) } as unknown as RegistrationTable,
+    target: (hex: string, s: ServerSession) => {
+      const rec = registered.get(hex);
+      return rec && rec.session === s ? rec.address : undefined;
+    },
     sessions, metrics, timers, random: () => 0,
     send: (bytes, to) => {
       const x = JSON.parse(bytes.toString()) as { sid: string; rid: string };

@@ -36,20 +36,17 @@ import { fromStoredSession } from '../store/embedded.js';
 import type { MaybePromise } from '../store/maybe.js';
 import { then } from '../store/maybe.js';
 import type { LocatorStore } from '../store/types.js';
-import type { RegistrationTable } from '../table.js';
 import { visibleRecords } from './query.js';
 
 /** One message for every reason an introduction cannot be made (offline, unknown, invisible, not reachable). */
 export const NOT_INTRODUCED = 'peer is offline, unknown, not visible to you or not accepting introductions';
 
 export interface IntroductionsOptions {
-  /** Where the embedded mode finds the target's registration for every INTRO copy. */
-  table?: RegistrationTable;
   /**
-   * Instead of `table` (the store: `introTarget` below): the address to send the next INTRO
-   * copy to, or undefined when the target's registration is gone or no longer of `session`.
+   * The address to send the next INTRO copy to (the store: `introTarget` below), or undefined
+   * when the target's registration is gone or no longer of `session`.
    */
-  target?: (targetHex: string, session: ServerSession) => Address | undefined | Promise<Address | undefined>;
+  target: (targetHex: string, session: ServerSession) => Address | undefined | Promise<Address | undefined>;
   sessions: ServerSessions;
   send: (bytes: Buffer, to: Address) => void;
   metrics: Metrics;
@@ -135,9 +132,7 @@ export class Introductions {
 
   /** Where the target is now, if it is still registered in the push's session. */
   private targetAddress(targetHex: string, session: ServerSession): Address | undefined | Promise<Address | undefined> {
-    if (this.o.target) return this.o.target(targetHex, session);
-    const rec = this.o.table?.get(targetHex);
-    return rec && rec.session === session ? rec.address : undefined;
+    return this.o.target(targetHex, session);
   }
 
   private copy(session: ServerSession, body: Introduction, rid: Buffer, to: Address | undefined): PushCopy {
