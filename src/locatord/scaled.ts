@@ -32,7 +32,7 @@ import type { StoreContext } from './store/handlers.js';
 import { deliverRelayed, storeHandlers, storeIntroTarget } from './store/handlers.js';
 import { IntroRelay } from './store/relay.js';
 import { Introductions } from './handlers/introduce.js';
-import { parseRedisUrl } from './store/resp.js';
+import { parseRedisUrl } from './store/redis-client.js';
 import { RedisStore } from './store/redis.js';
 import { RegistrationTable } from './table.js';
 

@@ -25,7 +25,7 @@ import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationExtra } from '../table.js';
 import { fromStoredSession, toStoredSession } from './embedded.js';
 import type { IntroRelay, RelayResult } from './relay.js';
-import { RedisUnavailable, RespServerError } from './resp.js';
+import { RedisReplyError as RespServerError, RedisUnavailable } from './redis-client.js';
 import type { LocatorStore, Presence } from './types.js';
 
 export interface StoreContext {
