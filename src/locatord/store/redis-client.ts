@@ -311,7 +311,7 @@ export class RedisClient {
     if (!this.everUp) return this.ready(this.timeoutMs).then(() => this.call(args), (e: unknown) => Promise.reject(this.classify(e)));
     const [cmd, ...rest] = args;
     this.sent++;
-    const sent = (this.redis.callBuffer(String(cmd), ...rest) as Promise<RedisReply>).finally(() => { this.sent--; });
+    const sent = this.send(String(cmd).toLowerCase(), rest).finally(() => { this.sent--; });
     return new Promise<RedisReply>((resolve, reject) => {
       const d: Deadline = { reject, at: Date.now() + this.timeoutMs };
       this.deadlines.add(d);
@@ -324,6 +324,16 @@ export class RedisClient {
         },
       );
     });
+  }
+
+  /**
+   * The command's own `<name>Buffer` method (replies as Buffers), not callBuffer: ioredis 6
+   * auto-pipelining drops callBuffer's command name (it re-adds it only for `call`).
+   */
+  private send(name: string, args: readonly Arg[]): Promise<RedisReply> {
+    const method = (this.redis as unknown as Record<string, unknown>)[`${name}Buffer`];
+    if (typeof method === 'function') return (method as (...a: readonly Arg[]) => Promise<RedisReply>).apply(this.redis, args);
+    return this.redis.callBuffer(name, ...args) as Promise<RedisReply>;
   }
 
   /** Run `script` with one key (its slot routes it); EVALSHA, then EVAL on NOSCRIPT. */
