@@ -332,7 +332,7 @@ export class RedisClient {
    */
   private send(name: string, args: readonly Arg[]): Promise<RedisReply> {
     const method = (this.redis as unknown as Record<string, unknown>)[`${name}Buffer`];
-    if (typeof method === 'function') return (method as (...a: readonly Arg[]) => Promise<RedisReply>).apply(this.redis, args);
+    if (typeof method === 'function') return (method as (...a: readonly Arg[]) => Promise<RedisReply>).apply(this.redis, [...args]);
     return this.redis.callBuffer(name, ...args) as Promise<RedisReply>;
   }
 
