@@ -12,6 +12,7 @@
 //   - INTRODUCE whose target last spoke to another instance is relayed to it (store/relay.ts).
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import { RateLimiter } from '../net/ratelimit.js';
@@ -49,7 +50,7 @@ export async function startScaledLocatord(o: LocatordOptions & { store: RedisSto
   const instanceId = randomBytes(8).toString('hex');
   const prefix = o.store.prefix || 'dl:';
   const store = new RedisStore({
-    ...url, instanceId, sessionSealKey: sessionSealKey(o.serviceSecret), timeoutMs: o.store.timeoutMs, maxPending: o.store.maxPending, ...(o.store.prefix ? { prefix: o.store.prefix } : {}),
+    ...url, ...(o.store.tlsCaFile ? { tlsCa: readFileSync(o.store.tlsCaFile) } : {}), instanceId, sessionSealKey: sessionSealKey(o.serviceSecret), timeoutMs: o.store.timeoutMs, maxPending: o.store.maxPending, ...(o.store.prefix ? { prefix: o.store.prefix } : {}),
     limits: { maxMembers: limits.maxGroupMembers, maxGroupsPerTerminal: limits.maxGroupsPerTerminal },
     sessionGraceMs: o.clockSkewS * 1000, now,
     onState: (state, detail) => {
