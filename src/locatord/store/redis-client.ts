@@ -4,8 +4,8 @@
 //     fails at once with RedisUnavailable, which the handlers answer with TRY_LATER;
 //   - bounded: at most `maxPending` commands sent and not yet settled by ioredis, beyond which a
 //     command fails at once ("queue full"), so a slow or absent Redis costs no memory growth;
-//   - every call settles within `timeoutMs` (ioredis commandTimeout, and our own deadline over
-//     ioredis's Cluster retries); a connection that sent commands and got nothing back for
+//   - every call settles within `timeoutMs` (our own deadline, also over ioredis's Cluster
+//     retries); a connection that sent commands and got nothing back for
 //     `hangMs` is closed and reconnected (ioredis socketTimeout: a Redis that stopped answering
 //     without closing the connection, e.g. SIGSTOP or a dead host); TCP keepalive for idle ones;
 //   - at most one resend of a command whose connection was lost (maxRetriesPerRequest 1);
@@ -219,14 +219,17 @@ export class RedisClient {
       // RESP2: plain arrays for our replies, pub/sub on its own connection (as we use it).
       protocol: 2,
       replyMapping: 'legacy',
-      commandTimeout: this.timeoutMs,
+      // No commandTimeout: it arms a timer per command (measured: half the client's CPU); our
+      // deadline sweep (expire) bounds every call, socketTimeout closes a hung connection.
       socketTimeout: hangMs,
       connectTimeout: Math.max(1000, this.timeoutMs),
       keepAlive: 5000,
       noDelay: true,
       maxRetriesPerRequest: 1,
-      // Commands issued in one event-loop turn go to Redis in one write.
-      enableAutoPipelining: true,
+      // Commands are written as they come and pipelined on the connection (no waiting for
+      // replies). Not enableAutoPipelining: it costs more client CPU per request than it saves
+      // (measured: tools/redis-clients.ts, README "Scaling out").
+      enableAutoPipelining: false,
       disableClientInfo: true,
     };
   }
@@ -246,7 +249,7 @@ export class RedisClient {
         slotsRefreshTimeout: Math.max(500, this.timeoutMs),
         ...(this.o.slotsRefreshMs !== 0 ? { slotsRefreshInterval: this.o.slotsRefreshMs ?? 1000 } : {}),
         clusterRetryStrategy: retry,
-        enableAutoPipelining: true,
+        enableAutoPipelining: false,
         ...(subscriber ? { shardedSubscribers: true, shardedSubscriberHealthCheckInterval: Math.max(1000, base.socketTimeout ?? 1000) } : {}),
         redisOptions: base,
       };
@@ -311,15 +314,16 @@ export class RedisClient {
     if (!this.everUp) return this.ready(this.timeoutMs).then(() => this.call(args), (e: unknown) => Promise.reject(this.classify(e)));
     const [cmd, ...rest] = args;
     this.sent++;
-    const sent = this.send(String(cmd).toLowerCase(), rest).finally(() => { this.sent--; });
     return new Promise<RedisReply>((resolve, reject) => {
       const d: Deadline = { reject, at: Date.now() + this.timeoutMs };
       this.deadlines.add(d);
-      sent.then(
+      this.send(String(cmd).toLowerCase(), rest).then(
         (v) => {
+          this.sent--;
           if (this.deadlines.delete(d)) resolve(v);
         },
         (e: unknown) => {
+          this.sent--;
           if (this.deadlines.delete(d)) reject(this.classify(e));
         },
       );
@@ -327,8 +331,8 @@ export class RedisClient {
   }
 
   /**
-   * The command's own `<name>Buffer` method (replies as Buffers), not callBuffer: ioredis 6
-   * auto-pipelining drops callBuffer's command name (it re-adds it only for `call`).
+   * The command's own `<name>Buffer` method (replies as Buffers), not callBuffer: with
+   * auto-pipelining on, ioredis 6 drops callBuffer's command name (it re-adds it only for `call`).
    */
   private send(name: string, args: readonly Arg[]): Promise<RedisReply> {
     const method = (this.redis as unknown as Record<string, unknown>)[`${name}Buffer`];

@@ -10,10 +10,10 @@
 //   dl:gm:{<group hex>}   members (sorted set scored by join order: pages are rank ranges);
 //   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks).
 //
-// Every call is pipelined by the client (redis-client.ts, ioredis auto-pipelining): the
-// commands of all datagrams received in one event-loop turn go to each node in one write. A query of n IDs is one MGET (standalone) or
-// n GETs in the same pipeline (Cluster, where MGET across slots is refused). Every other
-// command names one key, or keys of one hash tag: nothing crosses slots.
+// Every call is pipelined on its node's connection by the client (redis-client.ts): commands
+// go out as they come, without waiting for earlier replies. A query of n IDs is one MGET
+// (standalone) or n GETs in flight at once (Cluster, where MGET across slots is refused). Every
+// other command names one key, or keys of one hash tag: nothing crosses slots.
 //
 // An update of a presence record (REFRESH, PROBE_ACK, REGISTER over an existing record,
 // UNREGISTER) is a GET, a decision in JavaScript (staleness by session and sequence number, TTL
