@@ -10,6 +10,7 @@
 //   failover: a Cluster of 3 masters + 3 replicas (cluster-node-timeout 1000), both clients
 //     GETting keys of every master back to back, the master of one slot SIGKILLed: when each
 //     client serves that slot again, measured from the replica's promotion (ROLE polled).
+// node-redis is not a dependency of devloc: `npm install --no-save redis` first.
 // Usage (from a clone; loopback only, every process stopped at the end):
 //   node --import tsx tools/redis-clients.ts [--seconds 5] [--conc 256] [--skip-failover]
 import { spawn, type ChildProcess } from 'node:child_process';
