@@ -46,7 +46,7 @@ interface Outcome {
 t.test('Cluster failover under load: the dead master\'s slot resumes after promotion, the others never stop, nothing acknowledged is lost; relayed introductions follow the shard', { skip: noRedis, timeout: 240_000 }, async (t) => {
   const cluster = await startReplicatedCluster(t);
   const keys = makeKeys();
-  const start = (): ReturnType<typeof redisLocatord> => redisLocatord(t, keys, cluster.url, { redisTimeoutMs: 500 });
+  const start = (): ReturnType<typeof redisLocatord> => redisLocatord(t, keys, cluster.url, { redisTimeoutMs: 1000 });
   const [one, two] = await Promise.all([start(), start()]);
   const dest = daemonAddress;
 

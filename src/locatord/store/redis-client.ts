@@ -198,8 +198,16 @@ export class RedisClient {
       o.onState?.('down', detail);
     };
     this.redis.on('close', () => down(`${this.describe()}: connection closed`));
-    // Cluster: one node lost (a master killed): said once per node, not only when all are lost.
-    this.redis.on('node error', (err: Error, node: string) => o.onState?.('down', `${node}: ${err.message}`));
+    // Cluster: one node lost (a master killed) is said too, at most every 5 s per node (every
+    // command routed to a dead master until the promotion fails the same way).
+    const saidAt = new Map<string, number>();
+    this.redis.on('node error', (err: Error, node: string) => {
+      const now = Date.now();
+      if ((saidAt.get(node) ?? -Infinity) > now - 5000) return;
+      saidAt.set(node, now);
+      if (saidAt.size > 64) saidAt.delete(saidAt.keys().next().value!);
+      o.onState?.('down', `${node}: ${err.message}`);
+    });
     this.sweep = setInterval(() => this.expire(), Math.max(10, Math.floor(this.timeoutMs / 4)));
     this.sweep.unref();
   }
