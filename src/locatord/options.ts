@@ -6,7 +6,7 @@ import { list, num, str } from '../common/config.js';
 import { ipToBytes } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
 import type { DbSync } from './groups.js';
-import { parseRedisUrl } from './store/resp.js';
+import { parseRedisUrl } from './store/redis-client.js';
 import { readServiceKey as readSharedServiceKey, readTrust } from '../net/trust.js';
 
 /** Limits applied per request; all of them are reloaded on SIGHUP. */
@@ -47,11 +47,13 @@ export interface ReflectorConfig {
 /** --store redis: where the shared state is and how long to wait for it. */
 export interface RedisStoreConfig {
   kind: 'redis';
-  /** redis://[user:pass@]host:port[/db], or redis+cluster://host:port[,host:port...] (Cluster seeds). */
+  /** redis://[user:pass@]host:port[/db], or redis+cluster://host:port[,host:port...] (Cluster seeds); rediss:// for TLS. */
   url: string;
+  /** rediss://: PEM file of the CA(s) to trust instead of the system's. */
+  tlsCaFile?: string;
   /** A Redis command without a reply after this long fails the request with TRY_LATER, ms. */
   timeoutMs: number;
-  /** Most commands queued for or awaiting Redis (per node) before requests get TRY_LATER. */
+  /** Most commands in flight to Redis (all nodes) before requests get TRY_LATER. */
   maxPending: number;
   /** Key prefix (default "dl:"), to share one Redis between deployments or tests. */
   prefix?: string;
@@ -156,9 +158,10 @@ export const locatordSpec: Spec = {
   'reflector-rate': { type: 'number', default: defaultLimits.reflectorRatePerS, min: 0, describe: 'REFLECT datagrams per second per source IP (0 = unlimited)', reloadable: true },
   'reflector-burst': { type: 'number', default: defaultLimits.reflectorBurst, min: 1, describe: 'burst of REFLECT datagrams per source IP', reloadable: true },
   store: { type: 'string', default: 'embedded', choices: ['embedded', 'redis'], describe: 'where registrations, sessions and groups live: embedded (this process, SQLite) or redis (shared by several instances)' },
-  'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379/0', describe: 'Redis of --store redis: redis://[user:pass@]host:port[/db], or redis+cluster://[user:pass@]host:port[,host:port...] for Redis Cluster seed nodes' },
+  'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379/0', describe: 'Redis of --store redis: redis://[user:pass@]host:port[/db], or redis+cluster://[user:pass@]host:port[,host:port...] for Redis Cluster seed nodes; rediss:// and rediss+cluster:// over TLS' },
+  'redis-tls-ca': { type: 'string', default: '', describe: 'PEM file of the CA certificates trusted for rediss:// (default: the system CAs)' },
   'redis-timeout-ms': { type: 'number', default: 500, min: 10, max: 60_000, describe: 'Redis command timeout: requests waiting longer get TRY_LATER, ms' },
-  'redis-max-pending': { type: 'number', default: 20_000, min: 1, describe: 'most Redis commands queued or in flight per node; beyond, requests get TRY_LATER at once' },
+  'redis-max-pending': { type: 'number', default: 20_000, min: 1, describe: 'most Redis commands in flight (all nodes together); beyond, requests get TRY_LATER at once' },
   'redis-prefix': { type: 'string', default: 'dl:', describe: 'prefix of every Redis key (to share one Redis)' },
   workers: { type: 'number', default: 1, min: 1, max: 256, describe: 'processes serving the same UDP port (node:cluster); more than 1 needs --store redis' },
   'receive-buffer': { type: 'number', default: 0, min: 0, describe: 'UDP receive buffer (SO_RCVBUF) in bytes (0 = system default)' },
@@ -256,7 +259,7 @@ export function optionsFromConfig(c: Config): LocatordOptions {
     sweepIntervalMs: num(c, 'sweep-interval'),
     limits: limitsFromConfig(c),
     ...(str(c, 'store') === 'redis'
-      ? { store: { kind: 'redis' as const, url: str(c, 'redis-url'), timeoutMs: num(c, 'redis-timeout-ms'), maxPending: num(c, 'redis-max-pending'), prefix: str(c, 'redis-prefix') } }
+      ? { store: { kind: 'redis' as const, url: str(c, 'redis-url'), ...(str(c, 'redis-tls-ca') ? { tlsCaFile: str(c, 'redis-tls-ca') } : {}), timeoutMs: num(c, 'redis-timeout-ms'), maxPending: num(c, 'redis-max-pending'), prefix: str(c, 'redis-prefix') } }
       : {}),
   };
 }

@@ -20,7 +20,7 @@ import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
 import { needs } from '../ops/tools.js';
 import { startRedis } from './fixtures/redis-server.js';
-import { RespConnection } from '../../src/locatord/store/resp.js';
+import { RedisClient } from '../../src/locatord/store/redis-client.js';
 
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
 const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
@@ -72,9 +72,9 @@ t.test('redis mode: introductions relayed across instances; not reachable or ins
 
   // A forged relay request (not MACed with the deployment's key) is refused and logged.
   const inst = one.listening['instance'] as string;
-  const raw = new RespConnection({ host: '127.0.0.1', port: redis.port });
+  const raw = new RedisClient({ nodes: [{ host: '127.0.0.1', port: redis.port }] });
   t.teardown(() => raw.close());
-  t.equal(await raw.call(['PUBLISH', `dl:relay:${inst}`, Buffer.alloc(80, 1)]), 1, 'delivered to instance one');
+  t.equal(await raw.publish(`dl:relay:${inst}`, Buffer.alloc(80, 1)), 1, 'delivered to instance one');
   await one.waitFor((l) => l['event'] === 'relay-refused' && l['reason'] === 'bad tag');
 
   const closed = await a.term.request('INTRODUCE', { target: d.term.locatorId });

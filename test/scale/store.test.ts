@@ -1,5 +1,6 @@
-// The store contract on both backends (embedded and Redis), and the RESP client's framing,
-// slot hashing and failure behaviour, against a real redis-server started here.
+// The store contract on both backends (embedded and Redis), Redis URLs and slot hashing, and the
+// Redis client's failure behaviour (fail fast, bounded, a hung Redis detected), against a real
+// redis-server started here.
 import t from 'tap';
 import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
@@ -8,7 +9,7 @@ import { GroupStore } from '../../src/locatord/groups.js';
 import { RegistrationTable } from '../../src/locatord/table.js';
 import { EmbeddedStore } from '../../src/locatord/store/embedded.js';
 import { RedisStore } from '../../src/locatord/store/redis.js';
-import { keySlot, parseRedisUrl, RedisUnavailable, RespConnection, RespParser } from '../../src/locatord/store/resp.js';
+import { keySlot, parseRedisUrl, RedisClient, RedisUnavailable } from '../../src/locatord/store/redis-client.js';
 import type { LocatorStore, Presence } from '../../src/locatord/store/types.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import { generatePair, privateKeyObject } from '../../src/wire/keys.js';
@@ -21,34 +22,24 @@ const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // require
 
 const limits = { maxMembers: 3, maxGroupsPerTerminal: 2 };
 
-t.test('RESP parser: split replies, nested arrays, nulls, errors', async (t) => {
-  const p = new RespParser();
-  const all = Buffer.from('+OK\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n$1\r\nx\r\n*1\r\n:7\r\n-ERR bad\r\n');
-  const out = [];
-  for (let i = 0; i < all.length; i += 3) out.push(...p.feed(all.subarray(i, i + 3)));
-  t.equal(out.length, 6);
-  t.same(out[0], Buffer.from('OK'));
-  t.equal(out[1], 42);
-  t.same(out[2], Buffer.from('abc'));
-  t.equal(out[3], null);
-  t.same(out[4], [Buffer.from('x'), [7]]);
-  t.match((out[5] as Error).message, 'ERR bad');
-});
-
 t.test('cluster key slots follow hash tags (one terminal, one slot)', async (t) => {
   t.equal(keySlot('123456789'), 0x31c3 % 16384); // CRC16/XMODEM check value
   t.equal(keySlot('dl:p:{abcd}'), keySlot('dl:tg:{abcd}'));
   t.equal(keySlot('dl:p:{abcd}'), keySlot('abcd'));
-  t.same(parseRedisUrl('redis://:pw@10.0.0.1:7000/2'), { nodes: [{ host: '10.0.0.1', port: 7000 }], db: 2, cluster: false, password: 'pw' });
+  t.same(parseRedisUrl('redis://:pw@10.0.0.1:7000/2'), { nodes: [{ host: '10.0.0.1', port: 7000 }], db: 2, cluster: false, tls: false, password: 'pw' });
+  t.same(parseRedisUrl('rediss://devloc:p%40ss@redis.example:6380/1'), { nodes: [{ host: 'redis.example', port: 6380 }], db: 1, cluster: false, tls: true, password: 'p@ss', username: 'devloc' }, 'TLS, ACL user');
   t.equal(parseRedisUrl('redis://a:7000,redis://b:7001').nodes.length, 2);
   t.equal(parseRedisUrl('redis://a:7000,redis://b:7001').cluster, true, 'several seeds: Cluster');
   t.same(parseRedisUrl('redis+cluster://u:p@10.0.0.1:7000,10.0.0.2:7001'), {
-    nodes: [{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 7001 }], db: 0, cluster: true, password: 'p', username: 'u',
+    nodes: [{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 7001 }], db: 0, cluster: true, tls: false, password: 'p', username: 'u',
   });
+  t.same(parseRedisUrl('rediss+cluster://10.0.0.1:7000,10.0.0.2').nodes[1], { host: '10.0.0.2', port: 6379 });
+  t.equal(parseRedisUrl('rediss+cluster://10.0.0.1:7000').tls, true);
   t.equal(parseRedisUrl('redis+cluster://10.0.0.1:7000').cluster, true, 'one seed, Cluster by scheme');
   t.throws(() => parseRedisUrl('redis+cluster://10.0.0.1:7000/3'), /only database 0/);
-  t.throws(() => parseRedisUrl('rediss://10.0.0.1'), /scheme/);
+  t.throws(() => parseRedisUrl('http://10.0.0.1'), /scheme/);
   t.throws(() => parseRedisUrl('redis://a:1,redis+cluster://b:2'), /mix/);
+  t.throws(() => parseRedisUrl('redis://a:1,rediss://b:2'), /mix/, 'TLS for all nodes or none');
 });
 
 async function contract(t: Test, store: LocatorStore): Promise<void> {
@@ -194,32 +185,40 @@ t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer w
   t.equal((await b.getPresence(id))?.seq, 20);
 });
 
-t.test('RESP connection: fails fast when down, bounded queue, timeout when stalled, recovers', { skip: noRedis }, async (t) => {
+t.test('client: fails fast when down, bounded in flight, a hung Redis is detected and the connection replaced, recovers', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const states: string[] = [];
-  const c = new RespConnection({ host: '127.0.0.1', port: redis.port, timeoutMs: 400, maxPending: 50, onState: (s) => states.push(s) });
+  const stateSeen = (s: string): Promise<void> => new Promise((resolve) => {
+    const check = (): void => (states.includes(s) ? resolve() : void setTimeout(check, 10));
+    check();
+  });
+  const c = new RedisClient({ nodes: [{ host: '127.0.0.1', port: redis.port }], timeoutMs: 400, hangMs: 800, maxPending: 50, onState: (s) => states.push(s) });
   t.teardown(() => c.close());
   t.same(await c.call(['PING']), Buffer.from('PONG'));
-  // Stalled Redis (SIGSTOP): commands time out; beyond maxPending they fail at once.
+  // Stalled Redis (SIGSTOP, the connection stays open): commands time out; beyond maxPending
+  // they fail at once; the connection that stopped answering is closed (hangMs).
   redis.proc.kill('SIGSTOP');
+  t.teardown(() => { redis.proc.kill('SIGCONT'); });
   const calls = Array.from({ length: 80 }, (_, i) => c.call(['SET', `k${i}`, 'v']).then(() => 'ok', (e: Error) => e));
-  t.equal(c.pending, 50, 'queue bounded');
+  t.equal(c.pending, 50, 'in flight bounded');
   const results = await Promise.all(calls);
   t.ok(results.every((r) => r instanceof RedisUnavailable), 'all failed with RedisUnavailable');
-  t.ok(results.slice(50).every((r) => /queue full/.test((r as Error).message)));
-  t.ok(results.slice(0, 50).every((r) => /no reply within/.test((r as Error).message)));
+  t.ok(results.slice(50).every((r) => /queue full/.test((r as Error).message)), 'beyond maxPending: at once');
+  await stateSeen('down');
+  t.ok(states.includes('down'), 'the hung connection was closed (hangMs), not left waiting');
+  await t.rejects(c.call(['PING']), RedisUnavailable, 'while it is hung: fails (no offline queue)');
   redis.proc.kill('SIGCONT');
-  // Late replies are discarded in order (timed-out commands hold their queue slot until then,
-  // so the bound holds while Redis is slow); new commands work.
-  for (let i = 0; i < 500 && c.pending > 0; i++) await new Promise((r) => setTimeout(r, 20));
-  t.equal(c.pending, 0);
-  t.same(await c.call(['GET', 'k1']), Buffer.from('v'));
+  await stateSeen('up');
+  t.same(await c.call(['PING']), Buffer.from('PONG'), 'recovered');
   // Down: fail fast, then reconnect by itself.
   await redis.stop();
   await t.rejects(c.call(['PING']), RedisUnavailable);
-  await t.rejects(c.call(['PING']), RedisUnavailable);
+  const ups = states.filter((s) => s === 'up').length;
   await redis.start();
-  for (let i = 0; i < 400 && !c.isUp; i++) await new Promise((r) => setTimeout(r, 50));
-  t.same(await c.call(['PING']), Buffer.from('PONG'));
-  t.same(states, ['down', 'up']);
+  await new Promise<void>((resolve) => {
+    const check = (): void => (states.filter((s) => s === 'up').length > ups ? resolve() : void setTimeout(check, 10));
+    check();
+  });
+  t.same(await c.call(['PING']), Buffer.from('PONG'), 'reconnected after a restart');
+  t.equal(c.pending, 0, 'nothing left in flight');
 });

@@ -7,7 +7,7 @@ import { ErrorCode } from '../../wire/errors.js';
 import type { LocatorContext } from '../context.js';
 import type { MaybePromise } from '../store/maybe.js';
 import { isPromise } from '../store/maybe.js';
-import { RedisUnavailable, RespServerError } from '../store/resp.js';
+import { RedisReplyError, RedisUnavailable } from '../store/redis-client.js';
 import { groupCreate, groupJoin, groupLeave, groupMembers } from './groups.js';
 import { introAck, introduce } from './introduce.js';
 import { queryAddr, queryStatus } from './query.js';
@@ -15,7 +15,7 @@ import { probeAck, refresh, register, unregister } from './registration.js';
 
 /** A store failure as a refusal: TRY_LATER (retry after), a log line, a count; null for any other error. */
 export function storeFailure(c: LocatorContext, err: unknown): Refusal | null {
-  if (err instanceof RedisUnavailable || err instanceof RespServerError) {
+  if (err instanceof RedisUnavailable || err instanceof RedisReplyError) {
     c.metrics.inc('redis_errors_total', { kind: err instanceof RedisUnavailable ? 'unavailable' : 'reply' });
     c.logger.refusal('redis-error', { err: err.message });
     return { error: ErrorCode.TRY_LATER, message: 'store unavailable, try later', retryAfterMs: err instanceof RedisUnavailable ? Math.max(50, err.retryAfterMs) : 1000 };

@@ -10,10 +10,10 @@
 //   dl:gm:{<group hex>}   members (sorted set scored by join order: pages are rank ranges);
 //   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks).
 //
-// Every call is pipelined by the connection (resp.ts): the commands of all datagrams received
-// in one event-loop turn go to Redis in one write. A query of n IDs is one MGET (standalone) or
-// n GETs in the same pipeline (Cluster, where MGET across slots is refused). Every other
-// command names one key, or keys of one hash tag: nothing crosses slots.
+// Every call is pipelined on its node's connection by the client (redis-client.ts): commands
+// go out as they come, without waiting for earlier replies. A query of n IDs is one MGET
+// (standalone) or n GETs in flight at once (Cluster, where MGET across slots is refused). Every
+// other command names one key, or keys of one hash tag: nothing crosses slots.
 //
 // An update of a presence record (REFRESH, PROBE_ACK, REGISTER over an existing record,
 // UNREGISTER) is a GET, a decision in JavaScript (staleness by session and sequence number, TTL
@@ -29,8 +29,8 @@ import { DevlocError, ErrorCode } from '../../wire/errors.js';
 import type { GroupInfo, GroupLimits } from '../groups.js';
 import { GROUP_ID_BYTES } from '../groups.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession } from './codec.js';
-import type { RedisClientOptions, RespValue } from './resp.js';
-import { LuaScript, RedisClient, RedisUnavailable } from './resp.js';
+import type { RedisClientOptions, RedisReply } from './redis-client.js';
+import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
 import type { GroupBackend, LocatorStore, Presence, PresenceChange, StoredSession } from './types.js';
 
 export interface RedisStoreOptions extends RedisClientOptions {
@@ -58,7 +58,7 @@ function hashCode(salt: Uint8Array, code: string): Buffer {
   return createHash('sha256').update(salt).update(code, 'utf8').digest();
 }
 
-const asBuf = (v: RespValue): Buffer | undefined => (Buffer.isBuffer(v) ? v : undefined);
+const asBuf = (v: RedisReply): Buffer | undefined => (Buffer.isBuffer(v) ? v : undefined);
 
 export class RedisStore implements LocatorStore {
   readonly kind = 'redis' as const;
@@ -109,7 +109,7 @@ export class RedisStore implements LocatorStore {
   async getPresences(idHexes: readonly string[]): Promise<(Presence | undefined)[]> {
     if (idHexes.length === 0) return [];
     const keys = idHexes.map((h) => this.presenceKey(h));
-    let values: RespValue[];
+    let values: RedisReply[];
     if (this.client.cluster) values = await Promise.all(keys.map((k) => this.client.call(['GET', k], k)));
     else {
       const r = await this.client.call(['MGET', ...keys]);

@@ -5,7 +5,9 @@
 // keys from Redis to seal the target's half), then asks the owner over Redis pub/sub to push the
 // target's half, and answers the asker only once the owner has said yes.
 //
-// Every instance subscribes to `<prefix>relay:<instance id>`. A message is
+// Every instance subscribes to `<prefix>relay:<instance id>` (in Cluster: sharded pub/sub,
+// SSUBSCRIBE/SPUBLISH, so a message goes to the channel's shard only, and the subscription
+// follows the shard's master across a failover; redis-client.ts). A message is
 //   HMAC-SHA256(relay key)[0:16] || CBOR [kind, from, to, id, timeMs, a, b]
 // with the relay key derived from the service key file (only instances of this deployment can
 // ask for a push); it is refused when the tag is wrong, it is not addressed to us, its time is
@@ -20,8 +22,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
 import { decodeStrict, encodeCbor } from '../../wire/cbor.js';
-import type { RedisClient, RespOptions } from './resp.js';
-import { RespSubscriber } from './resp.js';
+import type { RedisClient, RedisSubscription } from './redis-client.js';
 
 export type RelayResult = 'ok' | 'busy' | 'gone' | 'unreachable';
 const RESULTS: RelayResult[] = ['ok', 'busy', 'gone', 'unreachable'];
@@ -29,8 +30,8 @@ const TAG_BYTES = 16;
 const MAX_SKEW_MS = 10_000;
 
 export interface IntroRelayOptions {
+  /** Publishes, and subscribes on a connection of its own (RedisClient.subscribe). */
   client: RedisClient;
-  subscriber: Omit<RespOptions, 'host' | 'port' | 'db'> & { nodes: { host: string; port: number }[] };
   prefix: string;
   instanceId: string;
   /** 32 bytes, the same on every instance (codec.ts deriveFromServiceKey). */
@@ -50,7 +51,7 @@ interface Waiting {
 }
 
 export class IntroRelay {
-  private readonly sub: RespSubscriber;
+  private readonly sub: RedisSubscription;
   private readonly waiting = new Map<string, Waiting>();
   private readonly seen = new LRUCache<string, true>({ max: 10_000, ttl: 2 * MAX_SKEW_MS });
   private readonly maxOutstanding: number;
@@ -62,7 +63,7 @@ export class IntroRelay {
     this.now = o.now ?? Date.now;
     this.me = Buffer.from(o.instanceId, 'hex');
     o.metrics.counter('intro_relays_total', 'Introductions relayed between instances, by direction and result');
-    this.sub = new RespSubscriber(o.subscriber, this.channel(o.instanceId), (m) => this.receive(m));
+    this.sub = o.client.subscribe(this.channel(o.instanceId), (m) => this.receive(m));
   }
 
   get ready(): Promise<void> {
@@ -79,10 +80,8 @@ export class IntroRelay {
 
   private send(to: string, kind: number, id: Buffer, a: Buffer | number, b: Buffer | null): Promise<unknown> {
     const body = encodeCbor([kind, this.me, Buffer.from(to, 'hex'), id, this.now(), a, b]);
-    // Routed like a key (any node would do: Cluster pub/sub reaches every node's subscribers),
-    // which spreads the relay over the masters.
-    const channel = this.channel(to);
-    return this.o.client.call(['PUBLISH', channel, this.seal(body)], channel);
+    // Cluster: SPUBLISH to the shard of the addressee's channel (where it SSUBSCRIBEd).
+    return this.o.client.publish(this.channel(to), this.seal(body));
   }
 
   /** Ask instance `owner` to push `intro` to `targetHex`; resolves with its answer. */

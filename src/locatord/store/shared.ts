@@ -14,6 +14,7 @@
 // restart; terminals re-register on NOT_FOUND / NO_SESSION). devloc-locatord(8) documents each.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
@@ -28,7 +29,7 @@ import type { MaybePromise } from './maybe.js';
 import { RedisStore } from './redis.js';
 import type { RelayResult } from './relay.js';
 import { IntroRelay } from './relay.js';
-import { parseRedisUrl } from './resp.js';
+import { parseRedisUrl } from './redis-client.js';
 import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession } from './types.js';
 
 export interface SharedStoreOptions {
@@ -69,7 +70,7 @@ export class SharedStore implements ServedStore {
     const now = o.now ?? Date.now;
     const l = o.limits;
     this.redis = new RedisStore({
-      ...url, instanceId: this.instanceId, sessionSealKey: sessionSealKey(o.serviceSecret), timeoutMs: o.config.timeoutMs, maxPending: o.config.maxPending,
+      ...url, ...(o.config.tlsCaFile ? { tlsCa: readFileSync(o.config.tlsCaFile) } : {}), instanceId: this.instanceId, sessionSealKey: sessionSealKey(o.serviceSecret), timeoutMs: o.config.timeoutMs, maxPending: o.config.maxPending,
       ...(o.config.prefix ? { prefix: o.config.prefix } : {}),
       limits: { maxMembers: l.maxGroupMembers, maxGroupsPerTerminal: l.maxGroupsPerTerminal },
       sessionGraceMs: o.sessionGraceMs, now,
@@ -94,7 +95,6 @@ export class SharedStore implements ServedStore {
     this.schedule = new RegistrationTable({ maxEntries: o.maxEntries, now, probeAtPercent: l.probeAtPercent });
     this.relay = new IntroRelay({
       client: this.redis.client, prefix: o.config.prefix || 'dl:', instanceId: this.instanceId, key: deriveFromServiceKey(o.serviceSecret, 'devloc locatord relay v1'),
-      subscriber: { nodes: url.nodes, ...(url.password !== undefined ? { password: url.password } : {}), ...(url.username ? { username: url.username } : {}) },
       timeoutMs: o.config.timeoutMs, deliver: o.deliver, metrics: o.metrics, logger: o.logger, now,
     });
     // Subscribed before "listening": an introduction relayed to us right away must find us.

@@ -1,0 +1,410 @@
+// locatord's Redis client: ioredis (standalone or Cluster), configured to fail fast, as
+// devloc-locatord(8) documents, rather than to wait for Redis:
+//   - no offline queue: a command issued while the connection (or the slot's master) is down
+//     fails at once with RedisUnavailable, which the handlers answer with TRY_LATER;
+//   - bounded: at most `maxPending` commands sent and not yet settled by ioredis, beyond which a
+//     command fails at once ("queue full"), so a slow or absent Redis costs no memory growth;
+//   - every call settles within `timeoutMs` (our own deadline, also over ioredis's Cluster
+//     retries); a connection that sent commands and got nothing back for
+//     `hangMs` is closed and reconnected (ioredis socketTimeout: a Redis that stopped answering
+//     without closing the connection, e.g. SIGSTOP or a dead host); TCP keepalive for idle ones;
+//   - at most one resend of a command whose connection was lost (maxRetriesPerRequest 1);
+//   - Cluster: the slot map is re-read on MOVED, CLUSTERDOWN, TRYAGAIN and lost connections
+//     (ioredis), and every second besides (slotsRefreshInterval): after a master dies, its slots
+//     are served again as soon as the cluster has promoted a replica;
+//   - pub/sub on its own connection; in Cluster, sharded (SSUBSCRIBE/SPUBLISH, Redis 7): a
+//     message goes only to the shard of its channel, not over the whole cluster bus.
+// Why ioredis rather than node-redis, measured on our workload: README, "Scaling out".
+//
+// The client only ever rejects with RedisUnavailable (retry later) or RedisReplyError (Redis
+// answered with an error).
+import { createHash } from 'node:crypto';
+import type { ClusterOptions, RedisOptions } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
+
+/** A Redis reply as ioredis gives it with callBuffer (RESP2). */
+export type RedisReply = Buffer | number | null | RedisReply[];
+export type Arg = string | Buffer | number;
+
+/** An error reply from Redis (-ERR ..., -NOSCRIPT ...). */
+export class RedisReplyError extends Error {
+  override readonly name = 'RedisReplyError';
+}
+
+/** Redis cannot be reached, is too slow, or our queue is full: the request may be retried. */
+export class RedisUnavailable extends Error {
+  override readonly name = 'RedisUnavailable';
+  constructor(
+    message: string,
+    readonly retryAfterMs: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface RedisNode {
+  host: string;
+  port: number;
+}
+
+export interface RedisUrl {
+  nodes: RedisNode[];
+  db: number;
+  /** redis+cluster:// or rediss+cluster://, or several comma-separated URLs. */
+  cluster: boolean;
+  /** rediss:// or rediss+cluster://: TLS to every node. */
+  tls: boolean;
+  password?: string;
+  username?: string;
+}
+
+const SCHEMES: Record<string, { cluster: boolean; tls: boolean }> = {
+  'redis:': { cluster: false, tls: false },
+  'rediss:': { cluster: false, tls: true },
+  'redis+cluster:': { cluster: true, tls: false },
+  'rediss+cluster:': { cluster: true, tls: true },
+};
+
+/**
+ * Parse `redis://[user:pass@]host:port[/db]` (one standalone Redis) or
+ * `redis+cluster://[user:pass@]host:port[,host:port...]` (Redis Cluster: any reachable seed
+ * gives the slot map); `rediss://` and `rediss+cluster://` are the same over TLS. A
+ * comma-separated list of URLs also means Cluster seeds. `user:` is an ACL user (Redis 6+).
+ */
+export function parseRedisUrl(url: string): RedisUrl {
+  const nodes: RedisNode[] = [];
+  let db = 0;
+  let password: string | undefined;
+  let username: string | undefined;
+  let scheme = '';
+  for (const part of url.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const withScheme = part.includes('://') ? part : `${scheme || 'redis:'}//${part}`;
+    const m = /^([a-z+]+:)\/\//i.exec(withScheme);
+    const proto = m?.[1]?.toLowerCase() ?? '';
+    if (!SCHEMES[proto]) throw new Error(`unsupported Redis URL scheme ${proto || part} (redis://, rediss://, redis+cluster:// or rediss+cluster://)`);
+    if (scheme && proto !== scheme) throw new Error(`do not mix ${scheme}// and ${proto}// in one list`);
+    scheme = proto;
+    const u = new URL(`redis://${withScheme.slice(proto.length + 2)}`);
+    nodes.push({ host: u.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1', port: u.port ? Number(u.port) : 6379 });
+    if (u.pathname.length > 1) db = Number(u.pathname.slice(1));
+    if (!Number.isInteger(db) || db < 0) throw new Error(`bad Redis database number in ${part}`);
+    if (u.password) password = decodeURIComponent(u.password);
+    if (u.username) username = decodeURIComponent(u.username);
+  }
+  if (nodes.length === 0) throw new Error('no Redis node given');
+  const { cluster: byScheme, tls } = SCHEMES[scheme]!;
+  const cluster = byScheme || nodes.length > 1;
+  if (cluster && db !== 0) throw new Error('Redis Cluster has only database 0');
+  return { nodes, db, cluster, tls, ...(password !== undefined ? { password } : {}), ...(username ? { username } : {}) };
+}
+
+// CRC16-CCITT (XMODEM), as Redis Cluster uses for key slots (tests, and the relay's channel).
+const CRC_TABLE = (() => {
+  const t = new Uint16Array(256);
+  for (let i = 0; i < 256; i++) {
+    let c = i << 8;
+    for (let j = 0; j < 8; j++) c = c & 0x8000 ? ((c << 1) ^ 0x1021) & 0xffff : (c << 1) & 0xffff;
+    t[i] = c;
+  }
+  return t;
+})();
+
+/** Hash slot of a key: only the part inside the first non-empty {...} counts, when present. */
+export function keySlot(key: string | Buffer): number {
+  let b = Buffer.isBuffer(key) ? key : Buffer.from(key);
+  const open = b.indexOf(0x7b);
+  if (open >= 0) {
+    const close = b.indexOf(0x7d, open + 1);
+    if (close > open + 1) b = b.subarray(open + 1, close);
+  }
+  let crc = 0;
+  for (const x of b) crc = ((crc << 8) & 0xffff) ^ CRC_TABLE[((crc >> 8) ^ x) & 0xff]!;
+  return crc % 16384;
+}
+
+/** A Lua script sent by EVALSHA, with EVAL when the node does not have it (NOSCRIPT). */
+export class LuaScript {
+  readonly sha: string;
+  constructor(readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+}
+
+export interface RedisClientOptions {
+  /** One node (standalone), or Cluster seed nodes. */
+  nodes: RedisNode[];
+  cluster?: boolean;
+  db?: number;
+  username?: string;
+  password?: string;
+  /** TLS (rediss://) to every node. */
+  tls?: boolean;
+  /** PEM CA certificate(s) trusted for TLS, instead of the system's. */
+  tlsCa?: string | Buffer;
+  /** A command without a reply after this long fails (RedisUnavailable), ms. */
+  timeoutMs?: number;
+  /** Most commands sent to Redis and not settled, all nodes together; beyond, commands fail at once. */
+  maxPending?: number;
+  /** A connection with commands in flight and nothing received for this long is closed, ms (default 2 x timeoutMs, at least 1000). */
+  hangMs?: number;
+  /** Cluster: re-read the slot map this often besides on errors, ms (default 1000; 0: never). */
+  slotsRefreshMs?: number;
+  /** Told when Redis becomes unreachable or reachable again (logging, metrics). */
+  onState?: (state: 'up' | 'down', detail: string) => void;
+}
+
+/** Errors that mean "ask again soon", not "Redis refused this command". */
+const TRANSIENT_REPLY = /^(CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY|BUSY|MOVED|ASK) /;
+
+/** What every connection, standalone or Cluster node, is given. */
+type NodeOptions = Omit<RedisOptions, 'port' | 'host' | 'path' | 'sentinels' | 'retryStrategy' | 'enableOfflineQueue' | 'readOnly' | 'himportFieldsets' | 'maintNotifications'> & { replyMapping: 'legacy' };
+
+interface Deadline {
+  reject: (e: Error) => void;
+  at: number;
+}
+
+/** Standalone or Cluster client over ioredis; `call(args)` routes by the command's key in Cluster mode. */
+export class RedisClient {
+  readonly cluster: boolean;
+  readonly timeoutMs: number;
+  readonly maxPending: number;
+  private readonly redis: Redis | Cluster;
+  private readonly deadlines = new Set<Deadline>();
+  private readonly sweep: NodeJS.Timeout;
+  private sent = 0;
+  private up = false;
+  private everUp = false;
+  private closed = false;
+  private readonly firstReady: Promise<void>;
+  /** Calls failed (unavailable, timed out, refused for a full queue). */
+  errors = 0;
+
+  constructor(private readonly o: RedisClientOptions) {
+    this.cluster = o.cluster ?? o.nodes.length > 1;
+    this.timeoutMs = o.timeoutMs ?? 1000;
+    this.maxPending = o.maxPending ?? 10_000;
+    this.redis = this.connect(false);
+    this.firstReady = new Promise((resolve) => this.redis.once('ready', () => resolve()));
+    this.redis.on('ready', () => {
+      this.up = true;
+      if (this.everUp) o.onState?.('up', this.describe());
+      this.everUp = true;
+    });
+    this.redis.on('error', () => { /* 'close' / 'node error' say it; commands fail on their own */ });
+    const down = (detail: string): void => {
+      if (!this.up || this.closed) return;
+      this.up = false;
+      o.onState?.('down', detail);
+    };
+    this.redis.on('close', () => down(`${this.describe()}: connection closed`));
+    // Cluster: one node lost (a master killed) is said too, at most every 5 s per node (every
+    // command routed to a dead master until the promotion fails the same way).
+    const saidAt = new Map<string, number>();
+    this.redis.on('node error', (err: Error, node: string) => {
+      const now = Date.now();
+      if ((saidAt.get(node) ?? -Infinity) > now - 5000) return;
+      saidAt.set(node, now);
+      if (saidAt.size > 64) saidAt.delete(saidAt.keys().next().value!);
+      o.onState?.('down', `${node}: ${err.message}`);
+    });
+    this.sweep = setInterval(() => this.expire(), Math.max(10, Math.floor(this.timeoutMs / 4)));
+    this.sweep.unref();
+  }
+
+  private describe(): string {
+    return this.o.nodes.map((n) => `${n.host}:${n.port}`).join(',');
+  }
+
+  /** ioredis options shared by the command and the subscriber connections. */
+  private nodeOptions(): NodeOptions {
+    const o = this.o;
+    const hangMs = o.hangMs ?? Math.max(1000, 2 * this.timeoutMs);
+    return {
+      ...(o.username ? { username: o.username } : {}),
+      ...(o.password !== undefined ? { password: o.password } : {}),
+      ...(o.tls ? { tls: o.tlsCa ? { ca: o.tlsCa } : {} } : {}),
+      // RESP2: plain arrays for our replies, pub/sub on its own connection (as we use it).
+      protocol: 2,
+      replyMapping: 'legacy',
+      // No commandTimeout: it arms a timer per command (measured: half the client's CPU); our
+      // deadline sweep (expire) bounds every call, socketTimeout closes a hung connection.
+      socketTimeout: hangMs,
+      connectTimeout: Math.max(1000, this.timeoutMs),
+      keepAlive: 5000,
+      noDelay: true,
+      maxRetriesPerRequest: 1,
+      // Commands are written as they come and pipelined on the connection (no waiting for
+      // replies). Not enableAutoPipelining: it costs more client CPU per request than it saves
+      // (measured: tools/redis-clients.ts, README "Scaling out").
+      enableAutoPipelining: false,
+      disableClientInfo: true,
+    };
+  }
+
+  private connect(subscriber: boolean): Redis | Cluster {
+    const base = this.nodeOptions();
+    const retry = (times: number): number => Math.min(2000, 50 * 2 ** Math.min(times, 6));
+    if (this.cluster) {
+      const co: ClusterOptions & { redisOptions: NodeOptions } = {
+        enableOfflineQueue: subscriber,
+        enableReadyCheck: true,
+        scaleReads: 'master',
+        maxRedirections: 8,
+        retryDelayOnFailover: 100,
+        retryDelayOnClusterDown: 100,
+        retryDelayOnTryAgain: 100,
+        slotsRefreshTimeout: Math.max(500, this.timeoutMs),
+        ...(this.o.slotsRefreshMs !== 0 ? { slotsRefreshInterval: this.o.slotsRefreshMs ?? 1000 } : {}),
+        clusterRetryStrategy: retry,
+        enableAutoPipelining: false,
+        ...(subscriber ? { shardedSubscribers: true, shardedSubscriberHealthCheckInterval: Math.max(1000, base.socketTimeout ?? 1000) } : {}),
+        redisOptions: base,
+      };
+      return new Cluster(this.o.nodes, co);
+    }
+    const n = this.o.nodes[0]!;
+    return new Redis({
+      ...base, host: n.host, port: n.port, db: this.o.db ?? 0, maintNotifications: 'disabled',
+      retryStrategy: retry,
+      enableOfflineQueue: subscriber,
+      // A subscriber keeps its subscription across reconnections.
+      ...(subscriber ? { autoResubscribe: true, maxRetriesPerRequest: null } : {}),
+    });
+  }
+
+  /** Commands sent and not yet settled by ioredis, all nodes. */
+  get pending(): number {
+    return this.sent;
+  }
+
+  /** Resolves once connected (Cluster: slot map read); rejects after `ms`. */
+  async ready(ms = 10_000): Promise<void> {
+    if (this.everUp) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.firstReady,
+      new Promise((_, reject) => { timer = setTimeout(() => reject(new RedisUnavailable(`redis ${this.describe()} not ready after ${ms} ms`, 500)), ms); }),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  private unavailable(why: string, retryAfterMs = 500): RedisUnavailable {
+    this.errors++;
+    return new RedisUnavailable(`redis ${why}`, retryAfterMs);
+  }
+
+  private classify(err: unknown): Error {
+    if (err instanceof RedisUnavailable || err instanceof RedisReplyError) return err;
+    const e = err as Error;
+    if (e?.name === 'ReplyError' && !TRANSIENT_REPLY.test(e.message)) return new RedisReplyError(e.message);
+    return this.unavailable(`unavailable: ${e?.message ?? String(err)}`);
+  }
+
+  /** Fail calls past their deadline (ioredis may still be retrying them across a failover). */
+  private expire(): void {
+    const now = Date.now();
+    for (const d of this.deadlines) {
+      if (d.at > now) break; // one timeout for all: insertion order is deadline order
+      this.deadlines.delete(d);
+      d.reject(this.unavailable(`no reply within ${this.timeoutMs} ms`, this.timeoutMs));
+    }
+  }
+
+  /**
+   * Send one command (Cluster: routed by its key; every key of a command must be in one slot).
+   * `_key` is the routing key, kept for callers: ioredis finds it in the command itself.
+   */
+  call(args: readonly Arg[], _key?: string): Promise<RedisReply> {
+    if (this.closed) return Promise.reject(this.unavailable('client closed'));
+    if (this.sent >= this.maxPending) return Promise.reject(this.unavailable(`queue full (${this.maxPending} pending)`, 100));
+    // Before the first connection (Cluster: the first slot map), wait for it rather than fail
+    // the daemon's first requests; afterwards, fail fast.
+    if (!this.everUp) return this.ready(this.timeoutMs).then(() => this.call(args), (e: unknown) => Promise.reject(this.classify(e)));
+    const [cmd, ...rest] = args;
+    this.sent++;
+    return new Promise<RedisReply>((resolve, reject) => {
+      const d: Deadline = { reject, at: Date.now() + this.timeoutMs };
+      this.deadlines.add(d);
+      this.send(String(cmd).toLowerCase(), rest).then(
+        (v) => {
+          this.sent--;
+          if (this.deadlines.delete(d)) resolve(v);
+        },
+        (e: unknown) => {
+          this.sent--;
+          if (this.deadlines.delete(d)) reject(this.classify(e));
+        },
+      );
+    });
+  }
+
+  /**
+   * The command's own `<name>Buffer` method (replies as Buffers), not callBuffer: with
+   * auto-pipelining on, ioredis 6 drops callBuffer's command name (it re-adds it only for `call`).
+   */
+  private send(name: string, args: readonly Arg[]): Promise<RedisReply> {
+    const method = (this.redis as unknown as Record<string, unknown>)[`${name}Buffer`];
+    if (typeof method === 'function') return (method as (...a: readonly Arg[]) => Promise<RedisReply>).apply(this.redis, [...args]);
+    return this.redis.callBuffer(name, ...args) as Promise<RedisReply>;
+  }
+
+  /** Run `script` with one key (its slot routes it); EVALSHA, then EVAL on NOSCRIPT. */
+  async eval(script: LuaScript, key: string, args: readonly Arg[]): Promise<RedisReply> {
+    try {
+      return await this.call(['EVALSHA', script.sha, 1, key, ...args], key);
+    } catch (err) {
+      if (!(err instanceof RedisReplyError) || !err.message.startsWith('NOSCRIPT')) throw err;
+      // First use on this node, or the node restarted or was promoted: EVAL caches it there.
+      return this.call(['EVAL', script.source, 1, key, ...args], key);
+    }
+  }
+
+  /** Publish on `channel`: SPUBLISH (sharded, to the channel's shard) in Cluster, PUBLISH otherwise. */
+  publish(channel: string, message: Buffer): Promise<RedisReply> {
+    return this.call([this.cluster ? 'SPUBLISH' : 'PUBLISH', channel, message], channel);
+  }
+
+  /** Subscribe to `channel` on a connection of its own (SSUBSCRIBE in Cluster); resubscribes after reconnections and failovers. */
+  subscribe(channel: string, onMessage: (payload: Buffer) => void): RedisSubscription {
+    return new RedisSubscription(this.connect(true), this.cluster, channel, onMessage);
+  }
+
+  /** The underlying ioredis client (tests). */
+  get raw(): Redis | Cluster {
+    return this.redis;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweep);
+    this.redis.disconnect();
+    for (const d of this.deadlines) d.reject(new RedisUnavailable('redis client closed', 500));
+    this.deadlines.clear();
+  }
+}
+
+/** A pub/sub subscription on its own connection (a subscribed connection takes no other command). */
+export class RedisSubscription {
+  /** Resolves once subscribed the first time. */
+  readonly ready: Promise<void>;
+
+  constructor(
+    private readonly conn: Redis | Cluster,
+    cluster: boolean,
+    readonly channel: string,
+    onMessage: (payload: Buffer) => void,
+  ) {
+    conn.on('error', () => { /* reconnects by itself */ });
+    const event = cluster ? 'smessageBuffer' : 'messageBuffer';
+    conn.on(event, (ch: Buffer, payload: Buffer) => {
+      if (ch.toString() === channel) onMessage(payload);
+    });
+    const sub = cluster ? conn.ssubscribe(channel) : conn.subscribe(channel);
+    this.ready = sub.then(() => {}, () => {});
+  }
+
+  close(): void {
+    this.conn.disconnect();
+  }
+}
