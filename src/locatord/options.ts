@@ -228,11 +228,14 @@ export function checkConfig(c: Config): string | null {
   if (rp > 0 && rp === num(c, 'port')) return 'port and reflector-port must differ';
   if (num(c, 'workers') > 1 && str(c, 'store') !== 'redis') return 'workers > 1 needs store = redis (each worker would have its own table)';
   if (str(c, 'store') === 'redis') {
+    let tls: boolean;
     try {
-      parseRedisUrl(str(c, 'redis-url'));
+      tls = parseRedisUrl(str(c, 'redis-url')).tls;
     } catch (err) {
       return `redis-url: ${(err as Error).message}`;
     }
+    // A CA file with a plain URL would be ignored: the operator meant TLS and would not get it.
+    if (str(c, 'redis-tls-ca') && !tls) return 'redis-tls-ca needs a rediss:// or rediss+cluster:// redis-url';
   }
   return checkLimits(limitsFromConfig(c));
 }

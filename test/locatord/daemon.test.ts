@@ -134,4 +134,8 @@ t.test('--check-config validates the key files and the settings from every sourc
   t.equal(wildcard.status, 2, 'an alternate reflector address needs a specific listen address');
   t.match(wildcard.out, /reflector-alt-ip/);
   t.equal((await run(['--service-key', files.serviceKey, '--trust', files.trust, '--listen', '127.0.0.1', '--reflector-alt-ip', '127.0.0.2'])).status, 0);
+  const plainCa = await run(['--service-key', files.serviceKey, '--trust', files.trust, '--store', 'redis', '--redis-url', 'redis://127.0.0.1:6379', '--redis-tls-ca', files.trust]);
+  t.equal(plainCa.status, 2, 'a CA file with a plain redis:// URL is refused, not ignored');
+  t.match(plainCa.out, /redis-tls-ca needs a rediss:/);
+  t.equal((await run(['--service-key', files.serviceKey, '--trust', files.trust, '--store', 'redis', '--redis-url', 'rediss://127.0.0.1:6379', '--redis-tls-ca', files.trust])).status, 0);
 });
