@@ -7,9 +7,9 @@
 // A request unanswered after LOSS_MS counts as lost and is replaced, so the window never shrinks.
 import dgram from 'node:dgram';
 import { createPrivateKey } from 'node:crypto';
-import { ClientSession } from '../net/clientsession.js';
-import { peekEnvelope } from '../net/server.js';
-import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
+import { ClientSession } from '../src/net/clientsession.js';
+import { peekEnvelope } from '../src/net/server.js';
+import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
 import type { HistogramJSON } from './stats.js';
 import { Histogram } from './stats.js';
 import { toParent } from './procs.js';

@@ -5,14 +5,14 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type dgram from 'node:dgram';
-import { Logger } from '../common/log.js';
-import { Metrics } from '../common/metrics.js';
-import { ClientSession } from '../net/clientsession.js';
-import { DatagramServer } from '../net/server.js';
-import { ServerSessions } from '../net/sessions.js';
-import { encodeDatagram } from '../wire/envelope.js';
-import { generatePair, privateKeyObject, publicKeyObject } from '../wire/keys.js';
-import { issueTicket, TicketVerifier } from '../wire/ticket.js';
+import { Logger } from '../src/common/log.js';
+import { Metrics } from '../src/common/metrics.js';
+import { ClientSession } from '../src/net/clientsession.js';
+import { DatagramServer } from '../src/net/server.js';
+import { ServerSessions } from '../src/net/sessions.js';
+import { encodeDatagram } from '../src/wire/envelope.js';
+import { generatePair, privateKeyObject, publicKeyObject } from '../src/wire/keys.js';
+import { issueTicket, TicketVerifier } from '../src/wire/ticket.js';
 
 class StubSocket extends EventEmitter {
   sent = 0;

@@ -9,8 +9,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { KINDS } from '../../src/bench/mix.js';
-import type { TerminalsReport } from '../../src/bench/terminals.js';
+import { KINDS } from '../../bench/mix.js';
+import type { TerminalsReport } from '../../bench/terminals.js';
 import { root } from '../helpers/daemon.js';
 import { parseTags, seriesPoints } from './svgparse.js';
 
