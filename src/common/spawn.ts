@@ -121,7 +121,12 @@ export function spawnDaemon(o: SpawnOptions): RunningDaemon {
   let poll: NodeJS.Timeout | undefined;
   const readLog = (): void => {
     if (o.logFile === undefined) return;
-    const rfd = openSync(o.logFile, 'r');
+    let rfd: number;
+    try {
+      rfd = openSync(o.logFile, 'r');
+    } catch {
+      return; // removed with its directory after a stop: nothing more to read
+    }
     try {
       for (let n; (n = readSync(rfd, chunk, 0, chunk.length, offset)) > 0;) {
         offset += n;
@@ -148,7 +153,7 @@ export function spawnDaemon(o: SpawnOptions): RunningDaemon {
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve((exitCode = code))));
   const end = (why: string): void => {
     if (ended !== undefined) return;
-    readLog();
+    if (waiters.length) readLog(); // the last lines, for a waiter (a long log nobody waits on stays unread)
     ended = why;
     for (const w of [...waiters]) w.reject(new Error(`${name} ${why} (${tail()})`));
   };
