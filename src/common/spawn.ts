@@ -26,12 +26,11 @@ export interface EntryPoint {
   execArgv: string[];
 }
 
-/** How to start `rel` ("locatord/main", "cli/devloc") of the tree this module was loaded from. */
+/** How to start `rel` ("locatord/main", "cli/devloc") of the tree this module was loaded from, or an absolute .js/.ts file. */
 export function entryPoint(rel: string): EntryPoint {
   const here = fileURLToPath(import.meta.url);
-  const fromSource = here.endsWith('.ts');
-  const file = path.resolve(path.dirname(here), '..', `${rel}${fromSource ? '.ts' : '.js'}`);
-  return { file, execArgv: fromSource ? ['--import', import.meta.resolve('tsx')] : [] };
+  const file = path.isAbsolute(rel) ? rel : path.resolve(path.dirname(here), '..', `${rel}${here.endsWith('.ts') ? '.ts' : '.js'}`);
+  return { file, execArgv: file.endsWith('.ts') ? ['--import', import.meta.resolve('tsx')] : [] };
 }
 
 /** Preloaded with --import: stop when our stdin (a pipe from the parent) closes, i.e. the parent died. */
@@ -43,13 +42,13 @@ const WATCHDOG = `data:text/javascript,${encodeURIComponent(
 const POLL_MS = 50;
 
 export interface SpawnOptions {
-  /** Entry point of our tree ("authd/main"), see entryPoint(). */
+  /** Entry point of our tree ("authd/main") or an absolute file, see entryPoint(). */
   entry: string;
   args?: string[];
   /** Added to our environment. */
   env?: NodeJS.ProcessEnv;
   cwd?: string;
-  /** Name in errors (default: devloc-<daemon> from the entry). */
+  /** Name in errors (default: devloc-<daemon> from the entry, or the file's name). */
   name?: string;
   /** Append stdout and stderr to this file instead of piping them to us. */
   logFile?: string;
@@ -82,7 +81,7 @@ export interface RunningDaemon {
 /** Start the child and return at once (see startDaemon to also wait for "listening"). */
 export function spawnDaemon(o: SpawnOptions): RunningDaemon {
   const e = entryPoint(o.entry);
-  const name = o.name ?? `devloc-${o.entry.split('/')[0]}`;
+  const name = o.name ?? (path.isAbsolute(o.entry) ? path.basename(o.entry) : `devloc-${o.entry.split('/')[0]}`);
   const timeoutMs = o.timeoutMs ?? 30_000;
   const fd = o.logFile !== undefined ? openSync(o.logFile, 'a') : undefined;
   const start = o.logFile !== undefined ? statSync(o.logFile).size : 0;
