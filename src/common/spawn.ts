@@ -58,6 +58,8 @@ export interface SpawnOptions {
   detached?: boolean;
   /** Default timeout of waitFor(), the wait for "listening" included (ms). */
   timeoutMs?: number;
+  /** Start node through this command, which must exec it in place (e.g. ip netns exec NS). */
+  prefix?: string[];
 }
 
 export interface RunningDaemon {
@@ -86,7 +88,9 @@ export function spawnDaemon(o: SpawnOptions): RunningDaemon {
   const fd = o.logFile !== undefined ? openSync(o.logFile, 'a') : undefined;
   const start = o.logFile !== undefined ? statSync(o.logFile).size : 0;
   const stdio: StdioOptions = [o.watchdog ? 'pipe' : 'ignore', fd ?? 'pipe', fd ?? 'pipe'];
-  const proc = spawn(process.execPath, [...(o.watchdog ? ['--import', WATCHDOG] : []), ...e.execArgv, e.file, ...(o.args ?? [])], {
+  const argv = [process.execPath, ...(o.watchdog ? ['--import', WATCHDOG] : []), ...e.execArgv, e.file, ...(o.args ?? [])];
+  const [cmd, ...rest] = [...(o.prefix ?? []), ...argv] as [string, ...string[]];
+  const proc = spawn(cmd, rest, {
     stdio, detached: o.detached ?? false, ...(o.cwd ? { cwd: o.cwd } : {}), env: { ...process.env, ...o.env },
   });
   if (fd !== undefined) closeSync(fd);
