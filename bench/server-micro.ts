@@ -1,7 +1,7 @@
 // In-process cost of DatagramServer.receive() per datagram (per CPU second), without sockets: a stub socket
 // counts what would be sent, and the requests are encoded (and MACed) before the clock starts,
-// so only the server's side is timed. For profiling: `node --cpu-prof dist/bench/server-micro.js`.
-// Usage: node dist/bench/server-micro.js [seconds per kind] [reflect|refresh]
+// so only the server's side is timed. For profiling: `node --cpu-prof build/bench/server-micro.js`.
+// Usage: node build/bench/server-micro.js [seconds per kind] [reflect|refresh]
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type dgram from 'node:dgram';
