@@ -180,7 +180,8 @@ export function spawnDaemon(o: SpawnOptions): RunningDaemon {
     return new Promise((resolve, reject) => {
       const settle = (): void => {
         clearTimeout(timer);
-        waiters.splice(waiters.indexOf(w), 1);
+        const i = waiters.indexOf(w);
+        if (i >= 0) waiters.splice(i, 1);
         schedule();
       };
       const w = {
@@ -199,6 +200,7 @@ export function spawnDaemon(o: SpawnOptions): RunningDaemon {
     ...(o.logFile !== undefined ? { logFile: o.logFile } : {}),
     stop: async (signal: NodeJS.Signals = 'SIGTERM', killAfterMs?: number) => {
       if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      if (proc.pid === undefined) return null; // never started ('error'): no exit to wait for
       proc.kill(signal);
       const timer = killAfterMs !== undefined ? setTimeout(() => proc.kill('SIGKILL'), killAfterMs) : undefined;
       await exited;

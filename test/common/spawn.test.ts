@@ -39,6 +39,10 @@ t.test('an exit before listening rejects with the code and stderr, and leaves no
   await t.rejects(d.waitFor(isListening), /exited \(3\)/, 'waiting after the exit rejects at once');
 });
 
+t.test('a command that cannot start rejects, and stop() does not wait for an exit that never comes', async (t) => {
+  await t.rejects(startDaemon({ entry: fake, args: ['listen'], prefix: ['/nonexistent/devloc-wrapper'], name: 'fake' }), /fake could not run: .*ENOENT/);
+});
+
 t.test('log file: appended to, the old content ignored, read while someone waits', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-spawn-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
