@@ -10,7 +10,7 @@ export type { RunningDaemon } from '../../src/common/spawn.js';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Start `src/<entry>` (e.g. "authd/main.ts") with args. */
-export function startDaemon(entry: string, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000): Promise<RunningDaemon> {
+/** Start `src/<entry>` (e.g. "authd/main.ts") with args; 30 s to listen (tsx compiles it first, on a busy CI machine). */
+export function startDaemon(entry: string, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<RunningDaemon> {
   return start({ entry: entry.replace(/\.ts$/, ''), name: entry, args, env, cwd: root, timeoutMs });
 }
