@@ -103,7 +103,7 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
   writeFileSync(path.join(dir, 'authd.pub'), publicToJson(publicOf(authd)));
   const children: ChildProcess[] = [];
   try {
-    const loc = await startDaemon({ entry: 'locatord/main', logFile: path.join(dir, 'locatord.log'), args: [
+    const loc = await startDaemon({ entry: 'locatord/main', args: [
       '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', path.join(dir, 'state'),
       '--service-key', path.join(dir, 'service.key'), '--trust', path.join(dir, 'authd.pub'),
       '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', String(8 << 20), '--max-ttl', '3600', '--default-ttl', '3600',
