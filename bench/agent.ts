@@ -91,7 +91,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     const identity = path.join(dir, 'device.key');
     writeFileSync(identity, keyFileToJson(device), { mode: 0o600 });
     // A TTL of 90 s: locatord suggests the default 25 s refresh; the busy run overrides it.
-    const loc = await startDaemon({ entry: 'locatord/main', logFile: path.join(dir, 'locatord.log'), args: [
+    const loc = await startDaemon({ entry: 'locatord/main', args: [
       '--listen', '127.0.0.1', '--port', '0', '--service-key', serviceFile, '--trust', authdPub, '--state-dir', path.join(dir, 'loc'),
       '--reflector-port', '-1', '--default-ttl', '90',
     ] });
@@ -101,7 +101,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     db.addDevice({ deviceId: device.deviceId, publicKey: device.sign.public });
     db.putService({ serviceId: 'locator', sealKey: service.seal.public, addr: `127.0.0.1:${Number(loc.listening['port'])}` }, false);
     db.close();
-    const authd = await startDaemon({ entry: 'authd/main', logFile: path.join(dir, 'authd.log'), args: ['--listen', '127.0.0.1', '--port', '0', '--key', authdKeyFile, '--state-dir', authdState] });
+    const authd = await startDaemon({ entry: 'authd/main', args: ['--listen', '127.0.0.1', '--port', '0', '--key', authdKeyFile, '--state-dir', authdState] });
     procs.push(authd.proc);
     const base = { identity, authd: `127.0.0.1:${Number(authd.listening['port'])}`, authdKey: authdPub, seconds };
     log(`agent bench: idle run, ${seconds} s at locatord's interval`);
