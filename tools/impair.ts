@@ -18,7 +18,7 @@
 // all have caps, and idle mappings expire.
 import dgram from 'node:dgram';
 import { parseArgs } from 'node:util';
-import { Rng } from '../src/fuzz/rng.js';
+import { Rng } from '../fuzz/rng.js';
 import type { Address } from '../src/wire/addr.js';
 import { formatAddress, normaliseIp, parseAddress } from '../src/wire/addr.js';
 import { isMainModule } from '../src/common/entry.js';

@@ -8,10 +8,10 @@
 // a captured request replayed with the victim's own (spoofed) source address.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { mutate } from '../../src/fuzz/mutate.js';
-import { Rng } from '../../src/fuzz/rng.js';
-import { messageNames, sampleBody } from '../../src/fuzz/samples.js';
-import { buildWorld } from '../../src/fuzz/world.js';
+import { mutate } from '../../fuzz/mutate.js';
+import { Rng } from '../../fuzz/rng.js';
+import { messageNames, sampleBody } from '../../fuzz/samples.js';
+import { buildWorld } from '../../fuzz/world.js';
 import { UdpClient } from '../../src/net/client.js';
 import { buildAuthRequest } from '../../src/wire/auth.js';
 import type { MessageName } from '../../src/wire/catalog.js';

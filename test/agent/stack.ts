@@ -1,12 +1,13 @@
 // A real devloc deployment for agent tests: devloc-authd and devloc-locatord as processes (in a
 // network namespace if asked), devices enrolled in authd's database, and devloc-agent
 // processes started against them. Everything lives in a temporary directory removed at teardown.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AuthDb } from '../../src/authd/db.js';
 import { controlRequest } from '../../src/agent/control-client.js';
+import { spawnDaemon } from '../../src/common/spawn.js';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import type { KeyFile } from '../../src/wire/keys.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../../src/wire/keys.js';
@@ -27,54 +28,18 @@ export interface Proc {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Run `node --import tsx src/<entry> args`, inside `netns` if given. */
+/** Run `node --import tsx src/<entry> args` (src/common/spawn.ts), inside `netns` if given. */
 export function spawnNode(entry: string, args: string[], o: { netns?: string; env?: NodeJS.ProcessEnv } = {}): Proc {
-  const node = [process.execPath, '--import', 'tsx', path.join(root, 'src', entry), ...args];
-  const argv = o.netns ? ['ip', 'netns', 'exec', o.netns, ...node] : node;
-  const proc = spawn(argv[0]!, argv.slice(1), { cwd: root, env: { ...process.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Record<string, unknown>[] = [];
-  const stderr: string[] = [];
+  const d = spawnDaemon({ entry: entry.replace(/\.ts$/, ''), name: entry, args, cwd: root, timeoutMs: 20_000, ...(o.env ? { env: o.env } : {}), ...(o.netns ? { prefix: ['ip', 'netns', 'exec', o.netns] } : {}) });
   const raw: string[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let buf = '';
-  proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    raw.push(chunk);
-    buf += chunk;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const text = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      let line: Record<string, unknown>;
-      try {
-        line = JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        line = { msg: 'non-json', text };
-      }
-      lines.push(line);
-      for (const w of [...waiters]) {
-        if (w.pred(line)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
-      }
-    }
-  });
-  proc.stderr!.setEncoding('utf8').on('data', (c: string) => stderr.push(c));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code, sig) => resolve(code ?? (sig ? 128 : null))));
-  const waitFor = (pred: (l: Record<string, unknown>) => boolean, ms = 20_000, what = 'log line'): Promise<Record<string, unknown>> => {
-    const seen = lines.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${entry}: timeout waiting for ${what}; stderr: ${stderr.join('')}; last: ${JSON.stringify(lines.slice(-6))}`)), ms);
-      waiters.push({ pred, resolve: (l) => { clearTimeout(timer); resolve(l); } });
-      void exited.then((code) => { clearTimeout(timer); reject(new Error(`${entry} exited ${code} waiting for ${what}; stderr: ${stderr.join('')}; last: ${JSON.stringify(lines.slice(-6))}`)); });
-    });
-  };
+  d.proc.stdout!.on('data', (c: string) => raw.push(c));
+  const exited = d.exited.then((code) => code ?? (d.proc.signalCode ? 128 : null));
   return {
-    proc, lines, stderr, raw, exited, waitFor,
+    proc: d.proc, lines: d.lines, stderr: d.stderr, raw, exited,
+    waitFor: (pred, ms, what = 'log line') => d.waitFor(pred, ms).catch((err: Error) => Promise.reject(new Error(`waiting for ${what}: ${err.message}`))),
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
-      proc.kill(signal);
+      if (d.proc.exitCode !== null || d.proc.signalCode !== null) return d.proc.exitCode;
+      await d.stop(signal);
       return exited;
     },
   };

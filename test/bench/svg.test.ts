@@ -1,7 +1,7 @@
-// The bench chart (src/bench/svg.ts): ticks, and a chart whose series, points, labels and
+// The bench chart (bench/svg.ts): ticks, and a chart whose series, points, labels and
 // markup can be checked without a browser.
 import t from 'tap';
-import { esc, logTicks, niceTicks, renderChart, tickLabel, wrapLine } from '../../src/bench/svg.js';
+import { esc, logTicks, niceTicks, renderChart, tickLabel, wrapLine } from '../../bench/svg.js';
 import { parseTags, seriesPoints } from './svgparse.js';
 
 t.test('nice ticks', async (t) => {

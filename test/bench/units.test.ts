@@ -2,11 +2,11 @@
 // percentiles, --mix and --sweep parsing, the kind picker, the bottleneck sentence and the
 // progress line. The real run is in terminals.test.ts.
 import t from 'tap';
-import { DEFAULT_MIX, formatMix, KINDS, kindPicker, normaliseMix, parseMix, parseSweep, planSweep } from '../../src/bench/mix.js';
-import { Pacer } from '../../src/bench/pacer.js';
-import { progressLine } from '../../src/bench/progress.js';
-import { Histogram } from '../../src/bench/stats.js';
-import { diagnose } from '../../src/bench/terminals.js';
+import { DEFAULT_MIX, formatMix, KINDS, kindPicker, normaliseMix, parseMix, parseSweep, planSweep } from '../../bench/mix.js';
+import { Pacer } from '../../bench/pacer.js';
+import { progressLine } from '../../bench/progress.js';
+import { Histogram } from '../../bench/stats.js';
+import { diagnose } from '../../bench/terminals.js';
 
 t.test('pacer: request k is due at start + k / rate, late ones are counted', async (t) => {
   const p = new Pacer(1000, 100, 1100); // 1000/s for 1 s: 1000 requests, one per ms
@@ -122,7 +122,7 @@ t.test('--identities: a directory of *.key files or one key file per line', asyn
   const { tmpdir } = await import('node:os');
   const path = await import('node:path');
   const { keyFileToJson, newDeviceKey, newServiceKey } = await import('../../src/wire/keys.js');
-  const { loadIdentities } = await import('../../src/bench/terminals.js');
+  const { loadIdentities } = await import('../../bench/terminals.js');
   const dir = mkdtempSync(path.join(tmpdir(), 'bench-ids-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const keys = [newDeviceKey('DEV-A'), newDeviceKey('DEV-B'), newDeviceKey('DEV-C')];

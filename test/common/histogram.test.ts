@@ -1,7 +1,7 @@
-// The bench's latency histogram (src/bench/stats.ts): percentiles within 1% (never below the
+// The bench's latency histogram (bench/stats.ts): percentiles within 1% (never below the
 // true value), exact min/max/mean, and merging across workers through JSON.
 import t from 'tap';
-import { Histogram } from '../../src/bench/stats.js';
+import { Histogram } from '../../bench/stats.js';
 
 t.test('percentiles of 1..1000 ms', async (t) => {
   const h = new Histogram();

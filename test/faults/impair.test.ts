@@ -4,12 +4,12 @@
 // close() releasing every socket and timer. Real sockets on 127.0.0.1.
 import t from 'tap';
 import type { Test } from 'tap';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import path from 'node:path';
 import type { ImpairOptions, ImpairProxy } from '../../tools/impair.js';
 import { createImpairProxy, Decider, parseCli } from '../../tools/impair.js';
+import { isListening, spawnDaemon } from '../../src/common/spawn.js';
 import { root } from '../helpers/daemon.js';
 import { eventually } from '../agent/stack.js';
 
@@ -240,33 +240,21 @@ t.test('command line: parse errors; listening line, forwarding, stats at exit', 
   t.match(ok, { ok: true, options: { seed: 7, dup: 0.2, reorder: 0.2, delayMs: [5, 40], loss: 0.05, directions: ['up', 'down'] } });
 
   const target = await udp();
-  const p = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'tools/impair.ts'), '--listen', '127.0.0.1:0', '--target', `127.0.0.1:${target.port}`,
-    '--seed', '7', '--dup', '1', '--delay-ms', '1-5'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Record<string, unknown>[] = [];
-  let buf = '';
-  p.stdout.setEncoding('utf8').on('data', (c: string) => {
-    buf += c;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(JSON.parse(buf.slice(0, i)) as Record<string, unknown>);
-      buf = buf.slice(i + 1);
-    }
-  });
-  const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+  const p = spawnDaemon({ entry: path.join(root, 'tools/impair.ts'), name: 'impair', cwd: root, timeoutMs: 20_000,
+    args: ['--listen', '127.0.0.1:0', '--target', `127.0.0.1:${target.port}`, '--seed', '7', '--dup', '1', '--delay-ms', '1-5'] });
   const client = await udp();
   t.teardown(async () => {
-    p.kill('SIGKILL');
+    await p.stop('SIGKILL');
     await client.close();
     await target.close();
   });
-  const listening = await eventually(async () => lines.find((l) => l['msg'] === 'listening'), 20_000, 'listening line');
+  const listening = await p.waitFor(isListening);
   t.type(listening['port'], 'number');
   t.ok((listening['port'] as number) > 0, 'its bound port');
   client.socket.send(Buffer.from('hello'), listening['port'] as number, LO);
   await eventually(async () => target.got.length === 2, 10_000, 'hello, twice (--dup 1)');
   t.same(target.got.map(String), ['hello', 'hello']);
-  p.kill('SIGTERM');
-  t.equal(await exited, 0, 'exits 0 on SIGTERM');
-  const stopped = lines.find((l) => l['msg'] === 'stopped');
+  t.equal(await p.stop('SIGTERM'), 0, 'exits 0 on SIGTERM');
+  const stopped = await p.waitFor((l) => l['msg'] === 'stopped');
   t.match(stopped, { signal: 'SIGTERM', received: { up: 1 }, duplicated: { up: 1 }, sent: { up: 2 } }, 'final stats');
 });

@@ -1,8 +1,8 @@
-// A short pass of the fuzzer (src/fuzz) in the test suite: every target runs (the decoders, the
+// A short pass of the fuzzer (fuzz) in the test suite: every target runs (the decoders, the
 // DatagramServer, and the daemons' own servers in-process), on the wire vectors when present,
 // and nothing crashes. `npm run fuzz -- --seconds 60` is the real run.
 import t from 'tap';
-import { runFuzz } from '../../src/fuzz/fuzz.js';
+import { runFuzz } from '../../fuzz/fuzz.js';
 
 t.test('2-second fuzz pass: no crash in any target', async (t) => {
   const report = await runFuzz({ seconds: 2, seed: 20260101, crashDir: null });

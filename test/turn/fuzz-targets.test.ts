@@ -1,9 +1,9 @@
-// The STUN/TURN fuzz targets (src/fuzz/stun-targets.ts) hold on their seeds and on a few thousand
+// The STUN/TURN fuzz targets (fuzz/stun-targets.ts) hold on their seeds and on a few thousand
 // seeded mutations, so they keep working before and after they are registered with the fuzzer.
 import t from 'tap';
-import { stunTargets } from '../../src/fuzz/stun-targets.js';
-import { mutate } from '../../src/fuzz/mutate.js';
-import { Rng } from '../../src/fuzz/rng.js';
+import { stunTargets } from '../../fuzz/stun-targets.js';
+import { mutate } from '../../fuzz/mutate.js';
+import { Rng } from '../../fuzz/rng.js';
 
 for (const target of stunTargets()) {
   t.test(`${target.name}: seeds and 3000 mutations keep every promise`, async (t) => {

@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { manPath, regenerate } from '../../src/cli/gen-protocol-man.js';
+import { manPath, regenerate } from '../../tools/gen-protocol-man.js';
 import { catalog } from '../../src/wire/catalog.js';
 import type { MessageType } from '../../src/wire/catalog.js';
 import { ErrorCode } from '../../src/wire/errors.js';
@@ -86,7 +86,7 @@ t.test('every message has a hex example', async (t) => {
 });
 
 t.test('the generated blocks are up to date', async (t) => {
-  t.equal(regenerate(page) === page, true, 'man/devloc-protocol.7 is what src/cli/gen-protocol-man.ts writes (run: npx tsx src/cli/gen-protocol-man.ts)');
+  t.equal(regenerate(page) === page, true, 'man/devloc-protocol.7 is what tools/gen-protocol-man.ts writes (run: npx tsx tools/gen-protocol-man.ts)');
 });
 
 t.test('mandoc -T lint -W warning is silent', needs('mandoc', has('mandoc')), async (t) => {

@@ -1,12 +1,15 @@
-// devloc bench (`npm run bench`): the benchmark sections of src/bench, the echo baseline first,
-// every throughput also as a ratio of it; and the "terminals" section, N simulated terminals
-// with real identities and crypto against a whole deployment (src/bench/terminals.ts), whose
-// flags are most of the ones below. Flags are checked here, before anything starts.
+// `devloc bench` from a clone (`npm run bench`): its flags (checked and run by bench/cli.ts;
+// the benchmark sections are in bench/, beside src/, not in the installed package). The
+// "terminals" section, N simulated terminals with real identities and crypto against a whole
+// deployment (bench/terminals.ts), takes most of the flags below.
+import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Argv, CommandModule } from 'yargs';
-import { runHandler, UsageError } from '../util.js';
+import { CliError, runHandler } from '../util.js';
 
-interface BenchArgs {
+/** The parsed flags, as bench/cli.ts receives them. */
+export interface BenchArgs {
   seconds: number;
   only?: string;
   list: boolean;
@@ -29,56 +32,25 @@ interface BenchArgs {
   matchd?: string;
 }
 
-const DOC_CHART = 'docs/bench-terminals.svg';
+export const DOC_CHART = 'docs/bench-terminals.svg';
 
-const intIn = (v: number, min: number, max: number): boolean => Number.isInteger(v) && v >= min && v <= max;
+/**
+ * bench/cli.ts of the tree we run from: bench/ beside src/ (through tsx), or build/bench/ beside
+ * build/src/ (`npm run bench` compiles both with tsconfig.tools.json). dist/ has no bench.
+ */
+function benchModule(): string {
+  const here = fileURLToPath(import.meta.url);
+  return path.resolve(path.dirname(here), '../../../bench', here.endsWith('.ts') ? 'cli.ts' : 'cli.js');
+}
 
 async function bench(a: BenchArgs): Promise<void> {
-  const { listSections, runBench, SECTION_NAMES } = await import('../../bench/index.js');
-  const { DEFAULT_MIX, DEFAULT_SWEEP, parseMix, parseSweep, planSweep } = await import('../../bench/mix.js');
-  if (a.list) {
-    process.stdout.write(listSections());
-    return;
+  const file = benchModule();
+  if (!existsSync(file)) {
+    throw new CliError('the benchmarks are not part of the installed package: they run from a clone of the devloc repository, ' +
+      'with `npm ci` then `npm run bench -- [options]` (the same options)');
   }
-  if (!(a.seconds > 0) || a.seconds > 3600) throw new UsageError('--seconds: a number of seconds above 0 (at most 3600)');
-  const only = a.only?.split(',').map((s) => s.trim()).filter(Boolean);
-  const unknown = (only ?? []).filter((n) => !SECTION_NAMES.includes(n));
-  if (unknown.length) throw new UsageError(`--only: unknown section(s) ${unknown.join(', ')}; known: ${SECTION_NAMES.join(', ')}`);
-  if (!intIn(a.terminals, 2, 100_000)) throw new UsageError('--terminals: a whole number from 2 to 100000 (terminals look each other up and are matched in pairs)');
-  if (!intIn(a.workers, 1, 64)) throw new UsageError('--workers: a whole number from 1 to 64');
-  if (!intIn(a.window, 1, 100_000)) throw new UsageError('--window: a whole number of requests, at least 1');
-  if (!intIn(a.timeout, 10, 60_000)) throw new UsageError('--timeout: milliseconds, a whole number from 10 to 60000');
-  if (a.rate !== undefined && !(a.rate > 0 && Number.isFinite(a.rate))) throw new UsageError('--rate: requests per second above 0 (omit it, or use --sweep max, for flat out)');
-  if (a.rate !== undefined && a.sweep !== undefined) throw new UsageError('--rate and --sweep: give one of them (--rate R is --sweep R)');
-  const mix = a.mix === undefined ? { ok: true as const, value: DEFAULT_MIX } : parseMix(a.mix);
-  if (!mix.ok) throw new UsageError(`--mix: ${mix.error}`);
-  const sweep = parseSweep(a.rate !== undefined ? String(a.rate) : a.sweep ?? DEFAULT_SWEEP);
-  if (!sweep.ok) throw new UsageError(`--${a.rate !== undefined ? 'rate' : 'sweep'}: ${sweep.error}`);
-  const externalFlags = [a['authd-key'], a.identities, a.locatord, a.matchd].some((x) => x !== undefined);
-  if (externalFlags && a.authd === undefined) throw new UsageError('--authd-key, --identities, --locatord and --matchd go with --authd (a deployment to drive)');
-  if (a.authd !== undefined && (!a['authd-key'] || !a.identities)) throw new UsageError('--authd needs --authd-key (authd\'s public key file) and --identities (enrolled device key files)');
-  let external;
-  if (a.authd !== undefined) {
-    const { externalTarget } = await import('../../bench/terminals.js');
-    try {
-      external = externalTarget({
-        authd: a.authd, authdKey: a['authd-key']!, identities: a.identities!, terminals: a.terminals,
-        ...(a.locatord ? { locatord: a.locatord } : {}), ...(a.matchd ? { matchd: a.matchd } : {}),
-      });
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-  }
-  const code = await runBench({
-    seconds: a.seconds, out: a.out,
-    ...(only ? { only } : {}), ...(a.json ? { json: a.json } : {}), ...(a.csv ? { csv: a.csv } : {}),
-    terminals: {
-      terminals: a.terminals, workers: a.workers, mix: mix.value, steps: planSweep(sweep.value), window: a.window, timeoutMs: a.timeout,
-      svg: a.svg ?? path.join(a.out, 'terminals.svg'), ...(a['doc-chart'] ? { docChart: DOC_CHART } : {}), ...(external ? { external } : {}),
-    },
-  });
-  // Children were killed, but a stray handle must not keep a finished bench alive.
-  process.exit(code);
+  const { runBenchCommand } = (await import(pathToFileURL(file).href)) as { runBenchCommand(a: BenchArgs): Promise<void> };
+  await runBenchCommand(a);
 }
 
 export const benchCommand: CommandModule<object, BenchArgs> = {

@@ -20,12 +20,9 @@
 // process groups, so a terminal's Ctrl-C reaches only this process, which then stops them after
 // the agents have unregistered; and each watches its stdin, a pipe from this process, so they
 // also stop if this process dies without cleaning up.
-import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { appendFileSync, chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Argv, CommandModule } from 'yargs';
 import { Agent } from '../../agent/agent.js';
 import type { LookupEntry } from '../../agent/agent.js';
@@ -35,6 +32,8 @@ import type { MatchResult } from '../../agent/match.js';
 import { AddressBook } from '../../agent/peers.js';
 import { AuthDb } from '../../authd/db.js';
 import { enrollFile } from '../../authd/enroll.js';
+import type { RunningDaemon } from '../../common/spawn.js';
+import { entryPoint, isListening, spawnDaemon } from '../../common/spawn.js';
 import type { Address } from '../../wire/addr.js';
 import { formatAddress } from '../../wire/addr.js';
 import type { KeyFile } from '../../wire/keys.js';
@@ -66,19 +65,11 @@ function step(tag: string, text: string): void {
   out(`${String(stepNo).padStart(2)}. ${tag.padEnd(9)} ${text}`);
 }
 
-/** How to start one of our entry points (a daemon, or devloc itself) from here. */
-function entry(rel: string): { argv: string[]; display: string } {
-  const here = fileURLToPath(import.meta.url);
-  const fromSource = here.endsWith('.ts');
-  const file = path.resolve(path.dirname(here), '../..', `${rel}${fromSource ? '.ts' : '.js'}`);
-  if (!fromSource) return { argv: [file], display: `node ${shown(file)}` };
-  return { argv: ['--import', import.meta.resolve('tsx'), file], display: `node --import tsx ${shown(file)}` };
+/** The command line that starts one of our entry points (devloc, a daemon), for the user to type. */
+function command(rel: string): string {
+  const e = entryPoint(rel);
+  return `node ${e.execArgv.length ? '--import tsx ' : ''}${shown(e.file)}`;
 }
-
-/** Stop when our stdin (a pipe from the demo) closes: the demo died without stopping us. */
-const WATCHDOG = `data:text/javascript,${encodeURIComponent(
-  'process.stdin.on("end",()=>process.kill(process.pid,"SIGTERM"));process.stdin.on("error",()=>{});process.stdin.resume();',
-)}`;
 
 /** Whether a UDP port on 127.0.0.1 is free right now. */
 function udpFree(port: number): Promise<boolean> {
@@ -194,63 +185,24 @@ function registerServices(authdState: string, k: Keys, locatord: string, matchd:
 
 interface Child {
   name: string;
-  proc: ChildProcess;
+  daemon: RunningDaemon;
   log: string;
-  exited: Promise<number | null>;
-  listening: Record<string, unknown>;
 }
 
 /** Start `src|dist/<daemon>/main` with its JSON log in logs/<name>.log; resolve at "listening". */
-async function startDaemon(children: Child[], name: string, daemon: string, args: string[], logDir: string): Promise<Child> {
+async function startDaemon(children: Child[], name: string, daemon: string, args: string[], logDir: string): Promise<RunningDaemon> {
   const log = path.join(logDir, `${name}.log`);
-  const fd = openSync(log, 'a');
-  const start = (() => {
-    try {
-      return readFileSync(log).length;
-    } catch {
-      return 0;
-    }
-  })();
-  const e = entry(`${daemon}/main`);
-  const proc = spawn(process.execPath, ['--import', WATCHDOG, ...e.argv, ...args], { stdio: ['pipe', fd, fd], detached: true });
-  closeSync(fd);
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code, sig) => resolve(code ?? (sig ? 128 : null))));
-  const child: Child = { name, proc, log, exited, listening: {} };
-  children.push(child);
-  let dead = false;
-  void exited.then(() => {
-    dead = true;
-  });
-  for (const end = Date.now() + 30_000; Date.now() < end;) {
-    const text = readFileSync(log).subarray(start).toString('utf8');
-    for (const line of text.split('\n')) {
-      if (!line.includes('"listening"')) continue;
-      try {
-        const l = JSON.parse(line) as Record<string, unknown>;
-        if (l['msg'] === 'listening') {
-          child.listening = l;
-          return child;
-        }
-      } catch {
-        /* a partial line: read again */
-      }
-    }
-    if (dead) {
-      const tail = text.trim().split('\n').slice(-3).join('\n');
-      throw new CliError(`devloc-${daemon} exited before listening (log ${log}):\n${tail}`);
-    }
-    await sleep(50);
+  const d = spawnDaemon({ entry: `${daemon}/main`, name: `devloc-${daemon}`, args, logFile: log, watchdog: true, detached: true, timeoutMs: 30_000 });
+  children.push({ name, daemon: d, log });
+  try {
+    d.listening = await d.waitFor(isListening);
+  } catch (err) {
+    throw new CliError((err as Error).message);
   }
-  throw new CliError(`devloc-${daemon} did not start listening within 30 s (log ${log})`);
+  return d;
 }
 
-async function stopChild(c: Child): Promise<void> {
-  if (c.proc.exitCode !== null || c.proc.signalCode !== null) return;
-  c.proc.kill('SIGTERM');
-  const timer = setTimeout(() => c.proc.kill('SIGKILL'), 10_000);
-  await c.exited;
-  clearTimeout(timer);
-}
+const stopChild = async (c: Child): Promise<void> => void (await c.daemon.stop('SIGTERM', 10_000));
 
 // ---- terminals ----------------------------------------------------------------------------------
 
@@ -435,14 +387,14 @@ async function demo(a: DemoArgs): Promise<void> {
       out('stopped: agents unregistered, daemons stopped.');
       return;
     }
-    const devloc = entry('cli/devloc').display;
+    const devloc = command('cli/devloc');
     step('running', 'stack running; Ctrl-C to stop. Meanwhile, in another shell:');
     if (alice.control && bob.control) {
       out(`      ${devloc} status --socket ${shown(alice.socket)}`);
       out(`      ${devloc} lookup bob --socket ${shown(alice.socket)}`);
       out(`      ${devloc} match submit --media chess --socket ${shown(bob.socket)}   (and the same for alice.sock)`);
     }
-    out(`      a third terminal: ${entry('agent/main').display} --identity ${shown(d.paths['carol']!)} --authd ${formatAddress(authdAddr)} \\`);
+    out(`      a third terminal: ${command('agent/main')} --identity ${shown(d.paths['carol']!)} --authd ${formatAddress(authdAddr)} \\`);
     out(`        --authd-key ${shown(k.files.authdPub)} --reflector ${formatAddress(reflector)} --control-socket ${shown(path.join(runDir, 'carol.sock'))} --state-dir ${shown(path.join(dir, 'agents', 'carol'))}`);
     for (const t of terminals) {
       t.agent.on('refreshed', (info) => out(`   ${new Date().toISOString().slice(11, 19)} ${t.name} refreshed its registration: ${info.observed}, TTL ${info.ttlS} s`));
@@ -450,8 +402,8 @@ async function demo(a: DemoArgs): Promise<void> {
       t.agent.on('match', (r) => out(`   ${new Date().toISOString().slice(11, 19)} ${t.name}: match ${r.state}${r.members ? `: ${party(r)}` : ''}`));
     }
     for (const c of children) {
-      void c.exited.then((code) => {
-        if (!signalled) out(`   devloc-${c.name} exited (${code}): see ${c.log}`);
+      void c.daemon.exited.then((code) => {
+        if (!signalled) out(`   devloc-${c.name} exited (${code ?? c.daemon.proc.signalCode}): see ${c.log}`);
       });
     }
     await new Promise<never>(() => {}); // until a signal

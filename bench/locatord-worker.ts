@@ -7,12 +7,12 @@
 //     (run with --expose-gc).
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
-import { ClientSession } from '../net/clientsession.js';
-import type { Address } from '../wire/addr.js';
-import type { Bodies, MessageName } from '../wire/catalog.js';
-import { generatePair, privateKeyObject } from '../wire/keys.js';
-import { issueTicket } from '../wire/ticket.js';
-import { Registration, RegistrationTable, TICK_MS } from './table.js';
+import { ClientSession } from '../src/net/clientsession.js';
+import type { Address } from '../src/wire/addr.js';
+import type { Bodies, MessageName } from '../src/wire/catalog.js';
+import { generatePair, privateKeyObject } from '../src/wire/keys.js';
+import { issueTicket } from '../src/wire/ticket.js';
+import { Registration, RegistrationTable, TICK_MS } from '../src/locatord/table.js';
 
 export type WorkerCommand =
   | { cmd: 'setup'; target: Address; kid: string; authdSign: { public: string; secret: string }; servicePublic: string; audience: string; sessions: number }

@@ -8,11 +8,11 @@ import type { KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Logger } from '../common/log.js';
-import { Metrics } from '../common/metrics.js';
-import type { DatagramServer } from '../net/server.js';
-import type { ServerSessions } from '../net/sessions.js';
-import { keyFileToJson, rawPublicKey } from '../wire/keys.js';
+import { Logger } from '../src/common/log.js';
+import { Metrics } from '../src/common/metrics.js';
+import type { DatagramServer } from '../src/net/server.js';
+import type { ServerSessions } from '../src/net/sessions.js';
+import { keyFileToJson, rawPublicKey } from '../src/wire/keys.js';
 import type { ServerUnderTest, Target } from './targets.js';
 import { datagramServerTarget, restoreWorldSessions } from './targets.js';
 import type { World } from './world.js';
@@ -58,7 +58,7 @@ export async function daemonTargets(w: World, log: (l: string) => void = () => u
   };
 
   await attempt('authd', async () => {
-    const { startAuthd } = await import('../authd/server.js');
+    const { startAuthd } = await import('../src/authd/server.js');
     const clock = { ms: w.ticket.verifyAt * 1000 };
     const dir = tmp('authd');
     const keyFile = path.join(dir, 'authd.key');
@@ -79,8 +79,8 @@ export async function daemonTargets(w: World, log: (l: string) => void = () => u
   });
 
   await attempt('locatord', async () => {
-    const { startLocatord } = await import('../locatord/server.js');
-    const { defaultLimits } = await import('../locatord/options.js');
+    const { startLocatord } = await import('../src/locatord/server.js');
+    const { defaultLimits } = await import('../src/locatord/options.js');
     const clock = { ms: w.ticket.verifyAt * 1000 };
     const l = await startLocatord({
       listen: '127.0.0.1', port: 0, serviceSecret: w.serviceSecret, audience: w.ticket.audience, trustedKeys: w.ticket.verifyKeys,
@@ -95,7 +95,7 @@ export async function daemonTargets(w: World, log: (l: string) => void = () => u
   });
 
   await attempt('matchd', async () => {
-    const { startMatchd } = await import('../matchd/server.js');
+    const { startMatchd } = await import('../src/matchd/server.js');
     const clock = { ms: w.ticket.verifyAt * 1000 };
     const m = await startMatchd({
       host: '127.0.0.1', port: 0, service: 'matchd', serviceSecret: w.serviceSecret, trustedKeys: w.ticket.verifyKeys,

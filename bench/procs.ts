@@ -1,5 +1,5 @@
-// Forking the bench's own modules as child processes, compiled (dist/bench/*.js) or from
-// source through tsx (src/bench/*.ts), with a request/response helper over IPC.
+// Forking the bench's own modules as child processes, compiled (build/bench/*.js) or from
+// source through tsx (bench/*.ts), with a request/response helper over IPC.
 import type { ChildProcess } from 'node:child_process';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,7 @@ const fromSource = import.meta.url.endsWith('.ts');
  */
 const cpuProfDir = process.env.DEVLOC_BENCH_CPU_PROF;
 
-/** Path of a sibling module of src/bench (or dist/bench). */
+/** Path of a sibling module of bench/ (or build/bench/). */
 export function sibling(name: string): string {
   return fileURLToPath(new URL(`./${name}${fromSource ? '.ts' : '.js'}`, import.meta.url));
 }

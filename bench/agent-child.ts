@@ -1,11 +1,11 @@
-// One embedded agent, measured from inside its own process (bench.ts starts it). It reads one
+// One embedded agent, measured from inside its own process (agent.ts starts it). It reads one
 // JSON line of settings on stdin, registers, lets the agent settle, then measures RSS and CPU
 // time over the window and prints one JSON line. Only the library is loaded, as an application
 // embedding the agent would load it.
 import { once } from 'node:events';
-import { Agent } from './agent.js';
-import { loadAuthdKey, loadDeviceIdentity } from './identity.js';
-import { parseAddress } from '../wire/addr.js';
+import { Agent } from '../src/agent/agent.js';
+import { loadAuthdKey, loadDeviceIdentity } from '../src/agent/identity.js';
+import { parseAddress } from '../src/wire/addr.js';
 
 export interface ChildSettings {
   identity: string;

@@ -6,17 +6,17 @@
 // simulated terminal shares 127.0.0.1, so per-IP rate limits and authd's cookie would measure
 // themselves instead of the service. Each daemon watches a pipe from us and stops when we die.
 import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { AuthDb } from '../authd/db.js';
-import { enrollFile } from '../authd/enroll.js';
-import type { Address } from '../wire/addr.js';
-import { formatAddress } from '../wire/addr.js';
-import type { KeyFile } from '../wire/keys.js';
-import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../wire/keys.js';
+import type { RunningDaemon } from '../src/common/spawn.js';
+import { isListening, spawnDaemon } from '../src/common/spawn.js';
+import { AuthDb } from '../src/authd/db.js';
+import { enrollFile } from '../src/authd/enroll.js';
+import type { Address } from '../src/wire/addr.js';
+import { formatAddress } from '../src/wire/addr.js';
+import type { KeyFile } from '../src/wire/keys.js';
+import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../src/wire/keys.js';
 import type { WorkerIdentity } from './terminal-worker.js';
 
 const HOST = '127.0.0.1';
@@ -25,6 +25,7 @@ const BUFFER = String(8 << 20);
 export interface DaemonProcess {
   name: 'authd' | 'locatord' | 'matchd';
   proc: ChildProcess;
+  daemon: RunningDaemon;
   log: string;
   address: Address;
 }
@@ -44,58 +45,16 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-/** Stop when our stdin (a pipe from the bench) closes: the bench died without stopping us. */
-const WATCHDOG = `data:text/javascript,${encodeURIComponent(
-  'process.stdin.on("end",()=>process.kill(process.pid,"SIGTERM"));process.stdin.on("error",()=>{});process.stdin.resume();',
-)}`;
-
-/** node arguments starting `<daemon>/main` next to this file (through tsx from the sources). */
-function daemonArgv(daemon: string): string[] {
-  const here = fileURLToPath(import.meta.url);
-  const fromSource = here.endsWith('.ts');
-  const file = path.resolve(path.dirname(here), '..', daemon, `main${fromSource ? '.ts' : '.js'}`);
-  return fromSource ? ['--import', import.meta.resolve('tsx'), file] : [file];
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 async function startDaemon(name: DaemonProcess['name'], args: string[], dir: string, started: DaemonProcess[]): Promise<DaemonProcess> {
   const log = path.join(dir, `${name}.log`);
-  const fd = openSync(log, 'a');
-  const proc = spawn(process.execPath, ['--import', WATCHDOG, ...daemonArgv(name), ...args], { stdio: ['pipe', fd, fd] });
-  closeSync(fd);
-  const d: DaemonProcess = { name, proc, log, address: { ip: HOST, port: 0 } };
-  started.push(d);
-  let exited: number | string | null = null;
-  proc.once('exit', (code, sig) => (exited = code ?? sig));
-  for (const end = Date.now() + 60_000; Date.now() < end;) {
-    const text = readFileSync(log, 'utf8');
-    for (const line of text.split('\n')) {
-      if (!line.includes('"listening"')) continue;
-      try {
-        const l = JSON.parse(line) as { msg?: string; port?: number };
-        if (l.msg === 'listening' && typeof l.port === 'number') {
-          d.address = { ip: HOST, port: l.port };
-          return d;
-        }
-      } catch {
-        /* a partial line: read again */
-      }
-    }
-    if (exited !== null) throw new Error(`devloc-${name} exited (${exited}) before listening:\n${text.trim().split('\n').slice(-3).join('\n')}`);
-    await sleep(50);
-  }
-  throw new Error(`devloc-${name} did not start listening within 60 s (log ${log})`);
+  const daemon = spawnDaemon({ entry: `${name}/main`, args, logFile: log, watchdog: true, timeoutMs: 60_000 });
+  const d: DaemonProcess = { name, proc: daemon.proc, daemon, log, address: { ip: HOST, port: 0 } };
+  started.push(d); // stopped with the others if this or another daemon fails to start
+  d.address.port = Number((await daemon.waitFor(isListening))['port']);
+  return d;
 }
 
-async function stopDaemon(d: DaemonProcess): Promise<void> {
-  if (d.proc.exitCode !== null || d.proc.signalCode !== null) return;
-  const exited = new Promise<void>((r) => d.proc.once('exit', () => r()));
-  d.proc.kill('SIGTERM');
-  const timer = setTimeout(() => d.proc.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
+const stopDaemon = async (d: DaemonProcess): Promise<void> => void (await d.daemon.stop('SIGTERM', 5000));
 
 export async function startStack(o: { terminals: number; log?: (line: string) => void }): Promise<Stack> {
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-bench-terminals-'));

@@ -7,19 +7,19 @@ import { createHmac, createSecretKey } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ClientSession } from '../net/clientsession.js';
-import { buildAuthRequestWith, sealAuthGrant } from '../wire/auth.js';
-import type { AuthGrant, MessageName } from '../wire/catalog.js';
-import { authGrantFields, catalog, MessageType } from '../wire/catalog.js';
-import { encodeCbor } from '../wire/cbor.js';
-import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
-import { encodeFields } from '../wire/schema.js';
-import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, privateKeyObject, publicKeyObject, publicOf, publicToJson } from '../wire/keys.js';
-import type { SealKeys } from '../wire/seal.js';
-import { deriveSealKeys, openBytes } from '../wire/seal.js';
-import type { SessionKeys } from '../wire/session.js';
-import { deriveSessionKeys, sealDatagram } from '../wire/session.js';
-import { encodeClaims, issueTicket } from '../wire/ticket.js';
+import { ClientSession } from '../src/net/clientsession.js';
+import { buildAuthRequestWith, sealAuthGrant } from '../src/wire/auth.js';
+import type { AuthGrant, MessageName } from '../src/wire/catalog.js';
+import { authGrantFields, catalog, MessageType } from '../src/wire/catalog.js';
+import { encodeCbor } from '../src/wire/cbor.js';
+import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
+import { encodeFields } from '../src/wire/schema.js';
+import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, privateKeyObject, publicKeyObject, publicOf, publicToJson } from '../src/wire/keys.js';
+import type { SealKeys } from '../src/wire/seal.js';
+import { deriveSealKeys, openBytes } from '../src/wire/seal.js';
+import type { SessionKeys } from '../src/wire/session.js';
+import { deriveSessionKeys, sealDatagram } from '../src/wire/session.js';
+import { encodeClaims, issueTicket } from '../src/wire/ticket.js';
 import { messageNames, sampleBody } from './samples.js';
 
 export interface WorldSession {
@@ -69,10 +69,10 @@ export interface World {
 
 const hex = (s: unknown): Buffer | null => (typeof s === 'string' && /^([0-9a-f]{2})*$/i.test(s) ? Buffer.from(s, 'hex') : null);
 
-/** The test vector directory, found from this module (src/fuzz or dist/fuzz) or the cwd. */
+/** The test vector directory, found from this module (fuzz/ or build/fuzz/) or the cwd. */
 export function vectorsDir(): string | null {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const d of [path.resolve(here, '../../test/vectors'), path.resolve(process.cwd(), 'test/vectors')]) {
+  for (const d of [path.resolve(here, '../test/vectors'), path.resolve(here, '../../test/vectors'), path.resolve(process.cwd(), 'test/vectors')]) {
     if (existsSync(d)) return d;
   }
   return null;

@@ -14,12 +14,12 @@
 import { randomBytes } from 'node:crypto';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { MatchState } from '../wire/catalog.js';
-import type { Requirement } from '../wire/catalog.js';
-import { NetMode } from '../wire/constants.js';
-import type { MatchRequest, SubmitInput } from './engine.js';
-import { MatchEngine } from './engine.js';
-import { isMainModule } from '../common/entry.js';
+import { MatchState } from '../src/wire/catalog.js';
+import type { Requirement } from '../src/wire/catalog.js';
+import { NetMode } from '../src/wire/constants.js';
+import type { MatchRequest, SubmitInput } from '../src/matchd/engine.js';
+import { MatchEngine } from '../src/matchd/engine.js';
+import { isMainModule } from '../src/common/entry.js';
 
 export interface MatchdBenchOptions {
   /** Waiting requests in the pool. Default 100,000. */

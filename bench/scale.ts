@@ -9,10 +9,10 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { ThroughputOptions, ThroughputResult } from './bench.js';
-import { benchLocatordThroughput } from './bench.js';
-import { RedisStore } from './store/redis.js';
-import type { Presence } from './store/types.js';
+import type { ThroughputOptions, ThroughputResult } from './locatord.js';
+import { benchLocatordThroughput } from './locatord.js';
+import { RedisStore } from '../src/locatord/store/redis.js';
+import type { Presence } from '../src/locatord/store/types.js';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -65,7 +65,7 @@ export async function redisBytesPerTerminal(url: string, entries: number): Promi
   try {
     const before = await store.usedMemory();
     const now = Date.now();
-    const { encodePresence } = await import('./store/codec.js');
+    const { encodePresence } = await import('../src/locatord/store/codec.js');
     let valueBytes = 0;
     for (let i = 0; i < entries; i += 5000) {
       const batch: Promise<void>[] = [];

@@ -80,7 +80,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       name: 'authd',
       doc: 'devloc-authd: full auth exchanges/s on loopback; enrollment import records/s (100k records)',
       run: async (ctx) => {
-        const { benchAuthd } = await import('../authd/bench.js');
+        const { benchAuthd } = await import('./authd.js');
         const r = await benchAuthd({ seconds: ctx.seconds, enrollRecords: 100_000 });
         return [
           { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
@@ -93,7 +93,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       name: 'locatord',
       doc: 'devloc-locatord child process: first registrations, refreshes, queries; table memory and sweep (200k entries)',
       run: async (ctx) => {
-        const { benchLocatordThroughput, benchTable } = await import('../locatord/bench.js');
+        const { benchLocatordThroughput, benchTable } = await import('./locatord.js');
         const r = await benchLocatordThroughput({ seconds: ctx.seconds, sessionsPerWorker: 500 });
         const tb = await benchTable(200_000);
         const s = 'locatord';
@@ -116,7 +116,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           ctx.log('scale: redis-server not on PATH, skipped');
           return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
         }
-        const { benchScale } = await import('../locatord/scale-bench.js');
+        const { benchScale } = await import('./scale.js');
         // Three daemons, each measured twice: a third of --seconds per measurement (at least 1 s),
         // and fewer sessions and registrations than the locatord section, to stay ~20 s at --seconds 3.
         const r = await benchScale({ seconds: Math.max(1, ctx.seconds / 3), sessionsPerWorker: 250, redisEntries: 20_000 });
@@ -133,7 +133,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       name: 'matchd',
       doc: 'matching engine in-process: matches/s with 20k waiting, memory per request, steady-state latency',
       run: async (ctx) => {
-        const { benchMatchd } = await import('../matchd/bench.js');
+        const { benchMatchd } = await import('./matchd.js');
         const r = await benchMatchd({ waiting: 20_000, matches: 5_000, steadySeconds: ctx.seconds });
         const s = 'matchd';
         return [
@@ -151,7 +151,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       name: 'agent',
       doc: 'devloc-agent (embedded Agent in its own process): idle RSS, CPU per refresh, CPU seconds per hour; 4x --seconds per run (min 10 s), two runs',
       run: async (ctx) => {
-        const { benchAgent } = await import('../agent/bench.js');
+        const { benchAgent } = await import('./agent.js');
         const r = await benchAgent({ seconds: Math.max(10, 4 * ctx.seconds) });
         const s = 'agent';
         return [

@@ -1,18 +1,18 @@
 // In-process cost of DatagramServer.receive() per datagram (per CPU second), without sockets: a stub socket
 // counts what would be sent, and the requests are encoded (and MACed) before the clock starts,
-// so only the server's side is timed. For profiling: `node --cpu-prof dist/bench/server-micro.js`.
-// Usage: node dist/bench/server-micro.js [seconds per kind] [reflect|refresh]
+// so only the server's side is timed. For profiling: `node --cpu-prof build/bench/server-micro.js`.
+// Usage: node build/bench/server-micro.js [seconds per kind] [reflect|refresh]
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type dgram from 'node:dgram';
-import { Logger } from '../common/log.js';
-import { Metrics } from '../common/metrics.js';
-import { ClientSession } from '../net/clientsession.js';
-import { DatagramServer } from '../net/server.js';
-import { ServerSessions } from '../net/sessions.js';
-import { encodeDatagram } from '../wire/envelope.js';
-import { generatePair, privateKeyObject, publicKeyObject } from '../wire/keys.js';
-import { issueTicket, TicketVerifier } from '../wire/ticket.js';
+import { Logger } from '../src/common/log.js';
+import { Metrics } from '../src/common/metrics.js';
+import { ClientSession } from '../src/net/clientsession.js';
+import { DatagramServer } from '../src/net/server.js';
+import { ServerSessions } from '../src/net/sessions.js';
+import { encodeDatagram } from '../src/wire/envelope.js';
+import { generatePair, privateKeyObject, publicKeyObject } from '../src/wire/keys.js';
+import { issueTicket, TicketVerifier } from '../src/wire/ticket.js';
 
 class StubSocket extends EventEmitter {
   sent = 0;

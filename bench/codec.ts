@@ -5,13 +5,13 @@
 import { randomBytes } from 'node:crypto';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { buildWorld } from '../fuzz/world.js';
-import { openAuthRequest } from '../wire/auth.js';
-import type { MessageName } from '../wire/catalog.js';
-import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
-import { ErrorCode } from '../wire/errors.js';
-import { ed25519Sign, ed25519Verify, generatePair, privateKeyObject, publicKeyObject } from '../wire/keys.js';
-import { deriveSessionKeys, sealDatagram, verifyDatagram } from '../wire/session.js';
-import { issueTicket, TicketVerifier } from '../wire/ticket.js';
+import { openAuthRequest } from '../src/wire/auth.js';
+import type { MessageName } from '../src/wire/catalog.js';
+import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
+import { ErrorCode } from '../src/wire/errors.js';
+import { ed25519Sign, ed25519Verify, generatePair, privateKeyObject, publicKeyObject } from '../src/wire/keys.js';
+import { deriveSessionKeys, sealDatagram, verifyDatagram } from '../src/wire/session.js';
+import { issueTicket, TicketVerifier } from '../src/wire/ticket.js';
 import { measure } from './micro.js';
 import type { BenchContext, BenchResult } from './types.js';
 

@@ -7,10 +7,10 @@
 // a server bottleneck from a generator one. The report goes to JSON, CSV and an SVG chart.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { parseAddress } from '../wire/addr.js';
-import type { Address } from '../wire/addr.js';
-import { parseKeyFile } from '../wire/keys.js';
-import { parseAuthdKey } from '../agent/identity.js';
+import { parseAddress } from '../src/wire/addr.js';
+import type { Address } from '../src/wire/addr.js';
+import { parseKeyFile } from '../src/wire/keys.js';
+import { parseAuthdKey } from '../src/agent/identity.js';
 import { CpuMeter, cores } from './cpu.js';
 import type { Kind, Mix, SweepStep } from './mix.js';
 import { formatMix, KINDS, normaliseMix } from './mix.js';

@@ -9,15 +9,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Logger } from '../common/log.js';
-import { Metrics } from '../common/metrics.js';
-import { UdpClient } from '../net/client.js';
-import { buildAuthRequest } from '../wire/auth.js';
-import type { KeyFile } from '../wire/keys.js';
-import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, privateKeyObject } from '../wire/keys.js';
-import { AuthDb } from './db.js';
-import { enrollFile } from './enroll.js';
-import { startAuthd } from './server.js';
+import { Logger } from '../src/common/log.js';
+import { Metrics } from '../src/common/metrics.js';
+import { UdpClient } from '../src/net/client.js';
+import { buildAuthRequest } from '../src/wire/auth.js';
+import type { KeyFile } from '../src/wire/keys.js';
+import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, privateKeyObject } from '../src/wire/keys.js';
+import { AuthDb } from '../src/authd/db.js';
+import { enrollFile } from '../src/authd/enroll.js';
+import { startAuthd } from '../src/authd/server.js';
 
 export interface AuthdBenchOptions {
   /** How long to measure authentications. */

@@ -5,33 +5,34 @@
 // keep inputs that reached somewhere new, and throws PropertyViolation when a promise breaks.
 import { EventEmitter } from 'node:events';
 import type dgram from 'node:dgram';
-import { Logger } from '../common/log.js';
-import { Metrics } from '../common/metrics.js';
-import { UdpClient } from '../net/client.js';
-import { ClientSession } from '../net/clientsession.js';
-import { RateLimiter } from '../net/ratelimit.js';
-import type { Handler, Handlers } from '../net/server.js';
-import { DatagramServer } from '../net/server.js';
-import type { ServerSession } from '../net/sessions.js';
-import { ServerSessions } from '../net/sessions.js';
-import type { Address } from '../wire/addr.js';
-import { openAuthGrant, openAuthRequest } from '../wire/auth.js';
-import type { MessageName } from '../wire/catalog.js';
-import { catalog, MessageType, responseTypeOf, specOf } from '../wire/catalog.js';
-import type { CborValue } from '../wire/cbor.js';
-import { decodeStrict, encodeCbor } from '../wire/cbor.js';
-import { MAC_BYTES, MAX_DATAGRAM, REQUEST_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
-import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
-import { DevlocError, ErrorCode } from '../wire/errors.js';
-import { ed25519Sign, ed25519Verify, isDeviceId, isServiceId, parseKeyFile, parsePublicKeyFile } from '../wire/keys.js';
-import { sealBytes } from '../wire/seal.js';
-import { ReplayWindow, verifyDatagram } from '../wire/session.js';
-import { TicketVerifier } from '../wire/ticket.js';
+import { Logger } from '../src/common/log.js';
+import { Metrics } from '../src/common/metrics.js';
+import { UdpClient } from '../src/net/client.js';
+import { ClientSession } from '../src/net/clientsession.js';
+import { RateLimiter } from '../src/net/ratelimit.js';
+import type { Handler, Handlers } from '../src/net/server.js';
+import { DatagramServer } from '../src/net/server.js';
+import type { ServerSession } from '../src/net/sessions.js';
+import { ServerSessions } from '../src/net/sessions.js';
+import type { Address } from '../src/wire/addr.js';
+import { openAuthGrant, openAuthRequest } from '../src/wire/auth.js';
+import type { MessageName } from '../src/wire/catalog.js';
+import { catalog, MessageType, responseTypeOf, specOf } from '../src/wire/catalog.js';
+import type { CborValue } from '../src/wire/cbor.js';
+import { decodeStrict, encodeCbor } from '../src/wire/cbor.js';
+import { MAC_BYTES, MAX_DATAGRAM, REQUEST_ID_BYTES, SESSION_ID_BYTES } from '../src/wire/constants.js';
+import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
+import { DevlocError, ErrorCode } from '../src/wire/errors.js';
+import { ed25519Sign, ed25519Verify, isDeviceId, isServiceId, parseKeyFile, parsePublicKeyFile } from '../src/wire/keys.js';
+import { sealBytes } from '../src/wire/seal.js';
+import { ReplayWindow, verifyDatagram } from '../src/wire/session.js';
+import { TicketVerifier } from '../src/wire/ticket.js';
 import type { Rng } from './rng.js';
 import { encodeHead, scanItems } from './cborscan.js';
 import { sampleBody } from './samples.js';
 import type { World } from './world.js';
 import { macWithRaw } from './world.js';
+import { stunTargets } from './stun-targets.js';
 
 export class PropertyViolation extends Error {
   override readonly name = 'PropertyViolation';
@@ -586,5 +587,6 @@ export function allTargets(w: World): Target[] {
     keyFileTarget(w),
     serverTarget(w),
     clientTarget(w),
+    ...stunTargets(),
   ];
 }

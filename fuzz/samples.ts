@@ -1,9 +1,9 @@
 // A valid body for every message type, built from the catalog's field schemas: the fuzzer's
 // seeds when there are no test vectors, the codec benchmark's inputs, and the fuzz server's
 // replies. `full` fills every optional field (the larger, slower case).
-import type { Bodies, MessageName } from '../wire/catalog.js';
-import { catalog, MessageType } from '../wire/catalog.js';
-import type { Field, FieldType } from '../wire/schema.js';
+import type { Bodies, MessageName } from '../src/wire/catalog.js';
+import { catalog, MessageType } from '../src/wire/catalog.js';
+import type { Field, FieldType } from '../src/wire/schema.js';
 
 function sampleValue(t: FieldType, full: boolean, salt: number): unknown {
   switch (t.t) {

@@ -1,4 +1,4 @@
-// What a benchmark section is, for src/bench/index.ts (`devloc bench`). A section is a name and an async
+// What a benchmark section is, for bench/index.ts (`devloc bench`). A section is a name and an async
 // function returning result rows; index.ts runs the echo baseline first and shows every
 // throughput also as a ratio of it. To add one (e.g. authd), append to `sections` in index.ts:
 //   { name: 'authd', run: async (ctx) => rowsFrom(await benchAuthd({ seconds: ctx.seconds })) },

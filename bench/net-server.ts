@@ -2,12 +2,12 @@
 // of the transport itself (decode, MAC, response cache, replay window, reply encoding and MAC)
 // on top of the echo baseline. Handlers do no work: REFLECT answers the observed address,
 // REGISTER / REFRESH answer an ACK.
-import { Logger } from '../common/log.js';
-import { Metrics } from '../common/metrics.js';
-import { bindUdp, DatagramServer } from '../net/server.js';
-import { ServerSessions } from '../net/sessions.js';
-import { privateKeyObject, publicKeyObject } from '../wire/keys.js';
-import { TicketVerifier } from '../wire/ticket.js';
+import { Logger } from '../src/common/log.js';
+import { Metrics } from '../src/common/metrics.js';
+import { bindUdp, DatagramServer } from '../src/net/server.js';
+import { ServerSessions } from '../src/net/sessions.js';
+import { privateKeyObject, publicKeyObject } from '../src/wire/keys.js';
+import { TicketVerifier } from '../src/wire/ticket.js';
 import { toParent } from './procs.js';
 
 export interface NetServerCommand {

@@ -6,10 +6,10 @@
 //   session  session-MACed REFRESHes after one REGISTER opening the session from a ticket.
 // A request unanswered after LOSS_MS counts as lost and is replaced, so the window never shrinks.
 import dgram from 'node:dgram';
-import { ClientSession } from '../net/clientsession.js';
-import { peekEnvelope } from '../net/server.js';
-import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
-import { privateKeyObject } from '../wire/keys.js';
+import { ClientSession } from '../src/net/clientsession.js';
+import { peekEnvelope } from '../src/net/server.js';
+import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
+import { privateKeyObject } from '../src/wire/keys.js';
 import type { HistogramJSON } from './stats.js';
 import { Histogram } from './stats.js';
 import { toParent } from './procs.js';

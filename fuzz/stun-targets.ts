@@ -1,6 +1,5 @@
-// Fuzz targets for the agent's STUN/TURN codec and client (src/agent/turn/). Kept in a file of
-// their own so they can move with src/fuzz; registered by adding `...stunTargets()` to
-// allTargets() in targets.ts. Promises checked:
+// Fuzz targets for the agent's STUN/TURN codec and client (src/agent/turn/), registered in
+// allTargets() (targets.ts). Promises checked:
 //   stun         decodeStun never throws; refusals carry MALFORMED or TOO_LARGE and a reason;
 //                a decoded message re-encodes and decodes to the same fields; verifyIntegrity
 //                never throws and never accepts a key it was not made with.
@@ -9,11 +8,11 @@
 //   turn-client  a TurnClient holding an allocation, fed hostile relay datagrams, never throws,
 //                stays allocated, and delivers data only from the permitted peer or bound channel.
 import { createHmac } from 'node:crypto';
-import type { DecodedStun, StunMessage } from '../agent/turn/codec.js';
-import { decodeChannelData, decodeStun, encodeChannelData, encodeStun, longTermKey, Method, streamFrameLength, verifyIntegrity } from '../agent/turn/codec.js';
-import type { LinkHandlers } from '../agent/turn/client.js';
-import { TurnClient } from '../agent/turn/client.js';
-import { ErrorCode } from '../wire/errors.js';
+import type { DecodedStun, StunMessage } from '../src/agent/turn/codec.js';
+import { decodeChannelData, decodeStun, encodeChannelData, encodeStun, longTermKey, Method, streamFrameLength, verifyIntegrity } from '../src/agent/turn/codec.js';
+import type { LinkHandlers } from '../src/agent/turn/client.js';
+import { TurnClient } from '../src/agent/turn/client.js';
+import { ErrorCode } from '../src/wire/errors.js';
 import type { Target } from './targets.js';
 import { PropertyViolation } from './targets.js';
 

@@ -2,8 +2,8 @@
 // own process, trivial handlers, driven like the echo baseline. Two kinds of request:
 // unauthenticated REFLECT, and session REFRESH (MAC verify + MAC seal per request).
 import { randomBytes } from 'node:crypto';
-import { generatePair, privateKeyObject } from '../wire/keys.js';
-import { issueTicket } from '../wire/ticket.js';
+import { generatePair, privateKeyObject } from '../src/wire/keys.js';
+import { issueTicket } from '../src/wire/ticket.js';
 import { runLoad } from './baseline.js';
 import type { SessionGrant } from './loadgen.js';
 import type { NetServerCommand } from './net-server.js';

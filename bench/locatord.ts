@@ -2,21 +2,22 @@
 // returns a plain object of figures.
 //
 // Throughput: a locatord child process on loopback, driven by `workers` load-generator
-// processes (bench-worker.ts), each with its own sessions, keeping `window` requests outstanding.
+// processes (locatord-worker.ts), each with its own sessions, keeping `window` requests outstanding.
 // The same workers then drive a bare node:dgram echo server with the same datagrams, so the
 // figures are also given as a ratio to what the machine's UDP path does with no work at all.
 import type { ChildProcess } from 'node:child_process';
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Address } from '../wire/addr.js';
-import type { KeyFile } from '../wire/keys.js';
-import { generatePair, keyFileToJson, newKid, publicOf, publicToJson } from '../wire/keys.js';
-import type { RunResult, WorkerCommand } from './bench-worker.js';
+import { startDaemon } from '../src/common/spawn.js';
+import type { Address } from '../src/wire/addr.js';
+import type { KeyFile } from '../src/wire/keys.js';
+import { generatePair, keyFileToJson, newKid, publicOf, publicToJson } from '../src/wire/keys.js';
+import type { RunResult, WorkerCommand } from './locatord-worker.js';
 
-// Compiled (dist/*.js) or run from source through tsx (src/*.ts).
+// Compiled (build/bench/*.js) or run from source through tsx (bench/*.ts).
 const fromSource = import.meta.url.endsWith('.ts');
 const ext = fromSource ? '.ts' : '.js';
 const execArgv = fromSource ? ['--import', 'tsx'] : [];
@@ -28,7 +29,7 @@ interface Child {
 }
 
 function forkWorker(extraArgv: string[] = []): Child {
-  const proc = fork(here('bench-worker'), [], { execArgv: [...execArgv, ...extraArgv], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const proc = fork(here('locatord-worker'), [], { execArgv: [...execArgv, ...extraArgv], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   return {
     proc,
     ask: <T>(m: WorkerCommand) =>
@@ -46,29 +47,6 @@ function forkWorker(extraArgv: string[] = []): Child {
   };
 }
 
-/** Start devloc-locatord as a child; resolves with its port once it logs "listening". */
-function startLocatordChild(args: string[]): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn(process.execPath, [...execArgv, here('main'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    proc.once('exit', (code) => reject(new Error(`locatord exited ${code}`)));
-    proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buf += chunk;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const o = JSON.parse(line) as { msg?: string; port?: number };
-          if (o.msg === 'listening') resolve({ proc, port: o.port! });
-        } catch {
-          /* not JSON: ignore */
-        }
-      }
-    });
-  });
-}
-
 export interface ThroughputOptions {
   /** Load-generator processes (at least 2). */
   workers?: number;
@@ -80,7 +58,7 @@ export interface ThroughputOptions {
   seconds?: number;
   /** Locator IDs per QUERY_ADDR. */
   idsPerQuery?: number;
-  /** More locatord flags (scale-bench.ts: --store redis, --workers). */
+  /** More locatord flags (scale.ts: --store redis, --workers). */
   extraArgs?: string[];
 }
 
@@ -125,19 +103,19 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
   writeFileSync(path.join(dir, 'authd.pub'), publicToJson(publicOf(authd)));
   const children: ChildProcess[] = [];
   try {
-    const loc = await startLocatordChild([
+    const loc = await startDaemon({ entry: 'locatord/main', args: [
       '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', path.join(dir, 'state'),
       '--service-key', path.join(dir, 'service.key'), '--trust', path.join(dir, 'authd.pub'),
       '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', String(8 << 20), '--max-ttl', '3600', '--default-ttl', '3600',
       ...(o.extraArgs ?? []),
-    ]);
+    ] });
     children.push(loc.proc);
     const echo = forkWorker();
     children.push(echo.proc);
     const echoPort = (await echo.ask<{ port: number }>({ cmd: 'echo' })).port;
     const gens = Array.from({ length: workers }, () => forkWorker());
     children.push(...gens.map((g) => g.proc));
-    const target: Address = { ip: '127.0.0.1', port: loc.port };
+    const target: Address = { ip: '127.0.0.1', port: Number(loc.listening['port']) };
     await Promise.all(gens.map((g) => g.ask({
       cmd: 'setup', target, kid, audience: 'locator', sessions: sessionsPerWorker,
       authdSign: { public: sign.public.toString('base64url'), secret: sign.secret.toString('base64url') },
@@ -204,7 +182,7 @@ export async function benchLocatord(o: ThroughputOptions & { tableEntries?: numb
   };
 }
 
-// `node --import tsx src/locatord/bench.ts` (or dist/locatord/bench.js): print the figures.
+// `node --import tsx bench/locatord.ts` (or build/bench/locatord.js): print the figures.
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
   benchLocatord().then((r) => process.stdout.write(JSON.stringify(r, null, 2) + '\n'), (err: Error) => {
     process.stderr.write(`${err.stack ?? err.message}\n`);

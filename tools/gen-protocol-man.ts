@@ -4,24 +4,25 @@
 // src/wire/errors.ts and constants.ts), the constants table, and the examples
 // (test/vectors/*.json, each decoded into annotated diagnostic notation).
 //
-//   npx tsx src/cli/gen-protocol-man.ts           rewrite the generated blocks in place
-//   npx tsx src/cli/gen-protocol-man.ts --check   exit 1 if the page is stale
+//   npx tsx tools/gen-protocol-man.ts           rewrite the generated blocks in place
+//   npx tsx tools/gen-protocol-man.ts --check   exit 1 if the page is stale
 //
 // The page is hand-written prose around blocks delimited by
 //   .\" BEGIN GENERATED <name> ... .\" END GENERATED <name>
 // test/unit/protocol-doc.test.ts runs the --check comparison.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { authGrantFields, authInnerFields, catalog, MAX_QUERY_IDS, responseTypeOf } from '../wire/catalog.js';
-import type { MessageSpec, MessageType } from '../wire/catalog.js';
-import { decodeStrict } from '../wire/cbor.js';
-import * as constants from '../wire/constants.js';
-import { DEFAULT_PORTS, NetMode, netModeNames, Visibility } from '../wire/constants.js';
-import { ErrorCode } from '../wire/errors.js';
-import type { Field, FieldType } from '../wire/schema.js';
-import { envelopeDiag } from './diag.js';
+import { authGrantFields, authInnerFields, catalog, MAX_QUERY_IDS, responseTypeOf } from '../src/wire/catalog.js';
+import type { MessageSpec, MessageType } from '../src/wire/catalog.js';
+import { decodeStrict } from '../src/wire/cbor.js';
+import * as constants from '../src/wire/constants.js';
+import { DEFAULT_PORTS, NetMode, netModeNames, Visibility } from '../src/wire/constants.js';
+import { ErrorCode } from '../src/wire/errors.js';
+import type { Field, FieldType } from '../src/wire/schema.js';
+import { envelopeDiag } from '../src/cli/diag.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
+// tools/ from the sources, build/tools/ compiled (tsconfig.tools.json).
+const root = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../' : '../../', import.meta.url));
 export const manPath = `${root}man/devloc-protocol.7`;
 
 // ---------------------------------------------------------------------------------------------
@@ -413,7 +414,7 @@ export function applyBlocks(page: string, blocks: Map<string, string[]>): string
     const i = out.indexOf(begin);
     const j = out.indexOf(end);
     if (i < 0 || j < i) throw new Error(`man page lacks the markers of generated block "${name}"`);
-    const head = out.slice(0, i) + begin + ' (npx tsx src/cli/gen-protocol-man.ts; do not edit by hand)\n';
+    const head = out.slice(0, i) + begin + ' (npx tsx tools/gen-protocol-man.ts; do not edit by hand)\n';
     out = head + lines.join('\n') + '\n' + out.slice(j);
   }
   return out;
@@ -430,7 +431,7 @@ function main(): void {
   const next = regenerate(page);
   if (process.argv.includes('--check')) {
     if (next !== page) {
-      process.stderr.write(`${manPath} is stale: run npx tsx src/cli/gen-protocol-man.ts\n`);
+      process.stderr.write(`${manPath} is stale: run npx tsx tools/gen-protocol-man.ts\n`);
       process.exitCode = 1;
     }
     return;

@@ -1,6 +1,6 @@
 // How small the agent is: idle RSS and CPU seconds per hour of refreshing. Starts devloc-authd
 // and devloc-locatord as child processes on 127.0.0.1 (so their work is not counted), then two
-// embedded agents one after the other, each in its own process (bench-child.ts), measured from
+// embedded agents one after the other, each in its own process (agent-child.ts), measured from
 // inside:
 //   idle run  — locatord's own refresh interval (25 s): what an agent costs doing nothing;
 //   busy run  — a refresh every `refreshS` seconds: the cost of one refresh, by difference.
@@ -11,10 +11,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AuthDb } from '../authd/db.js';
-import { NAT_REFRESH_S } from '../wire/constants.js';
-import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../wire/keys.js';
-import type { ChildResult, ChildSettings } from './bench-child.js';
+import { AuthDb } from '../src/authd/db.js';
+import { startDaemon } from '../src/common/spawn.js';
+import { NAT_REFRESH_S } from '../src/wire/constants.js';
+import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../src/wire/keys.js';
+import type { ChildResult, ChildSettings } from './agent-child.js';
 
 export interface AgentBenchOptions {
   /** Measured window of each run, seconds (default 20). */
@@ -52,38 +53,8 @@ function nodeArgs(rel: string): string[] {
   return typescript ? ['--import', 'tsx', file] : [file];
 }
 
-function startDaemon(rel: string, args: string[]): Promise<{ proc: ChildProcess; listening: Record<string, unknown> }> {
-  const proc = spawn(process.execPath, [...nodeArgs(rel), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error(`${rel}: no "listening" line within 30 s: ${err}`)), 30_000);
-    proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const o = JSON.parse(line) as Record<string, unknown>;
-          if (o['msg'] === 'listening') {
-            clearTimeout(timer);
-            resolve({ proc, listening: o });
-          }
-        } catch {
-          /* not JSON: ignore */
-        }
-      }
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${rel} exited ${code}: ${err}`));
-    });
-  });
-}
-
 function runChild(settings: ChildSettings): Promise<ChildResult> {
-  const proc = spawn(process.execPath, nodeArgs('bench-child.ts'), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, nodeArgs('agent-child.ts'), { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -120,17 +91,17 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     const identity = path.join(dir, 'device.key');
     writeFileSync(identity, keyFileToJson(device), { mode: 0o600 });
     // A TTL of 90 s: locatord suggests the default 25 s refresh; the busy run overrides it.
-    const loc = await startDaemon('../locatord/main.ts', [
+    const loc = await startDaemon({ entry: 'locatord/main', args: [
       '--listen', '127.0.0.1', '--port', '0', '--service-key', serviceFile, '--trust', authdPub, '--state-dir', path.join(dir, 'loc'),
       '--reflector-port', '-1', '--default-ttl', '90',
-    ]);
+    ] });
     procs.push(loc.proc);
     const authdState = path.join(dir, 'authd');
     const db = AuthDb.open(authdState);
     db.addDevice({ deviceId: device.deviceId, publicKey: device.sign.public });
     db.putService({ serviceId: 'locator', sealKey: service.seal.public, addr: `127.0.0.1:${Number(loc.listening['port'])}` }, false);
     db.close();
-    const authd = await startDaemon('../authd/main.ts', ['--listen', '127.0.0.1', '--port', '0', '--key', authdKeyFile, '--state-dir', authdState]);
+    const authd = await startDaemon({ entry: 'authd/main', args: ['--listen', '127.0.0.1', '--port', '0', '--key', authdKeyFile, '--state-dir', authdState] });
     procs.push(authd.proc);
     const base = { identity, authd: `127.0.0.1:${Number(authd.listening['port'])}`, authdKey: authdPub, seconds };
     log(`agent bench: idle run, ${seconds} s at locatord's interval`);
