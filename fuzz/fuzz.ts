@@ -28,6 +28,11 @@ export interface FuzzOptions {
   maxCorpus?: number;
   /** Also fuzz the daemons' own servers (authd, locatord, matchd in-process). Default true. */
   daemons?: boolean;
+  /**
+   * Mutated inputs every target gets at least, even past `seconds` (default 0): a pass whose
+   * time went to the seeds on a busy machine still mutates (the test suite's smoke pass).
+   */
+  minMutations?: number;
 }
 
 export interface Crash {
@@ -150,7 +155,10 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
     // The seeds themselves first, unmutated: a bad seed is a finding too.
     for (const st of states) for (const s of [...st.corpus]) await exec(st, s);
     const donors = (st: State) => (): Buffer => (rng.chance(0.8) ? rng.pick(st.corpus) : rng.pick(rng.pick(states).corpus));
-    while (performance.now() < deadline) {
+    const minMutations = o.minMutations ?? 0;
+    const mutated = new Map<State, number>(states.map((st) => [st, 0]));
+    const short = (): boolean => states.some((st) => mutated.get(st)! < minMutations);
+    while (performance.now() < deadline || short()) {
       for (const st of states) {
         const t0 = performance.now();
         const sliceEnd = Math.min(deadline, t0 + SLICE_MS);
@@ -159,9 +167,10 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
           let input = mutate(rng.pick(st.corpus), rng, donor);
           if (st.target.prepare) input = st.target.prepare(input, rng);
           await exec(st, input);
-        } while (performance.now() < sliceEnd);
+          mutated.set(st, mutated.get(st)! + 1);
+        } while (performance.now() < sliceEnd || mutated.get(st)! < minMutations);
         st.busyMs += performance.now() - t0;
-        if (performance.now() >= deadline) break;
+        if (performance.now() >= deadline && !short()) break;
       }
     }
     // Let stray timers and promises of the last inputs surface before reporting.
