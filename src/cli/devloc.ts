@@ -4,8 +4,28 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
+import { didYouMean } from '../common/suggest.js';
+import { versionLine } from '../common/version.js';
+
+/**
+ * yargs' "Unknown arguments: max-tll, maxTll" as one line naming the first flag as typed and the
+ * closest option of the command (dash-case only: the camelCase aliases are yargs internals).
+ */
+export function unknownArgumentLine(msg: string, known: readonly string[]): string | null {
+  const m = /^Unknown arguments?: (.*)$/.exec(msg);
+  if (!m) return null;
+  const names = m[1]!.split(', ').filter((n) => !/[A-Z]/.test(n) || !m[1]!.split(', ').some((o) => o !== n && o.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) === n));
+  const first = names[0] ?? m[1]!;
+  const options = known.filter((k) => k.length > 1 && !/[A-Z]/.test(k));
+  return `unknown option ${first.length > 1 ? '--' : '-'}${first}${didYouMean(first, options, '--')}`;
+}
 
 export async function run(argv: string[]): Promise<void> {
+  const before = argv.indexOf('--') < 0 ? argv : argv.slice(0, argv.indexOf('--'));
+  if (before[0] === '--version' || (before.length === 1 && before[0] === 'version')) {
+    process.stdout.write(`${versionLine('devloc')}\n`);
+    return;
+  }
   let y = yargs(argv)
     .scriptName('devloc')
     .usage('devloc <command> [options]\n\nAdminister and inspect a devloc deployment; talk to the local devloc-agent.')
@@ -18,6 +38,14 @@ export async function run(argv: string[]): Promise<void> {
     .wrap(Math.min(100, process.stdout.columns || 100))
     .fail((msg, err, yy) => {
       if (err) throw err;
+      // The options of the command that failed, as its help lists them.
+      const help = String((yy as unknown as { help: () => unknown }).help() ?? '');
+      const known = [...new Set([...help.matchAll(/--([a-z][a-z0-9-]*)/g)].map((x) => x[1]!))];
+      const line = unknownArgumentLine(msg ?? '', known);
+      if (line) {
+        process.stderr.write(`devloc: ${line}\n`);
+        process.exit(2);
+      }
       process.stderr.write(`${yy.help() && ''}devloc: ${msg}\n(devloc --help for usage)\n`);
       process.exit(2);
     });

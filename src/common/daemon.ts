@@ -58,7 +58,7 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
       .parseAsync();
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`${binary}: ${err.message.split('\n')[0]} (${binary} --help for usage)\n`);
+    process.stderr.write(`${binary}: ${err.message.replace(/\s*\n\s*/g, ' ')} (${binary} --help for usage)\n`);
     return 2;
   }
   if (parsed['help']) return 0; // yargs printed it
