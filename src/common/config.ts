@@ -88,6 +88,10 @@ export function parseConfigFile(text: string, spec: Spec, fileName = 'config'): 
   const values: Config = {};
   const lineOf: Record<string, number> = {};
   const keys = Object.keys(spec).filter((k) => k !== 'config');
+  const meant = (k: string): string => {
+    const c = closest(k, keys);
+    return c === undefined ? '' : ` (did you mean "${c}"?)`;
+  };
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
     const text = lines[i]!;
@@ -106,7 +110,7 @@ export function parseConfigFile(text: string, spec: Spec, fileName = 'config'): 
     }
     const key = m[1]!;
     const s = specOf(spec, key);
-    if (!s || key === 'config') return { ok: false, error: `${fileName}:${i + 1}: unknown key "${key}"${didYouMean(key, keys)}` };
+    if (!s || key === 'config') return { ok: false, error: `${fileName}:${i + 1}: unknown key "${key}"${meant(key)}` };
     let raw = m[2]!.trim();
     if (/^".*"$/.test(raw)) raw = raw.slice(1, -1);
     const r = check(key, s, raw);

@@ -44,3 +44,16 @@ export function didYouMean(input: string, known: readonly string[], prefix = '')
   const c = closest(input, known);
   return c === undefined ? '' : ` (did you mean ${prefix}${c}?)`;
 }
+
+/**
+ * yargs' "Unknown arguments: max-tll, maxTll" as one line naming the first flag as typed and the
+ * closest option of the command (dash-case only: the camelCase aliases are yargs internals).
+ */
+export function unknownArgumentLine(msg: string, known: readonly string[]): string | null {
+  const m = /^Unknown arguments?: (.*)$/.exec(msg);
+  if (!m) return null;
+  const names = m[1]!.split(', ').filter((n) => !/[A-Z]/.test(n) || !m[1]!.split(', ').some((o) => o !== n && o.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) === n));
+  const first = names[0] ?? m[1]!;
+  const options = known.filter((k) => k.length > 1 && !/[A-Z]/.test(k));
+  return `unknown option ${first.length > 1 ? '--' : '-'}${first}${didYouMean(first, options, '--')}`;
+}
