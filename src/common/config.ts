@@ -216,12 +216,12 @@ export function daemonArgs(name: string, summary: string, spec: Spec, argv: stri
   let y = yargs(argv)
     .scriptName(name)
     .usage(`${name} [options]\n\n${summary}\n\nEvery option may also be set in the --config file (key = value) or as\n${envName(name.replace(/^devloc-/, ''), 'KEY')}. Precedence: flag > environment > file > default.`)
+    .version(false) // ours (runDaemon), which names the program
     .option('check-config', { type: 'boolean', describe: 'validate the configuration, the files, directories and ports it names, and exit' })
     .option('version', { type: 'boolean', describe: `print "${name} <version>" and exit` })
     .strict()
     .help()
     .alias('h', 'help')
-    .version(false)
     .wrap(Math.min(100, process.stdout.columns || 100));
   for (const [k, s] of Object.entries(spec)) {
     const def = s.default === undefined || s.default === '' ? '' : ` [default: ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)}]`;

@@ -33,7 +33,7 @@ function writableDir(dir: string): string | null {
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS') return exists ? `${p}: permission denied (not writable)` : `cannot create ${dir}: ${p} is not writable`;
-      if (e.code !== 'ENOENT') return `${p}: ${e.code ?? e.message}`;
+      if (e.code !== 'ENOENT' && e.code !== 'ENOTDIR') return `${p}: ${e.code ?? e.message}`;
       exists = false;
       const up = dirname(p);
       if (up === p) return `cannot create ${dir}`;
