@@ -4,33 +4,11 @@
 // devices` / `enroll` on a state directory they may not read.
 import t from 'tap';
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createSocket } from 'node:dgram';
-import type { Socket } from 'node:dgram';
 import path from 'node:path';
-import { keyFileToJson, newAuthdKey, newServiceKey, publicOf, publicToJson } from '../../src/wire/keys.js';
 import { AuthDb } from '../../src/authd/db.js';
-import { run } from './ops-helpers.js';
+import { holdUdp, keys, run } from './ops-helpers.js';
 
 const pkgVersion = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-
-function keys(dir: string, service = 'locator'): { serviceKey: string; trust: string } {
-  const authd = newAuthdKey();
-  const sk = newServiceKey(service);
-  if (authd.kind !== 'authd' || sk.kind !== 'service') throw new Error('keygen');
-  mkdirSync(dir, { recursive: true });
-  const serviceKey = path.join(dir, `${service}.key`);
-  const trust = path.join(dir, 'authd.pub');
-  writeFileSync(serviceKey, keyFileToJson(sk), { mode: 0o600 });
-  writeFileSync(trust, publicToJson(publicOf(authd)));
-  return { serviceKey, trust };
-}
-
-function holdUdp(): Promise<{ socket: Socket; port: number }> {
-  return new Promise((resolve) => {
-    const socket = createSocket('udp4');
-    socket.bind({ address: '127.0.0.1', port: 0, exclusive: true }, () => resolve({ socket, port: socket.address().port }));
-  });
-}
 
 t.test('--version on every program: "devloc-<prog> <version>", exit 0', async (t) => {
   for (const [entry, prog] of [

@@ -1,5 +1,9 @@
 // Run a devloc program (src/<entry> through tsx) to its exit, for the operations tests.
 import { spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import type { Socket } from 'node:dgram';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { keyFileToJson, newAuthdKey, newServiceKey, publicOf, publicToJson } from '../../src/wire/keys.js';
 import type { SpawnOptions } from 'node:child_process';
 import path from 'node:path';
 import { root } from '../helpers/daemon.js';
@@ -25,5 +29,26 @@ export function run(entry: string, args: string[], env: NodeJS.ProcessEnv = {}, 
     p.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     p.once('error', reject);
     p.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A service key and a trusted authd public key in `dir`. */
+export function keys(dir: string, service = 'locator'): { serviceKey: string; trust: string } {
+  const authd = newAuthdKey();
+  const sk = newServiceKey(service);
+  if (authd.kind !== 'authd' || sk.kind !== 'service') throw new Error('keygen');
+  mkdirSync(dir, { recursive: true });
+  const serviceKey = path.join(dir, `${service}.key`);
+  const trust = path.join(dir, 'authd.pub');
+  writeFileSync(serviceKey, keyFileToJson(sk), { mode: 0o600 });
+  writeFileSync(trust, publicToJson(publicOf(authd)));
+  return { serviceKey, trust };
+}
+
+/** A UDP port on 127.0.0.1 held by this process (to make a daemon's bind fail). */
+export function holdUdp(): Promise<{ socket: Socket; port: number }> {
+  return new Promise((resolve) => {
+    const socket = createSocket('udp4');
+    socket.bind({ address: '127.0.0.1', port: 0, exclusive: true }, () => resolve({ socket, port: socket.address().port }));
   });
 }
