@@ -118,7 +118,12 @@ t.test('the examples pass --check-config with keys made as the README says', asy
       .replaceAll('/run/devloc/', `${dir}/run/devloc/`));
     return file;
   });
-  const results = await Promise.all(DAEMONS.map((d, i) => run(`src/${d}/main.ts`, ['--config', files[i]!, '--check-config'])));
+  // --check-config binds the ports to see that they are free; the examples' are the defaults,
+  // which something else on a shared test machine may hold: any free port instead.
+  const anyPort: Record<string, string[]> = {
+    authd: ['--port', '0'], locatord: ['--port', '0', '--reflector-port', '0', '--reflector-alt-port', '0'], matchd: ['--port', '0'],
+  };
+  const results = await Promise.all(DAEMONS.map((d, i) => run(`src/${d}/main.ts`, ['--config', files[i]!, '--check-config', ...(anyPort[d] ?? [])])));
   DAEMONS.forEach((d, i) => {
     const r = results[i]!;
     t.equal(r.status, 0, `devloc-${d} --check-config exits 0${r.status === 0 ? '' : `: ${r.stderr.trim()}`}`);
