@@ -105,7 +105,7 @@ export async function preflight(spec: Spec, config: Config, origins: Record<stri
 export function explainStartError(err: unknown, spec: Spec, config: Config, origins: Record<string, string> = {}): string | null {
   const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
   if (!(e instanceof Error) || typeof e.code !== 'string') return null;
-  if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL' || e.code === 'EACCES') && (e.syscall === 'bind' || e.syscall === 'listen') && typeof e.port === 'number') {
+  if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL' || e.code === 'EACCES') && (e.syscall === 'bind' || e.syscall === 'listen') && typeof e.port === 'number' && !e.address?.startsWith('/')) {
     const why = e.code === 'EADDRINUSE' ? 'is in use' : e.code === 'EADDRNOTAVAIL' ? 'is not an address of this host' : 'needs privileges';
     const where = `${e.address?.includes(':') ? `[${e.address}]` : e.address}:${e.port}`;
     const key = portKeys(spec).find((k) => Number(config[k]) === e.port && e.port !== 0);
@@ -113,10 +113,11 @@ export function explainStartError(err: unknown, spec: Spec, config: Config, orig
     const ml = parseAddress(str(config, 'metrics-listen'));
     if (ml && ml.port === e.port) return `${named('metrics-listen', str(config, 'metrics-listen'), origins)}: ${where} ${why}`;
     if (e.code === 'EADDRNOTAVAIL' && Object.hasOwn(spec, 'listen')) return `${named('listen', str(config, 'listen'), origins)}: ${where} ${why}`;
-    return null;
   }
-  if (typeof e.path === 'string' && ['EACCES', 'EPERM', 'EEXIST', 'ENOENT', 'ENOTDIR', 'EROFS', 'EISDIR'].includes(e.code)) {
-    const path = resolve(e.path);
+  // A Unix socket's listen() error carries the path as `address`.
+  const errPath = typeof e.path === 'string' ? e.path : typeof e.address === 'string' && e.address.startsWith('/') ? e.address : undefined;
+  if (errPath !== undefined && ['EACCES', 'EPERM', 'EEXIST', 'ENOENT', 'ENOTDIR', 'EROFS', 'EISDIR', 'EADDRINUSE'].includes(e.code)) {
+    const path = resolve(errPath);
     // The option whose value is this path, a directory above it (a file in the state dir) or
     // below it (a parent directory that had to be created).
     const key = Object.keys(spec).find((k) => {
@@ -128,9 +129,10 @@ export function explainStartError(err: unknown, spec: Spec, config: Config, orig
     const what: Record<string, string> = {
       EACCES: 'permission denied', EPERM: 'operation not permitted', EEXIST: 'already exists', ENOENT: 'does not exist',
       ENOTDIR: 'a path component is not a directory', EROFS: 'read-only file system', EISDIR: 'is a directory',
+      EADDRINUSE: 'in use by another process',
     };
     const op = e.syscall ? `${e.syscall} ` : '';
-    return `${named(key, str(config, key), origins)}: ${op}${e.path}: ${what[e.code]}; change --${key} or the ownership/mode of ${e.path}`;
+    return `${named(key, str(config, key), origins)}: ${op}${errPath}: ${what[e.code]}; change --${key} or the ownership/mode of ${errPath}`;
   }
   return null;
 }

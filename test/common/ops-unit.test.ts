@@ -171,6 +171,8 @@ t.test('explainStartError names the option and where it was set', async (t) => {
   t.equal(explainStartError(sysErr('EEXIST', { syscall: 'mkdir', path: '/var/lib/devloc' }), sp, config, { 'state-dir': 'environment DEVLOC_X_STATE_DIR' }),
     '--state-dir /var/lib/devloc (set at environment DEVLOC_X_STATE_DIR): mkdir /var/lib/devloc: already exists; change --state-dir or the ownership/mode of /var/lib/devloc');
   t.match(explainStartError(sysErr('EACCES', { syscall: 'open', path: '/var/lib/devloc/authd.db' }), sp, config), /^--state-dir \/var\/lib\/devloc \(the default\): open \/var\/lib\/devloc\/authd\.db: permission denied/);
+  t.equal(explainStartError(sysErr('EACCES', { syscall: 'listen', address: '/run/devloc/agent.sock', port: -1 }), sp, config),
+    '--control-socket /run/devloc/agent.sock (the default): listen /run/devloc/agent.sock: permission denied; change --control-socket or the ownership/mode of /run/devloc/agent.sock', 'a Unix socket names its path as address');
   t.equal(explainStartError(sysErr('EACCES', { syscall: 'open', path: '/elsewhere' }), sp, config), null, 'not ours to name');
   t.equal(explainStartError(new Error('plain'), sp, config), null);
   t.equal(explainStartError('not an error', sp, config), null);
