@@ -6,6 +6,7 @@ import t from 'tap';
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AuthDb } from '../../src/authd/db.js';
+import { keyFileToJson, newAuthdKey, newDeviceKey, publicOf, publicToJson } from '../../src/wire/keys.js';
 import { holdUdp, keys, run } from './ops-helpers.js';
 
 const pkgVersion = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -101,4 +102,30 @@ t.test('devloc devices / enroll on a state dir they may not read: permission den
   chmodSync(AuthDb.fileIn(open), 0o600);
   const f = await run('cli/devloc.ts', ['devices', '--state-dir', open], env, asNobody!, false);
   t.same(f, { code: 1, stdout: '', stderr: `devloc devices: permission denied: ${AuthDb.fileIn(open)} (run as the user devloc-authd runs as, e.g. sudo -u devloc, or pass --state-dir)\n` }, 'the database file itself');
+});
+
+t.test('devloc-agent as nobody: a control socket it cannot create is named, by --check-config and at start', { skip: asNobody ? false : 'needs root to switch to nobody' }, async (t) => {
+  const dir = t.testdir();
+  chmodSync(dir, 0o755);
+  const home = path.join(dir, 'home');
+  mkdirSync(home);
+  chownSync(home, asNobody!.uid, asNobody!.gid);
+  const closed = path.join(dir, 'closed');
+  mkdirSync(closed, { mode: 0o755 });
+  const device = newDeviceKey();
+  const authd = newAuthdKey();
+  const identity = path.join(dir, 'device.key');
+  writeFileSync(identity, keyFileToJson(device), { mode: 0o400 });
+  chownSync(identity, asNobody!.uid, asNobody!.gid);
+  const authdPub = path.join(dir, 'authd.pub');
+  writeFileSync(authdPub, publicToJson(publicOf(authd)));
+  const socket = path.join(closed, 'sub', 'agent.sock');
+  // authd: a loopback port nothing answers on (the agent never gets that far).
+  const args = ['--identity', identity, '--authd-key', authdPub, '--authd', '127.0.0.1:9', '--control-socket', socket, '--state-dir', home];
+  const env = { HOME: home, TMPDIR: home, PATH: process.env['PATH'] ?? '/usr/bin:/bin' };
+  const check = await run('agent/main.ts', [...args, '--check-config'], env, asNobody!, false);
+  t.same(check, { code: 2, stdout: '', stderr: `devloc-agent: configuration error: --control-socket ${socket}: cannot create ${path.join(closed, 'sub')}: ${closed} is not writable\n` });
+  const start = await run('agent/main.ts', args, env, asNobody!, false);
+  t.equal(start.code, 1);
+  t.equal(start.stderr, `devloc-agent: cannot start: --control-socket ${socket}: mkdir ${path.join(closed, 'sub')}: permission denied; change --control-socket or the ownership/mode of ${path.join(closed, 'sub')}\n`);
 });
