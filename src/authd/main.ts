@@ -91,8 +91,6 @@ export function checkConfig(config: Config): string | null {
   return null;
 }
 
-const NOT_RELOADABLE = ['listen', 'port', 'state-dir', 'receive-buffer', 'replay-cache', 'metrics-listen'];
-
 export const definition: DaemonDefinition = {
   name: 'authd',
   summary: 'devloc authentication server: checks devices against the terminal database and issues tickets and locator IDs.',
@@ -100,15 +98,10 @@ export const definition: DaemonDefinition = {
   check: checkConfig,
   async start(config, logger, metrics): Promise<Running> {
     const authd = await startAuthd({ ...options(config), logger, metrics });
-    let current = config;
     return {
       stop: () => authd.stop(),
       reload(next: Config) {
-        for (const k of NOT_RELOADABLE) {
-          if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) logger.warn('option changed but needs a restart', { option: k });
-        }
         authd.reload(reloadOptions(next));
-        current = next;
       },
     };
   },

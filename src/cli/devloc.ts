@@ -4,8 +4,15 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
+import { unknownArgumentLine } from '../common/suggest.js';
+import { versionLine } from '../common/version.js';
 
 export async function run(argv: string[]): Promise<void> {
+  const before = argv.indexOf('--') < 0 ? argv : argv.slice(0, argv.indexOf('--'));
+  if (before[0] === '--version' || (before.length === 1 && before[0] === 'version')) {
+    process.stdout.write(`${versionLine('devloc')}\n`);
+    return;
+  }
   let y = yargs(argv)
     .scriptName('devloc')
     .usage('devloc <command> [options]\n\nAdminister and inspect a devloc deployment; talk to the local devloc-agent.')
@@ -18,6 +25,14 @@ export async function run(argv: string[]): Promise<void> {
     .wrap(Math.min(100, process.stdout.columns || 100))
     .fail((msg, err, yy) => {
       if (err) throw err;
+      // The options of the command that failed, as its help lists them.
+      const help = String((yy as unknown as { help: () => unknown }).help() ?? '');
+      const known = [...new Set([...help.matchAll(/--([a-z][a-z0-9-]*)/g)].map((x) => x[1]!))];
+      const line = unknownArgumentLine(msg ?? '', known);
+      if (line) {
+        process.stderr.write(`devloc: ${line}\n`);
+        process.exit(2);
+      }
       process.stderr.write(`${yy.help() && ''}devloc: ${msg}\n(devloc --help for usage)\n`);
       process.exit(2);
     });

@@ -6,6 +6,7 @@
 // refused with the key (and file line) named, so a typo never silently means "default".
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
+import { closest, didYouMean } from './suggest.js';
 
 export type OptionType = 'string' | 'number' | 'boolean' | 'list';
 
@@ -26,13 +27,26 @@ export type Spec = Record<string, OptionSpec>;
 export type ConfigValue = string | number | boolean | string[];
 export type Config = Record<string, ConfigValue | undefined>;
 
-export type ConfigResult = { ok: true; config: Config; sources: Record<string, 'flag' | 'env' | 'file' | 'default'> } | { ok: false; error: string };
+export type ConfigResult =
+  | {
+    ok: true; config: Config; sources: Record<string, 'flag' | 'env' | 'file' | 'default'>;
+    /** Where each option not at its default was set: "FILE:LINE", "environment NAME" or "--key". */
+    origins: Record<string, string>;
+  }
+  | { ok: false; error: string };
+
+/** The spec of `key`, by own property only: a key named "constructor" or "__proto__" is unknown, not a crash. */
+export function specOf(spec: Spec, key: string): OptionSpec | undefined {
+  return Object.hasOwn(spec, key) ? spec[key] : undefined;
+}
 
 /** Options every daemon has. */
 export const commonSpec: Spec = {
   config: { type: 'string', describe: 'configuration file (key = value lines)' },
   'log-level': { type: 'string', default: 'info', choices: ['debug', 'info', 'warn', 'error'], describe: 'least severe log level written', reloadable: true },
+  'log-format': { type: 'string', default: 'json', choices: ['json', 'text'], describe: 'log lines as JSON objects, or as text: time level msg key=value ...', reloadable: true },
   'metrics-listen': { type: 'string', default: '', describe: 'serve Prometheus /metrics on this loopback host:port ("" = off)' },
+  'metrics-allow-remote': { type: 'boolean', default: false, describe: 'allow a metrics-listen address that is not loopback' },
   'state-dir': { type: 'string', default: '/var/lib/devloc', describe: 'directory for persistent state' },
 };
 
@@ -70,8 +84,14 @@ function check(key: string, spec: OptionSpec, raw: string | boolean | number | s
 }
 
 /** Parse a config file's text. */
-export function parseConfigFile(text: string, spec: Spec, fileName = 'config'): { ok: true; values: Config } | { ok: false; error: string } {
+export function parseConfigFile(text: string, spec: Spec, fileName = 'config'): { ok: true; values: Config; lines: Record<string, number> } | { ok: false; error: string } {
   const values: Config = {};
+  const lineOf: Record<string, number> = {};
+  const keys = Object.keys(spec).filter((k) => k !== 'config');
+  const meant = (k: string): string => {
+    const c = closest(k, keys);
+    return c === undefined ? '' : ` (did you mean "${c}"?)`;
+  };
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
     const text = lines[i]!;
@@ -81,17 +101,24 @@ export function parseConfigFile(text: string, spec: Spec, fileName = 'config'): 
     const line = quoted ? `${quoted[1]} = ${quoted[2]}` : text.replace(/(^|\s)#.*$/, '').trim();
     if (!line) continue;
     const m = /^([a-z0-9-]+)\s*=\s*(.*)$/.exec(line);
-    if (!m) return { ok: false, error: `${fileName}:${i + 1}: expected "key = value"` };
+    if (!m) {
+      // `Max-Party = 4`, `max party = 4`, `max_party = 4`: name the key that was meant.
+      const loose = /^([^=]*?)\s*=/.exec(line);
+      const meant = loose && loose[1] ? closest(loose[1], keys) : undefined;
+      if (meant !== undefined) return { ok: false, error: `${fileName}:${i + 1}: "${loose![1]}" is not a key; keys are lower case with '-' (did you mean "${meant}"?)` };
+      return { ok: false, error: `${fileName}:${i + 1}: expected "key = value"` };
+    }
     const key = m[1]!;
-    const s = spec[key];
-    if (!s || key === 'config') return { ok: false, error: `${fileName}:${i + 1}: unknown key "${key}"` };
+    const s = specOf(spec, key);
+    if (!s || key === 'config') return { ok: false, error: `${fileName}:${i + 1}: unknown key "${key}"${meant(key)}` };
     let raw = m[2]!.trim();
     if (/^".*"$/.test(raw)) raw = raw.slice(1, -1);
     const r = check(key, s, raw);
     if (!r.ok) return { ok: false, error: `${fileName}:${i + 1}: ${r.error}` };
     values[key] = r.value;
+    lineOf[key] = i + 1;
   }
-  return { ok: true, values };
+  return { ok: true, values, lines: lineOf };
 }
 
 export function envName(daemon: string, key: string): string {
@@ -111,6 +138,7 @@ export function resolveConfig(
 ): ConfigResult {
   const config: Config = {};
   const sources: Record<string, 'flag' | 'env' | 'file' | 'default'> = {};
+  const origins: Record<string, string> = {};
   for (const [k, s] of Object.entries(spec)) {
     if (s.default !== undefined) {
       config[k] = s.default;
@@ -130,6 +158,7 @@ export function resolveConfig(
     for (const [k, v] of Object.entries(f.values)) {
       config[k] = v;
       sources[k] = 'file';
+      origins[k] = `${configPath}:${f.lines[k] ?? 0}`;
     }
     config['config'] = configPath;
   }
@@ -137,23 +166,46 @@ export function resolveConfig(
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith(prefix) || raw === undefined) continue;
     const key = name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
-    const s = spec[key];
-    if (!s) return { ok: false, error: `environment ${name}: unknown key "${key}"` };
+    const s = specOf(spec, key);
+    if (!s) return { ok: false, error: `environment ${name}: unknown key "${key}"${didYouMean(key, Object.keys(spec))}` };
     if (key === 'config') continue;
     const r = check(key, s, raw);
     if (!r.ok) return { ok: false, error: `environment ${name}: ${r.error}` };
     config[key] = r.value;
     sources[key] = 'env';
+    origins[key] = `environment ${name}`;
   }
   for (const [key, raw] of Object.entries(flags)) {
-    const s = spec[key];
+    const s = specOf(spec, key);
     if (!s || raw === undefined) continue;
     const r = check(key, s, raw as string);
     if (!r.ok) return { ok: false, error: `--${r.error}` };
     config[key] = r.value;
     sources[key] = 'flag';
+    origins[key] = `--${key}`;
   }
-  return { ok: true, config, sources };
+  return { ok: true, config, sources, origins };
+}
+
+/**
+ * The first flag in `argv` that is not a known option, as one line naming it and the closest
+ * known option (`unknown option --max-tll (did you mean --max-ttl?)`), or null. Only the
+ * dash-case names count as known: yargs' camelCase aliases are not options a user should type.
+ * `known` holds long names without dashes; `--no-X` is known when X is.
+ */
+export function unknownFlag(argv: readonly string[], known: readonly string[], short: readonly string[] = ['h']): string | null {
+  for (const arg of argv) {
+    if (arg === '--') break;
+    if (/^-\d/.test(arg) || arg === '-' || !arg.startsWith('-')) continue; // a (negative) value or positional
+    if (arg.startsWith('--')) {
+      const name = arg.slice(2).split('=')[0]!;
+      if (known.includes(name) || (name.startsWith('no-') && known.includes(name.slice(3)))) continue;
+      return `unknown option --${name}${didYouMean(name, known, '--')}`;
+    }
+    const letters = arg.slice(1).split('=')[0]!;
+    for (const c of letters) if (!short.includes(c)) return `unknown option -${c}${letters.length > 1 ? ` (in ${arg}; long options take two dashes)` : ''}`;
+  }
+  return null;
 }
 
 /**
@@ -164,11 +216,12 @@ export function daemonArgs(name: string, summary: string, spec: Spec, argv: stri
   let y = yargs(argv)
     .scriptName(name)
     .usage(`${name} [options]\n\n${summary}\n\nEvery option may also be set in the --config file (key = value) or as\n${envName(name.replace(/^devloc-/, ''), 'KEY')}. Precedence: flag > environment > file > default.`)
-    .option('check-config', { type: 'boolean', describe: 'validate the configuration (and keys it names) and exit' })
+    .version(false) // ours (runDaemon), which names the program
+    .option('check-config', { type: 'boolean', describe: 'validate the configuration, the files, directories and ports it names, and exit' })
+    .option('version', { type: 'boolean', describe: `print "${name} <version>" and exit` })
     .strict()
     .help()
     .alias('h', 'help')
-    .version(false)
     .wrap(Math.min(100, process.stdout.columns || 100));
   for (const [k, s] of Object.entries(spec)) {
     const def = s.default === undefined || s.default === '' ? '' : ` [default: ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)}]`;

@@ -3,11 +3,14 @@
 // endpoint, SIGTERM/SIGINT graceful stop, SIGHUP reload.
 import { hideBin } from 'yargs/helpers';
 import type { Config, Spec } from './config.js';
-import { commonSpec, daemonArgs, resolveConfig, str } from './config.js';
-import type { Level } from './log.js';
+import { bool, commonSpec, daemonArgs, resolveConfig, specOf, str, unknownFlag } from './config.js';
+import type { Level, LogFormat } from './log.js';
 import { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { parseAddress } from '../wire/addr.js';
+import { explainStartError, preflight } from './preflight.js';
+import { inForce, reloadReport } from './reload.js';
+import { version, versionLine } from './version.js';
+import { ipToBytes, parseAddress } from '../wire/addr.js';
 
 export interface Running {
   /** Stop serving, persist what must be persisted. */
@@ -34,7 +37,31 @@ export function fullSpec(spec: Spec): Spec {
 export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(process.argv), env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const spec = fullSpec(def.spec);
   const binary = `devloc-${def.name}`;
-  const parsed = await daemonArgs(binary, def.summary, spec, argv).parseAsync();
+  const before = argv.indexOf('--') < 0 ? argv : argv.slice(0, argv.indexOf('--'));
+  if (before.includes('--version')) {
+    process.stdout.write(`${versionLine(binary)}\n`);
+    return 0;
+  }
+  // Unknown flags: one line with the closest option, exit 2 (not the whole help, and not
+  // yargs' camelCase aliases).
+  const unknown = unknownFlag(argv, [...Object.keys(spec), 'check-config', 'help', 'version']);
+  if (unknown) {
+    process.stderr.write(`${binary}: ${unknown}\n`);
+    return 2;
+  }
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = await daemonArgs(binary, def.summary, spec, argv)
+      .fail((msg, err) => {
+        throw new UsageError(msg || err?.message || 'bad arguments');
+      })
+      .parseAsync();
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`${binary}: ${err.message.replace(/\s*\n\s*/g, ' ')} (${binary} --help for usage)\n`);
+    return 2;
+  }
+  if (parsed['help']) return 0; // yargs printed it
   const flags: Record<string, unknown> = {};
   for (const k of Object.keys(spec)) if (parsed[k] !== undefined) flags[k] = parsed[k];
   const resolved = resolveConfig(def.name, spec, flags, env);
@@ -42,23 +69,35 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
     process.stderr.write(`${binary}: configuration error: ${resolved.error}\n`);
     return 2;
   }
-  const config = resolved.config;
+  const { config, origins } = resolved;
   const problem = checkCommon(config) ?? (await def.check(config));
   if (problem) {
-    process.stderr.write(`${binary}: configuration error: ${problem}\n`);
+    process.stderr.write(`${binary}: configuration error: ${located(problem, spec, origins)}\n`);
     return 2;
   }
   if (parsed['check-config']) {
+    const problems = await preflight(spec, config, origins);
+    if (problems.length) {
+      for (const p of problems) process.stderr.write(`${binary}: configuration error: ${p}\n`);
+      return 2;
+    }
     process.stdout.write(`${binary}: configuration OK\n`);
     return 0;
   }
-  const logger = new Logger({ service: def.name, level: str(config, 'log-level') as Level });
+  const logger = new Logger({
+    service: def.name, level: str(config, 'log-level') as Level, format: str(config, 'log-format') as LogFormat,
+    firstLine: { version: version() },
+  });
   const metrics = new Metrics();
+  metrics.gauge('build_info', 'The running devloc version (always 1)', () => 1, { version: version() });
   let running: Running;
   try {
     running = await def.start(config, logger, metrics);
   } catch (err) {
-    logger.error('failed to start', { err: (err as Error).message });
+    const explained = explainStartError(err, spec, config, origins);
+    const text = explained ?? (err as Error).message;
+    logger.error('failed to start', { err: text });
+    process.stderr.write(`${binary}: cannot start: ${text}\n`);
     return 1;
   }
   let metricsServer: { close: () => Promise<void>; port: number } | undefined;
@@ -69,7 +108,9 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
       metricsServer = await metrics.serve(a.ip, a.port);
     } catch (err) {
       // e.g. the port is taken: stop what was started instead of dying on a rejection.
-      logger.error('cannot serve metrics', { listen: ml, err: (err as Error).message });
+      const text = explainStartError(err, spec, config, origins) ?? (err as Error).message;
+      logger.error('cannot serve metrics', { listen: ml, err: text });
+      process.stderr.write(`${binary}: cannot start: ${text}\n`);
       await running.stop().catch(() => undefined);
       return 1;
     }
@@ -77,6 +118,7 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
   }
   return new Promise<number>((resolve) => {
     let stopping = false;
+    let current = config;
     const stop = async (signal: string): Promise<void> => {
       if (stopping) return;
       stopping = true;
@@ -103,21 +145,53 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
         // The same checks as at start: a reload must not apply what a start would refuse.
         const bad = checkCommon(again.config) ?? (await def.check(again.config));
         if (bad) {
-          logger.error('reload refused: configuration error', { err: bad });
+          logger.error('reload refused: configuration error', { err: located(bad, spec, again.origins) });
           return;
         }
-        logger.level = str(again.config, 'log-level') as Level;
+        const report = reloadReport(spec, current, again.config);
         await running.reload?.(again.config);
-        logger.info('reloaded');
+        logger.level = str(again.config, 'log-level') as Level;
+        logger.format = str(again.config, 'log-format') as LogFormat;
+        current = inForce(spec, current, again.config);
+        // One line, the same words in every daemon: what is in force now, what waits for a restart.
+        logger.info('reloaded', { applied: report.applied, needsRestart: report.needsRestart });
       })().catch((err: Error) => logger.error('reload failed', { err: err.message }));
     });
   });
 }
 
+/** Thrown by the yargs failure handler: a usage error, reported in one line with exit 2. */
+class UsageError extends Error {}
+
+/**
+ * Prefix a check's message with where the option it names was set (`FILE:LINE: listen: ...`),
+ * when that was the config file: the line to edit.
+ */
+export function located(problem: string, spec: Spec, origins: Record<string, string>): string {
+  const key = /^(?:--)?([a-z0-9-]+)/.exec(problem)?.[1];
+  const origin = key !== undefined && specOf(spec, key) ? origins[key] : undefined;
+  return origin && !origin.startsWith('--') && !origin.startsWith('environment') ? `${origin}: ${problem}` : problem;
+}
+
+/** A loopback address: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
+function isLoopback(ip: string): boolean {
+  const b = ipToBytes(ip);
+  if (!b) return false;
+  if (b.length === 4) return b[0] === 127;
+  if (b.every((x, i) => x === (i === 15 ? 1 : 0))) return true;
+  return b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff && b[12] === 127;
+}
+
 /** Checks of the options every daemon has; an error text or null. */
 export function checkCommon(config: Config): string | null {
   const ml = str(config, 'metrics-listen');
-  if (ml && !parseAddress(ml)) return `metrics-listen: expected IP:PORT or [IPv6]:PORT (got ${JSON.stringify(ml)})`;
+  if (!ml) return null;
+  const a = parseAddress(ml);
+  if (!a) return `metrics-listen: expected IP:PORT or [IPv6]:PORT (got ${JSON.stringify(ml)})`;
+  // /metrics is unauthenticated: serving it beyond this host must be a decision, not a typo.
+  if (!isLoopback(a.ip) && !bool(config, 'metrics-allow-remote')) {
+    return `metrics-listen: ${ml} is not a loopback address; set metrics-allow-remote = yes to serve /metrics to other hosts`;
+  }
   return null;
 }
 

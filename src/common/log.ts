@@ -1,4 +1,5 @@
-// JSON log lines on stdout (one object per line, for journald and jq). Refusals of untrusted
+// Log lines on stdout: JSON (one object per line, for journald and jq; the default) or text (one
+// human line per event: `time level msg key=value ...`, for a terminal). Refusals of untrusted
 // input are logged through `refusal`, which keeps one line per (event) per interval and counts
 // the rest, so a flood cannot turn into a disk-filling log storm.
 
@@ -6,9 +7,57 @@ export type Level = 'debug' | 'info' | 'warn' | 'error';
 const order: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 export const levels = Object.keys(order) as Level[];
 
+export type LogFormat = 'json' | 'text';
+export const logFormats: readonly LogFormat[] = ['json', 'text'];
+
+// Control characters (C0, DEL, C1) and the Unicode line separators: a logged value from the
+// network must not be able to start a fake line or move the terminal's cursor.
+const controlChars = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const hasControl = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+function escapeControls(s: string): string {
+  return s.replace(controlChars, (c) => {
+    switch (c) {
+      case '\n': return '\\n';
+      case '\r': return '\\r';
+      case '\t': return '\\t';
+      default: return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+    }
+  });
+}
+
+function quote(s: string): string {
+  return `"${escapeControls(s.replace(/\\/g, '\\\\').replace(/"/g, '\\"'))}"`;
+}
+
+/** One value of a text line: bare when unambiguous, else double-quoted with escapes. */
+export function textValue(v: unknown): string {
+  if (typeof v === 'string') return v === '' || /[\s"=\\]/.test(v) || hasControl.test(v) ? quote(v) : v;
+  // Numbers, booleans, arrays, objects: their JSON (which escapes control characters itself).
+  let s: string;
+  try {
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = String(v);
+  }
+  return /\s/.test(s) ? quote(s) : s;
+}
+
+/** A text log line: `time level msg key=value ...` (msg quoted only when it holds '=' or '"'). */
+export function textLine(fields: Record<string, unknown>): string {
+  const { ts, level, msg, ...rest } = fields;
+  const m = String(msg ?? '');
+  const parts = [String(ts), String(level), m === '' || /[="\\]/.test(m) ? quote(m) : escapeControls(m)];
+  for (const [k, v] of Object.entries(rest)) if (v !== undefined) parts.push(`${escapeControls(k)}=${textValue(v)}`);
+  return parts.join(' ');
+}
+
 export interface LoggerOptions {
   level?: Level;
+  format?: LogFormat;
   service: string;
+  /** Fields added to the first line written (the version, so every log starts with it). */
+  firstLine?: Record<string, unknown>;
   write?: (line: string) => void;
   now?: () => number;
   /** Suppression interval for repeated refusals, ms. */
@@ -17,7 +66,9 @@ export interface LoggerOptions {
 
 export class Logger {
   level: Level;
+  format: LogFormat;
   readonly service: string;
+  private firstLine: Record<string, unknown> | undefined;
   private readonly write: (line: string) => void;
   private readonly now: () => number;
   private readonly refusalIntervalMs: number;
@@ -25,6 +76,8 @@ export class Logger {
 
   constructor(opts: LoggerOptions) {
     this.level = opts.level ?? 'info';
+    this.format = opts.format ?? 'json';
+    this.firstLine = opts.firstLine;
     this.service = opts.service;
     this.write = opts.write ?? ((line) => process.stdout.write(line + '\n'));
     this.now = opts.now ?? Date.now;
@@ -33,7 +86,10 @@ export class Logger {
 
   log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
     if (order[level] < order[this.level]) return;
-    this.write(JSON.stringify({ ts: new Date(this.now()).toISOString(), level, svc: this.service, msg, ...fields }));
+    const first = this.firstLine;
+    this.firstLine = undefined;
+    const line = { ts: new Date(this.now()).toISOString(), level, svc: this.service, msg, ...first, ...fields };
+    this.write(this.format === 'text' ? textLine(line) : JSON.stringify(line));
   }
   debug(msg: string, f?: Record<string, unknown>): void { this.log('debug', msg, f); }
   info(msg: string, f?: Record<string, unknown>): void { this.log('info', msg, f); }

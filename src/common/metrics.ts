@@ -35,6 +35,8 @@ interface Family {
   count?: number;
   sum?: number;
   collect?: () => number;
+  /** Gauges: constant label pairs, rendered. */
+  gaugeLabels?: string;
 }
 
 export const latencyBucketsS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5];
@@ -81,10 +83,11 @@ export class Metrics {
     return s;
   }
 
-  /** A gauge read at scrape time. */
-  gauge(name: string, help: string, collect: () => number): void {
+  /** A gauge read at scrape time (optionally with constant labels, e.g. build_info{version}). */
+  gauge(name: string, help: string, collect: () => number, labels?: LabelSet): void {
     const f = this.family(name, 'gauge', help);
     f.collect = collect;
+    f.gaugeLabels = labelKey(labels);
   }
 
   observe(name: string, help: string, seconds: number): void {
@@ -110,7 +113,7 @@ export class Metrics {
       const full = `${this.prefix}_${name}`;
       lines.push(`# HELP ${full} ${f.help}`, `# TYPE ${full} ${f.type}`);
       if (f.type === 'gauge') {
-        lines.push(`${full} ${f.collect ? f.collect() : 0}`);
+        lines.push(`${full}${f.gaugeLabels ? `{${f.gaugeLabels}}` : ''} ${f.collect ? f.collect() : 0}`);
       } else if (f.type === 'histogram') {
         let cumulative = 0;
         (f.buckets ?? []).forEach((b, i) => {

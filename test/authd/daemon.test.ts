@@ -79,7 +79,8 @@ t.test('--check-config', async (t) => {
     p.once('close', (status) => resolve({ status, stdout, stderr }));
   });
   const [ok, bad] = await Promise.all([
-    run(['--check-config', '--key', f.authdKeyFile, '--state-dir', f.stateDir]),
+    // --port 0: --check-config binds the port, and the default may be held on a shared machine.
+    run(['--check-config', '--key', f.authdKeyFile, '--state-dir', f.stateDir, '--port', '0']),
     run(['--check-config', '--key', path.join(f.dir, 'missing.key'), '--state-dir', f.stateDir]),
   ]);
   t.equal(ok.status, 0, ok.stderr);

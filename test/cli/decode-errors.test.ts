@@ -57,7 +57,7 @@ t.test('usage errors exit 2', async (t) => {
     [['decode', '--file', 'x', ack], /give one input/],
     [['decode', '--session-key', 'abcd', ack], /--session-key #1 must be 32 bytes/],
     [['decode', '--seal-key', 'zz', ack], /--seal-key #1 must be 32 bytes/],
-    [['decode', '--bogus', ack], /Unknown argument/],
+    [['decode', '--bogus', ack], /^devloc: unknown option --bogus\n$/],
   ];
   const results = await Promise.all(cases.map(([args]) => devlocAsync(args)));
   cases.forEach(([args, err], i) => {

@@ -114,7 +114,9 @@ t.test('--check-config validates the key files and the settings from every sourc
     const write = { out: process.stdout.write, err: process.stderr.write };
     process.stdout.write = process.stderr.write = ((s: string) => out.push(s) > 0) as typeof process.stdout.write;
     try {
-      return { status: await runDaemon(locatordDaemon, ['--check-config', ...args], env), out: out.join('') };
+      // Any free ports: --check-config binds them, and the defaults may be held on a shared machine.
+      const ports = ['--port', '0', '--reflector-port', '0', '--reflector-alt-port', '0'];
+      return { status: await runDaemon(locatordDaemon, ['--check-config', ...ports, ...args], env), out: out.join('') };
     } finally {
       process.stdout.write = write.out;
       process.stderr.write = write.err;

@@ -110,7 +110,7 @@ t.test('devloc.conf.5 lists every key of every daemon in its section', needs('ma
     // The subsection "devloc-<daemon>" of KEYS BY DAEMON, up to the next (sub)section.
     const section = new RegExp(`^ {3}devloc-${d}\\n([\\s\\S]*?)(?=^ {0,3}\\S)`, 'm').exec(text)?.[1] ?? '';
     t.not(section, '', `devloc.conf.5 has a subsection devloc-${d}`);
-    const common = new Set(['--help', '--check-config', '--config', '--log-level', '--metrics-listen', '--state-dir']);
+    const common = new Set(['--help', '--check-config', '--config', '--log-level', '--metrics-listen', '--state-dir', '--log-format', '--metrics-allow-remote', '--version']);
     const keys = flagsOf(help(entry).out).filter((f) => !common.has(f)).map((f) => f.slice(2));
     t.ok(keys.length > 0, `${d}: keys found in --help`);
     t.same(keys.filter((k) => !mentions(section, k)), [], `every devloc-${d} key is listed under devloc-${d}`);

@@ -2,7 +2,7 @@
 // working directly on authd.db in --state-dir (the daemon may run meanwhile: SQLite WAL):
 //   device new, enroll, revoke, unrevoke, devices [list|show], service add|list|rm
 // Exit status: 0 done, 1 the work failed (bad lines, unknown device, ...), 2 bad arguments.
-import { closeSync, existsSync, fchmodSync, fsyncSync, unlinkSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fchmodSync, fsyncSync, unlinkSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import { AuthDb } from '../../authd/db.js';
 import type { DeviceRow, ServiceRow } from '../../authd/db.js';
@@ -71,11 +71,49 @@ function withStateDir<T>(y: Argv<T>) {
   });
 }
 
+const denied = (path: string): CommandError =>
+  new CommandError(`permission denied: ${path} (run as the user devloc-authd runs as, e.g. sudo -u devloc, or pass --state-dir)`);
+
+/**
+ * Say what stops us from using the database in `stateDir`, before SQLite says "no such file" or
+ * "unable to open database file": a directory we cannot enter, a file we cannot read or write
+ * (WAL mode writes beside the database even to read it).
+ */
+function checkAccess(stateDir: string, create: boolean): void {
+  const file = AuthDb.fileIn(stateDir);
+  const code = (f: () => void): string | undefined => {
+    try {
+      f();
+      return undefined;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code ?? 'EIO';
+    }
+  };
+  const dirStat = code(() => statSync(stateDir));
+  if (dirStat === 'EACCES' || dirStat === 'EPERM') throw denied(stateDir);
+  if (dirStat === 'ENOTDIR') throw new CommandError(`${stateDir}: not a directory (pass --state-dir)`);
+  if (dirStat === undefined) {
+    if (!statSync(stateDir).isDirectory()) throw new CommandError(`${stateDir}: not a directory (pass --state-dir)`);
+    if (code(() => accessSync(stateDir, constants.X_OK)) !== undefined) throw denied(stateDir);
+    const fileStat = code(() => statSync(file));
+    if (fileStat === undefined) {
+      if (code(() => accessSync(file, constants.R_OK | constants.W_OK)) !== undefined) throw denied(file);
+      if (code(() => accessSync(stateDir, constants.W_OK)) !== undefined) throw denied(stateDir);
+    } else if (create && code(() => accessSync(stateDir, constants.W_OK)) !== undefined) {
+      throw denied(stateDir);
+    }
+  }
+}
+
 function openDb(stateDir: string, create: boolean, cacheKiB = 0): AuthDb {
+  checkAccess(stateDir, create);
   try {
     return AuthDb.open(stateDir, { create, synchronous: 'FULL', ...(cacheKiB ? { cacheKiB } : {}) });
   } catch (err) {
-    throw new CommandError((err as Error).message);
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EACCES' || e.code === 'EPERM') throw denied(e.path ?? stateDir);
+    if (e.code === 'SQLITE_CANTOPEN') throw new CommandError(`cannot open ${AuthDb.fileIn(stateDir)}: ${e.message} (check --state-dir and its permissions)`);
+    throw new CommandError(e.message);
   }
 }
 

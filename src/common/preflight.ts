@@ -1,0 +1,138 @@
+// Errors that say what to change. `preflight` is what --check-config adds to the configuration
+// checks: the state directory is writable (or can be created), socket directories likewise, the
+// ports are free (bound and closed again). `explainStartError` turns an OS error at start
+// (EADDRINUSE, EACCES, EEXIST, ENOENT, ENOTDIR) into a line naming the option and value to
+// change, and where that value was set.
+import { accessSync, constants, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { dirname, resolve } from 'node:path';
+import type { Config, Spec } from './config.js';
+import { str } from './config.js';
+import { parseAddress } from '../wire/addr.js';
+
+/** Options whose value is a UDP port bound on `listen`: `port` and `*-port` numbers. */
+function portKeys(spec: Spec): string[] {
+  return Object.keys(spec).filter((k) => spec[k]!.type === 'number' && (k === 'port' || k.endsWith('-port')));
+}
+
+/** Options whose value is a directory the daemon writes in, or a file it creates. */
+const dirKeys = ['state-dir'];
+const createdFileKeys = ['control-socket'];
+
+/** Null when `dir` is a writable directory or can be created; else why not. */
+function writableDir(dir: string): string | null {
+  let p = resolve(dir);
+  let exists = true;
+  for (;;) {
+    try {
+      const st = statSync(p);
+      if (!st.isDirectory()) return exists ? `${p} is not a directory` : `${p} is not a directory (needed to create ${dir})`;
+      accessSync(p, constants.W_OK | constants.X_OK);
+      return null;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS') return exists ? `${p}: permission denied (not writable)` : `cannot create ${dir}: ${p} is not writable`;
+      if (e.code !== 'ENOENT' && e.code !== 'ENOTDIR') return `${p}: ${e.code ?? e.message}`;
+      exists = false;
+      const up = dirname(p);
+      if (up === p) return `cannot create ${dir}`;
+      p = up;
+    }
+  }
+}
+
+function udpFree(host: string, port: number): Promise<string | null> {
+  return new Promise((done) => {
+    const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      s.close();
+      done(err.code === 'EADDRINUSE' ? 'in use' : (err.code ?? err.message));
+    });
+    s.bind({ address: host, port, exclusive: true }, () => s.close(() => done(null)));
+  });
+}
+
+function tcpFree(host: string, port: number): Promise<string | null> {
+  return new Promise((done) => {
+    const s = createServer();
+    s.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'EADDRINUSE' ? 'in use' : (err.code ?? err.message)));
+    s.listen({ host, port, exclusive: true }, () => s.close(() => done(null)));
+  });
+}
+
+/** Name an option for a message: `--state-dir /x (set at /etc/devloc/authd.conf:3)`. */
+function named(key: string, value: unknown, origins: Record<string, string>): string {
+  const origin = origins[key];
+  const where = origin && origin.startsWith('--') ? '' : origin ? ` (set at ${origin})` : ' (the default)';
+  return `--${key} ${String(value)}${where}`;
+}
+
+/** The resource checks of --check-config; every problem found, each naming its option. */
+export async function preflight(spec: Spec, config: Config, origins: Record<string, string> = {}): Promise<string[]> {
+  const problems: string[] = [];
+  for (const k of dirKeys) {
+    if (!Object.hasOwn(spec, k) || !str(config, k)) continue;
+    const why = writableDir(str(config, k));
+    if (why) problems.push(`${named(k, str(config, k), origins)}: ${why}`);
+  }
+  for (const k of createdFileKeys) {
+    if (!Object.hasOwn(spec, k) || !str(config, k)) continue;
+    const why = writableDir(dirname(str(config, k)));
+    if (why) problems.push(`${named(k, str(config, k), origins)}: ${why}`);
+  }
+  const host = Object.hasOwn(spec, 'listen') ? str(config, 'listen') : '';
+  if (host) {
+    for (const k of portKeys(spec)) {
+      const port = Number(config[k]);
+      if (!(port > 0)) continue;
+      const why = await udpFree(host, port);
+      if (why) problems.push(`${named(k, port, origins)}: UDP ${host.includes(':') ? `[${host}]` : host}:${port} ${why}`);
+    }
+  }
+  const ml = parseAddress(str(config, 'metrics-listen'));
+  if (ml && ml.port > 0) {
+    const why = await tcpFree(ml.ip, ml.port);
+    if (why) problems.push(`${named('metrics-listen', str(config, 'metrics-listen'), origins)}: TCP ${why}`);
+  }
+  return problems;
+}
+
+/**
+ * An OS error from starting a daemon, as a line naming the option to change; null when the error
+ * is not one we can attribute (the caller then reports it as it is).
+ */
+export function explainStartError(err: unknown, spec: Spec, config: Config, origins: Record<string, string> = {}): string | null {
+  const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
+  if (!(e instanceof Error) || typeof e.code !== 'string') return null;
+  if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL' || e.code === 'EACCES') && (e.syscall === 'bind' || e.syscall === 'listen') && typeof e.port === 'number' && !e.address?.startsWith('/')) {
+    const why = e.code === 'EADDRINUSE' ? 'is in use' : e.code === 'EADDRNOTAVAIL' ? 'is not an address of this host' : 'needs privileges';
+    const where = `${e.address?.includes(':') ? `[${e.address}]` : e.address}:${e.port}`;
+    const key = portKeys(spec).find((k) => Number(config[k]) === e.port && e.port !== 0);
+    if (key) return `${named(key, e.port, origins)}: ${where} ${why}; choose another --${key} or stop what holds it`;
+    const ml = parseAddress(str(config, 'metrics-listen'));
+    if (ml && ml.port === e.port) return `${named('metrics-listen', str(config, 'metrics-listen'), origins)}: ${where} ${why}`;
+    if (e.code === 'EADDRNOTAVAIL' && Object.hasOwn(spec, 'listen')) return `${named('listen', str(config, 'listen'), origins)}: ${where} ${why}`;
+  }
+  // A Unix socket's listen() error carries the path as `address`.
+  const errPath = typeof e.path === 'string' ? e.path : typeof e.address === 'string' && e.address.startsWith('/') ? e.address : undefined;
+  if (errPath !== undefined && ['EACCES', 'EPERM', 'EEXIST', 'ENOENT', 'ENOTDIR', 'EROFS', 'EISDIR', 'EADDRINUSE'].includes(e.code)) {
+    const path = resolve(errPath);
+    // The option whose value is this path, a directory above it (a file in the state dir) or
+    // below it (a parent directory that had to be created).
+    const key = Object.keys(spec).find((k) => {
+      if (spec[k]!.type !== 'string' || !str(config, k)) return false;
+      const v = resolve(str(config, k));
+      return v === path || path.startsWith(v + '/') || v.startsWith(path + '/');
+    });
+    if (!key) return null;
+    const what: Record<string, string> = {
+      EACCES: 'permission denied', EPERM: 'operation not permitted', EEXIST: 'already exists', ENOENT: 'does not exist',
+      ENOTDIR: 'a path component is not a directory', EROFS: 'read-only file system', EISDIR: 'is a directory',
+      EADDRINUSE: 'in use by another process',
+    };
+    const op = e.syscall ? `${e.syscall} ` : '';
+    return `${named(key, str(config, key), origins)}: ${op}${errPath}: ${what[e.code]}; change --${key} or the ownership/mode of ${errPath}`;
+  }
+  return null;
+}
