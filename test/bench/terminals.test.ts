@@ -17,7 +17,7 @@ import { parseTags, seriesPoints } from './svgparse.js';
 
 const devloc = path.join(root, 'src/cli/devloc.ts');
 
-// Under tap's 120 s per file: a bench that hangs is killed here and the test fails with its
+// Under tap's per-file timeout (300 s, package.json): a bench that hangs is killed here and the test fails with its
 // stderr (the phase it was in), instead of tap's bare timeout leaving the processes behind.
 function run(args: string[], timeoutMs = 90_000): Promise<{ status: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
