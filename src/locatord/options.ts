@@ -6,7 +6,7 @@ import { list, num, str } from '../common/config.js';
 import { ipToBytes } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
 import type { DbSync } from './groups.js';
-import { parseRedisUrl } from './store/redis-client.js';
+import { parseRedisUrl } from './store/redis-url.js';
 import { readServiceKey as readSharedServiceKey, readTrust } from '../net/trust.js';
 
 /** Limits applied per request; all of them are reloaded on SIGHUP. */

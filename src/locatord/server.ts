@@ -27,7 +27,7 @@ import { discardSnapshot, readSnapshot, recordFromLine, saveSnapshot, SNAPSHOT_F
 import { EmbeddedStore } from './store/embedded.js';
 import type { MaybePromise } from './store/maybe.js';
 import { then } from './store/maybe.js';
-import { deliverRelayed, remoteSessions, SharedStore } from './store/shared.js';
+import type { SharedStore } from './store/shared.js';
 import type { ServedStore } from './store/types.js';
 import { RegistrationTable } from './table.js';
 
@@ -84,8 +84,11 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
   const notes: (() => void)[] = [];
   let restored = false;
   const useSnapshot = o.store?.kind !== 'redis' && (o.snapshot ?? true);
+  let shared: SharedStore | undefined;
   if (o.store?.kind === 'redis') {
-    const shared: SharedStore = new SharedStore({
+    // Loaded only here: the Redis client (ioredis) costs an embedded daemon ~26 MiB of RSS.
+    const { deliverRelayed, remoteSessions, SharedStore } = await import('./store/shared.js');
+    shared = new SharedStore({
       config: o.store, serviceSecret: o.serviceSecret, limits, sessionGraceMs: o.clockSkewS * 1000, maxEntries: o.maxEntries,
       deliver: (targetHex, intro) => deliverRelayed(sessions, () => introductions!)(targetHex, intro), metrics, logger, now,
     });
@@ -165,11 +168,11 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 
-  if (store instanceof SharedStore) await store.started();
+  if (shared) await shared.started();
   const port = socket.address().port;
   logger.info('listening', {
     port, reflectorPort: reflector?.port ?? 0, reflectorAltPort: reflector?.altPort ?? 0,
-    ...(store instanceof SharedStore ? { store: 'redis', instance: store.instanceId, ...store.where } : {}),
+    ...(shared ? { store: 'redis', instance: shared.instanceId, ...shared.where } : {}),
   });
   for (const n of notes) n();
 

@@ -7,7 +7,7 @@ import { ErrorCode } from '../../wire/errors.js';
 import type { LocatorContext } from '../context.js';
 import type { MaybePromise } from '../store/maybe.js';
 import { isPromise } from '../store/maybe.js';
-import { RedisReplyError, RedisUnavailable } from '../store/redis-client.js';
+import { RedisReplyError, RedisUnavailable } from '../store/redis-url.js';
 import { groupCreate, groupJoin, groupLeave, groupMembers } from './groups.js';
 import { introAck, introduce } from './introduce.js';
 import { queryAddr, queryStatus } from './query.js';

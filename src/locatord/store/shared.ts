@@ -29,7 +29,7 @@ import type { MaybePromise } from './maybe.js';
 import { RedisStore } from './redis.js';
 import type { RelayResult } from './relay.js';
 import { IntroRelay } from './relay.js';
-import { parseRedisUrl } from './redis-client.js';
+import { parseRedisUrl } from './redis-url.js';
 import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession } from './types.js';
 
 export interface SharedStoreOptions {
