@@ -17,10 +17,19 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createClient, createCluster, RESP_TYPES } from 'redis';
 import { keySlot, LuaScript, RedisClient } from '../src/locatord/store/redis-client.js';
 import { startReplicatedCluster } from '../test/scale/fixtures/redis-replicas.js';
 import { freePort, waitReady } from '../test/scale/fixtures/redis-server.js';
+
+// node-redis is not a dependency of devloc (`npm install --no-save redis` first): loaded by name
+// at run time, so the type check of a clone without it passes; typed only as far as used here.
+interface NodeRedisModule {
+  createClient(o: object): any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  createCluster(o: object): any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  RESP_TYPES: { BLOB_STRING: number };
+}
+const NODE_REDIS: string = 'redis';
+const { createClient, createCluster, RESP_TYPES } = (await import(NODE_REDIS)) as NodeRedisModule;
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(`--${name}`);
