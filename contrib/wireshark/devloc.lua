@@ -514,5 +514,5 @@ local function heuristic(tvb, pinfo, tree)
   devloc.dissector(tvb, pinfo, tree)
   return true
 end
--- Enabled by default; Analyze > Enabled Protocols > devloc_udp turns it off.
+-- Enabled by default; Analyze > Enabled Protocols (devloc, its UDP heuristic) turns it off.
 devloc:register_heuristic("udp", heuristic)
