@@ -791,10 +791,8 @@ export class Registration {
       p.sent = n + 1;
       const error = `no answer from ${service} ${p.to} yet (${p.sent} attempts in ${Math.round((this.now() - p.since) / 1000)} s)`;
       this.lastError = { step, error, at: this.now() };
-      if (n === 1) {
-        this.log('warn', 'no answer yet, retransmitting', { step, to: p.to });
-        this.events.emit('problem', step, error);
-      }
+      // A log line, not a 'problem' event: that one means a step failed.
+      if (n === 1) this.log('warn', 'no answer yet, retransmitting', { step, to: p.to });
     };
     try {
       return await send(onRetransmit);

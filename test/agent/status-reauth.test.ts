@@ -28,7 +28,9 @@ async function silentAuthd(t: Test): Promise<{ addr: Address; rids: string[]; on
   return out;
 }
 
-async function agentWith(t: Test, extra: Partial<AgentOptions>, authd?: Awaited<ReturnType<typeof fakeAuthd>>): Promise<{ agent: Agent; logs: Record<string, unknown>[] }> {
+async function agentWith(
+  t: Test, extra: Partial<AgentOptions>, authd?: Awaited<ReturnType<typeof fakeAuthd>>, onLog?: (line: Record<string, unknown>) => void,
+): Promise<{ agent: Agent; logs: Record<string, unknown>[] }> {
   const fx = fixture(authd);
   const id = loadDeviceIdentity(fx.identityPath);
   // A real authd key file is needed even when authd is silent.
@@ -45,7 +47,10 @@ async function agentWith(t: Test, extra: Partial<AgentOptions>, authd?: Awaited<
   const agent = new Agent({
     identity: id.value, authd: keyAuthd.addr, authdKey: key.value, reflector: null,
     retransmitMs: 100, backoffMinMs: 50, backoffMaxMs: 400, interfacePollMs: 200,
-    log: (level, msg, fields) => logs.push({ level, msg, ...fields }),
+    log: (level, msg, fields) => {
+      logs.push({ level, msg, ...fields });
+      onLog?.({ level, msg, ...fields });
+    },
     ...extra,
   });
   t.teardown(async () => {
@@ -57,11 +62,10 @@ async function agentWith(t: Test, extra: Partial<AgentOptions>, authd?: Awaited<
 
 t.test('authd unreachable: attempts and the last error from the first timeout', async (t) => {
   const silent = await silentAuthd(t);
-  const { agent, logs } = await agentWith(t, { authd: silent.addr });
-  // The status is read in the listeners themselves, so a slow machine cannot move it on.
+  // The status is read when the first timeout is logged, so a slow machine cannot move it on.
   let first: AgentStatus | undefined;
-  agent.on('problem', () => {
-    first ??= agent.status();
+  const { agent, logs } = await agentWith(t, { authd: silent.addr }, undefined, (l) => {
+    if (l['msg'] === 'no answer yet, retransmitting') first ??= agent.status();
   });
   await agent.start();
   // The first timeout: the first retransmission.
