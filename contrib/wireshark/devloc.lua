@@ -12,7 +12,9 @@
 --   wireshark -X lua_script:contrib/wireshark/devloc.lua capture.pcap
 -- or copy it to the personal Lua plugins folder (Help > About > Folders), e.g.
 --   ~/.local/lib/wireshark/plugins/devloc.lua
--- It registers on UDP ports 4700-4704; for other ports use Decode As... > DEVLOC.
+-- It registers on UDP ports 4700-4704 and, for every other port (peer traffic: PUNCH and DATA
+-- between terminals on their ephemeral ports), as a heuristic UDP dissector that claims only
+-- well-formed devloc envelopes (see looks_like_devloc below); no Decode As needed.
 --
 -- Display filter fields: devloc.version, devloc.type, devloc.type_name, devloc.rid,
 -- devloc.body, devloc.field, devloc.auth, devloc.sid, devloc.seq, devloc.mac,
@@ -455,3 +457,62 @@ local udp_port = DissectorTable.get("udp.port")
 for port, _ in pairs(default_ports) do
   udp_port:add(port, devloc)
 end
+
+-- Heuristic: peer traffic (PUNCH, DATA and their answers between terminals) and servers on
+-- other ports travel on ports nobody registered. Claim a UDP datagram on any port only if it is
+-- a well-formed devloc envelope as a devloc sender produces it (devloc-protocol(7), ENCODING
+-- and ENVELOPE): at most MAX_DATAGRAM bytes; 0x84 or 0x85 (array of 4 or 5); version 0x01;
+-- the type in its shortest encoding (one byte below 24, else 0x18 and the byte) and in the
+-- catalog; 0x48 and an 8-byte request ID; a body map that reads to its end within the bounds;
+-- for 5 items exactly [0x50 sid(16), seq, 0x50 mac(16)], and only on session messages or ERROR
+-- (4 items never on a session message); no trailing byte. Anything else is left to other
+-- dissectors, so a random datagram (DNS, QUIC, RTP, ...) is not claimed.
+local function looks_like_devloc(tvb)
+  local limit = tvb:len()
+  if limit < 12 or limit > MAX_DATAGRAM then return false end
+  local first = tvb(0, 1):uint()
+  if first ~= 0x84 and first ~= 0x85 then return false end
+  if tvb(1, 1):uint() ~= PROTOCOL_VERSION then return false end
+  local pos = 2
+  local type_code = tvb(pos, 1):uint()
+  if type_code == 0x18 then
+    type_code = tvb(pos + 1, 1):uint()
+    if type_code < 24 then return false end -- not the shortest form
+    pos = pos + 2
+  elseif type_code < 24 then
+    pos = pos + 1
+  else
+    return false
+  end
+  local auth = message_auth[type_code]
+  if auth == nil then return false end
+  if first == 0x85 and auth ~= "session" and type_code ~= ERROR_TYPE then return false end
+  if first == 0x84 and auth == "session" then return false end
+  if pos + 1 + REQUEST_ID_BYTES > limit or tvb(pos, 1):uint() ~= 0x40 + REQUEST_ID_BYTES then return false end
+  pos = pos + 1 + REQUEST_ID_BYTES
+  local bmajor = read_head(tvb, pos, limit)
+  if bmajor ~= 5 then return false end
+  local body_end = skip_item(tvb, pos, limit, 1, { items = 0 })
+  if body_end == nil then return false end
+  pos = body_end
+  if first == 0x85 then
+    -- 0x83, 0x50 + 16 bytes, a uint, 0x50 + 16 bytes: the MAC is the datagram's last 16 bytes.
+    if pos + 2 + SESSION_ID_BYTES > limit then return false end
+    if tvb(pos, 1):uint() ~= 0x83 or tvb(pos + 1, 1):uint() ~= 0x40 + SESSION_ID_BYTES then return false end
+    pos = pos + 2 + SESSION_ID_BYTES
+    local seq, after = read_uint(tvb, pos, limit, "seq")
+    if seq == nil then return false end
+    pos = after
+    if pos + 1 + MAC_BYTES ~= limit or tvb(pos, 1):uint() ~= 0x40 + MAC_BYTES then return false end
+    pos = limit
+  end
+  return pos == limit
+end
+
+local function heuristic(tvb, pinfo, tree)
+  if not looks_like_devloc(tvb) then return false end
+  devloc.dissector(tvb, pinfo, tree)
+  return true
+end
+-- Enabled by default; Analyze > Enabled Protocols (devloc, its UDP heuristic) turns it off.
+devloc:register_heuristic("udp", heuristic)

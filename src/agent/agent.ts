@@ -51,6 +51,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
       ready: async (ms) => {
         await reg.ready(ms);
       },
+      recheckGrant: (aud, ms) => reg.recheckGrant(aud, ms),
       netMode: () => reg.wireNetMode(),
       netModeSettled: () => reg.netModeSettled,
       locatorId: () => reg.locatorIdHex,
@@ -123,6 +124,14 @@ export class Agent extends SafeEmitter<AgentEvents> {
 
   status(): AgentStatus {
     return { ...this.registration.status(), channels: this.punch.list() };
+  }
+
+  /**
+   * Authenticate again now, to pick up services added to authd since the last grant (the
+   * daemon does it on SIGHUP). Resolves with whether authd granted within `timeoutMs` (0: do not wait).
+   */
+  reauthenticate(reason = 'requested', timeoutMs = 0): Promise<boolean> {
+    return this.registration.reauthenticate(reason, timeoutMs);
   }
 
   /** Tell the agent its address may have changed (e.g. an application saw a link change). */

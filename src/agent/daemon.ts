@@ -115,12 +115,14 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
   ] as const) {
     metrics.gauge(`agent_${k.replace(/[A-Z]/g, (x) => `_${x.toLowerCase()}`)}`, `${help} (since start)`, () => agent.counters[k]);
   }
-  await agent.start();
-  let control: ControlServer;
+  // The control socket first: an agent that cannot start (socket in use, directory missing) must
+  // not have sent anything (an AUTH_REQUEST would count at authd and could displace a running
+  // agent's session).
+  const control = await ControlServer.listen(str(c, 'control-socket'), agent, peers, (l, m, f) => logger.log(l, m, f));
   try {
-    control = await ControlServer.listen(str(c, 'control-socket'), agent, peers, (l, m, f) => logger.log(l, m, f));
+    await agent.start();
   } catch (err) {
-    await agent.stop({ unregister: false });
+    await control.close();
     throw err;
   }
   logger.info('listening', {
@@ -135,6 +137,8 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
     reload(next: Config) {
       if (peersPath(next) !== peers.path) throw new Error('peers-file changed: restart devloc-agent to use the new file');
       peers.load();
+      // Services added to authd since the last grant (a match service) are in the next one.
+      void agent.reauthenticate('SIGHUP');
     },
   };
 }

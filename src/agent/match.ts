@@ -45,6 +45,11 @@ export interface MatchBridge {
   session(aud: string): { session: ClientSession; addr?: Address } | undefined;
   /** Resolve once the agent is registered (it then has its tickets); reject after timeoutMs. */
   ready(timeoutMs: number): Promise<void>;
+  /**
+   * No ticket for `aud`: authenticate again (authd may know the service by now, rate-limited by
+   * the registration) and resolve with whether there is one afterwards.
+   */
+  recheckGrant?(aud: string, timeoutMs: number): Promise<boolean>;
   /** Our network mode as reported to servers. */
   netMode(): number;
   /** Whether the classification of the current network is done. */
@@ -471,6 +476,10 @@ export class MatchClient {
     if (spec.requirements?.length) body.requirements = spec.requirements;
     const nickname = spec.nickname ?? this.bridge.nickname;
     if (nickname) body.nickname = nickname;
+    if (!this.bridge.session(this.audience) && this.bridge.recheckGrant) {
+      // A match service registered with authd after our last grant: ask authd again, once.
+      await this.bridge.recheckGrant(this.audience, this.readyWaitMs);
+    }
     const { session, to } = this.channel();
     const start = this.bridge.now();
     const ack = await this.sendSubmit(session, to, body);

@@ -36,6 +36,12 @@ import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus,
 /** The step was abandoned because something more urgent happened (address change, stop). */
 class Interrupted extends Error {}
 
+/**
+ * A service answering that our ticket for it is missing re-authenticates at most this often:
+ * a terminal asking again and again for a service authd does not know must not flood authd.
+ */
+export const GRANT_RECHECK_MIN_MS = 10_000;
+
 /** What the facade adds to the loop's socket. */
 export interface RegistrationHooks {
   /** The socket is open: peer channels listen on it too. */
@@ -102,6 +108,11 @@ export class Registration {
   private refreshS: number | undefined;
   private nextRefreshAt: number | undefined;
   private lastError: { step: string; error: string; at: number } | undefined;
+  /** The request of the step in progress (auth, REGISTER, REFRESH) while it goes unanswered. */
+  private pending: { step: string; to: string; sent: number; since: number } | undefined;
+  /** Callers waiting for the next authentication's outcome (reauthenticate). */
+  private authWaiters: ((ok: boolean) => void)[] = [];
+  private lastGrantRecheck: number | undefined;
   private local: LocalAddress[] = [];
   private localSignature = '';
   private lastProbe: { raw: string; ack: Buffer } | undefined;
@@ -245,6 +256,7 @@ export class Registration {
       ticketExpiresAt: iso(this.ticketExpMs),
       ticketRenewAt: iso(this.renewAt),
       retryAt: iso(this.retryAt),
+      attempt: this.pending ? { step: this.pending.step, to: this.pending.to, sent: this.pending.sent, since: new Date(this.pending.since).toISOString() } : null,
       lastError: this.lastError ? { step: this.lastError.step, error: this.lastError.error, at: new Date(this.lastError.at).toISOString() } : null,
       counters: { ...this.counters },
     };
@@ -358,6 +370,8 @@ export class Registration {
       this.setState('retrying');
     }
     if (this.retryAt !== undefined && now < this.retryAt) return false;
+    // The retry is under way: status shows its attempts, not a time in the past.
+    this.retryAt = undefined;
     const renewal = !this.needAuth && this.renewAt !== undefined && now >= this.renewAt;
     if (this.needAuth || renewal) {
       try {
@@ -371,6 +385,7 @@ export class Registration {
         this.renewAt = this.now() + delay;
         this.counters.failures++;
         this.lastError = { step: 'auth', error: (err as Error).message, at: this.now() };
+        this.settleAuthWaiters(false);
         this.log('warn', 'ticket renewal failed, keeping the current ticket', { err: (err as Error).message, retryInMs: delay });
         this.events.emit('problem', 'auth', (err as Error).message);
       }
@@ -462,6 +477,7 @@ export class Registration {
     this.retryAt = this.now() + delay;
     const message = err.message;
     this.lastError = { step, error: message, at: this.now() };
+    if (step === 'auth' || step === 'authenticating') this.settleAuthWaiters(false);
     this.log(level, 'step failed, retrying', { step, err: message, retryInMs: delay });
     this.events.emit('problem', step, message);
     if (!this.registered) this.setState('retrying');
@@ -487,9 +503,9 @@ export class Registration {
       }
       let r: Reply;
       try {
-        r = await this.client!.request(this.o.authd, built.datagram, rid, {
-          accept: (x) => x.msg.name === 'AUTH_RESPONSE' || x.msg.name === 'ERROR',
-        });
+        r = await this.tracked('auth', 'authd', this.o.authd, (onRetransmit) => this.client!.request(this.o.authd, built.datagram, rid, {
+          accept: (x) => x.msg.name === 'AUTH_RESPONSE' || x.msg.name === 'ERROR', onRetransmit,
+        }));
       } catch (err) {
         throw new Error(`auth: ${(err as Error).message}`);
       }
@@ -554,6 +570,7 @@ export class Registration {
         renewAt: iso(this.renewAt), locatord: formatAddress(locatord),
       });
       if (changedId) this.log('warn', 'authd issued a different locator ID than before');
+      this.settleAuthWaiters(true);
       return;
     }
   }
@@ -615,7 +632,7 @@ export class Registration {
     if (this.o.ttlS) body.ttlS = this.o.ttlS;
     // The server may have lost the session and will number its answers from 1 again.
     session.restartReceive();
-    const m = await this.call(session, 'REGISTER', body, 'REGISTER_ACK');
+    const m = await this.call(session, 'REGISTER', body, 'REGISTER_ACK', undefined, true);
     this.check(gen);
     this.needRegister = false;
     this.reportedNetMode = body.netMode;
@@ -640,7 +657,7 @@ export class Registration {
     if (JSON.stringify(localAddrs) !== this.reportedLocal) body.localAddrs = localAddrs;
     let m: MessageOf<'REFRESH_ACK'>;
     try {
-      m = await this.call(session, 'REFRESH', body, 'REFRESH_ACK');
+      m = await this.call(session, 'REFRESH', body, 'REFRESH_ACK', undefined, true);
     } catch (err) {
       if (gen === this.generation) this.needRegister = true;
       throw err;
@@ -720,16 +737,18 @@ export class Registration {
 
   /** One session-authenticated request to locatord; an ERROR answer becomes a ServerError. */
   async call<N extends MessageName, R extends MessageName>(
-    session: ClientSession, name: N, body: Bodies[N], expect: R, policy?: Partial<RetransmitPolicy>,
+    session: ClientSession, name: N, body: Bodies[N], expect: R, policy?: Partial<RetransmitPolicy>, track = false,
   ): Promise<MessageOf<R>> {
     const to = this.locatord;
     const client = this.client;
     if (!to || !client) throw new AgentError('NOT_REGISTERED', 'agent has no locatord address yet');
     const rid = UdpClient.newRequestId();
     const datagram = session.encode(name, rid, body);
+    const send = (onRetransmit?: (n: number) => void): Promise<Reply> =>
+      client.request(to, datagram, rid, { accept: (x) => session.accept(x), ...(policy ? { policy } : {}), ...(onRetransmit ? { onRetransmit } : {}) });
     let r: Reply;
     try {
-      r = await client.request(to, datagram, rid, { accept: (x) => session.accept(x), ...(policy ? { policy } : {}) });
+      r = await (track ? this.tracked(name, 'locatord', to, send) : send());
     } catch (err) {
       if (err instanceof DevlocError) throw new Error(`${name}: ${err.message}`);
       throw err;
@@ -757,6 +776,78 @@ export class Registration {
     });
     if (!this.activeSession) throw new AgentError('NOT_REGISTERED', 'not registered with locatord');
     return this.activeSession;
+  }
+
+  /**
+   * Run one request of a step, so that status shows it from its first timeout on: the attempts
+   * sent so far, and as last error "no answer from <service> <address>" (not only once the whole
+   * retransmission schedule, 45 s by default, has run out).
+   */
+  private async tracked<T>(step: string, service: string, to: Address, send: (onRetransmit: (n: number) => void) => Promise<T>): Promise<T> {
+    const p = { step, to: formatAddress(to), sent: 1, since: this.now() };
+    this.pending = p;
+    const onRetransmit = (n: number): void => {
+      if (this.pending !== p) return;
+      p.sent = n + 1;
+      const error = `no answer from ${service} ${p.to} yet (${p.sent} attempts in ${Math.round((this.now() - p.since) / 1000)} s)`;
+      this.lastError = { step, error, at: this.now() };
+      // A log line, not a 'problem' event: that one means a step failed.
+      if (n === 1) this.log('warn', 'no answer yet, retransmitting', { step, to: p.to });
+    };
+    try {
+      return await send(onRetransmit);
+    } finally {
+      if (this.pending === p) this.pending = undefined;
+    }
+  }
+
+  private settleAuthWaiters(ok: boolean): void {
+    const waiters = this.authWaiters;
+    this.authWaiters = [];
+    for (const w of waiters) w(ok);
+  }
+
+  /**
+   * Authenticate again now, e.g. to pick up services added to authd since the last grant
+   * (SIGHUP of devloc-agent). Like a ticket renewal: the registration stays up meanwhile, and
+   * when authd is unreachable the current ticket is kept. Resolves with whether authd answered
+   * with a grant within \`timeoutMs\` (false at once when not running).
+   */
+  reauthenticate(reason: string, timeoutMs = 0): Promise<boolean> {
+    if (!this.client || this.stopping) return Promise.resolve(false);
+    this.log('info', 'authenticating again', { reason });
+    if (this.needAuth || this.renewAt === undefined) this.needAuth = true;
+    else this.renewAt = this.now();
+    this.retryAt = undefined;
+    this.backoffAttempt = 0;
+    const outcome = timeoutMs > 0
+      ? new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          this.authWaiters = this.authWaiters.filter((w) => w !== done);
+          resolve(false);
+        }, timeoutMs);
+        const done = (ok: boolean): void => {
+          clearTimeout(timer);
+          resolve(ok);
+        };
+        this.authWaiters.push(done);
+      })
+      : Promise.resolve(true);
+    this.kick(false);
+    return outcome;
+  }
+
+  /**
+   * A service told us (or we found) that we hold no ticket for \`aud\`: authd may know the service
+   * by now. Authenticates again, at most once per GRANT_RECHECK_MIN_MS, and resolves with
+   * whether a ticket for \`aud\` is there afterwards.
+   */
+  async recheckGrant(aud: string, timeoutMs: number): Promise<boolean> {
+    const now = this.now();
+    if (this.lastGrantRecheck !== undefined && now - this.lastGrantRecheck < GRANT_RECHECK_MIN_MS) return this.otherSessions.has(aud);
+    this.lastGrantRecheck = now;
+    await this.reauthenticate(`no ticket for "${aud}"`, timeoutMs);
+    return this.otherSessions.has(aud);
   }
 
   /** locatord no longer knows our session (NO_SESSION to a query) or our ticket: register again now. */

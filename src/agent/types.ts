@@ -93,6 +93,8 @@ export interface AgentStatus {
   ticketExpiresAt: string | null;
   ticketRenewAt: string | null;
   retryAt: string | null;
+  /** The step's request while it goes unanswered: datagrams sent so far (1 + retransmissions), since when. */
+  attempt: { step: string; to: string; sent: number; since: string } | null;
   lastError: { step: string; error: string; at: string } | null;
   counters: AgentCounters;
   /** Peer channels: open and punching ones, then the last closed or failed (with the reason). */

@@ -179,7 +179,11 @@ export class UdpClient {
    * Send `datagram` (whose request ID is `rid`) to `to` and resolve with the first answer that
    * `accept` approves. Rejects with DevlocError(TRY_LATER) when the schedule is exhausted.
    */
-  request(to: Address, datagram: Buffer, rid: Uint8Array, o: { accept?: (r: Reply) => boolean; anySource?: boolean; policy?: Partial<RetransmitPolicy> } = {}): Promise<Reply> {
+  request(to: Address, datagram: Buffer, rid: Uint8Array, o: {
+    accept?: (r: Reply) => boolean; anySource?: boolean; policy?: Partial<RetransmitPolicy>;
+    /** Called at each retransmission (n = 1 for the first, i.e. at the first timeout); must not throw. */
+    onRetransmit?: (n: number) => void;
+  } = {}): Promise<Reply> {
     const key = Buffer.from(rid).toString('hex');
     if (this.pending.has(key)) return Promise.reject(new Error('request ID already pending'));
     const policy = { ...this.policy, ...o.policy };
@@ -188,12 +192,13 @@ export class UdpClient {
       this.pending.set(key, p);
       const plan = retransmitPlan(policy, this.random);
       this.send(to, datagram);
-      for (const at of plan.retransmitAt) {
+      plan.retransmitAt.forEach((at, i) => {
         p.timers.push(this.timers.setTimeout(() => {
           this.stats.retransmitted++;
           this.send(to, datagram);
+          o.onRetransmit?.(i + 1);
         }, at));
-      }
+      });
       p.timers.push(this.timers.setTimeout(() => {
         this.finish(key, p);
         this.stats.timeouts++;

@@ -189,3 +189,49 @@ t.test('unknown types and missing session auth are flagged, not malformed', need
   t.match(r.rows[2]?.[2] ?? '', /^DEVLOC ERROR rid=0102030405060708 code=UNKNOWN_ERROR_4294967296$/, 'unknown error code named by number');
   t.equal(r.rows[2]?.[1], '', 'without expert info');
 });
+
+t.test('peer traffic on ephemeral ports is named by the heuristic; other UDP is not claimed', needs('tshark', tsharkFound), async (t) => {
+  t.ok(tsharkFound, 'tshark is installed');
+  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-dissector-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // Two terminals talking directly, each on an ephemeral port no dissector registers. The ports
+  // are fixed so that a run never lands on a port some other Wireshark dissector owns.
+  const a = { ip: '198.51.100.20', port: 50417 };
+  const b = { ip: '192.0.2.33', port: 61873 };
+  const peer = (name: 'PUNCH' | 'PUNCH_ACK' | 'DATA' | 'DATA_ACK', i: number, from = a, to = b): UdpPacket => ({ src: from, dst: to, payload: sampleDatagram(name, i).payload });
+  const notDevloc: [string, Uint8Array][] = [
+    // A DNS query for example.com (id 0x1234, RD).
+    ['DNS query', Buffer.from('123401000001000000000000076578616d706c6503636f6d0000010001', 'hex')],
+    ['random bytes', Buffer.from('5f3a9c0e4471b2d8e6a1003f7c9b58ee21', 'hex')],
+    // Looks like a devloc envelope at first, then is not one.
+    ['version 2', Buffer.from(sampleDatagram('PUNCH', 9).payload).fill(0x02, 1, 2)],
+    ['type not in the catalog', Buffer.from('8401187e480102030405060708a0', 'hex')],
+    ['type not in its shortest form', Buffer.from('84011802480102030405060708a0', 'hex')],
+    ['PUNCH without session part', Buffer.from('840118704801020304050607' + '08a0', 'hex')],
+    ['truncated PUNCH', sampleDatagram('PUNCH', 10).payload.subarray(0, 30)],
+    ['trailing byte', Buffer.concat([sampleDatagram('DATA', 11).payload, Buffer.from([0])])],
+  ];
+  const packets: UdpPacket[] = [
+    peer('PUNCH', 1), peer('PUNCH_ACK', 2, b, a), peer('DATA', 3), peer('DATA_ACK', 4, b, a),
+    ...notDevloc.map(([, payload]) => ({ src: a, dst: b, payload })),
+    peer('DATA', 5, b, a),
+  ];
+  const file = path.join(dir, 'peer.pcap');
+  writeFileSync(file, pcapFile(packets));
+  const r = tshark(file, ['frame.number', 'devloc.type_name', '_ws.col.Protocol', '_ws.expert.message', 'udp.srcport']);
+  t.equal(r.status, 0, `tshark exits 0${r.status === 0 ? '' : `: ${r.stderr}`}`);
+  t.equal(r.rows.length, packets.length, 'one line per packet');
+  const named = (i: number, name: string): void => {
+    const row = r.rows[i]!;
+    t.equal(row[1], name, `frame ${i + 1} is ${name} without Decode As`);
+    t.equal(row[2], 'DEVLOC', `frame ${i + 1} protocol column`);
+    t.equal(row[3], '', `frame ${i + 1} has no expert info`);
+  };
+  ['PUNCH', 'PUNCH_ACK', 'DATA', 'DATA_ACK'].forEach((name, i) => named(i, name));
+  notDevloc.forEach(([what], k) => {
+    const row = r.rows[4 + k]!;
+    t.equal(row[1], '', `${what}: not named as devloc`);
+    t.not(row[2], 'DEVLOC', `${what}: not claimed (protocol ${row[2]})`);
+  });
+  named(packets.length - 1, 'DATA');
+});

@@ -80,6 +80,8 @@ export function formatStatus(s: AgentStatus, now = Date.now()): string {
     ['ticket renewal', when(s.ticketRenewAt, now)],
   ];
   if (s.retryAt) rows.push(['retry at', when(s.retryAt, now)]);
+  // Older agents do not report it.
+  if (s.attempt) rows.push(['in progress', `${s.attempt.step} to ${s.attempt.to}: ${s.attempt.sent} sent since ${when(s.attempt.since, now)}`]);
   if (s.lastError) rows.push(['last error', `${s.lastError.error} (${s.lastError.step}, ${when(s.lastError.at, now)})`]);
   const c = s.counters;
   rows.push(['counters', `${c.authentications} auth, ${c.registrations} register, ${c.refreshes} refresh, ${c.probesAnswered} probe, ${c.failures} failed, ${c.addressChanges} address changes`]);
