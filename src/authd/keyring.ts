@@ -45,7 +45,9 @@ export function loadAuthdKey(file: string, text?: string): AuthdKey {
     try {
       body = readCheckedKeyFile(file, 'authd key', 'secret'); // mode and owner: keys.ts keyFileProblem
     } catch (err) {
-      throw new Error(`key ${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      const code = (err as NodeJS.ErrnoException).code;
+      // The mode/owner refusal already names the file and the fix: pass it on as it is.
+      throw new Error(code ? `key ${file}: cannot read (${code})` : (err as Error).message);
     }
   }
   const parsed = parseKeyFile(body);
