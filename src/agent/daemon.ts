@@ -18,7 +18,7 @@ import { loadAuthdKey, loadDeviceIdentity } from './identity.js';
 import { AddressBook } from './peers.js';
 
 export const agentSpec: Spec = {
-  identity: { type: 'string', default: '/etc/devloc/device.key', describe: 'device identity file (kind "device"; read only; must not be writable by group/others nor readable by others)' },
+  identity: { type: 'string', default: '/etc/devloc/device.key', describe: 'device identity file (kind "device"; read only; no permission for group/others, owned by root or this user)' },
   authd: { type: 'string', default: '', describe: `authd address host:port (required; authd's default port is ${DEFAULT_PORTS.authd})` },
   'authd-key': { type: 'string', default: '/etc/devloc/authd.pub', describe: 'authd public key file (devloc keygen --public)' },
   audiences: { type: 'list', default: ['locator', 'match'], describe: 'services to get tickets for, comma-separated; the first is locatord, "match" is matchd (unregistered ones are skipped)' },

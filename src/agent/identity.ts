@@ -4,8 +4,8 @@
 // it prints: error texts here never quote the file's content.
 import type { KeyObject } from 'node:crypto';
 import { constants, openSync, closeSync, fstatSync, readFileSync } from 'node:fs';
-import type { PublicKeyFile } from '../wire/keys.js';
-import { parseKeyFile, parsePublicKeyFile, privateKeyObject } from '../wire/keys.js';
+import type { KeyFileRole, PublicKeyFile } from '../wire/keys.js';
+import { FORBIDDEN_MODE, keyFileProblem, parseKeyFile, parsePublicKeyFile, privateKeyObject } from '../wire/keys.js';
 
 export interface DeviceIdentity {
   /** Factory device ID. Sent only inside the sealed AUTH_REQUEST; never logged. */
@@ -17,12 +17,13 @@ export interface DeviceIdentity {
 export type Loaded<T> = { ok: true; value: T } | { ok: false; error: string };
 
 /**
- * Mode bits that make a device identity file unacceptable: writable by group or others (someone
- * else could substitute their own identity), or readable by others (the key would leak).
+ * Mode bits that make a device identity file unacceptable: any bit for group or others (the key
+ * would leak, or someone else could substitute their own identity). keys.ts's FORBIDDEN_MODE.
  */
-export const IDENTITY_FORBIDDEN_MODE = 0o022 | 0o004;
+export const IDENTITY_FORBIDDEN_MODE = FORBIDDEN_MODE.secret;
 
-function readChecked(path: string, what: string, forbidden: number): Loaded<string> {
+/** Open, check (keys.ts's keyFileProblem: mode and owner) and read a key file. */
+function readChecked(path: string, what: string, role: KeyFileRole): Loaded<string> {
   let fd: number;
   try {
     // O_RDONLY: the file is never opened for writing. O_NOFOLLOW is not used: packaging often
@@ -36,10 +37,8 @@ function readChecked(path: string, what: string, forbidden: number): Loaded<stri
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) return { ok: false, error: `${what} ${path} is not a regular file` };
-    if (st.mode & forbidden) {
-      const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-      return { ok: false, error: `${what} ${path} has mode ${mode}: it must not be writable by group or others${forbidden & 0o004 ? ' nor readable by others' : ''} (chmod 0600 or 0640)` };
-    }
+    const problem = keyFileProblem(path, what, st, role);
+    if (problem !== null) return { ok: false, error: problem };
     if (st.size > 64 * 1024) return { ok: false, error: `${what} ${path} is too large to be a key file` };
     return { ok: true, value: readFileSync(fd, 'utf8') };
   } catch (err) {
@@ -61,7 +60,7 @@ function jsonOk(text: string): boolean {
 
 /** Read and check the device identity file. Error texts never contain the file's content. */
 export function loadDeviceIdentity(path: string): Loaded<DeviceIdentity> {
-  const text = readChecked(path, 'identity file', IDENTITY_FORBIDDEN_MODE);
+  const text = readChecked(path, 'identity file', 'secret');
   if (!text.ok) return text;
   if (!jsonOk(text.value)) return { ok: false, error: `identity file ${path} is malformed: not JSON` };
   const parsed = parseKeyFile(text.value);
@@ -93,7 +92,7 @@ export function parseAuthdKey(text: string, where = 'authd key'): Loaded<AuthdPu
 /** Read the authd public key file (`devloc keygen --public` output, or the authd key itself). */
 export function loadAuthdKey(path: string): Loaded<AuthdPublicKey> {
   // A public key may be world-readable; it must still not be replaceable by others.
-  const text = readChecked(path, 'authd key file', 0o022);
+  const text = readChecked(path, 'authd key file', 'trust');
   if (!text.ok) return text;
   return parseAuthdKey(text.value, `authd key file ${path}`);
 }

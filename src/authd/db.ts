@@ -4,7 +4,7 @@
 // admin commands can write (enroll, revoke) while the daemon keeps reading: the daemon reads
 // each device row at every authentication, so a revocation takes effect at the next request.
 import Database from 'better-sqlite3';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 export const DB_FILE = 'authd.db';
@@ -145,6 +145,17 @@ export class AuthDb {
     if (!existsSync(file)) {
       if (!create) throw new Error(`no terminal database at ${file} (devloc enroll or devloc-authd creates it)`);
       mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      // Created 0600 whatever the umask (SQLite would make it 0644, and its -wal/-shm files take
+      // the database file's mode): it lists every device's key and revocation state.
+      let fd: number | undefined;
+      try {
+        fd = openSync(file, 'wx', 0o600);
+        fchmodSync(fd, 0o600);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another process just created it
+      } finally {
+        if (fd !== undefined) closeSync(fd);
+      }
     }
     const db = new Database(file, { fileMustExist: !create, timeout: o.busyTimeoutMs ?? 5000 });
     try {

@@ -4,7 +4,7 @@
 // is rolled out. (Services trust a set of authd public keys, so tickets signed with a key that
 // is still listed there stay valid after authd has moved on.)
 import type { KeyObject } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readCheckedKeyFile } from '../net/trust.js';
 import { parseKeyFile, privateKeyObject } from '../wire/keys.js';
 
 export interface AuthdKey {
@@ -43,9 +43,11 @@ export function loadAuthdKey(file: string, text?: string): AuthdKey {
   let body = text;
   if (body === undefined) {
     try {
-      body = readFileSync(file, 'utf8');
+      body = readCheckedKeyFile(file, 'authd key', 'secret'); // mode and owner: keys.ts keyFileProblem
     } catch (err) {
-      throw new Error(`key ${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      const code = (err as NodeJS.ErrnoException).code;
+      // The mode/owner refusal already names the file and the fix: pass it on as it is.
+      throw new Error(code ? `key ${file}: cannot read (${code})` : (err as Error).message);
     }
   }
   const parsed = parseKeyFile(body);
@@ -74,11 +76,6 @@ export function loadKeyRing(files: string[]): KeyRing {
     const dup = keys.find((x) => x.kid === k.kid);
     if (dup) throw new Error(`key ${file}: kid ${k.kid} already loaded from ${dup.file}`);
     keys.push(k);
-    try {
-      if ((statSync(file).mode & 0o077) !== 0) warnings.push(`key ${file} is readable by group or others (chmod 600 it)`);
-    } catch {
-      // read above succeeded; a vanished file is caught on the next reload
-    }
   }
   return new KeyRing(keys, warnings);
 }

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { KeyFile, PublicKeyFile } from '../wire/keys.js';
 import { parseKeyFile, parsePublicKeyFile } from '../wire/keys.js';
+import { escapeControls } from '../common/escape.js';
 
 /** Bad arguments: exit status 2. */
 export class UsageError extends Error {
@@ -32,10 +33,11 @@ export async function runHandler(command: string, body: () => void | Promise<voi
     await body();
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`devloc ${command}: ${err.message}\n(devloc ${command} --help for usage)\n`);
+      // Messages may quote the agent or the network: no control character raw (escape.ts).
+      process.stderr.write(`devloc ${command}: ${escapeControls(err.message)}\n(devloc ${command} --help for usage)\n`);
       process.exitCode = EXIT_USAGE;
     } else if (err instanceof CliError) {
-      process.stderr.write(`devloc ${command}: ${err.message}\n`);
+      process.stderr.write(`devloc ${command}: ${escapeControls(err.message)}\n`);
       process.exitCode = EXIT_FAILURE;
     } else {
       throw err;

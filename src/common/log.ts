@@ -3,6 +3,8 @@
 // input are logged through `refusal`, which keeps one line per (event) per interval and counts
 // the rest, so a flood cannot turn into a disk-filling log storm.
 
+import { escapeControls, hasControls, safeJson } from './escape.js';
+
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 const order: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 export const levels = Object.keys(order) as Level[];
@@ -10,33 +12,19 @@ export const levels = Object.keys(order) as Level[];
 export type LogFormat = 'json' | 'text';
 export const logFormats: readonly LogFormat[] = ['json', 'text'];
 
-// Control characters (C0, DEL, C1) and the Unicode line separators: a logged value from the
-// network must not be able to start a fake line or move the terminal's cursor.
-const controlChars = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
-const hasControl = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
-
-function escapeControls(s: string): string {
-  return s.replace(controlChars, (c) => {
-    switch (c) {
-      case '\n': return '\\n';
-      case '\r': return '\\r';
-      case '\t': return '\\t';
-      default: return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
-    }
-  });
-}
-
+// Control characters (C0, DEL, C1, line separators, bidi controls): a logged value from the
+// network must not be able to start a fake line or move the terminal's cursor (escape.ts).
 function quote(s: string): string {
   return `"${escapeControls(s.replace(/\\/g, '\\\\').replace(/"/g, '\\"'))}"`;
 }
 
 /** One value of a text line: bare when unambiguous, else double-quoted with escapes. */
 export function textValue(v: unknown): string {
-  if (typeof v === 'string') return v === '' || /[\s"=\\]/.test(v) || hasControl.test(v) ? quote(v) : v;
+  if (typeof v === 'string') return v === '' || /[\s"=\\]/.test(v) || hasControls(v) ? quote(v) : v;
   // Numbers, booleans, arrays, objects: their JSON (which escapes control characters itself).
   let s: string;
   try {
-    s = JSON.stringify(v) ?? String(v);
+    s = safeJson(JSON.stringify(v) ?? String(v));
   } catch {
     s = String(v);
   }
@@ -89,7 +77,7 @@ export class Logger {
     const first = this.firstLine;
     this.firstLine = undefined;
     const line = { ts: new Date(this.now()).toISOString(), level, svc: this.service, msg, ...first, ...fields };
-    this.write(this.format === 'text' ? textLine(line) : JSON.stringify(line));
+    this.write(this.format === 'text' ? textLine(line) : safeJson(JSON.stringify(line)));
   }
   debug(msg: string, f?: Record<string, unknown>): void { this.log('debug', msg, f); }
   info(msg: string, f?: Record<string, unknown>): void { this.log('info', msg, f); }

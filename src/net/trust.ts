@@ -1,11 +1,31 @@
 // The trusted authd keys of a service (locatord, matchd): the files named by --trust, read into
 // kid -> Ed25519 public key for the TicketVerifier; and the service's own key file.
 import type { KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { parseKeyFile, parsePublicKeyFile, privateKeyObject, publicKeyObject } from '../wire/keys.js';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import type { KeyFileRole } from '../wire/keys.js';
+import { keyFileProblem, parseKeyFile, parsePublicKeyFile, privateKeyObject, publicKeyObject } from '../wire/keys.js';
+
+/**
+ * Read a key file after checking the file actually opened (fstat, no race with a rename): mode
+ * and owner by keys.ts's keyFileProblem, the same rule the agent applies. Throws Error naming the
+ * file, its mode or owner and the fix. Used for --trust, --service-key and authd's --key.
+ */
+export function readCheckedKeyFile(file: string, what: string, role: KeyFileRole): string {
+  const fd = openSync(file, constants.O_RDONLY);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error(`${what} ${file} is not a regular file`);
+    const problem = keyFileProblem(file, what, st, role);
+    if (problem !== null) throw new Error(problem);
+    if (st.size > 64 * 1024) throw new Error(`${what} ${file} is too large to be a key file`);
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** Read the trusted authd keys: kid -> Ed25519 public key. Throws with the file named. */
-export function readTrust(files: string[], read: (p: string) => string = (p) => readFileSync(p, 'utf8')): Map<string, KeyObject> {
+export function readTrust(files: string[], read: (p: string) => string = (p) => readCheckedKeyFile(p, 'trust file', 'trust')): Map<string, KeyObject> {
   const keys = new Map<string, KeyObject>();
   for (const f of files) {
     let text: string;
@@ -23,7 +43,7 @@ export function readTrust(files: string[], read: (p: string) => string = (p) => 
 }
 
 /** Read a service key file: our X25519 secret and our service ID (the ticket audience). Throws with the file named. */
-export function readServiceKey(file: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): { secret: KeyObject; service: string } {
+export function readServiceKey(file: string, read: (p: string) => string = (p) => readCheckedKeyFile(p, 'service key', 'secret')): { secret: KeyObject; service: string } {
   let text: string;
   try {
     text = read(file);

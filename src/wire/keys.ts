@@ -246,3 +246,36 @@ export function parsePublicKeyFile(text: string): ParseResult<PublicKeyFile> {
     return { ok: false, error: (err as Error).message };
   }
 }
+
+// ---- file checks ------------------------------------------------------------------------------
+// One rule for every key or trust file a devloc program reads (the callers stat the file they
+// opened and pass the result here, so the check is the same everywhere and needs no node:fs):
+//   secret (a private key: device identity, service key, authd key): no permission bit for
+//     group or others (mode & 0o077), so nobody else can read or replace it;
+//   trust (a public key trusted to sign tickets, or sealed to): not writable by group or others
+//     (mode & 0o022), so nobody else can substitute their own key;
+//   both: owned by root or by the user reading it. Another user who owns the file can chmod it
+//     and rewrite it at will, whatever its mode says now.
+
+export type KeyFileRole = 'secret' | 'trust';
+
+/** Mode bits that make a file of each role unacceptable. */
+export const FORBIDDEN_MODE: Readonly<Record<KeyFileRole, number>> = { secret: 0o077, trust: 0o022 };
+
+/**
+ * Null when `st` (from fstat of the opened file) is acceptable for a file of this role, else a
+ * one-line reason naming the file, its mode or owner and the command that fixes it. `uid` is the
+ * reading process's (process.getuid()); root's files are always acceptable owners.
+ */
+export function keyFileProblem(file: string, what: string, st: { mode: number; uid: number }, role: KeyFileRole, uid: number | undefined = process.getuid?.()): string | null {
+  const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+  if (st.mode & FORBIDDEN_MODE[role]) {
+    return role === 'secret'
+      ? `${what} ${file} has mode ${mode}: a secret key must not be readable or writable by group or others (run: chmod 0400 ${file})`
+      : `${what} ${file} has mode ${mode}: it must not be writable by group or others (run: chmod go-w ${file})`;
+  }
+  if (uid !== undefined && st.uid !== 0 && st.uid !== uid) {
+    return `${what} ${file} is owned by uid ${st.uid}, not by root or this user (uid ${uid}): its owner could replace it (run: chown ${uid} ${file})`;
+  }
+  return null;
+}

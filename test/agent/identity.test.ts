@@ -27,7 +27,6 @@ t.test('library: accepted and refused identity files', async (t) => {
   const ok = loadDeviceIdentity(good);
   t.ok(ok.ok, 'mode 0600 accepted');
   if (ok.ok) t.equal(ok.value.deviceId, device.deviceId);
-  t.ok(loadDeviceIdentity(write(dir, 'g.key', keyFileToJson(device), 0o640)).ok, 'mode 0640 (group-readable) accepted');
   t.ok(loadDeviceIdentity(write(dir, 'r.key', keyFileToJson(device), 0o400)).ok, 'mode 0400 accepted');
   t.same(readFileSync(good), before, 'file unchanged');
   t.equal(statSync(good).mtimeMs, mtime, 'never written');
@@ -35,9 +34,10 @@ t.test('library: accepted and refused identity files', async (t) => {
   const refusals: [string, string, RegExp][] = [
     ['missing', path.join(dir, 'nope.key'), /does not exist/],
     ['a directory', (mkdirSync(path.join(dir, 'd.key')), path.join(dir, 'd.key')), /not a regular file/],
-    ['mode 0666', write(dir, 'w.key', keyFileToJson(device), 0o666), /mode 0666: it must not be writable by group or others/],
+    ['mode 0666', write(dir, 'w.key', keyFileToJson(device), 0o666), /mode 0666: a secret key must not be readable or writable by group or others \(run: chmod 0400 .*w\.key\)/],
     ['mode 0620', write(dir, 'gw.key', keyFileToJson(device), 0o620), /mode 0620/],
-    ['mode 0644', write(dir, 'wr.key', keyFileToJson(device), 0o644), /nor readable by others/],
+    ['mode 0644', write(dir, 'wr.key', keyFileToJson(device), 0o644), /mode 0644: a secret key must not be readable/],
+    ['mode 0640 (group-readable)', write(dir, 'g.key', keyFileToJson(device), 0o640), /mode 0640/],
     ['not JSON', write(dir, 'j.key', `{"kind":"device","deviceId":"${device.deviceId}","sign":{"secret":"${secret}"`, 0o600), /malformed: not JSON/],
     ['wrong kind', write(dir, 's.key', keyFileToJson(newServiceKey('locator')), 0o600), /kind "service", not "device"/],
     ['bad key', write(dir, 'b.key', keyFileToJson(device).replace(device.sign.public.toString('base64url'), 'AAAA'), 0o600), /malformed/],

@@ -94,7 +94,7 @@ t.test('--check-config', async (t) => {
   t.match(checkConfig({ ...base, 'metrics-listen': 'localhost:9' }), /metrics-listen/);
   t.match(checkConfig({ ...base, key: [] }), /at least one authd key/);
   t.match(checkConfig({ ...base, key: [f.authdKeyFile, f.authdKeyFile] }), /already loaded/);
-  writeFileSync(path.join(f.dir, 'svc.key'), keyFileToJson(newServiceKey('locator')));
+  writeFileSync(path.join(f.dir, 'svc.key'), keyFileToJson(newServiceKey('locator')), { mode: 0o600 });
   t.match(checkConfig({ ...base, key: [path.join(f.dir, 'svc.key')] }), /not an authd key/);
   mkdirSync(f.stateDir, { recursive: true });
   writeFileSync(path.join(f.stateDir, 'authd-locator.secret'), 'short\n');

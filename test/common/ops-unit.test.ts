@@ -62,8 +62,8 @@ t.test('text log lines: time level msg key=value, quoted when needed, controls e
   t.equal(textValue('say "hi"'), '"say \\"hi\\""');
   t.equal(textValue('back\\slash'), '"back\\\\slash"');
   t.equal(textValue('evil\nts=1 level=error'), '"evil\\nts=1 level=error"', 'a newline cannot start a fake line');
-  t.equal(textValue('\u001b[31mred'), '"\\u001b[31mred"', 'terminal escapes are escaped');
-  t.equal(textValue('\u0085x'), '"\\u0085x"', 'C1 controls too');
+  t.equal(textValue('\u001b[31mred'), '"\\x1b[31mred"', 'terminal escapes are escaped');
+  t.equal(textValue('\u0085x'), '"\\x85x"', 'C1 controls too');
   t.equal(textValue(42), '42');
   t.equal(textValue(true), 'true');
   t.equal(textValue(['a', 'b']), '["a","b"]');
@@ -71,7 +71,7 @@ t.test('text log lines: time level msg key=value, quoted when needed, controls e
   t.equal(textValue(null), 'null');
   t.equal(textLine({ ts: '2026-12-03T14:35:00.000Z', level: 'info', svc: 'locatord', msg: 'listening', port: 4701 }), '2026-12-03T14:35:00.000Z info listening svc=locatord port=4701');
   t.equal(textLine({ ts: 'T', level: 'warn', msg: 'x=y\n', a: undefined }), 'T warn "x=y\\n"', 'a msg with = is quoted; undefined fields are left out');
-  t.equal(textLine({ ts: 'T', level: 'warn', msg: 'two words\u001b' }), 'T warn two words\\u001b');
+  t.equal(textLine({ ts: 'T', level: 'warn', msg: 'two words\u001b' }), 'T warn two words\\x1b');
 
   const lines: string[] = [];
   const log = new Logger({ service: 'testd', format: 'text', now: () => 0, write: (l) => lines.push(l), firstLine: { version: '9.9.9' } });

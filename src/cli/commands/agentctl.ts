@@ -8,6 +8,7 @@ import type { AgentStatus, GroupMembers, LookupEntry } from '../../agent/agent.j
 import type { PeerEntry } from '../../agent/peers.js';
 import { CliError, runHandler, UsageError } from '../util.js';
 import { formatChannel } from './connect.js';
+import { escapeControls, safeJson, safeText } from '../../common/escape.js';
 
 export interface Common {
   socket: string;
@@ -41,12 +42,15 @@ async function ask(a: Common, cmd: string, args: Record<string, unknown> = {}): 
 }
 
 const print = (s: string): void => {
-  process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+  // Every text output goes through safeText: no control character from a peer, the agent or a
+  // file reaches the terminal raw (cells are escaped whole, newlines included, by table()).
+  process.stdout.write(safeText(s.endsWith('\n') ? s : `${s}\n`));
 };
-const printJson = (v: unknown): void => print(JSON.stringify(v, null, 2));
+const printJson = (v: unknown): void => void process.stdout.write(`${safeJson(JSON.stringify(v, null, 2))}\n`);
 
 /** Columns padded to their widest cell. */
 function table(rows: string[][]): string {
+  rows = rows.map((r) => r.map(escapeControls));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
@@ -87,7 +91,7 @@ export function formatStatus(s: AgentStatus, now = Date.now()): string {
   rows.push(['counters', `${c.authentications} auth, ${c.registrations} register, ${c.refreshes} refresh, ${c.probesAnswered} probe, ${c.failures} failed, ${c.addressChanges} address changes`]);
   for (const ch of s.channels ?? []) rows.push(['peer channel', formatChannel(ch)]);
   const w = Math.max(...rows.map((r) => r[0].length)) + 1;
-  return rows.map(([k, v]) => `${`${k}:`.padEnd(w)} ${v}`).join('\n');
+  return rows.map(([k, v]) => `${`${k}:`.padEnd(w)} ${escapeControls(v)}`).join('\n');
 }
 
 const statusCommand: CommandModule<object, Common> = {
@@ -187,7 +191,7 @@ function groupSimple(verb: 'join' | 'leave'): CommandModule<object, GroupArgs> {
 }
 
 export function formatMembers(g: GroupMembers): string {
-  const head = `group ${g.groupId}${g.name ? ` "${g.name}"` : ''}: ${g.total} member${g.total === 1 ? '' : 's'}`;
+  const head = `group ${escapeControls(g.groupId)}${g.name ? ` "${escapeControls(g.name)}"` : ''}: ${g.total} member${g.total === 1 ? '' : 's'}`;
   const rows = [['LOCATOR ID', 'ONLINE', 'ADDRESS', 'MODE', 'NICKNAME', 'BOOK'], ...g.members.map((m) => [
     m.id, m.online ? 'yes' : 'no', m.addr ?? '-', m.netMode ?? '-', m.nickname ?? '-', m.names.join(',') || '-',
   ])];

@@ -13,6 +13,7 @@ import type { ChannelSummary, PathInfo } from '../../agent/channel.js';
 import type { ConnectResult } from '../../agent/channel-control.js';
 import { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from '../../agent/control-client.js';
 import { CliError, runHandler, UsageError } from '../util.js';
+import { escapeControls, safeJson, safeText } from '../../common/escape.js';
 
 interface ConnectArgs {
   peer: string;
@@ -24,7 +25,9 @@ interface ConnectArgs {
 }
 
 const defaultSocket = (): string => process.env['DEVLOC_AGENT_CONTROL_SOCKET'] || DEFAULT_CONTROL_SOCKET;
-const print = (s: string): void => void process.stdout.write(`${s}\n`);
+// Text through safeText, JSON through safeJson: no control character from the peer reaches the terminal raw.
+const print = (s: string): void => void process.stdout.write(`${safeText(s)}\n`);
+const printJson = (v: unknown): void => void process.stdout.write(`${safeJson(JSON.stringify(v))}\n`);
 
 async function ask(a: ConnectArgs, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
   try {
@@ -43,7 +46,7 @@ export const pathText = (p: PathInfo | null): string => (p ? `${p.addr} (${p.kin
 export function formatConnected(r: ConnectResult): string {
   const who = [r.peer, ...r.names.map((n) => `"${n}"`), ...(r.nickname ? [`nickname ${r.nickname}`] : [])].join(' ');
   const how = r.role === 'initiator' ? `punched in ${r.punchMs ?? '?'} ms` : 'channel the peer opened';
-  return `connected to ${who}: channel ${r.channel}, direct path ${pathText(r.path)}, ${how}`;
+  return `connected to ${escapeControls(who)}: channel ${r.channel}, direct path ${pathText(r.path)}, ${how}`;
 }
 
 interface PingOutcome {
@@ -57,7 +60,7 @@ async function pings(a: ConnectArgs, channel: string): Promise<void> {
   for (let i = 1; i <= count; i++) {
     const r = (await ask(a, 'channel.ping', { channel, timeoutMs: a.timeout }, a.timeout + 5000)) as PingOutcome;
     if (r.rttMs !== null) rtts.push(r.rttMs);
-    if (a.json) print(JSON.stringify({ ping: i, ...r }));
+    if (a.json) printJson({ ping: i, ...r });
     else print(r.rttMs === null ? `ping ${i}: no answer within ${a.timeout} ms` : `ping ${i}: rtt ${r.rttMs} ms via ${r.path ? `${r.path.addr} (${r.path.kind})` : 'no path'}`);
     if (i < count) await new Promise((res) => setTimeout(res, a.interval));
   }
@@ -93,8 +96,8 @@ async function chat(a: ConnectArgs, channel: string): Promise<void> {
   const receive = (async (): Promise<string | null> => {
     while (!done) {
       const r = (await ask(a, 'channel.recv', { channel, waitMs: 20_000 }, 30_000)) as RecvResult;
-      if (r.lost > 0) print(a.json ? JSON.stringify({ lost: r.lost }) : `(${r.lost} message${r.lost === 1 ? '' : 's'} lost)`);
-      for (const m of r.messages) print(a.json ? JSON.stringify(m) : `< ${m.text}`);
+      if (r.lost > 0) void (a.json ? printJson({ lost: r.lost }) : print(`(${r.lost} message${r.lost === 1 ? '' : 's'} lost)`));
+      for (const m of r.messages) void (a.json ? printJson(m) : print(`< ${escapeControls(m.text)}`));
       if (r.state === 'closed' || r.state === 'failed') return r.reason ?? r.state;
     }
     return null;
@@ -103,7 +106,7 @@ async function chat(a: ConnectArgs, channel: string): Promise<void> {
   done = true;
   if (ended !== null) {
     lines.close();
-    print(a.json ? JSON.stringify({ closed: ended }) : `channel closed: ${ended}`);
+    void (a.json ? printJson({ closed: ended }) : print(`channel closed: ${escapeControls(String(ended))}`));
     return;
   }
   // stdin ended: finish sending, then close our end.
@@ -130,7 +133,7 @@ export const connectCommand: CommandModule<object, ConnectArgs> = {
     if (!(a.interval >= 0 && a.interval <= 60_000)) throw new UsageError('--interval: 0 to 60000 ms');
     if (!(a.timeout >= 10 && a.timeout <= 30_000)) throw new UsageError('--timeout: 10 to 30000 ms');
     const r = (await ask(a, 'connect', { peer: String(a.peer) }, 90_000)) as ConnectResult;
-    if (a.json) print(JSON.stringify(r));
+    if (a.json) printJson(r);
     else print(formatConnected(r));
     if (a.ping !== undefined) {
       try {
@@ -146,7 +149,7 @@ export const connectCommand: CommandModule<object, ConnectArgs> = {
 
 /** One line per channel for `devloc status`. */
 export function formatChannel(c: ChannelSummary): string {
-  const who = c.names.length ? `${c.names.join(',')} (${c.peer})` : c.nickname ? `${c.peer} (nickname ${c.nickname})` : c.peer;
+  const who = escapeControls(c.names.length ? `${c.names.join(',')} (${c.peer})` : c.nickname ? `${c.peer} (nickname ${c.nickname})` : c.peer);
   const dir = c.role === 'initiator' ? 'to' : 'from';
   const s = c.stats;
   if (c.state === 'failed') return `${dir} ${who}: failed: ${c.reason ?? 'unknown reason'}`;

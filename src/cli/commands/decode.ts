@@ -20,6 +20,7 @@ import type { InspectKeys, Report, TicketReport } from '../inspect.js';
 import { Inspector, noKeys, secretKey } from '../inspect.js';
 import { formatPcapTime, parsePcap } from '../pcap.js';
 import { CliError, isoSeconds, parseHex, readInput, readKeyFile, runHandler, UsageError } from '../util.js';
+import { escapeControls, safeJson, safeText } from '../../common/escape.js';
 
 interface DecodeArgs {
   hex?: string[];
@@ -98,11 +99,11 @@ function originText(o: Origin): string {
 }
 
 function ticketText(t: TicketReport, indent: string): string[] {
-  if (!t.ok || !t.claims) return [`${indent}ticket (${t.where}): does not parse: ${t.error}`];
+  if (!t.ok || !t.claims) return [`${indent}ticket (${t.where}): does not parse: ${escapeControls(String(t.error))}`];
   const c = t.claims;
   return [
     `${indent}ticket (${t.where}): COSE_Sign1 EdDSA, kid ${t.kid}`,
-    `${indent}  iss ${c.iss}  aud ${c.aud}  sub (locator ID) ${c.sub}`,
+    `${indent}  iss ${escapeControls(c.iss)}  aud ${escapeControls(c.aud)}  sub (locator ID) ${c.sub}`,
     `${indent}  iat ${c.iat} (${isoSeconds(c.iat)})  exp ${c.exp} (${isoSeconds(c.exp)})  ${t.validity}`,
     `${indent}  cti (session ID) ${c.cti}`,
     `${indent}  cnf (terminal X25519 key) ${c.cnf}`,
@@ -128,7 +129,7 @@ export function reportText(r: Report, origin: Origin): string {
   if (r.duplicateOf !== undefined) out.push(`  same bytes as #${r.duplicateOf} (a retransmission or a duplicate)`);
   if (r.answers) out.push(`  answers #${r.answers.index} ${r.answers.name}${r.answers.afterMs !== undefined ? ` (${r.answers.afterMs} ms later)` : ''}`);
   if (r.error) {
-    out.push(`  ${r.diag ? 'invalid' : 'undecodable'}: ${r.error.name} (${r.error.code}): ${r.error.reason}`);
+    out.push(`  ${r.diag ? 'invalid' : 'undecodable'}: ${r.error.name} (${r.error.code}): ${escapeControls(r.error.reason)}`);
     if (r.diag) out.push(`  ${r.diag}`);
     else out.push(`  hex ${r.hex}`);
     return out.join('\n');
@@ -193,7 +194,8 @@ function decode(a: DecodeArgs): void {
   const emit = (bytes: Buffer, origin: Origin, time?: number): void => {
     const r = inspector.inspect(bytes, { index: ++index, width, ...(time !== undefined ? { time } : {}) });
     if (failed(r)) anyFailed = true;
-    process.stdout.write((a.json ? reportJson(r, origin) : reportText(r, origin) + '\n') + '\n');
+    // Strings from the datagram never reach the terminal raw: JSON with its \u escapes, text with escape.ts's.
+    process.stdout.write((a.json ? safeJson(reportJson(r, origin)) : safeText(reportText(r, origin)) + '\n') + '\n');
   };
   const warn = (msg: string): void => {
     inputError = true;

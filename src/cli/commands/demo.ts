@@ -40,6 +40,7 @@ import type { KeyFile } from '../../wire/keys.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, parseKeyFile, publicOf, publicToJson } from '../../wire/keys.js';
 import { CliError, runHandler, UsageError } from '../util.js';
 import { writeSecretFile } from './keygen.js';
+import { safeText } from '../../common/escape.js';
 
 interface DemoArgs {
   dir: string;
@@ -56,7 +57,7 @@ function shown(p: string): string {
   return rel === '' ? '.' : rel.startsWith('..') ? p : rel;
 }
 const short = (id: string | null | undefined): string => (id ? `${id.slice(0, 8)}…` : '-');
-const out = (s: string): void => void process.stdout.write(`${s}\n`);
+const out = (s: string): void => void process.stdout.write(`${safeText(s)}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 let stepNo = 0;

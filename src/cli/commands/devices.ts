@@ -11,6 +11,7 @@ import { enrollFile } from '../../authd/enroll.js';
 import { LocatorIds } from '../../authd/locator.js';
 import { parseAddress } from '../../wire/addr.js';
 import { isDeviceId, isServiceId, keyFileToJson, newDeviceKey, parsePublicKeyFile } from '../../wire/keys.js';
+import { escapeControls } from '../../common/escape.js';
 
 /** Where output goes; tests replace it to run the commands in process. */
 export const io = {
@@ -142,6 +143,7 @@ function serviceJson(s: ServiceRow): Record<string, unknown> {
 
 /** Columns padded to their widest cell. */
 function table(rows: string[][]): string {
+  rows = rows.map((r) => r.map(escapeControls)); // peer-supplied cells: no control character raw
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }

@@ -17,6 +17,7 @@ import { AgentError } from '../../agent/agent.js';
 import { CliError, runHandler, UsageError } from '../util.js';
 import type { Common } from './agentctl.js';
 import { common } from './agentctl.js';
+import { escapeControls, safeJson, safeText } from '../../common/escape.js';
 
 
 async function ask(a: Common, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
@@ -32,10 +33,12 @@ async function ask(a: Common, cmd: string, args: Record<string, unknown>, timeou
 }
 
 const print = (s: string): void => {
-  process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+  process.stdout.write(safeText(s.endsWith('\n') ? s : `${s}\n`));
 };
+const printJson = (v: unknown): void => void process.stdout.write(`${safeJson(JSON.stringify(v, null, 2))}\n`);
 
 function table(rows: string[][]): string {
+  rows = rows.map((r) => r.map(escapeControls)); // peer-supplied cells: no control character raw
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
@@ -50,7 +53,7 @@ export function formatMatch(r: MatchResult): string {
       const members = r.members ?? [];
       const host = r.host !== undefined ? members[r.host] : undefined;
       const hostName = host ? (host.self ? 'you' : `${host.nickname ?? host.names[0] ?? host.id.slice(0, 8)} (${host.id.slice(0, 8)}…)`) : '-';
-      lines.push(`matched: ${what}, ${members.length} members, host: ${hostName} [${id}]`);
+      lines.push(`matched: ${escapeControls(what)}, ${members.length} members, host: ${escapeControls(hostName)} [${escapeControls(id)}]`);
       const rows = [['', 'LOCATOR ID', 'NICKNAME', 'MODE', 'ADDRESS', 'ROLE']];
       members.forEach((m, i) => {
         const role = [m.host ? 'host' : '', m.self ? 'you' : ''].filter(Boolean).join(', ') || '-';
@@ -146,7 +149,7 @@ const submit: CommandModule<object, SubmitArgs> = {
     } finally {
       process.off('SIGINT', onSignal);
     }
-    if (a.json) print(JSON.stringify(r, null, 2));
+    if (a.json) printJson(r);
     else print(wait ? formatMatch(r) : `submitted: ${r.mediaId}, waiting until ${r.deadline.replace(/\.\d{3}Z$/, 'Z')}\n${r.matchId}`);
     if (wait && r.state !== 'matched') process.exitCode = 1;
   }),
@@ -168,7 +171,7 @@ function byId(verb: 'status' | 'cancel'): CommandModule<object, IdArgs> {
     handler: (a) => runHandler(`match ${verb}`, async () => {
       if (a.id !== undefined && !/^[0-9a-fA-F]{16}$/.test(String(a.id))) throw new UsageError(`${JSON.stringify(a.id)} is not a match ID (16 hex digits)`);
       const r = (await ask(a, `match.${verb}`, a.id !== undefined ? { matchId: String(a.id) } : {})) as MatchResult;
-      if (a.json) print(JSON.stringify(r, null, 2));
+      if (a.json) printJson(r);
       else print(formatMatch(r));
     }),
   };
