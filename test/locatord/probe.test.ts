@@ -30,8 +30,10 @@ t.test('probe near expiry; PROBE_ACK extends the registration', (t) => forEachSt
 
   // The agent's answer: a session-MACed PROBE_ACK of its own; no reply comes back.
   term.client.send(dest, term.session.encode('PROBE_ACK', probe.msg.rid, {}));
-  // Anything after it from the same socket is handled after it.
+  // Anything after it from the same socket is handled after it (embedded); on Redis the two
+  // handlers run concurrently (PROBE_ACK takes two round trips), so wait for its count.
   await term.expect(t, 'QUERY_STATUS_RESULT', term.request('QUERY_STATUS', { ids: [term.locatorId] }));
+  for (const end = Date.now() + 10_000; loc.metrics.get('probe_acks_total') !== 1 && Date.now() < end;) await new Promise((r) => setTimeout(r, 5));
   const rec = (await presenceOf(loc, term.locatorId))!;
   t.ok(rec.expMs > expiresAt, 'expiry extended');
   // The embedded table keeps times in ticks of TICK_MS; Redis keeps milliseconds.
