@@ -7,7 +7,7 @@
 //   - punch.ts and channel.ts: introductions and direct channels to peers.
 // All of them share the registration's one UDP socket and its sessions; events of all of them
 // are the Agent's (types.ts), and a listener that throws is logged, not fatal (emitter.ts).
-import type { TicketGrant } from '../wire/catalog.js';
+import type { RelayGrant, TicketGrant } from '../wire/catalog.js';
 import type { Reply } from '../net/client.js';
 import { SafeEmitter } from './emitter.js';
 import { MatchClient } from './match.js';
@@ -101,6 +101,11 @@ export class Agent extends SafeEmitter<AgentEvents> {
   /** Ticket grants for audiences other than locatord's (e.g. matchd), as authd issued them. */
   get extraGrants(): readonly TicketGrant[] {
     return this.registration.extraGrants;
+  }
+
+  /** TURN relays authd granted credentials for (the grant's `relays`; see devloc-protocol(7) RELAYS). */
+  get relays(): readonly RelayGrant[] {
+    return this.registration.relays;
   }
 
   get counters(): AgentCounters {

@@ -15,7 +15,7 @@ import type { EventEmitter } from 'node:events';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import { buildAuthRequest, openAuthGrant } from '../wire/auth.js';
-import type { Bodies, MessageName, RegistrationAck, TicketGrant } from '../wire/catalog.js';
+import type { Bodies, MessageName, RegistrationAck, RelayGrant, TicketGrant } from '../wire/catalog.js';
 import { DEFAULT_PORTS, NetMode, netModeNames } from '../wire/constants.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
@@ -82,6 +82,8 @@ export class Registration {
   private locatorId: Buffer | undefined;
   private grant: TicketGrant | undefined;
   private otherGrants: TicketGrant[] = [];
+  /** TURN relays with credentials from the last grant (expiring with its tickets). */
+  private relayGrants: RelayGrant[] = [];
   /** Sessions of the other grants (matchd's), by audience. */
   private otherSessions = new Map<string, ClientSession>();
   private classifying = false;
@@ -185,6 +187,11 @@ export class Registration {
     return this.otherGrants;
   }
 
+  /** The TURN relays of the last grant, with their credentials. */
+  get relays(): readonly RelayGrant[] {
+    return this.relayGrants;
+  }
+
   /** Open the socket and start the automatic sequence. Resolves once the socket is bound. */
   async start(): Promise<void> {
     if (this.client) throw new Error('agent already started');
@@ -258,6 +265,10 @@ export class Registration {
       retryAt: iso(this.retryAt),
       attempt: this.pending ? { step: this.pending.step, to: this.pending.to, sent: this.pending.sent, since: new Date(this.pending.since).toISOString() } : null,
       lastError: this.lastError ? { step: this.lastError.step, error: this.lastError.error, at: new Date(this.lastError.at).toISOString() } : null,
+      relays: this.relayGrants.map((r) => ({
+        name: r.name, udp: r.udp ? formatAddress(r.udp) : null, tcp: r.tcp ? formatAddress(r.tcp) : null, tls: r.tls ? formatAddress(r.tls) : null,
+        credentialsExpireAt: new Date(r.exp * 1000).toISOString(),
+      })),
       counters: { ...this.counters },
     };
   }
@@ -548,6 +559,7 @@ export class Registration {
       this.locatorId = Buffer.from(g.locatorId);
       this.grant = grant;
       this.otherGrants = g.tickets.filter((t) => t !== grant);
+      this.relayGrants = g.relays ?? [];
       this.otherSessions = new Map();
       for (const t of this.otherGrants) {
         const s = ClientSession.fromGrant(t, cnfSecret);
@@ -567,6 +579,7 @@ export class Registration {
       this.counters.authentications++;
       this.log('info', 'authenticated', {
         locatorId: formatId(this.locatorId), audiences: g.tickets.map((t) => t.aud), ticketExpires: iso(this.ticketExpMs),
+        ...(this.relayGrants.length ? { relays: this.relayGrants.map((r) => r.name) } : {}),
         renewAt: iso(this.renewAt), locatord: formatAddress(locatord),
       });
       if (changedId) this.log('warn', 'authd issued a different locator ID than before');

@@ -96,9 +96,19 @@ export interface AgentStatus {
   /** The step's request while it goes unanswered: datagrams sent so far (1 + retransmissions), since when. */
   attempt: { step: string; to: string; sent: number; since: string } | null;
   lastError: { step: string; error: string; at: string } | null;
+  /** TURN relays authd granted credentials for (never the credentials themselves). */
+  relays: RelayStatus[];
   counters: AgentCounters;
   /** Peer channels: open and punching ones, then the last closed or failed (with the reason). */
   channels: ChannelSummary[];
+}
+
+export interface RelayStatus {
+  name: string;
+  udp: string | null;
+  tcp: string | null;
+  tls: string | null;
+  credentialsExpireAt: string;
 }
 
 export interface AgentCounters {

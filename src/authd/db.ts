@@ -9,7 +9,7 @@ import path from 'node:path';
 
 export const DB_FILE = 'authd.db';
 /** Bumped with every schema change; a database from a newer devloc is refused, not guessed at. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (
@@ -31,6 +31,19 @@ CREATE TABLE IF NOT EXISTS services (
   addr        TEXT,
   added_at    INTEGER NOT NULL,
   updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+-- TURN relays (coturn) whose credentials authd mints into grants. The secret itself stays in
+-- secret_file (owner-only), read by authd; the database holds where to find it. (Version 2.)
+CREATE TABLE IF NOT EXISTS relays (
+  relay_id    TEXT    NOT NULL PRIMARY KEY,
+  udp         TEXT,
+  tcp         TEXT,
+  tls         TEXT,
+  tls_name    TEXT,
+  secret_file TEXT    NOT NULL,
+  added_at    INTEGER NOT NULL,
+  updated_at  INTEGER NOT NULL,
+  CHECK (udp IS NOT NULL OR tcp IS NOT NULL OR tls IS NOT NULL)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS enrollments (
   id        INTEGER PRIMARY KEY,
@@ -68,6 +81,41 @@ export interface ServiceRow {
   addr?: string;
   addedAt: number;
   updatedAt: number;
+}
+
+/** A TURN relay: where terminals reach it, by transport, and the file holding its shared secret. */
+export interface RelayRow {
+  relayId: string;
+  /** "ip:port" or "[v6]:port", literal IP, per client-to-relay transport (at least one). */
+  udp?: string;
+  tcp?: string;
+  tls?: string;
+  /** The name the relay's TLS certificate is issued for. */
+  tlsName?: string;
+  secretFile: string;
+  addedAt: number;
+  updatedAt: number;
+}
+export type RelaySpec = Omit<RelayRow, 'addedAt' | 'updatedAt'>;
+
+interface RawRelay {
+  relay_id: string;
+  udp: string | null;
+  tcp: string | null;
+  tls: string | null;
+  tls_name: string | null;
+  secret_file: string;
+  added_at: number;
+  updated_at: number;
+}
+
+function relayOf(r: RawRelay): RelayRow {
+  const row: RelayRow = { relayId: r.relay_id, secretFile: r.secret_file, addedAt: r.added_at, updatedAt: r.updated_at };
+  if (r.udp !== null) row.udp = r.udp;
+  if (r.tcp !== null) row.tcp = r.tcp;
+  if (r.tls !== null) row.tls = r.tls;
+  if (r.tls_name !== null) row.tlsName = r.tls_name;
+  return row;
 }
 
 interface RawDevice {
@@ -295,6 +343,33 @@ export class AuthDb {
 
   removeService(serviceId: string): boolean {
     return this.db.prepare('DELETE FROM services WHERE service_id = ?').run(serviceId).changes > 0;
+  }
+
+  // ---- relays ----------------------------------------------------------------------------
+
+  listRelays(): RelayRow[] {
+    return (this.db.prepare('SELECT * FROM relays ORDER BY relay_id').all() as RawRelay[]).map(relayOf);
+  }
+
+  /** Register a relay. Same fields: unchanged; other fields: a conflict unless `replace`. */
+  putRelay(r: RelaySpec, replace: boolean, now = Date.now()): 'added' | 'unchanged' | 'replaced' | 'conflict' {
+    return this.db.transaction(() => {
+      const raw = this.db.prepare('SELECT * FROM relays WHERE relay_id = ?').get(r.relayId) as RawRelay | undefined;
+      const values = [r.udp ?? null, r.tcp ?? null, r.tls ?? null, r.tlsName ?? null, r.secretFile] as const;
+      if (!raw) {
+        this.db.prepare('INSERT INTO relays (relay_id, udp, tcp, tls, tls_name, secret_file, added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(r.relayId, ...values, now, now);
+        return 'added' as const;
+      }
+      const same = raw.udp === values[0] && raw.tcp === values[1] && raw.tls === values[2] && raw.tls_name === values[3] && raw.secret_file === values[4];
+      if (same) return 'unchanged' as const;
+      if (!replace) return 'conflict' as const;
+      this.db.prepare('UPDATE relays SET udp = ?, tcp = ?, tls = ?, tls_name = ?, secret_file = ?, updated_at = ? WHERE relay_id = ?').run(...values, now, r.relayId);
+      return 'replaced' as const;
+    }).immediate();
+  }
+
+  removeRelay(relayId: string): boolean {
+    return this.db.prepare('DELETE FROM relays WHERE relay_id = ?').run(relayId).changes > 0;
   }
 
   lastEnrollment(): { at: number; file: string; sha256: string; records: number } | undefined {

@@ -37,6 +37,7 @@ import { AuthDb } from './db.js';
 import type { KeyRing } from './keyring.js';
 import { loadKeyRing } from './keyring.js';
 import { LocatorIds } from './locator.js';
+import { RelayIssuer } from './relays.js';
 import { ReplayCache } from './replay.js';
 
 /** Largest sealed grant the AUTH_RESPONSE schema admits. */
@@ -69,6 +70,8 @@ export interface AuthServiceOptions {
   /** ms clock (tickets, skew, cookies, replay cache). */
   now?: () => number;
   random?: (n: number) => Buffer;
+  /** TURN relay credentials put into grants (default: the relays registered in `db`). */
+  relays?: RelayIssuer;
 }
 
 // Imported through JWK (publicKeyObject), not DER/SPKI: measured here, OpenSSL 3 decodes a DER
@@ -98,6 +101,7 @@ export class AuthService {
   private readonly now: () => number;
   private readonly injectedClock: boolean;
   private readonly random: (n: number) => Buffer;
+  readonly relays: RelayIssuer;
 
   constructor(o: AuthServiceOptions) {
     this.injectedClock = o.now !== undefined;
@@ -113,11 +117,13 @@ export class AuthService {
     this.load = new LoadMeter(this.now);
     this.replay = new ReplayCache(o.replayCacheMax ?? 1_000_000, this.now);
     this.setPolicy(this.policy);
+    this.relays = o.relays ?? new RelayIssuer(o.db, o.logger, o.metrics);
     const m = this.metrics;
     m.counter('auth_ok_total', 'Authentications that were granted tickets');
     m.counter('auth_failed_total', 'Authentications refused, by error code');
     m.counter('signatures_total', 'Ed25519 signatures made (one per ticket)');
     m.counter('tickets_issued_total', 'Tickets issued, by audience');
+    m.counter('relay_credentials_issued_total', 'TURN relay credentials put into grants');
     m.counter('cookies_sent_total', 'COOKIE_REQUIRED answers sent');
     m.gauge('replay_cache_entries', 'Entries in the AUTH_REQUEST replay cache', () => this.replay.size);
     m.gauge('replay_cache_evicted_early', 'Unexpired replay-cache entries forced out by its bound', () => this.replay.evictedEarly);
@@ -264,6 +270,25 @@ export class AuthService {
     if (audiences.length > 0 && grant.tickets.length === 0 && dropped.length === 0) {
       return this.refuseDevice(ErrorCode.NOT_FOUND, `no requested audience is a registered service (${unknown.join(', ').slice(0, 80)})`, deviceId, fromText);
     }
+    // Relay credentials expire with the tickets. They go last: a grant too full for them still
+    // carries its tickets (the terminal then has no relay, and the log says why).
+    const relays = this.relays.grantsFor(locatorId.toString('hex'), exp);
+    if (relays.length > 0) {
+      grant.relays = relays;
+      while (grant.relays.length > 0) {
+        const attempt = seal(grant);
+        if (attempt) {
+          response = attempt;
+          this.metrics.inc('relay_credentials_issued_total', {}, grant.relays.length);
+          break;
+        }
+        grant.relays.pop();
+      }
+      if (grant.relays.length === 0) {
+        delete grant.relays;
+        this.logger.warn('relay credentials do not fit the grant', { deviceId, audiences: grant.tickets.map((t) => t.aud) });
+      }
+    }
     response ??= seal(grant);
     if (!response) throw new DevlocError(ErrorCode.INTERNAL, 'grant does not fit a datagram');
     this.metrics.inc('auth_ok_total');
@@ -342,6 +367,7 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
     maxRate: o.maxRate ?? defaultPolicy.maxRate,
   };
   const service = new AuthService({ db, keys, locator, logger, metrics, policy, now, ...(o.replayCacheMax ? { replayCacheMax: o.replayCacheMax } : {}) });
+  service.relays.reload(); // logs the relays going into grants, and any whose secret is unusable
   let rate = { ratePerS: o.ratePerS ?? defaultRate.ratePerS, burst: o.burst ?? defaultRate.burst };
   // The limiters keep their own monotonic clock unless a test injects one.
   const limiter = new RateLimiter({ ...rate, ...(o.now ? { now: o.now } : {}) });
@@ -394,6 +420,7 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
       rate = { ratePerS: r.ratePerS ?? rate.ratePerS, burst: r.burst ?? rate.burst };
       limiter.setRate(rate.ratePerS, rate.burst);
       counted = { ...counted, at: -Infinity };
+      service.relays.reload();
       logger.info('keys loaded', { kids: fresh.kids, signingKid: fresh.signer.kid });
     },
     async stop() {

@@ -463,10 +463,27 @@ const authInnerSpec = [
 ] as const satisfies readonly Field[];
 export const authInnerFields: readonly Field[] = authInnerSpec;
 
+/**
+ * A TURN relay (coturn, RFC 8656) the terminal may allocate on, with credentials in coturn's
+ * shared-secret scheme: username "<exp>:<locator ID in hex>", password base64(HMAC-SHA1(secret,
+ * username)). See RELAYS.
+ */
+const relayGrant = [
+  { key: 1, name: 'name', type: { t: 'tstr', max: 32 }, required: true, doc: 'relay name, as registered with devloc relay add' },
+  { key: 2, name: 'udp', type: { t: 'addr' }, doc: 'TURN over UDP at this address' },
+  { key: 3, name: 'tcp', type: { t: 'addr' }, doc: 'TURN over TCP at this address' },
+  { key: 4, name: 'tls', type: { t: 'addr' }, doc: 'TURN over TLS at this address' },
+  { key: 5, name: 'tlsName', type: { t: 'tstr', max: 253 }, doc: 'name the TLS certificate is checked against (absent: the address)' },
+  { key: 6, name: 'username', type: { t: 'tstr', max: 64 }, required: true, doc: 'TURN username: expiry and locator ID' },
+  { key: 7, name: 'password', type: { t: 'tstr', max: 64 }, required: true, doc: 'TURN password: base64 HMAC-SHA1 of the username under the relay secret' },
+  { key: 8, name: 'exp', type: { t: 'uint' }, required: true, doc: 'credential expiry, seconds since the epoch (never after the tickets)' },
+] as const satisfies readonly Field[];
+
 const authGrantSpec = [
   { key: 1, name: 'locatorId', type: locatorId, required: true, doc: "the terminal's stable locator ID" },
   { key: 2, name: 'tickets', type: { t: 'array', of: { t: 'struct', fields: ticketGrant }, max: 4 }, required: true, doc: 'one grant per audience' },
   { key: 3, name: 'nonce', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'the request nonce, echoed' },
+  { key: 4, name: 'relays', type: { t: 'array', of: { t: 'struct', fields: relayGrant }, max: 2 }, doc: 'TURN relays with credentials, when authd has relays registered (see RELAYS)' },
 ] as const satisfies readonly Field[];
 export const authGrantFields: readonly Field[] = authGrantSpec;
 
@@ -480,6 +497,7 @@ export type Bodies = { [N in MessageName]: BodyOf<Spec<N>['fields']> };
 
 export type AuthInner = BodyOf<typeof authInnerSpec>;
 export type TicketGrant = BodyOf<typeof ticketGrant>;
+export type RelayGrant = BodyOf<typeof relayGrant>;
 export type AuthGrant = BodyOf<typeof authGrantSpec>;
 export type AddrEntry = BodyOf<typeof queryAddrEntry>;
 export type MemberEntry = BodyOf<typeof memberEntry>;

@@ -6,7 +6,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { decodeStun, encodeChannelData, encodeStun, longTermKey, Method, verifyIntegrity, type DecodedStun, type StunAttributes } from '../../src/agent/turn/codec.js';
 import { TurnClient, TurnErrorCode, type LinkHandlers, type TurnClock, type TurnLink } from '../../src/agent/turn/client.js';
-import { mintTurnCredentials } from '../../src/agent/turn/credentials.js';
+import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 
 const EPOCH = 1_800_000_000_000;
 

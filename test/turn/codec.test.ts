@@ -6,7 +6,7 @@ import {
   Attr, decodeChannelData, decodeStun, encodeChannelData, encodeStun, longTermKey, Method, streamFrameLength, verifyIntegrity,
   type StunMessage, type StunClass,
 } from '../../src/agent/turn/codec.js';
-import { mintTurnCredentials, parseTurnUsername } from '../../src/agent/turn/credentials.js';
+import { mintTurnCredentials, parseTurnUsername } from '../../src/wire/turn-credentials.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { bytesToIp } from '../../src/wire/addr.js';
 

@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import type { Address } from '../../src/wire/addr.js';
 import { TurnClient, TurnErrorCode, type TurnClientOptions, type TurnTransport } from '../../src/agent/turn/client.js';
-import { mintTurnCredentials } from '../../src/agent/turn/credentials.js';
+import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 import { haveCoturn, startCoturn, type Coturn } from './coturn.js';
 
 if (!haveCoturn) {

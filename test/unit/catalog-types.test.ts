@@ -7,7 +7,7 @@
 import t from 'tap';
 import type { Address } from '../../src/wire/addr.js';
 import type {
-  AddrEntry, AuthGrant, AuthInner, Bodies, Introduction, MatchMember, MemberEntry, MessageName, RegistrationAck, Requirement, TicketGrant,
+  AddrEntry, AuthGrant, AuthInner, Bodies, Introduction, MatchMember, MemberEntry, MessageName, RegistrationAck, RelayGrant, Requirement, TicketGrant,
 } from '../../src/wire/catalog.js';
 import { authGrantFields, authInnerFields, catalog, MessageType } from '../../src/wire/catalog.js';
 import type { BodyOf, Field, FieldType, Props, ValueOf } from '../../src/wire/schema.js';
@@ -63,6 +63,7 @@ assertType<Equal<Bodies['INTRODUCE_ACK'], Introduction>>();
 assertType<Equal<Bodies['REGISTER_ACK'], RegistrationAck>>();
 assertType<Equal<Bodies['REFRESH_ACK'], RegistrationAck>>();
 assertType<Equal<AuthGrant['tickets'], TicketGrant[]>>();
+assertType<Equal<AuthGrant['relays'], RelayGrant[] | undefined>>();
 // A few shapes spelled out, as the code using them relies on them.
 assertType<Equal<RegistrationAck, { observed: Address; ttlS: number; refreshS: number; locatorId: Uint8Array }>>();
 assertType<Equal<AuthInner, { deviceId: string; timeMs: number; nonce: Uint8Array; audiences: string[]; cnf: Uint8Array; signature: Uint8Array }>>();
@@ -98,6 +99,7 @@ t.test('every message spec is named after its type and has unique field keys and
 t.test('the sealed inner structures are the specs the types come from', async (t) => {
   // AuthInner above is pinned to these names; a spec edit fails here and in the type assertion.
   t.same(shape(authInnerFields), ['deviceId', 'timeMs', 'nonce', 'audiences', 'cnf', 'signature']);
-  t.same(shape(authGrantFields), ['locatorId', 'tickets', 'tickets.aud', 'tickets.ticket', 'tickets.serviceKey', 'tickets.exp', 'tickets.addr?', 'nonce']);
+  t.same(shape(authGrantFields), ['locatorId', 'tickets', 'tickets.aud', 'tickets.ticket', 'tickets.serviceKey', 'tickets.exp', 'tickets.addr?', 'nonce',
+    'relays?', 'relays.name', 'relays.udp?', 'relays.tcp?', 'relays.tls?', 'relays.tlsName?', 'relays.username', 'relays.password', 'relays.exp']);
   t.same(shape(catalog[MessageType.REGISTER_ACK].fields), ['observed', 'ttlS', 'refreshS', 'locatorId']);
 });

@@ -34,8 +34,8 @@ import {
   decodeChannelData, decodeStun, encodeChannelData, encodeStun, longTermKey, MAX_CHANNEL, MAX_STUN_BYTES, Method, MIN_CHANNEL,
   streamFrameLength, TRANSPORT_UDP, verifyIntegrity,
 } from './codec.js';
-import type { TurnCredentials } from './credentials.js';
-import { parseTurnUsername } from './credentials.js';
+import type { TurnCredentials } from '../../wire/turn-credentials.js';
+import { parseTurnUsername } from '../../wire/turn-credentials.js';
 
 // --- constants (each overridable through TurnClientOptions where it makes sense) ---------------
 

@@ -87,6 +87,10 @@ export function formatStatus(s: AgentStatus, now = Date.now()): string {
   // Older agents do not report it.
   if (s.attempt) rows.push(['in progress', `${s.attempt.step} to ${s.attempt.to}: ${s.attempt.sent} sent since ${when(s.attempt.since, now)}`]);
   if (s.lastError) rows.push(['last error', `${s.lastError.error} (${s.lastError.step}, ${when(s.lastError.at, now)})`]);
+  for (const r of s.relays ?? []) {
+    const via = [r.udp && `udp ${r.udp}`, r.tcp && `tcp ${r.tcp}`, r.tls && `tls ${r.tls}`].filter(Boolean).join(', ');
+    rows.push(['relay', `${r.name}: ${via}; credentials expire ${when(r.credentialsExpireAt, now)}`]);
+  }
   const c = s.counters;
   rows.push(['counters', `${c.authentications} auth, ${c.registrations} register, ${c.refreshes} refresh, ${c.probesAnswered} probe, ${c.failures} failed, ${c.addressChanges} address changes`]);
   for (const ch of s.channels ?? []) rows.push(['peer channel', formatChannel(ch)]);

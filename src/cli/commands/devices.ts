@@ -2,10 +2,12 @@
 // working directly on authd.db in --state-dir (the daemon may run meanwhile: SQLite WAL):
 //   device new, enroll, revoke, unrevoke, devices [list|show], service add|list|rm
 // Exit status: 0 done, 1 the work failed (bad lines, unknown device, ...), 2 bad arguments.
+import path from 'node:path';
 import { accessSync, closeSync, constants, existsSync, fchmodSync, fsyncSync, unlinkSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import { AuthDb } from '../../authd/db.js';
-import type { DeviceRow, ServiceRow } from '../../authd/db.js';
+import type { DeviceRow, RelaySpec, ServiceRow } from '../../authd/db.js';
+import { readRelaySecret } from '../../authd/relays.js';
 import type { EnrollProgress } from '../../authd/enroll.js';
 import { enrollFile } from '../../authd/enroll.js';
 import { LocatorIds } from '../../authd/locator.js';
@@ -519,6 +521,121 @@ const service: CommandModule = {
   handler: () => undefined,
 };
 
+// ---- relays ------------------------------------------------------------------------------
+
+interface RelayAddArgs {
+  'state-dir': string;
+  name: string;
+  udp?: string;
+  tcp?: string;
+  tls?: string;
+  'tls-name'?: string;
+  'secret-file': string;
+  replace: boolean;
+}
+
+function relayAddr(flag: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const p = parseAddress(value);
+  if (!p) throw new CommandError(`--${flag} ${JSON.stringify(value)} is not IP:PORT or [IPv6]:PORT (a literal IP: terminals get it in their grant)`, 2);
+  return p.ip.includes(':') ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`;
+}
+
+const relayAdd: CommandModule<object, RelayAddArgs> = {
+  command: 'add <name>',
+  describe: 'register a TURN relay (coturn) whose credentials authd puts into grants',
+  builder: (y) =>
+    withStateDir(y)
+      .positional('name', { type: 'string', demandOption: true, describe: 'relay name (as services: lowercase letters, digits, ".", "-")' })
+      .option('udp', { type: 'string', describe: 'TURN over UDP at IP:PORT (coturn listening-port, 3478)' })
+      .option('tcp', { type: 'string', describe: 'TURN over TCP at IP:PORT (for terminals whose UDP is blocked)' })
+      .option('tls', { type: 'string', describe: 'TURN over TLS at IP:PORT (coturn tls-listening-port, 5349)' })
+      .option('tls-name', { type: 'string', describe: "the name the relay's TLS certificate is issued for (default: the --tls IP)" })
+      .option('secret-file', { type: 'string', demandOption: true, describe: "file holding coturn's static-auth-secret, one per line, the first used (mode 0400, readable by authd)" })
+      .option('replace', { type: 'boolean', default: false, describe: 'replace the addresses or secret file of a registered relay' }) as unknown as Argv<RelayAddArgs>,
+  handler: guard('relay add', (a) => {
+    const name = String(a.name);
+    if (!isServiceId(name) || name.length > 32) throw new CommandError(`relay name ${JSON.stringify(name)}: lowercase letters, digits, '.', '-', at most 32 characters`, 2);
+    const spec: RelaySpec = { relayId: name, secretFile: path.resolve(a['secret-file']) };
+    for (const t of ['udp', 'tcp', 'tls'] as const) {
+      const v = relayAddr(t, a[t]);
+      if (v !== undefined) spec[t] = v;
+    }
+    if (!spec.udp && !spec.tcp && !spec.tls) throw new CommandError('give at least one of --udp, --tcp, --tls', 2);
+    if (a['tls-name'] !== undefined) {
+      if (!spec.tls) throw new CommandError('--tls-name needs --tls', 2);
+      if (!/^[A-Za-z0-9.-]{1,253}$/.test(a['tls-name'])) throw new CommandError(`--tls-name ${JSON.stringify(a['tls-name'])} is not a host name`, 2);
+      spec.tlsName = a['tls-name'];
+    }
+    try {
+      readRelaySecret(spec.secretFile);
+    } catch (err) {
+      const msg = (err as Error).message;
+      // An admin registering a file owned by authd's user is fine: authd checks it as itself.
+      if (/ is owned by uid /.test(msg)) io.err(`devloc relay add: note: ${msg}; authd checks it again as its own user\n`);
+      else throw new CommandError(msg, 2);
+    }
+    const db = openDb(a['state-dir'], true);
+    try {
+      const r = db.putRelay(spec, a.replace);
+      if (r === 'conflict') throw new CommandError(`relay ${name} is registered with other addresses or another secret file (--replace replaces them)`);
+      out(`relay ${name}: ${r}`);
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+const relayList: CommandModule<object, DevicesArgs> = {
+  command: 'list',
+  describe: 'list registered relays',
+  builder: (y) => jsonOption(withStateDir(y)) as unknown as Argv<DevicesArgs>,
+  handler: guard('relay list', (a) => {
+    const db = openDb(a['state-dir'], false);
+    try {
+      const rows = db.listRelays();
+      if (a.json) {
+        for (const r of rows) {
+          out(JSON.stringify({ relay: r.relayId, udp: r.udp ?? null, tcp: r.tcp ?? null, tls: r.tls ?? null, tlsName: r.tlsName ?? null, secretFile: r.secretFile, updatedAt: iso(r.updatedAt) }));
+        }
+        return;
+      }
+      const lines = [['RELAY', 'UDP', 'TCP', 'TLS', 'SECRET FILE', 'UPDATED']];
+      for (const r of rows) lines.push([r.relayId, r.udp ?? '-', r.tcp ?? '-', r.tls ? `${r.tls}${r.tlsName ? ` (${r.tlsName})` : ''}` : '-', escapeControls(r.secretFile), iso(r.updatedAt)]);
+      out(table(lines));
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+const relayRm: CommandModule<object, { 'state-dir': string; name: string }> = {
+  command: 'rm <name>',
+  describe: 'unregister a relay: no more credentials for it (those issued stay valid until they expire)',
+  builder: (y) => withStateDir(y).positional('name', { type: 'string', demandOption: true, describe: 'relay name' }) as unknown as Argv<{ 'state-dir': string; name: string }>,
+  handler: guard('relay rm', (a) => {
+    const db = openDb(a['state-dir'], false);
+    try {
+      if (!db.removeRelay(String(a.name))) throw new CommandError(`no relay ${a.name}`);
+      out(`relay ${a.name}: removed`);
+    } finally {
+      db.close();
+    }
+  }),
+};
+
+const relay: CommandModule = {
+  command: 'relay <command>',
+  describe: 'the TURN relays authd issues credentials for (relay add|list|rm)',
+  builder: (y) =>
+    y
+      .command(relayAdd as CommandModule)
+      .command(relayList as CommandModule)
+      .command(relayRm as CommandModule)
+      .demandCommand(1, 'name a relay command: add, list, rm'),
+  handler: () => undefined,
+};
+
 /** Every authd admin command, for src/cli/commands/index.ts. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const authdCommands: CommandModule<any, any>[] = [
@@ -528,4 +645,5 @@ export const authdCommands: CommandModule<any, any>[] = [
   revokeCommand(false) as CommandModule,
   devices as CommandModule,
   service,
+  relay,
 ];
