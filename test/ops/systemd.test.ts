@@ -151,3 +151,27 @@ t.test('sysusers and tmpfiles snippets apply to an empty root', needs('systemd-s
   t.equal(statSync(path.join(dir, 'etc/devloc/device.key')).uid, Number(user?.[1]), 'owned by devloc');
   t.equal(mode('etc/devloc/agent.conf'), '640', 'config 0640 root:devloc');
 });
+
+// contrib/coturn/coturn.service.d/devloc.conf hardens Debian's coturn unit (which scores 9.0
+// UNSAFE alone): verified and scored here against the installed unit, with the drop-in beside it.
+const debianCoturnUnit = ['/lib/systemd/system/coturn.service', '/usr/lib/systemd/system/coturn.service'].find((f) => existsSync(f));
+t.test('the coturn drop-in verifies and hardens Debian\'s coturn unit', needs('systemd-analyze and coturn', analyze && debianCoturnUnit !== undefined), async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-coturn-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(path.join(dir, 'coturn.service'), readFileSync(debianCoturnUnit!, 'utf8'));
+  const score = (): number => {
+    const r = spawnSync('systemd-analyze', ['security', '--offline=true', '--no-pager', path.join(dir, 'coturn.service')], { encoding: 'utf8', timeout: 60_000 });
+    const m = /Overall exposure level for \S+: (\d+(?:\.\d+)?)/.exec(r.stdout);
+    return m ? Number(m[1]) : NaN;
+  };
+  const bare = score();
+  mkdirSync(path.join(dir, 'coturn.service.d'));
+  writeFileSync(path.join(dir, 'coturn.service.d', 'devloc.conf'), readFileSync(path.join(root, 'contrib/coturn/coturn.service.d/devloc.conf'), 'utf8'));
+  const r = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(dir, 'coturn.service')], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(r.status, 0, 'verifies');
+  t.equal(`${r.stdout}${r.stderr}`.trim(), '', 'no warnings');
+  const hardened = score();
+  t.comment(`coturn.service exposure: ${bare} alone, ${hardened} with the drop-in`);
+  t.ok(hardened <= 2, `exposure with the drop-in ${hardened} <= 2 (alone ${bare})`);
+  t.ok(hardened < bare, 'the drop-in is applied');
+});
