@@ -3,6 +3,7 @@
 // implementation (cbor2, in its deterministic CDE mode) and by independent crypto
 // (@noble/curves for Ed25519/X25519; node:crypto primitives called directly for HMAC, HKDF and
 // ChaCha20-Poly1305 with the parameters the vector files document).
+import { DEFAULT_SERVICE_IDS } from '../../src/wire/constants.js';
 import { createDecipheriv, createHmac, createSecretKey, hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ed25519, x25519 } from '@noble/curves/ed25519.js';
@@ -54,7 +55,7 @@ const authJson = JSON.parse(files.auth) as {
     ephemeral: { secret: string; public: string }; cnf: { secret: string; public: string };
     nonce: string; timeMs: number; audiences: string[];
   };
-  derived: { sealKeys: { request: string; response: string }; proofInputHex: string; inner: Obj; innerHex: string; requestAad: string };
+  derived: { sealKeys: { request: string; response: string }; proofInputHex: string; inner: Obj; innerHex: string; requestAad: string; responseNonce: string };
   request: { hex: string; meaning: Obj };
   grant: { meaning: Obj; cborHex: string };
   response: { hex: string; meaning: Obj };
@@ -401,7 +402,9 @@ t.test('auth exchange vector', async (t) => {
   t.equal(hex(rd.msg.rid), i.rid, 'response carries the request ID');
   t.ok(resp.length <= req.length, 'response no larger than the request (anti-amplification)');
   checkWithCbor2(t, resp, 'AUTH_RESPONSE');
-  // The response is nonce(12) || ciphertext || tag.
+  // The response is nonce(12) || ciphertext || tag; the request's nonce is 16 bytes (as the page says).
+  t.equal(hex(rd.msg.body.sealed.subarray(0, 12)), a.derived.responseNonce, 'the response starts with its 12-byte seal nonce');
+  t.equal(unhex(i.nonce).length, 16, 'the request nonce is 16 bytes');
   const grantPlain = open(a.derived.sealKeys.response, rd.msg.body.sealed.subarray(12), rid, rd.msg.body.sealed.subarray(0, 12));
   t.equal(hex(grantPlain), a.grant.cborHex, 'grant plaintext (independent open, aad = rid)');
   checkWithCbor2(t, grantPlain, 'AuthGrant');
@@ -411,7 +414,9 @@ t.test('auth exchange vector', async (t) => {
   const grantTickets = (a.grant.meaning['tickets'] as Obj[]);
   t.equal(grantTickets[0]!['ticket'], ticketJson.hex, 'locatord ticket is ticket.json');
   for (const gt of grantTickets) {
-    const aud = gt['aud'] as 'locatord' | 'matchd';
+    // The grant names the service by its service ID; the vectors' session keys are per daemon.
+    const aud = (['locatord', 'matchd'] as const).find((d) => messages.sessionKeys[d].aud === gt['aud'])!;
+    t.equal(gt['aud'], DEFAULT_SERVICE_IDS[aud], `${aud}: the service ID is the default one (DEFAULT_SERVICE_IDS)`);
     const p = peekTicket(unhex(gt['ticket'] as string));
     t.ok(typeof p !== 'string' && hex(p.claims.cti) === messages.sessionKeys[aud].sid, `${aud} ticket cti is its session ID`);
     t.equal(gt['serviceKey'], messages.sessionDerivation.services[aud].public, `${aud} serviceKey`);
