@@ -4,6 +4,8 @@
 // (@noble/curves for Ed25519/X25519; node:crypto primitives called directly for HMAC, HKDF and
 // ChaCha20-Poly1305 with the parameters the vector files document).
 import { DEFAULT_SERVICE_IDS } from '../../src/wire/constants.js';
+import { MAX_REFLECT_RESULT } from '../../src/agent/netmode.js';
+import { COOKIE_BYTES } from '../../src/authd/cookie.js';
 import { createDecipheriv, createHmac, createSecretKey, hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ed25519, x25519 } from '@noble/curves/ed25519.js';
@@ -170,6 +172,19 @@ t.test('every catalog message has a vector, and only those', async (t) => {
   for (const n of names) t.ok(n in MessageType, `${n} is in the catalog`);
   t.ok(messages.vectors.some((v) => v.name === 'ERROR' && v.session), 'a session-MACed ERROR');
   t.ok(messages.vectors.some((v) => v.name === 'ERROR' && !v.session), 'an unauthenticated ERROR');
+});
+
+t.test('values the page states are the code\'s: REFLECT padding, cookie length, a missing group', async (t) => {
+  const reflect = messages.vectors.find((v) => v.name === 'REFLECT')!;
+  t.equal(unhex(reflect.hex).length, MAX_REFLECT_RESULT, 'the REFLECT example is padded to the largest REFLECT_RESULT');
+  t.equal(MAX_REFLECT_RESULT, 80, 'which is the 80 bytes devloc-protocol(7) states');
+  const page = readFileSync(new URL('../../man/devloc-protocol.7', import.meta.url), 'utf8');
+  t.match(page, /pads every REFLECT to\s+80\s+bytes/, 'the page says 80');
+  t.match(page, /16-byte cookie/, 'the page says 16-byte cookies');
+  const cookie = messages.vectors.find((v) => v.name === 'ERROR' && v.meaning['body'] && (v.meaning['body'] as Obj)['cookie'] !== undefined)!;
+  t.equal(unhex((cookie.meaning['body'] as Obj)['cookie'] as string).length, COOKIE_BYTES, 'the cookie example is COOKIE_BYTES long');
+  t.equal(COOKIE_BYTES, 16);
+  t.notOk(messages.vectors.some((v) => v.name === 'ERROR' && (v.meaning['body'] as Obj)['code'] === ErrorCode.NOT_FOUND && /group/.test(v.note)), 'no example answers a missing group with NOT_FOUND (the server says FORBIDDEN: test/locatord/groups.test.ts)');
 });
 
 const keyObjects = (s: SessionKeysJson) => ({ terminalToServer: createSecretKey(unhex(s.terminalToServer)), serverToTerminal: createSecretKey(unhex(s.serverToTerminal)) });

@@ -19,6 +19,7 @@ import { authGrantFields, catalog, MessageType, type MessageName } from '../../s
 import { buildAuthRequestWith, proofInput, sealAuthGrant } from '../../src/wire/auth.js';
 import { decodeStrict, encodeCbor } from '../../src/wire/cbor.js';
 import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS } from '../../src/wire/constants.js';
+import { MAX_REFLECT_RESULT } from '../../src/agent/netmode.js';
 import { decodeDatagram, encodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { RawPair } from '../../src/wire/keys.js';
@@ -485,8 +486,8 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
     { name: 'INTRO_ACK', rid: rid(0x44), session: L(0x10000000c), body: { channelId: CHANNEL_ID }, note: 'Receipt of the INTRO (same rid).' },
     {
       name: 'REFLECT', rid: rid(0x50),
-      body: { change: 1, padding: '00'.repeat(45) },
-      note: 'Unauthenticated; padded with zero bytes to exactly 64 bytes so the answer is no larger than the request.',
+      body: { change: 1, padding: '00'.repeat(61) },
+      note: `Unauthenticated; padded with zero bytes to exactly ${MAX_REFLECT_RESULT} bytes, the largest REFLECT_RESULT, so no answer is larger than the request.`,
     },
     {
       name: 'REFLECT_RESULT', rid: rid(0x50),
@@ -554,13 +555,13 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
     },
     {
       name: 'ERROR', rid: rid(0x36), session: L(11),
-      body: { code: ErrorCode.NOT_FOUND, message: 'no such group' },
-      note: 'A refusal of a session request is MACed like any server-to-terminal message.',
+      body: { code: ErrorCode.FORBIDDEN, message: 'not a member of this group' },
+      note: 'A refusal of a session request (here GROUP_MEMBERS of a group the terminal is not in, or that does not exist: the same answer) is MACed like any server-to-terminal message.',
     },
     {
       name: 'ERROR', rid: AUTH_RID,
-      body: { code: ErrorCode.COOKIE_REQUIRED, cookie: 'c00c1e0000000000000000000000000000000000000000000000000000000001' },
-      note: 'authd asks for address validation: send the AUTH_REQUEST again with this cookie (body key 4).',
+      body: { code: ErrorCode.COOKIE_REQUIRED, cookie: 'c00c1e00000000000000000000000001' },
+      note: 'authd asks for address validation with a 16-byte cookie: send a new AUTH_REQUEST with this cookie (body key 4).',
     },
   ];
 }
@@ -599,7 +600,7 @@ export function buildVectors(): Vectors {
     } else {
       dg = encodeDatagram(v.name, unhex(v.rid), body as never);
     }
-    if (v.name === 'REFLECT' && dg.length !== 64) throw new Error(`REFLECT vector is ${dg.length} B, want 64`);
+    if (v.name === 'REFLECT' && dg.length !== MAX_REFLECT_RESULT) throw new Error(`REFLECT vector is ${dg.length} B, want ${MAX_REFLECT_RESULT}`);
     vectors.push({ name: v.name, hex: hex(dg), meaning, ...extra, note: v.note });
   }
   const messages = {
