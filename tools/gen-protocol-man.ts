@@ -16,7 +16,7 @@ import { authGrantFields, authInnerFields, catalog, MAX_QUERY_IDS, responseTypeO
 import type { MessageSpec, MessageType } from '../src/wire/catalog.js';
 import { decodeStrict } from '../src/wire/cbor.js';
 import * as constants from '../src/wire/constants.js';
-import { DEFAULT_PORTS, NetMode, netModeNames, Visibility } from '../src/wire/constants.js';
+import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS, NetMode, netModeNames, Visibility } from '../src/wire/constants.js';
 import { ErrorCode } from '../src/wire/errors.js';
 import type { Field, FieldType } from '../src/wire/schema.js';
 import { envelopeDiag } from '../src/cli/diag.js';
@@ -286,6 +286,8 @@ export function constantsBlock(): string[] {
   }
   entry('MAX_QUERY_IDS', String(MAX_QUERY_IDS), 'Largest batch of locator IDs in one QUERY_ADDR or QUERY_STATUS.');
   entry('DEFAULT_PORTS', Object.entries(DEFAULT_PORTS).map(([k, v]) => `${k} ${v}`).join(', '), 'Default UDP ports of the servers.');
+  entry('DEFAULT_SERVICE_IDS', Object.entries(DEFAULT_SERVICE_IDS).map(([k, v]) => `${k} "${v}"`).join(', '),
+    'Default service IDs (ticket audiences) of the session services; see Service IDs under AUTHENTICATION.');
   out.push('.El');
   return out;
 }
@@ -331,7 +333,7 @@ function literal(lines: string[]): string[] {
 
 export function examplesBlock(): string[] {
   const messages = readVectors<{ sessionKeys: Record<string, { sid: string; aud: string; terminalToServer: string; serverToTerminal: string }>; sessionDerivation: { terminalCnf: { secret: string; public: string }; services: Record<string, { secret: string; public: string }> }; vectors: MessageVector[] }>('messages.json');
-  const ticket = readVectors<{ authd: { kid: string; signSeed: string; signPublic: string }; hex: string; protectedHex: string; payloadHex: string; sigStructureHex: string; signature: string; verifyAt: number }>('ticket.json');
+  const ticket = readVectors<{ authd: { kid: string; signSeed: string; signPublic: string }; hex: string; protectedHex: string; payloadHex: string; sigStructureHex: string; signature: string; verifyAt: number; claims: { aud: string } }>('ticket.json');
   const auth = readVectors<{ inputs: Record<string, unknown> & { rid: string; deviceId: string; nonce: string; timeMs: number; audiences: string[]; device: { signSeed: string; signPublic: string }; authd: { kid: string; sealSecret: string; sealPublic: string }; ephemeral: { secret: string; public: string }; cnf: { secret: string; public: string } }; derived: { sealKeys: { request: string; response: string }; proofInputHex: string; innerHex: string; requestAad: string } }>('auth.json');
   const out: string[] = [];
   out.push('.Ss Keys used by the examples');
@@ -368,7 +370,7 @@ export function examplesBlock(): string[] {
   out.push(...literal(hexLines(auth.derived.innerHex)));
 
   out.push('.Ss A ticket');
-  out.push(...prose(`The locatord ticket that REGISTER below carries, valid at ${ticket.verifyAt} for audience locatord. Protected header, payload (the claims), Sig_structure and signature, then the whole COSE_Sign1:`));
+  out.push(...prose(`The locatord ticket that REGISTER below carries, valid at ${ticket.verifyAt} for audience ${ticket.claims.aud}. Protected header, payload (the claims), Sig_structure and signature, then the whole COSE_Sign1:`));
   out.push(...literal([
     `protected ${ticket.protectedHex}`, 'payload:', ...hexLines(ticket.payloadHex), 'Sig_structure:', ...hexLines(ticket.sigStructureHex),
     'signature:', ...hexLines(ticket.signature), 'ticket:', ...hexLines(ticket.hex),

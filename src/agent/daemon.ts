@@ -8,7 +8,7 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, parseAddress } from '../wire/addr.js';
-import { DEFAULT_PORTS } from '../wire/constants.js';
+import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS } from '../wire/constants.js';
 import { isServiceId } from '../wire/keys.js';
 import type { AgentOptions } from './types.js';
 import { Agent } from './agent.js';
@@ -21,7 +21,7 @@ export const agentSpec: Spec = {
   identity: { type: 'string', default: '/etc/devloc/device.key', describe: 'device identity file (kind "device"; read only; no permission for group/others, owned by root or this user)' },
   authd: { type: 'string', default: '', describe: `authd address host:port (required; authd's default port is ${DEFAULT_PORTS.authd})` },
   'authd-key': { type: 'string', default: '/etc/devloc/authd.pub', describe: 'authd public key file (devloc keygen --public)' },
-  audiences: { type: 'list', default: ['locator', 'match'], describe: 'services to get tickets for, comma-separated; the first is locatord, "match" is matchd (unregistered ones are skipped)' },
+  audiences: { type: 'list', default: [DEFAULT_SERVICE_IDS.locatord, DEFAULT_SERVICE_IDS.matchd], describe: 'services to get tickets for, comma-separated; the first is locatord, "match" is matchd (unregistered ones are skipped)' },
   locatord: { type: 'string', default: '', describe: 'locatord address host:port ("" = the address authd gives in the grant)' },
   matchd: { type: 'string', default: '', describe: 'matchd address host:port ("" = the address authd gives in the "match" grant)' },
   reflector: { type: 'string', default: '', describe: `NAT reflector host:port ("" = locatord's host, port ${DEFAULT_PORTS.reflector}; "off" = do not classify)` },

@@ -16,7 +16,7 @@ import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import { buildAuthRequest, openAuthGrant } from '../wire/auth.js';
 import type { Bodies, MessageName, RegistrationAck, RelayGrant, TicketGrant } from '../wire/catalog.js';
-import { DEFAULT_PORTS, NetMode, netModeNames } from '../wire/constants.js';
+import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS, NetMode, netModeNames } from '../wire/constants.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
 import { generatePair, privateKeyObject } from '../wire/keys.js';
@@ -126,7 +126,7 @@ export class Registration {
     private readonly events: EventEmitter<AgentEvents>,
     private readonly hooks: RegistrationHooks,
   ) {
-    const audiences = opts.audiences && opts.audiences.length > 0 ? opts.audiences : ['locator', 'match'];
+    const audiences = opts.audiences && opts.audiences.length > 0 ? opts.audiences : [DEFAULT_SERVICE_IDS.locatord, DEFAULT_SERVICE_IDS.matchd];
     this.o = {
       interfacePollMs: 3000, retransmitMs: 1000, backoffMinMs: 1000, backoffMaxMs: 60_000, reclassifyMs: 300_000,
       renewFraction: 0.8, maxRefreshS: 0, ...opts, audiences,

@@ -5,8 +5,9 @@
 // The secret is made once, at authd's first start, in the state directory. Losing it changes
 // every terminal's locator ID: it belongs in the backups with the database.
 import { createHmac, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, writeSync, fsyncSync, mkdirSync } from 'node:fs';
+import { closeSync, openSync, writeSync, fsyncSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { readCheckedKeyFile } from '../net/trust.js';
 import { LOCATOR_ID_BYTES } from '../wire/constants.js';
 
 export const LOCATOR_SECRET_FILE = 'authd-locator.secret';
@@ -50,7 +51,8 @@ export class LocatorIds {
         created = true;
       }
     }
-    const text = readFileSync(file, 'utf8').trim();
+    // Mode and owner checked like every secret file (keys.ts keyFileProblem).
+    const text = readCheckedKeyFile(file, 'locator secret', 'secret').trim();
     const secret = Buffer.from(text, 'base64url');
     if (secret.length !== SECRET_BYTES || secret.toString('base64url') !== text) {
       throw new Error(`${file}: not a ${SECRET_BYTES}-byte base64url secret (restore it from a backup: every locator ID depends on it)`);

@@ -5,7 +5,8 @@
 // exit 2 through devloc.ts; a handler reports the ones it finds by throwing UsageError and the
 // others by throwing CliError, and `runHandler` turns both into a message and a status.
 import { readFileSync } from 'node:fs';
-import type { KeyFile, PublicKeyFile } from '../wire/keys.js';
+import type { KeyFile, KeyFileRole, PublicKeyFile } from '../wire/keys.js';
+import { readCheckedKeyFile } from '../net/trust.js';
 import { parseKeyFile, parsePublicKeyFile } from '../wire/keys.js';
 import { escapeControls } from '../common/escape.js';
 
@@ -70,6 +71,15 @@ export function readInput(path: string, what: string): Buffer {
   }
 }
 
+function checkedKeyFile(file: string, what: string, role: KeyFileRole): string {
+  try {
+    return readCheckedKeyFile(file, what, role);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new CliError(e.code ? `cannot read ${what} ${file}: ${e.code}` : e.message);
+  }
+}
+
 export const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
 
 /** Seconds since the epoch as ISO 8601 UTC, without a fraction when there is none. */
@@ -88,8 +98,10 @@ export function isoMillis(ms: number): string {
  * Read a key file (src/wire/keys.ts format), private or public. A private file is checked as one
  * (each public half must match its secret); only a file of a *-public kind is read as public.
  */
-export function readKeyFile(file: string, what = 'key file'): { key: KeyFile; public?: undefined } | { key?: undefined; public: PublicKeyFile } {
-  const text = readInput(file, what).toString('utf8');
+export function readKeyFile(file: string, what = 'key file', role?: KeyFileRole): { key: KeyFile; public?: undefined } | { key?: undefined; public: PublicKeyFile } {
+  // With a role, the file's mode and owner are checked first (keys.ts keyFileProblem), as the
+  // daemons check theirs.
+  const text = role ? checkedKeyFile(file, what, role) : readInput(file, what).toString('utf8');
   if (/"kind"\s*:\s*"[a-z]+-public"/.test(text)) {
     const pub = parsePublicKeyFile(text);
     if (!pub.ok) throw new CliError(`${file} is not a devloc key file: ${pub.error}`);

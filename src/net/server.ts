@@ -3,7 +3,10 @@
 // message type, and refusals with an error code on the wire and a log line.
 //
 // Order matters for safety: size -> rate limit -> decode -> MAC (no state touched before it
-// verifies) -> response cache (a byte-identical retransmission from the same source is answered,
+// verifies; the order of checks within decode and MAC is devloc-protocol(7) "Order of checks":
+// for a known session the MAC is checked before the body, so a bad body under a valid MAC is
+// refused MACed, and under a wrong MAC is BAD_MAC; every refusal carries the request ID whenever
+// it can be read) -> response cache (a byte-identical retransmission from the same source is answered,
 // not executed twice; a reply larger than the request at most MAX_RETRANSMIT times) -> replay window -> handler (the window takes the sequence number unless
 // the answer is TRY_LATER / RATE_LIMITED, which are neither cached nor spent). Replies to
 // anything not MAC-verified, and every refusal made here (replays included), are never larger
@@ -16,8 +19,9 @@ import type { CounterSeries, Metrics } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
+import { specOf } from '../wire/catalog.js';
 import { EXCHANGE_LIFETIME_MS, MAC_BYTES, MAX_DATAGRAM, MAX_RETRANSMIT, REQUEST_ID_BYTES } from '../wire/constants.js';
-import type { Message, MessageOf } from '../wire/envelope.js';
+import type { DecodeOutcome, Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import type { RateLimiter } from './ratelimit.js';
@@ -226,10 +230,7 @@ export class DatagramServer {
       return;
     }
     const dec = decodeDatagram(raw);
-    if (!dec.ok) {
-      this.refuse(raw, from, dec.rid ?? ZERO_RID, { error: dec.code, message: dec.reason }, undefined, 'decode', dec.type);
-      return;
-    }
+    if (!dec.ok) return this.refuseUndecoded(raw, from, dec, triedRemote);
     const msg = dec.msg;
     const handler = this.opts.handlers[msg.name] as Handler | undefined;
     if (!handler || (msg.auth && !this.opts.sessions)) {
@@ -339,6 +340,46 @@ export class DatagramServer {
     }
     this.inFlight.delete(cacheKey);
     this.answer(raw, from, msg, session, cacheKey, digest, started, out);
+    return undefined;
+  }
+
+  /**
+   * Refuse a datagram that did not decode, in the documented order of checks: the request ID
+   * whenever it can be read (decoded, or peeked when the CBOR itself was refused); a type this
+   * server does not serve before the session part; and, for a session message of a known session
+   * whose body is bad, the MAC before the body: BAD_MAC if it fails, else the refusal MACed.
+   */
+  private refuseUndecoded(raw: Buffer, from: Address, dec: Extract<DecodeOutcome, { ok: false }>, triedRemote: boolean): Promise<void> | undefined {
+    const rid = dec.rid ?? peekEnvelope(raw).rid ?? ZERO_RID;
+    const spec = dec.type === undefined ? undefined : specOf(dec.type);
+    if (spec && dec.code !== ErrorCode.UNKNOWN_TYPE && (!this.opts.handlers[spec.name] || (spec.auth === 'session' && !this.opts.sessions))) {
+      this.refuse(raw, from, rid, { error: ErrorCode.UNKNOWN_TYPE, message: `${spec.name} is not served by ${this.opts.service}` }, undefined, spec.name, dec.type);
+      return undefined;
+    }
+    const sessions = this.opts.sessions;
+    if (spec && dec.auth && sessions) {
+      const auth = sessions.authenticateKnown(dec.auth, raw);
+      if (!auth.ok && auth.code === ErrorCode.NO_SESSION && sessions.hasRemote && !triedRemote) {
+        return sessions.fetch(Buffer.from(dec.auth.sid).toString('hex')).then(
+          (found) => (found ? this.process(raw, from, true) : this.refuse(raw, from, rid, { error: dec.code, message: dec.reason }, undefined, 'decode', dec.type)),
+          (err: unknown) => {
+            const r = err as { message?: string; retryAfterMs?: number };
+            this.refuse(raw, from, rid, { error: ErrorCode.TRY_LATER, message: `session store: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, undefined, spec.name);
+          },
+        );
+      }
+      if (!auth.ok && auth.code === ErrorCode.BAD_MAC) {
+        this.refuse(raw, from, rid, { error: auth.code, message: auth.reason }, undefined, spec.name, dec.type);
+        return undefined;
+      }
+      if (auth.ok) {
+        // Nothing was executed and the sequence number is not taken (no state moves for a
+        // datagram that is refused before its handler), as for REPLAY.
+        this.refuse(raw, from, rid, { error: dec.code, message: dec.reason }, auth.session, 'decode', dec.type);
+        return undefined;
+      }
+    }
+    this.refuse(raw, from, rid, { error: dec.code, message: dec.reason }, undefined, 'decode', dec.type);
     return undefined;
   }
 

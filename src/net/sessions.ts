@@ -6,7 +6,7 @@
 import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Bodies, MessageName } from '../wire/catalog.js';
-import type { Message } from '../wire/envelope.js';
+import type { Message, SessionAuth } from '../wire/envelope.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { ErrorCode } from '../wire/errors.js';
 import type { SessionKeys } from '../wire/session.js';
@@ -118,14 +118,25 @@ export class ServerSessions {
 
   /** Verify the MAC of a session message, opening the session from its ticket if needed. */
   authenticate(msg: Message, raw: Uint8Array): AuthOutcome {
-    const auth = msg.auth;
-    if (!auth) return { ok: false, code: ErrorCode.BAD_MESSAGE, reason: 'no session auth' };
+    if (!msg.auth) return { ok: false, code: ErrorCode.BAD_MESSAGE, reason: 'no session auth' };
+    return this.authenticateParts(msg.auth, msg.body as { ticket?: Uint8Array; timeMs?: number }, raw);
+  }
+
+  /**
+   * The MAC check of a session datagram whose body did not decode (the documented order checks
+   * the MAC before the body): only a known session can be checked, as opening one needs the
+   * body's ticket, so an unknown one answers NO_SESSION.
+   */
+  authenticateKnown(auth: SessionAuth, raw: Uint8Array): AuthOutcome {
+    return this.authenticateParts(auth, {}, raw);
+  }
+
+  private authenticateParts(auth: SessionAuth, body: { ticket?: Uint8Array; timeMs?: number }, raw: Uint8Array): AuthOutcome {
     const sid = Buffer.from(auth.sid.buffer, auth.sid.byteOffset, auth.sid.length);
     const sidHex = sid.toString('hex');
     let session = this.get(sidHex);
     let fresh = false;
     if (!session) {
-      const body = msg.body as { ticket?: Uint8Array; timeMs?: number };
       if (!body.ticket) return { ok: false, code: ErrorCode.NO_SESSION, reason: 'unknown session: register again with the ticket' };
       const v = this.opts.verifier.verify(body.ticket);
       if (!v.ok) return v;

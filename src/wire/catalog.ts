@@ -330,9 +330,9 @@ const specs = {
   },
   [MessageType.REFLECT]: {
     name: 'REFLECT', direction: 'terminal->server', service: 'reflector', auth: 'none',
-    doc: 'NAT reflector: "what address do you see?" (RFC 5780 style). Pad to at least 64 bytes.',
+    doc: 'NAT reflector: "what address do you see?" (RFC 5780 style). Padded to 80 bytes, the largest REFLECT_RESULT.',
     fields: [
-      { key: 1, name: 'change', type: { t: 'uint', max: 3 }, doc: 'bit 0: answer from the other port; bit 1: from the other address' },
+      { key: 1, name: 'change', type: { t: 'uint', max: 3 }, doc: 'value 1 (bit 0): answer from the other port; value 2 (bit 1): from the other address; 3: both' },
       { key: 15, name: 'padding', type: padding, doc: 'makes the request at least as large as the answer' },
     ],
   },

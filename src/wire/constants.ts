@@ -82,6 +82,16 @@ export const DEFAULT_PORTS = {
 } as const;
 
 /**
+ * Default service IDs (ticket audiences, the "devloc-session-v1 " info of the session keys) of
+ * the two session services. A service's ID is whatever its service key file says (devloc keygen
+ * --service); these are the names the tools make and the agent asks for by default.
+ */
+export const DEFAULT_SERVICE_IDS = {
+  locatord: 'locator',
+  matchd: 'match',
+} as const;
+
+/**
  * Refresh interval suggested to a terminal behind NAT: 25 s keeps a typical 30 s UDP binding
  * alive (RFC 4787 REQ-5 asks for >= 2 min, many home routers use 30 s). Jittered ±20% by the agent.
  */

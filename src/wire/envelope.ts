@@ -53,7 +53,11 @@ export function decodeDatagram(bytes: Uint8Array): DecodeOutcome {
   if (!top.ok) return { ok: false, code: top.code, reason: top.reason };
   const v = top.value;
   if (!Array.isArray(v) || v.length < 4 || v.length > 5) {
-    return { ok: false, code: ErrorCode.MALFORMED, reason: 'envelope must be an array of 4 or 5 items' };
+    // The request ID is still readable when the third item is one, so the refusal can name it.
+    const third = Array.isArray(v) ? v[2] : undefined;
+    return third instanceof Uint8Array && third.length === REQUEST_ID_BYTES
+      ? { ok: false, code: ErrorCode.MALFORMED, reason: 'envelope must be an array of 4 or 5 items', rid: third }
+      : { ok: false, code: ErrorCode.MALFORMED, reason: 'envelope must be an array of 4 or 5 items' };
   }
   const [version, type, rid, body, auth] = v as [CborValue, CborValue, CborValue, CborValue, CborValue | undefined];
   if (!(rid instanceof Uint8Array) || rid.length !== REQUEST_ID_BYTES) {

@@ -84,8 +84,11 @@ function cases(target: 'authd' | 'locatord' | 'reflector' | 'matchd'): Case[] {
     { what: 'oversized (1300 B)', bytes: Buffer.concat([valid, Buffer.alloc(1300 - valid.length)]), code: null, event: 'drop:oversize' },
     { what: 'nested 12 deep', bytes: env(1, type, rid(), new Map<number, CborValue>([[1, nested(12)], pad(60)]), ...sessionTail), code: ErrorCode.TOO_LARGE },
     { what: '700 items', bytes: env(1, type, rid(), new Map<number, CborValue>([[1, Array.from({ length: 700 }, () => 0)]]), ...sessionTail), code: ErrorCode.TOO_LARGE },
-    { what: 'fields of the wrong types', bytes: env(1, type, rid(), confusedBody, ...sessionTail), code: ErrorCode.BAD_MESSAGE },
-    { what: 'body an array, not a map', bytes: env(1, type, rid(), [1, 2, 3, Buffer.alloc(60)], ...sessionTail), code: ErrorCode.BAD_MESSAGE },
+    // A session message of a session the daemon knows has its MAC checked before its body
+    // (devloc-protocol(7) "Order of checks"): the zero MAC is BAD_MAC. matchd does not know the
+    // victim's locatord session, so only the body can be checked there.
+    { what: 'fields of the wrong types', bytes: env(1, type, rid(), confusedBody, ...sessionTail), code: target === 'locatord' ? ErrorCode.BAD_MAC : ErrorCode.BAD_MESSAGE },
+    { what: 'body an array, not a map', bytes: env(1, type, rid(), [1, 2, 3, Buffer.alloc(60)], ...sessionTail), code: target === 'locatord' ? ErrorCode.BAD_MAC : ErrorCode.BAD_MESSAGE },
     { what: 'malformed session auth', bytes: env(1, type, rid(), new Map<number, CborValue>([pad(60)]), ...confusedAuth), code: ErrorCode.BAD_MESSAGE },
     { what: 'type as text', bytes: env(1, 'REFRESH', rid(), new Map<number, CborValue>([pad(60)])), code: ErrorCode.UNKNOWN_TYPE },
     { what: 'version as text', bytes: env('1', type, rid(), new Map<number, CborValue>([pad(60)])), code: ErrorCode.UNSUPPORTED_VERSION },

@@ -2,7 +2,7 @@
 // the config file, restart keeping the database and the locator IDs, --check-config.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AuthDb } from '../../src/authd/db.js';
 import { checkConfig } from '../../src/authd/main.js';
@@ -97,6 +97,12 @@ t.test('--check-config', async (t) => {
   writeFileSync(path.join(f.dir, 'svc.key'), keyFileToJson(newServiceKey('locator')), { mode: 0o600 });
   t.match(checkConfig({ ...base, key: [path.join(f.dir, 'svc.key')] }), /not an authd key/);
   mkdirSync(f.stateDir, { recursive: true });
-  writeFileSync(path.join(f.stateDir, 'authd-locator.secret'), 'short\n');
+  writeFileSync(path.join(f.stateDir, 'authd-locator.secret'), 'short\n', { mode: 0o600 });
   t.match(checkConfig(base), /locator\.secret: not a 32-byte/);
+  // The locator secret is a secret file: mode checked like the keys (keys.ts keyFileProblem).
+  writeFileSync(path.join(f.stateDir, 'authd-locator.secret'), `${Buffer.alloc(32, 7).toString('base64url')}\n`);
+  chmodSync(path.join(f.stateDir, 'authd-locator.secret'), 0o644);
+  t.match(checkConfig(base), /locator secret .*authd-locator\.secret has mode 0644/);
+  chmodSync(path.join(f.stateDir, 'authd-locator.secret'), 0o600);
+  t.equal(checkConfig(base), null, 'accepted at 0600');
 });

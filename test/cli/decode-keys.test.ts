@@ -1,6 +1,6 @@
 // devloc decode with keys, run as a process: session MACs (given or derived from a service key),
 // ticket signatures (OK / BAD / not checked) and the sealed AUTH exchange.
-import { writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { keyFileToJson, newAuthdKey } from '../../src/wire/keys.js';
@@ -41,8 +41,13 @@ t.test('session MACs: OK with the right key, BAD with another, derived from a se
   for (const o of jsonLines(r.stdout)) {
     const auth = o['auth'] as { check: string; note: string };
     t.equal(auth.check, 'ok', `${String(o['name'])}: MAC verified with derived keys`);
-    t.match(auth.note, /session keys derived from service key locatord/);
+    t.match(auth.note, /session keys derived from service key locator\b/);
   }
+  // A service key is a secret: its mode is checked like the daemons check theirs.
+  chmodSync(files.locatordService, 0o644);
+  r = devloc(['decode', '--json', '--service-key', files.locatordService, ...seq]);
+  t.not(r.status, 0, 'a group/world-readable service key is refused');
+  t.match(r.stderr, /service key file .*locatord\.key has mode 0644: a secret key must not be readable/);
 });
 
 t.test('tickets: signature OK with the authd key, BAD with another, not checked without', async (t) => {
@@ -77,7 +82,7 @@ t.test('tickets: signature OK with the authd key, BAD with another, not checked 
   const tk = (jsonLines(withOther!.stdout)[0]!['tickets'] as { signature: string; signatureNote: string; claims: { aud: string; cti: string } }[])[0]!;
   t.equal(tk.signature, 'bad', 'another key with the same kid: BAD');
   t.match(tk.signatureNote, /does not verify with authd key 7a1e0001/);
-  t.equal(tk.claims.aud, 'locatord');
+  t.equal(tk.claims.aud, 'locator');
   t.equal(tk.claims.cti, '51d0000000000000000000000000000a');
 
   t.match(bad!.stdout, /signature BAD/, 'a flipped signature bit: BAD');
@@ -102,11 +107,11 @@ t.test('the sealed AUTH exchange opens with the private authd key or a seal key'
   const inner = a!['sealed'] as { opened: boolean; value: Record<string, unknown> };
   t.equal(inner.opened, true, 'AUTH_REQUEST opened');
   t.equal(inner.value['deviceId'], 'DEVLOC-TEST-0001');
-  t.same(inner.value['audiences'], ['locatord', 'matchd']);
+  t.same(inner.value['audiences'], ['locator', 'match']);
   const grant = b!['sealed'] as { opened: boolean; note: string; value: { tickets: { aud: string }[] } };
   t.equal(grant.opened, true, 'AUTH_RESPONSE opened with the keys of its request');
   t.equal(grant.note, 'opened with the keys of the AUTH_REQUEST with this request ID', 'and its nonce is the request\'s');
-  t.same(grant.value.tickets.map((x) => x.aud), ['locatord', 'matchd']);
+  t.same(grant.value.tickets.map((x) => x.aud), ['locator', 'match']);
   const tickets = b!['tickets'] as { where: string; signature: string }[];
   t.same(tickets.map((x) => [x.where, x.signature]), [['grant.tickets[0].ticket', 'ok'], ['grant.tickets[1].ticket', 'ok']], 'granted tickets verified');
 
@@ -114,7 +119,7 @@ t.test('the sealed AUTH exchange opens with the private authd key or a seal key'
 
   t.match(responseKey!.stdout, /sealed AuthGrant: opened with --seal-key #1/, 'a response seal key alone opens the response');
   t.match(responseKey!.stdout, /2 \/tickets\/: \[/);
-  t.match(responseKey!.stdout, /ticket \(grant\.tickets\[1\]\.ticket\)[^]*aud matchd/);
+  t.match(responseKey!.stdout, /ticket \(grant\.tickets\[1\]\.ticket\)[^]*aud match\b/);
   t.match(requestHalf!.stdout, /sealed AuthInner: opened with --seal-key #1 \(request half\)/);
   t.match(requestHalf!.stdout, /1 \/deviceId\/: "DEVLOC-TEST-0001"/);
 });

@@ -57,7 +57,7 @@ t.test('text output: field names, enumerations, addresses, error names', async (
   t.match(a, /7 \/community\/: \{[^}]*"elo": -1[^}]*"ranked": true[^}]*\}/, 'props keep text keys and negative ints');
   t.match(a, /8 \/visibility\/: 1 \/groups-and-allowed\//);
   t.match(a, /ticket \(body\.ticket\): COSE_Sign1 EdDSA, kid 7a1e0001/);
-  t.match(a, /aud locatord {2}sub \(locator ID\) 5ca1ab1e0123456789abcdef00c0ffee/);
+  t.match(a, /aud locator {2}sub \(locator ID\) 5ca1ab1e0123456789abcdef00c0ffee/);
   t.match(a, /signature not checked: no --authd-key given/);
   t.match(b, /ERROR \(0x7f\)/);
   t.match(b, /error RATE_LIMITED \(6\), retry after 2000 ms/);

@@ -9,6 +9,10 @@ import type { AddrEntry } from '../../src/wire/catalog.js';
 import { MAX_DATAGRAM, Visibility } from '../../src/wire/constants.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { errorCodeOf, FakeClock, forEachStore, Terminal } from './fixtures/helpers.js';
+import type { LocatorContext } from '../../src/locatord/context.js';
+import { visibleRecords } from '../../src/locatord/handlers/query.js';
+import type { Presence } from '../../src/locatord/store/types.js';
+import type { ServerSession } from '../../src/net/sessions.js';
 
 const addrEntryBytes = (e: AddrEntry): number => encodedSize(entryFields('QUERY_ADDR_RESULT'), e);
 
@@ -94,6 +98,28 @@ t.test('visibility 1: self, allow-list and group members see it; others see exac
   t.ok(Buffer.compare(Buffer.from(JSON.stringify(hidden)), Buffer.from(JSON.stringify(offlineForMember))) === 0, 'not allowed == offline == unknown');
   t.same(Object.keys(hidden).sort(), ['id', 'online']);
 }));
+
+t.test('a hidden online terminal and an unknown ID cost the same store work (no timing oracle)', async (t) => {
+  // visibleRecords over a stub store that counts its calls: 64 hidden online IDs and 64 unknown
+  // IDs must make the same calls, so a QUERY_STATUS cannot time one against the other.
+  const calls: string[] = [];
+  const hidden = new Map<string, Presence>();
+  const asker = { locatorHex: randomBytes(16).toString('hex'), locatorId: randomBytes(16) } as unknown as ServerSession;
+  const store = {
+    getPresences: (hexes: string[]) => { calls.push(`getPresences:${hexes.length}`); return hexes.map((h) => hidden.get(h)); },
+    groups: { shareGroup: () => { calls.push('shareGroup'); return false; } },
+  };
+  const c = { store } as unknown as LocatorContext;
+  const hiddenIds = Array.from({ length: 64 }, () => randomBytes(16));
+  for (const id of hiddenIds) hidden.set(id.toString('hex'), { visibility: Visibility.GROUPS_AND_ALLOWED, extra: { allow: [] } } as unknown as Presence);
+  const seenHidden = await visibleRecords(c, hiddenIds, asker);
+  const hiddenCalls = calls.splice(0);
+  const seenUnknown = await visibleRecords(c, Array.from({ length: 64 }, () => randomBytes(16)), asker);
+  const unknownCalls = calls.splice(0);
+  t.same(seenHidden, seenUnknown, 'both answer nothing visible');
+  t.same(unknownCalls, hiddenCalls, 'the same store calls, in the same number');
+  t.equal(hiddenCalls.filter((x) => x === 'shareGroup').length, 64);
+});
 
 t.test('expired registrations answer offline (injected clock)', (t) => forEachStore(t, async (t, s) => {
   const clock = new FakeClock();

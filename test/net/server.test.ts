@@ -12,7 +12,9 @@ import { mutate } from '../../fuzz/mutate.js';
 import { sampleDatagrams } from '../../fuzz/world.js';
 import { encodeCbor } from '../../src/wire/cbor.js';
 import { MAX_DATAGRAM, MAX_RETRANSMIT } from '../../src/wire/constants.js';
+import type { Message } from '../../src/wire/envelope.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
+import { sealDatagram, verifyDatagram } from '../../src/wire/session.js';
 import { DevlocError, ErrorCode } from '../../src/wire/errors.js';
 import { A, B, decoded, harness, rid, sessionWorld, until } from './fixtures/net.js';
 
@@ -64,11 +66,17 @@ t.test('decode refusals: ERROR with the right code and request ID, never larger 
     ['version 2', badVersion, ErrorCode.UNSUPPORTED_VERSION, id],
     ['unknown type', encodeCbor([1, 0x7e, id, pad]), ErrorCode.UNKNOWN_TYPE, id],
     ['missing required fields', encodeCbor([1, 0x02, id, pad]), ErrorCode.BAD_MESSAGE, id],
-    ['session type without auth', encodeCbor([1, 0x12, id, pad]), ErrorCode.BAD_MESSAGE, id],
+    // The type is checked before the session part: this server does not serve REFRESH.
+    ['session type without auth, not served', encodeCbor([1, 0x12, id, pad]), ErrorCode.UNKNOWN_TYPE, id],
     ['not CBOR', Buffer.concat([Buffer.from([0x9f]), Buffer.alloc(60)]), ErrorCode.MALFORMED, null],
-    ['trailing bytes', Buffer.concat([reflect(id, 60), Buffer.from([0])]), ErrorCode.MALFORMED, null],
-    ['too deep', encodeCbor([1, 0x50, id, new Map([[15, [[[[[[[[[[1]]]]]]]]]]]]), Buffer.alloc(40)]), ErrorCode.TOO_LARGE, null],
+    // The CBOR is refused after the envelope's canonical head: the request ID is still read.
+    ['trailing bytes', Buffer.concat([reflect(id, 60), Buffer.from([0])]), ErrorCode.MALFORMED, id],
+    ['too deep', encodeCbor([1, 0x50, id, new Map([[15, [[[[[[[[[[1]]]]]]]]]]]]), Buffer.alloc(40)]), ErrorCode.TOO_LARGE, id],
+    ['too many items', encodeCbor([1, 0x50, id, new Map([[15, Array.from({ length: 700 }, () => 0)]])]), ErrorCode.TOO_LARGE, id],
+    ['a float in the body', Buffer.concat([Buffer.from([0x84, 0x01, 0x18, 0x50, 0x48]), id, Buffer.from([0xa2, 0x0f, 0x58, 30]), Buffer.alloc(30), Buffer.from([0x01, 0xf9, 0x3c, 0x00])]), ErrorCode.MALFORMED, id],
+    ['an array of 6 items', encodeCbor([1, 0x50, id, new Map(), 0, Buffer.alloc(30)]), ErrorCode.MALFORMED, id],
     ['a tag', Buffer.concat([Buffer.from([0xc1]), reflect(id, 60)]), ErrorCode.MALFORMED, null],
+    ['a non-canonical head and bad CBOR', Buffer.concat([Buffer.from([0x84, 0x18, 0x01]), Buffer.alloc(40, 0xff)]), ErrorCode.MALFORMED, null],
   ];
   for (const [what, bytes, code, expectRid] of cases) {
     const before = h.socket.sent.length;
@@ -82,7 +90,66 @@ t.test('decode refusals: ERROR with the right code and request ID, never larger 
     t.same(Buffer.from(m.rid), expectRid ?? Buffer.alloc(8), `${what}: request ID ${expectRid ? 'echoed' : 'zero (unknown)'}`);
     t.same({ ip: reply.ip, port: reply.port }, A, `${what}: to the source`);
   }
-  t.equal(h.metrics.get('refused_total', { code: 'MALFORMED' }), 3);
+  t.equal(h.metrics.get('refused_total', { code: 'MALFORMED' }), 6);
+});
+
+t.test('order of checks for session messages: type, session part, then the MAC before the body (devloc-protocol(7))', async (t) => {
+  const w = sessionWorld();
+  let executed = 0;
+  const handlers: Handlers = {
+    REGISTER: (ctx) => { executed++; return ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }); },
+    QUERY_ADDR: (ctx) => { executed++; return ctx.reply('QUERY_ADDR_RESULT', { entries: [] }); },
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(40), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  t.equal(executed, 1, 'session open');
+  const sid = w.cti;
+  /** A QUERY_ADDR of the session whose body is bad (ids must be an array), MACed with `key`. */
+  const badBody = (id: Buffer, seq: number, key = cs.keys.terminalToServer): Buffer =>
+    sealDatagram(key, encodeCbor([1, 0x20, id, new Map<number, unknown>([[1, 'not an array'], [15, Buffer.alloc(60)]]) as never, [sid, seq, Buffer.alloc(16)]]));
+  const last = (): Message => decoded(h.socket.sent.at(-1)!.bytes);
+  const code = (m: Message): number | false => m.name === 'ERROR' && m.body.code;
+
+  // Valid MAC, bad body: BAD_MESSAGE, MACed in the session, with the request ID.
+  const before = h.socket.sent.length;
+  const good = badBody(rid(41), 2);
+  await h.server.receive(good, A);
+  t.equal(h.socket.sent.length, before + 1, 'one answer');
+  const m1 = last();
+  t.equal(code(m1), ErrorCode.BAD_MESSAGE, 'BAD_MESSAGE');
+  t.ok(m1.auth && Buffer.from(m1.auth.sid).equals(sid), 'MACed in the session');
+  t.ok(verifyDatagram(cs.keys.serverToTerminal, h.socket.sent.at(-1)!.bytes), 'with a MAC that verifies');
+  t.same(Buffer.from(m1.rid), rid(41), 'request ID echoed');
+  t.equal(executed, 1, 'not executed');
+  // Its sequence number was not taken: the next good request with it executes.
+  await h.server.receive(sealDatagram(cs.keys.terminalToServer, encodeDatagram('QUERY_ADDR', rid(42), { ids: [] }, { sid, seq: 2 })), A);
+  t.equal(last().name, 'QUERY_ADDR_RESULT', 'sequence number 2 still usable');
+
+  // Wrong MAC, bad body: BAD_MAC, unauthenticated, with the request ID.
+  const forged = badBody(rid(43), 3, cs.keys.serverToTerminal);
+  await h.server.receive(forged, B);
+  const m2 = last();
+  t.equal(code(m2), ErrorCode.BAD_MAC, 'BAD_MAC, not BAD_MESSAGE');
+  t.equal(m2.auth, undefined, 'unauthenticated');
+  t.same(Buffer.from(m2.rid), rid(43), 'request ID echoed');
+
+  // Unknown session, bad body: nothing can be MAC-checked (opening needs the ticket): BAD_MESSAGE.
+  const unknown = encodeCbor([1, 0x20, rid(44), new Map<number, unknown>([[1, 'x'], [15, Buffer.alloc(60)]]) as never, [Buffer.alloc(16, 9), 1, Buffer.alloc(16)]]);
+  await h.server.receive(unknown, B);
+  const m3 = last();
+  t.equal(code(m3), ErrorCode.BAD_MESSAGE);
+  t.equal(m3.auth, undefined);
+  t.same(Buffer.from(m3.rid), rid(44));
+
+  // Session part checked before the body: a session type without it is BAD_MESSAGE (served type).
+  await h.server.receive(encodeCbor([1, 0x20, rid(45), new Map([[15, Buffer.alloc(60)]])]), B);
+  t.equal(code(last()), ErrorCode.BAD_MESSAGE);
+  t.same(Buffer.from(last().rid), rid(45));
+  // A type not served, with a bad session part: UNKNOWN_TYPE (type before session part).
+  await h.server.receive(encodeCbor([1, 0x30, rid(46), new Map([[15, Buffer.alloc(60)]])]), B);
+  t.equal(code(last()), ErrorCode.UNKNOWN_TYPE);
+  t.equal(executed, 2);
 });
 
 t.test('tiny garbage gets no reply (even the bare ERROR would be larger)', async (t) => {

@@ -313,7 +313,7 @@ const signKey = privateKeyObject('Ed25519', authdSign);
 const CNF = new Uint8Array(32).fill(9);
 const baseTicket = (over: Partial<{ aud: string; iat: number; exp: number; kid: string }> = {}): Buffer =>
   issueTicket(
-    { locatorId: new Uint8Array(16).fill(1), aud: over.aud ?? 'locatord', iat: over.iat ?? 1_000_000, exp: over.exp ?? 1_003_600, cti: new Uint8Array(16).fill(2), cnf: CNF },
+    { locatorId: new Uint8Array(16).fill(1), aud: over.aud ?? 'locator', iat: over.iat ?? 1_000_000, exp: over.exp ?? 1_003_600, cti: new Uint8Array(16).fill(2), cnf: CNF },
     unhex(over.kid ?? AUTHD_KID),
     signKey,
   );
@@ -345,10 +345,10 @@ t.test('ticket checks: kid, key, audience, expiry, issue time', async (t) => {
   const wrongKid = v.verify(baseTicket({ kid: '7a1e0002' }));
   t.same(wrongKid.ok ? 'ok' : wrongKid.code, ErrorCode.BAD_TICKET, 'unknown kid -> BAD_TICKET');
   t.match(wrongKid.ok ? '' : wrongKid.reason, /kid/);
-  const otherKey = new TicketVerifier({ keys: new Map([[AUTHD_KID, publicKeyObject('Ed25519', pairFromSecret('Ed25519', '11'.repeat(32)).public)]]), audience: 'locatord', now: () => now });
+  const otherKey = new TicketVerifier({ keys: new Map([[AUTHD_KID, publicKeyObject('Ed25519', pairFromSecret('Ed25519', '11'.repeat(32)).public)]]), audience: 'locator', now: () => now });
   const wrongKey = otherKey.verify(baseTicket());
   t.same(wrongKey.ok ? 'ok' : wrongKey.code, ErrorCode.BAD_TICKET, 'right kid, other key -> BAD_TICKET');
-  const aud = v.verify(baseTicket({ aud: 'matchd' }));
+  const aud = v.verify(baseTicket({ aud: 'match' }));
   t.same(aud.ok ? 'ok' : aud.code, ErrorCode.WRONG_AUDIENCE, 'wrong aud -> WRONG_AUDIENCE');
   const skew = v.clockSkewS;
   t.equal(skew, 300, 'default skew 300 s');
@@ -360,7 +360,7 @@ t.test('ticket checks: kid, key, audience, expiry, issue time', async (t) => {
   t.ok(verifierAt(iat - skew).verify(baseTicket()).ok, 'iat - skew: accepted');
   const future = verifierAt(iat - skew - 1).verify(baseTicket());
   t.same(future.ok ? 'ok' : future.code, ErrorCode.CLOCK_SKEW, 'iat beyond the skew in the future: CLOCK_SKEW');
-  const custom = new TicketVerifier({ keys: trusted, audience: 'locatord', clockSkewS: 0, now: () => exp + 1 });
+  const custom = new TicketVerifier({ keys: trusted, audience: 'locator', clockSkewS: 0, now: () => exp + 1 });
   t.same((r => (r.ok ? 'ok' : r.code))(custom.verify(baseTicket())), ErrorCode.TICKET_EXPIRED, 'clockSkewS option is used');
 });
 
@@ -370,12 +370,12 @@ t.test('ticket verdicts over random clocks match the rules (injected now)', asyn
       fc.integer({ min: 0, max: 2_000_000 }),
       fc.integer({ min: 0, max: 5000 }),
       fc.integer({ min: 0, max: 2_000_000 }),
-      fc.constantFrom('locatord', 'matchd'),
+      fc.constantFrom('locator', 'match'),
       (iat, life, now, aud) => {
         const ticket = baseTicket({ aud, iat, exp: iat + life });
-        const v = verifierAt(now, 'locatord');
+        const v = verifierAt(now, 'locator');
         const r = v.verify(ticket);
-        const want = aud !== 'locatord' ? ErrorCode.WRONG_AUDIENCE : iat + life + 300 < now ? ErrorCode.TICKET_EXPIRED : iat - 300 > now ? ErrorCode.CLOCK_SKEW : 'ok';
+        const want = aud !== 'locator' ? ErrorCode.WRONG_AUDIENCE : iat + life + 300 < now ? ErrorCode.TICKET_EXPIRED : iat - 300 > now ? ErrorCode.CLOCK_SKEW : 'ok';
         return (r.ok ? 'ok' : r.code) === want;
       },
     ),
@@ -386,7 +386,7 @@ t.test('ticket verdicts over random clocks match the rules (injected now)', asyn
 
 t.test('signatureChecks: one signature verification per distinct ticket', async (t) => {
   let now = 1_001_000;
-  const v = new TicketVerifier({ keys: trusted, audience: 'locatord', now: () => now });
+  const v = new TicketVerifier({ keys: trusted, audience: 'locator', now: () => now });
   const a = baseTicket();
   let oks = 0;
   for (let i = 0; i < 20; i++) if (v.verify(Buffer.from(a)).ok) oks++;
@@ -401,7 +401,7 @@ t.test('signatureChecks: one signature verification per distinct ticket', async 
   const late = v.verify(a);
   t.same(late.ok ? 'ok' : late.code, ErrorCode.TICKET_EXPIRED, 'cached ticket still expires');
   now = 1_001_000;
-  const other = new TicketVerifier({ keys: trusted, audience: 'matchd', now: () => now });
+  const other = new TicketVerifier({ keys: trusted, audience: 'match', now: () => now });
   t.same((r => (r.ok ? 'ok' : r.code))(other.verify(a)), ErrorCode.WRONG_AUDIENCE);
   // Same signature, different bytes (an extra unprotected header) must not hit the cache.
   const d = decodeStrict(a);
@@ -425,7 +425,7 @@ t.test('validly signed tickets with bad claims or headers are refused (BAD_TICKE
     return encodeCbor([protectedBytes, new Map([[4, unhex(AUTHD_KID)]]), payload, sig]);
   };
   const claims = (edit: (m: Map<number, CborValue>) => void): Buffer => {
-    const d = decodeStrict(encodeClaims({ locatorId: new Uint8Array(16), aud: 'locatord', iat: 1_000_000, exp: 1_003_600, cti: new Uint8Array(16), cnf: CNF }));
+    const d = decodeStrict(encodeClaims({ locatorId: new Uint8Array(16), aud: 'locator', iat: 1_000_000, exp: 1_003_600, cti: new Uint8Array(16), cnf: CNF }));
     const m = (d as { ok: true; value: Map<number, CborValue> }).value;
     edit(m);
     return encodeCbor(m);

@@ -3,6 +3,9 @@
 // implementation (cbor2, in its deterministic CDE mode) and by independent crypto
 // (@noble/curves for Ed25519/X25519; node:crypto primitives called directly for HMAC, HKDF and
 // ChaCha20-Poly1305 with the parameters the vector files document).
+import { DEFAULT_SERVICE_IDS } from '../../src/wire/constants.js';
+import { MAX_REFLECT_RESULT } from '../../src/agent/netmode.js';
+import { COOKIE_BYTES } from '../../src/authd/cookie.js';
 import { createDecipheriv, createHmac, createSecretKey, hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ed25519, x25519 } from '@noble/curves/ed25519.js';
@@ -54,7 +57,7 @@ const authJson = JSON.parse(files.auth) as {
     ephemeral: { secret: string; public: string }; cnf: { secret: string; public: string };
     nonce: string; timeMs: number; audiences: string[];
   };
-  derived: { sealKeys: { request: string; response: string }; proofInputHex: string; inner: Obj; innerHex: string; requestAad: string };
+  derived: { sealKeys: { request: string; response: string }; proofInputHex: string; inner: Obj; innerHex: string; requestAad: string; responseNonce: string };
   request: { hex: string; meaning: Obj };
   grant: { meaning: Obj; cborHex: string };
   response: { hex: string; meaning: Obj };
@@ -169,6 +172,19 @@ t.test('every catalog message has a vector, and only those', async (t) => {
   for (const n of names) t.ok(n in MessageType, `${n} is in the catalog`);
   t.ok(messages.vectors.some((v) => v.name === 'ERROR' && v.session), 'a session-MACed ERROR');
   t.ok(messages.vectors.some((v) => v.name === 'ERROR' && !v.session), 'an unauthenticated ERROR');
+});
+
+t.test('values the page states are the code\'s: REFLECT padding, cookie length, a missing group', async (t) => {
+  const reflect = messages.vectors.find((v) => v.name === 'REFLECT')!;
+  t.equal(unhex(reflect.hex).length, MAX_REFLECT_RESULT, 'the REFLECT example is padded to the largest REFLECT_RESULT');
+  t.equal(MAX_REFLECT_RESULT, 80, 'which is the 80 bytes devloc-protocol(7) states');
+  const page = readFileSync(new URL('../../man/devloc-protocol.7', import.meta.url), 'utf8');
+  t.match(page, /pads every REFLECT to\s+80\s+bytes/, 'the page says 80');
+  t.match(page, /16-byte cookie/, 'the page says 16-byte cookies');
+  const cookie = messages.vectors.find((v) => v.name === 'ERROR' && v.meaning['body'] && (v.meaning['body'] as Obj)['cookie'] !== undefined)!;
+  t.equal(unhex((cookie.meaning['body'] as Obj)['cookie'] as string).length, COOKIE_BYTES, 'the cookie example is COOKIE_BYTES long');
+  t.equal(COOKIE_BYTES, 16);
+  t.notOk(messages.vectors.some((v) => v.name === 'ERROR' && (v.meaning['body'] as Obj)['code'] === ErrorCode.NOT_FOUND && /group/.test(v.note)), 'no example answers a missing group with NOT_FOUND (the server says FORBIDDEN: test/locatord/groups.test.ts)');
 });
 
 const keyObjects = (s: SessionKeysJson) => ({ terminalToServer: createSecretKey(unhex(s.terminalToServer)), serverToTerminal: createSecretKey(unhex(s.serverToTerminal)) });
@@ -401,7 +417,9 @@ t.test('auth exchange vector', async (t) => {
   t.equal(hex(rd.msg.rid), i.rid, 'response carries the request ID');
   t.ok(resp.length <= req.length, 'response no larger than the request (anti-amplification)');
   checkWithCbor2(t, resp, 'AUTH_RESPONSE');
-  // The response is nonce(12) || ciphertext || tag.
+  // The response is nonce(12) || ciphertext || tag; the request's nonce is 16 bytes (as the page says).
+  t.equal(hex(rd.msg.body.sealed.subarray(0, 12)), a.derived.responseNonce, 'the response starts with its 12-byte seal nonce');
+  t.equal(unhex(i.nonce).length, 16, 'the request nonce is 16 bytes');
   const grantPlain = open(a.derived.sealKeys.response, rd.msg.body.sealed.subarray(12), rid, rd.msg.body.sealed.subarray(0, 12));
   t.equal(hex(grantPlain), a.grant.cborHex, 'grant plaintext (independent open, aad = rid)');
   checkWithCbor2(t, grantPlain, 'AuthGrant');
@@ -411,7 +429,9 @@ t.test('auth exchange vector', async (t) => {
   const grantTickets = (a.grant.meaning['tickets'] as Obj[]);
   t.equal(grantTickets[0]!['ticket'], ticketJson.hex, 'locatord ticket is ticket.json');
   for (const gt of grantTickets) {
-    const aud = gt['aud'] as 'locatord' | 'matchd';
+    // The grant names the service by its service ID; the vectors' session keys are per daemon.
+    const aud = (['locatord', 'matchd'] as const).find((d) => messages.sessionKeys[d].aud === gt['aud'])!;
+    t.equal(gt['aud'], DEFAULT_SERVICE_IDS[aud], `${aud}: the service ID is the default one (DEFAULT_SERVICE_IDS)`);
     const p = peekTicket(unhex(gt['ticket'] as string));
     t.ok(typeof p !== 'string' && hex(p.claims.cti) === messages.sessionKeys[aud].sid, `${aud} ticket cti is its session ID`);
     t.equal(gt['serviceKey'], messages.sessionDerivation.services[aud].public, `${aud} serviceKey`);

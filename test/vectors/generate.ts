@@ -18,7 +18,8 @@ import { parseAddress } from '../../src/wire/addr.js';
 import { authGrantFields, catalog, MessageType, type MessageName } from '../../src/wire/catalog.js';
 import { buildAuthRequestWith, proofInput, sealAuthGrant } from '../../src/wire/auth.js';
 import { decodeStrict, encodeCbor } from '../../src/wire/cbor.js';
-import { DEFAULT_PORTS } from '../../src/wire/constants.js';
+import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS } from '../../src/wire/constants.js';
+import { MAX_REFLECT_RESULT } from '../../src/agent/netmode.js';
 import { decodeDatagram, encodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { RawPair } from '../../src/wire/keys.js';
@@ -51,6 +52,8 @@ export const SERVICE_SECRETS = {
 export type SessionService = keyof typeof SERVICE_SECRETS;
 
 export const AUTHD_KID = '7a1e0001';
+/** The AUTH_RESPONSE's seal nonce (authd draws 12 random bytes per response). */
+export const RESPONSE_NONCE = 'a0a1a2a3a4a5a6a7a8a9aaab';
 export const DEVICE_ID = 'DEVLOC-TEST-0001';
 export const LOCATOR_ID = '5ca1ab1e0123456789abcdef00c0ffee';
 /** Session IDs are the tickets' cti. */
@@ -64,7 +67,7 @@ export const TIME_MS = NOW_S * 1000 + 123;
 export const TICKET_LIFETIME_S = 3600;
 export const AUTH_RID = 'a0a0000000000002';
 export const AUTH_NONCE = '6e6f6e63652d30303030303030303031';
-export const AUTH_AUDIENCES = ['locatord', 'matchd'];
+export const AUTH_AUDIENCES = [DEFAULT_SERVICE_IDS.locatord, DEFAULT_SERVICE_IDS.matchd];
 
 /** A peer channel (devloc-protocol(7), PEER CHANNELS): its ID and key as locatord draws them. */
 export const CHANNEL_ID = 'c4a0000000000000000000000000000c';
@@ -143,10 +146,10 @@ function sessionKeysFor(service: SessionService): { hex: SessionVectorKeys; t2s:
   const cnf = pairFromSecret('X25519', TERMINAL_CNF_SECRET);
   // Derived as the service does it (its static secret, the ticket's cnf key); the test derives
   // it the terminal's way too.
-  const keys = deriveSessionKeys(privateKeyObject('X25519', svc), cnf.public, unhex(SIDS[service]), service)!;
+  const keys = deriveSessionKeys(privateKeyObject('X25519', svc), cnf.public, unhex(SIDS[service]), DEFAULT_SERVICE_IDS[service])!;
   const raw = (k: KeyObject): string => hex(k.export());
   return {
-    hex: { sid: SIDS[service], aud: service, terminalToServer: raw(keys.terminalToServer), serverToTerminal: raw(keys.serverToTerminal) },
+    hex: { sid: SIDS[service], aud: DEFAULT_SERVICE_IDS[service], terminalToServer: raw(keys.terminalToServer), serverToTerminal: raw(keys.serverToTerminal) },
     t2s: keys.terminalToServer,
     s2t: keys.serverToTerminal,
   };
@@ -159,7 +162,7 @@ function ticketFor(aud: SessionService): Buffer {
   const authd = pairFromSecret('Ed25519', AUTHD_SIGN_SEED);
   const cnf = pairFromSecret('X25519', TERMINAL_CNF_SECRET);
   return issueTicket(
-    { locatorId: unhex(LOCATOR_ID), aud, iat: NOW_S, exp: NOW_S + TICKET_LIFETIME_S, cti: unhex(SIDS[aud]), cnf: cnf.public },
+    { locatorId: unhex(LOCATOR_ID), aud: DEFAULT_SERVICE_IDS[aud], iat: NOW_S, exp: NOW_S + TICKET_LIFETIME_S, cti: unhex(SIDS[aud]), cnf: cnf.public },
     unhex(AUTHD_KID),
     privateKeyObject('Ed25519', authd),
   );
@@ -168,7 +171,7 @@ function ticketFor(aud: SessionService): Buffer {
 function buildTicketJson(): object {
   const authd = pairFromSecret('Ed25519', AUTHD_SIGN_SEED);
   const cnf = pairFromSecret('X25519', TERMINAL_CNF_SECRET);
-  const input = { locatorId: unhex(LOCATOR_ID), aud: 'locatord', iat: NOW_S, exp: NOW_S + TICKET_LIFETIME_S, cti: unhex(SIDS.locatord), cnf: cnf.public };
+  const input = { locatorId: unhex(LOCATOR_ID), aud: DEFAULT_SERVICE_IDS.locatord, iat: NOW_S, exp: NOW_S + TICKET_LIFETIME_S, cti: unhex(SIDS.locatord), cnf: cnf.public };
   const ticket = ticketFor('locatord');
   const protectedBytes = encodeCbor(new Map([[1, COSE_ALG_EDDSA]]));
   const payload = encodeClaims(input);
@@ -177,14 +180,14 @@ function buildTicketJson(): object {
     description:
       'A devloc ticket: untagged COSE_Sign1 (RFC 9052) carrying CWT claims (RFC 8392), EdDSA/Ed25519. ' +
       'signature = Ed25519(authd.signSeed, sigStructure); sigStructure = ["Signature1", protected, h\'\', payload]. ' +
-      'Verify with authd.signPublic at verifyAt (seconds since the epoch) for audience "locatord".',
+      'Verify with authd.signPublic at verifyAt (seconds since the epoch) for audience "' + DEFAULT_SERVICE_IDS.locatord + '".',
     authd: { kid: AUTHD_KID, signSeed: AUTHD_SIGN_SEED, signPublic: hex(authd.public) },
     terminal: { cnfSecret: TERMINAL_CNF_SECRET, cnfPublic: hex(cnf.public) },
     verifyAt: NOW_S + 60,
     claims: {
       iss: TICKET_ISSUER,
       sub: LOCATOR_ID,
-      aud: 'locatord',
+      aud: DEFAULT_SERVICE_IDS.locatord,
       exp: NOW_S + TICKET_LIFETIME_S,
       iat: NOW_S,
       cti: SIDS.locatord,
@@ -223,7 +226,7 @@ function authExchange(): { json: object; requestHex: string; requestMeaning: Jso
   const dg = built.datagram;
   const sealedAndPad = requestParts(dg, built.keys.request);
   const tickets = (['locatord', 'matchd'] as const).map((aud) => ({
-    aud,
+    aud: DEFAULT_SERVICE_IDS[aud],
     ticket: hex(ticketFor(aud)),
     serviceKey: hex(pairFromSecret('X25519', SERVICE_SECRETS[aud]).public),
     exp: NOW_S + TICKET_LIFETIME_S,
@@ -233,7 +236,7 @@ function authExchange(): { json: object; requestHex: string; requestMeaning: Jso
   const grant = fromJsonFields(authGrantFields, grantMeaning, 'grant');
   const grantCbor = encodeCbor(encodeFields(authGrantFields, grant));
   // Fixed response nonce (authd draws a random one) so the vector is reproducible.
-  const sealedGrant = sealAuthGrant(built.keys, rid, grant as never, Buffer.from('a0a1a2a3a4a5a6a7a8a9aaab', 'hex'));
+  const sealedGrant = sealAuthGrant(built.keys, rid, grant as never, unhex(RESPONSE_NONCE));
   const response = encodeDatagram('AUTH_RESPONSE', rid, { sealed: sealedGrant });
 
   const requestMeaning = {
@@ -252,7 +255,7 @@ function authExchange(): { json: object; requestHex: string; requestMeaning: Jso
       'info = "devloc-auth-v1", 64 bytes) = request (32) || response (32). ' +
       'Request: sealed = ChaCha20-Poly1305(sealKeys.request, nonce 12 zero bytes, aad = requestAad, CBOR AuthInner). ' +
       'AuthInner.signature = Ed25519(device.signSeed, proofInput). ' +
-      'Response: sealed = ChaCha20-Poly1305(sealKeys.response, 12 zero bytes, aad = rid, CBOR AuthGrant).',
+      'Response: sealed = n || ChaCha20-Poly1305(sealKeys.response, nonce n, aad = rid, CBOR AuthGrant), n = 12 bytes authd draws at random for every response (fixed here: responseNonce). AuthGrant.nonce echoes inputs.nonce (16 bytes the terminal draws at random).',
     inputs: {
       rid: AUTH_RID,
       deviceId: DEVICE_ID,
@@ -270,6 +273,7 @@ function authExchange(): { json: object; requestHex: string; requestMeaning: Jso
       inner,
       innerHex: hex(sealedAndPad.inner),
       requestAad: hex(Buffer.concat([rid, unhex(AUTHD_KID), eph.public])),
+      responseNonce: RESPONSE_NONCE,
     },
     request: { hex: hex(dg), meaning: requestMeaning },
     grant: { meaning: grantMeaning, cborHex: hex(grantCbor) },
@@ -482,8 +486,8 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
     { name: 'INTRO_ACK', rid: rid(0x44), session: L(0x10000000c), body: { channelId: CHANNEL_ID }, note: 'Receipt of the INTRO (same rid).' },
     {
       name: 'REFLECT', rid: rid(0x50),
-      body: { change: 1, padding: '00'.repeat(45) },
-      note: 'Unauthenticated; padded with zero bytes to exactly 64 bytes so the answer is no larger than the request.',
+      body: { change: 1, padding: '00'.repeat(61) },
+      note: `Unauthenticated; padded with zero bytes to exactly ${MAX_REFLECT_RESULT} bytes, the largest REFLECT_RESULT, so no answer is larger than the request.`,
     },
     {
       name: 'REFLECT_RESULT', rid: rid(0x50),
@@ -551,13 +555,13 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
     },
     {
       name: 'ERROR', rid: rid(0x36), session: L(11),
-      body: { code: ErrorCode.NOT_FOUND, message: 'no such group' },
-      note: 'A refusal of a session request is MACed like any server-to-terminal message.',
+      body: { code: ErrorCode.FORBIDDEN, message: 'not a member of this group' },
+      note: 'A refusal of a session request (here GROUP_MEMBERS of a group the terminal is not in, or that does not exist: the same answer) is MACed like any server-to-terminal message.',
     },
     {
       name: 'ERROR', rid: AUTH_RID,
-      body: { code: ErrorCode.COOKIE_REQUIRED, cookie: 'c00c1e0000000000000000000000000000000000000000000000000000000001' },
-      note: 'authd asks for address validation: send the AUTH_REQUEST again with this cookie (body key 4).',
+      body: { code: ErrorCode.COOKIE_REQUIRED, cookie: 'c00c1e00000000000000000000000001' },
+      note: 'authd asks for address validation with a 16-byte cookie: send a new AUTH_REQUEST with this cookie (body key 4).',
     },
   ];
 }
@@ -596,7 +600,7 @@ export function buildVectors(): Vectors {
     } else {
       dg = encodeDatagram(v.name, unhex(v.rid), body as never);
     }
-    if (v.name === 'REFLECT' && dg.length !== 64) throw new Error(`REFLECT vector is ${dg.length} B, want 64`);
+    if (v.name === 'REFLECT' && dg.length !== MAX_REFLECT_RESULT) throw new Error(`REFLECT vector is ${dg.length} B, want ${MAX_REFLECT_RESULT}`);
     vectors.push({ name: v.name, hex: hex(dg), meaning, ...extra, note: v.note });
   }
   const messages = {

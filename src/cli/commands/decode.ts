@@ -66,7 +66,7 @@ export function loadKeys(a: Pick<DecodeArgs, 'authd-key' | 'session-key' | 'serv
     }
   }
   for (const file of many(a['service-key'])) {
-    const k = readKeyFile(file, 'service key file');
+    const k = readKeyFile(file, 'service key file', 'secret');
     if (k.key?.kind !== 'service') throw new CliError(`${file} is a ${(k.key ?? k.public)!.kind} key; --service-key takes a private service key`);
     keys.services.push({ service: k.key.service, secret: privateKeyObject('X25519', k.key.seal), label: `service key ${k.key.service}` });
   }

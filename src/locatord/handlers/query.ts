@@ -24,11 +24,15 @@ const BOOL_SIZE = 1;
 
 const hexOf = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex');
 
-/** `p` (the record of `targetHex`) if `asker` may see it. */
+/**
+ * `p` (the record of `targetHex`) if `asker` may see it. An unknown ID costs the same group
+ * lookup as a hidden one: both answer "offline", and the time to answer must not tell a hidden
+ * online terminal from an unknown ID (test/locatord/query.test.ts counts the store calls).
+ */
 function visibleTo(c: LocatorContext, p: Presence | undefined, targetHex: string, asker: ServerSession): MaybePromise<Presence | undefined> {
-  if (!p || p.visibility === Visibility.ANYONE) return p;
-  if (targetHex === asker.locatorHex || p.extra?.allow?.includes(asker.locatorHex)) return p;
-  return then(c.store.groups.shareGroup(Buffer.from(targetHex, 'hex'), asker.locatorId), (shared) => (shared ? p : undefined));
+  if (p && p.visibility === Visibility.ANYONE) return p;
+  if (p && (targetHex === asker.locatorHex || p.extra?.allow?.includes(asker.locatorHex))) return p;
+  return then(c.store.groups.shareGroup(Buffer.from(targetHex, 'hex'), asker.locatorId), (shared) => (p && shared ? p : undefined));
 }
 
 /** The live records of `ids` (one read: MGET on Redis) that `asker` may see; undefined for the rest. */
