@@ -3,11 +3,16 @@
 // authenticated, encrypted, numbered application datagrams (key schedule: src/wire/peer.ts).
 //
 // Punching. Both ends send PUNCH (MACed with the channel's punch key, carrying their ephemeral
-// X25519 key) to every candidate address of the other: at once, every 25 ms for 100 ms, every
-// 100 ms up to a second, then every 250 ms until one answers or the punch timeout (10 s) passes.
-// A PUNCH is answered with PUNCH_ACK to its source address, and, while no path from there is
-// confirmed, with a PUNCH of our own at once (the peer's PUNCH opened our NAT for it). A PUNCH_ACK to one of our PUNCHes (matched by its
-// request ID, which only we and the peer know) confirms a path: the address it came from; so
+// X25519 key) to the candidate addresses of the other. A candidate is an address someone claimed
+// (locatord's introduction, a PUNCH's source), not one known to receive: until it answers, it
+// gets at most MAX_UNANSWERED_PUNCHES (2) PUNCHes — one when it becomes a candidate, one
+// "triggered" when a PUNCH arrives from it (the peer's PUNCH opened our NAT for it) — so that
+// whoever holds the channel key cannot make us flood a third party (return routability,
+// devloc-protocol(7) ADDRESS VALIDATION). Answered candidates are punched every 25 ms for
+// 100 ms, every 100 ms up to a second, then every 250 ms, as before. A channel has at most
+// MAX_CANDIDATES candidates; a PUNCH from a further address gets its PUNCH_ACK only.
+// A PUNCH is answered with PUNCH_ACK to its source address (one datagram for one). A PUNCH_ACK to one of our PUNCHes (matched by its
+// request ID, which only we and the peer know: the proof that the address receives) confirms a path: the address it came from; so
 // does, while still punching, an authenticated DATA (the peer's end is open). An
 // authenticated PUNCH from an address that is no candidate makes it one ("peer-reflexive": the
 // peer's NAT picked a new port for us, e.g. a symmetric NAT facing a restricted one). LAN
@@ -128,9 +133,19 @@ interface Candidate {
   confirmed: boolean;
   /** Last PUNCH sent because one arrived from there (at most one per TRIGGER_GAP_MS). */
   triggeredAt: number;
+  /** PUNCHes sent while it had not answered (bounded by MAX_UNANSWERED_PUNCHES). */
+  unanswered: number;
+  /** Whether the triggered PUNCH of an unanswered candidate was spent. */
+  triggered: boolean;
+  /** Answered once (a PUNCH_ACK to our PUNCH, or DATA): it proved it receives. */
+  answered: boolean;
 }
 
 const TRIGGER_GAP_MS = 20;
+/** PUNCHes to a candidate that never answered: its first probe and one triggered check. */
+export const MAX_UNANSWERED_PUNCHES = 2;
+/** Candidate addresses per channel (LAN, public and peer-reflexive together). */
+export const MAX_CANDIDATES = 8;
 
 const addrKey = (a: Address): string => `${normaliseIp(a.ip)}|${a.port}`;
 const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
@@ -199,7 +214,9 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     this.log = init.log ?? (() => {});
     this.sendRaw = init.send;
     this.channelKey = init.channelKey;
-    for (const c of init.candidates) this.addCandidate(c.addr, c.kind);
+    // Bounded (MAX_CANDIDATES): the public address first, then as many LAN addresses as fit.
+    const initial = [...init.candidates.filter((c) => c.kind !== 'lan'), ...init.candidates.filter((c) => c.kind === 'lan')];
+    for (const c of initial.slice(0, MAX_CANDIDATES)) this.addCandidate(c.addr, c.kind);
     const eph = generatePair('x25519');
     this.ephSecret = privateKeyObject('X25519', eph);
     this.ephPublic = eph.public;
@@ -350,11 +367,21 @@ export class Channel extends SafeEmitter<ChannelEvents> {
 
   // ------------------------------------------------------------------ punching and keepalive
 
+  /** Whether another PUNCH may go to `c` (see MAX_UNANSWERED_PUNCHES); counts it if so. */
+  private mayProbe(c: Candidate, triggered: boolean): boolean {
+    if (c.answered) return true;
+    if (c.unanswered >= MAX_UNANSWERED_PUNCHES) return false;
+    if (triggered ? c.triggered : c.unanswered - (c.triggered ? 1 : 0) >= 1) return false;
+    if (triggered) c.triggered = true;
+    c.unanswered++;
+    return true;
+  }
+
   private addCandidate(addr: Address, kind: CandidateKind): Candidate {
     const key = addrKey(addr);
     let c = this.candidates.find((x) => x.key === key);
     if (!c) {
-      c = { addr, key, kind, confirmed: false, triggeredAt: -Infinity };
+      c = { addr, key, kind, confirmed: false, triggeredAt: -Infinity, unanswered: 0, triggered: false, answered: false };
       this.candidates.push(c);
       this.candidates.sort((a, b) => PRIORITY[b.kind] - PRIORITY[a.kind]);
     } else if (PRIORITY[kind] > PRIORITY[c.kind]) c.kind = kind;
@@ -376,7 +403,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     if (!searching && now >= this.upgradeUntil) return;
     const best = this._path ? PRIORITY[this._path.kind] : 0;
     for (const c of this.candidates) {
-      if (searching ? !c.confirmed || this.repunching : !c.confirmed && PRIORITY[c.kind] > best) this.sendPunch(c.addr);
+      if ((searching ? !c.confirmed || this.repunching : !c.confirmed && PRIORITY[c.kind] > best) && this.mayProbe(c, false)) this.sendPunch(c.addr);
     }
     const elapsed = now - this.punchStartedAt;
     this.punchTimer = setTimeout(() => this.punchRound(), elapsed < 100 ? 25 : elapsed < 1000 ? 100 : 250);
@@ -385,6 +412,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   private confirm(addr: Address, kind: CandidateKind, rttMs: number | null): void {
     const c = this.addCandidate(addr, kind);
     c.confirmed = true;
+    c.answered = true;
     const now = this.now();
     const better = !this._path || PRIORITY[c.kind] > PRIORITY[this._path.kind] || this.repunching;
     if (this._path && this._path.address && addrKey(this._path.address) === c.key) {
@@ -486,9 +514,12 @@ export class Channel extends SafeEmitter<ChannelEvents> {
         this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx));
         // Its PUNCH got here, so our NAT now lets that address in: punch back at once rather
         // than at the next round (a "triggered check"), and learn the address if it is new.
-        const known = this.candidates.find((c) => c.key === addrKey(from)) ?? this.addCandidate(from, 'peer-reflexive');
+        // A new address becomes a candidate only while there is room: a PUNCH from any other
+        // source gets its PUNCH_ACK and nothing more.
+        const known = this.candidates.find((c) => c.key === addrKey(from))
+          ?? (this.candidates.length < MAX_CANDIDATES ? this.addCandidate(from, 'peer-reflexive') : undefined);
         const searching = this._state === 'punching' || this.repunching || this.now() < this.upgradeUntil;
-        if (!known.confirmed && searching && this.now() - known.triggeredAt >= TRIGGER_GAP_MS) {
+        if (known && !known.confirmed && searching && this.now() - known.triggeredAt >= TRIGGER_GAP_MS && this.mayProbe(known, true)) {
           known.triggeredAt = this.now();
           this.sendPunch(from);
         }

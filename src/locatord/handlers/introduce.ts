@@ -25,6 +25,7 @@ import { RateLimiter } from '../../net/ratelimit.js';
 import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js';
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import type { Address } from '../../wire/addr.js';
+import { normaliseIp } from '../../wire/addr.js';
 import type { Introduction } from '../../wire/catalog.js';
 import { CHANNEL_ID_BYTES, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES } from '../../wire/constants.js';
 import { encodeDatagram } from '../../wire/envelope.js';
@@ -166,15 +167,18 @@ export function introduction(x: {
 }): { toTarget: Introduction; toAsker: Introduction } {
   const channelId = randomBytes(CHANNEL_ID_BYTES);
   const key = randomBytes(CHANNEL_KEY_BYTES);
+  // Claimed LAN addresses are passed on only between terminals behind one NAT (the same observed
+  // IP): to anyone else they are addresses nobody proved, which the peer would punch for nothing.
+  const sameNat = normaliseIp(x.askerFrom.ip) === normaliseIp(x.targetAddr.ip);
   const toTarget: Introduction = {
-    channelId, peer: x.asker.locatorId, addr: x.askerFrom, ...definedLocal(x.askerLocalAddrs),
+    channelId, peer: x.asker.locatorId, addr: x.askerFrom, ...(sameNat ? definedLocal(x.askerLocalAddrs) : {}),
     netMode: x.askerNetMode,
     ...(x.askerNickname !== undefined ? { nickname: x.askerNickname } : {}),
     sealedKey: sealChannelKey(x.targetSession.keys, channelId, x.asker.locatorId, key),
     observed: x.targetAddr,
   };
   const toAsker: Introduction = {
-    channelId, peer: x.target, addr: x.targetAddr, ...definedLocal(x.targetLocalAddrs), netMode: x.targetNetMode,
+    channelId, peer: x.target, addr: x.targetAddr, ...(sameNat ? definedLocal(x.targetLocalAddrs) : {}), netMode: x.targetNetMode,
     ...(x.targetNickname !== undefined ? { nickname: x.targetNickname } : {}),
     sealedKey: sealChannelKey(x.asker.keys, channelId, x.target, key),
     observed: x.askerFrom,
