@@ -84,6 +84,12 @@ export class Registration {
   session: ServerSession | undefined;
   nickname: string | undefined;
   extra: RegistrationExtra | undefined;
+  /**
+   * The schedule bucket the record is filed in (valid while `scheduled`). A renewal to an
+   * earlier check (a shorter TTL) files it again there; the entry left in the later bucket is
+   * then void (its bucket is no longer the record's).
+   */
+  bucket: number;
 
   constructor(from: Address, session: ServerSession | undefined, seq: number, regTick: number, expTick: number) {
     this.key = '';
@@ -95,6 +101,7 @@ export class Registration {
     this.session = session;
     this.nickname = undefined;
     this.extra = undefined;
+    this.bucket = 0;
   }
 
   get address(): Address {
@@ -315,13 +322,20 @@ export class RegistrationTable {
     return rec.expTick;
   }
 
-  /** Put an unfiled record in the bucket of its next check (never one already swept). */
+  /**
+   * Put a record in the bucket of its next check (never one already swept). A record filed
+   * already stays where it is when that bucket comes no later (it is refiled from there); when
+   * its next check moved earlier (renewed with a shorter TTL), it is filed again in the earlier
+   * bucket, else its probe would come after its expiry.
+   */
   private file(rec: Registration, atLeast = this.sweptBucket + 1): void {
-    if (rec.scheduled || rec.key === '') return;
+    if (rec.key === '') return;
     const b = Math.max(atLeast, this.bucketOf(this.nextCheckTick(rec)));
+    if (rec.scheduled && rec.bucket <= b) return;
     let list = this.schedule.get(b);
     if (!list) this.schedule.set(b, (list = []));
     list.push(rec);
+    rec.bucket = b;
     rec.scheduled = true;
   }
 
@@ -362,6 +376,8 @@ export class RegistrationTable {
           break buckets;
         }
         const rec = list[i]!;
+        // Filed again in an earlier bucket since (see `file`): this entry is void.
+        if (rec.bucket !== b) continue;
         rec.scheduled = false;
         // Deleted, evicted or replaced since it was filed: nothing to do (no lookup needed).
         if (rec.removed) continue;
