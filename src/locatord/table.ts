@@ -47,6 +47,15 @@ export interface RegistrationExtra {
   community?: Props;
   /** Locator IDs (hex) that may always see this terminal. */
   allow?: string[];
+  /** Rich presence beside the media ID (REGISTER / PRESENCE_SET `presence`). */
+  presence?: RichPresence;
+}
+
+/** The presence record's fields other than the media ID (kept in `mediaId`). */
+export interface RichPresence {
+  lookingForPartner?: boolean;
+  wants?: Props;
+  status?: string;
 }
 
 /** IPv4 text to a signed 32-bit integer (a V8 small integer), anything else unchanged. */
@@ -190,6 +199,8 @@ export interface TableOptions {
   onExpired?: (n: number) => void;
   /** Told of each live record evicted because the table was full. */
   onEvicted?: () => void;
+  /** Told the key of each record that went offline by itself (expired or evicted; not deleted). */
+  onGone?: (key: string) => void;
   /** Probe a record not renewed for this % of its TTL (0 = never); settable later. */
   probeAtPercent?: number;
 }
@@ -213,6 +224,7 @@ export class RegistrationTable {
 
   private readonly onExpired: (n: number) => void;
   private readonly onEvicted: () => void;
+  private readonly onGone: ((key: string) => void) | undefined;
   /** Bucket (second since baseMs) -> records filed there. */
   private readonly schedule = new Map<number, Registration[]>();
   /** Buckets up to this one have been processed. */
@@ -224,13 +236,15 @@ export class RegistrationTable {
     this.baseMs = Math.floor(this.now() / 1000) * 1000;
     this.onExpired = opts.onExpired ?? (() => {});
     this.onEvicted = opts.onEvicted ?? (() => {});
+    this.onGone = opts.onGone;
     this.probeAtPercent = opts.probeAtPercent ?? 0;
     this.sweptBucket = this.bucketOf(this.nowTick()) - 1;
     this.cache = new LRUCache<string, Registration>({
       max: opts.maxEntries,
-      dispose: (rec, _key, reason) => {
+      dispose: (rec, key, reason) => {
         rec.markRemoved();
         if (reason !== 'evict') return;
+        this.onGone?.(key);
         if (this.nowTick() >= rec.expTick) this.countExpired(1);
         else {
           this.evicted++;
@@ -279,6 +293,7 @@ export class RegistrationTable {
     if (this.nowTick() >= rec.expTick) {
       this.cache.delete(idHex);
       this.countExpired(1);
+      this.onGone?.(idHex);
       return undefined;
     }
     return rec;
@@ -290,6 +305,7 @@ export class RegistrationTable {
     if (!rec || this.nowTick() < rec.expTick) return rec;
     this.cache.delete(idHex);
     this.countExpired(1);
+    this.onGone?.(idHex);
     return undefined;
   }
 
@@ -394,7 +410,10 @@ export class RegistrationTable {
         this.file(rec, upTo + 1);
       }
     }
-    for (const k of dead) this.cache.delete(k);
+    for (const k of dead) {
+      this.cache.delete(k);
+      this.onGone?.(k);
+    }
     this.countExpired(dead.length);
     return { expired: dead.length, probes };
   }
