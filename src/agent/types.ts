@@ -9,6 +9,7 @@ import type { AddressBook } from './peers.js';
 import type { Channel, ChannelSummary } from './channel.js';
 import type { PeerOptions } from './punch.js';
 import type { AgentLog } from './errors.js';
+import type { PresenceStatus } from './presence.js';
 
 export type AgentState =
   | 'stopped'
@@ -139,6 +140,8 @@ export interface AgentEvents {
   problem: [step: string, error: string];
   /** A match request ended (matched, no-match, cancelled). */
   match: [result: MatchResult];
+  /** What a watched terminal shows changed (a PRESENCE push), or was seen again after a re-watch. */
+  presence: [status: PresenceStatus];
   /** A peer opened a channel to us (we are reachable). */
   channel: [channel: Channel];
   stopped: [];
