@@ -19,16 +19,8 @@ import { MAX_QUERY_IDS, MAX_WATCHES } from '../wire/catalog.js';
 import { AgentError } from './errors.js';
 import { formatId } from './ids.js';
 import type { LocatorQueries } from './queries.js';
+import type { PresenceStatus } from './types.js';
 import { collectPages } from './queries.js';
-
-/** One watched terminal's status as the agent reports it. */
-export interface PresenceStatus {
-  id: string;
-  names: string[];
-  online: boolean;
-  nickname?: string;
-  presence?: PresenceRecord;
-}
 
 export interface PresenceHost {
   queries: LocatorQueries;
@@ -147,3 +139,5 @@ export class PresenceWatch {
     return true;
   }
 }
+
+export type { PresenceStatus } from './types.js';

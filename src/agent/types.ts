@@ -9,7 +9,7 @@ import type { AddressBook } from './peers.js';
 import type { Channel, ChannelSummary } from './channel.js';
 import type { PeerOptions } from './punch.js';
 import type { AgentLog } from './errors.js';
-import type { PresenceStatus } from './presence.js';
+import type { PresenceRecord } from '../wire/catalog.js';
 
 export type AgentState =
   | 'stopped'
@@ -129,6 +129,15 @@ export interface GroupMembers {
   name?: string;
   total: number;
   members: { id: string; online: boolean; addr?: string; nickname?: string; netMode?: string; names: string[] }[];
+}
+
+/** One watched terminal's status as the agent reports it. */
+export interface PresenceStatus {
+  id: string;
+  names: string[];
+  online: boolean;
+  nickname?: string;
+  presence?: PresenceRecord;
 }
 
 export interface AgentEvents {
