@@ -13,6 +13,9 @@ import { SafeEmitter } from './emitter.js';
 import { MatchClient } from './match.js';
 import { PeerManager } from './punch.js';
 import { LocatorQueries } from './queries.js';
+import { PresenceWatch } from './presence.js';
+import type { PresenceStatus } from './presence.js';
+import type { PresenceRecord } from '../wire/catalog.js';
 import { Registration } from './registration.js';
 import type { Channel } from './channel.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry } from './types.js';
@@ -29,6 +32,8 @@ export class Agent extends SafeEmitter<AgentEvents> {
   readonly match: MatchClient;
   /** Introductions and direct channels to peers (punch.ts, channel.ts). */
   readonly punch: PeerManager;
+  /** Watched terminals and our own presence record (presence.ts). */
+  readonly presence: PresenceWatch;
   private readonly registration: Registration;
   private readonly queries: LocatorQueries;
 
@@ -37,7 +42,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
     super(log);
     const reg = new Registration(opts, this, {
       attach: (socket) => this.punch.attach(socket),
-      push: (r: Reply) => this.match.onPush(r) || this.punch.onPush(r),
+      push: (r: Reply) => this.match.onPush(r) || this.punch.onPush(r) || this.presence.onPush(r),
     });
     this.registration = reg;
     this.queries = new LocatorQueries({
@@ -74,6 +79,14 @@ export class Agent extends SafeEmitter<AgentEvents> {
       incoming: (ch) => this.emit('channel', ch),
       log, now: reg.now, random: reg.random,
     }, opts.peer);
+    this.presence = new PresenceWatch({
+      queries: this.queries, locatord: () => reg.locatordAddress, sessions: () => reg.sessions(),
+      send: (to, bytes) => reg.client?.send(to, bytes), emit: (s) => this.emit('presence', s), log,
+    });
+    // locatord forgets a watch list with the registration: watch again after each REGISTER, and
+    // check now and then (on refreshes) that it still holds it (a restart keeps registrations).
+    this.on('registered', () => void this.presence.resync(true));
+    this.on('refreshed', () => void this.presence.resync(false));
     // A new address (NAT rebinding, new network): matchd must learn it before it pushes results.
     this.on('address', (_now, previous) => {
       if (previous !== null) this.match.addressChanged();
@@ -165,6 +178,20 @@ export class Agent extends SafeEmitter<AgentEvents> {
   /** Online status of peers (QUERY_STATUS), in request order. */
   online(targets: (string | Uint8Array)[]): Promise<{ target: string; id: string; online: boolean; names: string[] }[]> {
     return this.queries.online(targets);
+  }
+
+  /** Watch peers (IDs or names): their status now; changes come as `presence` events. */
+  watch(targets: (string | Uint8Array)[]): Promise<PresenceStatus[]> {
+    return this.presence.watch(targets);
+  }
+
+  unwatch(targets: (string | Uint8Array)[] | 'all'): Promise<{ watching: number }> {
+    return this.presence.unwatch(targets);
+  }
+
+  /** Replace this terminal's presence record (media ID, looking for a partner, wanted attributes, status). */
+  setPresence(record: PresenceRecord): Promise<PresenceRecord> {
+    return this.presence.set(record);
   }
 
   groupCreate(name: string, joinCode?: string): Promise<{ groupId: string }> {

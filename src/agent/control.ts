@@ -15,6 +15,9 @@ import type { AgentLog } from './errors.js';
 import { AgentError } from './errors.js';
 import type { MatchSpec } from './match.js';
 import { parseAttr, parseRequirement } from './match.js';
+import type { PresenceStatus } from './presence.js';
+import type { PresenceRecord } from '../wire/catalog.js';
+import { MAX_STATUS_BYTES } from '../wire/catalog.js';
 import type { AddressBook } from './peers.js';
 import { AddressBookError } from './peers.js';
 import { CHANNEL_COMMANDS, channelRegistry, dispatchChannel, isChannelCommand } from './channel-control.js';
@@ -37,6 +40,7 @@ export type ControlResponse =
 export const CONTROL_COMMANDS = [
   'status', 'lookup', 'online', 'group.create', 'group.join', 'group.leave', 'group.members', 'peers.add', 'peers.rm', 'peers.list',
   'match.submit', 'match.status', 'match.cancel', 'match.wait',
+  'watch', 'unwatch', 'presence.list', 'presence.wait', 'presence.set',
   ...CHANNEL_COMMANDS,
 ] as const;
 
@@ -107,6 +111,66 @@ function matchSpec(args: Record<string, unknown>): MatchSpec {
   return spec;
 }
 
+/** The last presence changes of an agent, numbered, for `presence.wait` (a long poll: `devloc watch`). */
+class PresenceLog {
+  private readonly events: { seq: number; status: PresenceStatus }[] = [];
+  private seq = 0;
+  private readonly waiting = new Set<() => void>();
+
+  constructor(agent: Agent) {
+    agent.on('presence', (status) => {
+      this.events.push({ seq: ++this.seq, status });
+      if (this.events.length > 256) this.events.shift();
+      for (const w of [...this.waiting]) w();
+    });
+  }
+
+  /** Changes after `after` (0: from now on), waiting at most `timeoutMs` for one. */
+  async wait(after: number | undefined, timeoutMs: number): Promise<{ seq: number; changes: PresenceStatus[] }> {
+    const from = after ?? this.seq;
+    const take = (): { seq: number; changes: PresenceStatus[] } => ({ seq: this.seq, changes: this.events.filter((e) => e.seq > from).map((e) => e.status) });
+    if (this.seq > from) return take();
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiting.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.waiting.add(done);
+    });
+    return take();
+  }
+}
+
+const presenceLogs = new WeakMap<Agent, PresenceLog>();
+
+function presenceLog(agent: Agent): PresenceLog {
+  let l = presenceLogs.get(agent);
+  if (!l) presenceLogs.set(agent, (l = new PresenceLog(agent)));
+  return l;
+}
+
+/** presence.set arguments: the record (absent fields cleared). */
+function presenceRecord(args: Record<string, unknown>): PresenceRecord {
+  const r: PresenceRecord = {};
+  const media = str(args, 'mediaId');
+  if (media !== undefined) r.mediaId = media;
+  const status = str(args, 'status');
+  if (status !== undefined) {
+    if (Buffer.byteLength(status) > MAX_STATUS_BYTES) throw new BadRequest(`args.status: at most ${MAX_STATUS_BYTES} bytes`);
+    r.status = status;
+  }
+  if (args['lookingForPartner'] !== undefined) {
+    if (typeof args['lookingForPartner'] !== 'boolean') throw new BadRequest('args.lookingForPartner must be true or false');
+    r.lookingForPartner = args['lookingForPartner'];
+  }
+  const wants = texts(args, 'wants');
+  if (wants.length > 8) throw new BadRequest('args.wants: at most 8 attributes');
+  if (wants.length > 0) r.wants = Object.fromEntries(wants.map((w) => parseAttr(w)));
+  return r;
+}
+
 /** Execute one request against the agent. Exported for tests and for embedding. */
 export async function dispatch(agent: Agent, peers: AddressBook | undefined, req: ControlRequest): Promise<unknown> {
   const args = req.args ?? {};
@@ -155,6 +219,19 @@ export async function dispatch(agent: Agent, peers: AddressBook | undefined, req
       const s = int(args, 'timeoutS');
       return agent.match.wait(str(args, 'matchId'), s === undefined ? undefined : s * 1000);
     }
+    case 'watch':
+      presenceLog(agent);
+      return agent.watch(targets(args));
+    case 'unwatch':
+      return agent.unwatch(args['all'] === true ? 'all' : targets(args));
+    case 'presence.list':
+      return agent.presence.list();
+    case 'presence.wait': {
+      const s = int(args, 'timeoutS');
+      return presenceLog(agent).wait(int(args, 'after'), Math.min(300, Math.max(0, s ?? 30)) * 1000);
+    }
+    case 'presence.set':
+      return agent.setPresence(presenceRecord(args));
     default:
       if (isChannelCommand(req.cmd)) return dispatchChannel(agent, req.cmd, args);
       throw new AgentError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)} (one of ${CONTROL_COMMANDS.join(', ')})`);

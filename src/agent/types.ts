@@ -9,6 +9,7 @@ import type { AddressBook } from './peers.js';
 import type { Channel, ChannelSummary } from './channel.js';
 import type { PeerOptions } from './punch.js';
 import type { AgentLog } from './errors.js';
+import type { PresenceRecord } from '../wire/catalog.js';
 
 export type AgentState =
   | 'stopped'
@@ -140,6 +141,15 @@ export interface GroupMembers {
   members: { id: string; online: boolean; addr?: string; nickname?: string; netMode?: string; names: string[] }[];
 }
 
+/** One watched terminal's status as the agent reports it. */
+export interface PresenceStatus {
+  id: string;
+  names: string[];
+  online: boolean;
+  nickname?: string;
+  presence?: PresenceRecord;
+}
+
 export interface AgentEvents {
   state: [state: AgentState, previous: AgentState];
   registered: [info: RegistrationInfo];
@@ -149,6 +159,8 @@ export interface AgentEvents {
   problem: [step: string, error: string];
   /** A match request ended (matched, no-match, cancelled). */
   match: [result: MatchResult];
+  /** What a watched terminal shows changed (a PRESENCE push), or was seen again after a re-watch. */
+  presence: [status: PresenceStatus];
   /** A peer opened a channel to us (we are reachable). */
   channel: [channel: Channel];
   stopped: [];

@@ -9,6 +9,7 @@ import type { ServerSessions } from '../net/sessions.js';
 import { NAT_REFRESH_S, NetMode, OPEN_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
 import { ErrorCode } from '../wire/errors.js';
 import type { Introductions } from './handlers/introduce.js';
+import type { PresencePushes } from './handlers/watch.js';
 import type { LocatordLimits } from './options.js';
 import type { ServedStore } from './store/types.js';
 
@@ -18,6 +19,8 @@ export interface LocatorContext {
   sessions: ServerSessions;
   /** INTRO pushes of this instance (handlers/introduce.ts). */
   introductions: Introductions;
+  /** PRESENCE pushes of this instance (handlers/watch.ts). */
+  presencePushes: PresencePushes;
   /** Milliseconds clock. */
   now: () => number;
   limits: LocatordLimits;

@@ -19,6 +19,7 @@ import type { LocatorContext } from './context.js';
 import { GroupStore } from './groups.js';
 import { locatorHandlers } from './handlers/index.js';
 import { Introductions, introTarget } from './handlers/introduce.js';
+import { PresencePushes, presenceGone } from './handlers/watch.js';
 import type { LocatordLimits, LocatordOptions } from './options.js';
 import { checkLimits } from './options.js';
 import { Reflector } from './reflector.js';
@@ -52,6 +53,8 @@ export interface Locatord {
   readonly reflector: Reflector | null;
   /** INTRO pushes waiting for their INTRO_ACK (handlers/introduce.ts). */
   readonly introductions: Introductions;
+  /** PRESENCE pushes waiting for their ack (handlers/watch.ts). */
+  readonly presencePushes: PresencePushes;
   /**
    * Free expired records and probe those near expiry (also run every sweep interval).
    * Synchronous on the embedded store; on Redis a promise (due records are checked there first).
@@ -77,6 +80,19 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
   // Both late-bound: the relay (Redis) delivers INTROs through this instance's Introductions,
   // which send through the server, which is made last.
   let introductions: Introductions | undefined;
+  let presencePushes: PresencePushes | undefined;
+  // Registrations gone by themselves (expiry, eviction), told to their watchers in one batch
+  // after the operation that noticed (the table calls this from inside its own operations).
+  let context: LocatorContext | undefined;
+  const goneBatch = new Set<string>();
+  const onGone = (idHex: string): void => {
+    if (goneBatch.size === 0) setImmediate(() => {
+      const keys = [...goneBatch];
+      goneBatch.clear();
+      if (context) for (const k of keys) presenceGone(context, k);
+    });
+    goneBatch.add(idHex);
+  };
   let store: ServedStore;
   let sessions: ServerSessions;
   // Soft state from a clean stop (embedded), restored before the first datagram is served (and
@@ -90,7 +106,8 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     const { deliverRelayed, remoteSessions, SharedStore } = await import('./store/shared.js');
     shared = new SharedStore({
       config: o.store, serviceSecret: o.serviceSecret, limits, sessionGraceMs: o.clockSkewS * 1000, maxEntries: o.maxEntries,
-      deliver: (targetHex, intro) => deliverRelayed(sessions, () => introductions!)(targetHex, intro), metrics, logger, now,
+      deliver: (targetHex, intro) => deliverRelayed(sessions, () => introductions!, () => presencePushes!)(targetHex, intro), metrics, logger, now,
+      onGone,
     });
     store = shared;
     // Sessions opened by another instance are loaded from Redis.
@@ -104,6 +121,11 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       maxEntries: o.maxEntries, now, probeAtPercent: limits.probeAtPercent,
       onExpired: (n) => metrics.inc('expiries_total', undefined, n),
       onEvicted: () => metrics.inc('evictions_total'),
+      // Only what someone watches, or a watcher, is worth a look (no work per expiry otherwise).
+      onGone: (k) => {
+        const w = (store as EmbeddedStore).watches;
+        if (w.isWatched(k) || w.count(k) > 0) onGone(k);
+      },
     });
     mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
     const groups = new GroupStore(path.join(o.stateDir, DB_FILE), { maxMembers: limits.maxGroupMembers, maxGroupsPerTerminal: limits.maxGroupsPerTerminal }, { now, sync: o.dbSync ?? 'normal' });
@@ -159,12 +181,15 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
   }
   const intros = new Introductions({ target: introTarget(store), sessions, send: (bytes, to) => server.send(bytes, to), metrics, logger });
   introductions = intros;
-  const context: LocatorContext = {
-    store, sessions, introductions: intros, limits, metrics, logger, now,
+  const pushes = new PresencePushes({ target: introTarget(store), sessions, send: (bytes, to) => server.send(bytes, to), metrics, logger });
+  presencePushes = pushes;
+  context = {
+    store, sessions, introductions: intros, presencePushes: pushes, limits, metrics, logger, now,
     queryLimiter: new RateLimiter({ ratePerS: limits.queryRatePerS, burst: limits.queryBurst, maxSources: 262_144 }),
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
-  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: locatorHandlers(context) });
+  const ctx = context;
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: locatorHandlers(ctx) });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 
@@ -206,18 +231,18 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     port,
     reflectorPort: reflector?.port ?? 0,
     reflectorAltPort: reflector?.altPort ?? 0,
-    store, sessions, verifier, metrics, server, reflector, introductions: intros,
+    store, sessions, verifier, metrics, server, reflector, introductions: intros, presencePushes: pushes,
     sweep,
     reload(change) {
       if (change.limits) {
         const p = checkLimits(change.limits);
         if (p) throw new Error(p);
         limits = { ...change.limits };
-        context.limits = limits;
+        ctx.limits = limits;
         store.setLimits(limits);
         rateLimiter.setRate(limits.ratePerS, limits.burst);
-        context.queryLimiter.setRate(limits.queryRatePerS, limits.queryBurst);
-        context.querySourceLimiter.setRate(limits.querySourceRatePerS, limits.querySourceBurst);
+        ctx.queryLimiter.setRate(limits.queryRatePerS, limits.queryBurst);
+        ctx.querySourceLimiter.setRate(limits.querySourceRatePerS, limits.querySourceBurst);
         reflector?.setRate(limits.reflectorRatePerS, limits.reflectorBurst);
       }
       if (!change.trustedKeys) return;
@@ -240,6 +265,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       stopped = true;
       clearInterval(timer);
       intros.close();
+      pushes.close();
       await server.close();
       await reflector?.close();
       if (store instanceof EmbeddedStore && (so.snapshot ?? useSnapshot)) {

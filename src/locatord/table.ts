@@ -47,6 +47,15 @@ export interface RegistrationExtra {
   community?: Props;
   /** Locator IDs (hex) that may always see this terminal. */
   allow?: string[];
+  /** Rich presence beside the media ID (REGISTER / PRESENCE_SET `presence`). */
+  presence?: RichPresence;
+}
+
+/** The presence record's fields other than the media ID (kept in `mediaId`). */
+export interface RichPresence {
+  lookingForPartner?: boolean;
+  wants?: Props;
+  status?: string;
 }
 
 /** IPv4 text to a signed 32-bit integer (a V8 small integer), anything else unchanged. */
@@ -84,6 +93,12 @@ export class Registration {
   session: ServerSession | undefined;
   nickname: string | undefined;
   extra: RegistrationExtra | undefined;
+  /**
+   * The schedule bucket the record is filed in (valid while `scheduled`). A renewal to an
+   * earlier check (a shorter TTL) files it again there; the entry left in the later bucket is
+   * then void (its bucket is no longer the record's).
+   */
+  bucket: number;
 
   constructor(from: Address, session: ServerSession | undefined, seq: number, regTick: number, expTick: number) {
     this.key = '';
@@ -95,6 +110,7 @@ export class Registration {
     this.session = session;
     this.nickname = undefined;
     this.extra = undefined;
+    this.bucket = 0;
   }
 
   get address(): Address {
@@ -183,6 +199,8 @@ export interface TableOptions {
   onExpired?: (n: number) => void;
   /** Told of each live record evicted because the table was full. */
   onEvicted?: () => void;
+  /** Told the key of each record that went offline by itself (expired or evicted; not deleted). */
+  onGone?: (key: string) => void;
   /** Probe a record not renewed for this % of its TTL (0 = never); settable later. */
   probeAtPercent?: number;
 }
@@ -206,6 +224,7 @@ export class RegistrationTable {
 
   private readonly onExpired: (n: number) => void;
   private readonly onEvicted: () => void;
+  private readonly onGone: ((key: string) => void) | undefined;
   /** Bucket (second since baseMs) -> records filed there. */
   private readonly schedule = new Map<number, Registration[]>();
   /** Buckets up to this one have been processed. */
@@ -217,13 +236,15 @@ export class RegistrationTable {
     this.baseMs = Math.floor(this.now() / 1000) * 1000;
     this.onExpired = opts.onExpired ?? (() => {});
     this.onEvicted = opts.onEvicted ?? (() => {});
+    this.onGone = opts.onGone;
     this.probeAtPercent = opts.probeAtPercent ?? 0;
     this.sweptBucket = this.bucketOf(this.nowTick()) - 1;
     this.cache = new LRUCache<string, Registration>({
       max: opts.maxEntries,
-      dispose: (rec, _key, reason) => {
+      dispose: (rec, key, reason) => {
         rec.markRemoved();
         if (reason !== 'evict') return;
+        this.onGone?.(key);
         if (this.nowTick() >= rec.expTick) this.countExpired(1);
         else {
           this.evicted++;
@@ -272,6 +293,7 @@ export class RegistrationTable {
     if (this.nowTick() >= rec.expTick) {
       this.cache.delete(idHex);
       this.countExpired(1);
+      this.onGone?.(idHex);
       return undefined;
     }
     return rec;
@@ -283,6 +305,7 @@ export class RegistrationTable {
     if (!rec || this.nowTick() < rec.expTick) return rec;
     this.cache.delete(idHex);
     this.countExpired(1);
+    this.onGone?.(idHex);
     return undefined;
   }
 
@@ -315,13 +338,20 @@ export class RegistrationTable {
     return rec.expTick;
   }
 
-  /** Put an unfiled record in the bucket of its next check (never one already swept). */
+  /**
+   * Put a record in the bucket of its next check (never one already swept). A record filed
+   * already stays where it is when that bucket comes no later (it is refiled from there); when
+   * its next check moved earlier (renewed with a shorter TTL), it is filed again in the earlier
+   * bucket, else its probe would come after its expiry.
+   */
   private file(rec: Registration, atLeast = this.sweptBucket + 1): void {
-    if (rec.scheduled || rec.key === '') return;
+    if (rec.key === '') return;
     const b = Math.max(atLeast, this.bucketOf(this.nextCheckTick(rec)));
+    if (rec.scheduled && rec.bucket <= b) return;
     let list = this.schedule.get(b);
     if (!list) this.schedule.set(b, (list = []));
     list.push(rec);
+    rec.bucket = b;
     rec.scheduled = true;
   }
 
@@ -362,6 +392,8 @@ export class RegistrationTable {
           break buckets;
         }
         const rec = list[i]!;
+        // Filed again in an earlier bucket since (see `file`): this entry is void.
+        if (rec.bucket !== b) continue;
         rec.scheduled = false;
         // Deleted, evicted or replaced since it was filed: nothing to do (no lookup needed).
         if (rec.removed) continue;
@@ -378,7 +410,10 @@ export class RegistrationTable {
         this.file(rec, upTo + 1);
       }
     }
-    for (const k of dead) this.cache.delete(k);
+    for (const k of dead) {
+      this.cache.delete(k);
+      this.onGone?.(k);
+    }
     this.countExpired(dead.length);
     return { expired: dead.length, probes };
   }

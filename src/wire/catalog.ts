@@ -20,6 +20,14 @@ export const MessageType = {
   QUERY_ADDR_RESULT: 0x21,
   QUERY_STATUS: 0x22,
   QUERY_STATUS_RESULT: 0x23,
+  WATCH: 0x24,
+  WATCH_ACK: 0x25,
+  UNWATCH: 0x26,
+  UNWATCH_ACK: 0x27,
+  PRESENCE_SET: 0x28,
+  PRESENCE_SET_ACK: 0x29,
+  PRESENCE: 0x2a,
+  PRESENCE_ACK: 0x2b,
   GROUP_CREATE: 0x30,
   GROUP_CREATE_ACK: 0x31,
   GROUP_JOIN: 0x32,
@@ -99,6 +107,30 @@ const queryAddrEntry = [
   { key: 5, name: 'netMode', type: netMode, doc: 'network mode (see NETWORK MODES)' },
   { key: 6, name: 'nickname', type: nickname, doc: 'nickname the terminal registered' },
   { key: 7, name: 'mediaId', type: mediaId, doc: 'media ID the terminal registered' },
+] as const satisfies readonly Field[];
+
+/** Most locator IDs one terminal watches (WATCH): a bound on a watcher's state and on fan-out. */
+export const MAX_WATCHES = 256;
+/** Longest presence status text, bytes (UTF-8). */
+export const MAX_STATUS_BYTES = 64;
+
+/**
+ * Rich presence (the patent's community field, made explicit): what a terminal says about
+ * itself to those who may see it. Bounded: at most 64 + 1 + 8 x (16 + 64) + 64 B of content.
+ */
+const presenceRecord = [
+  { key: 1, name: 'mediaId', type: mediaId, doc: 'game/media ID in use (the same as REGISTER mediaId)' },
+  { key: 2, name: 'lookingForPartner', type: { t: 'bool' }, doc: 'true: the user wants a partner' },
+  { key: 3, name: 'wants', type: { t: 'props', max: 8 }, doc: "the wanted partner's attributes (names as in matchd requirements)" },
+  { key: 4, name: 'status', type: { t: 'tstr', max: MAX_STATUS_BYTES }, doc: 'short status text' },
+] as const satisfies readonly Field[];
+
+/** One watched terminal as the watcher may see it (WATCH_ACK entries, PRESENCE pushes). */
+const presenceEntry = [
+  { key: 1, name: 'id', type: locatorId, required: true, doc: 'locator ID watched' },
+  { key: 2, name: 'online', type: { t: 'bool' }, required: true, doc: 'false for unknown, expired or not visible (indistinguishable)' },
+  { key: 3, name: 'nickname', type: nickname, doc: 'when online: nickname the terminal registered' },
+  { key: 4, name: 'presence', type: { t: 'struct', fields: presenceRecord }, doc: 'when online: its presence record' },
 ] as const satisfies readonly Field[];
 
 const memberEntry = [
@@ -194,6 +226,7 @@ const specs = {
       ] }, max: 4 }, doc: 'groups to join as part of registering' },
       { key: 11, name: 'ttlS', type: { t: 'uint' }, doc: 'requested TTL, seconds' },
       { key: 12, name: 'reachable', type: { t: 'bool' }, doc: 'true: accept introductions (INTRO) from terminals that may see this one; absent or false: locatord never introduces anyone to it' },
+      { key: 13, name: 'presence', type: { t: 'struct', fields: presenceRecord }, doc: 'rich presence record (see PRESENCE); its mediaId, when present, replaces mediaId' },
     ],
   },
   [MessageType.REGISTER_ACK]: {
@@ -242,6 +275,7 @@ const specs = {
     fields: [
       { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs asked about' },
       { key: 2, name: 'cursor', type: cursor, doc: 'index into ids to start from' },
+      { key: 3, name: 'presence', type: { t: 'bool' }, doc: 'true: also return the presence records' },
     ],
   },
   [MessageType.QUERY_STATUS_RESULT]: {
@@ -250,7 +284,53 @@ const specs = {
     fields: [
       { key: 1, name: 'online', type: { t: 'array', of: { t: 'bool' }, max: MAX_QUERY_IDS }, required: true, doc: 'status in request order' },
       { key: 2, name: 'nextCursor', type: cursor, doc: 'present when more remain' },
+      { key: 3, name: 'presence', type: { t: 'array', of: { t: 'struct', fields: presenceRecord }, max: MAX_QUERY_IDS }, doc: 'when asked: one presence record per entry of online (empty when offline)' },
     ],
+  },
+  [MessageType.WATCH]: {
+    name: 'WATCH', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Watch up to 64 more locator IDs (at most 256 in all per terminal): PRESENCE is pushed when one comes online, goes offline or changes its presence. Charged like a QUERY_STATUS of the IDs; the answer is their current status, paged.',
+    fields: [
+      { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs to watch (already watched ones are kept); empty: only the count' },
+      { key: 2, name: 'cursor', type: cursor, doc: 'index into ids to answer from' },
+    ],
+  },
+  [MessageType.WATCH_ACK]: {
+    name: 'WATCH_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'Watching; the current status of the IDs from the cursor on, as many as fit.',
+    fields: [
+      { key: 1, name: 'entries', type: { t: 'array', of: { t: 'struct', fields: presenceEntry }, max: MAX_QUERY_IDS }, required: true, doc: 'status in request order' },
+      { key: 2, name: 'nextCursor', type: cursor, doc: 'present when more entries remain: send the WATCH again with this cursor' },
+      { key: 3, name: 'watching', type: { t: 'uint' }, required: true, doc: 'locator IDs this terminal watches now (0 after a locatord restart: watch again)' },
+    ],
+  },
+  [MessageType.UNWATCH]: {
+    name: 'UNWATCH', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Stop watching locator IDs.',
+    fields: [
+      { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs to stop watching' },
+      { key: 2, name: 'all', type: { t: 'bool' }, doc: 'true: stop watching every ID' },
+    ],
+  },
+  [MessageType.UNWATCH_ACK]: {
+    name: 'UNWATCH_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Done (idempotent).',
+    fields: [{ key: 1, name: 'watching', type: { t: 'uint' }, required: true, doc: 'locator IDs still watched' }],
+  },
+  [MessageType.PRESENCE_SET]: {
+    name: 'PRESENCE_SET', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Replace the presence record of a registered terminal without re-registering; watchers are told.',
+    fields: [{ key: 1, name: 'presence', type: { t: 'struct', fields: presenceRecord }, required: true, doc: 'the new record (absent fields are cleared)' }],
+  },
+  [MessageType.PRESENCE_SET_ACK]: {
+    name: 'PRESENCE_SET_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Presence record replaced.', fields: [],
+  },
+  [MessageType.PRESENCE]: {
+    name: 'PRESENCE', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'Pushed to a watcher at its registered address when what it may see of a watched terminal changes; retransmitted until PRESENCE_ACK.',
+    fields: presenceEntry,
+  },
+  [MessageType.PRESENCE_ACK]: {
+    name: 'PRESENCE_ACK', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Presence push received (sent for every copy).',
+    fields: [{ key: 1, name: 'id', type: locatorId, required: true, doc: 'the id of the PRESENCE' }],
   },
   [MessageType.GROUP_CREATE]: {
     name: 'GROUP_CREATE', direction: 'terminal->server', service: 'locatord', auth: 'session',
@@ -505,6 +585,8 @@ export type Requirement = BodyOf<typeof requirement>;
 export type MatchMember = BodyOf<typeof matchMember>;
 export type Introduction = BodyOf<typeof introduction>;
 export type RegistrationAck = BodyOf<typeof registrationAck>;
+export type PresenceRecord = BodyOf<typeof presenceRecord>;
+export type PresenceEntry = BodyOf<typeof presenceEntry>;
 
 export const MatchState = { WAITING: 0, MATCHED: 1, NO_MATCH: 2, CANCELLED: 3 } as const;
 

@@ -53,6 +53,21 @@ t.test('probe near expiry; PROBE_ACK extends the registration', (t) => forEachSt
   t.equal(pushes.length, 2);
 }));
 
+t.test('a re-REGISTER with a shorter TTL is probed at 80% of the new TTL (issue 18)', (t) => forEachStore(t, async (t, s) => {
+  const clock = new FakeClock();
+  const { loc, dest, keys } = await s.start(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30, maxTtlS: 600, probeAtPercent: 80 } });
+  const { client, next: nextPush } = await pushClient(t);
+  const term = await Terminal.open(t, keys, dest, { client, nowS: Math.floor(clock.ms / 1000) });
+  await term.expect(t, 'REGISTER_ACK', term.request('REGISTER', { ticket: term.creds.ticket, timeMs: clock.ms, ttlS: 600 }));
+  t.same(await loc.sweep(), { expired: 0, probes: 0 });
+  const ack = await term.expect(t, 'REGISTER_ACK', term.request('REGISTER', { timeMs: clock.ms, ttlS: 30 }));
+  t.equal(ack.body.ttlS, 30, 'the record now has the shorter TTL');
+  clock.advance(24_200);
+  const next = nextPush();
+  t.same(await loc.sweep(), { expired: 0, probes: 1 }, 'probed before the new expiry, not at the old TTL\'s probe time');
+  t.equal((await next).msg.name, 'PROBE');
+}));
+
 t.test('no answer: the registration expires; probes per sweep are bounded', (t) => forEachStore(t, async (t, s) => {
   const clock = new FakeClock();
   const { loc, dest, keys } = await s.start(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30, maxProbesPerSweep: 3 } });

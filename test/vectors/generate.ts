@@ -433,6 +433,36 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
       note: 'One boolean per ID; no nextCursor (nothing left).',
     },
     {
+      name: 'WATCH', rid: rid(0x24), session: L(0x100000020),
+      body: { ids: [PEER_ID, PEER2_ID] },
+      note: 'Watch two locator IDs (presence pushed when they change).',
+    },
+    {
+      name: 'WATCH_ACK', rid: rid(0x24), session: L(0x20),
+      body: {
+        entries: [
+          { id: PEER_ID, online: true, nickname: 'bob', presence: { mediaId: 'chess/standard', lookingForPartner: true, wants: { level: 3 }, status: 'up for a game' } },
+          { id: PEER2_ID, online: false },
+        ],
+        watching: 2,
+      },
+      note: 'Their status now (unknown, offline and hidden look the same) and the count watched.',
+    },
+    { name: 'UNWATCH', rid: rid(0x26), session: L(0x100000021), body: { ids: [PEER2_ID] }, note: 'Stop watching one ID.' },
+    { name: 'UNWATCH_ACK', rid: rid(0x26), session: L(0x21), body: { watching: 1 }, note: 'One still watched.' },
+    {
+      name: 'PRESENCE_SET', rid: rid(0x28), session: L(0x100000022),
+      body: { presence: { mediaId: 'chess/standard', lookingForPartner: true, wants: { level: 3 }, status: 'up for a game' } },
+      note: 'Replace the presence record without re-registering.',
+    },
+    { name: 'PRESENCE_SET_ACK', rid: rid(0x28), session: L(0x22), body: {}, note: 'Empty body.' },
+    {
+      name: 'PRESENCE', rid: rid(0x2a), session: L(0x23),
+      body: { id: PEER_ID, online: true, nickname: 'bob', presence: { status: 'away' } },
+      note: 'Server-initiated push to a watcher: PEER_ID changed its status text.',
+    },
+    { name: 'PRESENCE_ACK', rid: rid(0x2a), session: L(0x100000023), body: { id: PEER_ID }, note: 'Receipt of the push (same rid).' },
+    {
       name: 'GROUP_CREATE', rid: rid(0x30), session: L(0x100000006),
       body: { name: 'Friday chess', joinCode: 'k1ng' },
       note: 'A closed group (join code present).',

@@ -20,7 +20,7 @@ import { common } from './agentctl.js';
 import { escapeControls, safeJson, safeText } from '../../common/escape.js';
 
 
-async function ask(a: Common, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
+export async function ask(a: Common, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
   try {
     return await controlRequest(a.socket, cmd, args, timeoutMs);
   } catch (err) {

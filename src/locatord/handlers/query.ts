@@ -7,7 +7,10 @@
 import type { Metrics } from '../../common/metrics.js';
 import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js';
 import type { ServerSession } from '../../net/sessions.js';
-import type { AddrEntry } from '../../wire/catalog.js';
+import type { AddrEntry, PresenceRecord } from '../../wire/catalog.js';
+import { MessageType, specOf } from '../../wire/catalog.js';
+import { encodeCbor } from '../../wire/cbor.js';
+import { encodeFields } from '../../wire/schema.js';
 import { Visibility } from '../../wire/constants.js';
 import type { LocatorContext, LookupLimits } from '../context.js';
 import { chargeLookups } from '../context.js';
@@ -19,17 +22,25 @@ import type { Presence } from '../store/types.js';
 const ADDR_ENTRY_FIELDS = entryFields('QUERY_ADDR_RESULT');
 const ADDR_BASE = envelopeSize('QUERY_ADDR_RESULT', { entries: [], nextCursor: Number.MAX_SAFE_INTEGER });
 const STATUS_BASE = envelopeSize('QUERY_STATUS_RESULT', { online: [], nextCursor: Number.MAX_SAFE_INTEGER });
+/** One more byte: the presence array's header past 23 entries. */
+const STATUS_PRESENCE_BASE = envelopeSize('QUERY_STATUS_RESULT', { online: [], presence: [], nextCursor: Number.MAX_SAFE_INTEGER }) + 1;
+const PRESENCE_RECORD_FIELDS = (() => {
+  const f = specOf(MessageType.QUERY_STATUS_RESULT)!.fields.find((x) => x.name === 'presence')!.type;
+  if (f.t !== 'array' || f.of.t !== 'struct') throw new TypeError('QUERY_STATUS_RESULT presence: not an array of structs');
+  return f.of.fields;
+})();
 /** A CBOR boolean is one byte. */
 const BOOL_SIZE = 1;
 
 const hexOf = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex');
 
 /**
- * `p` (the record of `targetHex`) if `asker` may see it. An unknown ID costs the same group
- * lookup as a hidden one: both answer "offline", and the time to answer must not tell a hidden
- * online terminal from an unknown ID (test/locatord/query.test.ts counts the store calls).
+ * `p` (the record of `targetHex`) if `asker` may see it (also a watcher: handlers/watch.ts). An
+ * unknown ID costs the same group lookup as a hidden one: both answer "offline", and the time to
+ * answer must not tell a hidden online terminal from an unknown ID (test/locatord/query.test.ts
+ * counts the store calls).
  */
-function visibleTo(c: LocatorContext, p: Presence | undefined, targetHex: string, asker: ServerSession): MaybePromise<Presence | undefined> {
+export function visibleTo(c: LocatorContext, p: Presence | undefined, targetHex: string, asker: Pick<ServerSession, 'locatorHex' | 'locatorId'>): MaybePromise<Presence | undefined> {
   if (p && p.visibility === Visibility.ANYONE) return p;
   if (p && (targetHex === asker.locatorHex || p.extra?.allow?.includes(asker.locatorHex))) return p;
   return then(c.store.groups.shareGroup(Buffer.from(targetHex, 'hex'), asker.locatorId), (shared) => (p && shared ? p : undefined));
@@ -39,6 +50,18 @@ function visibleTo(c: LocatorContext, p: Presence | undefined, targetHex: string
 export function visibleRecords(c: LocatorContext, ids: readonly Uint8Array[], asker: ServerSession): MaybePromise<(Presence | undefined)[]> {
   const hexes = ids.map(hexOf);
   return then(c.store.getPresences(hexes), (recs) => all(recs.map((p, i) => visibleTo(c, p, hexes[i]!, asker))));
+}
+
+/** The presence record of a registration (undefined when it has none). */
+export function presenceRecordOf(p: Presence): PresenceRecord | undefined {
+  const x = p.extra;
+  if (!x || (x.mediaId === undefined && !x.presence)) return undefined;
+  const r: PresenceRecord = {};
+  if (x.mediaId !== undefined) r.mediaId = x.mediaId;
+  if (x.presence?.lookingForPartner !== undefined) r.lookingForPartner = x.presence.lookingForPartner;
+  if (x.presence?.wants) r.wants = x.presence.wants;
+  if (x.presence?.status !== undefined) r.status = x.presence.status;
+  return r;
 }
 
 export function addrEntry(id: Uint8Array, p: Presence | undefined): AddrEntry {
@@ -57,7 +80,7 @@ export function addrEntry(id: Uint8Array, p: Presence | undefined): AddrEntry {
  */
 export function chargeQueryPage(
   c: LookupLimits & { metrics: Metrics },
-  type: 'QUERY_ADDR' | 'QUERY_STATUS',
+  type: 'QUERY_ADDR' | 'QUERY_STATUS' | 'WATCH',
   sourceIp: string,
   asker: ServerSession,
   online: readonly boolean[],
@@ -88,12 +111,30 @@ export function queryAddr(c: LocatorContext, ctx: RequestContext<'QUERY_ADDR'>):
 
 export function queryStatus(c: LocatorContext, ctx: RequestContext<'QUERY_STATUS'>): MaybePromise<HandlerResult> {
   const asker = ctx.session!;
-  const { ids, cursor = 0 } = ctx.msg.body;
+  const { ids, cursor = 0, presence } = ctx.msg.body;
   const from = Math.min(cursor, ids.length);
+  if (presence === true) return queryStatusWithPresence(c, ctx, from);
   return then(visibleRecords(c, ids.slice(from), asker), (recs) => {
     const page = fillPage(from, ids.length, STATUS_BASE, (i) => recs[i - from] !== undefined, () => BOOL_SIZE);
     const refused = chargeQueryPage(c, 'QUERY_STATUS', ctx.from.ip, asker, page.entries);
     if (refused) return refused;
     return ctx.reply('QUERY_STATUS_RESULT', page.next === undefined ? { online: page.entries } : { online: page.entries, nextCursor: page.next });
+  });
+}
+
+/** QUERY_STATUS with `presence`: each entry's presence record beside its boolean ({} when offline or none). */
+function queryStatusWithPresence(c: LocatorContext, ctx: RequestContext<'QUERY_STATUS'>, from: number): MaybePromise<HandlerResult> {
+  const asker = ctx.session!;
+  const { ids } = ctx.msg.body;
+  return then(visibleRecords(c, ids.slice(from), asker), (recs) => {
+    const page = fillPage(from, ids.length, STATUS_PRESENCE_BASE, (i) => {
+      const p = recs[i - from];
+      return { online: p !== undefined, record: (p && presenceRecordOf(p)) ?? {} };
+    }, (e) => BOOL_SIZE + encodeCbor(encodeFields(PRESENCE_RECORD_FIELDS, e.record)).length);
+    const online = page.entries.map((e) => e.online);
+    const refused = chargeQueryPage(c, 'QUERY_STATUS', ctx.from.ip, asker, online);
+    if (refused) return refused;
+    const body = { online, presence: page.entries.map((e) => e.record) };
+    return ctx.reply('QUERY_STATUS_RESULT', page.next === undefined ? body : { ...body, nextCursor: page.next });
   });
 }

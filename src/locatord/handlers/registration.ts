@@ -22,6 +22,7 @@ import type { RegistrationExtra } from '../table.js';
 import type { MaybePromise } from '../store/maybe.js';
 import { both, then } from '../store/maybe.js';
 import type { Presence } from '../store/types.js';
+import { notifyWatchers, withPresence } from './watch.js';
 
 type Ack = Bodies['REGISTER_ACK'];
 
@@ -31,6 +32,8 @@ function extraOf(b: Bodies['REGISTER']): RegistrationExtra | undefined {
   if (b.mediaId !== undefined) x.mediaId = b.mediaId;
   if (b.community && Object.keys(b.community).length > 0) x.community = b.community;
   if (b.allow && b.allow.length > 0) x.allow = b.allow.map((id) => Buffer.from(id).toString('hex'));
+  // The presence record's media ID, when it has one, is the media ID.
+  if (b.presence) return withPresence(x, { ...b.presence, ...(b.presence.mediaId === undefined && b.mediaId !== undefined ? { mediaId: b.mediaId } : {}) });
   return Object.keys(x).length > 0 ? x : undefined;
 }
 
@@ -92,6 +95,8 @@ export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): Ma
     return then(both(written, saved), ([older]) => {
       if (older) return staleAck(older);
       c.metrics.inc('registrations_total');
+      // Online, or a new nickname / presence record: watchers whose view changed are told.
+      notifyWatchers(c, s.locatorHex);
       return ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId: s.locatorId });
     });
   };
@@ -137,9 +142,12 @@ export function unregister(c: LocatorContext, ctx: RequestContext<'UNREGISTER'>)
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
   const removed = c.store.updatePresence(s.locatorHex, (rec) => (rec && !isStale(rec, s, seq) ? { result: true, remove: true } : { result: false }), s);
-  return then(removed, (r) => {
-    if (r) c.metrics.inc('unregistrations_total');
-    return ctx.reply('UNREGISTER_ACK', {});
+  return then(removed, (r): MaybePromise<HandlerResult> => {
+    if (!r) return ctx.reply('UNREGISTER_ACK', {});
+    c.metrics.inc('unregistrations_total');
+    notifyWatchers(c, s.locatorHex);
+    // Its own subscriptions end with its registration (a terminal watches again after REGISTER).
+    return then(c.store.watches.remove(s.locatorHex, 'all'), () => ctx.reply('UNREGISTER_ACK', {}));
   });
 }
 

@@ -13,7 +13,7 @@ import { bytesToIp, ipToBytes } from '../../wire/addr.js';
 import type { CborValue } from '../../wire/cbor.js';
 import { decodeStrict, encodeCbor } from '../../wire/cbor.js';
 import type { Props } from '../../wire/schema.js';
-import type { RegistrationExtra } from '../table.js';
+import type { RegistrationExtra, RichPresence } from '../table.js';
 import type { Presence, StoredSession } from './types.js';
 
 const VERSION = 1;
@@ -48,8 +48,15 @@ function extraOut(x: RegistrationExtra | undefined): CborValue {
   const m = new Map<number, CborValue>();
   if (x.localAddrs) m.set(0, x.localAddrs.map(addrOut));
   if (x.mediaId !== undefined) m.set(1, x.mediaId);
-  if (x.community) m.set(2, new Map(Object.entries(x.community)));
+  if (x.community) m.set(2, propsOut(x.community));
   if (x.allow) m.set(3, x.allow.map((h) => Buffer.from(h, 'hex')));
+  if (x.presence) {
+    const r = new Map<number, CborValue>();
+    if (x.presence.lookingForPartner !== undefined) r.set(1, x.presence.lookingForPartner);
+    if (x.presence.wants) r.set(2, propsOut(x.presence.wants));
+    if (x.presence.status !== undefined) r.set(3, x.presence.status);
+    m.set(4, r);
+  }
   return m;
 }
 
@@ -60,15 +67,33 @@ function extraIn(v: CborValue | undefined): RegistrationExtra | undefined {
   if (Array.isArray(la)) x.localAddrs = la.map(addrIn).filter((a): a is Address => a !== null);
   const media = v.get(1);
   if (typeof media === 'string') x.mediaId = media;
-  const com = v.get(2);
-  if (com instanceof Map) {
-    const p: Props = {};
-    for (const [k, val] of com) if (typeof k === 'string' && (typeof val === 'string' || typeof val === 'number' || typeof val === 'boolean')) p[k] = val;
-    x.community = p;
-  }
+  const com = propsIn(v.get(2));
+  if (com) x.community = com;
   const allow = v.get(3);
   if (Array.isArray(allow)) x.allow = allow.filter((a): a is Uint8Array => a instanceof Uint8Array).map((a) => Buffer.from(a).toString('hex'));
+  const rich = v.get(4);
+  if (rich instanceof Map) {
+    const r: RichPresence = {};
+    const lfp = rich.get(1);
+    if (typeof lfp === 'boolean') r.lookingForPartner = lfp;
+    const wants = propsIn(rich.get(2));
+    if (wants) r.wants = wants;
+    const status = rich.get(3);
+    if (typeof status === 'string') r.status = status;
+    x.presence = r;
+  }
   return x;
+}
+
+function propsOut(p: Props): CborValue {
+  return new Map(Object.entries(p));
+}
+
+function propsIn(v: CborValue | undefined): Props | undefined {
+  if (!(v instanceof Map)) return undefined;
+  const p: Props = {};
+  for (const [k, val] of v) if (typeof k === 'string' && (typeof val === 'string' || typeof val === 'number' || typeof val === 'boolean')) p[k] = val;
+  return p;
 }
 
 export function encodePresence(p: Presence): Buffer {

@@ -10,12 +10,14 @@ import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationTable } from '../table.js';
 import { Registration } from '../table.js';
+import { MemoryWatches } from '../watches.js';
 import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession } from './types.js';
 
 export class EmbeddedStore implements ServedStore {
   readonly kind = 'embedded' as const;
   readonly instanceId = undefined;
   readonly groups: GroupBackend;
+  readonly watches = new MemoryWatches();
   readonly pending = 0;
 
   constructor(

@@ -8,7 +8,10 @@
 //                         session keys, sealed (codec.ts), PX = until the ticket expires (+ skew);
 //   dl:g:{<group hex>}    group metadata (hash: name, owner, code salt/hash, created, join seq);
 //   dl:gm:{<group hex>}   members (sorted set scored by join order: pages are rank ranges);
-//   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks).
+//   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks);
+//   dl:w:{<locator hex>}  what a terminal watches (hash: target hex -> last view pushed);
+//   dl:wb:{<locator hex>} who watches a terminal (set of watcher hexes; a watcher gone is
+//                         removed when found gone, lazily).
 //
 // Every call is pipelined on its node's connection by the client (redis-client.ts): commands
 // go out as they come, without waiting for earlier replies. A query of n IDs is one MGET
@@ -31,7 +34,7 @@ import { GROUP_ID_BYTES } from '../groups.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession } from './codec.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
 import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
-import type { GroupBackend, LocatorStore, Presence, PresenceChange, StoredSession } from './types.js';
+import type { GroupBackend, LocatorStore, Presence, PresenceChange, StoredSession, WatchBackend } from './types.js';
 
 export interface RedisStoreOptions extends RedisClientOptions {
   prefix?: string;
@@ -51,6 +54,20 @@ if (cur or '') ~= ARGV[1] then return 0 end
 if ARGV[2] == 'del' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 return 1`);
 
+/** KEYS[1] a watcher's hash; ARGV: max, then target/view pairs. The new count, or -1 beyond max. */
+const WATCH_ADD = new LuaScript(`local n = redis.call('HLEN', KEYS[1])
+local fresh = 0
+for i = 2, #ARGV, 2 do if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then fresh = fresh + 1 end end
+if n + fresh > tonumber(ARGV[1]) then return -1 end
+for i = 2, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return n + fresh`);
+
+/** KEYS[1] a watcher's hash; ARGV: target, view. 1 when the pair is watched and its view changed (now set). */
+const WATCH_SWAP = new LuaScript(`local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur or cur == ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`);
+
 /** Compare-and-set attempts before giving up (TRY_LATER): only a storm of updates to one terminal gets there. */
 const CAS_ATTEMPTS = 8;
 
@@ -64,6 +81,7 @@ export class RedisStore implements LocatorStore {
   readonly kind = 'redis' as const;
   readonly client: RedisClient;
   readonly groups: GroupBackend;
+  readonly watches: WatchBackend;
   private readonly prefix: string;
   private readonly now: () => number;
   private readonly graceMs: number;
@@ -81,6 +99,7 @@ export class RedisStore implements LocatorStore {
     this.sealKey = o.sessionSealKey;
     this.instanceId = o.instanceId;
     this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now);
+    this.watches = new RedisWatches(this.client, this.prefix);
   }
 
   get pending(): number {
@@ -319,5 +338,57 @@ class RedisGroups implements GroupBackend {
     if (!Array.isArray(ga) || !Array.isArray(gb) || ga.length === 0 || gb.length === 0) return false;
     const set = new Set(ga.map((x) => (x as Buffer).toString('hex')));
     return gb.some((x) => set.has((x as Buffer).toString('hex')));
+  }
+}
+
+/** Subscriptions in Redis: a watcher's hash (one slot) and, per target, the set of its watchers. */
+class RedisWatches implements WatchBackend {
+  constructor(
+    private readonly r: RedisClient,
+    private readonly prefix: string,
+  ) {}
+
+  private of(watcherHex: string): string {
+    return `${this.prefix}w:{${watcherHex}}`;
+  }
+
+  private by(targetHex: string): string {
+    return `${this.prefix}wb:{${targetHex}}`;
+  }
+
+  async add(watcherHex: string, targets: readonly string[], views: readonly string[], max: number): Promise<number | undefined> {
+    const k = this.of(watcherHex);
+    if (targets.length === 0) return this.count(watcherHex);
+    const n = (await this.r.eval(WATCH_ADD, k, [max, ...targets.flatMap((t, i) => [t, views[i] ?? ''])])) as number;
+    if (n < 0) return undefined;
+    await Promise.all(targets.map((t) => this.r.call(['SADD', this.by(t), watcherHex], this.by(t))));
+    return n;
+  }
+
+  async remove(watcherHex: string, targets: readonly string[] | 'all'): Promise<number> {
+    const k = this.of(watcherHex);
+    let list = targets;
+    if (list === 'all') {
+      const r = await this.r.call(['HKEYS', k], k);
+      list = (Array.isArray(r) ? r : []).map((x) => (x as Buffer).toString());
+    }
+    if (list.length === 0) return this.count(watcherHex);
+    await Promise.all([this.r.call(['HDEL', k, ...list], k), ...list.map((t) => this.r.call(['SREM', this.by(t), watcherHex], this.by(t)))]);
+    return this.count(watcherHex);
+  }
+
+  async count(watcherHex: string): Promise<number> {
+    const k = this.of(watcherHex);
+    return (await this.r.call(['HLEN', k], k)) as number;
+  }
+
+  async watchersOf(targetHex: string): Promise<string[]> {
+    const k = this.by(targetHex);
+    const r = await this.r.call(['SMEMBERS', k], k);
+    return (Array.isArray(r) ? r : []).map((x) => (x as Buffer).toString());
+  }
+
+  async swapView(watcherHex: string, targetHex: string, view: string): Promise<boolean> {
+    return (await this.r.eval(WATCH_SWAP, this.of(watcherHex), [targetHex, view])) === 1;
   }
 }

@@ -20,6 +20,7 @@ import type { Metrics } from '../../common/metrics.js';
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import { decodeDatagram } from '../../wire/envelope.js';
 import type { Introductions } from '../handlers/introduce.js';
+import type { PresencePushes } from '../handlers/watch.js';
 import type { LocatordLimits, RedisStoreConfig } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
 import { RegistrationTable } from '../table.js';
@@ -30,7 +31,7 @@ import { RedisStore } from './redis.js';
 import type { RelayResult } from './relay.js';
 import { IntroRelay } from './relay.js';
 import { parseRedisUrl } from './redis-url.js';
-import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession } from './types.js';
+import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession, WatchBackend } from './types.js';
 
 export interface SharedStoreOptions {
   config: RedisStoreConfig;
@@ -41,6 +42,8 @@ export interface SharedStoreOptions {
   maxEntries: number;
   /** At this instance: push an INTRO another instance built (see `deliverRelayed`). */
   deliver: (targetHex: string, intro: Buffer) => Promise<RelayResult>;
+  /** A registration this instance wrote last expired in its schedule (it may live on in Redis: check). */
+  onGone?: (idHex: string) => void;
   metrics: Metrics;
   logger: Logger;
   now?: () => number;
@@ -63,6 +66,7 @@ export class SharedStore implements ServedStore {
    * it, so a group this call created goes too).
    */
   readonly groups: GroupBackend;
+  readonly watches: WatchBackend;
   private readonly ready: Promise<void>;
 
   constructor(o: SharedStoreOptions) {
@@ -92,7 +96,8 @@ export class SharedStore implements ServedStore {
         }
       },
     };
-    this.schedule = new RegistrationTable({ maxEntries: o.maxEntries, now, probeAtPercent: l.probeAtPercent });
+    this.watches = this.redis.watches;
+    this.schedule = new RegistrationTable({ maxEntries: o.maxEntries, now, probeAtPercent: l.probeAtPercent, ...(o.onGone ? { onGone: o.onGone } : {}) });
     this.relay = new IntroRelay({
       client: this.redis.client, prefix: o.config.prefix || 'dl:', instanceId: this.instanceId, key: deriveFromServiceKey(o.serviceSecret, 'devloc locatord relay v1'),
       timeoutMs: o.config.timeoutMs, deliver: o.deliver, metrics: o.metrics, logger: o.logger, now,
@@ -216,17 +221,23 @@ export function remoteSessions(store: Pick<ServedStore, 'loadSession'>, trusted:
 }
 
 /**
- * The relay's `deliver` (store/relay.ts): push an INTRO another instance built for a target
- * whose session this instance serves (loaded from Redis if need be).
+ * The relay's `deliver` (store/relay.ts): push an INTRO (or a PRESENCE, handlers/watch.ts)
+ * another instance built for a target whose session this instance serves (loaded from Redis if
+ * need be).
  */
-export function deliverRelayed(sessions: ServerSessions, intros: () => Introductions): (targetHex: string, intro: Buffer) => Promise<RelayResult> {
+export function deliverRelayed(sessions: ServerSessions, intros: () => Introductions, presence?: () => PresencePushes): (targetHex: string, intro: Buffer) => Promise<RelayResult> {
   return async (targetHex, bytes) => {
     const d = decodeDatagram(bytes);
-    if (!d.ok || d.msg.name !== 'INTRO' || !d.msg.auth) return 'gone';
+    if (!d.ok || (d.msg.name !== 'INTRO' && d.msg.name !== 'PRESENCE') || !d.msg.auth) return 'gone';
     const sidHex = Buffer.from(d.msg.auth.sid).toString('hex');
     if (!sessions.get(sidHex)) await sessions.fetch(sidHex);
     const session = sessions.get(sidHex);
     if (!session || session.locatorHex !== targetHex) return 'gone';
+    if (d.msg.name === 'PRESENCE') {
+      if (!presence) return 'gone';
+      presence().push(targetHex, session, d.msg.body);
+      return 'ok';
+    }
     if (intros().admit(targetHex)) return 'busy';
     intros().push(targetHex, session, d.msg.body);
     return 'ok';

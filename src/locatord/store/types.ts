@@ -72,6 +72,23 @@ export interface GroupBackend {
   shareGroup(a: Buffer, b: Buffer): MaybePromise<boolean>;
 }
 
+/**
+ * Subscriptions (WATCH): which terminals each watcher watches, and for each pair the last view
+ * the watcher was told of (so a push goes out only when what the watcher may see changes: a
+ * hidden terminal going offline changes nothing it sees). Keys are locator IDs in hex.
+ */
+export interface WatchBackend {
+  /** Add `targets` to the watcher's list unless it would then exceed `max`; the new count, or undefined when refused. */
+  add(watcherHex: string, targets: readonly string[], views: readonly string[], max: number): MaybePromise<number | undefined>;
+  /** Remove `targets` (or every one); the count left. */
+  remove(watcherHex: string, targets: readonly string[] | 'all'): MaybePromise<number>;
+  count(watcherHex: string): MaybePromise<number>;
+  /** The watchers of `targetHex`. */
+  watchersOf(targetHex: string): MaybePromise<string[]>;
+  /** Record `view` as the last one `watcherHex` was told of `targetHex`: true when it differs (and the pair is watched). */
+  swapView(watcherHex: string, targetHex: string, view: string): MaybePromise<boolean>;
+}
+
 export interface LocatorStore {
   readonly kind: 'embedded' | 'redis';
   getPresence(idHex: string): MaybePromise<Presence | undefined>;
@@ -92,6 +109,7 @@ export interface LocatorStore {
   saveSession(s: StoredSession): MaybePromise<void>;
   loadSession(sidHex: string): MaybePromise<StoredSession | undefined>;
   readonly groups: GroupBackend;
+  readonly watches: WatchBackend;
   /** Commands waiting for Redis (0 for embedded). */
   readonly pending: number;
   close(): MaybePromise<void>;

@@ -1,0 +1,101 @@
+// devloc(1) presence commands, through the local devloc-agent:
+//   devloc watch [IDs|names]   watch terminals: their status now, then one line per change
+//                              (--json: JSON lines), until Ctrl-C; no IDs: the agent's list
+//   devloc presence set [--media ID] [--looking] [--want k=v] [--status TEXT]
+//   devloc presence list       what the agent watches, as last told
+// Exit status: 0 done (watch: interrupted), 1 the agent refused or could not be reached, 2 bad arguments.
+import type { Argv, CommandModule } from 'yargs';
+import type { PresenceStatus } from '../../agent/presence.js';
+import { safeJson, safeText } from '../../common/escape.js';
+import { MAX_STATUS_BYTES } from '../../wire/catalog.js';
+import { runHandler, UsageError } from '../util.js';
+import type { Common } from './agentctl.js';
+import { common } from './agentctl.js';
+import { ask } from './match.js';
+
+/** One line per status: "online  alice (3f2a…)  chess  looking for level=3  "up for a game"". */
+export function formatPresence(s: PresenceStatus): string {
+  const who = s.names.length > 0 ? `${s.names.join(',')} (${s.id})` : s.nickname !== undefined ? `${s.nickname} (${s.id})` : s.id;
+  const parts = [s.online ? 'online ' : 'offline', who];
+  const p = s.presence;
+  if (s.online && p) {
+    if (p.mediaId !== undefined) parts.push(p.mediaId);
+    if (p.lookingForPartner) parts.push(`looking${p.wants ? ` for ${Object.entries(p.wants).map(([k, v]) => `${k}=${String(v)}`).join(' ')}` : ''}`);
+    if (p.status !== undefined) parts.push(JSON.stringify(p.status));
+  }
+  return parts.join('  ');
+}
+
+const line = (a: Common, s: PresenceStatus): void => {
+  process.stdout.write(a.json ? `${safeJson(JSON.stringify(s))}\n` : safeText(`${formatPresence(s)}\n`));
+};
+
+interface WatchArgs extends Common {
+  targets: string[];
+}
+
+export const watchCommand: CommandModule<object, WatchArgs> = {
+  command: 'watch [targets..]',
+  describe: 'watch terminals (IDs or address-book names): their status, then a line per change, until Ctrl-C',
+  builder: (y) => common(y).positional('targets', { type: 'string', array: true, describe: 'locator IDs or nicknames (none: what the agent watches)' }) as unknown as Argv<WatchArgs>,
+  handler: (a) => runHandler('watch', async () => {
+    const targets = (a.targets ?? []).map(String);
+    let stop = false;
+    process.once('SIGINT', () => {
+      stop = true;
+      process.exit(0);
+    });
+    // The log first, so no change between the answer and the first wait is lost.
+    let after = ((await ask(a, 'presence.wait', { timeoutS: 0 })) as { seq: number }).seq;
+    const now = (targets.length > 0 ? await ask(a, 'watch', { targets }) : await ask(a, 'presence.list', {})) as PresenceStatus[];
+    for (const s of now) line(a, s);
+    while (!stop) {
+      const r = (await ask(a, 'presence.wait', { after, timeoutS: 30 }, 60_000)) as { seq: number; changes: PresenceStatus[] };
+      for (const s of r.changes) line(a, s);
+      after = r.seq;
+    }
+  }),
+};
+
+interface SetArgs extends Common {
+  media?: string;
+  looking: boolean;
+  want: string[];
+  status?: string;
+}
+
+const set: CommandModule<object, SetArgs> = {
+  command: 'set',
+  describe: 'replace this terminal\'s presence record (absent fields are cleared); watchers are told',
+  builder: (y) =>
+    common(y)
+      .option('media', { type: 'string', describe: 'media ID in use' })
+      .option('looking', { type: 'boolean', default: false, describe: 'looking for a partner' })
+      .option('want', { type: 'string', array: true, default: [] as string[], describe: 'wanted partner attribute key=value, repeatable (at most 8)' })
+      .option('status', { type: 'string', describe: `status text (at most ${MAX_STATUS_BYTES} bytes)` }) as unknown as Argv<SetArgs>,
+  handler: (a) => runHandler('presence set', async () => {
+    if (a.status !== undefined && Buffer.byteLength(String(a.status)) > MAX_STATUS_BYTES) throw new UsageError(`--status: at most ${MAX_STATUS_BYTES} bytes`);
+    if (a.want.length > 8) throw new UsageError('--want: at most 8 attributes');
+    const r = await ask(a, 'presence.set', {
+      ...(a.media !== undefined ? { mediaId: String(a.media) } : {}), lookingForPartner: a.looking,
+      ...(a.want.length ? { wants: a.want.map(String) } : {}), ...(a.status !== undefined ? { status: String(a.status) } : {}),
+    });
+    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : 'presence set\n');
+  }),
+};
+
+const list: CommandModule<object, Common> = {
+  command: 'list',
+  describe: 'the terminals the agent watches, as last told',
+  builder: (y) => common(y),
+  handler: (a) => runHandler('presence list', async () => {
+    for (const s of (await ask(a, 'presence.list', {})) as PresenceStatus[]) line(a, s);
+  }),
+};
+
+export const presenceCommand: CommandModule = {
+  command: 'presence <command>',
+  describe: "this terminal's presence record and the watched terminals (presence set|list), via the local agent",
+  builder: (y) => y.command(set as CommandModule).command(list as CommandModule).demandCommand(1, 'name a presence command: set, list'),
+  handler: () => {},
+};

@@ -1,0 +1,201 @@
+// Presence pushed, not polled (issue 18): WATCH / UNWATCH, PRESENCE pushes and PRESENCE_ACK,
+// PRESENCE_SET and QUERY_STATUS `presence`, against a real locatord on both stores. What a
+// watcher is told is what QUERY_STATUS would answer it; hidden is offline; pushes go to the
+// watcher's registered address only; a watcher's list and its pending pushes are bounded.
+import t from 'tap';
+import type { Test } from 'tap';
+import type { Reply } from '../../src/net/client.js';
+import { UdpClient } from '../../src/net/client.js';
+import type { PresenceEntry } from '../../src/wire/catalog.js';
+import { MAX_WATCHES } from '../../src/wire/catalog.js';
+import { ErrorCode } from '../../src/wire/errors.js';
+import type { TestKeys } from './fixtures/helpers.js';
+import { errorCodeOf, FakeClock, forEachStore, onRedisStore, Terminal } from './fixtures/helpers.js';
+import type { Address } from '../../src/wire/addr.js';
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/** A terminal whose socket collects the PRESENCE pushes it gets (acknowledging them unless told not to). */
+interface Watcher {
+  term: Terminal;
+  pushes: PresenceEntry[];
+  from: Address[];
+  /** The next push satisfying `pred` (already received or to come; 10 s at most). */
+  waitFor: (pred: (e: PresenceEntry) => boolean, what: string) => Promise<PresenceEntry>;
+}
+
+async function openWatcher(t: Test, keys: TestKeys, dest: Address, o: { ack?: boolean; nowS?: number } = {}): Promise<Watcher> {
+  const pushes: PresenceEntry[] = [];
+  const from: Address[] = [];
+  let wake: (() => void) | undefined;
+  let term: Terminal | undefined;
+  const client = await UdpClient.open({
+    bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300, deadlineMs: 10_000 },
+    onPush: (r: Reply) => {
+      if (!term || r.msg.name !== 'PRESENCE' || !term.session.accept(r)) return;
+      pushes.push(r.msg.body);
+      from.push(r.from);
+      if (o.ack !== false) term.client.send(term.dest, term.session.encode('PRESENCE_ACK', r.msg.rid, { id: r.msg.body.id }));
+      wake?.();
+    },
+  });
+  t.teardown(() => client.close());
+  term = await Terminal.open(t, keys, dest, { client, ...(o.nowS !== undefined ? { nowS: o.nowS } : {}) });
+  const waitFor = async (pred: (e: PresenceEntry) => boolean, what: string): Promise<PresenceEntry> => {
+    const end = Date.now() + 10_000;
+    for (let seen = 0; ;) {
+      for (; seen < pushes.length; seen++) if (pred(pushes[seen]!)) return pushes[seen]!;
+      if (Date.now() > end) throw new Error(`no push: ${what}`);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 200);
+      });
+    }
+  };
+  return { term, pushes, from, waitFor };
+}
+
+const isFor = (id: Buffer, online: boolean) => (e: PresenceEntry): boolean => hex(e.id) === hex(id) && e.online === online;
+
+t.test('watch: online, presence change and offline are pushed; QUERY_STATUS returns the record', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
+  const w = await openWatcher(t, keys, dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const friend = await Terminal.open(t, keys, dest);
+  const ack = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  t.same(ack.body, { entries: [{ id: friend.locatorId, online: false }], watching: 1 }, 'offline now; watching one');
+
+  await friend.expect(t, 'REGISTER_ACK', friend.register({ nickname: 'ann', presence: { mediaId: 'chess', status: 'hi' } }));
+  const on = await w.waitFor(isFor(friend.locatorId, true), 'online');
+  t.same(on.nickname, 'ann');
+  t.same(on.presence, { mediaId: 'chess', status: 'hi' });
+
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { mediaId: 'go', lookingForPartner: true, wants: { level: 3 }, status: 'up for a game' } }));
+  const changed = await w.waitFor((e) => e.presence?.status === 'up for a game', 'presence change');
+  t.same(changed.presence, { mediaId: 'go', lookingForPartner: true, wants: { level: 3 }, status: 'up for a game' });
+  const q = await w.term.expect(t, 'QUERY_STATUS_RESULT', w.term.request('QUERY_STATUS', { ids: [friend.locatorId, w.term.locatorId], presence: true }));
+  t.same(q.body, { online: [true, true], presence: [changed.presence, {}] }, 'QUERY_STATUS presence: the record, {} without one');
+  const addr = await w.term.expect(t, 'QUERY_ADDR_RESULT', w.term.request('QUERY_ADDR', { ids: [friend.locatorId] }));
+  t.equal(addr.body.entries[0]!.mediaId, 'go', 'PRESENCE_SET mediaId is the media ID');
+
+  await friend.expect(t, 'UNREGISTER_ACK', friend.request('UNREGISTER', {}));
+  await w.waitFor(isFor(friend.locatorId, false), 'offline');
+  t.ok(w.from.every((f) => f.port === loc.port), 'pushed by the locatord');
+  for (const end = Date.now() + 10_000; loc.metrics.get('presence_acks_total') !== w.pushes.length && Date.now() < end;) await new Promise((r) => setTimeout(r, 10));
+  t.equal(loc.metrics.get('presence_acks_total'), w.pushes.length, 'each push acknowledged');
+  t.equal(loc.presencePushes.size, 0, 'nothing pending');
+
+  const un = await w.term.expect(t, 'UNWATCH_ACK', w.term.request('UNWATCH', { ids: [friend.locatorId] }));
+  t.equal(un.body.watching, 0);
+}));
+
+t.test('consent: a hidden terminal is offline to its watcher, and its coming and going pushes nothing', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
+  const w = await openWatcher(t, keys, dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const hidden = await Terminal.open(t, keys, dest);
+  const open = await Terminal.open(t, keys, dest);
+  await hidden.expect(t, 'REGISTER_ACK', hidden.register({ visibility: 1, nickname: 'shy' }));
+  const ack = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [hidden.locatorId, open.locatorId, Buffer.alloc(16, 7)] }));
+  t.same(ack.body.entries, [{ id: hidden.locatorId, online: false }, { id: open.locatorId, online: false }, { id: Buffer.alloc(16, 7), online: false }],
+    'hidden, offline and unknown answer alike');
+  await hidden.expect(t, 'PRESENCE_SET_ACK', hidden.request('PRESENCE_SET', { presence: { status: 'busy' } }));
+  await hidden.expect(t, 'UNREGISTER_ACK', hidden.request('UNREGISTER', {}));
+  await hidden.expect(t, 'REGISTER_ACK', hidden.register({ visibility: 1 }));
+  // A change the watcher may see, after the hidden ones: once it arrives, nothing came of them.
+  await open.expect(t, 'REGISTER_ACK', open.register());
+  await w.waitFor(isFor(open.locatorId, true), 'the visible one');
+  t.same(w.pushes.filter((e) => hex(e.id) === hex(hidden.locatorId)), [], 'nothing about the hidden terminal');
+  // Allowed now (allow list): it comes online for the watcher.
+  await hidden.expect(t, 'REGISTER_ACK', hidden.register({ visibility: 1, allow: [w.term.locatorId] }));
+  await w.waitFor(isFor(hidden.locatorId, true), 'allowed: online');
+}));
+
+t.test('bounds: at most MAX_WATCHES IDs; pushes wait at most so many per watcher that never acks', (t) => forEachStore(t, async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
+  const w = await openWatcher(t, keys, dest, { ack: false });
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const ids = Array.from({ length: MAX_WATCHES }, (_, i) => Buffer.from(i.toString(16).padStart(32, '0'), 'hex'));
+  for (let i = 0; i < MAX_WATCHES; i += 64) {
+    const a = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: ids.slice(i, i + 64) }));
+    t.equal(a.body.watching, i + 64);
+  }
+  const again = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: ids.slice(0, 3) }));
+  t.equal(again.body.watching, MAX_WATCHES, 'watching again what is watched costs no room');
+  t.equal(errorCodeOf(await w.term.request('WATCH', { ids: [Buffer.alloc(16, 0xee)] })), ErrorCode.FULL, 'one more: FULL');
+  await w.term.expect(t, 'UNWATCH_ACK', w.term.request('UNWATCH', { ids: [], all: true }));
+
+  // 40 watched terminals come online; the watcher never acks: at most 32 pushes wait.
+  const friends = await Promise.all(Array.from({ length: 40 }, () => Terminal.open(t, keys, dest)));
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: friends.map((f) => f.locatorId) }));
+  for (const f of friends) await f.expect(t, 'REGISTER_ACK', f.register());
+  for (const end = Date.now() + 10_000; loc.presencePushes.size + loc.metrics.get('presence_dropped_total') < 40 && Date.now() < end;) await new Promise((r) => setTimeout(r, 10));
+  t.equal(loc.presencePushes.size, 32, 'pending pushes bounded per watcher');
+  t.equal(loc.metrics.get('presence_dropped_total'), 8, 'the rest dropped and counted');
+  // A flood of changes by one terminal: still one push for the pair.
+  for (let i = 0; i < 20; i++) await friends[0]!.expect(t, 'PRESENCE_SET_ACK', friends[0]!.request('PRESENCE_SET', { presence: { status: `s${i}` } }));
+  t.ok(loc.presencePushes.size <= 32, 'changes to a pending pair replace its content');
+}));
+
+t.test('abuse: PRESENCE_SET oversize, replayed or out of order; pushes never go to a spoofed source', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
+  const w = await openWatcher(t, keys, dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const friend = await Terminal.open(t, keys, dest);
+  await friend.expect(t, 'REGISTER_ACK', friend.register());
+  t.equal(errorCodeOf(await friend.request('PRESENCE_SET', { presence: { status: 'x'.repeat(65) } })), ErrorCode.BAD_MESSAGE, 'status text over 64 bytes: BAD_MESSAGE');
+  t.equal(errorCodeOf(await friend.request('PRESENCE_SET', { presence: { wants: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`a${i}`, i])) } })), ErrorCode.BAD_MESSAGE, 'more than 8 wanted attributes: BAD_MESSAGE');
+  // Two sets, the later one arriving first: the earlier changes nothing.
+  const first = friend.encode('PRESENCE_SET', { presence: { status: 'old' } });
+  const second = friend.encode('PRESENCE_SET', { presence: { status: 'new' } });
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.send(second));
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.send(first));
+  const q = await w.term.expect(t, 'QUERY_STATUS_RESULT', w.term.request('QUERY_STATUS', { ids: [friend.locatorId], presence: true }));
+  t.same(q.body.presence, [{ status: 'new' }], 'an older PRESENCE_SET does not undo a newer one');
+  // Unregistered: nothing to set, nowhere to push to.
+  await w.term.expect(t, 'UNREGISTER_ACK', w.term.request('UNREGISTER', {}));
+  t.equal(errorCodeOf(await w.term.request('PRESENCE_SET', { presence: {} })), ErrorCode.NOT_FOUND, 'PRESENCE_SET unregistered: NOT_FOUND');
+  t.equal(errorCodeOf(await w.term.request('WATCH', { ids: [friend.locatorId] })), ErrorCode.NOT_FOUND, 'WATCH unregistered: NOT_FOUND');
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+
+  // The watcher asks from another socket (a spoofed source): the push still goes to its registered address.
+  const other = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300, deadlineMs: 10_000 }, onPush: () => t.fail('pushed to the asking source') });
+  t.teardown(() => other.close());
+  const watching = await w.term.send(w.term.encode('WATCH', { ids: [friend.locatorId] }), other);
+  t.equal(watching.msg.name, 'WATCH_ACK');
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'newest' } }));
+  await w.waitFor((e) => e.presence?.status === 'newest', 'at the registered address');
+}));
+
+t.test('expiry: a watched terminal that expires is pushed offline at the next sweep', (t) => forEachStore(t, async (t, s) => {
+  const clock = new FakeClock();
+  const { loc, dest, keys } = await s.start(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30, maxTtlS: 600 } });
+  const nowS = Math.floor(clock.ms / 1000);
+  const w = await openWatcher(t, keys, dest, { nowS });
+  await w.term.expect(t, 'REGISTER_ACK', w.term.request('REGISTER', { ticket: w.term.creds.ticket, timeMs: clock.ms, ttlS: 600 }));
+  const friend = await Terminal.open(t, keys, dest, { nowS });
+  await friend.expect(t, 'REGISTER_ACK', friend.request('REGISTER', { ticket: friend.creds.ticket, timeMs: clock.ms, ttlS: 30 }));
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  clock.advance(31_000);
+  await loc.sweep();
+  await w.waitFor(isFor(friend.locatorId, false), 'offline after expiry');
+}));
+
+onRedisStore(t, 'redis: the watcher on one instance is told of a change made through another', async (t, s) => {
+  const a = await s.start(t);
+  const b = await s.start(t, { keys: a.keys });
+  const w = await openWatcher(t, a.keys, a.dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const friend = await Terminal.open(t, a.keys, b.dest);
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  await friend.expect(t, 'REGISTER_ACK', friend.register({ presence: { status: 'via B' } }));
+  await w.waitFor(isFor(friend.locatorId, true), 'online, told through A');
+  t.same(w.from.map((f) => f.port), [a.loc.port], 'pushed from the instance the watcher speaks to');
+  // Instance A restarts: the subscription is in Redis; the next change still reaches the watcher.
+  await a.loc.stop({ snapshot: false });
+  const a2 = await s.start(t, { keys: a.keys });
+  w.term.dest = a2.dest;
+  await w.term.expect(t, 'REFRESH_ACK', w.term.request('REFRESH', {}));
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after restart' } }));
+  await w.waitFor((e) => e.presence?.status === 'after restart', 'after A restarted');
+});
