@@ -27,6 +27,21 @@ export interface ServerSession {
   txSeq: number;
 }
 
+/** What a replay window says of a sequence number (ReplayWindow.check). */
+export type WindowVerdict = 'ok' | 'replay' | 'old';
+
+/**
+ * A replay window every instance serving the same sessions shares (locatord --store redis,
+ * store/redis.ts): `claim` checks and takes a sequence number in one atomic step, so that of
+ * several instances (or workers) receiving one datagram at most one executes it; `release`
+ * gives it back when the answer was "try again" (TRY_LATER, RATE_LIMITED). Both reject when
+ * the store is unavailable.
+ */
+export interface SharedReplayWindow {
+  claim(sidHex: string, seq: number, ttlMs: number): Promise<WindowVerdict>;
+  release(sidHex: string, seq: number): Promise<void>;
+}
+
 export type AuthOutcome =
   | { ok: true; session: ServerSession; fresh: boolean }
   | { ok: false; code: ErrorCode; reason: string };
@@ -48,6 +63,8 @@ export interface ServerSessionsOptions {
    * when a message names a session we do not hold. Rejects when the store is unavailable.
    */
   remote?: (sidHex: string) => Promise<ServerSession | undefined>;
+  /** The replay window shared with the other instances (see SharedReplayWindow). */
+  sharedWindow?: SharedReplayWindow;
 }
 
 export class ServerSessions {
@@ -152,6 +169,22 @@ export class ServerSessions {
     // meanwhile, whose replies carried higher sequence numbers than ours; continue above them.
     if (this.opts.remote && !fresh && auth.seq > session.window.highestSeen + 1) session.txSeq = Math.max(session.txSeq, this.now() * 1000);
     return { ok: true, session, fresh };
+  }
+
+  /**
+   * Take `seq` in the shared replay window (after the local window said 'ok'); undefined when
+   * there is none (one instance: the local window is the whole truth).
+   */
+  claim(session: ServerSession, seq: number): Promise<WindowVerdict> | undefined {
+    const w = this.opts.sharedWindow;
+    if (!w) return undefined;
+    // Kept as long as the session can be used, then Redis frees it.
+    return w.claim(session.sidHex, seq, Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now()));
+  }
+
+  /** Give back a claimed `seq` (its message was answered "try again"); no-op without a shared window. */
+  release(session: ServerSession, seq: number): Promise<void> {
+    return this.opts.sharedWindow?.release(session.sidHex, seq) ?? Promise.resolve();
   }
 
   /** Keep a freshly opened session (after its first message passed every check). */

@@ -143,8 +143,9 @@ t.test('redis backend: sessions are sealed at rest and bound to their ID', { ski
 t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer write wins)', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const url = parseRedisUrl(redis.url);
-  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32), instanceId: 'aaaaaaaaaaaaaaaa' });
-  const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32), instanceId: 'bbbbbbbbbbbbbbbb' });
+  const sealKey = randomBytes(32); // one deployment: records one instance writes verify at the other
+  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey, instanceId: 'aaaaaaaaaaaaaaaa' });
+  const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey, instanceId: 'bbbbbbbbbbbbbbbb' });
   t.teardown(() => { void a.close(); void b.close(); });
   const id = randomBytes(16).toString('hex');
   const sid = randomBytes(16).toString('hex');
