@@ -314,7 +314,7 @@ export class DatagramServer {
       // Several instances (locatord --store redis): the shared window must also say yes, and
       // takes the number at once (atomically), so that a copy reaching another instance or
       // worker meanwhile is refused there; "try again" gives it back (answer()).
-      const claim = this.opts.sessions!.claim(session, msg.auth.seq);
+      const claim = this.opts.sessions!.claim(session, msg.auth.seq, from);
       if (claim) {
         const s = session;
         this.inFlight.add(cacheKey);
@@ -322,6 +322,12 @@ export class DatagramServer {
           (verdict) => {
             this.inFlight.delete(cacheKey);
             if (verdict === 'ok') return this.execute(raw, from, msg, handler, s, fresh, cacheKey, digest);
+            if (verdict === 'elsewhere') {
+              // A retransmission from the same source whose first copy another instance took:
+              // that one answers (its response cache), as for a copy in flight here.
+              metrics.inc('dropped_total', { reason: 'in-flight-elsewhere' });
+              return undefined;
+            }
             this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, s, msg.name, msg.type);
             return undefined;
           },

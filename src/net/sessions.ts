@@ -5,6 +5,7 @@
 // the session by ID (the ticket's cti) and cost one HMAC. Sessions end when their ticket expires.
 import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { Address } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
 import type { Message } from '../wire/envelope.js';
 import { encodeDatagram } from '../wire/envelope.js';
@@ -31,14 +32,21 @@ export interface ServerSession {
 export type WindowVerdict = 'ok' | 'replay' | 'old';
 
 /**
+ * What the shared window says: as WindowVerdict, or 'elsewhere' when the number was taken for a
+ * datagram from this same source: a retransmission that reached another instance (or worker)
+ * than the first copy; that instance answers it (response cache), this one drops it.
+ */
+export type ClaimVerdict = WindowVerdict | 'elsewhere';
+
+/**
  * A replay window every instance serving the same sessions shares (locatord --store redis,
  * store/redis.ts): `claim` checks and takes a sequence number in one atomic step, so that of
- * several instances (or workers) receiving one datagram at most one executes it; `release`
- * gives it back when the answer was "try again" (TRY_LATER, RATE_LIMITED). Both reject when
- * the store is unavailable.
+ * several instances (or workers) receiving one datagram at most one executes it; it remembers
+ * the source (`ip|port`) it was taken for. `release` gives it back when the answer was "try
+ * again" (TRY_LATER, RATE_LIMITED). Both reject when the store is unavailable.
  */
 export interface SharedReplayWindow {
-  claim(sidHex: string, seq: number, ttlMs: number): Promise<WindowVerdict>;
+  claim(sidHex: string, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict>;
   release(sidHex: string, seq: number): Promise<void>;
 }
 
@@ -175,11 +183,11 @@ export class ServerSessions {
    * Take `seq` in the shared replay window (after the local window said 'ok'); undefined when
    * there is none (one instance: the local window is the whole truth).
    */
-  claim(session: ServerSession, seq: number): Promise<WindowVerdict> | undefined {
+  claim(session: ServerSession, seq: number, from: Address): Promise<ClaimVerdict> | undefined {
     const w = this.opts.sharedWindow;
     if (!w) return undefined;
     // Kept as long as the session can be used, then Redis frees it.
-    return w.claim(session.sidHex, seq, Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now()));
+    return w.claim(session.sidHex, seq, Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now()), `${from.ip}|${from.port}`);
   }
 
   /** Give back a claimed `seq` (its message was answered "try again"); no-op without a shared window. */

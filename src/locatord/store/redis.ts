@@ -11,7 +11,8 @@
 //   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks);
 //   dl:w:{<sid hex>}      the session's replay window shared by every instance (hash: "h" the
 //                         highest sequence number, "0".."63" the last one taken in each slot,
-//                         as ReplayWindow), PX = until the ticket expires (+ skew).
+//                         as ReplayWindow, "a0".."a63" the source it was taken for), PX = until
+//                         the ticket expires (+ skew).
 //
 // Records are authenticated (codec.ts recordKey, from the service key): a presence value ends
 // with a tag over the locator ID and the value; a group's metadata hash has a "mac" field over
@@ -41,7 +42,7 @@ import { DevlocError, ErrorCode } from '../../wire/errors.js';
 import type { GroupInfo, GroupLimits } from '../groups.js';
 import { GROUP_ID_BYTES } from '../groups.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
-import type { WindowVerdict } from '../../net/sessions.js';
+import type { ClaimVerdict } from '../../net/sessions.js';
 import { REPLAY_WINDOW } from '../../wire/constants.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
 import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
@@ -76,24 +77,30 @@ return 1`);
 export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'membership';
 
 /**
- * KEYS[1] the session's window; ARGV: sequence number (decimal), window size, PX ms. Returns 0
- * (taken), 1 (already taken) or 2 (left of the window): ReplayWindow's check and accept in one
- * step, so two instances given the same datagram cannot both take it. Sequence numbers stay
- * below 2^53, exact in Lua's doubles; each slot holds the decimal string it was given.
+ * KEYS[1] the session's window; ARGV: sequence number (decimal), window size, PX ms, source
+ * ("ip|port"). Returns 0 (taken), 1 (already taken), 2 (left of the window) or 3 (already taken
+ * for this same source: a retransmission whose first copy another instance took): ReplayWindow's
+ * check and accept in one step, so two instances given the same datagram cannot both take it.
+ * Sequence numbers stay below 2^53, exact in Lua's doubles; each slot holds the decimal string
+ * it was given ("<slot>") and the source it was taken for ("a<slot>").
  */
 const CLAIM_SEQ = new LuaScript(`local seq = tonumber(ARGV[1])
 local w = tonumber(ARGV[2])
 local h = tonumber(redis.call('HGET', KEYS[1], 'h') or '-1')
 if seq + w <= h then return 2 end
 local slot = tostring(seq % w)
-if seq <= h and redis.call('HGET', KEYS[1], slot) == ARGV[1] then return 1 end
-if seq > h then redis.call('HSET', KEYS[1], slot, ARGV[1], 'h', ARGV[1]) else redis.call('HSET', KEYS[1], slot, ARGV[1]) end
+if seq <= h and redis.call('HGET', KEYS[1], slot) == ARGV[1] then
+  if redis.call('HGET', KEYS[1], 'a' .. slot) == ARGV[4] then return 3 end
+  return 1
+end
+redis.call('HSET', KEYS[1], slot, ARGV[1], 'a' .. slot, ARGV[4])
+if seq > h then redis.call('HSET', KEYS[1], 'h', ARGV[1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 0`);
 
 /** KEYS[1] the session's window; ARGV: sequence number, window size: untake it (a "try again" answer). */
 const RELEASE_SEQ = new LuaScript(`local slot = tostring(tonumber(ARGV[1]) % tonumber(ARGV[2]))
-if redis.call('HGET', KEYS[1], slot) == ARGV[1] then redis.call('HDEL', KEYS[1], slot) return 1 end
+if redis.call('HGET', KEYS[1], slot) == ARGV[1] then redis.call('HDEL', KEYS[1], slot, 'a' .. slot) return 1 end
 return 0`);
 
 /** KEYS[1] group metadata; ARGV: owner, then field/value pairs: create only if absent, all fields at once. */
@@ -236,10 +243,10 @@ export class RedisStore implements LocatorStore {
   }
 
   /** Take `seq` in the session's shared replay window (CLAIM_SEQ), kept `ttlMs`. */
-  async claimSeq(sidHex: string, seq: number, ttlMs: number): Promise<WindowVerdict> {
+  async claimSeq(sidHex: string, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
     const k = this.windowKey(sidHex);
-    const r = await this.client.eval(CLAIM_SEQ, k, [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs))]);
-    return r === 0 ? 'ok' : r === 2 ? 'old' : 'replay';
+    const r = await this.client.eval(CLAIM_SEQ, k, [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), source]);
+    return r === 0 ? 'ok' : r === 2 ? 'old' : r === 3 ? 'elsewhere' : 'replay';
   }
 
   /** Give back `seq` (RELEASE_SEQ). */
