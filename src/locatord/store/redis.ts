@@ -82,20 +82,21 @@ export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'memb
  * for this same source: a retransmission whose first copy another instance took): ReplayWindow's
  * check and accept in one step, so two instances given the same datagram cannot both take it.
  * Sequence numbers stay below 2^53, exact in Lua's doubles; each slot holds the decimal string
- * it was given ("<slot>") and the source it was taken for ("a<slot>").
+ * it was given ("<slot>") and the source it was taken for ("a<slot>"). The expiry is set when the
+ * window is created (a session's lifetime is fixed by its ticket): two Redis calls per claim.
  */
 const CLAIM_SEQ = new LuaScript(`local seq = tonumber(ARGV[1])
 local w = tonumber(ARGV[2])
-local h = tonumber(redis.call('HGET', KEYS[1], 'h') or '-1')
-if seq + w <= h then return 2 end
 local slot = tostring(seq % w)
-if seq <= h and redis.call('HGET', KEYS[1], slot) == ARGV[1] then
-  if redis.call('HGET', KEYS[1], 'a' .. slot) == ARGV[4] then return 3 end
+local cur = redis.call('HMGET', KEYS[1], 'h', slot, 'a' .. slot)
+local h = tonumber(cur[1] or '-1')
+if seq + w <= h then return 2 end
+if seq <= h and cur[2] == ARGV[1] then
+  if cur[3] == ARGV[4] then return 3 end
   return 1
 end
-redis.call('HSET', KEYS[1], slot, ARGV[1], 'a' .. slot, ARGV[4])
-if seq > h then redis.call('HSET', KEYS[1], 'h', ARGV[1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if seq > h then redis.call('HSET', KEYS[1], slot, ARGV[1], 'a' .. slot, ARGV[4], 'h', ARGV[1]) else redis.call('HSET', KEYS[1], slot, ARGV[1], 'a' .. slot, ARGV[4]) end
+if h < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 0`);
 
 /** KEYS[1] the session's window; ARGV: sequence number, window size: untake it (a "try again" answer). */
