@@ -46,9 +46,12 @@ export type ClaimVerdict = WindowVerdict | 'elsewhere';
  * again" (TRY_LATER, RATE_LIMITED). Both reject when the store is unavailable.
  */
 export interface SharedReplayWindow {
-  claim(sidHex: string, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict>;
-  release(sidHex: string, seq: number): Promise<void>;
+  claim(session: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict>;
+  release(session: WindowOwner, seq: number): Promise<void>;
 }
+
+/** The session a shared window belongs to (its terminal's ID places it beside its presence record). */
+export type WindowOwner = Pick<ServerSession, 'sidHex' | 'locatorHex'>;
 
 export type AuthOutcome =
   | { ok: true; session: ServerSession; fresh: boolean }
@@ -187,12 +190,12 @@ export class ServerSessions {
     const w = this.opts.sharedWindow;
     if (!w) return undefined;
     // Kept as long as the session can be used, then Redis frees it.
-    return w.claim(session.sidHex, seq, Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now()), `${from.ip}|${from.port}`);
+    return w.claim(session, seq, Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now()), `${from.ip}|${from.port}`);
   }
 
   /** Give back a claimed `seq` (its message was answered "try again"); no-op without a shared window. */
   release(session: ServerSession, seq: number): Promise<void> {
-    return this.opts.sharedWindow?.release(session.sidHex, seq) ?? Promise.resolve();
+    return this.opts.sharedWindow?.release(session, seq) ?? Promise.resolve();
   }
 
   /** Keep a freshly opened session (after its first message passed every check). */

@@ -147,7 +147,7 @@ t.test('redis backend: the shared replay window is ReplayWindow, one atomic step
   const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey });
   const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey });
   t.teardown(() => { void a.close(); void b.close(); });
-  const sid = randomBytes(16).toString('hex');
+  const sid = { sidHex: randomBytes(16).toString('hex'), locatorHex: randomBytes(16).toString('hex') };
   const src = '192.0.2.1|4000';
   t.equal(await a.claimSeq(sid, 5, 60_000, src), 'ok', 'new');
   t.equal(await b.claimSeq(sid, 5, 60_000, '192.0.2.9|1'), 'replay', 'taken: another instance, another source');
@@ -166,11 +166,13 @@ t.test('redis backend: the shared replay window is ReplayWindow, one atomic step
   await a.releaseSeq(sid, big - 1);
   t.equal(await a.claimSeq(sid, big - 1, 60_000, '192.0.2.9|1'), 'ok', 'released, taken again');
   // Concurrent claims of one number by two instances: exactly one wins.
-  const sid2 = randomBytes(16).toString('hex');
+  const sid2 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
   const both = await Promise.all([a.claimSeq(sid2, 1, 60_000, '192.0.2.1|1'), b.claimSeq(sid2, 1, 60_000, '192.0.2.2|2')]);
   t.same(both.filter((v) => v === 'ok').length, 1, 'one of two concurrent claims wins');
-  const ttl = (await a.client.call(['PTTL', `dl:w:{${sid}}`], `dl:w:{${sid}}`)) as number;
+  const k = `dl:w:{${sid.locatorHex}}:${sid.sidHex}`;
+  const ttl = (await a.client.call(['PTTL', k], k)) as number;
   t.ok(ttl > 0 && ttl <= 60_000, 'the window expires with the session');
+  t.equal(await a.client.call(['EXISTS', `dl:w:{${sid2.locatorHex}}:${sid2.sidHex}`]), 1, "each session its own window, in its terminal's slot");
 });
 
 t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer write wins)', { skip: noRedis }, async (t) => {

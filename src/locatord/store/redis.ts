@@ -9,7 +9,7 @@
 //   dl:g:{<group hex>}    group metadata (hash: name, owner, code salt/hash, created, join seq);
 //   dl:gm:{<group hex>}   members (sorted set scored by join order: pages are rank ranges);
 //   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks);
-//   dl:w:{<sid hex>}      the session's replay window shared by every instance (hash: "h" the
+//   dl:w:{<locator hex>}:<sid hex>  the session's replay window shared by every instance (hash: "h" the
 //                         highest sequence number, "0".."63" the last one taken in each slot,
 //                         as ReplayWindow, "a0".."a63" the source it was taken for), PX = until
 //                         the ticket expires (+ skew).
@@ -42,7 +42,7 @@ import { DevlocError, ErrorCode } from '../../wire/errors.js';
 import type { GroupInfo, GroupLimits } from '../groups.js';
 import { GROUP_ID_BYTES } from '../groups.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
-import type { ClaimVerdict } from '../../net/sessions.js';
+import type { ClaimVerdict, WindowOwner } from '../../net/sessions.js';
 import { REPLAY_WINDOW } from '../../wire/constants.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
 import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
@@ -239,20 +239,24 @@ export class RedisStore implements LocatorStore {
     return s;
   }
 
-  private windowKey(sidHex: string): string {
-    return `${this.prefix}w:{${sidHex}}`;
+  /**
+   * Under the terminal's hash tag, beside its presence record: on a Cluster a terminal's
+   * requests depend on one slot, whichever session it uses.
+   */
+  private windowKey(s: WindowOwner): string {
+    return `${this.prefix}w:{${s.locatorHex}}:${s.sidHex}`;
   }
 
   /** Take `seq` in the session's shared replay window (CLAIM_SEQ), kept `ttlMs`. */
-  async claimSeq(sidHex: string, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
-    const k = this.windowKey(sidHex);
+  async claimSeq(s: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
+    const k = this.windowKey(s);
     const r = await this.client.eval(CLAIM_SEQ, k, [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), source]);
     return r === 0 ? 'ok' : r === 2 ? 'old' : r === 3 ? 'elsewhere' : 'replay';
   }
 
   /** Give back `seq` (RELEASE_SEQ). */
-  async releaseSeq(sidHex: string, seq: number): Promise<void> {
-    const k = this.windowKey(sidHex);
+  async releaseSeq(s: WindowOwner, seq: number): Promise<void> {
+    const k = this.windowKey(s);
     await this.client.eval(RELEASE_SEQ, k, [String(seq), REPLAY_WINDOW]);
   }
 

@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
-import type { ServerSession, ServerSessions, SharedReplayWindow, ClaimVerdict } from '../../net/sessions.js';
+import type { ServerSession, ServerSessions, SharedReplayWindow, ClaimVerdict, WindowOwner } from '../../net/sessions.js';
 import { decodeDatagram } from '../../wire/envelope.js';
 import type { Introductions } from '../handlers/introduce.js';
 import type { LocatordLimits, RedisStoreConfig } from '../options.js';
@@ -156,12 +156,12 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
   }
 
   /** The shared replay window (ServerSessions' sharedWindow): store/redis.ts CLAIM_SEQ. */
-  claim(sidHex: string, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
-    return this.redis.claimSeq(sidHex, seq, ttlMs, source);
+  claim(s: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
+    return this.redis.claimSeq(s, seq, ttlMs, source);
   }
 
-  release(sidHex: string, seq: number): Promise<void> {
-    return this.redis.releaseSeq(sidHex, seq);
+  release(s: WindowOwner, seq: number): Promise<void> {
+    return this.redis.releaseSeq(s, seq);
   }
 
   shareSession(s: KeyedSession): Promise<void> {
