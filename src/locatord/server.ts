@@ -114,6 +114,8 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     sessions = new ServerSessions({
       verifier, serviceSecret: o.serviceSecret, maxSessions: o.maxSessions, now, freshnessMs: o.freshnessMs,
       remote: remoteSessions(shared, () => verifier.keys, o.audience),
+      // Replay protection across instances and workers: every sequence number is taken in Redis.
+      sharedWindow: shared,
     });
   } else {
     sessions = new ServerSessions({ verifier, serviceSecret: o.serviceSecret, maxSessions: o.maxSessions, now, freshnessMs: o.freshnessMs });

@@ -8,7 +8,9 @@
 // refused MACed, and under a wrong MAC is BAD_MAC; every refusal carries the request ID whenever
 // it can be read) -> response cache (a byte-identical retransmission from the same source is answered,
 // not executed twice; a reply larger than the request at most MAX_RETRANSMIT times) -> replay window -> handler (the window takes the sequence number unless
-// the answer is TRY_LATER / RATE_LIMITED, which are neither cached nor spent). Replies to
+// the answer is TRY_LATER / RATE_LIMITED, which are neither cached nor spent; with several
+// instances the window shared through the store is asked too, and takes the number before the
+// handler runs: see ServerSessions.claim). Replies to
 // anything not MAC-verified, and every refusal made here (replays included), are never larger
 // than the request; responses (odd types, ERROR above all) are never answered with a refusal.
 import { createHash } from 'node:crypto';
@@ -25,7 +27,7 @@ import type { DecodeOutcome, Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import type { RateLimiter } from './ratelimit.js';
-import type { ServerSession, ServerSessions } from './sessions.js';
+import type { ServerSession, ServerSessions, WindowVerdict } from './sessions.js';
 
 export interface Refusal {
   error: ErrorCode;
@@ -106,6 +108,8 @@ const isPromiseLike = (v: unknown): v is PromiseLike<HandlerResult> =>
   typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
 
 const ZERO_RID = new Uint8Array(REQUEST_ID_BYTES);
+
+const replayReason = (w: WindowVerdict): string => (w === 'old' ? 'sequence left of the replay window' : 'sequence already seen');
 
 /** Most bytes of a refusal's message text (the ERROR schema bounds it in bytes, not characters). */
 const ERROR_MESSAGE_MAX_BYTES = 120;
@@ -302,14 +306,49 @@ export class DatagramServer {
     if (session && msg.auth) {
       const w = session.window.check(msg.auth.seq);
       if (w !== 'ok') {
-        this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: w === 'old' ? 'sequence left of the replay window' : 'sequence already seen' }, session, msg.name, msg.type);
+        this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: replayReason(w) }, session, msg.name, msg.type);
         return;
       }
       // The window takes the sequence number once the handler has run (below), unless the
       // answer is "try again": then the same datagram must be executable again. Meanwhile the
       // in-flight set keeps a copy of this datagram (same MAC, so same request ID) out.
-      if (fresh) this.opts.sessions!.commit(session);
+      // Several instances (locatord --store redis): the shared window must also say yes, and
+      // takes the number at once (atomically), so that a copy reaching another instance or
+      // worker meanwhile is refused there; "try again" gives it back (answer()).
+      const claim = this.opts.sessions!.claim(session, msg.auth.seq, from);
+      if (claim) {
+        const s = session;
+        this.inFlight.add(cacheKey);
+        return claim.then(
+          (verdict) => {
+            this.inFlight.delete(cacheKey);
+            if (verdict === 'ok') return this.execute(raw, from, msg, handler, s, fresh, cacheKey, digest);
+            if (verdict === 'elsewhere') {
+              // A retransmission from the same source whose first copy another instance took:
+              // that one answers (its response cache), as for a copy in flight here.
+              metrics.inc('dropped_total', { reason: 'in-flight-elsewhere' });
+              return undefined;
+            }
+            this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, s, msg.name, msg.type);
+            return undefined;
+          },
+          (err: unknown) => {
+            this.inFlight.delete(cacheKey);
+            const r = err as { message?: string; retryAfterMs?: number };
+            this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `replay window: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, s, msg.name, msg.type);
+          },
+        );
+      }
     }
+    return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest);
+  }
+
+  /** Run the handler of a datagram that passed every check, then answer(). */
+  private execute(
+    raw: Buffer, from: Address, msg: Message, handler: Handler, session: ServerSession | undefined, fresh: boolean,
+    cacheKey: string, digest: Buffer,
+  ): Promise<void> | undefined {
+    if (session && fresh) this.opts.sessions!.commit(session);
     const sessions = this.opts.sessions;
     const ctx: RequestContext = {
       msg, raw, from, freshSession: fresh,
@@ -407,6 +446,12 @@ export class DatagramServer {
     }
     const tryAgain = !Buffer.isBuffer(result) && result !== null && (result.error === ErrorCode.TRY_LATER || result.error === ErrorCode.RATE_LIMITED);
     if (session && msg.auth && !tryAgain) session.window.accept(msg.auth.seq);
+    else if (session && msg.auth) {
+      // Executable again: give the number back to the shared window (if any) too.
+      this.opts.sessions!.release(session, msg.auth.seq).catch((err: unknown) => {
+        logger.refusal('replay-window-release', { type: msg.name, err: (err as Error)?.message ?? String(err) });
+      });
+    }
     let reply: Buffer | null;
     if (result === null) reply = null;
     else if (Buffer.isBuffer(result)) reply = result;

@@ -5,6 +5,7 @@
 // the session by ID (the ticket's cti) and cost one HMAC. Sessions end when their ticket expires.
 import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { Address } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
 import type { Message, SessionAuth } from '../wire/envelope.js';
 import { encodeDatagram } from '../wire/envelope.js';
@@ -27,6 +28,31 @@ export interface ServerSession {
   txSeq: number;
 }
 
+/** What a replay window says of a sequence number (ReplayWindow.check). */
+export type WindowVerdict = 'ok' | 'replay' | 'old';
+
+/**
+ * What the shared window says: as WindowVerdict, or 'elsewhere' when the number was taken for a
+ * datagram from this same source: a retransmission that reached another instance (or worker)
+ * than the first copy; that instance answers it (response cache), this one drops it.
+ */
+export type ClaimVerdict = WindowVerdict | 'elsewhere';
+
+/**
+ * A replay window every instance serving the same sessions shares (locatord --store redis,
+ * store/redis.ts): `claim` checks and takes a sequence number in one atomic step, so that of
+ * several instances (or workers) receiving one datagram at most one executes it; it remembers
+ * the source (`ip|port`) it was taken for. `release` gives it back when the answer was "try
+ * again" (TRY_LATER, RATE_LIMITED). Both reject when the store is unavailable.
+ */
+export interface SharedReplayWindow {
+  claim(session: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict>;
+  release(session: WindowOwner, seq: number): Promise<void>;
+}
+
+/** The session a shared window belongs to (its terminal's ID places it beside its presence record). */
+export type WindowOwner = Pick<ServerSession, 'sidHex' | 'locatorHex'>;
+
 export type AuthOutcome =
   | { ok: true; session: ServerSession; fresh: boolean }
   | { ok: false; code: ErrorCode; reason: string };
@@ -48,6 +74,8 @@ export interface ServerSessionsOptions {
    * when a message names a session we do not hold. Rejects when the store is unavailable.
    */
   remote?: (sidHex: string) => Promise<ServerSession | undefined>;
+  /** The replay window shared with the other instances (see SharedReplayWindow). */
+  sharedWindow?: SharedReplayWindow;
 }
 
 export class ServerSessions {
@@ -163,6 +191,22 @@ export class ServerSessions {
     // meanwhile, whose replies carried higher sequence numbers than ours; continue above them.
     if (this.opts.remote && !fresh && auth.seq > session.window.highestSeen + 1) session.txSeq = Math.max(session.txSeq, this.now() * 1000);
     return { ok: true, session, fresh };
+  }
+
+  /**
+   * Take `seq` in the shared replay window (after the local window said 'ok'); undefined when
+   * there is none (one instance: the local window is the whole truth).
+   */
+  claim(session: ServerSession, seq: number, from: Address): Promise<ClaimVerdict> | undefined {
+    const w = this.opts.sharedWindow;
+    if (!w) return undefined;
+    // Kept as long as the session can be used, then Redis frees it.
+    return w.claim(session, seq, Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now()), `${from.ip}|${from.port}`);
+  }
+
+  /** Give back a claimed `seq` (its message was answered "try again"); no-op without a shared window. */
+  release(session: ServerSession, seq: number): Promise<void> {
+    return this.opts.sharedWindow?.release(session, seq) ?? Promise.resolve();
   }
 
   /** Keep a freshly opened session (after its first message passed every check). */

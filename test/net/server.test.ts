@@ -6,6 +6,7 @@ import dgram from 'node:dgram';
 import { UdpClient } from '../../src/net/client.js';
 import { RateLimiter } from '../../src/net/ratelimit.js';
 import type { HandlerResult, Handlers, RequestContext } from '../../src/net/server.js';
+import type { ClaimVerdict } from '../../src/net/sessions.js';
 import { bindUdp, peekEnvelope } from '../../src/net/server.js';
 import { Rng } from '../../fuzz/rng.js';
 import { mutate } from '../../fuzz/mutate.js';
@@ -562,4 +563,63 @@ t.test('close() while a handler runs: its late reply is dropped and nothing thro
   t.equal(h.metrics.get('dropped_total', { reason: 'closed' }), 1);
   await h.server.close();
   t.pass('close() twice is harmless');
+});
+
+t.test('shared replay window (several instances): asked before the handler; replay, elsewhere, store down, try again', async (t) => {
+  const verdicts: (ClaimVerdict | Error)[] = [];
+  const claims: number[] = [];
+  const released: number[] = [];
+  const w = sessionWorld(undefined, {
+    sharedWindow: {
+      claim: (_s, seq) => {
+        claims.push(seq);
+        const v = verdicts.shift() ?? 'ok';
+        return v instanceof Error ? Promise.reject(v) : Promise.resolve(v);
+      },
+      release: (_s, seq) => {
+        released.push(seq);
+        return Promise.resolve();
+      },
+    },
+  });
+  let refreshes = 0;
+  const handlers: Handlers = {
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    REFRESH: (ctx) => {
+      if (++refreshes === 1) throw new DevlocError(ErrorCode.TRY_LATER, 'database busy', 100);
+      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
+    },
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(30), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  t.equal(decoded(h.socket.sent[0]!.bytes).name, 'REGISTER_ACK', 'claimed, executed');
+  // Taken by another instance for another source: REPLAY, not executed.
+  verdicts.push('replay');
+  const r1 = cs.encode('REFRESH', rid(31), {});
+  await h.server.receive(r1, B);
+  const m1 = decoded(h.socket.sent[1]!.bytes);
+  t.equal(m1.name === 'ERROR' && m1.body.code, ErrorCode.REPLAY, 'REPLAY');
+  t.ok(h.socket.sent[1]!.bytes.length <= r1.length, 'no larger than the request');
+  t.equal(refreshes, 0, 'the handler did not run');
+  // Taken by another instance for this source: a retransmission, dropped here.
+  verdicts.push('elsewhere');
+  await h.server.receive(cs.encode('REFRESH', rid(32), {}), A);
+  t.equal(h.socket.sent.length, 2, 'no answer');
+  t.equal(h.metrics.get('dropped_total', { reason: 'in-flight-elsewhere' }), 1);
+  // The store is unavailable: TRY_LATER, nothing executed, and the same datagram may come again.
+  verdicts.push(Object.assign(new Error('redis down'), { retryAfterMs: 250 }));
+  const r3 = cs.encode('REFRESH', rid(33), {});
+  await h.server.receive(r3, A);
+  const m3 = decoded(h.socket.sent[2]!.bytes);
+  t.equal(m3.name === 'ERROR' && m3.body.code, ErrorCode.TRY_LATER, 'TRY_LATER');
+  t.equal(refreshes, 0);
+  // Claimed, the handler answers TRY_LATER: the number is given back to the shared window.
+  await h.server.receive(r3, A);
+  t.equal(refreshes, 1);
+  const seq3 = claims[claims.length - 1]!;
+  t.same(released, [seq3], 'released after "try again"');
+  await h.server.receive(r3, A);
+  t.equal(decoded(h.socket.sent[h.socket.sent.length - 1]!.bytes).name, 'REFRESH_ACK', 'then executed');
+  t.same(released, [seq3], 'an executed number is kept');
 });

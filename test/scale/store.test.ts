@@ -140,11 +140,47 @@ t.test('redis backend: sessions are sealed at rest and bound to their ID', { ski
   t.equal(await store.loadSession(sid), undefined, 'tampered: refused');
 });
 
+t.test('redis backend: the shared replay window is ReplayWindow, one atomic step per claim', { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const url = parseRedisUrl(redis.url);
+  const sealKey = randomBytes(32);
+  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey });
+  const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey });
+  t.teardown(() => { void a.close(); void b.close(); });
+  const sid = { sidHex: randomBytes(16).toString('hex'), locatorHex: randomBytes(16).toString('hex') };
+  const src = '192.0.2.1|4000';
+  t.equal(await a.claimSeq(sid, 5, 60_000, src), 'ok', 'new');
+  t.equal(await b.claimSeq(sid, 5, 60_000, '192.0.2.9|1'), 'replay', 'taken: another instance, another source');
+  t.equal(await b.claimSeq(sid, 5, 60_000, src), 'elsewhere', 'taken for this source: a retransmission elsewhere');
+  t.equal(await b.claimSeq(sid, 3, 60_000, src), 'ok', 'below the highest, inside the window, not seen');
+  t.equal(await a.claimSeq(sid, 3, 60_000, src), 'elsewhere');
+  t.equal(await a.claimSeq(sid, 70, 60_000, src), 'ok');
+  t.equal(await b.claimSeq(sid, 6, 60_000, src), 'old', 'left of the window (70 - 64)');
+  t.equal(await b.claimSeq(sid, 7, 60_000, src), 'ok', "the window's left edge");
+  const big = Number.MAX_SAFE_INTEGER;
+  t.equal(await a.claimSeq(sid, big, 60_000, src), 'ok', '2^53-1 is exact');
+  t.equal(await b.claimSeq(sid, big, 60_000, src), 'elsewhere');
+  t.equal(await b.claimSeq(sid, big - 1, 60_000, src), 'ok');
+  t.equal(await b.claimSeq(sid, big - 64, 60_000, src), 'old');
+  // "Try again" gives the number back: it can be taken again (by any instance).
+  await a.releaseSeq(sid, big - 1);
+  t.equal(await a.claimSeq(sid, big - 1, 60_000, '192.0.2.9|1'), 'ok', 'released, taken again');
+  // Concurrent claims of one number by two instances: exactly one wins.
+  const sid2 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
+  const both = await Promise.all([a.claimSeq(sid2, 1, 60_000, '192.0.2.1|1'), b.claimSeq(sid2, 1, 60_000, '192.0.2.2|2')]);
+  t.same(both.filter((v) => v === 'ok').length, 1, 'one of two concurrent claims wins');
+  const k = `dl:rw:{${sid.locatorHex}}:${sid.sidHex}`;
+  const ttl = (await a.client.call(['PTTL', k], k)) as number;
+  t.ok(ttl > 0 && ttl <= 60_000, 'the window expires with the session');
+  t.equal(await a.client.call(['EXISTS', `dl:rw:{${sid2.locatorHex}}:${sid2.sidHex}`]), 1, "each session its own window, in its terminal's slot");
+});
+
 t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer write wins)', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const url = parseRedisUrl(redis.url);
-  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32), instanceId: 'aaaaaaaaaaaaaaaa' });
-  const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32), instanceId: 'bbbbbbbbbbbbbbbb' });
+  const sealKey = randomBytes(32); // one deployment: records one instance writes verify at the other
+  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey, instanceId: 'aaaaaaaaaaaaaaaa' });
+  const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey, instanceId: 'bbbbbbbbbbbbbbbb' });
   t.teardown(() => { void a.close(); void b.close(); });
   const id = randomBytes(16).toString('hex');
   const sid = randomBytes(16).toString('hex');

@@ -6,7 +6,7 @@
 // (the session ID is the additional data: a sealed value does not open under another ID).
 // Decoding is strict and never throws: a value that does not decode or open is treated as
 // absent (the terminal re-registers).
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { Address } from '../../wire/addr.js';
 import { bytesToIp, ipToBytes } from '../../wire/addr.js';
@@ -25,6 +25,48 @@ const TAG_BYTES = 16;
 /** The 32-byte key sealing sessions in Redis, from the service key every instance shares. */
 export function sessionSealKey(serviceSecret: KeyObject): Buffer {
   return deriveFromServiceKey(serviceSecret, 'devloc locatord redis session seal v1');
+}
+
+/**
+ * The 32-byte key authenticating every other record in Redis (presence, groups, memberships),
+ * from the service key: whoever can write Redis but lacks the key cannot forge or alter them.
+ */
+export function recordKey(serviceSecret: KeyObject): Buffer {
+  return deriveFromServiceKey(serviceSecret, RECORD_KEY_LABEL);
+}
+
+/** The HKDF info string of recordKey (devloc-locatord(8), "Several instances"). */
+export const RECORD_KEY_LABEL = 'devloc locatord redis records v1';
+
+/** Bytes of a record tag (HMAC-SHA256 truncated). */
+export const RECORD_TAG_BYTES = 16;
+
+/**
+ * The tag of a record: HMAC-SHA256(key, kind || for each part: 4-byte length || part), first 16
+ * bytes. `kind` and the parts name what the record is and where it lives (the locator or group
+ * ID of its key), so a tagged value copied to another key or kind does not verify there.
+ */
+export function recordTag(key: Buffer, kind: string, ...parts: (Uint8Array | string)[]): Buffer {
+  const h = createHmac('sha256', key).update(kind).update(Buffer.from([0]));
+  const len = Buffer.alloc(4);
+  for (const part of parts) {
+    const b = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
+    len.writeUInt32BE(b.length);
+    h.update(len).update(b);
+  }
+  return h.digest().subarray(0, RECORD_TAG_BYTES);
+}
+
+/** `value || tag` with the tag over (kind, parts..., value). */
+export function tagRecord(key: Buffer, kind: string, value: Buffer, ...parts: (Uint8Array | string)[]): Buffer {
+  return Buffer.concat([value, recordTag(key, kind, ...parts, value)]);
+}
+
+/** The value of a `tagRecord` output whose tag verifies; undefined otherwise (forged, altered, moved). */
+export function openRecord(key: Buffer, kind: string, stored: Buffer, ...parts: (Uint8Array | string)[]): Buffer | undefined {
+  if (stored.length < RECORD_TAG_BYTES) return undefined;
+  const value = stored.subarray(0, stored.length - RECORD_TAG_BYTES);
+  return timingSafeEqual(recordTag(key, kind, ...parts, value), stored.subarray(stored.length - RECORD_TAG_BYTES)) ? value : undefined;
 }
 
 /** A 32-byte key for `purpose`, from the service key file's X25519 secret (HKDF-SHA256). */

@@ -130,9 +130,9 @@ export function toStoredSession(s: KeyedSession): StoredSession {
 }
 
 /**
- * A session loaded from the store. Its replay window starts empty: this instance has not seen
- * the session's packets (see devloc-locatord(8), "Several instances"); the presence record's
- * sequence number still makes an older update change nothing.
+ * A session loaded from the store. Its local replay window starts empty: this instance has not
+ * seen the session's packets; the window shared in Redis (ServerSessions' sharedWindow) has, and
+ * refuses what another instance executed (see devloc-locatord(8), "Several instances").
  */
 export function fromStoredSession(s: StoredSession): KeyedSession {
   const k: KeyedSession = {

@@ -12,6 +12,19 @@
 //   dl:w:{<locator hex>}  what a terminal watches (hash: target hex -> last view pushed);
 //   dl:wb:{<locator hex>} who watches a terminal (set of watcher hexes; a watcher gone is
 //                         removed when found gone, lazily).
+//   dl:rw:{<locator hex>}:<sid hex>  the session's replay window shared by every instance (hash: "h" the
+//                         highest sequence number, "0".."63" the last one taken in each slot,
+//                         as ReplayWindow, "a0".."a63" the source it was taken for), PX = until
+//                         the ticket expires (+ skew).
+//
+// Records are authenticated (codec.ts recordKey, from the service key): a presence value ends
+// with a tag over the locator ID and the value; a group's metadata hash has a "mac" field over
+// the group ID and its fields; a member of dl:gm is the locator ID followed by a tag over (group,
+// locator), a member of dl:tg the group ID followed by a tag over (locator, group). Whoever can
+// write Redis without the service key cannot make one: a record that does not verify is treated
+// as absent and reported (onRejected: a metric and a log line). What a Redis writer can still do
+// is delete, and put back a record (or membership) that was once genuine for that same key;
+// presence records carry their expiry, so an old one is not served past it.
 //
 // Every call is pipelined on its node's connection by the client (redis-client.ts): commands
 // go out as they come, without waiting for earlier replies. A query of n IDs is one MGET
@@ -27,11 +40,13 @@
 // Groups are hard state: run Redis with appendonly (see devloc-locatord(8)) when groups matter;
 // group changes are several commands, not a transaction (keys live in different slots), so two
 // concurrent joins at a limit may overshoot it by one.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { DevlocError, ErrorCode } from '../../wire/errors.js';
 import type { GroupInfo, GroupLimits } from '../groups.js';
 import { GROUP_ID_BYTES } from '../groups.js';
-import { decodePresence, decodeSession, encodePresence, encodeSession } from './codec.js';
+import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
+import type { ClaimVerdict, WindowOwner } from '../../net/sessions.js';
+import { REPLAY_WINDOW } from '../../wire/constants.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
 import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
 import type { GroupBackend, LocatorStore, Presence, PresenceChange, StoredSession, WatchBackend } from './types.js';
@@ -43,6 +58,13 @@ export interface RedisStoreOptions extends RedisClientOptions {
   sessionGraceMs?: number;
   /** Seals sessions at rest (codec.ts sessionSealKey); every instance must use the same. */
   sessionSealKey: Buffer;
+  /**
+   * Authenticates presence and group records (codec.ts recordKey); every instance must use the
+   * same. Default: derived from sessionSealKey.
+   */
+  recordKey?: Buffer;
+  /** A record failed verification (forged or altered in Redis) and was treated as absent. */
+  onRejected?: (kind: RejectedRecord, key: string) => void;
   /** Stamped on every presence record this store writes (Presence.inst). */
   instanceId?: string;
   now?: () => number;
@@ -68,6 +90,42 @@ if not cur or cur == ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1`);
 
+/** What a record failing verification was (redis_records_rejected_total{kind}). */
+export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'membership';
+
+/**
+ * KEYS[1] the session's window; ARGV: sequence number (decimal), window size, PX ms, source
+ * ("ip|port"). Returns 0 (taken), 1 (already taken), 2 (left of the window) or 3 (already taken
+ * for this same source: a retransmission whose first copy another instance took): ReplayWindow's
+ * check and accept in one step, so two instances given the same datagram cannot both take it.
+ * Sequence numbers stay below 2^53, exact in Lua's doubles; each slot holds the decimal string
+ * it was given ("<slot>") and the source it was taken for ("a<slot>"). The expiry is set when the
+ * window is created (a session's lifetime is fixed by its ticket): two Redis calls per claim.
+ */
+const CLAIM_SEQ = new LuaScript(`local seq = tonumber(ARGV[1])
+local w = tonumber(ARGV[2])
+local slot = tostring(seq % w)
+local cur = redis.call('HMGET', KEYS[1], 'h', slot, 'a' .. slot)
+local h = tonumber(cur[1] or '-1')
+if seq + w <= h then return 2 end
+if seq <= h and cur[2] == ARGV[1] then
+  if cur[3] == ARGV[4] then return 3 end
+  return 1
+end
+if seq > h then redis.call('HSET', KEYS[1], slot, ARGV[1], 'a' .. slot, ARGV[4], 'h', ARGV[1]) else redis.call('HSET', KEYS[1], slot, ARGV[1], 'a' .. slot, ARGV[4]) end
+if h < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 0`);
+
+/** KEYS[1] the session's window; ARGV: sequence number, window size: untake it (a "try again" answer). */
+const RELEASE_SEQ = new LuaScript(`local slot = tostring(tonumber(ARGV[1]) % tonumber(ARGV[2]))
+if redis.call('HGET', KEYS[1], slot) == ARGV[1] then redis.call('HDEL', KEYS[1], slot, 'a' .. slot) return 1 end
+return 0`);
+
+/** KEYS[1] group metadata; ARGV: owner, then field/value pairs: create only if absent, all fields at once. */
+const CREATE_GROUP = new LuaScript(`if redis.call('HSETNX', KEYS[1], 'owner', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1`);
+
 /** Compare-and-set attempts before giving up (TRY_LATER): only a storm of updates to one terminal gets there. */
 const CAS_ATTEMPTS = 8;
 
@@ -86,6 +144,8 @@ export class RedisStore implements LocatorStore {
   private readonly now: () => number;
   private readonly graceMs: number;
   private readonly sealKey: Buffer;
+  private readonly recordKey: Buffer;
+  private readonly onRejected: (kind: RejectedRecord, key: string) => void;
   readonly instanceId: string | undefined;
   /** Compare-and-set conflicts (another instance changed the record in between): retried. */
   casConflicts = 0;
@@ -97,8 +157,11 @@ export class RedisStore implements LocatorStore {
     this.graceMs = o.sessionGraceMs ?? 0;
     if (o.sessionSealKey.length !== 32) throw new Error('sessionSealKey must be 32 bytes');
     this.sealKey = o.sessionSealKey;
+    this.recordKey = o.recordKey ?? Buffer.from(hkdfSync('sha256', o.sessionSealKey, Buffer.alloc(0), 'devloc locatord redis records v1', 32));
+    if (this.recordKey.length !== 32) throw new Error('recordKey must be 32 bytes');
+    this.onRejected = o.onRejected ?? (() => undefined);
     this.instanceId = o.instanceId;
-    this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now);
+    this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now, this.recordKey, this.onRejected);
     this.watches = new RedisWatches(this.client, this.prefix);
   }
 
@@ -117,7 +180,15 @@ export class RedisStore implements LocatorStore {
   async getPresence(idHex: string): Promise<Presence | undefined> {
     const k = this.presenceKey(idHex);
     const v = asBuf(await this.client.call(['GET', k], k));
-    return v ? this.live(decodePresence(v)) : undefined;
+    return v ? this.live(this.decode(idHex, v)) : undefined;
+  }
+
+  /** A stored presence value, if its tag verifies (else reported and absent). */
+  private decode(idHex: string, stored: Buffer): Presence | undefined {
+    const value = openRecord(this.recordKey, 'presence', stored, Buffer.from(idHex, 'hex'));
+    const p = value && decodePresence(value);
+    if (!p) this.onRejected('presence', this.presenceKey(idHex));
+    return p;
   }
 
   /** Redis expires at ms resolution, but a value read in the last ms must still not be served. */
@@ -136,30 +207,30 @@ export class RedisStore implements LocatorStore {
     }
     return idHexes.map((_, i) => {
       const v = asBuf(values[i] ?? null);
-      return v ? this.live(decodePresence(v)) : undefined;
+      return v ? this.live(this.decode(idHexes[i]!, v)) : undefined;
     });
   }
 
-  private encode(p: Presence): Buffer {
-    return encodePresence(this.instanceId ? { ...p, inst: this.instanceId } : p);
+  private encode(idHex: string, p: Presence): Buffer {
+    return tagRecord(this.recordKey, 'presence', encodePresence(this.instanceId ? { ...p, inst: this.instanceId } : p), Buffer.from(idHex, 'hex'));
   }
 
   async putPresence(idHex: string, p: Presence): Promise<void> {
     const k = this.presenceKey(idHex);
     const ttl = Math.max(1, p.expMs - this.now());
-    await this.client.call(['SET', k, this.encode(p), 'PX', ttl], k);
+    await this.client.call(['SET', k, this.encode(idHex, p), 'PX', ttl], k);
   }
 
   async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T> {
     const k = this.presenceKey(idHex);
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const raw = asBuf(await this.client.call(['GET', k], k));
-      const d = change(raw ? this.live(decodePresence(raw)) : undefined);
+      const d = change(raw ? this.live(this.decode(idHex, raw)) : undefined);
       if (!d.put && !d.remove) return d.result;
       if (d.remove && !raw) return d.result;
       const args = d.remove
         ? [raw ?? '', 'del', '', 0]
-        : [raw ?? '', 'set', this.encode(d.put!), Math.max(1, d.put!.expMs - this.now())];
+        : [raw ?? '', 'set', this.encode(idHex, d.put!), Math.max(1, d.put!.expMs - this.now())];
       if ((await this.client.eval(CAS_PRESENCE, k, args)) === 1) return d.result;
       this.casConflicts++;
     }
@@ -181,7 +252,31 @@ export class RedisStore implements LocatorStore {
   async loadSession(sidHex: string): Promise<StoredSession | undefined> {
     const k = `${this.prefix}s:{${sidHex}}`;
     const v = asBuf(await this.client.call(['GET', k], k));
-    return v ? decodeSession(sidHex, v, this.sealKey) : undefined;
+    if (!v) return undefined;
+    const s = decodeSession(sidHex, v, this.sealKey);
+    if (!s) this.onRejected('session', k);
+    return s;
+  }
+
+  /**
+   * Under the terminal's hash tag, beside its presence record: on a Cluster a terminal's
+   * requests depend on one slot, whichever session it uses.
+   */
+  private windowKey(s: WindowOwner): string {
+    return `${this.prefix}rw:{${s.locatorHex}}:${s.sidHex}`;
+  }
+
+  /** Take `seq` in the session's shared replay window (CLAIM_SEQ), kept `ttlMs`. */
+  async claimSeq(s: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
+    const k = this.windowKey(s);
+    const r = await this.client.eval(CLAIM_SEQ, k, [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), source]);
+    return r === 0 ? 'ok' : r === 2 ? 'old' : r === 3 ? 'elsewhere' : 'replay';
+  }
+
+  /** Give back `seq` (RELEASE_SEQ). */
+  async releaseSeq(s: WindowOwner, seq: number): Promise<void> {
+    const k = this.windowKey(s);
+    await this.client.eval(RELEASE_SEQ, k, [String(seq), REPLAY_WINDOW]);
   }
 
   /** Bytes Redis uses in all (INFO memory used_memory), for the bench. */
@@ -202,7 +297,51 @@ class RedisGroups implements GroupBackend {
     private readonly prefix: string,
     public limits: GroupLimits,
     private readonly now: () => number,
+    private readonly key: Buffer,
+    private readonly onRejected: (kind: RejectedRecord, key: string) => void,
   ) {}
+
+  /** A member of dl:gm (the locator ID and its tag): only the service key makes one. */
+  private member(gid: Buffer, loc: Buffer): Buffer {
+    return Buffer.concat([loc, recordTag(this.key, 'member', gid, loc)]);
+  }
+
+  /** A member of dl:tg (the group ID and its tag). */
+  private membership(loc: Buffer, gid: Buffer): Buffer {
+    return Buffer.concat([gid, recordTag(this.key, 'membership', loc, gid)]);
+  }
+
+  /** The IDs of set/zset entries made by member()/membership() whose tags verify; the others are reported. */
+  private verified(entries: RedisReply, key: string, kind: 'member' | 'membership', owner: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    for (const e of Array.isArray(entries) ? entries : []) {
+      const b = asBuf(e);
+      const id = b && b.length > RECORD_TAG_BYTES ? b.subarray(0, b.length - RECORD_TAG_BYTES) : undefined;
+      if (b && id && timingSafeEqual(kind === 'member' ? this.member(owner, id) : this.membership(owner, id), b)) out.push(Buffer.from(id));
+      else this.onRejected(kind, key);
+    }
+    return out;
+  }
+
+  /** The tag of a group's metadata (its "mac" field) over the group ID and the fields. */
+  private metaTag(gid: Buffer, f: { owner: Buffer; name: Buffer; salt?: Buffer | undefined; hash?: Buffer | undefined; created: Buffer }): Buffer {
+    const none = Buffer.alloc(0);
+    return recordTag(this.key, 'group', gid, f.owner, f.name, f.salt ?? none, f.hash ?? none, f.created);
+  }
+
+  /** The group's metadata fields, if present and their "mac" verifies (else reported and absent). */
+  private async readMeta(gid: Buffer): Promise<{ owner: Buffer; name: Buffer; salt?: Buffer | undefined; hash?: Buffer | undefined; created: Buffer } | undefined> {
+    const mk = this.meta(gid);
+    const r = await this.r.call(['HMGET', mk, 'owner', 'name', 'salt', 'hash', 'created', 'mac'], mk);
+    const [owner, name, salt, hash, created, mac] = (Array.isArray(r) ? r : []).map(asBuf);
+    if (!owner) return undefined;
+    const f = { owner, name: name ?? Buffer.alloc(0), salt, hash, created: created ?? Buffer.alloc(0) };
+    if (!mac || mac.length !== RECORD_TAG_BYTES || !timingSafeEqual(this.metaTag(gid, f), mac)) {
+      this.onRejected('group', mk);
+      return undefined;
+    }
+    return f;
+  }
 
   private meta(gid: Buffer): string {
     return `${this.prefix}g:{${gid.toString('hex')}}`;
@@ -228,21 +367,24 @@ class RedisGroups implements GroupBackend {
     const seq = (await this.r.call(['HINCRBY', mk, 'seq', 1], mk)) as number;
     const gm = this.mem(gid);
     const tg = this.of(loc);
-    await Promise.all([this.r.call(['ZADD', gm, 'NX', seq, loc], gm), this.r.call(['SADD', tg, gid], tg)]);
+    await Promise.all([this.r.call(['ZADD', gm, 'NX', seq, this.member(gid, loc)], gm), this.r.call(['SADD', tg, this.membership(loc, gid)], tg)]);
   }
 
   /** Create `gid`; false when it exists already (created concurrently). */
   private async insertGroup(gid: Buffer, owner: Buffer, name: string, joinCode: string | undefined): Promise<boolean> {
     await this.checkRoomFor(owner);
     const mk = this.meta(gid);
-    // The owner field is the creation lock: only one creator of a given group ID wins.
-    if ((await this.r.call(['HSETNX', mk, 'owner', owner], mk)) !== 1) return false;
-    const fields: (string | Buffer | number)[] = ['name', name, 'created', this.now()];
+    const f = { owner, name: Buffer.from(name, 'utf8'), created: Buffer.from(String(this.now())), salt: undefined as Buffer | undefined, hash: undefined as Buffer | undefined };
+    const fields: (string | Buffer | number)[] = ['name', f.name, 'created', f.created];
     if (joinCode !== undefined) {
-      const salt = randomBytes(16);
-      fields.push('salt', salt, 'hash', hashCode(salt, joinCode));
+      f.salt = randomBytes(16);
+      f.hash = hashCode(f.salt, joinCode);
+      fields.push('salt', f.salt, 'hash', f.hash);
     }
-    await this.r.call(['HSET', mk, ...fields], mk);
+    fields.push('mac', this.metaTag(gid, f));
+    // The owner field is the creation lock: only one creator of a given group ID wins; the other
+    // fields and the tag are written with it, so no reader sees a group without its tag.
+    if ((await this.r.eval(CREATE_GROUP, mk, [owner, ...fields])) !== 1) return false;
     await this.addMember(gid, owner);
     return true;
   }
@@ -254,15 +396,14 @@ class RedisGroups implements GroupBackend {
   }
 
   private async joinOne(gid: Buffer, loc: Buffer, joinCode: string | undefined, createIfMissing: boolean): Promise<boolean> {
-    const mk = this.meta(gid);
     const gm = this.mem(gid);
     const [meta, score, count] = await Promise.all([
-      this.r.call(['HMGET', mk, 'owner', 'salt', 'hash'], mk),
-      this.r.call(['ZSCORE', gm, loc], gm),
+      this.readMeta(gid),
+      this.r.call(['ZSCORE', gm, this.member(gid, loc)], gm),
       this.r.call(['ZCARD', gm], gm),
     ]);
-    const [owner, salt, hash] = (Array.isArray(meta) ? meta : []).map(asBuf);
-    if (!owner) {
+    const { salt, hash } = meta ?? {};
+    if (!meta) {
       if (!createIfMissing) throw new DevlocError(ErrorCode.NOT_FOUND, 'no such group');
       if (await this.insertGroup(gid, loc, '', joinCode)) return true;
       return this.joinOne(gid, loc, joinCode, false);
@@ -286,8 +427,8 @@ class RedisGroups implements GroupBackend {
     // Checked first, then applied: a refused join (closed group, full) changes nothing; unlike
     // SQLite this is not one transaction, so a concurrent change between may still slip in.
     const k = this.of(locatorId);
-    const mine = await this.r.call(['SMEMBERS', k], k);
-    const have = new Set((Array.isArray(mine) ? mine : []).map((b) => (b as Buffer).toString('hex')));
+    const mine = this.verified(await this.r.call(['SMEMBERS', k], k), k, 'membership', locatorId);
+    const have = new Set(mine.map((b) => b.toString('hex')));
     const pending = joins.filter((j) => !have.has(Buffer.from(j.groupId).toString('hex')));
     if (pending.length === 0) return 0;
     if (have.size + pending.length > this.limits.maxGroupsPerTerminal) {
@@ -301,7 +442,7 @@ class RedisGroups implements GroupBackend {
   async leave(groupId: Buffer, locatorId: Buffer): Promise<boolean> {
     const gm = this.mem(groupId);
     const tg = this.of(locatorId);
-    const [removed] = await Promise.all([this.r.call(['ZREM', gm, locatorId], gm), this.r.call(['SREM', tg, groupId], tg)]);
+    const [removed] = await Promise.all([this.r.call(['ZREM', gm, this.member(groupId, locatorId)], gm), this.r.call(['SREM', tg, this.membership(locatorId, groupId)], tg)]);
     if (removed !== 1) return false;
     if ((await this.r.call(['ZCARD', gm], gm)) === 0) {
       const mk = this.meta(groupId);
@@ -311,33 +452,32 @@ class RedisGroups implements GroupBackend {
   }
 
   async get(groupId: Buffer): Promise<GroupInfo | undefined> {
-    const mk = this.meta(groupId);
     const gm = this.mem(groupId);
-    const [meta, count] = await Promise.all([this.r.call(['HMGET', mk, 'owner', 'name', 'hash', 'created'], mk), this.r.call(['ZCARD', gm], gm)]);
-    const [owner, name, hash, created] = (Array.isArray(meta) ? meta : []).map(asBuf);
-    if (!owner) return undefined;
-    return { id: groupId, name: name?.toString('utf8') ?? '', owner, closed: hash !== undefined, createdMs: Number(created?.toString() ?? 0), members: count as number };
+    const [meta, count] = await Promise.all([this.readMeta(groupId), this.r.call(['ZCARD', gm], gm)]);
+    if (!meta) return undefined;
+    return { id: groupId, name: meta.name.toString('utf8'), owner: meta.owner, closed: meta.hash !== undefined, createdMs: Number(meta.created.toString()), members: count as number };
   }
 
   async isMember(groupId: Buffer, locatorId: Buffer): Promise<boolean> {
     const gm = this.mem(groupId);
-    return (await this.r.call(['ZSCORE', gm, locatorId], gm)) !== null;
+    return (await this.r.call(['ZSCORE', gm, this.member(groupId, locatorId)], gm)) !== null;
   }
 
   async members(groupId: Buffer, offset: number, limit: number): Promise<Buffer[]> {
     if (limit <= 0) return [];
     const gm = this.mem(groupId);
-    const r = await this.r.call(['ZRANGE', gm, offset, offset + limit - 1], gm);
-    return (Array.isArray(r) ? r : []).filter(Buffer.isBuffer);
+    return this.verified(await this.r.call(['ZRANGE', gm, offset, offset + limit - 1], gm), gm, 'member', groupId);
   }
 
   async shareGroup(a: Buffer, b: Buffer): Promise<boolean> {
     const ka = this.of(a);
     const kb = this.of(b);
-    const [ga, gb] = await Promise.all([this.r.call(['SMEMBERS', ka], ka), this.r.call(['SMEMBERS', kb], kb)]);
-    if (!Array.isArray(ga) || !Array.isArray(gb) || ga.length === 0 || gb.length === 0) return false;
-    const set = new Set(ga.map((x) => (x as Buffer).toString('hex')));
-    return gb.some((x) => set.has((x as Buffer).toString('hex')));
+    const [ra, rb] = await Promise.all([this.r.call(['SMEMBERS', ka], ka), this.r.call(['SMEMBERS', kb], kb)]);
+    const ga = this.verified(ra, ka, 'membership', a);
+    const gb = this.verified(rb, kb, 'membership', b);
+    if (ga.length === 0 || gb.length === 0) return false;
+    const set = new Set(ga.map((x) => x.toString('hex')));
+    return gb.some((x) => set.has(x.toString('hex')));
   }
 }
 

@@ -9,7 +9,10 @@
 //     instance the target last spoke to;
 //   - SIGHUP clean-up: the registrations this instance wrote last whose session's key is no
 //     longer trusted are removed from Redis (compare-and-set: only if still that session's);
-//   - sessions are shared (keys sealed in Redis), replay windows are not (per instance).
+//   - sessions are shared (keys sealed in Redis), and so are their replay windows (claimSeq:
+//     a datagram replayed to another instance or worker is refused there too);
+//   - records that fail authentication (forged or altered by a Redis writer) are absent, counted
+//     and logged.
 // No snapshot: the state is in Redis (a Redis without persistence loses registrations on
 // restart; terminals re-register on NOT_FOUND / NO_SESSION). devloc-locatord(8) documents each.
 import type { KeyObject } from 'node:crypto';
@@ -17,14 +20,14 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
-import type { ServerSession, ServerSessions } from '../../net/sessions.js';
+import type { ServerSession, ServerSessions, SharedReplayWindow, ClaimVerdict, WindowOwner } from '../../net/sessions.js';
 import { decodeDatagram } from '../../wire/envelope.js';
 import type { Introductions } from '../handlers/introduce.js';
 import type { PresencePushes } from '../handlers/watch.js';
 import type { LocatordLimits, RedisStoreConfig } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
 import { RegistrationTable } from '../table.js';
-import { deriveFromServiceKey, sessionSealKey } from './codec.js';
+import { deriveFromServiceKey, recordKey, sessionSealKey } from './codec.js';
 import { fromStoredSession, mirrorPresence, toStoredSession } from './embedded.js';
 import type { MaybePromise } from './maybe.js';
 import { RedisStore } from './redis.js';
@@ -49,7 +52,7 @@ export interface SharedStoreOptions {
   now?: () => number;
 }
 
-export class SharedStore implements ServedStore {
+export class SharedStore implements ServedStore, SharedReplayWindow {
   readonly kind = 'redis' as const;
   /** Names this process in the presence records it writes (probes, introductions). */
   readonly instanceId = randomBytes(8).toString('hex');
@@ -74,7 +77,12 @@ export class SharedStore implements ServedStore {
     const now = o.now ?? Date.now;
     const l = o.limits;
     this.redis = new RedisStore({
-      ...url, ...(o.config.tlsCaFile ? { tlsCa: readFileSync(o.config.tlsCaFile) } : {}), instanceId: this.instanceId, sessionSealKey: sessionSealKey(o.serviceSecret), timeoutMs: o.config.timeoutMs, maxPending: o.config.maxPending,
+      ...url, ...(o.config.tlsCaFile ? { tlsCa: readFileSync(o.config.tlsCaFile) } : {}), instanceId: this.instanceId, sessionSealKey: sessionSealKey(o.serviceSecret), recordKey: recordKey(o.serviceSecret),
+      onRejected: (kind, key) => {
+        o.metrics.inc('redis_records_rejected_total', { kind });
+        o.logger.refusal('redis-record-rejected', { kind, key, reason: 'does not verify under the service key: forged, altered, or written with another key' });
+      },
+      timeoutMs: o.config.timeoutMs, maxPending: o.config.maxPending,
       ...(o.config.prefix ? { prefix: o.config.prefix } : {}),
       limits: { maxMembers: l.maxGroupMembers, maxGroupsPerTerminal: l.maxGroupsPerTerminal },
       sessionGraceMs: o.sessionGraceMs, now,
@@ -105,6 +113,7 @@ export class SharedStore implements ServedStore {
     // Subscribed before "listening": an introduction relayed to us right away must find us.
     this.ready = Promise.race([this.relay.ready, new Promise<void>((r) => setTimeout(r, o.config.timeoutMs).unref())]);
     this.where = { redis: url.nodes.map((n) => `${n.host}:${n.port}`).join(','), cluster: url.cluster };
+    o.metrics.counter('redis_records_rejected_total', 'Redis records that failed authentication (forged or altered) and were treated as absent, by kind');
     o.metrics.counter('redis_errors_total', 'Requests refused because Redis was unavailable, slow, or our queue to it full');
     o.metrics.gauge('redis_pending', 'Commands queued for or awaiting Redis', () => this.redis.pending);
   }
@@ -149,6 +158,15 @@ export class SharedStore implements ServedStore {
 
   loadSession(sidHex: string): Promise<StoredSession | undefined> {
     return this.redis.loadSession(sidHex);
+  }
+
+  /** The shared replay window (ServerSessions' sharedWindow): store/redis.ts CLAIM_SEQ. */
+  claim(s: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
+    return this.redis.claimSeq(s, seq, ttlMs, source);
+  }
+
+  release(s: WindowOwner, seq: number): Promise<void> {
+    return this.redis.releaseSeq(s, seq);
   }
 
   shareSession(s: KeyedSession): Promise<void> {
