@@ -5,6 +5,7 @@
 // migrates, and two devloc-locatord processes given `redis+cluster://` serve one table (register
 // through one, query through the other, groups, a relayed introduction), also across a slot
 // migration they were not told about.
+import { codeKeyOf } from '../../src/wire/groupcode.js';
 import t from 'tap';
 import { daemonAddress, redisLocatord } from './fixtures/locatord.js';
 import type { Test } from 'tap';
@@ -68,8 +69,8 @@ t.test('store on a Cluster: slots, no cross-slot command, ASK and MOVED during a
   t.same((await store.getPresences(ids.slice(0, 12))).map((p) => p?.seq), ids.slice(0, 12).map(() => 2));
   // Groups: metadata, members and per-terminal sets live in different slots; every call is one slot.
   const [a, b] = [randomBytes(16), randomBytes(16)];
-  const g = await store.groups.create(a, 'crew', 'pw');
-  t.equal(await store.groups.join(g, b, 'pw'), true);
+  const g = await store.groups.create(a, 'crew', codeKeyOf('pw'));
+  t.equal(await store.groups.join(g, b, (k) => k.equals(codeKeyOf('pw'))), true);
   t.equal(await store.groups.shareGroup(a, b), true);
   t.same((await store.groups.members(g, 0, 10)).map((x) => x.toString('hex')), [a, b].map((x) => x.toString('hex')));
   t.equal((await store.groups.get(g))?.members, 2);

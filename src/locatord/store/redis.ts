@@ -6,7 +6,8 @@
 //                         remaining TTL: Redis frees expired registrations itself;
 //   dl:s:{<sid hex>}      session: locator ID, audience, ticket expiry, authd kid and the two
 //                         session keys, sealed (codec.ts), PX = until the ticket expires (+ skew);
-//   dl:g:{<group hex>}    group metadata (hash: name, owner, code salt/hash, created, join seq);
+//   dl:g:{<group hex>}    group metadata (hash: name, owner, code key, created, join seq);
+//   dl:jf:{<hex>}         failed join proofs of a terminal or a group in the current window (counter);
 //   dl:gm:{<group hex>}   members (sorted set scored by join order: pages are rank ranges);
 //   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks).
 //
@@ -24,10 +25,10 @@
 // Groups are hard state: run Redis with appendonly (see devloc-locatord(8)) when groups matter;
 // group changes are several commands, not a transaction (keys live in different slots), so two
 // concurrent joins at a limit may overshoot it by one.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { DevlocError, ErrorCode } from '../../wire/errors.js';
-import type { GroupInfo, GroupLimits } from '../groups.js';
-import { GROUP_ID_BYTES } from '../groups.js';
+import type { CodeProof, GroupInfo, GroupLimits, JoinRequest } from '../groups.js';
+import { GROUP_ID_BYTES, JOIN_FAILURE_LIMITS } from '../groups.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession } from './codec.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
 import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
@@ -54,9 +55,6 @@ return 1`);
 /** Compare-and-set attempts before giving up (TRY_LATER): only a storm of updates to one terminal gets there. */
 const CAS_ATTEMPTS = 8;
 
-function hashCode(salt: Uint8Array, code: string): Buffer {
-  return createHash('sha256').update(salt).update(code, 'utf8').digest();
-}
 
 const asBuf = (v: RedisReply): Buffer | undefined => (Buffer.isBuffer(v) ? v : undefined);
 
@@ -212,46 +210,43 @@ class RedisGroups implements GroupBackend {
     await Promise.all([this.r.call(['ZADD', gm, 'NX', seq, loc], gm), this.r.call(['SADD', tg, gid], tg)]);
   }
 
-  /** Create `gid`; false when it exists already (created concurrently). */
-  private async insertGroup(gid: Buffer, owner: Buffer, name: string, joinCode: string | undefined): Promise<boolean> {
+  /** Failed-join counters: one key per terminal, one per group, each expiring with its window. */
+  private failKeys(gid: Buffer, loc: Buffer): [string, string] {
+    return [`${this.prefix}jf:{${loc.toString('hex')}}`, `${this.prefix}jf:{${gid.toString('hex')}}`];
+  }
+
+  /**
+   * A new group under a random ID (see GroupStore.create: no message names the ID of a group to
+   * create, so an emptied group is never re-created). The owner field is the creation lock.
+   */
+  async create(owner: Buffer, name: string, codeKey?: Buffer): Promise<Buffer> {
     await this.checkRoomFor(owner);
+    const gid = randomBytes(GROUP_ID_BYTES);
     const mk = this.meta(gid);
-    // The owner field is the creation lock: only one creator of a given group ID wins.
-    if ((await this.r.call(['HSETNX', mk, 'owner', owner], mk)) !== 1) return false;
+    if ((await this.r.call(['HSETNX', mk, 'owner', owner], mk)) !== 1) throw new DevlocError(ErrorCode.CONFLICT, 'group ID drawn twice');
     const fields: (string | Buffer | number)[] = ['name', name, 'created', this.now()];
-    if (joinCode !== undefined) {
-      const salt = randomBytes(16);
-      fields.push('salt', salt, 'hash', hashCode(salt, joinCode));
-    }
+    if (codeKey !== undefined) fields.push('key', codeKey);
     await this.r.call(['HSET', mk, ...fields], mk);
     await this.addMember(gid, owner);
-    return true;
+    return gid;
   }
 
-  async create(owner: Buffer, name: string, joinCode?: string): Promise<Buffer> {
-    const id = randomBytes(GROUP_ID_BYTES);
-    await this.insertGroup(id, owner, name, joinCode);
-    return id;
-  }
-
-  private async joinOne(gid: Buffer, loc: Buffer, joinCode: string | undefined, createIfMissing: boolean): Promise<boolean> {
+  private async joinOne(gid: Buffer, loc: Buffer, proof: CodeProof | undefined): Promise<boolean> {
     const mk = this.meta(gid);
     const gm = this.mem(gid);
     const [meta, score, count] = await Promise.all([
-      this.r.call(['HMGET', mk, 'owner', 'salt', 'hash'], mk),
+      this.r.call(['HMGET', mk, 'owner', 'key', 'hash'], mk),
       this.r.call(['ZSCORE', gm, loc], gm),
       this.r.call(['ZCARD', gm], gm),
     ]);
-    const [owner, salt, hash] = (Array.isArray(meta) ? meta : []).map(asBuf);
-    if (!owner) {
-      if (!createIfMissing) throw new DevlocError(ErrorCode.NOT_FOUND, 'no such group');
-      if (await this.insertGroup(gid, loc, '', joinCode)) return true;
-      return this.joinOne(gid, loc, joinCode, false);
-    }
+    // `hash`: a closed group of before issue 15 (salted hash of a code sent in clear): closed
+    // to everyone now, its code never kept.
+    const [owner, key, oldHash] = (Array.isArray(meta) ? meta : []).map(asBuf);
+    if (!owner) throw new DevlocError(ErrorCode.NOT_FOUND, 'no such group');
     if (score !== null) return false;
-    if (hash && salt) {
-      const ok = joinCode !== undefined && timingSafeEqual(hashCode(salt, joinCode), hash);
-      if (!ok) throw new DevlocError(ErrorCode.FORBIDDEN, joinCode === undefined ? 'group is closed: join code required' : 'wrong join code');
+    if (key || oldHash) {
+      const ok = key !== undefined && proof !== undefined && proof(key);
+      if (!ok) throw new DevlocError(ErrorCode.FORBIDDEN, proof === undefined ? 'group is closed: join proof required' : 'wrong join code');
     }
     if ((count as number) >= this.limits.maxMembers) throw new DevlocError(ErrorCode.FULL, `group has ${this.limits.maxMembers} members already`);
     await this.checkRoomFor(loc);
@@ -259,11 +254,11 @@ class RedisGroups implements GroupBackend {
     return true;
   }
 
-  join(groupId: Buffer, locatorId: Buffer, joinCode?: string): Promise<boolean> {
-    return this.joinOne(groupId, locatorId, joinCode, false);
+  join(groupId: Buffer, locatorId: Buffer, proof?: CodeProof): Promise<boolean> {
+    return this.joinOne(groupId, locatorId, proof);
   }
 
-  async joinAll(locatorId: Buffer, joins: readonly { groupId: Uint8Array; joinCode?: string }[]): Promise<number> {
+  async joinAll(locatorId: Buffer, joins: readonly JoinRequest[]): Promise<number> {
     // Checked first, then applied: a refused join (closed group, full) changes nothing; unlike
     // SQLite this is not one transaction, so a concurrent change between may still slip in.
     const k = this.of(locatorId);
@@ -275,8 +270,22 @@ class RedisGroups implements GroupBackend {
       throw new DevlocError(ErrorCode.FULL, `terminal is in ${this.limits.maxGroupsPerTerminal} groups already`);
     }
     let n = 0;
-    for (const j of pending) if (await this.joinOne(Buffer.from(j.groupId), locatorId, j.joinCode, true)) n++;
+    for (const j of pending) if (await this.joinOne(Buffer.from(j.groupId), locatorId, j.proof)) n++;
     return n;
+  }
+
+  async joinFailures(groupId: Buffer, locatorId: Buffer): Promise<{ terminal: number; group: number }> {
+    const [kt, kg] = this.failKeys(groupId, locatorId);
+    const [t, g] = await Promise.all([this.r.call(['GET', kt], kt), this.r.call(['GET', kg], kg)]);
+    const n = (v: unknown): number => (v === null || v === undefined ? 0 : Number(Buffer.isBuffer(v) ? v.toString() : v) || 0);
+    return { terminal: n(t), group: n(g) };
+  }
+
+  /** Counted by every instance alike: the counters live in Redis, not in the instance. */
+  async noteJoinFailure(groupId: Buffer, locatorId: Buffer): Promise<void> {
+    await Promise.all(this.failKeys(groupId, locatorId).map(async (k) => {
+      if ((await this.r.call(['INCR', k], k)) === 1) await this.r.call(['PEXPIRE', k, JOIN_FAILURE_LIMITS.windowMs], k);
+    }));
   }
 
   async leave(groupId: Buffer, locatorId: Buffer): Promise<boolean> {
@@ -294,10 +303,10 @@ class RedisGroups implements GroupBackend {
   async get(groupId: Buffer): Promise<GroupInfo | undefined> {
     const mk = this.meta(groupId);
     const gm = this.mem(groupId);
-    const [meta, count] = await Promise.all([this.r.call(['HMGET', mk, 'owner', 'name', 'hash', 'created'], mk), this.r.call(['ZCARD', gm], gm)]);
-    const [owner, name, hash, created] = (Array.isArray(meta) ? meta : []).map(asBuf);
+    const [meta, count] = await Promise.all([this.r.call(['HMGET', mk, 'owner', 'name', 'key', 'hash', 'created'], mk), this.r.call(['ZCARD', gm], gm)]);
+    const [owner, name, key, hash, created] = (Array.isArray(meta) ? meta : []).map(asBuf);
     if (!owner) return undefined;
-    return { id: groupId, name: name?.toString('utf8') ?? '', owner, closed: hash !== undefined, createdMs: Number(created?.toString() ?? 0), members: count as number };
+    return { id: groupId, name: name?.toString('utf8') ?? '', owner, closed: key !== undefined || hash !== undefined, createdMs: Number(created?.toString() ?? 0), members: count as number };
   }
 
   async isMember(groupId: Buffer, locatorId: Buffer): Promise<boolean> {
