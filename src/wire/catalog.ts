@@ -130,10 +130,10 @@ const requirement = [
 ] as const satisfies readonly Field[];
 
 const matchMember = [
-  { key: 1, name: 'id', type: locatorId, required: true, doc: 'member locator ID' },
-  { key: 2, name: 'nickname', type: nickname, doc: 'member nickname' },
+  { key: 1, name: 'id', type: locatorId, required: true, doc: 'member locator ID, or a random alias for a member that submitted visibility 1' },
+  { key: 2, name: 'nickname', type: nickname, doc: 'member nickname (never for a hidden member)' },
   { key: 3, name: 'netMode', type: netMode, required: true, doc: 'member network mode' },
-  { key: 4, name: 'addr', type: { t: 'addr' }, required: true, doc: 'member observed address' },
+  { key: 4, name: 'addr', type: { t: 'addr' }, required: true, doc: "source address of the member's latest authenticated datagram to matchd (never a claimed one)" },
 ] as const satisfies readonly Field[];
 
 const registrationAck = [
@@ -353,7 +353,7 @@ const specs = {
   },
   [MessageType.MATCH_SUBMIT]: {
     name: 'MATCH_SUBMIT', direction: 'terminal->server', service: 'matchd', auth: 'session',
-    doc: 'Ask for partners. A second submit from the same terminal replaces the first.',
+    doc: 'Ask for partners. A second submit from the same terminal replaces the first. Limited per terminal (a rate, and a cool-down after a match): RATE_LIMITED with retryAfterMs.',
     fields: [
       { key: 1, name: 'ticket', type: ticket, doc: 'ticket for matchd; required when matchd has no session' },
       { key: 2, name: 'timeMs', type: { t: 'uint' }, doc: "terminal's clock, ms since the epoch (required with ticket)" },
@@ -366,6 +366,7 @@ const specs = {
       { key: 9, name: 'netMode', type: netMode, required: true, doc: "requester's network mode" },
       { key: 10, name: 'maxWaitS', type: { t: 'uint', max: 3600 }, required: true, doc: 'longest wait before a no-match result' },
       { key: 11, name: 'nickname', type: nickname, doc: 'nickname shown to partners' },
+      { key: 12, name: 'visibility', type: { t: 'uint', max: 1 }, doc: '0 shown to partners by locator ID and nickname (default); 1 hidden: partners see a random alias for this request, no nickname' },
     ],
   },
   [MessageType.MATCH_SUBMIT_ACK]: {
