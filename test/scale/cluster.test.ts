@@ -110,8 +110,9 @@ t.test('two locatord processes on the Cluster: one table, groups, a relayed intr
   const { client: bobClient, next: nextPush } = await pushClient(t);
   const alice = await Terminal.open(t, keys, dest(one));
   const bob = await Terminal.open(t, keys, dest(two), { client: bobClient });
-  const group = randomBytes(16);
-  await alice.expect(t, 'REGISTER_ACK', alice.register({ nickname: 'alice', joinGroups: [{ groupId: group }] }));
+  await alice.expect(t, 'REGISTER_ACK', alice.register({ nickname: 'alice' }));
+  // Group IDs are drawn by locatord (issue 15): the group exists before bob's REGISTER joins it.
+  const group = (await alice.expect(t, 'GROUP_CREATE_ACK', alice.request('GROUP_CREATE', { name: 'crew' }))).body.groupId;
   await bob.expect(t, 'REGISTER_ACK', bob.register({ visibility: 1, reachable: true, joinGroups: [{ groupId: group }] }));
   // Through the other instance each.
   alice.dest = dest(two);
