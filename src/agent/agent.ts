@@ -62,6 +62,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
       locatorId: () => reg.locatorIdHex,
       names: (id) => opts.peers?.namesOf(id) ?? [],
       ...(opts.nickname ? { nickname: opts.nickname } : {}),
+      ...(opts.visibility !== undefined ? { visibility: opts.visibility } : {}),
       emit: (r) => this.emit('match', r),
       now: reg.now,
       log,

@@ -60,6 +60,8 @@ export interface MatchBridge {
   names(idHex: string): string[];
   /** The nickname registered with locatord (default for submits). */
   nickname?: string;
+  /** The visibility registered with locatord: 1 (hidden) submits hidden too (partners see an alias). */
+  visibility?: number;
   /** Report an ended request (the agent emits it as 'match'). */
   emit(result: MatchResult): void;
   now(): number;
@@ -476,6 +478,7 @@ export class MatchClient {
     if (spec.requirements?.length) body.requirements = spec.requirements;
     const nickname = spec.nickname ?? this.bridge.nickname;
     if (nickname) body.nickname = nickname;
+    if (this.bridge.visibility === 1) body.visibility = 1;
     if (!this.bridge.session(this.audience) && this.bridge.recheckGrant) {
       // A match service registered with authd after our last grant: ask authd again, once.
       await this.bridge.recheckGrant(this.audience, this.readyWaitMs);

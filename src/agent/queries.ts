@@ -13,6 +13,7 @@ import { MAX_QUERY_IDS } from '../wire/catalog.js';
 import { netModeNames } from '../wire/constants.js';
 import type { MessageOf } from '../wire/envelope.js';
 import { ErrorCode, errorName } from '../wire/errors.js';
+import { joinProof, sealCodeKey } from '../wire/groupcode.js';
 import type { ClientSession } from '../net/clientsession.js';
 import { AgentError, NEEDS_TICKET, ServerError } from './errors.js';
 import { formatId, parseId } from './ids.js';
@@ -80,12 +81,17 @@ export class LocatorQueries {
     private readonly peers: AddressBook | undefined,
   ) {}
 
-  /** A query on the current session; on NO_SESSION (or a ticket problem), re-register once and retry. */
-  async query<N extends MessageName, R extends MessageName>(name: N, body: Bodies[N], expect: R, waitMs = 10_000): Promise<MessageOf<R>> {
+  /**
+   * A query on the current session; on NO_SESSION (or a ticket problem), re-register once and
+   * retry. `body` may be made from the session (a join proof is bound to it).
+   */
+  async query<N extends MessageName, R extends MessageName>(
+    name: N, body: Bodies[N] | ((session: ClientSession) => Bodies[N]), expect: R, waitMs = 10_000,
+  ): Promise<MessageOf<R>> {
     for (let attempt = 0; ; attempt++) {
       const session = await this.host.ready(waitMs);
       try {
-        return await this.host.call(session, name, body, expect);
+        return await this.host.call(session, name, typeof body === 'function' ? body(session) : body, expect);
       } catch (err) {
         if (err instanceof ServerError) {
           if ((err.code === ErrorCode.NO_SESSION || NEEDS_TICKET.includes(err.code)) && attempt === 0) {
@@ -158,14 +164,16 @@ export class LocatorQueries {
     }));
   }
 
+  /** A group with an ID locatord draws; closed when `joinCode` is given (only its key is sent, sealed). */
   async groupCreate(name: string, joinCode?: string): Promise<{ groupId: string }> {
-    const m = await this.query('GROUP_CREATE', { name, ...(joinCode ? { joinCode } : {}) }, 'GROUP_CREATE_ACK');
+    const m = await this.query('GROUP_CREATE', (s) => ({ name, ...(joinCode ? sealCodeKey(s.keys, joinCode) : {}) }), 'GROUP_CREATE_ACK');
     return { groupId: formatId(m.body.groupId) };
   }
 
+  /** Join; for a closed group a proof of `joinCode` bound to the session is sent, never the code. */
   async groupJoin(group: string | Uint8Array, joinCode?: string): Promise<{ groupId: string }> {
     const groupId = this.resolveTarget(group);
-    const m = await this.query('GROUP_JOIN', { groupId, ...(joinCode ? { joinCode } : {}) }, 'GROUP_JOIN_ACK');
+    const m = await this.query('GROUP_JOIN', (s) => ({ groupId, ...(joinCode ? joinProof(s.keys, s.sid, groupId, joinCode) : {}) }), 'GROUP_JOIN_ACK');
     return { groupId: formatId(m.body.groupId) };
   }
 

@@ -292,4 +292,5 @@ function declareMetrics(m: Metrics): void {
   m.counter('probes_sent_total', 'Liveness probes sent');
   m.counter('probe_acks_total', 'Probe answers that extended a registration');
   m.counter('group_changes_total', 'Group changes committed, by operation');
+  m.counter('group_join_refusals_total', 'Joins refused for a join proof that did not verify (proof) or over the failed-proof limits (limit)');
 }

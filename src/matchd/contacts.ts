@@ -19,6 +19,11 @@ export interface Contact {
   /** Sequence number (in `session`) of the datagram that set `addr`. */
   addrSeq: number;
   lastSeenMs: number;
+  /** MATCH_SUBMIT budget (server.ts submitGate): tokens left at `submitAtMs`. */
+  submitTokens?: number;
+  submitAtMs?: number;
+  /** No MATCH_SUBMIT accepted before this (set when a request of the terminal ends matched). */
+  coolUntilMs?: number;
 }
 
 export class Contacts {

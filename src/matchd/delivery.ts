@@ -38,9 +38,12 @@ export type ContactRequest = MatchRequest<Contact>;
 export function resultBody(r: ContactRequest): Bodies['MATCH_RESULT'] {
   const body: Bodies['MATCH_RESULT'] = { matchId: r.id, state: r.state };
   if (r.state === MatchState.MATCHED && r.party) {
+    // A hidden member (visibility 1) is shown to the others under its per-request alias and
+    // without its nickname; it sees itself as it is.
     body.members = r.party.members.map((m): MatchMember => {
-      const e: MatchMember = { id: m.locatorId, netMode: m.netMode, addr: m.contact.addr };
-      if (m.nickname !== undefined) e.nickname = m.nickname;
+      const hidden = m.alias !== undefined && m !== r;
+      const e: MatchMember = { id: hidden ? m.alias! : m.locatorId, netMode: m.netMode, addr: m.contact.addr };
+      if (m.nickname !== undefined && !hidden) e.nickname = m.nickname;
       return e;
     });
     body.host = r.party.host;

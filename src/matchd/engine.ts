@@ -52,6 +52,11 @@ export interface MatchRequest<C> {
   rules: Rule[];
   netMode: number;
   nickname: string | undefined;
+  /**
+   * Set when the terminal asked not to be revealed (MATCH_SUBMIT visibility 1): the random ID
+   * its partners see instead of its locator ID, for this request only (delivery.ts resultBody).
+   */
+  alias: Buffer | undefined;
   submittedAtMs: number;
   deadlineMs: number;
   /** Submission order (ties in age are impossible). */
@@ -84,6 +89,8 @@ export interface SubmitInput<C> {
   netMode: number;
   maxWaitS: number;
   nickname?: string;
+  /** Shown to partners instead of the locator ID (and no nickname): a hidden terminal. */
+  alias?: Buffer;
   contact: C;
   /** The request may not outlive this instant (the session's end), ms since the epoch. */
   notAfterMs?: number;
@@ -280,7 +287,7 @@ export class MatchEngine<C = unknown> {
       mediaId: input.mediaId, appType: input.appType ?? '',
       minParty: input.minParty, maxParty: Math.min(input.maxParty, o.maxParty),
       attrs: input.attrs ?? {}, rules: compiled.rules, netMode: input.netMode, nickname: input.nickname,
-      submittedAtMs: now, deadlineMs, seq: ++this.seq, state: MatchState.WAITING,
+      alias: input.alias, submittedAtMs: now, deadlineMs, seq: ++this.seq, state: MatchState.WAITING,
       tol: EXACT, nextWidenAtMs: Infinity, dirty: false, eventAtMs: deadlineMs, heapIndex: -1,
       party: null, finishedAtMs: 0, contact: input.contact,
       indexKey: indexKeyOf(compiled.rules),

@@ -12,7 +12,7 @@ import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX
 import { readServiceKey, readTrust } from '../net/trust.js';
 import { defaultEngineOptions, MAX_PARTY_LIMIT } from './engine.js';
 import type { EngineTuning, MatchdOptions } from './server.js';
-import { startMatchd } from './server.js';
+import { DEFAULT_SUBMIT_LIMITS, startMatchd } from './server.js';
 import { isMainModule } from '../common/entry.js';
 
 const d = defaultEngineOptions;
@@ -36,6 +36,9 @@ export const spec: Spec = {
   'result-retention': { type: 'number', default: d.retentionMs / 1000, min: 0, max: 86_400, reloadable: true, describe: 'how long an ended request can still be polled or cancelled, seconds' },
   'push-timeout': { type: 'number', default: DEFAULT_RETRANSMIT_TIMEOUT_MS, min: 50, max: 60_000, describe: 'first MATCH_RESULT retransmission after this (x1..1.5, doubling), ms' },
   'push-retransmit': { type: 'number', default: MAX_RETRANSMIT, min: 0, max: 10, describe: 'MATCH_RESULT retransmissions before giving up' },
+  'submit-interval': { type: 'number', default: DEFAULT_SUBMIT_LIMITS.intervalMs / 1000, min: 0, max: 3600, describe: 'one MATCH_SUBMIT per terminal per this many seconds on average (0 = unlimited)' },
+  'submit-burst': { type: 'number', default: DEFAULT_SUBMIT_LIMITS.burst, min: 1, max: 100, describe: 'MATCH_SUBMITs a terminal may send in a row before submit-interval applies' },
+  'match-cooldown': { type: 'number', default: DEFAULT_SUBMIT_LIMITS.cooldownMs / 1000, min: 0, max: 3600, describe: 'seconds after a match during which the terminal may not submit again (0 = none)' },
   rate: { type: 'number', default: 50, min: 0, reloadable: true, describe: 'datagrams per second per source IP (0 = unlimited)' },
   burst: { type: 'number', default: 100, min: 1, reloadable: true, describe: 'burst allowed per source IP' },
   'receive-buffer': { type: 'number', default: 0, min: 0, describe: 'UDP receive buffer (SO_RCVBUF) in bytes (0 = system default)' },
@@ -91,6 +94,7 @@ export function optionsFromConfig(c: Config): MatchdOptions {
     engine: tuningFromConfig(c),
     push: { initialTimeoutMs: num(c, 'push-timeout'), maxRetransmit: num(c, 'push-retransmit') },
     rate: { ratePerS: num(c, 'rate'), burst: num(c, 'burst') },
+    submitLimits: { intervalMs: num(c, 'submit-interval') * 1000, burst: num(c, 'submit-burst'), cooldownMs: num(c, 'match-cooldown') * 1000 },
     receiveBufferBytes: num(c, 'receive-buffer'),
   };
 }

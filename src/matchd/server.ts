@@ -12,7 +12,7 @@ import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import type { Timers } from '../net/client.js';
 import { RateLimiter } from '../net/ratelimit.js';
-import type { RequestContext } from '../net/server.js';
+import type { Refusal, RequestContext } from '../net/server.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
 import type { ServerSession } from '../net/sessions.js';
 import { ServerSessions } from '../net/sessions.js';
@@ -61,6 +61,8 @@ export interface MatchdOptions {
   push?: { initialTimeoutMs?: number; maxRetransmit?: number };
   /** Per-source rate limit; ratePerS 0 disables it. */
   rate?: { ratePerS: number; burst: number };
+  /** Per-terminal MATCH_SUBMIT limits (default DEFAULT_SUBMIT_LIMITS; see submitGate). */
+  submitLimits?: SubmitLimits;
   maxSessions?: number;
   logger?: Logger;
   metrics?: Metrics;
@@ -87,6 +89,20 @@ export interface Matchd {
   stop(): Promise<void>;
 }
 
+/**
+ * MATCH_SUBMITs of one terminal (locator ID, whatever its sessions or addresses): a bucket of
+ * `burst` refilled one per `intervalMs`, and after one of its requests ends matched none for
+ * `cooldownMs`. Issue 15: a terminal camping a media ID was matched with every arrival and
+ * collected 5 partners' IDs in 0.6 s; with these it collects at most one party per cool-down.
+ * intervalMs 0 turns the bucket off, cooldownMs 0 the cool-down.
+ */
+export interface SubmitLimits {
+  intervalMs: number;
+  burst: number;
+  cooldownMs: number;
+}
+export const DEFAULT_SUBMIT_LIMITS: SubmitLimits = { intervalMs: 5_000, burst: 3, cooldownMs: 10_000 };
+
 type MatchMessage = 'MATCH_SUBMIT' | 'MATCH_STATUS' | 'MATCH_CANCEL' | 'MATCH_RESULT_ACK';
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
@@ -110,8 +126,10 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   const socket = o.socket ?? (await bindUdp({ host: o.host ?? '127.0.0.1', port: o.port ?? DEFAULT_PORTS.matchd, receiveBufferBytes: o.receiveBufferBytes ?? 0 }));
   // Always present so a reload can turn limiting on; a rate of 0 lets everything through.
   const rateLimiter = new RateLimiter({ ratePerS: o.rate?.ratePerS ?? 0, burst: o.rate?.burst ?? 1, now });
+  const submitLimits = o.submitLimits ?? DEFAULT_SUBMIT_LIMITS;
 
   metrics.counter('match_submits_total', 'MATCH_SUBMIT requests accepted');
+  metrics.counter('match_submit_refusals_total', 'MATCH_SUBMITs refused by the per-terminal limits, by reason (rate, cooldown)');
   metrics.counter('match_replaced_total', 'Waiting requests replaced by a newer submit of the same terminal');
   metrics.counter('match_formed_total', 'Parties formed');
   metrics.counter('match_matched_total', 'Requests ended matched (members of formed parties)');
@@ -141,6 +159,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
       const r = req as ContactRequest;
       if (r.state === MatchState.MATCHED) {
         metrics.inc('match_matched_total');
+        if (submitLimits.cooldownMs > 0) r.contact.coolUntilMs = now() + submitLimits.cooldownMs;
         if (r.party && r.party.members[0] === r) {
           metrics.inc('match_formed_total');
           logger.info('match formed', {
@@ -165,6 +184,25 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
     return { session, contact };
   };
 
+  /** The per-terminal MATCH_SUBMIT limits (SubmitLimits): a refusal, or null after taking a token. */
+  const submitGate = (c: Contact, from: Address): Refusal | null => {
+    const t = now();
+    const L = submitLimits;
+    const refuse = (reason: 'rate' | 'cooldown', retryAfterMs: number): Refusal => {
+      metrics.inc('match_submit_refusals_total', { reason });
+      logger.refusal(`submit-${reason}`, { locator: c.locatorHex, from: formatAddress(from), retryAfterMs });
+      return { error: ErrorCode.RATE_LIMITED, message: reason === 'rate' ? 'too many MATCH_SUBMITs' : 'matched recently: submit again later', retryAfterMs };
+    };
+    if (c.coolUntilMs !== undefined && t < c.coolUntilMs) return refuse('cooldown', c.coolUntilMs - t);
+    if (L.intervalMs > 0) {
+      const tokens = Math.min(L.burst, (c.submitTokens ?? L.burst) + Math.max(0, t - (c.submitAtMs ?? t)) / L.intervalMs);
+      if (tokens < 1) return refuse('rate', Math.ceil((1 - tokens) * L.intervalMs));
+      c.submitTokens = tokens - 1;
+      c.submitAtMs = t;
+    }
+    return null;
+  };
+
   server = new DatagramServer({
     service: 'matchd', socket, logger, metrics, sessions,
     rateLimiter,
@@ -176,6 +214,8 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
           const v = verifier.verify(b.ticket); // cached: no second signature check
           if (v.ok) kidOfSession.set(session.sidHex, v.kid);
         }
+        const refused = submitGate(contact, ctx.from);
+        if (refused) return refused;
         const hadOpen = engine.openOf(session.locatorHex) !== undefined;
         const req = engine.submit({
           locatorId: session.locatorId, mediaId: b.mediaId, minParty: b.minParty, maxParty: b.maxParty,
@@ -184,6 +224,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
           ...(b.attrs !== undefined ? { attrs: b.attrs } : {}),
           ...(b.requirements !== undefined ? { requirements: b.requirements } : {}),
           ...(b.nickname !== undefined ? { nickname: b.nickname } : {}),
+          ...(b.visibility === 1 ? { alias: randomBytes(16) } : {}),
         });
         metrics.inc('match_submits_total');
         if (hadOpen) metrics.inc('match_replaced_total');

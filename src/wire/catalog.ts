@@ -85,6 +85,8 @@ export interface MessageSpec {
 // Reusable field types.
 const locatorId = { t: 'bstr', min: LOCATOR_ID_BYTES, max: LOCATOR_ID_BYTES } as const satisfies FieldType;
 const groupId = { t: 'bstr', min: 16, max: 16 } as const satisfies FieldType;
+const codeNonce = { t: 'bstr', min: 16, max: 16 } as const satisfies FieldType;
+const codeProof = { t: 'bstr', min: 32, max: 32 } as const satisfies FieldType;
 const matchId = { t: 'bstr', min: 8, max: 8 } as const satisfies FieldType;
 const key32 = { t: 'bstr', min: 32, max: 32 } as const satisfies FieldType;
 const nickname = { t: 'tstr', max: 32 } as const satisfies FieldType;
@@ -160,10 +162,10 @@ const requirement = [
 ] as const satisfies readonly Field[];
 
 const matchMember = [
-  { key: 1, name: 'id', type: locatorId, required: true, doc: 'member locator ID' },
-  { key: 2, name: 'nickname', type: nickname, doc: 'member nickname' },
+  { key: 1, name: 'id', type: locatorId, required: true, doc: 'member locator ID, or a random alias for a member that submitted visibility 1' },
+  { key: 2, name: 'nickname', type: nickname, doc: 'member nickname (never for a hidden member)' },
   { key: 3, name: 'netMode', type: netMode, required: true, doc: 'member network mode' },
-  { key: 4, name: 'addr', type: { t: 'addr' }, required: true, doc: 'member observed address' },
+  { key: 4, name: 'addr', type: { t: 'addr' }, required: true, doc: "source address of the member's latest authenticated datagram to matchd (never a claimed one)" },
 ] as const satisfies readonly Field[];
 
 const registrationAck = [
@@ -221,9 +223,10 @@ const specs = {
       { key: 8, name: 'visibility', type: { t: 'uint', max: 1 }, doc: '0 anyone with the ID (default), 1 groups and allow-list only' },
       { key: 9, name: 'allow', type: { t: 'array', of: locatorId, max: 32 }, doc: 'locator IDs that may always see this terminal' },
       { key: 10, name: 'joinGroups', type: { t: 'array', of: { t: 'struct', fields: [
-        { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join' },
-        { key: 2, name: 'joinCode', type: { t: 'tstr', max: 64 }, doc: 'join code of a closed group' },
-      ] }, max: 4 }, doc: 'groups to join as part of registering' },
+        { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join (it must exist: REGISTER creates no group)' },
+        { key: 3, name: 'nonce', type: codeNonce, doc: 'closed group: fresh random nonce of the proof' },
+        { key: 4, name: 'proof', type: codeProof, doc: 'closed group: proof of the join code, bound to this session (see GROUP CODES)' },
+      ] }, max: 4 }, doc: 'groups to join as part of registering (closed ones with a proof, never the code)' },
       { key: 11, name: 'ttlS', type: { t: 'uint' }, doc: 'requested TTL, seconds' },
       { key: 12, name: 'reachable', type: { t: 'bool' }, doc: 'true: accept introductions (INTRO) from terminals that may see this one; absent or false: locatord never introduces anyone to it' },
       { key: 13, name: 'presence', type: { t: 'struct', fields: presenceRecord }, doc: 'rich presence record (see PRESENCE); its mediaId, when present, replaces mediaId' },
@@ -334,21 +337,24 @@ const specs = {
   },
   [MessageType.GROUP_CREATE]: {
     name: 'GROUP_CREATE', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Create a group; the creator owns it and is its first member.',
+    doc: 'Create a group; the creator owns it and is its first member. locatord chooses the group ID; no message creates a group with a chosen ID. The join code never travels: a closed group is created with its code key sealed under the session (see GROUP CODES).',
     fields: [
       { key: 1, name: 'name', type: { t: 'tstr', max: 64 }, required: true, doc: 'display name' },
-      { key: 2, name: 'joinCode', type: { t: 'tstr', max: 64 }, doc: 'present: the group is closed and joining needs this code' },
+      { key: 3, name: 'nonce', type: codeNonce, doc: 'closed group: fresh random nonce of the seal' },
+      { key: 4, name: 'sealedCodeKey', type: { t: 'bstr', min: 48, max: 48 }, doc: 'present (with nonce): the group is closed; its code key, sealed under this session' },
     ],
   },
   [MessageType.GROUP_CREATE_ACK]: {
     name: 'GROUP_CREATE_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Group created.',
-    fields: [{ key: 1, name: 'groupId', type: groupId, required: true, doc: 'new group ID' }],
+    fields: [{ key: 1, name: 'groupId', type: groupId, required: true, doc: 'new group ID (random, chosen by locatord)' }],
   },
   [MessageType.GROUP_JOIN]: {
-    name: 'GROUP_JOIN', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Join a group.',
+    name: 'GROUP_JOIN', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: 'Join a group. A closed group needs a proof of its join code bound to this session; failed proofs are limited per terminal and per group (RATE_LIMITED).',
     fields: [
       { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join' },
-      { key: 2, name: 'joinCode', type: { t: 'tstr', max: 64 }, doc: 'join code of a closed group' },
+      { key: 3, name: 'nonce', type: codeNonce, doc: 'closed group: fresh random nonce of the proof' },
+      { key: 4, name: 'proof', type: codeProof, doc: 'closed group: proof of the join code, bound to this session (see GROUP CODES)' },
     ],
   },
   [MessageType.GROUP_JOIN_ACK]: {
@@ -427,7 +433,7 @@ const specs = {
   },
   [MessageType.MATCH_SUBMIT]: {
     name: 'MATCH_SUBMIT', direction: 'terminal->server', service: 'matchd', auth: 'session',
-    doc: 'Ask for partners. A second submit from the same terminal replaces the first.',
+    doc: 'Ask for partners. A second submit from the same terminal replaces the first. Limited per terminal (a rate, and a cool-down after a match): RATE_LIMITED with retryAfterMs.',
     fields: [
       { key: 1, name: 'ticket', type: ticket, doc: 'ticket for matchd; required when matchd has no session' },
       { key: 2, name: 'timeMs', type: { t: 'uint' }, doc: "terminal's clock, ms since the epoch (required with ticket)" },
@@ -440,6 +446,7 @@ const specs = {
       { key: 9, name: 'netMode', type: netMode, required: true, doc: "requester's network mode" },
       { key: 10, name: 'maxWaitS', type: { t: 'uint', max: 3600 }, required: true, doc: 'longest wait before a no-match result' },
       { key: 11, name: 'nickname', type: nickname, doc: 'nickname shown to partners' },
+      { key: 12, name: 'visibility', type: { t: 'uint', max: 1 }, doc: '0 shown to partners by locator ID and nickname (default); 1 hidden: partners see a random alias for this request, no nickname' },
     ],
   },
   [MessageType.MATCH_SUBMIT_ACK]: {

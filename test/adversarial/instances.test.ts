@@ -176,7 +176,7 @@ t.test('records forged or altered in Redis are ignored, counted and logged', { s
 
   await t.test('groups: a planted membership in a closed group, a closed group opened', async (t) => {
     await victim.expect(t, 'REGISTER_ACK', victim.register({ visibility: 1, allow: [friend.locatorId], nickname: 'victim' }));
-    const created = await victim.expect(t, 'GROUP_CREATE_ACK', victim.request('GROUP_CREATE', { name: 'closed', joinCode: 'secret-code' }));
+    const created = await victim.expect(t, 'GROUP_CREATE_ACK', victim.request('GROUP_CREATE', { name: 'closed', ...victim.closedBy('secret-code') }));
     const gid = Buffer.from(created.body.groupId);
     const g = gid.toString('hex');
     // The stranger "joins" by a direct write: in the group's member set and in its own groups.
@@ -187,7 +187,7 @@ t.test('records forged or altered in Redis are ignored, counted and logged', { s
     t.same(await members(t, victim, gid), [victim.locatorId.toString('hex')], 'the planted member is not listed');
     t.equal((await look(stranger, victim.locatorId)).online, false, 'a planted membership does not unhide a member');
     // The join code removed from the group's metadata: the group does not verify any more.
-    await writer.hdel(`dl:g:{${g}}`, 'salt', 'hash');
+    await writer.hdel(`dl:g:{${g}}`, 'key');
     const j = await stranger.request('GROUP_JOIN', { groupId: gid });
     t.not(j.msg.name, 'GROUP_JOIN_ACK', `not joined (${j.msg.name} ${JSON.stringify(j.msg.body)})`);
   });

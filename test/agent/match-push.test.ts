@@ -20,7 +20,7 @@ interface Client {
   dropAcks: number;
 }
 
-async function client(fx: ReturnType<typeof fixture>, to: Address): Promise<Client> {
+async function client(fx: ReturnType<typeof fixture>, to: Address, o: { visibility?: number } = {}): Promise<Client> {
   const term = await Terminal.open(fx, to);
   const c: Client = { mc: undefined as unknown as MatchClient, term, results: [], acks: [], dropAcks: 0 };
   const bridge: MatchBridge = {
@@ -32,6 +32,7 @@ async function client(fx: ReturnType<typeof fixture>, to: Address): Promise<Clie
     locatorId: () => term.locatorHex,
     names: () => [],
     nickname: `n${term.locatorHex.slice(0, 6)}`,
+    ...(o.visibility !== undefined ? { visibility: o.visibility } : {}),
     emit: (r) => c.results.push(r),
     now: Date.now,
     log: () => {},
@@ -75,6 +76,26 @@ t.test('lost acknowledgement: the copy is answered with the same bytes, the resu
   t.equal(b.results.length, 1, 'one result for b');
   t.equal(ra.members?.find((x) => !x.self)?.nickname, `n${b.term.locatorHex.slice(0, 6)}`, "partner's nickname");
   t.equal(ra.members?.find((x) => !x.self)?.addr, `127.0.0.1:${b.term.client.localPort}`, "partner's address as matchd saw it");
+});
+
+t.test('an agent registered hidden submits hidden: its partner sees an alias, no nickname', async (t) => {
+  const fx = fixture();
+  const m = await matchd(fx, { tickMs: 20 });
+  t.teardown(() => m.stop());
+  const hidden = await client(fx, m.address, { visibility: 1 });
+  const other = await client(fx, m.address);
+  t.teardown(async () => {
+    await hidden.term.close();
+    await other.term.close();
+  });
+  const first = await hidden.mc.submit({ mediaId: 'quiet', maxWaitS: 30 });
+  const [rh, ro] = await Promise.all([hidden.mc.wait(first.matchId, 10_000), other.mc.submit({ mediaId: 'quiet', maxWaitS: 30 }, { wait: true })]);
+  t.equal(rh.state, 'matched');
+  const seen = ro.members?.find((x) => !x.self);
+  t.ok(seen, 'the partner is listed');
+  t.not(seen?.id, hidden.term.locatorHex, 'not by its locator ID');
+  t.equal(seen?.nickname, undefined, 'nor its nickname');
+  t.equal(rh.members?.find((x) => x.self)?.id, hidden.term.locatorHex, 'the hidden agent sees itself');
 });
 
 t.test('requirement and attribute syntax', async (t) => {

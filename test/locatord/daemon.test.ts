@@ -36,8 +36,8 @@ t.test('listening line, then groups survive SIGKILL', async (t) => {
   const member = await Terminal.open(t, keys, portOf(d1));
   await owner.expect(t, 'REGISTER_ACK', owner.register());
   await member.expect(t, 'REGISTER_ACK', member.register());
-  const groupId = (await owner.expect(t, 'GROUP_CREATE_ACK', owner.request('GROUP_CREATE', { name: 'durable', joinCode: 'k' }))).body.groupId;
-  await member.expect(t, 'GROUP_JOIN_ACK', member.request('GROUP_JOIN', { groupId, joinCode: 'k' }));
+  const groupId = (await owner.expect(t, 'GROUP_CREATE_ACK', owner.request('GROUP_CREATE', { name: 'durable', ...owner.closedBy('k') }))).body.groupId;
+  await member.expect(t, 'GROUP_JOIN_ACK', member.request('GROUP_JOIN', { groupId, ...member.proofFor(groupId, 'k') }));
   d1.proc.kill('SIGKILL');
   await new Promise((r) => d1.proc.once('exit', r));
   t.equal(existsSync(path.join(dir, 'state', SNAPSHOT_FILE)), false, 'no snapshot after SIGKILL');
@@ -54,7 +54,7 @@ t.test('listening line, then groups survive SIGKILL', async (t) => {
   t.same(list.body.members.map((m) => m.online), [true, false], 'member not re-registered: offline');
   const stranger = await Terminal.open(t, keys, portOf(d2));
   await stranger.expect(t, 'REGISTER_ACK', stranger.register());
-  t.equal(errorCodeOf(await stranger.request('GROUP_JOIN', { groupId, joinCode: 'x' })), ErrorCode.FORBIDDEN, 'join code survived too');
+  t.equal(errorCodeOf(await stranger.request('GROUP_JOIN', { groupId, ...stranger.proofFor(groupId, 'x') })), ErrorCode.FORBIDDEN, 'join code survived too');
 });
 
 t.test('SIGTERM writes a snapshot; the restart restores sessions and registrations', async (t) => {

@@ -1,11 +1,12 @@
 // Groups (second embodiment): creation, open and closed joins, members-only listing paged
-// across datagrams, bounds, and joinGroups inside REGISTER (all or nothing).
+// across datagrams, bounds, and joinGroups inside REGISTER (existing groups, all or nothing).
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { GroupStore } from '../../src/locatord/groups.js';
 import type { MemberEntry } from '../../src/wire/catalog.js';
 import { MAX_DATAGRAM, NetMode } from '../../src/wire/constants.js';
 import { DevlocError, ErrorCode } from '../../src/wire/errors.js';
+import { codeKeyOf } from '../../src/wire/groupcode.js';
 import { errorCodeOf, forEachStore, pool, presenceOf, Terminal } from './fixtures/helpers.js';
 
 t.test('create, join (open and closed), leave; non-members are FORBIDDEN', (t) => forEachStore(t, async (t, s) => {
@@ -13,14 +14,14 @@ t.test('create, join (open and closed), leave; non-members are FORBIDDEN', (t) =
   const [owner, friend, outsider] = await Promise.all([0, 1, 2].map(() => Terminal.open(t, keys, dest)));
   for (const x of [owner!, friend!, outsider!]) await x.expect(t, 'REGISTER_ACK', x.register({ nickname: 'x' }));
   const open = (await owner!.expect(t, 'GROUP_CREATE_ACK', owner!.request('GROUP_CREATE', { name: 'open' }))).body.groupId;
-  const closed = (await owner!.expect(t, 'GROUP_CREATE_ACK', owner!.request('GROUP_CREATE', { name: 'closed', joinCode: 's3cret' }))).body.groupId;
+  const closed = (await owner!.expect(t, 'GROUP_CREATE_ACK', owner!.request('GROUP_CREATE', { name: 'closed', ...owner!.closedBy('s3cret') }))).body.groupId;
   t.notSame(open, closed);
 
   await friend!.expect(t, 'GROUP_JOIN_ACK', friend!.request('GROUP_JOIN', { groupId: open }));
   await friend!.expect(t, 'GROUP_JOIN_ACK', friend!.request('GROUP_JOIN', { groupId: open }));
   t.equal(errorCodeOf(await friend!.request('GROUP_JOIN', { groupId: closed })), ErrorCode.FORBIDDEN, 'closed: no code');
-  t.equal(errorCodeOf(await friend!.request('GROUP_JOIN', { groupId: closed, joinCode: 'guess' })), ErrorCode.FORBIDDEN, 'closed: wrong code');
-  await friend!.expect(t, 'GROUP_JOIN_ACK', friend!.request('GROUP_JOIN', { groupId: closed, joinCode: 's3cret' }));
+  t.equal(errorCodeOf(await friend!.request('GROUP_JOIN', { groupId: closed, ...friend!.proofFor(closed, 'guess') })), ErrorCode.FORBIDDEN, 'closed: wrong code');
+  await friend!.expect(t, 'GROUP_JOIN_ACK', friend!.request('GROUP_JOIN', { groupId: closed, ...friend!.proofFor(closed, 's3cret') }));
   t.equal(errorCodeOf(await friend!.request('GROUP_JOIN', { groupId: randomBytes(16) })), ErrorCode.NOT_FOUND);
 
   const list = await owner!.expect(t, 'GROUP_MEMBERS_RESULT', owner!.request('GROUP_MEMBERS', { groupId: open }));
@@ -43,14 +44,14 @@ t.test('GROUP_MEMBERS pages across several datagrams with online status', (t) =>
   const { dest, keys } = await s.start(t);
   const owner = await Terminal.open(t, keys, dest);
   await owner.expect(t, 'REGISTER_ACK', owner.register());
-  const groupId = (await owner.expect(t, 'GROUP_CREATE_ACK', owner.request('GROUP_CREATE', { name: 'big', joinCode: 'c' }))).body.groupId;
+  const groupId = (await owner.expect(t, 'GROUP_CREATE_ACK', owner.request('GROUP_CREATE', { name: 'big', ...owner.closedBy('c') }))).body.groupId;
   const members = await Promise.all(Array.from({ length: 90 }, () => Terminal.open(t, keys, dest)));
   await pool(members, 16, async (m, i) => {
     // Two thirds register (online, long nicknames, IPv6-sized entries not needed), a third only join.
-    if (i % 3 !== 0) await m.expect(t, 'REGISTER_ACK', m.register({ nickname: `member-${i}`.padEnd(32, '.'), netMode: NetMode.FULL_CONE, joinGroups: [{ groupId, joinCode: 'c' }] }));
+    if (i % 3 !== 0) await m.expect(t, 'REGISTER_ACK', m.register({ nickname: `member-${i}`.padEnd(32, '.'), netMode: NetMode.FULL_CONE, joinGroups: [{ groupId, ...m.proofFor(groupId, 'c') }] }));
     else {
       await m.expect(t, 'REGISTER_ACK', m.register());
-      await m.expect(t, 'GROUP_JOIN_ACK', m.request('GROUP_JOIN', { groupId, joinCode: 'c' }));
+      await m.expect(t, 'GROUP_JOIN_ACK', m.request('GROUP_JOIN', { groupId, ...m.proofFor(groupId, 'c') }));
       await m.expect(t, 'UNREGISTER_ACK', m.request('UNREGISTER', {}));
     }
   });
@@ -73,23 +74,26 @@ t.test('GROUP_MEMBERS pages across several datagrams with online status', (t) =>
   t.ok(seen.filter((m) => !m.online).every((m) => Object.keys(m).length === 2), 'offline members carry no address');
 }));
 
-t.test('joinGroups in REGISTER: creates unknown groups, all or nothing', (t) => forEachStore(t, async (t, s) => {
+t.test('joinGroups in REGISTER: existing groups only, with proofs, all or nothing', (t) => forEachStore(t, async (t, s) => {
   const { loc, dest, keys } = await s.start(t);
   const a = await Terminal.open(t, keys, dest);
   const b = await Terminal.open(t, keys, dest);
-  const g1 = randomBytes(16);
-  const g2 = randomBytes(16);
-  await a.expect(t, 'REGISTER_ACK', a.register({ joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'k' }] }));
+  await a.expect(t, 'REGISTER_ACK', a.register());
+  const g1 = (await a.expect(t, 'GROUP_CREATE_ACK', a.request('GROUP_CREATE', { name: 'one' }))).body.groupId;
+  const g2 = (await a.expect(t, 'GROUP_CREATE_ACK', a.request('GROUP_CREATE', { name: 'two', ...a.closedBy('k') }))).body.groupId;
   const groups = loc.store.groups;
-  t.equal((await groups.get(g1))?.owner.equals(a.locatorId), true, 'unknown group created, owned by the registrant');
-  t.equal((await groups.get(g2))?.closed, true, 'closed by the code given');
+  t.equal((await groups.get(Buffer.from(g2)))?.closed, true, 'closed by the sealed code key');
+  // An unknown group is not created.
+  const unknown = randomBytes(16);
+  t.equal(errorCodeOf(await b.register({ joinGroups: [{ groupId: unknown }] })), ErrorCode.NOT_FOUND);
+  t.equal(await groups.get(unknown), undefined, 'REGISTER creates no group');
   // b: one good join and one wrong code -> refused, and neither join nor registration happens.
-  const r = await b.register({ nickname: 'b', joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'wrong' }] });
+  const r = await b.register({ nickname: 'b', joinGroups: [{ groupId: g1 }, { groupId: g2, ...b.proofFor(g2, 'wrong') }] });
   t.equal(errorCodeOf(r), ErrorCode.FORBIDDEN);
-  t.equal(await groups.isMember(g1, b.locatorId), false, 'rolled back');
+  t.equal(await groups.isMember(Buffer.from(g1), b.locatorId), false, 'rolled back');
   t.equal(await presenceOf(loc, b.locatorId), undefined, 'not registered either');
-  await b.expect(t, 'REGISTER_ACK', b.register({ joinGroups: [{ groupId: g1 }, { groupId: g2, joinCode: 'k' }] }));
-  t.equal((await groups.get(g2))?.members, 2);
+  await b.expect(t, 'REGISTER_ACK', b.register({ joinGroups: [{ groupId: g1 }, { groupId: g2, ...b.proofFor(g2, 'k') }] }));
+  t.equal((await groups.get(Buffer.from(g2)))?.members, 2);
   // Re-registering with the same groups writes nothing.
   const changes = loc.metrics.total('group_changes_total');
   await b.expect(t, 'REGISTER_ACK', b.register({ joinGroups: [{ groupId: g1 }] }));
@@ -115,10 +119,13 @@ t.test('group store: last member leaving deletes the group; durable across reope
   const a = randomBytes(16);
   const b = randomBytes(16);
   let store = new GroupStore(`${dir}/g.db`, limits);
-  const g = store.create(a, 'x', 'code');
-  t.equal(store.join(g, b, 'code'), true);
-  t.equal(store.join(g, b, 'code'), false, 'idempotent');
-  t.throws(() => store.join(g, randomBytes(16), 'nope'), new DevlocError(ErrorCode.FORBIDDEN, 'wrong join code'));
+  const key = codeKeyOf('code');
+  const g = store.create(a, 'x', key);
+  const right = (k: Buffer): boolean => k.equals(key);
+  t.equal(store.join(g, b, right), true);
+  t.equal(store.join(g, b, right), false, 'idempotent');
+  t.throws(() => store.join(g, randomBytes(16), () => false), new DevlocError(ErrorCode.FORBIDDEN, 'wrong join code'));
+  t.throws(() => store.join(g, randomBytes(16)), new DevlocError(ErrorCode.FORBIDDEN, 'group is closed: join proof required'));
   store.close();
   store = new GroupStore(`${dir}/g.db`, limits);
   t.equal(store.isMember(g, b), true, 'reopened');

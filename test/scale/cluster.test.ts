@@ -5,6 +5,7 @@
 // migrates, and two devloc-locatord processes given `redis+cluster://` serve one table (register
 // through one, query through the other, groups, a relayed introduction), also across a slot
 // migration they were not told about.
+import { codeKeyOf } from '../../src/wire/groupcode.js';
 import t from 'tap';
 import { daemonAddress, redisLocatord } from './fixtures/locatord.js';
 import type { Test } from 'tap';
@@ -68,8 +69,8 @@ t.test('store on a Cluster: slots, no cross-slot command, ASK and MOVED during a
   t.same((await store.getPresences(ids.slice(0, 12))).map((p) => p?.seq), ids.slice(0, 12).map(() => 2));
   // Groups: metadata, members and per-terminal sets live in different slots; every call is one slot.
   const [a, b] = [randomBytes(16), randomBytes(16)];
-  const g = await store.groups.create(a, 'crew', 'pw');
-  t.equal(await store.groups.join(g, b, 'pw'), true);
+  const g = await store.groups.create(a, 'crew', codeKeyOf('pw'));
+  t.equal(await store.groups.join(g, b, (k) => k.equals(codeKeyOf('pw'))), true);
   t.equal(await store.groups.shareGroup(a, b), true);
   t.same((await store.groups.members(g, 0, 10)).map((x) => x.toString('hex')), [a, b].map((x) => x.toString('hex')));
   t.equal((await store.groups.get(g))?.members, 2);
@@ -109,8 +110,9 @@ t.test('two locatord processes on the Cluster: one table, groups, a relayed intr
   const { client: bobClient, next: nextPush } = await pushClient(t);
   const alice = await Terminal.open(t, keys, dest(one));
   const bob = await Terminal.open(t, keys, dest(two), { client: bobClient });
-  const group = randomBytes(16);
-  await alice.expect(t, 'REGISTER_ACK', alice.register({ nickname: 'alice', joinGroups: [{ groupId: group }] }));
+  await alice.expect(t, 'REGISTER_ACK', alice.register({ nickname: 'alice' }));
+  // Group IDs are drawn by locatord (issue 15): the group exists before bob's REGISTER joins it.
+  const group = (await alice.expect(t, 'GROUP_CREATE_ACK', alice.request('GROUP_CREATE', { name: 'crew' }))).body.groupId;
   await bob.expect(t, 'REGISTER_ACK', bob.register({ visibility: 1, reachable: true, joinGroups: [{ groupId: group }] }));
   // Through the other instance each.
   alice.dest = dest(two);

@@ -1,6 +1,7 @@
 // The store contract on both backends (embedded and Redis), Redis URLs and slot hashing, and the
 // Redis client's failure behaviour (fail fast, bounded, a hung Redis detected), against a real
 // redis-server started here.
+import { codeKeyOf } from '../../src/wire/groupcode.js';
 import t from 'tap';
 import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
@@ -68,13 +69,15 @@ async function contract(t: Test, store: LocatorStore): Promise<void> {
 
 async function groupContract(t: Test, store: LocatorStore): Promise<void> {
   const [a, b, c, d] = [0, 1, 2, 3].map(() => randomBytes(16));
-  const g = await store.groups.create(a!, 'team', 'secret');
-  await t.rejects(async () => store.groups.join(g, b!), { code: 48 }, 'closed group without code');
-  await t.rejects(async () => store.groups.join(g, b!, 'wrong'), /wrong join code/);
-  t.equal(await store.groups.join(g, b!, 'secret'), true);
-  t.equal(await store.groups.join(g, b!, 'secret'), false, 'idempotent');
-  t.equal(await store.groups.join(g, c!, 'secret'), true);
-  await t.rejects(async () => store.groups.join(g, d!, 'secret'), /members already/);
+  const key = codeKeyOf('secret');
+  const right = (k: Buffer): boolean => k.equals(key);
+  const g = await store.groups.create(a!, 'team', key);
+  await t.rejects(async () => store.groups.join(g, b!), { code: 48 }, 'closed group without proof');
+  await t.rejects(async () => store.groups.join(g, b!, () => false), /wrong join code/);
+  t.equal(await store.groups.join(g, b!, right), true);
+  t.equal(await store.groups.join(g, b!, right), false, 'idempotent');
+  t.equal(await store.groups.join(g, c!, right), true);
+  await t.rejects(async () => store.groups.join(g, d!, right), /members already/);
   t.same((await store.groups.members(g, 0, 10)).map((x) => x.toString('hex')), [a, b, c].map((x) => x!.toString('hex')), 'join order');
   t.same((await store.groups.members(g, 1, 1)).map((x) => x.toString('hex')), [b!.toString('hex')]);
   const info = await store.groups.get(g);
@@ -84,9 +87,15 @@ async function groupContract(t: Test, store: LocatorStore): Promise<void> {
   t.equal(await store.groups.shareGroup(a!, c!), true);
   t.equal(await store.groups.shareGroup(a!, d!), false);
   t.equal(await store.groups.isMember(g, d!), false);
-  const auto = randomBytes(16);
-  t.equal(await store.groups.joinAll(d!, [{ groupId: auto }]), 1, 'joinAll creates a missing group');
-  t.equal((await store.groups.get(auto))?.owner.toString('hex'), d!.toString('hex'));
+  const unknown = randomBytes(16);
+  await t.rejects(async () => store.groups.joinAll(d!, [{ groupId: unknown }]), { code: 49 }, 'joinAll creates no group');
+  t.equal(await store.groups.get(unknown), undefined);
+  // Failed join proofs are counted per terminal and per group, in a window.
+  t.same(await store.groups.joinFailures(g, d!), { terminal: 0, group: 0 });
+  await store.groups.noteJoinFailure(g, d!);
+  await store.groups.noteJoinFailure(g, d!);
+  t.same(await store.groups.joinFailures(g, d!), { terminal: 2, group: 2 });
+  t.same(await store.groups.joinFailures(g, a!), { terminal: 0, group: 2 }, 'another terminal: the group count only');
   t.equal(await store.groups.leave(g, b!), true);
   t.equal(await store.groups.leave(g, b!), false);
   for (const x of [a, c]) await store.groups.leave(g, x!);

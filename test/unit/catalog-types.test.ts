@@ -68,7 +68,7 @@ assertType<Equal<AuthGrant['relays'], RelayGrant[] | undefined>>();
 assertType<Equal<RegistrationAck, { observed: Address; ttlS: number; refreshS: number; locatorId: Uint8Array }>>();
 assertType<Equal<AuthInner, { deviceId: string; timeMs: number; nonce: Uint8Array; audiences: string[]; cnf: Uint8Array; signature: Uint8Array }>>();
 assertType<Equal<TicketGrant, { aud: string; ticket: Uint8Array; serviceKey: Uint8Array; exp: number; addr?: Address }>>();
-assertType<Equal<Bodies['REGISTER']['joinGroups'], { groupId: Uint8Array; joinCode?: string }[] | undefined>>();
+assertType<Equal<Bodies['REGISTER']['joinGroups'], { groupId: Uint8Array; nonce?: Uint8Array; proof?: Uint8Array }[] | undefined>>();
 assertType<Equal<Bodies['PROBE'], Record<string, never>>>();
 assertType<Equal<Bodies['ERROR'], { code: number; message?: string; retryAfterMs?: number; cookie?: Uint8Array }>>();
 

@@ -28,6 +28,7 @@ import type { FieldType } from '../../src/wire/schema.js';
 import { openBytes } from '../../src/wire/seal.js';
 import { encodeFields } from '../../src/wire/schema.js';
 import { channelCipher, deriveDataKeys, derivePunchKeys, sealChannelKey } from '../../src/wire/peer.js';
+import { joinProof, sealCodeKey } from '../../src/wire/groupcode.js';
 import { deriveSessionKeys, sealDatagram } from '../../src/wire/session.js';
 import { COSE_ALG_EDDSA, encodeClaims, issueTicket, TICKET_ISSUER } from '../../src/wire/ticket.js';
 
@@ -344,6 +345,16 @@ function sealedForLocatordSession(peer: string): string {
   return hex(sealChannelKey({ terminalToServer: s.t2s, serverToTerminal: s.s2t }, unhex(CHANNEL_ID), unhex(peer), unhex(CHANNEL_KEY)));
 }
 
+/** Join-code fields in the locatord session: GROUP_CREATE's sealed code key, a join proof (fixed nonces). */
+const CODE_NONCE = '0c0de0c0de0c0de0c0de0c0de0c0de00';
+function groupCodeFields(): { create: { nonce: string; sealedCodeKey: string }; join: { nonce: string; proof: string } } {
+  const s = sessionKeysFor('locatord');
+  const keys = { terminalToServer: s.t2s, serverToTerminal: s.s2t };
+  const c = sealCodeKey(keys, 'k1ng', unhex(CODE_NONCE));
+  const j = joinProof(keys, unhex(SIDS.locatord), unhex(GROUP_ID), 'k1ng', unhex(CODE_NONCE));
+  return { create: { nonce: hex(c.nonce), sealedCodeKey: hex(c.sealedCodeKey) }, join: { nonce: hex(j.nonce), proof: hex(j.proof) } };
+}
+
 // ---------------------------------------------------------------------------------------------
 // The message vectors.
 
@@ -364,6 +375,7 @@ const rid = (n: number): string => `5eed${n.toString(16).padStart(12, '0')}`;
 
 function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
   const L = (seq: number) => ({ service: 'locatord' as const, seq });
+  const codes = groupCodeFields();
   const M = (seq: number) => ({ service: 'matchd' as const, seq });
   const P = (seq: number) => ({ service: 'peer' as const, seq });
   const D = (seq: number) => ({ service: 'peerData' as const, seq });
@@ -384,7 +396,7 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
         community: { lang: 'en', level: 7, ranked: true, elo: -1, tz: 'Europe/Paris' },
         visibility: 1,
         allow: [PEER_ID],
-        joinGroups: [{ groupId: GROUP_ID, joinCode: 'k1ng' }],
+        joinGroups: [{ groupId: GROUP_ID, ...codes.join }],
         ttlS: 90,
       },
       note: 'First REGISTER of a session: carries the locatord ticket of ticket.json (its cti is the sid). Every optional field is present; the nickname has a non-ASCII letter; community shows text, int, negative int and bool properties, its keys in deterministic order: shorter first, so "tz" precedes "elo".',
@@ -464,11 +476,11 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
     { name: 'PRESENCE_ACK', rid: rid(0x2a), session: L(0x100000023), body: { id: PEER_ID }, note: 'Receipt of the push (same rid).' },
     {
       name: 'GROUP_CREATE', rid: rid(0x30), session: L(0x100000006),
-      body: { name: 'Friday chess', joinCode: 'k1ng' },
-      note: 'A closed group (join code present).',
+      body: { name: 'Friday chess', ...codes.create },
+      note: 'A closed group with join code "k1ng": its code key sealed under the locatord session with the nonce given (see GROUP CODES).',
     },
     { name: 'GROUP_CREATE_ACK', rid: rid(0x30), session: L(6), body: { groupId: GROUP_ID }, note: 'New group ID (16 bytes).' },
-    { name: 'GROUP_JOIN', rid: rid(0x32), session: L(0x100000007), body: { groupId: GROUP_ID, joinCode: 'k1ng' }, note: 'Join a closed group.' },
+    { name: 'GROUP_JOIN', rid: rid(0x32), session: L(0x100000007), body: { groupId: GROUP_ID, ...codes.join }, note: 'Join a closed group: proof of "k1ng" for GROUP_ID in the locatord session, with the nonce given.' },
     { name: 'GROUP_JOIN_ACK', rid: rid(0x32), session: L(7), body: { groupId: GROUP_ID }, note: 'Joined.' },
     { name: 'GROUP_LEAVE', rid: rid(0x34), session: L(0x100000008), body: { groupId: GROUP_ID }, note: 'Leave.' },
     { name: 'GROUP_LEAVE_ACK', rid: rid(0x34), session: L(8), body: {}, note: 'Empty body.' },

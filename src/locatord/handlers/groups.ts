@@ -2,32 +2,116 @@
 // group database answers "who is in group G"; the registration table answers where each member
 // is. Members see each other whatever their visibility: sharing a group is what visibility 1
 // allows.
-import type { HandlerResult, RequestContext } from '../../net/server.js';
+//
+// Closed groups (issue 15): the join code never travels. GROUP_CREATE brings the group's code key
+// sealed under the session; GROUP_JOIN and REGISTER's joinGroups a proof bound to the session,
+// the group and a nonce (src/wire/groupcode.ts), checked against the stored key. A proof that
+// does not verify counts against the terminal and the group (JOIN_FAILURE_LIMITS); over either
+// limit, joins are refused with RATE_LIMITED before any proof is checked. Group IDs are drawn by
+// the store; nothing creates a group under an ID a terminal names.
+import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js';
+import type { ServerSession } from '../../net/sessions.js';
 import type { MemberEntry } from '../../wire/catalog.js';
-import { ErrorCode } from '../../wire/errors.js';
+import { DevlocError, ErrorCode } from '../../wire/errors.js';
+import { openCodeKey, verifyJoinProof } from '../../wire/groupcode.js';
 import type { LocatorContext } from '../context.js';
 import { chargeLookups } from '../context.js';
+import type { JoinRequest } from '../groups.js';
+import { JOIN_FAILURE_LIMITS } from '../groups.js';
 import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
 import type { MaybePromise } from '../store/maybe.js';
-import { all, then } from '../store/maybe.js';
+import { all, isPromise, then } from '../store/maybe.js';
+
+/** A join as GROUP_JOIN and REGISTER's joinGroups carry it. */
+export interface WireJoin {
+  groupId: Uint8Array;
+  nonce?: Uint8Array | undefined;
+  proof?: Uint8Array | undefined;
+}
+
+/** `run()`, with `handle` for what it throws now or rejects with later. */
+function onError<T>(run: () => MaybePromise<T>, handle: (err: unknown) => MaybePromise<T>): MaybePromise<T> {
+  let out: MaybePromise<T>;
+  try {
+    out = run();
+  } catch (err) {
+    return handle(err);
+  }
+  return isPromise(out) ? out.catch(handle) : out;
+}
+
+/**
+ * Run the joins `joins` of terminal `s` through `run` (the store's join or joinAll), within the
+ * failed-proof limits: refused with RATE_LIMITED when the terminal or one of the groups is over
+ * its limit; a proof that does not verify is counted (terminal and group) and logged.
+ */
+export function limitedJoins<T>(
+  c: LocatorContext, s: ServerSession, from: RequestContext['from'], joins: readonly WireJoin[],
+  run: (reqs: JoinRequest[]) => MaybePromise<T>,
+): MaybePromise<T | Refusal> {
+  const L = JOIN_FAILURE_LIMITS;
+  const gids = joins.map((j) => Buffer.from(j.groupId));
+  return then(all(gids.map((g) => c.store.groups.joinFailures(g, s.locatorId))), (counts): MaybePromise<T | Refusal> => {
+    const over = counts.findIndex((f) => f.terminal >= L.perTerminal || f.group >= L.perGroup);
+    if (over >= 0) {
+      const f = counts[over]!;
+      c.metrics.inc('group_join_refusals_total', { reason: 'limit' });
+      c.logger.refusal('join-limit', { locator: s.locatorHex, group: gids[over]!.toString('hex'), terminalFailures: f.terminal, groupFailures: f.group, from: `${from.ip}:${from.port}` });
+      return { error: ErrorCode.RATE_LIMITED, message: 'too many failed join attempts', retryAfterMs: L.windowMs };
+    }
+    const failed: Buffer[] = [];
+    const reqs = joins.map((j, i): JoinRequest => {
+      const gid = gids[i]!;
+      const { nonce, proof } = j;
+      if (!nonce || !proof) return { groupId: gid };
+      return {
+        groupId: gid,
+        proof: (key) => {
+          const ok = verifyJoinProof(key, s.keys, s.sid, gid, nonce, proof);
+          if (!ok) failed.push(gid);
+          return ok;
+        },
+      };
+    });
+    return onError<T | Refusal>(() => run(reqs), (err) => {
+      if (!(err instanceof DevlocError) || err.code !== ErrorCode.FORBIDDEN || failed.length === 0) throw err;
+      c.metrics.inc('group_join_refusals_total', { reason: 'proof' });
+      c.logger.refusal('join-proof', { locator: s.locatorHex, groups: failed.map((g) => g.toString('hex')), from: `${from.ip}:${from.port}` });
+      return then(all(failed.map((g) => c.store.groups.noteJoinFailure(g, s.locatorId))), () => {
+        throw err;
+      });
+    });
+  });
+}
 
 const MEMBER_FIELDS = entryFields('GROUP_MEMBERS_RESULT');
 /** The schema bounds a page to 64 members. */
 const MAX_PAGE_MEMBERS = 64;
 
 export function groupCreate(c: LocatorContext, ctx: RequestContext<'GROUP_CREATE'>): MaybePromise<HandlerResult> {
-  const { name, joinCode } = ctx.msg.body;
-  return then(c.store.groups.create(ctx.session!.locatorId, name, joinCode), (groupId) => {
+  const { name, nonce, sealedCodeKey } = ctx.msg.body;
+  let codeKey: Buffer | undefined;
+  if (nonce !== undefined || sealedCodeKey !== undefined) {
+    codeKey = nonce && sealedCodeKey ? openCodeKey(ctx.session!.keys, nonce, sealedCodeKey) ?? undefined : undefined;
+    if (!codeKey) {
+      c.logger.refusal('group-create-seal', { locator: ctx.session!.locatorHex });
+      return { error: ErrorCode.BAD_MESSAGE, message: 'sealedCodeKey does not open under this session (or nonce missing)' };
+    }
+  }
+  return then(c.store.groups.create(ctx.session!.locatorId, name, codeKey), (groupId) => {
     c.metrics.inc('group_changes_total', { op: 'create' });
     return ctx.reply('GROUP_CREATE_ACK', { groupId });
   });
 }
 
 export function groupJoin(c: LocatorContext, ctx: RequestContext<'GROUP_JOIN'>): MaybePromise<HandlerResult> {
-  const { groupId, joinCode } = ctx.msg.body;
-  return then(c.store.groups.join(Buffer.from(groupId), ctx.session!.locatorId, joinCode), (joined) => {
-    if (joined) c.metrics.inc('group_changes_total', { op: 'join' });
-    return ctx.reply('GROUP_JOIN_ACK', { groupId });
+  const s = ctx.session!;
+  const b = ctx.msg.body;
+  const joined = limitedJoins(c, s, ctx.from, [b], ([r]) => c.store.groups.join(Buffer.from(b.groupId), s.locatorId, r!.proof));
+  return then(joined, (j) => {
+    if (typeof j !== 'boolean') return j;
+    if (j) c.metrics.inc('group_changes_total', { op: 'join' });
+    return ctx.reply('GROUP_JOIN_ACK', { groupId: b.groupId });
   });
 }
 

@@ -17,6 +17,7 @@ import { ErrorCode } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
 import type { LocatorContext } from '../context.js';
 import { grantTtl } from '../context.js';
+import { limitedJoins } from './groups.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationExtra } from '../table.js';
 import type { MaybePromise } from '../store/maybe.js';
@@ -106,7 +107,7 @@ export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): Ma
   // is caught before the joins.
   return then(both(c.store.getPresence(s.locatorHex), saved), ([rec]) => {
     if (stale(rec)) return staleAck(rec);
-    return then(c.store.groups.joinAll(s.locatorId, joins), bind);
+    return then(limitedJoins(c, s, ctx.from, joins, (reqs) => c.store.groups.joinAll(s.locatorId, reqs)), (n) => (typeof n === 'number' ? bind() : n));
   });
 }
 

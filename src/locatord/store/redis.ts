@@ -6,7 +6,8 @@
 //                         remaining TTL: Redis frees expired registrations itself;
 //   dl:s:{<sid hex>}      session: locator ID, audience, ticket expiry, authd kid and the two
 //                         session keys, sealed (codec.ts), PX = until the ticket expires (+ skew);
-//   dl:g:{<group hex>}    group metadata (hash: name, owner, code salt/hash, created, join seq);
+//   dl:g:{<group hex>}    group metadata (hash: name, owner, code key, created, join seq, mac);
+//   dl:jf:{<hex>}         failed join proofs of a terminal or a group in the current window (counter);
 //   dl:gm:{<group hex>}   members (sorted set scored by join order: pages are rank ranges);
 //   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks);
 //   dl:w:{<locator hex>}  what a terminal watches (hash: target hex -> last view pushed);
@@ -40,10 +41,10 @@
 // Groups are hard state: run Redis with appendonly (see devloc-locatord(8)) when groups matter;
 // group changes are several commands, not a transaction (keys live in different slots), so two
 // concurrent joins at a limit may overshoot it by one.
-import { createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { DevlocError, ErrorCode } from '../../wire/errors.js';
-import type { GroupInfo, GroupLimits } from '../groups.js';
-import { GROUP_ID_BYTES } from '../groups.js';
+import type { CodeProof, GroupInfo, GroupLimits, JoinRequest } from '../groups.js';
+import { GROUP_ID_BYTES, JOIN_FAILURE_LIMITS } from '../groups.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
 import type { ClaimVerdict, WindowOwner } from '../../net/sessions.js';
 import { REPLAY_WINDOW } from '../../wire/constants.js';
@@ -128,10 +129,6 @@ return 1`);
 
 /** Compare-and-set attempts before giving up (TRY_LATER): only a storm of updates to one terminal gets there. */
 const CAS_ATTEMPTS = 8;
-
-function hashCode(salt: Uint8Array, code: string): Buffer {
-  return createHash('sha256').update(salt).update(code, 'utf8').digest();
-}
 
 const asBuf = (v: RedisReply): Buffer | undefined => (Buffer.isBuffer(v) ? v : undefined);
 
@@ -291,6 +288,15 @@ export class RedisStore implements LocatorStore {
   }
 }
 
+/** A group's metadata fields (`hash`: a closed group of before issue 15, closed to everyone). */
+interface GroupMeta {
+  owner: Buffer;
+  name: Buffer;
+  key: Buffer | undefined;
+  hash: Buffer | undefined;
+  created: Buffer;
+}
+
 class RedisGroups implements GroupBackend {
   constructor(
     private readonly r: RedisClient,
@@ -324,18 +330,18 @@ class RedisGroups implements GroupBackend {
   }
 
   /** The tag of a group's metadata (its "mac" field) over the group ID and the fields. */
-  private metaTag(gid: Buffer, f: { owner: Buffer; name: Buffer; salt?: Buffer | undefined; hash?: Buffer | undefined; created: Buffer }): Buffer {
+  private metaTag(gid: Buffer, f: GroupMeta): Buffer {
     const none = Buffer.alloc(0);
-    return recordTag(this.key, 'group', gid, f.owner, f.name, f.salt ?? none, f.hash ?? none, f.created);
+    return recordTag(this.key, 'group', gid, f.owner, f.name, f.key ?? none, f.hash ?? none, f.created);
   }
 
   /** The group's metadata fields, if present and their "mac" verifies (else reported and absent). */
-  private async readMeta(gid: Buffer): Promise<{ owner: Buffer; name: Buffer; salt?: Buffer | undefined; hash?: Buffer | undefined; created: Buffer } | undefined> {
+  private async readMeta(gid: Buffer): Promise<GroupMeta | undefined> {
     const mk = this.meta(gid);
-    const r = await this.r.call(['HMGET', mk, 'owner', 'name', 'salt', 'hash', 'created', 'mac'], mk);
-    const [owner, name, salt, hash, created, mac] = (Array.isArray(r) ? r : []).map(asBuf);
+    const r = await this.r.call(['HMGET', mk, 'owner', 'name', 'key', 'hash', 'created', 'mac'], mk);
+    const [owner, name, key, hash, created, mac] = (Array.isArray(r) ? r : []).map(asBuf);
     if (!owner) return undefined;
-    const f = { owner, name: name ?? Buffer.alloc(0), salt, hash, created: created ?? Buffer.alloc(0) };
+    const f: GroupMeta = { owner, name: name ?? Buffer.alloc(0), key, hash, created: created ?? Buffer.alloc(0) };
     if (!mac || mac.length !== RECORD_TAG_BYTES || !timingSafeEqual(this.metaTag(gid, f), mac)) {
       this.onRejected('group', mk);
       return undefined;
@@ -370,48 +376,44 @@ class RedisGroups implements GroupBackend {
     await Promise.all([this.r.call(['ZADD', gm, 'NX', seq, this.member(gid, loc)], gm), this.r.call(['SADD', tg, this.membership(loc, gid)], tg)]);
   }
 
-  /** Create `gid`; false when it exists already (created concurrently). */
-  private async insertGroup(gid: Buffer, owner: Buffer, name: string, joinCode: string | undefined): Promise<boolean> {
+  /** Failed-join counters: one key per terminal, one per group, each expiring with its window. */
+  private failKeys(gid: Buffer, loc: Buffer): [string, string] {
+    return [`${this.prefix}jf:{${loc.toString('hex')}}`, `${this.prefix}jf:{${gid.toString('hex')}}`];
+  }
+
+  /**
+   * A new group under a random ID (see GroupStore.create: no message names the ID of a group to
+   * create, so an emptied group is never re-created). The owner field is the creation lock; the
+   * other fields and the tag are written with it (one script), so no reader sees a group
+   * without its tag.
+   */
+  async create(owner: Buffer, name: string, codeKey?: Buffer): Promise<Buffer> {
     await this.checkRoomFor(owner);
+    const gid = randomBytes(GROUP_ID_BYTES);
     const mk = this.meta(gid);
-    const f = { owner, name: Buffer.from(name, 'utf8'), created: Buffer.from(String(this.now())), salt: undefined as Buffer | undefined, hash: undefined as Buffer | undefined };
+    const f: GroupMeta = { owner, name: Buffer.from(name, 'utf8'), created: Buffer.from(String(this.now())), key: codeKey, hash: undefined };
     const fields: (string | Buffer | number)[] = ['name', f.name, 'created', f.created];
-    if (joinCode !== undefined) {
-      f.salt = randomBytes(16);
-      f.hash = hashCode(f.salt, joinCode);
-      fields.push('salt', f.salt, 'hash', f.hash);
-    }
+    if (codeKey !== undefined) fields.push('key', codeKey);
     fields.push('mac', this.metaTag(gid, f));
-    // The owner field is the creation lock: only one creator of a given group ID wins; the other
-    // fields and the tag are written with it, so no reader sees a group without its tag.
-    if ((await this.r.eval(CREATE_GROUP, mk, [owner, ...fields])) !== 1) return false;
+    if ((await this.r.eval(CREATE_GROUP, mk, [owner, ...fields])) !== 1) throw new DevlocError(ErrorCode.CONFLICT, 'group ID drawn twice');
     await this.addMember(gid, owner);
-    return true;
+    return gid;
   }
 
-  async create(owner: Buffer, name: string, joinCode?: string): Promise<Buffer> {
-    const id = randomBytes(GROUP_ID_BYTES);
-    await this.insertGroup(id, owner, name, joinCode);
-    return id;
-  }
-
-  private async joinOne(gid: Buffer, loc: Buffer, joinCode: string | undefined, createIfMissing: boolean): Promise<boolean> {
+  private async joinOne(gid: Buffer, loc: Buffer, proof: CodeProof | undefined): Promise<boolean> {
     const gm = this.mem(gid);
     const [meta, score, count] = await Promise.all([
       this.readMeta(gid),
       this.r.call(['ZSCORE', gm, this.member(gid, loc)], gm),
       this.r.call(['ZCARD', gm], gm),
     ]);
-    const { salt, hash } = meta ?? {};
-    if (!meta) {
-      if (!createIfMissing) throw new DevlocError(ErrorCode.NOT_FOUND, 'no such group');
-      if (await this.insertGroup(gid, loc, '', joinCode)) return true;
-      return this.joinOne(gid, loc, joinCode, false);
-    }
+    if (!meta) throw new DevlocError(ErrorCode.NOT_FOUND, 'no such group');
     if (score !== null) return false;
-    if (hash && salt) {
-      const ok = joinCode !== undefined && timingSafeEqual(hashCode(salt, joinCode), hash);
-      if (!ok) throw new DevlocError(ErrorCode.FORBIDDEN, joinCode === undefined ? 'group is closed: join code required' : 'wrong join code');
+    // `hash`: a closed group of before issue 15 (salted hash of a code sent in clear): closed
+    // to everyone now, its code never kept.
+    if (meta.key || meta.hash) {
+      const ok = meta.key !== undefined && proof !== undefined && proof(meta.key);
+      if (!ok) throw new DevlocError(ErrorCode.FORBIDDEN, proof === undefined ? 'group is closed: join proof required' : 'wrong join code');
     }
     if ((count as number) >= this.limits.maxMembers) throw new DevlocError(ErrorCode.FULL, `group has ${this.limits.maxMembers} members already`);
     await this.checkRoomFor(loc);
@@ -419,11 +421,11 @@ class RedisGroups implements GroupBackend {
     return true;
   }
 
-  join(groupId: Buffer, locatorId: Buffer, joinCode?: string): Promise<boolean> {
-    return this.joinOne(groupId, locatorId, joinCode, false);
+  join(groupId: Buffer, locatorId: Buffer, proof?: CodeProof): Promise<boolean> {
+    return this.joinOne(groupId, locatorId, proof);
   }
 
-  async joinAll(locatorId: Buffer, joins: readonly { groupId: Uint8Array; joinCode?: string }[]): Promise<number> {
+  async joinAll(locatorId: Buffer, joins: readonly JoinRequest[]): Promise<number> {
     // Checked first, then applied: a refused join (closed group, full) changes nothing; unlike
     // SQLite this is not one transaction, so a concurrent change between may still slip in.
     const k = this.of(locatorId);
@@ -435,8 +437,22 @@ class RedisGroups implements GroupBackend {
       throw new DevlocError(ErrorCode.FULL, `terminal is in ${this.limits.maxGroupsPerTerminal} groups already`);
     }
     let n = 0;
-    for (const j of pending) if (await this.joinOne(Buffer.from(j.groupId), locatorId, j.joinCode, true)) n++;
+    for (const j of pending) if (await this.joinOne(Buffer.from(j.groupId), locatorId, j.proof)) n++;
     return n;
+  }
+
+  async joinFailures(groupId: Buffer, locatorId: Buffer): Promise<{ terminal: number; group: number }> {
+    const [kt, kg] = this.failKeys(groupId, locatorId);
+    const [t, g] = await Promise.all([this.r.call(['GET', kt], kt), this.r.call(['GET', kg], kg)]);
+    const n = (v: unknown): number => (v === null || v === undefined ? 0 : Number(Buffer.isBuffer(v) ? v.toString() : v) || 0);
+    return { terminal: n(t), group: n(g) };
+  }
+
+  /** Counted by every instance alike: the counters live in Redis, not in the instance. */
+  async noteJoinFailure(groupId: Buffer, locatorId: Buffer): Promise<void> {
+    await Promise.all(this.failKeys(groupId, locatorId).map(async (k) => {
+      if ((await this.r.call(['INCR', k], k)) === 1) await this.r.call(['PEXPIRE', k, JOIN_FAILURE_LIMITS.windowMs], k);
+    }));
   }
 
   async leave(groupId: Buffer, locatorId: Buffer): Promise<boolean> {
@@ -455,7 +471,7 @@ class RedisGroups implements GroupBackend {
     const gm = this.mem(groupId);
     const [meta, count] = await Promise.all([this.readMeta(groupId), this.r.call(['ZCARD', gm], gm)]);
     if (!meta) return undefined;
-    return { id: groupId, name: meta.name.toString('utf8'), owner: meta.owner, closed: meta.hash !== undefined, createdMs: Number(meta.created.toString()), members: count as number };
+    return { id: groupId, name: meta.name.toString('utf8'), owner: meta.owner, closed: meta.key !== undefined || meta.hash !== undefined, createdMs: Number(meta.created.toString()), members: count as number };
   }
 
   async isMember(groupId: Buffer, locatorId: Buffer): Promise<boolean> {

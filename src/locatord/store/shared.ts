@@ -65,8 +65,7 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
   /**
    * RedisStore's groups, with REGISTER's joins all or nothing as on the embedded store (one
    * SQLite transaction there): Redis applies them one by one, so when one is refused (wrong
-   * code, full) the joins this call made before it are undone (leaving an emptied group deletes
-   * it, so a group this call created goes too).
+   * code, full) the joins this call made before it are undone (REGISTER creates no group).
    */
   readonly groups: GroupBackend;
   readonly watches: WatchBackend;
@@ -223,6 +222,7 @@ function bindAll(g: GroupBackend): GroupBackend {
     create: (o, n, c) => g.create(o, n, c), join: (gid, l, c) => g.join(gid, l, c), joinAll: (l, j) => g.joinAll(l, j),
     leave: (gid, l) => g.leave(gid, l), get: (gid) => g.get(gid), isMember: (gid, l) => g.isMember(gid, l),
     members: (gid, o, n) => g.members(gid, o, n), shareGroup: (a, b) => g.shareGroup(a, b),
+    joinFailures: (gid, l) => g.joinFailures(gid, l), noteJoinFailure: (gid, l) => g.noteJoinFailure(gid, l),
   };
 }
 

@@ -9,7 +9,7 @@
 // writing the state (probe schedule, SIGHUP clean-up, introductions relayed between instances)
 // is the `ServedStore` below: store/embedded.ts and store/shared.ts (Redis + relay + schedule).
 import type { Address } from '../../wire/addr.js';
-import type { GroupInfo } from '../groups.js';
+import type { CodeProof, GroupInfo, JoinRequest } from '../groups.js';
 import type { ServerSession } from '../../net/sessions.js';
 import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
@@ -62,9 +62,14 @@ export interface StoredSession {
 }
 
 export interface GroupBackend {
-  create(owner: Buffer, name: string, joinCode?: string): MaybePromise<Buffer>;
-  join(groupId: Buffer, locatorId: Buffer, joinCode?: string): MaybePromise<boolean>;
-  joinAll(locatorId: Buffer, joins: readonly { groupId: Uint8Array; joinCode?: string }[]): MaybePromise<number>;
+  /** A new group with an ID drawn by the store; closed when `codeKey` is given. */
+  create(owner: Buffer, name: string, codeKey?: Buffer): MaybePromise<Buffer>;
+  join(groupId: Buffer, locatorId: Buffer, proof?: CodeProof): MaybePromise<boolean>;
+  /** REGISTER's joinGroups: existing groups only, all or nothing. */
+  joinAll(locatorId: Buffer, joins: readonly JoinRequest[]): MaybePromise<number>;
+  /** Failed join proofs in the current window (groups.ts, JOIN_FAILURE_LIMITS), of the terminal and of the group. */
+  joinFailures(groupId: Buffer, locatorId: Buffer): MaybePromise<{ terminal: number; group: number }>;
+  noteJoinFailure(groupId: Buffer, locatorId: Buffer): MaybePromise<void>;
   leave(groupId: Buffer, locatorId: Buffer): MaybePromise<boolean>;
   get(groupId: Buffer): MaybePromise<GroupInfo | undefined>;
   isMember(groupId: Buffer, locatorId: Buffer): MaybePromise<boolean>;
