@@ -38,7 +38,7 @@ interface DeviceEntries {
 }
 
 /** FNV-1a of the device ID, as a slot index. */
-function slotOf(deviceId: string): number {
+export function replaySlotOf(deviceId: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < deviceId.length; i++) h = Math.imul(h ^ deviceId.charCodeAt(i), 0x01000193);
   return (h >>> 0) % FLOOR_SLOTS;
@@ -64,7 +64,7 @@ export class ReplayCache {
           this.evictedEarly++;
           if (e.timeMs > newest) newest = e.timeMs;
         }
-        const slot = slotOf(deviceId);
+        const slot = replaySlotOf(deviceId);
         if (newest > this.slotFloors[slot]!) this.slotFloors[slot] = newest;
       },
     });
@@ -83,7 +83,7 @@ export class ReplayCache {
     const now = this.now();
     let d = this.devices.get(deviceId);
     if (!d) {
-      d = { entries: new Map(), floorTimeMs: this.slotFloors[slotOf(deviceId)]! };
+      d = { entries: new Map(), floorTimeMs: this.slotFloors[replaySlotOf(deviceId)]! };
       this.devices.set(deviceId, d);
     }
     const key = Buffer.from(nonce).toString('latin1');
