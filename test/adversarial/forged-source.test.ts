@@ -45,6 +45,9 @@ t.test('authd: the victim authenticates after the forged flood', async (t) => {
     expectMsg(await victim.register(), 'REGISTER_ACK');
     await flood('matchd', s.addr.matchd);
     expectMsg(await victim.submit(), 'MATCH_SUBMIT_ACK');
+    // At once, not after retransmissions outlasting the limit.
+    t.equal(await s.metric('locatord', 'refused_total', { code: 'RATE_LIMITED' }), 0, 'locatord: nothing was RATE_LIMITED');
+    t.equal(await s.metric('matchd', 'refused_total', { code: 'RATE_LIMITED' }), 0, 'matchd: nothing was RATE_LIMITED');
   });
 
   t.test('reflector: the victim is reflected after the forged flood', async (t) => {
