@@ -81,7 +81,7 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
     const deviceKeys = devices.map((d) => privateKeyObject('Ed25519', d.sign));
     const cnf = generatePair('x25519').public;
     const authd = await startAuthd({
-      host: '127.0.0.1', port: 0, keyFiles: [keyFile], stateDir, ratePerS: 0, cookieThreshold: -1,
+      host: '127.0.0.1', port: 0, keyFiles: [keyFile], stateDir, ratePerS: 0, cookieThreshold: -1, deviceRatePerMin: 0,
       logger: new Logger({ service: 'authd', level: 'error', write: () => undefined }), metrics: new Metrics(),
       receiveBufferBytes: 4 << 20,
     });

@@ -30,6 +30,10 @@ export const spec: Spec = {
     type: 'number', default: defaultPolicy.cookieThreshold, min: -1, reloadable: true,
     describe: 'AUTH_REQUESTs per second (all sources) above which a cookie is required (0 = always, -1 = never)',
   },
+  'device-rate': {
+    type: 'number', default: defaultPolicy.deviceRatePerMin, min: 0, reloadable: true,
+    describe: 'authentications per minute per device, also its burst, RATE_LIMITED beyond (0 = no limit)',
+  },
   'max-rate': { type: 'number', default: defaultPolicy.maxRate, min: 0, reloadable: true, describe: 'authentications per second served at most, TRY_LATER beyond (0 = no limit)' },
   'receive-buffer': { type: 'number', default: 0, min: 0, describe: 'socket receive buffer (SO_RCVBUF), bytes (0 = system default)' },
   'replay-cache': { type: 'number', default: 1_000_000, min: 1000, describe: 'most (device, nonce) pairs remembered against replays' },
@@ -47,6 +51,7 @@ function options(config: Config): Omit<AuthdOptions, 'logger' | 'metrics'> {
     burst: num(config, 'burst'),
     cookieThreshold: num(config, 'cookie-threshold'),
     maxRate: num(config, 'max-rate'),
+    deviceRatePerMin: num(config, 'device-rate'),
     receiveBufferBytes: num(config, 'receive-buffer'),
     replayCacheMax: num(config, 'replay-cache'),
   };
@@ -56,7 +61,7 @@ function reloadOptions(config: Config): ReloadOptions {
   const o = options(config);
   return {
     keyFiles: o.keyFiles, ticketLifetimeS: o.ticketLifetimeS!, clockSkewS: o.clockSkewS!, ratePerS: o.ratePerS!,
-    burst: o.burst!, cookieThreshold: o.cookieThreshold!, maxRate: o.maxRate!,
+    burst: o.burst!, cookieThreshold: o.cookieThreshold!, maxRate: o.maxRate!, deviceRatePerMin: o.deviceRatePerMin!,
   };
 }
 

@@ -1,40 +1,78 @@
 // Replay cache for AUTH_REQUESTs: the (device ID, nonce) pairs of verified requests, each kept
 // until its timeMs leaves the clock-skew window (after that the request is refused as
-// CLOCK_SKEW anyway). Bounded: at most `max` entries (LRU). If the bound forces out an entry
-// that has not expired yet, its replay could no longer be recognised, so the cache remembers the
-// newest timeMs it ever had to forget and from then on serves only requests younger than that
-// (older ones get TRY_LATER): under a flood big enough to overflow the cache, some honest
-// requests may have to be retried, but no replay is ever served.
+// CLOCK_SKEW anyway). The state is per device, so that no device can push out another's entries
+// (issue 15: cache-size + 50 requests of one device dated now + 290 s used to raise one global
+// floor and make every honest authentication TRY_LATER for five minutes):
+//
+// - each device keeps at most `perDevice` unexpired entries. When a device needs one more, its
+//   oldest entry is forgotten and the device's own floor rises to that entry's timeMs: from then
+//   on only that device's requests younger than the floor are served (older ones get TRY_LATER).
+//   A device that floods authd delays only itself.
+// - the devices are bounded too (LRU, `max / perDevice` of them). A device record forced out
+//   while some of its entries are unexpired leaves its newest timeMs in one of FLOOR_SLOTS slots
+//   chosen by a hash of the device ID; a device coming back starts from its slot's floor. Forcing
+//   records out takes max / perDevice devices authenticating within the skew window (62,500 at
+//   the defaults), and even then the floor holds only for the devices of the same slot.
+//
+// No replay is ever served: a forgotten entry's request is older than some floor that applies to
+// its device.
 import { LRUCache } from 'lru-cache';
 
 export type ReplayVerdict = 'fresh' | 'replay' | 'saturated';
+
+/** Unexpired requests remembered per device (a device re-authenticates a few times an hour). */
+export const DEVICE_REPLAY_ENTRIES = 16;
+/** Slots of the floors left by device records forced out of the cache (see above). */
+export const FLOOR_SLOTS = 4096;
 
 interface Entry {
   timeMs: number;
   expiresAt: number;
 }
 
+interface DeviceEntries {
+  /** nonce (latin1) -> entry */
+  entries: Map<string, Entry>;
+  /** This device's requests with timeMs at or below this are not served. */
+  floorTimeMs: number;
+}
+
+/** FNV-1a of the device ID, as a slot index. */
+export function replaySlotOf(deviceId: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < deviceId.length; i++) h = Math.imul(h ^ deviceId.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % FLOOR_SLOTS;
+}
+
 export class ReplayCache {
-  private readonly entries: LRUCache<string, Entry>;
-  /** Requests with timeMs at or below this are not served (see above). */
-  private floorTimeMs = -Infinity;
-  /** Unexpired entries forced out by the bound (a metric). */
+  private readonly devices: LRUCache<string, DeviceEntries>;
+  private readonly slotFloors = new Float64Array(FLOOR_SLOTS).fill(-Infinity);
+  private entryCount = 0;
+  /** Unexpired entries forgotten because of a bound (a metric). */
   evictedEarly = 0;
 
-  constructor(max: number, private readonly now: () => number = Date.now) {
-    this.entries = new LRUCache<string, Entry>({
-      max,
-      dispose: (v, _k, reason) => {
-        if (reason === 'evict' && v.expiresAt > this.now()) {
+  constructor(max: number, private readonly now: () => number = Date.now, private readonly perDevice = DEVICE_REPLAY_ENTRIES) {
+    this.devices = new LRUCache<string, DeviceEntries>({
+      max: Math.max(1, Math.ceil(max / perDevice)),
+      dispose: (d, deviceId, reason) => {
+        this.entryCount -= d.entries.size;
+        if (reason !== 'evict') return;
+        const now = this.now();
+        let newest = -Infinity;
+        for (const e of d.entries.values()) {
+          if (e.expiresAt <= now) continue;
           this.evictedEarly++;
-          if (v.timeMs > this.floorTimeMs) this.floorTimeMs = v.timeMs;
+          if (e.timeMs > newest) newest = e.timeMs;
         }
+        const slot = replaySlotOf(deviceId);
+        if (newest > this.slotFloors[slot]!) this.slotFloors[slot] = newest;
       },
     });
   }
 
+  /** Entries remembered, all devices. */
   get size(): number {
-    return this.entries.size;
+    return this.entryCount;
   }
 
   /**
@@ -42,11 +80,42 @@ export class ReplayCache {
    * would be refused for its timestamp anyway.
    */
   check(deviceId: string, nonce: Uint8Array, timeMs: number, expiresAt: number): ReplayVerdict {
-    const key = `${Buffer.from(nonce).toString('base64')}${deviceId}`;
-    const old = this.entries.get(key);
-    if (old && old.expiresAt > this.now()) return 'replay';
-    if (timeMs <= this.floorTimeMs) return 'saturated';
-    this.entries.set(key, { timeMs, expiresAt });
+    const now = this.now();
+    let d = this.devices.get(deviceId);
+    if (!d) {
+      d = { entries: new Map(), floorTimeMs: this.slotFloors[replaySlotOf(deviceId)]! };
+      this.devices.set(deviceId, d);
+    }
+    const key = Buffer.from(nonce).toString('latin1');
+    const old = d.entries.get(key);
+    if (old && old.expiresAt > now) return 'replay';
+    if (timeMs <= d.floorTimeMs) return 'saturated';
+    if (old) {
+      d.entries.delete(key);
+      this.entryCount--;
+    }
+    if (d.entries.size >= this.perDevice) {
+      for (const [k, e] of d.entries) if (e.expiresAt <= now) {
+        d.entries.delete(k);
+        this.entryCount--;
+      }
+    }
+    if (d.entries.size >= this.perDevice) {
+      // Forget this device's oldest request; its own floor keeps a replay of it out.
+      let oldestKey: string | undefined;
+      let oldest: Entry | undefined;
+      for (const [k, e] of d.entries) if (!oldest || e.timeMs < oldest.timeMs) {
+        oldestKey = k;
+        oldest = e;
+      }
+      d.entries.delete(oldestKey!);
+      this.entryCount--;
+      this.evictedEarly++;
+      if (oldest!.timeMs > d.floorTimeMs) d.floorTimeMs = oldest!.timeMs;
+      if (timeMs <= d.floorTimeMs) return 'saturated';
+    }
+    d.entries.set(key, { timeMs, expiresAt });
+    this.entryCount++;
     return 'fresh';
   }
 }

@@ -3,16 +3,21 @@
 // answers with a sealed grant: the terminal's locator ID and one ticket per requested service.
 //
 // Checks, cheapest first, so that nothing costly is done for a request that will be refused:
-//   (DatagramServer: size <= 1200, per-source rate limit, CBOR and schema)
+//   (DatagramServer: size <= 1200, CBOR and schema, the shared budget of unproven datagrams)
 //   1. exactly AUTH_REQUEST_SIZE bytes                          BAD_MESSAGE
-//   2. cookie, when load is above --cookie-threshold (2 HMACs)  COOKIE_REQUIRED
+//   2. cookie, unless load is at or below --cookie-threshold    COOKIE_REQUIRED
+//      (default 0: always; 2 HMACs); then the source's bucket   RATE_LIMITED
 //   3. global budget (--max-rate)                               TRY_LATER
 //   4. authdKey names a loaded key                              BAD_PROOF
-//   5. X25519 + open the seal; device lookup; Ed25519 proof     BAD_PROOF, UNKNOWN_DEVICE
+//   5. X25519 + open the seal; device lookup; Ed25519 proof     BAD_PROOF (unknown devices too:
+//      they are checked against a decoy key, so the answer and the work are those of a bad proof)
+//      (source's bucket here when no cookie was checked)        RATE_LIMITED
 //   6. revoked (after the proof: only the device learns it)     REVOKED
-//   7. |timeMs - now| <= --clock-skew                           CLOCK_SKEW
-//   8. (device ID, nonce) not seen within the skew window       REPLAY (TRY_LATER if saturated)
-//   9. at least one requested audience is a registered service  NOT_FOUND
+//   7. the device's own budget (--device-rate)                  RATE_LIMITED
+//   8. |timeMs - now| <= --clock-skew                           CLOCK_SKEW
+//   9. (device ID, nonce) not seen within the skew window       REPLAY (TRY_LATER if the
+//      device's own replay state overflowed: see replay.ts)
+//  10. at least one requested audience is a registered service  NOT_FOUND
 // then one Ed25519 signature per ticket. Unknown audiences among known ones are skipped (the
 // grant names the audiences it covers); a request naming only unknown ones is refused with
 // NOT_FOUND. An empty audience list is served with no tickets: the locator ID alone.
@@ -30,7 +35,7 @@ import { AUTH_REQUEST_SIZE, DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, DEFAULT_TICKET_
 import { encodeDatagram } from '../wire/envelope.js';
 import type { ErrorCode as ErrorCodeT } from '../wire/errors.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
-import { publicKeyObject } from '../wire/keys.js';
+import { generatePair, publicKeyObject } from '../wire/keys.js';
 import { issueTicket } from '../wire/ticket.js';
 import { CookieJar, LoadMeter } from './cookie.js';
 import { AuthDb } from './db.js';
@@ -50,13 +55,18 @@ export interface AuthPolicy {
   cookieThreshold: number;
   /** Authentications/s across all sources served at most (TRY_LATER beyond); 0 = no limit. */
   maxRate: number;
+  /** Authentications per minute per device (and burst), after its proof; 0 = no limit. */
+  deviceRatePerMin: number;
 }
 
 export const defaultPolicy: AuthPolicy = {
   ticketLifetimeS: DEFAULT_TICKET_LIFETIME_S,
   clockSkewS: DEFAULT_CLOCK_SKEW_S,
-  cookieThreshold: 1000,
+  // Always: no X25519 for a source that has not returned a cookie (issue 15). Terminals echo
+  // it automatically; it costs one round trip per authentication.
+  cookieThreshold: 0,
   maxRate: 0,
+  deviceRatePerMin: 10,
 };
 
 export interface AuthServiceOptions {
@@ -96,6 +106,9 @@ export class AuthService {
   readonly load: LoadMeter;
   readonly replay: ReplayCache;
   private globalLimiter: RateLimiter | undefined;
+  private deviceLimiter: RateLimiter | undefined;
+  /** Checked in place of an unknown device's key: its proof fails as a wrong one does. */
+  private readonly decoyKey = publicKeyObject('Ed25519', generatePair('ed25519').public);
   private readonly logger: Logger;
   private readonly metrics: Metrics;
   private readonly now: () => number;
@@ -125,6 +138,7 @@ export class AuthService {
     m.counter('tickets_issued_total', 'Tickets issued, by audience');
     m.counter('relay_credentials_issued_total', 'TURN relay credentials put into grants');
     m.counter('cookies_sent_total', 'COOKIE_REQUIRED answers sent');
+    m.counter('auth_unknown_device_total', 'AUTH_REQUESTs of devices not enrolled (answered BAD_PROOF)');
     m.gauge('replay_cache_entries', 'Entries in the AUTH_REQUEST replay cache', () => this.replay.size);
     m.gauge('replay_cache_evicted_early', 'Unexpired replay-cache entries forced out by its bound', () => this.replay.evictedEarly);
     m.gauge('auth_load_per_second', 'AUTH_REQUESTs per second over the last second, all sources', () => this.load.rate());
@@ -133,7 +147,11 @@ export class AuthService {
 
   setPolicy(p: AuthPolicy): void {
     this.policy = p;
-    this.globalLimiter = p.maxRate > 0 ? new RateLimiter({ ratePerS: p.maxRate, burst: Math.max(1, p.maxRate), maxSources: 1, ...(this.injectedClock ? { now: this.now } : {}) }) : undefined;
+    const clock = this.injectedClock ? { now: this.now } : {};
+    this.globalLimiter = p.maxRate > 0 ? new RateLimiter({ ratePerS: p.maxRate, burst: Math.max(1, p.maxRate), maxSources: 1, ...clock }) : undefined;
+    if (p.deviceRatePerMin <= 0) this.deviceLimiter = undefined;
+    else if (this.deviceLimiter) this.deviceLimiter.setRate(p.deviceRatePerMin / 60, p.deviceRatePerMin);
+    else this.deviceLimiter = new RateLimiter({ ratePerS: p.deviceRatePerMin / 60, burst: p.deviceRatePerMin, maxSources: 1_000_000, ...clock });
   }
 
   cookieRequired(): boolean {
@@ -161,12 +179,15 @@ export class AuthService {
     }
     const body = msg.body;
     // 2. Cookie: two HMACs, before any public-key operation.
-    if (this.cookieRequired() && !(body.cookie && this.cookies.check(body.cookie, from))) {
+    const cookieChecked = this.cookieRequired();
+    if (cookieChecked && !(body.cookie && this.cookies.check(body.cookie, from))) {
       this.metrics.inc('cookies_sent_total');
-      return this.refuse(ErrorCode.COOKIE_REQUIRED, body.cookie ? 'cookie invalid or expired: send a new request with this one' : 'busy: send a new request with this cookie', {
+      return this.refuse(ErrorCode.COOKIE_REQUIRED, body.cookie ? 'cookie invalid or expired: send a new request with this one' : 'send a new request with this cookie', {
         cookie: this.cookies.mint(from),
       });
     }
+    // The source has proven it receives at its address: only now is its own bucket charged.
+    if (cookieChecked && !ctx.chargeSource()) return this.rateLimited(ctx);
     // 3. Global budget.
     if (this.globalLimiter && !this.globalLimiter.take('*')) {
       return this.refuse(ErrorCode.TRY_LATER, 'authd is at its --max-rate', { retryAfterMs: Math.max(100, this.globalLimiter.retryAfterMs('*')) });
@@ -185,7 +206,9 @@ export class AuthService {
         this.logger.error('database read failed', { err: (err as Error).message });
         return { ok: false, code: ErrorCode.TRY_LATER, reason: 'terminal database unavailable' };
       }
-      if (!device) return { ok: false, code: ErrorCode.UNKNOWN_DEVICE, reason: 'device not enrolled' };
+      // Unknown: verified against the decoy key, so that it fails exactly as a wrong proof does
+      // (same code, same text, same work): the answer tells no one which device IDs exist.
+      if (!device) return { ok: true, key: this.decoyKey };
       const pk = ed25519PublicKey(device.publicKey);
       // An enrolled key that is not a valid point can verify nothing: the same as a bad proof.
       if (!pk) return { ok: false, code: ErrorCode.BAD_PROOF, reason: 'enrolled device key is not a valid Ed25519 key' };
@@ -194,25 +217,45 @@ export class AuthService {
     const fromText = formatAddress(from);
     if (!opened.ok) {
       if (dbFailed) return this.refuse(ErrorCode.TRY_LATER, opened.reason, { retryAfterMs: 1000 });
+      if (opened.code === ErrorCode.BAD_PROOF && device === undefined && opened.reason === 'device signature does not verify') {
+        // The log (never the wire) tells the operator what it was.
+        this.metrics.inc('auth_unknown_device_total');
+        this.logger.refusal('auth:UNKNOWN_DEVICE', { from: formatAddress(from), code: 'BAD_PROOF', reason: 'device not enrolled' });
+      }
       return this.refuse(opened.code, opened.reason);
     }
     const inner = opened.inner;
     const deviceId = inner.deviceId;
+    if (device === undefined) {
+      // The decoy key verified: impossible without its secret, which no one holds.
+      return this.refuse(ErrorCode.BAD_PROOF, 'device signature does not verify');
+    }
+    if (!cookieChecked && !ctx.chargeSource()) return this.rateLimited(ctx);
     // 6. Revocation, only now that the requester has proved it holds the device key.
     if (device!.revoked) return this.refuseDevice(ErrorCode.REVOKED, 'device revoked', deviceId, fromText);
-    // 7. Clock.
+    // 7. The device's own budget: one device cannot spend --max-rate or the replay cache of others.
+    if (this.deviceLimiter && !this.deviceLimiter.take(deviceId)) {
+      const retryAfterMs = Math.max(1000, this.deviceLimiter.retryAfterMs(deviceId));
+      this.logger.refusal('auth:RATE_LIMITED', { from: fromText, deviceId, code: 'RATE_LIMITED', reason: 'device over --device-rate' });
+      return this.refuse(ErrorCode.RATE_LIMITED, 'too many authentications of this device', { retryAfterMs });
+    }
+    // 8. Clock.
     const now = this.now();
     const skewMs = this.policy.clockSkewS * 1000;
     const drift = inner.timeMs - now;
     if (Math.abs(drift) > skewMs) {
       return this.refuseDevice(ErrorCode.CLOCK_SKEW, `timeMs is ${Math.round(Math.abs(drift) / 1000)} s ${drift > 0 ? 'ahead of' : 'behind'} authd's clock (allowed ${this.policy.clockSkewS} s)`, deviceId, fromText);
     }
-    // 8. Replay.
+    // 9. Replay.
     const verdict = this.replay.check(deviceId, inner.nonce, inner.timeMs, inner.timeMs + skewMs + 1000);
     if (verdict === 'replay') return this.refuseDevice(ErrorCode.REPLAY, 'request already served', deviceId, fromText);
-    if (verdict === 'saturated') return this.refuse(ErrorCode.TRY_LATER, 'replay cache saturated: send a new request', { retryAfterMs: 1000 });
-    // 9. Tickets.
+    if (verdict === 'saturated') return this.refuseDevice(ErrorCode.TRY_LATER, 'too many recent requests of this device: send a new request', deviceId, fromText);
+    // 10. Tickets.
     return this.issue(ctx, deviceId, inner.audiences, inner.cnf, inner.nonce, opened.keys, now, fromText);
+  }
+
+  private rateLimited(ctx: RequestContext<'AUTH_REQUEST'>): Refusal {
+    return this.refuse(ErrorCode.RATE_LIMITED, 'too many requests from this address', { retryAfterMs: Math.max(100, ctx.retryAfterMs()) });
   }
 
   private issue(
@@ -317,6 +360,7 @@ export interface AuthdOptions {
   burst?: number;
   cookieThreshold?: number;
   maxRate?: number;
+  deviceRatePerMin?: number;
   receiveBufferBytes?: number;
   replayCacheMax?: number;
   logger?: Logger;
@@ -325,7 +369,7 @@ export interface AuthdOptions {
   now?: () => number;
 }
 
-export type ReloadOptions = Partial<Pick<AuthdOptions, 'keyFiles' | 'ticketLifetimeS' | 'clockSkewS' | 'ratePerS' | 'burst' | 'cookieThreshold' | 'maxRate'>>;
+export type ReloadOptions = Partial<Pick<AuthdOptions, 'keyFiles' | 'ticketLifetimeS' | 'clockSkewS' | 'ratePerS' | 'burst' | 'cookieThreshold' | 'maxRate' | 'deviceRatePerMin'>>;
 
 export interface Authd {
   host: string;
@@ -365,6 +409,7 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
     clockSkewS: o.clockSkewS ?? defaultPolicy.clockSkewS,
     cookieThreshold: o.cookieThreshold ?? defaultPolicy.cookieThreshold,
     maxRate: o.maxRate ?? defaultPolicy.maxRate,
+    deviceRatePerMin: o.deviceRatePerMin ?? defaultPolicy.deviceRatePerMin,
   };
   const service = new AuthService({ db, keys, locator, logger, metrics, policy, now, ...(o.replayCacheMax ? { replayCacheMax: o.replayCacheMax } : {}) });
   service.relays.reload(); // logs the relays going into grants, and any whose secret is unusable
@@ -416,6 +461,7 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
         clockSkewS: r.clockSkewS ?? service.policy.clockSkewS,
         cookieThreshold: r.cookieThreshold ?? service.policy.cookieThreshold,
         maxRate: r.maxRate ?? service.policy.maxRate,
+        deviceRatePerMin: r.deviceRatePerMin ?? service.policy.deviceRatePerMin,
       });
       rate = { ratePerS: r.ratePerS ?? rate.ratePerS, burst: r.burst ?? rate.burst };
       limiter.setRate(rate.ratePerS, rate.burst);

@@ -21,6 +21,8 @@ interface Bucket {
 
 export class RateLimiter {
   private readonly buckets: LRUCache<string, Bucket>;
+  /** Buckets shared by every source (see takeShared): kept apart, so no flood of sources evicts them. */
+  private readonly shared = new Map<string, Bucket>();
   private readonly now: () => number;
   constructor(private opts: RateLimitOptions) {
     this.buckets = new LRUCache({ max: opts.maxSources ?? 65_536 });
@@ -52,6 +54,28 @@ export class RateLimiter {
     }
     if (b.tokens < cost) return false;
     b.tokens -= cost;
+    return true;
+  }
+
+  /**
+   * Take one token from the bucket `key` shared by all sources, `factor` times the per-source
+   * rate and burst (the server's budget for datagrams that prove nothing: a forged source can
+   * drain it, but for everyone at once, never for one victim). False when it is empty.
+   */
+  takeShared(key: string, factor: number): boolean {
+    if (this.opts.ratePerS <= 0) return true;
+    const now = this.now();
+    const burst = this.opts.burst * factor;
+    let b = this.shared.get(key);
+    if (!b) {
+      b = { tokens: burst, at: now };
+      this.shared.set(key, b);
+    } else {
+      b.tokens = Math.min(burst, b.tokens + (Math.max(0, now - b.at) / 1000) * this.opts.ratePerS * factor);
+      b.at = now;
+    }
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
     return true;
   }
 

@@ -2,17 +2,26 @@
 // authentication, anti-replay, the response cache for retransmissions, dispatch to a handler per
 // message type, and refusals with an error code on the wire and a log line.
 //
-// Order matters for safety: size -> rate limit -> decode -> MAC (no state touched before it
-// verifies; the order of checks within decode and MAC is devloc-protocol(7) "Order of checks":
-// for a known session the MAC is checked before the body, so a bad body under a valid MAC is
-// refused MACed, and under a wrong MAC is BAD_MAC; every refusal carries the request ID whenever
-// it can be read) -> response cache (a byte-identical retransmission from the same source is answered,
-// not executed twice; a reply larger than the request at most MAX_RETRANSMIT times) -> replay window -> handler (the window takes the sequence number unless
+// Order matters for safety: size -> decode -> MAC (no state touched before it verifies; the
+// order of checks within decode and MAC is devloc-protocol(7) "Order of checks": for a known
+// session the MAC is checked before the body, so a bad body under a valid MAC is refused MACed,
+// and under a wrong MAC is BAD_MAC; every refusal carries the request ID whenever it can be read)
+// -> response cache (a byte-identical retransmission from the same source is answered, not
+// executed twice; a reply larger than the request at most MAX_RETRANSMIT times) -> replay window
+// -> rate limit (the source's own bucket) -> handler (the window takes the sequence number unless
 // the answer is TRY_LATER / RATE_LIMITED, which are neither cached nor spent; with several
 // instances the window shared through the store is asked too, and takes the number before the
-// handler runs: see ServerSessions.claim). Replies to
-// anything not MAC-verified, and every refusal made here (replays included), are never larger
-// than the request; responses (odd types, ERROR above all) are never answered with a refusal.
+// handler runs: see ServerSessions.claim). Replies to anything not MAC-verified, and every
+// refusal made here (replays included), are never larger than the request; responses (odd types,
+// ERROR above all) are never answered with a refusal.
+//
+// Rate limits (issue 15): a source's own bucket is charged only for a datagram that proved
+// something: a session MAC that verified on a sequence number not seen before (here, just before
+// the handler), or, for unauthenticated requests, whatever the handler checks (authd's cookie:
+// the handler calls ctx.chargeSource()). Everything that proves nothing (undecodable, unknown
+// type, no session, bad MAC, replays, unauthenticated requests, and the ticket check that opens a
+// session, before it runs) draws on one budget shared by all sources (UNPROVEN_BUDGET_FACTOR times
+// the per-source rate): a forged datagram can spend it for everyone, never a chosen victim's.
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import { LRUCache } from 'lru-cache';
@@ -49,6 +58,15 @@ export interface RequestContext<N extends MessageName = MessageName> {
   freshSession: boolean;
   /** Encode a reply of `name` to this request (MACed when the request was). */
   reply<R extends MessageName>(name: R, body: Bodies[R]): Buffer;
+  /**
+   * For unauthenticated requests, once the handler has proven the source (authd: a valid
+   * cookie): charge the source's rate bucket. False when the source is over its limit (answer
+   * RATE_LIMITED, with retryAfterMs from `retryAfterMs()`). Session messages are charged by the
+   * server; this then returns true.
+   */
+  chargeSource(): boolean;
+  /** Milliseconds until the source's bucket has a token again. */
+  retryAfterMs(): number;
 }
 
 export type Handler<N extends MessageName = MessageName> = (ctx: RequestContext<N>) => HandlerResult | Promise<HandlerResult>;
@@ -110,6 +128,12 @@ const isPromiseLike = (v: unknown): v is PromiseLike<HandlerResult> =>
 const ZERO_RID = new Uint8Array(REQUEST_ID_BYTES);
 
 const replayReason = (w: WindowVerdict): string => (w === 'old' ? 'sequence left of the replay window' : 'sequence already seen');
+
+/**
+ * The budget for datagrams that prove nothing, shared by all sources, in per-source rates and
+ * bursts (see the top of this file): 50 sources' worth.
+ */
+export const UNPROVEN_BUDGET_FACTOR = 50;
 
 /** Most bytes of a refusal's message text (the ERROR schema bounds it in bytes, not characters). */
 const ERROR_MESSAGE_MAX_BYTES = 120;
@@ -214,23 +238,10 @@ export class DatagramServer {
    * do), so that no promise is made per datagram; a promise only when the handler returns one.
    */
   private process(raw: Buffer, from: Address, triedRemote = false): Promise<void> | undefined {
-    const { metrics, logger } = this.opts;
+    const { metrics } = this.opts;
     if (!triedRemote) this.received.inc();
     if (raw.length > MAX_DATAGRAM) {
       this.drop('oversize', from, { bytes: raw.length });
-      return;
-    }
-    if (!triedRemote && this.opts.rateLimiter && !this.opts.rateLimiter.take(from.ip)) {
-      metrics.inc('refused_total', { code: errorName(ErrorCode.RATE_LIMITED) });
-      logger.refusal('rate-limited', { from: formatAddress(from) });
-      // Answer (small, never amplifying) so honest clients back off; a flood's answers are
-      // themselves bounded by the bucket's refill, as the limiter is charged for them too. The
-      // answer carries the request ID (peeked, not decoded: this path must stay cheap), or the
-      // client could not match it to its request and would never see it.
-      const peek = peekEnvelope(raw);
-      if (!isResponseType(peek.type) && this.opts.rateLimiter.take(`notify:${from.ip}`)) {
-        this.sendRefusal(raw, from, peek.rid ?? ZERO_RID, { error: ErrorCode.RATE_LIMITED, retryAfterMs: this.opts.rateLimiter.retryAfterMs(from.ip) });
-      }
       return;
     }
     const dec = decodeDatagram(raw);
@@ -238,6 +249,7 @@ export class DatagramServer {
     const msg = dec.msg;
     const handler = this.opts.handlers[msg.name] as Handler | undefined;
     if (!handler || (msg.auth && !this.opts.sessions)) {
+      if (!this.unproven(raw, from, msg.rid, msg.type)) return;
       this.refuse(raw, from, msg.rid, { error: ErrorCode.UNKNOWN_TYPE, message: `${msg.name} is not served by ${this.opts.service}` }, undefined, msg.name, msg.type);
       return;
     }
@@ -247,10 +259,15 @@ export class DatagramServer {
     let digest: Buffer;
     if (msg.auth) {
       const sessions = this.opts.sessions!;
+      // Opening a session checks a ticket (a signature, an X25519): work for a datagram that has
+      // proven nothing yet, drawn from the shared budget.
+      if (!triedRemote && (msg.body as { ticket?: unknown }).ticket !== undefined && !sessions.get(Buffer.from(msg.auth.sid).toString('hex'))
+        && !this.unproven(raw, from, msg.rid, msg.type)) return;
       const auth = sessions.authenticate(msg, raw);
       // A session opened by another instance sharing the store (locatord --store redis): load
       // it, then process the datagram once more (without a second lookup).
       if (!auth.ok && auth.code === ErrorCode.NO_SESSION && sessions.hasRemote && !triedRemote) {
+        if (!this.unproven(raw, from, msg.rid, msg.type)) return;
         return sessions.fetch(Buffer.from(msg.auth.sid).toString('hex')).then(
           (found) => (found ? this.process(raw, from, true) : this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name, msg.type)),
           (err: unknown) => {
@@ -260,6 +277,7 @@ export class DatagramServer {
         );
       }
       if (!auth.ok) {
+        if (!this.unproven(raw, from, msg.rid, msg.type)) return;
         this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name, msg.type);
         return;
       }
@@ -294,6 +312,7 @@ export class DatagramServer {
         // or a forgery. Never answer it with the cached reply (that could be larger than the
         // request, toward a spoofed victim); the refusal itself is bounded by the request.
         const why = sameSource ? 'request ID reused for another request' : 'request already executed for another source';
+        if (!this.unproven(raw, from, msg.rid, msg.type)) return;
         this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: why }, session, msg.name, msg.type);
       }
       return;
@@ -306,12 +325,20 @@ export class DatagramServer {
     if (session && msg.auth) {
       const w = session.window.check(msg.auth.seq);
       if (w !== 'ok') {
+        if (!this.unproven(raw, from, msg.rid, msg.type)) return;
         this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: replayReason(w) }, session, msg.name, msg.type);
         return;
       }
       // The window takes the sequence number once the handler has run (below), unless the
       // answer is "try again": then the same datagram must be executable again. Meanwhile the
       // in-flight set keeps a copy of this datagram (same MAC, so same request ID) out.
+      // Proven (a MAC on a sequence number not seen before): now, and only now, the source's
+      // own bucket is charged.
+      const limiter = this.opts.rateLimiter;
+      if (limiter && !limiter.take(from.ip)) {
+        this.rateLimited(raw, from, msg, session);
+        return;
+      }
       // Several instances (locatord --store redis): the shared window must also say yes, and
       // takes the number at once (atomically), so that a copy reaching another instance or
       // worker meanwhile is refused there; "try again" gives it back (answer()).
@@ -339,7 +366,7 @@ export class DatagramServer {
           },
         );
       }
-    }
+    } else if (!this.unproven(raw, from, msg.rid, msg.type)) return;
     return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest);
   }
 
@@ -353,6 +380,8 @@ export class DatagramServer {
     const ctx: RequestContext = {
       msg, raw, from, freshSession: fresh,
       reply: (name, body) => (session ? sessions!.encode(session, name, msg.rid, body) : encodeDatagram(name, msg.rid, body)),
+      chargeSource: () => session !== undefined || !this.opts.rateLimiter || this.opts.rateLimiter.take(from.ip),
+      retryAfterMs: () => this.opts.rateLimiter?.retryAfterMs(from.ip) ?? 0,
     };
     if (session) ctx.session = session;
     this.inFlight.add(cacheKey);
@@ -390,6 +419,7 @@ export class DatagramServer {
    */
   private refuseUndecoded(raw: Buffer, from: Address, dec: Extract<DecodeOutcome, { ok: false }>, triedRemote: boolean): Promise<void> | undefined {
     const rid = dec.rid ?? peekEnvelope(raw).rid ?? ZERO_RID;
+    if (!this.unproven(raw, from, rid, dec.type)) return undefined;
     const spec = dec.type === undefined ? undefined : specOf(dec.type);
     if (spec && dec.code !== ErrorCode.UNKNOWN_TYPE && (!this.opts.handlers[spec.name] || (spec.auth === 'session' && !this.opts.sessions))) {
       this.refuse(raw, from, rid, { error: ErrorCode.UNKNOWN_TYPE, message: `${spec.name} is not served by ${this.opts.service}` }, undefined, spec.name, dec.type);
@@ -420,6 +450,34 @@ export class DatagramServer {
     }
     this.refuse(raw, from, rid, { error: dec.code, message: dec.reason }, undefined, 'decode', dec.type);
     return undefined;
+  }
+
+  /**
+   * Charge the shared budget of datagrams that prove nothing (see the top of the file). True:
+   * go on. False: the budget is empty, the datagram was dropped, answered with RATE_LIMITED
+   * only while the (also shared) notification budget lasts.
+   */
+  private unproven(raw: Buffer, from: Address, rid: Uint8Array | undefined, type: number | undefined): boolean {
+    const limiter = this.opts.rateLimiter;
+    if (!limiter || limiter.takeShared('unproven', UNPROVEN_BUDGET_FACTOR)) return true;
+    this.opts.metrics.inc('dropped_total', { reason: 'unproven-budget' });
+    this.opts.logger.refusal('drop:unproven-budget', { from: formatAddress(from), reason: 'unproven-budget' });
+    if (!isResponseType(type) && limiter.takeShared('notify', 1)) {
+      this.opts.metrics.inc('refused_total', { code: errorName(ErrorCode.RATE_LIMITED) });
+      this.sendRefusal(raw, from, rid ?? ZERO_RID, { error: ErrorCode.RATE_LIMITED, message: 'busy', retryAfterMs: 1000 });
+    }
+    return false;
+  }
+
+  /** A proven request over its source's limit: RATE_LIMITED (the sequence number is not spent). */
+  private rateLimited(raw: Buffer, from: Address, msg: Message, session: ServerSession): void {
+    const limiter = this.opts.rateLimiter!;
+    // Answers to one source are bounded too (a terminal that keeps sending gets some of them).
+    if (!limiter.take(`notify:${from.ip}`)) {
+      this.opts.metrics.inc('dropped_total', { reason: 'rate-limited' });
+      return;
+    }
+    this.refuse(raw, from, msg.rid, { error: ErrorCode.RATE_LIMITED, retryAfterMs: limiter.retryAfterMs(from.ip) }, session, msg.name, msg.type);
   }
 
   /** The refusal for a handler's exception. */

@@ -62,6 +62,11 @@ export interface ServerSessionsOptions {
   /** Our static X25519 secret (the service key). */
   serviceSecret: KeyObject;
   maxSessions?: number;
+  /**
+   * Most sessions held per locator ID (default MAX_SESSIONS_PER_ID): a device opening more (one
+   * per ticket it gets) loses its own oldest, never another terminal's to the LRU bound.
+   */
+  maxSessionsPerId?: number;
   /** Milliseconds clock. */
   now?: () => number;
   /**
@@ -78,8 +83,13 @@ export interface ServerSessionsOptions {
   sharedWindow?: SharedReplayWindow;
 }
 
+/** Sessions per locator ID: a terminal holds one per service per ticket, two while it renews. */
+export const MAX_SESSIONS_PER_ID = 8;
+
 export class ServerSessions {
   private readonly sessions: LRUCache<string, ServerSession>;
+  /** locator ID (hex) -> its sessions' IDs, oldest first. */
+  private readonly byLocator = new Map<string, Set<string>>();
   /**
    * Keys derived for session-opening messages whose MAC has not verified (yet). Tickets cross
    * the wire in clear inside REGISTER, so anyone who saw one can send opening messages with a
@@ -97,7 +107,15 @@ export class ServerSessions {
   keyDerivations = 0;
 
   constructor(private readonly opts: ServerSessionsOptions) {
-    this.sessions = new LRUCache({ max: opts.maxSessions ?? 2_000_000, ttlAutopurge: false });
+    this.sessions = new LRUCache({
+      max: opts.maxSessions ?? 2_000_000, ttlAutopurge: false,
+      dispose: (session, sidHex) => {
+        const ids = this.byLocator.get(session.locatorHex);
+        if (!ids) return;
+        ids.delete(sidHex);
+        if (ids.size === 0) this.byLocator.delete(session.locatorHex);
+      },
+    });
     this.now = opts.now ?? Date.now;
     this.freshnessMs = opts.freshnessMs ?? 120_000;
   }
@@ -214,8 +232,26 @@ export class ServerSessions {
     const ttl = Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now());
     // Shared sessions send from a clock-based sequence (see fetch), whichever instance opened them.
     if (this.opts.remote) session.txSeq = Math.max(session.txSeq, this.now() * 1000);
-    this.sessions.set(session.sidHex, session, { ttl });
+    this.hold(session, ttl);
     this.opened++;
+  }
+
+  /** Keep `session`; beyond the per-ID cap, its locator ID's oldest session goes. */
+  private hold(session: ServerSession, ttl: number): void {
+    this.sessions.set(session.sidHex, session, { ttl });
+    let ids = this.byLocator.get(session.locatorHex);
+    if (!ids) {
+      ids = new Set();
+      this.byLocator.set(session.locatorHex, ids);
+    }
+    ids.delete(session.sidHex);
+    ids.add(session.sidHex);
+    const cap = this.opts.maxSessionsPerId ?? MAX_SESSIONS_PER_ID;
+    while (ids.size > cap) {
+      const oldest = ids.values().next().value as string;
+      ids.delete(oldest);
+      this.sessions.delete(oldest);
+    }
   }
 
   /** Encode and MAC a message to the terminal of `session`. */
@@ -243,6 +279,6 @@ export class ServerSessions {
   /** Restore a session from a snapshot (locatord restart), keeping its replay window. */
   restore(s: ServerSession): void {
     const ttl = s.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now();
-    if (ttl > 0) this.sessions.set(s.sidHex, s, { ttl });
+    if (ttl > 0) this.hold(s, ttl);
   }
 }

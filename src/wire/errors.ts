@@ -12,15 +12,15 @@ export const ErrorCode = {
   UNKNOWN_TYPE: 4,
   /** Datagram, string, array or nesting beyond the protocol's bounds. */
   TOO_LARGE: 5,
-  /** Source is over its rate limit; retry after the given delay. */
+  /** Source (or, at authd, device) over its rate limit, or the servers' budget for unproven datagrams spent; retry after the given delay. */
   RATE_LIMITED: 6,
   /** Server overloaded or a dependency unavailable; retry after the given delay. */
   TRY_LATER: 7,
-  /** authd: unknown device. */
+  /** authd: no longer sent (an unknown device gets BAD_PROOF, so no one learns which IDs are enrolled); reserved. */
   UNKNOWN_DEVICE: 16,
   /** authd: device revoked. */
   REVOKED: 17,
-  /** authd: the device's signature (proof of its factory key) does not verify, or sealing failed. */
+  /** authd: the device's signature (proof of its factory key) does not verify, the device is not enrolled, or sealing failed. */
   BAD_PROOF: 18,
   /** Timestamp or ticket validity outside the allowed clock skew. */
   CLOCK_SKEW: 19,

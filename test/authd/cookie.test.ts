@@ -38,22 +38,29 @@ t.test('LoadMeter: requests per second over a sliding second', async (t) => {
   t.equal(m.rate(), 0);
 });
 
-t.test('ReplayCache: replays refused until expiry; overflow never lets a replay through', async (t) => {
+t.test('ReplayCache: replays refused until expiry; per-device overflow never lets a replay through nor touches another device', async (t) => {
   let now = 0;
-  const r = new ReplayCache(2, () => now);
+  const r = new ReplayCache(8, () => now, 2);
   const n = (i: number): Buffer => Buffer.alloc(16, i);
   t.equal(r.check('A', n(1), 0, 100), 'fresh');
   t.equal(r.check('A', n(1), 0, 100), 'replay');
   t.equal(r.check('B', n(1), 0, 100), 'fresh', 'same nonce, other device');
   now = 101;
   t.equal(r.check('A', n(1), 0, 200), 'fresh', 'after expiry (its timestamp would be refused anyway)');
-  // Overflow: an unexpired entry is pushed out; anything as old as it is no longer served.
+  // One device overflows its own entries with requests dated far ahead.
   now = 150;
-  t.equal(r.check('C', n(2), 140, 400), 'fresh');
-  t.equal(r.check('D', n(3), 145, 400), 'fresh');
+  t.equal(r.check('C', n(2), 440, 800), 'fresh');
+  t.equal(r.check('C', n(3), 445, 800), 'fresh');
+  t.equal(r.check('C', n(4), 446, 800), 'fresh', 'its oldest entry is forgotten');
   t.ok(r.evictedEarly >= 1);
-  t.equal(r.check('A', n(1), 0, 200), 'saturated', 'the forgotten one cannot be replayed');
-  t.equal(r.check('E', n(4), 146, 400), 'fresh', 'newer requests still served');
+  t.equal(r.check('C', n(2), 440, 800), 'saturated', 'the forgotten one cannot be replayed');
+  t.equal(r.check('C', n(5), 300, 800), 'saturated', 'nor anything of that device as old');
+  t.equal(r.check('C', n(6), 447, 800), 'fresh', 'newer requests of it still served');
+  t.equal(r.check('B', n(7), 150, 400), 'fresh', 'another device is not affected');
+  t.equal(r.check('D', n(7), 150, 400), 'fresh', 'nor a new one');
+  // Device records forced out of the cache leave their floor in a hashed slot: still no replay.
+  for (let i = 0; i < 10; i++) r.check(`X${i}`, n(8), 150, 800);
+  t.equal(r.check('C', n(3), 445, 800), 'saturated', 'a device forced out of the cache cannot have its requests replayed');
 });
 
 t.test('cookie round trip over UDP', async (t) => {

@@ -125,9 +125,13 @@ t.test('refusals carry their code', async (t) => {
     t.equal(code(r), ErrorCode.BAD_PROOF);
   });
 
-  t.test('unknown device: UNKNOWN_DEVICE', async (t) => {
+  t.test('unknown device: BAD_PROOF, word for word as a wrong key (no enrollment oracle)', async (t) => {
     const stranger = newDeviceKey('NOT-ENROLLED') as DeviceKeyFile;
-    t.equal(code(await authenticate(c, a.port, { device: stranger, authd: f.authdKey })), ErrorCode.UNKNOWN_DEVICE);
+    const unknown = await authenticate(c, a.port, { device: stranger, authd: f.authdKey });
+    const wrong = await authenticate(c, a.port, { device: d, authd: f.authdKey, signWith: privateKeyObject('Ed25519', generatePair('ed25519')) });
+    t.equal(code(unknown), ErrorCode.BAD_PROOF);
+    t.same(!unknown.ok && unknown.message, !wrong.ok && wrong.message, 'same message');
+    t.ok(a.lines.some((l) => l['event'] === 'auth:UNKNOWN_DEVICE'), 'the log says what it was');
   });
 
   t.test('wrong device key: BAD_PROOF', async (t) => {
@@ -197,7 +201,7 @@ t.test('refusals carry their code', async (t) => {
 
   t.test('every refusal was logged with its code', async (t) => {
     const events = new Set(a.lines.filter((l) => l['msg'] === 'refused').map((l) => String(l['code'])));
-    for (const c of ['MALFORMED', 'BAD_MESSAGE', 'BAD_PROOF', 'UNKNOWN_DEVICE', 'REVOKED', 'CLOCK_SKEW', 'REPLAY', 'TRY_LATER']) t.ok(events.has(c), c);
+    for (const c of ['MALFORMED', 'BAD_MESSAGE', 'BAD_PROOF', 'REVOKED', 'CLOCK_SKEW', 'REPLAY', 'TRY_LATER']) t.ok(events.has(c), c);
     t.ok(a.metrics.get('auth_failed_total', { code: 'CLOCK_SKEW' }) >= 2);
   });
 });

@@ -7,7 +7,7 @@ import { UdpClient } from '../../src/net/client.js';
 import { RateLimiter } from '../../src/net/ratelimit.js';
 import type { HandlerResult, Handlers, RequestContext } from '../../src/net/server.js';
 import type { ClaimVerdict } from '../../src/net/sessions.js';
-import { bindUdp, peekEnvelope } from '../../src/net/server.js';
+import { bindUdp, peekEnvelope, UNPROVEN_BUDGET_FACTOR } from '../../src/net/server.js';
 import { Rng } from '../../fuzz/rng.js';
 import { mutate } from '../../fuzz/mutate.js';
 import { sampleDatagrams } from '../../fuzz/world.js';
@@ -426,36 +426,82 @@ t.test('a handler reply larger than a datagram is not sent: INTERNAL instead', a
   t.ok(h.logs.some((l) => l['msg'] === 'reply too large'));
 });
 
-t.test('rate limiting per source IP: RATE_LIMITED with retryAfterMs and the request ID; notifications bounded', async (t) => {
-  const clock = { ms: 0 };
+t.test('rate limiting per source IP, only once a MAC proved the datagram: RATE_LIMITED with retryAfterMs and the request ID; notifications bounded', async (t) => {
+  const w = sessionWorld();
+  const clock = w.clock;
   const rl = new RateLimiter({ ratePerS: 2, burst: 3, now: () => clock.ms });
-  const c = counting();
-  const h = harness({ handlers: { REFLECT: c.handler }, rateLimiter: rl, clock });
-  for (let i = 0; i < 13; i++) await h.server.receive(reflect(rid(100 + i), 80), { ip: A.ip, port: 1000 + i });
-  t.equal(c.calls(), 3, 'the burst is executed, whatever the source port');
+  let refreshes = 0;
+  const handlers: Handlers = {
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    REFRESH: (ctx) => {
+      refreshes++;
+      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
+    },
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock, rateLimiter: rl });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(99), { ticket: w.ticket, timeMs: clock.ms }), { ip: A.ip, port: 999 });
+  for (let i = 0; i < 12; i++) await h.server.receive(cs.encode('REFRESH', rid(100 + i), {}), { ip: A.ip, port: 1000 + i });
+  t.equal(refreshes, 2, 'the burst (REGISTER + 2) is executed, whatever the source port');
   const refusals = h.socket.sent.slice(3).map((s) => decoded(s.bytes));
   t.equal(refusals.length, 3, 'notifications bounded by their own bucket');
   refusals.forEach((m, i) => {
     t.equal(m.name === 'ERROR' && m.body.code, ErrorCode.RATE_LIMITED);
     t.equal(m.name === 'ERROR' && m.body.retryAfterMs, 500, 'one token at 2/s: 500 ms');
-    t.same(Buffer.from(m.rid), rid(103 + i), 'carries the refused request ID');
+    t.same(Buffer.from(m.rid), rid(102 + i), 'carries the refused request ID');
   });
-  t.equal(h.metrics.get('refused_total', { code: 'RATE_LIMITED' }), 10);
-  t.equal(h.logs.filter((l) => l['event'] === 'rate-limited').length, 1, 'one log line for the flood');
-  await h.server.receive(reflect(rid(200), 80), B);
-  t.equal(c.calls(), 4, 'another IP is not limited');
+  t.equal(h.metrics.get('refused_total', { code: 'RATE_LIMITED' }), 3);
+  t.equal(h.metrics.get('dropped_total', { reason: 'rate-limited' }), 7);
   clock.ms += 500;
-  await h.server.receive(reflect(rid(201), 80), A);
-  t.equal(c.calls(), 5, 'a token refilled after retryAfterMs');
-  await h.server.receive(reflect(rid(202), 80), A);
-  t.equal(c.calls(), 5);
+  await h.server.receive(cs.encode('REFRESH', rid(201), {}), A);
+  t.equal(refreshes, 3, 'a token refilled after retryAfterMs (the refused sequence numbers were not spent)');
+});
+
+t.test('datagrams that prove nothing never charge the source they claim: one budget shared by all sources', async (t) => {
+  const w = sessionWorld();
+  const clock = w.clock;
+  const rl = new RateLimiter({ ratePerS: 1, burst: 3, now: () => clock.ms });
+  let refreshes = 0;
+  const c = counting();
+  const handlers: Handlers = {
+    REFLECT: c.handler,
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    REFRESH: (ctx) => {
+      refreshes++;
+      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
+    },
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock, rateLimiter: rl });
+  // Forged with the victim's IP: junk, a forged MAC, a replay of the victim's own datagram.
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(300), { ticket: w.ticket, timeMs: clock.ms }), A);
+  const captured = cs.encode('REFRESH', rid(301), {});
+  await h.server.receive(captured, A);
+  t.equal(refreshes, 1);
+  const forged = Buffer.from(cs.encode('REFRESH', rid(302), {}));
+  forged[forged.length - 1]! ^= 1;
+  const shared = 3 * UNPROVEN_BUDGET_FACTOR;
+  for (let i = 0; i < shared + 20; i++) {
+    const pick = i % 3;
+    await h.server.receive(pick === 0 ? Buffer.from([0x01]) : pick === 1 ? forged : captured, { ip: A.ip, port: 40_000 + i });
+  }
+  t.ok(h.metrics.get('dropped_total', { reason: 'unproven-budget' }) >= 20, 'the shared budget ran out');
+  // The victim's own MACed requests are still served: its bucket was never charged.
+  await h.server.receive(cs.encode('REFRESH', rid(303), {}), A);
+  t.equal(refreshes, 2, 'the victim is served');
+  // Unauthenticated requests draw on the shared budget only, and it refills.
+  await h.server.receive(reflect(rid(304), 80), B);
+  t.equal(c.calls(), 0, 'an unproven request waits for the shared budget');
+  clock.ms += 1000;
+  await h.server.receive(reflect(rid(305), 80), B);
+  t.equal(c.calls(), 1, 'served once it refilled');
   // Never larger than the request: a tiny limited request gets no notification.
-  clock.ms += 10_000;
   const rl2 = new RateLimiter({ ratePerS: 1, burst: 1, now: () => clock.ms });
   const h2 = harness({ handlers: { REFLECT: c.handler }, rateLimiter: rl2, clock });
-  await h2.server.receive(reflect(rid(203), 80), A);
-  await h2.server.receive(reflect(rid(204), 0), A);
-  t.equal(h2.socket.sent.length, 1, 'no notification larger than the request');
+  for (let i = 0; i < UNPROVEN_BUDGET_FACTOR; i++) await h2.server.receive(reflect(rid(400 + i), 80), A);
+  const before = h2.socket.sent.length;
+  await h2.server.receive(reflect(rid(500), 0), A);
+  t.equal(h2.socket.sent.length, before, 'no notification larger than the request');
 });
 
 t.test('peekEnvelope reads request ID and type of canonical envelopes only', async (t) => {

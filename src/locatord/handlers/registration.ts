@@ -73,8 +73,12 @@ export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): Ma
     const peek = b.ticket ? peekTicket(b.ticket) : undefined;
     if (peek && typeof peek !== 'string') s.kid = peek.kid;
   }
-  // Same session, not newer than what the record reflects: an older packet that arrived late.
-  const stale = (rec: Presence | undefined): rec is Presence => rec !== undefined && rec.sidHex === s.sidHex && seq <= rec.seq;
+  // Same session, not newer than what the record reflects: an older packet that arrived late. Or
+  // an older session's (its ticket expires before the record's session's): a REGISTER withheld
+  // and delivered later must not rebind the ID away from the terminal's newer session (issue 15).
+  // The record's session is compared when this instance holds it (always on the embedded store).
+  const olderSession = (rec: Presence): boolean => rec.sidHex !== s.sidHex && (c.sessions.get(rec.sidHex)?.exp ?? -Infinity) > s.exp;
+  const stale = (rec: Presence | undefined): rec is Presence => rec !== undefined && ((rec.sidHex === s.sidHex && seq <= rec.seq) || olderSession(rec));
   const staleAck = (rec: Presence): HandlerResult => {
     c.metrics.inc('stale_updates_total', { type: 'REGISTER' });
     return ctx.reply('REGISTER_ACK', ackOf(c, rec, s.locatorId));
