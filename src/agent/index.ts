@@ -12,7 +12,7 @@ export { CONTROL_COMMANDS, ControlServer, dispatch, handleLine } from './control
 export type { ControlRequest, ControlResponse } from './control.js';
 export { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from './control-client.js';
 export type { AuthdPublicKey, DeviceIdentity, Loaded } from './identity.js';
-export { IDENTITY_FORBIDDEN_MODE, loadAuthdKey, loadDeviceIdentity, parseAuthdKey } from './identity.js';
+export { IDENTITY_FORBIDDEN_MODE, loadAuthdKey, loadDeviceIdentity, parseAuthdKey, parseDeviceIdentity } from './identity.js';
 export { formatId, isIdText, isNickname, parseId } from './ids.js';
 export type { LocalAddress } from './interfaces.js';
 export { addressSignature, localAddresses } from './interfaces.js';
