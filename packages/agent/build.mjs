@@ -4,9 +4,11 @@
 //   dist/agent.js         the library (src/agent/index.ts): `import { Agent } from './agent.js'`
 //   dist/devloc-agent.js  the daemon (src/agent/main.ts)
 //   dist/devloc.js        the terminal-side devloc(1) commands (src/cli/terminal.ts; yargs inlined)
+//   dist/types/           the library's declarations (tsc), for TypeScript hosts
 // The man pages are copied beside them. Run by `npm pack` (prepack) or `npm run build:agent`.
 // esbuild is a devDependency of the repository: the build needs the source tree anyway.
 import { build } from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +42,13 @@ for (const [name, entry] of entries) {
   });
   if (name !== 'agent') chmodSync(path.join(out, `${name}.js`), 0o755);
 }
+// Declarations of the library for TypeScript hosts (dist/types/agent/index.d.ts and what it names).
+const tsc = spawnSync(process.execPath, [
+  path.join(root, 'node_modules/typescript/bin/tsc'), '--declaration', '--emitDeclarationOnly', '--rootDir', path.join(root, 'src'),
+  '--outDir', path.join(out, 'types'), '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--lib', 'ES2023',
+  '--types', 'node', '--strict', '--exactOptionalPropertyTypes', '--skipLibCheck', path.join(root, 'src/agent/index.ts'),
+], { encoding: 'utf8' });
+if (tsc.status !== 0) throw new Error(`tsc (declarations): ${tsc.stdout}${tsc.stderr}`);
 mkdirSync(path.join(here, 'man'), { recursive: true });
 for (const page of ['devloc-agent.8', 'devloc-agent.3', 'devloc.1']) copyFileSync(path.join(root, 'man', page), path.join(here, 'man', page));
 writeFileSync(path.join(out, 'VERSION'), `${version}\n`);
