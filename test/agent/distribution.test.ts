@@ -45,6 +45,11 @@ t.test('every AgentError code in src/agent is in AGENT_ERROR_CODES and in devloc
 t.test('npm pack, npm install -g offline into an empty prefix, the example against real daemons', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-agent-dist-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // The daemons first, before npm pack and tsc load the machine.
+  const s = await stack(t, { matchd: true });
+  const peer = await s.agent('peer', [...FAST_AGENT, '--reachable']);
+  await peer.waitFor((l) => l['msg'] === 'registered', 60_000, 'peer registered');
+  const peerId = (await peer.status()).locatorId!;
   const env = { ...process.env, npm_config_cache: path.join(dir, 'npm-cache'), npm_config_update_notifier: 'false' };
   const pack = spawnSync('npm', ['pack', '--json', '--pack-destination', dir], { cwd: path.join(root, 'packages/agent'), encoding: 'utf8', env, timeout: 600_000 });
   if (!t.equal(pack.status, 0, `npm pack: ${pack.stderr}`)) return;
@@ -99,10 +104,6 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
   const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', app], { cwd: app, encoding: 'utf8', timeout: 600_000 });
   if (!t.equal(tsc.status, 0, `tsc of the example: ${tsc.stdout}${tsc.stderr}`)) return;
 
-  const s = await stack(t, { matchd: true });
-  const peer = await s.agent('peer', [...FAST_AGENT, '--reachable']);
-  await peer.waitFor((l) => l['msg'] === 'registered', 60_000, 'peer registered');
-  const peerId = (await peer.status()).locatorId!;
   const device = s.device('console');
   const unknownPeer = 'ab'.repeat(16);
   const child = spawn(process.execPath, [path.join(app, 'out/console-agent.js')], {
