@@ -5,6 +5,13 @@
 //   idle run  — locatord's own refresh interval (25 s): what an agent costs doing nothing;
 //   busy run  — a refresh every `refreshS` seconds: the cost of one refresh, by difference.
 // CPU per hour at the default 25 s interval = idle CPU rate x 3600 + 144 refreshes x cost of one.
+// Footprint against bare Node.js in the same run (issue 20): the RSS of `node -e` doing nothing,
+// of the embedded library (the idle run) and of the devloc-agent daemon, each after the same
+// settling time; start to registered for the library and the daemon; bytes on the wire per hour
+// (one refresh's datagrams, measured in the busy run, times the refreshes of an hour behind a NAT
+// and on an open address, plus 28 bytes of IPv4 and UDP header each); and the V8 heap after a
+// full GC before and after the busy run's refreshes, scaled to the refreshes of 24 hours (the
+// refresh interval compressed to 1 s stands in for a fake clock: the servers run on real time).
 // For `npm run bench`: `benchAgent()` returns the figures, `formatAgentBench()` prints them.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,8 +19,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AuthDb } from '../src/authd/db.js';
-import { startDaemon } from '../src/common/spawn.js';
-import { NAT_REFRESH_S } from '../src/wire/constants.js';
+import { readFileSync } from 'node:fs';
+import { spawnDaemon, startDaemon } from '../src/common/spawn.js';
+import { NAT_REFRESH_S, OPEN_REFRESH_S } from '../src/wire/constants.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../src/wire/keys.js';
 import type { ChildResult, ChildSettings } from './agent-child.js';
 
@@ -38,6 +46,24 @@ export interface AgentBenchResult {
   /** CPU seconds per hour at the default refresh interval. */
   cpuSecondsPerHour: number;
   defaultRefreshS: number;
+  /** RSS of bare `node -e` (nothing loaded), of the library's process and of the daemon, MiB. */
+  bareRssMiB: number;
+  daemonRssMiB: number;
+  libraryAboveBareMiB: number;
+  daemonAboveBareMiB: number;
+  /** Process start to registered (authenticate, register; no classification), ms. */
+  libraryStartToRegisteredMs: number;
+  daemonStartToRegisteredMs: number;
+  /** Bytes on the wire (IPv4: payload + 28) per refresh, and per idle hour behind a NAT (25 s) and on an open address (300 s). */
+  bytesPerRefresh: number;
+  bytesPerHourNat: number;
+  bytesPerHourOpen: number;
+  openRefreshS: number;
+  /** CPU seconds per hour on an open address (300 s refresh). */
+  cpuSecondsPerHourOpen: number;
+  /** V8 heap after GC: before the busy run's refreshes, and its growth scaled to 24 hours of refreshes at 25 s. */
+  heapAfterGcMiB: number;
+  heapGrowth24hKiB: number;
   idle: ChildResult;
   busy: ChildResult;
   /** "node" (compiled) or "tsx" (TypeScript at run time: RSS includes the compiler). */
@@ -53,8 +79,26 @@ function nodeArgs(rel: string): string[] {
   return typescript ? ['--import', 'tsx', file] : [file];
 }
 
+/** RSS of a process, from /proc (bytes; 0 where there is no /proc). */
+function rssOf(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Bare Node.js: `node -e` that only waits, measured after `ms` like the others. */
+function bareNode(ms: number): Promise<number> {
+  const proc = spawn(process.execPath, ['-e', `setTimeout(() => process.stdout.write(String(process.memoryUsage().rss)), ${ms})`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  return new Promise((resolve, reject) => proc.once('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`node -e exited ${code}`)))));
+}
+
 function runChild(settings: ChildSettings): Promise<ChildResult> {
-  const proc = spawn(process.execPath, nodeArgs('agent-child.ts'), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, ['--expose-gc', ...nodeArgs('agent-child.ts')], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -105,6 +149,22 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     procs.push(authd.proc);
     const base = { identity, authd: `127.0.0.1:${Number(authd.listening['port'])}`, authdKey: authdPub, seconds };
     log(`agent bench: idle run, ${seconds} s at locatord's interval`);
+    const settleMs = 5000 + seconds * 1000; // registered -> RSS read, the same for all three
+    log('agent bench: bare node -e');
+    const bare = await bareNode(settleMs);
+    log('agent bench: devloc-agent daemon');
+    const t0 = performance.now();
+    const daemon = spawnDaemon({
+      entry: 'agent/main', timeoutMs: 30_000,
+      args: ['--identity', identity, '--authd', base.authd, '--authd-key', authdPub, '--reflector', 'off', '--control-socket', path.join(dir, 'agent.sock'),
+        '--state-dir', dir, '--log-level', 'info'],
+    });
+    procs.push(daemon.proc);
+    await daemon.waitFor((l) => l['msg'] === 'registered');
+    const daemonStartToRegisteredMs = performance.now() - t0;
+    await new Promise((r) => setTimeout(r, settleMs));
+    const daemonRss = rssOf(daemon.proc.pid!);
+    await daemon.stop('SIGTERM', 10_000);
     const idle = await runChild({ ...base, maxRefreshS: 0, warmupMs: 5000 });
     log(`agent bench: busy run, ${seconds} s refreshing every ${refreshS} s`);
     const busy = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(5000, 2 * refreshS * 1000) });
@@ -112,14 +172,30 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     const extra = busy.refreshes - (idle.refreshes * busy.seconds) / idle.seconds;
     const perRefresh = extra > 0 ? Math.max(0, cpuS(busy) - idleRate * busy.seconds) / extra : 0;
     const perHour = idleRate * 3600 + (3600 / NAT_REFRESH_S) * perRefresh;
+    const bytesPerRefresh = busy.refreshes > 0 ? (busy.bytesSent + busy.bytesReceived + 28 * busy.datagrams) / busy.refreshes : 0;
+    const mib = (b: number): number => round(b / 2 ** 20, 1);
+    const heapPerRefresh = busy.refreshes > 0 ? (busy.heapAfterGcEnd - busy.heapAfterGcStart) / busy.refreshes : 0;
     return {
+      bareRssMiB: mib(bare),
+      daemonRssMiB: mib(daemonRss),
+      libraryAboveBareMiB: mib(idle.rssBytes - bare),
+      daemonAboveBareMiB: mib(daemonRss - bare),
+      libraryStartToRegisteredMs: Math.round(idle.startToRegisteredMs),
+      daemonStartToRegisteredMs: Math.round(daemonStartToRegisteredMs),
+      bytesPerRefresh: Math.round(bytesPerRefresh),
+      bytesPerHourNat: Math.round((3600 / NAT_REFRESH_S) * bytesPerRefresh),
+      bytesPerHourOpen: Math.round((3600 / OPEN_REFRESH_S) * bytesPerRefresh),
+      openRefreshS: OPEN_REFRESH_S,
+      cpuSecondsPerHourOpen: round(idleRate * 3600 + (3600 / OPEN_REFRESH_S) * perRefresh, 2),
+      heapAfterGcMiB: mib(busy.heapAfterGcStart),
+      heapGrowth24hKiB: round((heapPerRefresh * (24 * 3600)) / NAT_REFRESH_S / 1024, 1),
+      idle, busy,
       idleRssMiB: round(idle.rssBytes / 2 ** 20, 1),
       idleHeapMiB: round(idle.heapUsedBytes / 2 ** 20, 1),
       cpuMsPerRefresh: round(perRefresh * 1000, 3),
       idleCpuSecondsPerHour: round(idleRate * 3600, 2),
       cpuSecondsPerHour: round(perHour, 2),
       defaultRefreshS: NAT_REFRESH_S,
-      idle, busy,
       runtime: typescript ? 'tsx' : 'node',
     };
   } finally {
@@ -131,9 +207,14 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
 export function formatAgentBench(r: AgentBenchResult): string {
   return [
     `devloc-agent (embedded Agent, ${r.runtime}):`,
-    `  idle RSS                      ${r.idleRssMiB} MiB (V8 heap in use ${r.idleHeapMiB} MiB; Node.js itself included)`,
+    `  bare node -e RSS              ${r.bareRssMiB} MiB`,
+    `  idle RSS, library             ${r.idleRssMiB} MiB (+${r.libraryAboveBareMiB} MiB over bare Node; V8 heap in use ${r.idleHeapMiB} MiB)`,
+    `  idle RSS, devloc-agent        ${r.daemonRssMiB} MiB (+${r.daemonAboveBareMiB} MiB over bare Node)`,
+    `  start -> registered           library ${r.libraryStartToRegisteredMs} ms, daemon ${r.daemonStartToRegisteredMs} ms`,
+    `  wire per refresh              ${r.bytesPerRefresh} B; per idle hour ${r.bytesPerHourNat} B behind a NAT (${r.defaultRefreshS} s), ${r.bytesPerHourOpen} B open (${r.openRefreshS} s)`,
+    `  heap after GC                 ${r.heapAfterGcMiB} MiB; growth over 24 h of refreshes ${r.heapGrowth24hKiB} KiB (${r.busy.refreshes} refreshes measured)`,
     `  CPU per refresh               ${r.cpuMsPerRefresh} ms (measured over ${r.busy.refreshes} refreshes)`,
     `  CPU idle                      ${r.idleCpuSecondsPerHour} s per hour (interface polls, timers)`,
-    `  CPU per hour, ${r.defaultRefreshS} s refresh   ${r.cpuSecondsPerHour} s`,
+    `  CPU per hour, ${r.defaultRefreshS} s refresh   ${r.cpuSecondsPerHour} s (open address, ${r.openRefreshS} s: ${r.cpuSecondsPerHourOpen} s)`,
   ].join('\n');
 }

@@ -149,15 +149,24 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     },
     {
       name: 'agent',
-      doc: 'devloc-agent (embedded Agent in its own process): idle RSS, CPU per refresh, CPU seconds per hour; 4x --seconds per run (min 10 s), two runs',
+      doc: 'devloc-agent: idle RSS of bare node -e, the embedded library and the daemon; start to registered; CPU and wire bytes per idle hour (NAT, open); heap growth over 24 h of refreshes; 4x --seconds per run (min 10 s)',
       run: async (ctx) => {
         const { benchAgent } = await import('./agent.js');
         const r = await benchAgent({ seconds: Math.max(10, 4 * ctx.seconds) });
         const s = 'agent';
         return [
-          { section: s, name: 'idle RSS (Node.js included)', value: r.idleRssMiB, unit: 'MiB', extra: { heapMiB: r.idleHeapMiB, runtime: r.runtime } },
+          { section: s, name: 'bare node -e RSS', value: r.bareRssMiB, unit: 'MiB' },
+          { section: s, name: 'idle RSS (Node.js included)', value: r.idleRssMiB, unit: 'MiB', extra: { heapMiB: r.idleHeapMiB, runtime: r.runtime, aboveBareMiB: r.libraryAboveBareMiB } },
+          { section: s, name: 'idle RSS over bare Node, library', value: r.libraryAboveBareMiB, unit: 'MiB' },
+          { section: s, name: 'idle RSS over bare Node, devloc-agent', value: r.daemonAboveBareMiB, unit: 'MiB', extra: { rssMiB: r.daemonRssMiB } },
+          { section: s, name: 'start -> registered, library', value: r.libraryStartToRegisteredMs, unit: 'ms' },
+          { section: s, name: 'start -> registered, devloc-agent', value: r.daemonStartToRegisteredMs, unit: 'ms' },
+          { section: s, name: `wire bytes per idle hour behind a NAT (${r.defaultRefreshS} s)`, value: r.bytesPerHourNat, unit: 'B', extra: { bytesPerRefresh: r.bytesPerRefresh } },
+          { section: s, name: `wire bytes per idle hour, open address (${r.openRefreshS} s)`, value: r.bytesPerHourOpen, unit: 'B' },
+          { section: s, name: 'heap growth over 24 h of refreshes', value: r.heapGrowth24hKiB, unit: 'KiB', extra: { heapAfterGcMiB: r.heapAfterGcMiB, refreshes: r.busy.refreshes } },
           { section: s, name: 'CPU per refresh', value: r.cpuMsPerRefresh, unit: 'ms', extra: { refreshes: r.busy.refreshes } },
           { section: s, name: `CPU per hour at the ${r.defaultRefreshS} s refresh`, value: r.cpuSecondsPerHour, unit: 'CPU-s', extra: { idleCpuSecondsPerHour: r.idleCpuSecondsPerHour } },
+          { section: s, name: `CPU per hour at the ${r.openRefreshS} s refresh (open address)`, value: r.cpuSecondsPerHourOpen, unit: 'CPU-s' },
         ];
       },
     },

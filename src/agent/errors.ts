@@ -37,3 +37,30 @@ export const REFUSALS: readonly number[] = [ErrorCode.UNKNOWN_DEVICE, ErrorCode.
 export const NEEDS_TICKET: readonly number[] = [
   ErrorCode.TICKET_EXPIRED, ErrorCode.BAD_TICKET, ErrorCode.WRONG_AUDIENCE, ErrorCode.CLOCK_SKEW, ErrorCode.BAD_MAC, ErrorCode.REPLAY,
 ];
+
+/**
+ * Every code an `AgentError` of the library carries, with what it means (documented in
+ * devloc-agent(3); test/agent/embed.test.ts checks that each code thrown in src/agent is here
+ * and in the page). Besides these, an ERROR answer of locatord or matchd is passed on with the
+ * wire code's name (RATE_LIMITED, TRY_LATER, FULL, ...: devloc-protocol(7)).
+ */
+export const AGENT_ERROR_CODES: Readonly<Record<string, string>> = {
+  NOT_RUNNING: 'the agent is not started, or is stopping',
+  NOT_REGISTERED: 'not registered with locatord (yet): the call waited and gave up',
+  NO_ANSWER: 'a server did not answer after every retransmission',
+  BAD_REQUEST: 'an argument is malformed (a match requirement, an empty channel message, ...)',
+  BAD_TARGET: 'an ID given as bytes is not 16 bytes long',
+  UNKNOWN_TARGET: 'neither an ID (32 hex digits) nor a name in the address book',
+  NOT_FOUND: 'no such terminal, group, match request or address book entry',
+  FORBIDDEN: 'the server refused: not allowed to see the target, or this terminal is udp-blocked',
+  PEER_UNAVAILABLE: 'connect: the peer is offline or may not be seen',
+  NO_DIRECT_PATH: 'connect: both ends are behind NATs no hole punching can traverse',
+  PUNCH_FAILED: 'connect: the channel did not open (timeout, or closed first)',
+  BAD_INTRODUCTION: 'connect: locatord introduced another terminal, or a key that does not open',
+  CHANNEL_NOT_OPEN: 'send on a channel that is not open',
+  TOO_LARGE: 'a channel message larger than the largest payload',
+  NO_MATCHD: 'matching: authd named no matchd and none was configured',
+  NO_MATCH_TICKET: 'matching: authd granted no ticket for the match service',
+  NO_ADDRESS_BOOK: 'control API: the agent has no address book',
+  UNKNOWN_COMMAND: 'control API: no such command',
+};

@@ -62,14 +62,25 @@ function jsonOk(text: string): boolean {
 export function loadDeviceIdentity(path: string): Loaded<DeviceIdentity> {
   const text = readChecked(path, 'identity file', 'secret');
   if (!text.ok) return text;
-  if (!jsonOk(text.value)) return { ok: false, error: `identity file ${path} is malformed: not JSON` };
-  const parsed = parseKeyFile(text.value);
-  if (!parsed.ok) return { ok: false, error: `identity file ${path} is malformed: ${parsed.error}` };
+  return parseDeviceIdentity(text.value, `identity file ${path}`);
+}
+
+/**
+ * A device identity held by the host program (a console's secure storage): the bytes of a key
+ * file of kind "device" (`devloc keygen`). A Buffer given is zeroed once the key is taken from it
+ * (the KeyObject holds the secret). Error texts never contain the content.
+ */
+export function parseDeviceIdentity(bytes: Buffer | string, where = 'identity'): Loaded<DeviceIdentity> {
+  const text = typeof bytes === 'string' ? bytes : bytes.toString('utf8');
+  if (!jsonOk(text)) return { ok: false, error: `${where} is malformed: not JSON` };
+  const parsed = parseKeyFile(text);
+  if (!parsed.ok) return { ok: false, error: `${where} is malformed: ${parsed.error}` };
   const k = parsed.value;
-  if (k.kind !== 'device') return { ok: false, error: `identity file ${path} is a key of kind "${k.kind}", not "device"` };
+  if (k.kind !== 'device') return { ok: false, error: `${where} is a key of kind "${k.kind}", not "device"` };
   const key = privateKeyObject('Ed25519', k.sign);
   // The raw secret is no longer needed: the KeyObject holds it.
   k.sign.secret.fill(0);
+  if (typeof bytes !== 'string') bytes.fill(0);
   return { ok: true, value: { deviceId: k.deviceId, key } };
 }
 

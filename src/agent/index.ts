@@ -7,12 +7,15 @@ export type {
 } from './types.js';
 export type { AgentLog, LogLevel } from './errors.js';
 export { Agent } from './agent.js';
-export { AgentError } from './errors.js';
+export { AGENT_ERROR_CODES, AgentError } from './errors.js';
+export type { Address } from '../wire/addr.js';
+export { formatAddress, parseAddress } from '../wire/addr.js';
+export type { MatchResult, MatchSpec } from './match.js';
 export { CONTROL_COMMANDS, ControlServer, dispatch, handleLine } from './control.js';
 export type { ControlRequest, ControlResponse } from './control.js';
 export { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from './control-client.js';
 export type { AuthdPublicKey, DeviceIdentity, Loaded } from './identity.js';
-export { IDENTITY_FORBIDDEN_MODE, loadAuthdKey, loadDeviceIdentity, parseAuthdKey } from './identity.js';
+export { IDENTITY_FORBIDDEN_MODE, loadAuthdKey, loadDeviceIdentity, parseAuthdKey, parseDeviceIdentity } from './identity.js';
 export { formatId, isIdText, isNickname, parseId } from './ids.js';
 export type { LocalAddress } from './interfaces.js';
 export { addressSignature, localAddresses } from './interfaces.js';

@@ -5,7 +5,6 @@
 // Precedence: flags > environment > file > built-in defaults. Unknown keys and bad values are
 // refused with the key (and file line) named, so a typo never silently means "default".
 import { readFileSync } from 'node:fs';
-import yargs from 'yargs';
 import { closest, didYouMean } from './suggest.js';
 
 export type OptionType = 'string' | 'number' | 'boolean' | 'list';
@@ -126,7 +125,7 @@ export function envName(daemon: string, key: string): string {
 }
 
 /**
- * Resolve the configuration from flags (already parsed by yargs: only keys given), environment
+ * Resolve the configuration from flags (already parsed by args.ts: only keys given), environment
  * and file. `readFile` is injectable for tests.
  */
 export function resolveConfig(
@@ -190,7 +189,7 @@ export function resolveConfig(
 /**
  * The first flag in `argv` that is not a known option, as one line naming it and the closest
  * known option (`unknown option --max-tll (did you mean --max-ttl?)`), or null. Only the
- * dash-case names count as known: yargs' camelCase aliases are not options a user should type.
+ * dash-case names count as known.
  * `known` holds long names without dashes; `--no-X` is known when X is.
  */
 export function unknownFlag(argv: readonly string[], known: readonly string[], short: readonly string[] = ['h']): string | null {
@@ -206,33 +205,6 @@ export function unknownFlag(argv: readonly string[], known: readonly string[], s
     for (const c of letters) if (!short.includes(c)) return `unknown option -${c}${letters.length > 1 ? ` (in ${arg}; long options take two dashes)` : ''}`;
   }
   return null;
-}
-
-/**
- * Build the yargs parser for a daemon: every option without a default (so that we can tell a
- * flag given from one absent), strict about unknown flags.
- */
-export function daemonArgs(name: string, summary: string, spec: Spec, argv: string[]) {
-  let y = yargs(argv)
-    .scriptName(name)
-    .usage(`${name} [options]\n\n${summary}\n\nEvery option may also be set in the --config file (key = value) or as\n${envName(name.replace(/^devloc-/, ''), 'KEY')}. Precedence: flag > environment > file > default.`)
-    .version(false) // ours (runDaemon), which names the program
-    .option('check-config', { type: 'boolean', describe: 'validate the configuration, the files, directories and ports it names, and exit' })
-    .option('version', { type: 'boolean', describe: `print "${name} <version>" and exit` })
-    .strict()
-    .help()
-    .alias('h', 'help')
-    .wrap(Math.min(100, process.stdout.columns || 100));
-  for (const [k, s] of Object.entries(spec)) {
-    const def = s.default === undefined || s.default === '' ? '' : ` [default: ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)}]`;
-    const reload = s.reloadable ? ' (reloaded on SIGHUP)' : '';
-    y = y.option(k, {
-      type: s.type === 'list' ? 'string' : s.type,
-      describe: `${s.describe}${def}${reload}`,
-      ...(s.choices ? { choices: s.choices as string[] } : {}),
-    });
-  }
-  return y;
 }
 
 export const str = (c: Config, k: string): string => String(c[k] ?? '');

@@ -1,9 +1,9 @@
 // Shared process lifecycle for devloc-authd, -locatord, -matchd and -agent: parse flags,
 // resolve the config (flags > env > file > defaults), --check-config, JSON logs, metrics
 // endpoint, SIGTERM/SIGINT graceful stop, SIGHUP reload.
-import { hideBin } from 'yargs/helpers';
 import type { Config, Spec } from './config.js';
-import { bool, commonSpec, daemonArgs, resolveConfig, specOf, str, unknownFlag } from './config.js';
+import { daemonHelp, parseDaemonArgs } from './args.js';
+import { bool, commonSpec, resolveConfig, specOf, str, unknownFlag } from './config.js';
 import type { Level, LogFormat } from './log.js';
 import { Logger } from './log.js';
 import { Metrics } from './metrics.js';
@@ -34,7 +34,7 @@ export function fullSpec(spec: Spec): Spec {
 }
 
 /** Run a daemon as the main program. Resolves when it has stopped. */
-export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(process.argv), env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function runDaemon(def: DaemonDefinition, argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const spec = fullSpec(def.spec);
   const binary = `devloc-${def.name}`;
   const before = argv.indexOf('--') < 0 ? argv : argv.slice(0, argv.indexOf('--'));
@@ -42,28 +42,22 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
     process.stdout.write(`${versionLine(binary)}\n`);
     return 0;
   }
-  // Unknown flags: one line with the closest option, exit 2 (not the whole help, and not
-  // yargs' camelCase aliases).
+  // Unknown flags: one line with the closest option, exit 2 (not the whole help).
   const unknown = unknownFlag(argv, [...Object.keys(spec), 'check-config', 'help', 'version']);
   if (unknown) {
     process.stderr.write(`${binary}: ${unknown}\n`);
     return 2;
   }
-  let parsed: Record<string, unknown>;
-  try {
-    parsed = await daemonArgs(binary, def.summary, spec, argv)
-      .fail((msg, err) => {
-        throw new UsageError(msg || err?.message || 'bad arguments');
-      })
-      .parseAsync();
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`${binary}: ${err.message.replace(/\s*\n\s*/g, ' ')} (${binary} --help for usage)\n`);
+  const parsed = parseDaemonArgs(spec, argv);
+  if (!parsed.ok) {
+    process.stderr.write(`${binary}: ${parsed.error} (${binary} --help for usage)\n`);
     return 2;
   }
-  if (parsed['help']) return 0; // yargs printed it
-  const flags: Record<string, unknown> = {};
-  for (const k of Object.keys(spec)) if (parsed[k] !== undefined) flags[k] = parsed[k];
+  if (parsed.help) {
+    process.stdout.write(daemonHelp(binary, def.summary, spec, process.stdout.columns || 100));
+    return 0;
+  }
+  const flags: Record<string, unknown> = parsed.flags;
   const resolved = resolveConfig(def.name, spec, flags, env);
   if (!resolved.ok) {
     process.stderr.write(`${binary}: configuration error: ${resolved.error}\n`);
@@ -75,7 +69,7 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
     process.stderr.write(`${binary}: configuration error: ${located(problem, spec, origins)}\n`);
     return 2;
   }
-  if (parsed['check-config']) {
+  if (parsed.checkConfig) {
     const problems = await preflight(spec, config, origins);
     if (problems.length) {
       for (const p of problems) process.stderr.write(`${binary}: configuration error: ${p}\n`);
@@ -159,9 +153,6 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = hideBin(
     });
   });
 }
-
-/** Thrown by the yargs failure handler: a usage error, reported in one line with exit 2. */
-class UsageError extends Error {}
 
 /**
  * Prefix a check's message with where the option it names was set (`FILE:LINE: listen: ...`),

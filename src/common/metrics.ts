@@ -1,7 +1,6 @@
 // Counters, gauges and a latency histogram, rendered in the Prometheus text format (0.0.4).
 // Small on purpose: a Map lookup per increment on the hot path, no labels parsing. Hot callers
 // take a `series()` handle once, so that the label key is not rebuilt for every increment.
-import http from 'node:http';
 
 type LabelSet = Record<string, string>;
 
@@ -132,7 +131,9 @@ export class Metrics {
   }
 
   /** Serve /metrics on host:port (meant for loopback). Resolves with the bound port. */
-  serve(host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
+  async serve(host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
+    // node:http only when a daemon serves metrics: it costs devloc-agent ~2 MiB of RSS otherwise.
+    const http = await import('node:http');
     const server = http.createServer((req, res) => {
       // Path only: scrapers may add a query string.
       if ((req.url ?? '').split('?')[0] !== '/metrics') {

@@ -7,9 +7,13 @@ import { fileURLToPath } from 'node:url';
 
 let cached: string | undefined;
 
+/** Set by the agent distribution's bundler (packages/agent/build.mjs): a bundle has no package.json beside it. */
+declare const __DEVLOC_VERSION__: string | undefined;
+
 /** The version in devloc's package.json ("unknown" if it cannot be found). */
 export function version(): string {
   if (cached !== undefined) return cached;
+  if (typeof __DEVLOC_VERSION__ === 'string') return (cached = __DEVLOC_VERSION__);
   cached = 'unknown';
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {

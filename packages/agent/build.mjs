@@ -1,0 +1,54 @@
+// Builds the agent distribution (issue 20) from the repository's sources: three ESM bundles,
+// each one self-contained file (node built-ins only), so the package has no dependencies and a
+// console maker can vendor dist/agent.js alone.
+//   dist/agent.js         the library (src/agent/index.ts): `import { Agent } from './agent.js'`
+//   dist/devloc-agent.js  the daemon (src/agent/main.ts)
+//   dist/devloc.js        the terminal-side devloc(1) commands (src/cli/terminal.ts; yargs inlined)
+//   dist/types/           the library's declarations (tsc), for TypeScript hosts
+// The man pages are copied beside them. Run by `npm pack` (prepack) or `npm run build:agent`.
+// esbuild is a devDependency of the repository: the build needs the source tree anyway.
+import { build } from 'esbuild';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const out = path.join(here, 'dist');
+const version = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version;
+const own = JSON.parse(readFileSync(path.join(here, 'package.json'), 'utf8'));
+if (own.version !== version) throw new Error(`packages/agent/package.json version ${own.version} differs from devloc's ${version}`);
+
+rmSync(out, { recursive: true, force: true });
+const entries = [
+  ['agent', 'src/agent/index.ts'],
+  ['devloc-agent', 'src/agent/main.ts'],
+  ['devloc', 'src/cli/terminal.ts'],
+];
+for (const [name, entry] of entries) {
+  await build({
+    entryPoints: [path.join(root, entry)],
+    outfile: path.join(out, `${name}.js`),
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    legalComments: 'inline',
+    define: { __DEVLOC_VERSION__: JSON.stringify(version) },
+    // yargs (devloc.js only) uses require() of built-ins in places: give the ESM bundle one.
+    banner: name === 'devloc' ? { js: "import { createRequire as __devlocRequire } from 'node:module'; const require = __devlocRequire(import.meta.url);" } : {},
+    logLevel: 'warning',
+  });
+  if (name !== 'agent') chmodSync(path.join(out, `${name}.js`), 0o755);
+}
+// Declarations of the library for TypeScript hosts (dist/types/agent/index.d.ts and what it names).
+const tsc = spawnSync(process.execPath, [
+  path.join(root, 'node_modules/typescript/bin/tsc'), '--declaration', '--emitDeclarationOnly', '--rootDir', path.join(root, 'src'),
+  '--outDir', path.join(out, 'types'), '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--lib', 'ES2023',
+  '--types', 'node', '--strict', '--exactOptionalPropertyTypes', '--skipLibCheck', path.join(root, 'src/agent/index.ts'),
+], { encoding: 'utf8' });
+if (tsc.status !== 0) throw new Error(`tsc (declarations): ${tsc.stdout}${tsc.stderr}`);
+mkdirSync(path.join(here, 'man'), { recursive: true });
+for (const page of ['devloc-agent.8', 'devloc-agent.3', 'devloc.1']) copyFileSync(path.join(root, 'man', page), path.join(here, 'man', page));
+writeFileSync(path.join(out, 'VERSION'), `${version}\n`);
