@@ -12,6 +12,7 @@ import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import { RateLimiter } from '../net/ratelimit.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
+import { EndedSessions, gateHandlers } from '../net/ended.js';
 import { ServerSessions } from '../net/sessions.js';
 import { REQUEST_ID_BYTES } from '../wire/constants.js';
 import { TicketVerifier } from '../wire/ticket.js';
@@ -52,6 +53,10 @@ export interface Locatord {
   readonly reflector: Reflector | null;
   /** INTRO pushes waiting for their INTRO_ACK (handlers/introduce.ts). */
   readonly introductions: Introductions;
+  /** Sessions ended before their ticket expired (kick): answered with the reason (net/ended.ts). */
+  readonly ended: EndedSessions;
+  /** Limits in force (changed by reload). */
+  readonly limits: LocatordLimits;
   /**
    * Free expired records and probe those near expiry (also run every sweep interval).
    * Synchronous on the embedded store; on Redis a promise (due records are checked there first).
@@ -164,7 +169,8 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     queryLimiter: new RateLimiter({ ratePerS: limits.queryRatePerS, burst: limits.queryBurst, maxSources: 262_144 }),
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
-  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: locatorHandlers(context) });
+  const ended = new EndedSessions(100_000, now);
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: gateHandlers(locatorHandlers(context), ended) });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 
@@ -206,7 +212,10 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     port,
     reflectorPort: reflector?.port ?? 0,
     reflectorAltPort: reflector?.altPort ?? 0,
-    store, sessions, verifier, metrics, server, reflector, introductions: intros,
+    store, sessions, verifier, metrics, server, reflector, introductions: intros, ended,
+    get limits() {
+      return limits;
+    },
     sweep,
     reload(change) {
       if (change.limits) {
@@ -264,4 +273,5 @@ function declareMetrics(m: Metrics): void {
   m.counter('probes_sent_total', 'Liveness probes sent');
   m.counter('probe_acks_total', 'Probe answers that extended a registration');
   m.counter('group_changes_total', 'Group changes committed, by operation');
+  m.counter('kicks_total', 'Terminals kicked by the operator (devloc ctl kick)');
 }

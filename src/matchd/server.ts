@@ -14,6 +14,7 @@ import type { Timers } from '../net/client.js';
 import { RateLimiter } from '../net/ratelimit.js';
 import type { RequestContext } from '../net/server.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
+import { EndedSessions, gateHandlers } from '../net/ended.js';
 import type { ServerSession } from '../net/sessions.js';
 import { ServerSessions } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
@@ -77,6 +78,8 @@ export interface Matchd {
   readonly contacts: Contacts;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Sessions ended before their ticket expired (kick): answered with the reason (net/ended.ts). */
+  readonly ended: EndedSessions;
   /** Run one tick now (the timer calls this every tickMs). */
   tick(): void;
   /** Replace the trusted authd keys; sessions opened with tickets of removed keys are dropped. Returns how many. */
@@ -165,10 +168,11 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
     return { session, contact };
   };
 
+  const ended = new EndedSessions(100_000, now);
   server = new DatagramServer({
     service: 'matchd', socket, logger, metrics, sessions,
     rateLimiter,
-    handlers: {
+    handlers: gateHandlers({
       MATCH_SUBMIT: (ctx) => {
         const { session, contact } = touch(ctx);
         const b = ctx.msg.body;
@@ -212,7 +216,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
         if (r) delivery.ack(r.idHex, 'ack', ctx.msg.rid);
         return null; // the ack answers our push; nothing answers an answer
       },
-    },
+    }, ended),
   });
 
   const purgeEveryMs = 10_000;
@@ -234,7 +238,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   return {
     port: addr.port,
     address: { ip: addr.address, port: addr.port },
-    engine, sessions, verifier, server, delivery, contacts, metrics, logger,
+    engine, sessions, verifier, server, delivery, contacts, metrics, logger, ended,
     tick,
     setTrustedKeys(keys) {
       verifier.setKeys(keys);

@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { agentCommands } from './agentctl.js';
 import { benchCommand } from './bench.js';
 import { connectCommand } from './connect.js';
+import { ctlCommand } from './ctl.js';
 import { decodeCommand } from './decode.js';
 import { demoCommand } from './demo.js';
 import { authdCommands } from './devices.js';
@@ -10,4 +11,4 @@ import { keygenCommand } from './keygen.js';
 import { matchCommand } from './match.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, matchCommand, demoCommand, benchCommand];
+export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, ctlCommand as CommandModule, matchCommand, demoCommand, benchCommand];
