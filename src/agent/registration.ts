@@ -459,11 +459,19 @@ export class Registration {
         delay = err.retryAfterMs + Math.round(this.random() * Math.min(1000, err.retryAfterMs * 0.1));
       } else if (REFUSALS.includes(err.code)) {
         // The device is not (or no longer) accepted: keep trying, slowly; an operator may fix it.
+        // A service that says so (authd revoked the device: REVOKED) has dropped the
+        // registration; the next try asks authd.
+        if (err.step !== 'auth') {
+          this.registered = false;
+          this.needAuth = true;
+        }
         level = 'error';
         this.backoffAttempt = Math.max(this.backoffAttempt, 30);
         delay = this.backoffDelay();
       } else {
         if (NEEDS_TICKET.includes(err.code) && err.step !== 'auth') this.needAuth = true;
+        // Kicked: the registration is gone already.
+        if (err.code === ErrorCode.KICKED) this.registered = false;
         if (err.step !== 'auth') this.needRegister = true;
         delay = this.backoffDelay();
       }

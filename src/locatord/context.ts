@@ -3,6 +3,7 @@
 // tests can build a context without sockets.
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
+import type { EndedSessions } from '../net/ended.js';
 import type { RateLimiter } from '../net/ratelimit.js';
 import type { Refusal } from '../net/server.js';
 import type { ServerSessions } from '../net/sessions.js';
@@ -18,6 +19,8 @@ export interface LocatorContext {
   sessions: ServerSessions;
   /** INTRO pushes of this instance (handlers/introduce.ts). */
   introductions: Introductions;
+  /** Sessions ended before their tickets expire (kick, revocation): net/ended.ts. */
+  ended: EndedSessions;
   /** Milliseconds clock. */
   now: () => number;
   limits: LocatordLimits;

@@ -164,12 +164,12 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
   }
   const intros = new Introductions({ target: introTarget(store), sessions, send: (bytes, to) => server.send(bytes, to), metrics, logger });
   introductions = intros;
+  const ended = new EndedSessions(100_000, now);
   const context: LocatorContext = {
-    store, sessions, introductions: intros, limits, metrics, logger, now,
+    store, sessions, introductions: intros, ended, limits, metrics, logger, now,
     queryLimiter: new RateLimiter({ ratePerS: limits.queryRatePerS, burst: limits.queryBurst, maxSources: 262_144 }),
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
-  const ended = new EndedSessions(100_000, now);
   const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: gateHandlers(locatorHandlers(context), ended) });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
@@ -274,4 +274,5 @@ function declareMetrics(m: Metrics): void {
   m.counter('probe_acks_total', 'Probe answers that extended a registration');
   m.counter('group_changes_total', 'Group changes committed, by operation');
   m.counter('kicks_total', 'Terminals kicked by the operator (devloc ctl kick)');
+  m.counter('revocations_total', 'REVOKEs from authd applied (repeats included)');
 }

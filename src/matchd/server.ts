@@ -14,7 +14,7 @@ import type { Timers } from '../net/client.js';
 import { RateLimiter } from '../net/ratelimit.js';
 import type { RequestContext } from '../net/server.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
-import { EndedSessions, gateHandlers } from '../net/ended.js';
+import { acceptRevoke, EndedSessions, gateHandlers } from '../net/ended.js';
 import type { ServerSession } from '../net/sessions.js';
 import { ServerSessions } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
@@ -120,6 +120,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   metrics.counter('match_matched_total', 'Requests ended matched (members of formed parties)');
   metrics.counter('match_no_match_total', 'Requests ended without a match at their deadline');
   metrics.counter('match_cancels_total', 'MATCH_CANCEL requests, by the state answered');
+  metrics.counter('revocations_total', 'REVOKEs from authd applied (repeats included)');
   metrics.gauge('match_waiting', 'Requests waiting', () => engine.waiting);
   metrics.gauge('match_media_ids', 'Media IDs with waiting requests', () => engine.mediaCount);
   metrics.gauge('sessions', 'Open sessions', () => sessions.size);
@@ -215,6 +216,16 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
         const r = engine.find(hex(ctx.msg.body.matchId), session.locatorHex);
         if (r) delivery.ack(r.idHex, 'ack', ctx.msg.rid);
         return null; // the ack answers our push; nothing answers an answer
+      },
+      // authd revoked the terminal's device (issue 19): its request goes, its sessions end.
+      REVOKE: (ctx) => {
+        const a = acceptRevoke(ctx, verifier, ended, logger, now());
+        if ('error' in a) return a;
+        const open = engine.openOf(a.locatorHex);
+        const cancelled = open ? engine.cancel(open.idHex, a.locatorHex) !== undefined : false;
+        metrics.inc('revocations_total');
+        logger.info('revoked', { locatorId: a.locatorHex, requestCancelled: cancelled, untilMs: a.untilMs });
+        return ctx.reply('REVOKE_ACK', {});
       },
     }, ended),
   });

@@ -6,10 +6,17 @@
 //
 // Two kinds of entries, both bounded by count and kept until the tickets concerned expire:
 //   - one session (by session ID);
-//   - every session of a locator ID whose ticket was issued before a time (revocation: tickets
-//     issued before it are refused; authd refuses to issue new ones).
+//   - every session of a locator ID (revocation: authd issues it no new ticket, and the ones it
+//     has are refused until the last one expires).
+//
+// `acceptRevoke` is the REVOKE handler's common part for locatord and matchd.
 import { LRUCache } from 'lru-cache';
+import type { Logger } from '../common/log.js';
+import { formatAddress } from '../wire/addr.js';
 import type { ErrorCode } from '../wire/errors.js';
+import { errorName } from '../wire/errors.js';
+import { verifyRevoke } from '../wire/revoke.js';
+import type { TicketVerifier } from '../wire/ticket.js';
 import type { Handlers, HandlerResult, Refusal, RequestContext } from './server.js';
 import type { ServerSession } from './sessions.js';
 
@@ -20,7 +27,7 @@ export interface EndReason {
 
 export class EndedSessions {
   private readonly bySession: LRUCache<string, EndReason>;
-  private readonly byLocator: LRUCache<string, EndReason & { beforeS: number }>;
+  private readonly byLocator: LRUCache<string, EndReason>;
 
   constructor(max = 100_000, private readonly now: () => number = Date.now) {
     this.bySession = new LRUCache({ max, ttlAutopurge: false, perf: { now } });
@@ -37,20 +44,17 @@ export class EndedSessions {
     this.bySession.set(sidHex, reason, { ttl });
   }
 
-  /** End every session of `locatorHex` whose ticket was issued before `beforeS` (s), until `untilMs`. */
-  endLocator(locatorHex: string, reason: EndReason, beforeS: number, untilMs: number): void {
+  /** End every session of `locatorHex`, also those opened later, until `untilMs` (a longer entry stays). */
+  endLocator(locatorHex: string, reason: EndReason, untilMs: number): void {
     const ttl = Math.max(1, untilMs - this.now());
-    const old = this.byLocator.get(locatorHex);
-    this.byLocator.set(locatorHex, { ...reason, beforeS: Math.max(beforeS, old?.beforeS ?? 0) }, { ttl });
+    const left = this.byLocator.getRemainingTTL(locatorHex);
+    if (left > ttl) return;
+    this.byLocator.set(locatorHex, reason, { ttl });
   }
 
   /** Why `session` has ended, or undefined while it is live. */
-  reason(session: Pick<ServerSession, 'sidHex' | 'locatorHex'> & { iat?: number }): EndReason | undefined {
-    const s = this.bySession.get(session.sidHex);
-    if (s) return s;
-    const l = this.byLocator.get(session.locatorHex);
-    if (l && (session.iat === undefined || session.iat <= l.beforeS)) return l;
-    return undefined;
+  reason(session: Pick<ServerSession, 'sidHex' | 'locatorHex'>): EndReason | undefined {
+    return this.bySession.get(session.sidHex) ?? this.byLocator.get(session.locatorHex);
   }
 
   check(session: ServerSession | undefined): Refusal | null {
@@ -68,4 +72,26 @@ export function gateHandlers(handlers: Handlers, ended: EndedSessions): Handlers
     out[name] = (ctx: RequestContext) => ended.check(ctx.session) ?? h(ctx);
   }
   return out as Handlers;
+}
+
+/**
+ * A REVOKE from authd: checked against the trusted authd keys (the ones tickets are checked
+ * with) and the clock, then every session of the terminal ends here until its tickets expire.
+ * The caller removes what else it holds (registration, match request) and acknowledges.
+ */
+export function acceptRevoke(
+  ctx: RequestContext<'REVOKE'>, verifier: TicketVerifier, ended: EndedSessions, logger: Logger, nowMs: number,
+): Refusal | { locatorHex: string; reason: EndReason; untilMs: number } {
+  const b = ctx.msg.body;
+  const skewMs = verifier.clockSkewS * 1000;
+  const v = verifyRevoke(ctx.msg.rid, b, verifier.keys, nowMs, skewMs);
+  if (!v.ok) {
+    logger.refusal(`revoke:${errorName(v.code)}`, { from: formatAddress(ctx.from), code: errorName(v.code), reason: v.reason });
+    return { error: v.code, message: v.reason };
+  }
+  const locatorHex = Buffer.from(b.locatorId).toString('hex');
+  const reason: EndReason = { code: b.code as ErrorCode, message: 'device revoked' };
+  const untilMs = b.untilS * 1000 + skewMs;
+  ended.endLocator(locatorHex, reason, untilMs);
+  return { locatorHex, reason, untilMs };
 }

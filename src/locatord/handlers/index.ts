@@ -12,6 +12,7 @@ import { groupCreate, groupJoin, groupLeave, groupMembers } from './groups.js';
 import { introAck, introduce } from './introduce.js';
 import { queryAddr, queryStatus } from './query.js';
 import { probeAck, refresh, register, unregister } from './registration.js';
+import { revoke } from './revoke.js';
 
 /** A store failure as a refusal: TRY_LATER (retry after), a log line, a count; null for any other error. */
 export function storeFailure(c: LocatorContext, err: unknown): Refusal | null {
@@ -55,5 +56,6 @@ export function locatorHandlers(c: LocatorContext): Handlers {
     GROUP_MEMBERS: guard(groupMembers),
     INTRODUCE: guard(introduce),
     INTRO_ACK: (ctx) => introAck(c, ctx),
+    REVOKE: guard(revoke),
   } as Handlers;
 }

@@ -14,6 +14,7 @@ import type { HandlerResult, RequestContext } from '../../net/server.js';
 import type { ServerSession } from '../../net/sessions.js';
 import type { Bodies } from '../../wire/catalog.js';
 import { ErrorCode } from '../../wire/errors.js';
+import type { ErrorCode as ErrorCodeT } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
 import type { LocatorContext } from '../context.js';
 import { grantTtl } from '../context.js';
@@ -60,6 +61,16 @@ function renewed(
 }
 
 export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybePromise<HandlerResult> {
+  // A revoked terminal (issue 19): the shared refusal list (Redis: written by whichever instance
+  // authd's REVOKE reached; embedded: nothing, the gate of net/ended.ts already answered).
+  return then(c.store.refusal(ctx.session!.locatorHex), (refused): MaybePromise<HandlerResult> => {
+    if (!refused) return registerNow(c, ctx);
+    c.ended.endLocator(ctx.session!.locatorHex, { code: refused.code as ErrorCodeT, message: refused.message }, refused.untilMs);
+    return { error: refused.code as ErrorCodeT, message: refused.message };
+  });
+}
+
+function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybePromise<HandlerResult> {
   const s = ctx.session! as KeyedSession;
   const seq = ctx.msg.auth!.seq;
   const b = ctx.msg.body;
