@@ -275,4 +275,5 @@ function declareMetrics(m: Metrics): void {
   m.counter('group_changes_total', 'Group changes committed, by operation');
   m.counter('kicks_total', 'Terminals kicked by the operator (devloc ctl kick)');
   m.counter('revocations_total', 'REVOKEs from authd applied (repeats included)');
+  m.counter('identity_conflicts_total', 'REFRESHes of a session another terminal with the same identity displaced (cloned identity)');
 }

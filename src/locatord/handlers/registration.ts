@@ -16,6 +16,7 @@ import type { Bodies } from '../../wire/catalog.js';
 import { ErrorCode } from '../../wire/errors.js';
 import type { ErrorCode as ErrorCodeT } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
+import { formatAddress } from '../../wire/addr.js';
 import type { LocatorContext } from '../context.js';
 import { grantTtl } from '../context.js';
 import type { KeyedSession } from '../snapshot.js';
@@ -116,7 +117,7 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
   });
 }
 
-type RefreshOutcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack };
+type RefreshOutcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack } | { kind: 'conflict'; newer: Presence };
 
 export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): MaybePromise<HandlerResult> {
   const s = ctx.session!;
@@ -126,6 +127,9 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
     // Expired, evicted or unregistered: only a REGISTER may create a record (it carries
     // visibility and the rest, which a REFRESH does not restate).
     if (!cur) return { result: { kind: 'none' } };
+    // Another session registered this locator ID since ours did, and ours is still refreshing:
+    // two terminals hold one identity (a copied identity file). The newer one keeps it.
+    if (cur.sidHex !== s.sidHex) return { result: { kind: 'conflict', newer: cur } };
     if (isStale(cur, s, seq)) return { result: { kind: 'stale', ack: ackOf(c, cur, s.locatorId) } };
     let extra = cur.extra;
     if (b.localAddrs) {
@@ -139,6 +143,7 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
   }, s);
   return then(out, (o): HandlerResult => {
     if (o.kind === 'none') return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
+    if (o.kind === 'conflict') return identityConflict(c, s, ctx.from, o.newer);
     c.metrics.inc(o.kind === 'stale' ? 'stale_updates_total' : 'refreshes_total', o.kind === 'stale' ? { type: 'REFRESH' } : undefined);
     return ctx.reply('REFRESH_ACK', o.ack);
   });
@@ -166,4 +171,17 @@ export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): M
     if (extended) c.metrics.inc('probe_acks_total');
     return null;
   });
+}
+
+/**
+ * Two terminals with one identity (issue 19; docs/SECURITY.md, "Cloned identities"): the older
+ * session is told IDENTITY_CONFLICT, now and for every later message in it, so its agent stops
+ * re-registering instead of taking the locator ID back; both addresses are logged and counted.
+ */
+function identityConflict(c: LocatorContext, s: ServerSession, from: RequestContext['from'], newer: Presence): HandlerResult {
+  c.metrics.inc('identity_conflicts_total');
+  c.logger.warn('identity conflict', { locatorId: s.locatorHex, older: formatAddress(from), newer: formatAddress(newer.addr), olderSession: s.sidHex, newerSession: newer.sidHex });
+  const reason = { code: ErrorCode.IDENTITY_CONFLICT, message: 'another terminal registered with this identity since' };
+  c.ended.end(s.sidHex, reason, (s.exp + c.sessions.verifier.clockSkewS) * 1000);
+  return { error: reason.code, message: reason.message };
 }
