@@ -30,8 +30,9 @@ export class EndedSessions {
   private readonly byLocator: LRUCache<string, EndReason>;
 
   constructor(max = 100_000, private readonly now: () => number = Date.now) {
-    this.bySession = new LRUCache({ max, ttlAutopurge: false, perf: { now } });
-    this.byLocator = new LRUCache({ max, ttlAutopurge: false, perf: { now } });
+    // ttlResolution 0: expiry follows the injected clock, not a cached reading of it.
+    this.bySession = new LRUCache({ max, ttlAutopurge: false, ttlResolution: 0, perf: { now } });
+    this.byLocator = new LRUCache({ max, ttlAutopurge: false, ttlResolution: 0, perf: { now } });
   }
 
   get size(): number {
