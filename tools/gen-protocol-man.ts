@@ -171,6 +171,8 @@ const DIRECTION_TEXT: Record<string, string> = {
   'terminal->server': 'terminal to server',
   'server->terminal': 'server to terminal',
   'terminal->terminal': 'terminal to terminal (either end of a peer channel)',
+  'authd->server': 'authd to a registered service (locatord, matchd)',
+  'server->authd': 'service to authd',
 };
 const AUTH_TEXT: Record<string, string> = {
   none: 'none (unauthenticated; see ANTI-AMPLIFICATION)',
@@ -180,6 +182,8 @@ const AUTH_TEXT: Record<string, string> = {
 const PEER_AUTH_TEXT = 'channel MAC in the envelope, the channel ID in the session ID slot (see PEER CHANNELS)';
 
 function serviceText(spec: MessageSpec): string {
+  if (spec.direction === 'authd->server') return "sent from authd's port to the address each service is registered with";
+  if (spec.direction === 'server->authd') return "sent to authd's port";
   if (spec.service === 'any') return 'any server (answers a refused request)';
   if (spec.service === 'peer') return "none: sent to the peer's candidate addresses (see PEER CHANNELS)";
   return `${spec.service} (UDP port ${DEFAULT_PORTS[spec.service]} by default)`;
@@ -191,7 +195,7 @@ function roleText(spec: MessageSpec, type: number): string {
   if (resp !== undefined) {
     const r = catalog[resp];
     if (spec.direction === 'terminal->terminal') return `${hexType(type)}, a request. Answered by the peer with ${r.name} (${hexType(resp)}); peers never send ERROR.`;
-    const who = spec.direction === 'server->terminal' ? ' Sent by the server; the terminal answers' : ' Answered by';
+    const who = spec.direction === 'server->terminal' ? ' Sent by the server; the terminal answers' : spec.direction === 'authd->server' ? ' Sent by authd; the service answers' : ' Answered by';
     return `${hexType(type)}, a request.${who} ${r.name} (${hexType(resp)}) or ERROR.`;
   }
   const req = catalog[(type - 1) as MessageType];
@@ -209,7 +213,7 @@ export function messagesBlock(): string[] {
     out.push('.It Type', ...prose(roleText(spec, type)));
     out.push('.It Direction', ...prose(DIRECTION_TEXT[spec.direction] ?? spec.direction));
     out.push('.It Service', ...prose(serviceText(spec)));
-    out.push('.It Authentication', ...prose(spec.name === 'ERROR' ? 'session MAC when the refused request had a valid one, else none' : spec.service === 'peer' ? PEER_AUTH_TEXT : AUTH_TEXT[spec.auth]!));
+    out.push('.It Authentication', ...prose(spec.name === 'ERROR' ? 'session MAC when the refused request had a valid one, else none' : spec.service === 'peer' ? PEER_AUTH_TEXT : spec.name === 'REVOKE' ? "Ed25519 signature of authd's signing key in the body (see REVOCATION)" : spec.name === 'REVOKE_ACK' ? 'none; it carries the REVOKE request ID, which only the recipient saw' : AUTH_TEXT[spec.auth]!));
     out.push('.El');
     out.push(...fieldTable(spec.fields));
   }

@@ -28,6 +28,8 @@
 local message_types = {
   [0x02] = "AUTH_REQUEST",
   [0x03] = "AUTH_RESPONSE",
+  [0x08] = "REVOKE",
+  [0x09] = "REVOKE_ACK",
   [0x10] = "REGISTER",
   [0x11] = "REGISTER_ACK",
   [0x12] = "REFRESH",
@@ -80,6 +82,8 @@ local message_types = {
 local message_auth = {
   [0x02] = "sealed",
   [0x03] = "sealed",
+  [0x08] = "none",
+  [0x09] = "none",
   [0x10] = "session",
   [0x11] = "session",
   [0x12] = "session",
@@ -132,6 +136,8 @@ local message_auth = {
 local body_fields = {
   [0x02] = { [1] = "authdKey", [2] = "ephemeral", [3] = "sealed", [4] = "cookie", [15] = "padding" },
   [0x03] = { [1] = "sealed" },
+  [0x08] = { [1] = "locatorId", [2] = "code", [3] = "untilS", [4] = "timeMs", [5] = "kid", [6] = "signature" },
+  [0x09] = { },
   [0x10] = { [1] = "ticket", [2] = "timeMs", [3] = "localAddrs", [4] = "netMode", [5] = "nickname", [6] = "mediaId", [7] = "community", [8] = "visibility", [9] = "allow", [10] = "joinGroups", [11] = "ttlS", [12] = "reachable", [13] = "presence" },
   [0x11] = { [1] = "observed", [2] = "ttlS", [3] = "refreshS", [4] = "locatorId" },
   [0x12] = { [1] = "ttlS", [2] = "netMode", [3] = "localAddrs" },
@@ -199,6 +205,8 @@ local error_codes = {
   [35] = "BAD_MAC",
   [36] = "REPLAY",
   [37] = "NO_SESSION",
+  [38] = "KICKED",
+  [39] = "IDENTITY_CONFLICT",
   [48] = "FORBIDDEN",
   [49] = "NOT_FOUND",
   [50] = "CONFLICT",

@@ -14,8 +14,11 @@ export class ControlError extends Error {
   }
 }
 
-/** Send one request and resolve with its result; rejects with ControlError. */
-export function controlRequest(path: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000): Promise<unknown> {
+/**
+ * Send one request and resolve with its result; rejects with ControlError. `peer` names the
+ * program behind the socket in messages (devloc ctl talks to the daemons' sockets with it too).
+ */
+export function controlRequest(path: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000, peer = 'devloc-agent'): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(path);
     let buf = '';
@@ -27,7 +30,7 @@ export function controlRequest(path: string, cmd: string, args: Record<string, u
       sock.destroy();
       fn();
     };
-    const timer = setTimeout(() => finish(() => reject(new ControlError('TIMEOUT', `no answer from the agent on ${path} within ${timeoutMs} ms`))), timeoutMs);
+    const timer = setTimeout(() => finish(() => reject(new ControlError('TIMEOUT', `no answer from ${peer} on ${path} within ${timeoutMs} ms`))), timeoutMs);
     sock.setEncoding('utf8');
     sock.on('connect', () => sock.write(JSON.stringify({ id: 1, cmd, args }) + '\n'));
     sock.on('data', (chunk: string) => {
@@ -40,7 +43,7 @@ export function controlRequest(path: string, cmd: string, args: Record<string, u
         try {
           res = JSON.parse(line) as typeof res;
         } catch {
-          reject(new ControlError('BAD_RESPONSE', 'the agent sent something that is not JSON'));
+          reject(new ControlError('BAD_RESPONSE', `${peer} sent something that is not JSON`));
           return;
         }
         if (res.ok) resolve(res.result);
@@ -49,10 +52,10 @@ export function controlRequest(path: string, cmd: string, args: Record<string, u
     });
     sock.on('error', (err: NodeJS.ErrnoException) => {
       const why = err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
-        ? `devloc-agent is not running (no control socket at ${path})`
+        ? `${peer} is not running (no control socket at ${path})`
         : err.code === 'EACCES' ? `permission denied on ${path} (the socket is 0660: join its group)` : err.message;
       finish(() => reject(new ControlError('NO_AGENT', why)));
     });
-    sock.on('close', () => finish(() => reject(new ControlError('NO_AGENT', 'the agent closed the connection without an answer'))));
+    sock.on('close', () => finish(() => reject(new ControlError('NO_AGENT', `${peer} closed the connection without an answer`))));
   });
 }

@@ -36,6 +36,8 @@ export const REFUSALS: readonly number[] = [ErrorCode.UNKNOWN_DEVICE, ErrorCode.
 /** Errors of locatord that mean "get a new ticket". */
 export const NEEDS_TICKET: readonly number[] = [
   ErrorCode.TICKET_EXPIRED, ErrorCode.BAD_TICKET, ErrorCode.WRONG_AUDIENCE, ErrorCode.CLOCK_SKEW, ErrorCode.BAD_MAC, ErrorCode.REPLAY,
+  // Kicked by the operator: the session is over; a new ticket opens a new one.
+  ErrorCode.KICKED,
 ];
 
 /**

@@ -74,6 +74,8 @@ export class Registration {
   private pollTimer: ReturnType<typeof setInterval> | undefined;
 
   private needAuth = true;
+  /** locatord said another terminal registered with our identity since (issue 19): stay off. */
+  private conflict = false;
   private needClassify = true;
   private needRegister = true;
   private backoffAttempt = 0;
@@ -373,6 +375,9 @@ export class Registration {
    * a REFRESH at once if classification changed the mode locatord knows.
    */
   private async step(gen: number): Promise<boolean> {
+    // Another terminal holds our identity and won (IDENTITY_CONFLICT): do not fight it; an
+    // operator's SIGHUP (reauthenticate) or a restart tries again.
+    if (this.conflict) return false;
     const now = this.now();
     if (this.registered && this.expired(now)) {
       this.registered = false;
@@ -468,13 +473,28 @@ export class Registration {
         this.backoffAttempt = Math.max(this.backoffAttempt, 1);
       } else if ((err.code === ErrorCode.RATE_LIMITED || err.code === ErrorCode.TRY_LATER) && err.retryAfterMs !== undefined) {
         delay = err.retryAfterMs + Math.round(this.random() * Math.min(1000, err.retryAfterMs * 0.1));
+      } else if (err.code === ErrorCode.IDENTITY_CONFLICT && err.step !== 'auth') {
+        // A copy of our identity file is in use elsewhere and registered after us: stop
+        // re-registering (two terminals fighting over one locator ID flip it back and forth).
+        this.conflict = true;
+        this.registered = false;
+        level = 'error';
+        delay = 0;
       } else if (REFUSALS.includes(err.code)) {
         // The device is not (or no longer) accepted: keep trying, slowly; an operator may fix it.
+        // A service that says so (authd revoked the device: REVOKED) has dropped the
+        // registration; the next try asks authd.
+        if (err.step !== 'auth') {
+          this.registered = false;
+          this.needAuth = true;
+        }
         level = 'error';
         this.backoffAttempt = Math.max(this.backoffAttempt, 30);
         delay = this.backoffDelay();
       } else {
         if (NEEDS_TICKET.includes(err.code) && err.step !== 'auth') this.needAuth = true;
+        // Kicked: the registration is gone already.
+        if (err.code === ErrorCode.KICKED) this.registered = false;
         if (err.step !== 'auth') this.needRegister = true;
         delay = this.backoffDelay();
       }
@@ -485,11 +505,12 @@ export class Registration {
       delay = this.backoffDelay();
     }
     if (this.registered && this.expired()) this.registered = false;
-    this.retryAt = this.now() + delay;
+    this.retryAt = this.conflict ? undefined : this.now() + delay;
     const message = err.message;
     this.lastError = { step, error: message, at: this.now() };
     if (step === 'auth' || step === 'authenticating') this.settleAuthWaiters(false);
-    this.log(level, 'step failed, retrying', { step, err: message, retryInMs: delay });
+    if (this.conflict) this.log(level, 'identity in use by another terminal: not registering again (devloc-agent(8), IDENTITY CONFLICT)', { step, err: message });
+    else this.log(level, 'step failed, retrying', { step, err: message, retryInMs: delay });
     this.events.emit('problem', step, message);
     if (!this.registered) this.setState('retrying');
   }
@@ -829,6 +850,10 @@ export class Registration {
   reauthenticate(reason: string, timeoutMs = 0): Promise<boolean> {
     if (!this.client || this.stopping) return Promise.resolve(false);
     this.log('info', 'authenticating again', { reason });
+    if (this.conflict) {
+      this.conflict = false;
+      this.needAuth = this.needRegister = true;
+    }
     if (this.needAuth || this.renewAt === undefined) this.needAuth = true;
     else this.renewAt = this.now();
     this.retryAt = undefined;

@@ -303,6 +303,12 @@ export class AuthDb {
       .run(r.deviceId, r.publicKey, r.model ?? null, r.region ?? null, now, now).changes === 1;
   }
 
+  /** Devices revoked at or after `sinceMs`, oldest first (at most `limit`): what authd tells the services. */
+  revokedSince(sinceMs: number, limit = 10_000): { deviceId: string; revokedAt: number }[] {
+    return (this.db.prepare('SELECT device_id, revoked_at FROM devices WHERE revoked = 1 AND revoked_at >= ? ORDER BY revoked_at LIMIT ?')
+      .all(sinceMs, limit) as { device_id: string; revoked_at: number }[]).map((r) => ({ deviceId: r.device_id, revokedAt: r.revoked_at }));
+  }
+
   /** Set or clear the revoked flag. */
   setRevoked(deviceId: string, revoked: boolean, now = Date.now()): 'changed' | 'unchanged' | 'unknown' {
     const r = this.db

@@ -14,10 +14,13 @@ import { LocatorIds } from './locator.js';
 import type { AuthdOptions, ReloadOptions } from './server.js';
 import { defaultPolicy, defaultRate, startAuthd } from './server.js';
 import { isMainModule } from '../common/entry.js';
+import { controlSocketOption } from '../common/control.js';
+import { authdControl } from './control.js';
 
 export const spec: Spec = {
   listen: { type: 'string', default: '0.0.0.0', describe: 'IP address to listen on (IPv4 or IPv6 literal)' },
   port: { type: 'number', default: DEFAULT_PORTS.authd, min: 0, max: 65535, describe: 'UDP port (0 = any free port)' },
+  'control-socket': controlSocketOption('authd'),
   key: {
     type: 'list', default: ['/etc/devloc/authd.key'], reloadable: true,
     describe: 'authd key file (repeat or comma-separate); the first signs tickets, all open requests',
@@ -105,6 +108,7 @@ export const definition: DaemonDefinition = {
     const authd = await startAuthd({ ...options(config), logger, metrics });
     return {
       stop: () => authd.stop(),
+      control: authdControl(authd),
       reload(next: Config) {
         authd.reload(reloadOptions(next));
       },

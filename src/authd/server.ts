@@ -44,6 +44,7 @@ import { loadKeyRing } from './keyring.js';
 import { LocatorIds } from './locator.js';
 import { RelayIssuer } from './relays.js';
 import { ReplayCache } from './replay.js';
+import { Revocations } from './revocations.js';
 
 /** Largest sealed grant the AUTH_RESPONSE schema admits. */
 const MAX_SEALED_GRANT = 1100;
@@ -363,6 +364,8 @@ export interface AuthdOptions {
   deviceRatePerMin?: number;
   receiveBufferBytes?: number;
   replayCacheMax?: number;
+  /** How often authd.db is checked for new revocations, ms (default 500). */
+  revocationPollMs?: number;
   logger?: Logger;
   metrics?: Metrics;
   /** ms clock, for tests. */
@@ -379,6 +382,8 @@ export interface Authd {
   db: AuthDb;
   logger: Logger;
   metrics: Metrics;
+  /** REVOKE pushes to the services (revocations.ts). */
+  revocations: Revocations;
   /** Re-read the key files (and apply new limits). Keeps the old keys when a file is bad. */
   reload(o?: ReloadOptions): void;
   stop(): Promise<void>;
@@ -439,18 +444,30 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
     db.close();
     throw err;
   }
-  const server = new DatagramServer({
+  // Revocations reach the services at once (issue 19): pushed from this socket.
+  const revocations = new Revocations({
+    db, locator, keys: () => service.keys, ticketLifetimeS: () => service.policy.ticketLifetimeS,
+    send: (bytes, to) => server.send(bytes, to), logger, metrics, now, ...(o.revocationPollMs ? { pollMs: o.revocationPollMs } : {}),
+  });
+  const server: DatagramServer = new DatagramServer({
     service: 'authd', socket, logger, metrics, rateLimiter: limiter,
-    handlers: { AUTH_REQUEST: (ctx) => service.handle(ctx) },
+    handlers: {
+      AUTH_REQUEST: (ctx) => service.handle(ctx),
+      REVOKE_ACK: (ctx) => {
+        revocations.ack(ctx.msg.rid);
+        return null; // an answer to our push: nothing answers it
+      },
+    },
   });
   const port = socket.address().port;
   logger.info('listening', {
     port, host, kids: keys.kids, signingKid: keys.signer.kid, stateDir: o.stateDir, db: db.path,
     ticketLifetimeS: policy.ticketLifetimeS, clockSkewS: policy.clockSkewS, cookieThreshold: policy.cookieThreshold,
   });
+  revocations.start();
   let stopped = false;
   return {
-    host, port, service, server, db, logger, metrics,
+    host, port, service, server, db, logger, metrics, revocations,
     reload(r: ReloadOptions = {}) {
       if (r.keyFiles) keyFiles = [...r.keyFiles];
       const fresh = loadKeyRing(keyFiles); // throws: the old keys stay in use
@@ -472,6 +489,7 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
     async stop() {
       if (stopped) return;
       stopped = true;
+      revocations.stop();
       await server.close();
       db.close();
     },

@@ -10,6 +10,9 @@ import { Metrics } from './metrics.js';
 import { explainStartError, preflight } from './preflight.js';
 import { inForce, reloadReport } from './reload.js';
 import { version, versionLine } from './version.js';
+import type { ControlCommands } from './control.js';
+import { ControlRefusal, ControlSocket, RateSampler } from './control.js';
+import type { ReloadReport } from './reload.js';
 import { ipToBytes, parseAddress } from '../wire/addr.js';
 
 export interface Running {
@@ -17,6 +20,18 @@ export interface Running {
   stop(): Promise<void>;
   /** Apply a re-read configuration (SIGHUP). Throws with a message when it cannot. */
   reload?(config: Config): Promise<void> | void;
+  /**
+   * The daemon's commands on its control socket (devloc-ctl(8)): `status` (its counts, merged
+   * into the common status), `show`, `sessions`, `kick`. `reload` and the common part of
+   * `status` are runDaemon's own. Served when the daemon has a `control-socket` option.
+   */
+  control?: DaemonControl;
+}
+
+export interface DaemonControl {
+  /** The daemon's own counts for `status`. */
+  status(): unknown;
+  commands: ControlCommands;
 }
 
 export interface DaemonDefinition {
@@ -110,14 +125,77 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
     }
     logger.info('metrics endpoint', { listen: `${a.ip}:${metricsServer.port}` });
   }
+  let current = config;
+  // SIGHUP and `devloc ctl reload`: the same checks as at start (a reload must not apply what a
+  // start would refuse), then one report in the same words in every daemon. Throws when refused.
+  const reload = async (): Promise<ReloadReport> => {
+    const again = resolveConfig(def.name, spec, flags, env);
+    if (!again.ok) throw new ReloadRefused(again.error);
+    const bad = checkCommon(again.config) ?? (await def.check(again.config));
+    if (bad) throw new ReloadRefused(located(bad, spec, again.origins));
+    const report = reloadReport(spec, current, again.config);
+    await running.reload?.(again.config);
+    logger.level = str(again.config, 'log-level') as Level;
+    logger.format = str(again.config, 'log-format') as LogFormat;
+    current = inForce(spec, current, again.config);
+    // One line, the same words in every daemon: what is in force now, what waits for a restart.
+    logger.info('reloaded', { applied: report.applied, needsRestart: report.needsRestart });
+    return report;
+  };
+  const control = running.control;
+  const controlPath = control && Object.hasOwn(spec, 'control-socket') ? str(config, 'control-socket') : '';
+  let controlSocket: ControlSocket | undefined;
+  let sampler: RateSampler | undefined;
+  if (control && controlPath) {
+    const startedAt = Date.now();
+    const totals = (): Record<string, number> => ({
+      requests: metrics.total('requests_total'), refused: metrics.total('refused_total'), dropped: metrics.total('dropped_total'),
+    });
+    sampler = new RateSampler(totals);
+    const s = sampler;
+    const commands: ControlCommands = {
+      status: () => ({
+        daemon: binary, version: version(), pid: process.pid, startedAt: new Date(startedAt).toISOString(),
+        uptimeS: Math.floor((Date.now() - startedAt) / 1000), totals: totals(), rates: s.rates(), ...(control.status() as object),
+      }),
+      reload: async () => {
+        try {
+          return await reload();
+        } catch (err) {
+          throw new ControlRefusal('FAILED', `reload refused: ${(err as Error).message}`);
+        }
+      },
+      ...control.commands,
+    };
+    try {
+      controlSocket = await ControlSocket.listen(controlPath, commands, logger);
+      logger.info('control socket', { path: controlPath });
+    } catch (err) {
+      const text = (err as NodeJS.ErrnoException).code ? `control-socket: cannot bind ${controlPath}: ${(err as Error).message}` : (err as Error).message;
+      if (origins['control-socket'] !== undefined) {
+        // Asked for explicitly: a daemon without the socket the operator configured does not start.
+        logger.error('cannot open the control socket', { path: controlPath, err: text });
+        process.stderr.write(`${binary}: cannot start: ${text}\n`);
+        sampler.close();
+        await running.stop().catch(() => undefined);
+        await metricsServer?.close();
+        return 1;
+      }
+      // The default path (e.g. /run/devloc missing outside the unit): serve without it.
+      logger.warn('control socket not available (devloc ctl will not reach this daemon)', { path: controlPath, err: text });
+      sampler.close();
+      sampler = undefined;
+    }
+  }
   return new Promise<number>((resolve) => {
     let stopping = false;
-    let current = config;
     const stop = async (signal: string): Promise<void> => {
       if (stopping) return;
       stopping = true;
       logger.info('stopping', { signal });
       try {
+        sampler?.close();
+        await controlSocket?.close();
         await running.stop();
         await metricsServer?.close();
         logger.info('stopped');
@@ -130,29 +208,16 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGINT', () => void stop('SIGINT'));
     process.on('SIGHUP', () => {
-      void (async () => {
-        const again = resolveConfig(def.name, spec, flags, env);
-        if (!again.ok) {
-          logger.error('reload refused: configuration error', { err: again.error });
-          return;
-        }
-        // The same checks as at start: a reload must not apply what a start would refuse.
-        const bad = checkCommon(again.config) ?? (await def.check(again.config));
-        if (bad) {
-          logger.error('reload refused: configuration error', { err: located(bad, spec, again.origins) });
-          return;
-        }
-        const report = reloadReport(spec, current, again.config);
-        await running.reload?.(again.config);
-        logger.level = str(again.config, 'log-level') as Level;
-        logger.format = str(again.config, 'log-format') as LogFormat;
-        current = inForce(spec, current, again.config);
-        // One line, the same words in every daemon: what is in force now, what waits for a restart.
-        logger.info('reloaded', { applied: report.applied, needsRestart: report.needsRestart });
-      })().catch((err: Error) => logger.error('reload failed', { err: err.message }));
+      reload().catch((err: Error) => {
+        if (err instanceof ReloadRefused) logger.error('reload refused: configuration error', { err: err.message });
+        else logger.error('reload failed', { err: err.message });
+      });
     });
   });
 }
+
+/** A reload refused by a configuration error (the running configuration stays). */
+class ReloadRefused extends Error {}
 
 /**
  * Prefix a check's message with where the option it names was set (`FILE:LINE: listen: ...`),

@@ -3,6 +3,7 @@
 // tests can build a context without sockets.
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
+import type { EndedSessions } from '../net/ended.js';
 import type { RateLimiter } from '../net/ratelimit.js';
 import type { Refusal } from '../net/server.js';
 import type { ServerSessions } from '../net/sessions.js';
@@ -21,6 +22,8 @@ export interface LocatorContext {
   introductions: Introductions;
   /** PRESENCE pushes of this instance (handlers/watch.ts). */
   presencePushes: PresencePushes;
+  /** Sessions ended before their tickets expire (kick, revocation): net/ended.ts. */
+  ended: EndedSessions;
   /** Milliseconds clock. */
   now: () => number;
   limits: LocatordLimits;

@@ -11,6 +11,7 @@ import type { DaemonDefinition } from '../common/daemon.js';
 import { main } from '../common/daemon.js';
 import { checkConfig, checkLimits, limitsFromConfig, locatordSpec, optionsFromConfig, readTrust } from './options.js';
 import { startLocatord } from './server.js';
+import { locatordControl } from './control.js';
 import { isMainModule } from '../common/entry.js';
 
 export { startLocatord } from './server.js';
@@ -30,6 +31,8 @@ export const locatordDaemon: DaemonDefinition = {
     const locatord = await startLocatord(optionsFromConfig(config), logger, metrics);
     return {
       stop: () => locatord.stop(),
+      // Workers (--workers) share the primary's argv: only a single process serves the control socket.
+      ...(cluster.isWorker ? {} : { control: locatordControl(locatord, logger) }),
       reload(c: Config) {
         const limits = limitsFromConfig(c);
         const problem = checkLimits(limits);

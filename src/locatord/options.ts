@@ -8,6 +8,7 @@ import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } f
 import type { DbSync } from './groups.js';
 import { parseRedisUrl } from './store/redis-url.js';
 import { readServiceKey as readSharedServiceKey, readTrust } from '../net/trust.js';
+import { controlSocketOption } from '../common/control.js';
 
 /** Limits applied per request; all of them are reloaded on SIGHUP. */
 export interface LocatordLimits {
@@ -131,6 +132,7 @@ export function withDefaults(o: RequiredOptions & Partial<Omit<LocatordOptions, 
 export const locatordSpec: Spec = {
   listen: { type: 'string', default: '0.0.0.0', describe: 'address to listen on (IPv4 or IPv6 literal)' },
   port: { type: 'number', default: DEFAULT_PORTS.locatord, min: 0, max: 65535, describe: 'UDP port (0 = any free port)' },
+  'control-socket': controlSocketOption('locatord'),
   'service-key': { type: 'string', describe: 'service key file (kind "service"); its service ID is the ticket audience (required)' },
   trust: { type: 'list', default: [], describe: 'authd public key files whose tickets are accepted, comma-separated (required)', reloadable: true },
   'db-sync': { type: 'string', default: 'normal', choices: ['normal', 'full'], describe: 'group database commits: normal (survive a process kill) or full (also power loss; fsync per change)' },

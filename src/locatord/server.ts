@@ -12,6 +12,7 @@ import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import { RateLimiter } from '../net/ratelimit.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
+import { EndedSessions, gateHandlers } from '../net/ended.js';
 import { ServerSessions } from '../net/sessions.js';
 import { REQUEST_ID_BYTES } from '../wire/constants.js';
 import { TicketVerifier } from '../wire/ticket.js';
@@ -55,6 +56,10 @@ export interface Locatord {
   readonly introductions: Introductions;
   /** PRESENCE pushes waiting for their ack (handlers/watch.ts). */
   readonly presencePushes: PresencePushes;
+  /** Sessions ended before their ticket expired (kick): answered with the reason (net/ended.ts). */
+  readonly ended: EndedSessions;
+  /** Limits in force (changed by reload). */
+  readonly limits: LocatordLimits;
   /**
    * Free expired records and probe those near expiry (also run every sweep interval).
    * Synchronous on the embedded store; on Redis a promise (due records are checked there first).
@@ -185,13 +190,14 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
   introductions = intros;
   const pushes = new PresencePushes({ target: introTarget(store), sessions, send: (bytes, to) => server.send(bytes, to), metrics, logger });
   presencePushes = pushes;
+  const ended = new EndedSessions(100_000, now);
   context = {
-    store, sessions, introductions: intros, presencePushes: pushes, limits, metrics, logger, now,
+    store, sessions, introductions: intros, presencePushes: pushes, ended, limits, metrics, logger, now,
     queryLimiter: new RateLimiter({ ratePerS: limits.queryRatePerS, burst: limits.queryBurst, maxSources: 262_144 }),
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
   const ctx = context;
-  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: locatorHandlers(ctx) });
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: gateHandlers(locatorHandlers(ctx), ended) });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 
@@ -233,7 +239,10 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     port,
     reflectorPort: reflector?.port ?? 0,
     reflectorAltPort: reflector?.altPort ?? 0,
-    store, sessions, verifier, metrics, server, reflector, introductions: intros, presencePushes: pushes,
+    store, sessions, verifier, metrics, server, reflector, introductions: intros, presencePushes: pushes, ended,
+    get limits() {
+      return limits;
+    },
     sweep,
     reload(change) {
       if (change.limits) {
@@ -293,4 +302,7 @@ function declareMetrics(m: Metrics): void {
   m.counter('probe_acks_total', 'Probe answers that extended a registration');
   m.counter('group_changes_total', 'Group changes committed, by operation');
   m.counter('group_join_refusals_total', 'Joins refused for a join proof that did not verify (proof) or over the failed-proof limits (limit)');
+  m.counter('kicks_total', 'Terminals kicked by the operator (devloc ctl kick)');
+  m.counter('revocations_total', 'REVOKEs from authd applied (repeats included)');
+  m.counter('identity_conflicts_total', 'REFRESHes of a session another terminal with the same identity displaced (cloned identity)');
 }

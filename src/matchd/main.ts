@@ -14,12 +14,15 @@ import { defaultEngineOptions, MAX_PARTY_LIMIT } from './engine.js';
 import type { EngineTuning, MatchdOptions } from './server.js';
 import { DEFAULT_SUBMIT_LIMITS, startMatchd } from './server.js';
 import { isMainModule } from '../common/entry.js';
+import { controlSocketOption } from '../common/control.js';
+import { matchdControl } from './control.js';
 
 const d = defaultEngineOptions;
 
 export const spec: Spec = {
   listen: { type: 'string', default: '0.0.0.0', describe: 'IP address to listen on (IPv4 or IPv6 literal)' },
   port: { type: 'number', default: DEFAULT_PORTS.matchd, min: 0, max: 65535, describe: 'UDP port (0 = any free port)' },
+  'control-socket': controlSocketOption('matchd'),
   'service-key': { type: 'string', describe: 'service key file (kind "service"); its service ID is the ticket audience (required)' },
   trust: { type: 'list', default: [], reloadable: true, describe: 'authd public key files whose tickets are accepted, comma-separated (required)' },
   'clock-skew': { type: 'number', default: DEFAULT_CLOCK_SKEW_S, min: 0, max: 86_400, describe: 'clock skew allowed on ticket times, seconds' },
@@ -108,6 +111,7 @@ export const definition: DaemonDefinition = {
     const m = await startMatchd({ ...optionsFromConfig(config), logger, metrics });
     return {
       stop: () => m.stop(),
+      control: matchdControl(m, logger),
       reload(next: Config) {
         const keys = readTrust(list(next, 'trust')); // throws: reload refused, old keys kept
         const dropped = m.setTrustedKeys(keys);

@@ -14,6 +14,7 @@ import type { Timers } from '../net/client.js';
 import { RateLimiter } from '../net/ratelimit.js';
 import type { Refusal, RequestContext } from '../net/server.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
+import { acceptRevoke, EndedSessions, gateHandlers } from '../net/ended.js';
 import type { ServerSession } from '../net/sessions.js';
 import { ServerSessions } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
@@ -79,6 +80,8 @@ export interface Matchd {
   readonly contacts: Contacts;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Sessions ended before their ticket expired (kick): answered with the reason (net/ended.ts). */
+  readonly ended: EndedSessions;
   /** Run one tick now (the timer calls this every tickMs). */
   tick(): void;
   /** Replace the trusted authd keys; sessions opened with tickets of removed keys are dropped. Returns how many. */
@@ -135,6 +138,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   metrics.counter('match_matched_total', 'Requests ended matched (members of formed parties)');
   metrics.counter('match_no_match_total', 'Requests ended without a match at their deadline');
   metrics.counter('match_cancels_total', 'MATCH_CANCEL requests, by the state answered');
+  metrics.counter('revocations_total', 'REVOKEs from authd applied (repeats included)');
   metrics.gauge('match_waiting', 'Requests waiting', () => engine.waiting);
   metrics.gauge('match_media_ids', 'Media IDs with waiting requests', () => engine.mediaCount);
   metrics.gauge('sessions', 'Open sessions', () => sessions.size);
@@ -203,10 +207,11 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
     return null;
   };
 
+  const ended = new EndedSessions(100_000, now);
   server = new DatagramServer({
     service: 'matchd', socket, logger, metrics, sessions,
     rateLimiter,
-    handlers: {
+    handlers: gateHandlers({
       MATCH_SUBMIT: (ctx) => {
         const { session, contact } = touch(ctx);
         const b = ctx.msg.body;
@@ -253,7 +258,17 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
         if (r) delivery.ack(r.idHex, 'ack', ctx.msg.rid);
         return null; // the ack answers our push; nothing answers an answer
       },
-    },
+      // authd revoked the terminal's device (issue 19): its request goes, its sessions end.
+      REVOKE: (ctx) => {
+        const a = acceptRevoke(ctx, verifier, ended, logger, now());
+        if ('error' in a) return a;
+        const open = engine.openOf(a.locatorHex);
+        const cancelled = open ? engine.cancel(open.idHex, a.locatorHex) !== undefined : false;
+        metrics.inc('revocations_total');
+        logger.info('revoked', { locatorId: a.locatorHex, requestCancelled: cancelled, untilMs: a.untilMs });
+        return ctx.reply('REVOKE_ACK', {});
+      },
+    }, ended),
   });
 
   const purgeEveryMs = 10_000;
@@ -275,7 +290,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   return {
     port: addr.port,
     address: { ip: addr.address, port: addr.port },
-    engine, sessions, verifier, server, delivery, contacts, metrics, logger,
+    engine, sessions, verifier, server, delivery, contacts, metrics, logger, ended,
     tick,
     setTrustedKeys(keys) {
       verifier.setKeys(keys);

@@ -10,6 +10,9 @@ import { CHANNEL_ID_BYTES, LOCATOR_ID_BYTES, MAX_CHANNEL_PAYLOAD, MAX_DATAGRAM, 
 export const MessageType = {
   AUTH_REQUEST: 0x02,
   AUTH_RESPONSE: 0x03,
+  // issue 19: revocation pushed by authd to the services (one block).
+  REVOKE: 0x08,
+  REVOKE_ACK: 0x09,
   REGISTER: 0x10,
   REGISTER_ACK: 0x11,
   REFRESH: 0x12,
@@ -69,7 +72,7 @@ export type MessageName = keyof typeof MessageType;
  *   messages: [channel ID, sequence, MAC] under the channel's key, see src/wire/peer.ts).
  */
 export type AuthKind = 'none' | 'sealed' | 'session';
-export type Direction = 'terminal->authd' | 'authd->terminal' | 'terminal->server' | 'server->terminal' | 'terminal->terminal';
+export type Direction = 'terminal->authd' | 'authd->terminal' | 'terminal->server' | 'server->terminal' | 'terminal->terminal' | 'authd->server' | 'server->authd';
 /** `peer`: no server; sent between two terminals (either may send it). */
 export type Service = 'authd' | 'locatord' | 'reflector' | 'matchd' | 'peer' | 'any';
 
@@ -208,6 +211,23 @@ const specs = {
     name: 'AUTH_RESPONSE', direction: 'authd->terminal', service: 'authd', auth: 'sealed',
     doc: 'Tickets and locator ID, sealed to the key the request was sealed with.',
     fields: [{ key: 1, name: 'sealed', type: { t: 'bstr', max: 1100 }, required: true, doc: 'ChaCha20-Poly1305 ciphertext of the AuthGrant map' }],
+  },
+  // issue 19: revocation pushed by authd to the services (one block).
+  [MessageType.REVOKE]: {
+    name: 'REVOKE', direction: 'authd->server', service: 'any', auth: 'none',
+    doc: 'authd tells a registered service (locatord, matchd) to end a terminal now: drop its registration and sessions and refuse its tickets until they expire (see REVOCATION). Signed by authd; retransmitted until acknowledged.',
+    fields: [
+      { key: 1, name: 'locatorId', type: locatorId, required: true, doc: 'the terminal' },
+      { key: 2, name: 'code', type: { t: 'uint' }, required: true, doc: 'why: REVOKED (the device was revoked)' },
+      { key: 3, name: 'untilS', type: { t: 'uint' }, required: true, doc: 'refuse its tickets until then, seconds since the epoch (the last ticket issued before the revocation expires by then)' },
+      { key: 4, name: 'timeMs', type: { t: 'uint' }, required: true, doc: "authd's clock, ms since the epoch (a copy older than the clock skew is refused)" },
+      { key: 5, name: 'kid', type: { t: 'bstr', max: 16 }, required: true, doc: 'the authd key that signed, one the service trusts' },
+      { key: 6, name: 'signature', type: { t: 'bstr', min: 64, max: 64 }, required: true, doc: 'Ed25519 over "devloc-revoke-v1" and the CBOR array [requestId, locatorId, code, untilS, timeMs]' },
+    ],
+  },
+  [MessageType.REVOKE_ACK]: {
+    name: 'REVOKE_ACK', direction: 'server->authd', service: 'any', auth: 'none',
+    doc: 'The service has ended the terminal (or the REVOKE was already applied).', fields: [],
   },
   [MessageType.REGISTER]: {
     name: 'REGISTER', direction: 'terminal->server', service: 'locatord', auth: 'session',

@@ -38,6 +38,10 @@ export const ErrorCode = {
   REPLAY: 36,
   /** Session unknown to this server (e.g. after restart): register again with the ticket. */
   NO_SESSION: 37,
+  /** Session ended by the operator (devloc ctl kick): authenticate again for a new ticket. */
+  KICKED: 38,
+  /** Another terminal registered with the same identity since: this session lost (a cloned identity file). */
+  IDENTITY_CONFLICT: 39,
   /** Action not permitted for this terminal (e.g. listing a group it is not in). */
   FORBIDDEN: 48,
   /** Object named does not exist (group, match request). */

@@ -82,6 +82,8 @@ export interface Stack {
   locatordAddr: string;
   authdPubFile: string;
   ports: { authd: number; locatord: number; reflector: number; reflectorAlt: number; matchd?: number };
+  /** Control sockets of the daemons (devloc ctl --socket). */
+  ctl: { authd: string; locatord: string; matchd: string };
   /** With `matchd: true`. */
   matchd?: Proc;
   matchdAddr?: string;
@@ -121,8 +123,9 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
   const db = AuthDb.open(authdState);
   db.close();
 
+  const ctl = { authd: path.join(dir, 'authd.ctl'), locatord: path.join(dir, 'locatord.ctl'), matchd: path.join(dir, 'matchd.ctl') };
   const locArgs = (ports: { locatord: number; reflector: number; reflectorAlt: number }): string[] => [
-    '--listen', listen, '--port', String(ports.locatord), '--service-key', serviceKeyFile, '--trust', authdPubFile,
+    '--control-socket', ctl.locatord, '--listen', listen, '--port', String(ports.locatord), '--service-key', serviceKeyFile, '--trust', authdPubFile,
     '--state-dir', path.join(dir, 'locatord-state'), '--reflector-port', String(ports.reflector), '--reflector-alt-port', String(ports.reflectorAlt),
     '--min-ttl', '4', '--default-ttl', '8', '--rate', '0', '--reflector-rate', '0', '--query-rate', '0', '--query-source-rate', '0',
     '--sweep-interval', '200', ...(o.reflectorAltIp ? ['--reflector-alt-ip', o.reflectorAltIp] : []), ...(o.locatordArgs ?? []),
@@ -145,7 +148,7 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
     const matchKeyFile = path.join(dir, 'match.key');
     writeFileSync(matchKeyFile, keyFileToJson(matchKey), { mode: 0o600 });
     matchd = spawnNode('matchd/main.ts', [
-      '--listen', listen, '--port', '0', '--service-key', matchKeyFile, '--trust', authdPubFile, '--rate', '0', '--tick-interval', '50',
+      '--control-socket', ctl.matchd, '--listen', listen, '--port', '0', '--service-key', matchKeyFile, '--trust', authdPubFile, '--rate', '0', '--tick-interval', '50',
       '--log-level', 'debug', ...(o.matchdArgs ?? []),
     ], netOpt);
     procs.push(matchd);
@@ -157,14 +160,14 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
     db3.close();
   }
   const authd = spawnNode('authd/main.ts', [
-    '--listen', listen, '--port', '0', '--key', authdKeyFile, '--state-dir', authdState, '--rate', '0', '--cookie-threshold', '-1', '--ticket-lifetime', '600',
+    '--control-socket', ctl.authd, '--listen', listen, '--port', '0', '--key', authdKeyFile, '--state-dir', authdState, '--rate', '0', '--cookie-threshold', '-1', '--ticket-lifetime', '600',
   ], netOpt);
   procs.push(authd);
   const al = await authd.waitFor((l) => l['msg'] === 'listening', 20_000, 'authd listening');
   ports.authd = Number(al['port']);
 
   const s: Stack = {
-    dir, listen, authd, locatord, authdAddr: fmt(ports.authd), locatordAddr, authdPubFile, ports, stopAll,
+    dir, listen, authd, locatord, ctl, authdAddr: fmt(ports.authd), locatordAddr, authdPubFile, ports, stopAll,
     ...(matchd ? { matchd } : {}), ...(matchdAddr ? { matchdAddr } : {}),
     device(name) {
       const key = newDeviceKey(`${name.toUpperCase()}-${Math.random().toString(16).slice(2, 10).toUpperCase()}`) as KeyFile & { kind: 'device' };

@@ -117,3 +117,11 @@ t.test('devloc.conf.5 lists every key of every daemon in its section', needs('ma
   }
   for (const k of ['log-level', 'metrics-listen', 'state-dir']) t.ok(mentions(text, k), `common key ${k} is listed`);
 });
+
+t.test('devloc-ctl.8 documents every devloc ctl command and its exit statuses', needs('mandoc', mandoc), async (t) => {
+  if (!t.ok(pages.includes('devloc-ctl.8'), 'man/devloc-ctl.8 exists')) return;
+  const text = rendered('devloc-ctl.8');
+  const { CTL_COMMANDS, CTL_DAEMONS } = await import('../../src/cli/commands/ctl.js');
+  for (const w of [...CTL_COMMANDS, ...CTL_DAEMONS, '--socket', '--json', '--limit', '--timeout', 'EXIT STATUS']) t.ok(mentions(text, w), `devloc-ctl.8 mentions ${w}`);
+  for (const p of ['devloc.1', 'devloc-authd.8', 'devloc-locatord.8', 'devloc-matchd.8']) t.ok(mentions(rendered(p), 'devloc-ctl(8)'), `${p} refers to devloc-ctl(8)`);
+});

@@ -30,6 +30,7 @@ import { encodeFields } from '../../src/wire/schema.js';
 import { channelCipher, deriveDataKeys, derivePunchKeys, sealChannelKey } from '../../src/wire/peer.js';
 import { joinProof, sealCodeKey } from '../../src/wire/groupcode.js';
 import { deriveSessionKeys, sealDatagram } from '../../src/wire/session.js';
+import { signRevoke } from '../../src/wire/revoke.js';
 import { COSE_ALG_EDDSA, encodeClaims, issueTicket, TICKET_ISSUER } from '../../src/wire/ticket.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -383,7 +384,16 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
   const dataSeq = 4;
   const dataPayload = hex(channelCipher(peer.data.encR2I, dataSeq, Buffer.from('hello, initiator')));
   const member = (id: string, nickname: string, addr: string, netMode: number) => ({ id, nickname, netMode, addr });
+  // issue 19: REVOKE, signed with authd's ticket-signing key (src/wire/revoke.ts).
+  const revokeFields = { locatorId: unhex(LOCATOR_ID), code: ErrorCode.REVOKED, untilS: NOW_S + 3600, timeMs: TIME_MS };
+  const revokeBody = signRevoke(Buffer.from(rid(0x08), 'hex'), revokeFields, AUTHD_KID, privateKeyObject('Ed25519', pairFromSecret('Ed25519', AUTHD_SIGN_SEED)));
   return [
+    {
+      name: 'REVOKE', rid: rid(0x08),
+      body: { locatorId: LOCATOR_ID, code: ErrorCode.REVOKED, untilS: NOW_S + 3600, timeMs: TIME_MS, kid: AUTHD_KID, signature: hex(revokeBody.signature) },
+      note: 'authd to locatord: end LOCATOR_ID (device revoked) and refuse its tickets for an hour; signed by the authd key AUTHD_KID.',
+    },
+    { name: 'REVOKE_ACK', rid: rid(0x08), body: {}, note: 'The service acknowledges (same rid).' },
     {
       name: 'REGISTER', rid: rid(0x10), session: L(1),
       body: {

@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { agentCommands } from './agentctl.js';
 import { benchCommand } from './bench.js';
 import { connectCommand } from './connect.js';
+import { ctlCommand } from './ctl.js';
 import { decodeCommand } from './decode.js';
 import { demoCommand } from './demo.js';
 import { authdCommands } from './devices.js';
@@ -11,4 +12,4 @@ import { matchCommand } from './match.js';
 import { presenceCommand, watchCommand } from './presence.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, matchCommand, watchCommand as CommandModule, presenceCommand, demoCommand, benchCommand];
+export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, ctlCommand as CommandModule, matchCommand, watchCommand as CommandModule, presenceCommand, demoCommand, benchCommand];

@@ -13,6 +13,7 @@ import { introAck, introduce } from './introduce.js';
 import { queryAddr, queryStatus } from './query.js';
 import { probeAck, refresh, register, unregister } from './registration.js';
 import { presenceAck, presenceSet, unwatch, watch } from './watch.js';
+import { revoke } from './revoke.js';
 
 /** A store failure as a refusal: TRY_LATER (retry after), a log line, a count; null for any other error. */
 export function storeFailure(c: LocatorContext, err: unknown): Refusal | null {
@@ -60,5 +61,6 @@ export function locatorHandlers(c: LocatorContext): Handlers {
     UNWATCH: guard(unwatch),
     PRESENCE_SET: guard(presenceSet),
     PRESENCE_ACK: (ctx) => presenceAck(c, ctx),
+    REVOKE: guard(revoke),
   } as Handlers;
 }

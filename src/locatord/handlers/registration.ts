@@ -14,7 +14,9 @@ import type { HandlerResult, RequestContext } from '../../net/server.js';
 import type { ServerSession } from '../../net/sessions.js';
 import type { Bodies } from '../../wire/catalog.js';
 import { ErrorCode } from '../../wire/errors.js';
+import type { ErrorCode as ErrorCodeT } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
+import { formatAddress } from '../../wire/addr.js';
 import type { LocatorContext } from '../context.js';
 import { grantTtl } from '../context.js';
 import { limitedJoins } from './groups.js';
@@ -64,6 +66,16 @@ function renewed(
 }
 
 export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybePromise<HandlerResult> {
+  // A revoked terminal (issue 19): the shared refusal list (Redis: written by whichever instance
+  // authd's REVOKE reached; embedded: nothing, the gate of net/ended.ts already answered).
+  return then(c.store.refusal(ctx.session!.locatorHex), (refused): MaybePromise<HandlerResult> => {
+    if (!refused) return registerNow(c, ctx);
+    c.ended.endLocator(ctx.session!.locatorHex, { code: refused.code as ErrorCodeT, message: refused.message }, refused.untilMs);
+    return { error: refused.code as ErrorCodeT, message: refused.message };
+  });
+}
+
+function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybePromise<HandlerResult> {
   const s = ctx.session! as KeyedSession;
   const seq = ctx.msg.auth!.seq;
   const b = ctx.msg.body;
@@ -115,7 +127,7 @@ export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): Ma
   });
 }
 
-type RefreshOutcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack };
+type RefreshOutcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack } | { kind: 'conflict'; newer: Presence };
 
 export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): MaybePromise<HandlerResult> {
   const s = ctx.session!;
@@ -125,6 +137,9 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
     // Expired, evicted or unregistered: only a REGISTER may create a record (it carries
     // visibility and the rest, which a REFRESH does not restate).
     if (!cur) return { result: { kind: 'none' } };
+    // Another session registered this locator ID since ours did, and ours is still refreshing:
+    // two terminals hold one identity (a copied identity file). The newer one keeps it.
+    if (cur.sidHex !== s.sidHex) return { result: { kind: 'conflict', newer: cur } };
     if (isStale(cur, s, seq)) return { result: { kind: 'stale', ack: ackOf(c, cur, s.locatorId) } };
     let extra = cur.extra;
     if (b.localAddrs) {
@@ -138,6 +153,7 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
   }, s);
   return then(out, (o): HandlerResult => {
     if (o.kind === 'none') return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
+    if (o.kind === 'conflict') return identityConflict(c, s, ctx.from, o.newer);
     c.metrics.inc(o.kind === 'stale' ? 'stale_updates_total' : 'refreshes_total', o.kind === 'stale' ? { type: 'REFRESH' } : undefined);
     return ctx.reply('REFRESH_ACK', o.ack);
   });
@@ -168,4 +184,17 @@ export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): M
     if (extended) c.metrics.inc('probe_acks_total');
     return null;
   });
+}
+
+/**
+ * Two terminals with one identity (issue 19; docs/SECURITY.md, "Cloned identities"): the older
+ * session is told IDENTITY_CONFLICT, now and for every later message in it, so its agent stops
+ * re-registering instead of taking the locator ID back; both addresses are logged and counted.
+ */
+function identityConflict(c: LocatorContext, s: ServerSession, from: RequestContext['from'], newer: Presence): HandlerResult {
+  c.metrics.inc('identity_conflicts_total');
+  c.logger.warn('identity conflict', { locatorId: s.locatorHex, older: formatAddress(from), newer: formatAddress(newer.addr), olderSession: s.sidHex, newerSession: newer.sidHex });
+  const reason = { code: ErrorCode.IDENTITY_CONFLICT, message: 'another terminal registered with this identity since' };
+  c.ended.end(s.sidHex, reason, (s.exp + c.sessions.verifier.clockSkewS) * 1000);
+  return { error: reason.code, message: reason.message };
 }

@@ -11,7 +11,7 @@ import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationTable } from '../table.js';
 import { Registration } from '../table.js';
 import { MemoryWatches } from '../watches.js';
-import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession } from './types.js';
+import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, ServedStore, StoredSession } from './types.js';
 
 export class EmbeddedStore implements ServedStore {
   readonly kind = 'embedded' as const;
@@ -63,6 +63,13 @@ export class EmbeddedStore implements ServedStore {
   }
 
   /** Sessions are in-process already (the DatagramServer commits them); nothing to share. */
+  // One process: its own refusal list (net/ended.ts) is the whole list.
+  refuse(_id: string, _r: Refused): void {}
+
+  refusal(_id: string): undefined {
+    return undefined;
+  }
+
   saveSession(_s: StoredSession): void {}
 
   shareSession(_s: KeyedSession): void {}

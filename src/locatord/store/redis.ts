@@ -26,6 +26,8 @@
 // as absent and reported (onRejected: a metric and a log line). What a Redis writer can still do
 // is delete, and put back a record (or membership) that was once genuine for that same key;
 // presence records carry their expiry, so an old one is not served past it.
+//   dl:r:{<locator hex>}  a revoked terminal (JSON: code, message, untilMs), PX = until its
+//                         last ticket expires: every instance refuses its sessions (issue 19).
 //
 // Every call is pipelined on its node's connection by the client (redis-client.ts): commands
 // go out as they come, without waiting for earlier replies. A query of n IDs is one MGET
@@ -50,7 +52,7 @@ import type { ClaimVerdict, WindowOwner } from '../../net/sessions.js';
 import { REPLAY_WINDOW } from '../../wire/constants.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
 import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
-import type { GroupBackend, LocatorStore, Presence, PresenceChange, StoredSession, WatchBackend } from './types.js';
+import type { GroupBackend, LocatorStore, Presence, PresenceChange, Refused, StoredSession, WatchBackend } from './types.js';
 
 export interface RedisStoreOptions extends RedisClientOptions {
   prefix?: string;
@@ -237,6 +239,25 @@ export class RedisStore implements LocatorStore {
   async deletePresence(idHex: string): Promise<boolean> {
     const k = this.presenceKey(idHex);
     return (await this.client.call(['DEL', k], k)) === 1;
+  }
+
+  async refuse(idHex: string, r: Refused): Promise<void> {
+    const k = `${this.prefix}r:{${idHex}}`;
+    const ttl = Math.ceil(r.untilMs - this.now());
+    if (ttl <= 0) return;
+    await this.client.call(['SET', k, JSON.stringify(r), 'PX', ttl], k);
+  }
+
+  async refusal(idHex: string): Promise<Refused | undefined> {
+    const k = `${this.prefix}r:{${idHex}}`;
+    const v = asBuf(await this.client.call(['GET', k], k));
+    if (!v) return undefined;
+    try {
+      const o = JSON.parse(v.toString('utf8')) as Refused;
+      return typeof o.code === 'number' && typeof o.untilMs === 'number' ? { code: o.code, message: String(o.message ?? ''), untilMs: o.untilMs } : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   async saveSession(s: StoredSession): Promise<void> {

@@ -34,7 +34,7 @@ import { RedisStore } from './redis.js';
 import type { RelayResult } from './relay.js';
 import { IntroRelay } from './relay.js';
 import { parseRedisUrl } from './redis-url.js';
-import type { DueProbe, GroupBackend, Presence, PresenceChange, ServedStore, StoredSession, WatchBackend } from './types.js';
+import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, ServedStore, StoredSession, WatchBackend } from './types.js';
 
 export interface SharedStoreOptions {
   config: RedisStoreConfig;
@@ -149,6 +149,14 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
     if (last?.remove) this.schedule.delete(idHex);
     else if (last?.put) mirrorPresence(this.schedule, idHex, last.put, session);
     return result;
+  }
+
+  refuse(idHex: string, r: Refused): Promise<void> {
+    return this.redis.refuse(idHex, r);
+  }
+
+  refusal(idHex: string): Promise<Refused | undefined> {
+    return this.redis.refusal(idHex);
   }
 
   saveSession(s: StoredSession): Promise<void> {

@@ -39,6 +39,13 @@ export interface Presence {
   inst?: string | undefined;
 }
 
+/** A terminal refused by every instance until `untilMs`, with the code it is told. */
+export interface Refused {
+  code: number;
+  message: string;
+  untilMs: number;
+}
+
 /** What updatePresence's `change` decides from the current record. */
 export interface PresenceChange<T> {
   result: T;
@@ -111,6 +118,13 @@ export interface LocatorStore {
    * links the record to it, the shared one files it in this instance's probe schedule.
    */
   updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): MaybePromise<T>;
+  /**
+   * The shared refusal list (issue 19): a revoked terminal's tickets are refused by every
+   * instance until `untilMs`. Embedded: nothing to share (the instance's own list, net/ended.ts,
+   * is the list); Redis: a key per terminal with that expiry.
+   */
+  refuse(locatorHex: string, r: Refused): MaybePromise<void>;
+  refusal(locatorHex: string): MaybePromise<Refused | undefined>;
   saveSession(s: StoredSession): MaybePromise<void>;
   loadSession(sidHex: string): MaybePromise<StoredSession | undefined>;
   readonly groups: GroupBackend;

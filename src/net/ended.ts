@@ -1,0 +1,98 @@
+// Sessions a service has ended before their tickets expire (devloc ctl kick, revocation,
+// identity conflicts): every later message in such a session is answered with the reason's
+// error code, MACed in the session (so only the terminal holding the session keys can be told,
+// and a forger cannot make a terminal believe it was kicked). The session itself stays in
+// ServerSessions until its ticket expires: its keys are what authenticates the answer.
+//
+// Two kinds of entries, both bounded by count and kept until the tickets concerned expire:
+//   - one session (by session ID);
+//   - every session of a locator ID (revocation: authd issues it no new ticket, and the ones it
+//     has are refused until the last one expires).
+//
+// `acceptRevoke` is the REVOKE handler's common part for locatord and matchd.
+import { LRUCache } from 'lru-cache';
+import type { Logger } from '../common/log.js';
+import { formatAddress } from '../wire/addr.js';
+import type { ErrorCode } from '../wire/errors.js';
+import { errorName } from '../wire/errors.js';
+import { verifyRevoke } from '../wire/revoke.js';
+import type { TicketVerifier } from '../wire/ticket.js';
+import type { Handlers, HandlerResult, Refusal, RequestContext } from './server.js';
+import type { ServerSession } from './sessions.js';
+
+export interface EndReason {
+  code: ErrorCode;
+  message: string;
+}
+
+export class EndedSessions {
+  private readonly bySession: LRUCache<string, EndReason>;
+  private readonly byLocator: LRUCache<string, EndReason>;
+
+  constructor(max = 100_000, private readonly now: () => number = Date.now) {
+    // ttlResolution 0: expiry follows the injected clock, not a cached reading of it.
+    this.bySession = new LRUCache({ max, ttlAutopurge: false, ttlResolution: 0, perf: { now } });
+    this.byLocator = new LRUCache({ max, ttlAutopurge: false, ttlResolution: 0, perf: { now } });
+  }
+
+  get size(): number {
+    return this.bySession.size + this.byLocator.size;
+  }
+
+  /** End one session until `untilMs` (its ticket's expiry). */
+  end(sidHex: string, reason: EndReason, untilMs: number): void {
+    const ttl = Math.max(1, untilMs - this.now());
+    this.bySession.set(sidHex, reason, { ttl });
+  }
+
+  /** End every session of `locatorHex`, also those opened later, until `untilMs` (a longer entry stays). */
+  endLocator(locatorHex: string, reason: EndReason, untilMs: number): void {
+    const ttl = Math.max(1, untilMs - this.now());
+    const left = this.byLocator.getRemainingTTL(locatorHex);
+    if (left > ttl) return;
+    this.byLocator.set(locatorHex, reason, { ttl });
+  }
+
+  /** Why `session` has ended, or undefined while it is live. */
+  reason(session: Pick<ServerSession, 'sidHex' | 'locatorHex'>): EndReason | undefined {
+    return this.bySession.get(session.sidHex) ?? this.byLocator.get(session.locatorHex);
+  }
+
+  check(session: ServerSession | undefined): Refusal | null {
+    if (!session) return null;
+    const r = this.reason(session);
+    return r ? { error: r.code, message: r.message } : null;
+  }
+}
+
+/** `handlers`, each answering an ended session's message with its reason instead of running. */
+export function gateHandlers(handlers: Handlers, ended: EndedSessions): Handlers {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(handlers)) {
+    const h = fn as (ctx: RequestContext) => HandlerResult | Promise<HandlerResult>;
+    out[name] = (ctx: RequestContext) => ended.check(ctx.session) ?? h(ctx);
+  }
+  return out as Handlers;
+}
+
+/**
+ * A REVOKE from authd: checked against the trusted authd keys (the ones tickets are checked
+ * with) and the clock, then every session of the terminal ends here until its tickets expire.
+ * The caller removes what else it holds (registration, match request) and acknowledges.
+ */
+export function acceptRevoke(
+  ctx: RequestContext<'REVOKE'>, verifier: TicketVerifier, ended: EndedSessions, logger: Logger, nowMs: number,
+): Refusal | { locatorHex: string; reason: EndReason; untilMs: number } {
+  const b = ctx.msg.body;
+  const skewMs = verifier.clockSkewS * 1000;
+  const v = verifyRevoke(ctx.msg.rid, b, verifier.keys, nowMs, skewMs);
+  if (!v.ok) {
+    logger.refusal(`revoke:${errorName(v.code)}`, { from: formatAddress(ctx.from), code: errorName(v.code), reason: v.reason });
+    return { error: v.code, message: v.reason };
+  }
+  const locatorHex = Buffer.from(b.locatorId).toString('hex');
+  const reason: EndReason = { code: b.code as ErrorCode, message: 'device revoked' };
+  const untilMs = b.untilS * 1000 + skewMs;
+  ended.endLocator(locatorHex, reason, untilMs);
+  return { locatorHex, reason, untilMs };
+}

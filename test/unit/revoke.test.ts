@@ -1,0 +1,45 @@
+// REVOKE signing and checking (src/wire/revoke.ts) and the ended-session table (net/ended.ts),
+// on a fake clock: a good REVOKE verifies; an unknown kid, a bad signature, a moved request ID,
+// a timeMs beyond the skew or a code other than REVOKED is refused with its code.
+import t from 'tap';
+import { EndedSessions } from '../../src/net/ended.js';
+import { ErrorCode } from '../../src/wire/errors.js';
+import { newAuthdKey, privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
+import { signRevoke, verifyRevoke } from '../../src/wire/revoke.js';
+
+const k = newAuthdKey();
+if (k.kind !== 'authd') throw new Error('keygen');
+const key = privateKeyObject('Ed25519', k.sign);
+const trusted = new Map([[k.kid, publicKeyObject('Ed25519', k.sign.public)]]);
+const rid = Buffer.alloc(8, 1);
+const now = 1_800_000_000_000;
+const fields = { locatorId: Buffer.alloc(16, 7), code: ErrorCode.REVOKED, untilS: now / 1000 + 600, timeMs: now };
+
+t.test('verifyRevoke', async (t) => {
+  const body = signRevoke(rid, fields, k.kid, key);
+  t.same(verifyRevoke(rid, body, trusted, now, 300_000), { ok: true });
+  t.match(verifyRevoke(Buffer.alloc(8, 2), body, trusted, now, 300_000), { ok: false, code: ErrorCode.BAD_PROOF }, 'another request ID');
+  t.match(verifyRevoke(rid, { ...body, untilS: body.untilS + 1 }, trusted, now, 300_000), { ok: false, code: ErrorCode.BAD_PROOF }, 'a changed field');
+  t.match(verifyRevoke(rid, body, new Map(), now, 300_000), { ok: false, code: ErrorCode.BAD_PROOF }, 'untrusted kid');
+  t.match(verifyRevoke(rid, body, trusted, now + 300_001, 300_000), { ok: false, code: ErrorCode.CLOCK_SKEW }, 'too old');
+  const kicked = signRevoke(rid, { ...fields, code: ErrorCode.INTERNAL }, k.kid, key);
+  t.match(verifyRevoke(rid, kicked, trusted, now, 300_000), { ok: false, code: ErrorCode.BAD_MESSAGE }, 'only REVOKED may be pushed');
+});
+
+t.test('EndedSessions', async (t) => {
+  let clock = 1000;
+  const e = new EndedSessions(10, () => clock);
+  const s1 = { sidHex: 'a1', locatorHex: 'l1' };
+  const s2 = { sidHex: 'a2', locatorHex: 'l2' };
+  e.end(s1.sidHex, { code: ErrorCode.KICKED, message: 'kicked' }, 2000);
+  t.equal(e.reason(s1)?.code, ErrorCode.KICKED);
+  t.equal(e.reason(s2), undefined);
+  e.endLocator('l2', { code: ErrorCode.REVOKED, message: 'revoked' }, 5000);
+  t.equal(e.reason(s2)?.code, ErrorCode.REVOKED, 'every session of the locator');
+  t.equal(e.reason({ sidHex: 'new', locatorHex: 'l2' })?.code, ErrorCode.REVOKED, 'also one opened later');
+  clock = 2500;
+  t.equal(e.reason(s1), undefined, 'a kick lasts until the ticket expires');
+  t.equal(e.reason(s2)?.code, ErrorCode.REVOKED);
+  clock = 5001;
+  t.equal(e.reason(s2), undefined, 'the revocation ends with the last ticket');
+});
