@@ -42,6 +42,7 @@ import { AuthDb } from './db.js';
 import type { KeyRing } from './keyring.js';
 import { loadKeyRing } from './keyring.js';
 import { LocatorIds } from './locator.js';
+import { IdentityConflicts } from './conflicts.js';
 import { RelayIssuer } from './relays.js';
 import { ReplayCache } from './replay.js';
 import { Revocations } from './revocations.js';
@@ -116,6 +117,7 @@ export class AuthService {
   private readonly injectedClock: boolean;
   private readonly random: (n: number) => Buffer;
   readonly relays: RelayIssuer;
+  private readonly conflicts: IdentityConflicts;
 
   constructor(o: AuthServiceOptions) {
     this.injectedClock = o.now !== undefined;
@@ -132,12 +134,14 @@ export class AuthService {
     this.replay = new ReplayCache(o.replayCacheMax ?? 1_000_000, this.now);
     this.setPolicy(this.policy);
     this.relays = o.relays ?? new RelayIssuer(o.db, o.logger, o.metrics);
+    this.conflicts = new IdentityConflicts(this.now);
     const m = this.metrics;
     m.counter('auth_ok_total', 'Authentications that were granted tickets');
     m.counter('auth_failed_total', 'Authentications refused, by error code');
     m.counter('signatures_total', 'Ed25519 signatures made (one per ticket)');
     m.counter('tickets_issued_total', 'Tickets issued, by audience');
     m.counter('relay_credentials_issued_total', 'TURN relay credentials put into grants');
+    m.counter('identity_conflicts_total', 'Authentications of a device flipping back to the address it left minutes ago (a cloned identity)');
     m.counter('cookies_sent_total', 'COOKIE_REQUIRED answers sent');
     m.counter('auth_unknown_device_total', 'AUTH_REQUESTs of devices not enrolled (answered BAD_PROOF)');
     m.gauge('replay_cache_entries', 'Entries in the AUTH_REQUEST replay cache', () => this.replay.size);
@@ -251,6 +255,12 @@ export class AuthService {
     const verdict = this.replay.check(deviceId, inner.nonce, inner.timeMs, inner.timeMs + skewMs + 1000);
     if (verdict === 'replay') return this.refuseDevice(ErrorCode.REPLAY, 'request already served', deviceId, fromText);
     if (verdict === 'saturated') return this.refuseDevice(ErrorCode.TRY_LATER, 'too many recent requests of this device: send a new request', deviceId, fromText);
+    // A cloned identity: the device flipping between two addresses (counted, logged, served).
+    const conflict = this.conflicts.note(deviceId, fromText);
+    if (conflict) {
+      this.metrics.inc('identity_conflicts_total');
+      if (conflict.log) this.logger.warn('device identity in use at two addresses', { deviceId, addrs: [conflict.other, fromText] });
+    }
     // 10. Tickets.
     return this.issue(ctx, deviceId, inner.audiences, inner.cnf, inner.nonce, opened.keys, now, fromText);
   }
