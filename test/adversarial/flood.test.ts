@@ -17,7 +17,9 @@ import { adversarialStack, codeOf, decoded, LOCATOR, RawSocket } from './fixture
 
 const COOKIE_THRESHOLD = 50;
 const SOURCES = 64;
-const s = await adversarialStack(t, { authdArgs: ['--cookie-threshold', String(COOKIE_THRESHOLD), '--rate', '0'] });
+// --device-rate 0: the reference authenticates one device hundreds of times; this test measures
+// the flood's cost, not the per-device limit (authd-lockout.test.ts does).
+const s = await adversarialStack(t, { authdArgs: ['--cookie-threshold', String(COOKIE_THRESHOLD), '--rate', '0', '--device-rate', '0'] });
 const pid = s.procs.authd.proc.pid!;
 
 /** authd's CPU time so far (user + system), in clock ticks. */
