@@ -157,10 +157,15 @@ const DISTRIBUTION_ENTRIES = ['agent/index.ts', 'agent/main.ts', 'cli/terminal.t
 const DAEMON_COMMON = new Set([
   'common/daemon.ts', 'common/args.ts', 'common/config.ts', 'common/suggest.ts', 'common/log.ts', 'common/escape.ts',
   'common/metrics.ts', 'common/preflight.ts', 'common/reload.ts', 'common/version.ts',
+  // The daemons' control socket (devloc-ctl(8)): runDaemon's, node built-ins only; the agent
+  // daemon serves its own control API instead and never opens this one.
+  'common/control.ts',
 ]);
 const TERMINAL_CLI = new Set([
   'cli/terminal.ts', 'cli/program.ts', 'cli/util.ts', 'cli/commands/agentctl.ts', 'cli/commands/connect.ts', 'cli/commands/match.ts',
-  'common/escape.ts', 'common/suggest.ts', 'common/version.ts',
+  'cli/commands/presence.ts', 'common/escape.ts', 'common/suggest.ts', 'common/version.ts',
+  // Key files are read with the same mode and owner checks everywhere (node:fs and wire/ only).
+  'net/trust.ts',
 ]);
 const inDistribution = (entry: string, rel: string): boolean =>
   allowed(rel) || (entry !== 'agent/index.ts' && (DAEMON_ENTRY.has(rel) || DAEMON_COMMON.has(rel))) || (entry === 'cli/terminal.ts' && TERMINAL_CLI.has(rel));
