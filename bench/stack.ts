@@ -99,8 +99,10 @@ export async function startStack(o: { terminals: number; log?: (line: string) =>
         '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', BUFFER, '--max-ttl', '3600',
         '--max-groups-per-terminal', '100000', '--max-group-members', '100000', '--reflector-port', '-1',
       ],
-      matchd: ['--rate', '0', '--receive-buffer', BUFFER],
-      authd: ['--rate', '0', '--cookie-threshold', '-1', '--max-rate', '0', '--receive-buffer', BUFFER],
+      // The per-terminal limits of issue 15 (submit rate, cool-down, authentications per device)
+      // are off: the load generator is one program playing many terminals at a chosen pace.
+      matchd: ['--rate', '0', '--receive-buffer', BUFFER, '--submit-interval', '0', '--match-cooldown', '0'],
+      authd: ['--rate', '0', '--cookie-threshold', '-1', '--max-rate', '0', '--device-rate', '0', '--receive-buffer', BUFFER],
     };
     const common = (name: string): string[] => ['--listen', HOST, '--port', '0', '--state-dir', path.join(dir, name)];
     const [locatord, matchd] = await Promise.all([
