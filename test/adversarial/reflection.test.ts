@@ -18,6 +18,7 @@ import { FAST_AGENT, eventually, spawnNode } from '../agent/stack.js';
 import { controlRequest } from '../../src/agent/control-client.js';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { adversarialStack, expectMsg, RawSocket } from './fixtures/stack.js';
+import { DAEMON_START_TIMEOUT_MS } from '../helpers/daemon.js';
 
 // As in src/agent/channel.ts (restated, not imported: the test must run against a tree without them).
 const MAX_UNANSWERED_PUNCHES = 2;
@@ -36,7 +37,7 @@ const agent = spawnNode('agent/main.ts', [
   '--reflector', `127.0.0.1:${s.addr.reflector.port}`,
 ]);
 t.teardown(() => agent.stop('SIGKILL'));
-await agent.waitFor((l) => l['msg'] === 'listening', 30_000, 'agent listening');
+await agent.waitFor((l) => l['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, 'agent listening');
 const status = await eventually(async () => {
   const st = (await controlRequest(socketPath, 'status', {}, 20_000)) as AgentStatus;
   return st.locatorId && st.registered && st.localPort ? st : undefined;

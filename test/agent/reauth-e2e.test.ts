@@ -9,6 +9,7 @@ import { AuthDb } from '../../src/authd/db.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
 import { keyFileToJson, newServiceKey } from '../../src/wire/keys.js';
 import { eventually, spawnNode, stack } from './stack.js';
+import { DAEMON_START_TIMEOUT_MS } from '../helpers/daemon.js';
 
 t.test('a match service added later: picked up on SIGHUP and on a missing ticket', async (t) => {
   const s = await stack(t);
@@ -26,7 +27,7 @@ t.test('a match service added later: picked up on SIGHUP and on a missing ticket
   writeFileSync(matchKeyFile, keyFileToJson(matchKey), { mode: 0o600 });
   const matchd = spawnNode('matchd/main.ts', ['--listen', '127.0.0.1', '--port', '0', '--service-key', matchKeyFile, '--trust', s.authdPubFile, '--rate', '0']);
   t.teardown(() => matchd.stop('SIGKILL'));
-  const ml = await matchd.waitFor((l) => l['msg'] === 'listening', 30_000, 'matchd listening');
+  const ml = await matchd.waitFor((l) => l['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, 'matchd listening');
   if (matchKey.kind !== 'service') throw new Error('unreachable');
   const db = AuthDb.open(path.join(s.dir, 'authd-state'));
   db.putService({ serviceId: 'match', sealKey: matchKey.seal.public, addr: `127.0.0.1:${Number(ml['port'])}` }, false);

@@ -12,6 +12,7 @@ import type { AgentStatus } from '../../src/agent/agent.js';
 import type { KeyFile } from '../../src/wire/keys.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../../src/wire/keys.js';
 import { root } from '../helpers/daemon.js';
+import { DAEMON_START_TIMEOUT_MS } from '../helpers/daemon.js';
 
 export interface Teardown {
   teardown(fn: () => unknown): void;
@@ -133,7 +134,7 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
   const netOpt = o.netns ? { netns: o.netns } : {};
   let locatord = spawnNode('locatord/main.ts', locArgs({ locatord: 0, reflector: 0, reflectorAlt: 0 }), netOpt);
   procs.push(locatord);
-  const ll = await locatord.waitFor((l) => l['msg'] === 'listening', 20_000, 'locatord listening');
+  const ll = await locatord.waitFor((l) => l['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, 'locatord listening');
   const ports: Stack['ports'] = { authd: 0, locatord: Number(ll['port']), reflector: Number(ll['reflectorPort']), reflectorAlt: Number(ll['reflectorAltPort']) };
   const fmt = (port: number): string => (listen.includes(':') ? `[${listen}]:${port}` : `${listen}:${port}`);
   const locatordAddr = fmt(ports.locatord);
@@ -152,7 +153,7 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
       '--log-level', 'debug', ...(o.matchdArgs ?? []),
     ], netOpt);
     procs.push(matchd);
-    const ml = await matchd.waitFor((l) => l['msg'] === 'listening', 20_000, 'matchd listening');
+    const ml = await matchd.waitFor((l) => l['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, 'matchd listening');
     ports.matchd = Number(ml['port']);
     matchdAddr = fmt(ports.matchd);
     const db3 = AuthDb.open(authdState);
@@ -163,7 +164,7 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
     '--control-socket', ctl.authd, '--listen', listen, '--port', '0', '--key', authdKeyFile, '--state-dir', authdState, '--rate', '0', '--cookie-threshold', '-1', '--ticket-lifetime', '600',
   ], netOpt);
   procs.push(authd);
-  const al = await authd.waitFor((l) => l['msg'] === 'listening', 20_000, 'authd listening');
+  const al = await authd.waitFor((l) => l['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, 'authd listening');
   ports.authd = Number(al['port']);
 
   const s: Stack = {
@@ -188,7 +189,7 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
         ...(args.includes('--reflector') ? [] : ['--reflector', fmt(ports.reflector)]), ...args,
       ], { ...(ao.netns ? { netns: ao.netns } : {}), ...(ao.env ? { env: ao.env } : {}) });
       procs.push(p);
-      await p.waitFor((l) => l['msg'] === 'listening', 20_000, `agent ${name} listening`);
+      await p.waitFor((l) => l['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, `agent ${name} listening`);
       const control = (cmd: string, a: Record<string, unknown> = {}): Promise<unknown> => controlRequest(socket, cmd, a, 20_000);
       return Object.assign(p, { name, socket, device, control, status: () => control('status') as Promise<AgentStatus> });
     },
@@ -197,7 +198,7 @@ export async function stack(t: Teardown, o: StackOptions = {}): Promise<Stack> {
       locatord = spawnNode('locatord/main.ts', locArgs(ports), netOpt);
       procs.push(locatord);
       s.locatord = locatord;
-      await locatord.waitFor((l) => l['msg'] === 'listening', 20_000, 'locatord listening again');
+      await locatord.waitFor((l) => l['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, 'locatord listening again');
     },
   };
   return s;

@@ -24,6 +24,7 @@ import type { ImpairOptions, ImpairProxy } from '../../tools/impair.js';
 import { createImpairProxy } from '../../tools/impair.js';
 import type { Proc, Teardown } from '../agent/stack.js';
 import { FAST_AGENT, spawnNode } from '../agent/stack.js';
+import { DAEMON_START_TIMEOUT_MS } from '../helpers/daemon.js';
 
 export type DaemonName = 'authd' | 'locatord' | 'matchd';
 export const DAEMONS: readonly DaemonName[] = ['authd', 'locatord', 'matchd'];
@@ -175,8 +176,8 @@ export async function world(t: Teardown, impairment: Impairment): Promise<World>
     live.add(p);
     void p.exited.then(() => live.delete(p));
     procs[d] = p;
-    const l = await p.waitFor((x) => x['msg'] === 'listening', 30_000, `${d} listening`);
-    const m = await p.waitFor((x) => x['msg'] === 'metrics endpoint', 30_000, `${d} metrics endpoint`);
+    const l = await p.waitFor((x) => x['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, `${d} listening`);
+    const m = await p.waitFor((x) => x['msg'] === 'metrics endpoint', DAEMON_START_TIMEOUT_MS, `${d} metrics endpoint`);
     // The first start picks free ports; later starts reuse them.
     ports[d] = Number(l['port']);
     metricsPorts[d] = Number(String(m['listen']).split(':').pop());
@@ -238,7 +239,7 @@ export async function world(t: Teardown, impairment: Impairment): Promise<World>
       ]);
       live.add(p);
       void p.exited.then(() => live.delete(p));
-      await p.waitFor((l) => l['msg'] === 'listening', 30_000, `agent ${name} listening`);
+      await p.waitFor((l) => l['msg'] === 'listening', DAEMON_START_TIMEOUT_MS, `agent ${name} listening`);
       const control = <T>(cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000): Promise<T> => controlRequest(socket, cmd, args, timeoutMs) as Promise<T>;
       return Object.assign(p, { name, device, socket, control, status: () => control<AgentStatus>('status') });
     },
