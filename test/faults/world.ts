@@ -158,7 +158,9 @@ export async function world(t: Teardown, impairment: Impairment): Promise<World>
   const argv = (d: DaemonName): string[] => {
     const common = ['--listen', LO, '--port', String(ports[d]), '--rate', '0', '--metrics-listen', `${LO}:${metricsPorts[d]}`];
     if (d === 'authd') {
-      return [...common, '--key', authdKeyFile, '--state-dir', authdState, '--cookie-threshold', '-1', '--ticket-lifetime', '600'];
+      // Per-device and per-terminal limits off: this world counts executions exactly, and a request
+      // refused RATE_LIMITED is executed again when the agent retries.
+      return [...common, '--key', authdKeyFile, '--state-dir', authdState, '--cookie-threshold', '-1', '--ticket-lifetime', '600', '--device-rate', '0'];
     }
     if (d === 'locatord') {
       return [
@@ -167,7 +169,7 @@ export async function world(t: Teardown, impairment: Impairment): Promise<World>
         '--min-ttl', '4', '--default-ttl', '8', '--reflector-rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--sweep-interval', '200',
       ];
     }
-    return [...common, '--service-key', matchKey.file, '--trust', authdPubFile, '--tick-interval', '50', '--log-level', 'debug'];
+    return [...common, '--service-key', matchKey.file, '--trust', authdPubFile, '--tick-interval', '50', '--log-level', 'debug', '--submit-interval', '0', '--match-cooldown', '0'];
   };
   const entry: Record<DaemonName, string> = { authd: 'authd/main.ts', locatord: 'locatord/main.ts', matchd: 'matchd/main.ts' };
   const procs: Partial<Record<DaemonName, Proc>> = {};
