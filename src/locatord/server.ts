@@ -12,6 +12,7 @@ import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import { RateLimiter } from '../net/ratelimit.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
+import type { SharedRefusals } from '../net/ended.js';
 import { EndedSessions, gateHandlers } from '../net/ended.js';
 import { ServerSessions } from '../net/sessions.js';
 import { REQUEST_ID_BYTES } from '../wire/constants.js';
@@ -31,6 +32,7 @@ import type { MaybePromise } from './store/maybe.js';
 import { then } from './store/maybe.js';
 import type { SharedStore } from './store/shared.js';
 import type { ServedStore } from './store/types.js';
+import type { ErrorCode as ErrorCodeT } from '../wire/errors.js';
 import { RegistrationTable } from './table.js';
 
 export const DB_FILE = 'locatord.db';
@@ -197,7 +199,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
   const ctx = context;
-  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: gateHandlers(locatorHandlers(ctx), ended) });
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: gateHandlers(locatorHandlers(ctx), ended, sharedRefusals(store, now)) });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 
@@ -305,4 +307,23 @@ function declareMetrics(m: Metrics): void {
   m.counter('kicks_total', 'Terminals kicked by the operator (devloc ctl kick)');
   m.counter('revocations_total', 'REVOKEs from authd applied (repeats included)');
   m.counter('identity_conflicts_total', 'REFRESHes of a session another terminal with the same identity displaced (cloned identity)');
+}
+
+/** How often an instance asks the shared refusal list about a terminal it serves (Redis only). */
+export const SHARED_REFUSAL_CHECK_MS = 2000;
+
+/**
+ * With --store redis, a REVOKE reaches the instance authd knows; the others see the terminal's
+ * refusal in Redis within SHARED_REFUSAL_CHECK_MS of its next message (net/ended.ts).
+ */
+function sharedRefusals(store: ServedStore, now: () => number): SharedRefusals | undefined {
+  if (store.kind !== 'redis') return undefined;
+  return {
+    intervalMs: SHARED_REFUSAL_CHECK_MS,
+    now,
+    lookup: async (hex) => {
+      const r = await store.refusal(hex);
+      return r ? { code: r.code as ErrorCodeT, message: r.message, untilMs: r.untilMs } : undefined;
+    },
+  };
 }

@@ -65,12 +65,45 @@ export class EndedSessions {
   }
 }
 
+/**
+ * A refusal list shared by several instances (locatord --store redis): a REVOKE reaches one
+ * instance, which writes it there; the others learn it by asking, at most once per `intervalMs`
+ * per terminal, before running one of its messages. A lookup that fails lets the message run
+ * (the registration itself is already gone everywhere, and REGISTER asks the list every time).
+ */
+export interface SharedRefusals {
+  lookup(locatorHex: string): Promise<(EndReason & { untilMs: number }) | undefined>;
+  intervalMs: number;
+  now: () => number;
+}
+
+/** Terminals whose shared refusal was looked up recently (bounded: at most one lookup each per interval). */
+const SHARED_CHECKED_MAX = 262_144;
+
 /** `handlers`, each answering an ended session's message with its reason instead of running. */
-export function gateHandlers(handlers: Handlers, ended: EndedSessions): Handlers {
+export function gateHandlers(handlers: Handlers, ended: EndedSessions, shared?: SharedRefusals): Handlers {
+  const checkedAt = shared ? new LRUCache<string, number>({ max: SHARED_CHECKED_MAX }) : undefined;
   const out: Record<string, unknown> = {};
   for (const [name, fn] of Object.entries(handlers)) {
     const h = fn as (ctx: RequestContext) => HandlerResult | Promise<HandlerResult>;
-    out[name] = (ctx: RequestContext) => ended.check(ctx.session) ?? h(ctx);
+    out[name] = (ctx: RequestContext) => {
+      const ended1 = ended.check(ctx.session);
+      if (ended1) return ended1;
+      const s = ctx.session;
+      if (!shared || !checkedAt || !s) return h(ctx);
+      const t = shared.now();
+      const last = checkedAt.get(s.locatorHex);
+      if (last !== undefined && t - last < shared.intervalMs) return h(ctx);
+      checkedAt.set(s.locatorHex, t);
+      return shared.lookup(s.locatorHex).then(
+        (r) => {
+          if (!r) return h(ctx);
+          ended.endLocator(s.locatorHex, { code: r.code, message: r.message }, r.untilMs);
+          return { error: r.code, message: r.message };
+        },
+        () => h(ctx),
+      );
+    };
   }
   return out as Handlers;
 }

@@ -43,3 +43,36 @@ t.test('EndedSessions', async (t) => {
   clock = 5001;
   t.equal(e.reason(s2), undefined, 'the revocation ends with the last ticket');
 });
+
+t.test('gateHandlers: the shared refusal list is asked at most once per interval per terminal', async (t) => {
+  const { gateHandlers } = await import('../../src/net/ended.js');
+  let now = 1_000_000;
+  const ended = new EndedSessions(100, () => now);
+  const asked: string[] = [];
+  let revoked = false;
+  const shared = {
+    intervalMs: 2000,
+    now: () => now,
+    lookup: async (hex: string) => {
+      asked.push(hex);
+      return revoked ? { code: ErrorCode.REVOKED, message: 'device revoked', untilMs: now + 60_000 } : undefined;
+    },
+  };
+  let ran = 0;
+  const handlers = gateHandlers({ QUERY_ADDR: () => { ran++; return null; } } as never, ended, shared) as unknown as Record<string, (ctx: unknown) => unknown>;
+  const ctx = { session: { sidHex: 's1', locatorHex: 'aa' } };
+  await handlers['QUERY_ADDR']!(ctx);
+  t.same(asked, ['aa'], 'asked on the first message');
+  t.equal(ran, 1, 'and run');
+  revoked = true;
+  await handlers['QUERY_ADDR']!(ctx);
+  t.same(asked, ['aa'], 'not asked again within the interval');
+  t.equal(ran, 2);
+  now += 2000;
+  const r = await handlers['QUERY_ADDR']!(ctx);
+  t.same(asked, ['aa', 'aa'], 'asked again after the interval');
+  t.match(r, { error: ErrorCode.REVOKED }, 'the revocation found there refuses the message');
+  t.equal(ran, 2, 'not run');
+  t.match(handlers['QUERY_ADDR']!(ctx), { error: ErrorCode.REVOKED }, 'and every later one, without asking (ended locally now)');
+  t.same(asked, ['aa', 'aa']);
+});
