@@ -149,15 +149,19 @@ t.test('query floods and ID enumeration are limited per source, counting IDs', (
   t.equal(errorCodeOf(second), ErrorCode.RATE_LIMITED, 'two requests, but 128 IDs > burst of 100');
   if (second.msg.name === 'ERROR') t.ok((second.msg.body.retryAfterMs ?? 0) > 0, 'with a retry delay');
   // Single-ID queries: the rest of the budget, then refusals.
+  // The budget refills at 1 ID/s of real time: a slow (busy) machine earns one more per second
+  // the loop takes, which the bounds allow for (the limit is the point, not the machine's speed).
   let answered = 0;
   let limited = 0;
+  const started = performance.now();
   for (let i = 0; i < 60; i++) {
     const r = await a.request('QUERY_ADDR', { ids: [randomBytes(16)] });
     if (r.msg.name === 'QUERY_ADDR_RESULT') answered++;
     else if (errorCodeOf(r) === ErrorCode.RATE_LIMITED) limited++;
   }
-  t.ok(answered <= 37, `flood: ${answered} answered (budget ~36 left)`);
-  t.ok(limited >= 23, `flood: ${limited} refused`);
+  const refilled = Math.ceil((performance.now() - started) / 1000);
+  t.ok(answered <= 37 + refilled, `flood: ${answered} answered (budget ~36 left, + ${refilled} refilled)`);
+  t.ok(limited >= 23 - refilled, `flood: ${limited} refused`);
   // Another terminal from the same address shares the source budget.
   const b = await Terminal.open(t, keys, dest);
   await b.expect(t, 'REGISTER_ACK', b.register());
