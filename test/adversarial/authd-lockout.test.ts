@@ -65,8 +65,12 @@ t.test('devices overflowing the replay cache with requests dated now + 290 s loc
   // first (the per-device overflow itself is in test/authd/cookie.test.ts).
   const eve = s.enroll('eve');
   const eveCodes: number[] = [];
+  const eveStarted = performance.now();
   for (let i = 0; i < DEVICE_REPLAY_ENTRIES + 2; i++) eveCodes.push(await ask(sock, s, request(s, eve, { timeMs: ahead + 5000 + i })));
-  t.equal(eveCodes.filter((c) => c === 0).length, 10, 'ten served, then RATE_LIMITED');
+  // One more is earned every 6 s the loop takes (10 a minute): a busy machine may be that slow.
+  const eveRefilled = Math.floor((performance.now() - eveStarted) / 6000);
+  const eveServed = eveCodes.filter((c) => c === 0).length;
+  t.ok(eveServed >= 10 && eveServed <= 10 + eveRefilled, `ten served (${eveServed}, ${eveRefilled} refilled), then RATE_LIMITED`);
   t.equal(eveCodes.at(-1), ErrorCode.RATE_LIMITED);
   let dave = s.enroll('dave');
   while (taken.has(replaySlotOf(dave.deviceId))) dave = s.enroll('dave');
@@ -80,9 +84,14 @@ t.test('per-device rate: one device cannot spend authd for the others', async (t
   const mallory = s.enroll('mallory');
   const sock = await RawSocket.open(t);
   const codes: number[] = [];
+  const started = performance.now();
   for (let i = 0; i < 30; i++) codes.push(await ask(sock, s, request(s, mallory)));
+  // One more is earned every 6 s the loop takes (10 a minute): a busy machine may be that slow.
+  const refilled = Math.floor((performance.now() - started) / 6000);
   t.same(codes.slice(0, 10), Array(10).fill(0), 'its burst is served');
-  t.ok(codes.slice(10).every((c) => c === ErrorCode.RATE_LIMITED), 'then RATE_LIMITED');
+  const later = codes.slice(10);
+  t.ok(later.every((c) => c === ErrorCode.RATE_LIMITED || c === 0), 'then RATE_LIMITED');
+  t.ok(later.filter((c) => c === 0).length <= refilled, `beyond the burst, only what refilled meanwhile is served (${refilled})`);
   t.equal(await ask(sock, s, request(s, s.enroll('alice'))), 0, 'another device from the same socket is served');
 });
 
