@@ -7,9 +7,10 @@
 // One request per line, answered in order per connection. Access control is the socket's mode
 // (0660: the owner and the socket's group), so anyone who may talk to the agent may use every
 // command. Lines are bounded so a local client cannot make the agent buffer without end.
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { mkdirSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
+import { clearStaleSocket, listenUnix } from '../net/unix-socket.js';
 import type { Agent } from './agent.js';
 import type { AgentLog } from './errors.js';
 import { AgentError } from './errors.js';
@@ -265,26 +266,6 @@ export async function handleLine(agent: Agent, peers: AddressBook | undefined, l
 }
 
 /** If `path` exists: a socket nobody answers on is stale and removed; anything else is refused. */
-async function clearStale(path: string): Promise<void> {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new Error(`control socket path ${path} exists and is not a socket`);
-  const alive = await new Promise<boolean>((resolve) => {
-    const c = net.connect(path);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-  if (alive) throw new Error(`control socket ${path} is in use: is another devloc-agent running?`);
-  unlinkSync(path);
-}
-
 export class ControlServer {
   private readonly sockets = new Set<net.Socket>();
 
@@ -295,28 +276,14 @@ export class ControlServer {
 
   static async listen(path: string, agent: Agent, peers: AddressBook | undefined, log: AgentLog = () => {}): Promise<ControlServer> {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    await clearStale(path);
+    await clearStaleSocket(path, { notSocket: `control socket path ${path} exists and is not a socket`, inUse: `control socket ${path} is in use: is another devloc-agent running?` });
     const server = net.createServer();
     const cs = new ControlServer(server, path);
     // From the start, so what peers send on incoming channels waits for a reader.
     channelRegistry(agent);
     server.maxConnections = MAX_CONTROL_CONNECTIONS;
     server.on('connection', (sock) => cs.serve(sock, agent, peers, log));
-    // The umask is process-wide, so it is narrowed only around bind(); chmod then sets 0660
-    // exactly (the umask may have removed group write).
-    const oldMask = process.umask(0o117);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(path, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
-    } finally {
-      process.umask(oldMask);
-    }
-    chmodSync(path, 0o660);
+    await listenUnix(server, path);
     return cs;
   }
 

@@ -10,9 +10,10 @@
 // group devloc, mode 0750). Everything a local client sends is bounded: one line at most
 // MAX_CONTROL_REQUEST bytes, MAX_CONTROL_CONNECTIONS connections, each closed after
 // CONTROL_IDLE_MS without a request; every refusal has a code on the wire and a log line.
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { mkdirSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
+import { clearStaleSocket, listenUnix } from '../net/unix-socket.js';
 import type { OptionSpec } from './config.js';
 import type { Logger } from './log.js';
 
@@ -93,26 +94,6 @@ export async function handleControlLine(commands: ControlCommands, line: string,
 }
 
 /** If `path` exists: a socket nobody answers on is stale and removed; anything else is refused. */
-async function clearStale(path: string): Promise<void> {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new Error(`control-socket: ${path} exists and is not a socket`);
-  const alive = await new Promise<boolean>((resolve) => {
-    const c = net.connect(path);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-  if (alive) throw new Error(`control-socket: ${path} is in use: is another instance running? (set control-socket to another path)`);
-  unlinkSync(path);
-}
-
 export class ControlSocket {
   private readonly sockets = new Set<net.Socket>();
 
@@ -124,27 +105,13 @@ export class ControlSocket {
   /** Bind `path` (mode 0660; its directory is created 0750 when missing) and serve `commands`. */
   static async listen(path: string, commands: ControlCommands, logger: Logger): Promise<ControlSocket> {
     mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
-    await clearStale(path);
+    await clearStaleSocket(path, { notSocket: `control-socket: ${path} exists and is not a socket`, inUse: `control-socket: ${path} is in use: is another instance running? (set control-socket to another path)` });
     const server = net.createServer();
     const cs = new ControlSocket(server, path);
     server.maxConnections = MAX_CONTROL_CONNECTIONS;
     server.on('drop', () => logger.refusal('control:FULL', { reason: `more than ${MAX_CONTROL_CONNECTIONS} control connections` }));
     server.on('connection', (sock) => cs.serve(sock, commands, logger));
-    // The umask is process-wide, so it is narrowed only around bind(); chmod then sets 0660
-    // exactly (the umask may have removed group write).
-    const oldMask = process.umask(0o117);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(path, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
-    } finally {
-      process.umask(oldMask);
-    }
-    chmodSync(path, 0o660);
+    await listenUnix(server, path);
     return cs;
   }
 
