@@ -6,7 +6,8 @@ import { daemonHelp, parseDaemonArgs } from './args.js';
 import { bool, commonSpec, resolveConfig, specOf, str, unknownFlag } from './config.js';
 import type { Level, LogFormat } from './log.js';
 import { Logger } from './log.js';
-import { Metrics } from './metrics.js';
+import { Metrics, mergeExpositions } from './metrics.js';
+import type { Cluster } from 'node:cluster';
 import { explainStartError, preflight } from './preflight.js';
 import { inForce, reloadReport } from './reload.js';
 import { version, versionLine } from './version.js';
@@ -111,10 +112,14 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
   }
   let metricsServer: { close: () => Promise<void>; port: number } | undefined;
   const ml = str(config, 'metrics-listen');
-  if (ml) {
+  // --workers: the workers share the primary's argv, so each would bind the metrics port (and die
+  // and be restarted forever). Only the primary serves it, with every worker's series labelled.
+  const cluster = ml ? (await import('node:cluster')).default : undefined;
+  if (ml && cluster?.isWorker) answerMetricsScrapes(metrics);
+  else if (ml) {
     const a = parseAddress(ml)!; // checked by checkCommon
     try {
-      metricsServer = await metrics.serve(a.ip, a.port);
+      metricsServer = await metrics.serve(a.ip, a.port, () => exposition(metrics, cluster!));
     } catch (err) {
       // e.g. the port is taken: stop what was started instead of dying on a rejection.
       const text = explainStartError(err, spec, config, origins) ?? (err as Error).message;
@@ -214,6 +219,43 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
       });
     });
   });
+}
+
+/** IPC between the primary of `--workers` and a worker: a scrape and its answer. */
+interface MetricsScrape { devlocMetrics: number; text?: string }
+const isScrape = (m: unknown): m is MetricsScrape => typeof m === 'object' && m !== null && typeof (m as MetricsScrape).devlocMetrics === 'number';
+
+/** In a worker: answer the primary's scrapes with this process's series. */
+function answerMetricsScrapes(metrics: Metrics): void {
+  process.on('message', (m: unknown) => {
+    if (isScrape(m) && m.text === undefined) process.send?.({ devlocMetrics: m.devlocMetrics, text: metrics.render() });
+  });
+}
+
+let scrapeSeq = 0;
+/** Workers answering within this time are in the scrape; one that is busy or restarting is left out. */
+const WORKER_SCRAPE_TIMEOUT_MS = 2000;
+
+/** /metrics of this process, and of its workers (label worker="<cluster id>") when it has some. */
+async function exposition(metrics: Metrics, cluster: Cluster): Promise<string> {
+  const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected());
+  if (workers.length === 0) return metrics.render();
+  const id = ++scrapeSeq;
+  const answers = await Promise.all(workers.map((w) => new Promise<{ labels: { worker: string }; text: string } | undefined>((resolve) => {
+    const done = (text: string | undefined): void => {
+      clearTimeout(timer);
+      w!.off('message', onMessage);
+      resolve(text === undefined ? undefined : { labels: { worker: String(w!.id) }, text });
+    };
+    const onMessage = (m: unknown): void => {
+      if (isScrape(m) && m.devlocMetrics === id && typeof m.text === 'string') done(m.text);
+    };
+    const timer = setTimeout(() => done(undefined), WORKER_SCRAPE_TIMEOUT_MS);
+    w!.on('message', onMessage);
+    w!.send({ devlocMetrics: id });
+  })));
+  const parts = answers.filter((x) => x !== undefined);
+  return mergeExpositions([{ labels: {}, text: metrics.render() }, ...parts]);
 }
 
 /** A reload refused by a configuration error (the running configuration stays). */

@@ -130,8 +130,11 @@ export class Metrics {
     return lines.join('\n') + '\n';
   }
 
-  /** Serve /metrics on host:port (meant for loopback). Resolves with the bound port. */
-  async serve(host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
+  /**
+   * Serve /metrics on host:port (meant for loopback). Resolves with the bound port. `exposition`
+   * replaces this registry's own text (the primary of `--workers` serves every worker's).
+   */
+  async serve(host: string, port: number, exposition: () => string | Promise<string> = () => this.render()): Promise<{ port: number; close: () => Promise<void> }> {
     // node:http only when a daemon serves metrics: it costs devloc-agent ~2 MiB of RSS otherwise.
     const http = await import('node:http');
     const server = http.createServer((req, res) => {
@@ -140,7 +143,10 @@ export class Metrics {
         res.writeHead(404).end('not found: try /metrics\n');
         return;
       }
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.render());
+      Promise.resolve(exposition()).then(
+        (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(text),
+        (err: Error) => res.writeHead(500).end(`cannot collect metrics: ${err.message}\n`),
+      );
     });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -153,4 +159,41 @@ export class Metrics {
       });
     });
   }
+}
+
+/**
+ * Several expositions of this registry's format as one: each part's samples get its labels
+ * (e.g. `worker="2"`), each family keeps one HELP and TYPE and its samples together, as the text
+ * format requires. Used by the primary of `--workers`, which alone binds the metrics port.
+ */
+export function mergeExpositions(parts: { labels: LabelSet; text: string }[]): string {
+  const families = new Map<string, { meta: string[]; samples: string[] }>();
+  for (const { labels, text } of parts) {
+    const extra = labelKey(labels);
+    let current: { meta: string[]; samples: string[] } | undefined;
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      const meta = /^# (HELP|TYPE) (\S+)/.exec(line);
+      if (meta) {
+        const name = meta[2]!;
+        current = families.get(name);
+        if (!current) families.set(name, (current = { meta: [], samples: [] }));
+        if (current.meta.length < 2 && !current.meta.some((m) => m.startsWith(`# ${meta[1]} `))) current.meta.push(line);
+        continue;
+      }
+      if (!current || !extra) {
+        current?.samples.push(line);
+        continue;
+      }
+      // name{a="b"} v  ->  name{a="b",worker="1"} v;  name v  ->  name{worker="1"} v
+      const brace = line.indexOf('{');
+      const space = line.indexOf(' ');
+      current.samples.push(brace >= 0 && brace < space
+        ? `${line.slice(0, line.indexOf('}'))},${extra}${line.slice(line.indexOf('}'))}`
+        : `${line.slice(0, space)}{${extra}}${line.slice(space)}`);
+    }
+  }
+  const out: string[] = [];
+  for (const f of families.values()) out.push(...f.meta, ...f.samples);
+  return out.join('\n') + '\n';
 }

@@ -46,18 +46,30 @@ export const locatordDaemon: DaemonDefinition = {
   },
 };
 
+/**
+ * How long to wait before restarting a worker that exited after `livedMs`: 1 s after a worker
+ * that ran a while, doubling (to 60 s) while each replacement dies within 10 s, so a worker that
+ * cannot start does not burn a core in a restart loop.
+ */
+export function workerRestartDelayMs(livedMs: number, previousDelayMs: number): number {
+  if (livedMs >= 10_000 || previousDelayMs === 0) return 1000;
+  return Math.min(previousDelayMs * 2, 60_000);
+}
+
 /** Fork `n` workers (same argv); restart one that dies unexpectedly; stop them all on stop. */
 function startWorkers(n: number, logger: Logger): Promise<Running> {
   let stopping = false;
-  const fork = (): void => {
+  const fork = (previousDelayMs: number): void => {
     const w = cluster.fork();
+    const startedAt = Date.now();
     w.on('exit', (code, signal) => {
       if (stopping) return;
-      logger.error('worker exited, starting another', { pid: w.process.pid, code, signal });
-      setTimeout(fork, 1000).unref();
+      const delayMs = workerRestartDelayMs(Date.now() - startedAt, previousDelayMs);
+      logger.error('worker exited, starting another', { pid: w.process.pid, code, signal, inMs: delayMs });
+      setTimeout(() => fork(delayMs), delayMs).unref();
     });
   };
-  for (let i = 0; i < n; i++) fork();
+  for (let i = 0; i < n; i++) fork(0);
   logger.info('workers started', { workers: n });
   return Promise.resolve({
     async stop() {

@@ -1,7 +1,8 @@
 // Metrics: Prometheus text format (0.0.4) line by line, and the /metrics endpoint.
 import t from 'tap';
 import http from 'node:http';
-import { latencyBucketsS, Metrics } from '../../src/common/metrics.js';
+import { latencyBucketsS, mergeExpositions, Metrics } from '../../src/common/metrics.js';
+import { workerRestartDelayMs } from '../../src/locatord/main.js';
 
 const SAMPLE = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*\})? -?[0-9.e+-]+$/;
 const HELP = /^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$/;
@@ -94,4 +95,45 @@ t.test('serve() rejects when the port is taken', async (t) => {
   const a = await new Metrics().serve('127.0.0.1', 0);
   t.teardown(() => a.close());
   await t.rejects(new Metrics().serve('127.0.0.1', a.port), { code: 'EADDRINUSE' });
+});
+
+t.test('mergeExpositions: one HELP/TYPE per family, samples together, each part labelled', (t) => {
+  const worker = (n: number): string => {
+    const m = new Metrics();
+    m.inc('requests_total', { type: 'REFRESH', result: 'ok' }, n);
+    m.observe('latency_seconds', 'Latency', 0.001);
+    m.gauge('build_info', 'Version', () => 1, { version: '1.0.0' });
+    return m.render();
+  };
+  const text = mergeExpositions([{ labels: {}, text: worker(1) }, { labels: { worker: '1' }, text: worker(2) }, { labels: { worker: '2' }, text: worker(3) }]);
+  const lines = text.trim().split('\n');
+  for (const l of lines) t.ok(SAMPLE.test(l) || HELP.test(l) || TYPE.test(l), `valid line: ${l}`);
+  t.equal(lines.filter((l) => l === '# TYPE devloc_requests_total counter').length, 1, 'one TYPE per family');
+  const s = sampled(text);
+  t.equal(s.get('devloc_requests_total{result="ok",type="REFRESH"}'), 1);
+  t.equal(s.get('devloc_requests_total{result="ok",type="REFRESH",worker="1"}'), 2);
+  t.equal(s.get('devloc_requests_total{result="ok",type="REFRESH",worker="2"}'), 3);
+  t.equal(s.get('devloc_latency_seconds_count{worker="2"}'), 1, 'unlabelled samples get the label');
+  t.equal(s.get('devloc_latency_seconds_bucket{le="0.001",worker="1"}'), 1);
+  // A family's samples are contiguous (the text format requires it).
+  const family = lines.map((l) => /^(?:# \w+ )?(devloc_[a-z_]+?)(?:_bucket|_sum|_count)?[{ ]/.exec(l)?.[1]);
+  const seen = new Set<string>();
+  let last: string | undefined;
+  for (const f of family) {
+    if (f !== last) {
+      t.notOk(seen.has(f!), `family ${f} appears in one block`);
+      seen.add(f!);
+      last = f;
+    }
+  }
+  t.end();
+});
+
+t.test('workerRestartDelayMs: 1 s after a worker that ran, doubling while replacements die at once', (t) => {
+  t.equal(workerRestartDelayMs(5, 0), 1000, 'first restart after 1 s');
+  t.equal(workerRestartDelayMs(500, 1000), 2000);
+  t.equal(workerRestartDelayMs(500, 32_000), 60_000, 'capped');
+  t.equal(workerRestartDelayMs(500, 60_000), 60_000);
+  t.equal(workerRestartDelayMs(10_000, 60_000), 1000, 'a worker that ran 10 s resets the wait');
+  t.end();
 });

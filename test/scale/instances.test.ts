@@ -90,3 +90,28 @@ t.test('--workers 2 serve one port on the shared store', { skip: noRedis }, asyn
   t.same(q.body.online, terms.map(() => true));
   await a.waitFor((l) => l['msg'] === 'workers started');
 });
+
+t.test('--workers 2 --metrics-listen: the primary alone binds the port and serves every worker', { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const keys = makeKeys();
+  const a = await locatord(t, keys, redis, ['--workers', '2', '--metrics-listen', '127.0.0.1:0']);
+  const endpoint = await a.waitFor((l) => l['msg'] === 'metrics endpoint');
+  const url = `http://${String(endpoint['listen'])}/metrics`;
+  const term = await Terminal.open(t, keys, dest(a));
+  await term.expect(t, 'REGISTER_ACK', term.register());
+  // Until both workers have started they may be missing from a scrape: wait for both labels.
+  let text = '';
+  for (let i = 0; i < 600 && !(/worker="1"/.test(text) && /worker="2"/.test(text)); i++) {
+    text = await (await fetch(url)).text();
+    if (!(/worker="1"/.test(text) && /worker="2"/.test(text))) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.match(text, /worker="1"/, 'worker 1 series');
+  t.match(text, /worker="2"/, 'worker 2 series');
+  // One HELP per family although three processes rendered it.
+  const helps = text.split('\n').filter((l) => l.startsWith('# HELP devloc_requests_total '));
+  t.equal(helps.length, 1, 'one HELP line per family');
+  // The REGISTER was answered by one of the workers and is counted under its label.
+  const served = [...text.matchAll(/^devloc_requests_total\{[^}]*worker="\d"[^}]*\} (\d+)/gm)].reduce((s, m) => s + Number(m[1]), 0);
+  t.ok(served >= 1, `the workers' requests are in the scrape (${served})`);
+  t.notOk(a.lines.some((l) => l['msg'] === 'worker exited, starting another'), 'no worker died fighting over the port');
+});
