@@ -4,11 +4,12 @@
 // embedding the agent would load it.
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { Agent } from '../src/agent/agent.js';
-import { loadAuthdKey, loadDeviceIdentity } from '../src/agent/identity.js';
-import { parseAddress } from '../src/wire/addr.js';
+
+type Library = typeof import('../src/agent/index.js');
 
 export interface ChildSettings {
+  /** Module exporting the agent library's API: the distribution's bundle, or src/agent/index. */
+  library: string;
   identity: string;
   authd: string;
   authdKey: string;
@@ -64,6 +65,8 @@ const heapAfterGc = (): number => {
 };
 
 async function run(s: ChildSettings): Promise<ChildResult> {
+  // Loaded only now, from the file the parent names, as an application embedding it would.
+  const { Agent, loadAuthdKey, loadDeviceIdentity, parseAddress } = (await import(s.library)) as Library;
   const id = loadDeviceIdentity(s.identity);
   if (!id.ok) throw new Error(id.error);
   const key = loadAuthdKey(s.authdKey);

@@ -13,7 +13,7 @@
 // full GC before and after the busy run's refreshes, scaled to the refreshes of 24 hours (the
 // refresh interval compressed to 1 s stands in for a fake clock: the servers run on real time).
 // For `npm run bench`: `benchAgent()` returns the figures, `formatAgentBench()` prints them.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,6 +24,7 @@ import { spawnDaemon, startDaemon } from '../src/common/spawn.js';
 import { NAT_REFRESH_S, OPEN_REFRESH_S } from '../src/wire/constants.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../src/wire/keys.js';
 import type { ChildResult, ChildSettings } from './agent-child.js';
+import type { DayResult, DaySettings } from './agent-day.js';
 
 export interface AgentBenchOptions {
   /** Measured window of each run, seconds (default 20). */
@@ -61,13 +62,15 @@ export interface AgentBenchResult {
   openRefreshS: number;
   /** CPU seconds per hour on an open address (300 s refresh). */
   cpuSecondsPerHourOpen: number;
-  /** V8 heap after GC: before the busy run's refreshes, and its growth scaled to 24 hours of refreshes at 25 s. */
+  /** V8 heap after GC at virtual hour 1 of the day run (agent, authd and locatord in one process), and its growth to hour 24 and from hour 12 to 24. */
   heapAfterGcMiB: number;
   heapGrowth24hKiB: number;
+  heapGrowthLast12hKiB: number;
   idle: ChildResult;
   busy: ChildResult;
-  /** "node" (compiled) or "tsx" (TypeScript at run time: RSS includes the compiler). */
-  runtime: 'node' | 'tsx';
+  day: DayResult;
+  /** What ran: the distribution's bundles, or the tree's modules ("node" compiled, "tsx" TypeScript at run time: RSS includes the compiler). */
+  runtime: 'bundle' | 'node' | 'tsx';
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -97,8 +100,25 @@ function bareNode(ms: number): Promise<number> {
   return new Promise((resolve, reject) => proc.once('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`node -e exited ${code}`)))));
 }
 
-function runChild(settings: ChildSettings): Promise<ChildResult> {
-  const proc = spawn(process.execPath, ['--expose-gc', ...nodeArgs('agent-child.ts')], { stdio: ['pipe', 'pipe', 'pipe'] });
+/** The repository's root (bench/ or build/bench/ is below it). */
+const root = path.resolve(here, typescript ? '..' : '../..');
+
+/**
+ * The agent distribution's files, built now (esbuild; a second or two), or undefined when the
+ * tree cannot build it (no esbuild): the caller measures the tree's modules instead.
+ */
+function agentBundle(log: (line: string) => void): { library: string; daemon: string } | undefined {
+  const build = spawnSync(process.execPath, [path.join(root, 'packages/agent/build.mjs')], { encoding: 'utf8' });
+  if (build.status !== 0) {
+    log(`agent bench: cannot build the agent distribution (${(build.stderr || build.stdout).trim().split('\n')[0]}); measuring the tree's modules`);
+    return undefined;
+  }
+  const dist = path.join(root, 'packages/agent/dist');
+  return { library: path.join(dist, 'agent.js'), daemon: path.join(dist, 'devloc-agent.js') };
+}
+
+function runJsonChild<S, R>(file: string, settings: S): Promise<R> {
+  const proc = spawn(process.execPath, ['--expose-gc', ...nodeArgs(file)], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -107,10 +127,12 @@ function runChild(settings: ChildSettings): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     proc.once('exit', (code) => {
       if (code !== 0) reject(new Error(`bench child exited ${code}: ${err}`));
-      else resolve(JSON.parse(out.trim()) as ChildResult);
+      else resolve(JSON.parse(out.trim()) as R);
     });
   });
 }
+
+const runChild = (settings: ChildSettings): Promise<ChildResult> => runJsonChild('agent-child.ts', settings);
 
 const cpuS = (r: ChildResult): number => (r.cpuUserUs + r.cpuSystemUs) / 1e6;
 const round = (x: number, digits: number): number => Number(x.toFixed(digits));
@@ -121,6 +143,8 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
   const log = o.log ?? (() => {});
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-agent-bench-'));
   const procs: ChildProcess[] = [];
+  const bundle = agentBundle(log);
+  const library = bundle?.library ?? path.join(root, typescript ? 'src/agent/index.ts' : 'build/src/agent/index.js');
   try {
     const authdKey = newAuthdKey();
     const authdKeyFile = path.join(dir, 'authd.key');
@@ -147,7 +171,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     db.close();
     const authd = await startDaemon({ entry: 'authd/main', args: ['--listen', '127.0.0.1', '--port', '0', '--key', authdKeyFile, '--state-dir', authdState] });
     procs.push(authd.proc);
-    const base = { identity, authd: `127.0.0.1:${Number(authd.listening['port'])}`, authdKey: authdPub, seconds };
+    const base = { identity, authd: `127.0.0.1:${Number(authd.listening['port'])}`, authdKey: authdPub, seconds, library };
     log(`agent bench: idle run, ${seconds} s at locatord's interval`);
     const settleMs = 5000 + seconds * 1000; // registered -> RSS read, the same for all three
     log('agent bench: bare node -e');
@@ -155,7 +179,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     log('agent bench: devloc-agent daemon');
     const t0 = performance.now();
     const daemon = spawnDaemon({
-      entry: 'agent/main', timeoutMs: 30_000,
+      entry: bundle?.daemon ?? 'agent/main', timeoutMs: 30_000,
       args: ['--identity', identity, '--authd', base.authd, '--authd-key', authdPub, '--reflector', 'off', '--control-socket', path.join(dir, 'agent.sock'),
         '--state-dir', dir, '--log-level', 'info'],
     });
@@ -168,13 +192,16 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     const idle = await runChild({ ...base, maxRefreshS: 0, warmupMs: 5000 });
     log(`agent bench: busy run, ${seconds} s refreshing every ${refreshS} s`);
     const busy = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(5000, 2 * refreshS * 1000) });
+    log('agent bench: 24 virtual hours (agent, authd, locatord in one process)');
+    const day = await runJsonChild<DaySettings, DayResult>('agent-day.ts', { library, hours: 24 });
+    if (!day.registeredAtEnd) throw new Error('agent bench: the agent was not registered at the end of the virtual day');
     const idleRate = cpuS(idle) / idle.seconds;
     const extra = busy.refreshes - (idle.refreshes * busy.seconds) / idle.seconds;
     const perRefresh = extra > 0 ? Math.max(0, cpuS(busy) - idleRate * busy.seconds) / extra : 0;
     const perHour = idleRate * 3600 + (3600 / NAT_REFRESH_S) * perRefresh;
     const bytesPerRefresh = busy.refreshes > 0 ? (busy.bytesSent + busy.bytesReceived + 28 * busy.datagrams) / busy.refreshes : 0;
     const mib = (b: number): number => round(b / 2 ** 20, 1);
-    const heapPerRefresh = busy.refreshes > 0 ? (busy.heapAfterGcEnd - busy.heapAfterGcStart) / busy.refreshes : 0;
+    const heapAt = (h: number): number => day.heapAfterGcBytes[h - 1] ?? 0;
     return {
       bareRssMiB: mib(bare),
       daemonRssMiB: mib(daemonRss),
@@ -187,16 +214,17 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
       bytesPerHourOpen: Math.round((3600 / OPEN_REFRESH_S) * bytesPerRefresh),
       openRefreshS: OPEN_REFRESH_S,
       cpuSecondsPerHourOpen: round(idleRate * 3600 + (3600 / OPEN_REFRESH_S) * perRefresh, 2),
-      heapAfterGcMiB: mib(busy.heapAfterGcStart),
-      heapGrowth24hKiB: round((heapPerRefresh * (24 * 3600)) / NAT_REFRESH_S / 1024, 1),
-      idle, busy,
+      heapAfterGcMiB: mib(heapAt(1)),
+      heapGrowth24hKiB: round((heapAt(24) - heapAt(1)) / 1024, 1),
+      heapGrowthLast12hKiB: round((heapAt(24) - heapAt(12)) / 1024, 1),
+      idle, busy, day,
       idleRssMiB: round(idle.rssBytes / 2 ** 20, 1),
       idleHeapMiB: round(idle.heapUsedBytes / 2 ** 20, 1),
       cpuMsPerRefresh: round(perRefresh * 1000, 3),
       idleCpuSecondsPerHour: round(idleRate * 3600, 2),
       cpuSecondsPerHour: round(perHour, 2),
       defaultRefreshS: NAT_REFRESH_S,
-      runtime: typescript ? 'tsx' : 'node',
+      runtime: bundle ? 'bundle' : typescript ? 'tsx' : 'node',
     };
   } finally {
     for (const p of procs) p.kill('SIGKILL');
@@ -212,7 +240,7 @@ export function formatAgentBench(r: AgentBenchResult): string {
     `  idle RSS, devloc-agent        ${r.daemonRssMiB} MiB (+${r.daemonAboveBareMiB} MiB over bare Node)`,
     `  start -> registered           library ${r.libraryStartToRegisteredMs} ms, daemon ${r.daemonStartToRegisteredMs} ms`,
     `  wire per refresh              ${r.bytesPerRefresh} B; per idle hour ${r.bytesPerHourNat} B behind a NAT (${r.defaultRefreshS} s), ${r.bytesPerHourOpen} B open (${r.openRefreshS} s)`,
-    `  heap after GC                 ${r.heapAfterGcMiB} MiB; growth over 24 h of refreshes ${r.heapGrowth24hKiB} KiB (${r.busy.refreshes} refreshes measured)`,
+    `  24 virtual hours              ${r.day.refreshes} refreshes, ${r.day.authentications} authentications, ${r.day.realSeconds.toFixed(0)} s real; heap after GC ${r.heapAfterGcMiB} MiB at hour 1 (agent + authd + locatord), growth to hour 24 ${r.heapGrowth24hKiB} KiB (hours 12-24: ${r.heapGrowthLast12hKiB} KiB)`,
     `  CPU per refresh               ${r.cpuMsPerRefresh} ms (measured over ${r.busy.refreshes} refreshes)`,
     `  CPU idle                      ${r.idleCpuSecondsPerHour} s per hour (interface polls, timers)`,
     `  CPU per hour, ${r.defaultRefreshS} s refresh   ${r.cpuSecondsPerHour} s (open address, ${r.openRefreshS} s: ${r.cpuSecondsPerHourOpen} s)`,

@@ -163,7 +163,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: s, name: 'start -> registered, devloc-agent', value: r.daemonStartToRegisteredMs, unit: 'ms' },
           { section: s, name: `wire bytes per idle hour behind a NAT (${r.defaultRefreshS} s)`, value: r.bytesPerHourNat, unit: 'B', extra: { bytesPerRefresh: r.bytesPerRefresh } },
           { section: s, name: `wire bytes per idle hour, open address (${r.openRefreshS} s)`, value: r.bytesPerHourOpen, unit: 'B' },
-          { section: s, name: 'heap growth over 24 h of refreshes', value: r.heapGrowth24hKiB, unit: 'KiB', extra: { heapAfterGcMiB: r.heapAfterGcMiB, refreshes: r.busy.refreshes } },
+          { section: s, name: 'heap growth over 24 virtual hours (agent + servers)', value: r.heapGrowth24hKiB, unit: 'KiB', extra: { heapAfterGcMiB: r.heapAfterGcMiB, lastHalfKiB: r.heapGrowthLast12hKiB, refreshes: r.day.refreshes, authentications: r.day.authentications } },
           { section: s, name: 'CPU per refresh', value: r.cpuMsPerRefresh, unit: 'ms', extra: { refreshes: r.busy.refreshes } },
           { section: s, name: `CPU per hour at the ${r.defaultRefreshS} s refresh`, value: r.cpuSecondsPerHour, unit: 'CPU-s', extra: { idleCpuSecondsPerHour: r.idleCpuSecondsPerHour } },
           { section: s, name: `CPU per hour at the ${r.openRefreshS} s refresh (open address)`, value: r.cpuSecondsPerHourOpen, unit: 'CPU-s' },

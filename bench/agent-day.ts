@@ -1,0 +1,132 @@
+// 24 simulated hours of an idle agent (issue 20): authd, locatord and one embedded Agent in this
+// one process on a virtual clock (virtual-clock.ts), real UDP on 127.0.0.1 between them. The
+// agent refreshes at locatord's interval, renews its ticket, re-authenticates, and the servers
+// sweep, for a virtual day in well under a minute; the V8 heap after a full GC is sampled every
+// virtual hour. Reported by agent.ts (`devloc bench --only agent`): growth from hour 1 to hour
+// 24 of the whole process (agent and servers: a leak in any shows). Reads one JSON line of
+// settings on stdin, prints one JSON line.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { installVirtualClock } from './virtual-clock.js';
+
+export interface DaySettings {
+  /** Module exporting the agent library's API (the distribution's bundle, or src/agent/index). */
+  library: string;
+  /** Virtual hours to run (default 24). */
+  hours?: number;
+}
+
+export interface DayResult {
+  hours: number;
+  /** V8 heap in use after a full GC at the end of each virtual hour (index 0 = hour 1). */
+  heapAfterGcBytes: number[];
+  rssBytes: number;
+  refreshes: number;
+  authentications: number;
+  timersFired: number;
+  timerErrors: string[];
+  realSeconds: number;
+  registeredAtEnd: boolean;
+}
+
+type Library = typeof import('../src/agent/index.js');
+
+async function run(s: DaySettings): Promise<DayResult> {
+  const clock = installVirtualClock();
+  const realStart = process.hrtime.bigint();
+  // After the clock: every timer these modules set is virtual.
+  const { startAuthd } = await import('../src/authd/server.js');
+  const { AuthDb } = await import('../src/authd/db.js');
+  const { startLocatord } = await import('../src/locatord/server.js');
+  const { readServiceKey, withDefaults } = await import('../src/locatord/options.js');
+  const { readTrust } = await import('../src/net/trust.js');
+  const { Logger } = await import('../src/common/log.js');
+  const keys = await import('../src/wire/keys.js');
+  const lib = (await import(s.library)) as Library;
+
+  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-agent-day-'));
+  const quiet = new Logger({ service: 'bench', level: 'error', write: () => {} });
+  try {
+    const authdKey = keys.newAuthdKey();
+    const authdKeyFile = path.join(dir, 'authd.key');
+    writeFileSync(authdKeyFile, keys.keyFileToJson(authdKey), { mode: 0o600 });
+    const authdPub = path.join(dir, 'authd.pub');
+    writeFileSync(authdPub, keys.publicToJson(keys.publicOf(authdKey)));
+    const service = keys.newServiceKey('locator');
+    const serviceFile = path.join(dir, 'locator.key');
+    writeFileSync(serviceFile, keys.keyFileToJson(service), { mode: 0o600 });
+    const device = keys.newDeviceKey();
+    if (device.kind !== 'device' || service.kind !== 'service') throw new Error('unreachable');
+    const identityFile = path.join(dir, 'device.key');
+    writeFileSync(identityFile, keys.keyFileToJson(device), { mode: 0o600 });
+
+    const sk = readServiceKey(serviceFile);
+    const loc = await startLocatord(withDefaults({
+      serviceSecret: sk.secret, audience: sk.audience, trustedKeys: readTrust([authdPub]), stateDir: path.join(dir, 'loc'),
+      listen: '127.0.0.1', port: 0, reflector: null, snapshot: false,
+    }), quiet);
+    const authdState = path.join(dir, 'authd');
+    const db = AuthDb.open(authdState, { create: true });
+    db.addDevice({ deviceId: device.deviceId, publicKey: device.sign.public });
+    db.putService({ serviceId: 'locator', sealKey: service.seal.public, addr: `127.0.0.1:${loc.port}` }, false);
+    db.close();
+    const authd = await startAuthd({ host: '127.0.0.1', port: 0, keyFiles: [authdKeyFile], stateDir: authdState, logger: quiet, ratePerS: 0 });
+
+    const id = lib.loadDeviceIdentity(identityFile);
+    if (!id.ok) throw new Error(id.error);
+    const ak = lib.loadAuthdKey(authdPub);
+    if (!ak.ok) throw new Error(ak.error);
+    const agent = new lib.Agent({ identity: id.value, authd: lib.parseAddress(`127.0.0.1:${authd.port}`)!, authdKey: ak.value, reflector: null });
+    await agent.start();
+    // Registered within a virtual minute (the exchange itself takes no virtual time).
+    await clock.runUntil(clock.now() + 60_000);
+    if (!agent.isRegistered) throw new Error('not registered after a virtual minute');
+
+    const hours = s.hours ?? 24;
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (!gc) throw new Error('run with --expose-gc');
+    const heapAfterGcBytes: number[] = [];
+    const r0 = agent.counters.refreshes;
+    const a0 = agent.counters.authentications;
+    for (let h = 1; h <= hours; h++) {
+      await clock.runUntil(clock.now() + 3_600_000);
+      gc();
+      heapAfterGcBytes.push(process.memoryUsage().heapUsed);
+      if (process.env['DAY_SNAPSHOT_HOURS']?.split(',').includes(String(h))) (await import('node:v8')).writeHeapSnapshot(`/tmp/day-${h}.heapsnapshot`);
+    }
+    const result: DayResult = {
+      hours, heapAfterGcBytes, rssBytes: process.memoryUsage().rss, refreshes: agent.counters.refreshes - r0, authentications: agent.counters.authentications - a0,
+      timersFired: clock.fired, timerErrors: clock.errors.map((e) => e.message).slice(0, 5),
+      realSeconds: Number(process.hrtime.bigint() - realStart) / 1e9, registeredAtEnd: agent.isRegistered,
+    };
+    const stopping = Promise.all([agent.stop({ unregister: false }), loc.stop(), authd.stop()]);
+    // Stops may wait on timers (drains, final flushes): let virtual time move until they are done.
+    let stopped = false;
+    void stopping.then(() => (stopped = true));
+    for (let i = 0; i < 100 && !stopped; i++) await clock.runUntil(clock.now() + 1000);
+    return result;
+  } finally {
+    clock.uninstall();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+let input = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d: string) => {
+  input += d;
+  const i = input.indexOf('\n');
+  if (i < 0) return;
+  process.stdin.pause();
+  run(JSON.parse(input.slice(0, i)) as DaySettings).then(
+    (r) => {
+      process.stdout.write(JSON.stringify(r) + '\n');
+      process.exit(0);
+    },
+    (err: Error) => {
+      process.stderr.write(`bench agent-day: ${err.stack ?? err.message}\n`);
+      process.exit(1);
+    },
+  );
+});

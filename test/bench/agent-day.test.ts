@@ -1,0 +1,28 @@
+// The agent bench's virtual day (bench/agent-day.ts), shortened to 2 virtual hours so it cannot
+// rot: the agent stays registered through refreshes and a ticket renewal on the virtual clock,
+// and the heap is sampled each hour.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { DayResult } from '../../bench/agent-day.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+t.test('2 virtual hours: registered throughout, refreshes at locatord interval, heap sampled', async (t) => {
+  const proc = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', path.join(root, 'bench/agent-day.ts')], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  proc.stdin.end(JSON.stringify({ library: path.join(root, 'src/agent/index.ts'), hours: 2 }) + '\n');
+  const code = await new Promise<number | null>((r) => proc.once('exit', r));
+  t.equal(code, 0, `exit 0 ${err}`);
+  const r = JSON.parse(out.trim()) as DayResult;
+  t.ok(r.registeredAtEnd, 'registered at the end');
+  t.equal(r.heapAfterGcBytes.length, 2, 'one heap sample per virtual hour');
+  // 25 s refreshes for 2 hours: 288 (a retransmission or a renewal may shift one or two).
+  t.ok(r.refreshes >= 280 && r.refreshes <= 290, `refreshes at the 25 s interval (${r.refreshes})`);
+  t.ok(r.authentications >= 1, `the ticket was renewed (${r.authentications} authentications)`);
+  t.same(r.timerErrors, [], 'no timer threw');
+});
