@@ -4,7 +4,8 @@
 // sweep, for a virtual day in well under a minute; the V8 heap after a full GC is sampled every
 // virtual hour. Reported by agent.ts (`devloc bench --only agent`): growth from hour 1 to hour
 // 24 of the whole process (agent and servers: a leak in any shows). Reads one JSON line of
-// settings on stdin, prints one JSON line.
+// settings on stdin, prints one JSON line. DAY_SNAPSHOT_HOURS=12,24 also writes V8 heap snapshots
+// at those hours (os.tmpdir()/devloc-day-H.heapsnapshot), to see what grew.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -93,7 +94,7 @@ async function run(s: DaySettings): Promise<DayResult> {
       await clock.runUntil(clock.now() + 3_600_000);
       gc();
       heapAfterGcBytes.push(process.memoryUsage().heapUsed);
-      if (process.env['DAY_SNAPSHOT_HOURS']?.split(',').includes(String(h))) (await import('node:v8')).writeHeapSnapshot(`/tmp/day-${h}.heapsnapshot`);
+      if (process.env['DAY_SNAPSHOT_HOURS']?.split(',').includes(String(h))) (await import('node:v8')).writeHeapSnapshot(path.join(tmpdir(), `devloc-day-${h}.heapsnapshot`));
     }
     const result: DayResult = {
       hours, heapAfterGcBytes, rssBytes: process.memoryUsage().rss, refreshes: agent.counters.refreshes - r0, authentications: agent.counters.authentications - a0,
