@@ -30,7 +30,7 @@ import { formatId } from './ids.js';
 import type { LocalAddress } from './interfaces.js';
 import { addressSignature, localAddresses, reportableAddresses } from './interfaces.js';
 import type { Classification } from './netmode.js';
-import { classifyNetwork, combineClassifications, reclassifyDelay } from './netmode.js';
+import { classifyNetwork, combineClassifications, inconclusive, reclassifyDelay } from './netmode.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, RegistrationInfo } from './types.js';
 
 /** The step was abandoned because something more urgent happened (address change, stop). */
@@ -187,7 +187,10 @@ export class Registration {
 
   /** Whether the classification of the current network is done. */
   get netModeSettled(): boolean {
-    return this.classification !== undefined && !this.needClassify && !this.classifying;
+    // An inconclusive result is not settled during its first quick retries (2 + 4 + 8 s):
+    // matching waits a little for a verdict rather than submit `unknown`.
+    return this.classification !== undefined && !this.needClassify && !this.classifying
+      && !(this.quickChecks > 0 && this.quickChecks <= 3 && inconclusive(this.classification));
   }
 
   /** Our LAN addresses with the socket's port, as reported to locatord. */
