@@ -18,7 +18,8 @@
 //   never connects (issue 17: 2 of 12). So each end first sends empty datagrams with a TTL of
 //   OPEN_TTL to the peer's public address (they open its NAT's mapping toward the peer and die at
 //   the next router), and its first PUNCH OPEN_DELAY_MS later, when both NATs are open.
-//   Not for LAN paths (same NAT).
+//   Only toward a peer whose NAT can be spoilt that way (restricted, port-restricted or not
+//   classified), and not for LAN paths (same NAT).
 // - Every channel's datagrams travel on the agent's one UDP socket: the NAT mapping locatord saw
 //   (the address the peer is told) is the one the peer's packets must reach. Peer datagrams
 //   (types 0x70-0x73) are recognised by their first bytes and dispatched by channel ID.
@@ -217,10 +218,14 @@ export class PeerManager {
    * The socket's TTL is lowered for them only and restored when the last one is sent (a
    * datagram of ours sent in between dies the same way and is retransmitted like a lost one).
    */
-  private sendOpeners(plan: PathPlan): boolean {
+  private sendOpeners(plan: PathPlan, peerMode: number): boolean {
     const ttl = this.o.openTtl ?? OPEN_TTL;
     const socket = this.socket;
-    const targets = plan.sameNat ? [] : plan.candidates.filter((c) => c.kind === 'public');
+    // Only a NAT that filters and maps endpoint-independently (or an unclassified one) can be
+    // spoilt by an early PUNCH: a full cone forwards it to the peer, an open peer has no NAT, and
+    // a symmetric NAT punches toward us from a new port anyway.
+    const filtering = peerMode === NetMode.RESTRICTED || peerMode === NetMode.PORT_RESTRICTED || peerMode === NetMode.UNKNOWN;
+    const targets = plan.sameNat || !filtering ? [] : plan.candidates.filter((c) => c.kind === 'public');
     if (ttl <= 0 || !socket || targets.length === 0) return false;
     let left = targets.length * 2;
     const restore = (): void => {
@@ -265,7 +270,7 @@ export class PeerManager {
     // Our NAT first, then the PUNCHes: a PUNCH of ours must not reach the peer's NAT before the
     // peer's own mapping toward us exists (see the top of this file). Meanwhile the channel
     // already answers the peer's PUNCHes (our mapping is open, so they get through).
-    if (this.sendOpeners(plan)) {
+    if (this.sendOpeners(plan, intro.netMode)) {
       startTimer = setTimeout(() => {
         startTimer = undefined;
         if (this.channels.get(ch.idHex) === ch) ch.start();
