@@ -53,6 +53,56 @@ export interface Classification {
   /** T1's observed address: the public address as the reflector saw it. */
   observed?: Address;
   tests: ReflectorTests;
+  /**
+   * Some request of the tests needed a retransmission or went unanswered: the path loses
+   * datagrams, so a missing answer (a negative filtering test) may be a loss, not the NAT.
+   */
+  lossy?: boolean;
+}
+
+/** First quick re-classification after an inconclusive one, ms (then doubling). */
+export const RECLASSIFY_QUICK_MS = 2000;
+/** Quick re-checks of a filtering result decided on a lossy path before it is taken as settled. */
+export const LOSSY_RECHECKS = 2;
+
+/** How open a mode's filtering is (a positive filtering test is proof; a negative may be a loss). */
+const OPENNESS: Partial<Record<NetMode, number>> = { [NetMode.PORT_RESTRICTED]: 1, [NetMode.RESTRICTED]: 2, [NetMode.FULL_CONE]: 3 };
+
+/** An answer from the reflector was missing where one was expected: nothing was decided. */
+export function inconclusive(c: Classification): boolean {
+  return c.mode === NetMode.UDP_BLOCKED || (c.mode === NetMode.UNKNOWN && c.tests.t1 !== null && c.tests.m1 === null);
+}
+
+/**
+ * When to classify again after `c`, the `attempt`-th quick try in a row (0 for the first), ms;
+ * undefined: settled until the periodic re-classification. Pure (devloc-agent(8), NETWORK MODE).
+ * - inconclusive (no answer from the reflector, or none from its alternate port): again after
+ *   RECLASSIFY_QUICK_MS, doubling, at most `reclassifyMs`;
+ * - a filtering verdict (port-restricted, restricted) on a lossy path: re-checked LOSSY_RECHECKS
+ *   times after RECLASSIFY_QUICK_MS, since an answer that proves more openness may have been lost.
+ */
+export function reclassifyDelay(c: Classification, attempt: number, reclassifyMs: number): number | undefined {
+  if (inconclusive(c)) return Math.min(reclassifyMs, RECLASSIFY_QUICK_MS * 2 ** Math.min(attempt, 20));
+  if (c.lossy && (c.mode === NetMode.PORT_RESTRICTED || c.mode === NetMode.RESTRICTED) && attempt < LOSSY_RECHECKS) return RECLASSIFY_QUICK_MS;
+  return undefined;
+}
+
+/**
+ * Combine a new classification with the previous one of the same network (same observed IP).
+ * Positive evidence wins: an answer that arrived proves a filter open, a different mapping
+ * proves a symmetric NAT; what only a missing answer says yields to it. Pure.
+ */
+export function combineClassifications(prev: Classification | undefined, next: Classification): Classification {
+  if (!prev || !prev.observed || !next.observed || normaliseIp(prev.observed.ip) !== normaliseIp(next.observed.ip)) return next;
+  if (next.mode === NetMode.SYMMETRIC || next.mode === NetMode.OPEN) return next;
+  const conclusive = (c: Classification): boolean => c.mode !== NetMode.UNKNOWN && c.mode !== NetMode.UDP_BLOCKED;
+  // A test that lost its answers says nothing against an earlier conclusive result.
+  if (!conclusive(next)) return conclusive(prev) ? { ...prev, lossy: true } : next;
+  if (prev.mode === NetMode.SYMMETRIC) return next.lossy ? prev : next;
+  const before = OPENNESS[prev.mode] ?? 0;
+  const now = OPENNESS[next.mode] ?? 0;
+  if (before > now && next.lossy) return { ...prev, reason: `${prev.reason} (seen before; the last test lost answers)`, lossy: true };
+  return next;
 }
 
 const same = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
@@ -144,7 +194,8 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
     const normal: Partial<RetransmitPolicy> = { initialTimeoutMs: T, maxRetransmit: 3, deadlineMs: T * 1.5 * 15 };
     const filterWait = o.filterWaitMs ?? Math.max(3 * T, 1000);
     const brief: Partial<RetransmitPolicy> = { initialTimeoutMs: Math.min(T, filterWait / 3), maxRetransmit: 2, deadlineMs: filterWait };
-    /** One REFLECT; `expectFrom` pins the answer's source (change requests). */
+    let lossy = false;
+    /** One REFLECT; `expectFrom` pins the answer's source (change requests, which may rightly go unanswered). */
     const ask = async (client: UdpClient, to: Address, change: number, policy: Partial<RetransmitPolicy>, expectFrom?: Address): Promise<ReflectAnswer | null> => {
       const rid = UdpClient.newRequestId();
       try {
@@ -152,9 +203,11 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
           policy,
           anySource: expectFrom !== undefined,
           accept: (x) => x.msg.name === 'REFLECT_RESULT' && (expectFrom === undefined || same(x.from, expectFrom)),
+          ...(expectFrom === undefined ? { onRetransmit: () => { lossy = true; } } : {}),
         });
         return toAnswer(r);
       } catch {
+        if (expectFrom === undefined) lossy = true;
         return null;
       }
     };
@@ -183,7 +236,7 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
     // A filtering socket that got no answer at all proves nothing: count it as "nothing arrived".
     const tests: ReflectorTests = { ...m, ...f };
     if (m.t1 && m.m1 !== undefined && tests.f2 === undefined) tests.f2 = false;
-    return decideNetMode(tests, o.local());
+    return { ...decideNetMode(tests, o.local()), ...(lossy ? { lossy } : {}) };
   } finally {
     await Promise.all(clients.map((c) => c.close()));
   }

@@ -11,6 +11,15 @@
 //   modes; otherwise a pair the matrix marks impossible (symmetric to symmetric, symmetric to
 //   port-restricted, UDP blocked) is not tried, and the reason is reported at once ('NO_DIRECT_PATH'
 //   from connect(), and in status). A pair with an unclassified side is tried.
+// - Opening the own NAT first: a PUNCH that reaches the peer's NAT before the peer's own
+//   mapping toward us exists is, on a router without an input firewall (plain Linux masquerade),
+//   delivered to the router itself; its conntrack entry takes the tuple the peer's PUNCH needs,
+//   and masquerade sends that one from another port, which our NAT's filter drops: the pair
+//   never connects (issue 17: 2 of 12). So each end first sends empty datagrams with a TTL of
+//   OPEN_TTL to the peer's public address (they open its NAT's mapping toward the peer and die at
+//   the next router), and its first PUNCH OPEN_DELAY_MS later, when both NATs are open.
+//   Only toward a peer whose NAT can be spoilt that way (restricted, port-restricted or not
+//   classified), and not for LAN paths (same NAT).
 // - Every channel's datagrams travel on the agent's one UDP socket: the NAT mapping locatord saw
 //   (the address the peer is told) is the one the peer's packets must reach. Peer datagrams
 //   (types 0x70-0x73) are recognised by their first bytes and dispatched by channel ID.
@@ -59,7 +68,25 @@ export interface PeerHost {
 export interface PeerOptions extends Partial<ChannelTiming> {
   /** Closed and failed channels kept for status (default 16). */
   keepRecent?: number;
+  /**
+   * TTL of the opening datagrams sent to the peer's public address before the first PUNCH
+   * (default OPEN_TTL; 0: none, punch at once). See "Opening the own NAT first" above.
+   */
+  openTtl?: number;
+  /** How long after the opening datagrams the first PUNCH leaves, ms (default OPEN_DELAY_MS). */
+  openDelayMs?: number;
 }
+
+/** TTL of the opening datagrams: enough to pass the NAT in front of the host (hop 1), not the next router. */
+export const OPEN_TTL = 2;
+/**
+ * Wait between the opening datagrams and the first PUNCH. Both ends start when locatord's
+ * INTRODUCE_ACK and INTRO arrive, sent at the same moment: the peer must have opened its own NAT
+ * before our first PUNCH reaches it, so this bounds the skew between the two ends it tolerates.
+ */
+export const OPEN_DELAY_MS = 500;
+/** The TTL the socket goes back to after the opening datagrams (Linux's default). */
+const DEFAULT_TTL = 64;
 
 export interface PathPlan {
   candidates: { addr: Address; kind: CandidateKind }[];
@@ -107,8 +134,8 @@ export class PeerManager {
       this.host.log('error', 'peer datagram handling failed; dropped', { err: (err as Error).message });
     }
   };
-  /** Datagrams dropped before reaching a channel. */
-  readonly stats = { introductions: 0, unknownChannel: 0, malformed: 0, failed: 0 };
+  /** Datagrams dropped before reaching a channel; opening datagrams sent. */
+  readonly stats = { introductions: 0, unknownChannel: 0, malformed: 0, failed: 0, openers: 0 };
 
   constructor(private readonly host: PeerHost, private readonly o: PeerOptions = {}) {
     this.keepRecent = o.keepRecent ?? 16;
@@ -185,6 +212,47 @@ export class PeerManager {
     this.host.log('info', 'no direct path to peer: not punching', { peer, channel: formatId(intro.channelId), reason: plan.problem });
   }
 
+  /**
+   * Opening datagrams (empty UDP payloads, OPEN_TTL) to the peer's public candidates: they create
+   * our NAT's mapping toward the peer and die at the next router. Returns whether any left.
+   * The socket's TTL is lowered for them only and restored when the last one is sent (a
+   * datagram of ours sent in between dies the same way and is retransmitted like a lost one).
+   */
+  private sendOpeners(plan: PathPlan, peerMode: number): boolean {
+    const ttl = this.o.openTtl ?? OPEN_TTL;
+    const socket = this.socket;
+    // Only a NAT that filters and maps endpoint-independently (or an unclassified one) can be
+    // spoilt by an early PUNCH: a full cone forwards it to the peer, an open peer has no NAT, and
+    // a symmetric NAT punches toward us from a new port anyway.
+    const filtering = peerMode === NetMode.RESTRICTED || peerMode === NetMode.PORT_RESTRICTED || peerMode === NetMode.UNKNOWN;
+    const targets = plan.sameNat || !filtering ? [] : plan.candidates.filter((c) => c.kind === 'public');
+    if (ttl <= 0 || !socket || targets.length === 0) return false;
+    let left = targets.length * 2;
+    const restore = (): void => {
+      if (--left > 0) return;
+      try {
+        socket.setTTL(DEFAULT_TTL);
+      } catch {
+        /* socket closed meanwhile */
+      }
+    };
+    try {
+      socket.setTTL(ttl);
+      // Two copies each: a loss on our own LAN would cost the whole head start.
+      for (const c of targets) for (let i = 0; i < 2; i++) socket.send(Buffer.alloc(0), c.addr.port, c.addr.ip, restore);
+      this.stats.openers += targets.length * 2;
+      return true;
+    } catch (err) {
+      this.host.log('debug', 'opening datagrams not sent', { err: (err as Error).message });
+      try {
+        socket.setTTL(DEFAULT_TTL);
+      } catch {
+        /* socket closed */
+      }
+      return false;
+    }
+  }
+
   private open(intro: Introduction, key: Buffer, role: Channel['role'], plan: PathPlan): Channel {
     const id = Buffer.from(intro.channelId);
     const ch = new Channel({
@@ -193,11 +261,23 @@ export class PeerManager {
       timing: this.o, now: this.host.now, random: this.host.random, log: this.host.log,
     });
     this.channels.set(ch.idHex, ch);
+    let startTimer: ReturnType<typeof setTimeout> | undefined;
     ch.once('close', () => {
+      if (startTimer) clearTimeout(startTimer);
       this.channels.delete(ch.idHex);
       this.remember(ch.summary());
     });
-    ch.start();
+    // Our NAT first, then the PUNCHes: a PUNCH of ours must not reach the peer's NAT before the
+    // peer's own mapping toward us exists (see the top of this file). Meanwhile the channel
+    // already answers the peer's PUNCHes (our mapping is open, so they get through).
+    if (this.sendOpeners(plan, intro.netMode)) {
+      startTimer = setTimeout(() => {
+        startTimer = undefined;
+        if (this.channels.get(ch.idHex) === ch) ch.start();
+      }, this.o.openDelayMs ?? OPEN_DELAY_MS);
+    } else {
+      ch.start();
+    }
     return ch;
   }
 

@@ -30,7 +30,7 @@ import { formatId } from './ids.js';
 import type { LocalAddress } from './interfaces.js';
 import { addressSignature, localAddresses, reportableAddresses } from './interfaces.js';
 import type { Classification } from './netmode.js';
-import { classifyNetwork } from './netmode.js';
+import { classifyNetwork, combineClassifications, inconclusive, reclassifyDelay } from './netmode.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, RegistrationInfo } from './types.js';
 
 /** The step was abandoned because something more urgent happened (address change, stop). */
@@ -41,6 +41,29 @@ class Interrupted extends Error {}
  * a terminal asking again and again for a service authd does not know must not flood authd.
  */
 export const GRANT_RECHECK_MIN_MS = 10_000;
+
+/**
+ * The retransmission of AUTH_REQUEST and REGISTER: three sends (at 0, T' and 3T', T' uniform in
+ * [T, 1.5T]) and the attempt ends 4.5 T after the first, then the loop's back-off (at most
+ * backoff-min, then doubling) and a new attempt with a new request. Short attempts rather than
+ * one long schedule (5 sends over up to 46 s): under loss a terminal gets through sooner, and
+ * the time to a registration is bounded (startupBoundMs, devloc-agent(8) REGISTRATION).
+ */
+export function startupPolicy(retransmitMs: number): RetransmitPolicy {
+  return { initialTimeoutMs: retransmitMs, maxRetransmit: 2, deadlineMs: retransmitMs * 4.5 };
+}
+
+/**
+ * Longest time from start to registered when each of authentication and REGISTER succeeds
+ * within `attempts` attempts (all jitter at its worst): per step, `attempts` attempts of 4.5 T
+ * and the back-offs between them (equal jitter: at most backoff-min * 2^k before attempt k+1;
+ * the back-off starts over once authd answered). Pure.
+ */
+export function startupBoundMs(o: { retransmitMs: number; backoffMinMs: number; backoffMaxMs: number }, attempts: number): number {
+  let step = 0;
+  for (let k = 0; k < attempts; k++) step += o.retransmitMs * 4.5 + (k > 0 ? Math.min(o.backoffMaxMs, o.backoffMinMs * 2 ** (k - 1)) : 0);
+  return 2 * step;
+}
 
 /** What the facade adds to the loop's socket. */
 export interface RegistrationHooks {
@@ -101,6 +124,8 @@ export class Registration {
   private netMode: NetMode = NetMode.UNKNOWN;
   private classification: Classification | undefined;
   private reclassifyAt: number | undefined;
+  /** Quick re-classifications in a row (inconclusive or lossy results; netmode.ts reclassifyDelay). */
+  private quickChecks = 0;
   private reportedNetMode: number | undefined;
   private reportedLocal = '';
 
@@ -162,7 +187,10 @@ export class Registration {
 
   /** Whether the classification of the current network is done. */
   get netModeSettled(): boolean {
-    return this.classification !== undefined && !this.needClassify && !this.classifying;
+    // An inconclusive result is not settled during its first quick retries (2 + 4 + 8 s):
+    // matching waits a little for a verdict rather than submit `unknown`.
+    return this.classification !== undefined && !this.needClassify && !this.classifying
+      && !(this.quickChecks > 0 && this.quickChecks <= 3 && inconclusive(this.classification));
   }
 
   /** Our LAN addresses with the socket's port, as reported to locatord. */
@@ -318,6 +346,7 @@ export class Registration {
     this.retryAt = undefined;
     // The old classification describes the old network: unknown until the new one is classified.
     this.setNetMode({ mode: NetMode.UNKNOWN, reason: 'address changed, classifying again', tests: { t1: null } });
+    this.quickChecks = 0;
     this.backoffAttempt = 0;
     this.log('info', 'address change: authenticating and registering again', { reason });
     this.kick(true);
@@ -371,7 +400,8 @@ export class Registration {
   /**
    * One unit of work, chosen by what is due; false when nothing was due yet (woken early).
    * Order: authenticate (or renew the ticket), then register and classify at the same time —
-   * registration is not held up by the reflector's deliberately unanswered filtering tests — and
+   * registration is not held up by the reflector's deliberately unanswered filtering tests, and a
+   * failed REGISTER is retried without waiting for the classification — and
    * a REFRESH at once if classification changed the mode locatord knows.
    */
   private async step(gen: number): Promise<boolean> {
@@ -392,6 +422,9 @@ export class Registration {
     if (this.needAuth || renewal) {
       try {
         await this.authenticate(gen);
+        // authd answered: the path works, so a REGISTER that goes unanswered next starts its
+        // back-off over (the bound of startupBoundMs counts the two steps separately).
+        this.backoffAttempt = 0;
       } catch (err) {
         if (!renewal || !this.registered || err instanceof Interrupted) throw err;
         // authd is unreachable but the old ticket still holds: keep the registration alive
@@ -407,14 +440,12 @@ export class Registration {
       }
     }
     const classifyDue = this.needClassify || (this.reclassifyAt !== undefined && now >= this.reclassifyAt);
-    const tasks: Promise<void>[] = [];
-    if (this.needRegister) tasks.push(this.register(gen));
-    if (classifyDue) tasks.push(this.classify(gen));
-    if (tasks.length) {
-      const results = await Promise.allSettled(tasks);
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw failed.reason;
-    }
+    const classifying = classifyDue ? this.classify(gen) : undefined;
+    // A REGISTER that failed is retried on its own schedule: it does not wait for the
+    // classification (which under loss can take a while), which goes on meanwhile.
+    classifying?.catch(() => {});
+    if (this.needRegister) await this.register(gen);
+    await classifying;
     this.check(gen);
     if (this.registered && (this.wireNetMode() !== this.reportedNetMode || this.reportableChanged())) this.nextRefreshAt = this.now();
     if (!this.needRegister && this.registered && this.nextRefreshAt !== undefined && this.now() >= this.nextRefreshAt) {
@@ -536,7 +567,7 @@ export class Registration {
       let r: Reply;
       try {
         r = await this.tracked('auth', 'authd', this.o.authd, (onRetransmit) => this.client!.request(this.o.authd, built.datagram, rid, {
-          accept: (x) => x.msg.name === 'AUTH_RESPONSE' || x.msg.name === 'ERROR', onRetransmit,
+          accept: (x) => x.msg.name === 'AUTH_RESPONSE' || x.msg.name === 'ERROR', onRetransmit, policy: startupPolicy(this.o.retransmitMs),
         }));
       } catch (err) {
         throw new Error(`auth: ${(err as Error).message}`);
@@ -626,9 +657,21 @@ export class Registration {
       this.classifying = false;
     });
     this.check(gen);
-    if (c.mode === NetMode.UNKNOWN || c.mode === NetMode.UDP_BLOCKED) this.reclassifyAt = this.now() + this.o.reclassifyMs;
+    // Under loss a test can lose its answers: an inconclusive result is tried again within
+    // seconds, a filtering verdict from a lossy path is re-checked, and what an answer proved
+    // (an open filter, a changing mapping) outlives a later test that lost it (netmode.ts).
+    const combined = combineClassifications(this.quickChecks > 0 ? this.classification : undefined, c);
+    const quick = reclassifyDelay(combined, this.quickChecks, this.o.reclassifyMs);
+    if (quick !== undefined) {
+      this.reclassifyAt = this.now() + quick;
+      this.quickChecks++;
+      this.log('debug', 'classifying again soon', { mode: modeName(combined.mode), reason: combined.reason, lossy: combined.lossy === true, inMs: quick });
+    } else {
+      this.quickChecks = 0;
+      if (combined.mode === NetMode.UNKNOWN || combined.mode === NetMode.UDP_BLOCKED) this.reclassifyAt = this.now() + this.o.reclassifyMs;
+    }
     // locatord answering at this address disproves "udp-blocked": only the reflector is out of reach.
-    this.setNetMode(c.mode === NetMode.UDP_BLOCKED && this.registered ? { ...c, mode: NetMode.UNKNOWN, reason: 'reflector unreachable, locatord reachable' } : c);
+    this.setNetMode(combined.mode === NetMode.UDP_BLOCKED && this.registered ? { ...combined, mode: NetMode.UNKNOWN, reason: 'reflector unreachable, locatord reachable' } : combined);
   }
 
   private setNetMode(c: Classification): void {
@@ -666,7 +709,7 @@ export class Registration {
     if (this.o.ttlS) body.ttlS = this.o.ttlS;
     // The server may have lost the session and will number its answers from 1 again.
     session.restartReceive();
-    const m = await this.call(session, 'REGISTER', body, 'REGISTER_ACK', undefined, true);
+    const m = await this.call(session, 'REGISTER', body, 'REGISTER_ACK', startupPolicy(this.o.retransmitMs), true);
     this.check(gen);
     this.needRegister = false;
     this.reportedNetMode = body.netMode;

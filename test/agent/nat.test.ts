@@ -2,8 +2,9 @@
 // and its reflector on the "public" side. An agent behind an endpoint-independent NAT (plain
 // masquerade: Linux keeps the port, conntrack filters by address and port) is port-restricted,
 // one behind a port-randomising NAT (random,fully-random) is symmetric, one behind a NAT that
-// forwards every inbound datagram (a full cone) is full-cone, one with a public address is open; each registers the address its NAT gives it. Then a lossy link (30% of UDP
-// dropped each way): registration still completes, only later.
+// forwards every inbound datagram (a full cone) is full-cone, one with a public address is open; each registers the address its NAT gives it. Then lossy links (30% of UDP
+// dropped each way): registration still completes, and the symmetric and full-cone terminals end
+// up classified as such, not `unknown` or `restricted`.
 import t from 'tap';
 import type { LookupEntry } from '../../src/agent/agent.js';
 import { haveNetns, Lab, PUBLIC_NET } from './netns.js';
@@ -59,21 +60,36 @@ t.test('NAT classification behind real NATs', { skip }, async (t) => {
   t.equal(seen[1]!.addr, (await b.status()).observed);
 });
 
-t.test('30% UDP loss each way: registration still completes', { skip }, async (t) => {
+t.test('30% UDP loss each way: registration completes, classification does not settle on unknown', { skip }, async (t) => {
   let s: Stack | undefined;
   const lab = new Lab(t, async () => { await s?.stopAll(); });
   const lossy = lab.host('lossy', `${PUBLIC_NET}.40`);
-  const dropped = lab.lossy(lossy, 30);
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1` });
-  const a = await s.agent('lossy', [], { netns: lossy });
-  const st = await eventually(async () => {
-    const x = await a.status();
+  const sym = lab.behindNat('lsym', `${PUBLIC_NET}.41`, 41, 'symmetric');
+  const cone = lab.behindNat('lcone', `${PUBLIC_NET}.42`, 42, 'full-cone');
+  const dropped = [lab.lossy(lossy, 30), lab.lossy(sym, 30), lab.lossy(cone, 30)];
+  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const st0 = s;
+  const [a, b, c] = await Promise.all([st0.agent('lossy', [], { netns: lossy }), st0.agent('lsym', [], { netns: sym }), st0.agent('lcone', [], { netns: cone })]);
+  // Registered: the bound devloc-agent(8) states (50 s at T = 1 s) is checked on the schedule in
+  // startup-schedule.test.ts; here the agents (T = 200 ms) only have to get there.
+  const registered = (p: typeof a) => eventually(async () => {
+    const x = await p.status();
     return x.registered ? x : null;
-  }, 60_000, 'registered through the lossy link');
+  }, 120_000, `${p.name} registered through the lossy link`);
+  const [st] = await Promise.all([registered(a), registered(b), registered(c)]);
   t.equal(st.observed, `${PUBLIC_NET}.40:${st.localPort}`);
+  // Classified right in the end: an unanswered test is retried within seconds, and a lost
+  // answer does not make a full cone look restricted for good.
+  const settled = (p: typeof a, mode: string) => eventually(async () => {
+    const x = await p.status();
+    return x.netMode === mode ? x : null;
+  }, 120_000, `${p.name} classified ${mode} through the lossy link`);
+  const [xs, xc] = await Promise.all([settled(b, 'symmetric'), settled(c, 'full-cone')]);
+  t.equal(xs.netMode, 'symmetric', `symmetric NAT: ${xs.netModeReason}`);
+  t.equal(xc.netMode, 'full-cone', `full-cone NAT: ${xc.netModeReason}`);
   // Keep it registered for a few refreshes (refresh every ~2 s, TTL 8 s).
   const refreshes = st.counters.refreshes;
   await eventually(async () => (await a.status()).counters.refreshes >= refreshes + 3, 30_000, 'three more refreshes');
   t.ok((await a.status()).registered, 'still registered');
-  t.ok(dropped() > 0, `the link dropped ${dropped()} datagrams`);
+  t.ok(dropped.every((d) => d() > 0), `the links dropped ${dropped.map((d) => d()).join(', ')} datagrams`);
 });

@@ -2,7 +2,7 @@
 import t from 'tap';
 import type { LocalAddress } from '../../src/agent/interfaces.js';
 import type { ReflectAnswer, ReflectorTests } from '../../src/agent/netmode.js';
-import { decideNetMode, encodeReflect, MAX_REFLECT_RESULT } from '../../src/agent/netmode.js';
+import { combineClassifications, decideNetMode, encodeReflect, inconclusive, LOSSY_RECHECKS, MAX_REFLECT_RESULT, RECLASSIFY_QUICK_MS, reclassifyDelay } from '../../src/agent/netmode.js';
 import { NetMode } from '../../src/wire/constants.js';
 import { decodeDatagram, encodeDatagram } from '../../src/wire/envelope.js';
 
@@ -49,4 +49,30 @@ t.test('REFLECT is padded to at least the largest answer, and decodes', async (t
     t.ok(d.ok && d.msg.name === 'REFLECT' && (d.msg.body.change ?? 0) === change);
   }
   t.ok(encodeReflect(rid, 0, 300).length >= 300, 'any minimum');
+});
+
+t.test('under loss: inconclusive results are retried within seconds, positive evidence is kept', async (t) => {
+  const pub = (port: number) => ans('203.0.113.9', port);
+  const c = (mode: NetMode, tests: ReflectorTests, lossy = false) => ({ ...decideNetMode(tests, local), ...(lossy ? { lossy } : {}), mode });
+  const silentAlt = c(NetMode.UNKNOWN, { t1: pub(5000), m1: null, f2: false }, true);
+  t.ok(inconclusive(silentAlt), "no answer from the alternate port decides nothing");
+  t.ok(inconclusive(c(NetMode.UDP_BLOCKED, { t1: null }, true)), 'no answer at all decides nothing either');
+  t.notOk(inconclusive(c(NetMode.UNKNOWN, { t1: pub(5000) })), 'a reflector without an alternate port is not retried quickly');
+  // 2 s, 4 s, 8 s, ... capped by the periodic re-classification.
+  t.same([0, 1, 2, 3, 4, 5, 6, 7, 8].map((n) => reclassifyDelay(silentAlt, n, 300_000)), [2000, 4000, 8000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000]);
+  const lossyPr = c(NetMode.PORT_RESTRICTED, { t1: pub(5000), m1: pub(5000), f1: false, f2: false }, true);
+  t.same([0, 1, 2].map((n) => reclassifyDelay(lossyPr, n, 300_000)), [RECLASSIFY_QUICK_MS, RECLASSIFY_QUICK_MS, undefined], `re-checked ${LOSSY_RECHECKS} times`);
+  t.equal(reclassifyDelay({ ...lossyPr, lossy: false }, 0, 300_000), undefined, 'a clean path settles at once');
+  t.equal(reclassifyDelay(c(NetMode.FULL_CONE, { t1: pub(5000), m1: pub(5000), f1: true, f2: true }, true), 0, 300_000), undefined, 'a positive answer is proof');
+
+  const fullCone = c(NetMode.FULL_CONE, { t1: pub(5000), m1: pub(5000), f1: true, f2: true }, true);
+  t.equal(combineClassifications(fullCone, lossyPr).mode, NetMode.FULL_CONE, 'a lost answer does not undo an answer that arrived');
+  t.equal(combineClassifications(lossyPr, fullCone).mode, NetMode.FULL_CONE, 'a later answer that arrives wins');
+  t.equal(combineClassifications(fullCone, { ...lossyPr, lossy: false }).mode, NetMode.PORT_RESTRICTED, 'a clean test is believed');
+  const sym = c(NetMode.SYMMETRIC, { t1: pub(5000), m1: pub(5001), f2: false }, true);
+  t.equal(combineClassifications(sym, silentAlt).mode, NetMode.SYMMETRIC, 'an inconclusive test keeps the earlier verdict');
+  t.equal(combineClassifications(undefined, silentAlt).mode, NetMode.UNKNOWN);
+  t.equal(combineClassifications(lossyPr, sym).mode, NetMode.SYMMETRIC, 'a changing mapping is proof');
+  const elsewhere = { ...c(NetMode.PORT_RESTRICTED, { t1: ans('192.0.2.7', 5000), m1: ans('192.0.2.7', 5000), f2: false }, true) };
+  t.equal(combineClassifications(fullCone, elsewhere).mode, NetMode.PORT_RESTRICTED, 'another network: nothing carried over');
 });

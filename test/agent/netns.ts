@@ -100,10 +100,17 @@ export class Lab {
    * destination: endpoint-dependent mapping); `full-cone`: masquerade plus every inbound UDP
    * datagram forwarded to the LAN host on the same port (endpoint-independent mapping and
    * filtering). Returns the LAN host's namespace.
+   *
+   * With `isp` (an address on the public segment), the NAT's WAN link goes to an ISP router
+   * (namespace `<short>i`) instead of the bridge: one routed hop between the NAT and everyone
+   * else, as on the internet, where a datagram leaving the NAT with TTL 1 dies. The ISP router
+   * answers ARP for `outside` on the bridge and for the segment on the NAT's side (proxy ARP),
+   * so addresses stay as without it.
    */
-  behindNat(short: string, outside: string, lan: number, kind: 'eim' | 'symmetric' | 'full-cone'): string {
+  behindNat(short: string, outside: string, lan: number, kind: 'eim' | 'symmetric' | 'full-cone', o: { isp?: string } = {}): string {
     const router = this.add(`${short}r`);
-    this.attach(router, 'wan', outside);
+    if (o.isp) this.ispLink(short, router, outside, o.isp);
+    else this.attach(router, 'wan', outside);
     const host = this.add(short);
     this.ip(router, ['link', 'add', 'lan', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host]);
     this.ip(router, ['addr', 'add', `10.77.${lan}.1/24`, 'dev', 'lan']);
@@ -118,6 +125,19 @@ export class Lab {
       : '';
     this.nft(router, `table ip nat {\n${inbound}  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "wan" ${masq}\n  }\n}\n`);
     return host;
+  }
+
+  /** The WAN link of `router` (address `outside`) through an ISP router at `isp` on the bridge. */
+  private ispLink(short: string, router: string, outside: string, isp: string): void {
+    const ns = this.add(`${short}i`);
+    this.attach(ns, 'uplink', isp);
+    this.ip(router, ['link', 'add', 'wan', 'type', 'veth', 'peer', 'name', 'cust', 'netns', ns]);
+    this.ip(router, ['addr', 'add', `${outside}/24`, 'dev', 'wan']);
+    this.ip(router, ['link', 'set', 'wan', 'up']);
+    this.ip(ns, ['link', 'set', 'cust', 'up']);
+    this.ip(ns, ['route', 'add', `${outside}/32`, 'dev', 'cust']);
+    for (const k of ['net.ipv4.ip_forward=1', 'net.ipv4.conf.uplink.proxy_arp=1', 'net.ipv4.conf.cust.proxy_arp=1',
+      'net.ipv4.neigh.uplink.proxy_delay=0', 'net.ipv4.neigh.cust.proxy_delay=0']) this.exec(ns, 'sysctl', ['-qw', k]);
   }
 
   /** Drop `percent`% of UDP at random in both directions inside `ns`; returns a drop-count reader. */

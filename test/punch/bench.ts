@@ -17,7 +17,7 @@ import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
 import type { AgentProc, Stack, Teardown } from '../agent/stack.js';
 import { eventually, stack } from '../agent/stack.js';
-import { natHost, routerOf, sharedNat } from './lab.js';
+import { natHost, plainMasqueradeHost, routerOf, sharedNat } from './lab.js';
 
 const triesArg = process.argv.indexOf('--tries');
 const TRIES = triesArg > 0 ? Number(process.argv[triesArg + 1]) : 20;
@@ -107,6 +107,8 @@ async function main(): Promise<void> {
       y1: natHost(lab, 'y1', n(16), 6, 'symmetric'), c2: natHost(lab, 'c2', n(17), 7, 'full-cone'),
       y2: natHost(lab, 'y2', n(18), 8, 'symmetric'), e5: natHost(lab, 'e5', n(19), 9, 'eim'),
       y3: natHost(lab, 'y3', n(21), 10, 'symmetric'), y4: natHost(lab, 'y4', n(22), 11, 'symmetric'),
+      // Plain masquerade, no router firewall, one ISP hop to the public segment (issue 17).
+      m1: plainMasqueradeHost(lab, 'm1', n(24), 13, n(124), 2), m2: plainMasqueradeHost(lab, 'm2', n(25), 14, n(125), 2),
     };
     const [l1, l2] = sharedNat(lab, 'ln', n(23), 12, ['l1', 'l2']) as [string, string];
     for (const r of ['e1', 'e2', 'c1', 'e3', 'e4', 'y1', 'c2', 'y2', 'e5', 'y3', 'y4', 'ln']) {
@@ -130,6 +132,7 @@ async function main(): Promise<void> {
     const A = (k: string): AgentProc => agents[k]!;
     const pairings: Pairing[] = [
       { name: 'port-restricted <-> port-restricted (two EIM NATs)', expect: 'direct', a: A('e1'), b: A('e2') },
+      { name: 'port-restricted <-> port-restricted (masquerade, no firewall)', expect: 'direct', a: A('m1'), b: A('m2') },
       { name: 'same NAT (LAN path)', expect: 'direct', a: A('l1'), b: A('l2') },
       { name: 'full-cone <-> port-restricted', expect: 'direct', a: A('c1'), b: A('e3') },
       { name: 'open <-> port-restricted', expect: 'direct', a: A('o1'), b: A('e4') },

@@ -92,3 +92,22 @@ export function serverCounter(lab: Lab, port: number): () => number {
     return Number(/counter packets (\d+)/.exec(out)?.[1] ?? 0);
   };
 }
+
+/**
+ * A host behind a NAT doing plain masquerade with NO firewall on the router (the pair of issue
+ * 17: an early PUNCH of the peer's is delivered to the router itself and its conntrack entry
+ * takes the tuple our PUNCH needs), one ISP hop away from the public segment (`isp`: that
+ * router's address there). The router's UDP conntrack timeouts are `conntrackS` (default 3 s)
+ * so that repeated attempts start from no state: `conntrackTo` says when they do.
+ */
+export function plainMasqueradeHost(lab: Lab, short: string, outside: string, lan: number, isp: string, conntrackS = 3): string {
+  const host = lab.behindNat(short, outside, lan, 'eim', { isp });
+  for (const k of ['nf_conntrack_udp_timeout', 'nf_conntrack_udp_timeout_stream']) lab.exec(routerOf(lab, short), 'sysctl', ['-qw', `net.netfilter.${k}=${conntrackS}`]);
+  return host;
+}
+
+/** Conntrack entries of `router` that involve address `ip` (/proc/net/nf_conntrack lines). */
+export function conntrackTo(lab: Lab, router: string, ip: string): string[] {
+  const out = lab.exec(router, 'cat', ['/proc/net/nf_conntrack']);
+  return out.split('\n').filter((l) => l.includes(`=${ip} `));
+}
