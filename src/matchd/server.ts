@@ -18,7 +18,7 @@ import { acceptRevoke, EndedSessions, gateHandlers } from '../net/ended.js';
 import type { ServerSession } from '../net/sessions.js';
 import { ServerSessions } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
-import { formatAddress } from '../wire/addr.js';
+import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { SessionAuth } from '../wire/envelope.js';
 import type { Bodies } from '../wire/catalog.js';
 import { MatchState } from '../wire/catalog.js';
@@ -225,6 +225,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
         const req = engine.submit({
           locatorId: session.locatorId, mediaId: b.mediaId, minParty: b.minParty, maxParty: b.maxParty,
           netMode: b.netMode, maxWaitS: b.maxWaitS, contact, notAfterMs: session.exp * 1000,
+          natKey: normaliseIp(ctx.from.ip), ...(b.relay ? { relay: b.relay } : {}),
           ...(b.appType !== undefined ? { appType: b.appType } : {}),
           ...(b.attrs !== undefined ? { attrs: b.attrs } : {}),
           ...(b.requirements !== undefined ? { requirements: b.requirements } : {}),
