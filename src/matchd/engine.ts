@@ -9,8 +9,8 @@
 //   mandatory ones exactly, preferred ones within the request's current tolerance.
 // - A party is a set of pairwise compatible requests whose size n satisfies every member's
 //   minParty <= n <= maxParty, and that can be connected: all pairs directly, or through a host
-//   every other member reaches (connectivity.ts): directly, on the LAN (same observed IP), or
-//   through a TURN relay when the terminals declared one they can use (MATCH_SUBMIT relay). A
+//   every other member reaches (connectivity.ts): directly (reported as LAN when both share an
+//   observed IP), or through a TURN relay when the terminals declared one they can use (MATCH_SUBMIT relay). A
 //   party without relayed members is preferred to one of the same size with some; the host is
 //   one everyone reaches directly when there is one, else the one with the fewest relayed
 //   members (chooseHostByPaths). A terminal has at most one open request, so it is never matched
@@ -59,7 +59,7 @@ export interface MatchRequest<C> {
   netMode: number;
   /** Relays the terminal can use (RelayVia mask; 0: none). */
   relay: number;
-  /** Same value: behind the same NAT (matchd: the observed IP at submit); reach each other on the LAN. */
+  /** Same value: the same observed IP (matchd: at submit); a direct path between them is reported as LAN. */
   natKey: string | undefined;
   /** A compatible partner was waiting that this request had no path to (why a no-match). */
   noPath: boolean;
@@ -101,7 +101,7 @@ export interface SubmitInput<C> {
   netMode: number;
   /** RelayVia mask: transports over which the terminal reaches a TURN relay it holds credentials for. */
   relay?: number;
-  /** Terminals with the same key are behind the same NAT (matchd: the observed IP). */
+  /** Terminals with the same key share an observed IP (matchd: the source IP of the submit). */
   natKey?: string;
   maxWaitS: number;
   nickname?: string;
@@ -575,8 +575,8 @@ export class MatchEngine<C = unknown> {
 
   /**
    * Take candidates in order while the party stays valid: pairwise compatible, sizes within
-   * everyone's bounds, and connected (all pairs directly or on the LAN when `hub` is null, else
-   * everyone to the hub by any path, relays included). When members with a large minParty make the party fall short, retry without them.
+   * everyone's bounds, and connected (all pairs directly when `hub` is null, else everyone to the
+   * hub by any path, relays included). When members with a large minParty make the party fall short, retry without them.
    */
   private greedy(a: MatchRequest<C>, cands: Candidate<C>[], hub: MatchRequest<C> | null): { members: MatchRequest<C>[] | null; cap: number; blocked: boolean } {
     let limit = cands.length + 1;

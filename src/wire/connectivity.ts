@@ -158,7 +158,7 @@ export const RelayVia = { UDP: 1, TCP: 2, TLS: 4 } as const;
 /** Every RelayVia bit. */
 export const RELAY_VIA_ALL = RelayVia.UDP | RelayVia.TCP | RelayVia.TLS;
 
-/** A member's path to the host in MATCH_RESULT (absent on the host's own entry). */
+/** A member's path to the host in MATCH_RESULT (absent on the host's own entry); LAN and DIRECT are both direct. */
 export const MatchPath = { LAN: 1, DIRECT: 2, RELAY: 3 } as const;
 export type MatchPathName = 'lan' | 'direct' | 'relay';
 export const matchPathNames: Record<number, MatchPathName> = { [MatchPath.LAN]: 'lan', [MatchPath.DIRECT]: 'direct', [MatchPath.RELAY]: 'relay' };
@@ -185,14 +185,13 @@ export function canConnectRelayed(a: Reach, b: Reach): boolean {
 }
 
 /**
- * The best path between `a` and `b` (a MatchPath), or 0 when there is none. `sameNat`: both
- * behind one NAT (same observed IP): they reach each other on their LAN addresses, as the agent
- * tries first (src/agent/punch.ts planPath), unless one of them blocks UDP.
+ * The path between `a` and `b` (a MatchPath), or 0 when there is none. `sameNat`: both have the
+ * same observed IP; a pair the matrix connects directly is then LAN (the agent tries the LAN
+ * addresses first, src/agent/punch.ts planPath). A shared IP never adds a path of its own: a
+ * carrier-grade NAT shows one address for many unrelated networks.
  */
 export function pathBetween(a: Reach, b: Reach, sameNat = false): number {
-  const blocked = effectiveMode(a.netMode) === NetMode.UDP_BLOCKED || effectiveMode(b.netMode) === NetMode.UDP_BLOCKED;
-  if (sameNat && !blocked) return MatchPath.LAN;
-  if (canConnectDirect(a.netMode, b.netMode)) return MatchPath.DIRECT;
+  if (canConnectDirect(a.netMode, b.netMode)) return sameNat ? MatchPath.LAN : MatchPath.DIRECT;
   return canConnectRelayed(a, b) ? MatchPath.RELAY : 0;
 }
 

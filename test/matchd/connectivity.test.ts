@@ -48,7 +48,8 @@ t.test('relays: who can use one, which pairs connect through one, the path', asy
   t.notOk(canConnectRelayed({ netMode: S }, { netMode: S }), 'neither has a relay');
   t.notOk(canConnectRelayed({ netMode: B, relay: TCP }, { netMode: B }), 'the other blocks UDP and has no relay');
   t.ok(canConnectRelayed({ netMode: B, relay: TCP }, { netMode: B, relay: TLS }), 'relay to relay');
-  t.equal(pathBetween({ netMode: S }, { netMode: S }, true), MatchPath.LAN, 'same NAT');
+  t.equal(pathBetween({ netMode: P }, { netMode: R }, true), MatchPath.LAN, 'same observed IP, direct: LAN');
+  t.equal(pathBetween({ netMode: S }, { netMode: S }, true), 0, 'a shared IP (carrier-grade NAT) adds no path');
   t.equal(pathBetween({ netMode: B, relay: TCP }, { netMode: O }, true), MatchPath.RELAY, 'udp-blocked is never on the LAN');
   t.equal(pathBetween({ netMode: P, relay: UDP }, { netMode: R }), MatchPath.DIRECT, 'direct when the matrix allows it, relay or not');
   t.equal(pathBetween({ netMode: P, relay: UDP }, { netMode: S }), MatchPath.RELAY);
@@ -65,9 +66,8 @@ t.test('relays: host choice by paths', async (t) => {
   const ms = [{ netMode: B, relay: 2 }, { netMode: S }, { netMode: R }, { netMode: O }];
   t.same(by(ms), { host: 3, paths: [MatchPath.RELAY, MatchPath.DIRECT, MatchPath.DIRECT, 0] });
   t.equal(by(ms.slice(0, 3))!.host, 2, 'without o: r (b relayed, s direct)');
-  // Fewest relayed beats reachability: s1 and s2 share a NAT (LAN), p elsewhere has a relay. Host
-  // p: both symmetric ones relayed; host s1: s2 on the LAN, p relayed.
-  const q = [{ netMode: S }, { netMode: S }, { netMode: P, relay: 1 }];
-  const lan = (i: number, j: number): number => pathBetween(q[i]!, q[j]!, i + j === 1);
-  t.same(chooseHostByPaths(q, lan), { host: 0, paths: [0, MatchPath.LAN, MatchPath.RELAY] });
+  // Nobody reaches everyone directly: the host with the fewest relayed members.
+  const q = [{ netMode: S, relay: 1 }, { netMode: P, relay: 1 }, { netMode: P, relay: 1 }, { netMode: S, relay: 1 }];
+  // Host p1: s1, s2 relayed, p2 direct (2). Host s1: p1, p2, s2 relayed (3). Fewest: p1.
+  t.same(by(q), { host: 1, paths: [MatchPath.RELAY, 0, MatchPath.DIRECT, MatchPath.RELAY] });
 });

@@ -335,7 +335,7 @@ t.test('index buckets: numbers, booleans, sets of one; oldest first across bucke
 
 // ---- relays (issue 17) -------------------------------------------------------------------------
 
-const { LAN, DIRECT, RELAY } = MatchPath;
+const { DIRECT, RELAY } = MatchPath;
 const ALL = RelayVia.UDP | RelayVia.TCP | RelayVia.TLS;
 
 t.test('relays: two symmetric terminals are matched, relayed, when both can relay; refused with noPath when not', async (t) => {
@@ -428,13 +428,16 @@ t.test('relays: a direct partner is preferred to a relayed one for a party of th
   t.same(anchor.party!.paths, [DIRECT, 0]);
 });
 
-t.test('relays: same NAT (natKey) counts as LAN, a direct path', async (t) => {
+t.test('relays: a shared observed IP (natKey) labels a direct path LAN, and adds no path', async (t) => {
   const { submit } = setup();
-  const a = submit('a', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7' });
-  const b = submit('b', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7' });
-  t.equal(b.state, MatchState.MATCHED, 'two symmetric terminals behind one NAT reach each other on the LAN');
-  t.same(a.party!.paths, [0, LAN]);
+  const a = submit('a', { netMode: NetMode.PORT_RESTRICTED, natKey: '192.0.2.7' });
+  submit('b', { netMode: NetMode.RESTRICTED, natKey: '192.0.2.7' });
+  t.same(a.party!.paths, [MatchPath.LAN, 0], 'b hosts (more reachable), a reaches it on the LAN');
   const s = setup();
   s.submit('c', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7' });
-  t.equal(s.submit('d', { netMode: NetMode.SYMMETRIC, natKey: '198.51.100.1' }).state, MatchState.WAITING, 'other NATs: no path');
+  t.equal(s.submit('d', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7' }).state, MatchState.WAITING, 'a carrier-grade NAT shares one IP among networks: no path');
+  const u = setup();
+  const e = u.submit('e', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7', relay: ALL });
+  u.submit('f', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7' });
+  t.same(e.party!.paths, [0, RELAY], 'relayed, not LAN');
 });
