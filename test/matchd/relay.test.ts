@@ -107,5 +107,6 @@ t.test('matchd daemon: relayed matches, noPath, udp-blocked via a TCP relay, hos
     await o.waitResult(ko.matchId, RESULT_TIMEOUT_MS);
   });
 
-  await d.waitFor((l) => l['msg'] === 'match formed');
+  const formed = await d.waitFor((l) => l['msg'] === 'match formed' && Array.isArray(l['paths']) && (l['paths'] as string[]).includes('relay'));
+  t.ok((formed['paths'] as string[]).includes('host'), 'the log line names every path, the host\'s too');
 });
