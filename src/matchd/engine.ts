@@ -576,7 +576,8 @@ export class MatchEngine<C = unknown> {
   /**
    * Take candidates in order while the party stays valid: pairwise compatible, sizes within
    * everyone's bounds, and connected (all pairs directly when `hub` is null, else everyone to the
-   * hub by any path, relays included). When members with a large minParty make the party fall short, retry without them.
+   * hub by any path, relays included). When members with a large minParty make the party fall
+   * short, retry without them.
    */
   private greedy(a: MatchRequest<C>, cands: Candidate<C>[], hub: MatchRequest<C> | null): { members: MatchRequest<C>[] | null; cap: number; blocked: boolean } {
     let limit = cands.length + 1;
