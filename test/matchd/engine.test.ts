@@ -378,35 +378,34 @@ t.test('relays: one side with a relay is enough when the other sends UDP', async
 });
 
 t.test('relays: host preference: direct to everyone first, then fewest relayed, then most reachable', async (t) => {
+  /** A party of four: each member's name, mode and relay mask; returns the last request. */
+  const four = (members: [string, number, number][]): { last: MatchRequest<string>; hostOf: (r: MatchRequest<string>) => string } => {
+    const s = setup();
+    let last: MatchRequest<string> | undefined;
+    for (const [name, netMode, relay] of members) last = s.submit(name, { netMode, minParty: 4, maxParty: 4, relay });
+    return { last: last!, hostOf: s.hostOf };
+  };
+  const { SYMMETRIC: S, PORT_RESTRICTED: P, RESTRICTED: R, UDP_BLOCKED: B } = NetMode;
   // s1, s2 symmetric with relays, pr port-restricted, r restricted: r reaches all three directly
   // and hosts with nobody relayed, although a party around a relay could be formed too.
-  const u = setup();
-  u.submit('s1', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4, relay: ALL });
-  u.submit('s2', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4, relay: ALL });
-  u.submit('pr', { netMode: NetMode.PORT_RESTRICTED, minParty: 4, maxParty: 4, relay: ALL });
-  const r = u.submit('r', { netMode: NetMode.RESTRICTED, minParty: 4, maxParty: 4, relay: ALL });
+  const u = four([['s1', S, ALL], ['s2', S, ALL], ['pr', P, ALL], ['r', R, ALL]]);
+  const r = u.last;
   t.equal(r.state, MatchState.MATCHED);
   t.equal(u.hostOf(r), 'r', 'everyone reaches r directly');
   t.notOk(r.party!.paths.includes(RELAY), 'nobody relayed');
 
   // No one reaches anyone directly: s1, s2, s3 symmetric, pr port-restricted, all with relays.
   // Every host has the three others relayed; on a tie the most reachable hosts: pr.
-  const v = setup();
-  v.submit('s1', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4, relay: ALL });
-  v.submit('s2', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4, relay: ALL });
-  v.submit('s3', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4, relay: ALL });
-  const pr = v.submit('pr', { netMode: NetMode.PORT_RESTRICTED, minParty: 4, maxParty: 4, relay: ALL });
+  const v = four([['s1', S, ALL], ['s2', S, ALL], ['s3', S, ALL], ['pr', P, ALL]]);
+  const pr = v.last;
   t.equal(pr.state, MatchState.MATCHED);
   t.equal(v.hostOf(pr), 'pr', 'tie on relayed members: the most reachable hosts');
 
   // b udp-blocked (TCP relay), s1 symmetric (relay), s2 symmetric (no relay), r restricted: host
   // r has only b relayed (it reaches s1 and s2 directly); host s1 or s2 would have the other
   // symmetric one and b relayed, host b all three. Fewest relayed: r.
-  const w = setup();
-  w.submit('b', { netMode: NetMode.UDP_BLOCKED, minParty: 4, maxParty: 4, relay: RelayVia.TCP });
-  w.submit('s1', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4, relay: ALL });
-  w.submit('s2', { netMode: NetMode.SYMMETRIC, minParty: 4, maxParty: 4 });
-  const rr = w.submit('r', { netMode: NetMode.RESTRICTED, minParty: 4, maxParty: 4 });
+  const w = four([['b', B, RelayVia.TCP], ['s1', S, ALL], ['s2', S, 0], ['r', R, 0]]);
+  const rr = w.last;
   t.equal(rr.state, MatchState.MATCHED);
   t.equal(w.hostOf(rr), 'r');
   t.same(rr.party!.members.map((m, i) => [m.contact, rr.party!.paths[i]]), [['b', RELAY], ['s1', DIRECT], ['s2', DIRECT], ['r', 0]]);
