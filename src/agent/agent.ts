@@ -58,6 +58,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
       },
       recheckGrant: (aud, ms) => reg.recheckGrant(aud, ms),
       netMode: () => reg.wireNetMode(),
+      relays: () => reg.relays,
       netModeSettled: () => reg.netModeSettled,
       locatorId: () => reg.locatorIdHex,
       names: (id) => opts.peers?.namesOf(id) ?? [],

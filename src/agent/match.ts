@@ -12,6 +12,12 @@
 // submit; a request stays with the session it was submitted in, which outlives it (matchd ends a
 // request at the latest when its session's ticket expires).
 //
+// Relays (issue 17): a submit declares the transports over which the TURN relays of our grant
+// can be reached (MATCH_SUBMIT relay, from the unexpired relays authd granted credentials for),
+// so that matchd can match us with terminals we have no direct path to (and at all when UDP is
+// blocked: then only TCP and TLS count). Each member of a result carries its path to the host
+// (lan, direct, relay).
+//
 // Results arrive two ways, whichever is first, and are taken once per matchId:
 //   - MATCH_RESULT pushed by matchd (retransmitted until acknowledged). Each copy is checked
 //     with the session MAC and answered with MATCH_RESULT_ACK carrying the push's request ID;
@@ -24,9 +30,11 @@
 // submitted again with the ticket for the time that remains, under a new matchId.
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
-import type { Bodies, MatchMember, Requirement } from '../wire/catalog.js';
+import type { Bodies, MatchMember, RelayGrant, Requirement } from '../wire/catalog.js';
 import { MatchState } from '../wire/catalog.js';
 import { netModeNames } from '../wire/constants.js';
+import type { MatchPathName } from '../wire/connectivity.js';
+import { matchPathNames, RelayVia } from '../wire/connectivity.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import type { Props } from '../wire/schema.js';
@@ -52,6 +60,8 @@ export interface MatchBridge {
   recheckGrant?(aud: string, timeoutMs: number): Promise<boolean>;
   /** Our network mode as reported to servers. */
   netMode(): number;
+  /** The TURN relays of our grant, with their credentials (none: no relay capability declared). */
+  relays?(): readonly RelayGrant[];
   /** Whether the classification of the current network is done. */
   netModeSettled(): boolean;
   /** Our locator ID (hex), once known. */
@@ -117,6 +127,11 @@ export interface MatchPartyMember {
   self: boolean;
   /** This member hosts. */
   host: boolean;
+  /**
+   * This member's path to the host: lan, direct or relay; "host" on the host's own entry.
+   * Absent when matchd did not say (older matchd).
+   */
+  path?: MatchPathName | 'host';
 }
 
 export interface MatchResult {
@@ -140,6 +155,10 @@ export interface MatchResult {
   /** Matched: the host's locator ID, and whether that is us. */
   hostId?: string;
   youHost?: boolean;
+  /** Matched: our path to the host (lan, direct, relay; "host" when we host), if matchd said. */
+  path?: MatchPathName | 'host';
+  /** No match, and a compatible partner was waiting that we had no path to (direct or relayed). */
+  noPath?: boolean;
   /** Why it ended this way, when it is not matchd's plain answer. */
   reason?: string;
   matchd: string;
@@ -185,6 +204,22 @@ const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.len
 const same = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
 const iso = (ms: number): string => new Date(ms).toISOString();
 const modeName = (m: number): string => netModeNames[m] ?? `mode-${m}`;
+
+/**
+ * MATCH_SUBMIT `relay`: the transports (RelayVia bits) offered by the relays of our grant whose
+ * credentials are still valid at `nowMs`. Offered, not probed: a relay we cannot reach over one
+ * of them shows when the channel is set up.
+ */
+export function relayVia(relays: readonly RelayGrant[], nowMs: number): number {
+  let via = 0;
+  for (const r of relays) {
+    if (r.exp * 1000 <= nowMs) continue;
+    if (r.udp) via |= RelayVia.UDP;
+    if (r.tcp) via |= RelayVia.TCP;
+    if (r.tls) via |= RelayVia.TLS;
+  }
+  return via;
+}
 
 // ---- requirement and attribute syntax (shared with devloc(1)) ---------------------------------
 
@@ -479,6 +514,7 @@ export class MatchClient {
     const nickname = spec.nickname ?? this.bridge.nickname;
     if (nickname) body.nickname = nickname;
     if (this.bridge.visibility === 1) body.visibility = 1;
+    this.declareRelays(body);
     if (!this.bridge.session(this.audience) && this.bridge.recheckGrant) {
       // A match service registered with authd after our last grant: ask authd again, once.
       await this.bridge.recheckGrant(this.audience, this.readyWaitMs);
@@ -514,6 +550,13 @@ export class MatchClient {
     return rec;
   }
 
+  /** Set (or clear) the submit's relay capability from the grant we hold now. */
+  private declareRelays(body: Bodies['MATCH_SUBMIT']): void {
+    const via = relayVia(this.bridge.relays?.() ?? [], this.bridge.now());
+    if (via) body.relay = via;
+    else delete body.relay;
+  }
+
   /** MATCH_SUBMIT in `session`; carries the ticket when the session is not open on matchd yet. */
   private async sendSubmit(session: ClientSession, to: Address, body: Bodies['MATCH_SUBMIT']): Promise<Bodies['MATCH_SUBMIT_ACK']> {
     for (let attempt = 0; ; attempt++) {
@@ -543,7 +586,7 @@ export class MatchClient {
   private agentError(err: unknown): AgentError {
     if (err instanceof AgentError) return err;
     if (err instanceof MatchdError) {
-      if (err.code === ErrorCode.FORBIDDEN) return new AgentError('FORBIDDEN', `matchd refused: ${err.detail ?? 'this terminal cannot reach anyone over UDP (udp-blocked)'}`);
+      if (err.code === ErrorCode.FORBIDDEN) return new AgentError('FORBIDDEN', `matchd refused: ${err.detail ?? 'this terminal cannot reach anyone over UDP (udp-blocked) and has no relay it reaches over TCP or TLS'}`);
       return new AgentError(errorName(err.code), err.detail ?? err.message);
     }
     return new AgentError('NO_ANSWER', `matchd: ${(err as Error).message}`);
@@ -645,6 +688,7 @@ export class MatchClient {
     try {
       const { session, to } = this.channel();
       const body = { ...rec.body, maxWaitS: remainingS, netMode: this.bridge.netMode() };
+      this.declareRelays(body);
       const ack = await this.sendSubmit(session, to, body);
       if (rec.state !== MatchState.WAITING) return;
       const id = hex(ack.matchId);
@@ -708,11 +752,15 @@ export class MatchClient {
     if (rec.state === MatchState.MATCHED && res?.members) {
       v.members = res.members.map((m: MatchMember, i): MatchPartyMember => {
         const id = formatId(m.id);
+        const host = i === res.host;
+        const path = host ? 'host' : m.path !== undefined ? matchPathNames[m.path] : undefined;
         return {
           id, ...(m.nickname !== undefined ? { nickname: m.nickname } : {}), netMode: modeName(m.netMode), addr: formatAddress(m.addr),
-          names: this.bridge.names(id), self: id === self, host: i === res.host,
+          names: this.bridge.names(id), self: id === self, host, ...(path && res.members!.some((x) => x.path !== undefined) ? { path } : {}),
         };
       });
+      const me = v.members.find((m) => m.self);
+      if (me?.path) v.path = me.path;
       if (res.host !== undefined) {
         v.host = res.host;
         const h = v.members[res.host];
@@ -722,6 +770,7 @@ export class MatchClient {
         }
       }
     }
+    if (rec.state === MatchState.NO_MATCH && res?.noPath) v.noPath = true;
     if (rec.reason !== undefined) v.reason = rec.reason;
     return v;
   }

@@ -40,14 +40,17 @@ export function resultBody(r: ContactRequest): Bodies['MATCH_RESULT'] {
   if (r.state === MatchState.MATCHED && r.party) {
     // A hidden member (visibility 1) is shown to the others under its per-request alias and
     // without its nickname; it sees itself as it is.
-    body.members = r.party.members.map((m): MatchMember => {
+    const paths = r.party.paths;
+    body.members = r.party.members.map((m, i): MatchMember => {
       const hidden = m.alias !== undefined && m !== r;
       const e: MatchMember = { id: hidden ? m.alias! : m.locatorId, netMode: m.netMode, addr: m.contact.addr };
       if (m.nickname !== undefined && !hidden) e.nickname = m.nickname;
+      if (paths[i]) e.path = paths[i];
       return e;
     });
     body.host = r.party.host;
   }
+  if (r.state === MatchState.NO_MATCH && r.noPath) body.noPath = true;
   return body;
 }
 

@@ -9,8 +9,12 @@
 //   mandatory ones exactly, preferred ones within the request's current tolerance.
 // - A party is a set of pairwise compatible requests whose size n satisfies every member's
 //   minParty <= n <= maxParty, and that can be connected: all pairs directly, or through a host
-//   every other member reaches directly (connectivity.ts). A terminal has at most one open
-//   request, so it is never matched with itself.
+//   every other member reaches (connectivity.ts): directly (reported as LAN when both share an
+//   observed IP), or through a TURN relay when the terminals declared one they can use (MATCH_SUBMIT relay). A
+//   party without relayed members is preferred to one of the same size with some; the host is
+//   one everyone reaches directly when there is one, else the one with the fewest relayed
+//   members (chooseHostByPaths). A terminal has at most one open request, so it is never matched
+//   with itself.
 // - Oldest first: when something changes (a submit, a tolerance step), the waiting requests that
 //   could now be in a party are tried as anchors in submission order; the anchor takes its most
 //   compatible candidates (highest `fit`, then oldest) greedily.
@@ -24,7 +28,7 @@ import type { Requirement } from '../wire/catalog.js';
 import { NetMode } from '../wire/constants.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
 import type { Props } from '../wire/schema.js';
-import { canConnectDirect, chooseHost, hostRank } from './connectivity.js';
+import { canUseRelay, chooseHostByPaths, hostRank, MatchPath, pathBetween } from './connectivity.js';
 import { TimerHeap } from './heap.js';
 import type { Rule, Tolerance } from './requirements.js';
 import { accepts, compileRequirements, EXACT, fit, hasPreferred, Op } from './requirements.js';
@@ -36,6 +40,8 @@ export interface Party<C> {
   members: MatchRequest<C>[];
   /** Index in `members` of the host. */
   host: number;
+  /** Each member's path to the host (a MatchPath; 0 for the host itself). */
+  paths: number[];
   formedAtMs: number;
 }
 
@@ -51,6 +57,12 @@ export interface MatchRequest<C> {
   attrs: Props;
   rules: Rule[];
   netMode: number;
+  /** Relays the terminal can use (RelayVia mask; 0: none). */
+  relay: number;
+  /** Same value: the same observed IP (matchd: at submit); a direct path between them is reported as LAN. */
+  natKey: string | undefined;
+  /** A compatible partner was waiting that this request had no path to (why a no-match). */
+  noPath: boolean;
   nickname: string | undefined;
   /**
    * Set when the terminal asked not to be revealed (MATCH_SUBMIT visibility 1): the random ID
@@ -87,6 +99,10 @@ export interface SubmitInput<C> {
   attrs?: Props;
   requirements?: Requirement[];
   netMode: number;
+  /** RelayVia mask: transports over which the terminal reaches a TURN relay it holds credentials for. */
+  relay?: number;
+  /** Terminals with the same key share an observed IP (matchd: the source IP of the submit). */
+  natKey?: string;
   maxWaitS: number;
   nickname?: string;
   /** Shown to partners instead of the locator ID (and no nickname): a hidden terminal. */
@@ -146,8 +162,8 @@ export const defaultEngineOptions: Omit<EngineOptions, 'now' | 'newId'> = {
 
 /**
  * Worst-case bytes per member in MATCH_RESULT: map head 1, id 1+1+16, nickname 1+2+32,
- * netMode 1+1, addr 1+1+1+16+3 (IPv6, port > 255) = 78. With ~60 B of envelope, session auth and
- * other fields, 14 members fit in 1200 B; a larger party could not be delivered.
+ * netMode 1+1, addr 1+1+1+16+3 (IPv6, port > 255), path 1+1 = 80. With ~60 B of envelope,
+ * session auth and other fields, 14 members fit in 1200 B; a larger party could not be delivered.
  */
 export const MAX_PARTY_LIMIT = 14;
 
@@ -265,7 +281,9 @@ export class MatchEngine<C = unknown> {
     if (input.minParty < 2) throw new DevlocError(ErrorCode.BAD_MESSAGE, 'minParty must be at least 2 (the requester counts)');
     if (input.minParty > input.maxParty) throw new DevlocError(ErrorCode.BAD_MESSAGE, 'minParty > maxParty');
     if (input.minParty > o.maxParty) throw new DevlocError(ErrorCode.BAD_MESSAGE, `parties are at most ${o.maxParty} here`);
-    if (input.netMode === NetMode.UDP_BLOCKED) throw new DevlocError(ErrorCode.FORBIDDEN, 'a udp-blocked terminal cannot reach any partner');
+    if (input.netMode === NetMode.UDP_BLOCKED && !canUseRelay(input.netMode, input.relay)) {
+      throw new DevlocError(ErrorCode.FORBIDDEN, 'a udp-blocked terminal cannot reach any partner without a relay it reaches over TCP or TLS');
+    }
     const locatorHex = input.locatorId.toString('hex');
     const prev = this.openByLocator.get(locatorHex);
     // Capacity, counting the request this one replaces as already gone. A refused submit leaves
@@ -286,7 +304,8 @@ export class MatchEngine<C = unknown> {
       id, idHex: id.toString('hex'), locatorId: input.locatorId, locatorHex,
       mediaId: input.mediaId, appType: input.appType ?? '',
       minParty: input.minParty, maxParty: Math.min(input.maxParty, o.maxParty),
-      attrs: input.attrs ?? {}, rules: compiled.rules, netMode: input.netMode, nickname: input.nickname,
+      attrs: input.attrs ?? {}, rules: compiled.rules, netMode: input.netMode, relay: input.relay ?? 0,
+      natKey: input.natKey, noPath: false, nickname: input.nickname,
       alias: input.alias, submittedAtMs: now, deadlineMs, seq: ++this.seq, state: MatchState.WAITING,
       tol: EXACT, nextWidenAtMs: Infinity, dirty: false, eventAtMs: deadlineMs, heapIndex: -1,
       party: null, finishedAtMs: 0, contact: input.contact,
@@ -465,7 +484,7 @@ export class MatchEngine<C = unknown> {
     const attempt = (w: MatchRequest<C>): boolean => {
       attempts++;
       const party = this.buildParty(q, w, now);
-      if (party) this.form(party.members, party.host, now);
+      if (party) this.form(party.members, party.host, party.paths, now);
       return trigger.state !== MatchState.WAITING || attempts >= this.opts.maxAnchorAttempts;
     };
     // Lazily, oldest first: most triggers end with the first compatible anchor.
@@ -503,8 +522,19 @@ export class MatchEngine<C = unknown> {
     yield* all;
   }
 
+  /** The best path between two requests' terminals (a MatchPath), 0 when none. */
+  pathOf(a: MatchRequest<C>, b: MatchRequest<C>): number {
+    return pathBetween(a, b, a.natKey !== undefined && a.natKey === b.natKey);
+  }
+
+  /** Host and paths of a candidate party (chooseHostByPaths), with the number of relayed members. */
+  private hostOf(members: MatchRequest<C>[]): { host: number; paths: number[]; relayed: number } | null {
+    const h = chooseHostByPaths(members, (i, j) => this.pathOf(members[i]!, members[j]!));
+    return h && { ...h, relayed: h.paths.filter((p) => p === MatchPath.RELAY).length };
+  }
+
   /** The best party anchored on `a` that can be formed now, or null. */
-  private buildParty(q: Queue<C>, a: MatchRequest<C>, now: number): { members: MatchRequest<C>[]; host: number } | null {
+  private buildParty(q: Queue<C>, a: MatchRequest<C>, now: number): { members: MatchRequest<C>[]; host: number; paths: number[] } | null {
     const cands: Candidate<C>[] = [];
     for (const c of this.acceptersOf(q, a, now)) {
       if (!this.compatible(c, a)) continue;
@@ -514,27 +544,40 @@ export class MatchEngine<C = unknown> {
     cands.sort((x, y) => y.score - x.score || x.r.seq - y.r.seq);
     const mesh = this.greedy(a, cands, null);
     let best = mesh.members;
+    let bestHost = best && this.hostOf(best);
     // A full mesh party cannot be beaten; otherwise, if connectivity turned candidates away,
-    // try parties built around a host (the most reachable first).
+    // try parties built around a host: those `a` reaches directly first, the most reachable
+    // first. Keep the largest; of equal size, the one with the fewest relayed members.
     if (mesh.blocked && (!best || best.length < mesh.cap)) {
-      const hosts = [a, ...cands.map((c) => c.r).filter((r) => canConnectDirect(a.netMode, r.netMode))]
-        .map((r, i) => ({ r, i }))
-        .sort((x, y) => hostRank(x.r.netMode) - hostRank(y.r.netMode) || x.i - y.i)
+      const reach = new Map<MatchRequest<C>, number>();
+      for (const { r } of cands) {
+        const p = this.pathOf(a, r);
+        reach.set(r, p);
+        if (p === 0) a.noPath = r.noPath = true;
+      }
+      const hosts = [a, ...cands.map((c) => c.r).filter((r) => reach.get(r) !== 0)]
+        .map((r, i) => ({ r, i, relayed: reach.get(r) === MatchPath.RELAY ? 1 : 0 }))
+        .sort((x, y) => x.relayed - y.relayed || hostRank(x.r.netMode) - hostRank(y.r.netMode) || x.i - y.i)
         .slice(0, this.opts.maxHostAttempts);
       for (const { r: h } of hosts) {
         const p = this.greedy(a, cands, h).members;
-        if (p && (!best || p.length > best.length)) best = p;
+        if (!p || (best && p.length < best.length)) continue;
+        const ph = this.hostOf(p);
+        if (ph && (!best || !bestHost || p.length > best.length || ph.relayed < bestHost.relayed)) {
+          best = p;
+          bestHost = ph;
+        }
       }
     }
-    if (!best) return null;
-    const host = chooseHost(best.map((m) => m.netMode));
-    return host < 0 ? null : { members: best, host };
+    if (!best || !bestHost) return null;
+    return { members: best, host: bestHost.host, paths: bestHost.paths };
   }
 
   /**
    * Take candidates in order while the party stays valid: pairwise compatible, sizes within
-   * everyone's bounds, and connected (all pairs directly when `hub` is null, else everyone to
-   * the hub). When members with a large minParty make the party fall short, retry without them.
+   * everyone's bounds, and connected (all pairs directly when `hub` is null, else everyone to the
+   * hub by any path, relays included). When members with a large minParty make the party fall
+   * short, retry without them.
    */
   private greedy(a: MatchRequest<C>, cands: Candidate<C>[], hub: MatchRequest<C> | null): { members: MatchRequest<C>[] | null; cap: number; blocked: boolean } {
     let limit = cands.length + 1;
@@ -553,7 +596,10 @@ export class MatchEngine<C = unknown> {
       for (const { r: c } of cands) {
         if (members.length >= cap) break;
         if (c === hub || c.minParty > limit || c.maxParty < members.length + 1) continue;
-        const connected = hub ? canConnectDirect(c.netMode, hub.netMode) : members.every((m) => canConnectDirect(m.netMode, c.netMode));
+        const connected = hub ? this.pathOf(c, hub) !== 0 : members.every((m) => {
+          const p = this.pathOf(m, c);
+          return p === MatchPath.LAN || p === MatchPath.DIRECT;
+        });
         if (!connected) {
           blocked = true;
           continue;
@@ -572,8 +618,8 @@ export class MatchEngine<C = unknown> {
     return { members: null, cap, blocked };
   }
 
-  private form(members: MatchRequest<C>[], host: number, now: number): void {
-    const party: Party<C> = { members, host, formedAtMs: now };
+  private form(members: MatchRequest<C>[], host: number, paths: number[], now: number): void {
+    const party: Party<C> = { members, host, paths, formedAtMs: now };
     for (const m of members) {
       this.unqueue(m);
       m.party = party;

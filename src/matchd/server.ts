@@ -18,7 +18,8 @@ import { acceptRevoke, EndedSessions, gateHandlers } from '../net/ended.js';
 import type { ServerSession } from '../net/sessions.js';
 import { ServerSessions } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
-import { formatAddress } from '../wire/addr.js';
+import { formatAddress, normaliseIp } from '../wire/addr.js';
+import { MatchPath, matchPathNames } from '../wire/connectivity.js';
 import type { SessionAuth } from '../wire/envelope.js';
 import type { Bodies } from '../wire/catalog.js';
 import { MatchState } from '../wire/catalog.js';
@@ -137,6 +138,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   metrics.counter('match_formed_total', 'Parties formed');
   metrics.counter('match_matched_total', 'Requests ended matched (members of formed parties)');
   metrics.counter('match_no_match_total', 'Requests ended without a match at their deadline');
+  metrics.counter('match_relayed_members_total', 'Members of formed parties whose path to the host is a TURN relay');
   metrics.counter('match_cancels_total', 'MATCH_CANCEL requests, by the state answered');
   metrics.counter('revocations_total', 'REVOKEs from authd applied (repeats included)');
   metrics.gauge('match_waiting', 'Requests waiting', () => engine.waiting);
@@ -170,11 +172,14 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
             mediaId: r.mediaId, size: r.party.members.length, host: r.party.host,
             members: r.party.members.map((m) => m.locatorHex),
             waitedMs: r.party.members.map((m) => r.party!.formedAtMs - m.submittedAtMs),
+            paths: r.party.paths.map((p) => matchPathNames[p] ?? 'host'),
           });
+          const relayed = r.party.paths.filter((p) => p === MatchPath.RELAY).length;
+          if (relayed) metrics.inc('match_relayed_members_total', {}, relayed);
         }
       } else {
         metrics.inc('match_no_match_total');
-        logger.debug('no match', { matchId: r.idHex, locator: r.locatorHex, mediaId: r.mediaId });
+        logger.debug('no match', { matchId: r.idHex, locator: r.locatorHex, mediaId: r.mediaId, ...(r.noPath ? { noPath: true } : {}) });
       }
       delivery.push(r);
     },
@@ -225,6 +230,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
         const req = engine.submit({
           locatorId: session.locatorId, mediaId: b.mediaId, minParty: b.minParty, maxParty: b.maxParty,
           netMode: b.netMode, maxWaitS: b.maxWaitS, contact, notAfterMs: session.exp * 1000,
+          natKey: normaliseIp(ctx.from.ip), ...(b.relay ? { relay: b.relay } : {}),
           ...(b.appType !== undefined ? { appType: b.appType } : {}),
           ...(b.attrs !== undefined ? { attrs: b.attrs } : {}),
           ...(b.requirements !== undefined ? { requirements: b.requirements } : {}),

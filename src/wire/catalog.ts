@@ -169,6 +169,7 @@ const matchMember = [
   { key: 2, name: 'nickname', type: nickname, doc: 'member nickname (never for a hidden member)' },
   { key: 3, name: 'netMode', type: netMode, required: true, doc: 'member network mode' },
   { key: 4, name: 'addr', type: { t: 'addr' }, required: true, doc: "source address of the member's latest authenticated datagram to matchd (never a claimed one)" },
+  { key: 5, name: 'path', type: { t: 'uint', max: 3 }, doc: "the member's path to the host: 1 lan (same observed IP), 2 direct, 3 relay (TURN); absent on the host's own entry" },
 ] as const satisfies readonly Field[];
 
 const registrationAck = [
@@ -467,6 +468,7 @@ const specs = {
       { key: 10, name: 'maxWaitS', type: { t: 'uint', max: 3600 }, required: true, doc: 'longest wait before a no-match result' },
       { key: 11, name: 'nickname', type: nickname, doc: 'nickname shown to partners' },
       { key: 12, name: 'visibility', type: { t: 'uint', max: 1 }, doc: '0 shown to partners by locator ID and nickname (default); 1 hidden: partners see a random alias for this request, no nickname' },
+      { key: 13, name: 'relay', type: { t: 'uint', max: 7 }, doc: 'transports over which the requester reaches a TURN relay it holds credentials for (its grant\'s relays), a mask: 1 udp, 2 tcp, 4 tls; absent or 0: none' },
     ],
   },
   [MessageType.MATCH_SUBMIT_ACK]: {
@@ -487,6 +489,7 @@ const specs = {
       { key: 2, name: 'state', type: { t: 'uint', max: 3 }, required: true, doc: '0 waiting, 1 matched, 2 no match, 3 cancelled' },
       { key: 3, name: 'members', type: { t: 'array', of: { t: 'struct', fields: matchMember }, max: 16 }, doc: 'state 1: the party' },
       { key: 4, name: 'host', type: { t: 'uint', max: 15 }, doc: 'state 1: index in members of the host' },
+      { key: 5, name: 'noPath', type: { t: 'bool' }, doc: 'state 2: a compatible partner was waiting that the requester had no path to (not direct, not through a relay)' },
     ],
   },
   [MessageType.MATCH_CANCEL]: {
@@ -500,6 +503,7 @@ const specs = {
       { key: 2, name: 'state', type: { t: 'uint', max: 3 }, required: true, doc: '3 cancelled, or 1 if a match was already formed' },
       { key: 3, name: 'members', type: { t: 'array', of: { t: 'struct', fields: matchMember }, max: 16 }, doc: 'state 1 (cancel lost the race): the party' },
       { key: 4, name: 'host', type: { t: 'uint', max: 15 }, doc: 'state 1: index in members of the host' },
+      { key: 5, name: 'noPath', type: { t: 'bool' }, doc: 'state 2: a compatible partner was waiting that the requester had no path to (not direct, not through a relay)' },
     ],
   },
   [MessageType.MATCH_RESULT]: {
@@ -510,6 +514,7 @@ const specs = {
       { key: 2, name: 'state', type: { t: 'uint', max: 3 }, required: true, doc: '1 matched, 2 no match' },
       { key: 3, name: 'members', type: { t: 'array', of: { t: 'struct', fields: matchMember }, max: 16 }, doc: 'state 1: the party' },
       { key: 4, name: 'host', type: { t: 'uint', max: 15 }, doc: 'state 1: index in members of the host' },
+      { key: 5, name: 'noPath', type: { t: 'bool' }, doc: 'state 2: a compatible partner was waiting that the requester had no path to (not direct, not through a relay)' },
     ],
   },
   [MessageType.MATCH_RESULT_ACK]: {

@@ -141,3 +141,76 @@ export function noDirectPathReason(own: number, peer: number): string | null {
   }
   return `${pair}: the symmetric NAT sends from a new port for the peer, and the port-restricted NAT only lets in the exact port it sent to`;
 }
+
+// ---- relays (issue 17) -------------------------------------------------------------------------
+//
+// With a TURN relay (coturn, RFC 8656) every pair can talk, at a cost: a terminal that holds relay
+// credentials (its authd grant's `relays`) and reaches the relay over some transport allocates a
+// UDP relayed address there; a peer reaches it by sending UDP to that address (TURN permissions
+// are per IP, so a symmetric peer's new ports are let in), or through its own allocation
+// (relay to relay). So a pair is connectable through a relay when at least one side can use a
+// relay and each side either sends UDP or can use a relay. A udp-blocked terminal can use a relay
+// only over TCP or TLS. Terminals declare what they can use in MATCH_SUBMIT `relay` (a mask of
+// RelayVia); matchd has no relay configuration of its own.
+
+/** Transports over which a terminal reaches a TURN relay it holds credentials for (a bit mask). */
+export const RelayVia = { UDP: 1, TCP: 2, TLS: 4 } as const;
+/** Every RelayVia bit. */
+export const RELAY_VIA_ALL = RelayVia.UDP | RelayVia.TCP | RelayVia.TLS;
+
+/** A member's path to the host in MATCH_RESULT (absent on the host's own entry); LAN and DIRECT are both direct. */
+export const MatchPath = { LAN: 1, DIRECT: 2, RELAY: 3 } as const;
+export type MatchPathName = 'lan' | 'direct' | 'relay';
+export const matchPathNames: Record<number, MatchPathName> = { [MatchPath.LAN]: 'lan', [MatchPath.DIRECT]: 'direct', [MatchPath.RELAY]: 'relay' };
+
+/** What matching needs to know about a terminal: its network mode and relay capability. */
+export interface Reach {
+  netMode: number;
+  /** RelayVia mask (0 or absent: no relay). */
+  relay?: number;
+}
+
+/** Whether a terminal in `netMode` can use a relay it reaches over the transports in `relay`. */
+export function canUseRelay(netMode: number, relay: number | undefined): boolean {
+  const via = (relay ?? 0) & RELAY_VIA_ALL;
+  return effectiveMode(netMode) === NetMode.UDP_BLOCKED ? (via & (RelayVia.TCP | RelayVia.TLS)) !== 0 : via !== 0;
+}
+
+/** Can `a` and `b` talk through a relay (one's allocation, or both)? Symmetric in a, b. */
+export function canConnectRelayed(a: Reach, b: Reach): boolean {
+  const ra = canUseRelay(a.netMode, a.relay);
+  const rb = canUseRelay(b.netMode, b.relay);
+  const sendsUdp = (m: number): boolean => effectiveMode(m) !== NetMode.UDP_BLOCKED;
+  return (ra || rb) && (ra || sendsUdp(a.netMode)) && (rb || sendsUdp(b.netMode));
+}
+
+/**
+ * The path between `a` and `b` (a MatchPath), or 0 when there is none. `sameNat`: both have the
+ * same observed IP; a pair the matrix connects directly is then LAN (the agent tries the LAN
+ * addresses first, src/agent/punch.ts planPath). A shared IP never adds a path of its own: a
+ * carrier-grade NAT shows one address for many unrelated networks.
+ */
+export function pathBetween(a: Reach, b: Reach, sameNat = false): number {
+  if (canConnectDirect(a.netMode, b.netMode)) return sameNat ? MatchPath.LAN : MatchPath.DIRECT;
+  return canConnectRelayed(a, b) ? MatchPath.RELAY : 0;
+}
+
+/**
+ * The host of a party and every member's path to it, or null when no member can host (some
+ * member has no path to it). `path(i, j)` is pathBetween for members i and j. Preference: a host
+ * every member reaches directly (LAN or direct), the most reachable first (hostRank); then the
+ * host with the fewest relayed members, the most reachable first; among equals, the earliest.
+ * `paths[host]` is 0.
+ */
+export function chooseHostByPaths(members: readonly Reach[], path: (i: number, j: number) => number): { host: number; paths: number[] } | null {
+  let best: { host: number; paths: number[]; relayed: number } | null = null;
+  for (let h = 0; h < members.length; h++) {
+    const paths = members.map((_, i) => (i === h ? 0 : path(i, h)));
+    if (paths.some((p, i) => i !== h && p === 0)) continue;
+    const relayed = paths.filter((p) => p === MatchPath.RELAY).length;
+    if (!best || relayed < best.relayed || (relayed === best.relayed && hostRank(members[h]!.netMode) < hostRank(members[best.host]!.netMode))) {
+      best = { host: h, paths, relayed };
+    }
+  }
+  return best && { host: best.host, paths: best.paths };
+}

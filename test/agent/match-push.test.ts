@@ -1,9 +1,11 @@
 // MatchClient's handling of pushed results against an in-process matchd: every copy of a
 // MATCH_RESULT is acknowledged with the very same datagram (a fresh encoding would reuse the
 // push's request ID with other bytes and be refused as REPLAY), the result is taken once, and
-// the push ends at matchd when an acknowledgement gets through.
+// the push ends at matchd when an acknowledgement gets through. And relay-aware matching from the
+// agent's side: the relays of the grant declared in the submit, the path to the host in the result.
 import t from 'tap';
 import type { Address } from '../../src/wire/addr.js';
+import type { RelayGrant } from '../../src/wire/catalog.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
 import { NetMode } from '../../src/wire/constants.js';
 import type { MatchBridge, MatchResult } from '../../src/agent/match.js';
@@ -20,14 +22,15 @@ interface Client {
   dropAcks: number;
 }
 
-async function client(fx: ReturnType<typeof fixture>, to: Address, o: { visibility?: number } = {}): Promise<Client> {
-  const term = await Terminal.open(fx, to);
+async function client(fx: ReturnType<typeof fixture>, to: Address, o: { visibility?: number; netMode?: number; relays?: RelayGrant[]; bindIp?: string } = {}): Promise<Client> {
+  const term = await Terminal.open(fx, to, Date.now, o.bindIp);
   const c: Client = { mc: undefined as unknown as MatchClient, term, results: [], acks: [], dropAcks: 0 };
   const bridge: MatchBridge = {
     client: () => term.client,
     session: () => ({ session: term.cs, addr: to }),
     ready: async () => {},
-    netMode: () => NetMode.OPEN,
+    netMode: () => o.netMode ?? NetMode.OPEN,
+    ...(o.relays ? { relays: () => o.relays! } : {}),
     netModeSettled: () => true,
     locatorId: () => term.locatorHex,
     names: () => [],
@@ -111,4 +114,32 @@ t.test('requirement and attribute syntax', async (t) => {
   t.same(parseAttr('pro=true'), ['pro', true]);
   t.same(parseAttr('region=eu-west'), ['region', 'eu-west']);
   t.throws(() => parseAttr('=x'), { code: 'BAD_REQUEST' });
+});
+
+t.test('relays: symmetric agents declare the relays of their grant and learn their path to the host', async (t) => {
+  const fx = fixture();
+  const m = await matchd(fx, { tickMs: 20 });
+  t.teardown(() => m.stop());
+  const relay: RelayGrant = { name: 'eu1', tcp: { ip: '192.0.2.1', port: 3478 }, username: 'u', password: 'p', exp: Math.floor(Date.now() / 1000) + 3600 };
+  const a = await client(fx, m.address, { netMode: NetMode.SYMMETRIC, relays: [relay], bindIp: '127.0.0.2' });
+  const b = await client(fx, m.address, { netMode: NetMode.SYMMETRIC, relays: [relay], bindIp: '127.0.0.3' });
+  const c = await client(fx, m.address, { netMode: NetMode.SYMMETRIC, bindIp: '127.0.0.4' });
+  const d = await client(fx, m.address, { netMode: NetMode.SYMMETRIC, bindIp: '127.0.0.5' });
+  t.teardown(async () => {
+    for (const x of [a, b, c, d]) await x.term.close();
+  });
+  const first = await a.mc.submit({ mediaId: 'kart', maxWaitS: 30 });
+  const [ra, rb] = await Promise.all([a.mc.wait(first.matchId, 30_000), b.mc.submit({ mediaId: 'kart', maxWaitS: 30 }, { wait: true })]);
+  t.equal(ra.state, 'matched', 'two symmetric agents with a relay: matched');
+  t.equal(rb.state, 'matched');
+  t.equal(ra.youHost, true, 'the earlier one hosts');
+  t.equal(ra.path, 'host');
+  t.equal(rb.path, 'relay', 'the other reaches it through a relay');
+  t.same(rb.members?.map((x) => x.path), ['host', 'relay']);
+  // Without relays: no match, and told why.
+  const third = await c.mc.submit({ mediaId: 'solo', maxWaitS: 1 });
+  const [rc, rd] = await Promise.all([c.mc.wait(third.matchId, 30_000), d.mc.submit({ mediaId: 'solo', maxWaitS: 1 }, { wait: true })]);
+  t.equal(rc.state, 'no-match');
+  t.equal(rc.noPath, true, 'a partner was waiting that no path reached');
+  t.equal(rd.noPath, true);
 });

@@ -60,8 +60,8 @@ t.test('devloc match with two devloc-agent processes', async (t) => {
   t.equal(aliceSeen.addr, sa.observed, 'address (as locatord sees it)');
   t.ok(rb.host === 0 || rb.host === 1, 'host index');
   t.match(ha.stdout, /^matched: chess, 2 members, host: /m, 'alice: headline');
-  t.match(ha.stdout, new RegExp(`^[ *]\\d\\s+${sb.locatorId}\\s+bob\\s+open\\s+${sb.observed!.replace(/\./g, '\\.')}\\s+(host|-)$`, 'm'), "alice: bob's row");
-  t.match(ha.stdout, new RegExp(`^[ *]\\d\\s+${sa.locatorId}\\s+alice\\s+open\\s+\\S+\\s+(host, )?you$`, 'm'), 'alice: her own row');
+  t.match(ha.stdout, new RegExp(`^[ *]\\d\\s+${sb.locatorId}\\s+bob\\s+open\\s+${sb.observed!.replace(/\./g, '\\.')}\\s+(lan|-)\\s+(host|-)$`, 'm'), "alice: bob's row (PATH: lan to the host, same IP; - on the host)");
+  t.match(ha.stdout, new RegExp(`^[ *]\\d\\s+${sa.locatorId}\\s+alice\\s+open\\s+\\S+\\s+(lan|-)\\s+(host, )?you$`, 'm'), 'alice: her own row');
   const hostRow = ha.stdout.split('\n').find((l) => l.startsWith('*'));
   t.ok(hostRow?.includes(rb.hostId!), 'the host row (marked *) is the host bob was told of');
 

@@ -6,6 +6,7 @@ import { MatchEngine } from '../../src/matchd/engine.js';
 import { MatchState } from '../../src/wire/catalog.js';
 import type { Requirement } from '../../src/wire/catalog.js';
 import { NetMode } from '../../src/wire/constants.js';
+import { MatchPath, RelayVia } from '../../src/wire/connectivity.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 
 const T0 = 1_800_000_000_000;
@@ -213,9 +214,11 @@ t.test('connectivity: pairs by the matrix; host choice', async (t) => {
   t.equal(u.hostOf(r), 'r');
 });
 
-t.test('udp-blocked terminals are refused', async (t) => {
+t.test('udp-blocked terminals are refused, unless they reach a relay over TCP or TLS', async (t) => {
   const { submit } = setup();
   t.throws(() => submit('x', { netMode: NetMode.UDP_BLOCKED }), { name: 'DevlocError', code: ErrorCode.FORBIDDEN });
+  t.throws(() => submit('x', { netMode: NetMode.UDP_BLOCKED, relay: RelayVia.UDP }), { name: 'DevlocError', code: ErrorCode.FORBIDDEN }, 'a relay over UDP is no use without UDP');
+  t.equal(submit('y', { netMode: NetMode.UDP_BLOCKED, relay: RelayVia.TLS }).state, MatchState.WAITING, 'TLS: accepted');
 });
 
 t.test('cancel before the match: never matched; after: answers matched with the party', async (t) => {
@@ -328,4 +331,112 @@ t.test('index buckets: numbers, booleans, sets of one; oldest first across bucke
   const e = submit('e', { attrs: { level: 4, ranked: true, k: 'y' }, requirements: [eq('k', 'x')] });
   t.same(names(e), ['w2', 'e'], 'number 4 is not "3"; boolean true is "true"');
   t.equal(w3.state, MatchState.WAITING, 'w3 would accept d and e, but they require k=x');
+});
+
+// ---- relays (issue 17) -------------------------------------------------------------------------
+
+const { DIRECT, RELAY } = MatchPath;
+const ALL = RelayVia.UDP | RelayVia.TCP | RelayVia.TLS;
+
+t.test('relays: two symmetric terminals are matched, relayed, when both can relay; refused with noPath when not', async (t) => {
+  const { submit, engine, advance } = setup();
+  const a = submit('a', { netMode: NetMode.SYMMETRIC, relay: ALL });
+  const b = submit('b', { netMode: NetMode.SYMMETRIC, relay: RelayVia.UDP });
+  t.equal(b.state, MatchState.MATCHED, 'matched at once, no open host needed');
+  t.same(a.party!.paths.filter((p) => p !== 0), [RELAY], 'the other member is relayed to the host');
+  t.equal(a.party!.host, 0, 'equals: the earliest hosts');
+  t.same(a.party!.paths, [0, RELAY]);
+
+  const s = setup();
+  const p = s.submit('p', { netMode: NetMode.SYMMETRIC, maxWaitS: 30 });
+  const q = s.submit('q', { netMode: NetMode.SYMMETRIC, maxWaitS: 30, relay: 0 });
+  const x = s.submit('x', { netMode: NetMode.PORT_RESTRICTED, maxWaitS: 30, mediaId: 'go' });
+  t.equal(q.state, MatchState.WAITING, 'no relay on either side: no path');
+  s.advance(30_000);
+  s.engine.tick();
+  t.equal(p.state, MatchState.NO_MATCH);
+  t.ok(p.noPath && q.noPath, 'both told why: a partner was waiting but could not be reached');
+  t.equal(x.state, MatchState.NO_MATCH);
+  t.notOk(x.noPath, 'alone in its media: no partner, not a path problem');
+  advance(0);
+  t.equal(engine.waiting, 0);
+});
+
+t.test('relays: one side with a relay is enough when the other sends UDP', async (t) => {
+  const { submit } = setup();
+  const a = submit('a', { netMode: NetMode.SYMMETRIC });
+  const b = submit('b', { netMode: NetMode.PORT_RESTRICTED, relay: RelayVia.TCP });
+  t.equal(b.state, MatchState.MATCHED);
+  t.same(a.party!.paths, [RELAY, 0], 'the port-restricted one hosts (more reachable), the symmetric one is relayed');
+  // A udp-blocked terminal needs a partner that sends UDP, or one with a relay too.
+  const s = setup();
+  const blocked = s.submit('blocked', { netMode: NetMode.UDP_BLOCKED, relay: RelayVia.TCP });
+  const o = s.submit('o', { netMode: NetMode.OPEN });
+  t.equal(o.state, MatchState.MATCHED, 'udp-blocked with a TCP relay meets an open terminal');
+  t.equal(s.hostOf(blocked), 'o', 'the open terminal hosts: equal relayed count, more reachable');
+  t.same(blocked.party!.paths, [RELAY, 0]);
+});
+
+t.test('relays: host preference: direct to everyone first, then fewest relayed, then most reachable', async (t) => {
+  /** A party of four: each member's name, mode and relay mask; returns the last request. */
+  const four = (members: [string, number, number][]): { last: MatchRequest<string>; hostOf: (r: MatchRequest<string>) => string } => {
+    const s = setup();
+    let last: MatchRequest<string> | undefined;
+    for (const [name, netMode, relay] of members) last = s.submit(name, { netMode, minParty: 4, maxParty: 4, relay });
+    return { last: last!, hostOf: s.hostOf };
+  };
+  const { SYMMETRIC: S, PORT_RESTRICTED: P, RESTRICTED: R, UDP_BLOCKED: B } = NetMode;
+  // s1, s2 symmetric with relays, pr port-restricted, r restricted: r reaches all three directly
+  // and hosts with nobody relayed, although a party around a relay could be formed too.
+  const u = four([['s1', S, ALL], ['s2', S, ALL], ['pr', P, ALL], ['r', R, ALL]]);
+  const r = u.last;
+  t.equal(r.state, MatchState.MATCHED);
+  t.equal(u.hostOf(r), 'r', 'everyone reaches r directly');
+  t.notOk(r.party!.paths.includes(RELAY), 'nobody relayed');
+
+  // No one reaches anyone directly: s1, s2, s3 symmetric, pr port-restricted, all with relays.
+  // Every host has the three others relayed; on a tie the most reachable hosts: pr.
+  const v = four([['s1', S, ALL], ['s2', S, ALL], ['s3', S, ALL], ['pr', P, ALL]]);
+  const pr = v.last;
+  t.equal(pr.state, MatchState.MATCHED);
+  t.equal(v.hostOf(pr), 'pr', 'tie on relayed members: the most reachable hosts');
+
+  // b udp-blocked (TCP relay), s1 symmetric (relay), s2 symmetric (no relay), r restricted: host
+  // r has only b relayed (it reaches s1 and s2 directly); host s1 or s2 would have the other
+  // symmetric one and b relayed, host b all three. Fewest relayed: r.
+  const w = four([['b', B, RelayVia.TCP], ['s1', S, ALL], ['s2', S, 0], ['r', R, 0]]);
+  const rr = w.last;
+  t.equal(rr.state, MatchState.MATCHED);
+  t.equal(w.hostOf(rr), 'r');
+  t.same(rr.party!.members.map((m, i) => [m.contact, rr.party!.paths[i]]), [['b', RELAY], ['s1', DIRECT], ['s2', DIRECT], ['r', 0]]);
+});
+
+t.test('relays: a direct partner is preferred to a relayed one for a party of the same size', async (t) => {
+  // The anchor accepts level 10 exactly at first; both candidates (level 12) become acceptable
+  // at the same tolerance step, so they compete in one party build: the relayed one is older and
+  // fits as well, the direct one is taken.
+  const { submit, engine, advance, names } = setup();
+  const anchor = submit('anchor', { netMode: NetMode.SYMMETRIC, relay: ALL, attrs: { side: 'a' }, requirements: [eq('side', 'b'), range('level', 10, 10, false)] });
+  submit('rel', { netMode: NetMode.SYMMETRIC, relay: ALL, attrs: { side: 'b', level: 12 }, requirements: [eq('side', 'a')] });
+  submit('dir', { netMode: NetMode.OPEN, attrs: { side: 'b', level: 12 }, requirements: [eq('side', 'a')] });
+  t.equal(anchor.state, MatchState.WAITING, 'level 12 is outside 10..10');
+  advance(10_000);
+  engine.tick();
+  t.equal(anchor.state, MatchState.MATCHED);
+  t.same(names(anchor), ['anchor', 'dir'], 'the direct partner, although the relayed one waited longer');
+  t.same(anchor.party!.paths, [DIRECT, 0]);
+});
+
+t.test('relays: a shared observed IP (natKey) labels a direct path LAN, and adds no path', async (t) => {
+  const { submit } = setup();
+  const a = submit('a', { netMode: NetMode.PORT_RESTRICTED, natKey: '192.0.2.7' });
+  submit('b', { netMode: NetMode.RESTRICTED, natKey: '192.0.2.7' });
+  t.same(a.party!.paths, [MatchPath.LAN, 0], 'b hosts (more reachable), a reaches it on the LAN');
+  const s = setup();
+  s.submit('c', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7' });
+  t.equal(s.submit('d', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7' }).state, MatchState.WAITING, 'a carrier-grade NAT shares one IP among networks: no path');
+  const u = setup();
+  const e = u.submit('e', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7', relay: ALL });
+  u.submit('f', { netMode: NetMode.SYMMETRIC, natKey: '192.0.2.7' });
+  t.same(e.party!.paths, [0, RELAY], 'relayed, not LAN');
 });

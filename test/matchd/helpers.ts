@@ -81,7 +81,7 @@ export class Terminal {
   private readonly acks = new Map<string, Buffer>();
   private readonly waiters: { id: string; resolve: (b: Bodies['MATCH_RESULT']) => void }[] = [];
 
-  private constructor(readonly fx: Fixture, dest: Address, readonly now: () => number, readonly cnf: RawPair) {
+  private constructor(readonly fx: Fixture, dest: Address, readonly now: () => number, readonly cnf: RawPair, readonly bindIp: string) {
     this.locatorId = randomBytes(16);
     this.dest = dest;
     const iat = Math.floor(now() / 1000);
@@ -91,19 +91,20 @@ export class Terminal {
     );
   }
 
-  static async open(fx: Fixture, dest: Address, now: () => number = Date.now): Promise<Terminal> {
-    const t = new Terminal(fx, dest, now, generatePair('x25519'));
+  /** `bindIp`: another loopback address (127.0.0.2, ...) gives the terminal an observed IP of its own. */
+  static async open(fx: Fixture, dest: Address, now: () => number = Date.now, bindIp = '127.0.0.1'): Promise<Terminal> {
+    const t = new Terminal(fx, dest, now, generatePair('x25519'), bindIp);
     t.cs = ClientSession.fromGrant(
       { aud: SERVICE, ticket: t.ticket, serviceKey: fx.service.public, exp: Math.floor(now() / 1000) + 3600 },
       privateKeyObject('X25519', t.cnf),
     )!;
-    t.client = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 200, maxRetransmit: 6, deadlineMs: 30_000 } });
+    t.client = await UdpClient.open({ bind: { host: bindIp, port: 0 }, policy: { initialTimeoutMs: 200, maxRetransmit: 6, deadlineMs: 30_000 } });
     t.client.onPush = (r) => t.onPush(r);
     return t;
   }
 
   get address(): Address {
-    return { ip: '127.0.0.1', port: this.client.localPort };
+    return { ip: this.bindIp, port: this.client.localPort };
   }
 
   get locatorHex(): string {

@@ -9,7 +9,7 @@ import { decodeDatagram, encodeDatagram } from '../../src/wire/envelope.js';
 
 const worstMembers = (n: number): MatchMember[] =>
   Array.from({ length: n }, (_, i) => ({
-    id: Buffer.alloc(16, i), nickname: 'é'.repeat(16), netMode: 5, addr: { ip: `ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff${i % 10}`, port: 65535 },
+    id: Buffer.alloc(16, i), nickname: 'é'.repeat(16), netMode: 5, addr: { ip: `ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff${i % 10}`, port: 65535 }, path: 3,
   }));
 const auth = { sid: Buffer.alloc(16, 1), seq: 2 ** 53 - 1 };
 

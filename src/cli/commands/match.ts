@@ -53,13 +53,16 @@ export function formatMatch(r: MatchResult): string {
       const members = r.members ?? [];
       const host = r.host !== undefined ? members[r.host] : undefined;
       const hostName = host ? (host.self ? 'you' : `${host.nickname ?? host.names[0] ?? host.id.slice(0, 8)} (${host.id.slice(0, 8)}…)`) : '-';
-      lines.push(`matched: ${escapeControls(what)}, ${members.length} members, host: ${escapeControls(hostName)} [${escapeControls(id)}]`);
-      const rows = [['', 'LOCATOR ID', 'NICKNAME', 'MODE', 'ADDRESS', 'ROLE']];
+      const via = r.path && r.path !== 'host' ? `, you reach it ${r.path === 'relay' ? 'through a relay' : r.path === 'lan' ? 'on the LAN' : 'directly'}` : '';
+      lines.push(`matched: ${escapeControls(what)}, ${members.length} members, host: ${escapeControls(hostName)}${via} [${escapeControls(id)}]`);
+      // PATH: each member's path to the host (lan, direct, relay), when matchd says.
+      const paths = members.some((m) => m.path !== undefined);
+      const rows = [['', 'LOCATOR ID', 'NICKNAME', 'MODE', 'ADDRESS', ...(paths ? ['PATH'] : []), 'ROLE']];
       members.forEach((m, i) => {
         const role = [m.host ? 'host' : '', m.self ? 'you' : ''].filter(Boolean).join(', ') || '-';
         const nick = m.nickname ?? '-';
         const names = m.names.length ? ` (${m.names.join(', ')})` : '';
-        rows.push([`${m.host ? '*' : ' '}${i}`, m.id, nick + names, m.netMode, m.addr, role]);
+        rows.push([`${m.host ? '*' : ' '}${i}`, m.id, nick + names, m.netMode, m.addr, ...(paths ? [m.host ? '-' : m.path ?? '-'] : []), role]);
       });
       lines.push(table(rows));
       break;
@@ -69,6 +72,7 @@ export function formatMatch(r: MatchResult): string {
       break;
     case 'no-match':
       lines.push(`no match: ${what}, nobody suitable before ${r.deadline.replace(/\.\d{3}Z$/, 'Z')} [${id}]`);
+      if (r.noPath) lines.push('(a compatible partner was waiting, but there was no path to it: not direct, and no relay either of you could use)');
       break;
     case 'cancelled':
       lines.push(`cancelled: ${what} [${id}]`);
