@@ -14,6 +14,7 @@ import type { ControlCommands } from './control.js';
 import { ControlRefusal, ControlSocket, RateSampler } from './control.js';
 import type { ReloadReport } from './reload.js';
 import { ipToBytes, parseAddress } from '../wire/addr.js';
+import { workerIndex } from './workers.js';
 
 export interface Running {
   /** Stop serving, persist what must be persisted. */
@@ -96,6 +97,8 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
   const logger = new Logger({
     service: def.name, level: str(config, 'log-level') as Level, format: str(config, 'log-format') as LogFormat,
     firstLine: { version: version() },
+    // --workers: each line says which worker wrote it (src/common/workers.ts).
+    ...(workerIndex() >= 0 ? { every: { worker: workerIndex() } } : {}),
   });
   const metrics = new Metrics();
   metrics.gauge('build_info', 'The running devloc version (always 1)', () => 1, { version: version() });

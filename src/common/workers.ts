@@ -1,0 +1,63 @@
+// --workers N, the one mechanism of devloc-authd and devloc-locatord for using every core: the
+// first process (the primary) forks N workers (node:cluster, same argv) that each run the daemon
+// on the same UDP port (node:cluster shares the bound socket: the kernel hands each datagram to
+// one of them). The primary serves nothing itself; it restarts a worker that dies, passes SIGHUP
+// on, stops them all on SIGTERM, and may answer the workers' messages (`onMessage`): the state
+// that must be one for all of them (authd's per-device budget and replay cache) lives there.
+import cluster from 'node:cluster';
+import type { Worker } from 'node:cluster';
+import type { Running } from './daemon.js';
+import type { Logger } from './log.js';
+
+/** The worker's index (0 .. N-1), stable across a restart of that worker; -1 outside a cluster. */
+export function workerIndex(): number {
+  if (!cluster.isWorker) return -1;
+  const i = Number(process.env['DEVLOC_WORKER_INDEX']);
+  return Number.isInteger(i) && i >= 0 ? i : 0;
+}
+
+export interface WorkersOptions {
+  /** Extra environment of every worker (e.g. a secret they must share). */
+  env?: Record<string, string>;
+  /** A message from a worker (process.send in the worker). */
+  onMessage?: (worker: Worker, msg: unknown) => void;
+  /** Called after SIGHUP was passed on (the primary's own part of a reload). */
+  reload?: Running['reload'];
+}
+
+/** Fork `n` workers (same argv); restart one that dies unexpectedly; stop them all on stop. */
+export function startWorkers(n: number, logger: Logger, o: WorkersOptions = {}): Promise<Running> {
+  let stopping = false;
+  const fork = (index: number): void => {
+    const w = cluster.fork({ ...o.env, DEVLOC_WORKER_INDEX: String(index) });
+    if (o.onMessage) w.on('message', (msg: unknown) => o.onMessage!(w, msg));
+    w.on('exit', (code, signal) => {
+      if (stopping) return;
+      logger.error('worker exited, starting another', { pid: w.process.pid, code, signal });
+      setTimeout(() => fork(index), 1000).unref();
+    });
+  };
+  for (let i = 0; i < n; i++) fork(i);
+  logger.info('workers started', { workers: n });
+  return Promise.resolve({
+    async stop() {
+      stopping = true;
+      await Promise.all(Object.values(cluster.workers ?? {}).map((w) => new Promise<void>((resolve) => {
+        if (!w || w.isDead()) return resolve();
+        w.once('exit', () => resolve());
+        w.process.kill('SIGTERM');
+      })));
+    },
+    async reload(config) {
+      await o.reload?.(config);
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    },
+  });
+}
+
+/** Send `msg` to every live worker but `except`. */
+export function broadcast(msg: unknown, except?: Worker): void {
+  for (const w of Object.values(cluster.workers ?? {})) {
+    if (w && w !== except && w.isConnected()) w.send(msg as never);
+  }
+}
