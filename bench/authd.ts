@@ -13,7 +13,7 @@
 import { diffieHellman, randomBytes, sign, verify } from 'node:crypto';
 import os from 'node:os';
 import { startDaemon } from '../src/common/spawn.js';
-import { processTree, treeCpuS } from './cpu.js';
+import { processCpuS, processTree, treeCpuS } from './cpu.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -97,6 +97,8 @@ export interface AuthdBenchResult {
   workersCpuUsPerAuth: number;
   /** The crypto's share of that CPU: the ceiling ratio authd reaches when its cores are its own. */
   cpuCeilingRatio: number;
+  /** Of workersCpuUsPerAuth, the primary's (the per-device gate over the cluster channel), us */
+  primaryCpuUsPerAuth: number;
 }
 
 const percentile = (sorted: number[], p: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]! : 0);
@@ -203,7 +205,7 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
       const ceiling = cryptoCeiling();
       say(`crypto ceiling ${ceiling.perS}/s (${ceiling.cores} cores x ${ceiling.perCorePerS}/s: verify ${ceiling.verifyUs} us, X25519 ${ceiling.x25519Us} us, sign ${ceiling.signUs} us)`);
       const workers = opts.workers ?? ceiling.cores;
-      let spread = { workers: 0, workersAuthPerS: 0, workersAuthFailures: 0, ceiling, ceilingRatio: 0, workersCpuUsPerAuth: 0, cpuCeilingRatio: 0 };
+      let spread = { workers: 0, workersAuthPerS: 0, workersAuthFailures: 0, ceiling, ceilingRatio: 0, workersCpuUsPerAuth: 0, cpuCeilingRatio: 0, primaryCpuUsPerAuth: 0 };
       if (workers > 0) {
         const daemon = await startDaemon({
           entry: 'authd/main', args: [
@@ -220,16 +222,19 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
           const wReqs = build(Math.min(400_000, Math.ceil(wEstimate * opts.seconds * 2) + concurrency));
           const tree = processTree(daemon.proc.pid!);
           const cpu0 = treeCpuS(tree);
+          const primary0 = processCpuS(daemon.proc.pid);
           const wm = await run(wReqs, opts.seconds);
           const cpu1 = treeCpuS(tree);
+          const primary1 = processCpuS(daemon.proc.pid);
           const perS = round(wm.ok / wm.elapsedS);
           const cpuUs = cpu0 !== null && cpu1 !== null && wm.ok > 0 ? ((cpu1 - cpu0) * 1e6) / wm.ok : 0;
           const cryptoUs = ceiling.verifyUs + ceiling.x25519Us + ceiling.signUs;
           spread = {
             workers, workersAuthPerS: perS, workersAuthFailures: wm.failed, ceiling, ceilingRatio: round(perS / ceiling.perS, 2),
             workersCpuUsPerAuth: round(cpuUs), cpuCeilingRatio: cpuUs > 0 ? round(cryptoUs / cpuUs, 2) : 0,
+            primaryCpuUsPerAuth: primary0 !== null && primary1 !== null && wm.ok > 0 ? round(((primary1 - primary0) * 1e6) / wm.ok) : 0,
           };
-          say(`--workers ${workers} (${tree.length} processes): ${perS} auth/s = ${spread.ceilingRatio} of the ceiling; ${round(cpuUs)} us CPU per auth, crypto ${round(cryptoUs)} us of it (${spread.cpuCeilingRatio})`);
+          say(`--workers ${workers} (${tree.length} processes): ${perS} auth/s = ${spread.ceilingRatio} of the ceiling; ${round(cpuUs)} us CPU per auth (primary ${spread.primaryCpuUsPerAuth}), crypto ${round(cryptoUs)} us of it (${spread.cpuCeilingRatio})`);
         } finally {
           await daemon.stop();
         }

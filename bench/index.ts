@@ -88,7 +88,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
           {
             section: 'authd', name: `AUTH_REQUEST -> grant, devloc-authd --workers ${r.workers}`, value: r.workersAuthPerS, unit: 'req/s',
-            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio },
+            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth },
           },
           { section: 'authd', name: `crypto ceiling (${r.ceiling.cores} cores: Ed25519 verify + X25519 + sign)`, value: r.ceiling.perS, unit: 'auth/s', extra: { verifyUs: r.ceiling.verifyUs, x25519Us: r.ceiling.x25519Us, signUs: r.ceiling.signUs } },
           { section: 'authd', name: `enroll import (${r.enrollRecords} records)`, value: r.enrollRecordsPerS, unit: 'records/s' },
