@@ -14,7 +14,17 @@ import type { ControlCommands } from './control.js';
 import { ControlRefusal, ControlSocket, RateSampler } from './control.js';
 import type { ReloadReport } from './reload.js';
 import { ipToBytes, parseAddress } from '../wire/addr.js';
-import { workerIndex } from './workers.js';
+import cluster from 'node:cluster';
+
+/**
+ * The index (0 .. N-1) of this --workers process (src/common/workers.ts forks it with
+ * DEVLOC_WORKER_INDEX), stable across a restart of that worker; -1 outside a cluster.
+ */
+export function workerIndex(): number {
+  if (!cluster.isWorker) return -1;
+  const i = Number(process.env['DEVLOC_WORKER_INDEX']);
+  return Number.isInteger(i) && i >= 0 ? i : 0;
+}
 
 export interface Running {
   /** Stop serving, persist what must be persisted. */

@@ -9,12 +9,8 @@ import type { Worker } from 'node:cluster';
 import type { Running } from './daemon.js';
 import type { Logger } from './log.js';
 
-/** The worker's index (0 .. N-1), stable across a restart of that worker; -1 outside a cluster. */
-export function workerIndex(): number {
-  if (!cluster.isWorker) return -1;
-  const i = Number(process.env['DEVLOC_WORKER_INDEX']);
-  return Number.isInteger(i) && i >= 0 ? i : 0;
-}
+// The index lives in daemon.ts (its log lines carry it), which the agent's daemon shares.
+export { workerIndex } from './daemon.js';
 
 export interface WorkersOptions {
   /** Extra environment of every worker (e.g. a secret they must share). */
