@@ -1,7 +1,7 @@
 // CPU time of processes and of the whole machine, from /proc (Linux), to say where a bench step
 // spent its CPU and which process was the bottleneck. Elsewhere every reading is null and the
 // results say so rather than guess.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 
 /** Kernel clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on every Linux we run on). */
@@ -20,6 +20,38 @@ export function processCpuS(pid: number | undefined): number | null {
   } catch {
     return null;
   }
+}
+
+/** `pid` and every process below it (a daemon's --workers, a tsx wrapper's node), from /proc. */
+export function processTree(pid: number): number[] {
+  const parent = new Map<number, number>();
+  try {
+    for (const name of readdirSync('/proc')) {
+      if (!/^[0-9]+$/.test(name)) continue;
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+        parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+      } catch {
+        // gone meanwhile
+      }
+    }
+  } catch {
+    return [pid];
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) for (const [p, pp] of parent) if (pp === out[i]) out.push(p);
+  return out;
+}
+
+/** CPU seconds used so far by all of `pids` (null when any is unknown). */
+export function treeCpuS(pids: number[]): number | null {
+  let sum = 0;
+  for (const p of pids) {
+    const s = processCpuS(p);
+    if (s === null) return null;
+    sum += s;
+  }
+  return sum;
 }
 
 export interface MachineCpu {

@@ -20,6 +20,8 @@ import { runTransport } from './transport.js';
 import type { BenchContext, BenchResult, Section } from './types.js';
 import { isThroughput } from './types.js';
 
+const round1 = (x: number): number => Math.round(x * 10) / 10;
+
 /** `cmd` is an executable somewhere on the PATH. */
 function onPath(cmd: string): boolean {
   return (process.env['PATH'] ?? '').split(path.delimiter).some((d) => {
@@ -78,12 +80,17 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     { name: 'codec', doc: 'encode/decode per message type, tickets, session MAC, X25519, auth open, Ed25519 node:crypto vs @noble/curves', run: runCodec },
     {
       name: 'authd',
-      doc: 'devloc-authd: full auth exchanges/s on loopback; enrollment import records/s (100k records)',
+      doc: 'devloc-authd: full auth exchanges/s on loopback, in-process and --workers <cores> beside the crypto ceiling; enrollment import records/s (100k records)',
       run: async (ctx) => {
         const { benchAuthd } = await import('./authd.js');
         const r = await benchAuthd({ seconds: ctx.seconds, enrollRecords: 100_000 });
         return [
           { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
+          {
+            section: 'authd', name: `AUTH_REQUEST -> grant, devloc-authd --workers ${r.workers}`, value: r.workersAuthPerS, unit: 'req/s',
+            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth },
+          },
+          { section: 'authd', name: `crypto ceiling (${r.ceiling.cores} cores: Ed25519 verify + X25519 + sign)`, value: r.ceiling.perS, unit: 'auth/s', extra: { verifyUs: r.ceiling.verifyUs, x25519Us: r.ceiling.x25519Us, signUs: r.ceiling.signUs } },
           { section: 'authd', name: `enroll import (${r.enrollRecords} records)`, value: r.enrollRecordsPerS, unit: 'records/s' },
           { section: 'authd', name: 're-enroll, nothing changed', value: r.reenrollRecordsPerS, unit: 'records/s' },
         ];

@@ -15,7 +15,7 @@ export function authdControl(a: Authd): DaemonControl {
       const { devices, revoked } = a.db.countDevices();
       return {
         devices, revoked, services: a.db.listServices().map((s) => ({ id: s.serviceId, addr: s.addr ?? null })),
-        keys: a.service.keys.kids, signingKid: a.service.keys.signer.kid, replayCacheEntries: a.service.replay.size,
+        keys: a.service.keys.kids, signingKid: a.service.keys.signer.kid, replayCacheEntries: a.service.gate.replayEntries,
         authOk: a.metrics.total('auth_ok_total'), authFailed: a.metrics.total('auth_failed_total'),
       };
     },

@@ -8,6 +8,9 @@
 // cookie costs two HMACs and no state. The secret is random, kept in memory only, and replaced
 // every rotation period (epoch = floor(now / rotation)); the current and the previous secret are
 // accepted, so a cookie lives between one and two periods. A restart simply invalidates them.
+// The workers of one `devloc-authd --workers N` must accept each other's cookies (a terminal's
+// next request may reach another worker): there the secrets are derived from one random master
+// the primary gives every worker, secret[epoch] = HMAC-SHA-256(master, LABEL || epoch(8)).
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { ipToBytes } from '../wire/addr.js';
@@ -21,12 +24,15 @@ export interface CookieJarOptions {
   now?: () => number;
   rotationMs?: number;
   random?: (n: number) => Buffer;
+  /** Derive the secrets from this (32 random bytes shared by the workers) instead of drawing them. */
+  master?: Buffer;
 }
 
 export class CookieJar {
   private readonly now: () => number;
   private readonly rotationMs: number;
   private readonly random: (n: number) => Buffer;
+  private readonly master: Buffer | undefined;
   /** epoch -> secret; at most the current and the previous epoch. */
   private readonly secrets = new Map<number, Buffer>();
 
@@ -34,6 +40,7 @@ export class CookieJar {
     this.now = o.now ?? Date.now;
     this.rotationMs = o.rotationMs ?? DEFAULT_COOKIE_ROTATION_MS;
     this.random = o.random ?? randomBytes;
+    this.master = o.master;
   }
 
   private epoch(): number {
@@ -43,11 +50,17 @@ export class CookieJar {
   private secret(epoch: number, create: boolean): Buffer | undefined {
     let s = this.secrets.get(epoch);
     if (!s && create) {
-      s = this.random(32);
+      s = this.master ? this.derived(epoch) : this.random(32);
       this.secrets.set(epoch, s);
       for (const e of this.secrets.keys()) if (e < epoch - 1) this.secrets.delete(e);
     }
     return s;
+  }
+
+  private derived(epoch: number): Buffer {
+    const e = Buffer.alloc(8);
+    e.writeBigUInt64BE(BigInt(epoch));
+    return createHmac('sha256', this.master!).update(LABEL).update(e).digest();
   }
 
   private mac(secret: Buffer, from: Address, epoch: number): Buffer {
@@ -71,7 +84,8 @@ export class CookieJar {
     if (cookie.length !== COOKIE_BYTES) return false;
     const e = this.epoch();
     for (const epoch of [e, e - 1]) {
-      const s = this.secret(epoch, false);
+      // With a master every worker knows every epoch's secret, minted here or not.
+      const s = this.secret(epoch, this.master !== undefined);
       if (s && timingSafeEqual(this.mac(s, from, epoch), cookie)) return true;
     }
     return false;

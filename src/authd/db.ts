@@ -170,6 +170,7 @@ export class AuthDb {
     device: Database.Statement<[string], RawDevice>;
     deviceKey: Database.Statement<[string], { public_key: Buffer; revoked: number }>;
     service: Database.Statement<[string], RawService>;
+    changeStamp: Database.Statement<[], number>;
   };
 
   private constructor(db: Database.Database, file: string) {
@@ -179,6 +180,7 @@ export class AuthDb {
       device: db.prepare('SELECT * FROM devices WHERE device_id = ?'),
       deviceKey: db.prepare('SELECT public_key, revoked FROM devices WHERE device_id = ?'),
       service: db.prepare('SELECT * FROM services WHERE service_id = ?'),
+      changeStamp: db.prepare<[], number>('SELECT data_version * 4294967296 + total_changes() FROM pragma_data_version').pluck(),
     };
   }
 
@@ -247,6 +249,14 @@ export class AuthDb {
   /** Changes whenever another connection commits (PRAGMA data_version). */
   dataVersion(): number {
     return this.db.pragma('data_version', { simple: true }) as number;
+  }
+
+  /**
+   * Changes whenever anything was committed, by another connection (data_version) or by this
+   * one (total_changes): what a cache of rows compares (~4 us, a prepared statement).
+   */
+  changeStamp(): number {
+    return this.q.changeStamp.get()!;
   }
 
   /** Bytes on disk: the database plus its write-ahead log. */

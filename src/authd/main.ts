@@ -2,6 +2,9 @@
 // devloc-authd(8): the authentication server daemon. Options, config file keys and environment
 // variables come from `spec` below (see src/common/config.ts); man/devloc-authd.8 documents
 // every one of them.
+import cluster from 'node:cluster';
+import type { Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
 import type { Config, Spec } from '../common/config.js';
 import { list, num, str } from '../common/config.js';
@@ -16,6 +19,9 @@ import { defaultPolicy, defaultRate, startAuthd } from './server.js';
 import { isMainModule } from '../common/entry.js';
 import { controlSocketOption } from '../common/control.js';
 import { authdControl } from './control.js';
+import { broadcast, startWorkers, workerIndex } from '../common/workers.js';
+import type { Logger } from '../common/log.js';
+import { DeviceGate, RemoteGate, serveGate } from './gate.js';
 
 export const spec: Spec = {
   listen: { type: 'string', default: '0.0.0.0', describe: 'IP address to listen on (IPv4 or IPv6 literal)' },
@@ -40,6 +46,7 @@ export const spec: Spec = {
   'max-rate': { type: 'number', default: defaultPolicy.maxRate, min: 0, reloadable: true, describe: 'authentications per second served at most, TRY_LATER beyond (0 = no limit)' },
   'receive-buffer': { type: 'number', default: 0, min: 0, describe: 'socket receive buffer (SO_RCVBUF), bytes (0 = system default)' },
   'replay-cache': { type: 'number', default: 1_000_000, min: 1000, describe: 'most (device, nonce) pairs remembered against replays' },
+  workers: { type: 'number', default: 1, min: 1, max: 256, describe: 'processes serving the same UDP port (node:cluster); per-device state stays in the first process' },
 };
 
 function options(config: Config): Omit<AuthdOptions, 'logger' | 'metrics'> {
@@ -99,18 +106,74 @@ export function checkConfig(config: Config): string | null {
   return null;
 }
 
+/** The environment variable that carries the cookie master from the primary to its workers. */
+const COOKIE_MASTER_ENV = 'DEVLOC_WORKER_COOKIE_MASTER';
+/** A REVOKE_ACK one worker received, for the worker that pushed the REVOKE. */
+const REVOKE_ACK = 'devloc-authd-revoke-ack';
+
+/** A whole-authd figure (--max-rate, --cookie-threshold) for one of N workers, each of which sees about 1/N of the requests. */
+const shareOut = (x: number, workers: number): number => (x > 0 ? Math.max(1, Math.round(x / workers)) : x);
+
+const gatePolicy = (config: Config): { clockSkewS: number; deviceRatePerMin: number } => ({
+  clockSkewS: num(config, 'clock-skew'), deviceRatePerMin: num(config, 'device-rate'),
+});
+
+/**
+ * --workers N: the primary forks the workers (src/common/workers.ts) and keeps the per-device
+ * state they share (gate.ts: device budget, replay cache, cloned identities); it gives them one
+ * cookie master, and passes a REVOKE_ACK received by one worker to the others (only worker 0
+ * pushes REVOKEs; the ack may reach any of them).
+ */
+function startPrimary(config: Config, logger: Logger): Promise<Running> {
+  const gate = new DeviceGate(gatePolicy(config), { replayCacheMax: num(config, 'replay-cache'), serveDuplicates: true });
+  const onMessage = (w: Worker, msg: unknown): void => {
+    if (serveGate(gate, w, msg)) return;
+    if (typeof msg === 'object' && msg !== null && (msg as { t?: unknown }).t === REVOKE_ACK) broadcast(msg, w);
+  };
+  return startWorkers(num(config, 'workers'), logger, {
+    env: { [COOKIE_MASTER_ENV]: randomBytes(32).toString('hex') },
+    onMessage,
+    reload: (next) => gate.setPolicy(gatePolicy(next)),
+  });
+}
+
 export const definition: DaemonDefinition = {
   name: 'authd',
   summary: 'devloc authentication server: checks devices against the terminal database and issues tickets and locator IDs.',
   spec,
   check: checkConfig,
   async start(config, logger, metrics): Promise<Running> {
-    const authd = await startAuthd({ ...options(config), logger, metrics });
+    const workers = num(config, 'workers');
+    if (workers > 1 && cluster.isPrimary) return startPrimary(config, logger);
+    const perWorker = (o: Omit<AuthdOptions, 'logger' | 'metrics'>): Omit<AuthdOptions, 'logger' | 'metrics'> => {
+      if (!cluster.isWorker) return o;
+      const master = process.env[COOKIE_MASTER_ENV];
+      delete process.env[COOKIE_MASTER_ENV];
+      return {
+        ...o, maxRate: shareOut(o.maxRate!, workers), cookieThreshold: shareOut(o.cookieThreshold!, workers), gate: new RemoteGate(),
+        ...(master ? { cookieMaster: Buffer.from(master, 'hex') } : {}),
+        pushRevocations: workerIndex() === 0,
+        onRevokeAck: (rid) => process.send?.({ t: REVOKE_ACK, rid: Buffer.from(rid).toString('hex') }),
+      };
+    };
+    const authd = await startAuthd({ ...perWorker(options(config)), logger, metrics });
+    if (cluster.isWorker) {
+      process.on('message', (msg: unknown) => {
+        const m = msg as { t?: unknown; rid?: unknown };
+        if (typeof m === 'object' && m !== null && m.t === REVOKE_ACK && typeof m.rid === 'string') authd.revocations.ack(Buffer.from(m.rid, 'hex'));
+      });
+    }
     return {
       stop: () => authd.stop(),
-      control: authdControl(authd),
+      // Workers (--workers) share the primary's argv: none serves the control socket.
+      ...(cluster.isWorker ? {} : { control: authdControl(authd) }),
       reload(next: Config) {
-        authd.reload(reloadOptions(next));
+        const r = reloadOptions(next);
+        if (cluster.isWorker) {
+          r.maxRate = shareOut(r.maxRate!, workers);
+          r.cookieThreshold = shareOut(r.cookieThreshold!, workers);
+        }
+        authd.reload(r);
       },
     };
   },

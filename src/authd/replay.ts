@@ -18,7 +18,7 @@
 // its device.
 import { LRUCache } from 'lru-cache';
 
-export type ReplayVerdict = 'fresh' | 'replay' | 'saturated';
+export type ReplayVerdict = 'fresh' | 'replay' | 'saturated' | 'duplicate';
 
 /** Unexpired requests remembered per device (a device re-authenticates a few times an hour). */
 export const DEVICE_REPLAY_ENTRIES = 16;
@@ -28,6 +28,8 @@ export const FLOOR_SLOTS = 4096;
 interface Entry {
   timeMs: number;
   expiresAt: number;
+  /** The request ID, when the caller tells copies of one request apart (gate.ts). */
+  tag?: string;
 }
 
 interface DeviceEntries {
@@ -75,11 +77,18 @@ export class ReplayCache {
     return this.entryCount;
   }
 
+  /** Whether this request was remembered with this `tag` and has not expired (a copy of it). */
+  isCopy(deviceId: string, nonce: Uint8Array, tag: string): boolean {
+    const e = this.devices.peek(deviceId)?.entries.get(Buffer.from(nonce).toString('latin1'));
+    return e !== undefined && e.tag === tag && e.expiresAt > this.now();
+  }
+
   /**
    * Check and remember one verified request. `expiresAt` (ms, our clock) is when a replay of it
-   * would be refused for its timestamp anyway.
+   * would be refused for its timestamp anyway. With a `tag` (the request ID), a request whose
+   * nonce was seen with the same tag is a 'duplicate' (a retransmission), not a 'replay'.
    */
-  check(deviceId: string, nonce: Uint8Array, timeMs: number, expiresAt: number): ReplayVerdict {
+  check(deviceId: string, nonce: Uint8Array, timeMs: number, expiresAt: number, tag?: string): ReplayVerdict {
     const now = this.now();
     let d = this.devices.get(deviceId);
     if (!d) {
@@ -88,7 +97,7 @@ export class ReplayCache {
     }
     const key = Buffer.from(nonce).toString('latin1');
     const old = d.entries.get(key);
-    if (old && old.expiresAt > now) return 'replay';
+    if (old && old.expiresAt > now) return tag !== undefined && old.tag === tag ? 'duplicate' : 'replay';
     if (timeMs <= d.floorTimeMs) return 'saturated';
     if (old) {
       d.entries.delete(key);
@@ -114,7 +123,7 @@ export class ReplayCache {
       if (oldest!.timeMs > d.floorTimeMs) d.floorTimeMs = oldest!.timeMs;
       if (timeMs <= d.floorTimeMs) return 'saturated';
     }
-    d.entries.set(key, { timeMs, expiresAt });
+    d.entries.set(key, tag === undefined ? { timeMs, expiresAt } : { timeMs, expiresAt, tag });
     this.entryCount++;
     return 'fresh';
   }

@@ -23,6 +23,7 @@
 // NOT_FOUND. An empty audience list is served with no tickets: the locator ID alone.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import type { HandlerResult, Refusal, RequestContext } from '../net/server.js';
@@ -38,13 +39,14 @@ import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import { generatePair, publicKeyObject } from '../wire/keys.js';
 import { issueTicket } from '../wire/ticket.js';
 import { CookieJar, LoadMeter } from './cookie.js';
+import type { ServiceRow } from './db.js';
 import { AuthDb } from './db.js';
+import type { Gate, GateVerdict } from './gate.js';
+import { DeviceGate } from './gate.js';
 import type { KeyRing } from './keyring.js';
 import { loadKeyRing } from './keyring.js';
 import { LocatorIds } from './locator.js';
-import { IdentityConflicts } from './conflicts.js';
 import { RelayIssuer } from './relays.js';
-import { ReplayCache } from './replay.js';
 import { Revocations } from './revocations.js';
 
 /** Largest sealed grant the AUTH_RESPONSE schema admits. */
@@ -79,6 +81,10 @@ export interface AuthServiceOptions {
   metrics: Metrics;
   policy?: Partial<AuthPolicy>;
   replayCacheMax?: number;
+  /** The per-device checks (gate.ts); default a DeviceGate of this process. */
+  gate?: Gate;
+  /** The cookie secret's master, shared by the workers of one authd (cookie.ts). */
+  cookieMaster?: Buffer;
   /** ms clock (tickets, skew, cookies, replay cache). */
   now?: () => number;
   random?: (n: number) => Buffer;
@@ -87,7 +93,8 @@ export interface AuthServiceOptions {
 }
 
 // Imported through JWK (publicKeyObject), not DER/SPKI: measured here, OpenSSL 3 decodes a DER
-// SubjectPublicKeyInfo about ten times slower than node builds the same key from a JWK.
+// SubjectPublicKeyInfo about ten times slower than node builds the same key from a JWK. Once per
+// device while authd.db is unchanged (the row cache below), not once per request.
 function ed25519PublicKey(raw: Buffer): KeyObject | null {
   try {
     return publicKeyObject('Ed25519', raw);
@@ -98,6 +105,15 @@ function ed25519PublicKey(raw: Buffer): KeyObject | null {
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
 
+/** A device row as the hot path needs it: its key object (null: not a valid point) and flag. */
+interface CachedDevice {
+  key: KeyObject | null;
+  revoked: boolean;
+}
+
+/** Cached for a device ID that is not enrolled. */
+const UNKNOWN_DEVICE: CachedDevice = { key: null, revoked: false };
+
 /** The AUTH_REQUEST handler and everything it needs; no socket (tests drive it directly too). */
 export class AuthService {
   keys: KeyRing;
@@ -106,9 +122,18 @@ export class AuthService {
   readonly locator: LocatorIds;
   readonly cookies: CookieJar;
   readonly load: LoadMeter;
-  readonly replay: ReplayCache;
+  /** Steps 7-9 (device budget, clock, replay): here, or the primary's with --workers. */
+  readonly gate: Gate;
+  private readonly localGate: DeviceGate | undefined;
   private globalLimiter: RateLimiter | undefined;
-  private deviceLimiter: RateLimiter | undefined;
+  /**
+   * Device and service rows with the device's key object, valid while authd.db's change stamp
+   * is the one they were read at (checked on every request, ~4 us): a revocation, an enrollment
+   * or a service change committed by `devloc` takes effect at the next request, as without it.
+   */
+  private rowsStamp = Number.NaN;
+  private readonly deviceRows = new LRUCache<string, CachedDevice>({ max: 100_000 });
+  private readonly serviceRows = new Map<string, ServiceRow | null>();
   /** Checked in place of an unknown device's key: its proof fails as a wrong one does. */
   private readonly decoyKey = publicKeyObject('Ed25519', generatePair('ed25519').public);
   private readonly logger: Logger;
@@ -117,7 +142,6 @@ export class AuthService {
   private readonly injectedClock: boolean;
   private readonly random: (n: number) => Buffer;
   readonly relays: RelayIssuer;
-  private readonly conflicts: IdentityConflicts;
 
   constructor(o: AuthServiceOptions) {
     this.injectedClock = o.now !== undefined;
@@ -129,12 +153,12 @@ export class AuthService {
     this.now = o.now ?? Date.now;
     this.random = o.random ?? randomBytes;
     this.policy = { ...defaultPolicy, ...o.policy };
-    this.cookies = new CookieJar({ now: this.now });
+    this.cookies = new CookieJar({ now: this.now, ...(o.cookieMaster ? { master: o.cookieMaster } : {}) });
     this.load = new LoadMeter(this.now);
-    this.replay = new ReplayCache(o.replayCacheMax ?? 1_000_000, this.now);
+    this.localGate = o.gate ? undefined : new DeviceGate(this.policy, { ...(o.replayCacheMax ? { replayCacheMax: o.replayCacheMax } : {}), ...(this.injectedClock ? { now: this.now } : {}) });
+    this.gate = o.gate ?? this.localGate!;
     this.setPolicy(this.policy);
     this.relays = o.relays ?? new RelayIssuer(o.db, o.logger, o.metrics);
-    this.conflicts = new IdentityConflicts(this.now);
     const m = this.metrics;
     m.counter('auth_ok_total', 'Authentications that were granted tickets');
     m.counter('auth_failed_total', 'Authentications refused, by error code');
@@ -144,8 +168,8 @@ export class AuthService {
     m.counter('identity_conflicts_total', 'Authentications of a device flipping back to the address it left minutes ago (a cloned identity)');
     m.counter('cookies_sent_total', 'COOKIE_REQUIRED answers sent');
     m.counter('auth_unknown_device_total', 'AUTH_REQUESTs of devices not enrolled (answered BAD_PROOF)');
-    m.gauge('replay_cache_entries', 'Entries in the AUTH_REQUEST replay cache', () => this.replay.size);
-    m.gauge('replay_cache_evicted_early', 'Unexpired replay-cache entries forced out by its bound', () => this.replay.evictedEarly);
+    m.gauge('replay_cache_entries', 'Entries in the AUTH_REQUEST replay cache', () => this.gate.replayEntries);
+    m.gauge('replay_cache_evicted_early', 'Unexpired replay-cache entries forced out by its bound', () => this.gate.replayEvictedEarly);
     m.gauge('auth_load_per_second', 'AUTH_REQUESTs per second over the last second, all sources', () => this.load.rate());
     m.gauge('authd_keys', 'authd keys loaded (the first one signs)', () => this.keys.keys.length);
   }
@@ -154,9 +178,37 @@ export class AuthService {
     this.policy = p;
     const clock = this.injectedClock ? { now: this.now } : {};
     this.globalLimiter = p.maxRate > 0 ? new RateLimiter({ ratePerS: p.maxRate, burst: Math.max(1, p.maxRate), maxSources: 1, ...clock }) : undefined;
-    if (p.deviceRatePerMin <= 0) this.deviceLimiter = undefined;
-    else if (this.deviceLimiter) this.deviceLimiter.setRate(p.deviceRatePerMin / 60, p.deviceRatePerMin);
-    else this.deviceLimiter = new RateLimiter({ ratePerS: p.deviceRatePerMin / 60, burst: p.deviceRatePerMin, maxSources: 1_000_000, ...clock });
+    this.localGate?.setPolicy(p);
+  }
+
+  /** Forget the cached rows when authd.db changed since they were read. Throws as the database does. */
+  private checkRows(): void {
+    const stamp = this.db.changeStamp();
+    if (stamp === this.rowsStamp) return;
+    this.deviceRows.clear();
+    this.serviceRows.clear();
+    this.rowsStamp = stamp;
+  }
+
+  private deviceRow(deviceId: string): CachedDevice {
+    let d = this.deviceRows.get(deviceId);
+    if (d === undefined) {
+      const row = this.db.deviceKey(deviceId);
+      d = row ? { key: ed25519PublicKey(row.publicKey), revoked: row.revoked } : UNKNOWN_DEVICE;
+      this.deviceRows.set(deviceId, d);
+    }
+    return d;
+  }
+
+  private serviceRow(serviceId: string): ServiceRow | undefined {
+    let s = this.serviceRows.get(serviceId);
+    if (s === undefined) {
+      // Bounded by the registered services plus the misses of one request (at most 4 audiences).
+      if (this.serviceRows.size >= 1024) this.serviceRows.clear();
+      s = this.db.getService(serviceId) ?? null;
+      this.serviceRows.set(serviceId, s);
+    }
+    return s ?? undefined;
   }
 
   cookieRequired(): boolean {
@@ -175,7 +227,7 @@ export class AuthService {
     return this.refuse(code, message);
   }
 
-  handle(ctx: RequestContext<'AUTH_REQUEST'>): HandlerResult {
+  handle(ctx: RequestContext<'AUTH_REQUEST'>): HandlerResult | Promise<HandlerResult> {
     const { msg, raw, from } = ctx;
     this.load.hit();
     // 1. Exactly 1200 bytes: the padding is what keeps every answer smaller than the request.
@@ -201,11 +253,13 @@ export class AuthService {
     const key = this.keys.byKid.get(hex(body.authdKey));
     if (!key) return this.refuse(ErrorCode.BAD_PROOF, `no authd key with kid ${hex(body.authdKey)}`);
     // 5. Open, look the device up, verify its signature.
-    let device: { publicKey: Buffer; revoked: boolean } | undefined;
+    let device: CachedDevice | undefined;
     let dbFailed = false;
     const opened = openAuthRequest(msg.rid, body, key.sealSecret, (deviceId) => {
       try {
-        device = this.db.deviceKey(deviceId);
+        this.checkRows();
+        device = this.deviceRow(deviceId);
+        if (device === UNKNOWN_DEVICE) device = undefined;
       } catch (err) {
         dbFailed = true;
         this.logger.error('database read failed', { err: (err as Error).message });
@@ -214,7 +268,7 @@ export class AuthService {
       // Unknown: verified against the decoy key, so that it fails exactly as a wrong proof does
       // (same code, same text, same work): the answer tells no one which device IDs exist.
       if (!device) return { ok: true, key: this.decoyKey };
-      const pk = ed25519PublicKey(device.publicKey);
+      const pk = device.key;
       // An enrolled key that is not a valid point can verify nothing: the same as a bad proof.
       if (!pk) return { ok: false, code: ErrorCode.BAD_PROOF, reason: 'enrolled device key is not a valid Ed25519 key' };
       return { ok: true, key: pk };
@@ -238,31 +292,22 @@ export class AuthService {
     if (!cookieChecked && !ctx.chargeSource()) return this.rateLimited(ctx);
     // 6. Revocation, only now that the requester has proved it holds the device key.
     if (device!.revoked) return this.refuseDevice(ErrorCode.REVOKED, 'device revoked', deviceId, fromText);
-    // 7. The device's own budget: one device cannot spend --max-rate or the replay cache of others.
-    if (this.deviceLimiter && !this.deviceLimiter.take(deviceId)) {
-      const retryAfterMs = Math.max(1000, this.deviceLimiter.retryAfterMs(deviceId));
-      this.logger.refusal('auth:RATE_LIMITED', { from: fromText, deviceId, code: 'RATE_LIMITED', reason: 'device over --device-rate' });
-      return this.refuse(ErrorCode.RATE_LIMITED, 'too many authentications of this device', { retryAfterMs });
-    }
-    // 8. Clock.
-    const now = this.now();
-    const skewMs = this.policy.clockSkewS * 1000;
-    const drift = inner.timeMs - now;
-    if (Math.abs(drift) > skewMs) {
-      return this.refuseDevice(ErrorCode.CLOCK_SKEW, `timeMs is ${Math.round(Math.abs(drift) / 1000)} s ${drift > 0 ? 'ahead of' : 'behind'} authd's clock (allowed ${this.policy.clockSkewS} s)`, deviceId, fromText);
-    }
-    // 9. Replay.
-    const verdict = this.replay.check(deviceId, inner.nonce, inner.timeMs, inner.timeMs + skewMs + 1000);
-    if (verdict === 'replay') return this.refuseDevice(ErrorCode.REPLAY, 'request already served', deviceId, fromText);
-    if (verdict === 'saturated') return this.refuseDevice(ErrorCode.TRY_LATER, 'too many recent requests of this device: send a new request', deviceId, fromText);
-    // A cloned identity: the device flipping between two addresses (counted, logged, served).
-    const conflict = this.conflicts.note(deviceId, fromText);
-    if (conflict) {
-      this.metrics.inc('identity_conflicts_total');
-      if (conflict.log) this.logger.warn('device identity in use at two addresses', { deviceId, addrs: [conflict.other, fromText] });
-    }
-    // 10. Tickets.
-    return this.issue(ctx, deviceId, inner.audiences, inner.cnf, inner.nonce, opened.keys, now, fromText);
+    // 7-9. The device's budget, the clock, the replay cache (gate.ts; in the primary with --workers).
+    const query = { deviceId, nonce: hex(inner.nonce), timeMs: inner.timeMs, rid: hex(msg.rid), from: fromText };
+    const admitted = (v: GateVerdict): HandlerResult => {
+      if (!v.ok) {
+        this.logger.refusal(`auth:${errorName(v.code)}`, { from: fromText, deviceId, code: errorName(v.code), reason: v.logReason ?? v.message });
+        return this.refuse(v.code, v.message, v.retryAfterMs !== undefined ? { retryAfterMs: v.retryAfterMs } : {});
+      }
+      if (v.conflict) {
+        this.metrics.inc('identity_conflicts_total');
+        if (v.conflict.log) this.logger.warn('device identity in use at two addresses', { deviceId, addrs: [v.conflict.other, fromText] });
+      }
+      // 10. Tickets.
+      return this.issue(ctx, deviceId, inner.audiences, inner.cnf, inner.nonce, opened.keys, this.now(), fromText);
+    };
+    const verdict = this.gate.admit(query);
+    return verdict instanceof Promise ? verdict.then(admitted) : admitted(verdict);
   }
 
   private rateLimited(ctx: RequestContext<'AUTH_REQUEST'>): Refusal {
@@ -291,7 +336,8 @@ export class AuthService {
     for (const aud of new Set(audiences)) {
       let svc;
       try {
-        svc = this.db.getService(aud);
+        this.checkRows();
+        svc = this.serviceRow(aud);
       } catch (err) {
         this.logger.error('database read failed', { err: (err as Error).message });
         return this.refuse(ErrorCode.TRY_LATER, 'terminal database unavailable', { retryAfterMs: 1000 });
@@ -376,6 +422,14 @@ export interface AuthdOptions {
   replayCacheMax?: number;
   /** How often authd.db is checked for new revocations, ms (default 500). */
   revocationPollMs?: number;
+  /** Push REVOKEs to the services (default true; with --workers only worker 0 does). */
+  pushRevocations?: boolean;
+  /** A REVOKE_ACK arrived here (with --workers: passed on to the worker that pushed). */
+  onRevokeAck?: (rid: Uint8Array) => void;
+  /** The per-device checks (gate.ts); default this process's own. */
+  gate?: Gate;
+  /** Shared cookie master (--workers: cookie.ts). */
+  cookieMaster?: Buffer;
   logger?: Logger;
   metrics?: Metrics;
   /** ms clock, for tests. */
@@ -426,7 +480,10 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
     maxRate: o.maxRate ?? defaultPolicy.maxRate,
     deviceRatePerMin: o.deviceRatePerMin ?? defaultPolicy.deviceRatePerMin,
   };
-  const service = new AuthService({ db, keys, locator, logger, metrics, policy, now, ...(o.replayCacheMax ? { replayCacheMax: o.replayCacheMax } : {}) });
+  const service = new AuthService({
+    db, keys, locator, logger, metrics, policy, now, ...(o.replayCacheMax ? { replayCacheMax: o.replayCacheMax } : {}),
+    ...(o.gate ? { gate: o.gate } : {}), ...(o.cookieMaster ? { cookieMaster: o.cookieMaster } : {}),
+  });
   service.relays.reload(); // logs the relays going into grants, and any whose secret is unusable
   let rate = { ratePerS: o.ratePerS ?? defaultRate.ratePerS, burst: o.burst ?? defaultRate.burst };
   // The limiters keep their own monotonic clock unless a test injects one.
@@ -465,6 +522,7 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
       AUTH_REQUEST: (ctx) => service.handle(ctx),
       REVOKE_ACK: (ctx) => {
         revocations.ack(ctx.msg.rid);
+        o.onRevokeAck?.(ctx.msg.rid);
         return null; // an answer to our push: nothing answers it
       },
     },
@@ -474,7 +532,7 @@ export async function startAuthd(o: AuthdOptions): Promise<Authd> {
     port, host, kids: keys.kids, signingKid: keys.signer.kid, stateDir: o.stateDir, db: db.path,
     ticketLifetimeS: policy.ticketLifetimeS, clockSkewS: policy.clockSkewS, cookieThreshold: policy.cookieThreshold,
   });
-  revocations.start();
+  if (o.pushRevocations ?? true) revocations.start();
   let stopped = false;
   return {
     host, port, service, server, db, logger, metrics, revocations,

@@ -15,6 +15,17 @@ import type { ControlCommands } from './control.js';
 import { ControlRefusal, ControlSocket, RateSampler } from './control.js';
 import type { ReloadReport } from './reload.js';
 import { ipToBytes, parseAddress } from '../wire/addr.js';
+import cluster from 'node:cluster';
+
+/**
+ * The index (0 .. N-1) of this --workers process (src/common/workers.ts forks it with
+ * DEVLOC_WORKER_INDEX), stable across a restart of that worker; -1 outside a cluster.
+ */
+export function workerIndex(): number {
+  if (!cluster.isWorker) return -1;
+  const i = Number(process.env['DEVLOC_WORKER_INDEX']);
+  return Number.isInteger(i) && i >= 0 ? i : 0;
+}
 
 export interface Running {
   /** Stop serving, persist what must be persisted. */
@@ -97,6 +108,8 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
   const logger = new Logger({
     service: def.name, level: str(config, 'log-level') as Level, format: str(config, 'log-format') as LogFormat,
     firstLine: { version: version() },
+    // --workers: each line says which worker wrote it (src/common/workers.ts).
+    ...(workerIndex() >= 0 ? { every: { worker: workerIndex() } } : {}),
   });
   const metrics = new Metrics();
   metrics.gauge('build_info', 'The running devloc version (always 1)', () => 1, { version: version() });
@@ -222,13 +235,13 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
 }
 
 /** IPC between the primary of `--workers` and a worker: a scrape and its answer. */
-interface MetricsScrape { devlocMetrics: number; text?: string }
+interface MetricsScrape { devlocMetrics: number; text?: string; worker?: number }
 const isScrape = (m: unknown): m is MetricsScrape => typeof m === 'object' && m !== null && typeof (m as MetricsScrape).devlocMetrics === 'number';
 
 /** In a worker: answer the primary's scrapes with this process's series. */
 function answerMetricsScrapes(metrics: Metrics): void {
   process.on('message', (m: unknown) => {
-    if (isScrape(m) && m.text === undefined) process.send?.({ devlocMetrics: m.devlocMetrics, text: metrics.render() });
+    if (isScrape(m) && m.text === undefined) process.send?.({ devlocMetrics: m.devlocMetrics, text: metrics.render(), worker: workerIndex() });
   });
 }
 
@@ -236,19 +249,19 @@ let scrapeSeq = 0;
 /** Workers answering within this time are in the scrape; one that is busy or restarting is left out. */
 const WORKER_SCRAPE_TIMEOUT_MS = 2000;
 
-/** /metrics of this process, and of its workers (label worker="<cluster id>") when it has some. */
+/** /metrics of this process, and of its workers (label worker="<index>", as in their log lines) when it has some. */
 async function exposition(metrics: Metrics, cluster: Cluster): Promise<string> {
   const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected());
   if (workers.length === 0) return metrics.render();
   const id = ++scrapeSeq;
   const answers = await Promise.all(workers.map((w) => new Promise<{ labels: { worker: string }; text: string } | undefined>((resolve) => {
-    const done = (text: string | undefined): void => {
+    const done = (m: MetricsScrape | undefined): void => {
       clearTimeout(timer);
       w!.off('message', onMessage);
-      resolve(text === undefined ? undefined : { labels: { worker: String(w!.id) }, text });
+      resolve(m?.text === undefined ? undefined : { labels: { worker: String(m.worker ?? w!.id) }, text: m.text });
     };
     const onMessage = (m: unknown): void => {
-      if (isScrape(m) && m.devlocMetrics === id && typeof m.text === 'string') done(m.text);
+      if (isScrape(m) && m.devlocMetrics === id && typeof m.text === 'string') done(m);
     };
     const timer = setTimeout(() => done(undefined), WORKER_SCRAPE_TIMEOUT_MS);
     w!.on('message', onMessage);

@@ -46,6 +46,8 @@ export interface LoggerOptions {
   service: string;
   /** Fields added to the first line written (the version, so every log starts with it). */
   firstLine?: Record<string, unknown>;
+  /** Fields on every line (e.g. the worker index of a --workers process). */
+  every?: Record<string, unknown>;
   write?: (line: string) => void;
   now?: () => number;
   /** Suppression interval for repeated refusals, ms. */
@@ -57,6 +59,7 @@ export class Logger {
   format: LogFormat;
   readonly service: string;
   private firstLine: Record<string, unknown> | undefined;
+  private readonly every: Record<string, unknown> | undefined;
   private readonly write: (line: string) => void;
   private readonly now: () => number;
   private readonly refusalIntervalMs: number;
@@ -66,6 +69,7 @@ export class Logger {
     this.level = opts.level ?? 'info';
     this.format = opts.format ?? 'json';
     this.firstLine = opts.firstLine;
+    this.every = opts.every;
     this.service = opts.service;
     this.write = opts.write ?? ((line) => process.stdout.write(line + '\n'));
     this.now = opts.now ?? Date.now;
@@ -76,7 +80,7 @@ export class Logger {
     if (order[level] < order[this.level]) return;
     const first = this.firstLine;
     this.firstLine = undefined;
-    const line = { ts: new Date(this.now()).toISOString(), level, svc: this.service, msg, ...first, ...fields };
+    const line = { ts: new Date(this.now()).toISOString(), level, svc: this.service, msg, ...this.every, ...first, ...fields };
     this.write(this.format === 'text' ? textLine(line) : safeJson(JSON.stringify(line)));
   }
   debug(msg: string, f?: Record<string, unknown>): void { this.log('debug', msg, f); }

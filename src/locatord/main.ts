@@ -5,14 +5,13 @@
 import type { Config } from '../common/config.js';
 import cluster from 'node:cluster';
 import { list, num } from '../common/config.js';
-import type { Logger } from '../common/log.js';
-import type { Running } from '../common/daemon.js';
 import type { DaemonDefinition } from '../common/daemon.js';
 import { main } from '../common/daemon.js';
 import { checkConfig, checkLimits, limitsFromConfig, locatordSpec, optionsFromConfig, readTrust } from './options.js';
 import { startLocatord } from './server.js';
 import { locatordControl } from './control.js';
 import { isMainModule } from '../common/entry.js';
+import { startWorkers } from '../common/workers.js';
 
 export { startLocatord } from './server.js';
 export type { Locatord } from './server.js';
@@ -45,45 +44,5 @@ export const locatordDaemon: DaemonDefinition = {
     };
   },
 };
-
-/**
- * How long to wait before restarting a worker that exited after `livedMs`: 1 s after a worker
- * that ran a while, doubling (to 60 s) while each replacement dies within 10 s, so a worker that
- * cannot start does not burn a core in a restart loop.
- */
-export function workerRestartDelayMs(livedMs: number, previousDelayMs: number): number {
-  if (livedMs >= 10_000 || previousDelayMs === 0) return 1000;
-  return Math.min(previousDelayMs * 2, 60_000);
-}
-
-/** Fork `n` workers (same argv); restart one that dies unexpectedly; stop them all on stop. */
-function startWorkers(n: number, logger: Logger): Promise<Running> {
-  let stopping = false;
-  const fork = (previousDelayMs: number): void => {
-    const w = cluster.fork();
-    const startedAt = Date.now();
-    w.on('exit', (code, signal) => {
-      if (stopping) return;
-      const delayMs = workerRestartDelayMs(Date.now() - startedAt, previousDelayMs);
-      logger.error('worker exited, starting another', { pid: w.process.pid, code, signal, inMs: delayMs });
-      setTimeout(() => fork(delayMs), delayMs).unref();
-    });
-  };
-  for (let i = 0; i < n; i++) fork(0);
-  logger.info('workers started', { workers: n });
-  return Promise.resolve({
-    async stop() {
-      stopping = true;
-      await Promise.all(Object.values(cluster.workers ?? {}).map((w) => new Promise<void>((resolve) => {
-        if (!w || w.isDead()) return resolve();
-        w.once('exit', () => resolve());
-        w.process.kill('SIGTERM');
-      })));
-    },
-    reload() {
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
-    },
-  });
-}
 
 if (isMainModule(import.meta.url)) main(locatordDaemon);

@@ -2,7 +2,7 @@
 import t from 'tap';
 import http from 'node:http';
 import { latencyBucketsS, mergeExpositions, Metrics } from '../../src/common/metrics.js';
-import { workerRestartDelayMs } from '../../src/locatord/main.js';
+import { workerRestartDelayMs } from '../../src/common/workers.js';
 
 const SAMPLE = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*\})? -?[0-9.e+-]+$/;
 const HELP = /^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$/;
