@@ -11,17 +11,12 @@ import type { Message, SessionAuth } from '../wire/envelope.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { ErrorCode } from '../wire/errors.js';
 import type { SessionKeys } from '../wire/session.js';
-import { deriveSessionKeys, pooledCopy, rawKey, ReplayWindow, sealDatagram, sessionKeysFromBytes, verifyDatagram } from '../wire/session.js';
+import { deriveSessionKeys, rawKey, ReplayWindow, sealDatagram, slabAlloc, verifyDatagram } from '../wire/session.js';
 import type { TicketVerifier } from '../wire/ticket.js';
 
 /**
- * A server session. Record layout (a million per locatord: issue 16): one object of this one
- * shape (made by `newServerSession` only, so V8 keeps a single hidden class), whose buffers are
- * views into Node's shared allocation pool (no ArrayBuffer, no KeyObject of their own): `sid`
- * and `locatorId` 16 bytes each, the two direction keys 32 bytes each; the replay window is three
- * number fields (a 64-bit bitmap, see ReplayWindow). The hex IDs are the keys of the session LRU
- * and of the registration table (the same string). A new per-session field goes into
- * `newServerSession` with its initial value, so every session keeps the one shape.
+ * A server session. Held as a SessionRecord (made by `newServerSession`; see there for the
+ * layout); tests may pass plain objects of this shape.
  */
 export interface ServerSession {
   sid: Buffer;
@@ -37,17 +32,70 @@ export interface ServerSession {
   txSeq: number;
 }
 
-/** The one constructor of session records (see ServerSession): copies what it keeps. */
-export function newServerSession(f: {
-  sid: Uint8Array; locatorId: Uint8Array; aud: string; exp: number; terminalToServer: Uint8Array; serverToTerminal: Uint8Array;
-  window?: ReplayWindow; txSeq?: number; sidHex?: string; locatorHex?: string;
-}): ServerSession {
-  const sid = pooledCopy(f.sid);
-  const locatorId = pooledCopy(f.locatorId);
-  return {
-    sid, sidHex: f.sidHex ?? sid.toString('hex'), locatorId, locatorHex: f.locatorHex ?? locatorId.toString('hex'), aud: f.aud, exp: f.exp,
-    keys: sessionKeysFromBytes(f.terminalToServer, f.serverToTerminal), window: f.window ?? new ReplayWindow(), txSeq: f.txSeq ?? 0,
-  };
+const KEY_BYTES = 32;
+
+/**
+ * The record of a server session (a million per locatord: issue 16). Layout: the session's bytes
+ * in ONE buffer, a view into a slab of session bytes (slabAlloc: no ArrayBuffer, no KeyObject of
+ * its own; each view costs ~100 B of V8 heap, so there is one, not four):
+ *   sid (the ticket's cti) | locator ID | terminal-to-server key (32) | server-to-terminal key (32);
+ * `sid`, `locatorId` and `keys` are views made when asked for (short-lived, young-generation
+ * garbage). The hex IDs are the keys of the session LRU and of the registration table (the same
+ * string); the replay window is three number fields (a 64-bit bitmap, see ReplayWindow). A new
+ * per-session field is declared here with its initial value in the constructor, so that every
+ * session keeps the one hidden class.
+ */
+export class SessionRecord implements ServerSession {
+  /** sid | locatorId | terminalToServer | serverToTerminal. */
+  private readonly bytes: Buffer;
+  private readonly sidBytes: number;
+  readonly sidHex: string;
+  readonly locatorHex: string;
+  readonly aud: string;
+  exp: number;
+  window: ReplayWindow;
+  txSeq: number;
+  /** The kid of the ticket that opened it (locatord drops sessions of distrusted kids: SIGHUP). */
+  kid?: string;
+
+  constructor(f: {
+    sid: Uint8Array; locatorId: Uint8Array; aud: string; exp: number; terminalToServer: Uint8Array; serverToTerminal: Uint8Array;
+    window?: ReplayWindow | undefined; txSeq?: number | undefined; sidHex?: string | undefined; locatorHex?: string | undefined;
+  }) {
+    const n = f.sid.length;
+    const l = f.locatorId.length;
+    const bytes = slabAlloc(n + l + 2 * KEY_BYTES);
+    bytes.set(f.sid, 0);
+    bytes.set(f.locatorId, n);
+    bytes.set(f.terminalToServer.subarray(0, KEY_BYTES), n + l);
+    bytes.set(f.serverToTerminal.subarray(0, KEY_BYTES), n + l + KEY_BYTES);
+    this.bytes = bytes;
+    this.sidBytes = n;
+    this.sidHex = f.sidHex ?? bytes.toString('hex', 0, n);
+    this.locatorHex = f.locatorHex ?? bytes.toString('hex', n, n + l);
+    this.aud = f.aud;
+    this.exp = f.exp;
+    this.window = f.window ?? new ReplayWindow();
+    this.txSeq = f.txSeq ?? 0;
+  }
+
+  get sid(): Buffer {
+    return this.bytes.subarray(0, this.sidBytes);
+  }
+
+  get locatorId(): Buffer {
+    return this.bytes.subarray(this.sidBytes, this.bytes.length - 2 * KEY_BYTES);
+  }
+
+  get keys(): SessionKeys {
+    const k = this.bytes.length - 2 * KEY_BYTES;
+    return { terminalToServer: this.bytes.subarray(k, k + KEY_BYTES), serverToTerminal: this.bytes.subarray(k + KEY_BYTES) };
+  }
+}
+
+/** The one constructor of session records (see SessionRecord): copies what it keeps. */
+export function newServerSession(f: ConstructorParameters<typeof SessionRecord>[0]): ServerSession {
+  return new SessionRecord(f);
 }
 
 /** What a replay window says of a sequence number (ReplayWindow.check). */

@@ -34,14 +34,38 @@ export function rawKey(k: SessionKey): Buffer {
   return k.export();
 }
 
-/** A copy of `bytes` in Node's shared allocation pool (no ArrayBuffer of its own: a view only). */
+/** Bytes of one slab of long-lived session bytes (see slabAlloc). */
+const SLAB_BYTES = 64 * 1024;
+let slab = Buffer.alloc(0);
+let slabUsed = 0;
+
+/**
+ * `n` bytes for state that lives as long as a session (its IDs and keys), cut from slabs kept
+ * for that only: no ArrayBuffer per session (each costs ~200 B of native bookkeeping), and not
+ * Node's shared pool either, where one long-lived view would keep alive an 8 KB pool slab full of
+ * per-datagram garbage. Sessions opened together expire together, so their slab is freed (by the
+ * GC, with its last view) about when they are.
+ */
+export function slabAlloc(n: number): Buffer {
+  if (n > SLAB_BYTES / 8) return Buffer.alloc(n);
+  if (slabUsed + n > slab.length) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const b = slab.subarray(slabUsed, slabUsed + n);
+  // Aligned to 8 bytes, as Node's pool does.
+  slabUsed += (n + 7) & ~7;
+  return b;
+}
+
+/** A copy of `bytes` in a session slab (slabAlloc). */
 export function pooledCopy(bytes: Uint8Array): Buffer {
-  const b = Buffer.allocUnsafe(bytes.length);
+  const b = slabAlloc(bytes.length);
   b.set(bytes);
   return b;
 }
 
-/** Both keys as pooled copies of raw bytes. */
+/** Both keys as copies of raw bytes in a session slab. */
 export function sessionKeysFromBytes(t2s: Uint8Array, s2t: Uint8Array): { terminalToServer: Buffer; serverToTerminal: Buffer } {
   return { terminalToServer: pooledCopy(t2s), serverToTerminal: pooledCopy(s2t) };
 }
