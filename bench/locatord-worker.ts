@@ -3,7 +3,8 @@
 //     REGISTER / REFRESH / QUERY_ADDR flat out with a window of outstanding requests, to locatord
 //     or to the echo baseline, and reports how many were answered;
 //   - echo: a bare node:dgram echo server (the baseline: same sockets, same datagrams, no work);
-//   - table: the in-process table at 1M entries, for memory per terminal and sweep time
+//   - table: the in-process table at 1M entries, for memory per terminal and sweep time;
+//   - terminals: whole-process memory per terminal with its session (restore path)
 //     (run with --expose-gc).
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
