@@ -98,17 +98,22 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     },
     {
       name: 'locatord',
-      doc: 'devloc-locatord child process: first registrations, refreshes, queries; table memory and sweep (200k entries)',
+      doc: 'devloc-locatord child process: first registrations, refreshes, queries; table memory and sweep; process memory per terminal with its session (200k entries)',
       run: async (ctx) => {
-        const { benchLocatordThroughput, benchTable } = await import('./locatord.js');
+        const { benchLocatordThroughput, benchTable, benchTerminalsMemory } = await import('./locatord.js');
         const r = await benchLocatordThroughput({ seconds: ctx.seconds, sessionsPerWorker: 500 });
         const tb = await benchTable(200_000);
+        const mem = await benchTerminalsMemory(200_000);
         const s = 'locatord';
         return [
           { section: s, name: 'REGISTER opening a session (ticket + X25519)', value: r.firstRegistrationsPerS, unit: 'req/s' },
           { section: s, name: 'REFRESH', value: r.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: r.refreshRatio, lost: r.lost } },
           { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs)`, value: r.queryPerS, unit: 'req/s', extra: { idsPerS: r.queryIdsPerS, ownEchoRatio: r.queryRatio } },
           { section: s, name: `table heap per terminal (${tb.entries} entries)`, value: tb.heapBytesPerEntry, unit: 'B' },
+          {
+            section: s, name: `process RSS per terminal with its session (${mem.entries} entries)`, value: mem.rssBytesPerTerminal, unit: 'B',
+            extra: { heap: mem.heapBytesPerTerminal, arrayBuffers: mem.arrayBufferBytesPerTerminal },
+          },
           { section: s, name: 'expiry sweep, half the table at once', value: tb.sweepExpireHalfMs, unit: 'ms', extra: { expired: tb.expired, usPerExpired: tb.sweepUsPerExpired } },
         ];
       },

@@ -3,7 +3,8 @@
 //     REGISTER / REFRESH / QUERY_ADDR flat out with a window of outstanding requests, to locatord
 //     or to the echo baseline, and reports how many were answered;
 //   - echo: a bare node:dgram echo server (the baseline: same sockets, same datagrams, no work);
-//   - table: the in-process table at 1M entries, for memory per terminal and sweep time
+//   - table: the in-process table at 1M entries, for memory per terminal and sweep time;
+//   - terminals: whole-process memory per terminal with its session (restore path)
 //     (run with --expose-gc).
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
@@ -13,6 +14,9 @@ import type { Bodies, MessageName } from '../src/wire/catalog.js';
 import { generatePair, privateKeyObject } from '../src/wire/keys.js';
 import { issueTicket } from '../src/wire/ticket.js';
 import { Registration, RegistrationTable, TICK_MS } from '../src/locatord/table.js';
+import { sessionFromLine } from '../src/locatord/snapshot.js';
+import { ServerSessions } from '../src/net/sessions.js';
+import { TicketVerifier } from '../src/wire/ticket.js';
 
 export type WorkerCommand =
   | { cmd: 'setup'; target: Address; kid: string; authdSign: { public: string; secret: string }; servicePublic: string; audience: string; sessions: number }
@@ -20,6 +24,7 @@ export type WorkerCommand =
   | { cmd: 'run'; kind: 'REFRESH' | 'QUERY_ADDR'; target?: Address; seconds: number; window: number; idsPerQuery: number }
   | { cmd: 'echo' }
   | { cmd: 'table'; entries: number; nickname: boolean }
+  | { cmd: 'terminals'; entries: number }
   | { cmd: 'exit' };
 
 export interface RunResult {
@@ -203,6 +208,45 @@ function table(entries: number, nickname: boolean): Record<string, number> {
   };
 }
 
+/**
+ * Whole-process memory per registered terminal with its session, at `entries` terminals: each
+ * built as a restore from a snapshot builds it (sessionFromLine, ServerSessions.restore, a
+ * Registration in the table), with a few sequence numbers taken in its replay window; no ticket
+ * or X25519 per terminal, so 1M take seconds. RSS, V8 heap and ArrayBuffers (native) are read
+ * after full GCs, the process's own baseline subtracted.
+ */
+function terminals(entries: number): Record<string, number> {
+  const nowMs = Date.now();
+  const t = new RegistrationTable({ maxEntries: entries + 1, now: () => nowMs });
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, maxSessions: entries + 1, now: () => nowMs });
+  const exp = Math.floor(nowMs / 1000) + 3600;
+  gc();
+  const before = process.memoryUsage();
+  const ip = (i: number): string => `${10 + (i >>> 24)}.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
+  for (let i = 0; i < entries; i++) {
+    const id = randomBytes(16).toString('hex');
+    const keys = randomBytes(64);
+    const s = sessionFromLine({
+      t: 's', sid: randomBytes(16).toString('hex'), loc: id, aud: 'locator', exp,
+      t2s: keys.subarray(0, 32).toString('base64url'), s2t: keys.subarray(32).toString('base64url'),
+      win: { highest: -1, seen: [] }, tx: 0,
+    });
+    for (let q = 1; q <= 3; q++) s.window.accept(q);
+    s.txSeq = 3;
+    sessions.restore(s);
+    const rec = new Registration({ ip: ip(i), port: 1024 + (i % 60000) }, s, 3, t.nowTick(), t.expiryTick(3_600_000));
+    rec.netMode = 4;
+    t.set(id, rec);
+  }
+  gc();
+  const after = process.memoryUsage();
+  const per = (k: 'rss' | 'heapUsed' | 'arrayBuffers' | 'external'): number => Math.round((after[k] - before[k]) / entries);
+  // Read after the measurement, so that neither is garbage before it.
+  if (t.size !== entries || sessions.size !== entries) throw new Error('terminals: lost entries');
+  return { entries, rssBytesPerTerminal: per('rss'), heapBytesPerTerminal: per('heapUsed'), arrayBufferBytesPerTerminal: per('arrayBuffers'), externalBytesPerTerminal: per('external') };
+}
+
 let gen: LoadGenerator | undefined;
 process.on('message', (m: WorkerCommand) => {
   void (async () => {
@@ -223,6 +267,9 @@ process.on('message', (m: WorkerCommand) => {
         break;
       case 'table':
         send(table(m.entries, m.nickname));
+        break;
+      case 'terminals':
+        send(terminals(m.entries));
         break;
       case 'exit':
         process.exit(0);

@@ -172,6 +172,25 @@ export async function benchTable(entries = 1_000_000, o: { nickname?: boolean } 
   }
 }
 
+export interface TerminalsMemoryResult {
+  entries: number;
+  /** Whole-process RSS growth per registered terminal, its session included. */
+  rssBytesPerTerminal: number;
+  heapBytesPerTerminal: number;
+  arrayBufferBytesPerTerminal: number;
+  externalBytesPerTerminal: number;
+}
+
+/** Process memory per registered terminal with its session (own child, --expose-gc). */
+export async function benchTerminalsMemory(entries = 1_000_000): Promise<TerminalsMemoryResult> {
+  const child = forkWorker(['--expose-gc', '--max-old-space-size=8192']);
+  try {
+    return await child.ask<TerminalsMemoryResult>({ cmd: 'terminals', entries });
+  } finally {
+    child.proc.kill('SIGKILL');
+  }
+}
+
 /** Everything, for the README table. */
 export async function benchLocatord(o: ThroughputOptions & { tableEntries?: number } = {}): Promise<Record<string, unknown>> {
   const entries = o.tableEntries ?? 1_000_000;

@@ -18,7 +18,7 @@ import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, 
 import type { SealKeys } from '../src/wire/seal.js';
 import { deriveSealKeys, openBytes } from '../src/wire/seal.js';
 import type { SessionKeys } from '../src/wire/session.js';
-import { deriveSessionKeys, sealDatagram } from '../src/wire/session.js';
+import { deriveSessionKeys, rawKey, sealDatagram } from '../src/wire/session.js';
 import { encodeClaims, issueTicket } from '../src/wire/ticket.js';
 import { messageNames, sampleBody } from './samples.js';
 
@@ -230,7 +230,7 @@ function generatedWorld(): World {
   const ticket = issueTicket(input, kid, signKey);
   const serviceSecret = privateKeyObject('X25519', service);
   const keys = deriveSessionKeys(privateKeyObject('X25519', cnf), service.public, cti, 'locatord')!;
-  const t2sRaw = Buffer.from(keys.terminalToServer.export());
+  const t2sRaw = Buffer.from(rawKey(keys.terminalToServer));
   const sealSecret = privateKeyObject('X25519', authd.seal);
   const rid = Buffer.from('a0a0000000000002', 'hex');
   const eph = generatePair('x25519');

@@ -22,7 +22,7 @@ import type { Field, FieldType } from '../wire/schema.js';
 import { decodeFields } from '../wire/schema.js';
 import type { SealKeys } from '../wire/seal.js';
 import { deriveSealKeys, NONCE_BYTES, openBytes } from '../wire/seal.js';
-import type { SessionKeys } from '../wire/session.js';
+import type { SessionKey, SessionKeys } from '../wire/session.js';
 import { deriveSessionKeys, verifyDatagram } from '../wire/session.js';
 import { parseClaims, parseSign1, sigStructure } from '../wire/ticket-parse.js';
 import { envelopeDiag, fieldsDiag } from './diag.js';
@@ -270,7 +270,7 @@ export class Inspector {
     const sidHex = hex(sid);
     const toServer = spec.direction === 'terminal->server' || spec.direction === 'terminal->authd';
     const derived = this.sessions.get(sidHex) ?? [];
-    const tried: { key: KeyObject; label: string; derived?: number }[] = [];
+    const tried: { key: SessionKey; label: string; derived?: number }[] = [];
     derived.forEach((d, i) => tried.push({ key: toServer ? d.keys.terminalToServer : d.keys.serverToTerminal, label: `${d.label} (${toServer ? 'terminal-to-server' : 'server-to-terminal'})`, derived: i }));
     tried.push(...this.keys.session);
     if (tried.length === 0) return { check: 'not-checked', note: 'no key (give --session-key or --service-key)' };

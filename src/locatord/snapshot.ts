@@ -8,14 +8,14 @@
 // Format: JSON lines. A header {"v":1,"kind":"devloc-locatord-snapshot",...}, then one line per
 // session {"t":"s",...} and per registration {"t":"r",...}. Terminals are named by locator ID
 // only; no device ID ever reaches locatord, so none can be in here.
-import { createSecretKey } from 'node:crypto';
 import { closeSync, createReadStream, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ServerSession } from '../net/sessions.js';
+import { newServerSession } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
 import type { Props } from '../wire/schema.js';
-import { ReplayWindow } from '../wire/session.js';
+import { rawKey, ReplayWindow } from '../wire/session.js';
 import type { RegistrationExtra, RegistrationTable } from './table.js';
 import { Registration } from './table.js';
 
@@ -62,8 +62,8 @@ interface RecordLine {
 export function sessionToLine(s: KeyedSession): SessionLine {
   const line: SessionLine = {
     t: 's', sid: s.sidHex, loc: s.locatorHex, aud: s.aud, exp: s.exp,
-    t2s: s.keys.terminalToServer.export().toString('base64url'),
-    s2t: s.keys.serverToTerminal.export().toString('base64url'),
+    t2s: rawKey(s.keys.terminalToServer).toString('base64url'),
+    s2t: rawKey(s.keys.serverToTerminal).toString('base64url'),
     win: s.window.toJSON(), tx: s.txSeq,
   };
   if (s.kid !== undefined) line.kid = s.kid;
@@ -71,11 +71,11 @@ export function sessionToLine(s: KeyedSession): SessionLine {
 }
 
 export function sessionFromLine(l: SessionLine): KeyedSession {
-  const s: KeyedSession = {
+  const s: KeyedSession = newServerSession({
     sid: Buffer.from(l.sid, 'hex'), sidHex: l.sid, locatorId: Buffer.from(l.loc, 'hex'), locatorHex: l.loc, aud: l.aud, exp: l.exp,
-    keys: { terminalToServer: createSecretKey(Buffer.from(l.t2s, 'base64url')), serverToTerminal: createSecretKey(Buffer.from(l.s2t, 'base64url')) },
+    terminalToServer: Buffer.from(l.t2s, 'base64url'), serverToTerminal: Buffer.from(l.s2t, 'base64url'),
     window: ReplayWindow.fromJSON(l.win), txSeq: l.tx,
-  };
+  });
   if (l.kid !== undefined) s.kid = l.kid;
   return s;
 }

@@ -175,6 +175,38 @@ export function truncateUtf8(text: string, max: number): string {
   return out;
 }
 
+/**
+ * A request's context: one object per datagram, its methods on the prototype (no closures made
+ * per datagram: the per-request path's garbage is what the GC pays for, issue 16).
+ */
+class Context implements RequestContext {
+  session?: ServerSession;
+
+  constructor(
+    readonly msg: Message,
+    readonly raw: Buffer,
+    readonly from: Address,
+    session: ServerSession | undefined,
+    readonly freshSession: boolean,
+    private readonly sessions: ServerSessions | undefined,
+    private readonly rateLimiter: RateLimiter | undefined,
+  ) {
+    if (session) this.session = session;
+  }
+
+  reply<R extends MessageName>(name: R, body: Bodies[R]): Buffer {
+    return this.session ? this.sessions!.encode(this.session, name, this.msg.rid, body) : encodeDatagram(name, this.msg.rid, body);
+  }
+
+  chargeSource(): boolean {
+    return this.session !== undefined || !this.rateLimiter || this.rateLimiter.take(this.from.ip);
+  }
+
+  retryAfterMs(): number {
+    return this.rateLimiter?.retryAfterMs(this.from.ip) ?? 0;
+  }
+}
+
 export class DatagramServer {
   readonly socket: dgram.Socket;
   private readonly replies: LRUCache<string, CachedReply>;
@@ -383,14 +415,7 @@ export class DatagramServer {
     cacheKey: string, digest: Buffer,
   ): Promise<void> | undefined {
     if (session && fresh) this.opts.sessions!.commit(session);
-    const sessions = this.opts.sessions;
-    const ctx: RequestContext = {
-      msg, raw, from, freshSession: fresh,
-      reply: (name, body) => (session ? sessions!.encode(session, name, msg.rid, body) : encodeDatagram(name, msg.rid, body)),
-      chargeSource: () => session !== undefined || !this.opts.rateLimiter || this.opts.rateLimiter.take(from.ip),
-      retryAfterMs: () => this.opts.rateLimiter?.retryAfterMs(from.ip) ?? 0,
-    };
-    if (session) ctx.session = session;
+    const ctx = new Context(msg, raw, from, session, fresh, this.opts.sessions, this.opts.rateLimiter);
     this.inFlight.add(cacheKey);
     const started = performance.now();
     let out: HandlerResult | Promise<HandlerResult>;

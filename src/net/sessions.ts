@@ -11,9 +11,13 @@ import type { Message, SessionAuth } from '../wire/envelope.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { ErrorCode } from '../wire/errors.js';
 import type { SessionKeys } from '../wire/session.js';
-import { deriveSessionKeys, ReplayWindow, sealDatagram, verifyDatagram } from '../wire/session.js';
+import { deriveSessionKeys, rawKey, ReplayWindow, sealDatagram, slabAlloc, verifyDatagram } from '../wire/session.js';
 import type { TicketVerifier } from '../wire/ticket.js';
 
+/**
+ * A server session. Held as a SessionRecord (made by `newServerSession`; see there for the
+ * layout); tests may pass plain objects of this shape.
+ */
 export interface ServerSession {
   sid: Buffer;
   sidHex: string;
@@ -26,6 +30,72 @@ export interface ServerSession {
   window: ReplayWindow;
   /** Last sequence number we sent in this session. */
   txSeq: number;
+}
+
+const KEY_BYTES = 32;
+
+/**
+ * The record of a server session (a million per locatord: issue 16). Layout: the session's bytes
+ * in ONE buffer, a view into a slab of session bytes (slabAlloc: no ArrayBuffer, no KeyObject of
+ * its own; each view costs ~100 B of V8 heap, so there is one, not four):
+ *   sid (the ticket's cti) | locator ID | terminal-to-server key (32) | server-to-terminal key (32);
+ * `sid`, `locatorId` and `keys` are views made when asked for (short-lived, young-generation
+ * garbage). The hex IDs are the keys of the session LRU and of the registration table (the same
+ * string); the replay window is three number fields (a 64-bit bitmap, see ReplayWindow). A new
+ * per-session field is declared here with its initial value in the constructor, so that every
+ * session keeps the one hidden class.
+ */
+export class SessionRecord implements ServerSession {
+  /** sid | locatorId | terminalToServer | serverToTerminal. */
+  private readonly bytes: Buffer;
+  private readonly sidBytes: number;
+  readonly sidHex: string;
+  readonly locatorHex: string;
+  readonly aud: string;
+  exp: number;
+  window: ReplayWindow;
+  txSeq: number;
+  /** The kid of the ticket that opened it (locatord drops sessions of distrusted kids: SIGHUP). */
+  kid?: string;
+
+  constructor(f: {
+    sid: Uint8Array; locatorId: Uint8Array; aud: string; exp: number; terminalToServer: Uint8Array; serverToTerminal: Uint8Array;
+    window?: ReplayWindow | undefined; txSeq?: number | undefined; sidHex?: string | undefined; locatorHex?: string | undefined;
+  }) {
+    const n = f.sid.length;
+    const l = f.locatorId.length;
+    const bytes = slabAlloc(n + l + 2 * KEY_BYTES);
+    bytes.set(f.sid, 0);
+    bytes.set(f.locatorId, n);
+    bytes.set(f.terminalToServer.subarray(0, KEY_BYTES), n + l);
+    bytes.set(f.serverToTerminal.subarray(0, KEY_BYTES), n + l + KEY_BYTES);
+    this.bytes = bytes;
+    this.sidBytes = n;
+    this.sidHex = f.sidHex ?? bytes.toString('hex', 0, n);
+    this.locatorHex = f.locatorHex ?? bytes.toString('hex', n, n + l);
+    this.aud = f.aud;
+    this.exp = f.exp;
+    this.window = f.window ?? new ReplayWindow();
+    this.txSeq = f.txSeq ?? 0;
+  }
+
+  get sid(): Buffer {
+    return this.bytes.subarray(0, this.sidBytes);
+  }
+
+  get locatorId(): Buffer {
+    return this.bytes.subarray(this.sidBytes, this.bytes.length - 2 * KEY_BYTES);
+  }
+
+  get keys(): SessionKeys {
+    const k = this.bytes.length - 2 * KEY_BYTES;
+    return { terminalToServer: this.bytes.subarray(k, k + KEY_BYTES), serverToTerminal: this.bytes.subarray(k + KEY_BYTES) };
+  }
+}
+
+/** The one constructor of session records (see SessionRecord): copies what it keeps. */
+export function newServerSession(f: ConstructorParameters<typeof SessionRecord>[0]): ServerSession {
+  return new SessionRecord(f);
 }
 
 /** What a replay window says of a sequence number (ReplayWindow.check). */
@@ -88,8 +158,11 @@ export const MAX_SESSIONS_PER_ID = 8;
 
 export class ServerSessions {
   private readonly sessions: LRUCache<string, ServerSession>;
-  /** locator ID (hex) -> its sessions' IDs, oldest first. */
-  private readonly byLocator = new Map<string, Set<string>>();
+  /**
+   * locator ID (hex) -> its sessions' IDs, oldest first: the one ID itself (the common case, no
+   * collection per terminal), or an array of them.
+   */
+  private readonly byLocator = new Map<string, string | string[]>();
   /**
    * Keys derived for session-opening messages whose MAC has not verified (yet). Tickets cross
    * the wire in clear inside REGISTER, so anyone who saw one can send opening messages with a
@@ -109,12 +182,7 @@ export class ServerSessions {
   constructor(private readonly opts: ServerSessionsOptions) {
     this.sessions = new LRUCache({
       max: opts.maxSessions ?? 2_000_000, ttlAutopurge: false,
-      dispose: (session, sidHex) => {
-        const ids = this.byLocator.get(session.locatorHex);
-        if (!ids) return;
-        ids.delete(sidHex);
-        if (ids.size === 0) this.byLocator.delete(session.locatorHex);
-      },
+      dispose: (session, sidHex) => this.forgetOfLocator(session.locatorHex, sidHex),
     });
     this.now = opts.now ?? Date.now;
     this.freshnessMs = opts.freshnessMs ?? 120_000;
@@ -198,10 +266,10 @@ export class ServerSessions {
         if (!keys) return { ok: false, code: ErrorCode.BAD_TICKET, reason: 'cnf key unusable' };
         this.pendingKeys.set(keyId, keys);
       }
-      session = {
-        sid, sidHex, locatorId: v.claims.locatorId, locatorHex: v.claims.locatorId.toString('hex'), aud: v.claims.aud,
-        exp: v.claims.exp, keys, window: new ReplayWindow(), txSeq: 0,
-      };
+      session = newServerSession({
+        sid, sidHex, locatorId: v.claims.locatorId, aud: v.claims.aud, exp: v.claims.exp,
+        terminalToServer: rawKey(keys.terminalToServer), serverToTerminal: rawKey(keys.serverToTerminal),
+      });
       fresh = true;
     }
     if (!verifyDatagram(session.keys.terminalToServer, raw)) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
@@ -236,22 +304,34 @@ export class ServerSessions {
     this.opened++;
   }
 
+  private forgetOfLocator(locatorHex: string, sidHex: string): void {
+    const ids = this.byLocator.get(locatorHex);
+    if (ids === undefined) return;
+    if (typeof ids === 'string') {
+      if (ids === sidHex) this.byLocator.delete(locatorHex);
+      return;
+    }
+    const i = ids.indexOf(sidHex);
+    if (i >= 0) ids.splice(i, 1);
+    if (ids.length === 1) this.byLocator.set(locatorHex, ids[0]!);
+    else if (ids.length === 0) this.byLocator.delete(locatorHex);
+  }
+
   /** Keep `session`; beyond the per-ID cap, its locator ID's oldest session goes. */
   private hold(session: ServerSession, ttl: number): void {
-    this.sessions.set(session.sidHex, session, { ttl });
-    let ids = this.byLocator.get(session.locatorHex);
-    if (!ids) {
-      ids = new Set();
-      this.byLocator.set(session.locatorHex, ids);
+    const { sidHex, locatorHex } = session;
+    this.sessions.set(sidHex, session, { ttl });
+    const ids = this.byLocator.get(locatorHex);
+    if (ids === undefined || ids === sidHex) {
+      this.byLocator.set(locatorHex, sidHex);
+      return;
     }
-    ids.delete(session.sidHex);
-    ids.add(session.sidHex);
+    const list = typeof ids === 'string' ? [ids] : ids.filter((x) => x !== sidHex);
+    list.push(sidHex);
+    this.byLocator.set(locatorHex, list);
     const cap = this.opts.maxSessionsPerId ?? MAX_SESSIONS_PER_ID;
-    while (ids.size > cap) {
-      const oldest = ids.values().next().value as string;
-      ids.delete(oldest);
-      this.sessions.delete(oldest);
-    }
+    // Deleting from the LRU disposes of the session, which takes it out of `list`.
+    while (list.length > cap) this.sessions.delete(list[0]!);
   }
 
   /** Encode and MAC a message to the terminal of `session`. */

@@ -18,6 +18,7 @@
 import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { openBytes, sealBytes } from './seal.js';
 import type { SessionKeys } from './session.js';
+import { rawKey } from './session.js';
 
 export const CODE_KEY_BYTES = 32;
 export const CODE_NONCE_BYTES = 16;
@@ -33,7 +34,7 @@ export function codeKeyOf(joinCode: string): Buffer {
 }
 
 function sessionSecret(keys: SessionKeys, nonce: Uint8Array, info: string): Buffer {
-  const ikm = Buffer.concat([keys.terminalToServer.export(), keys.serverToTerminal.export()]);
+  const ikm = Buffer.concat([rawKey(keys.terminalToServer), rawKey(keys.serverToTerminal)]);
   return Buffer.from(hkdfSync('sha256', ikm, nonce, info, 32));
 }
 

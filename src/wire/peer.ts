@@ -26,19 +26,16 @@ import { CHANNEL_ID_BYTES, SEALED_CHANNEL_KEY_BYTES } from './constants.js';
 import { x25519 } from './keys.js';
 import { openBytes, sealBytes } from './seal.js';
 import type { SessionKeys } from './session.js';
+import { rawKey } from './session.js';
 
 export const CHANNEL_KEY_BYTES = 32;
 
 /** Which end of a channel: the terminal that sent INTRODUCE, or the one that got INTRO. */
 export type ChannelRole = 'initiator' | 'responder';
 
-function keyBytes(k: KeyObject): Buffer {
-  return k.export();
-}
-
 /** The key that seals a channel key for the terminal of `session` (see above). */
 export function introSealKey(session: SessionKeys, channelId: Uint8Array): Buffer {
-  const ikm = Buffer.concat([keyBytes(session.terminalToServer), keyBytes(session.serverToTerminal)]);
+  const ikm = Buffer.concat([rawKey(session.terminalToServer), rawKey(session.serverToTerminal)]);
   return Buffer.from(hkdfSync('sha256', ikm, channelId, 'devloc-intro-v1', 32));
 }
 

@@ -13,60 +13,136 @@
 // MAC: HMAC-SHA-256(direction key, datagram minus its last 16 bytes), truncated to 16 bytes,
 // placed in those last 16 bytes (the envelope's auth [sid, seq, mac]).
 import type { KeyObject } from 'node:crypto';
-import { createHmac, createSecretKey, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, REPLAY_WINDOW } from './constants.js';
 import { x25519 } from './keys.js';
 
+/**
+ * A session direction key: its 32 raw bytes (what deriveSessionKeys makes; a server holds a
+ * million, and a KeyObject costs ~700 B of native memory each) or a KeyObject.
+ */
+export type SessionKey = Uint8Array | KeyObject;
+
 export interface SessionKeys {
-  terminalToServer: KeyObject;
-  serverToTerminal: KeyObject;
+  terminalToServer: SessionKey;
+  serverToTerminal: SessionKey;
+}
+
+/** The raw bytes of a session key (snapshots, the shared store, key derivations from it). */
+export function rawKey(k: SessionKey): Buffer {
+  if (k instanceof Uint8Array) return Buffer.from(k.buffer, k.byteOffset, k.byteLength);
+  return k.export();
+}
+
+/** Bytes of one slab of long-lived session bytes (see slabAlloc). */
+const SLAB_BYTES = 64 * 1024;
+let slab = Buffer.alloc(0);
+let slabUsed = 0;
+
+/**
+ * `n` bytes for state that lives as long as a session (its IDs and keys), cut from slabs kept
+ * for that only: no ArrayBuffer per session (each costs ~200 B of native bookkeeping), and not
+ * Node's shared pool either, where one long-lived view would keep alive an 8 KB pool slab full of
+ * per-datagram garbage. Sessions opened together expire together, so their slab is freed (by the
+ * GC, with its last view) about when they are.
+ */
+export function slabAlloc(n: number): Buffer {
+  if (n > SLAB_BYTES / 8) return Buffer.alloc(n);
+  if (slabUsed + n > slab.length) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const b = slab.subarray(slabUsed, slabUsed + n);
+  // Aligned to 8 bytes, as Node's pool does.
+  slabUsed += (n + 7) & ~7;
+  return b;
+}
+
+/** A copy of `bytes` in a session slab (slabAlloc). */
+export function pooledCopy(bytes: Uint8Array): Buffer {
+  const b = slabAlloc(bytes.length);
+  b.set(bytes);
+  return b;
+}
+
+/** Both keys as copies of raw bytes in a session slab. */
+export function sessionKeysFromBytes(t2s: Uint8Array, s2t: Uint8Array): { terminalToServer: Buffer; serverToTerminal: Buffer } {
+  return { terminalToServer: pooledCopy(t2s), serverToTerminal: pooledCopy(s2t) };
 }
 
 export function deriveSessionKeys(ownSecret: KeyObject, peerPublic: Uint8Array, cti: Uint8Array, aud: string): SessionKeys | null {
   const shared = x25519(ownSecret, peerPublic);
   if (!shared) return null;
-  const okm = Buffer.from(hkdfSync('sha256', shared, cti, `devloc-session-v1 ${aud}`, 64));
-  return { terminalToServer: createSecretKey(okm.subarray(0, 32)), serverToTerminal: createSecretKey(okm.subarray(32)) };
+  const okm = new Uint8Array(hkdfSync('sha256', shared, cti, `devloc-session-v1 ${aud}`, 64));
+  return sessionKeysFromBytes(okm.subarray(0, 32), okm.subarray(32));
 }
 
-function tagOf(key: KeyObject, datagram: Uint8Array): Buffer {
+function tagOf(key: SessionKey, datagram: Uint8Array): Buffer {
   return createHmac('sha256', key).update(datagram.subarray(0, datagram.length - MAC_BYTES)).digest().subarray(0, MAC_BYTES);
 }
 
 /** Write the MAC into the last 16 bytes of an encoded datagram (in place) and return it. */
-export function sealDatagram(key: KeyObject, datagram: Buffer): Buffer {
+export function sealDatagram(key: SessionKey, datagram: Buffer): Buffer {
   tagOf(key, datagram).copy(datagram, datagram.length - MAC_BYTES);
   return datagram;
 }
 
 /** Constant-time check of the trailing MAC. */
-export function verifyDatagram(key: KeyObject, datagram: Uint8Array): boolean {
+export function verifyDatagram(key: SessionKey, datagram: Uint8Array): boolean {
   if (datagram.length < MAC_BYTES) return false;
   return timingSafeEqual(tagOf(key, datagram), datagram.subarray(datagram.length - MAC_BYTES));
 }
 
 /**
- * Anti-replay window over 64-bit sequence numbers (DTLS-style sliding window of 64).
- * `check` is pure; call `accept` only after the MAC verified, so forged packets never move it.
- * Implementation: slot seq % 64 remembers the last sequence number accepted there; inside the
- * window slots are distinct, so a slot holding `seq` means seen.
+ * Anti-replay window over 64-bit sequence numbers (DTLS-style sliding window of 64,
+ * devloc-protocol(7) "Sequence numbers and the replay window"): the highest number accepted, H,
+ * and a 64-bit bitmap of which of H-63..H were accepted (bit d: H-d), kept in two 32-bit
+ * integers so that a window costs three number fields and no buffer (one per session, a million
+ * sessions per locatord). `check` is pure; call `accept` only after the MAC verified, so forged
+ * packets never move it.
  */
 export class ReplayWindow {
   private highest = -1;
-  private readonly slots = new Float64Array(REPLAY_WINDOW).fill(-1);
+  /** Bits 0..31 of the bitmap: H-0 .. H-31. */
+  private lo = 0;
+  /** Bits 32..63: H-32 .. H-63. */
+  private hi = 0;
 
   /** 'ok', 'replay' (already seen) or 'old' (left of the window). */
   check(seq: number): 'ok' | 'replay' | 'old' {
     if (seq > this.highest) return 'ok';
-    if (seq + REPLAY_WINDOW <= this.highest) return 'old';
-    return this.slots[seq % REPLAY_WINDOW] === seq ? 'replay' : 'ok';
+    const d = this.highest - seq;
+    if (d >= REPLAY_WINDOW) return 'old';
+    return this.has(d) ? 'replay' : 'ok';
+  }
+
+  private has(d: number): boolean {
+    return d < 32 ? ((this.lo >>> d) & 1) === 1 : ((this.hi >>> (d - 32)) & 1) === 1;
   }
 
   accept(seq: number): void {
-    // Left of the window: its slot may hold a newer accepted seq, which must stay remembered.
-    if (seq + REPLAY_WINDOW <= this.highest) return;
-    this.slots[seq % REPLAY_WINDOW] = seq;
-    if (seq > this.highest) this.highest = seq;
+    if (seq > this.highest) {
+      // Slide: what was H-d becomes (H+shift)-d-shift.
+      const shift = this.highest < 0 ? REPLAY_WINDOW : seq - this.highest;
+      if (shift >= REPLAY_WINDOW) {
+        this.lo = 0;
+        this.hi = 0;
+      } else if (shift >= 32) {
+        this.hi = shift === 32 ? this.lo : this.lo << (shift - 32);
+        this.lo = 0;
+      } else {
+        this.hi = (this.hi << shift) | (this.lo >>> (32 - shift));
+        this.lo = this.lo << shift;
+      }
+      this.lo |= 1;
+      this.highest = seq;
+      return;
+    }
+    // Left of the window: nothing to remember (check says 'old' anyway).
+    const d = this.highest - seq;
+    if (d >= REPLAY_WINDOW) return;
+    if (d < 32) this.lo |= 1 << d;
+    else this.hi |= 1 << (d - 32);
   }
 
   get highestSeen(): number {
@@ -75,13 +151,17 @@ export class ReplayWindow {
 
   /** State for snapshots: highest and the seen set within the window. */
   toJSON(): { highest: number; seen: number[] } {
-    return { highest: this.highest, seen: Array.from(this.slots).filter((s) => s >= 0 && s + REPLAY_WINDOW > this.highest) };
+    const seen: number[] = [];
+    if (this.highest >= 0) for (let d = REPLAY_WINDOW - 1; d >= 0; d--) if (this.has(d)) seen.push(this.highest - d);
+    return { highest: this.highest, seen };
   }
 
   static fromJSON(o: { highest: number; seen: number[] }): ReplayWindow {
     const w = new ReplayWindow();
+    if (o.highest >= 0) w.accept(o.highest);
     for (const s of o.seen) w.accept(s);
-    if (o.highest > w.highest) w.highest = o.highest;
+    // A snapshot whose highest was not in its seen list: H itself is not marked seen then.
+    if (!o.seen.includes(o.highest) && o.highest >= 0) w.lo &= ~1;
     return w;
   }
 }

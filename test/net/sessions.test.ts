@@ -5,7 +5,8 @@ import { randomBytes } from 'node:crypto';
 import type { Handlers } from '../../src/net/server.js';
 import { encodeDatagram, decodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
-import { sealDatagram } from '../../src/wire/session.js';
+import { rawKey, sealDatagram } from '../../src/wire/session.js';
+import { MAX_SESSIONS_PER_ID, newServerSession } from '../../src/net/sessions.js';
 import { createSecretKey } from 'node:crypto';
 import { A, decoded, harness, rid, sessionWorld } from './fixtures/net.js';
 import type { SessionWorld } from './fixtures/net.js';
@@ -179,4 +180,47 @@ t.test('authenticate() directly: no auth, restore, dropWhere', async (t) => {
   w.clock.ms = (w.exp + w.verifier.clockSkewS) * 1000 + 1;
   w.sessions.restore(all[0]!);
   t.equal(w.sessions.get(all[0]!.sidHex), undefined, 'an expired session is not restored');
+});
+
+t.test('a session record keeps copies of its IDs and keys, not views of the datagram that opened it (issue 16)', async (t) => {
+  const s = setup();
+  const cs = s.w.client();
+  const opening = cs.encode('REGISTER', rid(70), { ticket: s.w.ticket, timeMs: s.w.clock.ms });
+  await s.h.server.receive(opening, A);
+  t.equal(s.last().name, 'REGISTER_ACK');
+  const session = [...s.w.sessions.all()][0]!;
+  t.ok(session.sid.equals(cs.sid), 'sid');
+  t.equal(session.sidHex, cs.sid.toString('hex'));
+  t.equal(session.locatorId.toString('hex'), session.locatorHex);
+  t.ok(rawKey(session.keys.terminalToServer).equals(rawKey(cs.keys.terminalToServer)), 'terminal-to-server key as the terminal derived it');
+  t.ok(rawKey(session.keys.serverToTerminal).equals(rawKey(cs.keys.serverToTerminal)), 'server-to-terminal key');
+  t.not(session.sid.buffer, opening.buffer, 'the sid is not a view of the opening datagram');
+  // Overwriting the datagram (Node reuses receive buffers) changes nothing the session holds.
+  const sidBefore = Buffer.from(session.sid);
+  opening.fill(0);
+  t.ok(session.sid.equals(sidBefore), 'the sid survives the datagram being overwritten');
+  await s.h.server.receive(cs.encode('REFRESH', rid(71), {}), A);
+  t.equal(s.code(), 'REFRESH_ACK', 'and the session goes on');
+});
+
+t.test('sessions per locator ID: the cap drops that ID\'s oldest, and the bookkeeping follows expiry and deletion', async (t) => {
+  const w = sessionWorld();
+  const s = setup(w);
+  await open(s);
+  const first = [...w.sessions.all()][0]!;
+  const clones = Array.from({ length: MAX_SESSIONS_PER_ID }, () => newServerSession({
+    sid: randomBytes(16), locatorId: first.locatorId, aud: first.aud, exp: first.exp,
+    terminalToServer: randomBytes(32), serverToTerminal: randomBytes(32),
+  }));
+  for (const c of clones) w.sessions.restore(c);
+  t.equal(w.sessions.size, MAX_SESSIONS_PER_ID, 'the cap holds');
+  t.equal(w.sessions.get(first.sidHex), undefined, 'the oldest of that ID went');
+  t.ok(w.sessions.get(clones[0]!.sidHex), 'the others stay');
+  t.equal(w.sessions.dropWhere((x) => x.sidHex !== clones.at(-1)!.sidHex), MAX_SESSIONS_PER_ID - 1);
+  // Back to one session for the ID: adding more again counts from there.
+  for (const c of clones.slice(0, MAX_SESSIONS_PER_ID - 1)) w.sessions.restore(c);
+  t.equal(w.sessions.size, MAX_SESSIONS_PER_ID);
+  w.sessions.restore(first);
+  t.equal(w.sessions.size, MAX_SESSIONS_PER_ID, 'still capped');
+  t.equal(w.sessions.get(clones.at(-1)!.sidHex), undefined, 'the oldest (the one that stayed) went');
 });

@@ -29,7 +29,8 @@ import { openBytes } from '../../src/wire/seal.js';
 import { encodeFields } from '../../src/wire/schema.js';
 import { channelCipher, deriveDataKeys, derivePunchKeys, sealChannelKey } from '../../src/wire/peer.js';
 import { joinProof, sealCodeKey } from '../../src/wire/groupcode.js';
-import { deriveSessionKeys, sealDatagram } from '../../src/wire/session.js';
+import type { SessionKey } from '../../src/wire/session.js';
+import { deriveSessionKeys, rawKey, sealDatagram } from '../../src/wire/session.js';
 import { signRevoke } from '../../src/wire/revoke.js';
 import { COSE_ALG_EDDSA, encodeClaims, issueTicket, TICKET_ISSUER } from '../../src/wire/ticket.js';
 
@@ -143,13 +144,13 @@ export interface SessionVectorKeys {
   serverToTerminal: string;
 }
 
-function sessionKeysFor(service: SessionService): { hex: SessionVectorKeys; t2s: KeyObject; s2t: KeyObject } {
+function sessionKeysFor(service: SessionService): { hex: SessionVectorKeys; t2s: SessionKey; s2t: SessionKey } {
   const svc = pairFromSecret('X25519', SERVICE_SECRETS[service]);
   const cnf = pairFromSecret('X25519', TERMINAL_CNF_SECRET);
   // Derived as the service does it (its static secret, the ticket's cnf key); the test derives
   // it the terminal's way too.
   const keys = deriveSessionKeys(privateKeyObject('X25519', svc), cnf.public, unhex(SIDS[service]), DEFAULT_SERVICE_IDS[service])!;
-  const raw = (k: KeyObject): string => hex(k.export());
+  const raw = (k: SessionKey): string => hex(rawKey(k));
   return {
     hex: { sid: SIDS[service], aud: DEFAULT_SERVICE_IDS[service], terminalToServer: raw(keys.terminalToServer), serverToTerminal: raw(keys.serverToTerminal) },
     t2s: keys.terminalToServer,
@@ -313,7 +314,7 @@ function peerKeys(): PeerVectorKeys {
   const pk = derivePunchKeys(key, id);
   // The responder's derivation; the test derives it the initiator's way.
   const dk = deriveDataKeys(privateKeyObject('X25519', ephR), ephI.public, key, id, ephI.public, ephR.public)!;
-  const raw = (k: KeyObject): string => hex(k.export());
+  const raw = (k: SessionKey): string => hex(rawKey(k));
   const punchHex = { sid: CHANNEL_ID, aud: 'peer-punch', terminalToServer: raw(pk.initiatorToResponder), serverToTerminal: raw(pk.responderToInitiator) };
   const dataHex = { sid: CHANNEL_ID, aud: 'peer-data', terminalToServer: raw(dk.initiatorToResponder.mac), serverToTerminal: raw(dk.responderToInitiator.mac) };
   return {

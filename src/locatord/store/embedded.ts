@@ -2,9 +2,9 @@
 // the session LRU and the SQLite group database. One instance owns its state. Every operation
 // answers synchronously (no promise per request: store/maybe.ts), and reads and writes happen
 // in one turn of the event loop, so updatePresence is atomic as it is.
-import { createSecretKey } from 'node:crypto';
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
-import { ReplayWindow } from '../../wire/session.js';
+import { newServerSession } from '../../net/sessions.js';
+import { rawKey } from '../../wire/session.js';
 import type { GroupStore } from '../groups.js';
 import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
@@ -132,7 +132,7 @@ export function mirrorPresence(t: RegistrationTable, idHex: string, p: Presence,
 export function toStoredSession(s: KeyedSession): StoredSession {
   return {
     sidHex: s.sidHex, locatorHex: s.locatorHex, aud: s.aud, exp: s.exp, kid: s.kid,
-    t2s: s.keys.terminalToServer.export(), s2t: s.keys.serverToTerminal.export(),
+    t2s: rawKey(s.keys.terminalToServer), s2t: rawKey(s.keys.serverToTerminal),
   };
 }
 
@@ -142,11 +142,10 @@ export function toStoredSession(s: KeyedSession): StoredSession {
  * refuses what another instance executed (see devloc-locatord(8), "Several instances").
  */
 export function fromStoredSession(s: StoredSession): KeyedSession {
-  const k: KeyedSession = {
+  const k: KeyedSession = newServerSession({
     sid: Buffer.from(s.sidHex, 'hex'), sidHex: s.sidHex, locatorId: Buffer.from(s.locatorHex, 'hex'), locatorHex: s.locatorHex,
-    aud: s.aud, exp: s.exp, keys: { terminalToServer: createSecretKey(s.t2s), serverToTerminal: createSecretKey(s.s2t) },
-    window: new ReplayWindow(), txSeq: 0,
-  };
+    aud: s.aud, exp: s.exp, terminalToServer: s.t2s, serverToTerminal: s.s2t,
+  });
   if (s.kid !== undefined) k.kid = s.kid;
   return k;
 }
