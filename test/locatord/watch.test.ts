@@ -10,8 +10,11 @@ import type { PresenceEntry } from '../../src/wire/catalog.js';
 import { MAX_WATCHES } from '../../src/wire/catalog.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { TestKeys } from './fixtures/helpers.js';
-import { errorCodeOf, FakeClock, forEachStore, onRedisStore, Terminal } from './fixtures/helpers.js';
+import { errorCodeOf, FakeClock, forEachStore, makeKeys, onRedisStore, Terminal, writeKeyFiles } from './fixtures/helpers.js';
 import type { Address } from '../../src/wire/addr.js';
+import path from 'node:path';
+import { startDaemon } from '../helpers/daemon.js';
+import type { RunningDaemon } from '../helpers/daemon.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -198,4 +201,44 @@ onRedisStore(t, 'redis: the watcher on one instance is told of a change made thr
   await w.term.expect(t, 'REFRESH_ACK', w.term.request('REFRESH', {}));
   await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after restart' } }));
   await w.waitFor((e) => e.presence?.status === 'after restart', 'after A restarted');
+});
+
+t.test('a real locatord restarted with SIGTERM keeps its subscriptions (snapshot): the next change is pushed without a new WATCH', async (t) => {
+  const dir = t.testdir();
+  const keys = makeKeys();
+  const files = writeKeyFiles(dir, keys);
+  const start = async (): Promise<RunningDaemon> => {
+    const d = await startDaemon('locatord/main.ts', [
+      '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1',
+      '--service-key', files.serviceKey, '--trust', files.trust, '--state-dir', path.join(dir, 'state'), '--rate', '0',
+    ]);
+    t.teardown(() => d.stop('SIGKILL'));
+    return d;
+  };
+  const portOf = (d: RunningDaemon): Address => ({ ip: '127.0.0.1', port: Number(d.listening['port']) });
+  const d1 = await start();
+  const w = await openWatcher(t, keys, portOf(d1));
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register({ ttlS: 600 }));
+  const friend = await Terminal.open(t, keys, portOf(d1));
+  await friend.expect(t, 'REGISTER_ACK', friend.register({ ttlS: 600, presence: { status: 'before' } }));
+  const ack = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  t.equal(ack.body.watching, 1);
+  t.equal(await d1.stop('SIGTERM'), 0, 'clean exit: snapshot written');
+
+  const d2 = await start();
+  const restored = await d2.waitFor((l) => l['msg'] === 'snapshot restored');
+  t.equal(restored['watchLists'], 1, 'the watch list restored with the registrations');
+  w.term.dest = portOf(d2);
+  friend.dest = portOf(d2);
+  const count = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [] }));
+  t.equal(count.body.watching, 1, 'locatord still holds the list');
+  // No new WATCH: the change made after the restart is pushed, and only it (the status told
+  // before the restart is the view kept, so nothing is pushed again for it).
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after restart' } }));
+  await w.waitFor((e) => e.presence?.status === 'after restart', 'the change after the restart');
+  t.same(w.pushes.map((e) => e.presence?.status), ['after restart'], 'one push, the change');
+  // The watcher's registration still ends its list.
+  await w.term.expect(t, 'UNREGISTER_ACK', w.term.request('UNREGISTER', {}));
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register({ ttlS: 600 }));
+  t.equal((await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [] }))).body.watching, 0, 'gone with its registration');
 });
