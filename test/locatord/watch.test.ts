@@ -13,6 +13,8 @@ import type { TestKeys } from './fixtures/helpers.js';
 import { errorCodeOf, FakeClock, forEachStore, makeKeys, onRedisStore, Terminal, writeKeyFiles } from './fixtures/helpers.js';
 import type { Address } from '../../src/wire/addr.js';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { startDaemon } from '../helpers/daemon.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
 
@@ -241,4 +243,43 @@ t.test('a real locatord restarted with SIGTERM keeps its subscriptions (snapshot
   await w.term.expect(t, 'UNREGISTER_ACK', w.term.request('UNREGISTER', {}));
   await w.term.expect(t, 'REGISTER_ACK', w.term.register({ ttlS: 600 }));
   t.equal((await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [] }))).body.watching, 0, 'gone with its registration');
+});
+
+onRedisStore(t, 'redis: watch entries forged in Redis (a planted watcher, a planted or moved view) are refused, counted and dropped', async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
+  const redis = new Redis((await s.redis())!.url);
+  t.teardown(() => redis.disconnect());
+  const w = await openWatcher(t, keys, dest);
+  const x = await openWatcher(t, keys, dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  await x.term.expect(t, 'REGISTER_ACK', x.term.register());
+  const friend = await Terminal.open(t, keys, dest);
+  const other = await Terminal.open(t, keys, dest);
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId, other.locatorId] }));
+  const [fh, oh, xh, wh] = [friend.locatorId, other.locatorId, x.term.locatorId, w.term.locatorId].map(hex) as [string, string, string, string];
+  // Someone who can write Redis but lacks the service key: x planted as a watcher of friend
+  // (bare ID, ID with a made-up tag, and w's genuine member of another target moved here).
+  const genuine = (await redis.smembersBuffer(`dl:wb:{${oh}}`))[0]!;
+  t.equal(genuine.length, 32, "a member is the watcher's ID and a 16-byte tag");
+  await redis.sadd(`dl:wb:{${fh}}`, xh, Buffer.concat([x.term.locatorId, randomBytes(16)]), Buffer.concat([Buffer.from(xh, 'hex'), genuine.subarray(16)]));
+  // ... and a view planted for x (it never watched friend), and w's view of friend replaced by its view of other.
+  await redis.hset(`dl:w:{${xh}}`, fh, 'anything');
+  const moved = await redis.hgetBuffer(`dl:w:{${wh}}`, oh);
+  await redis.hset(`dl:w:{${wh}}`, fh, moved!);
+
+  await friend.expect(t, 'REGISTER_ACK', friend.register({ presence: { status: 'here' } }));
+  // The fan-out checks the members first (watchersOf), then w's view (swapView): once the view
+  // is counted refused, the fan-out of this change is over, and w's push was not sent for it.
+  const rejected = (kind: string): number => loc.metrics.get('redis_records_rejected_total', { kind });
+  for (const end = Date.now() + 30_000; rejected('watch') < 1 && Date.now() < end;) await new Promise((r) => setTimeout(r, 20));
+  t.equal(rejected('watch'), 1, 'the moved view refused (w not told on the strength of it)');
+  t.equal(rejected('watcher'), 3, 'three planted watchers refused');
+  t.same(x.pushes, [], 'the planted watcher was told nothing');
+  t.same(w.pushes.filter(isFor(friend.locatorId, true)), [], 'w not told through the tampered pair');
+  t.same((await redis.smembersBuffer(`dl:wb:{${fh}}`)).map((b) => b.subarray(0, 16).toString('hex')), [wh], 'planted members dropped');
+  t.equal(await redis.hexists(`dl:w:{${wh}}`, fh), 0, 'the tampered pair dropped');
+  // w watches friend again (a genuine entry): told of the next change.
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'again' } }));
+  await w.waitFor((e) => e.presence?.status === 'again', 'told after watching again');
 });
