@@ -19,6 +19,7 @@ import type { Child } from './locatord.js';
 import { forkWorker, startBenchLocatord } from './locatord.js';
 import type { ReceivedPushes, RunResult } from './locatord-worker.js';
 import type { LatencySummary } from './stats.js';
+import type { BenchResult } from './types.js';
 import { Histogram } from './stats.js';
 
 export interface PresenceBenchOptions {
@@ -129,8 +130,21 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
       fanOut: { watchers: n, rounds, complete, toLastPush: toLast.summary(), cpuMsPerChange: Math.round(fanCpuMs * 10) / 10 },
     };
   } finally {
-    if (process.env['PRESENCE_BENCH_DEBUG']) for (const l of loc.lines.slice(-30)) process.stderr.write(JSON.stringify(l) + '\n');
     for (const p of [changers.proc, watchers.proc, loc.proc]) p.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The rows of `devloc bench --only presence`. */
+export async function presenceRows(o: PresenceBenchOptions = {}): Promise<BenchResult[]> {
+  const r = await benchPresence(o);
+  const s = 'presence';
+  const m = r.memory;
+  return [
+    { section: s, name: `RSS per subscription (${m.terminals} terminals x ${Math.round(m.subscriptions / m.terminals)})`, value: m.rssBytesPerSubscription, unit: 'B', extra: { ...m } },
+    { section: s, name: `PRESENCE delivered, fan-out ${r.throughput.fanOut}, acked`, value: r.throughput.pushesPerS, unit: 'pushes/s', extra: { ...r.throughput } },
+    { section: s, name: `PRESENCE per locatord CPU-second, fan-out ${r.throughput.fanOut}`, value: r.throughput.pushesPerCpuS, unit: 'pushes/CPU-s' },
+    { section: s, name: `change -> push at ${r.latency.changesPerS} changes/s (fan-out 1)`, value: r.latency.changesPerS, unit: 'changes/s', latency: r.latency.summary, extra: { pushes: r.latency.pushes, offered: o.latencyRate ?? 10_000 } },
+    { section: s, name: `one change to ${r.fanOut.watchers} watchers: locatord CPU`, value: r.fanOut.cpuMsPerChange, unit: 'ms', latency: r.fanOut.toLastPush, extra: { rounds: r.fanOut.rounds, complete: r.fanOut.complete } },
+  ];
 }
