@@ -142,6 +142,14 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       },
     },
     {
+      name: 'presence',
+      doc: 'WATCH subscriptions (issue 18): whole-process RSS per subscription at 1M terminals x 50; PRESENCE pushes/s and per locatord CPU-s at fan-out 50; change -> push latency at 10k changes/s; one terminal watched by 1,000',
+      run: async (ctx) => {
+        const { presenceRows } = await import('./presence.js');
+        return presenceRows({ seconds: ctx.seconds });
+      },
+    },
+    {
       name: 'matchd',
       doc: 'matching engine in-process: matches/s with 20k waiting, memory per request, steady-state latency',
       run: async (ctx) => {

@@ -5,7 +5,11 @@
 //   - echo: a bare node:dgram echo server (the baseline: same sockets, same datagrams, no work);
 //   - table: the in-process table at 1M entries, for memory per terminal and sweep time;
 //   - terminals: whole-process memory per terminal with its session (restore path)
-//     (run with --expose-gc).
+//     (run with --expose-gc);
+//   - presence (presence.ts): the same sessions WATCH each other's IDs, send PRESENCE_SETs (flat
+//     out or paced) whose status text is the send time, and acknowledge the PRESENCE pushes they
+//     get, recording change-to-push latency (one monotonic clock for every process on the host);
+//   - watches: the subscription structure alone at 1M terminals, whole-process RSS per subscription.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { ClientSession } from '../src/net/clientsession.js';
@@ -17,6 +21,14 @@ import { Registration, RegistrationTable, TICK_MS } from '../src/locatord/table.
 import { sessionFromLine } from '../src/locatord/snapshot.js';
 import { ServerSessions } from '../src/net/sessions.js';
 import { TicketVerifier } from '../src/wire/ticket.js';
+import { MemoryWatches } from '../src/locatord/watches.js';
+import { MAX_QUERY_IDS } from '../src/wire/catalog.js';
+import { decodeDatagram } from '../src/wire/envelope.js';
+import { Pacer } from './pacer.js';
+import { Histogram } from './stats.js';
+
+/** Milliseconds on a clock every process of this host shares (the status text of a change carries it). */
+const sharedNowMs = (): number => performance.timeOrigin + performance.now();
 
 export type WorkerCommand =
   | { cmd: 'setup'; target: Address; kid: string; authdSign: { public: string; secret: string }; servicePublic: string; audience: string; sessions: number }
@@ -25,7 +37,23 @@ export type WorkerCommand =
   | { cmd: 'echo' }
   | { cmd: 'table'; entries: number; nickname: boolean }
   | { cmd: 'terminals'; entries: number }
+  | { cmd: 'watch'; lists: { watcher: number; targets: string[] }[]; window: number }
+  | { cmd: 'listen' }
+  | { cmd: 'change'; changers: number[]; ratePerS: number; seconds: number; window: number; count?: number }
+  | { cmd: 'received' }
+  | { cmd: 'watches'; terminals: number; perWatcher: number }
   | { cmd: 'exit' };
+
+/** What a watcher process received since its last 'received' (presence.ts). */
+export interface ReceivedPushes {
+  /** Distinct PRESENCE pushes (retransmissions not counted). */
+  pushes: number;
+  copies: number;
+  /** Change-to-push latency histogram (stats.ts Histogram JSON). */
+  latency: ReturnType<Histogram['toJSON']>;
+  /** Absolute time (ms, shared clock) the last push arrived. */
+  lastAtMs: number;
+}
 
 export interface RunResult {
   answered: number;
@@ -140,6 +168,86 @@ class LoadGenerator {
     });
   }
 
+  /** WATCH: terminal `watcher` of this process watches `targets` (hex), MAX_QUERY_IDS a request. */
+  async watch(c: Extract<WorkerCommand, { cmd: 'watch' }>): Promise<RunResult> {
+    const reqs: { session: ClientSession; ids: Buffer[] }[] = [];
+    for (const l of c.lists) {
+      for (let i = 0; i < l.targets.length; i += MAX_QUERY_IDS) {
+        reqs.push({ session: this.terminals[l.watcher]!.session, ids: l.targets.slice(i, i + MAX_QUERY_IDS).map((h) => Buffer.from(h, 'hex')) });
+      }
+    }
+    let i = 0;
+    return this.drive(this.target, c.window, 0, () => {
+      const r = reqs[i++];
+      return r ? { name: 'WATCH', body: { ids: r.ids }, session: r.session } : null;
+    });
+  }
+
+  /** PRESENCE_SETs from `changers`, flat out (`ratePerS` 0: `window` outstanding) or paced; the status is the send time. */
+  async change(c: Extract<WorkerCommand, { cmd: 'change' }>): Promise<RunResult> {
+    let i = 0;
+    const next = (): { name: MessageName; body: Bodies[MessageName]; session: ClientSession } | null => {
+      if (c.count !== undefined && i >= c.count) return null;
+      const t = this.terminals[c.changers[i++ % c.changers.length]!]!;
+      return { name: 'PRESENCE_SET', body: { presence: { status: sharedNowMs().toFixed(3) } }, session: t.session };
+    };
+    if (c.ratePerS <= 0) return this.drive(this.target, c.window, c.seconds, next);
+    // Paced (open loop): what is due goes out, answered or not; the answers are only counted.
+    const start = Date.now();
+    const pacer = new Pacer(c.ratePerS, start, start + c.seconds * 1000);
+    let answered = 0;
+    const onMessage = (): void => {
+      answered++;
+    };
+    this.socket.on('message', onMessage);
+    let sent = 0;
+    while (sent < pacer.total) {
+      const due = pacer.take(Date.now()).count;
+      for (let k = 0; k < due; k++) {
+        const req = next()!;
+        const { rid } = this.rid();
+        this.socket.send(req.session.encode(req.name, rid, req.body as never), this.target.port, this.target.ip);
+      }
+      sent += due;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    this.socket.off('message', onMessage);
+    return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start };
+  }
+
+  private pushes = { seen: new Set<string>(), copies: 0, latency: new Histogram(), lastAtMs: 0 };
+
+  /** Acknowledge every PRESENCE pushed to one of our sessions; count it and its latency. */
+  listen(): void {
+    const bySid = new Map(this.terminals.map((t) => [t.session.sid.toString('hex'), t.session]));
+    this.socket.on('message', (b: Buffer) => {
+      if (b[2] !== 0x18 || b[3] !== 0x2a) return; // type PRESENCE (0x2a) only: a cheap peek before decoding
+      const d = decodeDatagram(b);
+      if (!d.ok || d.msg.name !== 'PRESENCE' || !d.msg.auth) return;
+      const session = bySid.get(Buffer.from(d.msg.auth.sid).toString('hex'));
+      if (!session) return;
+      const body = d.msg.body as Bodies['PRESENCE'];
+      this.socket.send(session.encode('PRESENCE_ACK', d.msg.rid, { id: body.id }), this.target.port, this.target.ip);
+      const p = this.pushes;
+      p.copies++;
+      const key = Buffer.from(d.msg.rid).toString('hex');
+      if (p.seen.has(key)) return;
+      p.seen.add(key);
+      const now = sharedNowMs();
+      p.lastAtMs = now;
+      const sentAt = Number(body.presence?.status);
+      if (Number.isFinite(sentAt)) p.latency.record(Math.max(0, now - sentAt));
+    });
+  }
+
+  /** What was received since the last call. */
+  received(): ReceivedPushes {
+    const p = this.pushes;
+    this.pushes = { seen: new Set(), copies: 0, latency: new Histogram(), lastAtMs: 0 };
+    return { pushes: p.seen.size, copies: p.copies, latency: p.latency.toJSON(), lastAtMs: p.lastAtMs };
+  }
+
   async run(c: Extract<WorkerCommand, { cmd: 'run' }>): Promise<RunResult> {
     let i = 0;
     const ts = this.terminals;
@@ -247,6 +355,50 @@ function terminals(entries: number): Record<string, number> {
   return { entries, rssBytesPerTerminal: per('rss'), heapBytesPerTerminal: per('heapUsed'), arrayBufferBytesPerTerminal: per('arrayBuffers'), externalBytesPerTerminal: per('external') };
 }
 
+/**
+ * The subscription structure alone (store/embedded.ts's MemoryWatches): `terminals` watchers
+ * each watching `perWatcher` random others (so each is watched by `perWatcher` on average).
+ * Whole-process RSS and heap before and after, and the fan-out lookup of one terminal.
+ */
+function watches(terminals: number, perWatcher: number): Record<string, number> {
+  // IDs as the daemon has them (hex of 16 random bytes), made before the measurement: they are
+  // the registrations' keys, counted in the table's figures, not here.
+  const ids: string[] = [];
+  for (let i = 0; i < terminals; i++) ids.push(randomBytes(16).toString('hex'));
+  const views = Array.from({ length: perWatcher }, () => '');
+  gc();
+  const before = process.memoryUsage();
+  const w = new MemoryWatches();
+  const started = process.hrtime.bigint();
+  let seed = 12345;
+  const rand = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % terminals;
+  const list: string[] = [];
+  for (let i = 0; i < terminals; i++) {
+    list.length = 0;
+    for (let k = 0; k < perWatcher; k++) list.push(ids[rand()]!);
+    w.add(ids[i]!, list, views, Infinity);
+  }
+  const buildMs = Number(process.hrtime.bigint() - started) / 1e6;
+  gc();
+  const after = process.memoryUsage();
+  const subscriptions = w.size;
+  // Fan-out lookup: the watchers of 10k terminals, each with its view swapped.
+  const t0 = process.hrtime.bigint();
+  let told = 0;
+  for (let i = 0; i < 10_000; i++) {
+    const target = ids[i]!;
+    for (const watcher of w.watchersOf(target)) if (w.swapView(watcher, target, `v${i}`)) told++;
+  }
+  const lookupNsPerPush = Number(process.hrtime.bigint() - t0) / Math.max(1, told);
+  return {
+    terminals, subscriptions, buildMs: Math.round(buildMs),
+    rssBytesPerSubscription: Math.round(((after.rss - before.rss) / subscriptions) * 10) / 10,
+    heapBytesPerSubscription: Math.round((((after.heapUsed + after.arrayBuffers) - (before.heapUsed + before.arrayBuffers)) / subscriptions) * 10) / 10,
+    rssMiB: Math.round(after.rss / 1048576),
+    lookupNsPerPush: Math.round(lookupNsPerPush),
+  };
+}
+
 let gen: LoadGenerator | undefined;
 process.on('message', (m: WorkerCommand) => {
   void (async () => {
@@ -254,7 +406,7 @@ process.on('message', (m: WorkerCommand) => {
       case 'setup':
         gen = new LoadGenerator();
         await gen.setup(m);
-        send({ ready: gen.terminals.length });
+        send({ ready: gen.terminals.length, ids: gen.terminals.map((t) => t.locatorId.toString('hex')) });
         break;
       case 'register':
         send(await gen!.register(m.window));
@@ -270,6 +422,22 @@ process.on('message', (m: WorkerCommand) => {
         break;
       case 'terminals':
         send(terminals(m.entries));
+        break;
+      case 'watches':
+        send(watches(m.terminals, m.perWatcher));
+        break;
+      case 'watch':
+        send(await gen!.watch(m));
+        break;
+      case 'change':
+        send(await gen!.change(m));
+        break;
+      case 'listen':
+        gen!.listen();
+        send({ listening: true });
+        break;
+      case 'received':
+        send(gen!.received());
         break;
       case 'exit':
         process.exit(0);

@@ -23,12 +23,12 @@ const ext = fromSource ? '.ts' : '.js';
 const execArgv = fromSource ? ['--import', 'tsx'] : [];
 const here = (file: string): string => fileURLToPath(new URL(`./${file}${ext}`, import.meta.url));
 
-interface Child {
+export interface Child {
   proc: ChildProcess;
   ask<T>(m: WorkerCommand): Promise<T>;
 }
 
-function forkWorker(extraArgv: string[] = []): Child {
+export function forkWorker(extraArgv: string[] = []): Child {
   const proc = fork(here('locatord-worker'), [], { execArgv: [...execArgv, ...extraArgv], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   return {
     proc,
@@ -87,13 +87,14 @@ const perS = (rs: RunResult[]): number => {
   return Math.round((rs.reduce((a, r) => a + r.answered, 0) * 1000) / ms);
 };
 
-/** First registrations/s, refresh/s and query/s against a locatord child, and the echo baseline. */
-export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promise<ThroughputResult> {
-  const workers = Math.max(2, o.workers ?? 2);
-  const sessionsPerWorker = o.sessionsPerWorker ?? 2000;
-  const window = o.window ?? 64;
-  const seconds = o.seconds ?? 5;
-  const idsPerQuery = o.idsPerQuery ?? 4;
+/**
+ * A locatord child on loopback with fresh keys in a temporary directory (remove `dir` after),
+ * no rate limits, hour-long registrations; `setup(n)` is the worker command opening n sessions
+ * with tickets for it.
+ */
+export async function startBenchLocatord(extraArgs: string[] = []): Promise<{
+  dir: string; loc: Awaited<ReturnType<typeof startDaemon>>; target: Address; setup: (sessions: number) => WorkerCommand;
+}> {
   const dir = mkdtempSync(path.join(tmpdir(), 'locatord-bench-'));
   const sign = generatePair('ed25519');
   const kid = newKid();
@@ -101,26 +102,37 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
   const authd: KeyFile = { kind: 'authd', kid, sign, seal: generatePair('x25519') };
   writeFileSync(path.join(dir, 'service.key'), keyFileToJson(service), { mode: 0o600 });
   writeFileSync(path.join(dir, 'authd.pub'), publicToJson(publicOf(authd)));
-  const children: ChildProcess[] = [];
+  const loc = await startDaemon({ entry: 'locatord/main', args: [
+    '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', path.join(dir, 'state'),
+    '--service-key', path.join(dir, 'service.key'), '--trust', path.join(dir, 'authd.pub'),
+    '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', String(8 << 20), '--max-ttl', '3600', '--default-ttl', '3600',
+    ...extraArgs,
+  ] });
+  const target: Address = { ip: '127.0.0.1', port: Number(loc.listening['port']) };
+  const setup = (sessions: number): WorkerCommand => ({
+    cmd: 'setup', target, kid, audience: 'locator', sessions,
+    authdSign: { public: sign.public.toString('base64url'), secret: sign.secret.toString('base64url') },
+    servicePublic: service.seal.public.toString('base64url'),
+  });
+  return { dir, loc, target, setup };
+}
+
+/** First registrations/s, refresh/s and query/s against a locatord child, and the echo baseline. */
+export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promise<ThroughputResult> {
+  const workers = Math.max(2, o.workers ?? 2);
+  const sessionsPerWorker = o.sessionsPerWorker ?? 2000;
+  const window = o.window ?? 64;
+  const seconds = o.seconds ?? 5;
+  const idsPerQuery = o.idsPerQuery ?? 4;
+  const { dir, loc, setup } = await startBenchLocatord(o.extraArgs);
+  const children: ChildProcess[] = [loc.proc];
   try {
-    const loc = await startDaemon({ entry: 'locatord/main', args: [
-      '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', path.join(dir, 'state'),
-      '--service-key', path.join(dir, 'service.key'), '--trust', path.join(dir, 'authd.pub'),
-      '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', String(8 << 20), '--max-ttl', '3600', '--default-ttl', '3600',
-      ...(o.extraArgs ?? []),
-    ] });
-    children.push(loc.proc);
     const echo = forkWorker();
     children.push(echo.proc);
     const echoPort = (await echo.ask<{ port: number }>({ cmd: 'echo' })).port;
     const gens = Array.from({ length: workers }, () => forkWorker());
     children.push(...gens.map((g) => g.proc));
-    const target: Address = { ip: '127.0.0.1', port: Number(loc.listening['port']) };
-    await Promise.all(gens.map((g) => g.ask({
-      cmd: 'setup', target, kid, audience: 'locator', sessions: sessionsPerWorker,
-      authdSign: { public: sign.public.toString('base64url'), secret: sign.secret.toString('base64url') },
-      servicePublic: service.seal.public.toString('base64url'),
-    })));
+    await Promise.all(gens.map((g) => g.ask(setup(sessionsPerWorker))));
     const all = (m: WorkerCommand): Promise<RunResult[]> => Promise.all(gens.map((g) => g.ask<RunResult>(m)));
     const reg = await all({ cmd: 'register', window });
     const refresh = await all({ cmd: 'run', kind: 'REFRESH', seconds, window, idsPerQuery });

@@ -26,7 +26,7 @@ import type { LocatordLimits, LocatordOptions } from './options.js';
 import { checkLimits } from './options.js';
 import { Reflector } from './reflector.js';
 import type { KeyedSession } from './snapshot.js';
-import { discardSnapshot, readSnapshot, recordFromLine, saveSnapshot, SNAPSHOT_FILE } from './snapshot.js';
+import { discardSnapshot, readSnapshot, recordFromLine, restoreWatches, saveSnapshot, SNAPSHOT_FILE } from './snapshot.js';
 import { EmbeddedStore } from './store/embedded.js';
 import type { MaybePromise } from './store/maybe.js';
 import { then } from './store/maybe.js';
@@ -157,7 +157,8 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
             table.set(l.id, recordFromLine(l, table, l.sid ? bySid.get(l.sid) : undefined));
             kept++;
           }
-          notes.push(() => logger.info('snapshot restored', { savedMs: snap.savedMs, sessions: bySid.size, records: kept, droppedExpired: snap.records.length - kept }));
+          const watchLists = restoreWatches(snap.watches, (store as EmbeddedStore).watches, (id) => table.get(id) !== undefined);
+          notes.push(() => logger.info('snapshot restored', { savedMs: snap.savedMs, sessions: bySid.size, records: kept, droppedExpired: snap.records.length - kept, watchLists }));
         }
       } catch (err) {
         // A corrupt snapshot costs soft state only: set it aside, start empty, terminals re-register.
@@ -282,7 +283,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       await server.close();
       await reflector?.close();
       if (store instanceof EmbeddedStore && (so.snapshot ?? useSnapshot)) {
-        const r = saveSnapshot(o.stateDir, sessions.all(), store.table, now());
+        const r = saveSnapshot(o.stateDir, sessions.all(), store.table, now(), store.watches);
         logger.info('snapshot written', { file: path.join(o.stateDir, SNAPSHOT_FILE), ...r });
       }
       await store.close();

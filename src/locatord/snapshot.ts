@@ -6,7 +6,10 @@
 // than traffic already accepted.
 //
 // Format: JSON lines. A header {"v":1,"kind":"devloc-locatord-snapshot",...}, then one line per
-// session {"t":"s",...} and per registration {"t":"r",...}. Terminals are named by locator ID
+// session {"t":"s",...}, per registration {"t":"r",...} and per watch list {"t":"w",...} (a
+// watcher's subscriptions with the view last told for each, so a restart neither loses a
+// subscription nor pushes what the watcher was already told; an older reader that does not know
+// "w" lines fails the file, which costs soft state only). Terminals are named by locator ID
 // only; no device ID ever reaches locatord, so none can be in here.
 import { closeSync, createReadStream, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -18,6 +21,8 @@ import type { Props } from '../wire/schema.js';
 import { rawKey, ReplayWindow } from '../wire/session.js';
 import type { RegistrationExtra, RegistrationTable } from './table.js';
 import { Registration } from './table.js';
+import type { MemoryWatches } from './watches.js';
+import { MAX_WATCHES } from '../wire/catalog.js';
 
 export const SNAPSHOT_FILE = 'locatord.snapshot';
 const KIND = 'devloc-locatord-snapshot';
@@ -57,6 +62,14 @@ interface RecordLine {
   localAddrs?: Address[];
   community?: Props;
   allow?: string[];
+}
+
+/** A watcher's subscriptions: target locator IDs (hex) and each one's view code (watches.ts viewCode). */
+interface WatchLine {
+  t: 'w';
+  id: string;
+  ts: string[];
+  vs: number[];
 }
 
 export function sessionToLine(s: KeyedSession): SessionLine {
@@ -127,7 +140,8 @@ export function saveSnapshot(
   sessions: Iterable<KeyedSession>,
   table: RegistrationTable,
   nowMs: number,
-): { sessions: number; records: number; bytes: number } {
+  watches?: MemoryWatches,
+): { sessions: number; records: number; watchLists: number; bytes: number } {
   const file = path.join(stateDir, SNAPSHOT_FILE);
   const tmp = `${file}.${process.pid}.tmp`;
   const fd = openSync(tmp, 'w', 0o600);
@@ -144,6 +158,7 @@ export function saveSnapshot(
   };
   let ns = 0;
   let nr = 0;
+  let nw = 0;
   try {
     put({ v: 1, kind: KIND, savedMs: nowMs });
     for (const s of sessions) {
@@ -156,6 +171,11 @@ export function saveSnapshot(
       put(recordToLine(id, r, table));
       nr++;
     }
+    for (const l of watches?.lists() ?? []) {
+      const line: WatchLine = { t: 'w', id: l.watcher, ts: l.targets, vs: l.views };
+      put(line);
+      nw++;
+    }
     flush();
     fsyncSync(fd);
   } catch (err) {
@@ -166,13 +186,14 @@ export function saveSnapshot(
   closeSync(fd);
   renameSync(tmp, file);
   fsyncDir(stateDir);
-  return { sessions: ns, records: nr, bytes };
+  return { sessions: ns, records: nr, watchLists: nw, bytes };
 }
 
 export interface LoadedSnapshot {
   savedMs: number;
   sessions: KeyedSession[];
   records: RecordLine[];
+  watches: WatchLine[];
 }
 
 /** Read the snapshot; null when there is none. Throws on a corrupt file. */
@@ -184,7 +205,7 @@ export async function readSnapshot(stateDir: string): Promise<LoadedSnapshot | n
     stream.once('error', (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? resolve(false) : reject(err)));
   });
   if (!opened) return null;
-  const out: LoadedSnapshot = { savedMs: 0, sessions: [], records: [] };
+  const out: LoadedSnapshot = { savedMs: 0, sessions: [], records: [], watches: [] };
   let first = true;
   let lineNo = 0;
   for await (const text of createInterface({ input: stream, crlfDelay: Infinity })) {
@@ -204,11 +225,31 @@ export async function readSnapshot(stateDir: string): Promise<LoadedSnapshot | n
       out.sessions.push(sessionFromLine(o as unknown as SessionLine));
     } else if (o['t'] === 'r') {
       out.records.push(o as unknown as RecordLine);
+    } else if (o['t'] === 'w') {
+      const w = o as unknown as WatchLine;
+      const hex = (x: unknown): boolean => typeof x === 'string' && /^[0-9a-f]{1,64}$/.test(x);
+      if (!hex(w.id) || !Array.isArray(w.ts) || !Array.isArray(w.vs) || w.ts.length !== w.vs.length || !w.ts.every(hex) || !w.vs.every((v) => typeof v === 'number')) {
+        throw new Error(`${file}:${lineNo}: bad watch list`);
+      }
+      out.watches.push(w);
     } else {
       throw new Error(`${file}:${lineNo}: unknown line type`);
     }
   }
   return out;
+}
+
+/**
+ * Put back the watch lists of watchers still registered (`registered`): a watcher whose
+ * registration expired while locatord was down has lost its list, as it would have running.
+ * Bounded as a WATCH is (MAX_WATCHES). Returns how many lists were restored.
+ */
+export function restoreWatches(lines: readonly WatchLine[], watches: MemoryWatches, registered: (idHex: string) => boolean): number {
+  let n = 0;
+  for (const l of lines) {
+    if (registered(l.id) && watches.restore(l.id, l.ts, l.vs, MAX_WATCHES)) n++;
+  }
+  return n;
 }
 
 /** Delete the snapshot once its state is in use, durably (a later crash must not reload it). */

@@ -10,8 +10,13 @@ import type { PresenceEntry } from '../../src/wire/catalog.js';
 import { MAX_WATCHES } from '../../src/wire/catalog.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { TestKeys } from './fixtures/helpers.js';
-import { errorCodeOf, FakeClock, forEachStore, onRedisStore, Terminal } from './fixtures/helpers.js';
+import { errorCodeOf, FakeClock, forEachStore, makeKeys, onRedisStore, Terminal, writeKeyFiles } from './fixtures/helpers.js';
 import type { Address } from '../../src/wire/addr.js';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { startDaemon } from '../helpers/daemon.js';
+import type { RunningDaemon } from '../helpers/daemon.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -198,4 +203,83 @@ onRedisStore(t, 'redis: the watcher on one instance is told of a change made thr
   await w.term.expect(t, 'REFRESH_ACK', w.term.request('REFRESH', {}));
   await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after restart' } }));
   await w.waitFor((e) => e.presence?.status === 'after restart', 'after A restarted');
+});
+
+t.test('a real locatord restarted with SIGTERM keeps its subscriptions (snapshot): the next change is pushed without a new WATCH', async (t) => {
+  const dir = t.testdir();
+  const keys = makeKeys();
+  const files = writeKeyFiles(dir, keys);
+  const start = async (): Promise<RunningDaemon> => {
+    const d = await startDaemon('locatord/main.ts', [
+      '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1',
+      '--service-key', files.serviceKey, '--trust', files.trust, '--state-dir', path.join(dir, 'state'), '--rate', '0',
+    ]);
+    t.teardown(() => d.stop('SIGKILL'));
+    return d;
+  };
+  const portOf = (d: RunningDaemon): Address => ({ ip: '127.0.0.1', port: Number(d.listening['port']) });
+  const d1 = await start();
+  const w = await openWatcher(t, keys, portOf(d1));
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register({ ttlS: 600 }));
+  const friend = await Terminal.open(t, keys, portOf(d1));
+  await friend.expect(t, 'REGISTER_ACK', friend.register({ ttlS: 600, presence: { status: 'before' } }));
+  const ack = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  t.equal(ack.body.watching, 1);
+  t.equal(await d1.stop('SIGTERM'), 0, 'clean exit: snapshot written');
+
+  const d2 = await start();
+  const restored = await d2.waitFor((l) => l['msg'] === 'snapshot restored');
+  t.equal(restored['watchLists'], 1, 'the watch list restored with the registrations');
+  w.term.dest = portOf(d2);
+  friend.dest = portOf(d2);
+  const count = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [] }));
+  t.equal(count.body.watching, 1, 'locatord still holds the list');
+  // No new WATCH: the change made after the restart is pushed, and only it (the status told
+  // before the restart is the view kept, so nothing is pushed again for it).
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after restart' } }));
+  await w.waitFor((e) => e.presence?.status === 'after restart', 'the change after the restart');
+  t.same(w.pushes.map((e) => e.presence?.status), ['after restart'], 'one push, the change');
+  // The watcher's registration still ends its list.
+  await w.term.expect(t, 'UNREGISTER_ACK', w.term.request('UNREGISTER', {}));
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register({ ttlS: 600 }));
+  t.equal((await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [] }))).body.watching, 0, 'gone with its registration');
+});
+
+onRedisStore(t, 'redis: watch entries forged in Redis (a planted watcher, a planted or moved view) are refused, counted and dropped', async (t, s) => {
+  const { loc, dest, keys } = await s.start(t);
+  const redis = new Redis((await s.redis())!.url);
+  t.teardown(() => redis.disconnect());
+  const w = await openWatcher(t, keys, dest);
+  const x = await openWatcher(t, keys, dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  await x.term.expect(t, 'REGISTER_ACK', x.term.register());
+  const friend = await Terminal.open(t, keys, dest);
+  const other = await Terminal.open(t, keys, dest);
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId, other.locatorId] }));
+  const [fh, oh, xh, wh] = [friend.locatorId, other.locatorId, x.term.locatorId, w.term.locatorId].map(hex) as [string, string, string, string];
+  // Someone who can write Redis but lacks the service key: x planted as a watcher of friend
+  // (bare ID, ID with a made-up tag, and w's genuine member of another target moved here).
+  const genuine = (await redis.smembersBuffer(`dl:wb:{${oh}}`))[0]!;
+  t.equal(genuine.length, 32, "a member is the watcher's ID and a 16-byte tag");
+  await redis.sadd(`dl:wb:{${fh}}`, xh, Buffer.concat([x.term.locatorId, randomBytes(16)]), Buffer.concat([Buffer.from(xh, 'hex'), genuine.subarray(16)]));
+  // ... and a view planted for x (it never watched friend), and w's view of friend replaced by its view of other.
+  await redis.hset(`dl:w:{${xh}}`, fh, 'anything');
+  const moved = await redis.hgetBuffer(`dl:w:{${wh}}`, oh);
+  await redis.hset(`dl:w:{${wh}}`, fh, moved!);
+
+  await friend.expect(t, 'REGISTER_ACK', friend.register({ presence: { status: 'here' } }));
+  // The fan-out checks the members first (watchersOf), then w's view (swapView): once the view
+  // is counted refused, the fan-out of this change is over, and w's push was not sent for it.
+  const rejected = (kind: string): number => loc.metrics.get('redis_records_rejected_total', { kind });
+  for (const end = Date.now() + 30_000; rejected('watch') < 1 && Date.now() < end;) await new Promise((r) => setTimeout(r, 20));
+  t.equal(rejected('watch'), 1, 'the moved view refused (w not told on the strength of it)');
+  t.equal(rejected('watcher'), 3, 'three planted watchers refused');
+  t.same(x.pushes, [], 'the planted watcher was told nothing');
+  t.same(w.pushes.filter(isFor(friend.locatorId, true)), [], 'w not told through the tampered pair');
+  t.same((await redis.smembersBuffer(`dl:wb:{${fh}}`)).map((b) => b.subarray(0, 16).toString('hex')), [wh], 'planted members dropped');
+  t.equal(await redis.hexists(`dl:w:{${wh}}`, fh), 0, 'the tampered pair dropped');
+  // w watches friend again (a genuine entry): told of the next change.
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'again' } }));
+  await w.waitFor((e) => e.presence?.status === 'again', 'told after watching again');
 });

@@ -10,9 +10,11 @@
 //   dl:jf:{<hex>}         failed join proofs of a terminal or a group in the current window (counter);
 //   dl:gm:{<group hex>}   members (sorted set scored by join order: pages are rank ranges);
 //   dl:tg:{<locator hex>} the groups a terminal is in (set: limits, shared-group checks);
-//   dl:w:{<locator hex>}  what a terminal watches (hash: target hex -> last view pushed);
-//   dl:wb:{<locator hex>} who watches a terminal (set of watcher hexes; a watcher gone is
-//                         removed when found gone, lazily).
+//   dl:w:{<locator hex>}  what a terminal watches (hash: target hex -> last view pushed, followed
+//                         by a tag over (watcher, target, view));
+//   dl:wb:{<locator hex>} who watches a terminal (set: each member a watcher's locator ID followed
+//                         by a tag over (target, watcher); a watcher gone is removed when found
+//                         gone, lazily).
 //   dl:rw:{<locator hex>}:<sid hex>  the session's replay window shared by every instance (hash: "h" the
 //                         highest sequence number, "0".."63" the last one taken in each slot,
 //                         as ReplayWindow, "a0".."a63" the source it was taken for), PX = until
@@ -21,7 +23,9 @@
 // Records are authenticated (codec.ts recordKey, from the service key): a presence value ends
 // with a tag over the locator ID and the value; a group's metadata hash has a "mac" field over
 // the group ID and its fields; a member of dl:gm is the locator ID followed by a tag over (group,
-// locator), a member of dl:tg the group ID followed by a tag over (locator, group). Whoever can
+// locator), a member of dl:tg the group ID followed by a tag over (locator, group); a member of
+// dl:wb the watcher's ID with a tag over (target, watcher), a view in dl:w the view with a tag
+// over (watcher, target, view) (a planted watcher would get pushes it never asked for). Whoever can
 // write Redis without the service key cannot make one: a record that does not verify is treated
 // as absent and reported (onRejected: a metric and a log line). What a Redis writer can still do
 // is delete, and put back a record (or membership) that was once genuine for that same key;
@@ -87,14 +91,17 @@ if n + fresh > tonumber(ARGV[1]) then return -1 end
 for i = 2, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return n + fresh`);
 
-/** KEYS[1] a watcher's hash; ARGV: target, view. 1 when the pair is watched and its view changed (now set). */
+/**
+ * KEYS[1] a watcher's hash; ARGV: target, tagged view. The value it replaced when the pair is
+ * watched and its view changed (now set; the caller verifies the old one), else 0.
+ */
 const WATCH_SWAP = new LuaScript(`local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur or cur == ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1`);
+return cur`);
 
 /** What a record failing verification was (redis_records_rejected_total{kind}). */
-export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'membership';
+export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'membership' | 'watcher' | 'watch';
 
 /**
  * KEYS[1] the session's window; ARGV: sequence number (decimal), window size, PX ms, source
@@ -161,7 +168,7 @@ export class RedisStore implements LocatorStore {
     this.onRejected = o.onRejected ?? (() => undefined);
     this.instanceId = o.instanceId;
     this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now, this.recordKey, this.onRejected);
-    this.watches = new RedisWatches(this.client, this.prefix);
+    this.watches = new RedisWatches(this.client, this.prefix, this.recordKey, this.onRejected);
   }
 
   get pending(): number {
@@ -518,11 +525,19 @@ class RedisGroups implements GroupBackend {
   }
 }
 
-/** Subscriptions in Redis: a watcher's hash (one slot) and, per target, the set of its watchers. */
+/**
+ * Subscriptions in Redis: a watcher's hash (one slot) and, per target, the set of its watchers.
+ * Both authenticated like the group records: a member of dl:wb is the watcher's ID and a tag over
+ * (target, watcher), a value of dl:w the view and a tag over (watcher, target, view). A planted
+ * or moved one is reported and treated as absent (a planted watcher is told nothing; a planted
+ * pair is never swapped, and is deleted when found).
+ */
 class RedisWatches implements WatchBackend {
   constructor(
     private readonly r: RedisClient,
     private readonly prefix: string,
+    private readonly key: Buffer,
+    private readonly onRejected: (kind: RejectedRecord, key: string) => void,
   ) {}
 
   private of(watcherHex: string): string {
@@ -533,12 +548,23 @@ class RedisWatches implements WatchBackend {
     return `${this.prefix}wb:{${targetHex}}`;
   }
 
+  /** A member of dl:wb:{target}: the watcher's ID and its tag. */
+  private member(targetHex: string, watcherHex: string): Buffer {
+    const w = Buffer.from(watcherHex, 'hex');
+    return Buffer.concat([w, recordTag(this.key, 'watcher', Buffer.from(targetHex, 'hex'), w)]);
+  }
+
+  /** A value of dl:w:{watcher}: the view and its tag. */
+  private view(watcherHex: string, targetHex: string, view: string): Buffer {
+    return tagRecord(this.key, 'watch', Buffer.from(view, 'utf8'), Buffer.from(watcherHex, 'hex'), Buffer.from(targetHex, 'hex'));
+  }
+
   async add(watcherHex: string, targets: readonly string[], views: readonly string[], max: number): Promise<number | undefined> {
     const k = this.of(watcherHex);
     if (targets.length === 0) return this.count(watcherHex);
-    const n = (await this.r.eval(WATCH_ADD, k, [max, ...targets.flatMap((t, i) => [t, views[i] ?? ''])])) as number;
+    const n = (await this.r.eval(WATCH_ADD, k, [max, ...targets.flatMap((t, i) => [t, this.view(watcherHex, t, views[i] ?? '')])])) as number;
     if (n < 0) return undefined;
-    await Promise.all(targets.map((t) => this.r.call(['SADD', this.by(t), watcherHex], this.by(t))));
+    await Promise.all(targets.map((t) => this.r.call(['SADD', this.by(t), this.member(t, watcherHex)], this.by(t))));
     return n;
   }
 
@@ -550,7 +576,10 @@ class RedisWatches implements WatchBackend {
       list = (Array.isArray(r) ? r : []).map((x) => (x as Buffer).toString());
     }
     if (list.length === 0) return this.count(watcherHex);
-    await Promise.all([this.r.call(['HDEL', k, ...list], k), ...list.map((t) => this.r.call(['SREM', this.by(t), watcherHex], this.by(t)))]);
+    await Promise.all([
+      this.r.call(['HDEL', k, ...list], k),
+      ...list.filter((t) => /^[0-9a-f]+$/.test(t)).map((t) => this.r.call(['SREM', this.by(t), this.member(t, watcherHex)], this.by(t))),
+    ]);
     return this.count(watcherHex);
   }
 
@@ -562,10 +591,27 @@ class RedisWatches implements WatchBackend {
   async watchersOf(targetHex: string): Promise<string[]> {
     const k = this.by(targetHex);
     const r = await this.r.call(['SMEMBERS', k], k);
-    return (Array.isArray(r) ? r : []).map((x) => (x as Buffer).toString());
+    const out: string[] = [];
+    for (const x of Array.isArray(r) ? r : []) {
+      const b = asBuf(x);
+      const w = b && b.length > RECORD_TAG_BYTES ? b.subarray(0, b.length - RECORD_TAG_BYTES).toString('hex') : undefined;
+      if (b && w && timingSafeEqual(this.member(targetHex, w), b)) out.push(w);
+      else {
+        this.onRejected('watcher', k);
+        if (b) await this.r.call(['SREM', k, b], k);
+      }
+    }
+    return out;
   }
 
   async swapView(watcherHex: string, targetHex: string, view: string): Promise<boolean> {
-    return (await this.r.eval(WATCH_SWAP, this.of(watcherHex), [targetHex, view])) === 1;
+    const k = this.of(watcherHex);
+    const old = asBuf(await this.r.eval(WATCH_SWAP, k, [targetHex, this.view(watcherHex, targetHex, view)]));
+    if (!old) return false;
+    if (openRecord(this.key, 'watch', old, Buffer.from(watcherHex, 'hex'), Buffer.from(targetHex, 'hex')) !== undefined) return true;
+    // Planted (or moved from another pair): the watcher never asked; drop the pair, tell nothing.
+    this.onRejected('watch', k);
+    await this.r.call(['HDEL', k, targetHex], k);
+    return false;
   }
 }

@@ -1,0 +1,150 @@
+// Figures for issue 18 item 6 (README "Presence at scale"): subscriptions (WATCH) and their pushes.
+//
+// - Memory: the subscription structure alone (watches.ts MemoryWatches, what an embedded
+//   locatord holds) in its own process: `terminals` watchers each watching `perWatcher` random
+//   others, whole-process RSS delta / subscriptions (locatord-worker.ts `watches`).
+// - Pushes: a real locatord child on loopback; one load process owns the terminals that change
+//   (PRESENCE_SET, status = send time), another `watchers` watcher sessions that acknowledge every
+//   PRESENCE (so nothing is retransmitted) and record change-to-push latency. Registrations are
+//   real REGISTERs with tickets made in the load processes (a few thousand: the daemon's cost
+//   per push does not depend on how many others are registered, its table is a hash map).
+//     1. latency: every watcher watches one changer; `latencyRate` changes/s paced for `seconds`;
+//     2. throughput: each changer watched by `perWatcher` watchers; changes flat out; pushes
+//        delivered per second and per CPU-second of locatord (/proc: its user + system time);
+//     3. fan-out: one terminal watched by all `watchers`; `fanOutRounds` single changes, each
+//        waited for; time to the last watcher's push, and locatord CPU per change.
+import { rmSync } from 'node:fs';
+import { processCpuS } from './cpu.js';
+import type { Child } from './locatord.js';
+import { forkWorker, startBenchLocatord } from './locatord.js';
+import type { ReceivedPushes, RunResult } from './locatord-worker.js';
+import type { LatencySummary } from './stats.js';
+import type { BenchResult } from './types.js';
+import { Histogram } from './stats.js';
+
+export interface PresenceBenchOptions {
+  /** Memory: terminals, each watching `perWatcher` (default 1,000,000 x 50). */
+  terminals?: number;
+  perWatcher?: number;
+  /** Watcher sessions of the push runs (also the fan-out: one terminal watched by all of them). */
+  watchers?: number;
+  /** Seconds per push run. */
+  seconds?: number;
+  latencyRate?: number;
+  fanOutRounds?: number;
+}
+
+export interface PresenceBenchResult {
+  memory: { terminals: number; subscriptions: number; rssBytesPerSubscription: number; heapBytesPerSubscription: number; buildMs: number; rssMiB: number; lookupNsPerPush: number };
+  latency: { changesPerS: number; pushes: number; fanOut: number; summary: LatencySummary };
+  throughput: { fanOut: number; changes: number; pushes: number; copies: number; pushesPerS: number; pushesPerCpuS: number; locatordCpuS: number; seconds: number };
+  fanOut: { watchers: number; rounds: number; complete: number; toLastPush: LatencySummary; cpuMsPerChange: number };
+  runs: { paced: RunResult; flat: RunResult };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Subscription memory only (own child with --expose-gc). */
+export async function benchWatchMemory(terminals: number, perWatcher: number): Promise<PresenceBenchResult['memory']> {
+  const child = forkWorker(['--expose-gc', '--max-old-space-size=16384']);
+  try {
+    return await child.ask<PresenceBenchResult['memory']>({ cmd: 'watches', terminals, perWatcher });
+  } finally {
+    child.proc.kill('SIGKILL');
+  }
+}
+
+/** Collect what `watchers` received until `until(total)` or `timeoutMs` of nothing new. */
+async function collect(watchers: Child, until: (r: ReceivedPushes) => boolean, timeoutMs: number): Promise<ReceivedPushes & { histogram: Histogram }> {
+  const sum = { pushes: 0, copies: 0, lastAtMs: 0, histogram: new Histogram() };
+  let quietSince = Date.now();
+  for (;;) {
+    const r = await watchers.ask<ReceivedPushes>({ cmd: 'received' });
+    if (r.pushes > 0) quietSince = Date.now();
+    sum.pushes += r.pushes;
+    sum.copies += r.copies;
+    sum.lastAtMs = Math.max(sum.lastAtMs, r.lastAtMs);
+    sum.histogram.merge(Histogram.fromJSON(r.latency));
+    const view = { ...sum, latency: sum.histogram.toJSON() };
+    if (until(view) || Date.now() - quietSince > timeoutMs) return view;
+    await sleep(20);
+  }
+}
+
+export async function benchPresence(o: PresenceBenchOptions = {}): Promise<PresenceBenchResult> {
+  const perWatcher = o.perWatcher ?? 50;
+  const n = o.watchers ?? 1000;
+  const seconds = o.seconds ?? 5;
+  const rate = o.latencyRate ?? 10_000;
+  const rounds = o.fanOutRounds ?? 20;
+  const memory = await benchWatchMemory(o.terminals ?? 1_000_000, perWatcher);
+
+  const { dir, loc, setup } = await startBenchLocatord();
+  const changers = forkWorker();
+  const watchers = forkWorker();
+  try {
+    // n changers plus the one watched by everybody; n watchers.
+    const [c] = await Promise.all([changers.ask<{ ids: string[] }>(setup(n + 1)), watchers.ask(setup(n))]);
+    await Promise.all([changers.ask({ cmd: 'register', window: 64 }), watchers.ask({ cmd: 'register', window: 64 })]);
+    await watchers.ask({ cmd: 'listen' });
+    const all = Array.from({ length: n }, (_, i) => i);
+
+    // 1. Latency at `rate` changes/s, each change pushed to one watcher.
+    await watchers.ask<RunResult>({ cmd: 'watch', window: 64, lists: all.map((i) => ({ watcher: i, targets: [c.ids[i]!] })) });
+    await watchers.ask({ cmd: 'received' }); // the WATCH answers carry the status; pushes start now
+    const paced = await changers.ask<RunResult>({ cmd: 'change', changers: all, ratePerS: rate, seconds, window: 0 });
+    const lat = await collect(watchers, (r) => r.pushes >= paced.answered, 2000);
+
+    // 2. Throughput: each changer watched by `perWatcher` (watcher i: changers i .. i + perWatcher - 1).
+    const fan = Math.min(perWatcher, n);
+    await watchers.ask<RunResult>({ cmd: 'watch', window: 64, lists: all.map((i) => ({ watcher: i, targets: Array.from({ length: fan - 1 }, (_, k) => c.ids[(i + 1 + k) % n]!) })) });
+    const cpu0 = processCpuS(loc.proc.pid) ?? 0;
+    const t0 = performance.timeOrigin + performance.now();
+    const flat = await changers.ask<RunResult>({ cmd: 'change', changers: all, ratePerS: 0, seconds, window: 32 });
+    const thr = await collect(watchers, () => false, 1000);
+    const wallS = Math.max(1e-3, (thr.lastAtMs - t0) / 1000);
+    const cpuS = Math.max(1e-3, (processCpuS(loc.proc.pid) ?? 0) - cpu0);
+
+    // 3. Fan-out: one terminal watched by all n watchers; one change at a time.
+    await watchers.ask<RunResult>({ cmd: 'watch', window: 64, lists: all.map((i) => ({ watcher: i, targets: [c.ids[n]!] })) });
+    await collect(watchers, () => false, 300);
+    const toLast = new Histogram();
+    let complete = 0;
+    const cpu1 = processCpuS(loc.proc.pid) ?? 0;
+    for (let r = 0; r < rounds; r++) {
+      await changers.ask<RunResult>({ cmd: 'change', changers: [n], ratePerS: 0, seconds: 0, window: 1, count: 1 });
+      const got = await collect(watchers, (x) => x.pushes >= n, 3000);
+      if (got.pushes >= n) complete++;
+      toLast.record(got.histogram.summary().maxMs);
+    }
+    const fanCpuMs = (((processCpuS(loc.proc.pid) ?? 0) - cpu1) * 1000) / rounds;
+
+    return {
+      memory,
+      runs: { paced, flat },
+      latency: { changesPerS: Math.round((paced.answered * 1000) / paced.ms), pushes: lat.pushes, fanOut: 1, summary: lat.histogram.summary() },
+      throughput: {
+        fanOut: fan, changes: flat.answered, pushes: thr.pushes, copies: thr.copies, seconds: Math.round(wallS * 100) / 100,
+        pushesPerS: Math.round(thr.pushes / wallS), pushesPerCpuS: Math.round(thr.pushes / cpuS), locatordCpuS: Math.round(cpuS * 100) / 100,
+      },
+      fanOut: { watchers: n, rounds, complete, toLastPush: toLast.summary(), cpuMsPerChange: Math.round(fanCpuMs * 10) / 10 },
+    };
+  } finally {
+    for (const p of [changers.proc, watchers.proc, loc.proc]) p.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The rows of `devloc bench --only presence`. */
+export async function presenceRows(o: PresenceBenchOptions = {}): Promise<BenchResult[]> {
+  const r = await benchPresence(o);
+  const s = 'presence';
+  const m = r.memory;
+  return [
+    { section: s, name: `RSS per subscription (${m.terminals} terminals x ${Math.round(m.subscriptions / m.terminals)})`, value: m.rssBytesPerSubscription, unit: 'B', extra: { ...m } },
+    { section: s, name: `PRESENCE delivered, fan-out ${r.throughput.fanOut}, acked`, value: r.throughput.pushesPerS, unit: 'pushes/s', extra: { ...r.throughput } },
+    { section: s, name: `PRESENCE per locatord CPU-second, fan-out ${r.throughput.fanOut}`, value: r.throughput.pushesPerCpuS, unit: 'pushes/CPU-s' },
+    { section: s, name: `change -> push at ${r.latency.changesPerS} changes/s (fan-out 1)`, value: r.latency.changesPerS, unit: 'changes/s', latency: r.latency.summary, extra: { pushes: r.latency.pushes, offered: o.latencyRate ?? 10_000 } },
+    { section: s, name: `one change to ${r.fanOut.watchers} watchers: locatord CPU`, value: r.fanOut.cpuMsPerChange, unit: 'ms', latency: r.fanOut.toLastPush, extra: { rounds: r.fanOut.rounds, complete: r.fanOut.complete } },
+  ];
+}
