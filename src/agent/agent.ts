@@ -15,7 +15,7 @@ import { PeerManager } from './punch.js';
 import { LocatorQueries } from './queries.js';
 import { PresenceWatch } from './presence.js';
 import type { PresenceStatus } from './presence.js';
-import type { PresenceRecord } from '../wire/catalog.js';
+import type { PresenceRecord, Requirement } from '../wire/catalog.js';
 import { Registration } from './registration.js';
 import type { Channel } from './channel.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry } from './types.js';
@@ -83,7 +83,10 @@ export class Agent extends SafeEmitter<AgentEvents> {
     this.presence = new PresenceWatch({
       queries: this.queries, locatord: () => reg.locatordAddress, sessions: () => reg.sessions(),
       send: (to, bytes) => reg.client?.send(to, bytes), emit: (s) => this.emit('presence', s), log,
+      mediaId: opts.mediaId, registered: () => reg.isRegistered,
     });
+    // Every REGISTER carries our presence record, so a re-registration keeps it.
+    reg.presenceRecord = () => this.presence.own;
     // locatord forgets a watch list with the registration: watch again after each REGISTER, and
     // check now and then (on refreshes) that it still holds it (a restart keeps registrations).
     this.on('registered', () => void this.presence.resync(true));
@@ -193,6 +196,16 @@ export class Agent extends SafeEmitter<AgentEvents> {
   /** Replace this terminal's presence record (media ID, looking for a partner, wanted attributes, status). */
   setPresence(record: PresenceRecord): Promise<PresenceRecord> {
     return this.presence.set(record);
+  }
+
+  /** Change the media ID at run time (re-registration keeps it; PRESENCE_SET now when registered). */
+  setMedia(mediaId: string): Promise<PresenceRecord> {
+    return this.presence.setMedia(mediaId);
+  }
+
+  /** Partner search: terminals looking for a partner with `mediaId` (default: ours) whose wants satisfy `requirements`. */
+  search(requirements: Requirement[] = [], mediaId?: string): Promise<PresenceStatus[]> {
+    return this.presence.search(requirements, mediaId ?? this.presence.mediaId);
   }
 
   groupCreate(name: string, joinCode?: string): Promise<{ groupId: string }> {

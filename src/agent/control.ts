@@ -41,7 +41,7 @@ export type ControlResponse =
 export const CONTROL_COMMANDS = [
   'status', 'lookup', 'online', 'group.create', 'group.join', 'group.leave', 'group.members', 'peers.add', 'peers.rm', 'peers.list',
   'match.submit', 'match.status', 'match.cancel', 'match.wait',
-  'watch', 'unwatch', 'presence.list', 'presence.wait', 'presence.set',
+  'watch', 'unwatch', 'presence.list', 'presence.wait', 'presence.set', 'search', 'media.set',
   ...CHANNEL_COMMANDS,
 ] as const;
 
@@ -233,6 +233,15 @@ export async function dispatch(agent: Agent, peers: AddressBook | undefined, req
     }
     case 'presence.set':
       return agent.setPresence(presenceRecord(args));
+    case 'search': {
+      const reqs = [...texts(args, 'require').map((r) => parseRequirement(r, true)), ...texts(args, 'prefer').map((r) => parseRequirement(r, false))];
+      return agent.search(reqs, str(args, 'mediaId'));
+    }
+    case 'media.set': {
+      const media = str(args, 'mediaId', true);
+      if (Buffer.byteLength(media) > 64) throw new BadRequest('args.mediaId: at most 64 bytes');
+      return agent.setMedia(media);
+    }
     default:
       if (isChannelCommand(req.cmd)) return dispatchChannel(agent, req.cmd, args);
       throw new AgentError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)} (one of ${CONTROL_COMMANDS.join(', ')})`);

@@ -15,7 +15,7 @@ import type { EventEmitter } from 'node:events';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import { buildAuthRequest, openAuthGrant } from '../wire/auth.js';
-import type { Bodies, MessageName, RegistrationAck, RelayGrant, TicketGrant } from '../wire/catalog.js';
+import type { Bodies, MessageName, PresenceRecord, RegistrationAck, RelayGrant, TicketGrant } from '../wire/catalog.js';
 import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS, NetMode, netModeNames } from '../wire/constants.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
@@ -62,6 +62,8 @@ export class Registration {
   readonly log: AgentLog;
   /** The agent's one UDP socket (undefined while stopped). */
   client: UdpClient | undefined;
+  /** Our presence record for REGISTER (agent.ts: presence.ts `own`); its media ID replaces --media-id. */
+  presenceRecord: () => PresenceRecord | undefined = () => undefined;
 
   private _state: AgentState = 'stopped';
   private stopping = false;
@@ -661,6 +663,8 @@ export class Registration {
     if (localAddrs.length) body.localAddrs = localAddrs;
     if (this.o.nickname) body.nickname = this.o.nickname;
     if (this.o.mediaId) body.mediaId = this.o.mediaId;
+    const presence = this.presenceRecord();
+    if (presence) body.presence = presence;
     if (this.o.visibility !== undefined) body.visibility = this.o.visibility;
     if (this.o.reachable) body.reachable = true;
     if (this.o.ttlS) body.ttlS = this.o.ttlS;
