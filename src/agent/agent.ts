@@ -91,6 +91,19 @@ export class Agent extends SafeEmitter<AgentEvents> {
     // check now and then (on refreshes) that it still holds it (a restart keeps registrations).
     this.on('registered', () => void this.presence.resync(true));
     this.on('refreshed', () => void this.presence.resync(false));
+    // Partners of a match into the address book under their nicknames (opt-out: savePartners).
+    if (opts.peers && opts.savePartners !== false) {
+      const book = opts.peers;
+      this.on('match', (r) => {
+        if (r.state !== 'matched' || !r.members) return;
+        try {
+          const added = book.addPartners(r.members);
+          if (added.length > 0) log('info', 'partners saved in the address book', { names: added.map((e) => e.name) });
+        } catch (err) {
+          log('warn', 'partners not saved', { err: (err as Error).message });
+        }
+      });
+    }
     // A new address (NAT rebinding, new network): matchd must learn it before it pushes results.
     this.on('address', (_now, previous) => {
       if (previous !== null) this.match.addressChanged();

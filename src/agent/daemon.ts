@@ -31,6 +31,7 @@ export const agentSpec: Spec = {
   nickname: { type: 'string', default: '', describe: 'nickname registered with locatord, shown to others ("" = none)' },
   'media-id': { type: 'string', default: '', describe: 'media/game ID registered with locatord ("" = none)' },
   visibility: { type: 'string', default: 'anyone', choices: ['anyone', 'groups'], describe: 'who may look this terminal up: anyone with its locator ID, or group members only' },
+  'save-partners': { type: 'boolean', default: true, describe: 'add the partners of a match to the address book under their nicknames (--no-save-partners: never)' },
   reachable: { type: 'boolean', default: true, describe: 'accept introductions: terminals allowed to look this one up may open direct channels to it (--no-reachable: never)' },
   'ttl-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'registration TTL to ask for, seconds (0 = the server default)' },
   'max-refresh-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'refresh at least this often, seconds (0 = as locatord suggests)' },
@@ -88,6 +89,7 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
     maxRefreshS: num(c, 'max-refresh-s'),
     visibility: str(c, 'visibility') === 'groups' ? 1 : 0,
     reachable: bool(c, 'reachable'),
+    savePartners: bool(c, 'save-partners'),
     peers,
     log: (level, msg, fields) => logger.log(level, msg, fields),
   };

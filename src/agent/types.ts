@@ -54,6 +54,12 @@ export interface AgentOptions {
   renewFraction?: number;
   /** Address book for nicknames (lookup/online/group accept them where an ID is expected). */
   peers?: AddressBook;
+  /**
+   * Add the partners of a match to the address book under their nicknames (the patent: the
+   * terminal memorises the partner's nickname with its locator ID); default true. A name
+   * already in the book, or a partner already named there, is left as it is.
+   */
+  savePartners?: boolean;
   log?: AgentLog;
   now?: () => number;
   random?: () => number;
