@@ -16,6 +16,9 @@ import { LocatorQueries } from './queries.js';
 import { PresenceWatch } from './presence.js';
 import type { PresenceStatus } from './presence.js';
 import type { PresenceRecord, Requirement } from '../wire/catalog.js';
+import { MAX_ALLOW } from '../wire/catalog.js';
+import { AgentError } from './errors.js';
+import { formatId } from './ids.js';
 import { Registration } from './registration.js';
 import type { Channel } from './channel.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry } from './types.js';
@@ -209,6 +212,23 @@ export class Agent extends SafeEmitter<AgentEvents> {
   /** Replace this terminal's presence record (media ID, looking for a partner, wanted attributes, status). */
   setPresence(record: PresenceRecord): Promise<PresenceRecord> {
     return this.presence.set(record);
+  }
+
+  /** The allow list: locator IDs (hex) that may always see this terminal (with visibility "groups"). */
+  get allow(): string[] {
+    return this.registration.allow;
+  }
+
+  /**
+   * Add or remove IDs (or names) on the allow list (at most 32); locatord learns it from a new
+   * REGISTER, sent now. Kept until the agent stops.
+   */
+  changeAllow(add: (string | Uint8Array)[], remove: (string | Uint8Array)[] = []): string[] {
+    const gone = new Set(remove.map((x) => formatId(this.queries.resolveTarget(x))));
+    const next = [...new Set([...this.allow, ...add.map((x) => formatId(this.queries.resolveTarget(x)))])].filter((h) => !gone.has(h));
+    if (next.length > MAX_ALLOW) throw new AgentError('BAD_REQUEST', `at most ${MAX_ALLOW} IDs on the allow list`);
+    this.registration.setAllow(next.map((h) => Buffer.from(h, 'hex')));
+    return next;
   }
 
   /** Change the media ID at run time (re-registration keeps it; PRESENCE_SET now when registered). */

@@ -116,6 +116,8 @@ const queryAddrEntry = [
   { key: 7, name: 'mediaId', type: mediaId, doc: 'media ID the terminal registered' },
 ] as const satisfies readonly Field[];
 
+/** Most locator IDs on a terminal's allow list (REGISTER allow). */
+export const MAX_ALLOW = 32;
 /** Most locator IDs one terminal watches (WATCH): a bound on a watcher's state and on fan-out. */
 export const MAX_WATCHES = 256;
 /** Longest presence status text, bytes (UTF-8). */
@@ -246,7 +248,7 @@ const specs = {
       { key: 6, name: 'mediaId', type: mediaId, doc: 'game/media ID in use' },
       { key: 7, name: 'community', type: { t: 'props', max: 16 }, doc: 'service-defined properties (the patent\'s community field)' },
       { key: 8, name: 'visibility', type: { t: 'uint', max: 1 }, doc: '0 anyone with the ID (default), 1 groups and allow-list only' },
-      { key: 9, name: 'allow', type: { t: 'array', of: locatorId, max: 32 }, doc: 'locator IDs that may always see this terminal' },
+      { key: 9, name: 'allow', type: { t: 'array', of: locatorId, max: MAX_ALLOW }, doc: 'locator IDs that may always see this terminal' },
       { key: 10, name: 'joinGroups', type: { t: 'array', of: { t: 'struct', fields: [
         { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join (it must exist: REGISTER creates no group)' },
         { key: 3, name: 'nonce', type: codeNonce, doc: 'closed group: fresh random nonce of the proof' },

@@ -47,3 +47,44 @@ t.test('devloc search finds a partner; devloc media set moves it; re-registratio
   t.equal(bad.status, 2, 'a requirement that cannot hold: usage error');
   t.equal(devloc(['media', 'set', '--socket', b.socket, 'x'.repeat(65)]).status, 2, 'media ID over 64 bytes');
 });
+
+t.test('--join-group: joined with the first REGISTER (closed group, code proven); a refused join registers anyway', async (t) => {
+  const s = await stack(t);
+  const a = await s.agent('ann', ['--nickname', 'ann']);
+  await eventually(async () => (await a.status()).registered, 20_000, 'ann registered');
+  const { groupId } = (await a.control('group.create', { name: 'club', joinCode: 'k1ng' })) as { groupId: string };
+  const [c, d] = await Promise.all([
+    s.agent('cal', ['--join-group', `${groupId}:k1ng`]),
+    s.agent('dan', ['--join-group', `${groupId}:wrong`]),
+  ]);
+  await eventually(async () => (await c.status()).registered && (await d.status()).registered, 30_000, 'both registered');
+  const cal = (await c.status()).locatorId!;
+  const dan = (await d.status()).locatorId!;
+  const members = (await a.control('group.members', { group: groupId })) as { members: { id: string }[] };
+  const ids = members.members.map((m) => m.id);
+  t.ok(ids.includes(cal), 'cal joined with its REGISTER');
+  t.notOk(ids.includes(dan), 'dan (wrong code) did not join');
+  t.ok(d.lines.some((l) => l['msg'] === 'join-group refused: registering without joining'), 'dan says why');
+  t.ok(c.lines.some((l) => l['msg'] === 'joined groups'), 'cal logs the join');
+});
+
+t.test('devloc allow: a hidden terminal lets one other see it, at run time, and takes it back', async (t) => {
+  const s = await stack(t);
+  const [a, b] = await Promise.all([s.agent('ann', ['--visibility', 'groups']), s.agent('ben', [])]);
+  await eventually(async () => (await a.status()).registered && (await b.status()).registered, 20_000, 'registered');
+  const ann = (await a.status()).locatorId!;
+  const ben = (await b.status()).locatorId!;
+  const seen = async (): Promise<boolean> => ((await b.control('online', { targets: [ann] })) as { online: boolean }[])[0]!.online;
+  t.equal(await seen(), false, 'hidden from ben');
+  const add = devloc(['allow', 'add', '--socket', a.socket, ben]);
+  t.equal(add.status, 0, add.stderr);
+  t.equal(add.stdout.trim(), ben, 'prints the list');
+  await eventually(seen, 30_000, 'ben sees ann once she registered again');
+  t.same(found(devloc(['allow', 'list', '--json', '--socket', a.socket]).stdout), [{ allow: [ben] }]);
+  t.equal(devloc(['allow', 'rm', '--socket', a.socket, ben]).status, 0);
+  await eventually(async () => !(await seen()), 30_000, 'hidden again');
+  const unknown = devloc(['allow', 'add', '--socket', a.socket, 'nobody']);
+  t.equal(unknown.status, 1, 'an unknown name: refused by the agent, as for lookup');
+  t.match(unknown.stderr, /nobody/);
+  t.same(found(devloc(['allow', 'list', '--json', '--socket', a.socket]).stdout), [{ allow: [] }], 'list unchanged');
+});

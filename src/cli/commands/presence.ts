@@ -5,6 +5,7 @@
 //   devloc presence list       what the agent watches, as last told
 //   devloc search [--media ID] [--require "attr 10..20"] ...   partner search (SEARCH)
 //   devloc media set ID        change the media ID at run time ("" : none)
+//   devloc allow add|rm IDs|names, devloc allow list   the visibility allow list (re-registers)
 // Exit status: 0 done (watch: interrupted), 1 the agent refused or could not be reached, 2 bad arguments.
 import type { Argv, CommandModule } from 'yargs';
 import type { PresenceStatus } from '../../agent/presence.js';
@@ -142,6 +143,41 @@ export const mediaCommand: CommandModule = {
   command: 'media <command>',
   describe: 'the media ID this terminal uses (media set), via the local agent',
   builder: (y) => y.command(mediaSet as CommandModule).demandCommand(1, 'name a media command: set'),
+  handler: () => {},
+};
+
+interface AllowArgs extends Common {
+  targets: string[];
+}
+
+const allowChange = (verb: 'add' | 'rm', describe: string): CommandModule<object, AllowArgs> => ({
+  command: `${verb} <targets..>`,
+  describe,
+  builder: (y) => common(y).positional('targets', { type: 'string', array: true, demandOption: true, describe: 'locator IDs or address-book names' }) as unknown as Argv<AllowArgs>,
+  handler: (a) => runHandler(`allow ${verb}`, async () => {
+    const r = (await ask(a, `allow.${verb}`, { targets: a.targets.map(String) })) as { allow: string[] };
+    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : r.allow.map((id) => `${id}\n`).join(''));
+  }),
+});
+
+const allowList: CommandModule<object, Common> = {
+  command: 'list',
+  describe: 'the locator IDs on the allow list',
+  builder: (y) => common(y),
+  handler: (a) => runHandler('allow list', async () => {
+    const r = (await ask(a, 'allow.list', {})) as { allow: string[] };
+    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : r.allow.map((id) => `${id}\n`).join(''));
+  }),
+};
+
+export const allowCommand: CommandModule = {
+  command: 'allow <command>',
+  describe: 'the visibility allow list: terminals that may always see this one (with --visibility groups), via the local agent',
+  builder: (y) => y
+    .command(allowChange('add', 'let terminals see this one (at most 32 in all); the agent registers again') as CommandModule)
+    .command(allowChange('rm', 'take terminals off the allow list; the agent registers again') as CommandModule)
+    .command(allowList as CommandModule)
+    .demandCommand(1, 'name an allow command: add, rm, list'),
   handler: () => {},
 };
 
