@@ -118,3 +118,13 @@ t.test('search abuse: oversize or invalid requirements, rate limit', (t) => forE
   t.equal(limited, 1, 'RATE_LIMITED once the lookup budget is spent');
   t.ok(loc.metrics.get('queries_total', { type: 'SEARCH', result: 'rate-limited' }) >= 1);
 }));
+
+t.test('search after a restart: the index is rebuilt from the snapshot (embedded) or kept in Redis', (t) => forEachStore(t, async (t, s) => {
+  const stateDir = t.testdir();
+  const first = await s.start(t, { stateDir, snapshot: true });
+  const x = await registered(t, first.keys, first.dest, { presence: { mediaId: 'chess', lookingForPartner: true } });
+  await first.loc.stop();
+  const second = await s.start(t, { stateDir, snapshot: true, keys: first.keys });
+  const me = await registered(t, first.keys, second.dest, {});
+  t.same((await searchAll(t, me, { mediaId: 'chess' })).entries.map((e) => hex(e.id)), [hex(x.locatorId)], 'found after the restart');
+}));
