@@ -15,7 +15,10 @@ import { PeerManager } from './punch.js';
 import { LocatorQueries } from './queries.js';
 import { PresenceWatch } from './presence.js';
 import type { PresenceStatus } from './presence.js';
-import type { PresenceRecord } from '../wire/catalog.js';
+import type { PresenceRecord, Requirement } from '../wire/catalog.js';
+import { MAX_ALLOW } from '../wire/catalog.js';
+import { AgentError } from './errors.js';
+import { formatId } from './ids.js';
 import { Registration } from './registration.js';
 import type { Channel } from './channel.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry } from './types.js';
@@ -84,11 +87,27 @@ export class Agent extends SafeEmitter<AgentEvents> {
     this.presence = new PresenceWatch({
       queries: this.queries, locatord: () => reg.locatordAddress, sessions: () => reg.sessions(),
       send: (to, bytes) => reg.client?.send(to, bytes), emit: (s) => this.emit('presence', s), log,
+      mediaId: opts.mediaId, registered: () => reg.isRegistered,
     });
+    // Every REGISTER carries our presence record, so a re-registration keeps it.
+    reg.presenceRecord = () => this.presence.own;
     // locatord forgets a watch list with the registration: watch again after each REGISTER, and
     // check now and then (on refreshes) that it still holds it (a restart keeps registrations).
     this.on('registered', () => void this.presence.resync(true));
     this.on('refreshed', () => void this.presence.resync(false));
+    // Partners of a match into the address book under their nicknames (opt-out: savePartners).
+    if (opts.peers && opts.savePartners !== false) {
+      const book = opts.peers;
+      this.on('match', (r) => {
+        if (r.state !== 'matched' || !r.members) return;
+        try {
+          const added = book.addPartners(r.members);
+          if (added.length > 0) log('info', 'partners saved in the address book', { names: added.map((e) => e.name) });
+        } catch (err) {
+          log('warn', 'partners not saved', { err: (err as Error).message });
+        }
+      });
+    }
     // A new address (NAT rebinding, new network): matchd must learn it before it pushes results.
     this.on('address', (_now, previous) => {
       if (previous !== null) this.match.addressChanged();
@@ -194,6 +213,33 @@ export class Agent extends SafeEmitter<AgentEvents> {
   /** Replace this terminal's presence record (media ID, looking for a partner, wanted attributes, status). */
   setPresence(record: PresenceRecord): Promise<PresenceRecord> {
     return this.presence.set(record);
+  }
+
+  /** The allow list: locator IDs (hex) that may always see this terminal (with visibility "groups"). */
+  get allow(): string[] {
+    return this.registration.allow;
+  }
+
+  /**
+   * Add or remove IDs (or names) on the allow list (at most 32); locatord learns it from a new
+   * REGISTER, sent now. Kept until the agent stops.
+   */
+  changeAllow(add: (string | Uint8Array)[], remove: (string | Uint8Array)[] = []): string[] {
+    const gone = new Set(remove.map((x) => formatId(this.queries.resolveTarget(x))));
+    const next = [...new Set([...this.allow, ...add.map((x) => formatId(this.queries.resolveTarget(x)))])].filter((h) => !gone.has(h));
+    if (next.length > MAX_ALLOW) throw new AgentError('BAD_REQUEST', `at most ${MAX_ALLOW} IDs on the allow list`);
+    this.registration.setAllow(next.map((h) => Buffer.from(h, 'hex')));
+    return next;
+  }
+
+  /** Change the media ID at run time (re-registration keeps it; PRESENCE_SET now when registered). */
+  setMedia(mediaId: string): Promise<PresenceRecord> {
+    return this.presence.setMedia(mediaId);
+  }
+
+  /** Partner search: terminals looking for a partner with `mediaId` (default: ours) whose wants satisfy `requirements`. */
+  search(requirements: Requirement[] = [], mediaId?: string): Promise<PresenceStatus[]> {
+    return this.presence.search(requirements, mediaId ?? this.presence.mediaId);
   }
 
   groupCreate(name: string, joinCode?: string): Promise<{ groupId: string }> {

@@ -41,7 +41,7 @@ export type ControlResponse =
 export const CONTROL_COMMANDS = [
   'status', 'lookup', 'online', 'group.create', 'group.join', 'group.leave', 'group.members', 'peers.add', 'peers.rm', 'peers.list',
   'match.submit', 'match.status', 'match.cancel', 'match.wait',
-  'watch', 'unwatch', 'presence.list', 'presence.wait', 'presence.set',
+  'watch', 'unwatch', 'presence.list', 'presence.wait', 'presence.set', 'search', 'media.set', 'allow.list', 'allow.add', 'allow.rm',
   ...CHANNEL_COMMANDS,
 ] as const;
 
@@ -233,6 +233,21 @@ export async function dispatch(agent: Agent, peers: AddressBook | undefined, req
     }
     case 'presence.set':
       return agent.setPresence(presenceRecord(args));
+    case 'search': {
+      const reqs = [...texts(args, 'require').map((r) => parseRequirement(r, true)), ...texts(args, 'prefer').map((r) => parseRequirement(r, false))];
+      return agent.search(reqs, str(args, 'mediaId'));
+    }
+    case 'allow.list':
+      return { allow: agent.allow };
+    case 'allow.add':
+      return { allow: agent.changeAllow(targets(args)) };
+    case 'allow.rm':
+      return { allow: agent.changeAllow([], targets(args)) };
+    case 'media.set': {
+      const media = str(args, 'mediaId', true);
+      if (Buffer.byteLength(media) > 64) throw new BadRequest('args.mediaId: at most 64 bytes');
+      return agent.setMedia(media);
+    }
     default:
       if (isChannelCommand(req.cmd)) return dispatchChannel(agent, req.cmd, args);
       throw new AgentError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)} (one of ${CONTROL_COMMANDS.join(', ')})`);

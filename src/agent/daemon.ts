@@ -29,8 +29,11 @@ export const agentSpec: Spec = {
   'control-socket': { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: 'Unix socket of the local control API (mode 0660)' },
   'peers-file': { type: 'string', default: '', describe: 'address book file ("" = peers.json in --state-dir)', reloadable: true },
   nickname: { type: 'string', default: '', describe: 'nickname registered with locatord, shown to others ("" = none)' },
+  allow: { type: 'list', default: [], describe: 'locator IDs or address-book names that may always see this terminal (with --visibility groups), comma-separated, at most 32' },
+  'join-group': { type: 'list', default: [], describe: 'groups to join when registering, comma-separated GROUP or GROUP:CODE (a group ID or address-book name, the join code of a closed group); at most 4, joined once' },
   'media-id': { type: 'string', default: '', describe: 'media/game ID registered with locatord ("" = none)' },
   visibility: { type: 'string', default: 'anyone', choices: ['anyone', 'groups'], describe: 'who may look this terminal up: anyone with its locator ID, or group members only' },
+  'save-partners': { type: 'boolean', default: true, describe: 'add the partners of a match to the address book under their nicknames (--no-save-partners: never)' },
   reachable: { type: 'boolean', default: true, describe: 'accept introductions: terminals allowed to look this one up may open direct channels to it (--no-reachable: never)' },
   'ttl-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'registration TTL to ask for, seconds (0 = the server default)' },
   'max-refresh-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'refresh at least this often, seconds (0 = as locatord suggests)' },
@@ -57,12 +60,22 @@ function check(c: Config): string | null {
   const nick = str(c, 'nickname');
   if (nick && Buffer.byteLength(nick) > 32) return '--nickname: at most 32 bytes';
   if (Buffer.byteLength(str(c, 'media-id')) > 64) return '--media-id: at most 64 bytes';
+  if (list(c, 'allow').length > 32) return '--allow: at most 32 IDs';
+  const joins = list(c, 'join-group');
+  if (joins.length > 4) return '--join-group: at most 4 groups';
+  if (joins.some((j) => splitJoin(j).group === '')) return '--join-group: GROUP or GROUP:CODE';
   if (num(c, 'backoff-min-ms') > num(c, 'backoff-max-ms')) return '--backoff-min-ms must not exceed --backoff-max-ms';
   const id = loadDeviceIdentity(str(c, 'identity'));
   if (!id.ok) return id.error;
   const key = loadAuthdKey(str(c, 'authd-key'));
   if (!key.ok) return key.error;
   return null;
+}
+
+/** "GROUP:CODE" (the code may itself hold colons) or "GROUP". */
+function splitJoin(s: string): { group: string; code?: string } {
+  const i = s.indexOf(':');
+  return i < 0 ? { group: s.trim() } : { group: s.slice(0, i).trim(), code: s.slice(i + 1) };
 }
 
 export function peersPath(c: Config): string {
@@ -88,6 +101,7 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
     maxRefreshS: num(c, 'max-refresh-s'),
     visibility: str(c, 'visibility') === 'groups' ? 1 : 0,
     reachable: bool(c, 'reachable'),
+    savePartners: bool(c, 'save-partners'),
     peers,
     log: (level, msg, fields) => logger.log(level, msg, fields),
   };
@@ -102,6 +116,22 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
   if (bind && bind !== 'bad') opts.bind = { host: bind.ip, port: bind.port };
   if (str(c, 'nickname')) opts.nickname = str(c, 'nickname');
   if (str(c, 'media-id')) opts.mediaId = str(c, 'media-id');
+  const allow = list(c, 'allow');
+  if (allow.length > 0) {
+    opts.allow = allow.map((x) => {
+      const id = peers.resolve(x);
+      if (!id) throw new Error(`--allow: ${JSON.stringify(x)} is neither a locator ID nor a name in the address book`);
+      return id;
+    });
+  }
+  const joins = list(c, 'join-group').map(splitJoin);
+  if (joins.length > 0) {
+    opts.joinGroups = joins.map(({ group, code }) => {
+      const groupId = peers.resolve(group);
+      if (!groupId) throw new Error(`--join-group: ${JSON.stringify(group)} is neither a group ID nor a name in the address book`);
+      return code ? { groupId, joinCode: code } : { groupId };
+    });
+  }
   if (num(c, 'ttl-s') > 0) opts.ttlS = num(c, 'ttl-s');
 
   const agent = new Agent(opts);

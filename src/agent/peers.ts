@@ -88,6 +88,22 @@ export class AddressBook {
     return e;
   }
 
+  /**
+   * Remember the partners of a match under their nicknames: each one with a valid nickname that
+   * is not in the book yet, neither by name nor by ID (the user's own entries are never
+   * replaced). Returns the entries added.
+   */
+  addPartners(members: readonly { id: string; nickname?: string | undefined; self: boolean }[]): PeerEntry[] {
+    const added: PeerEntry[] = [];
+    for (const m of members) {
+      const name = m.nickname;
+      if (m.self || name === undefined || !isNickname(name) || this.entries.has(name) || this.namesOf(m.id).length > 0) continue;
+      if (this.entries.size >= MAX_PEERS) break;
+      added.push(this.add(name, m.id, 'peer'));
+    }
+    return added;
+  }
+
   /** Remove `name`; false when absent. */
   remove(name: string): boolean {
     if (!this.entries.has(name)) return false;

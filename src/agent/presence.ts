@@ -5,6 +5,11 @@
 //   IDs a request, each answer paged with `collectPages`); the answer is the current status.
 // - PRESENCE pushes from locatord, MACed in our session, are acknowledged (every copy: the ack
 //   is the push's answer) and reported once per change as a `presence` event.
+// - `search(mediaId, requirements)` is the partner search (SEARCH): the terminals looking for a
+//   partner with that media ID whose wanted attributes satisfy the requirements, every page.
+// - Our own record is kept here (`own`): every REGISTER carries it (registration.ts), so a
+//   re-registration (address change, locatord restart) does not lose it; `setMedia` changes its
+//   media ID at run time (PRESENCE_SET when registered, else with the next REGISTER).
 // - The list is the agent's: locatord forgets it when the registration ends (expiry,
 //   re-registration after an address change, an embedded locatord's restart). After every
 //   REGISTER the whole list is watched again, and every `checkEveryMs` a WATCH with no IDs asks
@@ -14,7 +19,7 @@ import type { Reply } from '../net/client.js';
 import type { ClientSession } from '../net/clientsession.js';
 import type { Address } from '../wire/addr.js';
 import { normaliseIp } from '../wire/addr.js';
-import type { PresenceEntry, PresenceRecord } from '../wire/catalog.js';
+import type { PresenceEntry, PresenceRecord, Requirement } from '../wire/catalog.js';
 import { MAX_QUERY_IDS, MAX_WATCHES } from '../wire/catalog.js';
 import { AgentError } from './errors.js';
 import { formatId } from './ids.js';
@@ -30,7 +35,14 @@ export interface PresenceHost {
   /** Each change told by a push (or seen when watching). */
   emit: (s: PresenceStatus) => void;
   log: (level: 'debug' | 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
+  /** The media ID the agent was started with (--media-id), if any. */
+  mediaId?: string | undefined;
+  /** Whether the agent holds a registration now (a PRESENCE_SET needs one). */
+  registered?: () => boolean;
 }
+
+/** Most results one `search` collects (pages followed until then). */
+export const MAX_SEARCH_RESULTS = 256;
 
 const sameAddress = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
 /** Ask locatord whether it still holds our list at most this often (on refreshes). */
@@ -41,6 +53,8 @@ export class PresenceWatch {
   private readonly watched = new Map<string, PresenceStatus | undefined>();
   private resyncing: Promise<void> | undefined;
   private checkedAt = 0;
+  /** Our own presence record, as last set (undefined: none set; REGISTER carries --media-id alone). */
+  own: PresenceRecord | undefined;
 
   constructor(private readonly host: PresenceHost) {}
 
@@ -91,8 +105,45 @@ export class PresenceWatch {
 
   /** Replace our presence record (PRESENCE_SET). */
   async set(record: PresenceRecord): Promise<PresenceRecord> {
+    this.own = record;
     await this.host.queries.query('PRESENCE_SET', { presence: record }, 'PRESENCE_SET_ACK');
     return record;
+  }
+
+  /** The media ID in use now. */
+  get mediaId(): string | undefined {
+    return this.own ? this.own.mediaId : this.host.mediaId;
+  }
+
+  /**
+   * Change the media ID at run time ('' : none), keeping the rest of our record: told to
+   * locatord now (PRESENCE_SET) when registered, and carried by every REGISTER from now on.
+   */
+  async setMedia(mediaId: string): Promise<PresenceRecord> {
+    const r: PresenceRecord = { ...(this.own ?? {}) };
+    if (mediaId === '') delete r.mediaId;
+    else r.mediaId = mediaId;
+    this.own = r;
+    if (this.host.registered && !this.host.registered()) return r;
+    return this.set(r);
+  }
+
+  /**
+   * Partner search (SEARCH): online terminals looking for a partner with `mediaId` (default: ours)
+   * whose wanted attributes satisfy `requirements`, that we may see; every page, at most
+   * MAX_SEARCH_RESULTS (`max`).
+   */
+  async search(requirements: Requirement[] = [], mediaId = this.mediaId, max = MAX_SEARCH_RESULTS): Promise<PresenceStatus[]> {
+    if (mediaId === undefined || mediaId === '') throw new AgentError('BAD_REQUEST', 'search: name a media ID (none in use)');
+    const out: PresenceStatus[] = [];
+    let after: Uint8Array | undefined;
+    do {
+      const body = { mediaId, ...(requirements.length ? { requirements } : {}), ...(after ? { after } : {}) };
+      const m = await this.host.queries.query('SEARCH', body, 'SEARCH_RESULT');
+      out.push(...m.body.entries.map((e) => this.status(e)));
+      after = m.body.next;
+    } while (after && out.length < max);
+    return out.slice(0, max);
   }
 
   /**

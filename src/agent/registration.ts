@@ -15,10 +15,11 @@ import type { EventEmitter } from 'node:events';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import { buildAuthRequest, openAuthGrant } from '../wire/auth.js';
-import type { Bodies, MessageName, RegistrationAck, RelayGrant, TicketGrant } from '../wire/catalog.js';
+import type { Bodies, MessageName, PresenceRecord, RegistrationAck, RelayGrant, TicketGrant } from '../wire/catalog.js';
 import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS, NetMode, netModeNames } from '../wire/constants.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
+import { joinProof } from '../wire/groupcode.js';
 import { generatePair, privateKeyObject } from '../wire/keys.js';
 import { peekTicket } from '../wire/ticket-parse.js';
 import type { Reply, RetransmitPolicy } from '../net/client.js';
@@ -35,6 +36,9 @@ import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus,
 
 /** The step was abandoned because something more urgent happened (address change, stop). */
 class Interrupted extends Error {}
+
+/** What locatord answers a REGISTER whose joinGroups it refuses (devloc-locatord(8), Groups). */
+const JOIN_REFUSALS: readonly number[] = [ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN, ErrorCode.FULL, ErrorCode.BAD_MESSAGE];
 
 /**
  * A service answering that our ticket for it is missing re-authenticates at most this often:
@@ -85,6 +89,12 @@ export class Registration {
   readonly log: AgentLog;
   /** The agent's one UDP socket (undefined while stopped). */
   client: UdpClient | undefined;
+  /** --join-group: joined with the next REGISTER, then cleared (joined or refused). */
+  private joins: { groupId: Uint8Array; joinCode?: string }[];
+  /** REGISTER allow: changed at run time by setAllow (a new REGISTER). */
+  private allowIds: Uint8Array[];
+  /** Our presence record for REGISTER (agent.ts: presence.ts `own`); its media ID replaces --media-id. */
+  presenceRecord: () => PresenceRecord | undefined = () => undefined;
 
   private _state: AgentState = 'stopped';
   private stopping = false;
@@ -158,6 +168,8 @@ export class Registration {
       interfacePollMs: 3000, retransmitMs: 1000, backoffMinMs: 1000, backoffMaxMs: 60_000, reclassifyMs: 300_000,
       renewFraction: 0.8, maxRefreshS: 0, ...opts, audiences,
     };
+    this.joins = [...(opts.joinGroups ?? [])];
+    this.allowIds = [...(opts.allow ?? [])];
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     this.log = opts.log ?? (() => {});
@@ -704,13 +716,32 @@ export class Registration {
     if (localAddrs.length) body.localAddrs = localAddrs;
     if (this.o.nickname) body.nickname = this.o.nickname;
     if (this.o.mediaId) body.mediaId = this.o.mediaId;
+    const presence = this.presenceRecord();
+    if (presence) body.presence = presence;
     if (this.o.visibility !== undefined) body.visibility = this.o.visibility;
+    if (this.allowIds.length > 0) body.allow = this.allowIds;
     if (this.o.reachable) body.reachable = true;
     if (this.o.ttlS) body.ttlS = this.o.ttlS;
+    const joins = this.joins;
+    if (joins.length > 0) body.joinGroups = joins.map((j) => ({ groupId: j.groupId, ...(j.joinCode ? joinProof(session.keys, session.sid, j.groupId, j.joinCode) : {}) }));
     // The server may have lost the session and will number its answers from 1 again.
     session.restartReceive();
-    const m = await this.call(session, 'REGISTER', body, 'REGISTER_ACK', startupPolicy(this.o.retransmitMs), true);
+    let m: MessageOf<'REGISTER_ACK'>;
+    try {
+      m = await this.call(session, 'REGISTER', body, 'REGISTER_ACK', startupPolicy(this.o.retransmitMs), true);
+    } catch (err) {
+      // The joins are all or nothing, and a refused one registers nothing: register without.
+      if (joins.length > 0 && err instanceof ServerError && JOIN_REFUSALS.includes(err.code)) {
+        this.joins = [];
+        this.log('warn', 'join-group refused: registering without joining', { groups: joins.map((j) => formatId(j.groupId)), err: err.message });
+      }
+      throw err;
+    }
     this.check(gen);
+    if (joins.length > 0) {
+      this.joins = [];
+      this.log('info', 'joined groups', { groups: joins.map((j) => formatId(j.groupId)) });
+    }
     this.needRegister = false;
     this.reportedNetMode = body.netMode;
     this.reportedLocal = JSON.stringify(localAddrs);
@@ -929,6 +960,19 @@ export class Registration {
     this.lastGrantRecheck = now;
     await this.reauthenticate(`no ticket for "${aud}"`, timeoutMs);
     return this.otherSessions.has(aud);
+  }
+
+  /** The allow list (hex IDs). */
+  get allow(): string[] {
+    return this.allowIds.map((id) => formatId(id));
+  }
+
+  /** Replace the allow list: locatord learns it from a new REGISTER, sent now. */
+  setAllow(ids: Uint8Array[]): void {
+    this.allowIds = [...ids];
+    this.needRegister = true;
+    this.retryAt = undefined;
+    this.kick(false);
   }
 
   /** locatord no longer knows our session (NO_SESSION to a query) or our ticket: register again now. */

@@ -34,6 +34,14 @@ export interface AgentOptions {
   /** Local address of the UDP socket (default: any address of authd's family, ephemeral port). */
   bind?: { host: string; port: number };
   nickname?: string;
+  /**
+   * Groups to join with the first REGISTER (REGISTER joinGroups, at most 4; a closed group with
+   * its join code, proven in the session, never sent). Once joined (membership is durable) they
+   * are not sent again; refused (no such group, wrong code, full), the agent registers without.
+   */
+  joinGroups?: { groupId: Uint8Array; joinCode?: string }[];
+  /** Locator IDs that may always see this terminal (REGISTER allow, at most 32; matters with visibility 1). */
+  allow?: Uint8Array[];
   mediaId?: string;
   /** 0 anyone with the ID (default), 1 groups and allow-list only. */
   visibility?: number;
@@ -54,6 +62,12 @@ export interface AgentOptions {
   renewFraction?: number;
   /** Address book for nicknames (lookup/online/group accept them where an ID is expected). */
   peers?: AddressBook;
+  /**
+   * Add the partners of a match to the address book under their nicknames (the patent: the
+   * terminal memorises the partner's nickname with its locator ID); default true. A name
+   * already in the book, or a partner already named there, is left as it is.
+   */
+  savePartners?: boolean;
   log?: AgentLog;
   now?: () => number;
   random?: () => number;

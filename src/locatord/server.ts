@@ -132,6 +132,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       onEvicted: () => metrics.inc('evictions_total'),
       // Only what someone watches, or a watcher, is worth a look (no work per expiry otherwise).
       onGone: (k) => {
+        (store as EmbeddedStore).search.set(k, undefined);
         const w = (store as EmbeddedStore).watches;
         if (w.isWatched(k) || w.count(k) > 0) onGone(k);
       },
@@ -154,7 +155,9 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
           let kept = 0;
           for (const l of snap.records) {
             if (l.expMs <= nowMs) continue;
-            table.set(l.id, recordFromLine(l, table, l.sid ? bySid.get(l.sid) : undefined));
+            const rec = recordFromLine(l, table, l.sid ? bySid.get(l.sid) : undefined);
+            table.set(l.id, rec);
+            (store as EmbeddedStore).search.set(l.id, rec);
             kept++;
           }
           const watchLists = restoreWatches(snap.watches, (store as EmbeddedStore).watches, (id) => table.get(id) !== undefined);

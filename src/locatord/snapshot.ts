@@ -19,7 +19,7 @@ import { newServerSession } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
 import type { Props } from '../wire/schema.js';
 import { rawKey, ReplayWindow } from '../wire/session.js';
-import type { RegistrationExtra, RegistrationTable } from './table.js';
+import type { RegistrationExtra, RegistrationTable, RichPresence } from './table.js';
 import { Registration } from './table.js';
 import type { MemoryWatches } from './watches.js';
 import { MAX_WATCHES } from '../wire/catalog.js';
@@ -62,6 +62,8 @@ interface RecordLine {
   localAddrs?: Address[];
   community?: Props;
   allow?: string[];
+  /** The rich presence record beside the media ID (looking for a partner, wants, status). */
+  presence?: RichPresence;
 }
 
 /** A watcher's subscriptions: target locator IDs (hex) and each one's view code (watches.ts viewCode). */
@@ -107,6 +109,7 @@ export function recordToLine(id: string, r: Registration, table: RegistrationTab
   if (x?.localAddrs) line.localAddrs = x.localAddrs;
   if (x?.community) line.community = x.community;
   if (x?.allow) line.allow = x.allow;
+  if (x?.presence) line.presence = x.presence;
   return line;
 }
 
@@ -121,6 +124,7 @@ export function recordFromLine(l: RecordLine, table: RegistrationTable, session:
   if (l.localAddrs) x.localAddrs = l.localAddrs;
   if (l.community) x.community = l.community;
   if (l.allow) x.allow = l.allow;
+  if (l.presence) x.presence = l.presence;
   if (Object.keys(x).length > 0) r.extra = x;
   return r;
 }

@@ -30,8 +30,8 @@ import { DevlocError, ErrorCode } from '../wire/errors.js';
 import type { Props } from '../wire/schema.js';
 import { canUseRelay, chooseHostByPaths, hostRank, MatchPath, pathBetween } from './connectivity.js';
 import { TimerHeap } from './heap.js';
-import type { Rule, Tolerance } from './requirements.js';
-import { accepts, compileRequirements, EXACT, fit, hasPreferred, Op } from './requirements.js';
+import type { Rule, Tolerance } from '../wire/requirements.js';
+import { accepts, compileRequirements, EXACT, fit, hasPreferred, Op } from '../wire/requirements.js';
 
 export type MatchStateValue = (typeof MatchState)[keyof typeof MatchState];
 

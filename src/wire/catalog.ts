@@ -31,6 +31,8 @@ export const MessageType = {
   PRESENCE_SET_ACK: 0x29,
   PRESENCE: 0x2a,
   PRESENCE_ACK: 0x2b,
+  SEARCH: 0x2c,
+  SEARCH_RESULT: 0x2d,
   GROUP_CREATE: 0x30,
   GROUP_CREATE_ACK: 0x31,
   GROUP_JOIN: 0x32,
@@ -114,6 +116,8 @@ const queryAddrEntry = [
   { key: 7, name: 'mediaId', type: mediaId, doc: 'media ID the terminal registered' },
 ] as const satisfies readonly Field[];
 
+/** Most locator IDs on a terminal's allow list (REGISTER allow). */
+export const MAX_ALLOW = 32;
 /** Most locator IDs one terminal watches (WATCH): a bound on a watcher's state and on fan-out. */
 export const MAX_WATCHES = 256;
 /** Longest presence status text, bytes (UTF-8). */
@@ -129,6 +133,9 @@ const presenceRecord = [
   { key: 3, name: 'wants', type: { t: 'props', max: 8 }, doc: "the wanted partner's attributes (names as in matchd requirements)" },
   { key: 4, name: 'status', type: { t: 'tstr', max: MAX_STATUS_BYTES }, doc: 'short status text' },
 ] as const satisfies readonly Field[];
+
+/** Candidates one SEARCH examines at most (a bound on the work of one request; the rest is paged). */
+export const MAX_SEARCH_SCAN = 64;
 
 /** One watched terminal as the watcher may see it (WATCH_ACK entries, PRESENCE pushes). */
 const presenceEntry = [
@@ -242,7 +249,7 @@ const specs = {
       { key: 6, name: 'mediaId', type: mediaId, doc: 'game/media ID in use' },
       { key: 7, name: 'community', type: { t: 'props', max: 16 }, doc: 'service-defined properties (the patent\'s community field)' },
       { key: 8, name: 'visibility', type: { t: 'uint', max: 1 }, doc: '0 anyone with the ID (default), 1 groups and allow-list only' },
-      { key: 9, name: 'allow', type: { t: 'array', of: locatorId, max: 32 }, doc: 'locator IDs that may always see this terminal' },
+      { key: 9, name: 'allow', type: { t: 'array', of: locatorId, max: MAX_ALLOW }, doc: 'locator IDs that may always see this terminal' },
       { key: 10, name: 'joinGroups', type: { t: 'array', of: { t: 'struct', fields: [
         { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join (it must exist: REGISTER creates no group)' },
         { key: 3, name: 'nonce', type: codeNonce, doc: 'closed group: fresh random nonce of the proof' },
@@ -355,6 +362,23 @@ const specs = {
   [MessageType.PRESENCE_ACK]: {
     name: 'PRESENCE_ACK', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Presence push received (sent for every copy).',
     fields: [{ key: 1, name: 'id', type: locatorId, required: true, doc: 'the id of the PRESENCE' }],
+  },
+  [MessageType.SEARCH]: {
+    name: 'SEARCH', direction: 'terminal->server', service: 'locatord', auth: 'session',
+    doc: "Partner search (the patent's search unit): online terminals visible to the asker whose presence record has this mediaId, lookingForPartner true, and wants satisfying every requirement. Examines at most 64 candidates per request, in locator ID order; charged like a QUERY_STATUS of the entries answered (at least one).",
+    fields: [
+      { key: 1, name: 'mediaId', type: mediaId, required: true, doc: "the candidates' media ID (their presence record's mediaId)" },
+      { key: 2, name: 'requirements', type: { t: 'array', of: { t: 'struct', fields: requirement }, max: 16 }, doc: "conditions on the candidate's wants, in MATCH_SUBMIT's syntax; every one must hold (mandatory or not: a search does not wait, so nothing is relaxed)" },
+      { key: 3, name: 'after', type: locatorId, doc: 'continue after this locator ID (the next of a previous SEARCH_RESULT)' },
+    ],
+  },
+  [MessageType.SEARCH_RESULT]: {
+    name: 'SEARCH_RESULT', direction: 'server->terminal', service: 'locatord', auth: 'session',
+    doc: 'The candidates found in this page, as WATCH_ACK entries (what QUERY_STATUS with presence would tell the asker), in locator ID order; may be empty while next is present.',
+    fields: [
+      { key: 1, name: 'entries', type: { t: 'array', of: { t: 'struct', fields: presenceEntry }, max: MAX_SEARCH_SCAN }, required: true, doc: 'online candidates found, in locator ID order' },
+      { key: 2, name: 'next', type: locatorId, doc: 'present when candidates remain: send the SEARCH again with after set to it' },
+    ],
   },
   [MessageType.GROUP_CREATE]: {
     name: 'GROUP_CREATE', direction: 'terminal->server', service: 'locatord', auth: 'session',

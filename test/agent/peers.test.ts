@@ -27,6 +27,24 @@ t.test('add, resolve, list, remove, persist', async (t) => {
   t.same(readdirSync(join(dir, 'sub')), ['peers.json'], 'no temporary files left');
 });
 
+t.test('partners of a match: added under their nicknames, never over the user\'s entries', async (t) => {
+  const b = new AddressBook(join(t.testdir({}), 'peers.json'));
+  b.load();
+  b.add('alice', ID);
+  const other = 'ffeeddccbbaa99887766554433221100';
+  const added = b.addPartners([
+    { id: '0123456789abcdef0123456789abcdef', nickname: 'me', self: true },
+    { id: other, nickname: 'alice', self: false },
+    { id: ID, nickname: 'ally', self: false },
+    { id: '11111111111111111111111111111111', self: false },
+    { id: '22222222222222222222222222222222', nickname: 'bad name', self: false },
+    { id: '33333333333333333333333333333333', nickname: 'carol', self: false },
+  ]);
+  t.same(added.map((e) => e.name), ['carol'], 'only carol: not ourselves, not a taken name, not an ID already named, not without a valid nickname');
+  t.equal(b.resolve('alice')?.toString('hex'), ID, "the user's alice unchanged");
+  t.same(b.addPartners([{ id: '33333333333333333333333333333333', nickname: 'carol', self: false }]), [], 'again: nothing new');
+});
+
 t.test('bad names and IDs refused', async (t) => {
   const b = new AddressBook(join(t.testdir({}), 'p.json'));
   t.throws(() => b.add('has space', ID), AddressBookError);

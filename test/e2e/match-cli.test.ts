@@ -39,7 +39,7 @@ const ready = async (a: AgentProc): Promise<boolean> => {
 
 t.test('devloc match with two devloc-agent processes', async (t) => {
   const s = await stack(t, { matchd: true });
-  const [a, b] = await Promise.all([s.agent('alice', ['--nickname', 'alice']), s.agent('bob', ['--nickname', 'bob'])]);
+  const [a, b] = await Promise.all([s.agent('alice', ['--nickname', 'alice']), s.agent('bob', ['--nickname', 'bob', '--no-save-partners'])]);
   await eventually(async () => (await ready(a)) && (await ready(b)), 20_000, 'both registered and classified');
   const sa = await a.status();
   const sb = await b.status();
@@ -64,6 +64,10 @@ t.test('devloc match with two devloc-agent processes', async (t) => {
   t.match(ha.stdout, new RegExp(`^[ *]\\d\\s+${sa.locatorId}\\s+alice\\s+open\\s+\\S+\\s+(lan|-)\\s+(host, )?you$`, 'm'), 'alice: her own row');
   const hostRow = ha.stdout.split('\n').find((l) => l.startsWith('*'));
   t.ok(hostRow?.includes(rb.hostId!), 'the host row (marked *) is the host bob was told of');
+
+  // The partner is remembered under its nickname (issue 18): by alice; bob opted out.
+  await eventually(async () => ((await a.control('peers.list', {})) as { name: string; id: string }[]).some((e) => e.name === 'bob' && e.id === sb.locatorId), 20_000, "bob in alice's address book");
+  t.same(await b.control('peers.list', {}), [], "bob's address book stays empty (--no-save-partners)");
 
   const st = await devloc(['match', 'status', '--socket', a.socket]);
   t.equal(st.status, 0, st.stderr);

@@ -486,6 +486,19 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
     },
     { name: 'PRESENCE_ACK', rid: rid(0x2a), session: L(0x100000023), body: { id: PEER_ID }, note: 'Receipt of the push (same rid).' },
     {
+      name: 'SEARCH', rid: rid(0x2c), session: L(0x100000024),
+      body: { mediaId: 'chess/standard', requirements: [{ attr: 'level', op: 1, min: 2, max: 4, mandatory: true }] },
+      note: 'Partner search: terminals playing chess/standard whose wanted partner has a level in 2..4.',
+    },
+    {
+      name: 'SEARCH_RESULT', rid: rid(0x2c), session: L(0x24),
+      body: {
+        entries: [{ id: PEER_ID, online: true, nickname: 'bob', presence: { mediaId: 'chess/standard', lookingForPartner: true, wants: { level: 3 } } }],
+        next: PEER_ID,
+      },
+      note: 'One candidate found; candidates remain after PEER_ID (send SEARCH again with after = next).',
+    },
+    {
       name: 'GROUP_CREATE', rid: rid(0x30), session: L(0x100000006),
       body: { name: 'Friday chess', ...codes.create },
       note: 'A closed group with join code "k1ng": its code key sealed under the locatord session with the nonce given (see GROUP CODES).',

@@ -9,7 +9,7 @@ import { demoCommand } from './demo.js';
 import { authdCommands } from './devices.js';
 import { keygenCommand } from './keygen.js';
 import { matchCommand } from './match.js';
-import { presenceCommand, watchCommand } from './presence.js';
+import { allowCommand, mediaCommand, presenceCommand, searchCommand, watchCommand } from './presence.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, ctlCommand as CommandModule, matchCommand, watchCommand as CommandModule, presenceCommand, demoCommand, benchCommand];
+export const commands: CommandModule<any, any>[] = [keygenCommand, decodeCommand, ...authdCommands, ...agentCommands, connectCommand as CommandModule, ctlCommand as CommandModule, matchCommand, watchCommand as CommandModule, presenceCommand, searchCommand as CommandModule, mediaCommand, allowCommand, demoCommand, benchCommand];

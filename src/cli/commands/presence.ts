@@ -3,11 +3,16 @@
 //                              (--json: JSON lines), until Ctrl-C; no IDs: the agent's list
 //   devloc presence set [--media ID] [--looking] [--want k=v] [--status TEXT]
 //   devloc presence list       what the agent watches, as last told
+//   devloc search [--media ID] [--require "attr 10..20"] ...   partner search (SEARCH)
+//   devloc media set ID        change the media ID at run time ("" : none)
+//   devloc allow add|rm IDs|names, devloc allow list   the visibility allow list (re-registers)
 // Exit status: 0 done (watch: interrupted), 1 the agent refused or could not be reached, 2 bad arguments.
 import type { Argv, CommandModule } from 'yargs';
 import type { PresenceStatus } from '../../agent/presence.js';
 import { safeJson, safeText } from '../../common/escape.js';
 import { MAX_STATUS_BYTES } from '../../wire/catalog.js';
+import { AgentError } from '../../agent/errors.js';
+import { parseRequirement } from '../../agent/match.js';
 import { runHandler, UsageError } from '../util.js';
 import type { Common } from './agentctl.js';
 import { common } from './agentctl.js';
@@ -91,6 +96,89 @@ const list: CommandModule<object, Common> = {
   handler: (a) => runHandler('presence list', async () => {
     for (const s of (await ask(a, 'presence.list', {})) as PresenceStatus[]) line(a, s);
   }),
+};
+
+interface SearchArgs extends Common {
+  media?: string;
+  require: string[];
+}
+
+export const searchCommand: CommandModule<object, SearchArgs> = {
+  command: 'search',
+  describe: 'partner search: online terminals looking for a partner with a media ID (default: the agent\'s) whose wanted attributes satisfy the requirements',
+  builder: (y) =>
+    common(y)
+      .option('media', { type: 'string', describe: 'media ID (default: the one the agent uses)' })
+      .option('require', { type: 'string', array: true, default: [] as string[], describe: 'requirement on the wanted attributes: "attr=value", "attr in a,b", "attr 10..20", repeatable (at most 16)' }) as unknown as Argv<SearchArgs>,
+  handler: (a) => runHandler('search', async () => {
+    const reqs = a.require.map(String);
+    if (reqs.length > 16) throw new UsageError('--require: at most 16');
+    try {
+      for (const r of reqs) parseRequirement(r, true);
+    } catch (err) {
+      if (err instanceof AgentError) throw new UsageError(err.message);
+      throw err;
+    }
+    const found = (await ask(a, 'search', { ...(a.media !== undefined ? { mediaId: String(a.media) } : {}), ...(reqs.length ? { require: reqs } : {}) })) as PresenceStatus[];
+    for (const s of found) line(a, s);
+  }),
+};
+
+interface MediaArgs extends Common {
+  id: string;
+}
+
+const mediaSet: CommandModule<object, MediaArgs> = {
+  command: 'set <id>',
+  describe: 'change the media ID in use now ("" for none); locatord and watchers are told, re-registrations keep it',
+  builder: (y) => common(y).positional('id', { type: 'string', demandOption: true }) as unknown as Argv<MediaArgs>,
+  handler: (a) => runHandler('media set', async () => {
+    if (Buffer.byteLength(String(a.id)) > 64) throw new UsageError('media ID: at most 64 bytes');
+    const r = await ask(a, 'media.set', { mediaId: String(a.id) });
+    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : 'media set\n');
+  }),
+};
+
+export const mediaCommand: CommandModule = {
+  command: 'media <command>',
+  describe: 'the media ID this terminal uses (media set), via the local agent',
+  builder: (y) => y.command(mediaSet as CommandModule).demandCommand(1, 'name a media command: set'),
+  handler: () => {},
+};
+
+interface AllowArgs extends Common {
+  targets: string[];
+}
+
+const allowChange = (verb: 'add' | 'rm', describe: string): CommandModule<object, AllowArgs> => ({
+  command: `${verb} <targets..>`,
+  describe,
+  builder: (y) => common(y).positional('targets', { type: 'string', array: true, demandOption: true, describe: 'locator IDs or address-book names' }) as unknown as Argv<AllowArgs>,
+  handler: (a) => runHandler(`allow ${verb}`, async () => {
+    const r = (await ask(a, `allow.${verb}`, { targets: a.targets.map(String) })) as { allow: string[] };
+    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : r.allow.map((id) => `${id}\n`).join(''));
+  }),
+});
+
+const allowList: CommandModule<object, Common> = {
+  command: 'list',
+  describe: 'the locator IDs on the allow list',
+  builder: (y) => common(y),
+  handler: (a) => runHandler('allow list', async () => {
+    const r = (await ask(a, 'allow.list', {})) as { allow: string[] };
+    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : r.allow.map((id) => `${id}\n`).join(''));
+  }),
+};
+
+export const allowCommand: CommandModule = {
+  command: 'allow <command>',
+  describe: 'the visibility allow list: terminals that may always see this one (with --visibility groups), via the local agent',
+  builder: (y) => y
+    .command(allowChange('add', 'let terminals see this one (at most 32 in all); the agent registers again') as CommandModule)
+    .command(allowChange('rm', 'take terminals off the allow list; the agent registers again') as CommandModule)
+    .command(allowList as CommandModule)
+    .demandCommand(1, 'name an allow command: add, rm, list'),
+  handler: () => {},
 };
 
 export const presenceCommand: CommandModule = {

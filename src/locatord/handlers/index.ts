@@ -14,6 +14,7 @@ import { queryAddr, queryStatus } from './query.js';
 import { probeAck, refresh, register, unregister } from './registration.js';
 import { presenceAck, presenceSet, unwatch, watch } from './watch.js';
 import { revoke } from './revoke.js';
+import { search } from './search.js';
 
 /** A store failure as a refusal: TRY_LATER (retry after), a log line, a count; null for any other error. */
 export function storeFailure(c: LocatorContext, err: unknown): Refusal | null {
@@ -61,6 +62,7 @@ export function locatorHandlers(c: LocatorContext): Handlers {
     UNWATCH: guard(unwatch),
     PRESENCE_SET: guard(presenceSet),
     PRESENCE_ACK: (ctx) => presenceAck(c, ctx),
+    SEARCH: guard(search),
     REVOKE: guard(revoke),
   } as Handlers;
 }

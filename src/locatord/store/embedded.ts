@@ -10,6 +10,7 @@ import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationTable } from '../table.js';
 import { Registration } from '../table.js';
+import { MemorySearchIndex } from '../search-index.js';
 import { MemoryWatches } from '../watches.js';
 import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, ServedStore, StoredSession } from './types.js';
 
@@ -18,6 +19,8 @@ export class EmbeddedStore implements ServedStore {
   readonly instanceId = undefined;
   readonly groups: GroupBackend;
   readonly watches = new MemoryWatches();
+  /** Kept exact: every write and delete below, and expiry and eviction (server.ts onGone). */
+  readonly search = new MemorySearchIndex();
   readonly pending = 0;
 
   constructor(
@@ -48,16 +51,18 @@ export class EmbeddedStore implements ServedStore {
 
   putPresence(idHex: string, p: Presence, session?: ServerSession): void {
     mirrorPresence(this.table, idHex, p, session ?? (p.sidHex ? this.sessions.get(p.sidHex) : undefined));
+    this.search.set(idHex, p);
   }
 
   deletePresence(idHex: string): boolean {
+    this.search.set(idHex, undefined);
     return this.table.delete(idHex);
   }
 
   updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): T {
     const r = this.table.get(idHex);
     const d = change(r ? this.toPresence(r) : undefined);
-    if (d.remove) this.table.delete(idHex);
+    if (d.remove) this.deletePresence(idHex);
     else if (d.put) this.putPresence(idHex, d.put, session);
     return d.result;
   }
@@ -89,7 +94,7 @@ export class EmbeddedStore implements ServedStore {
   removeWhere(drop: (s: ServerSession) => boolean): number {
     const gone: string[] = [];
     for (const [id, rec] of this.table.entries()) if (rec.session && drop(rec.session)) gone.push(id);
-    for (const id of gone) this.table.delete(id);
+    for (const id of gone) this.deletePresence(id);
     return gone.length;
   }
 

@@ -15,6 +15,12 @@
 //   dl:wb:{<locator hex>} who watches a terminal (set: each member a watcher's locator ID followed
 //                         by a tag over (target, watcher); a watcher gone is removed when found
 //                         gone, lazily).
+//   dl:sl:{<media hash>}  the partner-search index of a media ID (hash: first 16 bytes of its
+//                         SHA-256, hex): the terminals looking for a partner with it, a sorted
+//                         set of score 0 (pages are ZRANGEBYLEX from the last ID answered);
+//   dl:sx:{<media hash>}  the same IDs scored by the expiry of the record indexed: each write to
+//                         the index trims entries expired (at most 32 per write), so the index
+//                         holds the live records plus those deleted within one TTL.
 //   dl:rw:{<locator hex>}:<sid hex>  the session's replay window shared by every instance (hash: "h" the
 //                         highest sequence number, "0".."63" the last one taken in each slot,
 //                         as ReplayWindow, "a0".."a63" the source it was taken for), PX = until
@@ -47,16 +53,17 @@
 // Groups are hard state: run Redis with appendonly (see devloc-locatord(8)) when groups matter;
 // group changes are several commands, not a transaction (keys live in different slots), so two
 // concurrent joins at a limit may overshoot it by one.
-import { hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { DevlocError, ErrorCode } from '../../wire/errors.js';
 import type { CodeProof, GroupInfo, GroupLimits, JoinRequest } from '../groups.js';
 import { GROUP_ID_BYTES, JOIN_FAILURE_LIMITS } from '../groups.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
 import type { ClaimVerdict, WindowOwner } from '../../net/sessions.js';
 import { REPLAY_WINDOW } from '../../wire/constants.js';
+import { searchMediaOf } from '../search-index.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
 import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
-import type { GroupBackend, LocatorStore, Presence, PresenceChange, Refused, StoredSession, WatchBackend } from './types.js';
+import type { GroupBackend, LocatorStore, Presence, PresenceChange, Refused, SearchBackend, StoredSession, WatchBackend } from './types.js';
 
 export interface RedisStoreOptions extends RedisClientOptions {
   prefix?: string;
@@ -146,6 +153,7 @@ export class RedisStore implements LocatorStore {
   readonly client: RedisClient;
   readonly groups: GroupBackend;
   readonly watches: WatchBackend;
+  readonly search: RedisSearch;
   private readonly prefix: string;
   private readonly now: () => number;
   private readonly graceMs: number;
@@ -169,6 +177,7 @@ export class RedisStore implements LocatorStore {
     this.instanceId = o.instanceId;
     this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now, this.recordKey, this.onRejected);
     this.watches = new RedisWatches(this.client, this.prefix, this.recordKey, this.onRejected);
+    this.search = new RedisSearch(this.client, this.prefix, this.now);
   }
 
   get pending(): number {
@@ -225,19 +234,24 @@ export class RedisStore implements LocatorStore {
     const k = this.presenceKey(idHex);
     const ttl = Math.max(1, p.expMs - this.now());
     await this.client.call(['SET', k, this.encode(idHex, p), 'PX', ttl], k);
+    await this.search.index(idHex, undefined, p);
   }
 
   async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T> {
     const k = this.presenceKey(idHex);
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const raw = asBuf(await this.client.call(['GET', k], k));
-      const d = change(raw ? this.live(this.decode(idHex, raw)) : undefined);
+      const cur = raw ? this.live(this.decode(idHex, raw)) : undefined;
+      const d = change(cur);
       if (!d.put && !d.remove) return d.result;
       if (d.remove && !raw) return d.result;
       const args = d.remove
         ? [raw ?? '', 'del', '', 0]
         : [raw ?? '', 'set', this.encode(idHex, d.put!), Math.max(1, d.put!.expMs - this.now())];
-      if ((await this.client.eval(CAS_PRESENCE, k, args)) === 1) return d.result;
+      if ((await this.client.eval(CAS_PRESENCE, k, args)) === 1) {
+        await this.search.index(idHex, cur, d.remove ? undefined : d.put);
+        return d.result;
+      }
       this.casConflicts++;
     }
     throw new RedisUnavailable(`presence ${idHex}: changed concurrently ${CAS_ATTEMPTS} times`, 100);
@@ -613,5 +627,50 @@ class RedisWatches implements WatchBackend {
     this.onRejected('watch', k);
     await this.r.call(['HDEL', k, targetHex], k);
     return false;
+  }
+}
+
+/** Index entries trimmed (expired) per write to a media ID's index: more than one per write keeps it shrinking. */
+const SEARCH_TRIM = 32;
+
+/** The partner-search index in Redis (keys dl:sl / dl:sx above), one slot per media ID. */
+class RedisSearch implements SearchBackend {
+  constructor(
+    private readonly r: RedisClient,
+    private readonly prefix: string,
+    private readonly now: () => number,
+  ) {}
+
+  private keys(mediaId: string): [lex: string, exp: string] {
+    // Hashed: a media ID is any text (braces would break the hash tag) up to 64 bytes.
+    const h = createHash('sha256').update(mediaId).digest('hex').slice(0, 32);
+    return [`${this.prefix}sl:{${h}}`, `${this.prefix}sx:{${h}}`];
+  }
+
+  /** The record of `idHex` went from `cur` to `next` (undefined: none): file it under its media ID, or not. */
+  async index(idHex: string, cur: Presence | undefined, next: Presence | undefined): Promise<void> {
+    const was = searchMediaOf(cur);
+    const is = searchMediaOf(next);
+    if (was !== undefined && was !== is) await this.drop(was, idHex);
+    if (is === undefined) return;
+    const [lex, exp] = this.keys(is);
+    const [, , old] = await Promise.all([
+      this.r.call(['ZADD', lex, 0, idHex], lex),
+      this.r.call(['ZADD', exp, next!.expMs, idHex], exp),
+      this.r.call(['ZRANGEBYSCORE', exp, '-inf', this.now(), 'LIMIT', 0, SEARCH_TRIM], exp),
+    ]);
+    const gone = (Array.isArray(old) ? old : []).map((x) => (x as Buffer).toString());
+    if (gone.length > 0) await Promise.all([this.r.call(['ZREM', lex, ...gone], lex), this.r.call(['ZREM', exp, ...gone], exp)]);
+  }
+
+  async page(mediaId: string, afterHex: string, limit: number): Promise<string[]> {
+    const [lex] = this.keys(mediaId);
+    const r = await this.r.call(['ZRANGEBYLEX', lex, afterHex === '' ? '-' : `(${afterHex}`, '+', 'LIMIT', 0, limit], lex);
+    return (Array.isArray(r) ? r : []).map((x) => (x as Buffer).toString());
+  }
+
+  async drop(mediaId: string, idHex: string): Promise<void> {
+    const [lex, exp] = this.keys(mediaId);
+    await Promise.all([this.r.call(['ZREM', lex, idHex], lex), this.r.call(['ZREM', exp, idHex], exp)]);
   }
 }

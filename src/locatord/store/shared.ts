@@ -34,7 +34,7 @@ import { RedisStore } from './redis.js';
 import type { RelayResult } from './relay.js';
 import { IntroRelay } from './relay.js';
 import { parseRedisUrl } from './redis-url.js';
-import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, ServedStore, StoredSession, WatchBackend } from './types.js';
+import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, SearchBackend, ServedStore, StoredSession, WatchBackend } from './types.js';
 
 export interface SharedStoreOptions {
   config: RedisStoreConfig;
@@ -69,6 +69,7 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
    */
   readonly groups: GroupBackend;
   readonly watches: WatchBackend;
+  readonly search: SearchBackend;
   private readonly ready: Promise<void>;
 
   constructor(o: SharedStoreOptions) {
@@ -104,6 +105,7 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
       },
     };
     this.watches = this.redis.watches;
+    this.search = this.redis.search;
     this.schedule = new RegistrationTable({ maxEntries: o.maxEntries, now, probeAtPercent: l.probeAtPercent, ...(o.onGone ? { onGone: o.onGone } : {}) });
     this.relay = new IntroRelay({
       client: this.redis.client, prefix: o.config.prefix || 'dl:', instanceId: this.instanceId, key: deriveFromServiceKey(o.serviceSecret, 'devloc locatord relay v1'),

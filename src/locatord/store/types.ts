@@ -101,6 +101,19 @@ export interface WatchBackend {
   swapView(watcherHex: string, targetHex: string, view: string): MaybePromise<boolean>;
 }
 
+/**
+ * The partner-search index (SEARCH): per media ID, the terminals whose record says they look for
+ * a partner (search-index.ts searchMediaOf), in locator ID order. An entry is a hint: the handler
+ * reads the record and drops an entry that no longer holds (Redis, where records expire by
+ * themselves); the store keeps the index bounded by the live records.
+ */
+export interface SearchBackend {
+  /** Up to `limit` locator IDs (hex) indexed under `mediaId`, in ID order, after `afterHex` ('' = from the start). */
+  page(mediaId: string, afterHex: string, limit: number): MaybePromise<string[]>;
+  /** Remove an entry found stale. */
+  drop(mediaId: string, idHex: string): MaybePromise<void>;
+}
+
 export interface LocatorStore {
   readonly kind: 'embedded' | 'redis';
   getPresence(idHex: string): MaybePromise<Presence | undefined>;
@@ -129,6 +142,7 @@ export interface LocatorStore {
   loadSession(sidHex: string): MaybePromise<StoredSession | undefined>;
   readonly groups: GroupBackend;
   readonly watches: WatchBackend;
+  readonly search: SearchBackend;
   /** Commands waiting for Redis (0 for embedded). */
   readonly pending: number;
   close(): MaybePromise<void>;

@@ -5,8 +5,8 @@
 //   2 member      the attribute, as text, is one of `set`
 // A missing attribute satisfies nothing. Mandatory requirements always hold exactly; preferred
 // ones start out as filters too and are relaxed as the request waits (see Tolerance below).
-import type { Requirement } from '../wire/catalog.js';
-import type { Props } from '../wire/schema.js';
+import type { Requirement } from './catalog.js';
+import type { Props } from './schema.js';
 
 export const Op = { EQUAL: 0, RANGE: 1, MEMBER: 2 } as const;
 
