@@ -12,6 +12,7 @@ import type { Reply } from '../net/client.js';
 import { SafeEmitter } from './emitter.js';
 import { MatchClient } from './match.js';
 import { PeerManager } from './punch.js';
+import type { RelayPolicy } from './punch.js';
 import { RelayManager } from './relay.js';
 import { LocatorQueries } from './queries.js';
 import { PresenceWatch } from './presence.js';
@@ -175,7 +176,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
    * A direct datagram channel to a peer (locator ID or address-book name), open once this
    * resolves (punch.ts). Rejects with AgentError: PEER_UNAVAILABLE, NO_DIRECT_PATH, PUNCH_FAILED.
    */
-  connect(peer: string | Uint8Array, o: { reuse?: boolean } = {}): Promise<Channel> {
+  connect(peer: string | Uint8Array, o: { reuse?: boolean; relay?: RelayPolicy } = {}): Promise<Channel> {
     return this.punch.connect(peer, o);
   }
 

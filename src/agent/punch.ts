@@ -325,27 +325,34 @@ export class PeerManager {
    * A live channel to the same peer is reused (whichever side opened it). Rejects with AgentError:
    * PEER_UNAVAILABLE, NO_DIRECT_PATH, PUNCH_FAILED, or an error of the locatord request.
    */
-  async connect(target: string | Uint8Array, o: { reuse?: boolean } = {}): Promise<Channel> {
+  async connect(target: string | Uint8Array, o: { reuse?: boolean; relay?: RelayPolicy } = {}): Promise<Channel> {
     const id = this.host.resolve(target);
     const existing = o.reuse === false ? undefined : this.channelTo(id);
     if (existing) {
       await existing.waitOpen();
       return existing;
     }
-    const relay = this.relayPolicy !== 'never' && this.host.relay?.available ? this.host.relay : undefined;
-    const eager = relay !== undefined && (this.relayPolicy === 'always' || RISKY_MODES.has(this.host.netMode()));
+    const policy = o.relay ?? this.relayPolicy;
+    const relay = policy !== 'never' && this.host.relay?.available ? this.host.relay : undefined;
+    if (policy === 'always' && !relay) throw new AgentError('RELAY_UNAVAILABLE', 'relaying is forced but authd granted no relay');
+    const eager = relay !== undefined && (policy === 'always' || RISKY_MODES.has(this.host.netMode()));
     try {
-      return await this.introduceAndOpen(id, eager ? relay : undefined);
+      return await this.introduceAndOpen(id, eager ? relay : undefined, policy === 'always');
     } catch (err) {
+      // The relay died under the allocation (found by the permission): once more, on the next one.
+      if (eager && err instanceof AgentError && err.code === 'RELAY_UNAVAILABLE' && relay.remaining > 0) {
+        this.host.log('warn', 'relay lost while introducing: trying the next relay', { peer: formatId(id), why: err.message });
+        return this.introduceAndOpen(id, relay, policy === 'always');
+      }
       // Direct only, and it cannot or did not work: once more, relayed.
       if (!relay || eager || !(err instanceof AgentError) || (err.code !== 'NO_DIRECT_PATH' && err.code !== 'PUNCH_FAILED')) throw err;
       this.host.log('info', 'no direct path to the peer: introducing again with a relayed address', { peer: formatId(id), why: err.message });
-      return this.introduceAndOpen(id, relay);
+      return this.introduceAndOpen(id, relay, false);
     }
   }
 
   /** One INTRODUCE (with our relayed address when `relay` is given) and the channel it leads to, open. */
-  private async introduceAndOpen(id: Buffer, relay: RelayManager | undefined): Promise<Channel> {
+  private async introduceAndOpen(id: Buffer, relay: RelayManager | undefined, forced: boolean): Promise<Channel> {
     const local = this.host.localAddrs();
     const relayed = relay ? await relay.ensure() : undefined;
     let m: MessageOf<'INTRODUCE_ACK'>;
@@ -367,7 +374,6 @@ export class PeerManager {
     }
     // The relay forwards to us only from the introduced peer's public IP.
     if (relay) await relay.permit(intro.addr);
-    const forced = relay !== undefined && this.relayPolicy === 'always';
     const ch = this.open(intro, key, 'initiator', forced ? { ...plan, candidates: [] } : plan, forced);
     await ch.waitOpen();
     return ch;

@@ -24,6 +24,10 @@ import { AgentError } from './errors.js';
 import type { TurnServer, TurnTransport } from './turn/client.js';
 import { TurnClient, TurnError, TurnErrorCode } from './turn/client.js';
 
+/** Retransmission timeout and count of the TURN requests (see allocateOn). */
+export const RELAY_RTO_MS = 250;
+export const RELAY_RC = 5;
+
 /** How long a relay that stopped answering is skipped (ms). */
 export const RELAY_LOST_MS = 5 * 60_000;
 
@@ -160,6 +164,9 @@ export class RelayManager {
     const s = serverOf(g)!;
     const client = new TurnClient({
       server: s.server, credentials: { username: g.username, password: g.password },
+      // A dead relay must show within seconds, not the 39.5 s of RFC 8489's defaults: a connect
+      // waits on the permission (250 ms doubling, 5 retransmissions: 7.75 s).
+      rtoMs: RELAY_RTO_MS, rc: RELAY_RC,
       log: (msg, fields) => this.host.log('debug', msg, { relay: g.name, ...fields }),
       ...this.host.client,
     });
@@ -190,7 +197,10 @@ export class RelayManager {
     try {
       await c.client.permit([peer]);
     } catch (err) {
-      throw new AgentError('RELAY_UNAVAILABLE', `relay ${c.name} refused a permission for ${peer.ip}: ${(err as Error).message}`);
+      const e = err as TurnError;
+      // No answer: the relay is gone (the allocation is dropped, the next ensure() takes another).
+      const why = e.code === TurnErrorCode.TIMEOUT || e.code === TurnErrorCode.CONNECTION || e.code === TurnErrorCode.CLOSED ? this.lost(`${e.code}: ${e.message}`) : `${e.code ?? ''} ${e.message}`;
+      throw new AgentError('RELAY_UNAVAILABLE', `relay ${c.name} did not permit ${peer.ip}: ${why}`);
     }
   }
 
