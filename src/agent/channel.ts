@@ -174,11 +174,16 @@ interface Candidate {
   triggered: boolean;
   /** Answered once (a PUNCH_ACK to our PUNCH, or DATA): it proved it receives. */
   answered: boolean;
+  /** Last unanswered probe of a relayed address (see mayProbe). */
+  probedAt: number;
 }
 
 const TRIGGER_GAP_MS = 20;
 /** PUNCHes to a candidate that never answered: its first probe and one triggered check. */
 export const MAX_UNANSWERED_PUNCHES = 2;
+/** PUNCHes to a peer's relayed address (from the introduction) that has not answered, and their spacing. */
+export const MAX_UNANSWERED_RELAY_PUNCHES = 6;
+export const RELAY_PROBE_GAP_MS = 500;
 /** Candidate addresses per channel (LAN, public and peer-reflexive together). */
 export const MAX_CANDIDATES = 8;
 
@@ -448,6 +453,16 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   /** Whether another PUNCH may go to `c` (see MAX_UNANSWERED_PUNCHES); counts it if so. */
   private mayProbe(c: Candidate, triggered: boolean): boolean {
     if (c.answered) return true;
+    if (c.kind === 'relay' && c.via === 'socket' && !triggered) {
+      // The peer's relayed address forwards nothing until the peer's permission for us is in
+      // place, which it creates only after the introduction: our first PUNCH may arrive before.
+      // So a few more, spaced (MAX_UNANSWERED_RELAY_PUNCHES, RELAY_PROBE_GAP_MS apart).
+      const now = this.now();
+      if (c.unanswered >= MAX_UNANSWERED_RELAY_PUNCHES || now - c.probedAt < RELAY_PROBE_GAP_MS) return false;
+      c.probedAt = now;
+      c.unanswered++;
+      return true;
+    }
     if (c.unanswered >= MAX_UNANSWERED_PUNCHES) return false;
     if (triggered ? c.triggered : c.unanswered - (c.triggered ? 1 : 0) >= 1) return false;
     if (triggered) c.triggered = true;
@@ -459,7 +474,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     const key = addrKey(addr, via);
     let c = this.candidates.find((x) => x.key === key);
     if (!c) {
-      c = { addr, key, kind, via, confirmed: false, triggeredAt: -Infinity, unanswered: 0, triggered: false, answered: false };
+      c = { addr, key, kind, via, confirmed: false, triggeredAt: -Infinity, unanswered: 0, triggered: false, answered: false, probedAt: -Infinity };
       this.candidates.push(c);
       this.candidates.sort((a, b) => PRIORITY[b.kind] - PRIORITY[a.kind]);
     } else if (PRIORITY[kind] > PRIORITY[c.kind]) c.kind = kind;
