@@ -419,6 +419,12 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     });
   }
 
+  /** The agent's relay allocation is gone: a channel whose path went through it closes with `reason`. */
+  relayGone(reason: string): void {
+    if (this._path?.via !== 'relay') return;
+    this.finish(this._state === 'open' ? 'closed' : 'failed', reason);
+  }
+
   /** Close: tell the peer (when open) and stop. */
   close(reason = 'closed'): void {
     if (this._state === 'closed' || this._state === 'failed') return;

@@ -160,6 +160,9 @@ export class PeerManager {
           this.host.log('error', 'relayed peer datagram handling failed; dropped', { err: (err as Error).message });
         }
       };
+      host.relay.onLost = (reason) => {
+        for (const c of [...this.channels.values()]) c.relayGone(reason);
+      };
     }
   }
 
@@ -254,7 +257,14 @@ export class PeerManager {
         if (via === 'relay') this.host.relay?.send(to, bytes);
         else this.host.send(to, bytes);
       },
-      ...(this.host.relay ? { relayLost: (why: string) => this.host.relay!.lost(why) } : {}),
+      // One channel found the relay silent: the others through it are told at once.
+      ...(this.host.relay ? {
+        relayLost: (why: string) => {
+          const reason = this.host.relay!.lost(why);
+          for (const c of [...this.channels.values()]) if (c.idHex !== id.toString('hex')) c.relayGone(`RELAY_LOST: ${reason}`);
+          return reason;
+        },
+      } : {}),
       timing: this.o, now: this.host.now, random: this.host.random, log: this.host.log,
     });
     this.channels.set(ch.idHex, ch);

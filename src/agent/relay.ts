@@ -91,6 +91,8 @@ export class RelayManager {
   readonly counters: RelayCounters = { allocations: 0, relaysLost: 0, datagramsOut: 0, datagramsIn: 0, bytesOut: 0, bytesIn: 0 };
   /** Datagrams the relay delivered from a peer (set by the peer manager). */
   onData: (from: Address, bytes: Buffer) => void = () => {};
+  /** The allocation is gone (the TURN client failed): the reason for the channels that used it (set by the peer manager). */
+  onLost: (reason: string) => void = () => {};
 
   constructor(private readonly host: RelayHost) {}
 
@@ -176,12 +178,20 @@ export class RelayManager {
       this.counters.bytesIn += bytes.length;
       this.onData(from, bytes);
     });
+    // A failed refresh (the relay is gone, or the credentials expired: coturn checks the
+    // username's expiry on every request) ends the allocation: its channels are told at once.
+    // Expired credentials do not make the relay "lost": the next ensure() authenticates again.
+    const failed = (err: TurnError): void => {
+      if (this.current !== cur) return;
+      const expired = err.code === TurnErrorCode.CREDENTIALS_EXPIRED;
+      this.onLost(`RELAY_LOST: ${this.lost(`${err.code}: ${err.message}`, !expired)}`);
+    };
     client.on('error', (err) => {
       this.host.log('warn', 'relay error', { relay: g.name, code: err.code, err: err.message });
-      if (this.current === cur) this.lost(`${err.code}: ${err.message}`);
+      failed(err);
     });
     client.on('closed', (err) => {
-      if (err && this.current === cur) this.lost(`${err.code}: ${err.message}`);
+      if (err) failed(err);
     });
     const a = await client.allocate();
     this.current = cur;
@@ -219,12 +229,12 @@ export class RelayManager {
    * The allocation is gone or stopped answering (`why`): mark the relay lost, drop the
    * allocation. Returns a sentence for the channels that used it.
    */
-  lost(why: string): string {
+  lost(why: string, skip = true): string {
     const c = this.current;
     if (!c) return 'relay lost';
     this.current = undefined;
     this.counters.relaysLost++;
-    this.lostAt.set(c.name, this.host.now());
+    if (skip) this.lostAt.set(c.name, this.host.now());
     c.client.removeAllListeners('closed');
     void c.client.close().catch(() => {});
     const left = this.remaining;

@@ -238,12 +238,17 @@ async function stunAnswers(port: number, ms: number): Promise<boolean> {
   try {
     return await new Promise<boolean>((resolve) => {
       const req = Buffer.concat([Buffer.from('000100002112a442', 'hex'), randomBytes(12)]);
-      s.on('message', () => resolve(true));
+      let timer: NodeJS.Timeout | undefined;
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      s.on('message', () => done(true));
       const end = Date.now() + ms;
       const tick = (): void => {
-        if (Date.now() > end) return resolve(false);
+        if (Date.now() > end) return done(false);
         s.send(req, port, HOST);
-        setTimeout(tick, 200).unref();
+        timer = setTimeout(tick, 200);
       };
       tick();
     });
