@@ -18,7 +18,6 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import type { AgentStatus } from '../../src/agent/agent.js';
-import type { ChannelSummary } from '../../src/agent/channel.js';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
 import { formatStatus } from '../../src/cli/commands/agentctl.js';
 import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
@@ -28,20 +27,12 @@ import { eventually, stack } from '../agent/stack.js';
 import { devloc, devlocAsync } from '../cli/fixtures/cli.js';
 import { needs } from '../ops/tools.js';
 import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
-import { natHost, routerOf } from './lab.js';
+import type { Recv } from './lab.js';
+import { channelOf, natHost, routerOf } from './lab.js';
 
 const missing = haveNetns();
 if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
 const skip = missing && !process.env['CI'] ? missing : needs('turnserver', haveCoturn).skip;
-
-interface Recv {
-  messages: { n: number; text: string }[];
-  lost: number;
-  state: string;
-  reason?: string;
-}
-
-const channelOf = (st: AgentStatus, id: string): ChannelSummary | undefined => st.channels.find((c) => c.channel === id);
 
 /** Receive at `p` on `channel` until `count` messages came; returns their texts and the loss reported. */
 async function receiveAll(p: AgentProc, channel: string, count: number, ms = 60_000): Promise<{ texts: string[]; lost: number }> {
