@@ -12,6 +12,8 @@ import type { Reply } from '../net/client.js';
 import { SafeEmitter } from './emitter.js';
 import { MatchClient } from './match.js';
 import { PeerManager } from './punch.js';
+import type { RelayPolicy } from './punch.js';
+import { RelayManager } from './relay.js';
 import { LocatorQueries } from './queries.js';
 import { PresenceWatch } from './presence.js';
 import type { PresenceStatus } from './presence.js';
@@ -37,6 +39,8 @@ export class Agent extends SafeEmitter<AgentEvents> {
   readonly punch: PeerManager;
   /** Watched terminals and our own presence record (presence.ts). */
   readonly presence: PresenceWatch;
+  /** The TURN allocation relayed channels use (relay.ts). */
+  readonly relay: RelayManager;
   private readonly registration: Registration;
   private readonly queries: LocatorQueries;
 
@@ -71,7 +75,13 @@ export class Agent extends SafeEmitter<AgentEvents> {
       now: reg.now,
       log,
     }, { retransmitMs: opts.retransmitMs ?? 1000, ...opts.match });
+    this.relay = new RelayManager({
+      grants: () => reg.relays,
+      reauthenticate: (reason) => reg.reauthenticate(reason, 10_000),
+      log, now: reg.now,
+    });
     this.punch = new PeerManager({
+      relay: this.relay,
       send: (to, bytes) => reg.client?.send(to, bytes),
       locatord: () => reg.locatordAddress,
       sessions: () => reg.sessions(),
@@ -157,12 +167,16 @@ export class Agent extends SafeEmitter<AgentEvents> {
     await this.match.stop();
     this.punch.closeAll('agent stopping');
     this.punch.detach();
+    await this.relay.close();
     await this.registration.close(o);
     this.emit('stopped');
   }
 
   status(): AgentStatus {
-    return { ...this.registration.status(), channels: this.punch.list() };
+    return {
+      ...this.registration.status(), relayAllocation: this.relay.status(), relayCounters: { ...this.punch.relayCountersNow(), ...this.relay.counters },
+      channels: this.punch.list(),
+    };
   }
 
   /**
@@ -182,7 +196,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
    * A direct datagram channel to a peer (locator ID or address-book name), open once this
    * resolves (punch.ts). Rejects with AgentError: PEER_UNAVAILABLE, NO_DIRECT_PATH, PUNCH_FAILED.
    */
-  connect(peer: string | Uint8Array, o: { reuse?: boolean } = {}): Promise<Channel> {
+  connect(peer: string | Uint8Array, o: { reuse?: boolean; relay?: RelayPolicy } = {}): Promise<Channel> {
     return this.punch.connect(peer, o);
   }
 

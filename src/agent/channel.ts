@@ -29,6 +29,20 @@
 // as lost). A DATA with `ack` is acknowledged by DATA_ACK; an empty payload with `ack` is a ping
 // (answered, not delivered). Nothing that fails the MAC, the replay window or the channel's keys
 // is accepted: a third party can neither inject, replay nor read.
+//
+// Relayed path (issue 17; devloc-agent(8), RELAYED CHANNELS). A candidate is reached either on
+// the agent's socket or through the agent's TURN allocation (relay.ts): the initiator that
+// allocated tells the peer its relayed address in the introduction; the peer punches that
+// address from its own socket (a 'relay' candidate), and the initiator answers through the
+// relay to wherever the relay saw the PUNCH come from (a 'relay' candidate reached via the
+// relay). The datagrams are the same sealed ones: the relay sees only ciphertext. Relay
+// candidates rank below every direct one. When the matrix allows a direct path they are probed
+// only after `relayAfterMs` of direct punching; when it rules one out, at once. While the path
+// is relayed, the direct candidates keep being punched in the background, one PUNCH each every
+// `backgroundPunchMs` (the return-routability bound per round), and the channel moves to the
+// first one that answers. The move never loses or reorders a message: the last thing sent on
+// the relay is a ping, and what is sent meanwhile waits (bounded) until that ping is answered
+// or `fenceMs` passed, then goes on the direct path; n stays one sequence.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
@@ -46,8 +60,10 @@ import { SafeEmitter } from './emitter.js';
 import { AgentError } from './errors.js';
 
 /** Where a candidate address comes from; the order is the preference. */
-export type CandidateKind = 'lan' | 'peer-reflexive' | 'public';
-const PRIORITY: Record<CandidateKind, number> = { lan: 3, 'peer-reflexive': 2, public: 1 };
+export type CandidateKind = 'lan' | 'peer-reflexive' | 'public' | 'relay';
+const PRIORITY: Record<CandidateKind, number> = { lan: 3, 'peer-reflexive': 2, public: 1, relay: 0 };
+/** How a datagram to a candidate leaves: the agent's socket, or through its TURN allocation. */
+export type Via = 'socket' | 'relay';
 
 export interface PathInfo {
   addr: string;
@@ -69,6 +85,10 @@ export interface ChannelStats {
   refused: number;
   punchesSent: number;
   punchAcks: number;
+  /** Bytes of this channel's datagrams that went through a relay (both ways). */
+  relayedBytes: number;
+  /** Moves from a relayed path to a direct one. */
+  upgrades: number;
 }
 
 export interface ChannelSummary {
@@ -107,9 +127,17 @@ export interface ChannelTiming {
   keepaliveMs: number;
   /** After the first path, keep trying better candidates this long, ms (default 1000). */
   upgradeWindowMs: number;
+  /** Direct punching alone this long before relay candidates are tried, when the matrix allows a direct path, ms (default 3000). */
+  relayAfterMs: number;
+  /** While relayed: one PUNCH to each direct candidate this often, ms (default 5000). */
+  backgroundPunchMs: number;
+  /** On the move from the relay to a direct path: longest wait for the relay to drain, ms (default 2000). */
+  fenceMs: number;
 }
 
-export const defaultChannelTiming: ChannelTiming = { punchTimeoutMs: 10_000, keepaliveMs: PEER_KEEPALIVE_S * 1000, upgradeWindowMs: 1000 };
+export const defaultChannelTiming: ChannelTiming = {
+  punchTimeoutMs: 10_000, keepaliveMs: PEER_KEEPALIVE_S * 1000, upgradeWindowMs: 1000, relayAfterMs: 3000, backgroundPunchMs: 5000, fenceMs: 2000,
+};
 
 export interface ChannelInit {
   id: Buffer;
@@ -118,8 +146,14 @@ export interface ChannelInit {
   names: string[];
   nickname?: string;
   channelKey: Buffer;
-  candidates: { addr: Address; kind: CandidateKind }[];
-  send: (to: Address, bytes: Buffer) => void;
+  candidates: { addr: Address; kind: CandidateKind; via?: Via }[];
+  send: (to: Address, bytes: Buffer, via: Via) => void;
+  /** Whether the matrix allows a direct path (false: relay candidates are probed at once). */
+  directPossible?: boolean;
+  /** Forced relaying: datagrams that did not come through our relay are refused (only relay candidates). */
+  relayOnly?: boolean;
+  /** Called when a channel on a relayed path lost it (silence): the reason to report (relay.ts). */
+  relayLost?: (why: string) => string;
   timing?: Partial<ChannelTiming>;
   now?: () => number;
   random?: () => number;
@@ -130,6 +164,7 @@ interface Candidate {
   addr: Address;
   key: string;
   kind: CandidateKind;
+  via: Via;
   confirmed: boolean;
   /** Last PUNCH sent because one arrived from there (at most one per TRIGGER_GAP_MS). */
   triggeredAt: number;
@@ -139,15 +174,22 @@ interface Candidate {
   triggered: boolean;
   /** Answered once (a PUNCH_ACK to our PUNCH, or DATA): it proved it receives. */
   answered: boolean;
+  /** Last unanswered probe of a relayed address (see mayProbe). */
+  probedAt: number;
 }
 
 const TRIGGER_GAP_MS = 20;
 /** PUNCHes to a candidate that never answered: its first probe and one triggered check. */
 export const MAX_UNANSWERED_PUNCHES = 2;
+/** PUNCHes to a peer's relayed address (from the introduction) that has not answered, and their spacing. */
+export const MAX_UNANSWERED_RELAY_PUNCHES = 6;
+export const RELAY_PROBE_GAP_MS = 500;
 /** Candidate addresses per channel (LAN, public and peer-reflexive together). */
 export const MAX_CANDIDATES = 8;
 
-const addrKey = (a: Address): string => `${normaliseIp(a.ip)}|${a.port}`;
+const addrKey = (a: Address, via: Via = 'socket'): string => `${via === 'relay' ? 'relay|' : ''}${normaliseIp(a.ip)}|${a.port}`;
+/** Messages held while the relay drains on a move to a direct path (more are sent at once). */
+const MAX_FENCE_QUEUE = 1024;
 const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
 /** Largest number of PUNCH request IDs remembered (answers to older ones are still liveness). */
 const MAX_PENDING_PUNCHES = 256;
@@ -160,16 +202,21 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   readonly peerHex: string;
   readonly names: string[];
   readonly nickname: string | undefined;
-  readonly stats: ChannelStats = { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0 };
+  readonly stats: ChannelStats = { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0, relayedBytes: 0, upgrades: 0 };
 
   private _state: ChannelState = 'punching';
-  private _path: (PathInfo & { address: Address }) | null = null;
+  private _path: (PathInfo & { address: Address; via: Via }) | null = null;
+  private readonly directPossible: boolean;
+  private readonly relayOnly: boolean;
+  private readonly relayLost: ((why: string) => string) | undefined;
+  /** Messages waiting for the relay to drain (see the top of the file). */
+  private fence: { rid: string; queue: Buffer[]; timer: ReturnType<typeof setTimeout> } | undefined;
   private reason: string | null = null;
   private readonly timing: ChannelTiming;
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly log: AgentLog;
-  private readonly sendRaw: (to: Address, bytes: Buffer) => void;
+  private readonly sendOut: (to: Address, bytes: Buffer, via: Via) => void;
   private readonly candidates: Candidate[] = [];
 
   private readonly ephSecret: KeyObject;
@@ -185,7 +232,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   private txN = 0;
   private rxN = 0;
   private readonly window = new ReplayWindow();
-  private readonly punches = new Map<string, { to: Address; at: number }>();
+  private readonly punches = new Map<string, { to: Address; via: Via; at: number }>();
   private readonly pings = new Map<string, { at: number; resolve: (rtt: number | null) => void; timer: ReturnType<typeof setTimeout> }>();
 
   private readonly startedAt: number;
@@ -212,11 +259,14 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     this.now = init.now ?? Date.now;
     this.random = init.random ?? Math.random;
     this.log = init.log ?? (() => {});
-    this.sendRaw = init.send;
+    this.sendOut = init.send;
+    this.directPossible = init.directPossible ?? true;
+    this.relayOnly = init.relayOnly ?? false;
+    this.relayLost = init.relayLost;
     this.channelKey = init.channelKey;
-    // Bounded (MAX_CANDIDATES): the public address first, then as many LAN addresses as fit.
+    // Bounded (MAX_CANDIDATES): the public and relayed addresses first, then as many LAN addresses as fit.
     const initial = [...init.candidates.filter((c) => c.kind !== 'lan'), ...init.candidates.filter((c) => c.kind === 'lan')];
-    for (const c of initial.slice(0, MAX_CANDIDATES)) this.addCandidate(c.addr, c.kind);
+    for (const c of initial.slice(0, MAX_CANDIDATES)) this.addCandidate(c.addr, c.kind, c.via ?? 'socket');
     const eph = generatePair('x25519');
     this.ephSecret = privateKeyObject('X25519', eph);
     this.ephPublic = eph.public;
@@ -233,8 +283,14 @@ export class Channel extends SafeEmitter<ChannelEvents> {
 
   get path(): PathInfo | null {
     if (!this._path) return null;
-    const { address: _a, ...p } = this._path;
+    const { address: _a, via: _v, ...p } = this._path;
     return p;
+  }
+
+  /** Send `bytes` to `to` the way `via` says, counting what crosses a relay. */
+  private sendRaw(to: Address, bytes: Buffer, via: Via = 'socket'): void {
+    if (via === 'relay' || this.candidates.find((c) => c.key === addrKey(to, via))?.kind === 'relay') this.stats.relayedBytes += bytes.length;
+    this.sendOut(to, bytes, via);
   }
 
   get isOpen(): boolean {
@@ -287,33 +343,57 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     return sealDatagram(key, encodeDatagram(name, rid, body, { sid: this.id, seq: this.txSeq }));
   }
 
-  private sendPunch(to: Address, close = false): void {
+  private sendPunch(to: Address, via: Via, close = false): void {
     const rid = randomBytes(REQUEST_ID_BYTES);
     if (!close) {
-      this.punches.set(rid.toString('hex'), { to, at: this.now() });
+      this.punches.set(rid.toString('hex'), { to, via, at: this.now() });
       if (this.punches.size > MAX_PENDING_PUNCHES) this.punches.delete(this.punches.keys().next().value!);
     }
     this.stats.punchesSent++;
-    this.sendRaw(to, this.encode('PUNCH', rid, close ? { eph: this.ephPublic, close: true } : { eph: this.ephPublic }, this.punchTx));
+    this.sendRaw(to, this.encode('PUNCH', rid, close ? { eph: this.ephPublic, close: true } : { eph: this.ephPublic }, this.punchTx), via);
   }
 
-  private requireOpen(): { enc: Buffer; mac: KeyObject; to: Address } {
+  private requireOpen(): { enc: Buffer; mac: KeyObject; to: Address; via: Via } {
     if (this._state !== 'open' || !this._path || !this.dataTx) {
       throw new AgentError('CHANNEL_NOT_OPEN', `channel ${this.idHex} is ${this._state}${this.reason ? ` (${this.reason})` : ''}`);
     }
-    return { ...this.dataTx, to: this._path.address };
+    return { ...this.dataTx, to: this._path.address, via: this._path.via };
   }
 
   private sendData(payload: Uint8Array, ack: boolean, rid: Buffer): number {
-    const { enc, mac, to } = this.requireOpen();
+    const { enc, mac, to, via } = this.requireOpen();
     this.txN++;
     const seq = this.txSeq + 1;
     const body: Bodies['DATA'] = { n: this.txN, payload: channelCipher(enc, seq, payload) };
     if (ack) body.ack = true;
     const dg = this.encode('DATA', rid, body, mac);
     this.stats.sent++;
-    this.sendRaw(to, dg);
+    if (this.fence) {
+      this.fence.queue.push(dg);
+      if (this.fence.queue.length >= MAX_FENCE_QUEUE) this.flushFence('queue full');
+    } else this.sendRaw(to, dg, via);
     return this.txN;
+  }
+
+  /**
+   * Leaving the relay for a direct path: a ping goes last on the relay, and what is sent until
+   * its answer (or fenceMs) waits, so that nothing sent later on the faster path overtakes it.
+   */
+  private startFence(): void {
+    if (this.fence || !this._path || !this.dataTx) return;
+    const rid = randomBytes(REQUEST_ID_BYTES);
+    this.sendData(new Uint8Array(0), true, rid);
+    this.fence = { rid: rid.toString('hex'), queue: [], timer: setTimeout(() => this.flushFence('timeout'), this.timing.fenceMs) };
+  }
+
+  private flushFence(why: string): void {
+    const f = this.fence;
+    if (!f) return;
+    this.fence = undefined;
+    clearTimeout(f.timer);
+    this.log('debug', 'relay drained: sending on the direct path', { channel: this.idHex, held: f.queue.length, why });
+    if (!this._path) return;
+    for (const dg of f.queue) this.sendRaw(this._path.address, dg, this._path.via);
   }
 
   /** Send one datagram to the peer; returns its message number. Throws AgentError when not open or too large. */
@@ -339,13 +419,20 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     });
   }
 
+  /** The agent's relay allocation is gone: a channel whose path went through it closes with `reason`. */
+  relayGone(reason: string): void {
+    if (this._path?.via !== 'relay') return;
+    this.finish(this._state === 'open' ? 'closed' : 'failed', reason);
+  }
+
   /** Close: tell the peer (when open) and stop. */
   close(reason = 'closed'): void {
     if (this._state === 'closed' || this._state === 'failed') return;
+    this.flushFence('closing');
     if (this._state === 'open' && this._path) {
       // Two copies: a lost one would leave the peer keeping the channel alive for nothing.
-      this.sendPunch(this._path.address, true);
-      this.sendPunch(this._path.address, true);
+      this.sendPunch(this._path.address, this._path.via, true);
+      this.sendPunch(this._path.address, this._path.via, true);
     }
     this.finish(this._state === 'open' ? 'closed' : 'failed', reason);
   }
@@ -354,6 +441,8 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     if (this.punchTimer) clearTimeout(this.punchTimer);
     if (this.keepTimer) clearTimeout(this.keepTimer);
     this.punchTimer = this.keepTimer = undefined;
+    if (this.fence) clearTimeout(this.fence.timer);
+    this.fence = undefined;
     for (const p of this.pings.values()) {
       clearTimeout(p.timer);
       p.resolve(null);
@@ -370,6 +459,16 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   /** Whether another PUNCH may go to `c` (see MAX_UNANSWERED_PUNCHES); counts it if so. */
   private mayProbe(c: Candidate, triggered: boolean): boolean {
     if (c.answered) return true;
+    if (c.kind === 'relay' && c.via === 'socket' && !triggered) {
+      // The peer's relayed address forwards nothing until the peer's permission for us is in
+      // place, which it creates only after the introduction: our first PUNCH may arrive before.
+      // So a few more, spaced (MAX_UNANSWERED_RELAY_PUNCHES, RELAY_PROBE_GAP_MS apart).
+      const now = this.now();
+      if (c.unanswered >= MAX_UNANSWERED_RELAY_PUNCHES || now - c.probedAt < RELAY_PROBE_GAP_MS) return false;
+      c.probedAt = now;
+      c.unanswered++;
+      return true;
+    }
     if (c.unanswered >= MAX_UNANSWERED_PUNCHES) return false;
     if (triggered ? c.triggered : c.unanswered - (c.triggered ? 1 : 0) >= 1) return false;
     if (triggered) c.triggered = true;
@@ -377,11 +476,11 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     return true;
   }
 
-  private addCandidate(addr: Address, kind: CandidateKind): Candidate {
-    const key = addrKey(addr);
+  private addCandidate(addr: Address, kind: CandidateKind, via: Via): Candidate {
+    const key = addrKey(addr, via);
     let c = this.candidates.find((x) => x.key === key);
     if (!c) {
-      c = { addr, key, kind, confirmed: false, triggeredAt: -Infinity, unanswered: 0, triggered: false, answered: false };
+      c = { addr, key, kind, via, confirmed: false, triggeredAt: -Infinity, unanswered: 0, triggered: false, answered: false, probedAt: -Infinity };
       this.candidates.push(c);
       this.candidates.sort((a, b) => PRIORITY[b.kind] - PRIORITY[a.kind]);
     } else if (PRIORITY[kind] > PRIORITY[c.kind]) c.kind = kind;
@@ -397,32 +496,60 @@ export class Channel extends SafeEmitter<ChannelEvents> {
       const n = this.candidates.length;
       const why = `no answer from the peer at ${n} candidate address${n === 1 ? '' : 'es'} within ${Math.round(this.timing.punchTimeoutMs / 1000)} s`;
       if (this._state === 'punching') this.finish('failed', why);
-      else this.finish('closed', `peer unreachable: ${why}`);
+      else if (this._path?.kind === 'relay') {
+        this.finish('closed', `RELAY_LOST: ${this.relayLost ? this.relayLost(why) : `the relay at ${this._path.addr} stopped answering (${why})`}`);
+      } else this.finish('closed', `peer unreachable: ${why}`);
       return;
     }
-    if (!searching && now >= this.upgradeUntil) return;
-    const best = this._path ? PRIORITY[this._path.kind] : 0;
+    if (!searching && now >= this.upgradeUntil) {
+      if (this._path?.kind === 'relay') this.backgroundPunch();
+      return;
+    }
+    const best = this._path ? PRIORITY[this._path.kind] : -1;
+    // Relay candidates wait while a direct path may still answer (the matrix allows one).
+    const relayNow = !this.directPossible || now - this.startedAt >= this.timing.relayAfterMs;
     for (const c of this.candidates) {
-      if ((searching ? !c.confirmed || this.repunching : !c.confirmed && PRIORITY[c.kind] > best) && this.mayProbe(c, false)) this.sendPunch(c.addr);
+      if (c.kind === 'relay' && !relayNow) continue;
+      if ((searching ? !c.confirmed || this.repunching : !c.confirmed && PRIORITY[c.kind] > best) && this.mayProbe(c, false)) this.sendPunch(c.addr, c.via);
     }
     const elapsed = now - this.punchStartedAt;
     this.punchTimer = setTimeout(() => this.punchRound(), elapsed < 100 ? 25 : elapsed < 1000 ? 100 : 250);
   }
 
-  private confirm(addr: Address, kind: CandidateKind, rttMs: number | null): void {
-    const c = this.addCandidate(addr, kind);
+  /**
+   * While relayed: one PUNCH to each direct candidate per round (its unanswered count starts
+   * again each round, so a third party gets at most one datagram per backgroundPunchMs).
+   */
+  private backgroundPunch(): void {
+    for (const c of this.candidates) {
+      if (c.kind === 'relay' || c.confirmed) continue;
+      c.unanswered = 0;
+      c.triggered = false;
+      if (this.mayProbe(c, false)) this.sendPunch(c.addr, c.via);
+    }
+    this.punchTimer = setTimeout(() => this.punchRound(), this.timing.backgroundPunchMs);
+  }
+
+  private confirm(addr: Address, kind: CandidateKind, via: Via, rttMs: number | null): void {
+    const c = this.addCandidate(addr, kind, via);
     c.confirmed = true;
     c.answered = true;
     const now = this.now();
     const better = !this._path || PRIORITY[c.kind] > PRIORITY[this._path.kind] || this.repunching;
-    if (this._path && this._path.address && addrKey(this._path.address) === c.key) {
+    if (this._path && this._path.address && addrKey(this._path.address, this._path.via) === c.key) {
       this._path.rttMs = rttMs;
       if (this.repunching) this.repunching = false;
       return;
     }
     // A PUNCH_ACK always carries the peer's key, so data keys exist by now; be sure anyway.
     if (!better || !this.dataTx) return;
-    this._path = { address: c.addr, addr: formatAddress(c.addr), kind: c.kind, rttMs };
+    const upgrade = this._state === 'open' && this._path?.kind === 'relay' && c.kind !== 'relay';
+    if (upgrade) {
+      this.stats.upgrades++;
+      this.startFence();
+      this.log('info', 'peer channel upgraded from the relay to a direct path', { channel: this.idHex, path: formatAddress(c.addr), kind: c.kind });
+    }
+    this._path = { address: c.addr, addr: formatAddress(c.addr), kind: c.kind, rttMs, via: c.via };
     this.repunching = false;
     if (this._state === 'punching') {
       this._state = 'open';
@@ -456,7 +583,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
       this.emit('path', null);
       if (!this.punchTimer) this.punchRound();
     } else if (!this.repunching) {
-      this.sendPunch(this._path.address);
+      this.sendPunch(this._path.address, this._path.via);
     }
     this.scheduleKeepalive();
   }
@@ -481,8 +608,13 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   }
 
   /** A datagram whose session ID is this channel's (the manager dispatches by it). */
-  receive(msg: Message, raw: Buffer, from: Address): void {
+  receive(msg: Message, raw: Buffer, from: Address, via: Via = 'socket'): void {
     if (this._state === 'closed' || this._state === 'failed' || !msg.auth) return;
+    const fromKey = addrKey(from, via);
+    if (this.relayOnly && via !== 'relay') {
+      this.refuse('not through the relay (relaying is forced)', from);
+      return;
+    }
     const data = msg.name === 'DATA' || msg.name === 'DATA_ACK';
     const key = data ? this.dataRx?.mac : msg.name === 'PUNCH' || msg.name === 'PUNCH_ACK' ? this.punchRx : undefined;
     if (!key) {
@@ -504,24 +636,28 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     }
     this.window.accept(msg.auth.seq);
     this.lastRx = this.now();
+    const fromKind = this.candidates.find((c) => c.key === fromKey)?.kind;
+    if (via === 'relay' || fromKind === 'relay') this.stats.relayedBytes += raw.length;
+    /** What an address we did not list is: reached through the relay, or peer-reflexive. */
+    const newKind: CandidateKind = via === 'relay' ? 'relay' : 'peer-reflexive';
     switch (msg.name) {
       case 'PUNCH': {
         if (msg.body.close) {
-          this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx));
+          this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx), via);
           this.finish(this._state === 'open' ? 'closed' : 'failed', 'peer closed the channel');
           return;
         }
-        this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx));
+        this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx), via);
         // Its PUNCH got here, so our NAT now lets that address in: punch back at once rather
         // than at the next round (a "triggered check"), and learn the address if it is new.
         // A new address becomes a candidate only while there is room: a PUNCH from any other
         // source gets its PUNCH_ACK and nothing more.
-        const known = this.candidates.find((c) => c.key === addrKey(from))
-          ?? (this.candidates.length < MAX_CANDIDATES ? this.addCandidate(from, 'peer-reflexive') : undefined);
-        const searching = this._state === 'punching' || this.repunching || this.now() < this.upgradeUntil;
+        const known = this.candidates.find((c) => c.key === fromKey)
+          ?? (this.candidates.length < MAX_CANDIDATES ? this.addCandidate(from, newKind, via) : undefined);
+        const searching = this._state === 'punching' || this.repunching || this.now() < this.upgradeUntil || this._path?.kind === 'relay';
         if (known && !known.confirmed && searching && this.now() - known.triggeredAt >= TRIGGER_GAP_MS && this.mayProbe(known, true)) {
           known.triggeredAt = this.now();
-          this.sendPunch(from);
+          this.sendPunch(from, via);
         }
         return;
       }
@@ -531,9 +667,9 @@ export class Channel extends SafeEmitter<ChannelEvents> {
         const p = this.punches.get(ridHex);
         if (!p) return; // an answer to a PUNCH long gone: liveness only
         this.punches.delete(ridHex);
-        const sameAsSent = addrKey(p.to) === addrKey(from);
-        const kind = sameAsSent ? this.candidates.find((c) => c.key === addrKey(from))?.kind ?? 'peer-reflexive' : 'peer-reflexive';
-        this.confirm(from, kind, this.now() - p.at);
+        const sameAsSent = addrKey(p.to, p.via) === fromKey;
+        const kind = sameAsSent ? fromKind ?? newKind : newKind;
+        this.confirm(from, kind, via, this.now() - p.at);
         return;
       }
       case 'DATA': {
@@ -541,11 +677,11 @@ export class Channel extends SafeEmitter<ChannelEvents> {
           // Only the peer holds the data keys, and it sends DATA only once its end is open: the
           // address this came from answers. Open on it (our PUNCH_ACK may still be on its way),
           // so that a listener answering the message can send.
-          this.confirm(from, this.candidates.find((c) => c.key === addrKey(from))?.kind ?? 'peer-reflexive', null);
+          this.confirm(from, fromKind ?? newKind, via, null);
         }
         const plain = channelCipher(this.dataRx!.enc, msg.auth.seq, msg.body.payload);
         const n = msg.body.n;
-        if (msg.body.ack) this.sendRaw(from, this.encode('DATA_ACK', msg.rid, { n }, this.dataTx!.mac));
+        if (msg.body.ack) this.sendRaw(from, this.encode('DATA_ACK', msg.rid, { n }, this.dataTx!.mac), via);
         if (n <= this.rxN) {
           this.stats.late++;
           return;
@@ -563,6 +699,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
       }
       case 'DATA_ACK': {
         const ridHex = Buffer.from(msg.rid).toString('hex');
+        if (this.fence?.rid === ridHex) this.flushFence('the relay drained');
         const p = this.pings.get(ridHex);
         if (!p) return;
         this.pings.delete(ridHex);

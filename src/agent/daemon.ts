@@ -16,6 +16,7 @@ import { DEFAULT_CONTROL_SOCKET } from './control-client.js';
 import { ControlServer } from './control.js';
 import { loadAuthdKey, loadDeviceIdentity } from './identity.js';
 import { AddressBook } from './peers.js';
+import type { RelayPolicy } from './punch.js';
 
 export const agentSpec: Spec = {
   identity: { type: 'string', default: '/etc/devloc/device.key', describe: 'device identity file (kind "device"; read only; no permission for group/others, owned by root or this user)' },
@@ -34,6 +35,7 @@ export const agentSpec: Spec = {
   'media-id': { type: 'string', default: '', describe: 'media/game ID registered with locatord ("" = none)' },
   visibility: { type: 'string', default: 'anyone', choices: ['anyone', 'groups'], describe: 'who may look this terminal up: anyone with its locator ID, or group members only' },
   'save-partners': { type: 'boolean', default: true, describe: 'add the partners of a match to the address book under their nicknames (--no-save-partners: never)' },
+  relay: { type: 'string', default: 'auto', choices: ['auto', 'always', 'never'], describe: 'relayed channels through the TURN relays of the grant: auto (when no direct path can work or punching failed), always (forced), never' },
   reachable: { type: 'boolean', default: true, describe: 'accept introductions: terminals allowed to look this one up may open direct channels to it (--no-reachable: never)' },
   'ttl-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'registration TTL to ask for, seconds (0 = the server default)' },
   'max-refresh-s': { type: 'number', default: 0, min: 0, max: 86400, describe: 'refresh at least this often, seconds (0 = as locatord suggests)' },
@@ -102,6 +104,7 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
     visibility: str(c, 'visibility') === 'groups' ? 1 : 0,
     reachable: bool(c, 'reachable'),
     savePartners: bool(c, 'save-partners'),
+    peer: { relay: str(c, 'relay') as RelayPolicy },
     peers,
     log: (level, msg, fields) => logger.log(level, msg, fields),
   };
@@ -145,6 +148,11 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
   ] as const) {
     metrics.gauge(`agent_${k.replace(/[A-Z]/g, (x) => `_${x.toLowerCase()}`)}`, `${help} (since start)`, () => agent.counters[k]);
   }
+  metrics.gauge('agent_relayed_channels', 'Peer channels whose path was a TURN relay at some point (since start)', () => agent.punch.relayCountersNow().relayedChannels);
+  metrics.gauge('agent_relayed_bytes', 'Bytes of peer channel datagrams through a TURN relay, both ways (since start)', () => agent.punch.relayCountersNow().relayedBytes);
+  metrics.gauge('agent_relay_upgrades', 'Peer channels moved from a relay to a direct path (since start)', () => agent.punch.relayCountersNow().upgrades);
+  metrics.gauge('agent_relay_allocated', 'Whether the agent holds a TURN allocation (1) or not (0)', () => (agent.relay.status() ? 1 : 0));
+  metrics.gauge('agent_relays_lost', 'TURN relays that stopped answering while allocated (since start)', () => agent.relay.counters.relaysLost);
   // The control socket first: an agent that cannot start (socket in use, directory missing) must
   // not have sent anything (an AUTH_REQUEST would count at authd and could displace a running
   // agent's session).

@@ -58,6 +58,8 @@ export const AGENT_ERROR_CODES: Readonly<Record<string, string>> = {
   PEER_UNAVAILABLE: 'connect: the peer is offline or may not be seen',
   NO_DIRECT_PATH: 'connect: both ends are behind NATs no hole punching can traverse',
   PUNCH_FAILED: 'connect: the channel did not open (timeout, or closed first)',
+  RELAY_UNAVAILABLE: 'connect: a relayed path was needed but no granted TURN relay gave an allocation',
+  RELAY_LOST: 'a relayed channel closed because its TURN relay stopped answering (the reason says whether another relay is left)',
   BAD_INTRODUCTION: 'connect: locatord introduced another terminal, or a key that does not open',
   CHANNEL_NOT_OPEN: 'send on a channel that is not open',
   TOO_LARGE: 'a channel message larger than the largest payload',

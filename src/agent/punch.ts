@@ -23,6 +23,16 @@
 // - Every channel's datagrams travel on the agent's one UDP socket: the NAT mapping locatord saw
 //   (the address the peer is told) is the one the peer's packets must reach. Peer datagrams
 //   (types 0x70-0x73) are recognised by their first bytes and dispatched by channel ID.
+// - Relayed path (relay.ts, channel.ts; devloc-agent(8), RELAYED CHANNELS): with relays in the
+//   grant, connect() allocates (once per agent) before INTRODUCE when this terminal's own mode
+//   can be half of a pair the matrix rules out (symmetric, port-restricted, udp-blocked,
+//   unknown) or when relaying is forced, and sends its relayed address in the INTRODUCE; the
+//   allocation permits the introduced peer's observed IP only. The peer, told the address in
+//   INTRO, punches it like any candidate (at once when the matrix rules a direct path out,
+//   after a bounded direct attempt otherwise). A pair the matrix rules out is then not refused
+//   but relayed. An initiator that did not allocate and whose punching fails (or that learns
+//   the pair is ruled out) allocates and asks for a second introduction, with its relayed
+//   address, once.
 import type dgram from 'node:dgram';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
@@ -37,9 +47,10 @@ import type { ClientSession } from '../net/clientsession.js';
 import type { Reply } from '../net/client.js';
 import type { AgentLog } from './errors.js';
 import { AgentError } from './errors.js';
-import type { CandidateKind, ChannelSummary, ChannelTiming } from './channel.js';
+import type { CandidateKind, ChannelSummary, ChannelTiming, Via } from './channel.js';
 import { Channel } from './channel.js';
 import { formatId } from './ids.js';
+import type { RelayManager } from './relay.js';
 
 /** What the manager needs from its agent (closures over the agent's private state). */
 export interface PeerHost {
@@ -60,10 +71,15 @@ export interface PeerHost {
   reachable(): boolean;
   /** A channel a peer opened to us. */
   incoming(channel: Channel): void;
+  /** The agent's TURN allocation (absent: no relayed path). */
+  relay?: RelayManager;
   log: AgentLog;
   now: () => number;
   random: () => number;
 }
+
+/** When connect() uses a relay: 'auto' (see the top of the file), 'always' (forced: relay candidates only), 'never'. */
+export type RelayPolicy = 'auto' | 'always' | 'never';
 
 export interface PeerOptions extends Partial<ChannelTiming> {
   /** Closed and failed channels kept for status (default 16). */
@@ -75,6 +91,18 @@ export interface PeerOptions extends Partial<ChannelTiming> {
   openTtl?: number;
   /** How long after the opening datagrams the first PUNCH leaves, ms (default OPEN_DELAY_MS). */
   openDelayMs?: number;
+  /** Relayed channels (default 'auto'). */
+  relay?: RelayPolicy;
+}
+
+/** Agent-wide counters of relayed channels (status, metrics). */
+export interface RelayChannelCounters {
+  /** Channels whose path was a relay at some point. */
+  relayedChannels: number;
+  /** Bytes of channel datagrams through a relay, both ways (closed and open channels). */
+  relayedBytes: number;
+  /** Channels moved from a relay to a direct path. */
+  upgrades: number;
 }
 
 /** TTL of the opening datagrams: enough to pass the NAT in front of the host (hop 1), not the next router. */
@@ -89,7 +117,7 @@ export const OPEN_DELAY_MS = 500;
 const DEFAULT_TTL = 64;
 
 export interface PathPlan {
-  candidates: { addr: Address; kind: CandidateKind }[];
+  candidates: { addr: Address; kind: CandidateKind; via?: Via }[];
   /** Same observed IP: both behind one NAT (LAN addresses first). */
   sameNat: boolean;
   /** Why no direct path can work (the matrix), or null. */
@@ -109,6 +137,14 @@ export function planPath(own: { observed: Address; netMode: number }, peer: { ad
   const known = own.netMode !== NetMode.UNKNOWN && peer.netMode !== NetMode.UNKNOWN;
   const problem = sameNat || !known ? null : noDirectPathReason(own.netMode, peer.netMode);
   return { candidates, sameNat, problem };
+}
+
+/** Own modes that can be half of a pair the matrix rules out: allocate before introducing. */
+const RISKY_MODES = new Set<number>([NetMode.SYMMETRIC, NetMode.PORT_RESTRICTED, NetMode.UDP_BLOCKED, NetMode.UNKNOWN]);
+
+/** The plan with the peer's relayed address (from its introduction) as the last candidate. */
+function withRelayed(plan: PathPlan, relayed: Address | undefined): PathPlan {
+  return relayed ? { ...plan, candidates: [...plan.candidates, { addr: relayed, kind: 'relay' }] } : plan;
 }
 
 /** Peer message types: their envelopes start 85 01 18 <type>. */
@@ -136,9 +172,36 @@ export class PeerManager {
   };
   /** Datagrams dropped before reaching a channel; opening datagrams sent. */
   readonly stats = { introductions: 0, unknownChannel: 0, malformed: 0, failed: 0, openers: 0 };
+  private readonly relayCounters = { relayedChannels: 0, closedBytes: 0, upgrades: 0 };
+  readonly relayPolicy: RelayPolicy;
 
   constructor(private readonly host: PeerHost, private readonly o: PeerOptions = {}) {
     this.keepRecent = o.keepRecent ?? 16;
+    this.relayPolicy = o.relay ?? 'auto';
+    if (host.relay) {
+      host.relay.onData = (from, bytes) => {
+        try {
+          this.receive(bytes, { ip: normaliseIp(from.ip), port: from.port }, 'relay');
+        } catch (err) {
+          this.stats.failed++;
+          this.host.log('error', 'relayed peer datagram handling failed; dropped', { err: (err as Error).message });
+        }
+      };
+      host.relay.onLost = (reason) => {
+        for (const c of [...this.channels.values()]) c.relayGone(reason);
+      };
+    }
+  }
+
+  /** Relayed channels, bytes and upgrades since the agent started. */
+  relayCountersNow(): RelayChannelCounters {
+    let bytes = this.relayCounters.closedBytes;
+    let upgrades = this.relayCounters.upgrades;
+    for (const c of this.channels.values()) {
+      bytes += c.stats.relayedBytes;
+      upgrades += c.stats.upgrades;
+    }
+    return { relayedChannels: this.relayCounters.relayedChannels, relayedBytes: bytes, upgrades };
   }
 
   /** Listen for peer datagrams on the agent's socket (called when the agent starts). */
@@ -173,8 +236,8 @@ export class PeerManager {
     for (const c of [...this.channels.values()]) c.close(reason);
   }
 
-  /** Feed one datagram of the socket; only peer messages are looked at. */
-  receive(raw: Buffer, from: Address): void {
+  /** Feed one datagram of the socket (or of the relay); only peer messages are looked at. */
+  receive(raw: Buffer, from: Address, via: Via = 'socket'): void {
     if (!isPeerDatagram(raw)) return;
     const d = decodeDatagram(raw);
     if (!d.ok || !d.msg.auth) {
@@ -186,7 +249,7 @@ export class PeerManager {
       this.stats.unknownChannel++;
       return;
     }
-    ch.receive(d.msg, raw, from);
+    ch.receive(d.msg, raw, from, via);
   }
 
   private remember(summary: ChannelSummary): void {
@@ -207,7 +270,7 @@ export class PeerManager {
       channel: formatId(intro.channelId), peer, names: this.host.names(intro.peer), ...(intro.nickname !== undefined ? { nickname: intro.nickname } : {}),
       role, state: 'failed', path: null, reason: `no direct path: ${plan.problem}`, candidates: plan.candidates.map((c) => `${formatAddress(c.addr)} (${c.kind})`),
       startedAt: now, openedAt: null, punchMs: null,
-      stats: { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0 },
+      stats: { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0, relayedBytes: 0, upgrades: 0 },
     });
     this.host.log('info', 'no direct path to peer: not punching', { peer, channel: formatId(intro.channelId), reason: plan.problem });
   }
@@ -253,24 +316,45 @@ export class PeerManager {
     }
   }
 
-  private open(intro: Introduction, key: Buffer, role: Channel['role'], plan: PathPlan): Channel {
+  private open(intro: Introduction, key: Buffer, role: Channel['role'], plan: PathPlan, relayOnly = false): Channel {
     const id = Buffer.from(intro.channelId);
     const ch = new Channel({
       id, role, peer: Buffer.from(intro.peer), names: this.host.names(intro.peer), ...(intro.nickname !== undefined ? { nickname: intro.nickname } : {}),
-      channelKey: key, candidates: plan.candidates, send: (to, bytes) => this.host.send(to, bytes),
+      channelKey: key, candidates: plan.candidates, directPossible: plan.problem === null, relayOnly,
+      send: (to, bytes, via) => {
+        if (via === 'relay') this.host.relay?.send(to, bytes);
+        else this.host.send(to, bytes);
+      },
+      // One channel found the relay silent: the others through it are told at once.
+      ...(this.host.relay ? {
+        relayLost: (why: string) => {
+          const reason = this.host.relay!.lost(why);
+          for (const c of [...this.channels.values()]) if (c.idHex !== id.toString('hex')) c.relayGone(`RELAY_LOST: ${reason}`);
+          return reason;
+        },
+      } : {}),
       timing: this.o, now: this.host.now, random: this.host.random, log: this.host.log,
     });
     this.channels.set(ch.idHex, ch);
     let startTimer: ReturnType<typeof setTimeout> | undefined;
+    let relayed = false;
+    ch.on('path', (p) => {
+      if (p?.kind === 'relay' && !relayed) {
+        relayed = true;
+        this.relayCounters.relayedChannels++;
+      }
+    });
     ch.once('close', () => {
       if (startTimer) clearTimeout(startTimer);
       this.channels.delete(ch.idHex);
+      this.relayCounters.closedBytes += ch.stats.relayedBytes;
+      this.relayCounters.upgrades += ch.stats.upgrades;
       this.remember(ch.summary());
     });
     // Our NAT first, then the PUNCHes: a PUNCH of ours must not reach the peer's NAT before the
     // peer's own mapping toward us exists (see the top of this file). Meanwhile the channel
     // already answers the peer's PUNCHes (our mapping is open, so they get through).
-    if (this.sendOpeners(plan, intro.netMode)) {
+    if (!relayOnly && this.sendOpeners(plan, intro.netMode)) {
       startTimer = setTimeout(() => {
         startTimer = undefined;
         if (this.channels.get(ch.idHex) === ch) ch.start();
@@ -316,8 +400,8 @@ export class PeerManager {
     this.seen(idHex);
     this.stats.introductions++;
     ack();
-    const plan = planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro);
-    if (plan.problem) {
+    const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro), intro.relayed);
+    if (plan.problem && !intro.relayed) {
       this.refused(intro, 'responder', plan);
       return true;
     }
@@ -331,17 +415,39 @@ export class PeerManager {
    * A live channel to the same peer is reused (whichever side opened it). Rejects with AgentError:
    * PEER_UNAVAILABLE, NO_DIRECT_PATH, PUNCH_FAILED, or an error of the locatord request.
    */
-  async connect(target: string | Uint8Array, o: { reuse?: boolean } = {}): Promise<Channel> {
+  async connect(target: string | Uint8Array, o: { reuse?: boolean; relay?: RelayPolicy } = {}): Promise<Channel> {
     const id = this.host.resolve(target);
     const existing = o.reuse === false ? undefined : this.channelTo(id);
     if (existing) {
       await existing.waitOpen();
       return existing;
     }
+    const policy = o.relay ?? this.relayPolicy;
+    const relay = policy !== 'never' && this.host.relay?.available ? this.host.relay : undefined;
+    if (policy === 'always' && !relay) throw new AgentError('RELAY_UNAVAILABLE', 'relaying is forced but authd granted no relay');
+    const eager = relay !== undefined && (policy === 'always' || RISKY_MODES.has(this.host.netMode()));
+    try {
+      return await this.introduceAndOpen(id, eager ? relay : undefined, policy === 'always');
+    } catch (err) {
+      // The relay died under the allocation (found by the permission): once more, on the next one.
+      if (eager && err instanceof AgentError && err.code === 'RELAY_UNAVAILABLE' && relay.remaining > 0) {
+        this.host.log('warn', 'relay lost while introducing: trying the next relay', { peer: formatId(id), why: err.message });
+        return this.introduceAndOpen(id, relay, policy === 'always');
+      }
+      // Direct only, and it cannot or did not work: once more, relayed.
+      if (!relay || eager || !(err instanceof AgentError) || (err.code !== 'NO_DIRECT_PATH' && err.code !== 'PUNCH_FAILED')) throw err;
+      this.host.log('info', 'no direct path to the peer: introducing again with a relayed address', { peer: formatId(id), why: err.message });
+      return this.introduceAndOpen(id, relay, false);
+    }
+  }
+
+  /** One INTRODUCE (with our relayed address when `relay` is given) and the channel it leads to, open. */
+  private async introduceAndOpen(id: Buffer, relay: RelayManager | undefined, forced: boolean): Promise<Channel> {
     const local = this.host.localAddrs();
+    const relayed = relay ? await relay.ensure() : undefined;
     let m: MessageOf<'INTRODUCE_ACK'>;
     try {
-      m = await this.host.introduce({ target: id, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}) });
+      m = await this.host.introduce({ target: id, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}), ...(relayed ? { relayed } : {}) });
     } catch (err) {
       if (err instanceof AgentError && err.code === 'NOT_FOUND') throw new AgentError('PEER_UNAVAILABLE', err.message);
       throw err;
@@ -352,11 +458,13 @@ export class PeerManager {
     if (!key) throw new AgentError('BAD_INTRODUCTION', 'the channel key from locatord does not open');
     this.seen(formatId(intro.channelId));
     const plan = planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro);
-    if (plan.problem) {
+    if (plan.problem && !relay) {
       this.refused(intro, 'initiator', plan);
       throw new AgentError('NO_DIRECT_PATH', `no direct path: ${plan.problem}`);
     }
-    const ch = this.open(intro, key, 'initiator', plan);
+    // The relay forwards to us only from the introduced peer's public IP.
+    if (relay) await relay.permit(intro.addr);
+    const ch = this.open(intro, key, 'initiator', forced ? { ...plan, candidates: [] } : plan, forced);
     await ch.waitOpen();
     return ch;
   }

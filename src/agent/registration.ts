@@ -282,7 +282,7 @@ export class Registration {
   }
 
   /** The status, except the channels (the PeerManager's). */
-  status(): Omit<AgentStatus, 'channels'> {
+  status(): Omit<AgentStatus, 'channels' | 'relayAllocation' | 'relayCounters'> {
     const expiresAt = this.lastAckAt !== undefined && this.ttlS !== undefined ? this.lastAckAt + this.ttlS * 1000 : undefined;
     return {
       state: this._state,

@@ -7,7 +7,8 @@ import type { InterfaceSource } from './interfaces.js';
 import type { MatchClientOptions, MatchResult } from './match.js';
 import type { AddressBook } from './peers.js';
 import type { Channel, ChannelSummary } from './channel.js';
-import type { PeerOptions } from './punch.js';
+import type { PeerOptions, RelayChannelCounters } from './punch.js';
+import type { RelayAllocationStatus, RelayCounters } from './relay.js';
 import type { AgentLog } from './errors.js';
 import type { PresenceRecord } from '../wire/catalog.js';
 
@@ -113,6 +114,10 @@ export interface AgentStatus {
   lastError: { step: string; error: string; at: string } | null;
   /** TURN relays authd granted credentials for (never the credentials themselves). */
   relays: RelayStatus[];
+  /** The agent's TURN allocation, when it made one (relayed channels; relay.ts). */
+  relayAllocation: RelayAllocationStatus | null;
+  /** Relayed channels, bytes and upgrades to direct, and the allocation's counters. */
+  relayCounters: RelayChannelCounters & RelayCounters;
   counters: AgentCounters;
   /** Peer channels: open and punching ones, then the last closed or failed (with the reason). */
   channels: ChannelSummary[];

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { root } from '../helpers/daemon.js';
+import { haveCoturn } from '../turn/coturn.js';
 
 interface Demo {
   output(): string;
@@ -81,6 +82,11 @@ t.test('devloc demo --once: the scenario from an empty folder, then again reusin
   t.match(out, /bob looks up "alice": online at 127\.0\.0\.1:\d+/, 'lookup by nickname');
   t.match(out, /alice sees bob online; bob sees alice online/, 'online');
   t.match(out, /alice connects to bob directly: path 127\.0\.0\.1:\d+ \(\w+\), punched in \d+ ms, ping [\d.]+ ms, bob answers "bob got: hello bob"/, 'direct channel after the lookup');
+  if (haveCoturn) {
+    t.match(out, /alice connects to bob through coturn 127\.0\.0\.1:\d+ \(forced relay\): path 127\.0\.0\.1:\d+ \(relay\), alice's relayed address 127\.0\.0\.1:\d+, ping [\d.]+ ms, bob answers "bob got: hello bob, via the relay"/, 'relayed channel (coturn installed)');
+  } else {
+    t.match(out, /skipped the relayed channel: turnserver \(Debian package coturn\) is not installed/, 'one line says the relayed channel was skipped');
+  }
   t.match(out, /alice creates "demo-friends" \([0-9a-f]{8}…\), bob joins; members: alice \(online, [^)]+\), bob \(online, [^)]+\)/, 'group');
   t.match(out, /matched in [\d.]+ s; party alice \+ bob, host (alice|bob) \(open, 127\.0\.0\.1:\d+\)/, 'matched, with the host');
   t.match(out, /both agree the host is [0-9a-f]{8}…/, 'same host for both');

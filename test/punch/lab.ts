@@ -10,8 +10,21 @@
 // for whichever side is slower, and two of them can only punch if the first datagrams cross in
 // flight. With the firewall the early datagram leaves no trace (conntrack entries of dropped
 // packets are never confirmed), as on real routers (OpenWrt's wan zone rejects input).
+import type { AgentStatus } from '../../src/agent/agent.js';
+import type { ChannelSummary } from '../../src/agent/channel.js';
 import type { Lab } from '../agent/netns.js';
 import { PUBLIC_NET } from '../agent/netns.js';
+
+/** What the control command channel.recv answers. */
+export interface Recv {
+  messages: { n: number; text: string }[];
+  lost: number;
+  state: string;
+  reason?: string;
+}
+
+/** The channel `id` in an agent's status. */
+export const channelOf = (st: AgentStatus, id: string): ChannelSummary | undefined => st.channels.find((c) => c.channel === id);
 
 export type NatKind = 'eim' | 'symmetric' | 'full-cone';
 

@@ -15,7 +15,6 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import type { AgentStatus, LookupEntry } from '../../src/agent/agent.js';
-import type { ChannelSummary } from '../../src/agent/channel.js';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
 import { ControlError } from '../../src/agent/control-client.js';
 import { formatStatus } from '../../src/cli/commands/agentctl.js';
@@ -27,20 +26,12 @@ import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
 import type { AgentProc, Stack } from '../agent/stack.js';
 import { eventually, stack } from '../agent/stack.js';
-import { bridgeCounter, natHost, serverCounter, sharedNat } from './lab.js';
+import type { Recv } from './lab.js';
+import { bridgeCounter, channelOf, natHost, serverCounter, sharedNat } from './lab.js';
 
 const missing = haveNetns();
 if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
 const skip = missing && !process.env['CI'] ? missing : false;
-
-interface Recv {
-  messages: { n: number; text: string }[];
-  lost: number;
-  state: string;
-  reason?: string;
-}
-
-const channelOf = (st: AgentStatus, id: string): ChannelSummary | undefined => st.channels.find((c) => c.channel === id);
 
 /** Run devloc(1) (through tsx) with `args`; resolves with its exit status and output. */
 function devloc(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {

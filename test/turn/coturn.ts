@@ -23,6 +23,8 @@ export const haveCoturn = (() => {
 export interface Coturn {
   host: string;
   port: number;
+  /** The turnserver process ID (for a test that kills the relay). */
+  pid(): number | null;
   tlsPort?: number;
   /** PEM of the self-signed certificate (TLS only): pass as the client's CA. */
   cert?: string;
@@ -37,6 +39,35 @@ export interface CoturnOptions {
   tls?: boolean;
   /** Extra turnserver.conf lines. */
   extra?: string[];
+  /**
+   * Run inside this network namespace (test/agent/netns.ts), listening and relaying on `ip`
+   * (port 3478: the namespace is fresh), with the production peer policy of
+   * contrib/coturn/turnserver.conf (private and loopback ranges denied; the lab's public
+   * segment, 198.51.100.0/24, is TEST-NET-2 and stays allowed).
+   */
+  netns?: { name: string; ip: string };
+}
+
+/** The denied-peer-ip lines of the hardened configuration, for the namespace lab. */
+function deniedPeers(): string[] {
+  const conf = readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), '../../contrib/coturn/turnserver.conf'), 'utf8');
+  return conf.split('\n').filter((l) => l.startsWith('denied-peer-ip='));
+}
+
+/** A STUN Binding answered inside namespace `ns` at ip:port (a probe run there with node). */
+async function bindingAnsweredIn(ns: string, ip: string, port: number, deadline: number): Promise<void> {
+  const probe = `const s=require('node:dgram').createSocket('udp4');const h=Buffer.from('000100002112a442'+require('node:crypto').randomBytes(12).toString('hex'),'hex');` +
+    `s.on('message',()=>process.exit(0));s.send(h,${port},'${ip}');setTimeout(()=>process.exit(1),300);`;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const p = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', probe], { stdio: 'ignore' });
+      p.on('exit', (code) => resolve(code === 0));
+      p.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`coturn in ${ns} did not answer a STUN Binding`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 /** A port free for both UDP and TCP on 127.0.0.1 right now (coturn listens on both). */
@@ -101,8 +132,9 @@ async function tcpAccepts(port: number, deadline: number): Promise<void> {
 
 export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<Coturn> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'devloc-coturn-'));
-  const port = await freePort();
-  const tlsPort = o.tls ? await freePort() : undefined;
+  const host = o.netns?.ip ?? '127.0.0.1';
+  const port = o.netns ? 3478 : await freePort();
+  const tlsPort = o.tls ? (o.netns ? 5349 : await freePort()) : undefined;
   const secret = randomBytes(16).toString('hex');
   const realm = 'devloc.test';
   let cert: string | undefined;
@@ -112,13 +144,14 @@ export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<C
     cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
   }
   const conf = [
-    'listening-ip=127.0.0.1',
+    `listening-ip=${host}`,
     `listening-port=${port}`,
     ...(o.tls ? [`tls-listening-port=${tlsPort}`, `cert=${path.join(dir, 'cert.pem')}`, `pkey=${path.join(dir, 'key.pem')}`] : ['no-tls']),
     'no-dtls',
-    // Peers are on loopback in the tests, so the relay must relay to 127.0.0.0/8 from 127.0.0.1.
-    'relay-ip=127.0.0.1',
-    'allow-loopback-peers',
+    // Peers are on loopback in the tests, so the relay must relay to 127.0.0.0/8 from 127.0.0.1;
+    // in a namespace lab the peers are on the public segment and the production denials apply.
+    `relay-ip=${host}`,
+    ...(o.netns ? deniedPeers() : ['allow-loopback-peers']),
     'no-multicast-peers',
     'use-auth-secret',
     `static-auth-secret=${secret}`,
@@ -138,7 +171,8 @@ export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<C
   // coturn runs under a tiny shell that kills it when our end of its stdin closes: at stop(), and
   // also when this test process dies without its teardown (killed by a timeout), so no relay is
   // ever left behind. The shell exits when turnserver does.
-  const proc: ChildProcess = spawn('sh', ['-c', 'exec 3<&0; turnserver -c "$1" & p=$!; (read _ <&3; kill $p 2>/dev/null) & wait $p', 'sh', path.join(dir, 'turnserver.conf')], {
+  const prefix = o.netns ? `ip netns exec ${o.netns.name} ` : '';
+  const proc: ChildProcess = spawn('sh', ['-c', `exec 3<&0; ${prefix}turnserver -c "$1" & p=$!; (read _ <&3; kill $p 2>/dev/null) & wait $p`, 'sh', path.join(dir, 'turnserver.conf')], {
     stdio: ['pipe', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -160,6 +194,7 @@ export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<C
     const deadline = Date.now() + 15_000;
     await Promise.race([
       (async () => {
+        if (o.netns) return bindingAnsweredIn(o.netns.name, host, port, deadline);
         await bindingAnswered(port, deadline);
         await tcpAccepts(port, deadline);
         if (tlsPort) await tcpAccepts(tlsPort, deadline);
@@ -175,5 +210,12 @@ export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<C
     if (attempt < 3 && /Address already in use|Cannot bind/i.test(text + String(err))) return startCoturn(o, attempt + 1);
     throw err;
   }
-  return { host: '127.0.0.1', port, ...(tlsPort ? { tlsPort } : {}), ...(cert ? { cert } : {}), secret, realm, dir, log, stop };
+  const pid = (): number | null => {
+    try {
+      return Number(readFileSync(path.join(dir, 'turnserver.pid'), 'utf8').trim()) || null;
+    } catch {
+      return null;
+    }
+  };
+  return { host, port, pid, ...(tlsPort ? { tlsPort } : {}), ...(cert ? { cert } : {}), secret, realm, dir, log, stop };
 }

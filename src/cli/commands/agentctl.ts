@@ -91,6 +91,13 @@ export function formatStatus(s: AgentStatus, now = Date.now()): string {
     const via = [r.udp && `udp ${r.udp}`, r.tcp && `tcp ${r.tcp}`, r.tls && `tls ${r.tls}`].filter(Boolean).join(', ');
     rows.push(['relay', `${r.name}: ${via}; credentials expire ${when(r.credentialsExpireAt, now)}`]);
   }
+  // Older agents do not report these.
+  const ra = s.relayAllocation;
+  if (ra) rows.push(['relay allocation', `${ra.relay} ${ra.transport} ${ra.server}: relayed ${ra.relayed}${ra.mapped ? `, seen as ${ra.mapped}` : ''}; ${ra.permitted} peer${ra.permitted === 1 ? '' : 's'} permitted; since ${when(ra.since, now)}`]);
+  const rc = s.relayCounters;
+  if (rc && (rc.relayedChannels || rc.allocations)) {
+    rows.push(['relayed', `${rc.relayedChannels} channel${rc.relayedChannels === 1 ? '' : 's'}, ${rc.relayedBytes} bytes, ${rc.upgrades} upgraded to direct; ${rc.allocations} allocation${rc.allocations === 1 ? '' : 's'}, ${rc.relaysLost} relay${rc.relaysLost === 1 ? '' : 's'} lost`]);
+  }
   const c = s.counters;
   rows.push(['counters', `${c.authentications} auth, ${c.registrations} register, ${c.refreshes} refresh, ${c.probesAnswered} probe, ${c.failures} failed, ${c.addressChanges} address changes`]);
   for (const ch of s.channels ?? []) rows.push(['peer channel', formatChannel(ch)]);

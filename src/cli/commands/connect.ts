@@ -43,10 +43,13 @@ async function ask(a: ConnectArgs, cmd: string, args: Record<string, unknown>, t
 
 export const pathText = (p: PathInfo | null): string => (p ? `${p.addr} (${p.kind}${p.rttMs !== null ? `, rtt ${p.rttMs} ms` : ''})` : 'no path');
 
+/** lan, direct or relay: what kind of path a channel has. */
+export const pathClass = (p: PathInfo | null): string => (!p ? 'no path' : p.kind === 'lan' ? 'lan' : p.kind === 'relay' ? 'relay' : 'direct');
+
 export function formatConnected(r: ConnectResult): string {
   const who = [r.peer, ...r.names.map((n) => `"${n}"`), ...(r.nickname ? [`nickname ${r.nickname}`] : [])].join(' ');
   const how = r.role === 'initiator' ? `punched in ${r.punchMs ?? '?'} ms` : 'channel the peer opened';
-  return `connected to ${escapeControls(who)}: channel ${r.channel}, direct path ${pathText(r.path)}, ${how}`;
+  return `connected to ${escapeControls(who)}: channel ${r.channel}, ${r.path?.kind === 'relay' ? 'relayed' : 'direct'} path ${pathText(r.path)}, ${how}`;
 }
 
 interface PingOutcome {
@@ -54,22 +57,44 @@ interface PingOutcome {
   path: PathInfo | null;
 }
 
-async function pings(a: ConnectArgs, channel: string): Promise<void> {
+/** A line when the path changed between two outputs (an upgrade from the relay, a move to the LAN...). */
+function pathChange(before: PathInfo | null, after: PathInfo | null): string | null {
+  if (!before || !after || (before.addr === after.addr && before.kind === after.kind)) return null;
+  const what = before.kind === 'relay' && after.kind !== 'relay' ? 'upgraded' : 'changed';
+  return `path ${what}: ${pathClass(before)} ${before.addr} -> ${pathClass(after)} ${after.addr} (${after.kind})`;
+}
+
+async function pings(a: ConnectArgs, channel: string, first: PathInfo | null): Promise<void> {
   const count = a.ping!;
   const rtts: number[] = [];
+  let path = first;
+  let upgrades = 0;
   for (let i = 1; i <= count; i++) {
     const r = (await ask(a, 'channel.ping', { channel, timeoutMs: a.timeout }, a.timeout + 5000)) as PingOutcome;
+    const change = pathChange(path, r.path);
+    if (change) {
+      if (path?.kind === 'relay' && r.path?.kind !== 'relay') upgrades++;
+      if (a.json) printJson({ path: r.path, previous: path });
+      else print(change);
+    }
+    if (r.path) path = r.path;
     if (r.rttMs !== null) rtts.push(r.rttMs);
     if (a.json) printJson({ ping: i, ...r });
-    else print(r.rttMs === null ? `ping ${i}: no answer within ${a.timeout} ms` : `ping ${i}: rtt ${r.rttMs} ms via ${r.path ? `${r.path.addr} (${r.path.kind})` : 'no path'}`);
+    else print(r.rttMs === null ? `ping ${i}: no answer within ${a.timeout} ms` : `ping ${i}: rtt ${r.rttMs} ms via ${pathClass(r.path)} ${r.path ? `${r.path.addr} (${r.path.kind})` : ''}`.trimEnd());
     if (i < count) await new Promise((res) => setTimeout(res, a.interval));
   }
   const lost = count - rtts.length;
-  if (!a.json) {
-    const stats = rtts.length
-      ? `, rtt min/avg/max ${Math.min(...rtts)}/${(rtts.reduce((x, y) => x + y, 0) / rtts.length).toFixed(1)}/${Math.max(...rtts)} ms`
-      : '';
-    print(`${count} pings, ${rtts.length} answered, ${Math.round((100 * lost) / count)}% lost${stats}`);
+  const avg = rtts.length ? Math.round((rtts.reduce((x, y) => x + y, 0) / rtts.length) * 10) / 10 : null;
+  if (a.json) {
+    printJson({
+      summary: {
+        pings: count, answered: rtts.length, lostPct: Math.round((100 * lost) / count),
+        rttMs: rtts.length ? { min: Math.min(...rtts), avg, max: Math.max(...rtts) } : null, path, upgrades,
+      },
+    });
+  } else {
+    const stats = rtts.length ? `, rtt min/avg/max ${Math.min(...rtts)}/${avg!.toFixed(1)}/${Math.max(...rtts)} ms` : '';
+    print(`${count} pings, ${rtts.length} answered, ${Math.round((100 * lost) / count)}% lost${stats}; path ${pathClass(path)}${upgrades ? `, upgraded from the relay ${upgrades === 1 ? 'once' : `${upgrades} times`}` : ''}`);
   }
   if (rtts.length === 0) throw new CliError('no ping was answered');
 }
@@ -82,7 +107,7 @@ interface RecvResult {
   reason?: string;
 }
 
-async function chat(a: ConnectArgs, channel: string): Promise<void> {
+async function chat(a: ConnectArgs, channel: string, first: PathInfo | null): Promise<void> {
   let done = false;
   let sending = Promise.resolve();
   const lines = createInterface({ input: process.stdin });
@@ -94,8 +119,12 @@ async function chat(a: ConnectArgs, channel: string): Promise<void> {
   });
   const eof = new Promise<void>((resolve) => lines.once('close', () => resolve()));
   const receive = (async (): Promise<string | null> => {
+    let path = first;
     while (!done) {
       const r = (await ask(a, 'channel.recv', { channel, waitMs: 20_000 }, 30_000)) as RecvResult;
+      const change = pathChange(path, r.path);
+      if (change) void (a.json ? printJson({ path: r.path, previous: path }) : print(change));
+      if (r.path) path = r.path;
       if (r.lost > 0) void (a.json ? printJson({ lost: r.lost }) : print(`(${r.lost} message${r.lost === 1 ? '' : 's'} lost)`));
       for (const m of r.messages) void (a.json ? printJson(m) : print(`< ${escapeControls(m.text)}`));
       if (r.state === 'closed' || r.state === 'failed') return r.reason ?? r.state;
@@ -137,13 +166,13 @@ export const connectCommand: CommandModule<object, ConnectArgs> = {
     else print(formatConnected(r));
     if (a.ping !== undefined) {
       try {
-        await pings(a, r.channel);
+        await pings(a, r.channel, r.path);
       } finally {
         await ask(a, 'channel.close', { channel: r.channel }).catch(() => {});
       }
       return;
     }
-    await chat(a, r.channel);
+    await chat(a, r.channel, r.path);
   }),
 };
 

@@ -9,6 +9,9 @@
 //   3. two terminals, alice and bob (in-process agents, each with a control socket in run/ for
 //      devloc(1)), that authenticate, register, look each other up by locator ID and by
 //      nickname, see each other online, connect directly, share a group and get matched;
+//      with coturn installed (`turnserver` on the PATH), also a relayed channel: a coturn on
+//      127.0.0.1 registered as relay "demo" (as `devloc relay add` does) and a forced-relay
+//      pair (alice connects to bob with relaying forced); without it, one line says it skipped;
 //   4. then it keeps running until SIGINT/SIGTERM (or exits after the scenario with --once),
 //      and stops everything in order: agents withdraw and unregister, daemons get SIGTERM.
 //
@@ -20,6 +23,8 @@
 // process groups, so a terminal's Ctrl-C reaches only this process, which then stops them after
 // the agents have unregistered; and each watches its stdin, a pipe from this process, so they
 // also stop if this process dies without cleaning up.
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -70,6 +75,18 @@ function step(tag: string, text: string): void {
 function command(rel: string): string {
   const e = entryPoint(rel);
   return `node ${e.execArgv.length ? '--import tsx ' : ''}${shown(e.file)}`;
+}
+
+/** A UDP port on 127.0.0.1 free right now. */
+function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, HOST, () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
 }
 
 /** Whether a UDP port on 127.0.0.1 is free right now. */
@@ -205,6 +222,80 @@ async function startDaemon(children: Child[], name: string, daemon: string, args
 
 const stopChild = async (c: Child): Promise<void> => void (await c.daemon.stop('SIGTERM', 10_000));
 
+// ---- the demo relay (coturn) ------------------------------------------------------------------------
+
+interface DemoRelay {
+  port: number;
+  stop: () => Promise<void>;
+}
+
+/** Whether coturn's `turnserver` can be started. */
+const haveTurnserver = (): boolean => spawnSync('turnserver', ['--version'], { stdio: 'ignore', timeout: 10_000 }).error === undefined;
+
+/** A STUN Binding answered at 127.0.0.1:port within `ms`. */
+async function stunAnswers(port: number, ms: number): Promise<boolean> {
+  const s = dgram.createSocket('udp4');
+  try {
+    return await new Promise<boolean>((resolve) => {
+      const req = Buffer.concat([Buffer.from('000100002112a442', 'hex'), randomBytes(12)]);
+      let timer: NodeJS.Timeout | undefined;
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      s.on('message', () => done(true));
+      const end = Date.now() + ms;
+      const tick = (): void => {
+        if (Date.now() > end) return done(false);
+        s.send(req, port, HOST);
+        timer = setTimeout(tick, 200);
+      };
+      tick();
+    });
+  } finally {
+    s.close();
+  }
+}
+
+/**
+ * coturn on 127.0.0.1 for the relayed channel of the demo: the shared-secret scheme of
+ * contrib/coturn/turnserver.conf, but loopback peers allowed (the demo's terminals are on
+ * 127.0.0.1, which the production configuration denies). Its secret goes in a 0400 file, and
+ * the relay is registered in authd's database as `devloc relay add` does.
+ */
+async function startDemoRelay(dir: string, logDir: string, authdState: string, port: number): Promise<DemoRelay> {
+  const rd = path.join(dir, 'relay');
+  mkdirSync(rd, { recursive: true, mode: 0o700 });
+  const secret = randomBytes(24).toString('hex');
+  const secretFile = path.join(rd, 'relay.secret');
+  writeSecretFile(secretFile, `${secret}\n`, true);
+  const conf = path.join(rd, 'turnserver.conf');
+  writeFileSync(conf, [
+    `listening-ip=${HOST}`, `listening-port=${port}`, `relay-ip=${HOST}`, 'allow-loopback-peers', 'no-multicast-peers', 'no-tls', 'no-dtls',
+    'use-auth-secret', `static-auth-secret=${secret}`, 'realm=demo.devloc', 'fingerprint', 'no-cli', 'no-rfc5780',
+    `pidfile=${path.join(rd, 'turnserver.pid')}`, `userdb=${path.join(rd, 'turndb')}`, `log-file=${path.join(logDir, 'turnserver.log')}`, 'simple-log', 'no-stdout-log',
+  ].join('\n') + '\n');
+  const proc = spawn('turnserver', ['-c', conf], { stdio: 'ignore', detached: true });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGTERM');
+      await exited;
+    }
+  };
+  if (!(await stunAnswers(port, 10_000))) {
+    await stop();
+    throw new CliError(`turnserver did not answer on ${HOST}:${port} (see ${path.join(logDir, 'turnserver.log')})`);
+  }
+  const db = AuthDb.open(authdState);
+  try {
+    db.putRelay({ relayId: 'demo', udp: `${HOST}:${port}`, secretFile }, true);
+  } finally {
+    db.close();
+  }
+  return { port, stop };
+}
+
 // ---- terminals ----------------------------------------------------------------------------------
 
 interface Terminal {
@@ -231,6 +322,7 @@ async function demo(a: DemoArgs): Promise<void> {
   const shownDir = shown(dir);
   const children: Child[] = [];
   const terminals: Terminal[] = [];
+  let relay: DemoRelay | undefined;
   let stopping: Promise<void> | undefined;
 
   const shutdown = (): Promise<void> => {
@@ -240,6 +332,7 @@ async function demo(a: DemoArgs): Promise<void> {
         await t.agent.stop().catch(() => undefined);
       }));
       await Promise.all(children.map(stopChild));
+      await relay?.stop();
     })();
     return stopping;
   };
@@ -348,6 +441,23 @@ async function demo(a: DemoArgs): Promise<void> {
     step('direct', `alice connects to bob directly: path ${ch.path?.addr} (${ch.path?.kind}), punched in ${ch.summary().punchMs} ms, ping ${rtt} ms, bob answers "${await answer}"`);
     ch.close();
 
+    // 9c: a relayed channel through coturn: a forced-relay pair (the two terminals could talk
+    // directly on 127.0.0.1; relaying is forced to show it).
+    if (!haveTurnserver()) {
+      step('relay', 'skipped the relayed channel: turnserver (Debian package coturn) is not installed');
+    } else {
+      relay = await startDemoRelay(dir, logDir, authdState, await want(5) || (await freeUdpPort()));
+      await alice.agent.reauthenticate('demo relay added', 15_000);
+      await until('alice to get the relay in her grant', 15_000, () => alice.agent.relays.length > 0);
+      const rc = await alice.agent.connect('bob', { reuse: false, relay: 'always' });
+      const relayed = new Promise<string>((resolve) => rc.once('message', (m) => resolve(m.toString())));
+      rc.send('hello bob, via the relay');
+      const rrtt = await rc.ping();
+      const alloc = alice.agent.relay.status();
+      step('relay', `alice connects to bob through coturn ${HOST}:${relay.port} (forced relay): path ${rc.path?.addr} (${rc.path?.kind}), alice's relayed address ${alloc?.relayed ?? '?'}, ping ${rrtt} ms, bob answers "${await relayed}"; the relay carries only ciphertext`);
+      rc.close();
+    }
+
     // 10: a group (reused on a re-run: its ID is in alice's address book).
     let groupId: string | undefined;
     const saved = alice.book.list().find((e) => e.name === 'demo-friends' && e.kind === 'group');
@@ -437,7 +547,7 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
     y
       .option('dir', { type: 'string', default: './demo-state', describe: 'state folder: keys, enrolled devices, daemon state, logs (reused)' })
       .option('once', { type: 'boolean', default: false, describe: 'run the scenario, stop everything and exit' })
-      .option('base-port', { type: 'number', default: 4700, describe: 'authd on this UDP port, locatord +1, reflector +2 and +4, matchd +3 (a taken port: any free one; 0: all any)' }) as unknown as Argv<DemoArgs>,
+      .option('base-port', { type: 'number', default: 4700, describe: 'authd on this UDP port, locatord +1, reflector +2 and +4, matchd +3, the demo relay (coturn) +5 (a taken port: any free one; 0: all any)' }) as unknown as Argv<DemoArgs>,
   handler: (a) => runHandler('demo', async () => {
     if (!Number.isInteger(a['base-port']) || a['base-port'] < 0 || a['base-port'] > 65531) throw new UsageError('--base-port: 0 to 65531');
     await demo(a);

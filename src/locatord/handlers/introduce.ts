@@ -163,6 +163,7 @@ function definedLocal(a: Address[] | undefined): { localAddrs?: Address[] } {
 /** Both halves of an introduction, sharing a fresh channel ID and key (embedded and store modes). */
 export function introduction(x: {
   asker: ServerSession; askerFrom: Address; askerLocalAddrs: Address[] | undefined; askerNetMode: number; askerNickname: string | undefined;
+  askerRelayed?: Address | undefined;
   target: Buffer; targetSession: ServerSession; targetAddr: Address; targetLocalAddrs: Address[] | undefined; targetNetMode: number; targetNickname: string | undefined;
 }): { toTarget: Introduction; toAsker: Introduction } {
   const channelId = randomBytes(CHANNEL_ID_BYTES);
@@ -176,6 +177,9 @@ export function introduction(x: {
     ...(x.askerNickname !== undefined ? { nickname: x.askerNickname } : {}),
     sealedKey: sealChannelKey(x.targetSession.keys, channelId, x.asker.locatorId, key),
     observed: x.targetAddr,
+    // The asker's relayed address is passed on as claimed, like its LAN addresses: the target
+    // probes it at most like any unanswered candidate (devloc-protocol(7) ADDRESS VALIDATION).
+    ...(x.askerRelayed ? { relayed: x.askerRelayed } : {}),
   };
   const toAsker: Introduction = {
     channelId, peer: x.target, addr: x.targetAddr, ...(sameNat ? definedLocal(x.targetLocalAddrs) : {}), netMode: x.targetNetMode,
@@ -241,7 +245,7 @@ export async function introduce(c: LocatorContext, ctx: RequestContext<'INTRODUC
   }
   const { toTarget, toAsker } = introduction({
     asker, askerFrom: ctx.from, askerLocalAddrs: b.localAddrs ?? askerRec?.extra?.localAddrs, askerNetMode: b.netMode ?? askerRec?.netMode ?? 0,
-    askerNickname: askerRec?.nickname, target, targetSession, targetAddr: rec.addr, targetLocalAddrs: rec.extra?.localAddrs,
+    askerNickname: askerRec?.nickname, askerRelayed: b.relayed, target, targetSession, targetAddr: rec.addr, targetLocalAddrs: rec.extra?.localAddrs,
     targetNetMode: rec.netMode, targetNickname: rec.nickname,
   });
   if (owner) {

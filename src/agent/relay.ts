@@ -1,0 +1,260 @@
+// The agent's relayed candidate (devloc-agent(8), RELAYED CHANNELS; issue 17): one TURN
+// allocation, made when a channel needs one, on the first usable relay of the authd grant, shared
+// by every relayed channel of the agent. The TURN protocol is turn/client.ts; this file decides
+// when to allocate, which relay, what to permit, and what to report.
+//
+// - ensure(): allocate on the first relay of the grant that is not marked lost (UDP, else TCP,
+//   else TLS), with the grant's credentials. Credentials that authd's grant says have expired
+//   (or that the relay refuses as expired) make the agent authenticate again for fresh ones and
+//   allocate once more: never a silent stall. Resolves with the relayed address, or rejects with
+//   AgentError RELAY_UNAVAILABLE (no relay granted, or none answers) naming every relay's error.
+// - permit(ip): CreatePermission for exactly the introduced peer's observed IP (never anything
+//   else: the relay forwards to us only what comes from peers we were introduced to).
+// - lost(): the allocation stopped answering (a channel over it went silent) or the client
+//   reported an error: the relay is marked lost for RELAY_LOST_MS, the allocation dropped, and
+//   the next ensure() takes the next relay of the grant. Channels over it learn it through
+//   their own silence (channel.ts) and close with a reason that says which relay was lost and
+//   whether another is left.
+// Counters (status, metrics): allocations, relayed datagrams and bytes each way, losses.
+import type { Address } from '../wire/addr.js';
+import { formatAddress } from '../wire/addr.js';
+import type { RelayGrant } from '../wire/catalog.js';
+import type { AgentLog } from './errors.js';
+import { AgentError } from './errors.js';
+import type { TurnServer, TurnTransport } from './turn/client.js';
+import { TurnClient, TurnError, TurnErrorCode } from './turn/client.js';
+
+/** Retransmission timeout and count of the TURN requests (see allocateOn). */
+export const RELAY_RTO_MS = 250;
+export const RELAY_RC = 5;
+
+/** How long a relay that stopped answering is skipped (ms). */
+export const RELAY_LOST_MS = 5 * 60_000;
+
+export interface RelayHost {
+  /** The relays of the current authd grant, with their credentials. */
+  grants(): readonly RelayGrant[];
+  /** Authenticate again for fresh credentials; resolves with whether authd granted in time. */
+  reauthenticate(reason: string): Promise<boolean>;
+  log: AgentLog;
+  now: () => number;
+  /** TURN client options for tests (fake links, short timeouts). */
+  client?: Partial<ConstructorParameters<typeof TurnClient>[0]>;
+}
+
+export interface RelayAllocationStatus {
+  relay: string;
+  transport: TurnTransport;
+  server: string;
+  relayed: string;
+  /** Our address as the relay sees it. */
+  mapped: string | null;
+  /** Peer IPs permitted (one per introduced peer). */
+  permitted: number;
+  since: string;
+}
+
+export interface RelayCounters {
+  allocations: number;
+  /** Relays that stopped answering (or failed) while allocated. */
+  relaysLost: number;
+  datagramsOut: number;
+  datagramsIn: number;
+  bytesOut: number;
+  bytesIn: number;
+}
+
+interface Current {
+  client: TurnClient;
+  name: string;
+  transport: TurnTransport;
+  server: string;
+  since: number;
+}
+
+function serverOf(g: RelayGrant): { server: TurnServer; addr: Address } | null {
+  const pick: [TurnTransport, Address | undefined][] = [['udp', g.udp], ['tcp', g.tcp], ['tls', g.tls]];
+  for (const [transport, addr] of pick) {
+    if (!addr) continue;
+    const server: TurnServer = { host: addr.ip, port: addr.port, transport };
+    if (transport === 'tls' && g.tlsName) server.tls = { servername: g.tlsName };
+    return { server, addr };
+  }
+  return null;
+}
+
+export class RelayManager {
+  private current: Current | undefined;
+  private allocating: Promise<Address> | undefined;
+  /** Relay name -> when it was lost. */
+  private readonly lostAt = new Map<string, number>();
+  readonly counters: RelayCounters = { allocations: 0, relaysLost: 0, datagramsOut: 0, datagramsIn: 0, bytesOut: 0, bytesIn: 0 };
+  /** Datagrams the relay delivered from a peer (set by the peer manager). */
+  onData: (from: Address, bytes: Buffer) => void = () => {};
+  /** The allocation is gone (the TURN client failed): the reason for the channels that used it (set by the peer manager). */
+  onLost: (reason: string) => void = () => {};
+
+  constructor(private readonly host: RelayHost) {}
+
+  /** Whether authd granted any relay (a relayed path is possible at all). */
+  get available(): boolean {
+    return this.host.grants().some((g) => serverOf(g) !== null);
+  }
+
+  /** The relay in use, if allocated. */
+  get name(): string | null {
+    return this.current?.client.isAllocated ? this.current.name : null;
+  }
+
+  /** Relays of the grant not marked lost, after `except`. */
+  private usable(): RelayGrant[] {
+    const now = this.host.now();
+    return this.host.grants().filter((g) => {
+      const at = this.lostAt.get(g.name);
+      return serverOf(g) !== null && (at === undefined || now - at >= RELAY_LOST_MS);
+    });
+  }
+
+  /** How many relays of the grant are left to try (not lost). */
+  get remaining(): number {
+    return this.usable().filter((g) => g.name !== this.current?.name).length;
+  }
+
+  /** The relayed address, allocating on the first usable relay when there is none. */
+  ensure(): Promise<Address> {
+    const c = this.current;
+    if (c?.client.isAllocated && c.client.relayedAddress) return Promise.resolve(c.client.relayedAddress);
+    this.allocating ??= this.allocate().finally(() => {
+      this.allocating = undefined;
+    });
+    return this.allocating;
+  }
+
+  private async allocate(): Promise<Address> {
+    const errors: string[] = [];
+    for (const first of this.usable()) {
+      let g = first;
+      for (let attempt = 0; attempt < 2; attempt++) {
+        if (g.exp * 1000 <= this.host.now() || attempt === 1) {
+          // Expired (by the grant's own expiry, or as the relay said): fresh credentials first.
+          this.host.log('info', 'relay credentials expired: authenticating again', { relay: g.name });
+          await this.host.reauthenticate('relay credentials expired');
+          const fresh = this.host.grants().find((x) => x.name === g.name);
+          if (!fresh || fresh.exp * 1000 <= this.host.now()) {
+            errors.push(`${g.name}: credentials expired and authd gave no fresh ones`);
+            break;
+          }
+          g = fresh;
+        }
+        try {
+          return await this.allocateOn(g);
+        } catch (err) {
+          const e = err instanceof TurnError ? err : new TurnError(TurnErrorCode.CONNECTION, (err as Error).message);
+          if (e.code === TurnErrorCode.CREDENTIALS_EXPIRED && attempt === 0) continue;
+          errors.push(`${g.name}: ${e.code} ${e.message}`);
+          this.lostAt.set(g.name, this.host.now());
+          break;
+        }
+      }
+    }
+    const why = errors.length ? errors.join('; ') : this.host.grants().length ? 'every granted relay was lost recently' : 'authd granted no relay';
+    this.host.log('warn', 'no relay allocation', { why });
+    throw new AgentError('RELAY_UNAVAILABLE', `no relay: ${why}`);
+  }
+
+  private async allocateOn(g: RelayGrant): Promise<Address> {
+    const s = serverOf(g)!;
+    const client = new TurnClient({
+      server: s.server, credentials: { username: g.username, password: g.password },
+      // A dead relay must show within seconds, not the 39.5 s of RFC 8489's defaults: a connect
+      // waits on the permission (250 ms doubling, 5 retransmissions: 7.75 s).
+      rtoMs: RELAY_RTO_MS, rc: RELAY_RC,
+      log: (msg, fields) => this.host.log('debug', msg, { relay: g.name, ...fields }),
+      ...this.host.client,
+    });
+    const cur: Current = { client, name: g.name, transport: s.server.transport, server: formatAddress(s.addr), since: this.host.now() };
+    client.on('data', (from, bytes) => {
+      this.counters.datagramsIn++;
+      this.counters.bytesIn += bytes.length;
+      this.onData(from, bytes);
+    });
+    // A failed refresh (the relay is gone, or the credentials expired: coturn checks the
+    // username's expiry on every request) ends the allocation: its channels are told at once.
+    // Expired credentials do not make the relay "lost": the next ensure() authenticates again.
+    const failed = (err: TurnError): void => {
+      if (this.current !== cur) return;
+      const expired = err.code === TurnErrorCode.CREDENTIALS_EXPIRED;
+      this.onLost(`RELAY_LOST: ${this.lost(`${err.code}: ${err.message}`, !expired)}`);
+    };
+    client.on('error', (err) => {
+      this.host.log('warn', 'relay error', { relay: g.name, code: err.code, err: err.message });
+      failed(err);
+    });
+    client.on('closed', (err) => {
+      if (err) failed(err);
+    });
+    const a = await client.allocate();
+    this.current = cur;
+    this.counters.allocations++;
+    this.host.log('info', 'relay allocated', { relay: g.name, transport: s.server.transport, relayed: formatAddress(a.relayed) });
+    return a.relayed;
+  }
+
+  /** Permit the introduced peer's IP on the allocation (only that one). */
+  async permit(peer: Address): Promise<void> {
+    const c = this.current;
+    if (!c?.client.isAllocated) throw new AgentError('RELAY_UNAVAILABLE', 'no relay allocation');
+    try {
+      await c.client.permit([peer]);
+    } catch (err) {
+      const e = err as TurnError;
+      // No answer: the relay is gone (the allocation is dropped, the next ensure() takes another).
+      const why = e.code === TurnErrorCode.TIMEOUT || e.code === TurnErrorCode.CONNECTION || e.code === TurnErrorCode.CLOSED ? this.lost(`${e.code}: ${e.message}`) : `${e.code ?? ''} ${e.message}`;
+      throw new AgentError('RELAY_UNAVAILABLE', `relay ${c.name} did not permit ${peer.ip}: ${why}`);
+    }
+  }
+
+  /** Relay one datagram to `to` (a permitted peer); false when there is no allocation or the relay refused. */
+  send(to: Address, bytes: Buffer): boolean {
+    const c = this.current;
+    if (!c) return false;
+    const r = c.client.send(to, bytes);
+    if (!r.ok) return false;
+    this.counters.datagramsOut++;
+    this.counters.bytesOut += bytes.length;
+    return true;
+  }
+
+  /**
+   * The allocation is gone or stopped answering (`why`): mark the relay lost, drop the
+   * allocation. Returns a sentence for the channels that used it.
+   */
+  lost(why: string, skip = true): string {
+    const c = this.current;
+    if (!c) return 'relay lost';
+    this.current = undefined;
+    this.counters.relaysLost++;
+    if (skip) this.lostAt.set(c.name, this.host.now());
+    c.client.removeAllListeners('closed');
+    void c.client.close().catch(() => {});
+    const left = this.remaining;
+    this.host.log('warn', 'relay lost', { relay: c.name, why, relaysLeft: left });
+    return left > 0 ? `relay ${c.name} lost (${why}); ${left} other relay${left === 1 ? '' : 's'} left for new channels` : `relay ${c.name} lost (${why}); no relay left`;
+  }
+
+  status(): RelayAllocationStatus | null {
+    const c = this.current;
+    if (!c?.client.isAllocated || !c.client.relayedAddress) return null;
+    const m = c.client.mappedAddress;
+    return {
+      relay: c.name, transport: c.transport, server: c.server, relayed: formatAddress(c.client.relayedAddress), mapped: m ? formatAddress(m) : null,
+      permitted: c.client.permittedIps.length, since: new Date(c.since).toISOString(),
+    };
+  }
+
+  async close(): Promise<void> {
+    const c = this.current;
+    this.current = undefined;
+    await c?.client.close().catch(() => {});
+  }
+}

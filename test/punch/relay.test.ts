@@ -1,0 +1,281 @@
+// Relayed channels behind real NATs (issue 17 items 3 and 6): real coturn relays on the public
+// segment of the namespace lab (test/punch/lab.ts), registered with `devloc relay add`, the
+// production peer policy of contrib/coturn/turnserver.conf (private ranges denied; the lab's
+// 198.51.100.0/24 is TEST-NET-2, which it allows), devloc-agent daemons behind the NATs.
+//
+// - symmetric <-> symmetric: a relayed channel; every message once and in order; a capture on
+//   the relay's interface holds none of the plaintext (the relay sees only ciphertext).
+// - a cone pair (two port-restricted NATs) with relays granted: direct, never relayed.
+// - an attacker's allocation: a private address behind the relay is refused by the relay, and
+//   a terminal it was not introduced to never receives what it relays.
+// - symmetric <-> port-restricted starts relayed; once the port-restricted NAT is relaxed to a
+//   full cone, the background punching finds the direct path, both ends move to it, and no
+//   message of a continuous stream is lost, duplicated or reordered by the move.
+// - the relay SIGKILLed mid-channel: the channel closes with RELAY_LOST saying another relay is
+//   left, and the next connect goes through the second relay.
+import { spawn } from 'node:child_process';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import type { AgentStatus } from '../../src/agent/agent.js';
+import type { ConnectResult } from '../../src/agent/channel-control.js';
+import { formatStatus } from '../../src/cli/commands/agentctl.js';
+import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
+import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
+import type { AgentProc, Stack } from '../agent/stack.js';
+import { eventually, stack } from '../agent/stack.js';
+import { devloc, devlocAsync } from '../cli/fixtures/cli.js';
+import { needs } from '../ops/tools.js';
+import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
+import type { Recv } from './lab.js';
+import { channelOf, natHost, routerOf } from './lab.js';
+
+const missing = haveNetns();
+if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
+const skip = missing && !process.env['CI'] ? missing : needs('turnserver', haveCoturn).skip;
+
+/** Receive at `p` on `channel` until `count` messages came; returns their texts and the loss reported. */
+async function receiveAll(p: AgentProc, channel: string, count: number, ms = 60_000): Promise<{ texts: string[]; lost: number }> {
+  const texts: string[] = [];
+  let lost = 0;
+  await eventually(async () => {
+    const x = (await p.control('channel.recv', { channel, waitMs: 1000 })) as Recv;
+    lost += x.lost;
+    texts.push(...x.messages.map((m) => m.text));
+    return texts.length >= count;
+  }, ms, `${count} messages at ${p.name}`);
+  return { texts, lost };
+}
+
+/** Capture UDP on `dev` in namespace `ns` into a pcap; stop() resolves with the file's bytes. */
+async function capture(ns: string, dev: string, file: string): Promise<{ stop: () => Promise<Buffer> }> {
+  const p = spawn('ip', ['netns', 'exec', ns, 'tshark', '-i', dev, '-f', 'udp', '-w', file, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    p.stderr!.setEncoding('utf8').on('data', (c: string) => {
+      err += c;
+      if (/Capturing on/.test(err)) resolve();
+    });
+    p.once('exit', () => reject(new Error(`tshark exited: ${err}`)));
+  });
+  const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
+  return {
+    stop: async () => {
+      p.kill('SIGINT');
+      await exited;
+      return readFileSync(file);
+    },
+  };
+}
+
+t.test('relayed channels behind real NATs', { skip }, async (t) => {
+  let s: Stack | undefined;
+  const relays: Coturn[] = [];
+  const lab = new Lab(t, async () => {
+    await s?.stopAll();
+    await Promise.all(relays.map((r) => r.stop()));
+  });
+  const relayIps = [`${PUBLIC_NET}.20`, `${PUBLIC_NET}.21`];
+  const relayNs = relayIps.map((ip, i) => lab.host(`rl${i}`, ip));
+  const sym1 = natHost(lab, 's1', `${PUBLIC_NET}.13`, 3, 'symmetric');
+  const sym2 = natHost(lab, 's2', `${PUBLIC_NET}.14`, 4, 'symmetric');
+  const alice = natHost(lab, 'al', `${PUBLIC_NET}.11`, 1, 'eim');
+  const bob = natHost(lab, 'bo', `${PUBLIC_NET}.12`, 2, 'eim');
+  const pr = natHost(lab, 'pr', `${PUBLIC_NET}.15`, 5, 'eim');
+  const sy = natHost(lab, 'sy', `${PUBLIC_NET}.16`, 6, 'symmetric');
+  relays.push(...(await Promise.all(relayNs.map((ns, i) => startCoturn({ netns: { name: ns, ip: relayIps[i]! } })))));
+  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const st = s;
+  const state = path.join(st.dir, 'authd-state');
+  relays.forEach((r, i) => {
+    const secretFile = path.join(st.dir, `relay${i}.secret`);
+    writeFileSync(secretFile, `${r.secret}\n`, { mode: 0o600 });
+    chmodSync(secretFile, 0o400);
+    const add = devloc(['relay', 'add', `r${i + 1}`, '--state-dir', state, '--udp', `${r.host}:${r.port}`, '--secret-file', secretFile]);
+    if (add.status !== 0) throw new Error(add.stderr);
+  });
+  const [x1, x2, a, b, p, y] = await Promise.all([
+    st.agent('sym1', [], { netns: sym1 }), st.agent('sym2', [], { netns: sym2 }),
+    st.agent('alice', [], { netns: alice }), st.agent('bob', [], { netns: bob }),
+    st.agent('pr', [], { netns: pr }), st.agent('sy', [], { netns: sy }),
+  ]);
+  // authd picks a new relay up within a second: an agent that authenticated before has fewer
+  // in its grant, and authenticates again on SIGHUP.
+  const hupAt = new Map<string, number>();
+  const ready = (q: AgentProc, mode: string) => eventually(async () => {
+    const x = await q.status();
+    if (x.registered && x.relays.length < 2 && Date.now() - (hupAt.get(q.name) ?? 0) > 3000) {
+      hupAt.set(q.name, Date.now());
+      q.proc.kill('SIGHUP');
+    }
+    return x.registered && x.netMode === mode && x.relays.length === 2 ? x : null;
+  }, 90_000, `${q.name} registered as ${mode} with two relays`);
+  const [s1, s2, sa, sb, sp, sy1] = await Promise.all([
+    ready(x1, 'symmetric'), ready(x2, 'symmetric'), ready(a, 'port-restricted'), ready(b, 'port-restricted'), ready(p, 'port-restricted'), ready(y, 'symmetric'),
+  ]);
+  const modeKnown = (asker: AgentProc, target: AgentStatus, mode: string) => eventually(async () => {
+    const r = (await asker.control('lookup', { targets: [target.locatorId] })) as { netMode?: string }[];
+    return r[0]?.netMode === mode;
+  }, 30_000, `locatord has ${target.locatorId}'s mode`);
+
+  await t.test('a cone pair stays direct, never relayed', async (t) => {
+    await modeKnown(a, sb, 'port-restricted');
+    const r = (await a.control('connect', { peer: sb.locatorId })) as ConnectResult;
+    t.equal(r.path?.kind, 'public', `direct path ${r.path?.addr}`);
+    for (let i = 1; i <= 20; i++) await a.control('channel.send', { channel: r.channel, text: `c${i}` });
+    const got = await receiveAll(b, r.channel, 20);
+    t.same(got.texts, Array.from({ length: 20 }, (_, i) => `c${i + 1}`));
+    const [ea, eb] = [channelOf(await a.status(), r.channel)!, channelOf(await b.status(), r.channel)!];
+    t.equal(ea.path?.kind, 'public', 'alice still direct');
+    t.not(eb.path?.kind, 'relay', 'bob never on the relay');
+    t.equal(ea.stats.relayedBytes + eb.stats.relayedBytes, 0, 'not one byte through a relay');
+    t.equal((await a.status()).relayCounters.relayedChannels, 0);
+    t.equal((await b.status()).relayCounters.relayedChannels, 0);
+    await a.control('channel.close', { channel: r.channel });
+  });
+
+  let symChannel = '';
+  await t.test('symmetric to symmetric: relayed, every message once and in order, only ciphertext at the relay', async (t) => {
+    await modeKnown(x1, s2, 'symmetric');
+    const pcap = await capture(relayNs[0]!, 'eth0', path.join(st.dir, 'relay0.pcap'));
+    const r = (await x1.control('connect', { peer: s2.locatorId })) as ConnectResult;
+    symChannel = r.channel;
+    t.equal(r.path?.kind, 'relay', `relayed path ${r.path?.addr}`);
+    const atX2 = await eventually(async () => {
+      const c = channelOf(await x2.status(), r.channel);
+      return c?.state === 'open' ? c : null;
+    }, 30_000, 'sym2 has the channel open');
+    t.equal(atX2.path?.kind, 'relay');
+    t.equal(atX2.path?.addr.split(':')[0], relayIps[0], "sym2 sends to sym1's relayed address");
+    const marker = 'PLAINTEXT-MARKER-';
+    const sent = Array.from({ length: 100 }, (_, i) => `${marker}${i + 1}`);
+    for (const m of sent) await x1.control('channel.send', { channel: r.channel, text: m });
+    for (let i = 1; i <= 10; i++) await x2.control('channel.send', { channel: r.channel, text: `${marker}back${i}` });
+    const got = await receiveAll(x2, r.channel, 100);
+    t.same(got.texts, sent, 'all 100, once each, in order');
+    t.equal(got.lost, 0);
+    const back = await receiveAll(x1, r.channel, 10);
+    t.same(back.texts, Array.from({ length: 10 }, (_, i) => `${marker}back${i + 1}`), 'and the other way');
+    const bytes = await pcap.stop();
+    t.ok(bytes.length > 110 * 60, `the relay's interface carried the channel (${bytes.length} bytes captured)`);
+    t.equal(bytes.indexOf(marker), -1, 'no plaintext in anything the relay saw');
+    const st1 = await x1.status();
+    t.equal(st1.relayAllocation?.relay, 'r1', 'sym1 allocated on the first relay');
+    t.equal(st1.relayAllocation?.permitted, 1, 'one permission: the introduced peer');
+    t.ok(st1.relayCounters.relayedChannels >= 1 && st1.relayCounters.relayedBytes > 100 * 40, 'relayed channels and bytes counted');
+    t.match(formatStatus(st1), /relay allocation:\s+r1 udp \S+: relayed 198\.51\.100\.20:\d+/, 'devloc status shows the allocation');
+    // devloc connect on top: the path is shown as relayed, and --json prints a summary.
+    const cli = await devlocAsync(['connect', s2.locatorId!, '--ping', '3', '--interval', '100', '--json', '--socket', x1.socket]);
+    t.equal(cli.status, 0, cli.stderr);
+    const lines = cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    t.match(lines[0], { channel: r.channel, path: { kind: 'relay' } });
+    t.match(lines.at(-1), { summary: { pings: 3, answered: 3, lostPct: 0, path: { kind: 'relay' } } }, 'a summary line closes --ping --json');
+  });
+
+  await t.test("an attacker's allocation reaches neither a private address nor a terminal it was not introduced to", { timeout: 120_000 }, async (t) => {
+    const creds = mintTurnCredentials(relays[0]!.secret, s1.locatorId!, Math.floor(Date.now() / 1000) + 600);
+    // bob's router counts what arrives at it from the relay (new flows end at its firewall).
+    lab.nft(routerOf(lab, 'bo'), `table inet watch {\n  chain in { type filter hook input priority -10; policy accept; ip saddr ${relayIps[0]} meta l4proto udp counter; }\n  chain forw { type filter hook forward priority -10; policy accept; ip saddr ${relayIps[0]} meta l4proto udp counter; }\n}\n`);
+    const script = [
+      "import { TurnClient } from './src/agent/turn/client.ts';",
+      `const c = new TurnClient({ server: { host: '${relays[0]!.host}', port: ${relays[0]!.port}, transport: 'udp' }, credentials: ${JSON.stringify(creds)} });`,
+      "c.on('error', () => {});",
+      'await c.allocate();',
+      "const priv = await c.permit([{ ip: '10.77.2.2', port: 1 }]).then(() => 'permitted', (e) => e.code);",
+      `const pub = await c.permit([{ ip: '${sb.observed!.split(':')[0]}', port: 1 }]).then(() => 'permitted', (e) => e.code);`,
+      `for (let i = 0; i < 5; i++) c.send({ ip: '${sb.observed!.split(':')[0]}', port: ${sb.observed!.split(':')[1]} }, Buffer.from('850118700000', 'hex'));`,
+      'await new Promise((r) => setTimeout(r, 500));',
+      'await c.close();',
+      'console.log(JSON.stringify({ priv, pub }));',
+    ].join('\n');
+    const out = lab.exec(sym1, process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script]);
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { priv: string; pub: string };
+    t.equal(r.priv, 'TURN_FORBIDDEN', 'the relay refuses a private address');
+    t.equal(r.pub, 'permitted', 'a public address is permitted by the relay (it cannot know introductions)');
+    const counts = [...lab.exec(routerOf(lab, 'bo'), 'nft', ['list', 'table', 'inet', 'watch']).matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
+    t.ok(counts[0]! >= 1, `the datagrams reached bob's router (${counts[0]})`);
+    t.equal(counts[1], 0, 'but none was forwarded to bob: he never punched that relay');
+    t.equal((await b.status()).channels.filter((c) => c.state !== 'closed').length, 0, 'bob has no channel from it');
+  });
+
+  await t.test('starts relayed, moves to direct when the NAT is relaxed, without losing or duplicating a message', async (t) => {
+    await modeKnown(y, sp, 'port-restricted');
+    const r = (await y.control('connect', { peer: sp.locatorId })) as ConnectResult;
+    t.equal(r.path?.kind, 'relay', 'symmetric to port-restricted: relayed at once');
+    await eventually(async () => channelOf(await p.status(), r.channel)?.state === 'open', 30_000, 'pr open');
+    // A stream in both directions while the NAT changes under it.
+    let n = 0;
+    let m = 0;
+    let stop = false;
+    const stream = (async () => {
+      while (!stop) {
+        await y.control('channel.send', { channel: r.channel, text: `u${++n}` });
+        await p.control('channel.send', { channel: r.channel, text: `d${++m}` });
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    })();
+    const upTexts: string[] = [];
+    const downTexts: string[] = [];
+    let lost = 0;
+    const drain = async (): Promise<void> => {
+      const [u, d] = await Promise.all([
+        p.control('channel.recv', { channel: r.channel, waitMs: 200 }) as Promise<Recv>,
+        y.control('channel.recv', { channel: r.channel, waitMs: 200 }) as Promise<Recv>,
+      ]);
+      lost += u.lost + d.lost;
+      upTexts.push(...u.messages.map((x) => x.text));
+      downTexts.push(...d.messages.map((x) => x.text));
+    };
+    for (let i = 0; i < 5; i++) await drain();
+    // Relax pr's NAT to a full cone: every inbound UDP datagram goes to the host.
+    lab.nft(routerOf(lab, 'pr'), 'table ip cone {\n  chain pre { type nat hook prerouting priority dstnat; policy accept; iifname "wan" meta l4proto udp dnat to 10.77.5.2; }\n}\n');
+    await eventually(async () => {
+      await drain();
+      const [cy, cp] = [channelOf(await y.status(), r.channel), channelOf(await p.status(), r.channel)];
+      return cy?.path && cy.path.kind !== 'relay' && cp?.path && cp.path.kind !== 'relay';
+    }, 90_000, 'both ends on a direct path');
+    for (let i = 0; i < 10; i++) await drain();
+    stop = true;
+    await stream;
+    const cy = channelOf(await y.status(), r.channel)!;
+    t.ok(cy.stats.upgrades >= 1, 'an upgrade counted');
+    t.ok((await y.status()).relayCounters.upgrades >= 1, 'and in the agent counters');
+    await eventually(async () => {
+      await drain();
+      return upTexts.length >= n && downTexts.length >= m;
+    }, 30_000, 'the rest of the stream');
+    t.same(upTexts, Array.from({ length: n }, (_, i) => `u${i + 1}`), `all ${n} upstream messages once, in order`);
+    t.same(downTexts, Array.from({ length: m }, (_, i) => `d${i + 1}`), `all ${m} downstream messages once, in order`);
+    t.equal(lost, 0, 'no loss reported');
+    await y.control('channel.close', { channel: r.channel });
+  });
+
+  await t.test('the relay SIGKILLed mid-channel: RELAY_LOST with another relay left, the next connect uses it', async (t) => {
+    // devloc connect --ping closed the earlier channel: a new one, relayed through r1.
+    const r = (await x1.control('connect', { peer: s2.locatorId })) as ConnectResult;
+    symChannel = r.channel;
+    t.equal(r.path?.kind, 'relay');
+    await eventually(async () => channelOf(await x2.status(), symChannel)?.state === 'open', 30_000, 'sym2 has it open');
+    const pid = relays[0]!.pid();
+    t.ok(pid, 'the relay runs');
+    process.kill(pid!, 'SIGKILL');
+    const closed = await eventually(async () => {
+      const c = channelOf(await x1.status(), symChannel);
+      return c && c.state !== 'open' ? c : null;
+    }, 180_000, 'the channel reports the lost relay');
+    t.match(closed.reason, /^RELAY_LOST: relay r1 lost .*1 other relay left/, closed.reason ?? '');
+    const atX2 = await eventually(async () => {
+      const c = channelOf(await x2.status(), symChannel);
+      return c && c.state !== 'open' ? c : null;
+    }, 180_000, 'sym2 too');
+    t.match(atX2.reason, /^RELAY_LOST: /);
+    const again = (await x1.control('connect', { peer: s2.locatorId })) as ConnectResult;
+    t.equal(again.path?.kind, 'relay');
+    t.equal((await x1.status()).relayAllocation?.relay, 'r2', 'allocated on the second relay');
+    await x1.control('channel.send', { channel: again.channel, text: 'after' });
+    const got = await receiveAll(x2, again.channel, 1);
+    t.same(got.texts, ['after']);
+  });
+  void sy1;
+});
+

@@ -1,0 +1,71 @@
+// The agent's RelayManager (src/agent/relay.ts) against a real coturn on 127.0.0.1: expired
+// credentials are never a silent stall. A grant whose credentials have expired (by its `exp`, or
+// only as the relay says) makes the manager authenticate again and allocate with the fresh ones;
+// when authd has none, ensure() fails at once with RELAY_UNAVAILABLE naming the relay. A relay
+// that does not answer is reported the same way, and skipped afterwards.
+import t from 'tap';
+import { RelayManager } from '../../src/agent/relay.js';
+import type { RelayGrant } from '../../src/wire/catalog.js';
+import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
+import { needs } from '../ops/tools.js';
+import { haveCoturn, startCoturn } from './coturn.js';
+
+const LOCATOR = 'ab'.repeat(16);
+const nowSec = (): number => Math.floor(Date.now() / 1000);
+
+t.test('expired relay credentials: authenticate again, never a silent stall', needs('turnserver', haveCoturn), async (t) => {
+  const relay = await startCoturn();
+  t.teardown(() => relay.stop());
+  const grant = (exp: number, usernameExp = exp): RelayGrant => {
+    const c = mintTurnCredentials(relay.secret, LOCATOR, usernameExp);
+    return { name: 'lo', udp: { ip: relay.host, port: relay.port }, username: c.username, password: c.password, exp };
+  };
+  const manager = (grants: RelayGrant[][], logs: string[] = []): { m: RelayManager; reauths: () => number } => {
+    let current = grants.shift()!;
+    let reauths = 0;
+    const m = new RelayManager({
+      grants: () => current,
+      reauthenticate: async () => {
+        reauths++;
+        current = grants.shift() ?? current;
+        return true;
+      },
+      log: (_l, msg, f) => void logs.push(`${msg} ${JSON.stringify(f ?? {})}`),
+      now: Date.now,
+    });
+    t.teardown(() => m.close());
+    return { m, reauths: () => reauths };
+  };
+
+  await t.test('expired by the grant: fresh credentials first, then the allocation', async (t) => {
+    const { m, reauths } = manager([[grant(nowSec() - 60)], [grant(nowSec() + 600)]]);
+    const relayed = await m.ensure();
+    t.equal(relayed.ip, '127.0.0.1');
+    t.equal(reauths(), 1, 'authenticated again once');
+    t.equal(m.status()?.relay, 'lo');
+  });
+
+  await t.test('expired only as the relay says (clocks apart): the 401 makes it authenticate again', async (t) => {
+    const { m, reauths } = manager([[grant(nowSec() + 600, nowSec() - 60)], [grant(nowSec() + 600)]]);
+    await m.ensure();
+    t.equal(reauths(), 1);
+    t.equal(m.counters.allocations, 1);
+  });
+
+  await t.test('authd has no fresh credentials: RELAY_UNAVAILABLE at once, with the reason', async (t) => {
+    const logs: string[] = [];
+    const { m } = manager([[grant(nowSec() - 60)], [grant(nowSec() - 30)]], logs);
+    await t.rejects(m.ensure(), { code: 'RELAY_UNAVAILABLE', message: /lo: credentials expired and authd gave no fresh ones/ });
+    t.match(logs.join('\n'), /no relay allocation/, 'logged');
+  });
+
+  await t.test('a relay that does not answer: RELAY_UNAVAILABLE naming the timeout, then skipped', async (t) => {
+    const dead: RelayGrant = { ...grant(nowSec() + 600), name: 'dead', udp: { ip: '127.0.0.1', port: 9 } };
+    const { m } = manager([[dead, grant(nowSec() + 600)]]);
+    const relayed = await m.ensure();
+    t.equal(m.status()?.relay, 'lo', 'the second relay of the grant after the first timed out');
+    t.equal(relayed.ip, '127.0.0.1');
+    const { m: m2 } = manager([[dead]]);
+    await t.rejects(m2.ensure(), { code: 'RELAY_UNAVAILABLE', message: /dead: TURN_TIMEOUT/ });
+  });
+});
