@@ -22,7 +22,7 @@ import { buildAuthRequest, openAuthGrant } from '../src/wire/auth.js';
 import type { Bodies, TicketGrant } from '../src/wire/catalog.js';
 import { NetMode } from '../src/wire/constants.js';
 import type { Message } from '../src/wire/envelope.js';
-import { decodeDatagram } from '../src/wire/envelope.js';
+import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
 import { errorName } from '../src/wire/errors.js';
 import { generatePair, privateKeyObject } from '../src/wire/keys.js';
 import type { Kind, Mix } from './mix.js';
@@ -231,6 +231,9 @@ interface Pending {
   onAnswer: (m: Message) => string | null;
   onDone: (() => void) | undefined;
   settle: ((m: Message | null) => void) | undefined;
+  /** The request as sent (sent again after an ADDR_CHALLENGE). */
+  bytes: Buffer;
+  to: Address;
 }
 
 let workerId = 0;
@@ -288,7 +291,7 @@ function send(stats: Stats, kind: string, t: Terminal, build: (rid: Buffer) => B
   }
   stats.kind(kind).sent++;
   stats.outstanding++;
-  pending.set(n, { kind, at: performance.now(), stats, session: b.session, onAnswer: b.onAnswer, onDone: b.onDone, settle });
+  pending.set(n, { kind, at: performance.now(), stats, session: b.session, onAnswer: b.onAnswer, onDone: b.onDone, settle, bytes: b.bytes, to: b.to });
   t.socket.send(b.bytes, b.to.port, b.to.ip);
 }
 
@@ -371,6 +374,13 @@ function onPush(socket: dgram.Socket, raw: Buffer, rinfo: dgram.RemoteInfo): voi
     }
   } else if (m.name === 'PROBE') {
     socket.send(session.encode('PROBE_ACK', m.rid, {}), rinfo.port, rinfo.address);
+  } else if (m.name === 'ADDR_CHALLENGE') {
+    // Our address is not validated for the session yet (devloc-protocol(7), ADDRESS
+    // VALIDATION): echo the token from here, then send the request again at once.
+    const rid = Buffer.from(m.rid);
+    const p = rid.readUInt16BE(0) === workerId ? pending.get(rid.readUIntBE(2, 6)) : undefined;
+    socket.send(encodeDatagram('ADDR_PROOF', randomBytes(8), { sid: m.auth!.sid, token: m.body.token }), rinfo.port, rinfo.address);
+    if (p) socket.send(p.bytes, p.to.port, p.to.ip);
   }
 }
 
