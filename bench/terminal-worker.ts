@@ -15,6 +15,7 @@ import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
+import { addrProof } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import { peekEnvelope } from '../src/net/server.js';
 import type { Address } from '../src/wire/addr.js';
@@ -22,7 +23,7 @@ import { buildAuthRequest, openAuthGrant } from '../src/wire/auth.js';
 import type { Bodies, TicketGrant } from '../src/wire/catalog.js';
 import { NetMode } from '../src/wire/constants.js';
 import type { Message } from '../src/wire/envelope.js';
-import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
+import { decodeDatagram } from '../src/wire/envelope.js';
 import { errorName } from '../src/wire/errors.js';
 import { generatePair, privateKeyObject } from '../src/wire/keys.js';
 import type { Kind, Mix } from './mix.js';
@@ -379,7 +380,7 @@ function onPush(socket: dgram.Socket, raw: Buffer, rinfo: dgram.RemoteInfo): voi
     // VALIDATION): echo the token from here, then send the request again at once.
     const rid = Buffer.from(m.rid);
     const p = rid.readUInt16BE(0) === workerId ? pending.get(rid.readUIntBE(2, 6)) : undefined;
-    socket.send(encodeDatagram('ADDR_PROOF', randomBytes(8), { sid: m.auth!.sid, token: m.body.token }), rinfo.port, rinfo.address);
+    socket.send(addrProof(m), rinfo.port, rinfo.address);
     if (p) socket.send(p.bytes, p.to.port, p.to.ip);
   }
 }

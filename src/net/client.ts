@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { normaliseIp } from '../wire/addr.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_DATAGRAM, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
-import type { Message } from '../wire/envelope.js';
+import type { Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
 
@@ -99,6 +99,14 @@ interface Pending {
   timers: unknown[];
 }
 
+/**
+ * The ADDR_PROOF that answers an ADDR_CHALLENGE whose MAC the caller has verified in its session
+ * (devloc-protocol(7), ADDRESS VALIDATION): sent from the challenged socket to the challenger.
+ */
+export function addrProof(challenge: MessageOf<'ADDR_CHALLENGE'>): Buffer {
+  return encodeDatagram('ADDR_PROOF', randomBytes(REQUEST_ID_BYTES), { sid: challenge.auth!.sid, token: challenge.body.token });
+}
+
 export class UdpClient {
   readonly socket: dgram.Socket;
   private readonly pending = new Map<string, Pending>();
@@ -167,7 +175,7 @@ export class UdpClient {
       // Our address is not validated for the session yet: prove it receives, then ask again
       // (the request was not executed, its sequence number not spent).
       this.stats.challenges++;
-      this.send(from, encodeDatagram('ADDR_PROOF', UdpClient.newRequestId(), { sid: dec.msg.auth.sid, token: dec.msg.body.token }));
+      this.send(from, addrProof(dec.msg));
       this.send(p.to, p.datagram);
       return;
     }
