@@ -12,7 +12,7 @@ import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import type { Timers } from '../net/client.js';
 import { RateLimiter } from '../net/ratelimit.js';
-import { NEEDS_VALIDATION } from '../net/routability.js';
+import { AddressValidation, NEEDS_VALIDATION, tokenKeyFrom } from '../net/routability.js';
 import type { HandlerResult, Refusal, RequestContext } from '../net/server.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
 import { acceptRevoke, EndedSessions, gateHandlers } from '../net/ended.js';
@@ -219,6 +219,7 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   const ended = new EndedSessions(100_000, now);
   server = new DatagramServer({
     service: 'matchd', socket, logger, metrics, sessions,
+    addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }),
     rateLimiter,
     handlers: gateHandlers({
       MATCH_SUBMIT: validated((ctx) => {

@@ -13,12 +13,14 @@
 // server recomputes the token for the current and the previous slot and the proof's source,
 // and marks the address validated. The request was not executed (or its answer not sent) and
 // its sequence number not spent, so the terminal sends the same datagram again.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { createHash, createHmac, diffieHellman, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Address } from '../wire/addr.js';
 import { normaliseIp } from '../wire/addr.js';
 import type { Bodies } from '../wire/catalog.js';
 import { ErrorCode } from '../wire/errors.js';
+import { publicKeyObject } from '../wire/keys.js';
 import { peekTicket } from '../wire/ticket-parse.js';
 import type { Refusal } from './server.js';
 import type { ServerSession } from './sessions.js';
@@ -37,6 +39,16 @@ export const CHALLENGE_GAP_MS = 500;
  * identity.
  */
 export const NEEDS_VALIDATION: Refusal = Object.freeze({ error: ErrorCode.TRY_LATER, message: 'address not validated for this session' }) as Refusal;
+
+/**
+ * The token key of every process holding `serviceSecret` (one X25519 with a fixed point, then an
+ * HMAC): the workers of locatord --workers read one UDP socket, so a proof may reach another
+ * worker than its challenge, which can then check it (and validates the address for itself).
+ */
+export function tokenKeyFrom(serviceSecret: KeyObject): Buffer {
+  const point = publicKeyObject('X25519', createHash('sha256').update('devloc address token point').digest());
+  return createHmac('sha256', diffieHellman({ privateKey: serviceSecret, publicKey: point })).update('devloc address token key').digest();
+}
 
 const addrKey = (a: Address): string => `${normaliseIp(a.ip)}|${a.port}`;
 
