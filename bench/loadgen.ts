@@ -3,9 +3,11 @@
 // latency histogram. Kinds of request:
 //   echo     a datagram of `payloadBytes` (an 8-byte counter first) to a bare echo server;
 //   reflect  an unauthenticated REFLECT (padded to `payloadBytes`) to a DatagramServer;
-//   session  session-MACed REFRESHes after one REGISTER opening the session from a ticket.
+//   session  session-MACed REFRESHes after one REGISTER opening the session from a ticket (its
+//            ADDR_CHALLENGE answered first, as a terminal does: devloc-protocol(7), ADDRESS VALIDATION).
 // A request unanswered after LOSS_MS counts as lost and is replaced, so the window never shrinks.
 import dgram from 'node:dgram';
+import { addrProof } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import { peekEnvelope } from '../src/net/server.js';
 import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
@@ -135,10 +137,16 @@ async function run(c: LoadCommand): Promise<LoadReport> {
       const give = setTimeout(() => reject(new Error('REGISTER unanswered')), 10_000);
       socket.on('message', function onReg(raw) {
         if (idOf(raw) !== n) return;
+        const d = decodeDatagram(raw);
+        if (d.ok && d.msg.name === 'ADDR_CHALLENGE' && session!.accept({ msg: d.msg, raw, from: { ip: c.target.host, port: c.target.port } })) {
+          // The ticket was made without our address: prove it, then register again at once.
+          socket.send(addrProof(d.msg), c.target.port, c.target.host);
+          socket.send(reg, c.target.port, c.target.host);
+          return;
+        }
         clearInterval(timer);
         clearTimeout(give);
         socket.off('message', onReg);
-        const d = decodeDatagram(raw);
         if (d.ok && d.msg.name === 'REGISTER_ACK') resolve();
         else reject(new Error(`REGISTER refused: ${d.ok && d.msg.name === 'ERROR' ? d.msg.body.code : 'bad answer'}`));
       });

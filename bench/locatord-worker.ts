@@ -1,7 +1,9 @@
 // Child process of bench.ts (child_process.fork), driven over IPC:
 //   - load generator: opens N sessions of its own (tickets made here), then sends MACed
 //     REGISTER / REFRESH / QUERY_ADDR flat out with a window of outstanding requests, to locatord
-//     or to the echo baseline, and reports how many were answered;
+//     or to the echo baseline, and reports how many were answered (tickets name the socket's
+//     address, as authd's do, so locatord validates it when the session opens; an ADDR_CHALLENGE,
+//     from an instance that did not open the session, is answered and the request sent again);
 //   - echo: a bare node:dgram echo server (the baseline: same sockets, same datagrams, no work);
 //   - table: the in-process table at 1M entries, for memory per terminal and sweep time;
 //   - terminals: whole-process memory per terminal with its session (restore path)
@@ -12,9 +14,11 @@
 //   - watches: the subscription structure alone at 1M terminals, whole-process RSS per subscription.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { addrProof } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import type { Address } from '../src/wire/addr.js';
 import type { Bodies, MessageName } from '../src/wire/catalog.js';
+import { decodeDatagram } from '../src/wire/envelope.js';
 import { generatePair, privateKeyObject } from '../src/wire/keys.js';
 import { issueTicket } from '../src/wire/ticket.js';
 import { Registration, RegistrationTable, TICK_MS } from '../src/locatord/table.js';
@@ -23,7 +27,6 @@ import { ServerSessions } from '../src/net/sessions.js';
 import { TicketVerifier } from '../src/wire/ticket.js';
 import { MemoryWatches } from '../src/locatord/watches.js';
 import { MAX_QUERY_IDS } from '../src/wire/catalog.js';
-import { decodeDatagram } from '../src/wire/envelope.js';
 import { Pacer } from './pacer.js';
 import { Histogram } from './stats.js';
 
@@ -91,10 +94,11 @@ class LoadGenerator {
     this.socket.setSendBufferSize(8 << 20);
     const signer = privateKeyObject('Ed25519', { public: Buffer.from(c.authdSign.public, 'base64url'), secret: Buffer.from(c.authdSign.secret, 'base64url') });
     const now = Math.floor(Date.now() / 1000);
+    const addr = { ip: '127.0.0.1', port: this.socket.address().port };
     for (let i = 0; i < c.sessions; i++) {
       const cnf = generatePair('x25519');
       const locatorId = randomBytes(16);
-      const ticket = issueTicket({ locatorId, aud: c.audience, iat: now, exp: now + 3600, cti: randomBytes(16), cnf: cnf.public }, Buffer.from(c.kid, 'hex'), signer);
+      const ticket = issueTicket({ locatorId, aud: c.audience, iat: now, exp: now + 3600, cti: randomBytes(16), cnf: cnf.public, addr }, Buffer.from(c.kid, 'hex'), signer);
       const session = ClientSession.fromGrant({ aud: c.audience, ticket, serviceKey: Buffer.from(c.servicePublic, 'base64url'), exp: now + 3600 }, privateKeyObject('X25519', cnf))!;
       this.terminals.push({ locatorId, ticket, session });
     }
@@ -115,6 +119,8 @@ class LoadGenerator {
   private drive(to: Address, window: number, seconds: number, next: () => { name: MessageName; body: Bodies[MessageName]; session: ClientSession } | null): Promise<RunResult> {
     return new Promise((resolve) => {
       const inflight = new Map<number, number>();
+      /** What each request sent (sent again after an ADDR_CHALLENGE). */
+      const sent = new Map<number, { bytes: Buffer; session: ClientSession }>();
       let answered = 0;
       let lost = 0;
       let done = false;
@@ -128,10 +134,23 @@ class LoadGenerator {
         }
         const { rid, n } = this.rid();
         inflight.set(n, Date.now());
-        this.socket.send(req.session.encode(req.name, rid, req.body as never), to.port, to.ip);
+        const bytes = req.session.encode(req.name, rid, req.body as never);
+        sent.set(n, { bytes, session: req.session });
+        this.socket.send(bytes, to.port, to.ip);
       };
       const onMessage = (b: Buffer): void => {
-        if (!inflight.delete(ridCounter(b))) return;
+        const n = ridCounter(b);
+        const s = sent.get(n);
+        if (s && b[2] === 0x0a) {
+          const d = decodeDatagram(b);
+          if (d.ok && d.msg.name === 'ADDR_CHALLENGE' && s.session.accept({ msg: d.msg, raw: b, from: to })) {
+            this.socket.send(addrProof(d.msg), to.port, to.ip);
+            this.socket.send(s.bytes, to.port, to.ip);
+            return;
+          }
+        }
+        sent.delete(n);
+        if (!inflight.delete(n)) return;
         answered++;
         fire();
       };
@@ -140,6 +159,7 @@ class LoadGenerator {
         for (const [n, at] of inflight) {
           if (now - at < 1000) continue;
           inflight.delete(n);
+          sent.delete(n);
           lost++;
           fire();
         }

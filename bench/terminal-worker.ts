@@ -15,6 +15,7 @@ import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
+import { addrProof } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import { peekEnvelope } from '../src/net/server.js';
 import type { Address } from '../src/wire/addr.js';
@@ -231,6 +232,9 @@ interface Pending {
   onAnswer: (m: Message) => string | null;
   onDone: (() => void) | undefined;
   settle: ((m: Message | null) => void) | undefined;
+  /** The request as sent (sent again after an ADDR_CHALLENGE). */
+  bytes: Buffer;
+  to: Address;
 }
 
 let workerId = 0;
@@ -288,7 +292,7 @@ function send(stats: Stats, kind: string, t: Terminal, build: (rid: Buffer) => B
   }
   stats.kind(kind).sent++;
   stats.outstanding++;
-  pending.set(n, { kind, at: performance.now(), stats, session: b.session, onAnswer: b.onAnswer, onDone: b.onDone, settle });
+  pending.set(n, { kind, at: performance.now(), stats, session: b.session, onAnswer: b.onAnswer, onDone: b.onDone, settle, bytes: b.bytes, to: b.to });
   t.socket.send(b.bytes, b.to.port, b.to.ip);
 }
 
@@ -371,6 +375,13 @@ function onPush(socket: dgram.Socket, raw: Buffer, rinfo: dgram.RemoteInfo): voi
     }
   } else if (m.name === 'PROBE') {
     socket.send(session.encode('PROBE_ACK', m.rid, {}), rinfo.port, rinfo.address);
+  } else if (m.name === 'ADDR_CHALLENGE') {
+    // Our address is not validated for the session yet (devloc-protocol(7), ADDRESS
+    // VALIDATION): echo the token from here, then send the request again at once.
+    const rid = Buffer.from(m.rid);
+    const p = rid.readUInt16BE(0) === workerId ? pending.get(rid.readUIntBE(2, 6)) : undefined;
+    socket.send(addrProof(m), rinfo.port, rinfo.address);
+    if (p) socket.send(p.bytes, p.to.port, p.to.ip);
   }
 }
 

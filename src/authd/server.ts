@@ -350,7 +350,7 @@ export class AuthService {
         dropped.push(aud);
         continue;
       }
-      const ticket = issueTicket({ locatorId, aud, iat, exp, cti: this.random(SESSION_ID_BYTES), cnf }, signer.kidBytes, signer.signKey);
+      const ticket = issueTicket({ locatorId, aud, iat, exp, cti: this.random(SESSION_ID_BYTES), cnf, addr: ctx.from }, signer.kidBytes, signer.signKey);
       this.metrics.inc('signatures_total');
       const tg: TicketGrant = { aud, ticket, serviceKey: svc.sealKey, exp };
       const addr = svc.addr ? parseAddress(svc.addr) : null;

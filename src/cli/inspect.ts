@@ -59,7 +59,7 @@ export interface TicketReport {
   ok: boolean;
   error?: string;
   kid?: string;
-  claims?: { iss: string; sub: string; aud: string; iat: number; exp: number; cti: string; cnf: string };
+  claims?: { iss: string; sub: string; aud: string; iat: number; exp: number; cti: string; cnf: string; addr?: string };
   signature: Check;
   /** Why not checked, or which key verified / what was tried. */
   signatureNote: string;
@@ -234,7 +234,7 @@ export class Inspector {
     }
     const r: TicketReport = {
       where, ok: true, kid: sign1.kid,
-      claims: { iss: c.iss, sub: c.locatorId.toString('hex'), aud: c.aud, iat: c.iat, exp: c.exp, cti: c.cti.toString('hex'), cnf: c.cnf.toString('hex') },
+      claims: { iss: c.iss, sub: c.locatorId.toString('hex'), aud: c.aud, iat: c.iat, exp: c.exp, cti: c.cti.toString('hex'), cnf: c.cnf.toString('hex'), ...(c.addr ? { addr: formatAddress(c.addr) } : {}) },
       signature: 'not-checked', signatureNote: 'no --authd-key given',
     };
     const now = this.now();

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import { RateLimiter } from '../net/ratelimit.js';
+import { AddressValidation, tokenKeyFrom } from '../net/routability.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
 import type { SharedRefusals } from '../net/ended.js';
 import { EndedSessions, gateHandlers } from '../net/ended.js';
@@ -203,7 +204,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
   const ctx = context;
-  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, rateLimiter, handlers: gateHandlers(locatorHandlers(ctx), ended, sharedRefusals(store, now)) });
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }), rateLimiter, handlers: gateHandlers(locatorHandlers(ctx), ended, sharedRefusals(store, now)) });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 

@@ -12,7 +12,8 @@ import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
 import type { Timers } from '../net/client.js';
 import { RateLimiter } from '../net/ratelimit.js';
-import type { Refusal, RequestContext } from '../net/server.js';
+import { AddressValidation, NEEDS_VALIDATION, tokenKeyFrom } from '../net/routability.js';
+import type { HandlerResult, Refusal, RequestContext } from '../net/server.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
 import { acceptRevoke, EndedSessions, gateHandlers } from '../net/ended.js';
 import type { ServerSession } from '../net/sessions.js';
@@ -185,6 +186,14 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
     },
   });
 
+  /**
+   * Every handler: only from an address validated for the session (net/routability.ts), as it
+   * becomes where partners and MATCH_RESULT find the terminal; from another the server sends
+   * ADDR_CHALLENGE instead (a MATCH_RESULT_ACK is dropped).
+   */
+  const validated = <N extends MatchMessage>(h: (ctx: RequestContext<N>) => HandlerResult) =>
+    (ctx: RequestContext<N>): HandlerResult => (ctx.addressValidated === false ? NEEDS_VALIDATION : h(ctx));
+
   /** Every handler: note where the terminal is now. */
   const touch = <N extends MatchMessage>(ctx: RequestContext<N>): { session: ServerSession; contact: Contact } => {
     const session = ctx.session!;
@@ -215,9 +224,10 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   const ended = new EndedSessions(100_000, now);
   server = new DatagramServer({
     service: 'matchd', socket, logger, metrics, sessions,
+    addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }),
     rateLimiter,
     handlers: gateHandlers({
-      MATCH_SUBMIT: (ctx) => {
+      MATCH_SUBMIT: validated((ctx) => {
         const { session, contact } = touch(ctx);
         const b = ctx.msg.body;
         if (ctx.freshSession && b.ticket) {
@@ -241,15 +251,15 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
         if (hadOpen) metrics.inc('match_replaced_total');
         logger.debug('submit', { matchId: req.idHex, locator: session.locatorHex, mediaId: req.mediaId, from: formatAddress(ctx.from) });
         return ctx.reply('MATCH_SUBMIT_ACK', { matchId: req.id, deadlineS: Math.ceil(req.deadlineMs / 1000) });
-      },
-      MATCH_STATUS: (ctx) => {
+      }),
+      MATCH_STATUS: validated((ctx) => {
         const { session } = touch(ctx);
         const r = engine.find(hex(ctx.msg.body.matchId), session.locatorHex);
         if (!r) return { error: ErrorCode.NOT_FOUND, message: 'no such match request (ended long ago, or matchd restarted: submit again)' };
         if (r.state === MatchState.MATCHED || r.state === MatchState.NO_MATCH) delivery.ack(r.idHex, 'poll');
         return ctx.reply('MATCH_STATUS_RESULT', resultBody(r as ContactRequest));
-      },
-      MATCH_CANCEL: (ctx) => {
+      }),
+      MATCH_CANCEL: validated((ctx) => {
         const { session } = touch(ctx);
         const r = engine.cancel(hex(ctx.msg.body.matchId), session.locatorHex);
         if (!r) return { error: ErrorCode.NOT_FOUND, message: 'no such match request' };
@@ -257,13 +267,13 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
         const body: Bodies['MATCH_CANCEL_ACK'] = resultBody(r as ContactRequest);
         if (r.state === MatchState.MATCHED || r.state === MatchState.NO_MATCH) delivery.ack(r.idHex, 'cancel');
         return ctx.reply('MATCH_CANCEL_ACK', body);
-      },
-      MATCH_RESULT_ACK: (ctx) => {
+      }),
+      MATCH_RESULT_ACK: validated((ctx) => {
         const { session } = touch(ctx);
         const r = engine.find(hex(ctx.msg.body.matchId), session.locatorHex);
         if (r) delivery.ack(r.idHex, 'ack', ctx.msg.rid);
         return null; // the ack answers our push; nothing answers an answer
-      },
+      }),
       // authd revoked the terminal's device (issue 19): its request goes, its sessions end.
       REVOKE: (ctx) => {
         const a = acceptRevoke(ctx, verifier, ended, logger, now());

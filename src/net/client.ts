@@ -2,14 +2,17 @@
 // [T, 1.5T], doubling, at most 4 retransmissions, and an overall deadline). Answers are matched by
 // request ID and by a caller check (e.g. the session MAC); late, duplicate and forged answers
 // are ignored. Datagrams that answer nothing (server pushes such as PROBE) go to `onPush`.
+// An ADDR_CHALLENGE in place of an answer (devloc-protocol(7), ADDRESS VALIDATION) is handled
+// here, for every caller: if the caller's check accepts it (the session MAC), its token is echoed
+// in ADDR_PROOF to the server and the request sent again at once.
 // Imports only node:dgram and the wire codec: the agent stays tiny.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { normaliseIp } from '../wire/addr.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_DATAGRAM, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
-import type { Message } from '../wire/envelope.js';
-import { decodeDatagram } from '../wire/envelope.js';
+import type { Message, MessageOf } from '../wire/envelope.js';
+import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
 
 export interface Timers {
@@ -85,6 +88,8 @@ export interface ClientOptions {
 
 interface Pending {
   to: Address;
+  /** The request's bytes (sent again after an address challenge). */
+  datagram: Buffer;
   /** `to.ip` in the form received addresses have (normaliseIp), for source matching. */
   toIp: string;
   anySource: boolean;
@@ -92,6 +97,14 @@ interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: Error) => void;
   timers: unknown[];
+}
+
+/**
+ * The ADDR_PROOF that answers an ADDR_CHALLENGE whose MAC the caller has verified in its session
+ * (devloc-protocol(7), ADDRESS VALIDATION): sent from the challenged socket to the challenger.
+ */
+export function addrProof(challenge: MessageOf<'ADDR_CHALLENGE'>): Buffer {
+  return encodeDatagram('ADDR_PROOF', randomBytes(REQUEST_ID_BYTES), { sid: challenge.auth!.sid, token: challenge.body.token });
 }
 
 export class UdpClient {
@@ -103,7 +116,7 @@ export class UdpClient {
   policy: RetransmitPolicy;
   onPush: ((reply: Reply) => void) | undefined;
   /** Counters: sends including retransmissions, answers ignored, sends the socket refused. */
-  stats = { sent: 0, retransmitted: 0, ignored: 0, timeouts: 0, sendErrors: 0 };
+  stats = { sent: 0, retransmitted: 0, ignored: 0, timeouts: 0, sendErrors: 0, challenges: 0 };
 
   private constructor(socket: dgram.Socket, opts: ClientOptions) {
     this.socket = socket;
@@ -158,6 +171,14 @@ export class UdpClient {
     const key = Buffer.from(dec.msg.rid).toString('hex');
     const p = this.pending.get(key);
     const isResponse = dec.msg.type % 2 === 1;
+    if (p && dec.msg.name === 'ADDR_CHALLENGE' && dec.msg.auth && (p.anySource || (p.toIp === from.ip && p.to.port === from.port)) && safeAccept(p, reply)) {
+      // Our address is not validated for the session yet: prove it receives, then ask again
+      // (the request was not executed, its sequence number not spent).
+      this.stats.challenges++;
+      this.send(from, addrProof(dec.msg));
+      this.send(p.to, p.datagram);
+      return;
+    }
     if (p && isResponse && (p.anySource || (p.toIp === from.ip && p.to.port === from.port)) && safeAccept(p, reply)) {
       this.finish(key, p);
       p.resolve(reply);
@@ -188,7 +209,7 @@ export class UdpClient {
     if (this.pending.has(key)) return Promise.reject(new Error('request ID already pending'));
     const policy = { ...this.policy, ...o.policy };
     return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { to, toIp: normaliseIp(to.ip), anySource: o.anySource ?? false, accept: o.accept ?? (() => true), resolve, reject, timers: [] };
+      const p: Pending = { to, datagram, toIp: normaliseIp(to.ip), anySource: o.anySource ?? false, accept: o.accept ?? (() => true), resolve, reject, timers: [] };
       this.pending.set(key, p);
       const plan = retransmitPlan(policy, this.random);
       this.send(to, datagram);

@@ -22,6 +22,8 @@
 // type, no session, bad MAC, replays, unauthenticated requests, and the ticket check that opens a
 // session, before it runs) draws on one budget shared by all sources (UNPROVEN_BUDGET_FACTOR times
 // the per-source rate): a forged datagram can spend it for everyone, never a chosen victim's.
+// Session messages from an address not validated for their session (routability.ts) get no
+// answer larger than the request and move nothing: ADDR_CHALLENGE instead, sequence not spent.
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import { LRUCache } from 'lru-cache';
@@ -36,6 +38,7 @@ import type { DecodeOutcome, Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import type { RateLimiter } from './ratelimit.js';
+import { AddressValidation, NEEDS_VALIDATION } from './routability.js';
 import type { ServerSession, ServerSessions, WindowVerdict } from './sessions.js';
 
 export interface Refusal {
@@ -56,6 +59,11 @@ export interface RequestContext<N extends MessageName = MessageName> {
   session?: ServerSession;
   /** True for the message that opened `session`. */
   freshSession: boolean;
+  /**
+   * For session messages: whether `from` proved it receives for this session (routability.ts).
+   * false: the handler must not bind or use the address (answer NEEDS_VALIDATION instead).
+   */
+  addressValidated?: boolean;
   /** Encode a reply of `name` to this request (MACed when the request was). */
   reply<R extends MessageName>(name: R, body: Bodies[R]): Buffer;
   /**
@@ -79,6 +87,8 @@ export interface DatagramServerOptions {
   logger: Logger;
   metrics: Metrics;
   sessions?: ServerSessions;
+  /** Address validation of session messages (default: one of its own when `sessions` is given). */
+  addressValidation?: AddressValidation;
   rateLimiter?: RateLimiter;
   /** Most cached replies kept for retransmissions. */
   replyCacheMax?: number;
@@ -181,6 +191,7 @@ export function truncateUtf8(text: string, max: number): string {
  */
 class Context implements RequestContext {
   session?: ServerSession;
+  addressValidated?: boolean;
 
   constructor(
     readonly msg: Message,
@@ -214,6 +225,8 @@ export class DatagramServer {
   /** Requests being executed, so a retransmission arriving meanwhile is not executed twice. */
   private readonly inFlight = new Set<string>();
   private closed = false;
+  /** Addresses validated per session (only with sessions). */
+  readonly routability: AddressValidation | undefined;
   /** Counter series of the per-datagram path, their label keys built once. */
   private readonly received: CounterSeries;
   private readonly sent: CounterSeries;
@@ -228,6 +241,7 @@ export class DatagramServer {
 
   constructor(private readonly opts: DatagramServerOptions) {
     this.socket = opts.socket;
+    this.routability = opts.sessions ? opts.addressValidation ?? new AddressValidation() : undefined;
     const replyLifetimeMs = opts.exchangeLifetimeMs ?? EXCHANGE_LIFETIME_MS;
     this.replies = new LRUCache({ max: opts.replyCacheMax ?? 100_000, ttl: replyLifetimeMs });
     // lru-cache drops an expired reply only when it is looked up or evicted: without a purge, a
@@ -242,6 +256,8 @@ export class DatagramServer {
     m.counter('refused_total', 'Datagrams refused, by error code');
     m.counter('dropped_total', 'Datagrams dropped without reply, by reason');
     m.counter('retransmissions_answered_total', 'Retransmitted requests answered from the response cache');
+    m.counter('addr_challenges_total', 'ADDR_CHALLENGEs sent to addresses not validated for their session');
+    m.counter('addr_proofs_total', 'ADDR_PROOFs received, by result');
     this.received = m.series('datagrams_received_total');
     this.sent = m.series('datagrams_sent_total');
     this.sendErrors = m.series('dropped_total', { reason: 'send-error' });
@@ -286,6 +302,11 @@ export class DatagramServer {
     const dec = decodeDatagram(raw);
     if (!dec.ok) return this.refuseUndecoded(raw, from, dec, triedRemote);
     const msg = dec.msg;
+    if (msg.name === 'ADDR_PROOF' && this.routability) {
+      // Unauthenticated (two HMACs to check it): from the shared budget, as anything unproven.
+      if (this.unproven(raw, from, msg.rid, msg.type)) this.addrProof(msg.body as Bodies['ADDR_PROOF'], from);
+      return;
+    }
     const handler = this.opts.handlers[msg.name] as Handler | undefined;
     if (!handler || (msg.auth && !this.opts.sessions)) {
       if (!this.unproven(raw, from, msg.rid, msg.type)) return;
@@ -414,8 +435,12 @@ export class DatagramServer {
     raw: Buffer, from: Address, msg: Message, handler: Handler, session: ServerSession | undefined, fresh: boolean,
     cacheKey: string, digest: Buffer,
   ): Promise<void> | undefined {
-    if (session && fresh) this.opts.sessions!.commit(session);
+    if (session && fresh) {
+      this.opts.sessions!.commit(session);
+      this.routability!.opened(session, (msg.body as { ticket?: Uint8Array }).ticket, from);
+    }
     const ctx = new Context(msg, raw, from, session, fresh, this.opts.sessions, this.opts.rateLimiter);
+    if (session) ctx.addressValidated = this.routability!.isValidated(session, from);
     this.inFlight.add(cacheKey);
     const started = performance.now();
     let out: HandlerResult | Promise<HandlerResult>;
@@ -423,23 +448,23 @@ export class DatagramServer {
       out = handler(ctx as never);
     } catch (err) {
       this.inFlight.delete(cacheKey);
-      this.answer(raw, from, msg, session, cacheKey, digest, started, this.handlerFailure(msg, err));
+      this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, this.handlerFailure(msg, err));
       return undefined;
     }
     if (isPromiseLike(out)) {
       return Promise.resolve(out).then(
         (result) => {
           this.inFlight.delete(cacheKey);
-          this.answer(raw, from, msg, session, cacheKey, digest, started, result);
+          this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, result);
         },
         (err: unknown) => {
           this.inFlight.delete(cacheKey);
-          this.answer(raw, from, msg, session, cacheKey, digest, started, this.handlerFailure(msg, err));
+          this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, this.handlerFailure(msg, err));
         },
       );
     }
     this.inFlight.delete(cacheKey);
-    this.answer(raw, from, msg, session, cacheKey, digest, started, out);
+    this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, out);
     return undefined;
   }
 
@@ -523,12 +548,18 @@ export class DatagramServer {
 
   /** After the handler: take the sequence number, reply (bounded), cache what was sent. */
   private answer(
-    raw: Buffer, from: Address, msg: Message, session: ServerSession | undefined,
+    raw: Buffer, from: Address, msg: Message, session: ServerSession | undefined, unvalidated: boolean,
     cacheKey: string, digest: Buffer, started: number, handled: HandlerResult,
   ): void {
     const { metrics, logger } = this.opts;
     let result = handled;
     metrics.observe('request_duration_seconds', 'Time to handle a request', (performance.now() - started) / 1e3);
+    if (session && unvalidated && (result === NEEDS_VALIDATION || (Buffer.isBuffer(result) && result.length > raw.length))) {
+      // Executable again once the address is validated: the number is not spent (as "try again").
+      if (msg.auth) this.releaseShared(session, msg.auth.seq, msg.name);
+      this.challenge(from, msg, session, result === NEEDS_VALIDATION ? 'binding' : 'larger answer');
+      return;
+    }
     if (Buffer.isBuffer(result) && result.length > MAX_DATAGRAM) {
       // A handler bug: the terminal would drop it anyway. Say so on both sides.
       logger.error('reply too large', { type: msg.name, bytes: result.length, max: MAX_DATAGRAM });
@@ -536,12 +567,7 @@ export class DatagramServer {
     }
     const tryAgain = !Buffer.isBuffer(result) && result !== null && (result.error === ErrorCode.TRY_LATER || result.error === ErrorCode.RATE_LIMITED);
     if (session && msg.auth && !tryAgain) session.window.accept(msg.auth.seq);
-    else if (session && msg.auth) {
-      // Executable again: give the number back to the shared window (if any) too.
-      this.opts.sessions!.release(session, msg.auth.seq).catch((err: unknown) => {
-        logger.refusal('replay-window-release', { type: msg.name, err: (err as Error)?.message ?? String(err) });
-      });
-    }
+    else if (session && msg.auth) this.releaseShared(session, msg.auth.seq, msg.name);
     let reply: Buffer | null;
     if (result === null) reply = null;
     else if (Buffer.isBuffer(result)) reply = result;
@@ -560,6 +586,42 @@ export class DatagramServer {
     // is what was sent, so a retransmission never gets what the first copy could not.
     if (!tryAgain) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest, resent: 0 });
     if (reply) this.send(reply, from);
+  }
+
+  /** Executable again: give the number back to the shared window (if any) too. */
+  private releaseShared(session: ServerSession, seq: number, type: string): void {
+    this.opts.sessions!.release(session, seq).catch((err: unknown) => {
+      this.opts.logger.refusal('replay-window-release', { type, err: (err as Error)?.message ?? String(err) });
+    });
+  }
+
+  /**
+   * Instead of an answer the unvalidated address may not get: ADDR_CHALLENGE (at most one per
+   * CHALLENGE_GAP_MS per session and address), nothing cached, the sequence number not spent.
+   */
+  private challenge(from: Address, msg: Message, session: ServerSession, why: string): void {
+    const { metrics, logger } = this.opts;
+    metrics.inc('requests_total', { type: msg.name, result: 'ADDR_CHALLENGE' });
+    logger.refusal(`${msg.name}:ADDR_CHALLENGE`, { from: formatAddress(from), type: msg.name, reason: `address not validated for the session (${why})` });
+    if (isResponseType(msg.type)) {
+      metrics.inc('dropped_total', { reason: 'unvalidated-address' });
+      return;
+    }
+    const body = this.routability!.challenge(session, from);
+    if (!body) {
+      metrics.inc('dropped_total', { reason: 'challenge-suppressed' });
+      return;
+    }
+    metrics.inc('addr_challenges_total');
+    this.send(this.opts.sessions!.encode(session, 'ADDR_CHALLENGE', msg.rid, body), from);
+  }
+
+  /** ADDR_PROOF: validates its source for the session named, when the token is right. Never answered. */
+  private addrProof(body: Bodies['ADDR_PROOF'], from: Address): void {
+    const sidHex = Buffer.from(body.sid).toString('hex');
+    const ok = this.routability!.prove(this.opts.sessions!.get(sidHex), body, from);
+    this.opts.metrics.inc('addr_proofs_total', { result: ok ? 'ok' : 'bad' });
+    if (!ok) this.opts.logger.refusal('ADDR_PROOF:bad', { from: formatAddress(from), reason: 'token not made for this session and address' });
   }
 
   private requestOk(name: string): CounterSeries {

@@ -13,6 +13,9 @@ export const MessageType = {
   // issue 19: revocation pushed by authd to the services (one block).
   REVOKE: 0x08,
   REVOKE_ACK: 0x09,
+  // issue 15 item 3: session address validation (devloc-protocol(7), ADDRESS VALIDATION).
+  ADDR_CHALLENGE: 0x0a,
+  ADDR_PROOF: 0x0b,
   REGISTER: 0x10,
   REGISTER_ACK: 0x11,
   REFRESH: 0x12,
@@ -575,6 +578,19 @@ const specs = {
   [MessageType.DATA_ACK]: {
     name: 'DATA_ACK', direction: 'terminal->terminal', service: 'peer', auth: 'session', doc: 'Receipt of a DATA that asked for one.',
     fields: [{ key: 1, name: 'n', type: { t: 'uint' }, required: true, doc: 'message number acknowledged' }],
+  },
+  [MessageType.ADDR_CHALLENGE]: {
+    name: 'ADDR_CHALLENGE', direction: 'server->terminal', service: 'any', auth: 'session',
+    doc: 'Sent by locatord or matchd in place of the answer to a session request from an address not yet validated for the session (see ADDRESS VALIDATION): carries the request\'s ID; the request was not executed, or its answer was larger than the request. Answer with ADDR_PROOF from that address, then send the request again.',
+    fields: [{ key: 1, name: 'token', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'HMAC of the session ID and the address, see ADDRESS VALIDATION' }],
+  },
+  [MessageType.ADDR_PROOF]: {
+    name: 'ADDR_PROOF', direction: 'terminal->server', service: 'any', auth: 'none',
+    doc: 'Echo of an ADDR_CHALLENGE from the address it was sent to: that address is validated for the session. Never answered.',
+    fields: [
+      { key: 1, name: 'sid', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'session ID the challenge was MACed in' },
+      { key: 2, name: 'token', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'the token of the ADDR_CHALLENGE, unchanged' },
+    ],
   },
   [MessageType.ERROR]: {
     name: 'ERROR', direction: 'server->terminal', service: 'any', auth: 'none',

@@ -1,13 +1,21 @@
 // Ticket parsing without verification: the COSE_Sign1 / CWT layout of ticket.ts, split out so
 // that a terminal (the agent, ClientSession) can read its own ticket's claims without pulling
 // in the verifier and its cache (lru-cache). ticket.ts re-exports everything here.
-import type { CborMap } from './cbor.js';
+import type { CborMap, CborValue } from './cbor.js';
 import { decodeStrict, encodeCbor } from './cbor.js';
 import { LOCATOR_ID_BYTES, SESSION_ID_BYTES } from './constants.js';
+import type { Address } from './addr.js';
+import { bytesToIp, ipToBytes } from './addr.js';
 
 export const COSE_ALG_EDDSA = -8;
 export const PROTECTED = encodeCbor(new Map([[1, COSE_ALG_EDDSA]]));
 export const TICKET_ISSUER = 'devloc-authd';
+/**
+ * Private-use claim (RFC 8392: below -65536): the address authd sent the sealed grant to, as
+ * [ip bstr(4 or 16), port]. A session opened from it needs no address validation
+ * (devloc-protocol(7), ADDRESS VALIDATION): only that address could read the ticket.
+ */
+export const CLAIM_ADDR = -65537;
 
 export interface TicketClaims {
   iss: string;
@@ -19,6 +27,8 @@ export interface TicketClaims {
   cti: Buffer;
   /** Terminal's X25519 public key (cnf). */
   cnf: Buffer;
+  /** Where authd sent the grant (CLAIM_ADDR), when it said. */
+  addr?: Address;
 }
 
 export interface TicketIssueInput {
@@ -28,6 +38,7 @@ export interface TicketIssueInput {
   exp: number;
   cti: Uint8Array;
   cnf: Uint8Array;
+  addr?: Address;
 }
 
 export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): Buffer {
@@ -36,7 +47,7 @@ export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): B
 
 export function encodeClaims(c: TicketIssueInput, iss = TICKET_ISSUER): Buffer {
   const coseKey: CborMap = new Map<number, number | Uint8Array>([[1, 1], [-1, 4], [-2, c.cnf]]);
-  const claims: CborMap = new Map<number, string | number | Uint8Array | CborMap>([
+  const claims: CborMap = new Map<number, CborValue>([
     [1, iss],
     [2, Buffer.from(c.locatorId).toString('hex')],
     [3, c.aud],
@@ -45,6 +56,8 @@ export function encodeClaims(c: TicketIssueInput, iss = TICKET_ISSUER): Buffer {
     [7, c.cti],
     [8, new Map([[1, coseKey]])],
   ]);
+  const ip = c.addr ? ipToBytes(c.addr.ip) : null;
+  if (c.addr && ip) claims.set(CLAIM_ADDR, [ip, c.addr.port]);
   return encodeCbor(claims);
 }
 
@@ -85,7 +98,15 @@ export function parseClaims(payload: Uint8Array): TicketClaims | string {
   if (!(coseKey instanceof Map) || coseKey.get(1) !== 1 || coseKey.get(-1) !== 4) return 'cnf must hold an OKP X25519 COSE_Key';
   const x = coseKey.get(-2);
   if (!(x instanceof Uint8Array) || x.length !== 32) return 'cnf key must be 32 bytes';
-  return { iss, locatorId: Buffer.from(sub, 'hex'), aud, exp, iat, cti: Buffer.from(cti), cnf: Buffer.from(x) };
+  const claims: TicketClaims = { iss, locatorId: Buffer.from(sub, 'hex'), aud, exp, iat, cti: Buffer.from(cti), cnf: Buffer.from(x) };
+  const a = m.get(CLAIM_ADDR);
+  if (a !== undefined) {
+    const ip = Array.isArray(a) && a.length === 2 && a[0] instanceof Uint8Array ? bytesToIp(a[0]) : null;
+    const port = Array.isArray(a) ? a[1] : undefined;
+    if (ip === null || typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) return 'addr must be [ip, port]';
+    claims.addr = { ip, port };
+  }
+  return claims;
 }
 
 /** Read a ticket's claims without checking the signature (for `devloc decode`). */

@@ -214,7 +214,11 @@ t.test('unauthenticated datagrams get at most one small error, never larger than
     sock.send(p, dest.port, dest.ip);
     // A sentinel from the same socket: the server answers in order, so anything the probe caused
     // has arrived before the sentinel's answer.
-    const sentinel = term.encode('REGISTER', { ticket: term.creds.ticket, timeMs: Date.now() });
+    // (A REFRESH of an unknown session: NO_SESSION, through the same store lookup as probe 7,
+    // so it cannot overtake it; a REGISTER from this never-validated socket would get one
+    // ADDR_CHALLENGE per 500 ms only.)
+    const sentinelRid = randomBytes(8);
+    const sentinel = { rid: sentinelRid, bytes: credentials(keys).session.encode('REFRESH', sentinelRid, {}) };
     sock.send(sentinel.bytes, dest.port, dest.ip);
     await arrived((m) => m.includes(sentinel.rid));
     replies.push(got.slice(start).filter((m) => !m.includes(sentinel.rid)));

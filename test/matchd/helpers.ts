@@ -68,7 +68,7 @@ export interface PushedResult {
 /** A terminal: its own UDP socket, ticket, session keys and locator ID. */
 export class Terminal {
   readonly locatorId: Buffer;
-  readonly ticket: Buffer;
+  ticket!: Buffer;
   client!: UdpClient;
   cs!: ClientSession;
   dest: Address;
@@ -84,21 +84,22 @@ export class Terminal {
   private constructor(readonly fx: Fixture, dest: Address, readonly now: () => number, readonly cnf: RawPair, readonly bindIp: string) {
     this.locatorId = randomBytes(16);
     this.dest = dest;
-    const iat = Math.floor(now() / 1000);
-    this.ticket = issueTicket(
-      { locatorId: this.locatorId, aud: SERVICE, iat, exp: iat + 3600, cti: randomBytes(16), cnf: cnf.public },
-      Buffer.from(fx.kid, 'hex'), fx.authdSecret,
-    );
   }
 
   /** `bindIp`: another loopback address (127.0.0.2, ...) gives the terminal an observed IP of its own. */
   static async open(fx: Fixture, dest: Address, now: () => number = Date.now, bindIp = '127.0.0.1'): Promise<Terminal> {
     const t = new Terminal(fx, dest, now, generatePair('x25519'), bindIp);
+    t.client = await UdpClient.open({ bind: { host: bindIp, port: 0 }, policy: { initialTimeoutMs: 200, maxRetransmit: 6, deadlineMs: 30_000 } });
+    // As authd does: the ticket names the address it was sent to (the session opens validated).
+    const iat = Math.floor(now() / 1000);
+    t.ticket = issueTicket(
+      { locatorId: t.locatorId, aud: SERVICE, iat, exp: iat + 3600, cti: randomBytes(16), cnf: t.cnf.public, addr: t.address },
+      Buffer.from(fx.kid, 'hex'), fx.authdSecret,
+    );
     t.cs = ClientSession.fromGrant(
       { aud: SERVICE, ticket: t.ticket, serviceKey: fx.service.public, exp: Math.floor(now() / 1000) + 3600 },
       privateKeyObject('X25519', t.cnf),
     )!;
-    t.client = await UdpClient.open({ bind: { host: bindIp, port: 0 }, policy: { initialTimeoutMs: 200, maxRetransmit: 6, deadlineMs: 30_000 } });
     t.client.onPush = (r) => t.onPush(r);
     return t;
   }

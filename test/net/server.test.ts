@@ -35,6 +35,16 @@ function reflect(id: Buffer, size = 64): Buffer {
 type AnyHandler = (ctx: RequestContext) => HandlerResult | Promise<HandlerResult>;
 const anyHandler = (f: AnyHandler): never => f as never;
 
+/** Mark `from` (default A) validated for the session of `cs` (what its ADDR_PROOF would do). */
+function validated(
+  h: { server: { routability: { accept(s: never, a: { ip: string; port: number }): void } | undefined } },
+  w: { sessions: { get(sidHex: string): unknown } },
+  cs: { sid: Buffer },
+  from: { ip: string; port: number } = A,
+): void {
+  h.server.routability!.accept(w.sessions.get(cs.sid.toString('hex')) as never, from);
+}
+
 const reflectResult = (ctx: RequestContext): Buffer => ctx.reply('REFLECT_RESULT', { observed: ctx.from, from: ctx.from });
 
 function counting(f: AnyHandler = reflectResult): { handler: never; calls: () => number } {
@@ -331,6 +341,7 @@ t.test('session: after TRY_LATER the retransmitted datagram executes (its sequen
   const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(20), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  validated(h, w, cs);
   const ref = cs.encode('REFRESH', rid(21), {});
   await h.server.receive(ref, A);
   const m1 = decoded(h.socket.sent[1]!.bytes);
@@ -356,6 +367,7 @@ t.test('a cached answer larger than its request is resent at most MAX_RETRANSMIT
   const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(22), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  validated(h, w, cs);
   const ref = cs.encode('REFRESH', rid(23), {});
   for (let i = 0; i < 1 + MAX_RETRANSMIT + 3; i++) await h.server.receive(ref, A);
   const answers = h.socket.sent.slice(1);
@@ -416,6 +428,7 @@ t.test('a handler reply larger than a datagram is not sent: INTERNAL instead', a
   });
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(25), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  validated(h, w, cs);
   await h.server.receive(cs.encode('REFRESH', rid(26), {}), A);
   const r = h.socket.sent[1]!;
   t.ok(r.bytes.length <= MAX_DATAGRAM);
@@ -475,6 +488,7 @@ t.test('datagrams that prove nothing never charge the source they claim: one bud
   // Forged with the victim's IP: junk, a forged MAC, a replay of the victim's own datagram.
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(300), { ticket: w.ticket, timeMs: clock.ms }), A);
+  validated(h, w, cs);
   const captured = cs.encode('REFRESH', rid(301), {});
   await h.server.receive(captured, A);
   t.equal(refreshes, 1);
@@ -552,7 +566,11 @@ t.test('loopback: over many random unauthenticated inputs, no datagram is answer
   const legit: Buffer[] = [cs.encode('REGISTER', rid(400), { ticket: w.ticket, timeMs: w.clock.ms })];
   for (let i = 0; i < 5; i++) legit.push(cs.encode('REFRESH', rid(401 + i), {}));
   legit.push(cs.encode('QUERY_ADDR', rid(410), { ids: [w.locatorId] }));
-  for (const d of legit) await h.server.receive(d, { ip: '127.0.0.1', port: 1 });
+  for (const [i, d] of legit.entries()) {
+    await h.server.receive(d, { ip: '127.0.0.1', port: 1 });
+    // The terminal's own address proved it receives (routability.ts), as its client would.
+    if (i === 0) validated(h, w, cs, { ip: '127.0.0.1', port: 1 });
+  }
   const rng = new Rng(20260101);
   const seeds = [...sampleDatagrams([]), ...legit];
   const port = socket.address().port;
@@ -640,6 +658,7 @@ t.test('shared replay window (several instances): asked before the handler; repl
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(30), { ticket: w.ticket, timeMs: w.clock.ms }), A);
   t.equal(decoded(h.socket.sent[0]!.bytes).name, 'REGISTER_ACK', 'claimed, executed');
+  validated(h, w, cs);
   // Taken by another instance for another source: REPLAY, not executed.
   verdicts.push('replay');
   const r1 = cs.encode('REFRESH', rid(31), {});

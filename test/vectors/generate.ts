@@ -615,6 +615,16 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
     { name: 'DATA', rid: rid(0x74), session: D(5), body: { n: 2, payload: '', ack: true }, note: 'A ping: empty payload, acknowledgement asked.' },
     { name: 'DATA_ACK', rid: rid(0x75), session: D(6), body: { n: 7 }, note: 'The responder acknowledges the initiator\'s DATA number 7 (same rid as that DATA).' },
     {
+      name: 'ADDR_CHALLENGE', rid: rid(0x10), session: L(14),
+      body: { token: 'a11d7e57000000000000000000000001' },
+      note: 'In place of the REGISTER_ACK: the REGISTER came from an address not validated for the session (same rid; MACed).',
+    },
+    {
+      name: 'ADDR_PROOF', rid: rid(0x10),
+      body: { sid: SIDS.locatord, token: 'a11d7e57000000000000000000000001' },
+      note: 'The terminal echoes the session ID and token, unauthenticated, from the challenged address; never answered.',
+    },
+    {
       name: 'ERROR', rid: rid(0x50),
       body: { code: ErrorCode.RATE_LIMITED, retryAfterMs: 2000 },
       note: 'Unauthenticated refusal of a REFLECT (its rid): RATE_LIMITED, no message so the reply stays small.',

@@ -107,6 +107,7 @@ function ticketText(t: TicketReport, indent: string): string[] {
     `${indent}  iat ${c.iat} (${isoSeconds(c.iat)})  exp ${c.exp} (${isoSeconds(c.exp)})  ${t.validity}`,
     `${indent}  cti (session ID) ${c.cti}`,
     `${indent}  cnf (terminal X25519 key) ${c.cnf}`,
+    ...(c.addr ? [`${indent}  addr (where authd sent it) ${c.addr}`] : []),
     `${indent}  signature ${CHECK_TEXT[t.signature]}: ${t.signatureNote}`,
   ];
 }

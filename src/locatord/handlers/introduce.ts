@@ -22,6 +22,7 @@ import type { Timers } from '../../net/client.js';
 import type { PushCopy } from '../../net/push.js';
 import { Pusher } from '../../net/push.js';
 import { RateLimiter } from '../../net/ratelimit.js';
+import { NEEDS_VALIDATION } from '../../net/routability.js';
 import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js';
 import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import type { Address } from '../../wire/addr.js';
@@ -210,6 +211,11 @@ export async function introduce(c: LocatorContext, ctx: RequestContext<'INTRODUC
   const target = Buffer.from(b.target);
   const targetHex = target.toString('hex');
   const result = (r: string): void => c.metrics.inc('introductions_total', { result: r });
+  // The asker's address is its INTRODUCE's source, handed to the peer to punch: proven first.
+  if (ctx.addressValidated === false) {
+    result('unvalidated');
+    return NEEDS_VALIDATION;
+  }
   if (targetHex === asker.locatorHex) {
     result('self');
     return { error: ErrorCode.BAD_MESSAGE, message: 'cannot introduce a terminal to itself' };

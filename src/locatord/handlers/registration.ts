@@ -3,16 +3,20 @@
 // Every one arrives session-MACed (DatagramServer has verified the MAC and the replay window),
 // and the session was opened by a ticket for exactly `session.locatorId`: a locator ID is only
 // ever bound by a message authenticated for it. The bound address is the packet's observed
-// source, never a claimed one. Within a session the binding follows the highest sequence number:
+// source, never a claimed one, and only an address validated for the session (it echoed an
+// ADDR_CHALLENGE: net/routability.ts); from any other the handlers answer NEEDS_VALIDATION and
+// the server challenges it instead, so a forged source never becomes a binding. Within a session the binding follows the highest sequence number:
 // the replay window lets seq 4 in after seq 5 (it is not a replay), but it then changes nothing.
 //
 // Every change of a presence record is one updatePresence: the staleness check and the write
 // are atomic, also across instances sharing Redis (store/redis.ts, compare-and-set), so a
 // REFRESH handled by one instance cannot overwrite a newer REGISTER handled by another at the
 // same moment. On the embedded store all of it runs synchronously (store/maybe.ts).
+import { NEEDS_VALIDATION } from '../../net/routability.js';
 import type { HandlerResult, RequestContext } from '../../net/server.js';
 import type { ServerSession } from '../../net/sessions.js';
 import type { Bodies } from '../../wire/catalog.js';
+import { normaliseIp } from '../../wire/addr.js';
 import { ErrorCode } from '../../wire/errors.js';
 import type { ErrorCode as ErrorCodeT } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
@@ -85,6 +89,7 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
     const peek = b.ticket ? peekTicket(b.ticket) : undefined;
     if (peek && typeof peek !== 'string') s.kid = peek.kid;
   }
+  if (ctx.addressValidated === false) return NEEDS_VALIDATION;
   // Same session, not newer than what the record reflects: an older packet that arrived late. Or
   // an older session's (its ticket expires before the record's session's): a REGISTER withheld
   // and delivered later must not rebind the ID away from the terminal's newer session (issue 15).
@@ -130,6 +135,7 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
 type RefreshOutcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack } | { kind: 'conflict'; newer: Presence };
 
 export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): MaybePromise<HandlerResult> {
+  if (ctx.addressValidated === false) return NEEDS_VALIDATION;
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
   const b = ctx.msg.body;
@@ -174,10 +180,14 @@ export function unregister(c: LocatorContext, ctx: RequestContext<'UNREGISTER'>)
 
 /** The terminal's answer to a PROBE: alive at this address, extended like a REFRESH. No reply. */
 export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): MaybePromise<HandlerResult> {
+  // Only from a validated address, or from the one bound (validated when it was bound, maybe by
+  // an instance or a process before this one): elsewhere the binding stays (a REFRESH moves it).
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
+  const unvalidated = ctx.addressValidated === false;
   const done = c.store.updatePresence(s.locatorHex, (rec) => {
     if (!rec || isStale(rec, s, seq)) return { result: false };
+    if (unvalidated && (normaliseIp(rec.addr.ip) !== normaliseIp(ctx.from.ip) || rec.addr.port !== ctx.from.port)) return { result: false };
     return { result: true, put: renewed(c, rec, ctx.from, seq, undefined, s.locatorId).next };
   }, s);
   return then(done, (extended) => {

@@ -1,0 +1,147 @@
+// Return routability of session addresses (devloc-protocol(7), ADDRESS VALIDATION; QUIC's
+// address validation, RFC 9000 section 8, is the model). A valid session MAC proves the sender
+// holds the session keys, not that it receives at the datagram's source address: whoever holds
+// them can forge the source. So a server (locatord, matchd) keeps, per session, the addresses
+// that proved they receive, and until an address has:
+//   - it sends there nothing larger than the request, and at most one small ADDR_CHALLENGE per
+//     request (and per CHALLENGE_GAP_MS for a session and address);
+//   - no binding moves there (REGISTER, REFRESH, PROBE_ACK), and no INTRODUCE or MATCH_SUBMIT
+//     uses it as the terminal's address: their handlers answer NEEDS_VALIDATION.
+// The challenge replaces the answer: MACed in the session, with the request's ID, carrying
+// token = HMAC-SHA-256(key, sid || slot || address)[0..16] (key random per process, slot = the
+// 30-s period). The terminal echoes sid and token in ADDR_PROOF from the same address; the
+// server recomputes the token for the current and the previous slot and the proof's source,
+// and marks the address validated. The request was not executed (or its answer not sent) and
+// its sequence number not spent, so the terminal sends the same datagram again.
+import type { KeyObject } from 'node:crypto';
+import { createHash, createHmac, diffieHellman, randomBytes, timingSafeEqual } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Address } from '../wire/addr.js';
+import { normaliseIp } from '../wire/addr.js';
+import type { Bodies } from '../wire/catalog.js';
+import { ErrorCode } from '../wire/errors.js';
+import { publicKeyObject } from '../wire/keys.js';
+import { peekTicket } from '../wire/ticket-parse.js';
+import type { Refusal } from './server.js';
+import type { ServerSession } from './sessions.js';
+
+/** Token validity: the slot it was made in and the next one (30 to 60 s). */
+export const TOKEN_SLOT_MS = 30_000;
+export const ADDR_TOKEN_BYTES = 16;
+/** Addresses remembered as validated per session (the newest ones). */
+export const MAX_VALIDATED_PER_SESSION = 4;
+/** At most one ADDR_CHALLENGE per session and address in this time. */
+export const CHALLENGE_GAP_MS = 500;
+
+/**
+ * What a handler returns when the request needs a validated address (a binding would move, or
+ * the address would be used): the server sends ADDR_CHALLENGE instead of an ERROR. Compared by
+ * identity.
+ */
+export const NEEDS_VALIDATION: Refusal = Object.freeze({ error: ErrorCode.TRY_LATER, message: 'address not validated for this session' }) as Refusal;
+
+/**
+ * The token key of every process holding `serviceSecret` (one X25519 with a fixed point, then an
+ * HMAC): the workers of locatord --workers read one UDP socket, so a proof may reach another
+ * worker than its challenge, which can then check it (and validates the address for itself).
+ */
+export function tokenKeyFrom(serviceSecret: KeyObject): Buffer {
+  const point = publicKeyObject('X25519', createHash('sha256').update('devloc address token point').digest());
+  return createHmac('sha256', diffieHellman({ privateKey: serviceSecret, publicKey: point })).update('devloc address token key').digest();
+}
+
+const addrKey = (a: Address): string => `${normaliseIp(a.ip)}|${a.port}`;
+
+export interface AddressValidationOptions {
+  now?: () => number;
+  /** Token key (tests); default random. */
+  key?: Buffer;
+  /** Sessions whose validated addresses are remembered. */
+  maxSessions?: number;
+}
+
+export class AddressValidation {
+  private readonly key: Buffer;
+  private readonly now: () => number;
+  /** Validated addresses by session ID (bounded; an evicted session is simply challenged again). */
+  private readonly validated: LRUCache<string, string[]>;
+  private readonly lastChallenge = new LRUCache<string, number>({ max: 65_536 });
+  /** Counters (the server exports them as metrics). */
+  readonly stats = { challenges: 0, suppressed: 0, proofs: 0, badProofs: 0, openedValidated: 0 };
+
+  constructor(o: AddressValidationOptions = {}) {
+    this.key = o.key ?? randomBytes(32);
+    this.now = o.now ?? Date.now;
+    this.validated = new LRUCache({ max: o.maxSessions ?? 500_000 });
+  }
+
+  isValidated(session: ServerSession, from: Address): boolean {
+    return this.validated.get(session.sidHex)?.includes(addrKey(from)) ?? false;
+  }
+
+  private token(sid: Uint8Array, from: Address, slot: number): Buffer {
+    const h = createHmac('sha256', this.key);
+    h.update(sid);
+    const s = Buffer.alloc(8);
+    s.writeBigUInt64BE(BigInt(slot));
+    h.update(s);
+    h.update(addrKey(from));
+    return h.digest().subarray(0, ADDR_TOKEN_BYTES);
+  }
+
+  /** The ADDR_CHALLENGE body for `session` at `from`, or null when one went there just now. */
+  challenge(session: ServerSession, from: Address): Bodies['ADDR_CHALLENGE'] | null {
+    const now = this.now();
+    const k = `${session.sidHex}/${addrKey(from)}`;
+    const last = this.lastChallenge.get(k);
+    if (last !== undefined && now - last < CHALLENGE_GAP_MS) {
+      this.stats.suppressed++;
+      return null;
+    }
+    this.lastChallenge.set(k, now);
+    this.stats.challenges++;
+    return { token: this.token(session.sid, from, Math.floor(now / TOKEN_SLOT_MS)) };
+  }
+
+  /**
+   * An ADDR_PROOF from `from`: true when its token is the one made for its session and `from`
+   * (this slot or the previous one) and the session is `session`; the address is then validated.
+   */
+  prove(session: ServerSession | undefined, body: Bodies['ADDR_PROOF'], from: Address): boolean {
+    const slot = Math.floor(this.now() / TOKEN_SLOT_MS);
+    const given = Buffer.from(body.token);
+    const ok = session !== undefined && given.length === ADDR_TOKEN_BYTES
+      && (timingSafeEqual(this.token(body.sid, from, slot), given) || timingSafeEqual(this.token(body.sid, from, slot - 1), given));
+    if (!ok || !session) {
+      this.stats.badProofs++;
+      return false;
+    }
+    this.stats.proofs++;
+    this.accept(session, from);
+    return true;
+  }
+
+  /**
+   * A session just opened by `ticket` (already verified by ServerSessions) from `from`: validated
+   * at once when `from` is the address authd sent that ticket's grant to (its CLAIM_ADDR), since
+   * only that address could read the grant; so the common path (same address for authd and the
+   * service) costs no round trip. True when it was.
+   */
+  opened(session: ServerSession, ticket: Uint8Array | undefined, from: Address): boolean {
+    const peek = ticket ? peekTicket(ticket) : undefined;
+    const a = peek && typeof peek !== 'string' ? peek.claims.addr : undefined;
+    if (!a || addrKey(a) !== addrKey(from)) return false;
+    this.stats.openedValidated++;
+    this.accept(session, from);
+    return true;
+  }
+
+  /** Record `from` as validated for `session` (the newest MAX_VALIDATED_PER_SESSION kept). */
+  accept(session: ServerSession, from: Address): void {
+    const k = addrKey(from);
+    const list = (this.validated.get(session.sidHex) ?? []).filter((x) => x !== k);
+    list.push(k);
+    if (list.length > MAX_VALIDATED_PER_SESSION) list.shift();
+    this.validated.set(session.sidHex, list);
+  }
+}

@@ -1,0 +1,101 @@
+// Address validation of session messages (net/routability.ts, devloc-protocol(7) ADDRESS
+// VALIDATION) through DatagramServer, on a fake clock: a session opened from the address its
+// ticket names needs no challenge; elsewhere an answer larger than the request becomes one small
+// MACed ADDR_CHALLENGE, whose token, echoed from that address within two 30-s slots, validates
+// it; the challenged datagram is then executable again (its number not spent, here or in a
+// shared window).
+import t from 'tap';
+import { AddressValidation, TOKEN_SLOT_MS } from '../../src/net/routability.js';
+import type { Handlers } from '../../src/net/server.js';
+import { encodeDatagram } from '../../src/wire/envelope.js';
+import { encodeClaims, parseClaims } from '../../src/wire/ticket-parse.js';
+import { encodeCbor } from '../../src/wire/cbor.js';
+import { A, B, decoded, harness, rid, sessionWorld } from './fixtures/net.js';
+
+const handlers = (calls: { n: number }): Handlers => ({
+  REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+  REFRESH: (ctx) => {
+    calls.n++;
+    return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
+  },
+});
+
+t.test('the ticket addr claim: encoded, parsed, and a malformed one refused', async (t) => {
+  const base = { locatorId: Buffer.alloc(16, 1), aud: 'locator', iat: 1, exp: 2, cti: Buffer.alloc(16, 2), cnf: Buffer.alloc(32, 3) };
+  const c = parseClaims(encodeClaims({ ...base, addr: { ip: '2001:db8::7', port: 4800 } }));
+  t.same(typeof c !== 'string' && c.addr, { ip: '2001:db8::7', port: 4800 });
+  const none = parseClaims(encodeClaims(base));
+  t.equal(typeof none !== 'string' && none.addr, undefined, 'optional');
+  const m = new Map<number, unknown>([...(parseCbor(encodeClaims(base)))]);
+  m.set(-65537, [Buffer.alloc(5), 1]);
+  t.equal(parseClaims(encodeCbor(m as never)), 'addr must be [ip, port]');
+});
+
+function parseCbor(b: Buffer): Map<number, unknown> {
+  // The claims map back, to alter one entry.
+  const c = parseClaims(b);
+  if (typeof c === 'string') throw new Error(c);
+  return new Map<number, unknown>([[1, c.iss], [2, c.locatorId.toString('hex')], [3, c.aud], [4, c.exp], [6, c.iat], [7, c.cti], [8, new Map([[1, new Map<number, unknown>([[1, 1], [-1, 4], [-2, c.cnf]])]])]]);
+}
+
+t.test('opened from the address the ticket names: no challenge, answers as before', async (t) => {
+  const w = sessionWorld(undefined, { ticketAddr: A });
+  const calls = { n: 0 };
+  const h = harness({ handlers: handlers(calls), sessions: w.sessions, clock: w.clock, addressValidation: new AddressValidation({ now: () => w.clock.ms }) });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(1), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  await h.server.receive(cs.encode('REFRESH', rid(2), {}), A);
+  t.same(h.socket.sent.map((s) => decoded(s.bytes).name), ['REGISTER_ACK', 'REFRESH_ACK']);
+  t.equal(h.metrics.get('addr_challenges_total'), 0);
+});
+
+t.test('elsewhere: one small challenge instead of a larger answer; its proof validates; the same datagram then executes', async (t) => {
+  const released: number[] = [];
+  const w = sessionWorld(undefined, {
+    ticketAddr: A,
+    sharedWindow: { claim: () => Promise.resolve('ok'), release: (_s, seq) => (released.push(seq), Promise.resolve()) },
+  });
+  const calls = { n: 0 };
+  const h = harness({ handlers: handlers(calls), sessions: w.sessions, clock: w.clock, addressValidation: new AddressValidation({ now: () => w.clock.ms }) });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(1), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  // The same session from B (a NAT rebinding, or a forged source).
+  const refresh = cs.encode('REFRESH', rid(2), {});
+  await h.server.receive(refresh, B);
+  const ch = h.socket.sent[1]!;
+  const m = decoded(ch.bytes);
+  t.equal(m.name, 'ADDR_CHALLENGE');
+  t.same({ ip: ch.ip, port: ch.port }, B);
+  // One small datagram: 67 B, more than this 49-B REFRESH (the smallest session request), and
+  // never more than one per 500 ms for the session and address.
+  t.ok(ch.bytes.length <= 67, `${ch.bytes.length} B for ${refresh.length} B`);
+  t.ok(m.auth && cs.accept({ msg: m, raw: ch.bytes, from: B }), 'MACed in the session');
+  t.equal(calls.n, 1, 'executed (a query-like answer), the answer withheld');
+  t.equal(released.length, 1, 'the shared window got the number back');
+  // Within 500 ms another request from B gets nothing at all.
+  await h.server.receive(cs.encode('REFRESH', rid(3), {}), B);
+  t.equal(h.socket.sent.length, 2, 'at most one challenge per 500 ms');
+  // The token from another address, or after two slots, validates nothing.
+  const token = m.name === 'ADDR_CHALLENGE' ? m.body.token : Buffer.alloc(16);
+  const proof = encodeDatagram('ADDR_PROOF', rid(4), { sid: w.cti, token });
+  await h.server.receive(proof, { ip: B.ip, port: B.port + 1 });
+  t.equal(h.metrics.get('addr_proofs_total', { result: 'bad' }), 1, 'wrong address');
+  // From B, in the next slot: accepted, never answered.
+  w.clock.ms += TOKEN_SLOT_MS;
+  await h.server.receive(proof, B);
+  t.equal(h.metrics.get('addr_proofs_total', { result: 'ok' }), 1);
+  t.equal(h.socket.sent.length, 2, 'ADDR_PROOF is never answered');
+  // The challenged datagram, sent again: executed and answered.
+  await h.server.receive(refresh, B);
+  t.equal(decoded(h.socket.sent[2]!.bytes).name, 'REFRESH_ACK');
+  // A proof two slots late is refused.
+  const w2 = sessionWorld(undefined, { ticketAddr: A });
+  const h2 = harness({ handlers: handlers(calls), sessions: w2.sessions, clock: w2.clock, addressValidation: new AddressValidation({ now: () => w2.clock.ms }) });
+  const cs2 = w2.client();
+  await h2.server.receive(cs2.encode('REGISTER', rid(1), { ticket: w2.ticket, timeMs: w2.clock.ms }), A);
+  await h2.server.receive(cs2.encode('REFRESH', rid(2), {}), B);
+  const m2 = decoded(h2.socket.sent[1]!.bytes);
+  w2.clock.ms += 2 * TOKEN_SLOT_MS;
+  await h2.server.receive(encodeDatagram('ADDR_PROOF', rid(5), { sid: w2.cti, token: m2.name === 'ADDR_CHALLENGE' ? m2.body.token : Buffer.alloc(16) }), B);
+  t.equal(h2.metrics.get('addr_proofs_total', { result: 'bad' }), 1, 'expired token');
+});
