@@ -4,6 +4,7 @@
 // embedding the agent would load it.
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import { serveOneJsonRequest } from './json-child.js';
 
 type Library = typeof import('../src/agent/index.js');
 
@@ -101,21 +102,4 @@ async function run(s: ChildSettings): Promise<ChildResult> {
   return result;
 }
 
-let input = '';
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (d: string) => {
-  input += d;
-  const i = input.indexOf('\n');
-  if (i < 0) return;
-  process.stdin.pause();
-  run(JSON.parse(input.slice(0, i)) as ChildSettings).then(
-    (r) => {
-      process.stdout.write(JSON.stringify(r) + '\n');
-      process.exit(0);
-    },
-    (err: Error) => {
-      process.stderr.write(`bench-child: ${err.message}\n`);
-      process.exit(1);
-    },
-  );
-});
+serveOneJsonRequest('bench-child', run);

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { installVirtualClock } from './virtual-clock.js';
+import { serveOneJsonRequest } from './json-child.js';
 
 export interface DaySettings {
   /** Module exporting the agent library's API (the distribution's bundle, or src/agent/index). */
@@ -113,21 +114,4 @@ async function run(s: DaySettings): Promise<DayResult> {
   }
 }
 
-let input = '';
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (d: string) => {
-  input += d;
-  const i = input.indexOf('\n');
-  if (i < 0) return;
-  process.stdin.pause();
-  run(JSON.parse(input.slice(0, i)) as DaySettings).then(
-    (r) => {
-      process.stdout.write(JSON.stringify(r) + '\n');
-      process.exit(0);
-    },
-    (err: Error) => {
-      process.stderr.write(`bench agent-day: ${err.stack ?? err.message}\n`);
-      process.exit(1);
-    },
-  );
-});
+serveOneJsonRequest('bench agent-day', run);
