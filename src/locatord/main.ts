@@ -11,7 +11,7 @@ import { checkConfig, checkLimits, limitsFromConfig, locatordSpec, optionsFromCo
 import { startLocatord } from './server.js';
 import { locatordControl } from './control.js';
 import { isMainModule } from '../common/entry.js';
-import { startWorkers } from '../common/workers.js';
+import { broadcast, startWorkers } from '../common/workers.js';
 
 export { startLocatord } from './server.js';
 export type { Locatord } from './server.js';
@@ -26,8 +26,20 @@ export const locatordDaemon: DaemonDefinition = {
   async start(config, logger, metrics) {
     // --workers N: this process forks N workers that each run a locatord on the same UDP port
     // (node:cluster shares the bound socket; the state is in Redis, so any worker may answer).
-    if (num(config, 'workers') > 1 && cluster.isPrimary) return startWorkers(num(config, 'workers'), logger);
+    // Addresses validated at one worker are passed to the others through the primary: the
+    // workers read one socket, so a terminal's ADDR_PROOF and its next request may reach different
+    // workers (each would challenge it again otherwise).
+    if (num(config, 'workers') > 1 && cluster.isPrimary) {
+      return startWorkers(num(config, 'workers'), logger, { onMessage: (w, msg) => isValidatedMessage(msg) && broadcast(msg, w) });
+    }
     const locatord = await startLocatord(optionsFromConfig(config), logger, metrics);
+    const routability = locatord.server.routability;
+    if (cluster.isWorker && routability) {
+      routability.onAccepted = (sid, addr) => process.send?.({ devlocAddrValidated: [sid, addr] } satisfies ValidatedMessage);
+      process.on('message', (msg: unknown) => {
+        if (isValidatedMessage(msg)) routability.acceptKey(msg.devlocAddrValidated[0], msg.devlocAddrValidated[1]);
+      });
+    }
     return {
       stop: () => locatord.stop(),
       // Workers (--workers) share the primary's argv: only a single process serves the control socket.
@@ -44,5 +56,12 @@ export const locatordDaemon: DaemonDefinition = {
     };
   },
 };
+
+/** Between the workers of --workers, through the primary: an address validated for a session. */
+interface ValidatedMessage { devlocAddrValidated: [sid: string, addr: string] }
+function isValidatedMessage(m: unknown): m is ValidatedMessage {
+  const v = (m as Partial<ValidatedMessage> | null)?.devlocAddrValidated;
+  return Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string';
+}
 
 if (isMainModule(import.meta.url)) main(locatordDaemon);

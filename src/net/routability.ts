@@ -68,6 +68,12 @@ export class AddressValidation {
   private readonly lastChallenge = new LRUCache<string, number>({ max: 65_536 });
   /** Counters (the server exports them as metrics). */
   readonly stats = { challenges: 0, suppressed: 0, proofs: 0, badProofs: 0, openedValidated: 0 };
+  /**
+   * Told of every address validated here (session ID hex, address key): `locatord --workers`
+   * passes it to the other workers (acceptKey), which read the same socket, so a proof that
+   * reached one worker validates the address at all of them.
+   */
+  onAccepted: ((sidHex: string, addr: string) => void) | undefined;
 
   constructor(o: AddressValidationOptions = {}) {
     this.key = o.key ?? randomBytes(32);
@@ -139,9 +145,15 @@ export class AddressValidation {
   /** Record `from` as validated for `session` (the newest MAX_VALIDATED_PER_SESSION kept). */
   accept(session: ServerSession, from: Address): void {
     const k = addrKey(from);
-    const list = (this.validated.get(session.sidHex) ?? []).filter((x) => x !== k);
-    list.push(k);
+    this.acceptKey(session.sidHex, k);
+    this.onAccepted?.(session.sidHex, k);
+  }
+
+  /** Record an address (its addrKey) as validated for a session ID (hex), as another worker did. */
+  acceptKey(sidHex: string, addr: string): void {
+    const list = (this.validated.get(sidHex) ?? []).filter((x) => x !== addr);
+    list.push(addr);
     if (list.length > MAX_VALIDATED_PER_SESSION) list.shift();
-    this.validated.set(session.sidHex, list);
+    this.validated.set(sidHex, list);
   }
 }

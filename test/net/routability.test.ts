@@ -99,3 +99,27 @@ t.test('elsewhere: one small challenge instead of a larger answer; its proof val
   await h2.server.receive(encodeDatagram('ADDR_PROOF', rid(5), { sid: w2.cti, token: m2.name === 'ADDR_CHALLENGE' ? m2.body.token : Buffer.alloc(16) }), B);
   t.equal(h2.metrics.get('addr_proofs_total', { result: 'bad' }), 1, 'expired token');
 });
+
+t.test('--workers: an address validated at one worker is validated at another (onAccepted -> acceptKey)', async (t) => {
+  const w = sessionWorld(undefined, { ticketAddr: A });
+  const calls = { n: 0 };
+  const one = new AddressValidation({ now: () => w.clock.ms });
+  const other = new AddressValidation({ now: () => w.clock.ms });
+  const passed: [string, string][] = [];
+  one.onAccepted = (sid, addr) => {
+    passed.push([sid, addr]);
+    other.acceptKey(sid, addr);
+  };
+  const h1 = harness({ handlers: handlers(calls), sessions: w.sessions, clock: w.clock, addressValidation: one });
+  const h2 = harness({ handlers: handlers(calls), sessions: w.sessions, clock: w.clock, addressValidation: other });
+  const cs = w.client();
+  // The session opens at worker one from the ticket's address: validated there, and passed on.
+  await h1.server.receive(cs.encode('REGISTER', rid(1), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  t.equal(passed.length, 1, 'the validation was passed on');
+  // Its next request reaches worker two: answered, not challenged.
+  await h2.server.receive(cs.encode('REFRESH', rid(2), {}), A);
+  t.same(h2.socket.sent.map((s) => decoded(s.bytes).name), ['REFRESH_ACK']);
+  // From another address it is still challenged at either.
+  await h2.server.receive(cs.encode('REFRESH', rid(3), {}), B);
+  t.equal(decoded(h2.socket.sent.at(-1)!.bytes).name, 'ADDR_CHALLENGE');
+});
