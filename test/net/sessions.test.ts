@@ -27,7 +27,8 @@ function handlers(): Handlers & { count: { register: number; refresh: number } }
   };
 }
 
-function setup(w: SessionWorld = sessionWorld()) {
+// The ticket names A, the harness's source, as authd's tickets name the grant's address: sessions open validated.
+function setup(w: SessionWorld = sessionWorld(undefined, { ticketAddr: A })) {
   const hs = handlers();
   const h = harness({ handlers: hs, sessions: w.sessions, clock: w.clock });
   const last = () => decoded(h.socket.sent.at(-1)!.bytes);
@@ -165,7 +166,7 @@ t.test('a valid ticket with a MAC made without the cnf secret opens nothing, and
 });
 
 t.test('authenticate() directly: no auth, restore, dropWhere', async (t) => {
-  const w = sessionWorld();
+  const w = sessionWorld(undefined, { ticketAddr: A });
   const d = decodeDatagram(encodeDatagram('REFLECT', rid(60), {}));
   t.ok(d.ok);
   if (d.ok) t.match(w.sessions.authenticate(d.msg, Buffer.alloc(0)), { ok: false, code: ErrorCode.BAD_MESSAGE });
@@ -204,7 +205,7 @@ t.test('a session record keeps copies of its IDs and keys, not views of the data
 });
 
 t.test('sessions per locator ID: the cap drops that ID\'s oldest, and the bookkeeping follows expiry and deletion', async (t) => {
-  const w = sessionWorld();
+  const w = sessionWorld(undefined, { ticketAddr: A });
   const s = setup(w);
   await open(s);
   const first = [...w.sessions.all()][0]!;

@@ -47,16 +47,20 @@ async function receiveAll(p: AgentProc, channel: string, count: number, ms = 60_
   return { texts, lost };
 }
 
-/** Capture UDP on `dev` in namespace `ns` into a pcap; stop() resolves with the file's bytes. */
+/**
+ * Capture UDP on `dev` in namespace `ns` into a pcap; stop() resolves with the file's bytes.
+ * dumpcap itself (tshark's capture child, installed with it), not tshark: tshark can exit before
+ * its dumpcap has flushed the file, and the test then read a file of a few packets.
+ */
 async function capture(ns: string, dev: string, file: string): Promise<{ stop: () => Promise<Buffer> }> {
-  const p = spawn('ip', ['netns', 'exec', ns, 'tshark', '-i', dev, '-f', 'udp', '-w', file, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const p = spawn('ip', ['netns', 'exec', ns, 'dumpcap', '-i', dev, '-f', 'udp', '-P', '-w', file, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   await new Promise<void>((resolve, reject) => {
     p.stderr!.setEncoding('utf8').on('data', (c: string) => {
       err += c;
       if (/Capturing on/.test(err)) resolve();
     });
-    p.once('exit', () => reject(new Error(`tshark exited: ${err}`)));
+    p.once('exit', () => reject(new Error(`dumpcap exited: ${err}`)));
   });
   const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
   return {
