@@ -14,7 +14,7 @@
 // - the relay SIGKILLed mid-channel: the channel closes with RELAY_LOST saying another relay is
 //   left, and the next connect goes through the second relay.
 import { spawn } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import type { AgentStatus } from '../../src/agent/agent.js';
@@ -52,7 +52,7 @@ async function receiveAll(p: AgentProc, channel: string, count: number, ms = 60_
  * dumpcap itself (tshark's capture child, installed with it), not tshark: tshark can exit before
  * its dumpcap has flushed the file, and the test then read a file of a few packets.
  */
-async function capture(ns: string, dev: string, file: string): Promise<{ stop: () => Promise<Buffer> }> {
+async function capture(ns: string, dev: string, file: string): Promise<{ stop: (minBytes?: number) => Promise<Buffer> }> {
   const p = spawn('ip', ['netns', 'exec', ns, 'dumpcap', '-i', dev, '-f', 'udp', '-P', '-w', file, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   await new Promise<void>((resolve, reject) => {
@@ -64,7 +64,11 @@ async function capture(ns: string, dev: string, file: string): Promise<{ stop: (
   });
   const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
   return {
-    stop: async () => {
+    stop: async (minBytes = 0) => {
+      // dumpcap reads the kernel's buffer in batches and stops at SIGINT without the rest: on a
+      // loaded machine it had read nothing yet. Wait until the file holds what was sent.
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && (existsSync(file) ? statSync(file).size : 0) < minBytes) await new Promise((r) => setTimeout(r, 200));
       p.kill('SIGINT');
       await exited;
       return readFileSync(file);
@@ -160,7 +164,7 @@ t.test('relayed channels behind real NATs', { skip }, async (t) => {
     t.equal(got.lost, 0);
     const back = await receiveAll(x1, r.channel, 10);
     t.same(back.texts, Array.from({ length: 10 }, (_, i) => `${marker}back${i + 1}`), 'and the other way');
-    const bytes = await pcap.stop();
+    const bytes = await pcap.stop(110 * 60);
     t.ok(bytes.length > 110 * 60, `the relay's interface carried the channel (${bytes.length} bytes captured)`);
     t.equal(bytes.indexOf(marker), -1, 'no plaintext in anything the relay saw');
     const st1 = await x1.status();
