@@ -36,6 +36,7 @@ import { loadAuthdKey, loadDeviceIdentity } from '../../agent/identity.js';
 import type { MatchResult } from '../../agent/match.js';
 import { AddressBook } from '../../agent/peers.js';
 import { AuthDb } from '../../authd/db.js';
+import { readRelaySecret } from '../../authd/relays.js';
 import { enrollFile } from '../../authd/enroll.js';
 import type { RunningDaemon } from '../../common/spawn.js';
 import { entryPoint, isListening, spawnDaemon } from '../../common/spawn.js';
@@ -266,9 +267,17 @@ async function stunAnswers(port: number, ms: number): Promise<boolean> {
 async function startDemoRelay(dir: string, logDir: string, authdState: string, port: number): Promise<DemoRelay> {
   const rd = path.join(dir, 'relay');
   mkdirSync(rd, { recursive: true, mode: 0o700 });
-  const secret = randomBytes(24).toString('hex');
+  // A re-run reuses the secret: authd reads secret files when the relay list changes or on
+  // SIGHUP (devloc-authd(8)), and re-registering the same relay is no change, so a new secret
+  // here would leave authd signing credentials with the old one (coturn answers 401).
   const secretFile = path.join(rd, 'relay.secret');
-  writeSecretFile(secretFile, `${secret}\n`, true);
+  let secret: string;
+  if (existsSync(secretFile)) {
+    secret = readRelaySecret(secretFile);
+  } else {
+    secret = randomBytes(24).toString('hex');
+    writeSecretFile(secretFile, `${secret}\n`, true);
+  }
   const conf = path.join(rd, 'turnserver.conf');
   writeFileSync(conf, [
     `listening-ip=${HOST}`, `listening-port=${port}`, `relay-ip=${HOST}`, 'allow-loopback-peers', 'no-multicast-peers', 'no-tls', 'no-dtls',
