@@ -172,6 +172,18 @@ t.test('the CLI: device new, enroll, devices, revoke, service', async (t) => {
   t.match(JSON.parse((await run(['service', 'list', '--json'], env)).stdout), { serviceId: 'locator', addr: '192.0.2.7:4701' });
   t.equal((await run(['service', 'rm', 'locator'], env)).status, 0);
   t.equal((await run(['service', 'rm', 'locator'], env)).status, 1);
+  t.match((await run(['service', 'rm', 'locator'], env)).stderr, /no service locator/);
+
+  const secretFile = path.join(dir, 'relay.secret');
+  writeFileSync(secretFile, 'a-shared-secret-of-32-characters\n', { mode: 0o400 });
+  const added = await run(['relay', 'add', 'turn1', '--udp', '192.0.2.9:3478', '--secret-file', secretFile], env);
+  t.match(added, { status: 0, stdout: /relay turn1: added/ }, added.stderr);
+  t.match(JSON.parse((await run(['relay', 'list', '--json'], env)).stdout), { relay: 'turn1', udp: '192.0.2.9:3478', tcp: null, secretFile });
+  t.match((await run(['relay', 'list'], env)).stdout, /RELAY +UDP +TCP +TLS +SECRET FILE +UPDATED\nturn1 +192\.0\.2\.9:3478 +- +- /);
+  t.match((await run(['relay', 'rm', 'turn1'], env)).stdout, /relay turn1: removed/);
+  const relayGone = await run(['relay', 'rm', 'turn1'], env);
+  t.equal(relayGone.status, 1);
+  t.match(relayGone.stderr, /no relay turn1/);
   t.equal((await run(['devices'], { DEVLOC_AUTHD_STATE_DIR: path.join(dir, 'none') })).status, 1, 'no database: an error, not a new empty one');
   t.notOk(existsSync(path.join(dir, 'none')));
 });

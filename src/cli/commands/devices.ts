@@ -473,41 +473,50 @@ const serviceAdd: CommandModule<object, ServiceAddArgs> = {
   }),
 };
 
-const serviceList: CommandModule<object, DevicesArgs> = {
-  command: 'list',
-  describe: 'list registered services',
-  builder: (y) => jsonOption(withStateDir(y)) as unknown as Argv<DevicesArgs>,
-  handler: guard('service list', (a) => {
-    const db = openDb(a['state-dir'], false);
-    try {
-      const rows = db.listServices();
-      if (a.json) {
-        for (const s of rows) out(JSON.stringify(serviceJson(s)));
-        return;
+/** `<kind> list`: the rows as a table, or one JSON object per line with --json. */
+function listCommand<R>(kind: string, rows: (db: AuthDb) => R[], json: (r: R) => Record<string, unknown>, header: string[], cells: (r: R) => string[]): CommandModule<object, DevicesArgs> {
+  return {
+    command: 'list',
+    describe: `list registered ${kind}s`,
+    builder: (y) => jsonOption(withStateDir(y)) as unknown as Argv<DevicesArgs>,
+    handler: guard(`${kind} list`, (a) => {
+      const db = openDb(a['state-dir'], false);
+      try {
+        const all = rows(db);
+        if (a.json) {
+          for (const r of all) out(JSON.stringify(json(r)));
+          return;
+        }
+        out(table([header, ...all.map(cells)]));
+      } finally {
+        db.close();
       }
-      const lines = [['SERVICE', 'KEY (X25519)', 'ADDRESS', 'UPDATED']];
-      for (const s of rows) lines.push([s.serviceId, s.sealKey.toString('base64url'), s.addr ?? '-', iso(s.updatedAt)]);
-      out(table(lines));
-    } finally {
-      db.close();
-    }
-  }),
-};
+    }),
+  };
+}
 
-const serviceRm: CommandModule<object, { 'state-dir': string; id: string }> = {
-  command: 'rm <id>',
-  describe: 'unregister a service: no more tickets for it (tickets issued stay valid until they expire)',
-  builder: (y) => withStateDir(y).positional('id', { type: 'string', demandOption: true, describe: 'service ID' }) as unknown as Argv<{ 'state-dir': string; id: string }>,
-  handler: guard('service rm', (a) => {
-    const db = openDb(a['state-dir'], false);
-    try {
-      if (!db.removeService(String(a.id))) throw new CommandError(`no service ${a.id}`);
-      out(`service ${a.id}: removed`);
-    } finally {
-      db.close();
-    }
-  }),
-};
+/** `<kind> rm <name>`: one row removed, or an error naming what is not there. */
+function rmCommand(kind: string, name: string, describe: string, remove: (db: AuthDb, id: string) => boolean): CommandModule<object, Record<string, unknown>> {
+  return {
+    command: `rm <${name}>`,
+    describe,
+    builder: (y) => withStateDir(y).positional(name, { type: 'string', demandOption: true, describe: `${kind} ${name === 'id' ? 'ID' : name}` }) as unknown as Argv<Record<string, unknown>>,
+    handler: guard(`${kind} rm`, (a) => {
+      const db = openDb(String(a['state-dir']), false);
+      const id = String(a[name]);
+      try {
+        if (!remove(db, id)) throw new CommandError(`no ${kind} ${id}`);
+        out(`${kind} ${id}: removed`);
+      } finally {
+        db.close();
+      }
+    }),
+  };
+}
+
+const serviceList = listCommand('service', (db) => db.listServices(), serviceJson, ['SERVICE', 'KEY (X25519)', 'ADDRESS', 'UPDATED'], (s) => [s.serviceId, s.sealKey.toString('base64url'), s.addr ?? '-', iso(s.updatedAt)]);
+
+const serviceRm = rmCommand('service', 'id', 'unregister a service: no more tickets for it (tickets issued stay valid until they expire)', (db, id) => db.removeService(id));
 
 const service: CommandModule = {
   command: 'service <command>',
@@ -586,43 +595,15 @@ const relayAdd: CommandModule<object, RelayAddArgs> = {
   }),
 };
 
-const relayList: CommandModule<object, DevicesArgs> = {
-  command: 'list',
-  describe: 'list registered relays',
-  builder: (y) => jsonOption(withStateDir(y)) as unknown as Argv<DevicesArgs>,
-  handler: guard('relay list', (a) => {
-    const db = openDb(a['state-dir'], false);
-    try {
-      const rows = db.listRelays();
-      if (a.json) {
-        for (const r of rows) {
-          out(JSON.stringify({ relay: r.relayId, udp: r.udp ?? null, tcp: r.tcp ?? null, tls: r.tls ?? null, tlsName: r.tlsName ?? null, secretFile: r.secretFile, updatedAt: iso(r.updatedAt) }));
-        }
-        return;
-      }
-      const lines = [['RELAY', 'UDP', 'TCP', 'TLS', 'SECRET FILE', 'UPDATED']];
-      for (const r of rows) lines.push([r.relayId, r.udp ?? '-', r.tcp ?? '-', r.tls ? `${r.tls}${r.tlsName ? ` (${r.tlsName})` : ''}` : '-', escapeControls(r.secretFile), iso(r.updatedAt)]);
-      out(table(lines));
-    } finally {
-      db.close();
-    }
-  }),
-};
+const relayList = listCommand(
+  'relay',
+  (db) => db.listRelays(),
+  (r) => ({ relay: r.relayId, udp: r.udp ?? null, tcp: r.tcp ?? null, tls: r.tls ?? null, tlsName: r.tlsName ?? null, secretFile: r.secretFile, updatedAt: iso(r.updatedAt) }),
+  ['RELAY', 'UDP', 'TCP', 'TLS', 'SECRET FILE', 'UPDATED'],
+  (r) => [r.relayId, r.udp ?? '-', r.tcp ?? '-', r.tls ? `${r.tls}${r.tlsName ? ` (${r.tlsName})` : ''}` : '-', escapeControls(r.secretFile), iso(r.updatedAt)],
+);
 
-const relayRm: CommandModule<object, { 'state-dir': string; name: string }> = {
-  command: 'rm <name>',
-  describe: 'unregister a relay: no more credentials for it (those issued stay valid until they expire)',
-  builder: (y) => withStateDir(y).positional('name', { type: 'string', demandOption: true, describe: 'relay name' }) as unknown as Argv<{ 'state-dir': string; name: string }>,
-  handler: guard('relay rm', (a) => {
-    const db = openDb(a['state-dir'], false);
-    try {
-      if (!db.removeRelay(String(a.name))) throw new CommandError(`no relay ${a.name}`);
-      out(`relay ${a.name}: removed`);
-    } finally {
-      db.close();
-    }
-  }),
-};
+const relayRm = rmCommand('relay', 'name', 'unregister a relay: no more credentials for it (those issued stay valid until they expire)', (db, id) => db.removeRelay(id));
 
 const relay: CommandModule = {
   command: 'relay <command>',
