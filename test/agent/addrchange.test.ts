@@ -5,7 +5,7 @@
 // REFRESH_ACK). Each time, another terminal looking it up finds the new address within seconds.
 import t from 'tap';
 import type { LookupEntry } from '../../src/agent/agent.js';
-import { haveNetns, Lab, PUBLIC_NET } from './netns.js';
+import { haveNetns, Lab, PUBLIC_NET, sh } from './netns.js';
 import type { AgentProc, Stack } from './stack.js';
 import { eventually, stack } from './stack.js';
 
@@ -38,15 +38,18 @@ t.test('re-registers by itself when its address changes', { skip }, async (t) =>
   t.equal(await addressOf(w, sm.locatorId!), `${PUBLIC_NET}.30:${port}`, 'first address');
 
   // 1. The interface gets a new address; the old one goes away.
-  lab.ip(mover, ['addr', 'flush', 'dev', 'eth0']);
-  lab.ip(mover, ['addr', 'add', `${PUBLIC_NET}.31/24`, 'dev', 'eth0']);
-  const moved = await eventually(async () => ((await addressOf(w, sm.locatorId!)) === `${PUBLIC_NET}.31:${port}` ? true : null), 10_000, 'new address at locatord');
+  // One `ip -batch`, so the two steps are microseconds apart; still, an interface poll can fall
+  // between them on a loaded machine and see no address at all (two changes, not one).
+  sh('ip', ['-n', mover, '-batch', '-'], `addr flush dev eth0\naddr add ${PUBLIC_NET}.31/24 dev eth0\n`);
+  const moved = await eventually(async () => ((await addressOf(w, sm.locatorId!)) === `${PUBLIC_NET}.31:${port}` ? true : null), 30_000, 'new address at locatord');
   t.ok(moved, 'the watcher finds the new address');
-  const after = await m.status();
-  t.equal(after.observed, `${PUBLIC_NET}.31:${port}`);
-  t.equal(after.counters.addressChanges, 1, 'one address change');
-  t.equal(after.counters.authentications, 2, 'the whole sequence again: authenticated...');
-  t.equal(after.counters.registrations, 2, '...and registered');
+  const after = await eventually(async () => {
+    const x = await m.status();
+    return x.registered && x.observed === `${PUBLIC_NET}.31:${port}` ? x : null;
+  }, 30_000, 'mover registered at the new address');
+  t.ok(after.counters.addressChanges >= 1, 'treated as an address change');
+  t.ok(after.counters.authentications >= 2, 'the whole sequence again: authenticated...');
+  t.ok(after.counters.registrations >= 2, '...and registered');
   t.ok(m.lines.some((l) => l['msg'] === 'local addresses changed'), 'logged the change');
 
   // 2. The NAT's public address changes: only locatord can tell (a different observed address).
@@ -57,13 +60,13 @@ t.test('re-registers by itself when its address changes', { skip }, async (t) =>
   const renat = await eventually(async () => {
     const a = await addressOf(w, sn.locatorId!);
     return a?.startsWith(`${PUBLIC_NET}.15:`) ? a : null;
-  }, 15_000, 'NAT address change registered');
+  }, 30_000, 'NAT address change registered');
   t.match(renat, new RegExp(`^${PUBLIC_NET}\\.15:\\d+$`), 'the watcher finds the new public address');
-  await eventually(async () => (await n.status()).counters.addressChanges >= 1, 10_000, 'treated as an address change');
+  await eventually(async () => (await n.status()).counters.addressChanges >= 1, 30_000, 'treated as an address change');
   t.ok(n.lines.some((l) => l['msg'] === 'observed address changed'), 'noticed through the ACK');
   const sn2 = await eventually(async () => {
     const x = await n.status();
     return x.registered && x.netMode === 'port-restricted' ? x : null;
-  }, 15_000, 'classified again');
+  }, 30_000, 'classified again');
   t.equal(sn2.observed, renat);
 });
