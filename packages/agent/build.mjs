@@ -20,6 +20,18 @@ const version = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')
 const own = JSON.parse(readFileSync(path.join(here, 'package.json'), 'utf8'));
 if (own.version !== version) throw new Error(`packages/agent/package.json version ${own.version} differs from devloc's ${version}`);
 
+/**
+ * esbuild escapes non-ASCII text in strings, regular expressions and names (charset 'ascii', its
+ * default) but keeps the comments it copies as they are. One such character (a dash in a doc
+ * comment) makes V8 hold the whole source as a two-byte string: twice the bundle's size in every
+ * agent's heap (issue 20). What remains is in comments; it becomes an escape there, harmless.
+ */
+function asciiOnly(file) {
+  const code = readFileSync(file, 'utf8');
+  const ascii = code.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  if (ascii !== code) writeFileSync(file, ascii);
+}
+
 rmSync(out, { recursive: true, force: true });
 const entries = [
   ['agent', 'src/agent/index.ts'],
@@ -40,6 +52,7 @@ for (const [name, entry] of entries) {
     banner: name === 'devloc' ? { js: "import { createRequire as __devlocRequire } from 'node:module'; const require = __devlocRequire(import.meta.url);" } : {},
     logLevel: 'warning',
   });
+  asciiOnly(path.join(out, `${name}.js`));
   if (name !== 'agent') chmodSync(path.join(out, `${name}.js`), 0o755);
 }
 // Declarations of the library for TypeScript hosts (dist/types/agent/index.d.ts and what it names).

@@ -1,6 +1,6 @@
 // Client side of the control socket, for devloc(1) and for applications that talk to a running
-// devloc-agent instead of embedding the Agent class.
-import net from 'node:net';
+// devloc-agent instead of embedding the Agent class. node:net is imported at the first request,
+// not with the library: an embedded agent that never calls this does not pay for it (issue 20).
 
 export const DEFAULT_CONTROL_SOCKET = '/run/devloc/agent.sock';
 
@@ -18,7 +18,8 @@ export class ControlError extends Error {
  * Send one request and resolve with its result; rejects with ControlError. `peer` names the
  * program behind the socket in messages (devloc ctl talks to the daemons' sockets with it too).
  */
-export function controlRequest(path: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000, peer = 'devloc-agent'): Promise<unknown> {
+export async function controlRequest(path: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000, peer = 'devloc-agent'): Promise<unknown> {
+  const net = await import('node:net');
   return new Promise((resolve, reject) => {
     const sock = net.connect(path);
     let buf = '';

@@ -8,7 +8,7 @@
 // (0660: the owner and the socket's group), so anyone who may talk to the agent may use every
 // command. Lines are bounded so a local client cannot make the agent buffer without end.
 import { mkdirSync, unlinkSync } from 'node:fs';
-import net from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { clearStaleSocket, listenUnix } from '../net/unix-socket.js';
 import type { Agent } from './agent.js';
@@ -282,17 +282,19 @@ export async function handleLine(agent: Agent, peers: AddressBook | undefined, l
 
 /** If `path` exists: a socket nobody answers on is stale and removed; anything else is refused. */
 export class ControlServer {
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new Set<Socket>();
 
   private constructor(
-    private readonly server: net.Server,
+    private readonly server: Server,
     readonly path: string,
   ) {}
 
   static async listen(path: string, agent: Agent, peers: AddressBook | undefined, log: AgentLog = () => {}): Promise<ControlServer> {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     await clearStaleSocket(path, { notSocket: `control socket path ${path} exists and is not a socket`, inUse: `control socket ${path} is in use: is another devloc-agent running?` });
-    const server = net.createServer();
+    // node:net only now: an embedded agent that never listens does not load it (issue 20).
+    const { createServer } = await import('node:net');
+    const server = createServer();
     const cs = new ControlServer(server, path);
     // From the start, so what peers send on incoming channels waits for a reader.
     channelRegistry(agent);
@@ -302,7 +304,7 @@ export class ControlServer {
     return cs;
   }
 
-  private serve(sock: net.Socket, agent: Agent, peers: AddressBook | undefined, log: AgentLog): void {
+  private serve(sock: Socket, agent: Agent, peers: AddressBook | undefined, log: AgentLog): void {
     this.sockets.add(sock);
     sock.setEncoding('utf8');
     let buf = '';

@@ -3,7 +3,7 @@
 // its directory's group (RuntimeDirectory) decides who may connect. Node built-ins only: the
 // agent distribution uses it too.
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import net from 'node:net';
+import type { Server } from 'node:net';
 
 /** Remove `path` when it is a socket nobody answers on; throw `inUse` when someone does. */
 export async function clearStaleSocket(path: string, errors: { notSocket: string; inUse: string }): Promise<void> {
@@ -14,6 +14,9 @@ export async function clearStaleSocket(path: string, errors: { notSocket: string
     return;
   }
   if (!st.isSocket()) throw new Error(errors.notSocket);
+  // Imported here, not with the module: the agent library re-exports the control server, and an
+  // embedded agent that never listens does not load node:net (issue 20).
+  const net = await import('node:net');
   const alive = await new Promise<boolean>((resolve) => {
     const c = net.connect(path);
     c.once('connect', () => {
@@ -27,7 +30,7 @@ export async function clearStaleSocket(path: string, errors: { notSocket: string
 }
 
 /** Bind `server` to `path`, mode 0660. */
-export async function listenUnix(server: net.Server, path: string): Promise<void> {
+export async function listenUnix(server: Server, path: string): Promise<void> {
   // The umask is process-wide, so it is narrowed only around bind(); chmod then sets 0660
   // exactly (the umask may have removed group write).
   const oldMask = process.umask(0o117);

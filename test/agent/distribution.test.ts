@@ -74,7 +74,16 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
     // esbuild writes each static import on a line of its own; dynamic ones and require() anywhere.
     const re = /^(?:import|export)\b[^;"']*?\bfrom\s*"([^"]+)";?$|^import\s*"([^"]+)";?$|\bimport\(\s*"([^"]+)"\s*\)|\brequire\(\s*"([^"]+)"\s*\)/gm;
     for (const m of code.matchAll(re)) imports.add(m[1] ?? m[2] ?? m[3] ?? m[4]!);
+    // One non-ASCII character makes V8 keep the whole source two-byte: twice the bundle in the
+    // heap of every process that loads it (build.mjs escapes what esbuild leaves in comments).
+    t.notOk(/[^\x00-\x7f]/.test(code), `${path.relative(installed, f)} is ASCII only`);
   }
+  // What loading the library loads: node:net, node:tls and node:dns cost an idle agent RSS and are
+  // imported when a relay link, the control socket or a DNS name needs them (issue 20).
+  const library = readFileSync(path.join(installed, 'dist/agent.js'), 'utf8');
+  const loadedWith = [...library.matchAll(/^(?:import|export)\b[^;"']*?\bfrom\s*"([^"]+)";?$|^import\s*"([^"]+)";?$/gm)].map((m) => m[1] ?? m[2]!);
+  t.ok(loadedWith.includes('node:dgram'), 'the scan sees the library\'s static imports');
+  t.same(loadedWith.filter((s) => /^node:(?:net|tls|dns)(?:\/|$)/.test(s)), [], 'the library does not load node:net, node:tls or node:dns with it');
   t.ok(imports.has('node:dgram') && imports.has('node:crypto'), 'the scan sees the imports');
   t.same([...imports].filter((s) => !builtins.has(s.replace(/^node:/, ''))).sort(), [], 'the bundles import node built-ins only');
 

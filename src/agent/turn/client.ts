@@ -24,11 +24,11 @@
 // channels by their maxima, and the socket's write queue by maxWriteQueueBytes.
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { lookup } from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
-import tls from 'node:tls';
+import type { Socket } from 'node:net';
+import type { ConnectionOptions } from 'node:tls';
 import type { Address } from '../../wire/addr.js';
+import { ipToBytes } from '../../wire/addr.js';
 import type { DecodedStun, StunAttributes } from './codec.js';
 import {
   decodeChannelData, decodeStun, encodeChannelData, encodeStun, longTermKey, MAX_CHANNEL, MAX_STUN_BYTES, Method, MIN_CHANNEL,
@@ -345,7 +345,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
     this.requireAllocated();
     const ips = [...new Set(peers.map((p) => p.ip))];
     if (ips.length === 0) return;
-    for (const ip of ips) if (net.isIP(ip) === 0) throw new TurnError(TurnErrorCode.BAD_ARGUMENT, `not an IP address: ${ip}`);
+    for (const ip of ips) if (!isIpText(ip)) throw new TurnError(TurnErrorCode.BAD_ARGUMENT, `not an IP address: ${ip}`);
     const fresh = ips.filter((ip) => !this.permissions.has(ip));
     if (this.permissions.size + fresh.length > MAX_PERMISSIONS) throw new TurnError(TurnErrorCode.BUSY, `more than ${MAX_PERMISSIONS} permitted peers`);
     await this.transact(Method.CreatePermission, { xorPeerAddresses: ips.map((ip) => ({ ip, port: 0 })) });
@@ -362,7 +362,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
   /** Bind a channel to `peer` (which also permits its IP); resolves with the channel number. */
   async bindChannel(peer: Address): Promise<number> {
     this.requireAllocated();
-    if (net.isIP(peer.ip) === 0 || !Number.isInteger(peer.port) || peer.port < 1 || peer.port > 0xffff) throw new TurnError(TurnErrorCode.BAD_ARGUMENT, `not an IP address and port: ${peer.ip}:${peer.port}`);
+    if (!isIpText(peer.ip) || !Number.isInteger(peer.port) || peer.port < 1 || peer.port > 0xffff) throw new TurnError(TurnErrorCode.BAD_ARGUMENT, `not an IP address and port: ${peer.ip}:${peer.port}`);
     const key = peerKey(peer);
     let ch = this.channelsByPeer.get(key);
     if (!ch) {
@@ -750,20 +750,28 @@ function asTurnError(err: unknown): TurnError {
 }
 
 // --- real links -----------------------------------------------------------------------------------
+// node:net, node:tls and node:dns are imported when a link needs them, not with this module:
+// an idle agent never opens a relay link, and loading them costs it RSS (issue 20).
+
+/** An IP address in text, as the codec can encode it (wire/addr.ts; no DNS name, no scope). */
+function isIpText(text: string): boolean {
+  return ipToBytes(text) !== null;
+}
 
 async function resolveHost(host: string): Promise<string> {
-  if (net.isIP(host)) return host;
+  if (isIpText(host)) return host;
   try {
+    const { lookup } = await import('node:dns/promises');
     return (await lookup(host)).address;
   } catch (err) {
     throw new TurnError(TurnErrorCode.CONNECTION, `cannot resolve relay ${host}: ${String(err)}`);
   }
 }
 
-function tlsOptions(server: TurnServer, ip: string): tls.ConnectionOptions {
-  const o: tls.ConnectionOptions = { host: ip, port: server.port, rejectUnauthorized: server.tls?.rejectUnauthorized ?? true };
+function tlsOptions(server: TurnServer, ip: string): ConnectionOptions {
+  const o: ConnectionOptions = { host: ip, port: server.port, rejectUnauthorized: server.tls?.rejectUnauthorized ?? true };
   // SNI carries a name, never an IP literal (RFC 6066 §3).
-  const name = server.tls?.servername ?? (net.isIP(server.host) ? undefined : server.host);
+  const name = server.tls?.servername ?? (isIpText(server.host) ? undefined : server.host);
   if (name !== undefined) o.servername = name;
   if (server.tls?.ca !== undefined) o.ca = server.tls.ca;
   return o;
@@ -773,7 +781,7 @@ function tlsOptions(server: TurnServer, ip: string): tls.ConnectionOptions {
 export const defaultLink: LinkFactory = async (server, h) => {
   const ip = await resolveHost(server.host);
   if (server.transport === 'udp') {
-    const sock = dgram.createSocket(net.isIPv6(ip) ? 'udp6' : 'udp4');
+    const sock = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4');
     await new Promise<void>((resolve, reject) => {
       sock.once('error', (e) => reject(new TurnError(TurnErrorCode.CONNECTION, `UDP socket: ${e.message}`)));
       sock.connect(server.port, ip, () => resolve());
@@ -804,9 +812,11 @@ export const defaultLink: LinkFactory = async (server, h) => {
       },
     };
   }
-  const stream: net.Socket = await new Promise((resolve, reject) => {
-    const s: net.Socket =
-      server.transport === 'tls'
+  const net = await import('node:net');
+  const tls = server.transport === 'tls' ? await import('node:tls') : undefined;
+  const stream: Socket = await new Promise((resolve, reject) => {
+    const s: Socket =
+      tls
         ? tls.connect(tlsOptions(server, ip), () => done())
         : net.connect({ host: ip, port: server.port }, () => done());
     const fail = (e: Error): void => {
