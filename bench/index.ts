@@ -88,7 +88,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
           {
             section: 'authd', name: `AUTH_REQUEST -> grant, devloc-authd --workers ${r.workers}`, value: r.workersAuthPerS, unit: 'req/s',
-            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth },
+            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth, generatorCpuUs: r.generatorCpuUsPerAuth, othersCpuUs: r.othersCpuUsPerAuth, machineBusy: r.machineBusy },
           },
           { section: 'authd', name: `crypto ceiling (${r.ceiling.cores} cores: Ed25519 verify + X25519 + sign)`, value: r.ceiling.perS, unit: 'auth/s', extra: { verifyUs: r.ceiling.verifyUs, x25519Us: r.ceiling.x25519Us, signUs: r.ceiling.signUs } },
           { section: 'authd', name: `enroll import (${r.enrollRecords} records)`, value: r.enrollRecordsPerS, unit: 'records/s' },
@@ -139,6 +139,28 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
         }
         rows.push({ section: s, name: `Redis memory per terminal (${r.redisEntries} entries)`, value: r.redisBytesPerTerminal, unit: 'B', extra: { presenceValueBytes: r.presenceValueBytes } });
         return rows;
+      },
+    },
+    {
+      name: 'register',
+      doc: 'first REGISTERs (ticket + X25519) at devloc-locatord --workers <cores> on Redis beside the crypto ceiling (Ed25519 verify + X25519; skipped without redis-server)',
+      run: async (ctx) => {
+        const s = 'register';
+        if (!onPath('redis-server')) {
+          ctx.log('register: redis-server not on PATH, skipped');
+          return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
+        }
+        const { benchFirstRegister } = await import('./scale.js');
+        const r = await benchFirstRegister({ sessionsPerWorker: Math.max(1000, Math.round(ctx.seconds * 1000)) });
+        return [
+          {
+            section: s, name: `REGISTER opening a session, devloc-locatord --workers ${r.workers} --store redis`, value: r.registrationsPerS, unit: 'req/s',
+            extra: {
+              ceilingPerS: r.ceilingPerS, ceilingRatio: r.ceilingRatio, cpuUsPerRegistration: r.cpuUsPerRegistration, cryptoUsPerRegistration: r.cryptoUsPerRegistration,
+              cpuCeilingRatio: r.cpuCeilingRatio, generatorCpuUs: r.generatorCpuUsPerRegistration, othersCpuUs: r.othersCpuUsPerRegistration, machineBusy: r.machineBusy, lost: r.lost,
+            },
+          },
+        ];
       },
     },
     {
