@@ -34,6 +34,13 @@ function onPath(cmd: string): boolean {
   });
 }
 
+/** Sections that need Redis: without redis-server the section says it was skipped rather than failing the run. */
+function redisMissing(ctx: BenchContext, section: string): BenchResult[] | null {
+  if (onPath('redis-server')) return null;
+  ctx.log(`${section}: redis-server not on PATH, skipped`);
+  return [{ section, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
+}
+
 /** Options of the terminals section (devloc bench --terminals, --mix, --rate, --sweep, ...). */
 export interface TerminalsSectionOptions {
   terminals: number;
@@ -123,11 +130,8 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo), --seconds/3 each; Redis memory per registered terminal (skipped without redis-server)',
       run: async (ctx) => {
         const s = 'scale';
-        // Optional dependency: the section says it was skipped rather than failing the run.
-        if (!onPath('redis-server')) {
-          ctx.log('scale: redis-server not on PATH, skipped');
-          return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
-        }
+        const skipped = redisMissing(ctx, s);
+        if (skipped) return skipped;
         const { benchScale } = await import('./scale.js');
         // Three daemons, each measured twice: a third of --seconds per measurement (at least 1 s),
         // and fewer sessions and registrations than the locatord section, to stay ~20 s at --seconds 3.
@@ -146,10 +150,8 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       doc: 'first REGISTERs (ticket + X25519) at devloc-locatord --workers <cores> on Redis beside the crypto ceiling (Ed25519 verify + X25519; skipped without redis-server)',
       run: async (ctx) => {
         const s = 'register';
-        if (!onPath('redis-server')) {
-          ctx.log('register: redis-server not on PATH, skipped');
-          return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
-        }
+        const skipped = redisMissing(ctx, s);
+        if (skipped) return skipped;
         const { benchFirstRegister } = await import('./scale.js');
         const r = await benchFirstRegister({ sessionsPerWorker: Math.max(1000, Math.round(ctx.seconds * 1000)) });
         return [
