@@ -13,7 +13,7 @@
 import { diffieHellman, randomBytes, sign, verify } from 'node:crypto';
 import os from 'node:os';
 import { startDaemon } from '../src/common/spawn.js';
-import { processCpuS, processTree, treeCpuS } from './cpu.js';
+import { machineCpu, processCpuS, processTree, treeCpuS } from './cpu.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -99,6 +99,12 @@ export interface AuthdBenchResult {
   cpuCeilingRatio: number;
   /** Of workersCpuUsPerAuth, the primary's (the per-device gate over the cluster channel), us */
   primaryCpuUsPerAuth: number;
+  /** CPU of the load generator (this process) per authentication, us */
+  generatorCpuUsPerAuth: number;
+  /** CPU of everything else on the machine (other processes) per authentication, us */
+  othersCpuUsPerAuth: number;
+  /** Share of the machine's cores busy during the measurement (1: all of them, all the time) */
+  machineBusy: number;
 }
 
 const percentile = (sorted: number[], p: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]! : 0);
@@ -205,7 +211,7 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
       const ceiling = cryptoCeiling();
       say(`crypto ceiling ${ceiling.perS}/s (${ceiling.cores} cores x ${ceiling.perCorePerS}/s: verify ${ceiling.verifyUs} us, X25519 ${ceiling.x25519Us} us, sign ${ceiling.signUs} us)`);
       const workers = opts.workers ?? ceiling.cores;
-      let spread = { workers: 0, workersAuthPerS: 0, workersAuthFailures: 0, ceiling, ceilingRatio: 0, workersCpuUsPerAuth: 0, cpuCeilingRatio: 0, primaryCpuUsPerAuth: 0 };
+      let spread = { workers: 0, workersAuthPerS: 0, workersAuthFailures: 0, ceiling, ceilingRatio: 0, workersCpuUsPerAuth: 0, cpuCeilingRatio: 0, primaryCpuUsPerAuth: 0, generatorCpuUsPerAuth: 0, othersCpuUsPerAuth: 0, machineBusy: 0 };
       if (workers > 0) {
         const daemon = await startDaemon({
           entry: 'authd/main', args: [
@@ -223,18 +229,27 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
           const tree = processTree(daemon.proc.pid!);
           const cpu0 = treeCpuS(tree);
           const primary0 = processCpuS(daemon.proc.pid);
+          const gen0 = processCpuS(process.pid);
+          const machine0 = machineCpu();
           const wm = await run(wReqs, opts.seconds);
           const cpu1 = treeCpuS(tree);
           const primary1 = processCpuS(daemon.proc.pid);
+          const gen1 = processCpuS(process.pid);
+          const machine1 = machineCpu();
+          const perAuthUs = (a: number | null, b: number | null): number => (a !== null && b !== null && wm.ok > 0 ? round(((b - a) * 1e6) / wm.ok) : 0);
+          const generatorCpuUs = perAuthUs(gen0, gen1);
+          const machineBusyUs = machine0 && machine1 ? perAuthUs(machine0.busyS, machine1.busyS) : 0;
+          const machineBusy = machine0 && machine1 ? round((machine1.busyS - machine0.busyS) / Math.max(1e-9, machine1.totalS - machine0.totalS), 2) : 0;
           const perS = round(wm.ok / wm.elapsedS);
           const cpuUs = cpu0 !== null && cpu1 !== null && wm.ok > 0 ? ((cpu1 - cpu0) * 1e6) / wm.ok : 0;
           const cryptoUs = ceiling.verifyUs + ceiling.x25519Us + ceiling.signUs;
           spread = {
             workers, workersAuthPerS: perS, workersAuthFailures: wm.failed, ceiling, ceilingRatio: round(perS / ceiling.perS, 2),
             workersCpuUsPerAuth: round(cpuUs), cpuCeilingRatio: cpuUs > 0 ? round(cryptoUs / cpuUs, 2) : 0,
-            primaryCpuUsPerAuth: primary0 !== null && primary1 !== null && wm.ok > 0 ? round(((primary1 - primary0) * 1e6) / wm.ok) : 0,
+            primaryCpuUsPerAuth: perAuthUs(primary0, primary1),
+            generatorCpuUsPerAuth: generatorCpuUs, othersCpuUsPerAuth: Math.max(0, round(machineBusyUs - cpuUs - generatorCpuUs)), machineBusy,
           };
-          say(`--workers ${workers} (${tree.length} processes): ${perS} auth/s = ${spread.ceilingRatio} of the ceiling; ${round(cpuUs)} us CPU per auth (primary ${spread.primaryCpuUsPerAuth}), crypto ${round(cryptoUs)} us of it (${spread.cpuCeilingRatio})`);
+          say(`--workers ${workers} (${tree.length} processes): ${perS} auth/s = ${spread.ceilingRatio} of the ceiling; ${round(cpuUs)} us CPU per auth (primary ${spread.primaryCpuUsPerAuth}), crypto ${round(cryptoUs)} us of it (${spread.cpuCeilingRatio}); generator ${generatorCpuUs} us, other processes ${spread.othersCpuUsPerAuth} us per auth; machine ${Math.round(machineBusy * 100)}% busy`);
         } finally {
           await daemon.stop();
         }

@@ -34,6 +34,13 @@ function onPath(cmd: string): boolean {
   });
 }
 
+/** Sections that need Redis: without redis-server the section says it was skipped rather than failing the run. */
+function redisMissing(ctx: BenchContext, section: string): BenchResult[] | null {
+  if (onPath('redis-server')) return null;
+  ctx.log(`${section}: redis-server not on PATH, skipped`);
+  return [{ section, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
+}
+
 /** Options of the terminals section (devloc bench --terminals, --mix, --rate, --sweep, ...). */
 export interface TerminalsSectionOptions {
   terminals: number;
@@ -88,7 +95,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
           {
             section: 'authd', name: `AUTH_REQUEST -> grant, devloc-authd --workers ${r.workers}`, value: r.workersAuthPerS, unit: 'req/s',
-            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth },
+            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth, generatorCpuUs: r.generatorCpuUsPerAuth, othersCpuUs: r.othersCpuUsPerAuth, machineBusy: r.machineBusy },
           },
           { section: 'authd', name: `crypto ceiling (${r.ceiling.cores} cores: Ed25519 verify + X25519 + sign)`, value: r.ceiling.perS, unit: 'auth/s', extra: { verifyUs: r.ceiling.verifyUs, x25519Us: r.ceiling.x25519Us, signUs: r.ceiling.signUs } },
           { section: 'authd', name: `enroll import (${r.enrollRecords} records)`, value: r.enrollRecordsPerS, unit: 'records/s' },
@@ -123,11 +130,8 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo), --seconds/3 each; Redis memory per registered terminal (skipped without redis-server)',
       run: async (ctx) => {
         const s = 'scale';
-        // Optional dependency: the section says it was skipped rather than failing the run.
-        if (!onPath('redis-server')) {
-          ctx.log('scale: redis-server not on PATH, skipped');
-          return [{ section: s, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
-        }
+        const skipped = redisMissing(ctx, s);
+        if (skipped) return skipped;
         const { benchScale } = await import('./scale.js');
         // Three daemons, each measured twice: a third of --seconds per measurement (at least 1 s),
         // and fewer sessions and registrations than the locatord section, to stay ~20 s at --seconds 3.
@@ -139,6 +143,26 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
         }
         rows.push({ section: s, name: `Redis memory per terminal (${r.redisEntries} entries)`, value: r.redisBytesPerTerminal, unit: 'B', extra: { presenceValueBytes: r.presenceValueBytes } });
         return rows;
+      },
+    },
+    {
+      name: 'register',
+      doc: 'first REGISTERs (ticket + X25519) at devloc-locatord --workers <cores> on Redis beside the crypto ceiling (Ed25519 verify + X25519; skipped without redis-server)',
+      run: async (ctx) => {
+        const s = 'register';
+        const skipped = redisMissing(ctx, s);
+        if (skipped) return skipped;
+        const { benchFirstRegister } = await import('./scale.js');
+        const r = await benchFirstRegister({ sessionsPerWorker: Math.max(1000, Math.round(ctx.seconds * 1000)) });
+        return [
+          {
+            section: s, name: `REGISTER opening a session, devloc-locatord --workers ${r.workers} --store redis`, value: r.registrationsPerS, unit: 'req/s',
+            extra: {
+              ceilingPerS: r.ceilingPerS, ceilingRatio: r.ceilingRatio, cpuUsPerRegistration: r.cpuUsPerRegistration, cryptoUsPerRegistration: r.cryptoUsPerRegistration,
+              cpuCeilingRatio: r.cpuCeilingRatio, generatorCpuUs: r.generatorCpuUsPerRegistration, othersCpuUs: r.othersCpuUsPerRegistration, machineBusy: r.machineBusy, lost: r.lost,
+            },
+          },
+        ];
       },
     },
     {

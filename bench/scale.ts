@@ -9,8 +9,12 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
+import { cryptoCeiling } from './authd.js';
+import { machineCpu, processTree, treeCpuS } from './cpu.js';
 import type { ThroughputOptions, ThroughputResult } from './locatord.js';
-import { benchLocatordThroughput } from './locatord.js';
+import { benchLocatordThroughput, forkWorker, startBenchLocatord } from './locatord.js';
+import type { RunResult } from './locatord-worker.js';
 import { RedisStore } from '../src/locatord/store/redis.js';
 import type { Presence } from '../src/locatord/store/types.js';
 
@@ -107,5 +111,73 @@ if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1])))
   benchScale({ seconds }).then((r) => process.stdout.write(`${JSON.stringify(r, null, 2)}\n`), (e: Error) => {
     process.stderr.write(`${e.stack}\n`);
     process.exit(1);
+  });
+}
+
+export interface FirstRegisterResult {
+  /** locatord processes serving the port (--workers). */
+  workers: number;
+  registrations: number;
+  registrationsPerS: number;
+  /** Registrations/s the cores could do with nothing but the ticket's Ed25519 verify and the X25519. */
+  ceilingPerS: number;
+  ceilingRatio: number;
+  cryptoUsPerRegistration: number;
+  /** CPU of locatord (primary and workers) per registration, us. */
+  cpuUsPerRegistration: number;
+  /** cryptoUsPerRegistration / cpuUsPerRegistration: the ceiling ratio when the cores are locatord's own. */
+  cpuCeilingRatio: number;
+  /** The load generators' CPU and everything else's (Redis, other processes) per registration, us. */
+  generatorCpuUsPerRegistration: number;
+  othersCpuUsPerRegistration: number;
+  machineBusy: number;
+  lost: number;
+}
+
+/**
+ * The first REGISTER of a session (ticket signature + X25519 at locatord) against
+ * `devloc-locatord --workers N --store redis` (--workers needs Redis), beside the crypto ceiling
+ * measured in the same run (authd.ts cryptoCeiling: one Ed25519 verify and one X25519 per
+ * registration, times the cores). The tickets are made by the load generators before the clock
+ * starts; their CPU while registering and the rest of the machine's are reported beside it.
+ */
+export async function benchFirstRegister(o: { workers?: number; sessionsPerWorker?: number; window?: number } = {}): Promise<FirstRegisterResult> {
+  const c = cryptoCeiling();
+  const workers = o.workers ?? c.cores;
+  const cryptoUs = c.verifyUs + c.x25519Us;
+  const ceilingPerS = (c.cores * 1e6) / cryptoUs;
+  return withRedis(async (url) => {
+    const { dir, loc, setup } = await startBenchLocatord(['--store', 'redis', '--redis-url', url, '--redis-max-pending', '100000', '--workers', String(workers)]);
+    const children: ChildProcess[] = [loc.proc];
+    try {
+      await loc.waitFor(() => loc.lines.filter((l) => l['msg'] === 'listening').length >= workers);
+      const gens = [forkWorker(), forkWorker()];
+      children.push(...gens.map((g) => g.proc));
+      await Promise.all(gens.map((g) => g.ask(setup(o.sessionsPerWorker ?? 2000))));
+      const tree = processTree(loc.proc.pid!);
+      const genPids = gens.map((g) => g.proc.pid!);
+      const before = { loc: treeCpuS(tree), gen: treeCpuS(genPids), machine: machineCpu() };
+      const reg = await Promise.all(gens.map((g) => g.ask<RunResult>({ cmd: 'register', window: o.window ?? 64 })));
+      const after = { loc: treeCpuS(tree), gen: treeCpuS(genPids), machine: machineCpu() };
+      const registrations = reg.reduce((a, r) => a + r.answered, 0);
+      const registrationsPerS = Math.round((registrations * 1000) / Math.max(...reg.map((r) => r.ms)));
+      const perRegUs = (a: number | null | undefined, b: number | null | undefined): number =>
+        (a != null && b != null && registrations > 0 ? Math.round(((b - a) * 1e6) / registrations) : 0);
+      const cpuUs = perRegUs(before.loc, after.loc);
+      const generatorUs = perRegUs(before.gen, after.gen);
+      const machineUs = perRegUs(before.machine?.busyS, after.machine?.busyS);
+      const m0 = before.machine;
+      const m1 = after.machine;
+      return {
+        workers, registrations, registrationsPerS, ceilingPerS: Math.round(ceilingPerS), ceilingRatio: Math.round((registrationsPerS / ceilingPerS) * 100) / 100,
+        cryptoUsPerRegistration: Math.round(cryptoUs), cpuUsPerRegistration: cpuUs, cpuCeilingRatio: cpuUs > 0 ? Math.round((cryptoUs / cpuUs) * 100) / 100 : 0,
+        generatorCpuUsPerRegistration: generatorUs, othersCpuUsPerRegistration: Math.max(0, machineUs - cpuUs - generatorUs),
+        machineBusy: m0 && m1 ? Math.round(((m1.busyS - m0.busyS) / Math.max(1e-9, m1.totalS - m0.totalS)) * 100) / 100 : 0,
+        lost: reg.reduce((a, r) => a + r.lost, 0),
+      };
+    } finally {
+      for (const ch of children) ch.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 }

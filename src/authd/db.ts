@@ -171,6 +171,7 @@ export class AuthDb {
     deviceKey: Database.Statement<[string], { public_key: Buffer; revoked: number }>;
     service: Database.Statement<[string], RawService>;
     changeStamp: Database.Statement<[], number>;
+    dataVersion: Database.Statement<[], number>;
   };
 
   private constructor(db: Database.Database, file: string) {
@@ -181,6 +182,8 @@ export class AuthDb {
       deviceKey: db.prepare('SELECT public_key, revoked FROM devices WHERE device_id = ?'),
       service: db.prepare('SELECT * FROM services WHERE service_id = ?'),
       changeStamp: db.prepare<[], number>('SELECT data_version * 4294967296 + total_changes() FROM pragma_data_version').pluck(),
+      // Prepared once: db.pragma() prepares its statement at every call.
+      dataVersion: db.prepare<[], number>('SELECT data_version FROM pragma_data_version').pluck(),
     };
   }
 
@@ -248,7 +251,7 @@ export class AuthDb {
 
   /** Changes whenever another connection commits (PRAGMA data_version). */
   dataVersion(): number {
-    return this.db.pragma('data_version', { simple: true }) as number;
+    return this.q.dataVersion.get()!;
   }
 
   /**

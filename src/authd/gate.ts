@@ -4,8 +4,11 @@
 // of `devloc-authd --workers N` (the kernel spreads one socket's datagrams over them), so that
 // state must be one: in one process it is a `DeviceGate` in that process; with workers it is a
 // `DeviceGate` in the primary, which every worker asks through the cluster channel
-// (`RemoteGate`: one message each way per verified request, after the public-key work, so the
-// primary does no crypto). Budgets and replays hold across workers exactly as in one process.
+// (`RemoteGate`, after the public-key work, so the primary does no crypto). Budgets and replays
+// hold across workers exactly as in one process. The questions a worker has after one turn of its
+// event loop (the datagrams it read at one wake-up) go in one message, answered by one: a message
+// per request cost each side a pipe write, a wake-up of the other process and a JSON parse, which
+// under load was more CPU than the request's Ed25519 signature (bench/authd.ts).
 //
 // A request retransmitted by its terminal (same request ID, same source) to another worker than
 // the one that answered it first is not in that worker's response cache: with workers the gate
@@ -121,69 +124,84 @@ export class DeviceGate implements Gate {
 
 const TAG = 'devloc-authd-gate';
 
+/** One question: [id, deviceId, nonce, timeMs, rid, from] (arrays: smaller JSON than objects). */
+type WireQuery = [number, string, string, number, string, string];
+
 interface GateRequest {
   t: typeof TAG;
-  id: number;
-  q: GateQuery;
+  /** The questions of one event-loop turn of the worker. */
+  b: WireQuery[];
 }
 
 interface GateAnswer {
   t: typeof TAG;
-  id: number;
-  v: GateVerdict;
+  /** [id, verdict] for each question of the batch. */
+  a: [number, GateVerdict][];
 }
 
-const isRequest = (m: unknown): m is GateRequest => typeof m === 'object' && m !== null && (m as GateRequest).t === TAG && typeof (m as GateRequest).q === 'object';
-const isAnswer = (m: unknown): m is GateAnswer => typeof m === 'object' && m !== null && (m as GateAnswer).t === TAG && typeof (m as GateAnswer).v === 'object';
+const isRequest = (m: unknown): m is GateRequest => typeof m === 'object' && m !== null && (m as GateRequest).t === TAG && Array.isArray((m as GateRequest).b);
+const isAnswer = (m: unknown): m is GateAnswer => typeof m === 'object' && m !== null && (m as GateAnswer).t === TAG && Array.isArray((m as GateAnswer).a);
 
-/** In the primary: answer a worker's gate question; false when `msg` is not one. */
+/** In the primary: answer a worker's batch of gate questions; false when `msg` is not one. */
 export function serveGate(gate: DeviceGate, worker: Worker, msg: unknown): boolean {
   if (!isRequest(msg)) return false;
-  if (worker.isConnected()) worker.send({ t: TAG, id: msg.id, v: gate.admit(msg.q) } satisfies GateAnswer);
+  const a = msg.b.map(([id, deviceId, nonce, timeMs, rid, from]): [number, GateVerdict] => [id, gate.admit({ deviceId, nonce, timeMs, rid, from })]);
+  if (worker.isConnected()) worker.send({ t: TAG, a } satisfies GateAnswer);
   return true;
 }
 
 /** How long a worker waits for the primary before answering TRY_LATER (it is never expected). */
 const REMOTE_TIMEOUT_MS = 5000;
 
+const UNAVAILABLE: GateVerdict = { ok: false, code: ErrorCode.TRY_LATER, message: 'authd primary process unavailable', retryAfterMs: 1000 };
+
 /** In a worker: the primary's gate. */
 export class RemoteGate implements Gate {
   private nextId = 1;
   private readonly waiting = new Map<number, (v: GateVerdict) => void>();
+  /** Questions asked in this turn of the event loop, sent together by flush(). */
+  private batch: WireQuery[] = [];
   readonly replayEntries = 0;
   readonly replayEvictedEarly = 0;
 
   constructor(private readonly channel: NodeJS.Process = process) {
     channel.on('message', (m: unknown) => {
       if (!isAnswer(m)) return;
-      const resolve = this.waiting.get(m.id);
-      if (!resolve) return;
-      this.waiting.delete(m.id);
-      resolve(m.v);
+      for (const [id, v] of m.a) this.settle(id, v);
     });
   }
 
   admit(q: GateQuery): Promise<GateVerdict> {
     const id = this.nextId++;
     return new Promise((resolve) => {
-      const unavailable: GateVerdict = { ok: false, code: ErrorCode.TRY_LATER, message: 'authd primary process unavailable', retryAfterMs: 1000 };
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        resolve(unavailable);
-      }, REMOTE_TIMEOUT_MS);
+      const timer = setTimeout(() => this.settle(id, UNAVAILABLE), REMOTE_TIMEOUT_MS);
       timer.unref();
       this.waiting.set(id, (v) => {
         clearTimeout(timer);
         resolve(v);
       });
-      try {
-        // false only means queued behind others; a closed channel throws.
-        this.channel.send!({ t: TAG, id, q } satisfies GateRequest);
-      } catch {
-        this.waiting.delete(id);
-        clearTimeout(timer);
-        resolve(unavailable);
-      }
+      // After the poll phase: every datagram read at this wake-up has asked by then.
+      if (this.batch.length === 0) setImmediate(() => this.flush());
+      this.batch.push([id, q.deviceId, q.nonce, q.timeMs, q.rid, q.from]);
     });
+  }
+
+  private settle(id: number, v: GateVerdict): void {
+    const resolve = this.waiting.get(id);
+    if (!resolve) return;
+    this.waiting.delete(id);
+    resolve(v);
+  }
+
+  private flush(): void {
+    const b = this.batch;
+    this.batch = [];
+    if (b.length === 0) return;
+    try {
+      // false only means queued behind others; a closed channel throws.
+      this.channel.send!({ t: TAG, b } satisfies GateRequest);
+    } catch {
+      for (const [id] of b) this.settle(id, UNAVAILABLE);
+    }
   }
 }

@@ -6,9 +6,9 @@
 // seamless (devloc-authd(8) RELAYS): the new secret goes to coturn first, then first in the file
 // here, then SIGHUP (or `devloc relay add --replace`, which authd notices by itself).
 //
-// The relay list and the secrets are cached: re-read when the database changed (PRAGMA
-// data_version, asked at every grant: a few microseconds against an authentication's
-// milliseconds, and a relay added just before an authentication is in its grant) and on reload(). A relay whose secret file
+// The relay list and the secrets are cached: re-read when the database changed (its change
+// stamp, AuthDb.changeStamp: the one the authentication read for its device row, so a relay
+// added just before an authentication is in its grant at no extra reading) and on reload(). A relay whose secret file
 // cannot be used is left out of grants and logged once per change, never failing an
 // authentication.
 import type { Logger } from '../common/log.js';
@@ -67,9 +67,12 @@ export class RelayIssuer {
     this.load();
   }
 
-  /** Relay entries with credentials for `locatorIdHex`, valid until `expSec`. */
-  grantsFor(locatorIdHex: string, expSec: number): RelayGrant[] {
-    this.refreshIfChanged();
+  /**
+   * Relay entries with credentials for `locatorIdHex`, valid until `expSec`. `stamp`: authd.db's
+   * change stamp as the caller read it (the request's); read here when not given.
+   */
+  grantsFor(locatorIdHex: string, expSec: number, stamp?: number): RelayGrant[] {
+    this.refreshIfChanged(stamp);
     const out: RelayGrant[] = [];
     for (const r of this.relays) {
       if (out.length === MAX_RELAYS_PER_GRANT) break;
@@ -83,20 +86,22 @@ export class RelayIssuer {
     return this.relays.length;
   }
 
-  private refreshIfChanged(): void {
+  private refreshIfChanged(stamp?: number): void {
     let v: number;
     try {
-      v = this.db.dataVersion();
+      v = stamp ?? this.db.changeStamp();
     } catch {
       return; // keep what is loaded; authentication reports database trouble itself
     }
-    if (v !== this.version) this.load();
+    // Stamps only grow; a request that read an older one than the list's (workers: its gate
+    // answer came later) is served from the newer list.
+    if (!(v <= this.version)) this.load();
   }
 
   private load(): void {
     let rows: RelayRow[];
     try {
-      this.version = this.db.dataVersion();
+      this.version = this.db.changeStamp();
       rows = this.db.listRelays();
     } catch (err) {
       this.logger.error('cannot read the relay list; keeping the last one', { err: (err as Error).message });

@@ -128,8 +128,10 @@ export class AuthService {
   private globalLimiter: RateLimiter | undefined;
   /**
    * Device and service rows with the device's key object, valid while authd.db's change stamp
-   * is the one they were read at (checked on every request, ~4 us): a revocation, an enrollment
-   * or a service change committed by `devloc` takes effect at the next request, as without it.
+   * is the one they were read at: a revocation, an enrollment or a service change committed by
+   * `devloc` takes effect at the next request, as without it. The stamp is read once per request
+   * (~4 us, a prepared statement), when its device is looked up, and that one reading also
+   * serves its service rows and its relay credentials (relays.ts).
    */
   private rowsStamp = Number.NaN;
   private readonly deviceRows = new LRUCache<string, CachedDevice>({ max: 100_000 });
@@ -181,13 +183,14 @@ export class AuthService {
     this.localGate?.setPolicy(p);
   }
 
-  /** Forget the cached rows when authd.db changed since they were read. Throws as the database does. */
-  private checkRows(): void {
+  /** Read authd.db's change stamp; forget the cached rows when it moved since they were read. Throws as the database does. */
+  private checkRows(): number {
     const stamp = this.db.changeStamp();
-    if (stamp === this.rowsStamp) return;
+    if (stamp === this.rowsStamp) return stamp;
     this.deviceRows.clear();
     this.serviceRows.clear();
     this.rowsStamp = stamp;
+    return stamp;
   }
 
   private deviceRow(deviceId: string): CachedDevice {
@@ -255,9 +258,10 @@ export class AuthService {
     // 5. Open, look the device up, verify its signature.
     let device: CachedDevice | undefined;
     let dbFailed = false;
+    let stamp = Number.NaN;
     const opened = openAuthRequest(msg.rid, body, key.sealSecret, (deviceId) => {
       try {
-        this.checkRows();
+        stamp = this.checkRows();
         device = this.deviceRow(deviceId);
         if (device === UNKNOWN_DEVICE) device = undefined;
       } catch (err) {
@@ -304,7 +308,7 @@ export class AuthService {
         if (v.conflict.log) this.logger.warn('device identity in use at two addresses', { deviceId, addrs: [v.conflict.other, fromText] });
       }
       // 10. Tickets.
-      return this.issue(ctx, deviceId, inner.audiences, inner.cnf, inner.nonce, opened.keys, this.now(), fromText);
+      return this.issue(ctx, deviceId, inner.audiences, inner.cnf, inner.nonce, opened.keys, this.now(), fromText, stamp);
     };
     const verdict = this.gate.admit(query);
     return verdict instanceof Promise ? verdict.then(admitted) : admitted(verdict);
@@ -316,7 +320,7 @@ export class AuthService {
 
   private issue(
     ctx: RequestContext<'AUTH_REQUEST'>, deviceId: string, audiences: string[], cnf: Uint8Array, nonce: Uint8Array,
-    sealKeys: Parameters<typeof sealAuthGrant>[0], nowMs: number, fromText: string,
+    sealKeys: Parameters<typeof sealAuthGrant>[0], nowMs: number, fromText: string, stamp: number,
   ): HandlerResult {
     const rid = ctx.msg.rid;
     const iat = Math.floor(nowMs / 1000);
@@ -336,7 +340,8 @@ export class AuthService {
     for (const aud of new Set(audiences)) {
       let svc;
       try {
-        this.checkRows();
+        // The rows are as new as the stamp this request read (newer when another request read a
+        // later one while the primary's gate answered): no second reading.
         svc = this.serviceRow(aud);
       } catch (err) {
         this.logger.error('database read failed', { err: (err as Error).message });
@@ -372,7 +377,7 @@ export class AuthService {
     }
     // Relay credentials expire with the tickets. They go last: a grant too full for them still
     // carries its tickets (the terminal then has no relay, and the log says why).
-    const relays = this.relays.grantsFor(locatorId.toString('hex'), exp);
+    const relays = this.relays.grantsFor(locatorId.toString('hex'), exp, stamp);
     if (relays.length > 0) {
       grant.relays = relays;
       while (grant.relays.length > 0) {

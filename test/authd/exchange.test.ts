@@ -2,7 +2,8 @@
 // the grant, the tickets, locator IDs, and every refusal with its code on the wire.
 import t from 'tap';
 import { createHmac, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { AuthDb } from '../../src/authd/db.js';
 import { LocatorIds } from '../../src/authd/locator.js';
 import { UdpClient } from '../../src/net/client.js';
@@ -56,6 +57,32 @@ t.test('happy path: grant opens, tickets verify, locator IDs stable and distinct
   t.equal(a.metrics.get('signatures_total'), 4, 'one signature per ticket');
   t.equal(a.metrics.get('tickets_issued_total', { aud: 'locator' }), 3);
   t.match(a.metrics.render(), /devloc_authd_db_bytes \d+/);
+});
+
+t.test('authd.db\'s change stamp is read once per authentication, and a relay added meanwhile is in the next grant', async (t) => {
+  const f = fixture(t, 1);
+  const a = await inProcess(t, f, { cookieThreshold: -1, pushRevocations: false });
+  const c = await client(t);
+  const d = f.devices[0]!;
+  let stamps = 0;
+  let versions = 0;
+  const changeStamp = a.db.changeStamp.bind(a.db);
+  const dataVersion = a.db.dataVersion.bind(a.db);
+  a.db.changeStamp = () => (stamps++, changeStamp());
+  a.db.dataVersion = () => (versions++, dataVersion());
+  const first = await authenticate(c, a.port, { device: d, authd: f.authdKey, audiences: ['locator', 'matchd'] });
+  t.ok(first.ok && first.grant.tickets.length === 2 && first.grant.relays === undefined, 'two tickets, no relay yet');
+  t.equal(stamps, 1, 'one reading for the device row, both service rows and the relay list');
+  t.equal(versions, 0, 'no second reading for the relay list');
+  const secret = path.join(f.dir, 'relay.secret');
+  writeFileSync(secret, 'abcdefghijklmnopq\n', { mode: 0o400 });
+  const admin = AuthDb.open(f.stateDir); // another connection, as devloc relay add would be
+  admin.putRelay({ relayId: 'r1', udp: '192.0.2.7:3478', secretFile: secret }, false);
+  admin.close();
+  const next = await authenticate(c, a.port, { device: d, authd: f.authdKey, audiences: ['locator'] });
+  t.ok(next.ok);
+  if (next.ok) t.same(next.grant.relays?.map((r) => r.name), ['r1'], 'the relay is in the very next grant');
+  t.equal(stamps, 3, 'one for the request, one more as the changed relay list is re-read');
 });
 
 t.test('audiences: unknown ones skipped, none valid is NOT_FOUND, none asked is the locator ID alone', async (t) => {

@@ -50,8 +50,10 @@ t.test('DeviceGate: a clone flipping back is reported', async (t) => {
 t.test('RemoteGate asks the primary over the channel and gets its verdicts', async (t) => {
   const gate = new DeviceGate({ clockSkewS: 300, deviceRatePerMin: 1 });
   // A fake cluster channel: the worker side is a process-like emitter, the primary side a worker-like one.
+  let sent = 0;
   const workerSide = Object.assign(new EventEmitter(), {
     send: (m: unknown): boolean => {
+      sent++;
       setImmediate(() => t.ok(serveGate(gate, primarySide as never, m), 'the primary takes it as a gate question'));
       return true;
     },
@@ -65,6 +67,10 @@ t.test('RemoteGate asks the primary over the channel and gets its verdicts', asy
   const [a, b] = await Promise.all([remote.admit(query(now)), remote.admit(query(now))]);
   t.same(a, { ok: true });
   t.match(b, { ok: false, code: ErrorCode.RATE_LIMITED }, 'one budget for both questions');
+  t.equal(sent, 1, 'the questions of one event-loop turn go in one message');
+  const [c] = await Promise.all([remote.admit(query(now + 1))]);
+  t.match(c, { ok: false, code: ErrorCode.RATE_LIMITED });
+  t.equal(sent, 2, 'a later turn sends its own');
   t.notOk(serveGate(gate, primarySide as never, { t: 'something else' }), 'other messages are not its');
 });
 
