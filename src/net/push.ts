@@ -20,7 +20,7 @@
 // - Timers are injected (client.ts `Timers`): unit tests run the schedule on a fake clock.
 // - Metrics and logs stay with the caller (each push kind keeps its own names): `onCopy` and
 //   `onEnd` report every copy and how each push ended.
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
 import type { Timers } from './client.js';
@@ -89,6 +89,25 @@ const realTimers: Timers = {
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };
 
+/**
+ * Random request IDs cut from one fill of RID_POOL_IDS: a randomBytes() call per push cost about
+ * as much as the push's HMAC (the call, not the randomness). Small, so that a long-pending push
+ * keeps only a little of its pool alive.
+ */
+const RID_POOL_IDS = 32;
+let ridPool = Buffer.alloc(0);
+let ridUsed = 0;
+
+export function pooledRid(): Buffer {
+  if (ridUsed + REQUEST_ID_BYTES > ridPool.length) {
+    ridPool = randomFillSync(Buffer.allocUnsafeSlow(RID_POOL_IDS * REQUEST_ID_BYTES));
+    ridUsed = 0;
+  }
+  const rid = ridPool.subarray(ridUsed, ridUsed + REQUEST_ID_BYTES);
+  ridUsed += REQUEST_ID_BYTES;
+  return rid;
+}
+
 export type PushRefusal = 'closed' | 'full' | 'duplicate';
 
 export class Pusher<D = undefined> {
@@ -109,7 +128,7 @@ export class Pusher<D = undefined> {
     this.maxPending = o.maxPending ?? 100_000;
     this.maxPendingPerTarget = o.maxPendingPerTarget ?? 16;
     this.random = o.random ?? Math.random;
-    this.newRid = o.newRid ?? (() => randomBytes(REQUEST_ID_BYTES));
+    this.newRid = o.newRid ?? pooledRid;
     this.timers = o.timers ?? realTimers;
   }
 
