@@ -234,17 +234,19 @@ export function notifyWatchers(c: LocatorContext, targetHex: string): void {
   }
 }
 
+/** A watcher as visibleTo asks about it: its locator ID as bytes only when a group must be asked, not per push. */
+class Asker {
+  constructor(readonly locatorHex: string) {}
+
+  get locatorId(): Buffer {
+    return Buffer.from(this.locatorHex, 'hex');
+  }
+}
+
 function tellWatcher(c: LocatorContext, targetHex: string, rec: Presence | undefined, tellings: Tellings, watcherHex: string, w: Presence | undefined): MaybePromise<void> {
   // A watcher no longer registered has nowhere to be told: its subscription lapses.
   if (!w) return then(c.store.watches.remove(watcherHex, [targetHex]), () => undefined);
-  // Its locator ID as bytes only when a group must be asked (visibleTo): not per push.
-  const asker = {
-    locatorHex: watcherHex,
-    get locatorId(): Buffer {
-      return Buffer.from(watcherHex, 'hex');
-    },
-  };
-  return then(visibleTo(c, rec, targetHex, asker), (seen) => {
+  return then(visibleTo(c, rec, targetHex, new Asker(watcherHex)), (seen) => {
     const t = tellings.of(seen);
     return then(c.store.watches.swapView(watcherHex, targetHex, t.view), (changed) => {
       if (changed) deliver(c, watcherHex, targetHex, w, t);
