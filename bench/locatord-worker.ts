@@ -11,7 +11,10 @@
 //   - presence (presence.ts): the same sessions WATCH each other's IDs, send PRESENCE_SETs (flat
 //     out or paced) whose status text is the send time, and acknowledge the PRESENCE pushes they
 //     get, recording change-to-push latency (one monotonic clock for every process on the host);
-//   - watches: the subscription structure alone at 1M terminals, whole-process RSS per subscription.
+//   - watches: the subscription structure alone at 1M terminals, whole-process RSS per subscription;
+//   - ceiling (presence.ts): what one push needs at minimum from a bare node:dgram process, one
+//     datagram of the push's size out and one of the ack's size in per notification, against an
+//     'echo' peer answering each with `replyBytes`; counted per CPU-second of this process.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { addrProof } from '../src/net/client.js';
@@ -37,7 +40,8 @@ export type WorkerCommand =
   | { cmd: 'setup'; target: Address; kid: string; authdSign: { public: string; secret: string }; servicePublic: string; audience: string; sessions: number }
   | { cmd: 'register'; window: number }
   | { cmd: 'run'; kind: 'REFRESH' | 'QUERY_ADDR'; target?: Address; seconds: number; window: number; idsPerQuery: number }
-  | { cmd: 'echo' }
+  | { cmd: 'echo'; replyBytes?: number }
+  | { cmd: 'ceiling'; target: Address; bytes: number; window: number; seconds: number }
   | { cmd: 'table'; entries: number; nickname: boolean }
   | { cmd: 'terminals'; entries: number }
   | { cmd: 'watch'; lists: { watcher: number; targets: string[] }[]; window: number }
@@ -56,6 +60,16 @@ export interface ReceivedPushes {
   latency: ReturnType<Histogram['toJSON']>;
   /** Absolute time (ms, shared clock) the last push arrived. */
   lastAtMs: number;
+  /** Size of the last PRESENCE received and of its PRESENCE_ACK (0 when none). */
+  pushBytes: number;
+  ackBytes: number;
+}
+
+/** The ceiling run: notifications (one send + one receive each) and this process's CPU for them. */
+export interface CeilingResult {
+  ops: number;
+  ms: number;
+  cpuS: number;
 }
 
 export interface RunResult {
@@ -236,7 +250,7 @@ class LoadGenerator {
     return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start };
   }
 
-  private pushes = { seen: new Set<string>(), copies: 0, latency: new Histogram(), lastAtMs: 0 };
+  private pushes = { seen: new Set<string>(), copies: 0, latency: new Histogram(), lastAtMs: 0, pushBytes: 0, ackBytes: 0 };
 
   /** Acknowledge every PRESENCE pushed to one of our sessions; count it and its latency. */
   listen(): void {
@@ -248,9 +262,12 @@ class LoadGenerator {
       const session = bySid.get(Buffer.from(d.msg.auth.sid).toString('hex'));
       if (!session) return;
       const body = d.msg.body as Bodies['PRESENCE'];
-      this.socket.send(session.encode('PRESENCE_ACK', d.msg.rid, { id: body.id }), this.target.port, this.target.ip);
+      const ack = session.encode('PRESENCE_ACK', d.msg.rid, { id: body.id });
+      this.socket.send(ack, this.target.port, this.target.ip);
       const p = this.pushes;
       p.copies++;
+      p.pushBytes = b.length;
+      p.ackBytes = ack.length;
       const key = Buffer.from(d.msg.rid).toString('hex');
       if (p.seen.has(key)) return;
       p.seen.add(key);
@@ -264,8 +281,8 @@ class LoadGenerator {
   /** What was received since the last call. */
   received(): ReceivedPushes {
     const p = this.pushes;
-    this.pushes = { seen: new Set(), copies: 0, latency: new Histogram(), lastAtMs: 0 };
-    return { pushes: p.seen.size, copies: p.copies, latency: p.latency.toJSON(), lastAtMs: p.lastAtMs };
+    this.pushes = { seen: new Set(), copies: 0, latency: new Histogram(), lastAtMs: 0, pushBytes: 0, ackBytes: 0 };
+    return { pushes: p.seen.size, copies: p.copies, latency: p.latency.toJSON(), lastAtMs: p.lastAtMs, pushBytes: p.pushBytes, ackBytes: p.ackBytes };
   }
 
   async run(c: Extract<WorkerCommand, { cmd: 'run' }>): Promise<RunResult> {
@@ -281,12 +298,52 @@ class LoadGenerator {
   }
 }
 
-async function echo(): Promise<void> {
+async function echo(replyBytes?: number): Promise<void> {
   const s = dgram.createSocket('udp4');
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
   s.setRecvBufferSize(8 << 20);
-  s.on('message', (m, r) => s.send(m, r.port, r.address));
+  const reply = replyBytes === undefined ? undefined : Buffer.alloc(replyBytes, 0x5a);
+  s.on('message', (m, r) => s.send(reply ?? m, r.port, r.address));
   send({ port: s.address().port });
+}
+
+/**
+ * The least a push costs its sender on this machine: per notification one datagram of `bytes`
+ * out (send(bytes, port, ip, callback), the call locatord makes: one socket for every watcher)
+ * and its ack in, `window` outstanding; a lost one is sent again when the window would stall.
+ * Nothing decoded, MACed or remembered.
+ */
+async function ceiling(c: Extract<WorkerCommand, { cmd: 'ceiling' }>): Promise<CeilingResult> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  s.setRecvBufferSize(8 << 20);
+  const out = Buffer.alloc(c.bytes, 0xa5);
+  const afterSend = (): void => {};
+  const push = (): void => {
+    s.send(out, c.target.port, c.target.ip, afterSend);
+  };
+  let ops = 0;
+  let last = ops;
+  let stop = false;
+  s.on('message', () => {
+    ops++;
+    if (!stop) push();
+  });
+  const cpu0 = process.cpuUsage();
+  const t0 = Date.now();
+  for (let i = 0; i < c.window; i++) push();
+  // Loss on a busy loopback: top the window up when nothing came back for a while.
+  const refill = setInterval(() => {
+    if (ops === last) for (let i = 0; i < c.window; i++) push();
+    last = ops;
+  }, 200);
+  await new Promise((r) => setTimeout(r, c.seconds * 1000));
+  stop = true;
+  clearInterval(refill);
+  const cpu = process.cpuUsage(cpu0);
+  const ms = Date.now() - t0;
+  s.close();
+  return { ops, ms, cpuS: (cpu.user + cpu.system) / 1e6 };
 }
 
 const gc = (): void => {
@@ -435,7 +492,10 @@ process.on('message', (m: WorkerCommand) => {
         send(await gen!.run(m));
         break;
       case 'echo':
-        await echo();
+        await echo(m.replyBytes);
+        break;
+      case 'ceiling':
+        send(await ceiling(m));
         break;
       case 'table':
         send(table(m.entries, m.nickname));

@@ -17,7 +17,7 @@ import { rmSync } from 'node:fs';
 import { processCpuS } from './cpu.js';
 import type { Child } from './locatord.js';
 import { forkWorker, startBenchLocatord } from './locatord.js';
-import type { ReceivedPushes, RunResult } from './locatord-worker.js';
+import type { CeilingResult, ReceivedPushes, RunResult } from './locatord-worker.js';
 import type { LatencySummary } from './stats.js';
 import type { BenchResult } from './types.js';
 import { Histogram } from './stats.js';
@@ -32,12 +32,16 @@ export interface PresenceBenchOptions {
   seconds?: number;
   latencyRate?: number;
   fanOutRounds?: number;
+  /** Profile locatord (node --cpu-prof) into this directory; it is then stopped by SIGTERM to write it. */
+  cpuProfDir?: string;
 }
 
 export interface PresenceBenchResult {
   memory: { terminals: number; subscriptions: number; rssBytesPerSubscription: number; heapBytesPerSubscription: number; buildMs: number; rssMiB: number; lookupNsPerPush: number };
   latency: { changesPerS: number; pushes: number; fanOut: number; summary: LatencySummary };
   throughput: { fanOut: number; changes: number; pushes: number; copies: number; pushesPerS: number; pushesPerCpuS: number; locatordCpuS: number; seconds: number };
+  /** A bare node:dgram process doing one send of the push's size and one receive of the ack's per notification. */
+  ceiling: { pushBytes: number; ackBytes: number; opsPerS: number; opsPerCpuS: number; cpuS: number; seconds: number; ratio: number };
   fanOut: { watchers: number; rounds: number; complete: number; toLastPush: LatencySummary; cpuMsPerChange: number };
   runs: { paced: RunResult; flat: RunResult };
 }
@@ -56,7 +60,7 @@ export async function benchWatchMemory(terminals: number, perWatcher: number): P
 
 /** Collect what `watchers` received until `until(total)` or `timeoutMs` of nothing new. */
 async function collect(watchers: Child, until: (r: ReceivedPushes) => boolean, timeoutMs: number): Promise<ReceivedPushes & { histogram: Histogram }> {
-  const sum = { pushes: 0, copies: 0, lastAtMs: 0, histogram: new Histogram() };
+  const sum = { pushes: 0, copies: 0, lastAtMs: 0, pushBytes: 0, ackBytes: 0, histogram: new Histogram() };
   let quietSince = Date.now();
   for (;;) {
     const r = await watchers.ask<ReceivedPushes>({ cmd: 'received' });
@@ -64,10 +68,32 @@ async function collect(watchers: Child, until: (r: ReceivedPushes) => boolean, t
     sum.pushes += r.pushes;
     sum.copies += r.copies;
     sum.lastAtMs = Math.max(sum.lastAtMs, r.lastAtMs);
+    if (r.pushBytes > 0) Object.assign(sum, { pushBytes: r.pushBytes, ackBytes: r.ackBytes });
     sum.histogram.merge(Histogram.fromJSON(r.latency));
     const view = { ...sum, latency: sum.histogram.toJSON() };
     if (until(view) || Date.now() - quietSince > timeoutMs) return view;
     await sleep(20);
+  }
+}
+
+/**
+ * The ceiling of a push on this machine (locatord-worker.ts `ceiling`): a bare node:dgram process
+ * sending datagrams of the push's size to a peer that answers each with one of the ack's size.
+ */
+async function pushCeiling(pushBytes: number, ackBytes: number, seconds: number): Promise<Omit<PresenceBenchResult['ceiling'], 'ratio'>> {
+  const peer = forkWorker();
+  const sender = forkWorker();
+  try {
+    const { port } = await peer.ask<{ port: number }>({ cmd: 'echo', replyBytes: ackBytes });
+    const r = await sender.ask<CeilingResult>({ cmd: 'ceiling', target: { ip: '127.0.0.1', port }, bytes: pushBytes, window: 256, seconds });
+    const cpuS = Math.max(1e-3, r.cpuS);
+    return {
+      pushBytes, ackBytes, opsPerS: Math.round((r.ops * 1000) / r.ms), opsPerCpuS: Math.round(r.ops / cpuS),
+      cpuS: Math.round(cpuS * 100) / 100, seconds: Math.round(r.ms / 10) / 100,
+    };
+  } finally {
+    peer.proc.kill('SIGKILL');
+    sender.proc.kill('SIGKILL');
   }
 }
 
@@ -79,7 +105,7 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
   const rounds = o.fanOutRounds ?? 20;
   const memory = await benchWatchMemory(o.terminals ?? 1_000_000, perWatcher);
 
-  const { dir, loc, setup } = await startBenchLocatord();
+  const { dir, loc, setup } = await startBenchLocatord([], o.cpuProfDir ? { cpuProfDir: o.cpuProfDir } : {});
   const changers = forkWorker();
   const watchers = forkWorker();
   try {
@@ -104,6 +130,7 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
     const thr = await collect(watchers, () => false, 1000);
     const wallS = Math.max(1e-3, (thr.lastAtMs - t0) / 1000);
     const cpuS = Math.max(1e-3, (processCpuS(loc.proc.pid) ?? 0) - cpu0);
+    const ceiling = await pushCeiling(thr.pushBytes, thr.ackBytes, seconds);
 
     // 3. Fan-out: one terminal watched by all n watchers; one change at a time.
     await watchers.ask<RunResult>({ cmd: 'watch', window: 64, lists: all.map((i) => ({ watcher: i, targets: [c.ids[n]!] })) });
@@ -127,10 +154,13 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
         fanOut: fan, changes: flat.answered, pushes: thr.pushes, copies: thr.copies, seconds: Math.round(wallS * 100) / 100,
         pushesPerS: Math.round(thr.pushes / wallS), pushesPerCpuS: Math.round(thr.pushes / cpuS), locatordCpuS: Math.round(cpuS * 100) / 100,
       },
+      ceiling: { ...ceiling, ratio: Math.round((thr.pushes / cpuS / ceiling.opsPerCpuS) * 1000) / 1000 },
       fanOut: { watchers: n, rounds, complete, toLastPush: toLast.summary(), cpuMsPerChange: Math.round(fanCpuMs * 10) / 10 },
     };
   } finally {
-    for (const p of [changers.proc, watchers.proc, loc.proc]) p.kill('SIGKILL');
+    for (const p of [changers.proc, watchers.proc]) p.kill('SIGKILL');
+    if (o.cpuProfDir) await loc.stop('SIGTERM', 30_000);
+    else loc.proc.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -143,7 +173,9 @@ export async function presenceRows(o: PresenceBenchOptions = {}): Promise<BenchR
   return [
     { section: s, name: `RSS per subscription (${m.terminals} terminals x ${Math.round(m.subscriptions / m.terminals)})`, value: m.rssBytesPerSubscription, unit: 'B', extra: { ...m } },
     { section: s, name: `PRESENCE delivered, fan-out ${r.throughput.fanOut}, acked`, value: r.throughput.pushesPerS, unit: 'pushes/s', extra: { ...r.throughput } },
-    { section: s, name: `PRESENCE per locatord CPU-second, fan-out ${r.throughput.fanOut}`, value: r.throughput.pushesPerCpuS, unit: 'pushes/CPU-s' },
+    { section: s, name: `PRESENCE per locatord CPU-second, fan-out ${r.throughput.fanOut}`, value: r.throughput.pushesPerCpuS, unit: 'pushes/CPU-s', extra: { ceilingRatio: r.ceiling.ratio } },
+    { section: s, name: `ceiling: bare node:dgram, ${r.ceiling.pushBytes} B out + ${r.ceiling.ackBytes} B in per push`, value: r.ceiling.opsPerCpuS, unit: 'pushes/CPU-s', extra: { ...r.ceiling } },
+    { section: s, name: 'PRESENCE per locatord CPU-second / ceiling', value: r.ceiling.ratio, unit: 'x' },
     { section: s, name: `change -> push at ${r.latency.changesPerS} changes/s (fan-out 1)`, value: r.latency.changesPerS, unit: 'changes/s', latency: r.latency.summary, extra: { pushes: r.latency.pushes, offered: o.latencyRate ?? 10_000 } },
     { section: s, name: `one change to ${r.fanOut.watchers} watchers: locatord CPU`, value: r.fanOut.cpuMsPerChange, unit: 'ms', latency: r.fanOut.toLastPush, extra: { rounds: r.fanOut.rounds, complete: r.fanOut.complete } },
   ];

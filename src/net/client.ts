@@ -18,6 +18,8 @@ import { DevlocError, ErrorCode } from '../wire/errors.js';
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
+  /** The clock these timers run on, in ms (push.ts schedules by it; default performance.now). */
+  nowMs?(): number;
 }
 const realTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),

@@ -17,10 +17,13 @@
 //   may add its own check (e.g. only the target's session may end its push).
 // - Bounded: at most `maxPending` pushes in all and `maxPendingPerTarget` per target; `push`
 //   refuses beyond, and callers check `hasRoom` first to answer with a wire code.
-// - Timers are injected (client.ts `Timers`): unit tests run the schedule on a fake clock.
+// - One timer for all the pushes, not one per push: each waiting push is filed under its due
+//   time, rounded up to `tickMs` (10 ms on the real clock, exact on injected timers), and the
+//   one timer is set for the earliest; an ack takes the push out of its bucket in O(1).
+// - Timers are injected (client.ts `Timers`, with their clock): unit tests run the schedule on a fake clock.
 // - Metrics and logs stay with the caller (each push kind keeps its own names): `onCopy` and
 //   `onEnd` report every copy and how each push ended.
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
 import type { Timers } from './client.js';
@@ -64,6 +67,8 @@ export interface PusherOptions<D> {
   random?: () => number;
   newRid?: () => Buffer;
   timers?: Timers;
+  /** Due times are rounded up to this (default 10 ms on the real timers, 1 on injected ones). */
+  tickMs?: number;
   /** When given, the first copy is made through it (e.g. setImmediate: after the current reply). */
   defer?: (fn: () => void) => void;
   /** Each copy made: `skipped` says why it was not sent. */
@@ -77,7 +82,9 @@ interface Entry<D> extends PendingPush<D> {
   build: PushSpec<D>['build'];
   /** Send times of the copies and the give-up time, ms after the first copy. */
   at: number[];
-  timer: unknown;
+  /** While waiting for its next copy: the bucket it is filed in, and where. */
+  bucket: Entry<D>[] | undefined;
+  pos: number;
 }
 
 const realTimers: Timers = {
@@ -87,7 +94,56 @@ const realTimers: Timers = {
     return t;
   },
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  nowMs: () => performance.now(),
 };
+
+/** A min-heap of numbers (the due times of the buckets). */
+function heapPush(h: number[], v: number): void {
+  let i = h.push(v) - 1;
+  while (i > 0) {
+    const up = (i - 1) >> 1;
+    if (h[up]! <= v) break;
+    h[i] = h[up]!;
+    i = up;
+  }
+  h[i] = v;
+}
+
+function heapPop(h: number[]): number | undefined {
+  const top = h[0];
+  const last = h.pop();
+  if (h.length === 0 || last === undefined) return top;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= h.length) break;
+    const c = l + 1 < h.length && h[l + 1]! < h[l]! ? l + 1 : l;
+    if (h[c]! >= last) break;
+    h[i] = h[c]!;
+    i = c;
+  }
+  h[i] = last;
+  return top;
+}
+
+/**
+ * Random request IDs cut from one fill of RID_POOL_IDS: a randomBytes() call per push cost about
+ * as much as the push's HMAC (the call, not the randomness). Small, so that a long-pending push
+ * keeps only a little of its pool alive.
+ */
+const RID_POOL_IDS = 32;
+let ridPool = Buffer.alloc(0);
+let ridUsed = 0;
+
+function pooledRid(): Buffer {
+  if (ridUsed + REQUEST_ID_BYTES > ridPool.length) {
+    ridPool = randomFillSync(Buffer.allocUnsafeSlow(RID_POOL_IDS * REQUEST_ID_BYTES));
+    ridUsed = 0;
+  }
+  const rid = ridPool.subarray(ridUsed, ridUsed + REQUEST_ID_BYTES);
+  ridUsed += REQUEST_ID_BYTES;
+  return rid;
+}
 
 export type PushRefusal = 'closed' | 'full' | 'duplicate';
 
@@ -101,6 +157,13 @@ export class Pusher<D = undefined> {
   private readonly random: () => number;
   private readonly newRid: () => Buffer;
   private readonly timers: Timers;
+  private readonly now: () => number;
+  private readonly tickMs: number;
+  /** Waiting pushes by due time (a multiple of tickMs), those times in a heap, and the one timer. */
+  private readonly buckets = new Map<number, Entry<D>[]>();
+  private readonly dueTimes: number[] = [];
+  private timer: unknown;
+  private timerAt = Infinity;
   private closed = false;
 
   constructor(private readonly o: PusherOptions<D>) {
@@ -109,8 +172,11 @@ export class Pusher<D = undefined> {
     this.maxPending = o.maxPending ?? 100_000;
     this.maxPendingPerTarget = o.maxPendingPerTarget ?? 16;
     this.random = o.random ?? Math.random;
-    this.newRid = o.newRid ?? (() => randomBytes(REQUEST_ID_BYTES));
+    this.newRid = o.newRid ?? pooledRid;
     this.timers = o.timers ?? realTimers;
+    const timers = this.timers;
+    this.now = timers.nowMs ? () => timers.nowMs!() : () => performance.now();
+    this.tickMs = o.tickMs ?? (o.timers ? 1 : 10);
   }
 
   /** Pushes pending. */
@@ -144,7 +210,7 @@ export class Pusher<D = undefined> {
     const plan = retransmitPlan({ initialTimeoutMs: this.initialTimeoutMs, maxRetransmit: this.maxRetransmit, deadlineMs: Infinity }, this.random);
     const e: Entry<D> = {
       key: spec.key, target: spec.target, data: spec.data, build: spec.build, rid: this.newRid(), copies: 0,
-      at: [0, ...plan.retransmitAt, plan.giveUpAt], timer: undefined,
+      at: [0, ...plan.retransmitAt, plan.giveUpAt], bucket: undefined, pos: 0,
     };
     this.pending.set(e.key, e);
     this.perTarget.set(e.target, (this.perTarget.get(e.target) ?? 0) + 1);
@@ -173,9 +239,70 @@ export class Pusher<D = undefined> {
     for (const e of [...this.pending.values()]) this.end(e);
   }
 
+  /** File `e` to be due in `ms`, and set the timer if it is now the earliest. */
+  private schedule(e: Entry<D>, ms: number): void {
+    const at = Math.ceil((this.now() + ms) / this.tickMs) * this.tickMs;
+    let b = this.buckets.get(at);
+    if (!b) {
+      this.buckets.set(at, (b = []));
+      heapPush(this.dueTimes, at);
+    }
+    e.bucket = b;
+    e.pos = b.push(e) - 1;
+    if (at < this.timerAt) this.arm();
+  }
+
+  private unschedule(e: Entry<D>): void {
+    const b = e.bucket;
+    if (!b) return;
+    e.bucket = undefined;
+    const last = b.pop()!;
+    if (last !== e) {
+      b[e.pos] = last;
+      last.pos = e.pos;
+    }
+  }
+
+  /** The timer for the earliest bucket (none when nothing waits). */
+  private arm(): void {
+    if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const at = this.dueTimes[0];
+    if (at === undefined) return;
+    this.timerAt = at;
+    this.timer = this.timers.setTimeout(() => this.fire(), Math.max(0, at - this.now()));
+  }
+
+  /** Every bucket due by now: its pushes make their next copies. */
+  private fire(): void {
+    this.timer = undefined;
+    // No timer is set while the due buckets are worked through (schedule() would set one): once after.
+    this.timerAt = -Infinity;
+    const now = this.now();
+    while (this.dueTimes.length > 0 && this.dueTimes[0]! <= now) {
+      const at = heapPop(this.dueTimes)!;
+      const b = this.buckets.get(at)!;
+      this.buckets.delete(at);
+      // Detached first: a copy made below may end (unschedule) another push of this bucket.
+      for (const e of b) e.bucket = undefined;
+      for (const e of b) this.due(e);
+    }
+    this.arm();
+  }
+
+  /** Nothing waits any more: no timer, no empty buckets left behind. */
+  private idle(): void {
+    if (this.pending.size > 0) return;
+    if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    this.buckets.clear();
+    this.dueTimes.length = 0;
+  }
+
   /** The next copy (or the end of the last one's wait) is due. */
   private due(e: Entry<D>): void {
-    e.timer = undefined;
     if (this.pending.get(e.key) !== e) return;
     if (e.copies > this.maxRetransmit) {
       this.end(e, { abandoned: 'no acknowledgement' });
@@ -206,17 +333,16 @@ export class Pusher<D = undefined> {
     } else this.o.onCopy?.(e, e.copies, c.skip);
     // A hook may have ended the push.
     if (this.pending.get(e.key) !== e) return;
-    const wait = e.at[e.copies]! - e.at[e.copies - 1]!;
-    e.timer = this.timers.setTimeout(() => this.due(e), wait);
+    this.schedule(e, e.at[e.copies]! - e.at[e.copies - 1]!);
   }
 
   private end(e: Entry<D>, outcome?: PushOutcome): void {
-    if (e.timer !== undefined) this.timers.clearTimeout(e.timer);
-    e.timer = undefined;
+    this.unschedule(e);
     this.pending.delete(e.key);
     const n = (this.perTarget.get(e.target) ?? 1) - 1;
     if (n > 0) this.perTarget.set(e.target, n);
     else this.perTarget.delete(e.target);
+    this.idle();
     if (outcome) this.o.onEnd?.(e, outcome);
   }
 }

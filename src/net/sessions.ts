@@ -7,7 +7,7 @@ import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Address } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
-import type { Message, SessionAuth } from '../wire/envelope.js';
+import type { EncodedBody, Message, SessionAuth } from '../wire/envelope.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { ErrorCode } from '../wire/errors.js';
 import type { SessionKeys } from '../wire/session.js';
@@ -335,7 +335,7 @@ export class ServerSessions {
   }
 
   /** Encode and MAC a message to the terminal of `session`. */
-  encode<N extends MessageName>(session: ServerSession, name: N, rid: Uint8Array, body: Bodies[N]): Buffer {
+  encode<N extends MessageName>(session: ServerSession, name: N, rid: Uint8Array, body: Bodies[N] | EncodedBody<N>): Buffer {
     session.txSeq++;
     return sealDatagram(session.keys.serverToTerminal, encodeDatagram(name, rid, body, { sid: session.sid, seq: session.txSeq }));
   }

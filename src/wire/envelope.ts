@@ -101,16 +101,36 @@ export function decodeDatagram(bytes: Uint8Array): DecodeOutcome {
 const ZERO_MAC = new Uint8Array(MAC_BYTES);
 
 /**
+ * A body encoded once for many datagrams (a push fanned out to its watchers: each copy has its
+ * own request ID, session and MAC, the body is the same). encodeDatagram with it gives the same
+ * bytes as with the body itself.
+ */
+export class EncodedBody<N extends MessageName = MessageName> {
+  private constructor(readonly name: N, readonly bytes: Buffer) {}
+
+  static of<N extends MessageName>(name: N, body: Bodies[N]): EncodedBody<N> {
+    return new EncodedBody(name, encodeCbor(encodeFields(specOf(MessageType[name])!.fields, body as Record<string, unknown>)));
+  }
+}
+
+/**
  * Encode a message. With `auth`, the MAC slot is 16 zero bytes: fill it with `session.seal`.
  * Throws only on a programming error (a body that does not fit the schema).
  */
 export function encodeDatagram<N extends MessageName>(
   name: N,
   rid: Uint8Array,
-  body: Bodies[N],
+  body: Bodies[N] | EncodedBody<N>,
   auth?: SessionAuth,
 ): Buffer {
   const type = MessageType[name];
+  if (body instanceof EncodedBody) {
+    // The array's items are concatenated: its head (one byte for 4 or 5 items), version, type and
+    // request ID, then the body's bytes, then the auth array.
+    const head = encodeCbor([PROTOCOL_VERSION, type, rid]);
+    head[0] = auth ? 0x85 : 0x84;
+    return auth ? Buffer.concat([head, body.bytes, encodeCbor([auth.sid, auth.seq, ZERO_MAC])]) : Buffer.concat([head, body.bytes]);
+  }
   const spec = specOf(type)!;
   const items: CborValue[] = [PROTOCOL_VERSION, type, rid, encodeFields(spec.fields, body as Record<string, unknown>)];
   if (auth) items.push([auth.sid, auth.seq, ZERO_MAC]);

@@ -173,3 +173,42 @@ t.test('close: every push stops without being reported; later pushes are refused
   t.same(ended, []);
   t.equal(start('c'), 'closed');
 });
+
+t.test('one timer for all the pushes, each copy still at its own time; an ack takes a push out', async (t) => {
+  let r = 0;
+  const { timers, sent, pusher, start } = world({ random: () => (r++ % 3) / 2 });
+  for (let i = 0; i < 30; i++) start(`k${i}`, `T${i}`);
+  t.equal(timers.pending, 1, 'one timer, not one per push');
+  t.same(timers.dueTimes(), [1000], 'set for the earliest');
+  for (let i = 1; i < 30; i += 2) pusher.ack(`k${i}`, 'ack');
+  timers.advance(100_000);
+  const firsts = new Map<string, number[]>();
+  for (const s of sent) {
+    const key = s.text.split(' ')[0]!;
+    firsts.set(key, [...(firsts.get(key) ?? []), s.at]);
+  }
+  for (let i = 0; i < 30; i++) {
+    const first = [1000, 1250, 1500][i % 3]!;
+    t.same(firsts.get(`k${i}`), i % 2 ? [0] : [0, first, 3 * first, 7 * first, 15 * first], `k${i}: ${i % 2 ? 'acknowledged' : 'its own schedule'}`);
+  }
+  t.equal(pusher.size, 0);
+  t.equal(timers.pending, 0, 'no timer once nothing waits');
+});
+
+t.test('on the real timers (due times rounded up to 10 ms), a copy is never made before its time', async (t) => {
+  const sent: number[] = [];
+  const t0 = performance.now();
+  const pusher = new Pusher<string>({ send: () => sent.push(performance.now() - t0), initialTimeoutMs: 20, random: () => 0, maxRetransmit: 1 });
+  const ended = new Promise<void>((resolve) => {
+    pusher.push({ key: 'a', target: 'T', data: '', build: () => ({ bytes: Buffer.from('x'), to }) });
+    const poll = setInterval(() => {
+      if (pusher.size === 0) {
+        clearInterval(poll);
+        resolve();
+      }
+    }, 5);
+  });
+  await ended;
+  t.equal(sent.length, 2, 'the first copy and one retransmission, then given up');
+  t.ok(sent[1]! >= 20, 'the retransmission not before its time');
+});

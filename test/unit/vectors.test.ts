@@ -15,7 +15,7 @@ import { formatAddress, type Address } from '../../src/wire/addr.js';
 import { buildAuthRequestWith, openAuthGrant, openAuthRequest, proofInput } from '../../src/wire/auth.js';
 import { authGrantFields, authInnerFields, catalog, MessageType, specOf, type MessageName } from '../../src/wire/catalog.js';
 import { decodeStrict, encodeCbor, type CborValue } from '../../src/wire/cbor.js';
-import { decodeDatagram, encodeDatagram, type Message } from '../../src/wire/envelope.js';
+import { decodeDatagram, EncodedBody, encodeDatagram, type Message } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
 import type { Field, FieldType } from '../../src/wire/schema.js';
@@ -207,6 +207,8 @@ t.test('message vectors', async (t) => {
 
       // Re-encode from the decoded message.
       let again = encodeDatagram(msg.name, msg.rid, msg.body as never, msg.auth);
+      // A body encoded once (a push fanned out to its watchers) gives the same bytes.
+      t.equal(hex(encodeDatagram(msg.name, msg.rid, EncodedBody.of(msg.name, msg.body as never), msg.auth)), hex(again), 'same bytes from an EncodedBody');
       if (v.session) {
         t.ok(msg.auth, 'carries session auth');
         t.equal(spec.auth === 'session' || spec.name === 'ERROR', true, 'type allows session auth');

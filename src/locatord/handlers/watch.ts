@@ -32,7 +32,7 @@ import type { Address } from '../../wire/addr.js';
 import type { PresenceEntry, PresenceRecord } from '../../wire/catalog.js';
 import { MAX_WATCHES } from '../../wire/catalog.js';
 import { REQUEST_ID_BYTES } from '../../wire/constants.js';
-import { encodeDatagram } from '../../wire/envelope.js';
+import { EncodedBody, encodeDatagram } from '../../wire/envelope.js';
 import { ErrorCode } from '../../wire/errors.js';
 import type { LocatorContext } from '../context.js';
 import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
@@ -77,9 +77,42 @@ export function viewOf(e: PresenceEntry): string {
   return createHash('sha256').update(JSON.stringify([e.nickname ?? null, e.presence ?? null])).digest('base64').slice(0, 12);
 }
 
+/** One PRESENCE as its watchers are told it: the entry, its view and its body encoded once. */
+export interface Telling {
+  entry: PresenceEntry;
+  view: string;
+  body: EncodedBody<'PRESENCE'>;
+}
+
+function telling(entry: PresenceEntry): Telling {
+  return { entry, view: viewOf(entry), body: EncodedBody.of('PRESENCE', entry) };
+}
+
+/**
+ * What one change of `targetHex` tells its watchers. A watcher sees either the record or
+ * "offline" (visibleTo), so there are two tellings at most, each made once per change (not a
+ * SHA-256 and an encoding per watcher): only the request ID, session and MAC differ per push.
+ */
+class Tellings {
+  private readonly id: Buffer;
+  private visible: Telling | undefined;
+  private offline: Telling | undefined;
+
+  constructor(targetHex: string, private readonly rec: Presence | undefined) {
+    this.id = Buffer.from(targetHex, 'hex');
+  }
+
+  of(seen: Presence | undefined): Telling {
+    if (seen && seen === this.rec) return (this.visible ??= telling(presenceEntryOf(this.id, seen)));
+    if (!seen) return (this.offline ??= telling(presenceEntryOf(this.id, undefined)));
+    return telling(presenceEntryOf(this.id, seen));
+  }
+}
+
 interface PushData {
   session: ServerSession;
   entry: PresenceEntry;
+  body: EncodedBody<'PRESENCE'>;
   /** Changes to the pair since the push began, and how many the first copy carried. */
   version: number;
   firstVersion: number;
@@ -124,7 +157,7 @@ export class PresencePushes {
         if ('acked' in outcome) {
           m.inc('presence_acks_total');
           // Changed after the first copy: the ack may be for an older copy; tell the latest.
-          if (p.data.version !== p.data.firstVersion) this.push(p.target, p.data.session, p.data.entry);
+          if (p.data.version !== p.data.firstVersion) this.push(p.target, p.data.session, p.data.entry, p.data.body);
           return;
         }
         m.inc('presence_abandoned_total', { reason: outcome.abandoned });
@@ -137,16 +170,20 @@ export class PresencePushes {
     return this.pushes.size;
   }
 
-  /** Push `entry` to the watcher of `session` (or, when one is pending for the pair, make its next copies say it). */
-  push(watcherHex: string, session: ServerSession, entry: PresenceEntry): void {
-    const key = `${watcherHex}:${hexOf(entry.id)}`;
+  /**
+   * Push `entry` to the watcher of `session` (or, when one is pending for the pair, make its next
+   * copies say it); `body` is `entry` encoded (once for all the watchers of a change).
+   */
+  push(watcherHex: string, session: ServerSession, entry: PresenceEntry, body = EncodedBody.of('PRESENCE', entry), targetHex = hexOf(entry.id)): void {
+    const key = `${watcherHex}:${targetHex}`;
     const pending = this.pushes.get(key);
     if (pending && pending.data.session.sidHex === session.sidHex) {
       pending.data.entry = entry;
+      pending.data.body = body;
       pending.data.version++;
       return;
     }
-    const data: PushData = { session, entry, version: 0, firstVersion: -1 };
+    const data: PushData = { session, entry, body, version: 0, firstVersion: -1 };
     const r = this.pushes.push({
       key, target: watcherHex, data,
       build: (rid, n) => {
@@ -162,7 +199,7 @@ export class PresencePushes {
 
   private copy(d: PushData, rid: Buffer, to: Address | undefined): PushCopy {
     if (!to || this.o.sessions.get(d.session.sidHex) !== d.session) return { abandon: 'watcher gone' };
-    return { bytes: this.o.sessions.encode(d.session, 'PRESENCE', rid, d.entry), to };
+    return { bytes: this.o.sessions.encode(d.session, 'PRESENCE', rid, d.body), to };
   }
 
   /** PRESENCE_ACK of `session` for `id`: ends the push (only the watcher's session can). */
@@ -186,8 +223,10 @@ export function notifyWatchers(c: LocatorContext, targetHex: string): void {
   try {
     const r = then(c.store.watches.watchersOf(targetHex), (watchers): MaybePromise<unknown> => {
       if (watchers.length === 0) return undefined;
-      return then(both(c.store.getPresence(targetHex), c.store.getPresences(watchers)), ([rec, wrecs]) =>
-        all(watchers.map((w, i) => tellWatcher(c, targetHex, rec, w, wrecs[i]))));
+      return then(both(c.store.getPresence(targetHex), c.store.getPresences(watchers)), ([rec, wrecs]) => {
+        const tellings = new Tellings(targetHex, rec);
+        return all(watchers.map((w, i) => tellWatcher(c, targetHex, rec, tellings, w, wrecs[i])));
+      });
     });
     if (r instanceof Promise) r.catch(logFail);
   } catch (err) {
@@ -195,35 +234,43 @@ export function notifyWatchers(c: LocatorContext, targetHex: string): void {
   }
 }
 
-function tellWatcher(c: LocatorContext, targetHex: string, rec: Presence | undefined, watcherHex: string, w: Presence | undefined): MaybePromise<void> {
+/** A watcher as visibleTo asks about it: its locator ID as bytes only when a group must be asked, not per push. */
+class Asker {
+  constructor(readonly locatorHex: string) {}
+
+  get locatorId(): Buffer {
+    return Buffer.from(this.locatorHex, 'hex');
+  }
+}
+
+function tellWatcher(c: LocatorContext, targetHex: string, rec: Presence | undefined, tellings: Tellings, watcherHex: string, w: Presence | undefined): MaybePromise<void> {
   // A watcher no longer registered has nowhere to be told: its subscription lapses.
   if (!w) return then(c.store.watches.remove(watcherHex, [targetHex]), () => undefined);
-  const asker = { locatorHex: watcherHex, locatorId: Buffer.from(watcherHex, 'hex') };
-  return then(visibleTo(c, rec, targetHex, asker), (seen) => {
-    const entry = presenceEntryOf(Buffer.from(targetHex, 'hex'), seen);
-    return then(c.store.watches.swapView(watcherHex, targetHex, viewOf(entry)), (changed) => {
-      if (changed) deliver(c, watcherHex, w, entry);
+  return then(visibleTo(c, rec, targetHex, new Asker(watcherHex)), (seen) => {
+    const t = tellings.of(seen);
+    return then(c.store.watches.swapView(watcherHex, targetHex, t.view), (changed) => {
+      if (changed) deliver(c, watcherHex, targetHex, w, t);
     });
   });
 }
 
-/** Push `entry` to the watcher: from here, or relayed to the instance it last spoke to (Redis). */
-function deliver(c: LocatorContext, watcherHex: string, w: Presence, entry: PresenceEntry): void {
+/** Push `t` to the watcher: from here, or relayed to the instance it last spoke to (Redis). */
+function deliver(c: LocatorContext, watcherHex: string, targetHex: string, w: Presence, t: Telling): void {
   const owner = w.inst !== undefined && w.inst !== c.store.instanceId && c.store.relayIntro ? w.inst : undefined;
   if (owner) {
     // The owner MACs it in the watcher's session (store/shared.ts deliverRelayed).
-    const bytes = encodeDatagram('PRESENCE', randomBytes(REQUEST_ID_BYTES), entry, { sid: Buffer.from(w.sidHex, 'hex'), seq: 0 });
+    const bytes = encodeDatagram('PRESENCE', randomBytes(REQUEST_ID_BYTES), t.body, { sid: Buffer.from(w.sidHex, 'hex'), seq: 0 });
     c.store.relayIntro!(owner, watcherHex, bytes).catch(() => c.metrics.inc('presence_dropped_total'));
     return;
   }
   const local = c.sessions.get(w.sidHex);
   if (local) {
-    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, entry);
+    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, t.body, targetHex);
     return;
   }
   c.sessions.fetch(w.sidHex).then(() => {
     const s = c.sessions.get(w.sidHex);
-    if (s && s.locatorHex === watcherHex) c.presencePushes.push(watcherHex, s, entry);
+    if (s && s.locatorHex === watcherHex) c.presencePushes.push(watcherHex, s, t.entry, t.body, targetHex);
   }, () => c.metrics.inc('presence_dropped_total'));
 }
 
