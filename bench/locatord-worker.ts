@@ -11,13 +11,15 @@
 //   - presence (presence.ts): the same sessions WATCH each other's IDs, send PRESENCE_SETs (flat
 //     out or paced) whose status text is the send time, and acknowledge the PRESENCE pushes they
 //     get, recording change-to-push latency (one monotonic clock for every process on the host);
-//   - watches: the subscription structure alone at 1M terminals, whole-process RSS per subscription.
+//   - watches: the subscription structure alone at 1M terminals, whole-process RSS per subscription;
+//   - search (search.ts): REGISTERs carrying a presence record (a media ID, every k-th terminal
+//     looking for a partner), then SEARCHes flat out from random points of the index.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { addrProof } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import type { Address } from '../src/wire/addr.js';
-import type { Bodies, MessageName } from '../src/wire/catalog.js';
+import type { Bodies, MessageName, PresenceRecord, Requirement } from '../src/wire/catalog.js';
 import { decodeDatagram } from '../src/wire/envelope.js';
 import { generatePair, privateKeyObject } from '../src/wire/keys.js';
 import { issueTicket } from '../src/wire/ticket.js';
@@ -35,7 +37,8 @@ const sharedNowMs = (): number => performance.timeOrigin + performance.now();
 
 export type WorkerCommand =
   | { cmd: 'setup'; target: Address; kid: string; authdSign: { public: string; secret: string }; servicePublic: string; audience: string; sessions: number }
-  | { cmd: 'register'; window: number }
+  | { cmd: 'register'; window: number; presence?: { mediaId: string; lookingEvery: number } }
+  | { cmd: 'search'; mediaId: string; seconds: number; window: number; requirements: Requirement[] }
   | { cmd: 'run'; kind: 'REFRESH' | 'QUERY_ADDR'; target?: Address; seconds: number; window: number; idsPerQuery: number }
   | { cmd: 'echo' }
   | { cmd: 'table'; entries: number; nickname: boolean }
@@ -178,14 +181,32 @@ class LoadGenerator {
     });
   }
 
-  /** REGISTER every terminal once (each opens a session: signature check + X25519 at locatord). */
-  async register(window: number): Promise<RunResult> {
+  /**
+   * REGISTER every terminal once (each opens a session: signature check + X25519 at locatord);
+   * with `presence`, each under its media ID, every `lookingEvery`-th looking for a partner
+   * (wanting a level 0..9).
+   */
+  async register(window: number, presence?: { mediaId: string; lookingEvery: number }): Promise<RunResult> {
     let i = 0;
     const pending = [...this.terminals];
+    const record = (k: number): PresenceRecord | undefined =>
+      presence && { mediaId: presence.mediaId, lookingForPartner: k % presence.lookingEvery === 0, wants: { level: k % 10 } };
     return this.drive(this.target, window, 0, () => {
-      const t = pending[i++];
-      return t ? { name: 'REGISTER', body: { ticket: t.ticket, timeMs: Date.now() }, session: t.session } : null;
+      const k = i++;
+      const t = pending[k];
+      if (!t) return null;
+      const p = record(k);
+      return { name: 'REGISTER', body: { ticket: t.ticket, timeMs: Date.now(), ...(p ? { presence: p } : {}) }, session: t.session };
     });
+  }
+
+  /** SEARCHes flat out, round-robin over our sessions, each from a random point of the index (`after`). */
+  async search(c: Extract<WorkerCommand, { cmd: 'search' }>): Promise<RunResult> {
+    let i = 0;
+    const ts = this.terminals;
+    return this.drive(this.target, c.window, c.seconds, () => ({
+      name: 'SEARCH', body: { mediaId: c.mediaId, requirements: c.requirements, after: randomBytes(16) }, session: ts[i++ % ts.length]!.session,
+    }));
   }
 
   /** WATCH: terminal `watcher` of this process watches `targets` (hex), MAX_QUERY_IDS a request. */
@@ -429,7 +450,10 @@ process.on('message', (m: WorkerCommand) => {
         send({ ready: gen.terminals.length, ids: gen.terminals.map((t) => t.locatorId.toString('hex')) });
         break;
       case 'register':
-        send(await gen!.register(m.window));
+        send(await gen!.register(m.window, m.presence));
+        break;
+      case 'search':
+        send(await gen!.search(m));
         break;
       case 'run':
         send(await gen!.run(m));
