@@ -8,6 +8,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { PresenceStatus } from '../../src/agent/presence.js';
 import { root } from '../helpers/daemon.js';
+import type { Test } from 'tap';
+import type { AgentProc, Stack } from './stack.js';
 import { eventually, stack } from './stack.js';
 
 const devloc = (args: string[]): { status: number | null; stdout: string; stderr: string } => {
@@ -69,13 +71,19 @@ t.test('--join-group: joined with the first REGISTER (closed group, code proven)
   t.ok(c.lines.some((l) => l['msg'] === 'joined groups'), 'cal logs the join');
 });
 
-t.test('devloc allow: a hidden terminal lets one other see it, at run time, and takes it back', async (t) => {
+/** ann (visibility groups) and ben, both registered; `seen`: whether ben sees ann online. */
+async function hiddenPair(t: Test): Promise<{ s: Stack; a: AgentProc; b: AgentProc; ben: string; seen: () => Promise<boolean> }> {
   const s = await stack(t);
   const [a, b] = await Promise.all([s.agent('ann', ['--visibility', 'groups']), s.agent('ben', [])]);
   await eventually(async () => (await a.status()).registered && (await b.status()).registered, 20_000, 'registered');
   const ann = (await a.status()).locatorId!;
   const ben = (await b.status()).locatorId!;
   const seen = async (): Promise<boolean> => ((await b.control('online', { targets: [ann] })) as { online: boolean }[])[0]!.online;
+  return { s, a, b, ben, seen };
+}
+
+t.test('devloc allow: a hidden terminal lets one other see it, at run time, and takes it back', async (t) => {
+  const { a, b, ben, seen } = await hiddenPair(t);
   t.equal(await seen(), false, 'hidden from ben');
   const add = devloc(['allow', 'add', '--socket', a.socket, ben]);
   t.equal(add.status, 0, add.stderr);
@@ -91,12 +99,7 @@ t.test('devloc allow: a hidden terminal lets one other see it, at run time, and 
 });
 
 t.test('devloc allow: the list survives an agent restart (allow.json in --state-dir), applied at the first REGISTER', async (t) => {
-  const s = await stack(t);
-  const [a, b] = await Promise.all([s.agent('ann', ['--visibility', 'groups']), s.agent('ben', [])]);
-  await eventually(async () => (await a.status()).registered && (await b.status()).registered, 20_000, 'registered');
-  const ann = (await a.status()).locatorId!;
-  const ben = (await b.status()).locatorId!;
-  const seen = async (): Promise<boolean> => ((await b.control('online', { targets: [ann] })) as { online: boolean }[])[0]!.online;
+  const { s, a, b, ben, seen } = await hiddenPair(t);
   t.equal(devloc(['allow', 'add', '--socket', a.socket, ben]).status, 0);
   await eventually(seen, 30_000, 'ben sees ann');
   const file = path.join(s.dir, 'ann-state', 'allow.json');
