@@ -675,13 +675,15 @@ export class RedisSearch implements SearchBackend {
     if (is === undefined) return;
     const h = this.hashOf(is);
     const [lex, exp] = this.keys(h);
-    const [, , old] = await Promise.all([
+    const [, added, old] = await Promise.all([
       this.r.call(['ZADD', lex, 0, idHex], lex),
       this.r.call(['ZADD', exp, next!.expMs, idHex], exp),
       this.r.call(['ZRANGEBYSCORE', exp, '-inf', this.now(), 'LIMIT', 0, SEARCH_TRIM], exp),
     ]);
-    // After the entry is in (see trim: a hash it takes out of dl:sm is put back when it finds one).
-    await this.r.call(['SADD', this.mediaSet, h], this.mediaSet);
+    // A new entry: its hash into dl:sm, after the entry is in (see trim: a hash it takes out is
+    // put back when it finds an entry). An entry already there (a renewal) kept the index
+    // non-empty throughout, so trim left the hash in: no command more per REFRESH.
+    if (added !== 0) await this.r.call(['SADD', this.mediaSet, h], this.mediaSet);
     await this.remove(h, (Array.isArray(old) ? old : []).map((x) => (x as Buffer).toString()));
   }
 
