@@ -174,6 +174,14 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       },
     },
     {
+      name: 'search',
+      doc: 'partner search (issue 18): SEARCH requests/s and per locatord CPU-s with 100k online terminals, 10% looking for a partner, searched from random points',
+      run: async (ctx) => {
+        const { searchRows } = await import('./search.js');
+        return searchRows({ seconds: ctx.seconds });
+      },
+    },
+    {
       name: 'matchd',
       doc: 'matching engine in-process: matches/s with 20k waiting, memory per request, steady-state latency',
       run: async (ctx) => {

@@ -15,12 +15,14 @@
 //   - ceiling (presence.ts): what one push needs at minimum from a bare node:dgram process, one
 //     datagram of the push's size out and one of the ack's size in per notification, against an
 //     'echo' peer answering each with `replyBytes`; counted per CPU-second of this process.
+//   - search (search.ts): REGISTERs carrying a presence record (a media ID, every k-th terminal
+//     looking for a partner), then SEARCHes flat out from random points of the index.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { addrProof } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import type { Address } from '../src/wire/addr.js';
-import type { Bodies, MessageName } from '../src/wire/catalog.js';
+import type { Bodies, MessageName, PresenceRecord, Requirement } from '../src/wire/catalog.js';
 import { decodeDatagram } from '../src/wire/envelope.js';
 import { generatePair, privateKeyObject } from '../src/wire/keys.js';
 import { issueTicket } from '../src/wire/ticket.js';
@@ -38,7 +40,8 @@ const sharedNowMs = (): number => performance.timeOrigin + performance.now();
 
 export type WorkerCommand =
   | { cmd: 'setup'; target: Address; kid: string; authdSign: { public: string; secret: string }; servicePublic: string; audience: string; sessions: number }
-  | { cmd: 'register'; window: number }
+  | { cmd: 'register'; window: number; presence?: { mediaId: string; lookingEvery: number } }
+  | { cmd: 'search'; mediaId: string; seconds: number; window: number; requirements: Requirement[] }
   | { cmd: 'run'; kind: 'REFRESH' | 'QUERY_ADDR'; target?: Address; seconds: number; window: number; idsPerQuery: number }
   | { cmd: 'echo'; replyBytes?: number }
   | { cmd: 'ceiling'; target: Address; bytes: number; window: number; seconds: number }
@@ -192,14 +195,32 @@ class LoadGenerator {
     });
   }
 
-  /** REGISTER every terminal once (each opens a session: signature check + X25519 at locatord). */
-  async register(window: number): Promise<RunResult> {
+  /**
+   * REGISTER every terminal once (each opens a session: signature check + X25519 at locatord);
+   * with `presence`, each under its media ID, every `lookingEvery`-th looking for a partner
+   * (wanting a level 0..9).
+   */
+  async register(window: number, presence?: { mediaId: string; lookingEvery: number }): Promise<RunResult> {
     let i = 0;
     const pending = [...this.terminals];
+    const record = (k: number): PresenceRecord | undefined =>
+      presence && { mediaId: presence.mediaId, lookingForPartner: k % presence.lookingEvery === 0, wants: { level: k % 10 } };
     return this.drive(this.target, window, 0, () => {
-      const t = pending[i++];
-      return t ? { name: 'REGISTER', body: { ticket: t.ticket, timeMs: Date.now() }, session: t.session } : null;
+      const k = i++;
+      const t = pending[k];
+      if (!t) return null;
+      const p = record(k);
+      return { name: 'REGISTER', body: { ticket: t.ticket, timeMs: Date.now(), ...(p ? { presence: p } : {}) }, session: t.session };
     });
+  }
+
+  /** SEARCHes flat out, round-robin over our sessions, each from a random point of the index (`after`). */
+  async search(c: Extract<WorkerCommand, { cmd: 'search' }>): Promise<RunResult> {
+    let i = 0;
+    const ts = this.terminals;
+    return this.drive(this.target, c.window, c.seconds, () => ({
+      name: 'SEARCH', body: { mediaId: c.mediaId, requirements: c.requirements, after: randomBytes(16) }, session: ts[i++ % ts.length]!.session,
+    }));
   }
 
   /** WATCH: terminal `watcher` of this process watches `targets` (hex), MAX_QUERY_IDS a request. */
@@ -486,7 +507,10 @@ process.on('message', (m: WorkerCommand) => {
         send({ ready: gen.terminals.length, ids: gen.terminals.map((t) => t.locatorId.toString('hex')) });
         break;
       case 'register':
-        send(await gen!.register(m.window));
+        send(await gen!.register(m.window, m.presence));
+        break;
+      case 'search':
+        send(await gen!.search(m));
         break;
       case 'run':
         send(await gen!.run(m));

@@ -236,13 +236,15 @@ export class Agent extends SafeEmitter<AgentEvents> {
 
   /**
    * Add or remove IDs (or names) on the allow list (at most 32); locatord learns it from a new
-   * REGISTER, sent now. Kept until the agent stops.
+   * REGISTER, sent now. Kept until the agent stops; the `allow` event tells whoever keeps it
+   * longer (devloc-agent keeps it in its state directory).
    */
   changeAllow(add: (string | Uint8Array)[], remove: (string | Uint8Array)[] = []): string[] {
     const gone = new Set(remove.map((x) => formatId(this.queries.resolveTarget(x))));
     const next = [...new Set([...this.allow, ...add.map((x) => formatId(this.queries.resolveTarget(x)))])].filter((h) => !gone.has(h));
     if (next.length > MAX_ALLOW) throw new AgentError('BAD_REQUEST', `at most ${MAX_ALLOW} IDs on the allow list`);
     this.registration.setAllow(next.map((h) => Buffer.from(h, 'hex')));
+    this.emit('allow', next);
     return next;
   }
 

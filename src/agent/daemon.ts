@@ -1,5 +1,6 @@
 // devloc-agent(8) as a DaemonDefinition: options, checks, start/stop. The entry point is
 // main.ts. This file may use src/common (yargs, the logger); the library may not.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config, Spec } from '../common/config.js';
 import { bool, list, num, str } from '../common/config.js';
@@ -9,13 +10,15 @@ import type { Metrics } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, parseAddress } from '../wire/addr.js';
 import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS } from '../wire/constants.js';
+import { MAX_ALLOW } from '../wire/catalog.js';
 import { isServiceId } from '../wire/keys.js';
 import type { AgentOptions } from './types.js';
 import { Agent } from './agent.js';
 import { DEFAULT_CONTROL_SOCKET } from './control-client.js';
 import { ControlServer } from './control.js';
 import { loadAuthdKey, loadDeviceIdentity } from './identity.js';
-import { AddressBook } from './peers.js';
+import { formatId, isIdText } from './ids.js';
+import { AddressBook, writeFileAtomic } from './peers.js';
 import type { RelayPolicy } from './punch.js';
 
 export const agentSpec: Spec = {
@@ -84,6 +87,33 @@ export function peersPath(c: Config): string {
   return str(c, 'peers-file') || join(str(c, 'state-dir'), 'peers.json');
 }
 
+/** The allow list kept across restarts (`devloc allow` changes it): allow.json in --state-dir. */
+export function allowPath(c: Config): string {
+  return join(str(c, 'state-dir'), 'allow.json');
+}
+
+/** The IDs (hex) of the allow list file; a missing file is an empty list, a bad one an error. */
+function loadAllow(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new Error(`cannot read allow list ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new Error(`allow list ${file} is not JSON`);
+  }
+  const ids = (body as { allow?: unknown } | null)?.allow;
+  if (!Array.isArray(ids) || ids.length > MAX_ALLOW || !ids.every((x) => typeof x === 'string' && isIdText(x))) {
+    throw new Error(`allow list ${file}: expected {"version":1,"allow":[at most ${MAX_ALLOW} locator IDs]}`);
+  }
+  return ids.map((x: string) => x.toLowerCase());
+}
+
 async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Running> {
   const identity = loadDeviceIdentity(str(c, 'identity'));
   if (!identity.ok) throw new Error(identity.error);
@@ -119,14 +149,16 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
   if (bind && bind !== 'bad') opts.bind = { host: bind.ip, port: bind.port };
   if (str(c, 'nickname')) opts.nickname = str(c, 'nickname');
   if (str(c, 'media-id')) opts.mediaId = str(c, 'media-id');
-  const allow = list(c, 'allow');
-  if (allow.length > 0) {
-    opts.allow = allow.map((x) => {
-      const id = peers.resolve(x);
-      if (!id) throw new Error(`--allow: ${JSON.stringify(x)} is neither a locator ID nor a name in the address book`);
-      return id;
-    });
-  }
+  // The list kept from the last run (devloc allow), plus --allow's IDs: both at the first REGISTER.
+  const allowFile = allowPath(c);
+  const given = list(c, 'allow').map((x) => {
+    const id = peers.resolve(x);
+    if (!id) throw new Error(`--allow: ${JSON.stringify(x)} is neither a locator ID nor a name in the address book`);
+    return formatId(id);
+  });
+  const allow = [...new Set([...loadAllow(allowFile), ...given])];
+  if (allow.length > MAX_ALLOW) throw new Error(`--allow and the allow list kept in ${allowFile}: more than ${MAX_ALLOW} IDs (devloc allow rm some)`);
+  if (allow.length > 0) opts.allow = allow.map((h) => Buffer.from(h, 'hex'));
   const joins = list(c, 'join-group').map(splitJoin);
   if (joins.length > 0) {
     opts.joinGroups = joins.map(({ group, code }) => {
@@ -138,6 +170,13 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
   if (num(c, 'ttl-s') > 0) opts.ttlS = num(c, 'ttl-s');
 
   const agent = new Agent(opts);
+  agent.on('allow', (ids) => {
+    try {
+      writeFileAtomic(allowFile, JSON.stringify({ version: 1, allow: ids }, null, 2) + '\n');
+    } catch (err) {
+      logger.warn('allow list not saved: the change holds until the agent stops', { file: allowFile, err: (err as NodeJS.ErrnoException).code ?? (err as Error).message });
+    }
+  });
   agent.on('state', (s, prev) => logger.debug('state', { state: s, previous: prev }));
   metrics.gauge('agent_registered', 'Whether the registration with locatord is current (1) or not (0)', () => (agent.isRegistered ? 1 : 0));
   metrics.gauge('agent_match_waiting', 'Match requests waiting for partners', () => agent.match.waiting);

@@ -124,27 +124,39 @@ export class AddressBook {
 
   private save(m: Map<string, PeerEntry>): void {
     const body: FileShape = { version: 1, peers: [...m.values()].sort((a, b) => a.name.localeCompare(b.name)) };
-    const text = JSON.stringify(body, null, 2) + '\n';
-    const dir = dirname(this.path);
-    mkdirSync(dir, { recursive: true, mode: 0o750 });
-    const tmp = join(dir, `.${basename(this.path)}.${process.pid}.${Date.now()}.tmp`);
-    let fd: number | undefined;
     try {
-      fd = openSync(tmp, 'wx', 0o640);
-      writeSync(fd, text);
-      fsyncSync(fd);
-      closeSync(fd);
-      fd = undefined;
-      renameSync(tmp, this.path);
-      // Make the rename itself durable.
-      try {
-        const dfd = openSync(dir, 'r');
-        try { fsyncSync(dfd); } finally { closeSync(dfd); }
-      } catch { /* some filesystems refuse fsync on a directory; the rename is still atomic */ }
+      writeFileAtomic(this.path, JSON.stringify(body, null, 2) + '\n');
     } catch (err) {
-      if (fd !== undefined) closeSync(fd);
-      try { unlinkSync(tmp); } catch { /* already gone */ }
       throw new AddressBookError(`cannot write address book ${this.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
+  }
+}
+
+/**
+ * Write `text` to `path` atomically (temporary file in the same directory, fsync, rename, fsync
+ * of the directory): a crash leaves the old file or the new one. The agent's state files
+ * (address book, allow list) are written so.
+ */
+export function writeFileAtomic(path: string, text: string): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: 0o750 });
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, 'wx', 0o640);
+    writeSync(fd, text);
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(tmp, path);
+    // Make the rename itself durable.
+    try {
+      const dfd = openSync(dir, 'r');
+      try { fsyncSync(dfd); } finally { closeSync(dfd); }
+    } catch { /* some filesystems refuse fsync on a directory; the rename is still atomic */ }
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd);
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw err;
   }
 }

@@ -180,6 +180,8 @@ export interface AgentEvents {
   match: [result: MatchResult];
   /** What a watched terminal shows changed (a PRESENCE push), or was seen again after a re-watch. */
   presence: [status: PresenceStatus];
+  /** The allow list changed (changeAllow): the IDs (hex) now on it, for whoever keeps it (the daemon: allow.json). */
+  allow: [ids: string[]];
   /** A peer opened a channel to us (we are reachable). */
   channel: [channel: Channel];
   stopped: [];

@@ -4,9 +4,12 @@
 // presence record), and a re-registration after a locatord kill keeps that record.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { PresenceStatus } from '../../src/agent/presence.js';
 import { root } from '../helpers/daemon.js';
+import type { Test } from 'tap';
+import type { AgentProc, Stack } from './stack.js';
 import { eventually, stack } from './stack.js';
 
 const devloc = (args: string[]): { status: number | null; stdout: string; stderr: string } => {
@@ -68,13 +71,19 @@ t.test('--join-group: joined with the first REGISTER (closed group, code proven)
   t.ok(c.lines.some((l) => l['msg'] === 'joined groups'), 'cal logs the join');
 });
 
-t.test('devloc allow: a hidden terminal lets one other see it, at run time, and takes it back', async (t) => {
+/** ann (visibility groups) and ben, both registered; `seen`: whether ben sees ann online. */
+async function hiddenPair(t: Test): Promise<{ s: Stack; a: AgentProc; b: AgentProc; ben: string; seen: () => Promise<boolean> }> {
   const s = await stack(t);
   const [a, b] = await Promise.all([s.agent('ann', ['--visibility', 'groups']), s.agent('ben', [])]);
   await eventually(async () => (await a.status()).registered && (await b.status()).registered, 20_000, 'registered');
   const ann = (await a.status()).locatorId!;
   const ben = (await b.status()).locatorId!;
   const seen = async (): Promise<boolean> => ((await b.control('online', { targets: [ann] })) as { online: boolean }[])[0]!.online;
+  return { s, a, b, ben, seen };
+}
+
+t.test('devloc allow: a hidden terminal lets one other see it, at run time, and takes it back', async (t) => {
+  const { a, b, ben, seen } = await hiddenPair(t);
   t.equal(await seen(), false, 'hidden from ben');
   const add = devloc(['allow', 'add', '--socket', a.socket, ben]);
   t.equal(add.status, 0, add.stderr);
@@ -87,4 +96,28 @@ t.test('devloc allow: a hidden terminal lets one other see it, at run time, and 
   t.equal(unknown.status, 1, 'an unknown name: refused by the agent, as for lookup');
   t.match(unknown.stderr, /nobody/);
   t.same(found(devloc(['allow', 'list', '--json', '--socket', a.socket]).stdout), [{ allow: [] }], 'list unchanged');
+});
+
+t.test('devloc allow: the list survives an agent restart (allow.json in --state-dir), applied at the first REGISTER', async (t) => {
+  const { s, a, b, ben, seen } = await hiddenPair(t);
+  t.equal(devloc(['allow', 'add', '--socket', a.socket, ben]).status, 0);
+  await eventually(seen, 30_000, 'ben sees ann');
+  const file = path.join(s.dir, 'ann-state', 'allow.json');
+  t.same(JSON.parse(readFileSync(file, 'utf8')), { version: 1, allow: [ben] }, 'kept in the state directory');
+
+  // Restarted: its first REGISTER (which replaces the record) carries the list again.
+  await a.stop();
+  const a2 = await s.agent('ann', ['--visibility', 'groups'], { device: a.device });
+  await eventually(async () => (await a2.status()).registered, 30_000, 'ann registered again');
+  t.same(found(devloc(['allow', 'list', '--json', '--socket', a2.socket]).stdout), [{ allow: [ben] }], 'the list is back');
+  t.equal(await seen(), true, 'ben still sees ann');
+
+  // Taken back, then restarted: stays hidden.
+  t.equal(devloc(['allow', 'rm', '--socket', a2.socket, ben]).status, 0);
+  await eventually(async () => !(await seen()), 30_000, 'hidden again');
+  await a2.stop();
+  const a3 = await s.agent('ann', ['--visibility', 'groups'], { device: a.device });
+  await eventually(async () => (await a3.status()).registered, 30_000, 'ann registered a third time');
+  t.equal(await seen(), false, 'still hidden from ben');
+  t.same(JSON.parse(readFileSync(file, 'utf8')), { version: 1, allow: [] });
 });

@@ -2,13 +2,17 @@
 // stores. Found: online terminals with the media ID asked, looking for a partner, whose wants
 // satisfy every requirement, and that the searcher may see; answered as QUERY_STATUS would
 // answer of them. Paged in locator ID order; charged; bad requirements refused with a code.
+import { createHash } from 'node:crypto';
 import t from 'tap';
 import type { Test } from 'tap';
 import type { PresenceEntry, PresenceRecord } from '../../src/wire/catalog.js';
 import { MAX_SEARCH_SCAN } from '../../src/wire/catalog.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { TestKeys } from './fixtures/helpers.js';
-import { errorCodeOf, FakeClock, forEachStore, pool, Terminal } from './fixtures/helpers.js';
+import { errorCodeOf, FakeClock, forEachStore, onRedisStore, pool, Terminal } from './fixtures/helpers.js';
+import { Logger } from '../../src/common/log.js';
+import { locatordControl } from '../../src/locatord/control.js';
+import type { SharedStore } from '../../src/locatord/store/shared.js';
 import type { Address } from '../../src/wire/addr.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -98,6 +102,46 @@ t.test('search: expired registrations are not found, and leave the index (inject
   t.same((await searchAll(t, me, { mediaId: 'chess' })).entries, [], 'expired: not found');
   for (const end = Date.now() + 10_000; (await loc.store.search.page('chess', '', 10)).length > 0 && Date.now() < end;) await new Promise((r) => setTimeout(r, 20));
   t.same(await loc.store.search.page('chess', '', 10), [], 'and no longer indexed');
+}));
+
+t.test('search index on Redis: a kicked terminal leaves it at once, expired ones by the sweep, without any SEARCH (bounded memory)', (t) => onRedisStore(t, 'redis store', async (t, s) => {
+  const clock = new FakeClock();
+  const { loc, dest, keys } = await s.start(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30 } });
+  const redis = (loc.store as SharedStore).redis;
+  const nowS = Math.floor(clock.ms / 1000);
+  const register = async (mediaId: string, ttlS: number): Promise<Terminal> => {
+    const x = await Terminal.open(t, keys, dest, { nowS });
+    await x.expect(t, 'REGISTER_ACK', x.request('REGISTER', { ticket: x.creds.ticket, timeMs: clock.ms, ttlS, presence: { mediaId, lookingForPartner: true } }));
+    return x;
+  };
+  const chess = await pool(Array.from({ length: 40 }, (_, i) => i), 8, () => register('chess', 30));
+  const stays = await register('go', 300);
+  const indexed = async (mediaId: string): Promise<string[]> => loc.store.search.page(mediaId, '', 1000);
+  t.equal((await indexed('chess')).length, 40, 'indexed');
+  const mediaSet = async (): Promise<number> => ((await redis.client.call(['SCARD', 'dl:sm'])) as number);
+  t.equal(await mediaSet(), 2, 'two media IDs in dl:sm');
+
+  const kicked = hex(chess[0]!.locatorId);
+  await locatordControl(loc, new Logger({ service: 'locatord', write: () => undefined })).commands['kick']!({ target: kicked });
+  t.notOk((await indexed('chess')).includes(kicked), 'kicked: out of the index at once');
+
+  clock.advance(31_000);
+  // Nobody searches nor registers again under chess: the sweeps alone empty its index.
+  for (const end = Date.now() + 60_000; (await indexed('chess')).length > 0 && Date.now() < end;) {
+    await loc.sweep();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  t.same(await indexed('chess'), [], 'expired: no longer indexed');
+  t.same(await redis.client.call(['EXISTS', 'dl:sl:{' + createHash('sha256').update('chess').digest('hex').slice(0, 32) + '}']), 0, 'its keys are gone from Redis');
+  for (const end = Date.now() + 60_000; (await mediaSet()) > 1 && Date.now() < end;) {
+    await loc.sweep();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  t.equal(await mediaSet(), 1, 'and its media hash left dl:sm');
+  t.same(await indexed('go'), [hex(stays.locatorId)], 'the live one stays indexed');
+  t.ok(loc.metrics.get('search_index_trimmed_total') >= 39, 'trimmed entries counted');
+  const me = await register('go', 300);
+  t.same((await searchAll(t, me, { mediaId: 'chess' })).entries, [], 'and SEARCH finds none of them');
 }));
 
 t.test('search abuse: oversize or invalid requirements, rate limit', (t) => forEachStore(t, async (t, s) => {

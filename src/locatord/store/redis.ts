@@ -19,8 +19,14 @@
 //                         SHA-256, hex): the terminals looking for a partner with it, a sorted
 //                         set of score 0 (pages are ZRANGEBYLEX from the last ID answered);
 //   dl:sx:{<media hash>}  the same IDs scored by the expiry of the record indexed: each write to
-//                         the index trims entries expired (at most 32 per write), so the index
-//                         holds the live records plus those deleted within one TTL.
+//                         the index trims entries expired (at most 32 per write), and every
+//                         instance's sweep walks the media hashes of dl:sm (a cursor, a few per
+//                         sweep) trimming each; an UNREGISTER, a kick or a revocation drops the
+//                         entry at once. So the index holds the live records plus those expired
+//                         since the sweeps last passed their media ID, whether or not anybody
+//                         searches or registers under it again;
+//   dl:sm                 the media hashes whose index may hold entries (set; a hash leaves it
+//                         when the sweep finds its index empty).
 //   dl:rw:{<locator hex>}:<sid hex>  the session's replay window shared by every instance (hash: "h" the
 //                         highest sequence number, "0".."63" the last one taken in each slot,
 //                         as ReplayWindow, "a0".."a63" the source it was taken for), PX = until
@@ -257,9 +263,13 @@ export class RedisStore implements LocatorStore {
     throw new RedisUnavailable(`presence ${idHex}: changed concurrently ${CAS_ATTEMPTS} times`, 100);
   }
 
+  /** Delete (kick, revocation), and the record leaves the search index at once. */
   async deletePresence(idHex: string): Promise<boolean> {
     const k = this.presenceKey(idHex);
-    return (await this.client.call(['DEL', k], k)) === 1;
+    const raw = asBuf(await this.client.call(['GET', k], k));
+    const removed = (await this.client.call(['DEL', k], k)) === 1;
+    if (raw) await this.search.index(idHex, this.decode(idHex, raw), undefined);
+    return removed;
   }
 
   async refuse(idHex: string, r: Refused): Promise<void> {
@@ -633,18 +643,28 @@ class RedisWatches implements WatchBackend {
 /** Index entries trimmed (expired) per write to a media ID's index: more than one per write keeps it shrinking. */
 const SEARCH_TRIM = 32;
 
-/** The partner-search index in Redis (keys dl:sl / dl:sx above), one slot per media ID. */
-class RedisSearch implements SearchBackend {
+/** The partner-search index in Redis (keys dl:sl / dl:sx / dl:sm above), one slot per media ID. */
+export class RedisSearch implements SearchBackend {
+  /** Where this instance's sweeps go on in dl:sm (SSCAN cursor). */
+  private cursor = '0';
+
   constructor(
     private readonly r: RedisClient,
     private readonly prefix: string,
     private readonly now: () => number,
   ) {}
 
-  private keys(mediaId: string): [lex: string, exp: string] {
-    // Hashed: a media ID is any text (braces would break the hash tag) up to 64 bytes.
-    const h = createHash('sha256').update(mediaId).digest('hex').slice(0, 32);
-    return [`${this.prefix}sl:{${h}}`, `${this.prefix}sx:{${h}}`];
+  /** Hashed: a media ID is any text (braces would break the hash tag) up to 64 bytes. */
+  private hashOf(mediaId: string): string {
+    return createHash('sha256').update(mediaId).digest('hex').slice(0, 32);
+  }
+
+  private keys(hash: string): [lex: string, exp: string] {
+    return [`${this.prefix}sl:{${hash}}`, `${this.prefix}sx:{${hash}}`];
+  }
+
+  private get mediaSet(): string {
+    return `${this.prefix}sm`;
   }
 
   /** The record of `idHex` went from `cur` to `next` (undefined: none): file it under its media ID, or not. */
@@ -653,24 +673,63 @@ class RedisSearch implements SearchBackend {
     const is = searchMediaOf(next);
     if (was !== undefined && was !== is) await this.drop(was, idHex);
     if (is === undefined) return;
-    const [lex, exp] = this.keys(is);
-    const [, , old] = await Promise.all([
+    const h = this.hashOf(is);
+    const [lex, exp] = this.keys(h);
+    const [, added, old] = await Promise.all([
       this.r.call(['ZADD', lex, 0, idHex], lex),
       this.r.call(['ZADD', exp, next!.expMs, idHex], exp),
       this.r.call(['ZRANGEBYSCORE', exp, '-inf', this.now(), 'LIMIT', 0, SEARCH_TRIM], exp),
     ]);
-    const gone = (Array.isArray(old) ? old : []).map((x) => (x as Buffer).toString());
-    if (gone.length > 0) await Promise.all([this.r.call(['ZREM', lex, ...gone], lex), this.r.call(['ZREM', exp, ...gone], exp)]);
+    // A new entry: its hash into dl:sm, after the entry is in (see trim: a hash it takes out is
+    // put back when it finds an entry). An entry already there (a renewal) kept the index
+    // non-empty throughout, so trim left the hash in: no command more per REFRESH.
+    if (added !== 0) await this.r.call(['SADD', this.mediaSet, h], this.mediaSet);
+    await this.remove(h, (Array.isArray(old) ? old : []).map((x) => (x as Buffer).toString()));
+  }
+
+  private async remove(hash: string, ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    const [lex, exp] = this.keys(hash);
+    await Promise.all([this.r.call(['ZREM', lex, ...ids], lex), this.r.call(['ZREM', exp, ...ids], exp)]);
   }
 
   async page(mediaId: string, afterHex: string, limit: number): Promise<string[]> {
-    const [lex] = this.keys(mediaId);
+    const [lex] = this.keys(this.hashOf(mediaId));
     const r = await this.r.call(['ZRANGEBYLEX', lex, afterHex === '' ? '-' : `(${afterHex}`, '+', 'LIMIT', 0, limit], lex);
     return (Array.isArray(r) ? r : []).map((x) => (x as Buffer).toString());
   }
 
   async drop(mediaId: string, idHex: string): Promise<void> {
-    const [lex, exp] = this.keys(mediaId);
-    await Promise.all([this.r.call(['ZREM', lex, idHex], lex), this.r.call(['ZREM', exp, idHex], exp)]);
+    await this.remove(this.hashOf(mediaId), [idHex]);
+  }
+
+  /**
+   * One step of the sweep (SharedStore.sweep): the next `mediaIds` hashes of dl:sm from this
+   * instance's cursor, each index freed of at most `perMedia` entries whose record expired;
+   * an index found empty leaves dl:sm. Bounded work per call; the entries removed.
+   */
+  async trim(mediaIds: number, perMedia: number): Promise<number> {
+    const set = this.mediaSet;
+    const r = await this.r.call(['SSCAN', set, this.cursor, 'COUNT', mediaIds], set);
+    const [cursor, members] = Array.isArray(r) ? r : [];
+    this.cursor = Buffer.isBuffer(cursor) ? cursor.toString() : '0';
+    const counts = await Promise.all((Array.isArray(members) ? members : []).map(async (m): Promise<number> => {
+      const h = Buffer.isBuffer(m) ? m.toString() : '';
+      if (!/^[0-9a-f]{32}$/.test(h)) {
+        await this.r.call(['SREM', set, m as Buffer], set);
+        return 0;
+      }
+      const [, exp] = this.keys(h);
+      const old = await this.r.call(['ZRANGEBYSCORE', exp, '-inf', this.now(), 'LIMIT', 0, perMedia], exp);
+      const gone = (Array.isArray(old) ? old : []).map((x) => (x as Buffer).toString());
+      await this.remove(h, gone);
+      if ((await this.r.call(['ZCARD', exp], exp)) !== 0) return gone.length;
+      // Out of dl:sm, then looked at again: an entry index() added in between (it adds the hash
+      // after its entry) is seen here, or its own SADD comes after this SREM.
+      await this.r.call(['SREM', set, h], set);
+      if ((await this.r.call(['ZCARD', exp], exp)) !== 0) await this.r.call(['SADD', set, h], set);
+      return gone.length;
+    }));
+    return counts.reduce((a, b) => a + b, 0);
   }
 }

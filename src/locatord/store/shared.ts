@@ -36,6 +36,10 @@ import { IntroRelay } from './relay.js';
 import { parseRedisUrl } from './redis-url.js';
 import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, SearchBackend, ServedStore, StoredSession, WatchBackend } from './types.js';
 
+/** Media IDs of the search index each sweep looks at, and expired entries it removes from each (RedisSearch.trim). */
+const SEARCH_TRIM_MEDIA = 16;
+const SEARCH_TRIM_PER_MEDIA = 256;
+
 export interface SharedStoreOptions {
   config: RedisStoreConfig;
   serviceSecret: KeyObject;
@@ -71,8 +75,14 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
   readonly watches: WatchBackend;
   readonly search: SearchBackend;
   private readonly ready: Promise<void>;
+  private readonly metrics: Metrics;
+  private readonly logger: Logger;
+  /** A trim of the search index is under way (one at a time). */
+  private trimming = false;
 
   constructor(o: SharedStoreOptions) {
+    this.metrics = o.metrics;
+    this.logger = o.logger;
     const url = parseRedisUrl(o.config.url);
     const now = o.now ?? Date.now;
     const l = o.limits;
@@ -116,6 +126,7 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
     this.where = { redis: url.nodes.map((n) => `${n.host}:${n.port}`).join(','), cluster: url.cluster };
     o.metrics.counter('redis_records_rejected_total', 'Redis records that failed authentication (forged or altered) and were treated as absent, by kind');
     o.metrics.counter('redis_errors_total', 'Requests refused because Redis was unavailable, slow, or our queue to it full');
+    o.metrics.counter('search_index_trimmed_total', 'Partner-search index entries of expired registrations removed by the sweep (Redis)');
     o.metrics.gauge('redis_pending', 'Commands queued for or awaiting Redis', () => this.redis.pending);
   }
 
@@ -187,6 +198,7 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
    * ours and not renewed elsewhere (otherwise it leaves the schedule).
    */
   async sweep(maxProbes: number): Promise<{ expired: number; due: DueProbe[] }> {
+    this.trimSearch();
     const { expired, probes } = this.schedule.sweep(maxProbes);
     if (probes.length === 0) return { expired, due: [] };
     const current = await this.redis.getPresences(probes.map((r) => r.key));
@@ -198,6 +210,20 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
       else due.push({ session: s, addr: p.addr });
     });
     return { expired, due };
+  }
+
+  /**
+   * The partner-search index loses the registrations that expired in Redis (redis.ts RedisSearch
+   * trim), a few media IDs per sweep, whether or not anyone searches or registers under them
+   * again: its memory follows the live records. Beside the probes: a failure is logged, not theirs.
+   */
+  private trimSearch(): void {
+    if (this.trimming) return;
+    this.trimming = true;
+    this.redis.search.trim(SEARCH_TRIM_MEDIA, SEARCH_TRIM_PER_MEDIA).then(
+      (n) => this.metrics.inc('search_index_trimmed_total', undefined, n),
+      (err: unknown) => this.logger.refusal('redis-error', { err: (err as Error).message, during: 'search index trim' }),
+    ).finally(() => (this.trimming = false));
   }
 
   /**
