@@ -27,11 +27,11 @@
 //           nor pushes what the watcher was already told
 //   END     u32 sessions, u32 registrations, u32 watch lists: the file is complete (last byte)
 // The write yields to the event loop between slices of SLICE_MS (saveSnapshot), so the process
-// keeps answering (signals, control socket, metrics) while a million records go out; the state
+// keeps answering (signals, metrics) while a million records go out; the state
 // is frozen meanwhile (the server stopped first), so the file is one consistent instant. The
 // reader checks the whole file before it builds anything (decodeSnapshot: {ok:false, code} for
 // anything malformed, never a throw), so a bad file costs soft state only: locatord starts empty.
-// Version 1 files (JSON lines, before 0.x) are still read once, so an upgrade keeps the
+// Version 1 files (JSON lines, earlier releases) are still read once, so an upgrade keeps the
 // terminals' sessions.
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
@@ -429,7 +429,7 @@ class Restorer {
   /** Hold a session (unless its ticket expired meanwhile); the session when held. */
   session(s: KeyedSession): KeyedSession | undefined {
     this.t.sessions.restore(s);
-    if (this.t.sessions.get(s.sidHex) !== s) return undefined;
+    if (!this.t.sessions.holds(s)) return undefined;
     this.sessions++;
     return s;
   }
