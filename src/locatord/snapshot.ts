@@ -443,7 +443,8 @@ class Restorer {
 
   record(idHex: string, r: Registration): void {
     this.t.table.set(idHex, r);
-    this.t.search.set(idHex, r);
+    // Only a media ID puts a terminal in the search index (the table was empty: nothing to drop).
+    if (r.extra?.mediaId !== undefined) this.t.search.set(idHex, r);
     this.records++;
   }
 
