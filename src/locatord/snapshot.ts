@@ -298,7 +298,7 @@ export async function saveSnapshot(
       const v6 = typeof ip === 'string';
       w.u8(T_REG);
       w.u8((withSession ? F_SESSION : 0) | (v6 ? F_IPV6 : 0) | (nick !== undefined ? F_NICKNAME : 0) | (extra !== undefined ? F_EXTRA : 0) | (r.reachable ? F_REACHABLE : 0));
-      if (!w.hexId(id) || (v6 && Buffer.byteLength(ip) > 0xff)) {
+      if (!w.hexId(id) || (v6 && Buffer.byteLength(ip) > 0xff) || nickBytes > 0xffff) {
         w.pos = at;
         out.skipped++;
         continue;

@@ -370,7 +370,8 @@ export class ServerSessions {
   *ids(): IterableIterator<string> {
     for (const ids of this.byLocator.values()) {
       if (typeof ids === 'string') yield ids;
-      else yield* ids;
+      // A copy: the caller's `get` may drop an expired session, which edits this array.
+      else yield* [...ids];
     }
   }
 
