@@ -126,6 +126,22 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       },
     },
     {
+      name: 'snapshot',
+      doc: 'restart of devloc-locatord with 1M registered terminals (built without ticket operations): snapshot write (wall, CPU, longest event-loop block), restore in a real daemon, its peak RSS',
+      run: async () => {
+        const { benchSnapshot } = await import('./snapshot.js');
+        const r = await benchSnapshot(1_000_000);
+        const s = 'snapshot';
+        const extra = { entries: r.entries, bytes: r.bytes, loadAverage: r.loadAverage };
+        return [
+          { section: s, name: `snapshot write (${r.entries} terminals)`, value: r.writeMs, unit: 'ms', extra: { ...extra, cpuMs: r.writeCpuMs, daemonMs: r.daemonWriteMs, daemonCpuMs: r.daemonWriteCpuMs } },
+          { section: s, name: 'longest event-loop block during the write', value: r.maxSliceMs, unit: 'ms', extra: { cpuMs: r.maxSliceCpuMs, loopDelayMaxMs: r.loopDelayMaxMs, daemonMs: r.daemonMaxSliceMs, daemonCpuMs: r.daemonMaxSliceCpuMs } },
+          { section: s, name: `restore in devloc-locatord (${r.entries} terminals)`, value: r.restoreMs, unit: 'ms', extra: { cpuMs: r.restoreCpuMs } },
+          { section: s, name: 'devloc-locatord peak RSS once restored', value: r.peakRssMiB, unit: 'MiB' },
+        ];
+      },
+    },
+    {
       name: 'scale',
       doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo), --seconds/3 each; Redis memory per registered terminal (skipped without redis-server)',
       run: async (ctx) => {

@@ -19,6 +19,7 @@
 //     looking for a partner), then SEARCHes flat out from random points of the index.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { addrProof } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import type { Address } from '../src/wire/addr.js';
@@ -27,8 +28,8 @@ import { decodeDatagram } from '../src/wire/envelope.js';
 import { generatePair, privateKeyObject } from '../src/wire/keys.js';
 import { issueTicket } from '../src/wire/ticket.js';
 import { Registration, RegistrationTable, TICK_MS } from '../src/locatord/table.js';
-import { sessionFromLine } from '../src/locatord/snapshot.js';
-import { ServerSessions } from '../src/net/sessions.js';
+import { saveSnapshot } from '../src/locatord/snapshot.js';
+import { newServerSession, ServerSessions } from '../src/net/sessions.js';
 import { TicketVerifier } from '../src/wire/ticket.js';
 import { MemoryWatches } from '../src/locatord/watches.js';
 import { MAX_QUERY_IDS } from '../src/wire/catalog.js';
@@ -47,6 +48,7 @@ export type WorkerCommand =
   | { cmd: 'ceiling'; target: Address; bytes: number; window: number; seconds: number }
   | { cmd: 'table'; entries: number; nickname: boolean }
   | { cmd: 'terminals'; entries: number }
+  | { cmd: 'snapshot'; entries: number; stateDir: string }
   | { cmd: 'watch'; lists: { watcher: number; targets: string[] }[]; window: number }
   | { cmd: 'listen' }
   | { cmd: 'change'; changers: number[]; ratePerS: number; seconds: number; window: number; count?: number }
@@ -415,36 +417,62 @@ function table(entries: number, nickname: boolean): Record<string, number> {
 }
 
 /**
- * Whole-process memory per registered terminal with its session, at `entries` terminals: each
- * built as a restore from a snapshot builds it (sessionFromLine, ServerSessions.restore, a
- * Registration in the table), with a few sequence numbers taken in its replay window; no ticket
- * or X25519 per terminal, so 1M take seconds. RSS, V8 heap and ArrayBuffers (native) are read
- * after full GCs, the process's own baseline subtracted.
+ * `entries` registered terminals with their sessions, each built as a restore builds it
+ * (newServerSession from raw bytes, ServerSessions.restore, a Registration in the table), with a
+ * few sequence numbers taken in its replay window: no ticket or X25519 per terminal.
  */
-function terminals(entries: number): Record<string, number> {
+function buildTerminals(entries: number): { table: RegistrationTable; sessions: ServerSessions; nowMs: number } {
   const nowMs = Date.now();
   const t = new RegistrationTable({ maxEntries: entries + 1, now: () => nowMs });
   const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
   const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, maxSessions: entries + 1, now: () => nowMs });
   const exp = Math.floor(nowMs / 1000) + 3600;
-  gc();
-  const before = process.memoryUsage();
   const ip = (i: number): string => `${10 + (i >>> 24)}.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
   for (let i = 0; i < entries; i++) {
-    const id = randomBytes(16).toString('hex');
-    const keys = randomBytes(64);
-    const s = sessionFromLine({
-      t: 's', sid: randomBytes(16).toString('hex'), loc: id, aud: 'locator', exp,
-      t2s: keys.subarray(0, 32).toString('base64url'), s2t: keys.subarray(32).toString('base64url'),
-      win: { highest: -1, seen: [] }, tx: 0,
+    const bytes = randomBytes(96);
+    const s = newServerSession({
+      sid: bytes.subarray(0, 16), locatorId: bytes.subarray(16, 32), aud: 'locator', exp,
+      terminalToServer: bytes.subarray(32, 64), serverToTerminal: bytes.subarray(64, 96),
     });
     for (let q = 1; q <= 3; q++) s.window.accept(q);
     s.txSeq = 3;
     sessions.restore(s);
     const rec = new Registration({ ip: ip(i), port: 1024 + (i % 60000) }, s, 3, t.nowTick(), t.expiryTick(3_600_000));
     rec.netMode = 4;
-    t.set(id, rec);
+    t.set(s.locatorHex, rec);
   }
+  return { table: t, sessions, nowMs };
+}
+
+/**
+ * Write the snapshot of `entries` terminals (buildTerminals) into `stateDir` as locatord's stop
+ * does, timing it: wall and CPU time, the longest slice between yields (saveSnapshot's own
+ * figure) and the event loop's longest delay meanwhile (perf_hooks.monitorEventLoopDelay).
+ */
+async function snapshot(entries: number, stateDir: string): Promise<Record<string, number>> {
+  const { table, sessions, nowMs } = buildTerminals(entries);
+  gc();
+  const rssBefore = process.memoryUsage().rss;
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
+  const r = await saveSnapshot(stateDir, sessions, table, nowMs, new MemoryWatches());
+  delay.disable();
+  if (r.records !== entries || r.sessions !== entries) throw new Error(`snapshot: wrote ${r.records} records, ${r.sessions} sessions`);
+  return {
+    entries, bytes: r.bytes, writeMs: r.durationMs, writeCpuMs: r.cpuMs, maxSliceMs: r.maxSliceMs, maxSliceCpuMs: r.maxSliceCpuMs, slices: r.slices,
+    loopDelayMaxMs: Math.round(delay.max / 1e5) / 10, rssMiB: Math.round(rssBefore / 1048576),
+  };
+}
+
+/**
+ * Whole-process memory per registered terminal with its session, at `entries` terminals
+ * (buildTerminals): RSS, V8 heap and ArrayBuffers (native) are read after full GCs, the
+ * process's own baseline subtracted.
+ */
+function terminals(entries: number): Record<string, number> {
+  gc();
+  const before = process.memoryUsage();
+  const { table: t, sessions } = buildTerminals(entries);
   gc();
   const after = process.memoryUsage();
   const per = (k: 'rss' | 'heapUsed' | 'arrayBuffers' | 'external'): number => Math.round((after[k] - before[k]) / entries);
@@ -526,6 +554,9 @@ process.on('message', (m: WorkerCommand) => {
         break;
       case 'terminals':
         send(terminals(m.entries));
+        break;
+      case 'snapshot':
+        send(await snapshot(m.entries, m.stateDir));
         break;
       case 'watches':
         send(watches(m.terminals, m.perWatcher));

@@ -7,7 +7,7 @@
 // figures are also given as a ratio to what the machine's UDP path does with no work at all.
 import type { ChildProcess } from 'node:child_process';
 import { fork } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -92,7 +92,14 @@ const perS = (rs: RunResult[]): number => {
  * no rate limits, hour-long registrations; `setup(n)` is the worker command opening n sessions
  * with tickets for it.
  */
-export async function startBenchLocatord(extraArgs: string[] = [], o: { cpuProfDir?: string } = {}): Promise<{
+export async function startBenchLocatord(extraArgs: string[] = [], o: {
+  /** Profile locatord's CPU into this directory (written when it exits by SIGTERM). */
+  cpuProfDir?: string;
+  /** Run with the state directory (created) before the daemon starts (the snapshot bench writes its snapshot there). */
+  beforeStart?: (stateDir: string) => Promise<void>;
+  /** Its wait for log lines, "listening" included (ms). */
+  timeoutMs?: number;
+} = {}): Promise<{
   dir: string; loc: Awaited<ReturnType<typeof startDaemon>>; target: Address; setup: (sessions: number) => WorkerCommand;
 }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'locatord-bench-'));
@@ -102,10 +109,12 @@ export async function startBenchLocatord(extraArgs: string[] = [], o: { cpuProfD
   const authd: KeyFile = { kind: 'authd', kid, sign, seal: generatePair('x25519') };
   writeFileSync(path.join(dir, 'service.key'), keyFileToJson(service), { mode: 0o600 });
   writeFileSync(path.join(dir, 'authd.pub'), publicToJson(publicOf(authd)));
+  mkdirSync(path.join(dir, 'state'), { mode: 0o700 });
+  await o.beforeStart?.(path.join(dir, 'state'));
   // --cpu-prof is not allowed in NODE_OPTIONS: node is started through a shell that adds it
   // (the profile is written when locatord exits by SIGTERM).
   const prefix = o.cpuProfDir ? ['sh', '-c', 'exec "$0" --cpu-prof --cpu-prof-dir="$DEVLOC_BENCH_CPU_PROF_DIR" "$@"'] : undefined;
-  const loc = await startDaemon({ entry: 'locatord/main', ...(prefix ? { prefix, env: { DEVLOC_BENCH_CPU_PROF_DIR: o.cpuProfDir } } : {}), args: [
+  const loc = await startDaemon({ entry: 'locatord/main', ...(prefix ? { prefix, env: { DEVLOC_BENCH_CPU_PROF_DIR: o.cpuProfDir } } : {}), ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}), args: [
     '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', path.join(dir, 'state'),
     '--service-key', path.join(dir, 'service.key'), '--trust', path.join(dir, 'authd.pub'),
     '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', String(8 << 20), '--max-ttl', '3600', '--default-ttl', '3600',

@@ -27,7 +27,7 @@ import type { LocatordLimits, LocatordOptions } from './options.js';
 import { checkLimits } from './options.js';
 import { Reflector } from './reflector.js';
 import type { KeyedSession } from './snapshot.js';
-import { discardSnapshot, readSnapshot, recordFromLine, restoreWatches, saveSnapshot, SNAPSHOT_FILE } from './snapshot.js';
+import { discardSnapshot, restoreSnapshot, saveSnapshot, SNAPSHOT_FILE } from './snapshot.js';
 import { EmbeddedStore } from './store/embedded.js';
 import type { MaybePromise } from './store/maybe.js';
 import { then } from './store/maybe.js';
@@ -143,32 +143,22 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     store = new EmbeddedStore(table, sessions, groups);
     metrics.gauge('registrations', 'Registrations in the table (expired ones until swept)', () => table.size);
     if (useSnapshot) {
-      try {
-        const snap = await readSnapshot(o.stateDir);
-        if (snap) {
-          restored = true;
-          const bySid = new Map<string, KeyedSession>();
-          for (const s of snap.sessions) {
-            sessions.restore(s);
-            if (sessions.get(s.sidHex) === s) bySid.set(s.sidHex, s);
-          }
-          const nowMs = now();
-          let kept = 0;
-          for (const l of snap.records) {
-            if (l.expMs <= nowMs) continue;
-            const rec = recordFromLine(l, table, l.sid ? bySid.get(l.sid) : undefined);
-            table.set(l.id, rec);
-            (store as EmbeddedStore).search.set(l.id, rec);
-            kept++;
-          }
-          const watchLists = restoreWatches(snap.watches, (store as EmbeddedStore).watches, (id) => table.get(id) !== undefined);
-          notes.push(() => logger.info('snapshot restored', { savedMs: snap.savedMs, sessions: bySid.size, records: kept, droppedExpired: snap.records.length - kept, watchLists }));
-        }
-      } catch (err) {
-        // A corrupt snapshot costs soft state only: set it aside, start empty, terminals re-register.
-        const file = path.join(o.stateDir, SNAPSHOT_FILE);
+      const file = path.join(o.stateDir, SNAPSHOT_FILE);
+      // A bad snapshot costs soft state only: set it aside, start empty, terminals re-register.
+      const setAside = (code: string, reason: string): void => {
         try { renameSync(file, `${file}.corrupt`); } catch { /* nothing to set aside */ }
-        notes.push(() => logger.error('snapshot unusable, starting empty', { err: (err as Error).message }));
+        notes.push(() => logger.error('snapshot unusable, starting empty', { code, err: reason }));
+      };
+      try {
+        const embedded = store as EmbeddedStore;
+        const r = await restoreSnapshot(o.stateDir, { sessions, table, search: embedded.search, watches: embedded.watches }, now());
+        if (r?.ok) {
+          restored = true;
+          const { ok: _ok, ...figures } = r;
+          notes.push(() => logger.info('snapshot restored', figures));
+        } else if (r) setAside(r.code, r.reason);
+      } catch (err) {
+        setAside('unreadable', (err as Error).message);
       }
     }
   }
@@ -287,7 +277,8 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       await server.close();
       await reflector?.close();
       if (store instanceof EmbeddedStore && (so.snapshot ?? useSnapshot)) {
-        const r = saveSnapshot(o.stateDir, sessions.all(), store.table, now(), store.watches);
+        // Nothing is served any more, so the state holds still while the write yields to the event loop.
+        const r = await saveSnapshot(o.stateDir, sessions, store.table, now(), store.watches);
         logger.info('snapshot written', { file: path.join(o.stateDir, SNAPSHOT_FILE), ...r });
       }
       await store.close();

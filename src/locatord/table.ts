@@ -60,6 +60,8 @@ export interface RichPresence {
 
 /** IPv4 text to a signed 32-bit integer (a V8 small integer), anything else unchanged. */
 export function packIp(ip: string): number | string {
+  // Shorter than "0.0.0.0": not IPv4 (and a restore's placeholder costs no split).
+  if (ip.length < 7) return ip;
   const parts = ip.split('.');
   if (parts.length !== 4) return ip;
   let n = 0;
@@ -358,6 +360,17 @@ export class RegistrationTable {
   /** Every record, also expired ones not freed yet (snapshots, key revocation). O(entries), slow. */
   *entries(): IterableIterator<[string, Registration]> {
     for (const [k, v] of this.cache.entries()) yield [k, v];
+  }
+
+  /**
+   * Every record not removed, also expired ones not freed yet, in the order of their next check
+   * (the snapshot). Walks the sweep schedule, a map of arrays, where iterating the lru-cache
+   * costs a hash lookup per entry (~2 us at 1M).
+   */
+  *records(): IterableIterator<Registration> {
+    for (const [b, list] of this.schedule) {
+      for (const rec of list) if (rec.bucket === b && rec.scheduled && !rec.removed) yield rec;
+    }
   }
 
   /** Free expired records (those whose bucket has come up); returns how many. */

@@ -87,6 +87,11 @@ export class SessionRecord implements ServerSession {
     return this.bytes.subarray(this.sidBytes, this.bytes.length - 2 * KEY_BYTES);
   }
 
+  /** Copy both keys (terminal-to-server, then server-to-terminal) into `to` at `at`, without a view per key (snapshots). */
+  copyKeys(to: Uint8Array, at: number): void {
+    this.bytes.copy(to, at, this.bytes.length - 2 * KEY_BYTES);
+  }
+
   get keys(): SessionKeys {
     const k = this.bytes.length - 2 * KEY_BYTES;
     return { terminalToServer: this.bytes.subarray(k, k + KEY_BYTES), serverToTerminal: this.bytes.subarray(k + KEY_BYTES) };
@@ -350,6 +355,24 @@ export class ServerSessions {
       }
     }
     return n;
+  }
+
+  /**
+   * `s` is held (not ended, evicted or replaced), without touching its recency: one map lookup,
+   * where iterating the LRU costs a lookup per entry anyway (snapshots).
+   */
+  holds(s: ServerSession): boolean {
+    const ids = this.byLocator.get(s.locatorHex);
+    return ids === s.sidHex || (Array.isArray(ids) && ids.includes(s.sidHex));
+  }
+
+  /** The IDs of the sessions held, by a plain map walk (snapshots: `get` the few it needs). */
+  *ids(): IterableIterator<string> {
+    for (const ids of this.byLocator.values()) {
+      if (typeof ids === 'string') yield ids;
+      // A copy: the caller's `get` may drop an expired session, which edits this array.
+      else yield* [...ids];
+    }
   }
 
   *all(): IterableIterator<ServerSession> {

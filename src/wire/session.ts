@@ -149,6 +149,26 @@ export class ReplayWindow {
     return this.highest;
   }
 
+  /** The bitmap's halves (binary snapshots: highest, lo, hi restore it with fromState). */
+  get bitmapLo(): number {
+    return this.lo;
+  }
+
+  get bitmapHi(): number {
+    return this.hi;
+  }
+
+  /** A window from saved state (highestSeen, bitmapLo, bitmapHi); the caller checked the values. */
+  static fromState(highest: number, lo: number, hi: number): ReplayWindow {
+    const w = new ReplayWindow();
+    if (highest >= 0) {
+      w.highest = highest;
+      w.lo = lo | 0;
+      w.hi = hi | 0;
+    }
+    return w;
+  }
+
   /** State for snapshots: highest and the seen set within the window. */
   toJSON(): { highest: number; seen: number[] } {
     const seen: number[] = [];

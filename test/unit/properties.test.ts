@@ -533,10 +533,12 @@ t.test('ReplayWindow matches a reference model (Set) over random traces', async 
       }
       // Same verdict for every seq around the top afterwards, also after a snapshot round trip.
       const restored = ReplayWindow.fromJSON(JSON.parse(JSON.stringify(w.toJSON())) as { highest: number; seen: number[] });
+      // The binary snapshot's form (highest and the two bitmap halves).
+      const fromState = ReplayWindow.fromState(w.highestSeen, w.bitmapLo, w.bitmapHi);
       for (let s = Math.max(0, m.highest - 70); s <= m.highest + 3; s++) {
-        if (w.check(s) !== m.check(s) || restored.check(s) !== m.check(s)) return false;
+        if (w.check(s) !== m.check(s) || restored.check(s) !== m.check(s) || fromState.check(s) !== m.check(s)) return false;
       }
-      return restored.highestSeen === m.highest;
+      return restored.highestSeen === m.highest && fromState.highestSeen === m.highest;
     }),
     { ...FC, numRuns: 400 },
   );

@@ -1,0 +1,204 @@
+// The snapshot file itself (snapshot.ts, version 2 binary): every field round-trips through a
+// write and a restore (registrations with IPv6, nickname, rare fields, sessions with their keys,
+// replay window and send sequence, a session no registration holds, watch lists); the write
+// yields to the event loop between slices; a malformed file (any truncation, flipped bytes, bad
+// magic, version, trailing bytes) is refused with a code, never a throw, and restores nothing;
+// a version 1 file (JSON lines) is still read once; the daemon sets a bad file aside and starts
+// empty.
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { decodeSnapshot, restoreSnapshot, saveSnapshot, SNAPSHOT_FILE } from '../../src/locatord/snapshot.js';
+import type { KeyedSession } from '../../src/locatord/snapshot.js';
+import { MemorySearchIndex } from '../../src/locatord/search-index.js';
+import { EmbeddedStore } from '../../src/locatord/store/embedded.js';
+import { Registration, RegistrationTable } from '../../src/locatord/table.js';
+import { MemoryWatches } from '../../src/locatord/watches.js';
+import { newServerSession, ServerSessions } from '../../src/net/sessions.js';
+import { rawKey } from '../../src/wire/session.js';
+import { TicketVerifier } from '../../src/wire/ticket.js';
+import { startServer } from './fixtures/helpers.js';
+
+const NOW = 1_800_000_000_000;
+
+function world(nowMs = NOW): { table: RegistrationTable; sessions: ServerSessions; search: MemorySearchIndex; watches: MemoryWatches } {
+  const now = (): number => nowMs;
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator', now: () => Math.floor(nowMs / 1000) });
+  return {
+    table: new RegistrationTable({ maxEntries: 100_000, now }),
+    sessions: new ServerSessions({ verifier, serviceSecret: undefined as never, now }),
+    search: new MemorySearchIndex(),
+    watches: new MemoryWatches(),
+  };
+}
+
+function session(w: ReturnType<typeof world>, locatorId = randomBytes(16), kid?: string): KeyedSession {
+  const keys = randomBytes(64);
+  const s: KeyedSession = newServerSession({
+    sid: randomBytes(16), locatorId, aud: 'locator', exp: Math.floor(NOW / 1000) + 3600,
+    terminalToServer: keys.subarray(0, 32), serverToTerminal: keys.subarray(32),
+  });
+  if (kid !== undefined) s.kid = kid;
+  w.sessions.restore(s);
+  return s;
+}
+
+/** `n` plain terminals, plus one with every field, a session without registration and a watch list. */
+function populate(w: ReturnType<typeof world>, n: number): { rich: string; lone: KeyedSession; plain: string } {
+  const rich = session(w, randomBytes(16), 'kid-1');
+  for (const q of [1, 2, 40, 45, 70, 72]) rich.window.accept(q);
+  rich.txSeq = 9;
+  const r = new Registration({ ip: '2001:db8::7', port: 4242 }, rich, 72, w.table.nowTick(), w.table.expiryTick(600_000));
+  r.netMode = 3;
+  r.visibility = 1;
+  r.reachable = true;
+  r.nickname = 'zoë';
+  r.extra = { mediaId: 'game', localAddrs: [{ ip: '192.168.1.2', port: 9 }], community: { x: true }, allow: ['00ff'], presence: { lookingForPartner: true, status: 'hi' } };
+  w.table.set(rich.locatorHex, r);
+  let plain = '';
+  for (let i = 0; i < n; i++) {
+    const s = session(w);
+    s.window.accept(1);
+    const p = new Registration({ ip: `10.0.${i >> 8}.${i & 255}`, port: 1000 + i }, s, 1, w.table.nowTick(), w.table.expiryTick(300_000));
+    w.table.set(s.locatorHex, p);
+    plain = s.locatorHex;
+  }
+  const lone = session(w);
+  w.watches.add(rich.locatorHex, [plain], [''], 50);
+  return { rich: rich.locatorHex, lone, plain };
+}
+
+t.test('every field round-trips through a write and a restore', async (t) => {
+  const dir = t.testdir();
+  const a = world();
+  const { rich, lone, plain } = populate(a, 50);
+  const written = await saveSnapshot(dir, a.sessions, a.table, NOW, a.watches);
+  t.match(written, { sessions: 52, records: 51, watchLists: 1, skipped: 0 });
+  t.equal(readFileSync(path.join(dir, SNAPSHOT_FILE)).subarray(0, 8).toString('latin1'), 'DEVLOCSN');
+
+  const b = world(NOW + 60_000);
+  const r = await restoreSnapshot(dir, b, NOW + 60_000);
+  t.match(r, { ok: true, version: 2, savedMs: NOW, sessions: 52, records: 51, droppedExpired: 0, watchLists: 1 });
+  const before = a.table.get(rich)!;
+  const after = b.table.get(rich)!;
+  t.same(after.address, { ip: '2001:db8::7', port: 4242 });
+  t.same([after.netMode, after.visibility, after.reachable, after.nickname, after.seq], [3, 1, true, 'zoë', 72]);
+  t.same(after.extra, before.extra);
+  t.equal(b.table.tickToMs(after.expTick), a.table.tickToMs(before.expTick), 'same absolute expiry');
+  t.equal(b.table.tickToMs(after.regTick), a.table.tickToMs(before.regTick));
+  const s = after.session as KeyedSession;
+  t.equal(s, b.sessions.get(s.sidHex), 'record linked to its restored session');
+  t.equal(s.kid, 'kid-1');
+  t.equal(s.txSeq, 9);
+  t.same(rawKey(s.keys.terminalToServer), rawKey(before.session!.keys.terminalToServer));
+  t.same(rawKey(s.keys.serverToTerminal), rawKey(before.session!.keys.serverToTerminal));
+  for (const q of [40, 45, 70, 72]) t.equal(s.window.check(q), 'replay', `seq ${q} stays refused`);
+  t.equal(s.window.check(2), 'old', 'left of the window');
+  t.equal(s.window.check(71), 'ok', 'an unseen one inside the window stays acceptable');
+  t.equal(s.window.check(41), 'ok');
+  t.equal(s.window.check(73), 'ok');
+  t.same(b.table.get(plain)!.address, a.table.get(plain)!.address);
+  t.ok(b.sessions.get(lone.sidHex), 'a session without registration is restored too');
+  t.equal(b.watches.count(rich), 1, 'the watch list is back');
+  t.same(b.search.page('game', '', 10), [rich], 'the search index is rebuilt');
+});
+
+t.test('registrations and sessions that expired while down are dropped', async (t) => {
+  const dir = t.testdir();
+  const a = world();
+  populate(a, 5);
+  await saveSnapshot(dir, a.sessions, a.table, NOW, a.watches);
+  // 400 s later: the plain ones (300 s) expired, the rich one (600 s) did not; sessions last an hour.
+  const b = world(NOW + 400_000);
+  const r = await restoreSnapshot(dir, b, NOW + 400_000);
+  t.match(r, { ok: true, records: 1, droppedExpired: 5, sessions: 7 });
+});
+
+t.test('the write yields to the event loop between slices', async (t) => {
+  const dir = t.testdir();
+  const a = world();
+  populate(a, 3000);
+  let ranMeanwhile = 0;
+  const tick = (): void => {
+    ranMeanwhile++;
+    if (!done) setImmediate(tick);
+  };
+  let done = false;
+  setImmediate(tick);
+  const written = await saveSnapshot(dir, a.sessions, a.table, NOW, a.watches, { sliceMs: 0 });
+  done = true;
+  t.ok(written.slices > 5, `written in ${written.slices} slices`);
+  t.ok(ranMeanwhile > 5, 'other callbacks ran during the write');
+  t.equal(written.records, 3001);
+});
+
+t.test('a malformed file is refused with a code, never a throw, and restores nothing', async (t) => {
+  const dir = t.testdir();
+  const a = world();
+  populate(a, 3);
+  await saveSnapshot(dir, a.sessions, a.table, NOW, a.watches);
+  const good = readFileSync(path.join(dir, SNAPSHOT_FILE));
+  t.match(decodeSnapshot(good), { ok: true, savedMs: NOW });
+  for (let n = 0; n < good.length; n++) {
+    const r = decodeSnapshot(good.subarray(0, n));
+    if (r.ok) t.fail(`a truncation to ${n} bytes was accepted`);
+  }
+  t.pass('every truncation refused');
+  let seed = 7;
+  for (let i = 0; i < 2000; i++) {
+    const bad = Buffer.from(good);
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    const at = seed % bad.length;
+    bad[at] = bad[at]! ^ (1 + ((seed >>> 24) % 255));
+    decodeSnapshot(bad); // must not throw; some flips (a key byte) are still a valid file
+  }
+  t.pass('flipped bytes never throw');
+  t.match(decodeSnapshot(Buffer.from('NOTASNAPSHOT-----------------')), { ok: false, code: 'bad-magic' });
+  const v3 = Buffer.from(good);
+  v3.writeUInt32LE(3, 8);
+  t.match(decodeSnapshot(v3), { ok: false, code: 'bad-version' });
+  t.match(decodeSnapshot(Buffer.concat([good, Buffer.from([0])])), { ok: false, code: 'trailing-bytes' });
+  t.match(decodeSnapshot(good.subarray(0, good.length - 20)), { ok: false, code: 'truncated' });
+
+  writeFileSync(path.join(dir, SNAPSHOT_FILE), good.subarray(0, good.length - 1));
+  const b = world();
+  t.match(await restoreSnapshot(dir, b, NOW), { ok: false, code: 'truncated' });
+  t.equal(b.table.size, 0, 'nothing restored from a bad file');
+  t.equal(b.sessions.size, 0);
+});
+
+t.test('a version 1 snapshot (JSON lines) is still read once', async (t) => {
+  const dir = t.testdir();
+  const id = randomBytes(16).toString('hex');
+  const sid = randomBytes(16).toString('hex');
+  const lines = [
+    { v: 1, kind: 'devloc-locatord-snapshot', savedMs: NOW },
+    { t: 's', sid, loc: id, aud: 'locator', exp: Math.floor(NOW / 1000) + 3600, kid: 'k', t2s: randomBytes(32).toString('base64url'), s2t: randomBytes(32).toString('base64url'), win: { highest: 4, seen: [3, 4] }, tx: 2 },
+    { t: 'r', id, ip: '198.51.100.7', port: 5000, netMode: 2, vis: 0, regMs: NOW, expMs: NOW + 600_000, seq: 4, sid, nickname: 'old' },
+  ];
+  writeFileSync(path.join(dir, SNAPSHOT_FILE), lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  const b = world();
+  t.match(await restoreSnapshot(dir, b, NOW + 1000), { ok: true, version: 1, records: 1, sessions: 1 });
+  const r = b.table.get(id)!;
+  t.same([r.address, r.nickname], [{ ip: '198.51.100.7', port: 5000 }, 'old']);
+  t.equal(r.session!.window.check(4), 'replay');
+  writeFileSync(path.join(dir, SNAPSHOT_FILE), '{"v":1,"kind":"devloc-locatord-snapshot"}\n{"t":"s","sid":"zz"}\n');
+  const c = world();
+  t.match(await restoreSnapshot(dir, c, NOW), { ok: false, code: 'bad-json-line' });
+  t.equal(c.sessions.size, 0);
+});
+
+t.test('locatord sets a truncated binary snapshot aside and starts empty, with the code in its log line', async (t) => {
+  const stateDir = t.testdir();
+  const a = world();
+  populate(a, 3);
+  await saveSnapshot(stateDir, a.sessions, a.table, NOW, a.watches);
+  const file = path.join(stateDir, SNAPSHOT_FILE);
+  writeFileSync(file, readFileSync(file).subarray(0, 100));
+  const { loc, logLines } = await startServer(t, { stateDir, snapshot: true });
+  t.equal((loc.store as EmbeddedStore).table.size, 0);
+  t.equal(loc.sessions.size, 0);
+  t.ok(existsSync(`${file}.corrupt`), 'set aside');
+  t.ok(logLines.some((l) => l.includes('snapshot unusable') && l.includes('"code":"truncated"')), 'logged with its code');
+});
