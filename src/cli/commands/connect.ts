@@ -41,7 +41,7 @@ async function ask(a: ConnectArgs, cmd: string, args: Record<string, unknown>, t
   }
 }
 
-export const pathText = (p: PathInfo | null): string => (p ? `${p.addr} (${p.kind}${p.rttMs !== null ? `, rtt ${p.rttMs} ms` : ''})` : 'no path');
+export const pathText = (p: PathInfo | null): string => (p ? `${p.addr} (${p.kind}${p.transport ? ` over ${p.transport}` : ''}${p.rttMs !== null ? `, rtt ${p.rttMs} ms` : ''})` : 'no path');
 
 /** lan, direct or relay: what kind of path a channel has. */
 export const pathClass = (p: PathInfo | null): string => (!p ? 'no path' : p.kind === 'lan' ? 'lan' : p.kind === 'relay' ? 'relay' : 'direct');
