@@ -105,6 +105,8 @@ export class RelayManager {
   private readonly lostAt = new Map<string, number>();
   /** `relay|transport` -> when that transport to that relay last got no connection or answer. */
   private readonly transportFailedAt = new Map<string, number>();
+  /** When an allocation last needed TCP or TLS because UDP to the same relay got no answer (see udpBlocked). */
+  private udpBlockedAt: number | undefined;
   readonly counters: RelayCounters = { allocations: 0, relaysLost: 0, datagramsOut: 0, datagramsIn: 0, bytesOut: 0, bytesIn: 0 };
   /** Datagrams the relay delivered from a peer (set by the peer manager). */
   onData: (from: Address, bytes: Buffer) => void = () => {};
@@ -126,6 +128,15 @@ export class RelayManager {
   /** How the allocation in use reaches its relay (udp, tcp, tls), if allocated. */
   get transport(): TurnTransport | null {
     return this.current?.client.isAllocated ? this.current.transport : null;
+  }
+
+  /**
+   * Whether this network lets no UDP through to the relay while TCP or TLS gets there (learnt
+   * from the last allocation, for RELAY_LOST_MS): UDP is then blocked but to the services, and
+   * matching declares the terminal udp-blocked (reachable through its relay only).
+   */
+  get udpBlocked(): boolean {
+    return this.udpBlockedAt !== undefined && this.host.now() - this.udpBlockedAt < RELAY_LOST_MS;
   }
 
   /** Relays of the grant not marked lost, after `except`. */
@@ -201,7 +212,10 @@ export class RelayManager {
     let last: TurnError | undefined;
     for (const s of servers) {
       try {
-        return await this.allocateVia(g, s);
+        const relayed = await this.allocateVia(g, s);
+        if (s.server.transport === 'udp') this.udpBlockedAt = undefined;
+        else if (failedRecently('udp') || failures.some((f) => f.startsWith('udp '))) this.udpBlockedAt = this.host.now();
+        return relayed;
       } catch (err) {
         const e = err instanceof TurnError ? err : new TurnError(TurnErrorCode.CONNECTION, (err as Error).message);
         if (!unreachable(e)) throw e;

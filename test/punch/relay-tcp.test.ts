@@ -11,11 +11,15 @@
 //   (UDP and TCP) holds none of the plaintext; devloc status and devloc connect show "tcp".
 // - UDP and the relay's TCP port blocked: the same over TLS (the self-signed certificate of the
 //   lab's relay is trusted through NODE_EXTRA_CA_CERTS, as an operator's CA would be).
+// - matching (issue 17 item 5): the terminal whose allocation needed TCP submits as udp-blocked
+//   with a TCP/TLS relay; paired with a port-restricted terminal (a direct pair by their
+//   classifications) it is matched with its path to the host = relay.
 import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Test } from 'tap';
 import t from 'tap';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
+import type { MatchResult } from '../../src/agent/match.js';
 import { controlRequest } from '../../src/agent/control-client.js';
 import { formatStatus } from '../../src/cli/commands/agentctl.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
@@ -63,9 +67,10 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
   const tcpOnly = blockedHost('bt', `${PUBLIC_NET}.17`, 7, false);
   const tlsOnly = blockedHost('bs', `${PUBLIC_NET}.18`, 8, true);
   const peerNs = natHost(lab, 'sy', `${PUBLIC_NET}.16`, 6, 'symmetric');
+  const prNs = natHost(lab, 'pr', `${PUBLIC_NET}.15`, 5, 'eim');
   relay = await startCoturn({ tls: true, netns: { name: relayNs, ip: relayIp } });
   const r = relay;
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2`, matchd: true });
   const st = s;
   const secretFile = path.join(st.dir, 'relay.secret');
   writeFileSync(secretFile, `${r.secret}\n`, { mode: 0o600 });
@@ -76,10 +81,12 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
   const caFile = path.join(st.dir, 'relay-ca.pem');
   writeFileSync(caFile, r.cert!);
   const env = { NODE_EXTRA_CA_CERTS: caFile };
-  const [bt, bs, sy] = await Promise.all([
-    st.agent('bt', [], { netns: tcpOnly, env }), st.agent('bs', [], { netns: tlsOnly, env }), st.agent('sy', [], { netns: peerNs }),
+  const [bt, bs, sy, pr] = await Promise.all([
+    st.agent('bt', [], { netns: tcpOnly, env }), st.agent('bs', [], { netns: tlsOnly, env }), st.agent('sy', [], { netns: peerNs }), st.agent('pr', [], { netns: prNs }),
   ]);
-  const [, , ssy] = await Promise.all([readyWithRelays(bt, 'port-restricted', 1), readyWithRelays(bs, 'port-restricted', 1), readyWithRelays(sy, 'symmetric', 1)]);
+  const [sbt, , ssy, spr] = await Promise.all([
+    readyWithRelays(bt, 'port-restricted', 1), readyWithRelays(bs, 'port-restricted', 1), readyWithRelays(sy, 'symmetric', 1), readyWithRelays(pr, 'port-restricted', 1),
+  ]);
   const modeKnown = (asker: AgentProc) => eventually(async () => {
     const x = (await asker.control('lookup', { targets: [ssy.locatorId] })) as { netMode?: string }[];
     return x[0]?.netMode === 'symmetric';
@@ -136,5 +143,18 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     await exchange(t, bs, 'tls', 50);
     const [udp, tcp] = droppedToRelay('bs');
     t.ok(udp! >= 1 && tcp! >= 1, `UDP (${udp}) and TCP (${tcp}) to the relay were tried and dropped first`);
+  });
+
+  await t.test('matching: the terminal that needed TCP is submitted udp-blocked and matched through its relay', async (t) => {
+    // bt and pr are both port-restricted by classification (a direct pair); what bt's allocation
+    // learnt (no UDP to the relay) makes it udp-blocked at matchd, reachable through the relay only.
+    const submit = (p: AgentProc) => controlRequest(p.socket, 'match.submit', { mediaId: 'udp-blocked', maxWaitS: 60, wait: true }, 90_000) as Promise<MatchResult>;
+    const [rb, rp] = await Promise.all([submit(bt), submit(pr)]);
+    t.equal(rb.state, 'matched', rb.reason ?? '');
+    t.equal(rp.state, 'matched');
+    t.equal(rb.hostId, spr.locatorId, 'pr, which sends UDP, hosts');
+    t.equal(rb.path, 'relay', 'bt reaches the host through the relay');
+    t.equal(rb.members!.find((m) => m.self)!.netMode, 'udp-blocked', 'declared udp-blocked');
+    t.equal(rp.members!.find((m) => m.id === sbt.locatorId)!.path, 'relay', "and so it is in the host's result");
   });
 });

@@ -104,6 +104,7 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
     t.equal(relayed.ip, '127.0.0.1');
     t.equal(m.status()?.transport, 'tcp', 'the allocation is over TCP');
     t.equal(m.transport, 'tcp');
+    t.equal(m.udpBlocked, true, 'learnt: UDP does not reach the relay, TCP does (matching declares udp-blocked)');
     t.match(fallbacks(logs), [/"transport":"udp","code":"TURN_TIMEOUT"/], 'the UDP timeout is logged once');
     m.lost('test: allocate again', false);
     t.equal(m.transport, null);
@@ -130,5 +131,6 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
     const m = manager({ ...base, password: 'wrong', udp: { ip: relay.host, port: relay.port }, tcp: { ip: relay.host, port: relay.port } }, logs);
     await t.rejects(m.ensure(), { code: 'RELAY_UNAVAILABLE', message: /lo: TURN_UNAUTHORIZED/ });
     t.equal(fallbacks(logs).length, 0);
+    t.equal(m.udpBlocked, false);
   });
 });
