@@ -291,7 +291,9 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   get path(): PathInfo | null {
     if (!this._path) return null;
     const { address: _a, via, ...p } = this._path;
-    return p.kind === 'relay' ? { ...p, transport: via === 'relay' ? (this.relayTransport?.() ?? 'udp') : 'udp' } : p;
+    if (p.kind !== 'relay') return p;
+    const transport = via === 'relay' ? this.relayTransport?.() : 'udp';
+    return transport ? { ...p, transport } : p;
   }
 
   /** Send `bytes` to `to` the way `via` says, counting what crosses a relay. */
