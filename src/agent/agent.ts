@@ -19,6 +19,7 @@ import { PresenceWatch } from './presence.js';
 import type { PresenceStatus } from './presence.js';
 import type { PresenceRecord, Requirement } from '../wire/catalog.js';
 import { MAX_ALLOW } from '../wire/catalog.js';
+import { NetMode } from '../wire/constants.js';
 import { AgentError } from './errors.js';
 import { formatId } from './ids.js';
 import { Registration } from './registration.js';
@@ -64,7 +65,9 @@ export class Agent extends SafeEmitter<AgentEvents> {
         await reg.ready(ms);
       },
       recheckGrant: (aud, ms) => reg.recheckGrant(aud, ms),
-      netMode: () => reg.wireNetMode(),
+      // UDP that reaches the services but not the relay (it took TCP or TLS): matchd must not
+      // count on a direct path to us; udp-blocked with a TCP/TLS relay is matched relayed.
+      netMode: () => (this.relay.udpBlocked ? NetMode.UDP_BLOCKED : reg.wireNetMode()),
       relays: () => reg.relays,
       netModeSettled: () => reg.netModeSettled,
       locatorId: () => reg.locatorIdHex,

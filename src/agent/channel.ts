@@ -58,6 +58,7 @@ import { ReplayWindow, sealDatagram, verifyDatagram } from '../wire/session.js';
 import type { AgentLog } from './errors.js';
 import { SafeEmitter } from './emitter.js';
 import { AgentError } from './errors.js';
+import type { TurnTransport } from './turn/client.js';
 
 /** Where a candidate address comes from; the order is the preference. */
 export type CandidateKind = 'lan' | 'peer-reflexive' | 'public' | 'relay';
@@ -70,6 +71,8 @@ export interface PathInfo {
   kind: CandidateKind;
   /** Round trip of the PUNCH that confirmed it (or of the last keepalive), ms. */
   rttMs: number | null;
+  /** Relayed paths only: how this end reaches the relay (through its own allocation: the allocation's transport; to the peer's relayed address: udp). */
+  transport?: TurnTransport;
 }
 
 export type ChannelState = 'punching' | 'open' | 'failed' | 'closed';
@@ -154,6 +157,8 @@ export interface ChannelInit {
   relayOnly?: boolean;
   /** Called when a channel on a relayed path lost it (silence): the reason to report (relay.ts). */
   relayLost?: (why: string) => string;
+  /** How the agent's allocation reaches its relay (PathInfo.transport of a path through it). */
+  relayTransport?: () => TurnTransport | null;
   timing?: Partial<ChannelTiming>;
   now?: () => number;
   random?: () => number;
@@ -209,6 +214,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   private readonly directPossible: boolean;
   private readonly relayOnly: boolean;
   private readonly relayLost: ((why: string) => string) | undefined;
+  private readonly relayTransport: (() => TurnTransport | null) | undefined;
   /** Messages waiting for the relay to drain (see the top of the file). */
   private fence: { rid: string; queue: Buffer[]; timer: ReturnType<typeof setTimeout> } | undefined;
   private reason: string | null = null;
@@ -263,6 +269,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     this.directPossible = init.directPossible ?? true;
     this.relayOnly = init.relayOnly ?? false;
     this.relayLost = init.relayLost;
+    this.relayTransport = init.relayTransport;
     this.channelKey = init.channelKey;
     // Bounded (MAX_CANDIDATES): the public and relayed addresses first, then as many LAN addresses as fit.
     const initial = [...init.candidates.filter((c) => c.kind !== 'lan'), ...init.candidates.filter((c) => c.kind === 'lan')];
@@ -283,8 +290,10 @@ export class Channel extends SafeEmitter<ChannelEvents> {
 
   get path(): PathInfo | null {
     if (!this._path) return null;
-    const { address: _a, via: _v, ...p } = this._path;
-    return p;
+    const { address: _a, via, ...p } = this._path;
+    if (p.kind !== 'relay') return p;
+    const transport = via === 'relay' ? this.relayTransport?.() : 'udp';
+    return transport ? { ...p, transport } : p;
   }
 
   /** Send `bytes` to `to` the way `via` says, counting what crosses a relay. */

@@ -188,6 +188,9 @@ async function start(c: Config, logger: Logger, metrics: Metrics): Promise<Runni
     metrics.gauge(`agent_${k.replace(/[A-Z]/g, (x) => `_${x.toLowerCase()}`)}`, `${help} (since start)`, () => agent.counters[k]);
   }
   metrics.gauge('agent_relayed_channels', 'Peer channels whose path was a TURN relay at some point (since start)', () => agent.punch.relayCountersNow().relayedChannels);
+  for (const tr of ['udp', 'tcp', 'tls'] as const) {
+    metrics.gauge(`agent_relayed_channels_${tr}`, `Peer channels first relayed with this end reaching the relay over ${tr.toUpperCase()} (since start)`, () => agent.punch.relayCountersNow().relayedChannelsByTransport[tr]);
+  }
   metrics.gauge('agent_relayed_bytes', 'Bytes of peer channel datagrams through a TURN relay, both ways (since start)', () => agent.punch.relayCountersNow().relayedBytes);
   metrics.gauge('agent_relay_upgrades', 'Peer channels moved from a relay to a direct path (since start)', () => agent.punch.relayCountersNow().upgrades);
   metrics.gauge('agent_relay_allocated', 'Whether the agent holds a TURN allocation (1) or not (0)', () => (agent.relay.status() ? 1 : 0));

@@ -51,6 +51,7 @@ import type { CandidateKind, ChannelSummary, ChannelTiming, Via } from './channe
 import { Channel } from './channel.js';
 import { formatId } from './ids.js';
 import type { RelayManager } from './relay.js';
+import type { TurnTransport } from './turn/client.js';
 
 /** What the manager needs from its agent (closures over the agent's private state). */
 export interface PeerHost {
@@ -99,6 +100,8 @@ export interface PeerOptions extends Partial<ChannelTiming> {
 export interface RelayChannelCounters {
   /** Channels whose path was a relay at some point. */
   relayedChannels: number;
+  /** The same by how this end reached the relay when the channel was first relayed. */
+  relayedChannelsByTransport: Record<TurnTransport, number>;
   /** Bytes of channel datagrams through a relay, both ways (closed and open channels). */
   relayedBytes: number;
   /** Channels moved from a relay to a direct path. */
@@ -172,7 +175,7 @@ export class PeerManager {
   };
   /** Datagrams dropped before reaching a channel; opening datagrams sent. */
   readonly stats = { introductions: 0, unknownChannel: 0, malformed: 0, failed: 0, openers: 0 };
-  private readonly relayCounters = { relayedChannels: 0, closedBytes: 0, upgrades: 0 };
+  private readonly relayCounters = { relayedChannels: 0, closedBytes: 0, upgrades: 0, byTransport: { udp: 0, tcp: 0, tls: 0 } };
   readonly relayPolicy: RelayPolicy;
 
   constructor(private readonly host: PeerHost, private readonly o: PeerOptions = {}) {
@@ -201,7 +204,7 @@ export class PeerManager {
       bytes += c.stats.relayedBytes;
       upgrades += c.stats.upgrades;
     }
-    return { relayedChannels: this.relayCounters.relayedChannels, relayedBytes: bytes, upgrades };
+    return { relayedChannels: this.relayCounters.relayedChannels, relayedChannelsByTransport: { ...this.relayCounters.byTransport }, relayedBytes: bytes, upgrades };
   }
 
   /** Listen for peer datagrams on the agent's socket (called when the agent starts). */
@@ -332,6 +335,7 @@ export class PeerManager {
           for (const c of [...this.channels.values()]) if (c.idHex !== id.toString('hex')) c.relayGone(`RELAY_LOST: ${reason}`);
           return reason;
         },
+        relayTransport: () => this.host.relay!.transport,
       } : {}),
       timing: this.o, now: this.host.now, random: this.host.random, log: this.host.log,
     });
@@ -342,6 +346,7 @@ export class PeerManager {
       if (p?.kind === 'relay' && !relayed) {
         relayed = true;
         this.relayCounters.relayedChannels++;
+        this.relayCounters.byTransport[p.transport ?? 'udp']++;
       }
     });
     ch.once('close', () => {

@@ -3,8 +3,11 @@
 // by every relayed channel of the agent. The TURN protocol is turn/client.ts; this file decides
 // when to allocate, which relay, what to permit, and what to report.
 //
-// - ensure(): allocate on the first relay of the grant that is not marked lost (UDP, else TCP,
-//   else TLS), with the grant's credentials. Credentials that authd's grant says have expired
+// - ensure(): allocate on the first relay of the grant that is not marked lost, with the grant's
+//   credentials, over the transports the grant lists for it in the order UDP, TCP, TLS: one
+//   that neither connects nor answers within RELAY_TRANSPORT_TIMEOUT_MS (a network that blocks
+//   UDP, or TCP but for TLS's port) is left for the next (allocateOn); one that failed so is
+//   tried last on that relay for RELAY_LOST_MS (the next allocation does not wait for it again). Credentials that authd's grant says have expired
 //   (or that the relay refuses as expired) make the agent authenticate again for fresh ones and
 //   allocate once more: never a silent stall. Resolves with the relayed address, or rejects with
 //   AgentError RELAY_UNAVAILABLE (no relay granted, or none answers) naming every relay's error.
@@ -30,6 +33,13 @@ export const RELAY_RC = 5;
 
 /** How long a relay that stopped answering is skipped (ms). */
 export const RELAY_LOST_MS = 5 * 60_000;
+
+/**
+ * How long one transport to a relay may take to connect (TCP/TLS) or to answer a request before
+ * the next transport is tried: the UDP schedule's total (RELAY_RTO_MS doubling, RELAY_RC sends,
+ * then 16 RTO: 7.75 s), used as the TCP/TLS connect and request timeout too.
+ */
+export const RELAY_TRANSPORT_TIMEOUT_MS = RELAY_RTO_MS * (2 ** (RELAY_RC - 1) - 1 + 16);
 
 export interface RelayHost {
   /** The relays of the current authd grant, with their credentials. */
@@ -72,22 +82,31 @@ interface Current {
   since: number;
 }
 
-function serverOf(g: RelayGrant): { server: TurnServer; addr: Address } | null {
+/** The ways to reach relay `g` its grant lists, in the order they are tried: UDP, TCP, TLS. */
+function serversOf(g: RelayGrant): { server: TurnServer; addr: Address }[] {
   const pick: [TurnTransport, Address | undefined][] = [['udp', g.udp], ['tcp', g.tcp], ['tls', g.tls]];
+  const out: { server: TurnServer; addr: Address }[] = [];
   for (const [transport, addr] of pick) {
     if (!addr) continue;
     const server: TurnServer = { host: addr.ip, port: addr.port, transport };
     if (transport === 'tls' && g.tlsName) server.tls = { servername: g.tlsName };
-    return { server, addr };
+    out.push({ server, addr });
   }
-  return null;
+  return out;
 }
+
+/** Errors that say this transport does not get through (the next one may): no answer, no connection. */
+const unreachable = (e: TurnError): boolean => e.code === TurnErrorCode.TIMEOUT || e.code === TurnErrorCode.CONNECTION;
 
 export class RelayManager {
   private current: Current | undefined;
   private allocating: Promise<Address> | undefined;
   /** Relay name -> when it was lost. */
   private readonly lostAt = new Map<string, number>();
+  /** `relay|transport` -> when that transport to that relay last got no connection or answer. */
+  private readonly transportFailedAt = new Map<string, number>();
+  /** When an allocation last needed TCP or TLS because UDP to the same relay got no answer (see udpBlocked). */
+  private udpBlockedAt: number | undefined;
   readonly counters: RelayCounters = { allocations: 0, relaysLost: 0, datagramsOut: 0, datagramsIn: 0, bytesOut: 0, bytesIn: 0 };
   /** Datagrams the relay delivered from a peer (set by the peer manager). */
   onData: (from: Address, bytes: Buffer) => void = () => {};
@@ -98,7 +117,7 @@ export class RelayManager {
 
   /** Whether authd granted any relay (a relayed path is possible at all). */
   get available(): boolean {
-    return this.host.grants().some((g) => serverOf(g) !== null);
+    return this.host.grants().some((g) => serversOf(g).length > 0);
   }
 
   /** The relay in use, if allocated. */
@@ -106,12 +125,26 @@ export class RelayManager {
     return this.current?.client.isAllocated ? this.current.name : null;
   }
 
+  /** How the allocation in use reaches its relay (udp, tcp, tls), if allocated. */
+  get transport(): TurnTransport | null {
+    return this.current?.client.isAllocated ? this.current.transport : null;
+  }
+
+  /**
+   * Whether this network lets no UDP through to the relay while TCP or TLS gets there (learnt
+   * from the last allocation, for RELAY_LOST_MS): UDP is then blocked but to the services, and
+   * matching declares the terminal udp-blocked (reachable through its relay only).
+   */
+  get udpBlocked(): boolean {
+    return this.udpBlockedAt !== undefined && this.host.now() - this.udpBlockedAt < RELAY_LOST_MS;
+  }
+
   /** Relays of the grant not marked lost, after `except`. */
   private usable(): RelayGrant[] {
     const now = this.host.now();
     return this.host.grants().filter((g) => {
       const at = this.lostAt.get(g.name);
-      return serverOf(g) !== null && (at === undefined || now - at >= RELAY_LOST_MS);
+      return serversOf(g).length > 0 && (at === undefined || now - at >= RELAY_LOST_MS);
     });
   }
 
@@ -162,13 +195,45 @@ export class RelayManager {
     throw new AgentError('RELAY_UNAVAILABLE', `no relay: ${why}`);
   }
 
+  /**
+   * Allocate on relay `g` over the first of its transports that works: one that neither connects
+   * nor answers within RELAY_TRANSPORT_TIMEOUT_MS is left for the next (UDP, then TCP, then TLS;
+   * one that failed so in the last RELAY_LOST_MS goes last). Any other error (the relay answered:
+   * a refusal, expired credentials) is the relay's, whatever the transport: thrown at once.
+   */
   private async allocateOn(g: RelayGrant): Promise<Address> {
-    const s = serverOf(g)!;
+    const now = this.host.now();
+    const failedRecently = (t: TurnTransport): number => {
+      const at = this.transportFailedAt.get(`${g.name}|${t}`);
+      return at !== undefined && now - at < RELAY_LOST_MS ? 1 : 0;
+    };
+    const servers = serversOf(g).sort((x, y) => failedRecently(x.server.transport) - failedRecently(y.server.transport));
+    const failures: string[] = [];
+    let last: TurnError | undefined;
+    for (const s of servers) {
+      try {
+        const relayed = await this.allocateVia(g, s);
+        if (s.server.transport === 'udp') this.udpBlockedAt = undefined;
+        else if (failedRecently('udp') || failures.some((f) => f.startsWith('udp '))) this.udpBlockedAt = this.host.now();
+        return relayed;
+      } catch (err) {
+        const e = err instanceof TurnError ? err : new TurnError(TurnErrorCode.CONNECTION, (err as Error).message);
+        if (!unreachable(e)) throw e;
+        this.transportFailedAt.set(`${g.name}|${s.server.transport}`, this.host.now());
+        failures.push(`${s.server.transport} ${e.code} ${e.message}`);
+        last = e;
+        if (s !== servers.at(-1)) this.host.log('info', 'relay unreachable over this transport: trying the next', { relay: g.name, transport: s.server.transport, code: e.code, err: e.message });
+      }
+    }
+    throw new TurnError(last?.code ?? TurnErrorCode.CONNECTION, failures.join('; ') || 'no transport listed');
+  }
+
+  private async allocateVia(g: RelayGrant, s: { server: TurnServer; addr: Address }): Promise<Address> {
     const client = new TurnClient({
       server: s.server, credentials: { username: g.username, password: g.password },
       // A dead relay must show within seconds, not the 39.5 s of RFC 8489's defaults: a connect
       // waits on the permission (250 ms doubling, 5 retransmissions: 7.75 s).
-      rtoMs: RELAY_RTO_MS, rc: RELAY_RC,
+      rtoMs: RELAY_RTO_MS, rc: RELAY_RC, tcpTimeoutMs: RELAY_TRANSPORT_TIMEOUT_MS,
       log: (msg, fields) => this.host.log('debug', msg, { relay: g.name, ...fields }),
       ...this.host.client,
     });

@@ -10,10 +10,14 @@
 // for whichever side is slower, and two of them can only punch if the first datagrams cross in
 // flight. With the firewall the early datagram leaves no trace (conntrack entries of dropped
 // packets are never confirmed), as on real routers (OpenWrt's wan zone rejects input).
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import type { ChannelSummary } from '../../src/agent/channel.js';
 import type { Lab } from '../agent/netns.js';
 import { PUBLIC_NET } from '../agent/netns.js';
+import type { AgentProc } from '../agent/stack.js';
+import { eventually } from '../agent/stack.js';
 
 /** What the control command channel.recv answers. */
 export interface Recv {
@@ -21,6 +25,66 @@ export interface Recv {
   lost: number;
   state: string;
   reason?: string;
+}
+
+/** Receive at `p` on `channel` until `count` messages came; returns their texts and the loss reported. */
+export async function receiveAll(p: AgentProc, channel: string, count: number, ms = 60_000): Promise<{ texts: string[]; lost: number }> {
+  const texts: string[] = [];
+  let lost = 0;
+  await eventually(async () => {
+    const x = (await p.control('channel.recv', { channel, waitMs: 1000 })) as Recv;
+    lost += x.lost;
+    texts.push(...x.messages.map((m) => m.text));
+    return texts.length >= count;
+  }, ms, `${count} messages at ${p.name}`);
+  return { texts, lost };
+}
+
+/**
+ * Capture on `dev` in namespace `ns` into a pcap (`filter`: a capture filter, default UDP);
+ * stop() resolves with the file's bytes.
+ * dumpcap itself (tshark's capture child, installed with it), not tshark: tshark can exit before
+ * its dumpcap has flushed the file, and the test then read a file of a few packets.
+ */
+export async function capture(ns: string, dev: string, file: string, filter = 'udp'): Promise<{ stop: (minBytes?: number) => Promise<Buffer> }> {
+  const p = spawn('ip', ['netns', 'exec', ns, 'dumpcap', '-i', dev, '-f', filter, '-P', '-w', file, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    p.stderr!.setEncoding('utf8').on('data', (c: string) => {
+      err += c;
+      if (/Capturing on/.test(err)) resolve();
+    });
+    p.once('exit', () => reject(new Error(`dumpcap exited: ${err}`)));
+  });
+  const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
+  return {
+    stop: async (minBytes = 0) => {
+      // dumpcap reads the kernel's buffer in batches and stops at SIGINT without the rest: on a
+      // loaded machine it had read nothing yet. Wait until the file holds what was sent.
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && (existsSync(file) ? statSync(file).size : 0) < minBytes) await new Promise((r) => setTimeout(r, 200));
+      p.kill('SIGINT');
+      await exited;
+      return readFileSync(file);
+    },
+  };
+}
+
+/**
+ * Wait until agent `q` is registered in mode `mode` with `relays` relays in its grant. authd
+ * picks a new relay up within a second: an agent that authenticated before has fewer in its
+ * grant, and authenticates again on SIGHUP (sent at most every 3 s).
+ */
+export function readyWithRelays(q: AgentProc, mode: string, relays: number, ms = 90_000): Promise<AgentStatus> {
+  let hupAt = 0;
+  return eventually(async () => {
+    const x = await q.status();
+    if (x.registered && x.relays.length < relays && Date.now() - hupAt > 3000) {
+      hupAt = Date.now();
+      q.proc.kill('SIGHUP');
+    }
+    return x.registered && x.netMode === mode && x.relays.length === relays ? x : null;
+  }, ms, `${q.name} registered as ${mode} with ${relays} relay${relays === 1 ? '' : 's'}`);
 }
 
 /** The channel `id` in an agent's status. */

@@ -13,8 +13,7 @@
 //   message of a continuous stream is lost, duplicated or reordered by the move.
 // - the relay SIGKILLed mid-channel: the channel closes with RELAY_LOST saying another relay is
 //   left, and the next connect goes through the second relay.
-import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import type { AgentStatus } from '../../src/agent/agent.js';
@@ -28,53 +27,11 @@ import { devloc, devlocAsync } from '../cli/fixtures/cli.js';
 import { needs } from '../ops/tools.js';
 import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
 import type { Recv } from './lab.js';
-import { channelOf, natHost, routerOf } from './lab.js';
+import { capture, channelOf, natHost, readyWithRelays, receiveAll, routerOf } from './lab.js';
 
 const missing = haveNetns();
 if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
 const skip = missing && !process.env['CI'] ? missing : needs('turnserver', haveCoturn).skip;
-
-/** Receive at `p` on `channel` until `count` messages came; returns their texts and the loss reported. */
-async function receiveAll(p: AgentProc, channel: string, count: number, ms = 60_000): Promise<{ texts: string[]; lost: number }> {
-  const texts: string[] = [];
-  let lost = 0;
-  await eventually(async () => {
-    const x = (await p.control('channel.recv', { channel, waitMs: 1000 })) as Recv;
-    lost += x.lost;
-    texts.push(...x.messages.map((m) => m.text));
-    return texts.length >= count;
-  }, ms, `${count} messages at ${p.name}`);
-  return { texts, lost };
-}
-
-/**
- * Capture UDP on `dev` in namespace `ns` into a pcap; stop() resolves with the file's bytes.
- * dumpcap itself (tshark's capture child, installed with it), not tshark: tshark can exit before
- * its dumpcap has flushed the file, and the test then read a file of a few packets.
- */
-async function capture(ns: string, dev: string, file: string): Promise<{ stop: (minBytes?: number) => Promise<Buffer> }> {
-  const p = spawn('ip', ['netns', 'exec', ns, 'dumpcap', '-i', dev, '-f', 'udp', '-P', '-w', file, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  await new Promise<void>((resolve, reject) => {
-    p.stderr!.setEncoding('utf8').on('data', (c: string) => {
-      err += c;
-      if (/Capturing on/.test(err)) resolve();
-    });
-    p.once('exit', () => reject(new Error(`dumpcap exited: ${err}`)));
-  });
-  const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
-  return {
-    stop: async (minBytes = 0) => {
-      // dumpcap reads the kernel's buffer in batches and stops at SIGINT without the rest: on a
-      // loaded machine it had read nothing yet. Wait until the file holds what was sent.
-      const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline && (existsSync(file) ? statSync(file).size : 0) < minBytes) await new Promise((r) => setTimeout(r, 200));
-      p.kill('SIGINT');
-      await exited;
-      return readFileSync(file);
-    },
-  };
-}
 
 t.test('relayed channels behind real NATs', { skip }, async (t) => {
   let s: Stack | undefined;
@@ -107,17 +64,7 @@ t.test('relayed channels behind real NATs', { skip }, async (t) => {
     st.agent('alice', [], { netns: alice }), st.agent('bob', [], { netns: bob }),
     st.agent('pr', [], { netns: pr }), st.agent('sy', [], { netns: sy }),
   ]);
-  // authd picks a new relay up within a second: an agent that authenticated before has fewer
-  // in its grant, and authenticates again on SIGHUP.
-  const hupAt = new Map<string, number>();
-  const ready = (q: AgentProc, mode: string) => eventually(async () => {
-    const x = await q.status();
-    if (x.registered && x.relays.length < 2 && Date.now() - (hupAt.get(q.name) ?? 0) > 3000) {
-      hupAt.set(q.name, Date.now());
-      q.proc.kill('SIGHUP');
-    }
-    return x.registered && x.netMode === mode && x.relays.length === 2 ? x : null;
-  }, 90_000, `${q.name} registered as ${mode} with two relays`);
+  const ready = (q: AgentProc, mode: string) => readyWithRelays(q, mode, 2);
   const [s1, s2, sa, sb, sp, sy1] = await Promise.all([
     ready(x1, 'symmetric'), ready(x2, 'symmetric'), ready(a, 'port-restricted'), ready(b, 'port-restricted'), ready(p, 'port-restricted'), ready(y, 'symmetric'),
   ]);

@@ -139,8 +139,8 @@ export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<C
   const realm = 'devloc.test';
   let cert: string | undefined;
   if (o.tls) {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
-      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', `/CN=${host}`,
+      '-addext', `subjectAltName=IP:${host}`, '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
     cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
   }
   const conf = [

@@ -2,9 +2,12 @@
 // credentials are never a silent stall. A grant whose credentials have expired (by its `exp`, or
 // only as the relay says) makes the manager authenticate again and allocate with the fresh ones;
 // when authd has none, ensure() fails at once with RELAY_UNAVAILABLE naming the relay. A relay
-// that does not answer is reported the same way, and skipped afterwards.
+// that does not answer is reported the same way, and skipped afterwards. A relay that gets no UDP
+// through is reached over TCP, and over TLS when TCP does not connect either (issue 17 item 2).
+import net from 'node:net';
 import t from 'tap';
 import { RelayManager } from '../../src/agent/relay.js';
+import { defaultLink } from '../../src/agent/turn/client.js';
 import type { RelayGrant } from '../../src/wire/catalog.js';
 import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 import { needs } from '../ops/tools.js';
@@ -67,5 +70,67 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     t.equal(relayed.ip, '127.0.0.1');
     const { m: m2 } = manager([[dead]]);
     await t.rejects(m2.ensure(), { code: 'RELAY_UNAVAILABLE', message: /dead: TURN_TIMEOUT/ });
+  });
+});
+
+t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect either, then TLS', needs('turnserver', haveCoturn), async (t) => {
+  const relay = await startCoturn({ tls: true });
+  t.teardown(() => relay.stop());
+  // A TCP port nobody listens on (refused at once) and a UDP port nobody answers on.
+  const closed = net.createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', () => resolve()));
+  const deadPort = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const c = mintTurnCredentials(relay.secret, LOCATOR, nowSec() + 600);
+  const base = { name: 'lo', username: c.username, password: c.password, exp: nowSec() + 600 };
+  const manager = (g: RelayGrant, logs: string[]): RelayManager => {
+    const m = new RelayManager({
+      grants: () => [g],
+      reauthenticate: async () => true,
+      log: (_l, msg, f) => void logs.push(`${msg} ${JSON.stringify(f ?? {})}`),
+      now: Date.now,
+      // The test's self-signed certificate is trusted through the link (the agent uses the system's CAs).
+      client: { link: (server, h, o) => defaultLink({ ...server, ...(server.transport === 'tls' ? { tls: { ...server.tls, ca: relay.cert! } } : {}) }, h, o) },
+    });
+    t.teardown(() => m.close());
+    return m;
+  };
+  const fallbacks = (logs: string[]): string[] => logs.filter((l) => l.startsWith('relay unreachable over this transport'));
+
+  await t.test('UDP blocked: allocated over TCP, and the next allocation starts with TCP', async (t) => {
+    const logs: string[] = [];
+    const m = manager({ ...base, udp: { ip: '127.0.0.1', port: deadPort }, tcp: { ip: relay.host, port: relay.port } }, logs);
+    const relayed = await m.ensure();
+    t.equal(relayed.ip, '127.0.0.1');
+    t.equal(m.status()?.transport, 'tcp', 'the allocation is over TCP');
+    t.equal(m.transport, 'tcp');
+    t.equal(m.udpBlocked, true, 'learnt: UDP does not reach the relay, TCP does (matching declares udp-blocked)');
+    t.match(fallbacks(logs), [/"transport":"udp","code":"TURN_TIMEOUT"/], 'the UDP timeout is logged once');
+    m.lost('test: allocate again', false);
+    t.equal(m.transport, null);
+    await m.ensure();
+    t.equal(m.status()?.transport, 'tcp');
+    t.equal(fallbacks(logs).length, 1, 'UDP, which just failed, is tried after TCP: no second wait for it');
+  });
+
+  await t.test('UDP and TCP blocked: allocated over TLS', async (t) => {
+    const logs: string[] = [];
+    const m = manager({ ...base, udp: { ip: '127.0.0.1', port: deadPort }, tcp: { ip: '127.0.0.1', port: deadPort }, tls: { ip: relay.host, port: relay.tlsPort! } }, logs);
+    await m.ensure();
+    t.equal(m.status()?.transport, 'tls');
+    t.match(fallbacks(logs), [/"transport":"udp"/, /"transport":"tcp","code":"TURN_CONNECTION"/]);
+  });
+
+  await t.test('nothing gets through: RELAY_UNAVAILABLE naming each transport', async (t) => {
+    const m = manager({ ...base, udp: { ip: '127.0.0.1', port: deadPort }, tcp: { ip: '127.0.0.1', port: deadPort } }, []);
+    await t.rejects(m.ensure(), { code: 'RELAY_UNAVAILABLE', message: /lo: TURN_CONNECTION udp TURN_TIMEOUT .*; tcp TURN_CONNECTION / });
+  });
+
+  await t.test('a refusal is the relay\'s, not the transport\'s: no fallback', async (t) => {
+    const logs: string[] = [];
+    const m = manager({ ...base, password: 'wrong', udp: { ip: relay.host, port: relay.port }, tcp: { ip: relay.host, port: relay.port } }, logs);
+    await t.rejects(m.ensure(), { code: 'RELAY_UNAVAILABLE', message: /lo: TURN_UNAUTHORIZED/ });
+    t.equal(fallbacks(logs).length, 0);
+    t.equal(m.udpBlocked, false);
   });
 });

@@ -182,7 +182,8 @@ export interface LinkHandlers {
   /** A refusal: what was dropped and why, for stats and logs. */
   drop(reason: string): void;
 }
-export type LinkFactory = (server: TurnServer, handlers: LinkHandlers) => Promise<TurnLink>;
+/** `connectTimeoutMs`: how long a TCP/TLS connection (handshake included) may take before it fails. */
+export type LinkFactory = (server: TurnServer, handlers: LinkHandlers, o?: { connectTimeoutMs?: number }) => Promise<TurnLink>;
 
 export interface TurnClientOptions {
   server: TurnServer;
@@ -318,7 +319,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
         packet: (b) => this.onPacket(b),
         closed: (err) => this.onLinkClosed(err),
         drop: (reason) => this.drop(reason),
-      });
+      }, { connectTimeoutMs: this.opts.tcpTimeoutMs ?? DEFAULT_TCP_TIMEOUT_MS });
       if (this.state !== 'allocating') throw new TurnError(TurnErrorCode.CLOSED, 'closed while connecting');
       const attrs: StunAttributes = { requestedTransport: TRANSPORT_UDP };
       if (this.opts.lifetimeSec !== undefined) attrs.lifetime = this.opts.lifetimeSec;
@@ -778,7 +779,7 @@ function tlsOptions(server: TurnServer, ip: string): ConnectionOptions {
 }
 
 /** The default link: a connected UDP socket, or a TCP/TLS stream framed per RFC 8656 §12. */
-export const defaultLink: LinkFactory = async (server, h) => {
+export const defaultLink: LinkFactory = async (server, h, o = {}) => {
   const ip = await resolveHost(server.host);
   if (server.transport === 'udp') {
     const sock = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4');
@@ -819,11 +820,17 @@ export const defaultLink: LinkFactory = async (server, h) => {
       tls
         ? tls.connect(tlsOptions(server, ip), () => done())
         : net.connect({ host: ip, port: server.port }, () => done());
+    // A firewall that drops the SYN leaves connect() waiting for the kernel's retries (minutes):
+    // the caller's bound ends it, so that the next transport or relay is tried in time.
+    const limit = o.connectTimeoutMs ?? DEFAULT_TCP_TIMEOUT_MS;
+    const timer = setTimeout(() => fail(new Error(`no connection within ${limit} ms`)), limit);
     const fail = (e: Error): void => {
+      clearTimeout(timer);
       s.destroy();
       reject(new TurnError(TurnErrorCode.CONNECTION, `${server.transport.toUpperCase()} connection to ${ip}:${server.port}: ${e.message}`));
     };
     const done = (): void => {
+      clearTimeout(timer);
       s.off('error', fail);
       resolve(s);
     };

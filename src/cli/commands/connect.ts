@@ -41,7 +41,10 @@ async function ask(a: ConnectArgs, cmd: string, args: Record<string, unknown>, t
   }
 }
 
-export const pathText = (p: PathInfo | null): string => (p ? `${p.addr} (${p.kind}${p.rttMs !== null ? `, rtt ${p.rttMs} ms` : ''})` : 'no path');
+/** The candidate kind, with how this end reaches the relay on a relayed path ("relay over tcp"). */
+const kindText = (p: PathInfo): string => `${p.kind}${p.transport ? ` over ${p.transport}` : ''}`;
+
+export const pathText = (p: PathInfo | null): string => (p ? `${p.addr} (${kindText(p)}${p.rttMs !== null ? `, rtt ${p.rttMs} ms` : ''})` : 'no path');
 
 /** lan, direct or relay: what kind of path a channel has. */
 export const pathClass = (p: PathInfo | null): string => (!p ? 'no path' : p.kind === 'lan' ? 'lan' : p.kind === 'relay' ? 'relay' : 'direct');
@@ -61,7 +64,7 @@ interface PingOutcome {
 function pathChange(before: PathInfo | null, after: PathInfo | null): string | null {
   if (!before || !after || (before.addr === after.addr && before.kind === after.kind)) return null;
   const what = before.kind === 'relay' && after.kind !== 'relay' ? 'upgraded' : 'changed';
-  return `path ${what}: ${pathClass(before)} ${before.addr} -> ${pathClass(after)} ${after.addr} (${after.kind})`;
+  return `path ${what}: ${pathClass(before)} ${before.addr} -> ${pathClass(after)} ${after.addr} (${kindText(after)})`;
 }
 
 async function pings(a: ConnectArgs, channel: string, first: PathInfo | null): Promise<void> {
@@ -80,7 +83,7 @@ async function pings(a: ConnectArgs, channel: string, first: PathInfo | null): P
     if (r.path) path = r.path;
     if (r.rttMs !== null) rtts.push(r.rttMs);
     if (a.json) printJson({ ping: i, ...r });
-    else print(r.rttMs === null ? `ping ${i}: no answer within ${a.timeout} ms` : `ping ${i}: rtt ${r.rttMs} ms via ${pathClass(r.path)} ${r.path ? `${r.path.addr} (${r.path.kind})` : ''}`.trimEnd());
+    else print(r.rttMs === null ? `ping ${i}: no answer within ${a.timeout} ms` : `ping ${i}: rtt ${r.rttMs} ms via ${pathClass(r.path)} ${r.path ? `${r.path.addr} (${kindText(r.path)})` : ''}`.trimEnd());
     if (i < count) await new Promise((res) => setTimeout(res, a.interval));
   }
   const lost = count - rtts.length;
