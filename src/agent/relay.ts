@@ -13,8 +13,8 @@
 // - lost(): the allocation stopped answering (a channel over it went silent) or the client
 //   reported an error: the relay is marked lost for RELAY_LOST_MS, the allocation dropped, and
 //   the next ensure() takes the next relay of the grant. Channels over it learn it through
-//   their own silence (channel.ts) and close with a reason that says which relay was lost and
-//   whether another is left.
+//   their own silence (channel.ts) or onLost, and move to the next relay (punch.ts,
+//   moveRelayed); with none left they close with a reason that says which relay was lost.
 // Counters (status, metrics): allocations, relayed datagrams and bytes each way, losses.
 import type { Address } from '../wire/addr.js';
 import { formatAddress } from '../wire/addr.js';
@@ -91,7 +91,7 @@ export class RelayManager {
   readonly counters: RelayCounters = { allocations: 0, relaysLost: 0, datagramsOut: 0, datagramsIn: 0, bytesOut: 0, bytesIn: 0 };
   /** Datagrams the relay delivered from a peer (set by the peer manager). */
   onData: (from: Address, bytes: Buffer) => void = () => {};
-  /** The allocation is gone (the TURN client failed): the reason for the channels that used it (set by the peer manager). */
+  /** The allocation is gone (the TURN client failed): what lost() said, for the channels that used it (set by the peer manager). */
   onLost: (reason: string) => void = () => {};
 
   constructor(private readonly host: RelayHost) {}
@@ -184,7 +184,7 @@ export class RelayManager {
     const failed = (err: TurnError): void => {
       if (this.current !== cur) return;
       const expired = err.code === TurnErrorCode.CREDENTIALS_EXPIRED;
-      this.onLost(`RELAY_LOST: ${this.lost(`${err.code}: ${err.message}`, !expired)}`);
+      this.onLost(this.lost(`${err.code}: ${err.message}`, !expired));
     };
     client.on('error', (err) => {
       this.host.log('warn', 'relay error', { relay: g.name, code: err.code, err: err.message });
@@ -239,7 +239,7 @@ export class RelayManager {
     void c.client.close().catch(() => {});
     const left = this.remaining;
     this.host.log('warn', 'relay lost', { relay: c.name, why, relaysLeft: left });
-    return left > 0 ? `relay ${c.name} lost (${why}); ${left} other relay${left === 1 ? '' : 's'} left for new channels` : `relay ${c.name} lost (${why}); no relay left`;
+    return left > 0 ? `relay ${c.name} lost (${why}); ${left} relay${left === 1 ? '' : 's'} left` : `relay ${c.name} lost (${why}); no relay left`;
   }
 
   status(): RelayAllocationStatus | null {
