@@ -15,6 +15,12 @@
 //   the next ensure() takes the next relay of the grant. Channels over it learn it through
 //   their own silence (channel.ts) or onLost, and move to the next relay (punch.ts,
 //   moveRelayed); with none left they close with a reason that says which relay was lost.
+// - Credentials that expire under an allocation: coturn keeps serving an allocation made with
+//   them (it checks a username's expiry only when an allocation is made), but a grant must not
+//   be used beyond its `exp`. So at `exp` the allocation is dropped like a lost one, without
+//   skipping the relay (onLost): its channels move to a new allocation made with fresh
+//   credentials (ensure() authenticates again when the grant has expired). A relay that does
+//   refuse the expired credentials (401, TURN_CREDENTIALS_EXPIRED) leads to the same move.
 // Counters (status, metrics): allocations, relayed datagrams and bytes each way, losses.
 import type { Address } from '../wire/addr.js';
 import { formatAddress } from '../wire/addr.js';
@@ -70,6 +76,8 @@ interface Current {
   transport: TurnTransport;
   server: string;
   since: number;
+  /** Fires at the credentials' expiry: a new allocation with fresh ones. */
+  renew?: ReturnType<typeof setTimeout>;
 }
 
 function serverOf(g: RelayGrant): { server: TurnServer; addr: Address } | null {
@@ -196,6 +204,13 @@ export class RelayManager {
     const a = await client.allocate();
     this.current = cur;
     this.counters.allocations++;
+    const expiresInMs = Math.min(Math.max(g.exp * 1000 - this.host.now(), 0), 2 ** 31 - 1);
+    cur.renew = setTimeout(() => {
+      if (this.current !== cur) return;
+      this.host.log('info', 'relay credentials expire: a new allocation with fresh ones', { relay: g.name });
+      this.onLost(this.lost(`credentials expired at ${new Date(g.exp * 1000).toISOString()}: allocating anew with fresh ones`, false));
+    }, expiresInMs);
+    cur.renew.unref?.();
     this.host.log('info', 'relay allocated', { relay: g.name, transport: s.server.transport, relayed: formatAddress(a.relayed) });
     return a.relayed;
   }
@@ -233,8 +248,12 @@ export class RelayManager {
     const c = this.current;
     if (!c) return 'relay lost';
     this.current = undefined;
-    this.counters.relaysLost++;
-    if (skip) this.lostAt.set(c.name, this.host.now());
+    clearTimeout(c.renew);
+    // An expiry (skip false) is no lost relay: the same relay serves the next allocation.
+    if (skip) {
+      this.counters.relaysLost++;
+      this.lostAt.set(c.name, this.host.now());
+    }
     c.client.removeAllListeners('closed');
     void c.client.close().catch(() => {});
     const left = this.remaining;
@@ -255,6 +274,7 @@ export class RelayManager {
   async close(): Promise<void> {
     const c = this.current;
     this.current = undefined;
+    clearTimeout(c?.renew);
     await c?.client.close().catch(() => {});
   }
 }
