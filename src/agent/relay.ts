@@ -186,9 +186,10 @@ export class RelayManager {
       this.counters.bytesIn += bytes.length;
       this.onData(from, bytes);
     });
-    // A failed refresh (the relay is gone, or the credentials expired: coturn checks the
-    // username's expiry on every request) ends the allocation: its channels are told at once.
-    // Expired credentials do not make the relay "lost": the next ensure() authenticates again.
+    // A failed refresh (the relay is gone, or a relay that checks the username's expiry on
+    // every request refused it; coturn 4.6 checks it only when allocating, hence `renew`) ends
+    // the allocation: its channels move at once (onLost). Expired credentials do not make the
+    // relay "lost": the next ensure() authenticates again.
     const failed = (err: TurnError): void => {
       if (this.current !== cur) return;
       const expired = err.code === TurnErrorCode.CREDENTIALS_EXPIRED;
