@@ -83,6 +83,18 @@ function net(t: Test, o: { relayOnlyA?: boolean; direct?: boolean; bCandidates?:
   return n;
 }
 
+/** What each end receives: b's messages (got), a's (back), and the loss both report. */
+function received(n: Net): { got: string[]; back: string[]; lost: () => number } {
+  const got: string[] = [];
+  const back: string[] = [];
+  let lost = 0;
+  n.b.on('message', (m) => got.push(m.toString()));
+  n.a.on('message', (m) => back.push(m.toString()));
+  n.b.on('loss', (l) => (lost += l.missing));
+  n.a.on('loss', (l) => (lost += l.missing));
+  return { got, back, lost: () => lost };
+}
+
 const pathIs = (ch: Channel, kind: CandidateKind): Promise<void> =>
   new Promise((resolve) => {
     const check = (): void => {
@@ -101,13 +113,7 @@ t.test('opens on the relay, moves to direct when it opens, and the stream across
   t.equal(pa.addr, formatAddress(B), "to the peer's address as the relay reports it");
   t.equal(pb.kind, 'relay');
   t.equal(pb.addr, formatAddress(R), "the responder sends to the initiator's relayed address");
-  const got: string[] = [];
-  const back: string[] = [];
-  let lost = 0;
-  n.b.on('message', (m) => got.push(m.toString()));
-  n.a.on('message', (m) => back.push(m.toString()));
-  n.b.on('loss', (l) => (lost += l.missing));
-  n.a.on('loss', (l) => (lost += l.missing));
+  const { got, back, lost } = received(n);
   for (let i = 1; i <= 20; i++) {
     n.a.send(`m${i}`);
     n.b.send(`r${i}`);
@@ -134,7 +140,7 @@ t.test('opens on the relay, moves to direct when it opens, and the stream across
   while ((got.length < total || back.length < total) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   t.same(got, Array.from({ length: total }, (_, k) => `m${k + 1}`), `all ${total} messages once, in order, across the move`);
   t.same(back, Array.from({ length: total }, (_, k) => `r${k + 1}`), 'and the other way');
-  t.equal(lost, 0, 'no loss reported');
+  t.equal(lost(), 0, 'no loss reported');
   t.equal(n.a.stats.upgrades, 1, 'one upgrade counted');
   t.equal(n.b.stats.upgrades, 1);
   t.ok(n.a.stats.relayedBytes > 0 && n.b.stats.relayedBytes > 0, 'relayed bytes counted on both ends');
@@ -143,13 +149,7 @@ t.test('opens on the relay, moves to direct when it opens, and the stream across
 t.test('the relay dies mid-stream: the channel moves to a second relay, every message once and in order', async (t) => {
   const n = net(t);
   await Promise.all([n.a.waitOpen(), n.b.waitOpen()]);
-  const got: string[] = [];
-  const back: string[] = [];
-  let lost = 0;
-  n.b.on('message', (m) => got.push(m.toString()));
-  n.a.on('message', (m) => back.push(m.toString()));
-  n.b.on('loss', (l) => (lost += l.missing));
-  n.a.on('loss', (l) => (lost += l.missing));
+  const { got, back, lost } = received(n);
   let i = 0;
   const burst = (k: number): void => {
     for (let j = 0; j < k; j++) {
@@ -181,7 +181,7 @@ t.test('the relay dies mid-stream: the channel moves to a second relay, every me
   await delivered(40);
   t.same(got, Array.from({ length: 40 }, (_, k) => `m${k + 1}`), 'all 40 messages once, in order, across the move');
   t.same(back, Array.from({ length: 40 }, (_, k) => `r${k + 1}`), 'and the other way');
-  t.equal(lost, 0, 'no loss reported');
+  t.equal(lost(), 0, 'no loss reported');
   t.equal(n.b.path?.addr, formatAddress(R2), "the responder sends to the initiator's new relayed address");
   t.equal(n.a.stats.relayMoves, 1, 'one move counted');
   t.equal(n.b.stats.relayMoves, 1);
