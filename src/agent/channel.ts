@@ -43,6 +43,20 @@
 // first one that answers. The move never loses or reorders a message: the last thing sent on
 // the relay is a ping, and what is sent meanwhile waits (bounded) until that ping is answered
 // or `fenceMs` passed, then goes on the direct path; n stays one sequence.
+//
+// Moving to another relay (the relay died, or the allocation's credentials expired). The end
+// whose allocation carried the path (via 'relay') is told by the peer manager (relayMoving: it
+// allocates elsewhere and sends its new relayed address to the peer in an INTRODUCE naming this
+// channel, which the peer gets as INTRO field 10), then relayMoved(); the peer's end gets
+// peerRelayMoved(address). Both then punch again like a silent channel, and the first path that
+// answers carries the channel on. A peer whose path was the other end's relayed address waits
+// `relayMoveWaitMs` beyond the punch timeout for that INTRO before it reports RELAY_LOST. Nothing
+// of the channel API is lost or duplicated by the move: while the path is relayed, each end keeps
+// the messages it sent that the peer has not acknowledged (the `rx` of every PUNCH_ACK, a
+// DATA_ACK; at most MAX_RETAINED), holds what is sent during the move, and once the new path
+// answers sends again, in order and with their numbers n, those above the peer's `rx`; the
+// receiver drops any copy it already had (n not above its last). Only messages pushed out of the
+// MAX_RETAINED bound are lost, and they are reported as loss.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
@@ -92,6 +106,8 @@ export interface ChannelStats {
   relayedBytes: number;
   /** Moves from a relayed path to a direct one. */
   upgrades: number;
+  /** Moves from a lost (or expired) relay to another relayed path. */
+  relayMoves: number;
 }
 
 export interface ChannelSummary {
@@ -136,10 +152,13 @@ export interface ChannelTiming {
   backgroundPunchMs: number;
   /** On the move from the relay to a direct path: longest wait for the relay to drain, ms (default 2000). */
   fenceMs: number;
+  /** On a path to the peer's relayed address gone silent: wait this long beyond punchTimeoutMs for the peer to move the channel to another relay, ms (default two keepalive periods). */
+  relayMoveWaitMs: number;
 }
 
 export const defaultChannelTiming: ChannelTiming = {
   punchTimeoutMs: 10_000, keepaliveMs: PEER_KEEPALIVE_S * 1000, upgradeWindowMs: 1000, relayAfterMs: 3000, backgroundPunchMs: 5000, fenceMs: 2000,
+  relayMoveWaitMs: 2 * PEER_KEEPALIVE_S * 1000,
 };
 
 export interface ChannelInit {
@@ -155,8 +174,11 @@ export interface ChannelInit {
   directPossible?: boolean;
   /** Forced relaying: datagrams that did not come through our relay are refused (only relay candidates). */
   relayOnly?: boolean;
-  /** Called when a channel on a relayed path lost it (silence): the reason to report (relay.ts). */
-  relayLost?: (why: string) => string;
+  /**
+   * Called when a channel on a path through our relay lost it (silence): the reason to report
+   * (relay.ts), or null when the manager moves the channel to another relay (relayMoving).
+   */
+  relayLost?: (why: string) => string | null;
   /** How the agent's allocation reaches its relay (PathInfo.transport of a path through it). */
   relayTransport?: () => TurnTransport | null;
   timing?: Partial<ChannelTiming>;
@@ -195,6 +217,8 @@ export const MAX_CANDIDATES = 8;
 const addrKey = (a: Address, via: Via = 'socket'): string => `${via === 'relay' ? 'relay|' : ''}${normaliseIp(a.ip)}|${a.port}`;
 /** Messages held while the relay drains on a move to a direct path (more are sent at once). */
 const MAX_FENCE_QUEUE = 1024;
+/** Messages kept, while relayed, until the peer acknowledges them (sent again after a move between relays). */
+export const MAX_RETAINED = 1024;
 const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
 /** Largest number of PUNCH request IDs remembered (answers to older ones are still liveness). */
 const MAX_PENDING_PUNCHES = 256;
@@ -207,14 +231,23 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   readonly peerHex: string;
   readonly names: string[];
   readonly nickname: string | undefined;
-  readonly stats: ChannelStats = { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0, relayedBytes: 0, upgrades: 0 };
+  readonly stats: ChannelStats = { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0, relayedBytes: 0, upgrades: 0, relayMoves: 0 };
 
   private _state: ChannelState = 'punching';
   private _path: (PathInfo & { address: Address; via: Via }) | null = null;
   private readonly directPossible: boolean;
   private readonly relayOnly: boolean;
-  private readonly relayLost: ((why: string) => string) | undefined;
   private readonly relayTransport: (() => TurnTransport | null) | undefined;
+  private readonly relayLost: ((why: string) => string | null) | undefined;
+  /**
+   * A move between relays: 'waiting' while the manager allocates and introduces again (our
+   * relay is gone), 'punching' while the new path is searched. Sends are held meanwhile.
+   */
+  private moving: 'no' | 'waiting' | 'punching' = 'no';
+  /** While relayed: what we sent that the peer has not acknowledged (see the top of the file). */
+  private retained: { n: number; payload: Buffer; ack: boolean }[] = [];
+  /** The highest message number the peer says it received (PUNCH_ACK rx). */
+  private peerRx = 0;
   /** Messages waiting for the relay to drain (see the top of the file). */
   private fence: { rid: string; queue: Buffer[]; timer: ReturnType<typeof setTimeout> } | undefined;
   private reason: string | null = null;
@@ -369,14 +402,25 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     return { ...this.dataTx, to: this._path.address, via: this._path.via };
   }
 
-  private sendData(payload: Uint8Array, ack: boolean, rid: Buffer): number {
-    const { enc, mac, to, via } = this.requireOpen();
-    this.txN++;
+  private sealData(n: number, payload: Uint8Array, ack: boolean, rid: Buffer): Buffer {
+    const { enc, mac } = this.dataTx!;
     const seq = this.txSeq + 1;
-    const body: Bodies['DATA'] = { n: this.txN, payload: channelCipher(enc, seq, payload) };
+    const body: Bodies['DATA'] = { n, payload: channelCipher(enc, seq, payload) };
     if (ack) body.ack = true;
-    const dg = this.encode('DATA', rid, body, mac);
+    return this.encode('DATA', rid, body, mac);
+  }
+
+  private sendData(payload: Uint8Array, ack: boolean, rid: Buffer): number {
+    const { to, via } = this.requireOpen();
+    this.txN++;
     this.stats.sent++;
+    if (this._path?.kind === 'relay') {
+      this.retained.push({ n: this.txN, payload: Buffer.from(payload), ack });
+      if (this.retained.length > MAX_RETAINED) this.retained.shift();
+    }
+    // Between relays: held (retained), sent once the new path answers (afterMove).
+    if (this.moving !== 'no') return this.txN;
+    const dg = this.sealData(this.txN, payload, ack, rid);
     if (this.fence) {
       this.fence.queue.push(dg);
       if (this.fence.queue.length >= MAX_FENCE_QUEUE) this.flushFence('queue full');
@@ -432,6 +476,71 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   relayGone(reason: string): void {
     if (this._path?.via !== 'relay') return;
     this.finish(this._state === 'open' ? 'closed' : 'failed', reason);
+  }
+
+  /** The peer's address this open channel reaches through our relay (null: its path is not through our relay). */
+  get relayPeer(): Address | null {
+    return this._state === 'open' && this._path?.via === 'relay' ? this._path.address : null;
+  }
+
+  /** Our relay under the path is gone and the manager moves the channel (see the top of the file): hold what is sent. */
+  relayMoving(why: string): void {
+    if (this.relayPeer === null || this.moving === 'waiting') return;
+    this.moving = 'waiting';
+    if (this.punchTimer) clearTimeout(this.punchTimer);
+    this.punchTimer = undefined;
+    this.log('warn', 'peer channel moving to another relay', { channel: this.idHex, why });
+    this.emit('path', null);
+  }
+
+  /** The peer was told our new relayed address: find it through the new allocation. */
+  relayMoved(relay: string | null): void {
+    if (this._state !== 'open' || this.moving !== 'waiting') return;
+    // The peer's addresses as the old relay reported them mean nothing at the new one.
+    this.dropCandidates((c) => c.via === 'relay');
+    this.log('info', 'peer channel: new relayed address sent to the peer, punching again', { channel: this.idHex, relay });
+    this.searchAfterMove();
+  }
+
+  /** The peer moved the channel to its new relayed address `relayed` (INTRO field 10). */
+  peerRelayMoved(relayed: Address): void {
+    if (this._state !== 'open') return;
+    this.dropCandidates((c) => c.kind === 'relay' && c.via === 'socket');
+    this.addCandidate(relayed, 'relay', 'socket');
+    this.log('info', 'peer moved the channel to another relay, punching its new relayed address', { channel: this.idHex, relayed: formatAddress(relayed) });
+    this.emit('path', null);
+    this.searchAfterMove();
+  }
+
+  private dropCandidates(drop: (c: Candidate) => boolean): void {
+    for (let i = this.candidates.length - 1; i >= 0; i--) if (drop(this.candidates[i]!)) this.candidates.splice(i, 1);
+  }
+
+  private searchAfterMove(): void {
+    this.moving = 'punching';
+    this.repunching = true;
+    this.punchStartedAt = this.now();
+    if (this.punchTimer) clearTimeout(this.punchTimer);
+    this.punchRound();
+  }
+
+  /** A path answered after a move between relays: send again what the peer has not had, in order. */
+  private afterMove(): void {
+    if (this.moving !== 'punching' || this.repunching || !this._path || !this.dataTx) return;
+    this.moving = 'no';
+    this.stats.relayMoves++;
+    const again = this.retained.filter((m) => m.n > this.peerRx);
+    this.log('info', 'peer channel moved', { channel: this.idHex, path: this._path.addr, kind: this._path.kind, resent: again.length });
+    for (const m of again) this.sendRaw(this._path.address, this.sealData(m.n, m.payload, m.ack, randomBytes(REQUEST_ID_BYTES)), this._path.via);
+    if (this._path.kind !== 'relay') this.retained = [];
+  }
+
+  /** The peer received every message up to `n`: forget them. */
+  private acknowledged(n: number): void {
+    if (n > this.peerRx) this.peerRx = n;
+    let i = 0;
+    while (i < this.retained.length && this.retained[i]!.n <= n) i++;
+    if (i) this.retained.splice(0, i);
   }
 
   /** Close: tell the peer (when open) and stop. */
@@ -501,12 +610,18 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     if (this._state === 'closed' || this._state === 'failed') return;
     const now = this.now();
     const searching = this._state === 'punching' || this.repunching;
-    if (searching && now - this.punchStartedAt >= this.timing.punchTimeoutMs) {
+    // A path to the peer's relayed address gone silent: the peer may be moving the channel to
+    // another relay (its INTRO comes after its own silence detection and a new allocation).
+    const peerRelay = this._path?.kind === 'relay' && this._path.via === 'socket' && this.moving === 'no';
+    const limit = this.timing.punchTimeoutMs + (this._state === 'open' && peerRelay ? this.timing.relayMoveWaitMs : 0);
+    if (searching && now - this.punchStartedAt >= limit) {
       const n = this.candidates.length;
-      const why = `no answer from the peer at ${n} candidate address${n === 1 ? '' : 'es'} within ${Math.round(this.timing.punchTimeoutMs / 1000)} s`;
+      const why = `no answer from the peer at ${n} candidate address${n === 1 ? '' : 'es'} within ${Math.round(limit / 1000)} s`;
       if (this._state === 'punching') this.finish('failed', why);
       else if (this._path?.kind === 'relay') {
-        this.finish('closed', `RELAY_LOST: ${this.relayLost ? this.relayLost(why) : `the relay at ${this._path.addr} stopped answering (${why})`}`);
+        const r = this._path.via === 'relay' && this.relayLost ? this.relayLost(why) : `the relay at ${this._path.addr} stopped answering (${why})`;
+        // null: the manager moves the channel to another relay (relayMoving was called).
+        if (r !== null) this.finish('closed', `RELAY_LOST: ${r}`);
       } else this.finish('closed', `peer unreachable: ${why}`);
       return;
     }
@@ -547,7 +662,11 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     const better = !this._path || PRIORITY[c.kind] > PRIORITY[this._path.kind] || this.repunching;
     if (this._path && this._path.address && addrKey(this._path.address, this._path.via) === c.key) {
       this._path.rttMs = rttMs;
-      if (this.repunching) this.repunching = false;
+      if (this.repunching) {
+        this.repunching = false;
+        if (this.moving === 'punching') this.emit('path', this.path);
+      }
+      this.afterMove();
       return;
     }
     // A PUNCH_ACK always carries the peer's key, so data keys exist by now; be sure anyway.
@@ -555,7 +674,8 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     const upgrade = this._state === 'open' && this._path?.kind === 'relay' && c.kind !== 'relay';
     if (upgrade) {
       this.stats.upgrades++;
-      this.startFence();
+      // After a move between relays the old relay is gone: nothing in it to wait for.
+      if (this.moving === 'no') this.startFence();
       this.log('info', 'peer channel upgraded from the relay to a direct path', { channel: this.idHex, path: formatAddress(c.addr), kind: c.kind });
     }
     this._path = { address: c.addr, addr: formatAddress(c.addr), kind: c.kind, rttMs, via: c.via };
@@ -570,6 +690,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     } else {
       this.log('info', 'peer channel path changed', { channel: this.idHex, path: this._path.addr, kind: c.kind });
     }
+    this.afterMove();
     this.emit('path', this.path);
   }
 
@@ -582,6 +703,11 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   private keepalive(): void {
     this.keepTimer = undefined;
     if (this._state !== 'open' || !this._path) return;
+    if (this.moving === 'waiting') {
+      // The manager is allocating and introducing again: it ends with relayMoved or relayGone.
+      this.scheduleKeepalive();
+      return;
+    }
     const now = this.now();
     if (!this.repunching && now - this.lastRx > this.timing.keepaliveMs * 2.5) {
       // Silent too long: NAT binding lost or the peer moved. Punch every candidate again, keeping
@@ -652,11 +778,11 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     switch (msg.name) {
       case 'PUNCH': {
         if (msg.body.close) {
-          this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx), via);
+          this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from, rx: this.rxN }, this.punchTx), via);
           this.finish(this._state === 'open' ? 'closed' : 'failed', 'peer closed the channel');
           return;
         }
-        this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from }, this.punchTx), via);
+        this.sendRaw(from, this.encode('PUNCH_ACK', msg.rid, { eph: this.ephPublic, observed: from, rx: this.rxN }, this.punchTx), via);
         // Its PUNCH got here, so our NAT now lets that address in: punch back at once rather
         // than at the next round (a "triggered check"), and learn the address if it is new.
         // A new address becomes a candidate only while there is room: a PUNCH from any other
@@ -672,6 +798,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
       }
       case 'PUNCH_ACK': {
         this.stats.punchAcks++;
+        if (msg.body.rx !== undefined) this.acknowledged(msg.body.rx);
         const ridHex = Buffer.from(msg.rid).toString('hex');
         const p = this.punches.get(ridHex);
         if (!p) return; // an answer to a PUNCH long gone: liveness only
@@ -707,6 +834,8 @@ export class Channel extends SafeEmitter<ChannelEvents> {
         return;
       }
       case 'DATA_ACK': {
+        // Anything before n that the peer missed, it would drop as late: forget it too.
+        this.acknowledged(msg.body.n);
         const ridHex = Buffer.from(msg.rid).toString('hex');
         if (this.fence?.rid === ridHex) this.flushFence('the relay drained');
         const p = this.pings.get(ridHex);

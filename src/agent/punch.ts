@@ -33,6 +33,13 @@
 //   but relayed. An initiator that did not allocate and whose punching fails (or that learns
 //   the pair is ruled out) allocates and asks for a second introduction, with its relayed
 //   address, once.
+// - Relay lost (the TURN client failed, or a channel through it went silent) or its credentials
+//   expired: while the grant has another usable relay (or fresh credentials for the same one),
+//   the open channels through it are not closed but moved (moveRelayed): one new allocation,
+//   the peer's IP permitted on it, and per channel an INTRODUCE with the new relayed address
+//   naming the channel (`resumes`); the peer gets it as INTRO field 10 and punches the new
+//   address on the same channel (channel.ts, "Moving to another relay"). With no relay left the
+//   channels close with RELAY_LOST saying so.
 import type dgram from 'node:dgram';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
@@ -191,7 +198,7 @@ export class PeerManager {
         }
       };
       host.relay.onLost = (reason) => {
-        for (const c of [...this.channels.values()]) c.relayGone(reason);
+        if (!this.moveRelayed(reason)) for (const c of [...this.channels.values()]) c.relayGone(`RELAY_LOST: ${reason}`);
       };
     }
   }
@@ -273,7 +280,7 @@ export class PeerManager {
       channel: formatId(intro.channelId), peer, names: this.host.names(intro.peer), ...(intro.nickname !== undefined ? { nickname: intro.nickname } : {}),
       role, state: 'failed', path: null, reason: `no direct path: ${plan.problem}`, candidates: plan.candidates.map((c) => `${formatAddress(c.addr)} (${c.kind})`),
       startedAt: now, openedAt: null, punchMs: null,
-      stats: { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0, relayedBytes: 0, upgrades: 0 },
+      stats: { sent: 0, received: 0, lost: 0, late: 0, refused: 0, punchesSent: 0, punchAcks: 0, relayedBytes: 0, upgrades: 0, relayMoves: 0 },
     });
     this.host.log('info', 'no direct path to peer: not punching', { peer, channel: formatId(intro.channelId), reason: plan.problem });
   }
@@ -328,10 +335,12 @@ export class PeerManager {
         if (via === 'relay') this.host.relay?.send(to, bytes);
         else this.host.send(to, bytes);
       },
-      // One channel found the relay silent: the others through it are told at once.
+      // One channel found the relay silent: all channels through it move (or, with no relay
+      // left, the others are told at once and this one closes with the reason).
       ...(this.host.relay ? {
         relayLost: (why: string) => {
           const reason = this.host.relay!.lost(why);
+          if (this.moveRelayed(reason)) return null;
           for (const c of [...this.channels.values()]) if (c.idHex !== id.toString('hex')) c.relayGone(`RELAY_LOST: ${reason}`);
           return reason;
         },
@@ -378,6 +387,46 @@ export class PeerManager {
     return null;
   }
 
+  /**
+   * Our allocation is gone (`reason`, from RelayManager.lost): move every open channel through it
+   * to a new allocation. False (nothing done) when no relay is left to move to.
+   */
+  private moveRelayed(reason: string): boolean {
+    const relay = this.host.relay;
+    if (!relay || relay.remaining === 0) return false;
+    const moving = [...this.channels.values()].filter((c) => c.relayPeer !== null);
+    for (const c of moving) c.relayMoving(reason);
+    if (moving.length) void this.completeMove(relay, moving, reason);
+    return true;
+  }
+
+  private async completeMove(relay: RelayManager, moving: Channel[], reason: string): Promise<void> {
+    let relayed: Address;
+    try {
+      relayed = await relay.ensure();
+    } catch (err) {
+      for (const c of moving) c.relayGone(`RELAY_LOST: ${reason}; no other relay could be allocated (${(err as Error).message})`);
+      return;
+    }
+    await Promise.all(moving.map(async (c) => {
+      try {
+        const peer = c.relayPeer;
+        if (!peer) return; // closed meanwhile
+        await relay.permit(peer);
+        const local = this.host.localAddrs();
+        const m = await this.host.introduce({
+          target: c.peer, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}), relayed, resumes: c.id,
+        });
+        this.seen(formatId(m.body.channelId));
+        // The peer's observed IP changed meanwhile: permit where it is now too.
+        if (normaliseIp(m.body.addr.ip) !== normaliseIp(peer.ip)) await relay.permit(m.body.addr);
+        c.relayMoved(relay.name);
+      } catch (err) {
+        c.relayGone(`RELAY_LOST: ${reason}; the move to another relay failed (${(err as Error).message})`);
+      }
+    }));
+  }
+
   /** Server pushes on the agent's socket: true when it was an INTRO (handled here). */
   onPush(r: Reply): boolean {
     if (r.msg.name !== 'INTRO') return false;
@@ -391,6 +440,16 @@ export class PeerManager {
     const ack = (): void => this.host.send(r.from, session.encode('INTRO_ACK', r.msg.rid, { channelId: intro.channelId }));
     if (this.seenIntros.has(idHex) || this.channels.has(idHex)) {
       ack();
+      return true;
+    }
+    if (intro.resumes) {
+      // The peer moved an open channel to a new relayed address: only that channel, only from
+      // that peer (locatord names the authenticated asker); this introduction opens nothing.
+      this.seen(idHex);
+      ack();
+      const ch = this.channels.get(formatId(intro.resumes));
+      if (ch && ch.peerHex === formatId(intro.peer) && intro.relayed) ch.peerRelayMoved(intro.relayed);
+      else this.host.log('warn', 'introduction moving an unknown channel: ignored', { channel: formatId(intro.resumes), peer: formatId(intro.peer) });
       return true;
     }
     if (!this.host.reachable()) {

@@ -16,8 +16,14 @@
 // - lost(): the allocation stopped answering (a channel over it went silent) or the client
 //   reported an error: the relay is marked lost for RELAY_LOST_MS, the allocation dropped, and
 //   the next ensure() takes the next relay of the grant. Channels over it learn it through
-//   their own silence (channel.ts) and close with a reason that says which relay was lost and
-//   whether another is left.
+//   their own silence (channel.ts) or onLost, and move to the next relay (punch.ts,
+//   moveRelayed); with none left they close with a reason that says which relay was lost.
+// - Credentials that expire under an allocation: coturn keeps serving an allocation made with
+//   them (it checks a username's expiry only when an allocation is made), but a grant must not
+//   be used beyond its `exp`. So at `exp` the allocation is dropped like a lost one, without
+//   skipping the relay (onLost): its channels move to a new allocation made with fresh
+//   credentials (ensure() authenticates again when the grant has expired). A relay that does
+//   refuse the expired credentials (401, TURN_CREDENTIALS_EXPIRED) leads to the same move.
 // Counters (status, metrics): allocations, relayed datagrams and bytes each way, losses.
 import type { Address } from '../wire/addr.js';
 import { formatAddress } from '../wire/addr.js';
@@ -80,6 +86,8 @@ interface Current {
   transport: TurnTransport;
   server: string;
   since: number;
+  /** Fires at the credentials' expiry: a new allocation with fresh ones. */
+  renew?: ReturnType<typeof setTimeout>;
 }
 
 /** The ways to reach relay `g` its grant lists, in the order they are tried: UDP, TCP, TLS. */
@@ -110,7 +118,7 @@ export class RelayManager {
   readonly counters: RelayCounters = { allocations: 0, relaysLost: 0, datagramsOut: 0, datagramsIn: 0, bytesOut: 0, bytesIn: 0 };
   /** Datagrams the relay delivered from a peer (set by the peer manager). */
   onData: (from: Address, bytes: Buffer) => void = () => {};
-  /** The allocation is gone (the TURN client failed): the reason for the channels that used it (set by the peer manager). */
+  /** The allocation is gone (the TURN client failed): what lost() said, for the channels that used it (set by the peer manager). */
   onLost: (reason: string) => void = () => {};
 
   constructor(private readonly host: RelayHost) {}
@@ -243,13 +251,14 @@ export class RelayManager {
       this.counters.bytesIn += bytes.length;
       this.onData(from, bytes);
     });
-    // A failed refresh (the relay is gone, or the credentials expired: coturn checks the
-    // username's expiry on every request) ends the allocation: its channels are told at once.
-    // Expired credentials do not make the relay "lost": the next ensure() authenticates again.
+    // A failed refresh (the relay is gone, or a relay that checks the username's expiry on
+    // every request refused it; coturn 4.6 checks it only when allocating, hence `renew`) ends
+    // the allocation: its channels move at once (onLost). Expired credentials do not make the
+    // relay "lost": the next ensure() authenticates again.
     const failed = (err: TurnError): void => {
       if (this.current !== cur) return;
       const expired = err.code === TurnErrorCode.CREDENTIALS_EXPIRED;
-      this.onLost(`RELAY_LOST: ${this.lost(`${err.code}: ${err.message}`, !expired)}`);
+      this.onLost(this.lost(`${err.code}: ${err.message}`, !expired));
     };
     client.on('error', (err) => {
       this.host.log('warn', 'relay error', { relay: g.name, code: err.code, err: err.message });
@@ -261,6 +270,13 @@ export class RelayManager {
     const a = await client.allocate();
     this.current = cur;
     this.counters.allocations++;
+    const expiresInMs = Math.min(Math.max(g.exp * 1000 - this.host.now(), 0), 2 ** 31 - 1);
+    cur.renew = setTimeout(() => {
+      if (this.current !== cur) return;
+      this.host.log('info', 'relay credentials expire: a new allocation with fresh ones', { relay: g.name });
+      this.onLost(this.lost(`credentials expired at ${new Date(g.exp * 1000).toISOString()}: allocating anew with fresh ones`, false));
+    }, expiresInMs);
+    cur.renew.unref?.();
     this.host.log('info', 'relay allocated', { relay: g.name, transport: s.server.transport, relayed: formatAddress(a.relayed) });
     return a.relayed;
   }
@@ -298,13 +314,17 @@ export class RelayManager {
     const c = this.current;
     if (!c) return 'relay lost';
     this.current = undefined;
-    this.counters.relaysLost++;
-    if (skip) this.lostAt.set(c.name, this.host.now());
+    clearTimeout(c.renew);
+    // An expiry (skip false) is no lost relay: the same relay serves the next allocation.
+    if (skip) {
+      this.counters.relaysLost++;
+      this.lostAt.set(c.name, this.host.now());
+    }
     c.client.removeAllListeners('closed');
     void c.client.close().catch(() => {});
     const left = this.remaining;
     this.host.log('warn', 'relay lost', { relay: c.name, why, relaysLeft: left });
-    return left > 0 ? `relay ${c.name} lost (${why}); ${left} other relay${left === 1 ? '' : 's'} left for new channels` : `relay ${c.name} lost (${why}); no relay left`;
+    return left > 0 ? `relay ${c.name} lost (${why}); ${left} relay${left === 1 ? '' : 's'} left` : `relay ${c.name} lost (${why}); no relay left`;
   }
 
   status(): RelayAllocationStatus | null {
@@ -320,6 +340,7 @@ export class RelayManager {
   async close(): Promise<void> {
     const c = this.current;
     this.current = undefined;
+    clearTimeout(c?.renew);
     await c?.client.close().catch(() => {});
   }
 }

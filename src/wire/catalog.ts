@@ -200,6 +200,7 @@ const introduction = [
   { key: 7, name: 'sealedKey', type: { t: 'bstr', min: SEALED_CHANNEL_KEY_BYTES, max: SEALED_CHANNEL_KEY_BYTES }, required: true, doc: 'the channel key, sealed under this session (ChaCha20-Poly1305, see PEER CHANNELS)' },
   { key: 8, name: 'observed', type: { t: 'addr' }, required: true, doc: "this terminal's own address as locatord sees it" },
   { key: 9, name: 'relayed', type: { t: 'addr' }, doc: "the other terminal's relayed address on its TURN relay, when it allocated one (INTRO only; see RELAYS)" },
+  { key: 10, name: 'resumes', type: channelId, doc: "INTRO only: the other terminal moved the open channel with this ID to the relayed address of field 9 (its relay was lost or its credentials expired): punch that address on that channel; this introduction's own channel ID and key are not used (see RELAYS)" },
 ] as const satisfies readonly Field[];
 
 /** What the catalog must be: every message type, its spec named as in MessageType. */
@@ -450,6 +451,7 @@ const specs = {
       { key: 2, name: 'netMode', type: netMode, doc: "the asker's current network mode (default: as registered)" },
       { key: 3, name: 'localAddrs', type: localAddrs, doc: "the asker's LAN addresses (default: as registered)" },
       { key: 4, name: 'relayed', type: { t: 'addr' }, doc: "the asker's relayed address on a TURN relay (passed on in INTRO: the peer punches it when no direct path works)" },
+      { key: 5, name: 'resumes', type: channelId, doc: "the asker's open channel to the target that moves to the relayed address of field 4 (its relay was lost or its credentials expired); passed on in INTRO field 10" },
     ],
   },
   [MessageType.INTRODUCE_ACK]: {
@@ -564,6 +566,7 @@ const specs = {
     fields: [
       { key: 1, name: 'eph', type: key32, required: true, doc: "the answerer's ephemeral X25519 public key for this channel" },
       { key: 2, name: 'observed', type: { t: 'addr' }, required: true, doc: 'source address the PUNCH came from' },
+      { key: 3, name: 'rx', type: { t: 'uint' }, doc: 'highest DATA message number the answerer has received on the channel: after a move between relays the peer sends again what it sent later (see RELAYS)' },
     ],
   },
   [MessageType.DATA]: {

@@ -7,6 +7,10 @@
 // - nothing goes direct while the direct path is blocked; once it opens, the background
 //   punching finds it, both move, and a stream sent across the move arrives complete, once, in
 //   order (the fence), with the upgrade counted;
+// - the relay dies mid-stream and the channel moves to a second relay (relayMoving/relayMoved
+//   at the initiator, peerRelayMoved at the responder, as the peer manager and INTRO field 10
+//   drive them): what was sent into the dead relay, during the move and after it arrives
+//   complete, once and in order, on the new relayed address;
 // - forced relaying refuses what does not come through the relay;
 // - a relayed address that does not answer gets at most MAX_UNANSWERED_RELAY_PUNCHES.
 import { randomBytes } from 'node:crypto';
@@ -31,6 +35,8 @@ interface Net {
   direct: boolean;
   /** Whether the relay forwards. */
   relayUp: boolean;
+  /** The initiator's relayed address now (R, or the second relay's after a move). */
+  relayAddr: Address;
   /** Datagrams sent by b to R. */
   toRelay: number;
 }
@@ -39,7 +45,7 @@ function net(t: Test, o: { relayOnlyA?: boolean; direct?: boolean; bCandidates?:
   const id = randomBytes(16);
   const key = randomBytes(32);
   const timing = { punchTimeoutMs: 8000, keepaliveMs: 60_000, upgradeWindowMs: 100, relayAfterMs: 0, backgroundPunchMs: 50, fenceMs: 5000 };
-  const n = { direct: o.direct ?? false, relayUp: true, toRelay: 0 } as Net;
+  const n = { direct: o.direct ?? false, relayUp: true, toRelay: 0, relayAddr: R } as Net;
   const to = (ch: () => Channel, from: Address, via: Via, delayMs: number, bytes: Buffer): void => {
     const d = decodeDatagram(bytes);
     if (!d.ok) throw new Error('undecodable datagram on the simulated wire');
@@ -53,7 +59,7 @@ function net(t: Test, o: { relayOnlyA?: boolean; direct?: boolean; bCandidates?:
     send: (dst, bytes, via) => {
       // Through the relay: out of R, to the address the relay saw the peer at (B).
       if (via === 'relay') {
-        if (n.relayUp && same(dst, B)) to(() => n.b, R, 'socket', 20, bytes);
+        if (n.relayUp && same(dst, B)) to(() => n.b, n.relayAddr, 'socket', 20, bytes);
       } else if (n.direct && same(dst, B)) to(() => n.b, A, 'socket', 0, bytes);
     },
   });
@@ -61,8 +67,9 @@ function net(t: Test, o: { relayOnlyA?: boolean; direct?: boolean; bCandidates?:
     id, role: 'responder', peer: randomBytes(16), names: [], channelKey: key,
     candidates: o.bCandidates ?? [{ addr: A, kind: 'public' }, { addr: R, kind: 'relay' }], directPossible: false, timing,
     send: (dst, bytes) => {
-      if (same(dst, R)) {
+      if (same(dst, R) || same(dst, n.relayAddr)) {
         n.toRelay++;
+        if (!same(dst, n.relayAddr)) return; // the old relay: gone
         if (n.relayUp) to(() => n.a, B, 'relay', 20, bytes);
       } else if (n.direct && same(dst, A)) to(() => n.a, B, 'socket', 0, bytes);
     },
@@ -74,6 +81,18 @@ function net(t: Test, o: { relayOnlyA?: boolean; direct?: boolean; bCandidates?:
   n.a.start();
   n.b.start();
   return n;
+}
+
+/** What each end receives: b's messages (got), a's (back), and the loss both report. */
+function received(n: Net): { got: string[]; back: string[]; lost: () => number } {
+  const got: string[] = [];
+  const back: string[] = [];
+  let lost = 0;
+  n.b.on('message', (m) => got.push(m.toString()));
+  n.a.on('message', (m) => back.push(m.toString()));
+  n.b.on('loss', (l) => (lost += l.missing));
+  n.a.on('loss', (l) => (lost += l.missing));
+  return { got, back, lost: () => lost };
 }
 
 const pathIs = (ch: Channel, kind: CandidateKind): Promise<void> =>
@@ -94,13 +113,7 @@ t.test('opens on the relay, moves to direct when it opens, and the stream across
   t.equal(pa.addr, formatAddress(B), "to the peer's address as the relay reports it");
   t.equal(pb.kind, 'relay');
   t.equal(pb.addr, formatAddress(R), "the responder sends to the initiator's relayed address");
-  const got: string[] = [];
-  const back: string[] = [];
-  let lost = 0;
-  n.b.on('message', (m) => got.push(m.toString()));
-  n.a.on('message', (m) => back.push(m.toString()));
-  n.b.on('loss', (l) => (lost += l.missing));
-  n.a.on('loss', (l) => (lost += l.missing));
+  const { got, back, lost } = received(n);
   for (let i = 1; i <= 20; i++) {
     n.a.send(`m${i}`);
     n.b.send(`r${i}`);
@@ -127,10 +140,52 @@ t.test('opens on the relay, moves to direct when it opens, and the stream across
   while ((got.length < total || back.length < total) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   t.same(got, Array.from({ length: total }, (_, k) => `m${k + 1}`), `all ${total} messages once, in order, across the move`);
   t.same(back, Array.from({ length: total }, (_, k) => `r${k + 1}`), 'and the other way');
-  t.equal(lost, 0, 'no loss reported');
+  t.equal(lost(), 0, 'no loss reported');
   t.equal(n.a.stats.upgrades, 1, 'one upgrade counted');
   t.equal(n.b.stats.upgrades, 1);
   t.ok(n.a.stats.relayedBytes > 0 && n.b.stats.relayedBytes > 0, 'relayed bytes counted on both ends');
+});
+
+t.test('the relay dies mid-stream: the channel moves to a second relay, every message once and in order', async (t) => {
+  const n = net(t);
+  await Promise.all([n.a.waitOpen(), n.b.waitOpen()]);
+  const { got, back, lost } = received(n);
+  let i = 0;
+  const burst = (k: number): void => {
+    for (let j = 0; j < k; j++) {
+      i++;
+      n.a.send(`m${i}`);
+      n.b.send(`r${i}`);
+    }
+  };
+  burst(10);
+  const delivered = async (total: number): Promise<void> => {
+    const deadline = Date.now() + 30_000;
+    while ((got.length < total || back.length < total) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  };
+  await delivered(10);
+  // SIGKILL: everything sent into the relay from now on vanishes.
+  n.relayUp = false;
+  burst(10);
+  // The initiator's manager notices and allocates elsewhere: sends are held meanwhile.
+  n.a.relayMoving('relay r1 lost (test)');
+  burst(10);
+  const R2: Address = { ip: '198.51.100.21', port: 50001 };
+  n.relayAddr = R2;
+  n.relayUp = true;
+  n.a.relayMoved('r2');
+  // The responder learns the new relayed address from locatord (INTRO field 10).
+  n.b.peerRelayMoved(R2);
+  burst(10);
+  await Promise.all([pathIs(n.a, 'relay'), pathIs(n.b, 'relay')]);
+  await delivered(40);
+  t.same(got, Array.from({ length: 40 }, (_, k) => `m${k + 1}`), 'all 40 messages once, in order, across the move');
+  t.same(back, Array.from({ length: 40 }, (_, k) => `r${k + 1}`), 'and the other way');
+  t.equal(lost(), 0, 'no loss reported');
+  t.equal(n.b.path?.addr, formatAddress(R2), "the responder sends to the initiator's new relayed address");
+  t.equal(n.a.stats.relayMoves, 1, 'one move counted');
+  t.equal(n.b.stats.relayMoves, 1);
+  t.equal(n.a.stats.late + n.b.stats.late, 0, 'nothing sent twice that had arrived (the rx of the PUNCH_ACKs)');
 });
 
 t.test('forced relaying: the initiator answers only what comes through its relay', async (t) => {

@@ -4,10 +4,22 @@
 // when authd has none, ensure() fails at once with RELAY_UNAVAILABLE naming the relay. A relay
 // that does not answer is reported the same way, and skipped afterwards. A relay that gets no UDP
 // through is reached over TCP, and over TLS when TCP does not connect either (issue 17 item 2).
+//
+// Channel level: credentials that expire under an open relayed channel (coturn would go on
+// serving the allocation: it checks the expiry only when allocating): at their expiry the
+// manager drops the allocation (onLost), authenticates again, allocates with the fresh ones, and
+// the channel moves to the new allocation (as punch.ts's moveRelayed does, with the peer told
+// the new relayed address as INTRO field 10 would): a stream across it arrives complete, once
+// and in order.
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import t from 'tap';
+import { Channel } from '../../src/agent/channel.js';
 import { RelayManager } from '../../src/agent/relay.js';
 import { defaultLink } from '../../src/agent/turn/client.js';
+import type { Address } from '../../src/wire/addr.js';
+import { decodeDatagram } from '../../src/wire/envelope.js';
 import type { RelayGrant } from '../../src/wire/catalog.js';
 import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 import { needs } from '../ops/tools.js';
@@ -133,4 +145,102 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
     t.equal(fallbacks(logs).length, 0);
     t.equal(m.udpBlocked, false);
   });
+});
+
+t.test('credentials expiring under an open relayed channel: re-authorised, the channel moves, nothing lost', needs('turnserver', haveCoturn), async (t) => {
+  const relay = await startCoturn();
+  t.teardown(() => relay.stop());
+  const grant = (exp: number): RelayGrant => {
+    const c = mintTurnCredentials(relay.secret, LOCATOR, exp);
+    return { name: 'lo', udp: { ip: relay.host, port: relay.port }, username: c.username, password: c.password, exp };
+  };
+  // Short-lived credentials (a ticket lifetime of seconds): they expire under the channel.
+  let current = [grant(nowSec() + 4)];
+  let reauths = 0;
+  const m = new RelayManager({
+    grants: () => current,
+    reauthenticate: async () => {
+      reauths++;
+      current = [grant(nowSec() + 600)];
+      return true;
+    },
+    log: () => {},
+    now: Date.now,
+  });
+  t.teardown(() => m.close());
+  const relayed = await m.ensure();
+
+  // The peer: a plain UDP socket on loopback, reaching us only through our relayed address.
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => sock.close());
+  const peerAddr: Address = { ip: '127.0.0.1', port: sock.address().port };
+  await m.permit(peerAddr);
+  const id = randomBytes(16);
+  const key = randomBytes(32);
+  const timing = { punchTimeoutMs: 10_000, keepaliveMs: 60_000, upgradeWindowMs: 100, relayAfterMs: 0 };
+  const a = new Channel({
+    id, role: 'initiator', peer: randomBytes(16), names: [], channelKey: key, candidates: [], directPossible: false, relayOnly: true, timing,
+    send: (to, bytes) => void m.send(to, bytes),
+  });
+  const b = new Channel({
+    id, role: 'responder', peer: randomBytes(16), names: [], channelKey: key, candidates: [{ addr: relayed, kind: 'relay' }], directPossible: false, timing,
+    send: (to, bytes) => sock.send(bytes, to.port, to.ip),
+  });
+  t.teardown(() => {
+    a.close('test over');
+    b.close('test over');
+  });
+  const feed = (ch: Channel, raw: Buffer, from: Address, via: 'socket' | 'relay'): void => {
+    const d = decodeDatagram(raw);
+    if (d.ok) ch.receive(d.msg, raw, from, via);
+  };
+  m.onData = (from, bytes) => feed(a, bytes, from, 'relay');
+  sock.on('message', (raw, r) => feed(b, raw, { ip: r.address, port: r.port }, 'socket'));
+  // What the peer manager does on a lost allocation (punch.ts moveRelayed), with the INTRO's
+  // field 10 handed to the peer directly.
+  const lostReasons: string[] = [];
+  m.onLost = (reason) => {
+    lostReasons.push(reason);
+    a.relayMoving(reason);
+    void (async () => {
+      const fresh = await m.ensure();
+      await m.permit(peerAddr);
+      a.relayMoved(m.name);
+      b.peerRelayMoved(fresh);
+    })().catch((err: Error) => a.relayGone(`RELAY_LOST: ${reason}; ${err.message}`));
+  };
+  a.start();
+  b.start();
+  await Promise.all([a.waitOpen(), b.waitOpen()]);
+  const got: string[] = [];
+  const back: string[] = [];
+  let lost = 0;
+  b.on('message', (x) => got.push(x.toString()));
+  a.on('message', (x) => back.push(x.toString()));
+  a.on('loss', (l) => (lost += l.missing));
+  b.on('loss', (l) => (lost += l.missing));
+  // A stream until the channel moved, and a little beyond.
+  let i = 0;
+  const deadline = Date.now() + 120_000;
+  let after = 0;
+  while (Date.now() < deadline && after < 20) {
+    i++;
+    a.send(`m${i}`);
+    b.send(`r${i}`);
+    if (a.stats.relayMoves >= 1 && b.stats.relayMoves >= 1) after++;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const end = Date.now() + 30_000;
+  while ((got.length < i || back.length < i) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  t.match(lostReasons[0], /credentials expired at .*allocating anew/, `the expiry acted on, not a silent stall: ${lostReasons[0]}`);
+  t.equal(m.counters.relaysLost, 0, 'an expiry is no lost relay');
+  t.ok(reauths >= 1, 'authenticated again for fresh credentials');
+  t.ok(m.counters.allocations >= 2, 'allocated again with them');
+  t.equal(a.state, 'open', 'the channel stayed open');
+  t.ok(a.stats.relayMoves >= 1 && b.stats.relayMoves >= 1, 'and moved to the new allocation');
+  t.not(b.path?.addr, `${relayed.ip}:${relayed.port}`, "the peer sends to the new relayed address");
+  t.same(got, Array.from({ length: i }, (_, k) => `m${k + 1}`), `all ${i} messages once, in order`);
+  t.same(back, Array.from({ length: i }, (_, k) => `r${k + 1}`), 'and the other way');
+  t.equal(lost, 0, 'no loss reported');
 });
