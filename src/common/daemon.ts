@@ -123,6 +123,19 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
     process.stderr.write(`${binary}: cannot start: ${text}\n`);
     return 1;
   }
+  // A SIGTERM while the metrics endpoint or the control socket is still opening must stop the
+  // daemon cleanly (locatord's snapshot included), not kill it: remembered here, acted on once
+  // the stop path below is in place (under load, a test's SIGTERM came before the socket was up).
+  let earlySignal: NodeJS.Signals | undefined;
+  let earlyReload = false;
+  const early = (signal: NodeJS.Signals): void => {
+    if (signal === 'SIGHUP') earlyReload = true;
+    else earlySignal ??= signal;
+  };
+  const dropEarly = (): void => {
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(signal, early);
+  };
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, early);
   let metricsServer: { close: () => Promise<void>; port: number } | undefined;
   const ml = str(config, 'metrics-listen');
   // --workers: the workers share the primary's argv, so each would bind the metrics port (and die
@@ -139,6 +152,7 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
       logger.error('cannot serve metrics', { listen: ml, err: text });
       process.stderr.write(`${binary}: cannot start: ${text}\n`);
       await running.stop().catch(() => undefined);
+      dropEarly();
       return 1;
     }
     logger.info('metrics endpoint', { listen: `${a.ip}:${metricsServer.port}` });
@@ -197,6 +211,7 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
         sampler.close();
         await running.stop().catch(() => undefined);
         await metricsServer?.close();
+        dropEarly();
         return 1;
       }
       // The default path (e.g. /run/devloc missing outside the unit): serve without it.
@@ -225,12 +240,16 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
     };
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGINT', () => void stop('SIGINT'));
-    process.on('SIGHUP', () => {
+    const onHangup = (): void => {
       reload().catch((err: Error) => {
         if (err instanceof ReloadRefused) logger.error('reload refused: configuration error', { err: err.message });
         else logger.error('reload failed', { err: err.message });
       });
-    });
+    };
+    process.on('SIGHUP', onHangup);
+    dropEarly();
+    if (earlySignal) void stop(earlySignal);
+    else if (earlyReload) onHangup();
   });
 }
 
