@@ -58,7 +58,8 @@ export interface DeliveryOptions {
   sessions: ServerSessions;
   send: (bytes: Buffer, to: Address) => void;
   random: () => number;
-  newRid: () => Buffer;
+  /** Request IDs of the pushes (default: Pusher's, random IDs cut from a pooled fill). */
+  newRid?: () => Buffer;
   /** T: first retransmission after uniform [T, 1.5T]. */
   initialTimeoutMs?: number;
   maxRetransmit?: number;
@@ -92,7 +93,7 @@ export class Delivery {
       // A terminal has one waiting request; a few ended ones may still be pushed (short waits).
       maxPendingPerTarget: opts.maxPendingPerTerminal ?? 16,
       random: opts.random,
-      newRid: opts.newRid,
+      ...(opts.newRid ? { newRid: opts.newRid } : {}),
       defer: opts.defer ?? ((fn) => setImmediate(fn)),
       ...(opts.timers ? { timers: opts.timers } : {}),
       onCopy: (_p, n, skipped) => {

@@ -29,7 +29,7 @@ import { NetMode } from '../wire/constants.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
 import type { Props } from '../wire/schema.js';
 import { canUseRelay, chooseHostByPaths, hostRank, MatchPath, pathBetween } from './connectivity.js';
-import { TimerHeap } from './heap.js';
+import { TimerHeap } from '../net/heap.js';
 import type { Rule, Tolerance } from '../wire/requirements.js';
 import { accepts, compileRequirements, EXACT, fit, hasPreferred, Op } from '../wire/requirements.js';
 

@@ -24,7 +24,7 @@ import { MatchPath, matchPathNames } from '../wire/connectivity.js';
 import type { SessionAuth } from '../wire/envelope.js';
 import type { Bodies } from '../wire/catalog.js';
 import { MatchState } from '../wire/catalog.js';
-import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, REQUEST_ID_BYTES } from '../wire/constants.js';
+import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS } from '../wire/constants.js';
 import { ErrorCode } from '../wire/errors.js';
 import { TicketVerifier } from '../wire/ticket.js';
 import type { Contact } from './contacts.js';
@@ -150,7 +150,6 @@ export async function startMatchd(o: MatchdOptions): Promise<Matchd> {
   let server: DatagramServer;
   const delivery = new Delivery({
     sessions, random,
-    newRid: () => randomBytes(REQUEST_ID_BYTES),
     send: (bytes, to) => server.send(bytes, to),
     ...(o.push?.initialTimeoutMs !== undefined ? { initialTimeoutMs: o.push.initialTimeoutMs } : {}),
     ...(o.push?.maxRetransmit !== undefined ? { maxRetransmit: o.push.maxRetransmit } : {}),

@@ -27,6 +27,8 @@ import { randomFillSync } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
 import type { Timers } from './client.js';
+import type { Timed } from './heap.js';
+import { TimerHeap } from './heap.js';
 import { retransmitPlan } from './client.js';
 
 /** What to do with the copy that is due: send these bytes there, skip it, or give up. */
@@ -83,7 +85,7 @@ interface Entry<D> extends PendingPush<D> {
   /** Send times of the copies and the give-up time, ms after the first copy. */
   at: number[];
   /** While waiting for its next copy: the bucket it is filed in, and where. */
-  bucket: Entry<D>[] | undefined;
+  bucket: Bucket<D> | undefined;
   pos: number;
 }
 
@@ -97,33 +99,9 @@ const realTimers: Timers = {
   nowMs: () => performance.now(),
 };
 
-/** A min-heap of numbers (the due times of the buckets). */
-function heapPush(h: number[], v: number): void {
-  let i = h.push(v) - 1;
-  while (i > 0) {
-    const up = (i - 1) >> 1;
-    if (h[up]! <= v) break;
-    h[i] = h[up]!;
-    i = up;
-  }
-  h[i] = v;
-}
-
-function heapPop(h: number[]): number | undefined {
-  const top = h[0];
-  const last = h.pop();
-  if (h.length === 0 || last === undefined) return top;
-  let i = 0;
-  for (;;) {
-    const l = 2 * i + 1;
-    if (l >= h.length) break;
-    const c = l + 1 < h.length && h[l + 1]! < h[l]! ? l + 1 : l;
-    if (h[c]! >= last) break;
-    h[i] = h[c]!;
-    i = c;
-  }
-  h[i] = last;
-  return top;
+/** The pushes due at one time (a multiple of tickMs), filed in the heap of due times. */
+interface Bucket<D> extends Timed {
+  entries: Entry<D>[];
 }
 
 /**
@@ -160,8 +138,8 @@ export class Pusher<D = undefined> {
   private readonly now: () => number;
   private readonly tickMs: number;
   /** Waiting pushes by due time (a multiple of tickMs), those times in a heap, and the one timer. */
-  private readonly buckets = new Map<number, Entry<D>[]>();
-  private readonly dueTimes: number[] = [];
+  private readonly buckets = new Map<number, Bucket<D>>();
+  private readonly dueTimes = new TimerHeap<Bucket<D>>();
   private timer: unknown;
   private timerAt = Infinity;
   private closed = false;
@@ -244,16 +222,16 @@ export class Pusher<D = undefined> {
     const at = Math.ceil((this.now() + ms) / this.tickMs) * this.tickMs;
     let b = this.buckets.get(at);
     if (!b) {
-      this.buckets.set(at, (b = []));
-      heapPush(this.dueTimes, at);
+      this.buckets.set(at, (b = { eventAtMs: at, seq: 0, heapIndex: -1, entries: [] }));
+      this.dueTimes.push(b);
     }
     e.bucket = b;
-    e.pos = b.push(e) - 1;
+    e.pos = b.entries.push(e) - 1;
     if (at < this.timerAt) this.arm();
   }
 
   private unschedule(e: Entry<D>): void {
-    const b = e.bucket;
+    const b = e.bucket?.entries;
     if (!b) return;
     e.bucket = undefined;
     const last = b.pop()!;
@@ -268,7 +246,7 @@ export class Pusher<D = undefined> {
     if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = Infinity;
-    const at = this.dueTimes[0];
+    const at = this.dueTimes.peek()?.eventAtMs;
     if (at === undefined) return;
     this.timerAt = at;
     this.timer = this.timers.setTimeout(() => this.fire(), Math.max(0, at - this.now()));
@@ -280,13 +258,12 @@ export class Pusher<D = undefined> {
     // No timer is set while the due buckets are worked through (schedule() would set one): once after.
     this.timerAt = -Infinity;
     const now = this.now();
-    while (this.dueTimes.length > 0 && this.dueTimes[0]! <= now) {
-      const at = heapPop(this.dueTimes)!;
-      const b = this.buckets.get(at)!;
-      this.buckets.delete(at);
+    while ((this.dueTimes.peek()?.eventAtMs ?? Infinity) <= now) {
+      const b = this.dueTimes.pop()!;
+      this.buckets.delete(b.eventAtMs);
       // Detached first: a copy made below may end (unschedule) another push of this bucket.
-      for (const e of b) e.bucket = undefined;
-      for (const e of b) this.due(e);
+      for (const e of b.entries) e.bucket = undefined;
+      for (const e of b.entries) this.due(e);
     }
     this.arm();
   }
@@ -298,7 +275,7 @@ export class Pusher<D = undefined> {
     this.timer = undefined;
     this.timerAt = Infinity;
     this.buckets.clear();
-    this.dueTimes.length = 0;
+    this.dueTimes.clear();
   }
 
   /** The next copy (or the end of the last one's wait) is due. */

@@ -2,7 +2,7 @@
 // not), the MATCH_CANCEL_ACK extension (members, host) round-trips, the heap orders events.
 import t from 'tap';
 import { MAX_PARTY_LIMIT } from '../../src/matchd/engine.js';
-import { TimerHeap } from '../../src/matchd/heap.js';
+import { TimerHeap } from '../../src/net/heap.js';
 import type { MatchMember } from '../../src/wire/catalog.js';
 import { MAX_DATAGRAM } from '../../src/wire/constants.js';
 import { decodeDatagram, encodeDatagram } from '../../src/wire/envelope.js';

@@ -1,4 +1,5 @@
-// An indexed binary min-heap of timed items (deadlines and widening steps of waiting requests),
+// An indexed binary min-heap of timed items (matchd: deadlines and widening steps of waiting
+// requests; net/push.ts: the due times of its retransmission buckets),
 // so a tick touches only the requests whose time has come instead of scanning every waiting
 // request. Items remember their position, so an ended request leaves the heap in O(log n) and
 // nothing keeps it alive.
