@@ -11,12 +11,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { installVirtualClock } from './virtual-clock.js';
 import { serveOneJsonRequest } from './json-child.js';
+import { Rng } from '../fuzz/rng.js';
 
 export interface DaySettings {
   /** Module exporting the agent library's API (the distribution's bundle, or src/agent/index). */
   library: string;
   /** Virtual hours to run (default 24). */
   hours?: number;
+  /** Seed of the agent's jitter (refresh times, renewals, retries), so a day is reproducible (default 1). */
+  seed?: number;
 }
 
 export interface DayResult {
@@ -75,11 +78,12 @@ async function run(s: DaySettings): Promise<DayResult> {
     db.close();
     const authd = await startAuthd({ host: '127.0.0.1', port: 0, keyFiles: [authdKeyFile], stateDir: authdState, logger: quiet, ratePerS: 0 });
 
+    const rng = new Rng(s.seed ?? 1);
     const id = lib.loadDeviceIdentity(identityFile);
     if (!id.ok) throw new Error(id.error);
     const ak = lib.loadAuthdKey(authdPub);
     if (!ak.ok) throw new Error(ak.error);
-    const agent = new lib.Agent({ identity: id.value, authd: lib.parseAddress(`127.0.0.1:${authd.port}`)!, authdKey: ak.value, reflector: null });
+    const agent = new lib.Agent({ identity: id.value, authd: lib.parseAddress(`127.0.0.1:${authd.port}`)!, authdKey: ak.value, reflector: null, random: () => rng.float() });
     await agent.start();
     // Registered within a virtual minute (the exchange itself takes no virtual time).
     await clock.runUntil(clock.now() + 60_000);

@@ -21,8 +21,10 @@ t.test('2 virtual hours: registered throughout, refreshes at locatord interval, 
   const r = JSON.parse(out.trim()) as DayResult;
   t.ok(r.registeredAtEnd, 'registered at the end');
   t.equal(r.heapAfterGcBytes.length, 2, 'one heap sample per virtual hour');
-  // 25 s refreshes for 2 hours: 288 (a retransmission or a renewal may shift one or two).
-  t.ok(r.refreshes >= 280 && r.refreshes <= 290, `refreshes at the 25 s interval (${r.refreshes})`);
+  // locatord asks for a refresh every 25 s and the agent jitters each interval by ±20 %, so every
+  // interval is 20-30 s and 2 hours hold 240-360 refreshes whatever the draws (a run with 291
+  // failed an older, tighter bound). A 10 s or 60 s interval (720 or 120) fails.
+  t.ok(r.refreshes >= 7200 / 30 && r.refreshes <= 7200 / 20, `refreshes at the 25 s interval ±20 % (${r.refreshes})`);
   t.ok(r.authentications >= 1, `the ticket was renewed (${r.authentications} authentications)`);
   t.same(r.timerErrors, [], 'no timer threw');
 });
