@@ -18,7 +18,7 @@ import { needs } from '../ops/tools.js';
 import { daemonAddress as dest, redisLocatord } from '../scale/fixtures/locatord.js';
 import type { TestRedis } from '../scale/fixtures/redis-server.js';
 import { hasRedis, startRedis } from '../scale/fixtures/redis-server.js';
-import { metricValue } from './fixtures/stack.js';
+import { metricValue, scrapeMetrics } from '../helpers/metrics.js';
 
 const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
 
@@ -27,8 +27,7 @@ const locatord = (t: Test, keys: TestKeys, redis: TestRedis, extra: string[] = [
 
 async function metric(d: RunningDaemon, name: string, labels: Record<string, string> = {}): Promise<number> {
   const line = await d.waitFor((l) => l['msg'] === 'metrics endpoint');
-  const res = await fetch(`http://${line['listen'] as string}/metrics`);
-  return metricValue(await res.text(), name, labels);
+  return metricValue(await scrapeMetrics(line['listen'] as string), name, labels);
 }
 
 /** Send captured bytes from a fresh socket (another source port) and return the answer, whatever it is. */

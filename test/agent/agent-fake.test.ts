@@ -160,10 +160,14 @@ t.test('authd unreachable at start: backs off and recovers by itself', async (t)
   e.authd.refuseNext = { code: ErrorCode.TRY_LATER, count: 3 };
   const a = e.make();
   const problems: string[] = [];
-  a.on('problem', (_s, err) => problems.push(err));
+  a.on('problem', (step, err) => problems.push(`${step}: ${err}`));
   await a.start();
   await until(() => a.isRegistered, 8000, 'registered');
-  t.equal(problems.length, 3, 'three failures, then success');
+  // Exactly the three refusals; on a loaded machine a step may also time out once (a
+  // retransmission schedule running out is a problem too), which is not what this test is about.
+  const refusals = problems.filter((p) => p.startsWith('auth') && /TRY_LATER/.test(p));
+  t.equal(refusals.length, 3, `three TRY_LATER refusals, then success (${problems.join('; ')})`);
+  t.equal(e.authd.refuseNext?.count, 0, 'every refusal was spent');
 });
 
 t.test('lookup, online and groups by ID and by nickname', async (t) => {

@@ -6,6 +6,7 @@ import http from 'node:http';
 import type { DaemonDefinition } from '../../src/common/daemon.js';
 import { runDaemon } from '../../src/common/daemon.js';
 import type { Config } from '../../src/common/config.js';
+import { scrapeMetrics } from '../helpers/metrics.js';
 
 function quietStdout(t: Test): string[] {
   const out: string[] = [];
@@ -56,15 +57,6 @@ t.test('configuration errors exit 2 with the reason', async (t) => {
   t.match(out.join(''), /greeting: too rude/);
 });
 
-function scrape(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
-      let b = '';
-      res.setEncoding('utf8').on('data', (c: string) => (b += c)).on('end', () => resolve(b));
-    }).on('error', reject);
-  });
-}
-
 t.test('runs, serves metrics, reloads on SIGHUP from its own env, stops on SIGTERM', async (t) => {
   const out = quietStdout(t);
   const events: string[] = [];
@@ -84,7 +76,7 @@ t.test('runs, serves metrics, reloads on SIGHUP from its own env, stops on SIGTE
   t.same(events, ['start:hi'], 'started with the env value');
   const port = Number(String(ep['listen']).split(':').at(-1));
   t.ok(port > 0);
-  t.type(await scrape(port), 'string');
+  t.type(await scrapeMetrics(port), 'string');
   env['DEVLOC_TESTD_GREETING'] = 'bonjour';
   process.kill(process.pid, 'SIGHUP');
   await waitLog('reloaded');

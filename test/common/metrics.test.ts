@@ -1,8 +1,8 @@
 // Metrics: Prometheus text format (0.0.4) line by line, and the /metrics endpoint.
 import t from 'tap';
-import http from 'node:http';
 import { latencyBucketsS, mergeExpositions, Metrics } from '../../src/common/metrics.js';
 import { workerRestartDelayMs } from '../../src/common/workers.js';
+import { httpGet } from '../helpers/metrics.js';
 
 const SAMPLE = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*\})? -?[0-9.e+-]+$/;
 const HELP = /^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$/;
@@ -64,15 +64,6 @@ t.test('render: every line is a HELP, TYPE or sample line; values as counted', a
   t.equal(new Set(types).size, types.length, 'one TYPE per family');
 });
 
-function get(port: number, path: string): Promise<{ status: number; type: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
-    }).on('error', reject);
-  });
-}
-
 t.test('serve(): GET /metrics on 127.0.0.1:0', async (t) => {
   const m = new Metrics('devloc');
   m.counter('datagrams_received_total', 'Datagrams received');
@@ -80,13 +71,13 @@ t.test('serve(): GET /metrics on 127.0.0.1:0', async (t) => {
   const s = await m.serve('127.0.0.1', 0);
   t.teardown(() => s.close());
   t.ok(s.port > 0, 'bound port reported');
-  const r = await get(s.port, '/metrics');
+  const r = await httpGet(s.port, '/metrics');
   t.equal(r.status, 200);
   t.match(r.type, /^text\/plain; version=0\.0\.4/);
   t.equal(r.body, m.render());
   t.match(r.body, /^devloc_datagrams_received_total 42$/m);
-  t.equal((await get(s.port, '/metrics?name[]=x')).status, 200, 'a query string is fine');
-  const nf = await get(s.port, '/');
+  t.equal((await httpGet(s.port, '/metrics?name[]=x')).status, 200, 'a query string is fine');
+  const nf = await httpGet(s.port, '/');
   t.equal(nf.status, 404);
   t.match(nf.body, /metrics/);
 });

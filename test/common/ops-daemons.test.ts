@@ -3,23 +3,14 @@
 // --port was given), the shared reload report (applied / needs a restart) from locatord and
 // matchd, and --log-format text.
 import t from 'tap';
-import http from 'node:http';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { root, startDaemon } from '../helpers/daemon.js';
 import { holdUdp, keys, run } from './ops-helpers.js';
+import { scrapeMetrics } from '../helpers/metrics.js';
 
 const pkgVersion = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-
-function scrape(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
-      let b = '';
-      res.setEncoding('utf8').on('data', (c: string) => (b += c)).on('end', () => resolve(b));
-    }).on('error', reject);
-  });
-}
 
 t.test('locatord: an in-use reflector port is named as the option to change', async (t) => {
   const dir = t.testdir();
@@ -50,7 +41,7 @@ t.test('locatord: version in the first line and build_info; SIGHUP reports appli
   t.equal(d.lines[0]!['version'], pkgVersion, 'carrying the version');
   const metricsLine = await d.waitFor((l) => l['msg'] === 'metrics endpoint');
   const port = Number(String(metricsLine['listen']).split(':').pop());
-  t.match(await scrape(port), new RegExp(`^devloc_build_info\\{version="${pkgVersion.replace(/\./g, '\\.')}"\\} 1$`, 'm'));
+  t.match(await scrapeMetrics(port), new RegExp(`^devloc_build_info\\{version="${pkgVersion.replace(/\./g, '\\.')}"\\} 1$`, 'm'));
 
   writeFileSync(conf, `${base.replace('metrics-listen = 127.0.0.1:0', 'metrics-listen = 127.0.0.1:1')}\nmax-ttl = 600\nlog-format = text\n`);
   d.proc.kill('SIGHUP');

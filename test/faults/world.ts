@@ -25,6 +25,7 @@ import { createImpairProxy } from '../../tools/impair.js';
 import type { Proc, Teardown } from '../agent/stack.js';
 import { FAST_AGENT, spawnNode } from '../agent/stack.js';
 import { DAEMON_START_TIMEOUT_MS } from '../helpers/daemon.js';
+import { scrapeMetrics } from '../helpers/metrics.js';
 
 export type DaemonName = 'authd' | 'locatord' | 'matchd';
 export const DAEMONS: readonly DaemonName[] = ['authd', 'locatord', 'matchd'];
@@ -218,9 +219,7 @@ export async function world(t: Teardown, impairment: Impairment): Promise<World>
     proxies: proxies as Record<DaemonName, ImpairProxy>,
     requests,
     async metrics(d) {
-      const res = await fetch(`http://${LO}:${metricsPorts[d]}/metrics`);
-      if (!res.ok) throw new Error(`${d} /metrics: HTTP ${res.status}`);
-      return MetricsSnapshot.parse(await res.text());
+      return MetricsSnapshot.parse(await scrapeMetrics(`${LO}:${metricsPorts[d]}`));
     },
     device(name) {
       const key = newDeviceKey(`${name.toUpperCase()}-${Math.random().toString(16).slice(2, 10).toUpperCase()}`) as KeyFile & { kind: 'device' };

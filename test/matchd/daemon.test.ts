@@ -15,6 +15,7 @@ import { keyFileToJson, newAuthdKey, newServiceKey, privateKeyObject, publicKeyO
 import { root, startDaemon } from '../helpers/daemon.js';
 import type { Fixture } from './helpers.js';
 import { SERVICE, Terminal } from './helpers.js';
+import { scrapeMetrics } from '../helpers/metrics.js';
 
 t.test('daemon: listens, matches, reloads trusted keys on SIGHUP, stops on SIGTERM', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'matchd-'));
@@ -54,7 +55,7 @@ t.test('daemon: listens, matches, reloads trusted keys on SIGHUP, stops on SIGTE
   await d.waitFor((l) => l['msg'] === 'match formed');
 
   const metricsLine = await d.waitFor((l) => l['msg'] === 'metrics endpoint');
-  const text = await (await fetch(`http://${String(metricsLine['listen'])}/metrics`)).text();
+  const text = await scrapeMetrics(String(metricsLine['listen']));
   for (const name of ['match_submits_total', 'match_formed_total', 'match_push_acked_total', 'match_waiting', 'match_pending_pushes']) {
     t.match(text, new RegExp(`^devloc_${name}`, 'm'), `metric ${name}`);
   }

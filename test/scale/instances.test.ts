@@ -14,6 +14,7 @@ import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
 import { needs } from '../ops/tools.js';
 import { startRedis } from './fixtures/redis-server.js';
+import { scrapeMetrics } from '../helpers/metrics.js';
 
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
 const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
@@ -96,13 +97,13 @@ t.test('--workers 2 --metrics-listen: the primary alone binds the port and serve
   const keys = makeKeys();
   const a = await locatord(t, keys, redis, ['--workers', '2', '--metrics-listen', '127.0.0.1:0']);
   const endpoint = await a.waitFor((l) => l['msg'] === 'metrics endpoint');
-  const url = `http://${String(endpoint['listen'])}/metrics`;
+  const listen = String(endpoint['listen']);
   const term = await Terminal.open(t, keys, dest(a));
   await term.expect(t, 'REGISTER_ACK', term.register());
   // Until both workers have started they may be missing from a scrape: wait for both labels.
   let text = '';
   for (let i = 0; i < 600 && !(/worker="0"/.test(text) && /worker="1"/.test(text)); i++) {
-    text = await (await fetch(url)).text();
+    text = await scrapeMetrics(listen);
     if (!(/worker="0"/.test(text) && /worker="1"/.test(text))) await new Promise((r) => setTimeout(r, 100));
   }
   t.match(text, /worker="0"/, 'worker 0 series');
