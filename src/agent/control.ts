@@ -1,16 +1,11 @@
-// The local control API: JSON lines on a Unix socket (devloc-agent(8), CONTROL SOCKET).
-//
-//   request:  {"id": any, "cmd": "lookup", "args": {"targets": ["alice"]}}
-//   response: {"id": same, "ok": true, "result": ...}
-//          or {"id": same, "ok": false, "error": {"code": "NOT_REGISTERED", "message": "..."}}
-//
-// One request per line, answered in order per connection. Access control is the socket's mode
+// The local control API (devloc-agent(8), CONTROL SOCKET): the agent's commands over the
+// control-socket protocol and server the daemons' devloc ctl socket uses too
+// (src/net/unix-socket.ts: JSON lines on a Unix socket, one request per line, answered in order
+// per connection). Access control is the socket's mode
 // (0660: the owner and the socket's group), so anyone who may talk to the agent may use every
 // command. Lines are bounded so a local client cannot make the agent buffer without end.
-import { mkdirSync, unlinkSync } from 'node:fs';
-import type { Server, Socket } from 'node:net';
-import { dirname } from 'node:path';
-import { clearStaleSocket, listenUnix } from '../net/unix-socket.js';
+import type { ControlHandler, ControlRequest, ControlResponse } from '../net/unix-socket.js';
+import { answerControlLine, UnixControlServer } from '../net/unix-socket.js';
 import type { Agent } from './agent.js';
 import type { AgentLog } from './errors.js';
 import { AgentError } from './errors.js';
@@ -27,15 +22,7 @@ export const MAX_CONTROL_LINE = 64 * 1024;
 export const MAX_CONTROL_CONNECTIONS = 64;
 const MAX_TARGETS = 1024;
 
-export interface ControlRequest {
-  id?: unknown;
-  cmd: string;
-  args?: Record<string, unknown>;
-}
-
-export type ControlResponse =
-  | { id?: unknown; ok: true; result: unknown }
-  | { id?: unknown; ok: false; error: { code: string; message: string } };
+export type { ControlRequest, ControlResponse };
 
 /** The commands, as the man page lists them. */
 export const CONTROL_COMMANDS = [
@@ -260,85 +247,31 @@ function errorOf(err: unknown): { code: string; message: string } {
   return { code: 'INTERNAL', message: (err as Error)?.message ?? String(err) };
 }
 
-/** Parse and execute one line; never throws. */
-export async function handleLine(agent: Agent, peers: AddressBook | undefined, line: string): Promise<ControlResponse> {
-  let req: ControlRequest;
-  try {
-    const o = JSON.parse(line) as unknown;
-    if (typeof o !== 'object' || o === null || Array.isArray(o) || typeof (o as ControlRequest).cmd !== 'string') throw new Error();
-    req = o as ControlRequest;
-    if (req.args !== undefined && (typeof req.args !== 'object' || req.args === null || Array.isArray(req.args))) throw new Error();
-  } catch {
-    return { ok: false, error: { code: 'BAD_REQUEST', message: 'expected one JSON object per line: {"id":..., "cmd":..., "args":{...}}' } };
-  }
-  const id = req.id;
-  try {
-    const result = await dispatch(agent, peers, req);
-    return { ...(id !== undefined ? { id } : {}), ok: true, result };
-  } catch (err) {
-    return { ...(id !== undefined ? { id } : {}), ok: false, error: errorOf(err) };
-  }
+/** The agent's side of the protocol. */
+function agentHandler(agent: Agent, peers: AddressBook | undefined, log?: AgentLog): ControlHandler {
+  return {
+    run: (req) => dispatch(agent, peers, req),
+    errorOf,
+    ...(log ? { refused: (code: string, message: string) => log('debug', 'control request refused', { code, reason: message }) } : {}),
+  };
 }
 
-/** If `path` exists: a socket nobody answers on is stale and removed; anything else is refused. */
-export class ControlServer {
-  private readonly sockets = new Set<Socket>();
+/** Parse and execute one line; never throws. */
+export function handleLine(agent: Agent, peers: AddressBook | undefined, line: string): Promise<ControlResponse> {
+  return answerControlLine(agentHandler(agent, peers), line);
+}
 
-  private constructor(
-    private readonly server: Server,
-    readonly path: string,
-  ) {}
-
-  static async listen(path: string, agent: Agent, peers: AddressBook | undefined, log: AgentLog = () => {}): Promise<ControlServer> {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    await clearStaleSocket(path, { notSocket: `control socket path ${path} exists and is not a socket`, inUse: `control socket ${path} is in use: is another devloc-agent running?` });
-    // node:net only now: an embedded agent that never listens does not load it (issue 20).
-    const { createServer } = await import('node:net');
-    const server = createServer();
-    const cs = new ControlServer(server, path);
+/** The agent's control socket: the shared server with the agent's commands and limits. */
+export const ControlServer = {
+  /** If `path` exists: a socket nobody answers on is stale and removed; anything else is refused. */
+  async listen(path: string, agent: Agent, peers: AddressBook | undefined, log: AgentLog = () => {}): Promise<UnixControlServer> {
     // From the start, so what peers send on incoming channels waits for a reader.
     channelRegistry(agent);
-    server.maxConnections = MAX_CONTROL_CONNECTIONS;
-    server.on('connection', (sock) => cs.serve(sock, agent, peers, log));
-    await listenUnix(server, path);
-    return cs;
-  }
-
-  private serve(sock: Socket, agent: Agent, peers: AddressBook | undefined, log: AgentLog): void {
-    this.sockets.add(sock);
-    sock.setEncoding('utf8');
-    let buf = '';
-    let chain = Promise.resolve();
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      if (buf.length > MAX_CONTROL_LINE && !buf.includes('\n')) {
-        sock.end(JSON.stringify({ ok: false, error: { code: 'TOO_LARGE', message: `request line longer than ${MAX_CONTROL_LINE} bytes` } }) + '\n');
-        buf = '';
-        return;
-      }
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i).trim();
-        buf = buf.slice(i + 1);
-        if (!line) continue;
-        // Answer in order: each request waits for the previous one on this connection.
-        chain = chain.then(async () => {
-          const res = await handleLine(agent, peers, line);
-          if (!sock.destroyed) sock.write(JSON.stringify(res) + '\n');
-        });
-      }
+    return UnixControlServer.listen(path, agentHandler(agent, peers, log), {
+      maxLine: MAX_CONTROL_LINE, maxConnections: MAX_CONTROL_CONNECTIONS, dirMode: 0o755,
+      errors: { notSocket: `control socket path ${path} exists and is not a socket`, inUse: `control socket ${path} is in use: is another devloc-agent running?` },
+      connectionError: (err) => log('debug', 'control connection error', { err: err.message }),
     });
-    sock.on('error', (err) => log('debug', 'control connection error', { err: err.message }));
-    sock.on('close', () => this.sockets.delete(sock));
-  }
-
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    try {
-      unlinkSync(this.path);
-    } catch {
-      /* already gone */
-    }
-  }
-}
+  },
+};
+export type ControlServer = UnixControlServer;

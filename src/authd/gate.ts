@@ -3,11 +3,11 @@
 // cloned-identity watch. Their state is per device, and a device's requests may reach any worker
 // of `devloc-authd --workers N` (the kernel spreads one socket's datagrams over them), so that
 // state must be one: in one process it is a `DeviceGate` in that process; with workers it is a
-// `DeviceGate` in the primary, which every worker asks through the cluster channel
-// (`RemoteGate`, after the public-key work, so the primary does no crypto). Budgets and replays
+// `DeviceGate` in the primary, which every worker asks through the workers' channel
+// (src/common/workers.ts: `RemoteGate`, after the public-key work, so the primary does no crypto). Budgets and replays
 // hold across workers exactly as in one process. The questions a worker has after one turn of its
-// event loop (the datagrams it read at one wake-up) go in one message, answered by one: a message
-// per request cost each side a pipe write, a wake-up of the other process and a JSON parse, which
+// event loop (the datagrams it read at one wake-up) go in one message (the channel's `batch`),
+// answered by one: a message per request cost each side a pipe write, a wake-up of the other process and a JSON parse, which
 // under load was more CPU than the request's Ed25519 signature (bench/authd.ts).
 //
 // A request retransmitted by its terminal (same request ID, same source) to another worker than
@@ -16,11 +16,10 @@
 // replay, and it is answered again (new tickets, sealed to the same requester, sent to the same
 // address, as the response cache would) instead of REPLAY. A copy from any other address is a
 // REPLAY, as in one process.
-import type { Worker } from 'node:cluster';
+import type { GateQuestion, GateVerdict, WorkerChannel } from '../common/workers.js';
+import { toPrimary } from '../common/workers.js';
 import { RateLimiter } from '../net/ratelimit.js';
-import type { ErrorCode as ErrorCodeT } from '../wire/errors.js';
 import { ErrorCode } from '../wire/errors.js';
-import type { Conflict } from './conflicts.js';
 import { IdentityConflicts } from './conflicts.js';
 import { ReplayCache } from './replay.js';
 
@@ -35,9 +34,8 @@ export interface GateQuery {
   from: string;
 }
 
-export type GateVerdict =
-  | { ok: true; conflict?: Conflict }
-  | { ok: false; code: ErrorCodeT; message: string; retryAfterMs?: number; logReason?: string };
+// Its shape is part of the workers' messages (src/common/workers.ts), which cross the channel.
+export type { GateVerdict };
 
 export interface Gate {
   admit(q: GateQuery): GateVerdict | Promise<GateVerdict>;
@@ -122,32 +120,10 @@ export class DeviceGate implements Gate {
 
 // ---- across the cluster channel ---------------------------------------------------------------
 
-const TAG = 'devloc-authd-gate';
-
-/** One question: [id, deviceId, nonce, timeMs, rid, from] (arrays: smaller JSON than objects). */
-type WireQuery = [number, string, string, number, string, string];
-
-interface GateRequest {
-  t: typeof TAG;
-  /** The questions of one event-loop turn of the worker. */
-  b: WireQuery[];
-}
-
-interface GateAnswer {
-  t: typeof TAG;
-  /** [id, verdict] for each question of the batch. */
-  a: [number, GateVerdict][];
-}
-
-const isRequest = (m: unknown): m is GateRequest => typeof m === 'object' && m !== null && (m as GateRequest).t === TAG && Array.isArray((m as GateRequest).b);
-const isAnswer = (m: unknown): m is GateAnswer => typeof m === 'object' && m !== null && (m as GateAnswer).t === TAG && Array.isArray((m as GateAnswer).a);
-
-/** In the primary: answer a worker's batch of gate questions; false when `msg` is not one. */
-export function serveGate(gate: DeviceGate, worker: Worker, msg: unknown): boolean {
-  if (!isRequest(msg)) return false;
-  const a = msg.b.map(([id, deviceId, nonce, timeMs, rid, from]): [number, GateVerdict] => [id, gate.admit({ deviceId, nonce, timeMs, rid, from })]);
-  if (worker.isConnected()) worker.send({ t: TAG, a } satisfies GateAnswer);
-  return true;
+/** In the primary: answer a worker's batch of gate questions. */
+export function serveGate(gate: DeviceGate, from: WorkerChannel, b: GateQuestion[]): void {
+  const a = b.map(([id, deviceId, nonce, timeMs, rid, from]): [number, GateVerdict] => [id, gate.admit({ deviceId, nonce, timeMs, rid, from })]);
+  from.send({ k: 'gate-answer', a });
 }
 
 /** How long a worker waits for the primary before answering TRY_LATER (it is never expected). */
@@ -159,14 +135,11 @@ const UNAVAILABLE: GateVerdict = { ok: false, code: ErrorCode.TRY_LATER, message
 export class RemoteGate implements Gate {
   private nextId = 1;
   private readonly waiting = new Map<number, (v: GateVerdict) => void>();
-  /** Questions asked in this turn of the event loop, sent together by flush(). */
-  private batch: WireQuery[] = [];
   readonly replayEntries = 0;
   readonly replayEvictedEarly = 0;
 
-  constructor(private readonly channel: NodeJS.Process = process) {
-    channel.on('message', (m: unknown) => {
-      if (!isAnswer(m)) return;
+  constructor(private readonly channel: WorkerChannel = toPrimary()) {
+    channel.on('gate-answer', (m) => {
       for (const [id, v] of m.a) this.settle(id, v);
     });
   }
@@ -180,9 +153,10 @@ export class RemoteGate implements Gate {
         clearTimeout(timer);
         resolve(v);
       });
-      // After the poll phase: every datagram read at this wake-up has asked by then.
-      if (this.batch.length === 0) setImmediate(() => this.flush());
-      this.batch.push([id, q.deviceId, q.nonce, q.timeMs, q.rid, q.from]);
+      // The questions of one event-loop turn go in one message (the channel's batch).
+      this.channel.batch('gate-ask', [id, q.deviceId, q.nonce, q.timeMs, q.rid, q.from], (unsent) => {
+        for (const [u] of unsent) this.settle(u, UNAVAILABLE);
+      });
     });
   }
 
@@ -191,17 +165,5 @@ export class RemoteGate implements Gate {
     if (!resolve) return;
     this.waiting.delete(id);
     resolve(v);
-  }
-
-  private flush(): void {
-    const b = this.batch;
-    this.batch = [];
-    if (b.length === 0) return;
-    try {
-      // false only means queued behind others; a closed channel throws.
-      this.channel.send!({ t: TAG, b } satisfies GateRequest);
-    } catch {
-      for (const [id] of b) this.settle(id, UNAVAILABLE);
-    }
   }
 }

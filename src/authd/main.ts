@@ -3,7 +3,6 @@
 // variables come from `spec` below (see src/common/config.ts); man/devloc-authd.8 documents
 // every one of them.
 import cluster from 'node:cluster';
-import type { Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
 import type { Config, Spec } from '../common/config.js';
@@ -19,7 +18,7 @@ import { defaultPolicy, defaultRate, startAuthd } from './server.js';
 import { isMainModule } from '../common/entry.js';
 import { controlSocketOption } from '../common/control.js';
 import { authdControl } from './control.js';
-import { broadcast, startWorkers, workerIndex } from '../common/workers.js';
+import { broadcast, startWorkers, toPrimary, workerIndex } from '../common/workers.js';
 import type { Logger } from '../common/log.js';
 import { DeviceGate, RemoteGate, serveGate } from './gate.js';
 
@@ -108,8 +107,6 @@ export function checkConfig(config: Config): string | null {
 
 /** The environment variable that carries the cookie master from the primary to its workers. */
 const COOKIE_MASTER_ENV = 'DEVLOC_WORKER_COOKIE_MASTER';
-/** A REVOKE_ACK one worker received, for the worker that pushed the REVOKE. */
-const REVOKE_ACK = 'devloc-authd-revoke-ack';
 
 /** A whole-authd figure (--max-rate, --cookie-threshold) for one of N workers, each of which sees about 1/N of the requests. */
 const shareOut = (x: number, workers: number): number => (x > 0 ? Math.max(1, Math.round(x / workers)) : x);
@@ -126,13 +123,12 @@ const gatePolicy = (config: Config): { clockSkewS: number; deviceRatePerMin: num
  */
 function startPrimary(config: Config, logger: Logger): Promise<Running> {
   const gate = new DeviceGate(gatePolicy(config), { replayCacheMax: num(config, 'replay-cache'), serveDuplicates: true });
-  const onMessage = (w: Worker, msg: unknown): void => {
-    if (serveGate(gate, w, msg)) return;
-    if (typeof msg === 'object' && msg !== null && (msg as { t?: unknown }).t === REVOKE_ACK) broadcast(msg, w);
-  };
   return startWorkers(num(config, 'workers'), logger, {
     env: { [COOKIE_MASTER_ENV]: randomBytes(32).toString('hex') },
-    onMessage,
+    listeners: {
+      'gate-ask': (m, from) => serveGate(gate, from, m.b),
+      'revoke-ack': (m, from) => broadcast(m, from),
+    },
     reload: (next) => gate.setPolicy(gatePolicy(next)),
   });
 }
@@ -153,15 +149,12 @@ export const definition: DaemonDefinition = {
         ...o, maxRate: shareOut(o.maxRate!, workers), cookieThreshold: shareOut(o.cookieThreshold!, workers), gate: new RemoteGate(),
         ...(master ? { cookieMaster: Buffer.from(master, 'hex') } : {}),
         pushRevocations: workerIndex() === 0,
-        onRevokeAck: (rid) => process.send?.({ t: REVOKE_ACK, rid: Buffer.from(rid).toString('hex') }),
+        onRevokeAck: (rid) => toPrimary().send({ k: 'revoke-ack', rid: Buffer.from(rid).toString('hex') }),
       };
     };
     const authd = await startAuthd({ ...perWorker(options(config)), logger, metrics });
     if (cluster.isWorker) {
-      process.on('message', (msg: unknown) => {
-        const m = msg as { t?: unknown; rid?: unknown };
-        if (typeof m === 'object' && m !== null && m.t === REVOKE_ACK && typeof m.rid === 'string') authd.revocations.ack(Buffer.from(m.rid, 'hex'));
-      });
+      toPrimary().on('revoke-ack', (m) => authd.revocations.ack(Buffer.from(m.rid, 'hex')));
     }
     return {
       stop: () => authd.stop(),

@@ -6,8 +6,7 @@ import { daemonHelp, parseDaemonArgs } from './args.js';
 import { bool, commonSpec, resolveConfig, specOf, str, unknownFlag } from './config.js';
 import type { Level, LogFormat } from './log.js';
 import { Logger } from './log.js';
-import { Metrics, mergeExpositions } from './metrics.js';
-import type { Cluster } from 'node:cluster';
+import { Metrics } from './metrics.js';
 import { explainStartError, preflight } from './preflight.js';
 import { inForce, reloadReport } from './reload.js';
 import { version, versionLine } from './version.js';
@@ -16,16 +15,7 @@ import { ControlRefusal, ControlSocket, RateSampler } from './control.js';
 import type { ReloadReport } from './reload.js';
 import { ipToBytes, parseAddress } from '../wire/addr.js';
 import cluster from 'node:cluster';
-
-/**
- * The index (0 .. N-1) of this --workers process (src/common/workers.ts forks it with
- * DEVLOC_WORKER_INDEX), stable across a restart of that worker; -1 outside a cluster.
- */
-export function workerIndex(): number {
-  if (!cluster.isWorker) return -1;
-  const i = Number(process.env['DEVLOC_WORKER_INDEX']);
-  return Number.isInteger(i) && i >= 0 ? i : 0;
-}
+import { answerMetricsScrapes, scrapeWorkers, workerIndex } from './workers.js';
 
 export interface Running {
   /** Stop serving, persist what must be persisted. */
@@ -140,12 +130,11 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
   const ml = str(config, 'metrics-listen');
   // --workers: the workers share the primary's argv, so each would bind the metrics port (and die
   // and be restarted forever). Only the primary serves it, with every worker's series labelled.
-  const cluster = ml ? (await import('node:cluster')).default : undefined;
-  if (ml && cluster?.isWorker) answerMetricsScrapes(metrics);
+  if (ml && cluster.isWorker) answerMetricsScrapes(metrics);
   else if (ml) {
     const a = parseAddress(ml)!; // checked by checkCommon
     try {
-      metricsServer = await metrics.serve(a.ip, a.port, () => exposition(metrics, cluster!));
+      metricsServer = await metrics.serve(a.ip, a.port, () => scrapeWorkers(metrics));
     } catch (err) {
       // e.g. the port is taken: stop what was started instead of dying on a rejection.
       const text = explainStartError(err, spec, config, origins) ?? (err as Error).message;
@@ -251,43 +240,6 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
     if (earlySignal) void stop(earlySignal);
     else if (earlyReload) onHangup();
   });
-}
-
-/** IPC between the primary of `--workers` and a worker: a scrape and its answer. */
-interface MetricsScrape { devlocMetrics: number; text?: string; worker?: number }
-const isScrape = (m: unknown): m is MetricsScrape => typeof m === 'object' && m !== null && typeof (m as MetricsScrape).devlocMetrics === 'number';
-
-/** In a worker: answer the primary's scrapes with this process's series. */
-function answerMetricsScrapes(metrics: Metrics): void {
-  process.on('message', (m: unknown) => {
-    if (isScrape(m) && m.text === undefined) process.send?.({ devlocMetrics: m.devlocMetrics, text: metrics.render(), worker: workerIndex() });
-  });
-}
-
-let scrapeSeq = 0;
-/** Workers answering within this time are in the scrape; one that is busy or restarting is left out. */
-const WORKER_SCRAPE_TIMEOUT_MS = 2000;
-
-/** /metrics of this process, and of its workers (label worker="<index>", as in their log lines) when it has some. */
-async function exposition(metrics: Metrics, cluster: Cluster): Promise<string> {
-  const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected());
-  if (workers.length === 0) return metrics.render();
-  const id = ++scrapeSeq;
-  const answers = await Promise.all(workers.map((w) => new Promise<{ labels: { worker: string }; text: string } | undefined>((resolve) => {
-    const done = (m: MetricsScrape | undefined): void => {
-      clearTimeout(timer);
-      w!.off('message', onMessage);
-      resolve(m?.text === undefined ? undefined : { labels: { worker: String(m.worker ?? w!.id) }, text: m.text });
-    };
-    const onMessage = (m: unknown): void => {
-      if (isScrape(m) && m.devlocMetrics === id && typeof m.text === 'string') done(m);
-    };
-    const timer = setTimeout(() => done(undefined), WORKER_SCRAPE_TIMEOUT_MS);
-    w!.on('message', onMessage);
-    w!.send({ devlocMetrics: id });
-  })));
-  const parts = answers.filter((x) => x !== undefined);
-  return mergeExpositions([{ labels: {}, text: metrics.render() }, ...parts]);
 }
 
 /** A reload refused by a configuration error (the running configuration stays). */

@@ -11,7 +11,7 @@ import { checkConfig, checkLimits, limitsFromConfig, locatordSpec, optionsFromCo
 import { startLocatord } from './server.js';
 import { locatordControl } from './control.js';
 import { isMainModule } from '../common/entry.js';
-import { broadcast, startWorkers } from '../common/workers.js';
+import { broadcast, startWorkers, toPrimary } from '../common/workers.js';
 
 export { startLocatord } from './server.js';
 export type { Locatord } from './server.js';
@@ -30,15 +30,14 @@ export const locatordDaemon: DaemonDefinition = {
     // workers read one socket, so a terminal's ADDR_PROOF and its next request may reach different
     // workers (each would challenge it again otherwise).
     if (num(config, 'workers') > 1 && cluster.isPrimary) {
-      return startWorkers(num(config, 'workers'), logger, { onMessage: (w, msg) => isValidatedMessage(msg) && broadcast(msg, w) });
+      return startWorkers(num(config, 'workers'), logger, { listeners: { 'addr-validated': (m, from) => broadcast(m, from) } });
     }
     const locatord = await startLocatord(optionsFromConfig(config), logger, metrics);
     const routability = locatord.server.routability;
     if (cluster.isWorker && routability) {
-      routability.onAccepted = (sid, addr) => process.send?.({ devlocAddrValidated: [sid, addr] } satisfies ValidatedMessage);
-      process.on('message', (msg: unknown) => {
-        if (isValidatedMessage(msg)) routability.acceptKey(msg.devlocAddrValidated[0], msg.devlocAddrValidated[1]);
-      });
+      const primary = toPrimary();
+      routability.onAccepted = (sid, addr) => primary.send({ k: 'addr-validated', sid, addr });
+      primary.on('addr-validated', (m) => routability.acceptKey(m.sid, m.addr));
     }
     return {
       stop: () => locatord.stop(),
@@ -56,12 +55,5 @@ export const locatordDaemon: DaemonDefinition = {
     };
   },
 };
-
-/** Between the workers of --workers, through the primary: an address validated for a session. */
-interface ValidatedMessage { devlocAddrValidated: [sid: string, addr: string] }
-function isValidatedMessage(m: unknown): m is ValidatedMessage {
-  const v = (m as Partial<ValidatedMessage> | null)?.devlocAddrValidated;
-  return Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string';
-}
 
 if (isMainModule(import.meta.url)) main(locatordDaemon);

@@ -41,6 +41,11 @@ export class MemorySearchIndex implements SearchBackend {
     this.mediaOf.set(idHex, media);
   }
 
+  /** SearchBackend.index: the same as `set` (the previous record is known here). */
+  index(idHex: string, _cur: Presence | undefined, next: Presence | undefined): void {
+    this.set(idHex, next);
+  }
+
   page(mediaId: string, afterHex: string, limit: number): string[] {
     const ids = this.byMedia.get(mediaId);
     if (!ids) return [];

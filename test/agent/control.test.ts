@@ -96,4 +96,6 @@ t.test('control socket', async (t) => {
 
   const big = await converse(sockPath, 'x'.repeat(MAX_CONTROL_LINE + 10), 1);
   t.match(big[0], { ok: false, error: { code: 'TOO_LARGE' } }, 'over-long line refused');
+  const bigLine = await converse(sockPath, JSON.stringify({ id: 1, cmd: 'status', args: { pad: 'x'.repeat(MAX_CONTROL_LINE) } }) + '\n', 1);
+  t.match(bigLine[0], { ok: false, error: { code: 'TOO_LARGE' } }, 'also when its newline arrives with it (the daemons\' control socket\'s rule)');
 });

@@ -160,6 +160,8 @@ const DAEMON_COMMON = new Set([
   // The daemons' control socket (devloc-ctl(8)): runDaemon's, node built-ins only; the agent
   // daemon serves its own control API instead and never opens this one.
   'common/control.ts',
+  // The channel between a --workers primary and its workers (runDaemon's /metrics scrape of them).
+  'common/workers.ts',
 ]);
 const TERMINAL_CLI = new Set([
   'cli/terminal.ts', 'cli/program.ts', 'cli/util.ts', 'cli/commands/agentctl.ts', 'cli/commands/connect.ts', 'cli/commands/match.ts',

@@ -9,6 +9,7 @@ import type { PresenceEntry, PresenceRecord } from '../../src/wire/catalog.js';
 import { MAX_SEARCH_SCAN } from '../../src/wire/catalog.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { TestKeys } from './fixtures/helpers.js';
+import type { StoreFixture } from './fixtures/helpers.js';
 import { errorCodeOf, FakeClock, forEachStore, onRedisStore, pool, Terminal } from './fixtures/helpers.js';
 import { Logger } from '../../src/common/log.js';
 import { locatordControl } from '../../src/locatord/control.js';
@@ -89,16 +90,24 @@ t.test('search: paged in ID order, every candidate once, each page one datagram'
   t.same(rest.body, { entries: [] }, 'the last 6: none, and the end');
 }));
 
-t.test('search: expired registrations are not found, and leave the index (injected clock)', (t) => forEachStore(t, async (t, s) => {
+const LOOKING_CHESS: PresenceRecord = { mediaId: 'chess', lookingForPartner: true };
+
+/** On an injected clock: `me` (registered 300 s) and `x` (30 s, looking for a partner at chess), found by `me`; then 31 s pass. */
+async function xExpires(t: Test, s: StoreFixture): Promise<{ clock: FakeClock; loc: Awaited<ReturnType<StoreFixture['start']>>['loc']; me: Terminal; x: Terminal }> {
   const clock = new FakeClock();
   const { loc, dest, keys } = await s.start(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30 } });
   const nowS = Math.floor(clock.ms / 1000);
   const me = await Terminal.open(t, keys, dest, { nowS });
   await me.expect(t, 'REGISTER_ACK', me.request('REGISTER', { ticket: me.creds.ticket, timeMs: clock.ms, ttlS: 300 }));
   const x = await Terminal.open(t, keys, dest, { nowS });
-  await x.expect(t, 'REGISTER_ACK', x.request('REGISTER', { ticket: x.creds.ticket, timeMs: clock.ms, presence: { mediaId: 'chess', lookingForPartner: true } }));
-  t.equal((await searchAll(t, me, { mediaId: 'chess' })).entries.length, 1);
+  await x.expect(t, 'REGISTER_ACK', x.request('REGISTER', { ticket: x.creds.ticket, timeMs: clock.ms, presence: LOOKING_CHESS }));
+  t.equal((await searchAll(t, me, { mediaId: 'chess' })).entries.length, 1, 'found while registered');
   clock.advance(31_000);
+  return { clock, loc, me, x };
+}
+
+t.test('search: expired registrations are not found, and leave the index (injected clock)', (t) => forEachStore(t, async (t, s) => {
+  const { loc, me } = await xExpires(t, s);
   t.same((await searchAll(t, me, { mediaId: 'chess' })).entries, [], 'expired: not found');
   for (const end = Date.now() + 10_000; (await loc.store.search.page('chess', '', 10)).length > 0 && Date.now() < end;) await new Promise((r) => setTimeout(r, 20));
   t.same(await loc.store.search.page('chess', '', 10), [], 'and no longer indexed');
@@ -171,4 +180,32 @@ t.test('search after a restart: the index is rebuilt from the snapshot (embedded
   const second = await s.start(t, { stateDir, snapshot: true, keys: first.keys });
   const me = await registered(t, first.keys, second.dest, {});
   t.same((await searchAll(t, me, { mediaId: 'chess' })).entries.map((e) => hex(e.id)), [hex(x.locatorId)], 'found after the restart');
+}));
+
+t.test('search: an entry found stale is not lost when its terminal starts looking again meanwhile (injected clock)', (t) => onRedisStore(t, 'redis store', async (t, s) => {
+  // On Redis a SEARCH reads the candidates' records, then drops the entries found stale, while
+  // other requests run. Here the terminal registers again, looking, between the read and the
+  // drop (the drop is held until its REGISTER_ACK): it must still be found afterwards, not only
+  // after its next REFRESH.
+  const { clock, loc, me, x } = await xExpires(t, s); // x's record has expired; its index entry is still there (a stale hint)
+
+  const search = loc.store.search;
+  const drop = search.drop.bind(search);
+  let held = 0;
+  search.drop = async (mediaId: string, idHex: string): Promise<void> => {
+    held++;
+    await x.expect(t, 'REGISTER_ACK', x.request('REGISTER', { ticket: x.creds.ticket, timeMs: clock.ms, presence: LOOKING_CHESS }));
+    return drop(mediaId, idHex);
+  };
+  t.same((await searchAll(t, me, { mediaId: 'chess' })).entries, [], 'expired: not found, and its entry is dropped');
+  for (const end = Date.now() + 30_000; held === 0 && Date.now() < end;) await new Promise((r) => setTimeout(r, 20));
+  t.equal(held, 1, 'the drop ran (after the terminal registered again)');
+  search.drop = drop;
+  const xHex = hex(x.locatorId);
+  let found = false;
+  for (const end = Date.now() + 30_000; !found && Date.now() < end;) {
+    found = (await searchAll(t, me, { mediaId: 'chess' })).entries.some((e) => hex(e.id) === xHex);
+    if (!found) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.ok(found, 'registered again, looking: found without waiting for its REFRESH');
 }));

@@ -80,10 +80,18 @@ export function search(c: LocatorContext, ctx: RequestContext<'SEARCH'>): MaybeP
     }));
 }
 
+/**
+ * Drop an entry found stale, then read its record again and file it back if it looks under
+ * `mediaId` by now. Between the read above and the drop (Redis: other requests, other instances)
+ * the terminal may start looking again, and the write that indexed it may come before this drop:
+ * without the second read it would stay out of the index until its next REFRESH. A store writes
+ * the record before indexing it, so a write after the second read indexes it by itself.
+ */
 function dropStale(c: LocatorContext, mediaId: string, idHex: string): void {
   const fail = (err: unknown): void => c.logger.refusal('redis-error', { err: (err as Error).message, during: 'search index clean-up' });
   try {
-    const r = c.store.search.drop(mediaId, idHex);
+    const r = then(c.store.search.drop(mediaId, idHex), () =>
+      then(c.store.getPresence(idHex), (p) => (searchMediaOf(p) === mediaId ? c.store.search.index(idHex, undefined, p) : undefined)));
     if (r instanceof Promise) r.catch(fail);
   } catch (err) {
     fail(err);

@@ -112,6 +112,8 @@ export interface SearchBackend {
   page(mediaId: string, afterHex: string, limit: number): MaybePromise<string[]>;
   /** Remove an entry found stale. */
   drop(mediaId: string, idHex: string): MaybePromise<void>;
+  /** The record of `idHex` went from `cur` to `next` (undefined: none): file it under its media ID, or not (what every write of the store does). */
+  index(idHex: string, cur: Presence | undefined, next: Presence | undefined): MaybePromise<void>;
 }
 
 export interface LocatorStore {
