@@ -119,6 +119,15 @@ interface Prebuilt {
   datagram: Buffer;
 }
 
+/** A new authd key file and state directory under `dir`, with its database open. */
+function authdFiles(dir: string): { stateDir: string; authdKey: AuthdKey; keyFile: string; db: AuthDb } {
+  const stateDir = path.join(dir, 'state');
+  const authdKey = newAuthdKey() as AuthdKey;
+  const keyFile = path.join(dir, 'authd.key');
+  writeFileSync(keyFile, keyFileToJson(authdKey), { mode: 0o600 });
+  return { stateDir, authdKey, keyFile, db: AuthDb.open(stateDir) };
+}
+
 export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchResult> {
   const concurrency = opts.concurrency ?? 64;
   const enrollRecords = opts.enrollRecords ?? 1_000_000;
@@ -128,12 +137,8 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-bench-authd-'));
   try {
     // ---- authentications ----
-    const stateDir = path.join(dir, 'state');
-    const authdKey = newAuthdKey() as AuthdKey;
-    const keyFile = path.join(dir, 'authd.key');
-    writeFileSync(keyFile, keyFileToJson(authdKey), { mode: 0o600 });
+    const { stateDir, authdKey, keyFile, db } = authdFiles(dir);
     const devices: Device[] = [];
-    const db = AuthDb.open(stateDir);
     for (let i = 0; i < 256; i++) {
       const d = newDeviceKey(`BENCH-${i}`) as Device;
       db.addDevice({ deviceId: d.deviceId, publicKey: d.sign.public });
@@ -333,11 +338,7 @@ export async function benchForgedAuth(o: { seconds: number; ratePerS?: number; c
   const ceiling = o.ceiling ?? cryptoCeiling();
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-bench-forged-'));
   try {
-    const stateDir = path.join(dir, 'state');
-    const authdKey = newAuthdKey() as AuthdKey;
-    const keyFile = path.join(dir, 'authd.key');
-    writeFileSync(keyFile, keyFileToJson(authdKey), { mode: 0o600 });
-    const db = AuthDb.open(stateDir);
+    const { stateDir, authdKey, keyFile, db } = authdFiles(dir);
     db.putService({ serviceId: 'locator', sealKey: generatePair('x25519').public, addr: '127.0.0.1:4701' }, true);
     db.close();
     const count = Math.ceil(ratePerS * o.seconds);
