@@ -11,6 +11,7 @@
 //   - enroll records per second: importing a generated list of 1M devices into a fresh
 //     database (as `devloc enroll` does it), then importing it again (nothing changes).
 import { diffieHellman, randomBytes, sign, verify } from 'node:crypto';
+import dgram from 'node:dgram';
 import os from 'node:os';
 import { startDaemon } from '../src/common/spawn.js';
 import { machineCpu, processCpuS, processTree, treeCpuS } from './cpu.js';
@@ -118,6 +119,15 @@ interface Prebuilt {
   datagram: Buffer;
 }
 
+/** A new authd key file and state directory under `dir`, with its database open. */
+function authdFiles(dir: string): { stateDir: string; authdKey: AuthdKey; keyFile: string; db: AuthDb } {
+  const stateDir = path.join(dir, 'state');
+  const authdKey = newAuthdKey() as AuthdKey;
+  const keyFile = path.join(dir, 'authd.key');
+  writeFileSync(keyFile, keyFileToJson(authdKey), { mode: 0o600 });
+  return { stateDir, authdKey, keyFile, db: AuthDb.open(stateDir) };
+}
+
 export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchResult> {
   const concurrency = opts.concurrency ?? 64;
   const enrollRecords = opts.enrollRecords ?? 1_000_000;
@@ -127,12 +137,8 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-bench-authd-'));
   try {
     // ---- authentications ----
-    const stateDir = path.join(dir, 'state');
-    const authdKey = newAuthdKey() as AuthdKey;
-    const keyFile = path.join(dir, 'authd.key');
-    writeFileSync(keyFile, keyFileToJson(authdKey), { mode: 0o600 });
+    const { stateDir, authdKey, keyFile, db } = authdFiles(dir);
     const devices: Device[] = [];
-    const db = AuthDb.open(stateDir);
     for (let i = 0; i < 256; i++) {
       const d = newDeviceKey(`BENCH-${i}`) as Device;
       db.addDevice({ deviceId: d.deviceId, publicKey: d.sign.public });
@@ -293,6 +299,107 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
       await client.close();
       await authd.stop();
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface ForgedAuthResult {
+  /** --cookie-threshold of the spawned authd (above the offered rate: the cookie never engaged). */
+  cookieThreshold: number;
+  /** Forged AUTH_REQUESTs offered per second, and sent / answered during the measurement. */
+  ratePerS: number;
+  sent: number;
+  answered: number;
+  /** authd's CPU (user + system, /proc/<pid>/stat, the process tree) per forged datagram it answered, us. */
+  cpuUsPerForged: number;
+  /** The share of one core authd needs to keep up with `ratePerS` of them (the issue quoted ~40 % at 800/s). */
+  coreShare: number;
+  /** The public-key work such a datagram can cost (X25519 + the decoy Ed25519 verify), us, same run. */
+  cryptoUsPerForged: number;
+  /** cpuUsPerForged / cryptoUsPerForged. */
+  cryptoRatio: number;
+  /** The same datagrams at --cookie-threshold 0 (default): authd's CPU per datagram, us. */
+  cookieCpuUsPerForged: number;
+}
+
+/**
+ * CPU per forged AUTH_REQUEST below a positive --cookie-threshold (issue 15, item 2 "a stated,
+ * measured bound"): a spawned `devloc-authd` (one process) is sent, at a fixed rate, sealed
+ * AUTH_REQUESTs of a device it does not know, signed with a key of the sender's: what anyone with
+ * authd's public sealing key can make without credentials and the most such a datagram costs
+ * (the X25519 that opens the seal, then the decoy Ed25519 verify that makes an unknown device
+ * answer like a bad proof). The same datagrams again at --cookie-threshold 0 give the price with
+ * the cookie engaged. The ratio is against the crypto rates of `ceiling`, measured in the same run.
+ */
+export async function benchForgedAuth(o: { seconds: number; ratePerS?: number; cookieThreshold?: number; ceiling?: ReturnType<typeof cryptoCeiling>; verbose?: boolean }): Promise<ForgedAuthResult> {
+  const ratePerS = o.ratePerS ?? 800;
+  const cookieThreshold = o.cookieThreshold ?? 1_000_000;
+  const ceiling = o.ceiling ?? cryptoCeiling();
+  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-bench-forged-'));
+  try {
+    const { stateDir, authdKey, keyFile, db } = authdFiles(dir);
+    db.putService({ serviceId: 'locator', sealKey: generatePair('x25519').public, addr: '127.0.0.1:4701' }, true);
+    db.close();
+    const count = Math.ceil(ratePerS * o.seconds);
+    const forged: Buffer[] = [];
+    const stranger = newDeviceKey('FORGED') as Device;
+    const strangerKey = privateKeyObject('Ed25519', stranger.sign);
+    for (let i = 0; i < count; i++) {
+      forged.push(buildAuthRequest({
+        rid: UdpClient.newRequestId(), deviceId: `FORGED-${i}`, deviceKey: strangerKey, authdKid: Buffer.from(authdKey.kid, 'hex'),
+        authdSealPublic: authdKey.seal.public, audiences: ['locator'], cnf: generatePair('x25519').public, timeMs: Date.now(),
+      }).datagram);
+    }
+    const measure = async (threshold: number): Promise<{ sent: number; answered: number; cpuS: number }> => {
+      const daemon = await startDaemon({
+        entry: 'authd/main', args: [
+          '--listen', '127.0.0.1', '--port', '0', '--key', keyFile, '--state-dir', stateDir,
+          '--rate', '0', '--max-rate', '0', '--device-rate', '0', '--cookie-threshold', String(threshold), '--receive-buffer', String(4 << 20),
+        ],
+      });
+      const sock = dgram.createSocket('udp4');
+      try {
+        await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', resolve));
+        let answered = 0;
+        sock.on('message', () => answered++);
+        const port = Number(daemon.listening['port']);
+        const tree = processTree(daemon.proc.pid!);
+        const cpu0 = treeCpuS(tree);
+        const started = performance.now();
+        let sent = 0;
+        // Paced in 5-ms slices: each sends what is due by then, so the offered rate is `ratePerS`.
+        while (sent < forged.length) {
+          const due = Math.min(forged.length, Math.floor(((performance.now() - started) / 1000) * ratePerS) + 1);
+          while (sent < due) sock.send(forged[sent++]!, port, '127.0.0.1');
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        // Every datagram answered (or 10 s more), so its CPU is in the reading.
+        const waitUntil = performance.now() + 10_000;
+        while (answered < sent && performance.now() < waitUntil) await new Promise((r) => setTimeout(r, 20));
+        const cpu1 = treeCpuS(tree);
+        return { sent, answered, cpuS: cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : 0 };
+      } finally {
+        sock.close();
+        await daemon.stop();
+      }
+    };
+    const below = await measure(cookieThreshold);
+    const cookie = await measure(0);
+    // Per datagram authd answered: one the kernel dropped (a full receive buffer on a loaded
+    // machine) cost authd nothing, and every one that reached it is answered (BAD_PROOF).
+    const cpuUs = (below.cpuS * 1e6) / Math.max(1, below.answered);
+    const cryptoUs = ceiling.x25519Us + ceiling.verifyUs;
+    const r: ForgedAuthResult = {
+      cookieThreshold, ratePerS, sent: below.sent, answered: below.answered,
+      cpuUsPerForged: round(cpuUs), coreShare: round((cpuUs * ratePerS) / 1e6, 2),
+      cryptoUsPerForged: round(cryptoUs, 1), cryptoRatio: round(cpuUs / cryptoUs, 2),
+      cookieCpuUsPerForged: round((cookie.cpuS * 1e6) / Math.max(1, cookie.answered)),
+    };
+    if (o.verbose) {
+      process.stderr.write(`bench authd forged: ${r.sent} sent at ${ratePerS}/s, ${r.answered} answered; ${r.cpuUsPerForged} us CPU each (${Math.round(r.coreShare * 100)} % of a core), ${r.cryptoRatio} x the X25519 + verify (${r.cryptoUsPerForged} us); with the cookie ${r.cookieCpuUsPerForged} us\n`);
+    }
+    return r;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -139,22 +139,38 @@ export interface PathPlan {
  * addresses, then its public address (works if the NAT hairpins). Otherwise its public address,
  * unless both modes are known and the matrix rules a direct path out.
  */
-export function planPath(own: { observed: Address; netMode: number }, peer: { addr: Address; localAddrs?: Address[]; netMode: number }): PathPlan {
+export function planPath(
+  own: { observed: Address; netMode: number; family?: SocketFamily | undefined },
+  peer: { addr: Address; localAddrs?: Address[]; netMode: number },
+): PathPlan {
   const sameNat = normaliseIp(own.observed.ip) === normaliseIp(peer.addr.ip);
-  const candidates: PathPlan['candidates'] = [];
-  if (sameNat) for (const a of peer.localAddrs ?? []) candidates.push({ addr: a, kind: 'lan' });
-  candidates.push({ addr: peer.addr, kind: 'public' });
+  const all: PathPlan['candidates'] = [];
+  if (sameNat) for (const a of peer.localAddrs ?? []) all.push({ addr: a, kind: 'lan' });
+  all.push({ addr: peer.addr, kind: 'public' });
+  // An address our socket cannot send to would only fail locally and hold one of the channel's
+  // MAX_CANDIDATES places: skipped (devloc-protocol(7), PEER CHANNELS).
+  const candidates = all.filter((c) => sendable(c.addr, own.family));
   const known = own.netMode !== NetMode.UNKNOWN && peer.netMode !== NetMode.UNKNOWN;
-  const problem = sameNat || !known ? null : noDirectPathReason(own.netMode, peer.netMode);
+  const problem = candidates.length === 0
+    ? `no address of the peer is of the socket's family (${own.family})`
+    : sameNat || !known ? null : noDirectPathReason(own.netMode, peer.netMode);
   return { candidates, sameNat, problem };
+}
+
+/** The family of the agent's socket; an IPv6 socket is taken as dual-stack (it reaches both). */
+export type SocketFamily = 'IPv4' | 'IPv6';
+
+/** Whether a socket of `family` can send to `a` (unknown family: assumed it can). */
+function sendable(a: Address, family: SocketFamily | undefined): boolean {
+  return family !== 'IPv4' || !normaliseIp(a.ip).includes(':');
 }
 
 /** Own modes that can be half of a pair the matrix rules out: allocate before introducing. */
 const RISKY_MODES = new Set<number>([NetMode.SYMMETRIC, NetMode.PORT_RESTRICTED, NetMode.UDP_BLOCKED, NetMode.UNKNOWN]);
 
 /** The plan with the peer's relayed address (from its introduction) as the last candidate. */
-function withRelayed(plan: PathPlan, relayed: Address | undefined): PathPlan {
-  return relayed ? { ...plan, candidates: [...plan.candidates, { addr: relayed, kind: 'relay' }] } : plan;
+function withRelayed(plan: PathPlan, relayed: Address | undefined, family: SocketFamily | undefined): PathPlan {
+  return relayed && sendable(relayed, family) ? { ...plan, candidates: [...plan.candidates, { addr: relayed, kind: 'relay' }] } : plan;
 }
 
 /** Peer message types: their envelopes start 85 01 18 <type>. */
@@ -224,6 +240,16 @@ export class PeerManager {
   detach(): void {
     this.socket?.off('message', this.listener);
     this.socket = undefined;
+  }
+
+  /** The family of the attached socket (undefined: none, or not bound). */
+  private socketFamily(): SocketFamily | undefined {
+    try {
+      const f = this.socket?.address().family as unknown;
+      return f === 'IPv4' || f === 4 ? 'IPv4' : f === 'IPv6' || f === 6 ? 'IPv6' : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Open channels and the last closed or failed ones (newest first). */
@@ -464,8 +490,9 @@ export class PeerManager {
     this.seen(idHex);
     this.stats.introductions++;
     ack();
-    const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro), intro.relayed);
-    if (plan.problem && !intro.relayed) {
+    const family = this.socketFamily();
+    const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode(), family }, intro), intro.relayed, family);
+    if (plan.problem && !plan.candidates.some((c) => c.kind === 'relay')) {
       this.refused(intro, 'responder', plan);
       return true;
     }
@@ -521,7 +548,7 @@ export class PeerManager {
     const key = this.unseal(intro);
     if (!key) throw new AgentError('BAD_INTRODUCTION', 'the channel key from locatord does not open');
     this.seen(formatId(intro.channelId));
-    const plan = planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro);
+    const plan = planPath({ observed: intro.observed, netMode: this.host.netMode(), family: this.socketFamily() }, intro);
     if (plan.problem && !relay) {
       this.refused(intro, 'initiator', plan);
       throw new AgentError('NO_DIRECT_PATH', `no direct path: ${plan.problem}`);

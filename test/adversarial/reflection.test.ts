@@ -95,3 +95,17 @@ t.test('INTRODUCE naming victims as LAN addresses, PUNCHes forged from more vict
   t.ok(ratio <= 2, `PUNCH sources: ${srcOut.reduce((a, b) => a + b, 0)} B out for ${punchBytesIn} B of PUNCHes in: x${ratio.toFixed(2)}`);
   t.equal(agent.proc.exitCode, null, 'the agent still runs');
 });
+
+t.test('an asker from another observed IP: its claimed LAN addresses are not passed on, nor the target\'s (item 1)', async (t) => {
+  // Behind another NAT (another observed IP) LAN addresses cannot be reached: locatord passes them
+  // on only between terminals with the same observed IP, so the agent is never handed these.
+  const far = await s.terminal('far-attacker', { bind: '127.0.0.7' });
+  expectMsg(await far.register({ nickname: 'far' }), 'REGISTER_ACK');
+  const lan = await victims(4, 130);
+  const ack = expectMsg(await far.request('INTRODUCE', { target: targetId, netMode: 1, localAddrs: lan.map((v) => v.sock.address) }), 'INTRODUCE_ACK');
+  t.equal(ack.localAddrs, undefined, 'the target\'s LAN addresses are not given to a stranger behind another IP');
+  const channelId = Buffer.from(ack.channelId);
+  await agent.waitFor((l) => l['msg'] === 'peer channel failed' && l['channel'] === channelId.toString('hex'), 60_000, 'the channel to fail');
+  // A second line of defence: the agent too tries LAN addresses only of a peer seen at its own IP.
+  t.same(lan.map((v) => v.datagrams()), [0, 0, 0, 0], 'no claimed LAN address was punched');
+});

@@ -46,3 +46,19 @@ t.test('lookup and group members of a terminal with a hostile nickname and group
   t.equal(st.status, 0, st.stderr);
   t.notOk(RAW.test(st.stdout), 'status: no raw control character');
 });
+
+t.test('search results: a hostile nickname and presence status text', async (t) => {
+  const s = await stack(t);
+  const [a, b] = await Promise.all([s.agent('mallory', ['--nickname', EVIL_NICK]), s.agent('bob', ['--nickname', 'bob'])]);
+  await eventually(async () => (await a.status()).registered && (await b.status()).registered, 30_000, 'both registered');
+  const set = devloc(['presence', 'set', '--media', 'chess', '--looking', '--status', 'st\u001b[2J\u202e\u2028\nfake', '--socket', a.socket]);
+  t.equal(set.status, 0, set.stderr);
+  let found = { status: null as number | null, stdout: '', stderr: '' };
+  await eventually(async () => {
+    found = devloc(['search', '--media', 'chess', '--socket', b.socket]);
+    return found.status === 0 && found.stdout.includes('looking');
+  }, 60_000, 'mallory found by the search');
+  t.notOk(RAW.test(found.stdout), 'search: no raw control character on stdout');
+  t.notMatch(found.stdout, /^fake/m, 'the status text did not start a line');
+  t.match(found.stdout, /\\x1b\[2J/, 'shown escaped');
+});

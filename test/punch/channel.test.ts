@@ -81,6 +81,23 @@ t.test('planPath: same NAT tries LAN first whatever the modes; the matrix rules 
   t.equal(planPath({ observed: { ip: '198.51.100.31', port: 5000 }, netMode: NetMode.UNKNOWN }, peer).problem, null, 'unclassified: tried');
 });
 
+t.test('planPath: an IPv4 socket skips IPv6 candidates (no wasted candidate place, issue 15)', async (t) => {
+  const peer = {
+    addr: { ip: '198.51.100.30', port: 4000 },
+    localAddrs: [{ ip: '10.1.0.3', port: 4000 }, { ip: '2001:db8::3', port: 4000 }, { ip: '::ffff:10.1.0.4', port: 4000 }],
+    netMode: NetMode.FULL_CONE,
+  };
+  const own = { observed: { ip: '198.51.100.30', port: 5000 }, netMode: NetMode.FULL_CONE };
+  const v4 = planPath({ ...own, family: 'IPv4' }, peer);
+  t.same(v4.candidates.map((c) => c.addr.ip), ['10.1.0.3', '::ffff:10.1.0.4', '198.51.100.30'], 'the IPv6 LAN address is skipped; an IPv4-mapped one is IPv4');
+  t.equal(v4.problem, null);
+  t.same(planPath({ ...own, family: 'IPv6' }, peer).candidates.length, 4, 'a dual-stack IPv6 socket keeps every candidate');
+  t.same(planPath(own, peer).candidates.length, 4, 'unknown family: every candidate');
+  const only6 = planPath({ ...own, observed: { ip: '2001:db8::1', port: 5000 }, family: 'IPv4' }, { ...peer, addr: { ip: '2001:db8::1', port: 4000 }, localAddrs: [{ ip: '2001:db8::3', port: 4000 }] });
+  t.same(only6.candidates, [], 'nothing the socket can reach');
+  t.match(only6.problem, /socket's family \(IPv4\)/, 'refused at once instead of punching nothing for 10 s');
+});
+
 // ---------------------------------------------------------------------------------------------
 // Two channels on a simulated network.
 
