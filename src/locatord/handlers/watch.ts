@@ -174,9 +174,11 @@ export class PresencePushes {
 
   /**
    * Push `entry` to the watcher of `session` (or, when one is pending for the pair, make its next
-   * copies say it); `body` is `entry` encoded (once for all the watchers of a change).
+   * copies say it); `body` is `entry` encoded (once for all the watchers of a change). `firstTo`:
+   * where the watcher is, from its record just read in this session (the fan-out has it), so the
+   * first copy does not look the record up again; later copies do.
    */
-  push(watcherHex: string, session: ServerSession, entry: PresenceEntry, body = EncodedBody.of('PRESENCE', entry), targetHex = hexOf(entry.id)): void {
+  push(watcherHex: string, session: ServerSession, entry: PresenceEntry, body = EncodedBody.of('PRESENCE', entry), targetHex = hexOf(entry.id), firstTo?: Address): void {
     const key = `${watcherHex}:${targetHex}`;
     const pending = this.pushes.get(key);
     if (pending && pending.data.session.sidHex === session.sidHex) {
@@ -189,7 +191,10 @@ export class PresencePushes {
     const r = this.pushes.push({
       key, target: watcherHex, data,
       build: (rid, n) => {
-        if (n === 1) data.firstVersion = data.version;
+        if (n === 1) {
+          data.firstVersion = data.version;
+          if (firstTo) return this.copy(data, rid, firstTo);
+        }
         const to = this.o.target(watcherHex, session);
         return to instanceof Promise
           ? to.then((a) => this.copy(data, rid, a), (): PushCopy => ({ abandon: 'store unavailable' }))
@@ -269,7 +274,7 @@ function deliver(c: LocatorContext, watcherHex: string, targetHex: string, w: Pr
   }
   const local = c.sessions.get(w.sidHex);
   if (local) {
-    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, t.body, targetHex);
+    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, t.body, targetHex, w.sidHex === local.sidHex ? w.addr : undefined);
     return;
   }
   c.sessions.fetch(w.sidHex).then(() => {
