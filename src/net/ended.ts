@@ -55,7 +55,8 @@ export class EndedSessions {
 
   /** Why `session` has ended, or undefined while it is live. */
   reason(session: Pick<ServerSession, 'sidHex' | 'locatorHex'>): EndReason | undefined {
-    return this.bySession.get(session.sidHex) ?? this.byLocator.get(session.locatorHex);
+    // Asked for every session message: no lookup in a list that is empty (the usual case).
+    return (this.bySession.size > 0 ? this.bySession.get(session.sidHex) : undefined) ?? (this.byLocator.size > 0 ? this.byLocator.get(session.locatorHex) : undefined);
   }
 
   check(session: ServerSession | undefined): Refusal | null {

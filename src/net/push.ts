@@ -113,7 +113,7 @@ const RID_POOL_IDS = 32;
 let ridPool = Buffer.alloc(0);
 let ridUsed = 0;
 
-function pooledRid(): Buffer {
+export function pooledRid(): Buffer {
   if (ridUsed + REQUEST_ID_BYTES > ridPool.length) {
     ridPool = randomFillSync(Buffer.allocUnsafeSlow(RID_POOL_IDS * REQUEST_ID_BYTES));
     ridUsed = 0;

@@ -287,6 +287,22 @@ export function encodeCbor(value: CborValue): Buffer {
   return Buffer.from(scratch.subarray(0, pos));
 }
 
+/**
+ * CBOR bytes of an array of `before`, then `encoded` (one item already encoded, e.g. a body
+ * encoded once for many datagrams), then `after`: written in one pass, copied out once (no
+ * intermediate buffers to concatenate: a push's hot path).
+ */
+export function encodeArrayAround(before: readonly CborValue[], encoded: Uint8Array, after: readonly CborValue[]): Buffer {
+  pos = 0;
+  writeHead(4, before.length + 1 + after.length);
+  for (const v of before) writeValue(v);
+  reserve(encoded.length);
+  scratch.set(encoded, pos);
+  pos += encoded.length;
+  for (const v of after) writeValue(v);
+  return Buffer.from(scratch.subarray(0, pos));
+}
+
 /** Deterministic encoding of any value: sorts every map's keys first. */
 export function encodeCanonical(value: CborValue): Buffer {
   return encodeCbor(canonical(value));

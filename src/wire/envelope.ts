@@ -8,7 +8,7 @@
 import type { Bodies, MessageName } from './catalog.js';
 import { MessageType, specOf } from './catalog.js';
 import type { CborValue } from './cbor.js';
-import { decodeStrict, encodeCbor } from './cbor.js';
+import { decodeStrict, encodeArrayAround, encodeCbor } from './cbor.js';
 import { MAC_BYTES, MAX_DATAGRAM, MAX_DEPTH, MAX_ITEMS, PROTOCOL_VERSION, REQUEST_ID_BYTES, SESSION_ID_BYTES } from './constants.js';
 import { ErrorCode } from './errors.js';
 import { decodeFields, encodeFields } from './schema.js';
@@ -99,6 +99,7 @@ export function decodeDatagram(bytes: Uint8Array): DecodeOutcome {
 
 /** The MAC slot's placeholder: only ever read (copied into the encoded bytes), never written. */
 const ZERO_MAC = new Uint8Array(MAC_BYTES);
+const NO_ITEMS: readonly CborValue[] = [];
 
 /**
  * A body encoded once for many datagrams (a push fanned out to its watchers: each copy has its
@@ -125,11 +126,8 @@ export function encodeDatagram<N extends MessageName>(
 ): Buffer {
   const type = MessageType[name];
   if (body instanceof EncodedBody) {
-    // The array's items are concatenated: its head (one byte for 4 or 5 items), version, type and
-    // request ID, then the body's bytes, then the auth array.
-    const head = encodeCbor([PROTOCOL_VERSION, type, rid]);
-    head[0] = auth ? 0x85 : 0x84;
-    return auth ? Buffer.concat([head, body.bytes, encodeCbor([auth.sid, auth.seq, ZERO_MAC])]) : Buffer.concat([head, body.bytes]);
+    // Version, type and request ID, then the body's bytes, then the auth array: one buffer.
+    return encodeArrayAround([PROTOCOL_VERSION, type, rid], body.bytes, auth ? [[auth.sid, auth.seq, ZERO_MAC]] : NO_ITEMS);
   }
   const spec = specOf(type)!;
   const items: CborValue[] = [PROTOCOL_VERSION, type, rid, encodeFields(spec.fields, body as Record<string, unknown>)];

@@ -5,7 +5,7 @@ import { encode as cbor2Encode } from 'cbor2';
 import fc from 'fast-check';
 import t from 'tap';
 import type { CborMap, CborValue } from '../../src/wire/cbor.js';
-import { canonical, compareKeys, decodeStrict, defaultDecodeLimits, encodeCanonical, encodeCbor } from '../../src/wire/cbor.js';
+import { canonical, compareKeys, decodeStrict, defaultDecodeLimits, encodeArrayAround, encodeCanonical, encodeCbor } from '../../src/wire/cbor.js';
 import { MAX_DEPTH, MAX_ITEMS } from '../../src/wire/constants.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
@@ -222,6 +222,23 @@ t.test('decodeStrict never throws on short random inputs', async (t) => {
 
 // ---------------------------------------------------------------------------------------------
 // Encoder.
+
+t.test('encodeArrayAround: the same bytes as encoding the whole array (a push from its pre-encoded body)', async (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.oneof(fc.maxSafeNat(), fc.uint8Array({ maxLength: 300 }), fc.string()), { maxLength: 4 }),
+      fc.oneof(fc.maxSafeNat(), fc.uint8Array({ maxLength: 300 }), fc.dictionary(fc.string({ maxLength: 4 }), fc.nat())),
+      fc.array(fc.oneof(fc.maxSafeNat(), fc.tuple(fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.maxSafeNat(), fc.uint8Array({ minLength: 16, maxLength: 16 }))), { maxLength: 2 }),
+      (before, middle, after) => {
+        const mid: CborValue = typeof middle === 'object' && !(middle instanceof Uint8Array) ? new Map(Object.entries(middle)) : middle;
+        const whole = encodeCbor([...before, mid, ...after] as CborValue[]);
+        return encodeArrayAround(before, encodeCbor(mid), after as CborValue[]).equals(whole);
+      },
+    ),
+    { numRuns: 2000, seed: 1818 },
+  );
+  t.pass('equal bytes');
+});
 
 t.test('shortest heads at every boundary (literal RFC 8949 bytes and cbor2)', async (t) => {
   const uints: [number, string][] = [
