@@ -36,6 +36,7 @@ import {
 } from './codec.js';
 import type { TurnCredentials } from '../../wire/turn-credentials.js';
 import { parseTurnUsername } from '../../wire/turn-credentials.js';
+import { literalLookup } from '../../net/client.js';
 
 // --- constants (each overridable through TurnClientOptions where it makes sense) ---------------
 
@@ -782,7 +783,7 @@ function tlsOptions(server: TurnServer, ip: string): ConnectionOptions {
 export const defaultLink: LinkFactory = async (server, h, o = {}) => {
   const ip = await resolveHost(server.host);
   if (server.transport === 'udp') {
-    const sock = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4');
+    const sock = dgram.createSocket({ type: ip.includes(':') ? 'udp6' : 'udp4', lookup: literalLookup });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', (e) => reject(new TurnError(TurnErrorCode.CONNECTION, `UDP socket: ${e.message}`)));
       sock.connect(server.port, ip, () => resolve());
