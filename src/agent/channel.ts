@@ -43,6 +43,13 @@
 // first one that answers. The move never loses or reorders a message: the last thing sent on
 // the relay is a ping, and what is sent meanwhile waits (bounded) until that ping is answered
 // or `fenceMs` passed, then goes on the direct path; n stays one sequence.
+//
+// Address changes (devloc-agent(8), ADDRESS CHANGES). When either end's address changes (the
+// agent re-registered elsewhere; the peer's re-introduction, punch.ts), reestablish() adds the
+// new candidates and punches every candidate again, as after a silence, but at once; what is
+// sent meanwhile is held (the same bounded queue as the fence) and goes, in order, on the first
+// path that answers — the old one, if it still does. Nothing is sent twice and n stays one
+// sequence; the channel closes only if nothing answers within the punch timeout.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
@@ -243,6 +250,8 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   private punchTimer: ReturnType<typeof setTimeout> | undefined;
   private keepTimer: ReturnType<typeof setTimeout> | undefined;
   private repunching = false;
+  /** Re-establishing after an address change (see the top of the file): sends are held. */
+  private moving = false;
 
   constructor(init: ChannelInit) {
     // Events fire inside the socket's 'message' handler and timers: a listener that throws (e.g.
@@ -419,9 +428,55 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     });
   }
 
+  /**
+   * An address changed (`why`): ours, or the peer's (its re-introduction). Add `candidates`, punch
+   * every candidate again now, and hold what is sent until a path answers (see the top of the
+   * file). Only for an open channel; the punch timeout starts again.
+   */
+  reestablish(candidates: { addr: Address; kind: CandidateKind; via?: Via }[], why: string): void {
+    if (this._state !== 'open') return;
+    for (const c of candidates) {
+      const via = c.via ?? 'socket';
+      if (!this.candidates.some((x) => x.key === addrKey(c.addr, via))) {
+        // Full: the new address replaces the least preferred one that is not the path.
+        if (this.candidates.length >= MAX_CANDIDATES) {
+          const drop = this.candidates.findLastIndex((x) => !this._path || x.key !== addrKey(this._path.address, this._path.via));
+          if (drop < 0) continue;
+          this.candidates.splice(drop, 1);
+        }
+      }
+      this.addCandidate(c.addr, c.kind, via);
+    }
+    const now = this.now();
+    this.repunching = true;
+    this.punchStartedAt = now;
+    if (!this.moving) {
+      this.moving = true;
+      this.log('info', 'peer channel re-establishing after an address change', { channel: this.idHex, why });
+      this.emit('path', null);
+    }
+    // Hold what is sent until a path answers (the fence's queue, without its ping).
+    if (!this.fence) this.fence = { rid: '', queue: [], timer: setTimeout(() => this.flushFence('timeout'), this.timing.punchTimeoutMs) };
+    if (this.punchTimer) clearTimeout(this.punchTimer);
+    this.punchRound();
+  }
+
+  /** A path answered after reestablish(): send what was held, on it. */
+  private endMove(): void {
+    if (!this.moving) return;
+    this.moving = false;
+    this.log('info', 'peer channel re-established', { channel: this.idHex, path: this._path?.addr, kind: this._path?.kind });
+    if (this.fence?.rid === '') this.flushFence('path re-established');
+  }
+
+  /** Whether the path goes through our own relay allocation (ours to renew when our address changes). */
+  get viaOwnRelay(): boolean {
+    return this._path?.via === 'relay';
+  }
+
   /** The agent's relay allocation is gone: a channel whose path went through it closes with `reason`. */
   relayGone(reason: string): void {
-    if (this._path?.via !== 'relay') return;
+    if (this._path?.via !== 'relay' || this.moving) return;
     this.finish(this._state === 'open' ? 'closed' : 'failed', reason);
   }
 
@@ -539,6 +594,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     if (this._path && this._path.address && addrKey(this._path.address, this._path.via) === c.key) {
       this._path.rttMs = rttMs;
       if (this.repunching) this.repunching = false;
+      this.endMove();
       return;
     }
     // A PUNCH_ACK always carries the peer's key, so data keys exist by now; be sure anyway.
@@ -561,6 +617,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     } else {
       this.log('info', 'peer channel path changed', { channel: this.idHex, path: this._path.addr, kind: c.kind });
     }
+    this.endMove();
     this.emit('path', this.path);
   }
 

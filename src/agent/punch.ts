@@ -33,6 +33,12 @@
 //   but relayed. An initiator that did not allocate and whose punching fails (or that learns
 //   the pair is ruled out) allocates and asks for a second introduction, with its relayed
 //   address, once.
+// - Address changes (devloc-agent(8), ADDRESS CHANGES): when the agent re-registers from a new
+//   address, every open channel re-introduces itself through locatord (INTRODUCE with `resume`,
+//   and a new relayed address when its path went through our relay, whose allocation belonged
+//   to the old address) and punches again (Channel.reestablish). The peer, told in INTRO with
+//   `resume`, adds the new addresses to that channel (only if it has it, with that peer) and
+//   punches them; the channel's keys authenticate whatever path answers.
 import type dgram from 'node:dgram';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
@@ -232,6 +238,53 @@ export class PeerManager {
     return undefined;
   }
 
+  /** Our address changed (the agent re-registered from a new one): every open channel re-establishes itself. */
+  addressChanged(why: string): void {
+    const open = [...this.channels.values()].filter((c) => c.isOpen);
+    if (open.length === 0) return;
+    // An allocation belongs to the 5-tuple it was made from: the relay no longer knows us.
+    if (open.some((c) => c.viaOwnRelay)) this.host.relay?.drop(why);
+    for (const ch of open) {
+      ch.reestablish([], why);
+      void this.reintroduce(ch, why);
+    }
+  }
+
+  /** INTRODUCE with `resume` for `ch`, and the addresses of the answer to it (see the top of the file). */
+  private async reintroduce(ch: Channel, why: string): Promise<void> {
+    const relay = ch.viaOwnRelay ? this.host.relay : undefined;
+    try {
+      const local = this.host.localAddrs();
+      const relayed = relay ? await relay.ensure() : undefined;
+      const m = await this.host.introduce({
+        target: ch.peer, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}), ...(relayed ? { relayed } : {}), resume: ch.id,
+      });
+      const intro = m.body;
+      if (!Buffer.from(intro.peer).equals(ch.peer)) throw new AgentError('BAD_INTRODUCTION', 'locatord introduced another terminal than the one asked for');
+      this.seen(formatId(intro.channelId));
+      if (relay) await relay.permit(intro.addr);
+      ch.reestablish(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro).candidates, why);
+    } catch (err) {
+      // The channel keeps punching its known candidates until its timeout.
+      this.host.log('warn', 'peer channel not re-introduced', { channel: ch.idHex, err: (err as Error).message });
+    }
+  }
+
+  /** INTRO with `resume`: the peer of an open channel moved; the new addresses go to that channel. */
+  private resumed(intro: Introduction): void {
+    const ch = this.channels.get(formatId(intro.resume!));
+    if (!ch?.isOpen || ch.peerHex !== formatId(intro.peer)) {
+      this.host.log('warn', 're-introduction for no open channel with that peer: ignored', { channel: formatId(intro.resume!), peer: formatId(intro.peer) });
+      return;
+    }
+    this.host.log('info', 're-introduced by locatord: the peer moved', { channel: ch.idHex, peer: ch.peerHex, addr: formatAddress(intro.addr) });
+    // Our relay forwards only from permitted IPs: the peer's new one, if it reaches us there.
+    if (ch.viaOwnRelay && this.host.relay) {
+      void this.host.relay.permit(intro.addr).catch((err: Error) => this.host.log('warn', 'relay permission for the moved peer failed', { channel: ch.idHex, err: err.message }));
+    }
+    ch.reestablish(withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro), intro.relayed).candidates, 'the peer moved');
+  }
+
   closeAll(reason: string): void {
     for (const c of [...this.channels.values()]) c.close(reason);
   }
@@ -400,6 +453,10 @@ export class PeerManager {
     this.seen(idHex);
     this.stats.introductions++;
     ack();
+    if (intro.resume) {
+      this.resumed(intro);
+      return true;
+    }
     const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro), intro.relayed);
     if (plan.problem && !intro.relayed) {
       this.refused(intro, 'responder', plan);

@@ -200,6 +200,7 @@ const introduction = [
   { key: 7, name: 'sealedKey', type: { t: 'bstr', min: SEALED_CHANNEL_KEY_BYTES, max: SEALED_CHANNEL_KEY_BYTES }, required: true, doc: 'the channel key, sealed under this session (ChaCha20-Poly1305, see PEER CHANNELS)' },
   { key: 8, name: 'observed', type: { t: 'addr' }, required: true, doc: "this terminal's own address as locatord sees it" },
   { key: 9, name: 'relayed', type: { t: 'addr' }, doc: "the other terminal's relayed address on its TURN relay, when it allocated one (INTRO only; see RELAYS)" },
+  { key: 10, name: 'resume', type: channelId, doc: 'the existing channel the other terminal re-introduces itself for after its address changed (INTRO only): the target adds the addresses to that channel instead of opening one (see PEER CHANNELS)' },
 ] as const satisfies readonly Field[];
 
 /** What the catalog must be: every message type, its spec named as in MessageType. */
@@ -450,6 +451,7 @@ const specs = {
       { key: 2, name: 'netMode', type: netMode, doc: "the asker's current network mode (default: as registered)" },
       { key: 3, name: 'localAddrs', type: localAddrs, doc: "the asker's LAN addresses (default: as registered)" },
       { key: 4, name: 'relayed', type: { t: 'addr' }, doc: "the asker's relayed address on a TURN relay (passed on in INTRO: the peer punches it when no direct path works)" },
+      { key: 5, name: 'resume', type: channelId, doc: "an open channel with the target whose path the asker's address change broke (passed on in INTRO; the channel itself authenticates the new path)" },
     ],
   },
   [MessageType.INTRODUCE_ACK]: {

@@ -165,6 +165,8 @@ function definedLocal(a: Address[] | undefined): { localAddrs?: Address[] } {
 export function introduction(x: {
   asker: ServerSession; askerFrom: Address; askerLocalAddrs: Address[] | undefined; askerNetMode: number; askerNickname: string | undefined;
   askerRelayed?: Address | undefined;
+  /** The channel the asker re-introduces itself for (its address changed), passed on as is. */
+  askerResume?: Uint8Array | undefined;
   target: Buffer; targetSession: ServerSession; targetAddr: Address; targetLocalAddrs: Address[] | undefined; targetNetMode: number; targetNickname: string | undefined;
 }): { toTarget: Introduction; toAsker: Introduction } {
   const channelId = randomBytes(CHANNEL_ID_BYTES);
@@ -181,6 +183,7 @@ export function introduction(x: {
     // The asker's relayed address is passed on as claimed, like its LAN addresses: the target
     // probes it at most like any unanswered candidate (devloc-protocol(7) ADDRESS VALIDATION).
     ...(x.askerRelayed ? { relayed: x.askerRelayed } : {}),
+    ...(x.askerResume ? { resume: x.askerResume } : {}),
   };
   const toAsker: Introduction = {
     channelId, peer: x.target, addr: x.targetAddr, ...(sameNat ? definedLocal(x.targetLocalAddrs) : {}), netMode: x.targetNetMode,
@@ -251,7 +254,7 @@ export async function introduce(c: LocatorContext, ctx: RequestContext<'INTRODUC
   }
   const { toTarget, toAsker } = introduction({
     asker, askerFrom: ctx.from, askerLocalAddrs: b.localAddrs ?? askerRec?.extra?.localAddrs, askerNetMode: b.netMode ?? askerRec?.netMode ?? 0,
-    askerNickname: askerRec?.nickname, askerRelayed: b.relayed, target, targetSession, targetAddr: rec.addr, targetLocalAddrs: rec.extra?.localAddrs,
+    askerNickname: askerRec?.nickname, askerRelayed: b.relayed, askerResume: b.resume, target, targetSession, targetAddr: rec.addr, targetLocalAddrs: rec.extra?.localAddrs,
     targetNetMode: rec.netMode, targetNickname: rec.nickname,
   });
   if (owner) {

@@ -1,0 +1,112 @@
+// Issue 17 item 3, last sentence: an open channel survives its terminal's address change
+// (devloc-agent(8), ADDRESS CHANGES). Real NATs in network namespaces (test/punch/lab.ts): the
+// mover behind a firewalled NAT, its peer on the public segment. Mid-stream the NAT's public
+// address changes (a second WAN address is added and the first removed, which also drops the
+// router's conntrack entries of the old one): every later datagram of the mover leaves from a
+// new public address. The mover notices at its next REFRESH, re-registers, re-introduces the
+// channel (INTRODUCE with `resume`), the peer punches the new address, and both ends continue on
+// it: the upstream stream (sent across the change) arrives complete, once and in order; the
+// peer's path moves to the new address; the channel never closes; the downstream works again.
+import t from 'tap';
+import type { ConnectResult } from '../../src/agent/channel-control.js';
+import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
+import type { Stack } from '../agent/stack.js';
+import { eventually, stack } from '../agent/stack.js';
+import type { Recv } from './lab.js';
+import { channelOf, natHost, routerOf } from './lab.js';
+
+const missing = haveNetns();
+if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
+const skip = missing && !process.env['CI'] ? missing : false;
+
+t.test('an open channel re-establishes itself when its NAT changes address mid-stream', { skip }, async (t) => {
+  let s: Stack | undefined;
+  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const OLD = `${PUBLIC_NET}.40`;
+  const NEW = `${PUBLIC_NET}.42`;
+  const moverNs = natHost(lab, 'mv', OLD, 7, 'eim');
+  const peerNs = lab.host('pe', `${PUBLIC_NET}.41`);
+  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  // A refresh every second: the change is noticed soon (the test waits for it either way).
+  const [m, p] = await Promise.all([s.agent('mover', ['--max-refresh-s', '1'], { netns: moverNs }), s.agent('peer', [], { netns: peerNs })]);
+  const [sm, sp] = await Promise.all([m, p].map((q) => eventually(async () => {
+    const x = await q.status();
+    return x.registered && x.netMode !== 'unknown' ? x : null;
+  }, 60_000, `${q.name} registered and classified`)));
+  t.match(sm!.observed, new RegExp(`^${OLD.replaceAll('.', '\\.')}:`));
+  const r = (await m.control('connect', { peer: sp!.locatorId })) as ConnectResult;
+  t.equal(r.path?.kind, 'public', `direct channel ${r.path?.addr}`);
+  await eventually(async () => channelOf(await p.status(), r.channel)?.state === 'open', 30_000, 'the peer has the channel open');
+
+  const up: string[] = [];
+  const down: string[] = [];
+  let lostUp = 0;
+  let lostDown = 0;
+  const notOpen: string[] = [];
+  const drain = async (): Promise<void> => {
+    const [u, d] = await Promise.all([
+      p.control('channel.recv', { channel: r.channel, waitMs: 100 }) as Promise<Recv>,
+      m.control('channel.recv', { channel: r.channel, waitMs: 100 }) as Promise<Recv>,
+    ]);
+    lostUp += u.lost;
+    lostDown += d.lost;
+    up.push(...u.messages.map((x) => x.text));
+    down.push(...d.messages.map((x) => x.text));
+    if (u.state !== 'open' || d.state !== 'open') notOpen.push(`${u.state}/${d.state} ${u.reason ?? d.reason ?? ''}`);
+  };
+  // The upstream: sent continuously, across the change.
+  let n = 0;
+  let stop = false;
+  const stream = (async () => {
+    while (!stop) {
+      await m.control('channel.send', { channel: r.channel, text: `u${++n}` });
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  })();
+  await eventually(async () => {
+    await drain();
+    return up.length >= 20;
+  }, 30_000, 'the stream flows before the change');
+
+  // The NAT's public address changes: the new one added (kept as primary once the old goes),
+  // the old removed (masquerade forgets its mappings with it).
+  const router = routerOf(lab, 'mv');
+  lab.exec(router, 'sysctl', ['-qw', 'net.ipv4.conf.wan.promote_secondaries=1']);
+  lab.ip(router, ['addr', 'add', `${NEW}/24`, 'dev', 'wan']);
+  lab.ip(router, ['addr', 'del', `${OLD}/24`, 'dev', 'wan']);
+
+  const moved = await eventually(async () => {
+    await drain();
+    const c = channelOf(await p.status(), r.channel);
+    return c?.path?.addr.startsWith(`${NEW}:`) ? c : null;
+  }, 90_000, "the peer's path moved to the new address");
+  t.equal(moved.state, 'open', 'the same channel, still open');
+  t.ok((await m.status()).counters.addressChanges >= 1, 'the mover noticed the change');
+  t.ok(m.lines.some((l) => l['msg'] === 'peer channel re-established'), 'the mover re-established it');
+  t.ok(p.lines.some((l) => l['msg'] === 're-introduced by locatord: the peer moved'), 'the peer was re-introduced');
+  // More upstream after the move, then stop and collect the rest.
+  const after = n;
+  await eventually(async () => {
+    await drain();
+    return n >= after + 20;
+  }, 30_000, 'more of the stream after the move');
+  stop = true;
+  await stream;
+  await eventually(async () => {
+    await drain();
+    return up.length >= n;
+  }, 30_000, 'the rest of the stream');
+  t.same(up, Array.from({ length: n }, (_, i) => `u${i + 1}`), `all ${n} upstream messages once, in order, across the change`);
+  t.equal(lostUp, 0, 'no loss reported upstream');
+
+  // Downstream on the new path: the peer sends to the new address.
+  for (let i = 1; i <= 20; i++) await p.control('channel.send', { channel: r.channel, text: `d${i}` });
+  await eventually(async () => {
+    await drain();
+    return down.length >= 20;
+  }, 30_000, 'the downstream after the move');
+  t.same(down, Array.from({ length: 20 }, (_, i) => `d${i + 1}`), 'all 20 downstream messages once, in order');
+  t.equal(lostDown, 0);
+  t.same(notOpen, [], 'the channel was open at both ends at every look');
+  await m.control('channel.close', { channel: r.channel });
+});
