@@ -252,6 +252,8 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   private repunching = false;
   /** Re-establishing after an address change (see the top of the file): sends are held. */
   private moving = false;
+  /** Until then a re-establishing channel does not give up (its re-introduction waits for the agent to register again). */
+  private moveGraceUntil = 0;
 
   constructor(init: ChannelInit) {
     // Events fire inside the socket's 'message' handler and timers: a listener that throws (e.g.
@@ -431,9 +433,10 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   /**
    * An address changed (`why`): ours, or the peer's (its re-introduction). Add `candidates`, punch
    * every candidate again now, and hold what is sent until a path answers (see the top of the
-   * file). Only for an open channel; the punch timeout starts again.
+   * file). Only for an open channel; the punch timeout starts again, and does not end before
+   * `graceMs` from now (ours changed: the re-introduction waits for the agent to register again).
    */
-  reestablish(candidates: { addr: Address; kind: CandidateKind; via?: Via }[], why: string): void {
+  reestablish(candidates: { addr: Address; kind: CandidateKind; via?: Via }[], why: string, graceMs = 0): void {
     if (this._state !== 'open') return;
     for (const c of candidates) {
       const via = c.via ?? 'socket';
@@ -450,13 +453,14 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     const now = this.now();
     this.repunching = true;
     this.punchStartedAt = now;
+    this.moveGraceUntil = now + graceMs;
     if (!this.moving) {
       this.moving = true;
       this.log('info', 'peer channel re-establishing after an address change', { channel: this.idHex, why });
       this.emit('path', null);
     }
     // Hold what is sent until a path answers (the fence's queue, without its ping).
-    if (!this.fence) this.fence = { rid: '', queue: [], timer: setTimeout(() => this.flushFence('timeout'), this.timing.punchTimeoutMs) };
+    if (!this.fence) this.fence = { rid: '', queue: [], timer: setTimeout(() => this.flushFence('timeout'), Math.max(graceMs, this.timing.punchTimeoutMs)) };
     if (this.punchTimer) clearTimeout(this.punchTimer);
     this.punchRound();
   }
@@ -547,7 +551,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     if (this._state === 'closed' || this._state === 'failed') return;
     const now = this.now();
     const searching = this._state === 'punching' || this.repunching;
-    if (searching && now - this.punchStartedAt >= this.timing.punchTimeoutMs) {
+    if (searching && now - this.punchStartedAt >= this.timing.punchTimeoutMs && now >= this.moveGraceUntil) {
       const n = this.candidates.length;
       const why = `no answer from the peer at ${n} candidate address${n === 1 ? '' : 'es'} within ${Math.round(this.timing.punchTimeoutMs / 1000)} s`;
       if (this._state === 'punching') this.finish('failed', why);

@@ -119,6 +119,12 @@ export const OPEN_TTL = 2;
  * before our first PUNCH reaches it, so this bounds the skew between the two ends it tolerates.
  */
 export const OPEN_DELAY_MS = 500;
+/**
+ * How long a channel whose own end moved keeps punching before its re-introduction must have
+ * come: the agent authenticates, classifies and registers again first (INTRODUCE waits up to
+ * 10 s for that), then the introduction itself.
+ */
+export const REINTRODUCE_GRACE_MS = 30_000;
 /** The TTL the socket goes back to after the opening datagrams (Linux's default). */
 const DEFAULT_TTL = 64;
 
@@ -245,7 +251,7 @@ export class PeerManager {
     // An allocation belongs to the 5-tuple it was made from: the relay no longer knows us.
     if (open.some((c) => c.viaOwnRelay)) this.host.relay?.drop(why);
     for (const ch of open) {
-      ch.reestablish([], why);
+      ch.reestablish([], why, REINTRODUCE_GRACE_MS);
       void this.reintroduce(ch, why);
     }
   }
