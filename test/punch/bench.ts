@@ -16,7 +16,7 @@
 // the agents refresh their registration every ~2 s (which keeps their locatord mapping), and
 // consecutive tries are 5 s apart, so each try punches through NATs that have forgotten the last
 // one. Pairings run in parallel, each with its own agents.
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
 import { ControlError } from '../../src/agent/control-client.js';
@@ -24,11 +24,10 @@ import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
 import type { AgentProc, Stack, Teardown } from '../agent/stack.js';
 import { eventually, stack } from '../agent/stack.js';
-import { devloc } from '../cli/fixtures/cli.js';
 import { haveCoturn, startCoturn } from '../turn/coturn.js';
 import type { Coturn } from '../turn/coturn.js';
 import type { Recv } from './lab.js';
-import { channelOf, natHost, plainMasqueradeHost, routerOf, sharedNat } from './lab.js';
+import { addRelay, channelOf, natHost, plainMasqueradeHost, routerOf, sharedNat } from './lab.js';
 
 const triesArg = process.argv.indexOf('--tries');
 const RELAYS = process.argv.includes('--relays');
@@ -272,11 +271,7 @@ async function relays(): Promise<void> {
     relay = await startCoturn({ netns: { name: relayNs, ip: n(20) } });
     s = await stack(t, { netns: lab.pub, listen: n(1), reflectorAltIp: n(2) });
     const st = s;
-    const secretFile = path.join(st.dir, 'relay.secret');
-    writeFileSync(secretFile, `${relay.secret}\n`, { mode: 0o600 });
-    chmodSync(secretFile, 0o400);
-    const add = devloc(['relay', 'add', 'r1', '--state-dir', path.join(st.dir, 'authd-state'), '--udp', `${relay.host}:${relay.port}`, '--secret-file', secretFile]);
-    if (add.status !== 0) throw new Error(add.stderr);
+    addRelay(st, 'r1', relay);
     const agents: Record<string, AgentProc> = {};
     for (const [k, ns] of Object.entries(hosts)) agents[k] = await st.agent(k, k === 'd1' ? ['--relay', 'never'] : [], { netns: ns });
     // authd picks a new relay up within a second: one that authenticated before gets it on SIGHUP.

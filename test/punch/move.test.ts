@@ -7,17 +7,34 @@
 // channel (INTRODUCE with `resume`), the peer punches the new address, and both ends continue on
 // it: the upstream stream (sent across the change) arrives complete, once and in order; the
 // peer's path moves to the new address; the channel never closes; the downstream works again.
+//
+// The same with a relayed channel (two symmetric NATs, a real coturn): the mover's allocation
+// belonged to its old address, so it allocates anew and re-introduces the channel with its new
+// relayed address; the peer punches that one and both continue through the relay. Datagrams
+// sent into the old allocation before anyone noticed are lost (reported as loss, never
+// duplicated or reordered); everything sent once it re-established arrives.
 import t from 'tap';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
-import type { Stack } from '../agent/stack.js';
+import type { AgentProc, Stack } from '../agent/stack.js';
 import { eventually, stack } from '../agent/stack.js';
 import type { Recv } from './lab.js';
-import { channelOf, natHost, routerOf } from './lab.js';
+import { needs } from '../ops/tools.js';
+import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
+import { addRelay, channelOf, natHost, routerOf } from './lab.js';
 
 const missing = haveNetns();
 if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
 const skip = missing && !process.env['CI'] ? missing : false;
+const skipRelay = skip || needs('turnserver', haveCoturn).skip;
+
+/** Move the NAT `short`'s public address from `from` to `to` (the old mappings go with it). */
+function renumber(lab: Lab, short: string, from: string, to: string): void {
+  const router = routerOf(lab, short);
+  lab.exec(router, 'sysctl', ['-qw', 'net.ipv4.conf.wan.promote_secondaries=1']);
+  lab.ip(router, ['addr', 'add', `${to}/24`, 'dev', 'wan']);
+  lab.ip(router, ['addr', 'del', `${from}/24`, 'dev', 'wan']);
+}
 
 t.test('an open channel re-establishes itself when its NAT changes address mid-stream', { skip }, async (t) => {
   let s: Stack | undefined;
@@ -70,10 +87,7 @@ t.test('an open channel re-establishes itself when its NAT changes address mid-s
 
   // The NAT's public address changes: the new one added (kept as primary once the old goes),
   // the old removed (masquerade forgets its mappings with it).
-  const router = routerOf(lab, 'mv');
-  lab.exec(router, 'sysctl', ['-qw', 'net.ipv4.conf.wan.promote_secondaries=1']);
-  lab.ip(router, ['addr', 'add', `${NEW}/24`, 'dev', 'wan']);
-  lab.ip(router, ['addr', 'del', `${OLD}/24`, 'dev', 'wan']);
+  renumber(lab, 'mv', OLD, NEW);
 
   const moved = await eventually(async () => {
     await drain();
@@ -108,5 +122,101 @@ t.test('an open channel re-establishes itself when its NAT changes address mid-s
   t.same(down, Array.from({ length: 20 }, (_, i) => `d${i + 1}`), 'all 20 downstream messages once, in order');
   t.equal(lostDown, 0);
   t.same(notOpen, [], 'the channel was open at both ends at every look');
+  await m.control('channel.close', { channel: r.channel });
+});
+
+t.test('a relayed channel re-establishes itself through a new allocation when its NAT changes address', { skip: skipRelay }, async (t) => {
+  let s: Stack | undefined;
+  let relay: Coturn | undefined;
+  const lab = new Lab(t, async () => {
+    await s?.stopAll();
+    await relay?.stop();
+  });
+  const OLD = `${PUBLIC_NET}.50`;
+  const NEW = `${PUBLIC_NET}.52`;
+  const RELAY = `${PUBLIC_NET}.20`;
+  const moverNs = natHost(lab, 'ms', OLD, 7, 'symmetric');
+  const peerNs = natHost(lab, 'ps', `${PUBLIC_NET}.51`, 8, 'symmetric');
+  relay = await startCoturn({ netns: { name: lab.host('rl', RELAY), ip: RELAY } });
+  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  addRelay(s, 'r1', relay);
+  const [m, p] = await Promise.all([s.agent('mover', ['--max-refresh-s', '1'], { netns: moverNs }), s.agent('peer', [], { netns: peerNs })]);
+  const ready = (q: AgentProc) => eventually(async () => {
+    const x = await q.status();
+    if (x.registered && x.relays.length === 0) q.proc.kill('SIGHUP');
+    return x.registered && x.netMode === 'symmetric' && x.relays.length > 0 ? x : null;
+  }, 90_000, `${q.name} registered as symmetric with the relay`);
+  const [, sp] = await Promise.all([ready(m), ready(p)]);
+  await eventually(async () => {
+    const r = (await m.control('lookup', { targets: [sp.locatorId] })) as { netMode?: string }[];
+    return r[0]?.netMode === 'symmetric';
+  }, 30_000, "locatord has the peer's mode");
+  const r = (await m.control('connect', { peer: sp.locatorId })) as ConnectResult;
+  t.equal(r.path?.kind, 'relay', `relayed channel ${r.path?.addr}`);
+  const before = await eventually(async () => {
+    const c = channelOf(await p.status(), r.channel);
+    return c?.state === 'open' ? c : null;
+  }, 30_000, 'the peer has the channel open');
+  const oldRelayed = before.path!.addr;
+
+  const up: number[] = [];
+  let lost = 0;
+  const notOpen: string[] = [];
+  const drain = async (): Promise<void> => {
+    const [u, d] = await Promise.all([
+      p.control('channel.recv', { channel: r.channel, waitMs: 100 }) as Promise<Recv>,
+      m.status(),
+    ]);
+    lost += u.lost;
+    up.push(...u.messages.map((x) => Number(x.text.slice(1))));
+    const own = channelOf(d, r.channel);
+    if (u.state !== 'open' || own?.state !== 'open') notOpen.push(`${u.state}/${own?.state} ${u.reason ?? own?.reason ?? ''}`);
+  };
+  let n = 0;
+  let stop = false;
+  const stream = (async () => {
+    while (!stop) {
+      await m.control('channel.send', { channel: r.channel, text: `u${++n}` });
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  })();
+  await eventually(async () => {
+    await drain();
+    return up.length >= 20;
+  }, 30_000, 'the stream flows before the change');
+  renumber(lab, 'ms', OLD, NEW);
+  const moved = await eventually(async () => {
+    await drain();
+    const c = channelOf(await p.status(), r.channel);
+    return c?.path && c.path.addr !== oldRelayed ? c : null;
+  }, 90_000, "the peer's path moved to the mover's new relayed address");
+  t.equal(moved.path?.kind, 'relay', `still relayed: ${moved.path?.addr}`);
+  t.equal(moved.path?.addr.split(':')[0], RELAY, 'through the relay');
+  const alloc = (await m.status()).relayAllocation;
+  t.equal(alloc?.relayed, moved.path?.addr, "the mover's new allocation is what the peer sends to");
+  t.match(alloc?.mapped ?? '', new RegExp(`^${NEW.replaceAll('.', '\\.')}:`), 'made from the new address');
+  const after = n;
+  await eventually(async () => {
+    await drain();
+    return n >= after + 20;
+  }, 30_000, 'more of the stream after the move');
+  stop = true;
+  await stream;
+  await eventually(async () => {
+    await drain();
+    return up.at(-1) === n;
+  }, 30_000, 'the end of the stream');
+  t.ok(up.every((v, i) => i === 0 || v > up[i - 1]!), 'in order, none twice');
+  t.equal(up.length + lost, n, `${up.length} delivered + ${lost} reported lost = ${n} sent`);
+  t.same(up.filter((v) => v > after), Array.from({ length: n - after }, (_, i) => after + i + 1), 'everything sent after the move arrived');
+  t.same(notOpen, [], 'the channel was open at both ends at every look');
+  for (let i = 1; i <= 10; i++) await p.control('channel.send', { channel: r.channel, text: `d${i}` });
+  const down: string[] = [];
+  await eventually(async () => {
+    const x = (await m.control('channel.recv', { channel: r.channel, waitMs: 500 })) as Recv;
+    down.push(...x.messages.map((y) => y.text));
+    return down.length >= 10;
+  }, 30_000, 'the downstream after the move');
+  t.same(down, Array.from({ length: 10 }, (_, i) => `d${i + 1}`), 'and the other way');
   await m.control('channel.close', { channel: r.channel });
 });
