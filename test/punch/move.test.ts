@@ -28,8 +28,41 @@ if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
 const skip = missing && !process.env['CI'] ? missing : false;
 const skipRelay = skip || needs('turnserver', haveCoturn).skip;
 
-/** Move the NAT `short`'s public address from `from` to `to` (the old mappings go with it). */
-function renumber(lab: Lab, short: string, from: string, to: string): void {
+/** Send `u1`, `u2`, ... from `m` on `channel` every 20 ms until finished. */
+function upstream(m: AgentProc, channel: string): { finish: (drain: () => Promise<void>) => Promise<{ after: number; n: number }> } {
+  let n = 0;
+  let stopped = false;
+  const done = (async () => {
+    while (!stopped) {
+      await m.control('channel.send', { channel, text: `u${++n}` });
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  })();
+  return {
+    // 20 more after the move (draining meanwhile), then stop: `after` were sent before, `n` in all.
+    finish: async (drain) => {
+      const after = n;
+      await eventually(async () => {
+        await drain();
+        return n >= after + 20;
+      }, 30_000, 'more of the stream after the move');
+      stopped = true;
+      await done;
+      return { after, n };
+    },
+  };
+}
+
+/**
+ * Once 20 messages of the stream arrived (`drain` collects, `received` counts), move the NAT
+ * `short`'s public address from `from` to `to`: the new one added (kept as primary once the old
+ * goes), the old removed (masquerade forgets its mappings with it).
+ */
+async function renumberMidStream(lab: Lab, short: string, from: string, to: string, drain: () => Promise<void>, received: () => number): Promise<void> {
+  await eventually(async () => {
+    await drain();
+    return received() >= 20;
+  }, 30_000, 'the stream flows before the change');
   const router = routerOf(lab, short);
   lab.exec(router, 'sysctl', ['-qw', 'net.ipv4.conf.wan.promote_secondaries=1']);
   lab.ip(router, ['addr', 'add', `${to}/24`, 'dev', 'wan']);
@@ -71,23 +104,9 @@ t.test('an open channel re-establishes itself when its NAT changes address mid-s
     down.push(...d.messages.map((x) => x.text));
     if (u.state !== 'open' || d.state !== 'open') notOpen.push(`${u.state}/${d.state} ${u.reason ?? d.reason ?? ''}`);
   };
-  // The upstream: sent continuously, across the change.
-  let n = 0;
-  let stop = false;
-  const stream = (async () => {
-    while (!stop) {
-      await m.control('channel.send', { channel: r.channel, text: `u${++n}` });
-      await new Promise((res) => setTimeout(res, 20));
-    }
-  })();
-  await eventually(async () => {
-    await drain();
-    return up.length >= 20;
-  }, 30_000, 'the stream flows before the change');
-
-  // The NAT's public address changes: the new one added (kept as primary once the old goes),
-  // the old removed (masquerade forgets its mappings with it).
-  renumber(lab, 'mv', OLD, NEW);
+  // The upstream: sent continuously, across the change of the NAT's public address.
+  const stream = upstream(m, r.channel);
+  await renumberMidStream(lab, 'mv', OLD, NEW, drain, () => up.length);
 
   const moved = await eventually(async () => {
     await drain();
@@ -99,13 +118,7 @@ t.test('an open channel re-establishes itself when its NAT changes address mid-s
   t.ok(m.lines.some((l) => l['msg'] === 'peer channel re-established'), 'the mover re-established it');
   t.ok(p.lines.some((l) => l['msg'] === 're-introduced by locatord: the peer moved'), 'the peer was re-introduced');
   // More upstream after the move, then stop and collect the rest.
-  const after = n;
-  await eventually(async () => {
-    await drain();
-    return n >= after + 20;
-  }, 30_000, 'more of the stream after the move');
-  stop = true;
-  await stream;
+  const { after, n } = await stream.finish(drain);
   await eventually(async () => {
     await drain();
     return up.length >= n;
@@ -172,19 +185,8 @@ t.test('a relayed channel re-establishes itself through a new allocation when it
     const own = channelOf(d, r.channel);
     if (u.state !== 'open' || own?.state !== 'open') notOpen.push(`${u.state}/${own?.state} ${u.reason ?? own?.reason ?? ''}`);
   };
-  let n = 0;
-  let stop = false;
-  const stream = (async () => {
-    while (!stop) {
-      await m.control('channel.send', { channel: r.channel, text: `u${++n}` });
-      await new Promise((res) => setTimeout(res, 20));
-    }
-  })();
-  await eventually(async () => {
-    await drain();
-    return up.length >= 20;
-  }, 30_000, 'the stream flows before the change');
-  renumber(lab, 'ms', OLD, NEW);
+  const stream = upstream(m, r.channel);
+  await renumberMidStream(lab, 'ms', OLD, NEW, drain, () => up.length);
   const moved = await eventually(async () => {
     await drain();
     const c = channelOf(await p.status(), r.channel);
@@ -195,13 +197,7 @@ t.test('a relayed channel re-establishes itself through a new allocation when it
   const alloc = (await m.status()).relayAllocation;
   t.equal(alloc?.relayed, moved.path?.addr, "the mover's new allocation is what the peer sends to");
   t.match(alloc?.mapped ?? '', new RegExp(`^${NEW.replaceAll('.', '\\.')}:`), 'made from the new address');
-  const after = n;
-  await eventually(async () => {
-    await drain();
-    return n >= after + 20;
-  }, 30_000, 'more of the stream after the move');
-  stop = true;
-  await stream;
+  const { after, n } = await stream.finish(drain);
   await eventually(async () => {
     await drain();
     return up.at(-1) === n;
