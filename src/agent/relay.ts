@@ -327,6 +327,19 @@ export class RelayManager {
     return left > 0 ? `relay ${c.name} lost (${why}); ${left} relay${left === 1 ? '' : 's'} left` : `relay ${c.name} lost (${why}); no relay left`;
   }
 
+  /**
+   * Our address changed: the allocation belongs to the old one (the relay no longer knows us).
+   * Drop it without marking the relay lost; the next ensure() allocates anew.
+   */
+  drop(why: string): void {
+    const c = this.current;
+    if (!c) return;
+    this.current = undefined;
+    c.client.removeAllListeners('closed');
+    void c.client.close().catch(() => {});
+    this.host.log('info', 'relay allocation dropped', { relay: c.name, why });
+  }
+
   status(): RelayAllocationStatus | null {
     const c = this.current;
     if (!c?.client.isAllocated || !c.client.relayedAddress) return null;

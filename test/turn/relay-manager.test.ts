@@ -206,8 +206,8 @@ t.test('credentials expiring under an open relayed channel: re-authorised, the c
     void (async () => {
       const fresh = await m.ensure();
       await m.permit(peerAddr);
-      a.relayMoved(m.name);
-      b.peerRelayMoved(fresh);
+      a.reestablish([], `moved to ${m.name}`, { replaceRelay: 'ours' });
+      b.reestablish([{ addr: fresh, kind: 'relay' }], 'the peer moved', { replaceRelay: 'peer' });
     })().catch((err: Error) => a.relayGone(`RELAY_LOST: ${reason}; ${err.message}`));
   };
   a.start();
