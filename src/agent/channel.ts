@@ -531,6 +531,12 @@ export class Channel extends SafeEmitter<ChannelEvents> {
    * punch timeout starts again, and does not end before `graceMs` from now.
    */
   reestablish(candidates: { addr: Address; kind: CandidateKind; via?: Via }[], why: string, o: { graceMs?: number; replaceRelay?: 'ours' | 'peer' } = {}): void {
+    if (this._state === 'punching') {
+      // Not open yet (a peer that cannot send UDP re-introduced itself): more candidates only.
+      for (const c of candidates) if (!this.relayOnly || c.via === 'relay') this.addCandidate(c.addr, c.kind, c.via ?? 'socket');
+      this.log('info', 'peer channel: candidates from a re-introduction', { channel: this.idHex, why });
+      return;
+    }
     if (this._state !== 'open') return;
     if (o.replaceRelay === 'ours') this.dropCandidates((c) => c.via === 'relay');
     else if (o.replaceRelay === 'peer') this.dropCandidates((c) => c.kind === 'relay' && c.via === 'socket');

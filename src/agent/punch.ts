@@ -46,6 +46,9 @@
 //   new relayed address when its path went through our relay; the peer gets it as INTRO field 10
 //   and adds the addresses to that channel (only if it has it, with that peer; resumed), and
 //   both punch them; the channel's keys authenticate whatever path answers.
+//   A third use: a terminal whose UDP reaches only the services (RelayManager.udpBlocked)
+//   answers a peer's INTRO through its allocation: it permits the peer, punches nothing on its
+//   socket, and re-introduces the channel, still punching, with its relayed address at once.
 import type dgram from 'node:dgram';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
@@ -268,7 +271,8 @@ export class PeerManager {
   /** INTRO with `resumes`: the peer re-introduced an open channel (it moved); the new addresses go to that channel. */
   private resumed(intro: Introduction): void {
     const ch = this.channels.get(formatId(intro.resumes!));
-    if (!ch?.isOpen || ch.peerHex !== formatId(intro.peer)) {
+    // A channel still punching too: a peer that cannot send UDP re-introduces itself at once.
+    if (!ch || (ch.state !== 'open' && ch.state !== 'punching') || ch.peerHex !== formatId(intro.peer)) {
       this.host.log('warn', 're-introduction for no open channel with that peer: ignored', { channel: formatId(intro.resumes!), peer: formatId(intro.peer) });
       return;
     }
@@ -445,7 +449,7 @@ export class PeerManager {
    * wait for it (relayMoving) and close with RELAY_LOST when it fails; otherwise (an address
    * change) a channel that could not be re-introduced keeps punching its known candidates.
    */
-  private async reintroduce(channels: Channel[], why: string, relay: RelayManager | undefined, relayLost: boolean): Promise<void> {
+  private async reintroduce(channels: Channel[], why: string, relay: RelayManager | undefined, relayLost: boolean, peerAddr?: Address): Promise<void> {
     let relayed: Address | undefined;
     if (relay) {
       try {
@@ -457,11 +461,12 @@ export class PeerManager {
       }
     }
     await Promise.all(channels.map(async (c) => {
-      // The peer's address through our relay (null: the path did not go through it).
-      const peer = c.relayPeer;
+      // The peer's address through our relay (null: the path did not go through it; a channel
+      // still punching: the introduced address).
+      const peer = c.relayPeer ?? (c.state === 'punching' ? peerAddr ?? null : null);
       const viaRelay = relayed !== undefined && peer !== null;
       try {
-        if (!c.isOpen) return; // closed meanwhile
+        if (c.state !== 'open' && c.state !== 'punching') return; // closed meanwhile
         if (viaRelay) await relay!.permit(peer);
         const local = this.host.localAddrs();
         const m = await this.host.introduce({
@@ -522,6 +527,16 @@ export class PeerManager {
       return true;
     }
     this.host.log('info', 'introduced by locatord', { peer: formatId(intro.peer), channel: idHex, sameNat: plan.sameNat });
+    const relay = this.host.relay;
+    if (relay?.udpBlocked) {
+      // Our UDP reaches only the services (the allocation needed TCP/TLS): nothing we send on
+      // the socket gets out, so the peer must find us at our relayed address. Open on no
+      // candidate (we answer what comes through the relay) and re-introduce the channel.
+      const ch = this.open(intro, key, 'responder', { ...plan, candidates: [] }, true);
+      this.host.incoming(ch);
+      void this.reintroduce([ch], 'UDP blocked: the peer must reach us through our relay', relay, false, intro.addr);
+      return true;
+    }
     this.host.incoming(this.open(intro, key, 'responder', plan));
     return true;
   }
