@@ -8,7 +8,8 @@
 // writes <out>/terminals.json, terminals.csv and an SVG chart.
 //
 // A section is { name, doc, run(ctx) => rows }. Adding one is one entry in `sections`.
-import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runBaseline } from './baseline.js';
@@ -241,6 +242,30 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: s, name: `CPU per hour at the ${r.defaultRefreshS} s refresh`, value: r.cpuSecondsPerHour, unit: 'CPU-s', extra: { idleCpuSecondsPerHour: r.idleCpuSecondsPerHour } },
           { section: s, name: `CPU per hour at the ${r.openRefreshS} s refresh (open address)`, value: r.cpuSecondsPerHourOpen, unit: 'CPU-s' },
         ];
+      },
+    },
+    {
+      name: 'relays',
+      doc: 'relayed vs direct peer channels in the namespace lab (real NATs, real coturn): connect to first data, RTT, throughput, ratios (needs root, ip, nft, turnserver and a clone: runs test/punch/bench.ts --relays)',
+      run: async (ctx) => {
+        const s = 'relays';
+        const script = path.resolve('test/punch/bench.ts');
+        const tool = ['ip', 'nft', 'turnserver'].find((c) => !onPath(c));
+        const missing = process.getuid?.() !== 0 ? 'needs root (network namespaces)'
+          : tool ? `${tool} not on PATH` : existsSync(script) ? null : 'needs a clone (test/punch/bench.ts)';
+        if (missing) {
+          ctx.log(`relays: skipped: ${missing}`);
+          return [{ section: s, name: `skipped: ${missing}`, value: 0, unit: 'skipped' }];
+        }
+        // The lab is test code (namespaces, coturn, agents through tsx): run it as a child and read its JSON.
+        const r = spawnSync(process.execPath, ['--import', 'tsx', script, '--relays', '--tries', '5'], { stdio: ['ignore', 'inherit', 'inherit'] });
+        if (r.status !== 0) throw new Error(`relays: test/punch/bench.ts --relays exited with ${r.status}`);
+        const j = JSON.parse(readFileSync(path.resolve('bench-results/relays.json'), 'utf8')) as { results: { path: string; firstDataMedianMs: number | null; rttMedianMs: number | null; messagesPerS: number | null; lostPct: number | null }[] };
+        return j.results.flatMap((x) => [
+          { section: s, name: `${x.path}: connect -> first data, median`, value: x.firstDataMedianMs ?? NaN, unit: 'ms' },
+          { section: s, name: `${x.path}: ping RTT, median`, value: x.rttMedianMs ?? NaN, unit: 'ms' },
+          { section: s, name: `${x.path}: 1000-byte messages through the control sockets`, value: x.messagesPerS ?? NaN, unit: 'msg/s', extra: { lostPct: x.lostPct } },
+        ]);
       },
     },
     {

@@ -44,19 +44,23 @@
 // the relay is a ping, and what is sent meanwhile waits (bounded) until that ping is answered
 // or `fenceMs` passed, then goes on the direct path; n stays one sequence.
 //
-// Moving to another relay (the relay died, or the allocation's credentials expired). The end
-// whose allocation carried the path (via 'relay') is told by the peer manager (relayMoving: it
-// allocates elsewhere and sends its new relayed address to the peer in an INTRODUCE naming this
-// channel, which the peer gets as INTRO field 10), then relayMoved(); the peer's end gets
-// peerRelayMoved(address). Both then punch again like a silent channel, and the first path that
-// answers carries the channel on. A peer whose path was the other end's relayed address waits
-// `relayMoveWaitMs` beyond the punch timeout for that INTRO before it reports RELAY_LOST. Nothing
-// of the channel API is lost or duplicated by the move: while the path is relayed, each end keeps
-// the messages it sent that the peer has not acknowledged (the `rx` of every PUNCH_ACK, a
-// DATA_ACK; at most MAX_RETAINED), holds what is sent during the move, and once the new path
-// answers sends again, in order and with their numbers n, those above the peer's `rx`; the
-// receiver drops any copy it already had (n not above its last). Only messages pushed out of the
-// MAX_RETAINED bound are lost, and they are reported as loss.
+// Re-introductions: moving to another relay (the relay died, or the allocation's credentials
+// expired) and address changes (the agent re-registered from a new address; devloc-agent(8),
+// ADDRESS CHANGES) are one mechanism. The end that moved is told by the peer manager: its relay
+// is gone (relayMoving: nothing is sent or punched while it allocates elsewhere), or its address
+// changed (reestablish with a grace: it punches every candidate again at once while it registers
+// again). The manager then sends an INTRODUCE naming this channel (`resumes`) with the new
+// addresses (a new relayed address when the path went through our relay), which the peer gets as
+// INTRO field 10, and calls reestablish() with the addresses of the answer; the peer's end gets
+// reestablish() with the addresses of that INTRO. Both then punch again like a silent channel,
+// and the first path that answers (the old one, if it still does) carries the channel on. A peer
+// whose path was the other end's relayed address waits `relayMoveWaitMs` beyond the punch
+// timeout for that INTRO before it reports RELAY_LOST. Nothing of the channel API is lost or
+// duplicated by a move: each end keeps the messages it sent that the peer has not acknowledged
+// (the `rx` of every PUNCH_ACK, a DATA_ACK; at most MAX_RETAINED, in a ring), holds what is sent
+// during the move, and once the new path answers sends again, in order and with their numbers n,
+// those above the peer's `rx`; the receiver drops any copy it already had (n not above its last).
+// Only messages pushed out of the MAX_RETAINED bound are lost, and they are reported as loss.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
@@ -217,11 +221,56 @@ export const MAX_CANDIDATES = 8;
 const addrKey = (a: Address, via: Via = 'socket'): string => `${via === 'relay' ? 'relay|' : ''}${normaliseIp(a.ip)}|${a.port}`;
 /** Messages held while the relay drains on a move to a direct path (more are sent at once). */
 const MAX_FENCE_QUEUE = 1024;
-/** Messages kept, while relayed, until the peer acknowledges them (sent again after a move between relays). */
+/** Messages kept until the peer acknowledges them (sent again after a move: another relay, an address change). */
 export const MAX_RETAINED = 1024;
 const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
 /** Largest number of PUNCH request IDs remembered (answers to older ones are still liveness). */
 const MAX_PENDING_PUNCHES = 256;
+
+interface RetainedMessage { n: number; payload: Buffer; ack: boolean }
+
+/**
+ * The messages kept until the peer acknowledges them, in order of n: a ring of `capacity`
+ * (a push at the bound overwrites the oldest in O(1); an array's shift() there was O(n) per send).
+ */
+class Retained {
+  private readonly ring: (RetainedMessage | undefined)[];
+  private head = 0;
+  private size = 0;
+
+  constructor(private readonly capacity: number) {
+    this.ring = new Array<RetainedMessage | undefined>(capacity);
+  }
+
+  push(m: RetainedMessage): void {
+    if (this.size === this.capacity) {
+      this.ring[this.head] = m;
+      this.head = (this.head + 1) % this.capacity;
+    } else {
+      this.ring[(this.head + this.size) % this.capacity] = m;
+      this.size++;
+    }
+  }
+
+  /** Forget the messages numbered `n` or less (the oldest first). */
+  dropUpTo(n: number): void {
+    while (this.size > 0 && this.ring[this.head]!.n <= n) {
+      this.ring[this.head] = undefined;
+      this.head = (this.head + 1) % this.capacity;
+      this.size--;
+    }
+  }
+
+  /** The messages numbered above `n`, oldest first. */
+  above(n: number): RetainedMessage[] {
+    const out: RetainedMessage[] = [];
+    for (let i = 0; i < this.size; i++) {
+      const m = this.ring[(this.head + i) % this.capacity]!;
+      if (m.n > n) out.push(m);
+    }
+    return out;
+  }
+}
 
 export class Channel extends SafeEmitter<ChannelEvents> {
   readonly id: Buffer;
@@ -240,12 +289,12 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   private readonly relayTransport: (() => TurnTransport | null) | undefined;
   private readonly relayLost: ((why: string) => string | null) | undefined;
   /**
-   * A move between relays: 'waiting' while the manager allocates and introduces again (our
-   * relay is gone), 'punching' while the new path is searched. Sends are held meanwhile.
+   * A move (see the top of the file): 'waiting' while the manager allocates and introduces again
+   * (our relay is gone), 'punching' while the new path is searched. Sends are held meanwhile.
    */
   private moving: 'no' | 'waiting' | 'punching' = 'no';
-  /** While relayed: what we sent that the peer has not acknowledged (see the top of the file). */
-  private retained: { n: number; payload: Buffer; ack: boolean }[] = [];
+  /** What we sent that the peer has not acknowledged (see the top of the file). */
+  private readonly retained = new Retained(MAX_RETAINED);
   /** The highest message number the peer says it received (PUNCH_ACK rx). */
   private peerRx = 0;
   /** Messages waiting for the relay to drain (see the top of the file). */
@@ -282,6 +331,10 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   private punchTimer: ReturnType<typeof setTimeout> | undefined;
   private keepTimer: ReturnType<typeof setTimeout> | undefined;
   private repunching = false;
+  /** Until then a re-establishing channel does not give up (its re-introduction waits for the agent to register again). */
+  private moveGraceUntil = 0;
+  /** The move under way replaces a relayed address (counted in stats.relayMoves when it ends). */
+  private relayMove = false;
 
   constructor(init: ChannelInit) {
     // Events fire inside the socket's 'message' handler and timers: a listener that throws (e.g.
@@ -414,11 +467,8 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     const { to, via } = this.requireOpen();
     this.txN++;
     this.stats.sent++;
-    if (this._path?.kind === 'relay') {
-      this.retained.push({ n: this.txN, payload: Buffer.from(payload), ack });
-      if (this.retained.length > MAX_RETAINED) this.retained.shift();
-    }
-    // Between relays: held (retained), sent once the new path answers (afterMove).
+    this.retained.push({ n: this.txN, payload: Buffer.from(payload), ack });
+    // During a move: held (retained), sent once the new path answers (afterMove).
     if (this.moving !== 'no') return this.txN;
     const dg = this.sealData(this.txN, payload, ack, rid);
     if (this.fence) {
@@ -472,6 +522,54 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     });
   }
 
+  /**
+   * The channel is re-introduced (see the top of the file): our address changed, the peer's did
+   * (its INTRO naming this channel), or our relay was replaced (after relayMoving). Add
+   * `candidates`, punch every candidate again now, and hold what is sent until a path answers.
+   * `replaceRelay` drops the relayed candidates the move made useless first: 'ours' (through our
+   * old allocation) or 'peer' (the peer's old relayed address). Only for an open channel; the
+   * punch timeout starts again, and does not end before `graceMs` from now.
+   */
+  reestablish(candidates: { addr: Address; kind: CandidateKind; via?: Via }[], why: string, o: { graceMs?: number; replaceRelay?: 'ours' | 'peer' } = {}): void {
+    if (this._state === 'punching') {
+      // Not open yet (a peer that cannot send UDP re-introduced itself): more candidates only.
+      for (const c of candidates) if (!this.relayOnly || c.via === 'relay') this.addCandidate(c.addr, c.kind, c.via ?? 'socket');
+      this.log('info', 'peer channel: candidates from a re-introduction', { channel: this.idHex, why });
+      return;
+    }
+    if (this._state !== 'open') return;
+    if (o.replaceRelay === 'ours') this.dropCandidates((c) => c.via === 'relay');
+    else if (o.replaceRelay === 'peer') this.dropCandidates((c) => c.kind === 'relay' && c.via === 'socket');
+    if (o.replaceRelay) this.relayMove = true;
+    for (const c of candidates) {
+      const via = c.via ?? 'socket';
+      // Forced relaying answers only what comes through our relay.
+      if (this.relayOnly && via !== 'relay') continue;
+      if (!this.candidates.some((x) => x.key === addrKey(c.addr, via))) {
+        // Full: the new address replaces the least preferred one that is not the path.
+        if (this.candidates.length >= MAX_CANDIDATES) {
+          const drop = this.candidates.findLastIndex((x) => !this._path || x.key !== addrKey(this._path.address, this._path.via));
+          if (drop < 0) continue;
+          this.candidates.splice(drop, 1);
+        }
+      }
+      this.addCandidate(c.addr, c.kind, via);
+    }
+    const now = this.now();
+    this.moveGraceUntil = Math.max(this.moveGraceUntil, now + (o.graceMs ?? 0));
+    if (this.moving === 'no') {
+      this.log('info', 'peer channel re-establishing', { channel: this.idHex, why });
+      this.emit('path', null);
+    } else if (this.moving === 'waiting') {
+      this.log('info', 'peer channel: new relayed address sent to the peer, punching again', { channel: this.idHex, why });
+    }
+    this.moving = 'punching';
+    this.repunching = true;
+    this.punchStartedAt = now;
+    if (this.punchTimer) clearTimeout(this.punchTimer);
+    this.punchRound();
+  }
+
   /** The agent's relay allocation is gone: a channel whose path went through it closes with `reason`. */
   relayGone(reason: string): void {
     if (this._path?.via !== 'relay') return;
@@ -487,60 +585,33 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   relayMoving(why: string): void {
     if (this.relayPeer === null || this.moving === 'waiting') return;
     this.moving = 'waiting';
+    this.relayMove = true;
     if (this.punchTimer) clearTimeout(this.punchTimer);
     this.punchTimer = undefined;
     this.log('warn', 'peer channel moving to another relay', { channel: this.idHex, why });
     this.emit('path', null);
   }
 
-  /** The peer was told our new relayed address: find it through the new allocation. */
-  relayMoved(relay: string | null): void {
-    if (this._state !== 'open' || this.moving !== 'waiting') return;
-    // The peer's addresses as the old relay reported them mean nothing at the new one.
-    this.dropCandidates((c) => c.via === 'relay');
-    this.log('info', 'peer channel: new relayed address sent to the peer, punching again', { channel: this.idHex, relay });
-    this.searchAfterMove();
-  }
-
-  /** The peer moved the channel to its new relayed address `relayed` (INTRO field 10). */
-  peerRelayMoved(relayed: Address): void {
-    if (this._state !== 'open') return;
-    this.dropCandidates((c) => c.kind === 'relay' && c.via === 'socket');
-    this.addCandidate(relayed, 'relay', 'socket');
-    this.log('info', 'peer moved the channel to another relay, punching its new relayed address', { channel: this.idHex, relayed: formatAddress(relayed) });
-    this.emit('path', null);
-    this.searchAfterMove();
-  }
-
   private dropCandidates(drop: (c: Candidate) => boolean): void {
     for (let i = this.candidates.length - 1; i >= 0; i--) if (drop(this.candidates[i]!)) this.candidates.splice(i, 1);
   }
 
-  private searchAfterMove(): void {
-    this.moving = 'punching';
-    this.repunching = true;
-    this.punchStartedAt = this.now();
-    if (this.punchTimer) clearTimeout(this.punchTimer);
-    this.punchRound();
-  }
-
-  /** A path answered after a move between relays: send again what the peer has not had, in order. */
+  /** A path answered after a move: send again what the peer has not had, in order. */
   private afterMove(): void {
     if (this.moving !== 'punching' || this.repunching || !this._path || !this.dataTx) return;
     this.moving = 'no';
-    this.stats.relayMoves++;
-    const again = this.retained.filter((m) => m.n > this.peerRx);
+    this.moveGraceUntil = 0;
+    if (this.relayMove) this.stats.relayMoves++;
+    this.relayMove = false;
+    const again = this.retained.above(this.peerRx);
     this.log('info', 'peer channel moved', { channel: this.idHex, path: this._path.addr, kind: this._path.kind, resent: again.length });
     for (const m of again) this.sendRaw(this._path.address, this.sealData(m.n, m.payload, m.ack, randomBytes(REQUEST_ID_BYTES)), this._path.via);
-    if (this._path.kind !== 'relay') this.retained = [];
   }
 
   /** The peer received every message up to `n`: forget them. */
   private acknowledged(n: number): void {
     if (n > this.peerRx) this.peerRx = n;
-    let i = 0;
-    while (i < this.retained.length && this.retained[i]!.n <= n) i++;
-    if (i) this.retained.splice(0, i);
+    this.retained.dropUpTo(n);
   }
 
   /** Close: tell the peer (when open) and stop. */
@@ -614,7 +685,8 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     // another relay (its INTRO comes after its own silence detection and a new allocation).
     const peerRelay = this._path?.kind === 'relay' && this._path.via === 'socket' && this.moving === 'no';
     const limit = this.timing.punchTimeoutMs + (this._state === 'open' && peerRelay ? this.timing.relayMoveWaitMs : 0);
-    if (searching && now - this.punchStartedAt >= limit) {
+    // Our address changed: the re-introduction waits for the agent to register again first.
+    if (searching && now - this.punchStartedAt >= limit && now >= this.moveGraceUntil) {
       const n = this.candidates.length;
       const why = `no answer from the peer at ${n} candidate address${n === 1 ? '' : 'es'} within ${Math.round(limit / 1000)} s`;
       if (this._state === 'punching') this.finish('failed', why);
@@ -704,7 +776,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     this.keepTimer = undefined;
     if (this._state !== 'open' || !this._path) return;
     if (this.moving === 'waiting') {
-      // The manager is allocating and introducing again: it ends with relayMoved or relayGone.
+      // The manager is allocating and introducing again: it ends with reestablish or relayGone.
       this.scheduleKeepalive();
       return;
     }

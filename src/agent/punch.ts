@@ -33,13 +33,22 @@
 //   but relayed. An initiator that did not allocate and whose punching fails (or that learns
 //   the pair is ruled out) allocates and asks for a second introduction, with its relayed
 //   address, once.
-// - Relay lost (the TURN client failed, or a channel through it went silent) or its credentials
-//   expired: while the grant has another usable relay (or fresh credentials for the same one),
-//   the open channels through it are not closed but moved (moveRelayed): one new allocation,
-//   the peer's IP permitted on it, and per channel an INTRODUCE with the new relayed address
-//   naming the channel (`resumes`); the peer gets it as INTRO field 10 and punches the new
-//   address on the same channel (channel.ts, "Moving to another relay"). With no relay left the
-//   channels close with RELAY_LOST saying so.
+// - Re-introductions, one mechanism for two causes (channel.ts, "Re-introductions"):
+//   * relay lost (the TURN client failed, or a channel through it went silent) or its
+//     credentials expired: while the grant has another usable relay (or fresh credentials for
+//     the same one), the open channels through it are not closed but moved (moveRelayed): one new
+//     allocation, the peer's IP permitted on it. With no relay left they close with RELAY_LOST
+//     saying so;
+//   * our address changed (devloc-agent(8), ADDRESS CHANGES): the agent re-registers from the
+//     new address; every open channel punches again at once (its old path may still answer),
+//     and an allocation under a path is replaced (it belongs to the old 5-tuple).
+//   Then (reintroduce) per channel an INTRODUCE naming it (`resumes`), with our addresses and the
+//   new relayed address when its path went through our relay; the peer gets it as INTRO field 10
+//   and adds the addresses to that channel (only if it has it, with that peer; resumed), and
+//   both punch them; the channel's keys authenticate whatever path answers.
+//   A third use: a terminal whose UDP reaches only the services (RelayManager.udpBlocked)
+//   answers a peer's INTRO through its allocation: it permits the peer, punches nothing on its
+//   socket, and re-introduces the channel, still punching, with its relayed address at once.
 import type dgram from 'node:dgram';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
@@ -123,6 +132,12 @@ export const OPEN_TTL = 2;
  * before our first PUNCH reaches it, so this bounds the skew between the two ends it tolerates.
  */
 export const OPEN_DELAY_MS = 500;
+/**
+ * How long a channel whose own end moved keeps punching before its re-introduction must have
+ * come: the agent authenticates, classifies and registers again first (INTRODUCE waits up to
+ * 10 s for that), then the introduction itself.
+ */
+export const REINTRODUCE_GRACE_MS = 30_000;
 /** The TTL the socket goes back to after the opening datagrams (Linux's default). */
 const DEFAULT_TTL = 64;
 
@@ -266,6 +281,34 @@ export class PeerManager {
     const hex = formatId(peer);
     for (const c of this.channels.values()) if (c.peerHex === hex) return c;
     return undefined;
+  }
+
+  /** Our address changed (the agent re-registered from a new one): every open channel is re-introduced. */
+  addressChanged(why: string): void {
+    const open = [...this.channels.values()].filter((c) => c.isOpen);
+    if (open.length === 0) return;
+    // An allocation belongs to the 5-tuple it was made from: the relay no longer knows us.
+    const relay = open.some((c) => c.relayPeer !== null) ? this.host.relay : undefined;
+    relay?.drop(why);
+    for (const ch of open) ch.reestablish([], why, { graceMs: REINTRODUCE_GRACE_MS });
+    void this.reintroduce(open, why, relay, false);
+  }
+
+  /** INTRO with `resumes`: the peer re-introduced an open channel (it moved); the new addresses go to that channel. */
+  private resumed(intro: Introduction): void {
+    const ch = this.channels.get(formatId(intro.resumes!));
+    // A channel still punching too: a peer that cannot send UDP re-introduces itself at once.
+    if (!ch || (ch.state !== 'open' && ch.state !== 'punching') || ch.peerHex !== formatId(intro.peer)) {
+      this.host.log('warn', 're-introduction for no open channel with that peer: ignored', { channel: formatId(intro.resumes!), peer: formatId(intro.peer) });
+      return;
+    }
+    this.host.log('info', 're-introduced by locatord: the peer moved', { channel: ch.idHex, peer: ch.peerHex, addr: formatAddress(intro.addr), ...(intro.relayed ? { relayed: formatAddress(intro.relayed) } : {}) });
+    // Our relay forwards only from permitted IPs: the peer's new one, if it reaches us there.
+    if (ch.relayPeer !== null && this.host.relay) {
+      void this.host.relay.permit(intro.addr).catch((err: Error) => this.host.log('warn', 'relay permission for the moved peer failed', { channel: ch.idHex, err: err.message }));
+    }
+    const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro), intro.relayed);
+    ch.reestablish(plan.candidates, 'the peer moved', intro.relayed ? { replaceRelay: 'peer' } : {});
   }
 
   closeAll(reason: string): void {
@@ -422,33 +465,49 @@ export class PeerManager {
     if (!relay || relay.remaining === 0) return false;
     const moving = [...this.channels.values()].filter((c) => c.relayPeer !== null);
     for (const c of moving) c.relayMoving(reason);
-    if (moving.length) void this.completeMove(relay, moving, reason);
+    if (moving.length) void this.reintroduce(moving, reason, relay, true);
     return true;
   }
 
-  private async completeMove(relay: RelayManager, moving: Channel[], reason: string): Promise<void> {
-    let relayed: Address;
-    try {
-      relayed = await relay.ensure();
-    } catch (err) {
-      for (const c of moving) c.relayGone(`RELAY_LOST: ${reason}; no other relay could be allocated (${(err as Error).message})`);
-      return;
-    }
-    await Promise.all(moving.map(async (c) => {
+  /**
+   * Re-introduce `channels` to their peers (INTRODUCE `resumes`, see the top of the file), with
+   * a new allocation on `relay` for those whose path went through ours. `relayLost`: the channels
+   * wait for it (relayMoving) and close with RELAY_LOST when it fails; otherwise (an address
+   * change) a channel that could not be re-introduced keeps punching its known candidates.
+   */
+  private async reintroduce(channels: Channel[], why: string, relay: RelayManager | undefined, relayLost: boolean, peerAddr?: Address): Promise<void> {
+    let relayed: Address | undefined;
+    if (relay) {
       try {
-        const peer = c.relayPeer;
-        if (!peer) return; // closed meanwhile
-        await relay.permit(peer);
+        relayed = await relay.ensure();
+      } catch (err) {
+        const reason = relayLost ? `RELAY_LOST: ${why}; no other relay could be allocated` : `RELAY_LOST: our address changed and no relay could be allocated anew`;
+        for (const c of channels) c.relayGone(`${reason} (${(err as Error).message})`);
+        if (relayLost) return;
+      }
+    }
+    await Promise.all(channels.map(async (c) => {
+      // The peer's address through our relay (null: the path did not go through it; a channel
+      // still punching: the introduced address).
+      const peer = c.relayPeer ?? (c.state === 'punching' ? peerAddr ?? null : null);
+      const viaRelay = relayed !== undefined && peer !== null;
+      try {
+        if (c.state !== 'open' && c.state !== 'punching') return; // closed meanwhile
+        if (viaRelay) await relay!.permit(peer);
         const local = this.host.localAddrs();
         const m = await this.host.introduce({
-          target: c.peer, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}), relayed, resumes: c.id,
+          target: c.peer, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}), ...(viaRelay && relayed ? { relayed } : {}), resumes: c.id,
         });
-        this.seen(formatId(m.body.channelId));
+        const intro = m.body;
+        if (!Buffer.from(intro.peer).equals(c.peer)) throw new AgentError('BAD_INTRODUCTION', 'locatord introduced another terminal than the one asked for');
+        this.seen(formatId(intro.channelId));
         // The peer's observed IP changed meanwhile: permit where it is now too.
-        if (normaliseIp(m.body.addr.ip) !== normaliseIp(peer.ip)) await relay.permit(m.body.addr);
-        c.relayMoved(relay.name);
+        if (viaRelay && normaliseIp(intro.addr.ip) !== normaliseIp(peer.ip)) await relay!.permit(intro.addr);
+        c.reestablish(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro).candidates, why, viaRelay ? { replaceRelay: 'ours' } : {});
       } catch (err) {
-        c.relayGone(`RELAY_LOST: ${reason}; the move to another relay failed (${(err as Error).message})`);
+        if (relayLost) c.relayGone(`RELAY_LOST: ${why}; the move to another relay failed (${(err as Error).message})`);
+        // The channel keeps punching its known candidates until its timeout.
+        else this.host.log('warn', 'peer channel not re-introduced', { channel: c.idHex, err: (err as Error).message });
       }
     }));
   }
@@ -469,13 +528,11 @@ export class PeerManager {
       return true;
     }
     if (intro.resumes) {
-      // The peer moved an open channel to a new relayed address: only that channel, only from
-      // that peer (locatord names the authenticated asker); this introduction opens nothing.
+      // The peer re-introduced an open channel (it moved): only that channel, only from that
+      // peer (locatord names the authenticated asker); this introduction opens nothing.
       this.seen(idHex);
       ack();
-      const ch = this.channels.get(formatId(intro.resumes));
-      if (ch && ch.peerHex === formatId(intro.peer) && intro.relayed) ch.peerRelayMoved(intro.relayed);
-      else this.host.log('warn', 'introduction moving an unknown channel: ignored', { channel: formatId(intro.resumes), peer: formatId(intro.peer) });
+      this.resumed(intro);
       return true;
     }
     if (!this.host.reachable()) {
@@ -497,6 +554,16 @@ export class PeerManager {
       return true;
     }
     this.host.log('info', 'introduced by locatord', { peer: formatId(intro.peer), channel: idHex, sameNat: plan.sameNat });
+    const relay = this.host.relay;
+    if (relay?.udpBlocked) {
+      // Our UDP reaches only the services (the allocation needed TCP/TLS): nothing we send on
+      // the socket gets out, so the peer must find us at our relayed address. Open on no
+      // candidate (we answer what comes through the relay) and re-introduce the channel.
+      const ch = this.open(intro, key, 'responder', { ...plan, candidates: [] }, true);
+      this.host.incoming(ch);
+      void this.reintroduce([ch], 'UDP blocked: the peer must reach us through our relay', relay, false, intro.addr);
+      return true;
+    }
     this.host.incoming(this.open(intro, key, 'responder', plan));
     return true;
   }

@@ -30,7 +30,7 @@ import { formatAddress } from '../wire/addr.js';
 import type { RelayGrant } from '../wire/catalog.js';
 import type { AgentLog } from './errors.js';
 import { AgentError } from './errors.js';
-import type { TurnServer, TurnTransport } from './turn/client.js';
+import type { TurnClock, TurnServer, TurnTransport } from './turn/client.js';
 import { TurnClient, TurnError, TurnErrorCode } from './turn/client.js';
 
 /** Retransmission timeout and count of the TURN requests (see allocateOn). */
@@ -54,6 +54,11 @@ export interface RelayHost {
   reauthenticate(reason: string): Promise<boolean>;
   log: AgentLog;
   now: () => number;
+  /**
+   * Timers (the renewal at the credentials' expiry, and the TURN client's unless `client.clock`
+   * is given): tests pass a fake clock, with its now() as `now`. Default: the real timers.
+   */
+  clock?: TurnClock;
   /** TURN client options for tests (fake links, short timeouts). */
   client?: Partial<ConstructorParameters<typeof TurnClient>[0]>;
 }
@@ -86,8 +91,8 @@ interface Current {
   transport: TurnTransport;
   server: string;
   since: number;
-  /** Fires at the credentials' expiry: a new allocation with fresh ones. */
-  renew?: ReturnType<typeof setTimeout>;
+  /** Fires at the credentials' expiry: a new allocation with fresh ones (a handle of the manager's clock). */
+  renew?: unknown;
 }
 
 /** The ways to reach relay `g` its grant lists, in the order they are tried: UDP, TCP, TLS. */
@@ -121,7 +126,16 @@ export class RelayManager {
   /** The allocation is gone (the TURN client failed): what lost() said, for the channels that used it (set by the peer manager). */
   onLost: (reason: string) => void = () => {};
 
-  constructor(private readonly host: RelayHost) {}
+  private readonly clock: TurnClock;
+
+  constructor(private readonly host: RelayHost) {
+    this.clock = host.clock ?? {
+      now: host.now,
+      // The renewal alone must not keep a process alive.
+      setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+      clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+    };
+  }
 
   /** Whether authd granted any relay (a relayed path is possible at all). */
   get available(): boolean {
@@ -243,6 +257,7 @@ export class RelayManager {
       // waits on the permission (250 ms doubling, 5 retransmissions: 7.75 s).
       rtoMs: RELAY_RTO_MS, rc: RELAY_RC, tcpTimeoutMs: RELAY_TRANSPORT_TIMEOUT_MS,
       log: (msg, fields) => this.host.log('debug', msg, { relay: g.name, ...fields }),
+      ...(this.host.clock ? { clock: this.host.clock } : {}),
       ...this.host.client,
     });
     const cur: Current = { client, name: g.name, transport: s.server.transport, server: formatAddress(s.addr), since: this.host.now() };
@@ -271,12 +286,11 @@ export class RelayManager {
     this.current = cur;
     this.counters.allocations++;
     const expiresInMs = Math.min(Math.max(g.exp * 1000 - this.host.now(), 0), 2 ** 31 - 1);
-    cur.renew = setTimeout(() => {
+    cur.renew = this.clock.setTimeout(() => {
       if (this.current !== cur) return;
       this.host.log('info', 'relay credentials expire: a new allocation with fresh ones', { relay: g.name });
       this.onLost(this.lost(`credentials expired at ${new Date(g.exp * 1000).toISOString()}: allocating anew with fresh ones`, false));
     }, expiresInMs);
-    cur.renew.unref?.();
     this.host.log('info', 'relay allocated', { relay: g.name, transport: s.server.transport, relayed: formatAddress(a.relayed) });
     return a.relayed;
   }
@@ -314,7 +328,7 @@ export class RelayManager {
     const c = this.current;
     if (!c) return 'relay lost';
     this.current = undefined;
-    clearTimeout(c.renew);
+    this.clock.clearTimeout(c.renew);
     // An expiry (skip false) is no lost relay: the same relay serves the next allocation.
     if (skip) {
       this.counters.relaysLost++;
@@ -325,6 +339,20 @@ export class RelayManager {
     const left = this.remaining;
     this.host.log('warn', 'relay lost', { relay: c.name, why, relaysLeft: left });
     return left > 0 ? `relay ${c.name} lost (${why}); ${left} relay${left === 1 ? '' : 's'} left` : `relay ${c.name} lost (${why}); no relay left`;
+  }
+
+  /**
+   * Our address changed: the allocation belongs to the old one (the relay no longer knows us).
+   * Drop it without marking the relay lost; the next ensure() allocates anew.
+   */
+  drop(why: string): void {
+    const c = this.current;
+    if (!c) return;
+    this.current = undefined;
+    this.clock.clearTimeout(c.renew);
+    c.client.removeAllListeners('closed');
+    void c.client.close().catch(() => {});
+    this.host.log('info', 'relay allocation dropped', { relay: c.name, why });
   }
 
   status(): RelayAllocationStatus | null {
@@ -340,7 +368,7 @@ export class RelayManager {
   async close(): Promise<void> {
     const c = this.current;
     this.current = undefined;
-    clearTimeout(c?.renew);
+    if (c) this.clock.clearTimeout(c.renew);
     await c?.client.close().catch(() => {});
   }
 }

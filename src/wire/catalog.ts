@@ -200,7 +200,7 @@ const introduction = [
   { key: 7, name: 'sealedKey', type: { t: 'bstr', min: SEALED_CHANNEL_KEY_BYTES, max: SEALED_CHANNEL_KEY_BYTES }, required: true, doc: 'the channel key, sealed under this session (ChaCha20-Poly1305, see PEER CHANNELS)' },
   { key: 8, name: 'observed', type: { t: 'addr' }, required: true, doc: "this terminal's own address as locatord sees it" },
   { key: 9, name: 'relayed', type: { t: 'addr' }, doc: "the other terminal's relayed address on its TURN relay, when it allocated one (INTRO only; see RELAYS)" },
-  { key: 10, name: 'resumes', type: channelId, doc: "INTRO only: the other terminal moved the open channel with this ID to the relayed address of field 9 (its relay was lost or its credentials expired): punch that address on that channel; this introduction's own channel ID and key are not used (see RELAYS)" },
+  { key: 10, name: 'resumes', type: channelId, doc: "INTRO only: the other terminal re-introduces the open channel with this ID (its relay was lost or its credentials expired, or its address changed): the addresses of this INTRO (fields 3, 4, 9) are new candidates of that channel, to punch on it; a field 9 replaces the other terminal's old relayed address. Only a channel with that ID and that peer is touched; this introduction's own channel ID and key are not used (see RELAYS)" },
 ] as const satisfies readonly Field[];
 
 /** What the catalog must be: every message type, its spec named as in MessageType. */
@@ -451,7 +451,7 @@ const specs = {
       { key: 2, name: 'netMode', type: netMode, doc: "the asker's current network mode (default: as registered)" },
       { key: 3, name: 'localAddrs', type: localAddrs, doc: "the asker's LAN addresses (default: as registered)" },
       { key: 4, name: 'relayed', type: { t: 'addr' }, doc: "the asker's relayed address on a TURN relay (passed on in INTRO: the peer punches it when no direct path works)" },
-      { key: 5, name: 'resumes', type: channelId, doc: "the asker's open channel to the target that moves to the relayed address of field 4 (its relay was lost or its credentials expired); passed on in INTRO field 10" },
+      { key: 5, name: 'resumes', type: channelId, doc: "the asker's open channel to the target that it re-introduces: its relay was lost or its credentials expired (field 4 the new relayed address), or its address changed (field 4 when the path went through its relay); passed on in INTRO field 10" },
     ],
   },
   [MessageType.INTRODUCE_ACK]: {

@@ -4,6 +4,13 @@
 // namespaces (test/punch/lab.ts); needs root and nft.
 //
 //   npx tsx test/punch/bench.ts [--tries 20]     prints a table, writes bench-results/punch.json
+//   npx tsx test/punch/bench.ts --relays [--tries 10]
+//       relayed vs direct (README "Relays"): two port-restricted NATs (direct; `--relay never`)
+//       and two symmetric NATs (relayed at once through a real coturn on the public segment):
+//       connect to first data acknowledged, ping RTT, and throughput (1000-byte messages sent
+//       through the agents' control sockets, 8 at a time, until all arrived or were reported
+//       lost), with the relayed/direct ratios of the same run; writes bench-results/relays.json.
+//       Skipped, with one line, without root, ip netns, nft or turnserver.
 //
 // Every try is cold: the routers' UDP connection tracking times out after 4 s (assured) / 2 s,
 // the agents refresh their registration every ~2 s (which keeps their locatord mapping), and
@@ -17,10 +24,14 @@ import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
 import type { AgentProc, Stack, Teardown } from '../agent/stack.js';
 import { eventually, stack } from '../agent/stack.js';
-import { natHost, plainMasqueradeHost, routerOf, sharedNat } from './lab.js';
+import { haveCoturn, startCoturn } from '../turn/coturn.js';
+import type { Coturn } from '../turn/coturn.js';
+import type { Recv } from './lab.js';
+import { addRelay, channelOf, natHost, plainMasqueradeHost, routerOf, sharedNat } from './lab.js';
 
 const triesArg = process.argv.indexOf('--tries');
-const TRIES = triesArg > 0 ? Number(process.argv[triesArg + 1]) : 20;
+const RELAYS = process.argv.includes('--relays');
+const TRIES = triesArg > 0 ? Number(process.argv[triesArg + 1]) : RELAYS ? 10 : 20;
 const GAP_MS = 5000;
 
 interface Pairing {
@@ -161,7 +172,137 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: Error) => {
+interface PathResult {
+  path: string;
+  tries: number;
+  ok: number;
+  firstDataMedianMs: number | null;
+  firstDataP90Ms: number | null;
+  rttMedianMs: number | null;
+  messagesPerS: number | null;
+  lostPct: number | null;
+  lastError: string | null;
+}
+
+/** Throughput: `count` messages of `size` bytes from a to b, `window` control requests at a time, until all arrived or were reported lost. */
+async function throughput(a: AgentProc, b: AgentProc, channel: string, count = 1000, size = 1000, window = 8): Promise<{ perS: number; lost: number }> {
+  const payload = Buffer.alloc(size, 0x61).toString('base64');
+  let got = 0;
+  let lost = 0;
+  let sent = 0;
+  const t0 = performance.now();
+  const sender = (async () => {
+    await Promise.all(Array.from({ length: window }, async () => {
+      while (sent < count) {
+        sent++;
+        await a.control('channel.send', { channel, data: payload });
+      }
+    }));
+  })();
+  await eventually(async () => {
+    const x = (await b.control('channel.recv', { channel, waitMs: 1000 })) as Recv;
+    got += x.messages.length;
+    lost += x.lost;
+    return got + lost >= count || (sent >= count && x.messages.length === 0 && x.lost === 0 && got > 0);
+  }, 120_000, 'the burst at the receiver');
+  await sender;
+  const seconds = (performance.now() - t0) / 1000;
+  return { perS: got / seconds, lost: count - got };
+}
+
+async function runPath(label: string, a: AgentProc, b: AgentProc, peer: string): Promise<PathResult> {
+  const first: number[] = [];
+  const rtts: number[] = [];
+  const rates: number[] = [];
+  let lost = 0;
+  let total = 0;
+  let lastError: string | null = null;
+  let kind = '-';
+  for (let i = 0; i < TRIES; i++) {
+    try {
+      const t0 = performance.now();
+      const r = (await a.control('connect', { peer, reuse: false })) as ConnectResult;
+      const ping = (await a.control('channel.ping', { channel: r.channel, timeoutMs: 2000 })) as { rttMs: number | null };
+      if (ping.rttMs === null) throw new Error('first ping unanswered');
+      first.push(performance.now() - t0);
+      kind = r.path?.kind ?? '-';
+      for (let k = 0; k < 10; k++) {
+        const p = (await a.control('channel.ping', { channel: r.channel, timeoutMs: 2000 })) as { rttMs: number | null };
+        if (p.rttMs !== null) rtts.push(p.rttMs);
+      }
+      await eventually(async () => channelOf(await b.status(), r.channel)?.state === 'open', 30_000, 'the peer has it open');
+      const tp = await throughput(a, b, r.channel);
+      rates.push(tp.perS);
+      lost += tp.lost;
+      total += 1000;
+      await a.control('channel.close', { channel: r.channel });
+    } catch (err) {
+      lastError = err instanceof ControlError ? `${err.code}: ${err.message}` : (err as Error).message;
+    }
+  }
+  const round = (x: number | null): number | null => (x === null ? null : Math.round(x * 10) / 10);
+  const rate = quantile(rates, 0.5);
+  return {
+    path: `${label} (${kind})`, tries: TRIES, ok: first.length,
+    firstDataMedianMs: round(quantile(first, 0.5)), firstDataP90Ms: round(quantile(first, 0.9)), rttMedianMs: round(quantile(rtts, 0.5)),
+    messagesPerS: round(rate), lostPct: total ? round((100 * lost) / total) : null, lastError,
+  };
+}
+
+/** `--relays`: relayed vs direct on the same kind of pairing (see the top of the file). */
+async function relays(): Promise<void> {
+  const missing = haveNetns() ?? (haveCoturn ? null : 'needs turnserver (Debian package coturn)');
+  if (missing) {
+    process.stdout.write(`relays bench skipped: ${missing}\n`);
+    return;
+  }
+  const cleanups: (() => unknown)[] = [];
+  const t: Teardown = { teardown: (fn) => void cleanups.push(fn) };
+  let s: Stack | undefined;
+  let relay: Coturn | undefined;
+  try {
+    const lab = new Lab(t, async () => {
+      await s?.stopAll();
+      await relay?.stop();
+    });
+    const n = (i: number): string => `${PUBLIC_NET}.${i}`;
+    const hosts = { d1: natHost(lab, 'd1', n(11), 1, 'eim'), d2: natHost(lab, 'd2', n(12), 2, 'eim'), r1: natHost(lab, 'r1', n(13), 3, 'symmetric'), r2: natHost(lab, 'r2', n(14), 4, 'symmetric') };
+    const relayNs = lab.host('rl', n(20));
+    relay = await startCoturn({ netns: { name: relayNs, ip: n(20) } });
+    s = await stack(t, { netns: lab.pub, listen: n(1), reflectorAltIp: n(2) });
+    const st = s;
+    addRelay(st, 'r1', relay);
+    const agents: Record<string, AgentProc> = {};
+    for (const [k, ns] of Object.entries(hosts)) agents[k] = await st.agent(k, k === 'd1' ? ['--relay', 'never'] : [], { netns: ns });
+    // authd picks a new relay up within a second: one that authenticated before gets it on SIGHUP.
+    await Promise.all(Object.values(agents).map((a) => eventually(async () => {
+      const x = await a.status();
+      if (x.registered && x.relays.length === 0) a.proc.kill('SIGHUP');
+      return x.registered && x.netMode !== 'unknown' && x.relays.length > 0;
+    }, 90_000, `${a.name} classified with the relay`)));
+    await new Promise((r) => setTimeout(r, 4000));
+    const peer = async (k: string): Promise<string> => (await agents[k]!.status()).locatorId!;
+    // One after the other: the two paths must not share the CPU while measured.
+    const direct = await runPath('direct', agents['d1']!, agents['d2']!, await peer('d2'));
+    const relayed = await runPath('relayed', agents['r1']!, agents['r2']!, await peer('r2'));
+    const ratio = (x: number | null, y: number | null): string => (x === null || y === null || y === 0 ? '-' : (x / y).toFixed(2));
+    const rows = [['path', 'ok', 'connect->first data median ms', 'p90 ms', 'rtt median ms', 'messages/s (1000 B)', 'lost %', 'last error']];
+    for (const r of [direct, relayed]) {
+      rows.push([r.path, `${r.ok}/${r.tries}`, String(r.firstDataMedianMs ?? '-'), String(r.firstDataP90Ms ?? '-'), String(r.rttMedianMs ?? '-'), String(r.messagesPerS ?? '-'), String(r.lostPct ?? '-'), r.lastError ?? '']);
+    }
+    rows.push(['relayed / direct', '', ratio(relayed.firstDataMedianMs, direct.firstDataMedianMs), ratio(relayed.firstDataP90Ms, direct.firstDataP90Ms), ratio(relayed.rttMedianMs, direct.rttMedianMs), ratio(relayed.messagesPerS, direct.messagesPerS), '', '']);
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+    process.stdout.write(`(${TRIES} tries per path, one path after the other; throughput through the control sockets, 8 requests in flight)\n`);
+    const dir = path.join(root, 'bench-results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, 'relays.json'), JSON.stringify({ at: new Date().toISOString(), tries: TRIES, results: [direct, relayed] }, null, 2) + '\n');
+  } finally {
+    for (const fn of cleanups.reverse()) await fn();
+  }
+}
+
+(RELAYS ? relays() : main()).catch((err: Error) => {
   process.stderr.write(`${err.stack ?? err.message}\n`);
   process.exit(1);
 });

@@ -11,13 +11,16 @@
 // flight. With the firewall the early datagram leaves no trace (conntrack entries of dropped
 // packets are never confirmed), as on real routers (OpenWrt's wan zone rejects input).
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import type { ChannelSummary } from '../../src/agent/channel.js';
 import type { Lab } from '../agent/netns.js';
 import { PUBLIC_NET } from '../agent/netns.js';
-import type { AgentProc } from '../agent/stack.js';
+import type { AgentProc, Stack } from '../agent/stack.js';
 import { eventually } from '../agent/stack.js';
+import { devloc } from '../cli/fixtures/cli.js';
+import type { Coturn } from '../turn/coturn.js';
 
 /** What the control command channel.recv answers. */
 export interface Recv {
@@ -187,4 +190,13 @@ export function plainMasqueradeHost(lab: Lab, short: string, outside: string, la
 export function conntrackTo(lab: Lab, router: string, ip: string): string[] {
   const out = lab.exec(router, 'cat', ['/proc/net/nf_conntrack']);
   return out.split('\n').filter((l) => l.includes(`=${ip} `));
+}
+
+/** Register `relay` with the stack's authd as `name` (`devloc relay add`, its secret in a 0400 file). */
+export function addRelay(st: Stack, name: string, relay: Coturn): void {
+  const secretFile = path.join(st.dir, `${name}.secret`);
+  writeFileSync(secretFile, `${relay.secret}\n`, { mode: 0o600 });
+  chmodSync(secretFile, 0o400);
+  const add = devloc(['relay', 'add', name, '--state-dir', path.join(st.dir, 'authd-state'), '--udp', `${relay.host}:${relay.port}`, '--secret-file', secretFile]);
+  if (add.status !== 0) throw new Error(add.stderr);
 }

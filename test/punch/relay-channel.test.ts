@@ -7,8 +7,8 @@
 // - nothing goes direct while the direct path is blocked; once it opens, the background
 //   punching finds it, both move, and a stream sent across the move arrives complete, once, in
 //   order (the fence), with the upgrade counted;
-// - the relay dies mid-stream and the channel moves to a second relay (relayMoving/relayMoved
-//   at the initiator, peerRelayMoved at the responder, as the peer manager and INTRO field 10
+// - the relay dies mid-stream and the channel moves to a second relay (relayMoving/reestablish
+//   at the initiator, reestablish at the responder, as the peer manager and INTRO field 10
 //   drive them): what was sent into the dead relay, during the move and after it arrives
 //   complete, once and in order, on the new relayed address;
 // - forced relaying refuses what does not come through the relay;
@@ -173,9 +173,9 @@ t.test('the relay dies mid-stream: the channel moves to a second relay, every me
   const R2: Address = { ip: '198.51.100.21', port: 50001 };
   n.relayAddr = R2;
   n.relayUp = true;
-  n.a.relayMoved('r2');
+  n.a.reestablish([], 'moved to r2', { replaceRelay: 'ours' });
   // The responder learns the new relayed address from locatord (INTRO field 10).
-  n.b.peerRelayMoved(R2);
+  n.b.reestablish([{ addr: R2, kind: 'relay' }], 'the peer moved', { replaceRelay: 'peer' });
   burst(10);
   await Promise.all([pathIs(n.a, 'relay'), pathIs(n.b, 'relay')]);
   await delivered(40);

@@ -139,6 +139,28 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     t.match(lines[1], /^ping 1: rtt \S+ ms via relay \S+ \(relay over tcp\)$/, 'and so do the pings');
   });
 
+  await t.test('a channel the peer opens toward the UDP-blocked terminal: it answers through its relay', async (t) => {
+    // bt learnt above that UDP does not reach the relay: on sy's INTRO it re-introduces the
+    // channel with its relayed address (INTRODUCE resumes), which sy punches over UDP.
+    const c = (await controlRequest(sy.socket, 'connect', { peer: sbt.locatorId, reuse: false }, CONNECT_TIMEOUT_MS)) as ConnectResult;
+    t.equal(c.path?.kind, 'relay', `relayed path ${c.path?.addr}`);
+    const atBt = await eventually(async () => {
+      const x = channelOf(await bt.status(), c.channel);
+      return x?.state === 'open' ? x : null;
+    }, 60_000, 'bt has the channel open');
+    t.equal(atBt.role, 'responder', 'opened by the peer');
+    t.equal(atBt.path?.transport, 'tcp', 'bt answers through its relay, over TCP');
+    const sent = Array.from({ length: 20 }, (_, i) => `to-bt-${i + 1}`);
+    for (const m of sent) await sy.control('channel.send', { channel: c.channel, text: m });
+    const back = Array.from({ length: 20 }, (_, i) => `from-bt-${i + 1}`);
+    for (const m of back) await bt.control('channel.send', { channel: c.channel, text: m });
+    const got = await receiveAll(bt, c.channel, 20);
+    t.same(got.texts, sent, 'all 20, once each, in order');
+    const gotBack = await receiveAll(sy, c.channel, 20);
+    t.same(gotBack.texts, back, 'and the other way');
+    await sy.control('channel.close', { channel: c.channel });
+  });
+
   await t.test('UDP and the relay\'s TCP port blocked: relayed channel over TLS', async (t) => {
     await exchange(t, bs, 'tls', 50);
     const [udp, tcp] = droppedToRelay('bs');

@@ -11,11 +11,12 @@
 // - symmetric <-> port-restricted starts relayed; once the port-restricted NAT is relaxed to a
 //   full cone, the background punching finds the direct path, both ends move to it, and no
 //   message of a continuous stream is lost, duplicated or reordered by the move.
+// - 10% random loss on sym2's router (nftables numgen): the relayed channel delivers in order,
+//   never twice, and reports every missing message as loss; the relay sees only ciphertext.
 // - the relay SIGKILLed mid-channel: the open channel moves to the second relay by itself (the
 //   peer punches the new relayed address), and every message sent before, during and after the
 //   outage arrives once and in order; the second relay SIGKILLed too: RELAY_LOST, "no relay
 //   left", at both ends.
-import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import type { AgentStatus } from '../../src/agent/agent.js';
@@ -29,7 +30,7 @@ import { devloc, devlocAsync } from '../cli/fixtures/cli.js';
 import { needs } from '../ops/tools.js';
 import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
 import type { Recv } from './lab.js';
-import { capture, channelOf, natHost, readyWithRelays, receiveAll, routerOf } from './lab.js';
+import { addRelay, capture, channelOf, natHost, readyWithRelays, receiveAll, routerOf } from './lab.js';
 
 const missing = haveNetns();
 if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
@@ -56,14 +57,7 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
   relays.push(...(await Promise.all(relayNs.map((ns, i) => startCoturn({ netns: { name: ns, ip: relayIps[i]! } })))));
   s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
   const st = s;
-  const state = path.join(st.dir, 'authd-state');
-  relays.forEach((r, i) => {
-    const secretFile = path.join(st.dir, `relay${i}.secret`);
-    writeFileSync(secretFile, `${r.secret}\n`, { mode: 0o600 });
-    chmodSync(secretFile, 0o400);
-    const add = devloc(['relay', 'add', `r${i + 1}`, '--state-dir', state, '--udp', `${r.host}:${r.port}`, '--secret-file', secretFile]);
-    if (add.status !== 0) throw new Error(add.stderr);
-  });
+  relays.forEach((r, i) => addRelay(st, `r${i + 1}`, r));
   const [x1, x2, a, b, p, y] = await Promise.all([
     st.agent('sym1', [], { netns: sym1 }), st.agent('sym2', [], { netns: sym2 }),
     st.agent('alice', [], { netns: alice }), st.agent('bob', [], { netns: bob }),
@@ -130,6 +124,47 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     const lines = cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     t.match(lines[0], { channel: r.channel, path: { kind: 'relay' } });
     t.match(lines.at(-1), { summary: { pings: 3, answered: 3, lostPct: 0, path: { kind: 'relay' } } }, 'a summary line closes --ping --json');
+  });
+
+  await t.test('10% random loss on the path: a relayed channel delivers in order, never twice, reports the rest as loss; only ciphertext at the relay', { timeout: 240_000 }, async (t) => {
+    // Every UDP datagram through sym2's router, either way, dropped with probability 1/10
+    // (nftables numgen: no tc netem here). Before the connect: the introduction, the punching
+    // through the relay and the data all cross it.
+    const router = routerOf(lab, 's2');
+    lab.nft(router, 'table inet lossy {\n  chain drop10 { type filter hook forward priority -5; policy accept; meta l4proto udp numgen random mod 100 < 10 drop; }\n}\n');
+    t.teardown(() => lab.exec(router, 'nft', ['delete', 'table', 'inet', 'lossy']));
+    const pcap = await capture(relayNs[0]!, 'eth0', path.join(st.dir, 'relay0-loss.pcap'));
+    const r = (await x1.control('connect', { peer: s2.locatorId, reuse: false })) as ConnectResult;
+    t.equal(r.path?.kind, 'relay', `relayed path ${r.path?.addr}`);
+    await eventually(async () => channelOf(await x2.status(), r.channel)?.state === 'open', 60_000, 'sym2 has the channel open');
+    const marker = 'LOSSY-PLAINTEXT-';
+    const total = 200;
+    for (let i = 1; i <= total; i++) await x1.control('channel.send', { channel: r.channel, text: `${marker}${i}` });
+    // Then one more at a time until one arrives: a gap is reported when a later message
+    // comes, so the stream's last message must be seen for every loss to be counted.
+    let last = total;
+    await eventually(async () => {
+      await x1.control('channel.send', { channel: r.channel, text: `${marker}${++last}` });
+      const c = channelOf(await x2.status(), r.channel);
+      return c !== undefined && c.stats.received + c.stats.lost >= last;
+    }, 60_000, 'the end of the stream at sym2');
+    const texts: string[] = [];
+    let lost = 0;
+    await eventually(async () => {
+      const x = (await x2.control('channel.recv', { channel: r.channel, waitMs: 500 })) as Recv;
+      lost += x.lost;
+      texts.push(...x.messages.map((m) => m.text));
+      return texts.length + lost >= last;
+    }, 60_000, 'everything delivered or reported lost');
+    const ns = texts.map((x) => Number(x.slice(marker.length)));
+    t.ok(ns.every((v, i) => i === 0 || v > ns[i - 1]!), 'delivered in order, none twice');
+    t.ok(ns.every((v) => Number.isInteger(v) && v >= 1 && v <= last), 'only what was sent');
+    t.equal(texts.length + lost, last, `${texts.length} delivered + ${lost} reported lost = ${last} sent`);
+    t.ok(lost > 0 && texts.length >= total / 2, `the loss was real and bounded (${lost} of ${last})`);
+    const bytes = await pcap.stop(texts.length * 60);
+    t.ok(bytes.length > texts.length * 60, `the relay carried the channel (${bytes.length} bytes captured)`);
+    t.equal(bytes.indexOf(marker), -1, 'no plaintext in anything the relay saw');
+    await x1.control('channel.close', { channel: r.channel });
   });
 
   await t.test("an attacker's allocation reaches neither a private address nor a terminal it was not introduced to", { timeout: 120_000 }, async (t) => {

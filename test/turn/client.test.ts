@@ -5,45 +5,11 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { decodeStun, encodeChannelData, encodeStun, longTermKey, Method, verifyIntegrity, type DecodedStun, type StunAttributes } from '../../src/agent/turn/codec.js';
-import { TurnClient, TurnErrorCode, type LinkHandlers, type TurnClock, type TurnLink } from '../../src/agent/turn/client.js';
+import { TurnClient, TurnErrorCode, type LinkHandlers, type TurnLink } from '../../src/agent/turn/client.js';
+import { FakeClock, flush } from './fake-clock.js';
 import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 
 const EPOCH = 1_800_000_000_000;
-
-class FakeClock implements TurnClock {
-  t = 0;
-  private seq = 0;
-  private timers = new Map<number, { at: number; fn: () => void }>();
-  now(): number {
-    return EPOCH + this.t;
-  }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = ++this.seq;
-    this.timers.set(id, { at: this.t + ms, fn });
-    return id;
-  }
-  clearTimeout(h: unknown): void {
-    this.timers.delete(h as number);
-  }
-  /** Run every timer due up to now + ms, in time order, letting promises settle in between. */
-  async advance(ms: number): Promise<void> {
-    const end = this.t + ms;
-    for (;;) {
-      await flush();
-      let next: [number, { at: number; fn: () => void }] | undefined;
-      for (const e of this.timers) if (e[1].at <= end && (!next || e[1].at < next[1].at)) next = e;
-      if (!next) break;
-      this.timers.delete(next[0]);
-      this.t = next[1].at;
-      next[1].fn();
-    }
-    this.t = end;
-    await flush();
-  }
-}
-const flush = async (): Promise<void> => {
-  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-};
 
 class FakeRelay {
   sent: { at: number; msg: DecodedStun | null; bytes: Buffer }[] = [];
@@ -87,7 +53,7 @@ const key = longTermKey(creds.username, 'devloc.test', creds.password);
 const relayed = { ip: '192.0.2.7', port: 50000 };
 
 function setup(reliable = false, extra: Partial<ConstructorParameters<typeof TurnClient>[0]> = {}): { clock: FakeClock; relay: FakeRelay; c: TurnClient } {
-  const clock = new FakeClock();
+  const clock = new FakeClock(EPOCH);
   const relay = new FakeRelay(clock, reliable);
   const c = new TurnClient({ server: { host: '192.0.2.1', port: 3478, transport: reliable ? 'tcp' : 'udp' }, credentials: creds, clock, link: relay.link, ...extra });
   c.on('error', () => {});

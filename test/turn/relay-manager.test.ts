@@ -24,6 +24,7 @@ import type { RelayGrant } from '../../src/wire/catalog.js';
 import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 import { needs } from '../ops/tools.js';
 import { haveCoturn, startCoturn } from './coturn.js';
+import { FakeClock } from './fake-clock.js';
 
 const LOCATOR = 'ab'.repeat(16);
 const nowSec = (): number => Math.floor(Date.now() / 1000);
@@ -147,6 +148,30 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
   });
 });
 
+t.test("the renewal at the credentials' expiry runs on the manager's injected clock", needs('turnserver', haveCoturn), async (t) => {
+  const relay = await startCoturn();
+  t.teardown(() => relay.stop());
+  const clock = new FakeClock(Date.now());
+  const exp = Math.floor(clock.now() / 1000) + 30;
+  const c = mintTurnCredentials(relay.secret, LOCATOR, exp);
+  const m = new RelayManager({
+    grants: () => [{ name: 'lo', udp: { ip: relay.host, port: relay.port }, username: c.username, password: c.password, exp }],
+    reauthenticate: async () => true,
+    log: () => {},
+    now: () => clock.now(),
+    clock,
+  });
+  t.teardown(() => m.close());
+  const lost: string[] = [];
+  m.onLost = (reason) => void lost.push(reason);
+  await m.ensure();
+  await clock.advance(exp * 1000 - clock.now() - 1000);
+  t.same(lost, [], 'nothing before the expiry');
+  await clock.advance(2000);
+  t.match(lost, [/credentials expired at .*allocating anew/], 'at the expiry, in fake time: no real 30 s wait');
+  t.equal(m.name, null, 'the allocation was dropped (the next ensure() makes a new one)');
+});
+
 t.test('credentials expiring under an open relayed channel: re-authorised, the channel moves, nothing lost', needs('turnserver', haveCoturn), async (t) => {
   const relay = await startCoturn();
   t.teardown(() => relay.stop());
@@ -206,8 +231,8 @@ t.test('credentials expiring under an open relayed channel: re-authorised, the c
     void (async () => {
       const fresh = await m.ensure();
       await m.permit(peerAddr);
-      a.relayMoved(m.name);
-      b.peerRelayMoved(fresh);
+      a.reestablish([], `moved to ${m.name}`, { replaceRelay: 'ours' });
+      b.reestablish([{ addr: fresh, kind: 'relay' }], 'the peer moved', { replaceRelay: 'peer' });
     })().catch((err: Error) => a.relayGone(`RELAY_LOST: ${reason}; ${err.message}`));
   };
   a.start();

@@ -165,7 +165,7 @@ function definedLocal(a: Address[] | undefined): { localAddrs?: Address[] } {
 export function introduction(x: {
   asker: ServerSession; askerFrom: Address; askerLocalAddrs: Address[] | undefined; askerNetMode: number; askerNickname: string | undefined;
   askerRelayed?: Address | undefined;
-  /** The asker's open channel that moves to `askerRelayed` (INTRODUCE field 5). */
+  /** The asker's open channel it re-introduces (its relay was replaced or its address changed: INTRODUCE field 5). */
   askerResumes?: Uint8Array | undefined;
   target: Buffer; targetSession: ServerSession; targetAddr: Address; targetLocalAddrs: Address[] | undefined; targetNetMode: number; targetNickname: string | undefined;
 }): { toTarget: Introduction; toAsker: Introduction } {
@@ -184,7 +184,7 @@ export function introduction(x: {
     // probes it at most like any unanswered candidate (devloc-protocol(7) ADDRESS VALIDATION).
     ...(x.askerRelayed ? { relayed: x.askerRelayed } : {}),
     // Passed on as claimed: only the target's channel with this ID *and this asker* moves.
-    ...(x.askerRelayed && x.askerResumes ? { resumes: x.askerResumes } : {}),
+    ...(x.askerResumes ? { resumes: x.askerResumes } : {}),
   };
   const toAsker: Introduction = {
     channelId, peer: x.target, addr: x.targetAddr, ...(sameNat ? definedLocal(x.targetLocalAddrs) : {}), netMode: x.targetNetMode,
