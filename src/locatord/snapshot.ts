@@ -42,11 +42,11 @@ import { newServerSession, SessionRecord } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
 import type { Props } from '../wire/schema.js';
 import { rawKey, ReplayWindow } from '../wire/session.js';
-import type { RegistrationExtra, RegistrationTable, RichPresence } from './table.js';
-import { Registration } from './table.js';
+import type { RegistrationExtra, RegistrationFields, RegistrationTable, RichPresence } from './table.js';
 import type { MemorySearchIndex } from './search-index.js';
 import type { MemoryWatches } from './watches.js';
 import { MAX_WATCHES } from '../wire/catalog.js';
+import { LOCATOR_ID_BYTES } from '../wire/constants.js';
 
 export const SNAPSHOT_FILE = 'locatord.snapshot';
 const KIND = 'devloc-locatord-snapshot';
@@ -279,41 +279,46 @@ export async function saveSnapshot(
     // Sessions a live registration holds are written inside it, the others after.
     const embedded = new Set<string>();
     const nowTick = table.nowTick();
-    for (const r of table.records()) {
+    // The registrations straight from the table's arrays (table.ts): no object per record.
+    const used = table.usedSlots;
+    for (let slot = 0; slot < used; slot++) {
       if (slicer.due()) await slicer.yield();
-      if (nowTick >= r.expTick) continue;
-      const id = r.key;
-      const s = r.session as KeyedSession | undefined;
-      const withSession = s !== undefined && s.locatorHex === id && sessions.holds(s);
+      if (!table.inUse(slot) || nowTick >= table.expTicks[slot]!) continue;
+      const s = table.sessions[slot] as KeyedSession | undefined;
+      const withSession = s !== undefined && table.idIs(slot, s.locatorHex) && sessions.holds(s);
       const aud = withSession ? await stringIndex(s.aud) : NO_STRING;
       const kid = withSession ? await stringIndex(s.kid) : NO_STRING;
-      const nick = r.nickname;
+      const nick = table.nicknames.get(slot);
       const nickBytes = nick === undefined ? 0 : Buffer.byteLength(nick);
-      const extra = r.extra === undefined ? undefined : JSON.stringify(r.extra);
+      const x = table.extras.get(slot);
+      const extra = x === undefined ? undefined : JSON.stringify(x);
       const extraBytes = extra === undefined ? 0 : Buffer.byteLength(extra);
       const need = RECORD_BYTES + nickBytes + extraBytes;
       if (!w.fits(need)) await w.flush(need);
       const at = w.pos;
-      const ip = r.ip;
+      const ip = table.ipOf(slot);
       const v6 = typeof ip === 'string';
       w.u8(T_REG);
-      w.u8((withSession ? F_SESSION : 0) | (v6 ? F_IPV6 : 0) | (nick !== undefined ? F_NICKNAME : 0) | (extra !== undefined ? F_EXTRA : 0) | (r.reachable ? F_REACHABLE : 0));
-      if (!w.hexId(id) || (v6 && Buffer.byteLength(ip) > 0xff) || nickBytes > 0xffff) {
+      w.u8((withSession ? F_SESSION : 0) | (v6 ? F_IPV6 : 0) | (nick !== undefined ? F_NICKNAME : 0) | (extra !== undefined ? F_EXTRA : 0) | (table.reachableOf(slot) ? F_REACHABLE : 0));
+      if ((v6 && Buffer.byteLength(ip) > 0xff) || nickBytes > 0xffff) {
         w.pos = at;
         out.skipped++;
         continue;
       }
+      w.u8(LOCATOR_ID_BYTES);
+      table.copyId(slot, w.buf, w.pos);
+      w.pos += LOCATOR_ID_BYTES;
       if (v6) {
         const n = Buffer.byteLength(ip);
         w.u8(n);
         w.text(ip, n);
       } else w.i32(ip);
-      w.u16(r.bits & 0xffff);
-      w.u8(r.netMode);
-      w.u8(r.visibility);
-      w.f64(table.tickToMs(r.regTick));
-      w.f64(table.tickToMs(r.expTick));
-      w.f64(r.seq);
+      w.u16(table.portOf(slot));
+      w.u8(table.netModeOf(slot));
+      w.u8(table.visibilityOf(slot));
+      w.f64(table.tickToMs(table.regTicks[slot]!));
+      w.f64(table.tickToMs(table.expTicks[slot]!));
+      w.f64(table.seqs[slot]!);
       if (nick !== undefined) {
         w.u16(nickBytes);
         w.text(nick, nickBytes);
@@ -423,6 +428,7 @@ class Restorer {
   records = 0;
   droppedExpired = 0;
   watchLists = 0;
+  private searchable: [string, { extra: RegistrationExtra }][] = [];
 
   constructor(private readonly t: RestoreTarget, private readonly nowMs: number) {}
 
@@ -441,11 +447,18 @@ class Restorer {
     return false;
   }
 
-  record(idHex: string, r: Registration): void {
-    this.t.table.set(idHex, r);
-    // Only a media ID puts a terminal in the search index (the table was empty: nothing to drop).
-    if (r.extra?.mediaId !== undefined) this.t.search.set(idHex, r);
+  /** Hold a registration under the raw ID `b[at, at + len)` (`idHex`: the same in hex, if made already). */
+  record(b: Uint8Array, at: number, len: number, f: RegistrationFields, idHex?: string): void {
+    if (this.t.table.setRaw(b, at, len, f) === undefined) return;
+    // Only a media ID puts a terminal in the search index, sorted once at the end (finish).
+    if (f.extra?.mediaId !== undefined) this.searchable.push([idHex ?? Buffer.from(b.subarray(at, at + len)).toString('hex'), { extra: f.extra }]);
     this.records++;
+  }
+
+  /** Once every record is in: the search index, built and sorted once (not an insertion per record). */
+  finish(): void {
+    this.t.search.load(this.searchable);
+    this.searchable = [];
   }
 
   /** Lists of watchers still registered: one whose registration expired meanwhile lost it, as it would have running. */
@@ -615,19 +628,16 @@ function decodeV2(buf: Buffer, into?: Restorer, table?: RegistrationTable): { ok
           extra = parseExtra(buf.toString('utf8', at, at + n));
           if (!extra) throw r.bad('rare fields are not a JSON object');
         }
-        const idHex = into ? buf.toString('hex', idAt, idAt + idLen) : undefined;
+        // The hex ID only where a string is kept anyway (the session's, the search index's).
+        const idHex = into && (flags & F_SESSION || extra?.mediaId !== undefined) ? buf.toString('hex', idAt, idAt + idLen) : undefined;
         const session = flags & F_SESSION ? readSession(r, strings, into, idHex ?? '') : undefined;
         if (flags & F_SESSION) sessions++;
         records++;
         if (!into || !table || !into.live(expMs)) continue;
-        const rec = new Registration({ ip: '', port }, session, seq, table.msToTick(regMs), table.msToTick(expMs));
-        rec.ip = ip;
-        rec.netMode = netMode;
-        rec.visibility = vis;
-        rec.reachable = (flags & F_REACHABLE) !== 0;
-        if (nickname !== undefined) rec.nickname = nickname;
-        if (extra) rec.extra = extra;
-        into.record(idHex!, rec);
+        into.record(buf, idAt, idLen, {
+          ip, port, session, seq, regTick: table.msToTick(regMs), expTick: table.msToTick(expMs), netMode, visibility: vis,
+          reachable: (flags & F_REACHABLE) !== 0, nickname, extra,
+        }, idHex);
       } else if (type === T_SESSION) {
         readSession(r, strings, into);
         sessions++;
@@ -715,20 +725,17 @@ export function sessionFromLine(l: SessionLine): KeyedSession {
   return s;
 }
 
-export function recordFromLine(l: RecordLine, table: RegistrationTable, session: ServerSession | undefined): Registration {
-  const r = new Registration({ ip: l.ip, port: l.port }, session, l.seq, table.msToTick(l.regMs), table.msToTick(l.expMs));
-  r.netMode = l.netMode;
-  r.visibility = l.vis;
-  r.reachable = l.reach === 1;
-  if (l.nickname !== undefined) r.nickname = l.nickname;
+export function recordFromLine(l: RecordLine, table: RegistrationTable, session: ServerSession | undefined): RegistrationFields {
   const x: RegistrationExtra = {};
   if (l.mediaId !== undefined) x.mediaId = l.mediaId;
   if (l.localAddrs) x.localAddrs = l.localAddrs;
   if (l.community) x.community = l.community;
   if (l.allow) x.allow = l.allow;
   if (l.presence) x.presence = l.presence;
-  if (Object.keys(x).length > 0) r.extra = x;
-  return r;
+  return {
+    addr: { ip: l.ip, port: l.port }, session, seq: l.seq, regTick: table.msToTick(l.regMs), expTick: table.msToTick(l.expMs),
+    netMode: l.netMode, visibility: l.vis, reachable: l.reach === 1, nickname: l.nickname, extra: Object.keys(x).length > 0 ? x : undefined,
+  };
 }
 
 /** Parse a version 1 file whole, then restore it (so a bad line leaves nothing half restored). */
@@ -779,7 +786,11 @@ function restoreV1(text: string, into: Restorer, table: RegistrationTable): { ok
   }
   const bySid = new Map<string, KeyedSession>();
   for (const s of sessions) if (into.session(s)) bySid.set(s.sidHex, s);
-  for (const l of records) if (into.live(l.expMs)) into.record(l.id, recordFromLine(l, table, l.sid ? bySid.get(l.sid) : undefined));
+  for (const l of records) {
+    if (!into.live(l.expMs)) continue;
+    const id = Buffer.from(l.id, 'hex');
+    into.record(id, 0, id.length, recordFromLine(l, table, l.sid ? bySid.get(l.sid) : undefined), l.id);
+  }
   for (const w of watches) into.watch(w.id, w.ts, w.vs);
   return { ok: true, savedMs };
 }
@@ -810,6 +821,7 @@ export async function restoreSnapshot(stateDir: string, target: RestoreTarget, n
     if (r.ok) r = decodeV2(buf, into, target.table);
   }
   if (!r.ok) return r;
+  into.finish();
   return {
     ok: true, version, savedMs: r.savedMs, sessions: into.sessions, records: into.records, droppedExpired: into.droppedExpired,
     watchLists: into.watchLists, bytes: buf.length, durationMs: Math.round(performance.now() - started), cpuMs: cpuMsSince(cpu0),

@@ -1,27 +1,36 @@
 // The registration table (the patent's user database 242): locator ID -> observed address,
-// registration time and expiry, plus what the terminal reported about itself. Soft state: an
-// LRU bounded by `maxEntries` (lru-cache), with expiry kept in each record and checked on every
-// read, so an expired registration is never returned even before a sweep frees it.
+// registration time and expiry, plus what the terminal reported about itself. Soft state bounded
+// by `maxEntries` (least recently refreshed evicted beyond it), with expiry kept in each record
+// and checked on every read, so an expired registration is never returned even before a sweep
+// frees it.
 //
-// Sweeps never scan the table (iterating lru-cache costs ~1.7 us per entry: seconds at 1M).
-// Each record sits in exactly one per-second bucket of a schedule, at or before the time it next
-// needs attention (its probe time, else its expiry). A renewal leaves it where it is; when its
-// bucket comes up, a record not due yet is moved to the bucket of its new time. So a sweep
-// touches only the records due (or renewed since they were filed), and each live record is
-// looked at about once per TTL, whatever its refresh rate.
+// Layout (issue 16: a million terminals, no per-terminal object the GC must walk): records are
+// SLOTS, an index into parallel typed arrays that grow by doubling up to `maxEntries`:
+//   ids      the locator ID's 16 raw bytes (4 x u32 per slot: no hex string is kept)
+//   ip       IPv4 as i32 (an IPv6 address is text in the `v6` map, flagged in `bits`)
+//   bits     port | netMode << 16 | visibility << 19 | probed | scheduled | reachable | IPv6 | in use
+//   regTick, expTick   times as i32 ticks of TICK_MS since the table's base time
+//   seq      highest sequence number applied (f64: exact for any safe integer)
+//   bucket   the sweep-schedule bucket the slot is filed in
+//   gen      bumped when a slot is freed or replaced (a Registration view of it is then "removed")
+//   prev, next   the recency list (doubly linked, most recent at `head`); `next` also links the
+//            free list
+// plus one JS array of session references, and maps by slot for the rare fields (nickname, LAN
+// addresses, media ID, community, allow-list, presence) that only some records have. The index is
+// open addressing with linear probing (load <= 1/2, deletion by backward shift, no tombstones) on
+// a seeded hash of the raw ID; an absent ID costs a probe of the short run at its hash, and IDs
+// are not chosen by whoever queries them (authd derives them), so runs stay short.
 //
-// Record layout (measured by `npm run bench`: ~180 B per terminal at 1M entries, key and
-// lru-cache bookkeeping included): one small class instance per terminal whose fields V8 keeps
-// as tagged small integers wherever possible —
-//   - the IPv4 address as a signed 32-bit integer (IPv6 stays canonical text);
-//   - port, network mode, visibility and the "probed" flag packed into one integer;
-//   - times as integer ticks of TICK_MS since the table's base time (a double would be boxed:
-//     a 16-byte heap number per field);
-// and the rarely used fields (LAN addresses, media ID, community, allow-list) in a separate
-// object that exists only when one of them is present. The key is the locator ID in hex, the
-// same string the session holds, so in the daemon it costs nothing extra.
-import { LRUCache } from 'lru-cache';
+// Sweeps never scan the table. Each record sits in one per-second bucket of a schedule (a list of
+// slots), at or before the time it next needs attention (its probe time, else its expiry). A
+// renewal leaves it where it is; when its bucket comes up, a record not due yet is moved to the
+// bucket of its new time. So a sweep touches only the records due (or renewed since they were
+// filed), and each live record is looked at about once per TTL, whatever its refresh rate. An
+// entry whose slot has been freed, reused or filed elsewhere since is void (checked by the slot's
+// `in use`, `scheduled` and `bucket`).
+import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
+import { LOCATOR_ID_BYTES } from '../wire/constants.js';
 import type { Props } from '../wire/schema.js';
 import type { ServerSession } from '../net/sessions.js';
 
@@ -34,11 +43,18 @@ const NETMODE_MASK = 0x7;
 const VISIBILITY_SHIFT = 19;
 const PROBED_BIT = 1 << 20;
 const SCHEDULED_BIT = 1 << 21;
-const REMOVED_BIT = 1 << 22;
 /** The terminal accepts introductions (REGISTER reachable). */
 const REACHABLE_BIT = 1 << 23;
+/** The address is IPv6 (its text is in the table's `v6` map). */
+const IPV6_BIT = 1 << 24;
+/** The slot holds a record. */
+const IN_USE_BIT = 1 << 25;
 /** Schedule resolution: one bucket per second. */
 const TICKS_PER_BUCKET = 1000 / TICK_MS;
+/** u32 words of a locator ID. */
+const ID_WORDS = LOCATOR_ID_BYTES / 4;
+const INT32_MAX = 0x7fffffff;
+const INT32_MIN = -0x80000000;
 
 /** Fields a terminal rarely sets; allocated only when one is present. */
 export interface RegistrationExtra {
@@ -78,102 +94,144 @@ export function unpackIp(ip: number | string): string {
   return `${(ip >>> 24) & 255}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
 }
 
-export class Registration {
-  /** The table key (locator ID in hex); '' until stored. */
-  key: string;
-  /** Observed (public) IP: IPv4 packed into an int, IPv6 as text. */
-  ip: number | string;
-  /** port | netMode << 16 | visibility << 19 | probed << 20 | scheduled << 21 | removed << 22 | reachable << 23. */
-  bits: number;
-  /** Registration time (the patent's field 404): last authenticated REGISTER/REFRESH/PROBE_ACK, ticks. */
-  regTick: number;
-  /** Expiry, ticks: the record is dead from this tick on. */
-  expTick: number;
-  /** Highest sequence number of `session` applied to this record (see `isStale`). */
-  seq: number;
-  /** The session that registered; undefined after a restore whose session had expired. */
+/** What a record is made of (`RegistrationTable.set`); the rare fields are optional. */
+export interface RegistrationFields {
+  /** Observed (public) address; or `ip` already packed (packIp) with `port`, as a restore has it. */
+  addr?: Address;
+  ip?: number | string;
+  port?: number;
   session: ServerSession | undefined;
-  nickname: string | undefined;
-  extra: RegistrationExtra | undefined;
-  /**
-   * The schedule bucket the record is filed in (valid while `scheduled`). A renewal to an
-   * earlier check (a shorter TTL) files it again there; the entry left in the later bucket is
-   * then void (its bucket is no longer the record's).
-   */
-  bucket: number;
+  seq: number;
+  regTick: number;
+  expTick: number;
+  netMode?: number;
+  visibility?: number;
+  reachable?: boolean;
+  nickname?: string | undefined;
+  extra?: RegistrationExtra | undefined;
+}
 
-  constructor(from: Address, session: ServerSession | undefined, seq: number, regTick: number, expTick: number) {
-    this.key = '';
-    this.ip = packIp(from.ip);
-    this.bits = from.port & PORT_MASK;
-    this.regTick = regTick;
-    this.expTick = expTick;
-    this.seq = seq;
-    this.session = session;
-    this.nickname = undefined;
-    this.extra = undefined;
-    this.bucket = 0;
+/**
+ * A view of one record (a slot of the table), made when asked for: short-lived, never stored
+ * per terminal. Once its record is deleted, evicted, expired or replaced it is `removed`, and
+ * reading its fields is meaningless (the slot may hold another terminal by then).
+ */
+export class Registration {
+  constructor(private readonly t: RegistrationTable, readonly slot: number, private readonly gen: number) {}
+
+  /** No longer in the table (deleted, evicted, expired and freed, or replaced). */
+  get removed(): boolean {
+    return this.t.gen[this.slot] !== this.gen;
+  }
+
+  /** The locator ID in hex. */
+  get key(): string {
+    return this.t.keyOf(this.slot);
+  }
+
+  /** Observed (public) IP: IPv4 packed into an int, IPv6 as text. */
+  get ip(): number | string {
+    return this.t.ipOf(this.slot);
+  }
+
+  get port(): number {
+    return this.t.portOf(this.slot);
   }
 
   get address(): Address {
-    return { ip: unpackIp(this.ip), port: this.bits & PORT_MASK };
+    return this.t.addressOf(this.slot);
   }
 
   setAddress(a: Address): void {
-    this.ip = packIp(a.ip);
-    this.bits = (this.bits & ~PORT_MASK) | (a.port & PORT_MASK);
+    this.t.setAddress(this.slot, a);
   }
 
   get netMode(): number {
-    return (this.bits >>> NETMODE_SHIFT) & NETMODE_MASK;
+    return this.t.netModeOf(this.slot);
   }
 
   set netMode(m: number) {
-    this.bits = (this.bits & ~(NETMODE_MASK << NETMODE_SHIFT)) | ((m & NETMODE_MASK) << NETMODE_SHIFT);
+    const b = this.t.bits;
+    b[this.slot] = (b[this.slot]! & ~(NETMODE_MASK << NETMODE_SHIFT)) | ((m & NETMODE_MASK) << NETMODE_SHIFT);
   }
 
   get visibility(): number {
-    return (this.bits >>> VISIBILITY_SHIFT) & 1;
+    return this.t.visibilityOf(this.slot);
   }
 
   set visibility(v: number) {
-    this.bits = (this.bits & ~(1 << VISIBILITY_SHIFT)) | ((v & 1) << VISIBILITY_SHIFT);
+    const b = this.t.bits;
+    b[this.slot] = (b[this.slot]! & ~(1 << VISIBILITY_SHIFT)) | ((v & 1) << VISIBILITY_SHIFT);
   }
 
   /** The terminal opted in to introductions (INTRO) with REGISTER `reachable`. */
   get reachable(): boolean {
-    return (this.bits & REACHABLE_BIT) !== 0;
+    return this.t.reachableOf(this.slot);
   }
 
   set reachable(r: boolean) {
-    this.bits = r ? this.bits | REACHABLE_BIT : this.bits & ~REACHABLE_BIT;
+    this.t.setBit(this.slot, REACHABLE_BIT, r);
   }
 
   /** A liveness probe was sent since the last refresh. */
   get probed(): boolean {
-    return (this.bits & PROBED_BIT) !== 0;
+    return (this.t.bits[this.slot]! & PROBED_BIT) !== 0;
   }
 
   set probed(p: boolean) {
-    this.bits = p ? this.bits | PROBED_BIT : this.bits & ~PROBED_BIT;
+    this.t.setBit(this.slot, PROBED_BIT, p);
   }
 
-  /** Filed in the table's schedule. */
-  get scheduled(): boolean {
-    return (this.bits & SCHEDULED_BIT) !== 0;
+  /** Registration time (the patent's field 404): last authenticated REGISTER/REFRESH/PROBE_ACK, ticks. */
+  get regTick(): number {
+    return this.t.regTicks[this.slot]!;
   }
 
-  set scheduled(p: boolean) {
-    this.bits = p ? this.bits | SCHEDULED_BIT : this.bits & ~SCHEDULED_BIT;
+  set regTick(v: number) {
+    this.t.regTicks[this.slot] = clampTick(v);
   }
 
-  /** No longer in the table (deleted, evicted or replaced): its schedule entry is void. */
-  get removed(): boolean {
-    return (this.bits & REMOVED_BIT) !== 0;
+  /** Expiry, ticks: the record is dead from this tick on. */
+  get expTick(): number {
+    return this.t.expTicks[this.slot]!;
   }
 
-  markRemoved(): void {
-    this.bits |= REMOVED_BIT;
+  set expTick(v: number) {
+    this.t.expTicks[this.slot] = clampTick(v);
+  }
+
+  /** Highest sequence number of `session` applied to this record (see `isStale`). */
+  get seq(): number {
+    return this.t.seqs[this.slot]!;
+  }
+
+  set seq(v: number) {
+    this.t.seqs[this.slot] = v;
+  }
+
+  /** The session that registered; undefined after a restore whose session had expired. */
+  get session(): ServerSession | undefined {
+    return this.t.sessions[this.slot];
+  }
+
+  set session(s: ServerSession | undefined) {
+    this.t.sessions[this.slot] = s;
+  }
+
+  get nickname(): string | undefined {
+    return this.t.nicknames.get(this.slot);
+  }
+
+  set nickname(n: string | undefined) {
+    setOrDelete(this.t.nicknames, this.slot, n);
+  }
+
+  get extra(): RegistrationExtra | undefined {
+    return this.t.extras.get(this.slot);
+  }
+
+  set extra(x: RegistrationExtra | undefined) {
+    setOrDelete(this.t.extras, this.slot, x);
   }
 
   /** Granted TTL in ticks (registration time to expiry). */
@@ -192,6 +250,15 @@ export class Registration {
   }
 }
 
+function clampTick(v: number): number {
+  return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : v;
+}
+
+function setOrDelete<V>(m: Map<number, V>, slot: number, v: V | undefined): void {
+  if (v === undefined) m.delete(slot);
+  else m.set(slot, v);
+}
+
 export interface TableOptions {
   /** Most registrations held; the least recently refreshed is evicted beyond it. */
   maxEntries: number;
@@ -205,6 +272,8 @@ export interface TableOptions {
   onGone?: (key: string) => void;
   /** Probe a record not renewed for this % of its TTL (0 = never); settable later. */
   probeAtPercent?: number;
+  /** Slots allocated at first (grown by doubling up to maxEntries). */
+  initialCapacity?: number;
 }
 
 export interface SweepOutcome {
@@ -213,9 +282,27 @@ export interface SweepOutcome {
   probes: Registration[];
 }
 
-/** The table: lru-cache for the bound and the recency order, expiry checked on read. */
+/** A growable list of slots: one schedule bucket. */
+class SlotList {
+  a = new Int32Array(8);
+  /** Entries before `head` are processed (a sweep out of budget resumes here). */
+  head = 0;
+  n = 0;
+
+  push(slot: number): void {
+    if (this.n === this.a.length) {
+      const b = new Int32Array(this.a.length * 2);
+      b.set(this.a);
+      this.a = b;
+    }
+    this.a[this.n++] = slot;
+  }
+}
+
+const NONE = -1;
+
+/** The table: typed arrays by slot, an open-addressing index on the raw IDs, a recency list. */
 export class RegistrationTable {
-  private readonly cache: LRUCache<string, Registration>;
   readonly now: () => number;
   /** Ticks count from here (the table's creation, whole seconds). */
   readonly baseMs: number;
@@ -223,15 +310,46 @@ export class RegistrationTable {
   expired = 0;
   /** Live records evicted because the table was full. */
   evicted = 0;
+  probeAtPercent: number;
+  readonly max: number;
+
+  // The records, by slot (see the top of the file). Read by Registration and the snapshot.
+  ids: Uint32Array;
+  ips: Int32Array;
+  bits: Uint32Array;
+  regTicks: Int32Array;
+  expTicks: Int32Array;
+  seqs: Float64Array;
+  gen: Uint32Array;
+  private buckets: Int32Array;
+  private prev: Int32Array;
+  private next: Int32Array;
+  readonly sessions: (ServerSession | undefined)[] = [];
+  readonly nicknames = new Map<number, string>();
+  readonly extras = new Map<number, RegistrationExtra>();
+  private readonly v6 = new Map<number, string>();
+  /** Slots ever used: slots at or beyond are free and were never linked. */
+  private highWater = 0;
+  private freeHead = NONE;
+  private count = 0;
+  /** Most and least recently refreshed. */
+  private head = NONE;
+  private tail = NONE;
+  /** Open-addressing index: slot + 1 (0 = empty), power-of-two length. */
+  private index: Int32Array;
+  private mask: number;
+  private readonly seed = randomBytes(4).readInt32LE(0);
+  /** A locator ID parsed from hex, as words (also the scratch of lookups). */
+  private readonly keyWords = new Uint32Array(ID_WORDS);
+  private readonly keyBytes = Buffer.from(this.keyWords.buffer, this.keyWords.byteOffset, LOCATOR_ID_BYTES);
 
   private readonly onExpired: (n: number) => void;
   private readonly onEvicted: () => void;
   private readonly onGone: ((key: string) => void) | undefined;
-  /** Bucket (second since baseMs) -> records filed there. */
-  private readonly schedule = new Map<number, Registration[]>();
+  /** Bucket (second since baseMs) -> slots filed there. */
+  private readonly schedule = new Map<number, SlotList>();
   /** Buckets up to this one have been processed. */
   private sweptBucket: number;
-  probeAtPercent: number;
 
   constructor(opts: TableOptions) {
     this.now = opts.now ?? Date.now;
@@ -240,20 +358,21 @@ export class RegistrationTable {
     this.onEvicted = opts.onEvicted ?? (() => {});
     this.onGone = opts.onGone;
     this.probeAtPercent = opts.probeAtPercent ?? 0;
+    this.max = Math.max(1, Math.floor(opts.maxEntries));
     this.sweptBucket = this.bucketOf(this.nowTick()) - 1;
-    this.cache = new LRUCache<string, Registration>({
-      max: opts.maxEntries,
-      dispose: (rec, key, reason) => {
-        rec.markRemoved();
-        if (reason !== 'evict') return;
-        this.onGone?.(key);
-        if (this.nowTick() >= rec.expTick) this.countExpired(1);
-        else {
-          this.evicted++;
-          this.onEvicted();
-        }
-      },
-    });
+    const cap = Math.min(this.max, Math.max(1, opts.initialCapacity ?? 1024));
+    this.ids = new Uint32Array(cap * ID_WORDS);
+    this.ips = new Int32Array(cap);
+    this.bits = new Uint32Array(cap);
+    this.regTicks = new Int32Array(cap);
+    this.expTicks = new Int32Array(cap);
+    this.seqs = new Float64Array(cap);
+    this.gen = new Uint32Array(cap);
+    this.buckets = new Int32Array(cap);
+    this.prev = new Int32Array(cap);
+    this.next = new Int32Array(cap);
+    this.index = new Int32Array(indexLength(cap));
+    this.mask = this.index.length - 1;
   }
 
   private countExpired(n: number): void {
@@ -262,12 +381,13 @@ export class RegistrationTable {
     this.onExpired(n);
   }
 
-  get max(): number {
-    return this.cache.max;
+  get size(): number {
+    return this.count;
   }
 
-  get size(): number {
-    return this.cache.size;
+  /** Slots allocated (the typed arrays' length). */
+  get capacity(): number {
+    return this.ips.length;
   }
 
   /** Current time in ticks (floor). */
@@ -288,45 +408,335 @@ export class RegistrationTable {
     return Math.ceil((ms - this.baseMs) / TICK_MS);
   }
 
+  // --- keys and the index ---
+
+  /** Parse a locator ID (hex) into keyWords; false if it is not one (then no record has it). */
+  private parseKey(idHex: string): boolean {
+    return idHex.length === 2 * LOCATOR_ID_BYTES && this.keyBytes.write(idHex, 0, LOCATOR_ID_BYTES, 'hex') === LOCATOR_ID_BYTES;
+  }
+
+  /** Copy a raw locator ID into keyWords; false if it is not LOCATOR_ID_BYTES long. */
+  private rawKey(b: Uint8Array, at: number, len: number): boolean {
+    if (len !== LOCATOR_ID_BYTES || at < 0 || at + len > b.length) return false;
+    this.keyBytes.set(b.subarray(at, at + len), 0);
+    return true;
+  }
+
+  /** Seeded hash of 4 words (murmur3's mixing). */
+  private hash(w: Uint32Array, o: number): number {
+    let h = this.seed;
+    for (let i = 0; i < ID_WORDS; i++) {
+      let k = Math.imul(w[o + i]!, 0xcc9e2d51);
+      k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
+      h ^= k;
+      h = (Math.imul((h << 13) | (h >>> 19), 5) + 0xe6546b64) | 0;
+    }
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    return h ^ (h >>> 16);
+  }
+
+  /** The slot holding keyWords' ID (expired or not), or NONE. */
+  private lookup(): number {
+    const k = this.keyWords;
+    const ids = this.ids;
+    const index = this.index;
+    const mask = this.mask;
+    for (let i = this.hash(k, 0) & mask; ; i = (i + 1) & mask) {
+      const e = index[i]!;
+      if (e === 0) return NONE;
+      const o = (e - 1) * ID_WORDS;
+      if (ids[o] === k[0] && ids[o + 1] === k[1] && ids[o + 2] === k[2] && ids[o + 3] === k[3]) return e - 1;
+    }
+  }
+
+  private indexInsert(slot: number): void {
+    const index = this.index;
+    const mask = this.mask;
+    let i = this.hash(this.ids, slot * ID_WORDS) & mask;
+    while (index[i] !== 0) i = (i + 1) & mask;
+    index[i] = slot + 1;
+  }
+
+  /** Remove a slot from the index, shifting back the entries of its run (no tombstones). */
+  private indexDelete(slot: number): void {
+    const index = this.index;
+    const mask = this.mask;
+    let i = this.hash(this.ids, slot * ID_WORDS) & mask;
+    while (index[i] !== slot + 1) i = (i + 1) & mask;
+    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const e = index[j]!;
+      if (e === 0) break;
+      const home = this.hash(this.ids, (e - 1) * ID_WORDS) & mask;
+      // Entry j may move to the hole at i when its home is not in (i, j] (cyclically).
+      if (i <= j ? home <= i || home > j : home <= i && home > j) {
+        index[i] = e;
+        i = j;
+      }
+    }
+    index[i] = 0;
+  }
+
+  /** The locator ID of a slot, in hex. */
+  keyOf(slot: number): string {
+    const o = slot * ID_WORDS * 4;
+    return Buffer.from(this.ids.buffer, this.ids.byteOffset + o, LOCATOR_ID_BYTES).toString('hex');
+  }
+
+  /** Copy the raw locator ID of a slot into `to` at `at`. */
+  copyId(slot: number, to: Uint8Array, at: number): void {
+    to.set(new Uint8Array(this.ids.buffer, this.ids.byteOffset + slot * LOCATOR_ID_BYTES, LOCATOR_ID_BYTES), at);
+  }
+
+  // --- slots ---
+
+  private grow(): void {
+    const cap = this.capacity;
+    const n = Math.min(this.max, cap * 2);
+    const ext = <T extends Int32Array | Uint32Array | Float64Array>(a: T, per = 1): T => {
+      const b = new (a.constructor as new (n: number) => T)(n * per);
+      b.set(a);
+      return b;
+    };
+    this.ids = ext(this.ids, ID_WORDS);
+    this.ips = ext(this.ips);
+    this.bits = ext(this.bits);
+    this.regTicks = ext(this.regTicks);
+    this.expTicks = ext(this.expTicks);
+    this.seqs = ext(this.seqs);
+    this.gen = ext(this.gen);
+    this.buckets = ext(this.buckets);
+    this.prev = ext(this.prev);
+    this.next = ext(this.next);
+    if (indexLength(n) > this.index.length) {
+      this.index = new Int32Array(indexLength(n));
+      this.mask = this.index.length - 1;
+      for (let s = 0; s < this.highWater; s++) if (this.bits[s]! & IN_USE_BIT) this.indexInsert(s);
+    }
+  }
+
+  /** A free slot (the table is not full). */
+  private allocate(): number {
+    if (this.freeHead !== NONE) {
+      const s = this.freeHead;
+      this.freeHead = this.next[s]!;
+      return s;
+    }
+    if (this.highWater === this.capacity) this.grow();
+    this.sessions.push(undefined);
+    return this.highWater++;
+  }
+
+  private linkHead(s: number): void {
+    this.prev[s] = NONE;
+    this.next[s] = this.head;
+    if (this.head !== NONE) this.prev[this.head] = s;
+    else this.tail = s;
+    this.head = s;
+  }
+
+  private unlink(s: number): void {
+    const p = this.prev[s]!;
+    const n = this.next[s]!;
+    if (p !== NONE) this.next[p] = n;
+    else this.head = n;
+    if (n !== NONE) this.prev[n] = p;
+    else this.tail = p;
+  }
+
+  /** Free a slot: out of the index and the recency list, its references dropped, its views void. */
+  private free(s: number): void {
+    this.indexDelete(s);
+    this.unlink(s);
+    this.bits[s] = 0;
+    this.gen[s] = (this.gen[s]! + 1) >>> 0;
+    this.sessions[s] = undefined;
+    this.nicknames.delete(s);
+    this.extras.delete(s);
+    this.v6.delete(s);
+    this.next[s] = this.freeHead;
+    this.freeHead = s;
+    this.count--;
+  }
+
+  /** Make room for one more record: evict the least recently refreshed. */
+  private evictOne(): void {
+    const s = this.tail;
+    const key = this.onGone ? this.keyOf(s) : '';
+    const wasExpired = this.nowTick() >= this.expTicks[s]!;
+    this.free(s);
+    this.onGone?.(key);
+    if (wasExpired) this.countExpired(1);
+    else {
+      this.evicted++;
+      this.onEvicted();
+    }
+  }
+
+  /** keyWords' live slot, or NONE (an expired one is freed on the way, as a sweep would). */
+  private findLive(idHex: string): number {
+    if (!this.parseKey(idHex)) return NONE;
+    const s = this.lookup();
+    if (s === NONE || this.nowTick() < this.expTicks[s]!) return s;
+    this.free(s);
+    this.countExpired(1);
+    this.onGone?.(idHex);
+    return NONE;
+  }
+
+  /** The live record's slot for a locator ID (hex), or -1; its recency is untouched. */
+  find(idHex: string): number {
+    return this.findLive(idHex);
+  }
+
+  /** Like `find`, and marks the record most recently refreshed (last to be evicted). */
+  findTouch(idHex: string): number {
+    const s = this.findLive(idHex);
+    if (s !== NONE && s !== this.head) {
+      this.unlink(s);
+      this.linkHead(s);
+    }
+    return s;
+  }
+
+  /** A view of a slot's record. */
+  view(slot: number): Registration {
+    return new Registration(this, slot, this.gen[slot]!);
+  }
+
   /** The live record for a locator ID (hex), without touching its recency. */
   get(idHex: string): Registration | undefined {
-    const rec = this.cache.peek(idHex);
-    if (!rec) return undefined;
-    if (this.nowTick() >= rec.expTick) {
-      this.cache.delete(idHex);
-      this.countExpired(1);
-      this.onGone?.(idHex);
-      return undefined;
-    }
-    return rec;
+    const s = this.findLive(idHex);
+    return s === NONE ? undefined : this.view(s);
   }
 
   /** Like `get`, and marks the record most recently refreshed (last to be evicted). */
   touch(idHex: string): Registration | undefined {
-    const rec = this.cache.get(idHex);
-    if (!rec || this.nowTick() < rec.expTick) return rec;
-    this.cache.delete(idHex);
-    this.countExpired(1);
-    this.onGone?.(idHex);
-    return undefined;
+    const s = this.findTouch(idHex);
+    return s === NONE ? undefined : this.view(s);
   }
 
-  set(idHex: string, rec: Registration): void {
-    rec.key = idHex;
-    this.cache.set(idHex, rec);
-    this.file(rec);
+  /**
+   * Store a record under a locator ID (hex), most recently refreshed, replacing any record of that
+   * ID (whose views become removed); evicts the least recently refreshed when full. Throws for a
+   * key that is not a locator ID (a caller's bug: IDs come from decoded fixed-length fields).
+   */
+  set(idHex: string, f: RegistrationFields): Registration {
+    if (!this.parseKey(idHex)) throw new Error(`registration table: ${JSON.stringify(idHex)} is not a locator ID`);
+    return this.view(this.put(f));
+  }
+
+  /** `set` from the raw ID bytes `b[at, at + len)` (a snapshot restore); undefined if not a locator ID. */
+  setRaw(b: Uint8Array, at: number, len: number, f: RegistrationFields): number | undefined {
+    if (!this.rawKey(b, at, len)) return undefined;
+    return this.put(f);
+  }
+
+  /** Store keyWords' record; its slot. */
+  private put(f: RegistrationFields): number {
+    let s = this.lookup();
+    if (s !== NONE) {
+      this.unlink(s);
+      this.nicknames.delete(s);
+      this.extras.delete(s);
+      this.v6.delete(s);
+      this.gen[s] = (this.gen[s]! + 1) >>> 0;
+      this.bits[s] = IN_USE_BIT;
+    } else {
+      if (this.count >= this.max) this.evictOne();
+      s = this.allocate();
+      this.ids.set(this.keyWords, s * ID_WORDS);
+      this.bits[s] = IN_USE_BIT;
+      this.indexInsert(s);
+      this.count++;
+    }
+    this.linkHead(s);
+    if (f.addr) this.setAddress(s, f.addr);
+    else this.setPacked(s, f.ip ?? 0, f.port ?? 0);
+    const b = this.bits[s]!;
+    this.bits[s] = b | ((f.netMode ?? 0) & NETMODE_MASK) << NETMODE_SHIFT | ((f.visibility ?? 0) & 1) << VISIBILITY_SHIFT | (f.reachable ? REACHABLE_BIT : 0);
+    this.sessions[s] = f.session;
+    this.seqs[s] = f.seq;
+    this.regTicks[s] = clampTick(f.regTick);
+    this.expTicks[s] = clampTick(f.expTick);
+    if (f.nickname !== undefined) this.nicknames.set(s, f.nickname);
+    if (f.extra !== undefined) this.extras.set(s, f.extra);
+    this.file(s);
+    return s;
   }
 
   delete(idHex: string): boolean {
-    return this.cache.delete(idHex);
+    if (!this.parseKey(idHex)) return false;
+    const s = this.lookup();
+    if (s === NONE) return false;
+    this.free(s);
+    return true;
+  }
+
+  /** Observed IP of a slot: IPv4 packed into an int, IPv6 as text. */
+  ipOf(s: number): number | string {
+    return this.bits[s]! & IPV6_BIT ? this.v6.get(s)! : this.ips[s]!;
+  }
+
+  addressOf(s: number): Address {
+    return { ip: unpackIp(this.ipOf(s)), port: this.bits[s]! & PORT_MASK };
+  }
+
+  setAddress(s: number, a: Address): void {
+    this.setPacked(s, packIp(a.ip), a.port);
+  }
+
+  private setPacked(s: number, ip: number | string, port: number): void {
+    let b = (this.bits[s]! & ~PORT_MASK) | (port & PORT_MASK);
+    if (typeof ip === 'string') {
+      this.v6.set(s, ip);
+      b |= IPV6_BIT;
+    } else {
+      this.ips[s] = ip;
+      if (b & IPV6_BIT) this.v6.delete(s);
+      b &= ~IPV6_BIT;
+    }
+    this.bits[s] = b;
+  }
+
+  portOf(s: number): number {
+    return this.bits[s]! & PORT_MASK;
+  }
+
+  netModeOf(s: number): number {
+    return (this.bits[s]! >>> NETMODE_SHIFT) & NETMODE_MASK;
+  }
+
+  visibilityOf(s: number): number {
+    return (this.bits[s]! >>> VISIBILITY_SHIFT) & 1;
+  }
+
+  reachableOf(s: number): boolean {
+    return (this.bits[s]! & REACHABLE_BIT) !== 0;
+  }
+
+  /** Is slot `s`'s locator ID `idHex`? */
+  idIs(s: number, idHex: string): boolean {
+    if (!this.parseKey(idHex)) return false;
+    const k = this.keyWords;
+    const ids = this.ids;
+    const o = s * ID_WORDS;
+    return ids[o] === k[0] && ids[o + 1] === k[1] && ids[o + 2] === k[2] && ids[o + 3] === k[3];
+  }
+
+  setBit(s: number, bit: number, on: boolean): void {
+    this.bits[s] = on ? this.bits[s]! | bit : this.bits[s]! & ~bit;
   }
 
   /** Extend a record from now by `ttlMs` (registration time := now) and clear its probe flag. */
-  renew(rec: Registration, ttlMs: number): void {
-    rec.regTick = this.nowTick();
-    rec.expTick = this.expiryTick(ttlMs);
-    rec.probed = false;
-    this.file(rec);
+  renew(rec: Registration | number, ttlMs: number): void {
+    const s = typeof rec === 'number' ? rec : rec.slot;
+    this.regTicks[s] = clampTick(this.nowTick());
+    this.expTicks[s] = clampTick(this.expiryTick(ttlMs));
+    this.bits[s] = this.bits[s]! & ~PROBED_BIT;
+    this.file(s);
   }
 
   private bucketOf(tick: number): number {
@@ -334,43 +744,53 @@ export class RegistrationTable {
   }
 
   /** When a record next needs attention: its probe time, or its expiry once probed. */
-  nextCheckTick(rec: Registration): number {
+  nextCheckTick(rec: Registration | number): number {
+    const s = typeof rec === 'number' ? rec : rec.slot;
     const pct = this.probeAtPercent;
-    if (pct > 0 && !rec.probed && rec.session !== undefined) return rec.regTick + Math.floor((rec.ttlTicks * pct) / 100);
-    return rec.expTick;
+    const reg = this.regTicks[s]!;
+    if (pct > 0 && !(this.bits[s]! & PROBED_BIT) && this.sessions[s] !== undefined) return reg + Math.floor(((this.expTicks[s]! - reg) * pct) / 100);
+    return this.expTicks[s]!;
   }
 
   /**
-   * Put a record in the bucket of its next check (never one already swept). A record filed
-   * already stays where it is when that bucket comes no later (it is refiled from there); when
-   * its next check moved earlier (renewed with a shorter TTL), it is filed again in the earlier
-   * bucket, else its probe would come after its expiry.
+   * Put a slot in the bucket of its next check (never one already swept). A slot filed already
+   * stays where it is when that bucket comes no later (it is refiled from there); when its next
+   * check moved earlier (renewed with a shorter TTL), it is filed again in the earlier bucket,
+   * else its probe would come after its expiry.
    */
-  private file(rec: Registration, atLeast = this.sweptBucket + 1): void {
-    if (rec.key === '') return;
-    const b = Math.max(atLeast, this.bucketOf(this.nextCheckTick(rec)));
-    if (rec.scheduled && rec.bucket <= b) return;
+  private file(s: number, atLeast = this.sweptBucket + 1): void {
+    const b = Math.max(atLeast, this.bucketOf(this.nextCheckTick(s)));
+    if (this.bits[s]! & SCHEDULED_BIT && this.buckets[s]! <= b) return;
     let list = this.schedule.get(b);
-    if (!list) this.schedule.set(b, (list = []));
-    list.push(rec);
-    rec.bucket = b;
-    rec.scheduled = true;
+    if (!list) this.schedule.set(b, (list = new SlotList()));
+    list.push(s);
+    this.buckets[s] = b;
+    this.bits[s] = this.bits[s]! | SCHEDULED_BIT;
   }
 
-  /** Every record, also expired ones not freed yet (snapshots, key revocation). O(entries), slow. */
+  /** Every slot holding a record, also expired ones not freed yet (snapshots, revocation). O(capacity). */
+  *slots(): IterableIterator<number> {
+    for (let s = 0; s < this.highWater; s++) if (this.bits[s]! & IN_USE_BIT) yield s;
+  }
+
+  /** Every record, also expired ones not freed yet (key revocation, nickname search). O(capacity). */
   *entries(): IterableIterator<[string, Registration]> {
-    for (const [k, v] of this.cache.entries()) yield [k, v];
+    for (const s of this.slots()) yield [this.keyOf(s), this.view(s)];
   }
 
-  /**
-   * Every record not removed, also expired ones not freed yet, in the order of their next check
-   * (the snapshot). Walks the sweep schedule, a map of arrays, where iterating the lru-cache
-   * costs a hash lookup per entry (~2 us at 1M).
-   */
+  /** Every record not removed, also expired ones not freed yet. */
   *records(): IterableIterator<Registration> {
-    for (const [b, list] of this.schedule) {
-      for (const rec of list) if (rec.bucket === b && rec.scheduled && !rec.removed) yield rec;
-    }
+    for (const s of this.slots()) yield this.view(s);
+  }
+
+  /** Slots at and beyond this one were never used (a loop over `bits` may stop here). */
+  get usedSlots(): number {
+    return this.highWater;
+  }
+
+  /** Does slot `s` hold a record? */
+  inUse(s: number): boolean {
+    return (this.bits[s]! & IN_USE_BIT) !== 0;
   }
 
   /** Free expired records (those whose bucket has come up); returns how many. */
@@ -390,56 +810,66 @@ export class RegistrationTable {
     const nowTick = this.nowTick();
     const upTo = this.bucketOf(nowTick);
     const probes: Registration[] = [];
-    const dead: string[] = [];
+    const dead: number[] = [];
     let work = 0;
     buckets: for (let b = this.sweptBucket + 1; b <= upTo; b++) {
       const list = this.schedule.get(b);
       this.sweptBucket = b;
       if (!list) continue;
       this.schedule.delete(b);
-      for (let i = 0; i < list.length; i++) {
+      for (let i = list.head; i < list.n; i++) {
         if (work++ >= maxWork) {
           // Out of budget: the rest of this bucket is processed first next time.
-          this.schedule.set(b, list.slice(i));
+          list.head = i;
+          this.schedule.set(b, list);
           this.sweptBucket = b - 1;
           break buckets;
         }
-        const rec = list[i]!;
-        // Filed again in an earlier bucket since (see `file`): this entry is void.
-        if (rec.bucket !== b) continue;
-        rec.scheduled = false;
-        // Deleted, evicted or replaced since it was filed: nothing to do (no lookup needed).
-        if (rec.removed) continue;
-        if (nowTick >= rec.expTick) {
-          dead.push(rec.key);
+        const s = list.a[i]!;
+        const bits = this.bits[s]!;
+        // Freed (deleted, evicted, expired) or filed again elsewhere since: this entry is void.
+        if (!(bits & IN_USE_BIT) || !(bits & SCHEDULED_BIT) || this.buckets[s] !== b) continue;
+        if (nowTick >= this.expTicks[s]!) {
+          // Unscheduled: a second entry of the slot in this bucket is void.
+          this.bits[s] = bits & ~SCHEDULED_BIT;
+          dead.push(s);
           continue;
         }
-        if (!rec.probed && probes.length < maxProbes && this.nextCheckTick(rec) <= nowTick) {
-          rec.probed = true;
-          probes.push(rec);
+        this.bits[s] = bits & ~SCHEDULED_BIT;
+        if (!(bits & PROBED_BIT) && probes.length < maxProbes && this.nextCheckTick(s) <= nowTick) {
+          this.bits[s] = this.bits[s]! | PROBED_BIT;
+          probes.push(this.view(s));
         }
         // Filed again at its next check: its expiry if just probed, its new times if renewed,
         // the next sweep if a due probe did not fit in this one.
-        this.file(rec, upTo + 1);
+        this.file(s, upTo + 1);
       }
     }
-    for (const k of dead) {
-      this.cache.delete(k);
-      this.onGone?.(k);
+    for (const s of dead) {
+      const key = this.onGone ? this.keyOf(s) : '';
+      this.free(s);
+      this.onGone?.(key);
     }
     this.countExpired(dead.length);
     return { expired: dead.length, probes };
   }
 
-  /** Records filed in the schedule (for tests and the bench: about one per live record). */
+  /** Entries filed in the schedule (for tests and the bench: about one per live record). */
   get scheduledCount(): number {
     let n = 0;
-    for (const l of this.schedule.values()) n += l.length;
+    for (const l of this.schedule.values()) n += l.n - l.head;
     return n;
   }
 
   clear(): void {
-    this.cache.clear();
+    for (const s of [...this.slots()]) this.free(s);
     this.schedule.clear();
   }
+}
+
+/** Index length for `cap` slots: a power of two, at least twice `cap` (load <= 1/2). */
+function indexLength(cap: number): number {
+  let n = 16;
+  while (n < 2 * cap) n *= 2;
+  return n;
 }

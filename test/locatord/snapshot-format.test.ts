@@ -13,7 +13,7 @@ import { decodeSnapshot, restoreSnapshot, saveSnapshot, SNAPSHOT_FILE } from '..
 import type { KeyedSession } from '../../src/locatord/snapshot.js';
 import { MemorySearchIndex } from '../../src/locatord/search-index.js';
 import { EmbeddedStore } from '../../src/locatord/store/embedded.js';
-import { Registration, RegistrationTable } from '../../src/locatord/table.js';
+import { RegistrationTable } from '../../src/locatord/table.js';
 import { MemoryWatches } from '../../src/locatord/watches.js';
 import { newServerSession, ServerSessions } from '../../src/net/sessions.js';
 import { rawKey } from '../../src/wire/session.js';
@@ -49,19 +49,16 @@ function populate(w: ReturnType<typeof world>, n: number): { rich: string; lone:
   const rich = session(w, randomBytes(16), 'kid-1');
   for (const q of [1, 2, 40, 45, 70, 72]) rich.window.accept(q);
   rich.txSeq = 9;
-  const r = new Registration({ ip: '2001:db8::7', port: 4242 }, rich, 72, w.table.nowTick(), w.table.expiryTick(600_000));
-  r.netMode = 3;
-  r.visibility = 1;
-  r.reachable = true;
-  r.nickname = 'zoë';
-  r.extra = { mediaId: 'game', localAddrs: [{ ip: '192.168.1.2', port: 9 }], community: { x: true }, allow: ['00ff'], presence: { lookingForPartner: true, status: 'hi' } };
-  w.table.set(rich.locatorHex, r);
+  w.table.set(rich.locatorHex, {
+    addr: { ip: '2001:db8::7', port: 4242 }, session: rich, seq: 72, regTick: w.table.nowTick(), expTick: w.table.expiryTick(600_000),
+    netMode: 3, visibility: 1, reachable: true, nickname: 'zoë',
+    extra: { mediaId: 'game', localAddrs: [{ ip: '192.168.1.2', port: 9 }], community: { x: true }, allow: ['00ff'], presence: { lookingForPartner: true, status: 'hi' } },
+  });
   let plain = '';
   for (let i = 0; i < n; i++) {
     const s = session(w);
     s.window.accept(1);
-    const p = new Registration({ ip: `10.0.${i >> 8}.${i & 255}`, port: 1000 + i }, s, 1, w.table.nowTick(), w.table.expiryTick(300_000));
-    w.table.set(s.locatorHex, p);
+    w.table.set(s.locatorHex, { addr: { ip: `10.0.${i >> 8}.${i & 255}`, port: 1000 + i }, session: s, seq: 1, regTick: w.table.nowTick(), expTick: w.table.expiryTick(300_000) });
     plain = s.locatorHex;
   }
   const lone = session(w);

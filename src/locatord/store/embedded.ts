@@ -1,4 +1,4 @@
-// The embedded backend of the locator store: the in-process registration table (lru-cache),
+// The embedded backend of the locator store: the in-process registration table (table.ts),
 // the session LRU and the SQLite group database. One instance owns its state. Every operation
 // answers synchronously (no promise per request: store/maybe.ts), and reads and writes happen
 // in one turn of the event loop, so updatePresence is atomic as it is.
@@ -8,8 +8,8 @@ import { rawKey } from '../../wire/session.js';
 import type { GroupStore } from '../groups.js';
 import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
-import type { RegistrationTable } from '../table.js';
-import { Registration } from '../table.js';
+import type { Registration, RegistrationTable } from '../table.js';
+import { packIp } from '../table.js';
 import { MemorySearchIndex } from '../search-index.js';
 import { MemoryWatches } from '../watches.js';
 import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, ServedStore, StoredSession } from './types.js';
@@ -32,7 +32,8 @@ export class EmbeddedStore implements ServedStore {
   }
 
   /** Every field set (undefined when absent): one object shape for the hot path's property reads. */
-  private toPresence(r: Registration): Presence {
+  private toPresence(slot: number): Presence {
+    const r = this.table.view(slot);
     return {
       addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: r.session?.sidHex ?? '', seq: r.seq,
       regMs: this.table.tickToMs(r.regTick), expMs: this.table.tickToMs(r.expTick),
@@ -41,8 +42,8 @@ export class EmbeddedStore implements ServedStore {
   }
 
   getPresence(idHex: string): Presence | undefined {
-    const r = this.table.get(idHex);
-    return r ? this.toPresence(r) : undefined;
+    const s = this.table.find(idHex);
+    return s < 0 ? undefined : this.toPresence(s);
   }
 
   getPresences(idHexes: readonly string[]): (Presence | undefined)[] {
@@ -60,8 +61,8 @@ export class EmbeddedStore implements ServedStore {
   }
 
   updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): T {
-    const r = this.table.get(idHex);
-    const d = change(r ? this.toPresence(r) : undefined);
+    const s = this.table.find(idHex);
+    const d = change(s < 0 ? undefined : this.toPresence(s));
     if (d.remove) this.deletePresence(idHex);
     else if (d.put) this.putPresence(idHex, d.put, session);
     return d.result;
@@ -114,23 +115,24 @@ export class EmbeddedStore implements ServedStore {
  * (store/shared.ts).
  */
 export function mirrorPresence(t: RegistrationTable, idHex: string, p: Presence, session: ServerSession | undefined): Registration {
-  let r = t.touch(idHex);
+  const r = t.touch(idHex);
   if (!r) {
-    r = new Registration(p.addr, session, p.seq, t.msToTick(p.regMs), t.msToTick(p.expMs));
-  } else {
-    r.setAddress(p.addr);
-    r.session = session;
-    r.seq = p.seq;
-    // renew() re-files the record in the sweep schedule at its new times.
-    t.renew(r, p.expMs - t.now());
-    r.regTick = t.msToTick(p.regMs);
+    return t.set(idHex, {
+      ip: packIp(p.addr.ip), port: p.addr.port, session, seq: p.seq, regTick: t.msToTick(p.regMs), expTick: t.msToTick(p.expMs),
+      netMode: p.netMode, visibility: p.visibility, nickname: p.nickname, extra: p.extra, reachable: p.reachable === true,
+    });
   }
+  r.setAddress(p.addr);
+  r.session = session;
+  r.seq = p.seq;
+  // renew() re-files the record in the sweep schedule at its new times.
+  t.renew(r, p.expMs - t.now());
+  r.regTick = t.msToTick(p.regMs);
   r.netMode = p.netMode;
   r.visibility = p.visibility;
   r.nickname = p.nickname;
   r.extra = p.extra;
   r.reachable = p.reachable === true;
-  if (r.key === '') t.set(idHex, r);
   return r;
 }
 

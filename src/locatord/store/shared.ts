@@ -201,12 +201,15 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
     this.trimSearch();
     const { expired, probes } = this.schedule.sweep(maxProbes);
     if (probes.length === 0) return { expired, due: [] };
-    const current = await this.redis.getPresences(probes.map((r) => r.key));
+    // Keys and sessions read now: a view of the schedule is void once its slot is reused.
+    const keys = probes.map((r) => r.key);
+    const sessions = probes.map((r) => r.session);
+    const current = await this.redis.getPresences(keys);
     const due: DueProbe[] = [];
-    probes.forEach((local, i) => {
+    keys.forEach((key, i) => {
       const p = current[i];
-      const s = local.session;
-      if (!p || !s || p.sidHex !== s.sidHex || p.inst !== this.instanceId) this.schedule.delete(local.key);
+      const s = sessions[i];
+      if (!p || !s || p.sidHex !== s.sidHex || p.inst !== this.instanceId) this.schedule.delete(key);
       else due.push({ session: s, addr: p.addr });
     });
     return { expired, due };
