@@ -178,10 +178,23 @@ t.test('redis backend: the shared replay window is ReplayWindow, one atomic step
   const sid2 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
   const both = await Promise.all([a.claimSeq(sid2, 1, 60_000, '192.0.2.1|1'), b.claimSeq(sid2, 1, 60_000, '192.0.2.2|2')]);
   t.same(both.filter((v) => v === 'ok').length, 1, 'one of two concurrent claims wins');
-  const k = `dl:rw:{${sid.locatorHex}}:${sid.sidHex}`;
+  const k = `dl:rs:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
   const ttl = (await a.client.call(['PTTL', k], k)) as number;
   t.ok(ttl > 0 && ttl <= 60_000, 'the window expires with the session');
-  t.equal(await a.client.call(['EXISTS', `dl:rw:{${sid2.locatorHex}}:${sid2.sidHex}`]), 1, "each session its own window, in its terminal's slot");
+  t.equal(await a.client.call(['EXISTS', `dl:rs:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`]), 1, "each session its own window, in its terminal's slot");
+  // Compact (issue 16): the highest number and a 2-byte fingerprint per slot, whatever was taken.
+  t.equal(await a.client.call(['STRLEN', k], k), 8 + 2 * 64, 'one 136-byte string per window');
+  // A window that slid by less than its width keeps what it still covers and forgets the rest.
+  const sid3 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
+  for (let seq = 1; seq <= 64; seq++) t.equal(await a.claimSeq(sid3, seq, 60_000, src), 'ok');
+  t.equal(await b.claimSeq(sid3, 100, 60_000, src), 'ok', 'slides by 36');
+  t.equal(await b.claimSeq(sid3, 37, 60_000, src), 'elsewhere', '37..64 still in the window, taken');
+  t.equal(await b.claimSeq(sid3, 64, 60_000, '192.0.2.9|1'), 'replay');
+  t.equal(await b.claimSeq(sid3, 36, 60_000, src), 'old');
+  for (const seq of [65, 80, 99]) t.equal(await b.claimSeq(sid3, seq, 60_000, src), 'ok', `${seq}: passed over by the slide, never taken`);
+  t.equal(await a.claimSeq(sid3, 99, 60_000, src), 'elsewhere');
+  t.equal(await b.claimSeq(sid3, 100 + 64, 60_000, src), 'ok', 'a slide of the whole width');
+  t.equal(await b.claimSeq(sid3, 101, 60_000, src), 'ok', 'forgets everything before');
 });
 
 t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer write wins)', { skip: noRedis }, async (t) => {
