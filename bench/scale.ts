@@ -166,7 +166,7 @@ export async function benchScale(o: ThroughputOptions & { redisEntries?: number 
 
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
   const seconds = Number(process.env['SECONDS_PER_RUN'] ?? 5);
-  const run = process.env['BENCH_REDIS_ONLY'] ? benchRedisStore({ seconds, entries: Number(process.env['BENCH_REDIS_ENTRIES'] ?? 100_000) }) : benchScale({ seconds });
+  const run = process.env['BENCH_REDIS_ONLY'] ? benchRedisStore({ seconds, entries: Number(process.env['BENCH_REDIS_ENTRIES'] ?? 100_000), sessionsPerWorker: Number(process.env['BENCH_SESSIONS'] ?? 500) }) : benchScale({ seconds });
   run.then((r) => process.stdout.write(`${JSON.stringify(r, null, 2)}\n`), (e: Error) => {
     process.stderr.write(`${e.stack}\n`);
     process.exit(1);

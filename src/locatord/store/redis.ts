@@ -88,12 +88,18 @@ export interface RedisStoreOptions extends RedisClientOptions {
   onRejected?: (kind: RejectedRecord, key: string) => void;
   /** Stamped on every presence record this store writes (Presence.inst). */
   instanceId?: string;
+  /** Presence values remembered to skip an update's GET (see RedisStore.lastValue); default 0 (none). */
+  presenceCacheEntries?: number;
   now?: () => number;
 }
 
-/** KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms. */
+/**
+ * KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms.
+ * 1 when done; otherwise what the key holds instead (0 = absent), so that the caller decides
+ * again without a GET.
+ */
 const CAS_PRESENCE = new LuaScript(`local cur = redis.call('GET', KEYS[1])
-if (cur or '') ~= ARGV[1] then return 0 end
+if (cur or '') ~= ARGV[1] then return cur or 0 end
 if ARGV[2] == 'del' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 return 1`);
 
@@ -209,6 +215,16 @@ export class RedisStore implements LocatorStore {
   readonly instanceId: string | undefined;
   /** Compare-and-set conflicts (another instance changed the record in between): retried. */
   casConflicts = 0;
+  /**
+   * The value this instance last wrote or read for update, per terminal (at most
+   * `presenceCacheEntries`, oldest out first): an update sends its compare-and-set with it as the
+   * expected value, without a GET first (a REFRESH is then the claim and one script). A guess
+   * that is wrong (another instance wrote since, or the record expired) costs no extra round
+   * trip: the script answers with the current value. Trusted only as a guess: what is served is
+   * what Redis holds, verified.
+   */
+  private readonly lastValue = new Map<string, Buffer>();
+  private readonly lastValueMax: number;
 
   constructor(o: RedisStoreOptions) {
     this.client = new RedisClient(o);
@@ -221,6 +237,7 @@ export class RedisStore implements LocatorStore {
     if (this.recordKey.length !== 32) throw new Error('recordKey must be 32 bytes');
     this.onRejected = o.onRejected ?? (() => undefined);
     this.instanceId = o.instanceId;
+    this.lastValueMax = o.presenceCacheEntries ?? 0;
     this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now, this.recordKey, this.onRejected);
     this.watches = new RedisWatches(this.client, this.prefix, this.recordKey, this.onRejected);
     this.search = new RedisSearch(this.client, this.prefix, this.now);
@@ -279,26 +296,52 @@ export class RedisStore implements LocatorStore {
   async putPresence(idHex: string, p: Presence): Promise<void> {
     const k = this.presenceKey(idHex);
     const ttl = Math.max(1, p.expMs - this.now());
-    await this.client.call(['SET', k, this.encode(idHex, p), 'PX', ttl], k);
+    const v = this.encode(idHex, p);
+    await this.client.call(['SET', k, v, 'PX', ttl], k);
+    this.remember(idHex, v);
     await this.search.index(idHex, undefined, p);
+  }
+
+  private remember(idHex: string, v: Buffer | undefined): void {
+    if (this.lastValueMax <= 0) return;
+    this.lastValue.delete(idHex);
+    if (v === undefined) return;
+    if (this.lastValue.size >= this.lastValueMax) this.lastValue.delete(this.lastValue.keys().next().value!);
+    this.lastValue.set(idHex, v);
   }
 
   async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T> {
     const k = this.presenceKey(idHex);
+    // The value to decide on: remembered (a guess), else read.
+    let raw = this.lastValue.get(idHex);
+    let guessed = raw !== undefined;
+    if (!guessed) raw = asBuf(await this.client.call(['GET', k], k));
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-      const raw = asBuf(await this.client.call(['GET', k], k));
       const cur = raw ? this.live(this.decode(idHex, raw)) : undefined;
       const d = change(cur);
-      if (!d.put && !d.remove) return d.result;
-      if (d.remove && !raw) return d.result;
-      const args = d.remove
-        ? [raw ?? '', 'del', '', 0]
-        : [raw ?? '', 'set', this.encode(idHex, d.put!), Math.max(1, d.put!.expMs - this.now())];
-      if ((await this.client.eval(CAS_PRESENCE, k, args)) === 1) {
+      if (!d.put && !d.remove) {
+        if (!guessed) return d.result;
+        // Nothing to write, on a guess: decide on what Redis holds.
+        raw = asBuf(await this.client.call(['GET', k], k));
+        this.remember(idHex, raw);
+        guessed = false;
+        attempt--;
+        continue;
+      }
+      if (d.remove && !raw && !guessed) return d.result;
+      const value = d.remove ? undefined : this.encode(idHex, d.put!);
+      const args = value === undefined ? [raw ?? '', 'del', '', 0] : [raw ?? '', 'set', value, Math.max(1, d.put!.expMs - this.now())];
+      const r = await this.client.eval(CAS_PRESENCE, k, args);
+      if (r === 1) {
+        this.remember(idHex, value);
         await this.search.index(idHex, cur, d.remove ? undefined : d.put);
         return d.result;
       }
-      this.casConflicts++;
+      // Changed since (or the guess was stale): decide again on what the script found.
+      if (!guessed) this.casConflicts++;
+      guessed = false;
+      raw = asBuf(r);
+      this.remember(idHex, raw);
     }
     throw new RedisUnavailable(`presence ${idHex}: changed concurrently ${CAS_ATTEMPTS} times`, 100);
   }
@@ -310,6 +353,7 @@ export class RedisStore implements LocatorStore {
   async deletePresence(idHex: string): Promise<boolean> {
     const k = this.presenceKey(idHex);
     const raw = asBuf(await this.client.call(['GETDEL', k], k));
+    this.remember(idHex, undefined);
     if (raw) await this.search.index(idHex, this.decode(idHex, raw), undefined);
     return raw !== undefined;
   }
