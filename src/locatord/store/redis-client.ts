@@ -178,10 +178,10 @@ export class RedisClient {
       keepAlive: 5000,
       noDelay: true,
       maxRetriesPerRequest: 1,
-      // Commands are written as they come and pipelined on the connection (no waiting for
-      // replies). Not enableAutoPipelining: it costs more client CPU per request than it saves
-      // (measured: tools/redis-clients.ts, README "Scaling out").
-      enableAutoPipelining: process.env['DEVLOC_AP'] === '1',
+      // Commands are pipelined on the connection (no waiting for replies), each turn's in one
+      // write (batchTurn). Not enableAutoPipelining: it costs more client CPU per request than
+      // it saves (measured: tools/redis-clients.ts, README "Scaling out").
+      enableAutoPipelining: false,
       disableClientInfo: true,
     };
   }
@@ -201,7 +201,7 @@ export class RedisClient {
         slotsRefreshTimeout: Math.max(500, this.timeoutMs),
         ...(this.o.slotsRefreshMs !== 0 ? { slotsRefreshInterval: this.o.slotsRefreshMs ?? 1000 } : {}),
         clusterRetryStrategy: retry,
-        enableAutoPipelining: process.env['DEVLOC_AP'] === '1',
+        enableAutoPipelining: false,
         ...(subscriber ? { shardedSubscribers: true, shardedSubscriberHealthCheckInterval: Math.max(1000, base.socketTimeout ?? 1000) } : {}),
         redisOptions: base,
       };
@@ -266,7 +266,7 @@ export class RedisClient {
     if (!this.everUp) return this.ready(this.timeoutMs).then(() => this.call(args), (e: unknown) => Promise.reject(this.classify(e)));
     const [cmd, ...rest] = args;
     this.sent++;
-    if (!this.corked && process.env['DEVLOC_CORK'] !== '0') this.batchTurn();
+    if (!this.corked) this.batchTurn();
     return new Promise<RedisReply>((resolve, reject) => {
       const d: Deadline = { reject, at: Date.now() + this.timeoutMs };
       this.deadlines.add(d);

@@ -134,8 +134,8 @@ export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'memb
  * Sequence numbers stay below 2^53, exact in Lua's doubles (and % 64 is exact on them). A slot
  * holds only a number of the window (highest - size, highest]: moving the highest up clears the
  * slots of the numbers it passes over. The expiry is set when the window is created (a
- * session's lifetime is fixed by its ticket). ~190 bytes of Redis per session, where a hash of
- * decimal strings took ~2.2 KB once full.
+ * session's lifetime is fixed by its ticket). ~320 bytes of Redis per session, key included,
+ * where a hash of decimal strings took ~2.2 KB once full.
  */
 const CLAIM_SEQ = new LuaScript(`local seq = tonumber(ARGV[1])
 local w = tonumber(ARGV[2])
