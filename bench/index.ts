@@ -168,6 +168,27 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
       },
     },
     {
+      name: 'redis',
+      doc: 'the Redis store (issue 16 item 5): REFRESH and QUERY_ADDR per locatord CPU-second, one process embedded and one on Redis in the same run; Redis memory per terminal at 100k terminals (presence, sealed session, full replay window; skipped without redis-server)',
+      run: async (ctx) => {
+        const s = 'redis';
+        const skipped = redisMissing(ctx, s);
+        if (skipped) return skipped;
+        const { benchRedisStore } = await import('./scale.js');
+        const r = await benchRedisStore({ seconds: Math.max(1, ctx.seconds / 2), sessionsPerWorker: 500, entries: 100_000 });
+        const rows: BenchResult[] = [];
+        for (const [label, x] of [['embedded', r.embedded], ['on Redis', r.redis]] as const) {
+          rows.push({ section: s, name: `REFRESH per locatord CPU-second, ${label}`, value: x.refreshPerCpuS, unit: 'req/CPU-s', extra: { refreshPerS: x.refreshPerS, lost: x.lost } });
+          rows.push({ section: s, name: `QUERY_ADDR per locatord CPU-second, ${label}`, value: x.queryPerCpuS, unit: 'req/CPU-s', extra: { queryPerS: x.queryPerS } });
+        }
+        rows.push({ section: s, name: 'REFRESH per CPU-second, Redis / embedded', value: r.refreshPerCpuRatio, unit: 'x' });
+        const m = r.memory;
+        rows.push({ section: s, name: `Redis memory per terminal: presence record (${r.entries} terminals)`, value: m.bytes, unit: 'B', extra: { valueBytes: m.valueBytes } });
+        rows.push({ section: s, name: 'Redis memory per terminal: presence + session + full replay window', value: m.terminalBytes, unit: 'B', extra: { sessionBytes: m.sessionBytes, windowBytes: m.windowBytes, windowTerminals: m.windowTerminals } });
+        return rows;
+      },
+    },
+    {
       name: 'register',
       doc: 'first REGISTERs (ticket + X25519) at devloc-locatord --workers <cores> on Redis beside the crypto ceiling (Ed25519 verify + X25519; skipped without redis-server)',
       run: async (ctx) => {

@@ -15,6 +15,7 @@ import { startDaemon } from '../src/common/spawn.js';
 import type { Address } from '../src/wire/addr.js';
 import type { KeyFile } from '../src/wire/keys.js';
 import { generatePair, keyFileToJson, newKid, publicOf, publicToJson } from '../src/wire/keys.js';
+import { processTree, treeCpuS } from './cpu.js';
 import type { RunResult, WorkerCommand } from './locatord-worker.js';
 
 // Compiled (build/bench/*.js) or run from source through tsx (bench/*.ts).
@@ -79,6 +80,9 @@ export interface ThroughputResult {
   /** locatord / echo. */
   refreshRatio: number;
   queryRatio: number;
+  /** REFRESHes answered per CPU-second of locatord (its whole process tree: workers included). */
+  refreshPerCpuS: number;
+  queryPerCpuS: number;
   lost: number;
 }
 
@@ -147,8 +151,17 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
     await Promise.all(gens.map((g) => g.ask(setup(sessionsPerWorker))));
     const all = (m: WorkerCommand): Promise<RunResult[]> => Promise.all(gens.map((g) => g.ask<RunResult>(m)));
     const reg = await all({ cmd: 'register', window });
-    const refresh = await all({ cmd: 'run', kind: 'REFRESH', seconds, window, idsPerQuery });
-    const query = await all({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery });
+    const tree = processTree(loc.proc.pid!);
+    // Answers per CPU-second of locatord over the same run: a ratio that holds when the cores are shared.
+    const perCpuS = async (m: WorkerCommand): Promise<[RunResult[], number]> => {
+      const c0 = treeCpuS(tree);
+      const rs = await all(m);
+      const c1 = treeCpuS(tree);
+      const answered = rs.reduce((a, r) => a + r.answered, 0);
+      return [rs, c0 !== null && c1 !== null && c1 > c0 ? Math.round(answered / (c1 - c0)) : 0];
+    };
+    const [refresh, refreshPerCpuS] = await perCpuS({ cmd: 'run', kind: 'REFRESH', seconds, window, idsPerQuery });
+    const [query, queryPerCpuS] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery });
     const echoTarget = { ip: '127.0.0.1', port: echoPort };
     const echoRefresh = await all({ cmd: 'run', kind: 'REFRESH', target: echoTarget, seconds, window, idsPerQuery });
     const echoQuery = await all({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery });
@@ -163,6 +176,7 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
       echoRefreshSizedPerS, echoQuerySizedPerS,
       refreshRatio: Math.round((refreshPerS / echoRefreshSizedPerS) * 100) / 100,
       queryRatio: Math.round((queryPerS / echoQuerySizedPerS) * 100) / 100,
+      refreshPerCpuS, queryPerCpuS,
       lost: [...reg, ...refresh, ...query].reduce((a, r) => a + r.lost, 0),
     };
   } finally {

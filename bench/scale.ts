@@ -48,7 +48,7 @@ async function withRedis<T>(fn: (url: string) => Promise<T>): Promise<T> {
 }
 
 export interface ScaleBenchResult {
-  embedded: Pick<ThroughputResult, 'refreshPerS' | 'queryPerS' | 'refreshRatio' | 'queryRatio' | 'lost'>;
+  embedded: Pick<ThroughputResult, 'refreshPerS' | 'queryPerS' | 'refreshRatio' | 'queryRatio' | 'refreshPerCpuS' | 'queryPerCpuS' | 'lost'>;
   redis1: ScaleBenchResult['embedded'];
   redis2: ScaleBenchResult['embedded'];
   echoRefreshSizedPerS: number;
@@ -60,34 +60,92 @@ export interface ScaleBenchResult {
 }
 
 const pick = (r: ThroughputResult): ScaleBenchResult['embedded'] =>
-  ({ refreshPerS: r.refreshPerS, queryPerS: r.queryPerS, refreshRatio: r.refreshRatio, queryRatio: r.queryRatio, lost: r.lost });
+  ({ refreshPerS: r.refreshPerS, queryPerS: r.queryPerS, refreshRatio: r.refreshRatio, queryRatio: r.queryRatio, refreshPerCpuS: r.refreshPerCpuS, queryPerCpuS: r.queryPerCpuS, lost: r.lost });
 
-/** Redis bytes per registration: `entries` typical records (IPv4, nickname, no extras). */
-export async function redisBytesPerTerminal(url: string, entries: number): Promise<{ bytes: number; valueBytes: number }> {
+/** Redis bytes per registered terminal (INFO used_memory deltas over `entries` terminals). */
+export interface RedisMemoryResult {
+  /** Presence record alone (what earlier runs reported as "per terminal"). */
+  bytes: number;
+  /** Its session, sealed. */
+  sessionBytes: number;
+  /** Its shared replay window once full (REPLAY_WINDOW datagrams taken), over the first `windowTerminals`. */
+  windowBytes: number;
+  windowTerminals: number;
+  /** The three together: what a registered terminal that keeps refreshing costs Redis. */
+  terminalBytes: number;
+  valueBytes: number;
+}
+
+/** Redis bytes per registration: `entries` typical records (IPv4, nickname, no extras), their sessions and full replay windows. */
+export async function redisBytesPerTerminal(url: string, entries: number): Promise<RedisMemoryResult> {
   const u = new URL(url);
   const store = new RedisStore({ nodes: [{ host: u.hostname, port: Number(u.port) }], sessionSealKey: randomBytes(32), instanceId: randomBytes(8).toString('hex'), limits: { maxMembers: 256, maxGroupsPerTerminal: 32 }, maxPending: 100_000, timeoutMs: 10_000, prefix: 'mem:' });
   try {
-    const before = await store.usedMemory();
     const now = Date.now();
     const { encodePresence } = await import('../src/locatord/store/codec.js');
-    let valueBytes = 0;
-    for (let i = 0; i < entries; i += 5000) {
-      const batch: Promise<void>[] = [];
-      for (let j = i; j < Math.min(entries, i + 5000); j++) {
-        const p: Presence = {
-          addr: { ip: `198.51.${(j >> 8) & 255}.${j & 255}`, port: 40000 + (j % 20000) }, netMode: 2, visibility: 0,
-          sidHex: randomBytes(16).toString('hex'), seq: 1 + (j % 1000), regMs: now, expMs: now + 3_600_000, nickname: `terminal-${j}`,
-        };
-        if (j === 0) valueBytes = encodePresence({ ...p, inst: store.instanceId }).length;
-        batch.push(store.putPresence(randomBytes(16).toString('hex'), p));
+    const { REPLAY_WINDOW } = await import('../src/wire/constants.js');
+    const ids = Array.from({ length: entries }, () => randomBytes(16).toString('hex'));
+    const sids = Array.from({ length: entries }, () => randomBytes(16).toString('hex'));
+    const each = async (f: (j: number) => Promise<unknown>, n = entries): Promise<number> => {
+      for (let i = 0; i < n; i += 5000) {
+        const batch: Promise<unknown>[] = [];
+        for (let j = i; j < Math.min(n, i + 5000); j++) batch.push(f(j));
+        await Promise.all(batch);
       }
-      await Promise.all(batch);
-    }
-    const after = await store.usedMemory();
-    return { bytes: Math.round((after - before) / entries), valueBytes };
+      return store.usedMemory();
+    };
+    let valueBytes = 0;
+    const m0 = await store.usedMemory();
+    const m1 = await each((j) => {
+      const p: Presence = {
+        addr: { ip: `198.51.${(j >> 8) & 255}.${j & 255}`, port: 40000 + (j % 20000) }, netMode: 2, visibility: 0,
+        sidHex: sids[j]!, seq: 1 + (j % 1000), regMs: now, expMs: now + 3_600_000, nickname: `terminal-${j}`,
+      };
+      if (j === 0) valueBytes = encodePresence({ ...p, inst: store.instanceId }).length;
+      return store.putPresence(ids[j]!, p);
+    });
+    const exp = Math.floor(now / 1000) + 86_400;
+    const m2 = await each((j) => store.saveSession({ sidHex: sids[j]!, locatorHex: ids[j]!, aud: 'locator', exp, kid: 'bench', t2s: randomBytes(32), s2t: randomBytes(32) }));
+    // A terminal refreshing for an hour or more has had a whole window of datagrams taken
+    // (measured over 10k terminals: 64 claims each, one after the other, take a while).
+    const windowTerminals = Math.min(entries, 10_000);
+    const m3 = await each(async (j) => {
+      const owner = { locatorHex: ids[j]!, sidHex: sids[j]! };
+      for (let seq = 1; seq <= REPLAY_WINDOW; seq++) await store.claimSeq(owner, seq, 86_400_000, `198.51.${(j >> 8) & 255}.${j & 255}|${40000 + (j % 20000)}`);
+    }, windowTerminals);
+    const per = (a: number, b: number): number => Math.round((b - a) / entries);
+    const bytes = per(m0, m1);
+    const sessionBytes = per(m1, m2);
+    const windowBytes = Math.round((m3 - m2) / windowTerminals);
+    return { bytes, sessionBytes, windowBytes, windowTerminals, terminalBytes: bytes + sessionBytes + windowBytes, valueBytes };
   } finally {
     await store.close();
   }
+}
+
+export interface RedisRefreshResult {
+  embedded: ScaleBenchResult['embedded'];
+  redis: ScaleBenchResult['embedded'];
+  /** REFRESH per locatord CPU-second on Redis / embedded, same run. */
+  refreshPerCpuRatio: number;
+  memory: RedisMemoryResult;
+  entries: number;
+}
+
+/**
+ * Issue 16 item 5: REFRESH per CPU-second of one locatord, embedded and on Redis in the same
+ * run (one process each: the figure per locatord core), and Redis memory per terminal over
+ * `entries` terminals (presence, session, full replay window).
+ */
+export async function benchRedisStore(o: ThroughputOptions & { entries?: number } = {}): Promise<RedisRefreshResult> {
+  const entries = o.entries ?? 100_000;
+  const embedded = await benchLocatordThroughput(o);
+  return withRedis(async (url) => {
+    const redis = await benchLocatordThroughput({ ...o, extraArgs: ['--store', 'redis', '--redis-url', url, '--redis-max-pending', '100000'] });
+    const memory = await redisBytesPerTerminal(url, entries);
+    const ratio = embedded.refreshPerCpuS > 0 ? Math.round((redis.refreshPerCpuS / embedded.refreshPerCpuS) * 100) / 100 : 0;
+    return { embedded: pick(embedded), redis: pick(redis), refreshPerCpuRatio: ratio, memory, entries };
+  });
 }
 
 export async function benchScale(o: ThroughputOptions & { redisEntries?: number } = {}): Promise<ScaleBenchResult> {
@@ -108,7 +166,8 @@ export async function benchScale(o: ThroughputOptions & { redisEntries?: number 
 
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
   const seconds = Number(process.env['SECONDS_PER_RUN'] ?? 5);
-  benchScale({ seconds }).then((r) => process.stdout.write(`${JSON.stringify(r, null, 2)}\n`), (e: Error) => {
+  const run = process.env['BENCH_REDIS_ONLY'] ? benchRedisStore({ seconds, entries: Number(process.env['BENCH_REDIS_ENTRIES'] ?? 100_000), sessionsPerWorker: Number(process.env['BENCH_SESSIONS'] ?? 500) }) : benchScale({ seconds });
+  run.then((r) => process.stdout.write(`${JSON.stringify(r, null, 2)}\n`), (e: Error) => {
     process.stderr.write(`${e.stack}\n`);
     process.exit(1);
   });

@@ -11,7 +11,7 @@ import { RegistrationTable } from '../../src/locatord/table.js';
 import { EmbeddedStore } from '../../src/locatord/store/embedded.js';
 import { RedisStore } from '../../src/locatord/store/redis.js';
 import { keySlot, parseRedisUrl, RedisClient, RedisUnavailable } from '../../src/locatord/store/redis-client.js';
-import type { LocatorStore, Presence } from '../../src/locatord/store/types.js';
+import type { LocatorStore, Presence, PresenceChange } from '../../src/locatord/store/types.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import { generatePair, privateKeyObject } from '../../src/wire/keys.js';
 import { startRedis } from './fixtures/redis-server.js';
@@ -178,10 +178,23 @@ t.test('redis backend: the shared replay window is ReplayWindow, one atomic step
   const sid2 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
   const both = await Promise.all([a.claimSeq(sid2, 1, 60_000, '192.0.2.1|1'), b.claimSeq(sid2, 1, 60_000, '192.0.2.2|2')]);
   t.same(both.filter((v) => v === 'ok').length, 1, 'one of two concurrent claims wins');
-  const k = `dl:rw:{${sid.locatorHex}}:${sid.sidHex}`;
+  const k = `dl:rs:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
   const ttl = (await a.client.call(['PTTL', k], k)) as number;
   t.ok(ttl > 0 && ttl <= 60_000, 'the window expires with the session');
-  t.equal(await a.client.call(['EXISTS', `dl:rw:{${sid2.locatorHex}}:${sid2.sidHex}`]), 1, "each session its own window, in its terminal's slot");
+  t.equal(await a.client.call(['EXISTS', `dl:rs:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`]), 1, "each session its own window, in its terminal's slot");
+  // Compact (issue 16): the highest number and a 2-byte fingerprint per slot, whatever was taken.
+  t.equal(await a.client.call(['STRLEN', k], k), 8 + 2 * 64, 'one 136-byte string per window');
+  // A window that slid by less than its width keeps what it still covers and forgets the rest.
+  const sid3 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
+  for (let seq = 1; seq <= 64; seq++) t.equal(await a.claimSeq(sid3, seq, 60_000, src), 'ok');
+  t.equal(await b.claimSeq(sid3, 100, 60_000, src), 'ok', 'slides by 36');
+  t.equal(await b.claimSeq(sid3, 37, 60_000, src), 'elsewhere', '37..64 still in the window, taken');
+  t.equal(await b.claimSeq(sid3, 64, 60_000, '192.0.2.9|1'), 'replay');
+  t.equal(await b.claimSeq(sid3, 36, 60_000, src), 'old');
+  for (const seq of [65, 80, 99]) t.equal(await b.claimSeq(sid3, seq, 60_000, src), 'ok', `${seq}: passed over by the slide, never taken`);
+  t.equal(await a.claimSeq(sid3, 99, 60_000, src), 'elsewhere');
+  t.equal(await b.claimSeq(sid3, 100 + 64, 60_000, src), 'ok', 'a slide of the whole width');
+  t.equal(await b.claimSeq(sid3, 101, 60_000, src), 'ok', 'forgets everything before');
 });
 
 t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer write wins)', { skip: noRedis }, async (t) => {
@@ -228,6 +241,54 @@ t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer w
   await a.client.call(['SCRIPT', 'FLUSH']);
   t.equal(await a.updatePresence(id, () => ({ result: 'ok', put: at(20, 4000) })), 'ok');
   t.equal((await b.getPresence(id))?.seq, 20);
+});
+
+t.test('redis backend: an update on the remembered value skips the GET, and a stale one decides again on what Redis holds', { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const url = parseRedisUrl(redis.url);
+  const sealKey = randomBytes(32);
+  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey, instanceId: 'aaaaaaaaaaaaaaaa', presenceCacheEntries: 2 });
+  const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey, instanceId: 'bbbbbbbbbbbbbbbb' });
+  t.teardown(() => { void a.close(); void b.close(); });
+  // GETs A sends (Redis's commandstats would also count the scripts' own GETs).
+  let getsSent = 0;
+  const callOrig = a.client.call.bind(a.client);
+  a.client.call = (args, key) => {
+    if (args[0] === 'GET') getsSent++;
+    return callOrig(args, key);
+  };
+  const gets = async (): Promise<number> => getsSent;
+  const id = randomBytes(16).toString('hex');
+  const sid = randomBytes(16).toString('hex');
+  const now = Date.now();
+  const at = (seq: number, port: number): Presence => ({ addr: { ip: '198.51.100.1', port }, netMode: 0, visibility: 0, sidHex: sid, seq, regMs: now, expMs: now + 60_000 });
+  const renew = (seq: number, port: number) => (cur: Presence | undefined): PresenceChange<number | undefined> =>
+    (cur && cur.seq >= seq ? { result: cur.seq } : { result: cur?.seq, put: at(seq, port) });
+  await a.putPresence(id, at(1, 1000));
+  const g0 = await gets();
+  t.equal(await a.updatePresence(id, renew(2, 1000)), 1, 'decided on the value it wrote');
+  t.equal(await a.updatePresence(id, renew(3, 1000)), 2);
+  t.equal(await gets(), g0, 'no GET: the script was sent with the remembered value');
+  // Another instance writes meanwhile: A's guess is stale, the script answers with B's record.
+  await b.putPresence(id, at(12, 3000));
+  const seen: (number | undefined)[] = [];
+  t.equal(await a.updatePresence(id, (cur) => { seen.push(cur?.seq); return renew(4, 1000)(cur); }), 12);
+  t.same(seen, [3, 12], 'decided again on the current record');
+  t.equal(a.casConflicts, 0, 'a stale guess is not a conflict');
+  t.equal((await b.getPresence(id))?.seq, 12, "B's newer record stands");
+  t.equal(await gets(), g0, 'the script answered with the current record: no GET either');
+  // Nothing to write on a guess (here: B's record, remembered from that answer): checked with a GET.
+  t.equal(await a.updatePresence(id, renew(5, 1000)), 12);
+  t.equal(await gets(), g0 + 1, 'one GET');
+  // The record expired or was deleted elsewhere: decided on absence.
+  await b.deletePresence(id);
+  t.equal(await a.updatePresence(id, renew(13, 1000)), undefined, 'the guess found gone');
+  t.equal((await b.getPresence(id))?.seq, 13);
+  // Bounded: the oldest remembered leaves first.
+  for (let i = 0; i < 3; i++) await a.putPresence(randomBytes(16).toString('hex'), at(1, 1000));
+  const g1 = await gets();
+  await a.updatePresence(id, renew(14, 1000));
+  t.equal(await gets(), g1 + 1, 'forgotten beyond presenceCacheEntries: read first');
 });
 
 t.test('client: fails fast when down, bounded in flight, a hung Redis is detected and the connection replaced, recovers', { skip: noRedis }, async (t) => {

@@ -27,10 +27,11 @@
 //                         searches or registers under it again;
 //   dl:sm                 the media hashes whose index may hold entries (set; a hash leaves it
 //                         when the sweep finds its index empty).
-//   dl:rw:{<locator hex>}:<sid hex>  the session's replay window shared by every instance (hash: "h" the
-//                         highest sequence number, "0".."63" the last one taken in each slot,
-//                         as ReplayWindow, "a0".."a63" the source it was taken for), PX = until
-//                         the ticket expires (+ skew).
+//   dl:rs:{<locator hex>}<first 16 hex of the sid>  the session's replay window shared by every
+//                         instance (a 136-byte string: the highest sequence number taken, then
+//                         per slot of the window a fingerprint of the source it was taken for;
+//                         CLAIM_SEQ), PX = until the ticket expires (+ skew). (Until issue 16 a
+//                         hash under dl:rw:, ~2.2 KB once full.)
 //
 // Records are authenticated (codec.ts recordKey, from the service key): a presence value ends
 // with a tag over the locator ID and the value; a group's metadata hash has a "mac" field over
@@ -87,12 +88,18 @@ export interface RedisStoreOptions extends RedisClientOptions {
   onRejected?: (kind: RejectedRecord, key: string) => void;
   /** Stamped on every presence record this store writes (Presence.inst). */
   instanceId?: string;
+  /** Presence values remembered to skip an update's GET (see RedisStore.lastValue); default 0 (none). */
+  presenceCacheEntries?: number;
   now?: () => number;
 }
 
-/** KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms. */
+/**
+ * KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms.
+ * 1 when done; otherwise what the key holds instead (0 = absent), so that the caller decides
+ * again without a GET.
+ */
 const CAS_PRESENCE = new LuaScript(`local cur = redis.call('GET', KEYS[1])
-if (cur or '') ~= ARGV[1] then return 0 end
+if (cur or '') ~= ARGV[1] then return cur or 0 end
 if ARGV[2] == 'del' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 return 1`);
 
@@ -117,32 +124,71 @@ return cur`);
 export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'membership' | 'watcher' | 'watch';
 
 /**
- * KEYS[1] the session's window; ARGV: sequence number (decimal), window size, PX ms, source
- * ("ip|port"). Returns 0 (taken), 1 (already taken), 2 (left of the window) or 3 (already taken
- * for this same source: a retransmission whose first copy another instance took): ReplayWindow's
- * check and accept in one step, so two instances given the same datagram cannot both take it.
- * Sequence numbers stay below 2^53, exact in Lua's doubles; each slot holds the decimal string
- * it was given ("<slot>") and the source it was taken for ("a<slot>"). The expiry is set when the
- * window is created (a session's lifetime is fixed by its ticket): two Redis calls per claim.
+ * KEYS[1] the session's window, one string: the highest sequence number taken (8-byte double,
+ * big-endian), then one 2-byte slot per number of the window (number % window size): 0 when the
+ * number is not taken, else a fingerprint of the source it was taken for (never 0). ARGV:
+ * sequence number (decimal), window size, PX ms, fingerprint of the source (2 bytes). Returns 0
+ * (taken), 1 (already taken), 2 (left of the window) or 3 (already taken for a source with this
+ * fingerprint: a retransmission whose first copy another instance took): ReplayWindow's check
+ * and accept in one step, so two instances given the same datagram cannot both take it.
+ * Sequence numbers stay below 2^53, exact in Lua's doubles (and % 64 is exact on them). A slot
+ * holds only a number of the window (highest - size, highest]: moving the highest up clears the
+ * slots of the numbers it passes over. The expiry is set when the window is created (a
+ * session's lifetime is fixed by its ticket). ~320 bytes of Redis per session, key included,
+ * where a hash of decimal strings took ~2.2 KB once full.
  */
 const CLAIM_SEQ = new LuaScript(`local seq = tonumber(ARGV[1])
 local w = tonumber(ARGV[2])
-local slot = tostring(seq % w)
-local cur = redis.call('HMGET', KEYS[1], 'h', slot, 'a' .. slot)
-local h = tonumber(cur[1] or '-1')
+local fp = ARGV[4]
+local i = 9 + (seq % w) * 2
+local v = redis.call('GET', KEYS[1])
+local h = -1
+if v then h = struct.unpack('>d', v) end
 if seq + w <= h then return 2 end
-if seq <= h and cur[2] == ARGV[1] then
-  if cur[3] == ARGV[4] then return 3 end
-  return 1
+if seq <= h then
+  local cur = string.sub(v, i, i + 1)
+  if cur == fp then return 3 end
+  if cur ~= '\0\0' then return 1 end
+  redis.call('SETRANGE', KEYS[1], i - 1, fp)
+  return 0
 end
-if seq > h then redis.call('HSET', KEYS[1], slot, ARGV[1], 'a' .. slot, ARGV[4], 'h', ARGV[1]) else redis.call('HSET', KEYS[1], slot, ARGV[1], 'a' .. slot, ARGV[4]) end
-if h < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+local slots
+if not v or seq - h >= w then slots = string.rep('\0', 2 * w) else
+  slots = string.sub(v, 9)
+  for n = h + 1, seq - 1 do
+    local j = (n % w) * 2 + 1
+    slots = string.sub(slots, 1, j - 1) .. '\0\0' .. string.sub(slots, j + 2)
+  end
+end
+slots = string.sub(slots, 1, i - 9) .. fp .. string.sub(slots, i - 6)
+if v then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'KEEPTTL') else redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', ARGV[3]) end
 return 0`);
 
 /** KEYS[1] the session's window; ARGV: sequence number, window size: untake it (a "try again" answer). */
-const RELEASE_SEQ = new LuaScript(`local slot = tostring(tonumber(ARGV[1]) % tonumber(ARGV[2]))
-if redis.call('HGET', KEYS[1], slot) == ARGV[1] then redis.call('HDEL', KEYS[1], slot, 'a' .. slot) return 1 end
-return 0`);
+const RELEASE_SEQ = new LuaScript(`local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local h = struct.unpack('>d', v)
+local seq = tonumber(ARGV[1])
+local w = tonumber(ARGV[2])
+if seq > h or seq + w <= h then return 0 end
+local i = 9 + (seq % w) * 2
+if string.sub(v, i, i + 1) == '\0\0' then return 0 end
+redis.call('SETRANGE', KEYS[1], i - 1, '\0\0')
+return 1`);
+
+/**
+ * The 2-byte fingerprint of a datagram's source ("ip|port") in the shared window (FNV-1a, folded;
+ * never 0, which marks a free slot). Two sources with one fingerprint (1 in 65,536) only turn a
+ * replay's REPLAY answer into silence (taken as a retransmission): either way it is refused.
+ */
+export function sourceFingerprint(source: string): Buffer {
+  let x = 0x811c9dc5;
+  for (let k = 0; k < source.length; k++) x = Math.imul(x ^ source.charCodeAt(k), 0x01000193);
+  const f = ((x >>> 16) ^ x) & 0xffff;
+  const b = Buffer.allocUnsafe(2);
+  b.writeUInt16BE(f === 0 ? 1 : f);
+  return b;
+}
 
 /** KEYS[1] group metadata; ARGV: owner, then field/value pairs: create only if absent, all fields at once. */
 const CREATE_GROUP = new LuaScript(`if redis.call('HSETNX', KEYS[1], 'owner', ARGV[1]) == 0 then return 0 end
@@ -169,6 +215,16 @@ export class RedisStore implements LocatorStore {
   readonly instanceId: string | undefined;
   /** Compare-and-set conflicts (another instance changed the record in between): retried. */
   casConflicts = 0;
+  /**
+   * The value this instance last wrote or read for update, per terminal (at most
+   * `presenceCacheEntries`, oldest out first): an update sends its compare-and-set with it as the
+   * expected value, without a GET first (a REFRESH is then the claim and one script). A guess
+   * that is wrong (another instance wrote since, or the record expired) costs no extra round
+   * trip: the script answers with the current value. Trusted only as a guess: what is served is
+   * what Redis holds, verified.
+   */
+  private readonly lastValue = new Map<string, Buffer>();
+  private readonly lastValueMax: number;
 
   constructor(o: RedisStoreOptions) {
     this.client = new RedisClient(o);
@@ -181,6 +237,7 @@ export class RedisStore implements LocatorStore {
     if (this.recordKey.length !== 32) throw new Error('recordKey must be 32 bytes');
     this.onRejected = o.onRejected ?? (() => undefined);
     this.instanceId = o.instanceId;
+    this.lastValueMax = o.presenceCacheEntries ?? 0;
     this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now, this.recordKey, this.onRejected);
     this.watches = new RedisWatches(this.client, this.prefix, this.recordKey, this.onRejected);
     this.search = new RedisSearch(this.client, this.prefix, this.now);
@@ -239,37 +296,66 @@ export class RedisStore implements LocatorStore {
   async putPresence(idHex: string, p: Presence): Promise<void> {
     const k = this.presenceKey(idHex);
     const ttl = Math.max(1, p.expMs - this.now());
-    await this.client.call(['SET', k, this.encode(idHex, p), 'PX', ttl], k);
+    const v = this.encode(idHex, p);
+    await this.client.call(['SET', k, v, 'PX', ttl], k);
+    this.remember(idHex, v);
     await this.search.index(idHex, undefined, p);
+  }
+
+  private remember(idHex: string, v: Buffer | undefined): void {
+    if (this.lastValueMax <= 0) return;
+    this.lastValue.delete(idHex);
+    if (v === undefined) return;
+    if (this.lastValue.size >= this.lastValueMax) this.lastValue.delete(this.lastValue.keys().next().value!);
+    this.lastValue.set(idHex, v);
   }
 
   async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T> {
     const k = this.presenceKey(idHex);
+    // The value to decide on: remembered (a guess), else read.
+    let raw = this.lastValue.get(idHex);
+    let guessed = raw !== undefined;
+    if (!guessed) raw = asBuf(await this.client.call(['GET', k], k));
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-      const raw = asBuf(await this.client.call(['GET', k], k));
       const cur = raw ? this.live(this.decode(idHex, raw)) : undefined;
       const d = change(cur);
-      if (!d.put && !d.remove) return d.result;
-      if (d.remove && !raw) return d.result;
-      const args = d.remove
-        ? [raw ?? '', 'del', '', 0]
-        : [raw ?? '', 'set', this.encode(idHex, d.put!), Math.max(1, d.put!.expMs - this.now())];
-      if ((await this.client.eval(CAS_PRESENCE, k, args)) === 1) {
+      if (!d.put && !d.remove) {
+        if (!guessed) return d.result;
+        // Nothing to write, on a guess: decide on what Redis holds.
+        raw = asBuf(await this.client.call(['GET', k], k));
+        this.remember(idHex, raw);
+        guessed = false;
+        attempt--;
+        continue;
+      }
+      if (d.remove && !raw && !guessed) return d.result;
+      const value = d.remove ? undefined : this.encode(idHex, d.put!);
+      const args = value === undefined ? [raw ?? '', 'del', '', 0] : [raw ?? '', 'set', value, Math.max(1, d.put!.expMs - this.now())];
+      const r = await this.client.eval(CAS_PRESENCE, k, args);
+      if (r === 1) {
+        this.remember(idHex, value);
         await this.search.index(idHex, cur, d.remove ? undefined : d.put);
         return d.result;
       }
-      this.casConflicts++;
+      // Changed since (or the guess was stale): decide again on what the script found.
+      if (!guessed) this.casConflicts++;
+      guessed = false;
+      raw = asBuf(r);
+      this.remember(idHex, raw);
     }
     throw new RedisUnavailable(`presence ${idHex}: changed concurrently ${CAS_ATTEMPTS} times`, 100);
   }
 
-  /** Delete (kick, revocation), and the record leaves the search index at once. */
+  /**
+   * Delete (kick, revocation), and the record leaves the search index at once. One GETDEL
+   * (Redis >= 6.2): the record removed is the one read, with no write between the two.
+   */
   async deletePresence(idHex: string): Promise<boolean> {
     const k = this.presenceKey(idHex);
-    const raw = asBuf(await this.client.call(['GET', k], k));
-    const removed = (await this.client.call(['DEL', k], k)) === 1;
+    const raw = asBuf(await this.client.call(['GETDEL', k], k));
+    this.remember(idHex, undefined);
     if (raw) await this.search.index(idHex, this.decode(idHex, raw), undefined);
-    return removed;
+    return raw !== undefined;
   }
 
   async refuse(idHex: string, r: Refused): Promise<void> {
@@ -312,13 +398,13 @@ export class RedisStore implements LocatorStore {
    * requests depend on one slot, whichever session it uses.
    */
   private windowKey(s: WindowOwner): string {
-    return `${this.prefix}rw:{${s.locatorHex}}:${s.sidHex}`;
+    return `${this.prefix}rs:{${s.locatorHex}}${s.sidHex.slice(0, 16)}`;
   }
 
   /** Take `seq` in the session's shared replay window (CLAIM_SEQ), kept `ttlMs`. */
   async claimSeq(s: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
     const k = this.windowKey(s);
-    const r = await this.client.eval(CLAIM_SEQ, k, [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), source]);
+    const r = await this.client.eval(CLAIM_SEQ, k, [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), sourceFingerprint(source)]);
     return r === 0 ? 'ok' : r === 2 ? 'old' : r === 3 ? 'elsewhere' : 'replay';
   }
 

@@ -39,6 +39,11 @@ import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, SearchB
 /** Media IDs of the search index each sweep looks at, and expired entries it removes from each (RedisSearch.trim). */
 const SEARCH_TRIM_MEDIA = 16;
 const SEARCH_TRIM_PER_MEDIA = 256;
+/**
+ * Presence values remembered so that an update skips its GET (RedisStore.lastValue): ~200 B of
+ * locatord memory each, so at most this many (~25 MiB); a terminal beyond costs the GET.
+ */
+const PRESENCE_CACHE_ENTRIES = 131_072;
 
 export interface SharedStoreOptions {
   config: RedisStoreConfig;
@@ -87,7 +92,7 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
     const now = o.now ?? Date.now;
     const l = o.limits;
     this.redis = new RedisStore({
-      ...url, ...(o.config.tlsCaFile ? { tlsCa: readFileSync(o.config.tlsCaFile) } : {}), instanceId: this.instanceId, sessionSealKey: sessionSealKey(o.serviceSecret), recordKey: recordKey(o.serviceSecret),
+      ...url, ...(o.config.tlsCaFile ? { tlsCa: readFileSync(o.config.tlsCaFile) } : {}), instanceId: this.instanceId, presenceCacheEntries: Math.min(o.maxEntries, PRESENCE_CACHE_ENTRIES), sessionSealKey: sessionSealKey(o.serviceSecret), recordKey: recordKey(o.serviceSecret),
       onRejected: (kind, key) => {
         o.metrics.inc('redis_records_rejected_total', { kind });
         o.logger.refusal('redis-record-rejected', { kind, key, reason: 'does not verify under the service key: forged, altered, or written with another key' });
