@@ -307,7 +307,8 @@ export class PeerManager {
     if (ch.relayPeer !== null && this.host.relay) {
       void this.host.relay.permit(intro.addr).catch((err: Error) => this.host.log('warn', 'relay permission for the moved peer failed', { channel: ch.idHex, err: err.message }));
     }
-    const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro), intro.relayed);
+    const family = this.socketFamily();
+    const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode(), family }, intro), intro.relayed, family);
     ch.reestablish(plan.candidates, 'the peer moved', intro.relayed ? { replaceRelay: 'peer' } : {});
   }
 
@@ -503,7 +504,7 @@ export class PeerManager {
         this.seen(formatId(intro.channelId));
         // The peer's observed IP changed meanwhile: permit where it is now too.
         if (viaRelay && normaliseIp(intro.addr.ip) !== normaliseIp(peer.ip)) await relay!.permit(intro.addr);
-        c.reestablish(planPath({ observed: intro.observed, netMode: this.host.netMode() }, intro).candidates, why, viaRelay ? { replaceRelay: 'ours' } : {});
+        c.reestablish(planPath({ observed: intro.observed, netMode: this.host.netMode(), family: this.socketFamily() }, intro).candidates, why, viaRelay ? { replaceRelay: 'ours' } : {});
       } catch (err) {
         if (relayLost) c.relayGone(`RELAY_LOST: ${why}; the move to another relay failed (${(err as Error).message})`);
         // The channel keeps punching its known candidates until its timeout.
