@@ -436,8 +436,8 @@ function buildTerminals(entries: number): { table: RegistrationTable; sessions: 
     });
     for (let q = 1; q <= 3; q++) s.window.accept(q);
     s.txSeq = 3;
-    sessions.restore(s);
-    const rec = new Registration({ ip: ip(i), port: 1024 + (i % 60000) }, s, 3, t.nowTick(), t.expiryTick(3_600_000));
+    const held = sessions.restore(s);
+    const rec = new Registration({ ip: ip(i), port: 1024 + (i % 60000) }, held, 3, t.nowTick(), t.expiryTick(3_600_000));
     rec.netMode = 4;
     t.set(s.locatorHex, rec);
   }
