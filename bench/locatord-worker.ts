@@ -436,8 +436,8 @@ function buildTerminals(entries: number): { table: RegistrationTable; sessions: 
     });
     for (let q = 1; q <= 3; q++) s.window.accept(q);
     s.txSeq = 3;
-    sessions.restore(s);
-    t.set(s.locatorHex, { addr: { ip: ip(i), port: 1024 + (i % 60000) }, session: s, seq: 3, regTick: t.nowTick(), expTick: t.expiryTick(3_600_000), netMode: 4 });
+    const held = sessions.restore(s);
+    t.set(s.locatorHex, { addr: { ip: ip(i), port: 1024 + (i % 60000) }, session: held, seq: 3, regTick: t.nowTick(), expTick: t.expiryTick(3_600_000), netMode: 4 });
   }
   return { table: t, sessions, nowMs };
 }

@@ -212,7 +212,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       let probes = 0;
       for (const { session: s, addr } of due) {
         // A session that ended (ticket expired, key distrusted) cannot MAC a probe; let it expire.
-        if (sessions.get(s.sidHex) !== s) continue;
+        if (!sessions.live(s)) continue;
         server.send(sessions.encode(s, 'PROBE', randomBytes(REQUEST_ID_BYTES), {}), addr);
         probes++;
       }

@@ -38,7 +38,7 @@ import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { ServerSession, ServerSessions } from '../net/sessions.js';
-import { newServerSession, SessionRecord } from '../net/sessions.js';
+import { HeldSession, newServerSession, SessionRecord } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
 import type { Props } from '../wire/schema.js';
 import { rawKey, ReplayWindow } from '../wire/session.js';
@@ -261,7 +261,7 @@ export async function saveSnapshot(
     w.i32(s.window.bitmapLo);
     w.i32(s.window.bitmapHi);
     w.f64(s.txSeq);
-    if (s instanceof SessionRecord) s.copyKeys(w.buf, w.pos);
+    if (s instanceof SessionRecord || s instanceof HeldSession) s.copyKeys(w.buf, w.pos);
     else {
       const k = s.keys;
       w.buf.set(rawKey(k.terminalToServer).subarray(0, KEY_BYTES), w.pos);
@@ -434,10 +434,10 @@ class Restorer {
 
   /** Hold a session (unless its ticket expired meanwhile); the session when held. */
   session(s: KeyedSession): KeyedSession | undefined {
-    this.t.sessions.restore(s);
-    if (!this.t.sessions.holds(s)) return undefined;
+    const held = this.t.sessions.restore(s);
+    if (!held) return undefined;
     this.sessions++;
-    return s;
+    return held;
   }
 
   /** False when it expired while locatord was down (dropped). */
@@ -785,7 +785,10 @@ function restoreV1(text: string, into: Restorer, table: RegistrationTable): { ok
     }
   }
   const bySid = new Map<string, KeyedSession>();
-  for (const s of sessions) if (into.session(s)) bySid.set(s.sidHex, s);
+  for (const s of sessions) {
+    const held = into.session(s);
+    if (held) bySid.set(s.sidHex, held);
+  }
   for (const l of records) {
     if (!into.live(l.expMs)) continue;
     const id = Buffer.from(l.id, 'hex');

@@ -8,6 +8,7 @@
 // in a session of a later ticket, so a delayed or reordered old datagram cannot move it back.
 import type { Address } from '../wire/addr.js';
 import type { ServerSession } from '../net/sessions.js';
+import { sameSession } from '../net/sessions.js';
 
 export interface Contact {
   locatorId: Buffer;
@@ -46,7 +47,7 @@ export class Contacts {
       return c;
     }
     c.lastSeenMs = now;
-    if (c.session === session) {
+    if (sameSession(c.session, session)) {
       if (seq > c.addrSeq) {
         c.addr = from;
         c.addrSeq = seq;

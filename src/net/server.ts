@@ -436,7 +436,8 @@ export class DatagramServer {
     cacheKey: string, digest: Buffer,
   ): Promise<void> | undefined {
     if (session && fresh) {
-      this.opts.sessions!.commit(session);
+      // From here on the request works on the held session (its window, its send sequence).
+      session = this.opts.sessions!.commit(session);
       this.routability!.opened(session, (msg.body as { ticket?: Uint8Array }).ticket, from);
     }
     const ctx = new Context(msg, raw, from, session, fresh, this.opts.sessions, this.opts.rateLimiter);

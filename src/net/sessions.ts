@@ -11,6 +11,8 @@ import type { EncodedBody, Message, SessionAuth } from '../wire/envelope.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { ErrorCode } from '../wire/errors.js';
 import type { SessionKeys } from '../wire/session.js';
+import { randomBytes } from 'node:crypto';
+import { LOCATOR_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
 import { deriveSessionKeys, rawKey, ReplayWindow, sealDatagram, slabAlloc, verifyDatagram } from '../wire/session.js';
 import type { TicketVerifier } from '../wire/ticket.js';
 
@@ -27,7 +29,7 @@ export interface ServerSession {
   /** Ticket expiry, seconds since the epoch. */
   exp: number;
   keys: SessionKeys;
-  window: ReplayWindow;
+  window: SessionWindow;
   /** Last sequence number we sent in this session. */
   txSeq: number;
 }
@@ -103,6 +105,468 @@ export function newServerSession(f: ConstructorParameters<typeof SessionRecord>[
   return new SessionRecord(f);
 }
 
+/** What a server session's replay window must do (ReplayWindow, or a held session's slot). */
+export type SessionWindow = Pick<ReplayWindow, 'check' | 'accept' | 'highestSeen' | 'bitmapLo' | 'bitmapHi'>;
+
+/** Raw bytes of the IDs a held session has (SESSION_ID_BYTES, LOCATOR_ID_BYTES): fixed-width slots. */
+const SID_BYTES = SESSION_ID_BYTES;
+const LOC_BYTES = LOCATOR_ID_BYTES;
+/** No slot (index and list links). */
+const NIL = -1;
+/** Slots allocated at first (the arrays double up to maxSessions). */
+const INITIAL_SLOTS = 1024;
+/** One window every held session's check/accept loads its slot's numbers into (single-threaded). */
+const scratchWindow = new ReplayWindow();
+
+/** A keyed 32-bit hash of `n` bytes at `at` (FNV-1a with a per-table seed, then a final mix). */
+function hashBytes(b: Uint8Array, at: number, n: number, seed: number): number {
+  let h = seed;
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[at + i]!, 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
+function sameBytes(a: Uint8Array, at: number, b: Uint8Array, bt: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[at + i] !== b[bt + i]) return false;
+  return true;
+}
+
+/**
+ * The sessions of a ServerSessions, as records in typed arrays indexed by slot (issue 16: no
+ * per-session object for the GC to walk, no hex string, no lru-cache entry). Per slot: the raw
+ * session ID and locator ID, both keys (64 bytes), ticket expiry, send sequence, the replay
+ * window (highest, two 32-bit halves of the bitmap), interned audience and kid, a generation
+ * (bumped when the slot is freed or overwritten, so a HeldSession of an ended session is stale),
+ * the recency list (intrusive, doubly linked: eviction of the least recently used when full) and
+ * the list of its locator ID's sessions, oldest first. Two open-addressing indexes (linear
+ * probing, backward-shift deletion, keyed hash) find a slot by raw session ID and the oldest
+ * session of a locator ID. Free slots are chained through `next`.
+ */
+class SlotTable {
+  cap = 0;
+  size = 0;
+  sid: Buffer = Buffer.alloc(0);
+  loc: Buffer = Buffer.alloc(0);
+  keys: Buffer = Buffer.alloc(0);
+  exp = new Float64Array(0);
+  txSeq = new Float64Array(0);
+  high = new Float64Array(0);
+  lo = new Int32Array(0);
+  hi = new Int32Array(0);
+  /** Index into `strings`, NIL for a free slot. */
+  aud = new Int32Array(0);
+  /** Index into `strings`, NIL when none. */
+  kid = new Int32Array(0);
+  gen = new Uint32Array(0);
+  /** Recency list: prev towards the most recent (head), next towards the least (tail); free list through next. */
+  prev = new Int32Array(0);
+  next = new Int32Array(0);
+  /** The locator ID's sessions, oldest first. */
+  locPrev = new Int32Array(0);
+  locNext = new Int32Array(0);
+  head = NIL;
+  tail = NIL;
+  free = NIL;
+  /** slot + 1, 0 for empty; size a power of two, at least twice the slots. */
+  private sidIndex = new Int32Array(0);
+  /** slot + 1 of the oldest session of a locator ID. */
+  private locIndex = new Int32Array(0);
+  private readonly seed = randomBytes(4).readUInt32LE(0);
+  readonly strings: string[] = [];
+  private readonly stringIds = new Map<string, number>();
+
+  constructor(readonly max: number) {
+    this.grow(Math.min(INITIAL_SLOTS, Math.max(1, max)));
+  }
+
+  intern(x: string): number {
+    let i = this.stringIds.get(x);
+    if (i === undefined) {
+      i = this.strings.length;
+      this.strings.push(x);
+      this.stringIds.set(x, i);
+    }
+    return i;
+  }
+
+  private grow(cap: number): void {
+    const old = this.cap;
+    const copy = <T extends Float64Array | Int32Array | Uint32Array>(a: T, make: (n: number) => T, fill?: number): T => {
+      const b = make(cap);
+      b.set(a);
+      if (fill !== undefined) b.fill(fill, old);
+      return b;
+    };
+    const bytes = (a: Buffer, per: number): Buffer => {
+      const b = Buffer.alloc(cap * per);
+      a.copy(b);
+      return b;
+    };
+    this.sid = bytes(this.sid, SID_BYTES);
+    this.loc = bytes(this.loc, LOC_BYTES);
+    this.keys = bytes(this.keys, 2 * KEY_BYTES);
+    this.exp = copy(this.exp, (n) => new Float64Array(n));
+    this.txSeq = copy(this.txSeq, (n) => new Float64Array(n));
+    this.high = copy(this.high, (n) => new Float64Array(n));
+    this.lo = copy(this.lo, (n) => new Int32Array(n));
+    this.hi = copy(this.hi, (n) => new Int32Array(n));
+    this.aud = copy(this.aud, (n) => new Int32Array(n), NIL);
+    this.kid = copy(this.kid, (n) => new Int32Array(n), NIL);
+    this.gen = copy(this.gen, (n) => new Uint32Array(n));
+    this.prev = copy(this.prev, (n) => new Int32Array(n), NIL);
+    this.next = copy(this.next, (n) => new Int32Array(n), NIL);
+    this.locPrev = copy(this.locPrev, (n) => new Int32Array(n), NIL);
+    this.locNext = copy(this.locNext, (n) => new Int32Array(n), NIL);
+    // The new slots join the free list, lowest first.
+    for (let i = cap - 1; i >= old; i--) {
+      this.next[i] = this.free;
+      this.free = i;
+    }
+    this.cap = cap;
+    let n = 16;
+    while (n < 2 * cap) n *= 2;
+    this.sidIndex = new Int32Array(n);
+    this.locIndex = new Int32Array(n);
+    for (let s = 0; s < old; s++) {
+      if (this.aud[s] === NIL) continue;
+      this.indexPut(this.sidIndex, this.sid, s * SID_BYTES, SID_BYTES, s);
+      if (this.locPrev[s] === NIL) this.indexPut(this.locIndex, this.loc, s * LOC_BYTES, LOC_BYTES, s);
+    }
+  }
+
+  /** The slot whose `idx` key (in `store`, `n` bytes per slot) equals `key` at `at`, or NIL. */
+  private indexFind(idx: Int32Array, store: Uint8Array, n: number, key: Uint8Array, at: number): number {
+    const mask = idx.length - 1;
+    for (let i = hashBytes(key, at, n, this.seed) & mask; ; i = (i + 1) & mask) {
+      const e = idx[i]!;
+      if (e === 0) return NIL;
+      if (sameBytes(store, (e - 1) * n, key, at, n)) return e - 1;
+    }
+  }
+
+  /** Point the entry of the key of `slot` at `slot` (added, or replaced: the locator index's head moves). */
+  private indexPut(idx: Int32Array, store: Uint8Array, at: number, n: number, slot: number): void {
+    const mask = idx.length - 1;
+    for (let i = hashBytes(store, at, n, this.seed) & mask; ; i = (i + 1) & mask) {
+      const e = idx[i]!;
+      if (e === 0 || sameBytes(store, (e - 1) * n, store, at, n)) {
+        idx[i] = slot + 1;
+        return;
+      }
+    }
+  }
+
+  /** Remove the entry of the key at `at` (backward-shift deletion: no tombstones). */
+  private indexDelete(idx: Int32Array, store: Uint8Array, at: number, n: number): void {
+    const mask = idx.length - 1;
+    let i = hashBytes(store, at, n, this.seed) & mask;
+    for (; ; i = (i + 1) & mask) {
+      const e = idx[i]!;
+      if (e === 0) return;
+      if (sameBytes(store, (e - 1) * n, store, at, n)) break;
+    }
+    // Shift later members of the cluster back over the hole when their home is not in (hole, j].
+    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const e = idx[j]!;
+      if (e === 0) break;
+      const home = hashBytes(store, (e - 1) * n, n, this.seed) & mask;
+      if (((j - home) & mask) >= ((j - i) & mask)) {
+        idx[i] = e;
+        i = j;
+      }
+    }
+    idx[i] = 0;
+  }
+
+  findSid(sid: Uint8Array): number {
+    return sid.length === SID_BYTES ? this.indexFind(this.sidIndex, this.sid, SID_BYTES, sid, 0) : NIL;
+  }
+
+  /** The oldest session of a locator ID, or NIL. */
+  firstOfLocator(loc: Uint8Array): number {
+    return loc.length === LOC_BYTES ? this.indexFind(this.locIndex, this.loc, LOC_BYTES, loc, 0) : NIL;
+  }
+
+  /** Make `slot` the most recently used. */
+  touch(slot: number): void {
+    if (this.head === slot) return;
+    this.unlinkRecency(slot);
+    this.linkRecency(slot);
+  }
+
+  private linkRecency(slot: number): void {
+    this.prev[slot] = NIL;
+    this.next[slot] = this.head;
+    if (this.head !== NIL) this.prev[this.head] = slot;
+    this.head = slot;
+    if (this.tail === NIL) this.tail = slot;
+  }
+
+  private unlinkRecency(slot: number): void {
+    const p = this.prev[slot]!;
+    const n = this.next[slot]!;
+    if (p !== NIL) this.next[p] = n;
+    else this.head = n;
+    if (n !== NIL) this.prev[n] = p;
+    else this.tail = p;
+  }
+
+  private unlinkLocator(slot: number): void {
+    const p = this.locPrev[slot]!;
+    const n = this.locNext[slot]!;
+    if (p !== NIL) this.locNext[p] = n;
+    else {
+      // It was its locator ID's oldest: the next one heads the list, or the ID leaves the index.
+      if (n !== NIL) this.indexPut(this.locIndex, this.loc, slot * LOC_BYTES, LOC_BYTES, n);
+      else this.indexDelete(this.locIndex, this.loc, slot * LOC_BYTES, LOC_BYTES);
+    }
+    if (n !== NIL) this.locPrev[n] = p;
+    this.locPrev[slot] = NIL;
+    this.locNext[slot] = NIL;
+  }
+
+  /** Append `slot` (its locator ID written) as its locator ID's newest session; the count of them. */
+  private linkLocator(slot: number): number {
+    const first = this.indexFind(this.locIndex, this.loc, LOC_BYTES, this.loc, slot * LOC_BYTES);
+    this.locNext[slot] = NIL;
+    if (first === NIL) {
+      this.locPrev[slot] = NIL;
+      this.indexPut(this.locIndex, this.loc, slot * LOC_BYTES, LOC_BYTES, slot);
+      return 1;
+    }
+    let last = first;
+    let count = 2;
+    while (this.locNext[last]! !== NIL) {
+      last = this.locNext[last]!;
+      count++;
+    }
+    this.locNext[last] = slot;
+    this.locPrev[slot] = last;
+    return count;
+  }
+
+  /** Free `slot`: out of the indexes and lists; its handles become stale. */
+  remove(slot: number): void {
+    this.unlinkRecency(slot);
+    this.unlinkLocator(slot);
+    this.indexDelete(this.sidIndex, this.sid, slot * SID_BYTES, SID_BYTES);
+    this.aud[slot] = NIL;
+    this.kid[slot] = NIL;
+    this.gen[slot] = (this.gen[slot]! + 1) >>> 0;
+    this.keys.fill(0, slot * 2 * KEY_BYTES, (slot + 1) * 2 * KEY_BYTES);
+    this.prev[slot] = NIL;
+    this.next[slot] = this.free;
+    this.free = slot;
+    this.size--;
+  }
+
+  /**
+   * Hold `s` (copied), as the most recently used and its locator ID's newest session, replacing
+   * a session of the same ID; when full, the least recently used goes first. Beyond `perIdCap`
+   * sessions of its locator ID, that ID's oldest go. The slot, or NIL when `s` has IDs of
+   * another size than the protocol's (only a damaged snapshot or a test could make one).
+   */
+  put(s: ServerSession, perIdCap: number): number {
+    const sid = s.sid;
+    const loc = s.locatorId;
+    if (sid.length !== SID_BYTES || loc.length !== LOC_BYTES) return NIL;
+    let slot = this.findSid(sid);
+    if (slot !== NIL) {
+      this.unlinkRecency(slot);
+      this.unlinkLocator(slot);
+      this.gen[slot] = (this.gen[slot]! + 1) >>> 0;
+    } else {
+      if (this.size >= this.max && this.tail !== NIL) this.remove(this.tail);
+      if (this.free === NIL) this.grow(Math.min(this.max, this.cap * 2));
+      slot = this.free;
+      this.free = this.next[slot]!;
+      this.sid.set(sid, slot * SID_BYTES);
+      this.indexPut(this.sidIndex, this.sid, slot * SID_BYTES, SID_BYTES, slot);
+      this.size++;
+    }
+    this.loc.set(loc, slot * LOC_BYTES);
+    const k = s.keys;
+    const at = slot * 2 * KEY_BYTES;
+    if (s instanceof SessionRecord || s instanceof HeldSession) s.copyKeys(this.keys, at);
+    else {
+      this.keys.set(rawKey(k.terminalToServer).subarray(0, KEY_BYTES), at);
+      this.keys.set(rawKey(k.serverToTerminal).subarray(0, KEY_BYTES), at + KEY_BYTES);
+    }
+    this.exp[slot] = s.exp;
+    this.txSeq[slot] = s.txSeq;
+    const w = s.window;
+    this.high[slot] = w.highestSeen;
+    this.lo[slot] = w.bitmapLo;
+    this.hi[slot] = w.bitmapHi;
+    this.aud[slot] = this.intern(s.aud);
+    const kid = (s as { kid?: string }).kid;
+    this.kid[slot] = kid === undefined ? NIL : this.intern(kid);
+    this.linkRecency(slot);
+    let count = this.linkLocator(slot);
+    while (count > perIdCap) {
+      this.remove(this.firstOfLocator(loc));
+      count--;
+    }
+    return slot;
+  }
+}
+
+/**
+ * A session held by a ServerSessions: a handle on its slot (made per lookup; compare with
+ * `sameSession`, not ===). Writes (txSeq, kid, the window) go to the slot. Once the session ends
+ * (expired, evicted, dropped, replaced) the handle is stale: the window refuses, writes go
+ * nowhere, and the keys are those it had read before (a reply to a request in progress is still
+ * MACed), else reading them throws (callers check `ServerSessions.live` before MACing with an old
+ * handle).
+ */
+export class HeldSession implements ServerSession {
+  private hex: string | undefined;
+  private locHex: string | undefined;
+  /** The keys, copied when first read (so a request in progress can answer after its session ended). */
+  private keyCopy: Buffer | undefined;
+  private tx = 0;
+
+  constructor(private readonly t: SlotTable, readonly slot: number, readonly gen: number, sidHex?: string) {
+    this.hex = sidHex;
+  }
+
+  /** Whether the slot still holds this session. */
+  get live(): boolean {
+    return this.t.gen[this.slot] === this.gen;
+  }
+
+  private stale(what: string): Error {
+    return new Error(`session ${this.hex ?? '?'} no longer held: cannot read its ${what}`);
+  }
+
+  get sid(): Buffer {
+    if (!this.live) {
+      if (this.hex !== undefined) return Buffer.from(this.hex, 'hex');
+      throw this.stale('ID');
+    }
+    return this.t.sid.subarray(this.slot * SID_BYTES, (this.slot + 1) * SID_BYTES);
+  }
+
+  get sidHex(): string {
+    if (this.hex === undefined) {
+      if (!this.live) throw this.stale('ID');
+      this.hex = this.t.sid.toString('hex', this.slot * SID_BYTES, (this.slot + 1) * SID_BYTES);
+    }
+    return this.hex;
+  }
+
+  get locatorId(): Buffer {
+    if (!this.live) {
+      if (this.locHex !== undefined) return Buffer.from(this.locHex, 'hex');
+      throw this.stale('locator ID');
+    }
+    return this.t.loc.subarray(this.slot * LOC_BYTES, (this.slot + 1) * LOC_BYTES);
+  }
+
+  get locatorHex(): string {
+    if (this.locHex === undefined) {
+      if (!this.live) throw this.stale('locator ID');
+      this.locHex = this.t.loc.toString('hex', this.slot * LOC_BYTES, (this.slot + 1) * LOC_BYTES);
+    }
+    return this.locHex;
+  }
+
+  get aud(): string {
+    return this.t.strings[this.live ? this.t.aud[this.slot]! : 0] ?? '';
+  }
+
+  get kid(): string | undefined {
+    const k = this.live ? this.t.kid[this.slot]! : NIL;
+    return k === NIL ? undefined : this.t.strings[k];
+  }
+
+  set kid(v: string | undefined) {
+    if (this.live) this.t.kid[this.slot] = v === undefined ? NIL : this.t.intern(v);
+  }
+
+  get exp(): number {
+    return this.live ? this.t.exp[this.slot]! : 0;
+  }
+
+  set exp(v: number) {
+    if (this.live) this.t.exp[this.slot] = v;
+  }
+
+  get txSeq(): number {
+    return this.live ? this.t.txSeq[this.slot]! : this.tx;
+  }
+
+  set txSeq(v: number) {
+    this.tx = v;
+    if (this.live) this.t.txSeq[this.slot] = v;
+  }
+
+  get keys(): SessionKeys {
+    if (!this.keyCopy) {
+      if (!this.live) throw this.stale('keys');
+      const at = this.slot * 2 * KEY_BYTES;
+      this.keyCopy = Buffer.from(this.t.keys.subarray(at, at + 2 * KEY_BYTES));
+      this.tx = this.t.txSeq[this.slot]!;
+    }
+    return { terminalToServer: this.keyCopy.subarray(0, KEY_BYTES), serverToTerminal: this.keyCopy.subarray(KEY_BYTES) };
+  }
+
+  /** Copy both keys into `to` at `at` (snapshots, restore). */
+  copyKeys(to: Uint8Array, at: number): void {
+    if (this.keyCopy) to.set(this.keyCopy, at);
+    else if (this.live) this.t.keys.copy(to, at, this.slot * 2 * KEY_BYTES, (this.slot + 1) * 2 * KEY_BYTES);
+    else throw this.stale('keys');
+  }
+
+  get window(): SessionWindow {
+    return new SlotWindow(this.t, this.slot, this.gen);
+  }
+}
+
+/** The replay window of a held session: its slot's numbers, through the one scratch ReplayWindow. */
+class SlotWindow implements SessionWindow {
+  constructor(private readonly t: SlotTable, private readonly slot: number, private readonly gen: number) {}
+
+  private load(): ReplayWindow | undefined {
+    if (this.t.gen[this.slot] !== this.gen) return undefined;
+    return scratchWindow.setState(this.t.high[this.slot]!, this.t.lo[this.slot]!, this.t.hi[this.slot]!);
+  }
+
+  /** An ended session accepts nothing more: 'replay'. */
+  check(seq: number): WindowVerdict {
+    return this.load()?.check(seq) ?? 'replay';
+  }
+
+  accept(seq: number): void {
+    const w = this.load();
+    if (!w) return;
+    w.accept(seq);
+    this.t.high[this.slot] = w.highestSeen;
+    this.t.lo[this.slot] = w.bitmapLo;
+    this.t.hi[this.slot] = w.bitmapHi;
+  }
+
+  get highestSeen(): number {
+    return this.load()?.highestSeen ?? -1;
+  }
+
+  get bitmapLo(): number {
+    return this.load()?.bitmapLo ?? 0;
+  }
+
+  get bitmapHi(): number {
+    return this.load()?.bitmapHi ?? 0;
+  }
+}
+
+/** The same session: one held session (its slot and generation), or the same object. */
+export function sameSession(a: ServerSession | undefined, b: ServerSession | undefined): boolean {
+  if (a === b) return true;
+  return a instanceof HeldSession && b instanceof HeldSession && a.slot === b.slot && a.gen === b.gen;
+}
+
 /** What a replay window says of a sequence number (ReplayWindow.check). */
 export type WindowVerdict = 'ok' | 'replay' | 'old';
 
@@ -162,12 +626,9 @@ export interface ServerSessionsOptions {
 export const MAX_SESSIONS_PER_ID = 8;
 
 export class ServerSessions {
-  private readonly sessions: LRUCache<string, ServerSession>;
-  /**
-   * locator ID (hex) -> its sessions' IDs, oldest first: the one ID itself (the common case, no
-   * collection per terminal), or an array of them.
-   */
-  private readonly byLocator = new Map<string, string | string[]>();
+  /** The sessions held (see SlotTable): bounded by maxSessions, least recently used evicted. */
+  private readonly table: SlotTable;
+  private readonly perIdCap: number;
   /**
    * Keys derived for session-opening messages whose MAC has not verified (yet). Tickets cross
    * the wire in clear inside REGISTER, so anyone who saw one can send opening messages with a
@@ -185,10 +646,8 @@ export class ServerSessions {
   keyDerivations = 0;
 
   constructor(private readonly opts: ServerSessionsOptions) {
-    this.sessions = new LRUCache({
-      max: opts.maxSessions ?? 2_000_000, ttlAutopurge: false,
-      dispose: (session, sidHex) => this.forgetOfLocator(session.locatorHex, sidHex),
-    });
+    this.table = new SlotTable(Math.max(1, opts.maxSessions ?? 2_000_000));
+    this.perIdCap = Math.max(1, opts.maxSessionsPerId ?? MAX_SESSIONS_PER_ID);
     this.now = opts.now ?? Date.now;
     this.freshnessMs = opts.freshnessMs ?? 120_000;
   }
@@ -198,16 +657,39 @@ export class ServerSessions {
   }
 
   get size(): number {
-    return this.sessions.size;
+    return this.table.size;
+  }
+
+  /** The held session with this raw ID (most recently used now), undefined when none or expired (then dropped). */
+  private lookup(sid: Uint8Array, sidHex?: string): HeldSession | undefined {
+    const t = this.table;
+    const slot = t.findSid(sid);
+    if (slot === NIL) return undefined;
+    if (this.expired(slot)) {
+      t.remove(slot);
+      return undefined;
+    }
+    t.touch(slot);
+    return new HeldSession(t, slot, t.gen[slot]!, sidHex);
+  }
+
+  private expired(slot: number): boolean {
+    return this.table.exp[slot]! * 1000 + this.opts.verifier.clockSkewS * 1000 < this.now();
   }
 
   get(sidHex: string): ServerSession | undefined {
-    const s = this.sessions.get(sidHex);
-    if (s && s.exp * 1000 + this.opts.verifier.clockSkewS * 1000 < this.now()) {
-      this.sessions.delete(sidHex);
-      return undefined;
-    }
-    return s;
+    if (sidHex.length !== 2 * SESSION_ID_BYTES) return undefined;
+    return this.lookup(Buffer.from(sidHex, 'hex'), sidHex);
+  }
+
+  /**
+   * `s` is the session held under its ID now (not ended, expired, evicted or replaced): what
+   * `get(s.sidHex) === s` meant when sessions were objects.
+   */
+  live(s: ServerSession): boolean {
+    if (!(s instanceof HeldSession) || !s.live) return false;
+    const cur = this.lookup(s.sid);
+    return cur !== undefined && cur.slot === s.slot && cur.gen === s.gen;
   }
 
   get hasRemote(): boolean {
@@ -224,8 +706,9 @@ export class ServerSessions {
     if (!remote) return Promise.resolve(false);
     let p = this.fetching.get(sidHex);
     if (!p) {
+      const has = (): boolean => this.table.findSid(Buffer.from(sidHex, 'hex')) !== NIL;
       p = remote(sidHex).then((s) => {
-        if (!s || this.sessions.has(sidHex)) return this.sessions.has(sidHex);
+        if (!s || has()) return has();
         s.txSeq = Math.max(s.txSeq, this.now() * 1000);
         this.restore(s);
         return this.get(sidHex) !== undefined;
@@ -251,18 +734,18 @@ export class ServerSessions {
   }
 
   private authenticateParts(auth: SessionAuth, body: { ticket?: Uint8Array; timeMs?: number }, raw: Uint8Array): AuthOutcome {
-    const sid = Buffer.from(auth.sid.buffer, auth.sid.byteOffset, auth.sid.length);
-    const sidHex = sid.toString('hex');
-    let session = this.get(sidHex);
+    let session: ServerSession | undefined = this.lookup(auth.sid);
     let fresh = false;
     if (!session) {
       if (!body.ticket) return { ok: false, code: ErrorCode.NO_SESSION, reason: 'unknown session: register again with the ticket' };
+      const sid = Buffer.from(auth.sid.buffer, auth.sid.byteOffset, auth.sid.length);
       const v = this.opts.verifier.verify(body.ticket);
       if (!v.ok) return v;
       if (!v.claims.cti.equals(sid)) return { ok: false, code: ErrorCode.BAD_TICKET, reason: 'session ID must equal the ticket cti' };
       if (body.timeMs === undefined || Math.abs(body.timeMs - this.now()) > this.freshnessMs) {
         return { ok: false, code: ErrorCode.CLOCK_SKEW, reason: 'session-opening message too old or too far ahead' };
       }
+      const sidHex = sid.toString('hex');
       const keyId = `${sidHex}/${v.claims.cnf.toString('hex')}/${v.claims.aud}`;
       let keys = this.pendingKeys.get(keyId) ?? null;
       if (!keys) {
@@ -300,43 +783,24 @@ export class ServerSessions {
     return this.opts.sharedWindow?.release(session, seq) ?? Promise.resolve();
   }
 
-  /** Keep a freshly opened session (after its first message passed every check). */
-  commit(session: ServerSession): void {
-    const ttl = Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now());
+  /**
+   * Keep a freshly opened session (after its first message passed every check): the held
+   * session, which the request goes on with (its window, its send sequence).
+   */
+  commit(session: ServerSession): ServerSession {
     // Shared sessions send from a clock-based sequence (see fetch), whichever instance opened them.
     if (this.opts.remote) session.txSeq = Math.max(session.txSeq, this.now() * 1000);
-    this.hold(session, ttl);
     this.opened++;
+    return this.hold(session) ?? session;
   }
 
-  private forgetOfLocator(locatorHex: string, sidHex: string): void {
-    const ids = this.byLocator.get(locatorHex);
-    if (ids === undefined) return;
-    if (typeof ids === 'string') {
-      if (ids === sidHex) this.byLocator.delete(locatorHex);
-      return;
-    }
-    const i = ids.indexOf(sidHex);
-    if (i >= 0) ids.splice(i, 1);
-    if (ids.length === 1) this.byLocator.set(locatorHex, ids[0]!);
-    else if (ids.length === 0) this.byLocator.delete(locatorHex);
-  }
-
-  /** Keep `session`; beyond the per-ID cap, its locator ID's oldest session goes. */
-  private hold(session: ServerSession, ttl: number): void {
-    const { sidHex, locatorHex } = session;
-    this.sessions.set(sidHex, session, { ttl });
-    const ids = this.byLocator.get(locatorHex);
-    if (ids === undefined || ids === sidHex) {
-      this.byLocator.set(locatorHex, sidHex);
-      return;
-    }
-    const list = typeof ids === 'string' ? [ids] : ids.filter((x) => x !== sidHex);
-    list.push(sidHex);
-    this.byLocator.set(locatorHex, list);
-    const cap = this.opts.maxSessionsPerId ?? MAX_SESSIONS_PER_ID;
-    // Deleting from the LRU disposes of the session, which takes it out of `list`.
-    while (list.length > cap) this.sessions.delete(list[0]!);
+  /** Keep a copy of `session`; beyond the per-ID cap, its locator ID's oldest session goes. */
+  private hold(session: ServerSession): HeldSession | undefined {
+    const t = this.table;
+    const slot = t.put(session, this.perIdCap);
+    // The cap may have dropped the session itself (a cap of 1 never does: it is the newest).
+    if (slot === NIL || t.aud[slot] === NIL) return undefined;
+    return new HeldSession(t, slot, t.gen[slot]!, session.sidHex);
   }
 
   /** Encode and MAC a message to the terminal of `session`. */
@@ -347,10 +811,12 @@ export class ServerSessions {
 
   /** Drop sessions of tickets whose signing key is no longer trusted, or by predicate. */
   dropWhere(pred: (s: ServerSession) => boolean): number {
+    const t = this.table;
     let n = 0;
-    for (const [k, s] of this.sessions.entries()) {
-      if (pred(s)) {
-        this.sessions.delete(k);
+    for (let slot = 0; slot < t.cap; slot++) {
+      if (t.aud[slot] === NIL) continue;
+      if (pred(new HeldSession(t, slot, t.gen[slot]!))) {
+        t.remove(slot);
         n++;
       }
     }
@@ -358,30 +824,51 @@ export class ServerSessions {
   }
 
   /**
-   * `s` is held (not ended, evicted or replaced), without touching its recency: one map lookup,
-   * where iterating the LRU costs a lookup per entry anyway (snapshots).
+   * `s` is held (not ended, evicted or replaced), without touching its recency (snapshots): a
+   * held session's generation, or for another object, a session held under its ID.
    */
   holds(s: ServerSession): boolean {
-    const ids = this.byLocator.get(s.locatorHex);
-    return ids === s.sidHex || (Array.isArray(ids) && ids.includes(s.sidHex));
+    if (s instanceof HeldSession) return s.live;
+    return this.table.findSid(s.sid) !== NIL;
   }
 
-  /** The IDs of the sessions held, by a plain map walk (snapshots: `get` the few it needs). */
+  /** The IDs of the sessions held, by a walk of the slots (snapshots: `get` the few it needs). */
   *ids(): IterableIterator<string> {
-    for (const ids of this.byLocator.values()) {
-      if (typeof ids === 'string') yield ids;
-      // A copy: the caller's `get` may drop an expired session, which edits this array.
-      else yield* [...ids];
+    const t = this.table;
+    for (let slot = 0; slot < t.cap; slot++) {
+      // The caller's `get` may drop an expired session: that frees its slot, moving no other.
+      if (t.aud[slot] !== NIL) yield t.sid.toString('hex', slot * SID_BYTES, (slot + 1) * SID_BYTES);
     }
   }
 
+  /**
+   * A copy of each session held, most recently used first (control API views, tests): a copy
+   * outlives its slot, and `restore` takes it back as it was.
+   */
   *all(): IterableIterator<ServerSession> {
-    for (const s of this.sessions.values()) yield s;
+    const t = this.table;
+    const slots: number[] = [];
+    for (let slot = t.head; slot !== NIL; slot = t.next[slot]!) slots.push(slot);
+    for (const slot of slots) {
+      if (t.aud[slot] === NIL) continue;
+      const k = 2 * KEY_BYTES * slot;
+      const c: ServerSession & { kid?: string } = newServerSession({
+        sid: t.sid.subarray(slot * SID_BYTES, (slot + 1) * SID_BYTES), locatorId: t.loc.subarray(slot * LOC_BYTES, (slot + 1) * LOC_BYTES),
+        aud: t.strings[t.aud[slot]!]!, exp: t.exp[slot]!, txSeq: t.txSeq[slot]!,
+        terminalToServer: t.keys.subarray(k, k + KEY_BYTES), serverToTerminal: t.keys.subarray(k + KEY_BYTES, k + 2 * KEY_BYTES),
+        window: ReplayWindow.fromState(t.high[slot]!, t.lo[slot]!, t.hi[slot]!),
+      });
+      if (t.kid[slot] !== NIL) c.kid = t.strings[t.kid[slot]!]!;
+      yield c;
+    }
   }
 
-  /** Restore a session from a snapshot (locatord restart), keeping its replay window. */
-  restore(s: ServerSession): void {
+  /**
+   * Restore a session from a snapshot (locatord restart), keeping its replay window: a copy is
+   * held, returned (undefined when its ticket has expired).
+   */
+  restore(s: ServerSession): ServerSession | undefined {
     const ttl = s.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now();
-    if (ttl > 0) this.hold(s, ttl);
+    return ttl > 0 ? this.hold(s) : undefined;
   }
 }

@@ -160,13 +160,24 @@ export class ReplayWindow {
 
   /** A window from saved state (highestSeen, bitmapLo, bitmapHi); the caller checked the values. */
   static fromState(highest: number, lo: number, hi: number): ReplayWindow {
-    const w = new ReplayWindow();
+    return new ReplayWindow().setState(highest, lo, hi);
+  }
+
+  /**
+   * Load saved state into this window (fromState; the server's session table keeps windows as
+   * numbers in typed arrays and runs check/accept on one scratch window loaded from them).
+   */
+  setState(highest: number, lo: number, hi: number): this {
     if (highest >= 0) {
-      w.highest = highest;
-      w.lo = lo | 0;
-      w.hi = hi | 0;
+      this.highest = highest;
+      this.lo = lo | 0;
+      this.hi = hi | 0;
+    } else {
+      this.highest = -1;
+      this.lo = 0;
+      this.hi = 0;
     }
-    return w;
+    return this;
   }
 
   /** State for snapshots: highest and the seen set within the window. */

@@ -26,6 +26,7 @@ function world(o: Partial<IntroductionsOptions> = {}) {
   // Stand-ins: the sessions "MAC" a copy by naming its session and request ID.
   const sessions = {
     get: (sid: string) => live.get(sid),
+    live: (s: ServerSession) => live.get(s.sidHex) === s,
     encode: (s: ServerSession, _name: string, rid: Buffer) => Buffer.from(JSON.stringify({ sid: s.sidHex, rid: rid.toString('hex') })),
   } as unknown as ServerSessions;
   const metrics = new Metrics();

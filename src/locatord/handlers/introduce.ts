@@ -139,7 +139,7 @@ export class Introductions {
 
   private copy(session: ServerSession, body: Introduction, rid: Buffer, to: Address | undefined): PushCopy {
     // The sealed key is for this session: a target that registered anew cannot open it.
-    if (!to || this.o.sessions.get(session.sidHex) !== session) return { abandon: 'target gone' };
+    if (!to || !this.o.sessions.live(session)) return { abandon: 'target gone' };
     return { bytes: this.o.sessions.encode(session, 'INTRO', rid, body), to };
   }
 

@@ -205,7 +205,7 @@ export class PresencePushes {
   }
 
   private copy(d: PushData, rid: Buffer, to: Address | undefined): PushCopy {
-    if (!to || this.o.sessions.get(d.session.sidHex) !== d.session) return { abandon: 'watcher gone' };
+    if (!to || !this.o.sessions.live(d.session)) return { abandon: 'watcher gone' };
     return { bytes: this.o.sessions.encode(d.session, 'PRESENCE', rid, d.body), to };
   }
 

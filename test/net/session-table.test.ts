@@ -1,0 +1,206 @@
+// The session table of ServerSessions (typed arrays indexed by slot, issue 16) against a simple
+// model (a Map in recency order) under random operations with a fake clock: lookups, expiry,
+// least-recently-used eviction, the per-locator-ID cap, replacement of a session ID, the replay
+// window and send sequence written through handles, stale handles, dropWhere, ids/all/holds.
+import t from 'tap';
+import type { Test } from 'tap';
+import { newServerSession, sameSession, ServerSessions } from '../../src/net/sessions.js';
+import type { ServerSession as Session } from '../../src/net/sessions.js';
+import { ReplayWindow } from '../../src/wire/session.js';
+import { TicketVerifier } from '../../src/wire/ticket.js';
+
+/** Sessions as locatord keeps them: with a kid. */
+type ServerSession = Session & { kid?: string };
+
+/** A seeded PRNG (mulberry32): a failing run is reproducible from its seed. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface ModelSession {
+  sidHex: string;
+  locatorHex: string;
+  aud: string;
+  exp: number;
+  window: ReplayWindow;
+  txSeq: number;
+  kid: string | undefined;
+  keys: Buffer;
+}
+
+/** The semantics the table must keep, written the plain way. */
+class Model {
+  /** Least recently used first. */
+  readonly held = new Map<string, ModelSession>();
+  /** Per locator ID, oldest first. */
+  readonly byLocator = new Map<string, string[]>();
+  constructor(private readonly max: number, private readonly cap: number, private readonly skewS: number) {}
+
+  private remove(sidHex: string): void {
+    const s = this.held.get(sidHex);
+    if (!s) return;
+    this.held.delete(sidHex);
+    const l = this.byLocator.get(s.locatorHex)!.filter((x) => x !== sidHex);
+    if (l.length) this.byLocator.set(s.locatorHex, l);
+    else this.byLocator.delete(s.locatorHex);
+  }
+
+  get(sidHex: string, nowMs: number): ModelSession | undefined {
+    const s = this.held.get(sidHex);
+    if (!s) return undefined;
+    if (s.exp * 1000 + this.skewS * 1000 < nowMs) {
+      this.remove(sidHex);
+      return undefined;
+    }
+    this.held.delete(sidHex);
+    this.held.set(sidHex, s);
+    return s;
+  }
+
+  restore(s: ModelSession, nowMs: number): boolean {
+    if (s.exp * 1000 + this.skewS * 1000 - nowMs <= 0) return false;
+    if (this.held.has(s.sidHex)) this.remove(s.sidHex);
+    else if (this.held.size >= this.max) this.remove(this.held.keys().next().value!);
+    this.held.set(s.sidHex, s);
+    const l = this.byLocator.get(s.locatorHex) ?? [];
+    l.push(s.sidHex);
+    this.byLocator.set(s.locatorHex, l);
+    for (let ids = l; ids.length > this.cap; ids = this.byLocator.get(s.locatorHex)!) this.remove(ids[0]!);
+    return this.held.has(s.sidHex);
+  }
+
+  drop(pred: (s: ModelSession) => boolean): number {
+    const gone = [...this.held.values()].filter(pred);
+    for (const s of gone) this.remove(s.sidHex);
+    return gone.length;
+  }
+}
+
+function run(t: Test, seed: number, o: { max: number; cap: number; sids: number; locators: number; ops: number }): void {
+  const rand = rng(seed);
+  const int = (n: number): number => Math.floor(rand() * n);
+  const hex = (i: number, tag: number): string => (tag.toString(16).padStart(2, '0') + i.toString(16).padStart(6, '0')).repeat(4);
+  const clock = { ms: 1_700_000_000_000 };
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, maxSessions: o.max, maxSessionsPerId: o.cap, now: () => clock.ms });
+  const model = new Model(o.max, o.cap, verifier.clockSkewS);
+  const handles = new Map<string, ServerSession>();
+  let failures = 0;
+  const check = (ok: boolean, what: string, extra?: unknown): void => {
+    if (ok) return;
+    failures++;
+    if (failures <= 5) t.fail(`seed ${seed}: ${what}`, { extra });
+  };
+  const same = (h: ServerSession, m: ModelSession, what: string): void => {
+    check(h.sidHex === m.sidHex && h.locatorHex === m.locatorHex, `${what}: IDs`);
+    check(h.exp === m.exp && h.aud === m.aud && h.kid === m.kid, `${what}: exp, aud, kid`);
+    check(h.txSeq === m.txSeq, `${what}: txSeq`, { got: h.txSeq, want: m.txSeq });
+    check(h.window.highestSeen === m.window.highestSeen && h.window.bitmapLo === m.window.bitmapLo && h.window.bitmapHi === m.window.bitmapHi, `${what}: window`);
+    const k = Buffer.concat([h.keys.terminalToServer as Buffer, h.keys.serverToTerminal as Buffer]);
+    check(k.equals(m.keys), `${what}: keys`);
+  };
+  for (let op = 0; op < o.ops; op++) {
+    const r = rand();
+    const sidHex = hex(int(o.sids), 0xa5);
+    if (r < 0.3) {
+      // Restore (a snapshot, a remote session, a clone): a fresh session under that ID.
+      const m: ModelSession = {
+        sidHex, locatorHex: hex(int(o.locators), 0x5c), aud: rand() < 0.5 ? 'locator' : 'matchd',
+        exp: Math.floor(clock.ms / 1000) + int(600) - 60, window: new ReplayWindow(), txSeq: int(1000), kid: rand() < 0.5 ? `k${int(3)}` : undefined,
+        keys: Buffer.from(Array.from({ length: 64 }, () => int(256))),
+      };
+      for (let i = int(5); i > 0; i--) m.window.accept(int(200));
+      const s = newServerSession({
+        sid: Buffer.from(sidHex, 'hex'), locatorId: Buffer.from(m.locatorHex, 'hex'), aud: m.aud, exp: m.exp,
+        terminalToServer: m.keys.subarray(0, 32), serverToTerminal: m.keys.subarray(32),
+        window: ReplayWindow.fromState(m.window.highestSeen, m.window.bitmapLo, m.window.bitmapHi), txSeq: m.txSeq,
+      }) as ServerSession;
+      if (m.kid !== undefined) s.kid = m.kid;
+      const held = sessions.restore(s) as ServerSession | undefined;
+      const want = model.restore({ ...m, window: ReplayWindow.fromState(m.window.highestSeen, m.window.bitmapLo, m.window.bitmapHi) }, clock.ms);
+      check((held !== undefined) === want, 'restore holds it when the model does');
+      if (held) {
+        same(held, model.held.get(sidHex)!, 'restored');
+        handles.set(sidHex, held);
+      }
+    } else if (r < 0.65) {
+      // A datagram of the session: lookup, window check and accept, a reply (txSeq).
+      const h = sessions.get(sidHex) as ServerSession | undefined;
+      const m = model.get(sidHex, clock.ms);
+      check((h === undefined) === (m === undefined), 'get finds it when the model does', { sidHex });
+      if (h && m) {
+        same(h, m, 'got');
+        const seq = int(300);
+        check(h.window.check(seq) === m.window.check(seq), 'window check');
+        if (rand() < 0.7) {
+          h.window.accept(seq);
+          m.window.accept(seq);
+          h.txSeq++;
+          m.txSeq++;
+        }
+        if (rand() < 0.1) {
+          h.kid = 'k9';
+          m.kid = 'k9';
+        }
+        check(sameSession(h, handles.get(sidHex) ?? h) === sessions.live(handles.get(sidHex) ?? h), 'sameSession agrees with live');
+        handles.set(sidHex, h);
+      }
+    } else if (r < 0.8) {
+      // An old handle: live exactly while the model still holds that session.
+      const h = handles.get(sidHex);
+      if (h) {
+        const live = sessions.live(h);
+        const m = model.get(sidHex, clock.ms);
+        if (live) check(m !== undefined, 'a live handle is held');
+        if (!live) check(h.window.check(int(300)) === 'replay', 'a stale handle accepts nothing');
+        if (live && m) same(h, m, 'old handle');
+      }
+    } else if (r < 0.83) {
+      const k = `k${int(3)}`;
+      check(sessions.dropWhere((s: ServerSession) => s.kid === k) === model.drop((s) => s.kid === k), 'dropWhere count');
+    } else if (r < 0.97) {
+      clock.ms += int(60_000);
+    } else {
+      // Whole-table views: size, ids, all, holds (no recency change).
+      check(sessions.size === model.held.size, 'size', { got: sessions.size, want: model.held.size });
+      const ids = [...sessions.ids()].sort();
+      check(JSON.stringify(ids) === JSON.stringify([...model.held.keys()].sort()), 'ids');
+      const all = [...sessions.all()].map((s) => s.sidHex);
+      check(JSON.stringify(all) === JSON.stringify([...model.held.keys()].reverse()), 'all, most recently used first');
+      for (const [sid, h] of [...handles].slice(0, 40)) check(!sessions.holds(h) || model.held.has(sid), 'a session holds() says is held is held');
+    }
+  }
+  t.equal(failures, 0, `seed ${seed}: ${o.ops} random operations agree with the model`);
+  t.equal(sessions.size, model.held.size, 'same size at the end');
+}
+
+t.test('small table: eviction and the per-ID cap all the time', async (t) => {
+  for (const seed of [1, 2, 3, 4, 5]) run(t, seed, { max: 24, cap: 3, sids: 60, locators: 10, ops: 4000 });
+});
+
+t.test('per-ID cap of 8 (the default) and one', async (t) => {
+  run(t, 11, { max: 200, cap: 8, sids: 300, locators: 12, ops: 6000 });
+  run(t, 12, { max: 50, cap: 1, sids: 100, locators: 20, ops: 4000 });
+});
+
+t.test('a table that grows past its first arrays (indexes rebuilt) and then evicts', async (t) => {
+  run(t, 21, { max: 3000, cap: 8, sids: 4000, locators: 2500, ops: 12_000 });
+});
+
+t.test('IDs of another size than the protocol\'s are not held (no slot, no throw)', async (t) => {
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never });
+  const s = newServerSession({
+    sid: Buffer.alloc(8, 1), locatorId: Buffer.alloc(16, 2), aud: 'locator', exp: Math.floor(Date.now() / 1000) + 60,
+    terminalToServer: Buffer.alloc(32), serverToTerminal: Buffer.alloc(32),
+  });
+  t.equal(sessions.restore(s), undefined);
+  t.equal(sessions.size, 0);
+  t.equal(sessions.get('0101'), undefined);
+});
