@@ -25,6 +25,7 @@ import { formatId } from './ids.js';
 import { Registration } from './registration.js';
 import type { Channel } from './channel.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry } from './types.js';
+import type { ClientSession } from '../net/clientsession.js';
 
 // Where the public API used to live: importers of src/agent/agent.ts keep working.
 export type {
@@ -88,7 +89,11 @@ export class Agent extends SafeEmitter<AgentEvents> {
       send: (to, bytes) => reg.client?.send(to, bytes),
       locatord: () => reg.locatordAddress,
       sessions: () => reg.sessions(),
-      introduce: (body) => this.queries.query('INTRODUCE', body, 'INTRODUCE_ACK'),
+      introduce: async (body) => {
+        let session: ClientSession | undefined;
+        const ack = await this.queries.query('INTRODUCE', (s) => ((session = s), body), 'INTRODUCE_ACK');
+        return { ack, session: session! };
+      },
       resolve: (target) => this.queries.resolveTarget(target),
       names: (id) => this.queries.namesOf(id),
       netMode: () => reg.wireNetMode(),

@@ -77,8 +77,12 @@ export interface PeerHost {
   locatord(): Address | undefined;
   /** The locatord sessions a push may be MACed in: the confirmed one and the newest. */
   sessions(): ClientSession[];
-  /** INTRODUCE on the current session (re-registering once on NO_SESSION). */
-  introduce(body: Bodies['INTRODUCE']): Promise<MessageOf<'INTRODUCE_ACK'>>;
+  /**
+   * INTRODUCE on the current session (re-registering once on NO_SESSION), and the session it was
+   * answered on: the channel key is sealed under that one, which may no longer be among
+   * sessions() by the time the answer is read (a re-registration confirmed meanwhile).
+   */
+  introduce(body: Bodies['INTRODUCE']): Promise<{ ack: MessageOf<'INTRODUCE_ACK'>; session: ClientSession }>;
   resolve(target: string | Uint8Array): Buffer;
   names(id: Uint8Array): string[];
   /** Our network mode as reported to locatord, and our LAN addresses with our port. */
@@ -449,8 +453,8 @@ export class PeerManager {
     return ch;
   }
 
-  private unseal(intro: Introduction): Buffer | null {
-    for (const s of this.host.sessions()) {
+  private unseal(intro: Introduction, answeredOn?: ClientSession): Buffer | null {
+    for (const s of answeredOn ? [answeredOn, ...this.host.sessions()] : this.host.sessions()) {
       const key = openChannelKey(s.keys, intro.channelId, intro.peer, intro.sealedKey);
       if (key) return key;
     }
@@ -496,7 +500,7 @@ export class PeerManager {
         if (c.state !== 'open' && c.state !== 'punching') return; // closed meanwhile
         if (viaRelay) await relay!.permit(peer);
         const local = this.host.localAddrs();
-        const m = await this.host.introduce({
+        const { ack: m } = await this.host.introduce({
           target: c.peer, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}), ...(viaRelay && relayed ? { relayed } : {}), resumes: c.id,
         });
         const intro = m.body;
@@ -605,15 +609,16 @@ export class PeerManager {
     const local = this.host.localAddrs();
     const relayed = relay ? await relay.ensure() : undefined;
     let m: MessageOf<'INTRODUCE_ACK'>;
+    let session: ClientSession;
     try {
-      m = await this.host.introduce({ target: id, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}), ...(relayed ? { relayed } : {}) });
+      ({ ack: m, session } = await this.host.introduce({ target: id, netMode: this.host.netMode(), ...(local.length ? { localAddrs: local } : {}), ...(relayed ? { relayed } : {}) }));
     } catch (err) {
       if (err instanceof AgentError && err.code === 'NOT_FOUND') throw new AgentError('PEER_UNAVAILABLE', err.message);
       throw err;
     }
     const intro = m.body;
     if (!Buffer.from(intro.peer).equals(id)) throw new AgentError('BAD_INTRODUCTION', 'locatord introduced another terminal than the one asked for');
-    const key = this.unseal(intro);
+    const key = this.unseal(intro, session);
     if (!key) throw new AgentError('BAD_INTRODUCTION', 'the channel key from locatord does not open');
     this.seen(formatId(intro.channelId));
     const plan = planPath({ observed: intro.observed, netMode: this.host.netMode(), family: this.socketFamily() }, intro);
