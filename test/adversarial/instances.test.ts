@@ -197,3 +197,27 @@ t.test('records forged or altered in Redis are ignored, counted and logged', { s
   t.ok(await metric(a, 'redis_records_rejected_total', { kind: 'group' }) >= 1, 'altered group counted');
   t.ok(a.lines.some((l) => l['msg'] === 'refused' && l['event'] === 'redis-record-rejected'), 'logged');
 });
+
+t.test('a withheld REGISTER of an older session, delivered to another instance, cannot rebind the ID', { skip: noRedis }, async (t) => {
+  // The embedded case is adversarial/sessions.test.ts. Here the newer session is opened at B, so
+  // A does not hold it: A must fetch it from the shared sessions to see that it is the newer one
+  // (before, A compared against nothing and rebound the ID to the older session's address).
+  const redis = await startRedis(t);
+  const keys = makeKeys();
+  const [a, b] = await Promise.all([locatord(t, keys, redis), locatord(t, keys, redis)]);
+  const nowS = Math.floor(Date.now() / 1000);
+  const older = await Terminal.open(t, keys, dest(a), { exp: nowS + 600 });
+  await older.expect(t, 'REGISTER_ACK', older.register());
+  const withheld = older.encode('REGISTER', { ticket: older.creds.ticket, timeMs: Date.now() });
+  const newer = await Terminal.open(t, keys, dest(b), { locatorId: older.locatorId, exp: nowS + 1200 });
+  const acked = await newer.expect(t, 'REGISTER_ACK', newer.register());
+  // The withheld datagram arrives at A now, from the older session's own socket.
+  await older.send(withheld);
+  const refresh = await newer.expect(t, 'REFRESH_ACK', newer.request('REFRESH', {}));
+  t.same(refresh.body.observed, acked.body.observed, 'the newer session\'s REFRESH is not stale');
+  const asker = await Terminal.open(t, keys, dest(a));
+  await asker.expect(t, 'REGISTER_ACK', asker.register());
+  const q = await asker.expect(t, 'QUERY_ADDR_RESULT', asker.request('QUERY_ADDR', { ids: [older.locatorId] }));
+  t.same(q.body.entries[0]?.addr, acked.body.observed, 'the ID points at the newer session\'s address');
+  t.equal(await metric(a, 'stale_updates_total', { type: 'REGISTER' }), 1, 'A counted the withheld REGISTER as stale');
+});

@@ -93,7 +93,9 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
   // Same session, not newer than what the record reflects: an older packet that arrived late. Or
   // an older session's (its ticket expires before the record's session's): a REGISTER withheld
   // and delivered later must not rebind the ID away from the terminal's newer session (issue 15).
-  // The record's session is compared when this instance holds it (always on the embedded store).
+  // The record's session is compared by its ticket expiry: always held on the embedded store;
+  // with Redis, fetched from the shared sessions first when another instance opened it
+  // (knownRecordSession below), so the check holds across instances.
   const olderSession = (rec: Presence): boolean => rec.sidHex !== s.sidHex && (c.sessions.get(rec.sidHex)?.exp ?? -Infinity) > s.exp;
   const stale = (rec: Presence | undefined): rec is Presence => rec !== undefined && ((rec.sidHex === s.sidHex && seq <= rec.seq) || olderSession(rec));
   const staleAck = (rec: Presence): HandlerResult => {
@@ -122,14 +124,22 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
       return ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId: s.locatorId });
     });
   };
+  // Redis: the record may name a session another instance opened; fetch it (one GET of the
+  // record per REGISTER, and one session read when the session changed) so that olderSession
+  // can compare expiries. The compare-and-set in bind() decides again on what it finds then.
+  const knownRecordSession = (then_: () => MaybePromise<HandlerResult>): MaybePromise<HandlerResult> => {
+    if (c.store.kind !== 'redis') return then_();
+    return then(c.store.getPresence(s.locatorHex), (rec) =>
+      rec && rec.sidHex !== s.sidHex && !c.sessions.get(rec.sidHex) ? c.sessions.fetch(rec.sidHex).then(then_, then_) : then_());
+  };
   const joins = b.joinGroups;
-  if (!joins || joins.length === 0) return bind();
+  if (!joins || joins.length === 0) return knownRecordSession(bind);
   // Durable part first, all or nothing: a refused join registers nothing; an outdated REGISTER
   // is caught before the joins.
-  return then(both(c.store.getPresence(s.locatorHex), saved), ([rec]) => {
+  return knownRecordSession(() => then(both(c.store.getPresence(s.locatorHex), saved), ([rec]) => {
     if (stale(rec)) return staleAck(rec);
     return then(limitedJoins(c, s, ctx.from, joins, (reqs) => c.store.groups.joinAll(s.locatorId, reqs)), (n) => (typeof n === 'number' ? bind() : n));
-  });
+  }));
 }
 
 type RefreshOutcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack } | { kind: 'conflict'; newer: Presence };
