@@ -97,6 +97,12 @@ export interface KindReport {
   lost: number;
   /** ERROR replies by code name, and client-side failures (e.g. a grant that does not open). */
   errors: Record<string, number>;
+  /**
+   * IDENTITY_CONFLICT answers to requests sent on a session the terminal had already replaced
+   * (sent after its REGISTER with a new ticket, before that was acknowledged): what the protocol
+   * says about the old session, not an error of the daemon.
+   */
+  superseded: number;
   histogram: HistogramJSON;
 }
 
@@ -152,6 +158,8 @@ interface Terminal {
   matchOpened: boolean;
   /** Sessions from the last auth, for the next register. */
   fresh: Fresh | undefined;
+  /** The locatord session a REGISTER with a new ticket replaced (sent on, acknowledged or not). */
+  replaced?: ClientSession | undefined;
   locatorId: Buffer | undefined;
   /** Groups it is in (the home group first). */
   groups: Buffer[];
@@ -182,6 +190,7 @@ class KindStats {
   answered = 0;
   answeredInStep = 0;
   lost = 0;
+  superseded = 0;
   errors: Record<string, number> = {};
   readonly hist = new Histogram();
 
@@ -190,7 +199,7 @@ class KindStats {
   }
 
   report(): KindReport {
-    return { sent: this.sent, answered: this.answered, answeredInStep: this.answeredInStep, lost: this.lost, errors: this.errors, histogram: this.hist.toJSON() };
+    return { sent: this.sent, answered: this.answered, answeredInStep: this.answeredInStep, lost: this.lost, errors: this.errors, superseded: this.superseded, histogram: this.hist.toJSON() };
   }
 }
 
@@ -229,6 +238,7 @@ interface Pending {
   at: number;
   stats: Stats;
   session: ClientSession | undefined;
+  terminal: Terminal;
   onAnswer: (m: Message) => string | null;
   onDone: (() => void) | undefined;
   settle: ((m: Message | null) => void) | undefined;
@@ -292,7 +302,7 @@ function send(stats: Stats, kind: string, t: Terminal, build: (rid: Buffer) => B
   }
   stats.kind(kind).sent++;
   stats.outstanding++;
-  pending.set(n, { kind, at: performance.now(), stats, session: b.session, onAnswer: b.onAnswer, onDone: b.onDone, settle, bytes: b.bytes, to: b.to });
+  pending.set(n, { kind, at: performance.now(), stats, session: b.session, terminal: t, onAnswer: b.onAnswer, onDone: b.onDone, settle, bytes: b.bytes, to: b.to });
   t.socket.send(b.bytes, b.to.port, b.to.ip);
 }
 
@@ -341,7 +351,12 @@ function onDatagram(socket: dgram.Socket, raw: Buffer, rinfo: dgram.RemoteInfo):
   } catch (e) {
     err = `bad answer: ${(e as Error).message}`;
   }
-  if (err) {
+  if (err === 'IDENTITY_CONFLICT' && p.session && p.session === p.terminal.replaced) {
+    // Sent on the old session while the REGISTER with the new ticket was on its way: locatord
+    // had bound the new one first, and says so. A real terminal has stopped using the old one.
+    k.superseded++;
+    err = null;
+  } else if (err) {
     k.error(err);
     p.stats.errorCount++;
   }
@@ -496,6 +511,7 @@ function sendKind(kind: Kind, t: Terminal, stats: Stats): void {
       const fresh = t.fresh;
       t.fresh = undefined;
       if (fresh) {
+        t.replaced = t.loc;
         // A new ticket: REGISTER with it opens a new session, which the terminal then uses.
         return send(stats, kind, t, (rid) => ({
           bytes: fresh.loc.encode('REGISTER', rid, registerBody(t, fresh.ticket)), to: locatord!, session: fresh.loc,
