@@ -13,12 +13,12 @@
 //   seq      highest sequence number applied (f64: exact for any safe integer)
 //   bucket   the sweep-schedule bucket the slot is filed in
 //   gen      bumped when a slot is freed or replaced (a Registration view of it is then "removed")
-//   prev, next   the recency list (doubly linked, most recent at `head`); `next` also links the
-//            free list
+//   prev, next   the recency list (a RecencyList, src/net/slot-index.ts: doubly linked, most
+//            recent at its head); `next` also links the free list
 // plus one JS array of session references, and maps by slot for the rare fields (nickname, LAN
 // addresses, media ID, community, allow-list, presence) that only some records have. The index is
-// open addressing with linear probing (load <= 1/2, deletion by backward shift, no tombstones) on
-// a seeded hash of the raw ID; an absent ID costs a probe of the short run at its hash, and IDs
+// a SlotIndex (src/net/slot-index.ts: open addressing with linear probing, load <= 1/2, deletion
+// by backward shift, no tombstones) on a seeded hash of the raw ID; an absent ID costs a probe of the short run at its hash, and IDs
 // are not chosen by whoever queries them (authd derives them), so runs stay short.
 //
 // Sweeps never scan the table. Each record sits in one per-second bucket of a schedule (a list of
@@ -28,11 +28,11 @@
 // filed), and each live record is looked at about once per TTL, whatever its refresh rate. An
 // entry whose slot has been freed, reused or filed elsewhere since is void (checked by the slot's
 // `in use`, `scheduled` and `bucket`).
-import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { LOCATOR_ID_BYTES } from '../wire/constants.js';
 import type { Props } from '../wire/schema.js';
 import type { ServerSession } from '../net/sessions.js';
+import { NIL, RecencyList, SlotIndex } from '../net/slot-index.js';
 
 /** Time resolution of registration times and expiries: expiry happens up to this much late. */
 export const TICK_MS = 100;
@@ -299,7 +299,7 @@ class SlotList {
   }
 }
 
-const NONE = -1;
+const NONE = NIL;
 
 /** The table: typed arrays by slot, an open-addressing index on the raw IDs, a recency list. */
 export class RegistrationTable {
@@ -322,8 +322,8 @@ export class RegistrationTable {
   seqs: Float64Array;
   gen: Uint32Array;
   private buckets: Int32Array;
-  private prev: Int32Array;
-  private next: Int32Array;
+  /** Recency (most recently refreshed at its head); its `next` also links the free list. */
+  private readonly recency: RecencyList;
   readonly sessions: (ServerSession | undefined)[] = [];
   readonly nicknames = new Map<number, string>();
   readonly extras = new Map<number, RegistrationExtra>();
@@ -332,13 +332,10 @@ export class RegistrationTable {
   private highWater = 0;
   private freeHead = NONE;
   private count = 0;
-  /** Most and least recently refreshed. */
-  private head = NONE;
-  private tail = NONE;
-  /** Open-addressing index: slot + 1 (0 = empty), power-of-two length. */
-  private index: Int32Array;
-  private mask: number;
-  private readonly seed = randomBytes(4).readInt32LE(0);
+  /** `ids` as bytes (the index's key store). */
+  private idBytes: Uint8Array;
+  /** Raw locator ID -> slot. */
+  private readonly index: SlotIndex;
   /** A locator ID parsed from hex, as words (also the scratch of lookups). */
   private readonly keyWords = new Uint32Array(ID_WORDS);
   private readonly keyBytes = Buffer.from(this.keyWords.buffer, this.keyWords.byteOffset, LOCATOR_ID_BYTES);
@@ -369,10 +366,9 @@ export class RegistrationTable {
     this.seqs = new Float64Array(cap);
     this.gen = new Uint32Array(cap);
     this.buckets = new Int32Array(cap);
-    this.prev = new Int32Array(cap);
-    this.next = new Int32Array(cap);
-    this.index = new Int32Array(indexLength(cap));
-    this.mask = this.index.length - 1;
+    this.recency = new RecencyList(cap);
+    this.idBytes = new Uint8Array(this.ids.buffer, this.ids.byteOffset, cap * LOCATOR_ID_BYTES);
+    this.index = new SlotIndex(LOCATOR_ID_BYTES, cap);
   }
 
   private countExpired(n: number): void {
@@ -422,61 +418,9 @@ export class RegistrationTable {
     return true;
   }
 
-  /** Seeded hash of 4 words (murmur3's mixing). */
-  private hash(w: Uint32Array, o: number): number {
-    let h = this.seed;
-    for (let i = 0; i < ID_WORDS; i++) {
-      let k = Math.imul(w[o + i]!, 0xcc9e2d51);
-      k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
-      h ^= k;
-      h = (Math.imul((h << 13) | (h >>> 19), 5) + 0xe6546b64) | 0;
-    }
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    return h ^ (h >>> 16);
-  }
-
   /** The slot holding keyWords' ID (expired or not), or NONE. */
   private lookup(): number {
-    const k = this.keyWords;
-    const ids = this.ids;
-    const index = this.index;
-    const mask = this.mask;
-    for (let i = this.hash(k, 0) & mask; ; i = (i + 1) & mask) {
-      const e = index[i]!;
-      if (e === 0) return NONE;
-      const o = (e - 1) * ID_WORDS;
-      if (ids[o] === k[0] && ids[o + 1] === k[1] && ids[o + 2] === k[2] && ids[o + 3] === k[3]) return e - 1;
-    }
-  }
-
-  private indexInsert(slot: number): void {
-    const index = this.index;
-    const mask = this.mask;
-    let i = this.hash(this.ids, slot * ID_WORDS) & mask;
-    while (index[i] !== 0) i = (i + 1) & mask;
-    index[i] = slot + 1;
-  }
-
-  /** Remove a slot from the index, shifting back the entries of its run (no tombstones). */
-  private indexDelete(slot: number): void {
-    const index = this.index;
-    const mask = this.mask;
-    let i = this.hash(this.ids, slot * ID_WORDS) & mask;
-    while (index[i] !== slot + 1) i = (i + 1) & mask;
-    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
-      const e = index[j]!;
-      if (e === 0) break;
-      const home = this.hash(this.ids, (e - 1) * ID_WORDS) & mask;
-      // Entry j may move to the hole at i when its home is not in (i, j] (cyclically).
-      if (i <= j ? home <= i || home > j : home <= i && home > j) {
-        index[i] = e;
-        i = j;
-      }
-    }
-    index[i] = 0;
+    return this.index.find(this.idBytes, this.keyBytes, 0);
   }
 
   /** The locator ID of a slot, in hex. */
@@ -508,12 +452,10 @@ export class RegistrationTable {
     this.seqs = ext(this.seqs);
     this.gen = ext(this.gen);
     this.buckets = ext(this.buckets);
-    this.prev = ext(this.prev);
-    this.next = ext(this.next);
-    if (indexLength(n) > this.index.length) {
-      this.index = new Int32Array(indexLength(n));
-      this.mask = this.index.length - 1;
-      for (let s = 0; s < this.highWater; s++) if (this.bits[s]! & IN_USE_BIT) this.indexInsert(s);
+    this.recency.grow(n);
+    this.idBytes = new Uint8Array(this.ids.buffer, this.ids.byteOffset, n * LOCATOR_ID_BYTES);
+    if (this.index.reserve(n)) {
+      for (let s = 0; s < this.highWater; s++) if (this.bits[s]! & IN_USE_BIT) this.index.put(this.idBytes, s * LOCATOR_ID_BYTES, s);
     }
   }
 
@@ -521,7 +463,7 @@ export class RegistrationTable {
   private allocate(): number {
     if (this.freeHead !== NONE) {
       const s = this.freeHead;
-      this.freeHead = this.next[s]!;
+      this.freeHead = this.recency.next[s]!;
       return s;
     }
     if (this.highWater === this.capacity) this.grow();
@@ -529,41 +471,24 @@ export class RegistrationTable {
     return this.highWater++;
   }
 
-  private linkHead(s: number): void {
-    this.prev[s] = NONE;
-    this.next[s] = this.head;
-    if (this.head !== NONE) this.prev[this.head] = s;
-    else this.tail = s;
-    this.head = s;
-  }
-
-  private unlink(s: number): void {
-    const p = this.prev[s]!;
-    const n = this.next[s]!;
-    if (p !== NONE) this.next[p] = n;
-    else this.head = n;
-    if (n !== NONE) this.prev[n] = p;
-    else this.tail = p;
-  }
-
   /** Free a slot: out of the index and the recency list, its references dropped, its views void. */
   private free(s: number): void {
-    this.indexDelete(s);
-    this.unlink(s);
+    this.index.delete(this.idBytes, s * LOCATOR_ID_BYTES);
+    this.recency.unlink(s);
     this.bits[s] = 0;
     this.gen[s] = (this.gen[s]! + 1) >>> 0;
     this.sessions[s] = undefined;
     this.nicknames.delete(s);
     this.extras.delete(s);
     this.v6.delete(s);
-    this.next[s] = this.freeHead;
+    this.recency.next[s] = this.freeHead;
     this.freeHead = s;
     this.count--;
   }
 
   /** Make room for one more record: evict the least recently refreshed. */
   private evictOne(): void {
-    const s = this.tail;
+    const s = this.recency.tail;
     const key = this.onGone ? this.keyOf(s) : '';
     const wasExpired = this.nowTick() >= this.expTicks[s]!;
     this.free(s);
@@ -594,10 +519,7 @@ export class RegistrationTable {
   /** Like `find`, and marks the record most recently refreshed (last to be evicted). */
   findTouch(idHex: string): number {
     const s = this.findLive(idHex);
-    if (s !== NONE && s !== this.head) {
-      this.unlink(s);
-      this.linkHead(s);
-    }
+    if (s !== NONE) this.recency.touch(s);
     return s;
   }
 
@@ -638,7 +560,7 @@ export class RegistrationTable {
   private put(f: RegistrationFields): number {
     let s = this.lookup();
     if (s !== NONE) {
-      this.unlink(s);
+      this.recency.unlink(s);
       this.nicknames.delete(s);
       this.extras.delete(s);
       this.v6.delete(s);
@@ -649,10 +571,10 @@ export class RegistrationTable {
       s = this.allocate();
       this.ids.set(this.keyWords, s * ID_WORDS);
       this.bits[s] = IN_USE_BIT;
-      this.indexInsert(s);
+      this.index.put(this.idBytes, s * LOCATOR_ID_BYTES, s);
       this.count++;
     }
-    this.linkHead(s);
+    this.recency.linkHead(s);
     if (f.addr) this.setAddress(s, f.addr);
     else this.setPacked(s, f.ip ?? 0, f.port ?? 0);
     const b = this.bits[s]!;
@@ -865,11 +787,4 @@ export class RegistrationTable {
     for (const s of [...this.slots()]) this.free(s);
     this.schedule.clear();
   }
-}
-
-/** Index length for `cap` slots: a power of two, at least twice `cap` (load <= 1/2). */
-function indexLength(cap: number): number {
-  let n = 16;
-  while (n < 2 * cap) n *= 2;
-  return n;
 }

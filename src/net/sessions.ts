@@ -11,10 +11,10 @@ import type { EncodedBody, Message, SessionAuth } from '../wire/envelope.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { ErrorCode } from '../wire/errors.js';
 import type { SessionKeys } from '../wire/session.js';
-import { randomBytes } from 'node:crypto';
 import { LOCATOR_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
 import { deriveSessionKeys, rawKey, ReplayWindow, sealDatagram, slabAlloc, verifyDatagram } from '../wire/session.js';
 import type { TicketVerifier } from '../wire/ticket.js';
+import { NIL, RecencyList, SlotIndex } from './slot-index.js';
 
 /**
  * A server session. Held as a SessionRecord (made by `newServerSession`; see there for the
@@ -111,27 +111,10 @@ export type SessionWindow = Pick<ReplayWindow, 'check' | 'accept' | 'highestSeen
 /** Raw bytes of the IDs a held session has (SESSION_ID_BYTES, LOCATOR_ID_BYTES): fixed-width slots. */
 const SID_BYTES = SESSION_ID_BYTES;
 const LOC_BYTES = LOCATOR_ID_BYTES;
-/** No slot (index and list links). */
-const NIL = -1;
 /** Slots allocated at first (the arrays double up to maxSessions). */
 const INITIAL_SLOTS = 1024;
 /** One window every held session's check/accept loads its slot's numbers into (single-threaded). */
 const scratchWindow = new ReplayWindow();
-
-/** A keyed 32-bit hash of `n` bytes at `at` (FNV-1a with a per-table seed, then a final mix). */
-function hashBytes(b: Uint8Array, at: number, n: number, seed: number): number {
-  let h = seed;
-  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[at + i]!, 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  return h >>> 0;
-}
-
-function sameBytes(a: Uint8Array, at: number, b: Uint8Array, bt: number, n: number): boolean {
-  for (let i = 0; i < n; i++) if (a[at + i] !== b[bt + i]) return false;
-  return true;
-}
 
 /**
  * The sessions of a ServerSessions, as records in typed arrays indexed by slot (issue 16: no
@@ -140,9 +123,9 @@ function sameBytes(a: Uint8Array, at: number, b: Uint8Array, bt: number, n: numb
  * window (highest, two 32-bit halves of the bitmap), interned audience and kid, a generation
  * (bumped when the slot is freed or overwritten, so a HeldSession of an ended session is stale),
  * the recency list (intrusive, doubly linked: eviction of the least recently used when full) and
- * the list of its locator ID's sessions, oldest first. Two open-addressing indexes (linear
- * probing, backward-shift deletion, keyed hash) find a slot by raw session ID and the oldest
- * session of a locator ID. Free slots are chained through `next`.
+ * the list of its locator ID's sessions, oldest first. Two SlotIndexes (src/net/slot-index.ts)
+ * find a slot by raw session ID and the oldest session of a locator ID. Free slots are chained
+ * through the recency list's `next`.
  */
 class SlotTable {
   cap = 0;
@@ -161,19 +144,15 @@ class SlotTable {
   kid = new Int32Array(0);
   gen = new Uint32Array(0);
   /** Recency list: prev towards the most recent (head), next towards the least (tail); free list through next. */
-  prev = new Int32Array(0);
-  next = new Int32Array(0);
+  readonly recency = new RecencyList(0);
   /** The locator ID's sessions, oldest first. */
   locPrev = new Int32Array(0);
   locNext = new Int32Array(0);
-  head = NIL;
-  tail = NIL;
   free = NIL;
-  /** slot + 1, 0 for empty; size a power of two, at least twice the slots. */
-  private sidIndex = new Int32Array(0);
-  /** slot + 1 of the oldest session of a locator ID. */
-  private locIndex = new Int32Array(0);
-  private readonly seed = randomBytes(4).readUInt32LE(0);
+  /** Raw session ID -> slot. */
+  private readonly sidIndex = new SlotIndex(SID_BYTES, 0);
+  /** Raw locator ID -> the slot of its oldest session. */
+  private readonly locIndex = new SlotIndex(LOC_BYTES, 0);
   readonly strings: string[] = [];
   private readonly stringIds = new Map<string, number>();
 
@@ -215,102 +194,32 @@ class SlotTable {
     this.aud = copy(this.aud, (n) => new Int32Array(n), NIL);
     this.kid = copy(this.kid, (n) => new Int32Array(n), NIL);
     this.gen = copy(this.gen, (n) => new Uint32Array(n));
-    this.prev = copy(this.prev, (n) => new Int32Array(n), NIL);
-    this.next = copy(this.next, (n) => new Int32Array(n), NIL);
+    this.recency.grow(cap);
     this.locPrev = copy(this.locPrev, (n) => new Int32Array(n), NIL);
     this.locNext = copy(this.locNext, (n) => new Int32Array(n), NIL);
     // The new slots join the free list, lowest first.
+    const next = this.recency.next;
     for (let i = cap - 1; i >= old; i--) {
-      this.next[i] = this.free;
+      next[i] = this.free;
       this.free = i;
     }
     this.cap = cap;
-    let n = 16;
-    while (n < 2 * cap) n *= 2;
-    this.sidIndex = new Int32Array(n);
-    this.locIndex = new Int32Array(n);
+    const sidMoved = this.sidIndex.reserve(cap);
+    const locMoved = this.locIndex.reserve(cap);
     for (let s = 0; s < old; s++) {
       if (this.aud[s] === NIL) continue;
-      this.indexPut(this.sidIndex, this.sid, s * SID_BYTES, SID_BYTES, s);
-      if (this.locPrev[s] === NIL) this.indexPut(this.locIndex, this.loc, s * LOC_BYTES, LOC_BYTES, s);
+      if (sidMoved) this.sidIndex.put(this.sid, s * SID_BYTES, s);
+      if (locMoved && this.locPrev[s] === NIL) this.locIndex.put(this.loc, s * LOC_BYTES, s);
     }
-  }
-
-  /** The slot whose `idx` key (in `store`, `n` bytes per slot) equals `key` at `at`, or NIL. */
-  private indexFind(idx: Int32Array, store: Uint8Array, n: number, key: Uint8Array, at: number): number {
-    const mask = idx.length - 1;
-    for (let i = hashBytes(key, at, n, this.seed) & mask; ; i = (i + 1) & mask) {
-      const e = idx[i]!;
-      if (e === 0) return NIL;
-      if (sameBytes(store, (e - 1) * n, key, at, n)) return e - 1;
-    }
-  }
-
-  /** Point the entry of the key of `slot` at `slot` (added, or replaced: the locator index's head moves). */
-  private indexPut(idx: Int32Array, store: Uint8Array, at: number, n: number, slot: number): void {
-    const mask = idx.length - 1;
-    for (let i = hashBytes(store, at, n, this.seed) & mask; ; i = (i + 1) & mask) {
-      const e = idx[i]!;
-      if (e === 0 || sameBytes(store, (e - 1) * n, store, at, n)) {
-        idx[i] = slot + 1;
-        return;
-      }
-    }
-  }
-
-  /** Remove the entry of the key at `at` (backward-shift deletion: no tombstones). */
-  private indexDelete(idx: Int32Array, store: Uint8Array, at: number, n: number): void {
-    const mask = idx.length - 1;
-    let i = hashBytes(store, at, n, this.seed) & mask;
-    for (; ; i = (i + 1) & mask) {
-      const e = idx[i]!;
-      if (e === 0) return;
-      if (sameBytes(store, (e - 1) * n, store, at, n)) break;
-    }
-    // Shift later members of the cluster back over the hole when their home is not in (hole, j].
-    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
-      const e = idx[j]!;
-      if (e === 0) break;
-      const home = hashBytes(store, (e - 1) * n, n, this.seed) & mask;
-      if (((j - home) & mask) >= ((j - i) & mask)) {
-        idx[i] = e;
-        i = j;
-      }
-    }
-    idx[i] = 0;
   }
 
   findSid(sid: Uint8Array): number {
-    return sid.length === SID_BYTES ? this.indexFind(this.sidIndex, this.sid, SID_BYTES, sid, 0) : NIL;
+    return sid.length === SID_BYTES ? this.sidIndex.find(this.sid, sid, 0) : NIL;
   }
 
   /** The oldest session of a locator ID, or NIL. */
   firstOfLocator(loc: Uint8Array): number {
-    return loc.length === LOC_BYTES ? this.indexFind(this.locIndex, this.loc, LOC_BYTES, loc, 0) : NIL;
-  }
-
-  /** Make `slot` the most recently used. */
-  touch(slot: number): void {
-    if (this.head === slot) return;
-    this.unlinkRecency(slot);
-    this.linkRecency(slot);
-  }
-
-  private linkRecency(slot: number): void {
-    this.prev[slot] = NIL;
-    this.next[slot] = this.head;
-    if (this.head !== NIL) this.prev[this.head] = slot;
-    this.head = slot;
-    if (this.tail === NIL) this.tail = slot;
-  }
-
-  private unlinkRecency(slot: number): void {
-    const p = this.prev[slot]!;
-    const n = this.next[slot]!;
-    if (p !== NIL) this.next[p] = n;
-    else this.head = n;
-    if (n !== NIL) this.prev[n] = p;
-    else this.tail = p;
+    return loc.length === LOC_BYTES ? this.locIndex.find(this.loc, loc, 0) : NIL;
   }
 
   private unlinkLocator(slot: number): void {
@@ -319,8 +228,8 @@ class SlotTable {
     if (p !== NIL) this.locNext[p] = n;
     else {
       // It was its locator ID's oldest: the next one heads the list, or the ID leaves the index.
-      if (n !== NIL) this.indexPut(this.locIndex, this.loc, slot * LOC_BYTES, LOC_BYTES, n);
-      else this.indexDelete(this.locIndex, this.loc, slot * LOC_BYTES, LOC_BYTES);
+      if (n !== NIL) this.locIndex.put(this.loc, slot * LOC_BYTES, n);
+      else this.locIndex.delete(this.loc, slot * LOC_BYTES);
     }
     if (n !== NIL) this.locPrev[n] = p;
     this.locPrev[slot] = NIL;
@@ -329,11 +238,11 @@ class SlotTable {
 
   /** Append `slot` (its locator ID written) as its locator ID's newest session; the count of them. */
   private linkLocator(slot: number): number {
-    const first = this.indexFind(this.locIndex, this.loc, LOC_BYTES, this.loc, slot * LOC_BYTES);
+    const first = this.locIndex.find(this.loc, this.loc, slot * LOC_BYTES);
     this.locNext[slot] = NIL;
     if (first === NIL) {
       this.locPrev[slot] = NIL;
-      this.indexPut(this.locIndex, this.loc, slot * LOC_BYTES, LOC_BYTES, slot);
+      this.locIndex.put(this.loc, slot * LOC_BYTES, slot);
       return 1;
     }
     let last = first;
@@ -349,15 +258,15 @@ class SlotTable {
 
   /** Free `slot`: out of the indexes and lists; its handles become stale. */
   remove(slot: number): void {
-    this.unlinkRecency(slot);
+    this.recency.unlink(slot);
     this.unlinkLocator(slot);
-    this.indexDelete(this.sidIndex, this.sid, slot * SID_BYTES, SID_BYTES);
+    this.sidIndex.delete(this.sid, slot * SID_BYTES);
     this.aud[slot] = NIL;
     this.kid[slot] = NIL;
     this.gen[slot] = (this.gen[slot]! + 1) >>> 0;
     this.keys.fill(0, slot * 2 * KEY_BYTES, (slot + 1) * 2 * KEY_BYTES);
-    this.prev[slot] = NIL;
-    this.next[slot] = this.free;
+    this.recency.prev[slot] = NIL;
+    this.recency.next[slot] = this.free;
     this.free = slot;
     this.size--;
   }
@@ -374,16 +283,16 @@ class SlotTable {
     if (sid.length !== SID_BYTES || loc.length !== LOC_BYTES) return NIL;
     let slot = this.findSid(sid);
     if (slot !== NIL) {
-      this.unlinkRecency(slot);
+      this.recency.unlink(slot);
       this.unlinkLocator(slot);
       this.gen[slot] = (this.gen[slot]! + 1) >>> 0;
     } else {
-      if (this.size >= this.max && this.tail !== NIL) this.remove(this.tail);
+      if (this.size >= this.max && this.recency.tail !== NIL) this.remove(this.recency.tail);
       if (this.free === NIL) this.grow(Math.min(this.max, this.cap * 2));
       slot = this.free;
-      this.free = this.next[slot]!;
+      this.free = this.recency.next[slot]!;
       this.sid.set(sid, slot * SID_BYTES);
-      this.indexPut(this.sidIndex, this.sid, slot * SID_BYTES, SID_BYTES, slot);
+      this.sidIndex.put(this.sid, slot * SID_BYTES, slot);
       this.size++;
     }
     this.loc.set(loc, slot * LOC_BYTES);
@@ -403,7 +312,7 @@ class SlotTable {
     this.aud[slot] = this.intern(s.aud);
     const kid = (s as { kid?: string }).kid;
     this.kid[slot] = kid === undefined ? NIL : this.intern(kid);
-    this.linkRecency(slot);
+    this.recency.linkHead(slot);
     let count = this.linkLocator(slot);
     while (count > perIdCap) {
       this.remove(this.firstOfLocator(loc));
@@ -669,7 +578,7 @@ export class ServerSessions {
       t.remove(slot);
       return undefined;
     }
-    t.touch(slot);
+    t.recency.touch(slot);
     return new HeldSession(t, slot, t.gen[slot]!, sidHex);
   }
 
@@ -848,7 +757,7 @@ export class ServerSessions {
   *all(): IterableIterator<ServerSession> {
     const t = this.table;
     const slots: number[] = [];
-    for (let slot = t.head; slot !== NIL; slot = t.next[slot]!) slots.push(slot);
+    for (let slot = t.recency.head; slot !== NIL; slot = t.recency.next[slot]!) slots.push(slot);
     for (const slot of slots) {
       if (t.aud[slot] === NIL) continue;
       const k = 2 * KEY_BYTES * slot;

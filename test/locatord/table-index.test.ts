@@ -8,18 +8,7 @@ import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { RegistrationTable, TICK_MS } from '../../src/locatord/table.js';
 import { FakeClock } from './fixtures/helpers.js';
-
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../helpers/prng.js';
 
 interface ModelRecord {
   expTick: number;
@@ -37,7 +26,11 @@ function run(t: Test, seed: number, o: { max: number; ids: number; ops: number; 
   const model = new Map<string, ModelRecord>();
   const pool = Array.from({ length: o.ids }, () => randomBytes(16).toString('hex'));
   // IDs equal but for one byte: neighbours in any hash that ignored part of the key.
-  for (let i = 0; i < 8; i++) pool.push(pool[0]!.slice(0, 30) + i.toString(16).padStart(2, '0'));
+  // (pool[0] itself may end in one of those bytes: the pool holds each ID once, the refill counts them.)
+  for (let i = 0; i < 8; i++) {
+    const id = pool[0]!.slice(0, 30) + i.toString(16).padStart(2, '0');
+    if (!pool.includes(id)) pool.push(id);
+  }
   const live = (r: ModelRecord | undefined): boolean => r !== undefined && table.nowTick() < r.expTick;
   const fail = (what: string): void => {
     t.fail(`seed ${seed}: ${what}`);

@@ -8,20 +8,10 @@ import { newServerSession, sameSession, ServerSessions } from '../../src/net/ses
 import type { ServerSession as Session } from '../../src/net/sessions.js';
 import { ReplayWindow } from '../../src/wire/session.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
+import { prng as rng } from '../helpers/prng.js';
 
 /** Sessions as locatord keeps them: with a kid. */
 type ServerSession = Session & { kid?: string };
-
-/** A seeded PRNG (mulberry32): a failing run is reproducible from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface ModelSession {
   sidHex: string;
