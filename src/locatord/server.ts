@@ -257,9 +257,11 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       const keys = change.trustedKeys;
       verifier.setKeys(keys);
       const distrusted = (s: KeyedSession): boolean => s.kid !== undefined && !keys.has(s.kid);
-      const sessionsDropped = sessions.dropWhere(distrusted);
       // Their registrations go too: what an untrusted key vouched for is not served any more.
+      // Chosen first (removeWhere picks them before it awaits anything): once dropped, a
+      // record's session is a stale handle that no longer tells its kid.
       const removed = store.removeWhere((s) => distrusted(s as KeyedSession));
+      const sessionsDropped = sessions.dropWhere(distrusted);
       const done = (registrationsRemoved: number): void => {
         logger.info('trusted keys reloaded', { kids: [...keys.keys()], sessionsDropped, registrationsRemoved });
       };

@@ -21,6 +21,7 @@ function world() {
   const sent: { at: number; to: Address }[] = [];
   const sessions = {
     get: (sidHex: string) => (sidHex === session.sidHex ? session : undefined),
+    live: (s: ServerSession) => s === session,
     encode: () => Buffer.from('PRESENCE'),
   } as unknown as ServerSessions;
   const pushes = new PresencePushes({
