@@ -110,15 +110,23 @@ export class AddressValidation {
   }
 
   /**
+   * Whether an ADDR_PROOF's token is the one made for its session ID and `from` (this slot or the
+   * previous one). Needs no session: a worker checks it before it reads a session it does not
+   * hold from the shared store, so a forged proof costs no store read.
+   */
+  tokenMatches(body: Bodies['ADDR_PROOF'], from: Address): boolean {
+    const slot = Math.floor(this.now() / TOKEN_SLOT_MS);
+    const given = Buffer.from(body.token);
+    return given.length === ADDR_TOKEN_BYTES
+      && (timingSafeEqual(this.token(body.sid, from, slot), given) || timingSafeEqual(this.token(body.sid, from, slot - 1), given));
+  }
+
+  /**
    * An ADDR_PROOF from `from`: true when its token is the one made for its session and `from`
    * (this slot or the previous one) and the session is `session`; the address is then validated.
    */
   prove(session: ServerSession | undefined, body: Bodies['ADDR_PROOF'], from: Address): boolean {
-    const slot = Math.floor(this.now() / TOKEN_SLOT_MS);
-    const given = Buffer.from(body.token);
-    const ok = session !== undefined && given.length === ADDR_TOKEN_BYTES
-      && (timingSafeEqual(this.token(body.sid, from, slot), given) || timingSafeEqual(this.token(body.sid, from, slot - 1), given));
-    if (!ok || !session) {
+    if (!session || !this.tokenMatches(body, from)) {
       this.stats.badProofs++;
       return false;
     }

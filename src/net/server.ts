@@ -620,6 +620,18 @@ export class DatagramServer {
   /** ADDR_PROOF: validates its source for the session named, when the token is right. Never answered. */
   private addrProof(body: Bodies['ADDR_PROOF'], from: Address): void {
     const sidHex = Buffer.from(body.sid).toString('hex');
+    const sessions = this.opts.sessions!;
+    if (sessions.hasRemote && !sessions.get(sidHex) && this.routability!.tokenMatches(body, from)) {
+      // The challenge came from another worker of this port or another instance: the session is
+      // in the shared store (REGISTER stores it before it challenges).
+      const proveNow = (): void => this.proveAddress(sidHex, body, from);
+      void sessions.fetch(sidHex).then(proveNow, proveNow);
+      return;
+    }
+    this.proveAddress(sidHex, body, from);
+  }
+
+  private proveAddress(sidHex: string, body: Bodies['ADDR_PROOF'], from: Address): void {
     const ok = this.routability!.prove(this.opts.sessions!.get(sidHex), body, from);
     this.opts.metrics.inc('addr_proofs_total', { result: ok ? 'ok' : 'bad' });
     if (!ok) this.opts.logger.refusal('ADDR_PROOF:bad', { from: formatAddress(from), reason: 'token not made for this session and address' });

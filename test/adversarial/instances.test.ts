@@ -5,11 +5,13 @@
 // key (presence: unhide a terminal, hijack its address, seq 2^53-1; groups: join a closed group,
 // open it) are ignored, counted (redis_records_rejected_total) and logged.
 import { Redis } from 'ioredis';
+import dgram from 'node:dgram';
 import t from 'tap';
 import type { Test } from 'tap';
-import { UdpClient } from '../../src/net/client.js';
+import { addrProof, UdpClient } from '../../src/net/client.js';
 import type { Reply } from '../../src/net/client.js';
 import { decodePresence, encodePresence, RECORD_TAG_BYTES } from '../../src/locatord/store/codec.js';
+import { decodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
 import type { TestKeys } from '../locatord/fixtures/helpers.js';
@@ -220,4 +222,33 @@ t.test('a withheld REGISTER of an older session, delivered to another instance, 
   const q = await asker.expect(t, 'QUERY_ADDR_RESULT', asker.request('QUERY_ADDR', { ids: [older.locatorId] }));
   t.same(q.body.entries[0]?.addr, acked.body.observed, 'the ID points at the newer session\'s address');
   t.equal(await metric(a, 'stale_updates_total', { type: 'REGISTER' }), 1, 'A counted the withheld REGISTER as stale');
+});
+
+t.test('an ADDR_PROOF reaching another instance than its challenge validates the address there', { skip: noRedis }, async (t) => {
+  // What --workers relies on (one UDP port, any worker may read the proof): the instance given
+  // the proof does not hold the session, checks the token (no store read for a wrong one),
+  // reads the session REGISTER stored before it challenged, and validates the address. Before,
+  // it looked only at the sessions it held: the proof was "bad", and the terminal's REGISTER was
+  // challenged again by whichever worker read it (a --workers test failed one run in three).
+  const redis = await startRedis(t);
+  const keys = makeKeys();
+  const [a, b] = await Promise.all([locatord(t, keys, redis), locatord(t, keys, redis)]);
+  const term = await Terminal.open(t, keys, dest(a));
+  const sock = dgram.createSocket('udp4');
+  t.teardown(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  const next = (): Promise<Buffer> => new Promise((r) => sock.once('message', (m: Buffer) => r(m)));
+  const register = term.encode('REGISTER', { ticket: term.creds.ticket, timeMs: Date.now() });
+  const challenged = next();
+  sock.send(register.bytes, dest(a).port, dest(a).ip);
+  const c = decodeDatagram(await challenged);
+  if (!c.ok || c.msg.name !== 'ADDR_CHALLENGE') throw new Error(`expected ADDR_CHALLENGE from A, got ${c.ok ? c.msg.name : c.reason}`);
+  sock.send(addrProof(c.msg), dest(b).port, dest(b).ip);
+  for (let i = 0; i < 300 && (await metric(b, 'addr_proofs_total', { result: 'ok' })) < 1; i++) await new Promise((r) => setTimeout(r, 100));
+  t.equal(await metric(b, 'addr_proofs_total', { result: 'ok' }), 1, 'B took the proof');
+  const answered = next();
+  sock.send(register.bytes, dest(b).port, dest(b).ip);
+  const r = decodeDatagram(await answered);
+  t.equal(r.ok && r.msg.name, 'REGISTER_ACK', 'the REGISTER at B is served, not challenged again');
+  t.equal(await metric(b, 'addr_proofs_total', { result: 'bad' }), 0, 'no bad proof at B');
 });

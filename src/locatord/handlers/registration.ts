@@ -89,7 +89,14 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
     const peek = b.ticket ? peekTicket(b.ticket) : undefined;
     if (peek && typeof peek !== 'string') s.kid = peek.kid;
   }
-  if (ctx.addressValidated === false) return NEEDS_VALIDATION;
+  // Shared with the other instances and workers (Redis), in the same pipeline as the presence
+  // read. Before the address check: the ADDR_PROOF answering our challenge may reach another
+  // worker of this port (or another instance), which needs the session to check it; so the
+  // challenge goes out once the session is stored. On every REGISTER, not only the
+  // session-opening one: Redis may have lost it (restart) while this instance kept it, and
+  // REGISTER is what a terminal sends after NOT_FOUND.
+  const saved = c.store.shareSession(s);
+  if (ctx.addressValidated === false) return then(saved, () => NEEDS_VALIDATION);
   // Same session, not newer than what the record reflects: an older packet that arrived late. Or
   // an older session's (its ticket expires before the record's session's): a REGISTER withheld
   // and delivered later must not rebind the ID away from the terminal's newer session (issue 15).
@@ -102,10 +109,6 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
     c.metrics.inc('stale_updates_total', { type: 'REGISTER' });
     return ctx.reply('REGISTER_ACK', ackOf(c, rec, s.locatorId));
   };
-  // Shared with the other instances (Redis), in the same pipeline as the presence read. On every
-  // REGISTER, not only the session-opening one: Redis may have lost it (restart) while this
-  // instance kept it, and REGISTER is what a terminal sends after NOT_FOUND.
-  const saved = c.store.shareSession(s);
   const bind = (): MaybePromise<HandlerResult> => {
     const netMode = b.netMode ?? 0;
     const g = grantTtl(c.limits, b.ttlS, netMode);
