@@ -8,7 +8,7 @@ import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { RegistrationTable, TICK_MS } from '../../src/locatord/table.js';
 import { FakeClock } from './fixtures/helpers.js';
-import { prng } from '../helpers/prng.js';
+import { Rng } from '../../fuzz/rng.js';
 
 interface ModelRecord {
   expTick: number;
@@ -17,7 +17,8 @@ interface ModelRecord {
 }
 
 function run(t: Test, seed: number, o: { max: number; ids: number; ops: number; probeAtPercent: number }): void {
-  const rand = prng(seed);
+  const rng = new Rng(seed);
+  const rand = (): number => rng.float();
   const int = (n: number): number => Math.floor(rand() * n);
   const clock = new FakeClock(1_700_000_000_000 + int(1000));
   const gone: string[] = [];

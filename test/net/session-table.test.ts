@@ -8,7 +8,7 @@ import { newServerSession, sameSession, ServerSessions } from '../../src/net/ses
 import type { ServerSession as Session } from '../../src/net/sessions.js';
 import { ReplayWindow } from '../../src/wire/session.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
-import { prng as rng } from '../helpers/prng.js';
+import { Rng } from '../../fuzz/rng.js';
 
 /** Sessions as locatord keeps them: with a kid. */
 type ServerSession = Session & { kid?: string };
@@ -73,7 +73,8 @@ class Model {
 }
 
 function run(t: Test, seed: number, o: { max: number; cap: number; sids: number; locators: number; ops: number }): void {
-  const rand = rng(seed);
+  const rng = new Rng(seed);
+  const rand = (): number => rng.float();
   const int = (n: number): number => Math.floor(rand() * n);
   const hex = (i: number, tag: number): string => (tag.toString(16).padStart(2, '0') + i.toString(16).padStart(6, '0')).repeat(4);
   const clock = { ms: 1_700_000_000_000 };

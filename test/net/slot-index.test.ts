@@ -5,7 +5,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { NIL, RecencyList, SlotIndex } from '../../src/net/slot-index.js';
-import { prng } from '../helpers/prng.js';
+import { Rng } from '../../fuzz/rng.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -56,7 +56,8 @@ for (const width of [16, 3]) {
   t.test(`random operations against a Map (width ${width})`, async (t) => {
     for (let round = 0; round < 20; round++) {
       const seed = (Date.now() + round * 7919) >>> 0;
-      const rand = prng(seed);
+      const rng = new Rng(seed);
+      const rand = (): number => rng.float();
       const int = (n: number): number => Math.floor(rand() * n);
       const store = new Store(width, 1);
       const pool: Uint8Array[] = Array.from({ length: 40 }, () => randomBytes(width));
@@ -136,7 +137,8 @@ t.test('put of a key already indexed moves its entry to the new slot', async (t)
 
 t.test('recency list against an array model', async (t) => {
   const seed = Date.now() >>> 0;
-  const rand = prng(seed);
+  const rng = new Rng(seed);
+  const rand = (): number => rng.float();
   const int = (n: number): number => Math.floor(rand() * n);
   const list = new RecencyList(2);
   let cap = 2;
