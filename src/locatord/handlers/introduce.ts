@@ -20,7 +20,7 @@ import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
 import type { Timers } from '../../net/client.js';
 import type { PushCopy } from '../../net/push.js';
-import { Pusher } from '../../net/push.js';
+import { pooledRid, Pusher } from '../../net/push.js';
 import { RateLimiter } from '../../net/ratelimit.js';
 import { NEEDS_VALIDATION } from '../../net/routability.js';
 import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js';
@@ -28,7 +28,7 @@ import type { ServerSession, ServerSessions } from '../../net/sessions.js';
 import type { Address } from '../../wire/addr.js';
 import { normaliseIp } from '../../wire/addr.js';
 import type { Introduction } from '../../wire/catalog.js';
-import { CHANNEL_ID_BYTES, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES } from '../../wire/constants.js';
+import { CHANNEL_ID_BYTES, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT } from '../../wire/constants.js';
 import { encodeDatagram } from '../../wire/envelope.js';
 import { ErrorCode } from '../../wire/errors.js';
 import { CHANNEL_KEY_BYTES, sealChannelKey } from '../../wire/peer.js';
@@ -260,7 +260,8 @@ export async function introduce(c: LocatorContext, ctx: RequestContext<'INTRODUC
   });
   if (owner) {
     // The owner MACs it in the target's session: sent there with auth naming the session, no MAC.
-    const intro = encodeDatagram('INTRO', randomBytes(REQUEST_ID_BYTES), toTarget, { sid: targetSession.sid, seq: 0 });
+    // The owner pushes it under its own request ID: this one only has to be well formed (pooled).
+    const intro = encodeDatagram('INTRO', pooledRid(), toTarget, { sid: targetSession.sid, seq: 0 });
     const r = await c.store.relayIntro!(owner, targetHex, intro);
     if (r === 'busy') {
       result('busy');
