@@ -102,7 +102,7 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
   // and delivered later must not rebind the ID away from the terminal's newer session (issue 15).
   // The record's session is compared by its ticket expiry: always held on the embedded store;
   // with Redis, fetched from the shared sessions first when another instance opened it
-  // (knownRecordSession below), so the check holds across instances.
+  // (record() below), so the check holds across instances.
   const olderSession = (rec: Presence): boolean => rec.sidHex !== s.sidHex && (c.sessions.get(rec.sidHex)?.exp ?? -Infinity) > s.exp;
   const stale = (rec: Presence | undefined): rec is Presence => rec !== undefined && ((rec.sidHex === s.sidHex && seq <= rec.seq) || olderSession(rec));
   const staleAck = (rec: Presence): HandlerResult => {
@@ -130,19 +130,20 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
   // Redis: the record may name a session another instance opened; fetch it (one GET of the
   // record per REGISTER, and one session read when the session changed) so that olderSession
   // can compare expiries. The compare-and-set in bind() decides again on what it finds then.
-  const knownRecordSession = (then_: () => MaybePromise<HandlerResult>): MaybePromise<HandlerResult> => {
-    if (c.store.kind !== 'redis') return then_();
-    return then(c.store.getPresence(s.locatorHex), (rec) =>
-      rec && rec.sidHex !== s.sidHex && !c.sessions.get(rec.sidHex) ? c.sessions.fetch(rec.sidHex).then(then_, then_) : then_());
-  };
+  // The joins' stale check below decides on this same read.
+  const record = (): MaybePromise<Presence | undefined> =>
+    then(c.store.getPresence(s.locatorHex), (rec) =>
+      c.store.kind === 'redis' && rec && rec.sidHex !== s.sidHex && !c.sessions.get(rec.sidHex)
+        ? c.sessions.fetch(rec.sidHex).then(() => rec, () => rec)
+        : rec);
   const joins = b.joinGroups;
-  if (!joins || joins.length === 0) return knownRecordSession(bind);
+  if (!joins || joins.length === 0) return c.store.kind === 'redis' ? then(record(), bind) : bind();
   // Durable part first, all or nothing: a refused join registers nothing; an outdated REGISTER
   // is caught before the joins.
-  return knownRecordSession(() => then(both(c.store.getPresence(s.locatorHex), saved), ([rec]) => {
+  return then(both(record(), saved), ([rec]) => {
     if (stale(rec)) return staleAck(rec);
     return then(limitedJoins(c, s, ctx.from, joins, (reqs) => c.store.groups.joinAll(s.locatorId, reqs)), (n) => (typeof n === 'number' ? bind() : n));
-  }));
+  });
 }
 
 type RefreshOutcome = { kind: 'none' } | { kind: 'stale'; ack: Ack } | { kind: 'renewed'; ack: Ack } | { kind: 'conflict'; newer: Presence };
