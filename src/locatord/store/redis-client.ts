@@ -297,7 +297,8 @@ export class RedisClient {
     const conns = r instanceof Cluster ? r.nodes('master') : [r];
     const streams: Socket[] = [];
     for (const c of conns) {
-      const s = (c as unknown as { stream?: Socket }).stream;
+      // ioredis's connection socket (declared, marked @ignore); unset until the first connect.
+      const s: Socket | undefined = c.stream;
       if (s && s.writable) {
         s.cork();
         streams.push(s);
