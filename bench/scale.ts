@@ -66,9 +66,9 @@ const pick = (r: ThroughputResult): ScaleBenchResult['embedded'] =>
 export interface RedisMemoryResult {
   /** Presence record alone (what earlier runs reported as "per terminal"). */
   bytes: number;
-  /** Its session, sealed. */
+  /** Its session, sealed (0 when measured for the presence record only). */
   sessionBytes: number;
-  /** Its shared replay window once full (REPLAY_WINDOW datagrams taken), over the first `windowTerminals`. */
+  /** Its shared replay window once full (REPLAY_WINDOW datagrams taken), over the first `windowTerminals` (0 if none). */
   windowBytes: number;
   windowTerminals: number;
   /** The three together: what a registered terminal that keeps refreshing costs Redis. */
@@ -76,8 +76,12 @@ export interface RedisMemoryResult {
   valueBytes: number;
 }
 
-/** Redis bytes per registration: `entries` typical records (IPv4, nickname, no extras), their sessions and full replay windows. */
-export async function redisBytesPerTerminal(url: string, entries: number): Promise<RedisMemoryResult> {
+/**
+ * Redis bytes per registration: `entries` typical records (IPv4, nickname, no extras), then,
+ * unless `presenceOnly` (the scale section reports the record alone), their sessions and full
+ * replay windows.
+ */
+export async function redisBytesPerTerminal(url: string, entries: number, presenceOnly = false): Promise<RedisMemoryResult> {
   const u = new URL(url);
   const store = new RedisStore({ nodes: [{ host: u.hostname, port: Number(u.port) }], sessionSealKey: randomBytes(32), instanceId: randomBytes(8).toString('hex'), limits: { maxMembers: 256, maxGroupsPerTerminal: 32 }, maxPending: 100_000, timeoutMs: 10_000, prefix: 'mem:' });
   try {
@@ -104,6 +108,8 @@ export async function redisBytesPerTerminal(url: string, entries: number): Promi
       if (j === 0) valueBytes = encodePresence({ ...p, inst: store.instanceId }).length;
       return store.putPresence(ids[j]!, p);
     });
+    const bytes = Math.round((m1 - m0) / entries);
+    if (presenceOnly) return { bytes, sessionBytes: 0, windowBytes: 0, windowTerminals: 0, terminalBytes: bytes, valueBytes };
     const exp = Math.floor(now / 1000) + 86_400;
     const m2 = await each((j) => store.saveSession({ sidHex: sids[j]!, locatorHex: ids[j]!, aud: 'locator', exp, kid: 'bench', t2s: randomBytes(32), s2t: randomBytes(32) }));
     // A terminal refreshing for an hour or more has had a whole window of datagrams taken
@@ -113,9 +119,7 @@ export async function redisBytesPerTerminal(url: string, entries: number): Promi
       const owner = { locatorHex: ids[j]!, sidHex: sids[j]! };
       for (let seq = 1; seq <= REPLAY_WINDOW; seq++) await store.claimSeq(owner, seq, 86_400_000, `198.51.${(j >> 8) & 255}.${j & 255}|${40000 + (j % 20000)}`);
     }, windowTerminals);
-    const per = (a: number, b: number): number => Math.round((b - a) / entries);
-    const bytes = per(m0, m1);
-    const sessionBytes = per(m1, m2);
+    const sessionBytes = Math.round((m2 - m1) / entries);
     const windowBytes = Math.round((m3 - m2) / windowTerminals);
     return { bytes, sessionBytes, windowBytes, windowTerminals, terminalBytes: bytes + sessionBytes + windowBytes, valueBytes };
   } finally {
@@ -132,6 +136,9 @@ export interface RedisRefreshResult {
   entries: number;
 }
 
+/** What starts a locatord on the Redis at `url` (the pending bound above the bench's load). */
+const onRedis = (url: string): string[] => ['--store', 'redis', '--redis-url', url, '--redis-max-pending', '100000'];
+
 /**
  * Issue 16 item 5: REFRESH per CPU-second of one locatord, embedded and on Redis in the same
  * run (one process each: the figure per locatord core), and Redis memory per terminal over
@@ -141,7 +148,7 @@ export async function benchRedisStore(o: ThroughputOptions & { entries?: number 
   const entries = o.entries ?? 100_000;
   const embedded = await benchLocatordThroughput(o);
   return withRedis(async (url) => {
-    const redis = await benchLocatordThroughput({ ...o, extraArgs: ['--store', 'redis', '--redis-url', url, '--redis-max-pending', '100000'] });
+    const redis = await benchLocatordThroughput({ ...o, extraArgs: onRedis(url) });
     const memory = await redisBytesPerTerminal(url, entries);
     const ratio = embedded.refreshPerCpuS > 0 ? Math.round((redis.refreshPerCpuS / embedded.refreshPerCpuS) * 100) / 100 : 0;
     return { embedded: pick(embedded), redis: pick(redis), refreshPerCpuRatio: ratio, memory, entries };
@@ -152,10 +159,10 @@ export async function benchScale(o: ThroughputOptions & { redisEntries?: number 
   const entries = o.redisEntries ?? 100_000;
   const embedded = await benchLocatordThroughput(o);
   return withRedis(async (url) => {
-    const redisArgs = ['--store', 'redis', '--redis-url', url, '--redis-max-pending', '100000'];
+    const redisArgs = onRedis(url);
     const redis1 = await benchLocatordThroughput({ ...o, extraArgs: redisArgs });
     const redis2 = await benchLocatordThroughput({ ...o, extraArgs: [...redisArgs, '--workers', '2'] });
-    const mem = await redisBytesPerTerminal(url, entries);
+    const mem = await redisBytesPerTerminal(url, entries, true);
     return {
       embedded: pick(embedded), redis1: pick(redis1), redis2: pick(redis2),
       echoRefreshSizedPerS: embedded.echoRefreshSizedPerS, echoQuerySizedPerS: embedded.echoQuerySizedPerS, idsPerQuery: embedded.idsPerQuery,
