@@ -274,7 +274,8 @@ function deliver(c: LocatorContext, watcherHex: string, targetHex: string, w: Pr
   }
   const local = c.sessions.get(w.sidHex);
   if (local) {
-    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, t.body, targetHex, w.sidHex === local.sidHex ? w.addr : undefined);
+    // `local` is held under w.sidHex: w.addr is where the watcher is in it (the first copy's address).
+    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, t.body, targetHex, w.addr);
     return;
   }
   c.sessions.fetch(w.sidHex).then(() => {
