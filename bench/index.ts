@@ -35,11 +35,16 @@ function onPath(cmd: string): boolean {
   });
 }
 
-/** Sections that need Redis: without redis-server the section says it was skipped rather than failing the run. */
-function redisMissing(ctx: BenchContext, section: string): BenchResult[] | null {
-  if (onPath('redis-server')) return null;
-  ctx.log(`${section}: redis-server not on PATH, skipped`);
-  return [{ section, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
+/** A section that needs Redis: without redis-server it says it was skipped rather than failing the run. */
+function needsRedis(x: Section): Section {
+  return {
+    ...x,
+    run: async (ctx) => {
+      if (onPath('redis-server')) return x.run(ctx);
+      ctx.log(`${x.name}: redis-server not on PATH, skipped`);
+      return [{ section: x.name, name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' }];
+    },
+  };
 }
 
 /** Options of the terminals section (devloc bench --terminals, --mix, --rate, --sweep, ...). */
@@ -147,13 +152,11 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
         ];
       },
     },
-    {
+    needsRedis({
       name: 'scale',
       doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo), --seconds/3 each; Redis memory per registered terminal (skipped without redis-server)',
       run: async (ctx) => {
         const s = 'scale';
-        const skipped = redisMissing(ctx, s);
-        if (skipped) return skipped;
         const { benchScale } = await import('./scale.js');
         // Three daemons, each measured twice: a third of --seconds per measurement (at least 1 s),
         // and fewer sessions and registrations than the locatord section, to stay ~20 s at --seconds 3.
@@ -166,14 +169,12 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
         rows.push({ section: s, name: `Redis memory per terminal (${r.redisEntries} entries)`, value: r.redisBytesPerTerminal, unit: 'B', extra: { presenceValueBytes: r.presenceValueBytes } });
         return rows;
       },
-    },
-    {
+    }),
+    needsRedis({
       name: 'redis',
       doc: 'the Redis store (issue 16 item 5): REFRESH and QUERY_ADDR per locatord CPU-second, one process embedded and one on Redis in the same run; Redis memory per terminal at 100k terminals (presence, sealed session, full replay window; skipped without redis-server)',
       run: async (ctx) => {
         const s = 'redis';
-        const skipped = redisMissing(ctx, s);
-        if (skipped) return skipped;
         const { benchRedisStore } = await import('./scale.js');
         const r = await benchRedisStore({ seconds: Math.max(1, ctx.seconds / 2), sessionsPerWorker: 500, entries: 100_000 });
         const rows: BenchResult[] = [];
@@ -187,14 +188,12 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
         rows.push({ section: s, name: 'Redis memory per terminal: presence + session + full replay window', value: m.terminalBytes, unit: 'B', extra: { sessionBytes: m.sessionBytes, windowBytes: m.windowBytes, windowTerminals: m.windowTerminals } });
         return rows;
       },
-    },
-    {
+    }),
+    needsRedis({
       name: 'register',
       doc: 'first REGISTERs (ticket + X25519) at devloc-locatord --workers <cores> on Redis beside the crypto ceiling (Ed25519 verify + X25519; skipped without redis-server)',
       run: async (ctx) => {
         const s = 'register';
-        const skipped = redisMissing(ctx, s);
-        if (skipped) return skipped;
         const { benchFirstRegister } = await import('./scale.js');
         const r = await benchFirstRegister({ sessionsPerWorker: Math.max(1000, Math.round(ctx.seconds * 1000)) });
         return [
@@ -207,7 +206,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           },
         ];
       },
-    },
+    }),
     {
       name: 'presence',
       doc: 'WATCH subscriptions (issue 18): whole-process RSS per subscription at 1M terminals x 50; PRESENCE pushes/s and per locatord CPU-s at fan-out 50, and as a ratio of the ceiling (bare node:dgram: one send + one receive per push); change -> push latency at 10k changes/s; one terminal watched by 1,000',
