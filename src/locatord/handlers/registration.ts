@@ -102,14 +102,19 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
   // and delivered later must not rebind the ID away from the terminal's newer session (issue 15).
   // The record's session is compared by its ticket expiry: always held on the embedded store;
   // with Redis, fetched from the shared sessions first when another instance opened it
-  // (record() below), so the check holds across instances.
+  // (unknownSession below), so the check holds across instances.
   const olderSession = (rec: Presence): boolean => rec.sidHex !== s.sidHex && (c.sessions.get(rec.sidHex)?.exp ?? -Infinity) > s.exp;
   const stale = (rec: Presence | undefined): rec is Presence => rec !== undefined && ((rec.sidHex === s.sidHex && seq <= rec.seq) || olderSession(rec));
   const staleAck = (rec: Presence): HandlerResult => {
     c.metrics.inc('stale_updates_total', { type: 'REGISTER' });
     return ctx.reply('REGISTER_ACK', ackOf(c, rec, s.locatorId));
   };
-  const bind = (): MaybePromise<HandlerResult> => {
+  // Redis: the record may name a session another instance opened, which olderSession can only
+  // compare once it is fetched from the shared sessions (one read, when the session changed).
+  // Asked once per REGISTER: a session that cannot be fetched compares as gone.
+  const unknownSession = (rec: Presence | undefined): string | undefined =>
+    c.store.kind === 'redis' && rec && rec.sidHex !== s.sidHex && !c.sessions.get(rec.sidHex) ? rec.sidHex : undefined;
+  const bind = (fetched = false): MaybePromise<HandlerResult> => {
     const netMode = b.netMode ?? 0;
     const g = grantTtl(c.limits, b.ttlS, netMode);
     const now = c.now();
@@ -118,8 +123,15 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
       addr: ctx.from, netMode, visibility: b.visibility ?? 0, sidHex: s.sidHex, seq, regMs: now, expMs: now + g.ttlS * 1000,
       nickname: b.nickname, extra: extraOf(b), ...(b.reachable === true ? { reachable: true } : {}),
     };
-    const written = c.store.updatePresence(s.locatorHex, (rec) => (stale(rec) ? { result: rec } : { result: undefined, put: p }), s);
+    // The decision's result: the newer record (stale), the ID of a session to fetch first (nothing
+    // written: the compare-and-set decides again once it is held), or undefined (bound).
+    const written = c.store.updatePresence<Presence | string | undefined>(s.locatorHex, (rec) => {
+      const unknown = fetched ? undefined : unknownSession(rec);
+      if (unknown) return { result: unknown };
+      return stale(rec) ? { result: rec } : { result: undefined, put: p };
+    }, s);
     return then(both(written, saved), ([older]) => {
+      if (typeof older === 'string') return c.sessions.fetch(older).then(() => bind(true), () => bind(true));
       if (older) return staleAck(older);
       c.metrics.inc('registrations_total');
       // Online, or a new nickname / presence record: watchers whose view changed are told.
@@ -127,22 +139,20 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
       return ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId: s.locatorId });
     });
   };
-  // Redis: the record may name a session another instance opened; fetch it (one GET of the
-  // record per REGISTER, and one session read when the session changed) so that olderSession
-  // can compare expiries. The compare-and-set in bind() decides again on what it finds then.
-  // The joins' stale check below decides on this same read.
+  // The joins' stale check reads the record first, its session fetched when unknown (bind() need
+  // not ask again).
   const record = (): MaybePromise<Presence | undefined> =>
-    then(c.store.getPresence(s.locatorHex), (rec) =>
-      c.store.kind === 'redis' && rec && rec.sidHex !== s.sidHex && !c.sessions.get(rec.sidHex)
-        ? c.sessions.fetch(rec.sidHex).then(() => rec, () => rec)
-        : rec);
+    then(c.store.getPresence(s.locatorHex), (rec) => {
+      const unknown = unknownSession(rec);
+      return unknown ? c.sessions.fetch(unknown).then(() => rec, () => rec) : rec;
+    });
   const joins = b.joinGroups;
-  if (!joins || joins.length === 0) return c.store.kind === 'redis' ? then(record(), bind) : bind();
+  if (!joins || joins.length === 0) return bind();
   // Durable part first, all or nothing: a refused join registers nothing; an outdated REGISTER
   // is caught before the joins.
   return then(both(record(), saved), ([rec]) => {
     if (stale(rec)) return staleAck(rec);
-    return then(limitedJoins(c, s, ctx.from, joins, (reqs) => c.store.groups.joinAll(s.locatorId, reqs)), (n) => (typeof n === 'number' ? bind() : n));
+    return then(limitedJoins(c, s, ctx.from, joins, (reqs) => c.store.groups.joinAll(s.locatorId, reqs)), (n) => (typeof n === 'number' ? bind(true) : n));
   });
 }
 
