@@ -328,7 +328,8 @@ export class RedisStore implements LocatorStore {
         attempt--;
         continue;
       }
-      if (d.remove && !raw && !guessed) return d.result;
+      // Nothing to remove (a guess is never absent: raw is set whenever guessed is).
+      if (d.remove && !raw) return d.result;
       const value = d.remove ? undefined : this.encode(idHex, d.put!);
       const args = value === undefined ? [raw ?? '', 'del', '', 0] : [raw ?? '', 'set', value, Math.max(1, d.put!.expMs - this.now())];
       const r = await this.client.eval(CAS_PRESENCE, k, args);
