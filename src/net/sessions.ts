@@ -351,35 +351,32 @@ export class HeldSession implements ServerSession {
   }
 
   get sid(): Buffer {
-    if (!this.live) {
-      if (this.hex !== undefined) return Buffer.from(this.hex, 'hex');
-      throw this.stale('ID');
-    }
-    return this.t.sid.subarray(this.slot * SID_BYTES, (this.slot + 1) * SID_BYTES);
+    return this.idBytes(this.t.sid, SID_BYTES, this.hex, 'ID');
   }
 
   get sidHex(): string {
-    if (this.hex === undefined) {
-      if (!this.live) throw this.stale('ID');
-      this.hex = this.t.sid.toString('hex', this.slot * SID_BYTES, (this.slot + 1) * SID_BYTES);
-    }
-    return this.hex;
+    return (this.hex ??= this.idHex(this.t.sid, SID_BYTES, 'ID'));
   }
 
   get locatorId(): Buffer {
-    if (!this.live) {
-      if (this.locHex !== undefined) return Buffer.from(this.locHex, 'hex');
-      throw this.stale('locator ID');
-    }
-    return this.t.loc.subarray(this.slot * LOC_BYTES, (this.slot + 1) * LOC_BYTES);
+    return this.idBytes(this.t.loc, LOC_BYTES, this.locHex, 'locator ID');
   }
 
   get locatorHex(): string {
-    if (this.locHex === undefined) {
-      if (!this.live) throw this.stale('locator ID');
-      this.locHex = this.t.loc.toString('hex', this.slot * LOC_BYTES, (this.slot + 1) * LOC_BYTES);
-    }
-    return this.locHex;
+    return (this.locHex ??= this.idHex(this.t.loc, LOC_BYTES, 'locator ID'));
+  }
+
+  /** This slot's ID in `store` (`width` bytes per slot); once ended, from its hex if read before. */
+  private idBytes(store: Buffer, width: number, hex: string | undefined, what: string): Buffer {
+    if (this.live) return store.subarray(this.slot * width, (this.slot + 1) * width);
+    if (hex !== undefined) return Buffer.from(hex, 'hex');
+    throw this.stale(what);
+  }
+
+  /** This slot's ID in `store` in hex (the getters cache it: it outlives the slot). */
+  private idHex(store: Buffer, width: number, what: string): string {
+    if (!this.live) throw this.stale(what);
+    return store.toString('hex', this.slot * width, (this.slot + 1) * width);
   }
 
   get aud(): string {
