@@ -330,7 +330,6 @@ export class RegistrationTable {
   private readonly v6 = new Map<number, string>();
   /** Slots ever used: slots at or beyond are free and were never linked. */
   private highWater = 0;
-  private freeHead = NONE;
   private count = 0;
   /** `ids` as bytes (the index's key store). */
   private idBytes: Uint8Array;
@@ -461,11 +460,8 @@ export class RegistrationTable {
 
   /** A free slot (the table is not full). */
   private allocate(): number {
-    if (this.freeHead !== NONE) {
-      const s = this.freeHead;
-      this.freeHead = this.recency.next[s]!;
-      return s;
-    }
+    const s = this.recency.takeFree();
+    if (s !== NONE) return s;
     if (this.highWater === this.capacity) this.grow();
     this.sessions.push(undefined);
     return this.highWater++;
@@ -481,8 +477,7 @@ export class RegistrationTable {
     this.nicknames.delete(s);
     this.extras.delete(s);
     this.v6.delete(s);
-    this.recency.next[s] = this.freeHead;
-    this.freeHead = s;
+    this.recency.release(s);
     this.count--;
   }
 

@@ -148,7 +148,6 @@ class SlotTable {
   /** The locator ID's sessions, oldest first. */
   locPrev = new Int32Array(0);
   locNext = new Int32Array(0);
-  free = NIL;
   /** Raw session ID -> slot. */
   private readonly sidIndex = new SlotIndex(SID_BYTES, 0);
   /** Raw locator ID -> the slot of its oldest session. */
@@ -198,11 +197,7 @@ class SlotTable {
     this.locPrev = copy(this.locPrev, (n) => new Int32Array(n), NIL);
     this.locNext = copy(this.locNext, (n) => new Int32Array(n), NIL);
     // The new slots join the free list, lowest first.
-    const next = this.recency.next;
-    for (let i = cap - 1; i >= old; i--) {
-      next[i] = this.free;
-      this.free = i;
-    }
+    for (let i = cap - 1; i >= old; i--) this.recency.release(i);
     this.cap = cap;
     const sidMoved = this.sidIndex.reserve(cap);
     const locMoved = this.locIndex.reserve(cap);
@@ -266,8 +261,7 @@ class SlotTable {
     this.gen[slot] = (this.gen[slot]! + 1) >>> 0;
     this.keys.fill(0, slot * 2 * KEY_BYTES, (slot + 1) * 2 * KEY_BYTES);
     this.recency.prev[slot] = NIL;
-    this.recency.next[slot] = this.free;
-    this.free = slot;
+    this.recency.release(slot);
     this.size--;
   }
 
@@ -288,9 +282,11 @@ class SlotTable {
       this.gen[slot] = (this.gen[slot]! + 1) >>> 0;
     } else {
       if (this.size >= this.max && this.recency.tail !== NIL) this.remove(this.recency.tail);
-      if (this.free === NIL) this.grow(Math.min(this.max, this.cap * 2));
-      slot = this.free;
-      this.free = this.recency.next[slot]!;
+      slot = this.recency.takeFree();
+      if (slot === NIL) {
+        this.grow(Math.min(this.max, this.cap * 2));
+        slot = this.recency.takeFree();
+      }
       this.sid.set(sid, slot * SID_BYTES);
       this.sidIndex.put(this.sid, slot * SID_BYTES, slot);
       this.size++;
