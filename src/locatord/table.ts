@@ -495,8 +495,11 @@ export class RegistrationTable {
     }
   }
 
-  /** keyWords' live slot, or NONE (an expired one is freed on the way, as a sweep would). */
-  private findLive(idHex: string): number {
+  /**
+   * The live record's slot for a locator ID (hex), or -1 (NONE); its recency is untouched. An
+   * expired one is freed on the way, as a sweep would.
+   */
+  find(idHex: string): number {
     if (!this.parseKey(idHex)) return NONE;
     const s = this.lookup();
     if (s === NONE || this.nowTick() < this.expTicks[s]!) return s;
@@ -506,14 +509,9 @@ export class RegistrationTable {
     return NONE;
   }
 
-  /** The live record's slot for a locator ID (hex), or -1; its recency is untouched. */
-  find(idHex: string): number {
-    return this.findLive(idHex);
-  }
-
   /** Like `find`, and marks the record most recently refreshed (last to be evicted). */
   findTouch(idHex: string): number {
-    const s = this.findLive(idHex);
+    const s = this.find(idHex);
     if (s !== NONE) this.recency.touch(s);
     return s;
   }
@@ -525,7 +523,7 @@ export class RegistrationTable {
 
   /** The live record for a locator ID (hex), without touching its recency. */
   get(idHex: string): Registration | undefined {
-    const s = this.findLive(idHex);
+    const s = this.find(idHex);
     return s === NONE ? undefined : this.view(s);
   }
 
