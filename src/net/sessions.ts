@@ -292,13 +292,7 @@ class SlotTable {
       this.size++;
     }
     this.loc.set(loc, slot * LOC_BYTES);
-    const k = s.keys;
-    const at = slot * 2 * KEY_BYTES;
-    if (s instanceof SessionRecord || s instanceof HeldSession) s.copyKeys(this.keys, at);
-    else {
-      this.keys.set(rawKey(k.terminalToServer).subarray(0, KEY_BYTES), at);
-      this.keys.set(rawKey(k.serverToTerminal).subarray(0, KEY_BYTES), at + KEY_BYTES);
-    }
+    copySessionKeys(s, this.keys, slot * 2 * KEY_BYTES);
     this.exp[slot] = s.exp;
     this.txSeq[slot] = s.txSeq;
     const w = s.window;
@@ -461,6 +455,20 @@ class SlotWindow implements SessionWindow {
   get bitmapHi(): number {
     return this.load()?.bitmapHi ?? 0;
   }
+}
+
+/**
+ * Copy both keys of `s` (terminal-to-server, then server-to-terminal: 2 * KEY_BYTES) into `to`
+ * at `at`: straight from its bytes for our own records, through `keys` for any other.
+ */
+export function copySessionKeys(s: ServerSession, to: Uint8Array, at: number): void {
+  if (s instanceof SessionRecord || s instanceof HeldSession) {
+    s.copyKeys(to, at);
+    return;
+  }
+  const k = s.keys;
+  to.set(rawKey(k.terminalToServer).subarray(0, KEY_BYTES), at);
+  to.set(rawKey(k.serverToTerminal).subarray(0, KEY_BYTES), at + KEY_BYTES);
 }
 
 /** The same session: one held session (its slot and generation), or the same object. */
