@@ -574,13 +574,17 @@ export class ServerSessions {
   private lookup(sid: Uint8Array, sidHex?: string): HeldSession | undefined {
     const t = this.table;
     const slot = t.findSid(sid);
-    if (slot === NIL) return undefined;
+    return slot !== NIL && this.use(slot) ? new HeldSession(t, slot, t.gen[slot]!, sidHex) : undefined;
+  }
+
+  /** A held slot about to be used: false when its session expired (then dropped), else it is now the most recently used. */
+  private use(slot: number): boolean {
     if (this.expired(slot)) {
-      t.remove(slot);
-      return undefined;
+      this.table.remove(slot);
+      return false;
     }
-    t.recency.touch(slot);
-    return new HeldSession(t, slot, t.gen[slot]!, sidHex);
+    this.table.recency.touch(slot);
+    return true;
   }
 
   private expired(slot: number): boolean {
@@ -597,9 +601,9 @@ export class ServerSessions {
    * `get(s.sidHex) === s` meant when sessions were objects.
    */
   live(s: ServerSession): boolean {
-    if (!(s instanceof HeldSession) || !s.live) return false;
-    const cur = this.lookup(s.sid);
-    return cur !== undefined && cur.slot === s.slot && cur.gen === s.gen;
+    // A handle of the slot's generation is the session its ID indexes (replacing or freeing a
+    // slot bumps its generation), so no lookup by ID is needed: only the expiry and the touch.
+    return s instanceof HeldSession && s.live && this.use(s.slot);
   }
 
   get hasRemote(): boolean {
