@@ -17,8 +17,8 @@ import type { TicketVerifier } from '../wire/ticket.js';
 import { NIL, RecencyList, SlotIndex } from './slot-index.js';
 
 /**
- * A server session. Held as a SessionRecord (made by `newServerSession`; see there for the
- * layout); tests may pass plain objects of this shape.
+ * A server session: a HeldSession (a slot of a ServerSessions), a SessionRecord (not held; made
+ * by `newServerSession`), or in tests a plain object of this shape.
  */
 export interface ServerSession {
   sid: Buffer;
@@ -37,13 +37,14 @@ export interface ServerSession {
 const KEY_BYTES = 32;
 
 /**
- * The record of a server session (a million per locatord: issue 16). Layout: the session's bytes
+ * The record of a server session not held by a ServerSessions (held ones are slots of its
+ * SlotTable, handed out as HeldSession): one being opened, one read from a snapshot or the shared
+ * store, a copy made by `all()`. Layout: the session's bytes
  * in ONE buffer, a view into a slab of session bytes (slabAlloc: no ArrayBuffer, no KeyObject of
  * its own; each view costs ~100 B of V8 heap, so there is one, not four):
  *   sid (the ticket's cti) | locator ID | terminal-to-server key (32) | server-to-terminal key (32);
  * `sid`, `locatorId` and `keys` are views made when asked for (short-lived, young-generation
- * garbage). The hex IDs are the keys of the session LRU and of the registration table (the same
- * string); the replay window is three number fields (a 64-bit bitmap, see ReplayWindow). A new
+ * garbage); the replay window is three number fields (a 64-bit bitmap, see ReplayWindow). A new
  * per-session field is declared here with its initial value in the constructor, so that every
  * session keeps the one hidden class.
  */
