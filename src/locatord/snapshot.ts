@@ -280,7 +280,9 @@ export async function saveSnapshot(
       if (slicer.due()) await slicer.yield();
       if (!table.inUse(slot) || nowTick >= table.expTicks[slot]!) continue;
       const s = table.sessions[slot] as KeyedSession | undefined;
-      const withSession = s !== undefined && table.idIs(slot, s.locatorHex) && sessions.holds(s);
+      // Held first: an ended session's handle may no longer know its IDs. Raw IDs compared: no
+      // hex string made (and kept by the handle) per record at each save.
+      const withSession = s !== undefined && sessions.holds(s) && table.idIs(slot, s.locatorId);
       const aud = withSession ? await stringIndex(s.aud) : NO_STRING;
       const kid = withSession ? await stringIndex(s.kid) : NO_STRING;
       const nick = table.nicknames.get(slot);

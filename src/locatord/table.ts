@@ -632,9 +632,9 @@ export class RegistrationTable {
     return (this.bits[s]! & REACHABLE_BIT) !== 0;
   }
 
-  /** Is slot `s`'s locator ID `idHex`? */
-  idIs(s: number, idHex: string): boolean {
-    if (!this.parseKey(idHex)) return false;
+  /** Is slot `s`'s locator ID `id` (raw bytes)? */
+  idIs(s: number, id: Uint8Array): boolean {
+    if (!this.rawKey(id, 0, id.length)) return false;
     const k = this.keyWords;
     const ids = this.ids;
     const o = s * ID_WORDS;
