@@ -38,10 +38,10 @@ import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { ServerSession, ServerSessions } from '../net/sessions.js';
-import { HeldSession, newServerSession, SessionRecord } from '../net/sessions.js';
+import { copySessionKeys, newServerSession } from '../net/sessions.js';
 import type { Address } from '../wire/addr.js';
 import type { Props } from '../wire/schema.js';
-import { rawKey, ReplayWindow } from '../wire/session.js';
+import { ReplayWindow } from '../wire/session.js';
 import type { RegistrationExtra, RegistrationFields, RegistrationTable, RichPresence } from './table.js';
 import type { MemorySearchIndex } from './search-index.js';
 import type { MemoryWatches } from './watches.js';
@@ -261,12 +261,7 @@ export async function saveSnapshot(
     w.i32(s.window.bitmapLo);
     w.i32(s.window.bitmapHi);
     w.f64(s.txSeq);
-    if (s instanceof SessionRecord || s instanceof HeldSession) s.copyKeys(w.buf, w.pos);
-    else {
-      const k = s.keys;
-      w.buf.set(rawKey(k.terminalToServer).subarray(0, KEY_BYTES), w.pos);
-      w.buf.set(rawKey(k.serverToTerminal).subarray(0, KEY_BYTES), w.pos + KEY_BYTES);
-    }
+    copySessionKeys(s, w.buf, w.pos);
     w.pos += 2 * KEY_BYTES;
     return true;
   };
@@ -285,7 +280,9 @@ export async function saveSnapshot(
       if (slicer.due()) await slicer.yield();
       if (!table.inUse(slot) || nowTick >= table.expTicks[slot]!) continue;
       const s = table.sessions[slot] as KeyedSession | undefined;
-      const withSession = s !== undefined && table.idIs(slot, s.locatorHex) && sessions.holds(s);
+      // Held first: an ended session's handle may no longer know its IDs. Raw IDs compared: no
+      // hex string made (and kept by the handle) per record at each save.
+      const withSession = s !== undefined && sessions.holds(s) && table.idIs(slot, s.locatorId);
       const aud = withSession ? await stringIndex(s.aud) : NO_STRING;
       const kid = withSession ? await stringIndex(s.kid) : NO_STRING;
       const nick = table.nicknames.get(slot);

@@ -330,7 +330,6 @@ export class RegistrationTable {
   private readonly v6 = new Map<number, string>();
   /** Slots ever used: slots at or beyond are free and were never linked. */
   private highWater = 0;
-  private freeHead = NONE;
   private count = 0;
   /** `ids` as bytes (the index's key store). */
   private idBytes: Uint8Array;
@@ -461,11 +460,8 @@ export class RegistrationTable {
 
   /** A free slot (the table is not full). */
   private allocate(): number {
-    if (this.freeHead !== NONE) {
-      const s = this.freeHead;
-      this.freeHead = this.recency.next[s]!;
-      return s;
-    }
+    const s = this.recency.takeFree();
+    if (s !== NONE) return s;
     if (this.highWater === this.capacity) this.grow();
     this.sessions.push(undefined);
     return this.highWater++;
@@ -481,8 +477,7 @@ export class RegistrationTable {
     this.nicknames.delete(s);
     this.extras.delete(s);
     this.v6.delete(s);
-    this.recency.next[s] = this.freeHead;
-    this.freeHead = s;
+    this.recency.release(s);
     this.count--;
   }
 
@@ -500,8 +495,11 @@ export class RegistrationTable {
     }
   }
 
-  /** keyWords' live slot, or NONE (an expired one is freed on the way, as a sweep would). */
-  private findLive(idHex: string): number {
+  /**
+   * The live record's slot for a locator ID (hex), or -1 (NONE); its recency is untouched. An
+   * expired one is freed on the way, as a sweep would.
+   */
+  find(idHex: string): number {
     if (!this.parseKey(idHex)) return NONE;
     const s = this.lookup();
     if (s === NONE || this.nowTick() < this.expTicks[s]!) return s;
@@ -511,14 +509,9 @@ export class RegistrationTable {
     return NONE;
   }
 
-  /** The live record's slot for a locator ID (hex), or -1; its recency is untouched. */
-  find(idHex: string): number {
-    return this.findLive(idHex);
-  }
-
   /** Like `find`, and marks the record most recently refreshed (last to be evicted). */
   findTouch(idHex: string): number {
-    const s = this.findLive(idHex);
+    const s = this.find(idHex);
     if (s !== NONE) this.recency.touch(s);
     return s;
   }
@@ -530,7 +523,7 @@ export class RegistrationTable {
 
   /** The live record for a locator ID (hex), without touching its recency. */
   get(idHex: string): Registration | undefined {
-    const s = this.findLive(idHex);
+    const s = this.find(idHex);
     return s === NONE ? undefined : this.view(s);
   }
 
@@ -639,9 +632,9 @@ export class RegistrationTable {
     return (this.bits[s]! & REACHABLE_BIT) !== 0;
   }
 
-  /** Is slot `s`'s locator ID `idHex`? */
-  idIs(s: number, idHex: string): boolean {
-    if (!this.parseKey(idHex)) return false;
+  /** Is slot `s`'s locator ID `id` (raw bytes)? */
+  idIs(s: number, id: Uint8Array): boolean {
+    if (!this.rawKey(id, 0, id.length)) return false;
     const k = this.keyWords;
     const ids = this.ids;
     const o = s * ID_WORDS;

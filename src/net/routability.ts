@@ -122,11 +122,12 @@ export class AddressValidation {
   }
 
   /**
-   * An ADDR_PROOF from `from`: true when its token is the one made for its session and `from`
-   * (this slot or the previous one) and the session is `session`; the address is then validated.
+   * An ADDR_PROOF from `from` for `session` (undefined when no process holds it), its token
+   * checked by the caller (tokenMatches, before any store read): true when the token matched and
+   * the session is held; the address is then validated.
    */
-  prove(session: ServerSession | undefined, body: Bodies['ADDR_PROOF'], from: Address): boolean {
-    if (!session || !this.tokenMatches(body, from)) {
+  prove(session: ServerSession | undefined, tokenMatched: boolean, from: Address): boolean {
+    if (!session || !tokenMatched) {
       this.stats.badProofs++;
       return false;
     }

@@ -621,18 +621,21 @@ export class DatagramServer {
   private addrProof(body: Bodies['ADDR_PROOF'], from: Address): void {
     const sidHex = Buffer.from(body.sid).toString('hex');
     const sessions = this.opts.sessions!;
-    if (sessions.hasRemote && !sessions.get(sidHex) && this.routability!.tokenMatches(body, from)) {
+    const held = sessions.get(sidHex);
+    // The token is checked once, and only when some process may hold the session.
+    const tokenOk = (held !== undefined || sessions.hasRemote) && this.routability!.tokenMatches(body, from);
+    if (!held && tokenOk) {
       // The challenge came from another worker of this port or another instance: the session is
       // in the shared store (REGISTER stores it before it challenges).
-      const proveNow = (): void => this.proveAddress(sidHex, body, from);
+      const proveNow = (): void => this.proveAddress(sessions.get(sidHex), true, from);
       void sessions.fetch(sidHex).then(proveNow, proveNow);
       return;
     }
-    this.proveAddress(sidHex, body, from);
+    this.proveAddress(held, tokenOk, from);
   }
 
-  private proveAddress(sidHex: string, body: Bodies['ADDR_PROOF'], from: Address): void {
-    const ok = this.routability!.prove(this.opts.sessions!.get(sidHex), body, from);
+  private proveAddress(session: ServerSession | undefined, tokenOk: boolean, from: Address): void {
+    const ok = this.routability!.prove(session, tokenOk, from);
     this.opts.metrics.inc('addr_proofs_total', { result: ok ? 'ok' : 'bad' });
     if (!ok) this.opts.logger.refusal('ADDR_PROOF:bad', { from: formatAddress(from), reason: 'token not made for this session and address' });
   }

@@ -17,8 +17,8 @@ import type { TicketVerifier } from '../wire/ticket.js';
 import { NIL, RecencyList, SlotIndex } from './slot-index.js';
 
 /**
- * A server session. Held as a SessionRecord (made by `newServerSession`; see there for the
- * layout); tests may pass plain objects of this shape.
+ * A server session: a HeldSession (a slot of a ServerSessions), a SessionRecord (not held; made
+ * by `newServerSession`), or in tests a plain object of this shape.
  */
 export interface ServerSession {
   sid: Buffer;
@@ -37,13 +37,14 @@ export interface ServerSession {
 const KEY_BYTES = 32;
 
 /**
- * The record of a server session (a million per locatord: issue 16). Layout: the session's bytes
+ * The record of a server session not held by a ServerSessions (held ones are slots of its
+ * SlotTable, handed out as HeldSession): one being opened, one read from a snapshot or the shared
+ * store, a copy made by `all()`. Layout: the session's bytes
  * in ONE buffer, a view into a slab of session bytes (slabAlloc: no ArrayBuffer, no KeyObject of
  * its own; each view costs ~100 B of V8 heap, so there is one, not four):
  *   sid (the ticket's cti) | locator ID | terminal-to-server key (32) | server-to-terminal key (32);
  * `sid`, `locatorId` and `keys` are views made when asked for (short-lived, young-generation
- * garbage). The hex IDs are the keys of the session LRU and of the registration table (the same
- * string); the replay window is three number fields (a 64-bit bitmap, see ReplayWindow). A new
+ * garbage); the replay window is three number fields (a 64-bit bitmap, see ReplayWindow). A new
  * per-session field is declared here with its initial value in the constructor, so that every
  * session keeps the one hidden class.
  */
@@ -148,7 +149,6 @@ class SlotTable {
   /** The locator ID's sessions, oldest first. */
   locPrev = new Int32Array(0);
   locNext = new Int32Array(0);
-  free = NIL;
   /** Raw session ID -> slot. */
   private readonly sidIndex = new SlotIndex(SID_BYTES, 0);
   /** Raw locator ID -> the slot of its oldest session. */
@@ -198,11 +198,7 @@ class SlotTable {
     this.locPrev = copy(this.locPrev, (n) => new Int32Array(n), NIL);
     this.locNext = copy(this.locNext, (n) => new Int32Array(n), NIL);
     // The new slots join the free list, lowest first.
-    const next = this.recency.next;
-    for (let i = cap - 1; i >= old; i--) {
-      next[i] = this.free;
-      this.free = i;
-    }
+    for (let i = cap - 1; i >= old; i--) this.recency.release(i);
     this.cap = cap;
     const sidMoved = this.sidIndex.reserve(cap);
     const locMoved = this.locIndex.reserve(cap);
@@ -266,8 +262,7 @@ class SlotTable {
     this.gen[slot] = (this.gen[slot]! + 1) >>> 0;
     this.keys.fill(0, slot * 2 * KEY_BYTES, (slot + 1) * 2 * KEY_BYTES);
     this.recency.prev[slot] = NIL;
-    this.recency.next[slot] = this.free;
-    this.free = slot;
+    this.recency.release(slot);
     this.size--;
   }
 
@@ -288,21 +283,17 @@ class SlotTable {
       this.gen[slot] = (this.gen[slot]! + 1) >>> 0;
     } else {
       if (this.size >= this.max && this.recency.tail !== NIL) this.remove(this.recency.tail);
-      if (this.free === NIL) this.grow(Math.min(this.max, this.cap * 2));
-      slot = this.free;
-      this.free = this.recency.next[slot]!;
+      slot = this.recency.takeFree();
+      if (slot === NIL) {
+        this.grow(Math.min(this.max, this.cap * 2));
+        slot = this.recency.takeFree();
+      }
       this.sid.set(sid, slot * SID_BYTES);
       this.sidIndex.put(this.sid, slot * SID_BYTES, slot);
       this.size++;
     }
     this.loc.set(loc, slot * LOC_BYTES);
-    const k = s.keys;
-    const at = slot * 2 * KEY_BYTES;
-    if (s instanceof SessionRecord || s instanceof HeldSession) s.copyKeys(this.keys, at);
-    else {
-      this.keys.set(rawKey(k.terminalToServer).subarray(0, KEY_BYTES), at);
-      this.keys.set(rawKey(k.serverToTerminal).subarray(0, KEY_BYTES), at + KEY_BYTES);
-    }
+    copySessionKeys(s, this.keys, slot * 2 * KEY_BYTES);
     this.exp[slot] = s.exp;
     this.txSeq[slot] = s.txSeq;
     const w = s.window;
@@ -351,35 +342,32 @@ export class HeldSession implements ServerSession {
   }
 
   get sid(): Buffer {
-    if (!this.live) {
-      if (this.hex !== undefined) return Buffer.from(this.hex, 'hex');
-      throw this.stale('ID');
-    }
-    return this.t.sid.subarray(this.slot * SID_BYTES, (this.slot + 1) * SID_BYTES);
+    return this.idBytes(this.t.sid, SID_BYTES, this.hex, 'ID');
   }
 
   get sidHex(): string {
-    if (this.hex === undefined) {
-      if (!this.live) throw this.stale('ID');
-      this.hex = this.t.sid.toString('hex', this.slot * SID_BYTES, (this.slot + 1) * SID_BYTES);
-    }
-    return this.hex;
+    return (this.hex ??= this.idHex(this.t.sid, SID_BYTES, 'ID'));
   }
 
   get locatorId(): Buffer {
-    if (!this.live) {
-      if (this.locHex !== undefined) return Buffer.from(this.locHex, 'hex');
-      throw this.stale('locator ID');
-    }
-    return this.t.loc.subarray(this.slot * LOC_BYTES, (this.slot + 1) * LOC_BYTES);
+    return this.idBytes(this.t.loc, LOC_BYTES, this.locHex, 'locator ID');
   }
 
   get locatorHex(): string {
-    if (this.locHex === undefined) {
-      if (!this.live) throw this.stale('locator ID');
-      this.locHex = this.t.loc.toString('hex', this.slot * LOC_BYTES, (this.slot + 1) * LOC_BYTES);
-    }
-    return this.locHex;
+    return (this.locHex ??= this.idHex(this.t.loc, LOC_BYTES, 'locator ID'));
+  }
+
+  /** This slot's ID in `store` (`width` bytes per slot); once ended, from its hex if read before. */
+  private idBytes(store: Buffer, width: number, hex: string | undefined, what: string): Buffer {
+    if (this.live) return store.subarray(this.slot * width, (this.slot + 1) * width);
+    if (hex !== undefined) return Buffer.from(hex, 'hex');
+    throw this.stale(what);
+  }
+
+  /** This slot's ID in `store` in hex (the getters cache it: it outlives the slot). */
+  private idHex(store: Buffer, width: number, what: string): string {
+    if (!this.live) throw this.stale(what);
+    return store.toString('hex', this.slot * width, (this.slot + 1) * width);
   }
 
   get aud(): string {
@@ -468,6 +456,20 @@ class SlotWindow implements SessionWindow {
   get bitmapHi(): number {
     return this.load()?.bitmapHi ?? 0;
   }
+}
+
+/**
+ * Copy both keys of `s` (terminal-to-server, then server-to-terminal: 2 * KEY_BYTES) into `to`
+ * at `at`: straight from its bytes for our own records, through `keys` for any other.
+ */
+export function copySessionKeys(s: ServerSession, to: Uint8Array, at: number): void {
+  if (s instanceof SessionRecord || s instanceof HeldSession) {
+    s.copyKeys(to, at);
+    return;
+  }
+  const k = s.keys;
+  to.set(rawKey(k.terminalToServer).subarray(0, KEY_BYTES), at);
+  to.set(rawKey(k.serverToTerminal).subarray(0, KEY_BYTES), at + KEY_BYTES);
 }
 
 /** The same session: one held session (its slot and generation), or the same object. */
@@ -573,13 +575,17 @@ export class ServerSessions {
   private lookup(sid: Uint8Array, sidHex?: string): HeldSession | undefined {
     const t = this.table;
     const slot = t.findSid(sid);
-    if (slot === NIL) return undefined;
+    return slot !== NIL && this.use(slot) ? new HeldSession(t, slot, t.gen[slot]!, sidHex) : undefined;
+  }
+
+  /** A held slot about to be used: false when its session expired (then dropped), else it is now the most recently used. */
+  private use(slot: number): boolean {
     if (this.expired(slot)) {
-      t.remove(slot);
-      return undefined;
+      this.table.remove(slot);
+      return false;
     }
-    t.recency.touch(slot);
-    return new HeldSession(t, slot, t.gen[slot]!, sidHex);
+    this.table.recency.touch(slot);
+    return true;
   }
 
   private expired(slot: number): boolean {
@@ -596,9 +602,9 @@ export class ServerSessions {
    * `get(s.sidHex) === s` meant when sessions were objects.
    */
   live(s: ServerSession): boolean {
-    if (!(s instanceof HeldSession) || !s.live) return false;
-    const cur = this.lookup(s.sid);
-    return cur !== undefined && cur.slot === s.slot && cur.gen === s.gen;
+    // A handle of the slot's generation is the session its ID indexes (replacing or freeing a
+    // slot bumps its generation), so no lookup by ID is needed: only the expiry and the touch.
+    return s instanceof HeldSession && s.live && this.use(s.slot);
   }
 
   get hasRemote(): boolean {

@@ -134,14 +134,16 @@ function indexLength(slots: number): number {
 
 /**
  * An intrusive doubly linked list of slots, most recent at `head`, least at `tail` (the next to
- * evict). `prev` and `next` are per-slot arrays the caller may read; a slot not in the list may
- * use `next` for the caller's free list.
+ * evict). `prev` and `next` are per-slot arrays the caller may read. Free slots (not in the list)
+ * are chained through `next` too: `release` and `takeFree`.
  */
 export class RecencyList {
   prev: Int32Array;
   next: Int32Array;
   head = NIL;
   tail = NIL;
+  /** The free list's first slot, NIL when empty. */
+  private freeHead = NIL;
 
   constructor(slots: number) {
     this.prev = new Int32Array(slots).fill(NIL);
@@ -179,6 +181,19 @@ export class RecencyList {
     else this.head = n;
     if (n !== NIL) this.prev[n] = p;
     else this.tail = p;
+  }
+
+  /** Put `s` (not in the list) on the free list, to be taken first. */
+  release(s: number): void {
+    this.next[s] = this.freeHead;
+    this.freeHead = s;
+  }
+
+  /** A slot taken off the free list (the last one released), or NIL when there is none. */
+  takeFree(): number {
+    const s = this.freeHead;
+    if (s !== NIL) this.freeHead = this.next[s]!;
+    return s;
   }
 
   /** Make `s` (in the list) the most recent. */

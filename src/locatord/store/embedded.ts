@@ -9,7 +9,6 @@ import type { GroupStore } from '../groups.js';
 import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { Registration, RegistrationTable } from '../table.js';
-import { packIp } from '../table.js';
 import { MemorySearchIndex } from '../search-index.js';
 import { MemoryWatches } from '../watches.js';
 import type { DueProbe, GroupBackend, Presence, PresenceChange, Refused, ServedStore, StoredSession } from './types.js';
@@ -118,7 +117,7 @@ export function mirrorPresence(t: RegistrationTable, idHex: string, p: Presence,
   const r = t.touch(idHex);
   if (!r) {
     return t.set(idHex, {
-      ip: packIp(p.addr.ip), port: p.addr.port, session, seq: p.seq, regTick: t.msToTick(p.regMs), expTick: t.msToTick(p.expMs),
+      addr: p.addr, session, seq: p.seq, regTick: t.msToTick(p.regMs), expTick: t.msToTick(p.expMs),
       netMode: p.netMode, visibility: p.visibility, nickname: p.nickname, extra: p.extra, reachable: p.reachable === true,
     });
   }
