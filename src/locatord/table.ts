@@ -32,6 +32,7 @@ import type { Address } from '../wire/addr.js';
 import { LOCATOR_ID_BYTES } from '../wire/constants.js';
 import type { Props } from '../wire/schema.js';
 import type { ServerSession } from '../net/sessions.js';
+import { keptSession } from '../net/sessions.js';
 import { NIL, RecencyList, SlotIndex } from '../net/slot-index.js';
 
 /** Time resolution of registration times and expiries: expiry happens up to this much late. */
@@ -215,7 +216,7 @@ export class Registration {
   }
 
   set session(s: ServerSession | undefined) {
-    this.t.sessions[this.slot] = s;
+    this.t.sessions[this.slot] = keptSession(s);
   }
 
   get nickname(): string | undefined {
@@ -572,7 +573,7 @@ export class RegistrationTable {
     else this.setPacked(s, f.ip ?? 0, f.port ?? 0);
     const b = this.bits[s]!;
     this.bits[s] = b | ((f.netMode ?? 0) & NETMODE_MASK) << NETMODE_SHIFT | ((f.visibility ?? 0) & 1) << VISIBILITY_SHIFT | (f.reachable ? REACHABLE_BIT : 0);
-    this.sessions[s] = f.session;
+    this.sessions[s] = keptSession(f.session);
     this.seqs[s] = f.seq;
     this.regTicks[s] = clampTick(f.regTick);
     this.expTicks[s] = clampTick(f.expTick);

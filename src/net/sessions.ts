@@ -321,6 +321,12 @@ class SlotTable {
  * MACed), else reading them throws (callers check `ServerSessions.live` before MACing with an old
  * handle).
  */
+/** `s`, able to name its session after it ended (HeldSession.keepIds; other sessions always can). */
+export function keptSession<S extends ServerSession | undefined>(s: S): S {
+  if (s instanceof HeldSession) s.keepIds();
+  return s;
+}
+
 export class HeldSession implements ServerSession {
   private hex: string | undefined;
   private locHex: string | undefined;
@@ -330,6 +336,19 @@ export class HeldSession implements ServerSession {
 
   constructor(private readonly t: SlotTable, readonly slot: number, readonly gen: number, sidHex?: string) {
     this.hex = sidHex;
+  }
+
+  /**
+   * Read both IDs now (they are cached), so this handle can still name its session after it
+   * ended: for whatever keeps a handle beyond the request (a registration record). A stale handle
+   * cannot read its slot, and one made by a per-datagram lookup has not read its IDs yet.
+   */
+  keepIds(): this {
+    if (this.live) {
+      void this.sidHex;
+      void this.locatorHex;
+    }
+    return this;
   }
 
   /** Whether the slot still holds this session. */

@@ -4,6 +4,8 @@
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import type { ServerSession } from '../../src/net/sessions.js';
+import { newServerSession, ServerSessions } from '../../src/net/sessions.js';
+import { TicketVerifier } from '../../src/wire/ticket.js';
 import type { Registration } from '../../src/locatord/table.js';
 import { packIp, RegistrationTable, TICK_MS, unpackIp } from '../../src/locatord/table.js';
 import { FakeClock } from './fixtures/helpers.js';
@@ -176,4 +178,26 @@ t.test('seq rule: only a higher sequence of the same session is newer', async (t
   t.equal(rec.isStale(s1, 5), true);
   t.equal(rec.isStale(s1, 6), false);
   t.equal(rec.isStale(s2, 100), true, "another session's update is not this session's newer one");
+});
+
+t.test('a record still names its session after the session ended', async (t) => {
+  // A session handle read no ID yet when it came from a restore (snapshot, another instance);
+  // once its session ends it cannot read its slot. The record keeps the IDs readable, so the
+  // store's Presence (sidHex) and the sweep (locatorHex) do not throw on such a record.
+  const clock = new FakeClock(1_700_000_000_000);
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, now: () => clock.ms });
+  const sidHex = randomBytes(16).toString('hex');
+  const locatorHex = id('ended');
+  const held = sessions.restore(newServerSession({
+    sid: Buffer.from(sidHex, 'hex'), sidHex, locatorId: Buffer.from(locatorHex, 'hex'), locatorHex, aud: 'locator', exp: clock.ms / 1000 + 3600,
+    terminalToServer: randomBytes(32), serverToTerminal: randomBytes(32), txSeq: 0,
+  }));
+  t.ok(held, 'held');
+  const table = new RegistrationTable({ maxEntries: 10, now: clock.now });
+  table.set(locatorHex, { addr: { ip: '198.51.100.7', port: 1000 }, session: held, seq: 1, regTick: table.nowTick(), expTick: table.expiryTick(60_000) });
+  t.equal(sessions.dropWhere(() => true), 1, 'the session ended');
+  const s = table.get(locatorHex)!.session!;
+  t.equal(s.sidHex, sidHex, 'the record still names its session');
+  t.equal(s.locatorHex, locatorHex, 'and its locator ID');
 });
