@@ -128,10 +128,11 @@ export class Agent extends SafeEmitter<AgentEvents> {
     }
     // A new address (NAT rebinding, new network): matchd must learn it before it pushes results.
     this.on('address', (_now, previous) => {
-      if (previous !== null) this.match.addressChanged();
+      if (previous === null) return;
+      this.match.addressChanged();
       // Open channels re-introduce themselves (punch.ts); after this handler, once the
       // registration sequence this change starts is under way (their INTRODUCE waits for it).
-      if (previous !== null) setImmediate(() => this.punch.addressChanged(`address changed from ${previous}`));
+      setImmediate(() => this.punch.addressChanged(`address changed from ${previous}`));
     });
   }
 

@@ -261,6 +261,13 @@ export class PeerManager {
     this.socket = undefined;
   }
 
+  /** The paths to the peer `intro` names, from our side (and its relayed address last, with `relayed`). */
+  private planFor(intro: Introduction, relayed = false): PathPlan {
+    const family = this.socketFamily();
+    const plan = planPath({ observed: intro.observed, netMode: this.host.netMode(), family }, intro);
+    return relayed ? withRelayed(plan, intro.relayed, family) : plan;
+  }
+
   /** The family of the attached socket (undefined: none, or not bound). */
   private socketFamily(): SocketFamily | undefined {
     try {
@@ -311,8 +318,7 @@ export class PeerManager {
     if (ch.relayPeer !== null && this.host.relay) {
       void this.host.relay.permit(intro.addr).catch((err: Error) => this.host.log('warn', 'relay permission for the moved peer failed', { channel: ch.idHex, err: err.message }));
     }
-    const family = this.socketFamily();
-    const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode(), family }, intro), intro.relayed, family);
+    const plan = this.planFor(intro, true);
     ch.reestablish(plan.candidates, 'the peer moved', intro.relayed ? { replaceRelay: 'peer' } : {});
   }
 
@@ -508,7 +514,7 @@ export class PeerManager {
         this.seen(formatId(intro.channelId));
         // The peer's observed IP changed meanwhile: permit where it is now too.
         if (viaRelay && normaliseIp(intro.addr.ip) !== normaliseIp(peer.ip)) await relay!.permit(intro.addr);
-        c.reestablish(planPath({ observed: intro.observed, netMode: this.host.netMode(), family: this.socketFamily() }, intro).candidates, why, viaRelay ? { replaceRelay: 'ours' } : {});
+        c.reestablish(this.planFor(intro).candidates, why, viaRelay ? { replaceRelay: 'ours' } : {});
       } catch (err) {
         if (relayLost) c.relayGone(`RELAY_LOST: ${why}; the move to another relay failed (${(err as Error).message})`);
         // The channel keeps punching its known candidates until its timeout.
@@ -552,8 +558,7 @@ export class PeerManager {
     this.seen(idHex);
     this.stats.introductions++;
     ack();
-    const family = this.socketFamily();
-    const plan = withRelayed(planPath({ observed: intro.observed, netMode: this.host.netMode(), family }, intro), intro.relayed, family);
+    const plan = this.planFor(intro, true);
     if (plan.problem && !plan.candidates.some((c) => c.kind === 'relay')) {
       this.refused(intro, 'responder', plan);
       return true;
@@ -621,7 +626,7 @@ export class PeerManager {
     const key = this.unseal(intro, session);
     if (!key) throw new AgentError('BAD_INTRODUCTION', 'the channel key from locatord does not open');
     this.seen(formatId(intro.channelId));
-    const plan = planPath({ observed: intro.observed, netMode: this.host.netMode(), family: this.socketFamily() }, intro);
+    const plan = this.planFor(intro);
     if (plan.problem && !relay) {
       this.refused(intro, 'initiator', plan);
       throw new AgentError('NO_DIRECT_PATH', `no direct path: ${plan.problem}`);

@@ -325,17 +325,13 @@ export class RelayManager {
    * allocation. Returns a sentence for the channels that used it.
    */
   lost(why: string, skip = true): string {
-    const c = this.current;
+    const c = this.release();
     if (!c) return 'relay lost';
-    this.current = undefined;
-    this.clock.clearTimeout(c.renew);
     // An expiry (skip false) is no lost relay: the same relay serves the next allocation.
     if (skip) {
       this.counters.relaysLost++;
       this.lostAt.set(c.name, this.host.now());
     }
-    c.client.removeAllListeners('closed');
-    void c.client.close().catch(() => {});
     const left = this.remaining;
     this.host.log('warn', 'relay lost', { relay: c.name, why, relaysLeft: left });
     return left > 0 ? `relay ${c.name} lost (${why}); ${left} relay${left === 1 ? '' : 's'} left` : `relay ${c.name} lost (${why}); no relay left`;
@@ -346,13 +342,19 @@ export class RelayManager {
    * Drop it without marking the relay lost; the next ensure() allocates anew.
    */
   drop(why: string): void {
+    const c = this.release();
+    if (c) this.host.log('info', 'relay allocation dropped', { relay: c.name, why });
+  }
+
+  /** Forget the allocation (lost() and drop()): its renewal stops, its client closes without reporting it lost. */
+  private release(): Current | undefined {
     const c = this.current;
-    if (!c) return;
+    if (!c) return undefined;
     this.current = undefined;
     this.clock.clearTimeout(c.renew);
     c.client.removeAllListeners('closed');
     void c.client.close().catch(() => {});
-    this.host.log('info', 'relay allocation dropped', { relay: c.name, why });
+    return c;
   }
 
   status(): RelayAllocationStatus | null {

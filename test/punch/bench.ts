@@ -63,6 +63,22 @@ const quantile = (xs: number[], q: number): number | null => {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 };
 
+/** To one decimal (the tables' precision). */
+const round = (x: number | null): number | null => (x === null ? null : Math.round(x * 10) / 10);
+
+/** What a failed try reports: the control error's code, or the message. */
+const errorText = (err: unknown): string => (err instanceof ControlError ? `${err.code}: ${err.message}` : (err as Error).message);
+
+/** Run `body` with a tap-like teardown (what stack() and Lab expect); the cleanups run last first, however it ends. */
+async function withTeardown(body: (t: Teardown) => Promise<void>): Promise<void> {
+  const cleanups: (() => unknown)[] = [];
+  try {
+    await body({ teardown: (fn) => void cleanups.push(fn) });
+  } finally {
+    for (const fn of cleanups.reverse()) await fn();
+  }
+}
+
 async function run(p: Pairing): Promise<Result> {
   const sa = await p.a.status();
   const sb = await p.b.status();
@@ -85,7 +101,7 @@ async function run(p: Pairing): Promise<Result> {
       } else failed++;
       await p.a.control('channel.close', { channel: r.channel });
     } catch (err) {
-      lastError = err instanceof ControlError ? `${err.code}: ${err.message}` : (err as Error).message;
+      lastError = errorText(err);
       if (err instanceof ControlError && err.code === 'NO_DIRECT_PATH') {
         refused++;
         times.push(performance.now() - t0);
@@ -93,7 +109,6 @@ async function run(p: Pairing): Promise<Result> {
     }
     await new Promise((r) => setTimeout(r, GAP_MS));
   }
-  const round = (x: number | null): number | null => (x === null ? null : Math.round(x * 10) / 10);
   return {
     pairing: p.name, expect: p.expect, modes: `${sa.netMode} / ${sb.netMode}`, tries: TRIES,
     ok: p.expect === 'direct' ? times.length : 0, refused, failed,
@@ -105,10 +120,8 @@ async function run(p: Pairing): Promise<Result> {
 async function main(): Promise<void> {
   const missing = haveNetns();
   if (missing) throw new Error(`cannot run: ${missing}`);
-  const cleanups: (() => unknown)[] = [];
-  const t: Teardown = { teardown: (fn) => void cleanups.push(fn) };
   let s: Stack | undefined;
-  try {
+  await withTeardown(async (t) => {
     const lab = new Lab(t, async () => { await s?.stopAll(); });
     const n = (i: number): string => `${PUBLIC_NET}.${i}`;
     const hosts = {
@@ -167,9 +180,7 @@ async function main(): Promise<void> {
     const dir = path.join(root, 'bench-results');
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, 'punch.json'), JSON.stringify({ at: new Date().toISOString(), tries: TRIES, gapMs: GAP_MS, results }, null, 2) + '\n');
-  } finally {
-    for (const fn of cleanups.reverse()) await fn();
-  }
+  });
 }
 
 interface PathResult {
@@ -237,10 +248,9 @@ async function runPath(label: string, a: AgentProc, b: AgentProc, peer: string):
       total += 1000;
       await a.control('channel.close', { channel: r.channel });
     } catch (err) {
-      lastError = err instanceof ControlError ? `${err.code}: ${err.message}` : (err as Error).message;
+      lastError = errorText(err);
     }
   }
-  const round = (x: number | null): number | null => (x === null ? null : Math.round(x * 10) / 10);
   const rate = quantile(rates, 0.5);
   return {
     path: `${label} (${kind})`, tries: TRIES, ok: first.length,
@@ -256,11 +266,9 @@ async function relays(): Promise<void> {
     process.stdout.write(`relays bench skipped: ${missing}\n`);
     return;
   }
-  const cleanups: (() => unknown)[] = [];
-  const t: Teardown = { teardown: (fn) => void cleanups.push(fn) };
   let s: Stack | undefined;
   let relay: Coturn | undefined;
-  try {
+  await withTeardown(async (t) => {
     const lab = new Lab(t, async () => {
       await s?.stopAll();
       await relay?.stop();
@@ -297,9 +305,7 @@ async function relays(): Promise<void> {
     const dir = path.join(root, 'bench-results');
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, 'relays.json'), JSON.stringify({ at: new Date().toISOString(), tries: TRIES, results: [direct, relayed] }, null, 2) + '\n');
-  } finally {
-    for (const fn of cleanups.reverse()) await fn();
-  }
+  });
 }
 
 (RELAYS ? relays() : main()).catch((err: Error) => {

@@ -22,7 +22,7 @@ import { eventually, stack } from '../agent/stack.js';
 import type { Recv } from './lab.js';
 import { needs } from '../ops/tools.js';
 import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
-import { addRelay, channelOf, natHost, routerOf } from './lab.js';
+import { addRelay, channelOf, natHost, readyWithRelays, routerOf } from './lab.js';
 
 const missing = haveNetns();
 if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
@@ -155,12 +155,7 @@ t.test('a relayed channel re-establishes itself through a new allocation when it
   s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
   addRelay(s, 'r1', relay);
   const [m, p] = await Promise.all([s.agent('mover', ['--max-refresh-s', '1'], { netns: moverNs }), s.agent('peer', [], { netns: peerNs })]);
-  const ready = (q: AgentProc) => eventually(async () => {
-    const x = await q.status();
-    if (x.registered && x.relays.length === 0) q.proc.kill('SIGHUP');
-    return x.registered && x.netMode === 'symmetric' && x.relays.length > 0 ? x : null;
-  }, 90_000, `${q.name} registered as symmetric with the relay`);
-  const [, sp] = await Promise.all([ready(m), ready(p)]);
+  const [, sp] = await Promise.all([readyWithRelays(m, 'symmetric', 1), readyWithRelays(p, 'symmetric', 1)]);
   await eventually(async () => {
     const r = (await m.control('lookup', { targets: [sp.locatorId] })) as { netMode?: string }[];
     return r[0]?.netMode === 'symmetric';
