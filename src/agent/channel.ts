@@ -533,7 +533,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
   reestablish(candidates: { addr: Address; kind: CandidateKind; via?: Via }[], why: string, o: { graceMs?: number; replaceRelay?: 'ours' | 'peer' } = {}): void {
     if (this._state === 'punching') {
       // Not open yet (a peer that cannot send UDP re-introduced itself): more candidates only.
-      for (const c of candidates) if (!this.relayOnly || c.via === 'relay') this.addCandidate(c.addr, c.kind, c.via ?? 'socket');
+      for (const c of candidates) if (!this.relayOnly || c.via === 'relay') this.admit(c.addr, c.kind, c.via ?? 'socket');
       this.log('info', 'peer channel: candidates from a re-introduction', { channel: this.idHex, why });
       return;
     }
@@ -545,15 +545,7 @@ export class Channel extends SafeEmitter<ChannelEvents> {
       const via = c.via ?? 'socket';
       // Forced relaying answers only what comes through our relay.
       if (this.relayOnly && via !== 'relay') continue;
-      if (!this.candidates.some((x) => x.key === addrKey(c.addr, via))) {
-        // Full: the new address replaces the least preferred one that is not the path.
-        if (this.candidates.length >= MAX_CANDIDATES) {
-          const drop = this.candidates.findLastIndex((x) => !this._path || x.key !== addrKey(this._path.address, this._path.via));
-          if (drop < 0) continue;
-          this.candidates.splice(drop, 1);
-        }
-      }
-      this.addCandidate(c.addr, c.kind, via);
+      this.admit(c.addr, c.kind, via);
     }
     const now = this.now();
     this.moveGraceUntil = Math.max(this.moveGraceUntil, now + (o.graceMs ?? 0));
@@ -663,6 +655,19 @@ export class Channel extends SafeEmitter<ChannelEvents> {
     if (triggered) c.triggered = true;
     c.unanswered++;
     return true;
+  }
+
+  /**
+   * A re-introduced candidate, within MAX_CANDIDATES (return routability: a channel probes a
+   * bounded set): when full, a new address replaces the least preferred one that is not the path.
+   */
+  private admit(addr: Address, kind: CandidateKind, via: Via): void {
+    if (this.candidates.length >= MAX_CANDIDATES && !this.candidates.some((x) => x.key === addrKey(addr, via))) {
+      const drop = this.candidates.findLastIndex((x) => !this._path || x.key !== addrKey(this._path.address, this._path.via));
+      if (drop < 0) return;
+      this.candidates.splice(drop, 1);
+    }
+    this.addCandidate(addr, kind, via);
   }
 
   private addCandidate(addr: Address, kind: CandidateKind, via: Via): Candidate {

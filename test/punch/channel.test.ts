@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import type { Test } from 'tap';
-import { Channel } from '../../src/agent/channel.js';
+import { Channel, MAX_CANDIDATES } from '../../src/agent/channel.js';
 import type { CandidateKind } from '../../src/agent/channel.js';
 import { planPath } from '../../src/agent/punch.js';
 import type { Address } from '../../src/wire/addr.js';
@@ -385,4 +385,15 @@ t.test('a listener that throws, or sends on a closing channel, cannot break the 
   t.equal(w.b.state, 'closed');
   t.equal(w.b.listenerErrors, 2, 'two exceptions caught');
   t.equal(w.b.stats.received, 3, 'every message was delivered');
+});
+
+t.test('a re-introduction while still punching stays within MAX_CANDIDATES', async (t) => {
+  // The peer's re-introductions (INTRO with resumes) may name addresses: however many come
+  // while the channel is not open yet, it probes at most MAX_CANDIDATES (return routability).
+  const w = pair(t, { route: () => null });
+  const many = Array.from({ length: 3 * MAX_CANDIDATES }, (_, i) => ({ addr: { ip: '192.0.2.1', port: 3000 + i }, kind: 'public' as const }));
+  w.a.reestablish(many.slice(0, MAX_CANDIDATES), 'the peer moved');
+  w.a.reestablish(many.slice(MAX_CANDIDATES), 'the peer moved again');
+  t.equal(w.a.state, 'punching', 'still punching');
+  t.equal(w.a.summary().candidates.length, MAX_CANDIDATES, `at most ${MAX_CANDIDATES} candidates`);
 });
