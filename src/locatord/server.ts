@@ -5,7 +5,6 @@
 // liveness probes), and, embedded only, the snapshot of soft state across a clean restart
 // (Redis keeps the state itself).
 import type { KeyObject } from 'node:crypto';
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import { Logger } from '../common/log.js';
@@ -16,7 +15,7 @@ import { bindUdp, DatagramServer } from '../net/server.js';
 import type { SharedRefusals } from '../net/ended.js';
 import { EndedSessions, gateHandlers } from '../net/ended.js';
 import { ServerSessions } from '../net/sessions.js';
-import { REQUEST_ID_BYTES } from '../wire/constants.js';
+import { pooledRid } from '../net/push.js';
 import { TicketVerifier } from '../wire/ticket.js';
 import type { LocatorContext } from './context.js';
 import { GroupStore } from './groups.js';
@@ -213,7 +212,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       for (const { session: s, addr } of due) {
         // A session that ended (ticket expired, key distrusted) cannot MAC a probe; let it expire.
         if (!sessions.live(s)) continue;
-        server.send(sessions.encode(s, 'PROBE', randomBytes(REQUEST_ID_BYTES), {}), addr);
+        server.send(sessions.encode(s, 'PROBE', pooledRid(), {}), addr);
         probes++;
       }
       metrics.inc('probes_sent_total', undefined, probes);
