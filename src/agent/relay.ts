@@ -169,13 +169,16 @@ export class RelayManager {
   }
 
   /**
-   * Our address changed (a new network, or the same one renumbered): what was learnt about UDP
-   * to the relays belongs to the old one. Every transport is tried again in its order; a
+   * Our address changed (a new network, or the same one renumbered): what was learnt about the
+   * relays (lost ones, transports that failed) belongs to the old one, and is forgotten; a
    * terminal that knew itself UDP-blocked re-checks at once (a new allocation, UDP first: the
    * old one belongs to the old address anyway) and keeps its knowledge until the answer.
    */
   addressChanged(why: string): void {
-    for (const k of [...this.transportFailedAt.keys()]) if (k.endsWith('|udp')) this.transportFailedAt.delete(k);
+    // A relay "lost" just before (its TCP/TLS link broke with the old address) was not the
+    // relay's fault: from here every relay and transport is tried again.
+    this.transportFailedAt.clear();
+    this.lostAt.clear();
     if (!this.udpBlockedKnown || !this.available) return;
     this.drop(why);
     this.recheckUdp = true;

@@ -147,6 +147,10 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
     t.equal(m.status()?.transport, 'tcp');
     t.equal(fallbacks(logs).length, 1, 'and the next allocation starts with TCP, without a UDP attempt');
     // An address change with UDP still blocked: UDP tried first again, TCP again, still known.
+    // The TCP link broke with the old address just before the change was noticed: the relay is
+    // marked lost, which the address change forgets (it was not the relay's fault).
+    m.lost('test: the TCP link broke with the old address');
+    t.equal(m.remaining, 0, 'the only relay is marked lost');
     m.addressChanged('test: renumbered');
     t.equal(m.udpBlocked, true, 'kept while the re-check runs');
     await m.ensure();
