@@ -23,6 +23,7 @@ import path from 'node:path';
 import type { Test } from 'tap';
 import t from 'tap';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
+import type { ChannelSummary } from '../../src/agent/channel.js';
 import type { MatchResult } from '../../src/agent/match.js';
 import { controlRequest } from '../../src/agent/control-client.js';
 import { formatStatus } from '../../src/cli/commands/agentctl.js';
@@ -133,6 +134,22 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     return c.channel;
   };
 
+  /** sy opens a channel toward bt (a new one): relayed, open at both ends. */
+  const openTowardBt = async (t: Test): Promise<{ c: ConnectResult; atBt: ChannelSummary }> => {
+    const c = (await controlRequest(sy.socket, 'connect', { peer: sbt.locatorId, reuse: false }, CONNECT_TIMEOUT_MS).catch((e: Error) => {
+      // What the relay and sy saw, for the failure's report.
+      t.comment(r.log().slice(-6000));
+      for (const l of sy.lines.slice(-40)) t.comment(JSON.stringify(l));
+      throw e;
+    })) as ConnectResult;
+    t.equal(c.path?.kind, 'relay', `relayed path ${c.path?.addr}`);
+    const atBt = await eventually(async () => {
+      const x = channelOf(await bt.status(), c.channel);
+      return x?.state === 'open' ? x : null;
+    }, 60_000, 'bt has the channel open');
+    return { c, atBt };
+  };
+
   await t.test('UDP blocked: allocated over TCP after the UDP attempt, relayed channel over TCP', async (t) => {
     const channel = await exchange(t, bt, 'tcp', 100);
     t.ok(droppedToRelay('bt')[0]! >= 1, `the UDP allocation attempt was dropped at the router (${droppedToRelay('bt')[0]} datagrams)`);
@@ -147,12 +164,7 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
   await t.test('a channel the peer opens toward the UDP-blocked terminal: it answers through its relay', async (t) => {
     // bt learnt above that UDP does not reach the relay: on sy's INTRO it re-introduces the
     // channel with its relayed address (INTRODUCE resumes), which sy punches over UDP.
-    const c = (await controlRequest(sy.socket, 'connect', { peer: sbt.locatorId, reuse: false }, CONNECT_TIMEOUT_MS).catch((e: Error) => { t.comment(r.log().slice(-6000)); for (const l of sy.lines.slice(-40)) t.comment(JSON.stringify(l)); throw e; })) as ConnectResult;
-    t.equal(c.path?.kind, 'relay', `relayed path ${c.path?.addr}`);
-    const atBt = await eventually(async () => {
-      const x = channelOf(await bt.status(), c.channel);
-      return x?.state === 'open' ? x : null;
-    }, 60_000, 'bt has the channel open');
+    const { c, atBt } = await openTowardBt(t);
     t.equal(atBt.role, 'responder', 'opened by the peer');
     t.equal(atBt.path?.transport, 'tcp', 'bt answers through its relay, over TCP');
     const sent = Array.from({ length: 20 }, (_, i) => `to-bt-${i + 1}`);
@@ -208,12 +220,7 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     const first = rechecks();
     t.ok(first >= 1, 'the address change made bt check again');
     // Still UDP-blocked: a peer's channel toward it opens through its relay, as before.
-    const c = (await controlRequest(sy.socket, 'connect', { peer: sbt.locatorId, reuse: false }, CONNECT_TIMEOUT_MS).catch((e: Error) => { t.comment(r.log().slice(-6000)); for (const l of sy.lines.slice(-40)) t.comment(JSON.stringify(l)); throw e; })) as ConnectResult;
-    t.equal(c.path?.kind, 'relay', `relayed path ${c.path?.addr}`);
-    const atBt = await eventually(async () => {
-      const x = channelOf(await bt.status(), c.channel);
-      return x?.state === 'open' ? x : null;
-    }, 60_000, 'bt has the channel open');
+    const { c, atBt } = await openTowardBt(t);
     t.equal(atBt.path?.transport, 'tcp', 'bt answers through its relay, over TCP, from its new address');
     await sy.control('channel.send', { channel: c.channel, text: 'after-renumbering' });
     t.same((await receiveAll(bt, c.channel, 1)).texts, ['after-renumbering']);
