@@ -132,7 +132,12 @@ export class Agent extends SafeEmitter<AgentEvents> {
       this.match.addressChanged();
       // Open channels re-introduce themselves (punch.ts); after this handler, once the
       // registration sequence this change starts is under way (their INTRODUCE waits for it).
-      setImmediate(() => this.punch.addressChanged(`address changed from ${previous}`));
+      // The relay first: a UDP-blocked terminal re-checks (a new allocation), which the
+      // channels' re-introductions then share.
+      setImmediate(() => {
+        this.relay.addressChanged(`address changed from ${previous}`);
+        this.punch.addressChanged(`address changed from ${previous}`);
+      });
     });
   }
 

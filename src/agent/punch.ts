@@ -204,6 +204,12 @@ export class PeerManager {
   private readonly channels = new Map<string, Channel>();
   private readonly recent: ChannelSummary[] = [];
   private readonly seenIntros = new Set<string>();
+  /**
+   * Channels we were introduced to and do not hold yet (INTRODUCE_ACK read, the relay's
+   * permission under way), with the re-introduction (`resumes`) the peer sent meanwhile: a
+   * UDP-blocked peer re-introduces itself at once, and its INTRO can overtake our permission.
+   */
+  private readonly opening = new Map<string, Introduction | null>();
   private readonly keepRecent: number;
   private socket: dgram.Socket | undefined;
   private readonly listener = (raw: Buffer, rinfo: dgram.RemoteInfo): void => {
@@ -308,6 +314,12 @@ export class PeerManager {
   /** INTRO with `resumes`: the peer re-introduced an open channel (it moved); the new addresses go to that channel. */
   private resumed(intro: Introduction): void {
     const ch = this.channels.get(formatId(intro.resumes!));
+    const early = formatId(intro.resumes!);
+    if (!ch && this.opening.has(early)) {
+      // Ours, not open yet: applied once it is (introduceAndOpen).
+      this.opening.set(early, intro);
+      return;
+    }
     // A channel still punching too: a peer that cannot send UDP re-introduces itself at once.
     if (!ch || (ch.state !== 'open' && ch.state !== 'punching') || ch.peerHex !== formatId(intro.peer)) {
       this.host.log('warn', 're-introduction for no open channel with that peer: ignored', { channel: formatId(intro.resumes!), peer: formatId(intro.peer) });
@@ -625,15 +637,24 @@ export class PeerManager {
     if (!Buffer.from(intro.peer).equals(id)) throw new AgentError('BAD_INTRODUCTION', 'locatord introduced another terminal than the one asked for');
     const key = this.unseal(intro, session);
     if (!key) throw new AgentError('BAD_INTRODUCTION', 'the channel key from locatord does not open');
-    this.seen(formatId(intro.channelId));
+    const idHex = formatId(intro.channelId);
+    this.seen(idHex);
     const plan = this.planFor(intro);
     if (plan.problem && !relay) {
       this.refused(intro, 'initiator', plan);
       throw new AgentError('NO_DIRECT_PATH', `no direct path: ${plan.problem}`);
     }
-    // The relay forwards to us only from the introduced peer's public IP.
-    if (relay) await relay.permit(intro.addr);
-    const ch = this.open(intro, key, 'initiator', forced ? { ...plan, candidates: [] } : plan, forced);
+    let ch: Channel;
+    this.opening.set(idHex, null);
+    try {
+      // The relay forwards to us only from the introduced peer's public IP.
+      if (relay) await relay.permit(intro.addr);
+      ch = this.open(intro, key, 'initiator', forced ? { ...plan, candidates: [] } : plan, forced);
+    } finally {
+      const early = this.opening.get(idHex);
+      this.opening.delete(idHex);
+      if (early) this.resumed(early);
+    }
     await ch.waitOpen();
     return ch;
   }

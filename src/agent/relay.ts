@@ -7,7 +7,10 @@
 //   credentials, over the transports the grant lists for it in the order UDP, TCP, TLS: one
 //   that neither connects nor answers within RELAY_TRANSPORT_TIMEOUT_MS (a network that blocks
 //   UDP, or TCP but for TLS's port) is left for the next (allocateOn); one that failed so is
-//   tried last on that relay for RELAY_LOST_MS (the next allocation does not wait for it again). Credentials that authd's grant says have expired
+//   tried last on that relay for RELAY_LOST_MS (the next allocation does not wait for it again).
+//   An allocation that needed TCP or TLS because UDP got no answer makes the terminal
+//   UDP-blocked (udpBlocked) until an allocation over UDP succeeds or its address changes, which
+//   re-checks at once (addressChanged). Credentials that authd's grant says have expired
 //   (or that the relay refuses as expired) make the agent authenticate again for fresh ones and
 //   allocate once more: never a silent stall. Resolves with the relayed address, or rejects with
 //   AgentError RELAY_UNAVAILABLE (no relay granted, or none answers) naming every relay's error.
@@ -118,8 +121,10 @@ export class RelayManager {
   private readonly lostAt = new Map<string, number>();
   /** `relay|transport` -> when that transport to that relay last got no connection or answer. */
   private readonly transportFailedAt = new Map<string, number>();
-  /** When an allocation last needed TCP or TLS because UDP to the same relay got no answer (see udpBlocked). */
-  private udpBlockedAt: number | undefined;
+  /** An allocation needed TCP or TLS because UDP to the same relay got no answer (see udpBlocked). */
+  private udpBlockedKnown = false;
+  /** The next allocation tries UDP first although UDP is known blocked (the re-check of addressChanged). */
+  private recheckUdp = false;
   readonly counters: RelayCounters = { allocations: 0, relaysLost: 0, datagramsOut: 0, datagramsIn: 0, bytesOut: 0, bytesIn: 0 };
   /** Datagrams the relay delivered from a peer (set by the peer manager). */
   onData: (from: Address, bytes: Buffer) => void = () => {};
@@ -153,12 +158,35 @@ export class RelayManager {
   }
 
   /**
-   * Whether this network lets no UDP through to the relay while TCP or TLS gets there (learnt
-   * from the last allocation, for RELAY_LOST_MS): UDP is then blocked but to the services, and
-   * matching declares the terminal udp-blocked (reachable through its relay only).
+   * Whether this network lets no UDP through to the relay while TCP or TLS gets there: UDP is
+   * then blocked but to the services, matching declares the terminal udp-blocked (reachable
+   * through its relay only), and a peer's introduction is answered through the relay. Learnt
+   * from an allocation and kept while the situation lasts, not for a while: until an allocation
+   * over UDP succeeds, or our address changes (addressChanged re-checks it at once).
    */
   get udpBlocked(): boolean {
-    return this.udpBlockedAt !== undefined && this.host.now() - this.udpBlockedAt < RELAY_LOST_MS;
+    return this.udpBlockedKnown;
+  }
+
+  /**
+   * Our address changed (a new network, or the same one renumbered): what was learnt about the
+   * relays (lost ones, transports that failed) belongs to the old one, and is forgotten; a
+   * terminal that knew itself UDP-blocked re-checks at once (a new allocation, UDP first: the
+   * old one belongs to the old address anyway) and keeps its knowledge until the answer.
+   */
+  addressChanged(why: string): void {
+    // A relay "lost" just before (its TCP/TLS link broke with the old address) was not the
+    // relay's fault: from here every relay and transport is tried again.
+    this.transportFailedAt.clear();
+    this.lostAt.clear();
+    if (!this.udpBlockedKnown || !this.available) return;
+    this.drop(why);
+    this.recheckUdp = true;
+    this.host.log('info', 'address changed: checking again whether UDP reaches the relay', { why });
+    this.ensure().catch(() => {
+      // No relay answers at all from here: not "UDP blocked but to TCP/TLS" any more.
+      this.udpBlockedKnown = false;
+    });
   }
 
   /** Relays of the grant not marked lost, after `except`. */
@@ -181,6 +209,7 @@ export class RelayManager {
     if (c?.client.isAllocated && c.client.relayedAddress) return Promise.resolve(c.client.relayedAddress);
     this.allocating ??= this.allocate().finally(() => {
       this.allocating = undefined;
+      this.recheckUdp = false;
     });
     return this.allocating;
   }
@@ -225,7 +254,11 @@ export class RelayManager {
    */
   private async allocateOn(g: RelayGrant): Promise<Address> {
     const now = this.host.now();
+    // Known UDP-blocked: TCP and TLS first (a UDP attempt would cost RELAY_TRANSPORT_TIMEOUT_MS),
+    // but for the re-check after an address change.
+    const udpLast = this.udpBlockedKnown && !this.recheckUdp;
     const failedRecently = (t: TurnTransport): number => {
+      if (t === 'udp' && udpLast) return 1;
       const at = this.transportFailedAt.get(`${g.name}|${t}`);
       return at !== undefined && now - at < RELAY_LOST_MS ? 1 : 0;
     };
@@ -235,8 +268,8 @@ export class RelayManager {
     for (const s of servers) {
       try {
         const relayed = await this.allocateVia(g, s);
-        if (s.server.transport === 'udp') this.udpBlockedAt = undefined;
-        else if (failedRecently('udp') || failures.some((f) => f.startsWith('udp '))) this.udpBlockedAt = this.host.now();
+        if (s.server.transport === 'udp') this.udpBlockedKnown = false;
+        else if (failedRecently('udp') || failures.some((f) => f.startsWith('udp '))) this.udpBlockedKnown = true;
         return relayed;
       } catch (err) {
         const e = err instanceof TurnError ? err : new TurnError(TurnErrorCode.CONNECTION, (err as Error).message);

@@ -13,6 +13,9 @@
 //   complete, once and in order, on the new relayed address;
 // - forced relaying refuses what does not come through the relay;
 // - a relayed address that does not answer gets at most MAX_UNANSWERED_RELAY_PUNCHES.
+// - the peer reached through our relay, whose first PUNCHes are lost on the way (the loss of
+//   relay.test.ts, where the peer opened and this end failed): punched again, spaced, until one
+//   round trip works, and never more than MAX_UNANSWERED_RELAY_PUNCHES while unanswered.
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import type { Test } from 'tap';
@@ -41,7 +44,7 @@ interface Net {
   toRelay: number;
 }
 
-function net(t: Test, o: { relayOnlyA?: boolean; direct?: boolean; bCandidates?: { addr: Address; kind: CandidateKind }[] } = {}): Net {
+function net(t: Test, o: { relayOnlyA?: boolean; direct?: boolean; bCandidates?: { addr: Address; kind: CandidateKind }[]; lose?: (bytes: Buffer) => boolean } = {}): Net {
   const id = randomBytes(16);
   const key = randomBytes(32);
   const timing = { punchTimeoutMs: 8000, keepaliveMs: 60_000, upgradeWindowMs: 100, relayAfterMs: 0, backgroundPunchMs: 50, fenceMs: 5000 };
@@ -59,6 +62,7 @@ function net(t: Test, o: { relayOnlyA?: boolean; direct?: boolean; bCandidates?:
     send: (dst, bytes, via) => {
       // Through the relay: out of R, to the address the relay saw the peer at (B).
       if (via === 'relay') {
+        if (o.lose?.(bytes)) return;
         if (n.relayUp && same(dst, B)) to(() => n.b, n.relayAddr, 'socket', 20, bytes);
       } else if (n.direct && same(dst, B)) to(() => n.b, A, 'socket', 0, bytes);
     },
@@ -201,4 +205,30 @@ t.test('a relayed address that never answers gets a bounded number of PUNCHes', 
   n.relayUp = false;
   await t.rejects(n.b.waitOpen(), { code: 'PUNCH_FAILED' });
   t.equal(n.toRelay, MAX_UNANSWERED_RELAY_PUNCHES, `${MAX_UNANSWERED_RELAY_PUNCHES} PUNCHes to the relayed address`);
+});
+
+t.test('the peer through our relay: PUNCHes lost on the way are tried again, spaced and bounded, until one is answered', async (t) => {
+  // The peer's PUNCH reached us through the relay (it opens on our PUNCH_ACK), but our own
+  // PUNCHes to it are lost, the first four of them: before, this end stopped after two (the
+  // triggered one and one more) and failed at the punch timeout while the peer was open.
+  let lostPunches = 0;
+  const n = net(t, {
+    lose: (bytes) => {
+      const d = decodeDatagram(bytes);
+      if (!d.ok || d.msg.name !== 'PUNCH' || lostPunches >= 4) return false;
+      lostPunches++;
+      return true;
+    },
+  });
+  const [pa, pb] = await Promise.all([n.a.waitOpen(), n.b.waitOpen()]);
+  t.equal(pa.kind, 'relay', 'the initiator opened through its relay');
+  t.equal(pb.kind, 'relay');
+  t.equal(lostPunches, 4, 'after four lost PUNCHes');
+  t.ok(n.a.stats.punchesSent <= 1 + MAX_UNANSWERED_RELAY_PUNCHES, `bounded: ${n.a.stats.punchesSent} PUNCHes in all (1 to the public address)`);
+});
+
+t.test('the peer through our relay never answers: at most MAX_UNANSWERED_RELAY_PUNCHES to it', async (t) => {
+  const n = net(t, { lose: (bytes) => { const d = decodeDatagram(bytes); return d.ok && d.msg.name === 'PUNCH'; } });
+  await t.rejects(n.a.waitOpen(), { code: 'PUNCH_FAILED' });
+  t.equal(n.a.stats.punchesSent, 1 + MAX_UNANSWERED_RELAY_PUNCHES, `one to the public address, ${MAX_UNANSWERED_RELAY_PUNCHES} through the relay`);
 });

@@ -14,11 +14,16 @@
 // - matching (issue 17 item 5): the terminal whose allocation needed TCP submits as udp-blocked
 //   with a TCP/TLS relay; paired with a port-restricted terminal (a direct pair by their
 //   classifications) it is matched with its path to the host = relay.
+// - the knowledge lasts while the situation does: bt's NAT is renumbered with UDP still blocked,
+//   bt checks again at once (a new allocation, UDP first, then TCP from the new address) and a
+//   peer's channel toward it still opens through its relay; renumbered again with UDP let
+//   through, the check allocates over UDP and bt is no longer submitted as udp-blocked.
 import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Test } from 'tap';
 import t from 'tap';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
+import type { ChannelSummary } from '../../src/agent/channel.js';
 import type { MatchResult } from '../../src/agent/match.js';
 import { controlRequest } from '../../src/agent/control-client.js';
 import { formatStatus } from '../../src/cli/commands/agentctl.js';
@@ -82,7 +87,8 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
   writeFileSync(caFile, r.cert!);
   const env = { NODE_EXTRA_CA_CERTS: caFile };
   const [bt, bs, sy, pr] = await Promise.all([
-    st.agent('bt', [], { netns: tcpOnly, env }), st.agent('bs', [], { netns: tlsOnly, env }), st.agent('sy', [], { netns: peerNs }), st.agent('pr', [], { netns: prNs }),
+    // A refresh every 2 s: bt notices its NAT's renumbering (the last subtest) soon.
+    st.agent('bt', ['--max-refresh-s', '2'], { netns: tcpOnly, env }), st.agent('bs', [], { netns: tlsOnly, env }), st.agent('sy', [], { netns: peerNs }), st.agent('pr', [], { netns: prNs }),
   ]);
   const [sbt, , ssy, spr] = await Promise.all([
     readyWithRelays(bt, 'port-restricted', 1), readyWithRelays(bs, 'port-restricted', 1), readyWithRelays(sy, 'symmetric', 1), readyWithRelays(pr, 'port-restricted', 1),
@@ -128,6 +134,22 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     return c.channel;
   };
 
+  /** sy opens a channel toward bt (a new one): relayed, open at both ends. */
+  const openTowardBt = async (t: Test): Promise<{ c: ConnectResult; atBt: ChannelSummary }> => {
+    const c = (await controlRequest(sy.socket, 'connect', { peer: sbt.locatorId, reuse: false }, CONNECT_TIMEOUT_MS).catch((e: Error) => {
+      // What the relay and sy saw, for the failure's report.
+      t.comment(r.log().slice(-6000));
+      for (const l of sy.lines.slice(-40)) t.comment(JSON.stringify(l));
+      throw e;
+    })) as ConnectResult;
+    t.equal(c.path?.kind, 'relay', `relayed path ${c.path?.addr}`);
+    const atBt = await eventually(async () => {
+      const x = channelOf(await bt.status(), c.channel);
+      return x?.state === 'open' ? x : null;
+    }, 60_000, 'bt has the channel open');
+    return { c, atBt };
+  };
+
   await t.test('UDP blocked: allocated over TCP after the UDP attempt, relayed channel over TCP', async (t) => {
     const channel = await exchange(t, bt, 'tcp', 100);
     t.ok(droppedToRelay('bt')[0]! >= 1, `the UDP allocation attempt was dropped at the router (${droppedToRelay('bt')[0]} datagrams)`);
@@ -142,12 +164,7 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
   await t.test('a channel the peer opens toward the UDP-blocked terminal: it answers through its relay', async (t) => {
     // bt learnt above that UDP does not reach the relay: on sy's INTRO it re-introduces the
     // channel with its relayed address (INTRODUCE resumes), which sy punches over UDP.
-    const c = (await controlRequest(sy.socket, 'connect', { peer: sbt.locatorId, reuse: false }, CONNECT_TIMEOUT_MS)) as ConnectResult;
-    t.equal(c.path?.kind, 'relay', `relayed path ${c.path?.addr}`);
-    const atBt = await eventually(async () => {
-      const x = channelOf(await bt.status(), c.channel);
-      return x?.state === 'open' ? x : null;
-    }, 60_000, 'bt has the channel open');
+    const { c, atBt } = await openTowardBt(t);
     t.equal(atBt.role, 'responder', 'opened by the peer');
     t.equal(atBt.path?.transport, 'tcp', 'bt answers through its relay, over TCP');
     const sent = Array.from({ length: 20 }, (_, i) => `to-bt-${i + 1}`);
@@ -178,5 +195,45 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     t.equal(rb.path, 'relay', 'bt reaches the host through the relay');
     t.equal(rb.members!.find((m) => m.self)!.netMode, 'udp-blocked', 'declared udp-blocked');
     t.equal(rp.members!.find((m) => m.id === sbt.locatorId)!.path, 'relay', "and so it is in the host's result");
+  });
+
+  await t.test('UDP blocked is known while it lasts: re-checked when the address changes', async (t) => {
+    const router = routerOf(lab, 'bt');
+    const renumber = (from: string, to: string): void => {
+      lab.exec(router, 'sysctl', ['-qw', 'net.ipv4.conf.wan.promote_secondaries=1']);
+      lab.ip(router, ['addr', 'add', `${to}/24`, 'dev', 'wan']);
+      lab.ip(router, ['addr', 'del', `${from}/24`, 'dev', 'wan']);
+    };
+    const rechecks = (): number => bt.lines.filter((l) => l['msg'] === 'address changed: checking again whether UDP reaches the relay').length;
+    /** bt's allocation made from `ip` (the relay sees it there), over `transport`. */
+    const allocatedFrom = (ip: string, transport: string) => eventually(async () => {
+      const a = (await bt.status()).relayAllocation;
+      return a?.mapped?.startsWith(`${ip}:`) && a.transport === transport ? a : null;
+    }, CONNECT_TIMEOUT_MS, `bt allocated from ${ip} over ${transport}`).catch(async (e: Error) => {
+      t.comment(JSON.stringify((await bt.status()).relayAllocation));
+      for (const l of bt.lines) if (/relay|address|regist/i.test(String(l['msg']))) t.comment(JSON.stringify(l));
+      throw e;
+    });
+    const RENUMBERED = `${PUBLIC_NET}.27`;
+    renumber(`${PUBLIC_NET}.17`, RENUMBERED);
+    await allocatedFrom(RENUMBERED, 'tcp');
+    const first = rechecks();
+    t.ok(first >= 1, 'the address change made bt check again');
+    // Still UDP-blocked: a peer's channel toward it opens through its relay, as before.
+    const { c, atBt } = await openTowardBt(t);
+    t.equal(atBt.path?.transport, 'tcp', 'bt answers through its relay, over TCP, from its new address');
+    await sy.control('channel.send', { channel: c.channel, text: 'after-renumbering' });
+    t.same((await receiveAll(bt, c.channel, 1)).texts, ['after-renumbering']);
+    await sy.control('channel.close', { channel: c.channel });
+    // The network changes: UDP goes through, and the address changes with it.
+    lab.exec(router, 'nft', ['delete', 'table', 'inet', 'udpblock']);
+    const OPEN = `${PUBLIC_NET}.28`;
+    renumber(RENUMBERED, OPEN);
+    await allocatedFrom(OPEN, 'udp');
+    t.ok(rechecks() > first, 'checked again');
+    const submit = (p: AgentProc) => controlRequest(p.socket, 'match.submit', { mediaId: 'udp-open-again', maxWaitS: 60, wait: true }, 90_000) as Promise<MatchResult>;
+    const [rb] = await Promise.all([submit(bt), submit(pr)]);
+    t.equal(rb.state, 'matched', rb.reason ?? '');
+    t.not(rb.members!.find((m) => m.self)!.netMode, 'udp-blocked', 'no longer submitted as udp-blocked');
   });
 });

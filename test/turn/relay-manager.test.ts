@@ -16,7 +16,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import t from 'tap';
 import { Channel } from '../../src/agent/channel.js';
-import { RelayManager } from '../../src/agent/relay.js';
+import { RELAY_LOST_MS, RelayManager } from '../../src/agent/relay.js';
 import { defaultLink } from '../../src/agent/turn/client.js';
 import type { Address } from '../../src/wire/addr.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
@@ -124,6 +124,47 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
     await m.ensure();
     t.equal(m.status()?.transport, 'tcp');
     t.equal(fallbacks(logs).length, 1, 'UDP, which just failed, is tried after TCP: no second wait for it');
+  });
+
+  await t.test('UDP blocked is known while it lasts: not forgotten after a while, re-checked on an address change', async (t) => {
+    const logs: string[] = [];
+    let skewMs = 0;
+    const g: RelayGrant = { ...base, udp: { ip: '127.0.0.1', port: deadPort }, tcp: { ip: relay.host, port: relay.port } };
+    const m = new RelayManager({
+      grants: () => [g], reauthenticate: async () => true,
+      log: (_l, msg, f) => void logs.push(`${msg} ${JSON.stringify(f ?? {})}`),
+      now: () => Date.now() + skewMs,
+      // A short UDP schedule (50 ms doubling): the test waits for UDP timeouts twice.
+      client: { rtoMs: 50 },
+    });
+    t.teardown(() => m.close());
+    await m.ensure();
+    t.equal(m.udpBlocked, true, 'learnt from the allocation over TCP');
+    skewMs += RELAY_LOST_MS + 60_000;
+    t.equal(m.udpBlocked, true, `still known ${(RELAY_LOST_MS + 60_000) / 60_000} min later: the situation did not change`);
+    m.lost('test: allocate again', false);
+    await m.ensure();
+    t.equal(m.status()?.transport, 'tcp');
+    t.equal(fallbacks(logs).length, 1, 'and the next allocation starts with TCP, without a UDP attempt');
+    // An address change with UDP still blocked: UDP tried first again, TCP again, still known.
+    // The TCP link broke with the old address just before the change was noticed: the relay is
+    // marked lost, which the address change forgets (it was not the relay's fault).
+    m.lost('test: the TCP link broke with the old address');
+    t.equal(m.remaining, 0, 'the only relay is marked lost');
+    m.addressChanged('test: renumbered');
+    t.equal(m.udpBlocked, true, 'kept while the re-check runs');
+    await m.ensure();
+    t.equal(fallbacks(logs).length, 2, 'the re-check tried UDP first');
+    t.equal(m.status()?.transport, 'tcp');
+    t.equal(m.udpBlocked, true, 'still UDP-blocked at the new address');
+    // Another address change, and this network lets UDP through: no longer UDP-blocked.
+    g.udp = { ip: relay.host, port: relay.port };
+    m.addressChanged('test: another network');
+    await m.ensure();
+    t.equal(m.status()?.transport, 'udp', 'the re-check allocated over UDP');
+    t.equal(m.udpBlocked, false, 'not UDP-blocked any more');
+    m.addressChanged('test: once more');
+    t.ok(m.status(), 'a terminal not UDP-blocked keeps its allocation on an address change (its channels decide, punch.ts)');
   });
 
   await t.test('UDP and TCP blocked: allocated over TLS', async (t) => {
