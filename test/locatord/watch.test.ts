@@ -1,7 +1,8 @@
 // Presence pushed, not polled (issue 18): WATCH / UNWATCH, PRESENCE pushes and PRESENCE_ACK,
 // PRESENCE_SET and QUERY_STATUS `presence`, against a real locatord on both stores. What a
 // watcher is told is what QUERY_STATUS would answer it; hidden is offline; pushes go to the
-// watcher's registered address only; a watcher's list and its pending pushes are bounded.
+// watcher's registered address only; a watcher's list and its pending pushes are bounded. A
+// registration removed by a kick, a REVOKE or a SIGHUP is pushed offline like an UNREGISTER.
 import t from 'tap';
 import type { Test } from 'tap';
 import type { Reply } from '../../src/net/client.js';
@@ -17,6 +18,16 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { startDaemon } from '../helpers/daemon.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
+import type { KeyObject } from 'node:crypto';
+import { Logger } from '../../src/common/log.js';
+import { locatordControl } from '../../src/locatord/control.js';
+import { encodeDatagram } from '../../src/wire/envelope.js';
+import { privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
+import { signRevoke } from '../../src/wire/revoke.js';
+import { encodeArrayAround } from '../../src/wire/cbor.js';
+import { MessageType } from '../../src/wire/catalog.js';
+import { PROTOCOL_VERSION } from '../../src/wire/constants.js';
+import { sealDatagram } from '../../src/wire/session.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -172,6 +183,33 @@ t.test('abuse: PRESENCE_SET oversize, replayed or out of order; pushes never go 
   await w.waitFor((e) => e.presence?.status === 'newest', 'at the registered address');
 }));
 
+t.test('presence fields not in canonical CBOR: decoded strictly, kept and told re-encoded; what CBOR receivers refuse is refused', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
+  const w = await openWatcher(t, keys, dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const friend = await Terminal.open(t, keys, dest);
+  await friend.expect(t, 'REGISTER_ACK', friend.register());
+  t.match((await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }))).body.entries, [{ online: true }]);
+  // PRESENCE_SET {presence: {status: 'hi', wants: {b: 1 (two-byte head), a: 2}}}: keys out of order at both levels.
+  const body = Buffer.from('a101a2046268690' + '3a261621801616102', 'hex');
+  const raw = (b: Buffer): { rid: Buffer; bytes: Buffer } => {
+    const rid = UdpClient.newRequestId();
+    const auth = [friend.session.sid, friend.session.nextSeq, Buffer.alloc(16)];
+    // The session's own counter is not advanced: each raw request is sent once, and last.
+    return { rid, bytes: sealDatagram(friend.session.keys.terminalToServer, encodeArrayAround([PROTOCOL_VERSION, MessageType.PRESENCE_SET, rid], b, [auth])) };
+  };
+  const floatBody = Buffer.from('a101a103a16161f93c00', 'hex'); // wants {a: 1.0 as a half float}
+  const float = raw(floatBody);
+  // Refused before the MAC is looked at: the ERROR is not MACed, so it is read without the session.
+  t.equal(errorCodeOf(await friend.client.request(dest, float.bytes, float.rid)), ErrorCode.MALFORMED, 'a float: MALFORMED, as every receiver refuses it');
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.send(raw(body)));
+  const told = await w.waitFor((e) => e.presence?.status === 'hi', 'the record, told');
+  t.same(told.presence, { wants: { a: 2, b: 1 }, status: 'hi' });
+  t.same(Object.keys(told.presence!.wants!), ['a', 'b'], 'told in deterministic order');
+  const q = await w.term.expect(t, 'QUERY_STATUS_RESULT', w.term.request('QUERY_STATUS', { ids: [friend.locatorId], presence: true }));
+  t.same(q.body.presence, [{ wants: { a: 2, b: 1 }, status: 'hi' }]);
+}));
+
 t.test('expiry: a watched terminal that expires is pushed offline at the next sweep', (t) => forEachStore(t, async (t, s) => {
   const clock = new FakeClock();
   const { loc, dest, keys } = await s.start(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30, maxTtlS: 600 } });
@@ -184,6 +222,36 @@ t.test('expiry: a watched terminal that expires is pushed offline at the next sw
   clock.advance(31_000);
   await loc.sweep();
   await w.waitFor(isFor(friend.locatorId, false), 'offline after expiry');
+}));
+
+t.test('removed by someone else (devloc ctl kick, REVOKE from authd, SIGHUP distrusting its key): the watcher is told offline', (t) => forEachStore(t, async (t, s) => {
+  const keys = makeKeys();
+  const other: TestKeys = { ...makeKeys(), service: keys.service };
+  const trust = (k: TestKeys[]): Map<string, KeyObject> => new Map(k.map((x) => [x.kid, publicKeyObject('Ed25519', x.authd.public)]));
+  const { loc, dest } = await s.start(t, { keys, trustedKeys: trust([keys, other]) });
+  const w = await openWatcher(t, keys, dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const [kicked, revoked] = await Promise.all([Terminal.open(t, keys, dest), Terminal.open(t, keys, dest)]);
+  const distrusted = await Terminal.open(t, other, dest);
+  const friends = [kicked, revoked, distrusted];
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: friends.map((f) => f.locatorId) }));
+  for (const f of friends) {
+    await f.expect(t, 'REGISTER_ACK', f.register());
+    await w.waitFor(isFor(f.locatorId, true), 'online');
+  }
+
+  const kick = await locatordControl(loc, new Logger({ service: 'locatord', write: () => undefined })).commands['kick']!({ target: hex(kicked.locatorId) });
+  t.match(kick, { registrationRemoved: true });
+  await w.waitFor(isFor(kicked.locatorId, false), 'kicked: offline');
+
+  const rid = UdpClient.newRequestId();
+  const body = signRevoke(rid, { locatorId: revoked.locatorId, code: ErrorCode.REVOKED, untilS: Math.floor(Date.now() / 1000) + 600, timeMs: Date.now() }, keys.kid, privateKeyObject('Ed25519', keys.authd));
+  const ack = await w.term.client.request(dest, encodeDatagram('REVOKE', rid, body), rid);
+  t.equal(ack.msg.name, 'REVOKE_ACK');
+  await w.waitFor(isFor(revoked.locatorId, false), 'revoked: offline');
+
+  await loc.reload({ trustedKeys: trust([keys]) });
+  await w.waitFor(isFor(distrusted.locatorId, false), 'distrusted: offline');
 }));
 
 onRedisStore(t, 'redis: the watcher on one instance is told of a change made through another', async (t, s) => {
