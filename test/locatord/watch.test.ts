@@ -183,6 +183,40 @@ t.test('abuse: PRESENCE_SET oversize, replayed or out of order; pushes never go 
   await w.waitFor((e) => e.presence?.status === 'newest', 'at the registered address');
 }));
 
+t.test('abuse: a forged PRESENCE_SET (bad MAC), one replayed from another source, one from an older session: nothing changes, nothing is pushed', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
+  const w = await openWatcher(t, keys, dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const old = await Terminal.open(t, keys, dest);
+  await old.expect(t, 'REGISTER_ACK', old.register());
+  // The same terminal (same locator ID) registers again in a newer session: `old` is its older one.
+  const friend = await Terminal.open(t, keys, dest, { locatorId: old.locatorId });
+  await friend.expect(t, 'REGISTER_ACK', friend.register());
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'real' } }));
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  const attacker = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300, deadlineMs: 10_000 } });
+  t.teardown(() => attacker.close());
+
+  const flipped = friend.encode('PRESENCE_SET', { presence: { status: 'forged' } });
+  flipped.bytes[flipped.bytes.length - 1]! ^= 1;
+  t.equal(errorCodeOf(await attacker.request(dest, flipped.bytes, flipped.rid, { accept: () => true })), ErrorCode.BAD_MAC, 'forged: BAD_MAC');
+  const captured = friend.encode('PRESENCE_SET', { presence: { status: 'captured' } });
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.send(captured));
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'latest' } }));
+  await w.waitFor((e) => e.presence?.status === 'latest', 'the genuine change');
+  const replayed = await attacker.request(dest, captured.bytes, captured.rid, { accept: () => true });
+  t.not(replayed.msg.name, 'PRESENCE', 'the replay is answered (cached answer or REPLAY), not executed again');
+  t.equal(errorCodeOf(await old.request('PRESENCE_SET', { presence: { status: 'older session' } })), -1, 'the older session is answered...');
+  const q = await w.term.expect(t, 'QUERY_STATUS_RESULT', w.term.request('QUERY_STATUS', { ids: [friend.locatorId], presence: true }));
+  t.same(q.body.presence, [{ status: 'latest' }], '...and neither it, the forgery nor the replay changed the record');
+  // A change the watcher may see, after them: once it arrives, nothing else was pushed meanwhile.
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'last' } }));
+  await w.waitFor((e) => e.presence?.status === 'last', 'the last change');
+  // (A copy may come twice on a loaded machine, and a pending push may skip to a newer change.)
+  const told = w.pushes.map((e) => e.presence?.status);
+  t.same(told.slice(told.indexOf('latest')).filter((x) => x !== 'latest' && x !== 'last'), [], 'pushed after the attempts: the genuine changes only');
+}));
+
 t.test('presence fields not in canonical CBOR: decoded strictly, kept and told re-encoded; what CBOR receivers refuse is refused', (t) => forEachStore(t, async (t, s) => {
   const { dest, keys } = await s.start(t);
   const w = await openWatcher(t, keys, dest);
