@@ -10,7 +10,7 @@ import { UdpClient } from '../../src/net/client.js';
 import type { PresenceEntry } from '../../src/wire/catalog.js';
 import { MAX_WATCHES } from '../../src/wire/catalog.js';
 import { ErrorCode } from '../../src/wire/errors.js';
-import type { TestKeys } from './fixtures/helpers.js';
+import type { ServerOptions, StoreFixture, TestKeys, TestServer } from './fixtures/helpers.js';
 import { errorCodeOf, FakeClock, forEachStore, makeKeys, onRedisStore, Terminal, writeKeyFiles } from './fixtures/helpers.js';
 import type { Address } from '../../src/wire/addr.js';
 import path from 'node:path';
@@ -22,6 +22,7 @@ import type { KeyObject } from 'node:crypto';
 import { Logger } from '../../src/common/log.js';
 import { locatordControl } from '../../src/locatord/control.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
+import type { MessageOf } from '../../src/wire/envelope.js';
 import { privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
 import { signRevoke } from '../../src/wire/revoke.js';
 import { encodeArrayAround } from '../../src/wire/cbor.js';
@@ -69,6 +70,14 @@ async function openWatcher(t: Test, keys: TestKeys, dest: Address, o: { ack?: bo
     }
   };
   return { term, pushes, from, waitFor };
+}
+
+/** A server on store `s` with a registered watcher. */
+async function withWatcher(t: Test, s: StoreFixture, o: ServerOptions = {}): Promise<TestServer & { w: Watcher }> {
+  const server = await s.start(t, o);
+  const w = await openWatcher(t, server.keys, server.dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  return { ...server, w };
 }
 
 const isFor = (id: Buffer, online: boolean) => (e: PresenceEntry): boolean => hex(e.id) === hex(id) && e.online === online;
@@ -153,6 +162,30 @@ t.test('bounds: at most MAX_WATCHES IDs; pushes wait at most so many per watcher
   t.ok(loc.presencePushes.size <= 32, 'changes to a pending pair replace its content');
 }));
 
+t.test('paging: a WATCH whose answer does not fit one datagram is answered in pages (cursor), every ID once, and all are watched', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys, w } = await withWatcher(t, s);
+  // Presence records near their bound (8 wanted attributes of 64-byte text, 64-byte status): a few per datagram.
+  const fat = { wants: Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`attr${i}`, 'v'.repeat(64)])), status: 's'.repeat(64) };
+  const friends = await Promise.all(Array.from({ length: 4 }, () => Terminal.open(t, keys, dest)));
+  for (const f of friends) await f.expect(t, 'REGISTER_ACK', f.register({ nickname: 'n'.repeat(32), presence: fat }));
+  const ids = friends.map((f) => f.locatorId);
+  const answered: string[] = [];
+  let cursor: number | undefined = 0;
+  let pages = 0;
+  for (; cursor !== undefined; pages++) {
+    const ack: MessageOf<'WATCH_ACK'> = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids, cursor }));
+    t.ok(ack.body.entries.length > 0 && ack.body.entries.every((e) => e.online && e.presence?.status === fat.status), `page ${pages}: online entries with their record`);
+    answered.push(...ack.body.entries.map((e) => hex(e.id)));
+    cursor = ack.body.nextCursor;
+    t.equal(ack.body.watching, ids.length, 'every ID watched from the first page on');
+    if (pages > ids.length) break;
+  }
+  t.ok(pages > 1, `more than one page (${pages})`);
+  t.same(answered, ids.map(hex), 'every ID answered once, in order');
+  await friends[3]!.expect(t, 'PRESENCE_SET_ACK', friends[3]!.request('PRESENCE_SET', { presence: { status: 'changed' } }));
+  await w.waitFor((e) => e.presence?.status === 'changed', 'an ID of the last page is watched');
+}));
+
 t.test('abuse: PRESENCE_SET oversize, replayed or out of order; pushes never go to a spoofed source', (t) => forEachStore(t, async (t, s) => {
   const { dest, keys } = await s.start(t);
   const w = await openWatcher(t, keys, dest);
@@ -184,9 +217,7 @@ t.test('abuse: PRESENCE_SET oversize, replayed or out of order; pushes never go 
 }));
 
 t.test('abuse: a forged PRESENCE_SET (bad MAC), one replayed from another source, one from an older session: nothing changes, nothing is pushed', (t) => forEachStore(t, async (t, s) => {
-  const { dest, keys } = await s.start(t);
-  const w = await openWatcher(t, keys, dest);
-  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const { dest, keys, w } = await withWatcher(t, s);
   const old = await Terminal.open(t, keys, dest);
   await old.expect(t, 'REGISTER_ACK', old.register());
   // The same terminal (same locator ID) registers again in a newer session: `old` is its older one.
@@ -218,9 +249,7 @@ t.test('abuse: a forged PRESENCE_SET (bad MAC), one replayed from another source
 }));
 
 t.test('presence fields not in canonical CBOR: decoded strictly, kept and told re-encoded; what CBOR receivers refuse is refused', (t) => forEachStore(t, async (t, s) => {
-  const { dest, keys } = await s.start(t);
-  const w = await openWatcher(t, keys, dest);
-  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const { dest, keys, w } = await withWatcher(t, s);
   const friend = await Terminal.open(t, keys, dest);
   await friend.expect(t, 'REGISTER_ACK', friend.register());
   t.match((await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }))).body.entries, [{ online: true }]);
@@ -262,9 +291,7 @@ t.test('removed by someone else (devloc ctl kick, REVOKE from authd, SIGHUP dist
   const keys = makeKeys();
   const other: TestKeys = { ...makeKeys(), service: keys.service };
   const trust = (k: TestKeys[]): Map<string, KeyObject> => new Map(k.map((x) => [x.kid, publicKeyObject('Ed25519', x.authd.public)]));
-  const { loc, dest } = await s.start(t, { keys, trustedKeys: trust([keys, other]) });
-  const w = await openWatcher(t, keys, dest);
-  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  const { loc, dest, w } = await withWatcher(t, s, { keys, trustedKeys: trust([keys, other]) });
   const [kicked, revoked] = await Promise.all([Terminal.open(t, keys, dest), Terminal.open(t, keys, dest)]);
   const distrusted = await Terminal.open(t, other, dest);
   const friends = [kicked, revoked, distrusted];
@@ -288,7 +315,7 @@ t.test('removed by someone else (devloc ctl kick, REVOKE from authd, SIGHUP dist
   await w.waitFor(isFor(distrusted.locatorId, false), 'distrusted: offline');
 }));
 
-onRedisStore(t, 'redis: the watcher on one instance is told of a change made through another', async (t, s) => {
+onRedisStore(t, 'redis: the watcher on one instance is told of a change made through another, after a restart of either', async (t, s) => {
   const a = await s.start(t);
   const b = await s.start(t, { keys: a.keys });
   const w = await openWatcher(t, a.keys, a.dest);
@@ -305,6 +332,13 @@ onRedisStore(t, 'redis: the watcher on one instance is told of a change made thr
   await w.term.expect(t, 'REFRESH_ACK', w.term.request('REFRESH', {}));
   await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after restart' } }));
   await w.waitFor((e) => e.presence?.status === 'after restart', 'after A restarted');
+  // Instance B (the watched terminal's) restarts: its next change, made through the new B, still reaches the watcher.
+  await b.loc.stop({ snapshot: false });
+  const b2 = await s.start(t, { keys: a.keys });
+  friend.dest = b2.dest;
+  await friend.expect(t, 'REFRESH_ACK', friend.request('REFRESH', {}));
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after B restarted' } }));
+  await w.waitFor((e) => e.presence?.status === 'after B restarted', 'after B restarted');
 });
 
 t.test('a real locatord restarted with SIGTERM keeps its subscriptions (snapshot): the next change is pushed without a new WATCH', async (t) => {
