@@ -91,6 +91,7 @@ export function locatordControl(l: Locatord, logger: Logger): DaemonControl {
       kick: async (args: ControlArgs) => {
         const id = one(l, textArg(args, 'target'));
         const removed = await l.store.deletePresence(id);
+        if (removed) l.removed(id);
         const sessions = sessionsOf(l, id);
         const reason = { code: ErrorCode.KICKED, message: 'kicked by the operator (devloc ctl kick)' };
         for (const s of sessions) l.ended.end(s.sidHex, reason, (s.exp + l.verifier.clockSkewS) * 1000);

@@ -74,6 +74,8 @@ export interface Locatord {
   reload(change: { limits?: LocatordLimits; trustedKeys?: Map<string, KeyObject> }): MaybePromise<void>;
   /** Stop serving; write the snapshot (embedded) unless told not to (or the options disabled it). */
   stop(o?: { snapshot?: boolean }): Promise<void>;
+  /** A registration was removed by someone else than its terminal (devloc ctl kick): its watchers are told, as after an expiry. */
+  removed(idHex: string): void;
 }
 
 /** Start a locator server (in-process: tests, demo; main.ts for the daemon), on either store. */
@@ -88,8 +90,9 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
   // which send through the server, which is made last.
   let introductions: Introductions | undefined;
   let presencePushes: PresencePushes | undefined;
-  // Registrations gone by themselves (expiry, eviction), told to their watchers in one batch
-  // after the operation that noticed (the table calls this from inside its own operations).
+  // Registrations gone by themselves (expiry, eviction) or removed by someone else than their
+  // terminal (kick, REVOKE, SIGHUP), told to their watchers in one batch after the operation that
+  // noticed (the table calls this from inside its own operations).
   let context: LocatorContext | undefined;
   const goneBatch = new Set<string>();
   const onGone = (idHex: string): void => {
@@ -240,6 +243,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       return limits;
     },
     sweep,
+    removed: onGone,
     reload(change) {
       if (change.limits) {
         const p = checkLimits(change.limits);
@@ -259,9 +263,16 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
       // Their registrations go too: what an untrusted key vouched for is not served any more.
       // Chosen first (removeWhere picks them before it awaits anything): once dropped, a
       // record's session is a stale handle that no longer tells its kid.
-      const removed = store.removeWhere((s) => distrusted(s as KeyedSession));
+      const candidates: string[] = [];
+      const removed = store.removeWhere((s) => {
+        if (!distrusted(s as KeyedSession)) return false;
+        candidates.push(s.locatorHex);
+        return true;
+      });
       const sessionsDropped = sessions.dropWhere(distrusted);
       const done = (registrationsRemoved: number): void => {
+        // Their watchers are told (presenceGone skips a record another session wrote since).
+        for (const k of candidates) onGone(k);
         logger.info('trusted keys reloaded', { kids: [...keys.keys()], sessionsDropped, registrationsRemoved });
       };
       if (!(removed instanceof Promise)) return done(removed);

@@ -54,7 +54,9 @@ t.test('an agent watches another: presence changes, offline, and after a locator
   await eventually(async () => out.includes('"brb"'), 30_000, 'devloc watch: the change, live');
   const lines = out.trim().split('\n').map((l) => JSON.parse(l) as PresenceStatus);
   t.ok(lines.every((l) => l.id === ben), 'JSON lines about ben');
+  const exited = new Promise<number | null>((resolve) => w.once('exit', (code) => resolve(code)));
   w.kill('SIGINT');
+  t.equal(await exited, 0, 'devloc watch: Ctrl-C ends it, exit 0 (devloc(1))');
 
   // Killed locatord: nothing survives; ben registers again (online), ann registers again and watches again.
   const regsBefore = (await a.status()).counters.registrations;

@@ -1,7 +1,8 @@
 // Presence pushed, not polled (issue 18): WATCH / UNWATCH, PRESENCE pushes and PRESENCE_ACK,
 // PRESENCE_SET and QUERY_STATUS `presence`, against a real locatord on both stores. What a
 // watcher is told is what QUERY_STATUS would answer it; hidden is offline; pushes go to the
-// watcher's registered address only; a watcher's list and its pending pushes are bounded.
+// watcher's registered address only; a watcher's list and its pending pushes are bounded. A
+// registration removed by a kick, a REVOKE or a SIGHUP is pushed offline like an UNREGISTER.
 import t from 'tap';
 import type { Test } from 'tap';
 import type { Reply } from '../../src/net/client.js';
@@ -9,7 +10,7 @@ import { UdpClient } from '../../src/net/client.js';
 import type { PresenceEntry } from '../../src/wire/catalog.js';
 import { MAX_WATCHES } from '../../src/wire/catalog.js';
 import { ErrorCode } from '../../src/wire/errors.js';
-import type { TestKeys } from './fixtures/helpers.js';
+import type { ServerOptions, StoreFixture, TestKeys, TestServer } from './fixtures/helpers.js';
 import { errorCodeOf, FakeClock, forEachStore, makeKeys, onRedisStore, Terminal, writeKeyFiles } from './fixtures/helpers.js';
 import type { Address } from '../../src/wire/addr.js';
 import path from 'node:path';
@@ -17,6 +18,17 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { startDaemon } from '../helpers/daemon.js';
 import type { RunningDaemon } from '../helpers/daemon.js';
+import type { KeyObject } from 'node:crypto';
+import { Logger } from '../../src/common/log.js';
+import { locatordControl } from '../../src/locatord/control.js';
+import { encodeDatagram } from '../../src/wire/envelope.js';
+import type { MessageOf } from '../../src/wire/envelope.js';
+import { privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
+import { signRevoke } from '../../src/wire/revoke.js';
+import { encodeArrayAround } from '../../src/wire/cbor.js';
+import { MessageType } from '../../src/wire/catalog.js';
+import { PROTOCOL_VERSION } from '../../src/wire/constants.js';
+import { sealDatagram } from '../../src/wire/session.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -58,6 +70,14 @@ async function openWatcher(t: Test, keys: TestKeys, dest: Address, o: { ack?: bo
     }
   };
   return { term, pushes, from, waitFor };
+}
+
+/** A server on store `s` with a registered watcher. */
+async function withWatcher(t: Test, s: StoreFixture, o: ServerOptions = {}): Promise<TestServer & { w: Watcher }> {
+  const server = await s.start(t, o);
+  const w = await openWatcher(t, server.keys, server.dest);
+  await w.term.expect(t, 'REGISTER_ACK', w.term.register());
+  return { ...server, w };
 }
 
 const isFor = (id: Buffer, online: boolean) => (e: PresenceEntry): boolean => hex(e.id) === hex(id) && e.online === online;
@@ -142,6 +162,30 @@ t.test('bounds: at most MAX_WATCHES IDs; pushes wait at most so many per watcher
   t.ok(loc.presencePushes.size <= 32, 'changes to a pending pair replace its content');
 }));
 
+t.test('paging: a WATCH whose answer does not fit one datagram is answered in pages (cursor), every ID once, and all are watched', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys, w } = await withWatcher(t, s);
+  // Presence records near their bound (8 wanted attributes of 64-byte text, 64-byte status): a few per datagram.
+  const fat = { wants: Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`attr${i}`, 'v'.repeat(64)])), status: 's'.repeat(64) };
+  const friends = await Promise.all(Array.from({ length: 4 }, () => Terminal.open(t, keys, dest)));
+  for (const f of friends) await f.expect(t, 'REGISTER_ACK', f.register({ nickname: 'n'.repeat(32), presence: fat }));
+  const ids = friends.map((f) => f.locatorId);
+  const answered: string[] = [];
+  let cursor: number | undefined = 0;
+  let pages = 0;
+  for (; cursor !== undefined; pages++) {
+    const ack: MessageOf<'WATCH_ACK'> = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids, cursor }));
+    t.ok(ack.body.entries.length > 0 && ack.body.entries.every((e) => e.online && e.presence?.status === fat.status), `page ${pages}: online entries with their record`);
+    answered.push(...ack.body.entries.map((e) => hex(e.id)));
+    cursor = ack.body.nextCursor;
+    t.equal(ack.body.watching, ids.length, 'every ID watched from the first page on');
+    if (pages > ids.length) break;
+  }
+  t.ok(pages > 1, `more than one page (${pages})`);
+  t.same(answered, ids.map(hex), 'every ID answered once, in order');
+  await friends[3]!.expect(t, 'PRESENCE_SET_ACK', friends[3]!.request('PRESENCE_SET', { presence: { status: 'changed' } }));
+  await w.waitFor((e) => e.presence?.status === 'changed', 'an ID of the last page is watched');
+}));
+
 t.test('abuse: PRESENCE_SET oversize, replayed or out of order; pushes never go to a spoofed source', (t) => forEachStore(t, async (t, s) => {
   const { dest, keys } = await s.start(t);
   const w = await openWatcher(t, keys, dest);
@@ -172,6 +216,63 @@ t.test('abuse: PRESENCE_SET oversize, replayed or out of order; pushes never go 
   await w.waitFor((e) => e.presence?.status === 'newest', 'at the registered address');
 }));
 
+t.test('abuse: a forged PRESENCE_SET (bad MAC), one replayed from another source, one from an older session: nothing changes, nothing is pushed', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys, w } = await withWatcher(t, s);
+  const old = await Terminal.open(t, keys, dest);
+  await old.expect(t, 'REGISTER_ACK', old.register());
+  // The same terminal (same locator ID) registers again in a newer session: `old` is its older one.
+  const friend = await Terminal.open(t, keys, dest, { locatorId: old.locatorId });
+  await friend.expect(t, 'REGISTER_ACK', friend.register());
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'real' } }));
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));
+  const attacker = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300, deadlineMs: 10_000 } });
+  t.teardown(() => attacker.close());
+
+  const flipped = friend.encode('PRESENCE_SET', { presence: { status: 'forged' } });
+  flipped.bytes[flipped.bytes.length - 1]! ^= 1;
+  t.equal(errorCodeOf(await attacker.request(dest, flipped.bytes, flipped.rid, { accept: () => true })), ErrorCode.BAD_MAC, 'forged: BAD_MAC');
+  const captured = friend.encode('PRESENCE_SET', { presence: { status: 'captured' } });
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.send(captured));
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'latest' } }));
+  await w.waitFor((e) => e.presence?.status === 'latest', 'the genuine change');
+  const replayed = await attacker.request(dest, captured.bytes, captured.rid, { accept: () => true });
+  t.not(replayed.msg.name, 'PRESENCE', 'the replay is answered (cached answer or REPLAY), not executed again');
+  t.equal(errorCodeOf(await old.request('PRESENCE_SET', { presence: { status: 'older session' } })), -1, 'the older session is answered...');
+  const q = await w.term.expect(t, 'QUERY_STATUS_RESULT', w.term.request('QUERY_STATUS', { ids: [friend.locatorId], presence: true }));
+  t.same(q.body.presence, [{ status: 'latest' }], '...and neither it, the forgery nor the replay changed the record');
+  // A change the watcher may see, after them: once it arrives, nothing else was pushed meanwhile.
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'last' } }));
+  await w.waitFor((e) => e.presence?.status === 'last', 'the last change');
+  // (A copy may come twice on a loaded machine, and a pending push may skip to a newer change.)
+  const told = w.pushes.map((e) => e.presence?.status);
+  t.same(told.slice(told.indexOf('latest')).filter((x) => x !== 'latest' && x !== 'last'), [], 'pushed after the attempts: the genuine changes only');
+}));
+
+t.test('presence fields not in canonical CBOR: decoded strictly, kept and told re-encoded; what CBOR receivers refuse is refused', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys, w } = await withWatcher(t, s);
+  const friend = await Terminal.open(t, keys, dest);
+  await friend.expect(t, 'REGISTER_ACK', friend.register());
+  t.match((await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }))).body.entries, [{ online: true }]);
+  // PRESENCE_SET {presence: {status: 'hi', wants: {b: 1 (two-byte head), a: 2}}}: keys out of order at both levels.
+  const body = Buffer.from('a101a2046268690' + '3a261621801616102', 'hex');
+  const raw = (b: Buffer): { rid: Buffer; bytes: Buffer } => {
+    const rid = UdpClient.newRequestId();
+    const auth = [friend.session.sid, friend.session.nextSeq, Buffer.alloc(16)];
+    // The session's own counter is not advanced: each raw request is sent once, and last.
+    return { rid, bytes: sealDatagram(friend.session.keys.terminalToServer, encodeArrayAround([PROTOCOL_VERSION, MessageType.PRESENCE_SET, rid], b, [auth])) };
+  };
+  const floatBody = Buffer.from('a101a103a16161f93c00', 'hex'); // wants {a: 1.0 as a half float}
+  const float = raw(floatBody);
+  // Refused before the MAC is looked at: the ERROR is not MACed, so it is read without the session.
+  t.equal(errorCodeOf(await friend.client.request(dest, float.bytes, float.rid)), ErrorCode.MALFORMED, 'a float: MALFORMED, as every receiver refuses it');
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.send(raw(body)));
+  const told = await w.waitFor((e) => e.presence?.status === 'hi', 'the record, told');
+  t.same(told.presence, { wants: { a: 2, b: 1 }, status: 'hi' });
+  t.same(Object.keys(told.presence!.wants!), ['a', 'b'], 'told in deterministic order');
+  const q = await w.term.expect(t, 'QUERY_STATUS_RESULT', w.term.request('QUERY_STATUS', { ids: [friend.locatorId], presence: true }));
+  t.same(q.body.presence, [{ wants: { a: 2, b: 1 }, status: 'hi' }]);
+}));
+
 t.test('expiry: a watched terminal that expires is pushed offline at the next sweep', (t) => forEachStore(t, async (t, s) => {
   const clock = new FakeClock();
   const { loc, dest, keys } = await s.start(t, { now: clock.now, limits: { minTtlS: 30, defaultTtlS: 30, maxTtlS: 600 } });
@@ -186,7 +287,35 @@ t.test('expiry: a watched terminal that expires is pushed offline at the next sw
   await w.waitFor(isFor(friend.locatorId, false), 'offline after expiry');
 }));
 
-onRedisStore(t, 'redis: the watcher on one instance is told of a change made through another', async (t, s) => {
+t.test('removed by someone else (devloc ctl kick, REVOKE from authd, SIGHUP distrusting its key): the watcher is told offline', (t) => forEachStore(t, async (t, s) => {
+  const keys = makeKeys();
+  const other: TestKeys = { ...makeKeys(), service: keys.service };
+  const trust = (k: TestKeys[]): Map<string, KeyObject> => new Map(k.map((x) => [x.kid, publicKeyObject('Ed25519', x.authd.public)]));
+  const { loc, dest, w } = await withWatcher(t, s, { keys, trustedKeys: trust([keys, other]) });
+  const [kicked, revoked] = await Promise.all([Terminal.open(t, keys, dest), Terminal.open(t, keys, dest)]);
+  const distrusted = await Terminal.open(t, other, dest);
+  const friends = [kicked, revoked, distrusted];
+  await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: friends.map((f) => f.locatorId) }));
+  for (const f of friends) {
+    await f.expect(t, 'REGISTER_ACK', f.register());
+    await w.waitFor(isFor(f.locatorId, true), 'online');
+  }
+
+  const kick = await locatordControl(loc, new Logger({ service: 'locatord', write: () => undefined })).commands['kick']!({ target: hex(kicked.locatorId) });
+  t.match(kick, { registrationRemoved: true });
+  await w.waitFor(isFor(kicked.locatorId, false), 'kicked: offline');
+
+  const rid = UdpClient.newRequestId();
+  const body = signRevoke(rid, { locatorId: revoked.locatorId, code: ErrorCode.REVOKED, untilS: Math.floor(Date.now() / 1000) + 600, timeMs: Date.now() }, keys.kid, privateKeyObject('Ed25519', keys.authd));
+  const ack = await w.term.client.request(dest, encodeDatagram('REVOKE', rid, body), rid);
+  t.equal(ack.msg.name, 'REVOKE_ACK');
+  await w.waitFor(isFor(revoked.locatorId, false), 'revoked: offline');
+
+  await loc.reload({ trustedKeys: trust([keys]) });
+  await w.waitFor(isFor(distrusted.locatorId, false), 'distrusted: offline');
+}));
+
+onRedisStore(t, 'redis: the watcher on one instance is told of a change made through another, after a restart of either', async (t, s) => {
   const a = await s.start(t);
   const b = await s.start(t, { keys: a.keys });
   const w = await openWatcher(t, a.keys, a.dest);
@@ -203,6 +332,13 @@ onRedisStore(t, 'redis: the watcher on one instance is told of a change made thr
   await w.term.expect(t, 'REFRESH_ACK', w.term.request('REFRESH', {}));
   await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after restart' } }));
   await w.waitFor((e) => e.presence?.status === 'after restart', 'after A restarted');
+  // Instance B (the watched terminal's) restarts: its next change, made through the new B, still reaches the watcher.
+  await b.loc.stop({ snapshot: false });
+  const b2 = await s.start(t, { keys: a.keys });
+  friend.dest = b2.dest;
+  await friend.expect(t, 'REFRESH_ACK', friend.request('REFRESH', {}));
+  await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'after B restarted' } }));
+  await w.waitFor((e) => e.presence?.status === 'after B restarted', 'after B restarted');
 });
 
 t.test('a real locatord restarted with SIGTERM keeps its subscriptions (snapshot): the next change is pushed without a new WATCH', async (t) => {

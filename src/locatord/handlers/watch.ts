@@ -284,7 +284,7 @@ function deliver(c: LocatorContext, watcherHex: string, targetHex: string, w: Pr
   }, () => c.metrics.inc('presence_dropped_total'));
 }
 
-/** A registration went offline by itself (expiry, eviction): its watchers are told, its own subscriptions lapse. */
+/** A registration went offline by itself (expiry, eviction) or was removed (kick, REVOKE, SIGHUP): its watchers are told, its own subscriptions lapse. */
 export function presenceGone(c: LocatorContext, idHex: string): void {
   try {
     const r = then(c.store.getPresence(idHex), (p): MaybePromise<unknown> => {
