@@ -131,6 +131,19 @@ export interface PresencePushesOptions {
   timers?: ConstructorParameters<typeof Pusher>[0]['timers'];
 }
 
+/** What a caller of PresencePushes.push may already have, so that the push does not redo it. */
+export interface PresencePushOptions {
+  /** The entry encoded (once for all the watchers of a change); default: encoded for this push. */
+  body?: EncodedBody<'PRESENCE'>;
+  /** The entry's locator ID in hex; default: from the entry. */
+  targetHex?: string;
+  /**
+   * Where the watcher is, from its record just read in this session (the fan-out has it), so the
+   * first copy does not look the record up again; later copies do.
+   */
+  firstTo?: Address;
+}
+
 /** PRESENCE pushes of this instance, waiting for their PRESENCE_ACK. */
 export class PresencePushes {
   private readonly pushes: Pusher<PushData>;
@@ -159,7 +172,7 @@ export class PresencePushes {
         if ('acked' in outcome) {
           acks.inc();
           // Changed after the first copy: the ack may be for an older copy; tell the latest.
-          if (p.data.version !== p.data.firstVersion) this.push(p.target, p.data.session, p.data.entry, p.data.body);
+          if (p.data.version !== p.data.firstVersion) this.push(p.target, p.data.session, p.data.entry, { body: p.data.body });
           return;
         }
         m.inc('presence_abandoned_total', { reason: outcome.abandoned });
@@ -174,11 +187,12 @@ export class PresencePushes {
 
   /**
    * Push `entry` to the watcher of `session` (or, when one is pending for the pair, make its next
-   * copies say it); `body` is `entry` encoded (once for all the watchers of a change). `firstTo`:
-   * where the watcher is, from its record just read in this session (the fan-out has it), so the
-   * first copy does not look the record up again; later copies do.
+   * copies say it).
    */
-  push(watcherHex: string, session: ServerSession, entry: PresenceEntry, body = EncodedBody.of('PRESENCE', entry), targetHex = hexOf(entry.id), firstTo?: Address): void {
+  push(watcherHex: string, session: ServerSession, entry: PresenceEntry, o: PresencePushOptions = {}): void {
+    const body = o.body ?? EncodedBody.of('PRESENCE', entry);
+    const targetHex = o.targetHex ?? hexOf(entry.id);
+    const firstTo = o.firstTo;
     const key = `${watcherHex}:${targetHex}`;
     const pending = this.pushes.get(key);
     if (pending && pending.data.session.sidHex === session.sidHex) {
@@ -275,12 +289,12 @@ function deliver(c: LocatorContext, watcherHex: string, targetHex: string, w: Pr
   const local = c.sessions.get(w.sidHex);
   if (local) {
     // `local` is held under w.sidHex: w.addr is where the watcher is in it (the first copy's address).
-    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, t.body, targetHex, w.addr);
+    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, { body: t.body, targetHex, firstTo: w.addr });
     return;
   }
   c.sessions.fetch(w.sidHex).then(() => {
     const s = c.sessions.get(w.sidHex);
-    if (s && s.locatorHex === watcherHex) c.presencePushes.push(watcherHex, s, t.entry, t.body, targetHex);
+    if (s && s.locatorHex === watcherHex) c.presencePushes.push(watcherHex, s, t.entry, { body: t.body, targetHex });
   }, () => c.metrics.inc('presence_dropped_total'));
 }
 
