@@ -109,7 +109,10 @@ class Tellings {
 }
 
 interface PushData {
+  watcherHex: string;
   session: ServerSession;
+  /** Where the first copy goes, when the caller knew (PresencePushOptions.firstTo). */
+  firstTo: Address | undefined;
   entry: PresenceEntry;
   body: EncodedBody<'PRESENCE'>;
   /** Changes to the pair since the push began, and how many the first copy carried. */
@@ -201,22 +204,22 @@ export class PresencePushes {
       pending.data.version++;
       return;
     }
-    const data: PushData = { session, entry, body, version: 0, firstVersion: -1 };
-    const r = this.pushes.push({
-      key, target: watcherHex, data,
-      build: (rid, n) => {
-        if (n === 1) {
-          data.firstVersion = data.version;
-          if (firstTo) return this.copy(data, rid, firstTo);
-        }
-        const to = this.o.target(watcherHex, session);
-        return to instanceof Promise
-          ? to.then((a) => this.copy(data, rid, a), (): PushCopy => ({ abandon: 'store unavailable' }))
-          : this.copy(data, rid, to);
-      },
-    });
+    const data: PushData = { watcherHex, session, firstTo, entry, body, version: 0, firstVersion: -1 };
+    const r = this.pushes.push({ key, target: watcherHex, data, build: this.build });
     if (r === 'full' || r === 'duplicate') this.o.metrics.inc('presence_dropped_total');
   }
+
+  /** Copy `n` of the push of `data` (one function for every push: no closure made per push). */
+  private readonly build = (rid: Buffer, n: number, data: PushData): PushCopy | Promise<PushCopy> => {
+    if (n === 1) {
+      data.firstVersion = data.version;
+      if (data.firstTo) return this.copy(data, rid, data.firstTo);
+    }
+    const to = this.o.target(data.watcherHex, data.session);
+    return to instanceof Promise
+      ? to.then((a) => this.copy(data, rid, a), (): PushCopy => ({ abandon: 'store unavailable' }))
+      : this.copy(data, rid, to);
+  };
 
   private copy(d: PushData, rid: Buffer, to: Address | undefined): PushCopy {
     if (!to || !this.o.sessions.live(d.session)) return { abandon: 'watcher gone' };
