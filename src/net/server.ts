@@ -95,6 +95,8 @@ export interface DatagramServerOptions {
 }
 
 interface CachedReply {
+  /** Its key in the cache (session and request ID). */
+  key: string;
   /** What was actually sent (null: nothing was, e.g. dropped as amplifying). */
   reply: Buffer | null;
   /** The request's source (compared as is: no address string is built per datagram). */
@@ -115,13 +117,18 @@ interface CachedReply {
 
 /**
  * The response cache. Every entry lives the same exchange lifetime, so entries expire in the
- * order they were made: a Map's insertion order is their expiry order, the oldest goes first when
- * the cache is full, and a purge stops at the first live entry. (lru-cache did this with recency
- * lists and per-entry TTL arrays, and cost ~10% of a session request's CPU in `devloc bench --only
- * server-cpu`'s profile; nothing here needs recency: a retransmission does not extend a reply's life.)
+ * order they were made: a ring in insertion order is their expiry order, the oldest is overwritten
+ * when the cache is full, and a purge stops at the first live entry. (lru-cache did this with
+ * recency lists and per-entry TTL arrays, and cost ~10% of a session request's CPU in `devloc bench
+ * --only server-cpu`'s profile; nothing here needs recency: a retransmission does not extend a
+ * reply's life. A Map alone, oldest deleted through its iterator, was slower still: V8 skips the
+ * deleted slots from the front on every such iteration.)
  */
 class ReplyCache {
   private readonly entries = new Map<string, CachedReply>();
+  /** The entries in the order they were set; `next` is where the next goes (the oldest once full). */
+  private readonly ring: (CachedReply | undefined)[] = [];
+  private next = 0;
 
   constructor(private readonly max: number, readonly ttlMs: number, readonly now: () => number = () => performance.now()) {}
 
@@ -132,22 +139,29 @@ class ReplyCache {
     return undefined;
   }
 
-  set(key: string, e: CachedReply): void {
-    if (this.entries.size >= this.max && !this.entries.has(key)) {
-      for (const oldest of this.entries.keys()) {
-        this.entries.delete(oldest);
-        break;
-      }
+  set(e: CachedReply): void {
+    if (this.ring.length < this.max) this.ring.push(e);
+    else {
+      const oldest = this.ring[this.next];
+      if (oldest !== undefined && this.entries.get(oldest.key) === oldest) this.entries.delete(oldest.key);
+      this.ring[this.next] = e;
     }
-    this.entries.set(key, e);
+    this.next = (this.next + 1) % this.max;
+    this.entries.set(e.key, e);
   }
 
   /** Forget every expired entry (the oldest first, up to the first live one). */
   purgeStale(): void {
     const now = this.now();
-    for (const [key, e] of this.entries) {
+    const n = this.ring.length;
+    const start = n < this.max ? 0 : this.next;
+    for (let k = 0; k < n; k++) {
+      const i = (start + k) % n;
+      const e = this.ring[i];
+      if (e === undefined) continue;
       if (e.expiresAtMs > now) break;
-      this.entries.delete(key);
+      if (this.entries.get(e.key) === e) this.entries.delete(e.key);
+      this.ring[i] = undefined;
     }
   }
 }
@@ -634,7 +648,7 @@ export class DatagramServer {
     // Errors that say "try again" are not cached: the retry should be executed. What is cached
     // is what was sent, so a retransmission never gets what the first copy could not. A response
     // has no cache key (nothing answers it).
-    if (!tryAgain && cacheKey !== undefined) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest: digest!, resent: 0, expiresAtMs: this.replies.now() + this.replies.ttlMs });
+    if (!tryAgain && cacheKey !== undefined) this.replies.set({ key: cacheKey, reply, fromIp: from.ip, fromPort: from.port, digest: digest!, resent: 0, expiresAtMs: this.replies.now() + this.replies.ttlMs });
     if (reply) this.send(reply, from);
   }
 
