@@ -26,6 +26,7 @@
 // answer larger than the request and move nothing: ADDR_CHALLENGE instead, sequence not spent.
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from '../common/log.js';
 import type { CounterSeries, Metrics } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
@@ -95,8 +96,6 @@ export interface DatagramServerOptions {
 }
 
 interface CachedReply {
-  /** Its key in the cache (session and request ID). */
-  key: string;
   /** What was actually sent (null: nothing was, e.g. dropped as amplifying). */
   reply: Buffer | null;
   /** The request's source (compared as is: no address string is built per datagram). */
@@ -111,59 +110,6 @@ interface CachedReply {
   digest: Buffer;
   /** Times the reply was sent again to a retransmission (see MAX_RETRANSMIT below). */
   resent: number;
-  /** When it is forgotten (the clock of ReplyCache). */
-  expiresAtMs: number;
-}
-
-/**
- * The response cache. Every entry lives the same exchange lifetime, so entries expire in the
- * order they were made: a ring in insertion order is their expiry order, the oldest is overwritten
- * when the cache is full, and a purge stops at the first live entry. (lru-cache did this with
- * recency lists and per-entry TTL arrays, and cost ~10% of a session request's CPU in `devloc bench
- * --only server-cpu`'s profile; nothing here needs recency: a retransmission does not extend a
- * reply's life. A Map alone, oldest deleted through its iterator, was slower still: V8 skips the
- * deleted slots from the front on every such iteration.)
- */
-class ReplyCache {
-  private readonly entries = new Map<string, CachedReply>();
-  /** The entries in the order they were set; `next` is where the next goes (the oldest once full). */
-  private readonly ring: (CachedReply | undefined)[] = [];
-  private next = 0;
-
-  constructor(private readonly max: number, readonly ttlMs: number, readonly now: () => number = () => performance.now()) {}
-
-  get(key: string): CachedReply | undefined {
-    const e = this.entries.get(key);
-    if (e === undefined || e.expiresAtMs > this.now()) return e;
-    this.entries.delete(key);
-    return undefined;
-  }
-
-  set(e: CachedReply): void {
-    if (this.ring.length < this.max) this.ring.push(e);
-    else {
-      const oldest = this.ring[this.next];
-      if (oldest !== undefined && this.entries.get(oldest.key) === oldest) this.entries.delete(oldest.key);
-      this.ring[this.next] = e;
-    }
-    this.next = (this.next + 1) % this.max;
-    this.entries.set(e.key, e);
-  }
-
-  /** Forget every expired entry (the oldest first, up to the first live one). */
-  purgeStale(): void {
-    const now = this.now();
-    const n = this.ring.length;
-    const start = n < this.max ? 0 : this.next;
-    for (let k = 0; k < n; k++) {
-      const i = (start + k) % n;
-      const e = this.ring[i];
-      if (e === undefined) continue;
-      if (e.expiresAtMs > now) break;
-      if (this.entries.get(e.key) === e) this.entries.delete(e.key);
-      this.ring[i] = undefined;
-    }
-  }
 }
 
 /**
@@ -274,7 +220,7 @@ class Context implements RequestContext {
 
 export class DatagramServer {
   readonly socket: dgram.Socket;
-  private readonly replies: ReplyCache;
+  private readonly replies: LRUCache<string, CachedReply>;
   private readonly purgeTimer: NodeJS.Timeout;
   /** Requests being executed, so a retransmission arriving meanwhile is not executed twice. */
   private readonly inFlight = new Set<string>();
@@ -297,8 +243,8 @@ export class DatagramServer {
     this.socket = opts.socket;
     this.routability = opts.sessions ? opts.addressValidation ?? new AddressValidation() : undefined;
     const replyLifetimeMs = opts.exchangeLifetimeMs ?? EXCHANGE_LIFETIME_MS;
-    this.replies = new ReplyCache(Math.max(1, opts.replyCacheMax ?? 100_000), replyLifetimeMs);
-    // The cache drops an expired reply only when it is looked up or evicted: without a purge, a
+    this.replies = new LRUCache({ max: opts.replyCacheMax ?? 100_000, ttl: replyLifetimeMs });
+    // lru-cache drops an expired reply only when it is looked up or evicted: without a purge, a
     // quiet server keeps up to replyCacheMax dead replies (seen: the heap of a day of one
     // terminal's refreshes grew by ~100 KB an hour). One pass per lifetime frees them.
     this.purgeTimer = setInterval(() => this.replies.purgeStale(), replyLifetimeMs);
@@ -648,7 +594,7 @@ export class DatagramServer {
     // Errors that say "try again" are not cached: the retry should be executed. What is cached
     // is what was sent, so a retransmission never gets what the first copy could not. A response
     // has no cache key (nothing answers it).
-    if (!tryAgain && cacheKey !== undefined) this.replies.set({ key: cacheKey, reply, fromIp: from.ip, fromPort: from.port, digest: digest!, resent: 0, expiresAtMs: this.replies.now() + this.replies.ttlMs });
+    if (!tryAgain && cacheKey !== undefined) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest: digest!, resent: 0 });
     if (reply) this.send(reply, from);
   }
 
