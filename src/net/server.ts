@@ -392,6 +392,13 @@ export class DatagramServer {
     }
     if (session && msg.auth) {
       const w = session.window.check(msg.auth.seq);
+      if (w !== 'ok' && answerless) {
+        // A copy of an acknowledgement already taken (network duplication, or a terminal that
+        // answers every copy of a push with the same datagram): what the response cache used to
+        // absorb. Never answered (a response), counted and logged as such rather than as a REPLAY.
+        this.drop('response-copy', from, { type: msg.name, reason: replayReason(w) });
+        return;
+      }
       if (w !== 'ok') {
         if (!this.unproven(raw, from, msg.rid, msg.type)) return;
         this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: replayReason(w) }, session, msg.name, msg.type);
@@ -424,7 +431,8 @@ export class DatagramServer {
               metrics.inc('dropped_total', { reason: 'in-flight-elsewhere' });
               return undefined;
             }
-            this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, s, msg.name, msg.type);
+            if (answerless) this.drop('response-copy', from, { type: msg.name, reason: `${replayReason(verdict)} (shared window)` });
+            else this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, s, msg.name, msg.type);
             return undefined;
           },
           (err: unknown) => {

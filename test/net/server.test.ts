@@ -689,7 +689,7 @@ t.test('shared replay window (several instances): asked before the handler; repl
   t.same(released, [seq3], 'an executed number is kept');
 });
 
-t.test('a response (an ack) is not kept in the response cache: a byte-identical copy is stopped by the replay window, unanswered', async (t) => {
+t.test('a response (an ack) is not kept in the response cache: a byte-identical copy is stopped by the replay window, unanswered, counted as a response copy', async (t) => {
   const w = sessionWorld();
   let acks = 0;
   const handlers: Handlers = {
@@ -711,8 +711,9 @@ t.test('a response (an ack) is not kept in the response cache: a byte-identical 
   t.equal(acks, 1, 'its copy is not executed again');
   t.equal(h.socket.sent.length, sentBefore, 'nothing is ever sent back to an ack');
   t.equal(h.metrics.get('retransmissions_answered_total'), 0, 'the copy was not found in the response cache (nothing was cached)');
-  t.equal(h.metrics.get('refused_total', { code: 'REPLAY' }), 1, 'the replay window stopped it');
-  t.equal(h.metrics.get('dropped_total', { reason: 'response-not-answered' }), 1, 'and it was not answered');
+  t.equal(h.metrics.get('dropped_total', { reason: 'response-copy' }), 1, 'the replay window stopped it: counted as a copy of a response');
+  t.equal(h.metrics.get('refused_total', { code: 'REPLAY' }), 0, 'not as a REPLAY refusal');
+  t.ok(h.logs.some((l) => l['event'] === 'drop:response-copy' && l['type'] === 'PRESENCE_ACK'), 'logged');
 });
 
 t.test('an unauthenticated response (REVOKE_ACK) is not cached either: a copy runs the handler again, nothing is sent', async (t) => {
