@@ -127,6 +127,8 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: s, name: 'REGISTER opening a session (ticket + X25519)', value: r.firstRegistrationsPerS, unit: 'req/s' },
           { section: s, name: 'REFRESH', value: r.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: r.refreshRatio, lost: r.lost } },
           { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs)`, value: r.queryPerS, unit: 'req/s', extra: { idsPerS: r.queryIdsPerS, ownEchoRatio: r.queryRatio } },
+          { section: s, name: 'REFRESH: locatord CPU per datagram / echo server CPU per datagram', value: r.refreshCpuXEcho, unit: 'x', extra: { refreshPerCpuS: r.refreshPerCpuS, echoPerCpuS: r.echoRefreshPerCpuS } },
+          { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs): locatord CPU per datagram / echo server CPU per datagram`, value: r.queryCpuXEcho, unit: 'x', extra: { queryPerCpuS: r.queryPerCpuS, echoPerCpuS: r.echoQueryPerCpuS } },
           { section: s, name: `table heap per terminal (${tb.entries} entries)`, value: tb.heapBytesPerEntry, unit: 'B' },
           {
             section: s, name: `process RSS per terminal with its session (${mem.entries} entries)`, value: mem.rssBytesPerTerminal, unit: 'B',

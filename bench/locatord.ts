@@ -83,6 +83,12 @@ export interface ThroughputResult {
   /** REFRESHes answered per CPU-second of locatord (its whole process tree: workers included). */
   refreshPerCpuS: number;
   queryPerCpuS: number;
+  /** The same datagrams answered per CPU-second of the echo server (issue 16 item 2's yardstick). */
+  echoRefreshPerCpuS: number;
+  echoQueryPerCpuS: number;
+  /** locatord's CPU per datagram in echo server CPUs per datagram, same run (target: REFRESH <= 2, QUERY_ADDR(1) <= 2.5). */
+  refreshCpuXEcho: number;
+  queryCpuXEcho: number;
   lost: number;
 }
 
@@ -153,18 +159,19 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
     const reg = await all({ cmd: 'register', window });
     const tree = processTree(loc.proc.pid!);
     // Answers per CPU-second of locatord over the same run: a ratio that holds when the cores are shared.
-    const perCpuS = async (m: WorkerCommand): Promise<[RunResult[], number]> => {
-      const c0 = treeCpuS(tree);
+    const perCpuS = async (m: WorkerCommand, pids = tree): Promise<[RunResult[], number]> => {
+      const c0 = treeCpuS(pids);
       const rs = await all(m);
-      const c1 = treeCpuS(tree);
+      const c1 = treeCpuS(pids);
       const answered = rs.reduce((a, r) => a + r.answered, 0);
       return [rs, c0 !== null && c1 !== null && c1 > c0 ? Math.round(answered / (c1 - c0)) : 0];
     };
     const [refresh, refreshPerCpuS] = await perCpuS({ cmd: 'run', kind: 'REFRESH', seconds, window, idsPerQuery });
     const [query, queryPerCpuS] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery });
     const echoTarget = { ip: '127.0.0.1', port: echoPort };
-    const echoRefresh = await all({ cmd: 'run', kind: 'REFRESH', target: echoTarget, seconds, window, idsPerQuery });
-    const echoQuery = await all({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery });
+    const [echoRefresh, echoRefreshPerCpuS] = await perCpuS({ cmd: 'run', kind: 'REFRESH', target: echoTarget, seconds, window, idsPerQuery }, [echo.proc.pid!]);
+    const [echoQuery, echoQueryPerCpuS] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery }, [echo.proc.pid!]);
+    const xEcho = (own: number, echoes: number): number => (own > 0 && echoes > 0 ? Math.round((echoes / own) * 100) / 100 : 0);
     const refreshPerS = perS(refresh);
     const queryPerS = perS(query);
     const echoRefreshSizedPerS = perS(echoRefresh);
@@ -176,7 +183,8 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
       echoRefreshSizedPerS, echoQuerySizedPerS,
       refreshRatio: Math.round((refreshPerS / echoRefreshSizedPerS) * 100) / 100,
       queryRatio: Math.round((queryPerS / echoQuerySizedPerS) * 100) / 100,
-      refreshPerCpuS, queryPerCpuS,
+      refreshPerCpuS, queryPerCpuS, echoRefreshPerCpuS, echoQueryPerCpuS,
+      refreshCpuXEcho: xEcho(refreshPerCpuS, echoRefreshPerCpuS), queryCpuXEcho: xEcho(queryPerCpuS, echoQueryPerCpuS),
       lost: [...reg, ...refresh, ...query].reduce((a, r) => a + r.lost, 0),
     };
   } finally {

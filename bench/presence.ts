@@ -38,7 +38,8 @@ export interface PresenceBenchOptions {
 
 export interface PresenceBenchResult {
   memory: { terminals: number; subscriptions: number; rssBytesPerSubscription: number; heapBytesPerSubscription: number; buildMs: number; rssMiB: number; lookupNsPerPush: number };
-  latency: { changesPerS: number; pushes: number; fanOut: number; summary: LatencySummary };
+  /** `cores`: CPU of each process over the paced run, in cores (where the latency's queueing is). */
+  latency: { changesPerS: number; pushes: number; fanOut: number; summary: LatencySummary; cores: { locatord: number; changers: number; watchers: number } };
   throughput: { fanOut: number; changes: number; pushes: number; copies: number; pushesPerS: number; pushesPerCpuS: number; locatordCpuS: number; seconds: number };
   /** A bare node:dgram process doing one send of the push's size and one receive of the ack's per notification. */
   ceiling: { pushBytes: number; ackBytes: number; opsPerS: number; opsPerCpuS: number; cpuS: number; seconds: number; ratio: number };
@@ -118,7 +119,10 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
     // 1. Latency at `rate` changes/s, each change pushed to one watcher.
     await watchers.ask<RunResult>({ cmd: 'watch', window: 64, lists: all.map((i) => ({ watcher: i, targets: [c.ids[i]!] })) });
     await watchers.ask({ cmd: 'received' }); // the WATCH answers carry the status; pushes start now
+    const pids = [loc.proc.pid, changers.proc.pid, watchers.proc.pid];
+    const pacedCpu0 = pids.map((p) => processCpuS(p) ?? 0);
     const paced = await changers.ask<RunResult>({ cmd: 'change', changers: all, ratePerS: rate, seconds, window: 0 });
+    const pacedCores = pids.map((p, i) => Math.round((((processCpuS(p) ?? 0) - pacedCpu0[i]!) / Math.max(1e-3, paced.ms / 1000)) * 100) / 100);
     const lat = await collect(watchers, (r) => r.pushes >= paced.answered, 2000);
 
     // 2. Throughput: each changer watched by `perWatcher` (watcher i: changers i .. i + perWatcher - 1).
@@ -149,7 +153,10 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
     return {
       memory,
       runs: { paced, flat },
-      latency: { changesPerS: Math.round((paced.answered * 1000) / paced.ms), pushes: lat.pushes, fanOut: 1, summary: lat.histogram.summary() },
+      latency: {
+        changesPerS: Math.round((paced.answered * 1000) / paced.ms), pushes: lat.pushes, fanOut: 1, summary: lat.histogram.summary(),
+        cores: { locatord: pacedCores[0]!, changers: pacedCores[1]!, watchers: pacedCores[2]! },
+      },
       throughput: {
         fanOut: fan, changes: flat.answered, pushes: thr.pushes, copies: thr.copies, seconds: Math.round(wallS * 100) / 100,
         pushesPerS: Math.round(thr.pushes / wallS), pushesPerCpuS: Math.round(thr.pushes / cpuS), locatordCpuS: Math.round(cpuS * 100) / 100,
@@ -176,7 +183,7 @@ export async function presenceRows(o: PresenceBenchOptions = {}): Promise<BenchR
     { section: s, name: `PRESENCE per locatord CPU-second, fan-out ${r.throughput.fanOut}`, value: r.throughput.pushesPerCpuS, unit: 'pushes/CPU-s', extra: { ceilingRatio: r.ceiling.ratio } },
     { section: s, name: `ceiling: bare node:dgram, ${r.ceiling.pushBytes} B out + ${r.ceiling.ackBytes} B in per push`, value: r.ceiling.opsPerCpuS, unit: 'pushes/CPU-s', extra: { ...r.ceiling } },
     { section: s, name: 'PRESENCE per locatord CPU-second / ceiling', value: r.ceiling.ratio, unit: 'x' },
-    { section: s, name: `change -> push at ${r.latency.changesPerS} changes/s (fan-out 1)`, value: r.latency.changesPerS, unit: 'changes/s', latency: r.latency.summary, extra: { pushes: r.latency.pushes, offered: o.latencyRate ?? 10_000 } },
+    { section: s, name: `change -> push at ${r.latency.changesPerS} changes/s (fan-out 1)`, value: r.latency.changesPerS, unit: 'changes/s', latency: r.latency.summary, extra: { pushes: r.latency.pushes, offered: o.latencyRate ?? 10_000, cores: r.latency.cores } },
     { section: s, name: `one change to ${r.fanOut.watchers} watchers: locatord CPU`, value: r.fanOut.cpuMsPerChange, unit: 'ms', latency: r.fanOut.toLastPush, extra: { rounds: r.fanOut.rounds, complete: r.fanOut.complete } },
   ];
 }

@@ -29,7 +29,6 @@ import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRAN
 import type { Timers } from './client.js';
 import type { Timed } from './heap.js';
 import { TimerHeap } from './heap.js';
-import { retransmitPlan } from './client.js';
 
 /** What to do with the copy that is due: send these bytes there, skip it, or give up. */
 export type PushCopy = { bytes: Buffer; to: Address } | { skip: string } | { abandon: string; error?: Error };
@@ -53,8 +52,11 @@ export interface PushSpec<D> {
   key: string;
   target: string;
   data: D;
-  /** Make copy `n` (1 = first) with request ID `rid`: MAC it anew, resolve the current address. */
-  build: (rid: Buffer, n: number) => PushCopy | Promise<PushCopy>;
+  /**
+   * Make copy `n` (1 = first) with request ID `rid`: MAC it anew, resolve the current address.
+   * `data` is the spec's (so that one function can build every push: no closure per push).
+   */
+  build: (rid: Buffer, n: number, data: D) => PushCopy | Promise<PushCopy>;
 }
 
 export interface PusherOptions<D> {
@@ -82,8 +84,12 @@ export interface PusherOptions<D> {
 interface Entry<D> extends PendingPush<D> {
   copies: number;
   build: PushSpec<D>['build'];
-  /** Send times of the copies and the give-up time, ms after the first copy. */
-  at: number[];
+  /**
+   * The first timeout t (drawn once): copy k (0-based) goes at t (2^k - 1) after the first, and
+   * the push is given up at t (2^(maxRetransmit+1) - 1), each rounded (client.ts retransmitPlan's
+   * schedule, computed when due instead of kept in arrays per push).
+   */
+  firstTimeoutMs: number;
   /** While waiting for its next copy: the bucket it is filed in, and where. */
   bucket: Bucket<D> | undefined;
   pos: number;
@@ -185,10 +191,9 @@ export class Pusher<D = undefined> {
     if (this.closed) return 'closed';
     if (this.pending.has(spec.key)) return 'duplicate';
     if (!this.hasRoom(spec.target)) return 'full';
-    const plan = retransmitPlan({ initialTimeoutMs: this.initialTimeoutMs, maxRetransmit: this.maxRetransmit, deadlineMs: Infinity }, this.random);
     const e: Entry<D> = {
       key: spec.key, target: spec.target, data: spec.data, build: spec.build, rid: this.newRid(), copies: 0,
-      at: [0, ...plan.retransmitAt, plan.giveUpAt], bucket: undefined, pos: 0,
+      firstTimeoutMs: this.initialTimeoutMs * (1 + this.random() * (RETRANSMIT_RANDOM_FACTOR - 1)), bucket: undefined, pos: 0,
     };
     this.pending.set(e.key, e);
     this.perTarget.set(e.target, (this.perTarget.get(e.target) ?? 0) + 1);
@@ -287,7 +292,7 @@ export class Pusher<D = undefined> {
     }
     let c: PushCopy | Promise<PushCopy>;
     try {
-      c = e.build(e.rid, e.copies + 1);
+      c = e.build(e.rid, e.copies + 1, e.data);
     } catch (err) {
       c = { abandon: 'error', error: err as Error };
     }
@@ -310,7 +315,9 @@ export class Pusher<D = undefined> {
     } else this.o.onCopy?.(e, e.copies, c.skip);
     // A hook may have ended the push.
     if (this.pending.get(e.key) !== e) return;
-    this.schedule(e, e.at[e.copies]! - e.at[e.copies - 1]!);
+    // The wait after copy n (1-based): from its send time to the next copy's (or the give-up).
+    const t = e.firstTimeoutMs;
+    this.schedule(e, Math.round(t * (2 ** e.copies - 1)) - Math.round(t * (2 ** (e.copies - 1) - 1)));
   }
 
   private end(e: Entry<D>, outcome?: PushOutcome): void {

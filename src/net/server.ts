@@ -315,8 +315,14 @@ export class DatagramServer {
     }
     let session: ServerSession | undefined;
     let fresh = false;
-    let cacheKey: string;
-    let digest: Buffer;
+    // A response (odd type: the acknowledgement of a push, a PROBE_ACK, a REVOKE_ACK) is never
+    // answered, so there is no answer to remember for its retransmissions: no cache key, no
+    // lookup, no entry (an LRU set per ack showed in the push path's profile). A copy of it is
+    // stopped by the replay window (session messages) or executed again, which changes nothing
+    // (devloc-protocol(7), "Response cache").
+    const answerless = isResponseType(msg.type);
+    let cacheKey: string | undefined;
+    let digest: Buffer | undefined;
     if (msg.auth) {
       const sessions = this.opts.sessions!;
       // Opening a session checks a ticket (a signature, an X25519): work for a datagram that has
@@ -343,19 +349,21 @@ export class DatagramServer {
       }
       session = auth.session;
       fresh = auth.fresh;
-      cacheKey = `${session.sidHex}/${ridKey(msg.rid)}`;
-      // The MAC verified: its tag already identifies these exact bytes.
-      digest = Buffer.from(raw.subarray(raw.length - MAC_BYTES));
-    } else {
+      if (!answerless) {
+        cacheKey = `${session.sidHex}/${ridKey(msg.rid)}`;
+        // The MAC verified: its tag already identifies these exact bytes.
+        digest = Buffer.from(raw.subarray(raw.length - MAC_BYTES));
+      }
+    } else if (!answerless) {
       // Keyed by request ID alone (64 random bits), so that the same request replayed from
       // another source is recognised as such rather than executed again.
       cacheKey = `-/${ridKey(msg.rid)}`;
       digest = requestDigest(raw);
     }
-    const cached = this.replies.get(cacheKey);
+    const cached = cacheKey === undefined ? undefined : this.replies.get(cacheKey);
     if (cached) {
       const sameSource = cached.fromIp === from.ip && cached.fromPort === from.port;
-      if (sameSource && cached.digest.equals(digest)) {
+      if (sameSource && cached.digest.equals(digest!)) {
         // A source address proves nothing: a captured datagram replayed with its sender's
         // address spoofed looks like a retransmission. A reply larger than the request is sent
         // again at most as often as an honest client retransmits, or each spoofed copy would
@@ -377,13 +385,20 @@ export class DatagramServer {
       }
       return;
     }
-    if (this.inFlight.has(cacheKey)) {
+    if (cacheKey !== undefined && this.inFlight.has(cacheKey)) {
       // A retransmission while the handler still runs: its answer is on the way.
       metrics.inc('dropped_total', { reason: 'in-flight' });
       return;
     }
     if (session && msg.auth) {
       const w = session.window.check(msg.auth.seq);
+      if (w !== 'ok' && answerless) {
+        // A copy of an acknowledgement already taken (network duplication, or a terminal that
+        // answers every copy of a push with the same datagram): what the response cache used to
+        // absorb. Never answered (a response), counted and logged as such rather than as a REPLAY.
+        this.drop('response-copy', from, { type: msg.name, reason: replayReason(w) });
+        return;
+      }
       if (w !== 'ok') {
         if (!this.unproven(raw, from, msg.rid, msg.type)) return;
         this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: replayReason(w) }, session, msg.name, msg.type);
@@ -405,10 +420,10 @@ export class DatagramServer {
       const claim = this.opts.sessions!.claim(session, msg.auth.seq, from);
       if (claim) {
         const s = session;
-        this.inFlight.add(cacheKey);
+        if (cacheKey !== undefined) this.inFlight.add(cacheKey);
         return claim.then(
           (verdict) => {
-            this.inFlight.delete(cacheKey);
+            if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
             if (verdict === 'ok') return this.execute(raw, from, msg, handler, s, fresh, cacheKey, digest);
             if (verdict === 'elsewhere') {
               // A retransmission from the same source whose first copy another instance took:
@@ -416,11 +431,12 @@ export class DatagramServer {
               metrics.inc('dropped_total', { reason: 'in-flight-elsewhere' });
               return undefined;
             }
-            this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, s, msg.name, msg.type);
+            if (answerless) this.drop('response-copy', from, { type: msg.name, reason: `${replayReason(verdict)} (shared window)` });
+            else this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, s, msg.name, msg.type);
             return undefined;
           },
           (err: unknown) => {
-            this.inFlight.delete(cacheKey);
+            if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
             const r = err as { message?: string; retryAfterMs?: number };
             this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `replay window: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, s, msg.name, msg.type);
           },
@@ -433,7 +449,7 @@ export class DatagramServer {
   /** Run the handler of a datagram that passed every check, then answer(). */
   private execute(
     raw: Buffer, from: Address, msg: Message, handler: Handler, session: ServerSession | undefined, fresh: boolean,
-    cacheKey: string, digest: Buffer,
+    cacheKey: string | undefined, digest: Buffer | undefined,
   ): Promise<void> | undefined {
     if (session && fresh) {
       // From here on the request works on the held session (its window, its send sequence).
@@ -442,29 +458,29 @@ export class DatagramServer {
     }
     const ctx = new Context(msg, raw, from, session, fresh, this.opts.sessions, this.opts.rateLimiter);
     if (session) ctx.addressValidated = this.routability!.isValidated(session, from);
-    this.inFlight.add(cacheKey);
     const started = performance.now();
     let out: HandlerResult | Promise<HandlerResult>;
     try {
       out = handler(ctx as never);
     } catch (err) {
-      this.inFlight.delete(cacheKey);
       this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, this.handlerFailure(msg, err));
       return undefined;
     }
     if (isPromiseLike(out)) {
+      // Only an answer that waits can meet a retransmission of its request meanwhile: the
+      // in-flight set keeps such copies out until it is cached (a synchronous one is cached first).
+      if (cacheKey !== undefined) this.inFlight.add(cacheKey);
       return Promise.resolve(out).then(
         (result) => {
-          this.inFlight.delete(cacheKey);
+          if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
           this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, result);
         },
         (err: unknown) => {
-          this.inFlight.delete(cacheKey);
+          if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
           this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, this.handlerFailure(msg, err));
         },
       );
     }
-    this.inFlight.delete(cacheKey);
     this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, out);
     return undefined;
   }
@@ -550,7 +566,7 @@ export class DatagramServer {
   /** After the handler: take the sequence number, reply (bounded), cache what was sent. */
   private answer(
     raw: Buffer, from: Address, msg: Message, session: ServerSession | undefined, unvalidated: boolean,
-    cacheKey: string, digest: Buffer, started: number, handled: HandlerResult,
+    cacheKey: string | undefined, digest: Buffer | undefined, started: number, handled: HandlerResult,
   ): void {
     const { metrics, logger } = this.opts;
     let result = handled;
@@ -584,8 +600,9 @@ export class DatagramServer {
       reply = null;
     }
     // Errors that say "try again" are not cached: the retry should be executed. What is cached
-    // is what was sent, so a retransmission never gets what the first copy could not.
-    if (!tryAgain) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest, resent: 0 });
+    // is what was sent, so a retransmission never gets what the first copy could not. A response
+    // has no cache key (nothing answers it).
+    if (!tryAgain && cacheKey !== undefined) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest: digest!, resent: 0 });
     if (reply) this.send(reply, from);
   }
 

@@ -42,7 +42,7 @@ function world() {
 t.test('the first copy goes where the fan-out read the watcher to be; retransmissions look it up', async (t) => {
   const { timers, lookups, sent, pushes, move } = world();
   const read = { ip: '127.0.0.1', port: 2000 };
-  pushes.push(watcherHex, session, { id: target, online: true }, undefined, undefined, read);
+  pushes.push(watcherHex, session, { id: target, online: true }, { firstTo: read });
   t.same(sent.map((s) => s.to), [read], 'first copy at once, to the address given');
   t.same(lookups, [], 'no lookup for the first copy');
   move({ ip: '127.0.0.1', port: 3000 });

@@ -688,3 +688,41 @@ t.test('shared replay window (several instances): asked before the handler; repl
   t.equal(decoded(h.socket.sent[h.socket.sent.length - 1]!.bytes).name, 'REFRESH_ACK', 'then executed');
   t.same(released, [seq3], 'an executed number is kept');
 });
+
+t.test('a response (an ack) is not kept in the response cache: a byte-identical copy is stopped by the replay window, unanswered, counted as a response copy', async (t) => {
+  const w = sessionWorld();
+  let acks = 0;
+  const handlers: Handlers = {
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    PRESENCE_ACK: () => {
+      acks++;
+      return null;
+    },
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(40), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  validated(h, w, cs);
+  const sentBefore = h.socket.sent.length;
+  const ack = cs.encode('PRESENCE_ACK', rid(41), { id: w.locatorId });
+  await h.server.receive(ack, A);
+  t.equal(acks, 1, 'the ack is taken');
+  await h.server.receive(ack, A);
+  t.equal(acks, 1, 'its copy is not executed again');
+  t.equal(h.socket.sent.length, sentBefore, 'nothing is ever sent back to an ack');
+  t.equal(h.metrics.get('retransmissions_answered_total'), 0, 'the copy was not found in the response cache (nothing was cached)');
+  t.equal(h.metrics.get('dropped_total', { reason: 'response-copy' }), 1, 'the replay window stopped it: counted as a copy of a response');
+  t.equal(h.metrics.get('refused_total', { code: 'REPLAY' }), 0, 'not as a REPLAY refusal');
+  t.ok(h.logs.some((l) => l['event'] === 'drop:response-copy' && l['type'] === 'PRESENCE_ACK'), 'logged');
+});
+
+t.test('an unauthenticated response (REVOKE_ACK) is not cached either: a copy runs the handler again, nothing is sent', async (t) => {
+  let acks = 0;
+  const h = harness({ handlers: { REVOKE_ACK: () => { acks++; return null; } } });
+  const ack = encodeDatagram('REVOKE_ACK', rid(42), {});
+  await h.server.receive(ack, A);
+  await h.server.receive(ack, A);
+  t.equal(acks, 2, 'executed twice (taking an ack twice changes nothing)');
+  t.equal(h.socket.sent.length, 0, 'nothing sent');
+  t.equal(h.metrics.get('retransmissions_answered_total'), 0, 'no response cache entry');
+});

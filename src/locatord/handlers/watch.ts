@@ -109,7 +109,10 @@ class Tellings {
 }
 
 interface PushData {
+  watcherHex: string;
   session: ServerSession;
+  /** Where the first copy goes, when the caller knew (PresencePushOptions.firstTo). */
+  firstTo: Address | undefined;
   entry: PresenceEntry;
   body: EncodedBody<'PRESENCE'>;
   /** Changes to the pair since the push began, and how many the first copy carried. */
@@ -129,6 +132,19 @@ export interface PresencePushesOptions {
   maxPending?: number;
   maxPendingPerWatcher?: number;
   timers?: ConstructorParameters<typeof Pusher>[0]['timers'];
+}
+
+/** What a caller of PresencePushes.push may already have, so that the push does not redo it. */
+export interface PresencePushOptions {
+  /** The entry encoded (once for all the watchers of a change); default: encoded for this push. */
+  body?: EncodedBody<'PRESENCE'>;
+  /** The entry's locator ID in hex; default: from the entry. */
+  targetHex?: string;
+  /**
+   * Where the watcher is, from its record just read in this session (the fan-out has it), so the
+   * first copy does not look the record up again; later copies do.
+   */
+  firstTo?: Address;
 }
 
 /** PRESENCE pushes of this instance, waiting for their PRESENCE_ACK. */
@@ -159,7 +175,7 @@ export class PresencePushes {
         if ('acked' in outcome) {
           acks.inc();
           // Changed after the first copy: the ack may be for an older copy; tell the latest.
-          if (p.data.version !== p.data.firstVersion) this.push(p.target, p.data.session, p.data.entry, p.data.body);
+          if (p.data.version !== p.data.firstVersion) this.push(p.target, p.data.session, p.data.entry, { body: p.data.body });
           return;
         }
         m.inc('presence_abandoned_total', { reason: outcome.abandoned });
@@ -174,11 +190,12 @@ export class PresencePushes {
 
   /**
    * Push `entry` to the watcher of `session` (or, when one is pending for the pair, make its next
-   * copies say it); `body` is `entry` encoded (once for all the watchers of a change). `firstTo`:
-   * where the watcher is, from its record just read in this session (the fan-out has it), so the
-   * first copy does not look the record up again; later copies do.
+   * copies say it).
    */
-  push(watcherHex: string, session: ServerSession, entry: PresenceEntry, body = EncodedBody.of('PRESENCE', entry), targetHex = hexOf(entry.id), firstTo?: Address): void {
+  push(watcherHex: string, session: ServerSession, entry: PresenceEntry, o: PresencePushOptions = {}): void {
+    const body = o.body ?? EncodedBody.of('PRESENCE', entry);
+    const targetHex = o.targetHex ?? hexOf(entry.id);
+    const firstTo = o.firstTo;
     const key = `${watcherHex}:${targetHex}`;
     const pending = this.pushes.get(key);
     if (pending && pending.data.session.sidHex === session.sidHex) {
@@ -187,22 +204,22 @@ export class PresencePushes {
       pending.data.version++;
       return;
     }
-    const data: PushData = { session, entry, body, version: 0, firstVersion: -1 };
-    const r = this.pushes.push({
-      key, target: watcherHex, data,
-      build: (rid, n) => {
-        if (n === 1) {
-          data.firstVersion = data.version;
-          if (firstTo) return this.copy(data, rid, firstTo);
-        }
-        const to = this.o.target(watcherHex, session);
-        return to instanceof Promise
-          ? to.then((a) => this.copy(data, rid, a), (): PushCopy => ({ abandon: 'store unavailable' }))
-          : this.copy(data, rid, to);
-      },
-    });
+    const data: PushData = { watcherHex, session, firstTo, entry, body, version: 0, firstVersion: -1 };
+    const r = this.pushes.push({ key, target: watcherHex, data, build: this.build });
     if (r === 'full' || r === 'duplicate') this.o.metrics.inc('presence_dropped_total');
   }
+
+  /** Copy `n` of the push of `data` (one function for every push: no closure made per push). */
+  private readonly build = (rid: Buffer, n: number, data: PushData): PushCopy | Promise<PushCopy> => {
+    if (n === 1) {
+      data.firstVersion = data.version;
+      if (data.firstTo) return this.copy(data, rid, data.firstTo);
+    }
+    const to = this.o.target(data.watcherHex, data.session);
+    return to instanceof Promise
+      ? to.then((a) => this.copy(data, rid, a), (): PushCopy => ({ abandon: 'store unavailable' }))
+      : this.copy(data, rid, to);
+  };
 
   private copy(d: PushData, rid: Buffer, to: Address | undefined): PushCopy {
     if (!to || !this.o.sessions.live(d.session)) return { abandon: 'watcher gone' };
@@ -275,12 +292,12 @@ function deliver(c: LocatorContext, watcherHex: string, targetHex: string, w: Pr
   const local = c.sessions.get(w.sidHex);
   if (local) {
     // `local` is held under w.sidHex: w.addr is where the watcher is in it (the first copy's address).
-    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, t.body, targetHex, w.addr);
+    if (local.locatorHex === watcherHex) c.presencePushes.push(watcherHex, local, t.entry, { body: t.body, targetHex, firstTo: w.addr });
     return;
   }
   c.sessions.fetch(w.sidHex).then(() => {
     const s = c.sessions.get(w.sidHex);
-    if (s && s.locatorHex === watcherHex) c.presencePushes.push(watcherHex, s, t.entry, t.body, targetHex);
+    if (s && s.locatorHex === watcherHex) c.presencePushes.push(watcherHex, s, t.entry, { body: t.body, targetHex });
   }, () => c.metrics.inc('presence_dropped_total'));
 }
 
