@@ -9,7 +9,9 @@ import type { Test } from 'tap';
 import type { Presence } from '../../src/locatord/store/types.js';
 import { RedisSearch } from '../../src/locatord/store/redis.js';
 import { RedisClient } from '../../src/locatord/store/redis-client.js';
+import { parseRedisUrl } from '../../src/locatord/store/redis-url.js';
 import { needs } from '../ops/tools.js';
+import { startCluster } from './fixtures/redis-cluster.js';
 import { hasRedis, startRedis } from './fixtures/redis-server.js';
 
 const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
@@ -73,4 +75,24 @@ t.test("index()'s trim does not take out an entry renewed while it trims", { ski
   await search.index(OTHER, undefined, looking(5000));
   t.ok(fired(), 'the re-registration ran between listing and removal');
   t.same(await search.page('chess', '', 10), [ID, OTHER], 'the renewed entry is still found, beside the new one');
+});
+
+t.test('on a Cluster: the trim script runs with both keys of a media ID on their one node', { skip: noRedis }, async (t) => {
+  const cluster = await startCluster(t);
+  const client = new RedisClient({ ...parseRedisUrl(cluster.url), timeoutMs: 30_000 });
+  t.teardown(() => client.close());
+  let now = 0;
+  const search = new RedisSearch(client, 'dl:', () => now);
+  const media = Array.from({ length: 12 }, (_, i) => `game ${i}`);
+  const entry = (mediaId: string, expMs: number): Presence => ({ ...looking(expMs), extra: { mediaId, presence: { lookingForPartner: true } } });
+  await Promise.all(media.map((m) => search.index(ID, undefined, entry(m, 1000))));
+  now = 2000;
+  // Each index() trims its media ID's index: OTHER stays, ID (expired) goes.
+  await Promise.all(media.map((m) => search.index(OTHER, undefined, entry(m, 5000))));
+  t.same(await Promise.all(media.map((m) => search.page(m, '', 10))), media.map(() => [OTHER]), 'expired entries trimmed on every node');
+  now = 6000;
+  let removed = 0;
+  for (let i = 0; i < 20; i++) removed += await search.trim(16, 32);
+  t.equal(removed, media.length, "the sweep's trim removed the rest");
+  t.same(await Promise.all(media.map((m) => search.page(m, '', 10))), media.map(() => []), 'every index empty');
 });
