@@ -56,10 +56,11 @@ export interface RelayHost {
   /** Authenticate again for fresh credentials; resolves with whether authd granted in time. */
   reauthenticate(reason: string): Promise<boolean>;
   log: AgentLog;
-  now: () => number;
   /**
-   * Timers (the renewal at the credentials' expiry, and the TURN client's unless `client.clock`
-   * is given): tests pass a fake clock, with its now() as `now`. Default: the real timers.
+   * The one clock of the manager and its TURN clients: now() (credentials' expiry, relays lost)
+   * and the timers (the renewal at the credentials' expiry, the TURN client's unless
+   * `client.clock` is given). Tests pass a fake clock; the agent realTimers(its now).
+   * Default: realTimers(Date.now).
    */
   clock?: TurnClock;
   /** TURN client options for tests (fake links, short timeouts). */
@@ -98,6 +99,13 @@ interface Current {
   renew?: unknown;
 }
 
+/** A clock of real timers over `now`. */
+export const realTimers = (now: () => number): TurnClock => ({
+  now,
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+});
+
 /** The ways to reach relay `g` its grant lists, in the order they are tried: UDP, TCP, TLS. */
 function serversOf(g: RelayGrant): { server: TurnServer; addr: Address }[] {
   const pick: [TurnTransport, Address | undefined][] = [['udp', g.udp], ['tcp', g.tcp], ['tls', g.tls]];
@@ -134,12 +142,7 @@ export class RelayManager {
   private readonly clock: TurnClock;
 
   constructor(private readonly host: RelayHost) {
-    this.clock = host.clock ?? {
-      now: host.now,
-      // The renewal alone must not keep a process alive.
-      setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
-      clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-    };
+    this.clock = host.clock ?? realTimers(Date.now);
   }
 
   /** Whether authd granted any relay (a relayed path is possible at all). */
@@ -191,7 +194,7 @@ export class RelayManager {
 
   /** Relays of the grant not marked lost, after `except`. */
   private usable(): RelayGrant[] {
-    const now = this.host.now();
+    const now = this.clock.now();
     return this.host.grants().filter((g) => {
       const at = this.lostAt.get(g.name);
       return serversOf(g).length > 0 && (at === undefined || now - at >= RELAY_LOST_MS);
@@ -219,12 +222,12 @@ export class RelayManager {
     for (const first of this.usable()) {
       let g = first;
       for (let attempt = 0; attempt < 2; attempt++) {
-        if (g.exp * 1000 <= this.host.now() || attempt === 1) {
+        if (g.exp * 1000 <= this.clock.now() || attempt === 1) {
           // Expired (by the grant's own expiry, or as the relay said): fresh credentials first.
           this.host.log('info', 'relay credentials expired: authenticating again', { relay: g.name });
           await this.host.reauthenticate('relay credentials expired');
           const fresh = this.host.grants().find((x) => x.name === g.name);
-          if (!fresh || fresh.exp * 1000 <= this.host.now()) {
+          if (!fresh || fresh.exp * 1000 <= this.clock.now()) {
             errors.push(`${g.name}: credentials expired and authd gave no fresh ones`);
             break;
           }
@@ -236,7 +239,7 @@ export class RelayManager {
           const e = err instanceof TurnError ? err : new TurnError(TurnErrorCode.CONNECTION, (err as Error).message);
           if (e.code === TurnErrorCode.CREDENTIALS_EXPIRED && attempt === 0) continue;
           errors.push(`${g.name}: ${e.code} ${e.message}`);
-          this.lostAt.set(g.name, this.host.now());
+          this.lostAt.set(g.name, this.clock.now());
           break;
         }
       }
@@ -253,7 +256,7 @@ export class RelayManager {
    * a refusal, expired credentials) is the relay's, whatever the transport: thrown at once.
    */
   private async allocateOn(g: RelayGrant): Promise<Address> {
-    const now = this.host.now();
+    const now = this.clock.now();
     // Known UDP-blocked: TCP and TLS first (a UDP attempt would cost RELAY_TRANSPORT_TIMEOUT_MS),
     // but for the re-check after an address change.
     const udpLast = this.udpBlockedKnown && !this.recheckUdp;
@@ -274,7 +277,7 @@ export class RelayManager {
       } catch (err) {
         const e = err instanceof TurnError ? err : new TurnError(TurnErrorCode.CONNECTION, (err as Error).message);
         if (!unreachable(e)) throw e;
-        this.transportFailedAt.set(`${g.name}|${s.server.transport}`, this.host.now());
+        this.transportFailedAt.set(`${g.name}|${s.server.transport}`, this.clock.now());
         failures.push(`${s.server.transport} ${e.code} ${e.message}`);
         last = e;
         if (s !== servers.at(-1)) this.host.log('info', 'relay unreachable over this transport: trying the next', { relay: g.name, transport: s.server.transport, code: e.code, err: e.message });
@@ -290,10 +293,10 @@ export class RelayManager {
       // waits on the permission (250 ms doubling, 5 retransmissions: 7.75 s).
       rtoMs: RELAY_RTO_MS, rc: RELAY_RC, tcpTimeoutMs: RELAY_TRANSPORT_TIMEOUT_MS,
       log: (msg, fields) => this.host.log('debug', msg, { relay: g.name, ...fields }),
-      ...(this.host.clock ? { clock: this.host.clock } : {}),
+      clock: this.clock,
       ...this.host.client,
     });
-    const cur: Current = { client, name: g.name, transport: s.server.transport, server: formatAddress(s.addr), since: this.host.now() };
+    const cur: Current = { client, name: g.name, transport: s.server.transport, server: formatAddress(s.addr), since: this.clock.now() };
     client.on('data', (from, bytes) => {
       this.counters.datagramsIn++;
       this.counters.bytesIn += bytes.length;
@@ -318,12 +321,14 @@ export class RelayManager {
     const a = await client.allocate();
     this.current = cur;
     this.counters.allocations++;
-    const expiresInMs = Math.min(Math.max(g.exp * 1000 - this.host.now(), 0), 2 ** 31 - 1);
+    const expiresInMs = Math.min(Math.max(g.exp * 1000 - this.clock.now(), 0), 2 ** 31 - 1);
     cur.renew = this.clock.setTimeout(() => {
       if (this.current !== cur) return;
       this.host.log('info', 'relay credentials expire: a new allocation with fresh ones', { relay: g.name });
       this.onLost(this.lost(`credentials expired at ${new Date(g.exp * 1000).toISOString()}: allocating anew with fresh ones`, false));
     }, expiresInMs);
+    // The renewal alone must not keep a process alive (a real timer's handle; a fake one has no unref).
+    (cur.renew as { unref?: () => void }).unref?.();
     this.host.log('info', 'relay allocated', { relay: g.name, transport: s.server.transport, relayed: formatAddress(a.relayed) });
     return a.relayed;
   }
@@ -363,7 +368,7 @@ export class RelayManager {
     // An expiry (skip false) is no lost relay: the same relay serves the next allocation.
     if (skip) {
       this.counters.relaysLost++;
-      this.lostAt.set(c.name, this.host.now());
+      this.lostAt.set(c.name, this.clock.now());
     }
     const left = this.remaining;
     this.host.log('warn', 'relay lost', { relay: c.name, why, relaysLeft: left });

@@ -9,11 +9,12 @@
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
-import { ipToBytes, normaliseIp } from '../wire/addr.js';
+import { normaliseIp } from '../wire/addr.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_DATAGRAM, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode } from '../wire/errors.js';
+import { literalLookup } from './lookup.js';
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -69,25 +70,6 @@ export function retransmitPlan(policy: RetransmitPolicy, random: () => number): 
   }
   // After the loop `at + timeout` is the end of the last transmission's wait.
   return { retransmitAt: out, giveUpAt: Math.round(Math.min(policy.deadlineMs, at + timeout)) };
-}
-
-type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, family: number) => void;
-
-/**
- * The `lookup` of our UDP sockets: an IP literal (all devloc sends to) is its own answer, as
- * dns.lookup would give it, without loading node:dns; a name goes to dns.lookup, loaded then.
- * dgram's default lookup loads node:dns with the first bind, and with it c-ares: 0.7 MiB of an
- * idle agent's RSS (issue 20).
- */
-export function literalLookup(host: string, options: unknown, callback: LookupCallback): void {
-  if (typeof options !== 'object' && ipToBytes(host) !== null) {
-    process.nextTick(callback, null, host, host.includes(':') ? 6 : 4);
-    return;
-  }
-  import('node:dns').then(
-    (dns) => dns.lookup(host, options as number, callback),
-    (err: NodeJS.ErrnoException) => callback(err, '', 0),
-  );
 }
 
 export interface Reply {

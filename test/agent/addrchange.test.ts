@@ -6,8 +6,8 @@
 import t from 'tap';
 import type { LookupEntry } from '../../src/agent/agent.js';
 import { haveNetns, Lab, PUBLIC_NET, sh } from './netns.js';
-import type { AgentProc, Stack } from './stack.js';
-import { eventually, stack } from './stack.js';
+import type { AgentProc } from './stack.js';
+import { eventually } from './stack.js';
 
 // Skipped only on a developer machine without root or nft; in CI (root, nftables) a missing
 // tool is a failure, as in test/ops.
@@ -21,12 +21,11 @@ async function addressOf(watcher: AgentProc, id: string): Promise<string | undef
 }
 
 t.test('re-registers by itself when its address changes', { skip }, async (t) => {
-  let s: Stack | undefined;
-  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const lab = new Lab(t);
   const mover = lab.host('mover', `${PUBLIC_NET}.30`);
   const watch = lab.host('watch', `${PUBLIC_NET}.21`);
   const natted = lab.behindNat('nat', `${PUBLIC_NET}.14`, 4, 'eim');
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1` });
+  const s = await lab.stack();
   const [m, w, n] = await Promise.all([
     s.agent('mover', [], { netns: mover }),
     s.agent('watch', [], { netns: watch }),

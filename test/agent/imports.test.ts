@@ -12,7 +12,7 @@ import { builtinModules } from 'node:module';
 import { root } from '../helpers/daemon.js';
 
 const src = path.join(root, 'src');
-const ALLOWED_FILES = new Set(['net/client.ts', 'net/clientsession.ts', 'net/unix-socket.ts']);
+const ALLOWED_FILES = new Set(['net/client.ts', 'net/clientsession.ts', 'net/lookup.ts', 'net/unix-socket.ts']);
 /** The devloc-agent daemon: outside the library, may use src/common. */
 const DAEMON_ENTRY = new Set(['agent/daemon.ts', 'agent/main.ts']);
 const allowed = (rel: string): boolean =>

@@ -8,8 +8,7 @@
 import t from 'tap';
 import type { LookupEntry } from '../../src/agent/agent.js';
 import { haveNetns, Lab, PUBLIC_NET } from './netns.js';
-import type { Stack } from './stack.js';
-import { eventually, stack } from './stack.js';
+import { eventually } from './stack.js';
 
 // Skipped only on a developer machine without root or nft; in CI (root, nftables) a missing
 // tool is a failure, as in test/ops.
@@ -18,13 +17,12 @@ if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
 const skip = missing && !process.env['CI'] ? missing : false;
 
 t.test('NAT classification behind real NATs', { skip }, async (t) => {
-  let s: Stack | undefined;
-  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const lab = new Lab(t);
   const eim = lab.behindNat('eim', `${PUBLIC_NET}.11`, 1, 'eim');
   const sym = lab.behindNat('sym', `${PUBLIC_NET}.12`, 2, 'symmetric');
   const cone = lab.behindNat('cone', `${PUBLIC_NET}.13`, 3, 'full-cone');
   const open = lab.host('open', `${PUBLIC_NET}.20`);
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2` });
   const [a, b, c, d] = await Promise.all([
     s.agent('eim', [], { netns: eim }),
     s.agent('sym', [], { netns: sym }),
@@ -61,13 +59,12 @@ t.test('NAT classification behind real NATs', { skip }, async (t) => {
 });
 
 t.test('30% UDP loss each way: registration completes, classification does not settle on unknown', { skip }, async (t) => {
-  let s: Stack | undefined;
-  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const lab = new Lab(t);
   const lossy = lab.host('lossy', `${PUBLIC_NET}.40`);
   const sym = lab.behindNat('lsym', `${PUBLIC_NET}.41`, 41, 'symmetric');
   const cone = lab.behindNat('lcone', `${PUBLIC_NET}.42`, 42, 'full-cone');
   const dropped = [lab.lossy(lossy, 30), lab.lossy(sym, 30), lab.lossy(cone, 30)];
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2` });
   const st0 = s;
   const [a, b, c] = await Promise.all([st0.agent('lossy', [], { netns: lossy }), st0.agent('lsym', [], { netns: sym }), st0.agent('lcone', [], { netns: cone })]);
   // Registered: the bound devloc-agent(8) states (50 s at T = 1 s) is checked on the schedule in

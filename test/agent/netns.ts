@@ -5,7 +5,9 @@
 // else, so no test traffic can leave. Everything is deleted at teardown, also on failure.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import type { Teardown } from './stack.js';
+import { startCoturn, type Coturn, type CoturnOptions } from '../turn/coturn.js';
+import type { Stack, StackOptions, Teardown } from './stack.js';
+import { stack } from './stack.js';
 
 export const PUBLIC_NET = '198.51.100';
 
@@ -33,23 +35,48 @@ export function sh(cmd: string, args: string[], input?: string): string {
   }
 }
 
+/**
+ * The lab owns what it starts: its stacks (`stack()`), its relays (`relay()`) and its namespaces.
+ * One teardown, registered by the constructor, stops them in that order (`close()`): the
+ * processes first, since a namespace is only gone once nothing runs in it.
+ */
 export class Lab {
   readonly prefix = `dla${randomBytes(3).toString('hex')}`;
   private readonly names: string[] = [];
+  private readonly stacks: Stack[] = [];
+  private readonly relays: Coturn[] = [];
   private bridgePort = 0;
   readonly pub: string;
 
   /** Creates the public namespace with bridge br0 at 198.51.100.1 and .2 (reflector alternate address). */
-  constructor(t: Teardown, beforeCleanup: () => Promise<void>) {
-    t.teardown(async () => {
-      await beforeCleanup();
-      this.cleanup();
-    });
+  constructor(private readonly t: Teardown) {
+    t.teardown(() => this.close());
     this.pub = this.add('pub');
     this.ip(this.pub, ['link', 'add', 'br0', 'type', 'bridge']);
     this.ip(this.pub, ['addr', 'add', `${PUBLIC_NET}.1/24`, 'dev', 'br0']);
     this.ip(this.pub, ['addr', 'add', `${PUBLIC_NET}.2/24`, 'dev', 'br0']);
     this.ip(this.pub, ['link', 'set', 'br0', 'up']);
+  }
+
+  /** A stack (test/agent/stack.ts) whose servers listen on the public segment at .1. */
+  async stack(o: StackOptions = {}): Promise<Stack> {
+    const s = await stack(this.t, { netns: this.pub, listen: `${PUBLIC_NET}.1`, ...o });
+    this.stacks.push(s);
+    return s;
+  }
+
+  /** A coturn (test/turn/coturn.ts) in namespace `ns` at `ip` (a host on the public segment). */
+  async relay(ns: string, ip: string, o: Omit<CoturnOptions, 'netns'> = {}): Promise<Coturn> {
+    const r = await startCoturn({ ...o, netns: { name: ns, ip } });
+    this.relays.push(r);
+    return r;
+  }
+
+  /** Stops the stacks, then the relays, then deletes the namespaces (the teardown does it). */
+  async close(): Promise<void> {
+    await Promise.all(this.stacks.splice(0).map((s) => s.stopAll()));
+    await Promise.all(this.relays.splice(0).map((r) => r.stop()));
+    this.cleanup();
   }
 
   ns(short: string): string {
@@ -154,7 +181,7 @@ export class Lab {
     };
   }
 
-  cleanup(): void {
+  private cleanup(): void {
     for (const n of this.names.reverse()) {
       try {
         sh('ip', ['netns', 'del', n]);

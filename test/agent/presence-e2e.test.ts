@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { PresenceStatus } from '../../src/agent/presence.js';
 import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET, sh } from './netns.js';
-import type { AgentProc, Stack } from './stack.js';
+import type { AgentProc } from './stack.js';
 import { eventually, stack } from './stack.js';
 
 const devloc = (args: string[]): { status: number | null; stdout: string; stderr: string } => {
@@ -76,11 +76,10 @@ const noNetns = haveNetns();
 if (noNetns && process.env['CI']) t.fail(`cannot run: ${noNetns}`);
 
 t.test("a watcher's address changes: it keeps being told, at its new address, without anyone asking", { skip: noNetns && !process.env['CI'] ? noNetns : false }, async (t) => {
-  let s: Stack | undefined;
-  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const lab = new Lab(t);
   const annHost = lab.host('pann', `${PUBLIC_NET}.40`);
   const benHost = lab.host('pben', `${PUBLIC_NET}.41`);
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1` });
+  const s = await lab.stack();
   const [a, b] = await Promise.all([s.agent('ann', [], { netns: annHost }), s.agent('ben', ['--nickname', 'ben'], { netns: benHost })]);
   await eventually(async () => (await a.status()).registered && (await b.status()).registered, 20_000, 'registered');
   const ben = (await b.status()).locatorId!;

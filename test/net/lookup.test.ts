@@ -1,10 +1,10 @@
-// The lookup of our UDP sockets (src/net/client.ts literalLookup): an IP literal answers itself
+// The lookup of our UDP sockets (src/net/lookup.ts literalLookup): an IP literal answers itself
 // as dns.lookup would, without node:dns, whose first load (c-ares) cost an idle agent 0.3 MiB of
 // RSS (issue 20); a name still resolves, through node:dns loaded then.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { literalLookup } from '../../src/net/client.js';
+import { literalLookup } from '../../src/net/lookup.js';
 import { root } from '../helpers/daemon.js';
 
 const lookup = (host: string, options: unknown): Promise<[string, number]> =>
@@ -25,7 +25,8 @@ t.test('a UdpClient sending to an IP literal does not load node:dns', async (t) 
   // A fresh process: this one has loaded node:dns already (the test above, tap).
   const script = `
     import dgram from 'node:dgram';
-    import { literalLookup, UdpClient } from ${JSON.stringify(path.join(root, 'src/net/client.ts'))};
+    import { literalLookup } from ${JSON.stringify(path.join(root, 'src/net/lookup.ts'))};
+    import { UdpClient } from ${JSON.stringify(path.join(root, 'src/net/client.ts'))};
     const server = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
     await new Promise((r) => server.bind(0, '127.0.0.1', r));
     const got = new Promise((r) => server.once('message', r));

@@ -22,10 +22,9 @@ import type { ConnectResult } from '../../src/agent/channel-control.js';
 import { ControlError } from '../../src/agent/control-client.js';
 import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
-import type { AgentProc, Stack, Teardown } from '../agent/stack.js';
-import { eventually, stack } from '../agent/stack.js';
-import { haveCoturn, startCoturn } from '../turn/coturn.js';
-import type { Coturn } from '../turn/coturn.js';
+import type { AgentProc, Teardown } from '../agent/stack.js';
+import { eventually } from '../agent/stack.js';
+import { haveCoturn } from '../turn/coturn.js';
 import type { Recv } from './lab.js';
 import { addRelay, channelOf, natHost, plainMasqueradeHost, routerOf, sharedNat } from './lab.js';
 
@@ -120,9 +119,8 @@ async function run(p: Pairing): Promise<Result> {
 async function main(): Promise<void> {
   const missing = haveNetns();
   if (missing) throw new Error(`cannot run: ${missing}`);
-  let s: Stack | undefined;
   await withTeardown(async (t) => {
-    const lab = new Lab(t, async () => { await s?.stopAll(); });
+    const lab = new Lab(t);
     const n = (i: number): string => `${PUBLIC_NET}.${i}`;
     const hosts = {
       e1: natHost(lab, 'e1', n(11), 1, 'eim'), e2: natHost(lab, 'e2', n(12), 2, 'eim'),
@@ -138,7 +136,7 @@ async function main(): Promise<void> {
     for (const r of ['e1', 'e2', 'c1', 'e3', 'e4', 'y1', 'c2', 'y2', 'e5', 'y3', 'y4', 'ln']) {
       lab.exec(routerOf(lab, r), 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_udp_timeout=2', 'net.netfilter.nf_conntrack_udp_timeout_stream=4']);
     }
-    s = await stack(t, { netns: lab.pub, listen: n(1), reflectorAltIp: n(2) });
+    const s = await lab.stack({ reflectorAltIp: n(2) });
     const st = s;
     const names = [...Object.keys(hosts), 'l1', 'l2'];
     const nsOf: Record<string, string> = { ...hosts, l1, l2 };
@@ -266,18 +264,12 @@ async function relays(): Promise<void> {
     process.stdout.write(`relays bench skipped: ${missing}\n`);
     return;
   }
-  let s: Stack | undefined;
-  let relay: Coturn | undefined;
   await withTeardown(async (t) => {
-    const lab = new Lab(t, async () => {
-      await s?.stopAll();
-      await relay?.stop();
-    });
+    const lab = new Lab(t);
     const n = (i: number): string => `${PUBLIC_NET}.${i}`;
     const hosts = { d1: natHost(lab, 'd1', n(11), 1, 'eim'), d2: natHost(lab, 'd2', n(12), 2, 'eim'), r1: natHost(lab, 'r1', n(13), 3, 'symmetric'), r2: natHost(lab, 'r2', n(14), 4, 'symmetric') };
-    const relayNs = lab.host('rl', n(20));
-    relay = await startCoturn({ netns: { name: relayNs, ip: n(20) } });
-    s = await stack(t, { netns: lab.pub, listen: n(1), reflectorAltIp: n(2) });
+    const relay = await lab.relay(lab.host('rl', n(20)), n(20));
+    const s = await lab.stack({ reflectorAltIp: n(2) });
     const st = s;
     addRelay(st, 'r1', relay);
     const agents: Record<string, AgentProc> = {};

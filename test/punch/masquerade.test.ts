@@ -13,8 +13,8 @@ import t from 'tap';
 import type { AgentStatus, LookupEntry } from '../../src/agent/agent.js';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
-import type { AgentProc, Stack } from '../agent/stack.js';
-import { eventually, stack } from '../agent/stack.js';
+import type { AgentProc } from '../agent/stack.js';
+import { eventually } from '../agent/stack.js';
 import { conntrackTo, plainMasqueradeHost, routerOf } from './lab.js';
 
 const missing = haveNetns();
@@ -27,13 +27,12 @@ const ATTEMPTS = 20;
 t.setTimeout(900_000);
 
 t.test('plain masquerade, no router firewall: direct in >= 95% of attempts', { skip, timeout: 900_000 }, async (t) => {
-  let s: Stack | undefined;
-  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const lab = new Lab(t);
   const pubA = `${PUBLIC_NET}.21`;
   const pubB = `${PUBLIC_NET}.22`;
   const alice = plainMasqueradeHost(lab, 'ma', pubA, 21, `${PUBLIC_NET}.121`);
   const bob = plainMasqueradeHost(lab, 'mb', pubB, 22, `${PUBLIC_NET}.122`);
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2` });
   const st = s;
   const [a, b] = await Promise.all([st.agent('alice', [], { netns: alice }), st.agent('bob', [], { netns: bob })]);
   const classified = (p: AgentProc) => eventually(async () => {

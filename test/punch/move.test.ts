@@ -17,11 +17,11 @@
 import t from 'tap';
 import type { ConnectResult } from '../../src/agent/channel-control.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
-import type { AgentProc, Stack } from '../agent/stack.js';
-import { eventually, stack } from '../agent/stack.js';
+import type { AgentProc } from '../agent/stack.js';
+import { eventually } from '../agent/stack.js';
 import type { Recv } from './lab.js';
 import { needs } from '../ops/tools.js';
-import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
+import { haveCoturn } from '../turn/coturn.js';
 import { addRelay, channelOf, natHost, readyWithRelays, routerOf } from './lab.js';
 
 const missing = haveNetns();
@@ -71,13 +71,12 @@ async function renumberMidStream(lab: Lab, short: string, from: string, to: stri
 }
 
 t.test('an open channel re-establishes itself when its NAT changes address mid-stream', { skip }, async (t) => {
-  let s: Stack | undefined;
-  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const lab = new Lab(t);
   const OLD = `${PUBLIC_NET}.40`;
   const NEW = `${PUBLIC_NET}.42`;
   const moverNs = natHost(lab, 'mv', OLD, 7, 'eim');
   const peerNs = lab.host('pe', `${PUBLIC_NET}.41`);
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2` });
   // A refresh every second: the change is noticed soon (the test waits for it either way).
   const [m, p] = await Promise.all([s.agent('mover', ['--max-refresh-s', '1'], { netns: moverNs }), s.agent('peer', [], { netns: peerNs })]);
   const [sm, sp] = await Promise.all([m, p].map((q) => eventually(async () => {
@@ -140,19 +139,14 @@ t.test('an open channel re-establishes itself when its NAT changes address mid-s
 });
 
 t.test('a relayed channel re-establishes itself through a new allocation when its NAT changes address', { skip: skipRelay }, async (t) => {
-  let s: Stack | undefined;
-  let relay: Coturn | undefined;
-  const lab = new Lab(t, async () => {
-    await s?.stopAll();
-    await relay?.stop();
-  });
+  const lab = new Lab(t);
   const OLD = `${PUBLIC_NET}.50`;
   const NEW = `${PUBLIC_NET}.52`;
   const RELAY = `${PUBLIC_NET}.20`;
   const moverNs = natHost(lab, 'ms', OLD, 7, 'symmetric');
   const peerNs = natHost(lab, 'ps', `${PUBLIC_NET}.51`, 8, 'symmetric');
-  relay = await startCoturn({ netns: { name: lab.host('rl', RELAY), ip: RELAY } });
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const relay = await lab.relay(lab.host('rl', RELAY), RELAY);
+  const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2` });
   addRelay(s, 'r1', relay);
   const [m, p] = await Promise.all([s.agent('mover', ['--max-refresh-s', '1'], { netns: moverNs }), s.agent('peer', [], { netns: peerNs })]);
   const [, sp] = await Promise.all([readyWithRelays(m, 'symmetric', 1), readyWithRelays(p, 'symmetric', 1)]);

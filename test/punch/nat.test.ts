@@ -24,8 +24,8 @@ import { derivePunchKeys } from '../../src/wire/peer.js';
 import { sealDatagram } from '../../src/wire/session.js';
 import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
-import type { AgentProc, Stack } from '../agent/stack.js';
-import { eventually, stack } from '../agent/stack.js';
+import type { AgentProc } from '../agent/stack.js';
+import { eventually } from '../agent/stack.js';
 import type { Recv } from './lab.js';
 import { bridgeCounter, channelOf, natHost, serverCounter, sharedNat } from './lab.js';
 
@@ -46,8 +46,7 @@ function devloc(args: string[]): Promise<{ status: number | null; stdout: string
 }
 
 t.test('peer channels behind real NATs', { skip }, async (t) => {
-  let s: Stack | undefined;
-  const lab = new Lab(t, async () => { await s?.stopAll(); });
+  const lab = new Lab(t);
   const pubA = `${PUBLIC_NET}.11`;
   const pubB = `${PUBLIC_NET}.12`;
   const alice = natHost(lab, 'al', pubA, 1, 'eim');
@@ -55,7 +54,7 @@ t.test('peer channels behind real NATs', { skip }, async (t) => {
   const sym1 = natHost(lab, 's1', `${PUBLIC_NET}.13`, 3, 'symmetric');
   const sym2 = natHost(lab, 's2', `${PUBLIC_NET}.14`, 4, 'symmetric');
   const [lan1, lan2, mallory] = sharedNat(lab, 'ln', `${PUBLIC_NET}.15`, 5, ['lan1', 'lan2', 'mal']) as [string, string, string];
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2`, locatordArgs: ['--metrics-listen', '127.0.0.1:9479'] });
+  const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2`, locatordArgs: ['--metrics-listen', '127.0.0.1:9479'] });
   const direct = bridgeCounter(lab, 'direct', pubA, pubB);
   const symDirect = bridgeCounter(lab, 'symdirect', `${PUBLIC_NET}.13`, `${PUBLIC_NET}.14`);
   const toLocatord = serverCounter(lab, s.ports.locatord);

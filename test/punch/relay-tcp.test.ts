@@ -28,11 +28,11 @@ import type { MatchResult } from '../../src/agent/match.js';
 import { controlRequest } from '../../src/agent/control-client.js';
 import { formatStatus } from '../../src/cli/commands/agentctl.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
-import type { AgentProc, Stack } from '../agent/stack.js';
-import { eventually, stack } from '../agent/stack.js';
+import type { AgentProc } from '../agent/stack.js';
+import { eventually } from '../agent/stack.js';
 import { devloc, devlocAsync } from '../cli/fixtures/cli.js';
 import { needs } from '../ops/tools.js';
-import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
+import { haveCoturn } from '../turn/coturn.js';
 import { capture, channelOf, natHost, readyWithRelays, receiveAll, routerOf } from './lab.js';
 
 const missing = haveNetns();
@@ -43,12 +43,7 @@ const skip = missing && !process.env['CI'] ? missing : needs('turnserver', haveC
 const CONNECT_TIMEOUT_MS = 120_000;
 
 t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async (t) => {
-  let s: Stack | undefined;
-  let relay: Coturn | undefined;
-  const lab = new Lab(t, async () => {
-    await s?.stopAll();
-    await relay?.stop();
-  });
+  const lab = new Lab(t);
   const relayIp = `${PUBLIC_NET}.20`;
   const relayNs = lab.host('rl0', relayIp);
   const services = `{ ${PUBLIC_NET}.1, ${PUBLIC_NET}.2 }`;
@@ -73,9 +68,8 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
   const tlsOnly = blockedHost('bs', `${PUBLIC_NET}.18`, 8, true);
   const peerNs = natHost(lab, 'sy', `${PUBLIC_NET}.16`, 6, 'symmetric');
   const prNs = natHost(lab, 'pr', `${PUBLIC_NET}.15`, 5, 'eim');
-  relay = await startCoturn({ tls: true, netns: { name: relayNs, ip: relayIp } });
-  const r = relay;
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2`, matchd: true });
+  const r = await lab.relay(relayNs, relayIp, { tls: true });
+  const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2`, matchd: true });
   const st = s;
   const secretFile = path.join(st.dir, 'relay.secret');
   writeFileSync(secretFile, `${r.secret}\n`, { mode: 0o600 });

@@ -27,11 +27,11 @@ import type { ConnectResult } from '../../src/agent/channel-control.js';
 import { formatStatus } from '../../src/cli/commands/agentctl.js';
 import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
-import type { AgentProc, Stack } from '../agent/stack.js';
-import { eventually, stack } from '../agent/stack.js';
+import type { AgentProc } from '../agent/stack.js';
+import { eventually } from '../agent/stack.js';
 import { devloc, devlocAsync } from '../cli/fixtures/cli.js';
 import { needs } from '../ops/tools.js';
-import { haveCoturn, startCoturn, type Coturn } from '../turn/coturn.js';
+import { haveCoturn } from '../turn/coturn.js';
 import type { Recv } from './lab.js';
 import { addRelay, capture, channelOf, natHost, readyWithRelays, receiveAll, routerOf } from './lab.js';
 
@@ -43,12 +43,7 @@ const skip = missing && !process.env['CI'] ? missing : needs('turnserver', haveC
 t.setTimeout(900_000);
 
 t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t) => {
-  let s: Stack | undefined;
-  const relays: Coturn[] = [];
-  const lab = new Lab(t, async () => {
-    await s?.stopAll();
-    await Promise.all(relays.map((r) => r.stop()));
-  });
+  const lab = new Lab(t);
   const relayIps = [`${PUBLIC_NET}.20`, `${PUBLIC_NET}.21`];
   const relayNs = relayIps.map((ip, i) => lab.host(`rl${i}`, ip));
   const sym1 = natHost(lab, 's1', `${PUBLIC_NET}.13`, 3, 'symmetric');
@@ -57,8 +52,8 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
   const bob = natHost(lab, 'bo', `${PUBLIC_NET}.12`, 2, 'eim');
   const pr = natHost(lab, 'pr', `${PUBLIC_NET}.15`, 5, 'eim');
   const sy = natHost(lab, 'sy', `${PUBLIC_NET}.16`, 6, 'symmetric');
-  relays.push(...(await Promise.all(relayNs.map((ns, i) => startCoturn({ netns: { name: ns, ip: relayIps[i]! } })))));
-  s = await stack(t, { netns: lab.pub, listen: `${PUBLIC_NET}.1`, reflectorAltIp: `${PUBLIC_NET}.2` });
+  const relays = await Promise.all(relayNs.map((ns, i) => lab.relay(ns, relayIps[i]!)));
+  const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2` });
   const st = s;
   relays.forEach((r, i) => addRelay(st, `r${i + 1}`, r));
   // sym1 and sy serve their metrics (inside their namespaces: scraped from there).

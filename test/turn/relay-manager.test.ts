@@ -47,7 +47,6 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
         return true;
       },
       log: (_l, msg, f) => void logs.push(`${msg} ${JSON.stringify(f ?? {})}`),
-      now: Date.now,
     });
     t.teardown(() => m.close());
     return { m, reauths: () => reauths };
@@ -101,7 +100,6 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
       grants: () => [g],
       reauthenticate: async () => true,
       log: (_l, msg, f) => void logs.push(`${msg} ${JSON.stringify(f ?? {})}`),
-      now: Date.now,
       // The test's self-signed certificate is trusted through the link (the agent uses the system's CAs).
       client: { link: (server, h, o) => defaultLink({ ...server, ...(server.transport === 'tls' ? { tls: { ...server.tls, ca: relay.cert! } } : {}) }, h, o) },
     });
@@ -199,7 +197,6 @@ t.test("the renewal at the credentials' expiry runs on the manager's injected cl
     grants: () => [{ name: 'lo', udp: { ip: relay.host, port: relay.port }, username: c.username, password: c.password, exp }],
     reauthenticate: async () => true,
     log: () => {},
-    now: () => clock.now(),
     clock,
   });
   t.teardown(() => m.close());
@@ -231,7 +228,6 @@ t.test('credentials expiring under an open relayed channel: re-authorised, the c
       return true;
     },
     log: () => {},
-    now: Date.now,
   });
   t.teardown(() => m.close());
   const relayed = await m.ensure();

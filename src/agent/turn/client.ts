@@ -36,7 +36,7 @@ import {
 } from './codec.js';
 import type { TurnCredentials } from '../../wire/turn-credentials.js';
 import { parseTurnUsername } from '../../wire/turn-credentials.js';
-import { literalLookup } from '../../net/client.js';
+import { literalLookup } from '../../net/lookup.js';
 
 // --- constants (each overridable through TurnClientOptions where it makes sense) ---------------
 

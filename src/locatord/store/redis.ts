@@ -730,6 +730,19 @@ class RedisWatches implements WatchBackend {
 /** Index entries trimmed (expired) per write to a media ID's index: more than one per write keeps it shrinking. */
 const SEARCH_TRIM = 32;
 
+/**
+ * KEYS[1], KEYS[2] a media ID's index (dl:sl, dl:sx); ARGV: now (ms), at most how many. Removes
+ * the entries expired by now from both and answers {removed, entries left}. One script: listed
+ * and removed in two steps, an entry a re-registration renewed in between was removed with the
+ * expired ones, and the terminal was not found until its next registration.
+ */
+const SEARCH_TRIM_EXPIRED = new LuaScript(`local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(old) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+return {#old, redis.call('ZCARD', KEYS[2])}`);
+
 /** The partner-search index in Redis (keys dl:sl / dl:sx / dl:sm above), one slot per media ID. */
 export class RedisSearch implements SearchBackend {
   /** Where this instance's sweeps go on in dl:sm (SSCAN cursor). */
@@ -762,16 +775,22 @@ export class RedisSearch implements SearchBackend {
     if (is === undefined) return;
     const h = this.hashOf(is);
     const [lex, exp] = this.keys(h);
-    const [, added, old] = await Promise.all([
+    const [, added] = await Promise.all([
       this.r.call(['ZADD', lex, 0, idHex], lex),
       this.r.call(['ZADD', exp, next!.expMs, idHex], exp),
-      this.r.call(['ZRANGEBYSCORE', exp, '-inf', this.now(), 'LIMIT', 0, SEARCH_TRIM], exp),
+      this.trimExpired(h, SEARCH_TRIM),
     ]);
     // A new entry: its hash into dl:sm, after the entry is in (see trim: a hash it takes out is
     // put back when it finds an entry). An entry already there (a renewal) kept the index
     // non-empty throughout, so trim left the hash in: no command more per REFRESH.
     if (added !== 0) await this.r.call(['SADD', this.mediaSet, h], this.mediaSet);
-    await this.remove(h, (Array.isArray(old) ? old : []).map((x) => (x as Buffer).toString()));
+  }
+
+  /** Out of the index of `hash`: at most `max` entries expired by now (SEARCH_TRIM_EXPIRED). */
+  private async trimExpired(hash: string, max: number): Promise<{ removed: number; left: number }> {
+    const r = await this.r.eval(SEARCH_TRIM_EXPIRED, this.keys(hash), [this.now(), max]);
+    const [removed, left] = Array.isArray(r) ? r : [];
+    return { removed: typeof removed === 'number' ? removed : 0, left: typeof left === 'number' ? left : 0 };
   }
 
   private async remove(hash: string, ids: string[]): Promise<void> {
@@ -807,15 +826,13 @@ export class RedisSearch implements SearchBackend {
         return 0;
       }
       const [, exp] = this.keys(h);
-      const old = await this.r.call(['ZRANGEBYSCORE', exp, '-inf', this.now(), 'LIMIT', 0, perMedia], exp);
-      const gone = (Array.isArray(old) ? old : []).map((x) => (x as Buffer).toString());
-      await this.remove(h, gone);
-      if ((await this.r.call(['ZCARD', exp], exp)) !== 0) return gone.length;
+      const { removed, left } = await this.trimExpired(h, perMedia);
+      if (left !== 0) return removed;
       // Out of dl:sm, then looked at again: an entry index() added in between (it adds the hash
       // after its entry) is seen here, or its own SADD comes after this SREM.
       await this.r.call(['SREM', set, h], set);
       if ((await this.r.call(['ZCARD', exp], exp)) !== 0) await this.r.call(['SADD', set, h], set);
-      return gone.length;
+      return removed;
     }));
     return counts.reduce((a, b) => a + b, 0);
   }
