@@ -21,7 +21,7 @@
 import { createHash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { ClusterOptions, RedisOptions } from 'ioredis';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Command, Redis } from 'ioredis';
 import { RedisReplyError, RedisUnavailable } from './redis-url.js';
 import type { RedisNode } from './redis-url.js';
 
@@ -32,8 +32,32 @@ export type { RedisNode, RedisUrl } from './redis-url.js';
 export type RedisReply = Buffer | number | null | RedisReply[];
 export type Arg = string | Buffer | number;
 
-
-
+/**
+ * A command whose request is built in one buffer, measured once. ioredis's own (Command
+ * toWritable), as soon as one argument is a Buffer (a presence record, a window's fingerprint:
+ * every command of a REFRESH), gathers two or three pieces per argument, measures each twice and
+ * copies them: ~10 us of locatord CPU per REFRESH, the largest part of what the client costs
+ * (profile in README, "REFRESH per locatord CPU-second on Redis vs embedded"). The same bytes.
+ */
+export class OneBufferCommand extends Command {
+  override toWritable(): Buffer {
+    // Numbers were made strings by the constructor (ioredis stringifyArguments).
+    const args = this.args as (string | Buffer)[];
+    const lens = args.map((a) => (typeof a === 'string' ? Buffer.byteLength(a) : a.length));
+    const head = `*${args.length + 1}\r\n$${Buffer.byteLength(this.name)}\r\n${this.name}\r\n`;
+    let size = Buffer.byteLength(head);
+    for (const n of lens) size += n + String(n).length + 5; // $<n>\r\n<bytes>\r\n
+    const b = Buffer.allocUnsafe(size);
+    let o = b.write(head, 0);
+    args.forEach((a, i) => {
+      o += b.write(`$${lens[i]}\r\n`, o, 'latin1');
+      o += typeof a === 'string' ? b.write(a, o) : a.copy(b, o);
+      b[o++] = 13;
+      b[o++] = 10;
+    });
+    return b;
+  }
+}
 
 // CRC16-CCITT (XMODEM), as Redis Cluster uses for key slots (tests, and the relay's channel).
 const CRC_TABLE = (() => {
@@ -270,7 +294,8 @@ export class RedisClient {
     return new Promise<RedisReply>((resolve, reject) => {
       const d: Deadline = { reject, at: Date.now() + this.timeoutMs };
       this.deadlines.add(d);
-      this.send(String(cmd).toLowerCase(), rest).then(
+      // Replies as Buffers (replyEncoding null), as ioredis's <name>Buffer methods ask.
+      (this.redis.sendCommand(new OneBufferCommand(String(cmd).toLowerCase(), rest, { replyEncoding: null })) as Promise<RedisReply>).then(
         (v) => {
           this.sent--;
           if (this.deadlines.delete(d)) resolve(v);
@@ -306,16 +331,6 @@ export class RedisClient {
     }
     this.corked = streams;
     setImmediate(this.uncork);
-  }
-
-  /**
-   * The command's own `<name>Buffer` method (replies as Buffers), not callBuffer: with
-   * auto-pipelining on, ioredis 6 drops callBuffer's command name (it re-adds it only for `call`).
-   */
-  private send(name: string, args: readonly Arg[]): Promise<RedisReply> {
-    const method = (this.redis as unknown as Record<string, unknown>)[`${name}Buffer`];
-    if (typeof method === 'function') return (method as (...a: readonly Arg[]) => Promise<RedisReply>).apply(this.redis, [...args]);
-    return this.redis.callBuffer(name, ...args) as Promise<RedisReply>;
   }
 
   /** Run `script` with one key (its slot routes it); EVALSHA, then EVAL on NOSCRIPT. */
