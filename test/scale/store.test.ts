@@ -178,10 +178,10 @@ t.test('redis backend: the shared replay window is ReplayWindow, one atomic step
   const sid2 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
   const both = await Promise.all([a.claimSeq(sid2, 1, 60_000, '192.0.2.1|1'), b.claimSeq(sid2, 1, 60_000, '192.0.2.2|2')]);
   t.same(both.filter((v) => v === 'ok').length, 1, 'one of two concurrent claims wins');
-  const k = `dl:rs:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
+  const k = `dl:rb:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
   const ttl = (await a.client.call(['PTTL', k], k)) as number;
   t.ok(ttl > 0 && ttl <= 60_000, 'the window expires with the session');
-  t.equal(await a.client.call(['EXISTS', `dl:rs:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`]), 1, "each session its own window, in its terminal's slot");
+  t.equal(await a.client.call(['EXISTS', `dl:rb:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`]), 1, "each session its own window, in its terminal's slot");
   // Compact (issue 16): the highest number and a 1-byte fingerprint per slot, whatever was taken.
   t.equal(await a.client.call(['STRLEN', k], k), 8 + 64, 'one 72-byte string per window');
   // A window that slid by less than its width keeps what it still covers and forgets the rest.
@@ -209,22 +209,26 @@ t.test('redis backend: a replay window of the layout of before (2-byte fingerpri
   const old = Buffer.alloc(8 + 2 * 64);
   old.writeDoubleBE(10, 0);
   for (const seq of [5, 10]) old.writeUInt16BE(fnv(src), 8 + 2 * (seq % 64));
-  const k = `dl:rs:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
-  await a.client.call(['SET', k, old, 'PX', 60_000], k);
+  const kOld = `dl:rs:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
+  const k = `dl:rb:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
+  await a.client.call(['SET', kOld, old, 'PX', 60_000], kOld);
   t.equal(await a.claimSeq(sid, 5, 60_000, '192.0.2.9|1'), 'replay', 'taken before the upgrade: refused');
   t.equal(await a.claimSeq(sid, 10, 60_000, src), 'elsewhere', 'its source is still recognised');
-  t.equal(await a.client.call(['STRLEN', k], k), 8 + 2 * 64, 'not rewritten by a refusal');
+  t.equal(await a.client.call(['EXISTS', k], k), 0, 'nothing written by a refusal');
   t.equal(await a.claimSeq(sid, 7, 60_000, src), 'ok', 'a number not taken');
-  t.equal(await a.client.call(['STRLEN', k], k), 8 + 64, 'rewritten in the new layout by the first claim');
+  t.equal(await a.client.call(['STRLEN', k], k), 8 + 64, 'the new layout written by the first claim');
   const ttl = (await a.client.call(['PTTL', k], k)) as number;
-  t.ok(ttl > 0 && ttl <= 60_000, 'its expiry kept');
+  t.ok(ttl > 0 && ttl <= 60_000, "with the old window's expiry");
   t.equal(await a.claimSeq(sid, 5, 60_000, src), 'elsewhere', 'what it held survives the conversion');
   t.equal(await a.claimSeq(sid, 4, 60_000, src), 'ok');
-  await a.client.call(['SET', k, old, 'PX', 60_000], k);
-  await a.releaseSeq(sid, 5);
-  t.equal(await a.client.call(['STRLEN', k], k), 8 + 64, 'a release converts too');
-  t.equal(await a.claimSeq(sid, 5, 60_000, '192.0.2.9|1'), 'ok', 'released, taken again');
-  t.equal(await a.claimSeq(sid, 10, 60_000, '192.0.2.9|1'), 'replay', 'the rest kept');
+  t.equal(await a.claimSeq(sid, 4, 60_000, src), 'elsewhere', 'the new window is the one used from then on');
+  const sid2 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
+  const kOld2 = `dl:rs:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`;
+  await a.client.call(['SET', kOld2, old, 'PX', 60_000], kOld2);
+  await a.releaseSeq(sid2, 5);
+  t.equal(await a.client.call(['STRLEN', `dl:rb:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`]), 8 + 64, 'a release converts too');
+  t.equal(await a.claimSeq(sid2, 5, 60_000, '192.0.2.9|1'), 'ok', 'released, taken again');
+  t.equal(await a.claimSeq(sid2, 10, 60_000, '192.0.2.9|1'), 'replay', 'the rest kept');
 });
 
 t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer write wins)', { skip: noRedis }, async (t) => {

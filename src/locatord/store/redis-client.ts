@@ -333,14 +333,18 @@ export class RedisClient {
     setImmediate(this.uncork);
   }
 
-  /** Run `script` with one key (its slot routes it); EVALSHA, then EVAL on NOSCRIPT. */
-  async eval(script: LuaScript, key: string, args: readonly Arg[]): Promise<RedisReply> {
+  /**
+   * Run `script` with one key, or several of one slot (the first routes it); EVALSHA, then EVAL
+   * on NOSCRIPT.
+   */
+  async eval(script: LuaScript, key: string | readonly string[], args: readonly Arg[]): Promise<RedisReply> {
+    const keys = typeof key === 'string' ? [key] : key;
     try {
-      return await this.call(['EVALSHA', script.sha, 1, key, ...args], key);
+      return await this.call(['EVALSHA', script.sha, keys.length, ...keys, ...args], keys[0]);
     } catch (err) {
       if (!(err instanceof RedisReplyError) || !err.message.startsWith('NOSCRIPT')) throw err;
       // First use on this node, or the node restarted or was promoted: EVAL caches it there.
-      return this.call(['EVAL', script.source, 1, key, ...args], key);
+      return this.call(['EVAL', script.source, keys.length, ...keys, ...args], keys[0]);
     }
   }
 

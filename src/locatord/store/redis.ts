@@ -27,12 +27,13 @@
 //                         searches or registers under it again;
 //   dl:sm                 the media hashes whose index may hold entries (set; a hash leaves it
 //                         when the sweep finds its index empty).
-//   dl:rs:{<locator hex>}<first 16 hex of the sid>  the session's replay window shared by every
+//   dl:rb:{<locator hex>}<first 16 hex of the sid>  the session's replay window shared by every
 //                         instance (a 72-byte string: the highest sequence number taken, then
 //                         per slot of the window a 1-byte fingerprint of the source it was taken
 //                         for; CLAIM_SEQ), PX = until the ticket expires (+ skew). (Until
-//                         2026-12-04 136 bytes with 2-byte fingerprints, converted when next
-//                         written; until issue 16 a hash under dl:rw:, ~2.2 KB once full.)
+//                         2026-12-04 136 bytes with 2-byte fingerprints under dl:rs:, read and
+//                         converted when dl:rb: is absent, READ_WINDOW; until issue 16 a hash
+//                         under dl:rw:, ~2.2 KB once full.)
 //
 // Records are authenticated (codec.ts recordKey, from the service key): a presence value ends
 // with a tag over the locator ID and the value; a group's metadata hash has a "mac" field over
@@ -95,15 +96,12 @@ export interface RedisStoreOptions extends RedisClientOptions {
 }
 
 /**
- * KEYS[1] presence key; ARGV: the expected value's tag (its last RECORD_TAG_BYTES; "" = absent),
- * "set" or "del", new value, PX ms. 1 when done; otherwise what the key holds instead (0 =
- * absent), so that the caller decides again without a GET. The tag stands for the value: two
- * values of one key with one tag are the same value (or a forgery keeping a genuine tag, which
- * the write then replaces with a genuine record); sending the tag rather than the whole value
- * keeps ~100 bytes per REFRESH off the connection.
+ * KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms.
+ * 1 when done; otherwise what the key holds instead (0 = absent), so that the caller decides
+ * again without a GET.
  */
 const CAS_PRESENCE = new LuaScript(`local cur = redis.call('GET', KEYS[1])
-if string.sub(cur or '', -${RECORD_TAG_BYTES}) ~= ARGV[1] then return cur or 0 end
+if (cur or '') ~= ARGV[1] then return cur or 0 end
 if ARGV[2] == 'del' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 return 1`);
 
@@ -128,24 +126,30 @@ return cur`);
 export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'membership' | 'watcher' | 'watch';
 
 /**
- * The session's window as CLAIM_SEQ and RELEASE_SEQ read it (Lua, `w` its size): the value, and
- * whether it was converted from the layout of before (2-byte fingerprints, 8 + 2w bytes; until
- * 2026-12-04), which a write must then replace whole. A 2-byte fingerprint becomes its two bytes
- * xored (0 kept for a free slot, else never 0), which is how sourceFingerprint folds the one it
- * computes: a window written by an older instance keeps refusing what it took, after an upgrade
- * as during a rolling one.
+ * The session's window as CLAIM_SEQ and RELEASE_SEQ read it (Lua, `w` its size; KEYS[1] its key,
+ * KEYS[2] the key of the layout of before): the value and, when it was converted from that
+ * layout, the milliseconds that window had left (a write then creates KEYS[1] with them). The
+ * layout of before (dl:rs:, until 2026-12-04) held a 2-byte fingerprint per slot, 8 + 2w bytes;
+ * one becomes its two bytes xored (0 kept for a free slot, else never 0), which is how
+ * sourceFingerprint folds the one it computes: a window taken before the upgrade keeps refusing
+ * what it took. The old key is left to expire: an instance of before still using it during a
+ * rolling upgrade does not read the new layout (their windows are not shared meanwhile).
  */
 const READ_WINDOW = `local function window(w)
   local v = redis.call('GET', KEYS[1])
-  if not v or #v ~= 8 + 2 * w then return v, false end
-  local t = {string.sub(v, 1, 8)}
+  if v then return v, nil end
+  local old = redis.call('GET', KEYS[2])
+  if not old or #old ~= 8 + 2 * w then return nil, nil end
+  local ttl = redis.call('PTTL', KEYS[2])
+  if ttl <= 0 then return nil, nil end
+  local t = {string.sub(old, 1, 8)}
   for j = 0, w - 1 do
-    local a, b = string.byte(v, 9 + 2 * j, 10 + 2 * j)
+    local a, b = string.byte(old, 9 + 2 * j, 10 + 2 * j)
     local f = bit.bxor(a, b)
     if f == 0 and a ~= 0 then f = 1 end
     t[#t + 1] = string.char(f)
   end
-  return table.concat(t), true
+  return table.concat(t), ttl
 end
 `;
 
@@ -176,7 +180,7 @@ if seq <= h then
   local cur = string.sub(v, i, i)
   if cur == fp then return 3 end
   if cur ~= '\\0' then return 1 end
-  if converted then redis.call('SET', KEYS[1], string.sub(v, 1, i - 1) .. fp .. string.sub(v, i + 1), 'KEEPTTL') else redis.call('SETRANGE', KEYS[1], i - 1, fp) end
+  if converted then redis.call('SET', KEYS[1], string.sub(v, 1, i - 1) .. fp .. string.sub(v, i + 1), 'PX', converted) else redis.call('SETRANGE', KEYS[1], i - 1, fp) end
   return 0
 end
 local slots
@@ -188,7 +192,9 @@ if not v or seq - h >= w then slots = string.rep('\\0', w) else
   end
 end
 slots = string.sub(slots, 1, i - 9) .. fp .. string.sub(slots, i - 7)
-if v then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'KEEPTTL') else redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', ARGV[3]) end
+if converted then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', converted)
+elseif v then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'KEEPTTL')
+else redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', ARGV[3]) end
 return 0`);
 
 /** KEYS[1] the session's window; ARGV: sequence number, window size: untake it (a "try again" answer). */
@@ -200,7 +206,7 @@ local h = struct.unpack('>d', v)
 if seq > h or seq + w <= h then return 0 end
 local i = 9 + seq % w
 if string.sub(v, i, i) == '\\0' then return 0 end
-if converted then redis.call('SET', KEYS[1], string.sub(v, 1, i - 1) .. '\\0' .. string.sub(v, i + 1), 'KEEPTTL') else redis.call('SETRANGE', KEYS[1], i - 1, '\\0') end
+if converted then redis.call('SET', KEYS[1], string.sub(v, 1, i - 1) .. '\\0' .. string.sub(v, i + 1), 'PX', converted) else redis.call('SETRANGE', KEYS[1], i - 1, '\\0') end
 return 1`);
 
 /**
@@ -358,8 +364,7 @@ export class RedisStore implements LocatorStore {
       // Nothing to remove (a guess is never absent: raw is set whenever guessed is).
       if (d.remove && !raw) return d.result;
       const value = d.remove ? undefined : this.encode(idHex, d.put!);
-      const expected = raw ? raw.subarray(Math.max(0, raw.length - RECORD_TAG_BYTES)) : '';
-      const args = value === undefined ? [expected, 'del', '', 0] : [expected, 'set', value, Math.max(1, d.put!.expMs - this.now())];
+      const args = value === undefined ? [raw ?? '', 'del', '', 0] : [raw ?? '', 'set', value, Math.max(1, d.put!.expMs - this.now())];
       const r = await this.client.eval(CAS_PRESENCE, k, args);
       if (r === 1) {
         this.remember(idHex, value);
@@ -434,20 +439,23 @@ export class RedisStore implements LocatorStore {
    * requests depend on one slot, whichever session it uses.
    */
   private windowKey(s: WindowOwner): string {
-    return `${this.prefix}rs:{${s.locatorHex}}${s.sidHex.slice(0, 16)}`;
+    return `${this.prefix}rb:{${s.locatorHex}}${s.sidHex.slice(0, 16)}`;
+  }
+
+  /** The window's key and that of the layout of before (READ_WINDOW), one slot. */
+  private windowKeys(s: WindowOwner): [string, string] {
+    return [this.windowKey(s), `${this.prefix}rs:{${s.locatorHex}}${s.sidHex.slice(0, 16)}`];
   }
 
   /** Take `seq` in the session's shared replay window (CLAIM_SEQ), kept `ttlMs`. */
   async claimSeq(s: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
-    const k = this.windowKey(s);
-    const r = await this.client.eval(CLAIM_SEQ, k, [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), sourceFingerprint(source)]);
+    const r = await this.client.eval(CLAIM_SEQ, this.windowKeys(s), [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), sourceFingerprint(source)]);
     return r === 0 ? 'ok' : r === 2 ? 'old' : r === 3 ? 'elsewhere' : 'replay';
   }
 
   /** Give back `seq` (RELEASE_SEQ). */
   async releaseSeq(s: WindowOwner, seq: number): Promise<void> {
-    const k = this.windowKey(s);
-    await this.client.eval(RELEASE_SEQ, k, [String(seq), REPLAY_WINDOW]);
+    await this.client.eval(RELEASE_SEQ, this.windowKeys(s), [String(seq), REPLAY_WINDOW]);
   }
 
   /** Bytes Redis uses in all (INFO memory used_memory), for the bench. */
