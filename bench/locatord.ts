@@ -61,6 +61,8 @@ export interface ThroughputOptions {
   idsPerQuery?: number;
   /** More locatord flags (scale.ts: --store redis, --workers). */
   extraArgs?: string[];
+  /** Profile locatord's CPU into this directory (node --cpu-prof; written as it stops). */
+  cpuProfDir?: string;
 }
 
 export interface ThroughputResult {
@@ -146,8 +148,8 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
   const window = o.window ?? 64;
   const seconds = o.seconds ?? 5;
   const idsPerQuery = o.idsPerQuery ?? 4;
-  const { dir, loc, setup } = await startBenchLocatord(o.extraArgs);
-  const children: ChildProcess[] = [loc.proc];
+  const { dir, loc, setup } = await startBenchLocatord(o.extraArgs, o.cpuProfDir ? { cpuProfDir: o.cpuProfDir } : {});
+  const children: ChildProcess[] = o.cpuProfDir ? [] : [loc.proc];
   try {
     const echo = forkWorker();
     children.push(echo.proc);
@@ -189,6 +191,7 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
     };
   } finally {
     for (const c of children) c.kill('SIGKILL');
+    if (o.cpuProfDir) await loc.stop('SIGTERM', 30_000);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -178,12 +178,12 @@ t.test('redis backend: the shared replay window is ReplayWindow, one atomic step
   const sid2 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
   const both = await Promise.all([a.claimSeq(sid2, 1, 60_000, '192.0.2.1|1'), b.claimSeq(sid2, 1, 60_000, '192.0.2.2|2')]);
   t.same(both.filter((v) => v === 'ok').length, 1, 'one of two concurrent claims wins');
-  const k = `dl:rs:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
+  const k = `dl:rb:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
   const ttl = (await a.client.call(['PTTL', k], k)) as number;
   t.ok(ttl > 0 && ttl <= 60_000, 'the window expires with the session');
-  t.equal(await a.client.call(['EXISTS', `dl:rs:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`]), 1, "each session its own window, in its terminal's slot");
-  // Compact (issue 16): the highest number and a 2-byte fingerprint per slot, whatever was taken.
-  t.equal(await a.client.call(['STRLEN', k], k), 8 + 2 * 64, 'one 136-byte string per window');
+  t.equal(await a.client.call(['EXISTS', `dl:rb:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`]), 1, "each session its own window, in its terminal's slot");
+  // Compact (issue 16): the highest number and a 1-byte fingerprint per slot, whatever was taken.
+  t.equal(await a.client.call(['STRLEN', k], k), 8 + 64, 'one 72-byte string per window');
   // A window that slid by less than its width keeps what it still covers and forgets the rest.
   const sid3 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
   for (let seq = 1; seq <= 64; seq++) t.equal(await a.claimSeq(sid3, seq, 60_000, src), 'ok');
@@ -195,6 +195,40 @@ t.test('redis backend: the shared replay window is ReplayWindow, one atomic step
   t.equal(await a.claimSeq(sid3, 99, 60_000, src), 'elsewhere');
   t.equal(await b.claimSeq(sid3, 100 + 64, 60_000, src), 'ok', 'a slide of the whole width');
   t.equal(await b.claimSeq(sid3, 101, 60_000, src), 'ok', 'forgets everything before');
+});
+
+t.test('redis backend: a replay window of the layout of before (2-byte fingerprints) keeps refusing what it took', { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const url = parseRedisUrl(redis.url);
+  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32) });
+  t.teardown(() => { void a.close(); });
+  const sid = { sidHex: randomBytes(16).toString('hex'), locatorHex: randomBytes(16).toString('hex') };
+  const src = '192.0.2.1|4000';
+  // What an instance of before wrote: highest 10, 5 and 10 taken from src (its 16-bit fingerprint).
+  const fnv = (x: string): number => { let h = 0x811c9dc5; for (let i = 0; i < x.length; i++) h = Math.imul(h ^ x.charCodeAt(i), 0x01000193); return ((h >>> 16) ^ h) & 0xffff || 1; };
+  const old = Buffer.alloc(8 + 2 * 64);
+  old.writeDoubleBE(10, 0);
+  for (const seq of [5, 10]) old.writeUInt16BE(fnv(src), 8 + 2 * (seq % 64));
+  const kOld = `dl:rs:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
+  const k = `dl:rb:{${sid.locatorHex}}${sid.sidHex.slice(0, 16)}`;
+  await a.client.call(['SET', kOld, old, 'PX', 60_000], kOld);
+  t.equal(await a.claimSeq(sid, 5, 60_000, '192.0.2.9|1'), 'replay', 'taken before the upgrade: refused');
+  t.equal(await a.claimSeq(sid, 10, 60_000, src), 'elsewhere', 'its source is still recognised');
+  t.equal(await a.client.call(['EXISTS', k], k), 0, 'nothing written by a refusal');
+  t.equal(await a.claimSeq(sid, 7, 60_000, src), 'ok', 'a number not taken');
+  t.equal(await a.client.call(['STRLEN', k], k), 8 + 64, 'the new layout written by the first claim');
+  const ttl = (await a.client.call(['PTTL', k], k)) as number;
+  t.ok(ttl > 0 && ttl <= 60_000, "with the old window's expiry");
+  t.equal(await a.claimSeq(sid, 5, 60_000, src), 'elsewhere', 'what it held survives the conversion');
+  t.equal(await a.claimSeq(sid, 4, 60_000, src), 'ok');
+  t.equal(await a.claimSeq(sid, 4, 60_000, src), 'elsewhere', 'the new window is the one used from then on');
+  const sid2 = { sidHex: randomBytes(16).toString('hex'), locatorHex: sid.locatorHex };
+  const kOld2 = `dl:rs:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`;
+  await a.client.call(['SET', kOld2, old, 'PX', 60_000], kOld2);
+  await a.releaseSeq(sid2, 5);
+  t.equal(await a.client.call(['STRLEN', `dl:rb:{${sid2.locatorHex}}${sid2.sidHex.slice(0, 16)}`]), 8 + 64, 'a release converts too');
+  t.equal(await a.claimSeq(sid2, 5, 60_000, '192.0.2.9|1'), 'ok', 'released, taken again');
+  t.equal(await a.claimSeq(sid2, 10, 60_000, '192.0.2.9|1'), 'replay', 'the rest kept');
 });
 
 t.test('redis backend: updatePresence is a compare-and-set (a concurrent newer write wins)', { skip: noRedis }, async (t) => {
@@ -289,6 +323,29 @@ t.test('redis backend: an update on the remembered value skips the GET, and a st
   const g1 = await gets();
   await a.updatePresence(id, renew(14, 1000));
   t.equal(await gets(), g1 + 1, 'forgotten beyond presenceCacheEntries: read first');
+});
+
+t.test('redis backend: a remembered value is one this instance wrote or verified; an altered record is never decided on', { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const url = parseRedisUrl(redis.url);
+  const rejected: string[] = [];
+  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: randomBytes(32), presenceCacheEntries: 8, onRejected: (kind) => rejected.push(kind) });
+  t.teardown(() => { void a.close(); });
+  const id = randomBytes(16).toString('hex');
+  const now = Date.now();
+  await a.putPresence(id, { addr: { ip: '198.51.100.1', port: 1000 }, netMode: 0, visibility: 0, sidHex: randomBytes(16).toString('hex'), seq: 1, regMs: now, expMs: now + 60_000 });
+  // Its tag altered in Redis: the value still decodes, the tag no longer verifies.
+  const k = a.presenceKey(id);
+  const v = (await a.client.call(['GET', k], k)) as Buffer;
+  v.writeUInt8(v.readUInt8(v.length - 1) ^ 1, v.length - 1);
+  await a.client.call(['SET', k, v, 'PX', 60_000], k);
+  const seen: (number | undefined)[] = [];
+  const look = (cur: Presence | undefined): PresenceChange<number> => { seen.push(cur?.seq); return { result: 0 }; };
+  await a.updatePresence(id, look);
+  t.same(seen, [1, undefined], 'the guess (its own write), then what Redis holds: absent, for it does not verify');
+  await a.updatePresence(id, look);
+  t.same(seen, [1, undefined, undefined], 'not remembered: read and refused again');
+  t.same(rejected, ['presence', 'presence'], 'reported each time');
 });
 
 t.test('client: fails fast when down, bounded in flight, a hung Redis is detected and the connection replaced, recovers', { skip: noRedis }, async (t) => {

@@ -21,7 +21,7 @@
 import { createHash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { ClusterOptions, RedisOptions } from 'ioredis';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Command, Redis } from 'ioredis';
 import { RedisReplyError, RedisUnavailable } from './redis-url.js';
 import type { RedisNode } from './redis-url.js';
 
@@ -32,8 +32,64 @@ export type { RedisNode, RedisUrl } from './redis-url.js';
 export type RedisReply = Buffer | number | null | RedisReply[];
 export type Arg = string | Buffer | number;
 
+/**
+ * A command whose request is built in one buffer, each argument measured once. ioredis's own
+ * (Command toWritable), as soon as one argument is a Buffer (a presence record, a window's
+ * fingerprint: every command of a REFRESH), gathers two or three pieces per argument, measures
+ * each twice (Buffer.byteLength) and copies them in; it was ~8% of locatord's CPU per REFRESH on
+ * Redis (README, "REFRESH per locatord CPU-second on Redis vs embedded"). The same bytes.
+ */
+export class OneBufferCommand extends Command {
+  override toWritable(): Buffer {
+    // Numbers were made strings by the constructor (ioredis stringifyArguments).
+    const args = this.args as (string | Buffer)[];
+    let bound = 32 + this.name.length;
+    for (const a of args) bound += 16 + (typeof a === 'string' ? 3 * a.length : a.length);
+    const b = Buffer.allocUnsafe(bound);
+    b[0] = 0x2a; // *
+    let o = putLine(b, 1, args.length + 1);
+    o = putString(b, o, this.name);
+    for (const a of args) o = typeof a === 'string' ? putString(b, o, a) : putBulk(b, o, a);
+    return b.subarray(0, o);
+  }
+}
 
+/** `n` in decimal and CRLF at `o`; the offset after. */
+function putLine(b: Buffer, o: number, n: number): number {
+  let end = o + 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) end++;
+  for (let k = end - 1; k >= o; k--) {
+    b[k] = 0x30 + (n % 10);
+    n = Math.floor(n / 10);
+  }
+  b[end] = 13;
+  b[end + 1] = 10;
+  return end + 2;
+}
 
+/** A bulk string of the bytes `a` at `o`. */
+function putBulk(b: Buffer, o: number, a: Uint8Array): number {
+  b[o++] = 0x24; // $
+  o = putLine(b, o, a.length);
+  b.set(a, o);
+  o += a.length;
+  b[o++] = 13;
+  b[o++] = 10;
+  return o;
+}
+
+/** A bulk string of `s` (UTF-8) at `o`: ASCII (every name, key and number here) copied as is. */
+function putString(b: Buffer, o: number, s: string): number {
+  let ascii = true;
+  for (let k = 0; k < s.length; k++) if (s.charCodeAt(k) > 0x7f) { ascii = false; break; }
+  if (!ascii) return putBulk(b, o, Buffer.from(s, 'utf8'));
+  b[o++] = 0x24;
+  o = putLine(b, o, s.length);
+  for (let k = 0; k < s.length; k++) b[o++] = s.charCodeAt(k);
+  b[o++] = 13;
+  b[o++] = 10;
+  return o;
+}
 
 // CRC16-CCITT (XMODEM), as Redis Cluster uses for key slots (tests, and the relay's channel).
 const CRC_TABLE = (() => {
@@ -270,7 +326,8 @@ export class RedisClient {
     return new Promise<RedisReply>((resolve, reject) => {
       const d: Deadline = { reject, at: Date.now() + this.timeoutMs };
       this.deadlines.add(d);
-      this.send(String(cmd).toLowerCase(), rest).then(
+      // Replies as Buffers (replyEncoding null), as ioredis's <name>Buffer methods ask.
+      (this.redis.sendCommand(new OneBufferCommand(String(cmd).toLowerCase(), rest, { replyEncoding: null })) as Promise<RedisReply>).then(
         (v) => {
           this.sent--;
           if (this.deadlines.delete(d)) resolve(v);
@@ -309,20 +366,10 @@ export class RedisClient {
   }
 
   /**
-   * The command's own `<name>Buffer` method (replies as Buffers), not callBuffer: with
-   * auto-pipelining on, ioredis 6 drops callBuffer's command name (it re-adds it only for `call`).
-   */
-  private send(name: string, args: readonly Arg[]): Promise<RedisReply> {
-    const method = (this.redis as unknown as Record<string, unknown>)[`${name}Buffer`];
-    if (typeof method === 'function') return (method as (...a: readonly Arg[]) => Promise<RedisReply>).apply(this.redis, [...args]);
-    return this.redis.callBuffer(name, ...args) as Promise<RedisReply>;
-  }
-
-  /**
    * Run `script` with one key, or several of one slot (the first routes it); EVALSHA, then EVAL
    * on NOSCRIPT.
    */
-  async eval(script: LuaScript, key: string | readonly [string, ...string[]], args: readonly Arg[]): Promise<RedisReply> {
+  async eval(script: LuaScript, key: string | readonly string[], args: readonly Arg[]): Promise<RedisReply> {
     const keys = typeof key === 'string' ? [key] : key;
     try {
       return await this.call(['EVALSHA', script.sha, keys.length, ...keys, ...args], keys[0]);

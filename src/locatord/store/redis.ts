@@ -27,11 +27,13 @@
 //                         searches or registers under it again;
 //   dl:sm                 the media hashes whose index may hold entries (set; a hash leaves it
 //                         when the sweep finds its index empty).
-//   dl:rs:{<locator hex>}<first 16 hex of the sid>  the session's replay window shared by every
-//                         instance (a 136-byte string: the highest sequence number taken, then
-//                         per slot of the window a fingerprint of the source it was taken for;
-//                         CLAIM_SEQ), PX = until the ticket expires (+ skew). (Until issue 16 a
-//                         hash under dl:rw:, ~2.2 KB once full.)
+//   dl:rb:{<locator hex>}<first 16 hex of the sid>  the session's replay window shared by every
+//                         instance (a 72-byte string: the highest sequence number taken, then
+//                         per slot of the window a 1-byte fingerprint of the source it was taken
+//                         for; CLAIM_SEQ), PX = until the ticket expires (+ skew). (Until
+//                         2026-12-04 136 bytes with 2-byte fingerprints under dl:rs:, read and
+//                         converted when dl:rb: is absent, READ_WINDOW; until issue 16 a hash
+//                         under dl:rw:, ~2.2 KB once full.)
 //
 // Records are authenticated (codec.ts recordKey, from the service key): a presence value ends
 // with a tag over the locator ID and the value; a group's metadata hash has a "mac" field over
@@ -124,70 +126,100 @@ return cur`);
 export type RejectedRecord = 'presence' | 'session' | 'group' | 'member' | 'membership' | 'watcher' | 'watch';
 
 /**
+ * The session's window as CLAIM_SEQ and RELEASE_SEQ read it (Lua, `w` its size; KEYS[1] its key,
+ * KEYS[2] the key of the layout of before): the value and, when it was converted from that
+ * layout, the milliseconds that window had left (a write then creates KEYS[1] with them). The
+ * layout of before (dl:rs:, until 2026-12-04) held a 2-byte fingerprint per slot, 8 + 2w bytes;
+ * one becomes its two bytes xored (0 kept for a free slot, else never 0), which is how
+ * sourceFingerprint folds the one it computes: a window taken before the upgrade keeps refusing
+ * what it took. The old key is left to expire: an instance of before still using it during a
+ * rolling upgrade does not read the new layout (their windows are not shared meanwhile).
+ */
+const READ_WINDOW = `local function window(w)
+  local v = redis.call('GET', KEYS[1])
+  if v then return v, nil end
+  local old = redis.call('GET', KEYS[2])
+  if not old or #old ~= 8 + 2 * w then return nil, nil end
+  local ttl = redis.call('PTTL', KEYS[2])
+  if ttl <= 0 then return nil, nil end
+  local t = {string.sub(old, 1, 8)}
+  for j = 0, w - 1 do
+    local a, b = string.byte(old, 9 + 2 * j, 10 + 2 * j)
+    local f = bit.bxor(a, b)
+    if f == 0 and a ~= 0 then f = 1 end
+    t[#t + 1] = string.char(f)
+  end
+  return table.concat(t), ttl
+end
+`;
+
+/**
  * KEYS[1] the session's window, one string: the highest sequence number taken (8-byte double,
- * big-endian), then one 2-byte slot per number of the window (number % window size): 0 when the
- * number is not taken, else a fingerprint of the source it was taken for (never 0). ARGV:
- * sequence number (decimal), window size, PX ms, fingerprint of the source (2 bytes). Returns 0
- * (taken), 1 (already taken), 2 (left of the window) or 3 (already taken for a source with this
+ * big-endian), then one byte per number of the window (number % window size): 0 when the number
+ * is not taken, else a fingerprint of the source it was taken for (never 0). ARGV: sequence
+ * number (decimal), window size, PX ms, fingerprint of the source (1 byte). Returns 0 (taken), 1
+ * (already taken), 2 (left of the window) or 3 (already taken for a source with this
  * fingerprint: a retransmission whose first copy another instance took): ReplayWindow's check
  * and accept in one step, so two instances given the same datagram cannot both take it.
  * Sequence numbers stay below 2^53, exact in Lua's doubles (and % 64 is exact on them). A slot
  * holds only a number of the window (highest - size, highest]: moving the highest up clears the
  * slots of the numbers it passes over. The expiry is set when the window is created (a
- * session's lifetime is fixed by its ticket). ~320 bytes of Redis per session, key included,
- * where a hash of decimal strings took ~2.2 KB once full.
+ * session's lifetime is fixed by its ticket). A 72-byte string, ~225 bytes of Redis per session
+ * with its key (136 bytes and ~305 with 2-byte fingerprints; a hash of decimal strings took ~2.2
+ * KB once full).
  */
-const CLAIM_SEQ = new LuaScript(`local seq = tonumber(ARGV[1])
+const CLAIM_SEQ = new LuaScript(`${READ_WINDOW}local seq = tonumber(ARGV[1])
 local w = tonumber(ARGV[2])
 local fp = ARGV[4]
-local i = 9 + (seq % w) * 2
-local v = redis.call('GET', KEYS[1])
+local i = 9 + seq % w
+local v, converted = window(w)
 local h = -1
 if v then h = struct.unpack('>d', v) end
 if seq + w <= h then return 2 end
 if seq <= h then
-  local cur = string.sub(v, i, i + 1)
+  local cur = string.sub(v, i, i)
   if cur == fp then return 3 end
-  if cur ~= '\0\0' then return 1 end
-  redis.call('SETRANGE', KEYS[1], i - 1, fp)
+  if cur ~= '\\0' then return 1 end
+  if converted then redis.call('SET', KEYS[1], string.sub(v, 1, i - 1) .. fp .. string.sub(v, i + 1), 'PX', converted) else redis.call('SETRANGE', KEYS[1], i - 1, fp) end
   return 0
 end
 local slots
-if not v or seq - h >= w then slots = string.rep('\0', 2 * w) else
+if not v or seq - h >= w then slots = string.rep('\\0', w) else
   slots = string.sub(v, 9)
   for n = h + 1, seq - 1 do
-    local j = (n % w) * 2 + 1
-    slots = string.sub(slots, 1, j - 1) .. '\0\0' .. string.sub(slots, j + 2)
+    local j = n % w + 1
+    slots = string.sub(slots, 1, j - 1) .. '\\0' .. string.sub(slots, j + 1)
   end
 end
-slots = string.sub(slots, 1, i - 9) .. fp .. string.sub(slots, i - 6)
-if v then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'KEEPTTL') else redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', ARGV[3]) end
+slots = string.sub(slots, 1, i - 9) .. fp .. string.sub(slots, i - 7)
+if converted then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', converted)
+elseif v then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'KEEPTTL')
+else redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', ARGV[3]) end
 return 0`);
 
 /** KEYS[1] the session's window; ARGV: sequence number, window size: untake it (a "try again" answer). */
-const RELEASE_SEQ = new LuaScript(`local v = redis.call('GET', KEYS[1])
+const RELEASE_SEQ = new LuaScript(`${READ_WINDOW}local seq = tonumber(ARGV[1])
+local w = tonumber(ARGV[2])
+local v, converted = window(w)
 if not v then return 0 end
 local h = struct.unpack('>d', v)
-local seq = tonumber(ARGV[1])
-local w = tonumber(ARGV[2])
 if seq > h or seq + w <= h then return 0 end
-local i = 9 + (seq % w) * 2
-if string.sub(v, i, i + 1) == '\0\0' then return 0 end
-redis.call('SETRANGE', KEYS[1], i - 1, '\0\0')
+local i = 9 + seq % w
+if string.sub(v, i, i) == '\\0' then return 0 end
+if converted then redis.call('SET', KEYS[1], string.sub(v, 1, i - 1) .. '\\0' .. string.sub(v, i + 1), 'PX', converted) else redis.call('SETRANGE', KEYS[1], i - 1, '\\0') end
 return 1`);
 
 /**
- * The 2-byte fingerprint of a datagram's source ("ip|port") in the shared window (FNV-1a, folded;
- * never 0, which marks a free slot). Two sources with one fingerprint (1 in 65,536) only turn a
- * replay's REPLAY answer into silence (taken as a retransmission): either way it is refused.
+ * The 1-byte fingerprint of a datagram's source ("ip|port") in the shared window (FNV-1a, folded
+ * to 16 bits and then to 8; never 0, which marks a free slot). Two sources with one fingerprint
+ * (1 in 256) only turn a replay's REPLAY answer into silence (taken as a retransmission): either
+ * way it is refused.
  */
 export function sourceFingerprint(source: string): Buffer {
   let x = 0x811c9dc5;
   for (let k = 0; k < source.length; k++) x = Math.imul(x ^ source.charCodeAt(k), 0x01000193);
-  const f = ((x >>> 16) ^ x) & 0xffff;
-  const b = Buffer.allocUnsafe(2);
-  b.writeUInt16BE(f === 0 ? 1 : f);
-  return b;
+  const f16 = ((x >>> 16) ^ x) & 0xffff || 1;
+  return Buffer.from([((f16 >>> 8) ^ f16) & 0xff || 1]);
 }
 
 /** KEYS[1] group metadata; ARGV: owner, then field/value pairs: create only if absent, all fields at once. */
@@ -317,13 +349,14 @@ export class RedisStore implements LocatorStore {
     let guessed = raw !== undefined;
     if (!guessed) raw = asBuf(await this.client.call(['GET', k], k));
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-      const cur = raw ? this.live(this.decode(idHex, raw)) : undefined;
+      // A guess is bytes this instance wrote or read and verified (remember): not verified again.
+      const cur = raw ? this.live(guessed ? decodePresence(raw.subarray(0, raw.length - RECORD_TAG_BYTES)) : this.decodeRemembered(idHex, raw)) : undefined;
       const d = change(cur);
       if (!d.put && !d.remove) {
         if (!guessed) return d.result;
         // Nothing to write, on a guess: decide on what Redis holds.
         raw = asBuf(await this.client.call(['GET', k], k));
-        this.remember(idHex, raw);
+        if (!raw) this.remember(idHex, undefined);
         guessed = false;
         attempt--;
         continue;
@@ -342,9 +375,16 @@ export class RedisStore implements LocatorStore {
       if (!guessed) this.casConflicts++;
       guessed = false;
       raw = asBuf(r);
-      this.remember(idHex, raw);
+      if (!raw) this.remember(idHex, undefined);
     }
     throw new RedisUnavailable(`presence ${idHex}: changed concurrently ${CAS_ATTEMPTS} times`, 100);
+  }
+
+  /** decode, and the value remembered as the next update's guess if it verifies (forgotten if not). */
+  private decodeRemembered(idHex: string, raw: Buffer): Presence | undefined {
+    const p = this.decode(idHex, raw);
+    this.remember(idHex, p ? raw : undefined);
+    return p;
   }
 
   /**
@@ -399,20 +439,23 @@ export class RedisStore implements LocatorStore {
    * requests depend on one slot, whichever session it uses.
    */
   private windowKey(s: WindowOwner): string {
-    return `${this.prefix}rs:{${s.locatorHex}}${s.sidHex.slice(0, 16)}`;
+    return `${this.prefix}rb:{${s.locatorHex}}${s.sidHex.slice(0, 16)}`;
+  }
+
+  /** The window's key and that of the layout of before (READ_WINDOW), one slot. */
+  private windowKeys(s: WindowOwner): [string, string] {
+    return [this.windowKey(s), `${this.prefix}rs:{${s.locatorHex}}${s.sidHex.slice(0, 16)}`];
   }
 
   /** Take `seq` in the session's shared replay window (CLAIM_SEQ), kept `ttlMs`. */
   async claimSeq(s: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
-    const k = this.windowKey(s);
-    const r = await this.client.eval(CLAIM_SEQ, k, [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), sourceFingerprint(source)]);
+    const r = await this.client.eval(CLAIM_SEQ, this.windowKeys(s), [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), sourceFingerprint(source)]);
     return r === 0 ? 'ok' : r === 2 ? 'old' : r === 3 ? 'elsewhere' : 'replay';
   }
 
   /** Give back `seq` (RELEASE_SEQ). */
   async releaseSeq(s: WindowOwner, seq: number): Promise<void> {
-    const k = this.windowKey(s);
-    await this.client.eval(RELEASE_SEQ, k, [String(seq), REPLAY_WINDOW]);
+    await this.client.eval(RELEASE_SEQ, this.windowKeys(s), [String(seq), REPLAY_WINDOW]);
   }
 
   /** Bytes Redis uses in all (INFO memory used_memory), for the bench. */
