@@ -279,7 +279,7 @@ export async function saveSnapshot(
     for (let slot = 0; slot < used; slot++) {
       if (slicer.due()) await slicer.yield();
       if (!table.inUse(slot) || nowTick >= table.expTicks[slot]!) continue;
-      const s = table.sessions[slot] as KeyedSession | undefined;
+      const s = table.sessionOf(slot) as KeyedSession | undefined;
       // Held first: an ended session's handle may no longer know its IDs. Raw IDs compared: no
       // hex string made (and kept by the handle) per record at each save.
       const withSession = s !== undefined && sessions.holds(s) && table.idIs(slot, s.locatorId);

@@ -15,8 +15,11 @@
 //   gen      bumped when a slot is freed or replaced (a Registration view of it is then "removed")
 //   prev, next   the recency list (a RecencyList, src/net/slot-index.ts: doubly linked, most
 //            recent at its head); `next` also links the free list
-// plus one JS array of session references, and maps by slot for the rare fields (nickname, LAN
-// addresses, media ID, community, allow-list, presence) that only some records have. The index is
+//   sessionSlots, sessionGens   the record's session, held by the process's ServerSessions: its
+//            slot and generation there (a handle is made when asked for: no object per record)
+//   sids     that session's 16-byte ID (4 x u32), so that the record still names it once it ended
+// plus maps by slot for the rare fields (nickname, LAN addresses, media ID, community,
+// allow-list, presence, a session that is not a held one) that only some records have. The index is
 // a SlotIndex (src/net/slot-index.ts: open addressing with linear probing, load <= 1/2, deletion
 // by backward shift, no tombstones) on a seeded hash of the raw ID; an absent ID costs a probe of the short run at its hash, and IDs
 // are not chosen by whoever queries them (authd derives them), so runs stay short.
@@ -29,10 +32,10 @@
 // entry whose slot has been freed, reused or filed elsewhere since is void (checked by the slot's
 // `in use`, `scheduled` and `bucket`).
 import type { Address } from '../wire/addr.js';
-import { LOCATOR_ID_BYTES } from '../wire/constants.js';
+import { LOCATOR_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
 import type { Props } from '../wire/schema.js';
-import type { ServerSession } from '../net/sessions.js';
-import { keptSession } from '../net/sessions.js';
+import type { ServerSession, SessionSlots } from '../net/sessions.js';
+import { HeldSession, keptSession } from '../net/sessions.js';
 import { NIL, RecencyList, SlotIndex } from '../net/slot-index.js';
 
 /** Time resolution of registration times and expiries: expiry happens up to this much late. */
@@ -50,10 +53,14 @@ const REACHABLE_BIT = 1 << 23;
 const IPV6_BIT = 1 << 24;
 /** The slot holds a record. */
 const IN_USE_BIT = 1 << 25;
+/** The record has a session (in sessionSlots/sessionGens and sids, or in otherSessions). */
+const SESSION_BIT = 1 << 26;
 /** Schedule resolution: one bucket per second. */
 const TICKS_PER_BUCKET = 1000 / TICK_MS;
 /** u32 words of a locator ID. */
 const ID_WORDS = LOCATOR_ID_BYTES / 4;
+/** u32 words of a session ID. */
+const SID_WORDS = SESSION_ID_BYTES / 4;
 const INT32_MAX = 0x7fffffff;
 const INT32_MIN = -0x80000000;
 
@@ -210,13 +217,16 @@ export class Registration {
     this.t.seqs[this.slot] = v;
   }
 
-  /** The session that registered; undefined after a restore whose session had expired. */
+  /**
+   * The session that registered (a handle made now); undefined after a restore whose session had
+   * expired. It names its session (sidHex, locatorHex) also after that session ended.
+   */
   get session(): ServerSession | undefined {
-    return this.t.sessions[this.slot];
+    return this.t.sessionOf(this.slot);
   }
 
   set session(s: ServerSession | undefined) {
-    this.t.sessions[this.slot] = keptSession(s);
+    this.t.setSession(this.slot, s);
   }
 
   get nickname(): string | undefined {
@@ -247,7 +257,7 @@ export class Registration {
    * another session is stale too, unless it is a REGISTER (which rebinds; see handlers).
    */
   isStale(session: ServerSession, seq: number): boolean {
-    return this.session?.sidHex !== session.sidHex || seq <= this.seq;
+    return this.t.sessionIdHex(this.slot) !== session.sidHex || seq <= this.seq;
   }
 }
 
@@ -273,7 +283,7 @@ export interface TableOptions {
   onGone?: (key: string) => void;
   /** Probe a record not renewed for this % of its TTL (0 = never); settable later. */
   probeAtPercent?: number;
-  /** Slots allocated at first (grown by doubling up to maxEntries). */
+  /** Slots allocated at first (grown up to maxEntries: see `grownCapacity`). */
   initialCapacity?: number;
 }
 
@@ -325,7 +335,16 @@ export class RegistrationTable {
   private buckets: Int32Array;
   /** Recency (most recently refreshed at its head); its `next` also links the free list. */
   private readonly recency: RecencyList;
-  readonly sessions: (ServerSession | undefined)[] = [];
+  /** The record's held session: slot and generation in `sessionTable` (NIL: see otherSessions). */
+  sessionSlots: Int32Array;
+  sessionGens: Uint32Array;
+  /** The record's session ID, raw (SID_WORDS u32 per slot; `sidBytes` is the same memory). */
+  sids: Uint32Array;
+  private sidBytes: Buffer;
+  /** The table of held sessions (one ServerSessions per process), learnt from the first stored. */
+  private sessionTable: SessionSlots | undefined;
+  /** A record's session that is no held one of `sessionTable` (rare: a copy, a test's object). */
+  private readonly otherSessions = new Map<number, ServerSession>();
   readonly nicknames = new Map<number, string>();
   readonly extras = new Map<number, RegistrationExtra>();
   private readonly v6 = new Map<number, string>();
@@ -367,6 +386,10 @@ export class RegistrationTable {
     this.gen = new Uint32Array(cap);
     this.buckets = new Int32Array(cap);
     this.recency = new RecencyList(cap);
+    this.sessionSlots = new Int32Array(cap);
+    this.sessionGens = new Uint32Array(cap);
+    this.sids = new Uint32Array(cap * SID_WORDS);
+    this.sidBytes = Buffer.from(this.sids.buffer, this.sids.byteOffset, cap * SESSION_ID_BYTES);
     this.idBytes = new Uint8Array(this.ids.buffer, this.ids.byteOffset, cap * LOCATOR_ID_BYTES);
     this.index = new SlotIndex(LOCATOR_ID_BYTES, cap);
   }
@@ -436,6 +459,13 @@ export class RegistrationTable {
 
   // --- slots ---
 
+  /**
+   * Double the arrays (up to max). Doubling, not a smaller factor (issue 16 measured process RSS,
+   * not array sizes): the unused part of the last doubling is zero pages the process has not
+   * touched, resident only once written; growing by a quarter (both slot tables) measured 384-414
+   * B of RSS per terminal at 1M against 322-328 B (more copies and freed arrays left in the
+   * malloc heap, and the sessions' indexes, sized by capacity, doubled past 2^20 slots).
+   */
   private grow(): void {
     const cap = this.capacity;
     const n = Math.min(this.max, cap * 2);
@@ -452,6 +482,10 @@ export class RegistrationTable {
     this.seqs = ext(this.seqs);
     this.gen = ext(this.gen);
     this.buckets = ext(this.buckets);
+    this.sessionSlots = ext(this.sessionSlots);
+    this.sessionGens = ext(this.sessionGens);
+    this.sids = ext(this.sids, SID_WORDS);
+    this.sidBytes = Buffer.from(this.sids.buffer, this.sids.byteOffset, n * SESSION_ID_BYTES);
     this.recency.grow(n);
     this.idBytes = new Uint8Array(this.ids.buffer, this.ids.byteOffset, n * LOCATOR_ID_BYTES);
     if (this.index.reserve(n)) {
@@ -464,7 +498,6 @@ export class RegistrationTable {
     const s = this.recency.takeFree();
     if (s !== NONE) return s;
     if (this.highWater === this.capacity) this.grow();
-    this.sessions.push(undefined);
     return this.highWater++;
   }
 
@@ -474,7 +507,7 @@ export class RegistrationTable {
     this.recency.unlink(s);
     this.bits[s] = 0;
     this.gen[s] = (this.gen[s]! + 1) >>> 0;
-    this.sessions[s] = undefined;
+    this.otherSessions.delete(s);
     this.nicknames.delete(s);
     this.extras.delete(s);
     this.v6.delete(s);
@@ -573,7 +606,7 @@ export class RegistrationTable {
     else this.setPacked(s, f.ip ?? 0, f.port ?? 0);
     const b = this.bits[s]!;
     this.bits[s] = b | ((f.netMode ?? 0) & NETMODE_MASK) << NETMODE_SHIFT | ((f.visibility ?? 0) & 1) << VISIBILITY_SHIFT | (f.reachable ? REACHABLE_BIT : 0);
-    this.sessions[s] = keptSession(f.session);
+    this.setSession(s, f.session);
     this.seqs[s] = f.seq;
     this.regTicks[s] = clampTick(f.regTick);
     this.expTicks[s] = clampTick(f.expTick);
@@ -615,6 +648,54 @@ export class RegistrationTable {
       b &= ~IPV6_BIT;
     }
     this.bits[s] = b;
+  }
+
+  /**
+   * The session of slot `s`'s record, undefined when none: for a held one, a handle made now
+   * (live, or once its session ended, naming it by the record's copy of its IDs).
+   */
+  sessionOf(s: number): ServerSession | undefined {
+    if (!(this.bits[s]! & SESSION_BIT)) return undefined;
+    const at = this.sessionSlots[s]!;
+    if (at === NONE) return this.otherSessions.get(s);
+    const t = this.sessionTable!;
+    const gen = this.sessionGens[s]!;
+    return t.holds(at, gen) ? new HeldSession(t, at, gen) : new HeldSession(t, at, gen, this.sessionIdHex(s), this.keyOf(s));
+  }
+
+  /** The ID (hex) of the session of slot `s`'s record, '' when none: read from the record, no handle made. */
+  sessionIdHex(s: number): string {
+    if (!(this.bits[s]! & SESSION_BIT)) return '';
+    if (this.sessionSlots[s] === NONE) return this.otherSessions.get(s)!.sidHex;
+    return this.sidBytes.toString('hex', s * SESSION_ID_BYTES, (s + 1) * SESSION_ID_BYTES);
+  }
+
+  /**
+   * Bind slot `s`'s record to `session`: a live held session of this record's locator ID as its
+   * slot, generation and ID (numbers: issue 16, no object per record), anything else as the
+   * object itself (rare). Rebinding the session it has already (each REFRESH) writes nothing.
+   */
+  setSession(s: number, session: ServerSession | undefined): void {
+    const bits = this.bits[s]!;
+    if (session instanceof HeldSession) {
+      const t = session.table;
+      if (bits & SESSION_BIT && this.sessionSlots[s] === session.slot && this.sessionGens[s] === session.gen && this.sessionTable === t) return;
+      this.otherSessions.delete(s);
+      if (t.holds(session.slot, session.gen) && (this.sessionTable ??= t) === t && t.locatorIs(session.slot, this.idBytes, s * LOCATOR_ID_BYTES)) {
+        this.sessionSlots[s] = session.slot;
+        this.sessionGens[s] = session.gen;
+        t.copySid(session.slot, this.sidBytes, s * SESSION_ID_BYTES);
+        this.bits[s] = bits | SESSION_BIT;
+        return;
+      }
+    } else this.otherSessions.delete(s);
+    this.sessionSlots[s] = NONE;
+    if (session === undefined) {
+      this.bits[s] = bits & ~SESSION_BIT;
+      return;
+    }
+    this.otherSessions.set(s, keptSession(session));
+    this.bits[s] = bits | SESSION_BIT;
   }
 
   portOf(s: number): number {
@@ -664,7 +745,7 @@ export class RegistrationTable {
     const s = typeof rec === 'number' ? rec : rec.slot;
     const pct = this.probeAtPercent;
     const reg = this.regTicks[s]!;
-    if (pct > 0 && !(this.bits[s]! & PROBED_BIT) && this.sessions[s] !== undefined) return reg + Math.floor(((this.expTicks[s]! - reg) * pct) / 100);
+    if (pct > 0 && (this.bits[s]! & (PROBED_BIT | SESSION_BIT)) === SESSION_BIT) return reg + Math.floor(((this.expTicks[s]! - reg) * pct) / 100);
     return this.expTicks[s]!;
   }
 

@@ -252,6 +252,23 @@ class SlotTable {
     return count;
   }
 
+  /** Does `slot` still hold the session of generation `gen` (not ended, evicted or replaced)? */
+  holds(slot: number, gen: number): boolean {
+    return this.gen[slot] === gen;
+  }
+
+  /** Copy the raw session ID of `slot` into `to` at `at`. */
+  copySid(slot: number, to: Uint8Array, at: number): void {
+    this.sid.copy(to, at, slot * SID_BYTES, (slot + 1) * SID_BYTES);
+  }
+
+  /** Is the locator ID of `slot` the LOC_BYTES at `at` of `b`? */
+  locatorIs(slot: number, b: Uint8Array, at: number): boolean {
+    const o = slot * LOC_BYTES;
+    for (let i = 0; i < LOC_BYTES; i++) if (this.loc[o + i] !== b[at + i]) return false;
+    return true;
+  }
+
   /** Free `slot`: out of the indexes and lists; its handles become stale. */
   remove(slot: number): void {
     this.recency.unlink(slot);
@@ -314,19 +331,27 @@ class SlotTable {
 }
 
 /**
- * A session held by a ServerSessions: a handle on its slot (made per lookup; compare with
- * `sameSession`, not ===). Writes (txSeq, kid, the window) go to the slot. Once the session ends
- * (expired, evicted, dropped, replaced) the handle is stale: the window refuses, writes go
- * nowhere, and the keys are those it had read before (a reply to a request in progress is still
- * MACed), else reading them throws (callers check `ServerSessions.live` before MACing with an old
- * handle).
+ * The table of a ServerSessions' held sessions, as seen by whatever keeps a held session as
+ * numbers instead of a handle (a registration record, src/locatord/table.ts: no object per
+ * terminal): `HeldSession.table`, `slot` and `gen` say where a session is, `holds` whether it
+ * still is, and `new HeldSession(table, slot, gen, sidHex, locatorHex)` makes a handle again.
  */
+export type SessionSlots = SlotTable;
+
 /** `s`, able to name its session after it ended (HeldSession.keepIds; other sessions always can). */
 export function keptSession<S extends ServerSession | undefined>(s: S): S {
   if (s instanceof HeldSession) s.keepIds();
   return s;
 }
 
+/**
+ * A session held by a ServerSessions: a handle on its slot (made per lookup; compare with
+ * `sameSession`, not ===). Writes (txSeq, kid, the window) go to the slot. Once the session ends
+ * (expired, evicted, dropped, replaced) the handle is stale: the window refuses, writes go
+ * nowhere, and the keys are those it had read before (a reply to a request in progress is still
+ * MACed), else reading them throws (callers check `ServerSessions.live` before MACing with an old
+ * handle). Its IDs are those of its slot, or once ended those it was given or had read.
+ */
 export class HeldSession implements ServerSession {
   private hex: string | undefined;
   private locHex: string | undefined;
@@ -334,8 +359,14 @@ export class HeldSession implements ServerSession {
   private keyCopy: Buffer | undefined;
   private tx = 0;
 
-  constructor(private readonly t: SlotTable, readonly slot: number, readonly gen: number, sidHex?: string) {
+  constructor(private readonly t: SessionSlots, readonly slot: number, readonly gen: number, sidHex?: string, locatorHex?: string) {
     this.hex = sidHex;
+    this.locHex = locatorHex;
+  }
+
+  /** The table it is a slot of. */
+  get table(): SessionSlots {
+    return this.t;
   }
 
   /**

@@ -4,7 +4,7 @@
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import type { ServerSession } from '../../src/net/sessions.js';
-import { newServerSession, ServerSessions } from '../../src/net/sessions.js';
+import { newServerSession, sameSession, ServerSessions } from '../../src/net/sessions.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import type { Registration } from '../../src/locatord/table.js';
 import { packIp, RegistrationTable, TICK_MS, unpackIp } from '../../src/locatord/table.js';
@@ -200,4 +200,80 @@ t.test('a record still names its session after the session ended', async (t) => 
   const s = table.get(locatorHex)!.session!;
   t.equal(s.sidHex, sidHex, 'the record still names its session');
   t.equal(s.locatorHex, locatorHex, 'and its locator ID');
+});
+
+t.test('a record keeps a held session as its slot and generation, not as a handle', async (t) => {
+  // Issue 16 (memory per terminal): no session object per record. A read makes a new handle on
+  // the same session; once that session ended and its slot holds another, the record's handle is
+  // not that other session and still names its own (its ID is copied in the record).
+  const clock = new FakeClock(1_700_000_000_000);
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, now: () => clock.ms });
+  const open = (locatorHex: string): ServerSession => {
+    const sid = randomBytes(16);
+    return sessions.restore(newServerSession({
+      sid, locatorId: Buffer.from(locatorHex, 'hex'), aud: 'locator', exp: clock.ms / 1000 + 3600,
+      terminalToServer: randomBytes(32), serverToTerminal: randomBytes(32), txSeq: 0,
+    }))!;
+  };
+  const a = id('a');
+  const first = open(a);
+  const table = new RegistrationTable({ maxEntries: 10, now: clock.now, probeAtPercent: 50 });
+  const rec = table.set(a, { addr: { ip: '198.51.100.7', port: 1000 }, session: first, seq: 1, regTick: table.nowTick(), expTick: table.expiryTick(60_000) });
+  const read1 = rec.session!;
+  const read2 = table.get(a)!.session!;
+  t.not(read1, first, 'not the handle it was given');
+  t.not(read1, read2, 'a handle made per read');
+  t.ok(sameSession(read1, first) && sameSession(read2, first), 'the same session');
+  t.ok(sessions.live(read1), 'live while its session is held');
+  t.equal(read1.sidHex, first.sidHex);
+  t.equal(table.sessionIdHex(rec.slot), first.sidHex, 'its ID read from the record');
+  t.equal(table.nextCheckTick(rec), rec.regTick + Math.floor(rec.ttlTicks / 2), 'a record with a session is probed');
+  t.equal(rec.isStale(first, 2), false, 'a newer sequence number of its session');
+  t.equal(rec.isStale(first, 1), true);
+
+  rec.session = first;
+  t.ok(sameSession(rec.session, first), 'rebinding the same session keeps it');
+
+  // The session ends; another terminal's session takes its slot (the free list's first).
+  t.equal(sessions.dropWhere((s) => s.sidHex === first.sidHex), 1);
+  const other = open(id('b'));
+  const ended = table.get(a)!.session!;
+  t.notOk(sessions.live(ended), 'the ended session is not live');
+  t.notOk(sameSession(ended, other), 'nor the session now in its slot');
+  t.equal(ended.sidHex, first.sidHex, 'the record names its own session');
+  t.equal(ended.locatorHex, a);
+  t.equal(rec.isStale(other, 100), true, "another session's update is stale");
+
+  // A new session of the terminal rebinds the record.
+  const second = open(a);
+  rec.session = second;
+  t.ok(sameSession(rec.session, second) && sessions.live(rec.session!), 'rebound to its new session');
+  t.equal(table.sessionIdHex(rec.slot), second.sidHex);
+  rec.session = undefined;
+  t.equal(rec.session, undefined, 'unbound');
+  t.equal(table.sessionIdHex(rec.slot), '');
+  t.equal(table.nextCheckTick(rec), rec.expTick, 'no probe without a session');
+});
+
+t.test('a session not held for this record is kept as it is', async (t) => {
+  // A plain record (not held), or a held session of another locator ID: the object itself.
+  const clock = new FakeClock(1_700_000_000_000);
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, now: () => clock.ms });
+  const table = new RegistrationTable({ maxEntries: 10, now: clock.now });
+  const plain = fakeSession();
+  const rec = table.set(id('a'), { addr: { ip: '198.51.100.7', port: 1000 }, session: plain, seq: 1, regTick: 0, expTick: 100 });
+  t.equal(rec.session, plain);
+  t.equal(table.sessionIdHex(rec.slot), plain.sidHex);
+  const b = id('b');
+  const ofB = sessions.restore(newServerSession({
+    sid: randomBytes(16), locatorId: Buffer.from(b, 'hex'), aud: 'locator', exp: clock.ms / 1000 + 3600,
+    terminalToServer: randomBytes(32), serverToTerminal: randomBytes(32), txSeq: 0,
+  }))!;
+  rec.session = ofB;
+  t.equal(rec.session, ofB, "another locator ID's session: that handle");
+  t.equal(sessions.dropWhere(() => true), 1);
+  t.equal(rec.session!.locatorHex, b, 'naming its own locator ID after it ended');
+  t.equal(table.sessionIdHex(rec.slot), ofB.sidHex);
 });

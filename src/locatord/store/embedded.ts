@@ -34,7 +34,7 @@ export class EmbeddedStore implements ServedStore {
   private toPresence(slot: number): Presence {
     const r = this.table.view(slot);
     return {
-      addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: r.session?.sidHex ?? '', seq: r.seq,
+      addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: this.table.sessionIdHex(slot), seq: r.seq,
       regMs: this.table.tickToMs(r.regTick), expMs: this.table.tickToMs(r.expTick),
       nickname: r.nickname, extra: r.extra, reachable: r.reachable || undefined, inst: undefined,
     };
