@@ -233,7 +233,10 @@ export async function saveSnapshot(
   const file = path.join(stateDir, SNAPSHOT_FILE);
   const tmp = `${file}.${process.pid}.tmp`;
   const slicer = new Slicer(o.sliceMs ?? SLICE_MS);
+  // An await is a yield: the event loop runs meanwhile, so it ends a slice (as each write does).
+  slicer.pause();
   const fh = await open(tmp, 'w', 0o600);
+  slicer.resume();
   const w = new ChunkWriter(fh, slicer);
   const out: SnapshotWritten = { sessions: 0, records: 0, watchLists: 0, bytes: 0, durationMs: 0, cpuMs: 0, maxSliceMs: 0, maxSliceCpuMs: 0, slices: 0, skipped: 0 };
   try {

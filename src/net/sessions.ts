@@ -337,7 +337,10 @@ class SlotTable {
     const strings = c.strings.map((s) => this.intern(s));
     for (let s = 0; s < n; s++) {
       const aud = this.aud[s]!;
-      if (aud === NIL) continue;
+      if (aud === NIL) {
+        this.kid[s] = NIL;
+        continue;
+      }
       // Handles of whatever this slot held before are stale.
       this.gen[s] = (this.gen[s]! + 1) >>> 0;
       if (drop(this.exp[s]!) || this.sidIndex.find(this.sid, this.sid, s * SID_BYTES) !== NIL) {
