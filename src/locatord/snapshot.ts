@@ -6,77 +6,83 @@
 // than traffic already accepted. Terminals are named by locator ID only; no device ID ever
 // reaches locatord, so none can be in here.
 //
-// Format (version 2, binary, little-endian; a million terminals must be written in seconds and
-// read back in seconds, so there is no per-record JSON and no object per record beyond the ones
-// the table keeps, issue 16): a 24-byte header
-//   "DEVLOCSN" | u32 version (2) | u32 0 | f64 savedMs
-// then records, each a type byte and its fields:
-//   STRING  u16 length, UTF-8: the next entry of the string table (audiences and kids: a
-//           session names them by index, so a million sessions share a handful of strings)
-//   REG     a registration: u8 flags, u8 ID length + ID bytes, the IPv4 address as i32 (or u8
-//           length + IPv6 text), u16 port, u8 network mode, u8 visibility, f64 registration and
-//           expiry times (ms since the epoch), f64 sequence number, then if flagged: nickname
-//           (u16 length + UTF-8), the rare fields (u32 length + JSON: media ID, LAN addresses,
-//           community, allow-list, rich presence) and its session (below), written inline
-//   SESSION a session no live registration holds: u8 sid length + sid, u8 locator ID length +
-//           bytes (0 inside a REG: the registration's ID), u16 audience and u16 kid (0xffff: none)
-//           string indices, f64 ticket expiry (s), f64 replay window highest, i32 + i32 its
-//           bitmap, f64 send sequence, 32 + 32 key bytes
-//   WATCH   a watcher's subscriptions: u8 length + watcher ID, u32 n, n x (u8 length + target
-//           ID), n x f64 view code (watches.ts viewCode): a restart neither loses a subscription
-//           nor pushes what the watcher was already told
-//   END     u32 sessions, u32 registrations, u32 watch lists: the file is complete (last byte)
-// The write yields to the event loop between slices of SLICE_MS (saveSnapshot), so the process
-// keeps answering (signals, metrics) while a million records go out; the state
-// is frozen meanwhile (the server stopped first), so the file is one consistent instant. The
-// reader checks the whole file before it builds anything (decodeSnapshot: {ok:false, code} for
-// anything malformed, never a throw), so a bad file costs soft state only: locatord starts empty.
-// Version 1 files (JSON lines, earlier releases) are still read once, so an upgrade keeps the
-// terminals' sessions.
+// Format (version 3, binary; a million terminals written in seconds and read back in seconds,
+// issue 16 item 4): both tables are slots of parallel typed arrays (table.ts, net/sessions.ts),
+// and the file is those arrays, column after column, so the write is a copy of arrays (written
+// straight from the tables' memory) and the restore a fill of the new tables' arrays at the same
+// slot numbers, then one walk of the slots to rebuild the indexes and lists. Numbers are
+// little-endian (the arrays' byte order on the hosts Node runs on: a big-endian host refuses to
+// write or read one). A 24-byte header
+//   "DEVLOCSN" | u32 version (3) | u32 0 | f64 savedMs
+// then, in this order:
+//   STRINGS   u32 n, n x (u32 length + UTF-8): audiences and kids, named by index by the sessions
+//   SESSIONS  u32 n (slots), then the columns of slots [0, n) (SessionColumns): sid 16 B,
+//             locator ID 16 B, keys 64 B, f64 ticket expiry (s), f64 send sequence, f64 replay
+//             window highest, i32 + i32 its bitmap, i32 audience and i32 kid string indexes
+//             (-1: none; an audience of -1 is a free slot)
+//   RECORDS   u32 n (slots), f64 base time (ms), u32 tick (ms), then the columns of slots [0, n)
+//             (RegistrationColumns): locator ID 16 B, i32 IPv4, u32 bits (port, network mode,
+//             visibility, flags: table.ts's layout, so a change to it bumps the version), i32
+//             registration and expiry ticks, f64 sequence number, i32 its session's slot (-1:
+//             none)
+//   RARE      u32 n, n x (u32 slot, u8 flags, then if flagged, each u32 length + UTF-8: the
+//             IPv6 address, the nickname, JSON of the rare fields: media ID, LAN addresses,
+//             community, allow-list, rich presence), slots ascending
+//   WATCHES   u32 n, n x (u8 length + watcher ID, u32 k, k x (u8 length + target ID), k x f64
+//             view code (watches.ts viewCode)): a restart neither loses a subscription nor
+//             pushes what the watcher was already told
+//   END       u32 sessions, u32 registrations (slots holding one), u32 watch lists: the file
+//             is complete (its last bytes)
+// The write yields to the event loop between its writes and every SLICE_MS of work, so the
+// process keeps answering (signals, metrics); the state is frozen meanwhile (the server stopped
+// first), so the file is one consistent instant. The reader checks the whole file before it
+// builds anything (decodeSnapshot: {ok:false, code} for anything malformed, never a throw), so a
+// bad file costs soft state only: locatord starts empty. Files of earlier versions (1: JSON
+// lines, 2: a record per terminal) are refused (bad-version): the terminals register again.
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { ServerSession, ServerSessions } from '../net/sessions.js';
-import { copySessionKeys, newServerSession } from '../net/sessions.js';
-import type { Address } from '../wire/addr.js';
-import type { Props } from '../wire/schema.js';
+import type { ServerSession, ServerSessions, SessionColumns } from '../net/sessions.js';
+import { newServerSession } from '../net/sessions.js';
 import { ReplayWindow } from '../wire/session.js';
-import type { RegistrationExtra, RegistrationFields, RegistrationTable, RichPresence } from './table.js';
+import type { RegistrationColumns, RegistrationExtra, RegistrationTable, SlotRareFields } from './table.js';
+import { RegistrationTable as Table } from './table.js';
 import type { MemorySearchIndex } from './search-index.js';
 import type { MemoryWatches } from './watches.js';
 import { MAX_WATCHES } from '../wire/catalog.js';
-import { LOCATOR_ID_BYTES } from '../wire/constants.js';
+import { LOCATOR_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
 
 export const SNAPSHOT_FILE = 'locatord.snapshot';
-const KIND = 'devloc-locatord-snapshot';
 const MAGIC = Buffer.from('DEVLOCSN', 'latin1');
-export const SNAPSHOT_VERSION = 2;
+export const SNAPSHOT_VERSION = 3;
 const HEADER_BYTES = 24;
-const T_STRING = 1;
-const T_REG = 2;
-const T_SESSION = 3;
-const T_WATCH = 4;
-const T_END = 0xff;
-const F_SESSION = 1;
-const F_IPV6 = 2;
-const F_NICKNAME = 4;
-const F_EXTRA = 8;
-const F_REACHABLE = 16;
-const NO_STRING = 0xffff;
+const F_IPV6 = 1;
+const F_NICKNAME = 2;
+const F_EXTRA = 4;
+const NO_STRING = -1;
 const KEY_BYTES = 32;
-/** Longest ID (locator ID, sid) a record may hold: what a u8 length allows, and far beyond the 16 used. */
+/** Bytes per session slot and per registration slot (the columns above). */
+const SESSION_SLOT_BYTES = SESSION_ID_BYTES + LOCATOR_ID_BYTES + 2 * KEY_BYTES + 3 * 8 + 4 * 4;
+const RECORD_SLOT_BYTES = LOCATOR_ID_BYTES + 4 * 4 + 8 + 4;
+/** Most strings (audiences and kids): far beyond the handful a deployment has. */
+const MAX_STRINGS = 0xffff;
+/** Longest ID (watcher, watch target) a watch list may hold: what a u8 length allows, and far beyond the 16 used. */
 const MAX_ID_BYTES = 64;
 /** Work between two yields to the event loop while writing (the block serving may see). */
 export const SLICE_MS = 10;
-/** Bytes gathered before each write(2). */
-const CHUNK_BYTES = 4 << 20;
+/** Bytes gathered before each write(2) of the small sections. */
+const CHUNK_BYTES = 1 << 20;
+/** Largest single write of a column (each is a yield). */
+const COLUMN_WRITE_BYTES = 16 << 20;
+const LITTLE_ENDIAN = os.endianness() === 'LE';
 
 /** A server session as locatord keeps it: with the kid of the ticket that opened it (SIGHUP). */
 export type KeyedSession = ServerSession & { kid?: string };
 
 /** Why a snapshot file was not used (the log line's `code`). */
-export type SnapshotErrorCode = 'bad-magic' | 'bad-version' | 'truncated' | 'bad-record' | 'trailing-bytes' | 'bad-json-line';
+export type SnapshotErrorCode = 'bad-magic' | 'bad-version' | 'truncated' | 'bad-record' | 'trailing-bytes';
 
 export type SnapshotDecodeError = { ok: false; code: SnapshotErrorCode; reason: string };
 
@@ -128,7 +134,7 @@ class Slicer {
   }
 }
 
-/** Records gathered in a large buffer, written when it fills (each write is a yield: see Slicer). */
+/** Small fields gathered in a buffer, written when it fills; columns written straight from the tables (each write is a yield). */
 class ChunkWriter {
   buf = Buffer.allocUnsafe(CHUNK_BYTES);
   pos = 0;
@@ -136,44 +142,43 @@ class ChunkWriter {
 
   constructor(private readonly fh: import('node:fs/promises').FileHandle, private readonly slicer: Slicer) {}
 
-  fits(n: number): boolean {
-    return this.pos + n <= this.buf.length;
+  /** Room for `n` more bytes (what is gathered is written first when they do not fit). */
+  async room(n: number): Promise<void> {
+    if (this.pos + n <= this.buf.length) return;
+    await this.flush();
+    if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n);
   }
 
-  /** Write what is gathered; then there is room for `need` bytes. */
-  async flush(need = 0): Promise<void> {
+  /** Write what is gathered. */
+  async flush(): Promise<void> {
+    await this.out(this.buf.subarray(0, this.pos));
+    this.pos = 0;
+  }
+
+  /** Write `b` whole (what is gathered first), in pieces of COLUMN_WRITE_BYTES. */
+  async column(b: Uint8Array): Promise<void> {
+    if (this.pos > 0) await this.flush();
+    for (let at = 0; at < b.length; at += COLUMN_WRITE_BYTES) await this.out(b.subarray(at, Math.min(b.length, at + COLUMN_WRITE_BYTES)));
+  }
+
+  private async out(b: Uint8Array): Promise<void> {
     this.slicer.pause();
     let off = 0;
-    while (off < this.pos) off += (await this.fh.write(this.buf, off, this.pos - off)).bytesWritten;
+    while (off < b.length) off += (await this.fh.write(b, off, b.length - off)).bytesWritten;
     this.slicer.resume();
-    this.written += this.pos;
-    this.pos = 0;
-    if (need > this.buf.length) this.buf = Buffer.allocUnsafe(need);
+    this.written += b.length;
   }
 
   u8(v: number): void {
     this.buf[this.pos++] = v;
   }
 
-  u16(v: number): void {
-    this.pos = this.buf.writeUInt16LE(v, this.pos);
-  }
-
   u32(v: number): void {
     this.pos = this.buf.writeUInt32LE(v, this.pos);
   }
 
-  i32(v: number): void {
-    this.pos = this.buf.writeInt32LE(v, this.pos);
-  }
-
   f64(v: number): void {
     this.pos = this.buf.writeDoubleLE(v, this.pos);
-  }
-
-  bytes(b: Uint8Array): void {
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
   }
 
   /** u8 length + the bytes of an ID in hex; false (nothing written) when it is not one. */
@@ -186,14 +191,13 @@ class ChunkWriter {
     return true;
   }
 
-  /** UTF-8 text whose byte length is `n`. */
-  text(s: string, n: number): void {
+  /** u32 length + UTF-8 text. */
+  text(s: string): void {
+    const n = Buffer.byteLength(s);
+    this.u32(n);
     this.pos += this.buf.write(s, this.pos, n, 'utf8');
   }
 }
-
-/** Worst case of a REG or SESSION record without its nickname and rare fields. */
-const RECORD_BYTES = 512;
 
 export interface SnapshotWritten {
   sessions: number;
@@ -208,14 +212,14 @@ export interface SnapshotWritten {
   maxSliceMs: number;
   maxSliceCpuMs: number;
   slices: number;
-  /** Records not written: an ID that is not hex (none in practice). */
+  /** Watch lists not written: an ID that is not hex (none in practice). */
   skipped: number;
 }
 
 /**
  * Write the snapshot atomically, in slices of `sliceMs` between which the event loop runs. The
  * caller keeps the state still meanwhile (locatord stops serving first). Resolves with what was
- * written; rejects (and leaves no file) on an I/O error.
+ * written; rejects (and leaves no file) on an I/O error or a big-endian host.
  */
 export async function saveSnapshot(
   stateDir: string,
@@ -225,153 +229,95 @@ export async function saveSnapshot(
   watches?: MemoryWatches,
   o: { sliceMs?: number } = {},
 ): Promise<SnapshotWritten> {
+  if (!LITTLE_ENDIAN) throw new Error('snapshot: this host is big-endian; the snapshot format is little-endian');
   const file = path.join(stateDir, SNAPSHOT_FILE);
   const tmp = `${file}.${process.pid}.tmp`;
   const slicer = new Slicer(o.sliceMs ?? SLICE_MS);
+  // An await is a yield: the event loop runs meanwhile, so it ends a slice (as each write does).
+  slicer.pause();
   const fh = await open(tmp, 'w', 0o600);
+  slicer.resume();
   const w = new ChunkWriter(fh, slicer);
   const out: SnapshotWritten = { sessions: 0, records: 0, watchLists: 0, bytes: 0, durationMs: 0, cpuMs: 0, maxSliceMs: 0, maxSliceCpuMs: 0, slices: 0, skipped: 0 };
-  const strings = new Map<string, number>();
-  const stringIndex = async (s: string | undefined): Promise<number> => {
-    if (s === undefined) return NO_STRING;
-    let i = strings.get(s);
-    if (i !== undefined) return i;
-    const n = Buffer.byteLength(s);
-    if (strings.size >= NO_STRING || n > 0xffff) throw new Error('snapshot: too many or too long audiences and kids');
-    if (!w.fits(3 + n)) await w.flush(3 + n);
-    w.u8(T_STRING);
-    w.u16(n);
-    w.text(s, n);
-    strings.set(s, (i = strings.size));
-    return i;
-  };
-  // The session body; `inRecord`: its locator ID is the registration's (not repeated).
-  const putSession = (s: KeyedSession, aud: number, kid: number, inRecord: boolean): boolean => {
-    const at = w.pos;
-    if (!w.hexId(s.sidHex)) return false;
-    if (inRecord) w.u8(0);
-    else if (!w.hexId(s.locatorHex)) {
-      w.pos = at;
-      return false;
-    }
-    w.u16(aud);
-    w.u16(kid);
-    w.f64(s.exp);
-    w.f64(s.window.highestSeen);
-    w.i32(s.window.bitmapLo);
-    w.i32(s.window.bitmapHi);
-    w.f64(s.txSeq);
-    copySessionKeys(s, w.buf, w.pos);
-    w.pos += 2 * KEY_BYTES;
-    return true;
-  };
   try {
-    const head = Buffer.alloc(HEADER_BYTES);
-    MAGIC.copy(head, 0);
-    head.writeUInt32LE(SNAPSHOT_VERSION, 8);
-    head.writeDoubleLE(nowMs, 16);
-    w.bytes(head);
-    // Sessions a live registration holds are written inside it, the others after.
-    const embedded = new Set<string>();
-    const nowTick = table.nowTick();
-    // The registrations straight from the table's arrays (table.ts): no object per record.
-    const used = table.usedSlots;
-    for (let slot = 0; slot < used; slot++) {
+    const sc = sessions.columns();
+    const rc = table.columns();
+    w.buf.set(MAGIC, 0);
+    w.pos = MAGIC.length;
+    w.u32(SNAPSHOT_VERSION);
+    w.u32(0);
+    w.f64(nowMs);
+    if (sc.strings.length > MAX_STRINGS) throw new Error('snapshot: too many audiences and kids');
+    await w.room(4);
+    w.u32(sc.strings.length);
+    for (const s of sc.strings) {
+      await w.room(4 + 3 * s.length);
+      w.text(s);
+    }
+    // Sessions: their columns as they are.
+    const aud = new Int32Array(sc.aud.buffer, sc.aud.byteOffset, sc.n);
+    for (let s = 0; s < sc.n; s++) if (aud[s] !== NO_STRING) out.sessions++;
+    await w.room(4);
+    w.u32(sc.n);
+    for (const c of [sc.sid, sc.loc, sc.keys, sc.exp, sc.txSeq, sc.high, sc.lo, sc.hi, sc.aud, sc.kid]) await w.column(c);
+    // Registrations: their columns as they are, then each one's session slot (a live session of
+    // its own locator ID), made here; and the rare fields of the few that have any.
+    const refs = new Int32Array(rc.n).fill(-1);
+    const bits = new Uint32Array(rc.bits.buffer, rc.bits.byteOffset, rc.n);
+    const rare: number[] = [];
+    for (let slot = 0; slot < rc.n; slot++) {
       if (slicer.due()) await slicer.yield();
-      if (!table.inUse(slot) || nowTick >= table.expTicks[slot]!) continue;
-      const s = table.sessionOf(slot) as KeyedSession | undefined;
-      // Held first: an ended session's handle may no longer know its IDs. Raw IDs compared: no
-      // hex string made (and kept by the handle) per record at each save.
-      const withSession = s !== undefined && sessions.holds(s) && table.idIs(slot, s.locatorId);
-      const aud = withSession ? await stringIndex(s.aud) : NO_STRING;
-      const kid = withSession ? await stringIndex(s.kid) : NO_STRING;
+      if (!table.inUse(slot)) continue;
+      out.records++;
+      const s = table.sessionOf(slot);
+      const ref = s === undefined ? -1 : sessions.heldSlot(s);
+      if (ref >= 0 && ref < sc.n && sameId(rc.ids, slot, sc.loc, ref)) refs[slot] = ref;
+      if (Table.slotKind(bits[slot]!) === 2) rare.push(slot);
+    }
+    // The few with a nickname or rare fields, from their maps (not two lookups per slot).
+    for (const slot of table.nicknames.keys()) rare.push(slot);
+    for (const slot of table.extras.keys()) rare.push(slot);
+    rare.sort((a, b) => a - b);
+    await w.room(20);
+    w.u32(rc.n);
+    w.f64(rc.baseMs);
+    w.u32(rc.tickMs);
+    for (const c of [rc.ids, rc.ips, rc.bits, rc.regTicks, rc.expTicks, rc.seqs]) await w.column(c);
+    await w.column(new Uint8Array(refs.buffer));
+    const rareSlots = rare.filter((slot, i) => slot !== rare[i - 1] && slot < rc.n);
+    await w.room(4);
+    w.u32(rareSlots.length);
+    for (const slot of rareSlots) {
+      if (slicer.due()) await slicer.yield();
+      const ip = table.ipOf(slot);
+      const v6 = typeof ip === 'string' ? ip : undefined;
       const nick = table.nicknames.get(slot);
-      const nickBytes = nick === undefined ? 0 : Buffer.byteLength(nick);
       const x = table.extras.get(slot);
       const extra = x === undefined ? undefined : JSON.stringify(x);
-      const extraBytes = extra === undefined ? 0 : Buffer.byteLength(extra);
-      const need = RECORD_BYTES + nickBytes + extraBytes;
-      if (!w.fits(need)) await w.flush(need);
-      const at = w.pos;
-      const ip = table.ipOf(slot);
-      const v6 = typeof ip === 'string';
-      w.u8(T_REG);
-      w.u8((withSession ? F_SESSION : 0) | (v6 ? F_IPV6 : 0) | (nick !== undefined ? F_NICKNAME : 0) | (extra !== undefined ? F_EXTRA : 0) | (table.reachableOf(slot) ? F_REACHABLE : 0));
-      if ((v6 && Buffer.byteLength(ip) > 0xff) || nickBytes > 0xffff) {
-        w.pos = at;
-        out.skipped++;
-        continue;
-      }
-      w.u8(LOCATOR_ID_BYTES);
-      table.copyId(slot, w.buf, w.pos);
-      w.pos += LOCATOR_ID_BYTES;
-      if (v6) {
-        const n = Buffer.byteLength(ip);
-        w.u8(n);
-        w.text(ip, n);
-      } else w.i32(ip);
-      w.u16(table.portOf(slot));
-      w.u8(table.netModeOf(slot));
-      w.u8(table.visibilityOf(slot));
-      w.f64(table.tickToMs(table.regTicks[slot]!));
-      w.f64(table.tickToMs(table.expTicks[slot]!));
-      w.f64(table.seqs[slot]!);
-      if (nick !== undefined) {
-        w.u16(nickBytes);
-        w.text(nick, nickBytes);
-      }
-      if (extra !== undefined) {
-        w.u32(extraBytes);
-        w.text(extra, extraBytes);
-      }
-      if (withSession) {
-        if (!putSession(s, aud, kid, true)) {
-          w.pos = at;
-          out.skipped++;
-          continue;
-        }
-        embedded.add(s.sidHex);
-        out.sessions++;
-      }
-      out.records++;
+      await w.room(16 + 3 * ((v6?.length ?? 0) + (nick?.length ?? 0) + (extra?.length ?? 0)));
+      w.u32(slot);
+      w.u8((v6 !== undefined ? F_IPV6 : 0) | (nick !== undefined ? F_NICKNAME : 0) | (extra !== undefined ? F_EXTRA : 0));
+      if (v6 !== undefined) w.text(v6);
+      if (nick !== undefined) w.text(nick);
+      if (extra !== undefined) w.text(extra);
     }
-    for (const sid of sessions.ids()) {
+    const lists = [...(watches?.lists() ?? [])].filter((l) => {
+      const ok = isHexId(l.watcher) && l.targets.every(isHexId) && l.views.length === l.targets.length;
+      if (!ok) out.skipped++;
+      return ok;
+    });
+    await w.room(4);
+    w.u32(lists.length);
+    for (const l of lists) {
       if (slicer.due()) await slicer.yield();
-      if (embedded.has(sid)) continue;
-      const s = sessions.get(sid) as KeyedSession | undefined;
-      if (!s) continue;
-      const aud = await stringIndex(s.aud);
-      const kid = await stringIndex(s.kid);
-      if (!w.fits(RECORD_BYTES)) await w.flush();
-      const at = w.pos;
-      w.u8(T_SESSION);
-      if (!putSession(s, aud, kid, false)) {
-        w.pos = at;
-        out.skipped++;
-        continue;
-      }
-      out.sessions++;
-    }
-    embedded.clear();
-    for (const l of watches?.lists() ?? []) {
-      if (slicer.due()) await slicer.yield();
-      const need = 16 + l.targets.length * (2 + MAX_ID_BYTES + 8);
-      if (!w.fits(need)) await w.flush(need);
-      const at = w.pos;
-      w.u8(T_WATCH);
-      let ok = w.hexId(l.watcher);
+      await w.room(8 + l.targets.length * (1 + MAX_ID_BYTES + 8));
+      w.hexId(l.watcher);
       w.u32(l.targets.length);
-      for (const t of l.targets) ok = ok && w.hexId(t);
-      if (!ok) {
-        w.pos = at;
-        out.skipped++;
-        continue;
-      }
+      for (const t of l.targets) w.hexId(t);
       for (const v of l.views) w.f64(v);
       out.watchLists++;
     }
-    if (!w.fits(13)) await w.flush();
-    w.u8(T_END);
+    await w.room(12);
     w.u32(out.sessions);
     w.u32(out.records);
     w.u32(out.watchLists);
@@ -397,6 +343,18 @@ export async function saveSnapshot(
   return out;
 }
 
+/** A locator ID (the record's, `a` at slot `i`) equals another (`b` at slot `j`): 16 bytes each. */
+function sameId(a: Uint8Array, i: number, b: Uint8Array, j: number): boolean {
+  const x = i * LOCATOR_ID_BYTES;
+  const y = j * LOCATOR_ID_BYTES;
+  for (let k = 0; k < LOCATOR_ID_BYTES; k++) if (a[x + k] !== b[y + k]) return false;
+  return true;
+}
+
+function isHexId(hex: string): boolean {
+  return hex.length > 0 && hex.length <= 2 * MAX_ID_BYTES && /^(?:[0-9a-f]{2})+$/.test(hex);
+}
+
 /** Where a restore puts what it reads (the embedded store's parts). */
 export interface RestoreTarget {
   sessions: ServerSessions;
@@ -419,51 +377,6 @@ export interface Restored {
   cpuMs: number;
 }
 
-/** Puts decoded state in place (both versions). */
-class Restorer {
-  sessions = 0;
-  records = 0;
-  droppedExpired = 0;
-  watchLists = 0;
-  private searchable: [string, { extra: RegistrationExtra }][] = [];
-
-  constructor(private readonly t: RestoreTarget, private readonly nowMs: number) {}
-
-  /** Hold a session (unless its ticket expired meanwhile); the session when held. */
-  session(s: KeyedSession): KeyedSession | undefined {
-    const held = this.t.sessions.restore(s);
-    if (!held) return undefined;
-    this.sessions++;
-    return held;
-  }
-
-  /** False when it expired while locatord was down (dropped). */
-  live(expMs: number): boolean {
-    if (expMs > this.nowMs) return true;
-    this.droppedExpired++;
-    return false;
-  }
-
-  /** Hold a registration under the raw ID `b[at, at + len)` (`idHex`: the same in hex, if made already). */
-  record(b: Uint8Array, at: number, len: number, f: RegistrationFields, idHex?: string): void {
-    if (this.t.table.setRaw(b, at, len, f) === undefined) return;
-    // Only a media ID puts a terminal in the search index, sorted once at the end (finish).
-    if (f.extra?.mediaId !== undefined) this.searchable.push([idHex ?? Buffer.from(b.subarray(at, at + len)).toString('hex'), { extra: f.extra }]);
-    this.records++;
-  }
-
-  /** Once every record is in: the search index, built and sorted once (not an insertion per record). */
-  finish(): void {
-    this.t.search.load(this.searchable);
-    this.searchable = [];
-  }
-
-  /** Lists of watchers still registered: one whose registration expired meanwhile lost it, as it would have running. */
-  watch(watcher: string, targets: readonly string[], views: readonly number[]): void {
-    if (this.t.table.get(watcher) !== undefined && this.t.watches.restore(watcher, targets, views, MAX_WATCHES)) this.watchLists++;
-  }
-}
-
 /** A malformed snapshot (caught by decodeSnapshot: it returns {ok:false}, never throws). */
 class Malformed extends Error {
   constructor(readonly code: SnapshotErrorCode, reason: string) {
@@ -471,7 +384,7 @@ class Malformed extends Error {
   }
 }
 
-/** Bounds-checked reads of a version 2 file. */
+/** Bounds-checked reads of a file. */
 class Reader {
   pos = HEADER_BYTES;
 
@@ -479,7 +392,7 @@ class Reader {
 
   need(n: number): number {
     const at = this.pos;
-    if (n > this.buf.length - at) throw new Malformed('truncated', `snapshot ends inside a record at byte ${at}`);
+    if (n > this.buf.length - at) throw new Malformed('truncated', `snapshot ends inside a section at byte ${at}`);
     this.pos = at + n;
     return at;
   }
@@ -488,40 +401,33 @@ class Reader {
     return this.buf[this.need(1)]!;
   }
 
-  u16(): number {
-    return this.buf.readUInt16LE(this.need(2));
-  }
-
   u32(): number {
     return this.buf.readUInt32LE(this.need(4));
-  }
-
-  i32(): number {
-    return this.buf.readInt32LE(this.need(4));
   }
 
   f64(): number {
     return this.buf.readDoubleLE(this.need(8));
   }
 
-  /** A count or sequence number: a non-negative safe integer (or -1 when `orMinusOne`). */
-  int(what: string, orMinusOne = false): number {
-    const v = this.f64();
-    if (!Number.isSafeInteger(v) || v < (orMinusOne ? -1 : 0)) throw this.bad(`${what} is not a valid integer`);
-    return v;
+  /** `n` slots of `width` bytes: a view of them. */
+  column(n: number, width: number): Buffer {
+    const at = this.need(n * width);
+    return this.buf.subarray(at, at + n * width);
   }
 
-  time(what: string): number {
-    const v = this.f64();
-    if (!Number.isFinite(v)) throw this.bad(`${what} is not a finite time`);
-    return v;
+  /** u32 length + UTF-8. */
+  text(): string {
+    const n = this.u32();
+    const at = this.need(n);
+    return this.buf.toString('utf8', at, at + n);
   }
 
-  /** u8 length + ID bytes: the offset of the bytes and their length. */
-  id(what: string, allowEmpty = false): [number, number] {
+  /** u8 length + ID bytes, in hex. */
+  hexId(what: string): string {
     const n = this.u8();
-    if ((n === 0 && !allowEmpty) || n > MAX_ID_BYTES) throw this.bad(`${what} of ${n} bytes`);
-    return [this.need(n), n];
+    if (n === 0 || n > MAX_ID_BYTES) throw this.bad(`${what} of ${n} bytes`);
+    const at = this.need(n);
+    return this.buf.toString('hex', at, at + n);
   }
 
   bad(reason: string): Malformed {
@@ -529,31 +435,21 @@ class Reader {
   }
 }
 
-/** A session body (see the format above); built and restored when `into` is given. */
-function readSession(r: Reader, strings: string[], into: Restorer | undefined, recordId?: string): KeyedSession | undefined {
-  const [sidAt, sidLen] = r.id('session ID');
-  const [locAt, locLen] = r.id('session locator ID', recordId !== undefined);
-  if (recordId === undefined && locLen === 0) throw r.bad('standalone session without a locator ID');
-  const audIdx = r.u16();
-  const kidIdx = r.u16();
-  if (audIdx >= strings.length || (kidIdx !== NO_STRING && kidIdx >= strings.length)) throw r.bad('session names an undefined string');
-  const exp = r.time('ticket expiry');
-  const highest = r.int('replay window', true);
-  const lo = r.i32();
-  const hi = r.i32();
-  const txSeq = r.int('send sequence');
-  const keysAt = r.need(2 * KEY_BYTES);
-  if (!into) return undefined;
-  const b = r.buf;
-  const locatorId = locLen === 0 ? Buffer.from(recordId!, 'hex') : b.subarray(locAt, locAt + locLen);
-  const s: KeyedSession = newServerSession({
-    sid: b.subarray(sidAt, sidAt + sidLen), locatorId, aud: strings[audIdx]!, exp,
-    terminalToServer: b.subarray(keysAt, keysAt + KEY_BYTES), serverToTerminal: b.subarray(keysAt + KEY_BYTES, keysAt + 2 * KEY_BYTES),
-    window: ReplayWindow.fromState(highest, lo, hi), txSeq, ...(locLen === 0 ? { locatorHex: recordId } : {}),
-  });
-  if (kidIdx !== NO_STRING) s.kid = strings[kidIdx]!;
-  return into.session(s);
+/** A checked file: views of its columns, its few parsed parts. */
+interface Decoded {
+  savedMs: number;
+  sessions: FileColumns<SessionColumns>;
+  records: FileColumns<RegistrationColumns>;
+  /** Each registration slot's session slot, -1 for none. */
+  refs: Int32Array;
+  rare: Map<number, SlotRareFields>;
+  watches: { watcher: string; targets: string[]; views: number[] }[];
 }
+
+/** Columns as a decoded file has them: Buffers (views of the file), read with bounds checks. */
+type FileColumns<T> = { [K in keyof T]: T[K] extends Uint8Array ? Buffer : T[K] };
+const i32At = (c: Buffer, i: number): number => c.readInt32LE(4 * i);
+const f64At = (c: Buffer, i: number): number => c.readDoubleLE(8 * i);
 
 function parseExtra(text: string): RegistrationExtra | undefined {
   try {
@@ -564,241 +460,176 @@ function parseExtra(text: string): RegistrationExtra | undefined {
   }
 }
 
-/**
- * Check (without `into`) or restore (with it) a version 2 snapshot. Never throws on malformed
- * input; the restore pass runs only over a file the check pass accepted, so it cannot stop half
- * way.
- */
-function decodeV2(buf: Buffer, into?: Restorer, table?: RegistrationTable): { ok: true; savedMs: number } | SnapshotDecodeError {
-  if (buf.length < HEADER_BYTES || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return { ok: false, code: 'bad-magic', reason: 'not a locatord snapshot' };
+/** Check a whole file; nothing is built (only the few rare fields and watch lists parsed). */
+function decode(buf: Buffer): { ok: true; d: Decoded } | SnapshotDecodeError {
+  if (buf.length < HEADER_BYTES || !buf.subarray(0, MAGIC.length).equals(MAGIC)) {
+    return { ok: false, code: buf[0] === 0x7b ? 'bad-version' : 'bad-magic', reason: buf[0] === 0x7b ? 'snapshot version 1 (JSON lines, an earlier release): this locatord reads version 3 only' : 'not a locatord snapshot' };
+  }
   const version = buf.readUInt32LE(8);
-  if (version !== SNAPSHOT_VERSION) return { ok: false, code: 'bad-version', reason: `snapshot version ${version}, this locatord reads 1 and 2` };
+  if (version !== SNAPSHOT_VERSION) return { ok: false, code: 'bad-version', reason: `snapshot version ${version}: this locatord reads version ${SNAPSHOT_VERSION} only` };
+  if (!LITTLE_ENDIAN) return { ok: false, code: 'bad-version', reason: 'this host is big-endian; the snapshot format is little-endian' };
   const savedMs = buf.readDoubleLE(16);
   const r = new Reader(buf);
-  const strings: string[] = [];
-  let sessions = 0;
-  let records = 0;
-  let watchLists = 0;
   try {
-    for (;;) {
-      const type = r.u8();
-      if (type === T_END) {
-        const ns = r.u32();
-        const nr = r.u32();
-        const nw = r.u32();
-        if (ns !== sessions || nr !== records || nw !== watchLists) throw r.bad('end record counts differ from the records');
-        if (r.pos !== buf.length) return { ok: false, code: 'trailing-bytes', reason: `${buf.length - r.pos} bytes after the end record` };
-        return { ok: true, savedMs };
-      }
-      if (type === T_STRING) {
-        const n = r.u16();
-        const at = r.need(n);
-        if (strings.length >= NO_STRING) throw r.bad('too many strings');
-        strings.push(buf.toString('utf8', at, at + n));
-      } else if (type === T_REG) {
-        const flags = r.u8();
-        if (flags & ~(F_SESSION | F_IPV6 | F_NICKNAME | F_EXTRA | F_REACHABLE)) throw r.bad('unknown registration flags');
-        const [idAt, idLen] = r.id('locator ID');
-        let ip: number | string;
-        if (flags & F_IPV6) {
-          const n = r.u8();
-          const at = r.need(n);
-          ip = into ? buf.toString('utf8', at, at + n) : '';
-        } else ip = r.i32();
-        const port = r.u16();
-        const netMode = r.u8();
-        const vis = r.u8();
-        if (netMode > 7 || vis > 1) throw r.bad('network mode or visibility out of range');
-        const regMs = r.time('registration time');
-        const expMs = r.time('expiry');
-        const seq = r.int('sequence number');
-        let nickname: string | undefined;
-        if (flags & F_NICKNAME) {
-          const n = r.u16();
-          const at = r.need(n);
-          if (into) nickname = buf.toString('utf8', at, at + n);
-        }
-        let extra: RegistrationExtra | undefined;
-        if (flags & F_EXTRA) {
-          const n = r.u32();
-          const at = r.need(n);
-          extra = parseExtra(buf.toString('utf8', at, at + n));
-          if (!extra) throw r.bad('rare fields are not a JSON object');
-        }
-        // The hex ID only where a string is kept anyway (the session's, the search index's).
-        const idHex = into && (flags & F_SESSION || extra?.mediaId !== undefined) ? buf.toString('hex', idAt, idAt + idLen) : undefined;
-        const session = flags & F_SESSION ? readSession(r, strings, into, idHex ?? '') : undefined;
-        if (flags & F_SESSION) sessions++;
-        records++;
-        if (!into || !table || !into.live(expMs)) continue;
-        into.record(buf, idAt, idLen, {
-          ip, port, session, seq, regTick: table.msToTick(regMs), expTick: table.msToTick(expMs), netMode, visibility: vis,
-          reachable: (flags & F_REACHABLE) !== 0, nickname, extra,
-        }, idHex);
-      } else if (type === T_SESSION) {
-        readSession(r, strings, into);
-        sessions++;
-      } else if (type === T_WATCH) {
-        const [wAt, wLen] = r.id('watcher ID');
-        const n = r.u32();
-        if (n > MAX_WATCHES) throw r.bad(`watch list of ${n} targets`);
-        const targets: string[] = [];
-        for (let i = 0; i < n; i++) {
-          const [at, len] = r.id('watch target');
-          if (into) targets.push(buf.toString('hex', at, at + len));
-        }
-        const views: number[] = [];
-        for (let i = 0; i < n; i++) views.push(r.f64());
-        watchLists++;
-        if (into) into.watch(buf.toString('hex', wAt, wAt + wLen), targets, views);
-      } else {
-        throw r.bad(`unknown record type ${type}`);
-      }
+    const nStrings = r.u32();
+    if (nStrings > MAX_STRINGS) throw r.bad(`${nStrings} strings`);
+    const strings: string[] = [];
+    for (let i = 0; i < nStrings; i++) strings.push(r.text());
+    // Sessions.
+    const sn = r.u32();
+    if (sn * SESSION_SLOT_BYTES > buf.length - r.pos) throw new Malformed('truncated', `snapshot ends inside the sessions (${sn} slots)`);
+    const sc: FileColumns<SessionColumns> = {
+      n: sn, sid: r.column(sn, SESSION_ID_BYTES), loc: r.column(sn, LOCATOR_ID_BYTES), keys: r.column(sn, 2 * KEY_BYTES),
+      exp: r.column(sn, 8), txSeq: r.column(sn, 8), high: r.column(sn, 8), lo: r.column(sn, 4), hi: r.column(sn, 4),
+      aud: r.column(sn, 4), kid: r.column(sn, 4), strings,
+    };
+    let sessions = 0;
+    for (let s = 0; s < sn; s++) {
+      const aud = i32At(sc.aud, s);
+      if (aud === NO_STRING) continue;
+      const kid = i32At(sc.kid, s);
+      if (aud < 0 || aud >= nStrings || kid < NO_STRING || kid >= nStrings) throw r.bad(`session slot ${s} names an undefined string`);
+      const exp = f64At(sc.exp, s);
+      const tx = f64At(sc.txSeq, s);
+      const high = f64At(sc.high, s);
+      if (!Number.isFinite(exp) || !Number.isSafeInteger(tx) || tx < 0 || !Number.isSafeInteger(high) || high < -1) throw r.bad(`session slot ${s}: expiry, send sequence or replay window out of range`);
+      sessions++;
     }
+    // Registrations.
+    const rn = r.u32();
+    const baseMs = r.f64();
+    const tickMs = r.u32();
+    if (!Number.isFinite(baseMs) || tickMs === 0) throw r.bad('registration base time or tick out of range');
+    if (rn * RECORD_SLOT_BYTES > buf.length - r.pos) throw new Malformed('truncated', `snapshot ends inside the registrations (${rn} slots)`);
+    const rc: FileColumns<RegistrationColumns> = {
+      n: rn, baseMs, tickMs, ids: r.column(rn, LOCATOR_ID_BYTES), ips: r.column(rn, 4), bits: r.column(rn, 4),
+      regTicks: r.column(rn, 4), expTicks: r.column(rn, 4), seqs: r.column(rn, 8),
+    };
+    const refs = new Int32Array(rn);
+    new Uint8Array(refs.buffer).set(r.column(rn, 4));
+    let records = 0;
+    let v6 = 0;
+    for (let s = 0; s < rn; s++) {
+      const kind = Table.slotKind(i32At(rc.bits, s) >>> 0);
+      if (kind < 0) throw r.bad(`registration slot ${s}: unknown flags`);
+      if (kind === 0) continue;
+      const seq = f64At(rc.seqs, s);
+      if (!Number.isSafeInteger(seq) || seq < 0) throw r.bad(`registration slot ${s}: sequence number out of range`);
+      const ref = refs[s]!;
+      if (ref !== -1 && (ref < 0 || ref >= sn || i32At(sc.aud, ref) === NO_STRING || !sameId(rc.ids, s, sc.loc, ref))) throw r.bad(`registration slot ${s}: not its session's`);
+      if (kind === 2) v6++;
+      records++;
+    }
+    const nRare = r.u32();
+    const rare = new Map<number, SlotRareFields>();
+    let last = -1;
+    for (let i = 0; i < nRare; i++) {
+      const slot = r.u32();
+      const flags = r.u8();
+      if (slot <= last || slot >= rn) throw r.bad(`rare fields of slot ${slot}: slots not ascending or out of range`);
+      last = slot;
+      const kind = Table.slotKind(i32At(rc.bits, slot) >>> 0);
+      if (kind <= 0 || flags === 0 || flags & ~(F_IPV6 | F_NICKNAME | F_EXTRA) || (kind === 2) !== ((flags & F_IPV6) !== 0)) throw r.bad(`rare fields of slot ${slot}: flags do not match the record`);
+      const f: SlotRareFields = {};
+      if (flags & F_IPV6) f.ip = r.text();
+      if (flags & F_NICKNAME) f.nickname = r.text();
+      if (flags & F_EXTRA) {
+        f.extra = parseExtra(r.text());
+        if (!f.extra) throw r.bad(`rare fields of slot ${slot}: not a JSON object`);
+      }
+      if (kind === 2) v6--;
+      rare.set(slot, f);
+    }
+    if (v6 !== 0) throw r.bad('an IPv6 registration without its address');
+    const nWatches = r.u32();
+    const watches: Decoded['watches'] = [];
+    for (let i = 0; i < nWatches; i++) {
+      const watcher = r.hexId('watcher ID');
+      const n = r.u32();
+      if (n > MAX_WATCHES) throw r.bad(`watch list of ${n} targets`);
+      const targets: string[] = [];
+      for (let k = 0; k < n; k++) targets.push(r.hexId('watch target'));
+      const views: number[] = [];
+      for (let k = 0; k < n; k++) views.push(r.f64());
+      watches.push({ watcher, targets, views });
+    }
+    const ns = r.u32();
+    const nr = r.u32();
+    const nw = r.u32();
+    if (ns !== sessions || nr !== records || nw !== nWatches) throw r.bad('end counts differ from the sections');
+    if (r.pos !== buf.length) return { ok: false, code: 'trailing-bytes', reason: `${buf.length - r.pos} bytes after the end` };
+    return { ok: true, d: { savedMs, sessions: sc, records: rc, refs, rare, watches } };
   } catch (err) {
     if (err instanceof Malformed) return { ok: false, code: err.code, reason: err.message };
     throw err;
   }
 }
 
-/** Check a snapshot file's bytes (version 2) without building anything: {ok:false, code} if malformed. */
+/** Check a snapshot file's bytes without building anything: {ok:false, code} if malformed. */
 export function decodeSnapshot(buf: Buffer): { ok: true; savedMs: number } | SnapshotDecodeError {
-  return decodeV2(buf);
+  const r = decode(buf);
+  return r.ok ? { ok: true, savedMs: r.d.savedMs } : r;
 }
 
-// Version 1 (JSON lines), read once after an upgrade: a header {"v":1,"kind":...,"savedMs"},
-// then one line per session {"t":"s"}, registration {"t":"r"} and watch list {"t":"w"}.
-interface SessionLine {
-  t: 's';
-  sid: string;
-  loc: string;
-  aud: string;
-  exp: number;
-  kid?: string;
-  /** Raw terminal-to-server and server-to-terminal keys, base64url. */
-  t2s: string;
-  s2t: string;
-  win: { highest: number; seen: number[] };
-  tx: number;
+/**
+ * The sessions of a checked file held by `sessions`: in bulk at their slot numbers
+ * (ServerSessions.restoreColumns), or one by one when it holds some already or has room for
+ * fewer; a lookup from the file's slot to the held session.
+ */
+function restoreSessions(c: FileColumns<SessionColumns>, sessions: ServerSessions): (slot: number) => ServerSession | undefined {
+  if (sessions.restoreColumns(c)) return (slot) => sessions.heldAt(slot);
+  const held = new Map<number, ServerSession>();
+  for (let s = 0; s < c.n; s++) {
+    const aud = i32At(c.aud, s);
+    if (aud === NO_STRING) continue;
+    const kid = i32At(c.kid, s);
+    const k = s * 2 * KEY_BYTES;
+    const one: KeyedSession = newServerSession({
+      sid: c.sid.subarray(s * SESSION_ID_BYTES, (s + 1) * SESSION_ID_BYTES), locatorId: c.loc.subarray(s * LOCATOR_ID_BYTES, (s + 1) * LOCATOR_ID_BYTES),
+      aud: c.strings[aud]!, exp: f64At(c.exp, s), txSeq: f64At(c.txSeq, s),
+      terminalToServer: c.keys.subarray(k, k + KEY_BYTES), serverToTerminal: c.keys.subarray(k + KEY_BYTES, k + 2 * KEY_BYTES),
+      window: ReplayWindow.fromState(f64At(c.high, s), i32At(c.lo, s), i32At(c.hi, s)),
+    });
+    if (kid !== NO_STRING) one.kid = c.strings[kid]!;
+    const h = sessions.restore(one);
+    if (h) held.set(s, h);
+  }
+  return (slot) => held.get(slot);
 }
 
-interface RecordLine {
-  t: 'r';
-  id: string;
-  ip: string;
-  port: number;
-  netMode: number;
-  vis: number;
-  /** Accepts introductions (absent: no). */
-  reach?: 1;
-  regMs: number;
-  expMs: number;
-  seq: number;
-  sid?: string;
-  nickname?: string;
-  mediaId?: string;
-  localAddrs?: Address[];
-  community?: Props;
-  allow?: string[];
-  /** The rich presence record beside the media ID (looking for a partner, wants, status). */
-  presence?: RichPresence;
-}
-
-/** A watcher's subscriptions: target locator IDs (hex) and each one's view code (watches.ts viewCode). */
-interface WatchLine {
-  t: 'w';
-  id: string;
-  ts: string[];
-  vs: number[];
-}
-
-export function sessionFromLine(l: SessionLine): KeyedSession {
-  const s: KeyedSession = newServerSession({
-    sid: Buffer.from(l.sid, 'hex'), sidHex: l.sid, locatorId: Buffer.from(l.loc, 'hex'), locatorHex: l.loc, aud: l.aud, exp: l.exp,
-    terminalToServer: Buffer.from(l.t2s, 'base64url'), serverToTerminal: Buffer.from(l.s2t, 'base64url'),
-    window: ReplayWindow.fromJSON(l.win), txSeq: l.tx,
-  });
-  if (l.kid !== undefined) s.kid = l.kid;
-  return s;
-}
-
-export function recordFromLine(l: RecordLine, table: RegistrationTable, session: ServerSession | undefined): RegistrationFields {
-  const x: RegistrationExtra = {};
-  if (l.mediaId !== undefined) x.mediaId = l.mediaId;
-  if (l.localAddrs) x.localAddrs = l.localAddrs;
-  if (l.community) x.community = l.community;
-  if (l.allow) x.allow = l.allow;
-  if (l.presence) x.presence = l.presence;
-  return {
-    addr: { ip: l.ip, port: l.port }, session, seq: l.seq, regTick: table.msToTick(l.regMs), expTick: table.msToTick(l.expMs),
-    netMode: l.netMode, visibility: l.vis, reachable: l.reach === 1, nickname: l.nickname, extra: Object.keys(x).length > 0 ? x : undefined,
-  };
-}
-
-/** Parse a version 1 file whole, then restore it (so a bad line leaves nothing half restored). */
-function restoreV1(text: string, into: Restorer, table: RegistrationTable): { ok: true; savedMs: number } | SnapshotDecodeError {
-  const sessions: KeyedSession[] = [];
-  const records: RecordLine[] = [];
-  const watches: WatchLine[] = [];
-  let savedMs = 0;
-  const lines = text.split('\n');
-  const hex = (x: unknown): boolean => typeof x === 'string' && /^[0-9a-f]{1,128}$/.test(x);
-  const bad = (lineNo: number, why: string): SnapshotDecodeError => ({ ok: false, code: 'bad-json-line', reason: `line ${lineNo}: ${why}` });
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (!line) continue;
-    let o: Record<string, unknown>;
-    try {
-      o = JSON.parse(line) as Record<string, unknown>;
-      if (o === null || typeof o !== 'object') return bad(i + 1, 'not an object');
-    } catch {
-      return bad(i + 1, 'not JSON');
+/**
+ * The registrations of a checked file put in `table`: in bulk at their slot numbers
+ * (RegistrationTable.fill), or one by one (`setRaw`) when it was used already or has room for
+ * fewer slots (then the least recently registered are evicted beyond its bound, as running). How
+ * many had expired meanwhile (left out).
+ */
+function restoreRecords(d: Decoded, table: RegistrationTable, sessionAt: (slot: number) => ServerSession | undefined, nowMs: number): number {
+  const c = d.records;
+  const ofRecord = (s: number): ServerSession | undefined => (d.refs[s]! < 0 ? undefined : sessionAt(d.refs[s]!));
+  const expired = table.fill(c, ofRecord, d.rare);
+  if (expired >= 0) return expired;
+  let dropped = 0;
+  const toTick = (tick: number): number => table.msToTick(c.baseMs + tick * c.tickMs);
+  for (let s = 0; s < c.n; s++) {
+    const bits = i32At(c.bits, s) >>> 0;
+    if (Table.slotKind(bits) <= 0) continue;
+    if (c.baseMs + i32At(c.expTicks, s) * c.tickMs <= nowMs) {
+      dropped++;
+      continue;
     }
-    if (i === 0) {
-      if (o['kind'] !== KIND || o['v'] !== 1) return { ok: false, code: 'bad-version', reason: 'not a version 1 locatord snapshot' };
-      savedMs = Number(o['savedMs']);
-    } else if (o['t'] === 's') {
-      const l = o as unknown as SessionLine;
-      if (!hex(l.sid) || !hex(l.loc) || typeof l.aud !== 'string' || typeof l.t2s !== 'string' || typeof l.s2t !== 'string' || typeof l.win !== 'object' || l.win === null || !Array.isArray(l.win.seen)) {
-        return bad(i + 1, 'bad session');
-      }
-      try {
-        sessions.push(sessionFromLine(l));
-      } catch {
-        return bad(i + 1, 'bad session');
-      }
-    } else if (o['t'] === 'r') {
-      const l = o as unknown as RecordLine;
-      if (!hex(l.id) || typeof l.ip !== 'string' || typeof l.expMs !== 'number') return bad(i + 1, 'bad registration');
-      records.push(l);
-    } else if (o['t'] === 'w') {
-      const w = o as unknown as WatchLine;
-      if (!hex(w.id) || !Array.isArray(w.ts) || !Array.isArray(w.vs) || w.ts.length !== w.vs.length || !w.ts.every(hex) || !w.vs.every((v) => typeof v === 'number')) {
-        return bad(i + 1, 'bad watch list');
-      }
-      watches.push(w);
-    } else {
-      return bad(i + 1, 'unknown line type');
-    }
+    const rare = d.rare.get(s);
+    table.setRaw(c.ids, s * LOCATOR_ID_BYTES, LOCATOR_ID_BYTES, {
+      ...Table.fieldsOfBits(bits), ip: rare?.ip ?? i32At(c.ips, s), session: ofRecord(s), seq: f64At(c.seqs, s),
+      regTick: toTick(i32At(c.regTicks, s)), expTick: toTick(i32At(c.expTicks, s)), nickname: rare?.nickname, extra: rare?.extra,
+    });
   }
-  const bySid = new Map<string, KeyedSession>();
-  for (const s of sessions) {
-    const held = into.session(s);
-    if (held) bySid.set(s.sidHex, held);
-  }
-  for (const l of records) {
-    if (!into.live(l.expMs)) continue;
-    const id = Buffer.from(l.id, 'hex');
-    into.record(id, 0, id.length, recordFromLine(l, table, l.sid ? bySid.get(l.sid) : undefined), l.id);
-  }
-  for (const w of watches) into.watch(w.id, w.ts, w.vs);
-  return { ok: true, savedMs };
+  return dropped;
 }
 
 /**
  * Read the snapshot of `stateDir` into `target` (registrations that expired by `nowMs` are
- * dropped). Null when there is none; {ok:false, code} when it is malformed (nothing restored);
- * rejects on an I/O error other than its absence.
+ * dropped). Null when there is none; {ok:false, code} when it is malformed or of another
+ * version (nothing restored); rejects on an I/O error other than its absence.
  */
 export async function restoreSnapshot(stateDir: string, target: RestoreTarget, nowMs: number): Promise<Restored | SnapshotDecodeError | null> {
   const started = performance.now();
@@ -810,21 +641,29 @@ export async function restoreSnapshot(stateDir: string, target: RestoreTarget, n
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  const into = new Restorer(target, nowMs);
-  let version = SNAPSHOT_VERSION;
-  let r: { ok: true; savedMs: number } | SnapshotDecodeError;
-  if (buf[0] === 0x7b /* '{': version 1, JSON lines */) {
-    version = 1;
-    r = restoreV1(buf.toString('utf8'), into, target.table);
-  } else {
-    r = decodeV2(buf);
-    if (r.ok) r = decodeV2(buf, into, target.table);
+  const checked = decode(buf);
+  if (!checked.ok) return checked;
+  const d = checked.d;
+  const sessionsBefore = target.sessions.size;
+  const recordsBefore = target.table.size;
+  const sessionAt = restoreSessions(d.sessions, target.sessions);
+  const droppedExpired = restoreRecords(d, target.table, sessionAt, nowMs);
+  // Only a media ID puts a terminal in the search index, sorted once (not an insertion per record).
+  const searchable: [string, { extra: RegistrationExtra }][] = [];
+  for (const [slot, f] of d.rare) {
+    if (f.extra?.mediaId === undefined) continue;
+    const key = Buffer.from(d.records.ids.subarray(slot * LOCATOR_ID_BYTES, (slot + 1) * LOCATOR_ID_BYTES)).toString('hex');
+    if (target.table.find(key) !== -1) searchable.push([key, { extra: f.extra }]);
   }
-  if (!r.ok) return r;
-  into.finish();
+  target.search.load(searchable);
+  // Lists of watchers still registered: one whose registration expired meanwhile lost it, as it would have running.
+  let watchLists = 0;
+  for (const l of d.watches) {
+    if (target.table.find(l.watcher) !== -1 && target.watches.restore(l.watcher, l.targets, l.views, MAX_WATCHES)) watchLists++;
+  }
   return {
-    ok: true, version, savedMs: r.savedMs, sessions: into.sessions, records: into.records, droppedExpired: into.droppedExpired,
-    watchLists: into.watchLists, bytes: buf.length, durationMs: Math.round(performance.now() - started), cpuMs: cpuMsSince(cpu0),
+    ok: true, version: SNAPSHOT_VERSION, savedMs: d.savedMs, sessions: target.sessions.size - sessionsBefore, records: target.table.size - recordsBefore,
+    droppedExpired, watchLists, bytes: buf.length, durationMs: Math.round(performance.now() - started), cpuMs: cpuMsSince(cpu0),
   };
 }
 

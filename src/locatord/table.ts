@@ -862,4 +862,113 @@ export class RegistrationTable {
     for (const s of [...this.slots()]) this.free(s);
     this.schedule.clear();
   }
+
+  /**
+   * The table's columns (snapshot write, issue 16: the write is a copy of arrays): views, not
+   * copies, of slots [0, n), n one past the last slot holding a record. `bits` is this file's
+   * layout (see the top): a snapshot keeps it, so a change to it bumps SNAPSHOT_VERSION
+   * (snapshot.ts). The rare fields are read per slot (`ipOf` for IPv6, `nicknames`, `extras`).
+   * Valid until the next change to the table.
+   */
+  columns(): RegistrationColumns {
+    let n = this.highWater;
+    while (n > 0 && !(this.bits[n - 1]! & IN_USE_BIT)) n--;
+    const view = (a: ArrayBufferView, bytes: number): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, bytes);
+    return {
+      n, baseMs: this.baseMs, tickMs: TICK_MS, ids: view(this.ids, n * LOCATOR_ID_BYTES), ips: view(this.ips, n * 4), bits: view(this.bits, n * 4),
+      regTicks: view(this.regTicks, n * 4), expTicks: view(this.expTicks, n * 4), seqs: view(this.seqs, n * 8),
+    };
+  }
+
+  /** What a slot's `bits` word from `columns` says: 0 free, 1 an IPv4 record, 2 an IPv6 one, -1 not a word this table writes. */
+  static slotKind(bits: number): number {
+    if (!(bits & IN_USE_BIT)) return bits === 0 ? 0 : -1;
+    if (bits & ~SNAPSHOT_BITS) return -1;
+    return bits & IPV6_BIT ? 2 : 1;
+  }
+
+  /** The fields a slot's `bits` word from `columns` holds (a restore one by one: `setRaw`). */
+  static fieldsOfBits(bits: number): { port: number; netMode: number; visibility: number; reachable: boolean } {
+    return { port: bits & PORT_MASK, netMode: (bits >>> NETMODE_SHIFT) & NETMODE_MASK, visibility: (bits >>> VISIBILITY_SHIFT) & 1, reachable: (bits & REACHABLE_BIT) !== 0 };
+  }
+
+  /**
+   * Snapshot restore in bulk: the columns of `c` (checked by the caller: `slotKind`, and an IPv6
+   * text in `rare` for exactly the IPv6 records) copied into this table, which was never used,
+   * at the same slot numbers; then the index, recency list and schedule are rebuilt by a walk of
+   * the slots (the highest slot the most recent). A record expired by now, or whose ID an earlier
+   * slot holds, is left out. Each record's session is `sessionAt(slot)`. Returns how many were
+   * left out as expired, or -1 (nothing done) when the table was used already, has room for
+   * fewer than `c.n` slots or counts time in other ticks: then the caller `setRaw`s one by one.
+   */
+  fill(c: RegistrationColumns, sessionAt: (slot: number) => ServerSession | undefined, rare: ReadonlyMap<number, SlotRareFields>): number {
+    const n = c.n;
+    if (this.highWater !== 0 || n > this.max || c.tickMs !== TICK_MS) return -1;
+    while (this.capacity < n) this.grow();
+    const view = (a: ArrayBufferView, bytes: number): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, bytes);
+    view(this.ids, n * LOCATOR_ID_BYTES).set(c.ids);
+    view(this.ips, n * 4).set(c.ips);
+    view(this.bits, n * 4).set(c.bits);
+    view(this.regTicks, n * 4).set(c.regTicks);
+    view(this.expTicks, n * 4).set(c.expTicks);
+    view(this.seqs, n * 8).set(c.seqs);
+    // Both base times are whole seconds: the shift is a whole number of ticks.
+    const delta = Math.round((c.baseMs - this.baseMs) / TICK_MS);
+    const nowTick = this.nowTick();
+    this.highWater = n;
+    let expired = 0;
+    for (let s = 0; s < n; s++) {
+      const b = this.bits[s]!;
+      const exp = clampTick(this.expTicks[s]! + delta);
+      if (!(b & IN_USE_BIT) || nowTick >= exp || this.index.find(this.idBytes, this.idBytes, s * LOCATOR_ID_BYTES) !== NONE) {
+        if (b & IN_USE_BIT && nowTick >= exp) expired++;
+        this.bits[s] = 0;
+        continue;
+      }
+      this.expTicks[s] = exp;
+      this.regTicks[s] = clampTick(this.regTicks[s]! + delta);
+      // The session is bound below from the file's session column, not from a copied bit.
+      this.bits[s] = b & ~(PROBED_BIT | SCHEDULED_BIT | SESSION_BIT);
+      this.index.put(this.idBytes, s * LOCATOR_ID_BYTES, s);
+      this.recency.linkHead(s);
+      this.count++;
+      this.setSession(s, sessionAt(s));
+      const r = rare.get(s);
+      if (r) {
+        if (r.ip !== undefined) this.v6.set(s, r.ip);
+        if (r.nickname !== undefined) this.nicknames.set(s, r.nickname);
+        if (r.extra !== undefined) this.extras.set(s, r.extra);
+      }
+      this.file(s);
+    }
+    for (let s = n - 1; s >= 0; s--) if (!(this.bits[s]! & IN_USE_BIT)) this.recency.release(s);
+    return expired;
+  }
+}
+
+/** Bits a record's `bits` word may have in a snapshot (RegistrationTable.slotKind). */
+const SNAPSHOT_BITS = PORT_MASK | (NETMODE_MASK << NETMODE_SHIFT) | (1 << VISIBILITY_SHIFT) | PROBED_BIT | SCHEDULED_BIT | REACHABLE_BIT | IPV6_BIT | IN_USE_BIT | SESSION_BIT;
+
+/**
+ * The table's per-slot arrays as bytes (RegistrationTable.columns and fill), in the host's byte
+ * order: locator ID 16 B, then per slot i32 ip, u32 bits, i32 regTicks and expTicks (ticks of
+ * `tickMs` since `baseMs`), f64 seq.
+ */
+export interface RegistrationColumns {
+  n: number;
+  baseMs: number;
+  tickMs: number;
+  ids: Uint8Array;
+  ips: Uint8Array;
+  bits: Uint8Array;
+  regTicks: Uint8Array;
+  expTicks: Uint8Array;
+  seqs: Uint8Array;
+}
+
+/** A restored record's rare fields (RegistrationTable.fill): its IPv6 address, nickname, extra. */
+export interface SlotRareFields {
+  ip?: string | undefined;
+  nickname?: string | undefined;
+  extra?: RegistrationExtra | undefined;
 }

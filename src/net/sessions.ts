@@ -328,6 +328,57 @@ class SlotTable {
     }
     return slot;
   }
+
+  /**
+   * Snapshot restore in bulk: the columns of `c` (slots [0, c.n) of a table, as
+   * `ServerSessions.columns` gave them) copied into this table, which holds no session, at the
+   * same slot numbers; then the indexes and lists are rebuilt by a walk of the slots. A session
+   * `drop` says is over, or whose ID an earlier slot holds, is left out; beyond `perIdCap` of a
+   * locator ID its oldest go, as `put` does. False (nothing done) when this table holds sessions
+   * or has room for fewer than `c.n` slots: the caller puts them one by one.
+   */
+  fill(c: SessionColumns, drop: (exp: number) => boolean, perIdCap: number): boolean {
+    const n = c.n;
+    if (this.size !== 0 || n > this.max) return false;
+    if (this.cap < n) this.grow(n);
+    bytesOf(this.sid, n * SID_BYTES).set(c.sid);
+    bytesOf(this.loc, n * LOC_BYTES).set(c.loc);
+    bytesOf(this.keys, n * 2 * KEY_BYTES).set(c.keys);
+    bytesOf(this.exp, n * 8).set(c.exp);
+    bytesOf(this.txSeq, n * 8).set(c.txSeq);
+    bytesOf(this.high, n * 8).set(c.high);
+    bytesOf(this.lo, n * 4).set(c.lo);
+    bytesOf(this.hi, n * 4).set(c.hi);
+    bytesOf(this.aud, n * 4).set(c.aud);
+    bytesOf(this.kid, n * 4).set(c.kid);
+    const strings = c.strings.map((s) => this.intern(s));
+    for (let s = 0; s < n; s++) {
+      const aud = this.aud[s]!;
+      if (aud === NIL) {
+        this.kid[s] = NIL;
+        continue;
+      }
+      // Handles of whatever this slot held before are stale.
+      this.gen[s] = (this.gen[s]! + 1) >>> 0;
+      if (drop(this.exp[s]!) || this.sidIndex.find(this.sid, this.sid, s * SID_BYTES) !== NIL) {
+        this.aud[s] = NIL;
+        this.kid[s] = NIL;
+        this.keys.fill(0, s * 2 * KEY_BYTES, (s + 1) * 2 * KEY_BYTES);
+        continue;
+      }
+      this.aud[s] = strings[aud]!;
+      const kid = this.kid[s]!;
+      this.kid[s] = kid === NIL ? NIL : strings[kid]!;
+      this.sidIndex.put(this.sid, s * SID_BYTES, s);
+      this.size++;
+      this.recency.linkHead(s);
+      for (let count = this.linkLocator(s); count > perIdCap; count--) this.remove(this.firstOfLocator(this.loc.subarray(s * LOC_BYTES, (s + 1) * LOC_BYTES)));
+    }
+    // The free list again: every slot holding nothing, lowest first.
+    this.recency.dropFree();
+    for (let s = this.cap - 1; s >= 0; s--) if (this.aud[s] === NIL) this.recency.release(s);
+    return true;
+  }
 }
 
 /**
@@ -836,4 +887,67 @@ export class ServerSessions {
     const ttl = s.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now();
     return ttl > 0 ? this.hold(s) : undefined;
   }
+
+  /**
+   * The session table's columns (snapshot write, issue 16: the write is a copy of arrays): views,
+   * not copies, of slots [0, n) where n is one past the last slot holding a session; a slot
+   * whose `aud` is NIL (-1) holds none. Valid until the next change to the sessions.
+   */
+  columns(): SessionColumns {
+    const t = this.table;
+    let n = t.cap;
+    while (n > 0 && t.aud[n - 1] === NIL) n--;
+    return {
+      n, sid: bytesOf(t.sid, n * SID_BYTES), loc: bytesOf(t.loc, n * LOC_BYTES), keys: bytesOf(t.keys, n * 2 * KEY_BYTES),
+      exp: bytesOf(t.exp, n * 8), txSeq: bytesOf(t.txSeq, n * 8), high: bytesOf(t.high, n * 8), lo: bytesOf(t.lo, n * 4),
+      hi: bytesOf(t.hi, n * 4), aud: bytesOf(t.aud, n * 4), kid: bytesOf(t.kid, n * 4), strings: t.strings,
+    };
+  }
+
+  /** The slot of `s` when it is held (a snapshot names a registration's session by it), else NIL (-1). */
+  heldSlot(s: ServerSession): number {
+    if (s instanceof HeldSession) return s.live ? s.slot : NIL;
+    return this.table.findSid(s.sid);
+  }
+
+  /** A handle on the session of `slot` (restore: a registration's), undefined when it holds none. */
+  heldAt(slot: number): ServerSession | undefined {
+    const t = this.table;
+    return slot >= 0 && slot < t.cap && t.aud[slot] !== NIL ? new HeldSession(t, slot, t.gen[slot]!) : undefined;
+  }
+
+  /**
+   * Snapshot restore in bulk (SlotTable.fill): the sessions of `c` held at their slot numbers,
+   * those whose ticket expired meanwhile left out (as `restore` does). False when this holds
+   * sessions already or has room for fewer slots: then `restore` them one by one.
+   */
+  restoreColumns(c: SessionColumns): boolean {
+    const until = this.now() - this.opts.verifier.clockSkewS * 1000;
+    return this.table.fill(c, (exp) => !(exp * 1000 > until), this.perIdCap);
+  }
+}
+
+/**
+ * The session table's per-slot arrays as bytes (ServerSessions.columns, SlotTable.fill), in the
+ * host's byte order: sid 16 B, locator ID 16 B, keys 64 B, then per slot f64 exp, txSeq, high,
+ * i32 lo, hi, aud and kid (indexes into `strings`, NIL = -1: for `aud`, a free slot).
+ */
+export interface SessionColumns {
+  n: number;
+  sid: Uint8Array;
+  loc: Uint8Array;
+  keys: Uint8Array;
+  exp: Uint8Array;
+  txSeq: Uint8Array;
+  high: Uint8Array;
+  lo: Uint8Array;
+  hi: Uint8Array;
+  aud: Uint8Array;
+  kid: Uint8Array;
+  strings: readonly string[];
+}
+
+/** The first `n` bytes of a typed array, as a view. */
+function bytesOf(a: ArrayBufferView, n: number): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, n);
 }

@@ -202,4 +202,9 @@ export class RecencyList {
     this.unlink(s);
     this.linkHead(s);
   }
+
+  /** Empty the free list (a bulk fill then `release`s the slots left free). */
+  dropFree(): void {
+    this.freeHead = NIL;
+  }
 }

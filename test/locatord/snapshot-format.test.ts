@@ -1,10 +1,12 @@
-// The snapshot file itself (snapshot.ts, version 2 binary): every field round-trips through a
-// write and a restore (registrations with IPv6, nickname, rare fields, sessions with their keys,
-// replay window and send sequence, a session no registration holds, watch lists); the write
-// yields to the event loop between slices; a malformed file (any truncation, flipped bytes, bad
-// magic, version, trailing bytes) is refused with a code, never a throw, and restores nothing;
-// a version 1 file (JSON lines) is still read once; the daemon sets a bad file aside and starts
-// empty.
+// The snapshot file itself (snapshot.ts, version 3: the tables' columns): every field round-trips
+// through a write and a restore (registrations with IPv6, nickname, rare fields, sessions with
+// their keys, replay window and send sequence, a session no registration holds, watch lists),
+// in bulk into empty tables and one by one into tables that cannot take the file's slots; the
+// write yields to the event loop between slices; a malformed file (any truncation, flipped
+// bytes, bad magic, version, trailing bytes, a registration naming another terminal's session)
+// is refused with a code, never a throw, and restores nothing; files of earlier versions (1:
+// JSON lines, 2: a record per terminal) are refused; the daemon sets a bad file aside and
+// starts empty.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -40,8 +42,8 @@ function session(w: ReturnType<typeof world>, locatorId = randomBytes(16), kid?:
     terminalToServer: keys.subarray(0, 32), serverToTerminal: keys.subarray(32),
   });
   if (kid !== undefined) s.kid = kid;
-  w.sessions.restore(s);
-  return s;
+  // The held session (as a handler has it): a snapshot writes what the session table holds.
+  return w.sessions.restore(s)! as KeyedSession;
 }
 
 /** `n` plain terminals, plus one with every field, a session without registration and a watch list. */
@@ -76,7 +78,7 @@ t.test('every field round-trips through a write and a restore', async (t) => {
 
   const b = world(NOW + 60_000);
   const r = await restoreSnapshot(dir, b, NOW + 60_000);
-  t.match(r, { ok: true, version: 2, savedMs: NOW, sessions: 52, records: 51, droppedExpired: 0, watchLists: 1 });
+  t.match(r, { ok: true, version: 3, savedMs: NOW, sessions: 52, records: 51, droppedExpired: 0, watchLists: 1 });
   const before = a.table.get(rich)!;
   const after = b.table.get(rich)!;
   t.same(after.address, { ip: '2001:db8::7', port: 4242 });
@@ -153,9 +155,9 @@ t.test('a malformed file is refused with a code, never a throw, and restores not
   }
   t.pass('flipped bytes never throw');
   t.match(decodeSnapshot(Buffer.from('NOTASNAPSHOT-----------------')), { ok: false, code: 'bad-magic' });
-  const v3 = Buffer.from(good);
-  v3.writeUInt32LE(3, 8);
-  t.match(decodeSnapshot(v3), { ok: false, code: 'bad-version' });
+  const v4 = Buffer.from(good);
+  v4.writeUInt32LE(4, 8);
+  t.match(decodeSnapshot(v4), { ok: false, code: 'bad-version' });
   t.match(decodeSnapshot(Buffer.concat([good, Buffer.from([0])])), { ok: false, code: 'trailing-bytes' });
   t.match(decodeSnapshot(good.subarray(0, good.length - 20)), { ok: false, code: 'truncated' });
 
@@ -166,25 +168,74 @@ t.test('a malformed file is refused with a code, never a throw, and restores not
   t.equal(b.sessions.size, 0);
 });
 
-t.test('a version 1 snapshot (JSON lines) is still read once', async (t) => {
+t.test('a snapshot of an earlier version (1: JSON lines, 2: a record per terminal) is refused as bad-version', async (t) => {
   const dir = t.testdir();
   const id = randomBytes(16).toString('hex');
-  const sid = randomBytes(16).toString('hex');
-  const lines = [
-    { v: 1, kind: 'devloc-locatord-snapshot', savedMs: NOW },
-    { t: 's', sid, loc: id, aud: 'locator', exp: Math.floor(NOW / 1000) + 3600, kid: 'k', t2s: randomBytes(32).toString('base64url'), s2t: randomBytes(32).toString('base64url'), win: { highest: 4, seen: [3, 4] }, tx: 2 },
-    { t: 'r', id, ip: '198.51.100.7', port: 5000, netMode: 2, vis: 0, regMs: NOW, expMs: NOW + 600_000, seq: 4, sid, nickname: 'old' },
-  ];
-  writeFileSync(path.join(dir, SNAPSHOT_FILE), lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  writeFileSync(path.join(dir, SNAPSHOT_FILE), `${JSON.stringify({ v: 1, kind: 'devloc-locatord-snapshot', savedMs: NOW })}\n${JSON.stringify({ t: 'r', id, ip: '198.51.100.7', port: 5000, netMode: 2, vis: 0, regMs: NOW, expMs: NOW + 600_000, seq: 4 })}\n`);
   const b = world();
-  t.match(await restoreSnapshot(dir, b, NOW + 1000), { ok: true, version: 1, records: 1, sessions: 1 });
-  const r = b.table.get(id)!;
-  t.same([r.address, r.nickname], [{ ip: '198.51.100.7', port: 5000 }, 'old']);
-  t.equal(r.session!.window.check(4), 'replay');
-  writeFileSync(path.join(dir, SNAPSHOT_FILE), '{"v":1,"kind":"devloc-locatord-snapshot"}\n{"t":"s","sid":"zz"}\n');
+  t.match(await restoreSnapshot(dir, b, NOW + 1000), { ok: false, code: 'bad-version', reason: /version 1/ });
+  t.equal(b.table.size, 0);
+  // A version 2 header followed by one of its records (the END record of an empty file).
+  const v2 = Buffer.alloc(24 + 13);
+  v2.write('DEVLOCSN', 0, 'latin1');
+  v2.writeUInt32LE(2, 8);
+  v2.writeDoubleLE(NOW, 16);
+  v2[24] = 0xff;
+  writeFileSync(path.join(dir, SNAPSHOT_FILE), v2);
+  t.match(await restoreSnapshot(dir, b, NOW + 1000), { ok: false, code: 'bad-version', reason: /version 2: this locatord reads version 3 only/ });
+});
+
+t.test('a registration naming a session of another terminal is refused, and nothing restored', async (t) => {
+  const dir = t.testdir();
+  const a = world();
+  const x = session(a);
+  const y = session(a);
+  // Registered under y's locator ID but holding x's session (no handler does this): written
+  // without it, as a registration whose session is not its own.
+  a.table.set(y.locatorHex, { addr: { ip: '10.0.0.1', port: 1 }, session: x, seq: 1, regTick: a.table.nowTick(), expTick: a.table.expiryTick(60_000) });
+  await saveSnapshot(dir, a.sessions, a.table, NOW, a.watches);
+  const b = world();
+  t.match(await restoreSnapshot(dir, b, NOW), { ok: true, records: 1, sessions: 2 });
+  t.equal(b.table.get(y.locatorHex)!.session, undefined, 'restored without a session that was not its own');
+  // A file that links them anyway: the registration's session column patched to x's slot.
+  const file = readFileSync(path.join(dir, SNAPSHOT_FILE));
+  const refsEnd = file.length - 12 /* end */ - 4 /* no watch lists */ - 4 /* no rare fields */;
+  t.equal(file.readInt32LE(refsEnd - 4), -1);
+  const bad = Buffer.from(file);
+  bad.writeInt32LE(0, refsEnd - 4);
+  t.match(decodeSnapshot(bad), { ok: false, code: 'bad-record', reason: /not its session/ });
+  writeFileSync(path.join(dir, SNAPSHOT_FILE), bad);
   const c = world();
-  t.match(await restoreSnapshot(dir, c, NOW), { ok: false, code: 'bad-json-line' });
-  t.equal(c.sessions.size, 0);
+  t.match(await restoreSnapshot(dir, c, NOW), { ok: false, code: 'bad-record' });
+  t.equal(c.table.size + c.sessions.size, 0, 'nothing restored');
+});
+
+t.test('into tables that cannot take the file in bulk, the restore goes one by one with the same result', async (t) => {
+  const dir = t.testdir();
+  const a = world();
+  const { rich, lone, plain } = populate(a, 20);
+  await saveSnapshot(dir, a.sessions, a.table, NOW, a.watches);
+  // Tables already in use (a session and a record held), so neither takes the slots as they are.
+  const b = world(NOW + 60_000);
+  const other = session(b);
+  b.table.set(other.locatorHex, { addr: { ip: '10.9.9.9', port: 9 }, session: other, seq: 1, regTick: b.table.nowTick(), expTick: b.table.expiryTick(60_000) });
+  const r = await restoreSnapshot(dir, b, NOW + 60_000);
+  t.match(r, { ok: true, version: 3, sessions: 22, records: 21, droppedExpired: 0, watchLists: 1 });
+  const after = b.table.get(rich)!;
+  t.same([after.address, after.netMode, after.visibility, after.reachable, after.nickname, after.seq], [{ ip: '2001:db8::7', port: 4242 }, 3, 1, true, 'zoë', 72]);
+  t.equal(b.table.tickToMs(after.expTick), a.table.tickToMs(a.table.get(rich)!.expTick), 'same absolute expiry');
+  const s = after.session as KeyedSession;
+  t.ok(b.sessions.live(s), 'record linked to its restored session');
+  t.equal(s.kid, 'kid-1');
+  t.equal(s.window.check(72), 'replay');
+  t.same(b.table.get(plain)!.address, a.table.get(plain)!.address);
+  t.ok(b.sessions.get(lone.sidHex));
+  t.ok(b.table.get(other.locatorHex), 'what was there stays');
+  t.same(b.search.page('game', '', 10), [rich]);
+  // A table with room for fewer records than the file: the least recently registered go.
+  const c = world(NOW + 60_000);
+  const small = { ...c, table: new RegistrationTable({ maxEntries: 5, now: () => NOW + 60_000 }) };
+  t.match(await restoreSnapshot(dir, small, NOW + 60_000), { ok: true, records: 5, sessions: 22 });
 });
 
 t.test('locatord sets a truncated binary snapshot aside and starts empty, with the code in its log line', async (t) => {

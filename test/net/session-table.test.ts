@@ -6,7 +6,7 @@ import t from 'tap';
 import type { Test } from 'tap';
 import { newServerSession, sameSession, ServerSessions } from '../../src/net/sessions.js';
 import type { ServerSession as Session } from '../../src/net/sessions.js';
-import { ReplayWindow } from '../../src/wire/session.js';
+import { rawKey, ReplayWindow } from '../../src/wire/session.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import { Rng } from '../../fuzz/rng.js';
 
@@ -194,4 +194,44 @@ t.test('IDs of another size than the protocol\'s are not held (no slot, no throw
   t.equal(sessions.restore(s), undefined);
   t.equal(sessions.size, 0);
   t.equal(sessions.get('0101'), undefined);
+});
+
+t.test('columns and restoreColumns: a bulk copy into an empty table (snapshot restore)', (t) => {
+  let nowMs = 1_800_000_000_000;
+  const make = (perId?: number): ServerSessions => new ServerSessions({
+    verifier: new TicketVerifier({ keys: new Map(), audience: 'locator', now: () => Math.floor(nowMs / 1000) }),
+    serviceSecret: undefined as never, now: () => nowMs, ...(perId !== undefined ? { maxSessionsPerId: perId } : {}),
+  });
+  const a = make();
+  const loc = Buffer.alloc(16, 7);
+  const held: ServerSession[] = [];
+  for (let i = 0; i < 6; i++) {
+    const s: ServerSession = newServerSession({
+      sid: Buffer.alloc(16, 100 + i), locatorId: i < 4 ? loc : Buffer.alloc(16, i), aud: 'locator', exp: Math.floor(nowMs / 1000) + (i === 5 ? 10 : 3600),
+      terminalToServer: Buffer.alloc(32, i), serverToTerminal: Buffer.alloc(32, 50 + i),
+    });
+    if (i === 1) s.kid = 'k1';
+    const h = a.restore(s)!;
+    h.window.accept(3 + i);
+    h.txSeq = 20 + i;
+    held.push(h);
+  }
+  a.get(held[2]!.sidHex); // touched: recency is not what a snapshot keeps
+  const c = a.columns();
+  t.equal(c.n, 6);
+  nowMs += 1_200_000; // the sixth session's ticket (10 s) is over by now, clock skew allowed
+  const b = make(3);
+  t.ok(b.restoreColumns(c));
+  t.equal(b.size, 3 + 1, 'four of one locator ID under a cap of 3: the oldest goes; the expired one is left out');
+  t.equal(b.get(held[0]!.sidHex), undefined);
+  t.equal(b.get(held[5]!.sidHex), undefined);
+  for (const i of [1, 2, 3, 4]) {
+    const s = b.heldAt(a.heldSlot(held[i]!))! as ServerSession;
+    t.equal(s.sidHex, held[i]!.sidHex, `session ${i} at the same slot`);
+    t.same([s.txSeq, s.window.check(3 + i), s.window.check(4 + i), s.aud, s.kid], [20 + i, 'replay', 'ok', 'locator', i === 1 ? 'k1' : undefined]);
+    t.same(rawKey(s.keys.serverToTerminal), Buffer.alloc(32, 50 + i));
+  }
+  t.notOk(b.restoreColumns(c), 'a table holding sessions is not filled in bulk');
+  t.equal(b.heldAt(held[0]!.sid.length), undefined, 'heldAt of a free slot');
+  t.end();
 });
