@@ -16,7 +16,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import t from 'tap';
 import { Channel } from '../../src/agent/channel.js';
-import { RELAY_LOST_MS, RelayManager } from '../../src/agent/relay.js';
+import { RELAY_LOST_MS, RelayManager, realTimers } from '../../src/agent/relay.js';
 import { defaultLink } from '../../src/agent/turn/client.js';
 import type { Address } from '../../src/wire/addr.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
@@ -131,7 +131,7 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
     const m = new RelayManager({
       grants: () => [g], reauthenticate: async () => true,
       log: (_l, msg, f) => void logs.push(`${msg} ${JSON.stringify(f ?? {})}`),
-      now: () => Date.now() + skewMs,
+      clock: realTimers(() => Date.now() + skewMs),
       // A short UDP schedule (50 ms doubling): the test waits for UDP timeouts twice.
       client: { rtoMs: 50 },
     });
