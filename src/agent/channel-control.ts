@@ -32,11 +32,15 @@ interface Held {
   waiters: Set<() => void>;
 }
 
-class ChannelRegistry {
+export class ChannelRegistry {
   private readonly held = new Map<string, Held>();
   private readonly timer: ReturnType<typeof setInterval>;
 
-  constructor(private readonly agent: Agent) {
+  /** `now` is the clock of the lease and of KEEP_CLOSED_MS (a test passes a fake one and calls sweep()). */
+  constructor(
+    private readonly agent: Agent,
+    private readonly now: () => number = Date.now,
+  ) {
     agent.on('channel', (ch) => this.hold(ch, false));
     this.timer = setInterval(() => this.sweep(), 5000);
     this.timer.unref();
@@ -47,10 +51,10 @@ class ChannelRegistry {
     let h = this.held.get(ch.idHex);
     if (h) {
       if (leased) h.leased = true;
-      h.touchedAt = Date.now();
+      h.touchedAt = this.now();
       return h;
     }
-    const held: Held = { channel: ch, queue: [], lost: 0, leased, touchedAt: Date.now(), closedAt: undefined, waiters: new Set() };
+    const held: Held = { channel: ch, queue: [], lost: 0, leased, touchedAt: this.now(), closedAt: undefined, waiters: new Set() };
     h = held;
     const wake = (): void => {
       for (const w of held.waiters) w();
@@ -68,23 +72,29 @@ class ChannelRegistry {
       held.lost += l.missing;
     });
     ch.once('close', () => {
-      held.closedAt = Date.now();
+      held.closedAt = this.now();
       wake();
     });
     this.held.set(ch.idHex, held);
     return held;
   }
 
+  /** Renew the lease of h (a channel command named it). */
+  touch(h: Held): void {
+    h.touchedAt = this.now();
+  }
+
   get(idHex: string): Held {
     const live = this.agent.punch.get(idHex);
     const h = this.held.get(idHex) ?? (live ? this.hold(live, false) : undefined);
     if (!h) throw new AgentError('NOT_FOUND', `no channel ${idHex} (closed, or never opened: see "channels")`);
-    h.touchedAt = Date.now();
+    h.touchedAt = this.now();
     return h;
   }
 
-  private sweep(): void {
-    const now = Date.now();
+  /** Forget closed channels after KEEP_CLOSED_MS, close leased ones untouched for LEASE_MS (every 5 s). */
+  sweep(): void {
+    const now = this.now();
     for (const [id, h] of this.held) {
       if (h.closedAt !== undefined) {
         if (now - h.closedAt > KEEP_CLOSED_MS) this.held.delete(id);
@@ -98,9 +108,9 @@ class ChannelRegistry {
 const registries = new WeakMap<Agent, ChannelRegistry>();
 
 /** The agent's channel registry (made on first use; ControlServer.listen makes it at start). */
-export function channelRegistry(agent: Agent): ChannelRegistry {
+export function channelRegistry(agent: Agent, now?: () => number): ChannelRegistry {
   let r = registries.get(agent);
-  if (!r) registries.set(agent, (r = new ChannelRegistry(agent)));
+  if (!r) registries.set(agent, (r = new ChannelRegistry(agent, now)));
   return r;
 }
 
@@ -155,8 +165,9 @@ export async function dispatchChannel(agent: Agent, cmd: string, args: Record<st
     case 'channel.recv': {
       const h = reg.get(text(args, 'channel', 32)!);
       const waitMs = number(args, 'waitMs', 0, 0, MAX_WAIT_MS);
-      const max = number(args, 'max', MAX_QUEUE, 1, MAX_QUEUE);
-      if (h.queue.length === 0 && h.closedAt === undefined && waitMs > 0) {
+      // max 0 takes no message: the state alone, and the lease renewed (see LEASE_MS).
+      const max = number(args, 'max', MAX_QUEUE, 0, MAX_QUEUE);
+      if (max > 0 && h.queue.length === 0 && h.closedAt === undefined && waitMs > 0) {
         await new Promise<void>((resolve) => {
           const done = (): void => {
             clearTimeout(timer);
@@ -167,10 +178,11 @@ export async function dispatchChannel(agent: Agent, cmd: string, args: Record<st
           h.waiters.add(done);
         });
       }
-      h.touchedAt = Date.now();
+      reg.touch(h);
       const messages = h.queue.splice(0, max).map((m) => ({ n: m.n, text: m.data.toString('utf8'), data: m.data.toString('base64') }));
-      const lost = h.lost;
-      h.lost = 0;
+      // The loss count goes with the messages: a max-0 peek leaves it for the next real recv.
+      const lost = max > 0 ? h.lost : 0;
+      if (max > 0) h.lost = 0;
       const s = h.channel.summary();
       return { channel: s.channel, messages, lost, state: s.state, path: s.path, ...(s.reason ? { reason: s.reason } : {}) };
     }

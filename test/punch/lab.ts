@@ -44,6 +44,15 @@ export async function receiveAll(p: AgentProc, channel: string, count: number, m
 }
 
 /**
+ * Renew the lease of a channel the test opened with `connect` (devloc-agent(8)): without a
+ * channel command naming it for a minute the agent closes it ("control client went away"), and
+ * a test that only reads status meanwhile (a relay's loss takes about that long to find) loses it.
+ */
+export async function renewLease(p: AgentProc, channel: string): Promise<void> {
+  await p.control('channel.recv', { channel, max: 0 });
+}
+
+/**
  * Capture on `dev` in namespace `ns` into a pcap (`filter`: a capture filter, default UDP);
  * stop() resolves with the file's bytes.
  * dumpcap itself (tshark's capture child, installed with it), not tshark: tshark can exit before

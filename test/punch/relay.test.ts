@@ -33,7 +33,7 @@ import { devloc, devlocAsync } from '../cli/fixtures/cli.js';
 import { needs } from '../ops/tools.js';
 import { haveCoturn } from '../turn/coturn.js';
 import type { Recv } from './lab.js';
-import { addRelay, capture, channelOf, natHost, readyWithRelays, receiveAll, routerOf } from './lab.js';
+import { addRelay, capture, channelOf, natHost, readyWithRelays, receiveAll, renewLease, routerOf } from './lab.js';
 
 const missing = haveNetns();
 if (missing && process.env['CI']) t.fail(`cannot run: ${missing}`);
@@ -286,6 +286,7 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     // Into the dead relay (neither end knows yet): kept, and sent again after the move.
     await send(10);
     const moved = await eventually(async () => {
+      await renewLease(x1, symChannel);
       const c = channelOf(await x1.status(), symChannel);
       if (c && c.state !== 'open') throw new Error(`the channel closed instead of moving: ${c.reason}`);
       return c && c.stats.relayMoves >= 1 && c.path?.kind === 'relay' ? c : null;
@@ -293,6 +294,7 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     t.equal(moved.state, 'open', 'still open: moved, not closed');
     t.equal((await x1.status()).relayAllocation?.relay, 'r2', 'allocated on the second relay');
     const atX2 = await eventually(async () => {
+      await renewLease(x1, symChannel);
       const c = channelOf(await x2.status(), symChannel);
       if (c && c.state !== 'open') throw new Error(`sym2 closed instead of moving: ${c.reason}`);
       return c?.path?.addr.startsWith(`${relayIps[1]}:`) ? c : null;
@@ -306,6 +308,7 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     // The second relay dies too: no relay is left, and both ends say so.
     process.kill(relays[1]!.pid()!, 'SIGKILL');
     const closed = await eventually(async () => {
+      await renewLease(x1, symChannel);
       const c = channelOf(await x1.status(), symChannel);
       return c && c.state !== 'open' ? c : null;
     }, 180_000, 'the channel reports the lost relay');
