@@ -32,6 +32,7 @@
 // entry whose slot has been freed, reused or filed elsewhere since is void (checked by the slot's
 // `in use`, `scheduled` and `bucket`).
 import type { Address } from '../wire/addr.js';
+import { packIp, unpackIp } from '../wire/addr.js';
 import { LOCATOR_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
 import type { Props } from '../wire/schema.js';
 import type { ServerSession, SessionSlots } from '../net/sessions.js';
@@ -82,25 +83,8 @@ export interface RichPresence {
   status?: string;
 }
 
-/** IPv4 text to a signed 32-bit integer (a V8 small integer), anything else unchanged. */
-export function packIp(ip: string): number | string {
-  // Shorter than "0.0.0.0": not IPv4 (and a restore's placeholder costs no split).
-  if (ip.length < 7) return ip;
-  const parts = ip.split('.');
-  if (parts.length !== 4) return ip;
-  let n = 0;
-  for (const p of parts) {
-    const v = Number(p);
-    if (!/^\d{1,3}$/.test(p) || v > 255) return ip;
-    n = (n << 8) | v;
-  }
-  return n | 0;
-}
-
-export function unpackIp(ip: number | string): string {
-  if (typeof ip === 'string') return ip;
-  return `${(ip >>> 24) & 255}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
-}
+// packIp/unpackIp live in wire/addr.ts (routability.ts packs addresses too); re-exported here.
+export { packIp, unpackIp } from '../wire/addr.js';
 
 /** What a record is made of (`RegistrationTable.set`); the rare fields are optional. */
 export interface RegistrationFields {

@@ -17,13 +17,14 @@ import type { KeyObject } from 'node:crypto';
 import { createHash, createHmac, diffieHellman, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Address } from '../wire/addr.js';
-import { normaliseIp } from '../wire/addr.js';
+import { normaliseIp, packIp } from '../wire/addr.js';
 import type { Bodies } from '../wire/catalog.js';
 import { ErrorCode } from '../wire/errors.js';
 import { publicKeyObject } from '../wire/keys.js';
 import { peekTicket } from '../wire/ticket-parse.js';
 import type { Refusal } from './server.js';
 import type { ServerSession } from './sessions.js';
+import { HeldSession } from './sessions.js';
 
 /** Token validity: the slot it was made in and the next one (30 to 60 s). */
 export const TOKEN_SLOT_MS = 30_000;
@@ -56,16 +57,41 @@ export interface AddressValidationOptions {
   now?: () => number;
   /** Token key (tests); default random. */
   key?: Buffer;
-  /** Sessions whose validated addresses are remembered. */
-  maxSessions?: number;
+  /** Sessions not held in a slot table whose validated addresses are remembered by ID (see `byId`). */
+  maxUnheld?: number;
 }
 
+/** Sessions by ID, to resolve an acceptKey from another worker to a held session's slot. */
+export interface SessionFinder {
+  get(sidHex: string): ServerSession | undefined;
+}
+
+/** An IPv4 address and port as one exact number: ip * 2^16 + port + 1 (0 = none; < 2^49). */
+const packV4 = (ip: number, port: number): number => (ip >>> 0) * 65_536 + port + 1;
+
+/**
+ * Validated addresses are kept beside the held session they belong to, by its slot in the
+ * ServerSessions' table (HeldSession slot and generation): MAX_VALIDATED_PER_SESSION numbers per
+ * slot for IPv4 (packV4, exact), a map for the rare IPv6 ones, and the slot's generation, so a
+ * slot taken by another session starts with none. That is 36 B per slot, no object and no string
+ * per session: a string-keyed LRU of arrays cost ~380 B of heap per active session and, capped
+ * at 500k, made every REFRESH beyond that many active sessions a challenge round trip. Sessions
+ * that are not held (a record being opened, an acceptKey from another worker for a session this
+ * one does not hold) fall back to a small LRU by session ID.
+ */
 export class AddressValidation {
   private readonly key: Buffer;
   private readonly now: () => number;
-  /** Validated addresses by session ID (bounded; an evicted session is simply challenged again). */
-  private readonly validated: LRUCache<string, string[]>;
+  /** Per slot: the generation whose addresses `v4`/`v6` hold (+1; 0 = none). */
+  private slotGen = new Uint32Array(0);
+  /** Per slot, MAX_VALIDATED_PER_SESSION packed IPv4 addresses, oldest first (0 = empty). */
+  private v4 = new Float64Array(0);
+  /** IPv6 addresses (addrKey) validated for a slot, oldest first. */
+  private readonly v6 = new Map<number, string[]>();
+  /** Validated addresses of sessions not held in a slot, by session ID (bounded; evicted = challenged again). */
+  private readonly byId: LRUCache<string, string[]>;
   private readonly lastChallenge = new LRUCache<string, number>({ max: 65_536 });
+  private sessions: SessionFinder | undefined;
   /** Counters (the server exports them as metrics). */
   readonly stats = { challenges: 0, suppressed: 0, proofs: 0, badProofs: 0, openedValidated: 0 };
   /**
@@ -78,11 +104,85 @@ export class AddressValidation {
   constructor(o: AddressValidationOptions = {}) {
     this.key = o.key ?? randomBytes(32);
     this.now = o.now ?? Date.now;
-    this.validated = new LRUCache({ max: o.maxSessions ?? 500_000 });
+    this.byId = new LRUCache({ max: o.maxUnheld ?? 65_536 });
+  }
+
+  /** The sessions whose held ones acceptKey resolves to their slot (DatagramServer attaches its own). */
+  attach(sessions: SessionFinder): void {
+    this.sessions = sessions;
+  }
+
+  /** The index of `session`'s addresses in v4 (slot * MAX), made current for its generation; -1 when not held. */
+  private slotOf(session: ServerSession, forWrite: boolean): number {
+    if (!(session instanceof HeldSession) || !session.live) return -1;
+    const slot = session.slot;
+    const gen = (session.gen + 1) >>> 0 || 1;
+    if (slot < this.slotGen.length && this.slotGen[slot] === gen) return slot;
+    if (!forWrite) return -1;
+    if (slot >= this.slotGen.length) {
+      const n = Math.max(slot + 1, this.slotGen.length * 2, 1024);
+      const g = new Uint32Array(n);
+      g.set(this.slotGen);
+      const a = new Float64Array(n * MAX_VALIDATED_PER_SESSION);
+      a.set(this.v4);
+      this.slotGen = g;
+      this.v4 = a;
+    }
+    // A new session in the slot: the last one's addresses go.
+    this.slotGen[slot] = gen;
+    this.v4.fill(0, slot * MAX_VALIDATED_PER_SESSION, (slot + 1) * MAX_VALIDATED_PER_SESSION);
+    this.v6.delete(slot);
+    return slot;
   }
 
   isValidated(session: ServerSession, from: Address): boolean {
-    return this.validated.get(session.sidHex)?.includes(addrKey(from)) ?? false;
+    const slot = this.slotOf(session, false);
+    if (slot >= 0) {
+      const ip = packIp(normaliseIp(from.ip));
+      if (typeof ip === 'number') {
+        const x = packV4(ip, from.port);
+        const at = slot * MAX_VALIDATED_PER_SESSION;
+        for (let i = 0; i < MAX_VALIDATED_PER_SESSION; i++) if (this.v4[at + i] === x) return true;
+      } else if (this.v6.get(slot)?.includes(addrKey(from))) return true;
+    }
+    // Validated before it was held here (opened, or passed on by another worker): move it in.
+    if (this.byId.size === 0) return false;
+    const k = addrKey(from);
+    const list = this.byId.get(session.sidHex);
+    if (!list?.includes(k)) return false;
+    if (slot >= 0 || this.slotOf(session, true) >= 0) {
+      for (const a of list) this.record(session, a);
+      this.byId.delete(session.sidHex);
+    }
+    return true;
+  }
+
+  /** Record address key `k` for a held session (the newest MAX_VALIDATED_PER_SESSION kept); false when not held. */
+  private record(session: ServerSession, k: string): boolean {
+    const slot = this.slotOf(session, true);
+    if (slot < 0) return false;
+    const sep = k.lastIndexOf('|');
+    const ip = packIp(k.slice(0, sep));
+    if (typeof ip === 'number') {
+      const x = packV4(ip, Number(k.slice(sep + 1)));
+      const at = slot * MAX_VALIDATED_PER_SESSION;
+      // The entries are contiguous from `at`, oldest first. Take out x where it is (or the first
+      // empty place, or when full and x is absent the oldest), close the gap, append x.
+      let i = 0;
+      while (i < MAX_VALIDATED_PER_SESSION && this.v4[at + i] !== 0 && this.v4[at + i] !== x) i++;
+      if (i === MAX_VALIDATED_PER_SESSION) i = 0;
+      this.v4.copyWithin(at + i, at + i + 1, at + MAX_VALIDATED_PER_SESSION);
+      this.v4[at + MAX_VALIDATED_PER_SESSION - 1] = 0;
+      let end = at;
+      while (end < at + MAX_VALIDATED_PER_SESSION && this.v4[end] !== 0) end++;
+      this.v4[end] = x;
+    } else {
+      const list = (this.v6.get(slot) ?? []).filter((a) => a !== k);
+      list.push(k);
+      if (list.length > MAX_VALIDATED_PER_SESSION) list.shift();
+      this.v6.set(slot, list);
+    }
+    return true;
   }
 
   private token(sid: Uint8Array, from: Address, slot: number): Buffer {
@@ -154,15 +254,20 @@ export class AddressValidation {
   /** Record `from` as validated for `session` (the newest MAX_VALIDATED_PER_SESSION kept). */
   accept(session: ServerSession, from: Address): void {
     const k = addrKey(from);
-    this.acceptKey(session.sidHex, k);
+    if (!this.record(session, k)) this.remember(session.sidHex, k);
     this.onAccepted?.(session.sidHex, k);
   }
 
   /** Record an address (its addrKey) as validated for a session ID (hex), as another worker did. */
   acceptKey(sidHex: string, addr: string): void {
-    const list = (this.validated.get(sidHex) ?? []).filter((x) => x !== addr);
+    const held = this.sessions?.get(sidHex);
+    if (!held || !this.record(held, addr)) this.remember(sidHex, addr);
+  }
+
+  private remember(sidHex: string, addr: string): void {
+    const list = (this.byId.get(sidHex) ?? []).filter((x) => x !== addr);
     list.push(addr);
     if (list.length > MAX_VALIDATED_PER_SESSION) list.shift();
-    this.validated.set(sidHex, list);
+    this.byId.set(sidHex, list);
   }
 }

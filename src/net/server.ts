@@ -242,6 +242,7 @@ export class DatagramServer {
   constructor(private readonly opts: DatagramServerOptions) {
     this.socket = opts.socket;
     this.routability = opts.sessions ? opts.addressValidation ?? new AddressValidation() : undefined;
+    if (this.routability && opts.sessions) this.routability.attach(opts.sessions);
     const replyLifetimeMs = opts.exchangeLifetimeMs ?? EXCHANGE_LIFETIME_MS;
     this.replies = new LRUCache({ max: opts.replyCacheMax ?? 100_000, ttl: replyLifetimeMs });
     // lru-cache drops an expired reply only when it is looked up or evicted: without a purge, a

@@ -141,3 +141,23 @@ export function parseAddress(text: string): Address | null {
   if (!bytes || port > 65535) return null;
   return { ip: bytesToIp(bytes)!, port };
 }
+
+/** IPv4 text to a signed 32-bit integer (a V8 small integer), anything else unchanged. */
+export function packIp(ip: string): number | string {
+  // Shorter than "0.0.0.0": not IPv4 (and a restore's placeholder costs no split).
+  if (ip.length < 7) return ip;
+  const parts = ip.split('.');
+  if (parts.length !== 4) return ip;
+  let n = 0;
+  for (const p of parts) {
+    const v = Number(p);
+    if (!/^\d{1,3}$/.test(p) || v > 255) return ip;
+    n = (n << 8) | v;
+  }
+  return n | 0;
+}
+
+export function unpackIp(ip: number | string): string {
+  if (typeof ip === 'string') return ip;
+  return `${(ip >>> 24) & 255}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
+}

@@ -6,6 +6,8 @@
 // shared window).
 import t from 'tap';
 import { AddressValidation, TOKEN_SLOT_MS } from '../../src/net/routability.js';
+import { HeldSession } from '../../src/net/sessions.js';
+import type { SessionSlots } from '../../src/net/sessions.js';
 import type { Handlers } from '../../src/net/server.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
 import { encodeClaims, parseClaims } from '../../src/wire/ticket-parse.js';
@@ -122,4 +124,57 @@ t.test('--workers: an address validated at one worker is validated at another (o
   // From another address it is still challenged at either.
   await h2.server.receive(cs.encode('REFRESH', rid(3), {}), B);
   t.equal(decoded(h2.socket.sent.at(-1)!.bytes).name, 'ADDR_CHALLENGE');
+});
+
+// The store of validated addresses: per held session, beside its slot (no LRU of its own).
+const slots = (n: number): { gen: Uint32Array } => ({ gen: new Uint32Array(n) });
+const held = (t: { gen: Uint32Array }, slot: number): HeldSession => new HeldSession(t as unknown as SessionSlots, slot, t.gen[slot]!, slot.toString(16).padStart(32, '0'));
+
+t.test('validated addresses: the newest 4 per session, IPv4 and IPv6, a reused slot starts empty', async (t) => {
+  const v = new AddressValidation();
+  const tb = slots(8);
+  const s = held(tb, 3);
+  const at = (i: number) => ({ ip: `192.0.2.${i}`, port: 4000 + i });
+  for (let i = 1; i <= 4; i++) v.accept(s, at(i));
+  t.ok([1, 2, 3, 4].every((i) => v.isValidated(s, at(i))), 'four kept');
+  v.accept(s, at(1)); // validated again: now the newest
+  v.accept(s, at(5));
+  t.notOk(v.isValidated(s, at(2)), 'the oldest went when a fifth came');
+  t.ok([1, 3, 4, 5].every((i) => v.isValidated(s, at(i))), 'the re-validated one stayed');
+  t.notOk(v.isValidated(s, { ip: '192.0.2.1', port: 4002 }), 'the port counts');
+  t.ok(v.isValidated(s, { ip: '::ffff:192.0.2.5', port: 4005 }), 'an IPv4-mapped source is its IPv4 address');
+  v.accept(s, { ip: '2001:db8::1', port: 9 });
+  t.ok(v.isValidated(s, { ip: '2001:db8:0::1', port: 9 }), 'IPv6, normalised');
+  t.notOk(v.isValidated(held(tb, 2), at(5)), 'another slot has none');
+  // The session ends; a new one takes the slot.
+  tb.gen[3] = 1;
+  t.notOk(v.isValidated(s, at(5)), 'an ended session is not validated anywhere');
+  const next = held(tb, 3);
+  t.notOk(v.isValidated(next, at(5)) || v.isValidated(next, { ip: '2001:db8::1', port: 9 }), "the slot's next session inherits nothing");
+});
+
+t.test('validated addresses are kept for every held session, however many (no LRU bound below the session table)', async (t) => {
+  // A string-keyed LRU capped at 500k sessions used to hold them: past that many active sessions
+  // every request of the least recent ones was challenged again.
+  const n = 600_000;
+  const v = new AddressValidation();
+  const tb = slots(n);
+  for (let i = 0; i < n; i++) v.accept(held(tb, i), { ip: '198.51.100.7', port: 1 + (i % 60_000) });
+  let missing = 0;
+  for (let i = 0; i < n; i++) if (!v.isValidated(held(tb, i), { ip: '198.51.100.7', port: 1 + (i % 60_000) })) missing++;
+  t.equal(missing, 0, `all ${n} sessions still validated`);
+});
+
+t.test('a session not held (yet): remembered by ID, moved beside its slot once held', async (t) => {
+  const v = new AddressValidation();
+  const tb = slots(4);
+  const s = held(tb, 1);
+  const finder = new Map<string, HeldSession>();
+  v.attach({ get: (id) => finder.get(id) });
+  v.acceptKey(s.sidHex, '203.0.113.9|77'); // another worker validated it before this one held it
+  t.ok(v.isValidated(s, { ip: '203.0.113.9', port: 77 }), 'validated through the ID');
+  tb.gen[1] = 1; // the slot moves on; the address was moved into the old generation's place
+  finder.set(s.sidHex, held(tb, 1));
+  v.acceptKey(s.sidHex, '203.0.113.9|78');
+  t.ok(v.isValidated(held(tb, 1), { ip: '203.0.113.9', port: 78 }), 'held: recorded beside its slot');
 });
