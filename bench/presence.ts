@@ -61,7 +61,7 @@ export async function benchWatchMemory(terminals: number, perWatcher: number): P
 
 /** Collect what `watchers` received until `until(total)` or `timeoutMs` of nothing new. */
 async function collect(watchers: Child, until: (r: ReceivedPushes) => boolean, timeoutMs: number): Promise<ReceivedPushes & { histogram: Histogram }> {
-  const sum = { pushes: 0, copies: 0, lastAtMs: 0, pushBytes: 0, ackBytes: 0, histogram: new Histogram() };
+  const sum = { pushes: 0, copies: 0, lastAtMs: 0, pushBytes: 0, ackBytes: 0, histogram: new Histogram(), timeline: [] as ReceivedPushes['timeline'] };
   let quietSince = Date.now();
   for (;;) {
     const r = await watchers.ask<ReceivedPushes>({ cmd: 'received' });
@@ -71,6 +71,7 @@ async function collect(watchers: Child, until: (r: ReceivedPushes) => boolean, t
     sum.lastAtMs = Math.max(sum.lastAtMs, r.lastAtMs);
     if (r.pushBytes > 0) Object.assign(sum, { pushBytes: r.pushBytes, ackBytes: r.ackBytes });
     sum.histogram.merge(Histogram.fromJSON(r.latency));
+    sum.timeline.push(...r.timeline);
     const view = { ...sum, latency: sum.histogram.toJSON() };
     if (until(view) || Date.now() - quietSince > timeoutMs) return view;
     await sleep(20);
