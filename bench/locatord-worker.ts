@@ -83,6 +83,13 @@ export interface RunResult {
   answered: number;
   lost: number;
   ms: number;
+  /**
+   * Paced runs: how long the sending took (the offered window, ms; `ms` also counts the wait for
+   * the last answers), and how late the latest request went out (ms): a generator that cannot
+   * keep up shows here, not as a lower offered rate.
+   */
+  sendMs?: number;
+  maxLateMs?: number;
 }
 
 interface Terminal {
@@ -270,9 +277,10 @@ class LoadGenerator {
       sent += due;
       await new Promise((r) => setTimeout(r, 1));
     }
+    const sendMs = Date.now() - start;
     await new Promise((r) => setTimeout(r, 500));
     this.socket.off('message', onMessage);
-    return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start };
+    return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start, sendMs, maxLateMs: Math.round(pacer.maxLateMs) };
   }
 
   private pushes = LoadGenerator.noPushes();
