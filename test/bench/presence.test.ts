@@ -6,6 +6,7 @@
 import t from 'tap';
 import { SECTION_NAMES } from '../../bench/index.js';
 import { benchPresence, presenceRows } from '../../bench/presence.js';
+import { runPresenceMicro } from '../../bench/presence-micro.js';
 
 t.test('the presence section is listed', async (t) => {
   t.ok(SECTION_NAMES.includes('presence'));
@@ -43,4 +44,12 @@ t.test('presenceRows: the rows of the section', async (t) => {
   t.same(rows.map((r) => r.unit), ['B', 'pushes/s', 'pushes/CPU-s', 'pushes/CPU-s', 'x', 'changes/s', 'changes/s', 'ms']);
   t.same(rows.filter((r) => r.unit === 'changes/s').map((r) => (r.extra as { offered: number }).offered), [20, 50], 'a latency row per offered rate');
   t.ok(rows.every((r) => r.section === 'presence' && Number.isFinite(r.value)));
+});
+
+t.test('runPresenceMicro: an in-process locatord, every change pushed and its ack taken', async (t) => {
+  // It throws when a change is not pushed or a push is left unacknowledged.
+  const r = await runPresenceMicro(300, 2, 20);
+  t.equal(r.changes, 300);
+  t.equal(r.rounds.length, 2, 'one figure per round');
+  t.ok(r.rounds.every((x) => Number.isFinite(x)) && r.rounds.includes(r.usPerChange), 'the median round is one of them');
 });
