@@ -211,7 +211,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     }),
     {
       name: 'presence',
-      doc: 'WATCH subscriptions (issue 18): whole-process RSS per subscription at 1M terminals x 50; PRESENCE pushes/s and per locatord CPU-s at fan-out 50, and as a ratio of the ceiling (bare node:dgram: one send + one receive per push); change -> push latency at 10k changes/s; one terminal watched by 1,000',
+      doc: 'WATCH subscriptions (issue 18): whole-process RSS per subscription at 1M terminals x 50; PRESENCE pushes/s and per locatord CPU-s at fan-out 50, and as a ratio of the ceiling (bare node:dgram: one send + one receive per push); change -> push latency at 2k, 5k and 10k changes/s offered, with the CPU per change of locatord and of the load generator; one terminal watched by 1,000',
       run: async (ctx) => {
         const { presenceRows } = await import('./presence.js');
         return presenceRows({ seconds: ctx.seconds });

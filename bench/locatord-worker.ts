@@ -68,6 +68,8 @@ export interface ReceivedPushes {
   /** Size of the last PRESENCE received and of its PRESENCE_ACK (0 when none). */
   pushBytes: number;
   ackBytes: number;
+  /** Per 250 ms of send time (shared clock, ms): pushes and their worst latency, to see where a tail comes from. */
+  timeline: [atMs: number, pushes: number, maxMs: number][];
 }
 
 /** The ceiling run: notifications (one send + one receive each) and this process's CPU for them. */
@@ -81,6 +83,13 @@ export interface RunResult {
   answered: number;
   lost: number;
   ms: number;
+  /**
+   * Paced runs: how long the sending took (the offered window, ms; `ms` also counts the wait for
+   * the last answers), and how late the latest request went out (ms): a generator that cannot
+   * keep up shows here, not as a lower offered rate.
+   */
+  sendMs?: number;
+  maxLateMs?: number;
 }
 
 interface Terminal {
@@ -268,12 +277,17 @@ class LoadGenerator {
       sent += due;
       await new Promise((r) => setTimeout(r, 1));
     }
+    const sendMs = Date.now() - start;
     await new Promise((r) => setTimeout(r, 500));
     this.socket.off('message', onMessage);
-    return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start };
+    return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start, sendMs, maxLateMs: Math.round(pacer.maxLateMs) };
   }
 
-  private pushes = { seen: new Set<string>(), copies: 0, latency: new Histogram(), lastAtMs: 0, pushBytes: 0, ackBytes: 0 };
+  private pushes = LoadGenerator.noPushes();
+
+  private static noPushes(): { seen: Set<string>; copies: number; latency: Histogram; lastAtMs: number; pushBytes: number; ackBytes: number; timeline: Map<number, [number, number, number]> } {
+    return { seen: new Set(), copies: 0, latency: new Histogram(), lastAtMs: 0, pushBytes: 0, ackBytes: 0, timeline: new Map() };
+  }
 
   /** Acknowledge every PRESENCE pushed to one of our sessions; count it and its latency. */
   listen(): void {
@@ -297,15 +311,23 @@ class LoadGenerator {
       const now = sharedNowMs();
       p.lastAtMs = now;
       const sentAt = Number(body.presence?.status);
-      if (Number.isFinite(sentAt)) p.latency.record(Math.max(0, now - sentAt));
+      if (!Number.isFinite(sentAt)) return;
+      const ms = Math.max(0, now - sentAt);
+      p.latency.record(ms);
+      const slot = Math.floor(sentAt / 250) * 250;
+      const line = p.timeline.get(slot);
+      if (line) {
+        line[1]++;
+        if (ms > line[2]) line[2] = ms;
+      } else p.timeline.set(slot, [slot, 1, ms]);
     });
   }
 
   /** What was received since the last call. */
   received(): ReceivedPushes {
     const p = this.pushes;
-    this.pushes = { seen: new Set(), copies: 0, latency: new Histogram(), lastAtMs: 0, pushBytes: 0, ackBytes: 0 };
-    return { pushes: p.seen.size, copies: p.copies, latency: p.latency.toJSON(), lastAtMs: p.lastAtMs, pushBytes: p.pushBytes, ackBytes: p.ackBytes };
+    this.pushes = LoadGenerator.noPushes();
+    return { pushes: p.seen.size, copies: p.copies, latency: p.latency.toJSON(), lastAtMs: p.lastAtMs, pushBytes: p.pushBytes, ackBytes: p.ackBytes, timeline: [...p.timeline.values()] };
   }
 
   async run(c: Extract<WorkerCommand, { cmd: 'run' }>): Promise<RunResult> {

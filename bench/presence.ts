@@ -8,7 +8,9 @@
 //   PRESENCE (so nothing is retransmitted) and record change-to-push latency. Registrations are
 //   real REGISTERs with tickets made in the load processes (a few thousand: the daemon's cost
 //   per push does not depend on how many others are registered, its table is a hash map).
-//     1. latency: every watcher watches one changer; `latencyRate` changes/s paced for `seconds`;
+//     1. latency: every watcher watches one changer; each of `latencyRates` changes/s paced for
+//        `seconds` (2k, 5k, 10k: where the knee is), with the CPU each process spent per change
+//        (locatord's beside the load generator's: a generator that limits shows there);
 //     2. throughput: each changer watched by `perWatcher` watchers; changes flat out; pushes
 //        delivered per second and per CPU-second of locatord (/proc: its user + system time);
 //     3. fan-out: one terminal watched by all `watchers`; `fanOutRounds` single changes, each
@@ -30,6 +32,9 @@ export interface PresenceBenchOptions {
   watchers?: number;
   /** Seconds per push run. */
   seconds?: number;
+  /** Offered changes/s of the latency runs, one run each (default 2,000, 5,000, 10,000). */
+  latencyRates?: number[];
+  /** One offered rate only (the same as `latencyRates: [latencyRate]`). */
   latencyRate?: number;
   fanOutRounds?: number;
   /** Profile locatord (node --cpu-prof) into this directory; it is then stopped by SIGTERM to write it. */
@@ -38,13 +43,40 @@ export interface PresenceBenchOptions {
 
 export interface PresenceBenchResult {
   memory: { terminals: number; subscriptions: number; rssBytesPerSubscription: number; heapBytesPerSubscription: number; buildMs: number; rssMiB: number; lookupNsPerPush: number };
-  /** `cores`: CPU of each process over the paced run, in cores (where the latency's queueing is). */
-  latency: { changesPerS: number; pushes: number; fanOut: number; summary: LatencySummary; cores: { locatord: number; changers: number; watchers: number } };
+  /**
+   * One per offered rate, ascending. `changesPerS`: answered per second of the offered window;
+   * `cores`: CPU of each process over the run in cores, `usPerChange` the same per change
+   * answered (where the latency's queueing is, and whether the load generator limits);
+   * `maxLateMs`: how late the changers sent their latest change (their own lag).
+   */
+  latency: LatencyRun[];
   throughput: { fanOut: number; changes: number; pushes: number; copies: number; pushesPerS: number; pushesPerCpuS: number; locatordCpuS: number; seconds: number };
   /** A bare node:dgram process doing one send of the push's size and one receive of the ack's per notification. */
   ceiling: { pushBytes: number; ackBytes: number; opsPerS: number; opsPerCpuS: number; cpuS: number; seconds: number; ratio: number };
   fanOut: { watchers: number; rounds: number; complete: number; toLastPush: LatencySummary; cpuMsPerChange: number };
-  runs: { paced: RunResult; flat: RunResult };
+  runs: { paced: RunResult[]; flat: RunResult };
+}
+
+export interface LatencyRun {
+  offered: number;
+  changesPerS: number;
+  pushes: number;
+  fanOut: number;
+  summary: LatencySummary;
+  cores: { locatord: number; changers: number; watchers: number };
+  usPerChange: { locatord: number; changers: number; watchers: number };
+  maxLateMs: number;
+  /** The worst latency of a change sent after the run's first second (the first pays for warm-up: code not yet optimised, caches cold). */
+  maxMsAfterFirstS: number;
+}
+
+/** The worst latency of the pushes whose change was sent more than `afterMs` after the first one's (timeline slots). */
+function worstAfter(timeline: ReceivedPushes['timeline'], afterMs: number): number {
+  const start = Math.min(...timeline.map((x) => x[0]));
+  let worst = 0;
+  for (const [at, , maxMs] of timeline) if (at >= start + afterMs && maxMs > worst) worst = maxMs;
+  // Rounded down: never above the run's own maximum, which is the same latency unrounded.
+  return Math.floor(worst * 10) / 10;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -61,7 +93,7 @@ export async function benchWatchMemory(terminals: number, perWatcher: number): P
 
 /** Collect what `watchers` received until `until(total)` or `timeoutMs` of nothing new. */
 async function collect(watchers: Child, until: (r: ReceivedPushes) => boolean, timeoutMs: number): Promise<ReceivedPushes & { histogram: Histogram }> {
-  const sum = { pushes: 0, copies: 0, lastAtMs: 0, pushBytes: 0, ackBytes: 0, histogram: new Histogram() };
+  const sum = { pushes: 0, copies: 0, lastAtMs: 0, pushBytes: 0, ackBytes: 0, histogram: new Histogram(), timeline: [] as ReceivedPushes['timeline'] };
   let quietSince = Date.now();
   for (;;) {
     const r = await watchers.ask<ReceivedPushes>({ cmd: 'received' });
@@ -71,6 +103,7 @@ async function collect(watchers: Child, until: (r: ReceivedPushes) => boolean, t
     sum.lastAtMs = Math.max(sum.lastAtMs, r.lastAtMs);
     if (r.pushBytes > 0) Object.assign(sum, { pushBytes: r.pushBytes, ackBytes: r.ackBytes });
     sum.histogram.merge(Histogram.fromJSON(r.latency));
+    sum.timeline.push(...r.timeline);
     const view = { ...sum, latency: sum.histogram.toJSON() };
     if (until(view) || Date.now() - quietSince > timeoutMs) return view;
     await sleep(20);
@@ -102,7 +135,7 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
   const perWatcher = o.perWatcher ?? 50;
   const n = o.watchers ?? 1000;
   const seconds = o.seconds ?? 5;
-  const rate = o.latencyRate ?? 10_000;
+  const rates = [...(o.latencyRates ?? (o.latencyRate !== undefined ? [o.latencyRate] : [2000, 5000, 10_000]))].sort((a, b) => a - b);
   const rounds = o.fanOutRounds ?? 20;
   const memory = await benchWatchMemory(o.terminals ?? 1_000_000, perWatcher);
 
@@ -116,14 +149,27 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
     await watchers.ask({ cmd: 'listen' });
     const all = Array.from({ length: n }, (_, i) => i);
 
-    // 1. Latency at `rate` changes/s, each change pushed to one watcher.
+    // 1. Latency at each offered rate, each change pushed to one watcher.
     await watchers.ask<RunResult>({ cmd: 'watch', window: 64, lists: all.map((i) => ({ watcher: i, targets: [c.ids[i]!] })) });
     await watchers.ask({ cmd: 'received' }); // the WATCH answers carry the status; pushes start now
     const pids = [loc.proc.pid, changers.proc.pid, watchers.proc.pid];
-    const pacedCpu0 = pids.map((p) => processCpuS(p) ?? 0);
-    const paced = await changers.ask<RunResult>({ cmd: 'change', changers: all, ratePerS: rate, seconds, window: 0 });
-    const pacedCores = pids.map((p, i) => Math.round((((processCpuS(p) ?? 0) - pacedCpu0[i]!) / Math.max(1e-3, paced.ms / 1000)) * 100) / 100);
-    const lat = await collect(watchers, (r) => r.pushes >= paced.answered, 2000);
+    const latency: LatencyRun[] = [];
+    const pacedRuns: RunResult[] = [];
+    for (const rate of rates) {
+      const cpu0 = pids.map((p) => processCpuS(p) ?? 0);
+      const paced = await changers.ask<RunResult>({ cmd: 'change', changers: all, ratePerS: rate, seconds, window: 0 });
+      const cpu = pids.map((p, i) => (processCpuS(p) ?? 0) - cpu0[i]!);
+      const lat = await collect(watchers, (r) => r.pushes >= paced.answered, 2000);
+      const cores = cpu.map((x) => Math.round((x / Math.max(1e-3, paced.ms / 1000)) * 100) / 100);
+      const us = cpu.map((x) => Math.round((x * 1e6) / Math.max(1, paced.answered)));
+      pacedRuns.push(paced);
+      latency.push({
+        offered: rate, changesPerS: Math.round((paced.answered * 1000) / Math.max(1, paced.sendMs ?? paced.ms)), pushes: lat.pushes, fanOut: 1,
+        summary: lat.histogram.summary(), maxLateMs: paced.maxLateMs ?? 0, maxMsAfterFirstS: worstAfter(lat.timeline, 1000),
+        cores: { locatord: cores[0]!, changers: cores[1]!, watchers: cores[2]! },
+        usPerChange: { locatord: us[0]!, changers: us[1]!, watchers: us[2]! },
+      });
+    }
 
     // 2. Throughput: each changer watched by `perWatcher` (watcher i: changers i .. i + perWatcher - 1).
     const fan = Math.min(perWatcher, n);
@@ -152,11 +198,8 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
 
     return {
       memory,
-      runs: { paced, flat },
-      latency: {
-        changesPerS: Math.round((paced.answered * 1000) / paced.ms), pushes: lat.pushes, fanOut: 1, summary: lat.histogram.summary(),
-        cores: { locatord: pacedCores[0]!, changers: pacedCores[1]!, watchers: pacedCores[2]! },
-      },
+      runs: { paced: pacedRuns, flat },
+      latency,
       throughput: {
         fanOut: fan, changes: flat.answered, pushes: thr.pushes, copies: thr.copies, seconds: Math.round(wallS * 100) / 100,
         pushesPerS: Math.round(thr.pushes / wallS), pushesPerCpuS: Math.round(thr.pushes / cpuS), locatordCpuS: Math.round(cpuS * 100) / 100,
@@ -183,7 +226,10 @@ export async function presenceRows(o: PresenceBenchOptions = {}): Promise<BenchR
     { section: s, name: `PRESENCE per locatord CPU-second, fan-out ${r.throughput.fanOut}`, value: r.throughput.pushesPerCpuS, unit: 'pushes/CPU-s', extra: { ceilingRatio: r.ceiling.ratio } },
     { section: s, name: `ceiling: bare node:dgram, ${r.ceiling.pushBytes} B out + ${r.ceiling.ackBytes} B in per push`, value: r.ceiling.opsPerCpuS, unit: 'pushes/CPU-s', extra: { ...r.ceiling } },
     { section: s, name: 'PRESENCE per locatord CPU-second / ceiling', value: r.ceiling.ratio, unit: 'x' },
-    { section: s, name: `change -> push at ${r.latency.changesPerS} changes/s (fan-out 1)`, value: r.latency.changesPerS, unit: 'changes/s', latency: r.latency.summary, extra: { pushes: r.latency.pushes, offered: o.latencyRate ?? 10_000, cores: r.latency.cores } },
+    ...r.latency.map((l): BenchResult => ({
+      section: s, name: `change -> push, ${l.offered} changes/s offered (fan-out 1)`, value: l.changesPerS, unit: 'changes/s', latency: l.summary,
+      extra: { offered: l.offered, pushes: l.pushes, cores: l.cores, usPerChange: l.usPerChange, maxLateMs: l.maxLateMs, maxMsAfterFirstS: l.maxMsAfterFirstS },
+    })),
     { section: s, name: `one change to ${r.fanOut.watchers} watchers: locatord CPU`, value: r.fanOut.cpuMsPerChange, unit: 'ms', latency: r.fanOut.toLastPush, extra: { rounds: r.fanOut.rounds, complete: r.fanOut.complete } },
   ];
 }

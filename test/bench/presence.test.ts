@@ -6,18 +6,30 @@
 import t from 'tap';
 import { SECTION_NAMES } from '../../bench/index.js';
 import { benchPresence, presenceRows } from '../../bench/presence.js';
+import { runPresenceMicro } from '../../bench/presence-micro.js';
 
 t.test('the presence section is listed', async (t) => {
   t.ok(SECTION_NAMES.includes('presence'));
 });
 
 t.test('benchPresence, small: memory, pushes, latency and fan-out figures', async (t) => {
-  const r = await benchPresence({ terminals: 2000, perWatcher: 10, watchers: 20, seconds: 1, latencyRate: 100, fanOutRounds: 2 });
+  const r = await benchPresence({ terminals: 2000, perWatcher: 10, watchers: 20, seconds: 1, latencyRates: [100, 50], fanOutRounds: 2 });
   t.ok(r.memory.subscriptions > 2000 * 9 && r.memory.subscriptions <= 2000 * 10, `about 10 a terminal (${r.memory.subscriptions})`);
   t.ok(r.memory.rssBytesPerSubscription > 0 && r.memory.heapBytesPerSubscription > 0, 'memory measured');
-  t.ok(r.latency.pushes > 0, 'paced changes pushed');
-  const l = r.latency.summary;
-  t.ok(l.count > 0 && l.p50Ms <= l.p99Ms && l.p99Ms <= l.maxMs, 'latency percentiles ordered');
+  t.same(r.latency.map((x) => x.offered), [50, 100], 'one latency run per offered rate, ascending');
+  r.latency.forEach((x, i) => {
+    const run = r.runs.paced[i]!;
+    t.ok(x.pushes > 0, `${x.offered}/s: paced changes pushed`);
+    // Served is per second of the offered window, not of it plus the wait for the last answers
+    // (which made 10k/s served in full read 9,089/s).
+    t.ok(run.sendMs !== undefined && run.sendMs >= 900 && run.sendMs < run.ms, `${x.offered}/s: the sending took the offered second (${run.sendMs} ms), the run more (${run.ms} ms)`);
+    t.equal(x.changesPerS, Math.round((run.answered * 1000) / run.sendMs!), `${x.offered}/s: served = answered per second of the offered window`);
+    const l = x.summary;
+    t.ok(l.count > 0 && l.p50Ms <= l.p99Ms && l.p99Ms <= l.maxMs, `${x.offered}/s: latency percentiles ordered`);
+    t.ok(x.maxMsAfterFirstS <= l.maxMs, `${x.offered}/s: the worst after the first second is within the worst`);
+    // /proc counts in 10 ms ticks: a few changes may cost a process none of them.
+    t.ok([x.usPerChange.locatord, x.usPerChange.changers, x.usPerChange.watchers].every((u) => Number.isFinite(u) && u >= 0), `${x.offered}/s: CPU per change of locatord and of the load generator`);
+  });
   t.equal(r.throughput.fanOut, 10);
   t.ok(r.throughput.pushes > 0 && r.throughput.pushesPerCpuS > 0, 'flat-out changes pushed, per CPU-second');
   t.ok(r.throughput.copies >= r.throughput.pushes, 'copies count retransmissions too');
@@ -28,7 +40,16 @@ t.test('benchPresence, small: memory, pushes, latency and fan-out figures', asyn
 });
 
 t.test('presenceRows: the rows of the section', async (t) => {
-  const rows = await presenceRows({ terminals: 500, perWatcher: 4, watchers: 8, seconds: 1, latencyRate: 50, fanOutRounds: 1 });
-  t.same(rows.map((r) => r.unit), ['B', 'pushes/s', 'pushes/CPU-s', 'pushes/CPU-s', 'x', 'changes/s', 'ms']);
+  const rows = await presenceRows({ terminals: 500, perWatcher: 4, watchers: 8, seconds: 1, latencyRates: [50, 20], fanOutRounds: 1 });
+  t.same(rows.map((r) => r.unit), ['B', 'pushes/s', 'pushes/CPU-s', 'pushes/CPU-s', 'x', 'changes/s', 'changes/s', 'ms']);
+  t.same(rows.filter((r) => r.unit === 'changes/s').map((r) => (r.extra as { offered: number }).offered), [20, 50], 'a latency row per offered rate');
   t.ok(rows.every((r) => r.section === 'presence' && Number.isFinite(r.value)));
+});
+
+t.test('runPresenceMicro: an in-process locatord, every change pushed and its ack taken', async (t) => {
+  // It throws when a change is not pushed or a push is left unacknowledged.
+  const r = await runPresenceMicro(300, 2, 20);
+  t.equal(r.changes, 300);
+  t.equal(r.rounds.length, 2, 'one figure per round');
+  t.ok(r.rounds.every((x) => Number.isFinite(x)) && r.rounds.includes(r.usPerChange), 'the median round is one of them');
 });

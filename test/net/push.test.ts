@@ -75,9 +75,10 @@ t.test('an ack with the push\'s request ID stops it; another request ID or a ref
   t.ok(pusher.isPending('a'));
   t.ok(pusher.ack('a', 'ack', rid, (p) => p.data === 'data of a'));
   t.same(ended, [{ at: 1000, key: 'a', outcome: { acked: 'ack' }, copies: 2 }]);
-  t.equal(timers.pending, 0, 'its timer is cancelled');
+  t.equal(timers.pending, 1, 'its timer is kept (not a clearTimeout per ack)');
   timers.advance(100_000);
   t.equal(sent.length, 2, 'no copy after the ack');
+  t.equal(timers.pending, 0, 'the kept timer fired once, found nothing and set no other');
   t.notOk(pusher.ack('a', 'ack', rid), 'a second ack ends nothing');
   t.equal(ended.length, 1);
   // Without a request ID (a poll that returned the result): by key alone.
@@ -193,6 +194,34 @@ t.test('one timer for all the pushes, each copy still at its own time; an ack ta
   }
   t.equal(pusher.size, 0);
   t.equal(timers.pending, 0, 'no timer once nothing waits');
+});
+
+t.test('pushes acked before the next comes (below saturation): one timer for all, not one set and cleared per push', async (t) => {
+  const { timers, sent, ended, pusher, start } = world();
+  let set = 0;
+  let cleared = 0;
+  const setTimeout = timers.setTimeout.bind(timers);
+  const clearTimeout = timers.clearTimeout.bind(timers);
+  timers.setTimeout = (fn, ms) => (set++, setTimeout(fn, ms));
+  timers.clearTimeout = (h) => (cleared++, clearTimeout(h));
+  for (let i = 0; i < 50; i++) {
+    start(`k${i}`);
+    t.ok(pusher.ack(`k${i}`, 'ack', pusher.get(`k${i}`)!.rid));
+    timers.advance(2);
+  }
+  t.equal(set, 1, 'one timer set for the 50 pushes');
+  t.equal(cleared, 0, 'and never cleared');
+  timers.advance(100_000);
+  t.equal(sent.length, 50, 'one copy each: none after its ack');
+  t.equal(ended.length, 50);
+  t.equal(timers.pending, 0, 'nothing left once the emptied buckets are past');
+  t.equal(set, 1, 'emptied buckets wake nobody');
+  start('late');
+  timers.advance(1000);
+  t.equal(sent.at(-1)!.text.split(' ')[0], 'late', 'a push after the pause still gets its timer');
+  t.equal(sent.filter((s) => s.text.startsWith('late')).length, 2, 'first copy and its retransmission');
+  pusher.close();
+  t.equal(timers.pending, 0, 'close leaves no timer');
 });
 
 t.test('on the real timers (due times rounded up to 10 ms), a copy is never made before its time', async (t) => {

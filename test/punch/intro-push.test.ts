@@ -82,9 +82,10 @@ t.test("only the target's session, with the INTRO's request ID, ends the push", 
   t.ok(intros.ack(target, b.channelId, rid));
   t.equal(intros.size, 0);
   t.equal(metrics.get('intro_acks_total'), 1);
-  t.equal(timers.pending, 0, 'no retransmission left');
+  t.equal(timers.pending, 1, 'the pusher keeps its one timer (net/push.ts: not cleared per ack)');
   timers.advance(60_000);
   t.equal(sent.length, 2, 'no copy after the ack');
+  t.equal(timers.pending, 0, 'no retransmission left: the timer fired on an empty bucket and set no other');
 });
 
 t.test('abandoned when the target registered anew, its session ended, or the store fails', async (t) => {
