@@ -154,6 +154,14 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
         ];
       },
     },
+    {
+      name: 'scale1m',
+      doc: 'devloc-locatord restored with 1M registered terminals (a snapshot built without ticket operations) against 10k, interleaved, 3 rounds: REFRESH and QUERY_ADDR (1 ID, random restored terminals) per locatord CPU-second, GC pauses and max latency under flat-out load, RSS per terminal',
+      run: async (ctx) => {
+        const { benchScale1m, scale1mRows } = await import('./scale1m.js');
+        return scale1mRows(await benchScale1m({ seconds: ctx.seconds }, ctx.log));
+      },
+    },
     needsRedis({
       name: 'scale',
       doc: '1 instance embedded vs 1 and 2 instances on Redis: refresh/s and query/s (x echo), --seconds/3 each; Redis memory per registered terminal (skipped without redis-server)',

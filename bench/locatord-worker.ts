@@ -34,6 +34,7 @@ import { TicketVerifier } from '../src/wire/ticket.js';
 import { MemoryWatches } from '../src/locatord/watches.js';
 import { MAX_QUERY_IDS } from '../src/wire/catalog.js';
 import { Pacer } from './pacer.js';
+import type { HistogramJSON } from './stats.js';
 import { Histogram } from './stats.js';
 
 /** Milliseconds on a clock every process of this host shares (the status text of a change carries it). */
@@ -43,7 +44,11 @@ export type WorkerCommand =
   | { cmd: 'setup'; target: Address; kid: string; authdSign: { public: string; secret: string }; servicePublic: string; audience: string; sessions: number }
   | { cmd: 'register'; window: number; presence?: { mediaId: string; lookingEvery: number } }
   | { cmd: 'search'; mediaId: string; seconds: number; window: number; requirements: Requirement[] }
-  | { cmd: 'run'; kind: 'REFRESH' | 'QUERY_ADDR'; target?: Address; seconds: number; window: number; idsPerQuery: number }
+  | {
+    cmd: 'run'; kind: 'REFRESH' | 'QUERY_ADDR'; target?: Address; seconds: number; window: number; idsPerQuery: number;
+    /** QUERY_ADDR asks for terminals 0..registered-1 of buildTerminals (restoredLocatorId), at random, instead of this worker's own. */
+    registered?: number;
+  }
   | { cmd: 'echo'; replyBytes?: number }
   | { cmd: 'ceiling'; target: Address; bytes: number; window: number; seconds: number }
   | { cmd: 'table'; entries: number; nickname: boolean }
@@ -90,6 +95,8 @@ export interface RunResult {
    */
   sendMs?: number;
   maxLateMs?: number;
+  /** Send to answer of each answered request (stats.ts Histogram JSON; lost ones are not in it). */
+  latency: HistogramJSON;
 }
 
 interface Terminal {
@@ -152,6 +159,7 @@ class LoadGenerator {
       let answered = 0;
       let lost = 0;
       let done = false;
+      const latency = new Histogram();
       const started = Date.now();
       const fire = (): void => {
         if (done) return;
@@ -161,7 +169,7 @@ class LoadGenerator {
           return;
         }
         const { rid, n } = this.rid();
-        inflight.set(n, Date.now());
+        inflight.set(n, performance.now());
         const bytes = req.session.encode(req.name, rid, req.body as never);
         sent.set(n, { bytes, session: req.session });
         this.socket.send(bytes, to.port, to.ip);
@@ -178,12 +186,15 @@ class LoadGenerator {
           }
         }
         sent.delete(n);
-        if (!inflight.delete(n)) return;
+        const at = inflight.get(n);
+        if (at === undefined) return;
+        inflight.delete(n);
+        latency.record(performance.now() - at);
         answered++;
         fire();
       };
       const sweep = setInterval(() => {
-        const now = Date.now();
+        const now = performance.now();
         for (const [n, at] of inflight) {
           if (now - at < 1000) continue;
           inflight.delete(n);
@@ -199,7 +210,7 @@ class LoadGenerator {
         clearInterval(sweep);
         if (stop) clearTimeout(stop);
         this.socket.off('message', onMessage);
-        resolve({ answered, lost, ms: Date.now() - started });
+        resolve({ answered, lost, ms: Date.now() - started, latency: latency.toJSON() });
       };
       this.socket.on('message', onMessage);
       for (let i = 0; i < window; i++) fire();
@@ -280,7 +291,7 @@ class LoadGenerator {
     const sendMs = Date.now() - start;
     await new Promise((r) => setTimeout(r, 500));
     this.socket.off('message', onMessage);
-    return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start, sendMs, maxLateMs: Math.round(pacer.maxLateMs) };
+    return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start, sendMs, maxLateMs: Math.round(pacer.maxLateMs), latency: new Histogram().toJSON() };
   }
 
   private pushes = LoadGenerator.noPushes();
@@ -333,11 +344,14 @@ class LoadGenerator {
   async run(c: Extract<WorkerCommand, { cmd: 'run' }>): Promise<RunResult> {
     let i = 0;
     const ts = this.terminals;
+    const registered = c.registered;
     return this.drive(c.target ?? this.target, c.window, c.seconds, () => {
       const t = ts[i++ % ts.length]!;
       if (c.kind === 'REFRESH') return { name: 'REFRESH', body: {}, session: t.session };
       const ids: Buffer[] = [];
-      for (let k = 1; k <= c.idsPerQuery; k++) ids.push(ts[(i * 7 + k) % ts.length]!.locatorId);
+      for (let k = 1; k <= c.idsPerQuery; k++) {
+        ids.push(registered ? restoredLocatorId(Math.floor(Math.random() * registered)) : ts[(i * 7 + k) % ts.length]!.locatorId);
+      }
       return { name: 'QUERY_ADDR', body: { ids }, session: t.session };
     });
   }
@@ -438,6 +452,24 @@ function table(entries: number, nickname: boolean): Record<string, number> {
   };
 }
 
+/** 32-bit finalizer of MurmurHash3: spreads consecutive numbers over all bits. */
+function fmix32(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * Locator ID of terminal `i` of buildTerminals: a function of `i`, so that a load generator can
+ * query terminals of a snapshot it did not build (scale1m.ts) without the IDs crossing over IPC;
+ * as evenly spread as random IDs, which the daemon's indexes expect.
+ */
+export function restoredLocatorId(i: number): Buffer {
+  const id = Buffer.allocUnsafe(16);
+  for (let k = 0; k < 4; k++) id.writeUInt32BE(fmix32(Math.imul(i, 4) + k + 0x9e3779b9), k * 4);
+  return id;
+}
+
 /**
  * `entries` registered terminals with their sessions, each built as a restore builds it
  * (newServerSession from raw bytes, ServerSessions.restore, a Registration in the table), with a
@@ -453,7 +485,7 @@ function buildTerminals(entries: number): { table: RegistrationTable; sessions: 
   for (let i = 0; i < entries; i++) {
     const bytes = randomBytes(96);
     const s = newServerSession({
-      sid: bytes.subarray(0, 16), locatorId: bytes.subarray(16, 32), aud: 'locator', exp,
+      sid: bytes.subarray(0, 16), locatorId: restoredLocatorId(i), aud: 'locator', exp,
       terminalToServer: bytes.subarray(32, 64), serverToTerminal: bytes.subarray(64, 96),
     });
     for (let q = 1; q <= 3; q++) s.window.accept(q);

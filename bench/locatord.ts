@@ -7,7 +7,7 @@
 // figures are also given as a ratio to what the machine's UDP path does with no work at all.
 import type { ChildProcess } from 'node:child_process';
 import { fork } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -94,10 +94,40 @@ export interface ThroughputResult {
   lost: number;
 }
 
-const perS = (rs: RunResult[]): number => {
+export const perS = (rs: RunResult[]): number => {
   const ms = Math.max(...rs.map((r) => r.ms));
   return Math.round((rs.reduce((a, r) => a + r.answered, 0) * 1000) / ms);
 };
+
+/**
+ * Preloaded into a locatord child (NODE_OPTIONS --import) when the bench wants its GC pauses:
+ * every 'gc' performance entry as a line "<start, epoch ms> <duration ms> <kind>" appended to
+ * $DEVLOC_BENCH_GC_LOG, batched every 100 ms. A data: URL, so it needs neither tsx nor a build,
+ * and the daemon's code is the one users run.
+ */
+const GC_LOGGER = `data:text/javascript,${encodeURIComponent([
+  'import { PerformanceObserver, performance } from "node:perf_hooks";',
+  'import { appendFileSync } from "node:fs";',
+  'const file = process.env.DEVLOC_BENCH_GC_LOG; let lines = [];',
+  'new PerformanceObserver((l) => { for (const e of l.getEntries()) lines.push(`${(performance.timeOrigin + e.startTime).toFixed(1)} ${e.duration.toFixed(3)} ${e.detail?.kind ?? 0}`); }).observe({ entryTypes: ["gc"] });',
+  'setInterval(() => { if (lines.length) { appendFileSync(file, lines.join("\\n") + "\\n"); lines = []; } }, 100).unref();',
+].join('\n'))}`;
+
+/** One GC pause of a locatord child (GC_LOGGER): when it began (epoch ms), how long (ms), V8's kind (1 minor, 2 major, 4 incremental, 8 weak callbacks). */
+export interface GcPause {
+  atMs: number;
+  ms: number;
+  kind: number;
+}
+
+/** The pauses logged in `file` so far (none if it does not exist yet). */
+export function readGcPauses(file: string): GcPause[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => {
+    const [at, ms, kind] = l.split(' ').map(Number);
+    return { atMs: at!, ms: ms!, kind: kind! };
+  });
+}
 
 /**
  * A locatord child on loopback with fresh keys in a temporary directory (remove `dir` after),
@@ -111,6 +141,8 @@ export async function startBenchLocatord(extraArgs: string[] = [], o: {
   beforeStart?: (stateDir: string) => Promise<void>;
   /** Its wait for log lines, "listening" included (ms). */
   timeoutMs?: number;
+  /** Log its GC pauses to this file (readGcPauses). */
+  gcLogFile?: string;
 } = {}): Promise<{
   dir: string; loc: Awaited<ReturnType<typeof startDaemon>>; target: Address; setup: (sessions: number) => WorkerCommand;
 }> {
@@ -126,7 +158,11 @@ export async function startBenchLocatord(extraArgs: string[] = [], o: {
   // --cpu-prof is not allowed in NODE_OPTIONS: node is started through a shell that adds it
   // (the profile is written when locatord exits by SIGTERM).
   const prefix = o.cpuProfDir ? ['sh', '-c', 'exec "$0" --cpu-prof --cpu-prof-dir="$DEVLOC_BENCH_CPU_PROF_DIR" "$@"'] : undefined;
-  const loc = await startDaemon({ entry: 'locatord/main', ...(prefix ? { prefix, env: { DEVLOC_BENCH_CPU_PROF_DIR: o.cpuProfDir } } : {}), ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}), args: [
+  const env: NodeJS.ProcessEnv = {
+    ...(o.cpuProfDir ? { DEVLOC_BENCH_CPU_PROF_DIR: o.cpuProfDir } : {}),
+    ...(o.gcLogFile ? { DEVLOC_BENCH_GC_LOG: o.gcLogFile, NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --import ${GC_LOGGER}`.trim() } : {}),
+  };
+  const loc = await startDaemon({ entry: 'locatord/main', env, ...(prefix ? { prefix } : {}), ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}), args: [
     '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--state-dir', path.join(dir, 'state'),
     '--service-key', path.join(dir, 'service.key'), '--trust', path.join(dir, 'authd.pub'),
     '--rate', '0', '--query-rate', '0', '--query-source-rate', '0', '--receive-buffer', String(8 << 20), '--max-ttl', '3600', '--default-ttl', '3600',

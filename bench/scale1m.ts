@@ -1,0 +1,265 @@
+// locatord at 1M registered terminals against the same at 10k (issue 16 items 2 and 7;
+// `devloc bench --only scale1m`, README "Throughput at 1M registered").
+//
+// The registered terminals come from a snapshot: a bench worker builds them as a restore does
+// (locatord-worker.ts buildTerminals: no ticket or X25519 per terminal) and writes the file once
+// per size; each measurement then copies it into the state directory of a fresh locatord child
+// (startBenchLocatord), which restores it at start. Two load-generator processes open their own
+// sessions with tickets (REGISTER), then send REFRESHes and QUERY_ADDRs flat out (`window`
+// outstanding each); the QUERY_ADDRs name restored terminals at random, so at 1M they reach the
+// whole table, not a cached corner of it. The sizes alternate within each round (10k, 1M, then
+// 1M, 10k, ...), so a change in the machine's load hits both.
+//
+// Per measurement: answers per locatord CPU-second (the figure that holds on a shared machine)
+// and per second; the load generators' send-to-answer latency (p99, max); the daemon's GC pauses
+// while loaded (a PerformanceObserver preloaded into it: locatord.ts GC_LOGGER); its RSS and
+// restore time. Targets: throughput at 1M within 5% of 10k, GC pauses p99 < 10 ms and max
+// latency < 50 ms at 1M.
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os, { tmpdir } from 'node:os';
+import path from 'node:path';
+import { processTree, treeCpuS } from './cpu.js';
+import type { GcPause } from './locatord.js';
+import { forkWorker, perS, readGcPauses, startBenchLocatord } from './locatord.js';
+import type { RunResult, WorkerCommand } from './locatord-worker.js';
+import { Histogram } from './stats.js';
+import type { BenchResult } from './types.js';
+
+const SNAPSHOT_FILE = 'locatord.snapshot';
+
+export interface Scale1mOptions {
+  /** The large and the small table (default 1,000,000 and 10,000). */
+  large?: number;
+  small?: number;
+  /** Rounds, each measuring both sizes (default 3). */
+  rounds?: number;
+  /** Seconds per load run (REFRESH, then QUERY_ADDR). */
+  seconds?: number;
+  /** Sessions each of the two load generators opens. */
+  sessionsPerWorker?: number;
+  window?: number;
+  idsPerQuery?: number;
+  /** Profile each locatord child's CPU into this directory (node --cpu-prof; it then stops by SIGTERM, writing its snapshot). */
+  cpuProfDir?: string;
+}
+
+/** What the GC did while the daemon was loaded. */
+export interface GcFigures {
+  pauses: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** V8's kind of the longest (1 minor, 2 major, 4 incremental marking, 8 weak callbacks). */
+  maxKind: number;
+  /** Share of the loaded wall time spent in pauses. */
+  share: number;
+}
+
+export interface KindFigures {
+  perCpuS: number;
+  perS: number;
+  lost: number;
+  latencyP99Ms: number;
+  latencyMaxMs: number;
+}
+
+export interface Scale1mMeasurement {
+  registered: number;
+  refresh: KindFigures;
+  query: KindFigures;
+  /** Over both runs. */
+  gc: GcFigures;
+  /** VmRSS after the runs. */
+  rssBytes: number;
+  restoreMs: number;
+  restoreCpuMs: number;
+  loadAverage: number;
+}
+
+export interface Scale1mResult {
+  large: number;
+  small: number;
+  seconds: number;
+  idsPerQuery: number;
+  /** In the order measured. */
+  runs: Scale1mMeasurement[];
+  /** Per round, large / small per CPU-second. */
+  refreshRatios: number[];
+  queryRatios: number[];
+  /** Whole-process RSS per terminal between the sizes, per round. */
+  rssBytesPerTerminal: number[];
+}
+
+const round = (x: number, digits = 0): number => Math.round(x * 10 ** digits) / 10 ** digits;
+
+const vmRssBytes = (pid: number): number => {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+};
+
+export function gcFigures(pauses: GcPause[], wallMs: number): GcFigures {
+  const h = new Histogram();
+  let longest: GcPause | undefined;
+  for (const p of pauses) {
+    h.record(p.ms);
+    if (!longest || p.ms > longest.ms) longest = p;
+  }
+  return { pauses: h.count, p50Ms: round(h.quantile(0.5), 2), p99Ms: round(h.quantile(0.99), 2), maxMs: round(h.count ? h.max : 0, 2), maxKind: longest?.kind ?? 0, share: wallMs > 0 ? round(h.sum / wallMs, 4) : 0 };
+}
+
+/** Write the snapshot of `entries` terminals into `dir` (a worker of its own: at 1M it holds ~1 GB meanwhile). */
+async function writeSnapshot(entries: number, dir: string): Promise<void> {
+  const worker = forkWorker(['--expose-gc', '--max-old-space-size=8192']);
+  try {
+    await worker.ask({ cmd: 'snapshot', entries, stateDir: dir });
+  } finally {
+    worker.proc.kill('SIGKILL');
+  }
+}
+
+/** One locatord child restored from `snapshotDir`, loaded by two generators: REFRESH then QUERY_ADDR. */
+async function measure(registered: number, snapshotDir: string, o: Required<Omit<Scale1mOptions, 'large' | 'small' | 'rounds' | 'cpuProfDir'>> & Pick<Scale1mOptions, 'cpuProfDir'>): Promise<Scale1mMeasurement> {
+  const gcLogFile = path.join(snapshotDir, `gc-${process.pid}-${Date.now()}.log`);
+  const { dir, loc, setup } = await startBenchLocatord(['--max-entries', String(registered + 10_000)], {
+    // A loaded 2-core machine takes a while to restore 1M.
+    timeoutMs: 600_000,
+    gcLogFile,
+    ...(o.cpuProfDir ? { cpuProfDir: o.cpuProfDir } : {}),
+    beforeStart: async (stateDir) => {
+      copyFileSync(path.join(snapshotDir, SNAPSHOT_FILE), path.join(stateDir, SNAPSHOT_FILE));
+    },
+  });
+  const gens = [forkWorker(), forkWorker()];
+  try {
+    const restored = await loc.waitFor((l) => l['msg'] === 'snapshot restored');
+    if (restored['records'] !== registered) throw new Error(`restored ${String(restored['records'])} of ${registered}`);
+    await Promise.all(gens.map((g) => g.ask(setup(o.sessionsPerWorker))));
+    const all = (m: WorkerCommand): Promise<RunResult[]> => Promise.all(gens.map((g) => g.ask<RunResult>(m)));
+    await all({ cmd: 'register', window: o.window });
+    const tree = processTree(loc.proc.pid!);
+    let loadedFrom = 0;
+    let loadedMs = 0;
+    const run = async (kind: 'REFRESH' | 'QUERY_ADDR'): Promise<KindFigures> => {
+      const c0 = treeCpuS(tree);
+      const from = Date.now();
+      loadedFrom ||= from;
+      const rs = await all({ cmd: 'run', kind, seconds: o.seconds, window: o.window, idsPerQuery: o.idsPerQuery, registered });
+      loadedMs += Date.now() - from;
+      const c1 = treeCpuS(tree);
+      const answered = rs.reduce((a, r) => a + r.answered, 0);
+      const latency = rs.reduce((h, r) => h.merge(Histogram.fromJSON(r.latency)), new Histogram());
+      return {
+        perCpuS: c0 !== null && c1 !== null && c1 > c0 ? Math.round(answered / (c1 - c0)) : 0,
+        perS: perS(rs), lost: rs.reduce((a, r) => a + r.lost, 0),
+        latencyP99Ms: round(latency.quantile(0.99), 2), latencyMaxMs: round(latency.count ? latency.max : 0, 2),
+      };
+    };
+    const refresh = await run('REFRESH');
+    const query = await run('QUERY_ADDR');
+    const loadedTo = Date.now();
+    const rssBytes = vmRssBytes(loc.proc.pid!);
+    // The logger writes every 100 ms.
+    await new Promise((r) => setTimeout(r, 300));
+    const pauses = readGcPauses(gcLogFile).filter((p) => p.atMs >= loadedFrom && p.atMs <= loadedTo);
+    return {
+      registered, refresh, query, gc: gcFigures(pauses, loadedMs), rssBytes,
+      restoreMs: Number(restored['durationMs']), restoreCpuMs: Number(restored['cpuMs']),
+      loadAverage: round(os.loadavg()[0]!, 1),
+    };
+  } finally {
+    for (const g of gens) g.proc.kill('SIGKILL');
+    if (o.cpuProfDir) await loc.stop('SIGTERM', 60_000);
+    else loc.proc.kill('SIGKILL');
+    await loc.exited;
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(gcLogFile, { force: true });
+  }
+}
+
+export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string) => void = () => {}): Promise<Scale1mResult> {
+  const large = opts.large ?? 1_000_000;
+  const small = opts.small ?? 10_000;
+  const rounds = opts.rounds ?? 3;
+  const o = {
+    seconds: opts.seconds ?? 3, sessionsPerWorker: opts.sessionsPerWorker ?? 500, window: opts.window ?? 64, idsPerQuery: opts.idsPerQuery ?? 1,
+    ...(opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}),
+  };
+  const root = mkdtempSync(path.join(tmpdir(), 'scale1m-bench-'));
+  try {
+    const dirs = new Map<number, string>();
+    for (const n of [small, large]) {
+      const d = mkdtempSync(path.join(root, `${n}-`));
+      log(`scale1m: building the snapshot of ${n} terminals`);
+      await writeSnapshot(n, d);
+      dirs.set(n, d);
+    }
+    const runs: Scale1mMeasurement[] = [];
+    const refreshRatios: number[] = [];
+    const queryRatios: number[] = [];
+    const rssBytesPerTerminal: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const order = r % 2 === 0 ? [small, large] : [large, small];
+      const got = new Map<number, Scale1mMeasurement>();
+      for (const n of order) {
+        log(`scale1m: round ${r + 1}/${rounds}, ${n} registered`);
+        const m = await measure(n, dirs.get(n)!, o);
+        got.set(n, m);
+        runs.push(m);
+      }
+      const l = got.get(large)!;
+      const s = got.get(small)!;
+      const ratio = (a: number, b: number): number => (a > 0 && b > 0 ? round(a / b, 3) : 0);
+      refreshRatios.push(ratio(l.refresh.perCpuS, s.refresh.perCpuS));
+      queryRatios.push(ratio(l.query.perCpuS, s.query.perCpuS));
+      rssBytesPerTerminal.push(Math.round((l.rssBytes - s.rssBytes) / (large - small)));
+    }
+    return { large, small, seconds: o.seconds, idsPerQuery: o.idsPerQuery, runs, refreshRatios, queryRatios, rssBytesPerTerminal };
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** The section's rows: medians over the rounds, every measurement in `extra`. */
+export function scale1mRows(r: Scale1mResult): BenchResult[] {
+  const s = 'scale1m';
+  const at = (n: number): Scale1mMeasurement[] => r.runs.filter((m) => m.registered === n);
+  const rows: BenchResult[] = [];
+  for (const n of [r.small, r.large]) {
+    const ms = at(n);
+    rows.push({ section: s, name: `REFRESH per locatord CPU-second, ${n} registered`, value: median(ms.map((m) => m.refresh.perCpuS)), unit: 'req/CPU-s', extra: { each: ms.map((m) => m.refresh) } });
+    rows.push({ section: s, name: `QUERY_ADDR (${r.idsPerQuery} ID) per locatord CPU-second, ${n} registered`, value: median(ms.map((m) => m.query.perCpuS)), unit: 'req/CPU-s', extra: { each: ms.map((m) => m.query) } });
+  }
+  rows.push({ section: s, name: `REFRESH per CPU-second, ${r.large} / ${r.small} registered (target >= 0.95)`, value: median(r.refreshRatios), unit: 'x', extra: { rounds: r.refreshRatios } });
+  rows.push({ section: s, name: `QUERY_ADDR per CPU-second, ${r.large} / ${r.small} registered (target >= 0.95)`, value: median(r.queryRatios), unit: 'x', extra: { rounds: r.queryRatios } });
+  // GC and latency at both sizes: on a shared machine the small table shows what the machine
+  // alone does to them.
+  for (const n of [r.large, r.small]) {
+    const ms = at(n);
+    const kinds = ms.flatMap((m) => [m.refresh, m.query]);
+    const target = (t: string): string => (n === r.large ? ` (target ${t})` : '');
+    rows.push({ section: s, name: `GC pause p99 at ${n} registered, flat out${target('< 10 ms')}`, value: Math.max(...ms.map((m) => m.gc.p99Ms)), unit: 'ms', extra: { maxMs: Math.max(...ms.map((m) => m.gc.maxMs)), each: ms.map((m) => m.gc) } });
+    rows.push({
+      section: s, name: `max request latency at ${n} registered, flat out${target('< 50 ms')}`, value: Math.max(...kinds.map((k) => k.latencyMaxMs)), unit: 'ms',
+      extra: { p99Ms: Math.max(...kinds.map((k) => k.latencyP99Ms)), lost: kinds.reduce((a, k) => a + k.lost, 0), each: kinds.map((k) => k.latencyMaxMs) },
+    });
+  }
+  rows.push({ section: s, name: `process RSS per terminal, ${r.large} vs ${r.small} registered, loaded`, value: median(r.rssBytesPerTerminal), unit: 'B', extra: { rounds: r.rssBytesPerTerminal } });
+  rows.push({ section: s, name: `restore of ${r.large} in devloc-locatord`, value: median(at(r.large).map((m) => m.restoreMs)), unit: 'ms', extra: { cpuMs: at(r.large).map((m) => m.restoreCpuMs), loadAverage: r.runs.map((m) => m.loadAverage) } });
+  return rows;
+}
+
+// `node build/bench/scale1m.js` (ENTRIES, SMALL, ROUNDS, SECONDS, CPU_PROF_DIR): print the figures as JSON.
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
+  const env = (k: string, d: number): number => Number(process.env[k] ?? d);
+  benchScale1m({ large: env('ENTRIES', 1_000_000), small: env('SMALL', 10_000), rounds: env('ROUNDS', 3), seconds: env('SECONDS', 3), ...(process.env['CPU_PROF_DIR'] ? { cpuProfDir: process.env['CPU_PROF_DIR'] } : {}) }, (l) => process.stderr.write(`${l}\n`))
+    .then((r) => process.stdout.write(`${JSON.stringify({ result: r, rows: scale1mRows(r) }, null, 2)}\n`), (e: Error) => {
+      process.stderr.write(`${e.stack}\n`);
+      process.exit(1);
+    });
+}

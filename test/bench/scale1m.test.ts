@@ -1,0 +1,46 @@
+// `devloc bench --only scale1m` at a small scale, so the section cannot rot: locatord children
+// restored from snapshots of 3,000 and 1,000 terminals, loaded flat out by two generators.
+// Checks what the results say, not how fast: every snapshot restored whole, both kinds answered
+// and counted per locatord CPU-second, GC pauses logged by the preloaded observer, one row per
+// figure; and that the section is listed.
+import t from 'tap';
+import { SECTION_NAMES } from '../../bench/index.js';
+import { restoredLocatorId } from '../../bench/locatord-worker.js';
+import { benchScale1m, gcFigures, scale1mRows } from '../../bench/scale1m.js';
+
+t.test('the scale1m section is listed', async (t) => {
+  t.ok(SECTION_NAMES.includes('scale1m'));
+});
+
+t.test('restoredLocatorId: a function of the index, 16 distinct bytes each', async (t) => {
+  t.same(restoredLocatorId(7), restoredLocatorId(7));
+  const ids = new Set(Array.from({ length: 10_000 }, (_, i) => restoredLocatorId(i).toString('hex')));
+  t.equal(ids.size, 10_000);
+  t.equal(restoredLocatorId(0).length, 16);
+});
+
+t.test('gcFigures: p99, longest and its kind, share of the wall time', async (t) => {
+  const g = gcFigures([{ atMs: 1, ms: 2, kind: 1 }, { atMs: 2, ms: 30, kind: 2 }], 1000);
+  t.equal(g.pauses, 2);
+  t.equal(g.maxMs, 30);
+  t.equal(g.maxKind, 2);
+  t.equal(g.share, 0.032);
+  t.equal(gcFigures([], 1000).maxMs, 0);
+});
+
+t.test('benchScale1m, small: both sizes restored, loaded and measured', async (t) => {
+  const r = await benchScale1m({ large: 3000, small: 1000, rounds: 1, seconds: 0.5, sessionsPerWorker: 50, window: 8 });
+  t.same(r.runs.map((m) => m.registered), [1000, 3000]);
+  for (const m of r.runs) {
+    t.ok(m.refresh.perS > 0 && m.refresh.perCpuS > 0, `REFRESH answered at ${m.registered}`);
+    t.ok(m.query.perS > 0 && m.query.perCpuS > 0, `QUERY_ADDR answered at ${m.registered}`);
+    t.ok(m.refresh.latencyMaxMs > 0 && m.refresh.latencyP99Ms <= m.refresh.latencyMaxMs);
+    // A second of flat-out load allocates: the observer in the daemon saw at least one scavenge.
+    t.ok(m.gc.pauses > 0, `GC pauses logged at ${m.registered} (${m.gc.pauses})`);
+    t.ok(m.rssBytes > 0);
+  }
+  t.equal(r.refreshRatios.length, 1);
+  const rows = scale1mRows(r);
+  t.ok(rows.every((x) => x.section === 'scale1m' && Number.isFinite(x.value)));
+  t.ok(rows.some((x) => x.name.startsWith('REFRESH per CPU-second, 3000 / 1000')));
+});
