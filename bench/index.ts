@@ -131,7 +131,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs): locatord CPU per datagram / echo server CPU per datagram`, value: r.queryCpuXEcho, unit: 'x', extra: { queryPerCpuS: r.queryPerCpuS, echoPerCpuS: r.echoQueryPerCpuS } },
           { section: s, name: `table heap per terminal (${tb.entries} entries)`, value: tb.heapBytesPerEntry, unit: 'B' },
           {
-            section: s, name: `process RSS per terminal with its session (${mem.entries} entries)`, value: mem.rssBytesPerTerminal, unit: 'B',
+            section: s, name: `process RSS per terminal with its session and proven address (${mem.entries} entries)`, value: mem.rssBytesPerTerminal, unit: 'B',
             extra: { heap: mem.heapBytesPerTerminal, arrayBuffers: mem.arrayBufferBytesPerTerminal },
           },
           { section: s, name: 'expiry sweep, half the table at once', value: tb.sweepExpireHalfMs, unit: 'ms', extra: { expired: tb.expired, usPerExpired: tb.sweepUsPerExpired } },

@@ -30,6 +30,7 @@ import { issueTicket } from '../src/wire/ticket.js';
 import { RegistrationTable, TICK_MS } from '../src/locatord/table.js';
 import { saveSnapshot } from '../src/locatord/snapshot.js';
 import { newServerSession, ServerSessions } from '../src/net/sessions.js';
+import { AddressValidation } from '../src/net/routability.js';
 import { TicketVerifier } from '../src/wire/ticket.js';
 import { MemoryWatches } from '../src/locatord/watches.js';
 import { MAX_QUERY_IDS } from '../src/wire/catalog.js';
@@ -475,7 +476,11 @@ export function restoredLocatorId(i: number): Buffer {
  * (newServerSession from raw bytes, ServerSessions.restore, a Registration in the table), with a
  * few sequence numbers taken in its replay window: no ticket or X25519 per terminal.
  */
-function buildTerminals(entries: number): { table: RegistrationTable; sessions: ServerSessions; nowMs: number } {
+/**
+ * `entries` terminals as a snapshot restore makes them; with `validation`, each one's address
+ * proven for its session too (every terminal active: what a day of REFRESHes leaves).
+ */
+function buildTerminals(entries: number, validation?: AddressValidation): { table: RegistrationTable; sessions: ServerSessions; nowMs: number } {
   const nowMs = Date.now();
   const t = new RegistrationTable({ maxEntries: entries + 1, now: () => nowMs });
   const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
@@ -491,7 +496,9 @@ function buildTerminals(entries: number): { table: RegistrationTable; sessions: 
     for (let q = 1; q <= 3; q++) s.window.accept(q);
     s.txSeq = 3;
     const held = sessions.restore(s);
-    t.set(s.locatorHex, { addr: { ip: ip(i), port: 1024 + (i % 60000) }, session: held, seq: 3, regTick: t.nowTick(), expTick: t.expiryTick(3_600_000), netMode: 4 });
+    const addr = { ip: ip(i), port: 1024 + (i % 60000) };
+    t.set(s.locatorHex, { addr, session: held, seq: 3, regTick: t.nowTick(), expTick: t.expiryTick(3_600_000), netMode: 4 });
+    if (held) validation?.accept(held, addr);
   }
   return { table: t, sessions, nowMs };
 }
@@ -524,12 +531,14 @@ async function snapshot(entries: number, stateDir: string): Promise<Record<strin
 function terminals(entries: number): Record<string, number> {
   gc();
   const before = process.memoryUsage();
-  const { table: t, sessions } = buildTerminals(entries);
+  // The proven addresses are the session's too (net/routability.ts): counted, all terminals active.
+  const validation = new AddressValidation();
+  const { table: t, sessions } = buildTerminals(entries, validation);
   gc();
   const after = process.memoryUsage();
   const per = (k: 'rss' | 'heapUsed' | 'arrayBuffers' | 'external'): number => Math.round((after[k] - before[k]) / entries);
   // Read after the measurement, so that neither is garbage before it.
-  if (t.size !== entries || sessions.size !== entries) throw new Error('terminals: lost entries');
+  if (t.size !== entries || sessions.size !== entries || validation.stats.proofs !== 0) throw new Error('terminals: lost entries');
   return { entries, rssBytesPerTerminal: per('rss'), heapBytesPerTerminal: per('heapUsed'), arrayBufferBytesPerTerminal: per('arrayBuffers'), externalBytesPerTerminal: per('external') };
 }
 

@@ -120,7 +120,8 @@ export class AddressValidation {
     if (slot < this.slotGen.length && this.slotGen[slot] === gen) return slot;
     if (!forWrite) return -1;
     if (slot >= this.slotGen.length) {
-      const n = Math.max(slot + 1, this.slotGen.length * 2, 1024);
+      // As large as the session table (it grows by doubling up to --max-sessions), so no slack of our own.
+      const n = Math.max(slot + 1, session.table.cap || Math.max(this.slotGen.length * 2, 1024));
       const g = new Uint32Array(n);
       g.set(this.slotGen);
       const a = new Float64Array(n * MAX_VALIDATED_PER_SESSION);
