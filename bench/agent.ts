@@ -1,13 +1,14 @@
 // How small the agent is: idle RSS and CPU seconds per hour of refreshing. Starts devloc-authd
 // and devloc-locatord as child processes on 127.0.0.1 (so their work is not counted), then two
-// embedded agents one after the other, each in its own process (agent-child.ts), measured from
-// inside:
+// embedded agents one after the other, each in its own process (agent-child.ts), whose CPU and
+// wire bytes are measured from inside:
 //   idle run  — locatord's own refresh interval (25 s): what an agent costs doing nothing;
 //   busy run  — a refresh every `refreshS` seconds: the cost of one refresh, by difference.
 // CPU per hour at the default 25 s interval = idle CPU rate x 3600 + 144 refreshes x cost of one.
 // Footprint against bare Node.js in the same run (issue 20): the RSS of `node -e` doing nothing,
-// of the embedded library (the idle run) and of the devloc-agent daemon, each after the same
-// settling time; start to registered for the library and the daemon; bytes on the wire per hour
+// of the embedded library (the idle run) and of the devloc-agent daemon, each read from /proc by
+// this process the same settling time after the child is ready (measured-process.ts: nothing in
+// the measured processes opens a stream to report it); start to registered for the library and the daemon; bytes on the wire per hour
 // (one refresh's datagrams, measured in the busy run, times the refreshes of an hour behind a NAT
 // and on an open address, plus 28 bytes of IPv4 and UDP header each); and the V8 heap after a
 // full GC before and after the busy run's refreshes, scaled to the refreshes of 24 hours (the
@@ -19,11 +20,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AuthDb } from '../src/authd/db.js';
-import { readFileSync } from 'node:fs';
 import { spawnDaemon, startDaemon } from '../src/common/spawn.js';
 import { NAT_REFRESH_S, OPEN_REFRESH_S } from '../src/wire/constants.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../src/wire/keys.js';
 import type { ChildResult, ChildSettings } from './agent-child.js';
+import { bareNodeArgs, measureChild, measuredStdio, MEASURED_NODE_FLAGS, rssAfter } from './measured-process.js';
 import type { DayResult, DaySettings } from './agent-day.js';
 
 export interface AgentBenchOptions {
@@ -82,22 +83,14 @@ function nodeArgs(rel: string): string[] {
   return typescript ? ['--import', 'tsx', file] : [file];
 }
 
-/** RSS of a process, from /proc (bytes; 0 where there is no /proc). */
-function rssOf(pid: number): number {
+/** Bare Node.js: `node -e` that says it is ready and waits, measured like the others. */
+async function bareNode(settleMs: number): Promise<number> {
+  const proc = spawn(process.execPath, bareNodeArgs(), { stdio: measuredStdio(false) });
   try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
+    return await measureChild(proc, settleMs);
+  } finally {
+    proc.kill('SIGKILL');
   }
-}
-
-/** Bare Node.js: `node -e` that only waits, measured after `ms` like the others. */
-function bareNode(ms: number): Promise<number> {
-  const proc = spawn(process.execPath, ['-e', `setTimeout(() => process.stdout.write(String(process.memoryUsage().rss)), ${ms})`], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  return new Promise((resolve, reject) => proc.once('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`node -e exited ${code}`)))));
 }
 
 /** The repository's root (bench/ or build/bench/ is below it). */
@@ -117,22 +110,33 @@ function agentBundle(log: (line: string) => void): { library: string; daemon: st
   return { library: path.join(dist, 'agent.js'), daemon: path.join(dist, 'devloc-agent.js') };
 }
 
-function runJsonChild<S, R>(file: string, settings: S): Promise<R> {
-  const proc = spawn(process.execPath, ['--expose-gc', ...nodeArgs(file)], { stdio: ['pipe', 'pipe', 'pipe'] });
+/**
+ * Runs one of our JSON children (json-child.ts). With `settleMs`, the child is a measured one
+ * (agent-child.ts): its RSS is read from /proc that long after it signals readiness.
+ */
+async function runJsonChild<S, R>(file: string, settings: S, settleMs?: number): Promise<{ result: R; rssBytes: number }> {
+  const proc = spawn(process.execPath, [...MEASURED_NODE_FLAGS, ...nodeArgs(file)], { stdio: measuredStdio(true) });
   let out = '';
   let err = '';
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   proc.stdin!.end(JSON.stringify(settings) + '\n');
-  return new Promise((resolve, reject) => {
-    proc.once('exit', (code) => {
-      if (code !== 0) reject(new Error(`bench child exited ${code}: ${err}`));
-      else resolve(JSON.parse(out.trim()) as R);
-    });
-  });
+  let rssBytes = 0;
+  if (settleMs !== undefined) {
+    try {
+      rssBytes = await measureChild(proc, settleMs);
+    } catch (e) {
+      await exited;
+      throw new Error(`bench child: ${(e as Error).message}: ${err}`);
+    }
+  }
+  const code = await exited;
+  if (code !== 0) throw new Error(`bench child exited ${code}: ${err}`);
+  return { result: JSON.parse(out.trim()) as R, rssBytes };
 }
 
-const runChild = (settings: ChildSettings): Promise<ChildResult> => runJsonChild('agent-child.ts', settings);
+const runChild = (settings: ChildSettings, settleMs: number): Promise<{ result: ChildResult; rssBytes: number }> => runJsonChild('agent-child.ts', settings, settleMs);
 
 const cpuS = (r: ChildResult): number => (r.cpuUserUs + r.cpuSystemUs) / 1e6;
 const round = (x: number, digits: number): number => Number(x.toFixed(digits));
@@ -173,7 +177,8 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     procs.push(authd.proc);
     const base = { identity, authd: `127.0.0.1:${Number(authd.listening['port'])}`, authdKey: authdPub, seconds, library };
     log(`agent bench: idle run, ${seconds} s at locatord's interval`);
-    const settleMs = 5000 + seconds * 1000; // registered -> RSS read, the same for all three
+    const warmupMs = 5000;
+    const settleMs = warmupMs + seconds * 1000; // ready (registered) -> RSS read, the same for all three
     log('agent bench: bare node -e');
     const bare = await bareNode(settleMs);
     log('agent bench: devloc-agent daemon');
@@ -184,16 +189,17 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
         '--state-dir', dir, '--log-level', 'info'],
     });
     procs.push(daemon.proc);
-    await daemon.waitFor((l) => l['msg'] === 'registered');
-    const daemonStartToRegisteredMs = performance.now() - t0;
-    await new Promise((r) => setTimeout(r, settleMs));
-    const daemonRss = rssOf(daemon.proc.pid!);
+    // Its readiness is its own log line (the daemon is not changed for the bench); the RSS is read
+    // from /proc as for the others.
+    const registered = daemon.waitFor((l) => l['msg'] === 'registered').then(() => performance.now() - t0);
+    const daemonRss = await rssAfter(daemon.proc.pid!, registered, settleMs);
+    const daemonStartToRegisteredMs = await registered;
     await daemon.stop('SIGTERM', 10_000);
-    const idle = await runChild({ ...base, maxRefreshS: 0, warmupMs: 5000 });
+    const { result: idle, rssBytes: libraryRss } = await runChild({ ...base, maxRefreshS: 0, warmupMs }, settleMs);
     log(`agent bench: busy run, ${seconds} s refreshing every ${refreshS} s`);
-    const busy = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(5000, 2 * refreshS * 1000) });
+    const { result: busy } = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(warmupMs, 2 * refreshS * 1000) }, 0);
     log('agent bench: 24 virtual hours (agent, authd, locatord in one process)');
-    const day = await runJsonChild<DaySettings, DayResult>('agent-day.ts', { library, hours: 24 });
+    const { result: day } = await runJsonChild<DaySettings, DayResult>('agent-day.ts', { library, hours: 24 });
     if (!day.registeredAtEnd) throw new Error('agent bench: the agent was not registered at the end of the virtual day');
     const idleRate = cpuS(idle) / idle.seconds;
     const extra = busy.refreshes - (idle.refreshes * busy.seconds) / idle.seconds;
@@ -205,7 +211,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     return {
       bareRssMiB: mib(bare),
       daemonRssMiB: mib(daemonRss),
-      libraryAboveBareMiB: mib(idle.rssBytes - bare),
+      libraryAboveBareMiB: mib(libraryRss - bare),
       daemonAboveBareMiB: mib(daemonRss - bare),
       libraryStartToRegisteredMs: Math.round(idle.startToRegisteredMs),
       daemonStartToRegisteredMs: Math.round(daemonStartToRegisteredMs),
@@ -218,7 +224,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
       heapGrowth24hKiB: round((heapAt(24) - heapAt(1)) / 1024, 1),
       heapGrowthLast12hKiB: round((heapAt(24) - heapAt(12)) / 1024, 1),
       idle, busy, day,
-      idleRssMiB: round(idle.rssBytes / 2 ** 20, 1),
+      idleRssMiB: round(libraryRss / 2 ** 20, 1),
       idleHeapMiB: round(idle.heapUsedBytes / 2 ** 20, 1),
       cpuMsPerRefresh: round(perRefresh * 1000, 3),
       idleCpuSecondsPerHour: round(idleRate * 3600, 2),
