@@ -24,7 +24,7 @@ import { spawnDaemon, startDaemon } from '../src/common/spawn.js';
 import { NAT_REFRESH_S, OPEN_REFRESH_S } from '../src/wire/constants.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../src/wire/keys.js';
 import type { ChildResult, ChildSettings } from './agent-child.js';
-import { bareNodeArgs, measureChild, measuredStdio, MEASURED_NODE_FLAGS, rssAfter } from './measured-process.js';
+import { bareNodeArgs, measureChild, measuredEnv, measuredStdio, MEASURED_NODE_FLAGS, rssAfter } from './measured-process.js';
 import type { DayResult, DaySettings } from './agent-day.js';
 
 export interface AgentBenchOptions {
@@ -85,7 +85,7 @@ function nodeArgs(rel: string): string[] {
 
 /** Bare Node.js: `node -e` that says it is ready and waits, measured like the others. */
 async function bareNode(settleMs: number): Promise<number> {
-  const proc = spawn(process.execPath, bareNodeArgs(), { stdio: measuredStdio(false) });
+  const proc = spawn(process.execPath, bareNodeArgs(), { stdio: measuredStdio(false), env: measuredEnv() });
   try {
     return await measureChild(proc, settleMs);
   } finally {
@@ -115,7 +115,7 @@ function agentBundle(log: (line: string) => void): { library: string; daemon: st
  * (agent-child.ts): its RSS is read from /proc that long after it signals readiness.
  */
 async function runJsonChild<S, R>(file: string, settings: S, settleMs?: number): Promise<{ result: R; rssBytes: number }> {
-  const proc = spawn(process.execPath, [...MEASURED_NODE_FLAGS, ...nodeArgs(file)], { stdio: measuredStdio(true) });
+  const proc = spawn(process.execPath, [...MEASURED_NODE_FLAGS, ...nodeArgs(file)], { stdio: measuredStdio(true), env: measuredEnv() });
   let out = '';
   let err = '';
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -184,7 +184,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     log('agent bench: devloc-agent daemon');
     const t0 = performance.now();
     const daemon = spawnDaemon({
-      entry: bundle?.daemon ?? 'agent/main', timeoutMs: 30_000,
+      entry: bundle?.daemon ?? 'agent/main', timeoutMs: 30_000, env: measuredEnv(),
       args: ['--identity', identity, '--authd', base.authd, '--authd-key', authdPub, '--reflector', 'off', '--control-socket', path.join(dir, 'agent.sock'),
         '--state-dir', dir, '--log-level', 'info'],
     });

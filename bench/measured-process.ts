@@ -28,6 +28,14 @@ const MEASURED_BYTE = 'm';
  */
 export const MEASURED_NODE_FLAGS: readonly string[] = ['--expose-gc'];
 
+/**
+ * Environment of every measured child, the daemon included: ours without NODE_OPTIONS, whose
+ * preloads (a test runner's, a profiler's) would be measured as if they were the library's.
+ */
+export function measuredEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, NODE_OPTIONS: undefined };
+}
+
 /** stdio of a measured child: fd 0 settings (or nothing), 1 and 2 results and errors, 3 readiness. */
 export function measuredStdio(settingsOnStdin: boolean): StdioOptions {
   return [settingsOnStdin ? 'pipe' : 'ignore', 'pipe', 'pipe', 'pipe'];
