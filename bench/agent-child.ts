@@ -1,13 +1,13 @@
-// One embedded agent (agent.ts starts it). It reads one JSON line of settings on stdin,
-// registers, says so on the readiness pipe (measured-process.ts: the parent reads this process's
-// RSS from /proc a settling time later, as it does bare Node's and the daemon's), lets the agent
-// settle, measures CPU time and wire bytes over the window, waits until the parent has read the
-// RSS, and only then prints one JSON line. Only the library is loaded, as an application
-// embedding the agent would load it.
+// One embedded agent, its CPU time and wire bytes measured from inside its own process (agent.ts
+// starts it). It reads one JSON line of settings on stdin, registers, lets the agent settle, then
+// measures over the window and prints one JSON line. Only the library is loaded, as an
+// application embedding the agent would load it. Its RSS is not measured here: this process
+// carries the bench's instruments and --expose-gc (the flag alone added 0.6 MiB to an embedding
+// host in A/B runs, nothing to bare Node); the footprint is measured-process.ts's host, which
+// carries neither.
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { serveOneJsonRequest } from './json-child.js';
-import { signalReady, waitUntilMeasured } from './measured-process.js';
 
 type Library = typeof import('../src/agent/index.js');
 
@@ -32,7 +32,6 @@ export interface ChildResult {
   /** V8 heap in use after a full GC, at the window's start and end (--expose-gc). */
   heapAfterGcStart: number;
   heapAfterGcEnd: number;
-  /** V8 heap in use at the window's end (no GC forced). The RSS is the parent's reading (measured-process.ts). */
   heapUsedBytes: number;
   cpuUserUs: number;
   cpuSystemUs: number;
@@ -84,7 +83,6 @@ async function run(s: ChildSettings): Promise<ChildResult> {
   if (!agent.isRegistered) await once(agent, 'registered');
   const startToRegisteredMs = process.uptime() * 1000;
   clearTimeout(deadline);
-  signalReady();
   await sleep(s.warmupMs);
   const heapAfterGcStart = heapAfterGc();
   const r0 = agent.counters.refreshes;
@@ -95,13 +93,11 @@ async function run(s: ChildSettings): Promise<ChildResult> {
   const c1 = process.cpuUsage(c0);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   wire.counting = false;
-  const heapUsedBytes = process.memoryUsage().heapUsed;
-  // Nothing below is counted in the RSS: the parent reads it while this blocks (or has already).
-  waitUntilMeasured();
+  const mem = process.memoryUsage();
   const result: ChildResult = {
     startToRegisteredMs, bytesSent: wire.sent, bytesReceived: wire.received, datagrams: wire.datagrams,
     heapAfterGcStart, heapAfterGcEnd: heapAfterGc(),
-    heapUsedBytes, cpuUserUs: c1.user, cpuSystemUs: c1.system,
+    heapUsedBytes: mem.heapUsed, cpuUserUs: c1.user, cpuSystemUs: c1.system,
     refreshes: agent.counters.refreshes - r0, seconds,
   };
   await agent.stop();

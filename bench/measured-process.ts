@@ -1,32 +1,42 @@
 // How the agent bench measures a process's memory (issue 20), the one way it measures every
-// process it compares: bare `node -e`, the embedded library and the devloc-agent daemon. The
-// parent reads VmRSS from /proc/<pid>/status a settling time after the process said it was
-// ready; the measured process reads nothing of its own and writes nothing through a stream.
+// process it compares: bare Node, the embedded library and the devloc-agent daemon. The parent
+// reads VmRSS from /proc/<pid>/status a settling time after the process said it was ready; the
+// measured process reads nothing of its own and writes nothing through a stream.
 // Why from outside: a process that reports its own RSS must first open something to report it
 // on, and `process.stdout` (a net.Socket or tty.WriteStream with the stream machinery behind it)
 // added 1.5-1.8 MiB to bare `node -e`, the baseline, making every "over bare Node" figure look
 // that much better than it was.
 //
+// Bare Node and the library's host are both `node -e` scripts built here, with no node flag, in
+// either module system: a CommonJS one (`require()` of dist/agent.cjs) against bare CommonJS
+// `node -e`, and an ES module one (`import()` of dist/agent.js) against bare
+// `node --input-type=module -e`: an ES module host has already paid for Node's ES module loader,
+// a CommonJS host has not and need not. The host does what an embedding program must (load an
+// identity, create and start an Agent) and nothing else: the bench's CPU and wire instruments
+// live in agent-child.ts, which is not measured for RSS.
+//
 // A measured child says it is ready with one fs.writeSync on fd 3 (READY_FD, an inherited pipe;
-// node:fs is loaded by Node's bootstrap, so this loads no module), and a child that has more to
-// do after the measurement (report its CPU figures on stdout) first blocks in fs.readSync on the
-// same fd until the parent has read /proc (waitUntilMeasured): nothing it does afterwards is
-// counted. The daemon cannot be changed for the bench: its readiness is its own `registered`
-// log line, and it goes on running while /proc is read, as bare Node and the library do.
-import { readFileSync, readSync, writeSync } from 'node:fs';
+// node:fs is loaded by Node's bootstrap, so this loads no module): bare Node at once, the host on
+// its agent's first `registered`. The daemon cannot be changed for the bench: its readiness is
+// its own `registered` log line. All three go on running while /proc is read.
+import { readFileSync } from 'node:fs';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 
-/** The inherited pipe a measured child signals readiness on and waits on. */
+/** The inherited pipe a measured child signals readiness on. */
 export const READY_FD = 3;
 const READY_LINE = 'ready\n';
-const MEASURED_BYTE = 'm';
 
-/**
- * Flags of every measured Node child the bench starts itself (bare and library alike): the
- * library child runs a full GC before and after its CPU window, and bare Node gets the same flag
- * so that nothing but the code loaded differs between them.
- */
-export const MEASURED_NODE_FLAGS: readonly string[] = ['--expose-gc'];
+/** The module system of a measured `node -e` script (the host program's). */
+export type ModuleSystem = 'commonjs' | 'module';
+
+/** What the library's host needs to start an agent (the files the bench wrote). */
+export interface LibraryHostSettings {
+  /** The library: dist/agent.cjs for a CommonJS host, dist/agent.js for an ES module one. */
+  library: string;
+  identity: string;
+  authd: string;
+  authdKey: string;
+}
 
 /**
  * Environment of every measured child, the daemon included: ours without NODE_OPTIONS, whose
@@ -36,32 +46,43 @@ export function measuredEnv(): NodeJS.ProcessEnv {
   return { ...process.env, NODE_OPTIONS: undefined };
 }
 
-/** stdio of a measured child: fd 0 settings (or nothing), 1 and 2 results and errors, 3 readiness. */
-export function measuredStdio(settingsOnStdin: boolean): StdioOptions {
-  return [settingsOnStdin ? 'pipe' : 'ignore', 'pipe', 'pipe', 'pipe'];
-}
+/** stdio of a measured child: nothing on 0, 1 and 2 piped (errors only), 3 readiness. */
+export const MEASURED_STDIO: StdioOptions = ['ignore', 'pipe', 'pipe', 'pipe'];
 
-/** JavaScript (CommonJS, as `node -e` runs it) that says the process is ready to be measured. */
-export const SIGNAL_READY_SOURCE = `require('node:fs').writeSync(${READY_FD}, ${JSON.stringify(READY_LINE)})`;
+const importFs = (system: ModuleSystem): string =>
+  system === 'commonjs' ? `const { writeSync } = require('node:fs');` : `import { writeSync } from 'node:fs';`;
+const signalReady = `writeSync(${READY_FD}, ${JSON.stringify(READY_LINE)});`;
+const inputType = (system: ModuleSystem): string[] => (system === 'module' ? ['--input-type=module'] : []);
 
 /**
- * The bare Node.js the library and the daemon are compared with: `node -e` that says it is ready
- * and then waits (a timer keeps its event loop alive, as the agent's do) until the parent,
- * having measured it, kills it.
+ * Bare Node.js, the comparison: `node -e` that says it is ready and then waits (a timer keeps its
+ * event loop alive, as the agent's do) until the parent, having measured it, kills it.
  */
-export function bareNodeArgs(): string[] {
-  return [...MEASURED_NODE_FLAGS, '-e', `${SIGNAL_READY_SOURCE}; setTimeout(() => {}, 2 ** 31 - 1);`];
+export function bareNodeArgs(system: ModuleSystem): string[] {
+  return [...inputType(system), '-e', `${importFs(system)} ${signalReady} setTimeout(() => {}, 2 ** 31 - 1);`];
 }
 
-/** In a measured child (ESM): say it is ready; the parent measures it a settling time later. */
-export function signalReady(): void {
-  writeSync(READY_FD, READY_LINE);
-}
-
-/** In a measured child: block until the parent has read its RSS (returns at once if it has). */
-export function waitUntilMeasured(): void {
-  const one = Buffer.alloc(1);
-  if (readSync(READY_FD, one, 0, 1, null) === 0) throw new Error('the bench parent closed the readiness pipe before measuring');
+/**
+ * The embedding host: the bare script's first line, then the library loaded as such a host
+ * loads it, an agent started from the settings (argv[1], JSON), ready on `registered`.
+ * `loader` goes before `-e` (`--import tsx` when the library is the tree's TypeScript).
+ */
+export function libraryHostArgs(system: ModuleSystem, settings: LibraryHostSettings, loader: readonly string[] = []): string[] {
+  const load = system === 'commonjs' ? 'require(s.library)' : 'await import(s.library)';
+  const script = [
+    importFs(system),
+    'const s = JSON.parse(process.argv[1]);',
+    `const { Agent, loadDeviceIdentity, loadAuthdKey, parseAddress } = ${load};`,
+    'const id = loadDeviceIdentity(s.identity);',
+    'const key = loadAuthdKey(s.authdKey);',
+    'if (!id.ok || !key.ok) throw new Error(id.error ?? key.error);',
+    'const agent = new Agent({ identity: id.value, authd: parseAddress(s.authd), authdKey: key.value, reflector: null });',
+    'let ready = false;',
+    `const registered = () => { if (!ready) { ready = true; ${signalReady} } };`,
+    "agent.once('registered', registered);",
+    'agent.start().then(() => { if (agent.isRegistered) registered(); }, (e) => { console.error(e); process.exit(1); });',
+  ].join('\n');
+  return [...loader, ...inputType(system), '-e', script, JSON.stringify(settings)];
 }
 
 /** VmRSS of a process, from /proc (bytes; 0 where there is no /proc or no such process). */
@@ -78,7 +99,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /**
  * RSS of `pid`, read from /proc `settleMs` after `ready` resolves: the one measurement of the
- * agent bench. Rejects if the process exits before (VmRSS gone).
+ * agent bench. Rejects if the process has exited by then (no VmRSS).
  */
 export async function rssAfter(pid: number, ready: Promise<unknown>, settleMs: number): Promise<number> {
   await ready;
@@ -88,13 +109,15 @@ export async function rssAfter(pid: number, ready: Promise<unknown>, settleMs: n
   return rss;
 }
 
-/** Resolves when a child spawned with measuredStdio() signals readiness on READY_FD. */
+/** Resolves when a child spawned with MEASURED_STDIO signals readiness on READY_FD. */
 export function readySignal(proc: ChildProcess): Promise<void> {
   const pipe = proc.stdio[READY_FD] as NodeJS.ReadableStream | null | undefined;
   if (!pipe) return Promise.reject(new Error('bench: measured child without a readiness pipe'));
-  // A reset when the child is killed after its measurement (bare Node is) is no failure; a child
-  // that dies before it is ready is reported by its exit.
+  // A reset when the child is killed after its measurement is no failure; a child that dies
+  // before it is ready is reported by its exit.
   (pipe as NodeJS.EventEmitter).on('error', () => {});
+  let err = '';
+  proc.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
   return new Promise((resolve, reject) => {
     let got = '';
     const onData = (d: Buffer): void => {
@@ -105,16 +128,11 @@ export function readySignal(proc: ChildProcess): Promise<void> {
       }
     };
     pipe.on('data', onData);
-    proc.once('exit', (code) => reject(new Error(`bench: measured child exited ${code} before it was ready`)));
+    proc.once('exit', (code) => reject(new Error(`bench: measured child exited ${code} before it was ready: ${err.trim()}`)));
   });
 }
 
-/**
- * The whole measurement of a child spawned with measuredStdio(): wait for its readiness, let it
- * settle, read its RSS, then let it go on (waitUntilMeasured() in the child returns).
- */
-export async function measureChild(proc: ChildProcess, settleMs: number): Promise<number> {
-  const rss = await rssAfter(proc.pid!, readySignal(proc), settleMs);
-  (proc.stdio[READY_FD] as NodeJS.WritableStream).write(MEASURED_BYTE);
-  return rss;
+/** The measurement of a child spawned with MEASURED_STDIO: its RSS `settleMs` after it is ready. */
+export function measureChild(proc: ChildProcess, settleMs: number): Promise<number> {
+  return rssAfter(proc.pid!, readySignal(proc), settleMs);
 }
