@@ -1,12 +1,15 @@
-// A stand-in for the agent library (bench/agent-child.ts imports the module its settings name):
-// registered at once, no network, so measured-process.test.ts can run the bench's library child
-// without a stack. Plain JavaScript: the child runs under node alone, as the bench's built one.
+// A stand-in for the agent library (the host of bench/measured-process.ts loads what it is given):
+// registered at once, no network, so measured-process.test.ts can run the bench's library host
+// without a stack. Plain JavaScript: the host is plain node -e.
 import { EventEmitter } from 'node:events';
 
 export class Agent extends EventEmitter {
   isRegistered = true;
   counters = { refreshes: 0 };
-  async start() {}
+  // A timer keeps the host alive, as the agent's sockets and timers do.
+  async start() {
+    this.timer = setInterval(() => {}, 2 ** 30);
+  }
   async stop() {}
 }
 export const loadDeviceIdentity = () => ({ ok: true, value: {} });
