@@ -193,9 +193,9 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     procs.push(daemon.proc);
     // Its readiness is its own log line (the daemon is not changed for the bench); the RSS is read
     // from /proc as for the others.
-    const registered = daemon.waitFor((l) => l['msg'] === 'registered').then(() => performance.now() - t0);
-    const daemonRssRead = rssAfter(daemon.proc.pid!, registered, settleMs);
-    const daemonStartToRegisteredMs = await registered;
+    await daemon.waitFor((l) => l['msg'] === 'registered');
+    const daemonStartToRegisteredMs = performance.now() - t0;
+    const daemonRssRead = rssAfter(daemon.proc.pid!, Promise.resolve(), settleMs);
     const host = (system: ModuleSystem): string[] => {
       const settings: LibraryHostSettings = {
         library: system === 'commonjs' ? libraryCjs : library, identity: devices[system === 'commonjs' ? 1 : 2]!.file, authd: base.authd, authdKey: authdPub,
