@@ -3,7 +3,7 @@
 // package has no dependencies and a console maker can vendor dist/agent.js (or agent.cjs) alone.
 //   dist/agent.js         the library (src/agent/index.ts): `import { Agent } from './agent.js'`
 //   dist/agent.cjs        the same library for a CommonJS host: `require('./agent.cjs')`. Loading
-//                         an ES module starts Node's ES module loader (1.3-1.6 MiB of RSS in the
+//                         an ES module starts Node's ES module loader (0.9-1.2 MiB of RSS in the
 //                         agent bench), which a CommonJS host has not paid and need not.
 //   dist/devloc-agent.js  the daemon (src/agent/main.ts)
 //   dist/devloc.js        the terminal-side devloc(1) commands (src/cli/terminal.ts; yargs inlined)
