@@ -1,7 +1,10 @@
-// One embedded agent, measured from inside its own process (agent.ts starts it). It reads one
-// JSON line of settings on stdin, registers, lets the agent settle, then measures RSS and CPU
-// time over the window and prints one JSON line. Only the library is loaded, as an application
-// embedding the agent would load it.
+// One embedded agent, its CPU time and wire bytes measured from inside its own process (agent.ts
+// starts it). It reads one JSON line of settings on stdin, registers, lets the agent settle, then
+// measures over the window and prints one JSON line. Only the library is loaded, as an
+// application embedding the agent would load it. Its RSS is not measured here: this process
+// carries the bench's instruments and --expose-gc (the flag alone added 0.6 MiB to an embedding
+// host in A/B runs, nothing to bare Node); the footprint is measured-process.ts's host, which
+// carries neither.
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { serveOneJsonRequest } from './json-child.js';
@@ -29,7 +32,6 @@ export interface ChildResult {
   /** V8 heap in use after a full GC, at the window's start and end (--expose-gc). */
   heapAfterGcStart: number;
   heapAfterGcEnd: number;
-  rssBytes: number;
   heapUsedBytes: number;
   cpuUserUs: number;
   cpuSystemUs: number;
@@ -95,7 +97,7 @@ async function run(s: ChildSettings): Promise<ChildResult> {
   const result: ChildResult = {
     startToRegisteredMs, bytesSent: wire.sent, bytesReceived: wire.received, datagrams: wire.datagrams,
     heapAfterGcStart, heapAfterGcEnd: heapAfterGc(),
-    rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, cpuUserUs: c1.user, cpuSystemUs: c1.system,
+    heapUsedBytes: mem.heapUsed, cpuUserUs: c1.user, cpuSystemUs: c1.system,
     refreshes: agent.counters.refreshes - r0, seconds,
   };
   await agent.stop();

@@ -1,13 +1,16 @@
 // How small the agent is: idle RSS and CPU seconds per hour of refreshing. Starts devloc-authd
 // and devloc-locatord as child processes on 127.0.0.1 (so their work is not counted), then two
-// embedded agents one after the other, each in its own process (agent-child.ts), measured from
-// inside:
+// embedded agents one after the other, each in its own process (agent-child.ts), whose CPU and
+// wire bytes are measured from inside:
 //   idle run  — locatord's own refresh interval (25 s): what an agent costs doing nothing;
 //   busy run  — a refresh every `refreshS` seconds: the cost of one refresh, by difference.
 // CPU per hour at the default 25 s interval = idle CPU rate x 3600 + 144 refreshes x cost of one.
 // Footprint against bare Node.js in the same run (issue 20): the RSS of `node -e` doing nothing,
-// of the embedded library (the idle run) and of the devloc-agent daemon, each after the same
-// settling time; start to registered for the library and the daemon; bytes on the wire per hour
+// of a `node -e` host embedding the library (a CommonJS host requiring dist/agent.cjs; and an ES
+// module host importing dist/agent.js against bare ES module `node -e`) and of the devloc-agent
+// daemon, each read from /proc by this process the same settling time after the child is ready
+// (measured-process.ts: nothing in the measured processes opens a stream to report it; the
+// hosts run side by side while the daemon settles); start to registered for the library and the daemon; bytes on the wire per hour
 // (one refresh's datagrams, measured in the busy run, times the refreshes of an hour behind a NAT
 // and on an open address, plus 28 bytes of IPv4 and UDP header each); and the V8 heap after a
 // full GC before and after the busy run's refreshes, scaled to the refreshes of 24 hours (the
@@ -19,11 +22,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AuthDb } from '../src/authd/db.js';
-import { readFileSync } from 'node:fs';
 import { spawnDaemon, startDaemon } from '../src/common/spawn.js';
 import { NAT_REFRESH_S, OPEN_REFRESH_S } from '../src/wire/constants.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../src/wire/keys.js';
 import type { ChildResult, ChildSettings } from './agent-child.js';
+import { bareNodeArgs, libraryHostArgs, measureChild, MEASURED_STDIO, measuredEnv, rssAfter, type LibraryHostSettings, type ModuleSystem } from './measured-process.js';
 import type { DayResult, DaySettings } from './agent-day.js';
 
 export interface AgentBenchOptions {
@@ -36,9 +39,9 @@ export interface AgentBenchOptions {
 }
 
 export interface AgentBenchResult {
-  /** RSS of the idle agent's process (Node.js itself included), MiB. */
+  /** RSS of the CommonJS host's idle agent (Node.js itself included), MiB. */
   idleRssMiB: number;
-  /** V8 heap in use in that process, MiB. */
+  /** V8 heap in use in the idle run's process (agent-child.ts), MiB. */
   idleHeapMiB: number;
   /** CPU time of one refresh (REFRESH, REFRESH_ACK, timers), ms. */
   cpuMsPerRefresh: number;
@@ -47,11 +50,15 @@ export interface AgentBenchResult {
   /** CPU seconds per hour at the default refresh interval. */
   cpuSecondsPerHour: number;
   defaultRefreshS: number;
-  /** RSS of bare `node -e` (nothing loaded), of the library's process and of the daemon, MiB. */
+  /** RSS of bare `node -e` (nothing loaded), of the library's CommonJS host and of the daemon, MiB. */
   bareRssMiB: number;
   daemonRssMiB: number;
   libraryAboveBareMiB: number;
   daemonAboveBareMiB: number;
+  /** The same for an ES module host (`import()` of dist/agent.js) against bare `node --input-type=module -e`, MiB. */
+  bareModuleRssMiB: number;
+  libraryModuleRssMiB: number;
+  libraryModuleAboveBareMiB: number;
   /** Process start to registered (authenticate, register; no classification), ms. */
   libraryStartToRegisteredMs: number;
   daemonStartToRegisteredMs: number;
@@ -82,22 +89,14 @@ function nodeArgs(rel: string): string[] {
   return typescript ? ['--import', 'tsx', file] : [file];
 }
 
-/** RSS of a process, from /proc (bytes; 0 where there is no /proc). */
-function rssOf(pid: number): number {
+/** RSS of a measured `node -e` child (measured-process.ts), killed once measured. */
+async function measuredNode(args: string[], settleMs: number): Promise<number> {
+  const proc = spawn(process.execPath, args, { stdio: MEASURED_STDIO, env: measuredEnv() });
   try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
+    return await measureChild(proc, settleMs);
+  } finally {
+    proc.kill('SIGKILL');
   }
-}
-
-/** Bare Node.js: `node -e` that only waits, measured after `ms` like the others. */
-function bareNode(ms: number): Promise<number> {
-  const proc = spawn(process.execPath, ['-e', `setTimeout(() => process.stdout.write(String(process.memoryUsage().rss)), ${ms})`], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  return new Promise((resolve, reject) => proc.once('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`node -e exited ${code}`)))));
 }
 
 /** The repository's root (bench/ or build/bench/ is below it). */
@@ -107,14 +106,14 @@ const root = path.resolve(here, typescript ? '..' : '../..');
  * The agent distribution's files, built now (esbuild; a second or two), or undefined when the
  * tree cannot build it (no esbuild): the caller measures the tree's modules instead.
  */
-function agentBundle(log: (line: string) => void): { library: string; daemon: string } | undefined {
+function agentBundle(log: (line: string) => void): { library: string; libraryCjs: string; daemon: string } | undefined {
   const build = spawnSync(process.execPath, [path.join(root, 'packages/agent/build.mjs')], { encoding: 'utf8' });
   if (build.status !== 0) {
     log(`agent bench: cannot build the agent distribution (${(build.stderr || build.stdout).trim().split('\n')[0]}); measuring the tree's modules`);
     return undefined;
   }
   const dist = path.join(root, 'packages/agent/dist');
-  return { library: path.join(dist, 'agent.js'), daemon: path.join(dist, 'devloc-agent.js') };
+  return { library: path.join(dist, 'agent.js'), libraryCjs: path.join(dist, 'agent.cjs'), daemon: path.join(dist, 'devloc-agent.js') };
 }
 
 function runJsonChild<S, R>(file: string, settings: S): Promise<R> {
@@ -145,6 +144,9 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
   const procs: ChildProcess[] = [];
   const bundle = agentBundle(log);
   const library = bundle?.library ?? path.join(root, typescript ? 'src/agent/index.ts' : 'build/src/agent/index.js');
+  // Without the bundles, the CommonJS host require()s the tree's ES modules (Node >= 20.19).
+  const libraryCjs = bundle?.libraryCjs ?? library;
+  const loader = typescript && !bundle ? ['--import', 'tsx'] : [];
   try {
     const authdKey = newAuthdKey();
     const authdKeyFile = path.join(dir, 'authd.key');
@@ -154,10 +156,17 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     const service = newServiceKey('locator');
     const serviceFile = path.join(dir, 'locator.key');
     writeFileSync(serviceFile, keyFileToJson(service), { mode: 0o600 });
-    const device = newDeviceKey();
-    if (device.kind !== 'device' || service.kind !== 'service') throw new Error('unreachable');
-    const identity = path.join(dir, 'device.key');
-    writeFileSync(identity, keyFileToJson(device), { mode: 0o600 });
+    if (service.kind !== 'service') throw new Error('unreachable');
+    // One device for the daemon and then the CPU runs, one for each library host: the footprint's
+    // three agents run side by side, and two registrations of one device would replace each other.
+    const devices = ['device', 'host-commonjs', 'host-module'].map((name) => {
+      const key = newDeviceKey();
+      if (key.kind !== 'device') throw new Error('unreachable');
+      const file = path.join(dir, `${name}.key`);
+      writeFileSync(file, keyFileToJson(key), { mode: 0o600 });
+      return { key, file };
+    });
+    const identity = devices[0]!.file;
     // A TTL of 90 s: locatord suggests the default 25 s refresh; the busy run overrides it.
     const loc = await startDaemon({ entry: 'locatord/main', args: [
       '--listen', '127.0.0.1', '--port', '0', '--service-key', serviceFile, '--trust', authdPub, '--state-dir', path.join(dir, 'loc'),
@@ -166,32 +175,45 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     procs.push(loc.proc);
     const authdState = path.join(dir, 'authd');
     const db = AuthDb.open(authdState);
-    db.addDevice({ deviceId: device.deviceId, publicKey: device.sign.public });
+    for (const { key } of devices) db.addDevice({ deviceId: key.deviceId, publicKey: key.sign.public });
     db.putService({ serviceId: 'locator', sealKey: service.seal.public, addr: `127.0.0.1:${Number(loc.listening['port'])}` }, false);
     db.close();
     const authd = await startDaemon({ entry: 'authd/main', args: ['--listen', '127.0.0.1', '--port', '0', '--key', authdKeyFile, '--state-dir', authdState] });
     procs.push(authd.proc);
     const base = { identity, authd: `127.0.0.1:${Number(authd.listening['port'])}`, authdKey: authdPub, seconds, library };
-    log(`agent bench: idle run, ${seconds} s at locatord's interval`);
-    const settleMs = 5000 + seconds * 1000; // registered -> RSS read, the same for all three
-    log('agent bench: bare node -e');
-    const bare = await bareNode(settleMs);
-    log('agent bench: devloc-agent daemon');
+    const warmupMs = 5000;
+    const settleMs = warmupMs + seconds * 1000; // ready (registered) -> RSS read, the same for all
+    log('agent bench: footprint: devloc-agent daemon, then bare node -e and the library hosts beside it');
     const t0 = performance.now();
     const daemon = spawnDaemon({
-      entry: bundle?.daemon ?? 'agent/main', timeoutMs: 30_000,
+      entry: bundle?.daemon ?? 'agent/main', timeoutMs: 30_000, env: measuredEnv(),
       args: ['--identity', identity, '--authd', base.authd, '--authd-key', authdPub, '--reflector', 'off', '--control-socket', path.join(dir, 'agent.sock'),
         '--state-dir', dir, '--log-level', 'info'],
     });
     procs.push(daemon.proc);
+    // Its readiness is its own log line (the daemon is not changed for the bench); the RSS is read
+    // from /proc as for the others.
     await daemon.waitFor((l) => l['msg'] === 'registered');
     const daemonStartToRegisteredMs = performance.now() - t0;
-    await new Promise((r) => setTimeout(r, settleMs));
-    const daemonRss = rssOf(daemon.proc.pid!);
+    const daemonRssRead = rssAfter(daemon.proc.pid!, Promise.resolve(), settleMs);
+    const host = (system: ModuleSystem): string[] => {
+      const settings: LibraryHostSettings = {
+        library: system === 'commonjs' ? libraryCjs : library, identity: devices[system === 'commonjs' ? 1 : 2]!.file, authd: base.authd, authdKey: authdPub,
+      };
+      return libraryHostArgs(system, settings, loader);
+    };
+    const [bare, libraryRss, bareModule, libraryModuleRss, daemonRss] = await Promise.all([
+      measuredNode(bareNodeArgs('commonjs'), settleMs),
+      measuredNode(host('commonjs'), settleMs),
+      measuredNode(bareNodeArgs('module'), settleMs),
+      measuredNode(host('module'), settleMs),
+      daemonRssRead,
+    ]);
     await daemon.stop('SIGTERM', 10_000);
-    const idle = await runChild({ ...base, maxRefreshS: 0, warmupMs: 5000 });
+    log(`agent bench: idle run, ${seconds} s at locatord's interval`);
+    const idle = await runChild({ ...base, maxRefreshS: 0, warmupMs });
     log(`agent bench: busy run, ${seconds} s refreshing every ${refreshS} s`);
-    const busy = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(5000, 2 * refreshS * 1000) });
+    const busy = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(warmupMs, 2 * refreshS * 1000) });
     log('agent bench: 24 virtual hours (agent, authd, locatord in one process)');
     const day = await runJsonChild<DaySettings, DayResult>('agent-day.ts', { library, hours: 24 });
     if (!day.registeredAtEnd) throw new Error('agent bench: the agent was not registered at the end of the virtual day');
@@ -205,7 +227,10 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     return {
       bareRssMiB: mib(bare),
       daemonRssMiB: mib(daemonRss),
-      libraryAboveBareMiB: mib(idle.rssBytes - bare),
+      libraryAboveBareMiB: mib(libraryRss - bare),
+      bareModuleRssMiB: mib(bareModule),
+      libraryModuleRssMiB: mib(libraryModuleRss),
+      libraryModuleAboveBareMiB: mib(libraryModuleRss - bareModule),
       daemonAboveBareMiB: mib(daemonRss - bare),
       libraryStartToRegisteredMs: Math.round(idle.startToRegisteredMs),
       daemonStartToRegisteredMs: Math.round(daemonStartToRegisteredMs),
@@ -218,7 +243,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
       heapGrowth24hKiB: round((heapAt(24) - heapAt(1)) / 1024, 1),
       heapGrowthLast12hKiB: round((heapAt(24) - heapAt(12)) / 1024, 1),
       idle, busy, day,
-      idleRssMiB: round(idle.rssBytes / 2 ** 20, 1),
+      idleRssMiB: round(libraryRss / 2 ** 20, 1),
       idleHeapMiB: round(idle.heapUsedBytes / 2 ** 20, 1),
       cpuMsPerRefresh: round(perRefresh * 1000, 3),
       idleCpuSecondsPerHour: round(idleRate * 3600, 2),
@@ -235,8 +260,9 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
 export function formatAgentBench(r: AgentBenchResult): string {
   return [
     `devloc-agent (embedded Agent, ${r.runtime}):`,
-    `  bare node -e RSS              ${r.bareRssMiB} MiB`,
-    `  idle RSS, library             ${r.idleRssMiB} MiB (+${r.libraryAboveBareMiB} MiB over bare Node; V8 heap in use ${r.idleHeapMiB} MiB)`,
+    `  bare node -e RSS              ${r.bareRssMiB} MiB (ES module: ${r.bareModuleRssMiB} MiB)`,
+    `  idle RSS, library             ${r.idleRssMiB} MiB in a CommonJS host (+${r.libraryAboveBareMiB} MiB over bare Node); ${r.libraryModuleRssMiB} MiB in an ES module host (+${r.libraryModuleAboveBareMiB} MiB over bare ES module Node)`,
+    `  V8 heap in use, idle run      ${r.idleHeapMiB} MiB`,
     `  idle RSS, devloc-agent        ${r.daemonRssMiB} MiB (+${r.daemonAboveBareMiB} MiB over bare Node)`,
     `  start -> registered           library ${r.libraryStartToRegisteredMs} ms, daemon ${r.daemonStartToRegisteredMs} ms`,
     `  wire per refresh              ${r.bytesPerRefresh} B; per idle hour ${r.bytesPerHourNat} B behind a NAT (${r.defaultRefreshS} s), ${r.bytesPerHourOpen} B open (${r.openRefreshS} s)`,

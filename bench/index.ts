@@ -253,15 +253,17 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     },
     {
       name: 'agent',
-      doc: 'devloc-agent: idle RSS of bare node -e, the embedded library and the daemon; start to registered; CPU and wire bytes per idle hour (NAT, open); heap growth over 24 h of refreshes; 4x --seconds per run (min 10 s)',
+      doc: 'devloc-agent: idle RSS of bare node -e, the embedded library (CommonJS and ES module hosts) and the daemon, read from /proc; start to registered; CPU and wire bytes per idle hour (NAT, open); heap growth over 24 h of refreshes; 4x --seconds per run (min 10 s)',
       run: async (ctx) => {
         const { benchAgent } = await import('./agent.js');
         const r = await benchAgent({ seconds: Math.max(10, 4 * ctx.seconds) });
         const s = 'agent';
         return [
           { section: s, name: 'bare node -e RSS', value: r.bareRssMiB, unit: 'MiB' },
-          { section: s, name: 'idle RSS (Node.js included)', value: r.idleRssMiB, unit: 'MiB', extra: { heapMiB: r.idleHeapMiB, runtime: r.runtime, aboveBareMiB: r.libraryAboveBareMiB } },
-          { section: s, name: 'idle RSS over bare Node, library', value: r.libraryAboveBareMiB, unit: 'MiB' },
+          { section: s, name: 'idle RSS, library in a CommonJS host (Node.js included)', value: r.idleRssMiB, unit: 'MiB', extra: { heapMiB: r.idleHeapMiB, runtime: r.runtime, aboveBareMiB: r.libraryAboveBareMiB } },
+          { section: s, name: 'idle RSS over bare Node, library (CommonJS host, agent.cjs)', value: r.libraryAboveBareMiB, unit: 'MiB' },
+          { section: s, name: 'bare node --input-type=module -e RSS', value: r.bareModuleRssMiB, unit: 'MiB' },
+          { section: s, name: 'idle RSS over bare ES module Node, library (ES module host, agent.js)', value: r.libraryModuleAboveBareMiB, unit: 'MiB', extra: { rssMiB: r.libraryModuleRssMiB } },
           { section: s, name: 'idle RSS over bare Node, devloc-agent', value: r.daemonAboveBareMiB, unit: 'MiB', extra: { rssMiB: r.daemonRssMiB } },
           { section: s, name: 'start -> registered, library', value: r.libraryStartToRegisteredMs, unit: 'ms' },
           { section: s, name: 'start -> registered, devloc-agent', value: r.daemonStartToRegisteredMs, unit: 'ms' },

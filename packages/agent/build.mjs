@@ -1,7 +1,10 @@
-// Builds the agent distribution (issue 20) from the repository's sources: three ESM bundles,
-// each one self-contained file (node built-ins only), so the package has no dependencies and a
-// console maker can vendor dist/agent.js alone.
+// Builds the agent distribution (issue 20) from the repository's sources: three ESM bundles and
+// the library once more as CommonJS, each one self-contained file (node built-ins only), so the
+// package has no dependencies and a console maker can vendor dist/agent.js (or agent.cjs) alone.
 //   dist/agent.js         the library (src/agent/index.ts): `import { Agent } from './agent.js'`
+//   dist/agent.cjs        the same library for a CommonJS host: `require('./agent.cjs')`. Loading
+//                         an ES module starts Node's ES module loader (0.9-1.2 MiB of RSS in the
+//                         agent bench), which a CommonJS host has not paid and need not.
 //   dist/devloc-agent.js  the daemon (src/agent/main.ts)
 //   dist/devloc.js        the terminal-side devloc(1) commands (src/cli/terminal.ts; yargs inlined)
 //   dist/types/           the library's declarations (tsc), for TypeScript hosts
@@ -34,26 +37,30 @@ function asciiOnly(file) {
 
 rmSync(out, { recursive: true, force: true });
 const entries = [
-  ['agent', 'src/agent/index.ts'],
-  ['devloc-agent', 'src/agent/main.ts'],
-  ['devloc', 'src/cli/terminal.ts'],
+  ['agent.js', 'src/agent/index.ts'],
+  ['agent.cjs', 'src/agent/index.ts'],
+  ['devloc-agent.js', 'src/agent/main.ts'],
+  ['devloc.js', 'src/cli/terminal.ts'],
 ];
-for (const [name, entry] of entries) {
+for (const [file, entry] of entries) {
+  const name = file.replace(/\.c?js$/, '');
+  const cjs = file.endsWith('.cjs');
   await build({
     entryPoints: [path.join(root, entry)],
-    outfile: path.join(out, `${name}.js`),
+    outfile: path.join(out, file),
     bundle: true,
     platform: 'node',
-    format: 'esm',
+    format: cjs ? 'cjs' : 'esm',
     target: 'node20',
     legalComments: 'inline',
-    define: { __DEVLOC_VERSION__: JSON.stringify(version) },
+    // import.meta.url: only version.ts reads it, where __DEVLOC_VERSION__ is unset (never in a bundle).
+    define: { __DEVLOC_VERSION__: JSON.stringify(version), ...(cjs ? { 'import.meta.url': 'undefined' } : {}) },
     // yargs (devloc.js only) uses require() of built-ins in places: give the ESM bundle one.
     banner: name === 'devloc' ? { js: "import { createRequire as __devlocRequire } from 'node:module'; const require = __devlocRequire(import.meta.url);" } : {},
     logLevel: 'warning',
   });
-  asciiOnly(path.join(out, `${name}.js`));
-  if (name !== 'agent') chmodSync(path.join(out, `${name}.js`), 0o755);
+  asciiOnly(path.join(out, file));
+  if (name !== 'agent') chmodSync(path.join(out, file), 0o755);
 }
 // Declarations of the library for TypeScript hosts (dist/types/agent/index.d.ts and what it names).
 const tsc = spawnSync(process.execPath, [

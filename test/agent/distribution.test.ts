@@ -56,7 +56,7 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
   const packed = (JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[])[0]!;
   const paths = packed.files.map((f) => f.path);
   t.same(paths.filter((p) => !/^(?:dist\/|man\/devloc[\w.-]*\.[138]$|README\.md$|package\.json$)/.test(p)), [], 'only dist/, man/, README.md, package.json');
-  for (const f of ['dist/agent.js', 'dist/devloc-agent.js', 'dist/devloc.js', 'dist/types/agent/index.d.ts', 'man/devloc-agent.3', 'man/devloc-agent.8', 'README.md']) t.ok(paths.includes(f), `${f} is in`);
+  for (const f of ['dist/agent.js', 'dist/agent.cjs', 'dist/devloc-agent.js', 'dist/devloc.js', 'dist/types/agent/index.d.ts', 'man/devloc-agent.3', 'man/devloc-agent.8', 'README.md']) t.ok(paths.includes(f), `${f} is in`);
   t.notOk(paths.some((p) => p.endsWith('.node')), 'nothing native');
 
   const prefix = path.join(dir, 'prefix');
@@ -69,7 +69,7 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
   t.notOk(existsSync(path.join(installed, 'node_modules')), 'nothing installed beside it');
   t.same(readdirSync(path.join(prefix, 'lib/node_modules')), ['devloc-agent'], 'one package in the prefix');
   const imports = new Set<string>();
-  for (const f of walk(path.join(installed, 'dist')).filter((f) => f.endsWith('.js'))) {
+  for (const f of walk(path.join(installed, 'dist')).filter((f) => /\.c?js$/.test(f))) {
     const code = readFileSync(f, 'utf8');
     // esbuild writes each static import on a line of its own; dynamic ones and require() anywhere.
     const re = /^(?:import|export)\b[^;"']*?\bfrom\s*"([^"]+)";?$|^import\s*"([^"]+)";?$|\bimport\(\s*"([^"]+)"\s*\)|\brequire\(\s*"([^"]+)"\s*\)/gm;
@@ -84,6 +84,12 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
   const loadedWith = [...library.matchAll(/^(?:import|export)\b[^;"']*?\bfrom\s*"([^"]+)";?$|^import\s*"([^"]+)";?$/gm)].map((m) => m[1] ?? m[2]!);
   t.ok(loadedWith.includes('node:dgram'), 'the scan sees the library\'s static imports');
   t.same(loadedWith.filter((s) => /^node:(?:net|tls|dns)(?:\/|$)/.test(s)), [], 'the library does not load node:net, node:tls or node:dns with it');
+  // The CommonJS build: esbuild writes each top-level require() as `var x = require("...")` at
+  // the start of a line; the lazy ones stay import() inside functions.
+  const libraryCjs = readFileSync(path.join(installed, 'dist/agent.cjs'), 'utf8');
+  const requiredWith = [...libraryCjs.matchAll(/^var \w+ = (?:__toESM\()?require\("([^"]+)"\)/gm)].map((m) => m[1]!);
+  t.ok(requiredWith.includes('node:dgram'), 'the scan sees agent.cjs\'s top-level requires');
+  t.same(requiredWith.filter((s) => /^node:(?:net|tls|dns)(?:\/|$)/.test(s)), [], 'agent.cjs does not load node:net, node:tls or node:dns with it');
   t.ok(imports.has('node:dgram') && imports.has('node:crypto'), 'the scan sees the imports');
   t.same([...imports].filter((s) => !builtins.has(s.replace(/^node:/, ''))).sort(), [], 'the bundles import node built-ins only');
 
@@ -112,6 +118,15 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
   }));
   const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', app], { cwd: app, encoding: 'utf8', timeout: 600_000 });
   if (!t.equal(tsc.status, 0, `tsc of the example: ${tsc.stdout}${tsc.stderr}`)) return;
+  // A CommonJS host gets dist/agent.cjs by require() ("require" in the package's exports), with
+  // the same API as an ES module host's import().
+  const both = spawnSync(process.execPath, ['-e', `const cjs = require('devloc-agent');
+    import('devloc-agent').then((esm) => console.log(JSON.stringify({ file: require.resolve('devloc-agent'), cjs: Object.keys(cjs).sort(), esm: Object.keys(esm).filter((k) => k !== 'default').sort() })));`], { cwd: app, encoding: 'utf8', timeout: 60_000 });
+  if (!t.equal(both.status, 0, `require('devloc-agent'): ${both.stderr}`)) return;
+  const exported = JSON.parse(both.stdout) as { file: string; cjs: string[]; esm: string[] };
+  t.match(exported.file, /dist\/agent\.cjs$/, 'require() resolves to dist/agent.cjs');
+  t.ok(exported.cjs.includes('Agent') && exported.cjs.includes('AgentError'), 'agent.cjs exports the library');
+  t.same(exported.cjs, exported.esm, 'agent.cjs and agent.js export the same names');
 
   const device = s.device('console');
   const unknownPeer = 'ab'.repeat(16);
