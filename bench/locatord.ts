@@ -6,7 +6,6 @@
 // The same workers then drive a bare node:dgram echo server with the same datagrams, so the
 // figures are also given as a ratio to what the machine's UDP path does with no work at all.
 import type { ChildProcess } from 'node:child_process';
-import { fork } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -16,36 +15,15 @@ import type { Address } from '../src/wire/addr.js';
 import type { KeyFile } from '../src/wire/keys.js';
 import { generatePair, keyFileToJson, newKid, publicOf, publicToJson } from '../src/wire/keys.js';
 import { processTree, treeCpuS } from './cpu.js';
+import type { Child } from './procs.js';
+import { forkSibling } from './procs.js';
 import type { RunResult, WorkerCommand } from './locatord-worker.js';
 
-// Compiled (build/bench/*.js) or run from source through tsx (bench/*.ts).
-const fromSource = import.meta.url.endsWith('.ts');
-const ext = fromSource ? '.ts' : '.js';
-const execArgv = fromSource ? ['--import', 'tsx'] : [];
-const here = (file: string): string => fileURLToPath(new URL(`./${file}${ext}`, import.meta.url));
+export type { Child } from './procs.js';
 
-export interface Child {
-  proc: ChildProcess;
-  ask<T>(m: WorkerCommand): Promise<T>;
-}
-
+/** A bench/locatord-worker.ts child (load generator, echo server, in-process measurements). */
 export function forkWorker(extraArgv: string[] = []): Child {
-  const proc = fork(here('locatord-worker'), [], { execArgv: [...execArgv, ...extraArgv], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  return {
-    proc,
-    ask: <T>(m: WorkerCommand) =>
-      new Promise<T>((resolve, reject) => {
-        const onExit = (code: number | null): void => reject(new Error(`bench worker exited ${code}`));
-        proc.once('exit', onExit);
-        proc.once('message', (r: unknown) => {
-          proc.off('exit', onExit);
-          const e = (r as { error?: string }).error;
-          if (e) reject(new Error(e));
-          else resolve(r as T);
-        });
-        proc.send(m);
-      }),
-  };
+  return forkSibling('locatord-worker', { execArgv: extraArgv, stdout: 'ignore' });
 }
 
 export interface ThroughputOptions {

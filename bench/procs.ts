@@ -27,9 +27,14 @@ export interface Child {
   kill(): void;
 }
 
-export function forkSibling(name: string): Child {
-  const execArgv = [...(fromSource ? ['--import', 'tsx'] : []), ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [])];
-  const proc = fork(sibling(name), [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+/**
+ * Fork bench/`name` (the one way the bench starts its own modules). `execArgv`: node flags
+ * beyond tsx and the CPU profile (e.g. --expose-gc); `stdout` 'ignore' for a child whose output
+ * must not mix with the bench's JSON.
+ */
+export function forkSibling(name: string, o: { execArgv?: readonly string[]; stdout?: 'inherit' | 'ignore' } = {}): Child {
+  const execArgv = [...(fromSource ? ['--import', 'tsx'] : []), ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), ...(o.execArgv ?? [])];
+  const proc = fork(sibling(name), [], { execArgv, stdio: ['ignore', o.stdout ?? 'inherit', 'inherit', 'ipc'] });
   const next = <T>(): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       const onExit = (code: number | null, signal: string | null): void => reject(new Error(`${name} exited (${code ?? signal})`));
