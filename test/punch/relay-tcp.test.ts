@@ -122,8 +122,8 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     t.same(gotBack.texts, back, 'and the other way');
     t.equal(gotBack.lost, 0);
     const [stream, udp] = await Promise.all([pcapStream.stop((count + 10) * 60), pcapUdp.stop((count + 10) * 60)]);
-    t.ok(stream.length > (count + 10) * 60, `the relay's ${transport} port carried this end's leg (${stream.length} bytes captured)`);
-    t.ok(udp.length > (count + 10) * 60, `its UDP the peer's leg (${udp.length} bytes captured)`);
+    t.ok(stream.length >= (count + 10) * 60, `the relay's ${transport} port carried this end's leg (${stream.length} bytes captured)`);
+    t.ok(udp.length >= (count + 10) * 60, `its UDP the peer's leg (${udp.length} bytes captured)`);
     t.equal(stream.indexOf(marker), -1, `no plaintext in anything the relay saw over ${transport}`);
     t.equal(udp.indexOf(marker), -1, 'nor over UDP');
     const ps = await p.status();

@@ -285,7 +285,7 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     const rp = await cliP.done;
     t.equal(rp.status, 0, rp.stderr);
     const bytes = await Promise.all(pcaps.map((c, i) => c.stop(i === allocatedOn ? ey.stats.relayedBytes : 0)));
-    t.ok(bytes[allocatedOn]!.length > ey.stats.relayedBytes, `the relay carried the channel before the upgrade (${bytes[allocatedOn]!.length} bytes captured, ${ey.stats.relayedBytes} relayed)`);
+    t.ok(bytes[allocatedOn]!.length >= ey.stats.relayedBytes, `the relay carried the channel before the upgrade (${bytes[allocatedOn]!.length} bytes captured, ${ey.stats.relayedBytes} relayed)`);
     t.ok(bytes.every((b) => b.indexOf(marker) === -1), 'no plaintext in anything either relay saw');
   });
 
@@ -340,7 +340,7 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     t.equal(gotUp.lost + gotDown.lost, 0, 'no loss reported');
     // 20 messages each way through r1 (10 of them into the dead relay), 10 through r2 at least.
     const bytes = await Promise.all(pcaps.map((c, i) => c.stop((i === 0 ? 40 : 20) * 60)));
-    bytes.forEach((b, i) => t.ok(b.length > (i === 0 ? 40 : 20) * 60, `relay r${i + 1}'s interface carried the channel (${b.length} bytes captured)`));
+    bytes.forEach((b, i) => t.ok(b.length >= (i === 0 ? 40 : 20) * 60, `relay r${i + 1}'s interface carried the channel (${b.length} bytes captured)`));
     t.ok(bytes.every((b) => b.indexOf(marker) === -1), 'no plaintext in anything either relay saw');
     // The second relay dies too: no relay is left, and both ends say so.
     process.kill(relays[1]!.pid()!, 'SIGKILL');
