@@ -4,7 +4,7 @@
 // (nftables numgen drop, test/agent/netns.ts `lossy`). Per start: the time from spawning the
 // agent to registered, the first verdict of the classification, whether the mode is still
 // `unknown` 20 s after the start (after the quick retries of 2 + 4 + 8 s: "settled on unknown"),
-// and when the right mode was first shown. Needs root and nft.
+// when the right mode was first shown, and the mode 60 s after the start. Needs root and nft.
 //
 //   npx tsx test/agent/loss-startup.ts [--rounds 4] [--per-kind 2] [--loss 30]
 //       prints one line per start and a summary; writes bench-results/loss-startup.json
@@ -28,6 +28,7 @@ const LOSS = arg('--loss', 30);
 const DEFAULT_TIMERS = ['--retransmit-ms', '1000', '--backoff-min-ms', '1000', '--backoff-max-ms', '60000'];
 /** Past the quick retries of an inconclusive classification (2 + 4 + 8 s) and one more test. */
 const SETTLED_AFTER_MS = 20_000;
+/** Past the lossy re-checks and a few inconclusive retries (2 + 4 + 8 + 16 s). */
 const WATCH_MS = 60_000;
 
 interface Start {
@@ -37,6 +38,9 @@ interface Start {
   firstVerdictMs: number | null;
   modeAt20s: string | null;
   rightModeMs: number | null;
+  /** The mode when the watch ended (WATCH_MS after the start). */
+  modeAtEnd: string | null;
+  /** Each verdict as it changed, with its reason. */
   modes: string[];
 }
 
@@ -51,7 +55,7 @@ async function withTeardown(body: (t: Teardown) => Promise<void>): Promise<void>
 
 /** Poll the agent's status every 100 ms for WATCH_MS after `t0`. */
 async function watch(p: AgentProc, kind: Start['kind'], t0: number): Promise<Start> {
-  const s: Start = { kind, registeredMs: null, firstVerdict: null, firstVerdictMs: null, modeAt20s: null, rightModeMs: null, modes: [] };
+  const s: Start = { kind, registeredMs: null, firstVerdict: null, firstVerdictMs: null, modeAt20s: null, rightModeMs: null, modeAtEnd: null, modes: [] };
   while (Date.now() - t0 < WATCH_MS) {
     const x = await p.status().catch(() => null);
     const at = Date.now() - t0;
@@ -63,11 +67,11 @@ async function watch(p: AgentProc, kind: Start['kind'], t0: number): Promise<Sta
         s.firstVerdict = verdict;
         s.firstVerdictMs = at;
       }
-      if (verdict && s.modes.at(-1) !== verdict) s.modes.push(verdict);
+      if (verdict && !s.modes.at(-1)?.startsWith(`${verdict}:`)) s.modes.push(`${verdict}: ${x.netModeReason}`);
       if (x.netMode === kind && s.rightModeMs === null) s.rightModeMs = at;
       if (at >= SETTLED_AFTER_MS && s.modeAt20s === null) s.modeAt20s = x.netMode;
+      s.modeAtEnd = x.netMode;
     }
-    if (s.registeredMs !== null && s.rightModeMs !== null && s.modeAt20s !== null) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   return s;
@@ -106,6 +110,8 @@ async function main(): Promise<void> {
     registeredMs: { median: reg[Math.floor(reg.length / 2)] ?? null, worst: reg.at(-1) ?? null },
     firstVerdictUnknown: starts.filter((s) => s.firstVerdict === 'unknown').length,
     unknownAt20s: starts.filter((s) => s.modeAt20s === 'unknown').length,
+    unknownAtEnd: starts.filter((s) => s.modeAtEnd === 'unknown').length,
+    wrongAtEnd: starts.filter((s) => s.modeAtEnd !== s.kind).length,
     wrongAt20s: starts.filter((s) => s.modeAt20s !== s.kind).length,
     rightModeWorstMs: Math.max(...starts.map((s) => s.rightModeMs ?? Infinity)),
   };
