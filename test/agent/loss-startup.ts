@@ -4,9 +4,9 @@
 // (nftables numgen drop, test/agent/netns.ts `lossy`). Per start: the time from spawning the
 // agent to registered, the first verdict of the classification, whether the mode is still
 // `unknown` 20 s after the start (after the quick retries of 2 + 4 + 8 s: "settled on unknown"),
-// when the right mode was first shown, and the mode 60 s after the start. Needs root and nft.
+// when the right mode was first shown, and the mode when the watch ends (60 s after the start). Needs root and nft.
 //
-//   npx tsx test/agent/loss-startup.ts [--rounds 4] [--per-kind 2] [--loss 30]
+//   npx tsx test/agent/loss-startup.ts [--rounds 4] [--per-kind 2] [--loss 30] [--watch-s 60]
 //       prints one line per start and a summary; writes bench-results/loss-startup.json
 //
 // A measurement, not a test: test/agent/nat.test.ts asserts one lossy start per run, and
@@ -29,7 +29,7 @@ const DEFAULT_TIMERS = ['--retransmit-ms', '1000', '--backoff-min-ms', '1000', '
 /** Past the quick retries of an inconclusive classification (2 + 4 + 8 s) and one more test. */
 const SETTLED_AFTER_MS = 20_000;
 /** Past the lossy re-checks and a few inconclusive retries (2 + 4 + 8 + 16 s). */
-const WATCH_MS = 60_000;
+const WATCH_MS = arg('--watch-s', 60) * 1000;
 
 interface Start {
   kind: 'symmetric' | 'full-cone';
@@ -38,7 +38,7 @@ interface Start {
   firstVerdictMs: number | null;
   modeAt20s: string | null;
   rightModeMs: number | null;
-  /** The mode when the watch ended (WATCH_MS after the start). */
+  /** The mode when the watch ended (--watch-s after the start). */
   modeAtEnd: string | null;
   /** Each verdict as it changed, with its reason. */
   modes: string[];
@@ -105,7 +105,7 @@ async function main(): Promise<void> {
   }
   const reg = starts.map((s) => s.registeredMs).filter((x): x is number => x !== null).sort((a, b) => a - b);
   const summary = {
-    loss: LOSS, starts: starts.length,
+    loss: LOSS, watchS: WATCH_MS / 1000, starts: starts.length,
     registered: reg.length,
     registeredMs: { median: reg[Math.floor(reg.length / 2)] ?? null, worst: reg.at(-1) ?? null },
     firstVerdictUnknown: starts.filter((s) => s.firstVerdict === 'unknown').length,
