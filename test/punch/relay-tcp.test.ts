@@ -100,6 +100,7 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     const relayPort = transport === 'tcp' ? r.port : r.tlsPort!;
     const pcapStream = await capture(relayNs, 'eth0', path.join(st.dir, `relay-${transport}.pcap`), `tcp port ${relayPort}`);
     const pcapUdp = await capture(relayNs, 'eth0', path.join(st.dir, `relay-${transport}-udp.pcap`), 'udp');
+    t.teardown(() => [pcapStream, pcapUdp].forEach((c) => c.abort()));
     const c = await connect(p);
     t.equal(c.path?.kind, 'relay', `relayed path ${c.path?.addr}`);
     t.equal(c.path?.transport, transport, `this end reaches the relay over ${transport}`);

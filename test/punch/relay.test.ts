@@ -216,6 +216,7 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     await modeKnown(y, sp, 'port-restricted');
     // Both relays: sy allocates on whichever of its grant answers first.
     const pcaps = await Promise.all(relayNs.map((ns, i) => capture(ns, 'eth0', path.join(st.dir, `relay${i}-upgrade.pcap`))));
+    t.teardown(() => pcaps.forEach((c) => c.abort()));
     const r = (await y.control('connect', { peer: sp.locatorId })) as ConnectResult;
     t.equal(r.path?.kind, 'relay', 'symmetric to port-restricted: relayed at once');
     await eventually(async () => channelOf(await p.status(), r.channel)?.state === 'open', 30_000, 'pr open');
@@ -293,6 +294,7 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     // Captured on both relays' interfaces (the first one's goes on after its coturn died: what
     // was sent into the dead relay is captured too).
     const pcaps = await Promise.all(relayNs.map((ns, i) => capture(ns, 'eth0', path.join(st.dir, `relay${i}-kill.pcap`))));
+    t.teardown(() => pcaps.forEach((c) => c.abort()));
     // devloc connect --ping closed the earlier channel: a new one, relayed through r1.
     const r = (await x1.control('connect', { peer: s2.locatorId })) as ConnectResult;
     symChannel = r.channel;

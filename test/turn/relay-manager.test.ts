@@ -249,6 +249,7 @@ t.test('credentials expiring under an open relayed channel: re-authorised, the c
   const pcapDir = mkdtempSync(path.join(tmpdir(), 'devloc-relay-expiry-'));
   t.teardown(() => rmSync(pcapDir, { recursive: true, force: true }));
   const pcap = canCapture ? await capture(null, 'lo', path.join(pcapDir, 'relay.pcap'), `udp port ${relay.port} or udp port ${peerAddr.port}`) : null;
+  t.teardown(() => pcap?.abort());
   await m.permit(peerAddr);
   const id = randomBytes(16);
   const key = randomBytes(32);
