@@ -22,7 +22,7 @@ import path from 'node:path';
 import t from 'tap';
 import { Channel } from '../../src/agent/channel.js';
 import { RELAY_LOST_MS, RelayManager, realTimers } from '../../src/agent/relay.js';
-import { defaultLink } from '../../src/agent/turn/client.js';
+import { DEFAULT_CLOSE_TIMEOUT_MS, defaultLink } from '../../src/agent/turn/client.js';
 import type { Address } from '../../src/wire/addr.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
 import type { RelayGrant } from '../../src/wire/catalog.js';
@@ -214,6 +214,11 @@ t.test("the renewal at the credentials' expiry runs on the manager's injected cl
   await clock.advance(2000);
   t.match(lost, [/credentials expired at .*allocating anew/], 'at the expiry, in fake time: no real 30 s wait');
   t.equal(m.name, null, 'the allocation was dropped (the next ensure() makes a new one)');
+  // The dropped allocation's client waits for the relay's answer to its release at most
+  // DEFAULT_CLOSE_TIMEOUT_MS on this clock: let that pass. Otherwise a relay the teardown stops
+  // before it answered left the client, and its socket, open for good: the process never exited
+  // (1 run in 7 under load).
+  await clock.advance(DEFAULT_CLOSE_TIMEOUT_MS + 1000);
 });
 
 t.test('credentials expiring under an open relayed channel: re-authorised, the channel moves, nothing lost', needs('turnserver', haveCoturn), async (t) => {
