@@ -53,13 +53,16 @@ export async function renewLease(p: AgentProc, channel: string): Promise<void> {
 }
 
 /**
- * Capture on `dev` in namespace `ns` into a pcap (`filter`: a capture filter, default UDP);
- * stop() resolves with the file's bytes.
+ * Capture on `dev` in namespace `ns` (null: the test's own namespace) into a pcap (`filter`: a
+ * capture filter, default UDP); stop() resolves with the file's bytes, abort() (a teardown's)
+ * ends a capture a failed test left running.
  * dumpcap itself (tshark's capture child, installed with it), not tshark: tshark can exit before
  * its dumpcap has flushed the file, and the test then read a file of a few packets.
  */
-export async function capture(ns: string, dev: string, file: string, filter = 'udp'): Promise<{ stop: (minBytes?: number) => Promise<Buffer> }> {
-  const p = spawn('ip', ['netns', 'exec', ns, 'dumpcap', '-i', dev, '-f', filter, '-P', '-w', file, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
+export async function capture(ns: string | null, dev: string, file: string, filter = 'udp'): Promise<{ stop: (minBytes?: number) => Promise<Buffer>; abort: () => void }> {
+  const dumpcap = ['dumpcap', '-i', dev, '-f', filter, '-P', '-w', file, '-q'];
+  const [cmd, ...args] = ns === null ? dumpcap : ['ip', 'netns', 'exec', ns, ...dumpcap];
+  const p = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   await new Promise<void>((resolve, reject) => {
     p.stderr!.setEncoding('utf8').on('data', (c: string) => {
@@ -78,6 +81,10 @@ export async function capture(ns: string, dev: string, file: string, filter = 'u
       p.kill('SIGINT');
       await exited;
       return readFileSync(file);
+    },
+    /** For a teardown: end the capture if a failed test never stopped it (a no-op after stop()). */
+    abort: () => {
+      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     },
   };
 }

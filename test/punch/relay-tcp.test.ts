@@ -7,8 +7,8 @@
 //
 // - UDP blocked: the agent's allocation over UDP gets no answer, it falls back to TCP (the UDP
 //   attempt is seen dropped at the router), the channel to a symmetric peer is relayed over TCP,
-//   every message arrives once and in order both ways, and a capture on the relay's interface
-//   (UDP and TCP) holds none of the plaintext; devloc status and devloc connect show "tcp".
+//   every message arrives once and in order both ways, and captures on the relay's interface
+//   (its TCP port, and UDP) hold none of the plaintext; devloc status and devloc connect show "tcp".
 // - UDP and the relay's TCP port blocked: the same over TLS (the self-signed certificate of the
 //   lab's relay is trusted through NODE_EXTRA_CA_CERTS, as an operator's CA would be).
 // - matching (issue 17 item 5): the terminal whose allocation needed TCP submits as udp-blocked
@@ -96,7 +96,11 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
   /** A relayed channel from `p` to sy: every message once and in order both ways; returns the channel. */
   const exchange = async (t: Test, p: AgentProc, transport: 'tcp' | 'tls', count: number): Promise<string> => {
     await modeKnown(p);
-    const pcap = await capture(relayNs, 'eth0', path.join(st.dir, `relay-${transport}.pcap`), 'udp or tcp');
+    // The two legs apart: this end's TCP/TLS connection to the relay's port, and the peer's UDP.
+    const relayPort = transport === 'tcp' ? r.port : r.tlsPort!;
+    const pcapStream = await capture(relayNs, 'eth0', path.join(st.dir, `relay-${transport}.pcap`), `tcp port ${relayPort}`);
+    const pcapUdp = await capture(relayNs, 'eth0', path.join(st.dir, `relay-${transport}-udp.pcap`), 'udp');
+    t.teardown(() => [pcapStream, pcapUdp].forEach((c) => c.abort()));
     const c = await connect(p);
     t.equal(c.path?.kind, 'relay', `relayed path ${c.path?.addr}`);
     t.equal(c.path?.transport, transport, `this end reaches the relay over ${transport}`);
@@ -118,9 +122,11 @@ t.test('relayed channels over TCP and TLS when UDP is blocked', { skip }, async 
     const gotBack = await receiveAll(p, c.channel, 10);
     t.same(gotBack.texts, back, 'and the other way');
     t.equal(gotBack.lost, 0);
-    const bytes = await pcap.stop((count + 10) * 2 * 60);
-    t.ok(bytes.length > (count + 10) * 2 * 60, `the relay's interface carried both legs (${bytes.length} bytes captured)`);
-    t.equal(bytes.indexOf(marker), -1, 'no plaintext in anything the relay saw');
+    const [stream, udp] = await Promise.all([pcapStream.stop((count + 10) * 60), pcapUdp.stop((count + 10) * 60)]);
+    t.ok(stream.length >= (count + 10) * 60, `the relay's ${transport} port carried this end's leg (${stream.length} bytes captured)`);
+    t.ok(udp.length >= (count + 10) * 60, `its UDP the peer's leg (${udp.length} bytes captured)`);
+    t.equal(stream.indexOf(marker), -1, `no plaintext in anything the relay saw over ${transport}`);
+    t.equal(udp.indexOf(marker), -1, 'nor over UDP');
     const ps = await p.status();
     t.equal(ps.relayAllocation?.transport, transport, `the allocation is over ${transport}`);
     t.equal(ps.relayCounters.relayedChannelsByTransport[transport], 1, `counted as relayed over ${transport}`);

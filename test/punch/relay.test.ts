@@ -12,14 +12,19 @@
 //   a terminal it was not introduced to never receives what it relays.
 // - symmetric <-> port-restricted starts relayed; once the port-restricted NAT is relaxed to a
 //   full cone, the background punching finds the direct path, both ends move to it, and no
-//   message of a continuous stream is lost, duplicated or reordered by the move.
+//   message of a continuous stream is lost, duplicated or reordered by the move. The stream is
+//   received by `devloc connect` at both ends (line chat, text and --json), which print the
+//   upgrade as devloc(1) says; the relays see only ciphertext.
 // - 10% random loss on sym2's router (nftables numgen): the connect succeeds at the first try, the
 //   relayed channel delivers in order, never twice, and reports every missing message as loss;
 //   the relay sees only ciphertext.
 // - the relay SIGKILLed mid-channel: the open channel moves to the second relay by itself (the
 //   peer punches the new relayed address), and every message sent before, during and after the
-//   outage arrives once and in order; the second relay SIGKILLed too: RELAY_LOST, "no relay
-//   left", at both ends.
+//   outage arrives once and in order, and captures on both relays hold none of it in clear;
+//   the second relay SIGKILLed too: RELAY_LOST, "no relay left", at both ends.
+// - The attacker's case carries no channel (its own bytes, in clear by its choice): nothing to
+//   capture there. The UDP-blocked terminal (TCP, TLS) is test/punch/relay-tcp.test.ts, expired
+//   credentials under a channel test/turn/relay-manager.test.ts, each with its own capture.
 import path from 'node:path';
 import t from 'tap';
 import type { AgentStatus } from '../../src/agent/agent.js';
@@ -29,7 +34,7 @@ import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
 import type { AgentProc } from '../agent/stack.js';
 import { eventually } from '../agent/stack.js';
-import { devloc, devlocAsync } from '../cli/fixtures/cli.js';
+import { devlocAsync, devlocChild } from '../cli/fixtures/cli.js';
 import { needs } from '../ops/tools.js';
 import { haveCoturn } from '../turn/coturn.js';
 import type { Recv } from './lab.js';
@@ -207,72 +212,102 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     t.equal((await b.status()).channels.filter((c) => c.state !== 'closed').length, 0, 'bob has no channel from it');
   });
 
-  await t.test('starts relayed, moves to direct when the NAT is relaxed, without losing or duplicating a message', async (t) => {
+  await t.test('starts relayed, moves to direct when the NAT is relaxed, without losing or duplicating a message; devloc connect shows the upgrade; only ciphertext at the relays', async (t) => {
     await modeKnown(y, sp, 'port-restricted');
+    // Both relays: sy allocates on whichever of its grant answers first.
+    const pcaps = await Promise.all(relayNs.map((ns, i) => capture(ns, 'eth0', path.join(st.dir, `relay${i}-upgrade.pcap`))));
+    t.teardown(() => pcaps.forEach((c) => c.abort()));
     const r = (await y.control('connect', { peer: sp.locatorId })) as ConnectResult;
     t.equal(r.path?.kind, 'relay', 'symmetric to port-restricted: relayed at once');
     await eventually(async () => channelOf(await p.status(), r.channel)?.state === 'open', 30_000, 'pr open');
+    // devloc connect at both ends, on this channel (reused, whichever side opened it), as line
+    // chats: each prints what it receives and the path changes it sees, sy's as text, pr's as
+    // JSON. They are the receivers of the stream below: what they print is what is checked.
+    const cliY = devlocChild(['connect', sp.locatorId!, '--socket', y.socket]);
+    const cliP = devlocChild(['connect', sy1.locatorId!, '--json', '--socket', p.socket]);
+    t.teardown(() => {
+      cliY.kill();
+      cliP.kill();
+    });
+    /** The complete lines a CLI printed so far. */
+    const linesOf = (out: string): string[] => out.slice(0, out.lastIndexOf('\n') + 1).split('\n').filter(Boolean);
+    const textLines = (): string[] => linesOf(cliY.stdout());
+    const jsonLines = (): Record<string, unknown>[] => linesOf(cliP.stdout()).map((l) => JSON.parse(l) as Record<string, unknown>);
+    await eventually(async () => textLines().length >= 1 && jsonLines().length >= 1, 60_000, 'both devloc connect attached');
+    t.match(textLines()[0], new RegExp(`^connected to .*: channel ${r.channel}, relayed path `), "sy's devloc connect took the relayed channel");
+    t.match(jsonLines()[0], { channel: r.channel, role: 'responder', path: { kind: 'relay' } }, "and so did pr's");
     // A stream in both directions while the NAT changes under it.
+    const marker = 'UPGRADE-PLAINTEXT-';
     let n = 0;
     let m = 0;
     let stop = false;
     const stream = (async () => {
       while (!stop) {
-        await y.control('channel.send', { channel: r.channel, text: `u${++n}` });
-        await p.control('channel.send', { channel: r.channel, text: `d${++m}` });
+        await y.control('channel.send', { channel: r.channel, text: `${marker}u${++n}` });
+        await p.control('channel.send', { channel: r.channel, text: `${marker}d${++m}` });
         await new Promise((res) => setTimeout(res, 20));
       }
     })();
-    const upTexts: string[] = [];
-    const downTexts: string[] = [];
-    let lost = 0;
-    const drain = async (): Promise<void> => {
-      const [u, d] = await Promise.all([
-        p.control('channel.recv', { channel: r.channel, waitMs: 200 }) as Promise<Recv>,
-        y.control('channel.recv', { channel: r.channel, waitMs: 200 }) as Promise<Recv>,
-      ]);
-      lost += u.lost + d.lost;
-      upTexts.push(...u.messages.map((x) => x.text));
-      downTexts.push(...d.messages.map((x) => x.text));
-    };
-    for (let i = 0; i < 5; i++) await drain();
+    /** Upstream (sy to pr) as pr's devloc connect --json printed it; downstream as sy's printed it (`< text`). */
+    const upTexts = (): string[] => jsonLines().filter((l) => typeof l['text'] === 'string').map((l) => l['text'] as string);
+    const downTexts = (): string[] => textLines().filter((l) => l.startsWith('< ')).map((l) => l.slice(2));
+    await eventually(async () => upTexts().length >= 5 && downTexts().length >= 5, 30_000, 'the stream through the relay');
     // Relax pr's NAT to a full cone: every inbound UDP datagram goes to the host.
     lab.nft(routerOf(lab, 'pr'), 'table ip cone {\n  chain pre { type nat hook prerouting priority dstnat; policy accept; iifname "wan" meta l4proto udp dnat to 10.77.5.2; }\n}\n');
     await eventually(async () => {
-      await drain();
       const [cy, cp] = [channelOf(await y.status(), r.channel), channelOf(await p.status(), r.channel)];
       return cy?.path && cy.path.kind !== 'relay' && cp?.path && cp.path.kind !== 'relay';
     }, 90_000, 'both ends on a direct path');
-    for (let i = 0; i < 10; i++) await drain();
+    const movedAt = n;
+    await eventually(async () => n >= movedAt + 20, 30_000, 'more of the stream on the direct path');
     stop = true;
     await stream;
-    const cy = channelOf(await y.status(), r.channel)!;
-    t.ok(cy.stats.upgrades >= 1, 'an upgrade counted');
+    await eventually(async () => upTexts().length >= n && downTexts().length >= m, 30_000, 'the rest of the stream at both devloc connect');
+    t.same(upTexts(), Array.from({ length: n }, (_, i) => `${marker}u${i + 1}`), `all ${n} upstream messages once, in order`);
+    t.same(downTexts(), Array.from({ length: m }, (_, i) => `${marker}d${i + 1}`), `all ${m} downstream messages once, in order`);
+    t.notOk(textLines().some((l) => /^\(\d+ messages? lost\)$/.test(l)) || jsonLines().some((l) => 'lost' in l), 'no loss reported');
+    // The upgrade as devloc(1) says it is printed: a line in text, {"path", "previous"} in JSON.
+    t.ok(textLines().some((l) => /^path upgraded: relay \S+ -> direct \S+ \(.+\)$/.test(l)), `sy's devloc connect printed the upgrade: ${JSON.stringify(textLines().filter((l) => l.startsWith('path ')))}`);
+    const change = jsonLines().find((l) => 'previous' in l) as { path?: { kind: string; addr: string }; previous?: { kind: string } } | undefined;
+    t.equal(change?.previous?.kind, 'relay', `pr's devloc connect --json printed the change from the relay: ${JSON.stringify(change)}`);
+    t.ok(change?.path && change.path.kind !== 'relay', 'to a direct path');
+    const ey = channelOf(await y.status(), r.channel)!;
+    t.ok(ey.stats.upgrades >= 1, 'an upgrade counted');
     t.ok((await y.status()).relayCounters.upgrades >= 1, 'and in the agent counters');
     t.ok(await metric(y, sy, 'devloc_agent_relay_upgrades') >= 1, 'and in its metrics');
-    await eventually(async () => {
-      await drain();
-      return upTexts.length >= n && downTexts.length >= m;
-    }, 30_000, 'the rest of the stream');
-    t.same(upTexts, Array.from({ length: n }, (_, i) => `u${i + 1}`), `all ${n} upstream messages once, in order`);
-    t.same(downTexts, Array.from({ length: m }, (_, i) => `d${i + 1}`), `all ${m} downstream messages once, in order`);
-    t.equal(lost, 0, 'no loss reported');
-    await y.control('channel.close', { channel: r.channel });
+    const allocatedOn = ['r1', 'r2'].indexOf((await y.status()).relayAllocation?.relay ?? '');
+    t.ok(allocatedOn >= 0, 'sy has its allocation on one of the relays');
+    // End sy's input: its devloc connect closes the channel, and pr's ends with it.
+    cliY.end();
+    const ry = await cliY.done;
+    t.equal(ry.status, 0, ry.stderr);
+    await eventually(async () => jsonLines().some((l) => 'closed' in l), 30_000, "pr's devloc connect saw the close");
+    cliP.end();
+    const rp = await cliP.done;
+    t.equal(rp.status, 0, rp.stderr);
+    const bytes = await Promise.all(pcaps.map((c, i) => c.stop(i === allocatedOn ? ey.stats.relayedBytes : 0)));
+    t.ok(bytes[allocatedOn]!.length >= ey.stats.relayedBytes, `the relay carried the channel before the upgrade (${bytes[allocatedOn]!.length} bytes captured, ${ey.stats.relayedBytes} relayed)`);
+    t.ok(bytes.every((b) => b.indexOf(marker) === -1), 'no plaintext in anything either relay saw');
   });
 
-  await t.test('the relay SIGKILLed mid-channel: the channel moves to the second relay, nothing lost or duplicated; then none is left', async (t) => {
+  await t.test('the relay SIGKILLed mid-channel: the channel moves to the second relay, nothing lost or duplicated, only ciphertext at either relay; then none is left', async (t) => {
+    // Captured on both relays' interfaces (the first one's goes on after its coturn died: what
+    // was sent into the dead relay is captured too).
+    const pcaps = await Promise.all(relayNs.map((ns, i) => capture(ns, 'eth0', path.join(st.dir, `relay${i}-kill.pcap`))));
+    t.teardown(() => pcaps.forEach((c) => c.abort()));
     // devloc connect --ping closed the earlier channel: a new one, relayed through r1.
     const r = (await x1.control('connect', { peer: s2.locatorId })) as ConnectResult;
     symChannel = r.channel;
     t.equal(r.path?.kind, 'relay');
     t.equal((await x1.status()).relayAllocation?.relay, 'r1');
     await eventually(async () => channelOf(await x2.status(), symChannel)?.state === 'open', 30_000, 'sym2 has it open');
+    const marker = 'KILL-PLAINTEXT-';
     const up: string[] = [];
     const down: string[] = [];
     const send = async (k: number): Promise<void> => {
       for (let i = 0; i < k; i++) {
-        const u = `u${up.length + 1}`;
-        const d = `d${down.length + 1}`;
+        const u = `${marker}u${up.length + 1}`;
+        const d = `${marker}d${down.length + 1}`;
         up.push(u);
         down.push(d);
         await x1.control('channel.send', { channel: symChannel, text: u });
@@ -305,6 +340,10 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     t.same(gotUp.texts, up, `all ${up.length} messages once and in order across the move`);
     t.same(gotDown.texts, down, 'and the other way');
     t.equal(gotUp.lost + gotDown.lost, 0, 'no loss reported');
+    // 20 messages each way through r1 (10 of them into the dead relay), 10 through r2 at least.
+    const bytes = await Promise.all(pcaps.map((c, i) => c.stop((i === 0 ? 40 : 20) * 60)));
+    bytes.forEach((b, i) => t.ok(b.length >= (i === 0 ? 40 : 20) * 60, `relay r${i + 1}'s interface carried the channel (${b.length} bytes captured)`));
+    t.ok(bytes.every((b) => b.indexOf(marker) === -1), 'no plaintext in anything either relay saw');
     // The second relay dies too: no relay is left, and both ends say so.
     process.kill(relays[1]!.pid()!, 'SIGKILL');
     const closed = await eventually(async () => {
@@ -319,6 +358,5 @@ t.test('relayed channels behind real NATs', { skip, timeout: 900_000 }, async (t
     }, 180_000, 'sym2 too');
     t.match(endX2.reason, /^RELAY_LOST: /);
   });
-  void sy1;
 });
 

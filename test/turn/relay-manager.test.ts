@@ -10,19 +10,25 @@
 // manager drops the allocation (onLost), authenticates again, allocates with the fresh ones, and
 // the channel moves to the new allocation (as punch.ts's moveRelayed does, with the peer told
 // the new relayed address as INTRO field 10 would): a stream across it arrives complete, once
-// and in order.
+// and in order, and a capture of both legs at the relay (client to relay, relay to peer, on
+// loopback) holds none of it in clear: the relay sees only ciphertext (needs root and dumpcap,
+// as the namespace lab does; skipped without them outside CI).
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import t from 'tap';
 import { Channel } from '../../src/agent/channel.js';
 import { RELAY_LOST_MS, RelayManager, realTimers } from '../../src/agent/relay.js';
-import { defaultLink } from '../../src/agent/turn/client.js';
+import { DEFAULT_CLOSE_TIMEOUT_MS, defaultLink } from '../../src/agent/turn/client.js';
 import type { Address } from '../../src/wire/addr.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
 import type { RelayGrant } from '../../src/wire/catalog.js';
 import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
-import { needs } from '../ops/tools.js';
+import { has, needs } from '../ops/tools.js';
+import { capture } from '../punch/lab.js';
 import { haveCoturn, startCoturn } from './coturn.js';
 import { FakeClock } from './fake-clock.js';
 
@@ -208,6 +214,11 @@ t.test("the renewal at the credentials' expiry runs on the manager's injected cl
   await clock.advance(2000);
   t.match(lost, [/credentials expired at .*allocating anew/], 'at the expiry, in fake time: no real 30 s wait');
   t.equal(m.name, null, 'the allocation was dropped (the next ensure() makes a new one)');
+  // The dropped allocation's client waits for the relay's answer to its release at most
+  // DEFAULT_CLOSE_TIMEOUT_MS on this clock: let that pass. Otherwise a relay the teardown stops
+  // before it answered left the client, and its socket, open for good: the process never exited
+  // (1 run in 7 under load).
+  await clock.advance(DEFAULT_CLOSE_TIMEOUT_MS + 1000);
 });
 
 t.test('credentials expiring under an open relayed channel: re-authorised, the channel moves, nothing lost', needs('turnserver', haveCoturn), async (t) => {
@@ -237,6 +248,13 @@ t.test('credentials expiring under an open relayed channel: re-authorised, the c
   await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
   t.teardown(() => sock.close());
   const peerAddr: Address = { ip: '127.0.0.1', port: sock.address().port };
+  // Both legs at the relay: ours to its port (both allocations), and the relay's to the peer.
+  const canCapture = process.getuid?.() === 0 && has('dumpcap');
+  if (!canCapture && process.env['CI']) t.fail('cannot capture at the relay: needs root and dumpcap');
+  const pcapDir = mkdtempSync(path.join(tmpdir(), 'devloc-relay-expiry-'));
+  t.teardown(() => rmSync(pcapDir, { recursive: true, force: true }));
+  const pcap = canCapture ? await capture(null, 'lo', path.join(pcapDir, 'relay.pcap'), `udp port ${relay.port} or udp port ${peerAddr.port}`) : null;
+  t.teardown(() => pcap?.abort());
   await m.permit(peerAddr);
   const id = randomBytes(16);
   const key = randomBytes(32);
@@ -283,13 +301,14 @@ t.test('credentials expiring under an open relayed channel: re-authorised, the c
   a.on('loss', (l) => (lost += l.missing));
   b.on('loss', (l) => (lost += l.missing));
   // A stream until the channel moved, and a little beyond.
+  const marker = 'EXPIRY-PLAINTEXT-';
   let i = 0;
   const deadline = Date.now() + 120_000;
   let after = 0;
   while (Date.now() < deadline && after < 20) {
     i++;
-    a.send(`m${i}`);
-    b.send(`r${i}`);
+    a.send(`${marker}m${i}`);
+    b.send(`${marker}r${i}`);
     if (a.stats.relayMoves >= 1 && b.stats.relayMoves >= 1) after++;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -302,7 +321,13 @@ t.test('credentials expiring under an open relayed channel: re-authorised, the c
   t.equal(a.state, 'open', 'the channel stayed open');
   t.ok(a.stats.relayMoves >= 1 && b.stats.relayMoves >= 1, 'and moved to the new allocation');
   t.not(b.path?.addr, `${relayed.ip}:${relayed.port}`, "the peer sends to the new relayed address");
-  t.same(got, Array.from({ length: i }, (_, k) => `m${k + 1}`), `all ${i} messages once, in order`);
-  t.same(back, Array.from({ length: i }, (_, k) => `r${k + 1}`), 'and the other way');
+  t.same(got, Array.from({ length: i }, (_, k) => `${marker}m${k + 1}`), `all ${i} messages once, in order`);
+  t.same(back, Array.from({ length: i }, (_, k) => `${marker}r${k + 1}`), 'and the other way');
   t.equal(lost, 0, 'no loss reported');
+  if (pcap) {
+    // Each message crosses the relay twice (two legs), each way.
+    const bytes = await pcap.stop(i * 4 * 60);
+    t.ok(bytes.length >= i * 4 * 60, `the relay carried the channel, both legs (${bytes.length} bytes captured)`);
+    t.equal(bytes.indexOf(marker), -1, 'no plaintext in anything the relay saw, before or after the new allocation');
+  } else t.comment('no capture at the relay: needs root and dumpcap');
 });
