@@ -125,6 +125,10 @@ const unreachable = (e: TurnError): boolean => e.code === TurnErrorCode.TIMEOUT 
 export class RelayManager {
   private current: Current | undefined;
   private allocating: Promise<Address> | undefined;
+  /** The client whose Allocate is in flight (close() closes it too). */
+  private inFlight: TurnClient | undefined;
+  /** Bumped by close(): an allocation begun before it is dropped instead of becoming `current`. */
+  private epoch = 0;
   /** Relay name -> when it was lost. */
   private readonly lostAt = new Map<string, number>();
   /** `relay|transport` -> when that transport to that relay last got no connection or answer. */
@@ -218,6 +222,7 @@ export class RelayManager {
   }
 
   private async allocate(): Promise<Address> {
+    const epoch = this.epoch;
     const errors: string[] = [];
     for (const first of this.usable()) {
       let g = first;
@@ -236,6 +241,8 @@ export class RelayManager {
         try {
           return await this.allocateOn(g);
         } catch (err) {
+          // Closed meanwhile: no next relay, and this one is not "lost".
+          if (this.epoch !== epoch) throw err;
           const e = err instanceof TurnError ? err : new TurnError(TurnErrorCode.CONNECTION, (err as Error).message);
           if (e.code === TurnErrorCode.CREDENTIALS_EXPIRED && attempt === 0) continue;
           errors.push(`${g.name}: ${e.code} ${e.message}`);
@@ -318,7 +325,20 @@ export class RelayManager {
     client.on('closed', (err) => {
       if (err) failed(err);
     });
-    const a = await client.allocate();
+    const epoch = this.epoch;
+    this.inFlight = client;
+    let a: Awaited<ReturnType<TurnClient['allocate']>>;
+    try {
+      a = await client.allocate();
+    } finally {
+      if (this.inFlight === client) this.inFlight = undefined;
+    }
+    if (this.epoch !== epoch) {
+      // close() came while the relay answered: the allocation must not outlive the manager.
+      client.removeAllListeners('closed');
+      await client.close().catch(() => {});
+      throw new TurnError(TurnErrorCode.CLOSED, 'relay manager closed while allocating');
+    }
     this.current = cur;
     this.counters.allocations++;
     const expiresInMs = Math.min(Math.max(g.exp * 1000 - this.clock.now(), 0), 2 ** 31 - 1);
@@ -406,9 +426,12 @@ export class RelayManager {
   }
 
   async close(): Promise<void> {
+    this.epoch++;
     const c = this.current;
     this.current = undefined;
     if (c) this.clock.clearTimeout(c.renew);
-    await c?.client.close().catch(() => {});
+    const pending = this.inFlight;
+    this.inFlight = undefined;
+    await Promise.all([c?.client.close().catch(() => {}), pending?.close().catch(() => {})]);
   }
 }

@@ -89,6 +89,26 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     const { m: m2 } = manager([[dead]]);
     await t.rejects(m2.ensure(), { code: 'RELAY_UNAVAILABLE', message: /dead: TURN_TIMEOUT/ });
   });
+
+  await t.test('closed while an Allocate is in flight: the allocation is dropped, not kept past close()', async (t) => {
+    // coturn stopped (SIGSTOP) holds the Allocate in its socket; close() comes first; coturn then
+    // answers. The manager used to finish that allocation after close() and keep it (a client,
+    // its socket and a relay allocation nobody would release).
+    const pid = relay.pid()!;
+    const { m } = manager([[grant(nowSec() + 600)]]);
+    process.kill(pid, 'SIGSTOP');
+    let resumed = false;
+    const resume = (): void => {
+      if (!resumed) process.kill(pid, 'SIGCONT');
+      resumed = true;
+    };
+    t.teardown(resume);
+    const allocating = m.ensure();
+    await m.close();
+    resume();
+    await t.rejects(allocating, { code: 'TURN_CLOSED' }, 'the allocation in flight fails as closed');
+    t.equal(m.status(), null, 'nothing allocated after close()');
+  });
 });
 
 t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect either, then TLS', needs('turnserver', haveCoturn), async (t) => {
