@@ -15,7 +15,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET } from './netns.js';
-import type { AgentProc, Teardown } from './stack.js';
+import type { AgentProc } from './stack.js';
+import { withTeardown } from './stack.js';
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(name);
@@ -42,15 +43,6 @@ interface Start {
   modeAtEnd: string | null;
   /** Each verdict as it changed, with its reason. */
   modes: string[];
-}
-
-async function withTeardown(body: (t: Teardown) => Promise<void>): Promise<void> {
-  const cleanups: (() => unknown)[] = [];
-  try {
-    await body({ teardown: (fn) => void cleanups.push(fn) });
-  } finally {
-    for (const fn of cleanups.reverse()) await fn();
-  }
 }
 
 /** Poll the agent's status every 100 ms for WATCH_MS after `t0`. */

@@ -18,6 +18,16 @@ export interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
+/** Run `body` with a tap-like teardown (what stack() and Lab expect), outside tap (the lab scripts); the cleanups run last first, however it ends. */
+export async function withTeardown(body: (t: Teardown) => Promise<void>): Promise<void> {
+  const cleanups: (() => unknown)[] = [];
+  try {
+    await body({ teardown: (fn) => void cleanups.push(fn) });
+  } finally {
+    for (const fn of cleanups.reverse()) await fn();
+  }
+}
+
 export interface Proc {
   proc: ChildProcess;
   lines: Record<string, unknown>[];

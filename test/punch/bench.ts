@@ -23,7 +23,7 @@ import { ControlError } from '../../src/agent/control-client.js';
 import { root } from '../helpers/daemon.js';
 import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
 import type { AgentProc, Teardown } from '../agent/stack.js';
-import { eventually } from '../agent/stack.js';
+import { eventually, withTeardown } from '../agent/stack.js';
 import { haveCoturn } from '../turn/coturn.js';
 import type { Recv } from './lab.js';
 import { addRelay, channelOf, natHost, plainMasqueradeHost, routerOf, sharedNat } from './lab.js';
@@ -67,16 +67,6 @@ const round = (x: number | null): number | null => (x === null ? null : Math.rou
 
 /** What a failed try reports: the control error's code, or the message. */
 const errorText = (err: unknown): string => (err instanceof ControlError ? `${err.code}: ${err.message}` : (err as Error).message);
-
-/** Run `body` with a tap-like teardown (what stack() and Lab expect); the cleanups run last first, however it ends. */
-async function withTeardown(body: (t: Teardown) => Promise<void>): Promise<void> {
-  const cleanups: (() => unknown)[] = [];
-  try {
-    await body({ teardown: (fn) => void cleanups.push(fn) });
-  } finally {
-    for (const fn of cleanups.reverse()) await fn();
-  }
-}
 
 async function run(p: Pairing): Promise<Result> {
   const sa = await p.a.status();
