@@ -320,3 +320,22 @@ t.test('close() waits at most closeTimeoutMs for the release, and UDP ChannelDat
   t.same(closedAt, [start + 2000], 'closed after the close timeout without an answer');
   t.ok(relay.closed);
 });
+
+t.test('close() while the link is still connecting: the link that comes afterwards is closed, not kept', async (t) => {
+  // Found as a test process that never exited: a UDP socket with its listeners left open by a
+  // relay manager closed during an allocation, under load.
+  let connected!: (l: TurnLink) => void;
+  let closedLinks = 0;
+  const link: TurnLink = { reliable: false, send: () => true, close: () => void closedLinks++ };
+  const c = new TurnClient({
+    server: { host: '192.0.2.1', port: 3478, transport: 'udp' },
+    credentials: { username: 'u', password: 'p' },
+    clock: new FakeClock(0),
+    link: () => new Promise<TurnLink>((resolve) => (connected = resolve)),
+  });
+  const allocating = c.allocate();
+  await c.close();
+  connected(link);
+  await t.rejects(allocating, { code: TurnErrorCode.CLOSED });
+  t.equal(closedLinks, 1, 'the late link is closed');
+});

@@ -338,6 +338,15 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
     } catch (err) {
       const e = asTurnError(err);
       if ((this.state as State) !== 'closed') this.shutdown(e);
+      else {
+        // close() came while the link was connecting: shutdown() had no link to close then, and
+        // the one the factory returned would keep its socket (and the process) alive for good.
+        try {
+          this.link?.close();
+        } catch {
+          // already closed
+        }
+      }
       throw e;
     }
   }
