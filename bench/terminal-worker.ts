@@ -158,8 +158,14 @@ interface Terminal {
   matchOpened: boolean;
   /** Sessions from the last auth, for the next register. */
   fresh: Fresh | undefined;
-  /** The locatord session a REGISTER with a new ticket replaced (sent on, acknowledged or not). */
-  replaced?: ClientSession | undefined;
+  /**
+   * Every locatord session a REGISTER with a newer ticket replaced (sent on, acknowledged or not),
+   * an older one whose REGISTER_ACK came after a newer one's included: under load two re-authentications
+   * overlap, and a late request on any of them is told IDENTITY_CONFLICT.
+   */
+  replaced: WeakSet<ClientSession>;
+  /** The session of the newest REGISTER with a new ticket (t.loc once acknowledged). */
+  newest?: ClientSession | undefined;
   locatorId: Buffer | undefined;
   /** Groups it is in (the home group first). */
   groups: Buffer[];
@@ -351,7 +357,7 @@ function onDatagram(socket: dgram.Socket, raw: Buffer, rinfo: dgram.RemoteInfo):
   } catch (e) {
     err = `bad answer: ${(e as Error).message}`;
   }
-  if (err === 'IDENTITY_CONFLICT' && p.session && p.session === p.terminal.replaced) {
+  if (err === 'IDENTITY_CONFLICT' && p.session && p.terminal.replaced.has(p.session)) {
     // Sent on the old session while the REGISTER with the new ticket was on its way: locatord
     // had bound the new one first, and says so. A real terminal has stopped using the old one.
     k.superseded++;
@@ -511,12 +517,16 @@ function sendKind(kind: Kind, t: Terminal, stats: Stats): void {
       const fresh = t.fresh;
       t.fresh = undefined;
       if (fresh) {
-        t.replaced = t.loc;
+        if (t.loc) t.replaced.add(t.loc);
+        if (t.newest) t.replaced.add(t.newest);
+        t.newest = fresh.loc;
         // A new ticket: REGISTER with it opens a new session, which the terminal then uses.
         return send(stats, kind, t, (rid) => ({
           bytes: fresh.loc.encode('REGISTER', rid, registerBody(t, fresh.ticket)), to: locatord!, session: fresh.loc,
           onAnswer: (m) => {
             if (m.name !== 'REGISTER_ACK') return `unexpected ${m.name}`;
+            // An older re-registration answered after a newer one was sent: keep to the newer.
+            if (t.newest !== fresh.loc) return null;
             t.loc = fresh.loc;
             if (fresh.match) {
               t.match = fresh.match;
@@ -648,7 +658,7 @@ async function setup(c: SetupCommand): Promise<SetupReply> {
       index: id.index, deviceId: id.deviceId,
       deviceKey: privateKeyObject('Ed25519', { public: Buffer.from(id.signPublic, 'base64url'), secret: Buffer.from(id.signSecret, 'base64url') }),
       socket: sockets[i % nSockets]!, loc: undefined, match: undefined, matchOpened: false, fresh: undefined,
-      locatorId: undefined, groups: [], extraGroups: [], circle: [], busy: new Set(),
+      locatorId: undefined, groups: [], extraGroups: [], circle: [], busy: new Set(), replaced: new WeakSet(),
     });
   });
   setInterval(sweep, 50).unref();
