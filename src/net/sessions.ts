@@ -632,6 +632,22 @@ export interface ServerSessionsOptions {
   remote?: (sidHex: string) => Promise<ServerSession | undefined>;
   /** The replay window shared with the other instances (see SharedReplayWindow). */
   sharedWindow?: SharedReplayWindow;
+  /**
+   * Wall-clock microseconds, the floor of a shared session's send sequence (see `encode`).
+   * Default `wallClockUs`; tests inject one.
+   */
+  clockUs?: () => number;
+}
+
+/**
+ * Wall-clock time in whole microseconds: the process's high-resolution clock anchored to the
+ * wall clock at start (performance.timeOrigin), never below Date.now(). Millisecond resolution is
+ * not enough for shared sessions: two instances answering one terminal within the same
+ * millisecond took the same sequence number, and the terminal refused the second as a REPLAY of
+ * the first (every retransmission too, answered from the response cache: no answer for 10 s).
+ */
+export function wallClockUs(): number {
+  return Math.max(Date.now() * 1000, Math.floor((performance.timeOrigin + performance.now()) * 1000));
 }
 
 /** Sessions per locator ID: a terminal holds one per service per ticket, two while it renews. */
@@ -649,6 +665,7 @@ export class ServerSessions {
    */
   private readonly pendingKeys = new LRUCache<string, SessionKeys>({ max: 10_000 });
   private readonly now: () => number;
+  private readonly clockUs: () => number;
   private readonly freshnessMs: number;
   /** Sessions opened (ticket accepted and MAC verified). */
   opened = 0;
@@ -661,6 +678,7 @@ export class ServerSessions {
     this.table = new SlotTable(Math.max(1, opts.maxSessions ?? 2_000_000));
     this.perIdCap = Math.max(1, opts.maxSessionsPerId ?? MAX_SESSIONS_PER_ID);
     this.now = opts.now ?? Date.now;
+    this.clockUs = opts.clockUs ?? wallClockUs;
     this.freshnessMs = opts.freshnessMs ?? 120_000;
   }
 
@@ -712,11 +730,7 @@ export class ServerSessions {
     return this.opts.remote !== undefined;
   }
 
-  /**
-   * Load a session another instance opened (see `remote`); true when it is now held. Its send
-   * sequence starts from the clock (microseconds), above what the other instance sent: the
-   * terminal's replay window refuses server sequence numbers below its highest one.
-   */
+  /** Load a session another instance opened (see `remote`); true when it is now held. */
   fetch(sidHex: string): Promise<boolean> {
     const remote = this.opts.remote;
     if (!remote) return Promise.resolve(false);
@@ -725,7 +739,6 @@ export class ServerSessions {
       const has = (): boolean => this.table.findSid(Buffer.from(sidHex, 'hex')) !== NIL;
       p = remote(sidHex).then((s) => {
         if (!s || has()) return has();
-        s.txSeq = Math.max(s.txSeq, this.now() * 1000);
         this.restore(s);
         return this.get(sidHex) !== undefined;
       }).finally(() => this.fetching.delete(sidHex));
@@ -777,9 +790,6 @@ export class ServerSessions {
       fresh = true;
     }
     if (!verifyDatagram(session.keys.terminalToServer, raw)) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
-    // Shared sessions: a gap in the terminal's sequence means it talked to another instance
-    // meanwhile, whose replies carried higher sequence numbers than ours; continue above them.
-    if (this.opts.remote && !fresh && auth.seq > session.window.highestSeen + 1) session.txSeq = Math.max(session.txSeq, this.now() * 1000);
     return { ok: true, session, fresh };
   }
 
@@ -804,8 +814,6 @@ export class ServerSessions {
    * session, which the request goes on with (its window, its send sequence).
    */
   commit(session: ServerSession): ServerSession {
-    // Shared sessions send from a clock-based sequence (see fetch), whichever instance opened them.
-    if (this.opts.remote) session.txSeq = Math.max(session.txSeq, this.now() * 1000);
     this.opened++;
     return this.hold(session) ?? session;
   }
@@ -819,9 +827,17 @@ export class ServerSessions {
     return new HeldSession(t, slot, t.gen[slot]!, session.sidHex);
   }
 
-  /** Encode and MAC a message to the terminal of `session`. */
+  /**
+   * Encode and MAC a message to the terminal of `session`. A shared session (several instances
+   * or workers answer it, see `remote`) numbers each datagram from the wall clock in
+   * microseconds (or one above its previous number): what another instance sent the terminal
+   * before, it sent earlier, so with a lower number, and the terminal's replay window (which
+   * refuses a number it took before, or 64 or more below its highest) takes ours. This holds while the instances'
+   * clocks agree to better than the time from one instance's answer to the terminal's next
+   * datagram reaching another (devloc-locatord(8), SEVERAL INSTANCES).
+   */
   encode<N extends MessageName>(session: ServerSession, name: N, rid: Uint8Array, body: Bodies[N] | EncodedBody<N>): Buffer {
-    session.txSeq++;
+    session.txSeq = this.opts.remote ? Math.max(session.txSeq + 1, this.clockUs()) : session.txSeq + 1;
     return sealDatagram(session.keys.serverToTerminal, encodeDatagram(name, rid, body, { sid: session.sid, seq: session.txSeq }));
   }
 

@@ -225,3 +225,41 @@ t.test('sessions per locator ID: the cap drops that ID\'s oldest, and the bookke
   t.equal(w.sessions.size, MAX_SESSIONS_PER_ID, 'still capped');
   t.equal(w.sessions.get(clones.at(-1)!.sidHex), undefined, 'the oldest (the one that stayed) went');
 });
+
+t.test('a shared session answered by two instances within one millisecond: the terminal takes every answer', async (t) => {
+  // The clock of milliseconds stands still (both answers in one ms); the microsecond clock moves
+  // on between them, as it does between one instance's answer and the next request reaching
+  // the other. Before, both instances numbered from ms x 1000 and the second answer repeated
+  // the first's number: the terminal refused it as a REPLAY, and every retransmission with it.
+  const w = sessionWorld();
+  let us = w.clock.ms * 1000;
+  const clockUs = (): number => ++us;
+  let stored: ReturnType<typeof newServerSession> | undefined;
+  const one = w.instance({ clockUs, remote: () => Promise.resolve(undefined) });
+  const two = w.instance({ clockUs, remote: () => Promise.resolve(stored) });
+  const cs = w.client();
+  const reply = (bytes: Buffer): boolean => cs.accept({ msg: decoded(bytes), raw: bytes, from: A });
+
+  const open = cs.encode('REGISTER', rid(1), { ticket: w.ticket, timeMs: w.clock.ms });
+  const a1 = one.authenticate(decoded(open), open);
+  if (!a1.ok) throw new Error(a1.reason);
+  const held = one.commit(a1.session);
+  held.window.accept(1);
+  // What Redis would hand the other instance: the session as opened (send sequence 0).
+  stored = newServerSession({ sid: held.sid, sidHex: held.sidHex, locatorId: held.locatorId, aud: held.aud, exp: held.exp, terminalToServer: rawKey(held.keys.terminalToServer), serverToTerminal: rawKey(held.keys.serverToTerminal) });
+  t.ok(reply(one.encode(held, 'REGISTER_ACK', rid(1), { observed: A, ttlS: 90, refreshS: 25, locatorId: w.locatorId })), 'first answer (instance one)');
+
+  const seen: number[] = [];
+  for (let i = 2; i <= 7; i++) {
+    const inst = i % 2 ? one : two;
+    const req = cs.encode('REFRESH', rid(i), {});
+    await inst.fetch(held.sidHex);
+    const a = inst.authenticate(decoded(req), req);
+    if (!a.ok) throw new Error(a.reason);
+    a.session.window.accept(i);
+    const ack = inst.encode(a.session, 'REFRESH_ACK', rid(i), { observed: A, ttlS: 90, refreshS: 25, locatorId: w.locatorId });
+    seen.push(decoded(ack).auth!.seq);
+    t.ok(reply(ack), `answer ${i} (instance ${i % 2 ? 'one' : 'two'}) taken by the terminal`);
+  }
+  t.ok(seen.every((s, i) => i === 0 || s > seen[i - 1]!), 'sequence numbers increase across the instances');
+});
