@@ -7,12 +7,13 @@
 //                         agent bench), which a CommonJS host has not paid and need not.
 //   dist/devloc-agent.js  the daemon (src/agent/main.ts)
 //   dist/devloc.js        the terminal-side devloc(1) commands (src/cli/terminal.ts; yargs inlined)
-//   dist/types/           the library's declarations (tsc), for TypeScript hosts
+//   dist/types/           the library's declarations (tsc), for TypeScript hosts: .d.ts for an
+//                         ES module host, .d.cts beside them for a CommonJS one
 // The man pages are copied beside them. Run by `npm pack` (prepack) or `npm run build:agent`.
 // esbuild is a devDependency of the repository: the build needs the source tree anyway.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -69,6 +70,20 @@ const tsc = spawnSync(process.execPath, [
   '--types', 'node', '--strict', '--exactOptionalPropertyTypes', '--skipLibCheck', path.join(root, 'src/agent/index.ts'),
 ], { encoding: 'utf8' });
 if (tsc.status !== 0) throw new Error(`tsc (declarations): ${tsc.stdout}${tsc.stderr}`);
+// The same declarations as CommonJS (.d.cts, relative imports to .cjs) for the "require"
+// condition: under "type": "module" a .d.ts declares an ES module, and a CommonJS TypeScript host
+// compiled with module Node16 refuses to require() one (TS1479), though agent.cjs is CommonJS.
+function cjsDeclarations(dir) {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const f = path.join(dir, e.name);
+    if (e.isDirectory()) cjsDeclarations(f);
+    else if (e.name.endsWith('.d.ts')) {
+      const text = readFileSync(f, 'utf8').replace(/((?:from|import\()\s*)(['"])(\.{1,2}\/[^'"]+)\.js\2/g, '$1$2$3.cjs$2');
+      writeFileSync(f.replace(/\.d\.ts$/, '.d.cts'), text);
+    }
+  }
+}
+cjsDeclarations(path.join(out, 'types'));
 mkdirSync(path.join(here, 'man'), { recursive: true });
 for (const page of ['devloc-agent.8', 'devloc-agent.3', 'devloc.1']) copyFileSync(path.join(root, 'man', page), path.join(here, 'man', page));
 writeFileSync(path.join(out, 'VERSION'), `${version}\n`);

@@ -56,7 +56,7 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
   const packed = (JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[])[0]!;
   const paths = packed.files.map((f) => f.path);
   t.same(paths.filter((p) => !/^(?:dist\/|man\/devloc[\w.-]*\.[138]$|README\.md$|package\.json$)/.test(p)), [], 'only dist/, man/, README.md, package.json');
-  for (const f of ['dist/agent.js', 'dist/agent.cjs', 'dist/devloc-agent.js', 'dist/devloc.js', 'dist/types/agent/index.d.ts', 'man/devloc-agent.3', 'man/devloc-agent.8', 'README.md']) t.ok(paths.includes(f), `${f} is in`);
+  for (const f of ['dist/agent.js', 'dist/agent.cjs', 'dist/devloc-agent.js', 'dist/devloc.js', 'dist/types/agent/index.d.ts', 'dist/types/agent/index.d.cts', 'man/devloc-agent.3', 'man/devloc-agent.8', 'README.md']) t.ok(paths.includes(f), `${f} is in`);
   t.notOk(paths.some((p) => p.endsWith('.node')), 'nothing native');
 
   const prefix = path.join(dir, 'prefix');
@@ -127,6 +127,28 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
   t.match(exported.file, /dist\/agent\.cjs$/, 'require() resolves to dist/agent.cjs');
   t.ok(exported.cjs.includes('Agent') && exported.cjs.includes('AgentError'), 'agent.cjs exports the library');
   t.same(exported.cjs, exported.esm, 'agent.cjs and agent.js export the same names');
+  // A CommonJS TypeScript host (module Node16, the setting Node 20 projects use): the "require"
+  // condition's declarations are CommonJS (.d.cts), or tsc refuses the require (TS1479).
+  const cjsApp = path.join(dir, 'cjs-app');
+  mkdirSync(path.join(cjsApp, 'node_modules'), { recursive: true });
+  symlinkSync(installed, path.join(cjsApp, 'node_modules/devloc-agent'));
+  writeFileSync(path.join(cjsApp, 'package.json'), '{ "private": true }\n');
+  writeFileSync(path.join(cjsApp, 'host.cts'), [
+    "import { Agent, AgentError } from 'devloc-agent';",
+    "import type { AgentOptions } from 'devloc-agent';",
+    "const options: Partial<AgentOptions> = {};",
+    "const failure: AgentError | undefined = undefined;",
+    "console.log(JSON.stringify({ agent: typeof Agent, error: typeof AgentError, options: Object.keys(options).length, failure: failure === undefined }));",
+    '',
+  ].join('\n'));
+  writeFileSync(path.join(cjsApp, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: { target: 'ES2022', module: 'Node16', moduleResolution: 'Node16', strict: true, skipLibCheck: true, types: ['node'], typeRoots: [path.join(root, 'node_modules/@types')], outDir: 'out' },
+    files: ['host.cts'],
+  }));
+  const cjsTsc = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', cjsApp], { cwd: cjsApp, encoding: 'utf8', timeout: 600_000 });
+  if (!t.equal(cjsTsc.status, 0, `tsc of a CommonJS host (module Node16): ${cjsTsc.stdout}${cjsTsc.stderr}`)) return;
+  const cjsRun = spawnSync(process.execPath, [path.join(cjsApp, 'out/host.cjs')], { cwd: cjsApp, encoding: 'utf8', timeout: 60_000 });
+  t.same([cjsRun.status, cjsRun.stdout.trim()], [0, JSON.stringify({ agent: 'function', error: 'function', options: 0, failure: true })], 'the CommonJS host runs on agent.cjs');
 
   const device = s.device('console');
   const unknownPeer = 'ab'.repeat(16);
