@@ -29,7 +29,7 @@
 // A poll answered NO_SESSION or NOT_FOUND means matchd lost the request (restart): it is
 // submitted again with the ticket for the time that remains, under a new matchId.
 import type { Address } from '../wire/addr.js';
-import { formatAddress, normaliseIp } from '../wire/addr.js';
+import { formatAddress, sameAddress } from '../wire/addr.js';
 import type { Bodies, MatchMember, RelayGrant, Requirement } from '../wire/catalog.js';
 import { MatchState } from '../wire/catalog.js';
 import { netModeNames } from '../wire/constants.js';
@@ -201,7 +201,6 @@ const MAX_EARLY = 16;
 const MAX_SESSIONS = 4;
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
-const same = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
 const iso = (ms: number): string => new Date(ms).toISOString();
 const modeName = (m: number): string => netModeNames[m] ?? `mode-${m}`;
 
@@ -419,7 +418,7 @@ export class MatchClient {
   onPush(r: Reply): boolean {
     if (r.msg.name !== 'MATCH_RESULT') return false;
     const to = this.lastMatchd;
-    if (!to || !same(r.from, to)) return true;
+    if (!to || !sameAddress(r.from, to)) return true;
     const session = this.sessions.find((s) => s.accept(r));
     if (!session) return true;
     const msg = r.msg as MessageOf<'MATCH_RESULT'>;

@@ -19,7 +19,7 @@
 // are new because the agent's main socket has already talked to the server's address.
 // `decideNetMode` is the decision table (also in devloc-agent(8)).
 import type { Address } from '../wire/addr.js';
-import { bytesToIp, normaliseIp } from '../wire/addr.js';
+import { bytesToIp, normaliseIp, sameAddress } from '../wire/addr.js';
 import type { Bodies } from '../wire/catalog.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { MAX_DATAGRAM, NetMode, REQUEST_ID_BYTES } from '../wire/constants.js';
@@ -112,8 +112,6 @@ export function combineClassifications(prev: Classification | undefined, next: C
   return next;
 }
 
-const same = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
-
 /** The decision table. Pure. */
 export function decideNetMode(t: ReflectorTests, local: LocalAddress[]): Classification {
   const base = { tests: t, ...(t.t1 ? { observed: t.t1.observed } : {}) };
@@ -121,8 +119,8 @@ export function decideNetMode(t: ReflectorTests, local: LocalAddress[]): Classif
   if (isLocalIp(t.t1.observed.ip, local)) return { ...base, mode: NetMode.OPEN, reason: 'observed address is on a local interface' };
   if (t.m1 === undefined) return { ...base, mode: NetMode.UNKNOWN, reason: 'reflector has no alternate port' };
   if (t.m1 === null) return { ...base, mode: NetMode.UNKNOWN, reason: "no answer from the reflector's alternate port" };
-  if (!same(t.m1.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination port' };
-  if (t.m2 && !same(t.m2.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination address' };
+  if (!sameAddress(t.m1.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination port' };
+  if (t.m2 && !sameAddress(t.m2.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination address' };
   if (t.f1 === true) return { ...base, mode: NetMode.FULL_CONE, reason: 'answer from another address and port arrives' };
   if (t.f2 === true) {
     return {
@@ -209,7 +207,7 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
         const r = await client.request(to, encodeReflect(rid, change), rid, {
           policy,
           anySource: expectFrom !== undefined,
-          accept: (x) => x.msg.name === 'REFLECT_RESULT' && (expectFrom === undefined || same(x.from, expectFrom)),
+          accept: (x) => x.msg.name === 'REFLECT_RESULT' && (expectFrom === undefined || sameAddress(x.from, expectFrom)),
           ...(expectFrom === undefined ? { onRetransmit: () => { lossy = true; } } : {}),
         });
         return toAnswer(r);

@@ -18,7 +18,7 @@
 import type { Reply } from '../net/client.js';
 import type { ClientSession } from '../net/clientsession.js';
 import type { Address } from '../wire/addr.js';
-import { normaliseIp } from '../wire/addr.js';
+import { sameAddress } from '../wire/addr.js';
 import type { PresenceEntry, PresenceRecord, Requirement } from '../wire/catalog.js';
 import { MAX_QUERY_IDS, MAX_WATCHES } from '../wire/catalog.js';
 import { AgentError } from './errors.js';
@@ -44,7 +44,6 @@ export interface PresenceHost {
 /** Most results one `search` collects (pages followed until then). */
 export const MAX_SEARCH_RESULTS = 256;
 
-const sameAddress = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
 /** Ask locatord whether it still holds our list at most this often (on refreshes). */
 const CHECK_EVERY_MS = 60_000;
 

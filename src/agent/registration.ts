@@ -13,7 +13,7 @@
 import type dgram from 'node:dgram';
 import type { EventEmitter } from 'node:events';
 import type { Address } from '../wire/addr.js';
-import { formatAddress, normaliseIp } from '../wire/addr.js';
+import { formatAddress, sameAddress } from '../wire/addr.js';
 import { buildAuthRequest, openAuthGrant } from '../wire/auth.js';
 import type { Bodies, MessageName, PresenceRecord, RegistrationAck, RelayGrant, TicketGrant } from '../wire/catalog.js';
 import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS, NetMode, netModeNames } from '../wire/constants.js';
@@ -78,7 +78,6 @@ export interface RegistrationHooks {
 }
 
 const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
-const sameAddress = (a: Address, b: Address): boolean => normaliseIp(a.ip) === normaliseIp(b.ip) && a.port === b.port;
 const modeName = (m: number): string => netModeNames[m] ?? `mode-${m}`;
 
 export class Registration {

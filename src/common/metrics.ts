@@ -1,6 +1,8 @@
 // Counters, gauges and a latency histogram, rendered in the Prometheus text format (0.0.4).
 // Small on purpose: a Map lookup per increment on the hot path, no labels parsing. Hot callers
-// take a `series()` handle once, so that the label key is not rebuilt for every increment.
+// take a `series()` handle once, so that the label key is not rebuilt for every increment, or a
+// `seriesBy()` lookup when one label varies per request. Metrics keeps every handle it made, so a
+// caller never needs a cache of its own (one Metrics per daemon, or per test).
 
 type LabelSet = Record<string, string>;
 
@@ -24,6 +26,9 @@ export interface CounterSeries {
   inc(by?: number): void;
 }
 
+/** The series of one counter that differ only in one label: the handle for that label's value. */
+export type SeriesByLabel = (value: string) => CounterSeries;
+
 interface Family {
   help: string;
   type: 'counter' | 'gauge' | 'histogram';
@@ -36,6 +41,10 @@ interface Family {
   collect?: () => number;
   /** Gauges: constant label pairs, rendered. */
   gaugeLabels?: string;
+  /** Counters: the handles series() made, by label key (created with the first). */
+  handles?: Map<string, CounterSeries>;
+  /** Counters: the lookups seriesBy() made, by varying label (and fixed labels' key). */
+  byLabel?: Map<string, SeriesByLabel>;
 }
 
 export const latencyBucketsS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5];
@@ -64,11 +73,44 @@ export class Metrics {
     f.values.set(k, (f.values.get(k) ?? 0) + by);
   }
 
-  /** A handle on one series of counter `name`, for increments on a hot path. */
+  /**
+   * A handle on one series of counter `name`, for increments on a hot path; the same handle for
+   * the same series every time. Taking it builds the label key: take it once, not per increment.
+   */
   series(name: string, labels?: LabelSet): CounterSeries {
-    const values = this.family(name, 'counter', name).values;
+    const f = this.family(name, 'counter', name);
     const k = labelKey(labels);
-    return { inc: (by = 1) => void values.set(k, (values.get(k) ?? 0) + by) };
+    const handles = (f.handles ??= new Map());
+    let h = handles.get(k);
+    if (!h) {
+      const values = f.values;
+      h = { inc: (by = 1) => void values.set(k, (values.get(k) ?? 0) + by) };
+      handles.set(k, h);
+    }
+    return h;
+  }
+
+  /**
+   * Counter `name`'s series told apart by `label` alone (the others `fixed`), for a hot path whose
+   * label value varies per call (a message name, an outcome): a Map lookup by the value, its
+   * handle made on first use. The same lookup for the same arguments every time; without `fixed`
+   * it costs two Map lookups to get, with it a label key too (take it once then).
+   */
+  seriesBy(name: string, label: string, fixed?: LabelSet): SeriesByLabel {
+    const f = this.family(name, 'counter', name);
+    const key = fixed ? `${label}{${labelKey(fixed)}}` : label;
+    const lookups = (f.byLabel ??= new Map());
+    let lookup = lookups.get(key);
+    if (!lookup) {
+      const byValue = new Map<string, CounterSeries>();
+      lookup = (value) => {
+        let h = byValue.get(value);
+        if (!h) byValue.set(value, (h = this.series(name, { ...fixed, [label]: value })));
+        return h;
+      };
+      lookups.set(key, lookup);
+    }
+    return lookup;
   }
 
   get(name: string, labels?: LabelSet): number {

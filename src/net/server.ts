@@ -28,7 +28,7 @@ import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../common/log.js';
-import type { CounterSeries, Metrics } from '../common/metrics.js';
+import type { CounterSeries, Metrics, SeriesByLabel } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
@@ -232,8 +232,8 @@ export class DatagramServer {
   private readonly sent: CounterSeries;
   private readonly sendErrors: CounterSeries;
   private readonly retransmissionsAnswered: CounterSeries;
-  /** requests_total{type, result="ok"} per message name. */
-  private readonly requestsOk = new Map<string, CounterSeries>();
+  /** requests_total{type, result="ok"} by message name. */
+  private readonly requestsOk: SeriesByLabel;
   /** One completion callback for every send (rather than a closure per datagram). */
   private readonly afterSend = (err: Error | null): void => {
     if (err) this.sendErrors.inc();
@@ -263,6 +263,7 @@ export class DatagramServer {
     this.sent = m.series('datagrams_sent_total');
     this.sendErrors = m.series('dropped_total', { reason: 'send-error' });
     this.retransmissionsAnswered = m.series('retransmissions_answered_total');
+    this.requestsOk = m.seriesBy('requests_total', 'type', { result: 'ok' });
     const failed = (err: unknown): void => {
       m.inc('dropped_total', { reason: 'internal' });
       opts.logger.error('datagram processing failed', { err: String((err as Error)?.stack ?? err) });
@@ -594,7 +595,7 @@ export class DatagramServer {
       logger.refusal(`${msg.name}:${errorName(result.error)}`, { from: formatAddress(from), type: msg.name, code: errorName(result.error), reason: result.message });
       reply = this.errorReply(raw, msg.rid, result, session);
     }
-    if (Buffer.isBuffer(result) || result === null) this.requestOk(msg.name).inc();
+    if (Buffer.isBuffer(result) || result === null) this.requestsOk(msg.name).inc();
     else metrics.inc('requests_total', { type: msg.name, result: errorName(result.error) });
     if (reply && !session && reply.length > raw.length) {
       this.drop('amplification', from, { type: msg.name, reply: reply.length, request: raw.length });
@@ -656,15 +657,6 @@ export class DatagramServer {
     const ok = this.routability!.prove(session, tokenOk, from);
     this.opts.metrics.inc('addr_proofs_total', { result: ok ? 'ok' : 'bad' });
     if (!ok) this.opts.logger.refusal('ADDR_PROOF:bad', { from: formatAddress(from), reason: 'token not made for this session and address' });
-  }
-
-  private requestOk(name: string): CounterSeries {
-    let c = this.requestsOk.get(name);
-    if (!c) {
-      c = this.opts.metrics.series('requests_total', { type: name, result: 'ok' });
-      this.requestsOk.set(name, c);
-    }
-    return c;
   }
 
   /** Send `bytes` to `to`, counting it. Never throws (a reply finishing after close() is dropped). */

@@ -128,6 +128,11 @@ export function normaliseIp(text: string): string {
   return bytes ? bytesToIp(bytes)! : text;
 }
 
+/** One transport address, however node:dgram spelled the IP (IPv4 or IPv4-mapped IPv6). */
+export function sameAddress(a: Address, b: Address): boolean {
+  return a.port === b.port && normaliseIp(a.ip) === normaliseIp(b.ip);
+}
+
 export function formatAddress(a: Address): string {
   return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
 }

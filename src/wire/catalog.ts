@@ -271,7 +271,12 @@ const specs = {
   },
   [MessageType.REFRESH]: {
     name: 'REFRESH', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Keep the registration alive; the source address is re-learned.',
+    doc: 'Keep the registration alive; the source address is re-learned. Without a registration of the locator ID (expired, unregistered) '
+      + 'refused with NOT_FOUND: send REGISTER. Not newer than the registration (a sequence number at or below the last one it took, '
+      + 'or another session registered since and this REFRESH comes from the very address and port that registration is bound to: '
+      + 'the same terminal registered again with a new ticket) answered with REFRESH_ACK describing the registration as it stands, '
+      + 'which it leaves as it is. In a session another session\'s REGISTER displaced, from any other address: refused with '
+      + 'IDENTITY_CONFLICT, as is every later message of that session (a second terminal holds the identity).',
     fields: [
       { key: 1, name: 'ttlS', type: { t: 'uint' }, doc: 'requested TTL, seconds' },
       { key: 2, name: 'netMode', type: netMode, doc: 'new network mode, if it changed' },

@@ -64,6 +64,33 @@ t.test('render: every line is a HELP, TYPE or sample line; values as counted', a
   t.equal(new Set(types).size, types.length, 'one TYPE per family');
 });
 
+t.test('series handles are kept by Metrics: one per series, counting where inc() does', async (t) => {
+  const m = new Metrics();
+  m.counter('requests_total', 'Requests handled');
+  const ok = m.series('requests_total', { type: 'REGISTER', result: 'ok' });
+  t.equal(m.series('requests_total', { result: 'ok', type: 'REGISTER' }), ok, 'the same handle, whatever the label order');
+  t.not(m.series('requests_total', { type: 'REFRESH', result: 'ok' }), ok, 'another series, another handle');
+  const byType = m.seriesBy('requests_total', 'type', { result: 'ok' });
+  t.equal(m.seriesBy('requests_total', 'type', { result: 'ok' }), byType, 'the same lookup for the same arguments');
+  t.not(m.seriesBy('requests_total', 'type', { result: 'BAD_MAC' }), byType, 'other fixed labels, another lookup');
+  t.not(m.seriesBy('requests_total', 'result'), byType, 'another varying label, another lookup');
+  t.equal(byType('REGISTER'), ok, 'a lookup hands out the series handle');
+  t.equal(byType('QUERY_ADDR'), byType('QUERY_ADDR'), 'made once per value');
+  t.equal(m.render(), '# HELP devloc_requests_total Requests handled\n# TYPE devloc_requests_total counter\ndevloc_requests_total 0\n', 'taking handles renders nothing');
+
+  ok.inc();
+  byType('REGISTER').inc(2);
+  m.seriesBy('requests_total', 'result')('ok').inc();
+  byType('QUERY_ADDR').inc();
+  const viaInc = new Metrics();
+  viaInc.counter('requests_total', 'Requests handled');
+  viaInc.inc('requests_total', { type: 'REGISTER', result: 'ok' }, 3);
+  viaInc.inc('requests_total', { result: 'ok' });
+  viaInc.inc('requests_total', { result: 'ok', type: 'QUERY_ADDR' });
+  t.equal(m.render(), viaInc.render(), 'the exposition is what inc() would have made');
+  t.equal(m.get('requests_total', { type: 'REGISTER', result: 'ok' }), 3);
+});
+
 t.test('serve(): GET /metrics on 127.0.0.1:0', async (t) => {
   const m = new Metrics('devloc');
   m.counter('datagrams_received_total', 'Datagrams received');

@@ -16,11 +16,10 @@ import { NEEDS_VALIDATION } from '../../net/routability.js';
 import type { HandlerResult, RequestContext } from '../../net/server.js';
 import type { ServerSession } from '../../net/sessions.js';
 import type { Bodies } from '../../wire/catalog.js';
-import { normaliseIp } from '../../wire/addr.js';
 import { ErrorCode } from '../../wire/errors.js';
 import type { ErrorCode as ErrorCodeT } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
-import { formatAddress } from '../../wire/addr.js';
+import { formatAddress, sameAddress } from '../../wire/addr.js';
 import type { LocatorContext } from '../context.js';
 import { grantTtl } from '../context.js';
 import { limitedJoins } from './groups.js';
@@ -168,8 +167,12 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
     // visibility and the rest, which a REFRESH does not restate).
     if (!cur) return { result: { kind: 'none' } };
     // Another session registered this locator ID since ours did, and ours is still refreshing:
-    // two terminals hold one identity (a copied identity file). The newer one keeps it.
-    if (cur.sidHex !== s.sidHex) return { result: { kind: 'conflict', newer: cur } };
+    // two terminals hold one identity (a copied identity file). The newer one keeps it. Unless
+    // ours speaks from the very address and port the record is bound to: our session validated
+    // that address (it receives there), so this is the socket that registered the newer session,
+    // the same terminal (a ticket renewal, a step the agent abandoned) and a REFRESH of its older
+    // session still in flight. Not a clone: stale, like an older session's REGISTER (isStale).
+    if (cur.sidHex !== s.sidHex && !sameAddress(cur.addr, ctx.from)) return { result: { kind: 'conflict', newer: cur } };
     if (isStale(cur, s, seq)) return { result: { kind: 'stale', ack: ackOf(c, cur, s.locatorId) } };
     let extra = cur.extra;
     if (b.localAddrs) {
@@ -211,7 +214,7 @@ export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): M
   const unvalidated = ctx.addressValidated === false;
   const done = c.store.updatePresence(s.locatorHex, (rec) => {
     if (!rec || isStale(rec, s, seq)) return { result: false };
-    if (unvalidated && (normaliseIp(rec.addr.ip) !== normaliseIp(ctx.from.ip) || rec.addr.port !== ctx.from.port)) return { result: false };
+    if (unvalidated && !sameAddress(rec.addr, ctx.from)) return { result: false };
     return { result: true, put: renewed(c, rec, ctx.from, seq, undefined, s.locatorId).next };
   }, s);
   return then(done, (extended) => {

@@ -23,7 +23,7 @@
 // there like an INTRO (store/relay.ts).
 import { createHash } from 'node:crypto';
 import type { Logger } from '../../common/log.js';
-import type { CounterSeries, Metrics } from '../../common/metrics.js';
+import type { Metrics } from '../../common/metrics.js';
 import type { PushCopy } from '../../net/push.js';
 import { pooledRid, Pusher } from '../../net/push.js';
 import type { HandlerResult, RequestContext } from '../../net/server.js';
@@ -350,15 +350,6 @@ export function unwatch(c: LocatorContext, ctx: RequestContext<'UNWATCH'>): Mayb
 
 type SetOutcome = 'none' | 'stale' | 'set';
 
-/** presence_sets_total's series per outcome, per Metrics: taken once, not a label key built per PRESENCE_SET. */
-const setCounters = new WeakMap<Metrics, Record<Exclude<SetOutcome, 'none'>, CounterSeries>>();
-
-function setCounter(m: Metrics, o: Exclude<SetOutcome, 'none'>): CounterSeries {
-  let c = setCounters.get(m);
-  if (!c) setCounters.set(m, (c = { set: m.series('presence_sets_total', { result: 'set' }), stale: m.series('presence_sets_total', { result: 'stale' }) }));
-  return c[o];
-}
-
 export function presenceSet(c: LocatorContext, ctx: RequestContext<'PRESENCE_SET'>): MaybePromise<HandlerResult> {
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
@@ -370,7 +361,8 @@ export function presenceSet(c: LocatorContext, ctx: RequestContext<'PRESENCE_SET
   }, s);
   return then(out, (o): HandlerResult => {
     if (o === 'none') return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
-    setCounter(c.metrics, o).inc();
+    // By outcome through Metrics' lookup: no label key built per PRESENCE_SET.
+    c.metrics.seriesBy('presence_sets_total', 'result')(o).inc();
     if (o === 'set') notifyWatchers(c, s.locatorHex);
     return ctx.reply('PRESENCE_SET_ACK', {});
   });
