@@ -32,7 +32,7 @@ import type { Address } from '../wire/addr.js';
 import { formatAddress, sameAddress } from '../wire/addr.js';
 import type { Bodies, MatchMember, RelayGrant, Requirement } from '../wire/catalog.js';
 import { MatchState } from '../wire/catalog.js';
-import { netModeNames } from '../wire/constants.js';
+import { DEFAULT_RETRANSMIT_TIMEOUT_MS, netModeNames } from '../wire/constants.js';
 import type { MatchPathName } from '../wire/connectivity.js';
 import { matchPathNames, RelayVia } from '../wire/connectivity.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
@@ -44,6 +44,7 @@ import type { ClientSession } from '../net/clientsession.js';
 import type { AgentLog } from './errors.js';
 import { AgentError } from './errors.js';
 import { formatId } from './ids.js';
+import { classificationBoundMs } from './netmode.js';
 
 /** What the agent lends the match client: its socket, sessions, network mode and clock. */
 export interface MatchBridge {
@@ -89,7 +90,11 @@ export interface MatchClientOptions {
   graceMs?: number;
   /** Give up on an unreachable matchd this long after the deadline, ms (default 60000). */
   giveUpMs?: number;
-  /** Wait this long for the network classification before a submit, ms (default 15000). */
+  /**
+   * Wait at most this long for the network classification before a submit, ms. Default: the
+   * longest one classification takes (netmode.ts classificationBoundMs, from retransmitMs; 24 s at
+   * T = 1 s), so a classification under way when the wait starts has given its verdict by the end.
+   */
   classifyWaitMs?: number;
   /** Wait this long for the registration before a submit, ms (default 20000). */
   readyWaitMs?: number;
@@ -348,7 +353,7 @@ export class MatchClient {
     this.pollMs = o.pollMs ?? 15_000;
     this.graceMs = o.graceMs ?? 2000;
     this.giveUpMs = o.giveUpMs ?? 60_000;
-    this.classifyWaitMs = o.classifyWaitMs ?? 15_000;
+    this.classifyWaitMs = o.classifyWaitMs ?? classificationBoundMs(o.retransmitMs ?? DEFAULT_RETRANSMIT_TIMEOUT_MS);
     this.readyWaitMs = o.readyWaitMs ?? 20_000;
     this.policy = o.retransmitMs ? { initialTimeoutMs: o.retransmitMs } : {};
   }
@@ -497,8 +502,9 @@ export class MatchClient {
   private async doSubmit(spec: MatchSpec): Promise<Rec> {
     if (this.stopping) throw new AgentError('NOT_RUNNING', 'agent is not running');
     await this.bridge.ready(this.readyWaitMs);
-    // Unknown counts as symmetric at matchd (two of those never match): give the
-    // classification of this network a moment to finish first.
+    // Unknown counts as symmetric at matchd (two of those never match): wait for the
+    // classification of this network, which started before the registration, for as long as a
+    // classification can take; the verdict is taken as soon as it is there (polled).
     for (const end = Date.now() + this.classifyWaitMs; !this.bridge.netModeSettled() && Date.now() < end && !this.stopping;) {
       await new Promise((res) => setTimeout(res, 100));
     }

@@ -3,27 +3,32 @@
 //
 // The reflector answers on its primary address P = (ip1, port1) and on an alternate port
 // (ip1, port2) it names in REFLECT_RESULT.otherPort; if it also has an alternate address ip2
-// (otherIp) it can answer from (ip2, port2). Two fresh sockets, used at the same time:
+// (otherIp) it can answer from (ip2, port2). Two fresh sockets:
 //
-//   mapping socket                               filtering socket
-//   T1  REFLECT to P        -> observed O1        T1' REFLECT to P (opens the NAT for P only)
-//   M1  REFLECT to (ip1, port2) -> observed O2    F1  REFLECT to P, change=3: answer from
-//   M2  REFLECT to (ip2, port1) -> observed O3          (ip2, port2) arrives? (only with otherIp)
-//       (only with otherIp)                       F2  REFLECT to P, change=1: answer from
-//                                                       (ip1, port2) arrives?
+//   mapping socket                               filtering socket (once T1 named port2, ip2)
+//   T1  REFLECT to P        -> observed O1        F1  REFLECT to P, change=3: answer from
+//   M1  REFLECT to (ip1, port2) -> observed O2          (ip2, port2) arrives? (only with otherIp)
+//   M2  REFLECT to (ip2, port1) -> observed O3    F2  REFLECT to P, change=1: answer from
+//       (only with otherIp)                             (ip1, port2) arrives?
 //
 // No answer to T1 at all means udp-blocked. The filtering tests need their own socket: on the
 // mapping socket, M1 would open the NAT's filter for (ip1, port2) and make F2 pass, and an
 // unsolicited F2 answer dropped by the NAT leaves a connection-tracking entry that makes the
 // NAT pick another port for M1 (Linux does exactly that), faking a symmetric NAT. Both sockets
-// are new because the agent's main socket has already talked to the server's address.
+// are new because the agent's main socket has already talked to the server's address. The
+// filtering socket only ever sends to P, so each F request itself opens the NAT for P (and only
+// P), and the tests can be repeated on it without touching any other filter or mapping.
+//
+// A filtering test is a negative test: no answer is what a filtering NAT looks like, and also
+// what a lost request or answer looks like. So each is FILTER_PROBES requests spread over its
+// wait, and "filtered" means none of them was answered (see FILTER_PROBES for the arithmetic).
 // `decideNetMode` is the decision table (also in devloc-agent(8)).
 import type { Address } from '../wire/addr.js';
 import { bytesToIp, normaliseIp, sameAddress } from '../wire/addr.js';
 import type { Bodies } from '../wire/catalog.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { MAX_DATAGRAM, NetMode, REQUEST_ID_BYTES } from '../wire/constants.js';
-import type { RetransmitPolicy, Reply } from '../net/client.js';
+import type { RetransmitPolicy, Reply, Timers } from '../net/client.js';
 import { UdpClient } from '../net/client.js';
 import type { LocalAddress } from './interfaces.js';
 import { isLocalIp } from './interfaces.js';
@@ -64,6 +69,49 @@ export interface Classification {
 export const RECLASSIFY_QUICK_MS = 2000;
 /** Quick re-checks of a filtering result decided on a lossy path before it is taken as settled. */
 export const LOSSY_RECHECKS = 2;
+
+/**
+ * Requests of each filtering test (F1, F2); the test is negative only when none was answered.
+ * A request is answered when it and its answer both get through: under 30% loss each way with
+ * 0.7 x 0.7 = 0.49, so all 8 are lost with 0.51^8 = 0.46% (two sends before: 0.51^2 = 26%, and
+ * 3 of 22 full cones stayed `restricted`). A lossy verdict is also re-checked (LOSSY_RECHECKS).
+ * Bounded: 2 x 8 REFLECTs padded to MAX_REFLECT_RESULT, each answered at most once and never
+ * with more bytes; with T1, M1 and M2 (at most 4 sends each) a classification sends at most 28,
+ * within the reflector's per-source burst (40 by default, devloc-locatord(8)).
+ */
+export const FILTER_PROBES = 8;
+
+/**
+ * Give-up of T1 and of each mapping test (M1, M2), in units of T. Their sends go at 0, T', 3T'
+ * and 7T' (T' uniform in [T, 1.5T]), so the last one has at least 1.5 T for its answer.
+ */
+export const MAPPING_TEST_DEADLINE_T = 12;
+
+/** How long a filtering test waits for an answer that may legitimately never come, ms. */
+export function filterWaitMs(retransmitMs: number): number {
+  return Math.max(3 * retransmitMs, 1000);
+}
+
+/**
+ * When the requests of one filtering test are sent, ms after its start: evenly over the first
+ * two thirds of its wait, so the last one has a third (T at the defaults) for its answer. A
+ * loss-free path waits no longer than with one request. Pure.
+ */
+export function filterProbeTimes(waitMs: number, probes = FILTER_PROBES): number[] {
+  const spread = (2 * waitMs) / 3;
+  return Array.from({ length: probes }, (_, k) => (probes > 1 ? Math.round((k * spread) / (probes - 1)) : 0));
+}
+
+/**
+ * Longest one classification (classifyNetwork) takes, ms: T1, then M1 and M2 at the same time,
+ * each giving up after MAPPING_TEST_DEADLINE_T x T, or the filtering tests' wait after T1 if
+ * that is longer. 24 s at T = 1 s. A match submit waits this long for a verdict (match.ts,
+ * devloc-agent(8) MATCHING). Pure.
+ */
+export function classificationBoundMs(retransmitMs: number, waitMs = filterWaitMs(retransmitMs)): number {
+  const test = MAPPING_TEST_DEADLINE_T * retransmitMs;
+  return test + Math.max(test, waitMs);
+}
 
 /** How open a mode's filtering is (a positive filtering test is proof; a negative may be a loss). */
 const OPENNESS: Partial<Record<NetMode, number>> = { [NetMode.PORT_RESTRICTED]: 1, [NetMode.RESTRICTED]: 2, [NetMode.FULL_CONE]: 3 };
@@ -161,10 +209,12 @@ export interface ClassifyOptions {
   local: () => LocalAddress[];
   /** T and the retransmission count for T1 and the mapping tests. */
   retransmitMs: number;
-  /** Deadline of a filtering test whose answer may legitimately never come. */
+  /** Wait of a filtering test whose answer may legitimately never come (default filterWaitMs(T)). */
   filterWaitMs?: number;
   /** Opened on demand; injectable for tests. */
   openClient?: () => Promise<UdpClient>;
+  /** Spaces the filtering requests; injectable for tests (the clients' timers should be the same). */
+  timers?: Timers;
 }
 
 function toAnswer(r: Reply): ReflectAnswer | null {
@@ -182,6 +232,7 @@ function toAnswer(r: Reply): ReflectAnswer | null {
 /** Run the tests above and classify. Never throws; socket trouble counts as no answer. */
 export async function classifyNetwork(o: ClassifyOptions): Promise<Classification> {
   const open = o.openClient ?? (() => UdpClient.open({ bind: { host: o.bindHost, port: 0 } }));
+  const timers: Timers = o.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
   const clients: UdpClient[] = [];
   try {
     let mapping: UdpClient;
@@ -196,9 +247,8 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
     }
     for (const c of clients) c.socket.on('error', () => { /* send errors surface as missing answers */ });
     const T = o.retransmitMs;
-    const normal: Partial<RetransmitPolicy> = { initialTimeoutMs: T, maxRetransmit: 3, deadlineMs: T * 1.5 * 15 };
-    const filterWait = o.filterWaitMs ?? Math.max(3 * T, 1000);
-    const brief: Partial<RetransmitPolicy> = { initialTimeoutMs: Math.min(T, filterWait / 3), maxRetransmit: 2, deadlineMs: filterWait };
+    const normal: Partial<RetransmitPolicy> = { initialTimeoutMs: T, maxRetransmit: 3, deadlineMs: MAPPING_TEST_DEADLINE_T * T };
+    const filterWait = o.filterWaitMs ?? filterWaitMs(T);
     let lossy = false;
     /** One REFLECT; `expectFrom` pins the answer's source (change requests, which may rightly go unanswered). */
     const ask = async (client: UdpClient, to: Address, change: number, policy: Partial<RetransmitPolicy>, expectFrom?: Address): Promise<ReflectAnswer | null> => {
@@ -216,31 +266,49 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
         return null;
       }
     };
-    const mappingTests = async (): Promise<ReflectorTests> => {
-      const tests: ReflectorTests = { t1: await ask(mapping, o.reflector, 0, normal) };
-      const t1 = tests.t1;
-      if (!t1 || t1.otherPort === undefined || isLocalIp(t1.observed.ip, o.local())) return tests;
-      const [m1, m2] = await Promise.all([
-        ask(mapping, { ip: o.reflector.ip, port: t1.otherPort }, 0, normal),
+    /**
+     * One filtering test: a REFLECT with `change` at each of filterProbeTimes (each its own
+     * request, sent once), all waiting until the test's end; true at the first answer from
+     * `from`, false when none came.
+     */
+    const filterTest = (change: number, from: Address): Promise<boolean> => new Promise<boolean>((resolve) => {
+      const times = filterProbeTimes(filterWait);
+      const scheduled: unknown[] = [];
+      let unanswered = times.length;
+      let done = false;
+      const finish = (answered: boolean): void => {
+        if (done) return;
+        done = true;
+        for (const h of scheduled) timers.clearTimeout(h);
+        resolve(answered);
+      };
+      const probe = (at: number): void => {
+        const left = filterWait - at;
+        void ask(filtering, o.reflector, change, { initialTimeoutMs: left, maxRetransmit: 0, deadlineMs: left }, from).then((a) => {
+          if (a) finish(true);
+          else if (--unanswered === 0) finish(false);
+        });
+      };
+      for (const at of times) {
+        if (at === 0) probe(0);
+        else scheduled.push(timers.setTimeout(() => probe(at), at));
+      }
+    });
+    const tests: ReflectorTests = { t1: await ask(mapping, o.reflector, 0, normal) };
+    const t1 = tests.t1;
+    if (t1 && t1.otherPort !== undefined && !isLocalIp(t1.observed.ip, o.local())) {
+      const otherPort = t1.otherPort;
+      const [m1, m2, f1, f2] = await Promise.all([
+        ask(mapping, { ip: o.reflector.ip, port: otherPort }, 0, normal),
         t1.otherIp ? ask(mapping, { ip: t1.otherIp, port: o.reflector.port }, 0, normal) : Promise.resolve(undefined),
+        t1.otherIp ? filterTest(3, { ip: t1.otherIp, port: otherPort }) : Promise.resolve(undefined),
+        filterTest(1, { ip: o.reflector.ip, port: otherPort }),
       ]);
       tests.m1 = m1;
       if (m2 !== undefined) tests.m2 = m2;
-      return tests;
-    };
-    const filteringTests = async (): Promise<Pick<ReflectorTests, 'f1' | 'f2'>> => {
-      const t1 = await ask(filtering, o.reflector, 0, normal);
-      if (!t1 || t1.otherPort === undefined || isLocalIp(t1.observed.ip, o.local())) return {};
-      const [f1, f2] = await Promise.all([
-        t1.otherIp ? ask(filtering, o.reflector, 3, brief, { ip: t1.otherIp, port: t1.otherPort }) : Promise.resolve(undefined),
-        ask(filtering, o.reflector, 1, brief, { ip: o.reflector.ip, port: t1.otherPort }),
-      ]);
-      return { ...(f1 !== undefined ? { f1: f1 !== null } : {}), f2: f2 !== null };
-    };
-    const [m, f] = await Promise.all([mappingTests(), filteringTests()]);
-    // A filtering socket that got no answer at all proves nothing: count it as "nothing arrived".
-    const tests: ReflectorTests = { ...m, ...f };
-    if (m.t1 && m.m1 !== undefined && tests.f2 === undefined) tests.f2 = false;
+      if (f1 !== undefined) tests.f1 = f1;
+      tests.f2 = f2;
+    }
     return { ...decideNetMode(tests, o.local()), ...(lossy ? { lossy } : {}) };
   } finally {
     await Promise.all(clients.map((c) => c.close()));

@@ -4,7 +4,9 @@
 // (nftables numgen drop, test/agent/netns.ts `lossy`). Per start: the time from spawning the
 // agent to registered, the first verdict of the classification, whether the mode is still
 // `unknown` 20 s after the start (after the quick retries of 2 + 4 + 8 s: "settled on unknown"),
-// when the right mode was first shown, and the mode when the watch ends (60 s after the start). Needs root and nft.
+// when the right mode was first shown, and the mode when the watch ends (60 s after the start);
+// the summary adds the first verdict's median and worst time and, of the full cones, how many
+// were first shown more restrictive and how many still were at the end. Needs root and nft.
 //
 //   npx tsx test/agent/loss-startup.ts [--rounds 4] [--per-kind 2] [--loss 30] [--watch-s 60]
 //       prints one line per start and a summary; writes bench-results/loss-startup.json
@@ -96,6 +98,8 @@ async function main(): Promise<void> {
     });
   }
   const reg = starts.map((s) => s.registeredMs).filter((x): x is number => x !== null).sort((a, b) => a - b);
+  const verdicts = starts.map((s) => s.firstVerdictMs).filter((x): x is number => x !== null).sort((a, b) => a - b);
+  const cones = starts.filter((s) => s.kind === 'full-cone');
   const summary = {
     loss: LOSS, watchS: WATCH_MS / 1000, starts: starts.length,
     registered: reg.length,
@@ -106,6 +110,9 @@ async function main(): Promise<void> {
     wrongAtEnd: starts.filter((s) => s.modeAtEnd !== s.kind).length,
     wrongAt20s: starts.filter((s) => s.modeAt20s !== s.kind).length,
     rightModeWorstMs: Math.max(...starts.map((s) => s.rightModeMs ?? Infinity)),
+    firstVerdictMs: { median: verdicts[Math.floor(verdicts.length / 2)] ?? null, worst: verdicts.at(-1) ?? null },
+    // A full cone first shown more restrictive (a lost filtering answer), and still so at the end.
+    fullCone: { starts: cones.length, firstVerdictWrong: cones.filter((s) => s.firstVerdict !== 'full-cone').length, wrongAtEnd: cones.filter((s) => s.modeAtEnd !== 'full-cone').length },
   };
   console.log(JSON.stringify({ summary }));
   const dir = path.join(root, 'bench-results');
