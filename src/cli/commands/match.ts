@@ -14,6 +14,8 @@ import { ControlError, controlRequest } from '../../agent/control-client.js';
 import type { MatchResult } from '../../agent/match.js';
 import { parseAttr, parseRequirement } from '../../agent/match.js';
 import { AgentError } from '../../agent/agent.js';
+import { classificationBoundMs } from '../../agent/netmode.js';
+import { DEFAULT_RETRANSMIT_TIMEOUT_MS } from '../../wire/constants.js';
 import { CliError, runHandler, UsageError } from '../util.js';
 import type { Common } from './agentctl.js';
 import { common } from './agentctl.js';
@@ -148,8 +150,9 @@ const submit: CommandModule<object, SubmitArgs> = {
     if (wait) process.once('SIGINT', onSignal);
     let r: MatchResult;
     try {
-      // The agent answers at the latest a minute after the deadline (matchd unreachable).
-      r = (await ask(a, 'match.submit', args, (a.wait + 90) * 1000)) as MatchResult;
+      // The agent answers at the latest a minute after the deadline (matchd unreachable), after
+      // waiting up to one classification of its network mode before it submits.
+      r = (await ask(a, 'match.submit', args, (a.wait + 90) * 1000 + classificationBoundMs(DEFAULT_RETRANSMIT_TIMEOUT_MS))) as MatchResult;
     } finally {
       process.off('SIGINT', onSignal);
     }
