@@ -2,12 +2,17 @@
 // one process on a virtual clock (virtual-clock.ts), real UDP on 127.0.0.1 between them. The
 // agent refreshes at locatord's interval, renews its ticket, re-authenticates, and the servers
 // sweep, for a virtual day in well under a minute; the V8 heap after a full GC is sampled every
-// virtual hour. Reported by agent.ts (`devloc bench --only agent`): growth from hour 1 to hour
-// 24 of the whole process (agent and servers: a leak in any shows). Reads one JSON line of
+// virtual hour, split into compiled code (machine code and bytecode with their metadata,
+// v8.getHeapCodeStatistics(): it grows while functions are compiled, optimised and
+// deoptimised) and the rest (data, feedback vectors, V8's own lists), with the ArrayBuffer memory
+// outside the heap (Buffers' backing stores: a retained 32-byte Buffer can pin an 8 KiB pool
+// slab). Reported by agent.ts (`devloc bench --only agent`): growth of the whole process (agent
+// and servers: a leak in any shows) over the first day and over the second. Reads one JSON line of
 // settings on stdin, prints one JSON line. DAY_SNAPSHOT_HOURS=12,24 also writes V8 heap snapshots
 // at those hours (os.tmpdir()/devloc-day-H.heapsnapshot), to see what grew.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { getHeapCodeStatistics, writeHeapSnapshot } from 'node:v8';
 import path from 'node:path';
 import { installVirtualClock } from './virtual-clock.js';
 import { serveOneJsonRequest } from './json-child.js';
@@ -26,6 +31,10 @@ export interface DayResult {
   hours: number;
   /** V8 heap in use after a full GC at the end of each virtual hour (index 0 = hour 1). */
   heapAfterGcBytes: number[];
+  /** Of it, compiled code: machine code and bytecode with their metadata (v8.getHeapCodeStatistics()), same hours. */
+  codeAfterGcBytes: number[];
+  /** ArrayBuffer backing stores (outside the V8 heap) after the same GCs. */
+  arrayBuffersAfterGcBytes: number[];
   rssBytes: number;
   refreshes: number;
   authentications: number;
@@ -93,16 +102,24 @@ async function run(s: DaySettings): Promise<DayResult> {
     const gc = (globalThis as { gc?: () => void }).gc;
     if (!gc) throw new Error('run with --expose-gc');
     const heapAfterGcBytes: number[] = [];
+    const codeAfterGcBytes: number[] = [];
+    const arrayBuffersAfterGcBytes: number[] = [];
     const r0 = agent.counters.refreshes;
     const a0 = agent.counters.authentications;
     for (let h = 1; h <= hours; h++) {
       await clock.runUntil(clock.now() + 3_600_000);
       gc();
-      heapAfterGcBytes.push(process.memoryUsage().heapUsed);
-      if (process.env['DAY_SNAPSHOT_HOURS']?.split(',').includes(String(h))) (await import('node:v8')).writeHeapSnapshot(path.join(tmpdir(), `devloc-day-${h}.heapsnapshot`));
+      const memory = process.memoryUsage();
+      heapAfterGcBytes.push(memory.heapUsed);
+      arrayBuffersAfterGcBytes.push(memory.arrayBuffers);
+      // Not the code spaces of getHeapSpaceStatistics(): bytecode and deoptimisation data are in
+      // old space with the data, and grew there (heap snapshots of hours 48 and 96).
+      const code = getHeapCodeStatistics();
+      codeAfterGcBytes.push(code.code_and_metadata_size + code.bytecode_and_metadata_size);
+      if (process.env['DAY_SNAPSHOT_HOURS']?.split(',').includes(String(h))) writeHeapSnapshot(path.join(tmpdir(), `devloc-day-${h}.heapsnapshot`));
     }
     const result: DayResult = {
-      hours, heapAfterGcBytes, rssBytes: process.memoryUsage().rss, refreshes: agent.counters.refreshes - r0, authentications: agent.counters.authentications - a0,
+      hours, heapAfterGcBytes, codeAfterGcBytes, arrayBuffersAfterGcBytes, rssBytes: process.memoryUsage().rss, refreshes: agent.counters.refreshes - r0, authentications: agent.counters.authentications - a0,
       timersFired: clock.fired, timerErrors: clock.errors.map((e) => e.message).slice(0, 5),
       realSeconds: Number(process.hrtime.bigint() - realStart) / 1e9, registeredAtEnd: agent.isRegistered,
     };

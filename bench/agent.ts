@@ -13,8 +13,8 @@
 // hosts run side by side while the daemon settles); start to registered for the library and the daemon; bytes on the wire per hour
 // (one refresh's datagrams, measured in the busy run, times the refreshes of an hour behind a NAT
 // and on an open address, plus 28 bytes of IPv4 and UDP header each); and the V8 heap after a
-// full GC before and after the busy run's refreshes, scaled to the refreshes of 24 hours (the
-// refresh interval compressed to 1 s stands in for a fake clock: the servers run on real time).
+// full GC every hour of two virtual days (agent-day.ts: agent, authd and locatord in one process
+// on a virtual clock), its growth over the second day split into compiled code and the rest.
 // For `npm run bench`: `benchAgent()` returns the figures, `formatAgentBench()` prints them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -69,10 +69,16 @@ export interface AgentBenchResult {
   openRefreshS: number;
   /** CPU seconds per hour on an open address (300 s refresh). */
   cpuSecondsPerHourOpen: number;
-  /** V8 heap after GC at virtual hour 1 of the day run (agent, authd and locatord in one process), and its growth to hour 24 and from hour 12 to 24. */
+  /** V8 heap after GC at virtual hour 1 of the day run (agent, authd and locatord in one process), and its growth to hour 24. */
   heapAfterGcMiB: number;
   heapGrowth24hKiB: number;
-  heapGrowthLast12hKiB: number;
+  /**
+   * Growth over the second virtual day (hours 24 to 48: the trend of the hourly samples, least
+   * squares, times 24 h), of the whole heap, of its compiled code (machine code and bytecode with
+   * their metadata) and of the rest (data, feedback vectors, V8's own lists), and of ArrayBuffer
+   * memory outside the heap, KiB.
+   */
+  secondDayGrowthKiB: { heap: number; code: number; nonCode: number; arrayBuffers: number };
   idle: ChildResult;
   busy: ChildResult;
   day: DayResult;
@@ -132,6 +138,43 @@ function runJsonChild<S, R>(file: string, settings: S): Promise<R> {
 }
 
 const runChild = (settings: ChildSettings): Promise<ChildResult> => runJsonChild('agent-child.ts', settings);
+
+/**
+ * Virtual hours of the day run: two days, so that the second shows whether the heap still grows
+ * once every periodic path (renewals, sweeps, expiries of the first day's tickets) has run.
+ */
+const DAY_HOURS = 48;
+
+/**
+ * Growth over `[fromHour, toHour]` of hourly samples (index 0 = hour 1): the least-squares slope
+ * times the span, so one noisy hour (a GC's leftovers, a cache at the point of a purge) does
+ * not make the figure; the endpoints' difference would.
+ */
+export function trendBytes(samples: number[], fromHour: number, toHour: number): number {
+  const xs: number[] = [];
+  const ys: number[] = [];
+  for (let h = fromHour; h <= toHour && h <= samples.length; h++) {
+    xs.push(h);
+    ys.push(samples[h - 1]!);
+  }
+  if (xs.length < 2) return 0;
+  const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
+  const mx = mean(xs);
+  const my = mean(ys);
+  let sxy = 0;
+  let sxx = 0;
+  for (let i = 0; i < xs.length; i++) {
+    sxy += (xs[i]! - mx) * (ys[i]! - my);
+    sxx += (xs[i]! - mx) ** 2;
+  }
+  return (sxy / sxx) * (toHour - fromHour);
+}
+
+function secondDayGrowthKiB(day: DayResult): AgentBenchResult['secondDayGrowthKiB'] {
+  const kib = (samples: number[]): number => round(trendBytes(samples, 24, 48) / 1024, 1);
+  const nonCode = day.heapAfterGcBytes.map((b, i) => b - (day.codeAfterGcBytes[i] ?? 0));
+  return { heap: kib(day.heapAfterGcBytes), code: kib(day.codeAfterGcBytes), nonCode: kib(nonCode), arrayBuffers: kib(day.arrayBuffersAfterGcBytes) };
+}
 
 const cpuS = (r: ChildResult): number => (r.cpuUserUs + r.cpuSystemUs) / 1e6;
 const round = (x: number, digits: number): number => Number(x.toFixed(digits));
@@ -214,8 +257,8 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     const idle = await runChild({ ...base, maxRefreshS: 0, warmupMs });
     log(`agent bench: busy run, ${seconds} s refreshing every ${refreshS} s`);
     const busy = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(warmupMs, 2 * refreshS * 1000) });
-    log('agent bench: 24 virtual hours (agent, authd, locatord in one process)');
-    const day = await runJsonChild<DaySettings, DayResult>('agent-day.ts', { library, hours: 24 });
+    log(`agent bench: ${DAY_HOURS} virtual hours (agent, authd, locatord in one process)`);
+    const day = await runJsonChild<DaySettings, DayResult>('agent-day.ts', { library, hours: DAY_HOURS });
     if (!day.registeredAtEnd) throw new Error('agent bench: the agent was not registered at the end of the virtual day');
     const idleRate = cpuS(idle) / idle.seconds;
     const extra = busy.refreshes - (idle.refreshes * busy.seconds) / idle.seconds;
@@ -241,7 +284,7 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
       cpuSecondsPerHourOpen: round(idleRate * 3600 + (3600 / OPEN_REFRESH_S) * perRefresh, 2),
       heapAfterGcMiB: mib(heapAt(1)),
       heapGrowth24hKiB: round((heapAt(24) - heapAt(1)) / 1024, 1),
-      heapGrowthLast12hKiB: round((heapAt(24) - heapAt(12)) / 1024, 1),
+      secondDayGrowthKiB: secondDayGrowthKiB(day),
       idle, busy, day,
       idleRssMiB: round(libraryRss / 2 ** 20, 1),
       idleHeapMiB: round(idle.heapUsedBytes / 2 ** 20, 1),
@@ -257,6 +300,8 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
   }
 }
 
+const signed = (x: number): string => (x >= 0 ? `+${x}` : String(x));
+
 export function formatAgentBench(r: AgentBenchResult): string {
   return [
     `devloc-agent (embedded Agent, ${r.runtime}):`,
@@ -266,7 +311,8 @@ export function formatAgentBench(r: AgentBenchResult): string {
     `  idle RSS, devloc-agent        ${r.daemonRssMiB} MiB (+${r.daemonAboveBareMiB} MiB over bare Node)`,
     `  start -> registered           library ${r.libraryStartToRegisteredMs} ms, daemon ${r.daemonStartToRegisteredMs} ms`,
     `  wire per refresh              ${r.bytesPerRefresh} B; per idle hour ${r.bytesPerHourNat} B behind a NAT (${r.defaultRefreshS} s), ${r.bytesPerHourOpen} B open (${r.openRefreshS} s)`,
-    `  24 virtual hours              ${r.day.refreshes} refreshes, ${r.day.authentications} authentications, ${r.day.realSeconds.toFixed(0)} s real; heap after GC ${r.heapAfterGcMiB} MiB at hour 1 (agent + authd + locatord), growth to hour 24 ${r.heapGrowth24hKiB} KiB (hours 12-24: ${r.heapGrowthLast12hKiB} KiB)`,
+    `  ${r.day.hours} virtual hours              ${r.day.refreshes} refreshes, ${r.day.authentications} authentications, ${r.day.realSeconds.toFixed(0)} s real; heap after GC ${r.heapAfterGcMiB} MiB at hour 1 (agent + authd + locatord), growth to hour 24 ${r.heapGrowth24hKiB} KiB`,
+    `  second virtual day (24-48 h)  heap ${signed(r.secondDayGrowthKiB.heap)} KiB: compiled code ${signed(r.secondDayGrowthKiB.code)}, the rest (data, feedback) ${signed(r.secondDayGrowthKiB.nonCode)}; ArrayBuffers outside the heap ${signed(r.secondDayGrowthKiB.arrayBuffers)} KiB (trend of hourly samples)`,
     `  CPU per refresh               ${r.cpuMsPerRefresh} ms (measured over ${r.busy.refreshes} refreshes)`,
     `  CPU idle                      ${r.idleCpuSecondsPerHour} s per hour (interface polls, timers)`,
     `  CPU per hour, ${r.defaultRefreshS} s refresh   ${r.cpuSecondsPerHour} s (open address, ${r.openRefreshS} s: ${r.cpuSecondsPerHourOpen} s)`,

@@ -650,6 +650,9 @@ export function wallClockUs(): number {
   return Math.max(Date.now() * 1000, Math.floor((performance.timeOrigin + performance.now()) * 1000));
 }
 
+/** Expired pending session keys are dropped at most this often (ms), when keys are derived. */
+export const PENDING_KEYS_PURGE_INTERVAL_MS = 60_000;
+
 /** Sessions per locator ID: a terminal holds one per service per ticket, two while it renews. */
 export const MAX_SESSIONS_PER_ID = 8;
 
@@ -661,9 +664,12 @@ export class ServerSessions {
    * Keys derived for session-opening messages whose MAC has not verified (yet). Tickets cross
    * the wire in clear inside REGISTER, so anyone who saw one can send opening messages with a
    * garbage MAC: without this, each would cost an X25519 before the MAC check fails. The keys
-   * are a function of (service key, cnf, cti, aud), so remembering them is safe.
+   * are a function of (service key, cnf, cti, aud), so remembering them is safe. Each is kept
+   * until its ticket expires (then the ticket is refused before its keys are looked for).
    */
-  private readonly pendingKeys = new LRUCache<string, SessionKeys>({ max: 10_000 });
+  private readonly pendingKeys: LRUCache<string, SessionKeys>;
+  /** When (this.now, ms) expired pending keys are next dropped (see authenticateParts()). */
+  private nextPendingPurgeMs = 0;
   private readonly now: () => number;
   private readonly clockUs: () => number;
   private readonly freshnessMs: number;
@@ -680,6 +686,13 @@ export class ServerSessions {
     this.now = opts.now ?? Date.now;
     this.clockUs = opts.clockUs ?? wallClockUs;
     this.freshnessMs = opts.freshnessMs ?? 120_000;
+    // ttlResolution 0: expiry follows the injected clock, not a cached reading of it.
+    this.pendingKeys = new LRUCache({ max: 10_000, ttlAutopurge: false, ttlResolution: 0, perf: { now: this.now } });
+  }
+
+  /** Session keys remembered for opening messages (expired ones included until the next purge). */
+  get pendingKeyCount(): number {
+    return this.pendingKeys.size;
   }
 
   get verifier(): TicketVerifier {
@@ -781,7 +794,17 @@ export class ServerSessions {
         this.keyDerivations++;
         keys = deriveSessionKeys(this.opts.serviceSecret, v.claims.cnf, v.claims.cti, v.claims.aud);
         if (!keys) return { ok: false, code: ErrorCode.BAD_TICKET, reason: 'cnf key unusable' };
-        this.pendingKeys.set(keyId, keys);
+        // The keys of every session opened stayed (no expiry) until 10,000 newer ones pushed them
+        // out: seen growing the heap of the agent bench's virtual day, one entry per ticket. They
+        // now go with their ticket, and expired ones are dropped at most once a minute, here
+        // where entries are added (lru-cache drops an expired entry only when read or evicted).
+        const nowMs = this.now();
+        if (nowMs >= this.nextPendingPurgeMs) {
+          this.pendingKeys.purgeStale();
+          this.nextPendingPurgeMs = nowMs + PENDING_KEYS_PURGE_INTERVAL_MS;
+        }
+        const ttl = Math.max(1, (v.claims.exp + this.opts.verifier.clockSkewS) * 1000 - nowMs);
+        this.pendingKeys.set(keyId, keys, { ttl });
       }
       session = newServerSession({
         sid, sidHex, locatorId: v.claims.locatorId, aud: v.claims.aud, exp: v.claims.exp,

@@ -1,11 +1,13 @@
 // The agent bench's virtual day (bench/agent-day.ts), shortened to 2 virtual hours so it cannot
 // rot: the agent stays registered through refreshes and a ticket renewal on the virtual clock,
-// and the heap is sampled each hour.
+// and the heap (and its compiled code, and ArrayBuffer memory) is sampled each hour; and the
+// trend the bench reports the second day's growth by.
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DayResult } from '../../bench/agent-day.js';
+import { trendBytes } from '../../bench/agent.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -21,10 +23,25 @@ t.test('2 virtual hours: registered throughout, refreshes at locatord interval, 
   const r = JSON.parse(out.trim()) as DayResult;
   t.ok(r.registeredAtEnd, 'registered at the end');
   t.equal(r.heapAfterGcBytes.length, 2, 'one heap sample per virtual hour');
+  t.equal(r.codeAfterGcBytes.length, 2, 'and of its compiled code');
+  t.equal(r.arrayBuffersAfterGcBytes.length, 2, 'and of ArrayBuffer memory');
+  t.ok(r.codeAfterGcBytes.every((c, i) => c > 0 && c < r.heapAfterGcBytes[i]!), 'the code is a part of the heap');
   // locatord asks for a refresh every 25 s and the agent jitters each interval by ±20 %, so every
   // interval is 20-30 s and 2 hours hold 240-360 refreshes whatever the draws (a run with 291
   // failed an older, tighter bound). A 10 s or 60 s interval (720 or 120) fails.
   t.ok(r.refreshes >= 7200 / 30 && r.refreshes <= 7200 / 20, `refreshes at the 25 s interval ±20 % (${r.refreshes})`);
   t.ok(r.authentications >= 1, `the ticket was renewed (${r.authentications} authentications)`);
   t.same(r.timerErrors, [], 'no timer threw');
+});
+
+t.test('trendBytes: the least-squares growth over a span of hourly samples', async (t) => {
+  const line = Array.from({ length: 48 }, (_, i) => 1000 + 10 * (i + 1));
+  t.equal(trendBytes(line, 24, 48), 240, 'a steady 10 B an hour: 240 B over 24 hours');
+  const flat = Array.from({ length: 48 }, () => 5000);
+  t.equal(trendBytes(flat, 24, 48), 0, 'flat: no growth');
+  // One high sample at the end would be the whole growth of the endpoints' difference (+1000).
+  const spike = flat.map((b, i) => (i === 47 ? b + 1000 : b));
+  const trend = trendBytes(spike, 24, 48);
+  t.ok(trend > 0 && trend < 250, `one high hour: a fraction of it (${trend.toFixed(0)})`);
+  t.equal(trendBytes(flat, 24, 24), 0, 'fewer than two samples: 0');
 });

@@ -165,6 +165,28 @@ t.test('a valid ticket with a MAC made without the cnf secret opens nothing, and
   t.equal(s.w.sessions.keyDerivations, 1, 'the genuine terminal opens with the same keys');
 });
 
+t.test('the keys and verdicts kept for opening messages go when their ticket expires', async (t) => {
+  // Two days of hourly renewals, each ticket valid for an hour and opening one session, as one
+  // terminal does. The keys derived for each opening message stayed (no expiry) until 10,000
+  // newer ones pushed them out, as did the ticket's cached verdict: 48 of each here. A forged MAC
+  // is enough to make both (the keys are derived before the MAC is checked).
+  const s = setup();
+  let most = { keys: 0, tickets: 0 };
+  for (let hour = 0; hour < 48; hour++) {
+    const iat = Math.floor(s.w.clock.ms / 1000);
+    const cti = randomBytes(16);
+    const ticket = s.w.issue({ cti, iat, exp: iat + 3600 });
+    const forged = sealDatagram(createSecretKey(randomBytes(32)), encodeDatagram('REGISTER', rid(100 + hour), { ticket, timeMs: s.w.clock.ms }, { sid: cti, seq: 1 }));
+    await s.h.server.receive(forged, A);
+    t.equal(s.code(), ErrorCode.BAD_MAC, `hour ${hour}: refused after the key derivation`);
+    most = { keys: Math.max(most.keys, s.w.sessions.pendingKeyCount), tickets: Math.max(most.tickets, s.w.verifier.cachedTickets) };
+    s.w.clock.ms += 3_600_000;
+  }
+  t.equal(s.w.sessions.keyDerivations, 48, 'one key derivation per ticket');
+  t.ok(most.keys <= 2, `pending keys: at most the live ticket's and the one before (most: ${most.keys})`);
+  t.ok(most.tickets <= 2, `cached verdicts: at most the live ticket's and the one before (most: ${most.tickets})`);
+});
+
 t.test('authenticate() directly: no auth, restore, dropWhere', async (t) => {
   const w = sessionWorld(undefined, { ticketAddr: A });
   const d = decodeDatagram(encodeDatagram('REFLECT', rid(60), {}));

@@ -417,6 +417,21 @@ t.test('signatureChecks: one signature verification per distinct ticket', async 
   t.same(gone.ok ? 'ok' : gone.code, ErrorCode.BAD_TICKET, 'after setKeys without the kid: refused');
 });
 
+t.test('cachedTickets: an expired ticket leaves the cache, though never presented again', async (t) => {
+  // Two days of hourly renewals, each ticket valid for an hour (plus the 300 s of skew) and shown
+  // once, as locatord sees one terminal's tickets. lru-cache drops an expired entry only when it
+  // is read or evicted: every ticket stayed, 48 here (and up to cacheMax in a daemon).
+  let now = 1_000_000;
+  const v = new TicketVerifier({ keys: trusted, audience: 'locator', now: () => now, cacheMax: 1000 });
+  let most = 0;
+  for (let hour = 0; hour < 48; hour++) {
+    t.ok(v.verify(baseTicket({ iat: now, exp: now + 3600 })).ok, `hour ${hour}: the new ticket verifies`);
+    most = Math.max(most, v.cachedTickets);
+    now += 3600;
+  }
+  t.ok(most <= 2, `at most the live ticket and the one before it are cached (most: ${most})`);
+});
+
 t.test('validly signed tickets with bad claims or headers are refused (BAD_TICKET)', async (t) => {
   const v = verifierAt(1_001_000);
   const prot = encodeCbor(new Map([[1, -8]]));
