@@ -25,9 +25,14 @@ export interface EndReason {
   message: string;
 }
 
+/** Expired entries are dropped at most this often (ms), when the list is used. */
+export const ENDED_PURGE_INTERVAL_MS = 60_000;
+
 export class EndedSessions {
   private readonly bySession: LRUCache<string, EndReason>;
   private readonly byLocator: LRUCache<string, EndReason>;
+  /** When (this.now, ms) expired entries are next dropped (see purge()). */
+  private nextPurgeMs = 0;
 
   constructor(max = 100_000, private readonly now: () => number = Date.now) {
     // ttlResolution 0: expiry follows the injected clock, not a cached reading of it.
@@ -39,14 +44,30 @@ export class EndedSessions {
     return this.bySession.size + this.byLocator.size;
   }
 
+  /**
+   * lru-cache drops an expired entry only when it is read or evicted: a kicked session is not
+   * asked about again once its ticket expired, so its entry stayed until `max` newer ones pushed
+   * it out, and the list was never empty again (reason()'s fast path lost for good after the
+   * first kick). Dropped here, at most once a minute, where the list is written and read.
+   */
+  private purge(): void {
+    const now = this.now();
+    if (now < this.nextPurgeMs) return;
+    this.nextPurgeMs = now + ENDED_PURGE_INTERVAL_MS;
+    this.bySession.purgeStale();
+    this.byLocator.purgeStale();
+  }
+
   /** End one session until `untilMs` (its ticket's expiry). */
   end(sidHex: string, reason: EndReason, untilMs: number): void {
+    this.purge();
     const ttl = Math.max(1, untilMs - this.now());
     this.bySession.set(sidHex, reason, { ttl });
   }
 
   /** End every session of `locatorHex`, also those opened later, until `untilMs` (a longer entry stays). */
   endLocator(locatorHex: string, reason: EndReason, untilMs: number): void {
+    this.purge();
     const ttl = Math.max(1, untilMs - this.now());
     const left = this.byLocator.getRemainingTTL(locatorHex);
     if (left > ttl) return;
@@ -56,6 +77,8 @@ export class EndedSessions {
   /** Why `session` has ended, or undefined while it is live. */
   reason(session: Pick<ServerSession, 'sidHex' | 'locatorHex'>): EndReason | undefined {
     // Asked for every session message: no lookup in a list that is empty (the usual case).
+    if (this.bySession.size + this.byLocator.size === 0) return undefined;
+    this.purge();
     return (this.bySession.size > 0 ? this.bySession.get(session.sidHex) : undefined) ?? (this.byLocator.size > 0 ? this.byLocator.get(session.locatorHex) : undefined);
   }
 

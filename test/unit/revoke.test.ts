@@ -2,7 +2,7 @@
 // on a fake clock: a good REVOKE verifies; an unknown kid, a bad signature, a moved request ID,
 // a timeMs beyond the skew or a code other than REVOKED is refused with its code.
 import t from 'tap';
-import { EndedSessions } from '../../src/net/ended.js';
+import { ENDED_PURGE_INTERVAL_MS, EndedSessions } from '../../src/net/ended.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { newAuthdKey, privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
 import { signRevoke, verifyRevoke } from '../../src/wire/revoke.js';
@@ -42,6 +42,21 @@ t.test('EndedSessions', async (t) => {
   t.equal(e.reason(s2)?.code, ErrorCode.REVOKED);
   clock = 5001;
   t.equal(e.reason(s2), undefined, 'the revocation ends with the last ticket');
+});
+
+t.test('EndedSessions: entries whose tickets expired leave the list (at most a purge interval later)', async (t) => {
+  let clock = 1_000_000;
+  const e = new EndedSessions(1000, () => clock);
+  // Two days of hourly kicks and revocations, each for a ticket of an hour, never asked about again.
+  for (let h = 0; h < 48; h++) {
+    e.end(`s${h}`, { code: ErrorCode.KICKED, message: 'kicked' }, clock + 3_600_000);
+    e.endLocator(`l${h}`, { code: ErrorCode.REVOKED, message: 'revoked' }, clock + 3_600_000);
+    clock += 3_600_000;
+  }
+  t.ok(e.size <= 4, `only the last hour's entries are left (${e.size}; 96 before the purge)`);
+  clock += ENDED_PURGE_INTERVAL_MS + 3_600_000;
+  t.equal(e.reason({ sidHex: 'x', locatorHex: 'y' }), undefined);
+  t.equal(e.size, 0, 'and none once every ticket expired: the list is empty again');
 });
 
 t.test('gateHandlers: the shared refusal list is asked at most once per interval per terminal', async (t) => {
