@@ -83,8 +83,6 @@ export interface RichPresence {
   status?: string;
 }
 
-// packIp/unpackIp live in wire/addr.ts (routability.ts packs addresses too); re-exported here.
-export { packIp, unpackIp } from '../wire/addr.js';
 
 /** What a record is made of (`RegistrationTable.set`); the rare fields are optional. */
 export interface RegistrationFields {

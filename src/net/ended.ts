@@ -10,11 +10,12 @@
 //     has are refused until the last one expires).
 //
 // `acceptRevoke` is the REVOKE handler's common part for locatord and matchd.
-import { LRUCache } from 'lru-cache';
 import type { Logger } from '../common/log.js';
 import { formatAddress } from '../wire/addr.js';
 import type { ErrorCode } from '../wire/errors.js';
 import { errorName } from '../wire/errors.js';
+import { LRUCache } from 'lru-cache';
+import { ExpiringCache } from '../wire/expiring-cache.js';
 import { verifyRevoke } from '../wire/revoke.js';
 import type { TicketVerifier } from '../wire/ticket.js';
 import type { Handlers, HandlerResult, Refusal, RequestContext } from './server.js';
@@ -25,49 +26,31 @@ export interface EndReason {
   message: string;
 }
 
-/** Expired entries are dropped at most this often (ms), when the list is used. */
-export const ENDED_PURGE_INTERVAL_MS = 60_000;
-
 export class EndedSessions {
-  private readonly bySession: LRUCache<string, EndReason>;
-  private readonly byLocator: LRUCache<string, EndReason>;
-  /** When (this.now, ms) expired entries are next dropped (see purge()). */
-  private nextPurgeMs = 0;
+  // Both dropped when their tickets expire (tidy(): where the list is written and read), so the
+  // list is empty again once every ended session's ticket is gone, and reason() does no lookup.
+  private readonly bySession: ExpiringCache<string, EndReason>;
+  private readonly byLocator: ExpiringCache<string, EndReason>;
 
   constructor(max = 100_000, private readonly now: () => number = Date.now) {
-    // ttlResolution 0: expiry follows the injected clock, not a cached reading of it.
-    this.bySession = new LRUCache({ max, ttlAutopurge: false, ttlResolution: 0, perf: { now } });
-    this.byLocator = new LRUCache({ max, ttlAutopurge: false, ttlResolution: 0, perf: { now } });
+    this.bySession = new ExpiringCache(max, now);
+    this.byLocator = new ExpiringCache(max, now);
   }
 
   get size(): number {
     return this.bySession.size + this.byLocator.size;
   }
 
-  /**
-   * lru-cache drops an expired entry only when it is read or evicted: a kicked session is not
-   * asked about again once its ticket expired, so its entry stayed until `max` newer ones pushed
-   * it out, and the list was never empty again (reason()'s fast path lost for good after the
-   * first kick). Dropped here, at most once a minute, where the list is written and read.
-   */
-  private purge(): void {
-    const now = this.now();
-    if (now < this.nextPurgeMs) return;
-    this.nextPurgeMs = now + ENDED_PURGE_INTERVAL_MS;
-    this.bySession.purgeStale();
-    this.byLocator.purgeStale();
-  }
-
   /** End one session until `untilMs` (its ticket's expiry). */
   end(sidHex: string, reason: EndReason, untilMs: number): void {
-    this.purge();
+    this.bySession.tidy();
     const ttl = Math.max(1, untilMs - this.now());
     this.bySession.set(sidHex, reason, { ttl });
   }
 
   /** End every session of `locatorHex`, also those opened later, until `untilMs` (a longer entry stays). */
   endLocator(locatorHex: string, reason: EndReason, untilMs: number): void {
-    this.purge();
+    this.byLocator.tidy();
     const ttl = Math.max(1, untilMs - this.now());
     const left = this.byLocator.getRemainingTTL(locatorHex);
     if (left > ttl) return;
@@ -78,7 +61,8 @@ export class EndedSessions {
   reason(session: Pick<ServerSession, 'sidHex' | 'locatorHex'>): EndReason | undefined {
     // Asked for every session message: no lookup in a list that is empty (the usual case).
     if (this.bySession.size + this.byLocator.size === 0) return undefined;
-    this.purge();
+    this.bySession.tidy();
+    this.byLocator.tidy();
     return (this.bySession.size > 0 ? this.bySession.get(session.sidHex) : undefined) ?? (this.byLocator.size > 0 ? this.byLocator.get(session.locatorHex) : undefined);
   }
 

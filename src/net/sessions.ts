@@ -4,7 +4,7 @@
 // and the MAC of that very datagram proves the sender holds the cnf secret. Later messages name
 // the session by ID (the ticket's cti) and cost one HMAC. Sessions end when their ticket expires.
 import type { KeyObject } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import { ExpiringCache } from '../wire/expiring-cache.js';
 import type { Address } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
 import type { EncodedBody, Message, SessionAuth } from '../wire/envelope.js';
@@ -650,9 +650,6 @@ export function wallClockUs(): number {
   return Math.max(Date.now() * 1000, Math.floor((performance.timeOrigin + performance.now()) * 1000));
 }
 
-/** Expired pending session keys are dropped at most this often (ms), when keys are derived. */
-export const PENDING_KEYS_PURGE_INTERVAL_MS = 60_000;
-
 /** Sessions per locator ID: a terminal holds one per service per ticket, two while it renews. */
 export const MAX_SESSIONS_PER_ID = 8;
 
@@ -667,9 +664,7 @@ export class ServerSessions {
    * are a function of (service key, cnf, cti, aud), so remembering them is safe. Each is kept
    * until its ticket expires (then the ticket is refused before its keys are looked for).
    */
-  private readonly pendingKeys: LRUCache<string, SessionKeys>;
-  /** When (this.now, ms) expired pending keys are next dropped (see authenticateParts()). */
-  private nextPendingPurgeMs = 0;
+  private readonly pendingKeys: ExpiringCache<string, SessionKeys>;
   private readonly now: () => number;
   private readonly clockUs: () => number;
   private readonly freshnessMs: number;
@@ -686,8 +681,7 @@ export class ServerSessions {
     this.now = opts.now ?? Date.now;
     this.clockUs = opts.clockUs ?? wallClockUs;
     this.freshnessMs = opts.freshnessMs ?? 120_000;
-    // ttlResolution 0: expiry follows the injected clock, not a cached reading of it.
-    this.pendingKeys = new LRUCache({ max: 10_000, ttlAutopurge: false, ttlResolution: 0, perf: { now: this.now } });
+    this.pendingKeys = new ExpiringCache(10_000, this.now);
   }
 
   /** Session keys remembered for opening messages (expired ones included until the next purge). */
@@ -794,17 +788,10 @@ export class ServerSessions {
         this.keyDerivations++;
         keys = deriveSessionKeys(this.opts.serviceSecret, v.claims.cnf, v.claims.cti, v.claims.aud);
         if (!keys) return { ok: false, code: ErrorCode.BAD_TICKET, reason: 'cnf key unusable' };
-        // The keys of every session opened stayed (no expiry) until 10,000 newer ones pushed them
-        // out: seen growing the heap of the agent bench's virtual day, one entry per ticket. They
-        // now go with their ticket, and expired ones are dropped at most once a minute, here
-        // where entries are added (lru-cache drops an expired entry only when read or evicted).
-        const nowMs = this.now();
-        if (nowMs >= this.nextPendingPurgeMs) {
-          this.pendingKeys.purgeStale();
-          this.nextPendingPurgeMs = nowMs + PENDING_KEYS_PURGE_INTERVAL_MS;
-        }
-        const ttl = Math.max(1, (v.claims.exp + this.opts.verifier.clockSkewS) * 1000 - nowMs);
-        this.pendingKeys.set(keyId, keys, { ttl });
+        // Gone with their ticket (they stayed until 10,000 newer ones pushed them out: seen
+        // growing the heap of the agent bench's virtual day, one entry per ticket).
+        this.pendingKeys.tidy();
+        this.pendingKeys.set(keyId, keys, { ttl: Math.max(1, (v.claims.exp + this.opts.verifier.clockSkewS) * 1000 - this.now()) });
       }
       session = newServerSession({
         sid, sidHex, locatorId: v.claims.locatorId, aud: v.claims.aud, exp: v.claims.exp,

@@ -8,16 +8,13 @@
 // The cnf key (RFC 8747 proof of possession) is the terminal's X25519 key: a service derives the
 // session key from it and its own static key, so a ticket is worthless without the private half.
 import type { KeyObject } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import { ExpiringCache } from './expiring-cache.js';
 import { encodeCbor } from './cbor.js';
 import { DEFAULT_CLOCK_SKEW_S } from './constants.js';
 import { ErrorCode } from './errors.js';
 import { ed25519Sign, ed25519Verify } from './keys.js';
 import type { TicketClaims, TicketIssueInput } from './ticket-parse.js';
 import { encodeClaims, parseClaims, parseSign1, PROTECTED, sigStructure } from './ticket-parse.js';
-
-/** Expired verified results are dropped at most this often (seconds), on a verification. */
-export const PURGE_INTERVAL_S = 60;
 
 export type { ParsedSign1, TicketClaims, TicketIssueInput } from './ticket-parse.js';
 export { COSE_ALG_EDDSA, encodeClaims, peekTicket, TICKET_ISSUER } from './ticket-parse.js';
@@ -52,21 +49,18 @@ export class TicketVerifier {
   readonly audience: string;
   readonly clockSkewS: number;
   private readonly now: () => number;
-  private readonly verified: LRUCache<string, { bytes: Buffer; claims: TicketClaims; kid: string }>;
+  private readonly verified: ExpiringCache<string, { bytes: Buffer; claims: TicketClaims; kid: string }>;
   /** Signature verifications performed (a metric tests read). */
   signatureChecks = 0;
-  /** When (verifier clock, seconds) expired results are next dropped (see verify()). */
-  private nextPurgeS = 0;
 
   constructor(opts: VerifierOptions) {
     this.keys = opts.keys;
     this.audience = opts.audience;
     this.clockSkewS = opts.clockSkewS ?? DEFAULT_CLOCK_SKEW_S;
     this.now = opts.now ?? (() => Math.floor(Date.now() / 1000));
-    // Entries expire on the verifier's clock (ttlResolution 0: not a cached reading of it), the
-    // clock verify() checks `exp` against.
+    // Entries expire on the verifier's clock, the one verify() checks `exp` against.
     const now = this.now;
-    this.verified = new LRUCache({ max: opts.cacheMax ?? 100_000, ttlAutopurge: false, ttlResolution: 0, perf: { now: () => now() * 1000 } });
+    this.verified = new ExpiringCache(opts.cacheMax ?? 100_000, () => now() * 1000);
   }
 
   /** Verified results held (expired ones included until the next purge). */
@@ -105,14 +99,9 @@ export class TicketVerifier {
     if (claims.exp + this.clockSkewS < now) return { ok: false, code: ErrorCode.TICKET_EXPIRED, reason: 'ticket expired' };
     if (claims.iat - this.clockSkewS > now) return { ok: false, code: ErrorCode.CLOCK_SKEW, reason: 'ticket issued in the future' };
     if (!hit) {
-      // lru-cache drops an expired entry only when it is read or evicted: a ticket that is not
-      // presented again (every renewed one) stayed until 100k newer ones pushed it out (seen
-      // growing the heap of the agent bench's virtual day). Dropping them here, at most
-      // once a minute, bounds the cache by the tickets seen within their lifetime plus a minute.
-      if (now >= this.nextPurgeS) {
-        this.verified.purgeStale();
-        this.nextPurgeS = now + PURGE_INTERVAL_S;
-      }
+      // A ticket not presented again (every renewed one) stayed until 100k newer ones pushed it
+      // out (seen growing the heap of the agent bench's virtual day): expired ones are dropped.
+      this.verified.tidy();
       const ttl = Math.max(1, (claims.exp + this.clockSkewS - now) * 1000);
       this.verified.set(cacheKey, { bytes: Buffer.from(bytes), claims, kid: p.kid }, { ttl });
     }

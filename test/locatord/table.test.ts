@@ -7,7 +7,8 @@ import type { ServerSession } from '../../src/net/sessions.js';
 import { newServerSession, sameSession, ServerSessions } from '../../src/net/sessions.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import type { Registration } from '../../src/locatord/table.js';
-import { packIp, RegistrationTable, TICK_MS, unpackIp } from '../../src/locatord/table.js';
+import { RegistrationTable, TICK_MS } from '../../src/locatord/table.js';
+import { packIp, unpackIp } from '../../src/wire/addr.js';
 import { FakeClock } from './fixtures/helpers.js';
 
 const fakeSession = (hex = randomBytes(16).toString('hex')): ServerSession => ({ sidHex: hex }) as unknown as ServerSession;

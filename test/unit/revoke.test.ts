@@ -2,7 +2,8 @@
 // on a fake clock: a good REVOKE verifies; an unknown kid, a bad signature, a moved request ID,
 // a timeMs beyond the skew or a code other than REVOKED is refused with its code.
 import t from 'tap';
-import { ENDED_PURGE_INTERVAL_MS, EndedSessions } from '../../src/net/ended.js';
+import { EndedSessions } from '../../src/net/ended.js';
+import { EXPIRED_PURGE_INTERVAL_MS as ENDED_PURGE_INTERVAL_MS } from '../../src/wire/expiring-cache.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { newAuthdKey, privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
 import { signRevoke, verifyRevoke } from '../../src/wire/revoke.js';
