@@ -22,7 +22,8 @@ export interface Timers {
   /** The clock these timers run on, in ms (push.ts schedules by it; default performance.now). */
   nowMs?(): number;
 }
-const realTimers: Timers = {
+/** node's own timers (the default of every Timers option). */
+export const realTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };

@@ -179,12 +179,7 @@ export class AddressValidation {
       let end = at;
       while (end < at + MAX_VALIDATED_PER_SESSION && this.v4[end] !== 0) end++;
       this.v4[end] = x;
-    } else {
-      const list = (this.v6.get(slot) ?? []).filter((a) => a !== k);
-      list.push(k);
-      if (list.length > MAX_VALIDATED_PER_SESSION) list.shift();
-      this.v6.set(slot, list);
-    }
+    } else this.v6.set(slot, withNewest(this.v6.get(slot), k));
     return true;
   }
 
@@ -268,9 +263,14 @@ export class AddressValidation {
   }
 
   private remember(sidHex: string, addr: string): void {
-    const list = (this.byId.get(sidHex) ?? []).filter((x) => x !== addr);
-    list.push(addr);
-    if (list.length > MAX_VALIDATED_PER_SESSION) list.shift();
-    this.byId.set(sidHex, list);
+    this.byId.set(sidHex, withNewest(this.byId.get(sidHex), addr));
   }
+}
+
+/** `list` (address keys, oldest first) with `k` moved or added last, the newest MAX_VALIDATED_PER_SESSION kept. */
+function withNewest(list: readonly string[] | undefined, k: string): string[] {
+  const out = (list ?? []).filter((a) => a !== k);
+  out.push(k);
+  if (out.length > MAX_VALIDATED_PER_SESSION) out.shift();
+  return out;
 }
