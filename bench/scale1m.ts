@@ -15,10 +15,11 @@
 // while loaded (a PerformanceObserver preloaded into it: locatord.ts GC_LOGGER); its RSS and
 // restore time. Targets: throughput at 1M within 5% of 10k, GC pauses p99 < 10 ms and max
 // latency < 50 ms at 1M.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { processTree, treeCpuS } from './cpu.js';
+import { rssOf } from './measured-process.js';
 import type { GcPause } from './locatord.js';
 import { forkWorker, perS, readGcPauses, startBenchLocatord } from './locatord.js';
 import type { RunResult, WorkerCommand } from './locatord-worker.js';
@@ -92,11 +93,6 @@ export interface Scale1mResult {
 
 const round = (x: number, digits = 0): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
-const vmRssBytes = (pid: number): number => {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : 0;
-};
-
 export function gcFigures(pauses: GcPause[], wallMs: number): GcFigures {
   const h = new Histogram();
   let longest: GcPause | undefined;
@@ -157,7 +153,7 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     const refresh = await run('REFRESH');
     const query = await run('QUERY_ADDR');
     const loadedTo = Date.now();
-    const rssBytes = vmRssBytes(loc.proc.pid!);
+    const rssBytes = rssOf(loc.proc.pid!);
     // The logger writes every 100 ms.
     await new Promise((r) => setTimeout(r, 300));
     const pauses = readGcPauses(gcLogFile).filter((p) => p.atMs >= loadedFrom && p.atMs <= loadedTo);
