@@ -10,6 +10,9 @@
 // and servers: a leak in any shows) over the first day and over the second. Reads one JSON line of
 // settings on stdin, prints one JSON line. DAY_SNAPSHOT_HOURS=12,24 also writes V8 heap snapshots
 // at those hours (os.tmpdir()/devloc-day-H.heapsnapshot), to see what grew.
+// Run with `--max-opt=0` (V8's interpreter only: nothing is optimised, so no machine code is
+// compiled after start-up and none is thrown away) the heap holds only the program's data and
+// the interpreter's state, which is what a leak grows: agent.ts runs the day both ways.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { getHeapCodeStatistics, writeHeapSnapshot } from 'node:v8';
@@ -101,21 +104,24 @@ async function run(s: DaySettings): Promise<DayResult> {
     const hours = s.hours ?? 24;
     const gc = (globalThis as { gc?: () => void }).gc;
     if (!gc) throw new Error('run with --expose-gc');
-    const heapAfterGcBytes: number[] = [];
-    const codeAfterGcBytes: number[] = [];
-    const arrayBuffersAfterGcBytes: number[] = [];
+    // Allocated whole now: arrays grown by push() would be heap growth of the bench's own (their
+    // backing stores double), seen in a run with the JIT off as the only thing still growing.
+    const samples = (): number[] => Array.from({ length: hours }, () => 0);
+    const heapAfterGcBytes = samples();
+    const codeAfterGcBytes = samples();
+    const arrayBuffersAfterGcBytes = samples();
     const r0 = agent.counters.refreshes;
     const a0 = agent.counters.authentications;
     for (let h = 1; h <= hours; h++) {
       await clock.runUntil(clock.now() + 3_600_000);
       gc();
       const memory = process.memoryUsage();
-      heapAfterGcBytes.push(memory.heapUsed);
-      arrayBuffersAfterGcBytes.push(memory.arrayBuffers);
+      heapAfterGcBytes[h - 1] = memory.heapUsed;
+      arrayBuffersAfterGcBytes[h - 1] = memory.arrayBuffers;
       // Not the code spaces of getHeapSpaceStatistics(): bytecode and deoptimisation data are in
       // old space with the data, and grew there (heap snapshots of hours 48 and 96).
       const code = getHeapCodeStatistics();
-      codeAfterGcBytes.push(code.code_and_metadata_size + code.bytecode_and_metadata_size);
+      codeAfterGcBytes[h - 1] = code.code_and_metadata_size + code.bytecode_and_metadata_size;
       if (process.env['DAY_SNAPSHOT_HOURS']?.split(',').includes(String(h))) writeHeapSnapshot(path.join(tmpdir(), `devloc-day-${h}.heapsnapshot`));
     }
     const result: DayResult = {

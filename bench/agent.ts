@@ -78,10 +78,19 @@ export interface AgentBenchResult {
    * their metadata) and of the rest (data, feedback vectors, V8's own lists), and of ArrayBuffer
    * memory outside the heap, KiB.
    */
-  secondDayGrowthKiB: { heap: number; code: number; nonCode: number; arrayBuffers: number };
+  secondDayGrowthKiB: DayGrowthKiB;
+  /** The same over the last virtual day of the run (hours DAY_HOURS - 24 to DAY_HOURS): whether the JIT's growth levels off. */
+  lastDayGrowthKiB: DayGrowthKiB;
+  /**
+   * The same over the second virtual day of a run in V8's interpreter only (`--max-opt=0`:
+   * nothing is optimised, so compiled code stays what start-up made): the program's own data.
+   */
+  dataSecondDayGrowthKiB: DayGrowthKiB;
   idle: ChildResult;
   busy: ChildResult;
   day: DayResult;
+  /** The interpreter-only run (DATA_DAY_HOURS). */
+  dataDay: DayResult;
   /** What ran: the distribution's bundles, or the tree's modules ("node" compiled, "tsx" TypeScript at run time: RSS includes the compiler). */
   runtime: 'bundle' | 'node' | 'tsx';
 }
@@ -122,8 +131,8 @@ function agentBundle(log: (line: string) => void): { library: string; libraryCjs
   return { library: path.join(dist, 'agent.js'), libraryCjs: path.join(dist, 'agent.cjs'), daemon: path.join(dist, 'devloc-agent.js') };
 }
 
-function runJsonChild<S, R>(file: string, settings: S): Promise<R> {
-  const proc = spawn(process.execPath, ['--expose-gc', ...nodeArgs(file)], { stdio: ['pipe', 'pipe', 'pipe'] });
+function runJsonChild<S, R>(file: string, settings: S, v8Flags: string[] = []): Promise<R> {
+  const proc = spawn(process.execPath, ['--expose-gc', ...v8Flags, ...nodeArgs(file)], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -140,10 +149,20 @@ function runJsonChild<S, R>(file: string, settings: S): Promise<R> {
 const runChild = (settings: ChildSettings): Promise<ChildResult> => runJsonChild('agent-child.ts', settings);
 
 /**
- * Virtual hours of the day run: two days, so that the second shows whether the heap still grows
- * once every periodic path (renewals, sweeps, expiries of the first day's tickets) has run.
+ * Virtual hours of the day run as shipped (JIT on): a week, so that the second day shows whether
+ * the heap still grows once every periodic path (renewals, sweeps, expiries of the first day's
+ * tickets) has run, and the last whether what V8 compiles levels off.
  */
-const DAY_HOURS = 48;
+const DAY_HOURS = 168;
+/** Virtual hours of the interpreter-only run (the program's data; about twice as slow per hour). */
+const DATA_DAY_HOURS = 48;
+
+export interface DayGrowthKiB {
+  heap: number;
+  code: number;
+  nonCode: number;
+  arrayBuffers: number;
+}
 
 /**
  * Growth over `[fromHour, toHour]` of hourly samples (index 0 = hour 1): the least-squares slope
@@ -170,8 +189,9 @@ export function trendBytes(samples: number[], fromHour: number, toHour: number):
   return (sxy / sxx) * (toHour - fromHour);
 }
 
-function secondDayGrowthKiB(day: DayResult): AgentBenchResult['secondDayGrowthKiB'] {
-  const kib = (samples: number[]): number => round(trendBytes(samples, 24, 48) / 1024, 1);
+/** Growth of a day run's samples over the virtual day ending at `toHour` (trendBytes), KiB. */
+export function dayGrowthKiB(day: DayResult, toHour: number): DayGrowthKiB {
+  const kib = (samples: number[]): number => round(trendBytes(samples, toHour - 24, toHour) / 1024, 1);
   const nonCode = day.heapAfterGcBytes.map((b, i) => b - (day.codeAfterGcBytes[i] ?? 0));
   return { heap: kib(day.heapAfterGcBytes), code: kib(day.codeAfterGcBytes), nonCode: kib(nonCode), arrayBuffers: kib(day.arrayBuffersAfterGcBytes) };
 }
@@ -259,7 +279,9 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
     const busy = await runChild({ ...base, maxRefreshS: refreshS, warmupMs: Math.max(warmupMs, 2 * refreshS * 1000) });
     log(`agent bench: ${DAY_HOURS} virtual hours (agent, authd, locatord in one process)`);
     const day = await runJsonChild<DaySettings, DayResult>('agent-day.ts', { library, hours: DAY_HOURS });
-    if (!day.registeredAtEnd) throw new Error('agent bench: the agent was not registered at the end of the virtual day');
+    log(`agent bench: ${DATA_DAY_HOURS} virtual hours in V8's interpreter only (the program's data)`);
+    const dataDay = await runJsonChild<DaySettings, DayResult>('agent-day.ts', { library, hours: DATA_DAY_HOURS }, ['--max-opt=0']);
+    if (!day.registeredAtEnd || !dataDay.registeredAtEnd) throw new Error('agent bench: the agent was not registered at the end of the virtual days');
     const idleRate = cpuS(idle) / idle.seconds;
     const extra = busy.refreshes - (idle.refreshes * busy.seconds) / idle.seconds;
     const perRefresh = extra > 0 ? Math.max(0, cpuS(busy) - idleRate * busy.seconds) / extra : 0;
@@ -284,8 +306,10 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
       cpuSecondsPerHourOpen: round(idleRate * 3600 + (3600 / OPEN_REFRESH_S) * perRefresh, 2),
       heapAfterGcMiB: mib(heapAt(1)),
       heapGrowth24hKiB: round((heapAt(24) - heapAt(1)) / 1024, 1),
-      secondDayGrowthKiB: secondDayGrowthKiB(day),
-      idle, busy, day,
+      secondDayGrowthKiB: dayGrowthKiB(day, 48),
+      lastDayGrowthKiB: dayGrowthKiB(day, DAY_HOURS),
+      dataSecondDayGrowthKiB: dayGrowthKiB(dataDay, 48),
+      idle, busy, day, dataDay,
       idleRssMiB: round(libraryRss / 2 ** 20, 1),
       idleHeapMiB: round(idle.heapUsedBytes / 2 ** 20, 1),
       cpuMsPerRefresh: round(perRefresh * 1000, 3),
@@ -301,6 +325,8 @@ export async function benchAgent(o: AgentBenchOptions = {}): Promise<AgentBenchR
 }
 
 const signed = (x: number): string => (x >= 0 ? `+${x}` : String(x));
+const growth = (g: DayGrowthKiB): string =>
+  `${signed(g.heap)} KiB: compiled code ${signed(g.code)}, the rest (data, feedback) ${signed(g.nonCode)}; ArrayBuffers outside the heap ${signed(g.arrayBuffers)} KiB (trend of hourly samples)`;
 
 export function formatAgentBench(r: AgentBenchResult): string {
   return [
@@ -312,7 +338,9 @@ export function formatAgentBench(r: AgentBenchResult): string {
     `  start -> registered           library ${r.libraryStartToRegisteredMs} ms, daemon ${r.daemonStartToRegisteredMs} ms`,
     `  wire per refresh              ${r.bytesPerRefresh} B; per idle hour ${r.bytesPerHourNat} B behind a NAT (${r.defaultRefreshS} s), ${r.bytesPerHourOpen} B open (${r.openRefreshS} s)`,
     `  ${r.day.hours} virtual hours              ${r.day.refreshes} refreshes, ${r.day.authentications} authentications, ${r.day.realSeconds.toFixed(0)} s real; heap after GC ${r.heapAfterGcMiB} MiB at hour 1 (agent + authd + locatord), growth to hour 24 ${r.heapGrowth24hKiB} KiB`,
-    `  second virtual day (24-48 h)  heap ${signed(r.secondDayGrowthKiB.heap)} KiB: compiled code ${signed(r.secondDayGrowthKiB.code)}, the rest (data, feedback) ${signed(r.secondDayGrowthKiB.nonCode)}; ArrayBuffers outside the heap ${signed(r.secondDayGrowthKiB.arrayBuffers)} KiB (trend of hourly samples)`,
+    `  second virtual day (24-48 h)  heap ${growth(r.secondDayGrowthKiB)}`,
+    `  last virtual day (${r.day.hours - 24}-${r.day.hours} h) heap ${growth(r.lastDayGrowthKiB)}`,
+    `  interpreter only, 24-48 h     heap ${signed(r.dataSecondDayGrowthKiB.heap)} KiB, ArrayBuffers ${signed(r.dataSecondDayGrowthKiB.arrayBuffers)} KiB: the program's data (--max-opt=0, ${r.dataDay.realSeconds.toFixed(0)} s real)`,
     `  CPU per refresh               ${r.cpuMsPerRefresh} ms (measured over ${r.busy.refreshes} refreshes)`,
     `  CPU idle                      ${r.idleCpuSecondsPerHour} s per hour (interface polls, timers)`,
     `  CPU per hour, ${r.defaultRefreshS} s refresh   ${r.cpuSecondsPerHour} s (open address, ${r.openRefreshS} s: ${r.cpuSecondsPerHourOpen} s)`,

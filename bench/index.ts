@@ -271,6 +271,8 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: s, name: `wire bytes per idle hour, open address (${r.openRefreshS} s)`, value: r.bytesPerHourOpen, unit: 'B' },
           { section: s, name: 'heap growth over 24 virtual hours (agent + servers)', value: r.heapGrowth24hKiB, unit: 'KiB', extra: { heapAfterGcMiB: r.heapAfterGcMiB, secondDayKiB: r.secondDayGrowthKiB, refreshes: r.day.refreshes, authentications: r.day.authentications } },
           { section: s, name: 'heap growth over the second virtual day, not compiled code (agent + servers)', value: r.secondDayGrowthKiB.nonCode, unit: 'KiB', extra: { codeKiB: r.secondDayGrowthKiB.code, arrayBuffersKiB: r.secondDayGrowthKiB.arrayBuffers } },
+          { section: s, name: `heap growth over virtual day ${r.day.hours / 24} (agent + servers, JIT on)`, value: r.lastDayGrowthKiB.heap, unit: 'KiB', extra: { codeKiB: r.lastDayGrowthKiB.code, nonCodeKiB: r.lastDayGrowthKiB.nonCode, arrayBuffersKiB: r.lastDayGrowthKiB.arrayBuffers } },
+          { section: s, name: 'heap growth over the second virtual day, interpreter only: the program\'s data (agent + servers)', value: r.dataSecondDayGrowthKiB.heap, unit: 'KiB', extra: { arrayBuffersKiB: r.dataSecondDayGrowthKiB.arrayBuffers } },
           { section: s, name: 'CPU per refresh', value: r.cpuMsPerRefresh, unit: 'ms', extra: { refreshes: r.busy.refreshes } },
           { section: s, name: `CPU per hour at the ${r.defaultRefreshS} s refresh`, value: r.cpuSecondsPerHour, unit: 'CPU-s', extra: { idleCpuSecondsPerHour: r.idleCpuSecondsPerHour } },
           { section: s, name: `CPU per hour at the ${r.openRefreshS} s refresh (open address)`, value: r.cpuSecondsPerHourOpen, unit: 'CPU-s' },
