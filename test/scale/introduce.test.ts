@@ -25,7 +25,7 @@ import { RedisClient } from '../../src/locatord/store/redis-client.js';
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
 const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
 
-const locatord = (t: Test, keys: TestKeys, redis: TestRedis): Promise<RunningDaemon> => redisLocatord(t, keys, redis.url, { redisTimeoutMs: 400 });
+const locatord = (t: Test, keys: TestKeys, redis: TestRedis): Promise<RunningDaemon> => redisLocatord(t, keys, redis.url, { redisTimeoutMs: 3000 });
 
 const dest = daemonAddress;
 
