@@ -21,6 +21,11 @@ const run = promisify(execFile);
 const noRedis = hasRedis() ? false : 'redis-server / redis-cli not on the PATH';
 const limits = { maxMembers: 8, maxGroupsPerTerminal: 4 };
 
+// --redis-timeout-ms: long enough that a Redis slowed by a loaded machine is not taken for a hung
+// one (300 ms was, elsewhere: a TRY_LATER where a test expected an answer), short enough that
+// the SIGSTOP test's TRY_LATER comes well inside the terminal's 10 s deadline.
+const REDIS_TIMEOUT_MS = 1500;
+
 /** Polls `get` every 20 ms until it gives something; rejects after `ms`. */
 function until<T>(get: () => T | undefined | Promise<T | undefined>, ms: number): Promise<T> {
   const deadline = Date.now() + ms;
@@ -45,7 +50,7 @@ const refreshUntil = (term: Terminal, pred: (r: Reply) => boolean, ms = 30_000):
 t.test('a hung Redis (SIGSTOP) is detected: TRY_LATER, then served again after SIGCONT', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const keys = makeKeys();
-  const d = await redisLocatord(t, keys, redis.url, { redisTimeoutMs: 300 });
+  const d = await redisLocatord(t, keys, redis.url, { redisTimeoutMs: REDIS_TIMEOUT_MS });
   const term = await Terminal.open(t, keys, daemonAddress(d));
   await term.expect(t, 'REGISTER_ACK', term.register({}));
   redis.proc.kill('SIGSTOP');
@@ -65,7 +70,7 @@ t.test('a hung Redis (SIGSTOP) is detected: TRY_LATER, then served again after S
 t.test('a Redis restart: TRY_LATER while down, then served; with appendonly the registration is kept', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t, ['--appendonly', 'yes', '--appendfsync', 'always']);
   const keys = makeKeys();
-  const d = await redisLocatord(t, keys, redis.url, { redisTimeoutMs: 300 });
+  const d = await redisLocatord(t, keys, redis.url, { redisTimeoutMs: REDIS_TIMEOUT_MS });
   const term = await Terminal.open(t, keys, daemonAddress(d));
   await term.expect(t, 'REGISTER_ACK', term.register({ nickname: 'kept' }));
   await redis.stop();
