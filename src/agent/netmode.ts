@@ -124,8 +124,8 @@ export function inconclusive(c: Classification): boolean {
 /**
  * When to classify again after `c`, the `attempt`-th quick try in a row (0 for the first), ms;
  * undefined: settled until the periodic re-classification. Pure (devloc-agent(8), NETWORK MODE).
- * - inconclusive (no answer from the reflector, or none from its alternate port): again after
- *   RECLASSIFY_QUICK_MS, doubling, at most `reclassifyMs`;
+ * - inconclusive (no answer from the reflector, or none from its alternate port and none to
+ *   F1): again after RECLASSIFY_QUICK_MS, doubling, at most `reclassifyMs`;
  * - a filtering verdict (port-restricted, restricted) on a lossy path: re-checked LOSSY_RECHECKS
  *   times after RECLASSIFY_QUICK_MS, since an answer that proves more openness may have been lost.
  */
@@ -166,10 +166,17 @@ export function decideNetMode(t: ReflectorTests, local: LocalAddress[]): Classif
   if (!t.t1) return { ...base, mode: NetMode.UDP_BLOCKED, reason: 'no answer from the reflector' };
   if (isLocalIp(t.t1.observed.ip, local)) return { ...base, mode: NetMode.OPEN, reason: 'observed address is on a local interface' };
   if (t.m1 === undefined) return { ...base, mode: NetMode.UNKNOWN, reason: 'reflector has no alternate port' };
-  if (t.m1 === null) return { ...base, mode: NetMode.UNKNOWN, reason: "no answer from the reflector's alternate port" };
-  if (!sameAddress(t.m1.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination port' };
+  if (t.m1 === null && t.f1 !== true) return { ...base, mode: NetMode.UNKNOWN, reason: "no answer from the reflector's alternate port" };
+  if (t.m1 && !sameAddress(t.m1.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination port' };
   if (t.m2 && !sameAddress(t.m2.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination address' };
-  if (t.f1 === true) return { ...base, mode: NetMode.FULL_CONE, reason: 'answer from another address and port arrives' };
+  if (t.f1 === true) {
+    if (t.m1 !== null) return { ...base, mode: NetMode.FULL_CONE, reason: 'answer from another address and port arrives' };
+    // An answer from another address and port reached the mapping, so it lets in anyone: peers
+    // can reach the observed address whatever M1 would have said. M1 lost its answers, so this
+    // verdict is from a lossy path: an earlier `symmetric` of this network stands against it
+    // (combineClassifications), as against any test that lost answers.
+    return { ...base, mode: NetMode.FULL_CONE, reason: 'answer from another address and port arrives (the mapping test lost its answers)', lossy: true };
+  }
   if (t.f2 === true) {
     return {
       ...base, mode: NetMode.RESTRICTED,
