@@ -29,7 +29,7 @@ import type { Bodies } from '../wire/catalog.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { MAX_DATAGRAM, NetMode, REQUEST_ID_BYTES } from '../wire/constants.js';
 import type { RetransmitPolicy, Reply, Timers } from '../net/client.js';
-import { realTimers, UdpClient } from '../net/client.js';
+import { nodeTimers, UdpClient } from '../net/client.js';
 import type { LocalAddress } from './interfaces.js';
 import { isLocalIp } from './interfaces.js';
 
@@ -239,7 +239,7 @@ function toAnswer(r: Reply): ReflectAnswer | null {
 /** Run the tests above and classify. Never throws; socket trouble counts as no answer. */
 export async function classifyNetwork(o: ClassifyOptions): Promise<Classification> {
   const open = o.openClient ?? (() => UdpClient.open({ bind: { host: o.bindHost, port: 0 } }));
-  const timers = o.timers ?? realTimers;
+  const timers = o.timers ?? nodeTimers;
   const clients: UdpClient[] = [];
   try {
     let mapping: UdpClient;
