@@ -97,12 +97,6 @@ export interface KindReport {
   lost: number;
   /** ERROR replies by code name, and client-side failures (e.g. a grant that does not open). */
   errors: Record<string, number>;
-  /**
-   * IDENTITY_CONFLICT answers to requests sent on a session the terminal had already replaced
-   * (sent after its REGISTER with a new ticket, before that was acknowledged): what the protocol
-   * says about the old session, not an error of the daemon.
-   */
-  superseded: number;
   histogram: HistogramJSON;
 }
 
@@ -158,12 +152,6 @@ interface Terminal {
   matchOpened: boolean;
   /** Sessions from the last auth, for the next register. */
   fresh: Fresh | undefined;
-  /**
-   * Every locatord session a REGISTER with a newer ticket replaced (sent on, acknowledged or not),
-   * an older one whose REGISTER_ACK came after a newer one's included: under load two re-authentications
-   * overlap, and a late request on any of them is told IDENTITY_CONFLICT.
-   */
-  replaced: WeakSet<ClientSession>;
   /** The session of the newest REGISTER with a new ticket (t.loc once acknowledged). */
   newest?: ClientSession | undefined;
   locatorId: Buffer | undefined;
@@ -196,7 +184,6 @@ class KindStats {
   answered = 0;
   answeredInStep = 0;
   lost = 0;
-  superseded = 0;
   errors: Record<string, number> = {};
   readonly hist = new Histogram();
 
@@ -205,7 +192,7 @@ class KindStats {
   }
 
   report(): KindReport {
-    return { sent: this.sent, answered: this.answered, answeredInStep: this.answeredInStep, lost: this.lost, errors: this.errors, superseded: this.superseded, histogram: this.hist.toJSON() };
+    return { sent: this.sent, answered: this.answered, answeredInStep: this.answeredInStep, lost: this.lost, errors: this.errors, histogram: this.hist.toJSON() };
   }
 }
 
@@ -244,7 +231,6 @@ interface Pending {
   at: number;
   stats: Stats;
   session: ClientSession | undefined;
-  terminal: Terminal;
   onAnswer: (m: Message) => string | null;
   onDone: (() => void) | undefined;
   settle: ((m: Message | null) => void) | undefined;
@@ -308,7 +294,7 @@ function send(stats: Stats, kind: string, t: Terminal, build: (rid: Buffer) => B
   }
   stats.kind(kind).sent++;
   stats.outstanding++;
-  pending.set(n, { kind, at: performance.now(), stats, session: b.session, terminal: t, onAnswer: b.onAnswer, onDone: b.onDone, settle, bytes: b.bytes, to: b.to });
+  pending.set(n, { kind, at: performance.now(), stats, session: b.session, onAnswer: b.onAnswer, onDone: b.onDone, settle, bytes: b.bytes, to: b.to });
   t.socket.send(b.bytes, b.to.port, b.to.ip);
 }
 
@@ -357,12 +343,7 @@ function onDatagram(socket: dgram.Socket, raw: Buffer, rinfo: dgram.RemoteInfo):
   } catch (e) {
     err = `bad answer: ${(e as Error).message}`;
   }
-  if (err === 'IDENTITY_CONFLICT' && p.session && p.terminal.replaced.has(p.session)) {
-    // Sent on the old session while the REGISTER with the new ticket was on its way: locatord
-    // had bound the new one first, and says so. A real terminal has stopped using the old one.
-    k.superseded++;
-    err = null;
-  } else if (err) {
+  if (err) {
     k.error(err);
     p.stats.errorCount++;
   }
@@ -517,8 +498,6 @@ function sendKind(kind: Kind, t: Terminal, stats: Stats): void {
       const fresh = t.fresh;
       t.fresh = undefined;
       if (fresh) {
-        if (t.loc) t.replaced.add(t.loc);
-        if (t.newest) t.replaced.add(t.newest);
         t.newest = fresh.loc;
         // A new ticket: REGISTER with it opens a new session, which the terminal then uses.
         return send(stats, kind, t, (rid) => ({
@@ -658,7 +637,7 @@ async function setup(c: SetupCommand): Promise<SetupReply> {
       index: id.index, deviceId: id.deviceId,
       deviceKey: privateKeyObject('Ed25519', { public: Buffer.from(id.signPublic, 'base64url'), secret: Buffer.from(id.signSecret, 'base64url') }),
       socket: sockets[i % nSockets]!, loc: undefined, match: undefined, matchOpened: false, fresh: undefined,
-      locatorId: undefined, groups: [], extraGroups: [], circle: [], busy: new Set(), replaced: new WeakSet(),
+      locatorId: undefined, groups: [], extraGroups: [], circle: [], busy: new Set(),
     });
   });
   setInterval(sweep, 50).unref();

@@ -13,7 +13,8 @@ import { SafeEmitter } from './emitter.js';
 import { MatchClient } from './match.js';
 import { PeerManager } from './punch.js';
 import type { RelayPolicy } from './punch.js';
-import { RelayManager, realTimers } from './relay.js';
+import { RelayManager } from './relay.js';
+import { nodeTurnClock } from './turn/client.js';
 import { LocatorQueries } from './queries.js';
 import { PresenceWatch } from './presence.js';
 import type { PresenceStatus } from './presence.js';
@@ -82,7 +83,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
     this.relay = new RelayManager({
       grants: () => reg.relays,
       reauthenticate: (reason) => reg.reauthenticate(reason, 10_000),
-      log, clock: realTimers(reg.now),
+      log, clock: nodeTurnClock(reg.now),
     });
     this.punch = new PeerManager({
       relay: this.relay,

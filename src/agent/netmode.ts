@@ -29,7 +29,7 @@ import type { Bodies } from '../wire/catalog.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import { MAX_DATAGRAM, NetMode, REQUEST_ID_BYTES } from '../wire/constants.js';
 import type { RetransmitPolicy, Reply, Timers } from '../net/client.js';
-import { realTimers, UdpClient } from '../net/client.js';
+import { nodeTimers, UdpClient } from '../net/client.js';
 import type { LocalAddress } from './interfaces.js';
 import { isLocalIp } from './interfaces.js';
 
@@ -124,8 +124,8 @@ export function inconclusive(c: Classification): boolean {
 /**
  * When to classify again after `c`, the `attempt`-th quick try in a row (0 for the first), ms;
  * undefined: settled until the periodic re-classification. Pure (devloc-agent(8), NETWORK MODE).
- * - inconclusive (no answer from the reflector, or none from its alternate port): again after
- *   RECLASSIFY_QUICK_MS, doubling, at most `reclassifyMs`;
+ * - inconclusive (no answer from the reflector, or none from its alternate port and none to
+ *   F1): again after RECLASSIFY_QUICK_MS, doubling, at most `reclassifyMs`;
  * - a filtering verdict (port-restricted, restricted) on a lossy path: re-checked LOSSY_RECHECKS
  *   times after RECLASSIFY_QUICK_MS, since an answer that proves more openness may have been lost.
  */
@@ -166,10 +166,17 @@ export function decideNetMode(t: ReflectorTests, local: LocalAddress[]): Classif
   if (!t.t1) return { ...base, mode: NetMode.UDP_BLOCKED, reason: 'no answer from the reflector' };
   if (isLocalIp(t.t1.observed.ip, local)) return { ...base, mode: NetMode.OPEN, reason: 'observed address is on a local interface' };
   if (t.m1 === undefined) return { ...base, mode: NetMode.UNKNOWN, reason: 'reflector has no alternate port' };
-  if (t.m1 === null) return { ...base, mode: NetMode.UNKNOWN, reason: "no answer from the reflector's alternate port" };
-  if (!sameAddress(t.m1.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination port' };
+  if (t.m1 === null && t.f1 !== true) return { ...base, mode: NetMode.UNKNOWN, reason: "no answer from the reflector's alternate port" };
+  if (t.m1 && !sameAddress(t.m1.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination port' };
   if (t.m2 && !sameAddress(t.m2.observed, t.t1.observed)) return { ...base, mode: NetMode.SYMMETRIC, reason: 'mapping changes with the destination address' };
-  if (t.f1 === true) return { ...base, mode: NetMode.FULL_CONE, reason: 'answer from another address and port arrives' };
+  if (t.f1 === true) {
+    if (t.m1 !== null) return { ...base, mode: NetMode.FULL_CONE, reason: 'answer from another address and port arrives' };
+    // An answer from another address and port reached the mapping, so it lets in anyone: peers
+    // can reach the observed address whatever M1 would have said. M1 lost its answers, so this
+    // verdict is from a lossy path: an earlier `symmetric` of this network stands against it
+    // (combineClassifications), as against any test that lost answers.
+    return { ...base, mode: NetMode.FULL_CONE, reason: 'answer from another address and port arrives (the mapping test lost its answers)', lossy: true };
+  }
   if (t.f2 === true) {
     return {
       ...base, mode: NetMode.RESTRICTED,
@@ -232,7 +239,7 @@ function toAnswer(r: Reply): ReflectAnswer | null {
 /** Run the tests above and classify. Never throws; socket trouble counts as no answer. */
 export async function classifyNetwork(o: ClassifyOptions): Promise<Classification> {
   const open = o.openClient ?? (() => UdpClient.open({ bind: { host: o.bindHost, port: 0 } }));
-  const timers = o.timers ?? realTimers;
+  const timers = o.timers ?? nodeTimers;
   const clients: UdpClient[] = [];
   try {
     let mapping: UdpClient;

@@ -34,7 +34,7 @@ import type { RelayGrant } from '../wire/catalog.js';
 import type { AgentLog } from './errors.js';
 import { AgentError } from './errors.js';
 import type { TurnClock, TurnServer, TurnTransport } from './turn/client.js';
-import { TurnClient, TurnError, TurnErrorCode } from './turn/client.js';
+import { nodeTurnClock, TurnClient, TurnError, TurnErrorCode } from './turn/client.js';
 
 /** Retransmission timeout and count of the TURN requests (see allocateOn). */
 export const RELAY_RTO_MS = 250;
@@ -59,8 +59,8 @@ export interface RelayHost {
   /**
    * The one clock of the manager and its TURN clients: now() (credentials' expiry, relays lost)
    * and the timers (the renewal at the credentials' expiry, the TURN client's unless
-   * `client.clock` is given). Tests pass a fake clock; the agent realTimers(its now).
-   * Default: realTimers(Date.now).
+   * `client.clock` is given). Tests pass a fake clock; the agent nodeTurnClock(its now).
+   * Default: nodeTurnClock(Date.now).
    */
   clock?: TurnClock;
   /** TURN client options for tests (fake links, short timeouts). */
@@ -98,13 +98,6 @@ interface Current {
   /** Fires at the credentials' expiry: a new allocation with fresh ones (a handle of the manager's clock). */
   renew?: unknown;
 }
-
-/** A clock of real timers over `now`. */
-export const realTimers = (now: () => number): TurnClock => ({
-  now,
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-});
 
 /** The ways to reach relay `g` its grant lists, in the order they are tried: UDP, TCP, TLS. */
 function serversOf(g: RelayGrant): { server: TurnServer; addr: Address }[] {
@@ -146,7 +139,7 @@ export class RelayManager {
   private readonly clock: TurnClock;
 
   constructor(private readonly host: RelayHost) {
-    this.clock = host.clock ?? realTimers(Date.now);
+    this.clock = host.clock ?? nodeTurnClock(Date.now);
   }
 
   /** Whether authd granted any relay (a relayed path is possible at all). */

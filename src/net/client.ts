@@ -22,10 +22,23 @@ export interface Timers {
   /** The clock these timers run on, in ms (push.ts schedules by it; default performance.now). */
   nowMs?(): number;
 }
-/** node's own timers (the default of every Timers option). */
-export const realTimers: Timers = {
+/** node's own timers (the default of every Timers option but the Pusher's): a pending one keeps the process alive. */
+export const nodeTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+/**
+ * node's timers unref'd, on performance.now (the Pusher's default, push.ts): a daemon's pushes
+ * still waiting for their acks never keep it from exiting.
+ */
+export const unrefTimers: Timers = {
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  nowMs: () => performance.now(),
 };
 
 export interface RetransmitPolicy {
@@ -124,7 +137,7 @@ export class UdpClient {
 
   private constructor(socket: dgram.Socket, opts: ClientOptions) {
     this.socket = socket;
-    this.timers = opts.timers ?? realTimers;
+    this.timers = opts.timers ?? nodeTimers;
     this.random = opts.random ?? Math.random;
     this.policy = { ...defaultPolicy, ...opts.policy };
     this.onPush = opts.onPush;

@@ -43,15 +43,17 @@ export class EndedSessions {
 
   /** End one session until `untilMs` (its ticket's expiry). */
   end(sidHex: string, reason: EndReason, untilMs: number): void {
-    this.bySession.tidy();
-    const ttl = Math.max(1, untilMs - this.now());
+    const now = this.now();
+    this.bySession.tidy(now);
+    const ttl = Math.max(1, untilMs - now);
     this.bySession.set(sidHex, reason, { ttl });
   }
 
   /** End every session of `locatorHex`, also those opened later, until `untilMs` (a longer entry stays). */
   endLocator(locatorHex: string, reason: EndReason, untilMs: number): void {
-    this.byLocator.tidy();
-    const ttl = Math.max(1, untilMs - this.now());
+    const now = this.now();
+    this.byLocator.tidy(now);
+    const ttl = Math.max(1, untilMs - now);
     const left = this.byLocator.getRemainingTTL(locatorHex);
     if (left > ttl) return;
     this.byLocator.set(locatorHex, reason, { ttl });
@@ -61,8 +63,10 @@ export class EndedSessions {
   reason(session: Pick<ServerSession, 'sidHex' | 'locatorHex'>): EndReason | undefined {
     // Asked for every session message: no lookup in a list that is empty (the usual case).
     if (this.bySession.size + this.byLocator.size === 0) return undefined;
-    this.bySession.tidy();
-    this.byLocator.tidy();
+    // Both lists run on this.now: one reading for both.
+    const now = this.now();
+    this.bySession.tidy(now);
+    this.byLocator.tidy(now);
     return (this.bySession.size > 0 ? this.bySession.get(session.sidHex) : undefined) ?? (this.byLocator.size > 0 ? this.byLocator.get(session.locatorHex) : undefined);
   }
 

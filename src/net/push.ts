@@ -27,6 +27,7 @@ import { randomFillSync } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT, REQUEST_ID_BYTES, RETRANSMIT_RANDOM_FACTOR } from '../wire/constants.js';
 import type { Timers } from './client.js';
+import { unrefTimers } from './client.js';
 import type { Timed } from './heap.js';
 import { TimerHeap } from './heap.js';
 
@@ -95,16 +96,6 @@ interface Entry<D> extends PendingPush<D> {
   pos: number;
 }
 
-const realTimers: Timers = {
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return t;
-  },
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-  nowMs: () => performance.now(),
-};
-
 /** The pushes due at one time (a multiple of tickMs), filed in the heap of due times. */
 interface Bucket<D> extends Timed {
   entries: Entry<D>[];
@@ -157,7 +148,7 @@ export class Pusher<D = undefined> {
     this.maxPendingPerTarget = o.maxPendingPerTarget ?? 16;
     this.random = o.random ?? Math.random;
     this.newRid = o.newRid ?? pooledRid;
-    this.timers = o.timers ?? realTimers;
+    this.timers = o.timers ?? unrefTimers;
     const timers = this.timers;
     this.now = timers.nowMs ? () => timers.nowMs!() : () => performance.now();
     this.tickMs = o.tickMs ?? (o.timers ? 1 : 10);

@@ -51,7 +51,9 @@ export function tokenKeyFrom(serviceSecret: KeyObject): Buffer {
   return createHmac('sha256', diffieHellman({ privateKey: serviceSecret, publicKey: point })).update('devloc address token key').digest();
 }
 
-const addrKey = (a: Address): string => `${normaliseIp(a.ip)}|${a.port}`;
+/** An address key: a normalised IP and a port as one string (the IPv6 lists, other workers, byId). */
+const keyOf = (ip: string, port: number): string => `${ip}|${port}`;
+const addrKey = (a: Address): string => keyOf(normaliseIp(a.ip), a.port);
 
 export interface AddressValidationOptions {
   now?: () => number;
@@ -154,20 +156,22 @@ export class AddressValidation {
     const list = this.byId.get(session.sidHex);
     if (!list?.includes(k)) return false;
     if (slot >= 0 || this.slotOf(session, true) >= 0) {
-      for (const a of list) this.record(session, a);
+      for (const a of list) this.recordKey(session, a);
       this.byId.delete(session.sidHex);
     }
     return true;
   }
 
-  /** Record address key `k` for a held session (the newest MAX_VALIDATED_PER_SESSION kept); false when not held. */
-  private record(session: ServerSession, k: string): boolean {
+  /**
+   * Record normalised `ip` and `port` (`k`: their key, if the caller has it) for a held session
+   * (the newest MAX_VALIDATED_PER_SESSION kept); false when not held.
+   */
+  private record(session: ServerSession, ip: string, port: number, k?: string): boolean {
     const slot = this.slotOf(session, true);
     if (slot < 0) return false;
-    const sep = k.lastIndexOf('|');
-    const ip = packIp(k.slice(0, sep));
-    if (typeof ip === 'number') {
-      const x = packV4(ip, Number(k.slice(sep + 1)));
+    const packed = packIp(ip);
+    if (typeof packed === 'number') {
+      const x = packV4(packed, port);
       const at = slot * MAX_VALIDATED_PER_SESSION;
       // The entries are contiguous from `at`, oldest first. Take out x where it is (or the first
       // empty place, or when full and x is absent the oldest), close the gap, append x.
@@ -179,8 +183,14 @@ export class AddressValidation {
       let end = at;
       while (end < at + MAX_VALIDATED_PER_SESSION && this.v4[end] !== 0) end++;
       this.v4[end] = x;
-    } else this.v6.set(slot, withNewest(this.v6.get(slot), k));
+    } else this.v6.set(slot, withNewest(this.v6.get(slot), k ?? keyOf(ip, port)));
     return true;
+  }
+
+  /** record() of an address key that arrived as one (byId, another worker). */
+  private recordKey(session: ServerSession, k: string): boolean {
+    const sep = k.lastIndexOf('|');
+    return this.record(session, k.slice(0, sep), Number(k.slice(sep + 1)), k);
   }
 
   private token(sid: Uint8Array, from: Address, slot: number): Buffer {
@@ -251,15 +261,20 @@ export class AddressValidation {
 
   /** Record `from` as validated for `session` (the newest MAX_VALIDATED_PER_SESSION kept). */
   accept(session: ServerSession, from: Address): void {
-    const k = addrKey(from);
-    if (!this.record(session, k)) this.remember(session.sidHex, k);
-    this.onAccepted?.(session.sidHex, k);
+    const ip = normaliseIp(from.ip);
+    const held = this.record(session, ip, from.port);
+    // The key string only where addresses are kept as strings: unheld sessions, other workers.
+    if (!held || this.onAccepted) {
+      const k = keyOf(ip, from.port);
+      if (!held) this.remember(session.sidHex, k);
+      this.onAccepted?.(session.sidHex, k);
+    }
   }
 
   /** Record an address (its addrKey) as validated for a session ID (hex), as another worker did. */
   acceptKey(sidHex: string, addr: string): void {
     const held = this.sessions?.get(sidHex);
-    if (!held || !this.record(held, addr)) this.remember(sidHex, addr);
+    if (!held || !this.recordKey(held, addr)) this.remember(sidHex, addr);
   }
 
   private remember(sidHex: string, addr: string): void {

@@ -358,7 +358,12 @@ const specs = {
   },
   [MessageType.PRESENCE_SET]: {
     name: 'PRESENCE_SET', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Replace the presence record of a registered terminal without re-registering; watchers are told.',
+    doc: 'Replace the presence record of a registered terminal without re-registering; watchers are told. Without a registration of '
+      + 'the locator ID refused with NOT_FOUND: send REGISTER. Not newer than the registration (a sequence number at or below the last '
+      + 'one it took, or another session registered since and this PRESENCE_SET comes from the very address and port that registration '
+      + 'is bound to, or from an address not validated for its session) answered with PRESENCE_SET_ACK, the record left as it is. In a '
+      + 'session another session\'s REGISTER displaced, from any other address validated for it: refused with IDENTITY_CONFLICT, as is '
+      + 'every later message of that session (a second terminal holds the identity).',
     fields: [{ key: 1, name: 'presence', type: { t: 'struct', fields: presenceRecord }, required: true, doc: 'the new record (absent fields are cleared)' }],
   },
   [MessageType.PRESENCE_SET_ACK]: {
@@ -446,7 +451,12 @@ const specs = {
   },
   [MessageType.PROBE_ACK]: {
     name: 'PROBE_ACK', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Terminal is alive at this address; extends the registration like a REFRESH.', fields: [],
+    doc: 'Terminal is alive at this address; extends the registration like a REFRESH. Never answered. Changes nothing when not newer '
+      + 'than the registration (as for REFRESH), or from an address neither validated for its session nor the one bound. In a session '
+      + 'another session\'s REGISTER displaced, from an address validated for it other than the one that registration is bound to: '
+      + 'changes nothing either, and every later message of that session is refused with IDENTITY_CONFLICT (a second terminal holds '
+      + 'the identity).',
+    fields: [],
   },
   [MessageType.INTRODUCE]: {
     name: 'INTRODUCE', direction: 'terminal->server', service: 'locatord', auth: 'session',

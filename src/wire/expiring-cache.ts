@@ -23,9 +23,11 @@ export class ExpiringCache<K extends {}, V extends {}> extends LRUCache<K, V> {
     super({ max, ttlAutopurge: false, ttlResolution: 0, perf: { now: nowMs } });
   }
 
-  /** Drop the expired entries, unless that was done less than `purgeEveryMs` ago. */
-  tidy(): void {
-    const now = this.nowMs();
+  /**
+   * Drop the expired entries, unless that was done less than `purgeEveryMs` ago. `now`: the
+   * clock's reading if the caller has one (an owner of several caches on one clock reads it once).
+   */
+  tidy(now = this.nowMs()): void {
     if (now < this.nextPurgeMs) return;
     this.nextPurgeMs = now + this.purgeEveryMs;
     this.purgeStale();

@@ -29,6 +29,10 @@ t.test('decision table', async (t) => {
     ['observed is local', { t1: ans('10.0.0.5', 5000) }, NetMode.OPEN],
     ['no alternate port', { t1: ans('203.0.113.9', 5000, { otherPort: undefined as unknown as number }) }, NetMode.UNKNOWN],
     ['alternate port silent', { t1: ans('203.0.113.9', 5000), f2: false, m1: null }, NetMode.UNKNOWN],
+    ['alternate port silent, only the change-port answer arrives', { t1: ans('203.0.113.9', 5000), f1: false, f2: true, m1: null }, NetMode.UNKNOWN],
+    ['alternate port silent, change-address answer arrives', { t1: ans('203.0.113.9', 5000), f1: true, f2: true, m1: null }, NetMode.FULL_CONE],
+    ['alternate port silent, change-address answer arrives, M2 answered alike', { t1: ans('203.0.113.9', 5000), f1: true, f2: false, m1: null, m2: ans('203.0.113.9', 5000) }, NetMode.FULL_CONE],
+    ['alternate port silent, mapping differs by address', { t1: ans('203.0.113.9', 5000), f1: true, f2: true, m1: null, m2: ans('203.0.113.9', 6000) }, NetMode.SYMMETRIC],
     ['mapping differs by port', { t1: ans('203.0.113.9', 5000), f2: false, m1: ans('203.0.113.9', 5001) }, NetMode.SYMMETRIC],
     ['mapping differs by address', { t1: ans('203.0.113.9', 5000), f1: false, f2: false, m1: ans('203.0.113.9', 5000), m2: ans('203.0.113.9', 6000) }, NetMode.SYMMETRIC],
     ['change-address answer arrives', { t1: ans('203.0.113.9', 5000), f1: true, f2: true, m1: ans('203.0.113.9', 5000), m2: ans('203.0.113.9', 5000) }, NetMode.FULL_CONE],
@@ -81,6 +85,16 @@ t.test('under loss: inconclusive results are retried within seconds, positive ev
   const sym = c(NetMode.SYMMETRIC, { t1: pub(5000), m1: pub(5001), f2: false }, true);
   t.equal(combineClassifications(sym, silentAlt).mode, NetMode.SYMMETRIC, 'an inconclusive test keeps the earlier verdict');
   t.equal(combineClassifications(undefined, silentAlt).mode, NetMode.UNKNOWN);
+  // F1 answered but M1 lost every answer: full cone, from a lossy path (decideNetMode says so
+  // itself), so it is settled, and a symmetric mapping proved before stands against it.
+  const coneSilentAlt = decideNetMode({ t1: pub(5000), m1: null, f1: true, f2: true }, local);
+  t.equal(coneSilentAlt.mode, NetMode.FULL_CONE, coneSilentAlt.reason);
+  t.match(coneSilentAlt.reason, /mapping test lost its answers/);
+  t.equal(coneSilentAlt.lossy, true, 'a missing mapping answer is a loss');
+  t.notOk(inconclusive(coneSilentAlt), 'a full cone without M1 is a verdict');
+  t.equal(reclassifyDelay(coneSilentAlt, 0, 300_000), undefined, 'a positive filtering answer is proof: no quick re-check');
+  t.equal(combineClassifications(sym, coneSilentAlt).mode, NetMode.SYMMETRIC, 'a lost mapping test does not undo a changing mapping');
+  t.equal(combineClassifications(lossyPr, coneSilentAlt).mode, NetMode.FULL_CONE, 'an answer that arrived wins over a lost one');
   t.equal(combineClassifications(lossyPr, sym).mode, NetMode.SYMMETRIC, 'a changing mapping is proof');
   const elsewhere = { ...c(NetMode.PORT_RESTRICTED, { t1: ans('192.0.2.7', 5000), m1: ans('192.0.2.7', 5000), f2: false }, true) };
   t.equal(combineClassifications(fullCone, elsewhere).mode, NetMode.PORT_RESTRICTED, 'another network: nothing carried over');
@@ -236,7 +250,9 @@ t.test('classifyNetwork: a loss-free path is as quick as before, the worst case 
   const worst = new FakeClock(0);
   let t1Sends = 0;
   const slow = await classify(worst, fakeNet(worst, 'full-cone', (change) => change === 0 && ++t1Sends !== 4, () => 0.999));
-  t.equal(slow.c.mode, NetMode.UNKNOWN);
+  // F1 still answered: a full cone, though M1 (and M2) never were.
+  t.equal(slow.c.mode, NetMode.FULL_CONE, slow.c.reason);
+  t.equal(slow.c.lossy, true);
   t.ok(slow.atMs <= classificationBoundMs(T), `verdict after ${slow.atMs} ms <= classificationBoundMs ${classificationBoundMs(T)}`);
   t.ok(slow.atMs > classificationBoundMs(T) - 2 * T, 'and the bound is not much more than that');
   t.equal(classificationBoundMs(1000), 24_000, '24 s at T = 1 s');

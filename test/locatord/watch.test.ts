@@ -220,8 +220,9 @@ t.test('abuse: a forged PRESENCE_SET (bad MAC), one replayed from another source
   const { dest, keys, w } = await withWatcher(t, s);
   const old = await Terminal.open(t, keys, dest);
   await old.expect(t, 'REGISTER_ACK', old.register());
-  // The same terminal (same locator ID) registers again in a newer session: `old` is its older one.
-  const friend = await Terminal.open(t, keys, dest, { locatorId: old.locatorId });
+  // The same terminal (same locator ID, same socket) registers again in a newer session: `old`
+  // is its older one. (From another socket it would be a clone: identity-conflict.test.ts.)
+  const friend = await Terminal.open(t, keys, dest, { locatorId: old.locatorId, client: old.client });
   await friend.expect(t, 'REGISTER_ACK', friend.register());
   await friend.expect(t, 'PRESENCE_SET_ACK', friend.request('PRESENCE_SET', { presence: { status: 'real' } }));
   await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [friend.locatorId] }));

@@ -21,8 +21,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { Channel } from '../../src/agent/channel.js';
-import { RELAY_LOST_MS, RelayManager, realTimers } from '../../src/agent/relay.js';
-import { DEFAULT_CLOSE_TIMEOUT_MS, defaultLink } from '../../src/agent/turn/client.js';
+import { RELAY_LOST_MS, RelayManager } from '../../src/agent/relay.js';
+import { DEFAULT_CLOSE_TIMEOUT_MS, defaultLink, nodeTurnClock } from '../../src/agent/turn/client.js';
 import type { Address } from '../../src/wire/addr.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
 import type { RelayGrant } from '../../src/wire/catalog.js';
@@ -157,7 +157,7 @@ t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect e
     const m = new RelayManager({
       grants: () => [g], reauthenticate: async () => true,
       log: (_l, msg, f) => void logs.push(`${msg} ${JSON.stringify(f ?? {})}`),
-      clock: realTimers(() => Date.now() + skewMs),
+      clock: nodeTurnClock(() => Date.now() + skewMs),
       // A short UDP schedule (50 ms doubling): the test waits for UDP timeouts twice.
       client: { rtoMs: 50 },
     });

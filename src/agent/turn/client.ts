@@ -161,11 +161,12 @@ export interface TurnClock {
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
 }
-const realClock: TurnClock = {
-  now: () => Date.now(),
+/** A TurnClock of node's own timers over `now` (RelayManager's: the agent's clock). */
+export const nodeTurnClock = (now: () => number): TurnClock => ({
+  now,
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+});
 
 /** The client's side of the connection to the relay. Real sockets by default; tests inject one. */
 export interface TurnLink {
@@ -289,7 +290,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
 
   constructor(private readonly opts: TurnClientOptions) {
     super();
-    this.clock = opts.clock ?? realClock;
+    this.clock = opts.clock ?? nodeTurnClock(Date.now);
   }
 
   get relayedAddress(): Address | undefined {

@@ -14,12 +14,11 @@
 // same moment. On the embedded store all of it runs synchronously (store/maybe.ts).
 import { NEEDS_VALIDATION } from '../../net/routability.js';
 import type { HandlerResult, RequestContext } from '../../net/server.js';
-import type { ServerSession } from '../../net/sessions.js';
 import type { Bodies } from '../../wire/catalog.js';
 import { ErrorCode } from '../../wire/errors.js';
 import type { ErrorCode as ErrorCodeT } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
-import { formatAddress, sameAddress } from '../../wire/addr.js';
+import { sameAddress } from '../../wire/addr.js';
 import type { LocatorContext } from '../context.js';
 import { grantTtl } from '../context.js';
 import { limitedJoins } from './groups.js';
@@ -28,6 +27,7 @@ import type { RegistrationExtra } from '../table.js';
 import type { MaybePromise } from '../store/maybe.js';
 import { both, then } from '../store/maybe.js';
 import type { Presence } from '../store/types.js';
+import { identityConflict, isStale, standingOf } from './standing.js';
 import { notifyWatchers, withPresence } from './watch.js';
 
 type Ack = Bodies['REGISTER_ACK'];
@@ -50,9 +50,6 @@ function ackOf(c: LocatorContext, p: Presence, locatorId: Buffer): Ack {
   const { ttlS, refreshS } = grantTtl(c.limits, ttlSOf(p), p.netMode);
   return { observed: p.addr, ttlS, refreshS, locatorId };
 }
-
-/** Older than what the record reflects: another session's (only REGISTER rebinds), or not newer. */
-const isStale = (p: Presence, s: ServerSession, seq: number): boolean => p.sidHex !== s.sidHex || seq <= p.seq;
 
 /**
  * `p` moved to `from` and extended by the TTL asked for (or the one it had), with the network
@@ -166,14 +163,9 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
     // Expired, evicted or unregistered: only a REGISTER may create a record (it carries
     // visibility and the rest, which a REFRESH does not restate).
     if (!cur) return { result: { kind: 'none' } };
-    // Another session registered this locator ID since ours did, and ours is still refreshing:
-    // two terminals hold one identity (a copied identity file). The newer one keeps it. Unless
-    // ours speaks from the very address and port the record is bound to: our session validated
-    // that address (it receives there), so this is the socket that registered the newer session,
-    // the same terminal (a ticket renewal, a step the agent abandoned) and a REFRESH of its older
-    // session still in flight. Not a clone: stale, like an older session's REGISTER (isStale).
-    if (cur.sidHex !== s.sidHex && !sameAddress(cur.addr, ctx.from)) return { result: { kind: 'conflict', newer: cur } };
-    if (isStale(cur, s, seq)) return { result: { kind: 'stale', ack: ackOf(c, cur, s.locatorId) } };
+    const standing = standingOf(cur, seq, ctx);
+    if (standing === 'conflict') return { result: { kind: 'conflict', newer: cur } };
+    if (standing === 'stale') return { result: { kind: 'stale', ack: ackOf(c, cur, s.locatorId) } };
     let extra = cur.extra;
     if (b.localAddrs) {
       const x = { ...extra };
@@ -186,7 +178,7 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
   }, s);
   return then(out, (o): HandlerResult => {
     if (o.kind === 'none') return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
-    if (o.kind === 'conflict') return identityConflict(c, s, ctx.from, o.newer);
+    if (o.kind === 'conflict') return identityConflict(c, ctx, o.newer);
     c.metrics.inc(o.kind === 'stale' ? 'stale_updates_total' : 'refreshes_total', o.kind === 'stale' ? { type: 'REFRESH' } : undefined);
     return ctx.reply('REFRESH_ACK', o.ack);
   });
@@ -205,6 +197,9 @@ export function unregister(c: LocatorContext, ctx: RequestContext<'UNREGISTER'>)
   });
 }
 
+/** What a PROBE_ACK did; an identity conflict carries the newer registration (the rare case allocates). */
+type ProbeAckOutcome = 'none' | 'stale' | 'extended' | { conflict: Presence };
+
 /** The terminal's answer to a PROBE: alive at this address, extended like a REFRESH. No reply. */
 export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): MaybePromise<HandlerResult> {
   // Only from a validated address, or from the one bound (validated when it was bound, maybe by
@@ -212,26 +207,20 @@ export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): M
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
   const unvalidated = ctx.addressValidated === false;
-  const done = c.store.updatePresence(s.locatorHex, (rec) => {
-    if (!rec || isStale(rec, s, seq)) return { result: false };
-    if (unvalidated && !sameAddress(rec.addr, ctx.from)) return { result: false };
-    return { result: true, put: renewed(c, rec, ctx.from, seq, undefined, s.locatorId).next };
+  const done = c.store.updatePresence<ProbeAckOutcome>(s.locatorHex, (rec) => {
+    if (!rec) return { result: 'none' };
+    const standing = standingOf(rec, seq, ctx);
+    if (standing === 'conflict') return { result: { conflict: rec } };
+    if (standing === 'stale') return { result: 'stale' };
+    if (unvalidated && !sameAddress(rec.addr, ctx.from)) return { result: 'none' };
+    return { result: 'extended', put: renewed(c, rec, ctx.from, seq, undefined, s.locatorId).next };
   }, s);
-  return then(done, (extended) => {
-    if (extended) c.metrics.inc('probe_acks_total');
+  return then(done, (o) => {
+    if (o === 'extended') c.metrics.inc('probe_acks_total');
+    else if (o === 'stale') c.metrics.inc('stale_updates_total', { type: 'PROBE_ACK' });
+    // A response is never answered, a conflicting one neither: its session is ended, so the
+    // terminal's next request in it is refused IDENTITY_CONFLICT.
+    else if (o !== 'none') identityConflict(c, ctx, o.conflict);
     return null;
   });
-}
-
-/**
- * Two terminals with one identity (issue 19; docs/SECURITY.md, "Cloned identities"): the older
- * session is told IDENTITY_CONFLICT, now and for every later message in it, so its agent stops
- * re-registering instead of taking the locator ID back; both addresses are logged and counted.
- */
-function identityConflict(c: LocatorContext, s: ServerSession, from: RequestContext['from'], newer: Presence): HandlerResult {
-  c.metrics.inc('identity_conflicts_total');
-  c.logger.warn('identity conflict', { locatorId: s.locatorHex, older: formatAddress(from), newer: formatAddress(newer.addr), olderSession: s.sidHex, newerSession: newer.sidHex });
-  const reason = { code: ErrorCode.IDENTITY_CONFLICT, message: 'another terminal registered with this identity since' };
-  c.ended.end(s.sidHex, reason, (s.exp + c.sessions.verifier.clockSkewS) * 1000);
-  return { error: reason.code, message: reason.message };
 }

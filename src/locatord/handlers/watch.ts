@@ -40,6 +40,7 @@ import type { MaybePromise } from '../store/maybe.js';
 import { all, both, then } from '../store/maybe.js';
 import type { Presence } from '../store/types.js';
 import { chargeQueryPage, presenceRecordOf, visibleRecords, visibleTo } from './query.js';
+import { identityConflict, standingOf } from './standing.js';
 
 const WATCH_ENTRY_FIELDS = entryFields('WATCH_ACK');
 const WATCH_BASE = envelopeSize('WATCH_ACK', { entries: [], nextCursor: Number.MAX_SAFE_INTEGER, watching: MAX_WATCHES });
@@ -348,7 +349,8 @@ export function unwatch(c: LocatorContext, ctx: RequestContext<'UNWATCH'>): Mayb
   return then(c.store.watches.remove(me.locatorHex, b.all === true ? 'all' : b.ids.map(hexOf)), (watching) => ctx.reply('UNWATCH_ACK', { watching }));
 }
 
-type SetOutcome = 'none' | 'stale' | 'set';
+/** What a PRESENCE_SET did; an identity conflict carries the newer registration (the rare case allocates). */
+type SetOutcome = 'none' | 'stale' | 'set' | { conflict: Presence };
 
 export function presenceSet(c: LocatorContext, ctx: RequestContext<'PRESENCE_SET'>): MaybePromise<HandlerResult> {
   const s = ctx.session!;
@@ -356,11 +358,14 @@ export function presenceSet(c: LocatorContext, ctx: RequestContext<'PRESENCE_SET
   const r = ctx.msg.body.presence;
   const out = c.store.updatePresence<SetOutcome>(s.locatorHex, (cur) => {
     if (!cur) return { result: 'none' };
-    if (cur.sidHex !== s.sidHex || seq <= cur.seq) return { result: 'stale' };
+    const standing = standingOf(cur, seq, ctx);
+    if (standing === 'conflict') return { result: { conflict: cur } };
+    if (standing === 'stale') return { result: 'stale' };
     return { result: 'set', put: { ...cur, seq, extra: withPresence(cur.extra, r) } };
   }, s);
   return then(out, (o): HandlerResult => {
     if (o === 'none') return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
+    if (typeof o !== 'string') return identityConflict(c, ctx, o.conflict);
     // By outcome through Metrics' lookup: no label key built per PRESENCE_SET.
     c.metrics.seriesBy('presence_sets_total', 'result')(o).inc();
     if (o === 'set') notifyWatchers(c, s.locatorHex);

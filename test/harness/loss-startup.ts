@@ -8,17 +8,20 @@
 // the summary adds the first verdict's median and worst time and, of the full cones, how many
 // were first shown more restrictive and how many still were at the end. Needs root and nft.
 //
-//   npx tsx test/agent/loss-startup.ts [--rounds 4] [--per-kind 2] [--loss 30] [--watch-s 60]
+//   npx tsx test/harness/loss-startup.ts [--rounds 4] [--per-kind 2] [--loss 30] [--watch-s 60]
 //       prints one line per start and a summary; writes bench-results/loss-startup.json
 //
 // A measurement, not a test: test/agent/nat.test.ts asserts one lossy start per run, and
-// test/agent/startup-schedule.test.ts the bound of the man page on the schedule itself.
+// test/agent/startup-schedule.test.ts the bound of the man page on the schedule itself. Here, in
+// test/harness/ (which tap never runs: package.json "tap" excludes it), not among the tests of
+// test/agent/: `npx tap test/agent/` runs every file of the directory, and this one takes minutes
+// in namespaces and overwrites bench-results/loss-startup.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { root } from '../helpers/daemon.js';
-import { haveNetns, Lab, PUBLIC_NET } from './netns.js';
-import type { AgentProc } from './stack.js';
-import { withTeardown } from './stack.js';
+import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
+import type { AgentProc } from '../agent/stack.js';
+import { withTeardown } from '../agent/stack.js';
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(name);
