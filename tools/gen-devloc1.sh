@@ -1,6 +1,6 @@
 #!/bin/sh
-# Assemble man/devloc.1 from man/parts/*.mdoc (one part per command group, so each
+# Assemble man/devloc.1 from tools/devloc1-parts/*.mdoc (one part per command group, so each
 # subsystem's text lives next to the others without one giant file).
 set -eu
 cd "$(dirname "$0")/.."
-cat man/parts/*.mdoc > man/devloc.1
+cat tools/devloc1-parts/*.mdoc > man/devloc.1
