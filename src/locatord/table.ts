@@ -190,7 +190,7 @@ export class Registration {
     this.t.expTicks[this.slot] = clampTick(v);
   }
 
-  /** Highest sequence number of `session` applied to this record (see `isStale`). */
+  /** Highest sequence number of `session` applied to this record (handlers/standing.ts compares). */
   get seq(): number {
     return this.t.seqs[this.slot]!;
   }
@@ -232,15 +232,6 @@ export class Registration {
     return this.expTick - this.regTick;
   }
 
-  /**
-   * Is a message of `session` with sequence number `seq` older than what this record already
-   * reflects? The replay window accepts seq 4 after seq 5 (both unseen), but the binding must
-   * follow the latest authenticated packet, so the older one changes nothing. A message of
-   * another session is stale too, unless it is a REGISTER (which rebinds; see handlers).
-   */
-  isStale(session: ServerSession, seq: number): boolean {
-    return this.t.sessionIdHex(this.slot) !== session.sidHex || seq <= this.seq;
-  }
 }
 
 function clampTick(v: number): number {

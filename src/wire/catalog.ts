@@ -289,7 +289,12 @@ const specs = {
   },
   [MessageType.UNREGISTER]: {
     name: 'UNREGISTER', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Remove the registration (clean shutdown). The session stays open until the ticket expires.', fields: [],
+    doc: 'Remove the registration (clean shutdown). The session stays open until the ticket expires. Answered with UNREGISTER_ACK '
+      + 'and nothing removed when there is no registration, or when it is not newer than the registration (a sequence number at or '
+      + 'below the last one it took, or another session registered since and this UNREGISTER comes from the very address and port '
+      + 'that registration is bound to, or from an address not validated for its session). In a session another session\'s REGISTER '
+      + 'displaced, from any other address validated for it: refused with IDENTITY_CONFLICT, as is every later message of that session, '
+      + 'and the newer registration stays.', fields: [],
   },
   [MessageType.UNREGISTER_ACK]: {
     name: 'UNREGISTER_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Registration removed.', fields: [],

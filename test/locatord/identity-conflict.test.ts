@@ -1,5 +1,5 @@
-// A REFRESH, PROBE_ACK or PRESENCE_SET in a session whose registration a newer session took
-// over (docs/SECURITY.md, "Cloned identities"; handlers/standing.ts, the one rule of the three):
+// A REFRESH, PROBE_ACK, PRESENCE_SET or UNREGISTER in a session whose registration a newer session took
+// over (docs/SECURITY.md, "Cloned identities"; handlers/standing.ts, the one rule of the four):
 // from another address it is a second terminal with the same identity (IDENTITY_CONFLICT,
 // counted, logged); from the very address and port the newer registration is bound to it is the
 // same terminal, whose older session's message was still in flight when it registered again (a
@@ -135,5 +135,29 @@ t.test('PROBE_ACK of a displaced session: from another address a conflict, from 
     t.equal(loc.metrics.get('probe_acks_total'), 0, 'nothing extended');
     await older.expect(t, 'REFRESH_ACK', older.request('REFRESH', {}));
     t.equal((await presenceOf(loc, older.locatorId))!.sidHex, newer.session.sid.toString('hex'), 'the session goes on, changing nothing');
+  });
+}));
+
+t.test('UNREGISTER of a displaced session: from another address a conflict, from the newer registration\'s socket stale; the registration stays either way', (t) => forEachStore(t, async (t, s) => {
+  await t.test('another address', async (t) => {
+    const { loc, older, newer, logLines } = await displaced(t, s, false);
+    t.equal(errorCodeOf(await older.request('UNREGISTER', {})), ErrorCode.IDENTITY_CONFLICT);
+    t.equal(loc.metrics.get('identity_conflicts_total'), 1, 'counted');
+    t.ok(conflictLogged(logLines), '"identity conflict" logged');
+    const rec = (await presenceOf(loc, older.locatorId))!;
+    t.equal(rec?.sidHex, newer.session.sid.toString('hex'), 'the newer registration stays');
+    t.equal(loc.metrics.get('unregistrations_total'), 0, 'nothing removed');
+    t.equal(errorCodeOf(await older.request('REFRESH', {})), ErrorCode.IDENTITY_CONFLICT, 'the session is ended');
+  });
+  await t.test('the newer registration\'s socket', async (t) => {
+    const { loc, older, newer, logLines } = await displaced(t, s, true);
+    await older.expect(t, 'UNREGISTER_ACK', older.request('UNREGISTER', {}));
+    t.equal((await presenceOf(loc, older.locatorId))?.sidHex, newer.session.sid.toString('hex'), 'the newer registration stays');
+    t.equal(loc.metrics.get('unregistrations_total'), 0, 'nothing removed');
+    t.equal(loc.metrics.get('identity_conflicts_total'), 0, 'no conflict counted');
+    t.notOk(conflictLogged(logLines), 'no "identity conflict" logged');
+    // The newer session's own UNREGISTER does remove it.
+    await newer.expect(t, 'UNREGISTER_ACK', newer.request('UNREGISTER', {}));
+    t.equal(await presenceOf(loc, older.locatorId), undefined, 'removed by its own session');
   });
 }));

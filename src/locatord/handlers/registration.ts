@@ -27,7 +27,7 @@ import type { RegistrationExtra } from '../table.js';
 import type { MaybePromise } from '../store/maybe.js';
 import { both, then } from '../store/maybe.js';
 import type { Presence } from '../store/types.js';
-import { identityConflict, isStale, standingOf } from './standing.js';
+import { identityConflict, standingOf } from './standing.js';
 import { notifyWatchers, withPresence } from './watch.js';
 
 type Ack = Bodies['REGISTER_ACK'];
@@ -184,12 +184,22 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
   });
 }
 
+type UnregisterOutcome = { kind: 'removed' } | { kind: 'unchanged' } | { kind: 'conflict'; newer: Presence };
+
 export function unregister(c: LocatorContext, ctx: RequestContext<'UNREGISTER'>): MaybePromise<HandlerResult> {
   const s = ctx.session!;
   const seq = ctx.msg.auth!.seq;
-  const removed = c.store.updatePresence(s.locatorHex, (rec) => (rec && !isStale(rec, s, seq) ? { result: true, remove: true } : { result: false }), s);
+  const removed = c.store.updatePresence<UnregisterOutcome>(s.locatorHex, (rec) => {
+    if (!rec) return { result: { kind: 'unchanged' } };
+    const standing = standingOf(rec, seq, ctx);
+    if (standing === 'conflict') return { result: { kind: 'conflict', newer: rec } };
+    return standing === 'stale' ? { result: { kind: 'unchanged' } } : { result: { kind: 'removed' }, remove: true };
+  }, s);
   return then(removed, (r): MaybePromise<HandlerResult> => {
-    if (!r) return ctx.reply('UNREGISTER_ACK', {});
+    if (r.kind === 'conflict') return identityConflict(c, ctx, r.newer);
+    // Nothing registered, or stale (an older message of this session, or of a displaced one from
+    // the newer registration's own socket): acknowledged, the registration left as it is.
+    if (r.kind === 'unchanged') return ctx.reply('UNREGISTER_ACK', {});
     c.metrics.inc('unregistrations_total');
     notifyWatchers(c, s.locatorHex);
     // Its own subscriptions end with its registration (a terminal watches again after REGISTER).

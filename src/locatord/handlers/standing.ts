@@ -1,5 +1,5 @@
 // Whether a message of a session may change the registration of its locator ID: the one rule of
-// REFRESH, PROBE_ACK and PRESENCE_SET (REGISTER rebinds, UNREGISTER only asks isStale), and what
+// REFRESH, PROBE_ACK, PRESENCE_SET and UNREGISTER (REGISTER rebinds), and what
 // an identity conflict does (docs/SECURITY.md, "Cloned identities").
 import type { RequestContext } from '../../net/server.js';
 import type { ServerSession } from '../../net/sessions.js';
@@ -9,7 +9,7 @@ import type { LocatorContext } from '../context.js';
 import type { Presence } from '../store/types.js';
 
 /** Older than what the record reflects: another session's (only REGISTER rebinds), or not newer. */
-export const isStale = (p: Presence, s: ServerSession, seq: number): boolean => p.sidHex !== s.sidHex || seq <= p.seq;
+const isStale = (p: Presence, s: ServerSession, seq: number): boolean => p.sidHex !== s.sidHex || seq <= p.seq;
 
 /**
  * What a message of `ctx.session` (sequence number `seq`) is to `p`, the registration of its
