@@ -78,11 +78,18 @@ t.test('Cluster failover under load: the dead master\'s slot resumes after promo
   const intros: { ok: boolean; code: number; atMs: number }[] = [];
   let relaying = true;
   const relayLoop = (async () => {
-    while (relaying) intros.push(await introduce());
+    while (relaying) {
+      // -3: acknowledged, but no INTRO reached the target within 5 s (counted, not thrown: a
+      // thrown one ended this loop, and the wait below then said only "nothing within").
+      intros.push(await introduce().catch(() => ({ ok: false, code: -3, atMs: Date.now() })));
+    }
   })();
   await cluster.kill(shard);
   const shardPromotedAt = await cluster.waitPromoted(shardReplica);
-  const relayResumedAt = (await until(() => intros.find((o) => o.ok && o.atMs >= shardPromotedAt), 30_000)).atMs;
+  const codes = (): string => JSON.stringify(intros.filter((o) => !o.ok).reduce<Record<number, number>>((a, o) => ({ ...a, [o.code]: (a[o.code] ?? 0) + 1 }), {}));
+  const relayResumedAt = (await until(() => intros.find((o) => o.ok && o.atMs >= shardPromotedAt), 30_000).catch((err: Error) => {
+    throw new Error(`${err.message}: relayed introductions not served again after the promotion (refusals by code: ${codes()})`);
+  })).atMs;
   relaying = false;
   await relayLoop;
   t.comment(`relay: served again ${relayResumedAt - shardPromotedAt} ms after promotion; ${intros.filter((o) => !o.ok).length} introductions refused meanwhile`);

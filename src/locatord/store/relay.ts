@@ -13,7 +13,15 @@
 // ask for a push); it is refused when the tag is wrong, it is not addressed to us, its time is
 // more than MAX_SKEW_MS off, or its ID was seen (replay). kind 0, a request: a = target locator
 // ID, b = the INTRO as an unauthenticated datagram whose auth names the target's session (the
-// owner MACs and sends it in that session). kind 1, the answer: a = a RelayResult.
+// owner MACs and sends it in that session). kind 1, the answer: a = a RelayResult. kind 2, a
+// check an instance sends its own channel (a = 0, b = null; nothing is done with it).
+// The check is there because the subscription is the one thing nobody else would see fail: every
+// `checkEveryMs` an instance publishes a check to its own channel, and Redis answers how many
+// subscribers got it; when that is 0 for CHECK_MISSES checks in a row while Redis takes commands,
+// the subscription is made again on a new connection (logged, counted). ioredis normally
+// follows a Cluster failover with the sharded subscription within a second; a run of the
+// failover test once saw relays to one instance not resume within 30 s of the promotion, and
+// a subscription left behind is the cause nothing else would notice or mend.
 // Bounded: at most `maxOutstanding` requests waiting for an answer (beyond: busy), each at most
 // `timeoutMs` (then: unreachable, e.g. the owner stopped); the owner admits pushes with its
 // usual per-target limits (Introductions.admit).
@@ -43,7 +51,14 @@ export interface IntroRelayOptions {
   metrics: Metrics;
   logger: Logger;
   now?: () => number;
+  /** How often the subscription checks itself (ms; default RELAY_CHECK_EVERY_MS; 0: never, tests call checkSubscription()). */
+  checkEveryMs?: number;
 }
+
+/** How often an instance publishes a check to its own relay channel (ms). */
+export const RELAY_CHECK_EVERY_MS = 2000;
+/** Checks in a row that reached no subscriber before the subscription is made again. */
+export const CHECK_MISSES = 2;
 
 interface Waiting {
   resolve: (r: RelayResult) => void;
@@ -51,7 +66,11 @@ interface Waiting {
 }
 
 export class IntroRelay {
-  private readonly sub: RedisSubscription;
+  private sub: RedisSubscription;
+  /** Checks in a row that Redis delivered to no subscriber. */
+  private missedChecks = 0;
+  private readonly checkTimer: NodeJS.Timeout | undefined;
+  private closed = false;
   private readonly waiting = new Map<string, Waiting>();
   private readonly seen = new LRUCache<string, true>({ max: 10_000, ttl: 2 * MAX_SKEW_MS });
   private readonly maxOutstanding: number;
@@ -63,7 +82,42 @@ export class IntroRelay {
     this.now = o.now ?? Date.now;
     this.me = Buffer.from(o.instanceId, 'hex');
     o.metrics.counter('intro_relays_total', 'Introductions relayed between instances, by direction and result');
-    this.sub = o.client.subscribe(this.channel(o.instanceId), (m) => this.receive(m));
+    o.metrics.counter('intro_relay_resubscriptions_total', 'Relay subscriptions made again because checks sent to them reached no subscriber');
+    this.sub = this.subscribe();
+    const every = o.checkEveryMs ?? RELAY_CHECK_EVERY_MS;
+    if (every > 0) {
+      this.checkTimer = setInterval(() => void this.checkSubscription(), every);
+      this.checkTimer.unref();
+    }
+  }
+
+  private subscribe(): RedisSubscription {
+    return this.o.client.subscribe(this.channel(this.o.instanceId), (m) => this.receive(m));
+  }
+
+  /**
+   * Publish a check to our own channel; after CHECK_MISSES in a row that Redis delivered to
+   * nobody, subscribe again on a new connection. A check that fails (Redis unavailable) counts
+   * neither way: there is nothing to mend on our side then.
+   */
+  async checkSubscription(): Promise<void> {
+    let receivers: unknown;
+    try {
+      receivers = await this.send(this.o.instanceId, 2, randomBytes(8), 0, null);
+    } catch {
+      return;
+    }
+    if (this.closed) return;
+    if (typeof receivers !== 'number' || receivers > 0) {
+      this.missedChecks = 0;
+      return;
+    }
+    if (++this.missedChecks < CHECK_MISSES) return;
+    this.missedChecks = 0;
+    this.sub.close();
+    this.sub = this.subscribe();
+    this.o.metrics.inc('intro_relay_resubscriptions_total');
+    this.o.logger.warn('relay subscription renewed', { channel: this.sub.channel, reason: `${CHECK_MISSES} checks reached no subscriber` });
   }
 
   get ready(): Promise<void> {
@@ -125,6 +179,7 @@ export class IntroRelay {
     if (!this.me.equals(to)) return this.refuse('not ours');
     if (Math.abs(timeMs - this.now()) > MAX_SKEW_MS) return this.refuse('stale');
     const idHex = Buffer.from(id).toString('hex');
+    if (kind === 2) return;
     if (kind === 1) {
       const w = this.waiting.get(idHex);
       if (!w || typeof a !== 'number' || !RESULTS[a]) return;
@@ -145,6 +200,8 @@ export class IntroRelay {
   }
 
   close(): void {
+    this.closed = true;
+    if (this.checkTimer) clearInterval(this.checkTimer);
     this.sub.close();
     for (const [k, w] of this.waiting) {
       clearTimeout(w.timer);
