@@ -314,7 +314,7 @@ function declareMetrics(m: Metrics): void {
   m.counter('group_join_refusals_total', 'Joins refused for a join proof that did not verify (proof) or over the failed-proof limits (limit)');
   m.counter('kicks_total', 'Terminals kicked by the operator (devloc ctl kick)');
   m.counter('revocations_total', 'REVOKEs from authd applied (repeats included)');
-  m.counter('identity_conflicts_total', 'REFRESH, PRESENCE_SET and PROBE_ACK messages of a session another terminal with the same identity displaced (cloned identity)');
+  m.counter('identity_conflicts_total', 'REFRESH, PRESENCE_SET, UNREGISTER and PROBE_ACK messages of a session another terminal with the same identity displaced (cloned identity)');
 }
 
 /** How often an instance asks the shared refusal list about a terminal it serves (Redis only). */

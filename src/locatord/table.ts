@@ -83,7 +83,6 @@ export interface RichPresence {
   status?: string;
 }
 
-
 /** What a record is made of (`RegistrationTable.set`); the rare fields are optional. */
 export interface RegistrationFields {
   /** Observed (public) address; or `ip` already packed (packIp) with `port`, as a restore has it. */
@@ -231,7 +230,6 @@ export class Registration {
   get ttlTicks(): number {
     return this.expTick - this.regTick;
   }
-
 }
 
 function clampTick(v: number): number {
