@@ -1,0 +1,87 @@
+// The JavaScript session MAC (src/wire/hmac-sha256.ts) against node:crypto's HMAC-SHA-256 on
+// every datagram length around the block boundaries, with the pad cache hit, missed and evicted.
+import { createHmac, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import t from 'tap';
+import { SessionMacs, TAG_BYTES } from '../../src/wire/hmac-sha256.js';
+
+const reference = (key: Uint8Array, datagram: Uint8Array): Buffer =>
+  createHmac('sha256', key).update(datagram.subarray(0, datagram.length - TAG_BYTES)).digest().subarray(0, TAG_BYTES);
+
+t.test('seal writes what createHmac computes, for every length from 16 to 300 bytes', async (t) => {
+  const macs = new SessionMacs(4);
+  const key = randomBytes(32);
+  let bad = 0;
+  for (let n = TAG_BYTES; n <= 300; n++) {
+    const d = randomBytes(n);
+    macs.seal(key, d);
+    if (!d.subarray(n - TAG_BYTES).equals(reference(key, d))) bad++;
+    if (!macs.verify(key, d)) bad++;
+  }
+  t.equal(bad, 0);
+  // One key: its pads were hashed once.
+  t.equal(macs.misses, 1);
+});
+
+t.test('a large datagram (many blocks)', async (t) => {
+  const macs = new SessionMacs();
+  const key = randomBytes(32);
+  const d = randomBytes(1400);
+  macs.seal(key, d);
+  t.ok(d.subarray(1400 - TAG_BYTES).equals(reference(key, d)));
+});
+
+t.test('verify refuses a flipped bit anywhere, a wrong key, a datagram shorter than a MAC', async (t) => {
+  const macs = new SessionMacs(2);
+  const key = randomBytes(32);
+  const d = randomBytes(90);
+  macs.seal(key, d);
+  let accepted = 0;
+  for (let bit = 0; bit < d.length * 8; bit++) {
+    d[bit >> 3]! ^= 1 << (bit & 7);
+    if (macs.verify(key, d)) accepted++;
+    d[bit >> 3]! ^= 1 << (bit & 7);
+  }
+  t.equal(accepted, 0, 'no flipped bit verifies');
+  t.ok(macs.verify(key, d));
+  const other = Buffer.from(key);
+  other[31]! ^= 1;
+  t.notOk(macs.verify(other, d), 'another key (same cache slot) does not verify');
+  t.notOk(macs.verify(key, d.subarray(0, 15)));
+});
+
+t.test('keys sharing a slot evict each other and still give the right MAC', async (t) => {
+  // One entry: every key shares it.
+  const macs = new SessionMacs(1);
+  const keys = [randomBytes(32), randomBytes(32), randomBytes(32)];
+  const d = randomBytes(60);
+  for (let round = 0; round < 3; round++) {
+    for (const k of keys) {
+      const c = Buffer.from(d);
+      macs.seal(k, c);
+      t.ok(c.subarray(60 - TAG_BYTES).equals(reference(k, c)));
+    }
+  }
+  t.equal(macs.misses, 9, 'each change of key hashed its pads again');
+});
+
+t.test('random keys, lengths and cache sizes match createHmac (fast-check, fixed seed)', async (t) => {
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ minLength: TAG_BYTES, maxLength: 600 }), fc.integer({ min: 0, max: 6 }), (key, bytes, log2) => {
+      const macs = new SessionMacs(1 << log2);
+      const d = Buffer.from(bytes);
+      macs.seal(key, d);
+      return d.subarray(d.length - TAG_BYTES).equals(reference(key, d)) && macs.verify(key, d);
+    }),
+    { seed: 1618, numRuns: 400 },
+  );
+  t.pass();
+});
+
+t.test('entries must be a power of two; only 32-byte keys fit', async (t) => {
+  t.throws(() => new SessionMacs(3), RangeError);
+  t.throws(() => new SessionMacs(0), RangeError);
+  t.ok(SessionMacs.fits(randomBytes(32)));
+  t.notOk(SessionMacs.fits(randomBytes(16)));
+  t.notOk(SessionMacs.fits('x'.repeat(32)));
+});
