@@ -57,6 +57,8 @@ export type WorkerCommand =
   | { cmd: 'snapshot'; entries: number; stateDir: string }
   | { cmd: 'watch'; lists: { watcher: number; targets: string[] }[]; window: number }
   | { cmd: 'listen' }
+  /** Changes sent from this time on (shared clock, ms) also go into `steadyLatency` (the first second of a paced run is its warm-up). */
+  | { cmd: 'steadyFrom'; atMs: number }
   | { cmd: 'change'; changers: number[]; ratePerS: number; seconds: number; window: number; count?: number }
   | { cmd: 'received' }
   | { cmd: 'watches'; terminals: number; perWatcher: number }
@@ -69,6 +71,8 @@ export interface ReceivedPushes {
   copies: number;
   /** Change-to-push latency histogram (stats.ts Histogram JSON). */
   latency: ReturnType<Histogram['toJSON']>;
+  /** The same, of the changes sent at or after the last `steadyFrom` time only. */
+  steadyLatency: ReturnType<Histogram['toJSON']>;
   /** Absolute time (ms, shared clock) the last push arrived. */
   lastAtMs: number;
   /** Size of the last PRESENCE received and of its PRESENCE_ACK (0 when none). */
@@ -297,9 +301,12 @@ class LoadGenerator {
 
   private pushes = LoadGenerator.noPushes();
 
-  private static noPushes(): { seen: Set<string>; copies: number; latency: Histogram; lastAtMs: number; pushBytes: number; ackBytes: number; timeline: Map<number, [number, number, number]> } {
-    return { seen: new Set(), copies: 0, latency: new Histogram(), lastAtMs: 0, pushBytes: 0, ackBytes: 0, timeline: new Map() };
+  private static noPushes(): { seen: Set<string>; copies: number; latency: Histogram; steady: Histogram; lastAtMs: number; pushBytes: number; ackBytes: number; timeline: Map<number, [number, number, number]> } {
+    return { seen: new Set(), copies: 0, latency: new Histogram(), steady: new Histogram(), lastAtMs: 0, pushBytes: 0, ackBytes: 0, timeline: new Map() };
   }
+
+  /** See WorkerCommand 'steadyFrom'. */
+  steadyFromMs = Infinity;
 
   /** Acknowledge every PRESENCE pushed to one of our sessions; count it and its latency. */
   listen(): void {
@@ -326,6 +333,7 @@ class LoadGenerator {
       if (!Number.isFinite(sentAt)) return;
       const ms = Math.max(0, now - sentAt);
       p.latency.record(ms);
+      if (sentAt >= this.steadyFromMs) p.steady.record(ms);
       const slot = Math.floor(sentAt / 250) * 250;
       const line = p.timeline.get(slot);
       if (line) {
@@ -339,7 +347,7 @@ class LoadGenerator {
   received(): ReceivedPushes {
     const p = this.pushes;
     this.pushes = LoadGenerator.noPushes();
-    return { pushes: p.seen.size, copies: p.copies, latency: p.latency.toJSON(), lastAtMs: p.lastAtMs, pushBytes: p.pushBytes, ackBytes: p.ackBytes, timeline: [...p.timeline.values()] };
+    return { pushes: p.seen.size, copies: p.copies, latency: p.latency.toJSON(), steadyLatency: p.steady.toJSON(), lastAtMs: p.lastAtMs, pushBytes: p.pushBytes, ackBytes: p.ackBytes, timeline: [...p.timeline.values()] };
   }
 
   async run(c: Extract<WorkerCommand, { cmd: 'run' }>): Promise<RunResult> {
@@ -631,6 +639,10 @@ process.on('message', (m: WorkerCommand) => {
       case 'listen':
         gen!.listen();
         send({ listening: true });
+        break;
+      case 'steadyFrom':
+        gen!.steadyFromMs = m.atMs;
+        send({ ok: true });
         break;
       case 'received':
         send(gen!.received());
