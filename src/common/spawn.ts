@@ -52,7 +52,11 @@ export interface SpawnOptions {
   name?: string;
   /** Append stdout and stderr to this file instead of piping them to us. */
   logFile?: string;
-  /** The child stops itself (SIGTERM) when its stdin, a pipe from us, closes: we died. */
+  /**
+   * The child stops itself (SIGTERM) when its stdin, a pipe from us, closes: we died (default
+   * true). Without it a test or bench killed from outside (a closed pipe, a signal its `finally`
+   * never sees) left its daemons running, reparented to init.
+   */
   watchdog?: boolean;
   /** Its own process group, so a terminal's Ctrl-C reaches only us. */
   detached?: boolean;
@@ -87,8 +91,9 @@ export function spawnDaemon(o: SpawnOptions): RunningDaemon {
   const timeoutMs = o.timeoutMs ?? 30_000;
   const fd = o.logFile !== undefined ? openSync(o.logFile, 'a') : undefined;
   const start = o.logFile !== undefined ? statSync(o.logFile).size : 0;
-  const stdio: StdioOptions = [o.watchdog ? 'pipe' : 'ignore', fd ?? 'pipe', fd ?? 'pipe'];
-  const argv = [process.execPath, ...(o.watchdog ? ['--import', WATCHDOG] : []), ...e.execArgv, e.file, ...(o.args ?? [])];
+  const watchdog = o.watchdog ?? true;
+  const stdio: StdioOptions = [watchdog ? 'pipe' : 'ignore', fd ?? 'pipe', fd ?? 'pipe'];
+  const argv = [process.execPath, ...(watchdog ? ['--import', WATCHDOG] : []), ...e.execArgv, e.file, ...(o.args ?? [])];
   const [cmd, ...rest] = [...(o.prefix ?? []), ...argv] as [string, ...string[]];
   const proc = spawn(cmd, rest, {
     stdio, detached: o.detached ?? false, ...(o.cwd ? { cwd: o.cwd } : {}), env: { ...process.env, ...o.env },

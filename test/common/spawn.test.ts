@@ -2,7 +2,10 @@
 // and the tests, against a stand-in daemon (fixtures/fake-daemon.ts): its output piped to us or
 // appended to a log file (an old "listening" line already there is not taken), a line split
 // mid-character, an exit before listening reported with stderr or the log's last lines, the
-// stdin watchdog, and a log file removed before the exit is noticed.
+// stdin watchdog (on by default: a parent killed from outside leaves no daemon behind), and a
+// log file removed before the exit is noticed.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -59,6 +62,30 @@ t.test('log file: appended to, the old content ignored, read while someone waits
 
   const died = path.join(dir, 'died.log');
   await t.rejects(startDaemon({ entry: fake, args: ['die'], logFile: died, name: 'fake' }), /fake exited \(3\) \(log .*died\.log:\nstarting, not JSON\nboom: cannot bind/);
+});
+
+t.test('a parent killed with SIGKILL leaves no daemon running: the watchdog is on by default', async (t) => {
+  const parent = spawn(process.execPath, [...entryPoint(fake).execArgv, path.join(path.dirname(fake), 'spawning-parent.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => parent.kill('SIGKILL'));
+  const [first] = (await once(parent.stdout!, 'data')) as [Buffer];
+  const pid = Number(first.toString().trim());
+  t.ok(pid > 0, 'the daemon started');
+  // Gone, or a zombie its new parent has not reaped yet.
+  const alive = (): boolean => {
+    try {
+      return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      return false;
+    }
+  };
+  t.ok(alive(), 'running while its parent lives');
+  parent.kill('SIGKILL');
+  // Its stdin closes with the parent; it stops itself (SIGTERM). A guard, not a measurement.
+  const deadline = Date.now() + 60_000;
+  while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const left = alive();
+  if (left) process.kill(pid, 'SIGKILL');
+  t.notOk(left, 'gone after its parent was killed');
 });
 
 t.test('a log file removed before the exit is noticed: the waiter is told, nothing throws', async (t) => {
