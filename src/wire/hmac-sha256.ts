@@ -111,14 +111,11 @@ export class SessionMacs {
     const po = slot * 16;
     const keys = this.keys;
     if (this.used[slot] === 1) {
-      let same = true;
-      for (let i = 0; i < KEY_BYTES; i++) {
-        if (keys[ko + i] !== key[i]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return po;
+      // Every byte compared, no early exit: the time taken says nothing about how much of
+      // another session's key the one asked for shares.
+      let diff = 0;
+      for (let i = 0; i < KEY_BYTES; i++) diff |= keys[ko + i]! ^ key[i]!;
+      if (diff === 0) return po;
     }
     this.misses++;
     const block = this.tail;
