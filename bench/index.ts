@@ -281,20 +281,20 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     },
     {
       name: 'relays',
-      doc: 'relayed vs direct peer channels in the namespace lab (real NATs, real coturn): connect to first data, RTT, throughput, ratios (needs root, ip, nft, turnserver and a clone: runs test/punch/bench.ts --relays)',
+      doc: 'relayed vs direct peer channels in the namespace lab (real NATs, real coturn): connect to first data, RTT, throughput, ratios (needs root, ip, nft, turnserver and a clone: runs test/harness/punch-bench.ts --relays)',
       run: async (ctx) => {
         const s = 'relays';
-        const script = path.resolve('test/punch/bench.ts');
+        const script = path.resolve('test/harness/punch-bench.ts');
         const tool = ['ip', 'nft', 'turnserver'].find((c) => !onPath(c));
         const missing = process.getuid?.() !== 0 ? 'needs root (network namespaces)'
-          : tool ? `${tool} not on PATH` : existsSync(script) ? null : 'needs a clone (test/punch/bench.ts)';
+          : tool ? `${tool} not on PATH` : existsSync(script) ? null : 'needs a clone (test/harness/punch-bench.ts)';
         if (missing) {
           ctx.log(`relays: skipped: ${missing}`);
           return [{ section: s, name: `skipped: ${missing}`, value: 0, unit: 'skipped' }];
         }
         // The lab is test code (namespaces, coturn, agents through tsx): run it as a child and read its JSON.
         const r = spawnSync(process.execPath, ['--import', 'tsx', script, '--relays', '--tries', '5'], { stdio: ['ignore', 'inherit', 'inherit'] });
-        if (r.status !== 0) throw new Error(`relays: test/punch/bench.ts --relays exited with ${r.status}`);
+        if (r.status !== 0) throw new Error(`relays: test/harness/punch-bench.ts --relays exited with ${r.status}`);
         const j = JSON.parse(readFileSync(path.resolve('bench-results/relays.json'), 'utf8')) as { results: { path: string; firstDataMedianMs: number | null; rttMedianMs: number | null; messagesPerS: number | null; lostPct: number | null }[] };
         return j.results.flatMap((x) => [
           { section: s, name: `${x.path}: connect -> first data, median`, value: x.firstDataMedianMs ?? NaN, unit: 'ms' },

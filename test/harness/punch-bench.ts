@@ -3,8 +3,8 @@
 // sockets), median and 90th percentile over N tries, and the success rate. Real NATs in network
 // namespaces (test/punch/lab.ts); needs root and nft.
 //
-//   npx tsx test/punch/bench.ts [--tries 20]     prints a table, writes bench-results/punch.json
-//   npx tsx test/punch/bench.ts --relays [--tries 10]
+//   npx tsx test/harness/punch-bench.ts [--tries 20]     prints a table, writes bench-results/punch.json
+//   npx tsx test/harness/punch-bench.ts --relays [--tries 10]
 //       relayed vs direct (README "Relays"): two port-restricted NATs (direct; `--relay never`)
 //       and two symmetric NATs (relayed at once through a real coturn on the public segment):
 //       connect to first data acknowledged, ping RTT, and throughput (1000-byte messages sent
@@ -25,8 +25,8 @@ import { haveNetns, Lab, PUBLIC_NET } from '../agent/netns.js';
 import type { AgentProc, Teardown } from '../agent/stack.js';
 import { eventually, withTeardown } from '../agent/stack.js';
 import { haveCoturn } from '../turn/coturn.js';
-import type { Recv } from './lab.js';
-import { addRelay, channelOf, natHost, plainMasqueradeHost, routerOf, sharedNat } from './lab.js';
+import type { Recv } from '../punch/lab.js';
+import { addRelay, channelOf, natHost, plainMasqueradeHost, routerOf, sharedNat } from '../punch/lab.js';
 
 const triesArg = process.argv.indexOf('--tries');
 const RELAYS = process.argv.includes('--relays');
