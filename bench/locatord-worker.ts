@@ -57,8 +57,8 @@ export type WorkerCommand =
   | { cmd: 'snapshot'; entries: number; stateDir: string }
   | { cmd: 'watch'; lists: { watcher: number; targets: string[] }[]; window: number }
   | { cmd: 'listen' }
-  /** Changes sent from this time on (shared clock, ms) also go into `steadyLatency` (the first second of a paced run is its warm-up). */
-  | { cmd: 'steadyFrom'; atMs: number }
+  /** Changes sent `ms` or more after the first one received from now on also go into `steadyLatency` (the first second of a paced run is its warm-up). */
+  | { cmd: 'steadyAfter'; ms: number }
   | { cmd: 'change'; changers: number[]; ratePerS: number; seconds: number; window: number; count?: number }
   | { cmd: 'received' }
   | { cmd: 'watches'; terminals: number; perWatcher: number }
@@ -71,7 +71,7 @@ export interface ReceivedPushes {
   copies: number;
   /** Change-to-push latency histogram (stats.ts Histogram JSON). */
   latency: ReturnType<Histogram['toJSON']>;
-  /** The same, of the changes sent at or after the last `steadyFrom` time only. */
+  /** The same, of the changes sent `ms` or more after the first (WorkerCommand 'steadyAfter'). */
   steadyLatency: ReturnType<Histogram['toJSON']>;
   /** Absolute time (ms, shared clock) the last push arrived. */
   lastAtMs: number;
@@ -305,8 +305,14 @@ class LoadGenerator {
     return { seen: new Set(), copies: 0, latency: new Histogram(), steady: new Histogram(), lastAtMs: 0, pushBytes: 0, ackBytes: 0, timeline: new Map() };
   }
 
-  /** See WorkerCommand 'steadyFrom'. */
-  steadyFromMs = Infinity;
+  /** See WorkerCommand 'steadyAfter': how long after the first change, and from when (set by the first one). */
+  private steadyAfterMs = Infinity;
+  private steadyFromMs: number | undefined;
+
+  steadyAfter(ms: number): void {
+    this.steadyAfterMs = ms;
+    this.steadyFromMs = undefined;
+  }
 
   /** Acknowledge every PRESENCE pushed to one of our sessions; count it and its latency. */
   listen(): void {
@@ -333,6 +339,7 @@ class LoadGenerator {
       if (!Number.isFinite(sentAt)) return;
       const ms = Math.max(0, now - sentAt);
       p.latency.record(ms);
+      this.steadyFromMs ??= sentAt + this.steadyAfterMs;
       if (sentAt >= this.steadyFromMs) p.steady.record(ms);
       const slot = Math.floor(sentAt / 250) * 250;
       const line = p.timeline.get(slot);
@@ -640,8 +647,8 @@ process.on('message', (m: WorkerCommand) => {
         gen!.listen();
         send({ listening: true });
         break;
-      case 'steadyFrom':
-        gen!.steadyFromMs = m.atMs;
+      case 'steadyAfter':
+        gen!.steadyAfter(m.ms);
         send({ ok: true });
         break;
       case 'received':

@@ -159,8 +159,8 @@ export async function benchPresence(o: PresenceBenchOptions = {}): Promise<Prese
     const latency: LatencyRun[] = [];
     const pacedRuns: RunResult[] = [];
     for (const rate of rates) {
-      // Changes sent after the run's first second are also counted apart (its steady state).
-      await watchers.ask({ cmd: 'steadyFrom', atMs: performance.timeOrigin + performance.now() + 1000 });
+      // Changes sent a second or more after the run's first are also counted apart (its steady state).
+      await watchers.ask({ cmd: 'steadyAfter', ms: 1000 });
       const cpu0 = pids.map((p) => processCpuS(p) ?? 0);
       const paced = await changers.ask<RunResult>({ cmd: 'change', changers: all, ratePerS: rate, seconds, window: 0 });
       const cpu = pids.map((p, i) => (processCpuS(p) ?? 0) - cpu0[i]!);

@@ -27,6 +27,8 @@ t.test('benchPresence, small: memory, pushes, latency and fan-out figures', asyn
     const l = x.summary;
     t.ok(l.count > 0 && l.p50Ms <= l.p99Ms && l.p99Ms <= l.maxMs, `${x.offered}/s: latency percentiles ordered`);
     t.ok(x.maxMsAfterFirstS <= l.maxMs, `${x.offered}/s: the worst after the first second is within the worst`);
+    // A 1 s run: the changes after its first second are few or none, and a subset of all.
+    t.ok(x.steady.count <= l.count && (x.steady.count === 0 || x.steady.maxMs <= l.maxMs), `${x.offered}/s: the steady-state figures count a subset of the changes (${x.steady.count} of ${l.count})`);
     // /proc counts in 10 ms ticks: a few changes may cost a process none of them.
     t.ok([x.usPerChange.locatord, x.usPerChange.changers, x.usPerChange.watchers].every((u) => Number.isFinite(u) && u >= 0), `${x.offered}/s: CPU per change of locatord and of the load generator`);
   });
@@ -40,10 +42,21 @@ t.test('benchPresence, small: memory, pushes, latency and fan-out figures', asyn
 });
 
 t.test('presenceRows: the rows of the section', async (t) => {
-  const rows = await presenceRows({ terminals: 500, perWatcher: 4, watchers: 8, seconds: 1, latencyRates: [50, 20], fanOutRounds: 1 });
-  t.same(rows.map((r) => r.unit), ['B', 'pushes/s', 'pushes/CPU-s', 'pushes/CPU-s', 'x', 'changes/s', 'changes/s', 'ms']);
+  // 2 s runs: the second one counts apart (the changes sent after the first).
+  const rows = await presenceRows({ terminals: 500, perWatcher: 4, watchers: 8, seconds: 2, latencyRates: [50, 20], fanOutRounds: 1 });
+  t.same(rows.map((r) => r.unit), ['B', 'pushes/s', 'pushes/CPU-s', 'pushes/CPU-s', 'x', 'changes/s', 'changes', 'changes/s', 'changes', 'ms']);
   t.same(rows.filter((r) => r.unit === 'changes/s').map((r) => (r.extra as { offered: number }).offered), [20, 50], 'a latency row per offered rate');
   t.ok(rows.every((r) => r.section === 'presence' && Number.isFinite(r.value)));
+  const steady = rows.filter((r) => r.unit === 'changes');
+  t.same(steady.map((r) => r.name), ['change -> push, 20 changes/s, after the first second', 'change -> push, 50 changes/s, after the first second']);
+  rows.forEach((r, i) => {
+    if (r.unit !== 'changes') return;
+    const whole = rows[i - 1]!;
+    // About the second half of the run's changes (pacing: not exactly).
+    const total = whole.latency?.count ?? 0;
+    t.ok(r.value > 0 && r.value < total && r.latency?.count === r.value, `${r.name}: ${r.value} of ${total} changes`);
+    t.ok((r.latency?.maxMs ?? Infinity) <= (whole.latency?.maxMs ?? 0), `${r.name}: within the whole run's worst`);
+  });
 });
 
 t.test('runPresenceMicro: an in-process locatord, every change pushed and its ack taken', async (t) => {
