@@ -807,8 +807,7 @@ export class ServerSessions {
       });
       fresh = true;
     }
-    const key = session.keys.terminalToServer;
-    if (!(SessionMacs.fits(key) ? this.macs.verify(key, raw) : verifyDatagram(key, raw))) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
+    if (!verifyDatagram(session.keys.terminalToServer, raw, this.macs)) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
     return { ok: true, session, fresh };
   }
 
@@ -857,11 +856,7 @@ export class ServerSessions {
    */
   encode<N extends MessageName>(session: ServerSession, name: N, rid: Uint8Array, body: Bodies[N] | EncodedBody<N>): Buffer {
     session.txSeq = this.opts.remote ? Math.max(session.txSeq + 1, this.clockUs()) : session.txSeq + 1;
-    const datagram = encodeDatagram(name, rid, body, { sid: session.sid, seq: session.txSeq });
-    const key = session.keys.serverToTerminal;
-    if (!SessionMacs.fits(key)) return sealDatagram(key, datagram);
-    this.macs.seal(key, datagram);
-    return datagram;
+    return sealDatagram(session.keys.serverToTerminal, encodeDatagram(name, rid, body, { sid: session.sid, seq: session.txSeq }), this.macs);
   }
 
   /** Drop sessions of tickets whose signing key is no longer trusted, or by predicate. */

@@ -15,6 +15,7 @@
 import type { KeyObject } from 'node:crypto';
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, REPLAY_WINDOW } from './constants.js';
+import { SessionMacs } from './hmac-sha256.js';
 import { x25519 } from './keys.js';
 
 /**
@@ -81,14 +82,20 @@ function tagOf(key: SessionKey, datagram: Uint8Array): Buffer {
   return createHmac('sha256', key).update(datagram.subarray(0, datagram.length - MAC_BYTES)).digest().subarray(0, MAC_BYTES);
 }
 
-/** Write the MAC into the last 16 bytes of an encoded datagram (in place) and return it. */
-export function sealDatagram(key: SessionKey, datagram: Buffer): Buffer {
-  tagOf(key, datagram).copy(datagram, datagram.length - MAC_BYTES);
+/**
+ * Write the MAC into the last 16 bytes of an encoded datagram (in place) and return it. With
+ * `macs` (a server: a MAC per datagram) a raw 32-byte key goes through it (hmac-sha256.ts),
+ * anything else through node:crypto; the bytes are the same.
+ */
+export function sealDatagram(key: SessionKey, datagram: Buffer, macs?: SessionMacs): Buffer {
+  if (macs && SessionMacs.fits(key)) macs.seal(key, datagram);
+  else tagOf(key, datagram).copy(datagram, datagram.length - MAC_BYTES);
   return datagram;
 }
 
-/** Constant-time check of the trailing MAC. */
-export function verifyDatagram(key: SessionKey, datagram: Uint8Array): boolean {
+/** Constant-time check of the trailing MAC (`macs` as for sealDatagram). */
+export function verifyDatagram(key: SessionKey, datagram: Uint8Array, macs?: SessionMacs): boolean {
+  if (macs && SessionMacs.fits(key)) return macs.verify(key, datagram);
   if (datagram.length < MAC_BYTES) return false;
   return timingSafeEqual(tagOf(key, datagram), datagram.subarray(datagram.length - MAC_BYTES));
 }

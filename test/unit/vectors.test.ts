@@ -19,9 +19,13 @@ import { decodeDatagram, EncodedBody, encodeDatagram, type Message } from '../..
 import { ErrorCode } from '../../src/wire/errors.js';
 import { privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
 import type { Field, FieldType } from '../../src/wire/schema.js';
+import { SessionMacs } from '../../src/wire/hmac-sha256.js';
 import { deriveSessionKeys, rawKey, sealDatagram, verifyDatagram } from '../../src/wire/session.js';
 import { issueTicket, peekTicket, TicketVerifier } from '../../src/wire/ticket.js';
 import { buildVectors, vectorPath } from '../vectors/generate.js';
+
+/** The servers' JavaScript MAC, checked against the vectors below. */
+const vectorMacs = new SessionMacs(4);
 
 /** The type of `t` inside a subtest. */
 type TapT = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -220,6 +224,10 @@ t.test('message vectors', async (t) => {
         t.same(authMeaning, { sid: hex(msg.auth!.sid), seq: msg.auth!.seq, mac: hex(bytes.subarray(bytes.length - 16)) }, 'auth meaning');
         t.equal(hex(msg.auth!.sid), messages.sessionKeys[v.session].sid, 'sid is the session of the vector');
         t.ok(verifyDatagram(key, bytes), 'MAC verifies with verifyDatagram');
+        // The servers' JavaScript MAC (hmac-sha256.ts) against the same vectors: interoperates.
+        const raw = unhex(messages.sessionKeys[v.session][expected]);
+        t.ok(verifyDatagram(raw, bytes, vectorMacs), 'MAC verifies with SessionMacs');
+        t.equal(hex(sealDatagram(raw, Buffer.from(bytes), vectorMacs).subarray(bytes.length - 16)), hex(bytes.subarray(bytes.length - 16)), 'SessionMacs seals the same MAC');
         t.notOk(verifyDatagram(other, bytes), 'MAC does not verify with the other direction key');
         const independent = createHmac('sha256', unhex(messages.sessionKeys[v.session][expected])).update(bytes.subarray(0, bytes.length - 16)).digest().subarray(0, 16);
         t.equal(hex(independent), hex(bytes.subarray(bytes.length - 16)), 'MAC = HMAC-SHA-256(key, all but the last 16 bytes)[0..16]');
