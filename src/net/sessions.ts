@@ -49,7 +49,7 @@ const KEY_BYTES = 32;
  * per-session field is declared here with its initial value in the constructor, so that every
  * session keeps the one hidden class.
  */
-export class SessionRecord implements ServerSession {
+export class SessionRecord implements ServerSession, MacKeys {
   /** sid | locatorId | terminalToServer | serverToTerminal. */
   private readonly bytes: Buffer;
   private readonly sidBytes: number;
@@ -100,6 +100,26 @@ export class SessionRecord implements ServerSession {
     const k = this.bytes.length - 2 * KEY_BYTES;
     return { terminalToServer: this.bytes.subarray(k, k + KEY_BYTES), serverToTerminal: this.bytes.subarray(k + KEY_BYTES) };
   }
+
+  /** See MacKeys. */
+  macKeys(): Uint8Array {
+    return this.bytes;
+  }
+
+  macKeysAt(): number {
+    return this.bytes.length - 2 * KEY_BYTES;
+  }
+}
+
+/**
+ * Where a session's keys are for a MAC, without a view made per datagram (the two subarrays and
+ * the object of `keys` were a tenth of what locatord allocated per push): the terminal-to-server
+ * key at `macKeysAt()` of `macKeys()`, the server-to-terminal key the next 32 bytes. Read both
+ * in the same turn (a held session's may move from its slot to its copy in between).
+ */
+interface MacKeys {
+  macKeys(): Uint8Array;
+  macKeysAt(): number;
 }
 
 /** The one constructor of session records (see SessionRecord): copies what it keeps. */
@@ -404,11 +424,14 @@ export function keptSession<S extends ServerSession | undefined>(s: S): S {
  * MACed), else reading them throws (callers check `ServerSessions.live` before MACing with an old
  * handle). Its IDs are those of its slot, or once ended those it was given or had read.
  */
-export class HeldSession implements ServerSession {
+export class HeldSession implements ServerSession, MacKeys {
   private hex: string | undefined;
   private locHex: string | undefined;
-  /** The keys, copied when first read (so a request in progress can answer after its session ended). */
-  private keyCopy: Buffer | undefined;
+  /**
+   * The keys, copied when first read (so a request in progress can answer after its session
+   * ended). A small Uint8Array: on V8's heap, no ArrayBuffer of its own.
+   */
+  private keyCopy: Uint8Array | undefined;
   private tx = 0;
 
   constructor(private readonly t: SessionSlots, readonly slot: number, readonly gen: number, sidHex?: string, locatorHex?: string) {
@@ -503,13 +526,36 @@ export class HeldSession implements ServerSession {
   }
 
   get keys(): SessionKeys {
+    const k = this.keepKeys();
+    return { terminalToServer: Buffer.from(k.subarray(0, KEY_BYTES)), serverToTerminal: Buffer.from(k.subarray(KEY_BYTES)) };
+  }
+
+  /** Copy the keys now, unless copied before (see keyCopy): both, terminal-to-server first. */
+  keepKeys(): Uint8Array {
     if (!this.keyCopy) {
       if (!this.live) throw this.stale('keys');
+      const k = new Uint8Array(2 * KEY_BYTES);
+      const from = this.t.keys;
       const at = this.slot * 2 * KEY_BYTES;
-      this.keyCopy = Buffer.from(this.t.keys.subarray(at, at + 2 * KEY_BYTES));
+      for (let i = 0; i < 2 * KEY_BYTES; i++) k[i] = from[at + i]!;
+      this.keyCopy = k;
       this.tx = this.t.txSeq[this.slot]!;
     }
-    return { terminalToServer: this.keyCopy.subarray(0, KEY_BYTES), serverToTerminal: this.keyCopy.subarray(KEY_BYTES) };
+    return this.keyCopy;
+  }
+
+  /**
+   * See MacKeys: the copy when there is one, else the slot's own bytes (no copy: a push MACed
+   * by a handle looked up for it, checked live just before).
+   */
+  macKeys(): Uint8Array {
+    if (this.keyCopy) return this.keyCopy;
+    if (!this.live) throw this.stale('keys');
+    return this.t.keys;
+  }
+
+  macKeysAt(): number {
+    return this.keyCopy ? 0 : this.slot * 2 * KEY_BYTES;
   }
 
   /** Copy both keys into `to` at `at` (snapshots, restore). */
@@ -807,7 +853,14 @@ export class ServerSessions {
       });
       fresh = true;
     }
-    if (!verifyDatagram(session.keys.terminalToServer, raw, this.macs)) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
+    // A request's own handle keeps a copy of the keys (HeldSession.keepKeys): its answer is
+    // MACed even if the session ends while the request waits (a store, the shared window).
+    const verified = session instanceof HeldSession
+      ? verifyDatagram(session.keepKeys(), raw, this.macs)
+      : session instanceof SessionRecord
+        ? verifyDatagram(session.macKeys(), raw, this.macs, session.macKeysAt())
+        : verifyDatagram(session.keys.terminalToServer, raw, this.macs);
+    if (!verified) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
     return { ok: true, session, fresh };
   }
 
@@ -856,7 +909,9 @@ export class ServerSessions {
    */
   encode<N extends MessageName>(session: ServerSession, name: N, rid: Uint8Array, body: Bodies[N] | EncodedBody<N>): Buffer {
     session.txSeq = this.opts.remote ? Math.max(session.txSeq + 1, this.clockUs()) : session.txSeq + 1;
-    return sealDatagram(session.keys.serverToTerminal, encodeDatagram(name, rid, body, { sid: session.sid, seq: session.txSeq }), this.macs);
+    const datagram = encodeDatagram(name, rid, body, { sid: session.sid, seq: session.txSeq });
+    if (session instanceof HeldSession || session instanceof SessionRecord) return sealDatagram(session.macKeys(), datagram, this.macs, session.macKeysAt() + KEY_BYTES);
+    return sealDatagram(session.keys.serverToTerminal, datagram, this.macs);
   }
 
   /** Drop sessions of tickets whose signing key is no longer trusted, or by predicate. */

@@ -99,14 +99,14 @@ export class SessionMacs {
     this.used = new Uint8Array(entries);
   }
 
-  /** Whether `key` is a key this class computes MACs under (else use node:crypto). */
-  static fits(key: unknown): key is Uint8Array {
-    return key instanceof Uint8Array && key.length === KEY_BYTES;
+  /** Whether `key` holds, from `at`, a key this class computes MACs under: 32 raw bytes (else use node:crypto). */
+  static fits(key: unknown, at = 0): key is Uint8Array {
+    return key instanceof Uint8Array && at >= 0 && key.length >= at + KEY_BYTES;
   }
 
   /** The offset in `pads` of `key`'s hashed pads, computed now if not cached. */
-  private padsOf(key: Uint8Array): number {
-    const slot = (key[0]! | (key[1]! << 8) | (key[2]! << 16)) & this.mask;
+  private padsOf(key: Uint8Array, at: number): number {
+    const slot = (key[at]! | (key[at + 1]! << 8) | (key[at + 2]! << 16)) & this.mask;
     const ko = slot * KEY_BYTES;
     const po = slot * 16;
     const keys = this.keys;
@@ -114,7 +114,7 @@ export class SessionMacs {
       // Every byte compared, no early exit: the time taken says nothing about how much of
       // another session's key the one asked for shares.
       let diff = 0;
-      for (let i = 0; i < KEY_BYTES; i++) diff |= keys[ko + i]! ^ key[i]!;
+      for (let i = 0; i < KEY_BYTES; i++) diff |= keys[ko + i]! ^ key[at + i]!;
       if (diff === 0) return po;
     }
     this.misses++;
@@ -124,18 +124,18 @@ export class SessionMacs {
       pads[po + i] = IV[i]!;
       pads[po + 8 + i] = IV[i]!;
     }
-    for (let i = 0; i < BLOCK; i++) block[i] = (i < KEY_BYTES ? key[i]! : 0) ^ 0x36;
+    for (let i = 0; i < BLOCK; i++) block[i] = (i < KEY_BYTES ? key[at + i]! : 0) ^ 0x36;
     compress(pads, po, block, 0);
-    for (let i = 0; i < BLOCK; i++) block[i] = (i < KEY_BYTES ? key[i]! : 0) ^ 0x5c;
+    for (let i = 0; i < BLOCK; i++) block[i] = (i < KEY_BYTES ? key[at + i]! : 0) ^ 0x5c;
     compress(pads, po + 8, block, 0);
-    keys.set(key, ko);
+    for (let i = 0; i < KEY_BYTES; i++) keys[ko + i] = key[at + i]!;
     this.used[slot] = 1;
     return po;
   }
 
   /** The first 4 words of HMAC-SHA-256(key, data[0, length)) in this.h[0..3]. */
-  private compute(key: Uint8Array, data: Uint8Array, length: number): void {
-    const po = this.padsOf(key);
+  private compute(key: Uint8Array, at: number, data: Uint8Array, length: number): void {
+    const po = this.padsOf(key, at);
     const h = this.h;
     const pads = this.pads;
     for (let i = 0; i < 8; i++) h[i] = pads[po + i]!;
@@ -173,9 +173,9 @@ export class SessionMacs {
   }
 
   /** Write the MAC of `datagram` (all of it but its last 16 bytes) into those 16 bytes. */
-  seal(key: Uint8Array, datagram: Uint8Array): void {
+  seal(key: Uint8Array, datagram: Uint8Array, keyAt = 0): void {
     const end = datagram.length - TAG_BYTES;
-    this.compute(key, datagram, end);
+    this.compute(key, keyAt, datagram, end);
     const h = this.h;
     for (let i = 0; i < 4; i++) {
       const w = h[i]!;
@@ -187,10 +187,10 @@ export class SessionMacs {
   }
 
   /** Whether the last 16 bytes of `datagram` are the MAC of the rest (every byte compared: no early exit). */
-  verify(key: Uint8Array, datagram: Uint8Array): boolean {
+  verify(key: Uint8Array, datagram: Uint8Array, keyAt = 0): boolean {
     if (datagram.length < TAG_BYTES) return false;
     const end = datagram.length - TAG_BYTES;
-    this.compute(key, datagram, end);
+    this.compute(key, keyAt, datagram, end);
     const h = this.h;
     let diff = 0;
     for (let i = 0; i < 4; i++) {

@@ -85,19 +85,25 @@ function tagOf(key: SessionKey, datagram: Uint8Array): Buffer {
 /**
  * Write the MAC into the last 16 bytes of an encoded datagram (in place) and return it. With
  * `macs` (a server: a MAC per datagram) a raw 32-byte key goes through it (hmac-sha256.ts),
- * anything else through node:crypto; the bytes are the same.
+ * anything else through node:crypto; the bytes are the same. `keyAt`: where the 32-byte key
+ * starts in `key`, when that is a server's bytes holding several (no view made per datagram).
  */
-export function sealDatagram(key: SessionKey, datagram: Buffer, macs?: SessionMacs): Buffer {
-  if (macs && SessionMacs.fits(key)) macs.seal(key, datagram);
-  else tagOf(key, datagram).copy(datagram, datagram.length - MAC_BYTES);
+export function sealDatagram(key: SessionKey, datagram: Buffer, macs?: SessionMacs, keyAt = 0): Buffer {
+  if (macs && SessionMacs.fits(key, keyAt)) macs.seal(key, datagram, keyAt);
+  else tagOf(keyFrom(key, keyAt), datagram).copy(datagram, datagram.length - MAC_BYTES);
   return datagram;
 }
 
-/** Constant-time check of the trailing MAC (`macs` as for sealDatagram). */
-export function verifyDatagram(key: SessionKey, datagram: Uint8Array, macs?: SessionMacs): boolean {
-  if (macs && SessionMacs.fits(key)) return macs.verify(key, datagram);
+/** Constant-time check of the trailing MAC (`macs` and `keyAt` as for sealDatagram). */
+export function verifyDatagram(key: SessionKey, datagram: Uint8Array, macs?: SessionMacs, keyAt = 0): boolean {
+  if (macs && SessionMacs.fits(key, keyAt)) return macs.verify(key, datagram, keyAt);
   if (datagram.length < MAC_BYTES) return false;
-  return timingSafeEqual(tagOf(key, datagram), datagram.subarray(datagram.length - MAC_BYTES));
+  return timingSafeEqual(tagOf(keyFrom(key, keyAt), datagram), datagram.subarray(datagram.length - MAC_BYTES));
+}
+
+/** The key at `keyAt` of `key` (raw session keys are 32 bytes; a key object is itself). */
+function keyFrom(key: SessionKey, keyAt: number): SessionKey {
+  return key instanceof Uint8Array && (keyAt !== 0 || key.length > 32) ? key.subarray(keyAt, keyAt + 32) : key;
 }
 
 /**

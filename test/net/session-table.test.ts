@@ -1,12 +1,13 @@
 // The session table of ServerSessions (typed arrays indexed by slot, issue 16) against a simple
 // model (a Map in recency order) under random operations with a fake clock: lookups, expiry,
 // least-recently-used eviction, the per-locator-ID cap, replacement of a session ID, the replay
-// window and send sequence written through handles, stale handles, dropWhere, ids/all/holds.
+// window and send sequence written through handles, stale handles, dropWhere, ids/all/holds, and
+// the MAC of what a handle encodes (from its slot's bytes, or the copy of its keys it read).
 import t from 'tap';
 import type { Test } from 'tap';
 import { newServerSession, sameSession, ServerSessions } from '../../src/net/sessions.js';
 import type { ServerSession as Session } from '../../src/net/sessions.js';
-import { rawKey, ReplayWindow } from '../../src/wire/session.js';
+import { rawKey, ReplayWindow, verifyDatagram } from '../../src/wire/session.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import { Rng } from '../../fuzz/rng.js';
 
@@ -82,6 +83,9 @@ function run(t: Test, seed: number, o: { max: number; cap: number; sids: number;
   const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, maxSessions: o.max, maxSessionsPerId: o.cap, now: () => clock.ms });
   const model = new Model(o.max, o.cap, verifier.clockSkewS);
   const handles = new Map<string, ServerSession>();
+  /** The keys each handle of `handles` read (all of them did: same() reads them). */
+  const handleKeys = new Map<string, Buffer>();
+  const rid = Buffer.alloc(8, 0x11);
   let failures = 0;
   const check = (ok: boolean, what: string, extra?: unknown): void => {
     if (ok) return;
@@ -119,6 +123,7 @@ function run(t: Test, seed: number, o: { max: number; cap: number; sids: number;
       if (held) {
         same(held, model.held.get(sidHex)!, 'restored');
         handles.set(sidHex, held);
+        handleKeys.set(sidHex, m.keys);
       }
     } else if (r < 0.65) {
       // A datagram of the session: lookup, window check and accept, a reply (txSeq).
@@ -126,6 +131,10 @@ function run(t: Test, seed: number, o: { max: number; cap: number; sids: number;
       const m = model.get(sidHex, clock.ms);
       check((h === undefined) === (m === undefined), 'get finds it when the model does', { sidHex });
       if (h && m) {
+        // Before same() reads the keys: MACed straight from the slot's bytes.
+        const d = sessions.encode(h, 'PROBE', rid, {});
+        m.txSeq++;
+        check(verifyDatagram(m.keys.subarray(32), d), 'what a handle encodes is MACed with its session\'s key');
         same(h, m, 'got');
         const seq = int(300);
         check(h.window.check(seq) === m.window.check(seq), 'window check');
@@ -141,6 +150,7 @@ function run(t: Test, seed: number, o: { max: number; cap: number; sids: number;
         }
         check(sameSession(h, handles.get(sidHex) ?? h) === sessions.live(handles.get(sidHex) ?? h), 'sameSession agrees with live');
         handles.set(sidHex, h);
+        handleKeys.set(sidHex, m.keys);
       }
     } else if (r < 0.8) {
       // An old handle: live exactly while the model still holds that session.
@@ -150,6 +160,11 @@ function run(t: Test, seed: number, o: { max: number; cap: number; sids: number;
         const m = model.get(sidHex, clock.ms);
         if (live) check(m !== undefined, 'a live handle is held');
         if (!live) check(h.window.check(int(300)) === 'replay', 'a stale handle accepts nothing');
+        if (!live) {
+          // It read its keys while held (as a request's handle does): it still MACs with them.
+          const d = sessions.encode(h, 'PROBE', rid, {});
+          check(verifyDatagram(handleKeys.get(sidHex)!.subarray(32), d), 'a stale handle MACs with the keys it read');
+        }
         if (live && m) same(h, m, 'old handle');
       }
     } else if (r < 0.83) {
@@ -182,6 +197,31 @@ t.test('per-ID cap of 8 (the default) and one', async (t) => {
 
 t.test('a table that grows past its first arrays (indexes rebuilt) and then evicts', async (t) => {
   run(t, 21, { max: 3000, cap: 8, sids: 4000, locators: 2500, ops: 12_000 });
+});
+
+t.test('a handle that never read its keys cannot MAC once its session ended; one that kept them can', async (t) => {
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never });
+  const t2s = Buffer.alloc(32, 3);
+  const s2t = Buffer.alloc(32, 4);
+  const held = sessions.restore(newServerSession({
+    sid: Buffer.alloc(16, 1), locatorId: Buffer.alloc(16, 2), aud: 'locator', exp: Math.floor(Date.now() / 1000) + 600, terminalToServer: t2s, serverToTerminal: s2t,
+  }))!;
+  const bare = sessions.get(held.sidHex)!;
+  const kept = sessions.get(held.sidHex)!;
+  (kept as unknown as { keepKeys(): Uint8Array }).keepKeys();
+  const rid = Buffer.alloc(8, 9);
+  t.ok(verifyDatagram(s2t, sessions.encode(bare, 'PROBE', rid, {})), 'held: MACed from the slot');
+  t.ok(verifyDatagram(s2t, sessions.encode(kept, 'PROBE', rid, {})), 'held: MACed from the copy');
+  t.equal(sessions.dropWhere(() => true), 1);
+  t.throws(() => sessions.encode(bare, 'PROBE', rid, {}), /no longer held/, 'ended, keys never read: refuses, never MACs with what the slot holds next');
+  t.ok(verifyDatagram(s2t, sessions.encode(kept, 'PROBE', rid, {})), 'ended: the kept copy still MACs (a request answered after its session ended)');
+  // The slot taken by another session: the old handle must not MAC with the new keys.
+  sessions.restore(newServerSession({
+    sid: Buffer.alloc(16, 5), locatorId: Buffer.alloc(16, 6), aud: 'locator', exp: Math.floor(Date.now() / 1000) + 600, terminalToServer: Buffer.alloc(32, 7), serverToTerminal: Buffer.alloc(32, 8),
+  }));
+  t.throws(() => sessions.encode(bare, 'PROBE', rid, {}), /no longer held/, 'slot reused: still refused');
+  t.ok(verifyDatagram(s2t, sessions.encode(kept, 'PROBE', rid, {})), 'slot reused: the copy is still its own');
 });
 
 t.test('IDs of another size than the protocol\'s are not held (no slot, no throw)', async (t) => {

@@ -84,4 +84,25 @@ t.test('entries must be a power of two; only 32-byte keys fit', async (t) => {
   t.ok(SessionMacs.fits(randomBytes(32)));
   t.notOk(SessionMacs.fits(randomBytes(16)));
   t.notOk(SessionMacs.fits('x'.repeat(32)));
+  t.ok(SessionMacs.fits(randomBytes(64), 32), 'a key at an offset of bytes holding several');
+  t.notOk(SessionMacs.fits(randomBytes(64), 33), 'not past the end');
+  t.notOk(SessionMacs.fits(randomBytes(64), -1));
+});
+
+t.test('a key read at an offset of a larger array (a table of keys) MACs as the key alone', async (t) => {
+  const macs = new SessionMacs(8);
+  const table = randomBytes(32 * 5);
+  let bad = 0;
+  for (const at of [0, 32, 64, 96, 128, 7]) {
+    const key = table.subarray(at, at + 32);
+    for (const n of [49, 69, 92, 300]) {
+      const d = randomBytes(n);
+      macs.seal(table, d, at);
+      if (!d.subarray(n - TAG_BYTES).equals(reference(key, d))) bad++;
+      if (!macs.verify(table, d, at) || !macs.verify(key, d)) bad++;
+      // The neighbouring key never verifies it.
+      if (macs.verify(table, d, at === 128 ? 96 : at + 32)) bad++;
+    }
+  }
+  t.equal(bad, 0);
 });
