@@ -10,7 +10,9 @@
 // datagram under 56 bytes is then three SHA-256 blocks instead of five.
 //
 // The result is the same bytes as createHmac('sha256', key).update(data).digest() cut to 16
-// (test/wire/hmac-sha256.test.ts checks both against each other on every length it tries).
+// (test/unit/hmac-sha256.test.ts checks both against each other on every length it tries).
+// `sha256` is the plain hash, for the same reason: locatord hashes a view of every presence
+// change (handlers/watch.ts viewOf).
 
 const K = new Int32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -69,6 +71,48 @@ function compress(h: Int32Array, ho: number, b: Uint8Array, off: number): void {
   h[ho + 5] = (h[ho + 5]! + f) | 0;
   h[ho + 6] = (h[ho + 6]! + g) | 0;
   h[ho + 7] = (h[ho + 7]! + hh) | 0;
+}
+
+/** sha256's state and last blocks: it runs to completion, never re-entered (as compress). */
+const SHA_H = new Int32Array(8);
+const SHA_TAIL = new Uint8Array(2 * BLOCK);
+
+/**
+ * SHA-256 of `data` into `out` (32 bytes), as createHash('sha256') computes it, with no native
+ * object per hash and nothing allocated.
+ */
+export function sha256<T extends Uint8Array>(data: Uint8Array, out: T): T {
+  const h = SHA_H;
+  h.set(IV);
+  let off = 0;
+  for (; data.length - off >= BLOCK; off += BLOCK) compress(h, 0, data, off);
+  // The last bytes, 0x80, zeros and the length in bits (64-bit big-endian) in one or two blocks.
+  const t = SHA_TAIL;
+  t.fill(0);
+  const rest = data.length - off;
+  for (let i = 0; i < rest; i++) t[i] = data[off + i]!;
+  t[rest] = 0x80;
+  const end = rest < BLOCK - 8 ? BLOCK : 2 * BLOCK;
+  const bits = data.length * 8;
+  const hi = Math.floor(bits / 0x100000000);
+  t[end - 8] = hi >>> 24;
+  t[end - 7] = hi >>> 16;
+  t[end - 6] = hi >>> 8;
+  t[end - 5] = hi;
+  t[end - 4] = bits >>> 24;
+  t[end - 3] = bits >>> 16;
+  t[end - 2] = bits >>> 8;
+  t[end - 1] = bits;
+  compress(h, 0, t, 0);
+  if (end > BLOCK) compress(h, 0, t, BLOCK);
+  for (let i = 0; i < 8; i++) {
+    const w = h[i]!;
+    out[i * 4] = w >>> 24;
+    out[i * 4 + 1] = w >>> 16;
+    out[i * 4 + 2] = w >>> 8;
+    out[i * 4 + 3] = w;
+  }
+  return out;
 }
 
 /**

@@ -2,11 +2,12 @@
 // goes. The fan-out has just read the watcher's record, so the first copy goes to the address
 // it gives (no second lookup per push: README "Presence at scale"); every retransmission asks
 // the store again, so a watcher that moved meanwhile gets the later copies at its new address.
+import { createHash } from 'node:crypto';
 import t from 'tap';
 import { Logger } from '../../src/common/log.js';
 import { Metrics } from '../../src/common/metrics.js';
 import type { ServerSession, ServerSessions } from '../../src/net/sessions.js';
-import { PresencePushes } from '../../src/locatord/handlers/watch.js';
+import { PresencePushes, viewOf } from '../../src/locatord/handlers/watch.js';
 import type { Address } from '../../src/wire/addr.js';
 import { FakeTimers } from '../net/fixtures/net.js';
 
@@ -59,4 +60,16 @@ t.test('without an address from the fan-out, the first copy looks it up (as befo
   t.same(sent.map((s) => s.to), [{ ip: '127.0.0.1', port: 1000 }]);
   t.same(lookups, [0]);
   pushes.close();
+});
+
+t.test('viewOf: the same 12 characters as before it hashed in JavaScript (views kept in Redis stay comparable)', async (t) => {
+  const old = (nickname: unknown, presence: unknown): string =>
+    createHash('sha256').update(JSON.stringify([nickname ?? null, presence ?? null])).digest('base64').slice(0, 12);
+  const id = new Uint8Array(16).fill(1);
+  t.equal(viewOf({ id, online: false }), '', 'offline');
+  t.equal(viewOf({ id, online: true }), old(undefined, undefined));
+  t.equal(viewOf({ id, online: true, nickname: 'Ünïcode ✓' }), old('Ünïcode ✓', undefined));
+  const presence = { mediaId: 'game-42', lookingForPartner: true, wants: { level: 3, mode: 'co-op' }, status: 'x'.repeat(120) };
+  t.equal(viewOf({ id, online: true, nickname: 'n', presence }), old('n', presence), 'a record longer than a block');
+  t.not(viewOf({ id, online: true, nickname: 'n', presence }), viewOf({ id, online: true, nickname: 'n', presence: { ...presence, status: 'y' } }));
 });

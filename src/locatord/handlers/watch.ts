@@ -21,7 +21,6 @@
 // With --store redis the subscriptions are in Redis, the instance that sees a change fans it
 // out, and the push leaves from the instance the watcher last spoke to (Presence.inst), relayed
 // there like an INTRO (store/relay.ts).
-import { createHash } from 'node:crypto';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
 import type { PushCopy } from '../../net/push.js';
@@ -32,6 +31,7 @@ import type { Address } from '../../wire/addr.js';
 import type { PresenceEntry, PresenceRecord } from '../../wire/catalog.js';
 import { MAX_WATCHES } from '../../wire/catalog.js';
 import { EncodedBody, encodeDatagram } from '../../wire/envelope.js';
+import { sha256 } from '../../wire/hmac-sha256.js';
 import { ErrorCode } from '../../wire/errors.js';
 import type { LocatorContext } from '../context.js';
 import { encodedSize, entryFields, envelopeSize, fillPage } from '../paging.js';
@@ -71,10 +71,16 @@ export function presenceEntryOf(id: Uint8Array, p: Presence | undefined): Presen
   return e;
 }
 
-/** What a watcher was told, compactly ('' = offline): equal views, no push. */
+/**
+ * What a watcher was told, compactly ('' = offline): equal views, no push. The first 12
+ * characters of the base64 of a SHA-256 (72 bits; kept per subscription, in Redis too), hashed in
+ * JavaScript: createHash's native object per change, freed through a weak handle in the
+ * scavenger's pause, was 0.2-1.2 ms of each 2.3-4.5 ms scavenge at 10k changes/s.
+ */
 export function viewOf(e: PresenceEntry): string {
   if (!e.online) return '';
-  return createHash('sha256').update(JSON.stringify([e.nickname ?? null, e.presence ?? null])).digest('base64').slice(0, 12);
+  // 12 base64 characters are the digest's first 9 bytes.
+  return sha256(Buffer.from(JSON.stringify([e.nickname ?? null, e.presence ?? null]), 'utf8'), Buffer.allocUnsafe(32)).toString('base64', 0, 9);
 }
 
 /** One PRESENCE as its watchers are told it: the entry, its view and its body encoded once. */
