@@ -73,6 +73,42 @@ function compress(h: Int32Array, ho: number, b: Uint8Array, off: number): void {
   h[ho + 7] = (h[ho + 7]! + hh) | 0;
 }
 
+/**
+ * The end of a message into the state `h`: data[off, end) (less than a block), 0x80, zeros and
+ * the message's length in bits (`totalBytes`, the blocks hashed before included; 64-bit
+ * big-endian), in one or two blocks of `t` (2 x 64 bytes, overwritten).
+ */
+function finish(h: Int32Array, data: Uint8Array, off: number, end: number, totalBytes: number, t: Uint8Array): void {
+  t.fill(0);
+  const rest = end - off;
+  for (let i = 0; i < rest; i++) t[i] = data[off + i]!;
+  t[rest] = 0x80;
+  const last = rest < BLOCK - 8 ? BLOCK : 2 * BLOCK;
+  const bits = totalBytes * 8;
+  const hi = Math.floor(bits / 0x100000000);
+  t[last - 8] = hi >>> 24;
+  t[last - 7] = hi >>> 16;
+  t[last - 6] = hi >>> 8;
+  t[last - 5] = hi;
+  t[last - 4] = bits >>> 24;
+  t[last - 3] = bits >>> 16;
+  t[last - 2] = bits >>> 8;
+  t[last - 1] = bits;
+  compress(h, 0, t, 0);
+  if (last > BLOCK) compress(h, 0, t, BLOCK);
+}
+
+/** The first `words` words of `h`, big-endian, into `out` at `at`. */
+function putWords(h: Int32Array, words: number, out: Uint8Array, at: number): void {
+  for (let i = 0; i < words; i++) {
+    const w = h[i]!;
+    out[at + i * 4] = w >>> 24;
+    out[at + i * 4 + 1] = w >>> 16;
+    out[at + i * 4 + 2] = w >>> 8;
+    out[at + i * 4 + 3] = w;
+  }
+}
+
 /** sha256's state and last blocks: it runs to completion, never re-entered (as compress). */
 const SHA_H = new Int32Array(8);
 const SHA_TAIL = new Uint8Array(2 * BLOCK);
@@ -86,32 +122,8 @@ export function sha256<T extends Uint8Array>(data: Uint8Array, out: T): T {
   h.set(IV);
   let off = 0;
   for (; data.length - off >= BLOCK; off += BLOCK) compress(h, 0, data, off);
-  // The last bytes, 0x80, zeros and the length in bits (64-bit big-endian) in one or two blocks.
-  const t = SHA_TAIL;
-  t.fill(0);
-  const rest = data.length - off;
-  for (let i = 0; i < rest; i++) t[i] = data[off + i]!;
-  t[rest] = 0x80;
-  const end = rest < BLOCK - 8 ? BLOCK : 2 * BLOCK;
-  const bits = data.length * 8;
-  const hi = Math.floor(bits / 0x100000000);
-  t[end - 8] = hi >>> 24;
-  t[end - 7] = hi >>> 16;
-  t[end - 6] = hi >>> 8;
-  t[end - 5] = hi;
-  t[end - 4] = bits >>> 24;
-  t[end - 3] = bits >>> 16;
-  t[end - 2] = bits >>> 8;
-  t[end - 1] = bits;
-  compress(h, 0, t, 0);
-  if (end > BLOCK) compress(h, 0, t, BLOCK);
-  for (let i = 0; i < 8; i++) {
-    const w = h[i]!;
-    out[i * 4] = w >>> 24;
-    out[i * 4 + 1] = w >>> 16;
-    out[i * 4 + 2] = w >>> 8;
-    out[i * 4 + 3] = w;
-  }
+  finish(h, data, off, data.length, data.length, SHA_TAIL);
+  putWords(h, 8, out, 0);
   return out;
 }
 
@@ -132,6 +144,8 @@ export class SessionMacs {
   private readonly h = new Int32Array(8);
   /** The last one or two blocks of a message, padded; then the outer block. */
   private readonly tail = new Uint8Array(2 * BLOCK);
+  /** The inner hash's digest, the outer hash's message. */
+  private readonly inner = new Uint8Array(32);
   /** Pads computed (a key not cached): a hit rate for whoever sizes `entries`. */
   misses = 0;
 
@@ -182,52 +196,22 @@ export class SessionMacs {
     const po = this.padsOf(key, at);
     const h = this.h;
     const pads = this.pads;
+    // Inner hash: from the ipad block's state (cached), the message (its length counts the ipad block).
     for (let i = 0; i < 8; i++) h[i] = pads[po + i]!;
     let off = 0;
     for (; length - off >= BLOCK; off += BLOCK) compress(h, 0, data, off);
-    // The message's last bytes, 0x80, zeros and its bit length (the ipad block included).
-    const t = this.tail;
-    t.fill(0);
-    const rest = length - off;
-    for (let i = 0; i < rest; i++) t[i] = data[off + i]!;
-    t[rest] = 0x80;
-    const end = rest < BLOCK - 8 ? BLOCK : 2 * BLOCK;
-    const bits = (BLOCK + length) * 8;
-    // Datagrams are far below 2^29 bytes: the length's upper 32 bits stay 0.
-    t[end - 4] = bits >>> 24;
-    t[end - 3] = bits >>> 16;
-    t[end - 2] = bits >>> 8;
-    t[end - 1] = bits;
-    compress(h, 0, t, 0);
-    if (end > BLOCK) compress(h, 0, t, BLOCK);
-    // Outer hash: the opad block (cached) then the inner digest, one block.
-    t.fill(0, 0, BLOCK);
-    for (let i = 0; i < 8; i++) {
-      const w = h[i]!;
-      t[i * 4] = w >>> 24;
-      t[i * 4 + 1] = w >>> 16;
-      t[i * 4 + 2] = w >>> 8;
-      t[i * 4 + 3] = w;
-    }
-    t[32] = 0x80;
-    t[62] = ((BLOCK + 32) * 8) >>> 8;
-    t[63] = ((BLOCK + 32) * 8) & 0xff;
+    finish(h, data, off, length, BLOCK + length, this.tail);
+    // Outer hash: from the opad block's state (cached), the inner digest, one block.
+    putWords(h, 8, this.inner, 0);
     for (let i = 0; i < 8; i++) h[i] = pads[po + 8 + i]!;
-    compress(h, 0, t, 0);
+    finish(h, this.inner, 0, 32, BLOCK + 32, this.tail);
   }
 
   /** Write the MAC of `datagram` (all of it but its last 16 bytes) into those 16 bytes. */
   seal(key: Uint8Array, datagram: Uint8Array, keyAt = 0): void {
     const end = datagram.length - TAG_BYTES;
     this.compute(key, keyAt, datagram, end);
-    const h = this.h;
-    for (let i = 0; i < 4; i++) {
-      const w = h[i]!;
-      datagram[end + i * 4] = w >>> 24;
-      datagram[end + i * 4 + 1] = w >>> 16;
-      datagram[end + i * 4 + 2] = w >>> 8;
-      datagram[end + i * 4 + 3] = w;
-    }
+    putWords(this.h, 4, datagram, end);
   }
 
   /** Whether the last 16 bytes of `datagram` are the MAC of the rest (every byte compared: no early exit). */
