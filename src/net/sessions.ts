@@ -123,6 +123,11 @@ interface MacKeys {
   macKeysAt(): number;
 }
 
+/** Our own session records and handles have their keys as bytes (MacKeys); any other session object only `keys`. */
+function hasMacKeys(s: ServerSession): s is ServerSession & MacKeys {
+  return s instanceof HeldSession || s instanceof SessionRecord;
+}
+
 /** The one constructor of session records (see SessionRecord): copies what it keeps. */
 export function newServerSession(f: ConstructorParameters<typeof SessionRecord>[0]): ServerSession {
   return new SessionRecord(f);
@@ -856,11 +861,10 @@ export class ServerSessions {
     }
     // A request's own handle keeps a copy of the keys (HeldSession.keepKeys): its answer is
     // MACed even if the session ends while the request waits (a store, the shared window).
-    const verified = session instanceof HeldSession
-      ? verifyDatagram(session.keepKeys(), raw, this.macs)
-      : session instanceof SessionRecord
-        ? verifyDatagram(session.macKeys(), raw, this.macs, session.macKeysAt())
-        : verifyDatagram(session.keys.terminalToServer, raw, this.macs);
+    if (session instanceof HeldSession) session.keepKeys();
+    const verified = hasMacKeys(session)
+      ? verifyDatagram(session.macKeys(), raw, this.macs, session.macKeysAt())
+      : verifyDatagram(session.keys.terminalToServer, raw, this.macs);
     if (!verified) return { ok: false, code: ErrorCode.BAD_MAC, reason: 'MAC does not verify' };
     return { ok: true, session, fresh };
   }
@@ -911,8 +915,9 @@ export class ServerSessions {
   encode<N extends MessageName>(session: ServerSession, name: N, rid: Uint8Array, body: Bodies[N] | EncodedBody<N>): Buffer {
     session.txSeq = this.opts.remote ? Math.max(session.txSeq + 1, this.clockUs()) : session.txSeq + 1;
     const datagram = encodeDatagram(name, rid, body, { sid: session.sid, seq: session.txSeq });
-    if (session instanceof HeldSession || session instanceof SessionRecord) return sealDatagram(session.macKeys(), datagram, this.macs, session.macKeysAt() + KEY_BYTES);
-    return sealDatagram(session.keys.serverToTerminal, datagram, this.macs);
+    return hasMacKeys(session)
+      ? sealDatagram(session.macKeys(), datagram, this.macs, session.macKeysAt() + KEY_BYTES)
+      : sealDatagram(session.keys.serverToTerminal, datagram, this.macs);
   }
 
   /** Drop sessions of tickets whose signing key is no longer trusted, or by predicate. */
