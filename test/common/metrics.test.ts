@@ -155,3 +155,23 @@ t.test('workerRestartDelayMs: 1 s after a worker that ran, doubling while replac
   t.equal(workerRestartDelayMs(10_000, 60_000), 1000, 'a worker that ran 10 s resets the wait');
   t.end();
 });
+
+t.test('seriesByPair: two varying labels, the same series and exposition as inc()', async (t) => {
+  const m = new Metrics();
+  m.counter('queries_total', 'Queries answered');
+  const byPair = m.seriesByPair('queries_total', 'type', 'result');
+  t.equal(m.seriesByPair('queries_total', 'type', 'result'), byPair, 'the same lookup for the same labels');
+  t.not(m.seriesByPair('queries_total', 'result', 'type'), byPair, 'labels in another order, another lookup');
+  t.equal(byPair('QUERY_ADDR', 'ok'), m.series('queries_total', { result: 'ok', type: 'QUERY_ADDR' }), 'the handle series() gives');
+  t.not(byPair('QUERY_ADDR', 'ok'), byPair('QUERY_ADDR', 'rate-limited'), 'the second value tells series apart');
+  t.not(byPair('QUERY_ADDR', 'ok'), byPair('WATCH', 'ok'), 'the first value tells series apart');
+  byPair('QUERY_ADDR', 'ok').inc();
+  byPair('QUERY_ADDR', 'ok').inc(4);
+  byPair('WATCH', 'rate-limited').inc();
+  m.inc('queries_total', { type: 'WATCH', result: 'rate-limited' });
+  const viaInc = new Metrics();
+  viaInc.counter('queries_total', 'Queries answered');
+  viaInc.inc('queries_total', { type: 'QUERY_ADDR', result: 'ok' }, 5);
+  viaInc.inc('queries_total', { type: 'WATCH', result: 'rate-limited' }, 2);
+  t.equal(m.render(), viaInc.render(), 'the exposition is what inc() would have made');
+});

@@ -86,14 +86,17 @@ export function chargeQueryPage(
   online: readonly boolean[],
 ): Refusal | null {
   const refused = chargeLookups(c, sourceIp, asker.locatorHex, online.length);
+  const queries = c.metrics.seriesByPair('queries_total', 'type', 'result');
   if (refused) {
-    c.metrics.inc('queries_total', { type, result: 'rate-limited' });
+    queries(type, 'rate-limited').inc();
     return refused;
   }
-  const found = online.filter(Boolean).length;
-  c.metrics.inc('queries_total', { type, result: 'ok' });
-  c.metrics.inc('query_ids_total', { type, result: 'online' }, found);
-  c.metrics.inc('query_ids_total', { type, result: 'offline' }, online.length - found);
+  let found = 0;
+  for (const o of online) if (o) found++;
+  const ids = c.metrics.seriesByPair('query_ids_total', 'type', 'result');
+  queries(type, 'ok').inc();
+  ids(type, 'online').inc(found);
+  ids(type, 'offline').inc(online.length - found);
   return null;
 }
 
