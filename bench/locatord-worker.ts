@@ -4,7 +4,9 @@
 //     or to the echo baseline, and reports how many were answered (tickets name the socket's
 //     address, as authd's do, so locatord validates it when the session opens; an ADDR_CHALLENGE,
 //     from an instance that did not open the session, is answered and the request sent again);
-//   - echo: a bare node:dgram echo server (the baseline: same sockets, same datagrams, no work);
+//   - echo: a bare node:dgram echo server (the baseline: same sockets, same datagrams, no work),
+//     or one that also spends a fixed amount of pure CPU on each datagram (`workUs`: what the
+//     machine's UDP path costs a server that works as long as a daemon would);
 //   - table: the in-process table at 1M entries, for memory per terminal and sweep time;
 //   - terminals: whole-process memory per terminal with its session (restore path)
 //     (run with --expose-gc);
@@ -50,7 +52,8 @@ export type WorkerCommand =
     /** QUERY_ADDR asks for terminals 0..registered-1 of buildTerminals (restoredLocatorId), at random, instead of this worker's own. */
     registered?: number;
   }
-  | { cmd: 'echo'; replyBytes?: number }
+  /** An echo server; with `workUs`, it also spends that much pure CPU (no memory) on each datagram before answering. */
+  | { cmd: 'echo'; replyBytes?: number; workUs?: number }
   | { cmd: 'ceiling'; target: Address; bytes: number; window: number; seconds: number }
   | { cmd: 'table'; entries: number; nickname: boolean }
   | { cmd: 'terminals'; entries: number }
@@ -373,13 +376,47 @@ class LoadGenerator {
   }
 }
 
-async function echo(replyBytes?: number): Promise<void> {
+async function echo(replyBytes?: number, workUs = 0): Promise<void> {
   const s = dgram.createSocket('udp4');
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
   s.setRecvBufferSize(8 << 20);
   const reply = replyBytes === undefined ? undefined : Buffer.alloc(replyBytes, 0x5a);
-  s.on('message', (m, r) => s.send(reply ?? m, r.port, r.address));
+  if (workUs > 0) {
+    const rounds = Math.max(1, Math.round(workUs * spinRoundsPerUs()));
+    s.on('message', (m, r) => {
+      spinSink ^= spin(rounds);
+      s.send(reply ?? m, r.port, r.address);
+    });
+  } else s.on('message', (m, r) => s.send(reply ?? m, r.port, r.address));
   send({ port: s.address().port });
+}
+
+/** Pure CPU work, no memory: `rounds` steps of xorshift32 (its result kept, so it is not optimised away). */
+function spin(rounds: number): number {
+  let x = 0x2545f491;
+  for (let i = 0; i < rounds; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+  }
+  return x;
+}
+let spinSink = 0;
+
+/** spin() rounds per microsecond of this process's CPU, measured over ~200 ms (after a warm-up). */
+function spinRoundsPerUs(): number {
+  spinSink ^= spin(1e6);
+  const rounds = 1e6;
+  let done = 0;
+  const c0 = process.cpuUsage();
+  let used = 0;
+  while (used < 200_000) {
+    spinSink ^= spin(rounds);
+    done += rounds;
+    const c = process.cpuUsage(c0);
+    used = c.user + c.system;
+  }
+  return done / used;
 }
 
 /**
@@ -620,7 +657,7 @@ process.on('message', (m: WorkerCommand) => {
         send(await gen!.run(m));
         break;
       case 'echo':
-        await echo(m.replyBytes);
+        await echo(m.replyBytes, m.workUs);
         break;
       case 'ceiling':
         send(await ceiling(m));

@@ -41,6 +41,12 @@ export interface ThroughputOptions {
   extraArgs?: string[];
   /** Profile locatord's CPU into this directory (node --cpu-prof; written as it stops). */
   cpuProfDir?: string;
+  /**
+   * Also drive echo servers that spend this many microseconds of pure CPU on each REFRESH-sized
+   * datagram (none by default; the locatord section of `devloc bench` asks for [6, 12]): how the UDP path's cost per datagram grows with the
+   * server's own work, i.e. what "x echo" allows a daemon.
+   */
+  echoWorkUs?: number[];
 }
 
 export interface ThroughputResult {
@@ -69,6 +75,12 @@ export interface ThroughputResult {
   /** locatord's CPU per datagram in echo server CPUs per datagram, same run (target: REFRESH <= 2, QUERY_ADDR(1) <= 2.5). */
   refreshCpuXEcho: number;
   queryCpuXEcho: number;
+  /**
+   * Echo servers doing `workUs` of pure CPU per REFRESH-sized datagram: their CPU per datagram in
+   * bare-echo CPUs per datagram (`cpuXEcho`), and the part of it beyond the work itself, in us
+   * (`ioUs`; the bare echo's whole cost is `ioUs` at workUs 0).
+   */
+  echoWithWork: { workUs: number; cpuXEcho: number; ioUs: number }[];
   lost: number;
 }
 
@@ -188,6 +200,20 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
     const [echoRefresh, echoRefreshPerCpuS] = await perCpuS({ cmd: 'run', kind: 'REFRESH', target: echoTarget, seconds, window, idsPerQuery }, [echo.proc.pid!]);
     const [echoQuery, echoQueryPerCpuS] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery }, [echo.proc.pid!]);
     const xEcho = (own: number, echoes: number): number => (own > 0 && echoes > 0 ? Math.round((echoes / own) * 100) / 100 : 0);
+    // A server that works longer per datagram leaves its clients waiting (asleep) longer, and each
+    // answer then pays for waking one: the UDP path costs more per datagram than the bare echo's
+    // (README, "CPU per request"). Echo servers that spin a known CPU time show by how much.
+    const echoWithWork: ThroughputResult['echoWithWork'] = [];
+    for (const workUs of o.echoWorkUs ?? []) {
+      const busy = forkWorker();
+      children.push(busy.proc);
+      const port = (await busy.ask<{ port: number }>({ cmd: 'echo', workUs })).port;
+      const [, perCpuSWorking] = await perCpuS({ cmd: 'run', kind: 'REFRESH', target: { ip: '127.0.0.1', port }, seconds, window, idsPerQuery }, [busy.proc.pid!]);
+      busy.proc.kill('SIGKILL');
+      if (perCpuSWorking > 0 && echoRefreshPerCpuS > 0) {
+        echoWithWork.push({ workUs, cpuXEcho: xEcho(perCpuSWorking, echoRefreshPerCpuS), ioUs: Math.round((1e6 / perCpuSWorking - workUs) * 100) / 100 });
+      }
+    }
     const refreshPerS = perS(refresh);
     const queryPerS = perS(query);
     const echoRefreshSizedPerS = perS(echoRefresh);
@@ -201,6 +227,7 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
       queryRatio: Math.round((queryPerS / echoQuerySizedPerS) * 100) / 100,
       refreshPerCpuS, queryPerCpuS, echoRefreshPerCpuS, echoQueryPerCpuS,
       refreshCpuXEcho: xEcho(refreshPerCpuS, echoRefreshPerCpuS), queryCpuXEcho: xEcho(queryPerCpuS, echoQueryPerCpuS),
+      echoWithWork,
       lost: [...reg, ...refresh, ...query].reduce((a, r) => a + r.lost, 0),
     };
   } finally {
