@@ -12,7 +12,8 @@
 // The result is the same bytes as createHmac('sha256', key).update(data).digest() cut to 16
 // (test/unit/hmac-sha256.test.ts checks both against each other on every length it tries).
 // `sha256` is the plain hash, for the same reason: locatord hashes a view of every presence
-// change (handlers/watch.ts viewOf).
+// change (handlers/watch.ts viewOf). `KeyedHmac` is the same HMAC under one fixed key of any
+// length, whole or cut: locatord's tags of its Redis records and relay messages.
 
 const K = new Int32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -128,6 +129,63 @@ export function sha256<T extends Uint8Array>(data: Uint8Array, out: T): T {
 }
 
 /**
+ * HMAC's two padded-key blocks (RFC 2104: the key, `keyLength` <= 64 bytes at `at` of `key`,
+ * zero-padded to a block, XOR 0x36 and 0x5c) hashed from the IV: the inner state into
+ * pads[po, po + 8), the outer into pads[po + 8, po + 16). `block` (>= 64 bytes) is scratch.
+ */
+function hashPads(key: Uint8Array, at: number, keyLength: number, pads: Int32Array, po: number, block: Uint8Array): void {
+  for (let i = 0; i < 8; i++) {
+    pads[po + i] = IV[i]!;
+    pads[po + 8 + i] = IV[i]!;
+  }
+  for (let i = 0; i < BLOCK; i++) block[i] = (i < keyLength ? key[at + i]! : 0) ^ 0x36;
+  compress(pads, po, block, 0);
+  for (let i = 0; i < BLOCK; i++) block[i] = (i < keyLength ? key[at + i]! : 0) ^ 0x5c;
+  compress(pads, po + 8, block, 0);
+}
+
+/**
+ * HMAC-SHA-256 of data[0, length) from hashed pads (hashPads at `po` of `pads`): the digest's
+ * 8 words in `h`. `tail` (128 bytes) and `inner` (32 bytes) are scratch.
+ */
+function macFromPads(pads: Int32Array, po: number, data: Uint8Array, length: number, h: Int32Array, tail: Uint8Array, inner: Uint8Array): void {
+  // Inner hash: from the ipad block's state, the message (its length counts the ipad block).
+  for (let i = 0; i < 8; i++) h[i] = pads[po + i]!;
+  let off = 0;
+  for (; length - off >= BLOCK; off += BLOCK) compress(h, 0, data, off);
+  finish(h, data, off, length, BLOCK + length, tail);
+  // Outer hash: from the opad block's state, the inner digest, one block.
+  putWords(h, 8, inner, 0);
+  for (let i = 0; i < 8; i++) h[i] = pads[po + 8 + i]!;
+  finish(h, inner, 0, 32, BLOCK + 32, tail);
+}
+
+/**
+ * HMAC-SHA-256 under one fixed key (of any length), its padded-key blocks hashed once: for a
+ * key used for every MAC a process makes (locatord's record key for Redis records and relay
+ * messages), with no native object per MAC. Not re-entrant: every method runs to completion.
+ */
+export class KeyedHmac {
+  private readonly pads = new Int32Array(16);
+  private readonly h = new Int32Array(8);
+  private readonly tail = new Uint8Array(2 * BLOCK);
+  private readonly inner = new Uint8Array(32);
+
+  constructor(key: Uint8Array) {
+    // RFC 2104: a key longer than a block is replaced by its hash.
+    const k = key.length > BLOCK ? sha256(key, new Uint8Array(32)) : key;
+    hashPads(k, 0, k.length, this.pads, 0, this.tail);
+  }
+
+  /** The first `bytes` (a multiple of 4, <= 32) bytes of HMAC-SHA-256(key, data[0, length)) into `out` at `at`. */
+  digestInto(data: Uint8Array, length: number, out: Uint8Array, at: number, bytes = 32): void {
+    if (bytes % 4 !== 0 || bytes < 0 || bytes > 32) throw new RangeError('bytes must be a multiple of 4, at most 32');
+    macFromPads(this.pads, 0, data, length, this.h, this.tail, this.inner);
+    putWords(this.h, bytes >>> 2, out, at);
+  }
+}
+
+/**
  * HMAC-SHA-256 under 32-byte keys, truncated to 16 bytes, with the hashed pads of up to
  * `entries` keys kept (a power of two; slot = the key's first bytes, which are uniformly random
  * for HKDF output; a key of another slot's owner evicts it). Memory: 96 bytes per entry,
@@ -176,16 +234,7 @@ export class SessionMacs {
       if (diff === 0) return po;
     }
     this.misses++;
-    const block = this.tail;
-    const pads = this.pads;
-    for (let i = 0; i < 8; i++) {
-      pads[po + i] = IV[i]!;
-      pads[po + 8 + i] = IV[i]!;
-    }
-    for (let i = 0; i < BLOCK; i++) block[i] = (i < KEY_BYTES ? key[at + i]! : 0) ^ 0x36;
-    compress(pads, po, block, 0);
-    for (let i = 0; i < BLOCK; i++) block[i] = (i < KEY_BYTES ? key[at + i]! : 0) ^ 0x5c;
-    compress(pads, po + 8, block, 0);
+    hashPads(key, at, KEY_BYTES, this.pads, po, this.tail);
     for (let i = 0; i < KEY_BYTES; i++) keys[ko + i] = key[at + i]!;
     this.used[slot] = 1;
     return po;
@@ -193,18 +242,7 @@ export class SessionMacs {
 
   /** The first 4 words of HMAC-SHA-256(key, data[0, length)) in this.h[0..3]. */
   private compute(key: Uint8Array, at: number, data: Uint8Array, length: number): void {
-    const po = this.padsOf(key, at);
-    const h = this.h;
-    const pads = this.pads;
-    // Inner hash: from the ipad block's state (cached), the message (its length counts the ipad block).
-    for (let i = 0; i < 8; i++) h[i] = pads[po + i]!;
-    let off = 0;
-    for (; length - off >= BLOCK; off += BLOCK) compress(h, 0, data, off);
-    finish(h, data, off, length, BLOCK + length, this.tail);
-    // Outer hash: from the opad block's state (cached), the inner digest, one block.
-    putWords(h, 8, this.inner, 0);
-    for (let i = 0; i < 8; i++) h[i] = pads[po + 8 + i]!;
-    finish(h, this.inner, 0, 32, BLOCK + 32, this.tail);
+    macFromPads(this.pads, this.padsOf(key, at), data, length, this.h, this.tail, this.inner);
   }
 
   /** Write the MAC of `datagram` (all of it but its last 16 bytes) into those 16 bytes. */

@@ -3,7 +3,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import t from 'tap';
-import { SessionMacs, sha256, TAG_BYTES } from '../../src/wire/hmac-sha256.js';
+import { KeyedHmac, SessionMacs, sha256, TAG_BYTES } from '../../src/wire/hmac-sha256.js';
 
 const reference = (key: Uint8Array, datagram: Uint8Array): Buffer =>
   createHmac('sha256', key).update(datagram.subarray(0, datagram.length - TAG_BYTES)).digest().subarray(0, TAG_BYTES);
@@ -119,4 +119,25 @@ t.test('sha256 is createHash(\'sha256\'): every length from 0 to 300 bytes, and 
   const a = sha256(Buffer.from('devloc'), Buffer.alloc(32));
   const b = sha256(Buffer.from('devloc'), Buffer.alloc(32));
   t.ok(a.equals(createHash('sha256').update('devloc').digest()) && a.equals(b));
+});
+
+t.test('KeyedHmac: what createHmac computes, for keys of 0-100 bytes (longer than a block: hashed) and messages of 0-300', async (t) => {
+  let bad = 0;
+  let cases = 0;
+  for (const keyLength of [0, 1, 16, 31, 32, 33, 55, 63, 64, 65, 100]) {
+    const key = randomBytes(keyLength);
+    const mac = new KeyedHmac(key);
+    for (let n = 0; n <= 300; n += n < 140 ? 1 : 7) {
+      const data = randomBytes(n + 5);
+      const want = createHmac('sha256', key).update(data.subarray(0, n)).digest();
+      const whole = Buffer.alloc(40, 0xee);
+      mac.digestInto(data, n, whole, 4);
+      const cut = Buffer.alloc(16);
+      mac.digestInto(data, n, cut, 0, 16);
+      if (!whole.subarray(4, 36).equals(want) || whole[3] !== 0xee || whole[36] !== 0xee || !cut.equals(want.subarray(0, 16))) bad++;
+      cases++;
+    }
+  }
+  t.equal(bad, 0, `${cases} cases, none differs (nothing written outside the asked bytes)`);
+  t.throws(() => new KeyedHmac(Buffer.alloc(32)).digestInto(Buffer.alloc(1), 1, Buffer.alloc(32), 0, 10), RangeError, 'a length that is not whole words');
 });

@@ -25,11 +25,12 @@
 // Bounded: at most `maxOutstanding` requests waiting for an answer (beyond: busy), each at most
 // `timeoutMs` (then: unreachable, e.g. the owner stopped); the owner admits pushes with its
 // usual per-target limits (Introductions.admit).
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
 import { decodeStrict, encodeCbor } from '../../wire/cbor.js';
+import { keyedHmac } from './codec.js';
 import type { RedisClient, RedisSubscription } from './redis-client.js';
 
 export type RelayResult = 'ok' | 'busy' | 'gone' | 'unreachable';
@@ -129,7 +130,10 @@ export class IntroRelay {
   }
 
   private seal(body: Buffer): Buffer {
-    return Buffer.concat([createHmac('sha256', this.o.key).update(body).digest().subarray(0, TAG_BYTES), body]);
+    const m = Buffer.allocUnsafe(TAG_BYTES + body.length);
+    keyedHmac(this.o.key).digestInto(body, body.length, m, 0, TAG_BYTES);
+    body.copy(m, TAG_BYTES);
+    return m;
   }
 
   private send(to: string, kind: number, id: Buffer, a: Buffer | number, b: Buffer | null): Promise<unknown> {
@@ -170,7 +174,8 @@ export class IntroRelay {
   private receive(m: Buffer): void {
     if (m.length <= TAG_BYTES) return this.refuse('short');
     const body = m.subarray(TAG_BYTES);
-    const tag = createHmac('sha256', this.o.key).update(body).digest().subarray(0, TAG_BYTES);
+    const tag = Buffer.allocUnsafe(TAG_BYTES);
+    keyedHmac(this.o.key).digestInto(body, body.length, tag, 0, TAG_BYTES);
     if (!timingSafeEqual(tag, m.subarray(0, TAG_BYTES))) return this.refuse('bad tag');
     const d = decodeStrict(body);
     if (!d.ok || !Array.isArray(d.value)) return this.refuse('malformed');
