@@ -188,13 +188,14 @@ export function decodePresence(b: Buffer): Presence | undefined {
   const [v, a, bits, sid, seq, regMs, expMs, nick, extra, inst] = d.value;
   const addr = addrIn(a);
   if (v !== VERSION || !addr || typeof bits !== 'number' || !(sid instanceof Uint8Array) || typeof seq !== 'number' || typeof regMs !== 'number' || typeof expMs !== 'number') return undefined;
-  const p: Presence = { addr, netMode: bits & 7, visibility: (bits >> 3) & 1, sidHex: Buffer.from(sid).toString('hex'), seq, regMs, expMs };
-  if (bits & (1 << 4)) p.reachable = true;
-  if (typeof nick === 'string') p.nickname = nick;
-  const x = extraIn(extra);
-  if (x) p.extra = x;
-  if (inst instanceof Uint8Array && inst.length > 0) p.inst = Buffer.from(inst).toString('hex');
-  return p;
+  // Every field set (undefined when absent), in the order of the embedded store's records: one
+  // object shape, so that a handler's `{ ...cur, ... }` copies it on V8's fast path (a shape per
+  // combination of optional fields made it ~4.6% of a REFRESH on Redis, CPU profile 2026-12-05).
+  return {
+    addr, netMode: bits & 7, visibility: (bits >> 3) & 1, sidHex: Buffer.from(sid.buffer, sid.byteOffset, sid.length).toString('hex'), seq, regMs, expMs,
+    nickname: typeof nick === 'string' ? nick : undefined, extra: extraIn(extra), reachable: bits & (1 << 4) ? true : undefined,
+    inst: inst instanceof Uint8Array && inst.length > 0 ? Buffer.from(inst.buffer, inst.byteOffset, inst.length).toString('hex') : undefined,
+  };
 }
 
 export function encodeSession(s: StoredSession, sealKey: Buffer): Buffer {
