@@ -11,9 +11,8 @@ import { ClientSession } from '../src/net/clientsession.js';
 import { buildAuthRequestWith, sealAuthGrant } from '../src/wire/auth.js';
 import type { AuthGrant, MessageName } from '../src/wire/catalog.js';
 import { authGrantFields, catalog, MessageType } from '../src/wire/catalog.js';
-import { encodeCbor } from '../src/wire/cbor.js';
 import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
-import { encodeFields } from '../src/wire/schema.js';
+import { encodeBody } from '../src/wire/schema.js';
 import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, privateKeyObject, publicKeyObject, publicOf, publicToJson } from '../src/wire/keys.js';
 import type { SealKeys } from '../src/wire/seal.js';
 import { deriveSealKeys, openBytes } from '../src/wire/seal.js';
@@ -243,7 +242,7 @@ function generatedWorld(): World {
   const grant: AuthGrant = { locatorId, tickets: [{ aud: 'locatord', ticket, serviceKey: service.public, exp: input.exp }], nonce };
   const sealedGrant = sealAuthGrant(sealKeys, rid, grant);
   // The plaintexts, for the targets that mutate them and seal them again.
-  const grantPlain = encodeCbor(encodeFields(authGrantFields, grant as unknown as Record<string, unknown>));
+  const grantPlain = encodeBody(authGrantFields, grant as unknown as Record<string, unknown>);
   const req = decodeDatagram(built.datagram);
   const innerPlain = req.ok && req.msg.name === 'AUTH_REQUEST'
     ? openBytes(sealKeys.request, req.msg.body.sealed, Buffer.concat([rid, kid, eph.public]))

@@ -3,11 +3,10 @@
 // so no page is ever encoded twice.
 import type { Bodies, MessageName } from '../wire/catalog.js';
 import { MessageType, specOf } from '../wire/catalog.js';
-import { encodeCbor } from '../wire/cbor.js';
 import { MAX_DATAGRAM, SESSION_ID_BYTES } from '../wire/constants.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import type { Field } from '../wire/schema.js';
-import { encodeFields } from '../wire/schema.js';
+import { encodeBody } from '../wire/schema.js';
 
 /** The fields of the struct entries in `name`'s first (array) field. */
 export function entryFields(name: MessageName): readonly Field[] {
@@ -17,7 +16,7 @@ export function entryFields(name: MessageName): readonly Field[] {
 }
 
 export function encodedSize(fields: readonly Field[], entry: object): number {
-  return encodeCbor(encodeFields(fields, entry as Record<string, unknown>)).length;
+  return encodeBody(fields, entry as Record<string, unknown>).length;
 }
 
 /**

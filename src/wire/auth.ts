@@ -19,7 +19,7 @@ import { encodeDatagram } from './envelope.js';
 import { ErrorCode } from './errors.js';
 import type { RawPair } from './keys.js';
 import { ed25519Sign, ed25519Verify, generatePair, privateKeyObject, rawPublicKey } from './keys.js';
-import { decodeFields, encodeFields } from './schema.js';
+import { decodeFields, encodeBody } from './schema.js';
 import type { SealKeys } from './seal.js';
 import { deriveSealKeys, NONCE_BYTES, openBytes, sealBytes } from './seal.js';
 
@@ -67,7 +67,7 @@ export function buildAuthRequestWith(i: AuthRequestInput, eph: RawPair, nonceByt
   const nonce = Buffer.from(nonceBytes);
   const unsigned = { deviceId: i.deviceId, timeMs: i.timeMs, nonce, audiences: i.audiences, cnf: i.cnf };
   const signature = ed25519Sign(i.deviceKey, proofInput(i.authdSealPublic, eph.public, unsigned));
-  const inner = encodeCbor(encodeFields(authInnerFields, { ...unsigned, signature }));
+  const inner = encodeBody(authInnerFields, { ...unsigned, signature });
   const sealed = sealBytes(keys.request, inner, ridAad(i.rid, i.authdKid, eph.public));
   const body = { authdKey: i.authdKid, ephemeral: eph.public, sealed, ...(i.cookie ? { cookie: i.cookie } : {}) };
   const bare = encodeDatagram('AUTH_REQUEST', i.rid, body);
@@ -132,7 +132,7 @@ export function openAuthRequest(
 
 /** authd side: nonce(12) || ChaCha20-Poly1305(response key, nonce, grant, AAD = request ID). */
 export function sealAuthGrant(keys: SealKeys, rid: Uint8Array, grant: AuthGrant, nonce: Uint8Array = randomBytes(NONCE_BYTES)): Buffer {
-  const plain = encodeCbor(encodeFields(authGrantFields, grant as unknown as Record<string, unknown>));
+  const plain = encodeBody(authGrantFields, grant as unknown as Record<string, unknown>);
   return Buffer.concat([nonce, sealBytes(keys.response, plain, rid, nonce)]);
 }
 

@@ -296,12 +296,34 @@ export function encodeArrayAround(before: readonly CborValue[], encoded: Uint8Ar
   pos = 0;
   writeHead(4, before.length + 1 + after.length);
   for (const v of before) writeValue(v);
-  reserve(encoded.length);
-  scratch.set(encoded, pos);
-  pos += encoded.length;
+  cborOut.raw(encoded);
   for (const v of after) writeValue(v);
-  return Buffer.from(scratch.subarray(0, pos));
+  return cborOut.take();
 }
+
+/**
+ * The encoder's output for writers that walk their own structure (schema.ts writes a message
+ * body field by field, with no Map built per body): `start`, the items, then `take` the bytes
+ * (a copy). Synchronous and not re-entrant, as encodeCbor: nothing may encode in between.
+ */
+export const cborOut = {
+  start(): void {
+    pos = 0;
+  },
+  /** A major type's head: an unsigned int (major 0), an array (4) or map (5) of `n` items. */
+  head: writeHead,
+  /** Any value of the subset (as encodeCbor writes it; TypeError outside it). */
+  value: writeValue,
+  /** Bytes already encoded, as they are. */
+  raw(b: Uint8Array): void {
+    reserve(b.length);
+    scratch.set(b, pos);
+    pos += b.length;
+  },
+  take(): Buffer {
+    return Buffer.from(scratch.subarray(0, pos));
+  },
+};
 
 /** Deterministic encoding of any value: sorts every map's keys first. */
 export function encodeCanonical(value: CborValue): Buffer {

@@ -8,10 +8,10 @@
 import type { Bodies, MessageName } from './catalog.js';
 import { MessageType, specOf } from './catalog.js';
 import type { CborValue } from './cbor.js';
-import { decodeStrict, encodeArrayAround, encodeCbor } from './cbor.js';
+import { cborOut, decodeStrict, encodeArrayAround } from './cbor.js';
 import { MAC_BYTES, MAX_DATAGRAM, MAX_DEPTH, MAX_ITEMS, PROTOCOL_VERSION, REQUEST_ID_BYTES, SESSION_ID_BYTES } from './constants.js';
 import { ErrorCode } from './errors.js';
-import { decodeFields, encodeFields } from './schema.js';
+import { decodeFields, encodeBody, writeFields } from './schema.js';
 
 export interface SessionAuth {
   /** Session ID: the ticket's cti. */
@@ -110,7 +110,7 @@ export class EncodedBody<N extends MessageName = MessageName> {
   private constructor(readonly name: N, readonly bytes: Buffer) {}
 
   static of<N extends MessageName>(name: N, body: Bodies[N]): EncodedBody<N> {
-    return new EncodedBody(name, encodeCbor(encodeFields(specOf(MessageType[name])!.fields, body as Record<string, unknown>)));
+    return new EncodedBody(name, encodeBody(specOf(MessageType[name])!.fields, body as Record<string, unknown>));
   }
 }
 
@@ -129,10 +129,20 @@ export function encodeDatagram<N extends MessageName>(
     // Version, type and request ID, then the body's bytes, then the auth array: one buffer.
     return encodeArrayAround([PROTOCOL_VERSION, type, rid], body.bytes, auth ? [[auth.sid, auth.seq, ZERO_MAC]] : NO_ITEMS);
   }
-  const spec = specOf(type)!;
-  const items: CborValue[] = [PROTOCOL_VERSION, type, rid, encodeFields(spec.fields, body as Record<string, unknown>)];
-  if (auth) items.push([auth.sid, auth.seq, ZERO_MAC]);
-  return encodeCbor(items);
+  // Written in one pass into the encoder's output: the envelope, the body field by field, the auth array.
+  cborOut.start();
+  cborOut.head(4, auth ? 5 : 4);
+  cborOut.value(PROTOCOL_VERSION);
+  cborOut.value(type);
+  cborOut.value(rid);
+  writeFields(specOf(type)!.fields, body as Record<string, unknown>);
+  if (auth) {
+    cborOut.head(4, 3);
+    cborOut.value(auth.sid);
+    cborOut.value(auth.seq);
+    cborOut.value(ZERO_MAC);
+  }
+  return cborOut.take();
 }
 
 /** Bytes covered by the MAC: everything but the trailing 16-byte tag. */

@@ -1,10 +1,10 @@
 // Field schemas: one declarative description per message body, used to validate decoded CBOR,
-// to encode typed bodies deterministically, and to print field names (decode tool, man page,
+// to encode typed bodies deterministically (straight into the CBOR encoder's output), and to print field names (decode tool, man page,
 // dissector). Unknown keys are ignored on decode so newer peers can add optional fields.
 import type { Address } from './addr.js';
 import { bytesToIp, ipToBytes } from './addr.js';
 import type { CborMap, CborValue } from './cbor.js';
-import { compareKeys } from './cbor.js';
+import { cborOut, compareKeys } from './cbor.js';
 
 export type FieldType =
   | { t: 'uint'; max?: number }
@@ -140,32 +140,6 @@ export function decodeFields(fields: readonly Field[], map: CborMap, path = 'bod
   return { ok: true, value: out };
 }
 
-function encodeValue(type: FieldType, v: unknown): CborValue {
-  switch (type.t) {
-    case 'uint':
-    case 'bool':
-    case 'tstr':
-      return v as CborValue;
-    case 'bstr':
-      return v as Uint8Array;
-    case 'addr': {
-      const a = v as Address;
-      const ip = ipToBytes(a.ip);
-      if (!ip) throw new TypeError(`not an IP address: ${a.ip}`);
-      return [ip, a.port];
-    }
-    case 'array':
-      return (v as unknown[]).map((x) => encodeValue(type.of, x));
-    case 'struct':
-      return encodeFields(type.fields, v as Record<string, unknown>);
-    case 'props': {
-      const m: CborMap = new Map();
-      for (const k of Object.keys(v as Props).sort(compareKeys)) m.set(k, (v as Props)[k]!);
-      return m;
-    }
-  }
-}
-
 /** Field lists sorted by key, computed once per list (schemas are static; encoding is per reply). */
 const sortedByKey = new WeakMap<readonly Field[], readonly Field[]>();
 
@@ -178,18 +152,75 @@ function fieldsByKey(fields: readonly Field[]): readonly Field[] {
   return sorted;
 }
 
-/** Encode an object into a CBOR map with keys in deterministic order; absent fields omitted. */
-export function encodeFields(fields: readonly Field[], obj: Record<string, unknown>): CborMap {
-  const m: CborMap = new Map();
-  for (const f of fieldsByKey(fields)) {
-    const v = obj[f.name];
-    if (v === undefined) {
-      if (f.required) throw new TypeError(`required field ${f.name} missing`);
-      continue;
+/** Write a value of field type `type` (cborOut). */
+function writeValue(type: FieldType, v: unknown): void {
+  switch (type.t) {
+    case 'uint':
+    case 'bool':
+    case 'tstr':
+    case 'bstr':
+      cborOut.value(v as CborValue);
+      return;
+    case 'addr': {
+      const a = v as Address;
+      const ip = ipToBytes(a.ip);
+      if (!ip) throw new TypeError(`not an IP address: ${a.ip}`);
+      cborOut.head(4, 2);
+      cborOut.value(ip);
+      cborOut.value(a.port);
+      return;
     }
-    m.set(f.key, encodeValue(f.type, v));
+    case 'array': {
+      const xs = v as unknown[];
+      cborOut.head(4, xs.length);
+      for (const x of xs) writeValue(type.of, x);
+      return;
+    }
+    case 'struct':
+      writeFields(type.fields, v as Record<string, unknown>);
+      return;
+    case 'props': {
+      const p = v as Props;
+      const keys = Object.keys(p).sort(compareKeys);
+      cborOut.head(5, keys.length);
+      for (const k of keys) {
+        cborOut.value(k);
+        cborOut.value(p[k]!);
+      }
+      return;
+    }
   }
-  return m;
+}
+
+/**
+ * Write an object as a CBOR map of `fields` (cborOut), keys in deterministic order, absent fields
+ * omitted; straight into the encoder's output, no Map built per body (it was most of the
+ * allocation of a push's or a reply's encoding).
+ */
+export function writeFields(fields: readonly Field[], obj: Record<string, unknown>): void {
+  const sorted = fieldsByKey(fields);
+  let n = 0;
+  for (const f of sorted) {
+    if (obj[f.name] !== undefined) n++;
+    else if (f.required) throw new TypeError(`required field ${f.name} missing`);
+  }
+  cborOut.head(5, n);
+  for (const f of sorted) {
+    const v = obj[f.name];
+    if (v === undefined) continue;
+    cborOut.head(0, f.key);
+    writeValue(f.type, v);
+  }
+}
+
+/**
+ * The CBOR bytes of an object as a map of `fields` (writeFields). Throws TypeError only on a
+ * programming error (a value that does not fit the schema), never on anything received.
+ */
+export function encodeBody(fields: readonly Field[], obj: Record<string, unknown>): Buffer {
+  cborOut.start();
+  writeFields(fields, obj);
+  return cborOut.take();
 }
 
 /** Human description of a field type, for the man page and `devloc decode --schema`. */

@@ -12,7 +12,7 @@ import { AUTH_REQUEST_SIZE, MAX_DATAGRAM } from '../../src/wire/constants.js';
 import { decodeDatagram, encodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import { ed25519Sign, generatePair, privateKeyObject, publicKeyObject } from '../../src/wire/keys.js';
-import { encodeFields } from '../../src/wire/schema.js';
+import { encodeBody } from '../../src/wire/schema.js';
 import { sealBytes } from '../../src/wire/seal.js';
 import { issueTicket } from '../../src/wire/ticket.js';
 import { AUTHD_SEAL_SECRET, AUTHD_SIGN_SEED, DEVICE_SIGN_SEED, EPHEMERAL_SECRET, pairFromSecret } from '../vectors/generate.js';
@@ -173,7 +173,7 @@ t.test('openAuthRequest: a correctly sealed inner part with a bad signature or c
     const sealed = sealBytes(buildAuthRequestWith(input(), eph, NONCE).keys.request, inner, aad);
     return openAuthRequest(RID, { authdKey: KID, ephemeral: eph.public, sealed }, authdSealSecret, lookup);
   };
-  const innerOf = (o: Record<string, unknown>): Buffer => encodeCbor(encodeFields(authInnerFields, o));
+  const innerOf = (o: Record<string, unknown>): Buffer => encodeBody(authInnerFields, o);
   const code = (r: ReturnType<typeof openAuthRequest>): number | 'ok' => (r.ok ? 'ok' : r.code);
   t.equal(code(open(innerOf({ ...unsigned, signature: goodSig }))), 'ok', 'control: hand-built inner with a good signature opens');
   const flipped = Buffer.from(goodSig);

@@ -26,7 +26,7 @@ import type { RawPair } from '../../src/wire/keys.js';
 import { privateKeyObject, publicFromSecret } from '../../src/wire/keys.js';
 import type { FieldType } from '../../src/wire/schema.js';
 import { openBytes } from '../../src/wire/seal.js';
-import { encodeFields } from '../../src/wire/schema.js';
+import { encodeBody } from '../../src/wire/schema.js';
 import { channelCipher, deriveDataKeys, derivePunchKeys, sealChannelKey } from '../../src/wire/peer.js';
 import { joinProof, sealCodeKey } from '../../src/wire/groupcode.js';
 import type { SessionKey } from '../../src/wire/session.js';
@@ -237,7 +237,7 @@ function authExchange(): { json: object; requestHex: string; requestMeaning: Jso
   }));
   const grantMeaning = { locatorId: LOCATOR_ID, tickets, nonce: AUTH_NONCE };
   const grant = fromJsonFields(authGrantFields, grantMeaning, 'grant');
-  const grantCbor = encodeCbor(encodeFields(authGrantFields, grant));
+  const grantCbor = encodeBody(authGrantFields, grant);
   // Fixed response nonce (authd draws a random one) so the vector is reproducible.
   const sealedGrant = sealAuthGrant(built.keys, rid, grant as never, unhex(RESPONSE_NONCE));
   const response = encodeDatagram('AUTH_RESPONSE', rid, { sealed: sealedGrant });

@@ -9,8 +9,7 @@ import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js
 import type { ServerSession } from '../../net/sessions.js';
 import type { AddrEntry, PresenceRecord } from '../../wire/catalog.js';
 import { MessageType, specOf } from '../../wire/catalog.js';
-import { encodeCbor } from '../../wire/cbor.js';
-import { encodeFields } from '../../wire/schema.js';
+import { encodeBody } from '../../wire/schema.js';
 import { Visibility } from '../../wire/constants.js';
 import type { LocatorContext, LookupLimits } from '../context.js';
 import { chargeLookups } from '../context.js';
@@ -133,7 +132,7 @@ function queryStatusWithPresence(c: LocatorContext, ctx: RequestContext<'QUERY_S
     const page = fillPage(from, ids.length, STATUS_PRESENCE_BASE, (i) => {
       const p = recs[i - from];
       return { online: p !== undefined, record: (p && presenceRecordOf(p)) ?? {} };
-    }, (e) => BOOL_SIZE + encodeCbor(encodeFields(PRESENCE_RECORD_FIELDS, e.record)).length);
+    }, (e) => BOOL_SIZE + encodeBody(PRESENCE_RECORD_FIELDS, e.record).length);
     const online = page.entries.map((e) => e.online);
     const refused = chargeQueryPage(c, 'QUERY_STATUS', ctx.from.ip, asker, online);
     if (refused) return refused;
