@@ -116,7 +116,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     },
     {
       name: 'locatord',
-      doc: 'devloc-locatord child process: first registrations, refreshes, queries; table memory and sweep; process memory per terminal with its session (200k entries)',
+      doc: 'devloc-locatord child process: first registrations, refreshes, queries, CPU per datagram against the echo server and against echo servers spinning 6 and 12 us per datagram; table memory and sweep; process memory per terminal with its session (200k entries)',
       run: async (ctx) => {
         const { benchLocatordThroughput, benchTable, benchTerminalsMemory } = await import('./locatord.js');
         const r = await benchLocatordThroughput({ seconds: ctx.seconds, sessionsPerWorker: 500, echoWorkUs: [6, 12] });
