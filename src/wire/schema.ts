@@ -1,6 +1,7 @@
 // Field schemas: one declarative description per message body, used to validate decoded CBOR,
-// to encode typed bodies deterministically (straight into the CBOR encoder's output), and to print field names (decode tool, man page,
-// dissector). Unknown keys are ignored on decode so newer peers can add optional fields.
+// to encode typed bodies deterministically (straight into the CBOR encoder's output), and to
+// print field names (decode tool, man page, dissector). Unknown keys are ignored on decode so
+// newer peers can add optional fields.
 import type { Address } from './addr.js';
 import { bytesToIp, ipToBytes } from './addr.js';
 import type { CborMap, CborValue } from './cbor.js';

@@ -49,6 +49,7 @@ export const RECORD_TAG_BYTES = 16;
  */
 const macs = new WeakMap<Uint8Array, KeyedHmac>();
 
+/** The MAC under `key`, kept per key object: its bytes must not change afterwards (the stores derive theirs once). */
 export function keyedHmac(key: Uint8Array): KeyedHmac {
   let m = macs.get(key);
   if (!m) macs.set(key, (m = new KeyedHmac(key)));
