@@ -30,8 +30,9 @@ export type Props = Record<string, string | number | boolean>;
 
 /**
  * The TypeScript type of a value of field type `T`: what `decodeFields` produces and
- * `encodeFields` takes. Applied to field specs declared `as const` (src/wire/catalog.ts), so the
- * message types are computed from the catalog and cannot drift from it.
+ * `encodeBody` / `writeFields` take. Applied to field specs declared `as const`
+ * (src/wire/catalog.ts), so the message types are computed from the catalog and cannot drift
+ * from it.
  */
 export type ValueOf<T extends FieldType> =
   T extends { t: 'uint' } ? number
