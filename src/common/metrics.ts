@@ -49,8 +49,8 @@ interface Family {
   handles?: Map<string, CounterSeries>;
   /** Counters: the lookups seriesBy() made, by varying label (and fixed labels' key). */
   byLabel?: Map<string, SeriesByLabel>;
-  /** Counters: the lookups seriesByPair() made, by their two labels. */
-  byPair?: Map<string, SeriesByPair>;
+  /** Counters: the lookups seriesByPair() made, by their first label, then their second. */
+  byPair?: Map<string, Map<string, SeriesByPair>>;
 }
 
 export const latencyBucketsS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5];
@@ -126,9 +126,10 @@ export class Metrics {
    */
   seriesByPair(name: string, first: string, second: string): SeriesByPair {
     const f = this.family(name, 'counter', name);
-    const pairs = (f.byPair ??= new Map());
-    const key = `${first},${second}`;
-    let lookup = pairs.get(key);
+    const byFirstLabel = (f.byPair ??= new Map());
+    let pairs = byFirstLabel.get(first);
+    if (!pairs) byFirstLabel.set(first, (pairs = new Map()));
+    let lookup = pairs.get(second);
     if (!lookup) {
       const byFirst = new Map<string, Map<string, CounterSeries>>();
       lookup = (a, b) => {
@@ -138,7 +139,7 @@ export class Metrics {
         if (!h) bySecond.set(b, (h = this.series(name, { [first]: a, [second]: b })));
         return h;
       };
-      pairs.set(key, lookup);
+      pairs.set(second, lookup);
     }
     return lookup;
   }

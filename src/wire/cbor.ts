@@ -288,9 +288,9 @@ export function encodeCbor(value: CborValue): Buffer {
 }
 
 /**
- * CBOR bytes of an array of `before`, then `encoded` (one item already encoded, e.g. a body
- * encoded once for many datagrams), then `after`: written in one pass, copied out once (no
- * intermediate buffers to concatenate: a push's hot path).
+ * CBOR bytes of an array of `before`, then `encoded` (one item already encoded), then `after`:
+ * written in one pass, copied out once. The tests build datagrams around raw bodies with it;
+ * encodeDatagram writes its envelope through cborOut itself.
  */
 export function encodeArrayAround(before: readonly CborValue[], encoded: Uint8Array, after: readonly CborValue[]): Buffer {
   pos = 0;

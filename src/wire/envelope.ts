@@ -8,7 +8,7 @@
 import type { Bodies, MessageName } from './catalog.js';
 import { MessageType, specOf } from './catalog.js';
 import type { CborValue } from './cbor.js';
-import { cborOut, decodeStrict, encodeArrayAround } from './cbor.js';
+import { cborOut, decodeStrict } from './cbor.js';
 import { MAC_BYTES, MAX_DATAGRAM, MAX_DEPTH, MAX_ITEMS, PROTOCOL_VERSION, REQUEST_ID_BYTES, SESSION_ID_BYTES } from './constants.js';
 import { ErrorCode } from './errors.js';
 import { decodeFields, encodeBody, writeFields } from './schema.js';
@@ -99,7 +99,6 @@ export function decodeDatagram(bytes: Uint8Array): DecodeOutcome {
 
 /** The MAC slot's placeholder: only ever read (copied into the encoded bytes), never written. */
 const ZERO_MAC = new Uint8Array(MAC_BYTES);
-const NO_ITEMS: readonly CborValue[] = [];
 
 /**
  * A body encoded once for many datagrams (a push fanned out to its watchers: each copy has its
@@ -125,17 +124,15 @@ export function encodeDatagram<N extends MessageName>(
   auth?: SessionAuth,
 ): Buffer {
   const type = MessageType[name];
-  if (body instanceof EncodedBody) {
-    // Version, type and request ID, then the body's bytes, then the auth array: one buffer.
-    return encodeArrayAround([PROTOCOL_VERSION, type, rid], body.bytes, auth ? [[auth.sid, auth.seq, ZERO_MAC]] : NO_ITEMS);
-  }
-  // Written in one pass into the encoder's output: the envelope, the body field by field, the auth array.
+  // One pass into the encoder's output: the envelope, the body (already encoded, or field by
+  // field), the auth array.
   cborOut.start();
   cborOut.head(4, auth ? 5 : 4);
   cborOut.value(PROTOCOL_VERSION);
   cborOut.value(type);
   cborOut.value(rid);
-  writeFields(specOf(type)!.fields, body as Record<string, unknown>);
+  if (body instanceof EncodedBody) cborOut.raw(body.bytes);
+  else writeFields(specOf(type)!.fields, body as Record<string, unknown>);
   if (auth) {
     cborOut.head(4, 3);
     cborOut.value(auth.sid);

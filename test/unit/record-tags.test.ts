@@ -4,7 +4,8 @@
 // another kind or key, or altered, does not.
 import { createHmac, randomBytes } from 'node:crypto';
 import t from 'tap';
-import { keyedHmac, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from '../../src/locatord/store/codec.js';
+import { openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from '../../src/locatord/store/codec.js';
+import { KeyedHmac } from '../../src/wire/hmac-sha256.js';
 
 /** HMAC-SHA256(key, kind || 0x00 || for each part: 4-byte big-endian length || part), first 16 bytes. */
 function reference(key: Buffer, kind: string, ...parts: (Uint8Array | string)[]): Buffer {
@@ -27,34 +28,34 @@ t.test('recordTag is the documented HMAC, for parts of every shape (bytes, text,
     ['member', [randomBytes(16), randomBytes(16)]],
     ['x'.repeat(300), [randomBytes(2000), 'ü'.repeat(400)]],
   ];
-  for (const [kind, parts] of cases) t.same(recordTag(key, kind, ...parts), reference(key, kind, ...parts), `${kind.slice(0, 12)}: ${parts.length} parts`);
+  for (const [kind, parts] of cases) t.same(recordTag(new KeyedHmac(key), kind, ...parts), reference(key, kind, ...parts), `${kind.slice(0, 12)}: ${parts.length} parts`);
 });
 
 t.test('tagRecord appends that tag; openRecord gives the value back only where it was tagged', async (t) => {
   const key = randomBytes(32);
+  const mac = new KeyedHmac(key);
   const id = randomBytes(16);
   const value = randomBytes(60);
-  const stored = tagRecord(key, 'presence', value, id);
+  const stored = tagRecord(mac, 'presence', value, id);
   t.same(stored, Buffer.concat([value, reference(key, 'presence', id, value)]));
-  t.same(openRecord(key, 'presence', stored, id), value);
-  t.equal(openRecord(key, 'watch', stored, id), undefined, 'another kind');
-  t.equal(openRecord(key, 'presence', stored, randomBytes(16)), undefined, 'another key in Redis');
-  t.equal(openRecord(randomBytes(32), 'presence', stored, id), undefined, 'another deployment');
-  t.equal(openRecord(key, 'presence', stored.subarray(0, 10), id), undefined, 'cut');
+  t.same(openRecord(mac, 'presence', stored, id), value);
+  t.equal(openRecord(mac, 'watch', stored, id), undefined, 'another kind');
+  t.equal(openRecord(mac, 'presence', stored, randomBytes(16)), undefined, 'another key in Redis');
+  t.equal(openRecord(new KeyedHmac(randomBytes(32)), 'presence', stored, id), undefined, 'another deployment');
+  t.equal(openRecord(mac, 'presence', stored.subarray(0, 10), id), undefined, 'cut');
   for (const at of [0, 30, stored.length - 1]) {
     const altered = Buffer.from(stored);
     altered[at]! ^= 0x01;
-    t.equal(openRecord(key, 'presence', altered, id), undefined, `a bit flipped at ${at}`);
+    t.equal(openRecord(mac, 'presence', altered, id), undefined, `a bit flipped at ${at}`);
   }
 });
 
-t.test('keyedHmac: one per key object, each under its own key', async (t) => {
+t.test('KeyedHmac: each under its own key (a neighbouring key, another MAC)', async (t) => {
   const a = randomBytes(32);
   const b = Buffer.from(a);
   b[0]! ^= 1;
-  t.equal(keyedHmac(a), keyedHmac(a), 'kept for the key');
   const data = randomBytes(40);
   const out = Buffer.alloc(32);
-  keyedHmac(b).digestInto(data, data.length, out, 0);
+  new KeyedHmac(b).digestInto(data, data.length, out, 0);
   t.same(out, createHmac('sha256', b).update(data).digest());
 });

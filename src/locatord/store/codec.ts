@@ -42,20 +42,6 @@ export const RECORD_KEY_LABEL = 'devloc locatord redis records v1';
 /** Bytes of a record tag (HMAC-SHA256 truncated). */
 export const RECORD_TAG_BYTES = 16;
 
-/**
- * The MAC of each key a process tags with (its record key: one Buffer, kept by the store), its
- * pads hashed once. In JavaScript rather than createHmac: a native object per tag, freed through
- * a weak handle in the scavenger's pause, was ~8% of a REFRESH on Redis (CPU profile, 2026-12-05).
- */
-const macs = new WeakMap<Uint8Array, KeyedHmac>();
-
-/** The MAC under `key`, kept per key object: its bytes must not change afterwards (the stores derive theirs once). */
-export function keyedHmac(key: Uint8Array): KeyedHmac {
-  let m = macs.get(key);
-  if (!m) macs.set(key, (m = new KeyedHmac(key)));
-  return m;
-}
-
 /** The message a tag covers, written here (grown on demand; tags are computed to completion). */
 let tagInput = Buffer.allocUnsafe(512);
 
@@ -65,7 +51,7 @@ let tagInput = Buffer.allocUnsafe(512);
  * where it lives (the locator or group ID of its key), so a tagged value copied to another key
  * or kind does not verify there.
  */
-function tagInto(key: Uint8Array, kind: string, parts: readonly (Uint8Array | string)[], out: Uint8Array, at: number): void {
+function tagInto(mac: KeyedHmac, kind: string, parts: readonly (Uint8Array | string)[], out: Uint8Array, at: number): void {
   let n = Buffer.byteLength(kind) + 1;
   for (const part of parts) n += 4 + (typeof part === 'string' ? Buffer.byteLength(part) : part.length);
   if (n > tagInput.length) tagInput = Buffer.allocUnsafe(Math.max(n, 2 * tagInput.length));
@@ -80,31 +66,35 @@ function tagInto(key: Uint8Array, kind: string, parts: readonly (Uint8Array | st
     else b.set(part, pos);
     pos += len;
   }
-  keyedHmac(key).digestInto(b, pos, out, at, RECORD_TAG_BYTES);
+  mac.digestInto(b, pos, out, at, RECORD_TAG_BYTES);
 }
 
-/** The tag of a record (tagInto), as a Buffer of its own. */
-export function recordTag(key: Buffer, kind: string, ...parts: (Uint8Array | string)[]): Buffer {
+/**
+ * The tag of a record (tagInto) under `mac`, the record key's HMAC (a KeyedHmac each store makes
+ * once: its pads hashed once, no native object per tag as createHmac made, which was ~8% of a
+ * REFRESH on Redis in its CPU profile), as a Buffer of its own.
+ */
+export function recordTag(mac: KeyedHmac, kind: string, ...parts: (Uint8Array | string)[]): Buffer {
   const tag = Buffer.allocUnsafe(RECORD_TAG_BYTES);
-  tagInto(key, kind, parts, tag, 0);
+  tagInto(mac, kind, parts, tag, 0);
   return tag;
 }
 
 /** `value || tag` with the tag over (kind, parts..., value). */
-export function tagRecord(key: Buffer, kind: string, value: Buffer, ...parts: (Uint8Array | string)[]): Buffer {
+export function tagRecord(mac: KeyedHmac, kind: string, value: Buffer, ...parts: (Uint8Array | string)[]): Buffer {
   const out = Buffer.allocUnsafe(value.length + RECORD_TAG_BYTES);
   value.copy(out, 0);
   parts.push(value);
-  tagInto(key, kind, parts, out, value.length);
+  tagInto(mac, kind, parts, out, value.length);
   return out;
 }
 
 /** The value of a `tagRecord` output whose tag verifies; undefined otherwise (forged, altered, moved). */
-export function openRecord(key: Buffer, kind: string, stored: Buffer, ...parts: (Uint8Array | string)[]): Buffer | undefined {
+export function openRecord(mac: KeyedHmac, kind: string, stored: Buffer, ...parts: (Uint8Array | string)[]): Buffer | undefined {
   if (stored.length < RECORD_TAG_BYTES) return undefined;
   const value = stored.subarray(0, stored.length - RECORD_TAG_BYTES);
   parts.push(value);
-  return timingSafeEqual(recordTag(key, kind, ...parts), stored.subarray(stored.length - RECORD_TAG_BYTES)) ? value : undefined;
+  return timingSafeEqual(recordTag(mac, kind, ...parts), stored.subarray(stored.length - RECORD_TAG_BYTES)) ? value : undefined;
 }
 
 /** A 32-byte key for `purpose`, from the service key file's X25519 secret (HKDF-SHA256). */

@@ -66,6 +66,7 @@ import { createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
 import { DevlocError, ErrorCode } from '../../wire/errors.js';
 import type { CodeProof, GroupInfo, GroupLimits, JoinRequest } from '../groups.js';
 import { GROUP_ID_BYTES, JOIN_FAILURE_LIMITS } from '../groups.js';
+import { KeyedHmac } from '../../wire/hmac-sha256.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
 import type { ClaimVerdict, WindowOwner } from '../../net/sessions.js';
 import { REPLAY_WINDOW } from '../../wire/constants.js';
@@ -242,7 +243,8 @@ export class RedisStore implements LocatorStore {
   private readonly now: () => number;
   private readonly graceMs: number;
   private readonly sealKey: Buffer;
-  private readonly recordKey: Buffer;
+  /** The record key's HMAC (codec.ts recordTag), shared with the groups and watches. */
+  private readonly recordMac: KeyedHmac;
   private readonly onRejected: (kind: RejectedRecord, key: string) => void;
   readonly instanceId: string | undefined;
   /** Compare-and-set conflicts (another instance changed the record in between): retried. */
@@ -265,13 +267,14 @@ export class RedisStore implements LocatorStore {
     this.graceMs = o.sessionGraceMs ?? 0;
     if (o.sessionSealKey.length !== 32) throw new Error('sessionSealKey must be 32 bytes');
     this.sealKey = o.sessionSealKey;
-    this.recordKey = o.recordKey ?? Buffer.from(hkdfSync('sha256', o.sessionSealKey, Buffer.alloc(0), 'devloc locatord redis records v1', 32));
-    if (this.recordKey.length !== 32) throw new Error('recordKey must be 32 bytes');
+    const recordKey = o.recordKey ?? Buffer.from(hkdfSync('sha256', o.sessionSealKey, Buffer.alloc(0), 'devloc locatord redis records v1', 32));
+    if (recordKey.length !== 32) throw new Error('recordKey must be 32 bytes');
+    this.recordMac = new KeyedHmac(recordKey);
     this.onRejected = o.onRejected ?? (() => undefined);
     this.instanceId = o.instanceId;
     this.lastValueMax = o.presenceCacheEntries ?? 0;
-    this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now, this.recordKey, this.onRejected);
-    this.watches = new RedisWatches(this.client, this.prefix, this.recordKey, this.onRejected);
+    this.groups = new RedisGroups(this.client, this.prefix, o.limits, this.now, this.recordMac, this.onRejected);
+    this.watches = new RedisWatches(this.client, this.prefix, this.recordMac, this.onRejected);
     this.search = new RedisSearch(this.client, this.prefix, this.now);
   }
 
@@ -295,7 +298,7 @@ export class RedisStore implements LocatorStore {
 
   /** A stored presence value, if its tag verifies (else reported and absent). */
   private decode(idHex: string, stored: Buffer): Presence | undefined {
-    const value = openRecord(this.recordKey, 'presence', stored, Buffer.from(idHex, 'hex'));
+    const value = openRecord(this.recordMac, 'presence', stored, Buffer.from(idHex, 'hex'));
     const p = value && decodePresence(value);
     if (!p) this.onRejected('presence', this.presenceKey(idHex));
     return p;
@@ -322,7 +325,7 @@ export class RedisStore implements LocatorStore {
   }
 
   private encode(idHex: string, p: Presence): Buffer {
-    return tagRecord(this.recordKey, 'presence', encodePresence(this.instanceId ? { ...p, inst: this.instanceId } : p), Buffer.from(idHex, 'hex'));
+    return tagRecord(this.recordMac, 'presence', encodePresence(this.instanceId ? { ...p, inst: this.instanceId } : p), Buffer.from(idHex, 'hex'));
   }
 
   async putPresence(idHex: string, p: Presence): Promise<void> {
@@ -485,18 +488,18 @@ class RedisGroups implements GroupBackend {
     private readonly prefix: string,
     public limits: GroupLimits,
     private readonly now: () => number,
-    private readonly key: Buffer,
+    private readonly mac: KeyedHmac,
     private readonly onRejected: (kind: RejectedRecord, key: string) => void,
   ) {}
 
   /** A member of dl:gm (the locator ID and its tag): only the service key makes one. */
   private member(gid: Buffer, loc: Buffer): Buffer {
-    return Buffer.concat([loc, recordTag(this.key, 'member', gid, loc)]);
+    return Buffer.concat([loc, recordTag(this.mac, 'member', gid, loc)]);
   }
 
   /** A member of dl:tg (the group ID and its tag). */
   private membership(loc: Buffer, gid: Buffer): Buffer {
-    return Buffer.concat([gid, recordTag(this.key, 'membership', loc, gid)]);
+    return Buffer.concat([gid, recordTag(this.mac, 'membership', loc, gid)]);
   }
 
   /** The IDs of set/zset entries made by member()/membership() whose tags verify; the others are reported. */
@@ -514,7 +517,7 @@ class RedisGroups implements GroupBackend {
   /** The tag of a group's metadata (its "mac" field) over the group ID and the fields. */
   private metaTag(gid: Buffer, f: GroupMeta): Buffer {
     const none = Buffer.alloc(0);
-    return recordTag(this.key, 'group', gid, f.owner, f.name, f.key ?? none, f.hash ?? none, f.created);
+    return recordTag(this.mac, 'group', gid, f.owner, f.name, f.key ?? none, f.hash ?? none, f.created);
   }
 
   /** The group's metadata fields, if present and their "mac" verifies (else reported and absent). */
@@ -690,7 +693,7 @@ class RedisWatches implements WatchBackend {
   constructor(
     private readonly r: RedisClient,
     private readonly prefix: string,
-    private readonly key: Buffer,
+    private readonly mac: KeyedHmac,
     private readonly onRejected: (kind: RejectedRecord, key: string) => void,
   ) {}
 
@@ -705,12 +708,12 @@ class RedisWatches implements WatchBackend {
   /** A member of dl:wb:{target}: the watcher's ID and its tag. */
   private member(targetHex: string, watcherHex: string): Buffer {
     const w = Buffer.from(watcherHex, 'hex');
-    return Buffer.concat([w, recordTag(this.key, 'watcher', Buffer.from(targetHex, 'hex'), w)]);
+    return Buffer.concat([w, recordTag(this.mac, 'watcher', Buffer.from(targetHex, 'hex'), w)]);
   }
 
   /** A value of dl:w:{watcher}: the view and its tag. */
   private view(watcherHex: string, targetHex: string, view: string): Buffer {
-    return tagRecord(this.key, 'watch', Buffer.from(view, 'utf8'), Buffer.from(watcherHex, 'hex'), Buffer.from(targetHex, 'hex'));
+    return tagRecord(this.mac, 'watch', Buffer.from(view, 'utf8'), Buffer.from(watcherHex, 'hex'), Buffer.from(targetHex, 'hex'));
   }
 
   async add(watcherHex: string, targets: readonly string[], views: readonly string[], max: number): Promise<number | undefined> {
@@ -762,7 +765,7 @@ class RedisWatches implements WatchBackend {
     const k = this.of(watcherHex);
     const old = asBuf(await this.r.eval(WATCH_SWAP, k, [targetHex, this.view(watcherHex, targetHex, view)]));
     if (!old) return false;
-    if (openRecord(this.key, 'watch', old, Buffer.from(watcherHex, 'hex'), Buffer.from(targetHex, 'hex')) !== undefined) return true;
+    if (openRecord(this.mac, 'watch', old, Buffer.from(watcherHex, 'hex'), Buffer.from(targetHex, 'hex')) !== undefined) return true;
     // Planted (or moved from another pair): the watcher never asked; drop the pair, tell nothing.
     this.onRejected('watch', k);
     await this.r.call(['HDEL', k, targetHex], k);

@@ -30,7 +30,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
 import { decodeStrict, encodeCbor } from '../../wire/cbor.js';
-import { keyedHmac } from './codec.js';
+import { KeyedHmac } from '../../wire/hmac-sha256.js';
 import type { RedisClient, RedisSubscription } from './redis-client.js';
 
 export type RelayResult = 'ok' | 'busy' | 'gone' | 'unreachable';
@@ -77,8 +77,11 @@ export class IntroRelay {
   private readonly maxOutstanding: number;
   private readonly now: () => number;
   private readonly me: Buffer;
+  /** The relay key's HMAC (tags of relay messages), its pads hashed once. */
+  private readonly mac: KeyedHmac;
 
   constructor(private readonly o: IntroRelayOptions) {
+    this.mac = new KeyedHmac(o.key);
     this.maxOutstanding = o.maxOutstanding ?? 1000;
     this.now = o.now ?? Date.now;
     this.me = Buffer.from(o.instanceId, 'hex');
@@ -131,7 +134,7 @@ export class IntroRelay {
 
   private seal(body: Buffer): Buffer {
     const m = Buffer.allocUnsafe(TAG_BYTES + body.length);
-    keyedHmac(this.o.key).digestInto(body, body.length, m, 0, TAG_BYTES);
+    this.mac.digestInto(body, body.length, m, 0, TAG_BYTES);
     body.copy(m, TAG_BYTES);
     return m;
   }
@@ -175,7 +178,7 @@ export class IntroRelay {
     if (m.length <= TAG_BYTES) return this.refuse('short');
     const body = m.subarray(TAG_BYTES);
     const tag = Buffer.allocUnsafe(TAG_BYTES);
-    keyedHmac(this.o.key).digestInto(body, body.length, tag, 0, TAG_BYTES);
+    this.mac.digestInto(body, body.length, tag, 0, TAG_BYTES);
     if (!timingSafeEqual(tag, m.subarray(0, TAG_BYTES))) return this.refuse('bad tag');
     const d = decodeStrict(body);
     if (!d.ok || !Array.isArray(d.value)) return this.refuse('malformed');
