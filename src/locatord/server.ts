@@ -33,6 +33,13 @@ import { then } from './store/maybe.js';
 import type { SharedStore } from './store/shared.js';
 import type { ServedStore } from './store/types.js';
 import type { ErrorCode as ErrorCodeT } from '../wire/errors.js';
+import type { MessageName } from '../wire/catalog.js';
+
+/**
+ * The messages whose shared replay window claim (--store redis) goes into the presence write
+ * (one Redis script, CLAIM_AND_CAS in store/redis.ts): their handlers do nothing before it.
+ */
+const CLAIM_IN_HANDLER: ReadonlySet<MessageName> = new Set<MessageName>(['REFRESH', 'PROBE_ACK']);
 import { RegistrationTable } from './table.js';
 
 export const DB_FILE = 'locatord.db';
@@ -196,7 +203,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
   const ctx = context;
-  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }), rateLimiter, handlers: gateHandlers(locatorHandlers(ctx), ended, sharedRefusals(store, now)) });
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }), rateLimiter, handlers: gateHandlers(locatorHandlers(ctx), ended, sharedRefusals(store, now)), claimInHandler: CLAIM_IN_HANDLER });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 

@@ -11,9 +11,11 @@
 // -> rate limit (the source's own bucket) -> handler (the window takes the sequence number unless
 // the answer is TRY_LATER / RATE_LIMITED, which are neither cached nor spent; with several
 // instances the window shared through the store is asked too, and takes the number before the
-// handler runs: see ServerSessions.claim). Replies to anything not MAC-verified, and every
-// refusal made here (replays included), are never larger than the request; responses (odd types,
-// ERROR above all) are never answered with a refusal.
+// handler runs: see ServerSessions.claim; or, for the messages in `claimInHandler`, the handler's
+// store takes it in its own write, before anything else the request does: DeferredClaim).
+// Replies to anything not MAC-verified, and every refusal made here (replays included), are
+// never larger than the request; responses (odd types, ERROR above all) are never answered with
+// a refusal.
 //
 // Rate limits (issue 15): a source's own bucket is charged only for a datagram that proved
 // something: a session MAC that verified on a sequence number not seen before (here, just before
@@ -39,7 +41,8 @@ import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import type { RateLimiter } from './ratelimit.js';
 import { AddressValidation, NEEDS_VALIDATION } from './routability.js';
-import type { ServerSession, ServerSessions, WindowVerdict } from './sessions.js';
+import type { ClaimVerdict, DeferredClaim, ServerSession, ServerSessions, WindowVerdict } from './sessions.js';
+import { ClaimRefused } from './sessions.js';
 
 export interface Refusal {
   error: ErrorCode;
@@ -75,6 +78,12 @@ export interface RequestContext<N extends MessageName = MessageName> {
   chargeSource(): boolean;
   /** Milliseconds until the source's bucket has a token again. */
   retryAfterMs(): number;
+  /**
+   * The shared replay window's claim of this message's sequence number, when the server left it
+   * to the handler (DatagramServerOptions.claimInHandler, and a shared window): the handler hands
+   * it to its store's write, or calls `ensure()` before anything else it does.
+   */
+  claim?: DeferredClaim;
 }
 
 export type Handler<N extends MessageName = MessageName> = (ctx: RequestContext<N>) => HandlerResult | Promise<HandlerResult>;
@@ -93,6 +102,13 @@ export interface DatagramServerOptions {
   /** Most cached replies kept for retransmissions. */
   replyCacheMax?: number;
   exchangeLifetimeMs?: number;
+  /**
+   * Session messages whose handler takes the shared replay window's claim itself
+   * (RequestContext.claim): it must do nothing the request asks before the claim is taken (its
+   * store folds it into its first write, or it calls `ensure()`). Others are claimed before the
+   * handler runs.
+   */
+  claimInHandler?: ReadonlySet<MessageName>;
 }
 
 interface CachedReply {
@@ -192,6 +208,7 @@ export function truncateUtf8(text: string, max: number): string {
 class Context implements RequestContext {
   session?: ServerSession;
   addressValidated?: boolean;
+  claim?: DeferredClaim;
 
   constructor(
     readonly msg: Message,
@@ -418,7 +435,12 @@ export class DatagramServer {
       }
       // Several instances (locatord --store redis): the shared window must also say yes, and
       // takes the number at once (atomically), so that a copy reaching another instance or
-      // worker meanwhile is refused there; "try again" gives it back (answer()).
+      // worker meanwhile is refused there; "try again" gives it back (answer()). A handler of
+      // `claimInHandler` gets the claim to fold into its store's write (one round trip less).
+      if (!fresh && this.opts.claimInHandler?.has(msg.name)) {
+        const deferred = this.opts.sessions!.deferClaim(session, msg.auth.seq, from);
+        if (deferred) return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest, deferred);
+      }
       const claim = this.opts.sessions!.claim(session, msg.auth.seq, from);
       if (claim) {
         const s = session;
@@ -427,14 +449,7 @@ export class DatagramServer {
           (verdict) => {
             if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
             if (verdict === 'ok') return this.execute(raw, from, msg, handler, s, fresh, cacheKey, digest);
-            if (verdict === 'elsewhere') {
-              // A retransmission from the same source whose first copy another instance took:
-              // that one answers (its response cache), as for a copy in flight here.
-              metrics.inc('dropped_total', { reason: 'in-flight-elsewhere' });
-              return undefined;
-            }
-            if (answerless) this.drop('response-copy', from, { type: msg.name, reason: `${replayReason(verdict)} (shared window)` });
-            else this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, s, msg.name, msg.type);
+            this.claimRefused(raw, from, msg, s, verdict);
             return undefined;
           },
           (err: unknown) => {
@@ -448,10 +463,25 @@ export class DatagramServer {
     return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest);
   }
 
-  /** Run the handler of a datagram that passed every check, then answer(). */
+  /** A claim the shared window refused: REPLAY, or dropped (a copy another instance answers, a response). */
+  private claimRefused(raw: Buffer, from: Address, msg: Message, session: ServerSession, verdict: Exclude<ClaimVerdict, 'ok'>): void {
+    if (verdict === 'elsewhere') {
+      // A retransmission from the same source whose first copy another instance took: that one
+      // answers (its response cache), as for a copy in flight here.
+      this.opts.metrics.inc('dropped_total', { reason: 'in-flight-elsewhere' });
+      return;
+    }
+    if (isResponseType(msg.type)) this.drop('response-copy', from, { type: msg.name, reason: `${replayReason(verdict)} (shared window)` });
+    else this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, session, msg.name, msg.type);
+  }
+
+  /**
+   * Run the handler of a datagram that passed every check (and, unless `claim` is given, whose
+   * sequence number the shared window took), then answer().
+   */
   private execute(
     raw: Buffer, from: Address, msg: Message, handler: Handler, session: ServerSession | undefined, fresh: boolean,
-    cacheKey: string | undefined, digest: Buffer | undefined,
+    cacheKey: string | undefined, digest: Buffer | undefined, claim?: DeferredClaim,
   ): Promise<void> | undefined {
     if (session && fresh) {
       // From here on the request works on the held session (its window, its send sequence).
@@ -460,13 +490,13 @@ export class DatagramServer {
     }
     const ctx = new Context(msg, raw, from, session, fresh, this.opts.sessions, this.opts.rateLimiter);
     if (session) ctx.addressValidated = this.routability!.isValidated(session, from);
+    if (claim) ctx.claim = claim;
     const started = performance.now();
     let out: HandlerResult | Promise<HandlerResult>;
     try {
       out = handler(ctx as never);
     } catch (err) {
-      this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, this.handlerFailure(msg, err));
-      return undefined;
+      return this.handled(ctx, cacheKey, digest, started, undefined, true, err);
     }
     if (isPromiseLike(out)) {
       // Only an answer that waits can meet a retransmission of its request meanwhile: the
@@ -475,15 +505,52 @@ export class DatagramServer {
       return Promise.resolve(out).then(
         (result) => {
           if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
-          this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, result);
+          return this.handled(ctx, cacheKey, digest, started, result, false);
         },
         (err: unknown) => {
           if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
-          this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, this.handlerFailure(msg, err));
+          return this.handled(ctx, cacheKey, digest, started, undefined, true, err);
         },
       );
     }
-    this.answer(raw, from, msg, session, ctx.addressValidated === false, cacheKey, digest, started, out);
+    return this.handled(ctx, cacheKey, digest, started, out, false);
+  }
+
+  /**
+   * The handler is done (`result`, or it threw `err`): answer, unless the claim left to it
+   * (ctx.claim) was refused. A claim still pending (the handler answered without its store) is
+   * taken first, whatever the answer, so that the wire sees what a claim before the handler gives:
+   * a number taken elsewhere is refused (or dropped) before a challenge or a "try again", which
+   * give it back (answer()).
+   */
+  private handled(
+    ctx: Context, cacheKey: string | undefined, digest: Buffer | undefined, started: number,
+    result: HandlerResult | undefined, threw: boolean, err?: unknown,
+  ): Promise<void> | undefined {
+    const { raw, from, msg, session, claim } = ctx;
+    const unvalidated = ctx.addressValidated === false;
+    const refused = err instanceof ClaimRefused ? err.verdict : claim?.state === 'refused' ? claim.verdict : undefined;
+    if (refused !== undefined && refused !== 'ok') {
+      this.claimRefused(raw, from, msg, session!, refused);
+      return undefined;
+    }
+    const out = threw ? this.handlerFailure(msg, err) : result!;
+    if (claim?.state === 'pending') {
+      if (cacheKey !== undefined) this.inFlight.add(cacheKey);
+      return claim.take().then(
+        (verdict) => {
+          if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
+          if (verdict === 'ok') this.answer(raw, from, msg, session, unvalidated, cacheKey, digest, started, out);
+          else this.claimRefused(raw, from, msg, session!, verdict);
+        },
+        (e: unknown) => {
+          if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
+          const r = e as { message?: string; retryAfterMs?: number };
+          this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `replay window: ${r.message ?? String(e)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, session, msg.name, msg.type);
+        },
+      );
+    }
+    this.answer(raw, from, msg, session, unvalidated, cacheKey, digest, started, out);
     return undefined;
   }
 

@@ -657,6 +657,68 @@ export interface SharedReplayWindow {
 /** The session a shared window belongs to (its terminal's ID places it beside its presence record). */
 export type WindowOwner = Pick<ServerSession, 'sidHex' | 'locatorHex'>;
 
+/**
+ * A shared-window claim the server left to its handler (DatagramServerOptions.claimInHandler):
+ * a store that writes beside the window folds it into its own write (locatord on Redis: a REFRESH
+ * is then one Redis script, the claim and the presence compare-and-set, instead of two), or takes
+ * it alone before doing anything else the request asks (`take`). The server takes it if the
+ * handler answered without doing so, and answers as it would have had it claimed first: a
+ * refused claim is a REPLAY (or a dropped copy), whatever the handler decided.
+ *
+ * `state`: pending (not asked yet), taken, refused (`verdict` says why), or unsettled (asked, and
+ * the store failed: it may or may not have been taken; a "try again" answer gives it back).
+ */
+export class DeferredClaim {
+  state: 'pending' | 'taken' | 'refused' | 'unsettled' = 'pending';
+  verdict: ClaimVerdict | undefined;
+
+  constructor(
+    readonly owner: WindowOwner,
+    readonly seq: number,
+    /** How long the window is kept (the session's remaining life), ms. */
+    readonly ttlMs: number,
+    /** The datagram's source, `ip|port`. */
+    readonly source: string,
+    private readonly window: SharedReplayWindow,
+  ) {}
+
+  /** Ask the store's command that folded the claim in; call `settle` with its verdict. */
+  asking(): void {
+    this.state = 'unsettled';
+  }
+
+  /** The verdict of the command that took the claim (folded or alone). */
+  settle(verdict: ClaimVerdict): void {
+    this.verdict = verdict;
+    this.state = verdict === 'ok' ? 'taken' : 'refused';
+  }
+
+  /** Take it alone (nothing to fold it into); rejects, unsettled, when the store fails. */
+  take(): Promise<ClaimVerdict> {
+    if (this.state !== 'pending') return Promise.resolve(this.verdict ?? 'ok');
+    this.asking();
+    return this.window.claim(this.owner, this.seq, this.ttlMs, this.source).then((v) => {
+      this.settle(v);
+      return v;
+    });
+  }
+
+  /** Take it alone if nobody did; throws ClaimRefused unless it is ours. */
+  async ensure(): Promise<void> {
+    if (this.state === 'taken') return;
+    const v = this.state === 'refused' ? this.verdict! : await this.take();
+    if (v !== 'ok') throw new ClaimRefused(v);
+  }
+}
+
+/** Thrown by a store when a DeferredClaim it was given is refused; the server answers as for a refused claim. */
+export class ClaimRefused extends Error {
+  override readonly name = 'ClaimRefused';
+  constructor(readonly verdict: Exclude<ClaimVerdict, 'ok'>) {
+    super(`shared replay window: ${verdict}`);
+  }
+}
+
 export type AuthOutcome =
   | { ok: true; session: ServerSession; fresh: boolean }
   | { ok: false; code: ErrorCode; reason: string };
@@ -876,8 +938,23 @@ export class ServerSessions {
   claim(session: ServerSession, seq: number, from: Address): Promise<ClaimVerdict> | undefined {
     const w = this.opts.sharedWindow;
     if (!w) return undefined;
-    // Kept as long as the session can be used, then Redis frees it.
-    return w.claim(session, seq, Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now()), `${from.ip}|${from.port}`);
+    return w.claim(session, seq, this.windowTtlMs(session), `${from.ip}|${from.port}`);
+  }
+
+  /**
+   * The claim of `seq` in the shared replay window, left to the handler (DeferredClaim);
+   * undefined when there is no shared window.
+   */
+  deferClaim(session: ServerSession, seq: number, from: Address): DeferredClaim | undefined {
+    const w = this.opts.sharedWindow;
+    if (!w) return undefined;
+    // The owner's IDs copied: a held session's slot may be reused once the request has let go of it.
+    return new DeferredClaim({ sidHex: session.sidHex, locatorHex: session.locatorHex }, seq, this.windowTtlMs(session), `${from.ip}|${from.port}`, w);
+  }
+
+  /** Kept as long as the session can be used, then Redis frees it. */
+  private windowTtlMs(session: ServerSession): number {
+    return Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now());
   }
 
   /** Give back a claimed `seq` (its message was answered "try again"); no-op without a shared window. */

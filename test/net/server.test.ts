@@ -7,6 +7,8 @@ import { UdpClient } from '../../src/net/client.js';
 import { RateLimiter } from '../../src/net/ratelimit.js';
 import type { HandlerResult, Handlers, RequestContext } from '../../src/net/server.js';
 import type { ClaimVerdict } from '../../src/net/sessions.js';
+import { ClaimRefused } from '../../src/net/sessions.js';
+import { NEEDS_VALIDATION } from '../../src/net/routability.js';
 import { bindUdp, peekEnvelope, UNPROVEN_BUDGET_FACTOR } from '../../src/net/server.js';
 import { Rng } from '../../fuzz/rng.js';
 import { mutate } from '../../fuzz/mutate.js';
@@ -36,6 +38,9 @@ type AnyHandler = (ctx: RequestContext) => HandlerResult | Promise<HandlerResult
 const anyHandler = (f: AnyHandler): never => f as never;
 
 /** Mark `from` (default A) validated for the session of `cs` (what its ADDR_PROOF would do). */
+/** The sequence number of a session datagram. */
+const verifyAuthSeq = (raw: Buffer): number => decoded(raw).auth!.seq;
+
 function validated(
   h: { server: { routability: { accept(s: never, a: { ip: string; port: number }): void } | undefined } },
   w: { sessions: { get(sidHex: string): unknown } },
@@ -687,6 +692,113 @@ t.test('shared replay window (several instances): asked before the handler; repl
   await h.server.receive(r3, A);
   t.equal(decoded(h.socket.sent[h.socket.sent.length - 1]!.bytes).name, 'REFRESH_ACK', 'then executed');
   t.same(released, [seq3], 'an executed number is kept');
+});
+
+t.test('a claim left to the handler (claimInHandler): folded into its store write, taken alone when it answers without one, answered as a claim before it', async (t) => {
+  const aloneVerdicts: ClaimVerdict[] = [];
+  const claims: number[] = [];
+  const released: number[] = [];
+  const w = sessionWorld(undefined, {
+    sharedWindow: {
+      claim: (_s, seq) => {
+        claims.push(seq);
+        return Promise.resolve(aloneVerdicts.shift() ?? 'ok');
+      },
+      release: (_s, seq) => {
+        released.push(seq);
+        return Promise.resolve();
+      },
+    },
+  });
+  // What the REFRESH handler's "store" does with the claim, per request.
+  type Plan = { fold: ClaimVerdict } | { answer: 'not-found' | 'try-later' | 'challenge' } | { fold: 'ok'; thenFail: true } | { failWhileAsking: true };
+  const plans: Plan[] = [];
+  let written = 0;
+  const handlers: Handlers = {
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    REFRESH: async (ctx) => {
+      const claim = ctx.claim!;
+      const plan = plans.shift()!;
+      if ('answer' in plan) {
+        if (plan.answer === 'challenge') return NEEDS_VALIDATION;
+        return plan.answer === 'not-found' ? { error: ErrorCode.NOT_FOUND, message: 'not registered' } : { error: ErrorCode.TRY_LATER, message: 'busy', retryAfterMs: 10 };
+      }
+      claim.asking();
+      await Promise.resolve();
+      if ('failWhileAsking' in plan) throw new DevlocError(ErrorCode.TRY_LATER, 'store timed out', 10);
+      claim.settle(plan.fold);
+      if (plan.fold !== 'ok') throw new ClaimRefused(plan.fold);
+      written++;
+      if ('thenFail' in plan) throw new DevlocError(ErrorCode.TRY_LATER, 'store failed after the write', 10);
+      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
+    },
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock: w.clock, claimInHandler: new Set(['REFRESH']) });
+  const cs = w.client();
+  const last = (): Message => decoded(h.socket.sent[h.socket.sent.length - 1]!.bytes);
+  await h.server.receive(cs.encode('REGISTER', rid(40), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  t.equal(last().name, 'REGISTER_ACK');
+  t.equal(claims.length, 1, 'a REGISTER (not in claimInHandler) is claimed before its handler');
+  validated(h, w, cs);
+
+  plans.push({ fold: 'ok' });
+  await h.server.receive(cs.encode('REFRESH', rid(41), {}), A);
+  t.equal(last().name, 'REFRESH_ACK', 'folded, taken: answered');
+  t.equal(claims.length, 1, 'the server asked the shared window nothing more');
+  t.equal(written, 1);
+
+  plans.push({ fold: 'replay' });
+  const r2 = cs.encode('REFRESH', rid(42), {});
+  await h.server.receive(r2, A);
+  const m2 = last();
+  t.equal(m2.name === 'ERROR' && m2.body.code, ErrorCode.REPLAY, 'folded, refused: REPLAY');
+  t.ok(h.socket.sent[h.socket.sent.length - 1]!.bytes.length <= r2.length, 'no larger than the request');
+  t.equal(written, 1, 'nothing written');
+  t.match(h.logs.at(-1), { event: 'REFRESH:REPLAY', reason: 'sequence already seen (shared window)' }, 'logged as a claim refused before the handler is');
+
+  const sent = h.socket.sent.length;
+  plans.push({ fold: 'elsewhere' });
+  await h.server.receive(cs.encode('REFRESH', rid(43), {}), A);
+  t.equal(h.socket.sent.length, sent, 'folded, taken elsewhere for this source: no answer');
+  t.equal(h.metrics.get('dropped_total', { reason: 'in-flight-elsewhere' }), 1);
+
+  // The handler answers without its store: the server takes the claim, then answers.
+  plans.push({ answer: 'not-found' });
+  await h.server.receive(cs.encode('REFRESH', rid(44), {}), A);
+  const m4 = last();
+  t.equal(m4.name === 'ERROR' && m4.body.code, ErrorCode.NOT_FOUND, 'answered after the claim');
+  t.equal(claims.length, 2, 'claimed alone');
+  plans.push({ answer: 'not-found' });
+  aloneVerdicts.push('replay');
+  await h.server.receive(cs.encode('REFRESH', rid(45), {}), A);
+  const m5 = last();
+  t.equal(m5.name === 'ERROR' && m5.body.code, ErrorCode.REPLAY, "a refused claim wins over the handler's answer");
+
+  // "Try again" answers: the claim is taken, then given back (as when it was taken first).
+  plans.push({ answer: 'try-later' });
+  const r6 = cs.encode('REFRESH', rid(46), {});
+  await h.server.receive(r6, A);
+  const m6 = last();
+  t.equal(m6.name === 'ERROR' && m6.body.code, ErrorCode.TRY_LATER);
+  const seq6 = claims[claims.length - 1]!;
+  t.same(released, [seq6], 'taken alone, then released');
+  plans.push({ fold: 'ok', thenFail: true });
+  const r7 = cs.encode('REFRESH', rid(47), {});
+  await h.server.receive(r7, A);
+  const seq7 = verifyAuthSeq(r7);
+  t.same(released, [seq6, seq7], 'folded, then the store failed: released');
+  plans.push({ failWhileAsking: true });
+  const r8 = cs.encode('REFRESH', rid(48), {});
+  await h.server.receive(r8, A);
+  t.same(released, [seq6, seq7, verifyAuthSeq(r8)], 'the store failed while asking (maybe taken): released');
+  // From an unvalidated address: claimed, then challenged and released (the number not spent).
+  plans.push({ answer: 'challenge' });
+  const r9 = cs.encode('REFRESH', rid(49), {});
+  await h.server.receive(r9, B);
+  t.equal(last().name, 'ADDR_CHALLENGE');
+  t.equal(claims[claims.length - 1], verifyAuthSeq(r9), 'claimed before the challenge');
+  t.equal(released[released.length - 1], verifyAuthSeq(r9), 'then released');
+  t.equal(plans.length, 0);
 });
 
 t.test('a response (an ack) is not kept in the response cache: a byte-identical copy is stopped by the replay window, unanswered, counted as a response copy', async (t) => {

@@ -15,6 +15,7 @@ import { hasRedis } from './fixtures/redis-server.js';
 import { needs } from '../ops/tools.js';
 import { startRedis } from './fixtures/redis-server.js';
 import { scrapeMetrics } from '../helpers/metrics.js';
+import { RedisClient } from '../../src/locatord/store/redis-client.js';
 
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
 const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
@@ -60,6 +61,26 @@ t.test('register through one instance, query through another', { skip: noRedis }
   bob.dest = dest(a);
   const gone = await bob.expect(t, 'QUERY_STATUS_RESULT', bob.request('QUERY_STATUS', { ids: [alice.locatorId] }));
   t.same(gone.body.online, [false]);
+});
+
+t.test('a REFRESH is one Redis command: the shared window claim and the presence write in one script', { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const keys = makeKeys();
+  const a = await locatord(t, keys, redis);
+  const alice = await Terminal.open(t, keys, dest(a));
+  await alice.expect(t, 'REGISTER_ACK', alice.register({}));
+  await alice.expect(t, 'REFRESH_ACK', alice.request('REFRESH', {}));
+  const raw = new RedisClient({ nodes: [{ host: '127.0.0.1', port: redis.port }] });
+  t.teardown(() => raw.close());
+  const scripts = async (): Promise<number> => {
+    const info = String(await raw.call(['INFO', 'commandstats']));
+    return [...info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+  const before = await scripts();
+  const n = 10;
+  for (let i = 0; i < n; i++) await alice.expect(t, 'REFRESH_ACK', alice.request('REFRESH', {}));
+  // Before issue 16's change, two: the claim (before the handler), then the compare-and-set.
+  t.equal(await scripts() - before, n, `${n} REFRESHes, ${n} scripts`);
 });
 
 t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and served again', { skip: noRedis }, async (t) => {

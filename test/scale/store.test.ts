@@ -5,7 +5,8 @@ import { codeKeyOf } from '../../src/wire/groupcode.js';
 import t from 'tap';
 import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { ServerSessions } from '../../src/net/sessions.js';
+import { DeferredClaim, ServerSessions } from '../../src/net/sessions.js';
+import type { SharedReplayWindow } from '../../src/net/sessions.js';
 import { GroupStore } from '../../src/locatord/groups.js';
 import { RegistrationTable } from '../../src/locatord/table.js';
 import { EmbeddedStore } from '../../src/locatord/store/embedded.js';
@@ -195,6 +196,73 @@ t.test('redis backend: the shared replay window is ReplayWindow, one atomic step
   t.equal(await a.claimSeq(sid3, 99, 60_000, src), 'elsewhere');
   t.equal(await b.claimSeq(sid3, 100 + 64, 60_000, src), 'ok', 'a slide of the whole width');
   t.equal(await b.claimSeq(sid3, 101, 60_000, src), 'ok', 'forgets everything before');
+});
+
+t.test("redis backend: a REFRESH's claim folded into the presence compare-and-set: one script, refusals write nothing", { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const url = parseRedisUrl(redis.url);
+  const sealKey = randomBytes(32);
+  const a = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey, presenceCacheEntries: 100 });
+  const b = new RedisStore({ ...url, limits, timeoutMs: 1000, maxPending: 1000, sessionSealKey: sealKey, presenceCacheEntries: 100 });
+  t.teardown(() => { void a.close(); void b.close(); });
+  const owner = { sidHex: randomBytes(16).toString('hex'), locatorHex: randomBytes(16).toString('hex') };
+  const src = '192.0.2.1|4000';
+  const window: SharedReplayWindow = { claim: (s, seq, ttl, from) => a.claimSeq(s, seq, ttl, from), release: (s, seq) => a.releaseSeq(s, seq) };
+  const claimOf = (seq: number, from = src): DeferredClaim => new DeferredClaim(owner, seq, 60_000, from, window);
+  const now = Date.now();
+  const id = owner.locatorHex;
+  await a.putPresence(id, { addr: { ip: '192.0.2.1', port: 4000 }, netMode: 0, visibility: 0, sidHex: owner.sidHex, seq: 1, regMs: now, expMs: now + 60_000 });
+  const renew = (cur: Presence | undefined): PresenceChange<number> => (cur ? { result: cur.seq + 1, put: { ...cur, seq: cur.seq + 1 } } : { result: -1 });
+  const calls = async (): Promise<Record<string, number>> => {
+    const info = String(await a.client.call(['INFO', 'commandstats']));
+    return Object.fromEntries([...info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)].map((m) => [m[1]!, Number(m[2])]));
+  };
+  const c1 = claimOf(2);
+  t.equal(await a.updatePresence(id, renew, undefined, c1), 2, 'written');
+  t.equal(c1.state, 'taken');
+  t.equal(await b.claimSeq(owner, 2, 60_000, '192.0.2.9|1'), 'replay', 'the number is taken in the shared window');
+  // Once the script is cached in Redis: one EVALSHA (the commands a script runs are counted too,
+  // under their own names: GET, SET, SETRANGE).
+  await a.client.call(['CONFIG', 'RESETSTAT']);
+  const c0 = claimOf(3);
+  t.equal(await a.updatePresence(id, renew, undefined, c0), 3);
+  const counted = await calls();
+  t.equal(counted['evalsha'], 1, 'one script: the claim and the compare-and-set');
+  t.notOk(counted['eval'], 'cached');
+
+  const c2 = claimOf(2, '192.0.2.9|1');
+  await t.rejects(a.updatePresence(id, renew, undefined, c2), { name: 'ClaimRefused', verdict: 'replay' }, 'taken: refused');
+  t.same([c2.state, c2.verdict], ['refused', 'replay']);
+  t.equal((await a.getPresence(id))?.seq, 3, 'nothing written');
+  const c3 = claimOf(2);
+  await t.rejects(a.updatePresence(id, renew, undefined, c3), { name: 'ClaimRefused' });
+  t.equal(c3.verdict, 'elsewhere', 'taken for this source');
+  await a.claimSeq(owner, 80, 60_000, src);
+  const c4 = claimOf(3);
+  await t.rejects(a.updatePresence(id, renew, undefined, c4), { name: 'ClaimRefused' });
+  t.equal(c4.verdict, 'old', 'left of the window');
+  t.equal((await a.getPresence(id))?.seq, 3, 'still nothing written');
+
+  // Nothing to write: the claim is taken alone, before the result.
+  const c5 = claimOf(81);
+  t.equal(await a.updatePresence(id, (cur) => ({ result: cur?.seq ?? -1 }), undefined, c5), 3);
+  t.equal(c5.state, 'taken');
+  t.equal(await b.claimSeq(owner, 81, 60_000, src), 'elsewhere', 'taken');
+
+  // Another instance wrote since a's guess: the script takes the number and finds another value;
+  // the compare-and-set is retried alone (a second claim of the same number would be refused).
+  await b.putPresence(id, { addr: { ip: '192.0.2.1', port: 4000 }, netMode: 0, visibility: 0, sidHex: owner.sidHex, seq: 10, regMs: now, expMs: now + 60_000 });
+  const c6 = claimOf(82);
+  t.equal(await a.updatePresence(id, renew, undefined, c6), 11, "decided again on b's record, written");
+  t.equal(c6.state, 'taken');
+  t.equal((await b.getPresence(id))?.seq, 11);
+  t.equal(await b.claimSeq(owner, 82, 60_000, src), 'elsewhere', 'taken once');
+
+  // Redis fails while the script is asked: the claim is left unsettled (the caller gives it back).
+  await redis.stop();
+  const c7 = claimOf(83);
+  await t.rejects(a.updatePresence(id, renew, undefined, c7), { name: 'RedisUnavailable' });
+  t.equal(c7.state, 'unsettled');
 });
 
 t.test('redis backend: a replay window of the layout of before (2-byte fingerprints) keeps refusing what it took', { skip: noRedis }, async (t) => {

@@ -175,7 +175,7 @@ export function refresh(c: LocatorContext, ctx: RequestContext<'REFRESH'>): Mayb
     }
     const r = renewed(c, cur, ctx.from, seq, b.ttlS, s.locatorId, b.netMode ?? cur.netMode, extra);
     return { result: { kind: 'renewed', ack: r.ack }, put: r.next };
-  }, s);
+  }, s, ctx.claim);
   return then(out, (o): HandlerResult => {
     if (o.kind === 'none') return { error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER' };
     if (o.kind === 'conflict') return identityConflict(c, ctx, o.newer);
@@ -224,7 +224,7 @@ export function probeAck(c: LocatorContext, ctx: RequestContext<'PROBE_ACK'>): M
     if (standing === 'stale') return { result: 'stale' };
     if (unvalidated && !sameAddress(rec.addr, ctx.from)) return { result: 'none' };
     return { result: 'extended', put: renewed(c, rec, ctx.from, seq, undefined, s.locatorId).next };
-  }, s);
+  }, s, ctx.claim);
   return then(done, (o) => {
     if (o === 'extended') c.metrics.inc('probe_acks_total');
     else if (o === 'stale') c.metrics.inc('stale_updates_total', { type: 'PROBE_ACK' });

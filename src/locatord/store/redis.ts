@@ -68,7 +68,8 @@ import type { CodeProof, GroupInfo, GroupLimits, JoinRequest } from '../groups.j
 import { GROUP_ID_BYTES, JOIN_FAILURE_LIMITS } from '../groups.js';
 import { KeyedHmac } from '../../wire/hmac-sha256.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
-import type { ClaimVerdict, WindowOwner } from '../../net/sessions.js';
+import type { ClaimVerdict, DeferredClaim, ServerSession, WindowOwner } from '../../net/sessions.js';
+import { ClaimRefused } from '../../net/sessions.js';
 import { REPLAY_WINDOW } from '../../wire/constants.js';
 import { searchMediaOf } from '../search-index.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
@@ -97,14 +98,20 @@ export interface RedisStoreOptions extends RedisClientOptions {
 }
 
 /**
- * KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms.
- * 1 when done; otherwise what the key holds instead (0 = absent), so that the caller decides
- * again without a GET.
+ * The presence compare-and-set (Lua): write `value` with PX `px` ms, or delete when `op` is "del",
+ * only if `key` still holds `expected` ("" = absent). 1 when done; otherwise what the key holds
+ * instead (0 = absent), so that the caller decides again without a GET.
  */
-const CAS_PRESENCE = new LuaScript(`local cur = redis.call('GET', KEYS[1])
-if (cur or '') ~= ARGV[1] then return cur or 0 end
-if ARGV[2] == 'del' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
-return 1`);
+const CAS_FN = `local function cas(key, expected, op, value, px)
+  local cur = redis.call('GET', key)
+  if (cur or '') ~= expected then return cur or 0 end
+  if op == 'del' then redis.call('DEL', key) else redis.call('SET', key, value, 'PX', px) end
+  return 1
+end
+`;
+
+/** KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms (CAS_FN). */
+const CAS_PRESENCE = new LuaScript(`${CAS_FN}return cas(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])`);
 
 /** KEYS[1] a watcher's hash; ARGV: max, then target/view pairs. The new count, or -1 beyond max. */
 const WATCH_ADD = new LuaScript(`local n = redis.call('HLEN', KEYS[1])
@@ -157,8 +164,8 @@ end
 /**
  * KEYS[1] the session's window, one string: the highest sequence number taken (8-byte double,
  * big-endian), then one byte per number of the window (number % window size): 0 when the number
- * is not taken, else a fingerprint of the source it was taken for (never 0). ARGV: sequence
- * number (decimal), window size, PX ms, fingerprint of the source (1 byte). Returns 0 (taken), 1
+ * is not taken, else a fingerprint of the source it was taken for (never 0). `claim`'s arguments:
+ * sequence number, window size, PX ms, fingerprint of the source (1 byte). Returns 0 (taken), 1
  * (already taken), 2 (left of the window) or 3 (already taken for a source with this
  * fingerprint: a retransmission whose first copy another instance took): ReplayWindow's check
  * and accept in one step, so two instances given the same datagram cannot both take it.
@@ -169,34 +176,48 @@ end
  * with its key (136 bytes and ~305 with 2-byte fingerprints; a hash of decimal strings took ~2.2
  * KB once full).
  */
-const CLAIM_SEQ = new LuaScript(`${READ_WINDOW}local seq = tonumber(ARGV[1])
-local w = tonumber(ARGV[2])
-local fp = ARGV[4]
-local i = 9 + seq % w
-local v, converted = window(w)
-local h = -1
-if v then h = struct.unpack('>d', v) end
-if seq + w <= h then return 2 end
-if seq <= h then
-  local cur = string.sub(v, i, i)
-  if cur == fp then return 3 end
-  if cur ~= '\\0' then return 1 end
-  if converted then redis.call('SET', KEYS[1], string.sub(v, 1, i - 1) .. fp .. string.sub(v, i + 1), 'PX', converted) else redis.call('SETRANGE', KEYS[1], i - 1, fp) end
+const CLAIM_FN = `local function claim(seq, w, px, fp)
+  local i = 9 + seq % w
+  local v, converted = window(w)
+  local h = -1
+  if v then h = struct.unpack('>d', v) end
+  if seq + w <= h then return 2 end
+  if seq <= h then
+    local cur = string.sub(v, i, i)
+    if cur == fp then return 3 end
+    if cur ~= '\\0' then return 1 end
+    if converted then redis.call('SET', KEYS[1], string.sub(v, 1, i - 1) .. fp .. string.sub(v, i + 1), 'PX', converted) else redis.call('SETRANGE', KEYS[1], i - 1, fp) end
+    return 0
+  end
+  local slots
+  if not v or seq - h >= w then slots = string.rep('\\0', w) else
+    slots = string.sub(v, 9)
+    for n = h + 1, seq - 1 do
+      local j = n % w + 1
+      slots = string.sub(slots, 1, j - 1) .. '\\0' .. string.sub(slots, j + 1)
+    end
+  end
+  slots = string.sub(slots, 1, i - 9) .. fp .. string.sub(slots, i - 7)
+  if converted then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', converted)
+  elseif v then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'KEEPTTL')
+  else redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', px) end
   return 0
 end
-local slots
-if not v or seq - h >= w then slots = string.rep('\\0', w) else
-  slots = string.sub(v, 9)
-  for n = h + 1, seq - 1 do
-    local j = n % w + 1
-    slots = string.sub(slots, 1, j - 1) .. '\\0' .. string.sub(slots, j + 1)
-  end
-end
-slots = string.sub(slots, 1, i - 9) .. fp .. string.sub(slots, i - 7)
-if converted then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', converted)
-elseif v then redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'KEEPTTL')
-else redis.call('SET', KEYS[1], struct.pack('>d', seq) .. slots, 'PX', ARGV[3]) end
-return 0`);
+`;
+
+/** KEYS[1] the session's window, KEYS[2] its key of before (READ_WINDOW); ARGV: sequence number, window size, PX ms, fingerprint (CLAIM_FN). */
+const CLAIM_SEQ = new LuaScript(`${READ_WINDOW}${CLAIM_FN}return claim(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4])`);
+
+/**
+ * A REFRESH's two steps in one script (one round trip instead of two): CLAIM_SEQ on KEYS[1..2]
+ * with ARGV[1..4], then, only if the number was taken, CAS_PRESENCE on KEYS[3] with ARGV[5..8].
+ * The keys share the terminal's hash tag, so one Cluster slot. Returns 10 + CLAIM_SEQ's answer
+ * when the claim is refused (11, 12, 13: nothing written); otherwise the compare-and-set's (1
+ * done, 0 or a value: the record changed, the number is taken all the same).
+ */
+const CLAIM_AND_CAS = new LuaScript(`${READ_WINDOW}${CLAIM_FN}${CAS_FN}local c = claim(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4])
+if c ~= 0 then return 10 + c end
+return cas(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8])`);
 
 /** KEYS[1] the session's window; ARGV: sequence number, window size: untake it (a "try again" answer). */
 const RELEASE_SEQ = new LuaScript(`${READ_WINDOW}local seq = tonumber(ARGV[1])
@@ -232,6 +253,13 @@ return 1`);
 const CAS_ATTEMPTS = 8;
 
 const asBuf = (v: RedisReply): Buffer | undefined => (Buffer.isBuffer(v) ? v : undefined);
+
+/** CLAIM_SEQ's arguments. */
+const claimArgs = (seq: number, ttlMs: number, source: string): (string | number | Buffer)[] =>
+  [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), sourceFingerprint(source)];
+
+/** CLAIM_SEQ's answer (0-3) as a verdict. */
+const claimVerdict = (r: RedisReply): ClaimVerdict => (r === 0 ? 'ok' : r === 2 ? 'old' : r === 3 ? 'elsewhere' : 'replay');
 
 export class RedisStore implements LocatorStore {
   readonly kind = 'redis' as const;
@@ -345,7 +373,12 @@ export class RedisStore implements LocatorStore {
     this.lastValue.set(idHex, v);
   }
 
-  async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>): Promise<T> {
+  /**
+   * `claim` (a REFRESH's, see DeferredClaim): taken in the first compare-and-set (CLAIM_AND_CAS),
+   * or alone before returning when nothing is written; a refusal throws ClaimRefused, nothing
+   * written. (The session is the shared store's, for its probe schedule: not used here.)
+   */
+  async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, _session?: ServerSession, claim?: DeferredClaim): Promise<T> {
     const k = this.presenceKey(idHex);
     // The value to decide on: remembered (a guess), else read.
     let raw = this.lastValue.get(idHex);
@@ -356,7 +389,10 @@ export class RedisStore implements LocatorStore {
       const cur = raw ? this.live(guessed ? decodePresence(raw.subarray(0, raw.length - RECORD_TAG_BYTES)) : this.decodeRemembered(idHex, raw)) : undefined;
       const d = change(cur);
       if (!d.put && !d.remove) {
-        if (!guessed) return d.result;
+        if (!guessed) {
+          await claim?.ensure();
+          return d.result;
+        }
         // Nothing to write, on a guess: decide on what Redis holds.
         raw = asBuf(await this.client.call(['GET', k], k));
         if (!raw) this.remember(idHex, undefined);
@@ -365,10 +401,23 @@ export class RedisStore implements LocatorStore {
         continue;
       }
       // Nothing to remove (a guess is never absent: raw is set whenever guessed is).
-      if (d.remove && !raw) return d.result;
+      if (d.remove && !raw) {
+        await claim?.ensure();
+        return d.result;
+      }
       const value = d.remove ? undefined : this.encode(idHex, d.put!);
       const args = value === undefined ? [raw ?? '', 'del', '', 0] : [raw ?? '', 'set', value, Math.max(1, d.put!.expMs - this.now())];
-      const r = await this.client.eval(CAS_PRESENCE, k, args);
+      let r: RedisReply;
+      if (claim?.state === 'pending') {
+        claim.asking();
+        r = await this.client.eval(CLAIM_AND_CAS, [...this.windowKeys(claim.owner), k], [...claimArgs(claim.seq, claim.ttlMs, claim.source), ...args]);
+        if (typeof r === 'number' && r >= 10) {
+          const v = claimVerdict(r - 10);
+          claim.settle(v);
+          throw new ClaimRefused(v as Exclude<ClaimVerdict, 'ok'>);
+        }
+        claim.settle('ok');
+      } else r = await this.client.eval(CAS_PRESENCE, k, args);
       if (r === 1) {
         this.remember(idHex, value);
         await this.search.index(idHex, cur, d.remove ? undefined : d.put);
@@ -452,8 +501,7 @@ export class RedisStore implements LocatorStore {
 
   /** Take `seq` in the session's shared replay window (CLAIM_SEQ), kept `ttlMs`. */
   async claimSeq(s: WindowOwner, seq: number, ttlMs: number, source: string): Promise<ClaimVerdict> {
-    const r = await this.client.eval(CLAIM_SEQ, this.windowKeys(s), [String(seq), REPLAY_WINDOW, Math.max(1, Math.ceil(ttlMs)), sourceFingerprint(source)]);
-    return r === 0 ? 'ok' : r === 2 ? 'old' : r === 3 ? 'elsewhere' : 'replay';
+    return claimVerdict(await this.client.eval(CLAIM_SEQ, this.windowKeys(s), claimArgs(seq, ttlMs, source)));
   }
 
   /** Give back `seq` (RELEASE_SEQ). */

@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from '../../common/log.js';
 import type { Metrics } from '../../common/metrics.js';
-import type { ServerSession, ServerSessions, SharedReplayWindow, ClaimVerdict, WindowOwner } from '../../net/sessions.js';
+import type { ClaimVerdict, DeferredClaim, ServerSession, ServerSessions, SharedReplayWindow, WindowOwner } from '../../net/sessions.js';
 import { decodeDatagram } from '../../wire/envelope.js';
 import type { Introductions } from '../handlers/introduce.js';
 import type { PresencePushes } from '../handlers/watch.js';
@@ -161,9 +161,9 @@ export class SharedStore implements ServedStore, SharedReplayWindow {
   }
 
   /** As RedisStore's, and the record written (or removed) is filed in (or leaves) the schedule. */
-  async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): Promise<T> {
+  async updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession, claim?: DeferredClaim): Promise<T> {
     let last: PresenceChange<T> | undefined;
-    const result = await this.redis.updatePresence(idHex, (cur) => (last = change(cur)));
+    const result = await this.redis.updatePresence(idHex, (cur) => (last = change(cur)), session, claim);
     if (last?.remove) this.schedule.delete(idHex);
     else if (last?.put) mirrorPresence(this.schedule, idHex, last.put, session);
     return result;

@@ -10,7 +10,7 @@
 // is the `ServedStore` below: store/embedded.ts and store/shared.ts (Redis + relay + schedule).
 import type { Address } from '../../wire/addr.js';
 import type { CodeProof, GroupInfo, JoinRequest } from '../groups.js';
-import type { ServerSession } from '../../net/sessions.js';
+import type { DeferredClaim, ServerSession } from '../../net/sessions.js';
 import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
 import type { RegistrationExtra } from '../table.js';
@@ -130,9 +130,12 @@ export interface LocatorStore {
    * record since it was read, else `change` runs again on the new record (Redis: compare-and-set
    * by a Lua script; bounded retries, then RedisUnavailable). `session` is the session whose
    * message makes the change (a record written is always of this session): the embedded store
-   * links the record to it, the shared one files it in this instance's probe schedule.
+   * links the record to it, the shared one files it in this instance's probe schedule. `claim`:
+   * the request's shared replay window claim left to the handler (RequestContext.claim; only
+   * with a shared window): taken with the write, or alone when nothing is written, before the
+   * result; refused, it rejects with ClaimRefused and nothing is written.
    */
-  updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): MaybePromise<T>;
+  updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession, claim?: DeferredClaim): MaybePromise<T>;
   /**
    * The shared refusal list (issue 19): a revoked terminal's tickets are refused by every
    * instance until `untilMs`. Embedded: nothing to share (the instance's own list, net/ended.ts,
