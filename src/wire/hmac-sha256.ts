@@ -74,17 +74,8 @@ function compress(h: Int32Array, ho: number, b: Uint8Array, off: number): void {
   h[ho + 7] = (h[ho + 7]! + hh) | 0;
 }
 
-/**
- * The end of a message into the state `h`: data[off, end) (less than a block), 0x80, zeros and
- * the message's length in bits (`totalBytes`, the blocks hashed before included; 64-bit
- * big-endian), in one or two blocks of `t` (2 x 64 bytes, overwritten).
- */
-function finish(h: Int32Array, data: Uint8Array, off: number, end: number, totalBytes: number, t: Uint8Array): void {
-  t.fill(0);
-  const rest = end - off;
-  for (let i = 0; i < rest; i++) t[i] = data[off + i]!;
-  t[rest] = 0x80;
-  const last = rest < BLOCK - 8 ? BLOCK : 2 * BLOCK;
+/** A message's length in bits (`totalBytes` bytes; 64-bit big-endian) into the 8 bytes before `t[last]`. */
+function putLength(t: Uint8Array, last: number, totalBytes: number): void {
   const bits = totalBytes * 8;
   const hi = Math.floor(bits / 0x100000000);
   t[last - 8] = hi >>> 24;
@@ -95,6 +86,23 @@ function finish(h: Int32Array, data: Uint8Array, off: number, end: number, total
   t[last - 3] = bits >>> 16;
   t[last - 2] = bits >>> 8;
   t[last - 1] = bits;
+}
+
+/**
+ * The end of a message into the state `h`: data[off, end) (less than a block), 0x80, zeros and
+ * the message's length (`totalBytes`, the blocks hashed before included), in one or two blocks
+ * of `t` (2 x 64 bytes, scratch: whatever an earlier message left in it is overwritten or not
+ * hashed).
+ */
+function finish(h: Int32Array, data: Uint8Array, off: number, end: number, totalBytes: number, t: Uint8Array): void {
+  const rest = end - off;
+  for (let i = 0; i < rest; i++) t[i] = data[off + i]!;
+  t[rest] = 0x80;
+  const last = rest < BLOCK - 8 ? BLOCK : 2 * BLOCK;
+  // Only the padding between the 0x80 and the length must be zero (the bytes before are this
+  // message's, those after the length are not hashed): no clearing of all 128 bytes per call.
+  for (let i = rest + 1; i < last - 8; i++) t[i] = 0;
+  putLength(t, last, totalBytes);
   compress(h, 0, t, 0);
   if (last > BLOCK) compress(h, 0, t, BLOCK);
 }
@@ -145,19 +153,32 @@ function hashPads(key: Uint8Array, at: number, keyLength: number, pads: Int32Arr
 }
 
 /**
- * HMAC-SHA-256 of data[0, length) from hashed pads (hashPads at `po` of `pads`): the digest's
- * 8 words in `h`. `tail` (128 bytes) and `inner` (32 bytes) are scratch.
+ * The outer hash's last block: room for the inner digest (32 bytes, written per MAC), then its
+ * padding, the same for every MAC (the message is the opad block and the digest, 96 bytes), so
+ * written once here.
  */
-function macFromPads(pads: Int32Array, po: number, data: Uint8Array, length: number, h: Int32Array, tail: Uint8Array, inner: Uint8Array): void {
+function outerBlock(): Uint8Array {
+  const b = new Uint8Array(BLOCK);
+  b[32] = 0x80;
+  putLength(b, BLOCK, BLOCK + 32);
+  return b;
+}
+
+/**
+ * HMAC-SHA-256 of data[0, length) from hashed pads (hashPads at `po` of `pads`): the digest's
+ * 8 words in `h`. `tail` (128 bytes) is scratch; `outer` is an outerBlock(), its first 32 bytes
+ * overwritten.
+ */
+function macFromPads(pads: Int32Array, po: number, data: Uint8Array, length: number, h: Int32Array, tail: Uint8Array, outer: Uint8Array): void {
   // Inner hash: from the ipad block's state, the message (its length counts the ipad block).
   for (let i = 0; i < 8; i++) h[i] = pads[po + i]!;
   let off = 0;
   for (; length - off >= BLOCK; off += BLOCK) compress(h, 0, data, off);
   finish(h, data, off, length, BLOCK + length, tail);
-  // Outer hash: from the opad block's state, the inner digest, one block.
-  putWords(h, 8, inner, 0);
+  // Outer hash: from the opad block's state, the inner digest written straight into its block.
+  putWords(h, 8, outer, 0);
   for (let i = 0; i < 8; i++) h[i] = pads[po + 8 + i]!;
-  finish(h, inner, 0, 32, BLOCK + 32, tail);
+  compress(h, 0, outer, 0);
 }
 
 /**
@@ -169,7 +190,7 @@ export class KeyedHmac {
   private readonly pads = new Int32Array(16);
   private readonly h = new Int32Array(8);
   private readonly tail = new Uint8Array(2 * BLOCK);
-  private readonly inner = new Uint8Array(32);
+  private readonly outer = outerBlock();
 
   constructor(key: Uint8Array) {
     // RFC 2104: a key longer than a block is replaced by its hash.
@@ -180,7 +201,7 @@ export class KeyedHmac {
   /** The first `bytes` (a multiple of 4, <= 32) bytes of HMAC-SHA-256(key, data[0, length)) into `out` at `at`. */
   digestInto(data: Uint8Array, length: number, out: Uint8Array, at: number, bytes = 32): void {
     if (bytes % 4 !== 0 || bytes < 0 || bytes > 32) throw new RangeError('bytes must be a multiple of 4, at most 32');
-    macFromPads(this.pads, 0, data, length, this.h, this.tail, this.inner);
+    macFromPads(this.pads, 0, data, length, this.h, this.tail, this.outer);
     putWords(this.h, bytes >>> 2, out, at);
   }
 }
@@ -200,10 +221,10 @@ export class SessionMacs {
   private readonly used: Uint8Array;
   /** The running state of the MAC being computed. */
   private readonly h = new Int32Array(8);
-  /** The last one or two blocks of a message, padded; then the outer block. */
+  /** The last one or two blocks of a message, padded. */
   private readonly tail = new Uint8Array(2 * BLOCK);
-  /** The inner hash's digest, the outer hash's message. */
-  private readonly inner = new Uint8Array(32);
+  /** The outer hash's block: the inner hash's digest, padded. */
+  private readonly outer = outerBlock();
   /** Pads computed (a key not cached): a hit rate for whoever sizes `entries`. */
   misses = 0;
 
@@ -242,7 +263,7 @@ export class SessionMacs {
 
   /** The first 4 words of HMAC-SHA-256(key, data[0, length)) in this.h[0..3]. */
   private compute(key: Uint8Array, at: number, data: Uint8Array, length: number): void {
-    macFromPads(this.pads, this.padsOf(key, at), data, length, this.h, this.tail, this.inner);
+    macFromPads(this.pads, this.padsOf(key, at), data, length, this.h, this.tail, this.outer);
   }
 
   /** Write the MAC of `datagram` (all of it but its last 16 bytes) into those 16 bytes. */
