@@ -43,8 +43,9 @@ export interface ThroughputOptions {
   cpuProfDir?: string;
   /**
    * Also drive echo servers that spend this many microseconds of pure CPU on each REFRESH-sized
-   * datagram (none by default; the locatord section of `devloc bench` asks for [6, 12]): how the UDP path's cost per datagram grows with the
-   * server's own work, i.e. what "x echo" allows a daemon.
+   * datagram (none by default; the locatord section of `devloc bench` asks for [6, 12]): how the
+   * UDP path's cost per datagram grows with the server's own work, i.e. what "x echo" allows a
+   * daemon.
    */
   echoWorkUs?: number[];
 }
