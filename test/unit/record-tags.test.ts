@@ -31,6 +31,17 @@ t.test('recordTag is the documented HMAC, for parts of every shape (bytes, text,
   for (const [kind, parts] of cases) t.same(recordTag(new KeyedHmac(key), kind, ...parts), reference(key, kind, ...parts), `${kind.slice(0, 12)}: ${parts.length} parts`);
 });
 
+t.test('texts of every UTF-8 width (3 bytes a unit at most, lone surrogates, pairs), growing the scratch, an empty text last', async (t) => {
+  const key = randomBytes(32);
+  const mac = new KeyedHmac(key);
+  const cases: [string, (Uint8Array | string)[]][] = [
+    ['group', ['\u20ac'.repeat(700), randomBytes(3), '\ud800x\udfff', '\u{1f600}'.repeat(300), '']],
+    ['group', ['\u20ac'.repeat(3000), '']],
+    ['\u00fc', ['a', '\u00e9t\u00e9', randomBytes(0)]],
+  ];
+  for (const [kind, parts] of cases) t.same(recordTag(mac, kind, ...parts), reference(key, kind, ...parts), `${parts.length} parts`);
+});
+
 t.test('tagRecord appends that tag; openRecord gives the value back only where it was tagged', async (t) => {
   const key = randomBytes(32);
   const mac = new KeyedHmac(key);

@@ -52,19 +52,24 @@ let tagInput = Buffer.allocUnsafe(512);
  * or kind does not verify there.
  */
 function tagInto(mac: KeyedHmac, kind: string, parts: readonly (Uint8Array | string)[], out: Uint8Array, at: number): void {
-  let n = Buffer.byteLength(kind) + 1;
-  for (const part of parts) n += 4 + (typeof part === 'string' ? Buffer.byteLength(part) : part.length);
-  if (n > tagInput.length) tagInput = Buffer.allocUnsafe(Math.max(n, 2 * tagInput.length));
+  // Room for the most a text can take (3 bytes of UTF-8 per UTF-16 unit), so that each text is
+  // measured once, by writing it (a per-packet path: the presence record's tag).
+  let room = 3 * kind.length + 1;
+  for (const part of parts) room += 4 + (typeof part === 'string' ? 3 * part.length : part.length);
+  if (room > tagInput.length) tagInput = Buffer.allocUnsafe(Math.max(room, 2 * tagInput.length));
   const b = tagInput;
   let pos = b.write(kind, 0, 'utf8');
   b[pos++] = 0;
   for (const part of parts) {
-    const len = typeof part === 'string' ? Buffer.byteLength(part) : part.length;
+    // The part after its 4-byte length, which is known once a text is written.
+    let len: number;
+    if (typeof part === 'string') len = b.write(part, pos + 4, 'utf8');
+    else {
+      b.set(part, pos + 4);
+      len = part.length;
+    }
     b.writeUInt32BE(len, pos);
-    pos += 4;
-    if (typeof part === 'string') b.write(part, pos, 'utf8');
-    else b.set(part, pos);
-    pos += len;
+    pos += 4 + len;
   }
   mac.digestInto(b, pos, out, at, RECORD_TAG_BYTES);
 }
