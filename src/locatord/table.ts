@@ -521,6 +521,11 @@ export class RegistrationTable {
     return s;
   }
 
+  /** Mark slot `s`'s record most recently refreshed, as `touch` does: for a caller that found it already. */
+  touchSlot(s: number): void {
+    this.recency.touch(s);
+  }
+
   /** A view of a slot's record. */
   view(slot: number): Registration {
     return new Registration(this, slot, this.gen[slot]!);

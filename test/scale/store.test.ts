@@ -113,6 +113,47 @@ t.test('embedded backend', async (t) => {
   groups.close();
 });
 
+t.test('embedded backend: updatePresence renews the record it read in place, or decides by ID when change removed or replaced it, or it expired meanwhile', async (t) => {
+  let now = Date.now();
+  const gone: string[] = [];
+  const table = new RegistrationTable({ maxEntries: 2, now: () => now, onGone: (k) => gone.push(k) });
+  const sessions = new ServerSessions({ verifier: new TicketVerifier({ keys: new Map(), audience: 'locator' }), serviceSecret: privateKeyObject('X25519', generatePair('x25519')) });
+  const groups = new GroupStore(':memory:', limits);
+  t.teardown(() => groups.close());
+  const store = new EmbeddedStore(table, sessions, groups);
+  const [a, b, c] = [0, 1, 2].map(() => randomBytes(16).toString('hex')) as [string, string, string];
+  const at = (seq: number, ip: string): Presence => ({ addr: { ip, port: 4000 + seq }, netMode: 1, visibility: 0, sidHex: '', seq, regMs: now, expMs: now + 10_000, nickname: `n${seq}`, extra: undefined });
+  const renew = (seq: number, ip: string, before?: () => void) => (cur: Presence | undefined): PresenceChange<number | undefined> => {
+    before?.();
+    return { result: cur?.seq, put: at(seq, ip) };
+  };
+  const check = (id: string, seq: number, ip: string, what: string): void => {
+    const p = store.getPresence(id);
+    t.same(p && [p.seq, p.addr, p.nickname], [seq, { ip, port: 4000 + seq }, `n${seq}`], what);
+  };
+
+  store.putPresence(a, at(1, '192.0.2.1'));
+  store.putPresence(b, at(1, '192.0.2.2'));
+  const slot = table.find(a);
+  t.equal(store.updatePresence(a, renew(2, '2001:db8::2')), 1);
+  check(a, 2, '2001:db8::2', 'renewed (IPv4 to IPv6)');
+  t.equal(table.find(a), slot, 'in the same slot');
+  store.putPresence(c, at(1, '192.0.2.3'));
+  t.ok(store.getPresence(a) && !store.getPresence(b), 'the renewed record was marked most recently refreshed: the other one was evicted');
+
+  t.equal(store.updatePresence(a, renew(3, '192.0.2.9', () => store.deletePresence(a))), 2);
+  check(a, 3, '192.0.2.9', 'removed by change: stored anew');
+
+  t.equal(store.updatePresence(a, renew(5, '192.0.2.5', () => store.putPresence(a, at(4, '192.0.2.4')))), 3);
+  check(a, 5, '192.0.2.5', 'replaced by change: the put is written over the replacement');
+
+  gone.length = 0;
+  t.equal(store.updatePresence(a, renew(6, '192.0.2.6', () => (now += 20_000))), 5);
+  t.same(gone, [a], 'expired while change ran: freed and told, as a lookup by ID does');
+  check(a, 6, '192.0.2.6', 'then stored anew');
+  t.equal(table.expired, 1);
+});
+
 t.test('redis backend', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const sealKey = randomBytes(32);

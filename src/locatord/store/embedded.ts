@@ -31,10 +31,9 @@ export class EmbeddedStore implements ServedStore {
   }
 
   /** Every field set (undefined when absent): one object shape for the hot path's property reads. */
-  private toPresence(slot: number): Presence {
-    const r = this.table.view(slot);
+  private toPresence(r: Registration): Presence {
     return {
-      addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: this.table.sessionIdHex(slot), seq: r.seq,
+      addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: this.table.sessionIdHex(r.slot), seq: r.seq,
       regMs: this.table.tickToMs(r.regTick), expMs: this.table.tickToMs(r.expTick),
       nickname: r.nickname, extra: r.extra, reachable: r.reachable || undefined, inst: undefined,
     };
@@ -42,7 +41,7 @@ export class EmbeddedStore implements ServedStore {
 
   getPresence(idHex: string): Presence | undefined {
     const s = this.table.find(idHex);
-    return s < 0 ? undefined : this.toPresence(s);
+    return s < 0 ? undefined : this.toPresence(this.table.view(s));
   }
 
   getPresences(idHexes: readonly string[]): (Presence | undefined)[] {
@@ -50,8 +49,13 @@ export class EmbeddedStore implements ServedStore {
   }
 
   putPresence(idHex: string, p: Presence, session?: ServerSession): void {
-    mirrorPresence(this.table, idHex, p, session ?? (p.sidHex ? this.sessions.get(p.sidHex) : undefined));
+    mirrorPresence(this.table, idHex, p, this.sessionFor(p, session));
     this.search.set(idHex, p);
+  }
+
+  /** The session a record `p` is stored with: the one given, else the one it names, if held. */
+  private sessionFor(p: Presence, session: ServerSession | undefined): ServerSession | undefined {
+    return session ?? (p.sidHex ? this.sessions.get(p.sidHex) : undefined);
   }
 
   deletePresence(idHex: string): boolean {
@@ -61,9 +65,19 @@ export class EmbeddedStore implements ServedStore {
 
   updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): T {
     const s = this.table.find(idHex);
-    const d = change(s < 0 ? undefined : this.toPresence(s));
+    const r = s < 0 ? undefined : this.table.view(s);
+    const d = change(r && this.toPresence(r));
     if (d.remove) this.deletePresence(idHex);
-    else if (d.put) this.putPresence(idHex, d.put, session);
+    else if (d.put) {
+      // The record just read is renewed where it is, its ID not looked up again (each REFRESH),
+      // unless `change` had it removed or replaced, or it expired meanwhile: putPresence then
+      // decides by ID, as `find` does.
+      if (r && !r.removed && this.table.nowTick() < r.expTick) {
+        this.table.touchSlot(r.slot);
+        renewPresence(this.table, r, d.put, this.sessionFor(d.put, session));
+        this.search.set(idHex, d.put);
+      } else this.putPresence(idHex, d.put, session);
+    }
     return d.result;
   }
 
@@ -121,6 +135,12 @@ export function mirrorPresence(t: RegistrationTable, idHex: string, p: Presence,
       netMode: p.netMode, visibility: p.visibility, nickname: p.nickname, extra: p.extra, reachable: p.reachable === true,
     });
   }
+  renewPresence(t, r, p, session);
+  return r;
+}
+
+/** Write `p` over the live record `r` of `t`, with `session`. */
+function renewPresence(t: RegistrationTable, r: Registration, p: Presence, session: ServerSession | undefined): void {
   r.setAddress(p.addr);
   r.session = session;
   r.seq = p.seq;
@@ -132,7 +152,6 @@ export function mirrorPresence(t: RegistrationTable, idHex: string, p: Presence,
   r.nickname = p.nickname;
   r.extra = p.extra;
   r.reachable = p.reachable === true;
-  return r;
 }
 
 export function toStoredSession(s: KeyedSession): StoredSession {
