@@ -48,6 +48,12 @@ export interface ThroughputOptions {
    * daemon.
    */
   echoWorkUs?: number[];
+  /**
+   * Also measure QUERY_ADDR with each of these numbers of IDs, against locatord and the echo
+   * server (issue 16 item 2's QUERY_ADDR target is for 1 ID; the main query phase uses
+   * `idsPerQuery`).
+   */
+  moreQueryIds?: number[];
 }
 
 export interface ThroughputResult {
@@ -82,6 +88,8 @@ export interface ThroughputResult {
    * (`ioUs`; the bare echo's whole cost is `ioUs` at workUs 0).
    */
   echoWithWork: { workUs: number; cpuXEcho: number; ioUs: number }[];
+  /** QUERY_ADDR of `ids` IDs (moreQueryIds): per CPU-second of locatord and of the echo server, and their ratio. */
+  queriesByIds: { ids: number; perCpuS: number; echoPerCpuS: number; cpuXEcho: number }[];
   lost: number;
 }
 
@@ -215,6 +223,12 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
         echoWithWork.push({ workUs, cpuXEcho: xEcho(perCpuSWorking, echoRefreshPerCpuS), ioUs: Math.round((1e6 / perCpuSWorking - workUs) * 100) / 100 });
       }
     }
+    const queriesByIds: ThroughputResult['queriesByIds'] = [];
+    for (const ids of o.moreQueryIds ?? []) {
+      const [, perCpuSIds] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery: ids });
+      const [, echoPerCpuSIds] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery: ids }, [echo.proc.pid!]);
+      queriesByIds.push({ ids, perCpuS: perCpuSIds, echoPerCpuS: echoPerCpuSIds, cpuXEcho: xEcho(perCpuSIds, echoPerCpuSIds) });
+    }
     const refreshPerS = perS(refresh);
     const queryPerS = perS(query);
     const echoRefreshSizedPerS = perS(echoRefresh);
@@ -228,7 +242,7 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
       queryRatio: Math.round((queryPerS / echoQuerySizedPerS) * 100) / 100,
       refreshPerCpuS, queryPerCpuS, echoRefreshPerCpuS, echoQueryPerCpuS,
       refreshCpuXEcho: xEcho(refreshPerCpuS, echoRefreshPerCpuS), queryCpuXEcho: xEcho(queryPerCpuS, echoQueryPerCpuS),
-      echoWithWork,
+      echoWithWork, queriesByIds,
       lost: [...reg, ...refresh, ...query].reduce((a, r) => a + r.lost, 0),
     };
   } finally {
