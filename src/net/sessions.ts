@@ -693,9 +693,13 @@ export class DeferredClaim {
     this.state = verdict === 'ok' ? 'taken' : 'refused';
   }
 
-  /** Take it alone (nothing to fold it into); rejects, unsettled, when the store fails. */
+  /**
+   * Take it alone (nothing to fold it into); rejects, unsettled, when the store fails. Once
+   * settled, its verdict; unsettled, it rejects (whether it was taken is unknown).
+   */
   take(): Promise<ClaimVerdict> {
-    if (this.state !== 'pending') return Promise.resolve(this.verdict ?? 'ok');
+    if (this.state === 'taken' || this.state === 'refused') return Promise.resolve(this.verdict!);
+    if (this.state === 'unsettled') return Promise.reject(new Error('shared replay window: claim unsettled'));
     this.asking();
     return this.window.claim(this.owner, this.seq, this.ttlMs, this.source).then((v) => {
       this.settle(v);
