@@ -2,20 +2,14 @@
 // folded into its write or alone. One question to the window at most; a verdict once settled.
 import t from 'tap';
 import { ClaimRefused, DeferredClaim } from '../../src/net/sessions.js';
-import type { ClaimVerdict, SharedReplayWindow } from '../../src/net/sessions.js';
+import type { ClaimVerdict } from '../../src/net/sessions.js';
+import { recordingWindow } from './fixtures/net.js';
 
 const owner = { sidHex: '00'.repeat(16), locatorHex: '11'.repeat(16) };
 
-function windowSaying(...verdicts: (ClaimVerdict | Error)[]): SharedReplayWindow & { asked: number } {
-  const w = {
-    asked: 0,
-    claim: () => {
-      w.asked++;
-      const v = verdicts.shift() ?? 'ok';
-      return v instanceof Error ? Promise.reject(v) : Promise.resolve(v);
-    },
-    release: () => Promise.resolve(),
-  };
+function windowSaying(...verdicts: (ClaimVerdict | Error)[]): ReturnType<typeof recordingWindow> {
+  const w = recordingWindow();
+  w.verdicts.push(...verdicts);
   return w;
 }
 
@@ -27,7 +21,7 @@ t.test('taken alone: asked once, then its verdict', async (t) => {
   t.equal(c.state, 'taken');
   await c.ensure();
   t.equal(await c.take(), 'ok');
-  t.equal(w.asked, 1, 'the window was asked once');
+  t.equal(w.claims.length, 1, 'the window was asked once');
 });
 
 t.test('refused alone: ensure throws ClaimRefused with the verdict, every time, asking once', async (t) => {
@@ -36,7 +30,7 @@ t.test('refused alone: ensure throws ClaimRefused with the verdict, every time, 
   await t.rejects(c.ensure(), { name: 'ClaimRefused', verdict: 'elsewhere' });
   t.same([c.state, c.verdict], ['refused', 'elsewhere']);
   await t.rejects(c.ensure(), { name: 'ClaimRefused', verdict: 'elsewhere' });
-  t.equal(w.asked, 1);
+  t.equal(w.claims.length, 1);
   t.ok(new ClaimRefused('old') instanceof Error);
 });
 
@@ -51,7 +45,7 @@ t.test('folded into a store command: settled by it, never asked alone', async (t
   d.asking();
   d.settle('ok');
   await d.ensure();
-  t.equal(w.asked, 0);
+  t.equal(w.claims.length, 0);
 });
 
 t.test('the store fails: unsettled, and never read as taken afterwards', async (t) => {
@@ -60,5 +54,5 @@ t.test('the store fails: unsettled, and never read as taken afterwards', async (
   await t.rejects(c.take(), /redis down/);
   t.equal(c.state, 'unsettled');
   await t.rejects(c.ensure(), /unsettled/, 'not "ok": whether it was taken is unknown');
-  t.equal(w.asked, 1);
+  t.equal(w.claims.length, 1);
 });

@@ -19,7 +19,7 @@ import type { Message } from '../../src/wire/envelope.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
 import { sealDatagram, verifyDatagram } from '../../src/wire/session.js';
 import { DevlocError, ErrorCode } from '../../src/wire/errors.js';
-import { A, B, decoded, harness, rid, sessionWorld, until } from './fixtures/net.js';
+import { A, B, decoded, harness, recordingWindow, rid, sessionWorld, until } from './fixtures/net.js';
 
 /** A REFLECT request padded to `size` bytes (an unauthenticated request of a chosen size). */
 function reflect(id: Buffer, size = 64): Buffer {
@@ -635,22 +635,9 @@ t.test('close() while a handler runs: its late reply is dropped and nothing thro
 });
 
 t.test('shared replay window (several instances): asked before the handler; replay, elsewhere, store down, try again', async (t) => {
-  const verdicts: (ClaimVerdict | Error)[] = [];
-  const claims: number[] = [];
-  const released: number[] = [];
-  const w = sessionWorld(undefined, {
-    sharedWindow: {
-      claim: (_s, seq) => {
-        claims.push(seq);
-        const v = verdicts.shift() ?? 'ok';
-        return v instanceof Error ? Promise.reject(v) : Promise.resolve(v);
-      },
-      release: (_s, seq) => {
-        released.push(seq);
-        return Promise.resolve();
-      },
-    },
-  });
+  const sharedWindow = recordingWindow();
+  const { verdicts, claims, released } = sharedWindow;
+  const w = sessionWorld(undefined, { sharedWindow });
   let refreshes = 0;
   const handlers: Handlers = {
     REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
@@ -695,21 +682,9 @@ t.test('shared replay window (several instances): asked before the handler; repl
 });
 
 t.test('a claim left to the handler (claimInHandler): folded into its store write, taken alone when it answers without one, answered as a claim before it', async (t) => {
-  const aloneVerdicts: ClaimVerdict[] = [];
-  const claims: number[] = [];
-  const released: number[] = [];
-  const w = sessionWorld(undefined, {
-    sharedWindow: {
-      claim: (_s, seq) => {
-        claims.push(seq);
-        return Promise.resolve(aloneVerdicts.shift() ?? 'ok');
-      },
-      release: (_s, seq) => {
-        released.push(seq);
-        return Promise.resolve();
-      },
-    },
-  });
+  const sharedWindow = recordingWindow();
+  const { verdicts: aloneVerdicts, claims, released } = sharedWindow;
+  const w = sessionWorld(undefined, { sharedWindow });
   // What the REFRESH handler's "store" does with the claim, per request.
   type Plan = { fold: ClaimVerdict } | { answer: 'not-found' | 'try-later' | 'challenge' } | { fold: 'ok'; thenFail: true } | { failWhileAsking: true };
   const plans: Plan[] = [];
