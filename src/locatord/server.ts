@@ -34,13 +34,13 @@ import type { SharedStore } from './store/shared.js';
 import type { ServedStore } from './store/types.js';
 import type { ErrorCode as ErrorCodeT } from '../wire/errors.js';
 import type { MessageName } from '../wire/catalog.js';
+import { RegistrationTable } from './table.js';
 
 /**
  * The messages whose shared replay window claim (--store redis) goes into the presence write
  * (one Redis script, CLAIM_AND_CAS in store/redis.ts): their handlers do nothing before it.
  */
 const CLAIM_IN_HANDLER: ReadonlySet<MessageName> = new Set<MessageName>(['REFRESH', 'PROBE_ACK']);
-import { RegistrationTable } from './table.js';
 
 export const DB_FILE = 'locatord.db';
 

@@ -42,7 +42,6 @@ import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import type { RateLimiter } from './ratelimit.js';
 import { AddressValidation, NEEDS_VALIDATION } from './routability.js';
 import type { ClaimVerdict, DeferredClaim, ServerSession, ServerSessions, WindowVerdict } from './sessions.js';
-import { ClaimRefused } from './sessions.js';
 
 export interface Refusal {
   error: ErrorCode;
@@ -437,30 +436,38 @@ export class DatagramServer {
       // takes the number at once (atomically), so that a copy reaching another instance or
       // worker meanwhile is refused there; "try again" gives it back (answer()). A handler of
       // `claimInHandler` gets the claim to fold into its store's write (one round trip less).
-      if (!fresh && this.opts.claimInHandler?.has(msg.name)) {
-        const deferred = this.opts.sessions!.deferClaim(session, msg.auth.seq, from);
-        if (deferred) return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest, deferred);
-      }
       const claim = this.opts.sessions!.claim(session, msg.auth.seq, from);
       if (claim) {
+        if (!fresh && this.opts.claimInHandler?.has(msg.name)) return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest, claim);
         const s = session;
-        if (cacheKey !== undefined) this.inFlight.add(cacheKey);
-        return claim.then(
-          (verdict) => {
-            if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
-            if (verdict === 'ok') return this.execute(raw, from, msg, handler, s, fresh, cacheKey, digest);
-            this.claimRefused(raw, from, msg, s, verdict);
-            return undefined;
-          },
-          (err: unknown) => {
-            if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
-            const r = err as { message?: string; retryAfterMs?: number };
-            this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `replay window: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, s, msg.name, msg.type);
-          },
-        );
+        return this.afterClaim(claim, raw, from, msg, s, cacheKey, () => this.execute(raw, from, msg, handler, s, fresh, cacheKey, digest));
       }
     } else if (!this.unproven(raw, from, msg.rid, msg.type)) return;
     return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest);
+  }
+
+  /**
+   * Take `claim` alone, then `go` on when it is ours; a refused claim is answered as such, a store
+   * that fails TRY_LATER. Meanwhile the in-flight set keeps copies of the datagram out.
+   */
+  private afterClaim(
+    claim: DeferredClaim, raw: Buffer, from: Address, msg: Message, session: ServerSession, cacheKey: string | undefined,
+    go: () => Promise<void> | void,
+  ): Promise<void> {
+    if (cacheKey !== undefined) this.inFlight.add(cacheKey);
+    return claim.take().then(
+      (verdict) => {
+        if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
+        if (verdict === 'ok') return go();
+        this.claimRefused(raw, from, msg, session, verdict);
+        return undefined;
+      },
+      (err: unknown) => {
+        if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
+        const r = err as { message?: string; retryAfterMs?: number };
+        this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `replay window: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, session, msg.name, msg.type);
+      },
+    );
   }
 
   /** A claim the shared window refused: REPLAY, or dropped (a copy another instance answers, a response). */
@@ -529,27 +536,13 @@ export class DatagramServer {
   ): Promise<void> | undefined {
     const { raw, from, msg, session, claim } = ctx;
     const unvalidated = ctx.addressValidated === false;
-    const refused = err instanceof ClaimRefused ? err.verdict : claim?.state === 'refused' ? claim.verdict : undefined;
-    if (refused !== undefined && refused !== 'ok') {
-      this.claimRefused(raw, from, msg, session!, refused);
+    // Refused in the handler's store (which then threw ClaimRefused): as if refused before it.
+    if (claim?.state === 'refused') {
+      this.claimRefused(raw, from, msg, session!, claim.verdict as Exclude<ClaimVerdict, 'ok'>);
       return undefined;
     }
     const out = threw ? this.handlerFailure(msg, err) : result!;
-    if (claim?.state === 'pending') {
-      if (cacheKey !== undefined) this.inFlight.add(cacheKey);
-      return claim.take().then(
-        (verdict) => {
-          if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
-          if (verdict === 'ok') this.answer(raw, from, msg, session, unvalidated, cacheKey, digest, started, out);
-          else this.claimRefused(raw, from, msg, session!, verdict);
-        },
-        (e: unknown) => {
-          if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
-          const r = e as { message?: string; retryAfterMs?: number };
-          this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `replay window: ${r.message ?? String(e)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, session, msg.name, msg.type);
-        },
-      );
-    }
+    if (claim?.state === 'pending') return this.afterClaim(claim, raw, from, msg, session!, cacheKey, () => this.answer(raw, from, msg, session, unvalidated, cacheKey, digest, started, out));
     this.answer(raw, from, msg, session, unvalidated, cacheKey, digest, started, out);
     return undefined;
   }

@@ -709,8 +709,7 @@ export class DeferredClaim {
 
   /** Take it alone if nobody did; throws ClaimRefused unless it is ours. */
   async ensure(): Promise<void> {
-    if (this.state === 'taken') return;
-    const v = this.state === 'refused' ? this.verdict! : await this.take();
+    const v = await this.take();
     if (v !== 'ok') throw new ClaimRefused(v);
   }
 }
@@ -936,29 +935,17 @@ export class ServerSessions {
   }
 
   /**
-   * Take `seq` in the shared replay window (after the local window said 'ok'); undefined when
-   * there is none (one instance: the local window is the whole truth).
+   * The claim of `seq` in the shared replay window (after the local window said 'ok'), not asked
+   * yet: taken by the server before the handler, or by the handler's store (DeferredClaim);
+   * undefined when there is no shared window (one instance: the local window is the whole truth).
    */
-  claim(session: ServerSession, seq: number, from: Address): Promise<ClaimVerdict> | undefined {
+  claim(session: ServerSession, seq: number, from: Address): DeferredClaim | undefined {
     const w = this.opts.sharedWindow;
     if (!w) return undefined;
-    return w.claim(session, seq, this.windowTtlMs(session), `${from.ip}|${from.port}`);
-  }
-
-  /**
-   * The claim of `seq` in the shared replay window, left to the handler (DeferredClaim);
-   * undefined when there is no shared window.
-   */
-  deferClaim(session: ServerSession, seq: number, from: Address): DeferredClaim | undefined {
-    const w = this.opts.sharedWindow;
-    if (!w) return undefined;
-    // The owner's IDs copied: a held session's slot may be reused once the request has let go of it.
-    return new DeferredClaim({ sidHex: session.sidHex, locatorHex: session.locatorHex }, seq, this.windowTtlMs(session), `${from.ip}|${from.port}`, w);
-  }
-
-  /** Kept as long as the session can be used, then Redis frees it. */
-  private windowTtlMs(session: ServerSession): number {
-    return Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now());
+    // Kept as long as the session can be used, then Redis frees it. The owner's IDs are copied: a
+    // held session's slot may be reused once the request has let go of it.
+    const ttlMs = Math.max(1, session.exp * 1000 + this.opts.verifier.clockSkewS * 1000 - this.now());
+    return new DeferredClaim({ sidHex: session.sidHex, locatorHex: session.locatorHex }, seq, ttlMs, `${from.ip}|${from.port}`, w);
   }
 
   /** Give back a claimed `seq` (its message was answered "try again"); no-op without a shared window. */

@@ -67,9 +67,8 @@ import { DevlocError, ErrorCode } from '../../wire/errors.js';
 import type { CodeProof, GroupInfo, GroupLimits, JoinRequest } from '../groups.js';
 import { GROUP_ID_BYTES, JOIN_FAILURE_LIMITS } from '../groups.js';
 import { KeyedHmac } from '../../wire/hmac-sha256.js';
-import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
+import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_KEY_LABEL, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
 import type { ClaimVerdict, DeferredClaim, ServerSession, WindowOwner } from '../../net/sessions.js';
-import { ClaimRefused } from '../../net/sessions.js';
 import { REPLAY_WINDOW } from '../../wire/constants.js';
 import { searchMediaOf } from '../search-index.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
@@ -295,7 +294,7 @@ export class RedisStore implements LocatorStore {
     this.graceMs = o.sessionGraceMs ?? 0;
     if (o.sessionSealKey.length !== 32) throw new Error('sessionSealKey must be 32 bytes');
     this.sealKey = o.sessionSealKey;
-    const recordKey = o.recordKey ?? Buffer.from(hkdfSync('sha256', o.sessionSealKey, Buffer.alloc(0), 'devloc locatord redis records v1', 32));
+    const recordKey = o.recordKey ?? Buffer.from(hkdfSync('sha256', o.sessionSealKey, Buffer.alloc(0), RECORD_KEY_LABEL, 32));
     if (recordKey.length !== 32) throw new Error('recordKey must be 32 bytes');
     this.recordMac = new KeyedHmac(recordKey);
     this.onRejected = o.onRejected ?? (() => undefined);
@@ -411,12 +410,9 @@ export class RedisStore implements LocatorStore {
       if (claim?.state === 'pending') {
         claim.asking();
         r = await this.client.eval(CLAIM_AND_CAS, [...this.windowKeys(claim.owner), k], [...claimArgs(claim.seq, claim.ttlMs, claim.source), ...args]);
-        if (typeof r === 'number' && r >= 10) {
-          const v = claimVerdict(r - 10);
-          claim.settle(v);
-          throw new ClaimRefused(v as Exclude<ClaimVerdict, 'ok'>);
-        }
-        claim.settle('ok');
+        // 10 + CLAIM_SEQ's answer: refused, nothing written (ensure throws ClaimRefused).
+        claim.settle(typeof r === 'number' && r >= 10 ? claimVerdict(r - 10) : 'ok');
+        await claim.ensure();
       } else r = await this.client.eval(CAS_PRESENCE, k, args);
       if (r === 1) {
         this.remember(idHex, value);
