@@ -15,7 +15,12 @@ t.test('the presence section is listed', async (t) => {
 t.test('benchPresence, small: memory, pushes, latency and fan-out figures', async (t) => {
   const r = await benchPresence({ terminals: 2000, perWatcher: 10, watchers: 20, seconds: 1, latencyRates: [100, 50], fanOutRounds: 2 });
   t.ok(r.memory.subscriptions > 2000 * 9 && r.memory.subscriptions <= 2000 * 10, `about 10 a terminal (${r.memory.subscriptions})`);
-  t.ok(r.memory.rssBytesPerSubscription > 0 && r.memory.heapBytesPerSubscription > 0, 'memory measured');
+  // The heap figure is the structure's (it is live when measured). RSS at this scale (20k
+  // subscriptions, ~1 MB) is page-granular and moves with what V8 commits and gives back around
+  // the full GCs: 37-183 B in six idle runs, and <= 0 once in a loaded CI run. It is a figure at
+  // 1M, not here: only that it is reported.
+  t.ok(r.memory.heapBytesPerSubscription > 0, `heap measured (${r.memory.heapBytesPerSubscription} B per subscription)`);
+  t.ok(Number.isFinite(r.memory.rssBytesPerSubscription), `RSS reported (${r.memory.rssBytesPerSubscription} B per subscription)`);
   t.same(r.latency.map((x) => x.offered), [50, 100], 'one latency run per offered rate, ascending');
   r.latency.forEach((x, i) => {
     const run = r.runs.paced[i]!;
