@@ -26,21 +26,21 @@
 // the per-source rate): a forged datagram can spend it for everyone, never a chosen victim's.
 // Session messages from an address not validated for their session (routability.ts) get no
 // answer larger than the request and move nothing: ADDR_CHALLENGE instead, sequence not spent.
-import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
-import { LRUCache } from 'lru-cache';
 import type { Logger } from '../common/log.js';
 import type { CounterSeries, Metrics, SeriesByLabel } from '../common/metrics.js';
 import type { Address } from '../wire/addr.js';
 import { formatAddress, normaliseIp } from '../wire/addr.js';
 import type { Bodies, MessageName } from '../wire/catalog.js';
 import { specOf } from '../wire/catalog.js';
-import { EXCHANGE_LIFETIME_MS, MAC_BYTES, MAX_DATAGRAM, MAX_RETRANSMIT, REQUEST_ID_BYTES } from '../wire/constants.js';
+import { EXCHANGE_LIFETIME_MS, MAX_DATAGRAM, MAX_RETRANSMIT, REQUEST_ID_BYTES } from '../wire/constants.js';
 import type { DecodeOutcome, Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import type { RateLimiter } from './ratelimit.js';
+import { ReplyCache } from './reply-cache.js';
 import { AddressValidation, NEEDS_VALIDATION } from './routability.js';
+import { NIL } from './slot-index.js';
 import type { ClaimVerdict, DeferredClaim, ServerSession, ServerSessions, WindowVerdict } from './sessions.js';
 
 export interface Refusal {
@@ -110,41 +110,13 @@ export interface DatagramServerOptions {
   claimInHandler?: ReadonlySet<MessageName>;
 }
 
-interface CachedReply {
-  /** What was actually sent (null: nothing was, e.g. dropped as amplifying). */
-  reply: Buffer | null;
-  /** The request's source (compared as is: no address string is built per datagram). */
-  fromIp: string;
-  fromPort: number;
-  /**
-   * Identity of the request's bytes (the MAC tag for session messages, the bytes themselves or
-   * their hash otherwise): only a byte-identical retransmission may be answered from the cache.
-   * Otherwise a tiny datagram reusing the request ID would fetch a large cached reply
-   * (amplification).
-   */
-  digest: Buffer;
-  /** Times the reply was sent again to a retransmission (see MAX_RETRANSMIT below). */
-  resent: number;
-}
-
 /**
- * Unauthenticated requests up to this size are remembered by a copy of their bytes rather than a
- * SHA-256 of them: a copy is much cheaper than a hash, and no larger than the reply cached with
- * it would be (unauthenticated replies never exceed the request). Larger ones keep a 16-byte hash.
+ * The in-flight set's key of a request: session ID and request ID as latin1 characters (one per
+ * byte, so distinct IDs give distinct strings). Built only when an answer waits (a promise).
  */
-const DIGEST_COPY_MAX_BYTES = 256;
-
-/** What identifies an unauthenticated request's bytes in the response cache (see CachedReply). */
-function requestDigest(raw: Buffer): Buffer {
-  return raw.length <= DIGEST_COPY_MAX_BYTES ? Buffer.from(raw) : createHash('sha256').update(raw).digest().subarray(0, 16);
-}
-
-/**
- * The request ID as a cache-key fragment: 8 bytes as 8 latin1 characters (one per byte, so
- * distinct IDs give distinct strings), without copying them first.
- */
-function ridKey(rid: Uint8Array): string {
-  return Buffer.from(rid.buffer, rid.byteOffset, rid.length).toString('latin1');
+function flightKey(msg: Message): string {
+  const latin1 = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1');
+  return msg.auth ? `${latin1(msg.auth.sid)}/${latin1(msg.rid)}` : `-/${latin1(msg.rid)}`;
 }
 
 const isPromiseLike = (v: unknown): v is PromiseLike<HandlerResult> =>
@@ -236,7 +208,7 @@ class Context implements RequestContext {
 
 export class DatagramServer {
   readonly socket: dgram.Socket;
-  private readonly replies: LRUCache<string, CachedReply>;
+  private readonly replies: ReplyCache;
   private readonly purgeTimer: NodeJS.Timeout;
   /** Requests being executed, so a retransmission arriving meanwhile is not executed twice. */
   private readonly inFlight = new Set<string>();
@@ -260,11 +232,11 @@ export class DatagramServer {
     this.routability = opts.sessions ? opts.addressValidation ?? new AddressValidation() : undefined;
     if (this.routability && opts.sessions) this.routability.attach(opts.sessions);
     const replyLifetimeMs = opts.exchangeLifetimeMs ?? EXCHANGE_LIFETIME_MS;
-    this.replies = new LRUCache({ max: opts.replyCacheMax ?? 100_000, ttl: replyLifetimeMs });
-    // lru-cache drops an expired reply only when it is looked up or evicted: without a purge, a
-    // quiet server keeps up to replyCacheMax dead replies (seen: the heap of a day of one
-    // terminal's refreshes grew by ~100 KB an hour). One pass per lifetime frees them.
-    this.purgeTimer = setInterval(() => this.replies.purgeStale(), replyLifetimeMs);
+    this.replies = new ReplyCache(opts.replyCacheMax ?? 100_000, replyLifetimeMs);
+    // An expired answer is forgotten only when overwritten: without a purge, a quiet server keeps
+    // up to replyCacheMax dead replies (seen: the heap of a day of one terminal's refreshes grew by
+    // ~100 KB an hour). One pass per lifetime frees them.
+    this.purgeTimer = setInterval(() => this.replies.purge(performance.now()), replyLifetimeMs);
     this.purgeTimer.unref();
     const m = opts.metrics;
     m.counter('datagrams_received_total', 'Datagrams received');
@@ -339,8 +311,6 @@ export class DatagramServer {
     // stopped by the replay window (session messages) or executed again, which changes nothing
     // (devloc-protocol(7), "Response cache").
     const answerless = isResponseType(msg.type);
-    let cacheKey: string | undefined;
-    let digest: Buffer | undefined;
     if (msg.auth) {
       const sessions = this.opts.sessions!;
       // Opening a session checks a ticket (a signature, an X25519): work for a datagram that has
@@ -367,43 +337,38 @@ export class DatagramServer {
       }
       session = auth.session;
       fresh = auth.fresh;
-      if (!answerless) {
-        cacheKey = `${session.sidHex}/${ridKey(msg.rid)}`;
-        // The MAC verified: its tag already identifies these exact bytes.
-        digest = Buffer.from(raw.subarray(raw.length - MAC_BYTES));
-      }
-    } else if (!answerless) {
-      // Keyed by request ID alone (64 random bits), so that the same request replayed from
-      // another source is recognised as such rather than executed again.
-      cacheKey = `-/${ridKey(msg.rid)}`;
-      digest = requestDigest(raw);
     }
-    const cached = cacheKey === undefined ? undefined : this.replies.get(cacheKey);
-    if (cached) {
-      const sameSource = cached.fromIp === from.ip && cached.fromPort === from.port;
-      if (sameSource && cached.digest.equals(digest!)) {
+    // Answers are remembered by session ID and request ID, or outside a session by request ID
+    // alone (64 random bits), so that the same request replayed from another source is
+    // recognised as such rather than executed again.
+    const keyed = !answerless;
+    const cached = keyed ? this.replies.find(msg.auth?.sid, msg.rid, performance.now()) : NIL;
+    if (cached !== NIL) {
+      if (this.replies.isRetransmission(cached, raw, from.ip, from.port)) {
+        const reply = this.replies.reply(cached);
         // A source address proves nothing: a captured datagram replayed with its sender's
         // address spoofed looks like a retransmission. A reply larger than the request is sent
         // again at most as often as an honest client retransmits, or each spoofed copy would
         // bounce an amplified answer at the terminal for the whole exchange lifetime.
-        if (cached.reply && cached.reply.length > raw.length && cached.resent >= MAX_RETRANSMIT) {
-          this.drop('retransmissions-exhausted', from, { type: msg.name, reply: cached.reply.length, request: raw.length });
+        if (reply && reply.length > raw.length && this.replies.resent(cached) >= MAX_RETRANSMIT) {
+          this.drop('retransmissions-exhausted', from, { type: msg.name, reply: reply.length, request: raw.length });
           return;
         }
-        cached.resent++;
+        this.replies.countResend(cached);
         this.retransmissionsAnswered.inc();
-        if (cached.reply) this.send(cached.reply, from);
+        if (reply) this.send(reply, from);
       } else {
         // Same request ID from elsewhere, or other bytes under it: a captured packet replayed
         // or a forgery. Never answer it with the cached reply (that could be larger than the
         // request, toward a spoofed victim); the refusal itself is bounded by the request.
+        const sameSource = this.replies.sameSource(cached, from.ip, from.port);
         const why = sameSource ? 'request ID reused for another request' : 'request already executed for another source';
         if (!this.unproven(raw, from, msg.rid, msg.type)) return;
         this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: why }, session, msg.name, msg.type);
       }
       return;
     }
-    if (cacheKey !== undefined && this.inFlight.has(cacheKey)) {
+    if (keyed && this.inFlight.size > 0 && this.inFlight.has(flightKey(msg))) {
       // A retransmission while the handler still runs: its answer is on the way.
       metrics.inc('dropped_total', { reason: 'in-flight' });
       return;
@@ -438,12 +403,12 @@ export class DatagramServer {
       // `claimInHandler` gets the claim to fold into its store's write (one round trip less).
       const claim = this.opts.sessions!.claim(session, msg.auth.seq, from);
       if (claim) {
-        if (!fresh && this.opts.claimInHandler?.has(msg.name)) return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest, claim);
+        if (!fresh && this.opts.claimInHandler?.has(msg.name)) return this.execute(raw, from, msg, handler, session, fresh, keyed, claim);
         const s = session;
-        return this.afterClaim(claim, raw, from, msg, s, cacheKey, () => this.execute(raw, from, msg, handler, s, fresh, cacheKey, digest));
+        return this.afterClaim(claim, raw, from, msg, s, keyed, () => this.execute(raw, from, msg, handler, s, fresh, keyed));
       }
     } else if (!this.unproven(raw, from, msg.rid, msg.type)) return;
-    return this.execute(raw, from, msg, handler, session, fresh, cacheKey, digest);
+    return this.execute(raw, from, msg, handler, session, fresh, keyed);
   }
 
   /**
@@ -451,19 +416,20 @@ export class DatagramServer {
    * that fails TRY_LATER. Meanwhile the in-flight set keeps copies of the datagram out.
    */
   private afterClaim(
-    claim: DeferredClaim, raw: Buffer, from: Address, msg: Message, session: ServerSession, cacheKey: string | undefined,
+    claim: DeferredClaim, raw: Buffer, from: Address, msg: Message, session: ServerSession, keyed: boolean,
     go: () => Promise<void> | void,
   ): Promise<void> {
-    if (cacheKey !== undefined) this.inFlight.add(cacheKey);
+    const key = keyed ? flightKey(msg) : undefined;
+    if (key !== undefined) this.inFlight.add(key);
     return claim.take().then(
       (verdict) => {
-        if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
+        if (key !== undefined) this.inFlight.delete(key);
         if (verdict === 'ok') return go();
         this.claimRefused(raw, from, msg, session, verdict);
         return undefined;
       },
       (err: unknown) => {
-        if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
+        if (key !== undefined) this.inFlight.delete(key);
         const r = err as { message?: string; retryAfterMs?: number };
         this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `replay window: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, session, msg.name, msg.type);
       },
@@ -488,7 +454,7 @@ export class DatagramServer {
    */
   private execute(
     raw: Buffer, from: Address, msg: Message, handler: Handler, session: ServerSession | undefined, fresh: boolean,
-    cacheKey: string | undefined, digest: Buffer | undefined, claim?: DeferredClaim,
+    keyed: boolean, claim?: DeferredClaim,
   ): Promise<void> | undefined {
     if (session && fresh) {
       // From here on the request works on the held session (its window, its send sequence).
@@ -503,24 +469,25 @@ export class DatagramServer {
     try {
       out = handler(ctx as never);
     } catch (err) {
-      return this.handled(ctx, cacheKey, digest, started, undefined, true, err);
+      return this.handled(ctx, keyed, started, undefined, true, err);
     }
     if (isPromiseLike(out)) {
       // Only an answer that waits can meet a retransmission of its request meanwhile: the
       // in-flight set keeps such copies out until it is cached (a synchronous one is cached first).
-      if (cacheKey !== undefined) this.inFlight.add(cacheKey);
+      const key = keyed ? flightKey(msg) : undefined;
+      if (key !== undefined) this.inFlight.add(key);
       return Promise.resolve(out).then(
         (result) => {
-          if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
-          return this.handled(ctx, cacheKey, digest, started, result, false);
+          if (key !== undefined) this.inFlight.delete(key);
+          return this.handled(ctx, keyed, started, result, false);
         },
         (err: unknown) => {
-          if (cacheKey !== undefined) this.inFlight.delete(cacheKey);
-          return this.handled(ctx, cacheKey, digest, started, undefined, true, err);
+          if (key !== undefined) this.inFlight.delete(key);
+          return this.handled(ctx, keyed, started, undefined, true, err);
         },
       );
     }
-    return this.handled(ctx, cacheKey, digest, started, out, false);
+    return this.handled(ctx, keyed, started, out, false);
   }
 
   /**
@@ -531,7 +498,7 @@ export class DatagramServer {
    * give it back (answer()).
    */
   private handled(
-    ctx: Context, cacheKey: string | undefined, digest: Buffer | undefined, started: number,
+    ctx: Context, keyed: boolean, started: number,
     result: HandlerResult | undefined, threw: boolean, err?: unknown,
   ): Promise<void> | undefined {
     const { raw, from, msg, session, claim } = ctx;
@@ -542,8 +509,8 @@ export class DatagramServer {
       return undefined;
     }
     const out = threw ? this.handlerFailure(msg, err) : result!;
-    if (claim?.state === 'pending') return this.afterClaim(claim, raw, from, msg, session!, cacheKey, () => this.answer(raw, from, msg, session, unvalidated, cacheKey, digest, started, out));
-    this.answer(raw, from, msg, session, unvalidated, cacheKey, digest, started, out);
+    if (claim?.state === 'pending') return this.afterClaim(claim, raw, from, msg, session!, keyed, () => this.answer(raw, from, msg, session, unvalidated, keyed, started, out));
+    this.answer(raw, from, msg, session, unvalidated, keyed, started, out);
     return undefined;
   }
 
@@ -628,11 +595,12 @@ export class DatagramServer {
   /** After the handler: take the sequence number, reply (bounded), cache what was sent. */
   private answer(
     raw: Buffer, from: Address, msg: Message, session: ServerSession | undefined, unvalidated: boolean,
-    cacheKey: string | undefined, digest: Buffer | undefined, started: number, handled: HandlerResult,
+    keyed: boolean, started: number, handled: HandlerResult,
   ): void {
     const { metrics, logger } = this.opts;
     let result = handled;
-    metrics.observe('request_duration_seconds', 'Time to handle a request', (performance.now() - started) / 1e3);
+    const now = performance.now();
+    metrics.observe('request_duration_seconds', 'Time to handle a request', (now - started) / 1e3);
     if (session && unvalidated && (result === NEEDS_VALIDATION || (Buffer.isBuffer(result) && result.length > raw.length))) {
       // Executable again once the address is validated: the number is not spent (as "try again").
       if (msg.auth) this.releaseShared(session, msg.auth.seq, msg.name);
@@ -664,7 +632,7 @@ export class DatagramServer {
     // Errors that say "try again" are not cached: the retry should be executed. What is cached
     // is what was sent, so a retransmission never gets what the first copy could not. A response
     // has no cache key (nothing answers it).
-    if (!tryAgain && cacheKey !== undefined) this.replies.set(cacheKey, { reply, fromIp: from.ip, fromPort: from.port, digest: digest!, resent: 0 });
+    if (!tryAgain && keyed) this.replies.remember(msg.auth?.sid, msg.rid, raw, from.ip, from.port, reply, now);
     if (reply) this.send(reply, from);
   }
 

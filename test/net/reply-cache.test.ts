@@ -1,0 +1,122 @@
+// ReplyCache (net/reply-cache.ts): the response cache by raw session ID and request ID, on a
+// fake clock. What devloc-protocol(7) "Response cache" promises: a retransmission (same source,
+// same bytes) is found for the exchange lifetime; at most `capacity` answers, the oldest
+// forgotten first; a request outside a session is keyed by its request ID alone.
+import { randomBytes } from 'node:crypto';
+import t from 'tap';
+import { NIL } from '../../src/net/slot-index.js';
+import { ReplyCache } from '../../src/net/reply-cache.js';
+
+const LIFETIME = 48_500;
+const rid = (n: number): Buffer => {
+  const b = Buffer.alloc(8);
+  b.writeUInt32BE(n, 4);
+  return b;
+};
+/** A session datagram: whatever bytes, its last 16 the MAC tag. */
+const datagram = (tag: number, length = 60): Buffer => {
+  const b = Buffer.alloc(length, 7);
+  b.fill(tag, length - 16);
+  return b;
+};
+const answer = (n: number): Buffer => Buffer.from(`answer ${n}`);
+
+t.test('a session request: found until its lifetime ends, by its session ID and request ID', async (t) => {
+  const c = new ReplyCache(100, LIFETIME);
+  const sid = randomBytes(16);
+  const raw = datagram(1);
+  c.remember(sid, rid(1), raw, '192.0.2.1', 4000, answer(1), 1000);
+  const i = c.find(sid, rid(1), 1000 + LIFETIME - 1);
+  t.not(i, NIL, 'found just before its lifetime ends');
+  t.same(c.reply(i), answer(1));
+  t.ok(c.isRetransmission(i, raw, '192.0.2.1', 4000), 'same source, same tag');
+  t.notOk(c.isRetransmission(i, datagram(2), '192.0.2.1', 4000), 'another tag: other bytes');
+  t.notOk(c.isRetransmission(i, raw, '192.0.2.1', 4001), 'another port');
+  t.notOk(c.isRetransmission(i, raw, '192.0.2.2', 4000), 'another address');
+  t.ok(c.sameSource(i, '192.0.2.1', 4000));
+  t.equal(c.find(sid, rid(1), 1000 + LIFETIME), NIL, 'expired at its lifetime');
+  t.equal(c.find(randomBytes(16), rid(1), 1000), NIL, 'another session, same request ID');
+  t.equal(c.find(undefined, rid(1), 1000), NIL, 'the request ID outside a session');
+  t.equal(c.find(sid, rid(2), 1000), NIL, 'another request ID');
+});
+
+t.test('outside a session: keyed by request ID alone, identified by its bytes (a copy, or a hash above 256 B)', async (t) => {
+  const c = new ReplyCache(100, LIFETIME);
+  const small = randomBytes(64);
+  const large = randomBytes(300);
+  c.remember(undefined, rid(1), small, '192.0.2.1', 4000, answer(1), 0);
+  c.remember(undefined, rid(2), large, '192.0.2.1', 4000, null, 0);
+  const i = c.find(undefined, rid(1), 10);
+  t.ok(c.isRetransmission(i, Buffer.from(small), '192.0.2.1', 4000));
+  const other = Buffer.from(small);
+  other[10]! ^= 1;
+  t.notOk(c.isRetransmission(i, other, '192.0.2.1', 4000), 'one byte differs');
+  const j = c.find(undefined, rid(2), 10);
+  t.equal(c.reply(j), null, 'nothing was sent');
+  t.ok(c.isRetransmission(j, Buffer.from(large), '192.0.2.1', 4000));
+  const otherLarge = Buffer.from(large);
+  otherLarge[299]! ^= 1;
+  t.notOk(c.isRetransmission(j, otherLarge, '192.0.2.1', 4000), 'one byte differs (hashed)');
+  // The caller's buffer may be reused: the copy is the cache's own.
+  small.fill(0);
+  t.notOk(c.isRetransmission(i, small, '192.0.2.1', 4000));
+});
+
+t.test('resends counted per entry, from zero on a new answer', async (t) => {
+  const c = new ReplyCache(10, LIFETIME);
+  const sid = randomBytes(16);
+  c.remember(sid, rid(1), datagram(1), '192.0.2.1', 1, answer(1), 0);
+  const i = c.find(sid, rid(1), 0);
+  t.equal(c.resent(i), 0);
+  c.countResend(i);
+  c.countResend(i);
+  t.equal(c.resent(i), 2);
+  c.remember(sid, rid(1), datagram(1), '192.0.2.1', 1, answer(2), LIFETIME + 1);
+  const k = c.find(sid, rid(1), LIFETIME + 1);
+  t.same(c.reply(k), answer(2), 'the same key remembered again replaces it');
+  t.equal(c.resent(k), 0);
+  t.equal(c.size, 1);
+});
+
+t.test('at capacity the oldest are forgotten first, across the growth of the ring', async (t) => {
+  const capacity = 3000; // grows from 1024 twice, the last step capped
+  const c = new ReplyCache(capacity, LIFETIME);
+  const sids = Array.from({ length: capacity + 500 }, () => randomBytes(16));
+  for (let n = 0; n < sids.length; n++) c.remember(sids[n], rid(n), datagram(n & 255), '192.0.2.1', n & 0xffff, answer(n), n);
+  t.equal(c.size, capacity);
+  for (let n = 0; n < 500; n++) t.equal(c.find(sids[n], rid(n), sids.length), NIL, `oldest ${n} forgotten`);
+  let found = 0;
+  for (let n = 500; n < sids.length; n++) {
+    const i = c.find(sids[n], rid(n), sids.length);
+    if (i !== NIL && c.reply(i)!.equals(answer(n)) && c.isRetransmission(i, datagram(n & 255), '192.0.2.1', n & 0xffff)) found++;
+  }
+  t.equal(found, capacity, 'every newer one kept, with its own answer and source');
+});
+
+t.test('replaced entries leave holes that are reused, never counted twice', async (t) => {
+  const c = new ReplyCache(4, LIFETIME);
+  const sid = randomBytes(16);
+  for (let round = 0; round < 10; round++) for (let n = 0; n < 3; n++) c.remember(sid, rid(n), datagram(n), '192.0.2.1', 1, answer(round), round);
+  t.equal(c.size, 3);
+  for (let n = 0; n < 3; n++) t.same(c.reply(c.find(sid, rid(n), 10)), answer(9));
+});
+
+t.test('purge forgets what expired, oldest first, and stops at the first one alive', async (t) => {
+  const c = new ReplyCache(100, LIFETIME);
+  const sid = randomBytes(16);
+  for (let n = 0; n < 10; n++) c.remember(sid, rid(n), datagram(n), '192.0.2.1', 1, answer(n), n * 1000);
+  t.equal(c.purge(LIFETIME + 4500), 5, 'the five added at 0-4 s');
+  t.equal(c.size, 5);
+  t.equal(c.find(sid, rid(4), 0), NIL);
+  t.not(c.find(sid, rid(5), LIFETIME + 4500), NIL);
+  t.equal(c.purge(LIFETIME + 4500), 0, 'nothing more');
+  t.equal(c.purge(10 * LIFETIME), 5);
+  t.equal(c.size, 0);
+  c.remember(sid, rid(1), datagram(1), '192.0.2.1', 1, answer(1), 10 * LIFETIME);
+  t.not(c.find(sid, rid(1), 10 * LIFETIME), NIL, 'usable after being emptied');
+});
+
+t.test('bad capacity refused', async (t) => {
+  t.throws(() => new ReplyCache(0, LIFETIME), RangeError);
+  t.throws(() => new ReplyCache(1.5, LIFETIME), RangeError);
+});
