@@ -5,13 +5,15 @@
 // Why not an lru-cache keyed by a string: the string (session ID in hex, "/", request ID) was
 // built, hashed and compared for every datagram, and the LRU's bookkeeping and its clock reads
 // came on top: ~13% of locatord's JavaScript per REFRESH in a CPU profile (bench/refresh-micro.ts).
-// Here the key is the raw bytes the datagram carries (session ID, request ID), found through a
-// seeded open-addressing index (SlotIndex), and nothing is allocated per request for it. Every
-// answer lives the same time, so the oldest is the first to expire and no recency is needed: the
-// entries are a ring in the order they were added, the oldest overwritten when the ring is full.
-import { createHash } from 'node:crypto';
+// Here the key is the raw bytes the datagram carries (session ID, request ID), hashed once per
+// lookup and once per answer (seeded: whoever picks request IDs cannot aim them at one chain),
+// and nothing is allocated per request for it. Every answer lives the same time, so the oldest is
+// the first to expire and no recency is needed: the entries are a ring in the order they were
+// added, the oldest overwritten when the ring is full, found through hash chains that keep each
+// entry's hash (no key hashed again to unlink one).
+import { createHash, randomBytes } from 'node:crypto';
 import { MAC_BYTES, REQUEST_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
-import { NIL, SlotIndex } from './slot-index.js';
+import { NIL, seededHash } from './slot-index.js';
 
 /** Key bytes per entry: a kind byte (1: session message, 0: none), the session ID (zeros when none), the request ID. */
 const KEY_BYTES = 1 + SESSION_ID_BYTES + REQUEST_ID_BYTES;
@@ -38,7 +40,11 @@ function requestDigest(raw: Uint8Array): Buffer {
 export class ReplyCache {
   private cap = 0;
   private keys = new Uint8Array(0);
-  private index = new SlotIndex(KEY_BYTES, 0);
+  /** Hash chains: the first entry of each bucket, each entry's next and its key's hash. */
+  private buckets = new Int32Array(0);
+  private chain = new Int32Array(0);
+  private hashes = new Int32Array(0);
+  private readonly seed = randomBytes(4).readInt32LE(0);
   /** When the entry was added (ms); NaN: the entry is empty. */
   private at = new Float64Array(0);
   private fromPort = new Uint16Array(0);
@@ -68,8 +74,7 @@ export class ReplyCache {
 
   /** The entry of this request that has not expired at `now`, or NIL. `sid` undefined: a request outside a session. */
   find(sid: Uint8Array | undefined, rid: Uint8Array, now: number): number {
-    this.keyOf(sid, rid);
-    const i = this.index.find(this.keys, this.scratch, 0);
+    const i = this.lookup(this.keyOf(sid, rid));
     return i === NIL || now - this.at[i]! >= this.lifetimeMs ? NIL : i;
   }
 
@@ -116,14 +121,14 @@ export class ReplyCache {
    * MAC tag) and `rid`. An entry of the same key is replaced; when full, the oldest is forgotten.
    */
   remember(sid: Uint8Array | undefined, rid: Uint8Array, raw: Uint8Array, ip: string, port: number, reply: Buffer | null, now: number): void {
-    this.keyOf(sid, rid);
-    const old = this.index.find(this.keys, this.scratch, 0);
+    const h = this.keyOf(sid, rid);
+    const old = this.lookup(h);
     if (old !== NIL) this.clear(old);
     if (!Number.isNaN(this.at[this.head]!) && this.cap < this.capacity) this.grow(Math.min(this.cap * 2, this.capacity));
     const i = this.head;
     if (!Number.isNaN(this.at[i]!)) this.clear(i);
     this.keys.set(this.scratch, i * KEY_BYTES);
-    this.index.put(this.keys, i * KEY_BYTES, i);
+    this.link(i, h);
     this.at[i] = now;
     this.fromIp[i] = ip;
     this.fromPort[i] = port;
@@ -155,8 +160,8 @@ export class ReplyCache {
     return n;
   }
 
-  /** The key of (sid, rid) into the scratch key. */
-  private keyOf(sid: Uint8Array | undefined, rid: Uint8Array): void {
+  /** The key of (sid, rid) into the scratch key; returns its hash. */
+  private keyOf(sid: Uint8Array | undefined, rid: Uint8Array): number {
     const k = this.scratch;
     if (sid) {
       k[0] = 1;
@@ -166,11 +171,45 @@ export class ReplyCache {
       k.fill(0, 1, 1 + SESSION_ID_BYTES);
     }
     for (let j = 0; j < REQUEST_ID_BYTES; j++) k[1 + SESSION_ID_BYTES + j] = rid[j]!;
+    return seededHash(this.seed, k, 0, KEY_BYTES);
+  }
+
+  /** The entry holding the scratch key (whose hash is `h`), or NIL. */
+  private lookup(h: number): number {
+    const keys = this.keys;
+    const k = this.scratch;
+    next: for (let i = this.buckets[h & (this.buckets.length - 1)]!; i !== NIL; i = this.chain[i]!) {
+      if (this.hashes[i] !== h) continue;
+      const o = i * KEY_BYTES;
+      for (let j = 0; j < KEY_BYTES; j++) if (keys[o + j] !== k[j]) continue next;
+      return i;
+    }
+    return NIL;
+  }
+
+  /** Put entry `i`, its key's hash `h`, at the head of its bucket's chain. */
+  private link(i: number, h: number): void {
+    const b = h & (this.buckets.length - 1);
+    this.hashes[i] = h;
+    this.chain[i] = this.buckets[b]!;
+    this.buckets[b] = i;
+  }
+
+  /** Take entry `i` out of its bucket's chain. */
+  private unlink(i: number): void {
+    const b = this.hashes[i]! & (this.buckets.length - 1);
+    let p = this.buckets[b]!;
+    if (p === i) {
+      this.buckets[b] = this.chain[i]!;
+      return;
+    }
+    while (this.chain[p] !== i) p = this.chain[p]!;
+    this.chain[p] = this.chain[i]!;
   }
 
   /** Empty entry `i` (a hole in the ring until written again). */
   private clear(i: number): void {
-    this.index.delete(this.keys, i * KEY_BYTES);
+    this.unlink(i);
     this.at[i] = NaN;
     this.replies[i] = null;
     this.digests[i] = undefined;
@@ -178,42 +217,38 @@ export class ReplyCache {
     this.live--;
   }
 
-  /** Room for `cap` entries: the ring laid out again oldest first, holes dropped, the index rebuilt. */
+  /** Room for `cap` entries: the ring laid out again oldest first, holes dropped, the chains rebuilt. */
   private grow(cap: number): void {
-    const keys = new Uint8Array(cap * KEY_BYTES);
-    const at = new Float64Array(cap).fill(NaN);
-    const fromPort = new Uint16Array(cap);
-    const resentCount = new Uint8Array(cap);
-    const tags = new Uint8Array(cap * MAC_BYTES);
-    const replies = new Array<Buffer | null>(cap).fill(null);
-    const fromIp = new Array<string>(cap).fill('');
-    const digests = new Array<Buffer | undefined>(cap).fill(undefined);
-    const index = new SlotIndex(KEY_BYTES, cap);
+    const { cap: oldCap, head, keys, at, fromPort, resentCount, tags, replies, fromIp, digests, hashes } = this;
+    this.cap = cap;
+    this.keys = new Uint8Array(cap * KEY_BYTES);
+    this.at = new Float64Array(cap).fill(NaN);
+    this.fromPort = new Uint16Array(cap);
+    this.resentCount = new Uint8Array(cap);
+    this.tags = new Uint8Array(cap * MAC_BYTES);
+    this.replies = new Array<Buffer | null>(cap).fill(null);
+    this.fromIp = new Array<string>(cap).fill('');
+    this.digests = new Array<Buffer | undefined>(cap).fill(undefined);
+    let buckets = 16;
+    while (buckets < cap) buckets *= 2;
+    this.buckets = new Int32Array(buckets).fill(NIL);
+    this.chain = new Int32Array(cap);
+    this.hashes = new Int32Array(cap);
     let n = 0;
-    for (let k = 0; k < this.cap; k++) {
-      const i = (this.head + k) % this.cap;
-      if (Number.isNaN(this.at[i]!)) continue;
-      keys.set(this.keys.subarray(i * KEY_BYTES, (i + 1) * KEY_BYTES), n * KEY_BYTES);
-      index.put(keys, n * KEY_BYTES, n);
-      at[n] = this.at[i]!;
-      fromPort[n] = this.fromPort[i]!;
-      resentCount[n] = this.resentCount[i]!;
-      tags.set(this.tags.subarray(i * MAC_BYTES, (i + 1) * MAC_BYTES), n * MAC_BYTES);
-      replies[n] = this.replies[i]!;
-      fromIp[n] = this.fromIp[i]!;
-      digests[n] = this.digests[i];
+    for (let k = 0; k < oldCap; k++) {
+      const i = (head + k) % oldCap;
+      if (Number.isNaN(at[i]!)) continue;
+      this.keys.set(keys.subarray(i * KEY_BYTES, (i + 1) * KEY_BYTES), n * KEY_BYTES);
+      this.link(n, hashes[i]!);
+      this.at[n] = at[i]!;
+      this.fromPort[n] = fromPort[i]!;
+      this.resentCount[n] = resentCount[i]!;
+      this.tags.set(tags.subarray(i * MAC_BYTES, (i + 1) * MAC_BYTES), n * MAC_BYTES);
+      this.replies[n] = replies[i]!;
+      this.fromIp[n] = fromIp[i]!;
+      this.digests[n] = digests[i];
       n++;
     }
-    this.cap = cap;
-    this.keys = keys;
-    this.index = index;
-    this.at = at;
-    this.fromPort = fromPort;
-    this.resentCount = resentCount;
-    this.tags = tags;
-    this.replies = replies;
-    this.fromIp = fromIp;
-    this.digests = digests;
     this.live = n;
     this.head = n % cap;
   }

@@ -9,6 +9,36 @@ import { randomBytes } from 'node:crypto';
 export const NIL = -1;
 
 /**
+ * Seeded hash of the `n` bytes at `at` of `b` (murmur3's mixing over little-endian 32-bit
+ * words): with a random seed per table, whoever chooses the keys cannot aim them at one run.
+ */
+export function seededHash(seed: number, b: Uint8Array, at: number, n: number): number {
+  let h = seed;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = at + i;
+    let k = b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24);
+    k = Math.imul(k, 0xcc9e2d51);
+    k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
+    h ^= k;
+    h = (Math.imul((h << 13) | (h >>> 19), 5) + 0xe6546b64) | 0;
+  }
+  if (i < n) {
+    let k = 0;
+    for (let s = 0; i < n; i++, s += 8) k |= b[at + i]! << s;
+    k = Math.imul(k, 0xcc9e2d51);
+    k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
+    h ^= k;
+  }
+  h ^= n;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+/**
  * An open-addressing index from a fixed-width raw key to a slot: linear probing, load <= 1/2,
  * deletion by backward shift (no tombstones), a hash keyed per index (a random seed: whoever
  * chooses the IDs cannot aim them at one run). The keys are not copied: slot `s`'s key is the
@@ -38,32 +68,9 @@ export class SlotIndex {
     return true;
   }
 
-  /** Seeded hash of the key at `at` of `b` (murmur3's mixing over little-endian 32-bit words). */
+  /** Seeded hash of the key at `at` of `b` (seededHash). */
   hash(b: Uint8Array, at: number): number {
-    const n = this.width;
-    let h = this.seed;
-    let i = 0;
-    for (; i + 4 <= n; i += 4) {
-      const o = at + i;
-      let k = b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24);
-      k = Math.imul(k, 0xcc9e2d51);
-      k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
-      h ^= k;
-      h = (Math.imul((h << 13) | (h >>> 19), 5) + 0xe6546b64) | 0;
-    }
-    if (i < n) {
-      let k = 0;
-      for (let s = 0; i < n; i++, s += 8) k |= b[at + i]! << s;
-      k = Math.imul(k, 0xcc9e2d51);
-      k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
-      h ^= k;
-    }
-    h ^= n;
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    return h ^ (h >>> 16);
+    return seededHash(this.seed, b, at, this.width);
   }
 
   /** Is slot `slot`'s key in `store` the key at `at` of `key`? */
