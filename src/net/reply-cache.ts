@@ -85,7 +85,7 @@ export class ReplyCache {
   isRetransmission(i: number, raw: Uint8Array, ip: string, port: number): boolean {
     if (!this.sameSource(i, ip, port)) return false;
     const digest = this.digests[i];
-    if (digest !== undefined) return digest.equals(requestDigest(raw));
+    if (digest !== undefined) return raw.length <= DIGEST_COPY_MAX_BYTES ? digest.equals(raw) : digest.equals(requestDigest(raw));
     if (raw.length < MAC_BYTES) return false;
     const tags = this.tags;
     const o = i * MAC_BYTES;
@@ -136,7 +136,10 @@ export class ReplyCache {
     this.replies[i] = reply;
     if (sid) {
       this.digests[i] = undefined;
-      this.tags.set(raw.subarray(raw.length - MAC_BYTES), i * MAC_BYTES);
+      const tags = this.tags;
+      const o = i * MAC_BYTES;
+      const t = raw.length - MAC_BYTES;
+      for (let k = 0; k < MAC_BYTES; k++) tags[o + k] = raw[t + k]!;
     } else this.digests[i] = requestDigest(raw);
     this.live++;
     this.head = i + 1 === this.cap ? 0 : i + 1;
