@@ -78,8 +78,8 @@ t.test('resends counted per entry, from zero on a new answer', async (t) => {
   t.equal(c.size, 1);
 });
 
-t.test('at capacity the oldest are forgotten first, across the growth of the ring', async (t) => {
-  const capacity = 3000; // grows from 1024 twice, the last step capped
+t.test('at capacity the oldest are forgotten first', async (t) => {
+  const capacity = 3000;
   const c = new ReplyCache(capacity, LIFETIME);
   const sids = Array.from({ length: capacity + 500 }, () => randomBytes(16));
   for (let n = 0; n < sids.length; n++) c.remember(sids[n], rid(n), datagram(n & 255), '192.0.2.1', n & 0xffff, answer(n), n);
@@ -114,6 +114,51 @@ t.test('purge forgets what expired, oldest first, and stops at the first one ali
   t.equal(c.size, 0);
   c.remember(sid, rid(1), datagram(1), '192.0.2.1', 1, answer(1), 10 * LIFETIME);
   t.not(c.find(sid, rid(1), 10 * LIFETIME), NIL, 'usable after being emptied');
+});
+
+t.test('against a model: found exactly when remembered among the last `capacity` answers and not expired', async (t) => {
+  // Keys from a small pool, so that keys are remembered again (replaced) and holes form; time
+  // moves in random steps, so that entries expire; purges now and then.
+  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    let x = seed;
+    const rand = (n: number): number => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return (x >>> 8) % n;
+    };
+    const capacity = 1 + rand(64);
+    const lifetime = 1000;
+    const c = new ReplyCache(capacity, lifetime);
+    const sids = Array.from({ length: 6 }, () => randomBytes(16));
+    // Model: per key, the number of its last remember and what it remembered.
+    const last = new Map<string, { n: number; at: number; reply: Buffer | null; port: number }>();
+    let n = 0;
+    let now = 0;
+    let bad = 0;
+    for (let step = 0; step < 3000; step++) {
+      const s = rand(7);
+      const sid = s === 6 ? undefined : sids[s];
+      const r = rid(rand(20));
+      const key = `${s}/${r.toString('hex')}`;
+      const op = rand(10);
+      if (op < 5) {
+        const reply = rand(5) === 0 ? null : answer(step);
+        const port = 1 + rand(3);
+        c.remember(sid, r, datagram(step & 255), '192.0.2.1', port, reply, now);
+        last.set(key, { n: n++, at: now, reply, port });
+      } else if (op < 9) {
+        const m = last.get(key);
+        const expect = m !== undefined && n - m.n <= capacity && now - m.at < lifetime;
+        const i = c.find(sid, r, now);
+        if ((i !== NIL) !== expect) bad++;
+        else if (expect && (!(c.reply(i) === m.reply || (c.reply(i) && m.reply && c.reply(i)!.equals(m.reply))) || !c.sameSource(i, '192.0.2.1', m.port))) bad++;
+      } else c.purge(now);
+      now += rand(30);
+    }
+    let held = 0;
+    for (const m of last.values()) if (n - m.n <= capacity) held++;
+    t.equal(bad, 0, `seed ${seed}, capacity ${capacity}: every lookup as the model says`);
+    t.ok(c.size <= Math.min(capacity, held), `seed ${seed}: size within the bound`);
+  }
 });
 
 t.test('bad capacity refused', async (t) => {
