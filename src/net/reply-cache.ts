@@ -53,12 +53,12 @@ export class ReplyCache {
   private readonly resentCount: Uint8Array;
   /** A session message's MAC tag: it identifies the request's exact bytes (the MAC verified). */
   private readonly tags: Uint8Array;
-  // Per entry on V8's heap, grown as the ring first passes (an array append).
+  // Per entry on V8's heap (a pointer each), also allocated at capacity.
   /** What was sent (null: nothing, e.g. dropped as amplifying). */
-  private readonly replies: (Buffer | null)[] = [];
-  private readonly fromIp: string[] = [];
+  private readonly replies: (Buffer | null)[];
+  private readonly fromIp: string[];
   /** Outside a session: the request's bytes or their hash (requestDigest); undefined for a session message. */
-  private readonly digests: (Buffer | undefined)[] = [];
+  private readonly digests: (Buffer | undefined)[];
   /** The next entry to write: entries after it (then from 0) were written earliest. */
   private head = 0;
   private live = 0;
@@ -78,6 +78,9 @@ export class ReplyCache {
     this.fromPort = new Uint16Array(capacity);
     this.resentCount = new Uint8Array(capacity);
     this.tags = new Uint8Array(capacity * MAC_BYTES);
+    this.replies = new Array<Buffer | null>(capacity).fill(null);
+    this.fromIp = new Array<string>(capacity).fill('');
+    this.digests = new Array<Buffer | undefined>(capacity).fill(undefined);
   }
 
   /** Entries held (expired ones included until purged or overwritten). */
