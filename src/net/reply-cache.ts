@@ -37,8 +37,8 @@ function requestDigest(raw: Uint8Array): Buffer {
  */
 export class ReplyCache {
   // Per entry, in typed arrays allocated once at `capacity` and never filled: their pages become
-  // resident only as the ring reaches them, and no resize stalls a request (a copy of 50,000
-  // entries while a datagram waits showed as the maximum latency of a bench run).
+  // resident only as the ring reaches them, and no resize ever copies the entries while a
+  // datagram waits.
   private readonly keys: Uint8Array;
   /** Hash chains: per bucket its first entry + 1, per entry the next + 1 (0: none) and its key's hash. */
   private readonly buckets: Int32Array;
