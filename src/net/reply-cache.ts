@@ -6,17 +6,27 @@
 // built, hashed and compared for every datagram, and the LRU's bookkeeping and its clock reads
 // came on top: ~13% of locatord's JavaScript per REFRESH in a CPU profile (bench/refresh-micro.ts).
 // Here the key is the raw bytes the datagram carries (session ID, request ID), hashed once per
-// lookup and once per answer (seeded: whoever picks request IDs cannot aim them at one chain),
-// and nothing is allocated per request for it. Every answer lives the same time, so the oldest is
-// the first to expire and no recency is needed: the entries are a ring in the order they were
-// added, the oldest overwritten when the ring is full, found through hash chains that keep each
-// entry's hash (no key hashed again to unlink one).
+// lookup and once per answer (seeded: whoever picks request IDs cannot aim them at one chain).
+// Every answer lives the same time, so the oldest is the first to expire and no recency is needed:
+// the entries are a ring in the order they were added, the oldest overwritten when the ring is
+// full, found through hash chains that keep each entry's hash (no key hashed again to unlink one).
+// The answers' bytes are copied into a byte ring beside it, in the same order, and the source's
+// IPv4 address is kept packed: a full cache holds no object per answer for the GC to mark (the
+// Buffers it kept before were pretenured by V8, 100,000 of them live in old space).
 import { createHash, randomBytes } from 'node:crypto';
-import { MAC_BYTES, REQUEST_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
+import { packIp } from '../wire/addr.js';
+import { MAC_BYTES, MAX_DATAGRAM, REQUEST_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
 import { NIL, seededHash } from './slot-index.js';
 
 /** Key bytes per entry: a kind byte (1: session message, 0: none), the session ID (zeros when none), the request ID. */
 const KEY_BYTES = 1 + SESSION_ID_BYTES + REQUEST_ID_BYTES;
+
+/**
+ * Bytes of the byte ring per entry of capacity: answers and digests average less (a REFRESH_ACK
+ * and its tag ~100 B); a run of larger ones forgets the oldest answers sooner, never more than
+ * `capacity` are kept.
+ */
+const RING_BYTES_PER_ENTRY = 256;
 
 /**
  * Unauthenticated requests up to this size are remembered by a copy of their bytes rather than a
@@ -24,10 +34,8 @@ const KEY_BYTES = 1 + SESSION_ID_BYTES + REQUEST_ID_BYTES;
  * would be (unauthenticated answers never exceed the request). Larger ones keep a 16-byte hash.
  */
 const DIGEST_COPY_MAX_BYTES = 256;
-
-function requestDigest(raw: Uint8Array): Buffer {
-  return raw.length <= DIGEST_COPY_MAX_BYTES ? Buffer.from(raw) : createHash('sha256').update(raw).digest().subarray(0, 16);
-}
+/** Bytes of the hash kept for a larger request. */
+const DIGEST_HASH_BYTES = 16;
 
 /**
  * Answers by (session ID, request ID), or request ID alone for requests outside a session, for
@@ -36,9 +44,8 @@ function requestDigest(raw: Uint8Array): Buffer {
  * by its index (find) until the next remember(), which may overwrite it.
  */
 export class ReplyCache {
-  // Per entry, in typed arrays allocated once at `capacity` and never filled: their pages become
-  // resident only as the ring reaches them, and no resize ever copies the entries while a
-  // datagram waits.
+  // Allocated once at `capacity` and never filled: pages become resident only as the rings reach
+  // them, and no resize ever copies the entries while a datagram waits.
   private readonly keys: Uint8Array;
   /** Hash chains: per bucket its first entry + 1, per entry the next + 1 (0: none) and its key's hash. */
   private readonly buckets: Int32Array;
@@ -49,18 +56,29 @@ export class ReplyCache {
   private readonly used: Uint8Array;
   /** When the answer was remembered (ms). */
   private readonly at: Float64Array;
+  /** The request's source: IPv4 packed (packIp), else the text in `ip6` ('' for IPv4). */
+  private readonly ip4: Int32Array;
+  private readonly ip6: string[];
   private readonly fromPort: Uint16Array;
   private readonly resentCount: Uint8Array;
-  /** A session message's MAC tag: it identifies the request's exact bytes (the MAC verified). */
-  private readonly tags: Uint8Array;
-  // Per entry on V8's heap (a pointer each), also allocated at capacity.
-  /** What was sent (null: nothing, e.g. dropped as amplifying). */
-  private readonly replies: (Buffer | null)[];
-  private readonly fromIp: string[];
-  /** Outside a session: the request's bytes or their hash (requestDigest); undefined for a session message. */
-  private readonly digests: (Buffer | undefined)[];
-  /** The next entry to write: entries after it (then from 0) were written earliest. */
+  /**
+   * Where the entry's bytes are in `bytes`: the answer (`replyLength` bytes; -1: nothing was
+   * sent), then what identifies the request (`digestLength` bytes): its MAC tag in a session, else
+   * a copy of it or, above DIGEST_COPY_MAX_BYTES, its hash.
+   */
+  private readonly offset: Int32Array;
+  private readonly replyLength: Int32Array;
+  private readonly digestLength: Int16Array;
+  private readonly bytes: Uint8Array;
+  /** Where the next entry's bytes go. */
+  private bytesHead = 0;
+  /**
+   * The ring: `span` entries from `tail` (the oldest written) to `head` (the next to write),
+   * holes (forgotten entries) included; every live entry is among them.
+   */
   private head = 0;
+  private tail = 0;
+  private span = 0;
   private live = 0;
   /** The key of the datagram asked about (find, remember), assembled here: no allocation per call. */
   private readonly scratch = new Uint8Array(KEY_BYTES);
@@ -75,12 +93,20 @@ export class ReplyCache {
     this.keys = new Uint8Array(capacity * KEY_BYTES);
     this.used = new Uint8Array(capacity);
     this.at = new Float64Array(capacity);
+    this.ip4 = new Int32Array(capacity);
+    this.ip6 = new Array<string>(capacity).fill('');
     this.fromPort = new Uint16Array(capacity);
     this.resentCount = new Uint8Array(capacity);
-    this.tags = new Uint8Array(capacity * MAC_BYTES);
-    this.replies = new Array<Buffer | null>(capacity).fill(null);
-    this.fromIp = new Array<string>(capacity).fill('');
-    this.digests = new Array<Buffer | undefined>(capacity).fill(undefined);
+    this.offset = new Int32Array(capacity);
+    this.replyLength = new Int32Array(capacity);
+    this.digestLength = new Int16Array(capacity);
+    // Room for at least one answer as large as a datagram may be, with its digest.
+    this.bytes = new Uint8Array(Math.max(capacity * RING_BYTES_PER_ENTRY, MAX_DATAGRAM + DIGEST_COPY_MAX_BYTES));
+  }
+
+  /** Size of the byte ring the answers and digests share. */
+  get ringBytes(): number {
+    return this.bytes.length;
   }
 
   /** Entries held (expired ones included until purged or overwritten). */
@@ -100,25 +126,41 @@ export class ReplyCache {
    */
   isRetransmission(i: number, raw: Uint8Array, ip: string, port: number): boolean {
     if (!this.sameSource(i, ip, port)) return false;
-    const digest = this.digests[i];
-    if (digest !== undefined) return raw.length <= DIGEST_COPY_MAX_BYTES ? digest.equals(raw) : digest.equals(requestDigest(raw));
-    if (raw.length < MAC_BYTES) return false;
-    const tags = this.tags;
-    const o = i * MAC_BYTES;
-    const t = raw.length - MAC_BYTES;
+    const o = this.offset[i]! + Math.max(0, this.replyLength[i]!);
+    const n = this.digestLength[i]!;
+    const b = this.bytes;
+    let from: Uint8Array = raw;
+    let at = 0;
+    if (this.keys[i * KEY_BYTES] === 1) {
+      // A session message: its MAC tag, the last bytes of the datagram.
+      if (raw.length < MAC_BYTES) return false;
+      at = raw.length - MAC_BYTES;
+    } else if (raw.length > DIGEST_COPY_MAX_BYTES) from = hashOf(raw);
+    else if (raw.length !== n) return false;
+    if (from.length - at !== n) return false;
     let diff = 0;
-    for (let k = 0; k < MAC_BYTES; k++) diff |= tags[o + k]! ^ raw[t + k]!;
+    for (let k = 0; k < n; k++) diff |= b[o + k]! ^ from[at + k]!;
     return diff === 0;
   }
 
-  /** Whether entry `i`'s request came from `ip`:`port` (compared as given: no address string built per datagram). */
+  /** Whether entry `i`'s request came from `ip`:`port` (compared without building an address string). */
   sameSource(i: number, ip: string, port: number): boolean {
-    return this.fromIp[i] === ip && this.fromPort[i] === port;
+    if (this.fromPort[i] !== port) return false;
+    const six = this.ip6[i]!;
+    return six === '' ? packIp(ip) === this.ip4[i] : six === ip;
   }
 
-  /** What entry `i` sent (null: nothing). */
+  /** A copy of what entry `i` sent (null: nothing): the ring's bytes may be overwritten while a send is queued. */
   reply(i: number): Buffer | null {
-    return this.replies[i]!;
+    const n = this.replyLength[i]!;
+    if (n < 0) return null;
+    const o = this.offset[i]!;
+    return Buffer.from(this.bytes.subarray(o, o + n));
+  }
+
+  /** Bytes of what entry `i` sent (-1: nothing). */
+  replyBytes(i: number): number {
+    return this.replyLength[i]!;
   }
 
   /** Times entry `i`'s answer was sent again. */
@@ -140,44 +182,90 @@ export class ReplyCache {
     const h = this.keyOf(sid, rid);
     const old = this.lookup(h);
     if (old !== NIL) this.clear(old);
+    if (this.span === this.capacity) {
+      // Full: the oldest entry's place is the one written now.
+      if (this.used[this.tail] === 1) this.clear(this.tail);
+      this.tail = this.next(this.tail);
+      this.span--;
+    }
     const i = this.head;
-    if (this.used[i] === 1) this.clear(i);
+    // What identifies the request, and where the bytes go.
+    let digest: Uint8Array = raw;
+    let digestAt = 0;
+    if (sid) digestAt = raw.length - MAC_BYTES;
+    else if (raw.length > DIGEST_COPY_MAX_BYTES) digest = hashOf(raw);
+    const digestLength = digest.length - digestAt;
+    const replyLength = reply ? reply.length : 0;
+    const o = this.room(replyLength + digestLength);
+    if (reply) this.bytes.set(reply, o);
+    for (let k = 0; k < digestLength; k++) this.bytes[o + replyLength + k] = digest[digestAt + k]!;
+    this.offset[i] = o;
+    this.replyLength[i] = reply ? replyLength : -1;
+    this.digestLength[i] = digestLength;
     this.keys.set(this.scratch, i * KEY_BYTES);
     this.link(i, h);
     this.used[i] = 1;
     this.at[i] = now;
-    this.fromIp[i] = ip;
+    const packed = packIp(ip);
+    if (typeof packed === 'number') {
+      this.ip4[i] = packed;
+      this.ip6[i] = '';
+    } else this.ip6[i] = ip;
     this.fromPort[i] = port;
     this.resentCount[i] = 0;
-    this.replies[i] = reply;
-    if (sid) {
-      this.digests[i] = undefined;
-      const tags = this.tags;
-      const o = i * MAC_BYTES;
-      const t = raw.length - MAC_BYTES;
-      for (let k = 0; k < MAC_BYTES; k++) tags[o + k] = raw[t + k]!;
-    } else this.digests[i] = requestDigest(raw);
     this.live++;
-    this.head = i + 1 === this.capacity ? 0 : i + 1;
+    this.head = this.next(i);
+    this.span++;
   }
 
   /**
-   * Forget the entries expired at `now`, so that their answers are garbage even on a server that
-   * receives nothing more. The ring is in the order entries were added: this stops at the first
-   * that has not expired (one added late by a slow handler may wait for the next purge). Returns
-   * how many were forgotten.
+   * Forget the entries expired at `now`. The ring is in the order entries were added: this stops
+   * at the first that has not expired (one added late by a slow handler may wait for the next
+   * purge). Returns how many were forgotten.
    */
   purge(now: number): number {
     let n = 0;
-    for (let k = 0, i = this.head; k < this.capacity && this.live > 0; k++, i = i + 1 === this.capacity ? 0 : i + 1) {
-      if (this.used[i] === 0) continue;
-      if (now - this.at[i]! < this.lifetimeMs) break;
-      this.clear(i);
+    for (let t = this.oldest(); t !== NIL && now - this.at[t]! >= this.lifetimeMs; t = this.oldest()) {
+      this.clear(t);
       n++;
     }
     return n;
   }
 
+  /**
+   * The offset of `n` free bytes in the byte ring, at its head (or at 0 when the end is too near):
+   * the oldest entries whose bytes are in the way are forgotten. Entries' bytes are in the ring
+   * in the order the entries were added, so those in the way are always the oldest live ones.
+   */
+  private room(n: number): number {
+    let start = this.bytesHead;
+    const wrapped = start + n > this.bytes.length;
+    if (wrapped) start = 0;
+    for (let t = this.oldest(); t !== NIL; t = this.oldest()) {
+      const o = this.offset[t]!;
+      // In the way: bytes in [start, start + n), or, when the head wrapped, anywhere after the
+      // old head (they are older than anything at the ring's start).
+      const end = o + Math.max(0, this.replyLength[t]!) + this.digestLength[t]!;
+      const inTheWay = (o < start + n && end > start) || (wrapped && o >= this.bytesHead);
+      if (!inTheWay) break;
+      this.clear(t);
+    }
+    this.bytesHead = start + n;
+    return start;
+  }
+
+  /** The oldest live entry, or NIL when none (the holes before it leave the ring). */
+  private oldest(): number {
+    while (this.span > 0 && this.used[this.tail] === 0) {
+      this.tail = this.next(this.tail);
+      this.span--;
+    }
+    return this.span > 0 ? this.tail : NIL;
+  }
+
+  private next(i: number): number {
+    return i + 1 === this.capacity ? 0 : i + 1;
+  }
   /** The key of (sid, rid) into the scratch key; returns its hash. */
   private keyOf(sid: Uint8Array | undefined, rid: Uint8Array): number {
     const k = this.scratch;
@@ -230,9 +318,12 @@ export class ReplyCache {
   private clear(i: number): void {
     this.unlink(i);
     this.used[i] = 0;
-    this.replies[i] = null;
-    this.digests[i] = undefined;
-    this.fromIp[i] = '';
+    this.ip6[i] = '';
     this.live--;
   }
+}
+
+/** The first DIGEST_HASH_BYTES of SHA-256(raw): what identifies a request above DIGEST_COPY_MAX_BYTES. */
+function hashOf(raw: Uint8Array): Buffer {
+  return createHash('sha256').update(raw).digest().subarray(0, DIGEST_HASH_BYTES);
 }

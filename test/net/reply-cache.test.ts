@@ -161,6 +161,83 @@ t.test('against a model: found exactly when remembered among the last `capacity`
   }
 });
 
+t.test('sources: IPv4 compared packed, IPv6 as text, the port too', async (t) => {
+  const c = new ReplyCache(10, LIFETIME);
+  const sid = randomBytes(16);
+  c.remember(sid, rid(1), datagram(1), '192.0.2.1', 7, answer(1), 0);
+  c.remember(sid, rid(2), datagram(2), '2001:db8::1', 7, answer(2), 0);
+  const v4 = c.find(sid, rid(1), 0);
+  const v6 = c.find(sid, rid(2), 0);
+  t.ok(c.sameSource(v4, '192.0.2.1', 7));
+  t.notOk(c.sameSource(v4, '192.0.2.10', 7));
+  t.notOk(c.sameSource(v4, '2001:db8::1', 7));
+  t.ok(c.sameSource(v6, '2001:db8::1', 7));
+  t.notOk(c.sameSource(v6, '2001:db8::2', 7));
+  t.notOk(c.sameSource(v6, '192.0.2.1', 7));
+  t.notOk(c.sameSource(v6, '2001:db8::1', 8));
+});
+
+t.test('answers larger than the byte ring allows: the oldest forgotten sooner, never a wrong answer', async (t) => {
+  const c = new ReplyCache(100, LIFETIME);
+  const sid = randomBytes(16);
+  const big = (n: number): Buffer => Buffer.alloc(1000, n & 255);
+  for (let n = 0; n < 100; n++) c.remember(sid, rid(n), datagram(n & 255), '192.0.2.1', 1, big(n), 0);
+  const fit = Math.floor(c.ringBytes / (1000 + 16));
+  t.ok(c.size <= fit && c.size >= fit - 2, `about as many as fit (${c.size} of ${fit})`);
+  for (let n = 0; n < 100; n++) {
+    const i = c.find(sid, rid(n), 0);
+    if (n >= 100 - (fit - 2)) t.not(i, NIL, `recent ${n} kept`);
+    if (i !== NIL) t.same(c.reply(i), big(n), `${n}: its own answer`);
+  }
+  t.equal(c.find(sid, rid(0), 0), NIL, 'the oldest forgotten');
+});
+
+t.test('against a model with answers of every size: what is found is the latest answer; what is recent enough is found', async (t) => {
+  for (const seed of [11, 12, 13, 14, 15, 16]) {
+    let x = seed;
+    const rand = (n: number): number => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return (x >>> 8) % n;
+    };
+    const capacity = 2 + rand(40);
+    const c = new ReplyCache(capacity, LIFETIME);
+    const sids = Array.from({ length: 4 }, () => randomBytes(16));
+    const last = new Map<string, { n: number; bytesBefore: number; reply: Buffer | null; raw: Buffer }>();
+    let n = 0;
+    let written = 0;
+    let bad = 0;
+    let checked = 0;
+    for (let step = 0; step < 4000; step++) {
+      const s = rand(5);
+      const sid = s === 4 ? undefined : sids[s];
+      const r = rid(rand(30));
+      const key = `${s}/${r.toString('hex')}`;
+      if (rand(2) === 0) {
+        const size = rand(4) === 0 ? rand(1200) : rand(120);
+        const reply = rand(8) === 0 ? null : Buffer.alloc(size, step & 255);
+        // Outside a session the request's bytes (up to 256) or their hash are kept.
+        const raw = sid ? datagram(step & 255, 40 + rand(60)) : randomBytes(1 + rand(300));
+        last.set(key, { n, bytesBefore: written, reply, raw });
+        c.remember(sid, r, raw, '192.0.2.1', 1, reply, 0);
+        n++;
+        written += (reply ? reply.length : 0) + (sid ? 16 : raw.length > 256 ? 16 : raw.length);
+      } else {
+        const m = last.get(key);
+        const i = c.find(sid, r, 0);
+        const recent = m !== undefined && n - m.n <= capacity && written - m.bytesBefore <= c.ringBytes - (1200 + 256);
+        if (recent && i === NIL) bad++;
+        if (i !== NIL) {
+          checked++;
+          const got = c.reply(i);
+          if (!m || !(got === m.reply || (got && m.reply && got.equals(m.reply)))) bad++;
+          else if (!c.isRetransmission(i, m.raw, '192.0.2.1', 1)) bad++;
+        }
+      }
+    }
+    t.equal(bad, 0, `seed ${seed}, capacity ${capacity}: ${checked} answers found, each right, every recent one found`);
+  }
+});
+
 t.test('bad capacity refused', async (t) => {
   t.throws(() => new ReplyCache(0, LIFETIME), RangeError);
   t.throws(() => new ReplyCache(1.5, LIFETIME), RangeError);
