@@ -63,8 +63,9 @@ export class ReplyCache {
   private readonly resentCount: Uint8Array;
   /**
    * Where the entry's bytes are in `bytes`: the answer (`replyLength` bytes; -1: nothing was
-   * sent), then what identifies the request (`digestLength` bytes): its MAC tag in a session, else
-   * a copy of it or, above DIGEST_COPY_MAX_BYTES, its hash.
+   * sent), then what identifies the request (|`digestLength`| bytes): its MAC tag in a session,
+   * else a copy of it or, above DIGEST_COPY_MAX_BYTES, its hash (then `digestLength` is negative,
+   * so that a short request is never compared with a long one's hash).
    */
   private readonly offset: Int32Array;
   private readonly replyLength: Int32Array;
@@ -127,7 +128,8 @@ export class ReplyCache {
   isRetransmission(i: number, raw: Uint8Array, ip: string, port: number): boolean {
     if (!this.sameSource(i, ip, port)) return false;
     const o = this.offset[i]! + Math.max(0, this.replyLength[i]!);
-    const n = this.digestLength[i]!;
+    const stored = this.digestLength[i]!;
+    const n = Math.abs(stored);
     const b = this.bytes;
     let from: Uint8Array = raw;
     let at = 0;
@@ -135,8 +137,8 @@ export class ReplyCache {
       // A session message: its MAC tag, the last bytes of the datagram.
       if (raw.length < MAC_BYTES) return false;
       at = raw.length - MAC_BYTES;
-    } else if (raw.length > DIGEST_COPY_MAX_BYTES) from = hashOf(raw);
-    else if (raw.length !== n) return false;
+    } else if ((stored < 0) !== (raw.length > DIGEST_COPY_MAX_BYTES)) return false;
+    else if (stored < 0) from = hashOf(raw);
     if (from.length - at !== n) return false;
     let diff = 0;
     for (let k = 0; k < n; k++) diff |= b[o + k]! ^ from[at + k]!;
@@ -158,7 +160,7 @@ export class ReplyCache {
     return Buffer.from(this.bytes.subarray(o, o + n));
   }
 
-  /** Bytes of what entry `i` sent (-1: nothing). */
+  /** Bytes of what entry `i` sent (-1: nothing), without copying it. */
   replyBytes(i: number): number {
     return this.replyLength[i]!;
   }
@@ -201,7 +203,7 @@ export class ReplyCache {
     for (let k = 0; k < digestLength; k++) this.bytes[o + replyLength + k] = digest[digestAt + k]!;
     this.offset[i] = o;
     this.replyLength[i] = reply ? replyLength : -1;
-    this.digestLength[i] = digestLength;
+    this.digestLength[i] = digest === raw ? digestLength : -digestLength;
     this.keys.set(this.scratch, i * KEY_BYTES);
     this.link(i, h);
     this.used[i] = 1;
@@ -245,7 +247,7 @@ export class ReplyCache {
       const o = this.offset[t]!;
       // In the way: bytes in [start, start + n), or, when the head wrapped, anywhere after the
       // old head (they are older than anything at the ring's start).
-      const end = o + Math.max(0, this.replyLength[t]!) + this.digestLength[t]!;
+      const end = o + Math.max(0, this.replyLength[t]!) + Math.abs(this.digestLength[t]!);
       const inTheWay = (o < start + n && end > start) || (wrapped && o >= this.bytesHead);
       if (!inTheWay) break;
       this.clear(t);

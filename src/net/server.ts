@@ -345,18 +345,19 @@ export class DatagramServer {
     const cached = keyed ? this.replies.find(msg.auth?.sid, msg.rid, performance.now()) : NIL;
     if (cached !== NIL) {
       if (this.replies.isRetransmission(cached, raw, from.ip, from.port)) {
-        const reply = this.replies.reply(cached);
+        const replyBytes = this.replies.replyBytes(cached);
         // A source address proves nothing: a captured datagram replayed with its sender's
         // address spoofed looks like a retransmission. A reply larger than the request is sent
         // again at most as often as an honest client retransmits, or each spoofed copy would
         // bounce an amplified answer at the terminal for the whole exchange lifetime.
-        if (reply && reply.length > raw.length && this.replies.resent(cached) >= MAX_RETRANSMIT) {
-          this.drop('retransmissions-exhausted', from, { type: msg.name, reply: reply.length, request: raw.length });
+        if (replyBytes > raw.length && this.replies.resent(cached) >= MAX_RETRANSMIT) {
+          this.drop('retransmissions-exhausted', from, { type: msg.name, reply: replyBytes, request: raw.length });
           return;
         }
         this.replies.countResend(cached);
         this.retransmissionsAnswered.inc();
-        if (reply) this.send(reply, from);
+        // Copied out of the cache only now that it is sent.
+        if (replyBytes >= 0) this.send(this.replies.reply(cached)!, from);
       } else {
         // Same request ID from elsewhere, or other bytes under it: a captured packet replayed
         // or a forgery. Never answer it with the cached reply (that could be larger than the

@@ -2,7 +2,7 @@
 // fake clock. What devloc-protocol(7) "Response cache" promises: a retransmission (same source,
 // same bytes) is found for the exchange lifetime; at most `capacity` answers, the oldest
 // forgotten first; a request outside a session is keyed by its request ID alone.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { NIL } from '../../src/net/slot-index.js';
 import { ReplyCache } from '../../src/net/reply-cache.js';
@@ -57,6 +57,9 @@ t.test('outside a session: keyed by request ID alone, identified by its bytes (a
   const otherLarge = Buffer.from(large);
   otherLarge[299]! ^= 1;
   t.notOk(c.isRetransmission(j, otherLarge, '192.0.2.1', 4000), 'one byte differs (hashed)');
+  // A short request is never compared with a long one's hash, even when its bytes are that hash.
+  const hashBytes = createHash('sha256').update(large).digest().subarray(0, 16);
+  t.notOk(c.isRetransmission(j, hashBytes, '192.0.2.1', 4000), 'a 16-byte request equal to the hash kept');
   // The caller's buffer may be reused: the copy is the cache's own.
   small.fill(0);
   t.notOk(c.isRetransmission(i, small, '192.0.2.1', 4000));
