@@ -6,7 +6,7 @@ import { MessageType, specOf } from '../wire/catalog.js';
 import { MAX_DATAGRAM, SESSION_ID_BYTES } from '../wire/constants.js';
 import { encodeDatagram } from '../wire/envelope.js';
 import type { Field } from '../wire/schema.js';
-import { encodeBody } from '../wire/schema.js';
+import { encodedBodySize } from '../wire/schema.js';
 
 /** The fields of the struct entries in `name`'s first (array) field. */
 export function entryFields(name: MessageName): readonly Field[] {
@@ -16,7 +16,7 @@ export function entryFields(name: MessageName): readonly Field[] {
 }
 
 export function encodedSize(fields: readonly Field[], entry: object): number {
-  return encodeBody(fields, entry as Record<string, unknown>).length;
+  return encodedBodySize(fields, entry as Record<string, unknown>);
 }
 
 /**
@@ -32,10 +32,15 @@ export function envelopeSize<N extends MessageName>(name: N, emptyBody: Bodies[N
 /**
  * Take entries from `start` while they fit: `make(i)` builds entry i, `size(e)` its encoded size.
  * Returns the entries and the index to continue from (undefined when done). At least one entry is
- * taken when any remain (every entry type fits a datagram on its own), so paging always advances.
+ * taken when any remain (every entry type fits a datagram on its own), so paging always advances;
+ * a page of one entry is therefore never measured (a lookup of one ID: most QUERY_ADDRs).
  */
 export function fillPage<E>(start: number, end: number, baseSize: number, make: (i: number) => E, size: (e: E) => number, max = MAX_DATAGRAM): { entries: E[]; next: number | undefined } {
   const entries: E[] = [];
+  if (end - start === 1) {
+    entries.push(make(start));
+    return { entries, next: undefined };
+  }
   let total = baseSize;
   let i = start;
   for (; i < end; i++) {

@@ -323,6 +323,10 @@ export const cborOut = {
   take(): Buffer {
     return Buffer.from(scratch.subarray(0, pos));
   },
+  /** Bytes written since `start`, not copied out: what a size needs (paging measures every entry). */
+  written(): number {
+    return pos;
+  },
 };
 
 /** Deterministic encoding of any value: sorts every map's keys first. */

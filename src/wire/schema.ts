@@ -225,6 +225,13 @@ export function encodeBody(fields: readonly Field[], obj: Record<string, unknown
   return cborOut.take();
 }
 
+/** The length of encodeBody(fields, obj), with no Buffer made: paged answers size each entry. */
+export function encodedBodySize(fields: readonly Field[], obj: Record<string, unknown>): number {
+  cborOut.start();
+  writeFields(fields, obj);
+  return cborOut.written();
+}
+
 /** Human description of a field type, for the man page and `devloc decode --schema`. */
 export function describeType(type: FieldType): string {
   switch (type.t) {

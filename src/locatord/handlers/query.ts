@@ -9,7 +9,6 @@ import type { HandlerResult, Refusal, RequestContext } from '../../net/server.js
 import type { ServerSession } from '../../net/sessions.js';
 import type { AddrEntry, PresenceRecord } from '../../wire/catalog.js';
 import { MessageType, specOf } from '../../wire/catalog.js';
-import { encodeBody } from '../../wire/schema.js';
 import { Visibility } from '../../wire/constants.js';
 import type { LocatorContext, LookupLimits } from '../context.js';
 import { chargeLookups } from '../context.js';
@@ -132,7 +131,7 @@ function queryStatusWithPresence(c: LocatorContext, ctx: RequestContext<'QUERY_S
     const page = fillPage(from, ids.length, STATUS_PRESENCE_BASE, (i) => {
       const p = recs[i - from];
       return { online: p !== undefined, record: (p && presenceRecordOf(p)) ?? {} };
-    }, (e) => BOOL_SIZE + encodeBody(PRESENCE_RECORD_FIELDS, e.record).length);
+    }, (e) => BOOL_SIZE + encodedSize(PRESENCE_RECORD_FIELDS, e.record));
     const online = page.entries.map((e) => e.online);
     const refused = chargeQueryPage(c, 'QUERY_STATUS', ctx.from.ip, asker, online);
     if (refused) return refused;
