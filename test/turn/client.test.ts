@@ -18,7 +18,10 @@ class FakeRelay {
   /** When set, every request is answered with success (as a relay would) right after it is sent. */
   autoKey: Buffer | undefined;
   constructor(readonly clock: FakeClock, readonly reliable = false) {}
+  /** Links opened (each a new client transport address). */
+  links = 0;
   link = async (_s: unknown, h: LinkHandlers): Promise<TurnLink> => {
+    this.links++;
     this.handlers = h;
     return {
       reliable: this.reliable,
@@ -84,6 +87,38 @@ t.test('UDP retransmissions follow RFC 8489: RTO 500 ms doubling, 7 requests, th
   await clock.advance(1);
   t.match(err, { name: 'TurnError', code: TurnErrorCode.TIMEOUT });
   t.ok(relay.closed, 'the link is closed after a failed allocation');
+});
+
+t.test('a 437 to the Allocate is retried from a new client transport address, unauthenticated, three addresses in all', async (t) => {
+  const mismatch = async (s: ReturnType<typeof setup>): Promise<void> => {
+    await flush();
+    t.equal(s.relay.last().attrs.username, undefined, 'each address starts unauthenticated (the nonce was the old 5-tuple\'s)');
+    s.relay.answer(s.relay.last(), 'error', { errorCode: { code: 401, reason: 'Unauthorized' }, realm: 'devloc.test', nonce: 'n1' });
+    await flush();
+    // coturn pads this reason with NULs inside the attribute.
+    s.relay.answer(s.relay.last(), 'error', { errorCode: { code: 437, reason: 'Allocation mismatch: wrong credentials\0\0' } }, key);
+  };
+  const s = setup();
+  const p = s.c.allocate();
+  await mismatch(s);
+  await mismatch(s);
+  await flush();
+  s.relay.answer(s.relay.last(), 'error', { errorCode: { code: 401, reason: 'Unauthorized' }, realm: 'devloc.test', nonce: 'n2' });
+  await flush();
+  s.relay.answer(s.relay.last(), 'success', { xorRelayedAddress: relayed, lifetime: 600 }, key);
+  t.same((await p).relayed, relayed, 'allocated from the third address');
+  t.equal(s.relay.links, 3);
+
+  const f = setup();
+  const failed = f.c.allocate();
+  let err: unknown;
+  failed.catch((e) => (err = e));
+  for (let i = 0; i < 3; i++) await mismatch(f);
+  await flush();
+  t.match(err, { code: TurnErrorCode.ALLOCATION_MISMATCH, stunCode: 437, message: 'relay answered 437 Allocation mismatch: wrong credentials' });
+  t.notMatch((err as Error).message, /\0/, 'no NUL in the message');
+  t.equal(f.relay.links, 3, 'given up after three addresses');
+  t.ok(f.relay.closed);
 });
 
 t.test('over TCP/TLS a request is sent once and times out after Ti = 39.5 s', async (t) => {

@@ -6,7 +6,7 @@ import t from 'tap';
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import type { Address } from '../../src/wire/addr.js';
-import { TurnClient, TurnErrorCode, type TurnClientOptions, type TurnTransport } from '../../src/agent/turn/client.js';
+import { defaultLink, TurnClient, TurnErrorCode, type LinkFactory, type TurnClientOptions, type TurnTransport } from '../../src/agent/turn/client.js';
 import { mintTurnCredentials } from '../../src/wire/turn-credentials.js';
 import { haveCoturn, startCoturn, type Coturn } from './coturn.js';
 
@@ -126,6 +126,51 @@ t.test('expired credentials are refused with TURN_CREDENTIALS_EXPIRED; a wrong s
   t.ok(await closed, 'closed with the error');
   const wrong = client('tcp', { credentials: mintTurnCredentials('not-the-secret', locator(), nowSec() + 600) });
   await t.rejects(wrong.allocate(), { code: TurnErrorCode.UNAUTHORIZED, stunCode: 401 });
+});
+
+/** A UDP link to the relay from local port `port` (what defaultLink does from a port the kernel picks). */
+function udpLinkFrom(port: number, onPort: (p: number) => void = () => {}): LinkFactory {
+  return async (server, h) => {
+    const sock = dgram.createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(port, '127.0.0.1', () => resolve());
+    });
+    onPort(sock.address().port);
+    await new Promise<void>((resolve) => sock.connect(server.port, server.host, () => resolve()));
+    sock.on('message', (b) => h.packet(b));
+    let open = true;
+    return {
+      reliable: false,
+      send: (bytes) => (open && (sock.send(bytes), true)),
+      close: () => {
+        if (open) sock.close();
+        open = false;
+      },
+    };
+  };
+}
+
+t.test('a 5-tuple the relay still holds for another username (437) is left for a new local address', async (t) => {
+  // coturn keeps the username of a 5-tuple's first authenticated request, even a refused one: a
+  // client that then gets the same local port (reused by the kernel, or a NAT mapping) is
+  // answered 437 "Allocation mismatch: wrong credentials". The client allocates again from a new
+  // socket (RFC 8656 section 7.3).
+  let port = 0;
+  const first = client('udp', { credentials: mintTurnCredentials(relay.secret, locator(), nowSec() - 60), link: udpLinkFrom(0, (p) => (port = p)) });
+  await t.rejects(first.allocate(), { code: TurnErrorCode.CREDENTIALS_EXPIRED });
+  const logs: string[] = [];
+  let links = 0;
+  const second = client('udp', {
+    link: (server, h, o) => (++links === 1 ? udpLinkFrom(port)(server, h, o) : defaultLink(server, h, o)),
+    log: (msg, fields) => logs.push(`${msg} ${String(fields['message'] ?? '')}`),
+  });
+  const a = await second.allocate();
+  t.equal(a.relayed.ip, '127.0.0.1', 'allocated');
+  t.equal(links, 2, 'from a second local address');
+  t.match(logs.join('\n'), /turn allocation mismatch: allocating again from another local address relay answered 437/);
+  t.notMatch(logs.join('\n'), /\0/, 'the reason phrase without its NUL padding');
+  await second.close();
 });
 
 t.test('a peer not permitted cannot reach the client (the relay drops it); once permitted it can', async (t) => {

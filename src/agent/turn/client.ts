@@ -5,7 +5,8 @@
 // What it does, in the order of a channel's life:
 //   allocate()      Allocate with the long-term credential mechanism: an unauthenticated request,
 //                   401 with REALM and NONCE, the request again with USERNAME/REALM/NONCE and
-//                   MESSAGE-INTEGRITY; a 438 Stale Nonce is retried once with the new nonce.
+//                   MESSAGE-INTEGRITY; a 438 Stale Nonce is retried once with the new nonce;
+//                   a 437 from a new client transport address (three in all).
 //                   Refresh runs by itself before the allocation expires.
 //   permit(peers)   CreatePermission for exactly the peer IPs it is given (never anything else),
 //                   refreshed every PERMISSION_REFRESH_MS (< the 5 min permission lifetime).
@@ -62,6 +63,8 @@ export const MAX_PERMISSIONS = 64;
 export const MAX_CHANNELS = 64;
 /** Bytes queued on a TCP/TLS socket beyond which datagrams are dropped rather than buffered. */
 export const DEFAULT_MAX_WRITE_QUEUE_BYTES = 256 * 1024;
+/** RFC 8656 §7.3: client transport addresses to try an Allocate from when the relay answers 437. */
+export const ALLOCATE_ADDRESSES = 3;
 /** close(): how long to wait for the answer to Refresh(LIFETIME 0) before closing anyway. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000;
 /** The largest datagram that can be relayed (UDP payload limit; ChannelData length field). */
@@ -127,7 +130,8 @@ export class TurnError extends Error {
 }
 
 function errorFromResponse(code: number, reason: string): TurnError {
-  const text = `relay answered ${code} ${reason}`;
+  // coturn pads some reason phrases with NULs inside the attribute's length: not text.
+  const text = `relay answered ${code} ${reason.replace(/\0+$/, '')}`;
   const c: TurnErrorCode =
     code === 401 ? TurnErrorCode.UNAUTHORIZED
     : code === 403 ? TurnErrorCode.FORBIDDEN
@@ -311,21 +315,45 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
     return c?.bound ? c.channel : undefined;
   }
 
-  /** Connect to the relay and allocate a relayed UDP address. */
+  /** Open the link to the relay (a new client transport address each time). */
+  private async connect(): Promise<void> {
+    const factory = this.opts.link ?? defaultLink;
+    this.link = await factory(this.opts.server, {
+      packet: (b) => this.onPacket(b),
+      closed: (err) => this.onLinkClosed(err),
+      drop: (reason) => this.drop(reason),
+    }, { connectTimeoutMs: this.opts.tcpTimeoutMs ?? DEFAULT_TCP_TIMEOUT_MS });
+    if (this.state !== 'allocating') throw new TurnError(TurnErrorCode.CLOSED, 'closed while connecting');
+  }
+
+  /**
+   * Connect to the relay and allocate a relayed UDP address. A 437 (Allocation Mismatch: the
+   * relay still holds state for this 5-tuple, e.g. of a client that had the same local port just
+   * before, or behind the same NAT mapping) is retried from a new client transport address (a
+   * new socket or connection), up to ALLOCATE_ADDRESSES in all (RFC 8656 section 7.3).
+   */
   async allocate(): Promise<TurnAllocation> {
     if (this.state !== 'new') throw new TurnError(this.state === 'closed' || this.state === 'closing' ? TurnErrorCode.CLOSED : TurnErrorCode.NOT_ALLOCATED, `allocate() in state ${this.state}`);
     this.state = 'allocating';
     try {
-      const factory = this.opts.link ?? defaultLink;
-      this.link = await factory(this.opts.server, {
-        packet: (b) => this.onPacket(b),
-        closed: (err) => this.onLinkClosed(err),
-        drop: (reason) => this.drop(reason),
-      }, { connectTimeoutMs: this.opts.tcpTimeoutMs ?? DEFAULT_TCP_TIMEOUT_MS });
-      if (this.state !== 'allocating') throw new TurnError(TurnErrorCode.CLOSED, 'closed while connecting');
       const attrs: StunAttributes = { requestedTransport: TRANSPORT_UDP };
       if (this.opts.lifetimeSec !== undefined) attrs.lifetime = this.opts.lifetimeSec;
-      const res = await this.transact(Method.Allocate, attrs);
+      let res: DecodedStun | undefined;
+      for (let address = 1; !res; address++) {
+        await this.connect();
+        try {
+          res = await this.transact(Method.Allocate, attrs);
+        } catch (err) {
+          const e = asTurnError(err);
+          if (e.code !== TurnErrorCode.ALLOCATION_MISMATCH || address >= ALLOCATE_ADDRESSES || this.state !== 'allocating') throw e;
+          this.log('turn allocation mismatch: allocating again from another local address', { message: e.message, attempt: address });
+          // The relay's realm and nonce belong to the old 5-tuple's state: the new one starts unauthenticated.
+          this.link?.close();
+          this.link = undefined;
+          this.realm = undefined;
+          this.nonce = undefined;
+        }
+      }
       const relayed = res.attrs.xorRelayedAddress;
       const lifetime = res.attrs.lifetime;
       if (!relayed || lifetime === undefined) throw new TurnError(TurnErrorCode.BAD_RESPONSE, 'Allocate success without XOR-RELAYED-ADDRESS or LIFETIME');
