@@ -505,7 +505,24 @@ export class RegistrationTable {
    * expired one is freed on the way, as a sweep would.
    */
   find(idHex: string): number {
-    if (!this.parseKey(idHex)) return NONE;
+    return this.parseKey(idHex) ? this.findKey(idHex) : NONE;
+  }
+
+  /**
+   * `find` for the locator ID of `known` (`idHex` is its hex): read raw from the session table
+   * when `known` is a live held session of it, no hex parsed (each REFRESH).
+   */
+  findOf(idHex: string, known: ServerSession | undefined): number {
+    if (!(known instanceof HeldSession) || !known.live || known.locatorHex !== idHex) return this.find(idHex);
+    const loc = known.table.loc;
+    const at = known.slot * LOCATOR_ID_BYTES;
+    const key = this.keyBytes;
+    for (let i = 0; i < LOCATOR_ID_BYTES; i++) key[i] = loc[at + i]!;
+    return this.findKey(idHex);
+  }
+
+  /** The slot of the ID in keyWords (whose hex is `idHex`), as `find`. */
+  private findKey(idHex: string): number {
     const s = this.lookup();
     if (s === NONE || this.nowTick() < this.expTicks[s]!) return s;
     this.free(s);
@@ -637,6 +654,16 @@ export class RegistrationTable {
     const t = this.sessionTable!;
     const gen = this.sessionGens[s]!;
     return t.holds(at, gen) ? new HeldSession(t, at, gen) : new HeldSession(t, at, gen, this.sessionIdHex(s), this.keyOf(s));
+  }
+
+  /**
+   * `sessionIdHex`, from `known`'s handle when it is the record's own live held session (the
+   * handle keeps the hex it made: a REFRESH compares the two, one conversion instead of two).
+   */
+  sessionIdHexOf(s: number, known: ServerSession | undefined): string {
+    if (known instanceof HeldSession && this.bits[s]! & SESSION_BIT && this.sessionSlots[s] === known.slot && this.sessionGens[s] === known.gen
+      && this.sessionTable === known.table && known.live) return known.sidHex;
+    return this.sessionIdHex(s);
   }
 
   /** The ID (hex) of the session of slot `s`'s record, '' when none: read from the record, no handle made. */

@@ -245,6 +245,37 @@ t.test('a record keeps a held session as its slot and generation, not as a handl
   t.equal(table.nextCheckTick(rec), rec.expTick, 'no probe without a session');
 });
 
+t.test("findOf and sessionIdHexOf read the asking session's IDs only when it is the record's own", async (t) => {
+  // A REFRESH finds its record by its session's raw locator ID and takes the record's session ID
+  // from its handle (no hex parsed or made); any other session, or one that ended, reads the table.
+  const clock = new FakeClock(1_700_000_000_000);
+  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, now: () => clock.ms });
+  const open = (locatorHex: string): ServerSession => sessions.restore(newServerSession({
+    sid: randomBytes(16), locatorId: Buffer.from(locatorHex, 'hex'), aud: 'locator', exp: clock.ms / 1000 + 3600,
+    terminalToServer: randomBytes(32), serverToTerminal: randomBytes(32), txSeq: 0,
+  }))!;
+  const a = id('a');
+  const b = id('b');
+  const ofA = open(a);
+  const ofB = open(b);
+  const table = new RegistrationTable({ maxEntries: 10, now: clock.now });
+  const addr = { ip: '198.51.100.7', port: 1000 };
+  const recA = table.set(a, { addr, session: ofA, seq: 1, regTick: table.nowTick(), expTick: table.expiryTick(60_000) });
+  const recB = table.set(b, { addr, session: ofB, seq: 1, regTick: table.nowTick(), expTick: table.expiryTick(60_000) });
+  t.equal(table.findOf(a, ofA), recA.slot, "by the session's own locator ID");
+  t.equal(table.findOf(a, ofB), recA.slot, "another terminal's session: by the ID asked for");
+  t.equal(table.findOf(b, undefined), recB.slot);
+  t.equal(table.findOf(id('c'), ofA), -1, 'an unknown ID');
+  t.equal(table.sessionIdHexOf(recA.slot, ofA), ofA.sidHex);
+  t.equal(table.sessionIdHexOf(recA.slot, ofB), ofA.sidHex, "another session: the record's own");
+  // A's session ends and a new one takes its slot: the record still names the ended one.
+  t.equal(sessions.dropWhere((s) => s.sidHex === ofA.sidHex), 1);
+  const next = open(a);
+  t.equal(table.sessionIdHexOf(recA.slot, next), ofA.sidHex, 'not the session now in its slot');
+  t.equal(table.findOf(a, next), recA.slot);
+});
+
 t.test('a session not held for this record is kept as it is', async (t) => {
   // A plain record (not held), or a held session of another locator ID: the object itself.
   const clock = new FakeClock(1_700_000_000_000);

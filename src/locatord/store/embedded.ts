@@ -30,10 +30,13 @@ export class EmbeddedStore implements ServedStore {
     this.groups = groupStore;
   }
 
-  /** Every field set (undefined when absent): one object shape for the hot path's property reads. */
-  private toPresence(r: Registration): Presence {
+  /**
+   * Every field set (undefined when absent): one object shape for the hot path's property reads.
+   * `session`: the session asking, whose handle may already hold the record's session ID in hex.
+   */
+  private toPresence(r: Registration, session?: ServerSession): Presence {
     return {
-      addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: this.table.sessionIdHex(r.slot), seq: r.seq,
+      addr: r.address, netMode: r.netMode, visibility: r.visibility, sidHex: this.table.sessionIdHexOf(r.slot, session), seq: r.seq,
       regMs: this.table.tickToMs(r.regTick), expMs: this.table.tickToMs(r.expTick),
       nickname: r.nickname, extra: r.extra, reachable: r.reachable || undefined, inst: undefined,
     };
@@ -64,9 +67,9 @@ export class EmbeddedStore implements ServedStore {
   }
 
   updatePresence<T>(idHex: string, change: (cur: Presence | undefined) => PresenceChange<T>, session?: ServerSession): T {
-    const s = this.table.find(idHex);
+    const s = this.table.findOf(idHex, session);
     const r = s < 0 ? undefined : this.table.view(s);
-    const d = change(r && this.toPresence(r));
+    const d = change(r && this.toPresence(r, session));
     if (d.remove) this.deletePresence(idHex);
     else if (d.put) {
       // The record just read is renewed where it is, its ID not looked up again (each REFRESH),
