@@ -37,17 +37,16 @@ export function envelopeSize<N extends MessageName>(name: N, emptyBody: Bodies[N
  */
 export function fillPage<E>(start: number, end: number, baseSize: number, make: (i: number) => E, size: (e: E) => number, max = MAX_DATAGRAM): { entries: E[]; next: number | undefined } {
   const entries: E[] = [];
-  if (end - start === 1) {
-    entries.push(make(start));
-    return { entries, next: undefined };
-  }
   let total = baseSize;
   let i = start;
   for (; i < end; i++) {
     const e = make(i);
-    const s = size(e);
-    if (entries.length > 0 && total + s > max) break;
-    total += s;
+    // The first entry is taken whatever its size: it is measured only when another may follow.
+    if (entries.length > 0 || i + 1 < end) {
+      const s = size(e);
+      if (entries.length > 0 && total + s > max) break;
+      total += s;
+    }
     entries.push(e);
   }
   return { entries, next: i < end ? i : undefined };

@@ -408,7 +408,9 @@ export class RegistrationTable {
   /** Copy a raw locator ID into keyWords; false if it is not LOCATOR_ID_BYTES long. */
   private rawKey(b: Uint8Array, at: number, len: number): boolean {
     if (len !== LOCATOR_ID_BYTES || at < 0 || at + len > b.length) return false;
-    this.keyBytes.set(b.subarray(at, at + len), 0);
+    // Byte by byte rather than set(subarray): no view made per key (each REFRESH, each restored record).
+    const key = this.keyBytes;
+    for (let i = 0; i < LOCATOR_ID_BYTES; i++) key[i] = b[at + i]!;
     return true;
   }
 
@@ -514,11 +516,7 @@ export class RegistrationTable {
    */
   findOf(idHex: string, known: ServerSession | undefined): number {
     if (!(known instanceof HeldSession) || !known.live || known.locatorHex !== idHex) return this.find(idHex);
-    const loc = known.table.loc;
-    const at = known.slot * LOCATOR_ID_BYTES;
-    const key = this.keyBytes;
-    for (let i = 0; i < LOCATOR_ID_BYTES; i++) key[i] = loc[at + i]!;
-    return this.findKey(idHex);
+    return this.rawKey(known.table.loc, known.slot * LOCATOR_ID_BYTES, LOCATOR_ID_BYTES) ? this.findKey(idHex) : NONE;
   }
 
   /** The slot of the ID in keyWords (whose hex is `idHex`), as `find`. */
@@ -661,9 +659,12 @@ export class RegistrationTable {
    * handle keeps the hex it made: a REFRESH compares the two, one conversion instead of two).
    */
   sessionIdHexOf(s: number, known: ServerSession | undefined): string {
-    if (known instanceof HeldSession && this.bits[s]! & SESSION_BIT && this.sessionSlots[s] === known.slot && this.sessionGens[s] === known.gen
-      && this.sessionTable === known.table && known.live) return known.sidHex;
-    return this.sessionIdHex(s);
+    return known instanceof HeldSession && this.boundTo(s, known) && known.live ? known.sidHex : this.sessionIdHex(s);
+  }
+
+  /** Whether slot `s`'s record is bound to the held session `session` (its slot and generation in the same table). */
+  private boundTo(s: number, session: HeldSession): boolean {
+    return (this.bits[s]! & SESSION_BIT) !== 0 && this.sessionSlots[s] === session.slot && this.sessionGens[s] === session.gen && this.sessionTable === session.table;
   }
 
   /** The ID (hex) of the session of slot `s`'s record, '' when none: read from the record, no handle made. */
@@ -682,7 +683,7 @@ export class RegistrationTable {
     const bits = this.bits[s]!;
     if (session instanceof HeldSession) {
       const t = session.table;
-      if (bits & SESSION_BIT && this.sessionSlots[s] === session.slot && this.sessionGens[s] === session.gen && this.sessionTable === t) return;
+      if (this.boundTo(s, session)) return;
       this.otherSessions.delete(s);
       if (t.holds(session.slot, session.gen) && (this.sessionTable ??= t) === t && t.locatorIs(session.slot, this.idBytes, s * LOCATOR_ID_BYTES)) {
         this.sessionSlots[s] = session.slot;
