@@ -7,10 +7,11 @@
 // reaches locatord, so none can be in here.
 //
 // Format (version 3, binary; a million terminals written in seconds and read back in seconds,
-// issue 16 item 4): both tables are slots of parallel typed arrays (table.ts, net/sessions.ts),
-// and the file is those arrays, column after column, so the write is a copy of arrays (written
-// straight from the tables' memory) and the restore a fill of the new tables' arrays at the same
-// slot numbers, then one walk of the slots to rebuild the indexes and lists. Numbers are
+// issue 16 item 4): both tables are slots of typed arrays (table.ts: a 64-byte row per slot;
+// net/sessions.ts: parallel arrays), and the file is a column per field, so the write is a copy
+// of arrays (the sessions' written straight from their memory, the registrations' copied out of
+// their rows a slice at a time) and the restore a fill of the new tables at the same slot
+// numbers, then one walk of the slots to rebuild the indexes and lists. Numbers are
 // little-endian (the arrays' byte order on the hosts Node runs on: a big-endian host refuses to
 // write or read one). A 24-byte header
 //   "DEVLOCSN" | u32 version (3) | u32 0 | f64 savedMs
@@ -74,6 +75,8 @@ const MAX_ID_BYTES = 64;
 export const SLICE_MS = 10;
 /** Bytes gathered before each write(2) of the small sections. */
 const CHUNK_BYTES = 1 << 20;
+/** Registration slots copied from rows to columns between two looks at the clock (~1 ms). */
+const COPY_SLOTS = 16_384;
 /** Largest single write of a column (each is a yield). */
 const COLUMN_WRITE_BYTES = 16 << 20;
 const LITTLE_ENDIAN = os.endianness() === 'LE';
@@ -134,7 +137,7 @@ class Slicer {
   }
 }
 
-/** Small fields gathered in a buffer, written when it fills; columns written straight from the tables (each write is a yield). */
+/** Small fields gathered in a buffer, written when it fills; columns written whole (each write is a yield). */
 class ChunkWriter {
   buf = Buffer.allocUnsafe(CHUNK_BYTES);
   pos = 0;
@@ -241,7 +244,12 @@ export async function saveSnapshot(
   const out: SnapshotWritten = { sessions: 0, records: 0, watchLists: 0, bytes: 0, durationMs: 0, cpuMs: 0, maxSliceMs: 0, maxSliceCpuMs: 0, slices: 0, skipped: 0 };
   try {
     const sc = sessions.columns();
+    // The table keeps a row per record; the file a column per field: copied out in slices.
     const rc = table.columns();
+    for (let at = 0; at < rc.n; at += COPY_SLOTS) {
+      if (slicer.due()) await slicer.yield();
+      table.copyColumns(rc, at, Math.min(rc.n, at + COPY_SLOTS));
+    }
     w.buf.set(MAGIC, 0);
     w.pos = MAGIC.length;
     w.u32(SNAPSHOT_VERSION);

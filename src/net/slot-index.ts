@@ -42,16 +42,17 @@ export function seededHash(seed: number, b: Uint8Array, at: number, n: number): 
  * An open-addressing index from a fixed-width raw key to a slot: linear probing, load <= 1/2,
  * deletion by backward shift (no tombstones), a hash keyed per index (a random seed: whoever
  * chooses the IDs cannot aim them at one run). The keys are not copied: slot `s`'s key is the
- * `width` bytes at `s * width` of the caller's store, passed to each call (the store grows, so
- * it is not kept here). Entries are slot + 1, 0 for empty.
+ * `width` bytes at `s * stride` of the caller's store (a column of keys, or rows that begin with
+ * one), passed to each call (the store grows, so it is not kept here). Entries are slot + 1, 0
+ * for empty.
  */
 export class SlotIndex {
   private table: Int32Array;
   private mask: number;
   private readonly seed = randomBytes(4).readInt32LE(0);
 
-  /** `width` key bytes per slot; room for `slots` slots. */
-  constructor(readonly width: number, slots: number) {
+  /** `width` key bytes per slot, `stride` bytes from one slot's key to the next's; room for `slots` slots. */
+  constructor(readonly width: number, slots: number, readonly stride = width) {
     this.table = new Int32Array(indexLength(slots));
     this.mask = this.table.length - 1;
   }
@@ -76,7 +77,7 @@ export class SlotIndex {
   /** Is slot `slot`'s key in `store` the key at `at` of `key`? */
   private same(store: Uint8Array, slot: number, key: Uint8Array, at: number): boolean {
     const n = this.width;
-    const o = slot * n;
+    const o = slot * this.stride;
     for (let i = 0; i < n; i++) if (store[o + i] !== key[at + i]) return false;
     return true;
   }
@@ -122,7 +123,7 @@ export class SlotIndex {
     for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
       const e = t[j]!;
       if (e === 0) break;
-      const home = this.hash(store, (e - 1) * this.width) & mask;
+      const home = this.hash(store, (e - 1) * this.stride) & mask;
       if (((j - home) & mask) >= ((j - i) & mask)) {
         t[i] = e;
         i = j;

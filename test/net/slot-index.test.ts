@@ -9,40 +9,44 @@ import { Rng } from '../../fuzz/rng.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
-/** A store of `width`-byte keys by slot with its index, grown by doubling like the tables do. */
+/**
+ * A store of `width`-byte keys by slot with its index, grown by doubling like the tables do: a
+ * slot's key begins its row of `stride` bytes (the registration table's rows are 64 bytes), the
+ * rest of the row other bytes (random: the index must compare the key alone).
+ */
 class Store {
   bytes: Uint8Array;
   readonly index: SlotIndex;
   readonly model = new Map<string, number>();
   private free: number[] = [];
 
-  constructor(readonly width: number, public cap: number) {
-    this.bytes = new Uint8Array(cap * width);
-    this.index = new SlotIndex(width, cap);
+  constructor(readonly width: number, public cap: number, readonly stride = width) {
+    this.bytes = randomBytes(cap * stride);
+    this.index = new SlotIndex(width, cap, stride);
     for (let s = cap - 1; s >= 0; s--) this.free.push(s);
   }
 
   add(key: Uint8Array): number {
     if (this.free.length === 0) {
       const cap = this.cap * 2;
-      const b = new Uint8Array(cap * this.width);
+      const b = randomBytes(cap * this.stride);
       b.set(this.bytes);
       this.bytes = b;
       for (let s = cap - 1; s >= this.cap; s--) this.free.push(s);
       this.cap = cap;
-      if (this.index.reserve(cap)) for (const s of this.model.values()) this.index.put(this.bytes, s * this.width, s);
+      if (this.index.reserve(cap)) for (const s of this.model.values()) this.index.put(this.bytes, s * this.stride, s);
     }
     const s = this.free.pop()!;
-    this.bytes.set(key, s * this.width);
-    this.index.put(this.bytes, s * this.width, s);
+    this.bytes.set(key, s * this.stride);
+    this.index.put(this.bytes, s * this.stride, s);
     this.model.set(hex(key), s);
     return s;
   }
 
   remove(key: Uint8Array): void {
     const s = this.model.get(hex(key))!;
-    this.index.delete(this.bytes, s * this.width);
-    this.bytes.fill(0xee, s * this.width, (s + 1) * this.width);
+    this.index.delete(this.bytes, s * this.stride);
+    this.bytes.fill(0xee, s * this.stride, s * this.stride + this.width);
     this.model.delete(hex(key));
     this.free.push(s);
   }
@@ -52,14 +56,14 @@ class Store {
   }
 }
 
-for (const width of [16, 3]) {
-  t.test(`random operations against a Map (width ${width})`, async (t) => {
+for (const [width, stride] of [[16, 16], [3, 3], [16, 64], [3, 7]] as const) {
+  t.test(`random operations against a Map (width ${width}, stride ${stride})`, async (t) => {
     for (let round = 0; round < 20; round++) {
       const seed = (Date.now() + round * 7919) >>> 0;
       const rng = new Rng(seed);
       const rand = (): number => rng.float();
       const int = (n: number): number => Math.floor(rand() * n);
-      const store = new Store(width, 1);
+      const store = new Store(width, 1, stride);
       const pool: Uint8Array[] = Array.from({ length: 40 }, () => randomBytes(width));
       // Keys equal but for their last byte.
       for (let i = 0; i < 8; i++) pool.push(Uint8Array.from([...pool[0]!.subarray(0, width - 1), i]));
@@ -84,10 +88,10 @@ for (const width of [16, 3]) {
   });
 }
 
-t.test('deletion inside clusters keeps every other key findable', async (t) => {
+for (const stride of [16, 64]) t.test(`deletion inside clusters keeps every other key findable (stride ${stride})`, async (t) => {
   // 8 slots: an index of 16 entries; keys found by search to share a home or sit next to one.
   const width = 16;
-  const store = new Store(width, 8);
+  const store = new Store(width, 8, stride);
   const home = (k: Uint8Array): number => store.index.hash(k, 0) & 15;
   const keys: Uint8Array[] = [];
   const want = [5, 5, 5, 6, 5, 15, 15, 0];
