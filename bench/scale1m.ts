@@ -7,11 +7,15 @@
 // (startBenchLocatord), which restores it at start. Two load-generator processes open their own
 // sessions with tickets (REGISTER), then send REFRESHes and QUERY_ADDRs flat out (`window`
 // outstanding each); the QUERY_ADDRs name restored terminals at random, so at 1M they reach the
-// whole table, not a cached corner of it. The sizes alternate within each round (10k, 1M, then
+// whole table, not a cached corner of it. Each kind is first sent untimed for `warmupSeconds`,
+// so that the measured seconds are not the daemon's JIT compiling its handlers (a fresh child
+// each time). The sizes alternate within each round (10k, 1M, then
 // 1M, 10k, ...), so a change in the machine's load hits both.
 //
 // Per measurement: answers per locatord CPU-second (the figure that holds on a shared machine)
-// and per second; the load generators' send-to-answer latency (p99, max); the daemon's GC pauses
+// and per second. The 1M / 10k figure is the ratio of the two sizes' medians over the rounds:
+// one 3-second measurement of the same code moves by up to +-15% here, so a ratio of two of them
+// (a round's, kept beside it) moves by more than the 5% the target allows; the load generators' send-to-answer latency (p99, max); the daemon's GC pauses
 // while loaded (a PerformanceObserver preloaded into it: locatord.ts GC_LOGGER); its RSS and
 // restore time. Targets: throughput at 1M within 5% of 10k, GC pauses p99 < 10 ms and max
 // latency < 50 ms at 1M.
@@ -32,10 +36,12 @@ export interface Scale1mOptions {
   /** The large and the small table (default 1,000,000 and 10,000). */
   large?: number;
   small?: number;
-  /** Rounds, each measuring both sizes (default 3). */
+  /** Rounds, each measuring both sizes (default 5). */
   rounds?: number;
   /** Seconds per load run (REFRESH, then QUERY_ADDR). */
   seconds?: number;
+  /** Untimed seconds of each kind before the measured runs (default 1). */
+  warmupSeconds?: number;
   /** Sessions each of the two load generators opens. */
   sessionsPerWorker?: number;
   window?: number;
@@ -132,6 +138,7 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     await Promise.all(gens.map((g) => g.ask(setup(o.sessionsPerWorker))));
     const all = (m: WorkerCommand): Promise<RunResult[]> => Promise.all(gens.map((g) => g.ask<RunResult>(m)));
     await all({ cmd: 'register', window: o.window });
+    for (const kind of ['REFRESH', 'QUERY_ADDR'] as const) await all({ cmd: 'run', kind, seconds: o.warmupSeconds, window: o.window, idsPerQuery: o.idsPerQuery, registered });
     const tree = processTree(loc.proc.pid!);
     let loadedFrom = 0;
     let loadedMs = 0;
@@ -175,9 +182,9 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
 export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string) => void = () => {}): Promise<Scale1mResult> {
   const large = opts.large ?? 1_000_000;
   const small = opts.small ?? 10_000;
-  const rounds = opts.rounds ?? 3;
+  const rounds = opts.rounds ?? 5;
   const o = {
-    seconds: opts.seconds ?? 3, sessionsPerWorker: opts.sessionsPerWorker ?? 500, window: opts.window ?? 64, idsPerQuery: opts.idsPerQuery ?? 1,
+    seconds: opts.seconds ?? 3, warmupSeconds: opts.warmupSeconds ?? 1, sessionsPerWorker: opts.sessionsPerWorker ?? 500, window: opts.window ?? 64, idsPerQuery: opts.idsPerQuery ?? 1,
     ...(opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}),
   };
   const root = mkdtempSync(path.join(tmpdir(), 'scale1m-bench-'));
@@ -231,8 +238,14 @@ export function scale1mRows(r: Scale1mResult): BenchResult[] {
     rows.push({ section: s, name: `REFRESH per locatord CPU-second, ${n} registered`, value: median(ms.map((m) => m.refresh.perCpuS)), unit: 'req/CPU-s', extra: { each: ms.map((m) => m.refresh) } });
     rows.push({ section: s, name: `QUERY_ADDR (${r.idsPerQuery} ID) per locatord CPU-second, ${n} registered`, value: median(ms.map((m) => m.query.perCpuS)), unit: 'req/CPU-s', extra: { each: ms.map((m) => m.query) } });
   }
-  rows.push({ section: s, name: `REFRESH per CPU-second, ${r.large} / ${r.small} registered (target >= 0.95)`, value: median(r.refreshRatios), unit: 'x', extra: { rounds: r.refreshRatios } });
-  rows.push({ section: s, name: `QUERY_ADDR per CPU-second, ${r.large} / ${r.small} registered (target >= 0.95)`, value: median(r.queryRatios), unit: 'x', extra: { rounds: r.queryRatios } });
+  // The ratio of the medians; each round's own ratio (two measurements side by side) in `extra`.
+  const ofMedians = (k: 'refresh' | 'query'): number => {
+    const l = median(at(r.large).map((m) => m[k].perCpuS));
+    const sm = median(at(r.small).map((m) => m[k].perCpuS));
+    return l > 0 && sm > 0 ? round(l / sm, 3) : 0;
+  };
+  rows.push({ section: s, name: `REFRESH per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('refresh'), unit: 'x', extra: { rounds: r.refreshRatios } });
+  rows.push({ section: s, name: `QUERY_ADDR per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('query'), unit: 'x', extra: { rounds: r.queryRatios } });
   // GC and latency at both sizes: on a shared machine the small table shows what the machine
   // alone does to them.
   for (const n of [r.large, r.small]) {

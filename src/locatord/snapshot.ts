@@ -75,8 +75,8 @@ const MAX_ID_BYTES = 64;
 export const SLICE_MS = 10;
 /** Bytes gathered before each write(2) of the small sections. */
 const CHUNK_BYTES = 1 << 20;
-/** Registration slots copied from rows to columns between two looks at the clock (~1 ms). */
-const COPY_SLOTS = 16_384;
+/** Registration slots copied from rows to columns between two looks at the clock: a few us once compiled, a few ms while the first slices still run in the interpreter (16,384 held the event loop 80 ms, 1,024 24 ms). */
+const COPY_SLOTS = 256;
 /** Largest single write of a column (each is a yield). */
 const COLUMN_WRITE_BYTES = 16 << 20;
 const LITTLE_ENDIAN = os.endianness() === 'LE';

@@ -29,7 +29,7 @@ t.test('gcFigures: p99, longest and its kind, share of the wall time', async (t)
 });
 
 t.test('benchScale1m, small: both sizes restored, loaded and measured', async (t) => {
-  const r = await benchScale1m({ large: 3000, small: 1000, rounds: 1, seconds: 0.5, sessionsPerWorker: 50, window: 8 });
+  const r = await benchScale1m({ large: 3000, small: 1000, rounds: 1, seconds: 0.5, warmupSeconds: 0.2, sessionsPerWorker: 50, window: 8 });
   t.same(r.runs.map((m) => m.registered), [1000, 3000]);
   for (const m of r.runs) {
     t.ok(m.refresh.perS > 0 && m.refresh.perCpuS > 0, `REFRESH answered at ${m.registered}`);
@@ -42,5 +42,7 @@ t.test('benchScale1m, small: both sizes restored, loaded and measured', async (t
   t.equal(r.refreshRatios.length, 1);
   const rows = scale1mRows(r);
   t.ok(rows.every((x) => x.section === 'scale1m' && Number.isFinite(x.value)));
-  t.ok(rows.some((x) => x.name.startsWith('REFRESH per CPU-second, 3000 / 1000')));
+  const ratio = rows.find((x) => x.name.startsWith('REFRESH per CPU-second, 3000 / 1000'))!;
+  const perCpuS = (n: number): number => r.runs.find((m) => m.registered === n)!.refresh.perCpuS;
+  t.equal(ratio.value, Math.round((perCpuS(3000) / perCpuS(1000)) * 1000) / 1000, 'the ratio of the sizes\' medians (one round: its two figures)');
 });
