@@ -13,10 +13,10 @@
 // 1M, 10k, ...), so a change in the machine's load hits both.
 //
 // Per measurement: answers per locatord CPU-second (the figure that holds on a shared machine)
-// and per second. The 1M / 10k figure is the ratio of the two sizes' medians over the rounds:
-// one 3-second measurement of the same code moves by up to +-15% here, so a ratio of two of them
-// (a round's, kept beside it) moves by more than the 5% the target allows; the load generators' send-to-answer latency (p99, max); the daemon's GC pauses
-// while loaded (a PerformanceObserver preloaded into it: locatord.ts GC_LOGGER); its RSS and
+// and per second (the 1M / 10k figure is the ratio of the two sizes' medians over the rounds:
+// one 3-second measurement of the same code moves by up to +-15% here, so a ratio of two of them,
+// a round's, kept beside it, moves by more than the 5% the target allows); the load generators'
+// send-to-answer latency (p99, max); the daemon's GC pauses while loaded (a PerformanceObserver preloaded into it: locatord.ts GC_LOGGER); its RSS and
 // restore time. Targets: throughput at 1M within 5% of 10k, GC pauses p99 < 10 ms and max
 // latency < 50 ms at 1M.
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -233,15 +233,16 @@ export function scale1mRows(r: Scale1mResult): BenchResult[] {
   const s = 'scale1m';
   const at = (n: number): Scale1mMeasurement[] => r.runs.filter((m) => m.registered === n);
   const rows: BenchResult[] = [];
+  const perCpuS = (n: number, k: 'refresh' | 'query'): number => median(at(n).map((m) => m[k].perCpuS));
   for (const n of [r.small, r.large]) {
     const ms = at(n);
-    rows.push({ section: s, name: `REFRESH per locatord CPU-second, ${n} registered`, value: median(ms.map((m) => m.refresh.perCpuS)), unit: 'req/CPU-s', extra: { each: ms.map((m) => m.refresh) } });
-    rows.push({ section: s, name: `QUERY_ADDR (${r.idsPerQuery} ID) per locatord CPU-second, ${n} registered`, value: median(ms.map((m) => m.query.perCpuS)), unit: 'req/CPU-s', extra: { each: ms.map((m) => m.query) } });
+    rows.push({ section: s, name: `REFRESH per locatord CPU-second, ${n} registered`, value: perCpuS(n, 'refresh'), unit: 'req/CPU-s', extra: { each: ms.map((m) => m.refresh) } });
+    rows.push({ section: s, name: `QUERY_ADDR (${r.idsPerQuery} ID) per locatord CPU-second, ${n} registered`, value: perCpuS(n, 'query'), unit: 'req/CPU-s', extra: { each: ms.map((m) => m.query) } });
   }
-  // The ratio of the medians; each round's own ratio (two measurements side by side) in `extra`.
+  // The ratio of the rows above; each round's own ratio (two measurements side by side) in `extra`.
   const ofMedians = (k: 'refresh' | 'query'): number => {
-    const l = median(at(r.large).map((m) => m[k].perCpuS));
-    const sm = median(at(r.small).map((m) => m[k].perCpuS));
+    const l = perCpuS(r.large, k);
+    const sm = perCpuS(r.small, k);
     return l > 0 && sm > 0 ? round(l / sm, 3) : 0;
   };
   rows.push({ section: s, name: `REFRESH per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('refresh'), unit: 'x', extra: { rounds: r.refreshRatios } });

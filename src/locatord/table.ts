@@ -727,7 +727,8 @@ export class RegistrationTable {
   }
 
   setBit(s: number, bit: number, on: boolean): void {
-    this.u32[s * ROW_WORDS + BITS] = on ? this.u32[s * ROW_WORDS + BITS]! | bit : this.u32[s * ROW_WORDS + BITS]! & ~bit;
+    const i = s * ROW_WORDS + BITS;
+    this.u32[i] = on ? this.u32[i]! | bit : this.u32[i]! & ~bit;
   }
 
   /** Extend a record from now by `ttlMs` (registration time := now) and clear its probe flag. */
@@ -884,15 +885,19 @@ export class RegistrationTable {
 
   /** Copy the fields of slots [from, to) from their rows into `c`'s columns (from `columns`: the bytes as they are). */
   copyColumns(c: RegistrationColumns, from: number, to: number): void {
+    this.moveFields(c, from, to, true);
+  }
+
+  /** The fields of slots [from, to) between their rows and `c`'s columns: out to the columns (snapshot write) or in (restore). */
+  private moveFields(c: RegistrationColumns, from: number, to: number, out: boolean): void {
     const rb = this.rowBytes;
-    for (let s = from; s < to; s++) {
-      const r = s * ROW_BYTES;
-      copyBytes(rb, r, c.ids, s * LOCATOR_ID_BYTES, LOCATOR_ID_BYTES);
-      copyBytes(rb, r + IP * 4, c.ips, s * 4, 4);
-      copyBytes(rb, r + BITS * 4, c.bits, s * 4, 4);
-      copyBytes(rb, r + REG * 4, c.regTicks, s * 4, 4);
-      copyBytes(rb, r + EXP * 4, c.expTicks, s * 4, 4);
-      copyBytes(rb, r + SEQ * 8, c.seqs, s * 8, 8);
+    const columns = [c.ids, c.ips, c.bits, c.regTicks, c.expTicks, c.seqs];
+    for (let f = 0; f < columns.length; f++) {
+      const col = columns[f]!;
+      const at = COLUMN_AT[f]!;
+      const n = COLUMN_BYTES[f]!;
+      if (out) for (let s = from; s < to; s++) copyBytes(rb, s * ROW_BYTES + at, col, s * n, n);
+      else for (let s = from; s < to; s++) copyBytes(col, s * n, rb, s * ROW_BYTES + at, n);
     }
   }
 
@@ -921,16 +926,7 @@ export class RegistrationTable {
     const n = c.n;
     if (this.highWater !== 0 || n > this.max || c.tickMs !== TICK_MS) return -1;
     while (this.capacity < n) this.grow();
-    const rb = this.rowBytes;
-    for (let s = 0; s < n; s++) {
-      const r = s * ROW_BYTES;
-      copyBytes(c.ids, s * LOCATOR_ID_BYTES, rb, r, LOCATOR_ID_BYTES);
-      copyBytes(c.ips, s * 4, rb, r + IP * 4, 4);
-      copyBytes(c.bits, s * 4, rb, r + BITS * 4, 4);
-      copyBytes(c.regTicks, s * 4, rb, r + REG * 4, 4);
-      copyBytes(c.expTicks, s * 4, rb, r + EXP * 4, 4);
-      copyBytes(c.seqs, s * 8, rb, r + SEQ * 8, 8);
-    }
+    this.moveFields(c, 0, n, false);
     // Both base times are whole seconds: the shift is a whole number of ticks.
     const delta = Math.round((c.baseMs - this.baseMs) / TICK_MS);
     const nowTick = this.nowTick();
@@ -964,6 +960,10 @@ export class RegistrationTable {
     return expired;
   }
 }
+
+/** Where each of RegistrationColumns' columns (ids, ips, bits, regTicks, expTicks, seqs) is in a row, and its bytes. */
+const COLUMN_AT = [0, IP * 4, BITS * 4, REG * 4, EXP * 4, SEQ * 8];
+const COLUMN_BYTES = [LOCATOR_ID_BYTES, 4, 4, 4, 4, 8];
 
 /** Copy `n` bytes (a field: a few, so a loop and no view or native call per field). */
 function copyBytes(from: Uint8Array, at: number, to: Uint8Array, toAt: number, n: number): void {

@@ -348,7 +348,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
           if (e.code !== TurnErrorCode.ALLOCATION_MISMATCH || address >= ALLOCATE_ADDRESSES || this.state !== 'allocating') throw e;
           this.log('turn allocation mismatch: allocating again from another local address', { message: e.message, attempt: address });
           // The relay's realm and nonce belong to the old 5-tuple's state: the new one starts unauthenticated.
-          this.link?.close();
+          this.closeLink();
           this.link = undefined;
           this.realm = undefined;
           this.nonce = undefined;
@@ -370,11 +370,7 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
       else {
         // close() came while the link was connecting: shutdown() had no link to close then, and
         // the one the factory returned would keep its socket (and the process) alive for good.
-        try {
-          this.link?.close();
-        } catch {
-          // already closed
-        }
+        this.closeLink();
       }
       throw e;
     }
@@ -754,16 +750,21 @@ export class TurnClient extends EventEmitter<TurnClientEvents> {
     this.state = 'closed';
     this.clearTimers();
     for (const p of [...this.pending.values()]) p.reject(new TurnError(TurnErrorCode.CLOSED, 'client closed'));
-    try {
-      this.link?.close();
-    } catch {
-      // closing twice or a broken socket: nothing left to do
-    }
+    this.closeLink();
     if (err) {
       this.log('turn closed', { code: err.code, message: err.message });
       this.safeEmit('error', err);
     }
     this.safeEmit('closed', err);
+  }
+
+  /** Close the link, if any; a link closed already or a broken socket has nothing left to do. */
+  private closeLink(): void {
+    try {
+      this.link?.close();
+    } catch {
+      // closing twice or a broken socket
+    }
   }
 
   private log(msg: string, fields: Record<string, unknown>): void {
