@@ -72,7 +72,7 @@ import type { ClaimVerdict, DeferredClaim, ServerSession, WindowOwner } from '..
 import { REPLAY_WINDOW } from '../../wire/constants.js';
 import { searchMediaOf } from '../search-index.js';
 import type { RedisClientOptions, RedisReply } from './redis-client.js';
-import { LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
+import { BatchedScript, LuaScript, RedisClient, RedisUnavailable } from './redis-client.js';
 import type { GroupBackend, LocatorStore, Presence, PresenceChange, Refused, SearchBackend, StoredSession, WatchBackend } from './types.js';
 
 export interface RedisStoreOptions extends RedisClientOptions {
@@ -110,7 +110,7 @@ end
 `;
 
 /** KEYS[1] presence key; ARGV: expected value ("" = absent), "set" or "del", new value, PX ms (CAS_FN). */
-const CAS_PRESENCE = new LuaScript(`${CAS_FN}return cas(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])`);
+const CAS_PRESENCE = new BatchedScript(`${CAS_FN}return cas(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])`, 1, 4);
 
 /** KEYS[1] a watcher's hash; ARGV: max, then target/view pairs. The new count, or -1 beyond max. */
 const WATCH_ADD = new LuaScript(`local n = redis.call('HLEN', KEYS[1])
@@ -214,9 +214,9 @@ const CLAIM_SEQ = new LuaScript(`${READ_WINDOW}${CLAIM_FN}return claim(tonumber(
  * when the claim is refused (11, 12, 13: nothing written); otherwise the compare-and-set's (1
  * done, 0 or a value: the record changed, the number is taken all the same).
  */
-const CLAIM_AND_CAS = new LuaScript(`${READ_WINDOW}${CLAIM_FN}${CAS_FN}local c = claim(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4])
+const CLAIM_AND_CAS = new BatchedScript(`${READ_WINDOW}${CLAIM_FN}${CAS_FN}local c = claim(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4])
 if c ~= 0 then return 10 + c end
-return cas(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8])`);
+return cas(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8])`, 3, 8);
 
 /** KEYS[1] the session's window; ARGV: sequence number, window size: untake it (a "try again" answer). */
 const RELEASE_SEQ = new LuaScript(`${READ_WINDOW}local seq = tonumber(ARGV[1])
@@ -409,11 +409,11 @@ export class RedisStore implements LocatorStore {
       let r: RedisReply;
       if (claim?.state === 'pending') {
         claim.asking();
-        r = await this.client.eval(CLAIM_AND_CAS, [...this.windowKeys(claim.owner), k], [...claimArgs(claim.seq, claim.ttlMs, claim.source), ...args]);
+        r = await this.client.evalBatched(CLAIM_AND_CAS, [...this.windowKeys(claim.owner), k], [...claimArgs(claim.seq, claim.ttlMs, claim.source), ...args]);
         // 10 + CLAIM_SEQ's answer: refused, nothing written (ensure throws ClaimRefused).
         claim.settle(typeof r === 'number' && r >= 10 ? claimVerdict(r - 10) : 'ok');
         await claim.ensure();
-      } else r = await this.client.eval(CAS_PRESENCE, k, args);
+      } else r = await this.client.evalBatched(CAS_PRESENCE, [k], args);
       if (r === 1) {
         this.remember(idHex, value);
         await this.search.index(idHex, cur, d.remove ? undefined : d.put);
