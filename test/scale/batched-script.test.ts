@@ -64,6 +64,16 @@ t.test('evalBatched: one turn, one script; each call its own reply or error; alo
   await t.rejects(c.evalBatched(ADD, ['a', 'b'], [1]), RedisReplyError, 'a call with the wrong number of keys is refused, nothing sent');
   await t.rejects(c.evalBatched(ADD, ['a'], []), RedisReplyError, 'or arguments');
 
+  // A script counts in the client's bound as the calls it carries: beyond it, the turn's last
+  // calls fail at once ("queue full"), the others are sent.
+  const small = new RedisClient({ ...parseRedisUrl(redis.url), timeoutMs: 2000, maxPending: 5 });
+  t.teardown(() => small.close());
+  await small.ready();
+  const bounded = await Promise.all(Array.from({ length: 8 }, () => small.evalBatched(ADD, ['n6'], [1]).then((v) => v, (e: Error) => e.message)));
+  t.same(bounded.slice(0, 5), [1, 2, 3, 4, 5], 'five sent');
+  t.ok(bounded.slice(5).every((m) => typeof m === 'string' && /queue full \(5 pending\)/.test(m)), `three refused: ${bounded.slice(5).join('; ')}`);
+  t.equal(small.pending, 0, 'settled');
+
   // Redis gone: every call of the turn fails the same way (RedisUnavailable: TRY_LATER).
   await redis.stop();
   const down = await Promise.all([c.evalBatched(ADD, ['n1'], [1]), c.evalBatched(ADD, ['n1'], [1])].map((p) => p.then(() => 'ok', (e: Error) => e.name)));

@@ -2,8 +2,11 @@
 // devloc-locatord(8) documents, rather than to wait for Redis:
 //   - no offline queue: a command issued while the connection (or the slot's master) is down
 //     fails at once with RedisUnavailable, which the handlers answer with TRY_LATER;
-//   - bounded: at most `maxPending` commands sent and not yet settled by ioredis, beyond which a
-//     command fails at once ("queue full"), so a slow or absent Redis costs no memory growth;
+//   - bounded: at most `maxPending` commands sent and not yet settled by ioredis (a batched
+//     script counts each call it carries), beyond which a command fails at once ("queue full"),
+//     so a slow or absent Redis costs no memory growth;
+//   - the calls of one script in one event-loop turn (the presence compare-and-sets of a turn's
+//     REFRESHes) go as one script (BatchedScript), per Cluster slot;
 //   - every call settles within `timeoutMs` (our own deadline, also over ioredis's Cluster
 //     retries); a connection that sent commands and got nothing back for
 //     `hangMs` is closed and reconnected (ioredis socketTimeout: a Redis that stopped answering
@@ -182,7 +185,7 @@ export interface RedisClientOptions {
   tlsCa?: string | Buffer;
   /** A command without a reply after this long fails (RedisUnavailable), ms. */
   timeoutMs?: number;
-  /** Most commands sent to Redis and not settled, all nodes together; beyond, commands fail at once. */
+  /** Most commands sent to Redis and not settled, all nodes together (a batched script counts its calls); beyond, commands fail at once. */
   maxPending?: number;
   /** A connection with commands in flight and nothing received for this long is closed, ms (default 2 x timeoutMs, at least 1000). */
   hangMs?: number;
@@ -325,7 +328,7 @@ export class RedisClient {
     });
   }
 
-  /** Commands sent and not yet settled by ioredis, all nodes. */
+  /** Commands sent and not yet settled by ioredis, all nodes (a batched script: each call it carries). */
   get pending(): number {
     return this.sent;
   }
@@ -365,15 +368,16 @@ export class RedisClient {
   /**
    * Send one command (Cluster: routed by its key; every key of a command must be in one slot).
    * `_key` is the routing key, kept for callers: ioredis finds it in the command itself.
+   * `calls`: the callers this command answers (a batched script's), each counted in `pending`.
    */
-  call(args: readonly Arg[], _key?: string): Promise<RedisReply> {
+  call(args: readonly Arg[], _key?: string, calls = 1): Promise<RedisReply> {
     if (this.closed) return Promise.reject(this.unavailable('client closed'));
-    if (this.sent >= this.maxPending) return Promise.reject(this.unavailable(`queue full (${this.maxPending} pending)`, 100));
+    if (this.sent + calls > this.maxPending) return Promise.reject(this.unavailable(`queue full (${this.maxPending} pending)`, 100));
     // Before the first connection (Cluster: the first slot map), wait for it rather than fail
     // the daemon's first requests; afterwards, fail fast.
-    if (!this.everUp) return this.ready(this.timeoutMs).then(() => this.call(args), (e: unknown) => Promise.reject(this.classify(e)));
+    if (!this.everUp) return this.ready(this.timeoutMs).then(() => this.call(args, _key, calls), (e: unknown) => Promise.reject(this.classify(e)));
     const [cmd, ...rest] = args;
-    this.sent++;
+    this.sent += calls;
     if (!this.corked) this.batchTurn();
     return new Promise<RedisReply>((resolve, reject) => {
       const d: Deadline = { reject, at: Date.now() + this.timeoutMs };
@@ -381,11 +385,11 @@ export class RedisClient {
       // Replies as Buffers (replyEncoding null), as ioredis's <name>Buffer methods ask.
       (this.redis.sendCommand(new OneBufferCommand(String(cmd).toLowerCase(), rest, { replyEncoding: null })) as Promise<RedisReply>).then(
         (v) => {
-          this.sent--;
+          this.sent -= calls;
           if (this.deadlines.delete(d)) resolve(v);
         },
         (e: unknown) => {
-          this.sent--;
+          this.sent -= calls;
           if (this.deadlines.delete(d)) reject(this.classify(e));
         },
       );
@@ -419,16 +423,16 @@ export class RedisClient {
 
   /**
    * Run `script` with one key, or several of one slot (the first routes it); EVALSHA, then EVAL
-   * on NOSCRIPT.
+   * on NOSCRIPT. `calls`: as for call.
    */
-  async eval(script: LuaScript, key: string | readonly string[], args: readonly Arg[]): Promise<RedisReply> {
+  async eval(script: LuaScript, key: string | readonly string[], args: readonly Arg[], calls = 1): Promise<RedisReply> {
     const keys = typeof key === 'string' ? [key] : key;
     try {
-      return await this.call(['EVALSHA', script.sha, keys.length, ...keys, ...args], keys[0]);
+      return await this.call(['EVALSHA', script.sha, keys.length, ...keys, ...args], keys[0], calls);
     } catch (err) {
       if (!(err instanceof RedisReplyError) || !err.message.startsWith('NOSCRIPT')) throw err;
       // First use on this node, or the node restarted or was promoted: EVAL caches it there.
-      return this.call(['EVAL', script.source, keys.length, ...keys, ...args], keys[0]);
+      return this.call(['EVAL', script.source, keys.length, ...keys, ...args], keys[0], calls);
     }
   }
 
@@ -456,12 +460,17 @@ export class RedisClient {
     });
   }
 
-  /** Send the turn's batched calls, BATCH_MAX_CALLS per script at most. */
+  /**
+   * Send the turn's batched calls, BATCH_MAX_CALLS per script at most. Each call counts in
+   * `pending` as a command would: the calls beyond `maxPending` fail at once, as theirs would.
+   */
   private sendBatches(): void {
     const batches = this.batches;
     this.batches = new Map();
     for (const { script, calls } of batches.values()) {
-      for (let from = 0; from < calls.length; from += BATCH_MAX_CALLS) this.sendBatch(script, calls.slice(from, from + BATCH_MAX_CALLS));
+      const room = Math.max(0, Math.min(calls.length, this.maxPending - this.sent));
+      for (let from = 0; from < room; from += BATCH_MAX_CALLS) this.sendBatch(script, calls.slice(from, Math.min(room, from + BATCH_MAX_CALLS)));
+      for (let i = room; i < calls.length; i++) calls[i]!.reject(this.unavailable(`queue full (${this.maxPending} pending)`, 100));
     }
   }
 
@@ -479,7 +488,7 @@ export class RedisClient {
     }
     this.batchesSent++;
     this.batchedCalls += calls.length;
-    this.eval(script.many, keys, args).then((r) => {
+    this.eval(script.many, keys, args, calls.length).then((r) => {
       const replies = Array.isArray(r) && r.length === calls.length ? r : undefined;
       calls.forEach((c, i) => {
         const v = replies?.[i] as RedisReply | Error | undefined;
