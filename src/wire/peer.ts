@@ -21,8 +21,9 @@
 //    key (encrypt-then-MAC). Without the ephemeral secrets, K alone opens no data: a passive
 //    observer that later obtains locatord's session keys (or K) cannot read a channel.
 import type { KeyObject } from 'node:crypto';
-import { createCipheriv, createSecretKey, hkdfSync } from 'node:crypto';
+import { createCipheriv, createSecretKey } from 'node:crypto';
 import { CHANNEL_ID_BYTES, SEALED_CHANNEL_KEY_BYTES } from './constants.js';
+import { hkdfSha256 } from './hmac-sha256.js';
 import { x25519 } from './keys.js';
 import { openBytes, sealBytes } from './seal.js';
 import type { SessionKeys } from './session.js';
@@ -30,13 +31,16 @@ import { rawKey } from './session.js';
 
 export const CHANNEL_KEY_BYTES = 32;
 
+const INTRO_INFO = Buffer.from('devloc-intro-v1');
+const PUNCH_INFO = Buffer.from('devloc-punch-v1');
+
 /** Which end of a channel: the terminal that sent INTRODUCE, or the one that got INTRO. */
 export type ChannelRole = 'initiator' | 'responder';
 
 /** The key that seals a channel key for the terminal of `session` (see above). */
 export function introSealKey(session: SessionKeys, channelId: Uint8Array): Buffer {
   const ikm = Buffer.concat([rawKey(session.terminalToServer), rawKey(session.serverToTerminal)]);
-  return Buffer.from(hkdfSync('sha256', ikm, channelId, 'devloc-intro-v1', 32));
+  return hkdfSha256(ikm, channelId, INTRO_INFO, 32);
 }
 
 function introAad(channelId: Uint8Array, peer: Uint8Array): Buffer {
@@ -63,7 +67,7 @@ export interface PunchKeys {
 }
 
 export function derivePunchKeys(channelKey: Uint8Array, channelId: Uint8Array): PunchKeys {
-  const okm = Buffer.from(hkdfSync('sha256', channelKey, channelId, 'devloc-punch-v1', 64));
+  const okm = hkdfSha256(channelKey, channelId, PUNCH_INFO, 64);
   return { initiatorToResponder: createSecretKey(okm.subarray(0, 32)), responderToInitiator: createSecretKey(okm.subarray(32)) };
 }
 
@@ -85,7 +89,7 @@ export function deriveDataKeys(
   const shared = x25519(ownSecret, peerPublic);
   if (!shared) return null;
   const info = Buffer.concat([Buffer.from('devloc-peer-data-v1'), channelId, initiatorEph, responderEph]);
-  const okm = Buffer.from(hkdfSync('sha256', shared, channelKey, info, 128));
+  const okm = hkdfSha256(shared, channelKey, info, 128);
   return {
     initiatorToResponder: { enc: okm.subarray(0, 32), mac: createSecretKey(okm.subarray(32, 64)) },
     responderToInitiator: { enc: okm.subarray(64, 96), mac: createSecretKey(okm.subarray(96, 128)) },

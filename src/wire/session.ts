@@ -13,9 +13,9 @@
 // MAC: HMAC-SHA-256(direction key, datagram minus its last 16 bytes), truncated to 16 bytes,
 // placed in those last 16 bytes (the envelope's auth [sid, seq, mac]).
 import type { KeyObject } from 'node:crypto';
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, REPLAY_WINDOW } from './constants.js';
-import { SessionMacs } from './hmac-sha256.js';
+import { hkdfSha256, SessionMacs } from './hmac-sha256.js';
 import { x25519 } from './keys.js';
 
 /**
@@ -74,7 +74,7 @@ export function sessionKeysFromBytes(t2s: Uint8Array, s2t: Uint8Array): { termin
 export function deriveSessionKeys(ownSecret: KeyObject, peerPublic: Uint8Array, cti: Uint8Array, aud: string): SessionKeys | null {
   const shared = x25519(ownSecret, peerPublic);
   if (!shared) return null;
-  const okm = new Uint8Array(hkdfSync('sha256', shared, cti, `devloc-session-v1 ${aud}`, 64));
+  const okm = hkdfSha256(shared, cti, Buffer.from(`devloc-session-v1 ${aud}`), 64);
   return sessionKeysFromBytes(okm.subarray(0, 32), okm.subarray(32));
 }
 

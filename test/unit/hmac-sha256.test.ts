@@ -1,9 +1,10 @@
 // The JavaScript session MAC (src/wire/hmac-sha256.ts) against node:crypto's HMAC-SHA-256 on
-// every datagram length around the block boundaries, with the pad cache hit, missed and evicted.
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+// every datagram length around the block boundaries, with the pad cache hit, missed and evicted;
+// its HKDF against node:crypto's hkdfSync.
+import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import t from 'tap';
-import { KeyedHmac, SessionMacs, sha256, TAG_BYTES } from '../../src/wire/hmac-sha256.js';
+import { HKDF_MAX_BYTES, hkdfSha256, KeyedHmac, SessionMacs, sha256, TAG_BYTES } from '../../src/wire/hmac-sha256.js';
 
 const reference = (key: Uint8Array, datagram: Uint8Array): Buffer =>
   createHmac('sha256', key).update(datagram.subarray(0, datagram.length - TAG_BYTES)).digest().subarray(0, TAG_BYTES);
@@ -168,4 +169,31 @@ t.test('one object, lengths near the block boundaries in an order that leaves by
     cases++;
   }
   t.equal(bad, 0, `${cases} MACs and hashes, none differs`);
+});
+
+t.test("hkdfSha256 is hkdfSync('sha256'): every output length to 300, salts (empty, longer than a block) and infos of every size", async (t) => {
+  const reference = (ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, n: number): Buffer => Buffer.from(hkdfSync('sha256', ikm, salt, info, n));
+  let bad = 0;
+  let runs = 0;
+  const check = (ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, n: number): void => {
+    runs++;
+    if (!hkdfSha256(ikm, salt, info, n).equals(reference(ikm, salt, info, n))) bad++;
+  };
+  const ikm = randomBytes(32);
+  const salt = randomBytes(16);
+  const info = Buffer.from('devloc-session-v1 locator');
+  for (let n = 1; n <= 300; n++) check(ikm, salt, info, n);
+  // Salt (the extract's key) and IKM across the block size; info across the expand's one-, two-
+  // and three-block messages and past the 222 bytes of the shared buffer.
+  for (const sl of [0, 1, 32, 63, 64, 65, 100, 200]) for (const il of [0, 1, 55, 56, 64, 119, 120, 300]) check(randomBytes(il), randomBytes(sl), info, 64);
+  for (const fl of [0, 1, 22, 23, 54, 55, 86, 87, 150, 222, 223, 224, 400]) check(ikm, salt, randomBytes(fl), 96);
+  check(ikm, salt, info, HKDF_MAX_BYTES);
+  t.equal(bad, 0, `${runs} derivations, each the same bytes`);
+  // Calls interleaved with other lengths leave nothing behind that changes the next.
+  const a = hkdfSha256(ikm, salt, info, 64);
+  hkdfSha256(randomBytes(100), randomBytes(100), randomBytes(300), 200);
+  t.ok(hkdfSha256(ikm, salt, info, 64).equals(a), 'the same inputs, the same bytes, after a call with others');
+  t.throws(() => hkdfSha256(ikm, salt, info, 0), RangeError);
+  t.throws(() => hkdfSha256(ikm, salt, info, HKDF_MAX_BYTES + 1), RangeError);
+  t.throws(() => hkdfSha256(ikm, salt, info, 1.5), RangeError);
 });
