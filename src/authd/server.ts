@@ -22,7 +22,6 @@
 // grant names the audiences it covers); a request naming only unknown ones is refused with
 // NOT_FOUND. An empty audience list is served with no tickets: the locator ID alone.
 import type { KeyObject } from 'node:crypto';
-import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { Logger } from '../common/log.js';
 import { Metrics } from '../common/metrics.js';
@@ -37,6 +36,7 @@ import { encodeDatagram } from '../wire/envelope.js';
 import type { ErrorCode as ErrorCodeT } from '../wire/errors.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import { generatePair, publicKeyObject } from '../wire/keys.js';
+import { randomDraw } from '../wire/random-pool.js';
 import { issueTicket } from '../wire/ticket.js';
 import { CookieJar, LoadMeter } from './cookie.js';
 import type { ServiceRow } from './db.js';
@@ -153,7 +153,7 @@ export class AuthService {
     this.logger = o.logger;
     this.metrics = o.metrics;
     this.now = o.now ?? Date.now;
-    this.random = o.random ?? randomBytes;
+    this.random = o.random ?? randomDraw;
     this.policy = { ...defaultPolicy, ...o.policy };
     this.cookies = new CookieJar({ now: this.now, ...(o.cookieMaster ? { master: o.cookieMaster } : {}) });
     this.load = new LoadMeter(this.now);

@@ -10,6 +10,7 @@
 // (device, nonce) pair seen before within the clock-skew window.
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
+import { randomDraw } from './random-pool.js';
 import type { AuthGrant, AuthInner } from './catalog.js';
 import { authGrantFields, authInnerFields } from './catalog.js';
 import type { CborValue } from './cbor.js';
@@ -131,7 +132,7 @@ export function openAuthRequest(
 }
 
 /** authd side: nonce(12) || ChaCha20-Poly1305(response key, nonce, grant, AAD = request ID). */
-export function sealAuthGrant(keys: SealKeys, rid: Uint8Array, grant: AuthGrant, nonce: Uint8Array = randomBytes(NONCE_BYTES)): Buffer {
+export function sealAuthGrant(keys: SealKeys, rid: Uint8Array, grant: AuthGrant, nonce: Uint8Array = randomDraw(NONCE_BYTES)): Buffer {
   const plain = encodeBody(authGrantFields, grant as unknown as Record<string, unknown>);
   return Buffer.concat([nonce, sealBytes(keys.response, plain, rid, nonce)]);
 }
