@@ -35,6 +35,12 @@ export interface ThroughputOptions {
   window?: number;
   /** Seconds per measurement. */
   seconds?: number;
+  /**
+   * Seconds of REFRESH and of QUERY_ADDR, to locatord and to the echo server, sent untimed
+   * before measuring (default 1; 0: none): a fresh daemon compiles its handlers in its first
+   * second of load, which is start-up, not what a request costs (scale1m.ts found the same).
+   */
+  warmupSeconds?: number;
   /** Locator IDs per QUERY_ADDR. */
   idsPerQuery?: number;
   /** More locatord flags (scale.ts: --store redis, --workers). */
@@ -195,6 +201,14 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
     const all = (m: WorkerCommand): Promise<RunResult[]> => Promise.all(gens.map((g) => g.ask<RunResult>(m)));
     const reg = await all({ cmd: 'register', window });
     const tree = processTree(loc.proc.pid!);
+    const echoTarget = { ip: '127.0.0.1', port: echoPort };
+    const warmupSeconds = o.warmupSeconds ?? 1;
+    if (warmupSeconds > 0) {
+      for (const kind of ['REFRESH', 'QUERY_ADDR'] as const) {
+        await all({ cmd: 'run', kind, seconds: warmupSeconds, window, idsPerQuery });
+        await all({ cmd: 'run', kind, target: echoTarget, seconds: warmupSeconds, window, idsPerQuery });
+      }
+    }
     // Answers per CPU-second of locatord over the same run: a ratio that holds when the cores are shared.
     const perCpuS = async (m: WorkerCommand, pids = tree): Promise<[RunResult[], number]> => {
       const c0 = treeCpuS(pids);
@@ -205,7 +219,6 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
     };
     const [refresh, refreshPerCpuS] = await perCpuS({ cmd: 'run', kind: 'REFRESH', seconds, window, idsPerQuery });
     const [query, queryPerCpuS] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery });
-    const echoTarget = { ip: '127.0.0.1', port: echoPort };
     const [echoRefresh, echoRefreshPerCpuS] = await perCpuS({ cmd: 'run', kind: 'REFRESH', target: echoTarget, seconds, window, idsPerQuery }, [echo.proc.pid!]);
     const [echoQuery, echoQueryPerCpuS] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery }, [echo.proc.pid!]);
     const xEcho = (own: number, echoes: number): number => (own > 0 && echoes > 0 ? Math.round((echoes / own) * 100) / 100 : 0);

@@ -5,7 +5,7 @@ import t from 'tap';
 import { benchLocatordThroughput } from '../../bench/locatord.js';
 
 t.test('benchLocatordThroughput, small: locatord, the bare echo and an echo that works, each answered and counted per CPU-second', async (t) => {
-  const r = await benchLocatordThroughput({ seconds: 0.5, sessionsPerWorker: 20, window: 8, idsPerQuery: 4, echoWorkUs: [4], moreQueryIds: [1] });
+  const r = await benchLocatordThroughput({ seconds: 0.5, warmupSeconds: 0.2, sessionsPerWorker: 20, window: 8, idsPerQuery: 4, echoWorkUs: [4], moreQueryIds: [1] });
   t.ok(r.refreshPerS > 0 && r.refreshPerCpuS > 0, 'REFRESH answered and counted per locatord CPU-second');
   t.ok(r.queryPerS > 0 && r.queryPerCpuS > 0, 'QUERY_ADDR answered and counted');
   t.ok(r.echoRefreshPerCpuS > 0 && r.refreshCpuXEcho > 0, 'the bare echo counted, the ratio made');
