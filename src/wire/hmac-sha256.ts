@@ -247,6 +247,14 @@ export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, 
     putWords(HKDF_H, 8, msg, 0);
     out.set(length - at >= 32 ? msg.subarray(0, 32) : msg.subarray(0, length - at), at);
   }
+  // The PRK, its pads and the last block would let anyone who reads this process's memory later
+  // derive the same keys: gone before returning (hkdfSync cleansed its own).
+  HKDF_PRK.fill(0);
+  HKDF_PADS.fill(0);
+  HKDF_H.fill(0);
+  HKDF_TAIL.fill(0);
+  HKDF_OUTER.fill(0, 0, 32);
+  msg.fill(0, 0, 32);
   return out;
 }
 

@@ -24,6 +24,8 @@ async function commandCalls(c: RedisClient): Promise<Record<string, number>> {
 const ADD = new BatchedScript("return redis.call('INCRBY', KEYS[1], ARGV[1])", 1, 1);
 // Answers its argument as given: a bulk string, and in `many` one element of the array.
 const ECHO = new BatchedScript('return ARGV[1]', 1, 1);
+// Answers nil when its argument is "nil" (a Lua array cannot carry nil).
+const MAYBE = new BatchedScript("if ARGV[1] == 'nil' then return nil end return 1", 1, 1);
 
 t.test('evalBatched: one turn, one script; each call its own reply or error; alone, the script as written', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
@@ -60,6 +62,12 @@ t.test('evalBatched: one turn, one script; each call its own reply or error; alo
   const many = await Promise.all(Array.from({ length: BATCH_MAX_CALLS * 2 + 1 }, () => c.evalBatched(ADD, ['n5'], [1])));
   t.same(many, Array.from({ length: many.length }, (_, i) => i + 1), 'in order across the split');
   t.equal(c.batchesSent, 4, `${many.length} calls: two full scripts, the last call alone`);
+
+  // A call that answers nil is an error, alone or in a batch: its answer does not depend on the load.
+  await t.rejects(c.evalBatched(MAYBE, ['m'], ['nil']), { name: 'RedisReplyError', message: /answered nil/ }, 'alone');
+  const mixed = await Promise.all([c.evalBatched(MAYBE, ['m'], ['nil']), c.evalBatched(MAYBE, ['m'], ['x'])].map((p) => p.then((v) => v, (e: Error) => e.message)));
+  t.match(mixed, [/answered nil/, 1], 'in a batch: the same error, the other call answered');
+  t.throws(() => new BatchedScript('return 1', 0, 0), RangeError, 'a batched script takes at least one key per call');
 
   await t.rejects(c.evalBatched(ADD, ['a', 'b'], [1]), RedisReplyError, 'a call with the wrong number of keys is refused, nothing sent');
   await t.rejects(c.evalBatched(ADD, ['a'], []), RedisReplyError, 'or arguments');

@@ -134,7 +134,9 @@ export const BATCH_MAX_CALLS = 128;
  * evalBatched): `one` is the script as written (KEYS and ARGV of one call), `many` runs its body
  * once per call, in order, each in a pcall, and answers an array with one reply per call (an
  * error reply for a call that raised: the others' writes stand, as they would have as separate
- * scripts). Every call names `keysPerCall` keys and `argsPerCall` arguments. Why: each command
+ * scripts). Every call names `keysPerCall` keys and `argsPerCall` arguments, and answers
+ * something (a Lua array cannot hold nil: a call that answers nil is an error, alone or not,
+ * so that its answer does not depend on the load). Why: each command
  * costs the client ~10 us of CPU (README, "Scaling out"), the same for a script that does two
  * keys' work or a hundred.
  */
@@ -142,6 +144,8 @@ export class BatchedScript {
   readonly one: LuaScript;
   readonly many: LuaScript;
   constructor(source: string, readonly keysPerCall: number, readonly argsPerCall: number) {
+    // At least one key: a call's first routes it (Cluster), and the script counts calls by keys.
+    if (!Number.isInteger(keysPerCall) || keysPerCall < 1 || !Number.isInteger(argsPerCall) || argsPerCall < 0) throw new RangeError('a batched script takes at least one key per call, and a whole number of arguments');
     this.one = new LuaScript(source);
     // ARGV of `many`: the calls' arguments one after the other (KEYS likewise). The body's
     // KEYS and ARGV are the parameters of `one`, so its own functions see a call's, not the batch's.
@@ -162,6 +166,12 @@ for i = 0, n - 1 do
 end
 return out`);
   }
+}
+
+/** A batched call's reply alone as in a batch: nil (null) is an error (BatchedScript). */
+function answeredSomething(v: RedisReply): RedisReply {
+  if (v === null) throw new RedisReplyError('ERR batched call answered nil');
+  return v;
 }
 
 /** One call waiting for its turn's batch (RedisClient evalBatched). */
@@ -440,14 +450,17 @@ export class RedisClient {
    * Run `script` like eval, its calls of this event-loop turn together: one EVALSHA of its
    * `many` form per batch (Cluster: per slot, as a script's keys must share one), sent when the
    * turn ends, when the turn's other commands are written anyway (batchTurn). A call alone in
-   * its batch goes as `one`. Each call settles with its own reply, or its own error.
+   * its batch goes as `one`. Each call settles with its own reply, or its own error. So Redis
+   * runs a turn's batched calls after the commands the turn sent directly: a caller that needs
+   * one before the other awaits the first (a turn's requests are concurrent: none waits on another's
+   * write).
    */
   evalBatched(script: BatchedScript, keys: readonly string[], args: readonly Arg[]): Promise<RedisReply> {
     if (keys.length !== script.keysPerCall || args.length !== script.argsPerCall) {
       return Promise.reject(new RedisReplyError(`ERR batched script takes ${script.keysPerCall} keys and ${script.argsPerCall} arguments`));
     }
     // Not connected yet, or closed: eval says so (or waits for the first connection).
-    if (!this.everUp || this.closed) return this.eval(script.one, keys, args);
+    if (!this.everUp || this.closed) return this.eval(script.one, keys, args).then(answeredSomething);
     const group = this.cluster ? `${script.one.sha}:${keySlot(keys[0]!)}` : script.one.sha;
     let batch = this.batches.get(group);
     if (!batch) {
@@ -477,7 +490,7 @@ export class RedisClient {
   private sendBatch(script: BatchedScript, calls: BatchedCall[]): void {
     if (calls.length === 1) {
       const c = calls[0]!;
-      this.eval(script.one, c.keys, c.args).then(c.resolve, c.reject);
+      this.eval(script.one, c.keys, c.args).then(answeredSomething).then(c.resolve, c.reject);
       return;
     }
     const keys: string[] = [];
