@@ -67,6 +67,13 @@ t.test('store on a Cluster: slots, no cross-slot command, ASK and MOVED during a
     t.equal(await store.updatePresence(id, (cur) => ({ result: cur?.seq, put: { ...cur!, seq: 2 } })), 1);
   }
   t.same((await store.getPresences(ids.slice(0, 12))).map((p) => p?.seq), ids.slice(0, 12).map(() => 2));
+  // The compare-and-sets of one turn, on a Cluster: each sent alone, even six of one slot (a
+  // batch of a slot being migrated would be refused whole), each answered.
+  const oneSlot = Array.from({ length: 6 }, () => idInSlot(keySlot(ids[12]!)));
+  await Promise.all(oneSlot.map((id, i) => store.putPresence(id, presence(1, 2000 + i))));
+  const sentBefore = store.client.batchesSent;
+  t.same(await Promise.all(oneSlot.map((id) => store.updatePresence(id, (cur) => ({ result: cur?.seq, put: { ...cur!, seq: 2 } })))), oneSlot.map(() => 1));
+  t.equal(store.client.batchesSent, sentBefore, 'no batch on a Cluster');
   // Groups: metadata, members and per-terminal sets live in different slots; every call is one slot.
   const [a, b] = [randomBytes(16), randomBytes(16)];
   const g = await store.groups.create(a, 'crew', codeKeyOf('pw'));

@@ -6,7 +6,7 @@
 //     script counts each call it carries), beyond which a command fails at once ("queue full"),
 //     so a slow or absent Redis costs no memory growth;
 //   - the calls of one script in one event-loop turn (the presence compare-and-sets of a turn's
-//     REFRESHes) go as one script (BatchedScript), per Cluster slot;
+//     REFRESHes) go as one script (BatchedScript); on a Cluster each alone;
 //   - every call settles within `timeoutMs` (our own deadline, also over ioredis's Cluster
 //     retries); a connection that sent commands and got nothing back for
 //     `hangMs` is closed and reconnected (ioredis socketTimeout: a Redis that stopped answering
@@ -126,7 +126,7 @@ export class LuaScript {
   }
 }
 
-/** Calls of one batched script in one event-loop turn sent as one (per Cluster slot), at most. */
+/** Calls of one batched script in one event-loop turn sent as one, at most. */
 export const BATCH_MAX_CALLS = 128;
 
 /**
@@ -233,7 +233,7 @@ export class RedisClient {
   errors = 0;
   /** The connections corked for this event-loop turn (see batchTurn), uncorked by setImmediate. */
   private corked: Socket[] | undefined;
-  /** Calls of batched scripts this turn, by script (Cluster: and slot); sent before the uncork. */
+  /** Calls of batched scripts this turn, by script; sent before the uncork. */
   private batches = new Map<string, { script: BatchedScript; calls: BatchedCall[] }>();
   /** Scripts sent for batched calls, and the calls they carried (tests, the bench). */
   batchesSent = 0;
@@ -448,7 +448,7 @@ export class RedisClient {
 
   /**
    * Run `script` like eval, its calls of this event-loop turn together: one EVALSHA of its
-   * `many` form per batch (Cluster: per slot, as a script's keys must share one), sent when the
+   * `many` form per batch (one Redis; on a Cluster each call is sent alone), sent when the
    * turn ends, when the turn's other commands are written anyway (batchTurn). A call alone in
    * its batch goes as `one`. Each call settles with its own reply, or its own error. So Redis
    * runs a turn's batched calls after the commands the turn sent directly: a caller that needs
@@ -459,13 +459,15 @@ export class RedisClient {
     if (keys.length !== script.keysPerCall || args.length !== script.argsPerCall) {
       return Promise.reject(new RedisReplyError(`ERR batched script takes ${script.keysPerCall} keys and ${script.argsPerCall} arguments`));
     }
-    // Not connected yet, or closed: eval says so (or waits for the first connection).
-    if (!this.everUp || this.closed) return this.eval(script.one, keys, args).then(answeredSomething);
-    const group = this.cluster ? `${script.one.sha}:${keySlot(keys[0]!)}` : script.one.sha;
-    let batch = this.batches.get(group);
+    // Not connected yet, or closed: eval says so (or waits for the first connection). On a
+    // Cluster, alone: a script's keys must share one slot, which two calls of a turn rarely do
+    // (a hash tag per terminal), and a batch whose slot is being migrated would be refused as a
+    // whole (TRYAGAIN) where a single call is redirected (ASK).
+    if (!this.everUp || this.closed || this.cluster) return this.eval(script.one, keys, args).then(answeredSomething);
+    let batch = this.batches.get(script.one.sha);
     if (!batch) {
       batch = { script, calls: [] };
-      this.batches.set(group, batch);
+      this.batches.set(script.one.sha, batch);
     }
     if (!this.corked) this.batchTurn();
     return new Promise<RedisReply>((resolve, reject) => {
