@@ -168,11 +168,8 @@ return out`);
   }
 }
 
-/** A batched call's reply alone as in a batch: nil (null) is an error (BatchedScript). */
-function answeredSomething(v: RedisReply): RedisReply {
-  if (v === null) throw new RedisReplyError('ERR batched call answered nil');
-  return v;
-}
+/** A batched call that answered nil (BatchedScript: alone as in a batch). */
+const answeredNil = (): RedisReplyError => new RedisReplyError('ERR batched call answered nil');
 
 /** One call waiting for its turn's batch (RedisClient evalBatched). */
 interface BatchedCall {
@@ -463,7 +460,7 @@ export class RedisClient {
     // Cluster, alone: a script's keys must share one slot, which two calls of a turn rarely do
     // (a hash tag per terminal), and a batch whose slot is being migrated would be refused as a
     // whole (TRYAGAIN) where a single call is redirected (ASK).
-    if (!this.everUp || this.closed || this.cluster) return this.eval(script.one, keys, args).then(answeredSomething);
+    if (!this.everUp || this.closed || this.cluster) return this.eval(script.one, keys, args).then((v) => (v === null ? Promise.reject(answeredNil()) : v));
     let batch = this.batches.get(script.one.sha);
     if (!batch) {
       batch = { script, calls: [] };
@@ -492,7 +489,7 @@ export class RedisClient {
   private sendBatch(script: BatchedScript, calls: BatchedCall[]): void {
     if (calls.length === 1) {
       const c = calls[0]!;
-      this.eval(script.one, c.keys, c.args).then(answeredSomething).then(c.resolve, c.reject);
+      this.eval(script.one, c.keys, c.args).then((v) => (v === null ? c.reject(answeredNil()) : c.resolve(v)), c.reject);
       return;
     }
     const keys: string[] = [];
