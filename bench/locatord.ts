@@ -26,6 +26,20 @@ export function forkWorker(extraArgv: string[] = []): Child {
   return forkSibling('locatord-worker', { execArgv: extraArgv, stdout: 'ignore' });
 }
 
+type RunCommand = Extract<WorkerCommand, { cmd: 'run' }>;
+
+/**
+ * Untimed load before measuring: `seconds` of REFRESH, then of QUERY_ADDR, to each of `targets`
+ * (undefined: the generators' own daemon). A fresh daemon compiles its handlers in its first
+ * second of load, which is start-up, not what a request costs. The locatord section and scale1m.
+ */
+export async function warmUp(all: (m: WorkerCommand) => Promise<RunResult[]>, run: Omit<RunCommand, 'cmd' | 'kind' | 'seconds' | 'target'>, seconds: number, targets: (Address | undefined)[] = [undefined]): Promise<void> {
+  if (seconds <= 0) return;
+  for (const kind of ['REFRESH', 'QUERY_ADDR'] as const) {
+    for (const target of targets) await all({ cmd: 'run', kind, seconds, ...run, ...(target ? { target } : {}) });
+  }
+}
+
 export interface ThroughputOptions {
   /** Load-generator processes (at least 2). */
   workers?: number;
@@ -202,13 +216,7 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
     const reg = await all({ cmd: 'register', window });
     const tree = processTree(loc.proc.pid!);
     const echoTarget = { ip: '127.0.0.1', port: echoPort };
-    const warmupSeconds = o.warmupSeconds ?? 1;
-    if (warmupSeconds > 0) {
-      for (const kind of ['REFRESH', 'QUERY_ADDR'] as const) {
-        await all({ cmd: 'run', kind, seconds: warmupSeconds, window, idsPerQuery });
-        await all({ cmd: 'run', kind, target: echoTarget, seconds: warmupSeconds, window, idsPerQuery });
-      }
-    }
+    await warmUp(all, { window, idsPerQuery }, o.warmupSeconds ?? 1, [undefined, echoTarget]);
     // Answers per CPU-second of locatord over the same run: a ratio that holds when the cores are shared.
     const perCpuS = async (m: WorkerCommand, pids = tree): Promise<[RunResult[], number]> => {
       const c0 = treeCpuS(pids);

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { processTree, treeCpuS } from './cpu.js';
 import { rssOf } from './measured-process.js';
 import type { GcPause } from './locatord.js';
-import { forkWorker, perS, readGcPauses, startBenchLocatord } from './locatord.js';
+import { forkWorker, perS, readGcPauses, startBenchLocatord, warmUp } from './locatord.js';
 import type { RunResult, WorkerCommand } from './locatord-worker.js';
 import { Histogram } from './stats.js';
 import type { BenchResult } from './types.js';
@@ -138,7 +138,7 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     await Promise.all(gens.map((g) => g.ask(setup(o.sessionsPerWorker))));
     const all = (m: WorkerCommand): Promise<RunResult[]> => Promise.all(gens.map((g) => g.ask<RunResult>(m)));
     await all({ cmd: 'register', window: o.window });
-    for (const kind of ['REFRESH', 'QUERY_ADDR'] as const) await all({ cmd: 'run', kind, seconds: o.warmupSeconds, window: o.window, idsPerQuery: o.idsPerQuery, registered });
+    await warmUp(all, { window: o.window, idsPerQuery: o.idsPerQuery, registered }, o.warmupSeconds);
     const tree = processTree(loc.proc.pid!);
     let loadedFrom = 0;
     let loadedMs = 0;

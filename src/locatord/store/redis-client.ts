@@ -232,7 +232,7 @@ export class RedisClient {
   private corked: Socket[] | undefined;
   /** Calls of batched scripts this turn, by script; sent before the uncork. */
   private batches = new Map<string, { script: BatchedScript; calls: BatchedCall[] }>();
-  /** Scripts sent for batched calls, and the calls they carried (tests, the bench). */
+  /** Scripts sent for batched calls, and the calls they carried (tests). */
   batchesSent = 0;
   batchedCalls = 0;
   private readonly uncork = (): void => {
@@ -355,6 +355,11 @@ export class RedisClient {
     return new RedisUnavailable(`redis ${why}`, retryAfterMs);
   }
 
+  /** The refusal of a command (or batched call) beyond maxPending. */
+  private queueFull(): RedisUnavailable {
+    return this.unavailable(`queue full (${this.maxPending} pending)`, 100);
+  }
+
   private classify(err: unknown): Error {
     if (err instanceof RedisUnavailable || err instanceof RedisReplyError) return err;
     const e = err as Error;
@@ -379,7 +384,7 @@ export class RedisClient {
    */
   call(args: readonly Arg[], _key?: string, calls = 1): Promise<RedisReply> {
     if (this.closed) return Promise.reject(this.unavailable('client closed'));
-    if (this.sent + calls > this.maxPending) return Promise.reject(this.unavailable(`queue full (${this.maxPending} pending)`, 100));
+    if (this.sent + calls > this.maxPending) return Promise.reject(this.queueFull());
     // Before the first connection (Cluster: the first slot map), wait for it rather than fail
     // the daemon's first requests; afterwards, fail fast.
     if (!this.everUp) return this.ready(this.timeoutMs).then(() => this.call(args, _key, calls), (e: unknown) => Promise.reject(this.classify(e)));
@@ -482,7 +487,7 @@ export class RedisClient {
     for (const { script, calls } of batches.values()) {
       const room = Math.max(0, Math.min(calls.length, this.maxPending - this.sent));
       for (let from = 0; from < room; from += BATCH_MAX_CALLS) this.sendBatch(script, calls.slice(from, Math.min(room, from + BATCH_MAX_CALLS)));
-      for (let i = room; i < calls.length; i++) calls[i]!.reject(this.unavailable(`queue full (${this.maxPending} pending)`, 100));
+      for (let i = room; i < calls.length; i++) calls[i]!.reject(this.queueFull());
     }
   }
 
