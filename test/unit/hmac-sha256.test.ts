@@ -197,3 +197,11 @@ t.test("hkdfSha256 is hkdfSync('sha256'): every output length to 300, salts (emp
   t.throws(() => hkdfSha256(ikm, salt, info, HKDF_MAX_BYTES + 1), RangeError);
   t.throws(() => hkdfSha256(ikm, salt, info, 1.5), RangeError);
 });
+
+t.test('hkdfSha256 gives RFC 5869 test case 1 (the standard devloc-protocol(7) names, not only node:crypto)', async (t) => {
+  const ikm = Buffer.alloc(22, 0x0b);
+  const salt = Buffer.from('000102030405060708090a0b0c', 'hex');
+  const info = Buffer.from('f0f1f2f3f4f5f6f7f8f9', 'hex');
+  const okm = '3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865';
+  t.equal(hkdfSha256(ikm, salt, info, 42).toString('hex'), okm);
+});
