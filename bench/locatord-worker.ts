@@ -52,6 +52,11 @@ export type WorkerCommand =
     /** QUERY_ADDR asks for terminals 0..registered-1 of buildTerminals (restoredLocatorId), at random, instead of this worker's own. */
     registered?: number;
   }
+  /**
+   * REFRESH `count` terminals of a snapshot of `registered` (buildTerminals) from now on, in turn,
+   * instead of this worker's own sessions: this is generator `worker` of `workers` (LoadGenerator.adopt).
+   */
+  | { cmd: 'adopt'; registered: number; worker: number; workers: number; count: number; window: number }
   /** An echo server; with `workUs`, it also spends that much pure CPU (no memory) on each datagram before answering. */
   | { cmd: 'echo'; replyBytes?: number; workUs?: number }
   | { cmd: 'ceiling'; target: Address; bytes: number; window: number; seconds: number }
@@ -94,6 +99,8 @@ export interface CeilingResult {
 
 export interface RunResult {
   answered: number;
+  /** Of the answered, how many were ERRORs (a refusal costs the daemon less than the work). */
+  errors: number;
   lost: number;
   ms: number;
   /**
@@ -122,6 +129,9 @@ function ridCounter(b: Buffer): number {
   const off = b[2] === 0x18 ? 4 : 3;
   return b.length >= off + 9 ? b.readUInt32BE(off + 5) : -1;
 }
+
+/** Whether an envelope is an ERROR (type 0x7f: 0x18 0x7f after 0x84/0x85 and version 1). */
+const isError = (b: Buffer): boolean => b[2] === 0x18 && b[3] === 0x7f;
 
 class LoadGenerator {
   readonly terminals: Terminal[] = [];
@@ -165,6 +175,7 @@ class LoadGenerator {
       /** What each request sent (sent again after an ADDR_CHALLENGE). */
       const sent = new Map<number, { bytes: Buffer; session: ClientSession }>();
       let answered = 0;
+      let errors = 0;
       let lost = 0;
       let done = false;
       const latency = new Histogram();
@@ -199,6 +210,7 @@ class LoadGenerator {
         inflight.delete(n);
         latency.record(performance.now() - at);
         answered++;
+        if (isError(b)) errors++;
         fire();
       };
       const sweep = setInterval(() => {
@@ -218,7 +230,7 @@ class LoadGenerator {
         clearInterval(sweep);
         if (stop) clearTimeout(stop);
         this.socket.off('message', onMessage);
-        resolve({ answered, lost, ms: Date.now() - started, latency: latency.toJSON() });
+        resolve({ answered, errors, lost, ms: Date.now() - started, latency: latency.toJSON() });
       };
       this.socket.on('message', onMessage);
       for (let i = 0; i < window; i++) fire();
@@ -281,8 +293,10 @@ class LoadGenerator {
     const start = Date.now();
     const pacer = new Pacer(c.ratePerS, start, start + c.seconds * 1000);
     let answered = 0;
-    const onMessage = (): void => {
+    let errors = 0;
+    const onMessage = (b: Buffer): void => {
       answered++;
+      if (isError(b)) errors++;
     };
     this.socket.on('message', onMessage);
     let sent = 0;
@@ -299,7 +313,7 @@ class LoadGenerator {
     const sendMs = Date.now() - start;
     await new Promise((r) => setTimeout(r, 500));
     this.socket.off('message', onMessage);
-    return { answered, lost: Math.max(0, sent - answered), ms: Date.now() - start, sendMs, maxLateMs: Math.round(pacer.maxLateMs), latency: new Histogram().toJSON() };
+    return { answered, errors, lost: Math.max(0, sent - answered), ms: Date.now() - start, sendMs, maxLateMs: Math.round(pacer.maxLateMs), latency: new Histogram().toJSON() };
   }
 
   private pushes = LoadGenerator.noPushes();
@@ -360,13 +374,46 @@ class LoadGenerator {
     return { pushes: p.seen.size, copies: p.copies, latency: p.latency.toJSON(), steadyLatency: p.steady.toJSON(), lastAtMs: p.lastAtMs, pushBytes: p.pushBytes, ackBytes: p.ackBytes, timeline: [...p.timeline.values()] };
   }
 
+  /** Restored terminals this generator REFRESHes in turn (adopt), instead of its own. */
+  private restored: ClientSession[] = [];
+
+  /**
+   * Take over `count` terminals of a snapshot of `registered` (buildTerminals) for REFRESH. The
+   * terminals are visited with a stride prime to the table's size, generator `worker` of
+   * `workers` taking every `workers`-th, so that one generator's terminals are rows far apart in
+   * locatord's tables, as 1M terminals refreshing in turn would be, not a few thousand that stay
+   * in the caches. Each is REFRESHed once here, untimed: the first REFRESH from this socket's
+   * address is challenged (ADDR_CHALLENGE, answered by drive) and moves the registration here.
+   */
+  async adopt(c: Extract<WorkerCommand, { cmd: 'adopt' }>): Promise<RunResult> {
+    const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+    if (gcd(RESTORED_STRIDE, c.registered) !== 1) throw new Error(`adopt: ${c.registered} terminals share a factor with the stride ${RESTORED_STRIDE}`);
+    if (c.count < 1 || c.worker + (c.count - 1) * c.workers >= c.registered) throw new Error(`adopt: ${c.count} x ${c.workers} terminals of ${c.registered}`);
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    // Only the keys and the sequence are used: the grant is never sent.
+    const grant = { aud: RESTORED_AUDIENCE, ticket: Buffer.alloc(0), serviceKey: Buffer.alloc(32), exp };
+    this.restored = [];
+    for (let k = 0; k < c.count; k++) {
+      const i = ((c.worker + k * c.workers) * RESTORED_STRIDE) % c.registered;
+      const { sid, ...keys } = restoredSession(i);
+      this.restored.push(ClientSession.fromKeys(grant, sid, keys, RESTORED_SENT_SEQ));
+    }
+    let k = 0;
+    return this.drive(this.target, c.window, 0, () => {
+      const session = this.restored[k++];
+      return session ? { name: 'REFRESH', body: {}, session } : null;
+    });
+  }
+
   async run(c: Extract<WorkerCommand, { cmd: 'run' }>): Promise<RunResult> {
     let i = 0;
+    let r = 0;
     const ts = this.terminals;
+    const restored = this.restored;
     const registered = c.registered;
     return this.drive(c.target ?? this.target, c.window, c.seconds, () => {
       const t = ts[i++ % ts.length]!;
-      if (c.kind === 'REFRESH') return { name: 'REFRESH', body: {}, session: t.session };
+      if (c.kind === 'REFRESH') return { name: 'REFRESH', body: {}, session: restored.length ? restored[r++ % restored.length]! : t.session };
       const ids: Buffer[] = [];
       for (let k = 1; k <= c.idsPerQuery; k++) {
         ids.push(registered ? restoredLocatorId(Math.floor(Math.random() * registered)) : ts[(i * 7 + k) % ts.length]!.locatorId);
@@ -523,30 +570,47 @@ export function restoredLocatorId(i: number): Buffer {
   return id;
 }
 
+/** Bytes of restoredSession: the session ID (16), then the terminal-to-server and server-to-terminal keys (32 each). */
+const RESTORED_SESSION_BYTES = 80;
+/** The last sequence number each side of a restored session has used (buildTerminals takes 1..3 in its window). */
+export const RESTORED_SENT_SEQ = 3;
+/** The audience of a restored session (locatord's service ID in the bench). */
+const RESTORED_AUDIENCE = 'locator';
+/**
+ * adopt's step through the restored terminals: prime to the table's size, so that consecutive
+ * terminals of a generator are rows far apart in the table (buildTerminals fills it in order).
+ */
+const RESTORED_STRIDE = 7919;
+
+/**
+ * Session ID and keys of terminal `i` of buildTerminals: a function of `i`, like its locator ID,
+ * so that a load generator can REFRESH restored terminals (scale1m.ts) without keys crossing over
+ * IPC. Predictable keys: a bench's, never a daemon's.
+ */
+export function restoredSession(i: number): { sid: Buffer; terminalToServer: Buffer; serverToTerminal: Buffer } {
+  const b = Buffer.allocUnsafe(RESTORED_SESSION_BYTES);
+  for (let k = 0; k < RESTORED_SESSION_BYTES / 4; k++) b.writeUInt32BE(fmix32(Math.imul(i, RESTORED_SESSION_BYTES / 4) + k + 0x7f4a7c15), k * 4);
+  return { sid: b.subarray(0, 16), terminalToServer: b.subarray(16, 48), serverToTerminal: b.subarray(48, 80) };
+}
+
 /**
  * `entries` registered terminals with their sessions, each built as a restore builds it
  * (newServerSession from raw bytes, ServerSessions.restore, a Registration in the table), with a
- * few sequence numbers taken in its replay window: no ticket or X25519 per terminal.
- */
-/**
- * `entries` terminals as a snapshot restore makes them; with `validation`, each one's address
- * proven for its session too (every terminal active: what a day of REFRESHes leaves).
+ * few sequence numbers taken in its replay window: no ticket or X25519 per terminal. With
+ * `validation`, each one's address proven for its session too (every terminal active: what a day
+ * of REFRESHes leaves).
  */
 function buildTerminals(entries: number, validation?: AddressValidation): { table: RegistrationTable; sessions: ServerSessions; nowMs: number } {
   const nowMs = Date.now();
   const t = new RegistrationTable({ maxEntries: entries + 1, now: () => nowMs });
-  const verifier = new TicketVerifier({ keys: new Map(), audience: 'locator' });
+  const verifier = new TicketVerifier({ keys: new Map(), audience: RESTORED_AUDIENCE });
   const sessions = new ServerSessions({ verifier, serviceSecret: undefined as never, maxSessions: entries + 1, now: () => nowMs });
   const exp = Math.floor(nowMs / 1000) + 3600;
   const ip = (i: number): string => `${10 + (i >>> 24)}.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
   for (let i = 0; i < entries; i++) {
-    const bytes = randomBytes(96);
-    const s = newServerSession({
-      sid: bytes.subarray(0, 16), locatorId: restoredLocatorId(i), aud: 'locator', exp,
-      terminalToServer: bytes.subarray(32, 64), serverToTerminal: bytes.subarray(64, 96),
-    });
-    for (let q = 1; q <= 3; q++) s.window.accept(q);
-    s.txSeq = 3;
+    const s = newServerSession({ ...restoredSession(i), locatorId: restoredLocatorId(i), aud: RESTORED_AUDIENCE, exp });
+    for (let q = 1; q <= RESTORED_SENT_SEQ; q++) s.window.accept(q);
+    s.txSeq = RESTORED_SENT_SEQ;
     const held = sessions.restore(s);
     const addr = { ip: ip(i), port: 1024 + (i % 60000) };
     t.set(s.locatorHex, { addr, session: held, seq: 3, regTick: t.nowTick(), expTick: t.expiryTick(3_600_000), netMode: 4 });
@@ -655,6 +719,9 @@ process.on('message', (m: WorkerCommand) => {
         break;
       case 'run':
         send(await gen!.run(m));
+        break;
+      case 'adopt':
+        send(await gen!.adopt(m));
         break;
       case 'echo':
         await echo(m.replyBytes, m.workUs);

@@ -6,8 +6,12 @@
 // per size; each measurement then copies it into the state directory of a fresh locatord child
 // (startBenchLocatord), which restores it at start. Two load-generator processes open their own
 // sessions with tickets (REGISTER), then send REFRESHes and QUERY_ADDRs flat out (`window`
-// outstanding each); the QUERY_ADDRs name restored terminals at random, so at 1M they reach the
-// whole table, not a cached corner of it. Each kind is first sent untimed for `warmupSeconds`,
+// outstanding each). Both reach the whole table, not a cached corner of it: the QUERY_ADDRs name
+// restored terminals at random, and the REFRESHes come from `refreshTerminals` restored
+// terminals in turn, spread over the table (their session IDs and keys are a function of their
+// index, locatord-worker.ts restoredSession; each proves the generator's address first, untimed,
+// and must be accepted). Until 2026-12-06 the REFRESHes came from the generators' own 1,000
+// sessions, which stayed in the caches and in the session MACs' pad cache. Each kind is first sent untimed for `warmupSeconds`,
 // so that the measured seconds are not the daemon's JIT compiling its handlers (a fresh child
 // each time). The sizes alternate within each round (10k, 1M, then
 // 1M, 10k, ...), so a change in the machine's load hits both.
@@ -42,8 +46,13 @@ export interface Scale1mOptions {
   seconds?: number;
   /** Untimed seconds of each kind before the measured runs (default 1). */
   warmupSeconds?: number;
-  /** Sessions each of the two load generators opens. */
+  /** Sessions each of the two load generators opens (they send the QUERY_ADDRs). */
   sessionsPerWorker?: number;
+  /**
+   * Restored terminals REFRESHed in turn, over both generators (default 100,000; at most the
+   * table's size): far more than the caches hold, as a table of 1M refreshing would be.
+   */
+  refreshTerminals?: number;
   window?: number;
   idsPerQuery?: number;
   /** Profile each locatord child's CPU into this directory (node --cpu-prof; it then stops by SIGTERM, writing its snapshot). */
@@ -66,12 +75,16 @@ export interface KindFigures {
   perCpuS: number;
   perS: number;
   lost: number;
+  /** Answered with an ERROR (none expected). */
+  errors: number;
   latencyP99Ms: number;
   latencyMaxMs: number;
 }
 
 export interface Scale1mMeasurement {
   registered: number;
+  /** Restored terminals the REFRESHes came from, in turn. */
+  refreshTerminals: number;
   refresh: KindFigures;
   query: KindFigures;
   /** Over both runs. */
@@ -121,6 +134,7 @@ async function writeSnapshot(entries: number, dir: string): Promise<void> {
 
 /** One locatord child restored from `snapshotDir`, loaded by two generators: REFRESH then QUERY_ADDR. */
 async function measure(registered: number, snapshotDir: string, o: Required<Omit<Scale1mOptions, 'large' | 'small' | 'rounds' | 'cpuProfDir'>> & Pick<Scale1mOptions, 'cpuProfDir'>): Promise<Scale1mMeasurement> {
+  const refreshing = Math.min(o.refreshTerminals, registered);
   const gcLogFile = path.join(snapshotDir, `gc-${process.pid}-${Date.now()}.log`);
   const { dir, loc, setup } = await startBenchLocatord(['--max-entries', String(registered + 10_000)], {
     // A loaded 2-core machine takes a while to restore 1M.
@@ -138,6 +152,11 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     await Promise.all(gens.map((g) => g.ask(setup(o.sessionsPerWorker))));
     const all = (m: WorkerCommand): Promise<RunResult[]> => Promise.all(gens.map((g) => g.ask<RunResult>(m)));
     await all({ cmd: 'register', window: o.window });
+    // The REFRESHes come from restored terminals spread over the whole table, each proving this
+    // address once first (untimed); all must be accepted, or the figures would count refusals.
+    const adopted = await Promise.all(gens.map((g, w) => g.ask<RunResult>({ cmd: 'adopt', registered, worker: w, workers: gens.length, count: Math.floor(refreshing / gens.length), window: o.window })));
+    const refused = adopted.reduce((a, r) => a + r.errors + r.lost, 0);
+    if (refused > 0) throw new Error(`scale1m: ${refused} of the first REFRESHes of ${refreshing} restored terminals refused or lost`);
     await warmUp(all, { window: o.window, idsPerQuery: o.idsPerQuery, registered }, o.warmupSeconds);
     const tree = processTree(loc.proc.pid!);
     let loadedFrom = 0;
@@ -153,7 +172,7 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
       const latency = rs.reduce((h, r) => h.merge(Histogram.fromJSON(r.latency)), new Histogram());
       return {
         perCpuS: c0 !== null && c1 !== null && c1 > c0 ? Math.round(answered / (c1 - c0)) : 0,
-        perS: perS(rs), lost: rs.reduce((a, r) => a + r.lost, 0),
+        perS: perS(rs), lost: rs.reduce((a, r) => a + r.lost, 0), errors: rs.reduce((a, r) => a + r.errors, 0),
         latencyP99Ms: round(latency.quantile(0.99), 2), latencyMaxMs: round(latency.count ? latency.max : 0, 2),
       };
     };
@@ -165,7 +184,7 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     await new Promise((r) => setTimeout(r, 300));
     const pauses = readGcPauses(gcLogFile).filter((p) => p.atMs >= loadedFrom && p.atMs <= loadedTo);
     return {
-      registered, refresh, query, gc: gcFigures(pauses, loadedMs), rssBytes,
+      registered, refreshTerminals: refreshing, refresh, query, gc: gcFigures(pauses, loadedMs), rssBytes,
       restoreMs: Number(restored['durationMs']), restoreCpuMs: Number(restored['cpuMs']),
       loadAverage: round(os.loadavg()[0]!, 1),
     };
@@ -184,7 +203,7 @@ export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string
   const small = opts.small ?? 10_000;
   const rounds = opts.rounds ?? 5;
   const o = {
-    seconds: opts.seconds ?? 3, warmupSeconds: opts.warmupSeconds ?? 1, sessionsPerWorker: opts.sessionsPerWorker ?? 500, window: opts.window ?? 64, idsPerQuery: opts.idsPerQuery ?? 1,
+    seconds: opts.seconds ?? 3, warmupSeconds: opts.warmupSeconds ?? 1, sessionsPerWorker: opts.sessionsPerWorker ?? 500, refreshTerminals: opts.refreshTerminals ?? 100_000, window: opts.window ?? 64, idsPerQuery: opts.idsPerQuery ?? 1,
     ...(opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}),
   };
   const root = mkdtempSync(path.join(tmpdir(), 'scale1m-bench-'));
@@ -264,10 +283,10 @@ export function scale1mRows(r: Scale1mResult): BenchResult[] {
   return rows;
 }
 
-// `node build/bench/scale1m.js` (ENTRIES, SMALL, ROUNDS, SECONDS, CPU_PROF_DIR): print the figures as JSON.
+// `node build/bench/scale1m.js` (ENTRIES, SMALL, ROUNDS, SECONDS, REFRESH_TERMINALS, CPU_PROF_DIR): print the figures as JSON.
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
   const env = (k: string, d: number): number => Number(process.env[k] ?? d);
-  benchScale1m({ large: env('ENTRIES', 1_000_000), small: env('SMALL', 10_000), rounds: env('ROUNDS', 3), seconds: env('SECONDS', 3), ...(process.env['CPU_PROF_DIR'] ? { cpuProfDir: process.env['CPU_PROF_DIR'] } : {}) }, (l) => process.stderr.write(`${l}\n`))
+  benchScale1m({ large: env('ENTRIES', 1_000_000), small: env('SMALL', 10_000), rounds: env('ROUNDS', 3), seconds: env('SECONDS', 3), refreshTerminals: env('REFRESH_TERMINALS', 100_000), ...(process.env['CPU_PROF_DIR'] ? { cpuProfDir: process.env['CPU_PROF_DIR'] } : {}) }, (l) => process.stderr.write(`${l}\n`))
     .then((r) => process.stdout.write(`${JSON.stringify({ result: r, rows: scale1mRows(r) }, null, 2)}\n`), (e: Error) => {
       process.stderr.write(`${e.stack}\n`);
       process.exit(1);

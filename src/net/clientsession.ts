@@ -29,6 +29,17 @@ export class ClientSession {
     return new ClientSession(grant, peek.claims.cti, keys, peek.claims.exp);
   }
 
+  /**
+   * A session whose keys are known already, not derived from a grant here (a load generator
+   * driving terminals restored from a snapshot it built: bench/scale1m.ts). The sequence goes on
+   * after `sentSeq`, the last number the server has seen from it.
+   */
+  static fromKeys(grant: TicketGrant, sid: Buffer, keys: SessionKeys, sentSeq: number): ClientSession {
+    const s = new ClientSession(grant, sid, keys, grant.exp);
+    s.txSeq = sentSeq;
+    return s;
+  }
+
   get nextSeq(): number {
     return this.txSeq + 1;
   }
