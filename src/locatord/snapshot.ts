@@ -75,7 +75,7 @@ const MAX_ID_BYTES = 64;
 export const SLICE_MS = 10;
 /** Bytes gathered before each write(2) of the small sections. */
 const CHUNK_BYTES = 1 << 20;
-/** Registration slots copied from rows to columns between two looks at the clock: a few us once compiled, a few ms while the first slices still run in the interpreter (16,384 held the event loop 80 ms, 1,024 24 ms). */
+/** Slots (sessions, registrations) copied from rows to columns between two looks at the clock: a few us once compiled, a few ms while the first slices still run in the interpreter (16,384 held the event loop 80 ms, 1,024 24 ms). */
 const COPY_SLOTS = 256;
 /** Largest single write of a column (each is a yield). */
 const COLUMN_WRITE_BYTES = 16 << 20;
@@ -243,8 +243,12 @@ export async function saveSnapshot(
   const w = new ChunkWriter(fh, slicer);
   const out: SnapshotWritten = { sessions: 0, records: 0, watchLists: 0, bytes: 0, durationMs: 0, cpuMs: 0, maxSliceMs: 0, maxSliceCpuMs: 0, slices: 0, skipped: 0 };
   try {
+    // Both tables keep a row per slot; the file a column per field: copied out in slices.
     const sc = sessions.columns();
-    // The table keeps a row per record; the file a column per field: copied out in slices.
+    for (let at = 0; at < sc.n; at += COPY_SLOTS) {
+      if (slicer.due()) await slicer.yield();
+      sessions.copyColumns(sc, at, Math.min(sc.n, at + COPY_SLOTS));
+    }
     const rc = table.columns();
     for (let at = 0; at < rc.n; at += COPY_SLOTS) {
       if (slicer.due()) await slicer.yield();

@@ -41,7 +41,7 @@ import { LOCATOR_ID_BYTES, SESSION_ID_BYTES } from '../wire/constants.js';
 import type { Props } from '../wire/schema.js';
 import type { ServerSession, SessionSlots } from '../net/sessions.js';
 import { HeldSession, keptSession } from '../net/sessions.js';
-import { NIL, RecencyList, SlotIndex } from '../net/slot-index.js';
+import { moveFields, NIL, RecencyList, SlotIndex } from '../net/slot-index.js';
 
 /** Time resolution of registration times and expiries: expiry happens up to this much late. */
 export const TICK_MS = 100;
@@ -511,7 +511,7 @@ export class RegistrationTable {
    */
   findOf(idHex: string, known: ServerSession | undefined): number {
     if (!(known instanceof HeldSession) || !known.live || known.locatorHex !== idHex) return this.find(idHex);
-    return this.rawKey(known.table.loc, known.slot * LOCATOR_ID_BYTES, LOCATOR_ID_BYTES) ? this.findKey(idHex) : NONE;
+    return this.rawKey(known.table.rows, known.table.locAt(known.slot), LOCATOR_ID_BYTES) ? this.findKey(idHex) : NONE;
   }
 
   /** The slot of the ID in keyWords (whose hex is `idHex`), as `find`. */
@@ -890,15 +890,7 @@ export class RegistrationTable {
 
   /** The fields of slots [from, to) between their rows and `c`'s columns: out to the columns (snapshot write) or in (restore). */
   private moveFields(c: RegistrationColumns, from: number, to: number, out: boolean): void {
-    const rb = this.rowBytes;
-    const columns = [c.ids, c.ips, c.bits, c.regTicks, c.expTicks, c.seqs];
-    for (let f = 0; f < columns.length; f++) {
-      const col = columns[f]!;
-      const at = COLUMN_AT[f]!;
-      const n = COLUMN_BYTES[f]!;
-      if (out) for (let s = from; s < to; s++) copyBytes(rb, s * ROW_BYTES + at, col, s * n, n);
-      else for (let s = from; s < to; s++) copyBytes(col, s * n, rb, s * ROW_BYTES + at, n);
-    }
+    moveFields(this.rowBytes, ROW_BYTES, [c.ids, c.ips, c.bits, c.regTicks, c.expTicks, c.seqs], COLUMN_AT, COLUMN_BYTES, from, to, out);
   }
 
   /** What a slot's `bits` word from `columns` says: 0 free, 1 an IPv4 record, 2 an IPv6 one, -1 not a word this table writes. */
@@ -965,10 +957,6 @@ export class RegistrationTable {
 const COLUMN_AT = [0, IP * 4, BITS * 4, REG * 4, EXP * 4, SEQ * 8];
 const COLUMN_BYTES = [LOCATOR_ID_BYTES, 4, 4, 4, 4, 8];
 
-/** Copy `n` bytes (a field: a few, so a loop and no view or native call per field). */
-function copyBytes(from: Uint8Array, at: number, to: Uint8Array, toAt: number, n: number): void {
-  for (let i = 0; i < n; i++) to[toAt + i] = from[at + i]!;
-}
 
 /** Bits a record's `bits` word may have in a snapshot (RegistrationTable.slotKind). */
 const SNAPSHOT_BITS = PORT_MASK | (NETMODE_MASK << NETMODE_SHIFT) | (1 << VISIBILITY_SHIFT) | PROBED_BIT | SCHEDULED_BIT | REACHABLE_BIT | IPV6_BIT | IN_USE_BIT | SESSION_BIT;

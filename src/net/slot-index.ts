@@ -216,3 +216,23 @@ export class RecencyList {
     this.freeHead = NIL;
   }
 }
+
+/**
+ * Copy fields of slots [from, to) between rows (`rowBytes` apart in `rows`) and columns (one per
+ * field, `bytes[f]` per slot, the field at byte `at[f]` of a row): out to the columns (a snapshot
+ * write) or in to the rows (a restore). Both slot tables keep rows in memory and columns on disk.
+ */
+export function moveFields(rows: Uint8Array, rowBytes: number, columns: readonly Uint8Array[], at: readonly number[], bytes: readonly number[], from: number, to: number, out: boolean): void {
+  for (let f = 0; f < columns.length; f++) {
+    const col = columns[f]!;
+    const a = at[f]!;
+    const n = bytes[f]!;
+    if (out) for (let s = from; s < to; s++) copyBytes(rows, s * rowBytes + a, col, s * n, n);
+    else for (let s = from; s < to; s++) copyBytes(col, s * n, rows, s * rowBytes + a, n);
+  }
+}
+
+/** Copy `n` bytes (a field: a few, so a loop and no view or native call per field). */
+function copyBytes(from: Uint8Array, at: number, to: Uint8Array, toAt: number, n: number): void {
+  for (let i = 0; i < n; i++) to[toAt + i] = from[at + i]!;
+}

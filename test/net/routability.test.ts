@@ -127,8 +127,12 @@ t.test('--workers: an address validated at one worker is validated at another (o
 });
 
 // The store of validated addresses: per held session, beside its slot (no LRU of its own).
-const slots = (n: number): { gen: Uint32Array } => ({ gen: new Uint32Array(n) });
-const held = (t: { gen: Uint32Array }, slot: number): HeldSession => new HeldSession(t as unknown as SessionSlots, slot, t.gen[slot]!, slot.toString(16).padStart(32, '0'));
+/** A stand-in for the session table: only the slots' generations (`gens`, which a test moves on). */
+const slots = (n: number): { gens: Uint32Array; gen: (slot: number) => number } => {
+  const gens = new Uint32Array(n);
+  return { gens, gen: (slot) => gens[slot]! };
+};
+const held = (t: ReturnType<typeof slots>, slot: number): HeldSession => new HeldSession(t as unknown as SessionSlots, slot, t.gen(slot), slot.toString(16).padStart(32, '0'));
 
 t.test('validated addresses: the newest 4 per session, IPv4 and IPv6, a reused slot starts empty', async (t) => {
   const v = new AddressValidation();
@@ -147,7 +151,7 @@ t.test('validated addresses: the newest 4 per session, IPv4 and IPv6, a reused s
   t.ok(v.isValidated(s, { ip: '2001:db8:0::1', port: 9 }), 'IPv6, normalised');
   t.notOk(v.isValidated(held(tb, 2), at(5)), 'another slot has none');
   // The session ends; a new one takes the slot.
-  tb.gen[3] = 1;
+  tb.gens[3] = 1;
   t.notOk(v.isValidated(s, at(5)), 'an ended session is not validated anywhere');
   const next = held(tb, 3);
   t.notOk(v.isValidated(next, at(5)) || v.isValidated(next, { ip: '2001:db8::1', port: 9 }), "the slot's next session inherits nothing");
@@ -173,7 +177,7 @@ t.test('a session not held (yet): remembered by ID, moved beside its slot once h
   v.attach({ get: (id) => finder.get(id) });
   v.acceptKey(s.sidHex, '203.0.113.9|77'); // another worker validated it before this one held it
   t.ok(v.isValidated(s, { ip: '203.0.113.9', port: 77 }), 'validated through the ID');
-  tb.gen[1] = 1; // the slot moves on; the address was moved into the old generation's place
+  tb.gens[1] = 1; // the slot moves on; the address was moved into the old generation's place
   finder.set(s.sidHex, held(tb, 1));
   v.acceptKey(s.sidHex, '203.0.113.9|78');
   t.ok(v.isValidated(held(tb, 1), { ip: '203.0.113.9', port: 78 }), 'held: recorded beside its slot');

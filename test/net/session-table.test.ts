@@ -259,6 +259,9 @@ t.test('columns and restoreColumns: a bulk copy into an empty table (snapshot re
   a.get(held[2]!.sidHex); // touched: recency is not what a snapshot keeps
   const c = a.columns();
   t.equal(c.n, 6);
+  // Copied in two slices, as the snapshot writer does.
+  a.copyColumns(c, 0, 4);
+  a.copyColumns(c, 4, c.n);
   nowMs += 1_200_000; // the sixth session's ticket (10 s) is over by now, clock skew allowed
   const b = make(3);
   t.ok(b.restoreColumns(c));
