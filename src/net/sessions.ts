@@ -178,10 +178,13 @@ const COLUMN_BYTES = [SID_BYTES, LOC_BYTES, 2 * KEY_BYTES, 8, 8, 8, 4, 4, 4, 4];
  *   bytes 32-95    both keys, terminal-to-server first
  *   f64 12, 13     ticket expiry (s), send sequence
  *   f64 14, i32 30, 31   the replay window: highest, the two 32-bit halves of the bitmap
- *   i32 32, 33     interned audience (NIL: the slot is free) and kid (NIL when none)
+ *   i32 32, 33     interned audience and kid, plus one (0: the slot is free; no kid)
  *   u32 34         generation: bumped when the slot is freed or overwritten, so a HeldSession of
  *                  an ended session is stale
- *   i32 35, 36     the list of its locator ID's sessions, oldest first (prev, next)
+ *   i32 35, 36     the list of its locator ID's sessions, oldest first (prev, next), plus one
+ *                  (0: NIL)
+ * Every field that names a string or a slot is stored plus one, so that a row of zeros is a free
+ * slot: the rows a doubling adds are not written (nor made resident) until used.
  * Beside the rows, the recency list (intrusive, doubly linked: eviction of the least recently
  * used when full; free slots are chained through its `next`). Two SlotIndexes
  * (src/net/slot-index.ts) find a slot by raw session ID and the oldest session of a locator ID.
@@ -234,19 +237,21 @@ class SlotTable {
 
   /** Whether the slot holds a session. */
   used(slot: number): boolean {
-    return this.i32[slot * ROW_I32 + AUD] !== NIL;
+    return this.i32[slot * ROW_I32 + AUD] !== 0;
   }
 
+  /** The audience's index in `strings` (NIL for a free slot). */
   aud(slot: number): number {
-    return this.i32[slot * ROW_I32 + AUD]!;
+    return this.i32[slot * ROW_I32 + AUD]! - 1;
   }
 
+  /** The kid's index in `strings`, NIL when none. */
   kid(slot: number): number {
-    return this.i32[slot * ROW_I32 + KID]!;
+    return this.i32[slot * ROW_I32 + KID]! - 1;
   }
 
   setKid(slot: number, kid: number): void {
-    this.i32[slot * ROW_I32 + KID] = kid;
+    this.i32[slot * ROW_I32 + KID] = kid + 1;
   }
 
   gen(slot: number): number {
@@ -288,17 +293,19 @@ class SlotTable {
   }
 
   private locPrev(slot: number): number {
-    return this.i32[slot * ROW_I32 + LOC_PREV]!;
+    return this.i32[slot * ROW_I32 + LOC_PREV]! - 1;
   }
 
   private locNext(slot: number): number {
-    return this.i32[slot * ROW_I32 + LOC_NEXT]!;
+    return this.i32[slot * ROW_I32 + LOC_NEXT]! - 1;
   }
 
-  private setLocLinks(slot: number, prev: number, next: number): void {
-    const i = slot * ROW_I32;
-    this.i32[i + LOC_PREV] = prev;
-    this.i32[i + LOC_NEXT] = next;
+  private setLocPrev(slot: number, prev: number): void {
+    this.i32[slot * ROW_I32 + LOC_PREV] = prev + 1;
+  }
+
+  private setLocNext(slot: number, next: number): void {
+    this.i32[slot * ROW_I32 + LOC_NEXT] = next + 1;
   }
 
   private grow(cap: number): void {
@@ -310,13 +317,6 @@ class SlotTable {
     this.i32 = new Int32Array(rows.buffer, rows.byteOffset, cap * ROW_I32);
     this.u32 = new Uint32Array(rows.buffer, rows.byteOffset, cap * ROW_I32);
     this.locs = rows.subarray(LOC_AT);
-    for (let s = old; s < cap; s++) {
-      const i = s * ROW_I32;
-      this.i32[i + AUD] = NIL;
-      this.i32[i + KID] = NIL;
-      this.i32[i + LOC_PREV] = NIL;
-      this.i32[i + LOC_NEXT] = NIL;
-    }
     this.recency.grow(cap);
     // The new slots join the free list, lowest first.
     for (let i = cap - 1; i >= old; i--) this.recency.release(i);
@@ -342,21 +342,23 @@ class SlotTable {
   private unlinkLocator(slot: number): void {
     const p = this.locPrev(slot);
     const n = this.locNext(slot);
-    if (p !== NIL) this.i32[p * ROW_I32 + LOC_NEXT] = n;
+    if (p !== NIL) this.setLocNext(p, n);
     else {
       // It was its locator ID's oldest: the next one heads the list, or the ID leaves the index.
       if (n !== NIL) this.locIndex.put(this.locs, slot * ROW_BYTES, n);
       else this.locIndex.delete(this.locs, slot * ROW_BYTES);
     }
-    if (n !== NIL) this.i32[n * ROW_I32 + LOC_PREV] = p;
-    this.setLocLinks(slot, NIL, NIL);
+    if (n !== NIL) this.setLocPrev(n, p);
+    this.setLocPrev(slot, NIL);
+    this.setLocNext(slot, NIL);
   }
 
   /** Append `slot` (its locator ID written) as its locator ID's newest session; the count of them. */
   private linkLocator(slot: number): number {
     const first = this.locIndex.find(this.locs, this.rows, this.locAt(slot));
+    this.setLocNext(slot, NIL);
     if (first === NIL) {
-      this.setLocLinks(slot, NIL, NIL);
+      this.setLocPrev(slot, NIL);
       this.locIndex.put(this.locs, slot * ROW_BYTES, slot);
       return 1;
     }
@@ -366,8 +368,8 @@ class SlotTable {
       last = this.locNext(last);
       count++;
     }
-    this.i32[last * ROW_I32 + LOC_NEXT] = slot;
-    this.setLocLinks(slot, last, NIL);
+    this.setLocNext(last, slot);
+    this.setLocPrev(slot, last);
     return count;
   }
 
@@ -403,8 +405,8 @@ class SlotTable {
   /** Mark `slot` free: no audience or kid, its keys zeroed, its handles stale. */
   private free(slot: number): void {
     const i = slot * ROW_I32;
-    this.i32[i + AUD] = NIL;
-    this.i32[i + KID] = NIL;
+    this.i32[i + AUD] = 0;
+    this.i32[i + KID] = 0;
     this.bumpGen(slot);
     this.rows.fill(0, this.keysAt(slot), this.keysAt(slot) + 2 * KEY_BYTES);
   }
@@ -440,7 +442,7 @@ class SlotTable {
     this.setExp(slot, s.exp);
     this.setTxSeq(slot, s.txSeq);
     this.storeWindow(slot, s.window);
-    this.i32[slot * ROW_I32 + AUD] = this.intern(s.aud);
+    this.i32[slot * ROW_I32 + AUD] = this.intern(s.aud) + 1;
     const kid = (s as { kid?: string }).kid;
     this.setKid(slot, kid === undefined ? NIL : this.intern(kid));
     this.recency.linkHead(slot);
@@ -464,9 +466,15 @@ class SlotTable {
     return { n, sid, loc, keys, exp, txSeq, high, lo, hi, aud, kid, strings: this.strings };
   }
 
-  /** Copy slots [from, to) from their rows into `c`'s columns (from `columns`: the bytes as they are). */
+  /** Copy slots [from, to) from their rows into `c`'s columns (from `columns`), audience and kid as the file has them (-1: none). */
   copyColumns(c: SessionColumns, from: number, to: number): void {
     moveFields(this.rows, ROW_BYTES, columnsOf(c), COLUMN_AT, COLUMN_BYTES, from, to, true);
+    const aud = new Int32Array(c.aud.buffer, c.aud.byteOffset, c.n);
+    const kid = new Int32Array(c.kid.buffer, c.kid.byteOffset, c.n);
+    for (let s = from; s < to; s++) {
+      aud[s]!--;
+      kid[s]!--;
+    }
   }
 
   /**
@@ -483,21 +491,24 @@ class SlotTable {
     if (this.cap < n) this.grow(n);
     moveFields(this.rows, ROW_BYTES, columnsOf(c), COLUMN_AT, COLUMN_BYTES, 0, n, false);
     const strings = c.strings.map((s) => this.intern(s));
+    const i32 = this.i32;
     for (let s = 0; s < n; s++) {
-      const aud = this.aud(s);
-      if (aud === NIL) {
-        this.setKid(s, NIL);
-        continue;
-      }
+      // The file's audience and kid (-1: none), made the row's (see SlotTable).
+      const i = s * ROW_I32;
+      const aud = i32[i + AUD]!;
+      const kid = i32[i + KID]!;
+      i32[i + AUD] = 0;
+      i32[i + KID] = 0;
+      if (aud === NIL) continue;
       // Handles of whatever this slot held before are stale.
       this.bumpGen(s);
-      this.setLocLinks(s, NIL, NIL);
+      this.setLocPrev(s, NIL);
+      this.setLocNext(s, NIL);
       if (drop(this.exp(s)) || this.sidIndex.find(this.rows, this.rows, this.sidAt(s)) !== NIL) {
         this.free(s);
         continue;
       }
-      this.i32[s * ROW_I32 + AUD] = strings[aud]!;
-      const kid = this.kid(s);
+      i32[i + AUD] = strings[aud]! + 1;
       this.setKid(s, kid === NIL ? NIL : strings[kid]!);
       this.sidIndex.put(this.rows, this.sidAt(s), s);
       this.size++;
