@@ -106,9 +106,14 @@ class Slicer {
 
   constructor(private readonly sliceMs: number) {}
 
-  /** Time to yield (the clock is read once per 256 calls). */
+  /** Time to yield (the clock is read once per 256 calls: for calls that each do little). */
   due(): boolean {
-    return (++this.n & 255) === 0 && performance.now() - this.sliceStart >= this.sliceMs;
+    return (++this.n & 255) === 0 && this.dueNow();
+  }
+
+  /** Time to yield, the clock read now (for calls that each do many slots' work). */
+  dueNow(): boolean {
+    return performance.now() - this.sliceStart >= this.sliceMs;
   }
 
   /** The current slice ends here (before an await). */
@@ -246,12 +251,12 @@ export async function saveSnapshot(
     // Both tables keep a row per slot; the file a column per field: copied out in slices.
     const sc = sessions.columns();
     for (let at = 0; at < sc.n; at += COPY_SLOTS) {
-      if (slicer.due()) await slicer.yield();
+      if (slicer.dueNow()) await slicer.yield();
       sessions.copyColumns(sc, at, Math.min(sc.n, at + COPY_SLOTS));
     }
     const rc = table.columns();
     for (let at = 0; at < rc.n; at += COPY_SLOTS) {
-      if (slicer.due()) await slicer.yield();
+      if (slicer.dueNow()) await slicer.yield();
       table.copyColumns(rc, at, Math.min(rc.n, at + COPY_SLOTS));
     }
     w.buf.set(MAGIC, 0);
