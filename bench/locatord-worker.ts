@@ -167,13 +167,15 @@ class LoadGenerator {
 
   /**
    * Keep `window` requests outstanding until `next` returns null (or `seconds` pass); a request
-   * unanswered for a second is counted lost and replaced.
+   * unanswered for a second is counted lost and replaced. With `verify`, every answer must be
+   * MACed in its request's session (else it counts as an error): the answers to sessions whose
+   * keys were not derived here (adopt).
    */
-  private drive(to: Address, window: number, seconds: number, next: () => { name: MessageName; body: Bodies[MessageName]; session: ClientSession } | null): Promise<RunResult> {
+  private drive(to: Address, window: number, seconds: number, next: () => { name: MessageName; body: Bodies[MessageName]; session: ClientSession } | null, verify = false): Promise<RunResult> {
     return new Promise((resolve) => {
       const inflight = new Map<number, number>();
-      /** What each request sent (sent again after an ADDR_CHALLENGE). */
-      const sent = new Map<number, { bytes: Buffer; session: ClientSession }>();
+      /** What each request sent (sent again after an ADDR_CHALLENGE, once). */
+      const sent = new Map<number, { bytes: Buffer; session: ClientSession; challenged: boolean }>();
       let answered = 0;
       let errors = 0;
       let lost = 0;
@@ -190,19 +192,29 @@ class LoadGenerator {
         const { rid, n } = this.rid();
         inflight.set(n, performance.now());
         const bytes = req.session.encode(req.name, rid, req.body as never);
-        sent.set(n, { bytes, session: req.session });
+        sent.set(n, { bytes, session: req.session, challenged: false });
         this.socket.send(bytes, to.port, to.ip);
       };
       const onMessage = (b: Buffer): void => {
         const n = ridCounter(b);
         const s = sent.get(n);
+        // A challenge not MACed in the session, or a second one (the proof did not take), is an
+        // error answer, not a cue to send again: a session with wrong keys must not pass.
+        let refused = isError(b);
         if (s && b[2] === 0x0a) {
           const d = decodeDatagram(b);
-          if (d.ok && d.msg.name === 'ADDR_CHALLENGE' && s.session.accept({ msg: d.msg, raw: b, from: to })) {
-            this.socket.send(addrProof(d.msg), to.port, to.ip);
-            this.socket.send(s.bytes, to.port, to.ip);
-            return;
+          if (d.ok && d.msg.name === 'ADDR_CHALLENGE') {
+            if (!s.challenged && s.session.accept({ msg: d.msg, raw: b, from: to })) {
+              s.challenged = true;
+              this.socket.send(addrProof(d.msg), to.port, to.ip);
+              this.socket.send(s.bytes, to.port, to.ip);
+              return;
+            }
+            refused = true;
           }
+        } else if (s && verify && !refused) {
+          const d = decodeDatagram(b);
+          refused = !d.ok || !s.session.accept({ msg: d.msg, raw: b, from: to });
         }
         sent.delete(n);
         const at = inflight.get(n);
@@ -210,7 +222,7 @@ class LoadGenerator {
         inflight.delete(n);
         latency.record(performance.now() - at);
         answered++;
-        if (isError(b)) errors++;
+        if (refused) errors++;
         fire();
       };
       const sweep = setInterval(() => {
@@ -383,7 +395,8 @@ class LoadGenerator {
    * `workers` taking every `workers`-th, so that one generator's terminals are rows far apart in
    * locatord's tables, as 1M terminals refreshing in turn would be, not a few thousand that stay
    * in the caches. Each is REFRESHed once here, untimed: the first REFRESH from this socket's
-   * address is challenged (ADDR_CHALLENGE, answered by drive) and moves the registration here.
+   * address is challenged (ADDR_CHALLENGE, answered by drive) and moves the registration here;
+   * every answer must verify under the session's keys (else it counts as an error).
    */
   async adopt(c: Extract<WorkerCommand, { cmd: 'adopt' }>): Promise<RunResult> {
     const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
@@ -402,7 +415,7 @@ class LoadGenerator {
     return this.drive(this.target, c.window, 0, () => {
       const session = this.restored[k++];
       return session ? { name: 'REFRESH', body: {}, session } : null;
-    });
+    }, true);
   }
 
   async run(c: Extract<WorkerCommand, { cmd: 'run' }>): Promise<RunResult> {

@@ -134,7 +134,11 @@ async function writeSnapshot(entries: number, dir: string): Promise<void> {
 
 /** One locatord child restored from `snapshotDir`, loaded by two generators: REFRESH then QUERY_ADDR. */
 async function measure(registered: number, snapshotDir: string, o: Required<Omit<Scale1mOptions, 'large' | 'small' | 'rounds' | 'cpuProfDir'>> & Pick<Scale1mOptions, 'cpuProfDir'>): Promise<Scale1mMeasurement> {
-  const refreshing = Math.min(o.refreshTerminals, registered);
+  const generators = 2;
+  // Whole per generator: what is used is what is reported.
+  const perGenerator = Math.floor(Math.min(o.refreshTerminals, registered) / generators);
+  if (perGenerator < 1) throw new Error(`scale1m: refreshTerminals ${o.refreshTerminals}: at least one per generator`);
+  const refreshing = perGenerator * generators;
   const gcLogFile = path.join(snapshotDir, `gc-${process.pid}-${Date.now()}.log`);
   const { dir, loc, setup } = await startBenchLocatord(['--max-entries', String(registered + 10_000)], {
     // A loaded 2-core machine takes a while to restore 1M.
@@ -145,7 +149,7 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
       copyFileSync(path.join(snapshotDir, SNAPSHOT_FILE), path.join(stateDir, SNAPSHOT_FILE));
     },
   });
-  const gens = [forkWorker(), forkWorker()];
+  const gens = Array.from({ length: generators }, () => forkWorker());
   try {
     const restored = await loc.waitFor((l) => l['msg'] === 'snapshot restored');
     if (restored['records'] !== registered) throw new Error(`restored ${String(restored['records'])} of ${registered}`);
@@ -154,7 +158,7 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     await all({ cmd: 'register', window: o.window });
     // The REFRESHes come from restored terminals spread over the whole table, each proving this
     // address once first (untimed); all must be accepted, or the figures would count refusals.
-    const adopted = await Promise.all(gens.map((g, w) => g.ask<RunResult>({ cmd: 'adopt', registered, worker: w, workers: gens.length, count: Math.floor(refreshing / gens.length), window: o.window })));
+    const adopted = await Promise.all(gens.map((g, w) => g.ask<RunResult>({ cmd: 'adopt', registered, worker: w, workers: gens.length, count: perGenerator, window: o.window })));
     const refused = adopted.reduce((a, r) => a + r.errors + r.lost, 0);
     if (refused > 0) throw new Error(`scale1m: ${refused} of the first REFRESHes of ${refreshing} restored terminals refused or lost`);
     await warmUp(all, { window: o.window, idsPerQuery: o.idsPerQuery, registered }, o.warmupSeconds);

@@ -288,7 +288,8 @@ export async function saveSnapshot(
       out.records++;
       const s = table.sessionOf(slot);
       const ref = s === undefined ? -1 : sessions.heldSlot(s);
-      if (ref >= 0 && ref < sc.n && sameId(rc.ids, slot, sc.loc, ref)) refs[slot] = ref;
+      // A slot the copy holds as a session (the reader refuses a reference to a free one).
+      if (ref >= 0 && ref < sc.n && aud[ref] !== NO_STRING && sameId(rc.ids, slot, sc.loc, ref)) refs[slot] = ref;
       if (Table.slotKind(bits[slot]!) === 2) rare.push(slot);
     }
     // The few with a nickname or rare fields, from their maps (not two lookups per slot).

@@ -40,8 +40,9 @@ t.test('gcFigures: p99, longest and its kind, share of the wall time', async (t)
 
 t.test('benchScale1m, small: both sizes restored, loaded and measured', async (t) => {
   // 2,000 restored terminals REFRESHed: all 1,000 of the small table, two thirds of the large.
-  // Each proved the generator's address and was accepted first (benchScale1m throws otherwise:
-  // a restored session whose keys the generators got wrong is not answered).
+  // Each proved the generator's address and was accepted first, its answers MACed under its
+  // server-to-terminal key (benchScale1m throws otherwise: a restored session whose keys the
+  // generators got wrong is not answered, or its answers do not verify: both checked).
   const r = await benchScale1m({ large: 3000, small: 1000, rounds: 1, seconds: 0.5, warmupSeconds: 0.2, sessionsPerWorker: 50, refreshTerminals: 2000, window: 8 });
   t.same(r.runs.map((m) => m.registered), [1000, 3000]);
   t.same(r.runs.map((m) => m.refreshTerminals), [1000, 2000]);
