@@ -130,6 +130,9 @@ function ridCounter(b: Buffer): number {
   return b.length >= off + 9 ? b.readUInt32BE(off + 5) : -1;
 }
 
+/** ADDR_CHALLENGEs answered per request before it counts as refused. */
+const MAX_CHALLENGES = 3;
+
 /** Whether an envelope is an ERROR (type 0x7f: 0x18 0x7f after 0x84/0x85 and version 1). */
 const isError = (b: Buffer): boolean => b[2] === 0x18 && b[3] === 0x7f;
 
@@ -174,8 +177,8 @@ class LoadGenerator {
   private drive(to: Address, window: number, seconds: number, next: () => { name: MessageName; body: Bodies[MessageName]; session: ClientSession } | null, verify = false): Promise<RunResult> {
     return new Promise((resolve) => {
       const inflight = new Map<number, number>();
-      /** What each request sent (sent again after an ADDR_CHALLENGE, once). */
-      const sent = new Map<number, { bytes: Buffer; session: ClientSession; challenged: boolean }>();
+      /** What each request sent (sent again after an ADDR_CHALLENGE, up to MAX_CHALLENGES times). */
+      const sent = new Map<number, { bytes: Buffer; session: ClientSession; challenges: number }>();
       let answered = 0;
       let errors = 0;
       let lost = 0;
@@ -192,20 +195,22 @@ class LoadGenerator {
         const { rid, n } = this.rid();
         inflight.set(n, performance.now());
         const bytes = req.session.encode(req.name, rid, req.body as never);
-        sent.set(n, { bytes, session: req.session, challenged: false });
+        sent.set(n, { bytes, session: req.session, challenges: 0 });
         this.socket.send(bytes, to.port, to.ip);
       };
       const onMessage = (b: Buffer): void => {
         const n = ridCounter(b);
         const s = sent.get(n);
-        // A challenge not MACed in the session, or a second one (the proof did not take), is an
-        // error answer, not a cue to send again: a session with wrong keys must not pass.
+        // A challenge not MACed in the session, or one too many (the proofs do not take), is an
+        // error answer, not a cue to send again: a session with wrong keys must not pass. (With
+        // --workers, a resend can reach another worker before it learns of the proof: challenged
+        // again, legitimately.)
         let refused = isError(b);
         if (s && b[2] === 0x0a) {
           const d = decodeDatagram(b);
           if (d.ok && d.msg.name === 'ADDR_CHALLENGE') {
-            if (!s.challenged && s.session.accept({ msg: d.msg, raw: b, from: to })) {
-              s.challenged = true;
+            if (s.challenges < MAX_CHALLENGES && s.session.accept({ msg: d.msg, raw: b, from: to })) {
+              s.challenges++;
               this.socket.send(addrProof(d.msg), to.port, to.ip);
               this.socket.send(s.bytes, to.port, to.ip);
               return;
