@@ -24,13 +24,13 @@ import { publicKeyObject } from '../wire/keys.js';
 import { peekTicket } from '../wire/ticket-parse.js';
 import type { Refusal } from './server.js';
 import type { ServerSession } from './sessions.js';
-import { HeldSession } from './sessions.js';
+import { HeldSession, VALIDATED_PER_SESSION } from './sessions.js';
 
 /** Token validity: the slot it was made in and the next one (30 to 60 s). */
 export const TOKEN_SLOT_MS = 30_000;
 export const ADDR_TOKEN_BYTES = 16;
 /** Addresses remembered as validated per session (the newest ones). */
-export const MAX_VALIDATED_PER_SESSION = 4;
+export const MAX_VALIDATED_PER_SESSION = VALIDATED_PER_SESSION;
 /** At most one ADDR_CHALLENGE per session and address in this time. */
 export const CHALLENGE_GAP_MS = 500;
 
@@ -72,24 +72,22 @@ export interface SessionFinder {
 const packV4 = (ip: number, port: number): number => (ip >>> 0) * 65_536 + port + 1;
 
 /**
- * Validated addresses are kept beside the held session they belong to, by its slot in the
- * ServerSessions' table (HeldSession slot and generation): MAX_VALIDATED_PER_SESSION numbers per
- * slot for IPv4 (packV4, exact), a map for the rare IPv6 ones, and the slot's generation, so a
- * slot taken by another session starts with none. That is 36 B per slot, no object and no string
- * per session: a string-keyed LRU of arrays cost ~380 B of heap per active session and, capped
- * at 500k, made every REFRESH beyond that many active sessions a challenge round trip. Sessions
- * that are not held (a record being opened, an acceptKey from another worker for a session this
- * one does not hold) fall back to a small LRU by session ID.
+ * Validated addresses are kept in the held session's own row of the ServerSessions' table
+ * (HeldSession: `table.addrs` at `table.addrsAt(slot)`): MAX_VALIDATED_PER_SESSION numbers for
+ * IPv4 (packV4, exact), which the table zeroes when the slot takes another session, and a map by
+ * slot for the rare IPv6 ones, with the generation they belong to. So checking a datagram's
+ * source reads the line its session's row is in, no other (a REFRESH at 1M read two more random
+ * lines when they were arrays of their own), and there is no object and no string per session: a
+ * string-keyed LRU of arrays cost ~380 B of heap per active session and, capped at 500k, made
+ * every REFRESH beyond that many active sessions a challenge round trip. Sessions that are not
+ * held (a record being opened, an acceptKey from another worker for a session this one does not
+ * hold) fall back to a small LRU by session ID.
  */
 export class AddressValidation {
   private readonly key: Buffer;
   private readonly now: () => number;
-  /** Per slot: the generation whose addresses `v4`/`v6` hold (+1; 0 = none). */
-  private slotGen = new Uint32Array(0);
-  /** Per slot, MAX_VALIDATED_PER_SESSION packed IPv4 addresses, oldest first (0 = empty). */
-  private v4 = new Float64Array(0);
-  /** IPv6 addresses (addrKey) validated for a slot, oldest first. */
-  private readonly v6 = new Map<number, string[]>();
+  /** IPv6 addresses (addrKey) validated for a slot's session of generation `gen`, oldest first. */
+  private readonly v6 = new Map<number, { gen: number; list: string[] }>();
   /** Validated addresses of sessions not held in a slot, by session ID (bounded; evicted = challenged again). */
   private readonly byId: LRUCache<string, string[]>;
   private readonly lastChallenge = new LRUCache<string, number>({ max: 65_536 });
@@ -114,48 +112,36 @@ export class AddressValidation {
     this.sessions = sessions;
   }
 
-  /** The index of `session`'s addresses in v4 (slot * MAX), made current for its generation; -1 when not held. */
-  private slotOf(session: ServerSession, forWrite: boolean): number {
-    if (!(session instanceof HeldSession) || !session.live) return -1;
-    const slot = session.slot;
-    const gen = (session.gen + 1) >>> 0 || 1;
-    if (slot < this.slotGen.length && this.slotGen[slot] === gen) return slot;
-    if (!forWrite) return -1;
-    if (slot >= this.slotGen.length) {
-      // As large as the session table (it grows by doubling up to --max-sessions), so no slack of our own.
-      const n = Math.max(slot + 1, session.table.cap || Math.max(this.slotGen.length * 2, 1024));
-      const g = new Uint32Array(n);
-      g.set(this.slotGen);
-      const a = new Float64Array(n * MAX_VALIDATED_PER_SESSION);
-      a.set(this.v4);
-      this.slotGen = g;
-      this.v4 = a;
-    }
-    // A new session in the slot: the last one's addresses go.
-    this.slotGen[slot] = gen;
-    this.v4.fill(0, slot * MAX_VALIDATED_PER_SESSION, (slot + 1) * MAX_VALIDATED_PER_SESSION);
-    this.v6.delete(slot);
-    return slot;
+  /** `session` when it is a live held session (its addresses are in its row), else undefined. */
+  private heldOf(session: ServerSession): HeldSession | undefined {
+    return session instanceof HeldSession && session.live ? session : undefined;
+  }
+
+  /** The IPv6 addresses validated for held `s` (its slot's, if of its generation). */
+  private v6Of(s: HeldSession): string[] | undefined {
+    const e = this.v6.get(s.slot);
+    return e && e.gen === s.gen ? e.list : undefined;
   }
 
   isValidated(session: ServerSession, from: Address): boolean {
-    const slot = this.slotOf(session, false);
-    if (slot >= 0) {
+    const held = this.heldOf(session);
+    if (held) {
       // Normalised and packed per datagram on purpose: ~32 ns of a REFRESH's ~15 us in locatord
       // (0.2%, bench/refresh-micro.ts), too little for a cache or a second path to be worth it.
       const ip = packIp(normaliseIp(from.ip));
       if (typeof ip === 'number') {
         const x = packV4(ip, from.port);
-        const at = slot * MAX_VALIDATED_PER_SESSION;
-        for (let i = 0; i < MAX_VALIDATED_PER_SESSION; i++) if (this.v4[at + i] === x) return true;
-      } else if (this.v6.get(slot)?.includes(addrKey(from))) return true;
+        const v4 = held.table.addrs;
+        const at = held.table.addrsAt(held.slot);
+        for (let i = 0; i < MAX_VALIDATED_PER_SESSION; i++) if (v4[at + i] === x) return true;
+      } else if (this.v6Of(held)?.includes(addrKey(from))) return true;
     }
     // Validated before it was held here (opened, or passed on by another worker): move it in.
     if (this.byId.size === 0) return false;
     const k = addrKey(from);
     const list = this.byId.get(session.sidHex);
     if (!list?.includes(k)) return false;
-    if (slot >= 0 || this.slotOf(session, true) >= 0) {
+    if (held) {
       for (const a of list) this.recordKey(session, a);
       this.byId.delete(session.sidHex);
     }
@@ -167,23 +153,24 @@ export class AddressValidation {
    * (the newest MAX_VALIDATED_PER_SESSION kept); false when not held.
    */
   private record(session: ServerSession, ip: string, port: number, k?: string): boolean {
-    const slot = this.slotOf(session, true);
-    if (slot < 0) return false;
+    const held = this.heldOf(session);
+    if (!held) return false;
     const packed = packIp(ip);
     if (typeof packed === 'number') {
       const x = packV4(packed, port);
-      const at = slot * MAX_VALIDATED_PER_SESSION;
+      const v4 = held.table.addrs;
+      const at = held.table.addrsAt(held.slot);
       // The entries are contiguous from `at`, oldest first. Take out x where it is (or the first
       // empty place, or when full and x is absent the oldest), close the gap, append x.
       let i = 0;
-      while (i < MAX_VALIDATED_PER_SESSION && this.v4[at + i] !== 0 && this.v4[at + i] !== x) i++;
+      while (i < MAX_VALIDATED_PER_SESSION && v4[at + i] !== 0 && v4[at + i] !== x) i++;
       if (i === MAX_VALIDATED_PER_SESSION) i = 0;
-      this.v4.copyWithin(at + i, at + i + 1, at + MAX_VALIDATED_PER_SESSION);
-      this.v4[at + MAX_VALIDATED_PER_SESSION - 1] = 0;
+      v4.copyWithin(at + i, at + i + 1, at + MAX_VALIDATED_PER_SESSION);
+      v4[at + MAX_VALIDATED_PER_SESSION - 1] = 0;
       let end = at;
-      while (end < at + MAX_VALIDATED_PER_SESSION && this.v4[end] !== 0) end++;
-      this.v4[end] = x;
-    } else this.v6.set(slot, withNewest(this.v6.get(slot), k ?? keyOf(ip, port)));
+      while (end < at + MAX_VALIDATED_PER_SESSION && v4[end] !== 0) end++;
+      v4[end] = x;
+    } else this.v6.set(held.slot, { gen: held.gen, list: withNewest(this.v6Of(held), k ?? keyOf(ip, port)) });
     return true;
   }
 

@@ -144,8 +144,10 @@ const INITIAL_SLOTS = 1024;
 /** One window every held session's check/accept loads its slot's numbers into (single-threaded). */
 const scratchWindow = new ReplayWindow();
 
+/** Addresses a session's row keeps as validated for it (src/net/routability.ts). */
+export const VALIDATED_PER_SESSION = 4;
 /** Bytes of a session's row (see SlotTable), and the same in i32 and in f64 elements. */
-const ROW_BYTES = 152;
+const ROW_BYTES = 152 + 8 * VALIDATED_PER_SESSION;
 const ROW_I32 = ROW_BYTES / 4;
 const ROW_F64 = ROW_BYTES / 8;
 /** Where each field is in a row: its byte, f64 element or i32 word (see SlotTable). */
@@ -162,13 +164,14 @@ const KID = 33;
 const GEN = 34;
 const LOC_PREV = 35;
 const LOC_NEXT = 36;
+const ADDRS = 19;
 /** The snapshot's columns (SessionColumns), in its order: where each is in a row, and its bytes. */
 const COLUMN_AT = [SID_AT, LOC_AT, KEYS_AT, EXP * 8, TX_SEQ * 8, HIGH * 8, LO * 4, HI * 4, AUD * 4, KID * 4];
 const COLUMN_BYTES = [SID_BYTES, LOC_BYTES, 2 * KEY_BYTES, 8, 8, 8, 4, 4, 4, 4];
 
 /**
  * The sessions of a ServerSessions, as rows of one buffer indexed by slot (issue 16: no
- * per-session object for the GC to walk, no hex string, no lru-cache entry). A row is 152 bytes
+ * per-session object for the GC to walk, no hex string, no lru-cache entry). A row is 184 bytes
  * with every field side by side, so that a datagram of a random session among a million reads
  * two or three neighbouring cache lines of one page instead of one line per field (a column per
  * field was ~10 random lines, ~2 us more per REFRESH at 1M than at 10k: README "Throughput at
@@ -183,6 +186,8 @@ const COLUMN_BYTES = [SID_BYTES, LOC_BYTES, 2 * KEY_BYTES, 8, 8, 8, 4, 4, 4, 4];
  *                  an ended session is stale
  *   i32 35, 36     the list of its locator ID's sessions, oldest first (prev, next), plus one
  *                  (0: NIL)
+ *   f64 19-22      the IPv4 addresses validated for the session (routability.ts: packed, 0 for
+ *                  none), so that checking a datagram's source reads no other line
  * Every field that names a string or a slot is stored plus one, so that a row of zeros is a free
  * slot: the rows a doubling adds are not written (nor made resident) until used.
  * Beside the rows, the recency list (intrusive, doubly linked: eviction of the least recently
@@ -233,6 +238,19 @@ class SlotTable {
 
   keysAt(slot: number): number {
     return slot * ROW_BYTES + KEYS_AT;
+  }
+
+  /**
+   * The rows as f64 elements, where `addrsAt(slot)` begins the VALIDATED_PER_SESSION addresses
+   * validated for the slot's session (routability.ts; zeroed when the slot takes a session). A
+   * new array when the table grows: read it per use.
+   */
+  get addrs(): Float64Array {
+    return this.f64;
+  }
+
+  addrsAt(slot: number): number {
+    return slot * ROW_F64 + ADDRS;
   }
 
   /** Whether the slot holds a session. */
@@ -409,6 +427,12 @@ class SlotTable {
     this.i32[i + KID] = 0;
     this.bumpGen(slot);
     this.rows.fill(0, this.keysAt(slot), this.keysAt(slot) + 2 * KEY_BYTES);
+    this.clearAddrs(slot);
+  }
+
+  /** The slot's validated addresses forgotten (it takes another session, or none). */
+  private clearAddrs(slot: number): void {
+    this.f64.fill(0, this.addrsAt(slot), this.addrsAt(slot) + VALIDATED_PER_SESSION);
   }
 
   /**
@@ -438,6 +462,7 @@ class SlotTable {
       this.size++;
     }
     this.rows.set(loc, this.locAt(slot));
+    this.clearAddrs(slot);
     copySessionKeys(s, this.rows, this.keysAt(slot));
     this.setExp(slot, s.exp);
     this.setTxSeq(slot, s.txSeq);

@@ -5,8 +5,10 @@
 // it; the challenged datagram is then executable again (its number not spent, here or in a
 // shared window).
 import t from 'tap';
-import { AddressValidation, TOKEN_SLOT_MS } from '../../src/net/routability.js';
-import { HeldSession } from '../../src/net/sessions.js';
+import { AddressValidation, MAX_VALIDATED_PER_SESSION, TOKEN_SLOT_MS } from '../../src/net/routability.js';
+import { HeldSession, newServerSession, ServerSessions } from '../../src/net/sessions.js';
+import type { ServerSession } from '../../src/net/sessions.js';
+import { TicketVerifier } from '../../src/wire/ticket.js';
 import type { SessionSlots } from '../../src/net/sessions.js';
 import type { Handlers } from '../../src/net/server.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
@@ -126,11 +128,22 @@ t.test('--workers: an address validated at one worker is validated at another (o
   t.equal(decoded(h2.socket.sent.at(-1)!.bytes).name, 'ADDR_CHALLENGE');
 });
 
-// The store of validated addresses: per held session, beside its slot (no LRU of its own).
-/** A stand-in for the session table: only the slots' generations (`gens`, which a test moves on). */
-const slots = (n: number): { gens: Uint32Array; gen: (slot: number) => number } => {
+// The store of validated addresses: per held session, in its slot's row (no LRU of its own).
+/**
+ * A stand-in for the session table: the slots' generations (which `reuse` moves on, as the table
+ * does when a slot takes another session, zeroing its addresses) and their address rows.
+ */
+const slots = (n: number): { gen: (slot: number) => number; reuse: (slot: number) => void; addrs: Float64Array; addrsAt: (slot: number) => number } => {
   const gens = new Uint32Array(n);
-  return { gens, gen: (slot) => gens[slot]! };
+  const addrs = new Float64Array(n * MAX_VALIDATED_PER_SESSION);
+  const addrsAt = (slot: number): number => slot * MAX_VALIDATED_PER_SESSION;
+  return {
+    gen: (slot) => gens[slot]!, addrs, addrsAt,
+    reuse: (slot) => {
+      gens[slot]!++;
+      addrs.fill(0, addrsAt(slot), addrsAt(slot) + MAX_VALIDATED_PER_SESSION);
+    },
+  };
 };
 const held = (t: ReturnType<typeof slots>, slot: number): HeldSession => new HeldSession(t as unknown as SessionSlots, slot, t.gen(slot), slot.toString(16).padStart(32, '0'));
 
@@ -151,10 +164,35 @@ t.test('validated addresses: the newest 4 per session, IPv4 and IPv6, a reused s
   t.ok(v.isValidated(s, { ip: '2001:db8:0::1', port: 9 }), 'IPv6, normalised');
   t.notOk(v.isValidated(held(tb, 2), at(5)), 'another slot has none');
   // The session ends; a new one takes the slot.
-  tb.gens[3] = 1;
+  tb.reuse(3);
   t.notOk(v.isValidated(s, at(5)), 'an ended session is not validated anywhere');
   const next = held(tb, 3);
   t.notOk(v.isValidated(next, at(5)) || v.isValidated(next, { ip: '2001:db8::1', port: 9 }), "the slot's next session inherits nothing");
+});
+
+t.test('validated addresses live in the session table: a slot that takes another session starts with none', async (t) => {
+  const nowMs = 1_800_000_000_000;
+  const sessions = new ServerSessions({
+    verifier: new TicketVerifier({ keys: new Map(), audience: 'locator', now: () => Math.floor(nowMs / 1000) }),
+    serviceSecret: undefined as never, now: () => nowMs, maxSessions: 2,
+  });
+  const make = (i: number): ServerSession => newServerSession({
+    sid: Buffer.alloc(16, i), locatorId: Buffer.alloc(16, 100 + i), aud: 'locator', exp: Math.floor(nowMs / 1000) + 3600,
+    terminalToServer: Buffer.alloc(32, i), serverToTerminal: Buffer.alloc(32, 50 + i),
+  });
+  const v = new AddressValidation();
+  const from = { ip: '192.0.2.7', port: 7 };
+  const a = sessions.restore(make(1))!;
+  v.accept(a, from);
+  t.ok(v.isValidated(sessions.get(a.sidHex)!, from), 'validated, read through another handle of the session');
+  const again = sessions.restore(make(1))!; // the same ID opened again: a new session in the slot
+  t.notOk(v.isValidated(again, from), 'a session opened again starts with none');
+  v.accept(again, from);
+  sessions.restore(make(2));
+  const third = sessions.restore(make(3)) as HeldSession; // the table holds 2: the least recently used (1) goes
+  t.equal(sessions.get(again.sidHex), undefined);
+  t.equal(third.slot, (again as HeldSession).slot, 'the third session took the first one\'s slot');
+  t.notOk(v.isValidated(third, from), "a slot's next session inherits nothing");
 });
 
 t.test('validated addresses are kept for every held session, however many (no LRU bound below the session table)', async (t) => {
@@ -177,7 +215,7 @@ t.test('a session not held (yet): remembered by ID, moved beside its slot once h
   v.attach({ get: (id) => finder.get(id) });
   v.acceptKey(s.sidHex, '203.0.113.9|77'); // another worker validated it before this one held it
   t.ok(v.isValidated(s, { ip: '203.0.113.9', port: 77 }), 'validated through the ID');
-  tb.gens[1] = 1; // the slot moves on; the address was moved into the old generation's place
+  tb.reuse(1); // the slot moves on; the address was moved into the old generation's place
   finder.set(s.sidHex, held(tb, 1));
   v.acceptKey(s.sidHex, '203.0.113.9|78');
   t.ok(v.isValidated(held(tb, 1), { ip: '203.0.113.9', port: 78 }), 'held: recorded beside its slot');
