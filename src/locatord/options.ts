@@ -8,6 +8,7 @@ import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } f
 import type { DbSync } from './groups.js';
 import { parseRedisUrl } from './store/redis-url.js';
 import { readServiceKey as readSharedServiceKey, readTrust } from '../net/trust.js';
+import { MAX_SESSIONS_LIMIT } from '../net/sessions.js';
 import { controlSocketOption } from '../common/control.js';
 
 /** Limits applied per request; all of them are reloaded on SIGHUP. */
@@ -137,7 +138,7 @@ export const locatordSpec: Spec = {
   trust: { type: 'list', default: [], describe: 'authd public key files whose tickets are accepted, comma-separated (required)', reloadable: true },
   'db-sync': { type: 'string', default: 'normal', choices: ['normal', 'full'], describe: 'group database commits: normal (survive a process kill) or full (also power loss; fsync per change)' },
   'max-entries': { type: 'number', default: 1_000_000, min: 1, describe: 'most registrations held (least recently refreshed evicted beyond)' },
-  'max-sessions': { type: 'number', default: 2_000_000, min: 1, describe: 'most sessions held' },
+  'max-sessions': { type: 'number', default: 2_000_000, min: 1, max: MAX_SESSIONS_LIMIT, describe: 'most sessions held' },
   'min-ttl': { type: 'number', default: defaultLimits.minTtlS, min: 4, describe: 'shortest registration TTL granted, seconds', reloadable: true },
   'default-ttl': { type: 'number', default: defaultLimits.defaultTtlS, min: 4, describe: 'TTL granted when a terminal asks for none, seconds', reloadable: true },
   'max-ttl': { type: 'number', default: defaultLimits.maxTtlS, min: 4, describe: 'longest registration TTL granted, seconds', reloadable: true },

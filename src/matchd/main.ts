@@ -10,6 +10,7 @@ import { main } from '../common/daemon.js';
 import { ipToBytes, parseAddress } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT } from '../wire/constants.js';
 import { readServiceKey, readTrust } from '../net/trust.js';
+import { MAX_SESSIONS_LIMIT } from '../net/sessions.js';
 import { defaultEngineOptions, MAX_PARTY_LIMIT } from './engine.js';
 import type { EngineTuning, MatchdOptions } from './server.js';
 import { DEFAULT_SUBMIT_LIMITS, startMatchd } from './server.js';
@@ -27,7 +28,7 @@ export const spec: Spec = {
   trust: { type: 'list', default: [], reloadable: true, describe: 'authd public key files whose tickets are accepted, comma-separated (required)' },
   'clock-skew': { type: 'number', default: DEFAULT_CLOCK_SKEW_S, min: 0, max: 86_400, describe: 'clock skew allowed on ticket times, seconds' },
   'submit-freshness': { type: 'number', default: 120, min: 1, max: 3600, describe: "how far a session-opening MATCH_SUBMIT's timeMs may be from our clock, seconds" },
-  'max-sessions': { type: 'number', default: 1_000_000, min: 1, describe: 'most sessions held (least recently used dropped beyond)' },
+  'max-sessions': { type: 'number', default: 1_000_000, min: 1, max: MAX_SESSIONS_LIMIT, describe: 'most sessions held (least recently used dropped beyond)' },
   'tick-interval': { type: 'number', default: 250, min: 10, max: 10_000, describe: 'how often deadlines and widening are processed, ms' },
   'widen-step': { type: 'number', default: d.widenStep, min: 0, reloadable: true, describe: 'how much preferred numeric ranges widen on each side per step' },
   'widen-interval': { type: 'number', default: d.widenIntervalMs / 1000, min: 0, max: 3600, reloadable: true, describe: 'waiting time per widening step, seconds (0 = no widening)' },

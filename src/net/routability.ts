@@ -157,6 +157,8 @@ export class AddressValidation {
     if (!held) return false;
     const packed = packIp(ip);
     if (typeof packed === 'number') {
+      // An earlier session's IPv6 ones in this slot go (they would only wait for the next IPv6).
+      if (this.v6.get(held.slot)?.gen !== held.gen) this.v6.delete(held.slot);
       const x = packV4(packed, port);
       const v4 = held.table.addrs;
       const at = held.table.addrsAt(held.slot);

@@ -148,6 +148,11 @@ const scratchWindow = new ReplayWindow();
 export const VALIDATED_PER_SESSION = 4;
 /** Bytes of a session's row (see SlotTable), and the same in i32 and in f64 elements. */
 const ROW_BYTES = 152 + 8 * VALIDATED_PER_SESSION;
+/**
+ * Most sessions a table may hold (--max-sessions): its rows are one Buffer, which Node caps at
+ * 2^32 bytes (23.3M rows of 184), rounded down.
+ */
+export const MAX_SESSIONS_LIMIT = 20_000_000;
 const ROW_I32 = ROW_BYTES / 4;
 const ROW_F64 = ROW_BYTES / 8;
 /** Where each field is in a row: its byte, f64 element or i32 word (see SlotTable). */
@@ -525,8 +530,10 @@ class SlotTable {
       i32[i + AUD] = 0;
       i32[i + KID] = 0;
       if (aud === NIL) continue;
-      // Handles of whatever this slot held before are stale.
+      // Handles of whatever this slot held before are stale, and its validated addresses are not
+      // this session's (a free slot's are zero already: cleared here whatever held it).
       this.bumpGen(s);
+      this.clearAddrs(s);
       this.setLocPrev(s, NIL);
       this.setLocNext(s, NIL);
       if (drop(this.exp(s)) || this.sidIndex.find(this.rows, this.rows, this.sidAt(s)) !== NIL) {
@@ -943,7 +950,7 @@ export class ServerSessions {
   keyDerivations = 0;
 
   constructor(private readonly opts: ServerSessionsOptions) {
-    this.table = new SlotTable(Math.max(1, opts.maxSessions ?? 2_000_000));
+    this.table = new SlotTable(Math.min(MAX_SESSIONS_LIMIT, Math.max(1, opts.maxSessions ?? 2_000_000)));
     this.perIdCap = Math.max(1, opts.maxSessionsPerId ?? MAX_SESSIONS_PER_ID);
     this.now = opts.now ?? Date.now;
     this.clockUs = opts.clockUs ?? wallClockUs;

@@ -141,3 +141,14 @@ t.test('checkCommon: metrics-listen must be an IP:PORT', async (t) => {
   t.match(checkCommon({ 'metrics-listen': 'localhost:9100' }), /metrics-listen: expected IP:PORT/);
   t.match(checkCommon({ 'metrics-listen': '127.0.0.1' }), /metrics-listen/);
 });
+
+t.test('--max-sessions of locatord and matchd stops where one session table fits in a Buffer (4 GiB)', async (t) => {
+  const { locatordSpec } = await import('../../src/locatord/options.js');
+  const { MAX_SESSIONS_LIMIT } = await import('../../src/net/sessions.js');
+  t.ok(MAX_SESSIONS_LIMIT * 184 <= 2 ** 32, '184-byte rows');
+  const ok = resolveConfig('locatord', locatordSpec, { 'max-sessions': String(MAX_SESSIONS_LIMIT) }, {}, files({}));
+  t.ok(ok.ok);
+  const over = resolveConfig('locatord', locatordSpec, { 'max-sessions': String(MAX_SESSIONS_LIMIT + 1) }, {}, files({}));
+  t.notOk(over.ok);
+  if (!over.ok) t.match(over.error, /max-sessions/);
+});

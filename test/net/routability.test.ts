@@ -195,6 +195,33 @@ t.test('validated addresses live in the session table: a slot that takes another
   t.notOk(v.isValidated(third, from), "a slot's next session inherits nothing");
 });
 
+t.test('validated addresses: a snapshot restored into the same table inherits none', async (t) => {
+  const nowMs = 1_800_000_000_000;
+  const sessions = new ServerSessions({
+    verifier: new TicketVerifier({ keys: new Map(), audience: 'locator', now: () => Math.floor(nowMs / 1000) }),
+    serviceSecret: undefined as never, now: () => nowMs,
+  });
+  const v = new AddressValidation();
+  const held: ServerSession[] = [];
+  for (let i = 1; i <= 4; i++) {
+    const s = sessions.restore(newServerSession({
+      sid: Buffer.alloc(16, i), locatorId: Buffer.alloc(16, 100 + i), aud: 'locator', exp: Math.floor(nowMs / 1000) + 3600,
+      terminalToServer: Buffer.alloc(32, i), serverToTerminal: Buffer.alloc(32, 50 + i),
+    }))!;
+    v.accept(s, { ip: '192.0.2.9', port: i });
+    v.accept(s, { ip: '2001:db8::9', port: i });
+    held.push(s);
+  }
+  const c = sessions.columns();
+  sessions.copyColumns(c, 0, c.n);
+  t.equal(sessions.dropWhere(() => true), 4);
+  t.ok(sessions.restoreColumns(c), 'restored in bulk into the same slots');
+  for (let i = 1; i <= 4; i++) {
+    const s = sessions.get(held[i - 1]!.sidHex)!;
+    t.notOk(v.isValidated(s, { ip: '192.0.2.9', port: i }) || v.isValidated(s, { ip: '2001:db8::9', port: i }), `session ${i}: proven again after a restore`);
+  }
+});
+
 t.test('validated addresses are kept for every held session, however many (no LRU bound below the session table)', async (t) => {
   // A string-keyed LRU capped at 500k sessions used to hold them: past that many active sessions
   // every request of the least recent ones was challenged again.
