@@ -583,9 +583,15 @@ function fmix32(h: number): number {
  * as evenly spread as random IDs, which the daemon's indexes expect.
  */
 export function restoredLocatorId(i: number): Buffer {
-  const id = Buffer.allocUnsafe(16);
-  for (let k = 0; k < 4; k++) id.writeUInt32BE(fmix32(Math.imul(i, 4) + k + 0x9e3779b9), k * 4);
-  return id;
+  return bytesOfIndex(i, 16, 0x9e3779b9);
+}
+
+/** `n` bytes (a multiple of 4) that are a function of `i` and `salt`: fmix32 of consecutive numbers. */
+function bytesOfIndex(i: number, n: number, salt: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  const words = n / 4;
+  for (let k = 0; k < words; k++) b.writeUInt32BE(fmix32(Math.imul(i, words) + k + salt), k * 4);
+  return b;
 }
 
 /** Bytes of restoredSession: the session ID (16), then the terminal-to-server and server-to-terminal keys (32 each). */
@@ -606,8 +612,7 @@ const RESTORED_STRIDE = 7919;
  * IPC. Predictable keys: a bench's, never a daemon's.
  */
 export function restoredSession(i: number): { sid: Buffer; terminalToServer: Buffer; serverToTerminal: Buffer } {
-  const b = Buffer.allocUnsafe(RESTORED_SESSION_BYTES);
-  for (let k = 0; k < RESTORED_SESSION_BYTES / 4; k++) b.writeUInt32BE(fmix32(Math.imul(i, RESTORED_SESSION_BYTES / 4) + k + 0x7f4a7c15), k * 4);
+  const b = bytesOfIndex(i, RESTORED_SESSION_BYTES, 0x7f4a7c15);
   return { sid: b.subarray(0, 16), terminalToServer: b.subarray(16, 48), serverToTerminal: b.subarray(48, 80) };
 }
 

@@ -249,16 +249,16 @@ export async function saveSnapshot(
   const out: SnapshotWritten = { sessions: 0, records: 0, watchLists: 0, bytes: 0, durationMs: 0, cpuMs: 0, maxSliceMs: 0, maxSliceCpuMs: 0, slices: 0, skipped: 0 };
   try {
     // Both tables keep a row per slot; the file a column per field: copied out in slices.
+    const copyOut = async (n: number, copy: (from: number, to: number) => void): Promise<void> => {
+      for (let at = 0; at < n; at += COPY_SLOTS) {
+        if (slicer.dueNow()) await slicer.yield();
+        copy(at, Math.min(n, at + COPY_SLOTS));
+      }
+    };
     const sc = sessions.columns();
-    for (let at = 0; at < sc.n; at += COPY_SLOTS) {
-      if (slicer.dueNow()) await slicer.yield();
-      sessions.copyColumns(sc, at, Math.min(sc.n, at + COPY_SLOTS));
-    }
+    await copyOut(sc.n, (from, to) => sessions.copyColumns(sc, from, to));
     const rc = table.columns();
-    for (let at = 0; at < rc.n; at += COPY_SLOTS) {
-      if (slicer.dueNow()) await slicer.yield();
-      table.copyColumns(rc, at, Math.min(rc.n, at + COPY_SLOTS));
-    }
+    await copyOut(rc.n, (from, to) => table.copyColumns(rc, from, to));
     w.buf.set(MAGIC, 0);
     w.pos = MAGIC.length;
     w.u32(SNAPSHOT_VERSION);

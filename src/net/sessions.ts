@@ -148,13 +148,13 @@ const scratchWindow = new ReplayWindow();
 export const VALIDATED_PER_SESSION = 4;
 /** Bytes of a session's row (see SlotTable), and the same in i32 and in f64 elements. */
 const ROW_BYTES = 152 + 8 * VALIDATED_PER_SESSION;
+const ROW_I32 = ROW_BYTES / 4;
+const ROW_F64 = ROW_BYTES / 8;
 /**
  * Most sessions a table may hold (--max-sessions): its rows are one Buffer, which Node caps at
  * 2^32 bytes (23.3M rows of 184), rounded down.
  */
 export const MAX_SESSIONS_LIMIT = 20_000_000;
-const ROW_I32 = ROW_BYTES / 4;
-const ROW_F64 = ROW_BYTES / 8;
 /** Where each field is in a row: its byte, f64 element or i32 word (see SlotTable). */
 const SID_AT = 0;
 const LOC_AT = 16;
@@ -162,6 +162,7 @@ const KEYS_AT = 32;
 const EXP = 12;
 const TX_SEQ = 13;
 const HIGH = 14;
+const ADDRS = 19;
 const LO = 30;
 const HI = 31;
 const AUD = 32;
@@ -169,7 +170,6 @@ const KID = 33;
 const GEN = 34;
 const LOC_PREV = 35;
 const LOC_NEXT = 36;
-const ADDRS = 19;
 /** The snapshot's columns (SessionColumns), in its order: where each is in a row, and its bytes. */
 const COLUMN_AT = [SID_AT, LOC_AT, KEYS_AT, EXP * 8, TX_SEQ * 8, HIGH * 8, LO * 4, HI * 4, AUD * 4, KID * 4];
 const COLUMN_BYTES = [SID_BYTES, LOC_BYTES, 2 * KEY_BYTES, 8, 8, 8, 4, 4, 4, 4];
