@@ -10,11 +10,12 @@
 //     receives are counted against authd), so the ratio is a lower bound.
 //   - enroll records per second: importing a generated list of 1M devices into a fresh
 //     database (as `devloc enroll` does it), then importing it again (nothing changes).
-import { diffieHellman, randomBytes, sign, verify } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import os from 'node:os';
 import { startDaemon } from '../src/common/spawn.js';
 import { machineCpu, processCpuS, processTree, treeCpuS } from './cpu.js';
+import { cryptoCeiling } from './crypto-ceiling.js';
+import { forkSibling } from './procs.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,7 +24,7 @@ import { Metrics } from '../src/common/metrics.js';
 import { UdpClient } from '../src/net/client.js';
 import { buildAuthRequest } from '../src/wire/auth.js';
 import type { KeyFile } from '../src/wire/keys.js';
-import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, privateKeyObject, publicKeyObject } from '../src/wire/keys.js';
+import { generatePair, keyFileToJson, newAuthdKey, newDeviceKey, privateKeyObject } from '../src/wire/keys.js';
 import { AuthDb } from '../src/authd/db.js';
 import { enrollFile } from '../src/authd/enroll.js';
 import { startAuthd } from '../src/authd/server.js';
@@ -41,37 +42,6 @@ export interface AuthdBenchOptions {
   workers?: number;
   /** Skip the enrollment part. */
   skipEnroll?: boolean;
-}
-
-/** Authentications per second the machine's cores could do if they did nothing but the crypto. */
-export function cryptoCeiling(ms = 1000): { perCorePerS: number; cores: number; perS: number; verifyUs: number; x25519Us: number; signUs: number } {
-  const a = privateKeyObject('Ed25519', generatePair('ed25519'));
-  const b = generatePair('ed25519');
-  const bPub = publicKeyObject('Ed25519', b.public);
-  const xa = privateKeyObject('X25519', generatePair('x25519'));
-  const xb = generatePair('x25519');
-  const msg = randomBytes(600);
-  const sig = sign(null, msg, privateKeyObject('Ed25519', b));
-  const time = (f: () => void): number => {
-    for (let i = 0; i < 200; i++) f();
-    // CPU time, not wall time: on a busy machine the wall clock counts other processes' turns.
-    let n = 0;
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    while (performance.now() - t0 < ms) {
-      for (let i = 0; i < 100; i++) f();
-      n += 100;
-    }
-    const c = process.cpuUsage(c0);
-    return (c.user + c.system) / n;
-  };
-  const verifyUs = time(() => verify(null, msg, bPub, sig));
-  // X25519 as authd does it: the peer's ephemeral key imported, then the shared secret.
-  const x25519Us = time(() => diffieHellman({ privateKey: xa, publicKey: publicKeyObject('X25519', xb.public) }));
-  const signUs = time(() => sign(null, msg, a));
-  const perCorePerS = 1e6 / (verifyUs + x25519Us + signUs);
-  const cores = os.availableParallelism();
-  return { perCorePerS: round(perCorePerS), cores, perS: round(perCorePerS * cores), verifyUs: round(verifyUs, 1), x25519Us: round(x25519Us, 1), signUs: round(signUs, 1) };
 }
 
 export interface AuthdBenchResult {
@@ -106,6 +76,46 @@ export interface AuthdBenchResult {
   othersCpuUsPerAuth: number;
   /** Share of the machine's cores busy during the measurement (1: all of them, all the time) */
   machineBusy: number;
+  /**
+   * The crypto floor (crypto-floor.ts): as many workers sharing a port, doing per datagram only
+   * the ceiling's three operations, driven by the same generator. What any Node server doing this
+   * crypto reaches here; null when not measured.
+   */
+  floor: ServerFigures | null;
+  /** workersAuthPerS / floor.perS: how much of the floor authd reaches. */
+  floorShare: number;
+}
+
+/** A spawned server measured under the authentication load (authd or the crypto floor). */
+export interface ServerFigures {
+  perS: number;
+  /** Requests refused or unanswered. */
+  failures: number;
+  /** Processes in the server's tree (primary and workers). */
+  processes: number;
+  /** perS / the ceiling's. */
+  ceilingRatio: number;
+  /** CPU of the server's processes per authentication, us. */
+  cpuUsPerAuth: number;
+  /** The ceiling's crypto per authentication / cpuUsPerAuth. */
+  cpuCeilingRatio: number;
+  /** Of cpuUsPerAuth, the first process's, us. */
+  primaryCpuUsPerAuth: number;
+  generatorCpuUsPerAuth: number;
+  othersCpuUsPerAuth: number;
+  machineBusy: number;
+}
+
+/** Start bench/crypto-floor.ts with `workers` workers; `example` shows it where a request's ID is. */
+export async function startCryptoFloor(workers: number, example: { rid: Buffer; datagram: Buffer }): Promise<{ pid: number; port: number; verified(): Promise<number>; stop(): void }> {
+  const child = forkSibling('crypto-floor');
+  const started = await child.ask<{ port: number }>({ workers, request: example.datagram.toString('hex'), rid: example.rid.toString('hex') });
+  return {
+    pid: child.proc.pid!,
+    port: started.port,
+    verified: async () => (await child.ask<{ verified: number }>({ op: 'count' })).verified,
+    stop: () => child.kill(),
+  };
 }
 
 const percentile = (sorted: number[], p: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]! : 0);
@@ -213,11 +223,47 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
       };
       say(`${auth.authPerS} auth/s`);
 
-      // ---- devloc-authd --workers N, against the crypto ceiling ----
+      // ---- devloc-authd --workers N, against the crypto ceiling and the crypto floor ----
       const ceiling = cryptoCeiling();
       say(`crypto ceiling ${ceiling.perS}/s (${ceiling.cores} cores x ${ceiling.perCorePerS}/s: verify ${ceiling.verifyUs} us, X25519 ${ceiling.x25519Us} us, sign ${ceiling.signUs} us)`);
+      const cryptoUs = ceiling.verifyUs + ceiling.x25519Us + ceiling.signUs;
       const workers = opts.workers ?? ceiling.cores;
-      let spread = { workers: 0, workersAuthPerS: 0, workersAuthFailures: 0, ceiling, ceilingRatio: 0, workersCpuUsPerAuth: 0, cpuCeilingRatio: 0, primaryCpuUsPerAuth: 0, generatorCpuUsPerAuth: 0, othersCpuUsPerAuth: 0, machineBusy: 0 };
+      /** Warm a spawned server up, then measure it for `opts.seconds`: its throughput and everyone's CPU per authentication. */
+      const measure = async (pid: number, port: number): Promise<ServerFigures> => {
+        to = { ip: '127.0.0.1', port };
+        const w = await run(build(Math.max(concurrency * 4, 400)), 30);
+        const wEstimate = w.ok / Math.max(w.elapsedS, 0.001);
+        // Twice the warm-up's pace: more cores may answer faster than one did.
+        const wReqs = build(Math.min(400_000, Math.ceil(wEstimate * opts.seconds * 2) + concurrency));
+        const tree = processTree(pid);
+        const cpu0 = treeCpuS(tree);
+        const primary0 = processCpuS(pid);
+        const gen0 = processCpuS(process.pid);
+        const machine0 = machineCpu();
+        const wm = await run(wReqs, opts.seconds);
+        const cpu1 = treeCpuS(tree);
+        const primary1 = processCpuS(pid);
+        const gen1 = processCpuS(process.pid);
+        const machine1 = machineCpu();
+        const perAuthUs = (a: number | null, b: number | null): number => (a !== null && b !== null && wm.ok > 0 ? round(((b - a) * 1e6) / wm.ok) : 0);
+        const cpuUs = perAuthUs(cpu0, cpu1);
+        const generatorCpuUs = perAuthUs(gen0, gen1);
+        const machineBusyUs = machine0 && machine1 ? perAuthUs(machine0.busyS, machine1.busyS) : 0;
+        const perS = round(wm.ok / wm.elapsedS);
+        return {
+          perS, failures: wm.failed, processes: tree.length, ceilingRatio: round(perS / ceiling.perS, 2),
+          cpuUsPerAuth: cpuUs, cpuCeilingRatio: cpuUs > 0 ? round(cryptoUs / cpuUs, 2) : 0,
+          primaryCpuUsPerAuth: perAuthUs(primary0, primary1),
+          generatorCpuUsPerAuth: generatorCpuUs, othersCpuUsPerAuth: Math.max(0, round(machineBusyUs - cpuUs - generatorCpuUs)),
+          machineBusy: machine0 && machine1 ? round((machine1.busyS - machine0.busyS) / Math.max(1e-9, machine1.totalS - machine0.totalS), 2) : 0,
+        };
+      };
+      const describe = (f: ServerFigures): string =>
+        `${f.perS} auth/s = ${f.ceilingRatio} of the ceiling; ${f.cpuUsPerAuth} us CPU per auth (primary ${f.primaryCpuUsPerAuth}), crypto ${round(cryptoUs)} us of it (${f.cpuCeilingRatio}); generator ${f.generatorCpuUsPerAuth} us, other processes ${f.othersCpuUsPerAuth} us per auth; machine ${Math.round(f.machineBusy * 100)}% busy`;
+      let spread: Omit<AuthdBenchResult, keyof typeof auth | 'concurrency' | 'enrollRecords' | 'enrollRecordsPerS' | 'reenrollRecordsPerS'> = {
+        workers: 0, workersAuthPerS: 0, workersAuthFailures: 0, ceiling, ceilingRatio: 0, workersCpuUsPerAuth: 0, cpuCeilingRatio: 0, primaryCpuUsPerAuth: 0, generatorCpuUsPerAuth: 0, othersCpuUsPerAuth: 0, machineBusy: 0,
+        floor: null, floorShare: 0,
+      };
       if (workers > 0) {
         const daemon = await startDaemon({
           entry: 'authd/main', args: [
@@ -227,37 +273,27 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
         });
         try {
           await daemon.waitFor(() => daemon.lines.filter((l) => l['msg'] === 'listening').length >= workers);
-          to = { ip: '127.0.0.1', port: Number(daemon.listening['port']) };
-          const w = await run(build(Math.max(concurrency * 4, 400)), 30);
-          const wEstimate = w.ok / Math.max(w.elapsedS, 0.001);
-          // Twice the warm-up's pace: more cores may answer faster than one did.
-          const wReqs = build(Math.min(400_000, Math.ceil(wEstimate * opts.seconds * 2) + concurrency));
-          const tree = processTree(daemon.proc.pid!);
-          const cpu0 = treeCpuS(tree);
-          const primary0 = processCpuS(daemon.proc.pid);
-          const gen0 = processCpuS(process.pid);
-          const machine0 = machineCpu();
-          const wm = await run(wReqs, opts.seconds);
-          const cpu1 = treeCpuS(tree);
-          const primary1 = processCpuS(daemon.proc.pid);
-          const gen1 = processCpuS(process.pid);
-          const machine1 = machineCpu();
-          const perAuthUs = (a: number | null, b: number | null): number => (a !== null && b !== null && wm.ok > 0 ? round(((b - a) * 1e6) / wm.ok) : 0);
-          const generatorCpuUs = perAuthUs(gen0, gen1);
-          const machineBusyUs = machine0 && machine1 ? perAuthUs(machine0.busyS, machine1.busyS) : 0;
-          const machineBusy = machine0 && machine1 ? round((machine1.busyS - machine0.busyS) / Math.max(1e-9, machine1.totalS - machine0.totalS), 2) : 0;
-          const perS = round(wm.ok / wm.elapsedS);
-          const cpuUs = cpu0 !== null && cpu1 !== null && wm.ok > 0 ? ((cpu1 - cpu0) * 1e6) / wm.ok : 0;
-          const cryptoUs = ceiling.verifyUs + ceiling.x25519Us + ceiling.signUs;
+          const f = await measure(daemon.proc.pid!, Number(daemon.listening['port']));
           spread = {
-            workers, workersAuthPerS: perS, workersAuthFailures: wm.failed, ceiling, ceilingRatio: round(perS / ceiling.perS, 2),
-            workersCpuUsPerAuth: round(cpuUs), cpuCeilingRatio: cpuUs > 0 ? round(cryptoUs / cpuUs, 2) : 0,
-            primaryCpuUsPerAuth: perAuthUs(primary0, primary1),
-            generatorCpuUsPerAuth: generatorCpuUs, othersCpuUsPerAuth: Math.max(0, round(machineBusyUs - cpuUs - generatorCpuUs)), machineBusy,
+            ...spread, workers, workersAuthPerS: f.perS, workersAuthFailures: f.failures, ceilingRatio: f.ceilingRatio,
+            workersCpuUsPerAuth: f.cpuUsPerAuth, cpuCeilingRatio: f.cpuCeilingRatio, primaryCpuUsPerAuth: f.primaryCpuUsPerAuth,
+            generatorCpuUsPerAuth: f.generatorCpuUsPerAuth, othersCpuUsPerAuth: f.othersCpuUsPerAuth, machineBusy: f.machineBusy,
           };
-          say(`--workers ${workers} (${tree.length} processes): ${perS} auth/s = ${spread.ceilingRatio} of the ceiling; ${round(cpuUs)} us CPU per auth (primary ${spread.primaryCpuUsPerAuth}), crypto ${round(cryptoUs)} us of it (${spread.cpuCeilingRatio}); generator ${generatorCpuUs} us, other processes ${spread.othersCpuUsPerAuth} us per auth; machine ${Math.round(machineBusy * 100)}% busy`);
+          say(`--workers ${workers} (${f.processes} processes): ${describe(f)}`);
         } finally {
           await daemon.stop();
+        }
+        // The same generator against a server doing only the ceiling's crypto per datagram.
+        const example = build(1)[0]!;
+        const floor = await startCryptoFloor(workers, example);
+        try {
+          const f = await measure(floor.pid, floor.port);
+          if (f.failures > 0) throw new Error(`crypto floor: ${f.failures} requests unanswered`);
+          spread.floor = f;
+          spread.floorShare = f.perS > 0 ? round(spread.workersAuthPerS / f.perS, 2) : 0;
+          say(`crypto floor, ${workers} workers: ${describe(f)}; authd ${spread.floorShare} of it`);
+        } finally {
+          floor.stop();
         }
       }
       if (opts.skipEnroll) return { ...auth, concurrency, enrollRecords: 0, enrollRecordsPerS: 0, reenrollRecordsPerS: 0, ...spread };

@@ -93,7 +93,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     { name: 'codec', doc: 'encode/decode per message type, tickets, session MAC, X25519, auth open, Ed25519 node:crypto vs @noble/curves', run: runCodec },
     {
       name: 'authd',
-      doc: 'devloc-authd: full auth exchanges/s on loopback, in-process and --workers <cores> beside the crypto ceiling; CPU per forged AUTH_REQUEST below --cookie-threshold; enrollment import records/s (100k records)',
+      doc: 'devloc-authd: full auth exchanges/s on loopback, in-process and --workers <cores> beside the crypto ceiling and the crypto floor (a server doing only the ceiling\'s crypto per datagram); CPU per forged AUTH_REQUEST below --cookie-threshold; enrollment import records/s (100k records)',
       run: async (ctx) => {
         const { benchAuthd, benchForgedAuth } = await import('./authd.js');
         const r = await benchAuthd({ seconds: ctx.seconds, enrollRecords: 100_000 });
@@ -102,8 +102,12 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
           {
             section: 'authd', name: `AUTH_REQUEST -> grant, devloc-authd --workers ${r.workers}`, value: r.workersAuthPerS, unit: 'req/s',
-            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth, generatorCpuUs: r.generatorCpuUsPerAuth, othersCpuUs: r.othersCpuUsPerAuth, machineBusy: r.machineBusy },
+            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth, generatorCpuUs: r.generatorCpuUsPerAuth, othersCpuUs: r.othersCpuUsPerAuth, machineBusy: r.machineBusy, floorShare: r.floorShare },
           },
+          ...(r.floor ? [{
+            section: 'authd', name: `crypto floor, ${r.workers} workers: only the ceiling's crypto per datagram`, value: r.floor.perS, unit: 'req/s',
+            extra: { ceilingRatio: r.floor.ceilingRatio, cpuUsPerAuth: r.floor.cpuUsPerAuth, cpuCeilingRatio: r.floor.cpuCeilingRatio, generatorCpuUs: r.floor.generatorCpuUsPerAuth, othersCpuUs: r.floor.othersCpuUsPerAuth, machineBusy: r.floor.machineBusy },
+          }] : []),
           { section: 'authd', name: `crypto ceiling (${r.ceiling.cores} cores: Ed25519 verify + X25519 + sign)`, value: r.ceiling.perS, unit: 'auth/s', extra: { verifyUs: r.ceiling.verifyUs, x25519Us: r.ceiling.x25519Us, signUs: r.ceiling.signUs } },
           {
             section: 'authd', name: `forged AUTH_REQUEST (unknown device) at ${f.ratePerS}/s below --cookie-threshold: authd CPU per datagram`, value: f.cpuUsPerForged, unit: 'us',

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { cryptoCeiling } from './authd.js';
+import { cryptoCeiling } from './crypto-ceiling.js';
 import { machineCpu, processTree, treeCpuS } from './cpu.js';
 import type { ThroughputOptions, ThroughputResult } from './locatord.js';
 import { benchLocatordThroughput, forkWorker, startBenchLocatord } from './locatord.js';
