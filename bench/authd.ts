@@ -179,8 +179,8 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
         }
         return out;
       };
-      let to = { ip: '127.0.0.1', port: authd.port };
-      const run = async (reqs: Prebuilt[], seconds: number): Promise<{ ok: number; failed: number; elapsedS: number; latencies: number[] }> => {
+      const inProcess = { ip: '127.0.0.1', port: authd.port };
+      const run = async (to: { ip: string; port: number }, reqs: Prebuilt[], seconds: number): Promise<{ ok: number; failed: number; elapsedS: number; latencies: number[] }> => {
         let next = 0;
         let ok = 0;
         let failed = 0;
@@ -206,13 +206,13 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
         return { ok, failed, elapsedS: (performance.now() - started) / 1000, latencies };
       };
       // Calibrate on a small batch, then build enough requests for the measured period.
-      const warm = await run(build(Math.max(concurrency * 4, 400)), 30);
+      const warm = await run(inProcess, build(Math.max(concurrency * 4, 400)), 30);
       const estimate = warm.ok / Math.max(warm.elapsedS, 0.001);
       const count = Math.min(400_000, Math.ceil(estimate * opts.seconds * 1.25) + concurrency);
       say(`warm-up ${Math.round(estimate)} auth/s; building ${count} requests`);
       const reqs = build(count);
       say('measuring');
-      const m = await run(reqs, opts.seconds);
+      const m = await run(inProcess, reqs, opts.seconds);
       const lat = m.latencies.sort((a, b) => a - b);
       const auth = {
         authPerS: round(m.ok / m.elapsedS),
@@ -226,12 +226,12 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
       // ---- devloc-authd --workers N, against the crypto ceiling and the crypto floor ----
       const ceiling = cryptoCeiling();
       say(`crypto ceiling ${ceiling.perS}/s (${ceiling.cores} cores x ${ceiling.perCorePerS}/s: verify ${ceiling.verifyUs} us, X25519 ${ceiling.x25519Us} us, sign ${ceiling.signUs} us)`);
-      const cryptoUs = ceiling.verifyUs + ceiling.x25519Us + ceiling.signUs;
+      const cryptoUs = ceiling.cryptoUs;
       const workers = opts.workers ?? ceiling.cores;
       /** Warm a spawned server up, then measure it for `opts.seconds`: its throughput and everyone's CPU per authentication. */
       const measure = async (pid: number, port: number): Promise<ServerFigures> => {
-        to = { ip: '127.0.0.1', port };
-        const w = await run(build(Math.max(concurrency * 4, 400)), 30);
+        const to = { ip: '127.0.0.1', port };
+        const w = await run(to, build(Math.max(concurrency * 4, 400)), 30);
         const wEstimate = w.ok / Math.max(w.elapsedS, 0.001);
         // Twice the warm-up's pace: more cores may answer faster than one did.
         const wReqs = build(Math.min(400_000, Math.ceil(wEstimate * opts.seconds * 2) + concurrency));
@@ -240,7 +240,7 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
         const primary0 = processCpuS(pid);
         const gen0 = processCpuS(process.pid);
         const machine0 = machineCpu();
-        const wm = await run(wReqs, opts.seconds);
+        const wm = await run(to, wReqs, opts.seconds);
         const cpu1 = treeCpuS(tree);
         const primary1 = processCpuS(pid);
         const gen1 = processCpuS(process.pid);
@@ -425,7 +425,7 @@ export async function benchForgedAuth(o: { seconds: number; ratePerS?: number; c
     // Per datagram authd answered: one the kernel dropped (a full receive buffer on a loaded
     // machine) cost authd nothing, and every one that reached it is answered (BAD_PROOF).
     const cpuUs = (below.cpuS * 1e6) / Math.max(1, below.answered);
-    const cryptoUs = ceiling.x25519Us + ceiling.verifyUs;
+    const cryptoUs = ceiling.x25519Us + ceiling.verifyUs; // a forged request costs no signature
     const r: ForgedAuthResult = {
       cookieThreshold, ratePerS, sent: below.sent, answered: below.answered,
       cpuUsPerForged: round(cpuUs), coreShare: round((cpuUs * ratePerS) / 1e6, 2),

@@ -8,8 +8,9 @@
 // this is the same work behind a UDP socket and an event loop.
 //
 // IPC: the parent sends { workers, request, rid } (an example AUTH_REQUEST and its request ID,
-// to find where a request carries its ID) and gets { port, pids }; then { op: 'count' } answers
-// { verified }: how many datagrams were answered with a proof that verified.
+// to find where a request carries its ID) and gets { port }; then { op: 'count' } answers
+// { verified }: how many datagrams were answered with a proof that verified. A worker that dies
+// ends the floor with { error }, so the bench fails instead of waiting.
 import cluster from 'node:cluster';
 import dgram from 'node:dgram';
 import { encodeDatagram } from '../src/wire/envelope.js';
@@ -37,9 +38,7 @@ if (cluster.isPrimary) {
     for (let i = 0; i < m.workers; i++) {
       const w = cluster.fork({ DEVLOC_FLOOR_START: JSON.stringify(m) });
       w.on('message', (x: { port?: number; verified?: number }) => {
-        if (x.port !== undefined && ++ready === m.workers) {
-          toParent({ port: x.port, pids: Object.values(cluster.workers ?? {}).map((v) => v!.process.pid) });
-        }
+        if (x.port !== undefined && ++ready === m.workers) toParent({ port: x.port });
         if (x.verified !== undefined) counts.get(w.id)?.(x.verified);
       });
     }
@@ -52,10 +51,12 @@ if (cluster.isPrimary) {
       }))).then((ns) => toParent({ verified: ns.reduce((a, b) => a + b, 0) }));
     });
   });
-  process.on('disconnect', () => {
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
-    process.exit(0);
+  cluster.on('exit', (w, code, signal) => {
+    toParent({ error: `crypto floor worker ${w.process.pid} exited (${code ?? signal})` });
+    process.exit(1);
   });
+  // The workers exit by themselves when their channel to this process closes.
+  process.on('disconnect', () => process.exit(0));
 } else {
   const start = JSON.parse(process.env['DEVLOC_FLOOR_START']!) as Start;
   const example = Buffer.from(start.request, 'hex');
@@ -73,7 +74,9 @@ if (cluster.isPrimary) {
     ops.x25519();
     ops.sign();
     m.copy(reply, outAt, inAt, inAt + rid.length);
-    socket.send(reply, from.port, from.address);
+    // A copy: a send the kernel cannot take at once is queued with its buffer, which the next
+    // datagram's ID would overwrite.
+    socket.send(Buffer.from(reply), from.port, from.address);
   });
   process.on('message', (q: { op?: string }) => {
     if (q.op === 'count') process.send!({ verified });

@@ -21,7 +21,6 @@ import { runTransport } from './transport.js';
 import type { BenchContext, BenchResult, Section } from './types.js';
 import { isThroughput } from './types.js';
 
-const round1 = (x: number): number => Math.round(x * 10) / 10;
 
 /** `cmd` is an executable somewhere on the PATH. */
 function onPath(cmd: string): boolean {
@@ -102,7 +101,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
           {
             section: 'authd', name: `AUTH_REQUEST -> grant, devloc-authd --workers ${r.workers}`, value: r.workersAuthPerS, unit: 'req/s',
-            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: round1(r.ceiling.verifyUs + r.ceiling.x25519Us + r.ceiling.signUs), cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth, generatorCpuUs: r.generatorCpuUsPerAuth, othersCpuUs: r.othersCpuUsPerAuth, machineBusy: r.machineBusy, floorShare: r.floorShare },
+            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: r.ceiling.cryptoUs, cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth, generatorCpuUs: r.generatorCpuUsPerAuth, othersCpuUs: r.othersCpuUsPerAuth, machineBusy: r.machineBusy, floorShare: r.floorShare },
           },
           ...(r.floor ? [{
             section: 'authd', name: `crypto floor, ${r.workers} workers: only the ceiling's crypto per datagram`, value: r.floor.perS, unit: 'req/s',

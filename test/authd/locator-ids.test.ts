@@ -9,17 +9,13 @@ t.test('LocatorIds.of is HMAC-SHA-256(secret, UTF-8 device ID)[0, 16)', async (t
   const secret = randomBytes(32);
   const ids = LocatorIds.fromSecret(secret);
   const expected = (id: string): Buffer => createHmac('sha256', secret).update(id, 'utf8').digest().subarray(0, 16);
-  let checked = 0;
+  const wrongLengths: number[] = [];
   for (let n = 0; n <= 200; n++) {
     const id = 'D'.repeat(n);
-    if (!ids.of(id).equals(expected(id))) t.fail(`length ${n}`);
-    checked++;
+    if (!ids.of(id).equals(expected(id))) wrongLengths.push(n);
   }
-  for (const id of ['CONSOLE-0001', 'ÉQUIPEMENT-ü-42', '端末-7', '🎮'.repeat(40)]) {
-    t.same(ids.of(id), expected(id), id);
-    checked++;
-  }
-  t.equal(checked, 205);
+  t.same(wrongLengths, [], 'every length from 0 to 200 bytes');
+  for (const id of ['CONSOLE-0001', 'ÉQUIPEMENT-ü-42', '端末-7', '🎮'.repeat(40)]) t.same(ids.of(id), expected(id), id);
   t.same(ids.of('CONSOLE-0001'), ids.of('CONSOLE-0001'), 'stable');
   t.not(ids.of('A').toString('hex'), LocatorIds.fromSecret(randomBytes(32)).of('A').toString('hex'), 'depends on the secret');
 });

@@ -1,6 +1,7 @@
 // bench/crypto-floor.ts: the crypto floor answers every AUTH_REQUEST with an AUTH_RESPONSE naming
-// its request ID, from any of its workers, having done the ceiling's three operations for it (the
-// proof it verifies holds, once per datagram). No timing asserted.
+// its request ID (UdpClient takes only a reply with the ID of its request: a wrong one would time
+// out), having done the ceiling's three operations for it (the proof it verifies holds, once per
+// datagram). No timing asserted.
 import t from 'tap';
 import { startCryptoFloor } from '../../bench/authd.js';
 import { ceilingOperations } from '../../bench/crypto-ceiling.js';
@@ -15,7 +16,7 @@ t.test('ceilingOperations: the proof holds, the secret and the signature have th
   t.equal(ops.sign().length, 64);
 });
 
-t.test('the crypto floor answers each request with its ID and does the work once per datagram', async (t) => {
+t.test('the crypto floor (2 workers) answers each request with its ID and does the work once per datagram', async (t) => {
   const authd = newAuthdKey();
   const device = newDeviceKey('FLOOR-1');
   if (authd.kind !== 'authd' || device.kind !== 'device') throw new Error('key kinds');
