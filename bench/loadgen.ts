@@ -3,13 +3,15 @@
 // latency histogram. Kinds of request:
 //   echo     a datagram of `payloadBytes` (an 8-byte counter first) to a bare echo server;
 //   reflect  an unauthenticated REFLECT (padded to `payloadBytes`) to a DatagramServer;
-//   session  session-MACed REFRESHes after one REGISTER opening the session from a ticket (its
-//            ADDR_CHALLENGE answered first, as a terminal does: devloc-protocol(7), ADDRESS VALIDATION).
+//   session  session-MACed REFRESHes after one REGISTER opening the session from a ticket and one
+//            untimed REFRESH, their ADDR_CHALLENGE answered first, as a terminal does
+//            (devloc-protocol(7), ADDRESS VALIDATION).
 // A request unanswered after LOSS_MS counts as lost and is replaced, so the window never shrinks.
 import dgram from 'node:dgram';
 import { addrProof } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import { peekEnvelope } from '../src/net/server.js';
+import type { MessageName } from '../src/wire/catalog.js';
 import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
 import { privateKeyObject } from '../src/wire/keys.js';
 import type { HistogramJSON } from './stats.js';
@@ -129,30 +131,43 @@ async function run(c: LoadCommand): Promise<LoadReport> {
     sendNext();
   });
   if (session) {
-    // Open the session (REGISTER with the ticket), retrying until answered.
-    const n = ++counter;
-    const reg = session.encode('REGISTER', rid(n), { ticket: Buffer.from(c.session!.ticketHex, 'hex'), timeMs: Date.now() });
-    const opened = new Promise<void>((resolve, reject) => {
-      const timer = setInterval(() => socket.send(reg, c.target.port, c.target.host), 200);
-      const give = setTimeout(() => reject(new Error('REGISTER unanswered')), 10_000);
-      socket.on('message', function onReg(raw) {
-        if (idOf(raw) !== n) return;
-        const d = decodeDatagram(raw);
-        if (d.ok && d.msg.name === 'ADDR_CHALLENGE' && session!.accept({ msg: d.msg, raw, from: { ip: c.target.host, port: c.target.port } })) {
-          // The ticket was made without our address: prove it, then register again at once.
-          socket.send(addrProof(d.msg), c.target.port, c.target.host);
-          socket.send(reg, c.target.port, c.target.host);
-          return;
+    // Open the session (REGISTER with the ticket), then one untimed REFRESH, each retried until
+    // answered. A REFRESH_ACK is larger than its REFRESH, so the server sends it only to an address
+    // proven for the session: an ADDR_CHALLENGE (to the REGISTER when the server wants one there,
+    // else to the first REFRESH) is answered with its proof and the request sent again, as a
+    // terminal does (devloc-protocol(7), ADDRESS VALIDATION). The measured REFRESHes then find
+    // the address proven; before, the load was all challenges, counted as lost.
+    const untilAnswered = (datagram: Buffer, n: number): Promise<MessageName> =>
+      new Promise((resolve, reject) => {
+        const timer = setInterval(() => socket.send(datagram, c.target.port, c.target.host), 200);
+        const give = setTimeout(() => {
+          clearInterval(timer);
+          socket.off('message', onAnswer);
+          reject(new Error(`request ${n} unanswered`));
+        }, 10_000);
+        function onAnswer(raw: Buffer): void {
+          if (idOf(raw) !== n) return;
+          const d = decodeDatagram(raw);
+          if (d.ok && d.msg.name === 'ADDR_CHALLENGE' && session!.accept({ msg: d.msg, raw, from: { ip: c.target.host, port: c.target.port } })) {
+            socket.send(addrProof(d.msg), c.target.port, c.target.host);
+            socket.send(datagram, c.target.port, c.target.host);
+            return;
+          }
+          clearInterval(timer);
+          clearTimeout(give);
+          socket.off('message', onAnswer);
+          if (d.ok && d.msg.name !== 'ERROR') resolve(d.msg.name);
+          else reject(new Error(`request ${n} refused: ${d.ok && d.msg.name === 'ERROR' ? d.msg.body.code : 'bad answer'}`));
         }
-        clearInterval(timer);
-        clearTimeout(give);
-        socket.off('message', onReg);
-        if (d.ok && d.msg.name === 'REGISTER_ACK') resolve();
-        else reject(new Error(`REGISTER refused: ${d.ok && d.msg.name === 'ERROR' ? d.msg.body.code : 'bad answer'}`));
+        socket.on('message', onAnswer);
+        socket.send(datagram, c.target.port, c.target.host);
       });
-      socket.send(reg, c.target.port, c.target.host);
-    });
-    await opened;
+    let n = ++counter;
+    const registered = await untilAnswered(session.encode('REGISTER', rid(n), { ticket: Buffer.from(c.session!.ticketHex, 'hex'), timeMs: Date.now() }), n);
+    if (registered !== 'REGISTER_ACK') throw new Error(`REGISTER answered ${registered}`);
+    n = ++counter;
+    const refreshed = await untilAnswered(session.encode('REFRESH', rid(n), {}), n);
+    if (refreshed !== 'REFRESH_ACK') throw new Error(`REFRESH answered ${refreshed}`);
   }
   running = true;
   const started = performance.now();
