@@ -24,13 +24,11 @@ import { publicKeyObject } from '../wire/keys.js';
 import { peekTicket } from '../wire/ticket-parse.js';
 import type { Refusal } from './server.js';
 import type { ServerSession } from './sessions.js';
-import { HeldSession, VALIDATED_PER_SESSION } from './sessions.js';
+import { HeldSession, MAX_VALIDATED_PER_SESSION } from './sessions.js';
 
 /** Token validity: the slot it was made in and the next one (30 to 60 s). */
 export const TOKEN_SLOT_MS = 30_000;
 export const ADDR_TOKEN_BYTES = 16;
-/** Addresses remembered as validated per session (the newest ones). */
-export const MAX_VALIDATED_PER_SESSION = VALIDATED_PER_SESSION;
 /** At most one ADDR_CHALLENGE per session and address in this time. */
 export const CHALLENGE_GAP_MS = 500;
 

@@ -144,10 +144,10 @@ const INITIAL_SLOTS = 1024;
 /** One window every held session's check/accept loads its slot's numbers into (single-threaded). */
 const scratchWindow = new ReplayWindow();
 
-/** Addresses a session's row keeps as validated for it (src/net/routability.ts). */
-export const VALIDATED_PER_SESSION = 4;
+/** Addresses a session's row keeps as validated for it, the newest ones (src/net/routability.ts). */
+export const MAX_VALIDATED_PER_SESSION = 4;
 /** Bytes of a session's row (see SlotTable), and the same in i32 and in f64 elements. */
-const ROW_BYTES = 152 + 8 * VALIDATED_PER_SESSION;
+const ROW_BYTES = 152 + 8 * MAX_VALIDATED_PER_SESSION;
 const ROW_I32 = ROW_BYTES / 4;
 const ROW_F64 = ROW_BYTES / 8;
 /**
@@ -246,7 +246,7 @@ class SlotTable {
   }
 
   /**
-   * The rows as f64 elements, where `addrsAt(slot)` begins the VALIDATED_PER_SESSION addresses
+   * The rows as f64 elements, where `addrsAt(slot)` begins the MAX_VALIDATED_PER_SESSION addresses
    * validated for the slot's session (routability.ts; zeroed when the slot takes a session). A
    * new array when the table grows: read it per use.
    */
@@ -437,7 +437,7 @@ class SlotTable {
 
   /** The slot's validated addresses forgotten (it takes another session, or none). */
   private clearAddrs(slot: number): void {
-    this.f64.fill(0, this.addrsAt(slot), this.addrsAt(slot) + VALIDATED_PER_SESSION);
+    this.f64.fill(0, this.addrsAt(slot), this.addrsAt(slot) + MAX_VALIDATED_PER_SESSION);
   }
 
   /**

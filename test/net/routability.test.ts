@@ -5,8 +5,8 @@
 // it; the challenged datagram is then executable again (its number not spent, here or in a
 // shared window).
 import t from 'tap';
-import { AddressValidation, MAX_VALIDATED_PER_SESSION, TOKEN_SLOT_MS } from '../../src/net/routability.js';
-import { HeldSession, newServerSession, ServerSessions } from '../../src/net/sessions.js';
+import { AddressValidation, TOKEN_SLOT_MS } from '../../src/net/routability.js';
+import { HeldSession, MAX_VALIDATED_PER_SESSION, newServerSession, ServerSessions } from '../../src/net/sessions.js';
 import type { ServerSession } from '../../src/net/sessions.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import type { SessionSlots } from '../../src/net/sessions.js';
