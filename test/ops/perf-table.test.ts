@@ -1,0 +1,36 @@
+// README's performance table is generated from one bench run (tools/gen-perf-table.ts, issue 16
+// item 7): fail when it is not what docs/bench-run.json gives, and check the generator itself on
+// a made-up run (rows it finds, sections that did not run or were skipped).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import type { Run } from '../../tools/gen-perf-table.js';
+import { BEGIN, END, perfTable, withTable } from '../../tools/gen-perf-table.js';
+import { root } from '../helpers/daemon.js';
+
+t.test('README.md carries the table of docs/bench-run.json', async (t) => {
+  const run = JSON.parse(readFileSync(path.join(root, 'docs/bench-run.json'), 'utf8')) as Run;
+  const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+  t.equal(withTable(readme, perfTable(run)), readme, 'run: npx tsx tools/gen-perf-table.ts');
+  t.equal(run.failed?.length ?? 0, 0, 'no section of the run failed');
+});
+
+t.test('the generator: figures from the run, ratios to its echo, sections absent or skipped said so', async (t) => {
+  const run: Run = {
+    date: '2026-12-06T10:00:00.000Z', node: 'v20.20.2', cpus: '2 x CPU', secondsPerSection: 3, durationS: 600, echoBaselinePerS: 50_000,
+    results: [
+      { section: 'baseline', name: 'udp echo (49 B, 2 workers x 32)', value: 50_000, unit: 'req/s', latency: { p50Ms: 0.5, p99Ms: 4 }, ratioToEcho: 1 },
+      { section: 'locatord', name: 'REFRESH', value: 25_000, unit: 'req/s', ratioToEcho: 0.5 },
+      { section: 'locatord', name: 'REFRESH: locatord CPU per datagram / echo server CPU per datagram', value: 1.96, unit: 'x', extra: { refreshPerCpuS: 41_234 } },
+      { section: 'redis', name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' },
+    ],
+  };
+  const table = perfTable(run);
+  t.ok(table.startsWith(BEGIN) && table.endsWith(END), 'between its markers');
+  t.match(table, /\| bare node:dgram echo[^|]*\| 50,000 req\/s \(p50 0\.50 ms, p99 4\.00 ms\) \| 1\.000 \|/);
+  t.match(table, /\| locatord REFRESH[^|]*\| 25,000 req\/s; 41,234 per locatord CPU-second; locatord CPU per datagram \*\*1\.96 x\*\*[^|]*\| 0\.500 \| re-REGISTER 26\.6k\/s/);
+  t.match(table, /\| locatord on Redis[^|]*\| not measured in this run \(skipped: redis-server not on PATH\) \|/);
+  t.match(table, /\| authd, one process \| not in this run \|/);
+  t.match(table, /2026-12-06 \(2 x CPU, Node 20\.20\.2, 3 s per figure, 10 min in all/);
+  t.throws(() => withTable('no markers here', table), /no .* block/);
+});
