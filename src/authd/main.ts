@@ -134,6 +134,7 @@ function startPrimary(config: Config, logger: Logger): Promise<Running> {
 }
 
 export const definition: DaemonDefinition = {
+  derivesKeysPerRequest: true,
   name: 'authd',
   summary: 'devloc authentication server: checks devices against the terminal database and issues tickets and locator IDs.',
   spec,

@@ -19,6 +19,7 @@ export type { LocatordLimits, LocatordOptions, RequiredOptions } from './options
 export { defaultLimits, withDefaults } from './options.js';
 
 export const locatordDaemon: DaemonDefinition = {
+  derivesKeysPerRequest: true,
   name: 'locatord',
   summary: 'Locator server: registers the observed address of authenticated terminals, answers address,\nstatus and group queries, and runs a NAT reflector.',
   spec: locatordSpec,

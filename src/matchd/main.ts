@@ -104,6 +104,7 @@ export function optionsFromConfig(c: Config): MatchdOptions {
 }
 
 export const definition: DaemonDefinition = {
+  derivesKeysPerRequest: true,
   name: 'matchd',
   summary: 'devloc matching server: pairs terminals that want partners for the same media ID, choosing a host they can all reach, and pushes the result.',
   spec,

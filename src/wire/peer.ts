@@ -23,7 +23,7 @@
 import type { KeyObject } from 'node:crypto';
 import { createCipheriv, createSecretKey } from 'node:crypto';
 import { CHANNEL_ID_BYTES, SEALED_CHANNEL_KEY_BYTES } from './constants.js';
-import { hkdfSha256 } from './hmac-sha256.js';
+import { hkdf } from './hkdf.js';
 import { x25519 } from './keys.js';
 import { openBytes, sealBytes } from './seal.js';
 import type { SessionKeys } from './session.js';
@@ -40,7 +40,7 @@ export type ChannelRole = 'initiator' | 'responder';
 /** The key that seals a channel key for the terminal of `session` (see above). */
 export function introSealKey(session: SessionKeys, channelId: Uint8Array): Buffer {
   const ikm = Buffer.concat([rawKey(session.terminalToServer), rawKey(session.serverToTerminal)]);
-  return hkdfSha256(ikm, channelId, INTRO_INFO, 32);
+  return hkdf(ikm, channelId, INTRO_INFO, 32);
 }
 
 function introAad(channelId: Uint8Array, peer: Uint8Array): Buffer {
@@ -67,7 +67,7 @@ export interface PunchKeys {
 }
 
 export function derivePunchKeys(channelKey: Uint8Array, channelId: Uint8Array): PunchKeys {
-  const okm = hkdfSha256(channelKey, channelId, PUNCH_INFO, 64);
+  const okm = hkdf(channelKey, channelId, PUNCH_INFO, 64);
   return { initiatorToResponder: createSecretKey(okm.subarray(0, 32)), responderToInitiator: createSecretKey(okm.subarray(32)) };
 }
 
@@ -89,7 +89,7 @@ export function deriveDataKeys(
   const shared = x25519(ownSecret, peerPublic);
   if (!shared) return null;
   const info = Buffer.concat([Buffer.from('devloc-peer-data-v1'), channelId, initiatorEph, responderEph]);
-  const okm = hkdfSha256(shared, channelKey, info, 128);
+  const okm = hkdf(shared, channelKey, info, 128);
   return {
     initiatorToResponder: { enc: okm.subarray(0, 32), mac: createSecretKey(okm.subarray(32, 64)) },
     responderToInitiator: { enc: okm.subarray(64, 96), mac: createSecretKey(okm.subarray(96, 128)) },

@@ -8,7 +8,7 @@
 // and a repeated ChaCha20-Poly1305 nonce would leak both plaintexts and the MAC key.
 import type { KeyObject } from 'node:crypto';
 import { createCipheriv, createDecipheriv } from 'node:crypto';
-import { hkdfSha256 } from './hmac-sha256.js';
+import { hkdf } from './hkdf.js';
 import { x25519 } from './keys.js';
 
 const AUTH_INFO = Buffer.from('devloc-auth-v1');
@@ -26,7 +26,7 @@ export function deriveSealKeys(own: KeyObject, peerPublic: Uint8Array, ephemeral
   const shared = x25519(own, peerPublic);
   if (!shared) return null;
   const salt = Buffer.concat([ephemeralPublic, authdPublic]);
-  const okm = hkdfSha256(shared, salt, AUTH_INFO, 64);
+  const okm = hkdf(shared, salt, AUTH_INFO, 64);
   return { request: okm.subarray(0, 32), response: okm.subarray(32, 64) };
 }
 

@@ -15,7 +15,8 @@
 import type { KeyObject } from 'node:crypto';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { MAC_BYTES, REPLAY_WINDOW } from './constants.js';
-import { hkdfSha256, SessionMacs } from './hmac-sha256.js';
+import { hkdf } from './hkdf.js';
+import { SessionMacs } from './hmac-sha256.js';
 import { x25519 } from './keys.js';
 
 /**
@@ -74,7 +75,7 @@ export function sessionKeysFromBytes(t2s: Uint8Array, s2t: Uint8Array): { termin
 export function deriveSessionKeys(ownSecret: KeyObject, peerPublic: Uint8Array, cti: Uint8Array, aud: string): SessionKeys | null {
   const shared = x25519(ownSecret, peerPublic);
   if (!shared) return null;
-  const okm = hkdfSha256(shared, cti, Buffer.from(`devloc-session-v1 ${aud}`), 64);
+  const okm = hkdf(shared, cti, Buffer.from(`devloc-session-v1 ${aud}`), 64);
   return sessionKeysFromBytes(okm.subarray(0, 32), okm.subarray(32));
 }
 
