@@ -1,6 +1,7 @@
-// HKDF-SHA-256 (RFC 5869), the one derivation function of devloc-protocol(7) (seal keys, session
-// keys, channel keys), by one of two implementations that give the same bytes
-// (test/unit/hkdf.test.ts):
+// HKDF-SHA-256 (RFC 5869) for the derivations made per authentication, session or channel
+// (devloc-protocol(7): seal keys, session keys, channel keys; the rarer ones, group codes and the
+// Redis store's keys, call hkdfSync themselves), by one of two implementations that give the same
+// bytes (test/unit/hkdf.test.ts):
 //   - node:crypto's hkdfSync, the default: what a terminal uses. It derives a few keys an hour.
 //   - hkdfSha256 (hmac-sha256.ts, JavaScript), which the servers choose at start
 //     (`deriveKeysInJavaScript`): hkdfSync makes native key objects on every call, 7.5% of
