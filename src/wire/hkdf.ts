@@ -23,7 +23,7 @@ export function deriveKeysInJavaScript(on = true): void {
 
 /** `length` bytes of HKDF-SHA-256 from `ikm` with `salt` and `info`, in memory of their own. */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Buffer {
-  if (inJavaScript) return hkdfSha256(ikm, salt, info, length);
-  if (!Number.isInteger(length) || length < 1 || length > HKDF_MAX_BYTES) throw new RangeError(`HKDF length must be 1..${HKDF_MAX_BYTES}, not ${length}`);
+  // hkdfSha256 checks the length itself (the same RangeError for both).
+  if (inJavaScript || !Number.isInteger(length) || length < 1 || length > HKDF_MAX_BYTES) return hkdfSha256(ikm, salt, info, length);
   return Buffer.from(hkdfSync('sha256', ikm, salt, info, length));
 }
