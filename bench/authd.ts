@@ -59,30 +59,16 @@ export interface AuthdBenchResult {
   reenrollRecordsPerS: number;
   /** devloc-authd --workers N, spawned (0 workers: not measured). */
   workers: number;
-  workersAuthPerS: number;
-  workersAuthFailures: number;
   ceiling: ReturnType<typeof cryptoCeiling>;
-  /** workersAuthPerS / ceiling.perS (depends on what else the machine runs) */
-  ceilingRatio: number;
-  /** CPU of authd (primary and workers) per authentication, us */
-  workersCpuUsPerAuth: number;
-  /** The crypto's share of that CPU: the ceiling ratio authd reaches when its cores are its own. */
-  cpuCeilingRatio: number;
-  /** Of workersCpuUsPerAuth, the primary's (the per-device gate over the cluster channel), us */
-  primaryCpuUsPerAuth: number;
-  /** CPU of the load generator (this process) per authentication, us */
-  generatorCpuUsPerAuth: number;
-  /** CPU of everything else on the machine (other processes) per authentication, us */
-  othersCpuUsPerAuth: number;
-  /** Share of the machine's cores busy during the measurement (1: all of them, all the time) */
-  machineBusy: number;
+  /** The spawned devloc-authd --workers N under the same load; null when not measured. */
+  spawned: ServerFigures | null;
   /**
    * The crypto floor (crypto-floor.ts): as many workers sharing a port, doing per datagram only
    * the ceiling's three operations, driven by the same generator. What any Node server doing this
    * crypto reaches here; null when not measured.
    */
   floor: ServerFigures | null;
-  /** workersAuthPerS / floor.perS: how much of the floor authd reaches. */
+  /** spawned.perS / floor.perS: how much of the floor authd reaches. */
   floorShare: number;
 }
 
@@ -121,12 +107,35 @@ export async function startCryptoFloor(workers: number, example: { rid: Buffer; 
 const percentile = (sorted: number[], p: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]! : 0);
 const round = (x: number, digits = 0): number => Number(x.toFixed(digits));
 
-type Device = Extract<KeyFile, { kind: 'device' }>;
-type AuthdKey = Extract<KeyFile, { kind: 'authd' }>;
+export type Device = Extract<KeyFile, { kind: 'device' }>;
+export type AuthdKey = Extract<KeyFile, { kind: 'authd' }>;
 
-interface Prebuilt {
+export interface Prebuilt {
   rid: Buffer;
   datagram: Buffer;
+}
+
+/**
+ * The authentication load: `build(n)` makes n AUTH_REQUESTs for authd `authdKey`, from `devices`
+ * in turn, each with a new request ID (the bench's and the crypto floor test's).
+ */
+export function authRequestBuilder(authdKey: AuthdKey, devices: readonly Device[]): (n: number) => Prebuilt[] {
+  const deviceKeys = devices.map((d) => privateKeyObject('Ed25519', d.sign));
+  const cnf = generatePair('x25519').public;
+  const authdKid = Buffer.from(authdKey.kid, 'hex');
+  return (n) => {
+    const out: Prebuilt[] = [];
+    for (let i = 0; i < n; i++) {
+      const j = i % devices.length;
+      const rid = UdpClient.newRequestId();
+      const b = buildAuthRequest({
+        rid, deviceId: devices[j]!.deviceId, deviceKey: deviceKeys[j]!, authdKid,
+        authdSealPublic: authdKey.seal.public, audiences: ['locator'], cnf, timeMs: Date.now(),
+      });
+      out.push({ rid, datagram: b.datagram });
+    }
+    return out;
+  };
 }
 
 /** A new authd key file and state directory under `dir`, with its database open. */
@@ -156,8 +165,7 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
     }
     db.putService({ serviceId: 'locator', sealKey: generatePair('x25519').public, addr: '127.0.0.1:4701' }, true);
     db.close();
-    const deviceKeys = devices.map((d) => privateKeyObject('Ed25519', d.sign));
-    const cnf = generatePair('x25519').public;
+    const build = authRequestBuilder(authdKey, devices);
     const authd = await startAuthd({
       host: '127.0.0.1', port: 0, keyFiles: [keyFile], stateDir, ratePerS: 0, cookieThreshold: -1, deviceRatePerMin: 0,
       logger: new Logger({ service: 'authd', level: 'error', write: () => undefined }), metrics: new Metrics(),
@@ -166,19 +174,6 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
     const client = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 2000, maxRetransmit: 2, deadlineMs: 10_000 } });
     try {
       client.socket.setRecvBufferSize(4 << 20);
-      const build = (n: number): Prebuilt[] => {
-        const out: Prebuilt[] = [];
-        for (let i = 0; i < n; i++) {
-          const j = i % devices.length;
-          const rid = UdpClient.newRequestId();
-          const b = buildAuthRequest({
-            rid, deviceId: devices[j]!.deviceId, deviceKey: deviceKeys[j]!, authdKid: Buffer.from(authdKey.kid, 'hex'),
-            authdSealPublic: authdKey.seal.public, audiences: ['locator'], cnf, timeMs: Date.now(),
-          });
-          out.push({ rid, datagram: b.datagram });
-        }
-        return out;
-      };
       const inProcess = { ip: '127.0.0.1', port: authd.port };
       const run = async (to: { ip: string; port: number }, reqs: Prebuilt[], seconds: number): Promise<{ ok: number; failed: number; elapsedS: number; latencies: number[] }> => {
         let next = 0;
@@ -260,10 +255,7 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
       };
       const describe = (f: ServerFigures): string =>
         `${f.perS} auth/s = ${f.ceilingRatio} of the ceiling; ${f.cpuUsPerAuth} us CPU per auth (primary ${f.primaryCpuUsPerAuth}), crypto ${round(cryptoUs)} us of it (${f.cpuCeilingRatio}); generator ${f.generatorCpuUsPerAuth} us, other processes ${f.othersCpuUsPerAuth} us per auth; machine ${Math.round(f.machineBusy * 100)}% busy`;
-      let spread: Omit<AuthdBenchResult, keyof typeof auth | 'concurrency' | 'enrollRecords' | 'enrollRecordsPerS' | 'reenrollRecordsPerS'> = {
-        workers: 0, workersAuthPerS: 0, workersAuthFailures: 0, ceiling, ceilingRatio: 0, workersCpuUsPerAuth: 0, cpuCeilingRatio: 0, primaryCpuUsPerAuth: 0, generatorCpuUsPerAuth: 0, othersCpuUsPerAuth: 0, machineBusy: 0,
-        floor: null, floorShare: 0,
-      };
+      const spread: Pick<AuthdBenchResult, 'workers' | 'ceiling' | 'spawned' | 'floor' | 'floorShare'> = { workers: 0, ceiling, spawned: null, floor: null, floorShare: 0 };
       if (workers > 0) {
         const daemon = await startDaemon({
           entry: 'authd/main', args: [
@@ -274,11 +266,8 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
         try {
           await daemon.waitFor(() => daemon.lines.filter((l) => l['msg'] === 'listening').length >= workers);
           const f = await measure(daemon.proc.pid!, Number(daemon.listening['port']));
-          spread = {
-            ...spread, workers, workersAuthPerS: f.perS, workersAuthFailures: f.failures, ceilingRatio: f.ceilingRatio,
-            workersCpuUsPerAuth: f.cpuUsPerAuth, cpuCeilingRatio: f.cpuCeilingRatio, primaryCpuUsPerAuth: f.primaryCpuUsPerAuth,
-            generatorCpuUsPerAuth: f.generatorCpuUsPerAuth, othersCpuUsPerAuth: f.othersCpuUsPerAuth, machineBusy: f.machineBusy,
-          };
+          spread.workers = workers;
+          spread.spawned = f;
           say(`--workers ${workers} (${f.processes} processes): ${describe(f)}`);
         } finally {
           await daemon.stop();
@@ -290,7 +279,7 @@ export async function benchAuthd(opts: AuthdBenchOptions): Promise<AuthdBenchRes
           const f = await measure(floor.pid, floor.port);
           if (f.failures > 0) throw new Error(`crypto floor: ${f.failures} requests unanswered`);
           spread.floor = f;
-          spread.floorShare = f.perS > 0 ? round(spread.workersAuthPerS / f.perS, 2) : 0;
+          spread.floorShare = f.perS > 0 && spread.spawned ? round(spread.spawned.perS / f.perS, 2) : 0;
           say(`crypto floor, ${workers} workers: ${describe(f)}; authd ${spread.floorShare} of it`);
         } finally {
           floor.stop();

@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { runBaseline } from './baseline.js';
 import { runCodec } from './codec.js';
+import type { ServerFigures } from './authd.js';
 import type { Mix, SweepStep } from './mix.js';
 import type { Progress } from './progress.js';
 import type { ExternalTarget, TerminalsReport } from './terminals.js';
@@ -23,6 +24,11 @@ import { isThroughput } from './types.js';
 
 
 /** `cmd` is an executable somewhere on the PATH. */
+/** A measured authentication server's row extras (authd's and the crypto floor's, under the same names). */
+function serverExtra(f: ServerFigures): Record<string, number> {
+  return { failures: f.failures, ceilingRatio: f.ceilingRatio, cpuUsPerAuth: f.cpuUsPerAuth, cpuCeilingRatio: f.cpuCeilingRatio, generatorCpuUs: f.generatorCpuUsPerAuth, othersCpuUs: f.othersCpuUsPerAuth, machineBusy: f.machineBusy };
+}
+
 function onPath(cmd: string): boolean {
   return (process.env['PATH'] ?? '').split(path.delimiter).some((d) => {
     try {
@@ -99,13 +105,12 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
         const f = await benchForgedAuth({ seconds: ctx.seconds, ceiling: r.ceiling });
         return [
           { section: 'authd', name: `AUTH_REQUEST -> grant (${r.concurrency} outstanding)`, value: r.authPerS, unit: 'req/s', latency: { p50Ms: r.authLatencyP50Ms, p99Ms: r.authLatencyP99Ms }, extra: { failures: r.authFailures } },
-          {
-            section: 'authd', name: `AUTH_REQUEST -> grant, devloc-authd --workers ${r.workers}`, value: r.workersAuthPerS, unit: 'req/s',
-            extra: { failures: r.workersAuthFailures, ceilingPerS: r.ceiling.perS, ceilingRatio: r.ceilingRatio, cpuUsPerAuth: r.workersCpuUsPerAuth, cryptoUsPerAuth: r.ceiling.cryptoUs, cpuCeilingRatio: r.cpuCeilingRatio, primaryCpuUsPerAuth: r.primaryCpuUsPerAuth, generatorCpuUs: r.generatorCpuUsPerAuth, othersCpuUs: r.othersCpuUsPerAuth, machineBusy: r.machineBusy, floorShare: r.floorShare },
-          },
+          ...(r.spawned ? [{
+            section: 'authd', name: `AUTH_REQUEST -> grant, devloc-authd --workers ${r.workers}`, value: r.spawned.perS, unit: 'req/s',
+            extra: { ...serverExtra(r.spawned), ceilingPerS: r.ceiling.perS, cryptoUsPerAuth: r.ceiling.cryptoUs, primaryCpuUsPerAuth: r.spawned.primaryCpuUsPerAuth, floorShare: r.floorShare },
+          }] : []),
           ...(r.floor ? [{
-            section: 'authd', name: `crypto floor, ${r.workers} workers: only the ceiling's crypto per datagram`, value: r.floor.perS, unit: 'req/s',
-            extra: { ceilingRatio: r.floor.ceilingRatio, cpuUsPerAuth: r.floor.cpuUsPerAuth, cpuCeilingRatio: r.floor.cpuCeilingRatio, generatorCpuUs: r.floor.generatorCpuUsPerAuth, othersCpuUs: r.floor.othersCpuUsPerAuth, machineBusy: r.floor.machineBusy },
+            section: 'authd', name: `crypto floor, ${r.workers} workers: only the ceiling's crypto per datagram`, value: r.floor.perS, unit: 'req/s', extra: serverExtra(r.floor),
           }] : []),
           { section: 'authd', name: `crypto ceiling (${r.ceiling.cores} cores: Ed25519 verify + X25519 + sign)`, value: r.ceiling.perS, unit: 'auth/s', extra: { verifyUs: r.ceiling.verifyUs, x25519Us: r.ceiling.x25519Us, signUs: r.ceiling.signUs } },
           {

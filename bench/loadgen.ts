@@ -8,10 +8,9 @@
 //            (devloc-protocol(7), ADDRESS VALIDATION).
 // A request unanswered after LOSS_MS counts as lost and is replaced, so the window never shrinks.
 import dgram from 'node:dgram';
-import { addrProof } from '../src/net/client.js';
+import { UdpClient } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import { peekEnvelope } from '../src/net/server.js';
-import type { MessageName } from '../src/wire/catalog.js';
 import { decodeDatagram, encodeDatagram } from '../src/wire/envelope.js';
 import { privateKeyObject } from '../src/wire/keys.js';
 import type { HistogramJSON } from './stats.js';
@@ -113,6 +112,31 @@ async function run(c: LoadCommand): Promise<LoadReport> {
     outstanding.set(n, performance.now());
     socket.send(d, c.target.port, c.target.host);
   };
+  if (session) {
+    // Open the session (REGISTER with the ticket), then one untimed REFRESH, through the client
+    // every terminal uses (src/net/client.ts: retransmission, and an ADDR_CHALLENGE checked by
+    // the session MAC and answered with its proof). A REFRESH_ACK is larger than its REFRESH, so
+    // the server sends it only to an address proven for the session: it challenges the REGISTER
+    // when it wants to, else the first REFRESH (devloc-protocol(7), ADDRESS VALIDATION). The
+    // measured REFRESHes then find the address proven; before, the load was all challenges,
+    // counted as lost. The client then gives the socket back: the measured load is read below
+    // without a second decode of every datagram.
+    const client = await UdpClient.open({ socket, policy: { initialTimeoutMs: 200, maxRetransmit: 5, deadlineMs: 10_000 } });
+    const to = { ip: c.target.host, port: c.target.port };
+    const ask = async (name: 'REGISTER' | 'REFRESH', datagram: Buffer, n: number): Promise<void> => {
+      const r = await client.request(to, datagram, rid(n), { accept: (reply) => session!.accept(reply) });
+      if (r.msg.name === 'ERROR') throw new Error(`${name} refused: ${r.msg.body.code}`);
+      if (r.msg.name !== `${name}_ACK`) throw new Error(`${name} answered ${r.msg.name}`);
+    };
+    try {
+      let n = ++counter;
+      await ask('REGISTER', session.encode('REGISTER', rid(n), { ticket: Buffer.from(c.session!.ticketHex, 'hex'), timeMs: Date.now() }), n);
+      n = ++counter;
+      await ask('REFRESH', session.encode('REFRESH', rid(n), {}), n);
+    } finally {
+      client.detach();
+    }
+  }
   socket.on('message', (raw) => {
     const n = idOf(raw);
     if (n === undefined) return;
@@ -130,45 +154,6 @@ async function run(c: LoadCommand): Promise<LoadReport> {
     }
     sendNext();
   });
-  if (session) {
-    // Open the session (REGISTER with the ticket), then one untimed REFRESH, each retried until
-    // answered. A REFRESH_ACK is larger than its REFRESH, so the server sends it only to an address
-    // proven for the session: an ADDR_CHALLENGE (to the REGISTER when the server wants one there,
-    // else to the first REFRESH) is answered with its proof and the request sent again, as a
-    // terminal does (devloc-protocol(7), ADDRESS VALIDATION). The measured REFRESHes then find
-    // the address proven; before, the load was all challenges, counted as lost.
-    const untilAnswered = (datagram: Buffer, n: number): Promise<MessageName> =>
-      new Promise((resolve, reject) => {
-        const timer = setInterval(() => socket.send(datagram, c.target.port, c.target.host), 200);
-        const give = setTimeout(() => {
-          clearInterval(timer);
-          socket.off('message', onAnswer);
-          reject(new Error(`request ${n} unanswered`));
-        }, 10_000);
-        function onAnswer(raw: Buffer): void {
-          if (idOf(raw) !== n) return;
-          const d = decodeDatagram(raw);
-          if (d.ok && d.msg.name === 'ADDR_CHALLENGE' && session!.accept({ msg: d.msg, raw, from: { ip: c.target.host, port: c.target.port } })) {
-            socket.send(addrProof(d.msg), c.target.port, c.target.host);
-            socket.send(datagram, c.target.port, c.target.host);
-            return;
-          }
-          clearInterval(timer);
-          clearTimeout(give);
-          socket.off('message', onAnswer);
-          if (d.ok && d.msg.name !== 'ERROR') resolve(d.msg.name);
-          else reject(new Error(`request ${n} refused: ${d.ok && d.msg.name === 'ERROR' ? d.msg.body.code : 'bad answer'}`));
-        }
-        socket.on('message', onAnswer);
-        socket.send(datagram, c.target.port, c.target.host);
-      });
-    let n = ++counter;
-    const registered = await untilAnswered(session.encode('REGISTER', rid(n), { ticket: Buffer.from(c.session!.ticketHex, 'hex'), timeMs: Date.now() }), n);
-    if (registered !== 'REGISTER_ACK') throw new Error(`REGISTER answered ${registered}`);
-    n = ++counter;
-    const refreshed = await untilAnswered(session.encode('REFRESH', rid(n), {}), n);
-    if (refreshed !== 'REFRESH_ACK') throw new Error(`REFRESH answered ${refreshed}`);
-  }
   running = true;
   const started = performance.now();
   for (let i = 0; i < c.window; i++) sendNext();

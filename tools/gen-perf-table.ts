@@ -52,8 +52,12 @@ type Line = [what: string, figure: string, ratio: string, kamailio: string];
 /** A line without its first cell (the caller names what it is). */
 type Cells = [figure: string, ratio: string, kamailio: string];
 
-/** The table (with its caption) for `run`. Rows whose section did not run say so. */
-export function perfTable(run: Run): string {
+/**
+ * The table (with its caption) for `run`. Lines whose section did not run, or was skipped, say
+ * so. A section that ran without the row a line reads is an error (a row renamed in bench/ would
+ * otherwise turn into "not in this run" unnoticed) unless `partialRun` (the generator's tests).
+ */
+export function perfTable(run: Run, o: { partialRun?: boolean } = {}): string {
   const rows = run.results;
   const find = (section: string, name: RegExp): RunRow | undefined => rows.find((r) => r.section === section && name.test(r.name));
   const skipped = (section: string): string | undefined =>
@@ -66,6 +70,9 @@ export function perfTable(run: Run): string {
       return;
     }
     const l = f();
+    if (!l && !o.partialRun && rows.some((r) => r.section === section)) {
+      throw new Error(`bench run: section ${section} ran, but not the row(s) of "${what}": renamed in bench/? (tools/gen-perf-table.ts finds rows by name)`);
+    }
     lines.push(l ? [what, ...l] : [what, 'not in this run', '', '']);
   };
   const xEcho = (r: RunRow): string => (r.ratioToEcho !== undefined ? dec(r.ratioToEcho, 3) : '');

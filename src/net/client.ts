@@ -141,13 +141,19 @@ export class UdpClient {
     this.random = opts.random ?? Math.random;
     this.policy = { ...defaultPolicy, ...opts.policy };
     this.onPush = opts.onPush;
-    socket.on('message', (raw, rinfo) => this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port }));
-    // A send that fails asynchronously (no route, ICMP error) must not crash the process: the
-    // request simply goes unanswered and is retransmitted or times out.
-    socket.on('error', () => {
-      this.stats.sendErrors++;
-    });
+    socket.on('message', this.onMessage);
+    socket.on('error', this.onError);
   }
+
+  private readonly onMessage = (raw: Buffer, rinfo: dgram.RemoteInfo): void => {
+    this.receive(raw, { ip: normaliseIp(rinfo.address), port: rinfo.port });
+  };
+
+  // A send that fails asynchronously (no route, ICMP error) must not crash the process: the
+  // request simply goes unanswered and is retransmitted or times out.
+  private readonly onError = (): void => {
+    this.stats.sendErrors++;
+  };
 
   static async open(opts: ClientOptions = {}): Promise<UdpClient> {
     let socket = opts.socket;
@@ -222,6 +228,7 @@ export class UdpClient {
     /** Called at each retransmission (n = 1 for the first, i.e. at the first timeout); must not throw. */
     onRetransmit?: (n: number) => void;
   } = {}): Promise<Reply> {
+    if (this.closed) return Promise.reject(new DevlocError(ErrorCode.TRY_LATER, 'client closed or detached'));
     const key = Buffer.from(rid).toString('hex');
     if (this.pending.has(key)) return Promise.reject(new Error('request ID already pending'));
     const policy = { ...this.policy, ...o.policy };
@@ -264,12 +271,31 @@ export class UdpClient {
 
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
+    this.end('client closed');
+    return new Promise((resolve) => this.socket.close(() => resolve()));
+  }
+
+  /**
+   * Give the socket back open, as it was lent (`ClientOptions.socket`): this client's listeners
+   * come off it and its pending requests are rejected. For a caller that needs the request
+   * machinery only for a while, e.g. the bench's generator, which opens its session through
+   * `request` and then reads the socket itself without decoding every datagram twice.
+   */
+  detach(): dgram.Socket {
+    if (this.closed) return this.socket;
+    this.end('client detached');
+    this.socket.off('message', this.onMessage);
+    this.socket.off('error', this.onError);
+    return this.socket;
+  }
+
+  /** No more requests: the pending ones are rejected (a closing socket keeps the listeners, so a late error stays caught). */
+  private end(why: string): void {
     this.closed = true;
     for (const [key, p] of this.pending) {
       this.finish(key, p);
-      p.reject(new DevlocError(ErrorCode.TRY_LATER, 'client closed'));
+      p.reject(new DevlocError(ErrorCode.TRY_LATER, why));
     }
-    return new Promise((resolve) => this.socket.close(() => resolve()));
   }
 }
 

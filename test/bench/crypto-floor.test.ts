@@ -3,11 +3,10 @@
 // out), having done the ceiling's three operations for it (the proof it verifies holds, once per
 // datagram). No timing asserted.
 import t from 'tap';
-import { startCryptoFloor } from '../../bench/authd.js';
+import { authRequestBuilder, startCryptoFloor } from '../../bench/authd.js';
 import { ceilingOperations } from '../../bench/crypto-ceiling.js';
 import { UdpClient } from '../../src/net/client.js';
-import { buildAuthRequest } from '../../src/wire/auth.js';
-import { generatePair, newAuthdKey, newDeviceKey, privateKeyObject } from '../../src/wire/keys.js';
+import { newAuthdKey, newDeviceKey } from '../../src/wire/keys.js';
 
 t.test('ceilingOperations: the proof holds, the secret and the signature have their sizes', async (t) => {
   const ops = ceilingOperations();
@@ -20,22 +19,15 @@ t.test('the crypto floor (2 workers) answers each request with its ID and does t
   const authd = newAuthdKey();
   const device = newDeviceKey('FLOOR-1');
   if (authd.kind !== 'authd' || device.kind !== 'device') throw new Error('key kinds');
-  const request = (): { rid: Buffer; datagram: Buffer } => {
-    const rid = UdpClient.newRequestId();
-    const b = buildAuthRequest({
-      rid, deviceId: device.deviceId, deviceKey: privateKeyObject('Ed25519', device.sign), authdKid: Buffer.from(authd.kid, 'hex'),
-      authdSealPublic: authd.seal.public, audiences: ['locator'], cnf: generatePair('x25519').public, timeMs: Date.now(),
-    });
-    return { rid, datagram: b.datagram };
-  };
-  const floor = await startCryptoFloor(2, request());
+  const build = authRequestBuilder(authd, [device]);
+  const floor = await startCryptoFloor(2, build(1)[0]!);
   const client = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 2000, maxRetransmit: 2, deadlineMs: 10_000 } });
   t.teardown(async () => {
     await client.close();
     floor.stop();
   });
   const to = { ip: '127.0.0.1', port: floor.port };
-  const reqs = Array.from({ length: 12 }, request);
+  const reqs = build(12);
   const replies = await Promise.all(reqs.map((r) => client.request(to, r.datagram, r.rid)));
   replies.forEach((reply, i) => {
     t.equal(reply.msg.name, 'AUTH_RESPONSE');

@@ -217,13 +217,15 @@ t.test('same request ID twice at once is refused; close() rejects what is pendin
   t.pass('close() twice is harmless');
 });
 
+/** A UDP socket on an ephemeral loopback port. */
+const bindLoopback = (): Promise<dgram.Socket> => new Promise((resolve) => {
+  const s = dgram.createSocket('udp4');
+  s.bind(0, '127.0.0.1', () => resolve(s));
+});
+
 t.test('loopback: answers from another socket are ignored, the right one resolves', async (t) => {
-  const bind = (): Promise<dgram.Socket> => new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
-    s.bind(0, '127.0.0.1', () => resolve(s));
-  });
-  const real = await bind();
-  const impostor = await bind();
+  const real = await bindLoopback();
+  const impostor = await bindLoopback();
   t.teardown(() => {
     real.close();
     impostor.close();
@@ -243,4 +245,34 @@ t.test('loopback: answers from another socket are ignored, the right one resolve
   const r = await p;
   t.same(r.from, { ip: '127.0.0.1', port: real.address().port });
   t.equal(c.stats.sent, 1, 'no retransmission was needed');
+});
+
+t.test('detach(): the lent socket comes back open, without the client listening, its requests rejected', async (t) => {
+  const lent = await bindLoopback();
+  const peer = await bindLoopback();
+  t.teardown(() => {
+    lent.close();
+    peer.close();
+  });
+  const listeners = { message: lent.listenerCount('message'), error: lent.listenerCount('error') };
+  const c = await UdpClient.open({ socket: lent, policy: { initialTimeoutMs: 60_000, deadlineMs: 120_000 } });
+  t.equal(lent.listenerCount('message'), listeners.message + 1, 'the client reads the lent socket');
+  const to = { ip: '127.0.0.1', port: peer.address().port };
+  // One request answered through the client, one still pending at the detach.
+  const id = UdpClient.newRequestId();
+  peer.once('message', (_m, rinfo) => peer.send(ack(id), rinfo.port, rinfo.address));
+  t.equal((await c.request(to, ask(id), id)).msg.name, 'REFLECT_RESULT');
+  const pendingId = UdpClient.newRequestId();
+  const pending = c.request(to, ask(pendingId), pendingId);
+  t.equal(c.detach(), lent, 'detach gives the lent socket back');
+  await t.rejects(pending, { code: ErrorCode.TRY_LATER }, 'what was pending is rejected');
+  t.same({ message: lent.listenerCount('message'), error: lent.listenerCount('error') }, listeners, 'its listeners are off the socket');
+  await t.rejects(c.request(to, ask(rid(3)), rid(3)), /closed or detached/, 'no request after the detach');
+  // The owner reads the socket itself now; the client sees nothing more.
+  const ignoredBefore = c.stats.ignored;
+  const got = new Promise<Buffer>((resolve) => lent.once('message', (m) => resolve(m)));
+  peer.send(ack(pendingId), lent.address().port, '127.0.0.1');
+  t.same(await got, ack(pendingId), 'the socket is open and its owner receives');
+  t.equal(c.stats.ignored, ignoredBefore, 'the detached client did not see the datagram');
+  t.equal(c.detach(), lent, 'a second detach is harmless');
 });

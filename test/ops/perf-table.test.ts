@@ -25,7 +25,7 @@ t.test('the generator: figures from the run, ratios to its echo, sections absent
       { section: 'redis', name: 'skipped: redis-server not on PATH', value: 0, unit: 'skipped' },
     ],
   };
-  const table = perfTable(run);
+  const table = perfTable(run, { partialRun: true });
   t.ok(table.startsWith(BEGIN) && table.endsWith(END), 'between its markers');
   t.match(table, /\| bare node:dgram echo[^|]*\| 50,000 req\/s \(p50 0\.50 ms, p99 4\.00 ms\) \| 1\.000 \|/);
   t.match(table, /\| locatord REFRESH[^|]*\| 25,000 req\/s; 41,234 per locatord CPU-second; locatord CPU per datagram \*\*1\.96 x\*\*[^|]*\| 0\.500 \| re-REGISTER 26\.6k\/s/);
@@ -33,4 +33,8 @@ t.test('the generator: figures from the run, ratios to its echo, sections absent
   t.match(table, /\| authd, one process \| not in this run \|/);
   t.match(table, /2026-12-06 \(2 x CPU, Node 20\.20\.2, 3 s per figure, 10 min in all/);
   t.throws(() => withTable('no markers here', table), /no .* block/);
+  // A full run's section that ran without a line's row: a row renamed in bench/ is an error.
+  t.throws(() => perfTable(run), /section locatord ran, but not the row\(s\) of "locatord QUERY_ADDR/);
+  const renamed: Run = { ...run, results: run.results.map((r) => (r.name === 'REFRESH' ? { ...r, name: 'REFRESH flat out' } : r)) };
+  t.throws(() => perfTable(renamed, {}), /section locatord ran, but not the row\(s\) of "locatord REFRESH/);
 });
