@@ -172,7 +172,7 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     },
     {
       name: 'scale1m',
-      doc: 'devloc-locatord restored with 1M registered terminals (a snapshot built without ticket operations) against 10k, interleaved, 5 rounds: REFRESH (100k restored terminals in turn) and QUERY_ADDR (1 ID, random restored terminals) per locatord CPU-second, GC pauses and max latency under flat-out load, RSS per terminal',
+      doc: 'devloc-locatord restored with 1M registered terminals (a snapshot built without ticket operations) against 10k, interleaved, 5 rounds: REFRESH (100k restored terminals in turn; at 1M also 10k of them, as many as at 10k) and QUERY_ADDR (1 ID, random restored terminals) per locatord CPU-second, GC pauses and max latency under flat-out load, RSS per terminal',
       run: async (ctx) => {
         const { benchScale1m, scale1mRows } = await import('./scale1m.js');
         return scale1mRows(await benchScale1m({ seconds: ctx.seconds }, ctx.log));

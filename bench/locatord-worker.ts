@@ -51,6 +51,8 @@ export type WorkerCommand =
     cmd: 'run'; kind: 'REFRESH' | 'QUERY_ADDR'; target?: Address; seconds: number; window: number; idsPerQuery: number;
     /** QUERY_ADDR asks for terminals 0..registered-1 of buildTerminals (restoredLocatorId), at random, instead of this worker's own. */
     registered?: number;
+    /** REFRESH only the first this many of the adopted terminals, in turn (default: all of them). */
+    adoptedInTurn?: number;
   }
   /**
    * REFRESH `count` terminals of a snapshot of `registered` (buildTerminals) from now on, in turn,
@@ -427,7 +429,7 @@ class LoadGenerator {
     let i = 0;
     let r = 0;
     const ts = this.terminals;
-    const restored = this.restored;
+    const restored = c.adoptedInTurn !== undefined ? this.restored.slice(0, c.adoptedInTurn) : this.restored;
     const registered = c.registered;
     return this.drive(c.target ?? this.target, c.window, c.seconds, () => {
       const t = ts[i++ % ts.length]!;

@@ -86,8 +86,14 @@ export interface Scale1mMeasurement {
   /** Restored terminals the REFRESHes came from, in turn. */
   refreshTerminals: number;
   refresh: KindFigures;
+  /**
+   * At the large size: REFRESH again from only as many of the restored terminals as refresh at
+   * the small size (the same active set in a larger table), which tells the table's size from the
+   * number of terminals refreshing; null at the small size.
+   */
+  refreshSameActive: KindFigures | null;
   query: KindFigures;
-  /** Over both runs. */
+  /** Over all runs. */
   gc: GcFigures;
   /** VmRSS after the runs. */
   rssBytes: number;
@@ -105,6 +111,8 @@ export interface Scale1mResult {
   runs: Scale1mMeasurement[];
   /** Per round, large / small per CPU-second. */
   refreshRatios: number[];
+  /** Per round, large with the small size's active set / small. */
+  refreshSameActiveRatios: number[];
   queryRatios: number[];
   /** Whole-process RSS per terminal between the sizes, per round. */
   rssBytesPerTerminal: number[];
@@ -132,8 +140,11 @@ async function writeSnapshot(entries: number, dir: string): Promise<void> {
   }
 }
 
-/** One locatord child restored from `snapshotDir`, loaded by two generators: REFRESH then QUERY_ADDR. */
-async function measure(registered: number, snapshotDir: string, o: Required<Omit<Scale1mOptions, 'large' | 'small' | 'rounds' | 'cpuProfDir'>> & Pick<Scale1mOptions, 'cpuProfDir'>): Promise<Scale1mMeasurement> {
+/**
+ * One locatord child restored from `snapshotDir`, loaded by two generators: REFRESH, then (when
+ * `sameActiveAs` is less than the terminals refreshing) REFRESH from only that many, then QUERY_ADDR.
+ */
+async function measure(registered: number, snapshotDir: string, o: Required<Omit<Scale1mOptions, 'large' | 'small' | 'rounds' | 'cpuProfDir'>> & Pick<Scale1mOptions, 'cpuProfDir'>, sameActiveAs: number): Promise<Scale1mMeasurement> {
   const generators = 2;
   // Whole per generator: what is used is what is reported.
   const perGenerator = Math.floor(Math.min(o.refreshTerminals, registered) / generators);
@@ -165,11 +176,11 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     const tree = processTree(loc.proc.pid!);
     let loadedFrom = 0;
     let loadedMs = 0;
-    const run = async (kind: 'REFRESH' | 'QUERY_ADDR'): Promise<KindFigures> => {
+    const run = async (kind: 'REFRESH' | 'QUERY_ADDR', adoptedInTurn?: number): Promise<KindFigures> => {
       const c0 = treeCpuS(tree);
       const from = Date.now();
       loadedFrom ||= from;
-      const rs = await all({ cmd: 'run', kind, seconds: o.seconds, window: o.window, idsPerQuery: o.idsPerQuery, registered });
+      const rs = await all({ cmd: 'run', kind, seconds: o.seconds, window: o.window, idsPerQuery: o.idsPerQuery, registered, ...(adoptedInTurn !== undefined ? { adoptedInTurn } : {}) });
       loadedMs += Date.now() - from;
       const c1 = treeCpuS(tree);
       const answered = rs.reduce((a, r) => a + r.answered, 0);
@@ -181,6 +192,8 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
       };
     };
     const refresh = await run('REFRESH');
+    const samePerGenerator = Math.floor(Math.min(sameActiveAs, o.refreshTerminals) / generators);
+    const refreshSameActive = samePerGenerator >= 1 && samePerGenerator < perGenerator ? await run('REFRESH', samePerGenerator) : null;
     const query = await run('QUERY_ADDR');
     const loadedTo = Date.now();
     const rssBytes = rssOf(loc.proc.pid!);
@@ -188,7 +201,7 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     await new Promise((r) => setTimeout(r, 300));
     const pauses = readGcPauses(gcLogFile).filter((p) => p.atMs >= loadedFrom && p.atMs <= loadedTo);
     return {
-      registered, refreshTerminals: refreshing, refresh, query, gc: gcFigures(pauses, loadedMs), rssBytes,
+      registered, refreshTerminals: refreshing, refresh, refreshSameActive, query, gc: gcFigures(pauses, loadedMs), rssBytes,
       restoreMs: Number(restored['durationMs']), restoreCpuMs: Number(restored['cpuMs']),
       loadAverage: round(os.loadavg()[0]!, 1),
     };
@@ -221,6 +234,7 @@ export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string
     }
     const runs: Scale1mMeasurement[] = [];
     const refreshRatios: number[] = [];
+    const refreshSameActiveRatios: number[] = [];
     const queryRatios: number[] = [];
     const rssBytesPerTerminal: number[] = [];
     for (let r = 0; r < rounds; r++) {
@@ -228,7 +242,7 @@ export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string
       const got = new Map<number, Scale1mMeasurement>();
       for (const n of order) {
         log(`scale1m: round ${r + 1}/${rounds}, ${n} registered`);
-        const m = await measure(n, dirs.get(n)!, o);
+        const m = await measure(n, dirs.get(n)!, o, small);
         got.set(n, m);
         runs.push(m);
       }
@@ -236,10 +250,11 @@ export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string
       const s = got.get(small)!;
       const ratio = (a: number, b: number): number => (a > 0 && b > 0 ? round(a / b, 3) : 0);
       refreshRatios.push(ratio(l.refresh.perCpuS, s.refresh.perCpuS));
+      if (l.refreshSameActive) refreshSameActiveRatios.push(ratio(l.refreshSameActive.perCpuS, s.refresh.perCpuS));
       queryRatios.push(ratio(l.query.perCpuS, s.query.perCpuS));
       rssBytesPerTerminal.push(Math.round((l.rssBytes - s.rssBytes) / (large - small)));
     }
-    return { large, small, seconds: o.seconds, idsPerQuery: o.idsPerQuery, runs, refreshRatios, queryRatios, rssBytesPerTerminal };
+    return { large, small, seconds: o.seconds, idsPerQuery: o.idsPerQuery, runs, refreshRatios, refreshSameActiveRatios, queryRatios, rssBytesPerTerminal };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -269,12 +284,27 @@ export function scale1mRows(r: Scale1mResult): BenchResult[] {
     return l > 0 && sm > 0 ? round(l / sm, 3) : 0;
   };
   rows.push({ section: s, name: `REFRESH per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('refresh'), unit: 'x', extra: { rounds: r.refreshRatios } });
+  // The same number of terminals refreshing in both tables: what the table's size costs alone.
+  const sameActive = at(r.large).flatMap((m) => (m.refreshSameActive ? [m.refreshSameActive.perCpuS] : []));
+  if (sameActive.length > 0) {
+    const sm = perCpuS(r.small, 'refresh');
+    const active = at(r.small)[0]?.refreshTerminals ?? r.small;
+    rows.push({
+      section: s, name: `REFRESH per CPU-second with ${active} terminals refreshing in both, ${r.large} / ${r.small} registered, medians`,
+      value: sm > 0 ? round(median(sameActive) / sm, 3) : 0, unit: 'x',
+      extra: {
+        rounds: r.refreshSameActiveRatios, perCpuS: sameActive,
+        // In the same 1M process, one run after the other: all the REFRESHing terminals / only as many as at the small size.
+        activeSetRatios: at(r.large).flatMap((m) => (m.refreshSameActive && m.refreshSameActive.perCpuS > 0 ? [round(m.refresh.perCpuS / m.refreshSameActive.perCpuS, 3)] : [])),
+      },
+    });
+  }
   rows.push({ section: s, name: `QUERY_ADDR per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('query'), unit: 'x', extra: { rounds: r.queryRatios } });
   // GC and latency at both sizes: on a shared machine the small table shows what the machine
   // alone does to them.
   for (const n of [r.large, r.small]) {
     const ms = at(n);
-    const kinds = ms.flatMap((m) => [m.refresh, m.query]);
+    const kinds = ms.flatMap((m) => (m.refreshSameActive ? [m.refresh, m.refreshSameActive, m.query] : [m.refresh, m.query]));
     const target = (t: string): string => (n === r.large ? ` (target ${t})` : '');
     rows.push({ section: s, name: `GC pause p99 at ${n} registered, flat out${target('< 10 ms')}`, value: Math.max(...ms.map((m) => m.gc.p99Ms)), unit: 'ms', extra: { maxMs: Math.max(...ms.map((m) => m.gc.maxMs)), each: ms.map((m) => m.gc) } });
     rows.push({

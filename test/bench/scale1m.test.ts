@@ -56,7 +56,14 @@ t.test('benchScale1m, small: both sizes restored, loaded and measured', async (t
     t.ok(m.rssBytes > 0);
   }
   t.equal(r.refreshRatios.length, 1);
+  // At the large size, REFRESH again from as many terminals as refresh at the small one (1,000).
+  const [small, large] = r.runs;
+  t.equal(small!.refreshSameActive, null, 'not at the small size');
+  t.ok(large!.refreshSameActive && large!.refreshSameActive.perCpuS > 0 && large!.refreshSameActive.errors === 0, 'answered at the large size, none refused');
+  t.same(r.refreshSameActiveRatios, [Math.round((large!.refreshSameActive!.perCpuS / small!.refresh.perCpuS) * 1000) / 1000]);
   const rows = scale1mRows(r);
+  const same = rows.find((x) => x.name === 'REFRESH per CPU-second with 1000 terminals refreshing in both, 3000 / 1000 registered, medians');
+  t.equal(same?.value, r.refreshSameActiveRatios[0], 'its row: one round, its ratio');
   t.ok(rows.every((x) => x.section === 'scale1m' && Number.isFinite(x.value)));
   const ratio = rows.find((x) => x.name.startsWith('REFRESH per CPU-second, 3000 / 1000'))!;
   const perCpuS = (n: number): number => r.runs.find((m) => m.registered === n)!.refresh.perCpuS;

@@ -38,3 +38,19 @@ t.test('the generator: figures from the run, ratios to its echo, sections absent
   const renamed: Run = { ...run, results: run.results.map((r) => (r.name === 'REFRESH' ? { ...r, name: 'REFRESH flat out' } : r)) };
   t.throws(() => perfTable(renamed, {}), /section locatord ran, but not the row\(s\) of "locatord REFRESH/);
 });
+
+t.test('the scale1m line: the ratio at the same number of terminals refreshing, when the run has it', async (t) => {
+  const row = (name: string, value: number, unit = 'req/CPU-s'): Run['results'][number] => ({ section: 'scale1m', name, value, unit });
+  const rows = [
+    row('REFRESH per locatord CPU-second, 1000000 registered', 43_000),
+    row('QUERY_ADDR (1 ID) per locatord CPU-second, 1000000 registered', 46_000),
+    row('REFRESH per CPU-second, 1000000 / 10000 registered, medians (target >= 0.95)', 0.93, 'x'),
+    row('QUERY_ADDR per CPU-second, 1000000 / 10000 registered, medians (target >= 0.95)', 0.97, 'x'),
+    row('GC pause p99 at 1000000 registered, flat out (target < 10 ms)', 2.5, 'ms'),
+    row('max request latency at 1000000 registered, flat out (target < 50 ms)', 17.2, 'ms'),
+  ];
+  const run: Run = { date: '2026-12-06T15:00:00.000Z', node: 'v20.20.2', cpus: '2 x CPU', secondsPerSection: 3, durationS: 600, echoBaselinePerS: 50_000, results: rows };
+  t.match(perfTable(run, { partialRun: true }), /REFRESH 43,000\/CPU-s, \*\*0\.93\*\* of 10,000 \(target >= 0\.95\); QUERY_ADDR/, 'an older run: without it');
+  const withSame: Run = { ...run, results: [...rows, row('REFRESH per CPU-second with 10000 terminals refreshing in both, 1000000 / 10000 registered, medians', 0.98, 'x')] };
+  t.match(perfTable(withSame, { partialRun: true }), /\*\*0\.93\*\* of 10,000 \(target >= 0\.95\) \(0\.98 with 10,000 of them refreshing, as many as at 10,000\); QUERY_ADDR/);
+});
