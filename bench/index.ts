@@ -124,10 +124,10 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
     },
     {
       name: 'locatord',
-      doc: 'devloc-locatord child process: first registrations, refreshes, queries (4 IDs, and 1 ID for CPU per datagram), CPU per datagram against the echo server and against echo servers spinning 6 and 12 us per datagram; table memory and sweep; process memory per terminal with its session (200k entries)',
+      doc: 'devloc-locatord child process: first registrations, refreshes, queries (4 IDs, and 1 ID for CPU per datagram), CPU per datagram against the echo server (3 rounds alternating the two, ratio of the medians) and against echo servers spinning 6 and 12 us per datagram; table memory and sweep; process memory per terminal with its session (200k entries)',
       run: async (ctx) => {
         const { benchLocatordThroughput, benchTable, benchTerminalsMemory } = await import('./locatord.js');
-        const r = await benchLocatordThroughput({ seconds: ctx.seconds, sessionsPerWorker: 500, echoWorkUs: [6, 12], moreQueryIds: [1] });
+        const r = await benchLocatordThroughput({ seconds: ctx.seconds, sessionsPerWorker: 500, echoWorkUs: [6, 12], moreQueryIds: [1], rounds: 3 });
         const tb = await benchTable(200_000);
         const mem = await benchTerminalsMemory(200_000);
         const s = 'locatord';
@@ -135,11 +135,11 @@ export function sections(t?: TerminalsSectionOptions, out = 'bench-results', onR
           { section: s, name: 'REGISTER opening a session (ticket + X25519)', value: r.firstRegistrationsPerS, unit: 'req/s' },
           { section: s, name: 'REFRESH', value: r.refreshPerS, unit: 'req/s', extra: { ownEchoRatio: r.refreshRatio, lost: r.lost } },
           { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs)`, value: r.queryPerS, unit: 'req/s', extra: { idsPerS: r.queryIdsPerS, ownEchoRatio: r.queryRatio } },
-          { section: s, name: 'REFRESH: locatord CPU per datagram / echo server CPU per datagram', value: r.refreshCpuXEcho, unit: 'x', extra: { refreshPerCpuS: r.refreshPerCpuS, echoPerCpuS: r.echoRefreshPerCpuS } },
-          { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs): locatord CPU per datagram / echo server CPU per datagram`, value: r.queryCpuXEcho, unit: 'x', extra: { queryPerCpuS: r.queryPerCpuS, echoPerCpuS: r.echoQueryPerCpuS } },
+          { section: s, name: 'REFRESH: locatord CPU per datagram / echo server CPU per datagram', value: r.refreshCpuXEcho, unit: 'x', extra: { refreshPerCpuS: r.refreshPerCpuS, echoPerCpuS: r.echoRefreshPerCpuS, rounds: r.refreshCpuXEchoRounds } },
+          { section: s, name: `QUERY_ADDR (${r.idsPerQuery} IDs): locatord CPU per datagram / echo server CPU per datagram`, value: r.queryCpuXEcho, unit: 'x', extra: { queryPerCpuS: r.queryPerCpuS, echoPerCpuS: r.echoQueryPerCpuS, rounds: r.queryCpuXEchoRounds } },
           ...r.queriesByIds.map((q) => ({
             section: s, name: `QUERY_ADDR (${q.ids} ID${q.ids === 1 ? '' : 's'}): locatord CPU per datagram / echo server CPU per datagram`, value: q.cpuXEcho, unit: 'x',
-            extra: { queryPerCpuS: q.perCpuS, echoPerCpuS: q.echoPerCpuS },
+            extra: { queryPerCpuS: q.perCpuS, echoPerCpuS: q.echoPerCpuS, rounds: q.cpuXEchoRounds },
           })),
           ...r.echoWithWork.map((e) => ({
             section: s, name: `echo server that also spins ${e.workUs} us of CPU per datagram: CPU per datagram / bare echo's`, value: e.cpuXEcho, unit: 'x',

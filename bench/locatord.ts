@@ -15,6 +15,7 @@ import type { Address } from '../src/wire/addr.js';
 import type { KeyFile } from '../src/wire/keys.js';
 import { generatePair, keyFileToJson, newKid, publicOf, publicToJson } from '../src/wire/keys.js';
 import { processTree, treeCpuS } from './cpu.js';
+import { median } from './stats.js';
 import type { Child } from './procs.js';
 import { forkSibling } from './procs.js';
 import type { RunResult, WorkerCommand } from './locatord-worker.js';
@@ -57,6 +58,12 @@ export interface ThroughputOptions {
   warmupSeconds?: number;
   /** Locator IDs per QUERY_ADDR. */
   idsPerQuery?: number;
+  /**
+   * Times each pair of measurements behind a CPU-per-datagram ratio (locatord's, then the echo
+   * server's, of the same load; the order alternates) is taken; the ratio is of the two medians
+   * (default 1). One 3-second measurement moves by up to +-10% here, a ratio of two of them more.
+   */
+  rounds?: number;
   /** More locatord flags (scale.ts: --store redis, --workers). */
   extraArgs?: string[];
   /** Profile locatord's CPU into this directory (node --cpu-prof; written as it stops). */
@@ -99,9 +106,12 @@ export interface ThroughputResult {
   /** The same datagrams answered per CPU-second of the echo server (issue 16 item 2's yardstick). */
   echoRefreshPerCpuS: number;
   echoQueryPerCpuS: number;
-  /** locatord's CPU per datagram in echo server CPUs per datagram, same run (target: REFRESH <= 2, QUERY_ADDR(1) <= 2.5). */
+  /** locatord's CPU per datagram in echo server CPUs per datagram, same run (target: REFRESH <= 2, QUERY_ADDR(1) <= 2.5): the ratio of the rounds' medians. */
   refreshCpuXEcho: number;
   queryCpuXEcho: number;
+  /** Each round's own ratio (its two measurements side by side). */
+  refreshCpuXEchoRounds: number[];
+  queryCpuXEchoRounds: number[];
   /**
    * Echo servers doing `workUs` of pure CPU per REFRESH-sized datagram: their CPU per datagram in
    * bare-echo CPUs per datagram (`cpuXEcho`), and the part of it beyond the work itself, in us
@@ -109,7 +119,7 @@ export interface ThroughputResult {
    */
   echoWithWork: { workUs: number; cpuXEcho: number; ioUs: number }[];
   /** QUERY_ADDR of `ids` IDs (moreQueryIds): per CPU-second of locatord and of the echo server, and their ratio. */
-  queriesByIds: { ids: number; perCpuS: number; echoPerCpuS: number; cpuXEcho: number }[];
+  queriesByIds: { ids: number; perCpuS: number; echoPerCpuS: number; cpuXEcho: number; cpuXEchoRounds: number[] }[];
   lost: number;
 }
 
@@ -225,11 +235,43 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
       const answered = rs.reduce((a, r) => a + r.answered, 0);
       return [rs, c0 !== null && c1 !== null && c1 > c0 ? Math.round(answered / (c1 - c0)) : 0];
     };
-    const [refresh, refreshPerCpuS] = await perCpuS({ cmd: 'run', kind: 'REFRESH', seconds, window, idsPerQuery });
-    const [query, queryPerCpuS] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery });
-    const [echoRefresh, echoRefreshPerCpuS] = await perCpuS({ cmd: 'run', kind: 'REFRESH', target: echoTarget, seconds, window, idsPerQuery }, [echo.proc.pid!]);
-    const [echoQuery, echoQueryPerCpuS] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery }, [echo.proc.pid!]);
     const xEcho = (own: number, echoes: number): number => (own > 0 && echoes > 0 ? Math.round((echoes / own) * 100) / 100 : 0);
+    const rounds = Math.max(1, o.rounds ?? 1);
+    /**
+     * The same load `m` to locatord and to the echo server, `rounds` times, the order alternating:
+     * each one's median per CPU-second, the ratio of the medians, each round's ratio, and the
+     * first round's results (throughput and losses).
+     */
+    const paired = async (m: Extract<WorkerCommand, { cmd: 'run' }>): Promise<{ own: RunResult[]; echo: RunResult[]; ownPerCpuS: number; echoPerCpuS: number; cpuXEcho: number; cpuXEchoRounds: number[] }> => {
+      const owns: number[] = [];
+      const echoes: number[] = [];
+      const each: number[] = [];
+      let first: [RunResult[], RunResult[]] | undefined;
+      for (let r = 0; r < rounds; r++) {
+        const toOwn = (): Promise<[RunResult[], number]> => perCpuS(m);
+        const toEcho = (): Promise<[RunResult[], number]> => perCpuS({ ...m, target: echoTarget }, [echo.proc.pid!]);
+        let own: [RunResult[], number];
+        let echoed: [RunResult[], number];
+        if (r % 2 === 0) {
+          own = await toOwn();
+          echoed = await toEcho();
+        } else {
+          echoed = await toEcho();
+          own = await toOwn();
+        }
+        first ??= [own[0], echoed[0]];
+        owns.push(own[1]);
+        echoes.push(echoed[1]);
+        each.push(xEcho(own[1], echoed[1]));
+      }
+      const ownPerCpuS = Math.round(median(owns));
+      const echoPerCpuS = Math.round(median(echoes));
+      return { own: first![0], echo: first![1], ownPerCpuS, echoPerCpuS, cpuXEcho: xEcho(ownPerCpuS, echoPerCpuS), cpuXEchoRounds: each };
+    };
+    const refreshPair = await paired({ cmd: 'run', kind: 'REFRESH', seconds, window, idsPerQuery });
+    const queryPair = await paired({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery });
+    const [refresh, echoRefresh, query, echoQuery] = [refreshPair.own, refreshPair.echo, queryPair.own, queryPair.echo];
+    const [refreshPerCpuS, echoRefreshPerCpuS, queryPerCpuS, echoQueryPerCpuS] = [refreshPair.ownPerCpuS, refreshPair.echoPerCpuS, queryPair.ownPerCpuS, queryPair.echoPerCpuS];
     // A server that works longer per datagram leaves its clients waiting (asleep) longer, and each
     // answer then pays for waking one: the UDP path costs more per datagram than the bare echo's
     // (README, "CPU per request"). Echo servers that spin a known CPU time show by how much.
@@ -246,9 +288,8 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
     }
     const queriesByIds: ThroughputResult['queriesByIds'] = [];
     for (const ids of o.moreQueryIds ?? []) {
-      const [, perCpuSIds] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery: ids });
-      const [, echoPerCpuSIds] = await perCpuS({ cmd: 'run', kind: 'QUERY_ADDR', target: echoTarget, seconds, window, idsPerQuery: ids }, [echo.proc.pid!]);
-      queriesByIds.push({ ids, perCpuS: perCpuSIds, echoPerCpuS: echoPerCpuSIds, cpuXEcho: xEcho(perCpuSIds, echoPerCpuSIds) });
+      const q = await paired({ cmd: 'run', kind: 'QUERY_ADDR', seconds, window, idsPerQuery: ids });
+      queriesByIds.push({ ids, perCpuS: q.ownPerCpuS, echoPerCpuS: q.echoPerCpuS, cpuXEcho: q.cpuXEcho, cpuXEchoRounds: q.cpuXEchoRounds });
     }
     const refreshPerS = perS(refresh);
     const queryPerS = perS(query);
@@ -262,7 +303,7 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
       refreshRatio: Math.round((refreshPerS / echoRefreshSizedPerS) * 100) / 100,
       queryRatio: Math.round((queryPerS / echoQuerySizedPerS) * 100) / 100,
       refreshPerCpuS, queryPerCpuS, echoRefreshPerCpuS, echoQueryPerCpuS,
-      refreshCpuXEcho: xEcho(refreshPerCpuS, echoRefreshPerCpuS), queryCpuXEcho: xEcho(queryPerCpuS, echoQueryPerCpuS),
+      refreshCpuXEcho: refreshPair.cpuXEcho, queryCpuXEcho: queryPair.cpuXEcho, refreshCpuXEchoRounds: refreshPair.cpuXEchoRounds, queryCpuXEchoRounds: queryPair.cpuXEchoRounds,
       echoWithWork, queriesByIds,
       lost: [...reg, ...refresh, ...query].reduce((a, r) => a + r.lost, 0),
     };

@@ -17,6 +17,7 @@ import { normaliseIp, packIp } from '../src/wire/addr.js';
 import { decodeDatagram } from '../src/wire/envelope.js';
 import type { MicroTerminal } from './micro-locatord.js';
 import { cpuUs, emptyPairUs, startMicroLocatord } from './micro-locatord.js';
+import { median } from './stats.js';
 
 export interface RefreshMicroResult {
   refreshes: number;
@@ -32,7 +33,6 @@ export interface RefreshMicroResult {
   rounds: [number, number, number][];
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function runRefreshMicro(refreshes = 20_000, rounds = 5, terminals = 1000, calls = 2_000_000): Promise<RefreshMicroResult> {
   const { loc, sent, terminal, rid, request, timedReceive, stop } = await startMicroLocatord();

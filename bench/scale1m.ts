@@ -31,7 +31,7 @@ import { rssOf } from './measured-process.js';
 import type { GcPause } from './locatord.js';
 import { forkWorker, perS, readGcPauses, startBenchLocatord, warmUp } from './locatord.js';
 import type { RunResult, WorkerCommand } from './locatord-worker.js';
-import { Histogram } from './stats.js';
+import { Histogram, median } from './stats.js';
 import type { BenchResult } from './types.js';
 
 const SNAPSHOT_FILE = 'locatord.snapshot';
@@ -260,11 +260,6 @@ export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string
   }
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 /** The section's rows: medians over the rounds, every measurement in `extra`. */
 export function scale1mRows(r: Scale1mResult): BenchResult[] {

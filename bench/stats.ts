@@ -1,5 +1,6 @@
 // Latency histogram for the load generators: fixed memory whatever the sample count, mergeable
-// across worker processes (toJSON / fromJSON over IPC), percentiles within 1%.
+// across worker processes (toJSON / fromJSON over IPC), percentiles within 1%. And the median the
+// sections take over their rounds.
 //
 // Values are recorded in milliseconds; internally in log-spaced buckets of 1% width from 1 µs
 // (bucket k holds values up to 1.01^k µs), so p50/p90/p99 come back as a bucket's upper bound:
@@ -9,6 +10,13 @@ const GROWTH = 1.01;
 const LOG_GROWTH = Math.log(GROWTH);
 /** 1 µs .. ~10^5 s. */
 const BUCKETS = 2600;
+
+/** The median (the mean of the two middle values for an even count); NaN for none. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
 
 export interface HistogramJSON {
   counts: [number, number][];
