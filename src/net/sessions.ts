@@ -36,6 +36,12 @@ export interface ServerSession {
 }
 
 const KEY_BYTES = 32;
+/**
+ * Keys whose hashed HMAC pads the sessions' MACs keep (SessionMacs): 16,384 keys, 1.5 MiB, the
+ * sessions of a few thousand terminals exchanging datagrams now; beyond that a MAC costs two
+ * SHA-256 blocks more (bench/mac-cache.ts measures it).
+ */
+export const SESSION_MAC_CACHE_KEYS = 16_384;
 
 /**
  * The record of a server session not held by a ServerSessions (held ones are slots of its
@@ -937,11 +943,9 @@ export class ServerSessions {
   private readonly freshnessMs: number;
   /**
    * The session MACs of every datagram in and out, with the hashed pads of the keys used lately
-   * (wire/hmac-sha256.ts: no native object per MAC for the scavenger to free). 16,384 keys, 1.5 MiB:
-   * the sessions of a few thousand terminals exchanging datagrams now; beyond that a MAC costs two
-   * SHA-256 blocks more.
+   * (wire/hmac-sha256.ts: no native object per MAC for the scavenger to free). SESSION_MAC_CACHE_KEYS.
    */
-  private readonly macs = new SessionMacs(16_384);
+  private readonly macs = new SessionMacs(SESSION_MAC_CACHE_KEYS);
   /** Sessions opened (ticket accepted and MAC verified). */
   opened = 0;
   /** Lookups of `remote` in progress, so concurrent datagrams of one session share one. */
