@@ -247,18 +247,15 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
       const echoes: number[] = [];
       const each: number[] = [];
       let first: [RunResult[], RunResult[]] | undefined;
+      type Measured = [RunResult[], number];
+      const toOwn = (): Promise<Measured> => perCpuS(m);
+      const toEcho = (): Promise<Measured> => perCpuS({ ...m, target: echoTarget }, [echo.proc.pid!]);
       for (let r = 0; r < rounds; r++) {
-        const toOwn = (): Promise<[RunResult[], number]> => perCpuS(m);
-        const toEcho = (): Promise<[RunResult[], number]> => perCpuS({ ...m, target: echoTarget }, [echo.proc.pid!]);
-        let own: [RunResult[], number];
-        let echoed: [RunResult[], number];
-        if (r % 2 === 0) {
-          own = await toOwn();
-          echoed = await toEcho();
-        } else {
-          echoed = await toEcho();
-          own = await toOwn();
-        }
+        // Even rounds start with locatord, odd ones with the echo server.
+        const ownFirst = r % 2 === 0;
+        const ran: Measured[] = [];
+        for (const run of ownFirst ? [toOwn, toEcho] : [toEcho, toOwn]) ran.push(await run());
+        const [own, echoed] = ownFirst ? [ran[0]!, ran[1]!] : [ran[1]!, ran[0]!];
         first ??= [own[0], echoed[0]];
         owns.push(own[1]);
         echoes.push(echoed[1]);

@@ -107,13 +107,8 @@ export interface Scale1mResult {
   small: number;
   seconds: number;
   idsPerQuery: number;
-  /** In the order measured. */
+  /** In the order measured: each round's two measurements side by side (roundRatios reads them in pairs). */
   runs: Scale1mMeasurement[];
-  /** Per round, large / small per CPU-second. */
-  refreshRatios: number[];
-  /** Per round, large with the small size's active set / small. */
-  refreshSameActiveRatios: number[];
-  queryRatios: number[];
   /** Whole-process RSS per terminal between the sizes, per round. */
   rssBytesPerTerminal: number[];
 }
@@ -233,9 +228,6 @@ export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string
       dirs.set(n, d);
     }
     const runs: Scale1mMeasurement[] = [];
-    const refreshRatios: number[] = [];
-    const refreshSameActiveRatios: number[] = [];
-    const queryRatios: number[] = [];
     const rssBytesPerTerminal: number[] = [];
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? [small, large] : [large, small];
@@ -248,18 +240,32 @@ export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string
       }
       const l = got.get(large)!;
       const s = got.get(small)!;
-      const ratio = (a: number, b: number): number => (a > 0 && b > 0 ? round(a / b, 3) : 0);
-      refreshRatios.push(ratio(l.refresh.perCpuS, s.refresh.perCpuS));
-      if (l.refreshSameActive) refreshSameActiveRatios.push(ratio(l.refreshSameActive.perCpuS, s.refresh.perCpuS));
-      queryRatios.push(ratio(l.query.perCpuS, s.query.perCpuS));
       rssBytesPerTerminal.push(Math.round((l.rssBytes - s.rssBytes) / (large - small)));
     }
-    return { large, small, seconds: o.seconds, idsPerQuery: o.idsPerQuery, runs, refreshRatios, refreshSameActiveRatios, queryRatios, rssBytesPerTerminal };
+    return { large, small, seconds: o.seconds, idsPerQuery: o.idsPerQuery, runs, rssBytesPerTerminal };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
 }
 
+/**
+ * Per round, large / small per CPU-second of what `pick` reads (the large table's figure first,
+ * the small one's second): the two measurements of a round are side by side in `runs`. A round
+ * whose large measurement has no such figure (no same-active run) is left out.
+ */
+export function roundRatios(r: Scale1mResult, pick: (m: Scale1mMeasurement, side: 'large' | 'small') => number | undefined): number[] {
+  const out: number[] = [];
+  for (let i = 0; i + 1 < r.runs.length; i += 2) {
+    const pair = [r.runs[i]!, r.runs[i + 1]!];
+    const l = pair.find((m) => m.registered === r.large);
+    const sm = pair.find((m) => m.registered === r.small);
+    if (!l || !sm) continue;
+    const a = pick(l, 'large');
+    const b = pick(sm, 'small');
+    if (a !== undefined) out.push(a > 0 && b !== undefined && b > 0 ? round(a / b, 3) : 0);
+  }
+  return out;
+}
 
 /** The section's rows: medians over the rounds, every measurement in `extra`. */
 export function scale1mRows(r: Scale1mResult): BenchResult[] {
@@ -278,7 +284,7 @@ export function scale1mRows(r: Scale1mResult): BenchResult[] {
     const sm = perCpuS(r.small, k);
     return l > 0 && sm > 0 ? round(l / sm, 3) : 0;
   };
-  rows.push({ section: s, name: `REFRESH per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('refresh'), unit: 'x', extra: { rounds: r.refreshRatios } });
+  rows.push({ section: s, name: `REFRESH per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('refresh'), unit: 'x', extra: { rounds: roundRatios(r, (m) => m.refresh.perCpuS) } });
   // The same number of terminals refreshing in both tables: what the table's size costs alone.
   const sameActive = at(r.large).flatMap((m) => (m.refreshSameActive ? [m.refreshSameActive.perCpuS] : []));
   if (sameActive.length > 0) {
@@ -288,13 +294,15 @@ export function scale1mRows(r: Scale1mResult): BenchResult[] {
       section: s, name: `REFRESH per CPU-second with ${active} terminals refreshing in both, ${r.large} / ${r.small} registered, medians`,
       value: sm > 0 ? round(median(sameActive) / sm, 3) : 0, unit: 'x',
       extra: {
-        rounds: r.refreshSameActiveRatios, perCpuS: sameActive,
+        rounds: roundRatios(r, (m, side) => (side === 'large' ? m.refreshSameActive?.perCpuS : m.refresh.perCpuS)),
+        perCpuS: sameActive,
+        terminalsRefreshing: active,
         // In the same 1M process, one run after the other: all the REFRESHing terminals / only as many as at the small size.
         activeSetRatios: at(r.large).flatMap((m) => (m.refreshSameActive && m.refreshSameActive.perCpuS > 0 ? [round(m.refresh.perCpuS / m.refreshSameActive.perCpuS, 3)] : [])),
       },
     });
   }
-  rows.push({ section: s, name: `QUERY_ADDR per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('query'), unit: 'x', extra: { rounds: r.queryRatios } });
+  rows.push({ section: s, name: `QUERY_ADDR per CPU-second, ${r.large} / ${r.small} registered, medians (target >= 0.95)`, value: ofMedians('query'), unit: 'x', extra: { rounds: roundRatios(r, (m) => m.query.perCpuS) } });
   // GC and latency at both sizes: on a shared machine the small table shows what the machine
   // alone does to them.
   for (const n of [r.large, r.small]) {

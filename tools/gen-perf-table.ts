@@ -149,7 +149,9 @@ export function perfTable(run: Run, o: { partialRun?: boolean } = {}): string {
     const restore = find('scale1m', /^restore of/);
     // Runs since 2026-12-06 afternoon: at the large size also REFRESHes from as many terminals as at the small.
     const same = find('scale1m', /^REFRESH per CPU-second with (\d+) terminals refreshing in both/);
-    const sameActive = same ? ` (${dec(same.value)} with ${int(Number(/with (\d+) terminals/.exec(same.name)![1]))} of them refreshing, as many as at ${int(Number(small))})` : '';
+    // The number refreshing is in the row's extra; docs/bench-run.json's run predates it, so its name is read then.
+    const refreshing = (r: RunRow): number => num(r.extra?.['terminalsRefreshing'] ?? Number(/with (\d+) terminals/.exec(r.name)![1]), `${r.name}: terminalsRefreshing`);
+    const sameActive = same ? ` (${dec(same.value)} with ${int(refreshing(same))} of them refreshing, as many as at ${int(Number(small))})` : '';
     if (!refLarge || !qLarge || !gc || !max) return null;
     return [
       `at ${int(Number(large))} registered: REFRESH ${int(refLarge.value)}/CPU-s, **${dec(ref.value)}** of ${int(Number(small))} (target >= 0.95)${sameActive}; QUERY_ADDR of 1 ID ${int(qLarge.value)}/CPU-s, **${dec(q.value)}**; GC pause p99 ${dec(gc.value, 1)} ms (target < 10), max request latency ${dec(max.value, 1)} ms (target < 50)${restore ? `; restore ${int(restore.value)} ms` : ''}`,

@@ -12,7 +12,7 @@
 // +4.3 to +8.1 MiB in an ES module host and from +6.8 to +10.6 MiB for the daemon, beyond its
 // budget, when the agent's derivations moved to it.
 import { hkdfSync } from 'node:crypto';
-import { HKDF_MAX_BYTES, hkdfSha256 } from './hmac-sha256.js';
+import { checkHkdfLength, hkdfSha256 } from './hmac-sha256.js';
 
 let inJavaScript = false;
 
@@ -23,7 +23,8 @@ export function deriveKeysInJavaScript(on = true): void {
 
 /** `length` bytes of HKDF-SHA-256 from `ikm` with `salt` and `info`, in memory of their own. */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Buffer {
-  // hkdfSha256 checks the length itself (the same RangeError for both).
-  if (inJavaScript || !Number.isInteger(length) || length < 1 || length > HKDF_MAX_BYTES) return hkdfSha256(ikm, salt, info, length);
+  // One check, one RangeError, whichever implementation derives (hkdfSync's own error differs).
+  checkHkdfLength(length);
+  if (inJavaScript) return hkdfSha256(ikm, salt, info, length);
   return Buffer.from(hkdfSync('sha256', ikm, salt, info, length));
 }

@@ -209,6 +209,11 @@ export class KeyedHmac {
 /** Most bytes HKDF-SHA-256 can give (RFC 5869: 255 blocks of the hash's length). */
 export const HKDF_MAX_BYTES = 255 * 32;
 
+/** Throws the RangeError of an HKDF-SHA-256 output length outside 1..255 blocks (RFC 5869), for both implementations (hkdf.ts). */
+export function checkHkdfLength(length: number): void {
+  if (!Number.isInteger(length) || length < 1 || length > HKDF_MAX_BYTES) throw new RangeError(`HKDF length must be 1..${HKDF_MAX_BYTES}, not ${length}`);
+}
+
 /** hkdfSha256's state (it runs to completion, never re-entered): the salt's pads, then the PRK's. */
 const HKDF_PADS = new Int32Array(32);
 const HKDF_H = new Int32Array(8);
@@ -227,7 +232,7 @@ const HKDF_MSG = new Uint8Array(256);
  * info longer than 222 bytes).
  */
 export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Buffer {
-  if (!Number.isInteger(length) || length < 1 || length > HKDF_MAX_BYTES) throw new RangeError(`HKDF length must be 1..${HKDF_MAX_BYTES}, not ${length}`);
+  checkHkdfLength(length);
   // Extract: PRK = HMAC(salt, IKM). An empty salt is a key of zeros, as HMAC pads any key; one
   // longer than a block is replaced by its hash (RFC 2104).
   const key = salt.length > BLOCK ? sha256(salt, new Uint8Array(32)) : salt;

@@ -6,7 +6,8 @@
 import t from 'tap';
 import { SECTION_NAMES } from '../../bench/index.js';
 import { restoredLocatorId, restoredSession } from '../../bench/locatord-worker.js';
-import { benchScale1m, gcFigures, scale1mRows } from '../../bench/scale1m.js';
+import { benchScale1m, gcFigures, roundRatios, scale1mRows } from '../../bench/scale1m.js';
+import type { Scale1mMeasurement, Scale1mResult } from '../../bench/scale1m.js';
 
 t.test('the scale1m section is listed', async (t) => {
   t.ok(SECTION_NAMES.includes('scale1m'));
@@ -55,17 +56,32 @@ t.test('benchScale1m, small: both sizes restored, loaded and measured', async (t
     t.ok(m.gc.pauses > 0, `GC pauses logged at ${m.registered} (${m.gc.pauses})`);
     t.ok(m.rssBytes > 0);
   }
-  t.equal(r.refreshRatios.length, 1);
+  t.same(roundRatios(r, (m) => m.refresh.perCpuS).length, 1);
   // At the large size, REFRESH again from as many terminals as refresh at the small one (1,000).
   const [small, large] = r.runs;
   t.equal(small!.refreshSameActive, null, 'not at the small size');
   t.ok(large!.refreshSameActive && large!.refreshSameActive.perCpuS > 0 && large!.refreshSameActive.errors === 0, 'answered at the large size, none refused');
-  t.same(r.refreshSameActiveRatios, [Math.round((large!.refreshSameActive!.perCpuS / small!.refresh.perCpuS) * 1000) / 1000]);
   const rows = scale1mRows(r);
   const same = rows.find((x) => x.name === 'REFRESH per CPU-second with 1000 terminals refreshing in both, 3000 / 1000 registered, medians');
-  t.equal(same?.value, r.refreshSameActiveRatios[0], 'its row: one round, its ratio');
+  const sameRatio = Math.round((large!.refreshSameActive!.perCpuS / small!.refresh.perCpuS) * 1000) / 1000;
+  t.equal(same?.value, sameRatio, 'its row: one round, its ratio');
+  t.same(same?.extra?.['rounds'], [sameRatio]);
+  t.equal(same?.extra?.['terminalsRefreshing'], 1000, 'the number refreshing, for the table\'s text');
   t.ok(rows.every((x) => x.section === 'scale1m' && Number.isFinite(x.value)));
   const ratio = rows.find((x) => x.name.startsWith('REFRESH per CPU-second, 3000 / 1000'))!;
   const perCpuS = (n: number): number => r.runs.find((m) => m.registered === n)!.refresh.perCpuS;
   t.equal(ratio.value, Math.round((perCpuS(3000) / perCpuS(1000)) * 1000) / 1000, 'the ratio of the sizes\' medians (one round: its two figures)');
+});
+
+t.test('roundRatios: each round\'s large / small, whichever was measured first', async (t) => {
+  const m = (registered: number, refresh: number, sameActive?: number): Scale1mMeasurement => ({
+    registered,
+    refresh: { perCpuS: refresh },
+    refreshSameActive: sameActive === undefined ? null : { perCpuS: sameActive },
+  }) as unknown as Scale1mMeasurement;
+  // Round 1: small then large; round 2: large then small (the order alternates).
+  const r = { large: 100, small: 10, runs: [m(10, 200), m(100, 190, 180), m(100, 150), m(10, 100)] } as unknown as Scale1mResult;
+  t.same(roundRatios(r, (x) => x.refresh.perCpuS), [0.95, 1.5]);
+  t.same(roundRatios(r, (x, side) => (side === 'large' ? x.refreshSameActive?.perCpuS : x.refresh.perCpuS)), [0.9], 'a round without the figure is left out');
+  t.same(roundRatios(r, (x) => (x.registered === 10 ? 0 : 5)), [0, 0], 'a zero figure gives 0, not Infinity');
 });

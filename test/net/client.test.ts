@@ -1,6 +1,7 @@
 // UdpClient and its retransmission schedule, on fake timers and a recording socket (exact),
 // plus a loopback pass with real sockets for source matching.
 import t from 'tap';
+import type { Test } from 'tap';
 import dgram from 'node:dgram';
 import { defaultPolicy, retransmitPlan, retransmitSchedule, UdpClient } from '../../src/net/client.js';
 import type { Reply } from '../../src/net/client.js';
@@ -223,13 +224,17 @@ const bindLoopback = (): Promise<dgram.Socket> => new Promise((resolve) => {
   s.bind(0, '127.0.0.1', () => resolve(s));
 });
 
-t.test('loopback: answers from another socket are ignored, the right one resolves', async (t) => {
-  const real = await bindLoopback();
-  const impostor = await bindLoopback();
+/** Two loopback sockets, closed when the test ends. */
+const twoLoopbackSockets = async (t: Test): Promise<[dgram.Socket, dgram.Socket]> => {
+  const pair: [dgram.Socket, dgram.Socket] = [await bindLoopback(), await bindLoopback()];
   t.teardown(() => {
-    real.close();
-    impostor.close();
+    for (const s of pair) s.close();
   });
+  return pair;
+};
+
+t.test('loopback: answers from another socket are ignored, the right one resolves', async (t) => {
+  const [real, impostor] = await twoLoopbackSockets(t);
   const c = await UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 60_000, deadlineMs: 120_000 } });
   t.teardown(() => c.close());
   const id = UdpClient.newRequestId();
@@ -248,12 +253,7 @@ t.test('loopback: answers from another socket are ignored, the right one resolve
 });
 
 t.test('detach(): the lent socket comes back open, without the client listening, its requests rejected', async (t) => {
-  const lent = await bindLoopback();
-  const peer = await bindLoopback();
-  t.teardown(() => {
-    lent.close();
-    peer.close();
-  });
+  const [lent, peer] = await twoLoopbackSockets(t);
   const listeners = { message: lent.listenerCount('message'), error: lent.listenerCount('error') };
   const c = await UdpClient.open({ socket: lent, policy: { initialTimeoutMs: 60_000, deadlineMs: 120_000 } });
   t.equal(lent.listenerCount('message'), listeners.message + 1, 'the client reads the lent socket');
