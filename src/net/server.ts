@@ -38,6 +38,7 @@ import type { DecodeOutcome, Message, MessageOf } from '../wire/envelope.js';
 import { decodeDatagram, encodeDatagram } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import type { RateLimiter } from './ratelimit.js';
+import { serverLookup } from './lookup.js';
 import { ReplyCache } from './reply-cache.js';
 import { AddressValidation, NEEDS_VALIDATION } from './routability.js';
 import { NIL } from './slot-index.js';
@@ -772,10 +773,12 @@ export interface BindOptions {
 
 /** Bind a UDP socket (IPv4 or IPv6 by the host's form). Resolves once bound. */
 export function bindUdp(o: BindOptions): Promise<dgram.Socket> {
-  const socket = dgram.createSocket({ type: o.host.includes(':') ? 'udp6' : 'udp4', reuseAddr: false });
+  const { lookup, bound } = serverLookup();
+  const socket = dgram.createSocket({ type: o.host.includes(':') ? 'udp6' : 'udp4', reuseAddr: false, lookup });
   return new Promise((resolve, reject) => {
     socket.once('error', reject);
     socket.bind(o.port, o.host, () => {
+      bound();
       socket.off('error', reject);
       if (o.receiveBufferBytes) socket.setRecvBufferSize(o.receiveBufferBytes);
       resolve(socket);

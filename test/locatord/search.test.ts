@@ -70,6 +70,27 @@ t.test('search: media ID, looking for a partner, requirements on wants, visibili
   t.same((await searchAll(t, me, { mediaId: 'chess', requirements: level(2, 2) })).entries, [], 'and not under chess');
 }));
 
+t.test('search: a REFRESH keeps a terminal found (with or without new LAN addresses); a PRESENCE_SET that stops looking removes it', (t) => forEachStore(t, async (t, s) => {
+  // The embedded store skips the index on a REFRESH that keeps the record's extra (the same
+  // object): what it finds must not change with that, nor miss a change that comes another way.
+  const { dest, keys } = await s.start(t);
+  const me = await registered(t, keys, dest, {});
+  const x = await registered(t, keys, dest, { presence: { mediaId: 'chess', lookingForPartner: true } });
+  const found = async (): Promise<string[]> => (await searchAll(t, me, { mediaId: 'chess' })).entries.map((e) => hex(e.id));
+  t.same(await found(), [hex(x.locatorId)]);
+  await x.expect(t, 'REFRESH_ACK', x.request('REFRESH', {}));
+  t.same(await found(), [hex(x.locatorId)], 'after a REFRESH');
+  await x.expect(t, 'REFRESH_ACK', x.request('REFRESH', { localAddrs: [{ ip: '192.168.1.7', port: 4000 }] }));
+  t.same(await found(), [hex(x.locatorId)], 'after a REFRESH with LAN addresses (a new extra)');
+  await x.expect(t, 'PRESENCE_SET_ACK', x.request('PRESENCE_SET', { presence: { mediaId: 'chess', lookingForPartner: false } }));
+  t.same(await found(), [], 'no longer looking: gone');
+  await x.expect(t, 'REFRESH_ACK', x.request('REFRESH', {}));
+  t.same(await found(), [], 'and a REFRESH does not bring it back');
+  await x.expect(t, 'PRESENCE_SET_ACK', x.request('PRESENCE_SET', { presence: { mediaId: 'chess', lookingForPartner: true } }));
+  await x.expect(t, 'REFRESH_ACK', x.request('REFRESH', {}));
+  t.same(await found(), [hex(x.locatorId)], 'looking again, then a REFRESH: found');
+}));
+
 t.test('search: paged in ID order, every candidate once, each page one datagram', (t) => forEachStore(t, async (t, s) => {
   const { dest, keys } = await s.start(t);
   const me = await registered(t, keys, dest, {});

@@ -4,7 +4,8 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { literalLookup } from '../../src/net/lookup.js';
+import { literalLookup, serverLookup } from '../../src/net/lookup.js';
+import { bindUdp } from '../../src/net/server.js';
 import { root } from '../helpers/daemon.js';
 
 const lookup = (host: string, options: unknown): Promise<[string, number]> =>
@@ -38,4 +39,49 @@ t.test('a UdpClient sending to an IP literal does not load node:dns', async (t) 
   const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 120_000 });
   t.equal(child.status, 0, `child: ${child.stderr}`);
   t.same(JSON.parse(child.stdout || 'null'), [], 'no node:dns module nor c-ares binding loaded');
+});
+
+t.test('serverLookup: an IPv4 literal answers within the call once bound, everything else as literalLookup', async (t) => {
+  const { lookup, bound } = serverLookup();
+  const answered = (host: string, options: unknown): { now: boolean; got: Promise<[string, number]> } => {
+    let now = false;
+    const got = new Promise<[string, number]>((resolve, reject) => lookup(host, options, (err, address, family) => {
+      now = true;
+      if (err) reject(err);
+      else resolve([address, family]);
+    }));
+    const within = now;
+    return { now: within, got };
+  };
+  const before = answered('127.0.0.1', 4);
+  t.equal(before.now, false, 'while binding: on a later tick (bind() must not emit listening before it returns)');
+  t.same(await before.got, ['127.0.0.1', 4]);
+  bound();
+  const after = answered('10.1.2.3', 4);
+  t.equal(after.now, true, 'bound: within the call');
+  t.same(await after.got, ['10.1.2.3', 4]);
+  const six = answered('::1', 6);
+  t.equal(six.now, false, 'IPv6: through literalLookup');
+  t.same(await six.got, ['::1', 6]);
+  t.same(await answered('localhost', 4).got, ['127.0.0.1', 4], 'a name still resolves');
+  const withOptions = answered('127.0.0.1', { family: 4 });
+  t.equal(withOptions.now, false, 'an options object: through literalLookup (dns.lookup answers it)');
+  t.same(await withOptions.got, ['127.0.0.1', 4]);
+});
+
+t.test('bindUdp: a bound socket sends to IPv4 literals (the lookup answering within the call)', async (t) => {
+  const server = await bindUdp({ host: '127.0.0.1', port: 0 });
+  const peer = await bindUdp({ host: '127.0.0.1', port: 0 });
+  t.teardown(() => {
+    server.close();
+    peer.close();
+  });
+  server.on('message', (m, rinfo) => server.send(m, rinfo.port, rinfo.address));
+  const echoed = new Promise<Buffer>((resolve) => peer.once('message', resolve));
+  let sent: Error | null | undefined;
+  peer.send(Buffer.from('ping'), server.address().port, '127.0.0.1', (err) => {
+    sent = err;
+  });
+  t.same(await echoed, Buffer.from('ping'));
+  t.equal(sent, null, 'the send callback reported no error');
 });

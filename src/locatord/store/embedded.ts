@@ -76,9 +76,12 @@ export class EmbeddedStore implements ServedStore {
       // unless `change` had it removed or replaced, or it expired meanwhile: putPresence then
       // decides by ID, as `find` does.
       if (r && !r.removed && this.table.nowTick() < r.expTick) {
+        // The search index reads only `extra`, which a REFRESH mostly keeps (the same object):
+        // then the index already holds what it says (a Map lookup by ID less per REFRESH).
+        const sameExtra = d.put.extra === r.extra;
         this.table.touchSlot(r.slot);
         renewPresence(this.table, r, d.put, this.sessionFor(d.put, session));
-        this.search.set(idHex, d.put);
+        if (!sameExtra) this.search.set(idHex, d.put);
       } else this.putPresence(idHex, d.put, session);
     }
     return d.result;
