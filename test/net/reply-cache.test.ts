@@ -150,6 +150,34 @@ t.test('answers larger than the byte ring allows: the oldest forgotten sooner, n
   t.equal(c.find(sid, rid(0), 0), NIL, 'the oldest forgotten');
 });
 
+t.test('the byte ring\'s end: an answer ending exactly there stays; one a byte longer wraps and forgets what it overwrites', async (t) => {
+  // Session entries take their answer's bytes and their 16-byte MAC tag, side by side.
+  for (const over of [0, 1]) {
+    const c = new ReplyCache(4, LIFETIME);
+    const sid = randomBytes(16);
+    const ring = c.ringBytes;
+    const a = Buffer.alloc(Math.floor(ring / 2) - 16, 1);
+    const b = Buffer.alloc(ring - (a.length + 16) - 16 + over, 2);
+    c.remember(sid, rid(1), datagram(1), '192.0.2.1', 1, a, 0);
+    c.remember(sid, rid(2), datagram(2), '192.0.2.1', 1, b, 0);
+    const found = (n: number): Buffer | null => {
+      const i = c.find(sid, rid(n), 0);
+      return i === NIL ? null : c.reply(i);
+    };
+    if (over === 0) {
+      t.same([found(1), found(2)], [a, b], 'exactly the ring: both kept');
+      t.ok(c.isRetransmission(c.find(sid, rid(2), 0), datagram(2), '192.0.2.1', 1), 'the last entry\'s tag, in the ring\'s last bytes, compares');
+      // The next answer starts the ring again: the first entry is in its way, the second is not.
+      const small = Buffer.alloc(10, 3);
+      c.remember(sid, rid(3), datagram(3), '192.0.2.1', 1, small, 0);
+      t.same([found(1), found(2), found(3)], [null, b, small], 'wrapped: the first forgotten, the one at the end kept');
+    } else {
+      t.same([found(1), found(2)], [null, b], 'a byte over: the second wraps to the start and the first is forgotten');
+    }
+    t.equal(c.size, over === 0 ? 2 : 1);
+  }
+});
+
 t.test('against a model: what is found is the latest answer, unexpired; what is recent enough is found', async (t) => {
   // Keys from a small pool, so that keys are remembered again (replaced) and holes form; answers
   // of every size, so that the byte ring wraps and forgets by bytes too; time moves in random
