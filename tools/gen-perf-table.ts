@@ -149,7 +149,7 @@ export function perfTable(run: Run, o: { partialRun?: boolean } = {}): string {
     const restore = find('scale1m', /^restore of/);
     // Runs since 2026-12-06 afternoon: at the large size also REFRESHes from as many terminals as at the small.
     const same = find('scale1m', /^REFRESH per CPU-second with (\d+) terminals refreshing in both/);
-    // The number refreshing is in the row's extra; docs/bench-run.json's run predates it, so its name is read then.
+    // The number refreshing is in the row's extra since the evening of 2026-12-06; an older run's row only names it.
     const refreshing = (r: RunRow): number => num(r.extra?.['terminalsRefreshing'] ?? Number(/with (\d+) terminals/.exec(r.name)![1]), `${r.name}: terminalsRefreshing`);
     const sameActive = same ? ` (${dec(same.value)} with ${int(refreshing(same))} of them refreshing, as many as at ${int(Number(small))})` : '';
     if (!refLarge || !qLarge || !gc || !max) return null;
