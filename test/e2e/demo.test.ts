@@ -2,9 +2,13 @@
 // devloc-authd, devloc-locatord and devloc-matchd as child processes on 127.0.0.1, and runs two
 // terminals through authentication, registration, lookups, online status, a group and a match.
 // --once exits 0 after the scenario; a re-run reuses the folder; SIGINT while it runs stops
-// everything (exit 0) and leaves no process behind.
+// everything (exit 0) and leaves no process behind. The --once runs use a held --base-port and 0;
+// the SIGINT run the default ports (4700-4704), where a taken one moves to a free port, so two
+// suites on one host do not collide.
 import t from 'tap';
+import type { Test } from 'tap';
 import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -64,13 +68,27 @@ const alive = (pid: number): boolean => {
   }
 };
 
+/** A UDP port on 127.0.0.1 held until the test ends. */
+async function holdUdpPort(t: Test): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+  t.teardown(() => s.close());
+  return s.address().port;
+}
+
 t.test('devloc demo --once: the scenario from an empty folder, then again reusing it', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-demo-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const first = demo(['--once', '--dir', dir]);
+  // --base-port on a port this test holds: authd's port is taken, so authd moves to a free one.
+  // (The ports after it are whatever this host has free: each one taken moves too.)
+  const held = await holdUdpPort(t);
+  const first = demo(['--once', '--dir', dir, '--base-port', String(held)]);
   const code = await first.exited;
   const out = first.output();
   t.equal(code, 0, `exit 0\n${out}`);
+  const authdPort = Number(/devloc-authd 127\.0\.0\.1:(\d+)/.exec(out)?.[1]);
+  t.ok(authdPort > 0 && authdPort !== held, `authd moved off the taken port ${held} (to ${authdPort})`);
+  t.match(out, new RegExp(`\\(ports? (\\d+, )*${held}(, \\d+)* taken: on free ports instead\\)`), 'the daemons line says which ports were taken');
   t.match(out, /keys\s+new: authd key [0-9a-f]+/, 'keys made');
   t.match(out, /enrolled 3 records: 3 added, 0 unchanged/, 'devices enrolled');
   t.match(out, /registered with authd: "locator" at 127\.0\.0\.1:\d+, "match" at 127\.0\.0\.1:\d+/, 'services registered');
@@ -97,7 +115,7 @@ t.test('devloc demo --once: the scenario from an empty folder, then again reusin
   t.same(processesUsing(dir), [], 'no process left');
   const ids = [...out.matchAll(/(alice|bob)\s+authenticated: locator ID ([0-9a-f]{8})/g)].map((m) => m[2]);
 
-  const again = demo(['--once', '--dir', dir]);
+  const again = demo(['--once', '--dir', dir, '--base-port', '0']);
   t.equal(await again.exited, 0, `second run: exit 0\n${again.output()}`);
   const out2 = again.output();
   t.match(out2, /keys\s+reused/, 'keys reused');

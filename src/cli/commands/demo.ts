@@ -4,7 +4,7 @@
 //      and "match" services) and demo devices made and enrolled as `devloc device new` and
 //      `devloc enroll` do, the two services registered as `devloc service add` does;
 //   2. devloc-authd, devloc-locatord (with its NAT reflector) and devloc-matchd as child
-//      processes on 127.0.0.1 (default ports 4700-4704, any free port for one that is taken),
+//      processes on 127.0.0.1 (default ports 4700-4704; a daemon whose port is taken runs on free ones),
 //      JSON logs in logs/;
 //   3. two terminals, alice and bob (in-process agents, each with a control socket in run/ for
 //      devloc(1)), that authenticate, register, look each other up by locator ID and by
@@ -221,6 +221,31 @@ async function startDaemon(children: Child[], name: string, daemon: string, args
   return d;
 }
 
+/** Whether a daemon that exited at start did so because one of its ports was taken. */
+const portTaken = (d: RunningDaemon): boolean =>
+  d.lines.some((l) => l['msg'] === 'failed to start' && / is in use;/.test(String(l['err'])));
+
+/**
+ * A daemon on the demo's fixed ports (easy to point a devloc-agent at), or on any free ports (0)
+ * when one of them is taken. The daemon itself finds out, by failing to bind: a check beforehand
+ * would race with whatever binds the port next (two demos started at once both saw 4701 free).
+ * `moved` lists the fixed ports given up.
+ */
+async function startOnPorts(children: Child[], name: string, ports: number[], args: (ports: number[]) => string[], logDir: string): Promise<{ daemon: RunningDaemon; moved: number[] }> {
+  try {
+    return { daemon: await startDaemon(children, name, name, args(ports), logDir), moved: [] };
+  } catch (err) {
+    const failed = children.pop()!;
+    if (ports.every((p) => p === 0) || !portTaken(failed.daemon)) {
+      children.push(failed);
+      throw err;
+    }
+    await failed.daemon.exited;
+    const daemon = await startDaemon(children, name, name, args(ports.map(() => 0)), logDir);
+    return { daemon, moved: ports.filter((p) => p !== 0) };
+  }
+}
+
 const stopChild = async (c: Child): Promise<void> => void (await c.daemon.stop('SIGTERM', 10_000));
 
 // ---- the demo relay (coturn) ------------------------------------------------------------------------
@@ -373,25 +398,27 @@ async function demo(a: DemoArgs): Promise<void> {
     const d = devices(dir, authdState);
     step('devices', `${DEVICES.join(', ')} ${d.made.length ? `(new: ${d.made.join(', ')})` : '(reused)'}; enrolled ${d.enrolled.records} records: ${d.enrolled.added} added, ${d.enrolled.unchanged} unchanged`);
 
-    // 4: daemons. Fixed ports when free (easy to point a devloc-agent at), else any free port.
+    // 4: daemons, on --base-port and the next ports, or on any free ones where those are taken.
     const base = a['base-port'];
-    const want = async (offset: number): Promise<number> => (base > 0 && (await udpFree(base + offset)) ? base + offset : 0);
-    const [pLoc, pRefl, pAlt, pMatch, pAuthd] = await Promise.all([want(1), want(2), want(4), want(3), want(0)]);
-    const locatord = await startDaemon(children, 'locatord', 'locatord', [
-      '--listen', HOST, '--port', String(pLoc), '--service-key', k.files.locator, '--trust', k.files.authdPub,
-      '--state-dir', path.join(dir, 'locatord'), '--reflector-port', String(pRefl), '--reflector-alt-port', String(pAlt),
+    const at = (offset: number): number => (base > 0 ? base + offset : 0);
+    const { daemon: locatord, moved: locMoved } = await startOnPorts(children, 'locatord', [at(1), at(2), at(4)], ([port, refl, alt]) => [
+      '--listen', HOST, '--port', String(port), '--service-key', k.files.locator, '--trust', k.files.authdPub,
+      '--state-dir', path.join(dir, 'locatord'), '--reflector-port', String(refl), '--reflector-alt-port', String(alt),
     ], logDir);
-    const matchd = await startDaemon(children, 'matchd', 'matchd', [
-      '--listen', HOST, '--port', String(pMatch), '--service-key', k.files.match, '--trust', k.files.authdPub, '--state-dir', path.join(dir, 'matchd'),
+    const { daemon: matchd, moved: matchMoved } = await startOnPorts(children, 'matchd', [at(3)], ([port]) => [
+      '--listen', HOST, '--port', String(port), '--service-key', k.files.match, '--trust', k.files.authdPub, '--state-dir', path.join(dir, 'matchd'),
     ], logDir);
     const locAddr: Address = { ip: HOST, port: Number(locatord.listening['port']) };
     const reflector: Address = { ip: HOST, port: Number(locatord.listening['reflectorPort']) };
     const matchAddr: Address = { ip: HOST, port: Number(matchd.listening['port']) };
     const registered = registerServices(authdState, k, formatAddress(locAddr), formatAddress(matchAddr));
     step('services', `registered with authd: "locator" at ${formatAddress(locAddr)}, "match" at ${formatAddress(matchAddr)} (${registered.join(', ')})`);
-    const authd = await startDaemon(children, 'authd', 'authd', ['--listen', HOST, '--port', String(pAuthd), '--key', k.files.authd, '--state-dir', authdState], logDir);
+    const { daemon: authd, moved: authdMoved } = await startOnPorts(children, 'authd', [at(0)], ([port]) => [
+      '--listen', HOST, '--port', String(port), '--key', k.files.authd, '--state-dir', authdState,
+    ], logDir);
     const authdAddr: Address = { ip: HOST, port: Number(authd.listening['port']) };
-    step('daemons', `devloc-authd ${formatAddress(authdAddr)} (pid ${authd.proc.pid}), devloc-locatord ${formatAddress(locAddr)} with reflector :${reflector.port}/:${String(locatord.listening['reflectorAltPort'])} (pid ${locatord.proc.pid}), devloc-matchd ${formatAddress(matchAddr)} (pid ${matchd.proc.pid}); logs in ${shownDir}/logs/`);
+    const moved = [...authdMoved, ...locMoved, ...matchMoved].sort((x, y) => x - y);
+    step('daemons', `devloc-authd ${formatAddress(authdAddr)} (pid ${authd.proc.pid}), devloc-locatord ${formatAddress(locAddr)} with reflector :${reflector.port}/:${String(locatord.listening['reflectorAltPort'])} (pid ${locatord.proc.pid}), devloc-matchd ${formatAddress(matchAddr)} (pid ${matchd.proc.pid}); logs in ${shownDir}/logs/${moved.length ? ` (port${moved.length > 1 ? 's' : ''} ${moved.join(', ')} taken: on free ports instead)` : ''}`);
     if (signalled) return;
 
     // 5-6: the two terminals.
@@ -455,7 +482,7 @@ async function demo(a: DemoArgs): Promise<void> {
     if (!haveTurnserver()) {
       step('relay', 'skipped the relayed channel: turnserver (Debian package coturn) is not installed');
     } else {
-      relay = await startDemoRelay(dir, logDir, authdState, await want(5) || (await freeUdpPort()));
+      relay = await startDemoRelay(dir, logDir, authdState, at(5) > 0 && (await udpFree(at(5))) ? at(5) : await freeUdpPort());
       await alice.agent.reauthenticate('demo relay added', 15_000);
       await until('alice to get the relay in her grant', 15_000, () => alice.agent.relays.length > 0);
       const rc = await alice.agent.connect('bob', { reuse: false, relay: 'always' });
@@ -556,7 +583,7 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
     y
       .option('dir', { type: 'string', default: './demo-state', describe: 'state folder: keys, enrolled devices, daemon state, logs (reused)' })
       .option('once', { type: 'boolean', default: false, describe: 'run the scenario, stop everything and exit' })
-      .option('base-port', { type: 'number', default: 4700, describe: 'authd on this UDP port, locatord +1, reflector +2 and +4, matchd +3, the demo relay (coturn) +5 (a taken port: any free one; 0: all any)' }) as unknown as Argv<DemoArgs>,
+      .option('base-port', { type: 'number', default: 4700, describe: 'authd on this UDP port, locatord +1, reflector +2 and +4, matchd +3, the demo relay (coturn) +5 (a daemon whose port is taken: on any free ports; 0: all any)' }) as unknown as Argv<DemoArgs>,
   handler: (a) => runHandler('demo', async () => {
     if (!Number.isInteger(a['base-port']) || a['base-port'] < 0 || a['base-port'] > 65531) throw new UsageError('--base-port: 0 to 65531');
     await demo(a);
