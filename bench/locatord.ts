@@ -242,7 +242,8 @@ export async function benchLocatordThroughput(o: ThroughputOptions = {}): Promis
      * each one's median per CPU-second, the ratio of the medians, each round's ratio, and the
      * first round's results (throughput and losses).
      */
-    const paired = async (m: Extract<WorkerCommand, { cmd: 'run' }>): Promise<{ own: RunResult[]; echo: RunResult[]; ownPerCpuS: number; echoPerCpuS: number; cpuXEcho: number; cpuXEchoRounds: number[] }> => {
+    interface Paired { own: RunResult[]; echo: RunResult[]; ownPerCpuS: number; echoPerCpuS: number; cpuXEcho: number; cpuXEchoRounds: number[] }
+    const paired = async (m: Extract<WorkerCommand, { cmd: 'run' }>): Promise<Paired> => {
       const owns: number[] = [];
       const echoes: number[] = [];
       const each: number[] = [];

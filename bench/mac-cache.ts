@@ -58,7 +58,9 @@ export function runMacCache(o: MacCacheOptions = {}): MacCacheResult {
     }
   }
   if (sink !== 0) throw new Error('a random MAC verified');
-  const sets = sizes.map((keys, i) => ({ keys, nsPerCheck: Math.round(median(ns[i]!)), missShare: Math.round(median(misses[i]!) * 1000) / 1000, rounds: ns[i]!.map(Math.round) }));
+  const sets = sizes.map((keys, i) => ({
+    keys, nsPerCheck: Math.round(median(ns[i]!)), missShare: Math.round(median(misses[i]!) * 1000) / 1000, rounds: ns[i]!.map(Math.round),
+  }));
   const lo = sets[0]!;
   const hi = sets[sets.length - 1]!;
   const dMiss = hi.missShare - lo.missShare;

@@ -107,10 +107,8 @@ export interface Scale1mResult {
   small: number;
   seconds: number;
   idsPerQuery: number;
-  /** In the order measured: each round's two measurements side by side (roundRatios reads them in pairs). */
+  /** In the order measured: each round's two measurements side by side (roundPairs reads them in pairs). */
   runs: Scale1mMeasurement[];
-  /** Whole-process RSS per terminal between the sizes, per round. */
-  rssBytesPerTerminal: number[];
 }
 
 const round = (x: number, digits = 0): number => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -228,44 +226,46 @@ export async function benchScale1m(opts: Scale1mOptions = {}, log: (line: string
       dirs.set(n, d);
     }
     const runs: Scale1mMeasurement[] = [];
-    const rssBytesPerTerminal: number[] = [];
     for (let r = 0; r < rounds; r++) {
-      const order = r % 2 === 0 ? [small, large] : [large, small];
-      const got = new Map<number, Scale1mMeasurement>();
-      for (const n of order) {
+      for (const n of r % 2 === 0 ? [small, large] : [large, small]) {
         log(`scale1m: round ${r + 1}/${rounds}, ${n} registered`);
-        const m = await measure(n, dirs.get(n)!, o, small);
-        got.set(n, m);
-        runs.push(m);
+        runs.push(await measure(n, dirs.get(n)!, o, small));
       }
-      const l = got.get(large)!;
-      const s = got.get(small)!;
-      rssBytesPerTerminal.push(Math.round((l.rssBytes - s.rssBytes) / (large - small)));
     }
-    return { large, small, seconds: o.seconds, idsPerQuery: o.idsPerQuery, runs, rssBytesPerTerminal };
+    return { large, small, seconds: o.seconds, idsPerQuery: o.idsPerQuery, runs };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
 }
 
-/**
- * Per round, large / small per CPU-second of what `pick` reads (the large table's figure first,
- * the small one's second): the two measurements of a round are side by side in `runs`. A round
- * whose large measurement has no such figure (no same-active run) is left out.
- */
-export function roundRatios(r: Scale1mResult, pick: (m: Scale1mMeasurement, side: 'large' | 'small') => number | undefined): number[] {
-  const out: number[] = [];
+/** Each round's two measurements, side by side in `runs` in either order; a round missing one is left out. */
+export function roundPairs(r: Scale1mResult): { large: Scale1mMeasurement; small: Scale1mMeasurement }[] {
+  const out: { large: Scale1mMeasurement; small: Scale1mMeasurement }[] = [];
   for (let i = 0; i + 1 < r.runs.length; i += 2) {
     const pair = [r.runs[i]!, r.runs[i + 1]!];
-    const l = pair.find((m) => m.registered === r.large);
-    const sm = pair.find((m) => m.registered === r.small);
-    if (!l || !sm) continue;
-    const a = pick(l, 'large');
-    const b = pick(sm, 'small');
-    if (a !== undefined) out.push(a > 0 && b !== undefined && b > 0 ? round(a / b, 3) : 0);
+    const large = pair.find((m) => m.registered === r.large);
+    const small = pair.find((m) => m.registered === r.small);
+    if (large && small) out.push({ large, small });
   }
   return out;
 }
+
+/**
+ * Per round, large / small per CPU-second of what `pick` reads (the large table's figure first,
+ * the small one's second). A round whose large measurement has no such figure (no same-active
+ * run) is left out.
+ */
+export function roundRatios(r: Scale1mResult, pick: (m: Scale1mMeasurement, side: 'large' | 'small') => number | undefined): number[] {
+  return roundPairs(r).flatMap(({ large, small }) => {
+    const a = pick(large, 'large');
+    const b = pick(small, 'small');
+    return a === undefined ? [] : [a > 0 && b !== undefined && b > 0 ? round(a / b, 3) : 0];
+  });
+}
+
+/** Per round, the whole-process RSS per terminal between the two sizes. */
+export const roundRssBytesPerTerminal = (r: Scale1mResult): number[] =>
+  roundPairs(r).map(({ large, small }) => Math.round((large.rssBytes - small.rssBytes) / (r.large - r.small)));
 
 /** The section's rows: medians over the rounds, every measurement in `extra`. */
 export function scale1mRows(r: Scale1mResult): BenchResult[] {
@@ -315,7 +315,8 @@ export function scale1mRows(r: Scale1mResult): BenchResult[] {
       extra: { p99Ms: Math.max(...kinds.map((k) => k.latencyP99Ms)), lost: kinds.reduce((a, k) => a + k.lost, 0), each: kinds.map((k) => k.latencyMaxMs) },
     });
   }
-  rows.push({ section: s, name: `process RSS per terminal, ${r.large} vs ${r.small} registered, loaded`, value: median(r.rssBytesPerTerminal), unit: 'B', extra: { rounds: r.rssBytesPerTerminal } });
+  const rss = roundRssBytesPerTerminal(r);
+  rows.push({ section: s, name: `process RSS per terminal, ${r.large} vs ${r.small} registered, loaded`, value: median(rss), unit: 'B', extra: { rounds: rss } });
   rows.push({ section: s, name: `restore of ${r.large} in devloc-locatord`, value: median(at(r.large).map((m) => m.restoreMs)), unit: 'ms', extra: { cpuMs: at(r.large).map((m) => m.restoreCpuMs), loadAverage: r.runs.map((m) => m.loadAverage) } });
   return rows;
 }

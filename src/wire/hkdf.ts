@@ -23,8 +23,9 @@ export function deriveKeysInJavaScript(on = true): void {
 
 /** `length` bytes of HKDF-SHA-256 from `ikm` with `salt` and `info`, in memory of their own. */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Buffer {
-  // One check, one RangeError, whichever implementation derives (hkdfSync's own error differs).
-  checkHkdfLength(length);
+  // hkdfSha256 checks the length itself; node's path gets the same check, hence the same
+  // RangeError whichever implementation derives (hkdfSync's own error differs).
   if (inJavaScript) return hkdfSha256(ikm, salt, info, length);
+  checkHkdfLength(length);
   return Buffer.from(hkdfSync('sha256', ikm, salt, info, length));
 }

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { SECTION_NAMES } from '../../bench/index.js';
 import { restoredLocatorId, restoredSession } from '../../bench/locatord-worker.js';
-import { benchScale1m, gcFigures, roundRatios, scale1mRows } from '../../bench/scale1m.js';
+import { benchScale1m, gcFigures, roundRatios, roundRssBytesPerTerminal, scale1mRows } from '../../bench/scale1m.js';
 import type { Scale1mMeasurement, Scale1mResult } from '../../bench/scale1m.js';
 
 t.test('the scale1m section is listed', async (t) => {
@@ -84,4 +84,10 @@ t.test('roundRatios: each round\'s large / small, whichever was measured first',
   t.same(roundRatios(r, (x) => x.refresh.perCpuS), [0.95, 1.5]);
   t.same(roundRatios(r, (x, side) => (side === 'large' ? x.refreshSameActive?.perCpuS : x.refresh.perCpuS)), [0.9], 'a round without the figure is left out');
   t.same(roundRatios(r, (x) => (x.registered === 10 ? 0 : 5)), [0, 0], 'a zero figure gives 0, not Infinity');
+});
+
+t.test('roundRssBytesPerTerminal: each round\'s RSS difference over the terminals between the sizes', async (t) => {
+  const m = (registered: number, rssBytes: number): Scale1mMeasurement => ({ registered, rssBytes }) as unknown as Scale1mMeasurement;
+  const r = { large: 100, small: 10, runs: [m(10, 5000), m(100, 41000), m(100, 50000), m(10, 14000), m(10, 1)] } as unknown as Scale1mResult;
+  t.same(roundRssBytesPerTerminal(r), [400, 400], 'either order; an unpaired last measurement is left out');
 });

@@ -43,29 +43,29 @@ t.test('a UdpClient sending to an IP literal does not load node:dns', async (t) 
 
 t.test('serverLookup: an IPv4 literal answers within the call once bound, everything else as literalLookup', async (t) => {
   const { lookup, bound } = serverLookup();
-  const answered = (host: string, options: unknown): { now: boolean; got: Promise<[string, number]> } => {
-    let now = false;
+  /** A lookup, and whether it answered before the call returned. */
+  const lookupNow = (host: string, options: unknown): { within: boolean; got: Promise<[string, number]> } => {
+    let within = false;
     const got = new Promise<[string, number]>((resolve, reject) => lookup(host, options, (err, address, family) => {
-      now = true;
+      within = true;
       if (err) reject(err);
       else resolve([address, family]);
     }));
-    const within = now;
-    return { now: within, got };
+    return { within, got };
   };
-  const before = answered('127.0.0.1', 4);
-  t.equal(before.now, false, 'while binding: on a later tick (bind() must not emit listening before it returns)');
+  const before = lookupNow('127.0.0.1', 4);
+  t.equal(before.within, false, 'while binding: on a later tick (bind() must not emit listening before it returns)');
   t.same(await before.got, ['127.0.0.1', 4]);
   bound();
-  const after = answered('10.1.2.3', 4);
-  t.equal(after.now, true, 'bound: within the call');
+  const after = lookupNow('10.1.2.3', 4);
+  t.equal(after.within, true, 'bound: within the call');
   t.same(await after.got, ['10.1.2.3', 4]);
-  const six = answered('::1', 6);
-  t.equal(six.now, false, 'IPv6: through literalLookup');
+  const six = lookupNow('::1', 6);
+  t.equal(six.within, false, 'IPv6: through literalLookup');
   t.same(await six.got, ['::1', 6]);
-  t.same(await answered('localhost', 4).got, ['127.0.0.1', 4], 'a name still resolves');
-  const withOptions = answered('127.0.0.1', { family: 4 });
-  t.equal(withOptions.now, false, 'an options object: through literalLookup (dns.lookup answers it)');
+  t.same(await lookupNow('localhost', 4).got, ['127.0.0.1', 4], 'a name still resolves');
+  const withOptions = lookupNow('127.0.0.1', { family: 4 });
+  t.equal(withOptions.within, false, 'an options object: through literalLookup (dns.lookup answers it)');
   t.same(await withOptions.got, ['127.0.0.1', 4]);
 });
 
