@@ -26,7 +26,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { Agent } from '../../agent/agent.js';
@@ -284,12 +284,62 @@ async function stunAnswers(port: number, ms: number): Promise<boolean> {
 }
 
 /**
+ * Whether a UDP socket of another process than `pid` is bound to `port` on 127.0.0.1 or on every
+ * address (Linux: /proc/net/udp and /proc/<pid>/fd; false where they cannot be read). coturn binds
+ * with SO_REUSEPORT, so a second turnserver on a port already held by one (two demos started at
+ * once) does not fail: the two share it silently and the kernel spreads datagrams over both.
+ */
+export function udpPortShared(port: number, pid: number): boolean {
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/udp', 'utf8');
+  } catch {
+    return false;
+  }
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const bound = new Set([`0100007F:${hexPort}`, `00000000:${hexPort}`]);
+  // Fields: sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode.
+  const inodes = table.split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => bound.has(f[1] ?? '')).map((f) => f[9]);
+  const own = new Set<string>();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) own.add(m[1]!);
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  } catch {
+    return false;
+  }
+  return inodes.some((i) => i !== undefined && !own.has(i));
+}
+
+/**
  * coturn on 127.0.0.1 for the relayed channel of the demo: the shared-secret scheme of
  * contrib/coturn/turnserver.conf, but loopback peers allowed (the demo's terminals are on
  * 127.0.0.1, which the production configuration denies). Its secret goes in a 0400 file, and
- * the relay is registered in authd's database as `devloc relay add` does.
+ * the relay is registered in authd's database as `devloc relay add` does. On `port` when free
+ * (0: any); where another process holds it, even one that bound it meanwhile (coturn would
+ * share it: udpPortShared), on any free port.
  */
 async function startDemoRelay(dir: string, logDir: string, authdState: string, port: number): Promise<DemoRelay> {
+  if (port > 0 && (await udpFree(port))) {
+    const relay = await startTurnserver(dir, logDir, authdState, port);
+    if (!relay.shared) return relay;
+    await relay.stop();
+  }
+  const relay = await startTurnserver(dir, logDir, authdState, await freeUdpPort());
+  if (relay.shared) {
+    await relay.stop();
+    throw new CliError(`turnserver on ${HOST}:${relay.port} shares the port with another process`);
+  }
+  return relay;
+}
+
+/** turnserver on `port`, answering, and registered with authd; `shared`: another process is bound to its port too. */
+async function startTurnserver(dir: string, logDir: string, authdState: string, port: number): Promise<DemoRelay & { shared: boolean }> {
   const rd = path.join(dir, 'relay');
   mkdirSync(rd, { recursive: true, mode: 0o700 });
   // A re-run reuses the secret: authd reads secret files when the relay list changes or on
@@ -321,13 +371,14 @@ async function startDemoRelay(dir: string, logDir: string, authdState: string, p
     await stop();
     throw new CliError(`turnserver did not answer on ${HOST}:${port} (see ${path.join(logDir, 'turnserver.log')})`);
   }
+  if (udpPortShared(port, proc.pid!)) return { port, stop, shared: true };
   const db = AuthDb.open(authdState);
   try {
     db.putRelay({ relayId: 'demo', udp: `${HOST}:${port}`, secretFile }, true);
   } finally {
     db.close();
   }
-  return { port, stop };
+  return { port, stop, shared: false };
 }
 
 // ---- terminals ----------------------------------------------------------------------------------
@@ -482,7 +533,7 @@ async function demo(a: DemoArgs): Promise<void> {
     if (!haveTurnserver()) {
       step('relay', 'skipped the relayed channel: turnserver (Debian package coturn) is not installed');
     } else {
-      relay = await startDemoRelay(dir, logDir, authdState, at(5) > 0 && (await udpFree(at(5))) ? at(5) : await freeUdpPort());
+      relay = await startDemoRelay(dir, logDir, authdState, at(5));
       await alice.agent.reauthenticate('demo relay added', 15_000);
       await until('alice to get the relay in her grant', 15_000, () => alice.agent.relays.length > 0);
       const rc = await alice.agent.connect('bob', { reuse: false, relay: 'always' });

@@ -1,0 +1,47 @@
+// `devloc demo`'s relay: coturn binds its port with SO_REUSEPORT, so a second turnserver on a
+// port another one holds (two demos started at once) shares it instead of failing to start.
+// udpPortShared tells the demo so, and it moves its relay to a free port.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { udpPortShared } from '../../src/cli/commands/demo.js';
+import { haveCoturn, startCoturn } from '../turn/coturn.js';
+
+t.test('udpPortShared: a socket of this process, of nobody, of another process', async (t) => {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+  const port = s.address().port;
+  t.equal(udpPortShared(port, process.pid), false, 'only this process holds it');
+  t.equal(udpPortShared(port, process.ppid), true, "another process's view: held by someone else");
+  await new Promise<void>((resolve) => s.close(resolve));
+  t.equal(udpPortShared(port, process.ppid), false, 'nobody holds it');
+});
+
+t.test('udpPortShared: a second turnserver on the port of a first one', { skip: haveCoturn ? false : 'turnserver (coturn) is not installed' }, async (t) => {
+  const first = await startCoturn();
+  t.teardown(() => first.stop());
+  const pid = first.pid()!;
+  t.equal(udpPortShared(first.port, pid), false, 'one turnserver: alone on its port');
+  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-demo-relay-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const conf = path.join(dir, 'turnserver.conf');
+  writeFileSync(conf, [
+    `listening-ip=127.0.0.1`, `listening-port=${first.port}`, 'relay-ip=127.0.0.1', 'no-tls', 'no-dtls', 'no-tcp', 'no-cli', 'no-auth',
+    `pidfile=${path.join(dir, 'turnserver.pid')}`, `userdb=${path.join(dir, 'turndb')}`, 'log-file=stdout', 'simple-log',
+  ].join('\n') + '\n');
+  const second = spawn('turnserver', ['-c', conf], { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => second.once('exit', () => resolve()));
+  t.teardown(async () => {
+    second.kill('SIGTERM');
+    await exited;
+  });
+  // It binds a moment after it starts: wait for the sharing, not a fixed time.
+  const deadline = Date.now() + 20_000;
+  while (!udpPortShared(first.port, pid) && Date.now() < deadline && second.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  t.equal(second.exitCode, null, 'the second turnserver started (it did not refuse the port)');
+  t.equal(udpPortShared(first.port, pid), true, "the first one's port is shared now");
+  t.equal(udpPortShared(first.port, second.pid!), true, 'and from the second one\'s side');
+});
