@@ -2,8 +2,8 @@
 // checks: the state directory is writable (or can be created), socket directories likewise, the
 // ports are free (bound and closed again). `explainStartError` turns an OS error at start
 // (EADDRINUSE, EACCES, EEXIST, ENOENT, ENOTDIR) into a line naming the option and value to
-// change, and where that value was set.
-import { accessSync, constants, statSync } from 'node:fs';
+// change, and where that value was set. `udpFree` and `udpPortShared` also serve `devloc demo`.
+import { accessSync, constants, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { dirname, resolve } from 'node:path';
@@ -42,7 +42,8 @@ function writableDir(dir: string): string | null {
   }
 }
 
-function udpFree(host: string, port: number): Promise<string | null> {
+/** Null when UDP `host`:`port` can be bound right now (bound and closed again); else why not. */
+export function udpFree(host: string, port: number): Promise<string | null> {
   return new Promise((done) => {
     const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
     s.once('error', (err: NodeJS.ErrnoException) => {
@@ -51,6 +52,39 @@ function udpFree(host: string, port: number): Promise<string | null> {
     });
     s.bind({ address: host, port, exclusive: true }, () => s.close(() => done(null)));
   });
+}
+
+/**
+ * Whether a UDP socket of another process than `pid` is bound to `port` on 127.0.0.1 or on every
+ * address (Linux: /proc/net/udp and /proc/<pid>/fd; false where they cannot be read). coturn binds
+ * with SO_REUSEPORT, so a second turnserver on a port already held by one (two demos started at
+ * once) does not fail: the two share it silently and the kernel spreads datagrams over both.
+ */
+export function udpPortShared(port: number, pid: number): boolean {
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/udp', 'utf8');
+  } catch {
+    return false;
+  }
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const bound = new Set([`0100007F:${hexPort}`, `00000000:${hexPort}`]);
+  // Fields: sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode.
+  const inodes = table.split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => bound.has(f[1] ?? '')).map((f) => f[9]);
+  const own = new Set<string>();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) own.add(m[1]!);
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  } catch {
+    return false;
+  }
+  return inodes.some((i) => i !== undefined && !own.has(i));
 }
 
 function tcpFree(host: string, port: number): Promise<string | null> {

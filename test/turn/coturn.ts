@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { decodeStun, encodeStun, Method } from '../../src/agent/turn/codec.js';
+import { udpPortShared } from '../../src/common/preflight.js';
 
 export const haveCoturn = (() => {
   try {
@@ -217,5 +218,13 @@ export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<C
       return null;
     }
   };
+  // coturn binds with SO_REUSEPORT: on a port another turnserver took meanwhile (a test of the
+  // other tap job, given the same free port) it starts all the same and the two share it.
+  const running = pid();
+  if (!o.netns && running !== null && udpPortShared(port, running)) {
+    await stop();
+    if (attempt < 3) return startCoturn(o, attempt + 1);
+    throw new Error(`turnserver: port ${port} shared with another process, ${attempt + 1} times`);
+  }
   return { host, port, pid, ...(tlsPort ? { tlsPort } : {}), ...(cert ? { cert } : {}), secret, realm, dir, log, stop };
 }

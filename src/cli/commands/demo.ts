@@ -26,7 +26,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { Agent } from '../../agent/agent.js';
@@ -47,6 +47,7 @@ import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, parseKeyFile, 
 import { CliError, runHandler, UsageError } from '../util.js';
 import { writeSecretFile } from './keygen.js';
 import { safeText } from '../../common/escape.js';
+import { udpFree, udpPortShared } from '../../common/preflight.js';
 
 interface DemoArgs {
   dir: string;
@@ -87,18 +88,6 @@ function freeUdpPort(): Promise<number> {
       const p = s.address().port;
       s.close(() => resolve(p));
     });
-  });
-}
-
-/** Whether a UDP port on 127.0.0.1 is free right now. */
-function udpFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', () => {
-      s.close();
-      resolve(false);
-    });
-    s.bind(port, HOST, () => s.close(() => resolve(true)));
   });
 }
 
@@ -284,39 +273,6 @@ async function stunAnswers(port: number, ms: number): Promise<boolean> {
 }
 
 /**
- * Whether a UDP socket of another process than `pid` is bound to `port` on 127.0.0.1 or on every
- * address (Linux: /proc/net/udp and /proc/<pid>/fd; false where they cannot be read). coturn binds
- * with SO_REUSEPORT, so a second turnserver on a port already held by one (two demos started at
- * once) does not fail: the two share it silently and the kernel spreads datagrams over both.
- */
-export function udpPortShared(port: number, pid: number): boolean {
-  let table: string;
-  try {
-    table = readFileSync('/proc/net/udp', 'utf8');
-  } catch {
-    return false;
-  }
-  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  const bound = new Set([`0100007F:${hexPort}`, `00000000:${hexPort}`]);
-  // Fields: sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode.
-  const inodes = table.split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => bound.has(f[1] ?? '')).map((f) => f[9]);
-  const own = new Set<string>();
-  try {
-    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-      try {
-        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-        if (m) own.add(m[1]!);
-      } catch {
-        /* closed meanwhile */
-      }
-    }
-  } catch {
-    return false;
-  }
-  return inodes.some((i) => i !== undefined && !own.has(i));
-}
-
-/**
  * coturn on 127.0.0.1 for the relayed channel of the demo: the shared-secret scheme of
  * contrib/coturn/turnserver.conf, but loopback peers allowed (the demo's terminals are on
  * 127.0.0.1, which the production configuration denies). Its secret goes in a 0400 file, and
@@ -325,7 +281,7 @@ export function udpPortShared(port: number, pid: number): boolean {
  * share it: udpPortShared), on any free port.
  */
 async function startDemoRelay(dir: string, logDir: string, authdState: string, port: number): Promise<DemoRelay> {
-  if (port > 0 && (await udpFree(port))) {
+  if (port > 0 && (await udpFree(HOST, port)) === null) {
     const relay = await startTurnserver(dir, logDir, authdState, port);
     if (!relay.shared) return relay;
     await relay.stop();

@@ -1,13 +1,13 @@
-// `devloc demo`'s relay: coturn binds its port with SO_REUSEPORT, so a second turnserver on a
-// port another one holds (two demos started at once) shares it instead of failing to start.
-// udpPortShared tells the demo so, and it moves its relay to a free port.
+// udpPortShared (src/common/preflight.ts). coturn binds its port with SO_REUSEPORT, so a second
+// turnserver on a port another one holds (two demos, or two tests, started at once) shares it
+// instead of failing to start; `devloc demo` and the tests' startCoturn then move to a free port.
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { udpPortShared } from '../../src/cli/commands/demo.js';
+import { udpPortShared } from '../../src/common/preflight.js';
 import { haveCoturn, startCoturn } from '../turn/coturn.js';
 
 t.test('udpPortShared: a socket of this process, of nobody, of another process', async (t) => {
