@@ -144,3 +144,11 @@ t.test('devloc demo: SIGINT while running stops everything, exit 0', async (t) =
   t.match(readFileSync(path.join(dir, 'logs', 'locatord.log'), 'utf8'), /"msg":"stopping","signal":"SIGTERM"/, 'locatord was stopped with SIGTERM');
   t.match(readFileSync(path.join(dir, 'logs', 'agents.log'), 'utf8'), /"msg":"unregistered"/, 'the agents unregistered');
 });
+
+t.test('devloc demo --base-port: the port and the five after it must exist', async (t) => {
+  for (const bad of ['65531', '-1', '1.5']) {
+    const d = demo(['--once', '--base-port', bad]);
+    t.equal(await d.exited, 2, `--base-port ${bad}: a usage error`);
+    t.match(d.output(), /--base-port: 0, or 1 to 65530 \(it and the five ports after it\)/);
+  }
+});

@@ -592,7 +592,7 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
       .option('once', { type: 'boolean', default: false, describe: 'run the scenario, stop everything and exit' })
       .option('base-port', { type: 'number', default: 4700, describe: 'authd on this UDP port, locatord +1, reflector +2 and +4, matchd +3, the demo relay (coturn) +5 (a daemon whose port is taken: on any free ports; 0: all any)' }) as unknown as Argv<DemoArgs>,
   handler: (a) => runHandler('demo', async () => {
-    if (!Number.isInteger(a['base-port']) || a['base-port'] < 0 || a['base-port'] > 65531) throw new UsageError('--base-port: 0 to 65531');
+    if (!Number.isInteger(a['base-port']) || a['base-port'] < 0 || a['base-port'] > 65535 - 5) throw new UsageError('--base-port: 0, or 1 to 65530 (it and the five ports after it)');
     await demo(a);
   }),
 };
