@@ -281,17 +281,16 @@ async function stunAnswers(port: number, ms: number): Promise<boolean> {
  * share it: udpPortShared), on any free port.
  */
 async function startDemoRelay(dir: string, logDir: string, authdState: string, port: number): Promise<DemoRelay> {
-  if (port > 0 && (await udpFree(HOST, port)) === null) {
-    const relay = await startTurnserver(dir, logDir, authdState, port);
+  // The port asked for, if free, then any free port (0); each given up if it turns out shared.
+  const ports = port > 0 && (await udpFree(HOST, port)) === null ? [port, 0] : [0];
+  let shared = 0;
+  for (const p of ports) {
+    const relay = await startTurnserver(dir, logDir, authdState, p || (await freeUdpPort()));
     if (!relay.shared) return relay;
+    shared = relay.port;
     await relay.stop();
   }
-  const relay = await startTurnserver(dir, logDir, authdState, await freeUdpPort());
-  if (relay.shared) {
-    await relay.stop();
-    throw new CliError(`turnserver on ${HOST}:${relay.port} shares the port with another process`);
-  }
-  return relay;
+  throw new CliError(`turnserver on ${HOST}:${shared} shares the port with another process`);
 }
 
 /** turnserver on `port`, answering, and registered with authd; `shared`: another process is bound to its port too. */
