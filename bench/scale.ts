@@ -3,10 +3,7 @@
 // same load generators and echo baseline as bench.ts, and Redis memory per registered
 // terminal (INFO used_memory before and after `entries` registrations). Needs redis-server on
 // the PATH; starts its own on a free port (never the system one).
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
@@ -16,36 +13,12 @@ import type { ThroughputOptions, ThroughputResult } from './locatord.js';
 import { benchLocatordThroughput, forkWorker, startBenchLocatord } from './locatord.js';
 import type { RunResult } from './locatord-worker.js';
 import { RedisStore } from '../src/locatord/store/redis.js';
+import { startRedis } from '../test/scale/fixtures/redis-server.js';
+import { withTeardown } from '../test/helpers/teardown.js';
 import type { Presence } from '../src/locatord/store/types.js';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-async function withRedis<T>(fn: (url: string) => Promise<T>): Promise<T> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'scale-bench-redis-'));
-  const port = await freePort();
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  try {
-    for (let i = 0; i < 200; i++) {
-      const ok = await new Promise<boolean>((resolve) => {
-        const s = net.createConnection({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
-        s.on('error', () => resolve(false));
-      });
-      if (ok) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return await fn(`redis://127.0.0.1:${port}/0`);
-  } finally {
-    proc.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+/** `fn` with a throwaway redis-server of its own (the tests' fixture), stopped afterwards. */
+const withRedis = <T>(fn: (url: string) => Promise<T>): Promise<T> => withTeardown(async (t) => fn((await startRedis(t)).url));
 
 export interface ScaleBenchResult {
   embedded: Pick<ThroughputResult, 'refreshPerS' | 'queryPerS' | 'refreshRatio' | 'queryRatio' | 'refreshPerCpuS' | 'queryPerCpuS' | 'lost'>;

@@ -13,13 +13,10 @@
 // node-redis is not a dependency of devloc: `npm install --no-save redis` first.
 // Usage (from a clone; loopback only, every process stopped at the end):
 //   node --import tsx tools/redis-clients.ts [--seconds 5] [--conc 256] [--skip-failover]
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { keySlot, LuaScript, RedisClient } from '../src/locatord/store/redis-client.js';
 import { startReplicatedCluster } from '../test/scale/fixtures/redis-replicas.js';
-import { freePort, waitReady } from '../test/scale/fixtures/redis-server.js';
+import { startRedis } from '../test/scale/fixtures/redis-server.js';
+import { withTeardown } from '../test/helpers/teardown.js';
 
 // node-redis is not a dependency of devloc (`npm install --no-save redis` first): loaded by name
 // at run time, so the type check of a clone without it passes; typed only as far as used here.
@@ -149,28 +146,11 @@ async function throughput(s: Subject): Promise<{ reqPerS: number; cpuUsPerReq: n
   return { reqPerS: Math.round(done / secs), cpuUsPerReq: Math.round(((cpu.user + cpu.system) / done) * 10) / 10, errors };
 }
 
-async function standaloneRedis(): Promise<{ port: number; stop: () => Promise<void> }> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-rbench-'));
-  const port = await freePort();
-  const p: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  await waitReady(port);
-  return {
-    port,
-    async stop() {
-      const gone = new Promise((r) => p.once('exit', r));
-      p.kill('SIGKILL');
-      await gone;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 async function failover(): Promise<Record<string, number | string>> {
-  const downs: (() => unknown)[] = [];
-  try {
-    const cluster = await startReplicatedCluster({ teardown: (f) => downs.push(f) });
+  return withTeardown(async (t) => {
+    const cluster = await startReplicatedCluster(t);
     const io = new RedisClient({ nodes: cluster.ports.map((port) => ({ host: '127.0.0.1', port })), cluster: true, timeoutMs: TIMEOUT_MS });
-    downs.push(() => io.close());
+    t.teardown(() => io.close());
     await io.ready();
     const nr = createCluster({
       rootNodes: cluster.ports.map((port) => ({ socket: { host: '127.0.0.1', port } })),
@@ -179,7 +159,7 @@ async function failover(): Promise<Record<string, number | string>> {
     });
     nr.on('error', () => {});
     await nr.connect();
-    downs.push(() => nr.destroy());
+    t.teardown(() => nr.destroy());
     // One key per master; the first one's master is killed.
     const keys: string[] = [];
     const owners = new Set<number>();
@@ -223,20 +203,16 @@ async function failover(): Promise<Record<string, number | string>> {
       out[`${name}: other slots failed GETs`] = l.filter((o) => o.key !== keys[0] && !o.ok).length;
     }
     return out;
-  } finally {
-    for (const f of downs.reverse()) await f();
-  }
+  });
 }
 
-const redis = await standaloneRedis();
-try {
+await withTeardown(async (t) => {
+  const redis = await startRedis(t);
   for (const make of [async () => ioredis(redis.port), () => nodeRedis(redis.port)]) {
     const s = await make();
     const r = await throughput(s);
     console.log(JSON.stringify({ client: s.name, conc: CONC, seconds: SECONDS, ...r }));
     await s.close();
   }
-} finally {
-  await redis.stop();
-}
+});
 if (!process.argv.includes('--skip-failover')) console.log(JSON.stringify(await failover()));

@@ -7,7 +7,7 @@ import { bool, commonSpec, resolveConfig, specOf, str, unknownFlag } from './con
 import type { Level, LogFormat } from './log.js';
 import { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { explainStartError, preflight } from './preflight.js';
+import { explainStartError, preflight, startErrorFields } from './preflight.js';
 import { inForce, reloadReport } from './reload.js';
 import { version, versionLine } from './version.js';
 import type { ControlCommands } from './control.js';
@@ -115,8 +115,9 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
     running = await def.start(config, logger, metrics);
   } catch (err) {
     const explained = explainStartError(err, spec, config, origins);
-    const text = explained ?? (err as Error).message;
-    logger.error('failed to start', { err: text });
+    const text = explained?.text ?? (err as Error).message;
+    // `code` and `option` for scripts (devloc demo moves a daemon whose port is taken): the text is for people.
+    logger.error('failed to start', { err: text, ...startErrorFields(err, explained) });
     process.stderr.write(`${binary}: cannot start: ${text}\n`);
     return 1;
   }
@@ -144,8 +145,9 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
       metricsServer = await metrics.serve(a.ip, a.port, () => scrapeWorkers(metrics));
     } catch (err) {
       // e.g. the port is taken: stop what was started instead of dying on a rejection.
-      const text = explainStartError(err, spec, config, origins) ?? (err as Error).message;
-      logger.error('cannot serve metrics', { listen: ml, err: text });
+      const explained = explainStartError(err, spec, config, origins);
+      const text = explained?.text ?? (err as Error).message;
+      logger.error('cannot serve metrics', { listen: ml, err: text, ...startErrorFields(err, explained) });
       process.stderr.write(`${binary}: cannot start: ${text}\n`);
       await running.stop().catch(() => undefined);
       dropEarly();

@@ -2,7 +2,8 @@
 // checks: the state directory is writable (or can be created), socket directories likewise, the
 // ports are free (bound and closed again). `explainStartError` turns an OS error at start
 // (EADDRINUSE, EACCES, EEXIST, ENOENT, ENOTDIR) into a line naming the option and value to
-// change, and where that value was set. `udpFree` and `udpPortShared` also serve `devloc demo`.
+// change, and where that value was set. `portFree`, `freePort` and `udpPortShared` also serve
+// `devloc demo` (and the tests' and benchmarks' servers).
 import { accessSync, constants, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -42,16 +43,61 @@ function writableDir(dir: string): string | null {
   }
 }
 
-/** Null when UDP `host`:`port` can be bound right now (bound and closed again); else why not. */
-export function udpFree(host: string, port: number): Promise<string | null> {
-  return new Promise((done) => {
-    const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
-    s.once('error', (err: NodeJS.ErrnoException) => {
-      s.close();
-      done(err.code === 'EADDRINUSE' ? 'in use' : (err.code ?? err.message));
-    });
-    s.bind({ address: host, port, exclusive: true }, () => s.close(() => done(null)));
+/** A socket bound to `host`:`port` (0: any free port), or the error of the bind. */
+function bindPort(protocol: 'udp' | 'tcp', host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    if (protocol === 'udp') {
+      const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+      s.once('error', (err) => {
+        s.close();
+        reject(err);
+      });
+      s.bind({ address: host, port, exclusive: true }, () =>
+        resolve({ port: s.address().port, close: () => new Promise<void>((done) => s.close(() => done())) }));
+    } else {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen({ host, port, exclusive: true }, () => {
+        const bound = s.address();
+        resolve({ port: typeof bound === 'object' && bound ? bound.port : 0, close: () => new Promise<void>((done) => s.close(() => done())) });
+      });
+    }
   });
+}
+
+/** Null when `protocol` `host`:`port` can be bound right now (bound and closed again); else why not. */
+export async function portFree(protocol: 'udp' | 'tcp', host: string, port: number): Promise<string | null> {
+  try {
+    await (await bindPort(protocol, host, port)).close();
+    return null;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return e.code === 'EADDRINUSE' ? 'in use' : (e.code ?? e.message);
+  }
+}
+
+/**
+ * A port on `host` that every protocol of `protocols` can bind right now (bound and closed again),
+ * for a server started next: the demo's relay and the tests' and benchmarks' redis-server and
+ * coturn. Another process can still take it before the server binds, so the caller checks that
+ * its own server answers there (`udpPortShared`, `expectOwnServers` in the tests).
+ */
+export async function freePort(host: string, protocols: readonly ('udp' | 'tcp')[]): Promise<number> {
+  const [first, ...rest] = protocols;
+  if (first === undefined) throw new Error('freePort: no protocol');
+  for (let attempt = 1; ; attempt++) {
+    const held = [await bindPort(first, host, 0)];
+    const port = held[0]!.port;
+    try {
+      for (const p of rest) held.push(await bindPort(p, host, port));
+      return port;
+    } catch (err) {
+      // Free for the first protocol and taken for another: any other port will do.
+      if (attempt >= 20) throw err;
+    } finally {
+      await Promise.all(held.map((h) => h.close()));
+    }
+  }
 }
 
 /**
@@ -87,14 +133,6 @@ export function udpPortShared(port: number, pid: number): boolean {
   return inodes.some((i) => i !== undefined && !own.has(i));
 }
 
-function tcpFree(host: string, port: number): Promise<string | null> {
-  return new Promise((done) => {
-    const s = createServer();
-    s.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'EADDRINUSE' ? 'in use' : (err.code ?? err.message)));
-    s.listen({ host, port, exclusive: true }, () => s.close(() => done(null)));
-  });
-}
-
 /** Name an option for a message: `--state-dir /x (set at /etc/devloc/authd.conf:3)`. */
 function named(key: string, value: unknown, origins: Record<string, string>): string {
   const origin = origins[key];
@@ -120,33 +158,47 @@ export async function preflight(spec: Spec, config: Config, origins: Record<stri
     for (const k of portKeys(spec)) {
       const port = Number(config[k]);
       if (!(port > 0)) continue;
-      const why = await udpFree(host, port);
+      const why = await portFree('udp', host, port);
       if (why) problems.push(`${named(k, port, origins)}: UDP ${host.includes(':') ? `[${host}]` : host}:${port} ${why}`);
     }
   }
   const ml = parseAddress(str(config, 'metrics-listen'));
   if (ml && ml.port > 0) {
-    const why = await tcpFree(ml.ip, ml.port);
+    const why = await portFree('tcp', ml.ip, ml.port);
     if (why) problems.push(`${named('metrics-listen', str(config, 'metrics-listen'), origins)}: TCP ${why}`);
   }
   return problems;
+}
+
+/** An OS error at start, explained: the line for people and the option it is about. */
+export interface StartError {
+  /** Names the option, its value and where it was set, and what to change. */
+  text: string;
+  /** The option to change (`reflector-port`, `state-dir`, ...), without dashes. */
+  option: string;
+}
+
+/** The log fields of a start error: the OS error's `code` (EADDRINUSE, ...) and the option to change, where known. */
+export function startErrorFields(err: unknown, explained: StartError | null): { code?: string; option?: string } {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return { ...(typeof code === 'string' ? { code } : {}), ...(explained ? { option: explained.option } : {}) };
 }
 
 /**
  * An OS error from starting a daemon, as a line naming the option to change; null when the error
  * is not one we can attribute (the caller then reports it as it is).
  */
-export function explainStartError(err: unknown, spec: Spec, config: Config, origins: Record<string, string> = {}): string | null {
+export function explainStartError(err: unknown, spec: Spec, config: Config, origins: Record<string, string> = {}): StartError | null {
   const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
   if (!(e instanceof Error) || typeof e.code !== 'string') return null;
   if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL' || e.code === 'EACCES') && (e.syscall === 'bind' || e.syscall === 'listen') && typeof e.port === 'number' && !e.address?.startsWith('/')) {
     const why = e.code === 'EADDRINUSE' ? 'is in use' : e.code === 'EADDRNOTAVAIL' ? 'is not an address of this host' : 'needs privileges';
     const where = `${e.address?.includes(':') ? `[${e.address}]` : e.address}:${e.port}`;
     const key = portKeys(spec).find((k) => Number(config[k]) === e.port && e.port !== 0);
-    if (key) return `${named(key, e.port, origins)}: ${where} ${why}; choose another --${key} or stop what holds it`;
+    if (key) return { option: key, text: `${named(key, e.port, origins)}: ${where} ${why}; choose another --${key} or stop what holds it` };
     const ml = parseAddress(str(config, 'metrics-listen'));
-    if (ml && ml.port === e.port) return `${named('metrics-listen', str(config, 'metrics-listen'), origins)}: ${where} ${why}`;
-    if (e.code === 'EADDRNOTAVAIL' && Object.hasOwn(spec, 'listen')) return `${named('listen', str(config, 'listen'), origins)}: ${where} ${why}`;
+    if (ml && ml.port === e.port) return { option: 'metrics-listen', text: `${named('metrics-listen', str(config, 'metrics-listen'), origins)}: ${where} ${why}` };
+    if (e.code === 'EADDRNOTAVAIL' && Object.hasOwn(spec, 'listen')) return { option: 'listen', text: `${named('listen', str(config, 'listen'), origins)}: ${where} ${why}` };
   }
   // A Unix socket's listen() error carries the path as `address`.
   const errPath = typeof e.path === 'string' ? e.path : typeof e.address === 'string' && e.address.startsWith('/') ? e.address : undefined;
@@ -166,7 +218,7 @@ export function explainStartError(err: unknown, spec: Spec, config: Config, orig
       EADDRINUSE: 'in use by another process',
     };
     const op = e.syscall ? `${e.syscall} ` : '';
-    return `${named(key, str(config, key), origins)}: ${op}${errPath}: ${what[e.code]}; change --${key} or the ownership/mode of ${errPath}`;
+    return { option: key, text: `${named(key, str(config, key), origins)}: ${op}${errPath}: ${what[e.code]}; change --${key} or the ownership/mode of ${errPath}` };
   }
   return null;
 }

@@ -14,19 +14,8 @@ import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publ
 import { root } from '../helpers/daemon.js';
 import { DAEMON_START_TIMEOUT_MS } from '../helpers/daemon.js';
 
-export interface Teardown {
-  teardown(fn: () => unknown): void;
-}
-
-/** Run `body` with a tap-like teardown (what stack() and Lab expect), outside tap (the lab scripts); the cleanups run last first, however it ends. */
-export async function withTeardown(body: (t: Teardown) => Promise<void>): Promise<void> {
-  const cleanups: (() => unknown)[] = [];
-  try {
-    await body({ teardown: (fn) => void cleanups.push(fn) });
-  } finally {
-    for (const fn of cleanups.reverse()) await fn();
-  }
-}
+export { type Teardown, withTeardown } from '../helpers/teardown.js';
+import type { Teardown } from '../helpers/teardown.js';
 
 export interface Proc {
   proc: ChildProcess;

@@ -23,7 +23,8 @@ t.test('locatord: an in-use reflector port is named as the option to change', as
   ]);
   t.equal(r.code, 1);
   t.equal(r.stderr, `devloc-locatord: cannot start: --reflector-port ${held.port}: 127.0.0.1:${held.port} is in use; choose another --reflector-port or stop what holds it\n`);
-  t.match(r.stdout, /"msg":"failed to start".*"err":"--reflector-port/);
+  const failed = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'failed to start');
+  t.match(failed, { err: /^--reflector-port /, code: 'EADDRINUSE', option: 'reflector-port' }, 'the log line: the text, the code and the option');
 });
 
 t.test('locatord: version in the first line and build_info; SIGHUP reports applied and needs-restart; text logs', async (t) => {

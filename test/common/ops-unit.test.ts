@@ -9,7 +9,7 @@ import { commonSpec, parseConfigFile, resolveConfig, unknownFlag } from '../../s
 import type { Spec } from '../../src/common/config.js';
 import { inForce, reloadReport } from '../../src/common/reload.js';
 import { checkCommon, located } from '../../src/common/daemon.js';
-import { explainStartError } from '../../src/common/preflight.js';
+import { explainStartError, startErrorFields } from '../../src/common/preflight.js';
 import { version } from '../../src/common/version.js';
 import { Metrics } from '../../src/common/metrics.js';
 
@@ -159,21 +159,29 @@ t.test('explainStartError names the option and where it was set', async (t) => {
     'control-socket': { type: 'string', default: '/run/devloc/agent.sock', describe: 'x' },
   };
   const config = { port: 4795, 'reflector-port': 4702, listen: '0.0.0.0', 'state-dir': '/var/lib/devloc', 'control-socket': '/run/devloc/agent.sock', 'metrics-listen': '127.0.0.1:9471' };
+  const text = (e: unknown, o: Record<string, string> = {}): string | undefined => explainStartError(e, sp, config, o)?.text;
   const sysErr = (code: string, extra: Record<string, unknown>): Error => Object.assign(new Error(`${code}: something`), { code, ...extra });
-  t.equal(explainStartError(sysErr('EADDRINUSE', { syscall: 'bind', address: '0.0.0.0', port: 4702 }), sp, config, { port: '--port' }),
+  t.equal(text(sysErr('EADDRINUSE', { syscall: 'bind', address: '0.0.0.0', port: 4702 }), { port: '--port' }),
     '--reflector-port 4702 (the default): 0.0.0.0:4702 is in use; choose another --reflector-port or stop what holds it');
-  t.equal(explainStartError(sysErr('EADDRINUSE', { syscall: 'bind', address: '0.0.0.0', port: 4795 }), sp, config, { port: '--port' }),
+  t.equal(text(sysErr('EADDRINUSE', { syscall: 'bind', address: '0.0.0.0', port: 4795 }), { port: '--port' }),
     '--port 4795: 0.0.0.0:4795 is in use; choose another --port or stop what holds it');
-  t.equal(explainStartError(sysErr('EADDRINUSE', { syscall: 'listen', address: '127.0.0.1', port: 9471 }), sp, config, { 'metrics-listen': '/etc/x.conf:7' }),
+  t.equal(text(sysErr('EADDRINUSE', { syscall: 'listen', address: '127.0.0.1', port: 9471 }), { 'metrics-listen': '/etc/x.conf:7' }),
     '--metrics-listen 127.0.0.1:9471 (set at /etc/x.conf:7): 127.0.0.1:9471 is in use');
-  t.equal(explainStartError(sysErr('EACCES', { syscall: 'mkdir', path: '/run/devloc' }), sp, config),
+  t.equal(text(sysErr('EACCES', { syscall: 'mkdir', path: '/run/devloc' })),
     '--control-socket /run/devloc/agent.sock (the default): mkdir /run/devloc: permission denied; change --control-socket or the ownership/mode of /run/devloc');
-  t.equal(explainStartError(sysErr('EEXIST', { syscall: 'mkdir', path: '/var/lib/devloc' }), sp, config, { 'state-dir': 'environment DEVLOC_X_STATE_DIR' }),
+  t.equal(text(sysErr('EEXIST', { syscall: 'mkdir', path: '/var/lib/devloc' }), { 'state-dir': 'environment DEVLOC_X_STATE_DIR' }),
     '--state-dir /var/lib/devloc (set at environment DEVLOC_X_STATE_DIR): mkdir /var/lib/devloc: already exists; change --state-dir or the ownership/mode of /var/lib/devloc');
-  t.match(explainStartError(sysErr('EACCES', { syscall: 'open', path: '/var/lib/devloc/authd.db' }), sp, config), /^--state-dir \/var\/lib\/devloc \(the default\): open \/var\/lib\/devloc\/authd\.db: permission denied/);
-  t.equal(explainStartError(sysErr('EACCES', { syscall: 'listen', address: '/run/devloc/agent.sock', port: -1 }), sp, config),
+  t.match(text(sysErr('EACCES', { syscall: 'open', path: '/var/lib/devloc/authd.db' })), /^--state-dir \/var\/lib\/devloc \(the default\): open \/var\/lib\/devloc\/authd\.db: permission denied/);
+  t.equal(text(sysErr('EACCES', { syscall: 'listen', address: '/run/devloc/agent.sock', port: -1 })),
     '--control-socket /run/devloc/agent.sock (the default): listen /run/devloc/agent.sock: permission denied; change --control-socket or the ownership/mode of /run/devloc/agent.sock', 'a Unix socket names its path as address');
   t.equal(explainStartError(sysErr('EACCES', { syscall: 'open', path: '/elsewhere' }), sp, config), null, 'not ours to name');
   t.equal(explainStartError(new Error('plain'), sp, config), null);
   t.equal(explainStartError('not an error', sp, config), null);
+  t.equal(explainStartError(sysErr('EADDRINUSE', { syscall: 'bind', address: '0.0.0.0', port: 4702 }), sp, config)?.option, 'reflector-port', 'the option, for the log line');
+  t.equal(explainStartError(sysErr('EADDRINUSE', { syscall: 'listen', address: '127.0.0.1', port: 9471 }), sp, config)?.option, 'metrics-listen');
+  t.equal(explainStartError(sysErr('EACCES', { syscall: 'mkdir', path: '/run/devloc' }), sp, config)?.option, 'control-socket');
+  const inUse = sysErr('EADDRINUSE', { syscall: 'bind', address: '0.0.0.0', port: 4702 });
+  t.same(startErrorFields(inUse, explainStartError(inUse, sp, config)), { code: 'EADDRINUSE', option: 'reflector-port' }, "the log line's fields");
+  t.same(startErrorFields(sysErr('EACCES', { syscall: 'open', path: '/elsewhere' }), null), { code: 'EACCES' }, 'a code without an option');
+  t.same(startErrorFields(new Error('plain'), null), {}, 'neither');
 });

@@ -3,20 +3,18 @@
 // instead of failing to start; `devloc demo` and the tests' startCoturn then move to a free port.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { udpPortShared } from '../../src/common/preflight.js';
 import { haveCoturn, startCoturn } from '../turn/coturn.js';
+import { holdUdp } from './ops-helpers.js';
 
 t.test('udpPortShared: a socket of this process, of nobody, of another process', async (t) => {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
-  const port = s.address().port;
+  const { socket, port } = await holdUdp();
   t.equal(udpPortShared(port, process.pid), false, 'only this process holds it');
   t.equal(udpPortShared(port, process.ppid), true, "another process's view: held by someone else");
-  await new Promise<void>((resolve) => s.close(resolve));
+  await new Promise<void>((resolve) => socket.close(resolve));
   t.equal(udpPortShared(port, process.ppid), false, 'nobody holds it');
 });
 

@@ -6,13 +6,12 @@
 // the SIGINT run the default ports (4700-4704), where a taken one moves to a free port, so two
 // suites on one host do not collide.
 import t from 'tap';
-import type { Test } from 'tap';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { root } from '../helpers/daemon.js';
+import { holdUdp } from '../common/ops-helpers.js';
 import { haveCoturn } from '../turn/coturn.js';
 
 interface Demo {
@@ -68,20 +67,13 @@ const alive = (pid: number): boolean => {
   }
 };
 
-/** A UDP port on 127.0.0.1 held until the test ends. */
-async function holdUdpPort(t: Test): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
-  t.teardown(() => s.close());
-  return s.address().port;
-}
-
 t.test('devloc demo --once: the scenario from an empty folder, then again reusing it', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-demo-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   // --base-port on a port this test holds: authd's port is taken, so authd moves to a free one.
   // (The ports after it are whatever this host has free: each one taken moves too.)
-  const held = await holdUdpPort(t);
+  const { socket, port: held } = await holdUdp();
+  t.teardown(() => socket.close());
   const first = demo(['--once', '--dir', dir, '--base-port', String(held)]);
   const code = await first.exited;
   const out = first.output();

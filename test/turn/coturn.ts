@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { decodeStun, encodeStun, Method } from '../../src/agent/turn/codec.js';
-import { udpPortShared } from '../../src/common/preflight.js';
+import { freePort, udpPortShared } from '../../src/common/preflight.js';
 
 export const haveCoturn = (() => {
   try {
@@ -71,24 +71,6 @@ async function bindingAnsweredIn(ns: string, ip: string, port: number, deadline:
   }
 }
 
-/** A port free for both UDP and TCP on 127.0.0.1 right now (coturn listens on both). */
-async function freePort(): Promise<number> {
-  const tcp = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (tcp.address() as net.AddressInfo).port;
-  const udp = dgram.createSocket('udp4');
-  const ok = await new Promise<boolean>((resolve) => {
-    udp.once('error', () => resolve(false));
-    udp.bind(port, '127.0.0.1', () => resolve(true));
-  });
-  udp.close();
-  await new Promise<void>((resolve) => tcp.close(() => resolve()));
-  return ok ? port : freePort();
-}
-
 async function bindingAnswered(port: number, deadline: number): Promise<void> {
   const sock = dgram.createSocket('udp4');
   try {
@@ -134,8 +116,8 @@ async function tcpAccepts(port: number, deadline: number): Promise<void> {
 export async function startCoturn(o: CoturnOptions = {}, attempt = 0): Promise<Coturn> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'devloc-coturn-'));
   const host = o.netns?.ip ?? '127.0.0.1';
-  const port = o.netns ? 3478 : await freePort();
-  const tlsPort = o.tls ? (o.netns ? 5349 : await freePort()) : undefined;
+  const port = o.netns ? 3478 : await freePort('127.0.0.1', ['tcp', 'udp']);
+  const tlsPort = o.tls ? (o.netns ? 5349 : await freePort('127.0.0.1', ['tcp', 'udp'])) : undefined;
   const secret = randomBytes(16).toString('hex');
   const realm = 'devloc.test';
   let cert: string | undefined;

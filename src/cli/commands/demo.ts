@@ -47,7 +47,7 @@ import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, parseKeyFile, 
 import { CliError, runHandler, UsageError } from '../util.js';
 import { writeSecretFile } from './keygen.js';
 import { safeText } from '../../common/escape.js';
-import { udpFree, udpPortShared } from '../../common/preflight.js';
+import { freePort, portFree, udpPortShared } from '../../common/preflight.js';
 
 interface DemoArgs {
   dir: string;
@@ -77,18 +77,6 @@ function step(tag: string, text: string): void {
 function command(rel: string): string {
   const e = entryPoint(rel);
   return `node ${e.execArgv.length ? '--import tsx ' : ''}${shown(e.file)}`;
-}
-
-/** A UDP port on 127.0.0.1 free right now. */
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, HOST, () => {
-      const p = s.address().port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 // ---- state folder -------------------------------------------------------------------------------
@@ -212,7 +200,7 @@ async function startDaemon(children: Child[], name: string, daemon: string, args
 
 /** Whether a daemon that exited at start did so because one of its ports was taken. */
 const portTaken = (d: RunningDaemon): boolean =>
-  d.lines.some((l) => l['msg'] === 'failed to start' && / is in use;/.test(String(l['err'])));
+  d.lines.some((l) => l['msg'] === 'failed to start' && l['code'] === 'EADDRINUSE');
 
 /**
  * A daemon on the demo's fixed ports (easy to point a devloc-agent at), or on any free ports (0)
@@ -282,10 +270,10 @@ async function stunAnswers(port: number, ms: number): Promise<boolean> {
  */
 async function startDemoRelay(dir: string, logDir: string, authdState: string, port: number): Promise<DemoRelay> {
   // The port asked for, if free, then any free port (0); each given up if it turns out shared.
-  const ports = port > 0 && (await udpFree(HOST, port)) === null ? [port, 0] : [0];
+  const ports = port > 0 && (await portFree('udp', HOST, port)) === null ? [port, 0] : [0];
   let shared = 0;
   for (const p of ports) {
-    const relay = await startTurnserver(dir, logDir, authdState, p || (await freeUdpPort()));
+    const relay = await startTurnserver(dir, logDir, authdState, p || (await freePort(HOST, ['udp'])));
     if (!relay.shared) return relay;
     shared = relay.port;
     await relay.stop();
