@@ -275,6 +275,8 @@ function isLoopback(ip: string): boolean {
 
 /** Checks of the options every daemon has; an error text or null. */
 export function checkCommon(config: Config): string | null {
+  // The daemons that answer on a socket (authd, locatord, matchd) take its address as `listen`.
+  if (config['listen'] !== undefined && !ipToBytes(str(config, 'listen'))) return `listen: ${JSON.stringify(str(config, 'listen'))} is not an IP address`;
   const ml = str(config, 'metrics-listen');
   if (!ml) return null;
   const a = parseAddress(ml);

@@ -7,7 +7,7 @@ import { ipToBytes } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, NAT_REFRESH_S, TTL_PER_REFRESH } from '../wire/constants.js';
 import type { DbSync } from './groups.js';
 import { parseRedisUrl } from './store/redis-url.js';
-import { readServiceKey as readSharedServiceKey, readTrust } from '../net/trust.js';
+import { checkServiceKeys, readServiceKey as readSharedServiceKey, readTrust } from '../net/trust.js';
 import { MAX_SESSIONS_LIMIT } from '../net/sessions.js';
 import { controlSocketOption } from '../common/control.js';
 
@@ -207,20 +207,13 @@ export function readServiceKey(file: string, read?: (p: string) => string): { se
 
 /** Validate a resolved configuration deeply (for --check-config and before start). */
 export function checkConfig(c: Config): string | null {
-  if (!str(c, 'service-key')) return 'service-key is required';
-  if (list(c, 'trust').length === 0) return 'trust is required (at least one authd public key file)';
-  try {
-    readServiceKey(str(c, 'service-key'));
-    readTrust(list(c, 'trust'));
-  } catch (err) {
-    return (err as Error).message;
-  }
-  if (!ipToBytes(str(c, 'listen'))) return `listen: not an IP address: ${str(c, 'listen')}`;
+  const keys = checkServiceKeys(str(c, 'service-key'), list(c, 'trust'));
+  if (keys) return keys;
   const alt = str(c, 'reflector-alt-ip');
   if (alt) {
     const altBytes = ipToBytes(alt);
     const listenBytes = ipToBytes(str(c, 'listen'))!;
-    if (!altBytes) return `reflector-alt-ip: not an IP address: ${alt}`;
+    if (!altBytes) return `reflector-alt-ip: ${JSON.stringify(alt)} is not an IP address`;
     // A wildcard socket on the reflector ports would hold them on the alternate address too.
     if (listenBytes.every((b) => b === 0)) return 'reflector-alt-ip needs a specific listen address, not a wildcard';
     if (altBytes.length !== listenBytes.length) return 'reflector-alt-ip and listen must be of the same family';

@@ -7,9 +7,8 @@ import type { Config, Spec } from '../common/config.js';
 import { list, num, str } from '../common/config.js';
 import type { DaemonDefinition, Running } from '../common/daemon.js';
 import { main } from '../common/daemon.js';
-import { ipToBytes, parseAddress } from '../wire/addr.js';
 import { DEFAULT_CLOCK_SKEW_S, DEFAULT_PORTS, DEFAULT_RETRANSMIT_TIMEOUT_MS, MAX_RETRANSMIT } from '../wire/constants.js';
-import { readServiceKey, readTrust } from '../net/trust.js';
+import { checkServiceKeys, readServiceKey, readTrust } from '../net/trust.js';
 import { MAX_SESSIONS_LIMIT } from '../net/sessions.js';
 import { defaultEngineOptions, MAX_PARTY_LIMIT } from './engine.js';
 import type { EngineTuning, MatchdOptions } from './server.js';
@@ -69,18 +68,7 @@ export function tuningFromConfig(c: Config): EngineTuning {
 
 /** Deep configuration check (also --check-config). */
 export function checkConfig(c: Config): string | null {
-  if (!ipToBytes(str(c, 'listen'))) return `listen: ${JSON.stringify(str(c, 'listen'))} is not an IP address`;
-  const ml = str(c, 'metrics-listen');
-  if (ml && !parseAddress(ml)) return `metrics-listen: ${JSON.stringify(ml)} is not host:port with a literal IP`;
-  if (!str(c, 'service-key')) return 'service-key is required (devloc keygen service)';
-  if (list(c, 'trust').length === 0) return 'trust is required (at least one authd public key file)';
-  try {
-    readServiceKey(str(c, 'service-key'));
-    readTrust(list(c, 'trust'));
-  } catch (err) {
-    return (err as Error).message;
-  }
-  return null;
+  return checkServiceKeys(str(c, 'service-key'), list(c, 'trust'));
 }
 
 export function optionsFromConfig(c: Config): MatchdOptions {

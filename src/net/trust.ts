@@ -42,6 +42,19 @@ export function readTrust(files: string[], read: (p: string) => string = (p) => 
   return keys;
 }
 
+/** Null when a service daemon's key and trust files (locatord, matchd) can be used; else what is wrong, naming the option. */
+export function checkServiceKeys(serviceKeyFile: string, trustFiles: string[]): string | null {
+  if (!serviceKeyFile) return 'service-key is required (devloc keygen service)';
+  if (trustFiles.length === 0) return 'trust is required (at least one authd public key file)';
+  try {
+    readServiceKey(serviceKeyFile);
+    readTrust(trustFiles);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return null;
+}
+
 /** Read a service key file: our X25519 secret and our service ID (the ticket audience). Throws with the file named. */
 export function readServiceKey(file: string, read: (p: string) => string = (p) => readCheckedKeyFile(p, 'service key', 'secret')): { secret: KeyObject; service: string } {
   let text: string;

@@ -6,6 +6,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AuthDb } from '../../src/authd/db.js';
 import { checkConfig } from '../../src/authd/main.js';
+import { checkCommon } from '../../src/common/daemon.js';
 import { keyFileToJson, newServiceKey } from '../../src/wire/keys.js';
 import { root, startDaemon } from '../helpers/daemon.js';
 import { authenticate, client, fixture, verifierFor, writeAuthdKey } from './fixtures/helpers.js';
@@ -90,8 +91,10 @@ t.test('--check-config', async (t) => {
   // The rest of the checks in process.
   const base = { listen: '0.0.0.0', key: [f.authdKeyFile], 'state-dir': f.stateDir, 'metrics-listen': '' };
   t.equal(checkConfig(base), null);
-  t.match(checkConfig({ ...base, listen: 'localhost' }), /not an IP address/);
-  t.match(checkConfig({ ...base, 'metrics-listen': 'localhost:9' }), /metrics-listen/);
+  // listen and metrics-listen: checked for every daemon before its own checks (checkCommon).
+  t.equal(checkCommon(base), null);
+  t.match(checkCommon({ ...base, listen: 'localhost' }), /^listen: "localhost" is not an IP address$/);
+  t.match(checkCommon({ ...base, 'metrics-listen': 'localhost:9' }), /metrics-listen/);
   t.match(checkConfig({ ...base, key: [] }), /at least one authd key/);
   t.match(checkConfig({ ...base, key: [f.authdKeyFile, f.authdKeyFile] }), /already loaded/);
   writeFileSync(path.join(f.dir, 'svc.key'), keyFileToJson(newServiceKey('locator')), { mode: 0o600 });

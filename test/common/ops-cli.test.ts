@@ -51,6 +51,18 @@ t.test('config file: wrong case or spacing, localhost, prototype names, metrics-
   t.match(await check('metrics-listen = 0.0.0.0:0\nmetrics-allow-remote = yes\nlisten = 127.0.0.1\n'), { code: 0, stdout: /configuration OK/ });
 });
 
+t.test('listen that is not an IP address: the same words from every daemon, before its keys are read', async (t) => {
+  for (const daemon of ['authd', 'locatord', 'matchd']) {
+    const r = await run(`${daemon}/main.ts`, ['--check-config', '--listen', 'localhost']);
+    t.same(r, { code: 2, stdout: '', stderr: `devloc-${daemon}: configuration error: listen: "localhost" is not an IP address\n` }, daemon);
+  }
+  const k = keys(t.testdir());
+  const alt = await run('locatord/main.ts', ['--check-config', '--listen', '127.0.0.1', '--reflector-alt-ip', 'alt.example', '--service-key', k.serviceKey, '--trust', k.trust]);
+  t.same(alt, { code: 2, stdout: '', stderr: 'devloc-locatord: configuration error: reflector-alt-ip: "alt.example" is not an IP address\n' });
+  const none = await run('locatord/main.ts', ['--check-config']);
+  t.same(none, { code: 2, stdout: '', stderr: 'devloc-locatord: configuration error: service-key is required (devloc keygen service)\n' }, 'locatord and matchd: one check of the service key and trust files');
+});
+
 t.test('--check-config: state dir, control socket directory and ports, each named', async (t) => {
   const dir = t.testdir();
   const k = keys(dir);
