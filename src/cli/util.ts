@@ -8,7 +8,8 @@ import { readFileSync } from 'node:fs';
 import type { KeyFile, KeyFileRole, PublicKeyFile } from '../wire/keys.js';
 import { readCheckedKeyFile } from '../net/trust.js';
 import { parseKeyFile, parsePublicKeyFile } from '../wire/keys.js';
-import { escapeControls } from '../common/escape.js';
+import { escapeControls, safeJson, safeText } from '../common/escape.js';
+import { ControlError, controlRequest } from '../agent/control-client.js';
 
 /** Bad arguments: exit status 2. */
 export class UsageError extends Error {
@@ -22,6 +23,42 @@ export class CliError extends Error {
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
+
+/**
+ * One request to the local devloc-agent over its control socket. Its refusals of what the user
+ * typed (a malformed request, a peer name or ID it cannot use, a bad address-book entry) are
+ * usage errors; an agent that is not running or does not answer, and every other refusal, make
+ * the command fail.
+ */
+export async function askAgent(socket: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000): Promise<unknown> {
+  try {
+    return await controlRequest(socket, cmd, args, timeoutMs);
+  } catch (err) {
+    if (err instanceof ControlError) {
+      const usage = err.code === 'BAD_REQUEST' || err.code === 'UNKNOWN_TARGET' || err.code === 'BAD_TARGET' || (err.code === 'ADDRESS_BOOK' && /^bad /.test(err.message));
+      if (usage) throw new UsageError(err.message);
+      throw new CliError(err.code === 'NO_AGENT' || err.code === 'TIMEOUT' ? err.message : `${err.code}: ${err.message}`);
+    }
+    throw err;
+  }
+}
+
+// Every text output goes through safeText and JSON through safeJson: no control character from a
+// peer, the agent or a file reaches the terminal raw (cells are escaped whole, newlines included,
+// by table()).
+
+/** A line (or lines) of text on stdout. */
+export const print = (s: string): void => void process.stdout.write(safeText(s.endsWith('\n') ? s : `${s}\n`));
+
+/** JSON on stdout: indented, or on one line (`compact`: one object per line, for a stream). */
+export const printJson = (v: unknown, compact = false): void => void process.stdout.write(`${safeJson(JSON.stringify(v, null, compact ? 0 : 2))}\n`);
+
+/** Columns padded to their widest cell. */
+export function table(rows: string[][]): string {
+  rows = rows.map((r) => r.map(escapeControls));
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
 
 /** Run a handler body, mapping UsageError/CliError to a stderr line and an exit status. */
 export async function runHandler(command: string, body: () => void | Promise<void>): Promise<void> {

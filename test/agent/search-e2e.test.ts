@@ -93,7 +93,7 @@ t.test('devloc allow: a hidden terminal lets one other see it, at run time, and 
   t.equal(devloc(['allow', 'rm', '--socket', a.socket, ben]).status, 0);
   await eventually(async () => !(await seen()), 30_000, 'hidden again');
   const unknown = devloc(['allow', 'add', '--socket', a.socket, 'nobody']);
-  t.equal(unknown.status, 1, 'an unknown name: refused by the agent, as for lookup');
+  t.equal(unknown.status, 2, 'an unknown name: a usage error, as for lookup');
   t.match(unknown.stderr, /nobody/);
   t.same(found(devloc(['allow', 'list', '--json', '--socket', a.socket]).stdout), [{ allow: [] }], 'list unchanged');
 });

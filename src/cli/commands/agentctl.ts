@@ -3,12 +3,12 @@
 // Human-readable output by default, --json for scripts (the control API's result, verbatim).
 // Exit status: 0 done, 1 the agent refused or could not be reached, 2 bad arguments.
 import type { Argv, CommandModule } from 'yargs';
-import { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from '../../agent/control-client.js';
+import { DEFAULT_CONTROL_SOCKET } from '../../agent/control-client.js';
 import type { AgentStatus, GroupMembers, LookupEntry } from '../../agent/agent.js';
 import type { PeerEntry } from '../../agent/peers.js';
-import { CliError, runHandler, UsageError } from '../util.js';
+import { askAgent, print, printJson, runHandler, table, UsageError } from '../util.js';
 import { formatChannel } from './connect.js';
-import { escapeControls, safeJson, safeText } from '../../common/escape.js';
+import { escapeControls } from '../../common/escape.js';
 
 export interface Common {
   socket: string;
@@ -28,32 +28,6 @@ export function common<T>(y: Argv<T>): Argv<T & Common> {
     .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }) as Argv<T & Common>;
 }
 
-async function ask(a: Common, cmd: string, args: Record<string, unknown> = {}): Promise<unknown> {
-  try {
-    return await controlRequest(a.socket, cmd, args);
-  } catch (err) {
-    if (err instanceof ControlError) {
-      const usage = err.code === 'BAD_REQUEST' || err.code === 'UNKNOWN_TARGET' || err.code === 'BAD_TARGET' || (err.code === 'ADDRESS_BOOK' && /^bad /.test(err.message));
-      if (usage) throw new UsageError(err.message);
-      throw new CliError(err.code === 'NO_AGENT' || err.code === 'TIMEOUT' ? err.message : `${err.code}: ${err.message}`);
-    }
-    throw err;
-  }
-}
-
-const print = (s: string): void => {
-  // Every text output goes through safeText: no control character from a peer, the agent or a
-  // file reaches the terminal raw (cells are escaped whole, newlines included, by table()).
-  process.stdout.write(safeText(s.endsWith('\n') ? s : `${s}\n`));
-};
-const printJson = (v: unknown): void => void process.stdout.write(`${safeJson(JSON.stringify(v, null, 2))}\n`);
-
-/** Columns padded to their widest cell. */
-function table(rows: string[][]): string {
-  rows = rows.map((r) => r.map(escapeControls));
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
-}
 
 function when(isoText: string | null, now = Date.now()): string {
   if (!isoText) return '-';
@@ -110,7 +84,7 @@ const statusCommand: CommandModule<object, Common> = {
   describe: "the local agent's registration: state, locator ID, observed address, network mode, timers",
   builder: (y) => common(y),
   handler: (a) => runHandler('status', async () => {
-    const s = (await ask(a, 'status')) as AgentStatus;
+    const s = (await askAgent(a.socket, 'status')) as AgentStatus;
     if (a.json) printJson(s);
     else print(formatStatus(s));
   }),
@@ -140,7 +114,7 @@ const lookupCommand: CommandModule<object, TargetArgs> = {
   describe: 'current address of terminals, by locator ID (32 hex digits) or address-book name',
   builder: (y) => common(y).positional('target', { type: 'string', array: true, demandOption: true, describe: 'locator IDs or nicknames' }) as unknown as Argv<TargetArgs>,
   handler: (a) => runHandler('lookup', async () => {
-    const r = (await ask(a, 'lookup', { targets: targetsOf(a) })) as LookupEntry[];
+    const r = (await askAgent(a.socket, 'lookup', { targets: targetsOf(a) })) as LookupEntry[];
     if (a.json) printJson(r);
     else print(formatLookup(r));
   }),
@@ -151,7 +125,7 @@ const onlineCommand: CommandModule<object, TargetArgs> = {
   describe: 'online or offline, by locator ID or address-book name',
   builder: (y) => common(y).positional('target', { type: 'string', array: true, demandOption: true, describe: 'locator IDs or nicknames' }) as unknown as Argv<TargetArgs>,
   handler: (a) => runHandler('online', async () => {
-    const r = (await ask(a, 'online', { targets: targetsOf(a) })) as { target: string; id: string; online: boolean; names: string[] }[];
+    const r = (await askAgent(a.socket, 'online', { targets: targetsOf(a) })) as { target: string; id: string; online: boolean; names: string[] }[];
     if (a.json) printJson(r);
     else print(table([['TARGET', 'LOCATOR ID', 'STATUS'], ...r.map((e) => [nameOf(e.target, e.names), e.id, e.online ? 'online' : 'offline'])]));
   }),
@@ -179,7 +153,7 @@ const groupCreate: CommandModule<object, GroupCreateArgs> = {
       .option('save', { type: 'string', describe: 'also save the group ID in the address book under this name' }) as unknown as Argv<GroupCreateArgs>,
   handler: (a) => runHandler('group create', async () => {
     if (Buffer.byteLength(a.name) > 64) throw new UsageError('group name: at most 64 bytes');
-    const r = (await ask(a, 'group.create', { name: a.name, ...(a.code ? { joinCode: a.code } : {}), ...(a.save ? { save: a.save } : {}) })) as { groupId: string; saved?: string };
+    const r = (await askAgent(a.socket, 'group.create', { name: a.name, ...(a.code ? { joinCode: a.code } : {}), ...(a.save ? { save: a.save } : {}) })) as { groupId: string; saved?: string };
     if (a.json) printJson(r);
     else print(r.saved ? `${r.groupId} (saved as ${r.saved})` : r.groupId);
   }),
@@ -194,7 +168,7 @@ function groupSimple(verb: 'join' | 'leave'): CommandModule<object, GroupArgs> {
       return (verb === 'join' ? b.option('code', { type: 'string', describe: 'join code of a closed group' }) : b) as unknown as Argv<GroupArgs>;
     },
     handler: (a) => runHandler(`group ${verb}`, async () => {
-      const r = (await ask(a, `group.${verb}`, { group: a.group, ...(a.code ? { joinCode: a.code } : {}) })) as { groupId: string };
+      const r = (await askAgent(a.socket, `group.${verb}`, { group: a.group, ...(a.code ? { joinCode: a.code } : {}) })) as { groupId: string };
       if (a.json) printJson(r);
       else print(`${verb === 'join' ? 'joined' : 'left'} ${r.groupId}`);
     }),
@@ -214,7 +188,7 @@ const groupMembers: CommandModule<object, GroupArgs> = {
   describe: 'members of a group you are in, with status and address',
   builder: (y) => common(y).positional('group', { type: 'string', demandOption: true, describe: 'group ID or address-book name' }) as unknown as Argv<GroupArgs>,
   handler: (a) => runHandler('group members', async () => {
-    const r = (await ask(a, 'group.members', { group: a.group })) as GroupMembers;
+    const r = (await askAgent(a.socket, 'group.members', { group: a.group })) as GroupMembers;
     if (a.json) printJson(r);
     else print(formatMembers(r));
   }),
@@ -250,7 +224,7 @@ const peersAdd: CommandModule<object, PeersAddArgs> = {
       .positional('id', { type: 'string', demandOption: true, describe: '32 hex digits' })
       .option('group', { type: 'boolean', default: false, describe: 'the ID is a group ID' }) as unknown as Argv<PeersAddArgs>,
   handler: (a) => runHandler('peers add', async () => {
-    const r = (await ask(a, 'peers.add', { name: String(a.name), id: String(a.id), kind: a.group ? 'group' : 'peer' })) as PeerEntry;
+    const r = (await askAgent(a.socket, 'peers.add', { name: String(a.name), id: String(a.id), kind: a.group ? 'group' : 'peer' })) as PeerEntry;
     if (a.json) printJson(r);
     else print(`${r.name} = ${r.id}${r.kind === 'group' ? ' (group)' : ''}`);
   }),
@@ -261,7 +235,7 @@ const peersRm: CommandModule<object, Common & { name: string }> = {
   describe: 'remove a name from the address book',
   builder: (y) => common(y).positional('name', { type: 'string', demandOption: true, describe: 'nickname' }) as unknown as Argv<Common & { name: string }>,
   handler: (a) => runHandler('peers rm', async () => {
-    const r = await ask(a, 'peers.rm', { name: String(a.name) });
+    const r = await askAgent(a.socket, 'peers.rm', { name: String(a.name) });
     if (a.json) printJson(r);
     else print(`removed ${a.name}`);
   }),
@@ -272,7 +246,7 @@ const peersList: CommandModule<object, Common> = {
   describe: 'the address book',
   builder: (y) => common(y),
   handler: (a) => runHandler('peers list', async () => {
-    const r = (await ask(a, 'peers.list')) as PeerEntry[];
+    const r = (await askAgent(a.socket, 'peers.list')) as PeerEntry[];
     if (a.json) printJson(r);
     else if (r.length === 0) print('(address book is empty)');
     else print(table([['NAME', 'ID', 'KIND'], ...r.map((e) => [e.name, e.id, e.kind])]));

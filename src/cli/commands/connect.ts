@@ -11,9 +11,9 @@ import { createInterface } from 'node:readline';
 import type { Argv, CommandModule } from 'yargs';
 import type { ChannelSummary, PathInfo } from '../../agent/channel.js';
 import type { ConnectResult } from '../../agent/channel-control.js';
-import { ControlError, controlRequest, DEFAULT_CONTROL_SOCKET } from '../../agent/control-client.js';
-import { CliError, runHandler, UsageError } from '../util.js';
-import { escapeControls, safeJson, safeText } from '../../common/escape.js';
+import { DEFAULT_CONTROL_SOCKET } from '../../agent/control-client.js';
+import { askAgent, CliError, print, printJson, runHandler, UsageError } from '../util.js';
+import { escapeControls } from '../../common/escape.js';
 
 interface ConnectArgs {
   peer: string;
@@ -25,22 +25,6 @@ interface ConnectArgs {
 }
 
 const defaultSocket = (): string => process.env['DEVLOC_AGENT_CONTROL_SOCKET'] || DEFAULT_CONTROL_SOCKET;
-// Text through safeText, JSON through safeJson: no control character from the peer reaches the terminal raw.
-const print = (s: string): void => void process.stdout.write(`${safeText(s)}\n`);
-const printJson = (v: unknown): void => void process.stdout.write(`${safeJson(JSON.stringify(v))}\n`);
-
-async function ask(a: ConnectArgs, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
-  try {
-    return await controlRequest(a.socket, cmd, args, timeoutMs);
-  } catch (err) {
-    if (err instanceof ControlError) {
-      if (err.code === 'BAD_REQUEST' || err.code === 'UNKNOWN_TARGET' || err.code === 'BAD_TARGET') throw new UsageError(err.message);
-      throw new CliError(err.code === 'NO_AGENT' || err.code === 'TIMEOUT' ? err.message : `${err.code}: ${err.message}`);
-    }
-    throw err;
-  }
-}
-
 /** The candidate kind, with how this end reaches the relay on a relayed path ("relay over tcp"). */
 const kindText = (p: PathInfo): string => `${p.kind}${p.transport ? ` over ${p.transport}` : ''}`;
 
@@ -73,16 +57,16 @@ async function pings(a: ConnectArgs, channel: string, first: PathInfo | null): P
   let path = first;
   let upgrades = 0;
   for (let i = 1; i <= count; i++) {
-    const r = (await ask(a, 'channel.ping', { channel, timeoutMs: a.timeout }, a.timeout + 5000)) as PingOutcome;
+    const r = (await askAgent(a.socket, 'channel.ping', { channel, timeoutMs: a.timeout }, a.timeout + 5000)) as PingOutcome;
     const change = pathChange(path, r.path);
     if (change) {
       if (path?.kind === 'relay' && r.path?.kind !== 'relay') upgrades++;
-      if (a.json) printJson({ path: r.path, previous: path });
+      if (a.json) printJson({ path: r.path, previous: path }, true);
       else print(change);
     }
     if (r.path) path = r.path;
     if (r.rttMs !== null) rtts.push(r.rttMs);
-    if (a.json) printJson({ ping: i, ...r });
+    if (a.json) printJson({ ping: i, ...r }, true);
     else print(r.rttMs === null ? `ping ${i}: no answer within ${a.timeout} ms` : `ping ${i}: rtt ${r.rttMs} ms via ${pathClass(r.path)} ${r.path ? `${r.path.addr} (${kindText(r.path)})` : ''}`.trimEnd());
     if (i < count) await new Promise((res) => setTimeout(res, a.interval));
   }
@@ -94,7 +78,7 @@ async function pings(a: ConnectArgs, channel: string, first: PathInfo | null): P
         pings: count, answered: rtts.length, lostPct: Math.round((100 * lost) / count),
         rttMs: rtts.length ? { min: Math.min(...rtts), avg, max: Math.max(...rtts) } : null, path, upgrades,
       },
-    });
+    }, true);
   } else {
     const stats = rtts.length ? `, rtt min/avg/max ${Math.min(...rtts)}/${avg!.toFixed(1)}/${Math.max(...rtts)} ms` : '';
     print(`${count} pings, ${rtts.length} answered, ${Math.round((100 * lost) / count)}% lost${stats}; path ${pathClass(path)}${upgrades ? `, upgraded from the relay ${upgrades === 1 ? 'once' : `${upgrades} times`}` : ''}`);
@@ -117,19 +101,19 @@ async function chat(a: ConnectArgs, channel: string, first: PathInfo | null): Pr
   lines.on('line', (line) => {
     if (!line) return;
     sending = sending.then(async () => {
-      if (!done) await ask(a, 'channel.send', { channel, text: line });
+      if (!done) await askAgent(a.socket, 'channel.send', { channel, text: line });
     });
   });
   const eof = new Promise<void>((resolve) => lines.once('close', () => resolve()));
   const receive = (async (): Promise<string | null> => {
     let path = first;
     while (!done) {
-      const r = (await ask(a, 'channel.recv', { channel, waitMs: 20_000 }, 30_000)) as RecvResult;
+      const r = (await askAgent(a.socket, 'channel.recv', { channel, waitMs: 20_000 }, 30_000)) as RecvResult;
       const change = pathChange(path, r.path);
-      if (change) void (a.json ? printJson({ path: r.path, previous: path }) : print(change));
+      if (change) void (a.json ? printJson({ path: r.path, previous: path }, true) : print(change));
       if (r.path) path = r.path;
-      if (r.lost > 0) void (a.json ? printJson({ lost: r.lost }) : print(`(${r.lost} message${r.lost === 1 ? '' : 's'} lost)`));
-      for (const m of r.messages) void (a.json ? printJson(m) : print(`< ${escapeControls(m.text)}`));
+      if (r.lost > 0) void (a.json ? printJson({ lost: r.lost }, true) : print(`(${r.lost} message${r.lost === 1 ? '' : 's'} lost)`));
+      for (const m of r.messages) void (a.json ? printJson(m, true) : print(`< ${escapeControls(m.text)}`));
       if (r.state === 'closed' || r.state === 'failed') return r.reason ?? r.state;
     }
     return null;
@@ -138,12 +122,12 @@ async function chat(a: ConnectArgs, channel: string, first: PathInfo | null): Pr
   done = true;
   if (ended !== null) {
     lines.close();
-    void (a.json ? printJson({ closed: ended }) : print(`channel closed: ${escapeControls(String(ended))}`));
+    void (a.json ? printJson({ closed: ended }, true) : print(`channel closed: ${escapeControls(String(ended))}`));
     return;
   }
   // stdin ended: finish sending, then close our end.
   await sending;
-  await ask(a, 'channel.close', { channel });
+  await askAgent(a.socket, 'channel.close', { channel });
 }
 
 export const connectCommand: CommandModule<object, ConnectArgs> = {
@@ -164,14 +148,14 @@ export const connectCommand: CommandModule<object, ConnectArgs> = {
     if (a.ping !== undefined && (!Number.isInteger(a.ping) || a.ping < 1 || a.ping > 10_000)) throw new UsageError('--ping: a count from 1 to 10000');
     if (!(a.interval >= 0 && a.interval <= 60_000)) throw new UsageError('--interval: 0 to 60000 ms');
     if (!(a.timeout >= 10 && a.timeout <= 30_000)) throw new UsageError('--timeout: 10 to 30000 ms');
-    const r = (await ask(a, 'connect', { peer: String(a.peer) }, 90_000)) as ConnectResult;
-    if (a.json) printJson(r);
+    const r = (await askAgent(a.socket, 'connect', { peer: String(a.peer) }, 90_000)) as ConnectResult;
+    if (a.json) printJson(r, true);
     else print(formatConnected(r));
     if (a.ping !== undefined) {
       try {
         await pings(a, r.channel, r.path);
       } finally {
-        await ask(a, 'channel.close', { channel: r.channel }).catch(() => {});
+        await askAgent(a.socket, 'channel.close', { channel: r.channel }).catch(() => {});
       }
       return;
     }

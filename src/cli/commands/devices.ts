@@ -14,6 +14,7 @@ import { LocatorIds } from '../../authd/locator.js';
 import { parseAddress } from '../../wire/addr.js';
 import { isDeviceId, isServiceId, keyFileToJson, newDeviceKey, parsePublicKeyFile } from '../../wire/keys.js';
 import { escapeControls } from '../../common/escape.js';
+import { table } from '../util.js';
 
 /** Where output goes; tests replace it to run the commands in process. */
 export const io = {
@@ -141,13 +142,6 @@ function deviceJson(d: DeviceRow, locatorId?: string): Record<string, unknown> {
 
 function serviceJson(s: ServiceRow): Record<string, unknown> {
   return { serviceId: s.serviceId, sealKey: s.sealKey.toString('base64url'), ...(s.addr ? { addr: s.addr } : {}), addedAt: iso(s.addedAt), updatedAt: iso(s.updatedAt) };
-}
-
-/** Columns padded to their widest cell. */
-function table(rows: string[][]): string {
-  rows = rows.map((r) => r.map(escapeControls)); // peer-supplied cells: no control character raw
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
 
 // ---- device new --------------------------------------------------------------------------------

@@ -10,40 +10,18 @@
 // Exit status: 0 matched (or submitted, with --no-wait; status and cancel: answered), 1 no
 // match, cancelled, or the agent refused or could not be reached, 2 bad arguments.
 import type { Argv, CommandModule } from 'yargs';
-import { ControlError, controlRequest } from '../../agent/control-client.js';
 import type { MatchResult } from '../../agent/match.js';
 import { parseAttr, parseRequirement } from '../../agent/match.js';
 import { AgentError } from '../../agent/agent.js';
 import { classificationBoundMs } from '../../agent/netmode.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS } from '../../wire/constants.js';
-import { CliError, runHandler, UsageError } from '../util.js';
+import { askAgent, print, printJson, runHandler, table, UsageError } from '../util.js';
+import { controlRequest } from '../../agent/control-client.js';
 import type { Common } from './agentctl.js';
 import { common } from './agentctl.js';
-import { escapeControls, safeJson, safeText } from '../../common/escape.js';
+import { escapeControls } from '../../common/escape.js';
 
 
-export async function ask(a: Common, cmd: string, args: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
-  try {
-    return await controlRequest(a.socket, cmd, args, timeoutMs);
-  } catch (err) {
-    if (err instanceof ControlError) {
-      if (err.code === 'BAD_REQUEST') throw new UsageError(err.message);
-      throw new CliError(err.code === 'NO_AGENT' || err.code === 'TIMEOUT' ? err.message : `${err.code}: ${err.message}`);
-    }
-    throw err;
-  }
-}
-
-const print = (s: string): void => {
-  process.stdout.write(safeText(s.endsWith('\n') ? s : `${s}\n`));
-};
-const printJson = (v: unknown): void => void process.stdout.write(`${safeJson(JSON.stringify(v, null, 2))}\n`);
-
-function table(rows: string[][]): string {
-  rows = rows.map((r) => r.map(escapeControls)); // peer-supplied cells: no control character raw
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
-}
 
 /** Human form of a result: a headline, then for a match the party with the host marked. */
 export function formatMatch(r: MatchResult): string {
@@ -152,7 +130,7 @@ const submit: CommandModule<object, SubmitArgs> = {
     try {
       // The agent answers at the latest a minute after the deadline (matchd unreachable), after
       // waiting up to one classification of its network mode before it submits.
-      r = (await ask(a, 'match.submit', args, (a.wait + 90) * 1000 + classificationBoundMs(DEFAULT_RETRANSMIT_TIMEOUT_MS))) as MatchResult;
+      r = (await askAgent(a.socket, 'match.submit', args, (a.wait + 90) * 1000 + classificationBoundMs(DEFAULT_RETRANSMIT_TIMEOUT_MS))) as MatchResult;
     } finally {
       process.off('SIGINT', onSignal);
     }
@@ -177,7 +155,7 @@ function byId(verb: 'status' | 'cancel'): CommandModule<object, IdArgs> {
     builder: (y) => common(y).positional('id', { type: 'string', describe: 'match ID (16 hex digits) as submit printed it' }) as unknown as Argv<IdArgs>,
     handler: (a) => runHandler(`match ${verb}`, async () => {
       if (a.id !== undefined && !/^[0-9a-fA-F]{16}$/.test(String(a.id))) throw new UsageError(`${JSON.stringify(a.id)} is not a match ID (16 hex digits)`);
-      const r = (await ask(a, `match.${verb}`, a.id !== undefined ? { matchId: String(a.id) } : {})) as MatchResult;
+      const r = (await askAgent(a.socket, `match.${verb}`, a.id !== undefined ? { matchId: String(a.id) } : {})) as MatchResult;
       if (a.json) printJson(r);
       else print(formatMatch(r));
     }),

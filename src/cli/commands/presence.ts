@@ -13,10 +13,9 @@ import { safeJson, safeText } from '../../common/escape.js';
 import { MAX_STATUS_BYTES } from '../../wire/catalog.js';
 import { AgentError } from '../../agent/errors.js';
 import { parseRequirement } from '../../agent/match.js';
-import { runHandler, UsageError } from '../util.js';
+import { askAgent, runHandler, UsageError } from '../util.js';
 import type { Common } from './agentctl.js';
 import { common } from './agentctl.js';
-import { ask } from './match.js';
 
 /** One line per status: "online  alice (3f2a…)  chess  looking for level=3  "up for a game"". */
 export function formatPresence(s: PresenceStatus): string {
@@ -51,11 +50,11 @@ export const watchCommand: CommandModule<object, WatchArgs> = {
       process.exit(0);
     });
     // The log first, so no change between the answer and the first wait is lost.
-    let after = ((await ask(a, 'presence.wait', { timeoutS: 0 })) as { seq: number }).seq;
-    const now = (targets.length > 0 ? await ask(a, 'watch', { targets }) : await ask(a, 'presence.list', {})) as PresenceStatus[];
+    let after = ((await askAgent(a.socket, 'presence.wait', { timeoutS: 0 })) as { seq: number }).seq;
+    const now = (targets.length > 0 ? await askAgent(a.socket, 'watch', { targets }) : await askAgent(a.socket, 'presence.list', {})) as PresenceStatus[];
     for (const s of now) line(a, s);
     while (!stop) {
-      const r = (await ask(a, 'presence.wait', { after, timeoutS: 30 }, 60_000)) as { seq: number; changes: PresenceStatus[] };
+      const r = (await askAgent(a.socket, 'presence.wait', { after, timeoutS: 30 }, 60_000)) as { seq: number; changes: PresenceStatus[] };
       for (const s of r.changes) line(a, s);
       after = r.seq;
     }
@@ -81,7 +80,7 @@ const set: CommandModule<object, SetArgs> = {
   handler: (a) => runHandler('presence set', async () => {
     if (a.status !== undefined && Buffer.byteLength(String(a.status)) > MAX_STATUS_BYTES) throw new UsageError(`--status: at most ${MAX_STATUS_BYTES} bytes`);
     if (a.want.length > 8) throw new UsageError('--want: at most 8 attributes');
-    const r = await ask(a, 'presence.set', {
+    const r = await askAgent(a.socket, 'presence.set', {
       ...(a.media !== undefined ? { mediaId: String(a.media) } : {}), lookingForPartner: a.looking,
       ...(a.want.length ? { wants: a.want.map(String) } : {}), ...(a.status !== undefined ? { status: String(a.status) } : {}),
     });
@@ -94,7 +93,7 @@ const list: CommandModule<object, Common> = {
   describe: 'the terminals the agent watches, as last told',
   builder: (y) => common(y),
   handler: (a) => runHandler('presence list', async () => {
-    for (const s of (await ask(a, 'presence.list', {})) as PresenceStatus[]) line(a, s);
+    for (const s of (await askAgent(a.socket, 'presence.list', {})) as PresenceStatus[]) line(a, s);
   }),
 };
 
@@ -119,7 +118,7 @@ export const searchCommand: CommandModule<object, SearchArgs> = {
       if (err instanceof AgentError) throw new UsageError(err.message);
       throw err;
     }
-    const found = (await ask(a, 'search', { ...(a.media !== undefined ? { mediaId: String(a.media) } : {}), ...(reqs.length ? { require: reqs } : {}) })) as PresenceStatus[];
+    const found = (await askAgent(a.socket, 'search', { ...(a.media !== undefined ? { mediaId: String(a.media) } : {}), ...(reqs.length ? { require: reqs } : {}) })) as PresenceStatus[];
     for (const s of found) line(a, s);
   }),
 };
@@ -134,7 +133,7 @@ const mediaSet: CommandModule<object, MediaArgs> = {
   builder: (y) => common(y).positional('id', { type: 'string', demandOption: true }) as unknown as Argv<MediaArgs>,
   handler: (a) => runHandler('media set', async () => {
     if (Buffer.byteLength(String(a.id)) > 64) throw new UsageError('media ID: at most 64 bytes');
-    const r = await ask(a, 'media.set', { mediaId: String(a.id) });
+    const r = await askAgent(a.socket, 'media.set', { mediaId: String(a.id) });
     process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : 'media set\n');
   }),
 };
@@ -155,7 +154,7 @@ const allowChange = (verb: 'add' | 'rm', describe: string): CommandModule<object
   describe,
   builder: (y) => common(y).positional('targets', { type: 'string', array: true, demandOption: true, describe: 'locator IDs or address-book names' }) as unknown as Argv<AllowArgs>,
   handler: (a) => runHandler(`allow ${verb}`, async () => {
-    const r = (await ask(a, `allow.${verb}`, { targets: a.targets.map(String) })) as { allow: string[] };
+    const r = (await askAgent(a.socket, `allow.${verb}`, { targets: a.targets.map(String) })) as { allow: string[] };
     process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : r.allow.map((id) => `${id}\n`).join(''));
   }),
 });
@@ -165,7 +164,7 @@ const allowList: CommandModule<object, Common> = {
   describe: 'the locator IDs on the allow list',
   builder: (y) => common(y),
   handler: (a) => runHandler('allow list', async () => {
-    const r = (await ask(a, 'allow.list', {})) as { allow: string[] };
+    const r = (await askAgent(a.socket, 'allow.list', {})) as { allow: string[] };
     process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : r.allow.map((id) => `${id}\n`).join(''));
   }),
 };
