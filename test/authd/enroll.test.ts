@@ -84,6 +84,19 @@ t.test('bad lines: each reported with its number, nothing imported', async (t) =
   t.equal(db.lastEnrollment(), undefined);
 });
 
+t.test('devloc enroll: a hostile line is reported with no control character raw', async (t) => {
+  const dir = tmpDir(t);
+  // ESC (recolour), C1 CSI, BEL, RLO: JSON.parse quotes the line in its error, raw.
+  const file = path.join(dir, 'list\u001b[2J.jsonl');
+  writeFileSync(file, `{"deviceId": \u001b[31mRED\u009b1m\u0007\u202e}\n`);
+  const r = await run(['enroll', file, '--state-dir', path.join(dir, 'state')]);
+  t.equal(r.status, 1);
+  t.match(r.stderr, /:1: not valid JSON/);
+  t.notMatch(r.stderr, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/, 'nothing raw (escapeControls)');
+  t.match(r.stderr, /\\x1b\[31mRED/, 'the escape shown as \\x1b');
+  t.match(r.stderr, /1 bad line in .*: nothing imported/);
+});
+
 t.test('idempotent re-import, metadata updates, --replace, CSV', async (t) => {
   const dir = tmpDir(t);
   const db = AuthDb.open(path.join(dir, 'state'));

@@ -13,7 +13,7 @@ import { enrollFile } from '../../authd/enroll.js';
 import { LocatorIds } from '../../authd/locator.js';
 import { parseAddress } from '../../wire/addr.js';
 import { isDeviceId, isServiceId, keyFileToJson, newDeviceKey, parsePublicKeyFile } from '../../wire/keys.js';
-import { escapeControls } from '../../common/escape.js';
+import { escapeControls, safeJson, safeText } from '../../common/escape.js';
 import { table } from '../util.js';
 
 /** Where output goes; tests replace it to run the commands in process. */
@@ -39,14 +39,14 @@ function guard<A>(name: string, fn: (a: A) => void | Promise<void>): (a: A) => P
       await fn(a);
     } catch (err) {
       if (err instanceof CommandError) {
-        io.err(`devloc ${name}: ${err.message}\n`);
+        io.err(`devloc ${name}: ${escapeControls(err.message)}\n`);
         io.exit(err.status);
         return;
       }
       // SQLite and file-system errors: the work failed; say why, without a stack.
       const e = err as NodeJS.ErrnoException;
       if (e instanceof Error && (e.name === 'SqliteError' || typeof e.code === 'string')) {
-        io.err(`devloc ${name}: ${e.message}\n`);
+        io.err(`devloc ${name}: ${escapeControls(e.message)}\n`);
         io.exit(1);
         return;
       }
@@ -121,9 +121,12 @@ function openDb(stateDir: string, create: boolean, cacheKiB = 0): AuthDb {
   }
 }
 
+// Text through safeText, JSON through safeJson: a value from the database or a file (a model
+// name, a path) never reaches the terminal with a control character raw (src/common/escape.ts).
 const out = (s: string): void => {
-  io.out(s.endsWith('\n') ? s : `${s}\n`);
+  io.out(safeText(s.endsWith('\n') ? s : `${s}\n`));
 };
+const outJson = (v: unknown): void => io.out(`${safeJson(JSON.stringify(v))}\n`);
 const iso = (ms: number | undefined): string => (ms === undefined ? '' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 
 function deviceJson(d: DeviceRow, locatorId?: string): Record<string, unknown> {
@@ -187,12 +190,12 @@ const deviceNew: CommandModule<object, DeviceNewArgs> = {
       throw new CommandError(`cannot write ${a.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     closeSync(fd);
-    out(JSON.stringify({
+    outJson({
       deviceId: key.deviceId,
       publicKey: key.sign.public.toString('base64url'),
       ...(a.model !== undefined ? { model: a.model } : {}),
       ...(a.region !== undefined ? { region: a.region } : {}),
-    }));
+    });
   }),
 };
 
@@ -267,7 +270,8 @@ const enroll: CommandModule<object, EnrollArgs> = {
         replace: a.replace,
         format: a.format,
         dryRun: a['dry-run'],
-        onError: (line, reason) => io.err(`${a.file}:${line}: ${reason}\n`),
+        // The reason may quote the file (a JSON parse error does): no control character raw.
+      onError: (line, reason) => io.err(`${escapeControls(a.file)}:${line}: ${escapeControls(reason)}\n`),
         ...(bar ? { onProgress: bar.update } : {}),
       });
     } finally {
@@ -275,7 +279,7 @@ const enroll: CommandModule<object, EnrollArgs> = {
       db.close();
     }
     if (a.json) {
-      out(JSON.stringify(res));
+      outJson(res);
     } else if (res.ok) {
       const verb = res.dryRun ? 'would import' : 'imported';
       out(`${verb} ${a.file}: ${res.records} records: ${res.added} added, ${res.unchanged} unchanged, ${res.updated} updated, ${res.replaced} replaced`);
@@ -355,7 +359,7 @@ const devicesList: CommandModule<object, DevicesListArgs> = {
     try {
       const rows = db.listDevices({ limit: a.limit, revokedOnly: a.revoked, ...(a.after !== undefined ? { after: a.after } : {}) });
       if (a.json) {
-        for (const d of rows) out(JSON.stringify(deviceJson(d)));
+        for (const d of rows) outJson(deviceJson(d));
         return;
       }
       const lines = [['DEVICE', 'PUBLIC KEY', 'MODEL', 'REGION', 'STATUS', 'ENROLLED']];
@@ -378,7 +382,7 @@ const devicesShow: CommandModule<object, DevicesShowArgs> = {
       if (!d) throw new CommandError(`unknown device ${a.device}`);
       const loc = locatorIds(a['state-dir'])?.of(d.deviceId).toString('hex');
       const j = deviceJson(d, loc);
-      if (a.json) out(JSON.stringify(j));
+      if (a.json) outJson(j);
       else out(Object.entries(j).map(([k, v]) => `${`${k}:`.padEnd(12)} ${String(v)}`).join('\n'));
     } finally {
       db.close();
@@ -395,7 +399,7 @@ const devices: CommandModule<object, DevicesArgs> = {
     try {
       const c = db.countDevices();
       const last = db.lastEnrollment();
-      if (a.json) out(JSON.stringify({ ...c, ...(last ? { lastEnrollment: { at: iso(last.at), file: last.file, sha256: last.sha256, records: last.records } } : {}) }));
+      if (a.json) outJson({ ...c, ...(last ? { lastEnrollment: { at: iso(last.at), file: last.file, sha256: last.sha256, records: last.records } } : {}) });
       else out(`${c.devices} device${c.devices === 1 ? '' : 's'} (${c.revoked} revoked)`);
     } finally {
       db.close();
@@ -455,7 +459,7 @@ const serviceAdd: CommandModule<object, ServiceAddArgs> = {
       if (!p) throw new CommandError(`--addr ${JSON.stringify(a.addr)} is not IP:PORT or [IPv6]:PORT`, 2);
       addr = p.ip.includes(':') ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`;
     }
-    if (k.private) io.err(`devloc service add: note: ${a.key} holds the service's secret key; authd stores only the public half (give it devloc keygen --public output)\n`);
+    if (k.private) io.err(`devloc service add: note: ${escapeControls(a.key)} holds the service's secret key; authd stores only the public half (give it devloc keygen --public output)\n`);
     const db = openDb(a['state-dir'], true);
     try {
       const r = db.putService({ serviceId: id, sealKey: k.seal, ...(addr ? { addr } : {}) }, a.replace);
@@ -478,7 +482,7 @@ function listCommand<R>(kind: string, rows: (db: AuthDb) => R[], json: (r: R) =>
       try {
         const all = rows(db);
         if (a.json) {
-          for (const r of all) out(JSON.stringify(json(r)));
+          for (const r of all) outJson(json(r));
           return;
         }
         out(table([header, ...all.map(cells)]));
@@ -575,7 +579,7 @@ const relayAdd: CommandModule<object, RelayAddArgs> = {
     } catch (err) {
       const msg = (err as Error).message;
       // An admin registering a file owned by authd's user is fine: authd checks it as itself.
-      if (/ is owned by uid /.test(msg)) io.err(`devloc relay add: note: ${msg}; authd checks it again as its own user\n`);
+      if (/ is owned by uid /.test(msg)) io.err(`devloc relay add: note: ${escapeControls(msg)}; authd checks it again as its own user\n`);
       else throw new CommandError(msg, 2);
     }
     const db = openDb(a['state-dir'], true);
