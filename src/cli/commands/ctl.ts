@@ -7,8 +7,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { ControlError, controlRequest } from '../../agent/control-client.js';
 import { defaultControlSocket } from '../../common/control.js';
-import { escapeControls, safeJson, safeText } from '../../common/escape.js';
-import { CliError, runHandler, UsageError } from '../util.js';
+import { escapeControls } from '../../common/escape.js';
+import { CliError, print, printJson, runHandler, UsageError } from '../util.js';
 
 export const CTL_DAEMONS = ['authd', 'locatord', 'matchd'] as const;
 export const CTL_COMMANDS = ['status', 'show', 'sessions', 'kick', 'reload'] as const;
@@ -80,8 +80,8 @@ export const ctlCommand: CommandModule<object, CtlArgs> = {
         if (err.code === 'BAD_REQUEST' || err.code === 'UNKNOWN_COMMAND' || err.code === 'TOO_LARGE') throw new UsageError(`${err.code}: ${err.message}`);
         throw new CliError(`${err.code}: ${err.message}`);
       }
-      if (a.json) process.stdout.write(`${safeJson(JSON.stringify(result, null, 2))}\n`);
-      else process.stdout.write(safeText(`${formatResult(result)}\n`));
+      if (a.json) printJson(result);
+      else print(formatResult(result));
     });
   },
 };
