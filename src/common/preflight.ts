@@ -102,21 +102,29 @@ export async function freePort(host: string, protocols: readonly ('udp' | 'tcp')
 
 /**
  * Whether a UDP socket of another process than `pid` is bound to `port` on 127.0.0.1 or on every
- * address (Linux: /proc/net/udp and /proc/<pid>/fd; false where they cannot be read). coturn binds
- * with SO_REUSEPORT, so a second turnserver on a port already held by one (two demos started at
- * once) does not fail: the two share it silently and the kernel spreads datagrams over both.
+ * address, IPv4 or dual-stack IPv6 (`::`, which also receives IPv4 datagrams, or `::ffff:127.0.0.1`)
+ * (Linux: /proc/net/udp, /proc/net/udp6 and /proc/<pid>/fd; false where they cannot be read).
+ * coturn binds with SO_REUSEPORT, so a second turnserver on a port already held by one (two demos
+ * started at once) does not fail: the two share it silently and the kernel spreads datagrams over both.
  */
 export function udpPortShared(port: number, pid: number): boolean {
-  let table: string;
-  try {
-    table = readFileSync('/proc/net/udp', 'utf8');
-  } catch {
-    return false;
-  }
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  const bound = new Set([`0100007F:${hexPort}`, `00000000:${hexPort}`]);
-  // Fields: sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode.
-  const inodes = table.split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => bound.has(f[1] ?? '')).map((f) => f[9]);
+  // /proc/net/udp6 writes an address as four 32-bit words, each in the host's (little-endian) order.
+  const bound = new Set([`0100007F:${hexPort}`, `00000000:${hexPort}`, `${'0'.repeat(32)}:${hexPort}`, `0000000000000000FFFF00000100007F:${hexPort}`]);
+  const inodes: (string | undefined)[] = [];
+  for (const table of ['/proc/net/udp', '/proc/net/udp6']) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue; // no IPv6 (or no /proc): nothing bound there
+    }
+    // Fields: sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode.
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (bound.has(f[1] ?? '')) inodes.push(f[9]);
+    }
+  }
   const own = new Set<string>();
   try {
     for (const fd of readdirSync(`/proc/${pid}/fd`)) {

@@ -3,6 +3,7 @@
 // instead of failing to start; `devloc demo` and the tests' startCoturn then move to a free port.
 import t from 'tap';
 import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -16,6 +17,30 @@ t.test('udpPortShared: a socket of this process, of nobody, of another process',
   t.equal(udpPortShared(port, process.ppid), true, "another process's view: held by someone else");
   await new Promise<void>((resolve) => socket.close(resolve));
   t.equal(udpPortShared(port, process.ppid), false, 'nobody holds it');
+});
+
+t.test('udpPortShared: a dual-stack IPv6 socket on the port receives IPv4 too; one on ::1 alone does not', async (t) => {
+  const bindV6 = (address: string): Promise<dgram.Socket | null> => new Promise((resolve) => {
+    const s = dgram.createSocket({ type: 'udp6' });
+    s.once('error', () => resolve(null));
+    s.bind({ address, port: 0, exclusive: true }, () => resolve(s));
+  });
+  const wild = await bindV6('::');
+  if (!wild) {
+    t.comment('no IPv6 on this host');
+    return;
+  }
+  const port = wild.address().port;
+  t.equal(udpPortShared(port, process.pid), false, 'only this process holds it');
+  t.equal(udpPortShared(port, process.ppid), true, "another process's view: [::] holds it for IPv4 too");
+  await new Promise<void>((resolve) => wild.close(resolve));
+  const loop6 = await bindV6('::1');
+  if (!loop6) {
+    t.comment('no ::1 on this host');
+    return;
+  }
+  t.equal(udpPortShared(loop6.address().port, process.ppid), false, '[::1] does not receive what is sent to 127.0.0.1');
+  await new Promise<void>((resolve) => loop6.close(resolve));
 });
 
 t.test('udpPortShared: a second turnserver on the port of a first one', { skip: haveCoturn ? false : 'turnserver (coturn) is not installed' }, async (t) => {
