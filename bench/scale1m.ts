@@ -95,6 +95,11 @@ export interface Scale1mMeasurement {
   query: KindFigures;
   /** Over all runs. */
   gc: GcFigures;
+  /**
+   * GC pauses the preloaded observer logged since the child started (start-up and restore
+   * included): that it works, whatever the load let through the measured runs.
+   */
+  gcPausesSinceStart: number;
   /** VmRSS after the runs. */
   rssBytes: number;
   restoreMs: number;
@@ -192,9 +197,10 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     const rssBytes = rssOf(loc.proc.pid!);
     // The logger writes every 100 ms.
     await new Promise((r) => setTimeout(r, 300));
-    const pauses = readGcPauses(gcLogFile).filter((p) => p.atMs >= loadedFrom && p.atMs <= loadedTo);
+    const logged = readGcPauses(gcLogFile);
+    const pauses = logged.filter((p) => p.atMs >= loadedFrom && p.atMs <= loadedTo);
     return {
-      registered, refreshTerminals: refreshing, refresh, refreshSameActive, query, gc: gcFigures(pauses, loadedMs), rssBytes,
+      registered, refreshTerminals: refreshing, refresh, refreshSameActive, query, gc: gcFigures(pauses, loadedMs), gcPausesSinceStart: logged.length, rssBytes,
       restoreMs: Number(restored['durationMs']), restoreCpuMs: Number(restored['cpuMs']),
       loadAverage: round(os.loadavg()[0]!, 1),
     };

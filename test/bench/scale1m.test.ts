@@ -52,8 +52,11 @@ t.test('benchScale1m, small: both sizes restored, loaded and measured', async (t
     t.ok(m.refresh.perS > 0 && m.refresh.perCpuS > 0, `REFRESH answered at ${m.registered}`);
     t.ok(m.query.perS > 0 && m.query.perCpuS > 0, `QUERY_ADDR answered at ${m.registered}`);
     t.ok(m.refresh.latencyMaxMs > 0 && m.refresh.latencyP99Ms <= m.refresh.latencyMaxMs);
-    // A second of flat-out load allocates: the observer in the daemon saw at least one scavenge.
-    t.ok(m.gc.pauses > 0, `GC pauses logged at ${m.registered} (${m.gc.pauses})`);
+    // The observer preloaded into the daemon logs its pauses. Counted since the child started: its
+    // start-up and the restore allocate the same whatever the machine's load, while how many
+    // requests (and scavenges) fit in the half-second runs does not (none did under load in CI).
+    t.ok(m.gcPausesSinceStart > 0, `GC pauses logged at ${m.registered} (${m.gcPausesSinceStart} since the start, ${m.gc.pauses} under load)`);
+    t.ok(m.gc.pauses <= m.gcPausesSinceStart);
     t.ok(m.rssBytes > 0);
   }
   t.same(roundRatios(r, (m) => m.refresh.perCpuS).length, 1);
