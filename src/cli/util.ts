@@ -47,11 +47,13 @@ export async function askAgent(socket: string, cmd: string, args: Record<string,
 // peer, the agent or a file reaches the terminal raw (cells are escaped whole, newlines included,
 // by table()).
 
-/** A line (or lines) of text on stdout. */
-export const print = (s: string): void => void process.stdout.write(safeText(s.endsWith('\n') ? s : `${s}\n`));
+const toStdout = (s: string): void => void process.stdout.write(s);
 
-/** JSON on stdout: indented, or on one line (`compact`: one object per line, for a stream). */
-export const printJson = (v: unknown, compact = false): void => void process.stdout.write(`${safeJson(JSON.stringify(v, null, compact ? 0 : 2))}\n`);
+/** A line (or lines) of text, on stdout unless `write` says where. */
+export const print = (s: string, write = toStdout): void => write(safeText(s.endsWith('\n') ? s : `${s}\n`));
+
+/** JSON, indented or on one line (`compact`: one object per line, for a stream), on stdout unless `write` says where. */
+export const printJson = (v: unknown, compact = false, write = toStdout): void => write(`${safeJson(JSON.stringify(v, null, compact ? 0 : 2))}\n`);
 
 /** Columns padded to their widest cell. */
 export function table(rows: string[][]): string {

@@ -110,15 +110,21 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
   deriveKeysInJavaScript(def.derivesKeysPerRequest === true);
   const metrics = new Metrics();
   metrics.gauge('build_info', 'The running devloc version (always 1)', () => 1, { version: version() });
+  /**
+   * A start error reported on stderr and as the log line `msg`: the text for people, `code` and
+   * `option` for scripts (devloc demo moves a daemon whose port is taken).
+   */
+  const reportStartError = (msg: string, err: unknown, fields: Record<string, unknown> = {}): void => {
+    const explained = explainStartError(err, spec, config, origins);
+    const text = explained?.text ?? (err as Error).message;
+    logger.error(msg, { ...fields, err: text, ...startErrorFields(err, explained) });
+    process.stderr.write(`${binary}: cannot start: ${text}\n`);
+  };
   let running: Running;
   try {
     running = await def.start(config, logger, metrics);
   } catch (err) {
-    const explained = explainStartError(err, spec, config, origins);
-    const text = explained?.text ?? (err as Error).message;
-    // `code` and `option` for scripts (devloc demo moves a daemon whose port is taken): the text is for people.
-    logger.error('failed to start', { err: text, ...startErrorFields(err, explained) });
-    process.stderr.write(`${binary}: cannot start: ${text}\n`);
+    reportStartError('failed to start', err);
     return 1;
   }
   // A SIGTERM while the metrics endpoint or the control socket is still opening must stop the
@@ -145,10 +151,7 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
       metricsServer = await metrics.serve(a.ip, a.port, () => scrapeWorkers(metrics));
     } catch (err) {
       // e.g. the port is taken: stop what was started instead of dying on a rejection.
-      const explained = explainStartError(err, spec, config, origins);
-      const text = explained?.text ?? (err as Error).message;
-      logger.error('cannot serve metrics', { listen: ml, err: text, ...startErrorFields(err, explained) });
-      process.stderr.write(`${binary}: cannot start: ${text}\n`);
+      reportStartError('cannot serve metrics', err, { listen: ml });
       await running.stop().catch(() => undefined);
       dropEarly();
       return 1;

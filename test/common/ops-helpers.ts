@@ -45,10 +45,14 @@ export function keys(dir: string, service = 'locator'): { serviceKey: string; tr
   return { serviceKey, trust };
 }
 
-/** A UDP port on 127.0.0.1 held by this process (to make a daemon's bind fail). */
-export function holdUdp(): Promise<{ socket: Socket; port: number }> {
-  return new Promise((resolve) => {
-    const socket = createSocket('udp4');
-    socket.bind({ address: '127.0.0.1', port: 0, exclusive: true }, () => resolve({ socket, port: socket.address().port }));
+/** A UDP port on `address` (default 127.0.0.1) held by this process (to make a daemon's bind fail); rejects if it cannot be bound. */
+export function holdUdp(address = '127.0.0.1'): Promise<{ socket: Socket; port: number }> {
+  return new Promise((resolve, reject) => {
+    const socket = createSocket(address.includes(':') ? 'udp6' : 'udp4');
+    socket.once('error', (err) => {
+      socket.close();
+      reject(err);
+    });
+    socket.bind({ address, port: 0, exclusive: true }, () => resolve({ socket, port: socket.address().port }));
   });
 }

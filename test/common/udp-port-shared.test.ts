@@ -20,11 +20,7 @@ t.test('udpPortShared: a socket of this process, of nobody, of another process',
 });
 
 t.test('udpPortShared: a dual-stack IPv6 socket on the port receives IPv4 too; one on ::1 alone does not', async (t) => {
-  const bindV6 = (address: string): Promise<dgram.Socket | null> => new Promise((resolve) => {
-    const s = dgram.createSocket({ type: 'udp6' });
-    s.once('error', () => resolve(null));
-    s.bind({ address, port: 0, exclusive: true }, () => resolve(s));
-  });
+  const bindV6 = (address: string): Promise<dgram.Socket | null> => holdUdp(address).then((h) => h.socket, () => null);
   const wild = await bindV6('::');
   if (!wild) {
     t.comment('no IPv6 on this host');

@@ -13,8 +13,8 @@ import { enrollFile } from '../../authd/enroll.js';
 import { LocatorIds } from '../../authd/locator.js';
 import { parseAddress } from '../../wire/addr.js';
 import { isDeviceId, isServiceId, keyFileToJson, newDeviceKey, parsePublicKeyFile } from '../../wire/keys.js';
-import { escapeControls, safeJson, safeText } from '../../common/escape.js';
-import { table } from '../util.js';
+import { escapeControls } from '../../common/escape.js';
+import { print, printJson, table } from '../util.js';
 
 /** Where output goes; tests replace it to run the commands in process. */
 export const io = {
@@ -121,12 +121,10 @@ function openDb(stateDir: string, create: boolean, cacheKiB = 0): AuthDb {
   }
 }
 
-// Text through safeText, JSON through safeJson: a value from the database or a file (a model
-// name, a path) never reaches the terminal with a control character raw (src/common/escape.ts).
-const out = (s: string): void => {
-  io.out(safeText(s.endsWith('\n') ? s : `${s}\n`));
-};
-const outJson = (v: unknown): void => io.out(`${safeJson(JSON.stringify(v))}\n`);
+// util's printers (safeText, safeJson: a value from the database or a file never reaches the
+// terminal with a control character raw), to `io` (the tests capture it); JSON one object a line.
+const out = (s: string): void => print(s, io.out);
+const outJson = (v: unknown): void => printJson(v, true, io.out);
 const iso = (ms: number | undefined): string => (ms === undefined ? '' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 
 function deviceJson(d: DeviceRow, locatorId?: string): Record<string, unknown> {
@@ -271,7 +269,7 @@ const enroll: CommandModule<object, EnrollArgs> = {
         format: a.format,
         dryRun: a['dry-run'],
         // The reason may quote the file (a JSON parse error does): no control character raw.
-      onError: (line, reason) => io.err(`${escapeControls(a.file)}:${line}: ${escapeControls(reason)}\n`),
+        onError: (line, reason) => io.err(`${escapeControls(a.file)}:${line}: ${escapeControls(reason)}\n`),
         ...(bar ? { onProgress: bar.update } : {}),
       });
     } finally {
