@@ -47,7 +47,21 @@ export async function askAgent(socket: string, cmd: string, args: Record<string,
 // peer, the agent or a file reaches the terminal raw (cells are escaped whole, newlines included,
 // by table()).
 
-const toStdout = (s: string): void => void process.stdout.write(s);
+/**
+ * Where every subcommand's output, messages and exit status go: stdout, stderr and
+ * process.exitCode. Tests replace the members to run commands in their own process
+ * (test/authd/enroll.test.ts).
+ */
+export const cliIo = {
+  out: (s: string): void => void process.stdout.write(s),
+  err: (s: string): void => void process.stderr.write(s),
+  errIsTTY: (): boolean => process.stderr.isTTY === true,
+  exit: (status: number): void => {
+    process.exitCode = status;
+  },
+};
+
+const toStdout = (s: string): void => cliIo.out(s);
 
 /** A line (or lines) of text, on stdout unless `write` says where. */
 export const print = (s: string, write = toStdout): void => write(safeText(s.endsWith('\n') ? s : `${s}\n`));
@@ -62,23 +76,29 @@ export function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
 
-/** Run a handler body, mapping UsageError/CliError to a stderr line and an exit status. */
+let stdoutPipeHandled = false;
+
+/** Run a handler body, mapping UsageError/CliError to a stderr line and an exit status (cliIo). */
 export async function runHandler(command: string, body: () => void | Promise<void>): Promise<void> {
   // `devloc decode ... | head` closes the pipe early: that is the reader's choice, not an error.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw err;
-  });
+  // Once per process: tests run many commands in theirs.
+  if (!stdoutPipeHandled) {
+    stdoutPipeHandled = true;
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   try {
     await body();
   } catch (err) {
     if (err instanceof UsageError) {
       // Messages may quote the agent or the network: no control character raw (escape.ts).
-      process.stderr.write(`devloc ${command}: ${escapeControls(err.message)}\n(devloc ${command} --help for usage)\n`);
-      process.exitCode = EXIT_USAGE;
+      cliIo.err(`devloc ${command}: ${escapeControls(err.message)}\n(devloc ${command} --help for usage)\n`);
+      cliIo.exit(EXIT_USAGE);
     } else if (err instanceof CliError) {
-      process.stderr.write(`devloc ${command}: ${escapeControls(err.message)}\n`);
-      process.exitCode = EXIT_FAILURE;
+      cliIo.err(`devloc ${command}: ${escapeControls(err.message)}\n`);
+      cliIo.exit(EXIT_FAILURE);
     } else {
       throw err;
     }

@@ -9,7 +9,8 @@ import { AuthDb } from '../../src/authd/db.js';
 import { enrollFile, parsePublicKey, splitCsv } from '../../src/authd/enroll.js';
 import { parseKeyFile } from '../../src/wire/keys.js';
 import yargs from 'yargs';
-import { authdCommands, io } from '../../src/cli/commands/devices.js';
+import { authdCommands } from '../../src/cli/commands/devices.js';
+import { cliIo as io } from '../../src/cli/util.js';
 import { root } from '../helpers/daemon.js';
 import { tmpDir } from './fixtures/helpers.js';
 
@@ -146,7 +147,10 @@ t.test('the CLI: device new, enroll, devices, revoke, service', async (t) => {
   const again = (await run(['device', 'new', '--out', idFile]));
   t.equal(again.status, 1);
   t.match(again.stderr, /refusing to overwrite/);
-  t.equal((await run(['device', 'new', '--out', path.join(dir, 'x.json'), '--id', 'bad id'])).status, 2);
+  const badId = await run(['device', 'new', '--out', path.join(dir, 'x.json'), '--id', 'bad id']);
+  t.equal(badId.status, 2);
+  t.equal(badId.stderr, 'devloc device new: --id "bad id" is not a device ID (1-64 of A-Z a-z 0-9 . _ : -)\n(devloc device new --help for usage)\n', 'a usage error as every devloc command says it (runHandler)');
+  t.notOk(existsSync(path.join(dir, 'x.json')), 'nothing written');
 
   const list = path.join(dir, 'list.jsonl');
   writeFileSync(list, `${made.stdout}${rec('SN-2')}\n`);

@@ -8,7 +8,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { ControlError, controlRequest } from '../../agent/control-client.js';
 import { defaultControlSocket } from '../../common/control.js';
 import { escapeControls } from '../../common/escape.js';
-import { CliError, print, printJson, runHandler, UsageError } from '../util.js';
+import { CliError, cliIo, print, printJson, runHandler, UsageError } from '../util.js';
 
 export const CTL_DAEMONS = ['authd', 'locatord', 'matchd'] as const;
 export const CTL_COMMANDS = ['status', 'show', 'sessions', 'kick', 'reload'] as const;
@@ -73,8 +73,8 @@ export const ctlCommand: CommandModule<object, CtlArgs> = {
       } catch (err) {
         if (!(err instanceof ControlError)) throw err;
         if (err.code === 'NO_AGENT' || err.code === 'TIMEOUT' || err.code === 'BAD_RESPONSE') {
-          process.stderr.write(`devloc ctl: ${escapeControls(err.message)}\n`);
-          process.exitCode = EXIT_UNREACHABLE;
+          cliIo.err(`devloc ctl: ${escapeControls(err.message)}\n`);
+          cliIo.exit(EXIT_UNREACHABLE);
           return;
         }
         if (err.code === 'BAD_REQUEST' || err.code === 'UNKNOWN_COMMAND' || err.code === 'TOO_LARGE') throw new UsageError(`${err.code}: ${err.message}`);

@@ -14,45 +14,24 @@ import { LocatorIds } from '../../authd/locator.js';
 import { parseAddress } from '../../wire/addr.js';
 import { isDeviceId, isServiceId, keyFileToJson, newDeviceKey, parsePublicKeyFile } from '../../wire/keys.js';
 import { escapeControls } from '../../common/escape.js';
-import { print, printJson, table } from '../util.js';
+import { CliError, UsageError, cliIo, print, printJson, runHandler, table } from '../util.js';
 
-/** Where output goes; tests replace it to run the commands in process. */
-export const io = {
-  out: (s: string): void => void process.stdout.write(s),
-  err: (s: string): void => void process.stderr.write(s),
-  errIsTTY: (): boolean => process.stderr.isTTY === true,
-  exit: (status: number): void => {
-    process.exitCode = status;
-  },
-};
-
-/** Exit status 1 (work failed) or 2 (usage) with a message; caught by `guard`. */
-class CommandError extends Error {
-  constructor(message: string, readonly status: 1 | 2 = 1) {
-    super(message);
-  }
-}
-
-function guard<A>(name: string, fn: (a: A) => void | Promise<void>): (a: A) => Promise<void> {
-  return async (a: A) => {
-    try {
-      await fn(a);
-    } catch (err) {
-      if (err instanceof CommandError) {
-        io.err(`devloc ${name}: ${escapeControls(err.message)}\n`);
-        io.exit(err.status);
-        return;
+/**
+ * `devloc <name>` running `body` through runHandler (usage errors exit 2, failures 1). SQLite and
+ * file-system errors thrown by the database or a file are the work failing too: a message, no
+ * stack.
+ */
+function handle<A>(name: string, body: (a: A) => void | Promise<void>): (a: A) => Promise<void> {
+  return (a: A) =>
+    runHandler(name, async () => {
+      try {
+        await body(a);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        if (e instanceof Error && !(e instanceof UsageError) && !(e instanceof CliError) && (e.name === 'SqliteError' || typeof e.code === 'string')) throw new CliError(e.message);
+        throw err;
       }
-      // SQLite and file-system errors: the work failed; say why, without a stack.
-      const e = err as NodeJS.ErrnoException;
-      if (e instanceof Error && (e.name === 'SqliteError' || typeof e.code === 'string')) {
-        io.err(`devloc ${name}: ${escapeControls(e.message)}\n`);
-        io.exit(1);
-        return;
-      }
-      throw err;
-    }
-  };
+    });
 }
 
 /**
@@ -75,8 +54,8 @@ function withStateDir<T>(y: Argv<T>) {
   });
 }
 
-const denied = (path: string): CommandError =>
-  new CommandError(`permission denied: ${path} (run as the user devloc-authd runs as, e.g. sudo -u devloc, or pass --state-dir)`);
+const denied = (path: string): CliError =>
+  new CliError(`permission denied: ${path} (run as the user devloc-authd runs as, e.g. sudo -u devloc, or pass --state-dir)`);
 
 /**
  * Say what stops us from using the database in `stateDir`, before SQLite says "no such file" or
@@ -95,9 +74,9 @@ function checkAccess(stateDir: string, create: boolean): void {
   };
   const dirStat = code(() => statSync(stateDir));
   if (dirStat === 'EACCES' || dirStat === 'EPERM') throw denied(stateDir);
-  if (dirStat === 'ENOTDIR') throw new CommandError(`${stateDir}: not a directory (pass --state-dir)`);
+  if (dirStat === 'ENOTDIR') throw new CliError(`${stateDir}: not a directory (pass --state-dir)`);
   if (dirStat === undefined) {
-    if (!statSync(stateDir).isDirectory()) throw new CommandError(`${stateDir}: not a directory (pass --state-dir)`);
+    if (!statSync(stateDir).isDirectory()) throw new CliError(`${stateDir}: not a directory (pass --state-dir)`);
     if (code(() => accessSync(stateDir, constants.X_OK)) !== undefined) throw denied(stateDir);
     const fileStat = code(() => statSync(file));
     if (fileStat === undefined) {
@@ -116,15 +95,15 @@ function openDb(stateDir: string, create: boolean, cacheKiB = 0): AuthDb {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EACCES' || e.code === 'EPERM') throw denied(e.path ?? stateDir);
-    if (e.code === 'SQLITE_CANTOPEN') throw new CommandError(`cannot open ${AuthDb.fileIn(stateDir)}: ${e.message} (check --state-dir and its permissions)`);
-    throw new CommandError(e.message);
+    if (e.code === 'SQLITE_CANTOPEN') throw new CliError(`cannot open ${AuthDb.fileIn(stateDir)}: ${e.message} (check --state-dir and its permissions)`);
+    throw new CliError(e.message);
   }
 }
 
 // util's printers (safeText, safeJson: a value from the database or a file never reaches the
-// terminal with a control character raw), to `io` (the tests capture it); JSON one object a line.
-const out = (s: string): void => print(s, io.out);
-const outJson = (v: unknown): void => printJson(v, true, io.out);
+// terminal with a control character raw); JSON one object a line.
+const out = (s: string): void => print(s);
+const outJson = (v: unknown): void => printJson(v, true);
 const iso = (ms: number | undefined): string => (ms === undefined ? '' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 
 function deviceJson(d: DeviceRow, locatorId?: string): Record<string, unknown> {
@@ -163,11 +142,11 @@ const deviceNew: CommandModule<object, DeviceNewArgs> = {
       .option('id', { type: 'string', describe: 'device ID (default: D + 16 random hex digits)' })
       .option('model', { type: 'string', describe: 'model, recorded in the enrollment record' })
       .option('region', { type: 'string', describe: 'region, recorded in the enrollment record' }) as Argv<DeviceNewArgs>,
-  handler: guard('device new', (a) => {
-    if (a.id !== undefined && !isDeviceId(a.id)) throw new CommandError(`--id ${JSON.stringify(a.id)} is not a device ID (1-64 of A-Z a-z 0-9 . _ : -)`, 2);
+  handler: handle('device new', (a) => {
+    if (a.id !== undefined && !isDeviceId(a.id)) throw new UsageError(`--id ${JSON.stringify(a.id)} is not a device ID (1-64 of A-Z a-z 0-9 . _ : -)`);
     for (const [k, v] of [['model', a.model], ['region', a.region]] as const) {
       // eslint-disable-next-line no-control-regex
-      if (v !== undefined && (v.length === 0 || v.length > 64 || /[\u0000-\u001f\u007f]/.test(v))) throw new CommandError(`--${k} must be 1-64 printable characters`, 2);
+      if (v !== undefined && (v.length === 0 || v.length > 64 || /[\u0000-\u001f\u007f]/.test(v))) throw new UsageError(`--${k} must be 1-64 printable characters`);
     }
     const key = newDeviceKey(a.id);
     if (key.kind !== 'device') throw new Error('unreachable');
@@ -176,7 +155,7 @@ const deviceNew: CommandModule<object, DeviceNewArgs> = {
       fd = openSync(a.out, 'wx', 0o600);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new CommandError(code === 'EEXIST' ? `${a.out} exists: refusing to overwrite a device identity` : `cannot create ${a.out}: ${code ?? (err as Error).message}`);
+      throw new CliError(code === 'EEXIST' ? `${a.out} exists: refusing to overwrite a device identity` : `cannot create ${a.out}: ${code ?? (err as Error).message}`);
     }
     try {
       fchmodSync(fd, 0o600); // exactly 0600, whatever the umask left
@@ -185,7 +164,7 @@ const deviceNew: CommandModule<object, DeviceNewArgs> = {
     } catch (err) {
       closeSync(fd);
       unlinkSync(a.out);
-      throw new CommandError(`cannot write ${a.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new CliError(`cannot write ${a.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     closeSync(fd);
     outJson({
@@ -227,11 +206,11 @@ function progressBar(tty: boolean): { update: (p: EnrollProgress) => void; done:
       const fill = Math.round(frac * width);
       const s = Math.max(0.001, (Date.now() - started) / 1000);
       const text = `enroll [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${p.records} records ${Math.round(p.records / s)}/s`;
-      io.err(tty ? `\r${text}\x1b[K` : `${text}\n`);
+      cliIo.err(tty ? `\r${text}\x1b[K` : `${text}\n`);
       drawn = true;
     },
     done() {
-      if (drawn && tty) io.err('\n');
+      if (drawn && tty) cliIo.err('\n');
     },
   };
 }
@@ -247,17 +226,17 @@ const enroll: CommandModule<object, EnrollArgs> = {
       .option('format', { choices: ['auto', 'jsonl', 'csv'] as const, default: 'auto' as const, describe: 'input format (auto: by extension, else by the first line)' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'check every line and count, change nothing' })
       .option('json', { type: 'boolean', default: false, describe: 'print the summary as JSON' }) as unknown as Argv<EnrollArgs>,
-  handler: guard('enroll', (a) => {
+  handler: handle('enroll', (a) => {
     let size: number;
     try {
       const st = statSync(a.file);
-      if (!st.isFile()) throw new CommandError(`${a.file} is not a regular file`);
+      if (!st.isFile()) throw new CliError(`${a.file} is not a regular file`);
       size = st.size;
     } catch (err) {
-      if (err instanceof CommandError) throw err;
-      throw new CommandError(`cannot read ${a.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      if (err instanceof CliError) throw err;
+      throw new CliError(`cannot read ${a.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    const tty = io.errIsTTY();
+    const tty = cliIo.errIsTTY();
     const showProgress = a.progress ?? (tty && size > 1 << 20);
     const bar = showProgress ? progressBar(tty) : undefined;
     // 64 MiB of page cache: random-order inserts into a large table otherwise spill and re-read.
@@ -269,7 +248,7 @@ const enroll: CommandModule<object, EnrollArgs> = {
         format: a.format,
         dryRun: a['dry-run'],
         // The reason may quote the file (a JSON parse error does): no control character raw.
-        onError: (line, reason) => io.err(`${escapeControls(a.file)}:${line}: ${escapeControls(reason)}\n`),
+        onError: (line, reason) => cliIo.err(`${escapeControls(a.file)}:${line}: ${escapeControls(reason)}\n`),
         ...(bar ? { onProgress: bar.update } : {}),
       });
     } finally {
@@ -283,7 +262,7 @@ const enroll: CommandModule<object, EnrollArgs> = {
       out(`${verb} ${a.file}: ${res.records} records: ${res.added} added, ${res.unchanged} unchanged, ${res.updated} updated, ${res.replaced} replaced`);
     }
     if (!res.ok) {
-      throw new CommandError(`${res.errors} bad line${res.errors === 1 ? '' : 's'} in ${a.file}: ${res.dryRun ? 'it would not be imported' : 'nothing imported'}`);
+      throw new CliError(`${res.errors} bad line${res.errors === 1 ? '' : 's'} in ${a.file}: ${res.dryRun ? 'it would not be imported' : 'nothing imported'}`);
     }
   }),
 };
@@ -301,7 +280,7 @@ function revokeCommand(revoke: boolean): CommandModule<object, RevokeArgs> {
     command: `${name} <device..>`,
     describe: revoke ? 'revoke devices: authd refuses them (REVOKED) from their next request on' : 'lift a revocation',
     builder: (y) => withStateDir(y).positional('device', { type: 'string', array: true, demandOption: true, describe: 'device IDs' }) as unknown as Argv<RevokeArgs>,
-    handler: guard(name, (a) => {
+    handler: handle(name, (a) => {
       const db = openDb(a['state-dir'], false);
       const unknown: string[] = [];
       try {
@@ -313,7 +292,7 @@ function revokeCommand(revoke: boolean): CommandModule<object, RevokeArgs> {
       } finally {
         db.close();
       }
-      if (unknown.length) throw new CommandError(`unknown device${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`);
+      if (unknown.length) throw new CliError(`unknown device${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`);
     }),
   };
 }
@@ -351,8 +330,8 @@ const devicesList: CommandModule<object, DevicesListArgs> = {
       .option('limit', { type: 'number', default: 100, describe: 'at most this many (0 = all)' })
       .option('after', { type: 'string', describe: 'start after this device ID (paging)' })
       .option('revoked', { type: 'boolean', default: false, describe: 'revoked devices only' }) as unknown as Argv<DevicesListArgs>,
-  handler: guard('devices list', (a) => {
-    if (!Number.isInteger(a.limit) || a.limit < 0) throw new CommandError('--limit must be a whole number >= 0', 2);
+  handler: handle('devices list', (a) => {
+    if (!Number.isInteger(a.limit) || a.limit < 0) throw new UsageError('--limit must be a whole number >= 0');
     const db = openDb(a['state-dir'], false);
     try {
       const rows = db.listDevices({ limit: a.limit, revokedOnly: a.revoked, ...(a.after !== undefined ? { after: a.after } : {}) });
@@ -373,11 +352,11 @@ const devicesShow: CommandModule<object, DevicesShowArgs> = {
   command: 'show <device>',
   describe: 'one device in full, with its locator ID when the locator secret is readable',
   builder: (y) => jsonOption(withStateDir(y)).positional('device', { type: 'string', demandOption: true, describe: 'device ID' }) as unknown as Argv<DevicesShowArgs>,
-  handler: guard('devices show', (a) => {
+  handler: handle('devices show', (a) => {
     const db = openDb(a['state-dir'], false);
     try {
       const d = db.getDevice(String(a.device));
-      if (!d) throw new CommandError(`unknown device ${a.device}`);
+      if (!d) throw new CliError(`unknown device ${a.device}`);
       const loc = locatorIds(a['state-dir'])?.of(d.deviceId).toString('hex');
       const j = deviceJson(d, loc);
       if (a.json) outJson(j);
@@ -392,7 +371,7 @@ const devices: CommandModule<object, DevicesArgs> = {
   command: 'devices',
   describe: 'count enrolled devices (devices list, devices show DEVICE for more)',
   builder: (y) => jsonOption(withStateDir(y)).command(devicesList as CommandModule).command(devicesShow as CommandModule) as unknown as Argv<DevicesArgs>,
-  handler: guard('devices', (a) => {
+  handler: handle('devices', (a) => {
     const db = openDb(a['state-dir'], false);
     try {
       const c = db.countDevices();
@@ -422,12 +401,12 @@ function readServiceKey(arg: string): { service: string; seal: Buffer; private: 
     try {
       text = readFileSync(arg, 'utf8');
     } catch (err) {
-      throw new CommandError(`cannot read --key ${arg}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new CliError(`cannot read --key ${arg}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
   }
   const p = parsePublicKeyFile(text);
-  if (!p.ok) throw new CommandError(`--key: ${p.error}`);
-  if (p.value.kind !== 'service-public') throw new CommandError(`--key: a ${p.value.kind.replace('-public', '')} key, not a service key (devloc keygen service --id ID)`);
+  if (!p.ok) throw new CliError(`--key: ${p.error}`);
+  if (p.value.kind !== 'service-public') throw new CliError(`--key: a ${p.value.kind.replace('-public', '')} key, not a service key (devloc keygen service --id ID)`);
   let isPrivate = false;
   try {
     isPrivate = (JSON.parse(text) as { kind?: string }).kind === 'service';
@@ -446,22 +425,22 @@ const serviceAdd: CommandModule<object, ServiceAddArgs> = {
       .option('key', { type: 'string', demandOption: true, describe: "the service's key: file or inline JSON (public half suffices)" })
       .option('addr', { type: 'string', describe: 'address terminals reach it at, IP:PORT or [IPv6]:PORT (sent in grants)' })
       .option('replace', { type: 'boolean', default: false, describe: 'replace the key or address of a registered service' }) as unknown as Argv<ServiceAddArgs>,
-  handler: guard('service add', (a) => {
+  handler: handle('service add', (a) => {
     const k = readServiceKey(a.key);
     const id = a.id ?? k.service;
-    if (!isServiceId(id)) throw new CommandError(`--id ${JSON.stringify(id)} is not a service ID (lowercase letters, digits, '.', '-')`, 2);
-    if (k.service !== id) throw new CommandError(`--key is for service ${k.service}, not ${id}`, 2);
+    if (!isServiceId(id)) throw new UsageError(`--id ${JSON.stringify(id)} is not a service ID (lowercase letters, digits, '.', '-')`);
+    if (k.service !== id) throw new UsageError(`--key is for service ${k.service}, not ${id}`);
     let addr: string | undefined;
     if (a.addr !== undefined) {
       const p = parseAddress(a.addr);
-      if (!p) throw new CommandError(`--addr ${JSON.stringify(a.addr)} is not IP:PORT or [IPv6]:PORT`, 2);
+      if (!p) throw new UsageError(`--addr ${JSON.stringify(a.addr)} is not IP:PORT or [IPv6]:PORT`);
       addr = p.ip.includes(':') ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`;
     }
-    if (k.private) io.err(`devloc service add: note: ${escapeControls(a.key)} holds the service's secret key; authd stores only the public half (give it devloc keygen --public output)\n`);
+    if (k.private) cliIo.err(`devloc service add: note: ${escapeControls(a.key)} holds the service's secret key; authd stores only the public half (give it devloc keygen --public output)\n`);
     const db = openDb(a['state-dir'], true);
     try {
       const r = db.putService({ serviceId: id, sealKey: k.seal, ...(addr ? { addr } : {}) }, a.replace);
-      if (r === 'conflict') throw new CommandError(`service ${id} is registered with another key or address (--replace replaces it)`);
+      if (r === 'conflict') throw new CliError(`service ${id} is registered with another key or address (--replace replaces it)`);
       out(`service ${id}: ${r}`);
     } finally {
       db.close();
@@ -475,7 +454,7 @@ function listCommand<R>(kind: string, rows: (db: AuthDb) => R[], json: (r: R) =>
     command: 'list',
     describe: `list registered ${kind}s`,
     builder: (y) => jsonOption(withStateDir(y)) as unknown as Argv<DevicesArgs>,
-    handler: guard(`${kind} list`, (a) => {
+    handler: handle(`${kind} list`, (a) => {
       const db = openDb(a['state-dir'], false);
       try {
         const all = rows(db);
@@ -497,11 +476,11 @@ function rmCommand(kind: string, name: string, describe: string, remove: (db: Au
     command: `rm <${name}>`,
     describe,
     builder: (y) => withStateDir(y).positional(name, { type: 'string', demandOption: true, describe: `${kind} ${name === 'id' ? 'ID' : name}` }) as unknown as Argv<Record<string, unknown>>,
-    handler: guard(`${kind} rm`, (a) => {
+    handler: handle(`${kind} rm`, (a) => {
       const db = openDb(String(a['state-dir']), false);
       const id = String(a[name]);
       try {
-        if (!remove(db, id)) throw new CommandError(`no ${kind} ${id}`);
+        if (!remove(db, id)) throw new CliError(`no ${kind} ${id}`);
         out(`${kind} ${id}: removed`);
       } finally {
         db.close();
@@ -542,7 +521,7 @@ interface RelayAddArgs {
 function relayAddr(flag: string, value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   const p = parseAddress(value);
-  if (!p) throw new CommandError(`--${flag} ${JSON.stringify(value)} is not IP:PORT or [IPv6]:PORT (a literal IP: terminals get it in their grant)`, 2);
+  if (!p) throw new UsageError(`--${flag} ${JSON.stringify(value)} is not IP:PORT or [IPv6]:PORT (a literal IP: terminals get it in their grant)`);
   return p.ip.includes(':') ? `[${p.ip}]:${p.port}` : `${p.ip}:${p.port}`;
 }
 
@@ -558,18 +537,18 @@ const relayAdd: CommandModule<object, RelayAddArgs> = {
       .option('tls-name', { type: 'string', describe: "the name the relay's TLS certificate is issued for (default: the --tls IP)" })
       .option('secret-file', { type: 'string', demandOption: true, describe: "file holding coturn's static-auth-secret, one per line, the first used (mode 0400, readable by authd)" })
       .option('replace', { type: 'boolean', default: false, describe: 'replace the addresses or secret file of a registered relay' }) as unknown as Argv<RelayAddArgs>,
-  handler: guard('relay add', (a) => {
+  handler: handle('relay add', (a) => {
     const name = String(a.name);
-    if (!isServiceId(name) || name.length > 32) throw new CommandError(`relay name ${JSON.stringify(name)}: lowercase letters, digits, '.', '-', at most 32 characters`, 2);
+    if (!isServiceId(name) || name.length > 32) throw new UsageError(`relay name ${JSON.stringify(name)}: lowercase letters, digits, '.', '-', at most 32 characters`);
     const spec: RelaySpec = { relayId: name, secretFile: path.resolve(a['secret-file']) };
     for (const t of ['udp', 'tcp', 'tls'] as const) {
       const v = relayAddr(t, a[t]);
       if (v !== undefined) spec[t] = v;
     }
-    if (!spec.udp && !spec.tcp && !spec.tls) throw new CommandError('give at least one of --udp, --tcp, --tls', 2);
+    if (!spec.udp && !spec.tcp && !spec.tls) throw new UsageError('give at least one of --udp, --tcp, --tls');
     if (a['tls-name'] !== undefined) {
-      if (!spec.tls) throw new CommandError('--tls-name needs --tls', 2);
-      if (!/^[A-Za-z0-9.-]{1,253}$/.test(a['tls-name'])) throw new CommandError(`--tls-name ${JSON.stringify(a['tls-name'])} is not a host name`, 2);
+      if (!spec.tls) throw new UsageError('--tls-name needs --tls');
+      if (!/^[A-Za-z0-9.-]{1,253}$/.test(a['tls-name'])) throw new UsageError(`--tls-name ${JSON.stringify(a['tls-name'])} is not a host name`);
       spec.tlsName = a['tls-name'];
     }
     try {
@@ -577,13 +556,13 @@ const relayAdd: CommandModule<object, RelayAddArgs> = {
     } catch (err) {
       const msg = (err as Error).message;
       // An admin registering a file owned by authd's user is fine: authd checks it as itself.
-      if (/ is owned by uid /.test(msg)) io.err(`devloc relay add: note: ${escapeControls(msg)}; authd checks it again as its own user\n`);
-      else throw new CommandError(msg, 2);
+      if (/ is owned by uid /.test(msg)) cliIo.err(`devloc relay add: note: ${escapeControls(msg)}; authd checks it again as its own user\n`);
+      else throw new UsageError(msg);
     }
     const db = openDb(a['state-dir'], true);
     try {
       const r = db.putRelay(spec, a.replace);
-      if (r === 'conflict') throw new CommandError(`relay ${name} is registered with other addresses or another secret file (--replace replaces them)`);
+      if (r === 'conflict') throw new CliError(`relay ${name} is registered with other addresses or another secret file (--replace replaces them)`);
       out(`relay ${name}: ${r}`);
     } finally {
       db.close();
