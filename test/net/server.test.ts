@@ -57,6 +57,22 @@ function counting(f: AnyHandler = reflectResult): { handler: never; calls: () =>
   return { handler: anyHandler((ctx) => { n++; return f(ctx); }), calls: () => n };
 }
 
+/**
+ * REGISTER and REFRESH handlers of a session test, REFRESHes counted; with `busyOnce` the first
+ * REFRESH is refused with TRY_LATER (a store that is busy), the later ones answered.
+ */
+function sessionHandlers(o: { busyOnce?: boolean } = {}): { handlers: Handlers; refreshes: () => number } {
+  let refreshes = 0;
+  const handlers: Handlers = {
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    REFRESH: (ctx) => {
+      if (++refreshes === 1 && o.busyOnce) throw new DevlocError(ErrorCode.TRY_LATER, 'database busy', 100);
+      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
+    },
+  };
+  return { handlers, refreshes: () => refreshes };
+}
+
 t.test('oversize datagrams are dropped: no reply, counted, logged, not decoded', async (t) => {
   const c = counting();
   const h = harness({ handlers: { REFLECT: c.handler } });
@@ -335,14 +351,7 @@ t.test('TRY_LATER and RATE_LIMITED answers are not cached: the same datagram exe
 
 t.test('session: after TRY_LATER the retransmitted datagram executes (its sequence number was not spent)', async (t) => {
   const w = sessionWorld();
-  let refreshes = 0;
-  const handlers: Handlers = {
-    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
-    REFRESH: (ctx) => {
-      if (++refreshes === 1) throw new DevlocError(ErrorCode.TRY_LATER, 'database busy', 100);
-      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
-    },
-  };
+  const { handlers, refreshes } = sessionHandlers({ busyOnce: true });
   const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(20), { ticket: w.ticket, timeMs: w.clock.ms }), A);
@@ -353,22 +362,15 @@ t.test('session: after TRY_LATER the retransmitted datagram executes (its sequen
   t.equal(m1.name === 'ERROR' && m1.body.code, ErrorCode.TRY_LATER);
   await h.server.receive(ref, A);
   t.equal(decoded(h.socket.sent[2]!.bytes).name, 'REFRESH_ACK', 'executed, not refused as a replay');
-  t.equal(refreshes, 2);
+  t.equal(refreshes(), 2);
   await h.server.receive(ref, A);
-  t.equal(refreshes, 2, 'then answered from the cache');
+  t.equal(refreshes(), 2, 'then answered from the cache');
   t.equal(decoded(h.socket.sent[3]!.bytes).name, 'REFRESH_ACK');
 });
 
 t.test('a cached answer larger than its request is resent at most MAX_RETRANSMIT times (spoofed copies cannot amplify)', async (t) => {
   const w = sessionWorld();
-  let refreshes = 0;
-  const handlers: Handlers = {
-    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
-    REFRESH: (ctx) => {
-      refreshes++;
-      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
-    },
-  };
+  const { handlers, refreshes } = sessionHandlers();
   const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(22), { ticket: w.ticket, timeMs: w.clock.ms }), A);
@@ -377,7 +379,7 @@ t.test('a cached answer larger than its request is resent at most MAX_RETRANSMIT
   for (let i = 0; i < 1 + MAX_RETRANSMIT + 3; i++) await h.server.receive(ref, A);
   const answers = h.socket.sent.slice(1);
   t.ok(answers[0]!.bytes.length > ref.length, 'the answer is larger than the request (else there is nothing to cap)');
-  t.equal(refreshes, 1, 'executed once');
+  t.equal(refreshes(), 1, 'executed once');
   t.equal(answers.length, 1 + MAX_RETRANSMIT, 'the first answer and MAX_RETRANSMIT resends, then silence');
   t.ok(answers.every((s) => s.bytes.equals(answers[0]!.bytes)), 'every resend is the cached answer');
   t.equal(h.metrics.get('dropped_total', { reason: 'retransmissions-exhausted' }), 3, 'later copies counted');
@@ -448,19 +450,12 @@ t.test('rate limiting per source IP, only once a MAC proved the datagram: RATE_L
   const w = sessionWorld();
   const clock = w.clock;
   const rl = new RateLimiter({ ratePerS: 2, burst: 3, now: () => clock.ms });
-  let refreshes = 0;
-  const handlers: Handlers = {
-    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
-    REFRESH: (ctx) => {
-      refreshes++;
-      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
-    },
-  };
+  const { handlers, refreshes } = sessionHandlers();
   const h = harness({ handlers, sessions: w.sessions, clock, rateLimiter: rl });
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(99), { ticket: w.ticket, timeMs: clock.ms }), { ip: A.ip, port: 999 });
   for (let i = 0; i < 12; i++) await h.server.receive(cs.encode('REFRESH', rid(100 + i), {}), { ip: A.ip, port: 1000 + i });
-  t.equal(refreshes, 2, 'the burst (REGISTER + 2) is executed, whatever the source port');
+  t.equal(refreshes(), 2, 'the burst (REGISTER + 2) is executed, whatever the source port');
   const refusals = h.socket.sent.slice(3).map((s) => decoded(s.bytes));
   t.equal(refusals.length, 3, 'notifications bounded by their own bucket');
   refusals.forEach((m, i) => {
@@ -472,23 +467,16 @@ t.test('rate limiting per source IP, only once a MAC proved the datagram: RATE_L
   t.equal(h.metrics.get('dropped_total', { reason: 'rate-limited' }), 7);
   clock.ms += 500;
   await h.server.receive(cs.encode('REFRESH', rid(201), {}), A);
-  t.equal(refreshes, 3, 'a token refilled after retryAfterMs (the refused sequence numbers were not spent)');
+  t.equal(refreshes(), 3, 'a token refilled after retryAfterMs (the refused sequence numbers were not spent)');
 });
 
 t.test('datagrams that prove nothing never charge the source they claim: one budget shared by all sources', async (t) => {
   const w = sessionWorld();
   const clock = w.clock;
   const rl = new RateLimiter({ ratePerS: 1, burst: 3, now: () => clock.ms });
-  let refreshes = 0;
   const c = counting();
-  const handlers: Handlers = {
-    REFLECT: c.handler,
-    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
-    REFRESH: (ctx) => {
-      refreshes++;
-      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
-    },
-  };
+  const { handlers: session, refreshes } = sessionHandlers();
+  const handlers: Handlers = { REFLECT: c.handler, ...session };
   const h = harness({ handlers, sessions: w.sessions, clock, rateLimiter: rl });
   // Forged with the victim's IP: junk, a forged MAC, a replay of the victim's own datagram.
   const cs = w.client();
@@ -496,7 +484,7 @@ t.test('datagrams that prove nothing never charge the source they claim: one bud
   validated(h, w, cs);
   const captured = cs.encode('REFRESH', rid(301), {});
   await h.server.receive(captured, A);
-  t.equal(refreshes, 1);
+  t.equal(refreshes(), 1);
   const forged = Buffer.from(cs.encode('REFRESH', rid(302), {}));
   forged[forged.length - 1]! ^= 1;
   const shared = 3 * UNPROVEN_BUDGET_FACTOR;
@@ -507,7 +495,7 @@ t.test('datagrams that prove nothing never charge the source they claim: one bud
   t.ok(h.metrics.get('dropped_total', { reason: 'unproven-budget' }) >= 20, 'the shared budget ran out');
   // The victim's own MACed requests are still served: its bucket was never charged.
   await h.server.receive(cs.encode('REFRESH', rid(303), {}), A);
-  t.equal(refreshes, 2, 'the victim is served');
+  t.equal(refreshes(), 2, 'the victim is served');
   // Unauthenticated requests draw on the shared budget only, and it refills.
   await h.server.receive(reflect(rid(304), 80), B);
   t.equal(c.calls(), 0, 'an unproven request waits for the shared budget');
@@ -638,14 +626,7 @@ t.test('shared replay window (several instances): asked before the handler; repl
   const sharedWindow = recordingWindow();
   const { verdicts, claims, released } = sharedWindow;
   const w = sessionWorld(undefined, { sharedWindow });
-  let refreshes = 0;
-  const handlers: Handlers = {
-    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
-    REFRESH: (ctx) => {
-      if (++refreshes === 1) throw new DevlocError(ErrorCode.TRY_LATER, 'database busy', 100);
-      return ctx.reply('REFRESH_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId });
-    },
-  };
+  const { handlers, refreshes } = sessionHandlers({ busyOnce: true });
   const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
   const cs = w.client();
   await h.server.receive(cs.encode('REGISTER', rid(30), { ticket: w.ticket, timeMs: w.clock.ms }), A);
@@ -658,7 +639,7 @@ t.test('shared replay window (several instances): asked before the handler; repl
   const m1 = decoded(h.socket.sent[1]!.bytes);
   t.equal(m1.name === 'ERROR' && m1.body.code, ErrorCode.REPLAY, 'REPLAY');
   t.ok(h.socket.sent[1]!.bytes.length <= r1.length, 'no larger than the request');
-  t.equal(refreshes, 0, 'the handler did not run');
+  t.equal(refreshes(), 0, 'the handler did not run');
   // Taken by another instance for this source: a retransmission, dropped here.
   verdicts.push('elsewhere');
   await h.server.receive(cs.encode('REFRESH', rid(32), {}), A);
@@ -670,10 +651,10 @@ t.test('shared replay window (several instances): asked before the handler; repl
   await h.server.receive(r3, A);
   const m3 = decoded(h.socket.sent[2]!.bytes);
   t.equal(m3.name === 'ERROR' && m3.body.code, ErrorCode.TRY_LATER, 'TRY_LATER');
-  t.equal(refreshes, 0);
+  t.equal(refreshes(), 0);
   // Claimed, the handler answers TRY_LATER: the number is given back to the shared window.
   await h.server.receive(r3, A);
-  t.equal(refreshes, 1);
+  t.equal(refreshes(), 1);
   const seq3 = claims[claims.length - 1]!;
   t.same(released, [seq3], 'released after "try again"');
   await h.server.receive(r3, A);
