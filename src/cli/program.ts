@@ -3,6 +3,7 @@
 // command; terminal.ts with the terminal-side ones only (the agent distribution, issue 20).
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
+import { escapeControls } from '../common/escape.js';
 import { unknownArgumentLine } from '../common/suggest.js';
 import { versionLine } from '../common/version.js';
 
@@ -29,11 +30,12 @@ export async function runCli(argv: string[], commands: readonly CommandModule<an
       const help = String((yy as unknown as { help: () => unknown }).help() ?? '');
       const known = [...new Set([...help.matchAll(/--([a-z][a-z0-9-]*)/g)].map((x) => x[1]!))];
       const line = unknownArgumentLine(msg ?? '', known);
+      // yargs quotes what was typed (a pasted argument may carry an escape sequence): escaped.
       if (line) {
-        process.stderr.write(`devloc: ${line}\n`);
+        process.stderr.write(`devloc: ${escapeControls(line)}\n`);
         process.exit(2);
       }
-      process.stderr.write(`${yy.help() && ''}devloc: ${msg}\n(devloc --help for usage)\n`);
+      process.stderr.write(`${yy.help() && ''}devloc: ${escapeControls(msg ?? '')}\n(devloc --help for usage)\n`);
       process.exit(2);
     });
   for (const c of commands) y = y.command(c);
@@ -44,7 +46,7 @@ export async function runCli(argv: string[], commands: readonly CommandModule<an
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function cliMain(commands: readonly CommandModule<any, any>[], summary: string): void {
   runCli(process.argv.slice(2), commands, summary).catch((err: Error) => {
-    process.stderr.write(`devloc: ${err.message}\n`);
+    process.stderr.write(`devloc: ${escapeControls(err.message)}\n`);
     process.exit(1);
   });
 }

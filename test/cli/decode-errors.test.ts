@@ -2,7 +2,9 @@
 // reported with its error code and reason (exit 0; 1 with --strict), a usage error exits 2.
 import t from 'tap';
 import { errorName } from '../../src/wire/errors.js';
-import { devloc, devlocAsync, jsonLines, vector, vectors } from './fixtures/cli.js';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { devloc, devlocAsync, jsonLines, scratch, vector, vectors } from './fixtures/cli.js';
 
 const v = vectors();
 
@@ -66,4 +68,29 @@ t.test('usage errors exit 2', async (t) => {
     t.match(r.stderr, err, `${args.join(' ')}: says why`);
     t.equal(r.stdout, '', `${args.join(' ')}: prints nothing on stdout`);
   });
+});
+
+t.test('what the user typed or a file name is quoted escaped, never raw (an ESC sequence in a pasted argument or a file name)', async (t) => {
+  const RAW = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/;
+  const dir = scratch(t);
+  const evilFile = path.join(dir, 'cap\u001b[2J.pcap');
+  // A pcap header (little-endian, Ethernet) and a record cut short: the summary line and a warning name the file.
+  const header = Buffer.alloc(24);
+  header.writeUInt32LE(0xa1b2c3d4, 0);
+  header.writeUInt16LE(2, 4);
+  header.writeUInt16LE(4, 6);
+  header.writeUInt32LE(65535, 16);
+  header.writeUInt32LE(1, 20);
+  writeFileSync(evilFile, Buffer.concat([header, Buffer.alloc(10)]));
+  const cases: [string[], number, RegExp][] = [
+    [['decode', 'zz\u001b[31m'], 2, /argument 1 is not hex: zz\\x1b\[31m/],
+    [['decode', '--bogus\u001b[31m', 'aa'], 2, /unknown option --bogus\\x1b\[31m/],
+    [['decode', '--pcap', evilFile], 1, /cap\\x1b\[2J\.pcap: packet 1: truncated record header/],
+  ];
+  for (const [args, status, shown] of cases) {
+    const r = await devlocAsync(args);
+    t.equal(r.status, status, `${JSON.stringify(args)}: exit ${status}`);
+    t.match(r.stderr, shown, 'shown escaped');
+    t.notOk(RAW.test(r.stderr.replace(/\n/g, '')) || RAW.test(r.stdout.replace(/\n/g, '')), 'nothing raw on stderr or stdout');
+  }
 });

@@ -200,7 +200,8 @@ function decode(a: DecodeArgs): void {
   };
   const warn = (msg: string): void => {
     inputError = true;
-    process.stderr.write(`devloc decode: ${msg}\n`);
+    // File names and arguments are quoted: escaped like everything else printed.
+    process.stderr.write(`devloc decode: ${escapeControls(msg)}\n`);
   };
 
   if (a.hex?.length) {
@@ -246,8 +247,8 @@ function decode(a: DecodeArgs): void {
     const summary = `${file}: ${stats.packets} packets, ${stats.datagrams} devloc datagrams` +
       `${stats.notices ? `, ${stats.notices} fragments or truncated` : ''}, ${stats.other} other packets` +
       `${a['any-port'] ? '' : ` (ports ${[...ports].sort((x, y) => x - y).join(', ')}; --port adds more)`}`;
-    if (a.json) process.stderr.write(summary + '\n');
-    else process.stdout.write(summary + '\n');
+    if (a.json) process.stderr.write(escapeControls(summary) + '\n');
+    else process.stdout.write(escapeControls(summary) + '\n');
     if (parsed.error) warn(`${file}: ${parsed.error}`);
   }
   if (inputError || (a.strict && anyFailed)) process.exitCode = 1;
