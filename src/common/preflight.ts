@@ -43,8 +43,12 @@ function writableDir(dir: string): string | null {
   }
 }
 
-/** A socket bound to `host`:`port` (0: any free port), or the error of the bind. */
-function bindPort(protocol: 'udp' | 'tcp', host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
+/**
+ * A socket bound to `host`:`port` (0: any free port), exclusively, or the error of the bind; held
+ * until `close`. (portFree and freePort bind and close at once; the tests hold a port with it to
+ * make a daemon's bind fail.)
+ */
+export function bindPort(protocol: 'udp' | 'tcp', host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
   return new Promise((resolve, reject) => {
     if (protocol === 'udp') {
       const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');

@@ -67,7 +67,7 @@ t.test('--check-config: state dir, control socket directory and ports, each name
   const dir = t.testdir();
   const k = keys(dir);
   const held = await holdUdp();
-  t.teardown(() => held.socket.close());
+  t.teardown(() => held.close());
   const file = path.join(dir, 'a-file');
   writeFileSync(file, '');
   const r = await run('locatord/main.ts', [

@@ -16,7 +16,7 @@ t.test('locatord: an in-use reflector port is named as the option to change', as
   const dir = t.testdir();
   const k = keys(dir);
   const held = await holdUdp();
-  t.teardown(() => held.socket.close());
+  t.teardown(() => held.close());
   const r = await run('locatord/main.ts', [
     '--listen', '127.0.0.1', '--port', '0', '--reflector-port', String(held.port), '--reflector-alt-port', '0',
     '--service-key', k.serviceKey, '--trust', k.trust, '--state-dir', path.join(dir, 'state'),

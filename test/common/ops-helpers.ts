@@ -1,12 +1,11 @@
 // Run a devloc program (src/<entry> through tsx) to its exit, for the operations tests.
 import { spawn } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import type { Socket } from 'node:dgram';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { keyFileToJson, newAuthdKey, newServiceKey, publicOf, publicToJson } from '../../src/wire/keys.js';
 import type { SpawnOptions } from 'node:child_process';
 import path from 'node:path';
 import { root } from '../helpers/daemon.js';
+import { bindPort } from '../../src/common/preflight.js';
 
 export interface Exited {
   code: number | null;
@@ -45,14 +44,5 @@ export function keys(dir: string, service = 'locator'): { serviceKey: string; tr
   return { serviceKey, trust };
 }
 
-/** A UDP port on `address` (default 127.0.0.1) held by this process (to make a daemon's bind fail); rejects if it cannot be bound. */
-export function holdUdp(address = '127.0.0.1'): Promise<{ socket: Socket; port: number }> {
-  return new Promise((resolve, reject) => {
-    const socket = createSocket(address.includes(':') ? 'udp6' : 'udp4');
-    socket.once('error', (err) => {
-      socket.close();
-      reject(err);
-    });
-    socket.bind({ address, port: 0, exclusive: true }, () => resolve({ socket, port: socket.address().port }));
-  });
-}
+/** A UDP port on `address` (default 127.0.0.1) held by this process (to make a daemon's bind fail) until `close`; rejects if it cannot be bound. */
+export const holdUdp = (address = '127.0.0.1'): Promise<{ port: number; close: () => Promise<void> }> => bindPort('udp', address, 0);

@@ -3,7 +3,6 @@
 // instead of failing to start; `devloc demo` and the tests' startCoturn then move to a free port.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,31 +11,31 @@ import { haveCoturn, startCoturn } from '../turn/coturn.js';
 import { holdUdp } from './ops-helpers.js';
 
 t.test('udpPortShared: a socket of this process, of nobody, of another process', async (t) => {
-  const { socket, port } = await holdUdp();
+  const { port, close } = await holdUdp();
   t.equal(udpPortShared(port, process.pid), false, 'only this process holds it');
   t.equal(udpPortShared(port, process.ppid), true, "another process's view: held by someone else");
-  await new Promise<void>((resolve) => socket.close(resolve));
+  await close();
   t.equal(udpPortShared(port, process.ppid), false, 'nobody holds it');
 });
 
 t.test('udpPortShared: a dual-stack IPv6 socket on the port receives IPv4 too; one on ::1 alone does not', async (t) => {
-  const bindV6 = (address: string): Promise<dgram.Socket | null> => holdUdp(address).then((h) => h.socket, () => null);
+  const bindV6 = (address: string): Promise<{ port: number; close: () => Promise<void> } | null> => holdUdp(address).catch(() => null);
   const wild = await bindV6('::');
   if (!wild) {
     t.comment('no IPv6 on this host');
     return;
   }
-  const port = wild.address().port;
+  const port = wild.port;
   t.equal(udpPortShared(port, process.pid), false, 'only this process holds it');
   t.equal(udpPortShared(port, process.ppid), true, "another process's view: [::] holds it for IPv4 too");
-  await new Promise<void>((resolve) => wild.close(resolve));
+  await wild.close();
   const loop6 = await bindV6('::1');
   if (!loop6) {
     t.comment('no ::1 on this host');
     return;
   }
-  t.equal(udpPortShared(loop6.address().port, process.ppid), false, '[::1] does not receive what is sent to 127.0.0.1');
-  await new Promise<void>((resolve) => loop6.close(resolve));
+  t.equal(udpPortShared(loop6.port, process.ppid), false, '[::1] does not receive what is sent to 127.0.0.1');
+  await loop6.close();
 });
 
 t.test('udpPortShared: a second turnserver on the port of a first one', { skip: haveCoturn ? false : 'turnserver (coturn) is not installed' }, async (t) => {

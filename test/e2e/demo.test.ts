@@ -72,8 +72,8 @@ t.test('devloc demo --once: the scenario from an empty folder, then again reusin
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   // --base-port on a port this test holds: authd's port is taken, so authd moves to a free one.
   // (The ports after it are whatever this host has free: each one taken moves too.)
-  const { socket, port: held } = await holdUdp();
-  t.teardown(() => socket.close());
+  const { port: held, close } = await holdUdp();
+  t.teardown(close);
   const first = demo(['--once', '--dir', dir, '--base-port', String(held)]);
   const code = await first.exited;
   const out = first.output();
