@@ -28,7 +28,8 @@ function handle<A>(name: string, body: (a: A) => void | Promise<void>): (a: A) =
         await body(a);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
-        if (e instanceof Error && !(e instanceof UsageError) && !(e instanceof CliError) && (e.name === 'SqliteError' || typeof e.code === 'string')) throw new CliError(e.message);
+        // Only the database's and the system's (EACCES, ENOSPC, ...): node's own ERR_* codes are bugs, kept with their stack.
+        if (e instanceof Error && (e.name === 'SqliteError' || /^E[A-Z0-9]+$/.test(e.code ?? ''))) throw new CliError(e.message);
         throw err;
       }
     });
