@@ -61,13 +61,11 @@ export const cliIo = {
   },
 };
 
-const toStdout = (s: string): void => cliIo.out(s);
-
 /** A line (or lines) of text, on stdout unless `write` says where. */
-export const print = (s: string, write = toStdout): void => write(safeText(s.endsWith('\n') ? s : `${s}\n`));
+export const print = (s: string, write = cliIo.out): void => write(safeText(s.endsWith('\n') ? s : `${s}\n`));
 
 /** JSON, indented or on one line (`compact`: one object per line, for a stream), on stdout unless `write` says where. */
-export const printJson = (v: unknown, compact = false, write = toStdout): void => write(`${safeJson(JSON.stringify(v, null, compact ? 0 : 2))}\n`);
+export const printJson = (v: unknown, compact = false, write = cliIo.out): void => write(`${safeJson(JSON.stringify(v, null, compact ? 0 : 2))}\n`);
 
 /** Columns padded to their widest cell. */
 export function table(rows: string[][]): string {

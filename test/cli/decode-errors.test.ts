@@ -4,6 +4,7 @@ import t from 'tap';
 import { errorName } from '../../src/wire/errors.js';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { pcapFile } from '../ops/pcap.js';
 import { devloc, devlocAsync, jsonLines, scratch, vector, vectors } from './fixtures/cli.js';
 
 const v = vectors();
@@ -74,14 +75,8 @@ t.test('what the user typed or a file name is quoted escaped, never raw (an ESC 
   const RAW = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/;
   const dir = scratch(t);
   const evilFile = path.join(dir, 'cap\u001b[2J.pcap');
-  // A pcap header (little-endian, Ethernet) and a record cut short: the summary line and a warning name the file.
-  const header = Buffer.alloc(24);
-  header.writeUInt32LE(0xa1b2c3d4, 0);
-  header.writeUInt16LE(2, 4);
-  header.writeUInt16LE(4, 6);
-  header.writeUInt32LE(65535, 16);
-  header.writeUInt32LE(1, 20);
-  writeFileSync(evilFile, Buffer.concat([header, Buffer.alloc(10)]));
+  // A capture's header (test/ops/pcap.ts) and a record cut short: the summary line and a warning name the file.
+  writeFileSync(evilFile, Buffer.concat([pcapFile([]), Buffer.alloc(10)]));
   const cases: [string[], number, RegExp][] = [
     [['decode', 'zz\u001b[31m'], 2, /argument 1 is not hex: zz\\x1b\[31m/],
     [['decode', '--bogus\u001b[31m', 'aa'], 2, /unknown option --bogus\\x1b\[31m/],

@@ -19,7 +19,7 @@ import { privateKeyObject, publicKeyObject } from '../../wire/keys.js';
 import type { InspectKeys, Report, TicketReport } from '../inspect.js';
 import { Inspector, noKeys, secretKey } from '../inspect.js';
 import { formatPcapTime, parsePcap } from '../pcap.js';
-import { CliError, isoSeconds, parseHex, readInput, readKeyFile, runHandler, UsageError } from '../util.js';
+import { CliError, cliIo, isoSeconds, parseHex, print, readInput, readKeyFile, runHandler, UsageError } from '../util.js';
 import { escapeControls, safeJson, safeText } from '../../common/escape.js';
 
 interface DecodeArgs {
@@ -201,7 +201,7 @@ function decode(a: DecodeArgs): void {
   const warn = (msg: string): void => {
     inputError = true;
     // File names and arguments are quoted: escaped like everything else printed.
-    process.stderr.write(`devloc decode: ${escapeControls(msg)}\n`);
+    cliIo.err(`devloc decode: ${escapeControls(msg)}\n`);
   };
 
   if (a.hex?.length) {
@@ -247,8 +247,7 @@ function decode(a: DecodeArgs): void {
     const summary = `${file}: ${stats.packets} packets, ${stats.datagrams} devloc datagrams` +
       `${stats.notices ? `, ${stats.notices} fragments or truncated` : ''}, ${stats.other} other packets` +
       `${a['any-port'] ? '' : ` (ports ${[...ports].sort((x, y) => x - y).join(', ')}; --port adds more)`}`;
-    if (a.json) process.stderr.write(escapeControls(summary) + '\n');
-    else process.stdout.write(escapeControls(summary) + '\n');
+    print(summary, a.json ? cliIo.err : cliIo.out);
     if (parsed.error) warn(`${file}: ${parsed.error}`);
   }
   if (inputError || (a.strict && anyFailed)) process.exitCode = 1;

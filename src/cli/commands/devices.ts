@@ -101,10 +101,8 @@ function openDb(stateDir: string, create: boolean, cacheKiB = 0): AuthDb {
   }
 }
 
-// util's printers (safeText, safeJson: a value from the database or a file never reaches the
-// terminal with a control character raw); JSON one object a line.
-const out = (s: string): void => print(s);
-const outJson = (v: unknown): void => printJson(v, true);
+// Output through util's print/printJson (safeText, safeJson: a value from the database or a file
+// never reaches the terminal with a control character raw); JSON one object a line.
 const iso = (ms: number | undefined): string => (ms === undefined ? '' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 
 function deviceJson(d: DeviceRow, locatorId?: string): Record<string, unknown> {
@@ -168,12 +166,12 @@ const deviceNew: CommandModule<object, DeviceNewArgs> = {
       throw new CliError(`cannot write ${a.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     closeSync(fd);
-    outJson({
+    printJson({
       deviceId: key.deviceId,
       publicKey: key.sign.public.toString('base64url'),
       ...(a.model !== undefined ? { model: a.model } : {}),
       ...(a.region !== undefined ? { region: a.region } : {}),
-    });
+    }, true);
   }),
 };
 
@@ -257,10 +255,10 @@ const enroll: CommandModule<object, EnrollArgs> = {
       db.close();
     }
     if (a.json) {
-      outJson(res);
+      printJson(res, true);
     } else if (res.ok) {
       const verb = res.dryRun ? 'would import' : 'imported';
-      out(`${verb} ${a.file}: ${res.records} records: ${res.added} added, ${res.unchanged} unchanged, ${res.updated} updated, ${res.replaced} replaced`);
+      print(`${verb} ${a.file}: ${res.records} records: ${res.added} added, ${res.unchanged} unchanged, ${res.updated} updated, ${res.replaced} replaced`);
     }
     if (!res.ok) {
       throw new CliError(`${res.errors} bad line${res.errors === 1 ? '' : 's'} in ${a.file}: ${res.dryRun ? 'it would not be imported' : 'nothing imported'}`);
@@ -288,7 +286,7 @@ function revokeCommand(revoke: boolean): CommandModule<object, RevokeArgs> {
         for (const id of a.device) {
           const r = db.setRevoked(String(id), revoke);
           if (r === 'unknown') unknown.push(String(id));
-          else out(`${id}: ${r === 'changed' ? (revoke ? 'revoked' : 'no longer revoked') : revoke ? 'already revoked' : 'was not revoked'}`);
+          else print(`${id}: ${r === 'changed' ? (revoke ? 'revoked' : 'no longer revoked') : revoke ? 'already revoked' : 'was not revoked'}`);
         }
       } finally {
         db.close();
@@ -337,12 +335,12 @@ const devicesList: CommandModule<object, DevicesListArgs> = {
     try {
       const rows = db.listDevices({ limit: a.limit, revokedOnly: a.revoked, ...(a.after !== undefined ? { after: a.after } : {}) });
       if (a.json) {
-        for (const d of rows) outJson(deviceJson(d));
+        for (const d of rows) printJson(deviceJson(d), true);
         return;
       }
       const lines = [['DEVICE', 'PUBLIC KEY', 'MODEL', 'REGION', 'STATUS', 'ENROLLED']];
       for (const d of rows) lines.push([d.deviceId, d.publicKey.toString('base64url'), d.model ?? '-', d.region ?? '-', d.revoked ? 'revoked' : 'ok', iso(d.enrolledAt)]);
-      out(table(lines));
+      print(table(lines));
     } finally {
       db.close();
     }
@@ -360,8 +358,8 @@ const devicesShow: CommandModule<object, DevicesShowArgs> = {
       if (!d) throw new CliError(`unknown device ${a.device}`);
       const loc = locatorIds(a['state-dir'])?.of(d.deviceId).toString('hex');
       const j = deviceJson(d, loc);
-      if (a.json) outJson(j);
-      else out(Object.entries(j).map(([k, v]) => `${`${k}:`.padEnd(12)} ${String(v)}`).join('\n'));
+      if (a.json) printJson(j, true);
+      else print(Object.entries(j).map(([k, v]) => `${`${k}:`.padEnd(12)} ${String(v)}`).join('\n'));
     } finally {
       db.close();
     }
@@ -377,8 +375,8 @@ const devices: CommandModule<object, DevicesArgs> = {
     try {
       const c = db.countDevices();
       const last = db.lastEnrollment();
-      if (a.json) outJson({ ...c, ...(last ? { lastEnrollment: { at: iso(last.at), file: last.file, sha256: last.sha256, records: last.records } } : {}) });
-      else out(`${c.devices} device${c.devices === 1 ? '' : 's'} (${c.revoked} revoked)`);
+      if (a.json) printJson({ ...c, ...(last ? { lastEnrollment: { at: iso(last.at), file: last.file, sha256: last.sha256, records: last.records } } : {}) }, true);
+      else print(`${c.devices} device${c.devices === 1 ? '' : 's'} (${c.revoked} revoked)`);
     } finally {
       db.close();
     }
@@ -442,7 +440,7 @@ const serviceAdd: CommandModule<object, ServiceAddArgs> = {
     try {
       const r = db.putService({ serviceId: id, sealKey: k.seal, ...(addr ? { addr } : {}) }, a.replace);
       if (r === 'conflict') throw new CliError(`service ${id} is registered with another key or address (--replace replaces it)`);
-      out(`service ${id}: ${r}`);
+      print(`service ${id}: ${r}`);
     } finally {
       db.close();
     }
@@ -460,10 +458,10 @@ function listCommand<R>(kind: string, rows: (db: AuthDb) => R[], json: (r: R) =>
       try {
         const all = rows(db);
         if (a.json) {
-          for (const r of all) outJson(json(r));
+          for (const r of all) printJson(json(r), true);
           return;
         }
-        out(table([header, ...all.map(cells)]));
+        print(table([header, ...all.map(cells)]));
       } finally {
         db.close();
       }
@@ -482,7 +480,7 @@ function rmCommand(kind: string, name: string, describe: string, remove: (db: Au
       const id = String(a[name]);
       try {
         if (!remove(db, id)) throw new CliError(`no ${kind} ${id}`);
-        out(`${kind} ${id}: removed`);
+        print(`${kind} ${id}: removed`);
       } finally {
         db.close();
       }
@@ -564,7 +562,7 @@ const relayAdd: CommandModule<object, RelayAddArgs> = {
     try {
       const r = db.putRelay(spec, a.replace);
       if (r === 'conflict') throw new CliError(`relay ${name} is registered with other addresses or another secret file (--replace replaces them)`);
-      out(`relay ${name}: ${r}`);
+      print(`relay ${name}: ${r}`);
     } finally {
       db.close();
     }
