@@ -5,24 +5,16 @@ import t from 'tap';
 import type { Test } from 'tap';
 import net from 'node:net';
 import path from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { askAgent, CliError, UsageError } from '../../src/cli/util.js';
+import { scratch } from './fixtures/cli.js';
 
-/**
- * A directory for the test's sockets, short: a Unix socket's path must fit sun_path (107 bytes),
- * and t.testdir()'s names itself after the test (libuv cut such a path short, leaving a socket
- * file behind under a name that failed the next run with EADDRINUSE).
- */
-function socketDir(t: Test): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'devloc-ask-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+// Sockets go in scratch(t) (mkdtemp, short), not t.testdir(): a Unix socket's path must fit
+// sun_path (107 bytes), and t.testdir()'s names itself after the test (libuv cut such a path short,
+// leaving a socket file behind under a name that failed the next run with EADDRINUSE).
 
 /** A control socket answering every request with `error` (or `result` when error is null). */
 async function fakeAgent(t: Test, answer: (cmd: string) => { code: string; message: string } | null): Promise<string> {
-  const sock = path.join(socketDir(t), 'agent.sock');
+  const sock = path.join(scratch(t), 'agent.sock');
   const server = net.createServer((c) => {
     c.setEncoding('utf8');
     let buf = '';
@@ -59,7 +51,7 @@ t.test('refusals of what was typed are usage errors; the rest fail the command',
 });
 
 t.test('no agent on the socket, or none answering in time: a failure, in plain words', async (t) => {
-  const dir = socketDir(t);
+  const dir = scratch(t);
   const missing = path.join(dir, 'none.sock');
   await t.rejects(askAgent(missing, 'status'), { name: 'CliError', message: `devloc-agent is not running (no control socket at ${missing})` });
   const sock = path.join(dir, 'silent.sock');
