@@ -3,7 +3,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { AuthDb } from '../../src/authd/db.js';
 import { enrollFile, parsePublicKey, splitCsv } from '../../src/authd/enroll.js';
@@ -203,6 +203,27 @@ t.test('the CLI: device new, enroll, devices, revoke, service', async (t) => {
   t.match(relayGone.stderr, /no relay turn1/);
   t.equal((await run(['devices'], { DEVLOC_AUTHD_STATE_DIR: path.join(dir, 'none') })).status, 1, 'no database: an error, not a new empty one');
   t.notOk(existsSync(path.join(dir, 'none')));
+});
+
+t.test('a damaged database: SQLite\'s error is the command\'s failure (exit 1, its message, no stack)', async (t) => {
+  // Opens fine (the header and schema pages are intact), then a query reads a page overwritten
+  // with junk: the SqliteError comes out of the command's body, past openDb's own catch, and
+  // devices.ts's handle() is what makes it a failure line instead of a crash with a stack.
+  const state = path.join(tmpDir(t), 'state');
+  const db = AuthDb.open(state, { create: true });
+  for (let i = 0; i < 3000; i++) db.addDevice({ deviceId: `SN-${i}`, publicKey: randomBytes(32), model: 'M' });
+  db.close();
+  const file = AuthDb.fileIn(state);
+  const size = statSync(file).size;
+  const fd = openSync(file, 'r+');
+  try {
+    for (let page = 3; page * 4096 < size; page += 2) writeSync(fd, Buffer.alloc(4096, 0xa5), 0, 4096, page * 4096);
+  } finally {
+    closeSync(fd);
+  }
+  const r = await run(['devices'], { DEVLOC_AUTHD_STATE_DIR: state });
+  t.equal(r.status, 1);
+  t.equal(r.stderr, 'devloc devices: database disk image is malformed\n', 'one line, the command named, no stack');
 });
 
 t.test('SIGKILL during a large enroll leaves all or nothing of that file', async (t) => {
