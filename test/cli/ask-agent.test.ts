@@ -6,14 +6,14 @@ import type { Test } from 'tap';
 import net from 'node:net';
 import path from 'node:path';
 import { askAgent, CliError, UsageError } from '../../src/cli/util.js';
-import { scratch } from './fixtures/cli.js';
+import { devlocAsync, scratch } from './fixtures/cli.js';
 
 // Sockets go in scratch(t) (mkdtemp, short), not t.testdir(): a Unix socket's path must fit
 // sun_path (107 bytes), and t.testdir()'s names itself after the test (libuv cut such a path short,
 // leaving a socket file behind under a name that failed the next run with EADDRINUSE).
 
-/** A control socket answering every request with `error` (or `result` when error is null). */
-async function fakeAgent(t: Test, answer: (cmd: string) => { code: string; message: string } | null): Promise<string> {
+/** A control socket answering every request with `error`, or when error is null with `result(cmd)` (default `{ cmd }`). */
+async function fakeAgent(t: Test, answer: (cmd: string) => { code: string; message: string } | null, result: (cmd: string) => unknown = (cmd) => ({ cmd })): Promise<string> {
   const sock = path.join(scratch(t), 'agent.sock');
   const server = net.createServer((c) => {
     c.setEncoding('utf8');
@@ -24,7 +24,7 @@ async function fakeAgent(t: Test, answer: (cmd: string) => { code: string; messa
       if (i < 0) return;
       const req = JSON.parse(buf.slice(0, i)) as { id: number; cmd: string };
       const error = answer(req.cmd);
-      c.end(`${JSON.stringify(error ? { id: req.id, ok: false, error } : { id: req.id, ok: true, result: { cmd: req.cmd } })}\n`);
+      c.end(`${JSON.stringify(error ? { id: req.id, ok: false, error } : { id: req.id, ok: true, result: result(req.cmd) })}\n`);
     });
   });
   await new Promise<void>((resolve) => server.listen(sock, resolve));
@@ -63,4 +63,21 @@ t.test('no agent on the socket, or none answering in time: a failure, in plain w
     return new Promise<void>((resolve) => server.close(() => resolve()));
   });
   await t.rejects(askAgent(sock, 'status', {}, 200), { name: 'CliError', message: `no answer from devloc-agent on ${sock} within 200 ms` });
+});
+
+t.test('what the agent answers is printed escaped: allow list with a hostile entry, and an empty list prints nothing', async (t) => {
+  // A real agent only keeps locator IDs on the list; the command must not rely on it (devloc(1)
+  // output never carries a control character raw, whatever answered).
+  let allow = ['00112233445566778899aabbccddeeff', 'x\u001b[2J\u009b31m\u202ey'];
+  const sock = await fakeAgent(t, () => null, () => ({ allow }));
+  const listed = await devlocAsync(['allow', 'list', '--socket', sock]);
+  t.equal(listed.status, 0, listed.stderr);
+  t.equal(listed.stdout, '00112233445566778899aabbccddeeff\nx\\x1b[2J\\x9b31m\\u{202e}y\n', 'one ID a line, the hostile one escaped');
+  const json = await devlocAsync(['allow', 'list', '--json', '--socket', sock]);
+  t.notMatch(json.stdout, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/, 'JSON: no raw control character');
+  t.same(JSON.parse(json.stdout), { allow }, 'and the same list when parsed');
+  allow = [];
+  const empty = await devlocAsync(['allow', 'list', '--socket', sock]);
+  t.equal(empty.status, 0, empty.stderr);
+  t.equal(empty.stdout, '', 'an empty list: no line at all');
 });

@@ -1,6 +1,6 @@
 // devloc keygen, run as a process: key files are 0600, never overwritten without --force, and
 // their public halves (printed on generation and by `keygen public`) match the private files.
-import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import type { Test } from 'tap';
@@ -45,6 +45,14 @@ t.test('authd, service and device keys: 0600 files, public half on stdout', asyn
   t.match(dev!.stdout, /"deviceId":"CONSOLE-0001"/);
   checkGenerated(t, file('anon.key'), anon!.stdout, 'device');
   t.match(anon!.stdout, /"deviceId":"D[0-9A-F]{16}"/, 'a random device ID by default');
+});
+
+t.test('the file name in the "wrote" line is escaped (a name with ESC does not reach the terminal raw)', async (t) => {
+  const name = path.join(scratch(t), 'k\u001b[2Jx.key');
+  const r = await devlocAsync(['keygen', 'device', '--out', name]);
+  t.equal(r.status, 0, r.stderr);
+  t.ok(existsSync(name), 'written under the name given');
+  t.equal(r.stderr, `wrote device key ${name.replace('\u001b', '\\x1b')} (mode 0600)\n`);
 });
 
 t.test('an existing file is never overwritten without --force', async (t) => {

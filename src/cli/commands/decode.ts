@@ -19,7 +19,7 @@ import { privateKeyObject, publicKeyObject } from '../../wire/keys.js';
 import type { InspectKeys, Report, TicketReport } from '../inspect.js';
 import { Inspector, noKeys, secretKey } from '../inspect.js';
 import { formatPcapTime, parsePcap } from '../pcap.js';
-import { CliError, cliIo, isoSeconds, parseHex, print, readInput, readKeyFile, runHandler, UsageError } from '../util.js';
+import { CliError, cliIo, isoSeconds, parseHex, print, printJson, readInput, readKeyFile, runHandler, UsageError } from '../util.js';
 import { escapeControls, safeJson, safeText } from '../../common/escape.js';
 
 interface DecodeArgs {
@@ -196,7 +196,7 @@ function decode(a: DecodeArgs): void {
     const r = inspector.inspect(bytes, { index: ++index, width, ...(time !== undefined ? { time } : {}) });
     if (failed(r)) anyFailed = true;
     // Strings from the datagram never reach the terminal raw: JSON with its \u escapes, text with escape.ts's.
-    process.stdout.write((a.json ? safeJson(reportJson(r, origin)) : safeText(reportText(r, origin)) + '\n') + '\n');
+    cliIo.out((a.json ? safeJson(reportJson(r, origin)) : safeText(reportText(r, origin)) + '\n') + '\n');
   };
   const warn = (msg: string): void => {
     inputError = true;
@@ -232,7 +232,8 @@ function decode(a: DecodeArgs): void {
         if (/fragment|truncated|not captured/.test(rec.udp.skip)) {
           stats.notices++;
           const line = { packet: rec.index, time, skipped: rec.udp.skip };
-          process.stdout.write(a.json ? JSON.stringify(line) + '\n' : `packet ${rec.index}  ${time}  skipped: ${rec.udp.skip}\n\n`);
+          if (a.json) printJson(line, true);
+          else print(`packet ${rec.index}  ${time}  skipped: ${rec.udp.skip}\n\n`);
         } else stats.other++;
         continue;
       }

@@ -44,7 +44,7 @@ import type { Address } from '../../wire/addr.js';
 import { formatAddress } from '../../wire/addr.js';
 import type { KeyFile } from '../../wire/keys.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, parseKeyFile, publicOf, publicToJson } from '../../wire/keys.js';
-import { CliError, runHandler, UsageError } from '../util.js';
+import { CliError, cliIo, runHandler, UsageError } from '../util.js';
 import { writeSecretFile } from './keygen.js';
 import { safeText } from '../../common/escape.js';
 import { freePort, portFree, udpPortShared } from '../../common/preflight.js';
@@ -64,7 +64,7 @@ function shown(p: string): string {
   return rel === '' ? '.' : rel.startsWith('..') ? p : rel;
 }
 const short = (id: string | null | undefined): string => (id ? `${id.slice(0, 8)}…` : '-');
-const out = (s: string): void => void process.stdout.write(`${safeText(s)}\n`);
+const out = (s: string): void => cliIo.out(`${safeText(s)}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 let stepNo = 0;

@@ -15,7 +15,8 @@ import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { KeyFile } from '../../wire/keys.js';
 import { keyFileToJson, newAuthdKey, newDeviceKey, newServiceKey, publicOf, publicToJson } from '../../wire/keys.js';
-import { CliError, readKeyFile, runHandler, UsageError } from '../util.js';
+import { CliError, cliIo, print, readKeyFile, runHandler, UsageError } from '../util.js';
+import { escapeControls } from '../../common/escape.js';
 
 const KINDS = ['authd', 'service', 'device', 'public'] as const;
 type Kind = (typeof KINDS)[number];
@@ -102,7 +103,7 @@ function keygen(a: KeygenArgs): void {
     if (a.public !== undefined && a.file !== undefined) throw new UsageError('name the key file once');
     if (file === undefined) throw new UsageError('name the key file: devloc keygen public FILE');
     if (a.out !== undefined || a.id !== undefined || a.kid !== undefined) throw new UsageError('--out, --id and --kid are for generating keys');
-    process.stdout.write(publicLineOf(file) + '\n');
+    print(publicLineOf(file));
     return;
   }
   if (a.kind === undefined) throw new UsageError('name what to generate: authd, service or device (or public FILE)');
@@ -112,8 +113,8 @@ function keygen(a: KeygenArgs): void {
   if (a.kind === 'authd' && a.id !== undefined) throw new UsageError('an authd key has no --id (its key ID is --kid)');
   const key = generate(a);
   writeSecretFile(a.out, keyFileToJson(key), a.force);
-  process.stderr.write(`wrote ${a.kind} key ${a.out} (mode 0600)\n`);
-  process.stdout.write(publicToJson(publicOf(key)) + '\n');
+  cliIo.err(`wrote ${a.kind} key ${escapeControls(a.out)} (mode 0600)\n`);
+  print(publicToJson(publicOf(key)));
 }
 
 export const keygenCommand: CommandModule<object, KeygenArgs> = {

@@ -15,7 +15,7 @@ import { parseAttr, parseRequirement } from '../../agent/match.js';
 import { AgentError } from '../../agent/agent.js';
 import { classificationBoundMs } from '../../agent/netmode.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS } from '../../wire/constants.js';
-import { askAgent, print, printJson, runHandler, table, UsageError } from '../util.js';
+import { askAgent, cliIo, print, printJson, runHandler, table, UsageError } from '../util.js';
 import { controlRequest } from '../../agent/control-client.js';
 import type { Common } from './agentctl.js';
 import { common } from './agentctl.js';
@@ -122,7 +122,7 @@ const submit: CommandModule<object, SubmitArgs> = {
     const onSignal = (): void => {
       if (interrupted) process.exit(130);
       interrupted = true;
-      process.stderr.write('devloc match submit: interrupted, cancelling the request\n');
+      cliIo.err('devloc match submit: interrupted, cancelling the request\n');
       void controlRequest(a.socket, 'match.cancel', {}, 5000).catch(() => undefined).finally(() => process.exit(130));
     };
     if (wait) process.once('SIGINT', onSignal);

@@ -9,11 +9,10 @@
 // Exit status: 0 done (watch: interrupted), 1 the agent refused or could not be reached, 2 bad arguments.
 import type { Argv, CommandModule } from 'yargs';
 import type { PresenceStatus } from '../../agent/presence.js';
-import { safeJson, safeText } from '../../common/escape.js';
 import { MAX_STATUS_BYTES } from '../../wire/catalog.js';
 import { AgentError } from '../../agent/errors.js';
 import { parseRequirement } from '../../agent/match.js';
-import { askAgent, runHandler, UsageError } from '../util.js';
+import { askAgent, print, printJson, runHandler, UsageError } from '../util.js';
 import type { Common } from './agentctl.js';
 import { common } from './agentctl.js';
 
@@ -31,7 +30,8 @@ export function formatPresence(s: PresenceStatus): string {
 }
 
 const line = (a: Common, s: PresenceStatus): void => {
-  process.stdout.write(a.json ? `${safeJson(JSON.stringify(s))}\n` : safeText(`${formatPresence(s)}\n`));
+  if (a.json) printJson(s, true);
+  else print(formatPresence(s));
 };
 
 interface WatchArgs extends Common {
@@ -84,7 +84,8 @@ const set: CommandModule<object, SetArgs> = {
       ...(a.media !== undefined ? { mediaId: String(a.media) } : {}), lookingForPartner: a.looking,
       ...(a.want.length ? { wants: a.want.map(String) } : {}), ...(a.status !== undefined ? { status: String(a.status) } : {}),
     });
-    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : 'presence set\n');
+    if (a.json) printJson(r, true);
+    else print('presence set');
   }),
 };
 
@@ -134,7 +135,8 @@ const mediaSet: CommandModule<object, MediaArgs> = {
   handler: (a) => runHandler('media set', async () => {
     if (Buffer.byteLength(String(a.id)) > 64) throw new UsageError('media ID: at most 64 bytes');
     const r = await askAgent(a.socket, 'media.set', { mediaId: String(a.id) });
-    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : 'media set\n');
+    if (a.json) printJson(r, true);
+    else print('media set');
   }),
 };
 
@@ -149,13 +151,19 @@ interface AllowArgs extends Common {
   targets: string[];
 }
 
+/** The allow list as the agent answered it: one ID a line (none: nothing), or the answer as JSON. */
+function printAllow(a: Common, r: { allow: string[] }): void {
+  if (a.json) printJson(r, true);
+  else if (r.allow.length > 0) print(r.allow.join('\n'));
+}
+
 const allowChange = (verb: 'add' | 'rm', describe: string): CommandModule<object, AllowArgs> => ({
   command: `${verb} <targets..>`,
   describe,
   builder: (y) => common(y).positional('targets', { type: 'string', array: true, demandOption: true, describe: 'locator IDs or address-book names' }) as unknown as Argv<AllowArgs>,
   handler: (a) => runHandler(`allow ${verb}`, async () => {
     const r = (await askAgent(a.socket, `allow.${verb}`, { targets: a.targets.map(String) })) as { allow: string[] };
-    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : r.allow.map((id) => `${id}\n`).join(''));
+    printAllow(a, r);
   }),
 });
 
@@ -165,7 +173,7 @@ const allowList: CommandModule<object, Common> = {
   builder: (y) => common(y),
   handler: (a) => runHandler('allow list', async () => {
     const r = (await askAgent(a.socket, 'allow.list', {})) as { allow: string[] };
-    process.stdout.write(a.json ? `${safeJson(JSON.stringify(r))}\n` : r.allow.map((id) => `${id}\n`).join(''));
+    printAllow(a, r);
   }),
 };
 
