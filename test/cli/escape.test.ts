@@ -8,6 +8,8 @@ import { parseAddress } from '../../src/wire/addr.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
 import { encodeClaims, PROTECTED } from '../../src/wire/ticket-parse.js';
 import { formatLookup, formatMembers, formatStatus } from '../../src/cli/commands/agentctl.js';
+import { presenceLine } from '../../src/cli/commands/presence.js';
+import type { PresenceStatus } from '../../src/agent/types.js';
 import { devloc, jsonLines } from './fixtures/cli.js';
 
 // Everything the brief names: C0 (ESC, BEL, CR, NUL), DEL, C1 (CSI, NEL), U+2028/2029, bidi.
@@ -69,4 +71,14 @@ t.test('devloc decode: hostile ticket iss/aud and nicknames, text and JSON', asy
 t.test('formatStatus escapes agent-supplied values', async (t) => {
   const s = formatStatus({ state: 'registered', registered: true, locatorId: null, observed: null, netMode: 'open', netModeReason: `r${HOSTILE}`, localPort: null, authd: 'a', locatord: null, reflector: null, registeredAt: null, lastRefreshAt: null, nextRefreshAt: null, expiresAt: null, ticketExpiresAt: null, ticketRenewAt: null, counters: { authentications: 0, registrations: 0, refreshes: 0, probesAnswered: 0, failures: 0, addressChanges: 0 } } as never);
   t.notOk(RAW.test(s));
+});
+
+t.test('devloc watch text: a peer\'s nickname, media ID or wants cannot start a line of their own', async (t) => {
+  const line = presenceLine({
+    id: '00112233445566778899aabbccddeeff', names: [], online: true, nickname: `n\nonline  bob (ffff)${HOSTILE}`,
+    presence: { mediaId: `m\n${HOSTILE}`, lookingForPartner: true, wants: { [`k\n${HOSTILE}`]: `v\n` } },
+  } as PresenceStatus);
+  t.notOk(line.includes('\n'), 'one line');
+  t.notOk(RAW.test(line), 'no raw control character');
+  t.match(line, /^online {3}n\\nonline {2}bob \(ffff\)\\x1b\[2J/, 'the nickname shown escaped, on the line of its own terminal');
 });

@@ -9,6 +9,7 @@
 // Exit status: 0 done (watch: interrupted), 1 the agent refused or could not be reached, 2 bad arguments.
 import type { Argv, CommandModule } from 'yargs';
 import type { PresenceStatus } from '../../agent/presence.js';
+import { escapeControls } from '../../common/escape.js';
 import { MAX_STATUS_BYTES } from '../../wire/catalog.js';
 import { AgentError } from '../../agent/errors.js';
 import { parseRequirement } from '../../agent/match.js';
@@ -29,9 +30,18 @@ export function formatPresence(s: PresenceStatus): string {
   return parts.join('  ');
 }
 
+/**
+ * formatPresence as printed: one line whatever a peer put in its nickname, media ID or wants (a
+ * newline in them would start a line that looks like another terminal's status, so it is shown
+ * as \n like every other control: devloc(1) DESCRIPTION).
+ */
+export function presenceLine(s: PresenceStatus): string {
+  return escapeControls(formatPresence(s));
+}
+
 const line = (a: Common, s: PresenceStatus): void => {
   if (a.json) printJson(s, true);
-  else print(formatPresence(s));
+  else print(presenceLine(s));
 };
 
 interface WatchArgs extends Common {
