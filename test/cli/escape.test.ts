@@ -8,7 +8,7 @@ import { parseAddress } from '../../src/wire/addr.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
 import { encodeClaims, PROTECTED } from '../../src/wire/ticket-parse.js';
 import { formatLookup, formatMembers, formatStatus } from '../../src/cli/commands/agentctl.js';
-import { presenceLine } from '../../src/cli/commands/presence.js';
+import { formatPresence } from '../../src/cli/commands/presence.js';
 import type { PresenceStatus } from '../../src/agent/types.js';
 import { devloc, jsonLines } from './fixtures/cli.js';
 
@@ -74,7 +74,7 @@ t.test('formatStatus escapes agent-supplied values', async (t) => {
 });
 
 t.test('devloc watch text: a peer\'s nickname, media ID or wants cannot start a line of their own', async (t) => {
-  const line = presenceLine({
+  const line = formatPresence({
     id: '00112233445566778899aabbccddeeff', names: [], online: true, nickname: `n\nonline  bob (ffff)${HOSTILE}`,
     presence: { mediaId: `m\n${HOSTILE}`, lookingForPartner: true, wants: { [`k\n${HOSTILE}`]: `v\n` } },
   } as PresenceStatus);

@@ -20,7 +20,7 @@ import type { InspectKeys, Report, TicketReport } from '../inspect.js';
 import { Inspector, noKeys, secretKey } from '../inspect.js';
 import { formatPcapTime, parsePcap } from '../pcap.js';
 import { CliError, cliIo, isoSeconds, parseHex, print, printJson, readInput, readKeyFile, runHandler, UsageError } from '../util.js';
-import { escapeControls, safeJson, safeText } from '../../common/escape.js';
+import { escapeControls, safeJson } from '../../common/escape.js';
 
 interface DecodeArgs {
   hex?: string[];
@@ -195,8 +195,10 @@ function decode(a: DecodeArgs): void {
   const emit = (bytes: Buffer, origin: Origin, time?: number): void => {
     const r = inspector.inspect(bytes, { index: ++index, width, ...(time !== undefined ? { time } : {}) });
     if (failed(r)) anyFailed = true;
-    // Strings from the datagram never reach the terminal raw: JSON with its \u escapes, text with escape.ts's.
-    cliIo.out((a.json ? safeJson(reportJson(r, origin)) : safeText(reportText(r, origin)) + '\n') + '\n');
+    // Strings from the datagram never reach the terminal raw: text through print (escape.ts), JSON
+    // with safeJson's \uNNNN (print's \xNN would not parse back).
+    if (a.json) cliIo.out(`${safeJson(reportJson(r, origin))}\n`);
+    else print(`${reportText(r, origin)}\n\n`);
   };
   const warn = (msg: string): void => {
     inputError = true;

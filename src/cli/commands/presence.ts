@@ -17,7 +17,12 @@ import { askAgent, print, printJson, runHandler, UsageError } from '../util.js';
 import type { Common } from './agentctl.js';
 import { common } from './agentctl.js';
 
-/** One line per status: "online  alice (3f2a…)  chess  looking for level=3  "up for a game"". */
+/**
+ * One line per status: "online  alice (3f2a…)  chess  looking for level=3  "up for a game"".
+ * Escaped here, as the other formatters of peer strings do (agentctl.ts): one line whatever a peer
+ * put in its nickname, media ID or wants (print keeps newlines, and one would start a line that
+ * looks like another terminal's status; devloc(1) DESCRIPTION).
+ */
 export function formatPresence(s: PresenceStatus): string {
   const who = s.names.length > 0 ? `${s.names.join(',')} (${s.id})` : s.nickname !== undefined ? `${s.nickname} (${s.id})` : s.id;
   const parts = [s.online ? 'online ' : 'offline', who];
@@ -27,21 +32,12 @@ export function formatPresence(s: PresenceStatus): string {
     if (p.lookingForPartner) parts.push(`looking${p.wants ? ` for ${Object.entries(p.wants).map(([k, v]) => `${k}=${String(v)}`).join(' ')}` : ''}`);
     if (p.status !== undefined) parts.push(JSON.stringify(p.status));
   }
-  return parts.join('  ');
-}
-
-/**
- * formatPresence as printed: one line whatever a peer put in its nickname, media ID or wants (a
- * newline in them would start a line that looks like another terminal's status, so it is shown
- * as \n like every other control: devloc(1) DESCRIPTION).
- */
-export function presenceLine(s: PresenceStatus): string {
-  return escapeControls(formatPresence(s));
+  return escapeControls(parts.join('  '));
 }
 
 const line = (a: Common, s: PresenceStatus): void => {
   if (a.json) printJson(s, true);
-  else print(presenceLine(s));
+  else print(formatPresence(s));
 };
 
 interface WatchArgs extends Common {
