@@ -8,9 +8,11 @@
 // The messages between the primary and its workers are the one union `WorkerMessage` below,
 // carried by one `WorkerChannel` per process pair (node's IPC pipe: JSON, ordered): every kind
 // is listed here, checked on receipt by one table, and delivered to the listeners of its kind.
-// A sender that asks many questions per wake-up (authd's gate) queues them with `batch()`: the
-// items of one event-loop turn leave in one message, since a message per item cost each side a
-// pipe write, a wake-up of the other process and a JSON parse (bench/authd.ts).
+// A sender with many items per wake-up (authd's gate questions, locatord's validated addresses)
+// queues them with `batch()`: the items of one event-loop turn leave in one message, since a
+// message per item cost each side a pipe write, a wake-up of the other process and a JSON parse
+// (bench/authd.ts; for locatord's first REGISTERs the sender's pipe write alone was 4-6% of a
+// worker's CPU, bench --only register).
 import cluster from 'node:cluster';
 import type { Running } from './daemon.js';
 import type { Logger } from './log.js';
@@ -31,6 +33,9 @@ export function workerIndex(): number {
 /** One question to authd's per-device gate (src/authd/gate.ts): [id, deviceId, nonce hex, timeMs, rid hex, from] (arrays: smaller JSON than objects). */
 export type GateQuestion = [id: number, deviceId: string, nonce: string, timeMs: number, rid: string, from: string];
 
+/** An address validated for a session at one worker (src/net/routability.ts `acceptKey`): [session ID hex, address key]. */
+export type ValidatedAddress = [sid: string, addr: string];
+
 /** The gate's answer to one question (src/authd/gate.ts `admit`). */
 export type GateVerdict =
   | { ok: true; conflict?: { other: string; log: boolean } }
@@ -44,8 +49,11 @@ export type WorkerMessage =
   | { k: 'gate-answer'; a: [number, GateVerdict][] }
   /** worker -> primary -> the other workers (authd): a REVOKE_ACK, for the worker that pushed the REVOKE (request ID, hex). */
   | { k: 'revoke-ack'; rid: string }
-  /** worker -> primary -> the other workers (locatord): an address validated for a session (routability.ts acceptKey). */
-  | { k: 'addr-validated'; sid: string; addr: string }
+  /**
+   * worker -> primary -> the other workers (locatord): the addresses validated for sessions in one
+   * event-loop turn (routability.ts acceptKey), forwarded as they came.
+   */
+  | { k: 'addr-validated'; b: ValidatedAddress[] }
   /** primary -> worker (every daemon with --metrics-listen): a scrape of /metrics. */
   | { k: 'scrape'; id: number }
   /** worker -> primary: that worker's series for scrape `id`. */
@@ -65,7 +73,7 @@ const SHAPES: { [K in WorkerMessageKind]: (m: Record<string, unknown>) => boolea
   'gate-ask': (m) => arr(m['b']),
   'gate-answer': (m) => arr(m['a']),
   'revoke-ack': (m) => str(m['rid']),
-  'addr-validated': (m) => str(m['sid']) && str(m['addr']),
+  'addr-validated': (m) => arr(m['b']) && m['b'].every((x) => arr(x) && x.length === 2 && str(x[0]) && str(x[1])),
   scrape: (m) => int(m['id']),
   metrics: (m) => int(m['id']) && str(m['text']) && int(m['worker']),
 };

@@ -12,6 +12,7 @@ import { startLocatord } from './server.js';
 import { locatordControl } from './control.js';
 import { isMainModule } from '../common/entry.js';
 import { broadcast, startWorkers, toPrimary } from '../common/workers.js';
+import { shareValidations } from '../net/routability.js';
 
 export { startLocatord } from './server.js';
 export type { Locatord } from './server.js';
@@ -29,17 +30,13 @@ export const locatordDaemon: DaemonDefinition = {
     // (node:cluster shares the bound socket; the state is in Redis, so any worker may answer).
     // Addresses validated at one worker are passed to the others through the primary: the
     // workers read one socket, so a terminal's ADDR_PROOF and its next request may reach different
-    // workers (each would challenge it again otherwise).
+    // workers (each would challenge it again otherwise; shareValidations).
     if (num(config, 'workers') > 1 && cluster.isPrimary) {
       return startWorkers(num(config, 'workers'), logger, { listeners: { 'addr-validated': (m, from) => broadcast(m, from) } });
     }
     const locatord = await startLocatord(optionsFromConfig(config), logger, metrics);
     const routability = locatord.server.routability;
-    if (cluster.isWorker && routability) {
-      const primary = toPrimary();
-      routability.onAccepted = (sid, addr) => primary.send({ k: 'addr-validated', sid, addr });
-      primary.on('addr-validated', (m) => routability.acceptKey(m.sid, m.addr));
-    }
+    if (cluster.isWorker && routability) shareValidations(routability, toPrimary());
     return {
       stop: () => locatord.stop(),
       // Workers (--workers) share the primary's argv: only a single process serves the control socket.

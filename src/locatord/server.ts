@@ -38,9 +38,11 @@ import { RegistrationTable } from './table.js';
 
 /**
  * The messages whose shared replay window claim (--store redis) goes into the presence write
- * (one Redis script, CLAIM_AND_CAS in store/redis.ts): their handlers do nothing before it.
+ * (one Redis script, CLAIM_AND_CAS in store/redis.ts): their handlers do nothing before it but
+ * read (REGISTER also shares its session, which a copy of it writes again the same; and takes
+ * the claim alone before joining groups).
  */
-const CLAIM_IN_HANDLER: ReadonlySet<MessageName> = new Set<MessageName>(['REFRESH', 'PROBE_ACK']);
+const CLAIM_IN_HANDLER: ReadonlySet<MessageName> = new Set<MessageName>(['REGISTER', 'REFRESH', 'PROBE_ACK']);
 
 export const DB_FILE = 'locatord.db';
 
@@ -336,6 +338,8 @@ function sharedRefusals(store: ServedStore, now: () => number): SharedRefusals |
   return {
     intervalMs: SHARED_REFUSAL_CHECK_MS,
     now,
+    // A revoked terminal registers again at no instance: its REGISTER asks every time.
+    everyTime: new Set(['REGISTER']),
     lookup: async (hex) => {
       const r = await store.refusal(hex);
       return r ? { code: r.code as ErrorCodeT, message: r.message, untilMs: r.untilMs } : undefined;

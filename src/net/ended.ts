@@ -81,12 +81,16 @@ export class EndedSessions {
  * A refusal list shared by several instances (locatord --store redis): a REVOKE reaches one
  * instance, which writes it there; the others learn it by asking, at most once per `intervalMs`
  * per terminal, before running one of its messages. A lookup that fails lets the message run
- * (the registration itself is already gone everywhere, and REGISTER asks the list every time).
+ * (the registration itself is already gone everywhere). The messages named in `everyTime`
+ * (locatord: REGISTER, so that a revoked terminal cannot register again anywhere) ask every
+ * time, and fail with the lookup: the one place that asks for them (until 2026-12-07 the
+ * REGISTER handler asked again after this gate, two reads of the same key per first REGISTER).
  */
 export interface SharedRefusals {
   lookup(locatorHex: string): Promise<(EndReason & { untilMs: number }) | undefined>;
   intervalMs: number;
   now: () => number;
+  everyTime?: ReadonlySet<string>;
 }
 
 /** Terminals whose shared refusal was looked up recently (bounded: at most one lookup each per interval). */
@@ -98,6 +102,7 @@ export function gateHandlers(handlers: Handlers, ended: EndedSessions, shared?: 
   const out: Record<string, unknown> = {};
   for (const [name, fn] of Object.entries(handlers)) {
     const h = fn as (ctx: RequestContext) => HandlerResult | Promise<HandlerResult>;
+    const everyTime = shared?.everyTime?.has(name) === true;
     out[name] = (ctx: RequestContext) => {
       const ended1 = ended.check(ctx.session);
       if (ended1) return ended1;
@@ -105,7 +110,7 @@ export function gateHandlers(handlers: Handlers, ended: EndedSessions, shared?: 
       if (!shared || !checkedAt || !s) return h(ctx);
       const t = shared.now();
       const last = checkedAt.get(s.locatorHex);
-      if (last !== undefined && t - last < shared.intervalMs) return h(ctx);
+      if (!everyTime && last !== undefined && t - last < shared.intervalMs) return h(ctx);
       checkedAt.set(s.locatorHex, t);
       return shared.lookup(s.locatorHex).then(
         (r) => {
@@ -113,7 +118,7 @@ export function gateHandlers(handlers: Handlers, ended: EndedSessions, shared?: 
           ended.endLocator(s.locatorHex, { code: r.code, message: r.message }, r.untilMs);
           return { error: r.code, message: r.message };
         },
-        () => h(ctx),
+        (err: unknown) => (everyTime ? Promise.reject(err) : h(ctx)),
       );
     };
   }

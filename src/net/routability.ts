@@ -16,6 +16,7 @@
 import type { KeyObject } from 'node:crypto';
 import { createHash, createHmac, diffieHellman, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { WorkerChannel } from '../common/workers.js';
 import type { Address } from '../wire/addr.js';
 import { normaliseIp, packIp } from '../wire/addr.js';
 import type { Bodies } from '../wire/catalog.js';
@@ -267,6 +268,22 @@ export class AddressValidation {
   private remember(sidHex: string, addr: string): void {
     this.byId.set(sidHex, withNewest(this.byId.get(sidHex), addr));
   }
+}
+
+/**
+ * `locatord --workers`: pass the addresses `v` validates to the other workers and take theirs,
+ * over the worker's channel to the primary, which forwards each message to the others. The
+ * addresses of one event-loop turn leave in one message at its end (the channel's batch): a
+ * message per address cost the sender a pipe write each, 4-6% of a worker's CPU on first
+ * REGISTERs (bench --only register). A request that reaches another worker before the message
+ * is challenged there once, as when a message per address raced the datagram. A batch that
+ * cannot be sent (the primary is gone: the workers are stopping) is dropped: the others challenge.
+ */
+export function shareValidations(v: AddressValidation, primary: WorkerChannel): void {
+  v.onAccepted = (sidHex, addr) => primary.batch('addr-validated', [sidHex, addr], () => undefined);
+  primary.on('addr-validated', (m) => {
+    for (const [sidHex, addr] of m.b) v.acceptKey(sidHex, addr);
+  });
 }
 
 /** `list` (address keys, oldest first) with `k` moved or added last, the newest MAX_VALIDATED_PER_SESSION kept. */

@@ -105,8 +105,10 @@ export interface DatagramServerOptions {
   /**
    * Session messages whose handler takes the shared replay window's claim itself
    * (RequestContext.claim): it must do nothing the request asks before the claim is taken (its
-   * store folds it into its first write, or it calls `ensure()`). Others are claimed before the
-   * handler runs.
+   * store folds it into its first write, or it calls `ensure()`), bar writes that a copy of the
+   * request repeats to the same effect (locatord's REGISTER shares its session first). Others are
+   * claimed before the handler runs. A session a message opens is committed before its handler,
+   * also when the claim is then refused: it is the session the other copy opened too.
    */
   claimInHandler?: ReadonlySet<MessageName>;
 }
@@ -405,7 +407,7 @@ export class DatagramServer {
       // `claimInHandler` gets the claim to fold into its store's write (one round trip less).
       const claim = this.opts.sessions!.claim(session, msg.auth.seq, from);
       if (claim) {
-        if (!fresh && this.opts.claimInHandler?.has(msg.name)) return this.execute(raw, from, msg, handler, session, fresh, keyed, claim);
+        if (this.opts.claimInHandler?.has(msg.name)) return this.execute(raw, from, msg, handler, session, fresh, keyed, claim);
         const s = session;
         return this.afterClaim(claim, raw, from, msg, s, keyed, () => this.execute(raw, from, msg, handler, s, fresh, keyed));
       }

@@ -5,34 +5,18 @@
 import t from 'tap';
 import { EventEmitter } from 'node:events';
 import { decodeWorkerMessage, WorkerChannel } from '../../src/common/workers.js';
-
-/** Two channels joined by a fake pipe (JSON round trip, delivered on a later turn as node's IPC does). */
-function pipe(): { a: WorkerChannel; b: WorkerChannel; sent: unknown[] } {
-  const sent: unknown[] = [];
-  const pa = new EventEmitter();
-  const pb = new EventEmitter();
-  const end = (self: EventEmitter, other: EventEmitter) => Object.assign(self, {
-    isConnected: () => true,
-    send: (m: unknown): boolean => {
-      sent.push(m);
-      const copy: unknown = JSON.parse(JSON.stringify(m));
-      setImmediate(() => other.emit('message', copy));
-      return true;
-    },
-  });
-  return { a: new WorkerChannel(end(pa, pb)), b: new WorkerChannel(end(pb, pa)), sent };
-}
+import { workerPipe as pipe } from '../helpers/worker-pipe.js';
 
 t.test('messages reach the listeners of their kind only', async (t) => {
   const { a, b } = pipe();
   const got: unknown[] = [];
-  b.on('addr-validated', (m) => got.push(['addr', m.sid, m.addr]));
+  b.on('addr-validated', (m) => got.push(['addr', ...m.b.flat()]));
   const off = b.on('revoke-ack', (m) => got.push(['ack', m.rid]));
-  t.ok(a.send({ k: 'addr-validated', sid: 'ab', addr: '192.0.2.1:1' }));
+  t.ok(a.send({ k: 'addr-validated', b: [['ab', '192.0.2.1|1']] }));
   t.ok(a.send({ k: 'revoke-ack', rid: '01' }));
   await new Promise((r) => setImmediate(r));
   await new Promise((r) => setImmediate(r));
-  t.same(got, [['addr', 'ab', '192.0.2.1:1'], ['ack', '01']]);
+  t.same(got, [['addr', 'ab', '192.0.2.1|1'], ['ack', '01']]);
   off();
   a.send({ k: 'revoke-ack', rid: '02' });
   await new Promise((r) => setImmediate(r));
@@ -44,6 +28,10 @@ t.test('what is not one of our messages is ignored', async (t) => {
   t.equal(decodeWorkerMessage({ cmd: 'NODE_CLUSTER', act: 'online' }), undefined, "node's own cluster messages");
   t.equal(decodeWorkerMessage({ k: 'scrape', id: '1' }), undefined, 'a known kind of the wrong shape');
   t.equal(decodeWorkerMessage({ k: 'toString' }), undefined, 'no kind from the prototype');
+  t.equal(decodeWorkerMessage({ k: 'addr-validated', sid: 'ab', addr: '192.0.2.1|1' }), undefined, 'a validated address outside a batch (the message of before)');
+  t.equal(decodeWorkerMessage({ k: 'addr-validated', b: [['ab', '192.0.2.1|1'], ['ab']] }), undefined, 'a batch with one item of the wrong shape');
+  t.equal(decodeWorkerMessage({ k: 'addr-validated', b: [['ab', 7]] }), undefined, 'an address that is not a string');
+  t.same(decodeWorkerMessage({ k: 'addr-validated', b: [] }), { k: 'addr-validated', b: [] });
   t.equal(decodeWorkerMessage(null), undefined);
   t.same(decodeWorkerMessage({ k: 'metrics', id: 3, text: 'x 1\n', worker: 0 }), { k: 'metrics', id: 3, text: 'x 1\n', worker: 0 });
 });

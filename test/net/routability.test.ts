@@ -5,13 +5,16 @@
 // it; the challenged datagram is then executable again (its number not spent, here or in a
 // shared window).
 import t from 'tap';
-import { AddressValidation, TOKEN_SLOT_MS } from '../../src/net/routability.js';
+import { randomBytes } from 'node:crypto';
+import { AddressValidation, shareValidations, TOKEN_SLOT_MS } from '../../src/net/routability.js';
+import { nextTurns, workerPipe } from '../helpers/worker-pipe.js';
 import { HeldSession, MAX_VALIDATED_PER_SESSION, newServerSession, ServerSessions } from '../../src/net/sessions.js';
 import type { ServerSession } from '../../src/net/sessions.js';
 import { TicketVerifier } from '../../src/wire/ticket.js';
 import type { SessionSlots } from '../../src/net/sessions.js';
 import type { Handlers } from '../../src/net/server.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
+import { rawKey } from '../../src/wire/session.js';
 import { encodeClaims, parseClaims } from '../../src/wire/ticket-parse.js';
 import { encodeCbor } from '../../src/wire/cbor.js';
 import { A, B, decoded, harness, rid, sessionWorld } from './fixtures/net.js';
@@ -104,25 +107,47 @@ t.test('elsewhere: one small challenge instead of a larger answer; its proof val
   t.equal(h2.metrics.get('addr_proofs_total', { result: 'bad' }), 1, 'expired token');
 });
 
-t.test('--workers: an address validated at one worker is validated at another (onAccepted -> acceptKey)', async (t) => {
+t.test('--workers: an address validated at one worker is validated at another (shareValidations, one message per turn)', async (t) => {
   const w = sessionWorld(undefined, { ticketAddr: A });
   const calls = { n: 0 };
   const one = new AddressValidation({ now: () => w.clock.ms });
   const other = new AddressValidation({ now: () => w.clock.ms });
-  const passed: [string, string][] = [];
-  one.onAccepted = (sid, addr) => {
-    passed.push([sid, addr]);
-    other.acceptKey(sid, addr);
+  // Worker one's channel and worker two's, joined directly: the primary forwards messages as they come.
+  const { a, b, sent } = workerPipe();
+  shareValidations(one, a);
+  shareValidations(other, b);
+  // Worker two has its own sessions: those opened at worker one it reads from the shared store
+  // (here, worker one's, as Redis would hand them over), so what it knows of their addresses
+  // came over the channel.
+  const shared = (sidHex: string): Promise<ServerSession | undefined> => {
+    const s = w.sessions.get(sidHex);
+    return Promise.resolve(s && newServerSession({
+      sid: s.sid, sidHex: s.sidHex, locatorId: s.locatorId, aud: s.aud, exp: s.exp,
+      terminalToServer: rawKey(s.keys.terminalToServer), serverToTerminal: rawKey(s.keys.serverToTerminal),
+    }));
   };
   const h1 = harness({ handlers: handlers(calls), sessions: w.sessions, clock: w.clock, addressValidation: one });
-  const h2 = harness({ handlers: handlers(calls), sessions: w.sessions, clock: w.clock, addressValidation: other });
+  const h2 = harness({ handlers: handlers(calls), sessions: w.instance({ remote: shared }), clock: w.clock, addressValidation: other });
   const cs = w.client();
-  // The session opens at worker one from the ticket's address: validated there, and passed on.
-  await h1.server.receive(cs.encode('REGISTER', rid(1), { ticket: w.ticket, timeMs: w.clock.ms }), A);
-  t.equal(passed.length, 1, 'the validation was passed on');
-  // Its next request reaches worker two: answered, not challenged.
+  const ticket2 = w.issue({ cti: randomBytes(16) });
+  const cs2 = w.client(ticket2);
+  // Two sessions open at worker one from their tickets' address in one turn: validated there,
+  // and passed on in one message once the turn ends.
+  await Promise.all([
+    h1.server.receive(cs.encode('REGISTER', rid(1), { ticket: w.ticket, timeMs: w.clock.ms }), A),
+    h1.server.receive(cs2.encode('REGISTER', rid(1), { ticket: ticket2, timeMs: w.clock.ms }), A),
+  ]);
+  t.equal(sent.length, 0, 'nothing sent within the turn');
+  await nextTurns();
+  t.equal(sent.length, 1, 'one message for the turn');
+  const m = sent[0] as { k: string; b: [string, string][] };
+  t.equal(m.k, 'addr-validated');
+  t.same(m.b.map(([sid]) => sid), [cs.sid.toString('hex'), cs2.sid.toString('hex')], 'both sessions in it');
+  t.equal(new Set(m.b.map(([, addr]) => addr)).size, 1, 'the same address for both');
+  // Their next requests reach worker two: answered, not challenged.
   await h2.server.receive(cs.encode('REFRESH', rid(2), {}), A);
-  t.same(h2.socket.sent.map((s) => decoded(s.bytes).name), ['REFRESH_ACK']);
+  await h2.server.receive(cs2.encode('REFRESH', rid(2), {}), A);
+  t.same(h2.socket.sent.map((s) => decoded(s.bytes).name), ['REFRESH_ACK', 'REFRESH_ACK']);
   // From another address it is still challenged at either.
   await h2.server.receive(cs.encode('REFRESH', rid(3), {}), B);
   t.equal(decoded(h2.socket.sent.at(-1)!.bytes).name, 'ADDR_CHALLENGE');

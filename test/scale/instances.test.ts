@@ -16,6 +16,7 @@ import { needs } from '../ops/tools.js';
 import { startRedis } from './fixtures/redis-server.js';
 import { scrapeMetrics } from '../helpers/metrics.js';
 import { RedisClient } from '../../src/locatord/store/redis-client.js';
+import { UdpClient } from '../../src/net/client.js';
 
 /** The suite starts its own redis-server (and redis-cli for the Cluster): skipped, saying so, without them. */
 const noRedis = needs('redis-server and redis-cli', hasRedis()).skip; // required in CI
@@ -81,6 +82,31 @@ t.test('a REFRESH is one Redis command: the shared window claim and the presence
   for (let i = 0; i < n; i++) await alice.expect(t, 'REFRESH_ACK', alice.request('REFRESH', {}));
   // Before issue 16's change, two: the claim (before the handler), then the compare-and-set.
   t.equal(await scripts() - before, n, `${n} REFRESHes, ${n} scripts`);
+});
+
+t.test("a first REGISTER from its ticket's address is one script: the shared window claim and the presence write", { skip: noRedis }, async (t) => {
+  const redis = await startRedis(t);
+  const keys = makeKeys();
+  const a = await locatord(t, keys, redis);
+  const raw = new RedisClient({ nodes: [{ host: '127.0.0.1', port: redis.port }] });
+  t.teardown(() => raw.close());
+  const scripts = async (): Promise<number> => {
+    const info = String(await raw.call(['INFO', 'commandstats']));
+    return [...info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+  const n = 5;
+  // One more, first: its script reaches Redis as EVALSHA, then EVAL (NOSCRIPT: not loaded yet).
+  const clients = await Promise.all(Array.from({ length: n + 1 }, () => UdpClient.open({ bind: { host: '127.0.0.1', port: 0 }, policy: { initialTimeoutMs: 300, deadlineMs: 10_000 } })));
+  t.teardown(() => clients.forEach((c) => c.close()));
+  const terms = await Promise.all(clients.map((client) => Terminal.open(t, keys, dest(a), { client, addr: { ip: '127.0.0.1', port: client.localPort } })));
+  const first = terms.pop()!;
+  await first.expect(t, 'REGISTER_ACK', first.register({}));
+  const before = await scripts();
+  for (const x of terms) await x.expect(t, 'REGISTER_ACK', x.register({}));
+  // Until 2026-12-07, two: the claim (before the handler), then the compare-and-set.
+  t.equal(await scripts() - before, n, `${n} first REGISTERs, ${n} scripts`);
+  const q = await terms[0]!.expect(t, 'QUERY_STATUS_RESULT', terms[0]!.request('QUERY_STATUS', { ids: terms.map((x) => x.locatorId) }));
+  t.same(q.body.online, terms.map(() => true), 'all registered');
 });
 
 t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and served again', { skip: noRedis }, async (t) => {

@@ -92,3 +92,43 @@ t.test('gateHandlers: the shared refusal list is asked at most once per interval
   t.match(handlers['QUERY_ADDR']!(ctx), { error: ErrorCode.REVOKED }, 'and every later one, without asking (ended locally now)');
   t.same(asked, ['aa', 'aa']);
 });
+
+t.test('gateHandlers: a message of everyTime (REGISTER) asks each time, once, and fails with the lookup', async (t) => {
+  const { gateHandlers } = await import('../../src/net/ended.js');
+  const now = 1_000_000;
+  const ended = new EndedSessions(100, () => now);
+  const asked: string[] = [];
+  let revoked = false;
+  let down = false;
+  const shared = {
+    intervalMs: 2000,
+    now: () => now,
+    everyTime: new Set(['REGISTER']),
+    lookup: async (hex: string) => {
+      asked.push(hex);
+      if (down) throw new Error('redis: no reply');
+      return revoked ? { code: ErrorCode.REVOKED, message: 'device revoked', untilMs: now + 60_000 } : undefined;
+    },
+  };
+  let ran = 0;
+  const run = (): null => {
+    ran++;
+    return null;
+  };
+  const handlers = gateHandlers({ REGISTER: run, QUERY_ADDR: run } as never, ended, shared) as unknown as Record<string, (ctx: unknown) => unknown>;
+  const ctx = { session: { sidHex: 's1', locatorHex: 'aa' } };
+  await handlers['QUERY_ADDR']!(ctx);
+  t.same(asked, ['aa'], 'the first message asks');
+  await handlers['REGISTER']!(ctx);
+  t.same(asked, ['aa', 'aa'], 'a REGISTER within the interval asks again');
+  t.equal(ran, 2, 'both ran');
+  await handlers['QUERY_ADDR']!(ctx);
+  t.same(asked, ['aa', 'aa'], 'other messages still ask once per interval');
+  down = true;
+  await t.rejects(Promise.resolve(handlers['REGISTER']!(ctx)), /no reply/, "a REGISTER whose lookup failed fails (the server answers the store's error)");
+  t.equal(ran, 3, 'and did not run');
+  down = false;
+  revoked = true;
+  t.match(await handlers['REGISTER']!(ctx), { error: ErrorCode.REVOKED }, 'a revoked terminal cannot register again');
+  t.equal(ran, 3);
+});

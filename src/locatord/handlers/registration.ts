@@ -16,7 +16,6 @@ import { NEEDS_VALIDATION } from '../../net/routability.js';
 import type { HandlerResult, RequestContext } from '../../net/server.js';
 import type { Bodies } from '../../wire/catalog.js';
 import { ErrorCode } from '../../wire/errors.js';
-import type { ErrorCode as ErrorCodeT } from '../../wire/errors.js';
 import { peekTicket } from '../../wire/ticket.js';
 import { sameAddress } from '../../wire/addr.js';
 import type { LocatorContext } from '../context.js';
@@ -65,17 +64,10 @@ function renewed(
   return { next, ack: { observed: from, ttlS: g.ttlS, refreshS: g.refreshS, locatorId } };
 }
 
+// A revoked terminal (issue 19) never gets here: the gate of net/ended.ts answered it, from the
+// sessions ended here or, with --store redis, from the shared refusal list, which it asks for
+// every REGISTER (locatord/server.ts sharedRefusals).
 export function register(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybePromise<HandlerResult> {
-  // A revoked terminal (issue 19): the shared refusal list (Redis: written by whichever instance
-  // authd's REVOKE reached; embedded: nothing, the gate of net/ended.ts already answered).
-  return then(c.store.refusal(ctx.session!.locatorHex), (refused): MaybePromise<HandlerResult> => {
-    if (!refused) return registerNow(c, ctx);
-    c.ended.endLocator(ctx.session!.locatorHex, { code: refused.code as ErrorCodeT, message: refused.message }, refused.untilMs);
-    return { error: refused.code as ErrorCodeT, message: refused.message };
-  });
-}
-
-function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybePromise<HandlerResult> {
   const s = ctx.session! as KeyedSession;
   const seq = ctx.msg.auth!.seq;
   const b = ctx.msg.body;
@@ -125,7 +117,7 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
       const unknown = fetched ? undefined : unknownSession(rec);
       if (unknown) return { result: unknown };
       return stale(rec) ? { result: rec } : { result: undefined, put: p };
-    }, s);
+    }, s, ctx.claim);
     return then(both(written, saved), ([older]) => {
       if (typeof older === 'string') return c.sessions.fetch(older).then(() => bind(true), () => bind(true));
       if (older) return staleAck(older);
@@ -148,7 +140,9 @@ function registerNow(c: LocatorContext, ctx: RequestContext<'REGISTER'>): MaybeP
   // is caught before the joins.
   return then(both(record(), saved), ([rec]) => {
     if (stale(rec)) return staleAck(rec);
-    return then(limitedJoins(c, s, ctx.from, joins, (reqs) => c.store.groups.joinAll(s.locatorId, reqs)), (n) => (typeof n === 'number' ? bind(true) : n));
+    // The shared window's claim (--store redis) alone before the joins, which are writes.
+    return then(ctx.claim?.ensure(), () =>
+      then(limitedJoins(c, s, ctx.from, joins, (reqs) => c.store.groups.joinAll(s.locatorId, reqs)), (n) => (typeof n === 'number' ? bind(true) : n)));
   });
 }
 
