@@ -91,6 +91,8 @@ export interface SharedRefusals {
   intervalMs: number;
   now: () => number;
   everyTime?: ReadonlySet<string>;
+  /** The answer to a message of `everyTime` whose lookup failed (the store's failure as a refusal); default: the handler fails with the lookup's error. */
+  failed?: (err: unknown) => HandlerResult | Promise<HandlerResult>;
 }
 
 /** Terminals whose shared refusal was looked up recently (bounded: at most one lookup each per interval). */
@@ -118,7 +120,7 @@ export function gateHandlers(handlers: Handlers, ended: EndedSessions, shared?: 
           ended.endLocator(s.locatorHex, { code: r.code, message: r.message }, r.untilMs);
           return { error: r.code, message: r.message };
         },
-        (err: unknown) => (everyTime ? Promise.reject(err) : h(ctx)),
+        (err: unknown) => (!everyTime ? h(ctx) : shared.failed ? shared.failed(err) : Promise.reject(err)),
       );
     };
   }

@@ -119,6 +119,11 @@ t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and s
   const r = await term.request('REFRESH', {});
   t.equal(errorCodeOf(r), ErrorCode.TRY_LATER);
   t.ok(r.msg.name === 'ERROR' && (r.msg.body.retryAfterMs ?? 0) > 0, 'retryAfterMs on the wire');
+  // A REGISTER asks the shared refusal list first: that lookup fails, and so does the REGISTER.
+  const rr = await term.register();
+  t.equal(errorCodeOf(rr), ErrorCode.TRY_LATER, 'REGISTER: TRY_LATER');
+  t.ok(rr.msg.name === 'ERROR' && (rr.msg.body.retryAfterMs ?? 0) > 0, 'with retryAfterMs');
+  t.notOk(a.lines.some((l) => l['msg'] === 'handler failed'), 'an unavailable Redis is not a handler bug');
   await a.waitFor((l) => l['msg'] === 'redis connection lost');
   await redis.start();
   await a.waitFor((l) => l['msg'] === 'redis connection restored');

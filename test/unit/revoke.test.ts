@@ -127,6 +127,9 @@ t.test('gateHandlers: a message of everyTime (REGISTER) asks each time, once, an
   down = true;
   await t.rejects(Promise.resolve(handlers['REGISTER']!(ctx)), /no reply/, "a REGISTER whose lookup failed fails (the server answers the store's error)");
   t.equal(ran, 3, 'and did not run');
+  const mapped = gateHandlers({ REGISTER: run } as never, ended, { ...shared, failed: () => ({ error: ErrorCode.TRY_LATER, message: 'store unavailable', retryAfterMs: 50 }) }) as unknown as Record<string, (ctx: unknown) => unknown>;
+  t.match(await mapped['REGISTER']!(ctx), { error: ErrorCode.TRY_LATER, retryAfterMs: 50 }, 'or is answered what `failed` makes of the error (locatord: TRY_LATER)');
+  t.equal(ran, 3, 'and did not run');
   down = false;
   revoked = true;
   t.match(await handlers['REGISTER']!(ctx), { error: ErrorCode.REVOKED }, 'a revoked terminal cannot register again');
