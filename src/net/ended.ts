@@ -83,8 +83,9 @@ export class EndedSessions {
  * per terminal, before running one of its messages. A lookup that fails lets the message run
  * (the registration itself is already gone everywhere). The messages named in `everyTime`
  * (locatord: REGISTER, so that a revoked terminal cannot register again anywhere) ask every
- * time, and fail with the lookup: the one place that asks for them (until 2026-12-07 the
- * REGISTER handler asked again after this gate, two reads of the same key per first REGISTER).
+ * time and do not run when the lookup fails (answered what `failed` makes of it): this is the one
+ * place that asks for them (until 2026-12-07 the REGISTER handler asked again after this gate,
+ * two reads of the same key per first REGISTER).
  */
 export interface SharedRefusals {
   lookup(locatorHex: string): Promise<(EndReason & { untilMs: number }) | undefined>;
