@@ -12,7 +12,7 @@
 // queues them with `batch()`: the items of one event-loop turn leave in one message, since a
 // message per item cost each side a pipe write, a wake-up of the other process and a JSON parse
 // (bench/authd.ts; for locatord's first REGISTERs the sender's pipe write alone was 4-6% of a
-// worker's CPU, bench --only register).
+// worker's CPU in a profile under the load of bench --only register).
 import cluster from 'node:cluster';
 import type { Running } from './daemon.js';
 import type { Logger } from './log.js';

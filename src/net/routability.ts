@@ -274,8 +274,8 @@ export class AddressValidation {
  * `locatord --workers`: pass the addresses `v` validates to the other workers and take theirs,
  * over the worker's channel to the primary, which forwards each message to the others. The
  * addresses of one event-loop turn leave in one message at its end (the channel's batch): a
- * message per address cost the sender a pipe write each, 4-6% of a worker's CPU on first
- * REGISTERs (bench --only register). A request that reaches another worker before the message
+ * message per address cost the sender a pipe write each, 4-6% of a worker's CPU in a profile of
+ * first REGISTERs (the load of bench --only register). A request that reaches another worker before the message
  * is challenged there once, as when a message per address raced the datagram. A batch that
  * cannot be sent (the primary is gone: the workers are stopping) is dropped: the others challenge.
  */
