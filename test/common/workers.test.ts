@@ -5,7 +5,7 @@
 import t from 'tap';
 import { EventEmitter } from 'node:events';
 import { decodeWorkerMessage, WorkerChannel } from '../../src/common/workers.js';
-import { workerPipe as pipe } from '../helpers/worker-pipe.js';
+import { nextTurns, workerPipe as pipe } from '../helpers/worker-pipe.js';
 
 t.test('messages reach the listeners of their kind only', async (t) => {
   const { a, b } = pipe();
@@ -14,13 +14,11 @@ t.test('messages reach the listeners of their kind only', async (t) => {
   const off = b.on('revoke-ack', (m) => got.push(['ack', m.rid]));
   t.ok(a.send({ k: 'addr-validated', b: [['ab', '192.0.2.1|1']] }));
   t.ok(a.send({ k: 'revoke-ack', rid: '01' }));
-  await new Promise((r) => setImmediate(r));
-  await new Promise((r) => setImmediate(r));
+  await nextTurns();
   t.same(got, [['addr', 'ab', '192.0.2.1|1'], ['ack', '01']]);
   off();
   a.send({ k: 'revoke-ack', rid: '02' });
-  await new Promise((r) => setImmediate(r));
-  await new Promise((r) => setImmediate(r));
+  await nextTurns();
   t.equal(got.length, 2, 'a listener that stopped hears nothing more');
 });
 
@@ -47,8 +45,7 @@ t.test('batch: the items of one event-loop turn leave in one message', async (t)
   t.equal(sent.length, 0, 'not sent within the turn');
   await new Promise((r) => setImmediate(r));
   a.batch('gate-ask', [4, 'DEV', '00', 0, '01', '192.0.2.1:1'], unsent);
-  await new Promise((r) => setImmediate(r));
-  await new Promise((r) => setImmediate(r));
+  await nextTurns();
   t.same(batches, [3, 1], 'one message per turn');
 });
 
