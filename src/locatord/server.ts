@@ -12,7 +12,6 @@ import { Metrics } from '../common/metrics.js';
 import { RateLimiter } from '../net/ratelimit.js';
 import { AddressValidation, tokenKeyFrom } from '../net/routability.js';
 import { bindUdp, DatagramServer } from '../net/server.js';
-import type { Refusal } from '../net/server.js';
 import type { SharedRefusals } from '../net/ended.js';
 import { EndedSessions, gateHandlers } from '../net/ended.js';
 import { ServerSessions } from '../net/sessions.js';
@@ -20,7 +19,7 @@ import { pooledRid } from '../net/push.js';
 import { TicketVerifier } from '../wire/ticket.js';
 import type { LocatorContext } from './context.js';
 import { GroupStore } from './groups.js';
-import { locatorHandlers, storeFailure } from './handlers/index.js';
+import { locatorHandlers } from './handlers/index.js';
 import { Introductions, introTarget } from './handlers/introduce.js';
 import { PresencePushes, presenceGone } from './handlers/watch.js';
 import type { LocatordLimits, LocatordOptions } from './options.js';
@@ -206,7 +205,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
   const ctx = context;
-  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }), rateLimiter, handlers: gateHandlers(locatorHandlers(ctx), ended, sharedRefusals(store, now, (err) => storeFailure(ctx, err))), claimInHandler: CLAIM_IN_HANDLER });
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }), rateLimiter, handlers: locatorHandlers(ctx, (h) => gateHandlers(h, ended, sharedRefusals(store, now))), claimInHandler: CLAIM_IN_HANDLER });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 
@@ -334,15 +333,15 @@ export const SHARED_REFUSAL_CHECK_MS = 2000;
  * With --store redis, a REVOKE reaches the instance authd knows; the others see the terminal's
  * refusal in Redis within SHARED_REFUSAL_CHECK_MS of its next message (net/ended.ts).
  */
-function sharedRefusals(store: ServedStore, now: () => number, failed: (err: unknown) => Refusal | null): SharedRefusals | undefined {
+function sharedRefusals(store: ServedStore, now: () => number): SharedRefusals | undefined {
   if (store.kind !== 'redis') return undefined;
   return {
     intervalMs: SHARED_REFUSAL_CHECK_MS,
     now,
     // A revoked terminal registers again at no instance: its REGISTER asks every time, and is
-    // answered TRY_LATER (as any store failure in a handler) when Redis cannot say.
+    // answered TRY_LATER when Redis cannot say (the lookup's failure reaches locatorHandlers'
+    // store-failure guard, which sits outside this gate).
     everyTime: new Set(['REGISTER']),
-    failed: (err) => failed(err) ?? Promise.reject(err),
     lookup: async (hex) => {
       const r = await store.refusal(hex);
       return r ? { code: r.code as ErrorCodeT, message: r.message, untilMs: r.untilMs } : undefined;

@@ -83,8 +83,9 @@ export class EndedSessions {
  * per terminal, before running one of its messages. A lookup that fails lets the message run
  * (the registration itself is already gone everywhere). The messages named in `everyTime`
  * (locatord: REGISTER, so that a revoked terminal cannot register again anywhere) ask every
- * time and do not run when the lookup fails (answered what `failed` makes of it): this is the one
- * place that asks for them (until 2026-12-07 the REGISTER handler asked again after this gate,
+ * time and do not run when the lookup fails (the handler fails with the lookup's error, which
+ * locatord's store-failure guard, outside this gate, answers TRY_LATER): this is the one place
+ * that asks for them (until 2026-12-07 the REGISTER handler asked again after this gate,
  * two reads of the same key per first REGISTER).
  */
 export interface SharedRefusals {
@@ -92,8 +93,6 @@ export interface SharedRefusals {
   intervalMs: number;
   now: () => number;
   everyTime?: ReadonlySet<string>;
-  /** The answer to a message of `everyTime` whose lookup failed (the store's failure as a refusal); default: the handler fails with the lookup's error. */
-  failed?: (err: unknown) => HandlerResult | Promise<HandlerResult>;
 }
 
 /** Terminals whose shared refusal was looked up recently (bounded: at most one lookup each per interval). */
@@ -121,7 +120,7 @@ export function gateHandlers(handlers: Handlers, ended: EndedSessions, shared?: 
           ended.endLocator(s.locatorHex, { code: r.code, message: r.message }, r.untilMs);
           return { error: r.code, message: r.message };
         },
-        (err: unknown) => (!everyTime ? h(ctx) : shared.failed ? shared.failed(err) : Promise.reject(err)),
+        (err: unknown) => (everyTime ? Promise.reject(err) : h(ctx)),
       );
     };
   }

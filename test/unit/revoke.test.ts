@@ -60,78 +60,85 @@ t.test('EndedSessions: entries whose tickets expired leave the list (at most a p
   t.equal(e.size, 0, 'and none once every ticket expired: the list is empty again');
 });
 
-t.test('gateHandlers: the shared refusal list is asked at most once per interval per terminal', async (t) => {
+/** A gate over `names` (each counts its runs) with a shared refusal list on a fake clock: what it asked, and switches for revoked / down. */
+async function sharedGate(names: string[], everyTime?: string[]) {
   const { gateHandlers } = await import('../../src/net/ended.js');
-  let now = 1_000_000;
-  const ended = new EndedSessions(100, () => now);
-  const asked: string[] = [];
-  let revoked = false;
+  const f = { now: 1_000_000, asked: [] as string[], revoked: false, down: false, ran: 0 };
+  const ended = new EndedSessions(100, () => f.now);
   const shared = {
     intervalMs: 2000,
-    now: () => now,
+    now: () => f.now,
+    ...(everyTime ? { everyTime: new Set(everyTime) } : {}),
     lookup: async (hex: string) => {
-      asked.push(hex);
-      return revoked ? { code: ErrorCode.REVOKED, message: 'device revoked', untilMs: now + 60_000 } : undefined;
+      f.asked.push(hex);
+      if (f.down) throw new Error('redis: no reply');
+      return f.revoked ? { code: ErrorCode.REVOKED, message: 'device revoked', untilMs: f.now + 60_000 } : undefined;
     },
   };
-  let ran = 0;
-  const handlers = gateHandlers({ QUERY_ADDR: () => { ran++; return null; } } as never, ended, shared) as unknown as Record<string, (ctx: unknown) => unknown>;
-  const ctx = { session: { sidHex: 's1', locatorHex: 'aa' } };
+  const run = (): null => {
+    f.ran++;
+    return null;
+  };
+  const handlers = gateHandlers(Object.fromEntries(names.map((n) => [n, run])) as never, ended, shared) as unknown as Record<string, (ctx: unknown) => unknown>;
+  return { f, handlers, ctx: { session: { sidHex: 's1', locatorHex: 'aa' } } };
+}
+
+t.test('gateHandlers: the shared refusal list is asked at most once per interval per terminal', async (t) => {
+  const { f, handlers, ctx } = await sharedGate(['QUERY_ADDR']);
   await handlers['QUERY_ADDR']!(ctx);
-  t.same(asked, ['aa'], 'asked on the first message');
-  t.equal(ran, 1, 'and run');
-  revoked = true;
+  t.same(f.asked, ['aa'], 'asked on the first message');
+  t.equal(f.ran, 1, 'and run');
+  f.revoked = true;
   await handlers['QUERY_ADDR']!(ctx);
-  t.same(asked, ['aa'], 'not asked again within the interval');
-  t.equal(ran, 2);
-  now += 2000;
+  t.same(f.asked, ['aa'], 'not asked again within the interval');
+  t.equal(f.ran, 2);
+  f.now += 2000;
   const r = await handlers['QUERY_ADDR']!(ctx);
-  t.same(asked, ['aa', 'aa'], 'asked again after the interval');
+  t.same(f.asked, ['aa', 'aa'], 'asked again after the interval');
   t.match(r, { error: ErrorCode.REVOKED }, 'the revocation found there refuses the message');
-  t.equal(ran, 2, 'not run');
+  t.equal(f.ran, 2, 'not run');
   t.match(handlers['QUERY_ADDR']!(ctx), { error: ErrorCode.REVOKED }, 'and every later one, without asking (ended locally now)');
-  t.same(asked, ['aa', 'aa']);
+  t.same(f.asked, ['aa', 'aa']);
 });
 
 t.test('gateHandlers: a message of everyTime (REGISTER) asks each time, once, and fails with the lookup', async (t) => {
-  const { gateHandlers } = await import('../../src/net/ended.js');
-  const now = 1_000_000;
-  const ended = new EndedSessions(100, () => now);
-  const asked: string[] = [];
-  let revoked = false;
-  let down = false;
-  const shared = {
-    intervalMs: 2000,
-    now: () => now,
-    everyTime: new Set(['REGISTER']),
-    lookup: async (hex: string) => {
-      asked.push(hex);
-      if (down) throw new Error('redis: no reply');
-      return revoked ? { code: ErrorCode.REVOKED, message: 'device revoked', untilMs: now + 60_000 } : undefined;
-    },
-  };
-  let ran = 0;
-  const run = (): null => {
-    ran++;
-    return null;
-  };
-  const handlers = gateHandlers({ REGISTER: run, QUERY_ADDR: run } as never, ended, shared) as unknown as Record<string, (ctx: unknown) => unknown>;
-  const ctx = { session: { sidHex: 's1', locatorHex: 'aa' } };
+  const { f, handlers, ctx } = await sharedGate(['REGISTER', 'QUERY_ADDR'], ['REGISTER']);
   await handlers['QUERY_ADDR']!(ctx);
-  t.same(asked, ['aa'], 'the first message asks');
+  t.same(f.asked, ['aa'], 'the first message asks');
   await handlers['REGISTER']!(ctx);
-  t.same(asked, ['aa', 'aa'], 'a REGISTER within the interval asks again');
-  t.equal(ran, 2, 'both ran');
+  t.same(f.asked, ['aa', 'aa'], 'a REGISTER within the interval asks again');
+  t.equal(f.ran, 2, 'both ran');
   await handlers['QUERY_ADDR']!(ctx);
-  t.same(asked, ['aa', 'aa'], 'other messages still ask once per interval');
-  down = true;
-  await t.rejects(Promise.resolve(handlers['REGISTER']!(ctx)), /no reply/, "a REGISTER whose lookup failed fails (the server answers the store's error)");
-  t.equal(ran, 3, 'and did not run');
-  const mapped = gateHandlers({ REGISTER: run } as never, ended, { ...shared, failed: () => ({ error: ErrorCode.TRY_LATER, message: 'store unavailable', retryAfterMs: 50 }) }) as unknown as Record<string, (ctx: unknown) => unknown>;
-  t.match(await mapped['REGISTER']!(ctx), { error: ErrorCode.TRY_LATER, retryAfterMs: 50 }, 'or is answered what `failed` makes of the error (locatord: TRY_LATER)');
-  t.equal(ran, 3, 'and did not run');
-  down = false;
-  revoked = true;
+  t.same(f.asked, ['aa', 'aa'], 'other messages still ask once per interval');
+  t.equal(f.ran, 3, 'and run');
+  f.down = true;
+  await t.rejects(Promise.resolve(handlers['REGISTER']!(ctx)), /no reply/, "a REGISTER whose lookup failed fails with the lookup's error (locatord's store-failure guard answers it)");
+  t.equal(f.ran, 3, 'and did not run');
+  f.now += 2000;
+  await handlers['QUERY_ADDR']!(ctx);
+  t.equal(f.ran, 4, 'another message whose lookup failed runs');
+  f.down = false;
+  f.revoked = true;
   t.match(await handlers['REGISTER']!(ctx), { error: ErrorCode.REVOKED }, 'a revoked terminal cannot register again');
-  t.equal(ran, 3);
+  t.equal(f.ran, 4);
+});
+
+t.test("locatorHandlers: a store failure in the gate's own lookup is answered TRY_LATER, as one in a handler", async (t) => {
+  const { locatorHandlers } = await import('../../src/locatord/handlers/index.js');
+  const { RedisUnavailable } = await import('../../src/locatord/store/redis-url.js');
+  const counted: unknown[] = [];
+  const logged: string[] = [];
+  const c = { metrics: { inc: (...a: unknown[]) => counted.push(a) }, logger: { refusal: (what: string) => logged.push(what) } };
+  let gated: string[] = [];
+  const handlers = locatorHandlers(c as never, (h) => {
+    gated = Object.keys(h);
+    // What gateHandlers does with REGISTER when Redis cannot say: it fails with the lookup's error.
+    return { ...h, REGISTER: () => Promise.reject(new RedisUnavailable('redis: not connected', 20)), QUERY_ADDR: () => Promise.reject(new Error('a bug')) };
+  }) as unknown as Record<string, (ctx: unknown) => unknown>;
+  t.ok(gated.includes('REGISTER') && gated.includes('REVOKE') && gated.includes('PRESENCE_ACK'), 'the gate sees every handler');
+  t.same(Object.keys(handlers).sort(), gated.sort(), 'and the guard every gated one');
+  t.match(await handlers['REGISTER']!({}), { error: ErrorCode.TRY_LATER, retryAfterMs: 50 }, 'TRY_LATER, retry after at least 50 ms');
+  t.same(logged, ['redis-error'], 'a log line');
+  t.match(counted, [['redis_errors_total', { kind: 'unavailable' }]], 'a count');
+  await t.rejects(Promise.resolve(handlers['QUERY_ADDR']!({})), /a bug/, 'any other error still fails the handler (the server logs it)');
 });

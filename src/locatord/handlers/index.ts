@@ -26,43 +26,55 @@ export function storeFailure(c: LocatorContext, err: unknown): Refusal | null {
   return null;
 }
 
-/** Every handler of locatord over `c.store`. */
-export function locatorHandlers(c: LocatorContext): Handlers {
-  const guard = <N extends keyof Handlers & string>(fn: (c: LocatorContext, ctx: RequestContext<N>) => MaybePromise<HandlerResult>) =>
-    (ctx: RequestContext<N>): MaybePromise<HandlerResult> => {
-      let out: MaybePromise<HandlerResult>;
-      try {
-        out = fn(c, ctx);
-      } catch (err) {
-        const r = storeFailure(c, err);
-        if (r) return r;
-        throw err;
-      }
-      if (!isPromise(out)) return out;
-      return out.catch((err: unknown) => {
-        const r = storeFailure(c, err);
-        if (r) return r;
-        throw err;
-      });
-    };
-  return {
-    REGISTER: guard(register),
-    REFRESH: guard(refresh),
-    UNREGISTER: guard(unregister),
-    PROBE_ACK: guard(probeAck),
-    QUERY_ADDR: guard(queryAddr),
-    QUERY_STATUS: guard(queryStatus),
-    GROUP_CREATE: guard(groupCreate),
-    GROUP_JOIN: guard(groupJoin),
-    GROUP_LEAVE: guard(groupLeave),
-    GROUP_MEMBERS: guard(groupMembers),
-    INTRODUCE: guard(introduce),
-    INTRO_ACK: (ctx) => introAck(c, ctx),
-    WATCH: guard(watch),
-    UNWATCH: guard(unwatch),
-    PRESENCE_SET: guard(presenceSet),
-    PRESENCE_ACK: (ctx) => presenceAck(c, ctx),
-    SEARCH: guard(search),
-    REVOKE: guard(revoke),
-  } as Handlers;
+/**
+ * Every handler of locatord over `c.store`, behind `gate` (net/ended.ts's gateHandlers: ended
+ * sessions and the shared refusal list), with the store-failure guard outside both: a Redis
+ * failure in the gate's own lookup (REGISTER asks every time) is answered as one in a handler.
+ */
+export function locatorHandlers(c: LocatorContext, gate: (handlers: Handlers) => Handlers = (h) => h): Handlers {
+  const bind = <N extends keyof Handlers & string>(fn: (c: LocatorContext, ctx: RequestContext<N>) => MaybePromise<HandlerResult>) =>
+    (ctx: RequestContext<N>): MaybePromise<HandlerResult> => fn(c, ctx);
+  const gated = gate({
+    REGISTER: bind(register),
+    REFRESH: bind(refresh),
+    UNREGISTER: bind(unregister),
+    PROBE_ACK: bind(probeAck),
+    QUERY_ADDR: bind(queryAddr),
+    QUERY_STATUS: bind(queryStatus),
+    GROUP_CREATE: bind(groupCreate),
+    GROUP_JOIN: bind(groupJoin),
+    GROUP_LEAVE: bind(groupLeave),
+    GROUP_MEMBERS: bind(groupMembers),
+    INTRODUCE: bind(introduce),
+    INTRO_ACK: bind(introAck),
+    WATCH: bind(watch),
+    UNWATCH: bind(unwatch),
+    PRESENCE_SET: bind(presenceSet),
+    PRESENCE_ACK: bind(presenceAck),
+    SEARCH: bind(search),
+    REVOKE: bind(revoke),
+  } as Handlers);
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(gated)) out[name] = guarded(c, fn as (ctx: RequestContext) => MaybePromise<HandlerResult>);
+  return out as Handlers;
+}
+
+/** `fn` with a store failure, thrown or rejected, answered as storeFailure says (other errors pass). */
+function guarded(c: LocatorContext, fn: (ctx: RequestContext) => MaybePromise<HandlerResult>): (ctx: RequestContext) => MaybePromise<HandlerResult> {
+  return (ctx) => {
+    let out: MaybePromise<HandlerResult>;
+    try {
+      out = fn(ctx);
+    } catch (err) {
+      const r = storeFailure(c, err);
+      if (r) return r;
+      throw err;
+    }
+    if (!isPromise(out)) return out;
+    return out.catch((err: unknown) => {
+      const r = storeFailure(c, err);
+      if (r) return r;
+      throw err;
+    });
+  };
 }
