@@ -177,6 +177,8 @@ const DIRECTION_TEXT: Record<string, string> = {
 const AUTH_TEXT: Record<string, string> = {
   none: 'none (unauthenticated; see ANTI-AMPLIFICATION)',
   sealed: 'sealed to authd\'s key (see AUTHENTICATION)',
+  // AUTH_RESPONSE: sealed back to the terminal's one-shot key, not to authd's.
+  'sealed authd->terminal': 'sealed under responseKey, from the request\'s one-shot key (see AUTH_RESPONSE under AUTHENTICATION)',
   session: 'session MAC in the envelope (see SESSIONS)',
 };
 const PEER_AUTH_TEXT = 'channel MAC in the envelope, the channel ID in the session ID slot (see PEER CHANNELS)';
@@ -213,7 +215,7 @@ export function messagesBlock(): string[] {
     out.push('.It Type', ...prose(roleText(spec, type)));
     out.push('.It Direction', ...prose(DIRECTION_TEXT[spec.direction] ?? spec.direction));
     out.push('.It Service', ...prose(serviceText(spec)));
-    out.push('.It Authentication', ...prose(spec.name === 'ERROR' ? 'session MAC when the refused request had a valid one, else none' : spec.service === 'peer' ? PEER_AUTH_TEXT : spec.name === 'REVOKE' ? "Ed25519 signature of authd's signing key in the body (see REVOCATION)" : spec.name === 'REVOKE_ACK' ? 'none; it carries the REVOKE request ID, which only the recipient saw' : AUTH_TEXT[spec.auth]!));
+    out.push('.It Authentication', ...prose(spec.name === 'ERROR' ? 'session MAC when the refused request had a valid one, else none' : spec.service === 'peer' ? PEER_AUTH_TEXT : spec.name === 'REVOKE' ? "Ed25519 signature of authd's signing key in the body (see REVOCATION)" : spec.name === 'REVOKE_ACK' ? 'none; it carries the REVOKE request ID, which only the recipient saw' : (AUTH_TEXT[`${spec.auth} ${spec.direction}`] ?? AUTH_TEXT[spec.auth])!));
     out.push('.El');
     out.push(...fieldTable(spec.fields));
   }

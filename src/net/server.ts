@@ -605,10 +605,14 @@ export class DatagramServer {
     let result = handled;
     const now = performance.now();
     metrics.observe('request_duration_seconds', 'Time to handle a request', (now - started) / 1e3);
-    if (session && unvalidated && (result === NEEDS_VALIDATION || (Buffer.isBuffer(result) && result.length > raw.length))) {
+    // A refusal by the handler is an answer too: MACed, and to an unvalidated address only when it
+    // is no larger than the request (built here once, so its sequence number is taken once).
+    let refusal: Buffer | null | undefined;
+    if (session && unvalidated && result !== null && result !== NEEDS_VALIDATION && !Buffer.isBuffer(result)) refusal = this.errorReply(raw, msg.rid, result, session);
+    if (session && unvalidated && (result === NEEDS_VALIDATION || (Buffer.isBuffer(result) && result.length > raw.length) || (refusal != null && refusal.length > raw.length))) {
       // Executable again once the address is validated: the number is not spent (as "try again").
       if (msg.auth) this.releaseShared(session, msg.auth.seq, msg.name);
-      this.challenge(from, msg, session, result === NEEDS_VALIDATION ? 'binding' : 'larger answer');
+      this.challenge(from, msg, session, result === NEEDS_VALIDATION ? 'binding' : refusal ? 'larger refusal' : 'larger answer');
       return;
     }
     if (Buffer.isBuffer(result) && result.length > MAX_DATAGRAM) {
@@ -625,7 +629,7 @@ export class DatagramServer {
     else {
       metrics.inc('refused_total', { code: errorName(result.error) });
       logger.refusal(`${msg.name}:${errorName(result.error)}`, { from: formatAddress(from), type: msg.name, code: errorName(result.error), reason: result.message });
-      reply = this.errorReply(raw, msg.rid, result, session);
+      reply = refusal !== undefined ? refusal : this.errorReply(raw, msg.rid, result, session);
     }
     if (Buffer.isBuffer(result) || result === null) this.requestsOk(msg.name).inc();
     else metrics.inc('requests_total', { type: msg.name, result: errorName(result.error) });

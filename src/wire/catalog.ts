@@ -222,8 +222,8 @@ const specs = {
   },
   [MessageType.AUTH_RESPONSE]: {
     name: 'AUTH_RESPONSE', direction: 'authd->terminal', service: 'authd', auth: 'sealed',
-    doc: 'Tickets and locator ID, sealed to the key the request was sealed with.',
-    fields: [{ key: 1, name: 'sealed', type: { t: 'bstr', max: 1100 }, required: true, doc: 'ChaCha20-Poly1305 ciphertext of the AuthGrant map' }],
+    doc: "Tickets and locator ID, sealed under the response key of the request's key exchange: only the holder of the request's one-shot key can open it.",
+    fields: [{ key: 1, name: 'sealed', type: { t: 'bstr', max: 1100 }, required: true, doc: 'A 12-byte nonce, then the ChaCha20-Poly1305 ciphertext of the AuthGrant map' }],
   },
   // issue 19: revocation pushed by authd to the services (one block).
   [MessageType.REVOKE]: {
@@ -271,8 +271,9 @@ const specs = {
   },
   [MessageType.REFRESH]: {
     name: 'REFRESH', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Keep the registration alive; the source address is re-learned. Without a registration of the locator ID (expired, unregistered) '
-      + 'refused with NOT_FOUND: send REGISTER. Not newer than the registration (a sequence number at or below the last one it took, '
+    doc: 'Keep the registration alive; the source address is re-learned. In a session the server does not have (never opened by a '
+      + 'REGISTER with the ticket, or lost) refused with NO_SESSION, as every session message is (see SESSIONS). Without a registration '
+      + 'of the locator ID (expired, unregistered) refused with NOT_FOUND: send REGISTER. Not newer than the registration (a sequence number at or below the last one it took, '
       + 'or another session registered since and this REFRESH comes from the very address and port that registration is bound to: '
       + 'the same terminal registered again with a new ticket) answered with REFRESH_ACK describing the registration as it stands, '
       + 'which it leaves as it is. In a session another session\'s REGISTER displaced, from any other address: refused with '
@@ -289,12 +290,15 @@ const specs = {
   },
   [MessageType.UNREGISTER]: {
     name: 'UNREGISTER', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Remove the registration (clean shutdown). The session stays open until the ticket expires. Answered with UNREGISTER_ACK '
-      + 'and nothing removed when there is no registration, or when it is not newer than the registration (a sequence number at or '
-      + 'below the last one it took, or another session registered since and this UNREGISTER comes from the very address and port '
-      + 'that registration is bound to, or from an address not validated for its session). In a session another session\'s REGISTER '
-      + 'displaced, from any other address validated for it: refused with IDENTITY_CONFLICT, as is every later message of that session, '
-      + 'and the newer registration stays.', fields: [],
+    doc: 'Remove the registration (clean shutdown). The session stays open until the ticket expires. Accepted from any source '
+      + 'address: the MAC proves the terminal, and the answer is no larger than the request, so an address not validated for the '
+      + 'session is not challenged (see ADDRESS VALIDATION). When the registration is this session\'s, and this sequence number is '
+      + 'above the last one it took, it is removed and UNREGISTER_ACK answers. UNREGISTER_ACK answers too, and nothing is removed, when '
+      + 'there is no registration; when the registration is this session\'s and took this sequence number or a higher one; and when '
+      + 'another session registered since and this UNREGISTER comes from the very address and port that registration is bound to, or '
+      + 'from an address not validated for this session. When another session registered since and this UNREGISTER comes from any other '
+      + 'address, one validated for this session: refused with IDENTITY_CONFLICT, as is every later message of this session, and the '
+      + 'newer registration stays.', fields: [],
   },
   [MessageType.UNREGISTER_ACK]: {
     name: 'UNREGISTER_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Registration removed.', fields: [],
@@ -363,12 +367,13 @@ const specs = {
   },
   [MessageType.PRESENCE_SET]: {
     name: 'PRESENCE_SET', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Replace the presence record of a registered terminal without re-registering; watchers are told. Without a registration of '
-      + 'the locator ID refused with NOT_FOUND: send REGISTER. Not newer than the registration (a sequence number at or below the last '
-      + 'one it took, or another session registered since and this PRESENCE_SET comes from the very address and port that registration '
-      + 'is bound to, or from an address not validated for its session) answered with PRESENCE_SET_ACK, the record left as it is. In a '
-      + 'session another session\'s REGISTER displaced, from any other address validated for it: refused with IDENTITY_CONFLICT, as is '
-      + 'every later message of that session (a second terminal holds the identity).',
+    doc: 'Replace the presence record of a registered terminal without re-registering; watchers are told. Accepted from any source '
+      + 'address, which it does not bind (PRESENCE_SET_ACK is no larger than the request; see ADDRESS VALIDATION). Without a registration '
+      + 'of the locator ID refused with NOT_FOUND: send REGISTER. Answered with PRESENCE_SET_ACK and the record left as it is when the '
+      + 'registration is this session\'s and took this sequence number or a higher one, and when another session registered since and '
+      + 'this PRESENCE_SET comes from the very address and port that registration is bound to, or from an address not validated for this '
+      + 'session. When another session registered since and this PRESENCE_SET comes from any other address, one validated for this '
+      + 'session: refused with IDENTITY_CONFLICT, as is every later message of this session (a second terminal holds the identity).',
     fields: [{ key: 1, name: 'presence', type: { t: 'struct', fields: presenceRecord }, required: true, doc: 'the new record (absent fields are cleared)' }],
   },
   [MessageType.PRESENCE_SET_ACK]: {
@@ -609,7 +614,7 @@ const specs = {
   },
   [MessageType.ADDR_PROOF]: {
     name: 'ADDR_PROOF', direction: 'terminal->server', service: 'any', auth: 'none',
-    doc: 'Echo of an ADDR_CHALLENGE from the address it was sent to: that address is validated for the session. Never answered.',
+    doc: 'Echo of an ADDR_CHALLENGE from the address it was sent to, under a new request ID (the server reads only sid and token): that address is validated for the session. Never answered.',
     fields: [
       { key: 1, name: 'sid', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'session ID the challenge was MACed in' },
       { key: 2, name: 'token', type: { t: 'bstr', min: 16, max: 16 }, required: true, doc: 'the token of the ADDR_CHALLENGE, unchanged' },

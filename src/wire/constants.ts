@@ -55,8 +55,9 @@ export const DEFAULT_CLOCK_SKEW_S = 300;
 /** Ticket lifetime (configurable): a revoked device loses service within one lifetime. */
 export const DEFAULT_TICKET_LIFETIME_S = 3600;
 
-/** Retransmission: first timeout uniform in [T, 1.5T] (CoAP ACK_RANDOM_FACTOR), doubling. */
+/** Retransmission: the first timeout T; each later one doubles (CoAP ACK_TIMEOUT). */
 export const DEFAULT_RETRANSMIT_TIMEOUT_MS = 1000;
+/** Retransmission: the first timeout is uniform in [T, 1.5T] (CoAP ACK_RANDOM_FACTOR). */
 export const RETRANSMIT_RANDOM_FACTOR = 1.5;
 /** At most 4 retransmissions (CoAP MAX_RETRANSMIT): 5 sends over 1+2+4+8+16 = 31 T at worst. */
 export const MAX_RETRANSMIT = 4;
@@ -69,8 +70,9 @@ export const EXCHANGE_LIFETIME_MS = Math.ceil(
   DEFAULT_RETRANSMIT_TIMEOUT_MS * RETRANSMIT_RANDOM_FACTOR * (2 ** (MAX_RETRANSMIT + 1) - 1),
 ) + 2000;
 
-/** Decoder bounds (see cbor.ts): nesting depth and total items per datagram. */
+/** Deepest nesting of arrays and maps a decoder accepts, the envelope array being level 1; deeper is TOO_LARGE (see ENCODING). */
 export const MAX_DEPTH = 8;
+/** Most data items in one datagram, every array, map, key, value and element counted once; more is TOO_LARGE (see ENCODING). */
 export const MAX_ITEMS = 600;
 
 /** Default UDP ports. */

@@ -84,6 +84,19 @@ t.test('REGISTER and REFRESH from a forged source do not move the binding', asyn
   expectMsg(await attacker.request('REFRESH', {}), 'REFRESH_ACK');
 });
 
+t.test('a refusal from a forged source is no larger than the request either: the victim gets a challenge in its place', async (t) => {
+  const victim = await RawSocket.open(t, '127.0.0.64');
+  // The members of a group that does not exist: FORBIDDEN with its message, MACed, larger than
+  // the request (sent to the victim as it was until 2026-12-07: 82 B for 68 B).
+  const body = { groupId: Buffer.alloc(16, 0xee) };
+  const honest = await attacker.send('GROUP_MEMBERS', attacker.encode('GROUP_MEMBERS', body));
+  const d = attacker.encode('GROUP_MEMBERS', body);
+  t.ok(honest.raw.length > d.bytes.length, `from its own address: ${honest.raw.length} B for ${d.bytes.length} B (${honest.msg.name})`);
+  const got = await victim.exchange(s.addr.locatord, d.bytes);
+  t.same(names(got), ['ADDR_CHALLENGE'], 'the victim gets one ADDR_CHALLENGE, not the refusal');
+  t.ok(got.every((g) => g.length <= SMALL), `${got.map((g) => g.length).join('+')} B for ${d.bytes.length} B`);
+});
+
 t.test('MATCH_SUBMIT from a forged source is not executed', async (t) => {
   const victim = await RawSocket.open(t, '127.0.0.62');
   const submitsBefore = await s.metric('matchd', 'match_submits_total');

@@ -14,6 +14,7 @@ import { TicketVerifier } from '../../src/wire/ticket.js';
 import type { SessionSlots } from '../../src/net/sessions.js';
 import type { Handlers } from '../../src/net/server.js';
 import { encodeDatagram } from '../../src/wire/envelope.js';
+import { ErrorCode } from '../../src/wire/errors.js';
 import { rawKey } from '../../src/wire/session.js';
 import { encodeClaims, parseClaims } from '../../src/wire/ticket-parse.js';
 import { encodeCbor } from '../../src/wire/cbor.js';
@@ -105,6 +106,39 @@ t.test('elsewhere: one small challenge instead of a larger answer; its proof val
   w2.clock.ms += 2 * TOKEN_SLOT_MS;
   await h2.server.receive(encodeDatagram('ADDR_PROOF', rid(5), { sid: w2.cti, token: m2.name === 'ADDR_CHALLENGE' ? m2.body.token : Buffer.alloc(16) }), B);
   t.equal(h2.metrics.get('addr_proofs_total', { result: 'bad' }), 1, 'expired token');
+});
+
+t.test('elsewhere: a refusal by the handler larger than the request is a challenge too; one that fits is sent MACed', async (t) => {
+  const w = sessionWorld(undefined, { ticketAddr: A });
+  const calls = { n: 0 };
+  // QUERY_STATUS refused with a long message (a MACed ERROR larger than the request), GROUP_LEAVE with none (smaller).
+  const refusing: Handlers = {
+    ...handlers(calls),
+    QUERY_STATUS: () => ({ error: ErrorCode.NOT_FOUND, message: 'not registered: send REGISTER, then ask again about these IDs' }),
+    GROUP_LEAVE: () => ({ error: ErrorCode.FORBIDDEN }),
+  };
+  const h = harness({ handlers: refusing, sessions: w.sessions, clock: w.clock, addressValidation: new AddressValidation({ now: () => w.clock.ms }) });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(1), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  const query = cs.encode('QUERY_STATUS', rid(2), { ids: [Buffer.alloc(16, 9)] });
+  await h.server.receive(query, B);
+  const ch = h.socket.sent[1]!;
+  t.equal(decoded(ch.bytes).name, 'ADDR_CHALLENGE', 'the refusal is withheld: a challenge instead');
+  t.same({ ip: ch.ip, port: ch.port }, B);
+  t.ok(h.socket.sent.every((x) => x.ip !== B.ip || x.port !== B.port || x.bytes.length <= query.length || decoded(x.bytes).name === 'ADDR_CHALLENGE'), 'nothing larger than the request to B but the challenge');
+  // From A (validated: the ticket's address), the same refusal is sent, MACed, whatever its size.
+  await h.server.receive(cs.encode('QUERY_STATUS', rid(3), { ids: [Buffer.alloc(16, 9)] }), A);
+  const fromA = decoded(h.socket.sent[2]!.bytes);
+  t.match(fromA, { name: 'ERROR', body: { code: ErrorCode.NOT_FOUND } });
+  t.ok(fromA.auth && h.socket.sent[2]!.bytes.length > query.length, 'MACed, larger than the request');
+  // A refusal no larger than its request goes to B as it is, MACed.
+  w.clock.ms += 1000;
+  const leave = cs.encode('GROUP_LEAVE', rid(4), { groupId: Buffer.alloc(16, 5) });
+  await h.server.receive(leave, B);
+  const last = h.socket.sent[h.socket.sent.length - 1]!;
+  const m = decoded(last.bytes);
+  t.match(m, { name: 'ERROR', body: { code: ErrorCode.FORBIDDEN } });
+  t.ok(m.auth && last.bytes.length <= leave.length, `MACed, ${last.bytes.length} B for ${leave.length} B`);
 });
 
 t.test('--workers: an address validated at one worker is validated at another (shareValidations, one message per turn)', async (t) => {

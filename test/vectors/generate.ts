@@ -620,9 +620,9 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
       note: 'In place of the REGISTER_ACK: the REGISTER came from an address not validated for the session (same rid; MACed).',
     },
     {
-      name: 'ADDR_PROOF', rid: rid(0x10),
+      name: 'ADDR_PROOF', rid: rid(0x11),
       body: { sid: SIDS.locatord, token: 'a11d7e57000000000000000000000001' },
-      note: 'The terminal echoes the session ID and token, unauthenticated, from the challenged address; never answered.',
+      note: 'The terminal echoes the session ID and token, unauthenticated, from the challenged address, under a new request ID (the server reads only sid and token); never answered.',
     },
     {
       name: 'ERROR', rid: rid(0x50),
