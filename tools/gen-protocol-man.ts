@@ -301,6 +301,15 @@ export function constantsBlock(): string[] {
 // ---------------------------------------------------------------------------------------------
 // Examples, from the test vectors.
 
+interface PeerChannelVector {
+  channelId: string;
+  channelKey: string;
+  initiatorEph: { secret: string; public: string };
+  responderEph: { secret: string; public: string };
+  punchKeys: { initiatorToResponder: string; responderToInitiator: string };
+  dataKeys: Record<'initiatorToResponder' | 'responderToInitiator', { enc: string; mac: string }>;
+}
+
 interface MessageVector {
   name: string;
   hex: string;
@@ -338,7 +347,12 @@ function literal(lines: string[]): string[] {
 }
 
 export function examplesBlock(): string[] {
-  const messages = readVectors<{ sessionKeys: Record<string, { sid: string; aud: string; terminalToServer: string; serverToTerminal: string }>; sessionDerivation: { terminalCnf: { secret: string; public: string }; services: Record<string, { secret: string; public: string }> }; vectors: MessageVector[] }>('messages.json');
+  const messages = readVectors<{
+    sessionKeys: Record<string, { sid: string; aud: string; terminalToServer: string; serverToTerminal: string }>;
+    sessionDerivation: { terminalCnf: { secret: string; public: string }; services: Record<string, { secret: string; public: string }> };
+    peerChannel: PeerChannelVector;
+    vectors: MessageVector[];
+  }>('messages.json');
   const ticket = readVectors<{ authd: { kid: string; signSeed: string; signPublic: string }; hex: string; protectedHex: string; payloadHex: string; sigStructureHex: string; signature: string; verifyAt: number; claims: { aud: string } }>('ticket.json');
   const auth = readVectors<{ inputs: Record<string, unknown> & { rid: string; deviceId: string; nonce: string; timeMs: number; audiences: string[]; device: { signSeed: string; signPublic: string }; authd: { kid: string; sealSecret: string; sealPublic: string }; ephemeral: { secret: string; public: string }; cnf: { secret: string; public: string } }; derived: { sealKeys: { request: string; response: string }; proofInputHex: string; innerHex: string; requestAad: string } }>('auth.json');
   const out: string[] = [];
@@ -361,8 +375,27 @@ export function examplesBlock(): string[] {
       ...kv(`${s} service public key`, k.public),
     ]),
   ]));
+  // A peer channel's keys go one way each: initiator to responder (i2r) and back (r2i), not t2s/s2t.
+  const isPeer = (aud: string): boolean => aud.startsWith('peer-');
+  const services = Object.values(messages.sessionKeys).filter((k) => !isPeer(k.aud));
   out.push(...prose('Session keys (see SESSIONS): session ID, audience, terminal-to-server (t2s) and server-to-terminal (s2t) key:'));
-  out.push(...literal(Object.values(messages.sessionKeys).flatMap((k) => [`sid ${k.sid}  aud ${k.aud}`, `  t2s ${k.terminalToServer}`, `  s2t ${k.serverToTerminal}`])));
+  out.push(...literal(services.flatMap((k) => [`sid ${k.sid}  aud ${k.aud}`, `  t2s ${k.terminalToServer}`, `  s2t ${k.serverToTerminal}`])));
+  const pc = messages.peerChannel;
+  out.push(...prose('The peer channel of the INTRODUCE_ACK, INTRO, PUNCH, PUNCH_ACK, DATA and DATA_ACK examples (see PEER CHANNELS): the initiator sent INTRODUCE, the responder sends the examples. Its channel ID and key K (the key sealed in INTRODUCE_ACK and INTRO), both one-shot keys of the punch, the punch MAC keys and the data keys, each one way: initiator to responder (i2r) or responder to initiator (r2i):'));
+  out.push(...literal([
+    `channel ID ${pc.channelId}`,
+    ...kv('K (channel key)', pc.channelKey),
+    ...kv('initiator one-shot secret (X25519)', pc.initiatorEph.secret),
+    ...kv('initiator one-shot public key', pc.initiatorEph.public),
+    ...kv('responder one-shot secret (X25519)', pc.responderEph.secret),
+    ...kv('responder one-shot public key', pc.responderEph.public),
+    ...kv('punch MAC key i2r', pc.punchKeys.initiatorToResponder),
+    ...kv('punch MAC key r2i', pc.punchKeys.responderToInitiator),
+    ...kv('data encryption key i2r', pc.dataKeys.initiatorToResponder.enc),
+    ...kv('data MAC key i2r', pc.dataKeys.initiatorToResponder.mac),
+    ...kv('data encryption key r2i', pc.dataKeys.responderToInitiator.enc),
+    ...kv('data MAC key r2i', pc.dataKeys.responderToInitiator.mac),
+  ]));
 
   out.push('.Ss The authentication exchange');
   out.push(...prose(`Request ID ${auth.inputs.rid}, nonce ${auth.inputs.nonce}, timeMs ${auth.inputs.timeMs}, audiences ${auth.inputs.audiences.join(' and ')}; one-shot key E:`));
@@ -390,7 +423,9 @@ export function examplesBlock(): string[] {
     const d = decodeStrict(bytes);
     if (!d.ok) throw new Error(`vector ${v.name} does not decode: ${d.reason}`);
     out.push(`.Ss ${arg(`${v.name} example${n > 1 ? ` ${n}` : ''}`)}`);
-    const mac = v.session ? ` MAC key: ${v.session} ${v.macKey === 'terminalToServer' ? 't2s' : 's2t'}.` : '';
+    const peer = v.session !== undefined && isPeer(messages.sessionKeys[v.session]?.aud ?? '');
+    const way = v.macKey === 'terminalToServer' ? (peer ? 'i2r' : 't2s') : peer ? 'r2i' : 's2t';
+    const mac = v.session ? ` MAC key: ${peer ? (v.session === 'peerData' ? 'data MAC key' : 'punch MAC key') : `${v.session} session key`} ${way}.` : '';
     out.push(...prose(`${v.note} ${bytes.length} bytes.${mac}`));
     out.push(...literal(hexLines(v.hex)));
     out.push(...literal(envelopeDiag(d.value, { width: 72 }).split('\n')));

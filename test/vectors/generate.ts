@@ -536,10 +536,10 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
     {
       name: 'INTRODUCE_ACK', rid: rid(0x42), session: L(12),
       body: {
-        channelId: CHANNEL_ID, peer: PEER_ID, addr: '198.51.100.23:40000', localAddrs: ['192.168.0.9:4800'], netMode: 4, nickname: 'bob',
+        channelId: CHANNEL_ID, peer: PEER_ID, addr: '203.0.113.7:40000', localAddrs: ['192.168.0.9:4800'], netMode: 4, nickname: 'bob',
         sealedKey: sealedForLocatordSession(PEER_ID), observed: '203.0.113.7:61234',
       },
-      note: 'The introduction for the asker: the peer\'s addresses and mode, and the channel key of peerChannel sealed under this session (aad = channelId || PEER_ID).',
+      note: 'The introduction for the asker: the peer\'s addresses and mode, and the channel key of peerChannel sealed under this session (aad = channelId || PEER_ID). The peer is seen at the asker\'s own public IP (behind the same NAT), so its LAN addresses are passed on (see Punching).',
     },
     {
       name: 'INTRO', rid: rid(0x44), session: L(13),
@@ -561,7 +561,7 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
       note: 'Unauthenticated. otherIp is raw bytes (192.0.2.2), not an addr.',
     },
     {
-      name: 'MATCH_SUBMIT', rid: rid(0x60), session: M(1),
+      name: 'MATCH_SUBMIT', rid: rid(0x60), session: M(2),
       body: {
         timeMs: TIME_MS,
         mediaId: 'chess/standard',
@@ -578,27 +578,27 @@ function messageSpecs(ticketHex: string, peer: PeerVectorKeys): VectorSpec[] {
         maxWaitS: 60,
         nickname: 'Zoë',
       },
-      note: 'matchd session (its own sid and keys). One requirement of each op.',
+      note: 'A later submit in an open matchd session (its own sid and keys; the first MATCH_SUBMIT of a session also carries the ticket, as the REGISTER example does for locatord). One requirement of each op.',
     },
     { name: 'MATCH_SUBMIT_ACK', rid: rid(0x60), session: M(1), body: { matchId: MATCH_ID, deadlineS: NOW_S + 60 }, note: 'Queued until deadlineS.' },
-    { name: 'MATCH_STATUS', rid: rid(0x62), session: M(2), body: { matchId: MATCH_ID }, note: 'Poll.' },
+    { name: 'MATCH_STATUS', rid: rid(0x62), session: M(3), body: { matchId: MATCH_ID }, note: 'Poll.' },
     {
       name: 'MATCH_STATUS_RESULT', rid: rid(0x62), session: M(2),
       body: {
         matchId: MATCH_ID, state: 1,
-        members: [member(LOCATOR_ID, 'Zoë', '203.0.113.7:61234', 4), member(PEER_ID, 'bob', '198.51.100.23:40000', 1)],
+        members: [{ ...member(LOCATOR_ID, 'Zoë', '203.0.113.7:61234', 4), path: 2 }, member(PEER_ID, 'bob', '198.51.100.23:40000', 1)],
         host: 1,
       },
-      note: 'Matched: the party and its host (index 1, the member with the open address).',
+      note: 'Matched: the party and its host (index 1, the member with the open address, which carries no path); the other member reaches the host directly (path 2).',
     },
-    { name: 'MATCH_CANCEL', rid: rid(0x64), session: M(3), body: { matchId: MATCH_ID }, note: 'Withdraw.' },
+    { name: 'MATCH_CANCEL', rid: rid(0x64), session: M(4), body: { matchId: MATCH_ID }, note: 'Withdraw.' },
     { name: 'MATCH_CANCEL_ACK', rid: rid(0x64), session: M(3), body: { matchId: MATCH_ID, state: 3 }, note: 'Cancelled.' },
     {
       name: 'MATCH_RESULT', rid: rid(0x66), session: M(4),
       body: { matchId: MATCH_ID, state: 2 },
       note: 'Server-initiated push: no match before the deadline (no members, no host).',
     },
-    { name: 'MATCH_RESULT_ACK', rid: rid(0x66), session: M(4), body: { matchId: MATCH_ID }, note: 'Terminal acknowledges the push.' },
+    { name: 'MATCH_RESULT_ACK', rid: rid(0x66), session: M(5), body: { matchId: MATCH_ID }, note: 'Terminal acknowledges the push.' },
     {
       name: 'PUNCH', rid: rid(0x70), session: P(1), body: { eph: ephR },
       note: 'Peer channel (peerChannel): the responder\'s first PUNCH, to one of the initiator\'s candidate addresses; the sid slot holds the channel ID.',
