@@ -637,6 +637,13 @@ export class DatagramServer {
       this.drop('amplification', from, { type: msg.name, reply: reply.length, request: raw.length });
       reply = null;
     }
+    // A response (an ack of a push, PROBE_ACK, REVOKE_ACK) is never answered, also when its
+    // handler refuses it (an ended session's ack, a store failure): the refusal is counted and
+    // logged above, nothing goes back.
+    if (reply && isResponseType(msg.type)) {
+      this.opts.metrics.inc('dropped_total', { reason: 'response-not-answered' });
+      reply = null;
+    }
     // Errors that say "try again" are not cached: the retry should be executed. What is cached
     // is what was sent, so a retransmission never gets what the first copy could not. A response
     // has no cache key (nothing answers it).

@@ -5,7 +5,7 @@ import t from 'tap';
 import dgram from 'node:dgram';
 import { UdpClient } from '../../src/net/client.js';
 import { RateLimiter } from '../../src/net/ratelimit.js';
-import type { HandlerResult, Handlers, RequestContext } from '../../src/net/server.js';
+import type { HandlerResult, Handlers, Refusal, RequestContext } from '../../src/net/server.js';
 import type { ClaimVerdict } from '../../src/net/sessions.js';
 import { ClaimRefused } from '../../src/net/sessions.js';
 import { NEEDS_VALIDATION } from '../../src/net/routability.js';
@@ -782,6 +782,28 @@ t.test('a response (an ack) is not kept in the response cache: a byte-identical 
   t.equal(h.metrics.get('dropped_total', { reason: 'response-copy' }), 1, 'the replay window stopped it: counted as a copy of a response');
   t.equal(h.metrics.get('refused_total', { code: 'REPLAY' }), 0, 'not as a REPLAY refusal');
   t.ok(h.logs.some((l) => l['event'] === 'drop:response-copy' && l['type'] === 'PRESENCE_ACK'), 'logged');
+});
+
+t.test("a response's handler refusing it (an ended session's ack, a store failure) sends nothing either", async (t) => {
+  const w = sessionWorld();
+  let refusal: Refusal = { error: ErrorCode.KICKED, message: 'session ended by the operator' };
+  const handlers: Handlers = {
+    REGISTER: (ctx) => ctx.reply('REGISTER_ACK', { observed: ctx.from, ttlS: 90, refreshS: 25, locatorId: ctx.session!.locatorId }),
+    PRESENCE_ACK: () => refusal,
+    PROBE_ACK: () => Promise.resolve(refusal),
+  };
+  const h = harness({ handlers, sessions: w.sessions, clock: w.clock });
+  const cs = w.client();
+  await h.server.receive(cs.encode('REGISTER', rid(50), { ticket: w.ticket, timeMs: w.clock.ms }), A);
+  validated(h, w, cs);
+  const sentBefore = h.socket.sent.length;
+  await h.server.receive(cs.encode('PRESENCE_ACK', rid(51), { id: w.locatorId }), A);
+  refusal = { error: ErrorCode.TRY_LATER, message: 'store unavailable, try later', retryAfterMs: 50 };
+  await h.server.receive(cs.encode('PROBE_ACK', rid(52), {}), A);
+  t.equal(h.socket.sent.length, sentBefore, 'no ERROR goes back to a response');
+  t.equal(h.metrics.get('dropped_total', { reason: 'response-not-answered' }), 2, 'counted');
+  t.equal(h.metrics.get('refused_total', { code: 'KICKED' }), 1, 'and the refusal itself counted and logged');
+  t.ok(h.logs.some((l) => l['event'] === 'PROBE_ACK:TRY_LATER'), 'logged');
 });
 
 t.test('an unauthenticated response (REVOKE_ACK) is not cached either: a copy runs the handler again, nothing is sent', async (t) => {
