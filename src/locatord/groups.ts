@@ -29,8 +29,8 @@ export interface JoinRequest {
 }
 
 /**
- * Failed join proofs (wrong or missing code for a closed group) allowed in one window, per
- * terminal and per group (issue 15: a 4-digit code fell in 421 guesses). With these, guessing a
+ * Failed join proofs (a proof sent for a closed group that does not verify; a missing proof is
+ * refused without counting, as it tests no guess) allowed in one window, per terminal and per group (issue 15: a 4-digit code fell in 421 guesses). With these, guessing a
  * 6-digit code takes about 10^6 / 2 / 20 windows of 10 minutes (~300 days) whatever the number
  * of terminals; a group under attack refuses its honest joiners too until the window ends
  * (RATE_LIMITED with retryAfterMs), which is the price of a cap that holds across devices.

@@ -5,8 +5,9 @@
 // classify its NAT: mapping by comparing `observed` as seen on the primary and the alternate port,
 // filtering by whether change-port / change-address answers arrive at all.
 //
-// Unauthenticated, so: rate limited per source IP, and no answer is ever larger than the REFLECT
-// that caused it (agents pad REFLECT). DatagramServer enforces that for answers from the
+// Unauthenticated, so: a REFLECT proves nothing about its source and is never charged to one;
+// every REFLECT draws on the budget shared by all sources (50 x --reflector-rate and -burst,
+// net/server.ts), and no answer is ever larger than the REFLECT that caused it (agents pad REFLECT). DatagramServer enforces that for answers from the
 // receiving socket; answers from another socket are sent here, with the same rule.
 import type dgram from 'node:dgram';
 import type { Logger } from '../common/log.js';

@@ -141,6 +141,9 @@ t.test('bounds: at most MAX_WATCHES IDs; pushes wait at most so many per watcher
   const w = await openWatcher(t, keys, dest, { ack: false });
   await w.term.expect(t, 'REGISTER_ACK', w.term.register());
   const ids = Array.from({ length: MAX_WATCHES }, (_, i) => Buffer.from(i.toString(16).padStart(32, '0'), 'hex'));
+  // An ID named twice in one WATCH is watched once and takes one place (both stores).
+  const twice = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: [ids[0]!, ids[0]!] }));
+  t.equal(twice.body.watching, 1, 'a duplicate ID counts once');
   for (let i = 0; i < MAX_WATCHES; i += 64) {
     const a = await w.term.expect(t, 'WATCH_ACK', w.term.request('WATCH', { ids: ids.slice(i, i + 64) }));
     t.equal(a.body.watching, i + 64);

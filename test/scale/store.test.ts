@@ -91,6 +91,14 @@ async function groupContract(t: Test, store: LocatorStore): Promise<void> {
   const unknown = randomBytes(16);
   await t.rejects(async () => store.groups.joinAll(d!, [{ groupId: unknown }]), { code: 49 }, 'joinAll creates no group');
   t.equal(await store.groups.get(unknown), undefined);
+  // All or nothing: an open group first, then a refused one (unknown; closed with a wrong proof).
+  const open = await store.groups.create(a!, 'open');
+  await t.rejects(async () => store.groups.joinAll(d!, [{ groupId: open }, { groupId: unknown }]), { code: 49 });
+  await t.rejects(async () => store.groups.joinAll(d!, [{ groupId: open }, { groupId: g, proof: () => false }]), /wrong join code/);
+  t.equal(await store.groups.isMember(open, d!), false, 'a refused joinAll joins none of its groups');
+  t.equal(await store.groups.joinAll(d!, [{ groupId: open }]), 1);
+  await store.groups.leave(open, d!);
+  await store.groups.leave(open, a!);
   // Failed join proofs are counted per terminal and per group, in a window.
   t.same(await store.groups.joinFailures(g, d!), { terminal: 0, group: 0 });
   await store.groups.noteJoinFailure(g, d!);

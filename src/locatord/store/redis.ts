@@ -630,6 +630,14 @@ class RedisGroups implements GroupBackend {
   }
 
   private async joinOne(gid: Buffer, loc: Buffer, proof: CodeProof | undefined): Promise<boolean> {
+    if (!(await this.mayJoin(gid, loc, proof))) return false;
+    await this.checkRoomFor(loc);
+    await this.addMember(gid, loc);
+    return true;
+  }
+
+  /** Whether `loc` is to be added to `gid` (false: a member already); throws the refusal. Reads only. */
+  private async mayJoin(gid: Buffer, loc: Buffer, proof: CodeProof | undefined): Promise<boolean> {
     const gm = this.mem(gid);
     const [meta, score, count] = await Promise.all([
       this.readMeta(gid),
@@ -645,8 +653,6 @@ class RedisGroups implements GroupBackend {
       if (!ok) throw new DevlocError(ErrorCode.FORBIDDEN, proof === undefined ? 'group is closed: join proof required' : 'wrong join code');
     }
     if ((count as number) >= this.limits.maxMembers) throw new DevlocError(ErrorCode.FULL, `group has ${this.limits.maxMembers} members already`);
-    await this.checkRoomFor(loc);
-    await this.addMember(gid, loc);
     return true;
   }
 
@@ -655,7 +661,7 @@ class RedisGroups implements GroupBackend {
   }
 
   async joinAll(locatorId: Buffer, joins: readonly JoinRequest[]): Promise<number> {
-    // Checked first, then applied: a refused join (closed group, full) changes nothing; unlike
+    // Checked first, then applied: a refused join (unknown, closed, full) changes nothing; unlike
     // SQLite this is not one transaction, so a concurrent change between may still slip in.
     const k = this.of(locatorId);
     const mine = this.verified(await this.r.call(['SMEMBERS', k], k), k, 'membership', locatorId);
@@ -665,8 +671,17 @@ class RedisGroups implements GroupBackend {
     if (have.size + pending.length > this.limits.maxGroupsPerTerminal) {
       throw new DevlocError(ErrorCode.FULL, `terminal is in ${this.limits.maxGroupsPerTerminal} groups already`);
     }
+    // Every join checked before any is applied (a refused one throws here): all or nothing, as
+    // the embedded store's transaction is, short of a concurrent change between the two steps.
+    // In order, as the embedded store checks them: the first refusal is the answer.
+    const ok: boolean[] = [];
+    for (const j of pending) ok.push(await this.mayJoin(Buffer.from(j.groupId), locatorId, j.proof));
     let n = 0;
-    for (const j of pending) if (await this.joinOne(Buffer.from(j.groupId), locatorId, j.proof)) n++;
+    for (const [i, j] of pending.entries()) {
+      if (!ok[i]) continue;
+      await this.addMember(Buffer.from(j.groupId), locatorId);
+      n++;
+    }
     return n;
   }
 
@@ -763,6 +778,13 @@ class RedisWatches implements WatchBackend {
   async add(watcherHex: string, targets: readonly string[], views: readonly string[], max: number): Promise<number | undefined> {
     const k = this.of(watcherHex);
     if (targets.length === 0) return this.count(watcherHex);
+    // An ID named twice is one watch (WATCH_ADD would count it twice toward `max`): the first view kept.
+    const firstAt = new Map<string, number>();
+    targets.forEach((t, i) => { if (!firstAt.has(t)) firstAt.set(t, i); });
+    if (firstAt.size < targets.length) {
+      targets = [...firstAt.keys()];
+      views = [...firstAt.values()].map((i) => views[i] ?? '');
+    }
     const n = (await this.r.eval(WATCH_ADD, k, [max, ...targets.flatMap((t, i) => [t, this.view(watcherHex, t, views[i] ?? '')])])) as number;
     if (n < 0) return undefined;
     await Promise.all(targets.map((t) => this.r.call(['SADD', this.by(t), this.member(t, watcherHex)], this.by(t))));
