@@ -13,7 +13,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { authGrantFields, authInnerFields, catalog, MAX_QUERY_IDS, responseTypeOf } from '../src/wire/catalog.js';
-import type { MessageSpec, MessageType } from '../src/wire/catalog.js';
+import type { MessageSpec, MessageType, RefusalSpec } from '../src/wire/catalog.js';
 import { decodeStrict } from '../src/wire/cbor.js';
 import * as constants from '../src/wire/constants.js';
 import { DEFAULT_PORTS, DEFAULT_SERVICE_IDS, NetMode, netModeNames, Visibility } from '../src/wire/constants.js';
@@ -216,10 +216,17 @@ export function messagesBlock(): string[] {
     out.push('.It Direction', ...prose(DIRECTION_TEXT[spec.direction] ?? spec.direction));
     out.push('.It Service', ...prose(serviceText(spec)));
     out.push('.It Authentication', ...prose(spec.name === 'ERROR' ? 'session MAC when the refused request had a valid one, else none' : spec.service === 'peer' ? PEER_AUTH_TEXT : spec.name === 'REVOKE' ? "Ed25519 signature of authd's signing key in the body (see REVOCATION)" : spec.name === 'REVOKE_ACK' ? 'none; it carries the REVOKE request ID, which only the recipient saw' : (AUTH_TEXT[`${spec.auth} ${spec.direction}`] ?? AUTH_TEXT[spec.auth])!));
+    if (spec.refusals) out.push('.It Refusals', ...refusalsText(spec.refusals));
     out.push('.El');
     out.push(...fieldTable(spec.fields));
   }
   return out;
+}
+
+/** A request's own refusals (MessageSpec.refusals): a list of "CODE: when", or that it has none. */
+function refusalsText(refusals: readonly RefusalSpec[]): string[] {
+  if (refusals.length === 0) return prose('none of its own (see the start of MESSAGES)');
+  return ['.Bl -dash -compact', ...refusals.flatMap((r) => ['.It', ...prose(`${r.code}: ${r.when}.`)]), '.El'];
 }
 
 export function sealedBlock(): string[] {

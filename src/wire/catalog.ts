@@ -5,6 +5,7 @@
 // messages (PROBE, INTRO, MATCH_RESULT) follow the same rule with the terminal answering.
 // 0x7_ are peer messages, sent terminal to terminal on a channel that locatord introduced.
 import type { BodyOf, Field, FieldType } from './schema.js';
+import type { ErrorCode } from './errors.js';
 import { CHANNEL_ID_BYTES, LOCATOR_ID_BYTES, MAX_CHANNEL_PAYLOAD, MAX_DATAGRAM, SEALED_CHANNEL_KEY_BYTES } from './constants.js';
 
 export const MessageType = {
@@ -81,12 +82,21 @@ export type Direction = 'terminal->authd' | 'authd->terminal' | 'terminal->serve
 /** `peer`: no server; sent between two terminals (either may send it). */
 export type Service = 'authd' | 'locatord' | 'reflector' | 'matchd' | 'peer' | 'any';
 
+/** A refusal a request's server answers beyond the checks every datagram goes through (devloc-protocol(7), Order of checks). */
+export interface RefusalSpec {
+  readonly code: keyof typeof ErrorCode;
+  /** When, in protocol terms (and retryAfterMs when it is set). */
+  readonly when: string;
+}
+
 export interface MessageSpec {
   readonly name: MessageName;
   readonly direction: Direction;
   readonly service: Service;
   readonly auth: AuthKind;
   readonly doc: string;
+  /** A request's own refusals (devloc-protocol(7) MESSAGES, "Refusals"); every request a server serves lists them, [] for none. */
+  readonly refusals?: readonly RefusalSpec[];
   readonly fields: readonly Field[];
 }
 
@@ -212,6 +222,9 @@ const specs = {
   [MessageType.AUTH_REQUEST]: {
     name: 'AUTH_REQUEST', direction: 'terminal->authd', service: 'authd', auth: 'sealed',
     doc: 'Authenticate a device. Padded to exactly 1200 bytes. The sealed part holds the device ID and its signature.',
+    refusals: [
+      { code: 'BAD_MESSAGE', when: 'authd checks the request in the order of AUTHENTICATION, What authd checks, where each refusal is listed with its condition' },
+    ],
     fields: [
       { key: 1, name: 'authdKey', type: { t: 'bstr', max: 16 }, required: true, doc: 'ID of the authd sealing key used' },
       { key: 2, name: 'ephemeral', type: key32, required: true, doc: "terminal's one-shot X25519 public key for sealing" },
@@ -229,6 +242,11 @@ const specs = {
   [MessageType.REVOKE]: {
     name: 'REVOKE', direction: 'authd->server', service: 'any', auth: 'none',
     doc: 'authd tells a registered service (locatord, matchd) to end a terminal now: drop its registration and sessions and refuse its tickets until they expire (see REVOCATION). Signed by authd; retransmitted until acknowledged.',
+    refusals: [
+      { code: 'BAD_PROOF', when: 'kid is not an authd key the service trusts, or the signature does not verify' },
+      { code: 'CLOCK_SKEW', when: 'timeMs is more than the clock skew (300 s by default) from the service\'s clock' },
+      { code: 'BAD_MESSAGE', when: 'code is not REVOKED' },
+    ],
     fields: [
       { key: 1, name: 'locatorId', type: locatorId, required: true, doc: 'the terminal' },
       { key: 2, name: 'code', type: { t: 'uint' }, required: true, doc: 'why: REVOKED (the device was revoked)' },
@@ -245,6 +263,18 @@ const specs = {
   [MessageType.REGISTER]: {
     name: 'REGISTER', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Register the source address. Carries the ticket when opening a session.',
+    refusals: [
+      { code: 'NO_SESSION', when: 'the server does not hold the session and the body carries no ticket (SESSIONS, Opening)' },
+      { code: 'BAD_TICKET', when: 'the ticket does not parse, names an unknown kid, does not verify, has malformed claims or a cti other than the session ID, or its cnf key is unusable' },
+      { code: 'WRONG_AUDIENCE', when: 'the ticket\'s aud is not this service\'s ID' },
+      { code: 'TICKET_EXPIRED', when: 'the ticket\'s exp plus the clock skew (300 s by default) has passed' },
+      { code: 'CLOCK_SKEW', when: 'the ticket\'s iat is ahead of the server\'s clock by more than the skew, or timeMs is absent or more than 120 s from the server\'s clock' },
+      { code: 'BAD_MAC', when: 'the datagram\'s MAC does not verify under the keys the ticket gives' },
+      { code: 'RATE_LIMITED', when: 'joinGroups is given while the terminal, or a group it names, is over its failed-proof limit (GROUP CODES), retryAfterMs 600000; nothing is registered' },
+      { code: 'NOT_FOUND', when: 'a joinGroups group does not exist; nothing is registered' },
+      { code: 'FORBIDDEN', when: 'a joinGroups group is closed, the terminal is not a member, and the proof is missing or does not verify; nothing is registered' },
+      { code: 'FULL', when: 'a joinGroups group has 256 members, or the terminal would be in more than 32 groups; nothing is registered' },
+    ],
     fields: [
       { key: 1, name: 'ticket', type: ticket, doc: 'ticket for this service; required when the server has no session' },
       { key: 2, name: 'timeMs', type: { t: 'uint' }, required: true, doc: "terminal's clock, ms since the epoch (bounds replays across server restarts)" },
@@ -278,6 +308,10 @@ const specs = {
       + 'the same terminal registered again with a new ticket) answered with REFRESH_ACK describing the registration as it stands, '
       + 'which it leaves as it is. In a session another session\'s REGISTER displaced, from any other address: refused with '
       + 'IDENTITY_CONFLICT, as is every later message of that session (a second terminal holds the identity).',
+    refusals: [
+      { code: 'NOT_FOUND', when: 'the locator ID has no registration: send REGISTER' },
+      { code: 'IDENTITY_CONFLICT', when: 'another session registered the locator ID since, and this REFRESH comes from an address validated for this session other than the one that registration is bound to' },
+    ],
     fields: [
       { key: 1, name: 'ttlS', type: { t: 'uint' }, doc: 'requested TTL, seconds' },
       { key: 2, name: 'netMode', type: netMode, doc: 'new network mode, if it changed' },
@@ -298,7 +332,9 @@ const specs = {
       + 'another session registered since and this UNREGISTER comes from the very address and port that registration is bound to, or '
       + 'from an address not validated for this session. When another session registered since and this UNREGISTER comes from any other '
       + 'address, one validated for this session: refused with IDENTITY_CONFLICT, as is every later message of this session, and the '
-      + 'newer registration stays.', fields: [],
+      + 'newer registration stays.', refusals: [
+      { code: 'IDENTITY_CONFLICT', when: 'another session registered the locator ID since, and this UNREGISTER comes from an address validated for this session other than the one that registration is bound to' },
+    ], fields: [],
   },
   [MessageType.UNREGISTER_ACK]: {
     name: 'UNREGISTER_ACK', direction: 'server->terminal', service: 'locatord', auth: 'session', doc: 'Registration removed.', fields: [],
@@ -306,6 +342,9 @@ const specs = {
   [MessageType.QUERY_ADDR]: {
     name: 'QUERY_ADDR', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Current address of up to 64 locator IDs; the answer is paged.',
+    refusals: [
+      { code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free' },
+    ],
     fields: [
       { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs asked about' },
       { key: 2, name: 'cursor', type: cursor, doc: 'index into ids to start from (from a previous nextCursor)' },
@@ -322,6 +361,9 @@ const specs = {
   [MessageType.QUERY_STATUS]: {
     name: 'QUERY_STATUS', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Online/offline status of up to 64 locator IDs.',
+    refusals: [
+      { code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free' },
+    ],
     fields: [
       { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs asked about' },
       { key: 2, name: 'cursor', type: cursor, doc: 'index into ids to start from' },
@@ -339,7 +381,12 @@ const specs = {
   },
   [MessageType.WATCH]: {
     name: 'WATCH', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Watch up to 64 more locator IDs (at most 256 in all per terminal): PRESENCE is pushed when one comes online, goes offline or changes its presence. Charged like a QUERY_STATUS of the IDs; the answer is their current status, paged.',
+    doc: 'Watch up to 64 more locator IDs (at most 256 in all per terminal): PRESENCE is pushed when one comes online, goes offline or changes its presence. Every ID of ids is watched whatever the cursor; the answer is their current status from the cursor on, as many as fit, charged like a QUERY_STATUS of those (the next page: the same ids with cursor = nextCursor, charged for its own entries).',
+    refusals: [
+      { code: 'NOT_FOUND', when: 'the terminal is not registered in this session (no registration, or one another session made): send REGISTER' },
+      { code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free' },
+      { code: 'FULL', when: 'the IDs not watched yet would bring the terminal over 256 watched IDs (an ID named twice counts once); nothing is added' },
+    ],
     fields: [
       { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs to watch (already watched ones are kept); empty: only the count' },
       { key: 2, name: 'cursor', type: cursor, doc: 'index into ids to answer from' },
@@ -356,9 +403,10 @@ const specs = {
   },
   [MessageType.UNWATCH]: {
     name: 'UNWATCH', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Stop watching locator IDs.',
+    refusals: [],
     fields: [
-      { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs to stop watching' },
-      { key: 2, name: 'all', type: { t: 'bool' }, doc: 'true: stop watching every ID' },
+      { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs to stop watching (required also with all: an empty array then); an ID not watched is ignored' },
+      { key: 2, name: 'all', type: { t: 'bool' }, doc: 'true: stop watching every ID (ids is then ignored)' },
     ],
   },
   [MessageType.UNWATCH_ACK]: {
@@ -374,6 +422,10 @@ const specs = {
       + 'this PRESENCE_SET comes from the very address and port that registration is bound to, or from an address not validated for this '
       + 'session. When another session registered since and this PRESENCE_SET comes from any other address, one validated for this '
       + 'session: refused with IDENTITY_CONFLICT, as is every later message of this session (a second terminal holds the identity).',
+    refusals: [
+      { code: 'NOT_FOUND', when: 'the locator ID has no registration: send REGISTER' },
+      { code: 'IDENTITY_CONFLICT', when: 'another session registered the locator ID since, and this PRESENCE_SET comes from an address validated for this session other than the one that registration is bound to' },
+    ],
     fields: [{ key: 1, name: 'presence', type: { t: 'struct', fields: presenceRecord }, required: true, doc: 'the new record (absent fields are cleared)' }],
   },
   [MessageType.PRESENCE_SET_ACK]: {
@@ -391,6 +443,10 @@ const specs = {
   [MessageType.SEARCH]: {
     name: 'SEARCH', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: "Partner search (the patent's search unit): online terminals visible to the asker whose presence record has this mediaId, lookingForPartner true, and wants satisfying every requirement. Examines at most 64 candidates per request, in locator ID order; charged like a QUERY_STATUS of the entries answered (at least one).",
+    refusals: [
+      { code: 'BAD_MESSAGE', when: 'a requirement is invalid: an empty attr, op 0 without value, op 1 with min above max, op 2 without a non-empty set' },
+      { code: 'RATE_LIMITED', when: 'retryAfterMs: the search (charged as one ID up front) or the entries it answers are over the source\'s or the terminal\'s lookup budget' },
+    ],
     fields: [
       { key: 1, name: 'mediaId', type: mediaId, required: true, doc: "the candidates' media ID (their presence record's mediaId)" },
       { key: 2, name: 'requirements', type: { t: 'array', of: { t: 'struct', fields: requirement }, max: 16 }, doc: "conditions on the candidate's wants, in MATCH_SUBMIT's syntax; every one must hold (mandatory or not: a search does not wait, so nothing is relaxed)" },
@@ -407,7 +463,11 @@ const specs = {
   },
   [MessageType.GROUP_CREATE]: {
     name: 'GROUP_CREATE', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Create a group; the creator owns it and is its first member. locatord chooses the group ID; no message creates a group with a chosen ID. The join code never travels: a closed group is created with its code key sealed under the session (see GROUP CODES).',
+    doc: 'Create a group; the creator is its first member (and holds no other right: the group is deleted when its last member leaves, whoever that is). locatord chooses the group ID; no message creates a group with a chosen ID. The join code never travels: a closed group is created with its code key sealed under the session (see GROUP CODES).',
+    refusals: [
+      { code: 'BAD_MESSAGE', when: 'only one of nonce and sealedCodeKey is given, or sealedCodeKey does not open under this session (GROUP CODES)' },
+      { code: 'FULL', when: 'the terminal is in 32 groups already' },
+    ],
     fields: [
       { key: 1, name: 'name', type: { t: 'tstr', max: 64 }, required: true, doc: 'display name' },
       { key: 3, name: 'nonce', type: codeNonce, doc: 'closed group: fresh random nonce of the seal' },
@@ -420,7 +480,13 @@ const specs = {
   },
   [MessageType.GROUP_JOIN]: {
     name: 'GROUP_JOIN', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Join a group. A closed group needs a proof of its join code bound to this session; failed proofs are limited per terminal and per group (RATE_LIMITED).',
+    doc: 'Join a group. A closed group needs a proof of its join code bound to this session; failed proofs are limited per terminal and per group (RATE_LIMITED). A member joining again is answered GROUP_JOIN_ACK, its proof (if any) not checked.',
+    refusals: [
+      { code: 'RATE_LIMITED', when: 'retryAfterMs 600000: the terminal, or a group named, is over its failed-proof limit (GROUP CODES): every join is refused before anything else, also of open groups, unknown groups and groups already joined' },
+      { code: 'NOT_FOUND', when: 'the group does not exist (GROUP_JOIN tells this; GROUP_MEMBERS does not)' },
+      { code: 'FORBIDDEN', when: 'the group is closed, the terminal is not a member, and the proof is missing ("join proof required", not counted as a failure) or does not verify ("wrong join code", counted)' },
+      { code: 'FULL', when: 'the group has 256 members, or the terminal is in 32 groups already' },
+    ],
     fields: [
       { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join' },
       { key: 3, name: 'nonce', type: codeNonce, doc: 'closed group: fresh random nonce of the proof' },
@@ -433,6 +499,7 @@ const specs = {
   },
   [MessageType.GROUP_LEAVE]: {
     name: 'GROUP_LEAVE', direction: 'terminal->server', service: 'locatord', auth: 'session', doc: 'Leave a group.',
+    refusals: [],
     fields: [{ key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to leave' }],
   },
   [MessageType.GROUP_LEAVE_ACK]: {
@@ -441,6 +508,10 @@ const specs = {
   [MessageType.GROUP_MEMBERS]: {
     name: 'GROUP_MEMBERS', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'List members with status and address; members only; paged.',
+    refusals: [
+      { code: 'FORBIDDEN', when: 'the terminal is not a member of the group, or the group does not exist: the same answer' },
+      { code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free' },
+    ],
     fields: [
       { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to list' },
       { key: 2, name: 'cursor', type: cursor, doc: 'member index to start from' },
@@ -471,6 +542,12 @@ const specs = {
   [MessageType.INTRODUCE]: {
     name: 'INTRODUCE', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Ask to be introduced to a peer for a direct channel. Refused with NOT_FOUND, the same for each case, when the target is offline, unknown, not visible to the asker or not reachable.',
+    refusals: [
+      { code: 'BAD_MESSAGE', when: 'the target is the asker\'s own locator ID' },
+      { code: 'RATE_LIMITED', when: 'retryAfterMs: the target\'s lookup is over the source\'s or the terminal\'s lookup budget' },
+      { code: 'NOT_FOUND', when: 'the target is offline, unknown, not visible to the asker or not registered with reachable true: one answer, one message, for all' },
+      { code: 'TRY_LATER', when: 'retryAfterMs: more than 2 introductions per second (burst 10) to this target, or 8 INTROs to it already waiting for their INTRO_ACK, or 10,000 in all' },
+    ],
     fields: [
       { key: 1, name: 'target', type: locatorId, required: true, doc: 'locator ID of the peer' },
       { key: 2, name: 'netMode', type: netMode, doc: "the asker's current network mode (default: as registered)" },
@@ -494,6 +571,9 @@ const specs = {
   [MessageType.REFLECT]: {
     name: 'REFLECT', direction: 'terminal->server', service: 'reflector', auth: 'none',
     doc: 'NAT reflector: "what address do you see?" (RFC 5780 style). Padded to 80 bytes, the largest REFLECT_RESULT.',
+    refusals: [
+      { code: 'BAD_MESSAGE', when: 'change asks for the other address (bit 1) and the reflector has none' },
+    ],
     fields: [
       { key: 1, name: 'change', type: { t: 'uint', max: 3 }, doc: 'value 1 (bit 0): answer from the other port; value 2 (bit 1): from the other address; 3: both' },
       { key: 15, name: 'padding', type: padding, doc: 'makes the request at least as large as the answer' },
@@ -511,6 +591,18 @@ const specs = {
   [MessageType.MATCH_SUBMIT]: {
     name: 'MATCH_SUBMIT', direction: 'terminal->server', service: 'matchd', auth: 'session',
     doc: 'Ask for partners. A second submit from the same terminal replaces the first. Limited per terminal (a rate, and a cool-down after a match): RATE_LIMITED with retryAfterMs.',
+    refusals: [
+      { code: 'NO_SESSION', when: 'the server does not hold the session and the body carries no ticket (SESSIONS, Opening)' },
+      { code: 'BAD_TICKET', when: 'the ticket does not parse, names an unknown kid, does not verify, has malformed claims or a cti other than the session ID, or its cnf key is unusable' },
+      { code: 'WRONG_AUDIENCE', when: 'the ticket\'s aud is not this service\'s ID' },
+      { code: 'TICKET_EXPIRED', when: 'the ticket\'s exp plus the clock skew (300 s by default) has passed' },
+      { code: 'CLOCK_SKEW', when: 'the ticket\'s iat is ahead of the server\'s clock by more than the skew, or timeMs is absent or more than 120 s from the server\'s clock' },
+      { code: 'BAD_MAC', when: 'the datagram\'s MAC does not verify under the keys the ticket gives' },
+      { code: 'RATE_LIMITED', when: 'retryAfterMs: a request of this terminal was matched less than the cool-down ago (10 s by default; retryAfterMs is the time left), or its submit budget is spent (3 at once, then one per 5 s, per locator ID; every submit that gets past these two checks is charged, the session\'s first and those refused below included)' },
+      { code: 'BAD_MESSAGE', when: 'a requirement is invalid (as for SEARCH), or minParty is below 2, above maxParty or above the largest party matchd forms (8 by default)' },
+      { code: 'FORBIDDEN', when: 'netMode is 6 (udp-blocked) and relay names neither a TCP nor a TLS relay' },
+      { code: 'FULL', when: 'retryAfterMs: matchd holds its most waiting requests, in all or for this mediaId' },
+    ],
     fields: [
       { key: 1, name: 'ticket', type: ticket, doc: 'ticket for matchd; required when matchd has no session' },
       { key: 2, name: 'timeMs', type: { t: 'uint' }, doc: "terminal's clock, ms since the epoch (required with ticket)" },
@@ -536,6 +628,9 @@ const specs = {
   },
   [MessageType.MATCH_STATUS]: {
     name: 'MATCH_STATUS', direction: 'terminal->server', service: 'matchd', auth: 'session', doc: 'Poll a request.',
+    refusals: [
+      { code: 'NOT_FOUND', when: 'matchId is unknown, another terminal\'s, or forgotten (120 s after its request ended, or after a restart of matchd): one answer for all' },
+    ],
     fields: [{ key: 1, name: 'matchId', type: matchId, required: true, doc: 'request to poll' }],
   },
   [MessageType.MATCH_STATUS_RESULT]: {
@@ -550,6 +645,9 @@ const specs = {
   },
   [MessageType.MATCH_CANCEL]: {
     name: 'MATCH_CANCEL', direction: 'terminal->server', service: 'matchd', auth: 'session', doc: 'Withdraw a waiting request.',
+    refusals: [
+      { code: 'NOT_FOUND', when: 'matchId is unknown, another terminal\'s, or forgotten: one answer for all' },
+    ],
     fields: [{ key: 1, name: 'matchId', type: matchId, required: true, doc: 'request to cancel' }],
   },
   [MessageType.MATCH_CANCEL_ACK]: {

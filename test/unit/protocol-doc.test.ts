@@ -73,6 +73,21 @@ t.test('each message section lists exactly its fields', async (t) => {
   }
 });
 
+t.test("every request a server serves lists its own refusals, each code in its section's Refusals item", async (t) => {
+  // Requests (even types) sent to a server: by a terminal, or by authd to a service.
+  const served = specs.filter(({ type, spec }) => type % 2 === 0 && ['terminal->server', 'terminal->authd', 'authd->server'].includes(spec.direction));
+  t.ok(served.length >= 20, `${served.length} requests`);
+  for (const { type, spec } of served) {
+    t.ok(spec.refusals !== undefined, `${spec.name}: refusals listed in the catalog`);
+    const lines = messages.get(`${spec.name} (${hexType(type)})`) ?? [];
+    const at = lines.indexOf('.It Refusals');
+    t.ok(at >= 0, `${spec.name}: a Refusals item`);
+    const end = lines.findIndex((l, i) => i > at && /^\.It Li /.test(l));
+    const text = lines.slice(at, end < 0 ? undefined : end).join(' ');
+    for (const r of spec.refusals ?? []) t.match(text, new RegExp(`\\b${r.code}:`), `${spec.name}: ${r.code} in its Refusals`);
+  }
+});
+
 t.test('the page and ErrorCode list the same error codes with the same numbers', async (t) => {
   const rows = section('ERROR CODES').map((l) => /^\.It Dv ([A-Z_]+) Ta (\d+) Ta /.exec(l)).filter((m) => m !== null).map((m) => `${m[1]}=${m[2]}`).sort();
   const codes = Object.entries(ErrorCode).map(([name, code]) => `${name}=${code}`).sort();
