@@ -9,6 +9,9 @@
 //   dist/devloc.js        the terminal-side devloc(1) commands (src/cli/terminal.ts; yargs inlined)
 //   dist/types/           the library's declarations (tsc), for TypeScript hosts: .d.ts for an
 //                         ES module host, .d.cts beside them for a CommonJS one
+//   dist/agent.d.ts, dist/agent.d.cts   one line each, re-exporting dist/types/agent/index.d.(c)ts:
+//                         the declarations of agent.js and agent.cjs for a program that copies
+//                         them (with dist/types/) and imports them by path
 // The man pages are copied beside them. Run by `npm pack` (prepack) or `npm run build:agent`.
 // esbuild is a devDependency of the repository: the build needs the source tree anyway.
 import { build } from 'esbuild';
@@ -84,6 +87,11 @@ function cjsDeclarations(dir) {
   }
 }
 cjsDeclarations(path.join(out, 'types'));
+// Declarations beside the two library files, so that a program that vendors dist/agent.js (or
+// agent.cjs) with dist/types/ and imports it by path gets its types (without them tsc finds no
+// declaration for './agent.js': TS7016).
+writeFileSync(path.join(out, 'agent.d.ts'), "export * from './types/agent/index.js';\n");
+writeFileSync(path.join(out, 'agent.d.cts'), "export * from './types/agent/index.cjs';\n");
 mkdirSync(path.join(here, 'man'), { recursive: true });
 for (const page of ['devloc-agent.8', 'devloc-agent.3', 'devloc.1']) copyFileSync(path.join(root, 'man', page), path.join(here, 'man', page));
 writeFileSync(path.join(out, 'VERSION'), `${version}\n`);

@@ -23,6 +23,7 @@ import { MAX_ALLOW } from '../wire/catalog.js';
 import { NetMode } from '../wire/constants.js';
 import { AgentError } from './errors.js';
 import { formatId } from './ids.js';
+import { checkOptions } from './options.js';
 import { Registration } from './registration.js';
 import type { Channel } from './channel.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, GroupMembers, LookupEntry } from './types.js';
@@ -47,7 +48,12 @@ export class Agent extends SafeEmitter<AgentEvents> {
   private readonly registration: Registration;
   private readonly queries: LocatorQueries;
 
-  constructor(opts: AgentOptions) {
+  /**
+   * Throws AgentError('BAD_REQUEST') naming the option when a required one (identity, authd,
+   * authdKey) is missing or an option has the wrong shape (options.ts).
+   */
+  constructor(options: AgentOptions) {
+    const opts = checkOptions(options);
     const log = opts.log ?? (() => {});
     super(log);
     const reg = new Registration(opts, this, {

@@ -42,15 +42,15 @@ export const NEEDS_TICKET: readonly number[] = [
 
 /**
  * Every code an `AgentError` of the library carries, with what it means (documented in
- * devloc-agent(3); test/agent/embed.test.ts checks that each code thrown in src/agent is here
+ * devloc-agent(3); test/agent/distribution.test.ts checks that each code thrown in src/agent is here
  * and in the page). Besides these, an ERROR answer of locatord or matchd is passed on with the
  * wire code's name (RATE_LIMITED, TRY_LATER, FULL, ...: devloc-protocol(7)).
  */
 export const AGENT_ERROR_CODES: Readonly<Record<string, string>> = {
   NOT_RUNNING: 'the agent is not started, or is stopping',
-  NOT_REGISTERED: 'not registered with locatord (yet): the call waited and gave up',
+  NOT_REGISTERED: 'not registered with locatord: the call waited for the registration (10 s; a match submit 20 s) and gave up',
   NO_ANSWER: 'a server did not answer after every retransmission',
-  BAD_REQUEST: 'an argument is malformed (a match requirement, an empty channel message, ...)',
+  BAD_REQUEST: 'an argument or option is malformed (an option of new Agent, a match spec or requirement, a presence record, an empty channel message, ...)',
   BAD_TARGET: 'an ID given as bytes is not 16 bytes long',
   UNKNOWN_TARGET: 'neither an ID (32 hex digits) nor a name in the address book',
   NOT_FOUND: 'no such terminal, group, match request or address book entry',
@@ -61,7 +61,7 @@ export const AGENT_ERROR_CODES: Readonly<Record<string, string>> = {
   RELAY_UNAVAILABLE: 'connect: a relayed path was needed but no granted TURN relay gave an allocation',
   RELAY_LOST: 'a relayed channel closed because its TURN relay stopped answering (the reason says whether another relay is left)',
   BAD_INTRODUCTION: 'connect: locatord introduced another terminal, or a key that does not open',
-  CHANNEL_NOT_OPEN: 'send on a channel that is not open',
+  CHANNEL_NOT_OPEN: 'send on a channel that is not open (still punching, or closed)',
   TOO_LARGE: 'a channel message larger than the largest payload',
   NO_MATCHD: 'matching: authd named no matchd and none was configured',
   NO_MATCH_TICKET: 'matching: authd granted no ticket for the match service',

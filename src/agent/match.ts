@@ -307,15 +307,33 @@ export function checkSpec(spec: MatchSpec): void {
       bad(`attribute ${k}: text of at most 64 bytes, a whole number or true/false`);
     }
   }
-  const reqs = spec.requirements ?? [];
-  if (!Array.isArray(reqs) || reqs.length > 16) bad('at most 16 requirements');
-  for (const r of reqs) {
+  checkRequirements(spec.requirements ?? []);
+}
+
+/**
+ * Validate requirements (wire form {attr, op, value | min, max | set, mandatory}) as the server
+ * would, so a malformed one is a usage error here (AgentError BAD_REQUEST), not BAD_MESSAGE or a
+ * failure to encode there (the text forms, "level 2..4", are for devloc(1) and the control API).
+ */
+export function checkRequirements(reqs: unknown): void {
+  const bad = (why: string): never => {
+    throw new AgentError('BAD_REQUEST', why);
+  };
+  if (!Array.isArray(reqs) || reqs.length > 16) bad('requirements: an array of at most 16');
+  for (const x of reqs as unknown[]) {
+    if (typeof x === 'string') bad(`requirement ${JSON.stringify(x)}: expected an object {attr, op, value | min, max | set}, not a text form`);
+    const r = x as Requirement;
     if (typeof r !== 'object' || r === null || typeof r.attr !== 'string' || r.attr.length === 0 || Buffer.byteLength(r.attr) > 32) bad('requirement: attr is 1 to 32 bytes');
     if (r.op === 0 ? typeof r.value !== 'string' : r.op === 1 ? r.min === undefined && r.max === undefined : r.op === 2 ? !Array.isArray(r.set) || r.set.length === 0 : true) {
       bad(`requirement on ${r.attr}: op 0 needs value, op 1 min and/or max, op 2 a non-empty set`);
     }
+    if (r.value !== undefined && (typeof r.value !== 'string' || Buffer.byteLength(r.value) > 64)) bad(`requirement on ${r.attr}: value is text of at most 64 bytes`);
+    if (r.set !== undefined && (!Array.isArray(r.set) || r.set.length > 16 || !r.set.every((v) => typeof v === 'string' && Buffer.byteLength(v) <= 64))) {
+      bad(`requirement on ${r.attr}: set is 1 to 16 texts of at most 64 bytes`);
+    }
     for (const b of [r.min, r.max]) if (b !== undefined && (!Number.isSafeInteger(b) || b < 0)) bad(`requirement on ${r.attr}: range bounds are whole numbers >= 0`);
     if (r.min !== undefined && r.max !== undefined && r.min > r.max) bad(`requirement on ${r.attr}: min above max`);
+    if (r.mandatory !== undefined && typeof r.mandatory !== 'boolean') bad(`requirement on ${r.attr}: mandatory is true or false`);
   }
 }
 

@@ -32,10 +32,35 @@ import type { LocalAddress } from './interfaces.js';
 import { addressSignature, localAddresses, reportableAddresses } from './interfaces.js';
 import type { Classification } from './netmode.js';
 import { classifyNetwork, combineClassifications, inconclusive, reclassifyDelay } from './netmode.js';
+import type { CheckedOptions } from './options.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, RegistrationInfo } from './types.js';
 
 /** The step was abandoned because something more urgent happened (address change, stop). */
 class Interrupted extends Error {}
+
+/**
+ * A step that failed without a server's ERROR answer (no answer, a local problem), with the
+ * step's name: the names of `problem` events and status().lastError are those of ServerError
+ * ("auth", "REGISTER", "REFRESH") and "classify", never the state the agent was in.
+ */
+class StepFailure extends Error {
+  constructor(
+    readonly step: string,
+    err: Error,
+  ) {
+    super(err.message);
+  }
+}
+
+/** Run one step, naming it in a failure that is not a server's answer (nor an interruption). */
+async function named<T>(step: string, p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof ServerError || err instanceof Interrupted || err instanceof StepFailure || !(err instanceof Error)) throw err;
+    throw new StepFailure(step, err);
+  }
+}
 
 /** What locatord answers a REGISTER whose joinGroups it refuses (devloc-locatord(8), Groups). */
 const JOIN_REFUSALS: readonly number[] = [ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN, ErrorCode.FULL, ErrorCode.BAD_MESSAGE];
@@ -82,7 +107,7 @@ const modeName = (m: number): string => netModeNames[m] ?? `mode-${m}`;
 
 export class Registration {
   private readonly o: Required<Pick<AgentOptions,
-    'audiences' | 'interfacePollMs' | 'retransmitMs' | 'backoffMinMs' | 'backoffMaxMs' | 'reclassifyMs' | 'renewFraction' | 'maxRefreshS'>> & AgentOptions;
+    'audiences' | 'interfacePollMs' | 'retransmitMs' | 'backoffMinMs' | 'backoffMaxMs' | 'reclassifyMs' | 'renewFraction' | 'maxRefreshS'>> & CheckedOptions;
   readonly now: () => number;
   readonly random: () => number;
   readonly log: AgentLog;
@@ -157,7 +182,8 @@ export class Registration {
   readonly counters: AgentCounters = { authentications: 0, registrations: 0, refreshes: 0, probesAnswered: 0, failures: 0, addressChanges: 0 };
 
   constructor(
-    opts: AgentOptions,
+    /** The options as options.ts's checkOptions returns them (IDs as bytes). */
+    opts: CheckedOptions,
     /** The Agent: the loop's events are its events. */
     private readonly events: EventEmitter<AgentEvents>,
     private readonly hooks: RegistrationHooks,
@@ -432,7 +458,7 @@ export class Registration {
     const renewal = !this.needAuth && this.renewAt !== undefined && now >= this.renewAt;
     if (this.needAuth || renewal) {
       try {
-        await this.authenticate(gen);
+        await named('auth', this.authenticate(gen));
         // authd answered: the path works, so a REGISTER that goes unanswered next starts its
         // back-off over (the bound of startupBoundMs counts the two steps separately).
         this.backoffAttempt = 0;
@@ -451,16 +477,16 @@ export class Registration {
       }
     }
     const classifyDue = this.needClassify || (this.reclassifyAt !== undefined && now >= this.reclassifyAt);
-    const classifying = classifyDue ? this.classify(gen) : undefined;
+    const classifying = classifyDue ? named('classify', this.classify(gen)) : undefined;
     // A REGISTER that failed is retried on its own schedule: it does not wait for the
     // classification (which under loss can take a while), which goes on meanwhile.
     classifying?.catch(() => {});
-    if (this.needRegister) await this.register(gen);
+    if (this.needRegister) await named('REGISTER', this.register(gen));
     await classifying;
     this.check(gen);
     if (this.registered && (this.wireNetMode() !== this.reportedNetMode || this.reportableChanged())) this.nextRefreshAt = this.now();
     if (!this.needRegister && this.registered && this.nextRefreshAt !== undefined && this.now() >= this.nextRefreshAt) {
-      await this.refresh(gen);
+      await named('REFRESH', this.refresh(gen));
     }
     if (this.registered) this.setState('registered');
     return true;
@@ -502,7 +528,7 @@ export class Registration {
 
   private onFailure(err: Error): void {
     this.counters.failures++;
-    const step = err instanceof ServerError ? err.step : this._state;
+    const step = err instanceof ServerError || err instanceof StepFailure ? err.step : this._state;
     let delay: number;
     let level: LogLevel = 'warn';
     if (err instanceof ServerError) {
@@ -550,7 +576,7 @@ export class Registration {
     this.retryAt = this.conflict ? undefined : this.now() + delay;
     const message = err.message;
     this.lastError = { step, error: message, at: this.now() };
-    if (step === 'auth' || step === 'authenticating') this.settleAuthWaiters(false);
+    if (step === 'auth') this.settleAuthWaiters(false);
     if (this.conflict) this.log(level, 'identity in use by another terminal: not registering again (devloc-agent(8), IDENTITY CONFLICT)', { step, err: message });
     else this.log(level, 'step failed, retrying', { step, err: message, retryInMs: delay });
     this.events.emit('problem', step, message);

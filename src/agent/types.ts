@@ -32,17 +32,24 @@ export interface AgentOptions {
   match?: MatchClientOptions;
   /** NAT reflector; undefined: locatord's host on port 4702; null: do not classify. */
   reflector?: Address | null;
-  /** Local address of the UDP socket (default: any address of authd's family, ephemeral port). */
-  bind?: { host: string; port: number };
+  /**
+   * Local address of the UDP socket, a literal IP (default: any address of authd's family,
+   * ephemeral port): {host, port}, or an Address {ip, port} as parseAddress gives it.
+   */
+  bind?: { host: string; port: number } | Address;
   nickname?: string;
   /**
    * Groups to join with the first REGISTER (REGISTER joinGroups, at most 4; a closed group with
    * its join code, proven in the session, never sent). Once joined (membership is durable) they
    * are not sent again; refused (no such group, wrong code, full), the agent registers without.
+   * A group ID is 16 bytes or 32 hex digits (what groupCreate returns).
    */
-  joinGroups?: { groupId: Uint8Array; joinCode?: string }[];
-  /** Locator IDs that may always see this terminal (REGISTER allow, at most 32; matters with visibility 1). */
-  allow?: Uint8Array[];
+  joinGroups?: { groupId: Uint8Array | string; joinCode?: string }[];
+  /**
+   * Locator IDs that may always see this terminal (REGISTER allow, at most 32; matters with
+   * visibility 1): 16 bytes or 32 hex digits each.
+   */
+  allow?: (Uint8Array | string)[];
   mediaId?: string;
   /** 0 anyone with the ID (default), 1 groups and allow-list only. */
   visibility?: number;

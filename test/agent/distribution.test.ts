@@ -42,6 +42,35 @@ t.test('every AgentError code in src/agent is in AGENT_ERROR_CODES and in devloc
   t.same(Object.keys(AGENT_ERROR_CODES).filter((c) => !documented.has(c)).sort(), [], 'each in the ERRORS section of man/devloc-agent.3');
 });
 
+t.test('every option of AgentOptions and every public member of Agent is in devloc-agent(3)', async (t) => {
+  const types = readFileSync(path.join(root, 'src/agent/types.ts'), 'utf8');
+  const body = /^export interface AgentOptions \{\n([\s\S]*?)^\}/m.exec(types)?.[1] ?? '';
+  const options = [...body.matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]!);
+  t.ok(options.length > 20, `${options.length} options`);
+  const section = (name: string): string => {
+    const m = new RegExp(`^\\.Ss ${name}\\n([\\s\\S]*?)^\\.S[sh] `, 'm').exec(page);
+    return m?.[1] ?? '';
+  };
+  const tagged = (text: string, macro: string): Set<string> =>
+    new Set([...text.matchAll(new RegExp(`^\\.It ${macro} (.+)$`, 'gm'))].flatMap((m) => m[1]!.split(/\s*,\s*|\s+:\s.*$|\s+/)).filter(Boolean));
+  const documented = tagged(section('Options'), 'Fa');
+  t.same(options.filter((o) => !documented.has(o)), [], 'each option in the Options section');
+  // Public members: methods (.It Fn) and getters (.It Fa) of the Calls section; the properties
+  // the page names as internal are left out.
+  const agent = readFileSync(path.join(root, 'src/agent/agent.ts'), 'utf8');
+  const internal = new Set(['constructor', 'punch', 'relay', 'presence', 'extraGrants', 'match', 'registration', 'queries']);
+  const methods = [...agent.matchAll(/^ {2}(?:async )?(\w+)\(/gm)].map((m) => m[1]!).filter((n) => !internal.has(n));
+  const getters = [...agent.matchAll(/^ {2}get (\w+)\(/gm)].map((m) => m[1]!).filter((n) => !internal.has(n));
+  const calls = section('Calls');
+  t.same(methods.filter((n) => !tagged(calls, 'Fn').has(n)), [], 'each method in the Calls section');
+  t.same(getters.filter((n) => !tagged(calls, 'Fa').has(n)), [], 'each getter in the Calls section');
+  const matching = tagged(section('Matching'), 'Fn');
+  for (const n of ['submit', 'cancel', 'status', 'wait', 'list']) t.ok(matching.has(`match.${n}`), `match.${n} in the Matching section`);
+  for (const e of ['state', 'registered', 'refreshed', 'address', 'netmode', 'problem', 'match', 'presence', 'allow', 'channel', 'stopped', 'error']) {
+    t.match(section('Events'), new RegExp(`^\\.It Cm ${e}\\b`, 'm'), `event ${e} in the Events section`);
+  }
+});
+
 t.test('npm pack, npm install -g offline into an empty prefix, the example against real daemons', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'devloc-agent-dist-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -56,7 +85,7 @@ t.test('npm pack, npm install -g offline into an empty prefix, the example again
   const packed = (JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[])[0]!;
   const paths = packed.files.map((f) => f.path);
   t.same(paths.filter((p) => !/^(?:dist\/|man\/devloc[\w.-]*\.[138]$|README\.md$|package\.json$)/.test(p)), [], 'only dist/, man/, README.md, package.json');
-  for (const f of ['dist/agent.js', 'dist/agent.cjs', 'dist/devloc-agent.js', 'dist/devloc.js', 'dist/types/agent/index.d.ts', 'dist/types/agent/index.d.cts', 'man/devloc-agent.3', 'man/devloc-agent.8', 'README.md']) t.ok(paths.includes(f), `${f} is in`);
+  for (const f of ['dist/agent.js', 'dist/agent.cjs', 'dist/devloc-agent.js', 'dist/devloc.js', 'dist/types/agent/index.d.ts', 'dist/types/agent/index.d.cts', 'dist/agent.d.ts', 'dist/agent.d.cts', 'man/devloc-agent.3', 'man/devloc-agent.8', 'README.md']) t.ok(paths.includes(f), `${f} is in`);
   t.notOk(paths.some((p) => p.endsWith('.node')), 'nothing native');
 
   const prefix = path.join(dir, 'prefix');
