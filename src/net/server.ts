@@ -49,6 +49,8 @@ export interface Refusal {
   message?: string;
   retryAfterMs?: number;
   cookie?: Uint8Array;
+  /** For the log line only, never sent (a dependency's own error text, say). */
+  detail?: string;
 }
 
 /** What a handler returns: encoded reply bytes, a refusal, or nothing (no reply). */
@@ -435,7 +437,8 @@ export class DatagramServer {
       (err: unknown) => {
         if (key !== undefined) this.inFlight.delete(key);
         const r = err as { message?: string; retryAfterMs?: number };
-        this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `replay window: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, session, msg.name, msg.type);
+        // The store's own words (a client library's) go to the log, not on the wire.
+        this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: 'store unavailable, try later', detail: `replay window: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, session, msg.name, msg.type);
       },
     );
   }
@@ -725,7 +728,7 @@ export class DatagramServer {
 
   private refuse(raw: Buffer, from: Address, rid: Uint8Array, r: Refusal, session: ServerSession | undefined, what: string, type?: number): void {
     this.opts.metrics.inc('refused_total', { code: errorName(r.error) });
-    this.opts.logger.refusal(`${what}:${errorName(r.error)}`, { from: formatAddress(from), code: errorName(r.error), reason: r.message });
+    this.opts.logger.refusal(`${what}:${errorName(r.error)}`, { from: formatAddress(from), code: errorName(r.error), reason: r.message, ...(r.detail ? { detail: r.detail } : {}) });
     if (isResponseType(type ?? peekEnvelope(raw).type)) {
       // Logged and counted, but a response (an ERROR above all) is never answered.
       this.opts.metrics.inc('dropped_total', { reason: 'response-not-answered' });

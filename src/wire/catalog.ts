@@ -223,7 +223,16 @@ const specs = {
     name: 'AUTH_REQUEST', direction: 'terminal->authd', service: 'authd', auth: 'sealed',
     doc: 'Authenticate a device. Padded to exactly 1200 bytes. The sealed part holds the device ID and its signature.',
     refusals: [
-      { code: 'BAD_MESSAGE', when: 'authd checks the request in the order of AUTHENTICATION, What authd checks, where each refusal is listed with its condition' },
+      { code: 'BAD_MESSAGE', when: 'the datagram is not exactly 1200 bytes, or the opened AuthInner fails its schema (authd checks in the order of AUTHENTICATION, What authd checks)' },
+      { code: 'COOKIE_REQUIRED', when: 'a cookie is required (always, by default) and the request carries no valid one: the ERROR carries a fresh cookie' },
+      { code: 'RATE_LIMITED', when: "retryAfterMs: the source's budget (charged once a valid cookie is seen), or the device's own (10 a minute by default)" },
+      { code: 'TRY_LATER', when: "retryAfterMs: authd's overall budget is spent, its database cannot be read, or the device sent more recent requests than authd remembers per device (16) and this one is older than the one it forgot" },
+      { code: 'BAD_PROOF', when: 'authdKey names no key of authd, the seal does not open, or the signature does not verify (an unknown device the same, with the same message)' },
+      { code: 'MALFORMED', when: 'the opened AuthInner is not CBOR of a map' },
+      { code: 'REVOKED', when: 'the device is revoked (told only once its proof verified)' },
+      { code: 'CLOCK_SKEW', when: "timeMs is more than the clock skew (300 s by default) from authd's clock" },
+      { code: 'REPLAY', when: 'the pair (device ID, nonce) was served within the skew window' },
+      { code: 'NOT_FOUND', when: 'no audience asked for is a known service' },
     ],
     fields: [
       { key: 1, name: 'authdKey', type: { t: 'bstr', max: 16 }, required: true, doc: 'ID of the authd sealing key used' },
@@ -268,7 +277,7 @@ const specs = {
       { code: 'BAD_TICKET', when: 'the ticket does not parse, names an unknown kid, does not verify, has malformed claims or a cti other than the session ID, or its cnf key is unusable' },
       { code: 'WRONG_AUDIENCE', when: 'the ticket\'s aud is not this service\'s ID' },
       { code: 'TICKET_EXPIRED', when: 'the ticket\'s exp plus the clock skew (300 s by default) has passed' },
-      { code: 'CLOCK_SKEW', when: 'the ticket\'s iat is ahead of the server\'s clock by more than the skew, or timeMs is absent or more than 120 s from the server\'s clock' },
+      { code: 'CLOCK_SKEW', when: 'the ticket\'s iat is ahead of the server\'s clock by more than the skew, or timeMs is more than 120 s from the server\'s clock (a REGISTER without timeMs fails the body check first: BAD_MESSAGE)' },
       { code: 'BAD_MAC', when: 'the datagram\'s MAC does not verify under the keys the ticket gives' },
       { code: 'RATE_LIMITED', when: 'joinGroups is given while the terminal, or a group it names, is over its failed-proof limit (GROUP CODES), retryAfterMs 600000; nothing is registered' },
       { code: 'NOT_FOUND', when: 'a joinGroups group does not exist; nothing is registered' },
@@ -324,9 +333,11 @@ const specs = {
   },
   [MessageType.UNREGISTER]: {
     name: 'UNREGISTER', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Remove the registration (clean shutdown). The session stays open until the ticket expires. Accepted from any source '
-      + 'address: the MAC proves the terminal, and the answer is no larger than the request, so an address not validated for the '
-      + 'session is not challenged (see ADDRESS VALIDATION). When the registration is this session\'s, and this sequence number is '
+    doc: 'Remove the registration (clean shutdown). The session stays open until the ticket expires. Executed from any source '
+      + 'address (the MAC proves the terminal, and nothing is bound to the source); to an address not validated for the session '
+      + 'the UNREGISTER_ACK goes only when it is no larger than the request, else an ADDR_CHALLENGE replaces it, the registration '
+      + 'removed all the same (the ACK is larger when the server\'s sequence number takes more bytes than the terminal\'s, as the '
+      + 'wall-clock numbers of locatord on Redis do, see Sequence numbers and ADDRESS VALIDATION). When the registration is this session\'s, and this sequence number is '
       + 'above the last one it took, it is removed and UNREGISTER_ACK answers. UNREGISTER_ACK answers too, and nothing is removed, when '
       + 'there is no registration; when the registration is this session\'s and took this sequence number or a higher one; and when '
       + 'another session registered since and this UNREGISTER comes from the very address and port that registration is bound to, or '
@@ -415,8 +426,9 @@ const specs = {
   },
   [MessageType.PRESENCE_SET]: {
     name: 'PRESENCE_SET', direction: 'terminal->server', service: 'locatord', auth: 'session',
-    doc: 'Replace the presence record of a registered terminal without re-registering; watchers are told. Accepted from any source '
-      + 'address, which it does not bind (PRESENCE_SET_ACK is no larger than the request; see ADDRESS VALIDATION). Without a registration '
+    doc: 'Replace the presence record of a registered terminal without re-registering; watchers are told. Executed from any source '
+      + 'address, which it does not bind; to an address not validated for the session the PRESENCE_SET_ACK goes only when it is no '
+      + 'larger than the request, else an ADDR_CHALLENGE replaces it, the record set all the same (see ADDRESS VALIDATION). Without a registration '
       + 'of the locator ID refused with NOT_FOUND: send REGISTER. Answered with PRESENCE_SET_ACK and the record left as it is when the '
       + 'registration is this session\'s and took this sequence number or a higher one, and when another session registered since and '
       + 'this PRESENCE_SET comes from the very address and port that registration is bound to, or from an address not validated for this '

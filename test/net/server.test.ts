@@ -651,6 +651,8 @@ t.test('shared replay window (several instances): asked before the handler; repl
   await h.server.receive(r3, A);
   const m3 = decoded(h.socket.sent[2]!.bytes);
   t.equal(m3.name === 'ERROR' && m3.body.code, ErrorCode.TRY_LATER, 'TRY_LATER');
+  t.notMatch(h.socket.sent[2]!.bytes.toString('latin1'), /redis down/, "the store's own words are not on the wire");
+  t.ok(h.logs.some((l) => l['code'] === 'TRY_LATER' && String(l['detail']).includes('redis down')), 'they are in the log line');
   t.equal(refreshes(), 0);
   // Claimed, the handler answers TRY_LATER: the number is given back to the shared window.
   await h.server.receive(r3, A);
