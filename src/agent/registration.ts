@@ -577,7 +577,7 @@ export class Registration {
     const message = err.message;
     this.lastError = { step, error: message, at: this.now() };
     if (step === 'auth') this.settleAuthWaiters(false);
-    if (this.conflict) this.log(level, 'identity in use by another terminal: not registering again (devloc-agent(8), IDENTITY CONFLICT)', { step, err: message });
+    if (this.conflict) this.log(level, 'identity in use by another terminal: not registering again (devloc-agent(8), KICKED, REVOKED AND IDENTITY CONFLICT)', { step, err: message });
     else this.log(level, 'step failed, retrying', { step, err: message, retryInMs: delay });
     this.events.emit('problem', step, message);
     if (!this.registered) this.setState('retrying');

@@ -109,7 +109,8 @@ export function daemonHelp(binary: string, summary: string, spec: Spec, columns 
   const out = [
     `${binary} [options]`, '', ...wrap(summary, width, 0), '',
     'Every option may also be set in the --config file (key = value) or as',
-    `${envName(binary.replace(/^devloc-/, ''), 'KEY')}. Precedence: flag > environment > file > default.`, '', 'Options:',
+    // A placeholder no option is named after (DEVLOC_AUTHD_KEY is --key's own variable).
+    `${envName(binary.replace(/^devloc-/, ''), '<OPTION>')} (the option's name in capitals, - as _). Precedence: flag > environment > file > default.`, '', 'Options:',
   ];
   for (const [k, s] of all) {
     const head = `${k === 'help' ? '  -h, ' : '      '}--${k}`;

@@ -177,6 +177,11 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
   };
   const control = running.control;
   const controlPath = control && Object.hasOwn(spec, 'control-socket') ? str(config, 'control-socket') : '';
+  if (!control && workerIndex() < 0 && origins['control-socket'] !== undefined) {
+    // --workers: no process serves it (their state is per worker); say so rather than leave
+    // `devloc ctl` to report the daemon as not running.
+    logger.warn('control socket not served', { path: str(config, 'control-socket'), reason: 'with --workers no process serves the control socket (devloc-ctl(8))' });
+  }
   let controlSocket: ControlSocket | undefined;
   let sampler: RateSampler | undefined;
   if (control && controlPath) {

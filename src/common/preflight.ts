@@ -170,6 +170,9 @@ export async function preflight(spec: Spec, config: Config, origins: Record<stri
     for (const k of portKeys(spec)) {
       const port = Number(config[k]);
       if (!(port > 0)) continue;
+      // An alternate port of a socket that is off (`reflector-port -1`: no reflector) is not bound.
+      const main = k.endsWith('-alt-port') ? `${k.slice(0, -'-alt-port'.length)}-port` : undefined;
+      if (main !== undefined && Object.hasOwn(spec, main) && Number(config[main]) < 0) continue;
       const why = await portFree('udp', host, port);
       if (why) problems.push(`${named(k, port, origins)}: UDP ${host.includes(':') ? `[${host}]` : host}:${port} ${why}`);
     }

@@ -19,7 +19,7 @@ import { pooledRid } from '../net/push.js';
 import { TicketVerifier } from '../wire/ticket.js';
 import type { LocatorContext } from './context.js';
 import { GroupStore } from './groups.js';
-import { locatorHandlers } from './handlers/index.js';
+import { locatorHandlers, storeFailure } from './handlers/index.js';
 import { Introductions, introTarget } from './handlers/introduce.js';
 import { PresencePushes, presenceGone } from './handlers/watch.js';
 import type { LocatordLimits, LocatordOptions } from './options.js';
@@ -205,7 +205,7 @@ export async function startLocatord(o: LocatordOptions, logger = new Logger({ se
     querySourceLimiter: new RateLimiter({ ratePerS: limits.querySourceRatePerS, burst: limits.querySourceBurst }),
   };
   const ctx = context;
-  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }), rateLimiter, handlers: locatorHandlers(ctx, (h) => gateHandlers(h, ended, sharedRefusals(store, now))), claimInHandler: CLAIM_IN_HANDLER });
+  const server: DatagramServer = new DatagramServer({ service: 'locatord', socket, logger, metrics, sessions, addressValidation: new AddressValidation({ key: tokenKeyFrom(o.serviceSecret) }), rateLimiter, handlers: locatorHandlers(ctx, (h) => gateHandlers(h, ended, sharedRefusals(store, now))), storeFailure: (err) => storeFailure(ctx, err), claimInHandler: CLAIM_IN_HANDLER });
   metrics.gauge('sessions', store.kind === 'redis' ? 'Open sessions (held by this instance)' : 'Open sessions', () => sessions.size);
   metrics.gauge('ticket_signature_checks', 'Ticket signatures verified since start (one per distinct ticket)', () => verifier.signatureChecks);
 

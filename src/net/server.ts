@@ -95,6 +95,13 @@ export interface DatagramServerOptions {
   service: string;
   socket: dgram.Socket;
   handlers: Handlers;
+  /**
+   * The refusal for a failure of the store behind the sessions (a shared session's fetch, the
+   * shared replay window's claim), as the daemon answers one in a handler (locatord: TRY_LATER,
+   * counted in redis_errors_total, a log line); null, or absent: TRY_LATER with the store's
+   * words in the log line only.
+   */
+  storeFailure?: (err: unknown) => Refusal | null;
   logger: Logger;
   metrics: Metrics;
   sessions?: ServerSessions;
@@ -329,10 +336,7 @@ export class DatagramServer {
         if (!this.unproven(raw, from, msg.rid, msg.type)) return;
         return sessions.fetch(Buffer.from(msg.auth.sid).toString('hex')).then(
           (found) => (found ? this.process(raw, from, true) : this.refuse(raw, from, msg.rid, { error: auth.code, message: auth.reason }, undefined, msg.name, msg.type)),
-          (err: unknown) => {
-            const r = err as { message?: string; retryAfterMs?: number };
-            this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: `session store: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, undefined, msg.name);
-          },
+          (err: unknown) => this.refuse(raw, from, msg.rid, this.storeRefusal(err, 'session store'), undefined, msg.name),
         );
       }
       if (!auth.ok) {
@@ -436,11 +440,18 @@ export class DatagramServer {
       },
       (err: unknown) => {
         if (key !== undefined) this.inFlight.delete(key);
-        const r = err as { message?: string; retryAfterMs?: number };
-        // The store's own words (a client library's) go to the log, not on the wire.
-        this.refuse(raw, from, msg.rid, { error: ErrorCode.TRY_LATER, message: 'store unavailable, try later', detail: `replay window: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, session, msg.name, msg.type);
+        this.refuse(raw, from, msg.rid, this.storeRefusal(err, 'replay window'), session, msg.name, msg.type);
       },
     );
+  }
+
+  /** The refusal for a failure of the store behind the sessions (see DatagramServerOptions.storeFailure). */
+  private storeRefusal(err: unknown, during: string): Refusal {
+    const mapped = this.opts.storeFailure?.(err);
+    if (mapped) return mapped;
+    const r = err as { message?: string; retryAfterMs?: number };
+    // The store's own words (a client library's) go to the log, not on the wire.
+    return { error: ErrorCode.TRY_LATER, message: 'store unavailable, try later', detail: `${during}: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 };
   }
 
   /** A claim the shared window refused: REPLAY, or dropped (a copy another instance answers, a response). */
@@ -541,10 +552,7 @@ export class DatagramServer {
       if (!auth.ok && auth.code === ErrorCode.NO_SESSION && sessions.hasRemote && !triedRemote) {
         return sessions.fetch(Buffer.from(dec.auth.sid).toString('hex')).then(
           (found) => (found ? this.process(raw, from, true) : this.refuse(raw, from, rid, { error: dec.code, message: dec.reason }, undefined, 'decode', dec.type)),
-          (err: unknown) => {
-            const r = err as { message?: string; retryAfterMs?: number };
-            this.refuse(raw, from, rid, { error: ErrorCode.TRY_LATER, message: `session store: ${r.message ?? String(err)}`, retryAfterMs: r.retryAfterMs ?? 1000 }, undefined, spec.name);
-          },
+          (err: unknown) => this.refuse(raw, from, rid, this.storeRefusal(err, 'session store'), undefined, spec.name),
         );
       }
       if (!auth.ok && auth.code === ErrorCode.BAD_MAC) {

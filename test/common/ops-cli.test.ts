@@ -84,6 +84,13 @@ t.test('--check-config: state dir, control socket directory and ports, each name
     '--service-key', k.serviceKey, '--trust', k.trust, '--state-dir', path.join(dir, 'new', 'state'),
   ]);
   t.same(ok, { code: 0, stdout: 'devloc-locatord: configuration OK\n', stderr: '' }, 'a state dir that can be created is fine');
+
+  // --reflector-port -1 runs no reflector: its alternate port is not checked either.
+  const off = await run('locatord/main.ts', [
+    '--check-config', '--listen', '127.0.0.1', '--port', '0', '--reflector-port', '-1', '--reflector-alt-port', String(held.port),
+    '--service-key', k.serviceKey, '--trust', k.trust, '--state-dir', path.join(dir, 'new', 'state'),
+  ]);
+  t.same(off, { code: 0, stdout: 'devloc-locatord: configuration OK\n', stderr: '' }, 'no reflector: its alternate port in use is no problem');
 });
 
 // Permission checks need a user that is not root (root may read anything): nobody.

@@ -14,7 +14,7 @@ import type { TestRedis } from './fixtures/redis-server.js';
 import { hasRedis } from './fixtures/redis-server.js';
 import { needs } from '../ops/tools.js';
 import { startRedis } from './fixtures/redis-server.js';
-import { scrapeMetrics } from '../helpers/metrics.js';
+import { metricValue, scrapeMetrics } from '../helpers/metrics.js';
 import { RedisClient } from '../../src/locatord/store/redis-client.js';
 import { UdpClient } from '../../src/net/client.js';
 
@@ -112,9 +112,10 @@ t.test("a first REGISTER from its ticket's address is one script: the shared win
 t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and served again', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const keys = makeKeys();
-  const a = await locatord(t, keys, redis);
+  const a = await locatord(t, keys, redis, ['--metrics-listen', '127.0.0.1:0']);
   const term = await Terminal.open(t, keys, dest(a));
   await term.expect(t, 'REGISTER_ACK', term.register());
+  const metricsAt = (await a.waitFor((l) => l['msg'] === 'metrics endpoint'))['listen'] as string;
   await redis.stop();
   const r = await term.request('REFRESH', {});
   t.equal(errorCodeOf(r), ErrorCode.TRY_LATER);
@@ -124,6 +125,13 @@ t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and s
   t.equal(errorCodeOf(rr), ErrorCode.TRY_LATER, 'REGISTER: TRY_LATER');
   t.ok(rr.msg.name === 'ERROR' && (rr.msg.body.retryAfterMs ?? 0) > 0, 'with retryAfterMs');
   t.notOk(a.lines.some((l) => l['msg'] === 'handler failed'), 'an unavailable Redis is not a handler bug');
+  // A QUERY_ADDR's claim in the shared replay window (taken before its handler) fails too:
+  // answered and counted as the handlers' store failures are, the client's words not on the wire.
+  const errorsBefore = metricValue(await scrapeMetrics(metricsAt), 'redis_errors_total', { kind: 'unavailable' });
+  const qa = await term.request('QUERY_ADDR', { ids: [term.locatorId] });
+  t.equal(errorCodeOf(qa), ErrorCode.TRY_LATER, 'QUERY_ADDR: TRY_LATER');
+  t.ok(qa.msg.name === 'ERROR' && (qa.msg.body.message === undefined || qa.msg.body.message === 'store unavailable, try later'), `its message: ${qa.msg.name === 'ERROR' ? qa.msg.body.message : ''}`);
+  t.ok(metricValue(await scrapeMetrics(metricsAt), 'redis_errors_total', { kind: 'unavailable' }) > errorsBefore, 'counted in redis_errors_total');
   await a.waitFor((l) => l['msg'] === 'redis connection lost');
   await redis.start();
   await a.waitFor((l) => l['msg'] === 'redis connection restored');
@@ -142,7 +150,11 @@ t.test('redis down: TRY_LATER and a log line; redis restarted: re-register and s
 t.test('--workers 2 serve one port on the shared store', { skip: noRedis }, async (t) => {
   const redis = await startRedis(t);
   const keys = makeKeys();
-  const a = await locatord(t, keys, redis, ['--workers', '2']);
+  const socketPath = path.join(t.testdir(), 'control.sock');
+  const a = await locatord(t, keys, redis, ['--workers', '2', '--control-socket', socketPath]);
+  // A control socket asked for is not served with --workers: a warning says so.
+  const warned = await a.waitFor((l) => l['msg'] === 'control socket not served');
+  t.equal(warned['path'], socketPath, 'the warning names the socket');
   const terms = await Promise.all(Array.from({ length: 8 }, () => Terminal.open(t, keys, dest(a))));
   for (const x of terms) await x.expect(t, 'REGISTER_ACK', x.register());
   const q = await terms[0]!.expect(t, 'QUERY_STATUS_RESULT', terms[0]!.request('QUERY_STATUS', { ids: terms.map((x) => x.locatorId) }));

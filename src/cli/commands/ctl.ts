@@ -47,8 +47,8 @@ export const ctlCommand: CommandModule<object, CtlArgs> = {
     y
       .positional('daemon', { choices: CTL_DAEMONS, describe: 'which daemon' })
       .positional('command', { choices: CTL_COMMANDS, describe: 'what to ask' })
-      .positional('target', { type: 'string', describe: 'show, kick: a locator ID or a nickname (authd: a device ID)' })
-      .option('socket', { type: 'string', describe: 'the daemon\'s control socket (default /run/devloc/DAEMON/control.sock)' })
+      .positional('target', { type: 'string', describe: 'show, kick: a locator ID (locatord on its embedded store also a nickname; authd, show only: a device ID)' })
+      .option('socket', { type: 'string', describe: 'the daemon\'s control socket (default $DEVLOC_<DAEMON>_CONTROL_SOCKET, else /run/devloc/<daemon>/control.sock)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' })
       .option('limit', { type: 'number', describe: 'sessions: list at most this many (default 100)' })
       .option('timeout', { type: 'number', default: 10, describe: 'seconds to wait for the answer' })
@@ -57,7 +57,7 @@ export const ctlCommand: CommandModule<object, CtlArgs> = {
   handler: async (a) => {
     await runHandler('ctl', async () => {
       const needsTarget = a.command === 'show' || a.command === 'kick';
-      if (needsTarget && !a.target) throw new UsageError(`${a.command} needs a target: a locator ID or nickname${a.daemon === 'authd' ? ' (authd: a device ID)' : ''}`);
+      if (needsTarget && !a.target) throw new UsageError(`${a.command} needs a target: ${a.daemon === 'authd' ? 'a device ID' : a.daemon === 'matchd' ? 'a locator ID' : 'a locator ID (or, on the embedded store, a nickname)'}`);
       if (!needsTarget && a.target !== undefined) throw new UsageError(`${a.command} takes no target (got ${JSON.stringify(a.target)})`);
       const args: Record<string, unknown> = {};
       if (a.target !== undefined) args['target'] = a.target;
