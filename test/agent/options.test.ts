@@ -3,12 +3,13 @@
 // accepted as 16 bytes or 32 hex digits, `bind` as {host, port} or an Address {ip, port}. And a
 // malformed local argument of search or setMedia is BAD_REQUEST before anything is sent.
 import t from 'tap';
-import { generateKeyPairSync } from 'node:crypto';
 import { Agent, AgentError, parseAddress } from '../../src/agent/index.js';
 import type { AgentOptions } from '../../src/agent/index.js';
 import type { Requirement } from '../../src/wire/catalog.js';
+import { generatePair, privateKeyObject } from '../../src/wire/keys.js';
 
-const identity = { deviceId: 'device-1', key: generateKeyPairSync('ed25519').privateKey };
+// Keys from raw bytes through src/wire/keys.ts, as test/unit/keygen-gc.test.ts requires.
+const identity = { deviceId: 'device-1', key: privateKeyObject('Ed25519', generatePair('ed25519')) };
 const authdKey = { kid: Buffer.alloc(8, 1), seal: Buffer.alloc(32, 2) };
 const authd = parseAddress('127.0.0.5:49700')!;
 const base: AgentOptions = { identity, authd, authdKey };
