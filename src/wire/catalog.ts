@@ -116,6 +116,26 @@ const padding = { t: 'bstr', max: MAX_DATAGRAM } as const satisfies FieldType;
 const channelId = { t: 'bstr', min: CHANNEL_ID_BYTES, max: CHANNEL_ID_BYTES } as const satisfies FieldType;
 const localAddrs = { t: 'array', of: { t: 'addr' }, max: 4 } as const satisfies FieldType;
 
+/**
+ * The refusals of a session-opening message (REGISTER, MATCH_SUBMIT: SESSIONS, Opening), one
+ * list for both; `timeMs` ends CLOCK_SKEW's condition, which differs by whether timeMs is required.
+ */
+function sessionOpeningRefusals(timeMs: string): RefusalSpec[] {
+  return [
+    { code: 'NO_SESSION', when: 'the server does not hold the session and the body carries no ticket (SESSIONS, Opening)' },
+    { code: 'BAD_TICKET', when: 'the ticket does not parse, names an unknown kid, does not verify, has malformed claims or a cti other than the session ID, or its cnf key is unusable' },
+    { code: 'WRONG_AUDIENCE', when: 'the ticket\'s aud is not this service\'s ID' },
+    { code: 'TICKET_EXPIRED', when: 'the ticket\'s exp plus the clock skew (300 s by default) has passed' },
+    { code: 'CLOCK_SKEW', when: `the ticket's iat is ahead of the server's clock by more than the skew, ${timeMs}` },
+    { code: 'BAD_MAC', when: 'the datagram\'s MAC does not verify under the keys the ticket gives' },
+  ];
+}
+
+/** The refusal of a request charged to locatord's lookup budgets (QUERY_ADDR, QUERY_STATUS, WATCH, GROUP_MEMBERS). */
+const LOOKUP_REFUSAL: RefusalSpec = {
+  code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free',
+};
+
 /** Largest batch in one QUERY_ADDR / QUERY_STATUS request (each ID costs 17 B). */
 export const MAX_QUERY_IDS = 64;
 
@@ -273,12 +293,7 @@ const specs = {
     name: 'REGISTER', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Register the source address. Carries the ticket when opening a session.',
     refusals: [
-      { code: 'NO_SESSION', when: 'the server does not hold the session and the body carries no ticket (SESSIONS, Opening)' },
-      { code: 'BAD_TICKET', when: 'the ticket does not parse, names an unknown kid, does not verify, has malformed claims or a cti other than the session ID, or its cnf key is unusable' },
-      { code: 'WRONG_AUDIENCE', when: 'the ticket\'s aud is not this service\'s ID' },
-      { code: 'TICKET_EXPIRED', when: 'the ticket\'s exp plus the clock skew (300 s by default) has passed' },
-      { code: 'CLOCK_SKEW', when: 'the ticket\'s iat is ahead of the server\'s clock by more than the skew, or timeMs is more than 120 s from the server\'s clock (a REGISTER without timeMs fails the body check first: BAD_MESSAGE)' },
-      { code: 'BAD_MAC', when: 'the datagram\'s MAC does not verify under the keys the ticket gives' },
+      ...sessionOpeningRefusals('or timeMs is more than 120 s from the server\'s clock (a REGISTER without timeMs fails the body check first: BAD_MESSAGE)'),
       { code: 'RATE_LIMITED', when: 'joinGroups is given while the terminal, or a group it names, is over its failed-proof limit (GROUP CODES), retryAfterMs 600000; nothing is registered' },
       { code: 'NOT_FOUND', when: 'a joinGroups group does not exist; nothing is registered' },
       { code: 'FORBIDDEN', when: 'a joinGroups group is closed, the terminal is not a member, and the proof is missing or does not verify; nothing is registered' },
@@ -354,7 +369,7 @@ const specs = {
     name: 'QUERY_ADDR', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Current address of up to 64 locator IDs; the answer is paged.',
     refusals: [
-      { code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free' },
+      LOOKUP_REFUSAL,
     ],
     fields: [
       { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs asked about' },
@@ -373,7 +388,7 @@ const specs = {
     name: 'QUERY_STATUS', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Online/offline status of up to 64 locator IDs.',
     refusals: [
-      { code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free' },
+      LOOKUP_REFUSAL,
     ],
     fields: [
       { key: 1, name: 'ids', type: { t: 'array', of: locatorId, max: MAX_QUERY_IDS }, required: true, doc: 'locator IDs asked about' },
@@ -395,7 +410,7 @@ const specs = {
     doc: 'Watch up to 64 more locator IDs (at most 256 in all per terminal): PRESENCE is pushed when one comes online, goes offline or changes its presence. Every ID of ids is watched whatever the cursor; the answer is their current status from the cursor on, as many as fit, charged like a QUERY_STATUS of those (the next page: the same ids with cursor = nextCursor, charged for its own entries).',
     refusals: [
       { code: 'NOT_FOUND', when: 'the terminal is not registered in this session (no registration, or one another session made): send REGISTER' },
-      { code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free' },
+      LOOKUP_REFUSAL,
       { code: 'FULL', when: 'the IDs not watched yet would bring the terminal over 256 watched IDs (an ID named twice counts once); nothing is added' },
     ],
     fields: [
@@ -522,7 +537,7 @@ const specs = {
     doc: 'List members with status and address; members only; paged.',
     refusals: [
       { code: 'FORBIDDEN', when: 'the terminal is not a member of the group, or the group does not exist: the same answer' },
-      { code: 'RATE_LIMITED', when: 'retryAfterMs: the IDs this answer carries are over the source\'s or the terminal\'s lookup budget (see devloc-locatord(8)); an answer of no entries is free' },
+      LOOKUP_REFUSAL,
     ],
     fields: [
       { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to list' },
@@ -604,12 +619,7 @@ const specs = {
     name: 'MATCH_SUBMIT', direction: 'terminal->server', service: 'matchd', auth: 'session',
     doc: 'Ask for partners. A second submit from the same terminal replaces the first. Limited per terminal (a rate, and a cool-down after a match): RATE_LIMITED with retryAfterMs.',
     refusals: [
-      { code: 'NO_SESSION', when: 'the server does not hold the session and the body carries no ticket (SESSIONS, Opening)' },
-      { code: 'BAD_TICKET', when: 'the ticket does not parse, names an unknown kid, does not verify, has malformed claims or a cti other than the session ID, or its cnf key is unusable' },
-      { code: 'WRONG_AUDIENCE', when: 'the ticket\'s aud is not this service\'s ID' },
-      { code: 'TICKET_EXPIRED', when: 'the ticket\'s exp plus the clock skew (300 s by default) has passed' },
-      { code: 'CLOCK_SKEW', when: 'the ticket\'s iat is ahead of the server\'s clock by more than the skew, or timeMs is absent or more than 120 s from the server\'s clock' },
-      { code: 'BAD_MAC', when: 'the datagram\'s MAC does not verify under the keys the ticket gives' },
+      ...sessionOpeningRefusals('or timeMs is absent or more than 120 s from the server\'s clock'),
       { code: 'RATE_LIMITED', when: 'retryAfterMs: a request of this terminal was matched less than the cool-down ago (10 s by default; retryAfterMs is the time left), or its submit budget is spent (3 at once, then one per 5 s, per locator ID; every submit that gets past these two checks is charged, the session\'s first and those refused below included)' },
       { code: 'BAD_MESSAGE', when: 'a requirement is invalid (as for SEARCH), or minParty is below 2, above maxParty or above the largest party matchd forms (8 by default)' },
       { code: 'FORBIDDEN', when: 'netMode is 6 (udp-blocked) and relay names neither a TCP nor a TLS relay' },
