@@ -28,6 +28,20 @@ export function viewCode(view: string): number {
   return 1 + (h1 >>> 12) * 0x1_0000_0000 + (h2 >>> 0);
 }
 
+/**
+ * `targets` each once, with the view given beside its first mention: what WatchBackend.add and
+ * restore take (a WATCH may name an ID twice, a snapshot file is input; either would otherwise
+ * count one ID twice toward MAX_WATCHES). The arrays themselves when nothing repeats.
+ */
+export function distinctTargets<V>(targets: readonly string[], views: readonly V[]): { targets: readonly string[]; views: readonly V[] } {
+  const firstAt = new Map<string, number>();
+  targets.forEach((t, i) => {
+    if (!firstAt.has(t)) firstAt.set(t, i);
+  });
+  if (firstAt.size === targets.length) return { targets, views };
+  return { targets: [...firstAt.keys()], views: [...firstAt.values()].map((i) => views[i]!) };
+}
+
 /** Smallest list capacity (class 0); class c holds 4 << c entries. */
 const MIN_CAP_LOG2 = 2;
 
@@ -203,12 +217,9 @@ export class MemoryWatches implements WatchBackend {
   private addCodes(watcherHex: string, targets: readonly string[], codes: readonly number[], max: number): number | undefined {
     const ws = this.slotOf(watcherHex);
     const have = ws === undefined ? 0 : this.outN[ws]!;
-    // The targets not watched yet (each once), before anything changes: a refusal changes nothing.
+    // The targets not watched yet (distinct: WatchBackend.add), before anything changes: a refusal changes nothing.
     const fresh: number[] = [];
-    const seen = new Set<string>();
     targets.forEach((t, i) => {
-      if (seen.has(t)) return;
-      seen.add(t);
       const ts = this.slotOf(t);
       if (ws !== undefined && ts !== undefined && this.indexOut(ws, ts) >= 0) return;
       fresh.push(i);
@@ -341,6 +352,7 @@ export class MemoryWatches implements WatchBackend {
 
   /** Put back a list saved by lists() (view codes as saved); false when it does not fit `max`. */
   restore(watcher: string, targets: readonly string[], views: readonly number[], max: number): boolean {
-    return this.addCodes(watcher, targets, views.map((v) => (Number.isSafeInteger(v) && v >= 0 ? v : 0)), max) !== undefined;
+    const d = distinctTargets(targets, views);
+    return this.addCodes(watcher, d.targets, d.views.map((v) => (Number.isSafeInteger(v) && v >= 0 ? v : 0)), max) !== undefined;
   }
 }

@@ -1,8 +1,9 @@
 // The embedded subscription structure (watches.ts MemoryWatches, compact: interned slots and
 // typed arrays) against a plain model of maps and sets, over random operations; bounds; and
-// lists()/restore() (the snapshot) giving back the same lists and views.
+// lists()/restore() (the snapshot) giving back the same lists and views. Its add() takes distinct
+// targets (WatchBackend.add); the WATCH handler and restore() make them so with distinctTargets.
 import t from 'tap';
-import { MemoryWatches, viewCode } from '../../src/locatord/watches.js';
+import { distinctTargets, MemoryWatches, viewCode } from '../../src/locatord/watches.js';
 
 class Model {
   readonly by = new Map<string, Map<string, string>>();
@@ -52,7 +53,8 @@ t.test('random operations: same answers as the plain model', async (t) => {
     if (op < 4) {
       const ts = Array.from({ length: 1 + rnd(6) }, () => ids[rnd(ids.length)]!);
       const vs = ts.map(() => (rnd(3) === 0 ? '' : `v${rnd(4)}`));
-      if (w.add(a, ts, vs, 12) !== m.add(a, ts, vs, 12)) mismatches++;
+      const d = distinctTargets(ts, vs);
+      if (w.add(a, d.targets, d.views, 12) !== m.add(a, ts, vs, 12)) mismatches++;
     } else if (op < 6) {
       const ts = rnd(5) === 0 ? 'all' : Array.from({ length: 1 + rnd(3) }, () => ids[rnd(ids.length)]!);
       if (w.remove(a, ts) !== m.remove(a, ts)) mismatches++;
@@ -78,7 +80,11 @@ t.test('random operations: same answers as the plain model', async (t) => {
 
 t.test('bounds and duplicates: a refused add changes nothing; watching again costs no room', async (t) => {
   const w = new MemoryWatches();
-  t.equal(w.add('aa', ['b1', 'b2', 'b2'], ['', 'x', 'x'], 2), 2, 'a duplicate in one request counts once');
+  const d = distinctTargets(['b1', 'b2', 'b2'], ['', 'x', 'y']);
+  t.same(d, { targets: ['b1', 'b2'], views: ['', 'x'] }, 'an ID named twice is kept once, with its first view');
+  const plain = ['b1', 'b2'];
+  t.equal(distinctTargets(plain, ['', '']).targets, plain, 'nothing repeated: the same array, no copy');
+  t.equal(w.add('aa', d.targets, d.views, 2), 2, 'a duplicate in one request counts once');
   t.equal(w.add('aa', ['b3'], [''], 2), undefined, 'beyond the bound: refused');
   t.equal(w.count('aa'), 2);
   t.same(w.watchersOf('b3'), [], 'the refused target is not watched');
@@ -103,6 +109,9 @@ t.test('lists() and restore() give back the same lists and views (the snapshot)'
   t.equal(back.swapView('w1', 't2', 'a'), false, 'the view told before the restart is kept: no push for nothing');
   t.equal(back.swapView('w2', 't1', 'd'), true);
   t.notOk(back.restore('w3', ['t1', 't2'], [0, 0], 1), 'a list beyond the bound is not restored');
+  // A snapshot file is input: an ID listed twice is one watch, not two toward the bound.
+  t.ok(back.restore('w4', ['t1', 't1'], [0, 0], 1), 'a list naming one ID twice fits a bound of 1');
+  t.equal(back.count('w4'), 1);
   t.equal(back.count('w3'), 0);
   t.not(viewCode('a'), viewCode('b'));
   t.equal(viewCode(''), 0);

@@ -39,6 +39,7 @@ import type { RegistrationExtra } from '../table.js';
 import type { MaybePromise } from '../store/maybe.js';
 import { all, both, then } from '../store/maybe.js';
 import type { Presence } from '../store/types.js';
+import { distinctTargets } from '../watches.js';
 import { chargeQueryPage, presenceRecordOf, visibleRecords, visibleTo } from './query.js';
 import { identityConflict, standingOf } from './standing.js';
 
@@ -336,7 +337,9 @@ export function watch(c: LocatorContext, ctx: RequestContext<'WATCH'>): MaybePro
       // Charged like QUERY_STATUS of the IDs answered: the answer reveals as much.
       const refused = chargeQueryPage(c, 'WATCH', ctx.from.ip, me, page.entries.map((e) => e.online));
       if (refused) return refused;
-      return then(c.store.watches.add(me.locatorHex, hexes, entries.map(viewOf), MAX_WATCHES), (watching): HandlerResult => {
+      // An ID named twice is one watch (the answer still has an entry per ID named).
+      const d = distinctTargets(hexes, entries.map(viewOf));
+      return then(c.store.watches.add(me.locatorHex, d.targets, d.views, MAX_WATCHES), (watching): HandlerResult => {
         if (watching === undefined) {
           c.metrics.inc('watch_refused_total');
           c.logger.refusal('watch-full', { locatorId: me.locatorHex, asked: ids.length });

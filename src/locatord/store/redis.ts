@@ -778,13 +778,6 @@ class RedisWatches implements WatchBackend {
   async add(watcherHex: string, targets: readonly string[], views: readonly string[], max: number): Promise<number | undefined> {
     const k = this.of(watcherHex);
     if (targets.length === 0) return this.count(watcherHex);
-    // An ID named twice is one watch (WATCH_ADD would count it twice toward `max`): the first view kept.
-    const firstAt = new Map<string, number>();
-    targets.forEach((t, i) => { if (!firstAt.has(t)) firstAt.set(t, i); });
-    if (firstAt.size < targets.length) {
-      targets = [...firstAt.keys()];
-      views = [...firstAt.values()].map((i) => views[i] ?? '');
-    }
     const n = (await this.r.eval(WATCH_ADD, k, [max, ...targets.flatMap((t, i) => [t, this.view(watcherHex, t, views[i] ?? '')])])) as number;
     if (n < 0) return undefined;
     await Promise.all(targets.map((t) => this.r.call(['SADD', this.by(t), this.member(t, watcherHex)], this.by(t))));

@@ -90,7 +90,10 @@ export interface GroupBackend {
  * hidden terminal going offline changes nothing it sees). Keys are locator IDs in hex.
  */
 export interface WatchBackend {
-  /** Add `targets` to the watcher's list unless it would then exceed `max`; the new count, or undefined when refused. */
+  /**
+   * Add `targets` (distinct: watches.ts distinctTargets) to the watcher's list unless it would
+   * then exceed `max`; the new count, or undefined when refused.
+   */
   add(watcherHex: string, targets: readonly string[], views: readonly string[], max: number): MaybePromise<number | undefined>;
   /** Remove `targets` (or every one); the count left. */
   remove(watcherHex: string, targets: readonly string[] | 'all'): MaybePromise<number>;
