@@ -349,9 +349,10 @@ export class DatagramServer {
     }
     // Answers are remembered by session ID and request ID, or outside a session by request ID
     // alone (64 random bits), so that the same request replayed from another source is
-    // recognised as such rather than executed again.
-    const keyed = !answerless;
-    const cached = keyed ? this.replies.find(msg.auth?.sid, msg.rid, performance.now()) : NIL;
+    // recognised as such rather than executed again. `answerable` goes with the datagram to
+    // answer(): the one place that decides a response gets nothing back.
+    const answerable = !answerless;
+    const cached = answerable ? this.replies.find(msg.auth?.sid, msg.rid, performance.now()) : NIL;
     if (cached !== NIL) {
       if (this.replies.isRetransmission(cached, raw, from.ip, from.port)) {
         const replyBytes = this.replies.replyBytes(cached);
@@ -378,7 +379,7 @@ export class DatagramServer {
       }
       return;
     }
-    if (keyed && this.inFlight.size > 0 && this.inFlight.has(flightKey(msg))) {
+    if (answerable && this.inFlight.size > 0 && this.inFlight.has(flightKey(msg))) {
       // A retransmission while the handler still runs: its answer is on the way.
       metrics.inc('dropped_total', { reason: 'in-flight' });
       return;
@@ -413,12 +414,12 @@ export class DatagramServer {
       // `claimInHandler` gets the claim to fold into its store's write (one round trip less).
       const claim = this.opts.sessions!.claim(session, msg.auth.seq, from);
       if (claim) {
-        if (this.opts.claimInHandler?.has(msg.name)) return this.execute(raw, from, msg, handler, session, fresh, keyed, claim);
+        if (this.opts.claimInHandler?.has(msg.name)) return this.execute(raw, from, msg, handler, session, fresh, answerable, claim);
         const s = session;
-        return this.afterClaim(claim, raw, from, msg, s, keyed, () => this.execute(raw, from, msg, handler, s, fresh, keyed));
+        return this.afterClaim(claim, raw, from, msg, s, answerable, () => this.execute(raw, from, msg, handler, s, fresh, answerable));
       }
     } else if (!this.unproven(raw, from, msg.rid, msg.type)) return;
-    return this.execute(raw, from, msg, handler, session, fresh, keyed);
+    return this.execute(raw, from, msg, handler, session, fresh, answerable);
   }
 
   /**
@@ -426,10 +427,10 @@ export class DatagramServer {
    * that fails TRY_LATER. Meanwhile the in-flight set keeps copies of the datagram out.
    */
   private afterClaim(
-    claim: DeferredClaim, raw: Buffer, from: Address, msg: Message, session: ServerSession, keyed: boolean,
+    claim: DeferredClaim, raw: Buffer, from: Address, msg: Message, session: ServerSession, answerable: boolean,
     go: () => Promise<void> | void,
   ): Promise<void> {
-    const key = keyed ? flightKey(msg) : undefined;
+    const key = answerable ? flightKey(msg) : undefined;
     if (key !== undefined) this.inFlight.add(key);
     return claim.take().then(
       (verdict) => {
@@ -472,7 +473,7 @@ export class DatagramServer {
    */
   private execute(
     raw: Buffer, from: Address, msg: Message, handler: Handler, session: ServerSession | undefined, fresh: boolean,
-    keyed: boolean, claim?: DeferredClaim,
+    answerable: boolean, claim?: DeferredClaim,
   ): Promise<void> | undefined {
     if (session && fresh) {
       // From here on the request works on the held session (its window, its send sequence).
@@ -487,25 +488,25 @@ export class DatagramServer {
     try {
       out = handler(ctx as never);
     } catch (err) {
-      return this.handled(ctx, keyed, started, undefined, true, err);
+      return this.handled(ctx, answerable, started, undefined, true, err);
     }
     if (isPromiseLike(out)) {
       // Only an answer that waits can meet a retransmission of its request meanwhile: the
       // in-flight set keeps such copies out until it is cached (a synchronous one is cached first).
-      const key = keyed ? flightKey(msg) : undefined;
+      const key = answerable ? flightKey(msg) : undefined;
       if (key !== undefined) this.inFlight.add(key);
       return Promise.resolve(out).then(
         (result) => {
           if (key !== undefined) this.inFlight.delete(key);
-          return this.handled(ctx, keyed, started, result, false);
+          return this.handled(ctx, answerable, started, result, false);
         },
         (err: unknown) => {
           if (key !== undefined) this.inFlight.delete(key);
-          return this.handled(ctx, keyed, started, undefined, true, err);
+          return this.handled(ctx, answerable, started, undefined, true, err);
         },
       );
     }
-    return this.handled(ctx, keyed, started, out, false);
+    return this.handled(ctx, answerable, started, out, false);
   }
 
   /**
@@ -516,7 +517,7 @@ export class DatagramServer {
    * give it back (answer()).
    */
   private handled(
-    ctx: Context, keyed: boolean, started: number,
+    ctx: Context, answerable: boolean, started: number,
     result: HandlerResult | undefined, threw: boolean, err?: unknown,
   ): Promise<void> | undefined {
     const { raw, from, msg, session, claim } = ctx;
@@ -527,8 +528,8 @@ export class DatagramServer {
       return undefined;
     }
     const out = threw ? this.handlerFailure(msg, err) : result!;
-    if (claim?.state === 'pending') return this.afterClaim(claim, raw, from, msg, session!, keyed, () => this.answer(raw, from, msg, session, unvalidated, keyed, started, out));
-    this.answer(raw, from, msg, session, unvalidated, keyed, started, out);
+    if (claim?.state === 'pending') return this.afterClaim(claim, raw, from, msg, session!, answerable, () => this.answer(raw, from, msg, session, unvalidated, answerable, started, out));
+    this.answer(raw, from, msg, session, unvalidated, answerable, started, out);
     return undefined;
   }
 
@@ -610,17 +611,20 @@ export class DatagramServer {
   /** After the handler: take the sequence number, reply (bounded), cache what was sent. */
   private answer(
     raw: Buffer, from: Address, msg: Message, session: ServerSession | undefined, unvalidated: boolean,
-    keyed: boolean, started: number, handled: HandlerResult,
+    answerable: boolean, started: number, handled: HandlerResult,
   ): void {
     const { metrics, logger } = this.opts;
     let result = handled;
     const now = performance.now();
     metrics.observe('request_duration_seconds', 'Time to handle a request', (now - started) / 1e3);
+    // A response (`answerable` false: an ack of a push, PROBE_ACK, REVOKE_ACK) is never answered,
+    // also when its handler refuses it (an ended session's ack, a store failure): the refusal is
+    // counted and logged below, and nothing is built for it (no MAC, no server sequence number spent).
     // A refusal by the handler is an answer too: MACed, and to an unvalidated address only when it
     // is no larger than the request (built here once, so its sequence number is taken once).
     let refusal: Buffer | null | undefined;
-    if (session && unvalidated && result !== null && result !== NEEDS_VALIDATION && !Buffer.isBuffer(result)) refusal = this.errorReply(raw, msg.rid, result, session);
-    if (session && unvalidated && (result === NEEDS_VALIDATION || (Buffer.isBuffer(result) && result.length > raw.length) || (refusal != null && refusal.length > raw.length))) {
+    if (answerable && session && unvalidated && result !== null && result !== NEEDS_VALIDATION && !Buffer.isBuffer(result)) refusal = this.errorReply(raw, msg.rid, result, session);
+    if (answerable && session && unvalidated && (result === NEEDS_VALIDATION || (Buffer.isBuffer(result) && result.length > raw.length) || (refusal != null && refusal.length > raw.length))) {
       // Executable again once the address is validated: the number is not spent (as "try again").
       if (msg.auth) this.releaseShared(session, msg.auth.seq, msg.name);
       this.challenge(from, msg, session, result === NEEDS_VALIDATION ? 'binding' : refusal ? 'larger refusal' : 'larger answer');
@@ -640,7 +644,7 @@ export class DatagramServer {
     else {
       metrics.inc('refused_total', { code: errorName(result.error) });
       logger.refusal(`${msg.name}:${errorName(result.error)}`, { from: formatAddress(from), type: msg.name, code: errorName(result.error), reason: result.message });
-      reply = refusal !== undefined ? refusal : this.errorReply(raw, msg.rid, result, session);
+      reply = !answerable ? null : refusal !== undefined ? refusal : this.errorReply(raw, msg.rid, result, session);
     }
     if (Buffer.isBuffer(result) || result === null) this.requestsOk(msg.name).inc();
     else metrics.inc('requests_total', { type: msg.name, result: errorName(result.error) });
@@ -648,17 +652,14 @@ export class DatagramServer {
       this.drop('amplification', from, { type: msg.name, reply: reply.length, request: raw.length });
       reply = null;
     }
-    // A response (an ack of a push, PROBE_ACK, REVOKE_ACK) is never answered, also when its
-    // handler refuses it (an ended session's ack, a store failure): the refusal is counted and
-    // logged above, nothing goes back.
-    if (reply && isResponseType(msg.type)) {
+    if (!answerable && result !== null) {
       this.opts.metrics.inc('dropped_total', { reason: 'response-not-answered' });
       reply = null;
     }
     // Errors that say "try again" are not cached: the retry should be executed. What is cached
     // is what was sent, so a retransmission never gets what the first copy could not. A response
     // has no cache key (nothing answers it).
-    if (!tryAgain && keyed) this.replies.remember(msg.auth?.sid, msg.rid, raw, from.ip, from.port, reply, now);
+    if (!tryAgain && answerable) this.replies.remember(msg.auth?.sid, msg.rid, raw, from.ip, from.port, reply, now);
     if (reply) this.send(reply, from);
   }
 
@@ -677,10 +678,6 @@ export class DatagramServer {
     const { metrics, logger } = this.opts;
     metrics.inc('requests_total', { type: msg.name, result: 'ADDR_CHALLENGE' });
     logger.refusal(`${msg.name}:ADDR_CHALLENGE`, { from: formatAddress(from), type: msg.name, reason: `address not validated for the session (${why})` });
-    if (isResponseType(msg.type)) {
-      metrics.inc('dropped_total', { reason: 'unvalidated-address' });
-      return;
-    }
     const body = this.routability!.challenge(session, from);
     if (!body) {
       metrics.inc('dropped_total', { reason: 'challenge-suppressed' });

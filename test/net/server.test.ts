@@ -806,6 +806,15 @@ t.test("a response's handler refusing it (an ended session's ack, a store failur
   t.equal(h.metrics.get('dropped_total', { reason: 'response-not-answered' }), 2, 'counted');
   t.equal(h.metrics.get('refused_total', { code: 'KICKED' }), 1, 'and the refusal itself counted and logged');
   t.ok(h.logs.some((l) => l['event'] === 'PROBE_ACK:TRY_LATER'), 'logged');
+  // From an address not validated for the session: nothing built for it either (an ERROR MACed
+  // and then dropped would spend one of the server's sequence numbers).
+  const held = w.sessions.get(cs.sid.toString('hex'))!;
+  const txSeq = held.txSeq;
+  refusal = { error: ErrorCode.KICKED, message: 'session ended by the operator' };
+  await h.server.receive(cs.encode('PRESENCE_ACK', rid(53), { id: w.locatorId }), B);
+  t.equal(h.socket.sent.length, sentBefore, 'nothing to the unvalidated address');
+  t.equal(held.txSeq, txSeq, 'no sequence number spent on it');
+  t.equal(h.metrics.get('refused_total', { code: 'KICKED' }), 2, 'counted as the refusal it is');
 });
 
 t.test('an unauthenticated response (REVOKE_ACK) is not cached either: a copy runs the handler again, nothing is sent', async (t) => {
