@@ -37,21 +37,33 @@ export interface JoinRequest {
  */
 export const JOIN_FAILURE_LIMITS = { perTerminal: 5, perGroup: 20, windowMs: 10 * 60_000 } as const;
 
+/** Failed join proofs in the current windows, of a terminal and of a group (GroupBackend.joinFailures). */
+export interface JoinFailureCounts {
+  terminal: number;
+  group: number;
+  /** Time left of each count's window, ms (0 when the count is 0): what a refusal's retryAfterMs says. */
+  terminalLeftMs: number;
+  groupLeftMs: number;
+}
+
 /** Failed join attempts counted in fixed windows (the embedded store's; Redis keeps its own). */
 export class JoinFailures {
   private readonly counts = new Map<string, { n: number; untilMs: number }>();
 
   constructor(private readonly now: () => number, private readonly maxKeys = 100_000) {}
 
-  private read(key: string, t: number): number {
+  /** A key's failures in its current window, and the ms left of that window (0, 0 when none). */
+  private read(key: string, t: number): [number, number] {
     const c = this.counts.get(key);
-    return c && c.untilMs > t ? c.n : 0;
+    return c && c.untilMs > t ? [c.n, c.untilMs - t] : [0, 0];
   }
 
-  /** Failures in the current windows of the terminal and of the group, and when they end. */
-  get(groupId: Buffer, locatorId: Buffer): { terminal: number; group: number } {
+  /** Failures in the current windows of the terminal and of the group, and the time left of each. */
+  get(groupId: Buffer, locatorId: Buffer): JoinFailureCounts {
     const t = this.now();
-    return { terminal: this.read(`t${locatorId.toString('hex')}`, t), group: this.read(`g${groupId.toString('hex')}`, t) };
+    const [terminal, terminalLeftMs] = this.read(`t${locatorId.toString('hex')}`, t);
+    const [group, groupLeftMs] = this.read(`g${groupId.toString('hex')}`, t);
+    return { terminal, group, terminalLeftMs, groupLeftMs };
   }
 
   note(groupId: Buffer, locatorId: Buffer): void {
@@ -240,7 +252,7 @@ export class GroupStore {
     })();
   }
 
-  joinFailures(groupId: Buffer, locatorId: Buffer): { terminal: number; group: number } {
+  joinFailures(groupId: Buffer, locatorId: Buffer): JoinFailureCounts {
     return this.failures.get(groupId, locatorId);
   }
 

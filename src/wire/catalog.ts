@@ -294,7 +294,7 @@ const specs = {
     doc: 'Register the source address. Carries the ticket when opening a session.',
     refusals: [
       ...sessionOpeningRefusals('or timeMs is more than 120 s from the server\'s clock (a REGISTER without timeMs fails the body check first: BAD_MESSAGE)'),
-      { code: 'RATE_LIMITED', when: 'joinGroups is given while the terminal, or a group it names, is over its failed-proof limit (GROUP CODES), retryAfterMs 600000; nothing is registered' },
+      { code: 'RATE_LIMITED', when: 'joinGroups is given while the terminal, or a group it names, is over its failed-proof limit (GROUP CODES), retryAfterMs the time left of its window (at most 600000); nothing is registered' },
       { code: 'NOT_FOUND', when: 'a joinGroups group does not exist; nothing is registered' },
       { code: 'FORBIDDEN', when: 'a joinGroups group is closed, the terminal is not a member, and the proof is missing or does not verify; nothing is registered' },
       { code: 'FULL', when: 'a joinGroups group has 256 members, or the terminal would be in more than 32 groups; nothing is registered' },
@@ -509,7 +509,7 @@ const specs = {
     name: 'GROUP_JOIN', direction: 'terminal->server', service: 'locatord', auth: 'session',
     doc: 'Join a group. A closed group needs a proof of its join code bound to this session; failed proofs are limited per terminal and per group (RATE_LIMITED). A member joining again is answered GROUP_JOIN_ACK, its proof (if any) not checked.',
     refusals: [
-      { code: 'RATE_LIMITED', when: 'retryAfterMs 600000: the terminal, or a group named, is over its failed-proof limit (GROUP CODES): every join is refused before anything else, also of open groups, unknown groups and groups already joined' },
+      { code: 'RATE_LIMITED', when: 'retryAfterMs the time left of the window (at most 600000): the terminal, or a group named, is over its failed-proof limit (GROUP CODES): every join is refused before anything else, also of open groups, unknown groups and groups already joined' },
       { code: 'NOT_FOUND', when: 'the group does not exist (GROUP_JOIN tells this; GROUP_MEMBERS does not)' },
       { code: 'FORBIDDEN', when: 'the group is closed, the terminal is not a member, and the proof is missing ("join proof required", not counted as a failure) or does not verify ("wrong join code", counted)' },
       { code: 'FULL', when: 'the group has 256 members, or the terminal is in 32 groups already' },

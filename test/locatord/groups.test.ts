@@ -1,8 +1,9 @@
 // Groups (second embodiment): creation, open and closed joins, members-only listing paged
 // across datagrams, bounds, and joinGroups inside REGISTER (existing groups, all or nothing).
 import t from 'tap';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
-import { GroupStore } from '../../src/locatord/groups.js';
+import { GroupStore, JOIN_FAILURE_LIMITS, JoinFailures } from '../../src/locatord/groups.js';
 import type { MemberEntry } from '../../src/wire/catalog.js';
 import { MAX_DATAGRAM, NetMode } from '../../src/wire/constants.js';
 import { DevlocError, ErrorCode } from '../../src/wire/errors.js';
@@ -136,3 +137,38 @@ t.test('group store: last member leaving deletes the group; durable across reope
   t.equal(store.get(g), undefined, 'empty group deleted');
   store.close();
 });
+
+t.test('failed join proofs: counted per terminal and per group in a window, with the time left of each', async (t) => {
+  let now = 1_000_000;
+  const f = new JoinFailures(() => now);
+  const g = randomBytes(16);
+  const a = randomBytes(16);
+  const b = randomBytes(16);
+  t.same(f.get(g, a), { terminal: 0, group: 0, terminalLeftMs: 0, groupLeftMs: 0 });
+  f.note(g, a);
+  now += 60_000;
+  f.note(g, b);
+  now += 1000;
+  const W = JOIN_FAILURE_LIMITS.windowMs;
+  t.same(f.get(g, a), { terminal: 1, group: 2, terminalLeftMs: W - 61_000, groupLeftMs: W - 61_000 }, "the group's window opened with its first failure");
+  t.same(f.get(g, b), { terminal: 1, group: 2, terminalLeftMs: W - 1000, groupLeftMs: W - 61_000 });
+  now += W - 61_000;
+  t.same(f.get(g, a), { terminal: 0, group: 0, terminalLeftMs: 0, groupLeftMs: 0 }, 'the window over: nothing counted');
+  t.same(f.get(g, b), { terminal: 1, group: 0, terminalLeftMs: 60_000, groupLeftMs: 0 });
+});
+
+t.test('over the failed-proof limit: RATE_LIMITED with retryAfterMs the time left of the window, not its length', (t) => forEachStore(t, async (t, s) => {
+  const { dest, keys } = await s.start(t);
+  const [owner, guesser] = await Promise.all([0, 1].map(() => Terminal.open(t, keys, dest)));
+  for (const x of [owner!, guesser!]) await x.expect(t, 'REGISTER_ACK', x.register({ nickname: 'x' }));
+  const closed = (await owner!.expect(t, 'GROUP_CREATE_ACK', owner!.request('GROUP_CREATE', { name: 'closed', ...owner!.closedBy('s3cret') }))).body.groupId;
+  for (let i = 0; i < JOIN_FAILURE_LIMITS.perTerminal; i++) {
+    t.equal(errorCodeOf(await guesser!.request('GROUP_JOIN', { groupId: closed, ...guesser!.proofFor(closed, `guess${i}`) })), ErrorCode.FORBIDDEN);
+  }
+  // Time passes in the window (a sleep before asserting something that must then hold, whatever the load).
+  await sleep(50);
+  const r = await guesser!.request('GROUP_JOIN', { groupId: closed, ...guesser!.proofFor(closed, 's3cret') });
+  t.equal(errorCodeOf(r), ErrorCode.RATE_LIMITED, 'the right code too, once over the limit');
+  const retryAfterMs = r.msg.name === 'ERROR' ? r.msg.body.retryAfterMs ?? 0 : 0;
+  t.ok(retryAfterMs > 0 && retryAfterMs <= JOIN_FAILURE_LIMITS.windowMs - 50, `retryAfterMs ${retryAfterMs}: what is left of the 600000 ms window`);
+}));

@@ -7,7 +7,7 @@ import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { DeferredClaim, ServerSessions } from '../../src/net/sessions.js';
 import type { SharedReplayWindow } from '../../src/net/sessions.js';
-import { GroupStore } from '../../src/locatord/groups.js';
+import { GroupStore, JOIN_FAILURE_LIMITS } from '../../src/locatord/groups.js';
 import { RegistrationTable } from '../../src/locatord/table.js';
 import { EmbeddedStore } from '../../src/locatord/store/embedded.js';
 import { RedisStore } from '../../src/locatord/store/redis.js';
@@ -100,11 +100,15 @@ async function groupContract(t: Test, store: LocatorStore): Promise<void> {
   await store.groups.leave(open, d!);
   await store.groups.leave(open, a!);
   // Failed join proofs are counted per terminal and per group, in a window.
-  t.same(await store.groups.joinFailures(g, d!), { terminal: 0, group: 0 });
+  t.same(await store.groups.joinFailures(g, d!), { terminal: 0, group: 0, terminalLeftMs: 0, groupLeftMs: 0 });
   await store.groups.noteJoinFailure(g, d!);
   await store.groups.noteJoinFailure(g, d!);
-  t.same(await store.groups.joinFailures(g, d!), { terminal: 2, group: 2 });
-  t.same(await store.groups.joinFailures(g, a!), { terminal: 0, group: 2 }, 'another terminal: the group count only');
+  const twice = await store.groups.joinFailures(g, d!);
+  t.match(twice, { terminal: 2, group: 2 });
+  const inWindow = (ms: number): boolean => ms > 0 && ms <= JOIN_FAILURE_LIMITS.windowMs;
+  t.ok(inWindow(twice.terminalLeftMs) && inWindow(twice.groupLeftMs), 'the time left of each window');
+  const other = await store.groups.joinFailures(g, a!);
+  t.match(other, { terminal: 0, group: 2, terminalLeftMs: 0 }, 'another terminal: the group count only');
   t.equal(await store.groups.leave(g, b!), true);
   t.equal(await store.groups.leave(g, b!), false);
   for (const x of [a, c]) await store.groups.leave(g, x!);

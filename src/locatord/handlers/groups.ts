@@ -57,7 +57,9 @@ export function limitedJoins<T>(
       const f = counts[over]!;
       c.metrics.inc('group_join_refusals_total', { reason: 'limit' });
       c.logger.refusal('join-limit', { locator: s.locatorHex, group: gids[over]!.toString('hex'), terminalFailures: f.terminal, groupFailures: f.group, from: `${from.ip}:${from.port}` });
-      return { error: ErrorCode.RATE_LIMITED, message: 'too many failed join attempts', retryAfterMs: L.windowMs };
+      // Until the window of the count over its limit ends (of both, when both are).
+      const retryAfterMs = Math.max(1, f.terminal >= L.perTerminal ? f.terminalLeftMs : 0, f.group >= L.perGroup ? f.groupLeftMs : 0);
+      return { error: ErrorCode.RATE_LIMITED, message: 'too many failed join attempts', retryAfterMs };
     }
     const failed: Buffer[] = [];
     const reqs = joins.map((j, i): JoinRequest => {

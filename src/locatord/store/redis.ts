@@ -64,7 +64,7 @@
 // concurrent joins at a limit may overshoot it by one.
 import { createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { DevlocError, ErrorCode } from '../../wire/errors.js';
-import type { CodeProof, GroupInfo, GroupLimits, JoinRequest } from '../groups.js';
+import type { CodeProof, GroupInfo, GroupLimits, JoinFailureCounts, JoinRequest } from '../groups.js';
 import { GROUP_ID_BYTES, JOIN_FAILURE_LIMITS } from '../groups.js';
 import { KeyedHmac } from '../../wire/hmac-sha256.js';
 import { decodePresence, decodeSession, encodePresence, encodeSession, openRecord, RECORD_KEY_LABEL, RECORD_TAG_BYTES, recordTag, tagRecord } from './codec.js';
@@ -685,11 +685,18 @@ class RedisGroups implements GroupBackend {
     return n;
   }
 
-  async joinFailures(groupId: Buffer, locatorId: Buffer): Promise<{ terminal: number; group: number }> {
+  async joinFailures(groupId: Buffer, locatorId: Buffer): Promise<JoinFailureCounts> {
     const [kt, kg] = this.failKeys(groupId, locatorId);
-    const [t, g] = await Promise.all([this.r.call(['GET', kt], kt), this.r.call(['GET', kg], kg)]);
+    // The counts and their keys' time to live (one write for the four; a join is rare).
+    const [t, g, tl, gl] = await Promise.all([
+      this.r.call(['GET', kt], kt), this.r.call(['GET', kg], kg), this.r.call(['PTTL', kt], kt), this.r.call(['PTTL', kg], kg),
+    ]);
     const n = (v: unknown): number => (v === null || v === undefined ? 0 : Number(Buffer.isBuffer(v) ? v.toString() : v) || 0);
-    return { terminal: n(t), group: n(g) };
+    // PTTL: -2 no key, -1 no expiry (an INCR whose PEXPIRE did not follow): the whole window then.
+    const left = (count: number, ttl: unknown): number => (count === 0 ? 0 : typeof ttl === 'number' && ttl > 0 ? ttl : JOIN_FAILURE_LIMITS.windowMs);
+    const terminal = n(t);
+    const group = n(g);
+    return { terminal, group, terminalLeftMs: left(terminal, tl), groupLeftMs: left(group, gl) };
   }
 
   /** Counted by every instance alike: the counters live in Redis, not in the instance. */

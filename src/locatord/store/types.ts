@@ -9,7 +9,7 @@
 // writing the state (probe schedule, SIGHUP clean-up, introductions relayed between instances)
 // is the `ServedStore` below: store/embedded.ts and store/shared.ts (Redis + relay + schedule).
 import type { Address } from '../../wire/addr.js';
-import type { CodeProof, GroupInfo, JoinRequest } from '../groups.js';
+import type { CodeProof, GroupInfo, JoinFailureCounts, JoinRequest } from '../groups.js';
 import type { DeferredClaim, ServerSession } from '../../net/sessions.js';
 import type { LocatordLimits } from '../options.js';
 import type { KeyedSession } from '../snapshot.js';
@@ -74,8 +74,8 @@ export interface GroupBackend {
   join(groupId: Buffer, locatorId: Buffer, proof?: CodeProof): MaybePromise<boolean>;
   /** REGISTER's joinGroups: existing groups only, all or nothing. */
   joinAll(locatorId: Buffer, joins: readonly JoinRequest[]): MaybePromise<number>;
-  /** Failed join proofs in the current window (groups.ts, JOIN_FAILURE_LIMITS), of the terminal and of the group. */
-  joinFailures(groupId: Buffer, locatorId: Buffer): MaybePromise<{ terminal: number; group: number }>;
+  /** Failed join proofs in the current window (groups.ts, JOIN_FAILURE_LIMITS), of the terminal and of the group, and the time left of each window. */
+  joinFailures(groupId: Buffer, locatorId: Buffer): MaybePromise<JoinFailureCounts>;
   noteJoinFailure(groupId: Buffer, locatorId: Buffer): MaybePromise<void>;
   leave(groupId: Buffer, locatorId: Buffer): MaybePromise<boolean>;
   get(groupId: Buffer): MaybePromise<GroupInfo | undefined>;
