@@ -3,7 +3,7 @@
 // of src/common/control.ts, which runDaemon starts.
 import type { DaemonControl } from '../common/daemon.js';
 import type { ControlArgs } from '../common/control.js';
-import { ControlRefusal, intArg, textArg } from '../common/control.js';
+import { ControlRefusal, intArg, sessionView, textArg } from '../common/control.js';
 import type { Logger } from '../common/log.js';
 import type { ServerSession } from '../net/sessions.js';
 import { formatAddress } from '../wire/addr.js';
@@ -16,10 +16,6 @@ import type { Presence } from './store/types.js';
 const iso = (ms: number): string => new Date(ms).toISOString();
 /** Most terminals a nickname may name before `show`/`kick` ask for the locator ID. */
 const MAX_NICKNAME_MATCHES = 16;
-
-function sessionView(s: ServerSession): Record<string, unknown> {
-  return { sid: s.sidHex, locatorId: s.locatorHex, aud: s.aud, ticketExpiresAt: iso(s.exp * 1000) };
-}
 
 function presenceView(p: Presence): Record<string, unknown> {
   return {
@@ -76,7 +72,7 @@ export function locatordControl(l: Locatord, logger: Logger): DaemonControl {
         if (!p && sessions.length === 0 && (!groups || groups.length === 0)) throw new ControlRefusal('NOT_FOUND', `locator ID ${id} is not registered and has no session here`);
         return {
           locatorId: id, online: p !== undefined && p.expMs > Date.now(), presence: p ? presenceView(p) : null,
-          sessions: sessions.map((s) => ({ ...sessionView(s), ended: l.ended.reason(s)?.code ?? null })), groups,
+          sessions: sessions.map((s) => sessionView(s, l.ended)), groups,
         };
       },
       sessions: (args: ControlArgs) => {

@@ -3,7 +3,7 @@
 // ended). Served by the control socket of src/common/control.ts, which runDaemon starts.
 import type { DaemonControl } from '../common/daemon.js';
 import type { ControlArgs } from '../common/control.js';
-import { ControlRefusal, intArg, textArg } from '../common/control.js';
+import { ControlRefusal, intArg, sessionView, textArg } from '../common/control.js';
 import type { Logger } from '../common/log.js';
 import type { ServerSession } from '../net/sessions.js';
 import { formatAddress } from '../wire/addr.js';
@@ -11,7 +11,6 @@ import { ErrorCode } from '../wire/errors.js';
 import type { Matchd } from './server.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
-const sessionView = (s: ServerSession): Record<string, unknown> => ({ sid: s.sidHex, locatorId: s.locatorHex, aud: s.aud, ticketExpiresAt: iso(s.exp * 1000) });
 
 function locatorOf(args: ControlArgs): string {
   const t = textArg(args, 'target');
@@ -42,7 +41,7 @@ export function matchdControl(m: Matchd, logger: Logger): DaemonControl {
           locatorId: id,
           contact: c ? { addr: formatAddress(c.addr), lastSeenAt: iso(c.lastSeenMs), session: c.session.sidHex } : null,
           request: r ? { matchId: r.idHex, mediaId: r.mediaId, minParty: r.minParty, maxParty: r.maxParty, submittedAt: iso(r.submittedAtMs), deadlineAt: iso(r.deadlineMs) } : null,
-          sessions: sessions.map((s) => ({ ...sessionView(s), ended: m.ended.reason(s)?.code ?? null })),
+          sessions: sessions.map((s) => sessionView(s, m.ended)),
         };
       },
       sessions: (args: ControlArgs) => {

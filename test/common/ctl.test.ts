@@ -105,9 +105,10 @@ t.test('devloc ctl over the three daemons', async (t) => {
   t.match(told.lastError!.error, /KICKED/);
   await alice.waitFor((l) => /KICKED/.test(String(l['err'] ?? '')), 10_000, 'alice logs KICKED');
   // A kick is not a revocation: the agent authenticates again and registers with a new session.
-  await eventually(async () => {
+  const back = await eventually(async () => {
     const r = await ctl(['locatord', 'show', id, '--socket', s.ctl.locatord, '--json']);
     const o = r.code === 0 ? JSON.parse(r.stdout) : undefined;
-    return o?.online && (o.sessions as { ended: unknown }[]).some((x) => x.ended === null);
+    return o?.online && (o.sessions as { ended: unknown }[]).some((x) => x.ended === null) ? o as { sessions: { ended: unknown }[] } : undefined;
   }, 30_000, 'alice back with a new session');
+  t.ok(back.sessions.some((x) => x.ended === 'KICKED'), 'the kicked session is shown ended with KICKED (by name)');
 });

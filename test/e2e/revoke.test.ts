@@ -29,9 +29,9 @@ t.test('embedded store: revoke takes the terminal off locatord and matchd', asyn
   await s.matchd!.waitFor((l) => l['msg'] === 'revoked' && l['locatorId'] === st.locatorId, 10_000, 'matchd revoked line');
   const show = await ctl(['locatord', 'show', st.locatorId!, '--socket', s.ctl.locatord, '--json']);
   t.equal(show.code, 0, show.stderr);
-  const o = JSON.parse(show.stdout) as { online: boolean; sessions: { ended: number | null }[] };
+  const o = JSON.parse(show.stdout) as { online: boolean; sessions: { ended: string | null }[] };
   t.equal(o.online, false, 'no longer registered');
-  t.ok(o.sessions.every((x) => x.ended === 17), 'its sessions ended with REVOKED');
+  t.ok(o.sessions.length > 0 && o.sessions.every((x) => x.ended === 'REVOKED'), 'its sessions ended with REVOKED');
   const told = await eventually(async () => {
     const x = await alice.status();
     return x.lastError && /REVOKED/.test(x.lastError.error) ? x : undefined;
