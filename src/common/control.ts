@@ -8,11 +8,8 @@
 // group devloc, mode 0750). Everything a local client sends is bounded: one line at most
 // MAX_CONTROL_REQUEST bytes, MAX_CONTROL_CONNECTIONS connections, each closed after
 // CONTROL_IDLE_MS without a request; every refusal has a code on the wire and a log line.
-import type { EndedSessions } from '../net/ended.js';
-import type { ServerSession } from '../net/sessions.js';
 import type { ControlHandler, ControlResponse } from '../net/unix-socket.js';
 import { UnixControlServer } from '../net/unix-socket.js';
-import { errorName } from '../wire/errors.js';
 import type { OptionSpec } from './config.js';
 import type { Logger } from './log.js';
 
@@ -37,19 +34,6 @@ export class ControlRefusal extends Error {
   ) {
     super(message);
   }
-}
-
-/**
- * A session in a control answer (locatord's and matchd's `sessions` and `show`); given `ended`,
- * also why it ended: the error name its messages are answered with (KICKED, REVOKED), null while live.
- */
-export function sessionView(s: ServerSession, ended?: EndedSessions): Record<string, unknown> {
-  const view: Record<string, unknown> = { sid: s.sidHex, locatorId: s.locatorHex, aud: s.aud, ticketExpiresAt: new Date(s.exp * 1000).toISOString() };
-  if (ended) {
-    const why = ended.reason(s);
-    view['ended'] = why ? errorName(why.code) : null;
-  }
-  return view;
 }
 
 export type ControlArgs = Record<string, unknown>;

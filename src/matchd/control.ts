@@ -3,7 +3,8 @@
 // ended). Served by the control socket of src/common/control.ts, which runDaemon starts.
 import type { DaemonControl } from '../common/daemon.js';
 import type { ControlArgs } from '../common/control.js';
-import { ControlRefusal, intArg, sessionView, textArg } from '../common/control.js';
+import { ControlRefusal, intArg, textArg } from '../common/control.js';
+import { sessionView } from '../net/ended.js';
 import type { Logger } from '../common/log.js';
 import type { ServerSession } from '../net/sessions.js';
 import { formatAddress } from '../wire/addr.js';

@@ -148,3 +148,16 @@ export function acceptRevoke(
   ended.endLocator(locatorHex, reason, untilMs);
   return { locatorHex, reason, untilMs };
 }
+
+/**
+ * A session in a control answer (locatord's and matchd's `sessions` and `show`); given `ended`,
+ * also why it ended: the error name its messages are answered with (KICKED, REVOKED), null while live.
+ */
+export function sessionView(s: ServerSession, ended?: EndedSessions): Record<string, unknown> {
+  const view: Record<string, unknown> = { sid: s.sidHex, locatorId: s.locatorHex, aud: s.aud, ticketExpiresAt: new Date(s.exp * 1000).toISOString() };
+  if (ended) {
+    const why = ended.reason(s);
+    view['ended'] = why ? errorName(why.code) : null;
+  }
+  return view;
+}
