@@ -31,13 +31,15 @@
 import type { Address } from '../wire/addr.js';
 import { formatAddress, sameAddress } from '../wire/addr.js';
 import type { Bodies, MatchMember, RelayGrant, Requirement } from '../wire/catalog.js';
-import { MatchState } from '../wire/catalog.js';
+import { catalog, MatchState, MessageType } from '../wire/catalog.js';
 import { DEFAULT_RETRANSMIT_TIMEOUT_MS, netModeNames } from '../wire/constants.js';
 import type { MatchPathName } from '../wire/connectivity.js';
 import { matchPathNames, RelayVia } from '../wire/connectivity.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
-import type { Props } from '../wire/schema.js';
+import { compileRequirements } from '../wire/requirements.js';
+import type { Field, Props } from '../wire/schema.js';
+import { checkFields, pickFields } from '../wire/schema.js';
 import type { Reply, RetransmitPolicy } from '../net/client.js';
 import { UdpClient } from '../net/client.js';
 import type { ClientSession } from '../net/clientsession.js';
@@ -282,59 +284,54 @@ function attrValue(v: string): string | number | boolean {
   return v;
 }
 
-/** Validate a spec as matchd would, so mistakes are usage errors here, not BAD_MESSAGE there. */
+/** The MATCH_SUBMIT fields a MatchSpec gives, the requirements aside (the agent fills in the rest). */
+const SPEC_FIELDS = pickFields(catalog[MessageType.MATCH_SUBMIT].fields, ['mediaId', 'appType', 'minParty', 'maxParty', 'attrs', 'maxWaitS', 'nickname']);
+
+/** A spec's party sizes and wait, defaults filled in, as they are submitted. */
+function partyAndWait(spec: MatchSpec): { minParty: number; maxParty: number; maxWaitS: number } {
+  const minParty = spec.minParty ?? 2;
+  return { minParty, maxParty: spec.maxParty ?? Math.max(minParty, 2), maxWaitS: spec.maxWaitS ?? 60 };
+}
+
+/**
+ * Validate a spec as matchd would, so mistakes are usage errors here (AgentError BAD_REQUEST,
+ * the message naming the field), not BAD_MESSAGE there: the MATCH_SUBMIT fields of the catalog,
+ * then what matchd refuses beyond them (minParty below 2 or above maxParty; an invalid
+ * requirement). An empty media ID is refused here too (it names no game or application).
+ */
 export function checkSpec(spec: MatchSpec): void {
-  const bad = (why: string): never => {
-    throw new AgentError('BAD_REQUEST', why);
-  };
-  if (typeof spec.mediaId !== 'string' || spec.mediaId.length === 0 || Buffer.byteLength(spec.mediaId) > 64) bad('media ID: 1 to 64 bytes of text');
-  if (spec.appType !== undefined && (typeof spec.appType !== 'string' || Buffer.byteLength(spec.appType) > 16)) bad('application type: at most 16 bytes');
-  const min = spec.minParty ?? 2;
-  const max = spec.maxParty ?? Math.max(min, 2);
-  if (!Number.isInteger(min) || min < 2 || min > 64) bad('minimum party size: 2 to 64 (including this terminal)');
-  if (!Number.isInteger(max) || max < min || max > 64) bad(`maximum party size: ${min} (the minimum) to 64`);
-  const wait = spec.maxWaitS ?? 60;
-  if (!Number.isInteger(wait) || wait < 1 || wait > 3600) bad('wait: 1 to 3600 seconds');
-  if (spec.nickname !== undefined && Buffer.byteLength(spec.nickname) > 32) bad('nickname: at most 32 bytes');
-  const attrs = spec.attrs ?? {};
-  if (typeof attrs !== 'object' || Array.isArray(attrs)) bad('attributes: an object of key: value');
-  const keys = Object.keys(attrs);
-  if (keys.length > 16) bad('at most 16 attributes');
-  for (const k of keys) {
-    const v = attrs[k];
-    if (k.length === 0 || Buffer.byteLength(k) > 32 || k === '__proto__') bad(`attribute name ${JSON.stringify(k)}: 1 to 32 bytes`);
-    if (typeof v === 'string' ? Buffer.byteLength(v) > 64 : typeof v !== 'boolean' && !(typeof v === 'number' && Number.isSafeInteger(v))) {
-      bad(`attribute ${k}: text of at most 64 bytes, a whole number or true/false`);
-    }
-  }
-  checkRequirements(spec.requirements ?? []);
+  if (typeof spec !== 'object' || spec === null) throw new AgentError('BAD_REQUEST', 'expected a match spec {mediaId, minParty?, ...}');
+  // Absent attrs or requirements may be given as null (never sent: see doSubmit).
+  const body = { ...spec, attrs: spec.attrs ?? undefined, ...partyAndWait(spec) };
+  checkRequest(SPEC_FIELDS, body);
+  if (body.mediaId === '') throw new AgentError('BAD_REQUEST', 'mediaId: empty (name the game or application)');
+  if (body.minParty < 2) throw new AgentError('BAD_REQUEST', 'minParty: below 2 (this terminal is one of the party)');
+  if (body.maxParty < body.minParty) throw new AgentError('BAD_REQUEST', `maxParty: below minParty (${body.minParty})`);
+  checkRequirements(spec.requirements ?? [], 'MATCH_SUBMIT');
 }
 
 /**
  * Validate requirements (wire form {attr, op, value | min, max | set, mandatory}) as the server
- * would, so a malformed one is a usage error here (AgentError BAD_REQUEST), not BAD_MESSAGE or a
- * failure to encode there (the text forms, "level 2..4", are for devloc(1) and the control API).
+ * would: the `requirements` field of `message` in the catalog, then the semantics matchd and
+ * locatord apply (compileRequirements: op 0 needs value, op 1 min <= max, op 2 a non-empty set).
+ * A malformed one is a usage error here (AgentError BAD_REQUEST, `prefix` and the field's path),
+ * not BAD_MESSAGE or a failure to encode there. The text forms, "level 2..4", are for devloc(1)
+ * and the control API: one given here is refused with a hint.
  */
-export function checkRequirements(reqs: unknown): void {
-  const bad = (why: string): never => {
-    throw new AgentError('BAD_REQUEST', why);
-  };
-  if (!Array.isArray(reqs) || reqs.length > 16) bad('requirements: an array of at most 16');
-  for (const x of reqs as unknown[]) {
-    if (typeof x === 'string') bad(`requirement ${JSON.stringify(x)}: expected an object {attr, op, value | min, max | set}, not a text form`);
-    const r = x as Requirement;
-    if (typeof r !== 'object' || r === null || typeof r.attr !== 'string' || r.attr.length === 0 || Buffer.byteLength(r.attr) > 32) bad('requirement: attr is 1 to 32 bytes');
-    if (r.op === 0 ? typeof r.value !== 'string' : r.op === 1 ? r.min === undefined && r.max === undefined : r.op === 2 ? !Array.isArray(r.set) || r.set.length === 0 : true) {
-      bad(`requirement on ${r.attr}: op 0 needs value, op 1 min and/or max, op 2 a non-empty set`);
-    }
-    if (r.value !== undefined && (typeof r.value !== 'string' || Buffer.byteLength(r.value) > 64)) bad(`requirement on ${r.attr}: value is text of at most 64 bytes`);
-    if (r.set !== undefined && (!Array.isArray(r.set) || r.set.length > 16 || !r.set.every((v) => typeof v === 'string' && Buffer.byteLength(v) <= 64))) {
-      bad(`requirement on ${r.attr}: set is 1 to 16 texts of at most 64 bytes`);
-    }
-    for (const b of [r.min, r.max]) if (b !== undefined && (!Number.isSafeInteger(b) || b < 0)) bad(`requirement on ${r.attr}: range bounds are whole numbers >= 0`);
-    if (r.min !== undefined && r.max !== undefined && r.min > r.max) bad(`requirement on ${r.attr}: min above max`);
-    if (r.mandatory !== undefined && typeof r.mandatory !== 'boolean') bad(`requirement on ${r.attr}: mandatory is true or false`);
+export function checkRequirements(reqs: unknown, message: 'MATCH_SUBMIT' | 'SEARCH', prefix = ''): void {
+  const text = Array.isArray(reqs) ? reqs.findIndex((x) => typeof x === 'string') : -1;
+  if (text >= 0) {
+    throw new AgentError('BAD_REQUEST', `${prefix}requirements[${text}] ${JSON.stringify((reqs as unknown[])[text])}: expected an object {attr, op, value | min, max | set}, not a text form`);
   }
+  checkRequest(pickFields(catalog[MessageType[message]].fields, ['requirements']), { requirements: reqs }, prefix);
+  const rules = compileRequirements(reqs as Requirement[]);
+  if (!rules.ok) throw new AgentError('BAD_REQUEST', `${prefix}${rules.reason}`);
+}
+
+/** Check `body` against catalog `fields` (checkFields): AgentError BAD_REQUEST `${prefix}${reason}` when it does not fit. */
+export function checkRequest(fields: readonly Field[], body: unknown, prefix = ''): void {
+  const r = checkFields(fields, body, '');
+  if (!r.ok) throw new AgentError('BAD_REQUEST', `${prefix}${r.reason}`);
 }
 
 // ---- the client ---------------------------------------------------------------------------------
@@ -526,11 +523,7 @@ export class MatchClient {
     for (const end = Date.now() + this.classifyWaitMs; !this.bridge.netModeSettled() && Date.now() < end && !this.stopping;) {
       await new Promise((res) => setTimeout(res, 100));
     }
-    const minParty = spec.minParty ?? 2;
-    const body: Bodies['MATCH_SUBMIT'] = {
-      mediaId: spec.mediaId, minParty, maxParty: spec.maxParty ?? Math.max(minParty, 2),
-      netMode: this.bridge.netMode(), maxWaitS: spec.maxWaitS ?? 60,
-    };
+    const body: Bodies['MATCH_SUBMIT'] = { mediaId: spec.mediaId, ...partyAndWait(spec), netMode: this.bridge.netMode() };
     if (spec.appType) body.appType = spec.appType;
     if (spec.attrs && Object.keys(spec.attrs).length) body.attrs = spec.attrs;
     if (spec.requirements?.length) body.requirements = spec.requirements;

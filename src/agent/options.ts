@@ -7,13 +7,21 @@
 import { KeyObject } from 'node:crypto';
 import type { Address } from '../wire/addr.js';
 import { ipToBytes } from '../wire/addr.js';
-import { MAX_ALLOW } from '../wire/catalog.js';
+import { authInnerFields, catalog, MAX_ALLOW, MAX_JOIN_GROUPS, MessageType } from '../wire/catalog.js';
+import { checkFields, pickFields } from '../wire/schema.js';
 import { AgentError } from './errors.js';
 import { parseId } from './ids.js';
 import type { AgentOptions } from './types.js';
 
-/** Groups REGISTER may join at once (REGISTER joinGroups). */
-export const MAX_JOIN_GROUPS = 4;
+/**
+ * The options REGISTER carries as they are given, and the AUTH_REQUEST audiences: checked
+ * against the catalog's own fields (devloc-protocol(7)), the message naming the option.
+ */
+const WIRE_OPTIONS = [
+  ...pickFields(catalog[MessageType.REGISTER].fields, ['nickname', 'mediaId', 'visibility', 'ttlS', 'reachable']),
+  // Required in AuthInner, optional here: without it the agent asks for its default audiences.
+  ...pickFields(authInnerFields, ['audiences']).map((f) => ({ ...f, required: false })),
+];
 
 /** AgentOptions as the agent's modules use them: IDs as bytes, `bind` as {host, port}. */
 export type CheckedOptions = Omit<AgentOptions, 'joinGroups' | 'allow' | 'bind'> & {
@@ -65,12 +73,6 @@ function checkNumber(o: AgentOptions, key: keyof AgentOptions, min: number, max 
   }
 }
 
-function checkText(o: AgentOptions, key: 'nickname' | 'mediaId', maxBytes: number): void {
-  const v = o[key];
-  if (v === undefined) return;
-  if (typeof v !== 'string' || Buffer.byteLength(v) > maxBytes) throw bad(key, `expected text of at most ${maxBytes} bytes, got ${describe(v)}`);
-}
-
 /**
  * Check the options of `new Agent(options)` and return them with IDs as bytes and `bind` as
  * {host, port}. Throws AgentError('BAD_REQUEST') naming the first option that is missing or
@@ -104,9 +106,11 @@ export function checkOptions(opts: AgentOptions): CheckedOptions {
     const a = checkAddress('bind', { ip: b.host ?? b.ip, port: b.port }, true);
     out.bind = { host: a.ip, port: a.port };
   }
-  if (opts.audiences !== undefined && (!Array.isArray(opts.audiences) || opts.audiences.length > 4 || !opts.audiences.every((a) => typeof a === 'string' && a.length > 0))) {
-    throw bad('audiences', 'expected an array of at most 4 service IDs (text)');
-  }
+  const wire = checkFields(WIRE_OPTIONS, Object.fromEntries(WIRE_OPTIONS.map((f) => [f.name, opts[f.name as keyof AgentOptions]])), 'options');
+  if (!wire.ok) throw new AgentError('BAD_REQUEST', wire.reason);
+  // Not a wire rule: a service ID is never empty (the first audience names locatord's).
+  const emptyAudience = opts.audiences?.indexOf('') ?? -1;
+  if (emptyAudience >= 0) throw bad(`audiences[${emptyAudience}]`, 'expected a service ID, got the empty string');
   if (opts.joinGroups !== undefined) {
     if (!Array.isArray(opts.joinGroups) || opts.joinGroups.length > MAX_JOIN_GROUPS) throw bad('joinGroups', `expected an array of at most ${MAX_JOIN_GROUPS} {groupId, joinCode?}`);
     out.joinGroups = opts.joinGroups.map((j, i) => {
@@ -126,13 +130,7 @@ export function checkOptions(opts: AgentOptions): CheckedOptions {
       seen.add(b.toString('hex'));
     }
   }
-  checkText(opts, 'nickname', 32);
-  checkText(opts, 'mediaId', 64);
-  if (opts.visibility !== undefined && opts.visibility !== 0 && opts.visibility !== 1) throw bad('visibility', `expected 0 (anyone with the ID) or 1 (groups and allow list only), got ${describe(opts.visibility)}`);
-  for (const k of ['reachable', 'savePartners'] as const) {
-    if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw bad(k, `expected true or false, got ${describe(opts[k])}`);
-  }
-  checkNumber(opts, 'ttlS', 0);
+  if (opts.savePartners !== undefined && typeof opts.savePartners !== 'boolean') throw bad('savePartners', `expected true or false, got ${describe(opts.savePartners)}`);
   checkNumber(opts, 'maxRefreshS', 0);
   checkNumber(opts, 'interfacePollMs', 0, Number.MAX_SAFE_INTEGER, false);
   checkNumber(opts, 'retransmitMs', 0, Number.MAX_SAFE_INTEGER, false);

@@ -20,13 +20,14 @@ import type { ClientSession } from '../net/clientsession.js';
 import type { Address } from '../wire/addr.js';
 import { sameAddress } from '../wire/addr.js';
 import type { PresenceEntry, PresenceRecord, Requirement } from '../wire/catalog.js';
-import { MAX_QUERY_IDS, MAX_STATUS_BYTES, MAX_WATCHES } from '../wire/catalog.js';
+import { catalog, MAX_QUERY_IDS, MAX_WATCHES, MessageType, presenceRecordFields } from '../wire/catalog.js';
+import { pickFields } from '../wire/schema.js';
 import { AgentError } from './errors.js';
 import { formatId } from './ids.js';
 import type { LocatorQueries } from './queries.js';
 import type { PresenceStatus } from './types.js';
 import { collectPages } from './queries.js';
-import { checkRequirements } from './match.js';
+import { checkRequest, checkRequirements } from './match.js';
 
 export interface PresenceHost {
   queries: LocatorQueries;
@@ -48,16 +49,9 @@ export const MAX_SEARCH_RESULTS = 256;
 /** Ask locatord whether it still holds our list at most this often (on refreshes). */
 const CHECK_EVERY_MS = 60_000;
 
-/** The checks of the presence record locatord makes, so a bad one is refused here (BAD_REQUEST). */
+/** The checks of the presence record locatord makes (the catalog's record), so a bad one is refused here (BAD_REQUEST). */
 function checkRecord(r: PresenceRecord): void {
-  const bad = (why: string): never => {
-    throw new AgentError('BAD_REQUEST', `presence record: ${why}`);
-  };
-  if (typeof r !== 'object' || r === null || Array.isArray(r)) bad('expected an object {mediaId?, lookingForPartner?, wants?, status?}');
-  if (r.mediaId !== undefined && (typeof r.mediaId !== 'string' || Buffer.byteLength(r.mediaId) > 64)) bad('mediaId is text of at most 64 bytes');
-  if (r.lookingForPartner !== undefined && typeof r.lookingForPartner !== 'boolean') bad('lookingForPartner is true or false');
-  if (r.status !== undefined && (typeof r.status !== 'string' || Buffer.byteLength(r.status) > MAX_STATUS_BYTES)) bad(`status is text of at most ${MAX_STATUS_BYTES} bytes`);
-  if (r.wants !== undefined && (typeof r.wants !== 'object' || r.wants === null || Array.isArray(r.wants) || Object.keys(r.wants).length > 8)) bad('wants is an object of at most 8 attributes');
+  checkRequest(presenceRecordFields, r, 'presence record: ');
 }
 
 export class PresenceWatch {
@@ -140,10 +134,10 @@ export class PresenceWatch {
    * locatord now (PRESENCE_SET) when registered, and carried by every REGISTER from now on.
    */
   async setMedia(mediaId: string): Promise<PresenceRecord> {
-    if (typeof mediaId !== 'string' || Buffer.byteLength(mediaId) > 64) throw new AgentError('BAD_REQUEST', 'media ID: text of at most 64 bytes');
     const r: PresenceRecord = { ...(this.own ?? {}) };
     if (mediaId === '') delete r.mediaId;
     else r.mediaId = mediaId;
+    checkRecord(r);
     this.own = r;
     if (this.host.registered && !this.host.registered()) return r;
     return this.set(r);
@@ -156,8 +150,8 @@ export class PresenceWatch {
    */
   async search(requirements: Requirement[] = [], mediaId = this.mediaId, max = MAX_SEARCH_RESULTS): Promise<PresenceStatus[]> {
     if (mediaId === undefined || mediaId === '') throw new AgentError('BAD_REQUEST', 'search: name a media ID (none in use)');
-    if (typeof mediaId !== 'string' || Buffer.byteLength(mediaId) > 64) throw new AgentError('BAD_REQUEST', 'search: the media ID is text of at most 64 bytes');
-    checkRequirements(requirements);
+    checkRequest(pickFields(catalog[MessageType.SEARCH].fields, ['mediaId']), { mediaId }, 'search: ');
+    checkRequirements(requirements, 'SEARCH', 'search: ');
     const out: PresenceStatus[] = [];
     let after: Uint8Array | undefined;
     do {

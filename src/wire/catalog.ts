@@ -151,6 +151,8 @@ const queryAddrEntry = [
 
 /** Most locator IDs on a terminal's allow list (REGISTER allow). */
 export const MAX_ALLOW = 32;
+/** Most groups one REGISTER joins (REGISTER joinGroups). */
+export const MAX_JOIN_GROUPS = 4;
 /** Most locator IDs one terminal watches (WATCH): a bound on a watcher's state and on fan-out. */
 export const MAX_WATCHES = 256;
 /** Longest presence status text, bytes (UTF-8). */
@@ -166,6 +168,8 @@ const presenceRecord = [
   { key: 3, name: 'wants', type: { t: 'props', max: 8 }, doc: "the wanted partner's attributes (names as in matchd requirements)" },
   { key: 4, name: 'status', type: { t: 'tstr', max: MAX_STATUS_BYTES }, doc: 'short status text' },
 ] as const satisfies readonly Field[];
+/** The presence record's fields (REGISTER presence, PRESENCE_SET): what the agent checks a record against. */
+export const presenceRecordFields: readonly Field[] = presenceRecord;
 
 /** Candidates one SEARCH examines at most (a bound on the work of one request; the rest is paged). */
 export const MAX_SEARCH_SCAN = 64;
@@ -313,7 +317,7 @@ const specs = {
         { key: 1, name: 'groupId', type: groupId, required: true, doc: 'group to join (it must exist: REGISTER creates no group)' },
         { key: 3, name: 'nonce', type: codeNonce, doc: 'closed group: fresh random nonce of the proof' },
         { key: 4, name: 'proof', type: codeProof, doc: 'closed group: proof of the join code, bound to this session (see GROUP CODES)' },
-      ] }, max: 4 }, doc: 'groups to join as part of registering (closed ones with a proof, never the code)' },
+      ] }, max: MAX_JOIN_GROUPS }, doc: 'groups to join as part of registering (closed ones with a proof, never the code)' },
       { key: 11, name: 'ttlS', type: { t: 'uint' }, doc: 'requested TTL, seconds' },
       { key: 12, name: 'reachable', type: { t: 'bool' }, doc: 'true: accept introductions (INTRO) from terminals that may see this one; absent or false: locatord never introduces anyone to it' },
       { key: 13, name: 'presence', type: { t: 'struct', fields: presenceRecord }, doc: 'rich presence record (see PRESENCE); its mediaId, when present, replaces mediaId' },

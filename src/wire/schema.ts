@@ -1,7 +1,9 @@
 // Field schemas: one declarative description per message body, used to validate decoded CBOR,
-// to encode typed bodies deterministically (straight into the CBOR encoder's output), and to
-// print field names (decode tool, man page, dissector). Unknown keys are ignored on decode so
-// newer peers can add optional fields.
+// to check a typed body before it is sent (the agent's local BAD_REQUEST checks: the same
+// bounds, in the same words, from one validator), to encode typed bodies deterministically
+// (straight into the CBOR encoder's output), and to print field names (decode tool, man page,
+// dissector). Unknown keys are ignored on decode so newer peers can add optional fields, and by
+// the check likewise.
 import type { Address } from './addr.js';
 import { bytesToIp, ipToBytes } from './addr.js';
 import type { CborMap, CborValue } from './cbor.js';
@@ -65,81 +67,170 @@ const PROP_TEXT_MAX = 64;
 
 export type SchemaResult<T> = { ok: true; value: T } | { ok: false; reason: string };
 
-function decodeValue(type: FieldType, v: CborValue, path: string): SchemaResult<unknown> {
+/**
+ * Where a value to validate comes from: `cbor`, a decoded CBOR item (a struct is a map keyed by
+ * field key, an address [ip bytes, port]); `js`, a typed body as encodeBody takes it (a struct is
+ * a plain object keyed by field name, an address {ip, port} with a literal IP). Every bound is
+ * checked in one place, `validate`, for both: a JS value is accepted exactly when its encoding
+ * would decode.
+ */
+type Form = 'cbor' | 'js';
+
+type Refusal = { ok: false; reason: string };
+
+/** A refusal at `path` ('' : the value itself, the reason without a prefix). */
+function refuse(path: string, why: string): Refusal {
+  return { ok: false, reason: path === '' ? why : `${path}: ${why}` };
+}
+
+/** The path of field or property `name` of the value at `path`. */
+function member(path: string, name: string): string {
+  return path === '' ? name : `${path}.${name}`;
+}
+
+/** A struct or props value in JS form: a plain object (a Map, an array or a class instance is none: encode reads only own keys). */
+function plainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/** The reason a props entry is refused, or undefined; the key is a map key (text or int) or an own key. */
+function propRefusal(k: unknown, x: unknown, path: string): Refusal | undefined {
+  if (typeof k !== 'string' || k.length === 0 || Buffer.byteLength(k) > PROP_KEY_MAX) {
+    return refuse(path, `property names are text of 1..${PROP_KEY_MAX} bytes`);
+  }
+  if (k === '__proto__') return refuse(path, 'reserved property name');
+  // Decoded integers are always safe ones; a JS number must be one to be encoded at all.
+  if (typeof x === 'string' ? Buffer.byteLength(x) > PROP_TEXT_MAX : typeof x !== 'boolean' && !(typeof x === 'number' && Number.isSafeInteger(x))) {
+    return refuse(member(path, k), `value must be text (<= ${PROP_TEXT_MAX} B), int or bool`);
+  }
+  return undefined;
+}
+
+/** Validate `v` against `type`; the value as decode gives it (form cbor) or the checked copy (form js). */
+function validate(type: FieldType, v: unknown, path: string, form: Form): SchemaResult<unknown> {
   switch (type.t) {
     case 'uint':
-      if (typeof v !== 'number' || v < 0) return { ok: false, reason: `${path}: expected uint` };
-      if (type.max !== undefined && v > type.max) return { ok: false, reason: `${path}: > ${type.max}` };
+      // Decoded integers are always safe ones; a JS number must be one to be encoded at all.
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) return refuse(path, 'expected uint');
+      if (type.max !== undefined && v > type.max) return refuse(path, `> ${type.max}`);
       return { ok: true, value: v };
     case 'bool':
-      if (typeof v !== 'boolean') return { ok: false, reason: `${path}: expected bool` };
+      if (typeof v !== 'boolean') return refuse(path, 'expected bool');
       return { ok: true, value: v };
     case 'tstr':
-      if (typeof v !== 'string') return { ok: false, reason: `${path}: expected text` };
-      if (Buffer.byteLength(v) > type.max) return { ok: false, reason: `${path}: text longer than ${type.max} bytes` };
+      if (typeof v !== 'string') return refuse(path, 'expected text');
+      if (Buffer.byteLength(v) > type.max) return refuse(path, `text longer than ${type.max} bytes`);
       return { ok: true, value: v };
     case 'bstr':
-      if (!(v instanceof Uint8Array)) return { ok: false, reason: `${path}: expected bytes` };
+      if (!(v instanceof Uint8Array)) return refuse(path, 'expected bytes');
       if (v.length > type.max || v.length < (type.min ?? 0)) {
-        return { ok: false, reason: `${path}: byte length ${v.length} outside ${type.min ?? 0}..${type.max}` };
+        return refuse(path, `byte length ${v.length} outside ${type.min ?? 0}..${type.max}`);
       }
-      return { ok: true, value: Buffer.from(v.buffer, v.byteOffset, v.length) };
+      return { ok: true, value: form === 'cbor' ? Buffer.from(v.buffer, v.byteOffset, v.length) : v };
     case 'addr': {
-      if (!Array.isArray(v) || v.length !== 2) return { ok: false, reason: `${path}: expected [ip, port]` };
-      const [ip, port] = v;
-      const text = ip instanceof Uint8Array ? bytesToIp(ip) : null;
-      if (!text) return { ok: false, reason: `${path}: ip must be 4 or 16 bytes` };
-      if (typeof port !== 'number' || port < 0 || port > 65535) return { ok: false, reason: `${path}: bad port` };
-      return { ok: true, value: { ip: text, port } satisfies Address };
+      let ip: string | null;
+      let port: unknown;
+      if (form === 'cbor') {
+        if (!Array.isArray(v) || v.length !== 2) return refuse(path, 'expected [ip, port]');
+        ip = v[0] instanceof Uint8Array ? bytesToIp(v[0]) : null;
+        port = v[1];
+        if (!ip) return refuse(path, 'ip must be 4 or 16 bytes');
+      } else {
+        if (!plainObject(v)) return refuse(path, 'expected an address {ip, port}');
+        ip = typeof v['ip'] === 'string' && ipToBytes(v['ip']) ? v['ip'] : null;
+        port = v['port'];
+        if (!ip) return refuse(path, 'ip must be a literal IPv4 or IPv6 address');
+      }
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) return refuse(path, 'bad port');
+      return { ok: true, value: { ip, port } satisfies Address };
     }
     case 'array': {
-      if (!Array.isArray(v)) return { ok: false, reason: `${path}: expected array` };
-      if (v.length > type.max) return { ok: false, reason: `${path}: more than ${type.max} elements` };
+      if (!Array.isArray(v)) return refuse(path, 'expected array');
+      if (v.length > type.max) return refuse(path, `more than ${type.max} elements`);
       const out: unknown[] = [];
       for (let i = 0; i < v.length; i++) {
-        const r = decodeValue(type.of, v[i]!, `${path}[${i}]`);
+        const r = validate(type.of, v[i], `${path}[${i}]`, form);
         if (!r.ok) return r;
         out.push(r.value);
       }
       return { ok: true, value: out };
     }
-    case 'struct': {
-      if (!(v instanceof Map)) return { ok: false, reason: `${path}: expected map` };
-      return decodeFields(type.fields, v, path);
-    }
+    case 'struct':
+      return validateFields(type.fields, v, path, form);
     case 'props': {
-      if (!(v instanceof Map)) return { ok: false, reason: `${path}: expected map` };
-      if (v.size > type.max) return { ok: false, reason: `${path}: more than ${type.max} properties` };
+      let entries: Iterable<[unknown, unknown]>;
+      let size: number;
+      if (form === 'cbor') {
+        if (!(v instanceof Map)) return refuse(path, 'expected map');
+        entries = v;
+        size = v.size;
+      } else {
+        if (!plainObject(v)) return refuse(path, 'expected an object');
+        entries = Object.entries(v);
+        size = Object.keys(v).length;
+      }
+      if (size > type.max) return refuse(path, `more than ${type.max} properties`);
       const out: Props = {};
-      for (const [k, x] of v) {
-        if (typeof k !== 'string' || k.length === 0 || Buffer.byteLength(k) > PROP_KEY_MAX) {
-          return { ok: false, reason: `${path}: property names are text of 1..${PROP_KEY_MAX} bytes` };
-        }
-        if (k === '__proto__') return { ok: false, reason: `${path}: reserved property name` };
-        if (typeof x === 'string' ? Buffer.byteLength(x) > PROP_TEXT_MAX : typeof x !== 'number' && typeof x !== 'boolean') {
-          return { ok: false, reason: `${path}.${k}: value must be text (<= ${PROP_TEXT_MAX} B), int or bool` };
-        }
-        out[k] = x as string | number | boolean;
+      for (const [k, x] of entries) {
+        const bad = propRefusal(k, x, path);
+        if (bad) return bad;
+        out[k as string] = x as string | number | boolean;
       }
       return { ok: true, value: out };
     }
   }
 }
 
-/** Validate a decoded map against `fields`; returns an object keyed by field name. */
-export function decodeFields(fields: readonly Field[], map: CborMap, path = 'body'): SchemaResult<Record<string, unknown>> {
+/** Validate a struct value (a decoded map, or a plain object) against `fields`; an object keyed by field name. */
+function validateFields(fields: readonly Field[], v: unknown, path: string, form: Form): SchemaResult<Record<string, unknown>> {
+  if (form === 'cbor' ? !(v instanceof Map) : !plainObject(v)) return refuse(path, form === 'cbor' ? 'expected map' : 'expected an object');
   const out: Record<string, unknown> = {};
   for (const f of fields) {
-    const v = map.get(f.key);
-    if (v === undefined) {
-      if (f.required) return { ok: false, reason: `${path}.${f.name} (key ${f.key}) missing` };
+    // As writeFields reads a JS body: an undefined field is an absent one.
+    const x = form === 'cbor' ? (v as CborMap).get(f.key) : (v as Record<string, unknown>)[f.name];
+    if (x === undefined) {
+      if (f.required) return { ok: false, reason: `${member(path, f.name)} (key ${f.key}) missing` };
       continue;
     }
-    const r = decodeValue(f.type, v, `${path}.${f.name}`);
+    const r = validate(f.type, x, member(path, f.name), form);
     if (!r.ok) return r;
     out[f.name] = r.value;
   }
   return { ok: true, value: out };
+}
+
+/** Validate a decoded map against `fields`; returns an object keyed by field name. */
+export function decodeFields(fields: readonly Field[], map: CborMap, path = 'body'): SchemaResult<Record<string, unknown>> {
+  return validateFields(fields, map, path, 'cbor');
+}
+
+/**
+ * Check a typed body (what encodeBody takes) against `fields` without encoding it: the bounds
+ * decode applies, in the same words, so a value is accepted exactly when its encoding would
+ * decode (a value encode cannot write at all, such as a fraction for a uint, is refused too).
+ * Keys `fields` does not name are ignored, as decode ignores unknown keys. Never throws. The
+ * reason starts with `path` and the field's name ('' : with the name alone); the value is the
+ * body's fields the list names.
+ */
+export function checkFields(fields: readonly Field[], obj: unknown, path = 'body'): SchemaResult<Record<string, unknown>> {
+  return validateFields(fields, obj, path, 'js');
+}
+
+/** checkFields for one value of field type `type` (a JS value as encodeBody takes it). */
+export function checkValue(type: FieldType, v: unknown, path = 'value'): SchemaResult<unknown> {
+  return validate(type, v, path, 'js');
+}
+
+/**
+ * The fields of `fields` named in `names`, in the list's order: the part of a message a caller
+ * supplies, to check with checkFields (the rest it fills in itself). Throws on a name the list
+ * does not have (a programming error).
+ */
+export function pickFields(fields: readonly Field[], names: readonly string[]): readonly Field[] {
+  for (const n of names) if (!fields.some((f) => f.name === n)) throw new TypeError(`no field ${n}`);
+  return fields.filter((f) => names.includes(f.name));
 }
 
 /** Field lists sorted by key, computed once per list (schemas are static; encoding is per reply). */

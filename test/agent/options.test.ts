@@ -1,10 +1,13 @@
 // The options of `new Agent` are checked at construction (devloc-agent(3), Options): a missing
 // required option or one of the wrong shape is an AgentError BAD_REQUEST naming it, IDs are
 // accepted as 16 bytes or 32 hex digits, `bind` as {host, port} or an Address {ip, port}. And a
-// malformed local argument of search or setMedia is BAD_REQUEST before anything is sent.
+// malformed local argument of search, setMedia, setPresence or match.submit is BAD_REQUEST before
+// anything is sent, in the words of the catalog's field checks (src/wire/schema.ts checkFields).
 import t from 'tap';
 import { Agent, AgentError, parseAddress } from '../../src/agent/index.js';
 import type { AgentOptions } from '../../src/agent/index.js';
+import type { MatchSpec } from '../../src/agent/match.js';
+import { checkSpec } from '../../src/agent/match.js';
 import type { Requirement } from '../../src/wire/catalog.js';
 import { generatePair, privateKeyObject } from '../../src/wire/keys.js';
 
@@ -34,7 +37,19 @@ t.test('required options and their shapes', async (t) => {
   t.match(refusal({ ...base, match: { matchd: '127.0.0.1:4703' } }), /^options\.match\.matchd:/);
   t.match(refusal({ ...base, visibility: 'groups' }), /^options\.visibility:/);
   t.match(refusal({ ...base, peers: '/tmp/peers.json' }), /^options\.peers: expected an AddressBook/);
-  t.match(refusal({ ...base, mediaId: 'x'.repeat(65) }), /^options\.mediaId: expected text of at most 64 bytes/);
+  // The REGISTER fields (and AuthInner audiences) the options carry: the catalog's bounds.
+  t.match(refusal({ ...base, mediaId: 'x'.repeat(65) }), /^options\.mediaId: text longer than 64 bytes$/);
+  t.equal(refusal({ ...base, mediaId: 'x'.repeat(64), nickname: 'é'.repeat(16) }), 'accepted', 'at the bounds');
+  t.match(refusal({ ...base, nickname: 'é'.repeat(16) + 'x' }), /^options\.nickname: text longer than 32 bytes$/);
+  t.match(refusal({ ...base, nickname: 7 }), /^options\.nickname: expected text$/);
+  t.match(refusal({ ...base, visibility: 2 }), /^options\.visibility: > 1$/);
+  t.match(refusal({ ...base, ttlS: 1.5 }), /^options\.ttlS: expected uint$/);
+  t.match(refusal({ ...base, reachable: 'yes' }), /^options\.reachable: expected bool$/);
+  t.equal(refusal({ ...base, audiences: ['locator', 'match', 'a', 'x'.repeat(64)] }), 'accepted', 'four audiences of up to 64 bytes');
+  t.match(refusal({ ...base, audiences: ['locator', 'match', 'a', 'b', 'c'] }), /^options\.audiences: more than 4 elements$/);
+  t.match(refusal({ ...base, audiences: ['x'.repeat(65)] }), /^options\.audiences\[0\]: text longer than 64 bytes$/);
+  t.match(refusal({ ...base, audiences: ['locator', ''] }), /^options\.audiences\[1\]: expected a service ID/);
+  t.match(refusal({ ...base, joinGroups: Array.from({ length: 5 }, () => ({ groupId: new Uint8Array(16) })) }), /^options\.joinGroups: expected an array of at most 4 /);
   t.match(refusal({ ...base, retransmitMs: 0 }), /^options\.retransmitMs:/);
   t.equal(refusal(base), 'accepted');
 });
@@ -63,13 +78,59 @@ t.test('bind: {host, port} or an Address {ip, port}; the socket binds there', as
   t.match(refusal({ ...base, bind: { port: 0 } }), /^options\.bind: expected \{host, port\} or \{ip, port\}/);
 });
 
-t.test('search and setMedia: a malformed argument is BAD_REQUEST, locally', async (t) => {
+t.test('search, setMedia and setPresence: a malformed argument is BAD_REQUEST, locally', async (t) => {
   const a = new Agent(base);
-  await t.rejects(a.search(['level 2..4'] as unknown as Requirement[], 'kart'), { code: 'BAD_REQUEST', message: /not a text form/ });
-  await t.rejects(a.search([{ attr: 'level', op: 1 }], 'kart'), { code: 'BAD_REQUEST', message: /op 1 min and\/or max/ });
-  await t.rejects(a.search([], 'x'.repeat(65)), { code: 'BAD_REQUEST' });
-  await t.rejects(a.setMedia('x'.repeat(65)), { code: 'BAD_REQUEST' });
-  await t.rejects(a.setPresence({ status: 'x'.repeat(65) }), { code: 'BAD_REQUEST' });
-  // Well-formed, but the agent is not started: NOT_RUNNING, not a wire error.
+  const refused = (message: RegExp) => ({ code: 'BAD_REQUEST', message });
+  await t.rejects(a.search(['level 2..4'] as unknown as Requirement[], 'kart'), refused(/^search: requirements\[0\] "level 2\.\.4": .*not a text form/));
+  await t.rejects(a.search([{ attr: 'level', op: 1, min: 4, max: 2 }], 'kart'), refused(/^search: requirements\[0\] \(level\): min > max$/));
+  await t.rejects(a.search([{ attr: 'region', op: 0 }], 'kart'), refused(/^search: requirements\[0\] \(region\): op 0 needs value$/));
+  await t.rejects(a.search([{ attr: 'mode', op: 2, set: [] }], 'kart'), refused(/^search: requirements\[0\] \(mode\): op 2 needs a non-empty set$/));
+  await t.rejects(a.search([{ attr: 'x'.repeat(33), op: 0, value: 'a' }], 'kart'), refused(/^search: requirements\[0\]\.attr: text longer than 32 bytes$/));
+  await t.rejects(a.search([{ attr: 'level', op: 3 }], 'kart'), refused(/^search: requirements\[0\]\.op: > 2$/));
+  await t.rejects(a.search([{ attr: 'level', op: 1, min: -1 }], 'kart'), refused(/^search: requirements\[0\]\.min: expected uint$/));
+  await t.rejects(a.search(Array.from({ length: 17 }, () => ({ attr: 'a', op: 0, value: 'b' })), 'kart'), refused(/^search: requirements: more than 16 elements$/));
+  await t.rejects(a.search([], 'x'.repeat(65)), refused(/^search: mediaId: text longer than 64 bytes$/));
+  await t.rejects(a.setMedia('x'.repeat(65)), refused(/^presence record: mediaId: text longer than 64 bytes$/));
+  await t.rejects(a.setPresence({ status: 'x'.repeat(65) }), refused(/^presence record: status: text longer than 64 bytes$/));
+  await t.rejects(a.setPresence({ wants: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`a${i}`, i])) }), refused(/^presence record: wants: more than 8 properties$/));
+  await t.rejects(a.setPresence({ lookingForPartner: 'yes' } as never), refused(/^presence record: lookingForPartner: expected bool$/));
+  await t.rejects(a.setPresence(null as never), refused(/^presence record: expected an object$/));
+  // Well-formed, but the agent is not started: NOT_RUNNING, not a wire error. A range with no
+  // bound is one: the attribute need only be a number (matchd and locatord take it).
   await t.rejects(a.search([{ attr: 'level', op: 1, min: 2, max: 4 }], 'kart'), { code: 'NOT_RUNNING' });
+  await t.rejects(a.search([{ attr: 'level', op: 1 }], 'x'.repeat(64)), { code: 'NOT_RUNNING' });
+});
+
+t.test('match spec: the MATCH_SUBMIT fields of the catalog, then what matchd refuses', async (t) => {
+  const refusalOf = (spec: unknown): string => {
+    try {
+      checkSpec(spec as MatchSpec);
+      return 'accepted';
+    } catch (err) {
+      if (err instanceof AgentError && err.code === 'BAD_REQUEST') return err.message;
+      throw err;
+    }
+  };
+  const at = { mediaId: 'm'.repeat(64), appType: 't'.repeat(16), minParty: 64, maxParty: 64, maxWaitS: 3600, nickname: 'n'.repeat(32), attrs: Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`a${i}`, 'v'.repeat(64)])) };
+  t.equal(refusalOf(at), 'accepted', 'every field at its bound');
+  t.equal(refusalOf({ mediaId: 'kart', attrs: null, requirements: null }), 'accepted', 'null attrs and requirements: none');
+  t.match(refusalOf({ ...at, mediaId: 'm'.repeat(65) }), /^mediaId: text longer than 64 bytes$/);
+  t.match(refusalOf({ ...at, appType: 't'.repeat(17) }), /^appType: text longer than 16 bytes$/);
+  t.match(refusalOf({ ...at, maxParty: 65 }), /^maxParty: > 64$/);
+  t.match(refusalOf({ ...at, maxWaitS: 3601 }), /^maxWaitS: > 3600$/);
+  t.match(refusalOf({ ...at, maxWaitS: 1.5 }), /^maxWaitS: expected uint$/);
+  t.match(refusalOf({ ...at, nickname: 'n'.repeat(33) }), /^nickname: text longer than 32 bytes$/);
+  t.match(refusalOf({ ...at, attrs: { ...at.attrs, a16: 1 } }), /^attrs: more than 16 properties$/);
+  t.match(refusalOf({ ...at, attrs: { a0: 'v'.repeat(65) } }), /^attrs\.a0: value must be text/);
+  t.match(refusalOf({ ...at, attrs: { a0: 1.5 } }), /^attrs\.a0: value must be text/);
+  t.match(refusalOf({ ...at, attrs: { ['k'.repeat(33)]: 1 } }), /^attrs: property names are text of 1\.\.32 bytes$/);
+  t.match(refusalOf({ ...at, attrs: JSON.parse('{"__proto__": 1}') }), /^attrs: reserved property name$/);
+  t.match(refusalOf({ mediaId: 'kart', requirements: [{ attr: 'level', op: 1, min: 4, max: 2 }] }), /^requirements\[0\] \(level\): min > max$/);
+  t.match(refusalOf({ appType: 'x' }), /^mediaId \(key 3\) missing$/);
+  // Not in the catalog's field types; matchd refuses them (BAD_MESSAGE), or the agent needs them.
+  t.match(refusalOf({ mediaId: '' }), /^mediaId: empty/);
+  t.match(refusalOf({ mediaId: 'kart', minParty: 1 }), /^minParty: below 2/);
+  t.match(refusalOf({ mediaId: 'kart', minParty: 3, maxParty: 2 }), /^maxParty: below minParty \(3\)$/);
+  t.equal(refusalOf({ mediaId: 'kart', minParty: 3 }), 'accepted', 'maxParty defaults to minParty');
+  t.equal(refusalOf({ mediaId: 'kart', maxWaitS: 0 }), 'accepted', 'a wait of 0: matchd waits 1 s');
 });
