@@ -11,11 +11,13 @@ import { ErrorCode } from '../../src/wire/errors.js';
 import { UdpClient } from '../../src/net/client.js';
 import type { Matchd } from '../../src/matchd/server.js';
 import { fakeClock, fixture, hexOf, matchd, Terminal, until } from './helpers.js';
+import { CheckedMetrics } from '../helpers/refusals.js';
 
 async function world(t: Test, o: Parameters<typeof matchd>[1] = {}) {
   const fx = fixture();
   const clock = fakeClock();
-  const m = await matchd(fx, { now: clock.now, timers: clock.timers, ...o });
+  // Every refusal a handler answers must be one devloc-protocol(7) lists (test/helpers/refusals.ts).
+  const m = await matchd(fx, { now: clock.now, timers: clock.timers, metrics: new CheckedMetrics((why) => t.fail(why)), ...o });
   const terminals: Terminal[] = [];
   t.teardown(async () => {
     for (const x of terminals) await x.close();

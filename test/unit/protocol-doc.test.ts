@@ -109,3 +109,23 @@ t.test('mandoc -T lint -W warning is silent', needs('mandoc', has('mandoc')), as
   t.equal(`${r.stdout}${r.stderr}`.trim(), '', 'no warnings');
   t.equal(r.status, 0, 'mandoc exits 0');
 });
+
+t.test("the refusal check of the in-process fixtures (test/helpers/refusals.ts) follows the page's lists", async (t) => {
+  const { undocumentedRefusal, CheckedMetrics } = await import('../helpers/refusals.js');
+  t.equal(undocumentedRefusal('WATCH', 'FULL'), undefined, 'listed for the message');
+  t.equal(undocumentedRefusal('WATCH', 'ok'), undefined, 'an answer is no refusal');
+  t.equal(undocumentedRefusal('WATCH', 'ADDR_CHALLENGE'), undefined, 'nor a challenge');
+  t.equal(undocumentedRefusal('WATCH', 'KICKED'), undefined, 'any session request: the reason its session ended');
+  t.equal(undocumentedRefusal('WATCH', 'TRY_LATER'), undefined, "any locatord request: its store's TRY_LATER");
+  t.match(undocumentedRefusal('QUERY_ADDR', 'FULL'), /locatord refused QUERY_ADDR with FULL/, 'not listed: reported');
+  t.match(undocumentedRefusal('AUTH_REQUEST', 'KICKED'), /AUTH_REQUEST with KICKED/, 'no session, no session ending');
+  t.match(undocumentedRefusal('AUTH_REQUEST', 'FORBIDDEN'), /authd refused AUTH_REQUEST with FORBIDDEN/, 'another service, its own list');
+  t.match(undocumentedRefusal('GROUP_JOIN', 'INTERNAL'), /INTERNAL/, 'a handler that threw is never documented');
+  const reported: string[] = [];
+  const m = new CheckedMetrics((why) => reported.push(why));
+  m.inc('requests_total', { type: 'WATCH', result: 'FULL' });
+  m.inc('requests_total', { type: 'QUERY_ADDR', result: 'FULL' });
+  m.inc('refused_total', { code: 'BAD_MAC' });
+  t.equal(reported.length, 1, 'only the undocumented handler refusal is reported');
+  t.equal(m.get('requests_total', { type: 'QUERY_ADDR', result: 'FULL' }), 1, 'and still counted');
+});
