@@ -38,8 +38,8 @@ import { matchPathNames, RelayVia } from '../wire/connectivity.js';
 import type { Message, MessageOf } from '../wire/envelope.js';
 import { DevlocError, ErrorCode, errorName } from '../wire/errors.js';
 import { compileRequirements } from '../wire/requirements.js';
-import type { Field, Props } from '../wire/schema.js';
-import { checkFields, pickFields } from '../wire/schema.js';
+import type { Field, FieldType, Props } from '../wire/schema.js';
+import { checkFields, checkValue, pickFields } from '../wire/schema.js';
 import type { Reply, RetransmitPolicy } from '../net/client.js';
 import { UdpClient } from '../net/client.js';
 import type { ClientSession } from '../net/clientsession.js';
@@ -240,8 +240,7 @@ export function parseRequirement(text: string, mandatory: boolean): Requirement 
   let r: Requirement;
   if ((m = /^([^\s=]+)\s+in\s+(.+)$/.exec(s))) {
     const set = m[2]!.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
-    if (set.length === 0 || set.length > 16) throw bad('"in" needs 1 to 16 comma-separated values');
-    if (set.some((x) => Buffer.byteLength(x) > 64)) throw bad('values are at most 64 bytes');
+    if (set.length === 0) throw bad('"in" needs comma-separated values');
     r = { attr: m[1]!, op: 2, set };
   } else if ((m = /^([^\s=]+)\s+(\d*)\s*\.\.\s*(\d*)$/.exec(s))) {
     if (m[2] === '' && m[3] === '') throw bad('a range needs a bound: "attr 10..20", "attr 10.." or "attr ..20"');
@@ -251,15 +250,24 @@ export function parseRequirement(text: string, mandatory: boolean): Requirement 
     if (!Number.isSafeInteger(r.min ?? 0) || !Number.isSafeInteger(r.max ?? 0)) throw bad('bounds are whole numbers');
     if (r.min !== undefined && r.max !== undefined && r.min > r.max) throw bad('the lower bound is above the upper one');
   } else if ((m = /^([^\s=]+)\s*=\s*(.*)$/.exec(s))) {
-    if (Buffer.byteLength(m[2]!) > 64) throw bad('the value is at most 64 bytes');
     r = { attr: m[1]!, op: 0, value: m[2]! };
   } else {
     throw bad('expected "attr=value", "attr in a,b" or "attr 10..20"');
   }
-  if (Buffer.byteLength(r.attr) > 32) throw bad('attribute names are at most 32 bytes');
   if (mandatory) r.mandatory = true;
+  // The sizes (attr 32 bytes, values 64, at most 16 in a set) are the catalog's, checked as a
+  // requirement on the wire is (checkValue: "set: more than 16 elements").
+  const fits = checkValue(REQUIREMENT_TYPE, r, '');
+  if (!fits.ok) throw bad(fits.reason);
   return r;
 }
+
+/** One requirement as MATCH_SUBMIT (and SEARCH) carries it: the element type of the catalog's `requirements`. */
+const REQUIREMENT_TYPE = ((): FieldType => {
+  const t = pickFields(catalog[MessageType.MATCH_SUBMIT].fields, ['requirements'])[0]!.type;
+  if (t.t !== 'array') throw new TypeError('MATCH_SUBMIT requirements: expected an array field');
+  return t.of;
+})();
 
 /** The text form of a requirement (inverse of parseRequirement). */
 export function formatRequirement(r: Requirement): string {

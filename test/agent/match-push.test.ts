@@ -110,6 +110,15 @@ t.test('requirement and attribute syntax', async (t) => {
   for (const bad of ['level 20..10', 'level ..', 'nothing', 'x in ', `${'a'.repeat(33)}=1`]) {
     t.throws(() => parseRequirement(bad, true), { code: 'BAD_REQUEST' }, `refused: ${bad}`);
   }
+  // The sizes are the catalog's (checked as on the wire), named in the message.
+  const sizes: [string, RegExp][] = [
+    [`${'a'.repeat(33)}=1`, /attr: text longer than 32 bytes/],
+    [`a=${'v'.repeat(65)}`, /value: text longer than 64 bytes/],
+    [`a in ${Array.from({ length: 17 }, (_, i) => `v${i}`).join(',')}`, /set: more than 16 elements/],
+    [`a in x,${'v'.repeat(65)}`, /set\[1\]: text longer than 64 bytes/],
+  ];
+  for (const [bad, why] of sizes) t.throws(() => parseRequirement(bad, true), { code: 'BAD_REQUEST', message: why }, `refused: ${bad.slice(0, 20)}...`);
+  t.same(parseRequirement(`a in ${Array.from({ length: 16 }, (_, i) => `v${i}`).join(',')}`, false).set?.length, 16, '16 values fit');
   t.same(parseAttr('level=12'), ['level', 12]);
   t.same(parseAttr('pro=true'), ['pro', true]);
   t.same(parseAttr('region=eu-west'), ['region', 'eu-west']);
