@@ -20,6 +20,11 @@ export interface OptionSpec {
   /** Numbers: inclusive bounds. */
   min?: number;
   max?: number;
+  /**
+   * A file the daemon creates at start (a socket) and runs without when, at this option's
+   * default, it cannot: a warning then, not an error (--check-config says so and passes).
+   */
+  optionalAtDefault?: boolean;
 }
 
 export type Spec = Record<string, OptionSpec>;

@@ -22,7 +22,7 @@ export const defaultControlSocket = (daemon: string): string => `/run/devloc/${d
 
 /** The `control-socket` option of authd, locatord and matchd. */
 export function controlSocketOption(daemon: string): OptionSpec {
-  return { type: 'string', default: defaultControlSocket(daemon), describe: 'Unix socket for devloc ctl (mode 0660; "" = none)' };
+  return { type: 'string', default: defaultControlSocket(daemon), describe: 'Unix socket for devloc ctl (mode 0660; "" = none)', optionalAtDefault: true };
 }
 
 /** What a command may answer with instead of a result: a stable code and a message. */

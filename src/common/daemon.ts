@@ -93,7 +93,8 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
     return 2;
   }
   if (parsed.checkConfig) {
-    const problems = await preflight(spec, config, origins);
+    const { problems, warnings } = await preflight(spec, config, origins);
+    for (const w of warnings) process.stderr.write(`${binary}: warning: ${w}\n`);
     if (problems.length) {
       for (const p of problems) process.stderr.write(`${binary}: configuration error: ${p}\n`);
       return 2;
@@ -210,7 +211,7 @@ export async function runDaemon(def: DaemonDefinition, argv: string[] = process.
       logger.info('control socket', { path: controlPath });
     } catch (err) {
       const text = (err as NodeJS.ErrnoException).code ? `control-socket: cannot bind ${controlPath}: ${(err as Error).message}` : (err as Error).message;
-      if (origins['control-socket'] !== undefined) {
+      if (!spec['control-socket']?.optionalAtDefault || origins['control-socket'] !== undefined) {
         // Asked for explicitly: a daemon without the socket the operator configured does not start.
         logger.error('cannot open the control socket', { path: controlPath, err: text });
         process.stderr.write(`${binary}: cannot start: ${text}\n`);

@@ -152,9 +152,13 @@ function named(key: string, value: unknown, origins: Record<string, string>): st
   return `--${key} ${String(value)}${where}`;
 }
 
-/** The resource checks of --check-config; every problem found, each naming its option. */
-export async function preflight(spec: Spec, config: Config, origins: Record<string, string> = {}): Promise<string[]> {
+/**
+ * The resource checks of --check-config: every problem found, each naming its option, and the
+ * warnings the start would log (a file at its default the daemon runs without: optionalAtDefault).
+ */
+export async function preflight(spec: Spec, config: Config, origins: Record<string, string> = {}): Promise<{ problems: string[]; warnings: string[] }> {
   const problems: string[] = [];
+  const warnings: string[] = [];
   for (const k of dirKeys) {
     if (!Object.hasOwn(spec, k) || !str(config, k)) continue;
     const why = writableDir(str(config, k));
@@ -163,7 +167,10 @@ export async function preflight(spec: Spec, config: Config, origins: Record<stri
   for (const k of createdFileKeys) {
     if (!Object.hasOwn(spec, k) || !str(config, k)) continue;
     const why = writableDir(dirname(str(config, k)));
-    if (why) problems.push(`${named(k, str(config, k), origins)}: ${why}`);
+    if (!why) continue;
+    // As the start does: without a file at its default it runs (and warns); a configured one it must have.
+    if (spec[k]!.optionalAtDefault && origins[k] === undefined) warnings.push(`${named(k, str(config, k), origins)}: ${why}: the daemon would start without it`);
+    else problems.push(`${named(k, str(config, k), origins)}: ${why}`);
   }
   const host = Object.hasOwn(spec, 'listen') ? str(config, 'listen') : '';
   if (host) {
@@ -182,7 +189,7 @@ export async function preflight(spec: Spec, config: Config, origins: Record<stri
     const why = await portFree('tcp', ml.ip, ml.port);
     if (why) problems.push(`${named('metrics-listen', str(config, 'metrics-listen'), origins)}: TCP ${why}`);
   }
-  return problems;
+  return { problems, warnings };
 }
 
 /** An OS error at start, explained: the line for people and the option it is about. */

@@ -2,14 +2,17 @@
 // unknown flags, config lines with the wrong case or spacing, own-property key lookups, the
 // shared reload report, the version.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { closest, didYouMean, editDistance, unknownArgumentLine } from '../../src/common/suggest.js';
 import { Logger, textLine, textValue } from '../../src/common/log.js';
 import { commonSpec, parseConfigFile, resolveConfig, unknownFlag } from '../../src/common/config.js';
 import type { Spec } from '../../src/common/config.js';
 import { inForce, reloadReport } from '../../src/common/reload.js';
 import { checkCommon, located } from '../../src/common/daemon.js';
-import { explainStartError, startErrorFields } from '../../src/common/preflight.js';
+import { explainStartError, preflight, startErrorFields } from '../../src/common/preflight.js';
+import { controlSocketOption } from '../../src/common/control.js';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { version } from '../../src/common/version.js';
 import { Metrics } from '../../src/common/metrics.js';
 
@@ -184,4 +187,25 @@ t.test('explainStartError names the option and where it was set', async (t) => {
   t.same(startErrorFields(inUse, explainStartError(inUse, sp, config)), { code: 'EADDRINUSE', option: 'reflector-port' }, "the log line's fields");
   t.same(startErrorFields(sysErr('EACCES', { syscall: 'open', path: '/elsewhere' }), null), { code: 'EACCES' }, 'a code without an option');
   t.same(startErrorFields(new Error('plain'), null), {}, 'neither');
+});
+
+t.test('--check-config treats an unusable control socket as the start does: a warning at the default, an error when configured', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'preflight-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // A regular file where the socket's directory should be: no directory can be made there, root or not.
+  writeFileSync(path.join(dir, 'file'), '');
+  const unusable = path.join(dir, 'file', 'sub', 'control.sock');
+  const spec: Spec = { 'control-socket': { ...controlSocketOption('locatord'), default: unusable } };
+  const config = { 'control-socket': unusable };
+  const atDefault = await preflight(spec, config, {});
+  t.same(atDefault.problems, [], 'at its default: no error (the daemon starts without it)');
+  t.equal(atDefault.warnings.length, 1);
+  t.match(atDefault.warnings[0], /--control-socket .*\(the default\): .*not a directory.*would start without it/);
+  const configured = await preflight(spec, config, { 'control-socket': 'environment DEVLOC_LOCATORD_CONTROL_SOCKET' });
+  t.equal(configured.problems.length, 1, 'configured: an error (the start stops)');
+  t.match(configured.problems[0], /set at environment DEVLOC_LOCATORD_CONTROL_SOCKET/);
+  t.same(configured.warnings, []);
+  // An option without optionalAtDefault (the agent's control socket: it does not start without it).
+  const required = await preflight({ 'control-socket': { type: 'string', default: unusable, describe: 'x' } }, config, {});
+  t.equal(required.problems.length, 1, 'required at its default too');
 });
