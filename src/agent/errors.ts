@@ -68,3 +68,15 @@ export const AGENT_ERROR_CODES: Readonly<Record<string, string>> = {
   NO_ADDRESS_BOOK: 'control API: the agent has no address book',
   UNKNOWN_COMMAND: 'control API: no such command',
 };
+
+/**
+ * A key `v` has that `known` does not name is refused (AgentError BAD_REQUEST, `what` and the
+ * keys known): a misspelt one (`require` for `requirements`, `ttl` for `ttlS`) would otherwise be
+ * dropped without a word and the agent run without what it was asked for.
+ */
+export function refuseUnknownKeys(v: unknown, known: readonly string[], what: string): void {
+  if (typeof v !== 'object' || v === null) return;
+  const unknown = Object.keys(v).filter((k) => !known.includes(k));
+  if (unknown.length === 0) return;
+  throw new AgentError('BAD_REQUEST', `${what}: unknown ${unknown.length === 1 ? 'key' : 'keys'} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (known: ${known.join(', ')})`);
+}

@@ -44,7 +44,7 @@ import type { Reply, RetransmitPolicy } from '../net/client.js';
 import { UdpClient } from '../net/client.js';
 import type { ClientSession } from '../net/clientsession.js';
 import type { AgentLog } from './errors.js';
-import { AgentError } from './errors.js';
+import { AgentError, refuseUnknownKeys } from './errors.js';
 import { formatId } from './ids.js';
 import { classificationBoundMs } from './netmode.js';
 
@@ -295,6 +295,11 @@ function attrValue(v: string): string | number | boolean {
 /** The MATCH_SUBMIT fields a MatchSpec gives, the requirements aside (the agent fills in the rest). */
 const SPEC_FIELDS = pickFields(catalog[MessageType.MATCH_SUBMIT].fields, ['mediaId', 'appType', 'minParty', 'maxParty', 'attrs', 'maxWaitS', 'nickname']);
 
+/** Every MatchSpec key (the compiler holds it to the interface). */
+const SPEC_KEYS = Object.keys({
+  mediaId: true, appType: true, minParty: true, maxParty: true, attrs: true, requirements: true, maxWaitS: true, nickname: true,
+} satisfies Record<keyof MatchSpec, true>);
+
 /** A spec's party sizes and wait, defaults filled in, as they are submitted. */
 function partyAndWait(spec: MatchSpec): { minParty: number; maxParty: number; maxWaitS: number } {
   const minParty = spec.minParty ?? 2;
@@ -309,6 +314,7 @@ function partyAndWait(spec: MatchSpec): { minParty: number; maxParty: number; ma
  */
 export function checkSpec(spec: MatchSpec): void {
   if (typeof spec !== 'object' || spec === null) throw new AgentError('BAD_REQUEST', 'expected a match spec {mediaId, minParty?, ...}');
+  refuseUnknownKeys(spec, SPEC_KEYS, 'match spec');
   // Absent attrs or requirements may be given as null (never sent: see doSubmit).
   const body = { ...spec, attrs: spec.attrs ?? undefined, ...partyAndWait(spec) };
   checkRequest(SPEC_FIELDS, body);

@@ -9,7 +9,7 @@ import type { Address } from '../wire/addr.js';
 import { ipToBytes } from '../wire/addr.js';
 import { authInnerFields, catalog, MAX_ALLOW, MAX_JOIN_GROUPS, MessageType } from '../wire/catalog.js';
 import { checkFields, pickFields } from '../wire/schema.js';
-import { AgentError } from './errors.js';
+import { AgentError, refuseUnknownKeys } from './errors.js';
 import { parseId } from './ids.js';
 import type { AgentOptions } from './types.js';
 
@@ -22,6 +22,14 @@ const WIRE_OPTIONS = [
   // Required in AuthInner, optional here: without it the agent asks for its default audiences.
   ...pickFields(authInnerFields, ['audiences']).map((f) => ({ ...f, required: false })),
 ];
+
+/** Every option name (the compiler holds it to AgentOptions: none missing, none extra). */
+const OPTION_KEYS = Object.keys({
+  identity: true, authd: true, authdKey: true, audiences: true, locatord: true, match: true, reflector: true, bind: true,
+  nickname: true, joinGroups: true, allow: true, mediaId: true, visibility: true, ttlS: true, maxRefreshS: true,
+  interfacePollMs: true, retransmitMs: true, backoffMinMs: true, backoffMaxMs: true, reclassifyMs: true, renewFraction: true,
+  peers: true, savePartners: true, log: true, now: true, random: true, interfaces: true, reachable: true, peer: true,
+} satisfies Record<keyof AgentOptions, true>);
 
 /** AgentOptions as the agent's modules use them: IDs as bytes, `bind` as {host, port}. */
 export type CheckedOptions = Omit<AgentOptions, 'joinGroups' | 'allow' | 'bind'> & {
@@ -80,6 +88,7 @@ function checkNumber(o: AgentOptions, key: keyof AgentOptions, min: number, max 
  */
 export function checkOptions(opts: AgentOptions): CheckedOptions {
   if (typeof opts !== 'object' || opts === null) throw new AgentError('BAD_REQUEST', 'options: expected an object {identity, authd, authdKey, ...}');
+  refuseUnknownKeys(opts, OPTION_KEYS, 'options');
   const id = opts.identity as Partial<AgentOptions['identity']> | undefined;
   if (typeof id !== 'object' || id === null || typeof id.deviceId !== 'string' || !(id.key instanceof KeyObject) || id.key.type !== 'private') {
     throw bad('identity', `required: the value of parseDeviceIdentity(bytes) or loadDeviceIdentity(path) when ok, got ${describe(id)}`);

@@ -22,7 +22,7 @@ import { sameAddress } from '../wire/addr.js';
 import type { PresenceEntry, PresenceRecord, Requirement } from '../wire/catalog.js';
 import { catalog, MAX_QUERY_IDS, MAX_WATCHES, MessageType, presenceRecordFields } from '../wire/catalog.js';
 import { pickFields } from '../wire/schema.js';
-import { AgentError } from './errors.js';
+import { AgentError, refuseUnknownKeys } from './errors.js';
 import { formatId } from './ids.js';
 import type { LocatorQueries } from './queries.js';
 import type { PresenceStatus } from './types.js';
@@ -49,8 +49,11 @@ export const MAX_SEARCH_RESULTS = 256;
 /** Ask locatord whether it still holds our list at most this often (on refreshes). */
 const CHECK_EVERY_MS = 60_000;
 
+const RECORD_KEYS = presenceRecordFields.map((f) => f.name);
+
 /** The checks of the presence record locatord makes (the catalog's record), so a bad one is refused here (BAD_REQUEST). */
 function checkRecord(r: PresenceRecord): void {
+  refuseUnknownKeys(r, RECORD_KEYS, 'presence record');
   checkRequest(presenceRecordFields, r, 'presence record: ');
 }
 

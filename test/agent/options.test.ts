@@ -51,6 +51,10 @@ t.test('required options and their shapes', async (t) => {
   t.match(refusal({ ...base, audiences: ['locator', ''] }), /^options\.audiences\[1\]: expected a service ID/);
   t.match(refusal({ ...base, joinGroups: Array.from({ length: 5 }, () => ({ groupId: new Uint8Array(16) })) }), /^options\.joinGroups: expected an array of at most 4 /);
   t.match(refusal({ ...base, retransmitMs: 0 }), /^options\.retransmitMs:/);
+  // A misspelt option is refused, not dropped without a word.
+  t.match(refusal({ ...base, ttl: 60 }), /^options: unknown key "ttl" \(known: identity, .*ttlS/);
+  t.match(refusal({ ...base, ttl: 60, nick: 'x' }), /^options: unknown keys "ttl", "nick"/);
+  t.equal(refusal({ ...base, ttlS: undefined }), 'accepted', 'a known key given as undefined is no unknown one');
   t.equal(refusal(base), 'accepted');
 });
 
@@ -95,6 +99,7 @@ t.test('search, setMedia and setPresence: a malformed argument is BAD_REQUEST, l
   await t.rejects(a.setPresence({ wants: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`a${i}`, i])) }), refused(/^presence record: wants: more than 8 properties$/));
   await t.rejects(a.setPresence({ lookingForPartner: 'yes' } as never), refused(/^presence record: lookingForPartner: expected bool$/));
   await t.rejects(a.setPresence(null as never), refused(/^presence record: expected an object$/));
+  await t.rejects(a.setPresence({ lookingForPartners: true } as never), refused(/^presence record: unknown key "lookingForPartners" \(known: mediaId, lookingForPartner, wants, status\)$/));
   // Well-formed, but the agent is not started: NOT_RUNNING, not a wire error. A range with no
   // bound is one: the attribute need only be a number (matchd and locatord take it).
   await t.rejects(a.search([{ attr: 'level', op: 1, min: 2, max: 4 }], 'kart'), { code: 'NOT_RUNNING' });
@@ -127,6 +132,7 @@ t.test('match spec: the MATCH_SUBMIT fields of the catalog, then what matchd ref
   t.match(refusalOf({ ...at, attrs: JSON.parse('{"__proto__": 1}') }), /^attrs: reserved property name$/);
   t.match(refusalOf({ mediaId: 'kart', requirements: [{ attr: 'level', op: 1, min: 4, max: 2 }] }), /^requirements\[0\] \(level\): min > max$/);
   t.match(refusalOf({ appType: 'x' }), /^mediaId \(key 3\) missing$/);
+  t.match(refusalOf({ mediaId: 'kart', require: ['level 2..4'] }), /^match spec: unknown key "require" \(known: .*requirements/, "devloc(1)'s flag name is not a spec key");
   // Not in the catalog's field types; matchd refuses them (BAD_MESSAGE), or the agent needs them.
   t.match(refusalOf({ mediaId: '' }), /^mediaId: empty/);
   t.match(refusalOf({ mediaId: 'kart', minParty: 1 }), /^minParty: below 2/);
