@@ -62,3 +62,18 @@ t.test('a corrupt snapshot is set aside; the daemon starts empty', async (t) => 
   t.ok(existsSync(path.join(stateDir, `${SNAPSHOT_FILE}.corrupt`)));
   t.ok(logLines.some((l) => l.includes('snapshot unusable')));
 });
+
+t.test('the snapshot writer reads the clock once per 256 slots of work, whatever each call does', async (t) => {
+  const { Slicer } = await import('../../src/locatord/snapshot.js');
+  // A slice of 0 ms: whenever the clock is read, it is time to yield.
+  const s = new Slicer(0);
+  let readAt: number[] = [];
+  for (let i = 1; i <= 512; i++) if (s.due()) readAt.push(i);
+  t.same(readAt, [256, 512], 'one slot per call: every 256th call');
+  readAt = [];
+  for (let i = 1; i <= 3; i++) if (s.due(256)) readAt.push(i);
+  t.same(readAt, [1, 2, 3], '256 slots per call (the row-to-column copies): every call');
+  readAt = [];
+  for (let i = 1; i <= 4; i++) if (s.due(100)) readAt.push(i);
+  t.same(readAt, [3], 'in between: once 256 have been done');
+});
