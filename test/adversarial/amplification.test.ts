@@ -168,3 +168,8 @@ t.test('a captured request replayed from the victim\'s own (spoofed) address: th
   t.ok(await s.metric('locatord', 'dropped_total', { reason: 'retransmissions-exhausted' }) >= copies - MAX_RETRANSMIT, 'the rest dropped and counted');
   t.ok(s.refusals('locatord', { event: 'drop:retransmissions-exhausted' }).length > 0, 'and logged');
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

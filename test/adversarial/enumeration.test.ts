@@ -89,3 +89,8 @@ t.test('more enrolled devices (Sybils) from the same address share the per-sourc
   t.match(bySource ? message(bySource) : '', /address/, 'by the per-source budget');
   t.ok(answered < PER_TERMINAL_BURST, `${answered} answered`);
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

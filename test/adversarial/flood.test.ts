@@ -139,3 +139,8 @@ t.test('spoofed-source flood: cookie round trip engaged, no public-key work, CPU
   t.ok(d1 - d0 >= 10, 'the reference is long enough to measure (10 ticks or more)');
   t.ok(floodCpu < 0.5 * fullCpu, `a flood datagram costs less than half a served request (ratio ${(floodCpu / fullCpu).toFixed(2)})`);
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

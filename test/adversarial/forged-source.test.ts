@@ -59,3 +59,8 @@ t.test('authd: the victim authenticates after the forged flood', async (t) => {
     t.equal(a && decoded(a).name, 'REFLECT_RESULT');
   });
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

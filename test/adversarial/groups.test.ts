@@ -109,3 +109,8 @@ t.test('an emptied group cannot be re-created by a REGISTER naming its ID', asyn
   t.equal(codeOf(await attacker.request('GROUP_MEMBERS', { groupId: gid })), ErrorCode.FORBIDDEN, 'the attacker owns no group of that ID');
   t.equal(codeOf(await attacker.request('GROUP_JOIN', { groupId: gid })), ErrorCode.NOT_FOUND, 'and nobody re-created it');
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

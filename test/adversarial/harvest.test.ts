@@ -82,3 +82,8 @@ t.test('MATCH_SUBMITs of one terminal are rate-limited', async (t) => {
   t.equal(await s.metric('matchd', 'match_submit_refusals_total', { reason: 'rate' }), before + 3, 'counted');
   t.ok(s.refusals('matchd', { event: 'submit-rate' }).length > 0, 'logged');
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

@@ -139,3 +139,8 @@ for (const target of ['authd', 'locatord', 'reflector', 'matchd'] as const) {
     }
   });
 }
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

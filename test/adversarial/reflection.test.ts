@@ -109,3 +109,8 @@ t.test('an asker from another observed IP: its claimed LAN addresses are not pas
   // A second line of defence: the agent too tries LAN addresses only of a peer seen at its own IP.
   t.same(lan.map((v) => v.datagrams()), [0, 0, 0, 0], 'no claimed LAN address was punched');
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

@@ -114,3 +114,8 @@ t.test('MATCH_SUBMIT replayed: the waiting request is neither replaced nor dupli
   t.equal(st.state, MatchState.WAITING, 'the original request still waits');
   t.ok(s.refusals('matchd', { event: 'MATCH_SUBMIT:REPLAY' }).length > 0, 'refusal logged');
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

@@ -193,3 +193,8 @@ t.test('MATCH_RESULT carries validated addresses only: a forged-source MATCH_SUB
   // (the ERRORs answer the exchange's sentinels)
   t.same(names(victim.received).filter((n) => n !== 'ERROR'), ['ADDR_CHALLENGE'], 'so far the victim got the one challenge, no MATCH_SUBMIT_ACK, no MATCH_RESULT');
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

@@ -146,3 +146,8 @@ t.test('authd: unknown authd kid, forged device proof, stale and future timestam
   }
   t.same(await s.metrics('authd', names), before, 'no ticket, no signature, no replay-cache entry');
 });
+
+// Last: every refusal the daemons' handlers answered above is one devloc-protocol(7) lists.
+t.test('every handler refusal answered is listed in devloc-protocol(7)', async (t) => {
+  t.same(await s.undocumentedRefusals(), []);
+});

@@ -44,3 +44,19 @@ export class CheckedMetrics extends Metrics {
     super.inc(name, labels, by);
   }
 }
+
+/**
+ * The same check on a spawned daemon's /metrics text (its requests_total{type, result} series):
+ * the reasons, one per undocumented (type, result) counted; [] when every one is listed.
+ */
+export function undocumentedInMetrics(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('devloc_requests_total{')) continue;
+    const labels = Object.fromEntries([...line.slice(line.indexOf('{') + 1, line.indexOf('}')).matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+    if (Number(line.slice(line.lastIndexOf(' ') + 1)) === 0) continue;
+    const why = undocumentedRefusal(labels['type'] ?? '', labels['result'] ?? '');
+    if (why) out.push(why);
+  }
+  return out;
+}
