@@ -78,9 +78,26 @@ t.test('duplication, reordering, delay and loss between agents and daemons', asy
   }
 
   // Matches: four players in parties of two, then all four in one party.
-  const results = await Promise.all(agents.map((a) => a.control<MatchResult>('match.submit', {
+  // A submit that fails says why, from both ends (CI once saw one NO_ANSWER here, under load).
+  const explained = async <T>(a: (typeof agents)[number], p: Promise<T>): Promise<T> => {
+    try {
+      return await p;
+    } catch (err) {
+      try {
+        const m = await w.metrics('matchd');
+        const mine = (l: Record<string, unknown>): boolean => /MATCH|ADDR_|challenge|proof/i.test(JSON.stringify(l));
+        t.comment(`${a.name}: ${(err as Error).message}; matchd ${JSON.stringify(m.samples.filter((x) => /dropped_total|addr_challenges_total|addr_proofs_total/.test(x.name)))}`);
+        for (const l of a.lines.filter(mine).slice(-30)) t.comment(`${a.name}: ${JSON.stringify(l)}`);
+        for (const l of w.procs.matchd.lines.filter((x) => x['msg'] === 'refused' || x['level'] === 'warn').slice(-30)) t.comment(`matchd: ${JSON.stringify(l)}`);
+      } catch (why) {
+        t.comment(`diagnostics failed: ${(why as Error).message}`);
+      }
+      throw err;
+    }
+  };
+  const results = await Promise.all(agents.map((a) => explained(a, a.control<MatchResult>('match.submit', {
     mediaId: 'faults-chess', minParty: 2, maxParty: 2, maxWaitS: 40, wait: true,
-  }, 60_000)));
+  }, 60_000))));
   const partyOf = new Map<string, string[]>();
   for (const [i, r] of results.entries()) {
     t.equal(r.state, 'matched', `${names[i]}: matched`);
@@ -97,9 +114,9 @@ t.test('duplication, reordering, delay and loss between agents and daemons', asy
   const inParties = [...partyOf.values()].flat();
   t.equal(new Set(inParties).size, 4, 'every player in a party');
   t.equal(inParties.length, 8, 'no player in two parties');
-  const quad = await Promise.all(agents.map((a) => a.control<MatchResult>('match.submit', {
+  const quad = await Promise.all(agents.map((a) => explained(a, a.control<MatchResult>('match.submit', {
     mediaId: 'faults-bridge', minParty: 4, maxParty: 4, maxWaitS: 40, wait: true,
-  }, 60_000)));
+  }, 60_000))));
   for (const [i, r] of quad.entries()) {
     t.equal(r.state, 'matched', `${names[i]}: in the party of four`);
     t.same(r.members?.map((m) => m.id).sort(), [...idOf.values()].sort(), `${names[i]}: with everyone, once each`);
