@@ -436,7 +436,7 @@ export class DatagramServer {
       (verdict) => {
         if (key !== undefined) this.inFlight.delete(key);
         if (verdict === 'ok') return go();
-        this.claimRefused(raw, from, msg, session, verdict);
+        this.claimRefused(raw, from, msg, session, answerable, verdict);
         return undefined;
       },
       (err: unknown) => {
@@ -456,14 +456,14 @@ export class DatagramServer {
   }
 
   /** A claim the shared window refused: REPLAY, or dropped (a copy another instance answers, a response). */
-  private claimRefused(raw: Buffer, from: Address, msg: Message, session: ServerSession, verdict: Exclude<ClaimVerdict, 'ok'>): void {
+  private claimRefused(raw: Buffer, from: Address, msg: Message, session: ServerSession, answerable: boolean, verdict: Exclude<ClaimVerdict, 'ok'>): void {
     if (verdict === 'elsewhere') {
       // A retransmission from the same source whose first copy another instance took: that one
       // answers (its response cache), as for a copy in flight here.
       this.opts.metrics.inc('dropped_total', { reason: 'in-flight-elsewhere' });
       return;
     }
-    if (isResponseType(msg.type)) this.drop('response-copy', from, { type: msg.name, reason: `${replayReason(verdict)} (shared window)` });
+    if (!answerable) this.drop('response-copy', from, { type: msg.name, reason: `${replayReason(verdict)} (shared window)` });
     else this.refuse(raw, from, msg.rid, { error: ErrorCode.REPLAY, message: `${replayReason(verdict)} (shared window)` }, session, msg.name, msg.type);
   }
 
@@ -524,7 +524,7 @@ export class DatagramServer {
     const unvalidated = ctx.addressValidated === false;
     // Refused in the handler's store (which then threw ClaimRefused): as if refused before it.
     if (claim?.state === 'refused') {
-      this.claimRefused(raw, from, msg, session!, claim.verdict as Exclude<ClaimVerdict, 'ok'>);
+      this.claimRefused(raw, from, msg, session!, answerable, claim.verdict as Exclude<ClaimVerdict, 'ok'>);
       return undefined;
     }
     const out = threw ? this.handlerFailure(msg, err) : result!;
