@@ -4,7 +4,8 @@
 // are ignored. Datagrams that answer nothing (server pushes such as PROBE) go to `onPush`.
 // An ADDR_CHALLENGE in place of an answer (devloc-protocol(7), ADDRESS VALIDATION) is handled
 // here, for every caller: if the caller's check accepts it (the session MAC), its token is echoed
-// in ADDR_PROOF to the server and the request sent again at once.
+// in ADDR_PROOF to the server, the request sent again at once and its retransmission schedule
+// started afresh (MAX_CHALLENGES times at most).
 // Imports only node:dgram and the wire codec: the agent stays tiny.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
@@ -114,7 +115,20 @@ interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: Error) => void;
   timers: unknown[];
+  /** Arm the retransmission schedule afresh (the previous timers cleared). */
+  rearm: () => void;
+  /** Address challenges answered for this request (each restarts its schedule, at most MAX_CHALLENGES). */
+  challenges: number;
 }
+
+/**
+ * Challenges one request answers with a fresh retransmission schedule. A challenge whose MAC
+ * verifies says the server is there and did not execute the request; the copy sent with the
+ * proof may overtake it and be met by a suppressed challenge (one per 500 ms), so the later
+ * retransmissions must still be to come. Bounded: a server that challenges forever is not
+ * retried forever.
+ */
+const MAX_CHALLENGES = 3;
 
 /**
  * The ADDR_PROOF that answers an ADDR_CHALLENGE whose MAC the caller has verified in its session
@@ -200,6 +214,7 @@ export class UdpClient {
       this.stats.challenges++;
       this.send(from, addrProof(dec.msg));
       this.send(p.to, p.datagram);
+      if (p.challenges++ < MAX_CHALLENGES) p.rearm();
       return;
     }
     if (p && isResponse && (p.anySource || (p.toIp === from.ip && p.to.port === from.port)) && safeAccept(p, reply)) {
@@ -233,22 +248,30 @@ export class UdpClient {
     if (this.pending.has(key)) return Promise.reject(new Error('request ID already pending'));
     const policy = { ...this.policy, ...o.policy };
     return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { to, datagram, toIp: normaliseIp(to.ip), anySource: o.anySource ?? false, accept: o.accept ?? (() => true), resolve, reject, timers: [] };
+      let retransmissions = 0;
+      const p: Pending = {
+        to, datagram, toIp: normaliseIp(to.ip), anySource: o.anySource ?? false, accept: o.accept ?? (() => true), resolve, reject, timers: [], challenges: 0,
+        rearm: () => {
+          for (const t of p.timers) this.timers.clearTimeout(t);
+          p.timers = [];
+          const plan = retransmitPlan(policy, this.random);
+          for (const at of plan.retransmitAt) {
+            p.timers.push(this.timers.setTimeout(() => {
+              this.stats.retransmitted++;
+              this.send(to, datagram);
+              o.onRetransmit?.(++retransmissions);
+            }, at));
+          }
+          p.timers.push(this.timers.setTimeout(() => {
+            this.finish(key, p);
+            this.stats.timeouts++;
+            reject(new DevlocError(ErrorCode.TRY_LATER, `no answer from ${to.ip}:${to.port}`));
+          }, plan.giveUpAt));
+        },
+      };
       this.pending.set(key, p);
-      const plan = retransmitPlan(policy, this.random);
       this.send(to, datagram);
-      plan.retransmitAt.forEach((at, i) => {
-        p.timers.push(this.timers.setTimeout(() => {
-          this.stats.retransmitted++;
-          this.send(to, datagram);
-          o.onRetransmit?.(i + 1);
-        }, at));
-      });
-      p.timers.push(this.timers.setTimeout(() => {
-        this.finish(key, p);
-        this.stats.timeouts++;
-        reject(new DevlocError(ErrorCode.TRY_LATER, `no answer from ${to.ip}:${to.port}`));
-      }, plan.giveUpAt));
+      p.rearm();
     });
   }
 

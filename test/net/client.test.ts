@@ -276,3 +276,43 @@ t.test('detach(): the lent socket comes back open, without the client listening,
   t.equal(c.stats.ignored, ignoredBefore, 'the detached client did not see the datagram');
   t.equal(c.detach(), lent, 'a second detach is harmless');
 });
+
+t.test('an address challenge starts the request\'s retransmissions afresh (at most 3 times): the copy sent with the proof may be met by a suppressed challenge', async (t) => {
+  const { c, timers, socket } = await client({ random: () => 0.5 });
+  const id = rid(40);
+  const req = ask(id);
+  const p = c.request(server, req, id);
+  // A session-MACed challenge (the MAC is the caller's accept(), true here).
+  const challenge = (seq: number): Buffer => encodeDatagram('ADDR_CHALLENGE', id, { token: Buffer.alloc(16, seq) }, { sid: Buffer.alloc(16, 1), seq });
+  const requestsSent = (): number => socket.sent.filter((s) => s.bytes.equals(req)).length;
+  // The schedule spent (sends at 0, 1.25, 3.75, 8.75 and 18.75 T), then the challenge.
+  timers.advance(18_750);
+  t.equal(requestsSent(), 5);
+  c.receive(challenge(1), server);
+  t.equal(socket.sent.length, 7, 'ADDR_PROOF and the request again, at once');
+  t.equal(requestsSent(), 6);
+  // That copy overtook the proof and got no answer. Without a fresh schedule the request would
+  // now only wait for its give-up at 38.75 T, sending nothing more.
+  timers.advance(1250);
+  t.equal(requestsSent(), 7, 'a retransmission 1.25 T after the challenge');
+  timers.advance(38_750 - 1250 - 1);
+  t.equal(c.pendingCount, 1, 'still waiting a whole schedule after the challenge');
+  c.receive(ack(id), server);
+  t.equal((await p).msg.name, 'REFLECT_RESULT', 'answered');
+  t.equal(timers.pending, 0, 'no timer left behind');
+
+  // Bounded: a server that challenges every copy is not retried forever.
+  const id2 = rid(41);
+  const req2 = ask(id2);
+  const p2 = c.request(server, req2, id2).then(() => 'answered', (e: DevlocError) => e.code);
+  const challenge2 = (seq: number): Buffer => encodeDatagram('ADDR_CHALLENGE', id2, { token: Buffer.alloc(16, seq) }, { sid: Buffer.alloc(16, 1), seq });
+  for (let i = 1; i <= 5; i++) {
+    timers.advance(1000);
+    c.receive(challenge2(10 + i), server);
+  }
+  // Now at 5 T: the third challenge (at 3 T) started the last schedule, which gives up at 3 + 38.75 T.
+  timers.advance(3000 + 38_750 - 5000 - 1);
+  t.equal(c.pendingCount, 1, 'the third challenge started the last schedule (at 3 T)...');
+  timers.advance(1);
+  t.equal(await p2, ErrorCode.TRY_LATER, '...and the fourth and fifth did not: given up at 3 T + 38.75 T');
+});
