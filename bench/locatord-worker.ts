@@ -22,7 +22,8 @@
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { addrProof } from '../src/net/client.js';
+// MAX_CHALLENGES: the client's bound on challenges answered per request, here before it counts as refused.
+import { addrProof, MAX_CHALLENGES } from '../src/net/client.js';
 import { ClientSession } from '../src/net/clientsession.js';
 import type { Address } from '../src/wire/addr.js';
 import type { Bodies, MessageName, PresenceRecord, Requirement } from '../src/wire/catalog.js';
@@ -132,8 +133,6 @@ function ridCounter(b: Buffer): number {
   return b.length >= off + 9 ? b.readUInt32BE(off + 5) : -1;
 }
 
-/** ADDR_CHALLENGEs answered per request before it counts as refused. */
-const MAX_CHALLENGES = 3;
 
 /** Whether an envelope is an ERROR (type 0x7f: 0x18 0x7f after 0x84/0x85 and version 1). */
 const isError = (b: Buffer): boolean => b[2] === 0x18 && b[3] === 0x7f;

@@ -128,7 +128,7 @@ interface Pending {
  * retransmissions must still be to come. Bounded: a server that challenges forever is not
  * retried forever.
  */
-const MAX_CHALLENGES = 3;
+export const MAX_CHALLENGES = 3;
 
 /**
  * The ADDR_PROOF that answers an ADDR_CHALLENGE whose MAC the caller has verified in its session
