@@ -41,7 +41,11 @@ export const JOIN_FAILURE_LIMITS = { perTerminal: 5, perGroup: 20, windowMs: 10 
 export interface JoinFailureCounts {
   terminal: number;
   group: number;
-  /** Time left of each count's window, ms (0 when the count is 0): what a refusal's retryAfterMs says. */
+  /**
+   * Time left of each count's window, ms: what a refusal's retryAfterMs says. 0 when the count is
+   * 0; for a count under its limit a backend may give 0 too (Redis reads the time left, a PTTL,
+   * only of a count at its limit, the only one a refusal names).
+   */
   terminalLeftMs: number;
   groupLeftMs: number;
 }

@@ -687,16 +687,19 @@ class RedisGroups implements GroupBackend {
 
   async joinFailures(groupId: Buffer, locatorId: Buffer): Promise<JoinFailureCounts> {
     const [kt, kg] = this.failKeys(groupId, locatorId);
-    // The counts and their keys' time to live (one write for the four; a join is rare).
-    const [t, g, tl, gl] = await Promise.all([
-      this.r.call(['GET', kt], kt), this.r.call(['GET', kg], kg), this.r.call(['PTTL', kt], kt), this.r.call(['PTTL', kg], kg),
-    ]);
+    const L = JOIN_FAILURE_LIMITS;
     const n = (v: unknown): number => (v === null || v === undefined ? 0 : Number(Buffer.isBuffer(v) ? v.toString() : v) || 0);
-    // PTTL: -2 no key, -1 no expiry (an INCR whose PEXPIRE did not follow): the whole window then.
-    const left = (count: number, ttl: unknown): number => (count === 0 ? 0 : typeof ttl === 'number' && ttl > 0 ? ttl : JOIN_FAILURE_LIMITS.windowMs);
-    const terminal = n(t);
-    const group = n(g);
-    return { terminal, group, terminalLeftMs: left(terminal, tl), groupLeftMs: left(group, gl) };
+    const [terminal, group] = (await Promise.all([this.r.call(['GET', kt], kt), this.r.call(['GET', kg], kg)])).map(n) as [number, number];
+    // The time left only of a count at its limit, the one a refusal names (JoinFailureCounts):
+    // a join under the limits costs the two GETs. PTTL: -2 no key (it expired between the two
+    // reads), -1 no expiry (an INCR whose PEXPIRE did not follow): the whole window then.
+    const left = async (count: number, limit: number, k: string): Promise<number> => {
+      if (count < limit) return 0;
+      const ttl = await this.r.call(['PTTL', k], k);
+      return typeof ttl === 'number' && ttl > 0 ? ttl : L.windowMs;
+    };
+    const [terminalLeftMs, groupLeftMs] = await Promise.all([left(terminal, L.perTerminal, kt), left(group, L.perGroup, kg)]);
+    return { terminal, group, terminalLeftMs, groupLeftMs };
   }
 
   /** Counted by every instance alike: the counters live in Redis, not in the instance. */
