@@ -212,4 +212,5 @@ t.test('duplication, reordering, delay and loss between agents and daemons', asy
   t.equal(matchd.sum('match_matched_total'), 8, 'eight requests ended matched');
   const loss = DAEMONS.reduce((n, d) => n + w.proxies[d].stats().dropped.up + w.proxies[d].stats().dropped.down, 0);
   t.ok(loss > 0, `${loss} datagrams lost on the way`);
+  t.same(await w.undocumentedRefusals(), [], 'every refusal the daemons answered is one devloc-protocol(7) lists');
 });

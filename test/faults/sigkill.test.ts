@@ -233,4 +233,5 @@ t.test('SIGKILL each daemon mid-load: nothing acknowledged lost, agents recover 
   await Promise.all(loops);
   checkGroupsOnDisk('at the end', acked);
   t.ok(load.ok > 100, `load: ${load.ok} operations acknowledged, ${load.failed} failed (${JSON.stringify(Object.fromEntries(load.errors))})`);
+  t.same(await w.undocumentedRefusals(), [], 'every refusal the daemons answered (since each last started) is one devloc-protocol(7) lists');
 });

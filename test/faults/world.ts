@@ -26,6 +26,7 @@ import type { Proc, Teardown } from '../agent/stack.js';
 import { FAST_AGENT, spawnNode } from '../agent/stack.js';
 import { DAEMON_START_TIMEOUT_MS } from '../helpers/daemon.js';
 import { scrapeMetrics } from '../helpers/metrics.js';
+import { undocumentedInMetrics } from '../helpers/refusals.js';
 
 export type DaemonName = 'authd' | 'locatord' | 'matchd';
 export const DAEMONS: readonly DaemonName[] = ['authd', 'locatord', 'matchd'];
@@ -109,6 +110,11 @@ export interface World {
   requests: Record<DaemonName, RequestLog>;
   /** The daemon's /metrics, parsed. */
   metrics(d: DaemonName): Promise<MetricsSnapshot>;
+  /**
+   * Each refusal the daemons counted (requests_total, since each last started) that
+   * devloc-protocol(7) does not list for its message (test/helpers/refusals.ts); [] when none.
+   */
+  undocumentedRefusals(): Promise<string[]>;
   /** Enroll a new device in authd's database (as `devloc enroll` would, synchronous=FULL). */
   device(name: string): Device;
   agent(name: string, o?: { device?: Device; args?: string[] }): Promise<FaultAgent>;
@@ -220,6 +226,10 @@ export async function world(t: Teardown, impairment: Impairment): Promise<World>
     requests,
     async metrics(d) {
       return MetricsSnapshot.parse(await scrapeMetrics(`${LO}:${metricsPorts[d]}`));
+    },
+    async undocumentedRefusals() {
+      const texts = await Promise.all(DAEMONS.map((d) => scrapeMetrics(`${LO}:${metricsPorts[d]}`)));
+      return texts.flatMap(undocumentedInMetrics);
     },
     device(name) {
       const key = newDeviceKey(`${name.toUpperCase()}-${Math.random().toString(16).slice(2, 10).toUpperCase()}`) as KeyFile & { kind: 'device' };
