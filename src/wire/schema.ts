@@ -88,6 +88,16 @@ function member(path: string, name: string): string {
   return path === '' ? name : `${path}.${name}`;
 }
 
+/**
+ * The path of the value at `key` of `parent`: a field or property name, an array index, or
+ * undefined for `parent` itself. validate takes the two apart and joins them only to refuse or
+ * to descend into a container, so that a valid leaf field costs no string (decode runs per
+ * datagram).
+ */
+function at(parent: string, key: string | number | undefined): string {
+  return key === undefined ? parent : typeof key === 'number' ? `${parent}[${key}]` : member(parent, key);
+}
+
 /** A struct or props value in JS form: a plain object (a Map, an array or a class instance is none: encode reads only own keys). */
 function plainObject(v: unknown): v is Record<string, unknown> {
   if (typeof v !== 'object' || v === null) return false;
@@ -108,70 +118,76 @@ function propRefusal(k: unknown, x: unknown, path: string): Refusal | undefined 
   return undefined;
 }
 
-/** Validate `v` against `type`; the value as decode gives it (form cbor) or the checked copy (form js). */
-function validate(type: FieldType, v: unknown, path: string, form: Form): SchemaResult<unknown> {
+/**
+ * Validate `v`, the value at `key` of `parent` (see `at`), against `type`; the value as decode
+ * gives it (form cbor) or the checked copy (form js).
+ */
+function validate(type: FieldType, v: unknown, parent: string, key: string | number | undefined, form: Form): SchemaResult<unknown> {
   switch (type.t) {
     case 'uint':
       // Decoded integers are always safe ones; a JS number must be one to be encoded at all.
-      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) return refuse(path, 'expected uint');
-      if (type.max !== undefined && v > type.max) return refuse(path, `> ${type.max}`);
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) return refuse(at(parent, key), 'expected uint');
+      if (type.max !== undefined && v > type.max) return refuse(at(parent, key), `> ${type.max}`);
       return { ok: true, value: v };
     case 'bool':
-      if (typeof v !== 'boolean') return refuse(path, 'expected bool');
+      if (typeof v !== 'boolean') return refuse(at(parent, key), 'expected bool');
       return { ok: true, value: v };
     case 'tstr':
-      if (typeof v !== 'string') return refuse(path, 'expected text');
-      if (Buffer.byteLength(v) > type.max) return refuse(path, `text longer than ${type.max} bytes`);
+      if (typeof v !== 'string') return refuse(at(parent, key), 'expected text');
+      if (Buffer.byteLength(v) > type.max) return refuse(at(parent, key), `text longer than ${type.max} bytes`);
       return { ok: true, value: v };
     case 'bstr':
-      if (!(v instanceof Uint8Array)) return refuse(path, 'expected bytes');
+      if (!(v instanceof Uint8Array)) return refuse(at(parent, key), 'expected bytes');
       if (v.length > type.max || v.length < (type.min ?? 0)) {
-        return refuse(path, `byte length ${v.length} outside ${type.min ?? 0}..${type.max}`);
+        return refuse(at(parent, key), `byte length ${v.length} outside ${type.min ?? 0}..${type.max}`);
       }
-      return { ok: true, value: form === 'cbor' ? Buffer.from(v.buffer, v.byteOffset, v.length) : v };
+      // Decoded from a Buffer, the bytes are one already (a Buffer's subarray): no second view.
+      return { ok: true, value: form === 'cbor' && !Buffer.isBuffer(v) ? Buffer.from(v.buffer, v.byteOffset, v.length) : v };
     case 'addr': {
       let ip: string | null;
       let port: unknown;
       if (form === 'cbor') {
-        if (!Array.isArray(v) || v.length !== 2) return refuse(path, 'expected [ip, port]');
+        if (!Array.isArray(v) || v.length !== 2) return refuse(at(parent, key), 'expected [ip, port]');
         ip = v[0] instanceof Uint8Array ? bytesToIp(v[0]) : null;
         port = v[1];
-        if (!ip) return refuse(path, 'ip must be 4 or 16 bytes');
+        if (!ip) return refuse(at(parent, key), 'ip must be 4 or 16 bytes');
       } else {
-        if (!plainObject(v)) return refuse(path, 'expected an address {ip, port}');
+        if (!plainObject(v)) return refuse(at(parent, key), 'expected an address {ip, port}');
         ip = typeof v['ip'] === 'string' && ipToBytes(v['ip']) ? v['ip'] : null;
         port = v['port'];
-        if (!ip) return refuse(path, 'ip must be a literal IPv4 or IPv6 address');
+        if (!ip) return refuse(at(parent, key), 'ip must be a literal IPv4 or IPv6 address');
       }
-      if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) return refuse(path, 'bad port');
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) return refuse(at(parent, key), 'bad port');
       return { ok: true, value: { ip, port } satisfies Address };
     }
     case 'array': {
-      if (!Array.isArray(v)) return refuse(path, 'expected array');
-      if (v.length > type.max) return refuse(path, `more than ${type.max} elements`);
+      if (!Array.isArray(v)) return refuse(at(parent, key), 'expected array');
+      if (v.length > type.max) return refuse(at(parent, key), `more than ${type.max} elements`);
+      const path = at(parent, key);
       const out: unknown[] = [];
       for (let i = 0; i < v.length; i++) {
-        const r = validate(type.of, v[i], `${path}[${i}]`, form);
+        const r = validate(type.of, v[i], path, i, form);
         if (!r.ok) return r;
         out.push(r.value);
       }
       return { ok: true, value: out };
     }
     case 'struct':
-      return validateFields(type.fields, v, path, form);
+      return validateFields(type.fields, v, at(parent, key), form);
     case 'props': {
       let entries: Iterable<[unknown, unknown]>;
       let size: number;
       if (form === 'cbor') {
-        if (!(v instanceof Map)) return refuse(path, 'expected map');
+        if (!(v instanceof Map)) return refuse(at(parent, key), 'expected map');
         entries = v;
         size = v.size;
       } else {
-        if (!plainObject(v)) return refuse(path, 'expected an object');
+        if (!plainObject(v)) return refuse(at(parent, key), 'expected an object');
         entries = Object.entries(v);
         size = Object.keys(v).length;
       }
-      if (size > type.max) return refuse(path, `more than ${type.max} properties`);
+      if (size > type.max) return refuse(at(parent, key), `more than ${type.max} properties`);
+      const path = at(parent, key);
       const out: Props = {};
       for (const [k, x] of entries) {
         const bad = propRefusal(k, x, path);
@@ -194,7 +210,7 @@ function validateFields(fields: readonly Field[], v: unknown, path: string, form
       if (f.required) return { ok: false, reason: `${member(path, f.name)} (key ${f.key}) missing` };
       continue;
     }
-    const r = validate(f.type, x, member(path, f.name), form);
+    const r = validate(f.type, x, path, f.name, form);
     if (!r.ok) return r;
     out[f.name] = r.value;
   }
@@ -220,7 +236,7 @@ export function checkFields(fields: readonly Field[], obj: unknown, path = 'body
 
 /** checkFields for one value of field type `type` (a JS value as encodeBody takes it). */
 export function checkValue(type: FieldType, v: unknown, path = 'value'): SchemaResult<unknown> {
-  return validate(type, v, path, 'js');
+  return validate(type, v, path, undefined, 'js');
 }
 
 /**
