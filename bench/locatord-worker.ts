@@ -40,6 +40,7 @@ import { MAX_QUERY_IDS } from '../src/wire/catalog.js';
 import { Pacer } from './pacer.js';
 import type { HistogramJSON } from './stats.js';
 import { Histogram } from './stats.js';
+import { MAX_RETRANSMIT } from '../src/wire/constants.js';
 
 /** Milliseconds on a clock every process of this host shares (the status text of a change carries it). */
 const sharedNowMs = (): number => performance.timeOrigin + performance.now();
@@ -105,6 +106,8 @@ export interface RunResult {
   /** Of the answered, how many were ERRORs (a refusal costs the daemon less than the work). */
   errors: number;
   lost: number;
+  /** Requests sent again after a second without an answer (adopt only: timed runs count them lost). */
+  resent?: number;
   ms: number;
   /**
    * Paced runs: how long the sending took (the offered window, ms; `ms` also counts the wait for
@@ -171,18 +174,21 @@ class LoadGenerator {
 
   /**
    * Keep `window` requests outstanding until `next` returns null (or `seconds` pass); a request
-   * unanswered for a second is counted lost and replaced. With `verify`, every answer must be
-   * MACed in its request's session (else it counts as an error): the answers to sessions whose
-   * keys were not derived here (adopt).
+   * unanswered for a second is sent again, the same bytes, up to `resends` times (then counted
+   * lost and replaced). With `verify`, every answer must be MACed in its request's session (else
+   * it counts as an error): the answers to sessions whose keys were not derived here (adopt).
+   * Timed runs resend nothing (a loss is a figure); adopt, untimed, must not call a datagram the
+   * loaded kernel dropped (a full receive buffer) a failure of locatord's restore.
    */
-  private drive(to: Address, window: number, seconds: number, next: () => { name: MessageName; body: Bodies[MessageName]; session: ClientSession } | null, verify = false): Promise<RunResult> {
+  private drive(to: Address, window: number, seconds: number, next: () => { name: MessageName; body: Bodies[MessageName]; session: ClientSession } | null, verify = false, resends = 0): Promise<RunResult> {
     return new Promise((resolve) => {
       const inflight = new Map<number, number>();
       /** What each request sent (sent again after an ADDR_CHALLENGE, up to MAX_CHALLENGES times). */
-      const sent = new Map<number, { bytes: Buffer; session: ClientSession; challenges: number }>();
+      const sent = new Map<number, { bytes: Buffer; session: ClientSession; challenges: number; resent: number }>();
       let answered = 0;
       let errors = 0;
       let lost = 0;
+      let resent = 0;
       let done = false;
       const latency = new Histogram();
       const started = Date.now();
@@ -196,7 +202,7 @@ class LoadGenerator {
         const { rid, n } = this.rid();
         inflight.set(n, performance.now());
         const bytes = req.session.encode(req.name, rid, req.body as never);
-        sent.set(n, { bytes, session: req.session, challenges: 0 });
+        sent.set(n, { bytes, session: req.session, challenges: 0, resent: 0 });
         this.socket.send(bytes, to.port, to.ip);
       };
       const onMessage = (b: Buffer): void => {
@@ -235,6 +241,16 @@ class LoadGenerator {
         const now = performance.now();
         for (const [n, at] of inflight) {
           if (now - at < 1000) continue;
+          const s = sent.get(n);
+          if (s && s.resent < resends) {
+            // The same bytes, request ID and sequence: locatord answers a retransmission from
+            // its response cache (or challenges it again), it does not execute it twice.
+            s.resent++;
+            resent++;
+            inflight.set(n, now);
+            this.socket.send(s.bytes, to.port, to.ip);
+            continue;
+          }
           inflight.delete(n);
           sent.delete(n);
           lost++;
@@ -248,7 +264,7 @@ class LoadGenerator {
         clearInterval(sweep);
         if (stop) clearTimeout(stop);
         this.socket.off('message', onMessage);
-        resolve({ answered, errors, lost, ms: Date.now() - started, latency: latency.toJSON() });
+        resolve({ answered, errors, lost, ...(resends > 0 ? { resent } : {}), ms: Date.now() - started, latency: latency.toJSON() });
       };
       this.socket.on('message', onMessage);
       for (let i = 0; i < window; i++) fire();
@@ -402,7 +418,9 @@ class LoadGenerator {
    * locatord's tables, as 1M terminals refreshing in turn would be, not a few thousand that stay
    * in the caches. Each is REFRESHed once here, untimed: the first REFRESH from this socket's
    * address is challenged (ADDR_CHALLENGE, answered by drive) and moves the registration here;
-   * every answer must verify under the session's keys (else it counts as an error).
+   * every answer must verify under the session's keys (else it counts as an error). A REFRESH
+   * unanswered for a second is sent again (ADOPT_RESENDS): under load the kernel drops
+   * datagrams, and a drop is not a terminal the restore lost.
    */
   async adopt(c: Extract<WorkerCommand, { cmd: 'adopt' }>): Promise<RunResult> {
     const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
@@ -421,7 +439,7 @@ class LoadGenerator {
     return this.drive(this.target, c.window, 0, () => {
       const session = this.restored[k++];
       return session ? { name: 'REFRESH', body: {}, session } : null;
-    }, true);
+    }, true, ADOPT_RESENDS);
   }
 
   async run(c: Extract<WorkerCommand, { cmd: 'run' }>): Promise<RunResult> {
@@ -606,6 +624,12 @@ const RESTORED_AUDIENCE = 'locator';
  * terminals of a generator are rows far apart in the table (buildTerminals fills it in order).
  */
 const RESTORED_STRIDE = 7919;
+/**
+ * How often adopt sends an unanswered REFRESH again (a second apart) before calling it lost: as
+ * many as an honest client retransmits (MAX_RETRANSMIT), so a restore that truly lost terminals
+ * still fails within seconds.
+ */
+const ADOPT_RESENDS = MAX_RETRANSMIT;
 
 /**
  * Session ID and keys of terminal `i` of buildTerminals: a function of `i`, like its locator ID,

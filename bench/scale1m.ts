@@ -169,7 +169,8 @@ async function measure(registered: number, snapshotDir: string, o: Required<Omit
     // address once first (untimed); all must be accepted, or the figures would count refusals.
     const adopted = await Promise.all(gens.map((g, w) => g.ask<RunResult>({ cmd: 'adopt', registered, worker: w, workers: gens.length, count: perGenerator, window: o.window })));
     const refused = adopted.reduce((a, r) => a + r.errors + r.lost, 0);
-    if (refused > 0) throw new Error(`scale1m: ${refused} of the first REFRESHes of ${refreshing} restored terminals refused or lost`);
+    const resent = adopted.reduce((a, r) => a + (r.resent ?? 0), 0);
+    if (refused > 0) throw new Error(`scale1m: ${refused} of the first REFRESHes of ${refreshing} restored terminals refused or lost (${resent} sent again after a second without an answer)`);
     await warmUp(all, { window: o.window, idsPerQuery: o.idsPerQuery, registered }, o.warmupSeconds);
     const tree = processTree(loc.proc.pid!);
     let loadedFrom = 0;
