@@ -145,7 +145,12 @@ export class Registration {
   private relayGrants: RelayGrant[] = [];
   /** Sessions of the other grants (matchd's), by audience. */
   private otherSessions = new Map<string, ClientSession>();
-  private classifying = false;
+  /**
+   * The generation whose classification is under way (step starts it and does not wait for it),
+   * or undefined: one classification per generation at a time; one of an abandoned generation
+   * may still be finishing.
+   */
+  private classifyingGen: number | undefined;
   /** The session of the newest ticket (REGISTER opens it on locatord). */
   private session: ClientSession | undefined;
   /** The session locatord confirmed with REGISTER_ACK: refreshes and queries use it. */
@@ -226,7 +231,7 @@ export class Registration {
   get netModeSettled(): boolean {
     // An inconclusive result is not settled during its first quick retries (2 + 4 + 8 s):
     // matching waits a little for a verdict rather than submit `unknown`.
-    return this.classification !== undefined && !this.needClassify && !this.classifying
+    return this.classification !== undefined && !this.needClassify && this.classifyingGen !== this.generation
       && !(this.quickChecks > 0 && this.quickChecks <= 3 && inconclusive(this.classification));
   }
 
@@ -436,10 +441,10 @@ export class Registration {
 
   /**
    * One unit of work, chosen by what is due; false when nothing was due yet (woken early).
-   * Order: authenticate (or renew the ticket), then register and classify at the same time —
-   * registration is not held up by the reflector's deliberately unanswered filtering tests, and a
-   * failed REGISTER is retried without waiting for the classification — and
-   * a REFRESH at once if classification changed the mode locatord knows.
+   * Order: authenticate (or renew the ticket), then register, with the classification started
+   * beside it (classifyBeside) — neither a REGISTER nor a REFRESH is held up by the reflector's
+   * deliberately unanswered filtering tests — then a REFRESH when one is due, at once if the
+   * classification changed the mode locatord knows.
    */
   private async step(gen: number): Promise<boolean> {
     // Another terminal holds our identity and won (IDENTITY_CONFLICT): do not fight it; an
@@ -477,12 +482,12 @@ export class Registration {
       }
     }
     const classifyDue = this.needClassify || (this.reclassifyAt !== undefined && now >= this.reclassifyAt);
-    const classifying = classifyDue ? named('classify', this.classify(gen)) : undefined;
-    // A REGISTER that failed is retried on its own schedule: it does not wait for the
-    // classification (which under loss can take a while), which goes on meanwhile.
-    classifying?.catch(() => {});
+    // The classification runs beside the steps, not in one: under loss it can take longer than
+    // a registration's TTL (classificationBoundMs, 24 s at T = 1 s), and neither a REGISTER nor a
+    // REFRESH that falls due meanwhile waits for it. Its verdict wakes the loop, which sends a
+    // changed mode to locatord at once (below).
+    if (classifyDue && this.classifyingGen !== gen) this.classifyBeside(gen);
     if (this.needRegister) await named('REGISTER', this.register(gen));
-    await classifying;
     this.check(gen);
     if (this.registered && (this.wireNetMode() !== this.reportedNetMode || this.reportableChanged())) this.nextRefreshAt = this.now();
     if (!this.needRegister && this.registered && this.nextRefreshAt !== undefined && this.now() >= this.nextRefreshAt) {
@@ -490,6 +495,15 @@ export class Registration {
     }
     if (this.registered) this.setState('registered');
     return true;
+  }
+
+  /** Run classify(gen) beside the steps; a failure counts as a failed step (onFailure), as when a step ran it. */
+  private classifyBeside(gen: number): void {
+    named('classify', this.classify(gen)).then(() => this.wake?.(), (err: unknown) => {
+      if (err instanceof Interrupted || gen !== this.generation || this.stopping) return;
+      this.onFailure(err as Error);
+      this.wake?.();
+    });
   }
 
   private reportableChanged(): boolean {
@@ -500,6 +514,8 @@ export class Registration {
     const now = this.now();
     if (this.retryAt !== undefined) return Math.max(0, this.retryAt - now);
     if (this.needAuth || this.needRegister || this.needClassify) return 0;
+    // A verdict that changed the mode locatord has goes in a REFRESH now (step).
+    if (this.registered && this.wireNetMode() !== this.reportedNetMode) return 0;
     const due = [this.nextRefreshAt, this.renewAt, this.reclassifyAt].filter((x): x is number => x !== undefined);
     if (due.length === 0) return this.o.backoffMaxMs;
     return Math.max(0, Math.min(...due) - now);
@@ -684,14 +700,14 @@ export class Registration {
       this.setNetMode({ mode: NetMode.UNKNOWN, reason: 'classification disabled', tests: { t1: null } });
       return;
     }
-    this.classifying = true;
+    this.classifyingGen = gen;
     const c: Classification = await classifyNetwork({
       reflector: this.reflector,
       bindHost: this.reflector.ip.includes(':') ? '::' : '0.0.0.0',
       local: () => this.interfaces(),
       retransmitMs: this.o.retransmitMs,
     }).finally(() => {
-      this.classifying = false;
+      if (this.classifyingGen === gen) this.classifyingGen = undefined;
     });
     this.check(gen);
     // Under loss a test can lose its answers: an inconclusive result is tried again within

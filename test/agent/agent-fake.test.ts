@@ -218,3 +218,20 @@ t.test('unreachable reflector: mode unknown, registration not held up', async (t
   await until(() => e.loc.counts['REFLECT'] !== undefined && a.status().netModeReason !== null, 8000, 'classification done');
   t.equal(a.status().netMode, 'unknown', 'locatord answered, so not udp-blocked');
 });
+
+t.test('a slow classification holds up no REFRESH: the registration outlives it', async (t) => {
+  // A silent reflector makes the classification run to its bound (classificationBoundMs: 24 T,
+  // 9.6 s at T = 400 ms), longer than the registration's TTL (5 s; refresh every 1 s). The
+  // REFRESHes must go at their interval meanwhile, not after the verdict: one that waited for it
+  // found the registration expired.
+  const e = await env(t);
+  e.loc.reflectorSilent = true;
+  const a = e.make({ reclassifyMs: 60_000, retransmitMs: 400 });
+  let refreshesAtVerdict: number | undefined;
+  a.on('netmode', () => (refreshesAtVerdict ??= e.loc.counts['REFRESH'] ?? 0));
+  await a.start();
+  await until(() => refreshesAtVerdict !== undefined, 20_000, 'the classification verdict');
+  t.ok(refreshesAtVerdict! >= 1, `${refreshesAtVerdict} REFRESHes before the classification ended`);
+  t.notOk(e.logs.some((l) => l.includes('registration expired without a refresh')), 'the registration never expired');
+  t.equal(a.status().counters.registrations, 1, 'registered once');
+});

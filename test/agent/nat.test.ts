@@ -86,7 +86,12 @@ t.test('30% UDP loss each way: registration completes, classification does not s
   t.equal(xc.netMode, 'full-cone', `full-cone NAT: ${xc.netModeReason}`);
   // Keep it registered for a few refreshes (refresh every ~2 s, TTL 8 s).
   const refreshes = st.counters.refreshes;
-  await eventually(async () => (await a.status()).counters.refreshes >= refreshes + 3, 30_000, 'three more refreshes');
+  await eventually(async () => (await a.status()).counters.refreshes >= refreshes + 3, 30_000, 'three more refreshes').catch(async (err: unknown) => {
+    // Why, from the agent's side: its counters and what it logged of each step since registering.
+    t.comment(`lossy agent: ${JSON.stringify((await a.status().catch(() => undefined))?.counters)}`);
+    for (const l of a.lines.filter((x) => x['level'] !== 'debug' || /refresh|REFRESH|retransmit/.test(JSON.stringify(x))).slice(-40)) t.comment(JSON.stringify(l));
+    throw err;
+  });
   t.ok((await a.status()).registered, 'still registered');
   t.ok(dropped.every((d) => d() > 0), `the links dropped ${dropped.map((d) => d()).join(', ')} datagrams`);
 });
