@@ -67,12 +67,20 @@ t.test('30% UDP loss each way: registration completes, classification does not s
   const s = await lab.stack({ reflectorAltIp: `${PUBLIC_NET}.2` });
   const st0 = s;
   const [a, b, c] = await Promise.all([st0.agent('lossy', [], { netns: lossy }), st0.agent('lsym', [], { netns: sym }), st0.agent('lcone', [], { netns: cone })]);
+  // On a failed wait: what the agent says of itself (counters, mode) and its last non-debug lines
+  // and step lines, so a failure under load tells why.
+  const explain = (p: typeof a) => async (err: unknown): Promise<never> => {
+    const st = await p.status().catch(() => undefined);
+    t.comment(`${p.name}: ${JSON.stringify({ counters: st?.counters, netMode: st?.netMode, reason: st?.netModeReason, registered: st?.registered })}`);
+    for (const l of p.lines.filter((x) => x['level'] !== 'debug' || /refresh|REFRESH|classif|retransmit/.test(JSON.stringify(x))).slice(-40)) t.comment(JSON.stringify(l));
+    throw err;
+  };
   // Registered: the bound devloc-agent(8) states (50 s at T = 1 s) is checked on the schedule in
   // startup-schedule.test.ts; here the agents (T = 200 ms) only have to get there.
   const registered = (p: typeof a) => eventually(async () => {
     const x = await p.status();
     return x.registered ? x : null;
-  }, 120_000, `${p.name} registered through the lossy link`);
+  }, 120_000, `${p.name} registered through the lossy link`).catch(explain(p));
   const [st] = await Promise.all([registered(a), registered(b), registered(c)]);
   t.equal(st.observed, `${PUBLIC_NET}.40:${st.localPort}`);
   // Classified right in the end: an unanswered test is retried within seconds, and a lost
@@ -80,18 +88,16 @@ t.test('30% UDP loss each way: registration completes, classification does not s
   const settled = (p: typeof a, mode: string) => eventually(async () => {
     const x = await p.status();
     return x.netMode === mode ? x : null;
-  }, 120_000, `${p.name} classified ${mode} through the lossy link`);
+  }, 120_000, `${p.name} classified ${mode} through the lossy link`).catch(explain(p));
   const [xs, xc] = await Promise.all([settled(b, 'symmetric'), settled(c, 'full-cone')]);
   t.equal(xs.netMode, 'symmetric', `symmetric NAT: ${xs.netModeReason}`);
   t.equal(xc.netMode, 'full-cone', `full-cone NAT: ${xc.netModeReason}`);
   // Keep it registered for a few refreshes (refresh every ~2 s, TTL 8 s).
   const refreshes = st.counters.refreshes;
-  await eventually(async () => (await a.status()).counters.refreshes >= refreshes + 3, 30_000, 'three more refreshes').catch(async (err: unknown) => {
-    // Why, from the agent's side: its counters and what it logged of each step since registering.
-    t.comment(`lossy agent: ${JSON.stringify((await a.status().catch(() => undefined))?.counters)}`);
-    for (const l of a.lines.filter((x) => x['level'] !== 'debug' || /refresh|REFRESH|retransmit/.test(JSON.stringify(x))).slice(-40)) t.comment(JSON.stringify(l));
-    throw err;
-  });
+  await eventually(async () => (await a.status()).counters.refreshes >= refreshes + 3, 30_000, 'three more refreshes').catch(explain(a));
   t.ok((await a.status()).registered, 'still registered');
-  t.ok(dropped.every((d) => d() > 0), `the links dropped ${dropped.map((d) => d()).join(', ')} datagrams`);
+  // The loss was there: counted over the three links together. One link alone can drop nothing by
+  // chance (0.7^n: the public host exchanges a few dozen datagrams; seen once under load).
+  const drops = dropped.map((d) => d());
+  t.ok(drops.reduce((x, y) => x + y, 0) > 0, `the links dropped ${drops.join(', ')} datagrams`);
 });
