@@ -182,9 +182,11 @@ class LoadGenerator {
    */
   private drive(to: Address, window: number, seconds: number, next: () => { name: MessageName; body: Bodies[MessageName]; session: ClientSession } | null, verify = false, resends = 0): Promise<RunResult> {
     return new Promise((resolve) => {
-      const inflight = new Map<number, number>();
-      /** What each request sent (sent again after an ADDR_CHALLENGE, up to MAX_CHALLENGES times). */
-      const sent = new Map<number, { bytes: Buffer; session: ClientSession; challenges: number; resent: number }>();
+      /**
+       * The requests awaiting an answer, by request counter: when last sent, and what (sent again
+       * after an ADDR_CHALLENGE, up to MAX_CHALLENGES times, or after a second, up to `resends`).
+       */
+      const inflight = new Map<number, { at: number; bytes: Buffer; session: ClientSession; challenges: number; resent: number }>();
       let answered = 0;
       let errors = 0;
       let lost = 0;
@@ -200,20 +202,20 @@ class LoadGenerator {
           return;
         }
         const { rid, n } = this.rid();
-        inflight.set(n, performance.now());
         const bytes = req.session.encode(req.name, rid, req.body as never);
-        sent.set(n, { bytes, session: req.session, challenges: 0, resent: 0 });
+        inflight.set(n, { at: performance.now(), bytes, session: req.session, challenges: 0, resent: 0 });
         this.socket.send(bytes, to.port, to.ip);
       };
       const onMessage = (b: Buffer): void => {
         const n = ridCounter(b);
-        const s = sent.get(n);
+        const s = inflight.get(n);
+        if (!s) return;
         // A challenge not MACed in the session, or one too many (the proofs do not take), is an
         // error answer, not a cue to send again: a session with wrong keys must not pass. (With
         // --workers, a resend can reach another worker before it learns of the proof: challenged
         // again, legitimately.)
         let refused = isError(b);
-        if (s && b[2] === 0x0a) {
+        if (b[2] === 0x0a) {
           const d = decodeDatagram(b);
           if (d.ok && d.msg.name === 'ADDR_CHALLENGE') {
             if (s.challenges < MAX_CHALLENGES && s.session.accept({ msg: d.msg, raw: b, from: to })) {
@@ -224,35 +226,30 @@ class LoadGenerator {
             }
             refused = true;
           }
-        } else if (s && verify && !refused) {
+        } else if (verify && !refused) {
           const d = decodeDatagram(b);
           refused = !d.ok || !s.session.accept({ msg: d.msg, raw: b, from: to });
         }
-        sent.delete(n);
-        const at = inflight.get(n);
-        if (at === undefined) return;
         inflight.delete(n);
-        latency.record(performance.now() - at);
+        latency.record(performance.now() - s.at);
         answered++;
         if (refused) errors++;
         fire();
       };
       const sweep = setInterval(() => {
         const now = performance.now();
-        for (const [n, at] of inflight) {
-          if (now - at < 1000) continue;
-          const s = sent.get(n);
-          if (s && s.resent < resends) {
+        for (const [n, s] of inflight) {
+          if (now - s.at < 1000) continue;
+          if (s.resent < resends) {
             // The same bytes, request ID and sequence: locatord answers a retransmission from
             // its response cache (or challenges it again), it does not execute it twice.
             s.resent++;
             resent++;
-            inflight.set(n, now);
+            s.at = now;
             this.socket.send(s.bytes, to.port, to.ip);
             continue;
           }
           inflight.delete(n);
-          sent.delete(n);
           lost++;
           fire();
         }

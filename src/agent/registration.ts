@@ -489,7 +489,7 @@ export class Registration {
     if (classifyDue && this.classifyingGen !== gen) this.classifyBeside(gen);
     if (this.needRegister) await named('REGISTER', this.register(gen));
     this.check(gen);
-    if (this.registered && (this.wireNetMode() !== this.reportedNetMode || this.reportableChanged())) this.nextRefreshAt = this.now();
+    if (this.unreported()) this.nextRefreshAt = this.now();
     if (!this.needRegister && this.registered && this.nextRefreshAt !== undefined && this.now() >= this.nextRefreshAt) {
       await named('REFRESH', this.refresh(gen));
     }
@@ -506,16 +506,21 @@ export class Registration {
     });
   }
 
-  private reportableChanged(): boolean {
-    return this.client !== undefined && JSON.stringify(reportableAddresses(this.local, this.client.localPort)) !== this.reportedLocal;
+  /**
+   * Registered, and the mode or the LAN addresses differ from what locatord was last told: a
+   * REFRESH carrying them is due now (step), and the loop does not sleep first (nextWakeDelay),
+   * since a classification that ends during a step has no sleep to wake.
+   */
+  private unreported(): boolean {
+    return this.registered && (this.wireNetMode() !== this.reportedNetMode
+      || (this.client !== undefined && JSON.stringify(reportableAddresses(this.local, this.client.localPort)) !== this.reportedLocal));
   }
 
   private nextWakeDelay(): number {
     const now = this.now();
     if (this.retryAt !== undefined) return Math.max(0, this.retryAt - now);
     if (this.needAuth || this.needRegister || this.needClassify) return 0;
-    // A verdict that changed the mode locatord has goes in a REFRESH now (step).
-    if (this.registered && this.wireNetMode() !== this.reportedNetMode) return 0;
+    if (this.unreported()) return 0;
     const due = [this.nextRefreshAt, this.renewAt, this.reclassifyAt].filter((x): x is number => x !== undefined);
     if (due.length === 0) return this.o.backoffMaxMs;
     return Math.max(0, Math.min(...due) - now);

@@ -26,7 +26,7 @@ import type { Proc, Teardown } from '../agent/stack.js';
 import { FAST_AGENT, spawnNode } from '../agent/stack.js';
 import { DAEMON_START_TIMEOUT_MS } from '../helpers/daemon.js';
 import { scrapeMetrics } from '../helpers/metrics.js';
-import { undocumentedInMetrics } from '../helpers/refusals.js';
+import { undocumentedRefusalsAt } from '../helpers/refusals.js';
 
 export type DaemonName = 'authd' | 'locatord' | 'matchd';
 export const DAEMONS: readonly DaemonName[] = ['authd', 'locatord', 'matchd'];
@@ -227,9 +227,8 @@ export async function world(t: Teardown, impairment: Impairment): Promise<World>
     async metrics(d) {
       return MetricsSnapshot.parse(await scrapeMetrics(`${LO}:${metricsPorts[d]}`));
     },
-    async undocumentedRefusals() {
-      const texts = await Promise.all(DAEMONS.map((d) => scrapeMetrics(`${LO}:${metricsPorts[d]}`)));
-      return texts.flatMap(undocumentedInMetrics);
+    undocumentedRefusals() {
+      return undocumentedRefusalsAt(DAEMONS.map((d) => `${LO}:${metricsPorts[d]}`));
     },
     device(name) {
       const key = newDeviceKey(`${name.toUpperCase()}-${Math.random().toString(16).slice(2, 10).toUpperCase()}`) as KeyFile & { kind: 'device' };

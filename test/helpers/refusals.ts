@@ -8,6 +8,7 @@
 // (refused_total) and are not looked at here.
 import { Metrics } from '../../src/common/metrics.js';
 import { catalog } from '../../src/wire/catalog.js';
+import { scrapeMetrics } from './metrics.js';
 import type { MessageSpec } from '../../src/wire/catalog.js';
 
 const byName = new Map<string, MessageSpec>(Object.values(catalog).map((s) => [s.name, s]));
@@ -43,6 +44,12 @@ export class CheckedMetrics extends Metrics {
     }
     super.inc(name, labels, by);
   }
+}
+
+/** undocumentedInMetrics over the /metrics of each spawned daemon at `where` (scrapeMetrics's addresses). */
+export async function undocumentedRefusalsAt(where: readonly (number | string)[]): Promise<string[]> {
+  const texts = await Promise.all(where.map((w) => scrapeMetrics(w)));
+  return texts.flatMap(undocumentedInMetrics);
 }
 
 /**
