@@ -222,6 +222,12 @@ export interface ClassifyOptions {
   openClient?: () => Promise<UdpClient>;
   /** Spaces the filtering requests; injectable for tests (the clients' timers should be the same). */
   timers?: Timers;
+  /**
+   * Abandons the tests (the agent's address changed, or it is stopping): the test sockets close
+   * and the spacing timers are cleared at once, the tests not yet answered count as unanswered,
+   * and the result is not a verdict on anything (its caller drops it).
+   */
+  signal?: AbortSignal;
 }
 
 function toAnswer(r: Reply): ReflectAnswer | null {
@@ -241,6 +247,14 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
   const open = o.openClient ?? (() => UdpClient.open({ bind: { host: o.bindHost, port: 0 } }));
   const timers = o.timers ?? nodeTimers;
   const clients: UdpClient[] = [];
+  /** The filtering tests still waiting (their `finish`): an abort ends them unanswered. */
+  const waiting = new Set<(answered: boolean) => void>();
+  const abandon = (): void => {
+    // Closing a client rejects its requests in flight: each test then ends as unanswered.
+    for (const c of clients) void c.close();
+    for (const finish of waiting) finish(false);
+  };
+  o.signal?.addEventListener('abort', abandon, { once: true });
   try {
     let mapping: UdpClient;
     let filtering: UdpClient;
@@ -249,6 +263,7 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
       clients.push(mapping);
       filtering = await open();
       clients.push(filtering);
+      if (o.signal?.aborted) abandon();
     } catch (err) {
       return { mode: NetMode.UNKNOWN, reason: `cannot open a test socket: ${(err as Error).message}`, tests: { t1: null } };
     }
@@ -286,9 +301,12 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
       const finish = (answered: boolean): void => {
         if (done) return;
         done = true;
+        waiting.delete(finish);
         for (const h of scheduled) timers.clearTimeout(h);
         resolve(answered);
       };
+      if (o.signal?.aborted) return finish(false);
+      waiting.add(finish);
       const probe = (at: number): void => {
         const left = filterWait - at;
         void ask(filtering, o.reflector, change, { initialTimeoutMs: left, maxRetransmit: 0, deadlineMs: left }, from).then((a) => {
@@ -318,6 +336,7 @@ export async function classifyNetwork(o: ClassifyOptions): Promise<Classificatio
     }
     return { ...decideNetMode(tests, o.local()), ...(lossy ? { lossy } : {}) };
   } finally {
+    o.signal?.removeEventListener('abort', abandon);
     await Promise.all(clients.map((c) => c.close()));
   }
 }

@@ -146,11 +146,11 @@ export class Registration {
   /** Sessions of the other grants (matchd's), by audience. */
   private otherSessions = new Map<string, ClientSession>();
   /**
-   * The generation whose classification is under way (step starts it and does not wait for it),
-   * or undefined: one classification per generation at a time; one of an abandoned generation
-   * may still be finishing.
+   * Classifications under way, by generation (step starts one and does not wait for it): at most
+   * one per generation. An abandoned generation's is aborted (kick), which closes its test
+   * sockets at once; `done` settles when they are closed, which halt waits for.
    */
-  private classifyingGen: number | undefined;
+  private readonly classifications = new Map<number, { abort: AbortController; done: Promise<void> }>();
   /** The session of the newest ticket (REGISTER opens it on locatord). */
   private session: ClientSession | undefined;
   /** The session locatord confirmed with REGISTER_ACK: refreshes and queries use it. */
@@ -231,7 +231,7 @@ export class Registration {
   get netModeSettled(): boolean {
     // An inconclusive result is not settled during its first quick retries (2 + 4 + 8 s):
     // matching waits a little for a verdict rather than submit `unknown`.
-    return this.classification !== undefined && !this.needClassify && this.classifyingGen !== this.generation
+    return this.classification !== undefined && !this.needClassify && !this.classifications.has(this.generation)
       && !(this.quickChecks > 0 && this.quickChecks <= 3 && inconclusive(this.classification));
   }
 
@@ -288,6 +288,8 @@ export class Registration {
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.kick(true);
     await this.loopDone;
+    // The classification's test sockets are closed (kick aborted it) before stop() resolves.
+    await Promise.all([...this.classifications.values()].map((c) => c.done));
     return true;
   }
 
@@ -394,11 +396,12 @@ export class Registration {
     this.kick(true);
   }
 
-  /** Wake the loop; with `abandon`, also abandon the step in progress. */
+  /** Wake the loop; with `abandon`, also abandon the step and the classification in progress. */
   private kick(abandon = false): void {
     if (abandon) {
       this.generation++;
       this.interrupt?.(new Interrupted('interrupted'));
+      for (const c of this.classifications.values()) c.abort.abort();
     }
     this.wake?.();
   }
@@ -486,7 +489,7 @@ export class Registration {
     // a registration's TTL (classificationBoundMs, 24 s at T = 1 s), and neither a REGISTER nor a
     // REFRESH that falls due meanwhile waits for it. Its verdict wakes the loop, which sends a
     // changed mode to locatord at once (below).
-    if (classifyDue && this.classifyingGen !== gen) this.classifyBeside(gen);
+    if (classifyDue && !this.classifications.has(gen)) this.classifyBeside(gen);
     if (this.needRegister) await named('REGISTER', this.register(gen));
     this.check(gen);
     if (this.unreported()) this.nextRefreshAt = this.now();
@@ -499,11 +502,13 @@ export class Registration {
 
   /** Run classify(gen) beside the steps; a failure counts as a failed step (onFailure), as when a step ran it. */
   private classifyBeside(gen: number): void {
-    named('classify', this.classify(gen)).then(() => this.wake?.(), (err: unknown) => {
+    const abort = new AbortController();
+    const done = named('classify', this.classify(gen, abort.signal)).then(() => this.wake?.(), (err: unknown) => {
       if (err instanceof Interrupted || gen !== this.generation || this.stopping) return;
       this.onFailure(err as Error);
       this.wake?.();
-    });
+    }).finally(() => this.classifications.delete(gen));
+    this.classifications.set(gen, { abort, done });
   }
 
   /**
@@ -698,21 +703,19 @@ export class Registration {
     }
   }
 
-  private async classify(gen: number): Promise<void> {
+  private async classify(gen: number, signal: AbortSignal): Promise<void> {
     this.needClassify = false;
     this.reclassifyAt = undefined;
     if (!this.reflector) {
       this.setNetMode({ mode: NetMode.UNKNOWN, reason: 'classification disabled', tests: { t1: null } });
       return;
     }
-    this.classifyingGen = gen;
     const c: Classification = await classifyNetwork({
       reflector: this.reflector,
       bindHost: this.reflector.ip.includes(':') ? '::' : '0.0.0.0',
       local: () => this.interfaces(),
       retransmitMs: this.o.retransmitMs,
-    }).finally(() => {
-      if (this.classifyingGen === gen) this.classifyingGen = undefined;
+      signal,
     });
     this.check(gen);
     // Under loss a test can lose its answers: an inconclusive result is tried again within

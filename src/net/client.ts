@@ -144,6 +144,7 @@ export class UdpClient {
   private readonly timers: Timers;
   private readonly random: () => number;
   private closed = false;
+  private closing: Promise<void> | undefined;
   policy: RetransmitPolicy;
   onPush: ((reply: Reply) => void) | undefined;
   /** Counters: sends including retransmissions, answers ignored, sends the socket refused. */
@@ -292,10 +293,13 @@ export class UdpClient {
     return this.pending.size;
   }
 
+  /** Close the socket; every caller, the first or a later one, resolves once it is closed. */
   close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+    if (this.closing) return this.closing;
+    if (this.closed) return Promise.resolve(); // detached: the socket is its lender's
     this.end('client closed');
-    return new Promise((resolve) => this.socket.close(() => resolve()));
+    this.closing = new Promise((resolve) => this.socket.close(() => resolve()));
+    return this.closing;
   }
 
   /**

@@ -121,6 +121,9 @@ interface FakeNet {
   sent: Probe[];
   /** Sizes of the answers the reflector sent, with the size of the REFLECT each answered. */
   answers: { request: number; answer: number }[];
+  /** Test sockets opened and closed. */
+  opened: number;
+  closed: number;
 }
 
 const REFLECTOR = { ip: '198.51.100.1', port: 4702 };
@@ -137,15 +140,19 @@ const RTT_MS = 20;
  * address for `symmetric`).
  */
 function fakeNet(clock: FakeClock, kind: NatKind, lose: (change: number, n: number) => boolean = () => false, random = () => 0): FakeNet {
-  const net: FakeNet = { sent: [], answers: [], openClient: async () => { throw new Error('unset'); } };
+  const net: FakeNet = { sent: [], answers: [], opened: 0, closed: 0, openClient: async () => { throw new Error('unset'); } };
   const answered = new Map<number, number>();
   let sockets = 0;
   net.openClient = async () => {
     const index = sockets++;
+    net.opened++;
     const contacted: Address[] = [];
     const socket = new EventEmitter() as EventEmitter & { send: unknown; close: unknown; address: unknown };
     socket.address = () => ({ address: '0.0.0.0', family: 'IPv4', port: 50000 + index });
-    socket.close = (cb?: () => void) => void clock.setTimeout(() => cb?.(), 0);
+    socket.close = (cb?: () => void) => {
+      net.closed++;
+      clock.setTimeout(() => cb?.(), 0);
+    };
     socket.send = (buf: Buffer, port: number, ip: string, cb?: (err: Error | null) => void) => {
       cb?.(null);
       const d = decodeDatagram(buf);
@@ -258,4 +265,37 @@ t.test('classifyNetwork: a loss-free path is as quick as before, the worst case 
   t.equal(classificationBoundMs(1000), 24_000, '24 s at T = 1 s');
   t.same(filterProbeTimes(3000), [0, 286, 571, 857, 1143, 1429, 1714, 2000], 'spread over two thirds of the wait');
   t.ok(classificationBoundMs(1000) > 15_000, 'longer than the old fixed wait of a submit');
+});
+
+t.test('classifyNetwork: an abort ends the tests at once, closing the sockets and clearing the timers', async (t) => {
+  // Port-restricted: the filtering tests are never answered, so without the abort they wait
+  // filterWaitMs(T) (3 s here). The agent aborts when its address changes or it stops.
+  const clock = new FakeClock(0);
+  const net = fakeNet(clock, 'port-restricted');
+  const abort = new AbortController();
+  let got: { c: Classification; atMs: number } | undefined;
+  void classifyNetwork({ reflector: REFLECTOR, bindHost: '0.0.0.0', local: () => local, retransmitMs: T, openClient: net.openClient, timers: clock, signal: abort.signal })
+    .then((c) => { got = { c, atMs: clock.t }; });
+  await clock.advance(500);
+  t.equal(got, undefined, 'still waiting for the filtering tests at 500 ms');
+  t.ok(net.sent.filter((p) => p.change !== 0).length > 0, 'the filtering tests had begun');
+  const sentAtAbort = net.sent.length;
+  abort.abort();
+  await clock.advance(0);
+  t.ok(got, 'settled at the abort, no fake time later');
+  t.equal(got!.atMs, 500);
+  t.equal([net.opened, net.closed].join(), '2,2', 'both test sockets closed');
+  t.equal(clock.pending, 0, 'no timer left: no retransmission, no filtering probe still to go');
+  await clock.advance(10 * T);
+  t.equal(net.sent.length, sentAtAbort, 'nothing sent after the abort');
+
+  // Aborted before the sockets are open: they are closed as soon as they are.
+  const early = new AbortController();
+  early.abort();
+  const net2 = fakeNet(clock, 'full-cone');
+  const c2 = classifyNetwork({ reflector: REFLECTOR, bindHost: '0.0.0.0', local: () => local, retransmitMs: T, openClient: net2.openClient, timers: clock, signal: early.signal });
+  await clock.advance(0);
+  await c2;
+  t.equal(net2.sent.length, 0, 'an aborted classification sends nothing');
+  t.equal([net2.opened, net2.closed].join(), '2,2');
 });

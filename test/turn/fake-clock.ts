@@ -19,6 +19,10 @@ export class FakeClock implements TurnClock {
   clearTimeout(h: unknown): void {
     this.timers.delete(h as number);
   }
+  /** Timers set and not yet run or cleared. */
+  get pending(): number {
+    return this.timers.size;
+  }
   /** Run every timer due up to now + ms, in time order, letting promises settle in between. */
   async advance(ms: number): Promise<void> {
     const end = this.t + ms;
