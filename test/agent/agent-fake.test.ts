@@ -8,11 +8,11 @@ import { Agent } from '../../src/agent/agent.js';
 import { loadAuthdKey, loadDeviceIdentity } from '../../src/agent/identity.js';
 import { AddressBook } from '../../src/agent/peers.js';
 import { randomBytes } from 'node:crypto';
-import dgram from 'node:dgram';
 import { encodeDatagram } from '../../src/wire/envelope.js';
 import { ErrorCode } from '../../src/wire/errors.js';
 import type { FakeAuthd, FakeLocatord, Fixture } from './fakes.js';
 import { fakeAuthd, fakeLocatord, fixture, until } from './fakes.js';
+import { trackUdpSockets } from '../helpers/sockets.js';
 
 interface Env {
   authd: FakeAuthd;
@@ -240,29 +240,19 @@ t.test('a slow classification holds up no REFRESH: the registration outlives it'
 t.test('stop() closes a classification in progress: no test socket or timer outlives it', async (t) => {
   // A silent reflector keeps the classification waiting for answers (up to its bound, 9.6 s at
   // T = 400 ms). stop() must end it: a host that stops its agent and has nothing else to do
-  // exits then, not when the abandoned tests time out. The sockets are counted as they are
-  // created (a socket of an earlier test may still be closing, so the process's count is no base).
+  // exits then, not when the abandoned tests time out.
   const e = await env(t);
   e.loc.reflectorSilent = true;
-  const opened: { closed: boolean }[] = [];
-  const createSocket = dgram.createSocket;
-  dgram.createSocket = ((...args: Parameters<typeof createSocket>) => {
-    const socket = createSocket(...args);
-    const entry = { closed: false };
-    opened.push(entry);
-    socket.once('close', () => { entry.closed = true; });
-    return socket;
-  }) as typeof createSocket;
-  t.teardown(() => { dgram.createSocket = createSocket; });
+  const sockets = trackUdpSockets(t);
   const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
   const timersBefore = timers();
   const a = e.make({ reclassifyMs: 60_000, retransmitMs: 400 });
   await a.start();
-  await until(() => a.isRegistered && opened.length >= 3, 10_000, 'registered, with the two test sockets open');
+  await until(() => a.isRegistered && sockets.opened >= 3, 10_000, 'registered, with the two test sockets open');
   const classifying = a.status();
   t.equal(classifying.netModeReason, null, 'still classifying: no verdict yet');
   await a.stop({ unregister: false });
-  t.equal(opened.filter((s) => !s.closed).length, 0, `all ${opened.length} sockets the agent opened are closed when stop() resolves`);
+  t.same(sockets.open(), [], `all ${sockets.opened} sockets the agent opened are closed when stop() resolves`);
   t.ok(timers() <= timersBefore, `no timer left behind (${timers()} active, ${timersBefore} before start)`);
   const after = a.status();
   t.same([after.netMode, after.netModeReason], [classifying.netMode, classifying.netModeReason], 'the abandoned tests made no verdict');

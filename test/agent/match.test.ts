@@ -16,6 +16,7 @@ import { startMatchd } from '../../src/matchd/server.js';
 import { parseAddress } from '../../src/wire/addr.js';
 import type { Stack } from './stack.js';
 import { eventually, stack } from './stack.js';
+import { trackUdpSockets } from '../helpers/sockets.js';
 
 interface TestAgent {
   agent: Agent;
@@ -115,6 +116,16 @@ t.test('cancel, and no match at the deadline', async (t) => {
   t.equal(e2.state, 'no-match');
   await t.rejects(carol.agent.match.submit({ mediaId: '', maxWaitS: 2 }), { code: 'BAD_REQUEST' }, 'empty media ID refused locally');
   await t.rejects(carol.agent.match.submit({ mediaId: 'go', minParty: 3, maxParty: 2 }), { code: 'BAD_REQUEST' });
+
+  // Stopped while a request waits: it is withdrawn, and nothing of the agent stays open.
+  const sockets = trackUdpSockets(t);
+  const ending = await startAgent(t, s, 'eve');
+  await settled(ending);
+  const waiting = ending.agent.match.submit({ mediaId: 'go', maxWaitS: 60 }, { wait: true });
+  await eventually(async () => ending.agent.match.waiting === 1, 10_000, 'eve waiting');
+  await ending.agent.stop();
+  t.equal((await waiting).state, 'cancelled', 'the waiting request ends when its agent stops');
+  t.same(sockets.open(), [], `the ${sockets.opened} sockets eve's agent opened are closed when stop() resolves`);
 });
 
 t.test('no match ticket without a match service: a clear error', async (t) => {
