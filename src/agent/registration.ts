@@ -502,6 +502,9 @@ export class Registration {
 
   /** Run classify(gen) beside the steps; a failure counts as a failed step (onFailure), as when a step ran it. */
   private classifyBeside(gen: number): void {
+    // An abandoned step may still run on (guard lets the loop go on without it): it must not
+    // start a classification that no kick will abort.
+    if (gen !== this.generation || this.stopping) return;
     const abort = new AbortController();
     const done = named('classify', this.classify(gen, abort.signal)).then(() => this.wake?.(), (err: unknown) => {
       if (err instanceof Interrupted || gen !== this.generation || this.stopping) return;
