@@ -238,15 +238,16 @@ t.test('a slow classification holds up no REFRESH: the registration outlives it'
 });
 
 t.test('stop() closes a classification in progress: no test socket or timer outlives it', async (t) => {
-  // A silent reflector keeps the classification waiting for answers (up to its bound, 9.6 s at
-  // T = 400 ms). stop() must end it: a host that stops its agent and has nothing else to do
-  // exits then, not when the abandoned tests time out.
+  // A silent reflector keeps the classification waiting for answers (up to its bound, 24 s at
+  // T = 1 s: far longer than registering on loopback takes, even under load). stop() must end
+  // it: a host that stops its agent and has nothing else to do exits then, not when the
+  // abandoned tests time out.
   const e = await env(t);
   e.loc.reflectorSilent = true;
   const sockets = trackUdpSockets(t);
   const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
   const timersBefore = timers();
-  const a = e.make({ reclassifyMs: 60_000, retransmitMs: 400 });
+  const a = e.make({ reclassifyMs: 60_000, retransmitMs: 1000 });
   await a.start();
   await until(() => a.isRegistered && sockets.opened >= 3, 10_000, 'registered, with the two test sockets open');
   const classifying = a.status();
