@@ -434,8 +434,13 @@ export class Registration {
     });
   }
 
+  /** Work of generation `gen` is abandoned: a kick came since (address change, stop). */
+  private superseded(gen: number): boolean {
+    return gen !== this.generation || this.stopping;
+  }
+
   private check(gen: number): void {
-    if (gen !== this.generation || this.stopping) throw new Interrupted('superseded');
+    if (this.superseded(gen)) throw new Interrupted('superseded');
   }
 
   private expired(now = this.now()): boolean {
@@ -504,10 +509,10 @@ export class Registration {
   private classifyBeside(gen: number): void {
     // An abandoned step may still run on (guard lets the loop go on without it): it must not
     // start a classification that no kick will abort.
-    if (gen !== this.generation || this.stopping) return;
+    if (this.superseded(gen)) return;
     const abort = new AbortController();
     const done = named('classify', this.classify(gen, abort.signal)).then(() => this.wake?.(), (err: unknown) => {
-      if (err instanceof Interrupted || gen !== this.generation || this.stopping) return;
+      if (err instanceof Interrupted || this.superseded(gen)) return;
       this.onFailure(err as Error);
       this.wake?.();
     }).finally(() => this.classifications.delete(gen));
