@@ -287,6 +287,10 @@ export class Registration {
     this.setState('stopping');
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.kick(true);
+    // An interrupted authentication reports no outcome (onFailure skips Interrupted): callers
+    // waiting for a grant (reauthenticate with a bound) get none now, not at their bound, whose
+    // timer would keep the process alive after stop().
+    this.settleAuthWaiters(false);
     await this.loopDone;
     // The classification's test sockets are closed (kick aborted it) before stop() resolves.
     await Promise.all([...this.classifications.values()].map((c) => c.done));

@@ -112,6 +112,8 @@ function serversOf(g: RelayGrant): { server: TurnServer; addr: Address }[] {
   return out;
 }
 
+/** What ensure() rejects with when close() came before its allocation was kept. */
+const closedWhileAllocating = (): TurnError => new TurnError(TurnErrorCode.CLOSED, 'relay manager closed while allocating');
 /** Errors that say this transport does not get through (the next one may): no answer, no connection. */
 const unreachable = (e: TurnError): boolean => e.code === TurnErrorCode.TIMEOUT || e.code === TurnErrorCode.CONNECTION;
 
@@ -224,6 +226,8 @@ export class RelayManager {
           // Expired (by the grant's own expiry, or as the relay said): fresh credentials first.
           this.host.log('info', 'relay credentials expired: authenticating again', { relay: g.name });
           await this.host.reauthenticate('relay credentials expired');
+          // close() came while authd was asked: nothing may be allocated for a closed manager.
+          if (this.epoch !== epoch) throw closedWhileAllocating();
           const fresh = this.host.grants().find((x) => x.name === g.name);
           if (!fresh || fresh.exp * 1000 <= this.clock.now()) {
             errors.push(`${g.name}: credentials expired and authd gave no fresh ones`);
@@ -232,7 +236,7 @@ export class RelayManager {
           g = fresh;
         }
         try {
-          return await this.allocateOn(g);
+          return await this.allocateOn(g, epoch);
         } catch (err) {
           // Closed meanwhile: no next relay, and this one is not "lost".
           if (this.epoch !== epoch) throw err;
@@ -255,7 +259,7 @@ export class RelayManager {
    * one that failed so in the last RELAY_LOST_MS goes last). Any other error (the relay answered:
    * a refusal, expired credentials) is the relay's, whatever the transport: thrown at once.
    */
-  private async allocateOn(g: RelayGrant): Promise<Address> {
+  private async allocateOn(g: RelayGrant, epoch: number): Promise<Address> {
     const now = this.clock.now();
     // Known UDP-blocked: TCP and TLS first (a UDP attempt would cost RELAY_TRANSPORT_TIMEOUT_MS),
     // but for the re-check after an address change.
@@ -270,7 +274,7 @@ export class RelayManager {
     let last: TurnError | undefined;
     for (const s of servers) {
       try {
-        const relayed = await this.allocateVia(g, s);
+        const relayed = await this.allocateVia(g, s, epoch);
         if (s.server.transport === 'udp') this.udpBlockedKnown = false;
         else if (failedRecently('udp') || failures.some((f) => f.startsWith('udp '))) this.udpBlockedKnown = true;
         return relayed;
@@ -286,7 +290,11 @@ export class RelayManager {
     throw new TurnError(last?.code ?? TurnErrorCode.CONNECTION, failures.join('; ') || 'no transport listed');
   }
 
-  private async allocateVia(g: RelayGrant, s: { server: TurnServer; addr: Address }): Promise<Address> {
+  /** Allocate on `s`, a server of `g`, for the manager as it was at `epoch` (when ensure() began). */
+  private async allocateVia(g: RelayGrant, s: { server: TurnServer; addr: Address }, epoch: number): Promise<Address> {
+    // Closed since ensure() began (while authd gave fresh credentials, or while another
+    // transport failed): the epoch of the whole attempt decides, not one read here.
+    if (this.epoch !== epoch) throw closedWhileAllocating();
     const client = new TurnClient({
       server: s.server, credentials: { username: g.username, password: g.password },
       // A dead relay must show within seconds, not the 39.5 s of RFC 8489's defaults: a connect
@@ -318,7 +326,6 @@ export class RelayManager {
     client.on('closed', (err) => {
       if (err) failed(err);
     });
-    const epoch = this.epoch;
     this.inFlight = client;
     let a: Awaited<ReturnType<TurnClient['allocate']>>;
     try {
@@ -330,7 +337,7 @@ export class RelayManager {
       // close() came while the relay answered: the allocation must not outlive the manager.
       client.removeAllListeners('closed');
       await client.close().catch(() => {});
-      throw new TurnError(TurnErrorCode.CLOSED, 'relay manager closed while allocating');
+      throw closedWhileAllocating();
     }
     this.current = cur;
     this.counters.allocations++;

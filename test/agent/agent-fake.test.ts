@@ -258,3 +258,25 @@ t.test('stop() closes a classification in progress: no test socket or timer outl
   const after = a.status();
   t.same([after.netMode, after.netModeReason], [classifying.netMode, classifying.netModeReason], 'the abandoned tests made no verdict');
 });
+
+t.test('stop() ends a wait for authd: reauthenticate() resolves false, its timer goes', async (t) => {
+  // The relay's fresh credentials and a service's missing ticket wait for a new grant with a
+  // bound (reauthenticate(reason, timeoutMs)); an agent stopped meanwhile will never get one.
+  // The wait must end with the stop, not keep the process alive until its bound.
+  const e = await env(t);
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const timersBefore = timers();
+  const a = e.make({ reflector: null });
+  await a.start();
+  await until(() => a.isRegistered, 10_000, 'registered');
+  e.authd.silent = true;
+  const requests = e.authd.requests;
+  let outcome: boolean | undefined;
+  const waiting = a.reauthenticate('test', 60_000).then((ok) => (outcome = ok));
+  await until(() => e.authd.requests > requests, 10_000, 'the new AUTH_REQUEST sent (authd does not answer)');
+  t.equal(outcome, undefined, 'still waiting for authd');
+  await a.stop({ unregister: false });
+  t.equal(outcome, false, 'the wait ended with the stop: no grant');
+  t.ok(timers() <= timersBefore, `no timer left behind (${timers()} active, ${timersBefore} before start)`);
+  await waiting;
+});

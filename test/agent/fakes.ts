@@ -33,6 +33,8 @@ export interface FakeAuthd {
   requests: number;
   /** Ask for a cookie before answering (COOKIE_REQUIRED once per source). */
   requireCookie: boolean;
+  /** Answer nothing (an authd down or out of reach); requests are still counted. */
+  silent: boolean;
   /** Refuse the next N requests with this code. */
   refuseNext: { code: number; count: number; retryAfterMs?: number } | null;
   ticketLifetimeS: number;
@@ -54,7 +56,7 @@ export async function fakeAuthd(o: { locatordAddr?: Address; ticketLifetimeS?: n
   const cookies = new Set<string>();
   const f: FakeAuthd = {
     addr: { ip: '127.0.0.1', port: socket.address().port }, kid, sign, seal, devices: new Map(), requests: 0,
-    requireCookie: false, refuseNext: null, ticketLifetimeS: o.ticketLifetimeS ?? 3600, locatordAddr: o.locatordAddr, serviceKeys: new Map(),
+    requireCookie: false, silent: false, refuseNext: null, ticketLifetimeS: o.ticketLifetimeS ?? 3600, locatordAddr: o.locatordAddr, serviceKeys: new Map(),
     locatorIdOf: (id) => createHash('sha256').update(`loc:${id}`).digest().subarray(0, 16),
     publicKeyJson: () => publicToJson({ kind: 'authd-public', kid, sign: sign.public, seal: seal.public }),
     close: () => server.close(),
@@ -64,6 +66,7 @@ export async function fakeAuthd(o: { locatordAddr?: Address; ticketLifetimeS?: n
     handlers: {
       AUTH_REQUEST: (ctx) => {
         f.requests++;
+        if (f.silent) return null;
         if (f.refuseNext && f.refuseNext.count > 0) {
           f.refuseNext.count--;
           const r: Refusal = { error: f.refuseNext.code as Refusal['error'] };

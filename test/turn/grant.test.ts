@@ -13,6 +13,7 @@ import { parseAddress } from '../../src/wire/addr.js';
 import type { RelayGrant } from '../../src/wire/catalog.js';
 import { eventually, stack } from '../agent/stack.js';
 import { devloc } from '../cli/fixtures/cli.js';
+import { trackUdpSockets } from '../helpers/sockets.js';
 import { haveCoturn, startCoturn } from './coturn.js';
 
 if (!haveCoturn) {
@@ -56,6 +57,7 @@ t.test('an authenticated terminal gets relay credentials coturn accepts, bound t
   const id = loadDeviceIdentity(dev.identityPath);
   const key = loadAuthdKey(s.authdPubFile);
   if (!id.ok || !key.ok) throw new Error('fixture unreadable');
+  const sockets = trackUdpSockets(t);
   const agent = new Agent({ identity: id.value, authd: parseAddress(s.authdAddr)!, authdKey: key.value, reflector: null, retransmitMs: 200 });
   t.teardown(() => agent.stop({ unregister: false }));
   await agent.start();
@@ -83,4 +85,13 @@ t.test('an authenticated terminal gets relay credentials coturn accepts, bound t
   t.same(await allocate('tcp', grant!), { ok: true }, 'allocation over TCP with the granted credentials');
   const other = `${grant!.exp}:${'00'.repeat(16)}`;
   t.same(await allocate('udp', { ...grant!, username: other }), { ok: false, code: TurnErrorCode.UNAUTHORIZED }, 'the same password under another locator ID is refused');
+
+  // The agent's own allocation (what a relayed channel uses) goes with the agent: stop() leaves
+  // no socket of it open (devloc-agent(3): nothing keeps the process alive afterwards).
+  const relayed = await agent.relay.ensure();
+  t.equal(agent.status().relayAllocation?.relayed, `${relayed.ip}:${relayed.port}`, 'the agent allocated on the relay');
+  await agent.stop({ unregister: false });
+  t.equal(agent.status().relayAllocation, null, 'no allocation after stop()');
+  t.ok(sockets.opened >= 2, `the agent's socket and the relay's were tracked (${sockets.opened})`);
+  t.same(sockets.open(), [], `the ${sockets.opened} sockets bob's agent opened, the relay's among them, are closed when stop() resolves`);
 });

@@ -31,6 +31,7 @@ import { has, needs } from '../ops/tools.js';
 import { capture } from '../punch/lab.js';
 import { haveCoturn, startCoturn } from './coturn.js';
 import { FakeClock } from './fake-clock.js';
+import { trackUdpSockets } from '../helpers/sockets.js';
 
 const LOCATOR = 'ab'.repeat(16);
 const nowSec = (): number => Math.floor(Date.now() / 1000);
@@ -108,6 +109,36 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     resume();
     await t.rejects(allocating, { code: 'TURN_CLOSED' }, 'the allocation in flight fails as closed');
     t.equal(m.status(), null, 'nothing allocated after close()');
+  });
+
+  await t.test('closed while authd is asked for fresh credentials: nothing allocated with them after close()', async (t) => {
+    // The agent stops while the manager waits for a new grant: the grant still comes (authd
+    // answered just before), but the manager is closed. It used to go on and allocate with the
+    // fresh credentials, and keep that allocation, its socket and its renewal timer.
+    const sockets = trackUdpSockets(t);
+    let current = [grant(nowSec() - 60)];
+    let asked!: () => void;
+    const askedAuthd = new Promise<void>((resolve) => (asked = resolve));
+    let answer!: () => void;
+    const m = new RelayManager({
+      grants: () => current,
+      reauthenticate: async () => {
+        asked();
+        await new Promise<void>((resolve) => (answer = resolve));
+        current = [grant(nowSec() + 600)];
+        return true;
+      },
+      log: () => {},
+    });
+    t.teardown(() => m.close());
+    const allocating = m.ensure();
+    await askedAuthd;
+    await m.close();
+    answer();
+    await t.rejects(allocating, { code: 'TURN_CLOSED', message: /closed while allocating/ }, 'ensure() fails as closed');
+    t.equal(m.status(), null, 'nothing allocated after close()');
+    t.equal(m.counters.allocations, 0, 'no allocation made');
+    t.same(sockets.open(), [], `no socket left open (${sockets.opened} opened)`);
   });
 });
 
