@@ -124,6 +124,12 @@ export class RelayManager {
   private inFlight: TurnClient | undefined;
   /** Bumped by close(): an allocation begun before it is dropped instead of becoming `current`. */
   private epoch = 0;
+  /**
+   * Allocations released (lost, dropped) whose client is still closing: it waits for the
+   * relay's answer to Refresh(0) up to its close timeout, which a lost relay never gives.
+   * close() waits for them, so that none outlives the manager.
+   */
+  private readonly releasing = new Set<Promise<void>>();
   /** Relay name -> when it was lost. */
   private readonly lostAt = new Map<string, number>();
   /** `relay|transport` -> when that transport to that relay last got no connection or answer. */
@@ -411,7 +417,8 @@ export class RelayManager {
     this.current = undefined;
     this.clock.clearTimeout(c.renew);
     c.client.removeAllListeners('closed');
-    void c.client.close().catch(() => {});
+    const closing: Promise<void> = c.client.close().catch(() => {}).finally(() => this.releasing.delete(closing));
+    this.releasing.add(closing);
     return c;
   }
 
@@ -432,6 +439,6 @@ export class RelayManager {
     if (c) this.clock.clearTimeout(c.renew);
     const pending = this.inFlight;
     this.inFlight = undefined;
-    await Promise.all([c?.client.close().catch(() => {}), pending?.close().catch(() => {})]);
+    await Promise.all([c?.client.close().catch(() => {}), pending?.close().catch(() => {}), ...this.releasing]);
   }
 }

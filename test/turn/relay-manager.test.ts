@@ -140,6 +140,30 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     t.equal(m.counters.allocations, 0, 'no allocation made');
     t.same(sockets.open(), [], `no socket left open (${sockets.opened} opened)`);
   });
+
+  await t.test('a lost relay, then close(): the released allocation is closed when close() resolves', async (t) => {
+    // lost() releases the allocation; its client says goodbye (Refresh with LIFETIME 0), which a
+    // relay that stopped answering never acknowledges: the client closes at its close timeout.
+    // close() (the agent's stop) comes meanwhile and must not resolve before it.
+    const sockets = trackUdpSockets(t);
+    const pid = relay.pid()!;
+    const { m } = manager([[grant(nowSec() + 600)]]);
+    await m.ensure();
+    t.equal(sockets.opened, 1, 'one socket, the allocation\'s');
+    process.kill(pid, 'SIGSTOP');
+    let resumed = false;
+    const resume = (): void => {
+      if (!resumed) process.kill(pid, 'SIGCONT');
+      resumed = true;
+    };
+    t.teardown(resume);
+    t.match(m.lost('test: the relay stopped answering'), /relay lo lost/);
+    t.same(sockets.open().length, 1, 'the released client is still saying goodbye to the silent relay');
+    await m.close();
+    await new Promise((resolve) => setImmediate(resolve)); // the socket's 'close' event comes a tick after close()
+    t.same(sockets.open(), [], 'its socket is closed when close() resolves');
+    resume();
+  });
 });
 
 t.test('transport fallback: UDP gets no answer, then TCP; TCP does not connect either, then TLS', needs('turnserver', haveCoturn), async (t) => {
