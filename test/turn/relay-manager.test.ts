@@ -20,6 +20,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import type { Test } from 'tap';
 import { Channel } from '../../src/agent/channel.js';
 import { RELAY_LOST_MS, RelayManager } from '../../src/agent/relay.js';
 import { DEFAULT_CLOSE_TIMEOUT_MS, defaultLink, nodeTurnClock } from '../../src/agent/turn/client.js';
@@ -58,6 +59,18 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     t.teardown(() => m.close());
     return { m, reauths: () => reauths };
   };
+  /** Stop coturn (SIGSTOP: its sockets stay, nothing is answered); the result resumes it, as teardown does. */
+  const pauseRelay = (t: Test): (() => void) => {
+    const pid = relay.pid()!;
+    process.kill(pid, 'SIGSTOP');
+    let resumed = false;
+    const resume = (): void => {
+      if (!resumed) process.kill(pid, 'SIGCONT');
+      resumed = true;
+    };
+    t.teardown(resume);
+    return resume;
+  };
 
   await t.test('expired by the grant: fresh credentials first, then the allocation', async (t) => {
     const { m, reauths } = manager([[grant(nowSec() - 60)], [grant(nowSec() + 600)]]);
@@ -95,15 +108,8 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     // coturn stopped (SIGSTOP) holds the Allocate in its socket; close() comes first; coturn then
     // answers. The manager used to finish that allocation after close() and keep it (a client,
     // its socket and a relay allocation nobody would release).
-    const pid = relay.pid()!;
     const { m } = manager([[grant(nowSec() + 600)]]);
-    process.kill(pid, 'SIGSTOP');
-    let resumed = false;
-    const resume = (): void => {
-      if (!resumed) process.kill(pid, 'SIGCONT');
-      resumed = true;
-    };
-    t.teardown(resume);
+    const resume = pauseRelay(t);
     const allocating = m.ensure();
     await m.close();
     resume();
@@ -146,17 +152,10 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     // relay that stopped answering never acknowledges: the client closes at its close timeout.
     // close() (the agent's stop) comes meanwhile and must not resolve before it.
     const sockets = trackUdpSockets(t);
-    const pid = relay.pid()!;
     const { m } = manager([[grant(nowSec() + 600)]]);
     await m.ensure();
     t.equal(sockets.opened, 1, 'one socket, the allocation\'s');
-    process.kill(pid, 'SIGSTOP');
-    let resumed = false;
-    const resume = (): void => {
-      if (!resumed) process.kill(pid, 'SIGCONT');
-      resumed = true;
-    };
-    t.teardown(resume);
+    const resume = pauseRelay(t);
     t.match(m.lost('test: the relay stopped answering'), /relay lo lost/);
     t.same(sockets.open().length, 1, 'the released client is still saying goodbye to the silent relay');
     await m.close();
