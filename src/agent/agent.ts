@@ -142,6 +142,9 @@ export class Agent extends SafeEmitter<AgentEvents> {
       // The relay first: a UDP-blocked terminal re-checks (a new allocation), which the
       // channels' re-introductions then share.
       setImmediate(() => {
+        // stop() may have come in between: a stopping or stopped agent allocates nothing (the
+        // relay manager's close() may be behind it already) and re-introduces nothing.
+        if (this.state === 'stopping' || this.state === 'stopped') return;
         this.relay.addressChanged(`address changed from ${previous}`);
         this.punch.addressChanged(`address changed from ${previous}`);
       });

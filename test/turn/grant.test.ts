@@ -3,7 +3,9 @@
 // TCP), bound to that terminal's locator ID (the same password under another ID is refused),
 // and `devloc status` shows the relay without the credentials.
 import t from 'tap';
+import type { Test } from 'tap';
 import path from 'node:path';
+import { createSocket } from 'node:dgram';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { Agent } from '../../src/agent/agent.js';
 import { loadAuthdKey, loadDeviceIdentity } from '../../src/agent/identity.js';
@@ -11,9 +13,11 @@ import { TurnClient, TurnErrorCode, type TurnTransport } from '../../src/agent/t
 import { formatStatus } from '../../src/cli/commands/agentctl.js';
 import { parseAddress } from '../../src/wire/addr.js';
 import type { RelayGrant } from '../../src/wire/catalog.js';
+import type { Stack } from '../agent/stack.js';
 import { eventually, stack } from '../agent/stack.js';
 import { devloc } from '../cli/fixtures/cli.js';
 import { trackUdpSockets } from '../helpers/sockets.js';
+import type { Coturn } from './coturn.js';
 import { haveCoturn, startCoturn } from './coturn.js';
 
 if (!haveCoturn) {
@@ -21,12 +25,29 @@ if (!haveCoturn) {
   process.exit(1);
 }
 
-t.test('an authenticated terminal gets relay credentials coturn accepts, bound to its locator ID', async (t) => {
+/** A real coturn and a real stack (authd, locatord), with where authd's state and the relay's secret file go. */
+async function relayStack(t: Test): Promise<{ relay: Coturn; s: Stack; state: string; secretFile: string }> {
   const relay = await startCoturn();
   t.teardown(() => relay.stop());
   const s = await stack(t);
-  const state = path.join(s.dir, 'authd-state');
-  const secretFile = path.join(s.dir, 'relay.secret');
+  return { relay, s, state: path.join(s.dir, 'authd-state'), secretFile: path.join(s.dir, 'relay.secret') };
+}
+
+/** An in-process agent of device `name` of the stack (no reflector), stopped at teardown. */
+function inProcessAgent(t: Test, s: Stack, name: string, log?: (msg: string) => void): Agent {
+  const id = loadDeviceIdentity(s.device(name).identityPath);
+  const key = loadAuthdKey(s.authdPubFile);
+  if (!id.ok || !key.ok) throw new Error('fixture unreadable');
+  const agent = new Agent({
+    identity: id.value, authd: parseAddress(s.authdAddr)!, authdKey: key.value, reflector: null, retransmitMs: 200,
+    ...(log ? { log: (_level, msg) => log(msg) } : {}),
+  });
+  t.teardown(() => agent.stop({ unregister: false }));
+  return agent;
+}
+
+t.test('an authenticated terminal gets relay credentials coturn accepts, bound to its locator ID', async (t) => {
+  const { relay, s, state, secretFile } = await relayStack(t);
   writeFileSync(secretFile, `# coturn static-auth-secret\n${relay.secret}\n`, { mode: 0o600 });
   chmodSync(secretFile, 0o644);
   const loose = devloc(['relay', 'add', 'lo', '--state-dir', state, '--udp', `127.0.0.1:${relay.port}`, '--secret-file', secretFile]);
@@ -53,13 +74,8 @@ t.test('an authenticated terminal gets relay credentials coturn accepts, bound t
   t.match(formatStatus(st), /relay:\s+lo: udp 127\.0\.0\.1:\d+, tcp 127\.0\.0\.1:\d+; credentials expire/);
 
   // An in-process agent, to hold the credentials themselves.
-  const dev = s.device('bob');
-  const id = loadDeviceIdentity(dev.identityPath);
-  const key = loadAuthdKey(s.authdPubFile);
-  if (!id.ok || !key.ok) throw new Error('fixture unreadable');
   const sockets = trackUdpSockets(t);
-  const agent = new Agent({ identity: id.value, authd: parseAddress(s.authdAddr)!, authdKey: key.value, reflector: null, retransmitMs: 200 });
-  t.teardown(() => agent.stop({ unregister: false }));
+  const agent = inProcessAgent(t, s, 'bob');
   await agent.start();
   await eventually(async () => agent.status().registered, 60_000, 'bob registered');
   const [grant] = agent.relays;
@@ -94,4 +110,36 @@ t.test('an authenticated terminal gets relay credentials coturn accepts, bound t
   t.equal(agent.status().relayAllocation, null, 'no allocation after stop()');
   t.ok(sockets.opened >= 2, `the agent's socket and the relay's were tracked (${sockets.opened})`);
   t.same(sockets.open(), [], `the ${sockets.opened} sockets bob's agent opened, the relay's among them, are closed when stop() resolves`);
+});
+
+t.test('an address change just before stop(): the UDP-blocked agent allocates nothing after it', async (t) => {
+  // A terminal whose UDP does not reach the relay (it allocated over TCP) re-checks UDP on an
+  // address change, one event-loop turn after the change is reported. When stop() comes in
+  // that turn (a console suspending: the network goes, the host stops its agent), the re-check
+  // must not start: the relay manager's close() is already behind it, so what it allocated
+  // would outlive the agent (its sockets, for the 7.75 s of the UDP attempt and beyond).
+  const { relay, s, state, secretFile } = await relayStack(t);
+  writeFileSync(secretFile, `${relay.secret}\n`, { mode: 0o400 });
+  // UDP to a port where nothing answers (a bound socket that reads nothing), TCP to coturn.
+  const silent = await new Promise<import('node:dgram').Socket>((resolve) => {
+    const sock = createSocket('udp4');
+    sock.bind(0, '127.0.0.1', () => resolve(sock));
+  });
+  t.teardown(() => silent.close());
+  const add = devloc(['relay', 'add', 'half', '--state-dir', state, '--udp', `127.0.0.1:${silent.address().port}`, '--tcp', `127.0.0.1:${relay.port}`, '--secret-file', secretFile]);
+  t.equal(add.status, 0, add.stderr);
+  const logs: string[] = [];
+  const agent = inProcessAgent(t, s, 'carol', (msg) => logs.push(msg));
+  await agent.start();
+  await eventually(async () => agent.status().registered && agent.relays.length > 0, 60_000, 'carol registered with the relay granted');
+  await agent.relay.ensure();
+  t.ok(agent.relay.udpBlocked, 'allocated over TCP after UDP got no answer: known UDP-blocked');
+  const sockets = trackUdpSockets(t);
+  agent.emit('address', '127.0.0.1:1', '127.0.0.1:2');
+  await agent.stop({ unregister: false });
+  // The re-check was scheduled for the turn after the change: let that turn come.
+  await new Promise((resolve) => setImmediate(resolve));
+  t.notOk(logs.includes('address changed: checking again whether UDP reaches the relay'), 'no UDP re-check after stop()');
+  t.equal(agent.status().relayAllocation, null, 'nothing allocated');
+  t.same(sockets.open(), [], `no socket opened after the change left open (${sockets.opened} opened)`);
 });
