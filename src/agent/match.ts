@@ -41,7 +41,7 @@ import { compileRequirements } from '../wire/requirements.js';
 import type { Field, FieldType, Props } from '../wire/schema.js';
 import { checkFields, checkValue, pickFields } from '../wire/schema.js';
 import type { Reply, RetransmitPolicy } from '../net/client.js';
-import { UdpClient } from '../net/client.js';
+import { ClientClosed, UdpClient } from '../net/client.js';
 import type { ClientSession } from '../net/clientsession.js';
 import type { AgentLog } from './errors.js';
 import { AgentError, refuseUnknownKeys } from './errors.js';
@@ -636,6 +636,7 @@ export class MatchClient {
       try {
         r = await client.request(to, datagram, rid, { accept: (x) => session.accept(x), policy: { ...this.policy, ...policy } });
       } catch (err) {
+        if (err instanceof ClientClosed) throw new AgentError('NOT_RUNNING', `${name}: the agent stopped before an answer`);
         if (err instanceof DevlocError) throw new AgentError('NO_ANSWER', `${name}: ${err.message}`);
         throw err;
       }

@@ -23,7 +23,7 @@ import { joinProof } from '../wire/groupcode.js';
 import { generatePair, privateKeyObject } from '../wire/keys.js';
 import { peekTicket } from '../wire/ticket-parse.js';
 import type { Reply, RetransmitPolicy } from '../net/client.js';
-import { UdpClient } from '../net/client.js';
+import { ClientClosed, UdpClient } from '../net/client.js';
 import { ClientSession } from '../net/clientsession.js';
 import type { AgentLog, LogLevel } from './errors.js';
 import { AgentError, NEEDS_TICKET, REFUSALS, ServerError } from './errors.js';
@@ -919,6 +919,8 @@ export class Registration {
     try {
       r = await (track ? this.tracked(name, 'locatord', to, send) : send());
     } catch (err) {
+      // The agent stopped (its socket closed) before an answer: not the server's silence.
+      if (err instanceof ClientClosed) throw new AgentError('NOT_RUNNING', `${name}: the agent stopped before an answer`);
       if (err instanceof DevlocError) throw new Error(`${name}: ${err.message}`);
       throw err;
     }

@@ -244,7 +244,7 @@ export class UdpClient {
     /** Called at each retransmission (n = 1 for the first, i.e. at the first timeout); must not throw. */
     onRetransmit?: (n: number) => void;
   } = {}): Promise<Reply> {
-    if (this.closed) return Promise.reject(new DevlocError(ErrorCode.TRY_LATER, 'client closed or detached'));
+    if (this.closed) return Promise.reject(new ClientClosed('client closed or detached'));
     const key = Buffer.from(rid).toString('hex');
     if (this.pending.has(key)) return Promise.reject(new Error('request ID already pending'));
     const policy = { ...this.policy, ...o.policy };
@@ -321,8 +321,18 @@ export class UdpClient {
     this.closed = true;
     for (const [key, p] of this.pending) {
       this.finish(key, p);
-      p.reject(new DevlocError(ErrorCode.TRY_LATER, why));
+      p.reject(new ClientClosed(why));
     }
+  }
+}
+
+/**
+ * A request ended by its own side (close or detach), not by the server's silence: what a
+ * caller reports as "stopped", never as "no answer". TRY_LATER, like any request refused here.
+ */
+export class ClientClosed extends DevlocError {
+  constructor(why: string) {
+    super(ErrorCode.TRY_LATER, why);
   }
 }
 

@@ -280,3 +280,20 @@ t.test('stop() ends a wait for authd: reauthenticate() resolves false, its timer
   t.ok(timers() <= timersBefore, `no timer left behind (${timers()} active, ${timersBefore} before start)`);
   await waiting;
 });
+
+t.test('a query in flight when stop() is called: NOT_RUNNING, not NO_ANSWER', async (t) => {
+  // devloc-agent(3): NO_ANSWER is a server's silence after every retransmission; an agent that
+  // stops under a query ends it itself, which the caller must be able to tell apart.
+  const e = await env(t);
+  const a = e.make({ reflector: null, retransmitMs: 1000 });
+  await a.start();
+  await until(() => a.isRegistered, 10_000, 'registered');
+  e.loc.unansweredQueries = true;
+  const before = e.loc.counts['QUERY_ADDR'] ?? 0;
+  const lookup = a.lookup([a.locatorIdHex!]).then(() => null, (err: Error & { code?: string }) => err);
+  await until(() => (e.loc.counts['QUERY_ADDR'] ?? 0) > before, 10_000, 'the QUERY_ADDR sent (locatord does not answer)');
+  await a.stop({ unregister: false });
+  const err = await lookup;
+  t.equal(err?.code, 'NOT_RUNNING', `rejected as stopped: ${err?.message}`);
+  t.match(err?.message, /QUERY_ADDR: the agent stopped before an answer/);
+});

@@ -128,6 +128,8 @@ export interface FakeLocatord {
   sendRaw(bytes: Buffer, to: Address): void;
   /** Leave REFLECT unanswered (udp-blocked / unreachable reflector). */
   reflectorSilent: boolean;
+  /** Queries (QUERY_ADDR, QUERY_STATUS) left unanswered, still counted: a locatord gone silent for them. */
+  unansweredQueries: boolean;
   /** Answer change-port requests (false: behave like a port-restricted NAT dropped them). */
   answerChangePort: boolean;
   ttlS: number;
@@ -148,7 +150,7 @@ export async function fakeLocatord(authd: FakeAuthd, o: { ttlS?: number; refresh
     addr: { ip: '127.0.0.1', port: socket.address().port },
     reflector: { ip: '127.0.0.1', port: reflectSock.address().port },
     table: new Map(), groups: new Map(), counts: {}, refuseNext: new Map(),
-    reflectorSilent: false, answerChangePort: true, ttlS: o.ttlS ?? 60, refreshS: o.refreshS ?? 25,
+    reflectorSilent: false, unansweredQueries: false, answerChangePort: true, ttlS: o.ttlS ?? 60, refreshS: o.refreshS ?? 25,
     dropSessions: () => {
       sessions = new ServerSessions({ verifier, serviceSecret: privateKeyObject('X25519', service) });
       (server as unknown as { opts: { sessions: ServerSessions } }).opts.sessions = sessions;
@@ -224,6 +226,7 @@ export async function fakeLocatord(authd: FakeAuthd, o: { ttlS?: number; refresh
       },
       QUERY_ADDR: (ctx) => {
         count('QUERY_ADDR');
+        if (f.unansweredQueries) return null;
         const start = ctx.msg.body.cursor ?? 0;
         const ids = ctx.msg.body.ids.slice(start);
         // Two entries per page, to exercise paging.
@@ -242,6 +245,7 @@ export async function fakeLocatord(authd: FakeAuthd, o: { ttlS?: number; refresh
       },
       QUERY_STATUS: (ctx) => {
         count('QUERY_STATUS');
+        if (f.unansweredQueries) return null;
         const online = ctx.msg.body.ids.map((id) => {
           const reg = f.table.get(Buffer.from(id).toString('hex'));
           return !!reg && reg.expiresAt > Date.now();
