@@ -47,7 +47,7 @@ export const NEEDS_TICKET: readonly number[] = [
  * wire code's name (RATE_LIMITED, TRY_LATER, FULL, ...: devloc-protocol(7)).
  */
 export const AGENT_ERROR_CODES: Readonly<Record<string, string>> = {
-  NOT_RUNNING: 'the agent is not started, or is stopping; also a call still waiting for its answer when stop() closes the socket (never NO_ANSWER)',
+  NOT_RUNNING: "the agent is not started, or is stopping; also a call still under way when stop() ends it: waiting for a server's answer or for a relay allocation (never NO_ANSWER or a relay's error)",
   NOT_REGISTERED: 'not registered with locatord: the call waited for the registration (10 s; a match submit 20 s) and gave up',
   NO_ANSWER: 'a server did not answer after every retransmission',
   BAD_REQUEST: 'an argument or option is malformed (an option of new Agent, a match spec or requirement, a presence record, an empty channel message, ...)',

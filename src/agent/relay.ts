@@ -13,7 +13,8 @@
 //   re-checks at once (addressChanged). Credentials that authd's grant says have expired
 //   (or that the relay refuses as expired) make the agent authenticate again for fresh ones and
 //   allocate once more: never a silent stall. Resolves with the relayed address, or rejects with
-//   AgentError RELAY_UNAVAILABLE (no relay granted, or none answers) naming every relay's error.
+//   AgentError RELAY_UNAVAILABLE (no relay granted, or none answers) naming every relay's error,
+//   or NOT_RUNNING when close() (the agent's stop) came first: nothing it began is kept then.
 // - permit(ip): CreatePermission for exactly the introduced peer's observed IP (never anything
 //   else: the relay forwards to us only what comes from peers we were introduced to).
 // - lost(): the allocation stopped answering (a channel over it went silent) or the client
@@ -112,8 +113,13 @@ function serversOf(g: RelayGrant): { server: TurnServer; addr: Address }[] {
   return out;
 }
 
-/** What ensure() rejects with when close() came before its allocation was kept. */
+/** An allocation's own end when close() came before it was kept (allocate() reports it as stopped). */
 const closedWhileAllocating = (): TurnError => new TurnError(TurnErrorCode.CLOSED, 'relay manager closed while allocating');
+/**
+ * What ensure() rejects with when close() (the agent's stop) came while it allocated: the
+ * agent's own code for a call its stop ended (devloc-agent(3) NOT_RUNNING), not a relay's error.
+ */
+const stopped = (): AgentError => new AgentError('NOT_RUNNING', 'the agent stopped while a relay allocation was being made');
 /** Errors that say this transport does not get through (the next one may): no answer, no connection. */
 const unreachable = (e: TurnError): boolean => e.code === TurnErrorCode.TIMEOUT || e.code === TurnErrorCode.CONNECTION;
 
@@ -233,7 +239,7 @@ export class RelayManager {
           this.host.log('info', 'relay credentials expired: authenticating again', { relay: g.name });
           await this.host.reauthenticate('relay credentials expired');
           // close() came while authd was asked: nothing may be allocated for a closed manager.
-          if (this.epoch !== epoch) throw closedWhileAllocating();
+          if (this.epoch !== epoch) throw stopped();
           const fresh = this.host.grants().find((x) => x.name === g.name);
           if (!fresh || fresh.exp * 1000 <= this.clock.now()) {
             errors.push(`${g.name}: credentials expired and authd gave no fresh ones`);
@@ -245,7 +251,7 @@ export class RelayManager {
           return await this.allocateOn(g, epoch);
         } catch (err) {
           // Closed meanwhile: no next relay, and this one is not "lost".
-          if (this.epoch !== epoch) throw err;
+          if (this.epoch !== epoch) throw stopped();
           const e = err instanceof TurnError ? err : new TurnError(TurnErrorCode.CONNECTION, (err as Error).message);
           if (e.code === TurnErrorCode.CREDENTIALS_EXPIRED && attempt === 0) continue;
           errors.push(`${g.name}: ${e.code} ${e.message}`);

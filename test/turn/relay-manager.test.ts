@@ -113,7 +113,7 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     const allocating = m.ensure();
     await m.close();
     resume();
-    await t.rejects(allocating, { code: 'TURN_CLOSED' }, 'the allocation in flight fails as closed');
+    await t.rejects(allocating, { code: 'NOT_RUNNING' }, 'the allocation in flight fails as stopped');
     t.equal(m.status(), null, 'nothing allocated after close()');
   });
 
@@ -141,7 +141,7 @@ t.test('expired relay credentials: authenticate again, never a silent stall', ne
     await askedAuthd;
     await m.close();
     answer();
-    await t.rejects(allocating, { code: 'TURN_CLOSED', message: /closed while allocating/ }, 'ensure() fails as closed');
+    await t.rejects(allocating, { code: 'NOT_RUNNING', message: /agent stopped while a relay allocation/ }, 'ensure() fails as stopped');
     t.equal(m.status(), null, 'nothing allocated after close()');
     t.equal(m.counters.allocations, 0, 'no allocation made');
     t.same(sockets.open(), [], `no socket left open (${sockets.opened} opened)`);
