@@ -78,6 +78,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
       netMode: () => (this.relay.udpBlocked ? NetMode.UDP_BLOCKED : reg.wireNetMode()),
       relays: () => reg.relays,
       netModeSettled: () => reg.netModeSettled,
+      stopSignal: () => reg.stopSignal,
       locatorId: () => reg.locatorIdHex,
       names: (id) => opts.peers?.namesOf(id) ?? [],
       ...(opts.nickname ? { nickname: opts.nickname } : {}),

@@ -47,6 +47,7 @@ import type { AgentLog } from './errors.js';
 import { AgentError, refuseUnknownKeys } from './errors.js';
 import { formatId } from './ids.js';
 import { classificationBoundMs } from './netmode.js';
+import { sleepUnlessStopped } from './wait.js';
 
 /** What the agent lends the match client: its socket, sessions, network mode and clock. */
 export interface MatchBridge {
@@ -67,6 +68,8 @@ export interface MatchBridge {
   relays?(): readonly RelayGrant[];
   /** Whether the classification of the current network is done. */
   netModeSettled(): boolean;
+  /** Aborted when the agent stops: the client's own waits (a back-off, the classification) end then. */
+  stopSignal(): AbortSignal;
   /** Our locator ID (hex), once known. */
   locatorId(): string | null;
   /** Address book names of an ID. */
@@ -534,8 +537,8 @@ export class MatchClient {
     // Unknown counts as symmetric at matchd (two of those never match): wait for the
     // classification of this network, which started before the registration, for as long as a
     // classification can take; the verdict is taken as soon as it is there (polled).
-    for (const end = Date.now() + this.classifyWaitMs; !this.bridge.netModeSettled() && Date.now() < end && !this.stopping;) {
-      await new Promise((res) => setTimeout(res, 100));
+    for (const end = Date.now() + this.classifyWaitMs; !this.bridge.netModeSettled() && Date.now() < end;) {
+      if (!(await sleepUnlessStopped(this.bridge.stopSignal(), 100))) throw new AgentError('NOT_RUNNING', 'the agent stopped before the submit was sent');
     }
     const body: Bodies['MATCH_SUBMIT'] = { mediaId: spec.mediaId, ...partyAndWait(spec), netMode: this.bridge.netMode() };
     if (spec.appType) body.appType = spec.appType;
@@ -644,7 +647,8 @@ export class MatchClient {
       if (m.name === 'ERROR') {
         const e = new MatchdError(m.body.code, m.body.message, m.body.retryAfterMs);
         if ((e.code === ErrorCode.RATE_LIMITED || e.code === ErrorCode.TRY_LATER || e.code === ErrorCode.FULL) && attempt < 2 && !this.stopping) {
-          await new Promise((res) => setTimeout(res, Math.min(5000, (e.retryAfterMs ?? 1000) * (1 + Math.random() * 0.2))));
+          const waited = await sleepUnlessStopped(this.bridge.stopSignal(), Math.min(5000, (e.retryAfterMs ?? 1000) * (1 + Math.random() * 0.2)));
+          if (!waited) throw new AgentError('NOT_RUNNING', `${name}: the agent stopped before trying again`);
           continue;
         }
         throw e;

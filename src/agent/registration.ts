@@ -34,6 +34,7 @@ import type { Classification } from './netmode.js';
 import { classifyNetwork, combineClassifications, inconclusive, reclassifyDelay } from './netmode.js';
 import type { CheckedOptions } from './options.js';
 import type { AgentCounters, AgentEvents, AgentOptions, AgentState, AgentStatus, RegistrationInfo } from './types.js';
+import { waitUnlessStopped } from './wait.js';
 
 /** The step was abandoned because something more urgent happened (address change, stop). */
 class Interrupted extends Error {}
@@ -122,6 +123,8 @@ export class Registration {
 
   private _state: AgentState = 'stopped';
   private stopping = false;
+  /** Aborted by halt(): every bounded wait of this run ends with the stop (wait.ts). */
+  private runAbort = new AbortController();
   private loopDone: Promise<void> | undefined;
   /** Bumped by every kick that invalidates work in progress. */
   private generation = 0;
@@ -259,6 +262,11 @@ export class Registration {
     return this.otherGrants;
   }
 
+  /** Aborted when the agent stops (halt): for the waits of the agent's other parts (wait.ts). */
+  get stopSignal(): AbortSignal {
+    return this.runAbort.signal;
+  }
+
   /** The TURN relays of the last grant, with their credentials. */
   get relays(): readonly RelayGrant[] {
     return this.relayGrants;
@@ -268,6 +276,7 @@ export class Registration {
   async start(): Promise<void> {
     if (this.client) throw new Error('agent already started');
     this.stopping = false;
+    this.runAbort = new AbortController();
     const bind = this.o.bind ?? { host: this.o.authd.ip.includes(':') ? '::' : '0.0.0.0', port: 0 };
     this.client = await UdpClient.open({ bind, policy: { initialTimeoutMs: this.o.retransmitMs }, random: this.random, onPush: (r) => this.onPush(r) });
     this.hooks.attach(this.client.socket);
@@ -287,10 +296,9 @@ export class Registration {
     this.setState('stopping');
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.kick(true);
-    // An interrupted authentication reports no outcome (onFailure skips Interrupted): callers
-    // waiting for a grant (reauthenticate with a bound) get none now, not at their bound, whose
-    // timer would keep the process alive after stop().
-    this.settleAuthWaiters(false);
+    // Every wait of this run ends now (the registration, a new grant, a back-off): its caller
+    // learns that the agent stopped, and its timer does not keep the process alive.
+    this.runAbort.abort();
     await this.loopDone;
     // The classification's test sockets are closed (kick aborted it) before stop() resolves.
     await Promise.all([...this.classifications.values()].map((c) => c.done));
@@ -934,16 +942,14 @@ export class Registration {
   async ready(timeoutMs: number): Promise<ClientSession> {
     if (this.registered && this.activeSession) return this.activeSession;
     if (!this.client || this.stopping) throw new AgentError('NOT_RUNNING', 'agent is not running');
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.events.off('registered', onReg);
-        reject(new AgentError('NOT_REGISTERED', `not registered with locatord (state ${this._state}${this.lastError ? `; last error: ${this.lastError.error}` : ''})`));
-      }, timeoutMs);
-      const onReg = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.events.once('registered', onReg);
+    await waitUnlessStopped<void>(this.runAbort.signal, timeoutMs, {
+      arm: (settle) => {
+        const onReg = (): void => settle(undefined);
+        this.events.once('registered', onReg);
+        return () => this.events.off('registered', onReg);
+      },
+      timedOut: () => new AgentError('NOT_REGISTERED', `not registered with locatord (state ${this._state}${this.lastError ? `; last error: ${this.lastError.error}` : ''})`),
+      stopped: () => new AgentError('NOT_RUNNING', 'the agent stopped before it registered'),
     });
     if (!this.activeSession) throw new AgentError('NOT_REGISTERED', 'not registered with locatord');
     return this.activeSession;
@@ -995,17 +1001,16 @@ export class Registration {
     else this.renewAt = this.now();
     this.retryAt = undefined;
     this.backoffAttempt = 0;
+    // An interrupted authentication reports no outcome (onFailure skips Interrupted): a stop
+    // ends the wait with false.
     const outcome = timeoutMs > 0
-      ? new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
-          this.authWaiters = this.authWaiters.filter((w) => w !== done);
-          resolve(false);
-        }, timeoutMs);
-        const done = (ok: boolean): void => {
-          clearTimeout(timer);
-          resolve(ok);
-        };
-        this.authWaiters.push(done);
+      ? waitUnlessStopped<boolean>(this.runAbort.signal, timeoutMs, {
+        arm: (settle) => {
+          this.authWaiters.push(settle);
+          return () => { this.authWaiters = this.authWaiters.filter((w) => w !== settle); };
+        },
+        timedOut: () => false,
+        stopped: () => false,
       })
       : Promise.resolve(true);
     this.kick(false);

@@ -297,3 +297,41 @@ t.test('a query in flight when stop() is called: NOT_RUNNING, not NO_ANSWER', as
   t.equal(err?.code, 'NOT_RUNNING', `rejected as stopped: ${err?.message}`);
   t.match(err?.message, /QUERY_ADDR: the agent stopped before an answer/);
 });
+
+t.test('stop() ends the waits of calls made before the agent could serve them: NOT_RUNNING at once, no timer left', async (t) => {
+  // A lookup waits for the registration (10 s), a match submit for the network classification
+  // (24 s at T = 1 s). An agent stopped meanwhile will serve neither: the calls must end with
+  // the stop, and their waits' timers must not keep the process alive until their bounds.
+  const e = await env(t);
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const timersBefore = timers();
+  const outcome = (p: Promise<unknown>): Promise<{ code?: string; message?: string } | null> => p.then(() => null, (err: Error & { code?: string }) => err);
+
+  await t.test('a lookup waiting for the registration (authd does not answer)', async (t) => {
+    e.authd.silent = true;
+    const a = e.make({ reflector: null });
+    await a.start();
+    const requests = e.authd.requests;
+    const lookup = outcome(a.lookup(['00'.repeat(16)]));
+    await until(() => e.authd.requests > requests, 10_000, 'authenticating');
+    await a.stop({ unregister: false });
+    const err = await lookup;
+    t.equal(err?.code, 'NOT_RUNNING', `rejected as stopped: ${err?.message}`);
+    t.match(err?.message, /stopped before it registered/);
+    t.ok(timers() <= timersBefore, `no timer left behind (${timers()} active, ${timersBefore} before)`);
+    e.authd.silent = false;
+  });
+
+  await t.test('a match submit waiting for the classification (the reflector does not answer)', async (t) => {
+    e.loc.reflectorSilent = true;
+    const a = e.make({ retransmitMs: 1000, match: { matchd: e.loc.addr } });
+    await a.start();
+    await until(() => a.isRegistered, 10_000, 'registered, still classifying');
+    const submit = outcome(a.match.submit({ mediaId: 'go' }));
+    await a.stop({ unregister: false });
+    const err = await submit;
+    t.equal(err?.code, 'NOT_RUNNING', `rejected as stopped: ${err?.message}`);
+    t.match(err?.message, /stopped before the submit was sent/);
+    t.ok(timers() <= timersBefore, `no timer left behind (${timers()} active, ${timersBefore} before)`);
+  });
+});

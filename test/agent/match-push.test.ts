@@ -25,6 +25,7 @@ interface Client {
 async function client(fx: ReturnType<typeof fixture>, to: Address, o: { visibility?: number; netMode?: number; relays?: RelayGrant[]; bindIp?: string } = {}): Promise<Client> {
   const term = await Terminal.open(fx, to, Date.now, o.bindIp);
   const c: Client = { mc: undefined as unknown as MatchClient, term, results: [], acks: [], dropAcks: 0 };
+  const stopped = new AbortController();
   const bridge: MatchBridge = {
     client: () => term.client,
     session: () => ({ session: term.cs, addr: to }),
@@ -32,6 +33,7 @@ async function client(fx: ReturnType<typeof fixture>, to: Address, o: { visibili
     netMode: () => o.netMode ?? NetMode.OPEN,
     ...(o.relays ? { relays: () => o.relays! } : {}),
     netModeSettled: () => true,
+    stopSignal: () => stopped.signal,
     locatorId: () => term.locatorHex,
     names: () => [],
     nickname: `n${term.locatorHex.slice(0, 6)}`,
