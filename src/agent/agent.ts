@@ -145,7 +145,7 @@ export class Agent extends SafeEmitter<AgentEvents> {
       setImmediate(() => {
         // stop() may have come in between: a stopping or stopped agent allocates nothing (the
         // relay manager's close() may be behind it already) and re-introduces nothing.
-        if (this.state === 'stopping' || this.state === 'stopped') return;
+        if (this.registration.stopSignal.aborted) return;
         this.relay.addressChanged(`address changed from ${previous}`);
         this.punch.addressChanged(`address changed from ${previous}`);
       });

@@ -122,8 +122,10 @@ export class Registration {
   presenceRecord: () => PresenceRecord | undefined = () => undefined;
 
   private _state: AgentState = 'stopped';
-  private stopping = false;
-  /** Aborted by halt(): every bounded wait of this run ends with the stop (wait.ts). */
+  /**
+   * This run's stop: aborted by halt(), new at each start(). Every bounded wait of the run
+   * listens to it (wait.ts), so that it ends with the stop.
+   */
   private runAbort = new AbortController();
   private loopDone: Promise<void> | undefined;
   /** Bumped by every kick that invalidates work in progress. */
@@ -267,6 +269,11 @@ export class Registration {
     return this.runAbort.signal;
   }
 
+  /** stop() has begun (the run's signal is aborted); false again once start() runs. */
+  private get stopping(): boolean {
+    return this.runAbort.signal.aborted;
+  }
+
   /** The TURN relays of the last grant, with their credentials. */
   get relays(): readonly RelayGrant[] {
     return this.relayGrants;
@@ -275,7 +282,6 @@ export class Registration {
   /** Open the socket and start the automatic sequence. Resolves once the socket is bound. */
   async start(): Promise<void> {
     if (this.client) throw new Error('agent already started');
-    this.stopping = false;
     this.runAbort = new AbortController();
     const bind = this.o.bind ?? { host: this.o.authd.ip.includes(':') ? '::' : '0.0.0.0', port: 0 };
     this.client = await UdpClient.open({ bind, policy: { initialTimeoutMs: this.o.retransmitMs }, random: this.random, onPush: (r) => this.onPush(r) });
@@ -292,13 +298,12 @@ export class Registration {
   /** Stop the loop (first half of Agent.stop); false when not running or already stopping. */
   async halt(): Promise<boolean> {
     if (!this.client || this.stopping) return false;
-    this.stopping = true;
-    this.setState('stopping');
-    if (this.pollTimer) clearInterval(this.pollTimer);
-    this.kick(true);
     // Every wait of this run ends now (the registration, a new grant, a back-off): its caller
     // learns that the agent stopped, and its timer does not keep the process alive.
     this.runAbort.abort();
+    this.setState('stopping');
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.kick(true);
     await this.loopDone;
     // The classification's test sockets are closed (kick aborted it) before stop() resolves.
     await Promise.all([...this.classifications.values()].map((c) => c.done));
