@@ -8,6 +8,8 @@ import type { Address } from '../../src/wire/addr.js';
 import type { RelayGrant } from '../../src/wire/catalog.js';
 import { decodeDatagram } from '../../src/wire/envelope.js';
 import { NetMode } from '../../src/wire/constants.js';
+import type { Reply } from '../../src/net/client.js';
+import { ErrorCode } from '../../src/wire/errors.js';
 import type { MatchBridge, MatchResult } from '../../src/agent/match.js';
 import { MatchClient, parseAttr, parseRequirement } from '../../src/agent/match.js';
 import { fixture, matchd, Terminal, until } from '../matchd/helpers.js';
@@ -20,12 +22,14 @@ interface Client {
   acks: Buffer[];
   /** Drop this many acknowledgements (as if lost on the way). */
   dropAcks: number;
+  /** The agent's stop, as the match client sees it (MatchBridge.stopSignal). */
+  stop: AbortController;
 }
 
 async function client(fx: ReturnType<typeof fixture>, to: Address, o: { visibility?: number; netMode?: number; relays?: RelayGrant[]; bindIp?: string } = {}): Promise<Client> {
   const term = await Terminal.open(fx, to, Date.now, o.bindIp);
-  const c: Client = { mc: undefined as unknown as MatchClient, term, results: [], acks: [], dropAcks: 0 };
   const stopped = new AbortController();
+  const c: Client = { mc: undefined as unknown as MatchClient, term, results: [], acks: [], dropAcks: 0, stop: stopped };
   const bridge: MatchBridge = {
     client: () => term.client,
     session: () => ({ session: term.cs, addr: to }),
@@ -101,6 +105,32 @@ t.test('an agent registered hidden submits hidden: its partner sees an alias, no
   t.not(seen?.id, hidden.term.locatorHex, 'not by its locator ID');
   t.equal(seen?.nickname, undefined, 'nor its nickname');
   t.equal(rh.members?.find((x) => x.self)?.id, hidden.term.locatorHex, 'the hidden agent sees itself');
+});
+
+t.test('a back-off after RATE_LIMITED ends when the agent stops: NOT_RUNNING at once, matchd not asked again', async (t) => {
+  // matchd says "retry after 5 s"; the agent stops during that wait. The submit must end then,
+  // not after the back-off (whose timer would keep the process alive after stop()) and its retry.
+  const fx = fixture();
+  const m = await matchd(fx, { tickMs: 20 });
+  t.teardown(() => m.stop());
+  const c = await client(fx, m.address);
+  t.teardown(() => c.term.close());
+  let asked = 0;
+  // Every request is answered RATE_LIMITED here, in place of matchd, as its ERROR would decode.
+  c.term.client.request = async () => {
+    asked++;
+    return { msg: { name: 'ERROR', body: { code: ErrorCode.RATE_LIMITED, retryAfterMs: 5000 } } } as unknown as Reply;
+  };
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const submit = c.mc.submit({ mediaId: 'busy', maxWaitS: 30 }).then(() => null, (err: Error & { code?: string }) => err);
+  await until(() => asked === 1, 10_000, 'the submit answered RATE_LIMITED');
+  const waiting = timers();
+  c.stop.abort();
+  const err = await submit;
+  t.equal(err?.code, 'NOT_RUNNING', `rejected as stopped: ${err?.message}`);
+  t.match(err?.message, /MATCH_SUBMIT: the agent stopped before trying again/);
+  t.equal(asked, 1, 'matchd was not asked again');
+  t.ok(timers() < waiting, `the back-off's timer is gone (${timers()} active, ${waiting} while it waited)`);
 });
 
 t.test('requirement and attribute syntax', async (t) => {
