@@ -18,6 +18,14 @@ export class AgentError extends Error {
   }
 }
 
+/**
+ * A request whose answer the agent's own stop cut off (its UdpClient rejected it with
+ * ClientClosed): NOT_RUNNING, never NO_ANSWER, which is the server's silence.
+ */
+export function stoppedBeforeAnswer(request: string): AgentError {
+  return new AgentError('NOT_RUNNING', `${request}: the agent stopped before an answer`);
+}
+
 /** An ERROR answer from a server (authd or locatord), as the step that got it saw it. */
 export class ServerError extends Error {
   constructor(

@@ -44,7 +44,7 @@ import type { Reply, RetransmitPolicy } from '../net/client.js';
 import { ClientClosed, UdpClient } from '../net/client.js';
 import type { ClientSession } from '../net/clientsession.js';
 import type { AgentLog } from './errors.js';
-import { AgentError, refuseUnknownKeys } from './errors.js';
+import { AgentError, refuseUnknownKeys, stoppedBeforeAnswer } from './errors.js';
 import { formatId } from './ids.js';
 import { classificationBoundMs } from './netmode.js';
 import { sleepUnlessStopped } from './wait.js';
@@ -639,7 +639,7 @@ export class MatchClient {
       try {
         r = await client.request(to, datagram, rid, { accept: (x) => session.accept(x), policy: { ...this.policy, ...policy } });
       } catch (err) {
-        if (err instanceof ClientClosed) throw new AgentError('NOT_RUNNING', `${name}: the agent stopped before an answer`);
+        if (err instanceof ClientClosed) throw stoppedBeforeAnswer(name);
         if (err instanceof DevlocError) throw new AgentError('NO_ANSWER', `${name}: ${err.message}`);
         throw err;
       }

@@ -26,7 +26,7 @@ import type { Reply, RetransmitPolicy } from '../net/client.js';
 import { ClientClosed, UdpClient } from '../net/client.js';
 import { ClientSession } from '../net/clientsession.js';
 import type { AgentLog, LogLevel } from './errors.js';
-import { AgentError, NEEDS_TICKET, REFUSALS, ServerError } from './errors.js';
+import { AgentError, NEEDS_TICKET, REFUSALS, ServerError, stoppedBeforeAnswer } from './errors.js';
 import { formatId } from './ids.js';
 import type { LocalAddress } from './interfaces.js';
 import { addressSignature, localAddresses, reportableAddresses } from './interfaces.js';
@@ -933,7 +933,7 @@ export class Registration {
       r = await (track ? this.tracked(name, 'locatord', to, send) : send());
     } catch (err) {
       // The agent stopped (its socket closed) before an answer: not the server's silence.
-      if (err instanceof ClientClosed) throw new AgentError('NOT_RUNNING', `${name}: the agent stopped before an answer`);
+      if (err instanceof ClientClosed) throw stoppedBeforeAnswer(name);
       if (err instanceof DevlocError) throw new Error(`${name}: ${err.message}`);
       throw err;
     }
